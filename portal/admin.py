@@ -1,0 +1,53 @@
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin
+
+from .models import AuditEvent, Membership, Run, Team, User
+
+
+@admin.register(User)
+class PortalUserAdmin(UserAdmin):
+    fieldsets = UserAdmin.fieldsets + (("Portal", {"fields": ("is_helpdesk",)}),)
+    list_display = ("username", "email", "is_helpdesk", "is_superuser", "is_active")
+    list_filter = ("is_helpdesk", "is_superuser", "is_active")
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "created_at")
+    search_fields = ("name", "slug")
+    prepopulated_fields = {"slug": ("name",)}
+    inlines = [MembershipInline]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only: the audit trail is append-only, even for superusers."""
+
+    list_display = ("seq", "created_at", "actor_name", "action", "summary", "team_name")
+    list_filter = ("action",)
+    search_fields = ("summary", "actor_name", "object_repr")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Run)
+class RunAdmin(admin.ModelAdmin):
+    list_display = ("pk", "kind", "title", "team", "status", "created_at", "finished_at")
+    list_filter = ("kind", "status")
+    readonly_fields = [f.name for f in Run._meta.fields]
+
+    def has_add_permission(self, request):
+        return False

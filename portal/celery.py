@@ -1,0 +1,14 @@
+"""The Celery app: queues builds, images, hosts and default. The reasons for each setting are in docs/workers.md."""
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+app = Celery("portal")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+QUEUES = ("builds", "images", "hosts", "default")
+app.conf.task_queues = [Queue(name) for name in QUEUES]
+app.autodiscover_tasks()

@@ -1,0 +1,102 @@
+import django_filters
+from crispy_forms.helper import FormHelper
+from crispy_forms.layout import Submit
+from django import forms
+from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import AuthenticationForm
+from django.db.models import Q
+
+from .models import AuditEvent, Role, Team
+
+User = get_user_model()
+
+
+class LoginForm(AuthenticationForm):
+    error_messages = {
+        "invalid_login": "That username and password do not match. Check both and try again; after %(limit)s failed "
+        "attempts the account is locked for a while.",
+        "inactive": "This account is disabled. Ask a portal admin to enable it.",
+    }
+
+    def __init__(self, *args, **kwargs):
+        from django.conf import settings
+
+        super().__init__(*args, **kwargs)
+        self.error_messages = {
+            key: value % {"limit": settings.AXES_FAILURE_LIMIT} if "%(limit)s" in value else value
+            for key, value in self.error_messages.items()
+        }
+        self.fields["username"].widget.attrs.update({"autofocus": True, "autocomplete": "username"})
+        self.helper = FormHelper()
+        self.helper.add_input(Submit("submit", "Log in", css_class="w-100"))
+
+
+class MemberAddForm(forms.Form):
+    user = forms.CharField(label="Username or email", max_length=254)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.DEVELOPER)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.helper = FormHelper()
+        self.helper.form_class = "row row-cols-lg-auto g-2 align-items-end"
+        self.helper.add_input(Submit("submit", "Add member"))
+
+    def clean_user(self):
+        value = self.cleaned_data["user"].strip()
+        matches = list(User.objects.filter(Q(username__iexact=value) | Q(email__iexact=value), is_active=True)[:2])
+        if not matches:
+            raise forms.ValidationError(f"No active user is called {value!r} or has that email address.")
+        if len(matches) > 1:
+            raise forms.ValidationError("Several users have that email address; use the username instead.")
+        return matches[0]
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Role.choices)
+
+
+class TeamForm(forms.ModelForm):
+    class Meta:
+        model = Team
+        fields = ["name", "description"]
+        widgets = {"description": forms.Textarea(attrs={"rows": 2})}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.helper = FormHelper()
+        self.helper.add_input(Submit("submit", "Create team"))
+
+    def clean_name(self):
+        name = self.cleaned_data["name"].strip()
+        slug = Team.slug_for(name)
+        if not slug:
+            raise forms.ValidationError("Use at least one letter or digit in the name.")
+        if Team.objects.filter(slug=slug).exists():
+            raise forms.ValidationError("A team with that name already exists.")
+        return name
+
+
+class AuditFilter(django_filters.FilterSet):
+    team = django_filters.ModelChoiceFilter(queryset=Team.objects.none(), empty_label="All teams")
+    actor = django_filters.CharFilter(field_name="actor_name", lookup_expr="iexact", label="Actor")
+    action = django_filters.CharFilter(lookup_expr="istartswith", label="Action")
+    object = django_filters.CharFilter(method="filter_object", label="Object")
+    q = django_filters.CharFilter(field_name="summary", lookup_expr="icontains", label="Summary contains")
+
+    class Meta:
+        model = AuditEvent
+        fields = ["team", "actor", "action", "object", "q"]
+
+    def __init__(self, *args, teams=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.filters["team"].queryset = teams if teams is not None else Team.objects.none()
+
+    def filter_object(self, queryset, name, value):
+        """`build:12`, `portal.team:3`, a bare id, or words from the object's name."""
+        value = value.strip()
+        if ":" in value:
+            kind, _, pk = value.rpartition(":")
+            return queryset.filter(object_type__iendswith=kind, object_id=pk)
+        if value.isdigit():
+            return queryset.filter(object_id=value)
+        return queryset.filter(object_repr__icontains=value)

@@ -1,0 +1,47 @@
+"""Demo data for `make run`: a team, one user per persona, and the stages dev, test and prod. Safe to run again."""
+
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from builds.services import stages_ensure_default
+from portal import services
+from portal.models import Membership, Role, Team, User
+
+DEMO_TEAM = "Platform"
+DEMO_PASSWORD = "portal-demo"
+# (username, role in the demo team or None, help-desk flag, superuser flag, what they do)
+PERSONAS = [
+    ("developer", Role.DEVELOPER, False, False, "writes Containerfiles, builds, requests promotions"),
+    ("approver", Role.APPROVER, False, False, "signs off promotions"),
+    ("operator", Role.OPERATOR, False, False, "acts on hosts"),
+    ("helpdesk", None, True, False, "reads every team's host state, no actions"),
+    ("admin", Role.ADMIN, False, True, "team admin and portal superuser"),
+]
+
+
+class Command(BaseCommand):
+    help = "Create (or complete) the demo team, personas and stages, and print the logins."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--quiet", action="store_true", help="Do not print the logins.")
+
+    @transaction.atomic
+    def handle(self, *args, quiet=False, **options):
+        team = Team.objects.filter(slug=Team.slug_for(DEMO_TEAM)).first()
+        if team is None:
+            team = services.team_create(name=DEMO_TEAM, actor=None, description="Demo team created by make run.")
+        stages_ensure_default(team=team)
+        for username, role, helpdesk, superuser, _ in PERSONAS:
+            user = User.objects.filter(username=username).first()
+            if user is None:
+                user = services.user_create(
+                    username=username, password=DEMO_PASSWORD, email=f"{username}@example.com",
+                    is_helpdesk=helpdesk, is_superuser=superuser,
+                )
+            if role and not Membership.objects.filter(team=team, user=user).exists():
+                services.membership_set(team=team, user=user, role=role, actor=None)
+        if not quiet:
+            self.stdout.write(f"Demo team {team.name!r} with stages {', '.join(s.name for s in team.stages.all())}.")
+            self.stdout.write(f"Logins (password for all: {DEMO_PASSWORD}):")
+            for username, *_, does in PERSONAS:
+                self.stdout.write(f"  {username:<10} {does}")

@@ -1,0 +1,342 @@
+"""The portal's core: users, teams and roles, the audit trail, and the runs-and-logs machinery every long operation shares."""
+
+import hashlib
+import json
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser
+from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.text import slugify
+
+
+class User(AbstractUser):
+    """A person. `is_helpdesk` lets them read every team's host state and history, with no secrets and no actions."""
+
+    is_helpdesk = models.BooleanField(
+        "help-desk", default=False, help_text="Reads host state and history of every team; sees no secrets, acts on nothing."
+    )
+
+    def __str__(self):
+        return self.get_full_name() or self.username
+
+
+class Role(models.TextChoices):
+    VIEWER = "viewer", "Viewer"
+    DEVELOPER = "developer", "Developer"
+    APPROVER = "approver", "Approver"
+    OPERATOR = "operator", "Operator"
+    ADMIN = "admin", "Admin"
+
+
+class Action(models.TextChoices):
+    """What a role may do in a team. Access helpers ask for one of these."""
+
+    VIEW = "view", "see the team's images, builds, promotions and hosts"
+    DEVELOP = "develop", "edit Containerfiles, run builds and conversions, request promotions"
+    APPROVE = "approve", "sign off promotions"
+    OPERATE = "operate", "act on hosts"
+    ADMIN = "admin", "manage members, stages, hosts and credentials"
+
+
+ROLE_ACTIONS = {
+    Role.VIEWER: {Action.VIEW},
+    Role.DEVELOPER: {Action.VIEW, Action.DEVELOP},
+    Role.APPROVER: {Action.VIEW, Action.DEVELOP, Action.APPROVE},
+    Role.OPERATOR: {Action.VIEW, Action.OPERATE},
+    Role.ADMIN: {Action.VIEW, Action.DEVELOP, Action.APPROVE, Action.OPERATE, Action.ADMIN},
+}
+
+
+class TeamQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        if not user.is_authenticated:
+            return self.none()
+        if user.is_superuser:
+            return self
+        return self.filter(memberships__user=user)
+
+
+class Team(models.Model):
+    """A group of people owning image definitions, stages and hosts."""
+
+    name = models.CharField(max_length=100, unique=True)
+    slug = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TeamQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def get_absolute_url(self):
+        return reverse("team_detail", args=[self.slug])
+
+    @staticmethod
+    def slug_for(name):
+        return slugify(name)[:100]
+
+
+class Membership(models.Model):
+    """One user's role in one team. A user may belong to several teams, with one role in each."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "team"], name="one_membership_per_user_and_team")]
+        ordering = ["team__name", "user__username"]
+
+    def __str__(self):
+        return f"{self.user} is {self.role} in {self.team}"
+
+    def allows(self, action):
+        return action in ROLE_ACTIONS[self.role]
+
+
+# --- Audit trail -----------------------------------------------------------------------------------------------------
+
+
+class AuditQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise TypeError("The audit trail is append-only.")
+
+    def delete(self):
+        raise TypeError("The audit trail is append-only.")
+
+    def visible_to(self, user):
+        if user.is_superuser:
+            return self
+        admin_teams = Membership.objects.filter(user=user, role=Role.ADMIN).values("team")
+        return self.filter(models.Q(team__in=admin_teams) | models.Q(actor=user))
+
+
+class AuditEvent(models.Model):
+    """One thing that happened, append-only and hash-chained.
+
+    `seq` runs 1, 2, 3... with no gaps, and each event's `hash` covers its own fields and the previous event's hash, so
+    editing, deleting or reordering any event breaks the chain at that point (`manage.py audit_verify` finds it).
+    Written only by `portal.services.audit()`.
+    """
+
+    seq = models.PositiveBigIntegerField(unique=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # The references are kept as they were, even after the user or team is deleted (no cascade may touch the chain).
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False,
+        related_name="audit_events",
+    )
+    actor_name = models.CharField(max_length=150, blank=True, help_text="Kept when the user is deleted.")
+    action = models.CharField(max_length=64, db_index=True)
+    object_type = models.CharField(max_length=64, blank=True, db_index=True)
+    object_id = models.CharField(max_length=64, blank=True)
+    object_repr = models.CharField(max_length=200, blank=True)
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="audit_events"
+    )
+    team_name = models.CharField(max_length=100, blank=True)
+    summary = models.CharField(max_length=500)
+    detail = models.JSONField(default=dict, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    objects = AuditQuerySet.as_manager()
+
+    GENESIS_HASH = "0" * 64
+
+    class Meta:
+        ordering = ["-seq"]
+        indexes = [models.Index(fields=["object_type", "object_id"])]
+
+    def __str__(self):
+        return f"#{self.seq} {self.action}: {self.summary}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise TypeError("The audit trail is append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise TypeError("The audit trail is append-only.")
+
+    def canonical(self):
+        """The exact bytes the hash covers: every recorded field, in a fixed order."""
+        fields = {
+            "seq": self.seq,
+            "created_at": self.created_at.isoformat(timespec="microseconds"),
+            "actor_id": self.actor_id,
+            "actor_name": self.actor_name,
+            "action": self.action,
+            "object_type": self.object_type,
+            "object_id": self.object_id,
+            "object_repr": self.object_repr,
+            "team_id": self.team_id,
+            "team_name": self.team_name,
+            "summary": self.summary,
+            "detail": self.detail,
+            "ip_address": self.ip_address,
+            "prev_hash": self.prev_hash,
+        }
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+    def compute_hash(self):
+        return hashlib.sha256(self.canonical()).hexdigest()
+
+
+# --- Runs and logs ---------------------------------------------------------------------------------------------------
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+FINISHED_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class RunKind(models.TextChoices):
+    BUILD = "build", "Build"
+    DISK_IMAGE = "disk_image", "Disk image"
+    PROMOTION_APPLY = "promotion_apply", "Promotion"
+    HOST_ACTION = "host_action", "Host action"
+    HOST_POLL = "host_poll", "Host poll"
+    MAINTENANCE = "maintenance", "Maintenance"
+
+
+# Help-desk users read host state and history across teams, so they may watch host runs too.
+HELPDESK_RUN_KINDS = (RunKind.HOST_ACTION, RunKind.HOST_POLL)
+
+
+class RunQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(status__in=ACTIVE_STATUSES)
+
+    def finished(self):
+        return self.filter(status__in=FINISHED_STATUSES)
+
+    def visible_to(self, user):
+        if not user.is_authenticated:
+            return self.none()
+        if user.is_superuser:
+            return self
+        visible = models.Q(team__in=Membership.objects.filter(user=user).values("team"))
+        if user.is_helpdesk:
+            visible |= models.Q(kind__in=HELPDESK_RUN_KINDS)
+        return self.filter(visible)
+
+    def stale(self, now=None):
+        """Running with no heartbeat for RUN_STALE_AFTER, or queued and never picked up for RUN_QUEUED_EXPIRES_AFTER."""
+        now = now or timezone.now()
+        return self.filter(
+            models.Q(status=RunStatus.RUNNING, heartbeat_at__lt=now - settings.RUN_STALE_AFTER)
+            | models.Q(status=RunStatus.QUEUED, created_at__lt=now - settings.RUN_QUEUED_EXPIRES_AFTER)
+        )
+
+
+class Run(models.Model):
+    """One long operation (a build, a conversion, a promotion being applied, a host action) and its log.
+
+    Status only moves through `portal.services.run_*`, each a conditional UPDATE that must change exactly one row, so no run
+    starts or ends twice. The log lives in `LogChunk` rows written by `portal.logsink.LogSink`.
+    """
+
+    kind = models.CharField(max_length=32, choices=RunKind.choices, db_index=True)
+    title = models.CharField(max_length=200)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="runs")
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True)
+    phase = models.CharField(max_length=100, blank=True, help_text="What the run is doing now, e.g. 'pushing'.")
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    trigger = models.CharField(max_length=32, default="button", help_text="button, api, webhook, schedule, system")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the worker running it")
+    exit_reason = models.TextField(blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    log_lines = models.PositiveBigIntegerField(default=0, help_text="Lines in the log, set as chunks are written.")
+
+    content_type = models.ForeignKey(ContentType, null=True, blank=True, on_delete=models.SET_NULL)
+    object_id = models.CharField(max_length=64, blank=True)
+    subject = GenericForeignKey("content_type", "object_id")
+
+    objects = RunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["content_type", "object_id"]), models.Index(fields=["team", "-created_at"])]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} #{self.pk}: {self.title}"
+
+    def get_absolute_url(self):
+        return reverse("run_detail", args=[self.pk])
+
+    @property
+    def is_active(self):
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def is_finished(self):
+        return self.status in FINISHED_STATUSES
+
+    def duration(self):
+        if not self.started_at:
+            return None
+        return (self.finished_at or timezone.now()) - self.started_at
+
+    def group_name(self):
+        """The Channels group its log and status are published to."""
+        return f"run-{self.pk}"
+
+
+class LogChunk(models.Model):
+    """A batch of consecutive log lines of one run: lines first_seq..last_seq, joined by newlines.
+
+    Lines are numbered from 1. `offsets_ms` holds each line's arrival in milliseconds after `created_at`, comma-separated,
+    so the viewer can show timestamps without a row per line.
+    """
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="chunks")
+    first_seq = models.PositiveBigIntegerField()
+    last_seq = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField()
+    text = models.TextField()
+    offsets_ms = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["run", "first_seq"]
+        constraints = [models.UniqueConstraint(fields=["run", "first_seq"], name="one_chunk_per_run_and_first_seq")]
+        indexes = [models.Index(fields=["run", "last_seq"])]
+
+    def __str__(self):
+        return f"run {self.run_id} lines {self.first_seq}-{self.last_seq}"
+
+    def lines(self):
+        return self.text.split("\n")
+
+    def timed_lines(self):
+        """(seq, time, text) for each line."""
+        offsets = [int(o) for o in self.offsets_ms.split(",")] if self.offsets_ms else []
+        out = []
+        for i, text in enumerate(self.lines()):
+            when = self.created_at + timedelta(milliseconds=offsets[i]) if i < len(offsets) else self.created_at
+            out.append((self.first_seq + i, when, text))
+        return out

@@ -1,0 +1,279 @@
+"""Every state change of the core, written once: the audit trail, teams and memberships, and the life of a run.
+
+Views, tasks, management commands and the API call these functions; nothing else writes these models.
+"""
+
+import json
+import logging
+import os
+import socket
+
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import connection, transaction
+from django.utils import timezone
+
+from . import live
+from .access import check_team_action, forget_roles
+from .models import Action, AuditEvent, Membership, Role, Run, RunStatus, Team, User
+
+log = logging.getLogger(__name__)
+
+# An arbitrary constant: the PostgreSQL advisory lock that serialises appends to the audit chain.
+AUDIT_CHAIN_LOCK = 7_311_001
+
+
+class RunStateError(Exception):
+    """A run was not in the state a transition needs (it already started, or already ended)."""
+
+
+# --- Audit -----------------------------------------------------------------------------------------------------------
+
+
+def client_ip(request):
+    if request is None:
+        return None
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def audit(*, action, summary, actor=None, team=None, obj=None, detail=None, request=None, actor_name=None):
+    """Append one event to the hash chain, inside the caller's transaction (so it commits or rolls back with the change).
+
+    `obj` is any model instance the event is about; `request` supplies the client address.
+    """
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [AUDIT_CHAIN_LOCK])
+        last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
+        actor = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
+        event = AuditEvent(
+            seq=(last["seq"] + 1) if last else 1,
+            created_at=timezone.now(),
+            actor=actor,
+            actor_name=(actor.username if actor else (actor_name or ""))[:150],
+            action=action,
+            object_type=obj._meta.label_lower if obj is not None else "",
+            object_id=str(obj.pk) if obj is not None else "",
+            object_repr=str(obj)[:200] if obj is not None else "",
+            team=team,
+            team_name=team.name if team else "",
+            summary=summary[:500],
+            detail=detail or {},
+            ip_address=client_ip(request),
+            prev_hash=last["hash"] if last else AuditEvent.GENESIS_HASH,
+        )
+        # Round-trip the JSON so the hash covers exactly what the database will hand back.
+        event.detail = _json_roundtrip(event.detail)
+        event.hash = event.compute_hash()
+        event.save()
+    return event
+
+
+def _json_roundtrip(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def audit_verify():
+    """Walk the chain in order. Returns None if intact, else (seq, problem) for the first broken event."""
+    expected_prev = AuditEvent.GENESIS_HASH
+    expected_seq = 1
+    for event in AuditEvent.objects.order_by("seq").iterator(chunk_size=2000):
+        if event.seq != expected_seq:
+            return expected_seq, f"event #{expected_seq} is missing (the next one is #{event.seq}): deleted"
+        if event.prev_hash != expected_prev:
+            return event.seq, f"event #{event.seq} does not follow #{event.seq - 1}: deleted, inserted or reordered"
+        if event.compute_hash() != event.hash:
+            return event.seq, f"event #{event.seq} does not match its hash: edited"
+        expected_prev = event.hash
+        expected_seq += 1
+    return None
+
+
+# --- Teams and members -----------------------------------------------------------------------------------------------
+
+
+def team_create(*, name, actor, description="", request=None):
+    """A new team with the default stages; its creator (unless a superuser) becomes its first admin."""
+    from builds.services import stages_ensure_default
+
+    with transaction.atomic():
+        team = Team.objects.create(name=name, slug=Team.slug_for(name), description=description)
+        stages_ensure_default(team=team)
+        if actor is not None and not actor.is_superuser:
+            Membership.objects.create(user=actor, team=team, role=Role.ADMIN)
+            forget_roles(actor)
+        audit(action="team.create", summary=f"created team {team}", actor=actor, team=team, obj=team, request=request)
+    return team
+
+
+def membership_set(*, team, user, role, actor, request=None):
+    """Add `user` to `team` with `role`, or change their role. Only team admins and superusers may; actor=None is the
+    portal itself (demo data, management commands)."""
+    if actor is not None:
+        check_team_action(actor, team, Action.ADMIN)
+    if role not in Role.values:
+        raise ValidationError(f"Unknown role {role!r}.")
+    with transaction.atomic():
+        membership, created = Membership.objects.select_for_update().get_or_create(
+            user=user, team=team, defaults={"role": role}
+        )
+        old_role = None if created else membership.role
+        if old_role == role:
+            return membership
+        if old_role == Role.ADMIN and role != Role.ADMIN:
+            _refuse_removing_last_admin(team, user)
+        if not created:
+            Membership.objects.filter(pk=membership.pk).update(role=role)
+            membership.role = role
+        if created:
+            summary, action = f"added {user.username} to {team} as {role}", "membership.add"
+        else:
+            summary, action = f"changed {user.username} in {team} from {old_role} to {role}", "membership.role"
+        audit(
+            action=action, summary=summary, actor=actor, team=team, obj=membership, request=request,
+            detail={"user": user.username, "role": role, "previous_role": old_role},
+        )
+    forget_roles(user)
+    return membership
+
+
+def membership_remove(*, team, user, actor, request=None):
+    if actor is not None:
+        check_team_action(actor, team, Action.ADMIN)
+    with transaction.atomic():
+        membership = Membership.objects.select_for_update().filter(team=team, user=user).first()
+        if membership is None:
+            return
+        if membership.role == Role.ADMIN:
+            _refuse_removing_last_admin(team, user)
+        audit(
+            action="membership.remove", summary=f"removed {user.username} from {team}", actor=actor, team=team,
+            obj=membership, request=request, detail={"user": user.username, "role": membership.role},
+        )
+        membership.delete()
+    forget_roles(user)
+
+
+def _refuse_removing_last_admin(team, user):
+    others = Membership.objects.filter(team=team, role=Role.ADMIN).exclude(user=user)
+    if not others.exists():
+        raise PermissionDenied(f"{user.username} is the last admin of {team}; make someone else admin first.")
+
+
+# --- Runs ------------------------------------------------------------------------------------------------------------
+
+
+def run_create(*, kind, title, team, started_by=None, trigger="button", subject=None):
+    """A new queued run. The caller enqueues its task with `transaction.on_commit`."""
+    run = Run.objects.create(
+        kind=kind,
+        title=title[:200],
+        team=team,
+        started_by=started_by if started_by is not None and started_by.is_authenticated else None,
+        trigger=trigger,
+        content_type=ContentType.objects.get_for_model(subject) if subject is not None else None,
+        object_id=str(subject.pk) if subject is not None else "",
+    )
+    return run
+
+
+def worker_name():
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _transition(run, *, from_statuses, **changes):
+    """The one way a run's state changes: a conditional UPDATE that must hit exactly one row."""
+    changed = Run.objects.filter(pk=run.pk, status__in=from_statuses).update(**changes)
+    if changed != 1:
+        current = Run.objects.filter(pk=run.pk).values_list("status", flat=True).first()
+        raise RunStateError(f"run {run.pk} is {current}, not {' or '.join(from_statuses)}")
+    for field, value in changes.items():
+        setattr(run, field, value)
+    transaction.on_commit(lambda: publish_run_status(run))
+    return run
+
+
+def run_start(run, *, phase=""):
+    now = timezone.now()
+    return _transition(
+        run, from_statuses=[RunStatus.QUEUED], status=RunStatus.RUNNING, started_at=now, heartbeat_at=now,
+        worker=worker_name(), phase=phase,
+    )
+
+
+def run_set_phase(run, phase):
+    return _transition(run, from_statuses=[RunStatus.RUNNING], phase=phase[:100], heartbeat_at=timezone.now())
+
+
+def run_heartbeat(run):
+    """Tell the reaper the worker is alive. Returns False if the run is no longer running (e.g. it was reaped)."""
+    return Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(heartbeat_at=timezone.now()) == 1
+
+
+def run_finish(run, *, status, reason="", log_lines=None):
+    """End a queued or running run. Raises RunStateError if it has already ended."""
+    assert status in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+    changes = {"status": status, "finished_at": timezone.now(), "exit_reason": reason[:10000], "phase": ""}
+    if log_lines is not None:
+        changes["log_lines"] = log_lines
+    return _transition(run, from_statuses=[RunStatus.QUEUED, RunStatus.RUNNING], **changes)
+
+
+def run_request_cancel(*, run, user, request=None):
+    """Ask for a run to stop. A queued run is cancelled at once; a running one is stopped by its worker."""
+    with transaction.atomic():
+        if run.status == RunStatus.QUEUED:
+            try:
+                run_finish(run, status=RunStatus.CANCELLED, reason=f"Cancelled by {user.username} before it started.")
+            except RunStateError:
+                run.refresh_from_db()
+        if run.status == RunStatus.RUNNING:
+            Run.objects.filter(pk=run.pk, cancel_requested_at__isnull=True).update(cancel_requested_at=timezone.now())
+        audit(
+            action="run.cancel", summary=f"asked to cancel {run}", actor=user, team=run.team, obj=run, request=request
+        )
+    return run
+
+
+def reap_stale_runs(now=None):
+    """Fail runs whose worker died (no heartbeat) or that no worker ever picked up. Returns the runs it ended."""
+    reaped = []
+    for run in Run.objects.stale(now):
+        if run.status == RunStatus.RUNNING:
+            reason = (
+                f"The worker running it ({run.worker or 'unknown'}) stopped responding: no heartbeat since "
+                f"{run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC. It was probably killed or its machine went down."
+            )
+        else:
+            reason = "No worker picked it up in time: are workers running for its queue?"
+        try:
+            with transaction.atomic():
+                run_finish(run, status=RunStatus.FAILED, reason=reason)
+                audit(action="run.reap", summary=f"marked {run} failed: {reason}", team=run.team, obj=run)
+        except RunStateError:
+            continue  # it ended on its own meanwhile
+        reaped.append(run)
+    return reaped
+
+
+def publish_run_status(run):
+    live.publish(
+        run.group_name(),
+        {
+            "type": "run.status",
+            "run": run.pk,
+            "status": run.status,
+            "phase": run.phase,
+            "exit_reason": run.exit_reason,
+        },
+    )
+
+
+def user_create(*, username, password, email="", is_helpdesk=False, is_superuser=False, actor=None):
+    user = User(username=username, email=email, is_helpdesk=is_helpdesk, is_superuser=is_superuser, is_staff=is_superuser)
+    user.set_password(password)
+    with transaction.atomic():
+        user.save()
+        audit(action="user.create", summary=f"created user {username}", actor=actor, obj=user)
+    return user

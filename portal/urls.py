@@ -1,0 +1,31 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from . import views
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", views.logout_view, name="logout"),
+    path("password/", views.PasswordChangeView.as_view(success_url="/"), name="password_change"),
+    path("switch-team/", views.switch_team, name="switch_team"),
+    path("teams/", views.team_list, name="team_list"),
+    path("teams/new/", views.team_create, name="team_create"),
+    path("teams/<slug:slug>/", views.team_detail, name="team_detail"),
+    path("teams/<slug:slug>/members/", views.member_add, name="member_add"),
+    path("teams/<slug:slug>/members/<int:user_id>/role/", views.member_role, name="member_role"),
+    path("teams/<slug:slug>/members/<int:user_id>/remove/", views.member_remove, name="member_remove"),
+    path("audit/", views.audit_list, name="audit_list"),
+    path("runs/<int:pk>/", views.run_detail, name="run_detail"),
+    path("runs/<int:pk>/log/", views.run_log, name="run_log"),
+    path("runs/<int:pk>/log.txt", views.run_log_raw, name="run_log_raw"),
+    path("runs/<int:pk>/cancel/", views.run_cancel, name="run_cancel"),
+    path("health/", views.health, name="health"),
+    path("", include("builds.urls")),
+    path("", include("hosts.urls")),
+    path("admin/", admin.site.urls),
+]
+
+handler403 = "portal.views.error_403"
+handler404 = "portal.views.error_404"
+handler500 = "portal.views.error_500"

@@ -1,0 +1,388 @@
+import zlib
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.db import connection
+from django.http import JsonResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
+
+from . import logsink, services
+from .access import can, get_run_for_user, get_team_for_user, team_roles
+from .forms import AuditFilter, LoginForm, MemberAddForm, RoleForm, TeamForm
+from .models import Action, AuditEvent, Membership, Role, Run, Team
+
+# --- Authentication --------------------------------------------------------------------------------------------------
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login, audited: every success and every failure lands in the audit trail."""
+
+    form_class = LoginForm
+    redirect_authenticated_user = True
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        services.audit(action="auth.login", summary=f"{self.request.user.username} logged in", actor=self.request.user,
+                       request=self.request)
+        return response
+
+    def form_invalid(self, form):
+        username = (form.data.get("username") or "")[:150]
+        services.audit(action="auth.login_failed", summary=f"failed login as {username or '(no username)'}",
+                       actor_name=username, request=self.request)
+        return super().form_invalid(form)
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        services.audit(action="auth.password_change", summary=f"{self.request.user.username} changed their password",
+                       actor=self.request.user, request=self.request)
+        messages.success(self.request, "Your password was changed.")
+        return response
+
+
+def logout_view(request):
+    """POST logs out (GET shows a button, so a link cannot log anyone out)."""
+    if request.method == "POST":
+        if request.user.is_authenticated:
+            services.audit(action="auth.logout", summary=f"{request.user.username} logged out", actor=request.user,
+                           request=request)
+        return auth_views.LogoutView.as_view()(request)
+    return render(request, "registration/logout_confirm.html")
+
+
+# --- Dashboard and team switcher -------------------------------------------------------------------------------------
+
+
+def current_team(request):
+    """The team the switcher points at, if the user may still see it; None means all of the user's teams."""
+    team_id = request.session.get("team_id")
+    if team_id and (request.user.is_superuser or team_id in team_roles(request.user)):
+        return Team.objects.filter(pk=team_id).first()
+    return None
+
+
+@login_required
+def dashboard(request):
+    from builds.models import dashboard_counts as build_counts
+    from hosts.models import dashboard_counts as host_counts
+
+    team = current_team(request)
+    teams = Team.objects.visible_to(request.user) if team is None else Team.objects.filter(pk=team.pk)
+    runs = Run.objects.visible_to(request.user).filter(team__in=teams).select_related("team", "started_by")[:10]
+    events = AuditEvent.objects.visible_to(request.user).filter(team__in=teams).select_related("actor")[:10]
+    counts = {**build_counts(request.user, teams), **host_counts(request.user, teams)}
+    counts["active_runs"] = Run.objects.visible_to(request.user).filter(team__in=teams).active().count()
+    return render(
+        request,
+        "portal/dashboard.html",
+        {"team": team, "runs": runs, "events": events, "counts": counts, "has_teams": teams.exists()},
+    )
+
+
+@login_required
+@require_POST
+def switch_team(request):
+    slug = request.POST.get("team", "")
+    if slug:
+        team = get_team_for_user(request.user, slug)
+        request.session["team_id"] = team.pk
+    else:
+        request.session.pop("team_id", None)
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        target = reverse("dashboard")
+    return redirect(target)
+
+
+# --- Teams and members -----------------------------------------------------------------------------------------------
+
+
+@login_required
+def team_list(request):
+    teams = Team.objects.visible_to(request.user).prefetch_related("memberships")
+    roles = team_roles(request.user)
+    rows = [(team, roles.get(team.pk)) for team in teams]
+    form = TeamForm() if request.user.is_superuser else None
+    return render(request, "portal/team_list.html", {"rows": rows, "form": form})
+
+
+@login_required
+@require_POST
+def team_create(request):
+    if not request.user.is_superuser:
+        raise PermissionDenied("Only portal administrators create teams.")
+    form = TeamForm(request.POST)
+    if not form.is_valid():
+        teams = Team.objects.visible_to(request.user)
+        roles = team_roles(request.user)
+        return render(request, "portal/team_list.html", {"rows": [(t, roles.get(t.pk)) for t in teams], "form": form},
+                      status=400)
+    team = services.team_create(name=form.cleaned_data["name"], description=form.cleaned_data["description"],
+                                actor=request.user, request=request)
+    messages.success(request, f"Team {team} created.")
+    return redirect(team)
+
+
+@login_required
+def team_detail(request, slug):
+    team = get_team_for_user(request.user, slug)
+    is_admin = can(request.user, team, Action.ADMIN)
+    memberships = Membership.objects.filter(team=team).select_related("user").order_by("user__username")
+    return render(
+        request,
+        "portal/team_detail.html",
+        {
+            "team": team,
+            "memberships": memberships,
+            "is_admin": is_admin,
+            "add_form": MemberAddForm() if is_admin else None,
+            "roles": Role.choices,
+            "role_help": _role_help(),
+        },
+    )
+
+
+def _role_help():
+    from .models import ROLE_ACTIONS
+
+    return [(Role(role).label, [Action(a).label for a in Action if a in actions]) for role, actions in ROLE_ACTIONS.items()]
+
+
+@login_required
+@require_POST
+def member_add(request, slug):
+    team = get_team_for_user(request.user, slug, action=Action.ADMIN)
+    form = MemberAddForm(request.POST)
+    if form.is_valid():
+        user = form.cleaned_data["user"]
+        if Membership.objects.filter(team=team, user=user).exists():
+            messages.warning(request, f"{user.username} is already in {team}; change their role in the list instead.")
+        else:
+            services.membership_set(team=team, user=user, role=form.cleaned_data["role"], actor=request.user,
+                                    request=request)
+            messages.success(request, f"Added {user.username} to {team} as {form.cleaned_data['role']}.")
+    else:
+        for error in form.errors.get("user", []) + form.errors.get("role", []):
+            messages.error(request, error)
+    return redirect(team)
+
+
+@login_required
+@require_POST
+def member_role(request, slug, user_id):
+    team = get_team_for_user(request.user, slug, action=Action.ADMIN)
+    membership = get_object_or_404(Membership, team=team, user_id=user_id)
+    form = RoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Pick one of the listed roles.")
+        return redirect(team)
+    try:
+        services.membership_set(team=team, user=membership.user, role=form.cleaned_data["role"], actor=request.user,
+                                request=request)
+    except (PermissionDenied, ValidationError) as exc:
+        messages.error(request, _message(exc))
+    else:
+        messages.success(request, f"{membership.user.username} is now {form.cleaned_data['role']} in {team}.")
+    return redirect(team)
+
+
+@login_required
+@require_POST
+def member_remove(request, slug, user_id):
+    team = get_team_for_user(request.user, slug, action=Action.ADMIN)
+    membership = get_object_or_404(Membership, team=team, user_id=user_id)
+    try:
+        services.membership_remove(team=team, user=membership.user, actor=request.user, request=request)
+    except PermissionDenied as exc:
+        messages.error(request, _message(exc))
+    else:
+        messages.success(request, f"Removed {membership.user.username} from {team}.")
+    return redirect(team)
+
+
+def _message(exc):
+    if isinstance(exc, ValidationError):
+        return " ".join(exc.messages)
+    return str(exc)
+
+
+# --- Audit -----------------------------------------------------------------------------------------------------------
+
+
+@login_required
+def audit_list(request):
+    base = AuditEvent.objects.visible_to(request.user).select_related("actor", "team")
+    teams = Team.objects.visible_to(request.user)
+    team = current_team(request)
+    data = request.GET.copy()
+    if "team" not in data and team is not None:
+        data["team"] = str(team.pk)
+    audit_filter = AuditFilter(data, queryset=base, teams=teams)
+    events = audit_filter.qs if audit_filter.is_valid() else base.none()
+    page = Paginator(events, 50).get_page(request.GET.get("page"))
+    template = "portal/_audit_table.html" if request.htmx else "portal/audit_list.html"
+    return render(request, template, {"filter": audit_filter, "page": page, "querystring": _without_page(request)})
+
+
+def _without_page(request):
+    params = request.GET.copy()
+    params.pop("page", None)
+    return params.urlencode()
+
+
+# --- Runs ------------------------------------------------------------------------------------------------------------
+
+TAIL_LINES = 1000
+
+
+@login_required
+def run_detail(request, pk):
+    run = get_run_for_user(request.user, pk)
+    tail = list(logsink.tail(run, TAIL_LINES))
+    return render(
+        request,
+        "portal/run_detail.html",
+        {
+            "run": run,
+            "tail": tail,
+            "first_shown": tail[0][0] if tail else 1,
+            "last_seq": tail[-1][0] if tail else 0,
+            "can_cancel": run.is_active and can(request.user, run.team, Action.DEVELOP),
+        },
+    )
+
+
+@login_required
+@never_cache
+def run_log(request, pk):
+    """Lines after `after` as an htmx fragment: the viewer's fallback when the websocket cannot connect.
+
+    Answers 286 once the run has ended and every line was sent, which tells htmx to stop polling.
+    """
+    run = get_run_for_user(request.user, pk)
+    try:
+        after = max(int(request.GET.get("after", 0)), 0)
+    except ValueError:
+        after = 0
+    lines = logsink.lines_after(run, after, limit=5000)
+    last = lines[-1][0] if lines else after
+    done = run.is_finished and last >= run.log_lines
+    response = render(request, "portal/_log_lines.html", {"run": run, "lines": lines, "last_seq": last, "done": done})
+    if done:
+        response.status_code = 286
+    return response
+
+
+@login_required
+def run_log_raw(request, pk):
+    """The whole log as plain text (or gzip with ?gzip=1), streamed chunk by chunk."""
+    run = get_run_for_user(request.user, pk)
+    compressed = request.GET.get("gzip") == "1"
+
+    def plain():
+        for chunk in logsink.chunks(run).iterator(chunk_size=20):
+            yield (chunk.text + "\n").encode()
+
+    def gzipped():
+        compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+        for block in plain():
+            out = compressor.compress(block)
+            if out:
+                yield out
+        yield compressor.flush()
+
+    name = f"run-{run.pk}.log"
+    response = StreamingHttpResponse(gzipped() if compressed else plain(),
+                                     content_type="application/gzip" if compressed else "text/plain; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{name}.gz"' if compressed else f'inline; filename="{name}"'
+    return response
+
+
+@login_required
+@require_POST
+def run_cancel(request, pk):
+    run = get_run_for_user(request.user, pk, action=Action.DEVELOP)
+    if run.is_finished:
+        messages.info(request, f"{run} had already ended ({run.status}).")
+    else:
+        services.run_request_cancel(run=run, user=request.user, request=request)
+        messages.success(request, f"Cancelling {run}: its processes are stopped and the log so far is kept.")
+    return redirect(run)
+
+
+# --- Health ----------------------------------------------------------------------------------------------------------
+
+
+@never_cache
+def health(request):
+    """Database, Redis and whether a Celery worker answers. 200 when all are OK, else 503. No login needed."""
+    checks = {"database": _check_database(), "redis": _check_redis(), "worker": _check_worker()}
+    ok = all(check["ok"] for check in checks.values())
+    return JsonResponse({"ok": ok, "checks": checks}, status=200 if ok else 503)
+
+
+def _check_database():
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return {"ok": True, "detail": connection.vendor}
+    except Exception as exc:  # noqa: BLE001 - health reports any failure
+        return {"ok": False, "detail": str(exc)[:200]}
+
+
+def _check_redis():
+    import redis
+
+    try:
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+        client.ping()
+        return {"ok": True, "detail": "PONG"}
+    except Exception as exc:  # noqa: BLE001
+        return {"ok": False, "detail": str(exc)[:200]}
+
+
+def _check_worker():
+    from .celery import app
+
+    try:
+        replies = app.control.ping(timeout=1.0) or []
+    except Exception as exc:  # noqa: BLE001
+        return {"ok": False, "detail": str(exc)[:200]}
+    names = sorted(name for reply in replies for name in reply)
+    if not names:
+        return {"ok": False, "detail": "no worker answered within 1 s"}
+    return {"ok": True, "detail": f"{len(names)} worker(s): {', '.join(names)}"}
+
+
+# --- Errors ----------------------------------------------------------------------------------------------------------
+
+
+def error_403(request, exception=None):
+    reason = str(exception) if exception and str(exception) else "Your role does not allow this."
+    return render(request, "403.html", {"reason": reason}, status=403)
+
+
+def error_404(request, exception=None):
+    return render(request, "404.html", status=404)
+
+
+def error_500(request):
+    return render(request, "500.html", status=500)
+
+
+def csrf_failure(request, reason=""):
+    """A POST without a valid CSRF token: refused, explained, and audited (it may be a forged request)."""
+    user = request.user if getattr(request, "user", None) and request.user.is_authenticated else None
+    services.audit(action="security.csrf_failure", summary=f"refused a {request.method} to {request.path[:200]}: {reason}",
+                   actor=user, request=request, detail={"path": request.path[:500], "reason": reason})
+    return render(request, "403_csrf.html", status=403)

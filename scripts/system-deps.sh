@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs the system packages the portal needs, on Debian as root; elsewhere prints the exact command to run.
+#   scripts/system-deps.sh run    what `make run` uses (registry, podman, skopeo, ...)
+#   scripts/system-deps.sh test   what `make test` uses (the above plus sshd, Chromium, ...)
+set -euo pipefail
+purpose=${1:-test}
+run_pkgs=(podman buildah skopeo runc docker-registry busybox-static qemu-utils git openssh-client)
+test_pkgs=("${run_pkgs[@]}" openssh-server chromium apache2-utils redis-server xorriso e2fsprogs fdisk iproute2 postgresql-client)
+case "$purpose" in
+  run) pkgs=("${run_pkgs[@]}") ;;
+  test) pkgs=("${test_pkgs[@]}") ;;
+  *) echo "usage: $0 run|test" >&2; exit 2 ;;
+esac
+
+missing=()
+if command -v dpkg-query >/dev/null 2>&1; then
+  for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+else
+  for p in "${pkgs[@]}"; do command -v "$p" >/dev/null 2>&1 || missing+=("$p"); done
+fi
+
+if ((${#missing[@]})); then
+  if [ -f /etc/debian_version ] && [ "$(id -u)" = 0 ]; then
+    echo "Installing system packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq || true
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "Missing system packages: ${missing[*]}" >&2
+    echo "Install them with:" >&2
+    echo "  sudo apt-get install -y ${missing[*]}" >&2
+    echo "(on Fedora: sudo dnf install -y podman buildah skopeo distribution busybox qemu-img openssh-server chromium redis)" >&2
+    [ "$purpose" = run ] || exit 1
+  fi
+fi
+
+# podman on these machines needs runc, cgroupfs and a low nofile limit (docs/deploy.md); install our containers.conf
+# unless the machine already has one.
+if [ "$(id -u)" = 0 ] && [ ! -f /etc/containers/containers.conf ] && command -v podman >/dev/null 2>&1; then
+  mkdir -p /etc/containers
+  cp "$(dirname "$0")/../deploy/containers.conf" /etc/containers/containers.conf
+fi

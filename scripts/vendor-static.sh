@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Refreshes the front-end packages vendored under static/vendor/ from the npm registry.
+# The portal never loads anything from a CDN: users' networks may block one, and ours has none.
+# Change a version here, run `make vendor`, and commit static/vendor/ together with VERSIONS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+declare -A PKGS=(
+  [bootstrap]=5.3.9
+  [bootstrap-icons]=1.13.2
+  [htmx.org]=2.0.11
+  [htmx-ext-ws]=2.0.4
+  [ansi_up]=6.0.6
+)
+dest=static/vendor
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+for name in "${!PKGS[@]}"; do
+  (cd "$work" && npm pack --silent "$name@${PKGS[$name]}" >/dev/null)
+  mkdir -p "$work/$name" && tar -xzf "$work"/"$(echo "$name" | tr -d '@' | tr '/' '-')"-"${PKGS[$name]}".tgz -C "$work/$name"
+done
+rm -rf "$dest" && mkdir -p "$dest"/{bootstrap,bootstrap-icons/fonts,htmx,ansi_up}
+cp "$work/bootstrap/package/dist/css/bootstrap.min.css" "$work/bootstrap/package/dist/css/bootstrap.min.css.map" "$dest/bootstrap/"
+cp "$work/bootstrap/package/dist/js/bootstrap.bundle.min.js" "$work/bootstrap/package/dist/js/bootstrap.bundle.min.js.map" "$dest/bootstrap/"
+cp "$work/bootstrap-icons/package/font/bootstrap-icons.min.css" "$dest/bootstrap-icons/"
+cp "$work/bootstrap-icons/package/font/fonts/"bootstrap-icons.woff* "$dest/bootstrap-icons/fonts/"
+cp "$work/htmx.org/package/dist/htmx.min.js" "$dest/htmx/"
+cp "$work/htmx-ext-ws/package/dist/ws.min.js" "$dest/htmx/ext-ws.min.js" 2>/dev/null || cp "$work/htmx-ext-ws/package/ws.js" "$dest/htmx/ext-ws.js"
+cp "$work/ansi_up/package/ansi_up.js" "$dest/ansi_up/ansi_up.js"
+{
+  echo "# Vendored front-end packages (npm name@version). Refresh with: make vendor"
+  for name in $(echo "${!PKGS[@]}" | tr ' ' '\n' | sort); do echo "$name@${PKGS[$name]}"; done
+} > "$dest/VERSIONS"
+echo "vendored into $dest:"; cat "$dest/VERSIONS"

@@ -1,0 +1,290 @@
+"""Shared fixtures: the personas, a real Redis of the suite's own, and real portal processes (web, worker) on the test
+database.
+
+Nothing here mocks the database or the portal's code. In CI (CI=true) a missing tool fails the test instead of skipping it.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = (ROOT.parent / "shared" / "corpus").resolve()
+ARTIFACTS = ROOT / "test-artifacts"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require_tool(*names):
+    """Skip when a tool is missing on a laptop; fail in CI, where every tool must be installed."""
+    missing = [name for name in names if shutil.which(name) is None]
+    if missing:
+        message = f"missing tool(s): {', '.join(missing)}; `scripts/system-deps.sh test` installs them"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout=20.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def short_lived_database_connections():
+    """Threads (websocket consumers, the test server) must not keep connections that block dropping the test database."""
+    connection.settings_dict["CONN_MAX_AGE"] = 0
+
+
+# --- Redis -----------------------------------------------------------------------------------------------------------
+
+
+class RedisServer:
+    """A real redis-server on a unix socket of the suite's own, so tests never touch anyone's 6379 and can restart it."""
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+        self.socket = self.directory / "redis.sock"
+        self.url = f"unix://{self.socket}"
+        self.binary = shutil.which("redis-server") or self._embedded()
+        self.process = None
+
+    @staticmethod
+    def _embedded():
+        from portal.management.commands.run_portal import embedded_redis_server
+
+        return embedded_redis_server()
+
+    def start(self):
+        self.socket.unlink(missing_ok=True)
+        self.process = subprocess.Popen(
+            [self.binary, "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700", "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for(self._answers, what="redis to answer")
+
+    def _answers(self):
+        import redis
+
+        try:
+            return redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1).ping()
+        except redis.RedisError:
+            return False
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_server():
+    directory = tempfile.mkdtemp(prefix="portal-redis-")
+    server = RedisServer(directory)
+    server.start()
+    _point_portal_at_redis(server.url)
+    yield server
+    server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _point_portal_at_redis(url):
+    from channels.layers import channel_layers
+
+    from portal.celery import app
+    from portal.settings import celery_broker_url
+
+    settings.REDIS_URL = url
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [url]
+    channel_layers.backends.clear()
+    app.conf.broker_url = celery_broker_url(url)
+
+
+# --- Personas --------------------------------------------------------------------------------------------------------
+
+
+_password_hashes = {}
+
+
+def make_user(username, *, helpdesk=False, superuser=False, password="correct horse battery"):
+    """A user with a real password hash (computed once per password: hashing is slow on purpose)."""
+    from django.contrib.auth.hashers import make_password
+
+    from portal.models import User
+
+    if password not in _password_hashes:
+        _password_hashes[password] = make_password(password)
+    user = User(username=username, email=f"{username}@example.com", is_helpdesk=helpdesk, is_superuser=superuser,
+                is_staff=superuser, password=_password_hashes[password])
+    user.save()
+    return user
+
+
+def make_team(name, **members):
+    """make_team("Platform", developer=user, viewer=other) creates the team and its memberships."""
+    from builds.services import stages_ensure_default
+    from portal.models import Membership, Team
+
+    team = Team.objects.create(name=name, slug=Team.slug_for(name))
+    stages_ensure_default(team=team)
+    for role, user in members.items():
+        Membership.objects.create(team=team, user=user, role=role)
+    return team
+
+
+class Personas:
+    """The suite's cast: a team ("Platform") with one member per role, help-desk, a superuser, and an outsider who is a
+    developer in another team ("Other")."""
+
+    def __init__(self):
+        self.viewer = make_user("viewer")
+        self.developer = make_user("developer")
+        self.approver = make_user("approver")
+        self.approver2 = make_user("approver2")
+        self.operator = make_user("operator")
+        self.admin = make_user("teamadmin")
+        self.helpdesk = make_user("helpdesk", helpdesk=True)
+        self.superuser = make_user("root", superuser=True)
+        self.outsider = make_user("outsider")
+        self.team = make_team(
+            "Platform", viewer=self.viewer, developer=self.developer, approver=self.approver, operator=self.operator,
+            admin=self.admin,
+        )
+        from portal.models import Membership
+
+        Membership.objects.create(team=self.team, user=self.approver2, role="approver")
+        self.other_team = make_team("Other", developer=self.outsider)
+
+
+@pytest.fixture
+def personas(db):
+    return Personas()
+
+
+@pytest.fixture
+def client_for(client):
+    """client_for(user) -> a test client logged in as user (None: anonymous)."""
+    from django.test import Client
+
+    def make(user):
+        c = Client()
+        if user is not None:
+            c.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
+        return c
+
+    return make
+
+
+# --- Real portal processes on the test database ----------------------------------------------------------------------
+
+
+def subprocess_env(redis_url, **extra):
+    """Environment for a portal process (web, worker) that must see the test database and the suite's Redis."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        database_url = f"sqlite:///{db['NAME']}"
+    else:
+        auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+        database_url = f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": settings.SECRET_KEY,
+        "FIELD_ENCRYPTION_KEYS": ",".join(settings.FIELD_ENCRYPTION_KEYS),
+        "DEBUG": "true",
+        "PYTHONUNBUFFERED": "1",
+        "REGISTRY_URL": settings.REGISTRY_URL,
+    }
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+class PortalProcess:
+    def __init__(self, name, args, env, log_dir):
+        self.name = name
+        self.log_path = Path(log_dir) / f"{name}.log"
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+
+    def output(self):
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig=None):
+        import signal
+
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig or signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        self.log.close()
+
+
+@pytest.fixture
+def start_worker(redis_server, tmp_path, transactional_db):
+    """start_worker(queues="default", **env) -> a real Celery worker process on the test database and Redis."""
+    started = []
+
+    def start(queues="builds,images,hosts,default", concurrency=2, **env):
+        from portal.celery import app
+
+        name = f"worker-{len(started)}-{os.getpid()}@%h"
+        args = [sys.executable, "-m", "celery", "-A", "portal", "worker", "-Q", queues, "-c", str(concurrency),
+                "-l", "INFO", "-n", name, "--without-heartbeat", "--without-mingle", "--without-gossip"]
+        worker = PortalProcess(f"worker{len(started)}", args, subprocess_env(redis_server.url, **env), tmp_path)
+        started.append(worker)
+        wait_for(lambda: app.control.ping(timeout=0.5), timeout=30, what="the worker to answer a ping")
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def portal_server(redis_server, tmp_path, transactional_db):
+    """A real daphne serving the portal (HTTP and websockets) on a free loopback port; yields its base URL."""
+    port = free_port()
+    args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"]
+    server = PortalProcess("web", args, subprocess_env(redis_server.url), tmp_path)
+
+    def answers():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    wait_for(answers, timeout=30, what="daphne to listen")
+    server.url = f"http://127.0.0.1:{port}"
+    yield server
+    server.stop()

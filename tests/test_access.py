@@ -1,0 +1,213 @@
+"""Who may see and do what: the role table, and every core view for anonymous, outsider, read-only and allowed users."""
+
+import pytest
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+
+from portal import services
+from portal.access import can, get_run_for_user, get_team_for_user
+from portal.models import Action, Membership, Role, RunKind, RunStatus
+
+pytestmark = pytest.mark.django_db
+
+
+def make_run(team, kind=RunKind.BUILD, **kwargs):
+    return services.run_create(kind=kind, title="demo run", team=team, **kwargs)
+
+
+class TestRoleTable:
+    def test_each_role_may_do_exactly_its_actions(self, personas):
+        team = personas.team
+        expected = {
+            personas.viewer: {Action.VIEW},
+            personas.developer: {Action.VIEW, Action.DEVELOP},
+            personas.approver: {Action.VIEW, Action.DEVELOP, Action.APPROVE},
+            personas.operator: {Action.VIEW, Action.OPERATE},
+            personas.admin: set(Action),
+            personas.superuser: set(Action),
+            personas.outsider: set(),
+            personas.helpdesk: set(),
+        }
+        for user, actions in expected.items():
+            assert {a for a in Action if can(user, team, a)} == actions, user.username
+
+    def test_helpdesk_may_only_read_what_is_marked_helpdesk_readable(self, personas):
+        assert can(personas.helpdesk, personas.team, Action.VIEW, helpdesk_readable=True)
+        assert not can(personas.helpdesk, personas.team, Action.OPERATE, helpdesk_readable=True)
+
+    def test_a_user_has_a_role_per_team(self, personas):
+        Membership.objects.create(team=personas.other_team, user=personas.viewer, role=Role.ADMIN)
+        assert can(personas.viewer, personas.other_team, Action.ADMIN)
+        assert not can(personas.viewer, personas.team, Action.DEVELOP)
+
+    def test_inactive_users_may_do_nothing(self, personas):
+        personas.admin.is_active = False
+        assert not can(personas.admin, personas.team, Action.VIEW)
+
+
+class TestAccessHelpers:
+    def test_objects_outside_the_users_teams_are_404(self, personas):
+        with pytest.raises(Http404):
+            get_team_for_user(personas.outsider, personas.team.slug)
+
+    def test_a_role_that_may_see_but_not_act_gets_403(self, personas):
+        with pytest.raises(PermissionDenied):
+            get_team_for_user(personas.viewer, personas.team.slug, action=Action.ADMIN)
+
+    def test_missing_and_foreign_runs_look_the_same(self, personas):
+        run = make_run(personas.team)
+        with pytest.raises(Http404):
+            get_run_for_user(personas.outsider, run.pk)
+        with pytest.raises(Http404):
+            get_run_for_user(personas.outsider, 999999)
+        with pytest.raises(Http404):
+            get_run_for_user(personas.outsider, "not-a-number")
+
+    def test_helpdesk_reads_host_runs_of_every_team_but_not_builds(self, personas):
+        host_run = make_run(personas.team, kind=RunKind.HOST_ACTION)
+        build_run = make_run(personas.team, kind=RunKind.BUILD)
+        assert get_run_for_user(personas.helpdesk, host_run.pk) == host_run
+        with pytest.raises(PermissionDenied):
+            get_run_for_user(personas.helpdesk, host_run.pk, action=Action.OPERATE)
+        with pytest.raises(Http404):
+            get_run_for_user(personas.helpdesk, build_run.pk)
+
+
+# --- Every core view, four ways --------------------------------------------------------------------------------------
+
+ANON = "anonymous"
+
+
+def expect(client_for, user, method, url, status, data=None):
+    response = getattr(client_for(user), method)(url, data or {})
+    if status == "login":
+        assert response.status_code == 302 and response["Location"].startswith("/login/"), (url, response.status_code)
+    else:
+        assert response.status_code == status, (user, method, url, response.status_code)
+    return response
+
+
+class TestTeamViews:
+    def test_team_page(self, personas, client_for):
+        url = f"/teams/{personas.team.slug}/"
+        expect(client_for, None, "get", url, "login")
+        expect(client_for, personas.outsider, "get", url, 404)
+        expect(client_for, personas.viewer, "get", url, 200)
+        response = expect(client_for, personas.admin, "get", url, 200)
+        assert b"Add member" in response.content
+
+    def test_viewers_do_not_get_the_member_controls(self, personas, client_for):
+        response = expect(client_for, personas.viewer, "get", f"/teams/{personas.team.slug}/", 200)
+        assert b"Add member" not in response.content
+
+    def test_adding_a_member(self, personas, client_for):
+        url = f"/teams/{personas.team.slug}/members/"
+        data = {"user": personas.outsider.username, "role": "viewer"}
+        expect(client_for, None, "post", url, "login", data)
+        expect(client_for, personas.outsider, "post", url, 404, data)
+        expect(client_for, personas.viewer, "post", url, 403, data)
+        expect(client_for, personas.developer, "post", url, 403, data)
+        assert not Membership.objects.filter(team=personas.team, user=personas.outsider).exists()
+        expect(client_for, personas.admin, "post", url, 302, data)
+        assert Membership.objects.get(team=personas.team, user=personas.outsider).role == "viewer"
+
+    def test_adding_by_email(self, personas, client_for):
+        expect(client_for, personas.admin, "post", f"/teams/{personas.team.slug}/members/", 302,
+               {"user": "OUTSIDER@example.com", "role": "developer"})
+        assert Membership.objects.get(team=personas.team, user=personas.outsider).role == "developer"
+
+    def test_changing_a_role(self, personas, client_for):
+        url = f"/teams/{personas.team.slug}/members/{personas.viewer.pk}/role/"
+        expect(client_for, None, "post", url, "login", {"role": "operator"})
+        expect(client_for, personas.outsider, "post", url, 404, {"role": "operator"})
+        expect(client_for, personas.viewer, "post", url, 403, {"role": "operator"})
+        expect(client_for, personas.admin, "post", url, 302, {"role": "operator"})
+        assert Membership.objects.get(team=personas.team, user=personas.viewer).role == "operator"
+
+    def test_removing_a_member(self, personas, client_for):
+        url = f"/teams/{personas.team.slug}/members/{personas.viewer.pk}/remove/"
+        expect(client_for, None, "post", url, "login")
+        expect(client_for, personas.outsider, "post", url, 404)
+        expect(client_for, personas.developer, "post", url, 403)
+        expect(client_for, personas.admin, "post", url, 302)
+        assert not Membership.objects.filter(team=personas.team, user=personas.viewer).exists()
+
+    def test_member_changes_are_post_only(self, personas, client_for):
+        expect(client_for, personas.admin, "get", f"/teams/{personas.team.slug}/members/{personas.viewer.pk}/remove/", 405)
+
+    def test_team_list_shows_only_my_teams(self, personas, client_for):
+        expect(client_for, None, "get", "/teams/", "login")
+        response = expect(client_for, personas.outsider, "get", "/teams/", 200)
+        assert b"Other" in response.content and b"Platform" not in response.content
+
+    def test_only_superusers_create_teams(self, personas, client_for):
+        expect(client_for, None, "post", "/teams/new/", "login", {"name": "New"})
+        expect(client_for, personas.admin, "post", "/teams/new/", 403, {"name": "New"})
+        expect(client_for, personas.superuser, "post", "/teams/new/", 302, {"name": "Security"})
+        expect(client_for, personas.superuser, "post", "/teams/new/", 400, {"name": "Security"})
+        expect(client_for, personas.superuser, "post", "/teams/new/", 400, {"name": "!!!"})
+
+
+class TestRunViews:
+    @pytest.mark.parametrize("suffix", ["", "log/", "log.txt"])
+    def test_reading_a_run(self, personas, client_for, suffix):
+        run = make_run(personas.team)
+        url = f"/runs/{run.pk}/{suffix}"
+        expect(client_for, None, "get", url, "login")
+        expect(client_for, personas.outsider, "get", url, 404)
+        expect(client_for, personas.helpdesk, "get", url, 404)
+        expect(client_for, personas.viewer, "get", url, 200)
+        expect(client_for, personas.developer, "get", url, 200)
+
+    def test_helpdesk_may_watch_a_host_action(self, personas, client_for):
+        run = make_run(personas.team, kind=RunKind.HOST_ACTION)
+        expect(client_for, personas.helpdesk, "get", f"/runs/{run.pk}/", 200)
+
+    def test_cancelling_a_run(self, personas, client_for):
+        run = make_run(personas.team)
+        url = f"/runs/{run.pk}/cancel/"
+        expect(client_for, None, "post", url, "login")
+        expect(client_for, personas.outsider, "post", url, 404)
+        expect(client_for, personas.viewer, "post", url, 403)
+        run.refresh_from_db()
+        assert run.status == RunStatus.QUEUED
+        expect(client_for, personas.developer, "post", url, 302)
+        run.refresh_from_db()
+        assert run.status == RunStatus.CANCELLED
+
+
+class TestOtherViews:
+    def test_dashboard(self, personas, client_for):
+        expect(client_for, None, "get", "/", "login")
+        for user in (personas.outsider, personas.viewer, personas.helpdesk, personas.developer):
+            expect(client_for, user, "get", "/", 200)
+
+    def test_dashboard_of_a_user_without_teams_explains_what_to_do(self, personas, client_for):
+        from tests.conftest import make_user
+
+        response = expect(client_for, make_user("newcomer"), "get", "/", 200)
+        assert b"not in any team yet" in response.content
+
+    def test_switching_team(self, personas, client_for):
+        expect(client_for, None, "post", "/switch-team/", "login", {"team": personas.team.slug})
+        expect(client_for, personas.outsider, "post", "/switch-team/", 404, {"team": personas.team.slug})
+        client = client_for(personas.viewer)
+        response = client.post("/switch-team/", {"team": personas.team.slug, "next": "/audit/"})
+        assert response.status_code == 302 and response["Location"] == "/audit/"
+        assert client.session["team_id"] == personas.team.pk
+        response = client.post("/switch-team/", {"team": "", "next": "https://evil.example/"})
+        assert response["Location"] == "/" and "team_id" not in client.session
+
+    def test_placeholder_sections_need_login(self, personas, client_for):
+        for url in ("/images/", "/builds/", "/promotions/", "/hosts/"):
+            expect(client_for, None, "get", url, "login")
+            expect(client_for, personas.viewer, "get", url, 200)
+
+    def test_unknown_pages_get_the_friendly_404(self, personas, client_for):
+        response = expect(client_for, personas.viewer, "get", "/no/such/page/", 404)
+        assert b"Nothing here" in response.content
+
+    def test_403_page_says_why(self, personas, client_for):
+        response = expect(client_for, personas.viewer, "post", f"/teams/{personas.team.slug}/members/", 403,
+                          {"user": "x", "role": "viewer"})
+        assert b"does not allow you to manage members" in response.content

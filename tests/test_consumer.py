@@ -1,0 +1,175 @@
+"""The run log websocket: access, backlog then live lines, no gap and no duplicate across reconnects."""
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from portal import live, logsink, services
+from portal.asgi import application
+from portal.consumers import CLOSE_BAD_REQUEST, CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
+from portal.models import RunKind, RunStatus
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def communicator(run_id, user=None, after=None):
+    path = f"/ws/runs/{run_id}/" + (f"?after={after}" if after is not None else "")
+    comm = WebsocketCommunicator(application, path, headers=[(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")])
+    if user is not None:
+        comm.scope["user"] = user
+    return comm
+
+
+async def receive_until_status(comm, timeout=5):
+    """All messages up to and including the first status message."""
+    out = []
+    while True:
+        message = await comm.receive_json_from(timeout=timeout)
+        out.append(message)
+        if message["t"] == "status":
+            return out
+
+
+def lines_of(messages):
+    seqs, texts = [], []
+    for m in messages:
+        if m["t"] == "lines":
+            seqs.extend(range(m["first"], m["first"] + len(m["lines"])))
+            texts.extend(m["lines"])
+    return seqs, texts
+
+
+async def close_code(comm):
+    connected, _ = await comm.connect()
+    assert connected
+    message = await comm.receive_output(timeout=5)
+    assert message["type"] == "websocket.close"
+    return message["code"]
+
+
+def make_run(team, lines=0, kind=RunKind.BUILD):
+    run = services.run_create(kind=kind, title="ws run", team=team)
+    services.run_start(run)
+    sink = logsink.LogSink(run)
+    for i in range(1, lines + 1):
+        sink.write(f"line {i}")
+    sink.flush()
+    return run, sink
+
+
+@pytest.fixture
+def async_personas(personas):
+    return personas
+
+
+class TestAccess:
+    async def test_anonymous_is_refused(self, async_personas):
+        run, _ = await sync_to_async(make_run)(async_personas.team)
+        from django.contrib.auth.models import AnonymousUser
+
+        assert await close_code(communicator(run.pk, AnonymousUser())) == CLOSE_UNAUTHENTICATED
+
+    async def test_outsiders_get_not_found_and_no_lines(self, async_personas):
+        run, _ = await sync_to_async(make_run)(async_personas.team, lines=5)
+        comm = communicator(run.pk, async_personas.outsider)
+        assert await close_code(comm) == CLOSE_NOT_FOUND
+        assert await comm.receive_nothing(timeout=0.2)
+
+    async def test_unknown_runs_get_not_found(self, async_personas):
+        assert await close_code(communicator(987654, async_personas.developer)) == CLOSE_NOT_FOUND
+
+    async def test_helpdesk_cannot_watch_a_build(self, async_personas):
+        run, _ = await sync_to_async(make_run)(async_personas.team)
+        assert await close_code(communicator(run.pk, async_personas.helpdesk)) == CLOSE_NOT_FOUND
+
+    async def test_helpdesk_may_watch_a_host_action(self, async_personas):
+        run, _ = await sync_to_async(make_run)(async_personas.team, lines=2, kind=RunKind.HOST_ACTION)
+        comm = communicator(run.pk, async_personas.helpdesk)
+        assert (await comm.connect())[0]
+        assert lines_of(await receive_until_status(comm))[0] == [1, 2]
+        await comm.disconnect()
+
+    async def test_viewers_may_watch(self, async_personas):
+        run, _ = await sync_to_async(make_run)(async_personas.team, lines=3)
+        comm = communicator(run.pk, async_personas.viewer)
+        assert (await comm.connect())[0]
+        assert lines_of(await receive_until_status(comm))[0] == [1, 2, 3]
+        await comm.disconnect()
+
+    async def test_a_bad_after_is_a_bad_request(self, async_personas):
+        run, _ = await sync_to_async(make_run)(async_personas.team)
+        assert await close_code(communicator(run.pk, async_personas.viewer, after="-3")) == CLOSE_BAD_REQUEST
+
+
+class TestStreaming:
+    async def test_backlog_then_live_lines_then_the_final_status(self, async_personas):
+        run, sink = await sync_to_async(make_run)(async_personas.team, lines=3)
+        comm = communicator(run.pk, async_personas.viewer)
+        await comm.connect()
+        first = await receive_until_status(comm)
+        assert lines_of(first)[1] == ["line 1", "line 2", "line 3"]
+
+        def more():
+            sink.write("line 4\nline 5")
+            sink.flush()
+            sink.close()
+            services.run_finish(run, status=RunStatus.SUCCEEDED, log_lines=sink.last_seq)
+            live.wait_published()
+
+        await sync_to_async(more)()
+        rest = await receive_until_status(comm)
+        assert lines_of(rest)[0] == [4, 5]
+        assert rest[-1]["status"] == "succeeded" and rest[-1]["finished"] is True
+        await comm.disconnect()
+
+    async def test_reconnecting_with_after_resumes_without_gap_or_duplicate(self, async_personas):
+        run, sink = await sync_to_async(make_run)(async_personas.team, lines=10)
+        comm = communicator(run.pk, async_personas.viewer, after=0)
+        await comm.connect()
+        seen = lines_of(await receive_until_status(comm))[0]
+        await comm.disconnect()
+
+        def meanwhile():
+            for i in range(11, 21):
+                sink.write(f"line {i}")
+            sink.flush()
+
+        await sync_to_async(meanwhile)()
+        comm = communicator(run.pk, async_personas.viewer, after=seen[-1])
+        await comm.connect()
+        seen += lines_of(await receive_until_status(comm))[0]
+        await comm.disconnect()
+        assert seen == list(range(1, 21))
+
+    async def test_a_batch_lost_in_the_channel_layer_is_filled_from_the_database(self, async_personas):
+        run, sink = await sync_to_async(make_run)(async_personas.team, lines=2)
+        comm = communicator(run.pk, async_personas.viewer)
+        await comm.connect()
+        await receive_until_status(comm)
+
+        def write_unpublished_then_published():
+            sink.publish = False
+            sink.write("line 3")
+            sink.flush()  # stored, never published
+            sink.publish = True
+            sink.write("line 4")
+            sink.flush()
+            live.wait_published()
+
+        await sync_to_async(write_unpublished_then_published)()
+        messages = [await comm.receive_json_from(timeout=5) for _ in range(2)]
+        assert lines_of(messages)[0] == [3, 4]
+        await comm.disconnect()
+
+    async def test_lines_already_sent_are_dropped(self, async_personas):
+        run, sink = await sync_to_async(make_run)(async_personas.team, lines=0)
+        comm = communicator(run.pk, async_personas.viewer)
+        await comm.connect()
+        await receive_until_status(comm)
+        await sync_to_async(lambda: (sink.write("a"), sink.flush(), live.wait_published()))()
+        assert lines_of([await comm.receive_json_from(timeout=5)])[0] == [1]
+        chunk = await sync_to_async(lambda: list(logsink.chunks(run))[0])()
+        await sync_to_async(lambda: (live.publish(run.group_name(), logsink.batch_message(chunk)),
+                                     live.wait_published()))()  # a duplicate batch
+        assert await comm.receive_nothing(timeout=0.3)
+        await comm.disconnect()
