@@ -115,10 +115,11 @@ class AuditQuerySet(models.QuerySet):
         raise TypeError("The audit trail is append-only.")
 
     def visible_to(self, user):
+        """Superusers see everything; others see their teams' events and their own."""
         if user.is_superuser:
             return self
-        admin_teams = Membership.objects.filter(user=user, role=Role.ADMIN).values("team")
-        return self.filter(models.Q(team__in=admin_teams) | models.Q(actor=user))
+        my_teams = Membership.objects.filter(user=user).values("team")
+        return self.filter(models.Q(team__in=my_teams) | models.Q(actor=user))
 
 
 class AuditEvent(models.Model):

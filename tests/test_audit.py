@@ -93,11 +93,13 @@ class TestAppendOnly:
 
 
 class TestAuditPage:
-    def test_team_admins_see_their_teams_events_and_others_only_their_own(self, personas, client_for):
+    def test_members_see_their_teams_events_and_nobody_elses(self, personas, client_for):
         services.audit(action="build.start", summary="platform thing", team=personas.team, actor=personas.developer)
         services.audit(action="build.start", summary="other thing", team=personas.other_team, actor=personas.outsider)
-        admin_page = client_for(personas.admin).get("/audit/").content.decode()
-        assert "platform thing" in admin_page and "other thing" not in admin_page
+        viewer_page = client_for(personas.viewer).get("/audit/").content.decode()
+        assert "platform thing" in viewer_page and "other thing" not in viewer_page
+        helpdesk_page = client_for(personas.helpdesk).get("/audit/").content.decode()
+        assert "platform thing" not in helpdesk_page
         outsider_page = client_for(personas.outsider).get("/audit/").content.decode()
         assert "other thing" in outsider_page and "platform thing" not in outsider_page
         assert client_for(None).get("/audit/").status_code == 302
@@ -130,6 +132,11 @@ class TestAuditPage:
     def test_htmx_requests_get_only_the_table(self, personas, client_for):
         response = client_for(personas.superuser).get("/audit/", HTTP_HX_REQUEST="true")
         assert b"<nav" not in response.content and b"audit-table" in response.content or b"No events" in response.content
+
+    def test_only_superusers_see_client_addresses(self, personas, client_for):
+        services.audit(action="auth.login", summary="someone logged in", team=personas.team)
+        assert b"<th>From</th>" not in client_for(personas.admin).get("/audit/").content
+        assert b"<th>From</th>" in client_for(personas.superuser).get("/audit/").content
 
     def test_a_bad_filter_value_is_not_an_error(self, personas, client_for):
         assert client_for(personas.superuser).get("/audit/", {"team": "nope"}).status_code == 200
