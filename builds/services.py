@@ -1,6 +1,35 @@
-"""Every state change of images, builds, stages and promotions, written once."""
+"""Every state change of image definitions, revisions, builds, builders, credentials and stages, written once.
 
-from .models import DEFAULT_STAGES, Stage
+Views, the JSON API, the webhook, tasks and management commands call these; each one checks access, writes, audits and
+enqueues after commit. What a worker does with a build once it runs is in `builds.pipeline`.
+"""
+
+from __future__ import annotations
+
+import platform as host_platform
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import Max
+
+from portal.access import check_team_action
+from portal.models import Action, RunKind, Team, User
+from portal.services import audit, run_create, run_finish
+
+from .models import (
+    DEFAULT_STAGES,
+    Build,
+    Builder,
+    BuilderKind,
+    ContextKind,
+    ImageDefinition,
+    Revision,
+    Stage,
+    default_repository,
+    platform_architecture,
+)
+
+# --- Stages ----------------------------------------------------------------------------------------------------------
 
 
 def stages_ensure_default(*, team):
@@ -11,3 +40,297 @@ def stages_ensure_default(*, team):
         Stage.objects.create(team=team, name=name, position=position, required_approvals=position)
         for name, position in DEFAULT_STAGES
     ]
+
+
+# --- Definitions -----------------------------------------------------------------------------------------------------
+
+
+def _check(user, team, action):
+    """Access check for people; user=None is the portal itself (webhook, schedule, API token already checked)."""
+    if user is not None:
+        check_team_action(user, team, action)
+
+
+def definition_create(
+    *,
+    team: Team,
+    user: User | None,
+    name: str,
+    description: str = "",
+    repository: str = "",
+    platforms: list[str] | None = None,
+    build_args: dict[str, str] | None = None,
+    schedule: str = "",
+    timeout_minutes: int = 60,
+    request=None,
+) -> ImageDefinition:
+    _check(user, team, Action.DEVELOP)
+    definition = ImageDefinition(
+        team=team,
+        name=name,
+        description=description,
+        repository=repository or default_repository(team, name),
+        platforms=platforms or ["linux/amd64"],
+        build_args=build_args or {},
+        schedule=schedule,
+        timeout_minutes=timeout_minutes,
+        created_by=user if user is not None and user.is_authenticated else None,
+    )
+    definition.full_clean()
+    with transaction.atomic():
+        definition.save()
+        from .scheduling import schedule_next
+
+        schedule_next(definition)
+        audit(action="definition.create", summary=f"created image definition {definition}", actor=user, team=team,
+              obj=definition, request=request, detail={"repository": definition.repository})
+    return definition
+
+
+DEFINITION_EDITABLE = ("description", "repository", "platforms", "build_args", "schedule", "timeout_minutes")
+
+
+def definition_update(*, definition: ImageDefinition, user: User | None, request=None, **changes) -> ImageDefinition:
+    _check(user, definition.team, Action.DEVELOP)
+    unknown = set(changes) - set(DEFINITION_EDITABLE)
+    if unknown:
+        raise ValueError(f"cannot change {', '.join(sorted(unknown))}")
+    before = {field: getattr(definition, field) for field in changes}
+    for field, value in changes.items():
+        setattr(definition, field, value)
+    definition.full_clean()
+    changed = {f: {"from": before[f], "to": v} for f, v in changes.items() if before[f] != v}
+    if not changed:
+        return definition
+    with transaction.atomic():
+        definition.save()
+        if "schedule" in changed:
+            from .scheduling import schedule_next
+
+            schedule_next(definition)
+        audit(action="definition.update", summary=f"changed {', '.join(changed)} of {definition}", actor=user,
+              team=definition.team, obj=definition, request=request, detail=changed)
+    return definition
+
+
+def definition_delete(*, definition: ImageDefinition, user: User | None, request=None):
+    """Delete a definition with its revisions and builds (the images stay in the registry)."""
+    _check(user, definition.team, Action.DEVELOP)
+    if definition.builds.active().exists():
+        raise ValidationError("It has builds queued or running: cancel them first.")
+    with transaction.atomic():
+        audit(action="definition.delete", summary=f"deleted image definition {definition}", actor=user,
+              team=definition.team, obj=definition, request=request)
+        from portal.models import Run
+
+        run_ids = list(definition.builds.values_list("run_id", flat=True))
+        definition.builds.all().delete()
+        Run.objects.filter(pk__in=run_ids).delete()
+        definition.revisions.all().delete()
+        definition.delete()
+
+
+# --- Revisions -------------------------------------------------------------------------------------------------------
+
+
+def revision_create(
+    *,
+    definition: ImageDefinition,
+    user: User | None,
+    containerfile: str | bytes,
+    message: str = "",
+    context_kind: str = ContextKind.NONE,
+    git_url: str = "",
+    git_ref: str = "",
+    git_subdir: str = "",
+    context_files: dict[str, bytes] | None = None,
+    request=None,
+) -> Revision:
+    """Validate and save a new immutable revision. Raises ValidationError (with every error) when it must not be saved;
+    the warnings are stored on the revision and shown."""
+    from .containerfile import validate_context, validate_text
+
+    _check(user, definition.team, Action.DEVELOP)
+    report = validate_text(containerfile)
+    context_errors = validate_context(
+        kind=context_kind, git_url=git_url, git_ref=git_ref, git_subdir=git_subdir, files=context_files or {}
+    )
+    errors = [str(issue) for issue in report.errors] + context_errors
+    if errors:
+        raise ValidationError(errors)
+    text = report.text
+    with transaction.atomic():
+        # Lock the definition so two saves never get the same number.
+        ImageDefinition.objects.select_for_update().filter(pk=definition.pk).first()
+        last = definition.revisions.aggregate(n=Max("number"))["n"] or 0
+        revision = Revision(
+            definition=definition,
+            number=last + 1,
+            containerfile=text,
+            sha256=Revision.hash_text(text),
+            author=user if user is not None and user.is_authenticated else None,
+            author_name=user.username if user is not None and user.is_authenticated else "",
+            message=message[:500],
+            context_kind=context_kind,
+            git_url=git_url if context_kind == ContextKind.GIT else "",
+            git_ref=git_ref if context_kind == ContextKind.GIT else "",
+            git_subdir=git_subdir.strip("/") if context_kind == ContextKind.GIT else "",
+            warnings=[issue.as_dict() for issue in report.warnings],
+        )
+        revision.save()
+        if context_kind == ContextKind.FILES:
+            from .models import ContextFile
+
+            for path, content in sorted((context_files or {}).items()):
+                ContextFile.objects.create(
+                    revision=revision, path=path, content=content, size=len(content),
+                    sha256=_sha256(content),
+                )
+        audit(action="revision.create", summary=f"saved {revision}: {message[:200] or '(no message)'}", actor=user,
+              team=definition.team, obj=revision, request=request,
+              detail={"sha256": revision.sha256, "warnings": len(report.warnings)})
+    return revision
+
+
+def _sha256(content: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(content).hexdigest()
+
+
+# --- Builders --------------------------------------------------------------------------------------------------------
+
+
+def local_architecture() -> str:
+    machine = host_platform.machine().lower()
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(machine, machine)
+
+
+def builder_ensure_local() -> Builder:
+    """The worker's own podman as a builder, created the first time one is needed."""
+    builder = Builder.objects.filter(kind=BuilderKind.LOCAL).order_by("pk").first()
+    if builder is None:
+        builder, _ = Builder.objects.get_or_create(
+            name="local", defaults={"kind": BuilderKind.LOCAL, "architecture": local_architecture(), "capacity": 2}
+        )
+    return builder
+
+
+def builder_pick(platform: str) -> Builder | None:
+    """The enabled builder of the platform's architecture with the fewest active builds."""
+    if not Builder.objects.exists():
+        builder_ensure_local()
+    architecture = platform_architecture(platform)
+    candidates = list(Builder.objects.filter(enabled=True, architecture=architecture))
+    if not candidates:
+        return None
+    from portal.models import RunStatus
+
+    load = {
+        b.pk: Build.objects.filter(builder=b, run__status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).count()
+        for b in candidates
+    }
+    return min(candidates, key=lambda b: (load[b.pk] / max(b.capacity, 1), b.pk))
+
+
+# --- Builds ----------------------------------------------------------------------------------------------------------
+
+
+def build_start(
+    *,
+    revision: Revision,
+    user: User | None,
+    trigger: str = "button",
+    platform: str | None = None,
+    retry_of: Build | None = None,
+    actor_name: str = "",
+    request=None,
+) -> Build:
+    """Queue a build of `revision` for `platform` (default: the definition's first platform) and enqueue it after commit.
+
+    `user` None means the portal itself started it (webhook, schedule, an API token: say which in `actor_name`). With no
+    enabled builder for the platform, the build is recorded and fails at once, with the reason.
+    """
+    definition = revision.definition
+    _check(user, definition.team, Action.DEVELOP)
+    platform = platform or definition.platforms[0]
+    if platform not in definition.platforms and retry_of is None:
+        raise ValidationError(f"{definition} does not build for {platform}; its platforms are "
+                              f"{', '.join(definition.platforms)}.")
+    from .containerfile import final_base_image
+
+    with transaction.atomic():
+        ImageDefinition.objects.select_for_update().filter(pk=definition.pk).first()
+        number = (definition.builds.aggregate(n=Max("number"))["n"] or 0) + 1
+        builder = builder_pick(platform)
+        run = run_create(
+            kind=RunKind.BUILD,
+            title=f"Build {number} of {definition} r{revision.number} ({platform})",
+            team=definition.team,
+            started_by=user,
+            trigger=trigger,
+        )
+        build = Build.objects.create(
+            definition=definition, revision=revision, number=number, run=run, platform=platform, builder=builder,
+            retry_of=retry_of, build_args=dict(definition.build_args), repository=definition.repository,
+            base_image=final_base_image(revision.containerfile, definition.build_args),
+        )
+        from django.contrib.contenttypes.models import ContentType
+
+        from portal.models import Run
+
+        Run.objects.filter(pk=run.pk).update(content_type=ContentType.objects.get_for_model(Build), object_id=str(build.pk))
+        run.content_type_id, run.object_id = ContentType.objects.get_for_model(Build).pk, str(build.pk)
+        who = actor_name or (user.username if user is not None else trigger)
+        audit(action="build.start", summary=f"started {build} ({platform}, {trigger})", actor=user,
+              actor_name=actor_name, team=definition.team, obj=build, request=request,
+              detail={"revision": revision.number, "platform": platform, "trigger": trigger, "by": who,
+                      "retry_of": retry_of.pk if retry_of else None})
+        if builder is None:
+            run_finish(run, status="failed", reason=f"No enabled builder for {platform}: add one of architecture "
+                                                    f"{platform_architecture(platform)} on the builders page.")
+            build.hint = "Add or enable a builder of this architecture."
+            build.save(update_fields=["hint"])
+        else:
+            from .tasks import build_run
+
+            transaction.on_commit(lambda: build_run.delay(build.pk))
+    return build
+
+
+def build_start_all(*, revision: Revision, user: User | None, trigger: str = "button", actor_name: str = "",
+                    request=None) -> list[Build]:
+    """One build per platform of the definition."""
+    return [
+        build_start(revision=revision, user=user, trigger=trigger, platform=platform, actor_name=actor_name,
+                    request=request)
+        for platform in revision.definition.platforms
+    ]
+
+
+def build_retry(*, build: Build, user: User | None, trigger: str = "button", request=None) -> Build:
+    """A new build of the same revision and platform (the old one stays as it was)."""
+    if build.is_active:
+        raise ValidationError(f"{build} is still {build.status}; cancel it or wait for it to end.")
+    return build_start(revision=build.revision, user=user, trigger=trigger, platform=build.platform, retry_of=build,
+                       request=request)
+
+
+def build_cancel(*, build: Build, user: User, request=None) -> Build:
+    """Ask for a build to stop: a queued one ends at once, a running one within seconds (its log so far is kept)."""
+    from portal.services import run_request_cancel
+
+    _check(user, build.definition.team, Action.DEVELOP)
+    if not build.is_active:
+        raise ValidationError(f"{build} already ended ({build.status}).")
+    run_request_cancel(run=build.run, user=user, request=request)
+    return build
+
+
+def require_develop(user, team):
+    """For code paths that must refuse rather than 404 (the JSON API already resolved the team)."""
+    if user is not None and not user.is_superuser:
+        from portal.access import can
+
+        if not can(user, team, Action.DEVELOP):
+            raise PermissionDenied(f"Your role in {team} does not allow you to build.")

@@ -169,12 +169,18 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-runs": {"task": "portal.tasks.reap_stale_runs", "schedule": 60.0},
+    "builds-schedule-due": {"task": "builds.tasks.builds_schedule_due", "schedule": 300.0},
+    "builders-check-health": {"task": "builds.tasks.builders_check_health", "schedule": 600.0},
 }
 
 # --- Runs and logs ---------------------------------------------------------------------------------------------------
 RUN_LOG_BATCH_LINES = env.int("RUN_LOG_BATCH_LINES", default=500)
 RUN_LOG_BATCH_SECONDS = env.float("RUN_LOG_BATCH_SECONDS", default=0.05)
 RUN_LOG_CHUNK_BYTES = env.int("RUN_LOG_CHUNK_BYTES", default=256 * 1024)
+# A stored line is cut at this many characters (with a note); the viewer shows lines up to the display limit and
+# offers the rest behind an "expand" link. See docs/logs.md.
+RUN_LOG_LINE_MAX_CHARS = env.int("RUN_LOG_LINE_MAX_CHARS", default=256 * 1024)
+RUN_LOG_DISPLAY_LINE_CHARS = env.int("RUN_LOG_DISPLAY_LINE_CHARS", default=64 * 1024)
 RUN_HEARTBEAT_SECONDS = env.float("RUN_HEARTBEAT_SECONDS", default=10)
 # A running run whose worker has not beaten for this long is failed by the reaper.
 RUN_STALE_AFTER = timedelta(seconds=env.int("RUN_STALE_AFTER_SECONDS", default=120))
@@ -254,6 +260,27 @@ MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 # --- Registry and tools ----------------------------------------------------------------------------------------------
 REGISTRY_URL = env.str("REGISTRY_URL", default="127.0.0.1:5000")
 REGISTRY_INSECURE = env.bool("REGISTRY_INSECURE", default=REGISTRY_URL.startswith(("127.", "localhost")))
+
+# --- Builds (docs/builds.md) -----------------------------------------------------------------------------------------
+# podman's pull policy for base images: missing (default), always, newer or never (tests use never: nothing to pull).
+BUILD_PULL_POLICY = env.str("BUILD_PULL_POLICY", default="missing")
+# Bases a revision may start FROM without a warning: exact repositories, or prefixes ending in "/".
+BUILD_KNOWN_BASES = env.list("BUILD_KNOWN_BASES", default=[
+    "quay.io/centos-bootc/", "quay.io/fedora/fedora-bootc", "registry.redhat.io/rhel9/rhel-bootc",
+    "registry.redhat.io/rhel10/rhel-bootc", "registry.redhat.io/rhel9-beta/rhel-bootc", "ghcr.io/ublue-os/",
+    "registry.fedoraproject.org/fedora-bootc", "quay.io/almalinuxorg/almalinux-bootc",
+])
+BUILD_CONTEXT_MAX_BYTES = env.int("BUILD_CONTEXT_MAX_BYTES", default=1024 * 1024)
+BUILD_CONTEXT_MAX_FILES = env.int("BUILD_CONTEXT_MAX_FILES", default=50)
+# URL schemes a revision's git context may use; file:// only for development and tests (it reads the worker's disk).
+BUILD_GIT_URL_SCHEMES = env.list("BUILD_GIT_URL_SCHEMES", default=["https", "ssh", "git"] + (["file"] if DEBUG else []))
+BUILD_SCHEDULE_HOUR = env.int("BUILD_SCHEDULE_HOUR", default=2)  # UTC hour of nightly/weekly rebuilds
+BUILD_CANCEL_POLL_SECONDS = env.float("BUILD_CANCEL_POLL_SECONDS", default=1.0)
+BUILD_WORK_DIR = env.str("BUILD_WORK_DIR", default="")  # where contexts are prepared; empty: the system temp dir
+# podman storage for the local builder when it is created automatically; empty: podman's defaults.
+BUILD_PODMAN_ROOT = env.str("BUILD_PODMAN_ROOT", default="")
+BUILD_PODMAN_RUNROOT = env.str("BUILD_PODMAN_RUNROOT", default="")
+BUILD_API_RATE_PER_MINUTE = env.int("BUILD_API_RATE_PER_MINUTE", default=60)
 
 CRISPY_ALLOWED_TEMPLATE_PACKS = "bootstrap5"
 CRISPY_TEMPLATE_PACK = "bootstrap5"
