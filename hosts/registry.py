@@ -1,0 +1,56 @@
+"""What an image reference resolves to in its registry, per architecture: the yardstick for drift.
+
+A thin wrapper around `skopeo inspect --raw` (argument lists, deadlines, the portal's own errors). For a manifest list or
+OCI index it returns each architecture's manifest digest, because bootc reports the per-architecture digest it pulled;
+the top-level digest is kept under "". A single-architecture manifest is returned under "" only: hosts that report any
+architecture then match it (see `hosts.bootc.digest_matches`).
+
+When builds/registry.py grows the same lookup, this module should call it instead.
+"""
+
+import hashlib
+import json
+import shutil
+import subprocess
+
+from django.conf import settings
+
+TIMEOUT = 20
+
+
+class ResolveError(Exception):
+    pass
+
+
+def _tls_verify(reference):
+    registry = reference.split("/", 1)[0]
+    local = registry.split(":")[0] in ("127.0.0.1", "localhost", "::1")
+    return not (local or (settings.REGISTRY_INSECURE and registry == settings.REGISTRY_URL.split("/")[0]))
+
+
+def resolve_digests(reference):
+    """{architecture: digest, "": top-level digest} for `reference`. Raises ResolveError."""
+    skopeo = shutil.which("skopeo")
+    if skopeo is None:
+        raise ResolveError("skopeo is not installed")
+    argv = [skopeo, "inspect", "--raw", "--retry-times", "0", f"--tls-verify={'true' if _tls_verify(reference) else 'false'}",
+            f"docker://{reference}"]
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        raise ResolveError(f"skopeo did not answer within {TIMEOUT} s for {reference}") from None
+    if done.returncode != 0:
+        message = done.stderr.decode(errors="replace").strip().splitlines()
+        raise ResolveError(message[-1] if message else f"skopeo failed for {reference}")
+    raw = done.stdout
+    try:
+        manifest = json.loads(raw)
+    except ValueError:
+        raise ResolveError(f"the registry returned an unreadable manifest for {reference}") from None
+    digests = {"": "sha256:" + hashlib.sha256(raw).hexdigest()}
+    for entry in manifest.get("manifests") or ():
+        arch = (entry.get("platform") or {}).get("architecture")
+        variant = (entry.get("platform") or {}).get("variant")
+        if arch and entry.get("digest") and arch != "unknown":
+            digests.setdefault(arch if not variant or arch != "arm" else f"{arch}{variant}", entry["digest"])
+    return digests
