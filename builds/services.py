@@ -334,3 +334,230 @@ def require_develop(user, team):
 
         if not can(user, team, Action.DEVELOP):
             raise PermissionDenied(f"Your role in {team} does not allow you to build.")
+
+
+# --- Builders (portal-wide; superusers) ------------------------------------------------------------------------------
+
+
+def _require_superuser(user):
+    if user is not None and not user.is_superuser:
+        raise PermissionDenied("Only portal administrators manage builders.")
+
+
+def builder_save(*, form, user: User | None, request=None) -> Builder:
+    """Create or change a builder from a valid BuilderForm."""
+    _require_superuser(user)
+    created = form.instance.pk is None
+    with transaction.atomic():
+        builder = form.save()
+        audit(action="builder.create" if created else "builder.update",
+              summary=f"{'added' if created else 'changed'} builder {builder} ({builder.kind}, {builder.architecture})",
+              actor=user, obj=builder, request=request,
+              detail={"changed": [f for f in form.changed_data if f != "private_key"],
+                      "private_key_changed": "private_key" in form.changed_data and bool(form.cleaned_data.get("private_key"))})
+    return builder
+
+
+def builder_set_enabled(*, builder: Builder, enabled: bool, user: User | None, request=None) -> Builder:
+    _require_superuser(user)
+    with transaction.atomic():
+        Builder.objects.filter(pk=builder.pk).update(enabled=enabled)
+        builder.enabled = enabled
+        audit(action="builder.enable" if enabled else "builder.disable",
+              summary=f"{'enabled' if enabled else 'disabled'} builder {builder}", actor=user, obj=builder,
+              request=request)
+    return builder
+
+
+def builder_check_health(*, builder: Builder) -> Builder:
+    """Ask the builder for `podman version` (over SSH for remote ones) and record the answer."""
+    from django.utils import timezone
+
+    from . import podman
+    from .runner import RunnerError, Watch, runner_for
+
+    ok, detail, version = False, "", ""
+    try:
+        with runner_for(builder) as runner:
+            result = runner.run(podman.version_args(builder), watch=Watch(run=None, sink=None, deadline=None),
+                                capture=True, echo=False)
+            version = podman.parse_version(result.stdout)
+            ok = bool(version)
+            detail = f"podman {version}" if ok else "podman answered, but its version could not be read"
+    except RunnerError as exc:
+        detail = str(exc)
+        if getattr(exc, "output_tail", None):
+            detail += ": " + " ".join(exc.output_tail[-3:])
+    except Exception as exc:  # noqa: BLE001 - any failure is a health finding
+        detail = f"{type(exc).__name__}: {exc}"
+    Builder.objects.filter(pk=builder.pk).update(health_ok=ok, health_detail=detail[:2000], podman_version=version,
+                                                 health_checked_at=timezone.now())
+    builder.health_ok, builder.health_detail, builder.podman_version = ok, detail[:2000], version
+    return builder
+
+
+# --- Registry credentials --------------------------------------------------------------------------------------------
+
+
+def registry_credential_save(*, team: Team, user: User | None, registry: str, username: str, password: str,
+                             insecure: bool = False, request=None):
+    """Add or replace the team's login to `registry`. An empty password keeps the stored one."""
+    from .models import RegistryCredential
+
+    _check(user, team, Action.ADMIN)
+    with transaction.atomic():
+        credential = RegistryCredential.objects.select_for_update().filter(team=team, registry=registry).first()
+        created = credential is None
+        if created:
+            credential = RegistryCredential(team=team, registry=registry, created_by=user)
+        credential.username = username
+        if password or created:
+            credential.password = password
+        credential.insecure = insecure
+        credential.save()
+        audit(action="registry_credential.save", summary=f"saved the {registry} login of {team} ({username or 'anonymous'})",
+              actor=user, team=team, obj=credential, request=request,
+              detail={"registry": registry, "username": username, "insecure": insecure,
+                      "password_changed": bool(password)})
+    return credential
+
+
+def registry_credential_delete(*, credential, user: User | None, request=None):
+    _check(user, credential.team, Action.ADMIN)
+    with transaction.atomic():
+        audit(action="registry_credential.delete", summary=f"deleted the {credential.registry} login of {credential.team}",
+              actor=user, team=credential.team, obj=credential, request=request)
+        credential.delete()
+
+
+# --- API tokens and webhooks -----------------------------------------------------------------------------------------
+
+
+def api_token_create(*, team: Team, user: User | None, name: str, request=None):
+    """A new token for CI; returns (token row, the secret shown once)."""
+    from .models import ApiToken
+
+    _check(user, team, Action.ADMIN)
+    secret = ApiToken.generate()
+    with transaction.atomic():
+        token = ApiToken.objects.create(team=team, name=name, token_hash=ApiToken.hash_token(secret),
+                                        hint=secret[:10], created_by=user)
+        audit(action="api_token.create", summary=f"created API token {name!r} for {team}", actor=user, team=team,
+              obj=token, request=request)
+    return token, secret
+
+
+def api_token_revoke(*, token, user: User | None, request=None):
+    from django.utils import timezone
+
+    _check(user, token.team, Action.ADMIN)
+    with transaction.atomic():
+        type(token).objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        audit(action="api_token.revoke", summary=f"revoked API token {token.name!r} of {token.team}", actor=user,
+              team=token.team, obj=token, request=request)
+
+
+def api_token_authenticate(secret: str):
+    """The active token with this secret (and its last use noted), or None."""
+    from django.utils import timezone
+
+    from .models import ApiToken
+
+    if not secret or not secret.startswith(ApiToken.PREFIX):
+        return None
+    token = ApiToken.objects.select_related("team").filter(token_hash=ApiToken.hash_token(secret),
+                                                           revoked_at__isnull=True).first()
+    if token is not None:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+    return token
+
+
+def webhook_create(*, team: Team, user: User | None, request=None):
+    """A new git webhook endpoint; returns (hook, the shared secret shown once)."""
+    import secrets as pysecrets
+
+    from .models import GitWebhook
+
+    _check(user, team, Action.ADMIN)
+    secret = pysecrets.token_urlsafe(32)
+    with transaction.atomic():
+        hook = GitWebhook.objects.create(team=team, key=pysecrets.token_urlsafe(32)[:43], secret=secret, created_by=user)
+        audit(action="webhook.create", summary=f"created a git webhook for {team}", actor=user, team=team, obj=hook,
+              request=request)
+    return hook, secret
+
+
+def webhook_delete(*, hook, user: User | None, request=None):
+    _check(user, hook.team, Action.ADMIN)
+    with transaction.atomic():
+        audit(action="webhook.delete", summary=f"deleted a git webhook of {hook.team}", actor=user, team=hook.team,
+              obj=hook, request=request)
+        hook.delete()
+
+
+def normalize_git_url(url: str) -> str:
+    """Compare repository URLs loosely: no scheme, no user, no trailing .git or slash, lower-case host."""
+    import re
+
+    url = url.strip()
+    url = re.sub(r"^[a-z+]+://", "", url)
+    url = re.sub(r"^[^@/]+@", "", url)
+    url = url.replace(":", "/", 1) if re.match(r"^[^/]+:[^0-9]", url) else url
+    url = url.removesuffix("/").removesuffix(".git")
+    host, _, path = url.partition("/")
+    return f"{host.lower()}/{path}"
+
+
+def webhook_push_received(*, hook, repository_urls: list[str], branch: str, commit: str = "", request=None) -> list[Build]:
+    """A verified push to `branch` of one repository: rebuild the team's definitions whose current revision builds
+    from that repository and branch. Returns the builds started (one per platform)."""
+    from django.utils import timezone
+
+    from .models import GitWebhook
+
+    wanted = {normalize_git_url(u) for u in repository_urls if u}
+    started = []
+    matched = []
+    for definition in ImageDefinition.objects.filter(team=hook.team).order_by("pk"):
+        revision = definition.current_revision()
+        if (revision is None or revision.context_kind != ContextKind.GIT
+                or normalize_git_url(revision.git_url) not in wanted or (revision.git_ref or "main") != branch):
+            continue
+        matched.append(definition)
+        if definition.builds.active().filter(revision=revision).exists():
+            continue  # already building this revision: the queued build will fetch the new commit anyway
+        started += build_start_all(revision=revision, user=None, trigger="webhook",
+                                   actor_name=f"webhook ({branch}@{commit[:12]})" if commit else "webhook",
+                                   request=request)
+    summary = (f"push to {branch} ({commit[:12] or 'no commit'}): " +
+               (f"started {len(started)} build(s) of {', '.join(d.name for d in matched)}" if started else
+                "matched " + (", ".join(d.name for d in matched) + " (already building)" if matched else "no definition")))
+    GitWebhook.objects.filter(pk=hook.pk).update(last_delivery_at=timezone.now(), last_delivery_summary=summary[:500])
+    return started
+
+
+# --- Schedules -------------------------------------------------------------------------------------------------------
+
+
+def builds_schedule_due(*, now=None) -> list[Build]:
+    """Start the scheduled rebuilds that are due (called by beat every few minutes)."""
+    from django.utils import timezone
+
+    from .scheduling import schedule_next
+
+    now = now or timezone.now()
+    started = []
+    due = ImageDefinition.objects.exclude(schedule="").filter(next_scheduled_at__lte=now)
+    for definition in due:
+        with transaction.atomic():
+            locked = ImageDefinition.objects.select_for_update().filter(pk=definition.pk,
+                                                                        next_scheduled_at__lte=now).first()
+            if locked is None:
+                continue  # another beat run took it
+            schedule_next(locked, after=now)
+            revision = locked.current_revision()
+            if revision is None or locked.builds.active().exists():
+                continue
+            started += build_start_all(revision=revision, user=None, trigger="schedule",
+                                       actor_name=f"schedule ({locked.get_schedule_display().lower()})")
+    return started

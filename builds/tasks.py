@@ -11,3 +11,20 @@ def build_run(self, build_id):
     wait = pipeline.build_execute(build_id)
     if wait:
         raise self.retry(countdown=wait)
+
+
+@shared_task
+def builds_schedule_due():
+    """Beat: start the scheduled (nightly, weekly) rebuilds that are due."""
+    from . import services
+
+    return [build.pk for build in services.builds_schedule_due()]
+
+
+@shared_task
+def build_check_builders_health():
+    """Beat: ask every enabled builder for `podman version`."""
+    from . import services
+    from .models import Builder
+
+    return {b.name: services.builder_check_health(builder=b).health_ok for b in Builder.objects.filter(enabled=True)}

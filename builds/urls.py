@@ -1,9 +1,38 @@
 from django.urls import path
 
-from . import views
+from . import api, views
 
 urlpatterns = [
     path("images/", views.definition_list, name="definition_list"),
+    path("images/new/", views.definition_create, name="definition_create"),
+    path("images/<int:pk>/", views.definition_detail, name="definition_detail"),
+    path("images/<int:pk>/edit/", views.definition_edit, name="definition_edit"),
+    path("images/<int:pk>/delete/", views.definition_delete, name="definition_delete"),
+    path("images/<int:pk>/build/", views.definition_build, name="definition_build"),
+    path("images/<int:pk>/revisions/new/", views.revision_create, name="revision_create"),
+    path("images/<int:pk>/revisions/<int:number>/", views.revision_detail, name="revision_detail"),
+    path("images/<int:pk>/revisions/<int:number>/build/", views.revision_build, name="revision_build"),
+    path("images/<int:pk>/diff/", views.revision_diff, name="revision_diff"),
     path("builds/", views.build_list, name="build_list"),
+    path("builds/compare/", views.build_compare, name="build_compare"),
+    path("builds/<int:pk>/", views.build_detail, name="build_detail"),
+    path("builds/<int:pk>/cancel/", views.build_cancel, name="build_cancel"),
+    path("builds/<int:pk>/retry/", views.build_retry, name="build_retry"),
+    path("builders/", views.builder_list, name="builder_list"),
+    path("builders/new/", views.builder_edit, name="builder_create"),
+    path("builders/<int:pk>/edit/", views.builder_edit, name="builder_edit"),
+    path("builders/<int:pk>/check/", views.builder_check, name="builder_check"),
+    path("builders/<int:pk>/toggle/", views.builder_toggle, name="builder_toggle"),
+    path("teams/<slug:slug>/integrations/", views.integrations, name="integrations"),
+    path("teams/<slug:slug>/integrations/credentials/", views.credential_create, name="credential_create"),
+    path("integrations/credentials/<int:pk>/delete/", views.credential_delete, name="credential_delete"),
+    path("teams/<slug:slug>/integrations/tokens/", views.token_create, name="token_create"),
+    path("integrations/tokens/<int:pk>/revoke/", views.token_revoke, name="token_revoke"),
+    path("teams/<slug:slug>/integrations/webhooks/", views.webhook_create, name="webhook_create"),
+    path("integrations/webhooks/<int:pk>/delete/", views.webhook_delete, name="webhook_delete"),
+    path("api/v1/builds/", api.build_create, name="api_build_create"),
+    path("api/v1/builds/<int:pk>/", api.build_detail, name="api_build_detail"),
+    path("api/v1/definitions/", api.definition_list, name="api_definition_list"),
+    path("hooks/git/<str:key>/", api.git_webhook, name="git_webhook"),
     path("promotions/", views.promotion_list, name="promotion_list"),
 ]

@@ -1,17 +1,493 @@
+"""Pages for image definitions, revisions, builds, builders and a team's build integrations (registry credentials,
+API tokens, webhooks). Every object comes through `builds.access`; every change through `builds.services`."""
+
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Q
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from portal import logsink
+from portal.access import can, get_team_for_user, teams_where
+from portal.models import Action, Team
+from portal.views import current_team
+
+from . import compare, services, starters
+from .access import (
+    get_api_token_for_user,
+    get_build_for_user,
+    get_builder_for_user,
+    get_definition_for_user,
+    get_registry_credential_for_user,
+    get_revision_for_user,
+    get_webhook_for_user,
+)
+from .containerfile import validate_text
+from .forms import (
+    ApiTokenForm,
+    BuilderForm,
+    BuildFilter,
+    DefinitionForm,
+    RegistryCredentialForm,
+    RevisionForm,
+)
+from .models import ApiToken, Build, Builder, GitWebhook, ImageDefinition, RegistryCredential
+
+LOG_TAIL_LINES = 60
+
+
+def _error_text(exc):
+    return " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+
+
+def _querystring(request):
+    params = request.GET.copy()
+    params.pop("page", None)
+    return params.urlencode()
+
+
+# --- Image definitions -----------------------------------------------------------------------------------------------
 
 
 @login_required
 def definition_list(request):
-    return render(request, "builds/definition_list.html", {})
+    team = current_team(request)
+    definitions = ImageDefinition.objects.visible_to(request.user).select_related("team").with_latest_build()
+    if team is not None:
+        definitions = definitions.filter(team=team)
+    query = request.GET.get("q", "").strip()
+    if query:
+        definitions = definitions.filter(Q(name__icontains=query) | Q(description__icontains=query)
+                                         | Q(repository__icontains=query))
+    page = Paginator(definitions.order_by("team__name", "name"), 25).get_page(request.GET.get("page"))
+    latest = Build.objects.with_related().in_bulk([d.latest_build_id for d in page if d.latest_build_id])
+    rows = [(d, latest.get(d.latest_build_id)) for d in page]
+    can_create = teams_where(request.user, Action.DEVELOP).exists()
+    template = "builds/_definition_rows.html" if request.htmx and request.htmx.target == "definition-rows" else \
+        "builds/definition_list.html"
+    return render(request, template, {"page": page, "rows": rows, "query": query, "can_create": can_create,
+                                      "querystring": _querystring(request)})
+
+
+@login_required
+def definition_create(request):
+    teams = teams_where(request.user, Action.DEVELOP)
+    if not teams.exists():
+        raise PermissionDenied("You need the developer role in a team to add image definitions.")
+    form = DefinitionForm(request.POST or None, teams=teams, initial={"team": current_team(request)})
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            definition = services.definition_create(
+                team=data["team"], user=request.user, name=data["name"], description=data["description"],
+                repository=data["repository"], platforms=data["platforms"], build_args=data["build_args"],
+                schedule=data["schedule"], timeout_minutes=data["timeout_minutes"], request=request,
+            )
+        except ValidationError as exc:
+            form.add_error(None, _error_text(exc))
+        else:
+            messages.success(request, f"Created {definition}. Now save its first revision.")
+            target = reverse("revision_create", args=[definition.pk])
+            if data.get("starter"):
+                target += f"?starter={data['starter']}"
+            return redirect(target)
+    return render(request, "builds/definition_form.html", {"form": form, "definition": None,
+                                                           "status": 400 if form.errors else 200},
+                  status=400 if form.errors else 200)
+
+
+@login_required
+def definition_detail(request, pk):
+    definition = get_definition_for_user(request.user, pk)
+    revisions = list(definition.revisions.select_related("author").order_by("-number")[:10])
+    builds = Build.objects.with_related().filter(definition=definition).order_by("-number")
+    page = Paginator(builds, 15).get_page(request.GET.get("page"))
+    if request.htmx and request.htmx.target == "build-rows":
+        return render(request, "builds/_build_rows.html", {"builds": page, "show_definition": False})
+    current = revisions[0] if revisions else None
+    return render(request, "builds/definition_detail.html", {
+        "definition": definition, "revisions": revisions, "revision_count": definition.revisions.count(),
+        "current": current, "page": page, "builds": page,
+        "can_develop": can(request.user, definition.team, Action.DEVELOP),
+        "latest_success": builds.succeeded().first(),
+        "active": builds.active().exists(),
+    })
+
+
+@login_required
+def definition_edit(request, pk):
+    definition = get_definition_for_user(request.user, pk, action=Action.DEVELOP)
+    form = DefinitionForm(request.POST or None, teams=Team.objects.filter(pk=definition.team_id), instance=definition)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            services.definition_update(
+                definition=definition, user=request.user, request=request, description=data["description"],
+                repository=data["repository"] or definition.repository, platforms=data["platforms"],
+                build_args=data["build_args"], schedule=data["schedule"], timeout_minutes=data["timeout_minutes"],
+            )
+        except ValidationError as exc:
+            form.add_error(None, _error_text(exc))
+        else:
+            messages.success(request, f"Saved the settings of {definition}.")
+            return redirect(definition)
+    return render(request, "builds/definition_form.html", {"form": form, "definition": definition},
+                  status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def definition_delete(request, pk):
+    definition = get_definition_for_user(request.user, pk, action=Action.DEVELOP)
+    name = str(definition)
+    try:
+        services.definition_delete(definition=definition, user=request.user, request=request)
+    except ValidationError as exc:
+        messages.error(request, _error_text(exc))
+        return redirect(definition)
+    messages.success(request, f"Deleted {name} with its revisions and build records; its images stay in the registry.")
+    return redirect("definition_list")
+
+
+@login_required
+@require_POST
+def definition_build(request, pk):
+    """The Build button: the current revision, for every platform of the definition."""
+    definition = get_definition_for_user(request.user, pk, action=Action.DEVELOP)
+    revision = definition.current_revision()
+    if revision is None:
+        messages.error(request, "Save a revision first: there is nothing to build yet.")
+        return redirect(definition)
+    return _start_builds(request, revision)
+
+
+def _start_builds(request, revision):
+    try:
+        builds = services.build_start_all(revision=revision, user=request.user, trigger="button", request=request)
+    except (ValidationError, PermissionDenied) as exc:
+        messages.error(request, _error_text(exc))
+        return redirect(revision.definition)
+    names = ", ".join(f"build {b.number} ({b.platform})" for b in builds)
+    messages.success(request, f"Queued {names} of {revision}.")
+    return redirect(builds[0] if len(builds) == 1 else revision.definition)
+
+
+# --- Revisions -------------------------------------------------------------------------------------------------------
+
+
+@login_required
+def revision_create(request, pk):
+    definition = get_definition_for_user(request.user, pk, action=Action.DEVELOP)
+    previous = definition.current_revision()
+    initial = {}
+    if previous is not None:
+        initial = {"containerfile": previous.containerfile, "context_kind": previous.context_kind,
+                   "git_url": previous.git_url, "git_ref": previous.git_ref, "git_subdir": previous.git_subdir,
+                   "keep_files": [f.path for f in previous.context_files.all()]}
+    elif request.GET.get("starter"):
+        initial = {"containerfile": starters.render_choice(request.GET["starter"])}
+    form = RevisionForm(request.POST or None, request.FILES or None, previous=previous, initial=initial)
+    report = None
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        if request.POST.get("check"):
+            report = validate_text(data["containerfile_data"], build_args=definition.build_args)
+        else:
+            try:
+                revision = services.revision_create(
+                    definition=definition, user=request.user, containerfile=data["containerfile_data"],
+                    message=data["message"], context_kind=data["context_kind"], git_url=data["git_url"].strip(),
+                    git_ref=data["git_ref"].strip(), git_subdir=data["git_subdir"].strip(),
+                    context_files=data["context_files"], request=request,
+                )
+            except ValidationError as exc:
+                for message in exc.messages:
+                    form.add_error("containerfile" if message.startswith("line ") or "Containerfile" in message
+                                   or "FROM" in message else None, message)
+            else:
+                if revision.warnings:
+                    messages.warning(request, f"Saved {revision} with {len(revision.warnings)} warning(s); see below.")
+                else:
+                    messages.success(request, f"Saved {revision}.")
+                if request.POST.get("and_build"):
+                    return _start_builds(request, revision)
+                return redirect(revision)
+    return render(request, "builds/revision_form.html", {
+        "definition": definition, "form": form, "previous": previous, "report": report,
+        "starters": starters.choices()[1:], "templates_allowed": previous is None,
+    }, status=400 if form.errors else 200)
+
+
+@login_required
+def revision_detail(request, pk, number):
+    revision = get_revision_for_user(request.user, pk, number)
+    definition = revision.definition
+    builds = Build.objects.with_related().filter(revision=revision).order_by("-number")[:20]
+    other_numbers = list(definition.revisions.exclude(pk=revision.pk).order_by("-number").values_list("number",
+                                                                                                       flat=True)[:50])
+    return render(request, "builds/revision_detail.html", {
+        "revision": revision, "definition": definition, "lines": compare.highlight_lines(revision.containerfile),
+        "builds": builds, "files": revision.context_files.all(), "other_numbers": other_numbers,
+        "can_develop": can(request.user, definition.team, Action.DEVELOP),
+        "is_current": not definition.revisions.filter(number__gt=revision.number).exists(),
+    })
+
+
+@login_required
+def revision_diff(request, pk):
+    definition = get_definition_for_user(request.user, pk)
+    numbers = list(definition.revisions.order_by("-number").values_list("number", flat=True))
+    if len(numbers) < 2:
+        messages.info(request, "There is only one revision so far: nothing to compare.")
+        return redirect(definition)
+    try:
+        new_number = int(request.GET.get("to") or numbers[0])
+        old_number = int(request.GET.get("from") or next(n for n in numbers if n < new_number))
+    except (ValueError, StopIteration):
+        raise Http404("No such revision.") from None
+    old = get_revision_for_user(request.user, pk, old_number)
+    new = get_revision_for_user(request.user, pk, new_number)
+    rows = compare.diff_rows(old.containerfile, new.containerfile)
+    added, removed = compare.diff_stats(rows)
+    return render(request, "builds/revision_diff.html", {
+        "definition": definition, "old": old, "new": new, "rows": rows, "added": added, "removed": removed,
+        "numbers": numbers,
+    })
+
+
+@login_required
+@require_POST
+def revision_build(request, pk, number):
+    revision = get_revision_for_user(request.user, pk, number, action=Action.DEVELOP)
+    return _start_builds(request, revision)
+
+
+# --- Builds ----------------------------------------------------------------------------------------------------------
 
 
 @login_required
 def build_list(request):
-    return render(request, "builds/build_list.html", {})
+    teams = Team.objects.visible_to(request.user)
+    base = Build.objects.visible_to(request.user).with_related()
+    data = request.GET.copy()
+    team = current_team(request)
+    if "team" not in data and team is not None:
+        data["team"] = str(team.pk)
+    build_filter = BuildFilter(data, queryset=base, teams=teams)
+    builds = build_filter.qs if build_filter.is_valid() else base.none()
+    page = Paginator(builds.order_by("-run__created_at", "-id"), 25).get_page(request.GET.get("page"))
+    context = {"filter": build_filter, "page": page, "builds": page, "show_definition": True,
+               "querystring": _querystring(request), "filtered": any(v for k, v in request.GET.items() if k != "page")}
+    if request.htmx and request.htmx.target == "build-rows":
+        return render(request, "builds/_build_rows.html", context)
+    return render(request, "builds/build_list.html", context)
+
+
+@login_required
+def build_detail(request, pk):
+    build = get_build_for_user(request.user, pk)
+    context = _build_context(request, build)
+    if request.htmx and request.htmx.target == "build-live":
+        return render(request, "builds/_build_live.html", context)
+    return render(request, "builds/build_detail.html", context)
+
+
+def _build_context(request, build):
+    run = build.run
+    tail = logsink.tail(run, LOG_TAIL_LINES) if run.log_lines or run.is_active else logsink.tail(run, LOG_TAIL_LINES)
+    previous = (Build.objects.with_related().succeeded().filter(definition=build.definition, platform=build.platform,
+                                                                 number__lt=build.number).order_by("-number").first())
+    return {
+        "build": build, "run": run, "definition": build.definition, "revision": build.revision, "tail": tail,
+        "can_develop": can(request.user, build.definition.team, Action.DEVELOP),
+        "previous": previous,
+        "packages": sorted((build.packages or {}).items()),
+        "portal_labels": sorted((k, v) for k, v in (build.labels or {}).items() if k.startswith("io.imagemode.portal.")),
+        "other_labels": sorted((k, v) for k, v in (build.labels or {}).items() if not k.startswith("io.imagemode.portal.")),
+    }
+
+
+@login_required
+@require_POST
+def build_cancel(request, pk):
+    build = get_build_for_user(request.user, pk, action=Action.DEVELOP)
+    try:
+        services.build_cancel(build=build, user=request.user, request=request)
+    except ValidationError as exc:
+        messages.info(request, _error_text(exc))
+    else:
+        messages.success(request, f"Cancelling {build}: its processes stop within seconds; the log so far is kept.")
+    return redirect(build)
+
+
+@login_required
+@require_POST
+def build_retry(request, pk):
+    build = get_build_for_user(request.user, pk, action=Action.DEVELOP)
+    try:
+        new = services.build_retry(build=build, user=request.user, request=request)
+    except ValidationError as exc:
+        messages.error(request, _error_text(exc))
+        return redirect(build)
+    messages.success(request, f"Queued build {new.number}: a retry of build {build.number}.")
+    return redirect(new)
+
+
+@login_required
+def build_compare(request):
+    """What changed between two builds: ?a=<older build id>&b=<newer build id>."""
+    try:
+        old = get_build_for_user(request.user, int(request.GET.get("a", "")))
+        new = get_build_for_user(request.user, int(request.GET.get("b", "")))
+    except ValueError:
+        raise Http404("Pick two builds to compare.") from None
+    comparison = compare.compare_builds(old, new)
+    added, removed = compare.diff_stats(comparison.containerfile_rows)
+    return render(request, "builds/build_compare.html", {"c": comparison, "old": old, "new": new, "added": added,
+                                                         "removed": removed})
+
+
+# --- Builders --------------------------------------------------------------------------------------------------------
+
+
+@login_required
+def builder_list(request):
+    builders = Builder.objects.all()
+    rows = []
+    for builder in builders:
+        rows.append((builder, builder.running_builds().count(), builder.builds.active().filter(run__status="queued").count()))
+    return render(request, "builds/builder_list.html", {"rows": rows, "can_manage": request.user.is_superuser})
+
+
+@login_required
+def builder_edit(request, pk=None):
+    if not request.user.is_superuser:
+        raise PermissionDenied("Only portal administrators manage builders.")
+    builder = get_builder_for_user(request.user, pk, manage=True) if pk is not None else None
+    form = BuilderForm(request.POST or None, instance=builder)
+    if request.method == "POST" and form.is_valid():
+        saved = services.builder_save(form=form, user=request.user, request=request)
+        messages.success(request, f"Saved builder {saved}. Check its health to see that podman answers.")
+        return redirect("builder_list")
+    return render(request, "builds/builder_form.html", {"form": form, "builder": builder},
+                  status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def builder_check(request, pk):
+    builder = get_builder_for_user(request.user, pk, manage=True)
+    services.builder_check_health(builder=builder)
+    if builder.health_ok:
+        messages.success(request, f"{builder} answers: podman {builder.podman_version}.")
+    else:
+        messages.error(request, f"{builder} is not healthy: {builder.health_detail}")
+    return redirect("builder_list")
+
+
+@login_required
+@require_POST
+def builder_toggle(request, pk):
+    builder = get_builder_for_user(request.user, pk, manage=True)
+    services.builder_set_enabled(builder=builder, enabled=not builder.enabled, user=request.user, request=request)
+    messages.success(request, f"{builder} is {'enabled' if builder.enabled else 'disabled'}.")
+    return redirect("builder_list")
+
+
+# --- A team's integrations: registry credentials, API tokens, webhooks -----------------------------------------------
+
+
+@login_required
+def integrations(request, slug):
+    team = get_team_for_user(request.user, slug, action=Action.ADMIN)
+    return _render_integrations(request, team)
+
+
+def _render_integrations(request, team, *, credential_form=None, token_form=None, new_token=None, new_webhook=None,
+                         status=200):
+    return render(request, "builds/integrations.html", {
+        "team": team,
+        "credentials": RegistryCredential.objects.filter(team=team),
+        "tokens": ApiToken.objects.filter(team=team).select_related("created_by"),
+        "webhooks": GitWebhook.objects.filter(team=team),
+        "credential_form": credential_form or RegistryCredentialForm(team=team),
+        "token_form": token_form or ApiTokenForm(),
+        "new_token": new_token, "new_webhook": new_webhook,
+        "api_base": request.build_absolute_uri(reverse("api_build_create")),
+    }, status=status)
+
+
+@login_required
+@require_POST
+def credential_create(request, slug):
+    team = get_team_for_user(request.user, slug, action=Action.ADMIN)
+    form = RegistryCredentialForm(request.POST, team=team)
+    if not form.is_valid():
+        return _render_integrations(request, team, credential_form=form, status=400)
+    services.registry_credential_save(team=team, user=request.user, registry=form.cleaned_data["registry"],
+                                      username=form.cleaned_data["username"], password=form.cleaned_data["password"],
+                                      insecure=form.cleaned_data["insecure"], request=request)
+    messages.success(request, f"Saved the login for {form.cleaned_data['registry']}.")
+    return redirect("integrations", slug=team.slug)
+
+
+@login_required
+@require_POST
+def credential_delete(request, pk):
+    credential = get_registry_credential_for_user(request.user, pk)
+    services.registry_credential_delete(credential=credential, user=request.user, request=request)
+    messages.success(request, f"Deleted the login for {credential.registry}.")
+    return redirect("integrations", slug=credential.team.slug)
+
+
+@login_required
+@require_POST
+def token_create(request, slug):
+    team = get_team_for_user(request.user, slug, action=Action.ADMIN)
+    form = ApiTokenForm(request.POST)
+    if not form.is_valid():
+        return _render_integrations(request, team, token_form=form, status=400)
+    token, secret = services.api_token_create(team=team, user=request.user, name=form.cleaned_data["name"],
+                                              request=request)
+    return _render_integrations(request, team, new_token=(token, secret))
+
+
+@login_required
+@require_POST
+def token_revoke(request, pk):
+    token = get_api_token_for_user(request.user, pk)
+    services.api_token_revoke(token=token, user=request.user, request=request)
+    messages.success(request, f"Revoked the token {token.name}; calls with it now get 401.")
+    return redirect("integrations", slug=token.team.slug)
+
+
+@login_required
+@require_POST
+def webhook_create(request, slug):
+    team = get_team_for_user(request.user, slug, action=Action.ADMIN)
+    hook, secret = services.webhook_create(team=team, user=request.user, request=request)
+    url = request.build_absolute_uri(reverse("git_webhook", args=[hook.key]))
+    return _render_integrations(request, team, new_webhook=(hook, secret, url))
+
+
+@login_required
+@require_POST
+def webhook_delete(request, pk):
+    hook = get_webhook_for_user(request.user, pk)
+    services.webhook_delete(hook=hook, user=request.user, request=request)
+    messages.success(request, "Deleted the webhook; pushes to its URL are refused from now on.")
+    return redirect("integrations", slug=hook.team.slug)
+
+
+# --- Promotions (owned by the promotions issue) ----------------------------------------------------------------------
 
 
 @login_required
 def promotion_list(request):
     return render(request, "builds/promotion_list.html", {})
+
+

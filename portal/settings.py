@@ -170,7 +170,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-runs": {"task": "portal.tasks.reap_stale_runs", "schedule": 60.0},
     "builds-schedule-due": {"task": "builds.tasks.builds_schedule_due", "schedule": 300.0},
-    "builders-check-health": {"task": "builds.tasks.builders_check_health", "schedule": 600.0},
+    "builders-check-health": {"task": "builds.tasks.build_check_builders_health", "schedule": 600.0},
 }
 
 # --- Runs and logs ---------------------------------------------------------------------------------------------------

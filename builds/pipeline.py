@@ -1,0 +1,243 @@
+"""What a worker does with one build: prepare the context, podman build, push by digest, inspect, read the packages.
+
+`build_execute(build_id)` is the whole of the `builds.tasks.build_run` task. It starts the build's run with a conditional
+UPDATE (so a redelivered task does nothing), streams every command's output into the run's log, and always ends the run
+(succeeded, failed with the step, error lines and a hint, or cancelled), never leaving it running.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from pathlib import PurePosixPath
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from portal.logsink import LogSink
+from portal.models import AuditEvent, Run, RunStatus
+from portal.services import RunStateError, run_finish, run_set_phase, run_start
+
+from . import podman, registry
+from .models import (
+    LABEL_BUILD_ID,
+    LABEL_BUILD_NUMBER,
+    LABEL_DEFINITION,
+    LABEL_REVISION,
+    LABEL_REVISION_SHA,
+    LABEL_SOURCE,
+    Build,
+    Builder,
+    BuildPhase,
+    ContextKind,
+)
+from .runner import BuilderUnavailable, Cancelled, CommandFailed, TimedOut, Watch, runner_for
+
+log = logging.getLogger(__name__)
+
+BUSY_RETRY_SECONDS = 5
+
+
+class StepTrackingSink:
+    """The run's LogSink, remembering podman's last `STEP n/m` line (it may be far above the failing output)."""
+
+    def __init__(self, sink):
+        self.sink = sink
+        self.last_step = ""
+
+    def write(self, text):
+        for line in text.split("\n"):
+            if podman.STEP_RE.match(line):
+                self.last_step = line
+        self.sink.write(text)
+
+    def poll(self):
+        self.sink.poll()
+
+
+def portal_labels(build: Build) -> dict[str, str]:
+    revision = build.revision
+    source = f"{settings.SITE_URL.rstrip('/')}{revision.get_absolute_url()}"
+    labels = {
+        LABEL_BUILD_ID: str(build.pk),
+        LABEL_BUILD_NUMBER: str(build.number),
+        LABEL_DEFINITION: f"{build.definition.team.slug}/{build.definition.name}",
+        LABEL_REVISION: str(revision.number),
+        LABEL_REVISION_SHA: revision.sha256,
+        LABEL_SOURCE: source,
+        "org.opencontainers.image.source": revision.git_url if revision.context_kind == ContextKind.GIT else source,
+        "org.opencontainers.image.revision": build.source_commit or revision.sha256,
+    }
+    if build.definition.description:
+        labels["org.opencontainers.image.description"] = build.definition.description.splitlines()[0][:200]
+    return labels
+
+
+def build_execute(build_id: int) -> int | None:
+    """Run one build. Returns a number of seconds to wait and retry when its builder is at capacity, else None."""
+    build = Build.objects.with_related().filter(pk=build_id).first()
+    if build is None or build.run.status != RunStatus.QUEUED:
+        return None  # gone, or already started/ended (a redelivered task)
+    run = build.run
+    with transaction.atomic():
+        builder = Builder.objects.select_for_update().filter(pk=build.builder_id).first()
+        if builder is not None and builder.enabled:
+            running = Build.objects.filter(builder=builder, run__status=RunStatus.RUNNING).count()
+            if running >= builder.capacity:
+                return BUSY_RETRY_SECONDS
+        try:
+            run_start(run, phase=BuildPhase.PREPARING)
+        except RunStateError:
+            return None
+    sink = LogSink(run)
+    tracker = StepTrackingSink(sink)
+    status, reason, summary = RunStatus.FAILED, "", None
+    runner = workdir = None
+    try:
+        if builder is None or not builder.enabled:
+            raise BuilderUnavailable("its builder was removed or disabled; retry to pick another one")
+        deadline = time.monotonic() + build.definition.timeout_minutes * 60
+        watch = Watch(run=run, sink=tracker, deadline=deadline)
+        revision = build.revision
+        sink.write(f"Build {build.number} of {build.definition}, revision {revision.number} ({revision.short_sha}), "
+                   f"for {build.platform} on builder {builder.name}")
+        runner = runner_for(builder)
+        workdir = runner.mkdtemp()
+        containerfile, context = _prepare_context(build, runner, workdir, watch)
+
+        run_set_phase(run, BuildPhase.BUILDING)
+        repository = build.repository or build.definition.repository
+        tags = [f"{repository}:{tag}" for tag in build.tag_names()]
+        iidfile = f"{workdir}/image-id"
+        runner.run(podman.build_args(builder, containerfile=containerfile, context=context, tags=tags,
+                                     labels=portal_labels(build), build_args=build.build_args, platform=build.platform,
+                                     iidfile=iidfile, pull=settings.BUILD_PULL_POLICY), watch=watch)
+        build.image_id = runner.read_file(iidfile).decode().strip()
+        Build.objects.filter(pk=build.pk).update(image_id=build.image_id, tags=[t.rsplit(":", 1)[1] for t in tags])
+
+        run_set_phase(run, BuildPhase.PUSHING)
+        access = registry.access_for(build.definition.team, build.definition.registry)
+        authfile = None
+        if access.auth_json():
+            authfile = f"{workdir}/auth.json"
+            runner.write_file(authfile, access.auth_json(), 0o600)
+        digestfile = f"{workdir}/digest"
+        for i, tag in enumerate(tags):
+            runner.run(podman.push_args(builder, image=tag, destination=tag, digestfile=digestfile if i == 0 else None,
+                                        authfile=authfile, tls_verify=access.tls_verify), watch=watch)
+        digest = runner.read_file(digestfile).decode().strip()
+        Build.objects.filter(pk=build.pk).update(digest=digest, pushed_at=timezone.now())
+        sink.write(f"Pushed {repository}@{digest}")
+
+        run_set_phase(run, BuildPhase.INSPECTING)
+        inspected = runner.run(registry.inspect_args(f"{repository}@{digest}", tls_verify=access.tls_verify,
+                                                     authfile=authfile), watch=watch, capture=True)
+        raw = runner.run(registry.inspect_args(f"{repository}@{digest}", tls_verify=access.tls_verify,
+                                               authfile=authfile, raw=True), watch=watch, capture=True)
+        facts = registry.parse_inspect(inspected.stdout, raw.stdout)
+        package_format, packages = _read_packages(builder, runner, build.image_id, watch)
+        Build.objects.filter(pk=build.pk).update(
+            labels=facts.labels, architecture=facts.architecture, os=facts.os, size=facts.size,
+            package_format=package_format, packages=packages,
+        )
+        sink.write(f"{facts.os}/{facts.architecture}, {facts.layers} layer(s), {facts.size or 0:,} bytes compressed; "
+                   f"{len(packages)} {package_format or 'no'} package(s)")
+        status = RunStatus.SUCCEEDED
+    except Cancelled as exc:
+        status = RunStatus.CANCELLED
+        reason = _cancel_reason(run, exc)
+        sink.write(f"Stopped: {reason}")
+    except TimedOut:
+        reason = (f"Timed out after {build.definition.timeout_minutes} min (the definition's limit); its processes "
+                  "were stopped.")
+        sink.write(reason)
+    except BuilderUnavailable as exc:
+        reason = f"Builder {build.builder.name if build.builder else '(none)'} is unavailable: {exc}."
+        summary = podman.FailureSummary(hint="Check the builder on the builders page (its health comes from "
+                                             "`podman version`), or disable it so builds go to another one.")
+        sink.write(reason)
+    except CommandFailed as exc:
+        phase = Run.objects.filter(pk=run.pk).values_list("phase", flat=True).first() or ""
+        pushing = phase == BuildPhase.PUSHING
+        summary = podman.summarize_failure([tracker.last_step, *exc.output_tail] if tracker.last_step and not pushing
+                                           else exc.output_tail, pushing=pushing)
+        what = {"preparing": "Preparing the build context", "building": "podman build", "pushing": "The push",
+                "inspecting": "Inspecting the pushed image"}.get(phase, "A step")
+        reason = f"{what} failed ({exc})" + (f" at {summary.step}" if summary.step else "") + "."
+        if pushing:
+            reason += " The image stays on the builder, so a retry can push it."
+        sink.write(reason)
+    except RunStateError as exc:
+        status = RunStatus.CANCELLED
+        reason = f"The run ended while it was working ({exc})."
+    except Exception as exc:  # noqa: BLE001 - the run must end, whatever happened
+        log.exception("build %s failed unexpectedly", build_id)
+        reason = f"Internal error in the build pipeline: {type(exc).__name__}: {exc}"
+        sink.write(reason)
+        sink.write(traceback.format_exc())
+    finally:
+        if runner is not None:
+            if workdir:
+                runner.remove_tree(workdir)
+            runner.close()
+        sink.close()
+        _finish(build, status=status, reason=reason, summary=summary)
+    return None
+
+
+def _finish(build, *, status, reason, summary):
+    with transaction.atomic():
+        if summary is not None:
+            Build.objects.filter(pk=build.pk).update(failed_step=summary.step[:500], error_lines=summary.error_lines,
+                                                      hint=summary.hint[:500])
+        try:
+            run_finish(build.run, status=status, reason=reason or "")
+        except RunStateError:
+            pass  # reaped or cancelled meanwhile: whoever ended it wrote the reason
+
+
+def _cancel_reason(run, exc):
+    event = AuditEvent.objects.filter(action="run.cancel", object_type="portal.run", object_id=str(run.pk)).first()
+    who = f" by {event.actor_name}" if event and event.actor_name else ""
+    if "cancel requested" in str(exc):
+        return f"Cancelled{who}; its processes were stopped and the log up to then is kept."
+    return f"Stopped because {exc}."
+
+
+def _prepare_context(build, runner, workdir, watch):
+    """Write the Containerfile and the context (portal files, or a git checkout). Returns (containerfile, context dir)."""
+    revision = build.revision
+    containerfile = f"{workdir}/Containerfile"
+    runner.write_file(containerfile, revision.containerfile.encode())
+    context = f"{workdir}/context"
+    if revision.context_kind == ContextKind.GIT:
+        env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
+        runner.run(["git", "init", "-q", context], watch=watch, env=env)
+        runner.run(["git", "-C", context, "fetch", "-q", "--depth=1", "--", revision.git_url, revision.git_ref or "HEAD"],
+                   watch=watch, env=env)
+        runner.run(["git", "-C", context, "checkout", "-q", "FETCH_HEAD"], watch=watch, env=env)
+        commit = runner.run(["git", "-C", context, "rev-parse", "HEAD"], watch=watch, capture=True).stdout.strip()
+        build.source_commit = commit
+        Build.objects.filter(pk=build.pk).update(source_commit=commit)
+        watch.log(f"Checked out {revision.git_url} {revision.git_ref or 'HEAD'} at {commit}")
+        if revision.git_subdir:
+            context = f"{context}/{PurePosixPath(revision.git_subdir)}"
+    else:
+        runner.mkdir(context)
+        for item in revision.context_files.all():
+            runner.write_file(f"{context}/{item.path}", bytes(item.content), item.mode)
+        count = revision.context_files.count()
+        if count:
+            watch.log(f"Wrote {count} context file(s)")
+    return containerfile, context
+
+
+def _read_packages(builder, runner, image_id, watch):
+    try:
+        result = runner.run(podman.packages_args(builder, image_id), watch=watch, capture=True)
+    except CommandFailed as exc:
+        watch.log(f"Could not read the package list ({exc}); the build still counts.")
+        return "", {}
+    return podman.parse_packages(result.stdout)

@@ -1,0 +1,216 @@
+"""podman: the argument lists the build pipeline runs, and what it reads back (version, image facts, why a build failed).
+
+Nothing here runs anything: a `builds.runner` runner does, locally or over SSH. Every value (build args, labels, tags)
+is its own list element, so shell metacharacters reach podman literally.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+PACKAGE_FORMATS = ("rpm", "dpkg", "apk")
+# One container run reads the package database: rpm if the image has it, else dpkg's or apk's status file as text.
+PACKAGE_SCRIPT = r"""
+if { [ -e /usr/lib/sysimage/rpm ] || [ -e /var/lib/rpm ]; } \
+   && out=$(rpm -qa --qf '%{NAME}\t%|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}\t%{ARCH}\n' 2>/dev/null); then
+  echo '#format rpm'; printf '%s\n' "$out"
+elif [ -f /var/lib/dpkg/status ]; then
+  echo '#format dpkg'; cat /var/lib/dpkg/status
+elif [ -f /lib/apk/db/installed ]; then
+  echo '#format apk'; cat /lib/apk/db/installed
+else
+  echo '#format none'
+fi
+"""
+
+
+def global_args(builder) -> list[str]:
+    args = ["podman"]
+    if builder.podman_root:
+        args += ["--root", builder.podman_root]
+    if builder.podman_runroot:
+        args += ["--runroot", builder.podman_runroot]
+    return args
+
+
+def version_args(builder) -> list[str]:
+    return [*global_args(builder), "version", "--format", "json"]
+
+
+def build_args(builder, *, containerfile: str, context: str, tags: list[str], labels: dict[str, str],
+               build_args: dict[str, str], platform: str, iidfile: str, pull: str) -> list[str]:
+    args = [*global_args(builder), "build", "--file", containerfile, f"--pull={pull}", "--platform", platform,
+            "--iidfile", iidfile, "--layers"]
+    for tag in tags:
+        args += ["--tag", tag]
+    for key, value in labels.items():
+        args += ["--label", f"{key}={value}"]
+    for key, value in build_args.items():
+        args += ["--build-arg", f"{key}={value}"]
+    return [*args, context]
+
+
+def push_args(builder, *, image: str, destination: str, digestfile: str | None, authfile: str | None,
+              tls_verify: bool) -> list[str]:
+    args = [*global_args(builder), "push", f"--tls-verify={'true' if tls_verify else 'false'}"]
+    if digestfile:
+        args += ["--digestfile", digestfile]
+    if authfile:
+        args += ["--authfile", authfile]
+    return [*args, image, f"docker://{destination}"]
+
+
+def image_inspect_args(builder, image: str) -> list[str]:
+    return [*global_args(builder), "image", "inspect", "--format", "json", image]
+
+
+def image_exists_args(builder, image: str) -> list[str]:
+    return [*global_args(builder), "image", "exists", image]
+
+
+def packages_args(builder, image: str) -> list[str]:
+    return [*global_args(builder), "run", "--rm", "--pull=never", "--network=none", "--entrypoint", "/bin/sh", image,
+            "-c", PACKAGE_SCRIPT]
+
+
+def parse_version(output: str) -> str:
+    """The client version from `podman version --format json`."""
+    try:
+        return str(json.loads(output)["Client"]["Version"])
+    except (ValueError, KeyError, TypeError):
+        match = re.search(r"Version:\s*(\S+)", output)
+        return match.group(1) if match else ""
+
+
+def version_tuple(version: str):
+    return tuple(int(p) for p in re.findall(r"\d+", version)[:3]) or (0,)
+
+
+def supports_heredocs(version: str) -> bool:
+    """Heredocs in RUN/COPY arrived with buildah 1.33, i.e. podman 4.8."""
+    return version_tuple(version) >= (4, 8)
+
+
+# --- Packages --------------------------------------------------------------------------------------------------------
+
+
+def parse_packages(output: str) -> tuple[str, dict[str, str]]:
+    """(format, {name: version}) from PACKAGE_SCRIPT's output."""
+    lines = output.splitlines()
+    header = next((i for i, line in enumerate(lines) if line.startswith("#format ")), None)
+    if header is None:
+        return "", {}
+    fmt = lines[header].split()[1]
+    body = lines[header + 1:]
+    if fmt == "rpm":
+        packages: dict[str, str] = {}
+        for line in body:
+            parts = line.split("\t")
+            if len(parts) < 2 or not parts[0]:
+                continue
+            name, version = parts[0], parts[1]
+            arch = parts[2] if len(parts) > 2 else ""
+            key = name if name not in packages else f"{name}.{arch}"
+            packages[key] = version
+        return "rpm", packages
+    if fmt == "dpkg":
+        return "dpkg", _parse_stanzas(body, name_key="Package", version_key="Version",
+                                      keep=lambda s: "installed" in s.get("Status", "install ok installed").split())
+    if fmt == "apk":
+        return "apk", _parse_stanzas(body, name_key="P", version_key="V", sep=":", keep=lambda s: True)
+    return "", {}
+
+
+def _parse_stanzas(lines, *, name_key, version_key, keep, sep=": "):
+    packages, stanza = {}, {}
+
+    def done():
+        if stanza.get(name_key) and keep(stanza):
+            packages[stanza[name_key]] = stanza.get(version_key, "")
+
+    for line in lines:
+        if not line.strip():
+            done()
+            stanza = {}
+            continue
+        if line[:1] in (" ", "\t"):
+            continue
+        key, found, value = line.partition(sep)
+        if found:
+            stanza[key.strip()] = value.strip()
+    done()
+    return packages
+
+
+# --- Why a build failed ----------------------------------------------------------------------------------------------
+
+STEP_RE = re.compile(r"^(?:\[\d+/\d+\] )?STEP (\d+)/(\d+): (.*)$")
+ERROR_RE = re.compile(r"(^Error:|^error |level=error|: error:|\berror\b.*:|^E: |failed|not found|denied|refused)",
+                      re.IGNORECASE)
+
+HINTS = [
+    (re.compile(r"no space left on device", re.I),
+     "The builder ran out of disk space. Free space in its podman storage (podman system prune) or give it more."),
+    (re.compile(r"exec format error|does not match the expected platform|no image found in (manifest list|image "
+                r"index) for architecture", re.I),
+     "Wrong architecture: the base image or a binary is for another CPU than this platform's builder. Check the "
+     "definition's platforms and that each has a builder of that architecture."),
+    (re.compile(r"image not known|manifest unknown|name unknown|repository .* not found|pull access denied|"
+                r"requested access to the resource is denied|reading manifest .* unauthorized|"
+                r"initializing source docker://", re.I),
+     "The base image was not found, or the builder has no pull access to it. Check the FROM line (name and tag) "
+     "and the registry credentials; with the pull policy 'never' the base must already be on the builder."),
+    (re.compile(r"could not resolve host|temporary failure in name resolution|network is unreachable|"
+                r"failed to download metadata for repo|cannot find a valid baseurl|curl error \(6\)|"
+                r"no route to host|dial tcp: lookup", re.I),
+     "No network inside the build: a step tried to download something. Builders may have no outside network; "
+     "use an internal mirror, or put what the step downloads into the build context."),
+    (re.compile(r"Unknown instruction: \"?[A-Z0-9_-]+\"?", re.I),
+     "podman did not understand a line. If the Containerfile uses heredocs (<<EOF), this builder's podman is too old "
+     "for them (they need podman 4.8 or newer); otherwise check the line for a missing RUN."),
+]
+PUSH_HINTS = [
+    (re.compile(r"unauthorized|authentication required|denied|403 Forbidden|401", re.I),
+     "The registry refused the push: add or fix this registry's credentials for the team (the image stays on the "
+     "builder, so a retry pushes it without rebuilding)."),
+    (re.compile(r"server gave HTTP response to HTTPS client|x509|certificate", re.I),
+     "TLS problem with the registry: it speaks plain HTTP or its certificate is not trusted. Only a loopback "
+     "development registry may be marked insecure."),
+    (re.compile(r"connection refused|no such host|i/o timeout|network is unreachable", re.I),
+     "The registry cannot be reached from the builder. Check its address and that it is running."),
+]
+
+
+@dataclass
+class FailureSummary:
+    step: str = ""
+    error_lines: str = ""
+    hint: str = ""
+
+
+def summarize_failure(lines: list[str], *, pushing=False) -> FailureSummary:
+    """podman's STEP n/m that failed, the last error lines, and a hint for the common causes."""
+    summary = FailureSummary()
+    steps = [m for m in (STEP_RE.match(line) for line in lines) if m]
+    if steps and not pushing:
+        last = steps[-1]
+        summary.step = f"STEP {last.group(1)}/{last.group(2)}: {last.group(3)}"[:500]
+    after_step = lines
+    for i in range(len(lines) - 1, -1, -1):
+        if STEP_RE.match(lines[i]):
+            after_step = lines[i + 1:]
+            break
+    interesting = [line for line in after_step if line.strip() and not line.startswith("$ ")]
+    # The failing step's own last lines say most; far above them, only lines that look like errors.
+    picked = interesting[-10:]
+    earlier = [line for line in interesting[:-10] if ERROR_RE.search(line)][-3:]
+    picked = earlier + picked
+    summary.error_lines = "\n".join(line[:500] for line in picked)
+    text = "\n".join(lines[-200:])
+    for pattern, hint in (PUSH_HINTS if pushing else []) + HINTS:
+        if pattern.search(text):
+            summary.hint = hint
+            break
+    return summary

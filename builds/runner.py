@@ -1,0 +1,442 @@
+"""Where a build's commands run: the worker's own machine (a subprocess) or a remote builder over SSH (paramiko).
+
+Both runners take argument lists (never shell strings: over SSH the list is quoted with `shlex.join`, the one safe way
+to pass it through the remote shell), stream every output line into the run's `LogSink`, call `sink.poll()` from their
+select loop (which also beats the run's heartbeat), check for a cancel request every BUILD_CANCEL_POLL_SECONDS, enforce
+the build's deadline, and kill the whole process tree when either comes (SIGTERM, then SIGKILL 1.5 s later: well within
+the 5 s a cancel may take). The partial log stays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import io
+import os
+import select
+import shlex
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+
+from portal.models import Run, RunStatus
+
+KILL_GRACE_SECONDS = 1.5
+SELECT_SECONDS = 0.1
+SSH_CONNECT_SECONDS = 10
+
+
+class RunnerError(Exception):
+    """A command could not run, or failed. `reason` is what the build page shows."""
+
+
+class BuilderUnavailable(RunnerError):
+    """The builder cannot be reached or cannot run podman: the build fails fast."""
+
+
+class CommandFailed(RunnerError):
+    def __init__(self, argv, returncode, output_tail):
+        self.argv, self.returncode, self.output_tail = argv, returncode, output_tail
+        super().__init__(f"{Path(argv[0]).name} exited with status {returncode}")
+
+
+class Cancelled(RunnerError):
+    pass
+
+
+class TimedOut(RunnerError):
+    pass
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str = ""
+    lines: list[str] = field(default_factory=list)
+
+
+class Watch:
+    """What every runner checks while a command runs: cancel requests (polled cheaply), the deadline, the log's poll."""
+
+    def __init__(self, *, run: Run | None, sink, deadline: float | None):
+        self.run, self.sink, self.deadline = run, sink, deadline
+        self._next_check = 0.0
+
+    def poll(self):
+        """Raise Cancelled or TimedOut when the command must stop."""
+        if self.sink is not None:
+            self.sink.poll()
+        now = time.monotonic()
+        if self.deadline is not None and now > self.deadline:
+            raise TimedOut("the build ran past its time limit")
+        if self.run is not None and now >= self._next_check:
+            self._next_check = now + settings.BUILD_CANCEL_POLL_SECONDS
+            row = Run.objects.filter(pk=self.run.pk).values_list("status", "cancel_requested_at").first()
+            if row is None or row[1] is not None:
+                raise Cancelled("cancel requested")
+            if row[0] != RunStatus.RUNNING:
+                raise Cancelled(f"the run is {row[0]} already")
+
+    def log(self, line):
+        if self.sink is not None:
+            self.sink.write(line)
+
+
+class LineSplitter:
+    """Bytes in, whole lines out (a carriage return also ends a line: progress output)."""
+
+    def __init__(self):
+        self.buffer = b""
+
+    def feed(self, data: bytes):
+        self.buffer += data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *lines, self.buffer = self.buffer.split(b"\n")
+        return [line.decode("utf-8", "replace") for line in lines]
+
+    def rest(self):
+        rest, self.buffer = self.buffer, b""
+        return [rest.decode("utf-8", "replace")] if rest else []
+
+
+def display(argv):
+    return "$ " + shlex.join(argv)
+
+
+class Runner:
+    """The interface the build pipeline uses."""
+
+    name = "runner"
+
+    def run(self, argv, *, watch: Watch, cwd=None, env=None, capture=False, echo=True, tail=40) -> Result:
+        raise NotImplementedError
+
+    def mkdtemp(self) -> str:
+        raise NotImplementedError
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o644):
+        raise NotImplementedError
+
+    def mkdir(self, path: str):
+        raise NotImplementedError
+
+    def read_file(self, path: str) -> bytes:
+        raise NotImplementedError
+
+    def remove_tree(self, path: str):
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _set_parent_death_signal():
+    """In the child: die with the worker (SIGKILLed workers must not leave podman running on its own)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def process_tree(root_pid: int) -> list[int]:
+    """The pid and every descendant, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat_line = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        # Field 4 (ppid) comes after the command name in parentheses, which may itself hold spaces or parentheses.
+        ppid = int(stat_line.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root_pid]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def kill_tree(root_pid: int, *, grace=KILL_GRACE_SECONDS):
+    """SIGTERM the whole tree, then SIGKILL whatever is left (including children started meanwhile)."""
+    seen = set(process_tree(root_pid))
+    for pid in seen:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        alive = [pid for pid in seen if _alive(pid)]
+        if not alive:
+            return
+        time.sleep(0.05)
+    for pid in set(process_tree(root_pid)) | seen:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+class LocalRunner(Runner):
+    """Commands on the worker's own machine."""
+
+    name = "local"
+
+    def __init__(self, *, work_dir: str = ""):
+        self.work_dir = work_dir or settings.BUILD_WORK_DIR or None
+
+    def run(self, argv, *, watch, cwd=None, env=None, capture=False, echo=True, tail=40):
+        if echo:
+            watch.log(display(argv))
+        try:
+            process = subprocess.Popen(
+                argv, cwd=cwd, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_set_parent_death_signal,  # noqa: PLW1509
+            )
+        except FileNotFoundError:
+            raise BuilderUnavailable(f"{argv[0]} is not installed on this builder") from None
+        streams = {process.stdout.fileno(): ("out", LineSplitter()), process.stderr.fileno(): ("err", LineSplitter())}
+        stdout, lines = [], []
+        try:
+            open_fds = set(streams)
+            while open_fds:
+                ready, _, _ = select.select(list(open_fds), [], [], SELECT_SECONDS)
+                for fd in ready:
+                    data = os.read(fd, 65536)
+                    kind, splitter = streams[fd]
+                    if not data:
+                        open_fds.discard(fd)
+                        new = splitter.rest()
+                    else:
+                        new = splitter.feed(data)
+                    self._take(new, kind, capture, stdout, lines, watch, tail)
+                watch.poll()
+            while process.poll() is None:
+                watch.poll()
+                time.sleep(0.02)
+        except BaseException:
+            kill_tree(process.pid)
+            process.wait()
+            raise
+        finally:
+            process.stdout.close()
+            process.stderr.close()
+        if process.returncode != 0:
+            raise CommandFailed(argv, process.returncode, lines)
+        return Result(process.returncode, "\n".join(stdout), lines)
+
+    @staticmethod
+    def _take(new, kind, capture, stdout, lines, watch, tail):
+        for line in new:
+            if kind == "out" and capture:
+                stdout.append(line)
+                continue
+            watch.log(line)
+            lines.append(line)
+            if len(lines) > tail:
+                del lines[0]
+
+    def mkdtemp(self):
+        if self.work_dir:
+            Path(self.work_dir).mkdir(parents=True, exist_ok=True)
+        return tempfile.mkdtemp(prefix="imp-build-", dir=self.work_dir)
+
+    def write_file(self, path, data, mode=0o644):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(path, mode)
+
+    def mkdir(self, path):
+        Path(path).mkdir(parents=True, exist_ok=True)
+
+    def read_file(self, path):
+        return Path(path).read_bytes()
+
+    def remove_tree(self, path):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# The remote side: print our pid, go to the working directory, become the command (so the pid is the command's).
+REMOTE_WRAPPER = 'echo "$$"; cd "$1" || exit 125; shift; exec "$@"'
+# Kill a remote process tree: collect descendants with ps, SIGTERM them, then SIGKILL what is left.
+REMOTE_KILL_TREE = r"""
+tree() { echo "$1"; for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do tree "$c"; done; }
+pids=$(tree "$1"); kill -TERM $pids 2>/dev/null; sleep 1.5; pids="$pids $(tree "$1")"; kill -KILL $pids 2>/dev/null; true
+"""
+
+
+class SSHRunner(Runner):
+    """Commands on a remote builder over SSH, with its host key pinned."""
+
+    name = "ssh"
+
+    def __init__(self, *, host, port, username, private_key, host_key, work_dir=""):
+        import paramiko
+
+        self.host, self.port, self.username = host, port, username
+        self.work_dir = work_dir or "/tmp"
+        self.client = paramiko.SSHClient()
+        self.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        if not host_key.strip():
+            raise BuilderUnavailable("the builder has no pinned host key: add it on the builders page")
+        key_type, _, key_data = host_key.strip().partition(" ")
+        try:
+            pinned = paramiko.PKey.from_type_string(key_type, __import__("base64").b64decode(key_data.split()[0]))
+        except Exception as exc:  # noqa: BLE001 - any unreadable key is a configuration error
+            raise BuilderUnavailable(f"the builder's pinned host key cannot be read: {exc}") from None
+        known_as = host if port == 22 else f"[{host}]:{port}"
+        self.client.get_host_keys().add(known_as, pinned.get_name(), pinned)
+        try:
+            pkey = load_private_key(private_key)
+            self.client.connect(host, port=port, username=username, pkey=pkey, timeout=SSH_CONNECT_SECONDS,
+                                banner_timeout=SSH_CONNECT_SECONDS, auth_timeout=SSH_CONNECT_SECONDS,
+                                allow_agent=False, look_for_keys=False)
+        except paramiko.BadHostKeyException:
+            raise BuilderUnavailable(f"{known_as} answered with a host key other than the pinned one: refusing to "
+                                     "build there (check the key on the builders page)") from None
+        except paramiko.AuthenticationException as exc:
+            raise BuilderUnavailable(f"{username}@{known_as} refused the builder's key: {exc}") from None
+        except (TimeoutError, OSError, paramiko.SSHException) as exc:
+            raise BuilderUnavailable(f"cannot connect to {known_as}: {exc or type(exc).__name__}") from None
+        self._sftp = None
+
+    @property
+    def sftp(self):
+        if self._sftp is None:
+            self._sftp = self.client.open_sftp()
+        return self._sftp
+
+    def run(self, argv, *, watch, cwd=None, env=None, capture=False, echo=True, tail=40):
+        if echo:
+            watch.log(display(argv))
+        command = ["sh", "-c", REMOTE_WRAPPER, "sh", cwd or "."]
+        if env:
+            command += ["env", *[f"{k}={v}" for k, v in env.items()]]
+        command += list(argv)
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise BuilderUnavailable(f"lost the connection to {self.host}")
+        channel = transport.open_session()
+        channel.exec_command(shlex.join(command))
+        out, err = LineSplitter(), LineSplitter()
+        stdout, lines = [], []
+        pid = None
+        try:
+            while True:
+                select.select([channel], [], [], SELECT_SECONDS)
+                got = False
+                while channel.recv_ready():
+                    got = True
+                    new = out.feed(channel.recv(65536))
+                    if pid is None and new:
+                        pid, new = new[0].strip(), new[1:]
+                    LocalRunner._take(new, "out", capture, stdout, lines, watch, tail)
+                while channel.recv_stderr_ready():
+                    got = True
+                    LocalRunner._take(err.feed(channel.recv_stderr(65536)), "err", capture, stdout, lines, watch, tail)
+                if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                    break
+                if not got:
+                    watch.poll()
+            LocalRunner._take(out.rest(), "out", capture, stdout, lines, watch, tail)
+            LocalRunner._take(err.rest(), "err", capture, stdout, lines, watch, tail)
+            status = channel.recv_exit_status()
+        except BaseException:
+            if pid and pid.isdigit():
+                self._kill(pid)
+            channel.close()
+            raise
+        channel.close()
+        if status != 0:
+            raise CommandFailed(argv, status, lines)
+        return Result(status, "\n".join(stdout), lines)
+
+    def _kill(self, pid):
+        with contextlib.suppress(Exception):
+            _, stdout, _ = self.client.exec_command(shlex.join(["sh", "-c", REMOTE_KILL_TREE, "sh", pid]), timeout=10)
+            stdout.channel.recv_exit_status()
+
+    def mkdtemp(self):
+        result = self.run(["mktemp", "-d", "-p", self.work_dir, "imp-build.XXXXXX"],
+                          watch=Watch(run=None, sink=None, deadline=None), capture=True, echo=False)
+        return result.stdout.strip()
+
+    def write_file(self, path, data, mode=0o644):
+        parent = str(Path(path).parent)
+        self._makedirs(parent)
+        with self.sftp.open(path, "wb") as f:
+            f.write(data)
+        self.sftp.chmod(path, mode)
+
+    def mkdir(self, path):
+        self._makedirs(path)
+
+    def _makedirs(self, path):
+        parts = Path(path).parts
+        current = ""
+        for part in parts:
+            current = os.path.join(current, part) if current else part
+            try:
+                if not stat.S_ISDIR(self.sftp.stat(current).st_mode):
+                    raise RunnerError(f"{current} exists on the builder and is not a directory")
+            except FileNotFoundError:
+                self.sftp.mkdir(current)
+
+    def read_file(self, path):
+        with self.sftp.open(path, "rb") as f:
+            return f.read()
+
+    def remove_tree(self, path):
+        if not path or path in ("/", "."):
+            return
+        with contextlib.suppress(Exception):
+            _, stdout, _ = self.client.exec_command(shlex.join(["rm", "-rf", "--", path]), timeout=30)
+            stdout.channel.recv_exit_status()
+
+    def close(self):
+        with contextlib.suppress(Exception):
+            if self._sftp is not None:
+                self._sftp.close()
+        self.client.close()
+
+
+def load_private_key(text: str):
+    import paramiko
+
+    if not text or not text.strip():
+        raise BuilderUnavailable("the builder has no SSH private key")
+    errors = []
+    for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return cls.from_private_key(io.StringIO(text))
+        except Exception as exc:  # noqa: BLE001 - try the next key type
+            errors.append(f"{cls.__name__}: {exc}")
+    raise BuilderUnavailable("the builder's SSH private key cannot be read (" + "; ".join(errors) + ")")
+
+
+def runner_for(builder) -> Runner:
+    """A connected runner for the builder. Raises BuilderUnavailable when it cannot be reached."""
+    if builder.kind == "ssh":
+        return SSHRunner(host=builder.host, port=builder.port, username=builder.username,
+                         private_key=builder.private_key, host_key=builder.host_key, work_dir=builder.work_dir)
+    return LocalRunner(work_dir=builder.work_dir)

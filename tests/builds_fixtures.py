@@ -1,0 +1,248 @@
+"""Real parts for the build tests: a podman store with a busybox base image, docker-registry on loopback (open, and one
+with htpasswd auth), a local builder row pointing at the store, and a real sshd for remote builders.
+
+Import the fixtures you use into a test module: `from tests.builds_fixtures import oci_registry, ...  # noqa: F401`.
+"""
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from tests.conftest import free_port, require_tool, wait_for
+
+BASE_IMAGE = "localhost/base:latest"
+
+
+def _umount_all_under(path):
+    """podman leaves overlay mounts in its store; unmount them so the directory can be removed."""
+    with open("/proc/mounts") as f:
+        mounts = [line.split()[1] for line in f if line.split()[1].startswith(str(path))]
+    for mount in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "-l", mount], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class PodmanStore:
+    def __init__(self, directory):
+        self.directory = Path(directory)
+        self.root = str(self.directory / "root")
+        self.runroot = str(self.directory / "runroot")
+
+    def args(self):
+        return ["podman", "--root", self.root, "--runroot", self.runroot]
+
+    def run(self, *args, check=True, **kwargs):
+        return subprocess.run([*self.args(), *args], check=check, capture_output=True, text=True, **kwargs)
+
+    def import_busybox(self):
+        rootfs = self.directory / "rootfs"
+        (rootfs / "bin").mkdir(parents=True)
+        (rootfs / "etc").mkdir()
+        (rootfs / "tmp").mkdir()
+        busybox = shutil.which("busybox")
+        shutil.copy2(busybox, rootfs / "bin" / "busybox")
+        applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout.split()
+        for applet in applets:
+            if applet != "busybox":
+                (rootfs / "bin" / applet).symlink_to("busybox")
+        (rootfs / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+        (rootfs / "etc" / "group").write_text("root:x:0:\n")
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run([*self.args(), "import", "--change", 'CMD ["/bin/sh"]', "-", BASE_IMAGE], stdin=tar.stdout,
+                       check=True, capture_output=True)
+        tar.wait()
+        shutil.rmtree(rootfs)
+
+    def image_exists(self, ref):
+        return self.run("image", "exists", ref, check=False).returncode == 0
+
+    def cleanup(self):
+        self.run("system", "reset", "--force", check=False, timeout=60)
+        _umount_all_under(self.directory)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def podman_store():
+    """A podman store of the session's own (--root/--runroot) holding localhost/base:latest (busybox)."""
+    require_tool("podman", "busybox", "runc")
+    store = PodmanStore(tempfile.mkdtemp(prefix="portal-podman-"))
+    store.import_busybox()
+    yield store
+    store.cleanup()
+
+
+class Registry:
+    def __init__(self, directory, *, htpasswd=None):
+        self.directory = Path(directory)
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        config = [
+            "version: 0.1",
+            "log:",
+            "  level: warn",
+            "storage:",
+            "  filesystem:",
+            f"    rootdirectory: {self.directory / 'data'}",
+            "  delete:",
+            "    enabled: true",
+            "http:",
+            f"  addr: {self.address}",
+        ]
+        if htpasswd:
+            (self.directory / "htpasswd").write_text(htpasswd)
+            config += ["auth:", "  htpasswd:", "    realm: portal-tests", f"    path: {self.directory / 'htpasswd'}"]
+        (self.directory / "config.yml").write_text("\n".join(config) + "\n")
+        self.log = open(self.directory / "registry.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(["docker-registry", "serve", str(self.directory / "config.yml")],
+                                        stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(self._answers, timeout=20, what="docker-registry to answer")
+
+    def _answers(self):
+        try:
+            urllib.request.urlopen(f"http://{self.address}/v2/", timeout=0.5)
+            return True
+        except urllib.error.HTTPError:
+            return True  # 401 from the authenticated one: it is up
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.log.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def oci_registry():
+    """A real docker-registry on a loopback port, open (no auth); the portal's REGISTRY_URL points at it."""
+    require_tool("docker-registry", "skopeo")
+    registry = Registry(tempfile.mkdtemp(prefix="portal-registry-"))
+    previous = settings.REGISTRY_URL, settings.REGISTRY_INSECURE
+    settings.REGISTRY_URL, settings.REGISTRY_INSECURE = registry.address, True
+    yield registry
+    settings.REGISTRY_URL, settings.REGISTRY_INSECURE = previous
+    registry.stop()
+
+
+AUTH_USER, AUTH_PASSWORD = "pusher", "s3cret-push"
+
+
+@pytest.fixture(scope="session")
+def auth_registry():
+    """A second docker-registry that wants a login (htpasswd): pushes without credentials are refused."""
+    require_tool("docker-registry", "htpasswd")
+    line = subprocess.run(["htpasswd", "-Bbn", AUTH_USER, AUTH_PASSWORD], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    registry = Registry(tempfile.mkdtemp(prefix="portal-registry-auth-"), htpasswd=line + "\n")
+    registry.user, registry.password = AUTH_USER, AUTH_PASSWORD
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture
+def build_settings(settings):
+    """In-process builds: never pull (nothing to pull from here), check cancels often."""
+    settings.BUILD_PULL_POLICY = "never"
+    settings.BUILD_CANCEL_POLL_SECONDS = 0.5
+    return settings
+
+
+@pytest.fixture
+def local_builder(db, podman_store):
+    from builds.models import Builder
+    from builds.services import local_architecture
+
+    return Builder.objects.create(name="local", kind="local", architecture=local_architecture(), capacity=2,
+                                  podman_root=podman_store.root, podman_runroot=podman_store.runroot)
+
+
+WORKER_ENV = {"BUILD_PULL_POLICY": "never", "BUILD_CANCEL_POLL_SECONDS": "0.5"}
+
+
+def skopeo_inspect(reference, *, tls_verify=False, creds=None):
+    import json
+
+    args = ["skopeo", "inspect", f"--tls-verify={'true' if tls_verify else 'false'}"]
+    if creds:
+        args += ["--creds", creds]
+    output = subprocess.run([*args, f"docker://{reference}"], capture_output=True, text=True, check=True).stdout
+    return json.loads(output)
+
+
+# --- A real sshd for remote builders ---------------------------------------------------------------------------------
+
+
+class SSHServer:
+    """OpenSSH's sshd on a loopback port, letting root in with one generated key (the builder's)."""
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+        self.port = free_port()
+        host_key = self.directory / "ssh_host_ed25519_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
+        client_key = self.directory / "client_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(client_key)], check=True)
+        self.private_key = client_key.read_text()
+        self.host_key = " ".join((self.directory / "ssh_host_ed25519_key.pub").read_text().split()[:2])
+        authorized = self.directory / "authorized_keys"
+        authorized.write_text((self.directory / "client_key.pub").read_text())
+        authorized.chmod(0o600)
+        home = self.directory / "home"
+        home.mkdir()
+        config = self.directory / "sshd_config"
+        config.write_text("\n".join([
+            f"Port {self.port}",
+            "ListenAddress 127.0.0.1",
+            f"HostKey {host_key}",
+            f"PidFile {self.directory / 'sshd.pid'}",
+            f"AuthorizedKeysFile {authorized}",
+            "PermitRootLogin prohibit-password",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "UsePAM no",
+            "StrictModes no",
+            f"SetEnv HOME={home}",
+            "",
+        ]))
+        Path("/run/sshd").mkdir(exist_ok=True)
+        self.log = open(self.directory / "sshd.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stdout=self.log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(self._listens, timeout=20, what="sshd to listen")
+
+    def _listens(self):
+        import socket
+
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.log.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sshd():
+    require_tool("sshd", "ssh-keygen")
+    if os.geteuid() != 0:
+        pytest.skip("the remote-builder sshd lets root in; run the suite as root (as CI does)")
+    server = SSHServer(tempfile.mkdtemp(prefix="portal-sshd-"))
+    time.sleep(0.05)
+    yield server
+    server.stop()

@@ -1,0 +1,204 @@
+"""Real builds, in the test process: podman (runc, its own store), a busybox base, docker-registry on loopback, skopeo.
+
+The pipeline (`builds.pipeline.build_execute`) is what the `build_run` task calls; here it runs in-process so each test
+can look at the rows it wrote. tests/test_builds_worker.py runs the same through a real Celery worker.
+"""
+
+import re
+import subprocess
+
+import pytest
+
+from builds import pipeline, services
+from builds.models import (
+    LABEL_BUILD_ID,
+    LABEL_REVISION_SHA,
+    Build,
+    BuildStatus,
+    ContextKind,
+)
+from portal.logsink import lines_after
+from tests.builds_fixtures import (  # noqa: F401
+    BASE_IMAGE,
+    auth_registry,
+    build_settings,
+    local_builder,
+    oci_registry,
+    podman_store,
+    skopeo_inspect,
+)
+
+pytestmark = pytest.mark.slow
+
+SIMPLE = f"""FROM {BASE_IMAGE}
+RUN echo built > /etc/portal-test && echo "step output"
+LABEL containers.bootc=1
+"""
+
+
+@pytest.fixture
+def definition(personas, oci_registry, local_builder, build_settings):  # noqa: F811
+    return services.definition_create(team=personas.team, user=personas.developer, name="web-os",
+                                      description="The web tier's OS")
+
+
+def build_now(revision, user, **kwargs):
+    build = services.build_start(revision=revision, user=user, **kwargs)
+    assert pipeline.build_execute(build.pk) is None
+    return Build.objects.with_related().get(pk=build.pk)
+
+
+def log_text(build):
+    return "\n".join(text for _, text in lines_after(build.run))
+
+
+def test_a_saved_revision_is_built_pushed_and_its_digest_and_labels_are_in_the_registry(definition, personas,
+                                                                                         oci_registry):  # noqa: F811
+    revision = services.revision_create(definition=definition, user=personas.developer, containerfile=SIMPLE,
+                                        message="first")
+    build = build_now(revision, personas.developer)
+
+    assert build.status == BuildStatus.SUCCEEDED, build.run.exit_reason + "\n" + log_text(build)
+    assert build.digest.startswith("sha256:")
+    assert build.repository == f"{oci_registry.address}/platform/web-os"
+    inspected = skopeo_inspect(f"{build.repository}@{build.digest}")
+    assert inspected["Digest"] == build.digest
+    labels = inspected["Labels"]
+    assert labels[LABEL_BUILD_ID] == str(build.pk)
+    assert labels[LABEL_REVISION_SHA] == revision.sha256
+    assert labels["containers.bootc"] == "1"
+    # Both tags point at the recorded digest.
+    for tag in (f"build-{build.number}", f"rev-{revision.short_sha}"):
+        assert skopeo_inspect(f"{build.repository}:{tag}")["Digest"] == build.digest
+    # What the portal read back.
+    assert build.labels[LABEL_BUILD_ID] == str(build.pk)
+    assert build.architecture == "amd64" and build.os == "linux"
+    assert build.size and build.size > 100_000
+    assert build.image_id
+    assert build.base_image == BASE_IMAGE
+    log = log_text(build)
+    assert re.search(r"STEP 2/\d+: RUN echo built", log) and "step output" in log
+    assert f"Pushed {build.repository}@{build.digest}" in log
+    assert build.run.log_lines > 5
+
+
+def test_build_args_with_shell_metacharacters_reach_podman_literally(definition, personas):
+    value = "a b; echo pwned > /tmp/x $(id) `id` && 'q' \"dq\" | cat"
+    services.definition_update(definition=definition, user=personas.developer, build_args={"GREETING": value})
+    revision = services.revision_create(
+        definition=definition, user=personas.developer,
+        containerfile=f'FROM {BASE_IMAGE}\nARG GREETING\nLABEL greeting="${{GREETING}}"\nRUN printf "%s" "$GREETING" > /g\n',
+    )
+    build = build_now(revision, personas.developer)
+    assert build.status == BuildStatus.SUCCEEDED, build.run.exit_reason
+    assert build.labels["greeting"] == value
+
+
+def test_the_package_list_is_read_from_the_image(definition, personas):
+    dpkg_status = (
+        "Package: alpha\\nStatus: install ok installed\\nVersion: 1.0-1\\n\\n"
+        "Package: beta\\nStatus: install ok installed\\nVersion: 2.3\\n\\n"
+        "Package: gone\\nStatus: deinstall ok config-files\\nVersion: 0.1\\n"
+    )
+    revision = services.revision_create(
+        definition=definition, user=personas.developer,
+        containerfile=f"FROM {BASE_IMAGE}\nRUN mkdir -p /var/lib/dpkg && printf '{dpkg_status}' > /var/lib/dpkg/status\n",
+    )
+    build = build_now(revision, personas.developer)
+    assert build.status == BuildStatus.SUCCEEDED, build.run.exit_reason
+    assert build.package_format == "dpkg"
+    assert build.packages == {"alpha": "1.0-1", "beta": "2.3"}
+
+
+def test_a_failing_step_is_named_with_its_error_lines(definition, personas):
+    revision = services.revision_create(
+        definition=definition, user=personas.developer,
+        containerfile=f"FROM {BASE_IMAGE}\nRUN echo fine\nRUN echo 'about to fail' && ls /no/such/dir\nRUN echo never\n",
+    )
+    build = build_now(revision, personas.developer)
+    assert build.status == BuildStatus.FAILED
+    assert re.fullmatch(r"STEP 3/\d+: RUN echo 'about to fail' && ls /no/such/dir", build.failed_step)
+    assert "No such file or directory" in build.error_lines
+    assert build.failed_step in build.run.exit_reason
+    assert not build.digest
+
+
+def test_a_missing_base_image_fails_with_a_hint(definition, personas):
+    revision = services.revision_create(definition=definition, user=personas.developer,
+                                        containerfile="FROM quay.io/centos-bootc/centos-bootc:stream10\nRUN true\n")
+    build = build_now(revision, personas.developer)
+    assert build.status == BuildStatus.FAILED
+    assert "base image was not found" in build.hint
+
+
+def test_a_registry_that_refuses_the_push_fails_the_build_and_a_retry_pushes_the_local_image(
+    definition, personas, auth_registry, podman_store  # noqa: F811
+):
+    services.definition_update(definition=definition, user=personas.developer,
+                               repository=f"{auth_registry.address}/platform/web-os")
+    # A loopback registry marked insecure (plain HTTP), but no login yet.
+    services.registry_credential_save(team=personas.team, user=personas.admin, registry=auth_registry.address,
+                                      username="", password="", insecure=True)
+    revision = services.revision_create(definition=definition, user=personas.developer, containerfile=SIMPLE)
+    build = build_now(revision, personas.developer)
+
+    assert build.status == BuildStatus.FAILED
+    assert "The push failed" in build.run.exit_reason
+    assert "registry refused the push" in build.hint
+    assert "unauthorized" in build.error_lines.lower() or "authentication required" in build.error_lines.lower()
+    assert podman_store.image_exists(build.image_id), "the image stays on the builder"
+
+    services.registry_credential_save(team=personas.team, user=personas.admin, registry=auth_registry.address,
+                                      username=auth_registry.user, password=auth_registry.password, insecure=True)
+    retry = services.build_retry(build=build, user=personas.developer)
+    assert pipeline.build_execute(retry.pk) is None
+    retry.refresh_from_db()
+    retry.run.refresh_from_db()
+    assert retry.status == BuildStatus.SUCCEEDED, retry.run.exit_reason
+    assert retry.retry_of == build
+    # The rebuild came from the layer cache: the RUN step was not run again.
+    assert "Using cache" in log_text(retry)
+    creds = f"{auth_registry.user}:{auth_registry.password}"
+    assert skopeo_inspect(f"{retry.repository}@{retry.digest}", creds=creds)["Digest"] == retry.digest
+
+
+def test_context_files_kept_in_the_portal_are_copied_in(definition, personas):
+    revision = services.revision_create(
+        definition=definition, user=personas.developer, context_kind=ContextKind.FILES,
+        context_files={"etc/motd": b"hello from the portal\n", "usr/bin/hello": b"#!/bin/sh\necho hi\n"},
+        containerfile=f"FROM {BASE_IMAGE}\nCOPY etc/motd /etc/motd\nRUN grep -q 'from the portal' /etc/motd\n",
+    )
+    build = build_now(revision, personas.developer)
+    assert build.status == BuildStatus.SUCCEEDED, build.run.exit_reason + log_text(build)
+
+
+def test_a_git_context_is_cloned_from_a_bare_repository(definition, personas, tmp_path):
+    work, bare = tmp_path / "work", tmp_path / "repo.git"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    (work / "image").mkdir()
+    (work / "image" / "motd").write_text("from git\n")
+    subprocess.run([*git, "-C", str(work), "add", "."], check=True)
+    subprocess.run([*git, "-C", str(work), "commit", "-q", "-m", "init"], check=True)
+    commit = subprocess.run(["git", "-C", str(work), "rev-parse", "HEAD"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+
+    revision = services.revision_create(
+        definition=definition, user=personas.developer, context_kind=ContextKind.GIT, git_url=f"file://{bare}",
+        git_ref="main", git_subdir="image",
+        containerfile=f"FROM {BASE_IMAGE}\nCOPY motd /etc/motd\nRUN grep -q 'from git' /etc/motd\n",
+    )
+    build = build_now(revision, personas.developer)
+    assert build.status == BuildStatus.SUCCEEDED, build.run.exit_reason + log_text(build)
+    assert build.source_commit == commit
+    assert build.labels["org.opencontainers.image.revision"] == commit
+
+
+def test_no_builder_for_the_platform_fails_at_once_with_the_reason(definition, personas):
+    services.definition_update(definition=definition, user=personas.developer, platforms=["linux/s390x"])
+    revision = services.revision_create(definition=definition, user=personas.developer, containerfile=SIMPLE)
+    build = services.build_start(revision=revision, user=personas.developer)
+    build.run.refresh_from_db()
+    assert build.status == BuildStatus.FAILED
+    assert "No enabled builder for linux/s390x" in build.run.exit_reason
