@@ -27,6 +27,7 @@ from .models import (
     validate_repository_name,
 )
 
+
 class MultipleFileInput(forms.ClearableFileInput):
     allow_multiple_selected = True
 

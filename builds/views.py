@@ -107,7 +107,9 @@ def definition_detail(request, pk):
     builds = Build.objects.with_related().filter(definition=definition).order_by("-number")
     page = Paginator(builds, 15).get_page(request.GET.get("page"))
     if request.htmx and request.htmx.target == "build-rows":
-        return render(request, "builds/_build_rows.html", {"builds": page, "show_definition": False})
+        # 286 tells htmx to stop polling once nothing is queued or running.
+        return render(request, "builds/_build_rows.html", {"builds": page, "show_definition": False},
+                      status=200 if builds.active().exists() else 286)
     current = revisions[0] if revisions else None
     return render(request, "builds/definition_detail.html", {
         "definition": definition, "revisions": revisions, "revision_count": definition.revisions.count(),
@@ -283,7 +285,7 @@ def build_list(request):
     context = {"filter": build_filter, "page": page, "builds": page, "show_definition": True,
                "querystring": _querystring(request), "filtered": any(v for k, v in request.GET.items() if k != "page")}
     if request.htmx and request.htmx.target == "build-rows":
-        return render(request, "builds/_build_rows.html", context)
+        return render(request, "builds/_build_list_body.html", context)
     return render(request, "builds/build_list.html", context)
 
 
@@ -292,13 +294,14 @@ def build_detail(request, pk):
     build = get_build_for_user(request.user, pk)
     context = _build_context(request, build)
     if request.htmx and request.htmx.target == "build-live":
-        return render(request, "builds/_build_live.html", context)
+        # 286 stops htmx's polling: the build has ended and this is its final state.
+        return render(request, "builds/_build_live.html", context, status=286 if build.run.is_finished else 200)
     return render(request, "builds/build_detail.html", context)
 
 
 def _build_context(request, build):
     run = build.run
-    tail = logsink.tail(run, LOG_TAIL_LINES) if run.log_lines or run.is_active else logsink.tail(run, LOG_TAIL_LINES)
+    tail = logsink.tail(run, LOG_TAIL_LINES)
     previous = (Build.objects.with_related().succeeded().filter(definition=build.definition, platform=build.platform,
                                                                  number__lt=build.number).order_by("-number").first())
     return {

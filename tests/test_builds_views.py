@@ -1,0 +1,501 @@
+"""Pages, forms, the JSON API and the git webhook of the builds app: access for every persona, bad input, triggers.
+
+Builds here are only queued (the task is enqueued after commit, which a `db` test never reaches); real builds are in
+tests/test_builds_pipeline.py and tests/test_builds_worker.py.
+"""
+
+import hashlib
+import hmac
+import json
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.urls import reverse
+from django.utils import timezone
+
+from builds import services
+from builds.models import ApiToken, Build, Builder, ContextKind, ImageDefinition, RegistryCredential, Revision
+from portal.models import AuditEvent, RunStatus
+
+CONTAINERFILE = "FROM quay.io/centos-bootc/centos-bootc:stream10\nRUN dnf -y install httpd\nRUN bootc container lint\n"
+
+
+@pytest.fixture
+def definition(personas):
+    definition = services.definition_create(team=personas.team, user=personas.developer, name="web-os",
+                                            description="Web tier")
+    services.revision_create(definition=definition, user=personas.developer, containerfile=CONTAINERFILE,
+                             message="first")
+    return definition
+
+
+@pytest.fixture
+def build(definition, personas):
+    return services.build_start(revision=definition.current_revision(), user=personas.developer)
+
+
+def page_urls(definition, build):
+    return {
+        "definition_list": reverse("definition_list"),
+        "definition_detail": reverse("definition_detail", args=[definition.pk]),
+        "revision_detail": reverse("revision_detail", args=[definition.pk, 1]),
+        "build_list": reverse("build_list"),
+        "build_detail": reverse("build_detail", args=[build.pk]),
+        "build_compare": reverse("build_compare") + f"?a={build.pk}&b={build.pk}",
+        "builder_list": reverse("builder_list"),
+    }
+
+
+# --- Access ----------------------------------------------------------------------------------------------------------
+
+
+def test_anonymous_users_are_sent_to_the_login_page(client, definition, build):
+    for name, url in page_urls(definition, build).items():
+        response = client.get(url)
+        assert response.status_code == 302 and "/login/" in response["Location"], name
+
+
+def test_outsiders_get_404_for_another_teams_objects(client_for, personas, definition, build):
+    c = client_for(personas.outsider)
+    for name in ("definition_detail", "revision_detail", "build_detail", "build_compare"):
+        assert c.get(page_urls(definition, build)[name]).status_code == 404, name
+    assert c.get(reverse("revision_create", args=[definition.pk])).status_code == 404
+    assert c.post(reverse("definition_build", args=[definition.pk])).status_code == 404
+    assert c.post(reverse("build_cancel", args=[build.pk])).status_code == 404
+    # Lists show nothing of the other team.
+    link = f'href="{definition.get_absolute_url()}"'
+    assert link not in c.get(reverse("definition_list")).content.decode()
+    assert link not in c.get(reverse("build_list")).content.decode()
+    assert link in client_for(personas.viewer).get(reverse("build_list")).content.decode()
+
+
+def test_viewers_see_everything_but_may_not_change_anything(client_for, personas, definition, build):
+    c = client_for(personas.viewer)
+    for name, url in page_urls(definition, build).items():
+        assert c.get(url).status_code == 200, name
+    assert c.get(reverse("revision_create", args=[definition.pk])).status_code == 403
+    assert c.get(reverse("definition_edit", args=[definition.pk])).status_code == 403
+    assert c.get(reverse("definition_create")).status_code == 403
+    assert c.post(reverse("definition_build", args=[definition.pk])).status_code == 403
+    assert c.post(reverse("build_cancel", args=[build.pk])).status_code == 403
+    assert c.post(reverse("definition_delete", args=[definition.pk])).status_code == 403
+    assert c.get(reverse("integrations", args=[personas.team.slug])).status_code == 403
+    assert Build.objects.count() == 1
+    page = c.get(reverse("definition_detail", args=[definition.pk])).content.decode()
+    assert "Build r1" not in page and "Edit Containerfile" not in page
+
+
+def test_developers_see_and_act(client_for, personas, definition, build):
+    c = client_for(personas.developer)
+    for name, url in page_urls(definition, build).items():
+        assert c.get(url).status_code == 200, name
+    assert c.get(reverse("revision_create", args=[definition.pk])).status_code == 200
+    response = c.post(reverse("definition_build", args=[definition.pk]))
+    assert response.status_code == 302
+    assert Build.objects.count() == 2
+    assert "Build r1" in c.get(reverse("definition_detail", args=[definition.pk])).content.decode()
+
+
+def test_the_build_page_shows_status_revision_and_a_link_to_the_live_log(client_for, personas, build):
+    page = client_for(personas.viewer).get(reverse("build_detail", args=[build.pk])).content.decode()
+    assert "Queued" in page and "Waiting for a worker" in page
+    assert reverse("run_detail", args=[build.run.pk]) in page
+    assert 'hx-trigger="every 2s"' in page  # follows along while active
+
+
+def test_a_finished_build_page_stops_polling(client_for, personas, build):
+    from portal.services import run_finish
+
+    run_finish(build.run, status=RunStatus.FAILED, reason="boom")
+    response = client_for(personas.viewer).get(reverse("build_detail", args=[build.pk]), HTTP_HX_REQUEST="true",
+                                               HTTP_HX_TARGET="build-live")
+    assert response.status_code == 286
+    assert "boom" in response.content.decode()
+
+
+def test_cancel_of_a_queued_build_ends_it_at_once(client_for, personas, build):
+    response = client_for(personas.developer).post(reverse("build_cancel", args=[build.pk]))
+    assert response.status_code == 302
+    build.run.refresh_from_db()
+    assert build.run.status == RunStatus.CANCELLED
+
+
+def test_retry_makes_a_new_build_of_the_same_revision(client_for, personas, build):
+    from portal.services import run_finish
+
+    run_finish(build.run, status=RunStatus.FAILED, reason="x")
+    response = client_for(personas.developer).post(reverse("build_retry", args=[build.pk]))
+    new = Build.objects.exclude(pk=build.pk).get()
+    assert response["Location"] == new.get_absolute_url()
+    assert new.revision == build.revision and new.retry_of == build and new.number == build.number + 1
+
+
+# --- Definitions and revisions: forms and bad input -----------------------------------------------------------------
+
+
+def test_a_developer_creates_a_definition_from_a_template(client_for, personas, oci_registry_url):
+    c = client_for(personas.developer)
+    response = c.post(reverse("definition_create"), {
+        "team": personas.team.pk, "name": "edge-gw", "platforms": ["linux/amd64"], "timeout_minutes": 30,
+        "build_args": "A=1\nB=x y;z", "starter": "centos10:edge-appliance",
+    })
+    assert response.status_code == 302, response.content.decode()[:2000]
+    definition = ImageDefinition.objects.get(name="edge-gw")
+    assert definition.repository == f"{oci_registry_url}/platform/edge-gw"
+    assert definition.build_args == {"A": "1", "B": "x y;z"}
+    page = c.get(response["Location"]).content.decode()
+    assert "quay.io/centos-bootc/centos-bootc:stream10" in page and "greenboot" in page
+
+
+@pytest.fixture
+def oci_registry_url(settings):
+    settings.REGISTRY_URL = "registry.example.test:5000"
+    return settings.REGISTRY_URL
+
+
+@pytest.mark.parametrize("name", ["Web OS", "-web", "web_", "UPPER", "a..b", "x" * 65])
+def test_an_invalid_repository_name_is_a_form_error(client_for, personas, name):
+    response = client_for(personas.developer).post(reverse("definition_create"), {
+        "team": personas.team.pk, "name": name, "platforms": ["linux/amd64"], "timeout_minutes": 30})
+    assert response.status_code == 400
+    assert not ImageDefinition.objects.exists()
+
+
+def test_a_repository_with_a_tag_is_refused(client_for, personas):
+    response = client_for(personas.developer).post(reverse("definition_create"), {
+        "team": personas.team.pk, "name": "ok", "repository": "quay.io/acme/ok:latest", "platforms": ["linux/amd64"],
+        "timeout_minutes": 30})
+    assert response.status_code == 400 and "registry/path" in response.content.decode()
+
+
+@pytest.mark.parametrize("body,message", [
+    ({"containerfile": "RUN echo hi\n"}, "no FROM"),
+    ({"containerfile": "FROM x:1\nFRUM y\n"}, "unknown instruction"),
+    ({"containerfile": "FROM x:1\n" + "# padding\n" * 120_000}, "1 MiB"),
+])
+def test_a_bad_containerfile_is_a_form_error_and_nothing_is_saved(client_for, personas, definition, body, message):
+    response = client_for(personas.developer).post(reverse("revision_create", args=[definition.pk]),
+                                                   {"context_kind": "none", **body})
+    assert response.status_code == 400
+    assert message.lower() in response.content.decode().lower()
+    assert definition.revisions.count() == 1
+
+
+def test_a_binary_upload_is_refused(client_for, personas, definition):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    upload = SimpleUploadedFile("Containerfile", b"FROM x\n\x00\x01\x02\xff", content_type="application/octet-stream")
+    response = client_for(personas.developer).post(reverse("revision_create", args=[definition.pk]),
+                                                   {"context_kind": "none", "upload": upload})
+    assert response.status_code == 400 and "not text" in response.content.decode()
+    assert definition.revisions.count() == 1
+
+
+def test_saving_a_revision_keeps_the_warnings_and_the_revision_is_immutable(client_for, personas, definition):
+    c = client_for(personas.developer)
+    response = c.post(reverse("revision_create", args=[definition.pk]), {
+        "context_kind": "none", "message": "use latest", "containerfile": "FROM quay.io/fedora/fedora-bootc:latest\n"
+                                                                          "ARG DB_PASSWORD=x\n"})
+    assert response.status_code == 302
+    revision = definition.revisions.get(number=2)
+    codes = {w["code"] for w in revision.warnings}
+    assert {"latest-base", "no-lint", "secret-in-arg"} <= codes
+    assert revision.sha256 == hashlib.sha256(revision.containerfile.encode()).hexdigest()
+    assert revision.author == personas.developer
+    page = c.get(revision.get_absolute_url()).content.decode()
+    assert "3 warnings" in page and "DB_PASSWORD" in page
+    revision.message = "changed"
+    with pytest.raises(TypeError):
+        revision.save()
+
+
+def test_check_without_saving_shows_the_report(client_for, personas, definition):
+    response = client_for(personas.developer).post(reverse("revision_create", args=[definition.pk]), {
+        "context_kind": "none", "check": "1", "containerfile": "FROM quay.io/fedora/fedora-bootc:42\n"})
+    assert response.status_code == 200 and "1 warning" in response.content.decode()
+    assert definition.revisions.count() == 1
+
+
+def test_context_files_are_saved_with_the_revision(client_for, personas, definition):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    c = client_for(personas.developer)
+    response = c.post(reverse("revision_create", args=[definition.pk]), {
+        "context_kind": "files", "containerfile": CONTAINERFILE, "files_dir": "etc/ssh",
+        "files": [SimpleUploadedFile("sshd_config", b"PermitRootLogin no\n")],
+        "new_file_path": "etc/motd", "new_file_content": "hello\r\n"})
+    assert response.status_code == 302, response.content.decode()[:3000]
+    revision = definition.revisions.get(number=2)
+    assert {f.path: bytes(f.content) for f in revision.context_files.all()} == {
+        "etc/ssh/sshd_config": b"PermitRootLogin no\n", "etc/motd": b"hello\n"}
+    # The next revision keeps them by default.
+    response = c.post(reverse("revision_create", args=[definition.pk]), {
+        "context_kind": "files", "containerfile": CONTAINERFILE, "keep_files": ["etc/motd"]})
+    assert response.status_code == 302
+    assert [f.path for f in definition.revisions.get(number=3).context_files.all()] == ["etc/motd"]
+
+
+def test_context_paths_that_escape_are_refused(client_for, personas, definition):
+    response = client_for(personas.developer).post(reverse("revision_create", args=[definition.pk]), {
+        "context_kind": "files", "containerfile": CONTAINERFILE, "new_file_path": "../etc/passwd",
+        "new_file_content": "x"})
+    assert response.status_code == 400
+    assert definition.revisions.count() == 1
+
+
+def test_a_git_context_needs_an_allowed_url(client_for, personas, definition):
+    response = client_for(personas.developer).post(reverse("revision_create", args=[definition.pk]), {
+        "context_kind": "git", "containerfile": CONTAINERFILE, "git_url": "--upload-pack=touch /tmp/x",
+        "git_ref": "main"})
+    assert response.status_code == 400
+
+
+def test_the_diff_between_two_revisions_is_highlighted(client_for, personas, definition):
+    services.revision_create(definition=definition, user=personas.developer,
+                             containerfile=CONTAINERFILE.replace("httpd", "nginx"), message="nginx")
+    page = client_for(personas.viewer).get(reverse("revision_diff", args=[definition.pk]) + "?from=1&to=2")
+    text = page.content.decode()
+    assert page.status_code == 200
+    assert 'class="del"' in text and 'class="add"' in text and "nginx" in text
+    assert '<span class="k">RUN</span>' in text
+
+
+def test_the_diff_of_unknown_revisions_is_404(client_for, personas, definition):
+    c = client_for(personas.viewer)
+    services.revision_create(definition=definition, user=personas.developer, containerfile=CONTAINERFILE + "\n")
+    assert c.get(reverse("revision_diff", args=[definition.pk]) + "?from=7&to=2").status_code == 404
+    assert c.get(reverse("revision_diff", args=[definition.pk]) + "?from=x").status_code == 404
+
+
+def test_search_finds_definitions(client_for, personas, definition):
+    c = client_for(personas.viewer)
+    assert b"web-os" in c.get(reverse("definition_list") + "?q=web").content
+    assert b"web-os" not in c.get(reverse("definition_list") + "?q=nothing-like-it").content
+
+
+# --- What changed ----------------------------------------------------------------------------------------------------
+
+
+def test_what_changed_lists_packages_size_labels_and_the_containerfile_diff(client_for, personas, definition):
+    old = services.build_start(revision=definition.current_revision(), user=personas.developer)
+    revision = services.revision_create(definition=definition, user=personas.developer,
+                                        containerfile=CONTAINERFILE.replace("httpd", "httpd mod_ssl"))
+    new = services.build_start(revision=revision, user=personas.developer)
+    Build.objects.filter(pk=old.pk).update(size=1000, labels={"a": "1", "gone": "x"}, package_format="rpm",
+                                           packages={"httpd": "2.4.57-5.el10", "kept": "1-1", "old": "1-1"})
+    Build.objects.filter(pk=new.pk).update(size=1500, labels={"a": "2"}, package_format="rpm",
+                                           packages={"httpd": "2.4.62-1.el10", "kept": "1-1", "mod_ssl": "2.4.62-1"})
+    page = client_for(personas.viewer).get(reverse("build_compare") + f"?a={old.pk}&b={new.pk}").content.decode()
+    assert "mod_ssl" in page and "2.4.57-5.el10" in page and "2.4.62-1.el10" in page
+    assert "+500" in page.replace("\xa0", " ")
+    assert "gone" in page
+    assert 'class="add"' in page
+
+
+def test_compare_needs_two_visible_builds(client_for, personas, build):
+    assert client_for(personas.viewer).get(reverse("build_compare") + "?a=x&b=1").status_code == 404
+    assert client_for(personas.outsider).get(reverse("build_compare") + f"?a={build.pk}&b={build.pk}").status_code == 404
+
+
+# --- Builders --------------------------------------------------------------------------------------------------------
+
+
+def test_everyone_sees_builders_but_only_superusers_manage_them(client_for, personas):
+    builder = Builder.objects.create(name="arm-1", kind="ssh", architecture="arm64", host="127.0.0.1",
+                                     username="build", private_key="SECRET-KEY-TEXT", host_key="ssh-ed25519 AAAA")
+    for user in (personas.viewer, personas.outsider, personas.helpdesk):
+        page = client_for(user).get(reverse("builder_list"))
+        assert page.status_code == 200 and b"arm-1" in page.content and b"SECRET-KEY-TEXT" not in page.content
+    dev = client_for(personas.developer)
+    assert dev.get(reverse("builder_create")).status_code == 403
+    assert dev.post(reverse("builder_toggle", args=[builder.pk])).status_code == 403
+    root = client_for(personas.superuser)
+    assert root.post(reverse("builder_toggle", args=[builder.pk])).status_code == 302
+    builder.refresh_from_db()
+    assert not builder.enabled
+    edit = root.get(reverse("builder_edit", args=[builder.pk])).content.decode()
+    assert "SECRET-KEY-TEXT" not in edit
+
+
+def test_an_offline_ssh_builder_is_reported_unhealthy_fast(personas):
+    import time
+
+    from tests.conftest import free_port
+
+    builder = Builder.objects.create(name="gone", kind="ssh", architecture="amd64", host="127.0.0.1",
+                                     port=free_port(), username="build", private_key="x",
+                                     host_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl")
+    started = time.monotonic()
+    services.builder_check_health(builder=builder)
+    assert time.monotonic() - started < 5
+    assert builder.health_ok is False and builder.health_detail
+
+
+# --- Integrations: credentials, tokens, webhooks ---------------------------------------------------------------------
+
+
+def test_registry_passwords_are_stored_encrypted_and_never_shown(client_for, personas):
+    c = client_for(personas.admin)
+    response = c.post(reverse("credential_create", args=[personas.team.slug]),
+                      {"registry": "quay.io", "username": "robot", "password": "hunter2-very-secret"})
+    assert response.status_code == 302
+    credential = RegistryCredential.objects.get()
+    assert credential.password == "hunter2-very-secret"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT password FROM builds_registrycredential")
+        raw = cursor.fetchone()[0]
+    assert "hunter2" not in raw
+    assert b"hunter2" not in c.get(reverse("integrations", args=[personas.team.slug])).content
+    event = AuditEvent.objects.filter(action="registry_credential.save").get()
+    assert "hunter2" not in json.dumps(event.detail)
+
+
+def test_only_loopback_registries_may_skip_tls(client_for, personas):
+    c = client_for(personas.admin)
+    response = c.post(reverse("credential_create", args=[personas.team.slug]),
+                      {"registry": "quay.io", "username": "robot", "password": "x", "insecure": "on"})
+    assert response.status_code == 400
+    response = c.post(reverse("credential_create", args=[personas.team.slug]),
+                      {"registry": "127.0.0.1:5000", "insecure": "on"})
+    assert response.status_code == 302
+
+
+def test_integrations_are_for_team_admins(client_for, personas):
+    url = reverse("integrations", args=[personas.team.slug])
+    assert client_for(personas.developer).get(url).status_code == 403
+    assert client_for(personas.outsider).get(url).status_code == 404
+    assert client_for(personas.admin).get(url).status_code == 200
+
+
+@pytest.fixture
+def api_token(personas):
+    token, secret = services.api_token_create(team=personas.team, user=personas.admin, name="ci")
+    return secret
+
+
+def test_the_api_needs_a_valid_token(client, definition, api_token):
+    url = reverse("api_build_create")
+    body = json.dumps({"definition": "platform/web-os"})
+    assert client.post(url, body, content_type="application/json").status_code == 401
+    assert client.post(url, body, content_type="application/json",
+                       HTTP_AUTHORIZATION="Bearer imp_wrong").status_code == 401
+    token = ApiToken.objects.get()
+    services.api_token_revoke(token=token, user=None)
+    assert client.post(url, body, content_type="application/json",
+                       HTTP_AUTHORIZATION=f"Bearer {api_token}").status_code == 401
+    assert not Build.objects.exists()
+
+
+def test_ci_triggers_a_build_and_reads_its_status(client, definition, api_token):
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {api_token}"}
+    response = client.post(reverse("api_build_create"), json.dumps({"definition": "platform/web-os"}),
+                           content_type="application/json", **auth)
+    assert response.status_code == 201
+    data = response.json()["builds"][0]
+    assert data["status"] == "queued" and data["trigger"] == "api" and data["definition"] == "platform/web-os"
+    status = client.get(reverse("api_build_detail", args=[data["id"]]), **auth)
+    assert status.status_code == 200 and status.json()["number"] == 1
+    listing = client.get(reverse("api_definition_list"), **auth).json()
+    assert listing["definitions"][0]["latest_build"]["id"] == data["id"]
+    assert AuditEvent.objects.filter(action="build.start", actor_name__contains="API token").exists()
+
+
+def test_a_token_sees_nothing_of_other_teams(client, personas, definition):
+    _, other_secret = services.api_token_create(team=personas.other_team, user=None, name="other")
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {other_secret}"}
+    build = services.build_start(revision=definition.current_revision(), user=personas.developer)
+    assert client.get(reverse("api_build_detail", args=[build.pk]), **auth).status_code == 404
+    response = client.post(reverse("api_build_create"), json.dumps({"definition": definition.pk}),
+                           content_type="application/json", **auth)
+    assert response.status_code == 404
+    response = client.post(reverse("api_build_create"), json.dumps({"definition": "platform/web-os"}),
+                           content_type="application/json", **auth)
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize("body", ["not json", "[1]", '{"definition": "platform/web-os", "revision": "x"}',
+                                  '{"definition": "platform/web-os", "platform": "linux/s390x"}'])
+def test_bad_api_input_is_a_400(client, definition, api_token, body):
+    response = client.post(reverse("api_build_create"), body, content_type="application/json",
+                           HTTP_AUTHORIZATION=f"Bearer {api_token}")
+    assert response.status_code == 400 and "error" in response.json()
+
+
+@pytest.fixture
+def git_definition(personas):
+    definition = services.definition_create(team=personas.team, user=personas.developer, name="from-git")
+    services.revision_create(definition=definition, user=personas.developer, containerfile=CONTAINERFILE,
+                             context_kind=ContextKind.GIT, git_url="https://git.example.com/acme/os.git",
+                             git_ref="main")
+    return definition
+
+
+@pytest.fixture
+def webhook(personas):
+    return services.webhook_create(team=personas.team, user=personas.admin)
+
+
+def github_push(client, hook, secret, payload, *, signature=None):
+    body = json.dumps(payload).encode()
+    signature = signature or "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return client.post(reverse("git_webhook", args=[hook.key]), body, content_type="application/json",
+                       HTTP_X_GITHUB_EVENT="push", HTTP_X_HUB_SIGNATURE_256=signature)
+
+
+PUSH = {"ref": "refs/heads/main", "after": "a" * 40,
+        "repository": {"clone_url": "https://git.example.com/acme/os.git", "ssh_url": "git@git.example.com:acme/os.git"}}
+
+
+def test_a_github_push_rebuilds_the_definitions_tracking_that_branch(client, git_definition, webhook):
+    hook, secret = webhook
+    response = github_push(client, hook, secret, PUSH)
+    assert response.status_code == 202
+    build = Build.objects.get()
+    assert build.definition == git_definition and build.run.trigger == "webhook"
+    # Another branch builds nothing.
+    github_push(client, hook, secret, {**PUSH, "ref": "refs/heads/feature"})
+    assert Build.objects.count() == 1
+
+
+def test_a_webhook_with_a_bad_signature_gets_403_and_builds_nothing(client, git_definition, webhook):
+    hook, secret = webhook
+    assert github_push(client, hook, secret, PUSH, signature="sha256=" + "0" * 64).status_code == 403
+    response = client.post(reverse("git_webhook", args=[hook.key]), json.dumps(PUSH), content_type="application/json")
+    assert response.status_code == 403
+    response = client.post(reverse("git_webhook", args=[hook.key]), json.dumps(PUSH), content_type="application/json",
+                           HTTP_X_GITLAB_TOKEN="wrong")
+    assert response.status_code == 403
+    assert client.post(reverse("git_webhook", args=["nope"]), "{}", content_type="application/json").status_code == 404
+    assert not Build.objects.exists()
+
+
+def test_a_gitlab_push_with_the_secret_token_rebuilds(client, git_definition, webhook):
+    hook, secret = webhook
+    payload = {"ref": "refs/heads/main", "checkout_sha": "b" * 40,
+               "project": {"git_http_url": "https://git.example.com/acme/os.git"}}
+    response = client.post(reverse("git_webhook", args=[hook.key]), json.dumps(payload),
+                           content_type="application/json", HTTP_X_GITLAB_EVENT="Push Hook", HTTP_X_GITLAB_TOKEN=secret)
+    assert response.status_code == 202 and Build.objects.count() == 1
+
+
+# --- Schedules -------------------------------------------------------------------------------------------------------
+
+
+def test_a_nightly_schedule_starts_a_build_when_due_once(personas, definition):
+    services.definition_update(definition=definition, user=personas.developer, schedule="daily")
+    definition.refresh_from_db()
+    assert definition.next_scheduled_at > timezone.now()
+    assert services.builds_schedule_due() == []
+    later = definition.next_scheduled_at + timedelta(minutes=1)
+    started = services.builds_schedule_due(now=later)
+    assert len(started) == 1 and started[0].run.trigger == "schedule"
+    assert services.builds_schedule_due(now=later) == []
+    definition.refresh_from_db()
+    assert definition.next_scheduled_at > later
+
+
+def test_revisions_are_numbered_per_definition(personas, definition):
+    other = services.definition_create(team=personas.team, user=personas.developer, name="other")
+    r = services.revision_create(definition=other, user=personas.developer, containerfile=CONTAINERFILE)
+    assert r.number == 1 and Revision.objects.filter(definition=definition).get().number == 1
