@@ -1,7 +1,23 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from . import views
 
 urlpatterns = [
     path("hosts/", views.host_list, name="host_list"),
+    path("hosts/new/", views.host_add, name="host_add"),
+    path("hosts/import/", views.host_import, name="host_import"),
+    path("hosts/drift/", views.drift_list, name="host_drift"),
+    path("hosts/fleet/", views.fleet, name="host_fleet"),
+    re_path(r"^hosts/digests/(?P<digest>sha256:[0-9a-f]{64})/$", views.digest_hosts, name="host_digest"),
+    path("hosts/<int:pk>/", views.host_detail, name="host_detail"),
+    path("hosts/<int:pk>/raw/", views.host_raw, name="host_raw"),
+    path("hosts/<int:pk>/edit/", views.host_edit, name="host_edit"),
+    path("hosts/<int:pk>/delete/", views.host_delete, name="host_delete"),
+    path("hosts/<int:pk>/trust/", views.host_trust, name="host_trust"),
+    path("hosts/<int:pk>/poll/", views.host_poll, name="host_poll"),
+    path("hosts/<int:pk>/actions/<slug:kind>/", views.host_action, name="host_action"),
+    path("teams/<slug:slug>/ssh-key/", views.team_keys, name="team_keys"),
+    path("teams/<slug:slug>/ssh-key/create/", views.team_key_create, name="team_key_create"),
+    path("teams/<slug:slug>/jump-hosts/", views.jump_host_add, name="jump_host_add"),
+    path("teams/<slug:slug>/pending-keys/", views.pending_keys_confirm, name="pending_keys_confirm"),
 ]

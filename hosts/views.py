@@ -1,7 +1,451 @@
+"""Host pages: the fleet list, a host's page and timeline, actions with their confirmation, trust, inventory, and the
+fleet views (drift, per stage, who runs which digest). Every view asks `hosts.access` / `portal.access` first."""
+
+import json
+
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from portal.access import can, check_team_action, teams_where
+from portal.models import Action, Team
+from portal.views import current_team
+
+from . import services
+from .access import get_host_for_user, get_team_keys_for_user
+from .forms import HostFilter, HostForm, ImportForm, JumpHostForm, KeyForm, SwitchForm
+from .models import (
+    PROBLEM_STATES,
+    ActionKind,
+    Host,
+    HostEvent,
+    HostSnapshot,
+    HostState,
+    JumpHost,
+    ReferenceDigest,
+    TeamSSHKey,
+)
+
+PAGE_SIZE = 50
+
+
+def _visible_teams(user):
+    if user.is_superuser or user.is_helpdesk:
+        return Team.objects.all()
+    return Team.objects.visible_to(user)
+
+
+def _querystring(request, drop=("page",)):
+    params = request.GET.copy()
+    for key in drop:
+        params.pop(key, None)
+    return params.urlencode()
+
+
+# --- The list --------------------------------------------------------------------------------------------------------
 
 
 @login_required
 def host_list(request):
-    return render(request, "hosts/host_list.html", {})
+    base = Host.objects.visible_to(request.user)
+    teams = _visible_teams(request.user)
+    data = request.GET.copy()
+    team = current_team(request)
+    if "team" not in data and team is not None:
+        data["team"] = str(team.pk)
+    host_filter = HostFilter(data, queryset=base, teams=teams)
+    hosts = host_filter.qs if host_filter.is_valid() else base.none()
+    hosts = hosts.select_related("team", "stage").only(
+        "name", "address", "port", "labels", "tracked_image", "spec_image", "state", "drifting", "booted_digest",
+        "booted_version", "staged_digest", "staged_version", "rollback_digest", "rollback_queued", "update_digest",
+        "status_at", "last_poll_at", "last_error", "team__name", "team__slug", "stage__name", "host_key",
+        "expected_digest",
+    ).order_by("name", "id")
+    page = Paginator(hosts, PAGE_SIZE).get_page(request.GET.get("page"))
+    scope = base.filter(team=data["team"]) if data.get("team", "").isdigit() else base
+    counts = dict(scope.values_list("state").annotate(n=Count("id")).values_list("state", "n"))
+    drifting = scope.filter(drifting=True).count()
+    context = {
+        "filter": host_filter, "page": page, "querystring": _querystring(request),
+        "state_counts": [(value, label, counts.get(value, 0)) for value, label in HostState.choices if counts.get(value)],
+        "drifting": drifting, "total": sum(counts.values()),
+        "admin_teams": teams_where(request.user, Action.ADMIN), "now": timezone.now(),
+        "any_hosts": base.exists() if not page.object_list else True,
+    }
+    template = "hosts/_host_table.html" if request.htmx and not request.htmx.boosted else "hosts/host_list.html"
+    return render(request, template, context)
+
+
+# --- One host --------------------------------------------------------------------------------------------------------
+
+
+def _host_context(request, host):
+    events = list(HostEvent.objects.filter(host=host).select_related("user", "action", "action__run")[:100])
+    status = host.status or {}
+    can_operate = can(request.user, host.team, Action.OPERATE)
+    can_admin = can(request.user, host.team, Action.ADMIN)
+    active = host.actions.filter(active=True).select_related("run", "requested_by").first()
+    return {
+        "host": host, "events": events, "status": status,
+        "entries": _entries(status),
+        "can_operate": can_operate, "can_admin": can_admin,
+        "active_action": active,
+        "actions": _action_buttons(host) if can_operate else [],
+        "recent_actions": host.actions.select_related("run", "requested_by")[:10],
+        "snapshot_count": HostSnapshot.objects.filter(host=host).count(),
+        "expected_digests": list(ReferenceDigest.objects.filter(reference=host.reference)) if host.reference else [],
+        "now": timezone.now(),
+    }
+
+
+def _entries(status):
+    out = []
+    for slot, label in (("staged", "Staged"), ("booted", "Booted"), ("rollback", "Rollback")):
+        entry = status.get(slot)
+        if entry:
+            out.append((slot, label, entry))
+    for entry in status.get("other_deployments") or ():
+        out.append(("other", "Pinned", entry))
+    return out
+
+
+def _action_buttons(host):
+    buttons = [
+        (ActionKind.UPGRADE_CHECK, "arrow-repeat", "outline-secondary"),
+        (ActionKind.UPGRADE_STAGE, "download", "outline-primary"),
+        (ActionKind.UPGRADE_APPLY, "arrow-up-circle", "outline-primary"),
+        (ActionKind.SWITCH, "shuffle", "outline-primary"),
+        (ActionKind.ROLLBACK, "arrow-counterclockwise", "outline-warning"),
+        (ActionKind.ROLLBACK_APPLY, "arrow-counterclockwise", "outline-warning"),
+        (ActionKind.REBOOT, "power", "outline-danger"),
+    ]
+    out = []
+    for kind, icon, style in buttons:
+        disabled = ""
+        if kind in (ActionKind.ROLLBACK, ActionKind.ROLLBACK_APPLY) and not host.rollback_digest:
+            disabled = "No rollback deployment"
+        out.append({"kind": kind, "label": ActionKind(kind).label, "icon": icon, "style": style, "disabled": disabled,
+                    "url": reverse("host_action", args=[host.pk, kind])})
+    return out
+
+
+@login_required
+def host_detail(request, pk):
+    host = get_host_for_user(request.user, pk)
+    context = _host_context(request, host)
+    if request.htmx and not request.htmx.boosted:
+        return render(request, "hosts/_host_live.html", context)
+    return render(request, "hosts/host_detail.html", context)
+
+
+@login_required
+def host_raw(request, pk):
+    """The last raw status, and the recent snapshots."""
+    host = get_host_for_user(request.user, pk)
+    snapshots = Paginator(HostSnapshot.objects.filter(host=host).only("taken_at", "error", "status_hash"), 25)
+    return render(request, "hosts/host_raw.html", {"host": host, "page": snapshots.get_page(request.GET.get("page")),
+                                                   "querystring": "", "pretty": _pretty(host.raw_status)})
+
+
+def _pretty(raw):
+    """Indented JSON for reading; anything else exactly as the host printed it."""
+    try:
+        return json.dumps(json.loads(raw), indent=2, sort_keys=True)
+    except (ValueError, RecursionError):
+        return raw
+
+
+@login_required
+@require_POST
+def host_poll(request, pk):
+    host = get_host_for_user(request.user, pk, action=Action.OPERATE)
+    if not host.trusted:
+        messages.error(request, "Confirm the host key first: nothing is sent to a host whose key nobody confirmed.")
+        return redirect("host_trust", host.pk)
+    services._enqueue_poll([host.pk])
+    messages.info(request, f"Reading {host}'s status now; the page updates when it answers.")
+    return redirect(host)
+
+
+# --- Actions ---------------------------------------------------------------------------------------------------------
+
+
+@login_required
+def host_action(request, pk, kind):
+    """GET: the confirmation, saying what will happen. POST: do it, then watch its log."""
+    host = get_host_for_user(request.user, pk, action=Action.OPERATE)
+    if kind not in ActionKind.values:
+        raise Http404("No such action.")
+    needs_image = kind in (ActionKind.SWITCH, ActionKind.SWITCH_APPLY)
+    form = SwitchForm(request.POST or None, initial={"image": host.reference}) if needs_image else None
+    error = None
+    if request.method == "POST":
+        if form is None or form.is_valid():
+            image = form.cleaned_data["image"] if form is not None else ""
+            try:
+                action = services.host_action_request(host=host, kind=kind, user=request.user, image=image,
+                                                      request=request)
+            except services.HostError as exc:
+                error = str(exc)
+            else:
+                messages.success(request, f"{action.get_kind_display()} on {host} started.")
+                return redirect(action.run)
+    effect = services.action_effect(host, kind, form["image"].value() if form is not None else "")
+    active = host.actions.filter(active=True).select_related("requested_by", "run").first()
+    return render(request, "hosts/action_confirm.html", {
+        "host": host, "kind": kind, "label": ActionKind(kind).label, "effect": effect, "form": form, "error": error,
+        "active_action": active, "repositories": sorted(services.team_repositories(host.team)) if needs_image else [],
+    }, status=400 if error else 200)
+
+
+# --- Inventory and trust (team admins) -------------------------------------------------------------------------------
+
+
+@login_required
+def host_add(request):
+    teams = list(teams_where(request.user, Action.ADMIN))
+    if not teams:
+        raise PermissionDenied("Only team admins add hosts.")
+    form = HostForm(request.POST or None, teams=teams)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            host = services.host_create(
+                team=data["team"], name=data["name"], address=data["address"], port=data["port"],
+                ssh_user=data["ssh_user"], labels=data["labels"], stage=data["stage"],
+                tracked_image=data["tracked_image"], jump_host=data["jump_host"], host_key=data["host_key"],
+                actor=request.user, request=request,
+            )
+        except ValidationError as exc:
+            _errors_to_form(form, exc)
+        else:
+            if host.trusted:
+                messages.success(request, f"Added {host}; its key is confirmed and the first poll is on its way.")
+                return redirect(host)
+            messages.success(request, f"Added {host}. Now compare its host key with the one on the machine.")
+            return redirect("host_trust", host.pk)
+    return render(request, "hosts/host_form.html", {"form": form, "title": "Add a host"},
+                  status=400 if form.errors else 200)
+
+
+def _errors_to_form(form, exc):
+    for field, errors in getattr(exc, "message_dict", {"__all__": exc.messages}).items():
+        form.add_error(field if field in form.fields else None, errors)
+
+
+@login_required
+def host_edit(request, pk):
+    host = get_host_for_user(request.user, pk, action=Action.ADMIN)
+    teams = [host.team]
+    initial = {"name": host.name, "address": host.address, "port": host.port, "ssh_user": host.ssh_user,
+               "jump_host": host.jump_host, "stage": host.stage, "tracked_image": host.tracked_image,
+               "labels": host.labels}
+    form = HostForm(request.POST or None, teams=teams, host=host, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            services.host_update(host=host, actor=request.user, request=request, name=data["name"],
+                                 address=data["address"], port=data["port"], ssh_user=data["ssh_user"],
+                                 labels=data["labels"], stage=data["stage"], tracked_image=data["tracked_image"],
+                                 jump_host=data["jump_host"])
+        except ValidationError as exc:
+            _errors_to_form(form, exc)
+        else:
+            messages.success(request, f"Saved {host}.")
+            return redirect(host)
+    return render(request, "hosts/host_form.html", {"form": form, "title": f"Edit {host}", "host": host,
+                                                    "can_admin": True}, status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def host_delete(request, pk):
+    host = get_host_for_user(request.user, pk, action=Action.ADMIN)
+    try:
+        services.host_delete(host=host, actor=request.user, request=request)
+    except services.HostError as exc:
+        messages.error(request, str(exc))
+        return redirect(host)
+    messages.success(request, f"Removed {host} and its history.")
+    return redirect("host_list")
+
+
+@login_required
+def host_trust(request, pk):
+    """Compare and confirm the host key. GET fetches the offered key when there is none (never trusting it)."""
+    host = get_host_for_user(request.user, pk, action=Action.ADMIN)
+    form = KeyForm(request.POST or None)
+    fetch_error = None
+    if request.method == "POST":
+        if request.POST.get("fetch"):
+            try:
+                services.host_fetch_key(host=host, actor=request.user)
+                messages.info(request, "Fetched the key the host presents now. Compare its fingerprint before "
+                                       "confirming.")
+            except services.HostError as exc:
+                messages.error(request, f"Could not fetch the key: {exc}")
+            return redirect("host_trust", host.pk)
+        if form.is_valid():
+            services.host_confirm_key(host=host, key=form.cleaned_data["key"], actor=request.user, request=request)
+            messages.success(request, f"{host}'s host key is confirmed. The portal polls it now.")
+            return redirect(host)
+    elif not host.offered_host_key and not host.trusted:
+        try:
+            services.host_fetch_key(host=host, actor=request.user)
+        except services.HostError as exc:
+            fetch_error = str(exc)
+    team_key = TeamSSHKey.objects.filter(team=host.team).first()
+    return render(request, "hosts/host_trust.html", {"host": host, "form": form, "fetch_error": fetch_error,
+                                                     "team_key": team_key}, status=400 if form.errors else 200)
+
+
+@login_required
+def host_import(request):
+    teams = list(teams_where(request.user, Action.ADMIN))
+    if not teams:
+        raise PermissionDenied("Only team admins import hosts.")
+    form = ImportForm(request.POST or None, request.FILES or None, teams=teams)
+    report = None
+    if request.method == "POST" and form.is_valid():
+        report, created = services.hosts_import_csv(team=form.cleaned_data["team"], text=form.cleaned_data["csv"],
+                                                    actor=request.user, request=request)
+        messages.success(request, f"Imported {len(created)} host{'s' if len(created) != 1 else ''}; "
+                                  f"{sum(1 for r in report if not r.ok)} row(s) refused.")
+    return render(request, "hosts/host_import.html", {"form": form, "report": report,
+                                                      "columns": services.CSV_COLUMNS},
+                  status=400 if form.errors else 200)
+
+
+# --- Team keys, jump hosts, pending keys -----------------------------------------------------------------------------
+
+
+@login_required
+def team_keys(request, slug):
+    team = get_team_keys_for_user(request.user, slug)
+    is_admin = can(request.user, team, Action.ADMIN)
+    key = TeamSSHKey.objects.filter(team=team).first()
+    pending = Host.objects.filter(team=team, host_key="").order_by("name")[:200] if is_admin else []
+    changed = Host.objects.filter(team=team, state=HostState.HOST_KEY_CHANGED).order_by("name")[:200]
+    return render(request, "hosts/team_keys.html", {
+        "team": team, "key": key, "is_admin": is_admin, "pending": pending, "changed": changed,
+        "jump_hosts": JumpHost.objects.filter(team=team), "jump_form": JumpHostForm() if is_admin else None,
+    })
+
+
+@login_required
+@require_POST
+def team_key_create(request, slug):
+    team = get_team_keys_for_user(request.user, slug, action=Action.ADMIN)
+    key = services.team_key_ensure(team=team, actor=request.user, request=request)
+    messages.success(request, f"{team}'s SSH key is {key.fingerprint}. Put the public key on its hosts.")
+    return redirect("team_keys", team.slug)
+
+
+@login_required
+@require_POST
+def jump_host_add(request, slug):
+    team = get_team_keys_for_user(request.user, slug, action=Action.ADMIN)
+    form = JumpHostForm(request.POST)
+    if form.is_valid():
+        try:
+            services.jump_host_create(team=team, actor=request.user, request=request, **form.cleaned_data)
+            messages.success(request, f"Added jump host {form.cleaned_data['name']}.")
+        except ValidationError as exc:
+            messages.error(request, " ".join(services._messages(exc)))
+    else:
+        messages.error(request, "; ".join(f"{f}: {' '.join(e)}" for f, e in form.errors.items()))
+    return redirect("team_keys", team.slug)
+
+
+@login_required
+@require_POST
+def pending_keys_confirm(request, slug):
+    """Confirm the offered keys of the selected hosts (after comparing fingerprints in the list)."""
+    team = get_team_keys_for_user(request.user, slug, action=Action.ADMIN)
+    ids = [int(i) for i in request.POST.getlist("host") if i.isdigit()]
+    confirmed = 0
+    for host in Host.objects.filter(team=team, pk__in=ids).exclude(offered_host_key=""):
+        expected = request.POST.get(f"fp-{host.pk}", "")
+        if expected and expected != host.offered_fingerprint:
+            messages.warning(request, f"{host} now offers another key than the one you saw; it was not confirmed.")
+            continue
+        services.host_confirm_key(host=host, key=host.offered_host_key, actor=request.user, request=request)
+        confirmed += 1
+    if request.POST.get("fetch"):
+        services._enqueue_key_fetch(list(Host.objects.filter(team=team, host_key="").values_list("pk", flat=True)))
+        messages.info(request, "Fetching the keys of hosts that have none yet; reload in a moment.")
+    elif confirmed:
+        messages.success(request, f"Confirmed {confirmed} host key{'s' if confirmed != 1 else ''}.")
+    return redirect("team_keys", team.slug)
+
+
+# --- Fleet views -----------------------------------------------------------------------------------------------------
+
+
+@login_required
+def drift_list(request):
+    base = Host.objects.visible_to(request.user)
+    teams = _visible_teams(request.user)
+    data = request.GET.copy()
+    team = current_team(request)
+    if "team" not in data and team is not None:
+        data["team"] = str(team.pk)
+    host_filter = HostFilter(data, queryset=base.filter(drifting=True), teams=teams)
+    hosts = (host_filter.qs if host_filter.is_valid() else base.none()).select_related("team", "stage").order_by(
+        "team__name", "stage__position", "name")
+    page = Paginator(hosts, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "hosts/drift_list.html", {"filter": host_filter, "page": page,
+                                                      "querystring": _querystring(request), "now": timezone.now()})
+
+
+@login_required
+def fleet(request):
+    """Host counts per stage, and which digests the hosts of each repository run."""
+    base = Host.objects.visible_to(request.user)
+    team = current_team(request)
+    if team is not None:
+        base = base.filter(team=team)
+    per_stage = (base.values("team__name", "stage__name", "stage__position")
+                 .annotate(total=Count("id"), drifting=Count("id", filter=Q(drifting=True)),
+                           staged=Count("id", filter=Q(state=HostState.UPDATE_STAGED)),
+                           problems=Count("id", filter=Q(state__in=PROBLEM_STATES)),
+                           rolled_back=Count("id", filter=Q(state=HostState.ROLLED_BACK)))
+                 .order_by("team__name", "stage__position"))
+    rows = (base.exclude(booted_digest="")
+            .values("team__name", "booted_image", "booted_digest", "booted_version", "architecture")
+            .annotate(n=Count("id")).order_by())
+    groups = {}
+    for row in rows[:5000]:
+        repository = services._repository(row["booted_image"]) if row["booted_image"] else "(image not reported)"
+        digests = groups.setdefault((row["team__name"], repository), {})
+        entry = digests.setdefault(row["booted_digest"], {"digest": row["booted_digest"], "n": 0, "tags": set(),
+                                                          "version": row["booted_version"],
+                                                          "architecture": row["architecture"]})
+        entry["n"] += row["n"]
+        if row["booted_image"] and ":" in row["booted_image"].rsplit("/", 1)[-1]:
+            entry["tags"].add(row["booted_image"].rsplit(":", 1)[-1])
+    groups = sorted((key, sorted(value.values(), key=lambda e: (e["version"], e["architecture"]), reverse=True))
+                    for key, value in groups.items())
+    return render(request, "hosts/fleet.html", {"per_stage": per_stage, "groups": groups, "team": team})
+
+
+@login_required
+def digest_hosts(request, digest):
+    """Who runs this image: hosts booting `digest` (links from builds land here)."""
+    hosts = Host.objects.visible_to(request.user).filter(Q(booted_digest=digest) | Q(staged_digest=digest)
+                                                          | Q(rollback_digest=digest)).select_related("team", "stage")
+    page = Paginator(hosts.order_by("name"), PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "hosts/digest_hosts.html", {"digest": digest, "page": page, "querystring": "",
+                                                        "now": timezone.now()})
+
+
+def check_host_access(user, host, action):
+    """For other apps that need the same check without fetching (e.g. builds linking to hosts)."""
+    check_team_action(user, host.team, action, helpdesk_readable=action == Action.VIEW)

@@ -305,3 +305,20 @@ LOGGING = {
 }
 
 CSRF_FAILURE_VIEW = "portal.views.csrf_failure"
+
+# --- Hosts (docs/hosts.md) -------------------------------------------------------------------------------------------
+HOSTS_POLL_SECONDS = env.int("HOSTS_POLL_SECONDS", default=60)  # between two polls of a healthy host
+HOSTS_POLL_CONCURRENCY = env.int("HOSTS_POLL_CONCURRENCY", default=64)  # SSH connections in flight per poll task
+HOSTS_POLL_BATCH = env.int("HOSTS_POLL_BATCH", default=500)  # hosts per poll task (tasks spread over workers)
+HOSTS_MAX_BACKOFF_SECONDS = env.int("HOSTS_MAX_BACKOFF_SECONDS", default=3600)  # longest pause for an unreachable host
+HOSTS_CONNECT_TIMEOUT = env.float("HOSTS_CONNECT_TIMEOUT", default=5.0)
+HOSTS_HANDSHAKE_TIMEOUT = env.float("HOSTS_HANDSHAKE_TIMEOUT", default=10.0)
+HOSTS_AUTH_TIMEOUT = env.float("HOSTS_AUTH_TIMEOUT", default=10.0)
+HOSTS_COMMAND_TIMEOUT = env.float("HOSTS_COMMAND_TIMEOUT", default=30.0)  # bootc status
+HOSTS_ACTION_COMMAND_TIMEOUT = env.float("HOSTS_ACTION_COMMAND_TIMEOUT", default=1800.0)  # upgrade, switch (pulls)
+HOSTS_REBOOT_WAIT_SECONDS = env.int("HOSTS_REBOOT_WAIT_SECONDS", default=600)  # how long an action waits for a reboot
+HOSTS_MAX_STATUS_BYTES = env.int("HOSTS_MAX_STATUS_BYTES", default=1024 * 1024)  # output cap of bootc status
+CELERY_BEAT_SCHEDULE.update({
+    "hosts-poll-due": {"task": "hosts.tasks.poll_due_hosts", "schedule": 15.0},
+    "hosts-refresh-references": {"task": "hosts.tasks.refresh_reference_digests", "schedule": 60.0},
+})

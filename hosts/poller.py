@@ -1,0 +1,505 @@
+"""The poller: reading hosts over SSH and recording what they say.
+
+`poll_hosts(ids)` polls many hosts at once (a thread pool does the network, this thread writes), and `record_outcome`
+turns one answer into a snapshot, timeline events and the denormalised fields on `Host` (or marks the host unreachable,
+"host key changed" or "status unreadable", keeping the raw output). Drift is measured against `ReferenceDigest`, what each
+tracked reference resolves to per architecture. Beat claims due hosts (`claim_due_hosts`) and hands them to poll tasks.
+"""
+
+import hashlib
+import logging
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import lru_cache
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from portal import services as portal_services
+
+from . import bootc, ssh, timeline
+from .models import EventKind, Host, HostEvent, HostSnapshot, HostState, ReferenceDigest, TeamSSHKey
+
+log = logging.getLogger(__name__)
+
+def setting(name, default):
+    return getattr(settings, name, default)
+
+
+# How long after an action the polls attribute what they see to it.
+ATTRIBUTION_WINDOW = timedelta(minutes=30)
+NAME_MAX = 200
+
+
+class HostError(Exception):
+    """A request about a host that cannot be done, with a message for the person who asked."""
+
+
+class ActionInProgress(HostError):
+    pass
+
+
+@lru_cache(maxsize=256)
+def _pkey(team_id, fingerprint, private_text):
+    return ssh.load_private_key(private_text)
+
+
+def private_key_for(team_key):
+    return _pkey(team_key.team_id, team_key.fingerprint, team_key.private_key)
+
+
+# --- Connecting ------------------------------------------------------------------------------------------------------
+
+
+def _jump_target(host, team_key=None):
+    jump = host.jump_host
+    if jump is None:
+        return None
+    team_key = team_key or TeamSSHKey.objects.filter(team_id=host.team_id).first()
+    return ssh.Target(address=jump.address, port=jump.port, username=jump.ssh_user, host_key=jump.host_key or None,
+                      private_key=private_key_for(team_key) if team_key else None, name=f"jump host {jump.name}")
+
+
+def target_for(host, team_key=None):
+    """The ssh.Target for a host (its pinned key, the team's private key, its jump host)."""
+    team_key = team_key or TeamSSHKey.objects.filter(team_id=host.team_id).first()
+    if team_key is None:
+        raise HostError(f"{host.team} has no SSH key yet: open the team's host keys page to generate one.")
+    return ssh.Target(
+        address=host.address, port=host.port, username=host.ssh_user, host_key=host.host_key or None,
+        private_key=private_key_for(team_key), jump=_jump_target(host, team_key), name=host.name,
+        connect_timeout=setting("HOSTS_CONNECT_TIMEOUT", ssh.CONNECT_TIMEOUT),
+        handshake_timeout=setting("HOSTS_HANDSHAKE_TIMEOUT", ssh.HANDSHAKE_TIMEOUT),
+        auth_timeout=setting("HOSTS_AUTH_TIMEOUT", ssh.AUTH_TIMEOUT),
+    )
+
+
+# --- Polling ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PollOutcome:
+    host_id: int
+    raw: bytes = b""
+    truncated: bool = False
+    exit_status: int | None = None
+    stderr: str = ""
+    error: ssh.SSHError | None = None
+    seconds: float = 0.0
+
+
+def read_status(target, host_id, *, timeout=None):
+    """Network only (safe in a thread): connect, check, run `bootc status`, disconnect."""
+    started = time.monotonic()
+    try:
+        result = ssh.run(target, ssh.bootc_status(), timeout=timeout or setting("HOSTS_COMMAND_TIMEOUT", 30),
+                         max_output=setting("HOSTS_MAX_STATUS_BYTES", 1024 * 1024))
+    except ssh.SSHError as exc:
+        return PollOutcome(host_id, error=exc, seconds=time.monotonic() - started)
+    except Exception as exc:  # noqa: BLE001 - one host's odd failure must not stop the others
+        return PollOutcome(host_id, error=ssh.ProtocolError(f"{type(exc).__name__}: {exc}"),
+                           seconds=time.monotonic() - started)
+    return PollOutcome(host_id, raw=result.stdout, truncated=result.truncated, exit_status=result.exit_status,
+                       stderr=result.error_text()[:2000], seconds=time.monotonic() - started)
+
+
+def poll_hosts(host_ids, *, concurrency=None, action=None):
+    """Poll hosts concurrently and record what they say. Returns {"ok": n, "changed": n, "failed": n}.
+
+    Network work runs in a thread pool; database writes happen in this thread as results arrive. Hosts whose status did
+    not change since the last poll cost one shared UPDATE per batch.
+    """
+    concurrency = concurrency or setting("HOSTS_POLL_CONCURRENCY", 64)
+    hosts = {h.pk: h for h in Host.objects.filter(pk__in=list(host_ids)).exclude(host_key="").select_related(
+        "team", "jump_host")}
+    if not hosts:
+        return {"ok": 0, "changed": 0, "failed": 0}
+    team_keys = {k.team_id: k for k in TeamSSHKey.objects.filter(team_id__in={h.team_id for h in hosts.values()})}
+    expected = _expected_by_reference({h.reference for h in hosts.values() if h.reference})
+    counts = {"ok": 0, "changed": 0, "failed": 0}
+    unchanged = []
+    targets = {}
+    for host in hosts.values():
+        team_key = team_keys.get(host.team_id)
+        if team_key is None:
+            _record_failure(host, ssh.AuthenticationFailed(f"{host.team} has no SSH key yet."), timezone.now())
+            counts["failed"] += 1
+            continue
+        targets[host.pk] = target_for(host, team_key)
+    workers = max(1, min(concurrency, len(targets)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
+        futures = [pool.submit(read_status, target, pk) for pk, target in targets.items()]
+        for future in as_completed(futures):
+            outcome = future.result()
+            host = hosts[outcome.host_id]
+            now = timezone.now()
+            try:
+                kind = record_outcome(host, outcome, now=now, expected=expected, action=action, defer_unchanged=True)
+            except Exception:  # noqa: BLE001 - never let one host's bad row stop the round
+                log.exception("recording the poll of host %s failed", host.pk)
+                kind = "failed"
+            if kind == "unchanged":
+                unchanged.append(host.pk)
+                kind = "ok"
+            counts[kind] += 1
+            if len(unchanged) >= 500:
+                _touch_unchanged(unchanged)
+                unchanged = []
+    _touch_unchanged(unchanged)
+    return counts
+
+
+def _next_poll(now, failures=0):
+    interval = setting("HOSTS_POLL_SECONDS", 60)
+    if failures:
+        interval = min(interval * (2 ** min(failures, 10)), setting("HOSTS_MAX_BACKOFF_SECONDS", 3600))
+    return now + timedelta(seconds=interval * random.uniform(0.9, 1.1))  # noqa: S311 - jitter, not crypto
+
+
+def _touch_unchanged(host_ids):
+    """Hosts that answered with the same status as before: one UPDATE for all of them."""
+    if not host_ids:
+        return
+    now = timezone.now()
+    interval = setting("HOSTS_POLL_SECONDS", 60)
+    Host.objects.filter(pk__in=host_ids).update(last_poll_at=now, status_at=now,
+                                                next_poll_at=now + timedelta(seconds=interval))
+
+
+def record_outcome(host, outcome, *, now=None, expected=None, action=None, defer_unchanged=False):
+    """Write what one poll found. Returns "unchanged" (only with defer_unchanged), "ok", "changed" or "failed"."""
+    now = now or timezone.now()
+    if outcome.error is not None:
+        _record_failure(host, outcome.error, now, action=action)
+        return "failed"
+    raw = outcome.raw
+    if outcome.exit_status not in (0, None) and not raw.strip():
+        error = ssh.ProtocolError(f"bootc status failed (exit {outcome.exit_status}): {outcome.stderr or 'no output'}")
+        _record_unreadable(host, raw, error_text=str(error), now=now, action=action)
+        return "changed"
+    status_hash = hashlib.sha256(raw).hexdigest()
+    fine = host.reachable and host.failures == 0 and host.state not in (
+        HostState.UNREADABLE, HostState.HOST_KEY_CHANGED, HostState.AUTH_FAILED, HostState.UNREACHABLE, HostState.NEW)
+    if status_hash == host.status_hash and fine and not outcome.truncated and action is None:
+        if defer_unchanged:
+            return "unchanged"
+        _touch_unchanged([host.pk])
+        return "ok"
+    text = raw.decode("utf-8", errors="replace")
+    if outcome.truncated:
+        _record_unreadable(host, raw, error_text=f"The output was cut off at {len(raw)} bytes (the portal reads at "
+                                                 "most that much); it is not a status document.", now=now, action=action)
+        return "changed"
+    try:
+        parsed = bootc.parse_status(text)
+    except bootc.StatusUnreadable as exc:
+        _record_unreadable(host, raw, error_text=str(exc), now=now, action=action)
+        return "changed"
+    if expected is None:
+        expected = _expected_by_reference({host.reference} | {parsed.spec_image.image if parsed.spec_image else ""})
+    record_status(host, parsed, raw=text, status_hash=status_hash, now=now, expected=expected, action=action)
+    return "changed"
+
+
+def _effective_action(host, action, now):
+    if action is not None:
+        return action
+    last = host.last_action
+    if last is not None and last.finished_at and now - last.finished_at <= ATTRIBUTION_WINDOW:
+        return last
+    return None
+
+
+def record_status(host, parsed, *, raw, status_hash, now, expected, action=None):
+    """A readable status that differs from the last one: snapshot, timeline events, denormalised fields."""
+    with transaction.atomic():
+        previous = host.status or None
+        was_unreachable = not host.reachable or host.state in (HostState.UNREACHABLE, HostState.AUTH_FAILED)
+        effective = _effective_action(host, action, now)
+        current = parsed.to_dict()
+        specs = []
+        if was_unreachable and host.status_at is not None:
+            specs.append(timeline.EventSpec(EventKind.REACHABLE, "Reachable again" + (
+                f" after {host.failures} failed poll{'s' if host.failures != 1 else ''}" if host.failures else "")))
+        if status_hash != host.status_hash or previous is None:
+            queued_by_operator = False
+            if previous and previous.get("rollback_queued"):
+                queued = HostEvent.objects.filter(host=host, kind=EventKind.ROLLBACK_QUEUED).only("automatic").first()
+                queued_by_operator = queued is not None and not queued.automatic
+            specs += timeline.diff(previous, current, action_kind=effective.kind if effective else None,
+                                   rollback_queued_by_operator=queued_by_operator, rolled_back=host.rolled_back)
+            HostSnapshot.objects.create(host=host, taken_at=now, raw=raw, parsed=current, status_hash=status_hash)
+        explains = timeline.ACTION_EXPLAINS.get(effective.kind, set()) if effective else set()
+        journal = _journal_evidence(host, specs)
+        rows = []
+        for spec in specs:
+            attributed = effective if spec.kind in explains else None
+            detail = dict(spec.detail)
+            if journal and spec.kind == EventKind.ROLLED_BACK:
+                detail["journal"] = journal
+            rows.append(HostEvent(host=host, at=now, kind=spec.kind, summary=spec.summary[:500], digest=spec.digest,
+                                  version=spec.version[:200], previous_digest=spec.previous_digest,
+                                  previous_version=spec.previous_version[:200], automatic=spec.automatic,
+                                  action=attributed, user=attributed.requested_by if attributed else None, detail=detail))
+        HostEvent.objects.bulk_create(rows)
+
+        booted, staged, rollback = parsed.booted, parsed.staged, parsed.rollback
+        kinds = {spec.kind for spec in specs}
+        if EventKind.ROLLED_BACK in kinds:
+            host.rolled_back = True
+        elif EventKind.BOOTED in kinds or EventKind.SWITCHED in kinds:
+            host.rolled_back = False
+        host.is_bootc = parsed.is_bootc
+        host.spec_image = (parsed.spec_image.image if parsed.spec_image else "")[:512]
+        host.booted_digest = booted.digest[:80] if booted else ""
+        host.booted_version = booted.version[:200] if booted else ""
+        host.booted_image = (booted.image.image if booted and booted.image else "")[:512]
+        host.architecture = (booted.image.architecture if booted and booted.image else "")[:32]
+        host.staged_digest = staged.digest[:80] if staged else ""
+        host.staged_version = staged.version[:200] if staged else ""
+        host.rollback_digest = rollback.digest[:80] if rollback else ""
+        host.rollback_version = rollback.version[:200] if rollback else ""
+        host.rollback_queued = parsed.rollback_queued
+        update = booted.cached_update if booted and booted.update_available else None
+        host.update_digest = update.digest[:80] if update else ""
+        host.update_version = update.version[:200] if update else ""
+        host.status = current
+        host.status_hash = status_hash
+        host.raw_status = raw[:1024 * 1024]
+        host.status_at = now
+        host.last_poll_at = now
+        host.next_poll_at = _next_poll(now)
+        host.reachable = True
+        host.failures = 0
+        host.last_error, host.last_error_kind = "", ""
+        _apply_expected(host, expected)
+        host.save(update_fields=STATUS_FIELDS)
+    return host
+
+
+STATUS_FIELDS = [
+    "rolled_back", "is_bootc", "spec_image", "booted_digest", "booted_version", "booted_image", "architecture",
+    "staged_digest", "staged_version", "rollback_digest", "rollback_version", "rollback_queued", "update_digest",
+    "update_version", "status", "status_hash", "raw_status", "status_at", "last_poll_at", "next_poll_at", "reachable",
+    "failures", "last_error", "last_error_kind", "expected_digest", "drifting", "state",
+]
+
+
+def _journal_evidence(host, specs):
+    """Journal lines behind a rollback, read right away (best effort: the poll has succeeded already)."""
+    if not any(spec.kind == EventKind.ROLLED_BACK for spec in specs) or not setting("HOSTS_READ_JOURNAL", True):
+        return []
+    try:
+        target = target_for(host)
+        lines = []
+        with ssh.Connection(target) as connection:
+            for boot in (0, -1):
+                for unit in ("greenboot-healthcheck.service", "greenboot-rpm-ostree-grub2-check-fallback.service"):
+                    result = connection.run(ssh.journalctl(unit, boot=boot, lines=20), timeout=10, max_output=64 * 1024)
+                    lines += [line for line in result.text().splitlines() if line and not line.startswith("-- No")]
+        return lines[-40:]
+    except (ssh.SSHError, HostError):
+        return []
+
+
+def _apply_expected(host, expected):
+    """Set expected_digest, drifting and state from the denormalised fields and the reference's digests."""
+    reference = host.reference
+    digests = expected.get(reference) or {}
+    booted = bootc.ImageInfo(digest=host.booted_digest, architecture=host.architecture)
+    if digests:
+        host.expected_digest = digests.get(host.architecture) or digests.get("") or next(iter(digests.values()))
+    else:
+        host.expected_digest = ""
+    host.drifting = bool(digests) and bool(host.booted_digest) and not bootc.digest_matches(booted, digests)
+    host.state = compute_state(host, digests)
+
+
+def compute_state(host, digests):
+    if not host.is_bootc:
+        return HostState.NOT_BOOTC
+    if host.rolled_back:
+        return HostState.ROLLED_BACK
+    if host.staged_digest:
+        staged = bootc.ImageInfo(digest=host.staged_digest, architecture=host.architecture)
+        if not digests or bootc.digest_matches(staged, digests) or not host.drifting:
+            return HostState.UPDATE_STAGED
+        return HostState.DRIFT
+    if not digests:
+        return HostState.RUNNING
+    return HostState.DRIFT if host.drifting else HostState.UP_TO_DATE
+
+
+def _record_unreadable(host, raw, *, error_text, now, action=None):
+    status_hash = hashlib.sha256(raw).hexdigest()
+    text = raw.decode("utf-8", errors="replace")
+    with transaction.atomic():
+        if host.state != HostState.UNREADABLE or host.status_hash != status_hash:
+            HostSnapshot.objects.create(host=host, taken_at=now, raw=text[:1024 * 1024], parsed=None, error=error_text,
+                                        status_hash=status_hash)
+        if host.state != HostState.UNREADABLE:
+            _event(host, EventKind.UNREADABLE, f"Status unreadable: {error_text}"[:500], at=now,
+                   detail={"first_bytes": text[:500]})
+        host.state = HostState.UNREADABLE
+        host.raw_status = text[:1024 * 1024]
+        host.status_hash = status_hash
+        host.last_poll_at = now
+        host.next_poll_at = _next_poll(now)
+        host.reachable = True
+        host.failures = 0
+        host.last_error, host.last_error_kind = error_text[:2000], "unreadable"
+        host.save(update_fields=["state", "raw_status", "status_hash", "last_poll_at", "next_poll_at", "reachable",
+                                 "failures", "last_error", "last_error_kind"])
+
+
+def _record_failure(host, error, now, action=None):
+    with transaction.atomic():
+        host.last_poll_at = now
+        host.last_error, host.last_error_kind = str(error)[:2000], error.kind
+        if isinstance(error, ssh.HostKeyMismatch):
+            new_offer = error.presented_key != host.offered_host_key
+            if host.state != HostState.HOST_KEY_CHANGED or new_offer:
+                _event(host, EventKind.HOST_KEY_CHANGED,
+                       f"Host key changed: the host presented {ssh.fingerprint(error.presented_key)} instead of "
+                       f"{host.host_key_fingerprint}. The portal refuses to connect until an admin confirms a key.",
+                       at=now, detail={"presented": ssh.fingerprint(error.presented_key),
+                                       "pinned": host.host_key_fingerprint})
+                portal_services.audit(
+                    action="hosts.host_key_changed", team=host.team, obj=host,
+                    summary=f"{host} presented a different SSH host key ({ssh.fingerprint(error.presented_key)}); "
+                            "connection refused, nothing sent",
+                    detail={"presented": ssh.fingerprint(error.presented_key), "pinned": host.host_key_fingerprint},
+                )
+            host.state = HostState.HOST_KEY_CHANGED
+            host.offered_host_key = error.presented_key
+            host.offered_host_key_at = now
+            host.next_poll_at = None  # nothing more until an admin decides
+            host.failures += 1
+            host.save(update_fields=["last_poll_at", "last_error", "last_error_kind", "state", "offered_host_key",
+                                     "offered_host_key_at", "next_poll_at", "failures"])
+            return
+        if host.reachable:
+            _event(host, EventKind.UNREACHABLE, f"Unreachable: {error}"[:500], at=now, detail={"kind": error.kind})
+        host.reachable = False
+        host.failures += 1
+        host.next_poll_at = _next_poll(now, host.failures)
+        if host.state != HostState.HOST_KEY_CHANGED:
+            host.state = HostState.AUTH_FAILED if isinstance(error, ssh.AuthenticationFailed) else HostState.UNREACHABLE
+        host.save(update_fields=["last_poll_at", "last_error", "last_error_kind", "reachable", "failures",
+                                 "next_poll_at", "state"])
+
+
+def _event(host, kind, summary, *, at=None, user=None, action=None, detail=None, **fields):
+    return HostEvent.objects.create(host=host, at=at or timezone.now(), kind=kind, summary=summary[:500],
+                                    user=user if user is not None and getattr(user, "is_authenticated", False) else None,
+                                    action=action, detail=detail or {}, **fields)
+
+
+# --- Reference digests (drift) ---------------------------------------------------------------------------------------
+
+
+def _expected_by_reference(references):
+    references = {r for r in references if r}
+    out = {}
+    for row in ReferenceDigest.objects.filter(reference__in=references).values_list("reference", "architecture",
+                                                                                   "digest"):
+        out.setdefault(row[0], {})[row[1]] = row[2]
+    return out
+
+
+def reference_digests_set(*, reference, digests, version="", source="registry"):
+    """Record what `reference` resolves to ({architecture: digest}, "" for the top level) and re-evaluate drift of every
+    host that tracks it. Promotions call this when they move a stage tag; the poller when it resolves tags."""
+    digests = {arch or "": digest for arch, digest in digests.items() if digest}
+    with transaction.atomic():
+        current = dict(ReferenceDigest.objects.filter(reference=reference).values_list("architecture", "digest"))
+        if current == digests:
+            ReferenceDigest.objects.filter(reference=reference).update(resolved_at=timezone.now())
+            return False
+        ReferenceDigest.objects.filter(reference=reference).exclude(architecture__in=list(digests)).delete()
+        for arch, digest in digests.items():
+            ReferenceDigest.objects.update_or_create(
+                reference=reference, architecture=arch,
+                defaults={"digest": digest, "version": version[:200], "source": source, "resolved_at": timezone.now()},
+            )
+        hosts = Host.objects.filter(Q(tracked_image=reference) | Q(tracked_image="", spec_image=reference))
+        _refresh_expected(hosts)
+    return True
+
+
+def _refresh_expected(hosts):
+    hosts = list(hosts)
+    expected = _expected_by_reference({h.reference for h in hosts})
+    changed = []
+    for host in hosts:
+        before = (host.expected_digest, host.drifting, host.state)
+        if host.state in (HostState.NEW, HostState.UNREACHABLE, HostState.AUTH_FAILED, HostState.HOST_KEY_CHANGED,
+                          HostState.UNREADABLE):
+            digests = expected.get(host.reference) or {}
+            booted = bootc.ImageInfo(digest=host.booted_digest, architecture=host.architecture)
+            host.expected_digest = (digests.get(host.architecture) or digests.get("") or "") if digests else ""
+            host.drifting = bool(digests) and bool(host.booted_digest) and not bootc.digest_matches(booted, digests)
+        else:
+            _apply_expected(host, expected)
+        if (host.expected_digest, host.drifting, host.state) != before:
+            changed.append(host)
+    Host.objects.bulk_update(changed, ["expected_digest", "drifting", "state"], batch_size=500)
+    return changed
+
+
+def refresh_reference_digests(*, max_age_seconds=None):
+    """Resolve every reference hosts track (once each) in the registry, and record the digests."""
+    from . import registry
+
+    max_age = timedelta(seconds=max_age_seconds if max_age_seconds is not None else
+                        setting("HOSTS_REFERENCE_MAX_AGE_SECONDS", 60))
+    references = set(Host.objects.exclude(tracked_image="").values_list("tracked_image", flat=True).distinct())
+    references |= set(Host.objects.filter(tracked_image="").exclude(spec_image="").values_list("spec_image", flat=True)
+                      .distinct())
+    fresh = set(ReferenceDigest.objects.filter(reference__in=references, resolved_at__gte=timezone.now() - max_age)
+                .values_list("reference", flat=True))
+    results = {}
+    for reference in sorted(references - fresh):
+        try:
+            digests = registry.resolve_digests(reference)
+        except registry.ResolveError as exc:
+            results[reference] = str(exc)
+            continue
+        reference_digests_set(reference=reference, digests=digests, source="registry")
+        results[reference] = digests
+    return results
+
+
+# --- Due polls (beat) ------------------------------------------------------------------------------------------------
+
+
+def claim_due_hosts(*, limit=None, lease_seconds=None):
+    """Host ids whose poll is due, claimed (next_poll_at pushed out) so an overlapping beat does not poll them twice."""
+    now = timezone.now()
+    lease = timedelta(seconds=lease_seconds or setting("HOSTS_POLL_LEASE_SECONDS", 300))
+    ids = list(Host.objects.due(now).exclude(state=HostState.HOST_KEY_CHANGED).order_by("next_poll_at")
+               .values_list("pk", flat=True)[: limit or setting("HOSTS_POLL_MAX_PER_ROUND", 20000)])
+    claimed = []
+    for i in range(0, len(ids), 1000):
+        chunk = ids[i:i + 1000]
+        Host.objects.filter(pk__in=chunk).filter(Q(next_poll_at__isnull=True) | Q(next_poll_at__lte=now)).update(
+            next_poll_at=now + lease)
+        claimed += chunk
+    return claimed
+
+
+def _enqueue_poll(host_ids):
+    from .tasks import poll_hosts_task
+
+    poll_hosts_task.delay(list(host_ids))
+
+
+def _enqueue_key_fetch(host_ids):  # used by services (CSV import)
+    from .tasks import fetch_host_keys_task
+
+    fetch_host_keys_task.delay(list(host_ids))

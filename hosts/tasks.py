@@ -1,0 +1,38 @@
+"""Host tasks, on the `hosts` queue. Thin: ids in, services do the work."""
+
+from celery import shared_task
+from django.conf import settings
+
+from . import poller, services
+
+
+@shared_task
+def poll_due_hosts():
+    """Beat: claim the hosts whose poll is due and hand them to poll tasks in slices, so several workers share a big
+    fleet; each slice is polled concurrently by a thread pool."""
+    ids = poller.claim_due_hosts()
+    size = getattr(settings, "HOSTS_POLL_BATCH", 500)
+    for i in range(0, len(ids), size):
+        poll_hosts_task.delay(ids[i:i + size])
+    return len(ids)
+
+
+@shared_task
+def poll_hosts_task(host_ids):
+    return poller.poll_hosts(host_ids)
+
+
+@shared_task
+def refresh_reference_digests():
+    """Beat: resolve the references hosts track, so drift is measured against what the tags hold now."""
+    return {ref: (v if isinstance(v, str) else len(v)) for ref, v in poller.refresh_reference_digests().items()}
+
+
+@shared_task
+def fetch_host_keys_task(host_ids):
+    return services.fetch_keys(host_ids)
+
+
+@shared_task(acks_late=True)
+def host_action_task(action_id):
+    return services.host_action_execute(action_id).pk
