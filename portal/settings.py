@@ -105,6 +105,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "portal.context_processors.navigation",
+                "builds.context_processors.inbox",
             ],
         },
     },
@@ -322,3 +323,10 @@ CELERY_BEAT_SCHEDULE.update({
     "hosts-poll-due": {"task": "hosts.tasks.poll_due_hosts", "schedule": 15.0},
     "hosts-refresh-references": {"task": "hosts.tasks.refresh_reference_digests", "schedule": 60.0},
 })
+
+# --- Promotions and notifications (docs/promotions.md) ---------------------------------------------------------------
+PROMOTION_APPLY_TIMEOUT_SECONDS = env.int("PROMOTION_APPLY_TIMEOUT_SECONDS", default=600)  # skopeo copy + verify
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)  # one delivery attempt
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)  # then the delivery is marked failed
+WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=30.0)  # 30 s, 2 min, 8 min, 32 min, 1 h
+CELERY_BEAT_SCHEDULE["promotions-apply-due"] = {"task": "builds.tasks.promotions_apply_due", "schedule": 60.0}

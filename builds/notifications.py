@@ -1,0 +1,371 @@
+"""Notifications: email (Django's mail, the console backend in development) and signed outbound webhooks.
+
+`notify(event=..., team=..., promotion=... | build=...)` is the one entry point. Called inside a transaction, it creates
+the webhook delivery rows there and enqueues the email and the deliveries after commit, so nothing is sent for a change
+that rolled back. The builds pipeline calls `notify_build_failed(build=...)` when a build fails.
+
+Webhook deliveries are signed (see docs/promotions.md for how a receiver verifies them):
+
+    X-Portal-Timestamp: <unix seconds>
+    X-Portal-Signature-256: sha256=<hex HMAC-SHA256(secret, "<timestamp>." + body)>
+
+and retried with exponential backoff (WEBHOOK_RETRY_BASE_SECONDS x 4^(attempt-1), at most WEBHOOK_MAX_ATTEMPTS tries)
+by the `builds.tasks.webhook_deliver` task; every delivery keeps its last response for the delivery log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+import urllib.error
+import urllib.request
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
+from django.db import transaction
+from django.utils import timezone
+
+from portal.access import check_team_action
+from portal.models import ROLE_ACTIONS, Action, Team, User
+from portal.services import audit
+
+from .models import (
+    ApprovalDecision,
+    Build,
+    DeliveryStatus,
+    NotificationEvent,
+    NotificationWebhook,
+    Promotion,
+    PromotionStatus,
+    WebhookDelivery,
+)
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Portal-Signature-256"
+TIMESTAMP_HEADER = "X-Portal-Timestamp"
+__all__ = ["NotificationEvent", "notify", "notify_build_failed", "sign", "verify_signature"]
+
+
+# --- Signing ---------------------------------------------------------------------------------------------------------
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The signature header's value for `body` sent at `timestamp`."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify_signature(secret: str, timestamp: str, body: bytes, signature: str, *, tolerance=300, now=None) -> bool:
+    """What a receiver does (the documented method): recompute, compare in constant time, refuse old timestamps."""
+    try:
+        age = abs((now or time.time()) - int(timestamp))
+    except (TypeError, ValueError):
+        return False
+    return age <= tolerance and hmac.compare_digest(sign(secret, timestamp, body), signature or "")
+
+
+# --- The entry point -------------------------------------------------------------------------------------------------
+
+
+def notify(*, event: str, team: Team, promotion: Promotion | None = None, build: Build | None = None,
+           actor: User | None = None) -> list[WebhookDelivery]:
+    """Tell the right people (email) and the team's webhooks about `event`, after the transaction commits."""
+    event = NotificationEvent(event)
+    payload = _payload(event, team, promotion, build, actor)
+    recipients = sorted({u.email for u in _recipients(event, team, promotion, build, actor) if u.email})
+    if recipients:
+        subject, body = _email(event, payload)
+        transaction.on_commit(lambda: _enqueue_email(subject, body, recipients))
+    deliveries = []
+    for hook in NotificationWebhook.objects.filter(team=team, active=True):
+        if event.value not in hook.events:
+            continue
+        delivery_id = str(uuid.uuid4())
+        deliveries.append(WebhookDelivery.objects.create(
+            webhook=hook, event=event.value, delivery_id=delivery_id, payload={**payload, "delivery": delivery_id}))
+    for delivery in deliveries:
+        transaction.on_commit(lambda pk=delivery.pk: _enqueue_delivery(pk))
+    return deliveries
+
+
+def notify_build_failed(*, build: Build) -> list[WebhookDelivery]:
+    """For the build pipeline: a build failed; tell its team (developers and up) and whoever started it."""
+    return notify(event=NotificationEvent.BUILD_FAILED, team=build.definition.team, build=build)
+
+
+def _enqueue_email(subject, body, recipients):
+    from .tasks import notification_email
+
+    notification_email.delay(subject, body, recipients)
+
+
+def _enqueue_delivery(pk):
+    from .tasks import webhook_deliver
+
+    webhook_deliver.delay(pk)
+
+
+def _url(path):
+    return settings.SITE_URL.rstrip("/") + path
+
+
+def _members_with(team, action):
+    roles = [role for role, actions in ROLE_ACTIONS.items() if action in actions]
+    return User.objects.filter(memberships__team=team, memberships__role__in=roles, is_active=True).distinct()
+
+
+def _recipients(event, team, promotion, build, actor) -> set[User]:
+    from .promotions import eligible_approvers
+
+    people: set[User] = set()
+    if event == NotificationEvent.APPROVAL_REQUESTED:
+        people.update(eligible_approvers(promotion))
+    elif event in (NotificationEvent.DECIDED, NotificationEvent.APPLIED, NotificationEvent.FAILED):
+        if promotion.requested_by is not None:
+            people.add(promotion.requested_by)
+        people.update(a.approver for a in promotion.approvals.filter(decision=ApprovalDecision.APPROVE,
+                                                                     superseded_at__isnull=True).select_related("approver")
+                      if a.approver is not None)
+    elif event == NotificationEvent.BUILD_FAILED:
+        people.update(_members_with(team, Action.DEVELOP))
+        if build.run.started_by is not None:
+            people.add(build.run.started_by)
+    if actor is not None and event != NotificationEvent.BUILD_FAILED:
+        people.discard(actor)  # they know: they just did it
+    return people
+
+
+def _payload(event, team, promotion, build, actor) -> dict:
+    payload = {
+        "event": event.value,
+        "sent_at": timezone.now().isoformat(timespec="seconds"),
+        "team": {"slug": team.slug, "name": team.name},
+        "actor": actor.username if actor is not None else None,
+    }
+    if promotion is not None:
+        decisions = promotion.approvals.filter(superseded_at__isnull=True).order_by("created_at")
+        payload["promotion"] = {
+            "id": promotion.pk,
+            "url": _url(promotion.get_absolute_url()),
+            "kind": promotion.kind,
+            "status": promotion.status,
+            "status_note": promotion.status_note,
+            "definition": str(promotion.definition),
+            "repository": promotion.definition.repository,
+            "digest": promotion.digest,
+            "previous_digest": promotion.previous_digest,
+            "stage": promotion.target_stage.name,
+            "from_stage": promotion.source_stage.name if promotion.source_stage else None,
+            "reference": promotion.target_ref,
+            "reason": promotion.reason,
+            "emergency": promotion.emergency,
+            "requested_by": promotion.requested_by_name,
+            "build": promotion.build.number,
+            "decisions": [{"by": a.approver_name, "decision": a.decision, "comment": a.comment,
+                           "at": a.created_at.isoformat(timespec="seconds")} for a in decisions],
+        }
+    if build is not None:
+        run = build.run
+        payload["build"] = {
+            "id": build.pk,
+            "number": build.number,
+            "url": _url(build.get_absolute_url()),
+            "definition": str(build.definition),
+            "revision": build.revision.number,
+            "platform": build.platform,
+            "status": run.status,
+            "reason": run.exit_reason,
+            "failed_step": build.failed_step,
+            "started_by": run.started_by.username if run.started_by else None,
+            "log": _url(run.get_absolute_url()),
+        }
+    return payload
+
+
+def _email(event, payload) -> tuple[str, str]:
+    prefix = "[Image Mode Portal]"
+    if "promotion" in payload:
+        p = payload["promotion"]
+        what = f"{p['definition']} {p['digest'][:19]}… to {p['stage']}"
+        kind = "rollback" if p["kind"] == "rollback" else "promotion"
+        decided = "rejected" if p["status"] == PromotionStatus.REJECTED else "approved"
+        subject = {
+            NotificationEvent.APPROVAL_REQUESTED: f"Approval requested: {what}",
+            NotificationEvent.DECIDED: f"{kind.capitalize()} {decided}: {what}",
+            NotificationEvent.APPLIED: f"{kind.capitalize()} applied: {what}",
+            NotificationEvent.FAILED: f"{kind.capitalize()} failed: {what}",
+        }[event]
+        lines = [
+            subject, "",
+            f"Requested by {p['requested_by']}: {p['reason']}",
+            f"Image: {p['repository']}@{p['digest']}",
+            f"Stage: {p['stage']} ({p['reference']})" + (f", now {p['previous_digest'][:19]}…" if p["previous_digest"] else ""),
+        ]
+        if p["emergency"]:
+            lines.append("This is an emergency override: it applies during a freeze or outside change windows.")
+        if p["status_note"]:
+            lines.append(p["status_note"])
+        for d in p["decisions"]:
+            lines.append(f"- {d['by']} {d['decision']}d" + (f": {d['comment']}" if d["comment"] else ""))
+        action = "Review and decide" if event == NotificationEvent.APPROVAL_REQUESTED else "Open it"
+        lines += ["", f"{action}: {p['url']}"]
+        return f"{prefix} {subject}", "\n".join(lines) + "\n"
+    b = payload["build"]
+    subject = f"Build failed: {b['definition']} build {b['number']} ({b['platform']})"
+    lines = [subject, "", b["reason"] or "(no reason recorded)"]
+    if b["failed_step"]:
+        lines.append(f"At: {b['failed_step']}")
+    lines += ["", f"Build: {b['url']}", f"Log: {b['log']}"]
+    return f"{prefix} {subject}", "\n".join(lines) + "\n"
+
+
+def email_send(*, subject: str, body: str, recipients: list[str]) -> int:
+    """Send one notification email (the task calls this); one message per recipient, so nobody sees the others."""
+    sent = 0
+    for address in recipients:
+        sent += send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [address], fail_silently=False)
+    return sent
+
+
+# --- Webhooks --------------------------------------------------------------------------------------------------------
+
+
+def webhook_create(*, team: Team, user: User, name: str, url: str, events: list[str], request=None):
+    """A new outbound webhook; returns (webhook, secret). The secret is shown once."""
+    check_team_action(user, team, Action.ADMIN)
+    secret = secrets.token_urlsafe(32)
+    hook = NotificationWebhook(team=team, name=(name or "").strip(), url=(url or "").strip(), secret=secret,
+                               events=list(events), created_by=user)
+    _check_url(hook.url)
+    hook.full_clean()
+    with transaction.atomic():
+        hook.save()
+        audit(action="notification_webhook.create", summary=f"added webhook {hook.name} ({hook.url}) to {team}",
+              actor=user, team=team, obj=hook, request=request, detail={"url": hook.url, "events": hook.events})
+    return hook, secret
+
+
+def webhook_update(*, hook: NotificationWebhook, user: User, name: str, url: str, events: list[str], active: bool,
+                   request=None) -> NotificationWebhook:
+    check_team_action(user, hook.team, Action.ADMIN)
+    hook.name, hook.url, hook.events, hook.active = (name or "").strip(), (url or "").strip(), list(events), active
+    _check_url(hook.url)
+    hook.full_clean()
+    with transaction.atomic():
+        hook.save()
+        audit(action="notification_webhook.update", summary=f"changed webhook {hook.name} of {hook.team}",
+              actor=user, team=hook.team, obj=hook, request=request,
+              detail={"url": hook.url, "events": hook.events, "active": active})
+    return hook
+
+
+def webhook_delete(*, hook: NotificationWebhook, user: User, request=None):
+    check_team_action(user, hook.team, Action.ADMIN)
+    with transaction.atomic():
+        audit(action="notification_webhook.delete", summary=f"deleted webhook {hook.name} ({hook.url}) of {hook.team}",
+              actor=user, team=hook.team, obj=hook, request=request)
+        hook.delete()
+
+
+def webhook_redeliver(*, delivery: WebhookDelivery, user: User, request=None) -> WebhookDelivery:
+    """Send a delivery's payload again, as a new delivery (new id, new signature)."""
+    hook = delivery.webhook
+    check_team_action(user, hook.team, Action.ADMIN)
+    delivery_id = str(uuid.uuid4())
+    with transaction.atomic():
+        again = WebhookDelivery.objects.create(webhook=hook, event=delivery.event, delivery_id=delivery_id,
+                                               payload={**delivery.payload, "delivery": delivery_id})
+        audit(action="notification_webhook.redeliver", summary=f"redelivered {delivery.event} to webhook {hook.name}",
+              actor=user, team=hook.team, obj=hook, request=request, detail={"of": delivery.delivery_id})
+        transaction.on_commit(lambda: _enqueue_delivery(again.pk))
+    return again
+
+
+def webhook_test(*, hook: NotificationWebhook, user: User, request=None) -> WebhookDelivery:
+    """A `ping` delivery, to check the receiver and its signature check."""
+    check_team_action(user, hook.team, Action.ADMIN)
+    delivery_id = str(uuid.uuid4())
+    with transaction.atomic():
+        delivery = WebhookDelivery.objects.create(
+            webhook=hook, event="ping", delivery_id=delivery_id,
+            payload={"event": "ping", "delivery": delivery_id, "team": {"slug": hook.team.slug, "name": hook.team.name},
+                     "sent_at": timezone.now().isoformat(timespec="seconds"), "actor": user.username})
+        transaction.on_commit(lambda: _enqueue_delivery(delivery.pk))
+    return delivery
+
+
+def _check_url(url):
+    if not url.lower().startswith(("https://", "http://")):
+        raise ValidationError("The webhook URL must start with https:// (or http:// for a receiver on a trusted network).")
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds before attempt `attempts + 1`: base x 4^(attempts-1), at most an hour."""
+    return min(settings.WEBHOOK_RETRY_BASE_SECONDS * 4 ** max(attempts - 1, 0), 3600)
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # a redirect is an answer (3xx), never followed: the signed body goes only where it was configured
+
+
+_opener = urllib.request.build_opener(_NoRedirects)
+
+
+def webhook_attempt(*, delivery_id: int) -> float | None:
+    """One attempt of a delivery. Returns the seconds to wait before the next attempt, or None when it is done
+    (delivered, failed for good, or not found).
+
+    The HTTP request is made outside any transaction (a slow receiver must not hold database locks). A redelivered task
+    may therefore send a delivery twice; receivers deduplicate by X-Portal-Delivery.
+    """
+    delivery = WebhookDelivery.objects.select_related("webhook").filter(pk=delivery_id).first()
+    if delivery is None or delivery.status in (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED):
+        return None
+    hook = delivery.webhook
+    body = json.dumps(delivery.payload, sort_keys=True, separators=(",", ":")).encode()
+    timestamp = str(int(time.time()))
+    request = urllib.request.Request(hook.url, data=body, method="POST", headers={
+        "Content-Type": "application/json",
+        "User-Agent": "ImageModePortal-Webhook/1",
+        "X-Portal-Event": delivery.event,
+        "X-Portal-Delivery": delivery.delivery_id,
+        TIMESTAMP_HEADER: timestamp,
+        SIGNATURE_HEADER: sign(hook.secret, timestamp, body),
+    })
+    started = time.monotonic()
+    code, excerpt, error = None, "", ""
+    try:
+        with _opener.open(request, timeout=settings.WEBHOOK_TIMEOUT_SECONDS) as response:
+            code, excerpt = response.status, response.read(500).decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        code, excerpt = exc.code, (exc.read(500) or b"").decode("utf-8", "replace")
+        error = f"HTTP {exc.code} {exc.reason}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        error = f"{type(reason).__name__}: {reason}"
+    now = timezone.now()
+    attempts = delivery.attempts + 1
+    changes = {"attempts": attempts, "response_code": code, "response_excerpt": excerpt[:500], "error": error[:500],
+               "duration_ms": int((time.monotonic() - started) * 1000), "last_attempt_at": now,
+               "next_attempt_at": None}
+    wait = None
+    if code is not None and 200 <= code < 300:
+        changes.update(status=DeliveryStatus.DELIVERED, delivered_at=now, error="")
+    elif (code is not None and 400 <= code < 500 and code not in (408, 425, 429)) \
+            or attempts >= settings.WEBHOOK_MAX_ATTEMPTS:
+        gave_up = f" (gave up after {attempts} attempt{'s' if attempts != 1 else ''})"
+        changes.update(status=DeliveryStatus.FAILED, error=((error or f"HTTP {code}") + gave_up)[:500])
+    else:
+        wait = retry_delay(attempts)
+        changes.update(status=DeliveryStatus.RETRYING, next_attempt_at=now + timedelta(seconds=wait))
+    WebhookDelivery.objects.filter(pk=delivery.pk).exclude(status=DeliveryStatus.DELIVERED).update(**changes)
+    return wait

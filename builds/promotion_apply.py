@@ -1,0 +1,225 @@
+"""What a worker does to apply an approved promotion: the whole of the `builds.tasks.promotion_apply` task.
+
+1. Start the run with a conditional UPDATE (a redelivered task does nothing).
+2. Read what the stage tag resolves to now (`skopeo inspect`): a registry that does not answer fails here, untouched.
+3. `skopeo copy --preserve-digests docker://REPO@DIGEST docker://REPO:STAGE`: the manifest is written last, so a copy
+   that fails leaves the tag where it was.
+4. Check that the tag now resolves to exactly DIGEST.
+5. Record, in one transaction: the stage history entry, the promotion applied, the audit event, the run succeeded.
+
+If anything fails after the tag moved (the check, or recording it), the tag is put back to the digest it held before,
+so nothing is left half applied; the promotion is marked failed with the reason and can be retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from portal.logsink import LogSink
+from portal.models import Run, RunStatus
+from portal.services import RunStateError, audit, run_finish, run_set_phase, run_start
+
+from . import registry
+from .models import Promotion, PromotionKind, PromotionStatus, StageHistory
+from .runner import BuilderUnavailable, Cancelled, CommandFailed, LocalRunner, TimedOut, Watch
+
+log = logging.getLogger(__name__)
+
+
+class ApplyFailed(Exception):
+    """The application failed; the message is the reason people read."""
+
+
+def promotion_apply_execute(run_id: int) -> None:
+    promotion = Promotion.objects.with_related().filter(run_id=run_id).first()
+    run = Run.objects.filter(pk=run_id).first()
+    if promotion is None or run is None or run.status != RunStatus.QUEUED:
+        return  # gone, or already started or ended (a redelivered task)
+    if promotion.status != PromotionStatus.APPLYING:
+        try:
+            run_finish(run, status=RunStatus.CANCELLED, reason=f"Promotion #{promotion.pk} is "
+                                                                f"{promotion.get_status_display().lower()}; not applied.")
+        except RunStateError:
+            pass
+        return
+    try:
+        run_start(run, phase="resolving")
+    except RunStateError:
+        return
+    sink = LogSink(run)
+    runner = LocalRunner()
+    watch = Watch(run=run, sink=sink, deadline=time.monotonic() + settings.PROMOTION_APPLY_TIMEOUT_SECONDS)
+    definition, stage = promotion.definition, promotion.target_stage
+    source_repository = promotion.build.repository or definition.repository
+    source = f"{source_repository}@{promotion.digest}"
+    target = stage.reference(definition)
+    access = registry.access_for(definition.team, definition.registry)
+    workdir = authfile = None
+    previous, moved = "", False
+    try:
+        what = "Roll back" if promotion.is_rollback else "Promote"
+        sink.write(f"{what} {source} to {target} (request #{promotion.pk} by {promotion.requested_by_name or '?'}: "
+                   f"{promotion.reason.splitlines()[0][:200] if promotion.reason else ''})")
+        if access.auth_json():
+            workdir = runner.mkdtemp()
+            authfile = f"{workdir}/auth.json"
+            runner.write_file(authfile, access.auth_json(), 0o600)
+
+        previous = _resolve(runner, watch, target, access, authfile, missing_ok=True)
+        sink.write(f"{target} resolves to {previous} now" if previous else f"{target} does not exist yet")
+        if previous == promotion.digest:
+            sink.write("The tag already points at this digest: nothing to copy.")
+        else:
+            run_set_phase(run, "copying")
+            try:
+                runner.run(registry.copy_by_digest_args(source, target, tls_verify=access.tls_verify, authfile=authfile),
+                           watch=watch)
+            except CommandFailed as exc:
+                raise ApplyFailed(f"skopeo copy failed ({exc}): {_last_error(exc)}. The stage tag was not moved.") from exc
+            moved = True
+
+        run_set_phase(run, "verifying")
+        now_digest = _resolve(runner, watch, target, access, authfile)
+        if now_digest != promotion.digest:
+            raise ApplyFailed(f"After the copy {target} resolves to {now_digest or 'nothing'}, not {promotion.digest}.")
+        sink.write(f"Verified: {target} resolves to {now_digest}")
+        _record_success(promotion, run, previous=previous, sink=sink)
+        moved = False
+    except Exception as exc:  # noqa: BLE001 - the run and the promotion must end, whatever happened
+        reason, status = _reason(exc, run)
+        if not isinstance(exc, (ApplyFailed, Cancelled, TimedOut, CommandFailed, BuilderUnavailable)):
+            log.exception("applying promotion %s failed unexpectedly", promotion.pk)
+            sink.write(traceback.format_exc())
+        if moved:
+            reason += " " + _put_back(runner, target, previous, access, authfile, sink)
+        sink.write(reason)
+        sink.close()
+        fail_promotion(promotion.pk, run_id=run.pk, reason=reason, run_status=status)
+        return
+    finally:
+        if workdir:
+            runner.remove_tree(workdir)
+        sink.close()
+
+
+def _resolve(runner, watch, reference, access, authfile, *, missing_ok=False) -> str:
+    """The digest `reference` resolves to; "" if the tag does not exist and `missing_ok`."""
+    try:
+        result = runner.run(registry.inspect_args(reference, tls_verify=access.tls_verify, authfile=authfile),
+                            watch=watch, capture=True)
+    except CommandFailed as exc:
+        text = "\n".join(exc.output_tail).lower()
+        if missing_ok and ("manifest unknown" in text or "not found" in text and "connection" not in text):
+            return ""
+        raise ApplyFailed(f"Could not read {reference} from the registry: {_last_error(exc)}. The stage tag was not "
+                          "touched.") from exc
+    return registry.parse_inspect(result.stdout).digest
+
+
+def _last_error(exc: CommandFailed) -> str:
+    lines = [line.strip() for line in exc.output_tail if line.strip()]
+    return lines[-1][:400] if lines else str(exc)
+
+
+def _reason(exc, run):
+    if isinstance(exc, ApplyFailed):
+        return str(exc), RunStatus.FAILED
+    if isinstance(exc, Cancelled):
+        return "Cancelled before it finished; the stage tag was left as it was.", RunStatus.CANCELLED
+    if isinstance(exc, TimedOut):
+        return (f"Timed out after {settings.PROMOTION_APPLY_TIMEOUT_SECONDS} s (PROMOTION_APPLY_TIMEOUT_SECONDS).",
+                RunStatus.FAILED)
+    if isinstance(exc, BuilderUnavailable):
+        return f"This worker cannot run skopeo: {exc}.", RunStatus.FAILED
+    if isinstance(exc, RunStateError):
+        return f"The run ended while it was working ({exc}).", RunStatus.FAILED
+    return f"Internal error while applying: {type(exc).__name__}: {exc}", RunStatus.FAILED
+
+
+def _put_back(runner, target, previous, access, authfile, sink) -> str:
+    """Move the tag back to where it was, after it moved but the promotion could not be completed."""
+    if not previous:
+        return (f"{target} did not exist before and now points at the promoted digest; skopeo cannot remove a tag "
+                "without deleting the manifest, so it was left as is.")
+    repository = target.rsplit(":", 1)[0]
+    watch = Watch(run=None, sink=sink, deadline=time.monotonic() + settings.PROMOTION_APPLY_TIMEOUT_SECONDS)
+    try:
+        runner.run(registry.copy_by_digest_args(f"{repository}@{previous}", target, tls_verify=access.tls_verify,
+                                                authfile=authfile), watch=watch)
+    except Exception as exc:  # noqa: BLE001
+        return f"Putting {target} back to {previous} failed too ({exc}): check the tag by hand."
+    return f"{target} was put back to {previous}."
+
+
+def _record_success(promotion, run, *, previous, sink):
+    from . import notifications
+
+    with transaction.atomic():
+        locked = Promotion.objects.select_for_update(of=("self",)).with_related().get(pk=promotion.pk)
+        if locked.status != PromotionStatus.APPLYING or locked.run_id != run.pk:
+            raise ApplyFailed(f"Request #{locked.pk} became {locked.get_status_display().lower()} while it was applied.")
+        now = timezone.now()
+        entry = StageHistory.objects.create(
+            stage=locked.target_stage, definition=locked.definition, digest=locked.digest, previous_digest=previous,
+            build=locked.build, promotion=locked, kind=locked.kind, roll_forward=locked.roll_forward,
+            applied_by=locked.requested_by, applied_by_name=locked.requested_by_name, applied_at=now,
+        )
+        locked.status, locked.status_note, locked.applied_at = PromotionStatus.APPLIED, "", now
+        locked.save(update_fields=["status", "status_note", "applied_at", "updated_at"])
+        stage = locked.target_stage
+        summary = (f"{'rolled back' if locked.kind == PromotionKind.ROLLBACK else 'promoted'} {locked.definition} to "
+                   f"{locked.digest[:19]}… on {stage.name}" + (" (pinned until rolled forward)"
+                                                                if locked.kind == PromotionKind.ROLLBACK else ""))
+        audit(action="promotion.applied", summary=f"{summary} (#{locked.pk})", actor_name="portal", team=stage.team,
+              obj=locked, detail={"digest": locked.digest, "previous_digest": previous, "stage": stage.name,
+                                  "history": entry.pk, "run": run.pk, "kind": locked.kind})
+        sink.write(f"Recorded: {stage.name} of {locked.definition} is {locked.digest} (history entry {entry.pk})")
+        sink.close()
+        run_finish(run, status=RunStatus.SUCCEEDED, reason="", log_lines=sink.last_seq)
+        notifications.notify(event=notifications.NotificationEvent.APPLIED, team=stage.team, promotion=locked)
+        reference, digest, architecture = stage.reference(locked.definition), locked.digest, locked.build.architecture
+        transaction.on_commit(lambda: _tell_hosts(reference, digest, architecture))
+
+
+def _tell_hosts(reference, digest, architecture):
+    """Hosts that track the stage tag now expect this digest (drift is judged against it)."""
+    try:
+        from hosts.services import reference_digests_set
+    except ImportError:  # pragma: no cover - the hosts app provides it
+        return
+    digests = {"": digest}
+    if architecture:
+        digests[architecture] = digest
+    try:
+        reference_digests_set(reference=reference, digests=digests, source="promotion")
+    except Exception:  # noqa: BLE001 - the promotion is applied; the poller will resolve the tag again anyway
+        log.exception("could not update the expected digest of hosts tracking %s", reference)
+
+
+def fail_promotion(promotion_id: int, *, run_id: int | None, reason: str, run_status=RunStatus.FAILED):
+    """Mark an applying promotion failed with the reason (it may be retried), and end its run if it is still going."""
+    from . import notifications
+
+    with transaction.atomic():
+        locked = Promotion.objects.select_for_update(of=("self",)).with_related().filter(pk=promotion_id).first()
+        if run_id is not None:
+            run = Run.objects.filter(pk=run_id).first()
+            if run is not None and run.is_active:
+                try:
+                    run_finish(run, status=run_status, reason=reason)
+                except RunStateError:
+                    pass
+        if locked is None or locked.status != PromotionStatus.APPLYING or (run_id and locked.run_id != run_id):
+            return
+        locked.status, locked.status_note = PromotionStatus.FAILED, reason[:500]
+        locked.save(update_fields=["status", "status_note", "updated_at"])
+        audit(action="promotion.failed", summary=f"applying #{locked.pk} ({locked.definition} to "
+              f"{locked.target_stage.name}) failed: {reason}", actor_name="portal", team=locked.team, obj=locked,
+              detail={"digest": locked.digest, "stage": locked.target_stage.name, "run": run_id, "reason": reason})
+        notifications.notify(event=notifications.NotificationEvent.FAILED, team=locked.team, promotion=locked)
