@@ -1,21 +1,32 @@
-"""The log sink: every run's output goes through here.
+"""The log sink: every run's output goes through here, and every reader of a run's log reads through here.
 
 Lines are numbered 1, 2, 3... and buffered; a batch is written as one `LogChunk` row (one INSERT, never one per line) when
-it holds RUN_LOG_BATCH_LINES lines or RUN_LOG_CHUNK_BYTES bytes, or when its oldest line has waited RUN_LOG_BATCH_SECONDS.
-The same batch is then published to the run's Channels group. Readers use `lines_after()` and `chunks()`.
+it holds RUN_LOG_BATCH_LINES lines or RUN_LOG_CHUNK_BYTES characters, or when its oldest line has waited
+RUN_LOG_BATCH_SECONDS. The same batch is then published to the run's Channels group. Lines that start a section (see
+`portal.logtext`) are recorded as `LogSection` rows with their chunk.
+
+A line is stored as a terminal would show it (a carriage return rewrites the line) and is at most RUN_LOG_LINE_MAX_CHARS
+long, so no chunk ever outgrows about twice the chunk size. Readers (`chunks`, `lines_between`, `tail_lines`, `search`,
+`raw`) read a few chunks at a time: the memory a reader needs is bounded by the chunk size, never by the log's size.
 
 A sink has one writer. Whoever feeds it from a stream that may go quiet calls `poll()` every so often (the runners do, from
 their select loop), which flushes a batch that is due and beats the run's heartbeat.
 """
 
 import time
+import zlib
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from . import live
-from .models import LogChunk, Run
+from .logtext import SectionDetector, cap_line, cut_for_display, strip_ansi, terminal_line
+from .models import LogChunk, LogSection, Run
+
+# Sections recorded per run at most: a log that prints "STEP 1/2:" a million times gets an outline of useful size.
+MAX_SECTIONS = 2000
 
 
 class LogSink:
@@ -25,10 +36,14 @@ class LogSink:
         self.batch_lines = settings.RUN_LOG_BATCH_LINES
         self.batch_seconds = settings.RUN_LOG_BATCH_SECONDS
         self.chunk_bytes = settings.RUN_LOG_CHUNK_BYTES
+        self.line_max = settings.RUN_LOG_LINE_MAX_CHARS
         last = LogChunk.objects.filter(run=run).aggregate(last=Max("last_seq"))["last"] or 0
         self.next_seq = last + 1
+        self.sections_left = MAX_SECTIONS - LogSection.objects.filter(run=run).count()
+        self.detector = SectionDetector()
         self._lines = []
         self._offsets = []
+        self._sections = []  # (seq, kind, title, offset_ms) of section lines in the current batch
         self._bytes = 0
         self._started = None  # wall clock of the batch's first line
         self._started_mono = 0.0
@@ -44,18 +59,31 @@ class LogSink:
         """Add one line, or several separated by newlines. A trailing newline does not make an empty line."""
         if text.endswith("\n"):
             text = text[:-1]
+        if "\n" not in text:
+            self._add(text)
+            return
         for line in text.split("\n"):
-            self._add(line.removesuffix("\r"))
+            self._add(line)
 
     def _add(self, line):
+        if "\r" in line:
+            line = terminal_line(line)
+        if len(line) > self.line_max:
+            line = cap_line(line, self.line_max)
         now = time.monotonic()
         if not self._lines:
             self._started = timezone.now()
             self._started_mono = now
+        offset = int((now - self._started_mono) * 1000)
+        section = self.detector.feed(line)
+        if section is not None and self.sections_left > 0:
+            self.sections_left -= 1
+            self._sections.append((self.next_seq + len(self._lines), section[0], section[1], offset))
         self._lines.append(line)
-        self._offsets.append(int((now - self._started_mono) * 1000))
+        self._offsets.append(offset)
         self._bytes += len(line) + 1
-        if len(self._lines) >= self.batch_lines or self._bytes >= self.chunk_bytes or self._due(now):
+        if (len(self._lines) >= self.batch_lines or self._bytes >= self.chunk_bytes
+                or now - self._started_mono >= self.batch_seconds):
             self.flush()
 
     def _due(self, now):
@@ -76,7 +104,7 @@ class LogSink:
         if not self._lines:
             return None
         first = self.next_seq
-        chunk = LogChunk.objects.create(
+        chunk = LogChunk(
             run_id=self.run.pk,
             first_seq=first,
             last_seq=first + len(self._lines) - 1,
@@ -84,10 +112,21 @@ class LogSink:
             text="\n".join(self._lines),
             offsets_ms=",".join(map(str, self._offsets)),
         )
+        sections = [
+            LogSection(run_id=self.run.pk, seq=seq, kind=kind, title=title,
+                       started_at=self._started + timezone.timedelta(milliseconds=offset))
+            for seq, kind, title, offset in self._sections
+        ]
+        if sections:
+            with transaction.atomic():
+                chunk.save(force_insert=True)
+                LogSection.objects.bulk_create(sections)
+        else:
+            chunk.save(force_insert=True)
         if self.publish:
-            live.publish(self.run.group_name(), batch_message(chunk, self._lines, self._offsets))
+            live.publish(self.run.group_name(), batch_message(chunk, self._lines, self._offsets, sections))
         self.next_seq = chunk.last_seq + 1
-        self._lines, self._offsets, self._bytes = [], [], 0
+        self._lines, self._offsets, self._sections, self._bytes = [], [], [], 0
         return chunk
 
     def close(self):
@@ -104,18 +143,49 @@ class LogSink:
         self.close()
 
 
-def batch_message(chunk, lines=None, offsets=None):
-    """The Channels message for one batch of lines; consumers forward it to browsers as is."""
-    start_ms = int(chunk.created_at.timestamp() * 1000)
+# --- Messages --------------------------------------------------------------------------------------------------------
+
+
+def _ms(when):
+    return int(when.timestamp() * 1000)
+
+
+def section_entry(section):
+    """[seq, kind, title, started_at in ms since the epoch]: how the viewer receives a section."""
+    return [section.seq, section.kind, section.title, _ms(section.started_at)]
+
+
+def lines_message(first, lines, times, sections=()):
+    """The viewer's message for consecutive lines from `first`: long lines cut for display, with the sections they start.
+
+    {"t": "lines", "first": N, "lines": [...], "times": [ms, ...], "sections": [[seq, kind, title, ms], ...],
+     "cut": [[seq, full length], ...]}   ("sections" and "cut" only when there are any)
+    """
+    lines, cut = cut_for_display(lines, first, settings.RUN_LOG_DISPLAY_LINE_CHARS)
+    message = {"t": "lines", "first": first, "lines": lines, "times": times}
+    if sections:
+        message["sections"] = [entry if isinstance(entry, list) else section_entry(entry) for entry in sections]
+    if cut:
+        message["cut"] = cut
+    return message
+
+
+def batch_message(chunk, lines=None, offsets=None, sections=None):
+    """The Channels message for one batch of lines; consumers forward its payload to browsers."""
+    start_ms = _ms(chunk.created_at)
     if offsets is None:
         offsets = [int(o) for o in chunk.offsets_ms.split(",")] if chunk.offsets_ms else []
-    return {
-        "type": "log.lines",
-        "run": chunk.run_id,
-        "first": chunk.first_seq,
-        "lines": lines if lines is not None else chunk.lines(),
-        "times": [start_ms + o for o in offsets],
-    }
+    if lines is None:
+        lines = chunk.lines()
+    if sections is None:
+        sections = list(LogSection.objects.filter(run_id=chunk.run_id, seq__gte=chunk.first_seq, seq__lte=chunk.last_seq))
+    message = lines_message(chunk.first_seq, lines, [start_ms + o for o in offsets], sections)
+    message["type"] = "log.lines"
+    message["run"] = chunk.run_id
+    return message
+
+
+# --- Readers ---------------------------------------------------------------------------------------------------------
 
 
 def chunks(run, *, after=0, before=None):
@@ -124,6 +194,59 @@ def chunks(run, *, after=0, before=None):
     if before is not None:
         qs = qs.filter(first_seq__lt=before)
     return qs
+
+
+def last_seq(run):
+    """The number of the last stored line (0 when there is none): one index lookup."""
+    value = LogChunk.objects.filter(run=run).order_by("-first_seq").values_list("last_seq", flat=True).first()
+    return value or 0
+
+
+def sections(run, *, after=0, before=None):
+    qs = LogSection.objects.filter(run=run, seq__gt=after)
+    if before is not None:
+        qs = qs.filter(seq__lt=before)
+    return qs.order_by("seq")
+
+
+def _slice(chunk, after, before):
+    """(first, lines, times) of the chunk's lines numbered after `after` and before `before`."""
+    start_ms = _ms(chunk.created_at)
+    offsets = [int(o) for o in chunk.offsets_ms.split(",")] if chunk.offsets_ms else []
+    lines = chunk.lines()
+    lo = max(after + 1 - chunk.first_seq, 0)
+    hi = len(lines) if before is None else max(min(before - chunk.first_seq, len(lines)), 0)
+    times = [start_ms + (offsets[i] if i < len(offsets) else 0) for i in range(lo, hi)]
+    return chunk.first_seq + lo, lines[lo:hi], times
+
+
+def lines_between(run, *, after=0, before=None, limit=1000, from_end=False):
+    """(first, lines, times) of at most `limit` consecutive stored lines numbered after `after` and before `before`:
+    the first ones of that range, or the last ones with `from_end`. Reads only the chunks it needs."""
+    qs = chunks(run, after=after, before=before)
+    picked, count = [], 0
+    for chunk in (qs.order_by("-first_seq") if from_end else qs).iterator(chunk_size=8):
+        first, lines, times = _slice(chunk, after, before)
+        if not lines:
+            continue
+        picked.append((first, lines, times))
+        count += len(lines)
+        if count >= limit:
+            break
+    if from_end:
+        picked.reverse()
+    if not picked:
+        return after + 1, [], []
+    first = picked[0][0]
+    lines = [line for _, part, _ in picked for line in part]
+    times = [t for _, _, part in picked for t in part]
+    if len(lines) > limit:
+        if from_end:
+            drop = len(lines) - limit
+            first, lines, times = first + drop, lines[drop:], times[drop:]
+        else:
+            lines, times = lines[:limit], times[:limit]
+    return first, lines, times
 
 
 def lines_after(run, after=0, *, limit=None):
@@ -141,14 +264,80 @@ def lines_after(run, after=0, *, limit=None):
 
 def tail(run, count):
     """[(seq, text)] of the last `count` stored lines, oldest first, reading chunks from the end."""
-    picked = []
-    total = 0
-    for chunk in LogChunk.objects.filter(run=run).order_by("-first_seq").iterator(chunk_size=10):
-        picked.append(chunk)
-        total += chunk.last_seq - chunk.first_seq + 1
-        if total >= count:
-            break
-    out = []
-    for chunk in reversed(picked):
-        out.extend((chunk.first_seq + i, text) for i, text in enumerate(chunk.lines()))
-    return out[-count:]
+    first, lines, _ = lines_between(run, limit=count, from_end=True)
+    return [(first + i, text) for i, text in enumerate(lines)]
+
+
+def line(run, seq):
+    """The full stored text of line `seq`, or None."""
+    chunk = LogChunk.objects.filter(run=run, first_seq__lte=seq, last_seq__gte=seq).only("first_seq", "text").first()
+    if chunk is None:
+        return None
+    return chunk.lines()[seq - chunk.first_seq]
+
+
+def raw(run, *, compressed=False):
+    """The whole log as bytes, chunk by chunk (gzip-compressed on the fly with `compressed`): for streaming responses."""
+
+    def plain():
+        for chunk in chunks(run).only("text").iterator(chunk_size=8):
+            yield (chunk.text + "\n").encode()
+
+    if not compressed:
+        return plain()
+
+    def gzipped():
+        compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+        for block in plain():
+            out = compressor.compress(block)
+            if out:
+                yield out
+        yield compressor.flush()
+
+    return gzipped()
+
+
+# --- Search ----------------------------------------------------------------------------------------------------------
+
+SEARCH_MAX_QUERY = 200
+
+
+def search(run, query, *, after=0, max_positions=10_000):
+    """Case-insensitive search of the whole stored log, ignoring ANSI colours.
+
+    Returns {"count": lines that match (exact, over the whole log), "seqs": the first `max_positions` matching line
+    numbers after `after`}. Reads the log a few chunks at a time.
+    """
+    needle = query.casefold()
+    count = 0
+    seqs = []
+    for chunk in chunks(run).only("first_seq", "text").iterator(chunk_size=8):
+        text = chunk.text
+        if "\x1b" in text:
+            text = strip_ansi(text)
+        haystack = text.casefold() if not text.isascii() else text.lower()
+        if len(haystack) != len(text):  # casefold changed lengths (ß -> ss): count line by line instead
+            for i, one in enumerate(text.split("\n")):
+                if needle in one.casefold():
+                    count += 1
+                    seq = chunk.first_seq + i
+                    if seq > after and len(seqs) < max_positions:
+                        seqs.append(seq)
+            continue
+        position = haystack.find(needle)
+        if position < 0:
+            continue
+        line_index, scanned = 0, 0
+        while position >= 0:
+            line_index += haystack.count("\n", scanned, position)
+            count += 1
+            seq = chunk.first_seq + line_index
+            if seq > after and len(seqs) < max_positions:
+                seqs.append(seq)
+            end_of_line = haystack.find("\n", position + len(needle))
+            if end_of_line < 0:
+                break
+            scanned = end_of_line
+            position = haystack.find(needle, end_of_line + 1)
+            # `scanned` sits on the newline ending the matched line: counting from it moves past that line.
+    return {"count": count, "seqs": seqs}

@@ -223,6 +223,18 @@ class RunKind(models.TextChoices):
 HELPDESK_RUN_KINDS = (RunKind.HOST_ACTION, RunKind.HOST_POLL)
 
 
+def format_duration(seconds):
+    """850 ms, 42 s, 3 min 07 s, 1 h 02 min: the same format as logviewer.js's formatDuration."""
+    if seconds < 1:
+        return f"{max(int(seconds * 1000), 0)} ms"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
 class RunQuerySet(models.QuerySet):
     def active(self):
         return self.filter(status__in=ACTIVE_STATUSES)
@@ -303,6 +315,13 @@ class Run(models.Model):
             return None
         return (self.finished_at or timezone.now()) - self.started_at
 
+    def duration_text(self):
+        """The duration as people read it: "850 ms", "42 s", "3 min 07 s", "1 h 02 min"; "" before it started."""
+        duration = self.duration()
+        if duration is None:
+            return ""
+        return format_duration(duration.total_seconds())
+
     def group_name(self):
         """The Channels group its log and status are published to."""
         return f"run-{self.pk}"
@@ -341,3 +360,28 @@ class LogChunk(models.Model):
             when = self.created_at + timedelta(milliseconds=offsets[i]) if i < len(offsets) else self.created_at
             out.append((self.first_seq + i, when, text))
         return out
+
+
+class LogSection(models.Model):
+    """Where a section of a run's log starts (a Containerfile step, a bootc-image-builder stage, a runner's group), or
+    where an explicit group ends (`kind="end"`). Written by the log sink with the chunk holding the line; see
+    `portal.logtext` for what starts a section. A section ends where the next one of the same or a lower level starts."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="sections")
+    seq = models.PositiveBigIntegerField(help_text="The line that starts it.")
+    kind = models.CharField(max_length=16)
+    title = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="one_section_per_run_and_line")]
+
+    def __str__(self):
+        return f"run {self.run_id} line {self.seq}: {self.kind} {self.title}"
+
+    @property
+    def level(self):
+        from .logtext import LEVELS
+
+        return LEVELS.get(self.kind, 1)
