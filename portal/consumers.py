@@ -1,43 +1,67 @@
-"""The live log of a run over a websocket.
+"""The live log of a run over a websocket: `/ws/runs/<id>/?after=<seq>`.
 
-Order of events on connect: check access (the run page's own helper), join the run's group, send the stored lines after
-the client's `after`, then forward live batches, dropping lines already sent and filling any gap from the database. A
-client that reconnects with `?after=<last seq it has>` resumes with no gap and no duplicate.
+On connect: check access (the run page's own helper), join the run's group, send the stored lines after the client's
+`after` (at most BACKLOG_MAX_LINES of them: an older remainder is announced with a "skip" message, and the viewer loads it
+over HTTP when it is scrolled to), send the status, then forward live batches, dropping lines already sent and filling
+any gap from the database. A client that reconnects with `?after=<last seq it has>` resumes with no gap and no duplicate.
+
+The database is the source of truth; the channel layer only makes it fast. So a watchdog makes the socket correct even
+when the channel layer loses messages or restarts (losing every group membership): every WATCH_SECONDS it renews the
+group membership, and while the run is active and no batch came through the layer for a while, it reads new lines and the
+status from the database. Lines are sent under one lock, so the watchdog and live batches never interleave.
 
 Messages to the browser (JSON):
-  {"t": "lines", "first": N, "lines": [...], "times": [ms since epoch, ...]}
-  {"t": "status", "status": "running", "phase": "...", "exit_reason": "...", ...}
-  {"t": "ping"}                                         every HEARTBEAT_SECONDS
+  {"t": "lines", "first": N, "lines": [...], "times": [ms, ...],
+   "sections": [[seq, kind, title, ms], ...], "cut": [[seq, full length], ...]}   (the last two only when not empty)
+  {"t": "skip", "from": A, "to": B}      lines A..B exist but are not sent: fetch them over HTTP when needed
+  {"t": "status", "status": "running", "finished": false, "html": {"status": "...", "result": "..."}, ...}
+  {"t": "ping"}                            every HEARTBEAT_SECONDS; the client answers nothing (it may send "ping" for a "pong")
 Close codes: 4401 not logged in, 4403 not allowed, 4404 no such run (or not visible), 4400 bad request.
 """
 
 import asyncio
 import json
+import logging
+import time
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
+from django.template.loader import render_to_string
 
 from . import logsink
 from .access import get_run_for_user
-from .models import Run
+from .models import FINISHED_STATUSES, Run
+
+log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 20
+WATCH_SECONDS = 2.0
+# While the run is active, the database is read when no batch came through the channel layer for this long; while it
+# stays quiet, the wait doubles up to CATCH_UP_MAX_SECONDS (a quiet build with 500 viewers costs a few queries a second).
+CATCH_UP_AFTER_SECONDS = 4.0
+CATCH_UP_MAX_SECONDS = 16.0
+# The group membership is renewed this often (it also expires in the channel layer after a day).
+GROUP_RENEW_SECONDS = 10.0
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_BAD_REQUEST = 4400
-# Stored lines are sent to a (re)connecting client in pages of at most this many chunks, so memory stays bounded.
+# Stored lines are read a few chunks at a time, so memory stays bounded by the chunk size.
 BACKLOG_CHUNKS_PER_READ = 4
+# A (re)connecting client gets at most this many stored lines pushed; older ones are announced with "skip".
+BACKLOG_MAX_LINES = 5000
 
 
 class RunLogConsumer(AsyncWebsocketConsumer):
     run = None
     group = None
+    joined = False
     last_sent = 0
-    heartbeat_task = None
+    finished_sent = False
+    watch_task = None
 
     async def connect(self):
         await self.accept()  # accept first, so the close code reaches the client
@@ -60,89 +84,160 @@ class RunLogConsumer(AsyncWebsocketConsumer):
         except PermissionDenied:
             await self.close(code=CLOSE_FORBIDDEN)
             return
+        self.lock = asyncio.Lock()
         self.group = self.run.group_name()
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.last_live = self.last_catch_up = time.monotonic()
+        self.catch_up_wait = CATCH_UP_AFTER_SECONDS
+        self.last_renew = 0.0
+        await self.join_group()  # first, so no batch written from here on is missed
         self.last_sent = after
-        await self.send_stored(up_to=None)
-        await self.send_status(await self.current_status())
-        self.heartbeat_task = asyncio.create_task(self.heartbeat())
+        async with self.lock:
+            await self.send_stored(up_to=None)
+            await self.send_status(await self.current_run())
+        self.watch_task = asyncio.create_task(self.watch())
 
     async def disconnect(self, code):
-        if self.heartbeat_task:
-            self.heartbeat_task.cancel()
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.watch_task:
+            self.watch_task.cancel()
+        if self.group and self.joined:
+            try:
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+            except Exception:  # noqa: BLE001 - the membership expires on its own
+                pass
 
     async def receive(self, text_data=None, bytes_data=None):
         """The client may only say "ping"; anything else is ignored."""
         if text_data == "ping":
             await self.send(text_data='{"t":"pong"}')
 
-    async def heartbeat(self):
+    async def join_group(self):
+        try:
+            await self.channel_layer.group_add(self.group, self.channel_name)
+            self.joined = True
+        except Exception as exc:  # noqa: BLE001 - the watchdog keeps the socket right from the database meanwhile
+            self.joined = False
+            log.warning("run %s: could not join %s (%s); reading the database until the channel layer is back",
+                        self.run.pk, self.group, exc)
+        self.last_renew = time.monotonic()
+
+    async def watch(self):
+        """Heartbeats, group renewal, and catching up from the database when the channel layer is quiet or broken."""
+        last_ping = time.monotonic()
         while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
-            await self.send(text_data='{"t":"ping"}')
+            await asyncio.sleep(WATCH_SECONDS)
+            now = time.monotonic()
+            if now - last_ping >= HEARTBEAT_SECONDS:
+                last_ping = now
+                await self.send(text_data='{"t":"ping"}')
+            if self.finished_sent:
+                continue
+            if not self.joined or now - self.last_renew >= GROUP_RENEW_SECONDS:
+                await self.join_group()
+            quiet = now - max(self.last_live, self.last_catch_up)
+            if not self.joined or quiet >= self.catch_up_wait:
+                found = await self.catch_up()
+                self.last_catch_up = time.monotonic()
+                self.catch_up_wait = CATCH_UP_AFTER_SECONDS if found else min(self.catch_up_wait * 2, CATCH_UP_MAX_SECONDS)
+
+    async def catch_up(self):
+        """Send what the database has and the socket has not. Returns whether there was anything."""
+        run = await self.current_run()
+        async with self.lock:
+            before = self.last_sent
+            await self.send_stored(up_to=None)
+            if run.status in FINISHED_STATUSES:
+                await self.send_status(run)
+            return self.last_sent != before or self.finished_sent
 
     # --- group messages ---
 
     async def log_lines(self, event):
+        self.last_live = time.monotonic()
+        self.catch_up_wait = CATCH_UP_AFTER_SECONDS
         first, lines = event["first"], event["lines"]
         last = first + len(lines) - 1
-        if last <= self.last_sent:
-            return  # already sent from the database
-        if first > self.last_sent + 1:
-            await self.send_stored(up_to=first - 1)  # a batch went missing in the channel layer: fill from the database
-        skip = self.last_sent + 1 - first
-        if skip > 0:
-            lines, times = lines[skip:], event["times"][skip:]
-            first += skip
-        else:
-            times = event["times"]
-        await self.send_lines(first, lines, times)
+        async with self.lock:
+            if last <= self.last_sent:
+                return  # already sent from the database
+            if first > self.last_sent + 1:
+                await self.send_stored(up_to=first - 1)  # a batch went missing in the channel layer: fill from the database
+                if last <= self.last_sent:
+                    return
+            skip = self.last_sent + 1 - first
+            message = {k: v for k, v in event.items() if k not in ("type", "run")}
+            if skip > 0:
+                message["first"] = first + skip
+                message["lines"] = lines[skip:]
+                message["times"] = event["times"][skip:]
+                if "sections" in message:
+                    message["sections"] = [s for s in message["sections"] if s[0] >= first + skip]
+                if "cut" in message:
+                    message["cut"] = [c for c in message["cut"] if c[0] >= first + skip]
+            await self.send_message(message)
 
     async def run_status(self, event):
-        if event.get("status") in ("succeeded", "failed", "cancelled"):
-            await self.send_stored(up_to=None)  # every line before the final status
-        await self.send_status(await self.current_status())
+        self.last_live = time.monotonic()
+        run = await self.current_run()
+        async with self.lock:
+            if run.status in FINISHED_STATUSES:
+                await self.send_stored(up_to=None)  # every line before the final status
+            await self.send_status(run)
 
     # --- helpers ---
 
-    async def send_lines(self, first, lines, times):
-        if not lines:
+    async def send_message(self, message):
+        if not message["lines"]:
             return
-        await self.send(text_data=json.dumps({"t": "lines", "first": first, "lines": lines, "times": times}))
-        self.last_sent = first + len(lines) - 1
+        await self.send(text_data=json.dumps(message, separators=(",", ":")))
+        self.last_sent = message["first"] + len(message["lines"]) - 1
 
     async def send_stored(self, up_to):
-        """Send stored lines after last_sent (up to `up_to`), a few chunks per database read."""
+        """Send stored lines after last_sent (up to `up_to`), a few chunks per database read. Holds self.lock."""
+        stored_last = await database_sync_to_async(logsink.last_seq)(self.run) if up_to is None else up_to
+        if stored_last - self.last_sent > BACKLOG_MAX_LINES:
+            skip_to = stored_last - BACKLOG_MAX_LINES
+            await self.send(text_data=json.dumps({"t": "skip", "from": self.last_sent + 1, "to": skip_to}))
+            self.last_sent = skip_to
         while True:
             batch = await database_sync_to_async(self._read_chunks)(self.last_sent, up_to)
             if not batch:
                 return
             for message in batch:
-                await self.send_lines(message["first"], message["lines"], message["times"])
+                await self.send_message(message)
             if up_to is not None and self.last_sent >= up_to:
                 return
 
     def _read_chunks(self, after, up_to):
+        before = None if up_to is None else up_to + 1
         out = []
-        queryset = logsink.chunks(self.run, after=after, before=None if up_to is None else up_to + 1)
-        for chunk in queryset[:BACKLOG_CHUNKS_PER_READ]:
-            message = logsink.batch_message(chunk)
-            skip = max(after + 1 - chunk.first_seq, 0)
-            keep = len(message["lines"]) if up_to is None else max(up_to - chunk.first_seq + 1, 0)
-            lines, times = message["lines"][skip:keep], message["times"][skip:keep]
+        picked = list(logsink.chunks(self.run, after=after, before=before)[:BACKLOG_CHUNKS_PER_READ])
+        if not picked:
+            return out
+        sections = list(logsink.sections(self.run, after=after, before=picked[-1].last_seq + 1))
+        for chunk in picked:
+            first, lines, times = logsink._slice(chunk, after, before)
             if lines:
-                out.append({"first": chunk.first_seq + skip, "lines": lines, "times": times})
-                after = chunk.first_seq + skip + len(lines) - 1
+                last = first + len(lines) - 1
+                mine = [s for s in sections if first <= s.seq <= last]
+                out.append(logsink.lines_message(first, lines, times, mine))
+                after = last
         return out
 
     @database_sync_to_async
-    def current_status(self):
-        run = Run.objects.get(pk=self.run.pk)
-        return run
+    def current_run(self):
+        return Run.objects.select_related("team", "started_by").get(pk=self.run.pk)
+
+    @database_sync_to_async
+    def render_status(self, run):
+        return {
+            "status": render_to_string("includes/_run_status.html", {"run": run}),
+            "result": render_to_string("portal/_run_result.html", {"run": run}),
+        }
 
     async def send_status(self, run):
+        """Send the run's status (with the badge and result block rendered by the page's own templates). Holds self.lock."""
+        if self.finished_sent:
+            return
         duration = run.duration()
         await self.send(
             text_data=json.dumps(
@@ -154,9 +249,13 @@ class RunLogConsumer(AsyncWebsocketConsumer):
                     "exit_reason": run.exit_reason,
                     "finished": run.is_finished,
                     "log_lines": run.log_lines,
+                    "last_sent": self.last_sent,
                     "duration_s": duration.total_seconds() if duration else None,
                     "started_at": run.started_at.isoformat() if run.started_at else None,
                     "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+                    "html": await self.render_status(run),
                 }
             )
         )
+        if run.is_finished:
+            self.finished_sent = True

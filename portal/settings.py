@@ -139,7 +139,7 @@ def celery_broker_url(redis_url):
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "portal.live.RedisChannelLayer",  # channels-redis, riding out Redis restarts
         "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
     }
 }

@@ -173,3 +173,138 @@ class TestStreaming:
                                      live.wait_published()))()  # a duplicate batch
         assert await comm.receive_nothing(timeout=0.3)
         await comm.disconnect()
+
+
+@pytest.fixture
+def quick_watchdog(monkeypatch):
+    """The watchdog's timings shrunk from seconds to tenths, so its recovery shows within a test's patience."""
+    from portal import consumers
+
+    monkeypatch.setattr(consumers, "WATCH_SECONDS", 0.1)
+    monkeypatch.setattr(consumers, "CATCH_UP_AFTER_SECONDS", 0.3)
+    monkeypatch.setattr(consumers, "CATCH_UP_MAX_SECONDS", 0.6)
+    monkeypatch.setattr(consumers, "GROUP_RENEW_SECONDS", 0.3)
+
+
+async def receive_until(comm, predicate, timeout=5):
+    out = []
+    while True:
+        message = await comm.receive_json_from(timeout=timeout)
+        out.append(message)
+        if predicate(message):
+            return out
+
+
+class TestBigLogsAndSections:
+    async def test_a_long_backlog_is_announced_not_pushed(self, async_personas, monkeypatch):
+        from portal import consumers
+
+        monkeypatch.setattr(consumers, "BACKLOG_MAX_LINES", 30)
+        run, _ = await sync_to_async(make_run)(async_personas.team, lines=100)
+        comm = communicator(run.pk, async_personas.viewer, after=10)
+        await comm.connect()
+        messages = await receive_until_status(comm)
+        assert messages[0] == {"t": "skip", "from": 11, "to": 70}
+        assert lines_of(messages)[0] == list(range(71, 101))
+        await comm.disconnect()
+
+    async def test_sections_and_cut_lines_travel_with_their_lines(self, async_personas, settings):
+        settings.RUN_LOG_DISPLAY_LINE_CHARS = 40
+        run, sink = await sync_to_async(make_run)(async_personas.team, lines=0)
+
+        def write_some():
+            sink.write("STEP 1/2: FROM localhost/base\n" + "z" * 50 + "\nSTEP 2/2: RUN true")
+            sink.flush()
+
+        await sync_to_async(write_some)()
+        comm = communicator(run.pk, async_personas.viewer)
+        await comm.connect()
+        (stored, _status) = await receive_until_status(comm)
+        assert [s[:3] for s in stored["sections"]] == [[1, "step", "STEP 1/2: FROM localhost/base"],
+                                                         [3, "step", "STEP 2/2: RUN true"]]
+        assert stored["lines"][1] == "z" * 40 and stored["cut"] == [[2, 50]]
+
+        await sync_to_async(lambda: (sink.write("STEP 3/3: LABEL a=b"), sink.flush(), live.wait_published()))()
+        live_message = await comm.receive_json_from(timeout=5)
+        assert live_message["first"] == 4 and live_message["sections"][0][:2] == [4, "step"]
+        assert "type" not in live_message and "run" not in live_message
+        await comm.disconnect()
+
+    async def test_the_status_carries_the_pages_own_badge_and_result(self, async_personas):
+        run, sink = await sync_to_async(make_run)(async_personas.team, lines=1)
+        comm = communicator(run.pk, async_personas.viewer)
+        await comm.connect()
+        await receive_until_status(comm)
+
+        def finish():
+            sink.close()
+            services.run_finish(run, status=RunStatus.FAILED, reason="STEP 2/2 exited with 1", log_lines=1)
+            live.wait_published()
+
+        await sync_to_async(finish)()
+        status = (await receive_until_status(comm))[-1]
+        assert status["finished"] and 'data-run-status="failed"' in status["html"]["status"]
+        assert "STEP 2/2 exited with 1" in status["html"]["result"] and status["duration_s"] is not None
+        await comm.disconnect()
+
+
+class TestWhenTheChannelLayerLosesThings:
+    async def test_lost_memberships_are_renewed_and_missed_lines_and_the_end_come_from_the_database(
+            self, async_personas, redis_server, quick_watchdog):
+        import redis
+
+        run, sink = await sync_to_async(make_run)(async_personas.team, lines=3)
+        comm = communicator(run.pk, async_personas.viewer)
+        await comm.connect()
+        seen = lines_of(await receive_until_status(comm))[0]
+        redis.Redis(unix_socket_path=str(redis_server.socket)).flushall()  # as if Redis had restarted
+
+        def write_then_finish():
+            for i in range(4, 8):
+                sink.write(f"line {i}")
+                sink.flush()
+            sink.close()
+            services.run_finish(run, status=RunStatus.SUCCEEDED, log_lines=7)
+            live.wait_published()
+
+        await sync_to_async(write_then_finish)()
+        rest = await receive_until(comm, lambda m: m["t"] == "status" and m["finished"], timeout=10)
+        seen += lines_of(rest)[0]
+        assert seen == list(range(1, 8))
+        await comm.disconnect()
+
+    async def test_a_quiet_socket_still_hears_new_lines_without_the_layer(self, async_personas, redis_server,
+                                                                        quick_watchdog):
+        run, sink = await sync_to_async(make_run)(async_personas.team, lines=1)
+        comm = communicator(run.pk, async_personas.viewer)
+        await comm.connect()
+        await receive_until_status(comm)
+        sink.publish = False  # written, never published: only the watchdog can find these
+
+        await sync_to_async(lambda: (sink.write("unpublished 2\nunpublished 3"), sink.flush()))()
+        messages = await receive_until(comm, lambda m: m["t"] == "lines", timeout=5)
+        assert lines_of(messages) == ([2, 3], ["unpublished 2", "unpublished 3"])
+        await comm.disconnect()
+
+    async def test_no_duplicates_when_the_watchdog_and_live_batches_race(self, async_personas, quick_watchdog):
+        run, sink = await sync_to_async(make_run)(async_personas.team, lines=0)
+        comm = communicator(run.pk, async_personas.viewer)
+        await comm.connect()
+        await receive_until_status(comm)
+
+        def write_many():
+            import time
+
+            for i in range(1, 301):
+                sink.write(f"line {i}")
+                if i % 7 == 0:
+                    sink.flush()
+                    time.sleep(0.005)
+            sink.close()
+            services.run_finish(run, status=RunStatus.SUCCEEDED, log_lines=300)
+            live.wait_published()
+
+        await sync_to_async(write_many)()
+        messages = await receive_until(comm, lambda m: m["t"] == "status" and m["finished"], timeout=10)
+        assert lines_of(messages)[0] == list(range(1, 301))
+        await comm.disconnect()
