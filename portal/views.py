@@ -1,5 +1,3 @@
-import zlib
-
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
@@ -7,7 +5,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connection
-from django.http import JsonResponse, StreamingHttpResponse
+from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -17,6 +15,7 @@ from django.views.decorators.http import require_POST
 from . import logsink, services
 from .access import can, get_run_for_user, get_team_for_user, team_roles
 from .forms import AuditFilter, LoginForm, MemberAddForm, RoleForm, TeamForm
+from .logtext import cut_for_display
 from .models import Action, AuditEvent, Membership, Role, Run, Team
 
 # --- Authentication --------------------------------------------------------------------------------------------------
@@ -241,23 +240,62 @@ def _without_page(request):
 
 
 # --- Runs ------------------------------------------------------------------------------------------------------------
+# The run page and its log viewer (static/portal/logviewer.js; protocol and limits in docs/logs.md). Every view reads the
+# log a few chunks at a time through portal.logsink, so no request holds more than a few chunks of a log in memory.
 
-TAIL_LINES = 1000
+TAIL_LINES = 500  # lines rendered with the page; earlier ones load as the viewer scrolls up
+PAGE_LINES_MAX = 5000  # most lines one JSON page or one polling response carries
+
+
+def _int_param(request, name, default, *, minimum=0, maximum=None):
+    try:
+        value = int(request.GET.get(name, default))
+    except (TypeError, ValueError):
+        return default
+    value = max(value, minimum)
+    return min(value, maximum) if maximum is not None else value
+
+
+def log_rows(run, first, lines, times):
+    """Rows for templates/portal/_log_lines.html: (seq, text, ms, section kind, section title, full length if cut)."""
+    shown, cut = cut_for_display(lines, first, settings.RUN_LOG_DISPLAY_LINE_CHARS)
+    cut = dict(cut)
+    last = first + len(lines) - 1
+    marks = {s.seq: s for s in logsink.sections(run, after=first - 1, before=last + 1)} if lines else {}
+    rows = []
+    for i, text in enumerate(shown):
+        seq = first + i
+        section = marks.get(seq)
+        rows.append((seq, text, times[i], section.kind if section else "", section.title if section else "", cut.get(seq)))
+    return rows
+
+
+def _viewer_context(run):
+    """What templates/portal/_log_viewer.html needs: the tail, the outline of sections, and where the log ends."""
+    first, lines, times = logsink.lines_between(run, limit=TAIL_LINES, from_end=True)
+    last = first + len(lines) - 1 if lines else 0
+    outline = [logsink.section_entry(s) for s in logsink.sections(run)]
+    return {
+        "log_rows": log_rows(run, first, lines, times),
+        "log_first": first if lines else 1,
+        "log_last": last,
+        "log_outline": outline,
+        "display_line_chars": settings.RUN_LOG_DISPLAY_LINE_CHARS,
+    }
 
 
 @login_required
 def run_detail(request, pk):
     run = get_run_for_user(request.user, pk)
-    tail = list(logsink.tail(run, TAIL_LINES))
+    subject = run.subject if run.object_id else None
     return render(
         request,
         "portal/run_detail.html",
         {
             "run": run,
-            "tail": tail,
-            "first_shown": tail[0][0] if tail else 1,
-            "last_seq": tail[-1][0] if tail else 0,
+            "subject": subject if hasattr(subject, "get_absolute_url") else None,
             "can_cancel": run.is_active and can(request.user, run.team, Action.DEVELOP),
+            **_viewer_context(run),
         },
     )
 
@@ -265,22 +303,62 @@ def run_detail(request, pk):
 @login_required
 @never_cache
 def run_log(request, pk):
-    """Lines after `after` as an htmx fragment: the viewer's fallback when the websocket cannot connect.
-
-    Answers 286 once the run has ended and every line was sent, which tells htmx to stop polling.
-    """
+    """Lines after `after` as an htmx fragment, with the status badge and result out of band: the viewer's fallback when
+    the websocket cannot connect. Answers 286 once the run has ended and every line was sent, which stops htmx polling."""
     run = get_run_for_user(request.user, pk)
-    try:
-        after = max(int(request.GET.get("after", 0)), 0)
-    except ValueError:
-        after = 0
-    lines = logsink.lines_after(run, after, limit=5000)
-    last = lines[-1][0] if lines else after
-    done = run.is_finished and last >= run.log_lines
-    response = render(request, "portal/_log_lines.html", {"run": run, "lines": lines, "last_seq": last, "done": done})
+    after = _int_param(request, "after", 0)
+    first, lines, times = logsink.lines_between(run, after=after, limit=PAGE_LINES_MAX)
+    last = first + len(lines) - 1 if lines else after
+    done = run.is_finished and last >= logsink.last_seq(run)
+    response = render(request, "portal/_log_lines.html",
+                      {"run": run, "log_rows": log_rows(run, first, lines, times), "last_seq": last, "done": done,
+                       "poll": True})
     if done:
         response.status_code = 286
     return response
+
+
+@login_required
+@never_cache
+def run_log_lines(request, pk):
+    """A page of stored lines as JSON, shaped like the websocket's "lines" message: numbered after `after` and before
+    `before`, the first `limit` of them (or the last, with end=1). The viewer loads earlier lines and windows with it."""
+    run = get_run_for_user(request.user, pk)
+    after = _int_param(request, "after", 0)
+    before = _int_param(request, "before", 0, minimum=0) or None
+    limit = _int_param(request, "limit", 1000, minimum=1, maximum=PAGE_LINES_MAX)
+    first, lines, times = logsink.lines_between(run, after=after, before=before, limit=limit,
+                                                from_end=request.GET.get("end") == "1")
+    sections = logsink.sections(run, after=first - 1, before=first + len(lines)) if lines else []
+    message = logsink.lines_message(first, lines, times, list(sections))
+    message["last"] = logsink.last_seq(run)
+    return JsonResponse(message)
+
+
+@login_required
+@never_cache
+def run_log_line(request, pk, seq):
+    """One whole line as plain text: what the viewer's "expand" link shows for a line cut for display."""
+    run = get_run_for_user(request.user, pk)
+    text = logsink.line(run, seq)
+    if text is None:
+        raise Http404("No such line.")
+    return HttpResponse(text, content_type="text/plain; charset=utf-8")
+
+
+@login_required
+@never_cache
+def run_log_search(request, pk):
+    """Search the whole log on the server: {"q", "count" (exact, lines), "seqs" (line numbers after `after`), "more"}."""
+    run = get_run_for_user(request.user, pk)
+    query = request.GET.get("q", "").replace("\r", " ").replace("\n", " ")[: logsink.SEARCH_MAX_QUERY]
+    if not query.strip():
+        return JsonResponse({"q": query, "count": 0, "seqs": [], "more": False})
+    after = _int_param(request, "after", 0)
+    limit = _int_param(request, "limit", 10_000, minimum=1, maximum=10_000)
+    found = logsink.search(run, query, after=after, max_positions=limit + 1)
+    seqs = found["seqs"][:limit]
+    return JsonResponse({"q": query, "count": found["count"], "seqs": seqs, "more": len(found["seqs"]) > limit})
 
 
 @login_required
@@ -288,21 +366,8 @@ def run_log_raw(request, pk):
     """The whole log as plain text (or gzip with ?gzip=1), streamed chunk by chunk."""
     run = get_run_for_user(request.user, pk)
     compressed = request.GET.get("gzip") == "1"
-
-    def plain():
-        for chunk in logsink.chunks(run).iterator(chunk_size=20):
-            yield (chunk.text + "\n").encode()
-
-    def gzipped():
-        compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
-        for block in plain():
-            out = compressor.compress(block)
-            if out:
-                yield out
-        yield compressor.flush()
-
     name = f"run-{run.pk}.log"
-    response = StreamingHttpResponse(gzipped() if compressed else plain(),
+    response = StreamingHttpResponse(logsink.raw(run, compressed=compressed),
                                      content_type="application/gzip" if compressed else "text/plain; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{name}.gz"' if compressed else f'inline; filename="{name}"'
     return response
