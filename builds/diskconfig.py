@@ -1,0 +1,750 @@
+"""Disk image configurations: the blueprint-format file bootc-image-builder reads as /config.toml (or /config.json), and
+osbuild's image-builder as --blueprint.
+
+`parse(text, filename=...)` reads TOML or JSON (the legacy {"blueprint": ...} wrapper is unwrapped), `validate(config)`
+checks it the way the builder would, with every problem named by its path (`customizations.user[0].key: ...`), and
+`check_for_types(config, types, rootfs=...)` adds what only some image types accept. `render_toml` / `render_json` write
+it back (tomli-w, never a string template). No database here; presets and forms call these.
+
+What is accepted follows bootc-image-builder (README and `bib/internal/buildconfig`, see ../shared/docs/bootc-reference.md):
+unknown keys are errors (bib: "unknown keys found: [...]", "json: unknown field ..."); blueprint keys that exist but
+that bootc image types ignore (packages, repositories, hostname, ...) are accepted with a warning, as bib warns about them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+import tomli_w
+
+DISK_TYPES = ("qcow2", "ami", "raw", "vmdk", "vhd", "gce")
+ISO_TYPES = ("anaconda-iso",)
+ALL_TYPES = DISK_TYPES + ISO_TYPES
+
+# Which customizations each kind of image takes (anything else in `customizations` is refused for that type).
+DISK_CUSTOMIZATIONS = frozenset({"user", "group", "kernel", "filesystem", "disk", "fips", "files", "directories"})
+ISO_CUSTOMIZATIONS = frozenset({"user", "group", "kernel", "fips", "installer", "iso"})
+
+# Blueprint keys that exist but that bootc image types ignore: accepted with a warning (bib warns too).
+IGNORED_TOP_LEVEL = frozenset({"packages", "modules", "groups", "containers", "enabled_modules", "distro", "minimal",
+                               "arch"})
+METADATA_TOP_LEVEL = frozenset({"name", "description", "version"})
+IGNORED_CUSTOMIZATIONS = frozenset({
+    "hostname", "sshkey", "timezone", "locale", "firewall", "services", "openscap", "ignition", "fdo", "repositories",
+    "rpm", "rhsm", "cacerts", "installation_device", "partitioning_mode", "wsl", "containers", "subscription",
+})
+
+SIZE_UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3,
+              "tb": 1000**4, "tib": 1024**4}
+SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*$")
+NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\$?$")
+# crypt(3) strings: $id$[rounds=N$]salt$hash (md5, sha256, sha512, bcrypt, yescrypt, gost-yescrypt, scrypt).
+CRYPT_RE = re.compile(
+    r"^\$(?:1|5|6|2[abxy]|sha1|md5)\$(?:rounds=\d+\$)?[./A-Za-z0-9]+\$[./A-Za-z0-9]+$"
+    r"|^\$(?:y|gy|7)\$[./A-Za-z0-9]+\$[./A-Za-z0-9]*\$[./A-Za-z0-9]+$"
+)
+SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ssh-dss", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+                 "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
+SSH_KEY_RE = re.compile(r"^(?P<type>[a-z0-9@.-]+)\s+(?P<body>[A-Za-z0-9+/]+={0,3})(?:\s+(?P<comment>.*))?$")
+ANACONDA_MODULE_PREFIX = "org.fedoraproject.Anaconda.Modules."
+FILESYSTEM_DENIED = ("/var/home", "/var/lock", "/var/mail", "/var/mnt", "/var/roothome", "/var/run", "/var/srv",
+                     "/var/usrlocal")
+FS_TYPES = ("xfs", "ext4", "vfat", "swap", "btrfs")
+ROOTFS_CHOICES = ("xfs", "ext4", "btrfs")
+
+
+class ConfigError(ValueError):
+    """The text cannot be read as a configuration at all (not TOML, not JSON, not a mapping)."""
+
+
+@dataclass
+class Problem:
+    path: str
+    message: str
+
+    def __str__(self):
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+@dataclass
+class Report:
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self):
+        return not self.errors
+
+    def error(self, path, message):
+        self.errors.append(Problem(path, message))
+
+    def warn(self, path, message):
+        self.warnings.append(Problem(path, message))
+
+    def error_texts(self):
+        return [str(p) for p in self.errors]
+
+    def warning_texts(self):
+        return [str(p) for p in self.warnings]
+
+
+# --- Reading ---------------------------------------------------------------------------------------------------------
+
+
+def sniff_format(text: str, filename: str = "") -> str:
+    """"toml", "json" or "yaml": from the file name when it says, else from the text."""
+    suffix = PurePosixPath(filename or "").suffix.lower()
+    if suffix in (".toml", ".json"):
+        return suffix[1:]
+    if suffix in (".yaml", ".yml"):
+        return "yaml"
+    return "json" if text.lstrip().startswith("{") else "toml"
+
+
+def parse(text: str, *, filename: str = "", fmt: str = "") -> tuple[dict, str, list[Problem]]:
+    """(config, format, notes) from a config file's text. Raises ConfigError when it cannot be read.
+
+    The legacy {"blueprint": {...}} wrapper (early 2024 bib) is unwrapped, with a note.
+    """
+    fmt = fmt or sniff_format(text, filename)
+    name = filename or f"config.{fmt}"
+    if fmt == "yaml":
+        raise ConfigError(
+            f"{name} is YAML. A YAML file next to bootc-image-builder configs is a disk.yaml partition table, which "
+            "bootc-image-builder reads from inside the image (/usr/lib/bootc-image-builder/disk.yaml): put it in the "
+            "Containerfile with COPY. A disk image configuration is TOML or JSON."
+        )
+    if fmt == "toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            hint = ""
+            if text.lstrip().startswith("{"):
+                hint = " The text looks like JSON: import it as a .json file (or choose JSON)."
+            raise ConfigError(f"{name}: cannot decode TOML: {exc}.{hint}") from None
+    elif fmt == "json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            hint = ""
+            if re.search(r"^\s*\[\[?[A-Za-z]", text, re.M):
+                hint = " The text looks like TOML: import it as a .toml file (or choose TOML)."
+            raise ConfigError(f"{name}: cannot decode JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.{hint}") \
+                from None
+    else:
+        raise ConfigError(f"Unknown configuration format {fmt!r}: use TOML or JSON.")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{name}: the top level must be a table (a JSON object), not a {type(data).__name__}.")
+    notes = []
+    if set(data) == {"blueprint"} and isinstance(data["blueprint"], dict):
+        data = data["blueprint"]
+        notes.append(Problem("blueprint", "the legacy top-level \"blueprint\" wrapper was removed; current "
+                                          "bootc-image-builder reads the same customizations without it"))
+    return data, fmt, notes
+
+
+def load(text: str, *, filename: str = "", fmt: str = "") -> tuple[dict, str, Report]:
+    """parse() + validate(): (config, format, report). A file that cannot be read gives an empty config and one error."""
+    try:
+        config, fmt, notes = parse(text, filename=filename, fmt=fmt)
+    except ConfigError as exc:
+        report = Report()
+        report.error("", str(exc))
+        return {}, fmt or sniff_format(text, filename), report
+    report = validate(config)
+    report.warnings[:0] = notes
+    return config, fmt, report
+
+
+# --- Writing ---------------------------------------------------------------------------------------------------------
+
+
+def render_toml(config: dict) -> str:
+    return tomli_w.dumps(config, multiline_strings=True)
+
+
+def render_json(config: dict) -> str:
+    return json.dumps(config, indent=2, ensure_ascii=False) + "\n"
+
+
+def render(config: dict, fmt: str = "toml") -> str:
+    return render_json(config) if fmt == "json" else render_toml(config)
+
+
+# --- Validation ------------------------------------------------------------------------------------------------------
+
+
+def size_bytes(value) -> int | None:
+    """Bytes of "20 GiB", "3GiB", "512 MB"; None when it is not a size with a unit."""
+    if not isinstance(value, str):
+        return None
+    match = SIZE_RE.match(value)
+    if not match or match.group(2).lower() not in SIZE_UNITS:
+        return None
+    return int(float(match.group(1)) * SIZE_UNITS[match.group(2).lower()])
+
+
+def size_problem(value) -> str | None:
+    """Why `value` is not a size with a unit, or None."""
+    if isinstance(value, bool) or value is None:
+        return "give a size with a unit, e.g. \"20 GiB\""
+    if isinstance(value, int | float):
+        return (f"{value} has no unit; write it with one, e.g. \"{_human_size_example(value)}\" "
+                "(units: B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)")
+    if not isinstance(value, str):
+        return "give a size with a unit, e.g. \"20 GiB\""
+    match = SIZE_RE.match(value)
+    if match is None:
+        if re.fullmatch(r"\s*\d+(\.\d+)?\s*", value):
+            return (f"\"{value.strip()}\" has no unit; write it as \"{value.strip()} GiB\" or with another unit "
+                    "(B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)")
+        return f"\"{value}\" is not a size; write a number and a unit, e.g. \"20 GiB\""
+    if match.group(2).lower() not in SIZE_UNITS:
+        return f"\"{value}\" has an unknown unit \"{match.group(2)}\" (use B, KB, KiB, MB, MiB, GB, GiB, TB or TiB)"
+    return None
+
+
+def _human_size_example(value):
+    value = int(value)
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if value and value % factor == 0:
+            return f"{value // factor} {unit}"
+    return f"{value} B"
+
+
+def ssh_key_problem(value) -> str | None:
+    """Why `value` is not one or more OpenSSH public keys (one per line), or None."""
+    if not isinstance(value, str) or not value.strip():
+        return "give an OpenSSH public key, e.g. \"ssh-ed25519 AAAA... you@laptop\""
+    for number, line in enumerate([ln for ln in value.strip().splitlines() if ln.strip()], start=1):
+        where = f"line {number}: " if len(value.strip().splitlines()) > 1 else ""
+        line = line.strip()
+        if line.startswith("-----BEGIN") or "PRIVATE KEY" in line:
+            return f"{where}this is a private key: give the public key (the .pub file), never the private one"
+        match = SSH_KEY_RE.match(line)
+        if match is None:
+            return (f"{where}not an OpenSSH public key: expected \"<type> <base64> [comment]\", e.g. "
+                    "\"ssh-ed25519 AAAA... you@laptop\"")
+        key_type = match.group("type")
+        if key_type not in SSH_KEY_TYPES:
+            return f"{where}\"{key_type}\" is not an SSH key type (use {', '.join(SSH_KEY_TYPES[:3])}, ...)"
+        body = match.group("body")
+        try:
+            blob = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            continue  # placeholders such as "AAA ..." in documentation: the shape is right, the content unknowable
+        if len(blob) >= 4:
+            length = int.from_bytes(blob[:4], "big")
+            embedded = blob[4:4 + length].decode("ascii", "replace")
+            if length < 64 and embedded != key_type:
+                return f"{where}the key data says \"{embedded}\" but the line says \"{key_type}\": the key is damaged"
+    return None
+
+
+def password_problem(value, *, require_hash=False) -> str | None:
+    """Why `value` is not a usable password: a malformed crypt hash (or plain text, with require_hash)."""
+    if not isinstance(value, str) or not value:
+        return "give a password hash, e.g. from `openssl passwd -6`"
+    if value.startswith("$"):
+        if not CRYPT_RE.match(value):
+            return ("not a valid crypt hash: expected \"$id$salt$hash\" with id 1, 5, 6, y or 2b "
+                    "(make one with `openssl passwd -6` or `mkpasswd -m yescrypt`)")
+        return None
+    if require_hash:
+        return ("give a hash, not the password itself (make one with `openssl passwd -6`); plain-text passwords would "
+                "be stored and shown in the portal")
+    return None
+
+
+class _Validator:
+    def __init__(self):
+        self.report = Report()
+
+    def error(self, path, message):
+        self.report.error(path, message)
+
+    def warn(self, path, message):
+        self.report.warn(path, message)
+
+    # Typed field readers: they report a wrong type and return None.
+    def text(self, obj, key, path, *, required=False, max_length=4096, single_line=False):
+        full = f"{path}.{key}"
+        if key not in obj:
+            if required:
+                self.error(full, "is required")
+            return None
+        value = obj[key]
+        if not isinstance(value, str):
+            self.error(full, f"must be text, not {_kind(value)}")
+            return None
+        if required and not value.strip():
+            self.error(full, "must not be empty")
+            return None
+        if len(value) > max_length:
+            self.error(full, f"is {len(value):,} characters long; at most {max_length:,}")
+            return None
+        if single_line and ("\n" in value or "\r" in value):
+            self.error(full, "must be a single line")
+            return None
+        return value
+
+    def boolean(self, obj, key, path):
+        if key in obj and not isinstance(obj[key], bool):
+            self.error(f"{path}.{key}", f"must be true or false, not {_kind(obj[key])}")
+            return None
+        return obj.get(key)
+
+    def integer(self, obj, key, path, *, minimum=0):
+        if key not in obj:
+            return None
+        value = obj[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.error(f"{path}.{key}", f"must be a whole number, not {_kind(value)}")
+            return None
+        if value < minimum:
+            self.error(f"{path}.{key}", f"must be at least {minimum}")
+            return None
+        return value
+
+    def table(self, obj, key, path, *, required=False):
+        full = f"{path}.{key}" if path else key
+        if key not in obj:
+            if required:
+                self.error(full, "is required")
+            return None
+        value = obj[key]
+        if not isinstance(value, dict):
+            self.error(full, f"must be a table ({{...}}), not {_kind(value)}")
+            return None
+        return value
+
+    def array(self, obj, key, path, *, of=dict, max_items=200):
+        full = f"{path}.{key}" if path else key
+        if key not in obj:
+            return None
+        value = obj[key]
+        if not isinstance(value, list):
+            what = "an array of tables ([[...]])" if of is dict else "a list"
+            self.error(full, f"must be {what}, not {_kind(value)}")
+            return None
+        if len(value) > max_items:
+            self.error(full, f"has {len(value)} entries; at most {max_items}")
+            return None
+        good = []
+        for i, item in enumerate(value):
+            if not isinstance(item, of):
+                self.error(f"{full}[{i}]", f"must be {'a table' if of is dict else 'text'}, not {_kind(item)}")
+            else:
+                good.append((i, item))
+        return good
+
+    def only(self, obj, path, allowed, *, hint=""):
+        for key in obj:
+            if key not in allowed:
+                self.error(f"{path}.{key}" if path else key,
+                           f"unknown key (allowed here: {', '.join(sorted(allowed))}){hint}")
+
+    def nulls(self, value, path):
+        """TOML has no null: a JSON null anywhere cannot be written to config.toml."""
+        if value is None:
+            self.error(path, "null is not allowed; leave the key out instead")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                self.nulls(item, f"{path}.{key}" if path else key)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                self.nulls(item, f"{path}[{i}]")
+
+    # --- the sections ---
+
+    def run(self, config):
+        if not isinstance(config, dict):
+            self.error("", "the configuration must be a table")
+            return self.report
+        self.nulls(config, "")
+        if self.report.errors:
+            return self.report
+        for key in config:
+            if key == "customizations" or key in METADATA_TOP_LEVEL:
+                continue
+            if key in IGNORED_TOP_LEVEL:
+                self.warn(key, "bootc image types ignore it: the image's content comes only from the container image "
+                               "(install packages in the Containerfile)")
+            elif key in DISK_CUSTOMIZATIONS | ISO_CUSTOMIZATIONS | IGNORED_CUSTOMIZATIONS:
+                self.error(key, f"unknown top-level key; did you mean customizations.{key}?")
+            elif key == "blueprint":
+                self.error(key, "the legacy \"blueprint\" wrapper must be the only top-level key")
+            else:
+                self.error(key, "unknown key: bootc-image-builder refuses unknown keys (allowed at the top: "
+                                "customizations, name, description, version)")
+        custom = self.table(config, "customizations", "")
+        if custom is None:
+            return self.report
+        for key in custom:
+            if key in IGNORED_CUSTOMIZATIONS:
+                self.warn(f"customizations.{key}", "not supported by bootc image types: bootc-image-builder ignores "
+                                                   "it (configure this in the Containerfile instead)")
+            elif key not in DISK_CUSTOMIZATIONS | ISO_CUSTOMIZATIONS:
+                self.error(f"customizations.{key}", "unknown key (bootc image types accept: "
+                                                    f"{', '.join(sorted(DISK_CUSTOMIZATIONS | ISO_CUSTOMIZATIONS))})")
+        p = "customizations"
+        self.users(custom, p)
+        self.groups(custom, p)
+        kernel = self.table(custom, "kernel", p)
+        if kernel is not None:
+            self.only(kernel, f"{p}.kernel", {"append", "name"})
+            self.text(kernel, "append", f"{p}.kernel", max_length=4096, single_line=True)
+            if "name" in kernel:
+                self.warn(f"{p}.kernel.name", "bootc images boot the kernel inside the image; the name is ignored")
+        self.filesystems(custom, p)
+        self.disk(custom, p)
+        self.boolean(custom, "fips", p)
+        self.files(custom, p)
+        self.directories(custom, p)
+        self.installer(custom, p)
+        iso = self.table(custom, "iso", p)
+        if iso is not None:
+            self.only(iso, f"{p}.iso", {"volume_id", "application_id", "publisher"})
+            self.text(iso, "volume_id", f"{p}.iso", max_length=32, single_line=True)
+            self.text(iso, "application_id", f"{p}.iso", max_length=128, single_line=True)
+            self.text(iso, "publisher", f"{p}.iso", max_length=128, single_line=True)
+        if "filesystem" in custom and "disk" in custom:
+            self.error(f"{p}.disk", "cannot be combined with customizations.filesystem: describe the whole layout in "
+                                    "disk, or only minimum sizes in filesystem")
+        installer = custom.get("installer")
+        if isinstance(installer, dict) and isinstance(installer.get("kickstart"), dict) and (
+                custom.get("user") or custom.get("group")):
+            self.error(f"{p}.installer.kickstart", "a custom kickstart cannot be combined with customizations.user or "
+                                                   "group: create the users in the kickstart (user, sshkey) instead")
+        return self.report
+
+    def users(self, custom, p):
+        entries = self.array(custom, "user", p)
+        if entries is None:
+            return
+        names = set()
+        for i, user in entries:
+            path = f"{p}.user[{i}]"
+            self.only(user, path, {"name", "description", "password", "key", "home", "shell", "groups", "uid", "gid",
+                                   "expiredate", "force_password_reset"})
+            name = self.text(user, "name", path, required=True, max_length=32, single_line=True)
+            if name is not None:
+                if not NAME_RE.match(name):
+                    self.error(f"{path}.name", f"\"{name}\" is not a valid user name (lower-case letters, digits, _ "
+                                               "and -, starting with a letter or _; at most 32)")
+                elif name in names:
+                    self.error(f"{path}.name", f"user \"{name}\" is listed twice")
+                names.add(name)
+            password = self.text(user, "password", path, max_length=1024, single_line=True)
+            if password is not None:
+                problem = password_problem(password)
+                if problem:
+                    self.error(f"{path}.password", problem)
+                elif not password.startswith("$"):
+                    self.warn(f"{path}.password", "is plain text: it is stored in the portal and in the image "
+                                                  "build; prefer a hash (openssl passwd -6)")
+            key = self.text(user, "key", path, max_length=16384)
+            if key is not None:
+                problem = ssh_key_problem(key)
+                if problem:
+                    self.error(f"{path}.key", problem)
+            for field_name in ("home", "shell"):
+                value = self.text(user, field_name, path, max_length=1024, single_line=True)
+                if value is not None and not value.startswith("/"):
+                    self.error(f"{path}.{field_name}", "must be an absolute path")
+            self.text(user, "description", path, max_length=1024, single_line=True)
+            self.integer(user, "uid", path)
+            self.integer(user, "gid", path)
+            self.integer(user, "expiredate", path)
+            self.boolean(user, "force_password_reset", path)
+            groups = self.array(user, "groups", path, of=str)
+            for j, group in groups or []:
+                if not NAME_RE.match(group):
+                    self.error(f"{path}.groups[{j}]", f"\"{group}\" is not a valid group name")
+
+    def groups(self, custom, p):
+        entries = self.array(custom, "group", p)
+        for i, group in entries or []:
+            path = f"{p}.group[{i}]"
+            self.only(group, path, {"name", "gid"})
+            name = self.text(group, "name", path, required=True, max_length=32, single_line=True)
+            if name is not None and not NAME_RE.match(name):
+                self.error(f"{path}.name", f"\"{name}\" is not a valid group name")
+            self.integer(group, "gid", path)
+
+    def size(self, obj, key, path, *, required=False):
+        if key not in obj:
+            if required:
+                self.error(f"{path}.{key}", "is required, e.g. \"20 GiB\"")
+            return None
+        problem = size_problem(obj[key])
+        if problem:
+            self.error(f"{path}.{key}", problem)
+            return None
+        return size_bytes(obj[key])
+
+    def mountpoint(self, obj, key, path, *, required=False):
+        value = self.text(obj, key, path, required=required, max_length=1024, single_line=True)
+        if value is None:
+            return None
+        if not value.startswith("/"):
+            self.error(f"{path}.{key}", f"\"{value}\" must be an absolute path, e.g. /var/data")
+            return None
+        normalized = str(PurePosixPath(value))
+        if normalized != value.rstrip("/") and value != "/":
+            self.error(f"{path}.{key}", f"\"{value}\" is not a clean path (no //, . or ..)")
+            return None
+        if ".." in PurePosixPath(value).parts:
+            self.error(f"{path}.{key}", f"\"{value}\" must not contain ..")
+            return None
+        return normalized
+
+    def filesystems(self, custom, p):
+        entries = self.array(custom, "filesystem", p)
+        seen = set()
+        for i, fs in entries or []:
+            path = f"{p}.filesystem[{i}]"
+            self.only(fs, path, {"mountpoint", "minsize"})
+            mountpoint = self.mountpoint(fs, "mountpoint", path, required=True)
+            self.size(fs, "minsize", path, required=True)
+            if mountpoint is None:
+                continue
+            allowed = mountpoint in ("/", "/boot") or (mountpoint.startswith("/var/") and not any(
+                mountpoint == d or mountpoint.startswith(d + "/") for d in FILESYSTEM_DENIED))
+            if not allowed:
+                self.error(f"{path}.mountpoint", f"\"{mountpoint}\" is not allowed: bootc images accept \"/\", \"/boot\" "
+                                                 "and directories under /var (not /var itself, nor "
+                                                 f"{', '.join(FILESYSTEM_DENIED[:3])}, ...)")
+            elif mountpoint in seen:
+                self.error(f"{path}.mountpoint", f"\"{mountpoint}\" is listed twice")
+            seen.add(mountpoint)
+
+    def disk(self, custom, p):
+        disk = self.table(custom, "disk", p)
+        if disk is None:
+            return
+        path = f"{p}.disk"
+        self.only(disk, path, {"type", "minsize", "partitions"})
+        kind = self.text(disk, "type", path, single_line=True)
+        if kind is not None and kind not in ("gpt", "dos"):
+            self.error(f"{path}.type", f"\"{kind}\" is not a partition table type (gpt or dos)")
+        if "minsize" in disk:
+            self.size(disk, "minsize", path)
+        common = {"type", "part_type", "part_label", "part_uuid", "minsize"}
+        allowed_by_type = {
+            "plain": common | {"label", "mountpoint", "fs_type"},
+            "lvm": common | {"name", "logical_volumes"},
+            "btrfs": common | {"subvolumes"},
+        }
+        for i, part in self.array(disk, "partitions", path) or []:
+            ppath = f"{path}.partitions[{i}]"
+            ptype = part.get("type", "plain")
+            if ptype not in allowed_by_type:
+                self.error(f"{ppath}.type", f"\"{ptype}\" is not a partition type (plain, lvm or btrfs)")
+                continue
+            self.only(part, ppath, allowed_by_type[ptype], hint=f" for a {ptype} partition")
+            for key in ("part_type", "part_label", "part_uuid", "label", "name"):
+                self.text(part, key, ppath, max_length=200, single_line=True)
+            if "minsize" in part:
+                self.size(part, "minsize", ppath)
+            if ptype == "plain":
+                self.volume(part, ppath)
+            elif ptype == "lvm":
+                for j, lv in self.array(part, "logical_volumes", ppath) or []:
+                    lpath = f"{ppath}.logical_volumes[{j}]"
+                    self.only(lv, lpath, {"name", "label", "minsize", "mountpoint", "fs_type"})
+                    self.text(lv, "name", lpath, max_length=200, single_line=True)
+                    self.text(lv, "label", lpath, max_length=200, single_line=True)
+                    if "minsize" in lv:
+                        self.size(lv, "minsize", lpath)
+                    self.volume(lv, lpath)
+            else:
+                for j, sub in self.array(part, "subvolumes", ppath) or []:
+                    spath = f"{ppath}.subvolumes[{j}]"
+                    self.only(sub, spath, {"name", "mountpoint"})
+                    self.text(sub, "name", spath, required=True, max_length=200, single_line=True)
+                    self.mountpoint(sub, "mountpoint", spath, required=True)
+
+    def volume(self, obj, path):
+        fs_type = self.text(obj, "fs_type", path, single_line=True)
+        if fs_type is not None and fs_type not in FS_TYPES:
+            self.error(f"{path}.fs_type", f"\"{fs_type}\" is not a file system type ({', '.join(FS_TYPES)})")
+        mountpoint = self.mountpoint(obj, "mountpoint", path)
+        if fs_type == "swap" and mountpoint is not None:
+            self.error(f"{path}.mountpoint", "swap has no mount point: leave it out")
+        if fs_type not in (None, "swap") and mountpoint is None and "mountpoint" not in obj:
+            self.error(f"{path}.mountpoint", f"is required for a {fs_type} file system")
+
+    def files(self, custom, p):
+        for i, item in self.array(custom, "files", p) or []:
+            path = f"{p}.files[{i}]"
+            self.only(item, path, {"path", "mode", "user", "group", "data", "uri", "ensure_parents"})
+            self.mountpoint(item, "path", path, required=True)
+            self.mode(item, path)
+            self.owner(item, "user", path)
+            self.owner(item, "group", path)
+            self.text(item, "data", path, max_length=512 * 1024)
+            self.text(item, "uri", path, max_length=2048, single_line=True)
+            self.boolean(item, "ensure_parents", path)
+            if "data" in item and "uri" in item:
+                self.error(f"{path}.uri", "give data or uri, not both")
+
+    def directories(self, custom, p):
+        for i, item in self.array(custom, "directories", p) or []:
+            path = f"{p}.directories[{i}]"
+            self.only(item, path, {"path", "mode", "user", "group", "ensure_parents"})
+            self.mountpoint(item, "path", path, required=True)
+            self.mode(item, path)
+            self.owner(item, "user", path)
+            self.owner(item, "group", path)
+            self.boolean(item, "ensure_parents", path)
+
+    def mode(self, item, path):
+        mode = self.text(item, "mode", path, max_length=8, single_line=True)
+        if mode is not None and not re.fullmatch(r"0?[0-7]{3,4}", mode):
+            self.error(f"{path}.mode", f"\"{mode}\" is not an octal mode such as \"0644\"")
+
+    def owner(self, item, key, path):
+        if key not in item:
+            return
+        value = item[key]
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            self.error(f"{path}.{key}", f"must be a name or a number, not {_kind(value)}")
+        elif isinstance(value, str) and not NAME_RE.match(value):
+            self.error(f"{path}.{key}", f"\"{value}\" is not a valid {key} name")
+
+    def installer(self, custom, p):
+        installer = self.table(custom, "installer", p)
+        if installer is None:
+            return
+        path = f"{p}.installer"
+        self.only(installer, path, {"unattended", "sudo-nopasswd", "kickstart", "modules"})
+        self.boolean(installer, "unattended", path)
+        self.array(installer, "sudo-nopasswd", path, of=str)
+        kickstart = self.table(installer, "kickstart", path)
+        if kickstart is not None:
+            self.only(kickstart, f"{path}.kickstart", {"contents"})
+            contents = self.text(kickstart, "contents", f"{path}.kickstart", required=True, max_length=256 * 1024)
+            if contents is not None:
+                from .kickstart import check_installer_contents
+
+                for problem in check_installer_contents(contents):
+                    self.error(f"{path}.kickstart.contents", problem)
+        modules = self.table(installer, "modules", path)
+        if modules is not None:
+            self.only(modules, f"{path}.modules", {"enable", "disable"})
+            both = {}
+            for which in ("enable", "disable"):
+                for i, name in self.array(modules, which, f"{path}.modules", of=str) or []:
+                    if not name.startswith(ANACONDA_MODULE_PREFIX) or not re.fullmatch(r"[A-Za-z0-9.]+", name):
+                        self.error(f"{path}.modules.{which}[{i}]",
+                                   f"\"{name}\" is not an Anaconda module (e.g. {ANACONDA_MODULE_PREFIX}Users)")
+                    elif name in both:
+                        self.error(f"{path}.modules.{which}[{i}]", f"\"{name}\" is also in {both[name]}")
+                    both.setdefault(name, which)
+        if installer.get("unattended") and kickstart is not None:
+            self.error(f"{path}.unattended", "cannot be combined with a custom kickstart")
+
+
+def _kind(value):
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return type(value).__name__
+
+
+def validate(config: dict) -> Report:
+    """Errors and warnings of a configuration, whatever image type it is used for."""
+    return _Validator().run(config)
+
+
+def customizations(config: dict) -> dict:
+    value = config.get("customizations") if isinstance(config, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def check_for_types(config: dict, types, *, rootfs: str = "") -> Report:
+    """validate() plus what the chosen image types and root file system accept.
+
+    A key must be accepted by every chosen type (a request that mixes an ISO with disk types shares one configuration).
+    """
+    report = validate(config)
+    custom = customizations(config)
+    types = list(types)
+    for key in custom:
+        if key in IGNORED_CUSTOMIZATIONS:
+            continue
+        refusing = [t for t in types if key not in (ISO_CUSTOMIZATIONS if t in ISO_TYPES else DISK_CUSTOMIZATIONS)]
+        if not refusing:
+            continue
+        accepting = [t for t in ALL_TYPES if key in (ISO_CUSTOMIZATIONS if t in ISO_TYPES else DISK_CUSTOMIZATIONS)]
+        if key in ("installer", "iso"):
+            why = "only the installer ISO (anaconda-iso) uses it"
+        elif key in ("filesystem", "disk"):
+            why = ("the installer ISO partitions the disk with its kickstart (autopart, part), so it does not take "
+                   "disk layouts")
+        else:
+            why = "only disk image types use it"
+        report.error(f"customizations.{key}",
+                     f"{', '.join(refusing)} {'does' if len(refusing) == 1 else 'do'} not accept it: {why} "
+                     f"(accepted by {', '.join(accepting)}). Pick other types, or a configuration without it.")
+    if rootfs == "btrfs":
+        for i, fs in enumerate(custom.get("filesystem") or []):
+            if isinstance(fs, dict) and fs.get("mountpoint") not in ("/", "/boot", None):
+                report.error(f"customizations.filesystem[{i}].mountpoint",
+                             f"with a btrfs root file system only \"/\" and \"/boot\" can be sized, not "
+                             f"\"{fs.get('mountpoint')}\"")
+    return report
+
+
+def summary(config: dict) -> list[str]:
+    """One line per customization, for lists and the request page: "2 users (ops, admin)", "/ at least 20 GiB"."""
+    custom = customizations(config)
+    out = []
+    users = [u.get("name", "?") for u in custom.get("user") or [] if isinstance(u, dict)]
+    if users:
+        keyed = sum(1 for u in custom.get("user") if isinstance(u, dict) and u.get("key"))
+        out.append(f"{len(users)} user{'s' if len(users) != 1 else ''} ({', '.join(users[:4])}"
+                   f"{', ...' if len(users) > 4 else ''}){f', {keyed} with SSH key' if keyed else ''}")
+    for fs in custom.get("filesystem") or []:
+        if isinstance(fs, dict):
+            out.append(f"{fs.get('mountpoint')} at least {fs.get('minsize')}")
+    if isinstance(custom.get("disk"), dict):
+        parts = custom["disk"].get("partitions") or []
+        out.append(f"custom disk layout ({len(parts)} partition{'s' if len(parts) != 1 else ''})")
+    kernel = custom.get("kernel")
+    if isinstance(kernel, dict) and kernel.get("append"):
+        out.append(f"kernel: {kernel['append']}")
+    installer = custom.get("installer")
+    if isinstance(installer, dict):
+        if isinstance(installer.get("kickstart"), dict):
+            out.append("installer kickstart")
+        if isinstance(installer.get("modules"), dict):
+            out.append("installer modules")
+    if custom.get("fips"):
+        out.append("FIPS mode")
+    if custom.get("files") or custom.get("directories"):
+        out.append(f"{len(custom.get('files') or [])} file(s), {len(custom.get('directories') or [])} directory(ies)")
+    if isinstance(custom.get("iso"), dict):
+        out.append("ISO labels")
+    return out
+
+
+def accepted_types(config: dict) -> list[str]:
+    """The image types this configuration can be used for."""
+    custom = customizations(config)
+    keys = set(custom) - IGNORED_CUSTOMIZATIONS
+    return [t for t in ALL_TYPES if keys <= (ISO_CUSTOMIZATIONS if t in ISO_TYPES else DISK_CUSTOMIZATIONS)]
