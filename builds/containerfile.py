@@ -451,10 +451,13 @@ def _check_stages(parsed: Parsed, report: Report, build_args: dict[str, str]):
                                                                    f"(first on line {names[stage.name].line}).")
             else:
                 names[stage.name] = stage
-        for var, _ in variables_in(stage.base):
-            if var not in global_values and var not in build_args and var not in PREDEFINED_ARGS:
-                report.add("error", stage.line, "undefined-from-arg",
-                           f"FROM uses ${{{var}}}, which no ARG before the first FROM defines.")
+        undefined = [var for var, op in variables_in(stage.base) if var not in global_values
+                     and var not in build_args and var not in PREDEFINED_ARGS and op not in (":-", "-")]
+        for var in undefined:
+            report.add("error", stage.line, "undefined-from-arg",
+                       f"FROM uses ${{{var}}}, which no ARG before the first FROM defines.")
+        if undefined:
+            continue
         base = expand(stage.base, {**global_values, **build_args})
         stage.base_resolved = base
         if not base:

@@ -17,7 +17,6 @@ import select
 import shlex
 import shutil
 import signal
-import stat
 import subprocess
 import tempfile
 import time
@@ -318,13 +317,6 @@ class SSHRunner(Runner):
             raise BuilderUnavailable(f"{username}@{known_as} refused the builder's key: {exc}") from None
         except (TimeoutError, OSError, paramiko.SSHException) as exc:
             raise BuilderUnavailable(f"cannot connect to {known_as}: {exc or type(exc).__name__}") from None
-        self._sftp = None
-
-    @property
-    def sftp(self):
-        if self._sftp is None:
-            self._sftp = self.client.open_sftp()
-        return self._sftp
 
     def run(self, argv, *, watch, cwd=None, env=None, capture=False, echo=True, tail=40):
         if echo:
@@ -381,30 +373,37 @@ class SSHRunner(Runner):
                           watch=Watch(run=None, sink=None, deadline=None), capture=True, echo=False)
         return result.stdout.strip()
 
+    def _exec(self, argv, *, stdin=b"", timeout=60):
+        """A short command with input; returns stdout bytes. No SFTP needed on the builder."""
+        channel = self.client.get_transport().open_session()
+        channel.settimeout(timeout)
+        channel.exec_command(shlex.join(argv))
+        if stdin:
+            channel.sendall(stdin)
+        channel.shutdown_write()
+        out, err = [], []
+        while True:
+            data = channel.recv(65536)
+            if not data:
+                break
+            out.append(data)
+        while channel.recv_stderr_ready():
+            err.append(channel.recv_stderr(65536))
+        status = channel.recv_exit_status()
+        channel.close()
+        if status != 0:
+            raise RunnerError(f"{argv[0]} on the builder failed ({status}): {b''.join(err).decode(errors='replace')[:300]}")
+        return b"".join(out)
+
     def write_file(self, path, data, mode=0o644):
-        parent = str(Path(path).parent)
-        self._makedirs(parent)
-        with self.sftp.open(path, "wb") as f:
-            f.write(data)
-        self.sftp.chmod(path, mode)
+        self._exec(["sh", "-c", 'mkdir -p -- "$(dirname -- "$1")" && (umask 077; cat > "$1") && chmod "$2" -- "$1"', "sh",
+                    path, format(mode, "o")], stdin=data)
 
     def mkdir(self, path):
-        self._makedirs(path)
-
-    def _makedirs(self, path):
-        parts = Path(path).parts
-        current = ""
-        for part in parts:
-            current = os.path.join(current, part) if current else part
-            try:
-                if not stat.S_ISDIR(self.sftp.stat(current).st_mode):
-                    raise RunnerError(f"{current} exists on the builder and is not a directory")
-            except FileNotFoundError:
-                self.sftp.mkdir(current)
+        self._exec(["mkdir", "-p", "--", path])
 
     def read_file(self, path):
-        with self.sftp.open(path, "rb") as f:
-            return f.read()
+        return self._exec(["cat", "--", path])
 
     def remove_tree(self, path):
         if not path or path in ("/", "."):
@@ -414,9 +413,6 @@ class SSHRunner(Runner):
             stdout.channel.recv_exit_status()
 
     def close(self):
-        with contextlib.suppress(Exception):
-            if self._sftp is not None:
-                self._sftp.close()
         self.client.close()
 
 

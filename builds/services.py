@@ -158,6 +158,7 @@ def revision_create(
     errors = [str(issue) for issue in report.errors] + context_errors
     if errors:
         raise ValidationError(errors)
+    _warn_about_old_podman(report)
     text = report.text
     with transaction.atomic():
         # Lock the definition so two saves never get the same number.
@@ -190,6 +191,22 @@ def revision_create(
               team=definition.team, obj=revision, request=request,
               detail={"sha256": revision.sha256, "warnings": len(report.warnings)})
     return revision
+
+
+def _warn_about_old_podman(report):
+    """Heredocs need podman 4.8 (buildah 1.33); say so at save time when an enabled builder is older."""
+    from .podman import supports_heredocs
+
+    with_heredoc = [i for i in report.parsed.instructions if i.heredocs] if report.parsed else []
+    if not with_heredoc:
+        return
+    old = [b for b in Builder.objects.filter(enabled=True).exclude(podman_version="")
+           if not supports_heredocs(b.podman_version)]
+    if old:
+        names = ", ".join(f"{b.name} (podman {b.podman_version})" for b in old)
+        report.add("warning", with_heredoc[0].line, "heredoc-old-podman",
+                   f"heredocs (<<{with_heredoc[0].heredocs[0].name}) need podman 4.8 or newer; {names} would fail at "
+                   "this step. Write the script as a file in the build context instead, or upgrade the builders.")
 
 
 def _sha256(content: bytes) -> str:

@@ -1,0 +1,135 @@
+"""Builds through a real Celery worker on the `builds` queue: the whole path from the web form to a pushed digest,
+cancelling a `RUN sleep`, and a worker killed with SIGKILL mid-build.
+
+Processes of a build are recognised by a sleep duration no other test uses, so the test can prove they are gone.
+"""
+
+import os
+import signal
+import time
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+
+from builds import services
+from builds.models import Build, BuildPhase, BuildStatus
+from portal.logsink import lines_after
+from portal.models import RunStatus
+from tests.builds_fixtures import (  # noqa: F401
+    BASE_IMAGE,
+    WORKER_ENV,
+    build_settings,
+    local_builder,
+    oci_registry,
+    podman_store,
+    skopeo_inspect,
+)
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def processes_running(*argv):
+    """Pids of processes whose command line is exactly argv."""
+    wanted = "\0".join(argv).encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if f.read().rstrip(b"\0") == wanted:
+                        pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+def reload(build):
+    return Build.objects.with_related().get(pk=build.pk)
+
+
+def log_text(build):
+    return "\n".join(text for _, text in lines_after(build.run))
+
+
+@pytest.fixture
+def definition(personas, oci_registry, local_builder, build_settings):  # noqa: F811
+    return services.definition_create(team=personas.team, user=personas.developer, name="worker-os")
+
+
+def test_a_revision_saved_in_the_browser_is_built_by_the_worker_and_pushed(
+    start_worker, client_for, personas, definition, oci_registry  # noqa: F811
+):
+    start_worker(queues="builds", concurrency=1, **WORKER_ENV)
+    response = client_for(personas.developer).post(reverse("revision_create", args=[definition.pk]), {
+        "containerfile": f"FROM {BASE_IMAGE}\nRUN echo hello > /etc/hello\nLABEL containers.bootc=1\n",
+        "message": "hello", "context_kind": "none", "and_build": "1",
+    })
+    assert response.status_code == 302
+    build = Build.objects.get()
+    assert response["Location"] == build.get_absolute_url()
+    wait_for(lambda: reload(build).run.is_finished, timeout=60, what="the build to end")
+    build = reload(build)
+    assert build.status == BuildStatus.SUCCEEDED, build.run.exit_reason + "\n" + log_text(build)
+    inspected = skopeo_inspect(f"{build.repository}@{build.digest}")
+    assert inspected["Digest"] == build.digest
+    assert inspected["Labels"]["io.imagemode.portal.build-id"] == str(build.pk)
+    assert inspected["Labels"]["io.imagemode.portal.revision-sha256"] == build.revision.sha256
+    page = client_for(personas.viewer).get(build.get_absolute_url()).content.decode()
+    assert build.digest in page and "Succeeded" in page
+
+
+def test_cancel_stops_a_running_sleep_and_its_whole_process_tree_keeping_the_log(
+    start_worker, personas, definition
+):
+    start_worker(queues="builds", concurrency=1, **WORKER_ENV)
+    revision = services.revision_create(definition=definition, user=personas.developer,
+                                        containerfile=f"FROM {BASE_IMAGE}\nRUN echo before-sleep\nRUN sleep 300\n")
+    build = services.build_start(revision=revision, user=personas.developer)
+    wait_for(lambda: processes_running("sleep", "300"), timeout=60, what="the RUN sleep 300 step to start")
+    assert reload(build).run.phase == BuildPhase.BUILDING
+
+    asked = time.monotonic()
+    services.build_cancel(build=reload(build), user=personas.developer)
+    wait_for(lambda: not processes_running("sleep", "300"), timeout=5, interval=0.1,
+             what="the sleep (and its podman) to be killed within 5 s")
+    killed_after = time.monotonic() - asked
+    wait_for(lambda: reload(build).run.is_finished, timeout=10, what="the run to end")
+
+    build = reload(build)
+    assert build.status == BuildStatus.CANCELLED
+    assert "Cancelled by developer" in build.run.exit_reason
+    log = log_text(build)
+    assert "before-sleep" in log and "RUN sleep 300" in log, "the partial log is kept"
+    assert build.run.log_lines >= 3
+    print(f"process tree gone {killed_after:.2f} s after the cancel request")
+
+
+def test_a_worker_killed_mid_build_leaves_a_failed_build_with_the_reason(
+    start_worker, personas, definition, settings
+):
+    settings.RUN_STALE_AFTER = timedelta(seconds=2)
+    worker = start_worker(queues="builds", concurrency=1, RUN_HEARTBEAT_SECONDS="0.3", **WORKER_ENV)
+    revision = services.revision_create(definition=definition, user=personas.developer,
+                                        containerfile=f"FROM {BASE_IMAGE}\nRUN sleep 299\n")
+    build = services.build_start(revision=revision, user=personas.developer)
+    try:
+        wait_for(lambda: processes_running("sleep", "299"), timeout=60, what="the sleep step to start")
+        worker.stop(signal.SIGKILL)
+        assert reload(build).run.status == RunStatus.RUNNING
+
+        from portal.services import reap_stale_runs
+
+        def reaped():
+            reap_stale_runs()
+            return reload(build).run.is_finished
+
+        wait_for(reaped, timeout=15, interval=0.5, what="the reaper to fail the build")
+        build = reload(build)
+        assert build.status == BuildStatus.FAILED
+        assert "stopped responding" in build.run.exit_reason and build.run.worker in build.run.exit_reason
+    finally:
+        # The container's sleep was orphaned with the worker; it was started by this test, so end it here.
+        for pid in processes_running("sleep", "299"):
+            os.kill(pid, signal.SIGKILL)
