@@ -18,6 +18,7 @@ understands.
 import base64
 import hashlib
 import io
+import logging
 import re
 import shlex
 import socket
@@ -27,6 +28,9 @@ from dataclasses import dataclass, field
 import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
+# paramiko logs every failed connection with a traceback at ERROR; the poller records each failure on the host instead.
+logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
 
 # Deadlines (seconds) and limits; overridable per call.
 CONNECT_TIMEOUT = 5.0
@@ -186,7 +190,7 @@ JOURNAL_UNITS = (
 
 
 def valid_image_reference(reference):
-    return bool(reference) and len(reference) <= 512 and bool(_IMAGE_REFERENCE.match(reference))
+    return bool(reference) and len(reference) <= 512 and bool(_IMAGE_REFERENCE.fullmatch(reference))
 
 
 def bootc_status():
@@ -334,9 +338,16 @@ class Connection:
             try:
                 transport.start_client(timeout=target.handshake_timeout)
             except paramiko.SSHException as exc:
+                if "banner" in str(exc).lower():
+                    raise HostUnreachable(f"{target.label()} accepted the connection but did not speak SSH within "
+                                          f"{target.handshake_timeout:g} s.") from None
                 raise ProtocolError(f"SSH handshake with {target.label()} failed: {exc}") from None
             except (EOFError, OSError) as exc:
                 raise HostUnreachable(f"{target.label()} closed the connection during the handshake: {exc}") from None
+            if not transport.is_active() or not getattr(transport, "initial_kex_done", False):
+                # start_client returns quietly when its timeout passes mid-handshake.
+                raise HostUnreachable(f"{target.label()} did not complete the SSH handshake within "
+                                      f"{target.handshake_timeout:g} s.")
             presented = transport.get_remote_server_key()
             if target.host_key and not _same_key(presented, target.host_key):
                 raise HostKeyMismatch(
