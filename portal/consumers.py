@@ -154,8 +154,7 @@ class RunLogConsumer(AsyncWebsocketConsumer):
     async def log_lines(self, event):
         self.last_live = time.monotonic()
         self.catch_up_wait = CATCH_UP_AFTER_SECONDS
-        first, lines = event["first"], event["lines"]
-        last = first + len(lines) - 1
+        first, last = event["first"], event["last"]
         async with self.lock:
             if last <= self.last_sent:
                 return  # already sent from the database
@@ -163,16 +162,19 @@ class RunLogConsumer(AsyncWebsocketConsumer):
                 await self.send_stored(up_to=first - 1)  # a batch went missing in the channel layer: fill from the database
                 if last <= self.last_sent:
                     return
+            if first == self.last_sent + 1:  # the usual case: forward the batch as the worker serialised it
+                await self.send(text_data=event["json"])
+                self.last_sent = last
+                return
+            message = json.loads(event["json"])
             skip = self.last_sent + 1 - first
-            message = {k: v for k, v in event.items() if k not in ("type", "run")}
-            if skip > 0:
-                message["first"] = first + skip
-                message["lines"] = lines[skip:]
-                message["times"] = event["times"][skip:]
-                if "sections" in message:
-                    message["sections"] = [s for s in message["sections"] if s[0] >= first + skip]
-                if "cut" in message:
-                    message["cut"] = [c for c in message["cut"] if c[0] >= first + skip]
+            message["first"] = first + skip
+            message["lines"] = message["lines"][skip:]
+            message["times"] = message["times"][skip:]
+            if "sections" in message:
+                message["sections"] = [s for s in message["sections"] if s[0] >= first + skip]
+            if "cut" in message:
+                message["cut"] = [c for c in message["cut"] if c[0] >= first + skip]
             await self.send_message(message)
 
     async def run_status(self, event):

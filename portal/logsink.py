@@ -13,6 +13,7 @@ A sink has one writer. Whoever feeds it from a stream that may go quiet calls `p
 their select loop), which flushes a batch that is due and beats the run's heartbeat.
 """
 
+import json
 import time
 import zlib
 
@@ -171,7 +172,8 @@ def lines_message(first, lines, times, sections=()):
 
 
 def batch_message(chunk, lines=None, offsets=None, sections=None):
-    """The Channels message for one batch of lines; consumers forward its payload to browsers."""
+    """The Channels message for one batch of lines: {"type", "run", "first", "last", "json"}, where "json" is the viewer's
+    "lines" message, serialised once here rather than once per viewer in the web process."""
     start_ms = _ms(chunk.created_at)
     if offsets is None:
         offsets = [int(o) for o in chunk.offsets_ms.split(",")] if chunk.offsets_ms else []
@@ -179,10 +181,9 @@ def batch_message(chunk, lines=None, offsets=None, sections=None):
         lines = chunk.lines()
     if sections is None:
         sections = list(LogSection.objects.filter(run_id=chunk.run_id, seq__gte=chunk.first_seq, seq__lte=chunk.last_seq))
-    message = lines_message(chunk.first_seq, lines, [start_ms + o for o in offsets], sections)
-    message["type"] = "log.lines"
-    message["run"] = chunk.run_id
-    return message
+    viewer_message = lines_message(chunk.first_seq, lines, [start_ms + o for o in offsets], sections)
+    return {"type": "log.lines", "run": chunk.run_id, "first": chunk.first_seq, "last": chunk.last_seq,
+            "json": json.dumps(viewer_message, separators=(",", ":"))}
 
 
 # --- Readers ---------------------------------------------------------------------------------------------------------

@@ -308,3 +308,19 @@ class TestWhenTheChannelLayerLosesThings:
         messages = await receive_until(comm, lambda m: m["t"] == "status" and m["finished"], timeout=10)
         assert lines_of(messages)[0] == list(range(1, 301))
         await comm.disconnect()
+
+    async def test_a_batch_overlapping_what_was_sent_is_trimmed(self, async_personas):
+        import json
+
+        run, _ = await sync_to_async(make_run)(async_personas.team, lines=3)
+        comm = communicator(run.pk, async_personas.viewer)
+        await comm.connect()
+        await receive_until_status(comm)
+        viewer_message = logsink.lines_message(2, ["line 2", "line 3", "STEP 1/1: FROM x", "line 5"], [1, 2, 3, 4],
+                                               [[4, "step", "STEP 1/1: FROM x", 3]])
+        overlapping = {"type": "log.lines", "run": run.pk, "first": 2, "last": 5, "json": json.dumps(viewer_message)}
+        await sync_to_async(lambda: (live.publish(run.group_name(), overlapping), live.wait_published()))()
+        message = await comm.receive_json_from(timeout=5)
+        assert (message["first"], message["lines"], message["times"]) == (4, ["STEP 1/1: FROM x", "line 5"], [3, 4])
+        assert message["sections"] == [[4, "step", "STEP 1/1: FROM x", 3]]
+        await comm.disconnect()

@@ -141,7 +141,7 @@ class TestLines:
         settings.RUN_LOG_DISPLAY_LINE_CHARS = 100
         write(run, ["short", "y" * 250])
         (chunk,) = LogChunk.objects.filter(run=run)
-        message = logsink.batch_message(chunk)
+        message = json.loads(logsink.batch_message(chunk)["json"])
         assert message["lines"] == ["short", "y" * 100] and message["cut"] == [[2, 250]]
         assert logsink.line(run, 2) == "y" * 250  # the whole line is kept
 
