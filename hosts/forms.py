@@ -78,7 +78,7 @@ class HostForm(forms.Form):
         self.fields["stage"].label_from_instance = lambda s: f"{s.team.name}: {s.name}"
         self.fields["jump_host"].queryset = JumpHost.objects.filter(team__in=teams).select_related("team")
         if len(teams) == 1:
-            self.fields["team"].initial = teams[0]
+            self.fields["team"].initial = teams.first()
         if host is not None:
             del self.fields["team"]
             del self.fields["host_key"]
@@ -126,7 +126,7 @@ class ImportForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["team"].queryset = teams
         if len(teams) == 1:
-            self.fields["team"].initial = teams[0]
+            self.fields["team"].initial = teams.first()
         self.helper = FormHelper()
         self.helper.add_input(Submit("submit", "Import"))
 

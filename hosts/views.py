@@ -210,8 +210,8 @@ def host_action(request, pk, kind):
 
 @login_required
 def host_add(request):
-    teams = list(teams_where(request.user, Action.ADMIN))
-    if not teams:
+    teams = teams_where(request.user, Action.ADMIN)
+    if not teams.exists():
         raise PermissionDenied("Only team admins add hosts.")
     form = HostForm(request.POST or None, teams=teams)
     if request.method == "POST" and form.is_valid():
@@ -243,7 +243,7 @@ def _errors_to_form(form, exc):
 @login_required
 def host_edit(request, pk):
     host = get_host_for_user(request.user, pk, action=Action.ADMIN)
-    teams = [host.team]
+    teams = Team.objects.filter(pk=host.team_id)
     initial = {"name": host.name, "address": host.address, "port": host.port, "ssh_user": host.ssh_user,
                "jump_host": host.jump_host, "stage": host.stage, "tracked_image": host.tracked_image,
                "labels": host.labels}
@@ -308,8 +308,8 @@ def host_trust(request, pk):
 
 @login_required
 def host_import(request):
-    teams = list(teams_where(request.user, Action.ADMIN))
-    if not teams:
+    teams = teams_where(request.user, Action.ADMIN)
+    if not teams.exists():
         raise PermissionDenied("Only team admins import hosts.")
     form = ImportForm(request.POST or None, request.FILES or None, teams=teams)
     report = None

@@ -1,0 +1,338 @@
+"""Host pages for anonymous, outsider, read-only, help-desk, operator and admin users; filters and paging of the list;
+CSV import with bad rows; trust; action confirmations; and that no page ever shows a private key."""
+
+import pytest
+from django.utils import timezone
+
+from hosts import services, ssh
+from hosts.models import ActionKind, Host, HostAction, HostState, TeamSSHKey
+from portal.models import AuditEvent, Run
+
+pytestmark = pytest.mark.django_db
+D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+_, HOST_KEY = ssh.generate_keypair("host")
+
+
+def make_host(team, name, **fields):
+    defaults = {"address": "127.0.0.1", "port": 1, "host_key": " ".join(HOST_KEY.split()[:2]),
+                "state": HostState.UP_TO_DATE, "is_bootc": True, "booted_digest": D1, "booted_version": "1.0",
+                "rollback_digest": D2, "status_at": timezone.now(),
+                "status": {"booted": {"image": {"image": "r/x:prod", "digest": D1, "version": "1.0"}}}}
+    defaults.update(fields)
+    return Host.objects.create(team=team, name=name, **defaults)
+
+
+@pytest.fixture
+def host(personas):
+    services.team_key_ensure(team=personas.team)
+    return make_host(personas.team, "web-01", labels="eu web", stage=personas.team.stages.get(name="prod"))
+
+
+def get(client_for, user, url, **kwargs):
+    return client_for(user).get(url, **kwargs)
+
+
+def post(client_for, user, url, data=None):
+    return client_for(user).post(url, data or {})
+
+
+def is_login(response):
+    return response.status_code == 302 and response["Location"].startswith("/login/")
+
+
+class TestWhoSeesWhat:
+    def test_the_host_page(self, personas, client_for, host):
+        url = f"/hosts/{host.pk}/"
+        assert is_login(get(client_for, None, url))
+        assert get(client_for, personas.outsider, url).status_code == 404
+        for user in (personas.viewer, personas.helpdesk, personas.operator, personas.admin, personas.superuser):
+            assert get(client_for, user, url).status_code == 200, user
+        assert get(client_for, personas.viewer, "/hosts/999999/").status_code == 404
+
+    def test_the_raw_status_page(self, personas, client_for, host):
+        url = f"/hosts/{host.pk}/raw/"
+        assert is_login(get(client_for, None, url))
+        assert get(client_for, personas.outsider, url).status_code == 404
+        assert get(client_for, personas.helpdesk, url).status_code == 200
+
+    def test_the_list_shows_each_user_their_teams_and_help_desk_every_team(self, personas, client_for, host):
+        other = make_host(personas.other_team, "other-01")
+        assert is_login(get(client_for, None, "/hosts/"))
+        outsider = get(client_for, personas.outsider, "/hosts/").content.decode()
+        assert "other-01" in outsider and "web-01" not in outsider
+        viewer = get(client_for, personas.viewer, "/hosts/").content.decode()
+        assert "web-01" in viewer and other.name not in viewer
+        helpdesk = get(client_for, personas.helpdesk, "/hosts/").content.decode()
+        assert "web-01" in helpdesk and "other-01" in helpdesk
+
+    @pytest.mark.parametrize("url", ["/hosts/drift/", "/hosts/fleet/", f"/hosts/digests/{D1}/"])
+    def test_fleet_views(self, personas, client_for, host, url):
+        make_host(personas.other_team, "other-01", drifting=True, state=HostState.DRIFT)
+        host.drifting, host.state = True, HostState.DRIFT
+        host.save()
+        assert is_login(get(client_for, None, url))
+        outsider = get(client_for, personas.outsider, url)
+        assert outsider.status_code == 200 and "web-01" not in outsider.content.decode()
+        helpdesk = get(client_for, personas.helpdesk, url).content.decode()
+        assert "Platform" in helpdesk and "Other" in helpdesk
+
+    def test_actions_are_for_operators_and_admins_only(self, personas, client_for, host):
+        url = f"/hosts/{host.pk}/actions/reboot/"
+        assert is_login(get(client_for, None, url))
+        assert get(client_for, personas.outsider, url).status_code == 404
+        for user in (personas.viewer, personas.developer, personas.approver, personas.helpdesk):
+            assert get(client_for, user, url).status_code == 403, user
+            assert post(client_for, user, url).status_code == 403, user
+        assert not Run.objects.exists()
+        assert get(client_for, personas.operator, url).status_code == 200
+        assert get(client_for, personas.admin, url).status_code == 200
+
+    def test_help_desk_gets_403_on_every_action_and_sees_no_buttons(self, personas, client_for, host):
+        for kind in ActionKind.values:
+            assert post(client_for, personas.helpdesk, f"/hosts/{host.pk}/actions/{kind}/").status_code == 403
+        assert post(client_for, personas.helpdesk, f"/hosts/{host.pk}/poll/").status_code == 403
+        page = get(client_for, personas.helpdesk, f"/hosts/{host.pk}/").content.decode()
+        assert "/actions/" not in page and "Help-desk users see every host" in page
+        assert not HostAction.objects.exists()
+
+    def test_inventory_and_trust_are_for_team_admins(self, personas, client_for, host):
+        for url in (f"/hosts/{host.pk}/edit/", f"/hosts/{host.pk}/trust/"):
+            assert is_login(get(client_for, None, url))
+            assert get(client_for, personas.outsider, url).status_code == 404
+            for user in (personas.viewer, personas.operator, personas.helpdesk):
+                assert get(client_for, user, url).status_code == 403, (user, url)
+            assert get(client_for, personas.admin, url).status_code == 200
+        for url in ("/hosts/new/", "/hosts/import/"):
+            assert is_login(get(client_for, None, url))
+            for user in (personas.viewer, personas.operator, personas.helpdesk, personas.outsider):
+                assert get(client_for, user, url).status_code == 403, (user, url)
+            assert get(client_for, personas.admin, url).status_code == 200
+        assert post(client_for, personas.operator, f"/hosts/{host.pk}/delete/").status_code == 403
+        assert Host.objects.filter(pk=host.pk).exists()
+
+    def test_the_team_key_page_is_for_team_members_and_help_desk_sees_no_credentials(self, personas, client_for, host):
+        url = f"/teams/{personas.team.slug}/ssh-key/"
+        key = TeamSSHKey.objects.get(team=personas.team)
+        assert is_login(get(client_for, None, url))
+        assert get(client_for, personas.outsider, url).status_code == 404
+        assert get(client_for, personas.helpdesk, url).status_code == 404
+        page = get(client_for, personas.viewer, url).content.decode()
+        assert key.public_key in page and "PRIVATE KEY" not in page
+        assert post(client_for, personas.viewer, f"/teams/{personas.team.slug}/ssh-key/create/").status_code == 403
+
+    def test_no_page_ever_shows_a_private_key(self, personas, client_for, host):
+        key = TeamSSHKey.objects.get(team=personas.team)
+        secret = key.private_key.split("\n")[1]  # a line of the key's body
+        urls = ["/hosts/", f"/hosts/{host.pk}/", f"/hosts/{host.pk}/raw/", f"/hosts/{host.pk}/trust/",
+                f"/hosts/{host.pk}/edit/", f"/hosts/{host.pk}/actions/reboot/", "/hosts/drift/", "/hosts/fleet/",
+                f"/teams/{personas.team.slug}/ssh-key/", "/hosts/new/", "/hosts/import/", "/"]
+        for user in (personas.admin, personas.superuser, personas.operator, personas.helpdesk, personas.viewer):
+            for url in urls:
+                response = get(client_for, user, url)
+                body = response.content.decode()
+                assert "PRIVATE KEY" not in body and secret not in body, (user, url)
+        assert "PRIVATE KEY" in key.private_key  # it is there, encrypted at rest
+        raw = TeamSSHKey.objects.filter(pk=key.pk).values_list("private_key", flat=True)
+        assert raw  # read through the field: decrypted; the column itself holds a Fernet token
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT private_key FROM hosts_teamsshkey WHERE id = %s", [key.pk])
+            assert "PRIVATE KEY" not in cursor.fetchone()[0]
+
+
+class TestTheList:
+    @pytest.fixture
+    def many(self, personas):
+        prod, dev = personas.team.stages.get(name="prod"), personas.team.stages.get(name="dev")
+        hosts = []
+        for i in range(120):
+            state = [HostState.UP_TO_DATE, HostState.DRIFT, HostState.UPDATE_STAGED, HostState.UNREACHABLE][i % 4]
+            hosts.append(Host(team=personas.team, name=f"node-{i:03d}", address=f"10.0.{i // 250}.{i % 250}",
+                              stage=prod if i % 2 else dev, state=state, drifting=state == HostState.DRIFT,
+                              labels="even" if i % 2 == 0 else "odd rack=7", booted_digest=D1, status_at=timezone.now()))
+        Host.objects.bulk_create(hosts)
+        return hosts
+
+    def test_pages_through_hosts_with_a_fixed_number_of_queries(self, personas, client_for, many,
+                                                                 django_assert_max_num_queries):
+        client = client_for(personas.viewer)
+        with django_assert_max_num_queries(12):
+            first = client.get("/hosts/")
+        assert first.status_code == 200 and "1–50 of 120" in first.content.decode()
+        last = client.get("/hosts/?page=3").content.decode()
+        assert "node-119" in last and "node-000" not in last
+
+    def test_filters_by_team_stage_state_label_and_name(self, personas, client_for, many):
+        client = client_for(personas.viewer)
+
+        def names(query):
+            response = client.get(f"/hosts/?{query}")
+            assert response.status_code == 200
+            return response.context["page"].paginator.count
+
+        assert names("state=drift") == 30
+        assert names("state=unreachable&stage=prod") == 30
+        assert names("stage=dev") == 60
+        assert names("label=even") == 60 and names("label=rack=7") == 60 and names("label=rack") == 0
+        assert names("q=node-01") == 10
+        assert names(f"team={personas.team.pk}") == 120
+        assert names(f"team={personas.other_team.pk}") == 0  # not one of the viewer's teams: ignored as invalid
+        assert names("state=nonsense") == 0 and names("page=999") == 120
+
+    def test_htmx_gets_just_the_table(self, personas, client_for, many):
+        response = client_for(personas.viewer).get("/hosts/?state=drift", HTTP_HX_REQUEST="true")
+        body = response.content.decode()
+        assert response.status_code == 200 and "<table" in body and "<nav class=\"navbar" not in body
+
+    def test_an_empty_list_says_what_will_appear_and_how(self, personas, client_for):
+        admin = get(client_for, personas.admin, "/hosts/").content.decode()
+        assert "No hosts yet" in admin and "Add a host" in admin
+        viewer = get(client_for, personas.viewer, "/hosts/").content.decode()
+        assert "No hosts yet" in viewer and "team admin" in viewer
+
+
+class TestAddingHosts:
+    def test_an_admin_adds_a_host_with_a_pasted_key_and_it_is_trusted(self, personas, client_for):
+        response = post(client_for, personas.admin, "/hosts/new/", {
+            "team": personas.team.pk, "name": "db-01", "address": "db-01.example.com", "port": 22,
+            "ssh_user": "core", "stage": personas.team.stages.get(name="prod").pk,
+            "tracked_image": "registry.example.com/platform/db-os", "labels": "db, eu", "host_key": HOST_KEY,
+        })
+        host = Host.objects.get(name="db-01")
+        assert response.status_code == 302 and response["Location"] == f"/hosts/{host.pk}/"
+        assert host.tracked_image == "registry.example.com/platform/db-os:prod"  # the stage's tag was added
+        assert host.labels == "db eu" and host.trusted and host.host_key_confirmed_by == personas.admin
+        assert AuditEvent.objects.filter(action="hosts.create", object_id=str(host.pk)).exists()
+
+    def test_without_a_key_the_admin_is_sent_to_compare_fingerprints(self, personas, client_for):
+        response = post(client_for, personas.admin, "/hosts/new/", {
+            "team": personas.team.pk, "name": "db-02", "address": "127.0.0.1", "port": 1, "ssh_user": "root"})
+        host = Host.objects.get(name="db-02")
+        assert response["Location"] == f"/hosts/{host.pk}/trust/" and not host.trusted
+        page = get(client_for, personas.admin, response["Location"]).content.decode()
+        assert "Could not fetch it" in page  # nothing listens on port 1; nothing is trusted either
+        confirmed = post(client_for, personas.admin, response["Location"], {"key": HOST_KEY})
+        assert confirmed.status_code == 302
+        host.refresh_from_db()
+        assert host.trusted and host.host_key_fingerprint == ssh.fingerprint(HOST_KEY)
+        assert AuditEvent.objects.filter(action="hosts.key_confirm").exists()
+
+    @pytest.mark.parametrize("field, value, message", [
+        ("name", "", "required"), ("address", "", "required"), ("port", "70000", "less than or equal"),
+        ("tracked_image", "not a reference!", "image reference"), ("host_key", "ssh-ed25519 nope", "key"),
+    ])
+    def test_bad_input_is_explained(self, personas, client_for, field, value, message):
+        data = {"team": personas.team.pk, "name": "x", "address": "x", "port": 22, "ssh_user": "root", field: value}
+        response = post(client_for, personas.admin, "/hosts/new/", data)
+        assert response.status_code == 400 and message in response.content.decode()
+        assert not Host.objects.exists()
+
+    def test_a_duplicate_name_in_the_team_is_refused(self, personas, client_for, host):
+        response = post(client_for, personas.admin, "/hosts/new/", {
+            "team": personas.team.pk, "name": "web-01", "address": "x", "port": 22, "ssh_user": "root"})
+        assert response.status_code == 400 and "already has a host called web-01" in response.content.decode()
+
+
+class TestImport:
+    def test_each_row_is_reported_and_the_valid_ones_are_imported(self, personas, client_for, host):
+        csv_text = "\n".join([
+            "name,address,port,user,labels,stage,image,host_key",
+            "ok-01,10.0.0.1,22,root,web eu,prod,registry.example.com/platform/web-os,",
+            f"ok-02,10.0.0.2,2222,core,,dev,,{HOST_KEY}",
+            "bad-port,10.0.0.3,notaport,root,,,,",
+            "bad-stage,10.0.0.4,22,root,,nosuchstage,,",
+            ",10.0.0.5,22,root,,,,",
+            "no-address,,22,root,,,,",
+            "web-01,10.0.0.6,22,root,,,,",
+            "bad-image,10.0.0.7,22,root,,,not an image,",
+            "bad-key,10.0.0.8,22,root,,,,ssh-rsa AAAA",
+            "",
+        ])
+        response = post(client_for, personas.admin, "/hosts/import/", {"team": personas.team.pk, "text": csv_text})
+        assert response.status_code == 200
+        report = {row.line: (row.ok, row.message) for row in response.context["report"]}
+        assert report[2][0] and report[3][0]
+        assert "Port" in report[4][1] and "no stage" in report[5][1] and "name" in report[6][1].lower()
+        assert "address" in report[7][1] and "already has a host" in report[8][1]
+        assert "image reference" in report[9][1] and not report[10][0]
+        assert set(Host.objects.values_list("name", flat=True)) == {"web-01", "ok-01", "ok-02"}
+        assert Host.objects.get(name="ok-01").tracked_image == "registry.example.com/platform/web-os:prod"
+        assert Host.objects.get(name="ok-02").trusted and not Host.objects.get(name="ok-01").trusted
+
+    def test_a_file_without_the_required_columns_is_refused_with_the_reason(self, personas, client_for):
+        response = post(client_for, personas.admin, "/hosts/import/", {"team": personas.team.pk,
+                                                                        "text": "host,ip\nweb,1.2.3.4\n"})
+        [row] = response.context["report"]
+        assert not row.ok and "name and address" in row.message and not Host.objects.exists()
+
+    def test_only_the_admins_teams_can_be_imported_into(self, personas, client_for):
+        response = post(client_for, personas.admin, "/hosts/import/", {"team": personas.other_team.pk,
+                                                                        "text": "name,address\nx,y\n"})
+        assert response.status_code == 400 and not Host.objects.exists()
+
+
+class TestActionsFromThePage:
+    def test_the_confirmation_states_the_effect(self, personas, client_for, host):
+        page = get(client_for, personas.operator, f"/hosts/{host.pk}/actions/reboot/").content.decode()
+        assert "web-01: this REBOOTS the host" in page
+        page = get(client_for, personas.operator, f"/hosts/{host.pk}/actions/rollback/").content.decode()
+        assert "queues the rollback deployment 222222222222" in page and "Nothing restarts now" in page
+
+    def test_confirming_starts_a_run_and_shows_its_log(self, personas, client_for, host):
+        response = post(client_for, personas.operator, f"/hosts/{host.pk}/actions/upgrade_check/")
+        action = HostAction.objects.get(host=host)
+        assert response.status_code == 302 and response["Location"] == f"/runs/{action.run_id}/"
+        assert action.run.kind == "host_action" and action.requested_by == personas.operator
+        run_page = get(client_for, personas.helpdesk, response["Location"])
+        assert run_page.status_code == 200  # help-desk watches host runs too
+
+    def test_a_second_action_while_one_runs_is_refused_with_the_reason(self, personas, client_for, host):
+        post(client_for, personas.operator, f"/hosts/{host.pk}/actions/upgrade_check/")
+        response = post(client_for, personas.admin, f"/hosts/{host.pk}/actions/reboot/")
+        assert response.status_code == 400 and "is busy" in response.content.decode()
+        assert HostAction.objects.filter(host=host).count() == 1
+
+    def test_a_switch_needs_an_image_of_the_team(self, personas, client_for, host):
+        host.tracked_image = "registry.example.com/platform/web-os:prod"
+        host.save()
+        url = f"/hosts/{host.pk}/actions/switch/"
+        refused = post(client_for, personas.operator, url, {"image": "docker.io/evil/image:latest"})
+        assert refused.status_code == 400 and "not an image of Platform" in refused.content.decode()
+        bad = post(client_for, personas.operator, url, {"image": "; reboot"})
+        assert bad.status_code == 200 and "Enter an image reference" in bad.content.decode()
+        ok = post(client_for, personas.operator, url, {"image": "registry.example.com/platform/web-os:dev"})
+        assert ok.status_code == 302 and HostAction.objects.get().image == "registry.example.com/platform/web-os:dev"
+
+    def test_unknown_actions_are_404(self, personas, client_for, host):
+        assert get(client_for, personas.operator, f"/hosts/{host.pk}/actions/format-disk/").status_code == 404
+
+    def test_no_actions_on_a_host_whose_key_changed(self, personas, client_for, host):
+        host.state = HostState.HOST_KEY_CHANGED
+        host.save()
+        response = post(client_for, personas.operator, f"/hosts/{host.pk}/actions/reboot/")
+        assert response.status_code == 400 and "different host key" in response.content.decode()
+
+
+class TestTeamKeys:
+    def test_an_admin_generates_the_key_once_and_sees_the_kickstart_line(self, personas, client_for):
+        url = f"/teams/{personas.team.slug}/ssh-key/"
+        assert "Generate the team" in get(client_for, personas.admin, url).content.decode()
+        post(client_for, personas.admin, f"{url}create/")
+        post(client_for, personas.admin, f"{url}create/")
+        key = TeamSSHKey.objects.get(team=personas.team)
+        page = get(client_for, personas.admin, url).content.decode()
+        assert key.public_key in page and "sshkey --username=root" in page
+        assert AuditEvent.objects.filter(action="hosts.key_create").count() == 1
+
+    def test_pending_keys_are_confirmed_only_if_the_fingerprint_is_still_the_one_shown(self, personas, client_for):
+        _, presented = ssh.generate_keypair("h")
+        host = make_host(personas.team, "new-01", host_key="", offered_host_key=" ".join(presented.split()[:2]),
+                         state=HostState.NEW)
+        url = f"/teams/{personas.team.slug}/pending-keys/"
+        post(client_for, personas.admin, url, {"host": host.pk, f"fp-{host.pk}": "SHA256:something-else"})
+        host.refresh_from_db()
+        assert not host.trusted
+        post(client_for, personas.admin, url, {"host": host.pk, f"fp-{host.pk}": ssh.fingerprint(presented)})
+        host.refresh_from_db()
+        assert host.trusted
