@@ -202,3 +202,23 @@ def test_no_builder_for_the_platform_fails_at_once_with_the_reason(definition, p
     build.run.refresh_from_db()
     assert build.status == BuildStatus.FAILED
     assert "No enabled builder for linux/s390x" in build.run.exit_reason
+
+
+def test_portal_labels_with_quotes_and_dollars_arrive_exactly(definition, personas):
+    description = 'The "edge" OS, costs $5 \\ month'
+    services.definition_update(definition=definition, user=personas.developer, description=description)
+    revision = services.revision_create(definition=definition, user=personas.developer,
+                                        containerfile=f"FROM {BASE_IMAGE}\nRUN true \\\n  && true\n")
+    build = build_now(revision, personas.developer)
+    assert build.status == BuildStatus.SUCCEEDED, build.run.exit_reason
+    assert build.labels["org.opencontainers.image.description"] == description
+    assert build.labels[LABEL_REVISION_SHA] == revision.sha256
+
+
+def test_labels_fall_back_to_flags_for_a_dangling_continuation():
+    text, flags = pipeline.containerfile_for_build("FROM x\nRUN true \\\n", {"a": "b"})
+    assert flags == {"a": "b"} and text == "FROM x\nRUN true \\\n"
+    text, flags = pipeline.containerfile_for_build("# escape=`\nFROM x\n", {"a": "b"})
+    assert flags == {"a": "b"}
+    text, flags = pipeline.containerfile_for_build("FROM x", {"a": 'q"$'})
+    assert flags == {} and text.endswith('LABEL a="q\\"\\$"\n')
