@@ -170,7 +170,7 @@ def pull_args(builder, ref: str, *, tls_verify: bool, authfile: str | None = Non
 
 def remove_container_args(builder, name: str) -> list[str]:
     """Stop and remove a builder container left behind by a cancelled or failed run (conmon outlives `podman run`)."""
-    return [*podman.global_args(builder), "rm", "--force", "--ignore", "--time", "5", name]
+    return [*podman.global_args(builder), "rm", "--force", "--ignore", "--time", "2", name]
 
 
 def aws_env(access_key_id: str, secret_access_key: str, session_token: str = "") -> bytes:

@@ -113,7 +113,7 @@ def parse(text: str, *, filename: str = "", fmt: str = "") -> tuple[dict, str, l
     The legacy {"blueprint": {...}} wrapper (early 2024 bib) is unwrapped, with a note.
     """
     fmt = fmt or sniff_format(text, filename)
-    name = filename or f"config.{fmt}"
+    name = PurePosixPath(filename).name if filename else f"config.{fmt}"
     if fmt == "yaml":
         raise ConfigError(
             f"{name} is YAML. A YAML file next to bootc-image-builder configs is a disk.yaml partition table, which "

@@ -68,3 +68,24 @@ def webhook_deliver(self, delivery_id):
     wait = notifications.webhook_attempt(delivery_id=delivery_id)
     if wait is not None:
         raise self.retry(countdown=wait)
+
+
+# --- Disk images (queue `images`, by the disk_image_* route in settings) ---------------------------------------------
+
+
+@shared_task(bind=True, max_retries=None)
+def disk_image_run(self, disk_image_id):
+    """Run one conversion on its builder. Waits, re-queued, while its builder is at capacity."""
+    from . import diskimage_pipeline
+
+    wait = diskimage_pipeline.disk_image_execute(disk_image_id)
+    if wait:
+        raise self.retry(countdown=wait)
+
+
+@shared_task
+def artifacts_expire():
+    """Beat: delete disk image files past their team's retention policy."""
+    from . import diskimages
+
+    return diskimages.artifacts_expire()

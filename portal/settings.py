@@ -307,6 +307,23 @@ LOGGING = {
 
 CSRF_FAILURE_VIEW = "portal.views.csrf_failure"
 
+# --- Disk images (docs/disk-images.md) -------------------------------------------------------------------------------
+# bib (bootc-image-builder) or image-builder (osbuild's successor, run from its container image).
+DISK_IMAGE_BACKEND = env.str("DISK_IMAGE_BACKEND", default="bib")
+# The bootc-image-builder images people may pick (the first is the default); no other image is ever run privileged.
+DISK_IMAGE_BUILDER_IMAGES = env.list("DISK_IMAGE_BUILDER_IMAGES", default=[
+    "quay.io/centos-bootc/bootc-image-builder:latest",
+    "registry.redhat.io/rhel9/bootc-image-builder:latest",
+    "registry.redhat.io/rhel10/bootc-image-builder:latest",
+])
+DISK_IMAGE_IMAGE_BUILDER_IMAGE = env.str("DISK_IMAGE_IMAGE_BUILDER_IMAGE", default="ghcr.io/osbuild/image-builder-cli:latest")
+DISK_IMAGE_BUILDER_PULL = env.str("DISK_IMAGE_BUILDER_PULL", default="newer")  # podman run --pull= for the builder image
+DISK_IMAGE_TIMEOUT_MINUTES = env.int("DISK_IMAGE_TIMEOUT_MINUTES", default=180)
+DISK_IMAGE_STORAGE = env.str("DISK_IMAGE_STORAGE", default="default")  # a STORAGES alias for the artifacts
+DISK_IMAGE_RETENTION_DAYS = env.int("DISK_IMAGE_RETENTION_DAYS", default=30)  # for teams without their own policy
+DISK_IMAGE_RETENTION_KEEP_LATEST = env.int("DISK_IMAGE_RETENTION_KEEP_LATEST", default=3)
+CELERY_BEAT_SCHEDULE["disk-images-expire"] = {"task": "builds.tasks.artifacts_expire", "schedule": 3600.0}
+
 # --- Hosts (docs/hosts.md) -------------------------------------------------------------------------------------------
 HOSTS_POLL_SECONDS = env.int("HOSTS_POLL_SECONDS", default=60)  # between two polls of a healthy host
 HOSTS_POLL_CONCURRENCY = env.int("HOSTS_POLL_CONCURRENCY", default=64)  # SSH connections in flight per poll task

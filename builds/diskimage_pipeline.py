@@ -1,0 +1,405 @@
+"""What a worker does with one conversion: get the digest into the builder's container storage, run
+bootc-image-builder (or image-builder) through podman, check each output's format, and store it as an artifact.
+
+`disk_image_execute(pk)` is the whole of the `builds.tasks.disk_image_run` task (queue `images`). It starts the run with
+a conditional UPDATE (a redelivered task does nothing), streams every command into the run's log in sections, and always
+ends the run: succeeded, failed with the cause (disk full, architecture mismatch, image not in storage, missing
+privileges, a configuration key refused, ...), or cancelled, never leaving it running or a half-stored file behind.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import time
+import traceback
+
+from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import FileSystemStorage
+from django.db import transaction
+
+from portal.logsink import LogSink
+from portal.models import AuditEvent, RunStatus
+from portal.services import RunStateError, run_finish, run_set_phase, run_start
+
+from . import converters, diskconfig, podman, registry
+from .models import Artifact, Build, Builder, DiskImage, DiskImageBackend, artifact_storage
+from .runner import BuilderUnavailable, Cancelled, CommandFailed, TimedOut, Watch, runner_for
+
+log = logging.getLogger(__name__)
+
+BUSY_RETRY_SECONDS = 5
+COPY_CHUNK = 1024 * 1024
+HEAD_BYTES = 36 * 1024
+AMI_ID_RE = re.compile(r"\bami-[0-9a-f]{8,17}\b")
+
+
+class Failed(Exception):
+    """The conversion failed for a known cause; the message is the run's exit reason."""
+
+    def __init__(self, reason, *, cause=converters.Cause.OTHER, hint="", summary=""):
+        super().__init__(reason)
+        self.cause, self.hint, self.summary = cause, hint, summary
+
+
+class TailSink:
+    """The run's LogSink, also remembering the last lines (to name the cause when the builder fails)."""
+
+    def __init__(self, sink, keep=400):
+        self.sink = sink
+        self.lines = collections.deque(maxlen=keep)
+
+    def write(self, text):
+        self.lines.extend(text.split("\n"))
+        self.sink.write(text)
+
+    def poll(self):
+        self.sink.poll()
+
+
+class HashingReader:
+    """A file object for Django's storage API that hashes what is read and keeps the run alive while it copies."""
+
+    def __init__(self, raw, watch):
+        self.raw, self.watch = raw, watch
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+        self._last_poll = time.monotonic()
+
+    def read(self, n=-1):
+        data = self.raw.read(COPY_CHUNK if n is None or n < 0 else n)
+        self.sha256.update(data)
+        self.size += len(data)
+        now = time.monotonic()
+        if now - self._last_poll > 0.5:
+            self._last_poll = now
+            self.watch.poll()
+        return data
+
+    def seek(self, offset, whence=0):
+        if offset != 0 or whence != 0 or self.size:
+            raise OSError("HashingReader can only be read once, from the start")
+        return 0
+
+
+class MovableFile(File):
+    """A local file FileSystemStorage may move into place (its fast path for temporary uploads) instead of copying."""
+
+    def temporary_file_path(self):
+        return self.file.name
+
+
+def builder_busy(builder) -> int:
+    return (Build.objects.filter(builder=builder, run__status=RunStatus.RUNNING).count()
+            + DiskImage.objects.filter(builder=builder, run__status=RunStatus.RUNNING).count())
+
+
+def disk_image_execute(disk_image_id: int) -> int | None:
+    """Run one conversion. Returns seconds to wait and retry when its builder is at capacity, else None."""
+    disk_image = DiskImage.objects.with_related().filter(pk=disk_image_id).first()
+    if disk_image is None or disk_image.run.status != RunStatus.QUEUED:
+        return None
+    run = disk_image.run
+    with transaction.atomic():
+        builder = Builder.objects.select_for_update().filter(pk=disk_image.builder_id).first()
+        if builder is not None and builder.enabled and builder_busy(builder) >= builder.capacity:
+            return BUSY_RETRY_SECONDS
+        try:
+            run_start(run, phase="preparing")
+        except RunStateError:
+            return None
+    sink = LogSink(run)
+    tail = TailSink(sink)
+    status, reason, cause, hint, summary = RunStatus.FAILED, "", "", "", ""
+    runner = workdir = None
+    containers: list[str] = []
+    try:
+        if builder is None or not builder.enabled:
+            raise BuilderUnavailable("its builder was removed or disabled; retry to pick another one")
+        watch = Watch(run=run, sink=tail, deadline=time.monotonic() + settings.DISK_IMAGE_TIMEOUT_MINUTES * 60)
+        runner = runner_for(builder)
+        workdir = runner.mkdtemp()
+        Conversion(disk_image, builder, runner, workdir, watch, tail, containers).run()
+        status = RunStatus.SUCCEEDED
+    except Failed as exc:
+        reason, cause, hint, summary = str(exc), exc.cause, exc.hint, exc.summary
+        sink.write(f"Failed: {reason}")
+    except Cancelled as exc:
+        status = RunStatus.CANCELLED
+        reason = _cancel_reason(run, exc)
+        sink.write(f"Stopped: {reason}")
+    except TimedOut:
+        reason = (f"Timed out after {settings.DISK_IMAGE_TIMEOUT_MINUTES} min (DISK_IMAGE_TIMEOUT_MINUTES); the builder "
+                  "container was stopped.")
+        sink.write(reason)
+    except BuilderUnavailable as exc:
+        reason = f"Builder {builder.name if builder else '(none)'} is unavailable: {exc}."
+        hint = "Check the builder on the builders page, or disable it so conversions go to another one."
+        sink.write(reason)
+    except CommandFailed as exc:
+        failure = converters.classify_failure(exc.output_tail)
+        reason, cause, hint, summary = f"{failure.label}: {failure.summary or exc}", failure.cause, failure.hint, \
+            "\n".join(failure.lines)
+        sink.write(reason)
+    except RunStateError as exc:
+        status = RunStatus.CANCELLED
+        reason = f"The run ended while it was working ({exc})."
+    except Exception as exc:  # noqa: BLE001 - the run must end, whatever happened
+        log.exception("disk image %s failed unexpectedly", disk_image_id)
+        reason = f"Internal error in the conversion: {type(exc).__name__}: {exc}"
+        sink.write(reason)
+        sink.write(traceback.format_exc())
+    finally:
+        if runner is not None:
+            if status != RunStatus.SUCCEEDED:
+                for name in containers:
+                    with contextlib.suppress(Exception):
+                        runner.run(converters.remove_container_args(builder, name),
+                                   watch=Watch(run=None, sink=None, deadline=None), echo=False)
+            if workdir:
+                runner.remove_tree(workdir)
+            runner.close()
+        sink.close()
+        _finish(disk_image, status=status, reason=reason, cause=cause, hint=hint, summary=summary)
+    return None
+
+
+def _finish(disk_image, *, status, reason, cause, hint, summary):
+    with transaction.atomic():
+        if status != RunStatus.SUCCEEDED:
+            DiskImage.objects.filter(pk=disk_image.pk).update(failure_cause=cause or converters.Cause.OTHER
+                                                              if status == RunStatus.FAILED else "",
+                                                              failure_summary=summary, hint=hint[:500])
+        try:
+            run_finish(disk_image.run, status=status, reason=reason or "")
+        except RunStateError:
+            pass  # reaped or cancelled meanwhile: whoever ended it wrote the reason
+
+
+def _cancel_reason(run, exc):
+    event = AuditEvent.objects.filter(action="run.cancel", object_type="portal.run", object_id=str(run.pk)).first()
+    who = f" by {event.actor_name}" if event and event.actor_name else ""
+    if "cancel requested" in str(exc):
+        return f"Cancelled{who}; the builder container was stopped and the log up to then is kept."
+    return f"Stopped because {exc}."
+
+
+class Conversion:
+    """The steps of one conversion on one builder, with the run's log."""
+
+    def __init__(self, disk_image, builder, runner, workdir, watch, tail, containers):
+        self.di, self.builder, self.runner, self.workdir = disk_image, builder, runner, workdir
+        self.watch, self.tail, self.containers = watch, tail, containers
+        self.run_row = disk_image.run
+        self.ref = disk_image.source_ref
+        self.storage_path = builder.podman_root or converters.DEFAULT_STORAGE
+
+    def log(self, line):
+        self.tail.write(line)
+
+    def group(self, title):
+        self.log(f"::group::{title}")
+
+    def endgroup(self):
+        self.log("::endgroup::")
+
+    def run(self):
+        di = self.di
+        source = f"build {di.build.number}" if di.build else "digest"
+        self.log(f"Disk image #{di.pk}: {', '.join(di.types)} of {di.definition} {source} ({self.ref}) for "
+                 f"{di.architecture}, root file system {di.rootfs}, on builder {self.builder.name} "
+                 f"({self.builder.kind}) with {di.builder_image}")
+        access = registry.access_for(di.team, di.repository.split("/", 1)[0])
+        authfile = None
+        if access.auth_json():
+            authfile = f"{self.workdir}/auth.json"
+            self.runner.write_file(authfile, access.auth_json(), 0o600)
+        self.ensure_image(access, authfile)
+
+        config_path = f"{self.workdir}/config.toml"
+        self.runner.write_file(config_path, diskconfig.render_toml(di.config).encode(), 0o600)
+        env_file = aws = None
+        if "ami" in di.types and di.aws_bucket:
+            credential = di.aws_credential
+            if credential is None:
+                raise Failed("The AWS credentials of this request were deleted: add them again and retry.",
+                             cause=converters.Cause.CONFIG)
+            env_file = f"{self.workdir}/aws.env"
+            self.runner.write_file(env_file, converters.aws_env(credential.access_key_id, credential.secret_access_key,
+                                                                credential.session_token), 0o600)
+            aws = converters.AwsUpload(bucket=di.aws_bucket, region=di.aws_region, ami_name=di.aws_ami_name)
+
+        commands = []
+        for number, types in enumerate(converters.plan(di.types, di.backend)):
+            output_dir = f"{self.workdir}/output-{number}"
+            self.runner.mkdir(output_dir)
+            name = f"imp-diskimage-{di.pk}-{number}"
+            argv = self.argv(types=types, name=name, output_dir=output_dir, config_path=config_path,
+                             authfile=authfile, env_file=env_file, aws=aws if "ami" in types else None)
+            commands.append(argv)
+            DiskImage.objects.filter(pk=di.pk).update(commands=commands)
+            what = dict(DiskImageBackend.choices).get(di.backend, di.backend)
+            self.group(f"{what}: {', '.join(types)}")
+            run_set_phase(self.run_row, f"converting: {', '.join(types)}")
+            self.containers.append(name)
+            first_line = len(self.tail.lines)
+            try:
+                self.runner.run(argv, watch=self.watch, tail=300)
+            except CommandFailed as exc:
+                failure = converters.classify_failure(exc.output_tail, builder_image=di.builder_image)
+                raise Failed(f"{failure.label}: {failure.summary or exc}", cause=failure.cause, hint=failure.hint,
+                             summary="\n".join(failure.lines)) from None
+            self.containers.remove(name)
+            output = list(self.tail.lines)[first_line:]
+            self.endgroup()
+            self.group(f"Checking and storing {', '.join(types)}")
+            run_set_phase(self.run_row, f"storing: {', '.join(types)}")
+            for image_type in types:
+                self.collect(image_type, output_dir, output)
+            self.endgroup()
+        stored = self.di.artifacts.filter(deleted_at__isnull=True)
+        self.log(f"Done: {stored.count()} file(s), {sum(a.size for a in stored):,} bytes.")
+
+    def argv(self, *, types, name, output_dir, config_path, authfile, env_file, aws):
+        di = self.di
+        pull = settings.DISK_IMAGE_BUILDER_PULL
+        if di.backend == DiskImageBackend.IMAGE_BUILDER:
+            return converters.image_builder_args(
+                builder=self.builder, image=di.builder_image, name=name, ref=self.ref, image_type=types[0],
+                rootfs=di.rootfs, arch=di.architecture, config_path=config_path, output_dir=output_dir,
+                storage=self.storage_path, pull=pull, authfile=authfile, env_file=env_file, aws=aws)
+        return converters.bib_args(
+            builder=self.builder, image=di.builder_image, name=name, ref=self.ref, types=types, rootfs=di.rootfs,
+            arch=di.architecture, config_path=config_path, output_dir=output_dir, storage=self.storage_path, pull=pull,
+            authfile=authfile, env_file=env_file, aws=aws)
+
+    def ensure_image(self, access, authfile):
+        """bootc-image-builder reads the image only from the container storage: pull the digest there if missing."""
+        self.group(f"Getting {self.ref} into the builder's container storage")
+        run_set_phase(self.run_row, "pulling")
+        quiet = Watch(run=None, sink=None, deadline=self.watch.deadline)
+        try:
+            self.runner.run(podman.image_exists_args(self.builder, self.ref), watch=quiet, echo=False)
+            self.log(f"{self.ref} is already in {self.storage_path}")
+        except CommandFailed:
+            try:
+                self.runner.run(converters.pull_args(self.builder, self.ref, tls_verify=access.tls_verify,
+                                                     authfile=authfile), watch=self.watch)
+            except CommandFailed as exc:
+                last = next((line for line in reversed(exc.output_tail) if line.strip()), str(exc))
+                raise Failed(f"Image not found in storage: the builder does not have {self.ref} and could not pull it "
+                             f"({last.strip()[:300]})", cause=converters.Cause.IMAGE_NOT_FOUND,
+                             hint=converters.FAILURE_PATTERNS[-1][2], summary="\n".join(exc.output_tail[-8:])) \
+                    from None
+        self.endgroup()
+
+    # --- Artifacts ---
+
+    def output_path(self, image_type, output_dir):
+        if self.di.backend != DiskImageBackend.IMAGE_BUILDER:
+            return f"{output_dir}/{converters.OUTPUT_PATHS[image_type]}"
+        suffix = converters.IMAGE_BUILDER_SUFFIXES[image_type]
+        found = self.runner.run(["find", output_dir, "-type", "f", "-name", f"*{suffix}"], watch=self.watch,
+                                capture=True, echo=False).stdout.split()
+        if not found:
+            raise Failed(f"Unexpected output: image-builder finished but wrote no *{suffix} file",
+                         cause=converters.Cause.FORMAT)
+        return sorted(found)[0]
+
+    def collect(self, image_type, output_dir, output):
+        path = self.output_path(image_type, output_dir)
+        relative = os.path.relpath(path, output_dir)
+        try:
+            size = int(self.runner.run(["stat", "-c", "%s", path], watch=self.watch, capture=True,
+                                       echo=False).stdout.strip())
+        except (CommandFailed, ValueError):
+            raise Failed(f"Unexpected output: the builder finished but wrote no {relative} for {image_type}",
+                         cause=converters.Cause.FORMAT) from None
+        details = self.check_format(image_type, path)
+        ami_id = ""
+        if image_type == "ami" and self.di.aws_bucket:
+            found = [m.group(0) for line in output for m in [AMI_ID_RE.search(line)] if m]
+            ami_id = found[-1] if found else ""
+        self.store(image_type, path, relative, size, details, ami_id)
+
+    def check_format(self, image_type, path):
+        quiet = self.watch
+        try:
+            if image_type in converters.QEMU_IMG_TYPES:
+                result = self.runner.run(converters.qemu_img_info_args(path), watch=quiet, capture=True)
+                return converters.check_qemu_img(image_type, result.stdout)
+            if image_type == "gce":
+                result = self.runner.run(converters.tar_list_args(path), watch=quiet, capture=True)
+                return converters.check_gce(result.stdout)
+            result = self.runner.run(converters.xorriso_args(path), watch=quiet, capture=True)
+            return converters.check_iso(result.stdout + "\n" + "\n".join(result.lines))
+        except converters.FormatMismatch as exc:
+            raise Failed(f"Unexpected output: {exc}", cause=converters.Cause.FORMAT) from None
+        except CommandFailed as exc:
+            raise Failed(f"Unexpected output: the format check of {os.path.basename(path)} failed ({exc}: "
+                         f"{' '.join(exc.output_tail[-2:])})", cause=converters.Cause.FORMAT) from None
+        except BuilderUnavailable as exc:
+            raise Failed(f"The builder cannot check the {image_type} output: {exc} (install qemu-utils and xorriso "
+                         "there)") from None
+
+    def download_name(self, image_type):
+        di = self.di
+        label = f"build-{di.build.number}" if di.build else di.short_digest
+        extension = converters.DOWNLOAD_EXTENSIONS[image_type]
+        return f"{di.definition.name}-{label}-{di.architecture}{'-ami' if image_type == 'ami' else ''}.{extension}"
+
+    def store(self, image_type, path, relative, size, details, ami_id):
+        artifact = Artifact(disk_image=self.di, image_type=image_type, filename=self.download_name(image_type),
+                            size=size, sha256="", format=details.get("format", ""), details=details, ami_id=ami_id)
+        storage = artifact_storage()
+        name = f"disk-images/{self.di.pk}/{artifact.key}/{artifact.filename}"
+        self.log(f"Storing {relative} ({size:,} bytes) as {artifact.filename}")
+        saved = None
+        try:
+            if isinstance(storage, FileSystemStorage) and not hasattr(self.runner, "sftp"):
+                digest = hashlib.sha256()
+                with open(path, "rb") as f:
+                    last = time.monotonic()
+                    while chunk := f.read(COPY_CHUNK):
+                        digest.update(chunk)
+                        if time.monotonic() - last > 0.5:
+                            last = time.monotonic()
+                            self.watch.poll()
+                with open(path, "rb") as f:
+                    saved = storage.save(name, MovableFile(f, name=os.path.basename(path)))
+                sha256, stored_size = digest.hexdigest(), os.path.getsize(storage.path(saved))
+            else:
+                opener = self.runner.sftp.open if hasattr(self.runner, "sftp") else open
+                with opener(path, "rb") as raw:
+                    if hasattr(raw, "prefetch"):
+                        raw.prefetch(size)
+                    reader = HashingReader(raw, self.watch)
+                    saved = storage.save(name, File(reader, name=os.path.basename(path)))
+                sha256, stored_size = reader.sha256.hexdigest(), reader.size
+            if stored_size != size:
+                raise Failed(f"Unexpected output: stored {stored_size:,} bytes of {relative}, but it has {size:,}",
+                             cause=converters.Cause.FORMAT)
+            with storage.open(saved, "rb") as stored:
+                head = stored.read(HEAD_BYTES)
+            try:
+                details.update(converters.check_signature(image_type, head))
+            except converters.FormatMismatch as exc:
+                raise Failed(f"Unexpected output: {exc}", cause=converters.Cause.FORMAT) from None
+            artifact.file.name, artifact.sha256, artifact.details = saved, sha256, details
+            artifact.save()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                if saved is None and storage.exists(name):
+                    storage.delete(name)
+                elif saved is not None and artifact.pk is None:
+                    storage.delete(saved)
+            raise
+        facts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in details.items() if k not in ("members",) and v)
+        self.log(f"Stored {artifact.filename}: sha256 {sha256}" + (f"; {facts}" if facts else "")
+                 + (f"; registered {ami_id}" if ami_id else ""))
+        return artifact

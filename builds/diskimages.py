@@ -1,0 +1,467 @@
+"""Every state change of disk images, their artifacts, presets, AWS credentials and retention, written once.
+
+Views, tasks and management commands call these keyword-only functions; each checks access, validates, writes inside a
+transaction, audits in the same transaction and enqueues after commit. What a worker does with a conversion is in
+`builds.diskimage_pipeline`; the command lines are in `builds.converters`, the configuration rules in
+`builds.diskconfig` and kickstarts in `builds.kickstart`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from portal.access import can, check_team_action
+from portal.models import Action, Run, RunKind, RunStatus, Team, User
+from portal.services import audit, run_create, run_finish, run_request_cancel
+
+from . import converters, diskconfig
+from .kickstart import KickstartProblem, KickstartSpec, generate
+from .models import (
+    Artifact,
+    ArtifactRetention,
+    Build,
+    CloudCredential,
+    DiskImage,
+    DiskImageBackend,
+    DiskImagePreset,
+    ImageDefinition,
+    RootFilesystem,
+    Stage,
+    StageHistory,
+)
+
+AWS_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+AWS_REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
+AMI_NAME_RE = re.compile(r"^[A-Za-z0-9()\[\] ./'@_-]{3,128}$")
+AWS_ACCESS_KEY_RE = re.compile(r"^[A-Z0-9]{16,128}$")
+
+
+def _check(user, team, action):
+    """Access check for people; user=None is the portal itself (retention, retries by the system)."""
+    if user is not None:
+        check_team_action(user, team, action)
+
+
+def builder_images() -> list[str]:
+    """The builder images people may choose (settings); anything else would run an arbitrary privileged container."""
+    if settings.DISK_IMAGE_BACKEND == DiskImageBackend.IMAGE_BUILDER:
+        return [settings.DISK_IMAGE_IMAGE_BUILDER_IMAGE]
+    return list(settings.DISK_IMAGE_BUILDER_IMAGES)
+
+
+# --- The source: a build, or the digest a stage holds ----------------------------------------------------------------
+
+
+def stage_current(*, stage: Stage, definition: ImageDefinition) -> StageHistory | None:
+    """What `stage` holds for `definition` now, from the promotions' stage history (None when nothing was promoted)."""
+    return StageHistory.objects.current(stage, definition)
+
+
+def _source(*, build: Build | None, stage: Stage | None, definition: ImageDefinition | None):
+    """(definition, build or None, digest, repository) of the request's source."""
+    if build is not None:
+        if stage is not None:
+            raise ValidationError("Pick a build or a stage, not both.")
+        if not build.succeeded:
+            raise ValidationError({"build": f"{build} has no pushed image ({build.get_status_display().lower()}); "
+                                            "only a succeeded build can be converted."})
+        return build.definition, build, build.digest, build.repository or build.definition.repository
+    if stage is None or definition is None:
+        raise ValidationError("Pick a succeeded build, or an image and a stage.")
+    if stage.team_id != definition.team_id:
+        raise ValidationError({"stage": f"{stage.name} is a stage of another team."})
+    entry = stage_current(stage=stage, definition=definition)
+    if entry is None:
+        raise ValidationError({"stage": f"{stage.name} holds no image of {definition.name} yet: promote a build to it "
+                                        "first, or convert a build directly."})
+    source_build = entry.build or Build.objects.filter(definition=definition, digest=entry.digest).order_by(
+        "-number").first()
+    return definition, source_build, entry.digest, definition.repository
+
+
+# --- Requests --------------------------------------------------------------------------------------------------------
+
+
+def disk_image_request(
+    *,
+    user: User | None,
+    types: list[str],
+    build: Build | None = None,
+    stage: Stage | None = None,
+    definition: ImageDefinition | None = None,
+    architecture: str = "",
+    rootfs: str = RootFilesystem.XFS,
+    preset: DiskImagePreset | None = None,
+    config: dict | None = None,
+    builder_image: str = "",
+    aws_bucket: str = "",
+    aws_region: str = "",
+    aws_ami_name: str = "",
+    aws_credential: CloudCredential | None = None,
+    trigger: str = "button",
+    retry_of: DiskImage | None = None,
+    request=None,
+) -> DiskImage:
+    """Queue a conversion of a succeeded build's digest (or the digest `stage` holds for `definition`) into `types`.
+
+    Raises ValidationError naming the field for anything the builder would refuse: an unknown or unsupported type, an
+    architecture the image is not built for, a configuration key the types do not accept, half-given AMI settings.
+    """
+    definition, source_build, digest, repository = _source(build=build, stage=stage, definition=definition)
+    team = definition.team
+    _check(user, team, Action.DEVELOP)
+    errors: dict[str, list[str]] = {}
+
+    types = list(dict.fromkeys(types or []))
+    unknown = [t for t in types if t not in diskconfig.ALL_TYPES]
+    if not types:
+        errors.setdefault("types", []).append("Pick at least one image type.")
+    elif unknown:
+        errors.setdefault("types", []).append(f"Unknown image type(s): {', '.join(unknown)}.")
+
+    image_arch = (source_build.architecture if source_build is not None else "") or ""
+    architecture = architecture or image_arch or "amd64"
+    if architecture not in converters.OSBUILD_ARCH:
+        errors.setdefault("architecture", []).append(
+            f"{architecture!r} is not an architecture the builder supports ({', '.join(converters.OSBUILD_ARCH)}).")
+    elif image_arch and architecture != image_arch:
+        errors.setdefault("architecture", []).append(
+            f"Architecture mismatch: the image is built for {image_arch}, so its disk images are {image_arch} too. "
+            f"Build the definition for linux/{architecture} and convert that build.")
+    if any(t in diskconfig.ISO_TYPES for t in types) and architecture not in converters.ISO_ARCHITECTURES:
+        errors.setdefault("types", []).append(
+            f"The installer ISO exists only for {' and '.join(converters.ISO_ARCHITECTURES)}, not {architecture}.")
+    if rootfs not in RootFilesystem.values:
+        errors.setdefault("rootfs", []).append(f"{rootfs!r} is not one of {', '.join(RootFilesystem.values)}.")
+
+    if preset is not None and preset.team_id != team.pk:
+        errors.setdefault("preset", []).append("That configuration belongs to another team.")
+    if config is None:
+        config = dict(preset.config) if preset is not None else {}
+    report = diskconfig.check_for_types(config, [t for t in types if t in diskconfig.ALL_TYPES], rootfs=rootfs)
+    if report.errors:
+        errors.setdefault("config", []).extend(report.error_texts())
+
+    backend = settings.DISK_IMAGE_BACKEND
+    builder_image = builder_image or builder_images()[0]
+    if builder_image not in builder_images():
+        errors.setdefault("builder_image", []).append(
+            f"{builder_image} is not one of the builder images this portal runs ({', '.join(builder_images())}).")
+
+    aws_given = [v for v in (aws_bucket, aws_region, aws_ami_name) if v]
+    if aws_given or aws_credential is not None:
+        if "ami" not in types:
+            errors.setdefault("aws_bucket", []).append("The AWS upload settings only apply to the ami type.")
+        elif len(aws_given) != 3:
+            errors.setdefault("aws_bucket", []).append("Give the bucket, the region and the AMI name (all three), or "
+                                                       "none to keep the AMI's disk.raw in the portal only.")
+        if aws_bucket and not AWS_BUCKET_RE.match(aws_bucket):
+            errors.setdefault("aws_bucket", []).append(f"{aws_bucket!r} is not an S3 bucket name (3-63 lower-case "
+                                                       "letters, digits, dots and dashes).")
+        if aws_region and not AWS_REGION_RE.match(aws_region):
+            errors.setdefault("aws_region", []).append(f"{aws_region!r} is not an AWS region (e.g. eu-west-1).")
+        if aws_ami_name and not AMI_NAME_RE.match(aws_ami_name):
+            errors.setdefault("aws_ami_name", []).append("An AMI name is 3-128 letters, digits, spaces and ( ) [ ] . / "
+                                                         "' @ _ -.")
+        if len(aws_given) == 3 and aws_credential is None:
+            errors.setdefault("aws_credential", []).append("Pick the AWS credentials the builder uploads with (a team "
+                                                           "admin adds them on the disk image settings page).")
+        if aws_credential is not None and aws_credential.team_id != team.pk:
+            errors.setdefault("aws_credential", []).append("Those credentials belong to another team.")
+    if errors:
+        raise ValidationError(errors)
+
+    from .services import builder_pick
+
+    with transaction.atomic():
+        builder = builder_pick(f"linux/{architecture}")
+        run = run_create(kind=RunKind.DISK_IMAGE, started_by=user, trigger=trigger, team=team,
+                         title=f"Disk image ({', '.join(types)}) of {definition}"
+                               f"{f' build {source_build.number}' if source_build else ''} @ {digest[7:19]}")
+        disk_image = DiskImage.objects.create(
+            team=team, definition=definition, build=source_build, stage=stage, repository=repository, digest=digest,
+            types=types, architecture=architecture, rootfs=rootfs, backend=backend, builder_image=builder_image,
+            preset=preset, preset_name=preset.name if preset is not None else "", config=config,
+            aws_bucket=aws_bucket, aws_region=aws_region, aws_ami_name=aws_ami_name, aws_credential=aws_credential,
+            builder=builder, run=run, retry_of=retry_of,
+        )
+        content_type = ContentType.objects.get_for_model(DiskImage)
+        Run.objects.filter(pk=run.pk).update(content_type=content_type, object_id=str(disk_image.pk))
+        run.content_type, run.object_id = content_type, str(disk_image.pk)
+        audit(action="disk_image.request", actor=user, team=team, obj=disk_image, request=request,
+              summary=f"asked for {', '.join(types)} of {definition} @ {digest[:19]}"
+                      f"{f' (stage {stage.name})' if stage else ''}",
+              detail={"types": types, "digest": digest, "architecture": architecture, "rootfs": rootfs,
+                      "preset": preset.name if preset else "", "backend": backend, "builder_image": builder_image,
+                      "stage": stage.name if stage else "", "ami_upload": bool(aws_given),
+                      "retry_of": retry_of.pk if retry_of else None, "warnings": report.warning_texts()})
+        if builder is None:
+            reason = (f"No enabled builder for {architecture}: add one of architecture {architecture} on the builders "
+                      "page (conversions run natively on a builder of the image's architecture).")
+            run_finish(run, status=RunStatus.FAILED, reason=reason)
+            DiskImage.objects.filter(pk=disk_image.pk).update(failure_cause=converters.Cause.OTHER,
+                                                              hint="Add or enable a builder of this architecture.")
+        else:
+            from .tasks import disk_image_run
+
+            transaction.on_commit(lambda: disk_image_run.delay(disk_image.pk))
+    return disk_image
+
+
+def disk_image_retry(*, disk_image: DiskImage, user: User | None, request=None) -> DiskImage:
+    """A new conversion with the same source, types and configuration (the old one stays as it was)."""
+    if disk_image.is_active:
+        raise ValidationError(f"{disk_image} is still {disk_image.run.get_status_display().lower()}.")
+    build = disk_image.build if disk_image.build is not None and disk_image.build.digest == disk_image.digest else None
+    if build is None:
+        build = Build.objects.filter(definition=disk_image.definition, digest=disk_image.digest).order_by(
+            "-number").first()
+    if build is None:
+        raise ValidationError("The build this conversion came from is gone; start a new request.")
+    return disk_image_request(
+        user=user, types=disk_image.types, build=build, architecture=disk_image.architecture, rootfs=disk_image.rootfs,
+        preset=disk_image.preset, config=disk_image.config, builder_image=disk_image.builder_image,
+        aws_bucket=disk_image.aws_bucket, aws_region=disk_image.aws_region, aws_ami_name=disk_image.aws_ami_name,
+        aws_credential=disk_image.aws_credential, retry_of=disk_image, request=request,
+    )
+
+
+def disk_image_cancel(*, disk_image: DiskImage, user: User, request=None) -> DiskImage:
+    """Stop a conversion: a queued one ends at once, a running one within seconds (its container is removed)."""
+    _check(user, disk_image.team, Action.DEVELOP)
+    if not disk_image.is_active:
+        raise ValidationError(f"{disk_image} already ended ({disk_image.run.get_status_display().lower()}).")
+    run_request_cancel(run=disk_image.run, user=user, request=request)
+    return disk_image
+
+
+# --- Artifacts -------------------------------------------------------------------------------------------------------
+
+
+def _delete_stored(storage, name):
+    if name:
+        try:
+            storage.delete(name)
+        except FileNotFoundError:
+            pass
+
+
+def artifact_delete(*, artifact: Artifact, user: User | None, reason: str = "", request=None) -> Artifact:
+    """Delete an artifact's file; its row stays (type, size, checksum) so the history still says what was made."""
+    _check(user, artifact.disk_image.team, Action.DEVELOP)
+    if artifact.deleted_at is not None:
+        return artifact
+    reason = reason or (f"deleted by {user.username}" if user is not None else "deleted")
+    with transaction.atomic():
+        changed = Artifact.objects.filter(pk=artifact.pk, deleted_at__isnull=True).update(
+            deleted_at=timezone.now(), deleted_reason=reason[:200])
+        if not changed:
+            return artifact
+        audit(action="artifact.delete", actor=user, team=artifact.disk_image.team, obj=artifact, request=request,
+              summary=f"deleted {artifact.filename} ({artifact.size:,} bytes) of {artifact.disk_image}",
+              detail={"sha256": artifact.sha256, "reason": reason})
+        storage, name = artifact.file.storage, artifact.file.name
+        transaction.on_commit(lambda: _delete_stored(storage, name))
+    artifact.deleted_at, artifact.deleted_reason = timezone.now(), reason
+    return artifact
+
+
+def disk_image_delete_files(*, disk_image: DiskImage, user: User | None, request=None) -> int:
+    """Delete every file of a conversion (the rows stay). Returns how many were deleted."""
+    _check(user, disk_image.team, Action.DEVELOP)
+    if disk_image.is_active:
+        raise ValidationError("The conversion is still running: cancel it first.")
+    count = 0
+    for artifact in disk_image.artifacts.filter(deleted_at__isnull=True):
+        artifact_delete(artifact=artifact, user=user, request=request)
+        count += 1
+    return count
+
+
+def retention_for(team: Team) -> ArtifactRetention:
+    """The team's policy, or the portal's default (not saved) when it has none."""
+    policy = ArtifactRetention.objects.filter(team=team).first()
+    if policy is None:
+        policy = ArtifactRetention(team=team, keep_days=settings.DISK_IMAGE_RETENTION_DAYS,
+                                   keep_latest=settings.DISK_IMAGE_RETENTION_KEEP_LATEST)
+    return policy
+
+
+def retention_save(*, team: Team, user: User | None, keep_days: int, keep_latest: int, request=None):
+    _check(user, team, Action.ADMIN)
+    if keep_days < 0 or keep_latest < 0:
+        raise ValidationError("Days and counts cannot be negative.")
+    with transaction.atomic():
+        policy, _ = ArtifactRetention.objects.select_for_update().get_or_create(team=team)
+        before = (policy.keep_days, policy.keep_latest)
+        policy.keep_days, policy.keep_latest = keep_days, keep_latest
+        policy.updated_by = user if user is not None and user.is_authenticated else None
+        policy.save()
+        audit(action="artifact_retention.save", actor=user, team=team, obj=policy, request=request,
+              summary=f"set {team}'s disk image retention: "
+                      f"{f'{keep_days} days' if keep_days else 'keep forever'}, always the newest {keep_latest}",
+              detail={"keep_days": keep_days, "keep_latest": keep_latest, "before": list(before)})
+    return policy
+
+
+def expired_artifacts(team: Team, *, now=None):
+    """The team's stored artifacts its policy says to delete now."""
+    policy = retention_for(team)
+    if not policy.keep_days:
+        return Artifact.objects.none()
+    now = now or timezone.now()
+    keep = set()
+    if policy.keep_latest:
+        for definition_id in DiskImage.objects.filter(team=team).values_list("definition_id", flat=True).distinct():
+            keep.update(DiskImage.objects.filter(team=team, definition_id=definition_id,
+                                                 run__status=RunStatus.SUCCEEDED)
+                        .order_by("-created_at", "-id").values_list("pk", flat=True)[:policy.keep_latest])
+    return (Artifact.objects.present().filter(disk_image__team=team, created_at__lt=now - timedelta(days=policy.keep_days))
+            .exclude(disk_image_id__in=keep).select_related("disk_image", "disk_image__team"))
+
+
+def artifacts_expire(*, now=None) -> int:
+    """Beat: apply every team's retention policy. Returns how many files were deleted."""
+    deleted = 0
+    team_ids = Artifact.objects.present().values_list("disk_image__team_id", flat=True).distinct()
+    for team in Team.objects.filter(pk__in=list(team_ids)):
+        policy = retention_for(team)
+        for artifact in expired_artifacts(team, now=now):
+            artifact_delete(artifact=artifact, user=None,
+                            reason=f"expired: older than {policy.keep_days} days (team retention policy)")
+            deleted += 1
+    return deleted
+
+
+# --- Presets ---------------------------------------------------------------------------------------------------------
+
+
+def _preset_errors(config: dict) -> diskconfig.Report:
+    report = diskconfig.validate(config)
+    if report.errors:
+        raise ValidationError({"config": report.error_texts()})
+    return report
+
+
+def preset_save(*, team: Team, user: User | None, name: str, config: dict, source_format: str = "toml",
+                description: str = "", preset: DiskImagePreset | None = None, notes=(), request=None) -> DiskImagePreset:
+    """Create or change a team's preset. The configuration must pass diskconfig.validate() (errors name the field)."""
+    _check(user, team, Action.DEVELOP)
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError({"name": ["Give the configuration a name."]})
+    report = _preset_errors(config)
+    warnings = [str(n) for n in notes] + report.warning_texts()
+    created = preset is None
+    with transaction.atomic():
+        if created:
+            preset = DiskImagePreset(team=team, created_by=user if user is not None and user.is_authenticated else None)
+        elif preset.team_id != team.pk:
+            raise PermissionDenied("That configuration belongs to another team.")
+        preset.name, preset.description = name, description.strip()
+        preset.config, preset.source_format, preset.warnings = config, source_format if source_format in (
+            "toml", "json") else "toml", warnings
+        try:
+            with transaction.atomic():
+                preset.save()
+        except IntegrityError:
+            raise ValidationError({"name": [f"{team} already has a configuration named {name!r}."]}) from None
+        audit(action="disk_image_preset.create" if created else "disk_image_preset.update", actor=user, team=team,
+              obj=preset, request=request,
+              summary=f"{'saved' if created else 'changed'} disk image configuration {name!r} of {team}",
+              detail={"customizations": sorted(diskconfig.customizations(config)), "warnings": len(warnings)})
+    return preset
+
+
+def preset_import(*, team: Team, user: User | None, name: str, text: str, filename: str = "", fmt: str = "",
+                  description: str = "", request=None) -> DiskImagePreset:
+    """A preset from a config.toml / config.json file, as bootc-image-builder would read it."""
+    _check(user, team, Action.DEVELOP)
+    try:
+        config, fmt, notes = diskconfig.parse(text, filename=filename, fmt=fmt)
+    except diskconfig.ConfigError as exc:
+        raise ValidationError({"config": [str(exc)]}) from None
+    return preset_save(team=team, user=user, name=name, config=config, source_format=fmt, description=description,
+                       notes=notes, request=request)
+
+
+def preset_delete(*, preset: DiskImagePreset, user: User | None, request=None):
+    _check(user, preset.team, Action.DEVELOP)
+    with transaction.atomic():
+        audit(action="disk_image_preset.delete", actor=user, team=preset.team, obj=preset, request=request,
+              summary=f"deleted disk image configuration {preset.name!r} of {preset.team}")
+        preset.delete()
+
+
+# --- AWS credentials -------------------------------------------------------------------------------------------------
+
+
+def cloud_credential_save(*, team: Team, user: User | None, name: str, access_key_id: str, secret_access_key: str,
+                          session_token: str = "", request=None) -> CloudCredential:
+    """Add (or replace, by name) an AWS access key for AMI uploads. Team admins only."""
+    _check(user, team, Action.ADMIN)
+    access_key_id = access_key_id.strip()
+    if not AWS_ACCESS_KEY_RE.match(access_key_id):
+        raise ValidationError({"access_key_id": ["An AWS access key ID is 16-128 upper-case letters and digits "
+                                                 "(e.g. AKIA...)."]})
+    if not secret_access_key.strip() or any(c in secret_access_key for c in "\r\n"):
+        raise ValidationError({"secret_access_key": ["Give the secret access key (one line)."]})
+    if any(c in session_token for c in "\r\n"):
+        raise ValidationError({"session_token": ["The session token is one line."]})
+    with transaction.atomic():
+        credential = CloudCredential.objects.select_for_update().filter(team=team, name=name.strip()).first()
+        created = credential is None
+        if created:
+            credential = CloudCredential(team=team, name=name.strip(), created_by=user)
+        credential.access_key_id = access_key_id
+        credential.secret_access_key = secret_access_key.strip()
+        credential.session_token = session_token.strip()
+        credential.save()
+        audit(action="cloud_credential.save", actor=user, team=team, obj=credential, request=request,
+              summary=f"{'added' if created else 'replaced'} AWS credentials {credential.name!r} of {team} "
+                      f"({credential.access_key_hint})")
+    return credential
+
+
+def cloud_credential_delete(*, credential: CloudCredential, user: User | None, request=None):
+    _check(user, credential.team, Action.ADMIN)
+    with transaction.atomic():
+        audit(action="cloud_credential.delete", actor=user, team=credential.team, obj=credential, request=request,
+              summary=f"deleted AWS credentials {credential.name!r} of {credential.team}")
+        credential.delete()
+
+
+# --- Kickstarts ------------------------------------------------------------------------------------------------------
+
+
+def can_kickstart(user, team) -> bool:
+    """Developers (who convert images) and operators (who install hosts) may write kickstarts."""
+    return can(user, team, Action.DEVELOP) or can(user, team, Action.OPERATE)
+
+
+def kickstart_generate(*, user: User | None, definition: ImageDefinition, spec: KickstartSpec, stage: Stage | None = None,
+                       digest: str = "", request=None) -> str:
+    """A kickstart installing `definition` from `stage`'s tag or from `digest`; audited (keys and hashes are not)."""
+    team = definition.team
+    if user is not None:
+        check_team_action(user, team, Action.VIEW)
+        if not can_kickstart(user, team):
+            raise PermissionDenied(f"Your role in {team} does not allow you to write kickstarts (developers and "
+                                   "operators may).")
+    try:
+        text = generate(spec)
+    except KickstartProblem as exc:
+        raise ValidationError(str(exc)) from None
+    audit(action="kickstart.generate", actor=user, team=team, obj=definition, request=request,
+          summary=f"wrote a kickstart for {definition} from {stage.name if stage else digest[:19]}",
+          detail={"url": spec.image_ref, "transport": spec.transport, "track": spec.track_ref,
+                  "signature_verification": not spec.skip_signature_verification, "user": spec.username,
+                  "layout": spec.layout})
+    return text
