@@ -497,6 +497,14 @@ class Build(models.Model):
     def short_digest(self):
         return self.digest.removeprefix("sha256:")[:12] if self.digest else ""
 
+    @property
+    def failure_detail(self):
+        """The run's exit reason without the step (the build page shows the step as its heading)."""
+        reason = self.run.exit_reason
+        if self.failed_step:
+            reason = reason.replace(f" at {self.failed_step}", "")
+        return reason
+
     def tag_names(self):
         """The tags a build pushes: its number and its revision's short sha."""
         return [f"build-{self.number}", f"rev-{self.revision.short_sha}"]

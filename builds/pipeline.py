@@ -33,7 +33,7 @@ from .models import (
     BuildPhase,
     ContextKind,
 )
-from .runner import BuilderUnavailable, Cancelled, CommandFailed, TimedOut, Watch, runner_for
+from .runner import BuilderUnavailable, Cancelled, CommandFailed, TimedOut, Watch, display, runner_for
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +265,9 @@ def _prepare_context(build, runner, workdir, watch):
 
 def _read_packages(builder, runner, image_id, watch):
     try:
-        result = runner.run(podman.packages_args(builder, image_id), watch=watch, capture=True)
+        args = podman.packages_args(builder, image_id)
+        result = runner.run(args, watch=watch, capture=True,
+                            shown=display(args[:-1]) + " '<list the rpm, dpkg or apk database>'")
     except CommandFailed as exc:
         watch.log(f"Could not read the package list ({exc}); the build still counts.")
         return "", {}

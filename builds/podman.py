@@ -167,6 +167,10 @@ HINTS = [
                 r"no route to host|dial tcp: lookup", re.I),
      "No network inside the build: a step tried to download something. Builders may have no outside network; "
      "use an internal mirror, or put what the step downloads into the build context."),
+    (re.compile(r"checking on sources under|copier: stat: .* no such file or directory|COPY failed|no source files were "
+                r"specified", re.I),
+     "A COPY or ADD source is not in the build context. Add the file to the revision's context files (or the git "
+     "repository's sub-directory), or fix its path: paths are relative to the context, not to the Containerfile."),
     (re.compile(r"Unknown instruction: \"?[A-Z0-9_-]+\"?", re.I),
      "podman did not understand a line. If the Containerfile uses heredocs (<<EOF), this builder's podman is too old "
      "for them (they need podman 4.8 or newer); otherwise check the line for a missing RUN."),

@@ -113,7 +113,9 @@ class Runner:
 
     name = "runner"
 
-    def run(self, argv, *, watch: Watch, cwd=None, env=None, capture=False, echo=True, tail=40) -> Result:
+    def run(self, argv, *, watch: Watch, cwd=None, env=None, capture=False, echo=True, tail=40, shown=None) -> Result:
+        """Run argv; its output goes to the log (stdout is returned instead when `capture`). The command itself is
+        logged first, or `shown` in its place when the full line would only be noise."""
         raise NotImplementedError
 
     def mkdtemp(self) -> str:
@@ -202,9 +204,9 @@ class LocalRunner(Runner):
     def __init__(self, *, work_dir: str = ""):
         self.work_dir = work_dir or settings.BUILD_WORK_DIR or None
 
-    def run(self, argv, *, watch, cwd=None, env=None, capture=False, echo=True, tail=40):
+    def run(self, argv, *, watch, cwd=None, env=None, capture=False, echo=True, tail=40, shown=None):
         if echo:
-            watch.log(display(argv))
+            watch.log(shown or display(argv))
         try:
             process = subprocess.Popen(
                 argv, cwd=cwd, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -318,9 +320,9 @@ class SSHRunner(Runner):
         except (TimeoutError, OSError, paramiko.SSHException) as exc:
             raise BuilderUnavailable(f"cannot connect to {known_as}: {exc or type(exc).__name__}") from None
 
-    def run(self, argv, *, watch, cwd=None, env=None, capture=False, echo=True, tail=40):
+    def run(self, argv, *, watch, cwd=None, env=None, capture=False, echo=True, tail=40, shown=None):
         if echo:
-            watch.log(display(argv))
+            watch.log(shown or display(argv))
         command = ["sh", "-c", REMOTE_WRAPPER, "sh", cwd or "."]
         if env:
             command += ["env", *[f"{k}={v}" for k, v in env.items()]]

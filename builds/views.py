@@ -35,7 +35,7 @@ from .forms import (
     RegistryCredentialForm,
     RevisionForm,
 )
-from .models import ApiToken, Build, Builder, GitWebhook, ImageDefinition, RegistryCredential
+from .models import LABEL_PREFIX, ApiToken, Build, Builder, GitWebhook, ImageDefinition, RegistryCredential
 
 LOG_TAIL_LINES = 60
 
@@ -350,8 +350,13 @@ def build_compare(request):
         raise Http404("Pick two builds to compare.") from None
     comparison = compare.compare_builds(old, new)
     added, removed = compare.diff_stats(comparison.containerfile_rows)
-    return render(request, "builds/build_compare.html", {"c": comparison, "old": old, "new": new, "added": added,
-                                                         "removed": removed})
+    # The portal's own labels (build id, revision, source) differ between any two builds: shown apart, folded.
+    portal_labels = [row for row in comparison.labels if row[0].startswith(LABEL_PREFIX)]
+    return render(request, "builds/build_compare.html", {
+        "c": comparison, "old": old, "new": new, "added": added, "removed": removed,
+        "image_labels": [row for row in comparison.labels if not row[0].startswith(LABEL_PREFIX)],
+        "portal_labels": portal_labels, "portal_labels_changed": sum(row[3] != "same" for row in portal_labels),
+    })
 
 
 # --- Builders --------------------------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ def duration(value):
     if value is None:
         return ""
     seconds = int(value.total_seconds())
+    if seconds < 1:
+        return "under 1 s"
     if seconds < 60:
         return f"{seconds} s"
     minutes, seconds = divmod(seconds, 60)
