@@ -189,12 +189,32 @@ def batch_message(chunk, lines=None, offsets=None, sections=None):
 # --- Readers ---------------------------------------------------------------------------------------------------------
 
 
+# Chunks fetched per query by the readers. Each query is bounded (no server-side cursor: on PostgreSQL, Django's
+# iterator() outside a transaction declares a cursor WITH HOLD, which materialises the whole result first).
+PAGE_CHUNKS = 8
+
+
 def chunks(run, *, after=0, before=None):
-    """The run's chunks holding lines after `after` (and before `before`), in order."""
+    """The run's chunks holding lines after `after` (and before `before`), in order, as a QuerySet."""
     qs = LogChunk.objects.filter(run=run, last_seq__gt=after).order_by("first_seq")
     if before is not None:
         qs = qs.filter(first_seq__lt=before)
     return qs
+
+
+def each_chunk(run, *, after=0, before=None, reverse=False, fields=None, page_chunks=PAGE_CHUNKS):
+    """The chunks holding lines after `after` and before `before`, read `page_chunks` at a time (keyset pagination), in
+    order (or from the end with `reverse`). Memory: a page of chunks, whatever the log's size."""
+    qs = chunks(run, after=after, before=before)
+    if fields:
+        qs = qs.only(*fields)
+    qs = qs.order_by("-first_seq") if reverse else qs
+    while True:
+        page = list(qs[:page_chunks])
+        yield from page
+        if len(page) < page_chunks:
+            return
+        qs = qs.filter(first_seq__lt=page[-1].first_seq) if reverse else qs.filter(first_seq__gt=page[-1].first_seq)
 
 
 def last_seq(run):
@@ -224,9 +244,8 @@ def _slice(chunk, after, before):
 def lines_between(run, *, after=0, before=None, limit=1000, from_end=False):
     """(first, lines, times) of at most `limit` consecutive stored lines numbered after `after` and before `before`:
     the first ones of that range, or the last ones with `from_end`. Reads only the chunks it needs."""
-    qs = chunks(run, after=after, before=before)
     picked, count = [], 0
-    for chunk in (qs.order_by("-first_seq") if from_end else qs).iterator(chunk_size=8):
+    for chunk in each_chunk(run, after=after, before=before, reverse=from_end):
         first, lines, times = _slice(chunk, after, before)
         if not lines:
             continue
@@ -253,7 +272,7 @@ def lines_between(run, *, after=0, before=None, limit=1000, from_end=False):
 def lines_after(run, after=0, *, limit=None):
     """[(seq, text)] of the stored lines numbered above `after`, oldest first, at most `limit` of them."""
     out = []
-    for chunk in chunks(run, after=after).iterator(chunk_size=20):
+    for chunk in each_chunk(run, after=after):
         for offset, text in enumerate(chunk.lines()):
             seq = chunk.first_seq + offset
             if seq > after:
@@ -281,7 +300,7 @@ def raw(run, *, compressed=False):
     """The whole log as bytes, chunk by chunk (gzip-compressed on the fly with `compressed`): for streaming responses."""
 
     def plain():
-        for chunk in chunks(run).only("text").iterator(chunk_size=8):
+        for chunk in each_chunk(run, fields=("first_seq", "text"), page_chunks=16):
             yield (chunk.text + "\n").encode()
 
     if not compressed:
@@ -309,36 +328,46 @@ def search(run, query, *, after=0, max_positions=10_000):
     Returns {"count": lines that match (exact, over the whole log), "seqs": the first `max_positions` matching line
     numbers after `after`}. Reads the log a few chunks at a time.
     """
-    needle = query.casefold()
+    with transaction.atomic():  # a streaming cursor (inside a transaction, PostgreSQL's is not materialised WITH HOLD)
+        return _search(chunks(run).only("first_seq", "last_seq", "text").iterator(chunk_size=16), query.casefold(),
+                       after, max_positions)
+
+
+def _search(stream, needle, after, max_positions):
     count = 0
     seqs = []
-    for chunk in chunks(run).only("first_seq", "text").iterator(chunk_size=8):
+    for chunk in stream:
         text = chunk.text
         if "\x1b" in text:
             text = strip_ansi(text)
-        haystack = text.casefold() if not text.isascii() else text.lower()
-        if len(haystack) != len(text):  # casefold changed lengths (ß -> ss): count line by line instead
-            for i, one in enumerate(text.split("\n")):
-                if needle in one.casefold():
-                    count += 1
-                    seq = chunk.first_seq + i
-                    if seq > after and len(seqs) < max_positions:
-                        seqs.append(seq)
+        haystack = text.lower() if text.isascii() else text.casefold()
+        hits = haystack.count(needle)
+        if not hits:
+            continue
+        want = chunk.last_seq > after and len(seqs) < max_positions
+        if len(haystack) != len(text) or hits > 8:
+            # Many hits (or casefold changed lengths, ß -> ss): test line by line, which C does fast.
+            lines = haystack.split("\n") if len(haystack) == len(text) else [one.casefold() for one in text.split("\n")]
+            if not want:
+                count += sum(1 for one in lines if needle in one)
+                continue
+            matching = [i for i, one in enumerate(lines) if needle in one]
+            count += len(matching)
+            seqs.extend(seq for i in matching if (seq := chunk.first_seq + i) > after)
+            del seqs[max_positions:]
             continue
         position = haystack.find(needle)
-        if position < 0:
-            continue
         line_index, scanned = 0, 0
         while position >= 0:
             line_index += haystack.count("\n", scanned, position)
             count += 1
             seq = chunk.first_seq + line_index
-            if seq > after and len(seqs) < max_positions:
+            if want and seq > after and len(seqs) < max_positions:
                 seqs.append(seq)
             end_of_line = haystack.find("\n", position + len(needle))
             if end_of_line < 0:
                 break
+            # `scanned` sits on the newline ending the matched line: counting from it moves past that line.
             scanned = end_of_line
             position = haystack.find(needle, end_of_line + 1)
-            # `scanned` sits on the newline ending the matched line: counting from it moves past that line.
     return {"count": count, "seqs": seqs}

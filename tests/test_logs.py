@@ -339,3 +339,12 @@ class TestWhoMayRead:
         run = services.run_create(kind=RunKind.BUILD, title="build", team=personas.team)
         assert 'id="run-cancel"' not in client_for(personas.viewer).get(f"/runs/{run.pk}/").content.decode()
         assert 'id="run-cancel"' in client_for(personas.developer).get(f"/runs/{run.pk}/").content.decode()
+
+
+def test_readers_read_a_few_chunks_per_query(run, settings, django_assert_num_queries):
+    write(run, [f"hit {i}" for i in range(1, 1001)], batch_lines=100)  # 10 chunks: two pages of 8
+    assert logsink.search(run, "HIT")["count"] == 1000  # one streaming cursor (SAVEPOINT, DECLARE, FETCHes)
+    with django_assert_num_queries(2):
+        assert len(list(logsink.each_chunk(run, reverse=True))) == 10
+    with django_assert_num_queries(1):
+        assert logsink.tail(run, 150)[0] == (851, "hit 851")
