@@ -75,6 +75,7 @@ class LogViewer {
     if (!this.finished) this.connect();
     setInterval(() => this.tick(), 1000);
     this.view.dataset.ready = "1";
+    performance.mark("log:ready"); // bench/logs measures the first screen with it
     document.dispatchEvent(new CustomEvent("log:ready", { detail: { run: this.runId } }));
   }
 
