@@ -282,9 +282,11 @@ def build_list(request):
     build_filter = BuildFilter(data, queryset=base, teams=teams)
     builds = build_filter.qs if build_filter.is_valid() else base.none()
     page = Paginator(builds.order_by("-run__created_at", "-id"), 25).get_page(request.GET.get("page"))
+    any_active = any(build.is_active for build in page)
     context = {"filter": build_filter, "page": page, "builds": page, "show_definition": True,
-               "querystring": _querystring(request), "filtered": any(v for k, v in request.GET.items() if k != "page")}
-    if request.htmx and request.htmx.target == "build-rows":
+               "querystring": _querystring(request), "filtered": any(v for k, v in request.GET.items() if k != "page"),
+               "any_active": any_active}
+    if request.htmx and request.htmx.target in ("build-rows", "build-list-body"):
         return render(request, "builds/_build_list_body.html", context)
     return render(request, "builds/build_list.html", context)
 

@@ -499,3 +499,14 @@ def test_revisions_are_numbered_per_definition(personas, definition):
     other = services.definition_create(team=personas.team, user=personas.developer, name="other")
     r = services.revision_create(definition=other, user=personas.developer, containerfile=CONTAINERFILE)
     assert r.number == 1 and Revision.objects.filter(definition=definition).get().number == 1
+
+
+def test_the_build_list_refreshes_itself_only_while_something_runs(client_for, personas, build):
+    c = client_for(personas.viewer)
+    assert 'hx-trigger="every 3s"' in c.get(reverse("build_list") + "?status=queued").content.decode()
+    from portal.services import run_finish
+
+    run_finish(build.run, status=RunStatus.SUCCEEDED)
+    fragment = c.get(reverse("build_list"), HTTP_HX_REQUEST="true", HTTP_HX_TARGET="build-list-body")
+    assert fragment.status_code == 200 and 'hx-trigger="every 3s"' not in fragment.content.decode()
+    assert "<html" not in fragment.content.decode()
