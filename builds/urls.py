@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from . import api, views
 
@@ -34,5 +34,6 @@ urlpatterns = [
     path("api/v1/builds/<int:pk>/", api.build_detail, name="api_build_detail"),
     path("api/v1/definitions/", api.definition_list, name="api_definition_list"),
     path("hooks/git/<str:key>/", api.git_webhook, name="git_webhook"),
-    path("promotions/", views.promotion_list, name="promotion_list"),
+    path("", include("builds.urls_promotions")),
+    path("", include("builds.urls_diskimages")),
 ]

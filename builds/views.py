@@ -491,13 +491,3 @@ def webhook_delete(request, pk):
     services.webhook_delete(hook=hook, user=request.user, request=request)
     messages.success(request, "Deleted the webhook; pushes to its URL are refused from now on.")
     return redirect("integrations", slug=hook.team.slug)
-
-
-# --- Promotions (owned by the promotions issue) ----------------------------------------------------------------------
-
-
-@login_required
-def promotion_list(request):
-    return render(request, "builds/promotion_list.html", {})
-
-

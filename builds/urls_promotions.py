@@ -1,0 +1,33 @@
+"""URLs of promotions, stages, approver groups and notification webhooks (included from builds/urls.py)."""
+
+from django.urls import path
+
+from . import views_promotions as views
+
+urlpatterns = [
+    path("promotions/", views.promotion_list, name="promotion_list"),
+    path("promotions/new/", views.promotion_create, name="promotion_create"),
+    path("promotions/<int:pk>/", views.promotion_detail, name="promotion_detail"),
+    path("promotions/<int:pk>/approve/", views.promotion_approve, name="promotion_approve"),
+    path("promotions/<int:pk>/reject/", views.promotion_reject, name="promotion_reject"),
+    path("promotions/<int:pk>/withdraw/", views.promotion_withdraw, name="promotion_withdraw"),
+    path("promotions/<int:pk>/retry/", views.promotion_retry, name="promotion_retry"),
+    path("stages/", views.stage_board, name="stage_board"),
+    path("stages/<int:pk>/", views.stage_detail, name="stage_detail"),
+    path("stages/<int:pk>/policy/", views.stage_policy, name="stage_policy"),
+    path("stages/<int:pk>/rollback/", views.stage_rollback, name="stage_rollback"),
+    path("stages/<int:pk>/freeze/", views.stage_freeze, name="stage_freeze"),
+    path("stages/<int:pk>/windows/", views.window_add, name="stage_window_add"),
+    path("stages/freezes/<int:pk>/lift/", views.freeze_lift, name="stage_freeze_lift"),
+    path("stages/windows/<int:pk>/delete/", views.window_delete, name="stage_window_delete"),
+    path("teams/<slug:slug>/approver-groups/", views.approver_groups, name="approver_groups"),
+    path("approver-groups/<int:pk>/", views.approver_group_edit, name="approver_group_edit"),
+    path("approver-groups/<int:pk>/delete/", views.approver_group_delete, name="approver_group_delete"),
+    path("teams/<slug:slug>/notifications/", views.notification_webhooks, name="notification_webhooks"),
+    path("notifications/webhooks/<int:pk>/", views.notification_webhook_detail, name="notification_webhook_detail"),
+    path("notifications/webhooks/<int:pk>/delete/", views.notification_webhook_delete,
+         name="notification_webhook_delete"),
+    path("notifications/webhooks/<int:pk>/test/", views.notification_webhook_test, name="notification_webhook_test"),
+    path("notifications/deliveries/<int:pk>/redeliver/", views.webhook_delivery_redeliver,
+         name="webhook_delivery_redeliver"),
+]

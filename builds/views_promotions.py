@@ -1,0 +1,582 @@
+"""Pages for promotions (the list and inbox, the request form, the approval card), stages (the board, a stage's history,
+policy, freezes and windows, rollbacks), approver groups and notification webhooks.
+
+Every object comes through `builds.access`; every change through `builds.promotions` or `builds.notifications`.
+Refusals are 403 (may see, may not act), 409 (the request is no longer in a state for this) or 400 (bad input), each
+with the reason on the page.
+"""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from portal.access import can, get_team_for_user, teams_where
+from portal.models import Action, AuditEvent, Team
+from portal.views import current_team
+
+from . import compare, notifications, promotions
+from .access import (
+    get_approver_group_for_user,
+    get_change_window_for_user,
+    get_definition_for_user,
+    get_freeze_for_user,
+    get_notification_webhook_for_user,
+    get_promotion_for_user,
+    get_stage_for_user,
+    get_webhook_delivery_for_user,
+)
+from .forms_promotions import (
+    ApproverGroupForm,
+    ChangeWindowForm,
+    DecisionForm,
+    FreezeForm,
+    NotificationWebhookForm,
+    PromotionFilter,
+    PromotionRequestForm,
+    RollbackForm,
+    StagePolicyForm,
+)
+from .models import (
+    Build,
+    ImageDefinition,
+    NotificationWebhook,
+    Promotion,
+    PromotionStatus,
+    StageHistory,
+)
+from .promotions import PromotionStateError
+
+
+def _error_text(exc):
+    return " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+
+
+def _querystring(request):
+    params = request.GET.copy()
+    params.pop("page", None)
+    return params.urlencode()
+
+
+# --- The list and the inbox ------------------------------------------------------------------------------------------
+
+
+@login_required
+def promotion_list(request):
+    """All promotion requests of the user's teams, or (?view=inbox) those waiting for the user's decision."""
+    teams = Team.objects.visible_to(request.user)
+    inbox = Promotion.objects.waiting_for(request.user)
+    view = request.GET.get("view") or ("inbox" if inbox.exists() else "all")
+    base = (inbox if view == "inbox" else Promotion.objects.visible_to(request.user)).with_related()
+    data = request.GET.copy()
+    team = current_team(request)
+    if "team" not in data and team is not None:
+        data["team"] = str(team.pk)
+    promotion_filter = PromotionFilter(data, queryset=base, teams=teams)
+    rows = promotion_filter.qs if promotion_filter.is_valid() else base.none()
+    rows = rows.annotate(approvals_given=Count("approvals", filter=Q(approvals__decision="approve",
+                                                                     approvals__superseded_at__isnull=True)))
+    page = Paginator(rows.order_by("-created_at", "-id"), 25).get_page(request.GET.get("page"))
+    context = {
+        "filter": promotion_filter, "page": page, "view": view, "inbox_count": inbox.count(),
+        "querystring": _querystring(request), "can_request": teams_where(request.user, Action.DEVELOP).exists(),
+        "filtered": any(v for k, v in request.GET.items() if k not in ("page", "view")),
+    }
+    if request.htmx and request.htmx.target == "promotion-rows":
+        return render(request, "builds/promotions/_rows.html", context)
+    return render(request, "builds/promotions/list.html", context)
+
+
+# --- Requesting ------------------------------------------------------------------------------------------------------
+
+
+@login_required
+def promotion_create(request):
+    """Step 1 picks the definition (?definition=), step 2 the build, the stage and the reason."""
+    build = None
+    if request.GET.get("build", "").isdigit():
+        build = Build.objects.visible_to(request.user).with_related().filter(pk=request.GET["build"]).first()
+    definition_id = request.POST.get("definition") or request.GET.get("definition") or (build.definition_id if build
+                                                                                         else "")
+    if not str(definition_id).isdigit():
+        definitions = ImageDefinition.objects.filter(team__in=teams_where(request.user, Action.DEVELOP)) \
+            .select_related("team").order_by("team__name", "name")
+        if not definitions and not teams_where(request.user, Action.DEVELOP).exists():
+            raise PermissionDenied("You need the developer role in a team to ask for promotions.")
+        return render(request, "builds/promotions/request_pick.html", {"definitions": definitions})
+    definition = get_definition_for_user(request.user, int(definition_id), action=Action.DEVELOP)
+    initial = {"build": build.pk if build and build.definition_id == definition.pk else None}
+    if request.GET.get("stage"):
+        initial["target_stage"] = definition.team.stages.filter(name=request.GET["stage"]).first()
+    form = PromotionRequestForm(request.POST or None, definition=definition, initial=initial)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                promotion = promotions.promotion_request(
+                    definition=definition, build=form.cleaned_data["build"],
+                    target_stage=form.cleaned_data["target_stage"], user=request.user,
+                    reason=form.cleaned_data["reason"], emergency=form.cleaned_data["emergency"],
+                    emergency_reason=form.cleaned_data["emergency_reason"],
+                    roll_forward=form.cleaned_data["roll_forward"], request=request)
+            except ValidationError as exc:
+                form.add_error(None, _error_text(exc))
+            else:
+                messages.success(request, _created_message(promotion))
+                return redirect(promotion)
+        status = 400
+    board = promotions.stage_board(definition.team, [definition])[0]
+    return render(request, "builds/promotions/request.html", {
+        "definition": definition, "form": form, "board": board,
+        "stages": [(stage, _policy_lines(stage)) for stage in definition.team.stages.all()],
+    }, status=status)
+
+
+def _created_message(promotion):
+    if promotion.status == PromotionStatus.APPLYING:
+        return f"Request #{promotion.pk} needs no approval: it is being applied now."
+    if promotion.status == PromotionStatus.APPROVED:
+        return f"Request #{promotion.pk} needs no approval; it waits: {promotion.status_note}"
+    return f"Request #{promotion.pk} is waiting for approval; the approvers were notified."
+
+
+def _policy_lines(stage):
+    """The stage's policy, in plain words, for the request form and the card."""
+    lines = []
+    groups = list(stage.group_requirements.select_related("group"))
+    if stage.required_approvals == 0:
+        lines.append("Applies without approval.")
+    elif groups:
+        lines.append(f"{stage.required_approvals} approval{'s' if stage.required_approvals != 1 else ''}: "
+                     + ", ".join(f"{req.minimum} from {req.group.name}" for req in groups) + ".")
+    else:
+        lines.append(f"{stage.required_approvals} approval{'s' if stage.required_approvals != 1 else ''} from people "
+                     "with the approver role.")
+    excluded = [who for flag, who in ((stage.exclude_requester, "the requester"),
+                                      (stage.exclude_author, "the revision's author"),
+                                      (stage.exclude_build_triggerer, "whoever started the build")) if flag]
+    if excluded and stage.required_approvals:
+        lines.append("Not by " + ", ".join(excluded) + ".")
+    if stage.approval_ttl_hours:
+        lines.append(f"Approvals expire after {stage.approval_ttl_hours} h.")
+    if stage.require_previous_stage and stage.position > 0:
+        lines.append("The image must have been in the previous stage.")
+    blocked = stage.blocked_reason()
+    if blocked:
+        lines.append(f"Now: {blocked}. An emergency override needs {stage.emergency_extra_approvals} more "
+                     f"approval{'s' if stage.emergency_extra_approvals != 1 else ''}.")
+    return lines
+
+
+# --- The approval card -----------------------------------------------------------------------------------------------
+
+
+def _card_context(request, promotion):
+    stage, definition = promotion.target_stage, promotion.definition
+    current = promotions.stage_current(stage, definition)
+    current_build = None
+    if current is not None:
+        current_build = current.build or Build.objects.filter(definition=definition, digest=current.digest).first()
+    comparison = added = removed = None
+    if current_build is not None and current_build.digest != promotion.digest:
+        comparison = compare.compare_builds(current_build, promotion.build)
+        added, removed = compare.diff_stats(comparison.containerfile_rows)
+    result = promotions.quorum(promotion)
+    refusal = promotions.approval_refusal(promotion, request.user)
+    mine = promotion.approvals.filter(approver=request.user, superseded_at__isnull=True).first()
+    decisions = list(promotion.approvals.select_related("approver").order_by("created_at", "id"))
+    expired_ids = {a.pk for a in result.expired}
+    not_counted = {a.pk: why for a, why in result.not_counted}
+    for decision in decisions:
+        decision.expired = decision.pk in expired_ids
+        decision.not_counted = not_counted.get(decision.pk, "")
+        decision.expires = decision.expires_at(stage)
+    hosts = promotions.hosts_tracking(stage, definition)
+    host_list = list(hosts[:50]) if hosts is not None else []
+    events = AuditEvent.objects.filter(object_type="builds.promotion", object_id=str(promotion.pk)).order_by("seq")
+    is_open = promotion.status == PromotionStatus.PENDING
+    return {
+        "promotion": promotion, "stage": stage, "definition": definition, "build": promotion.build,
+        "current": current, "current_build": current_build, "c": comparison, "added": added, "removed": removed,
+        "quorum": result, "decisions": decisions, "policy": _policy_lines(stage),
+        "can_decide": is_open and not refusal and (mine is None or (mine.decision == "approve"
+                                                                    and mine.pk in expired_ids)),
+        "refusal": refusal if is_open else "", "mine": mine,
+        "can_withdraw": promotion.status in (PromotionStatus.PENDING, PromotionStatus.APPROVED, PromotionStatus.FAILED)
+        and (promotion.requested_by_id == request.user.pk or can(request.user, stage.team, Action.ADMIN)),
+        "can_retry": promotion.status == PromotionStatus.FAILED and can(request.user, stage.team, Action.DEVELOP),
+        "form": DecisionForm(initial={"digest": promotion.digest}),
+        "hosts": host_list, "hosts_count": hosts.count() if hosts is not None and len(host_list) == 50 else len(host_list),
+        "disk_images": promotions.disk_images_for(definition, promotion.digest),
+        "approvers": promotions.eligible_approvers(promotion) if is_open else [],
+        "events": events, "live": promotion.status == PromotionStatus.APPLYING,
+    }
+
+
+@login_required
+def promotion_detail(request, pk):
+    promotion = get_promotion_for_user(request.user, pk)
+    context = _card_context(request, promotion)
+    if request.htmx and request.htmx.target == "promotion-live":
+        response = render(request, "builds/promotions/_live.html", context)
+        if not context["live"]:
+            response["HX-Refresh"] = "true"  # applied or failed: the whole card changes (history, alerts, buttons)
+        return response
+    return render(request, "builds/promotions/detail.html", context)
+
+
+def _decision(request, pk, decide, done):
+    promotion = get_promotion_for_user(request.user, pk)
+    form = DecisionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "The form lost the digest you looked at; reload the page and decide again.")
+        return redirect(promotion)
+    try:
+        promotion = decide(promotion=promotion, user=request.user, digest=form.cleaned_data["digest"],
+                           comment=form.cleaned_data["comment"], request=request)
+    except PromotionStateError as exc:
+        return _refused(request, promotion, exc, 409)
+    except ValidationError as exc:
+        return _refused(request, promotion, exc, 400)
+    messages.success(request, done(promotion))
+    return redirect(promotion)
+
+
+def _refused(request, promotion, exc, status):
+    context = _card_context(request, promotion)
+    context["error"] = _error_text(exc)
+    return render(request, "builds/promotions/detail.html", context, status=status)
+
+
+def _approved_message(promotion):
+    if promotion.status == PromotionStatus.APPLYING:
+        return f"Approved. That completes the approvals: {promotion.target_stage.name} is being updated now."
+    if promotion.status == PromotionStatus.APPROVED:
+        return f"Approved. It has all its approvals and waits: {promotion.status_note}"
+    return f"Approved. It still needs {promotions.quorum(promotion).missing or 'group'} more approval(s)."
+
+
+@login_required
+@require_POST
+def promotion_approve(request, pk):
+    return _decision(request, pk, promotions.promotion_approve, _approved_message)
+
+
+@login_required
+@require_POST
+def promotion_reject(request, pk):
+    return _decision(request, pk, promotions.promotion_reject,
+                     lambda p: f"Rejected request #{p.pk}; {p.requested_by_name or 'the requester'} was told why.")
+
+
+@login_required
+@require_POST
+def promotion_withdraw(request, pk):
+    promotion = get_promotion_for_user(request.user, pk)
+    try:
+        promotions.promotion_withdraw(promotion=promotion, user=request.user, request=request)
+    except PromotionStateError as exc:
+        return _refused(request, promotion, exc, 409)
+    messages.success(request, f"Withdrew request #{promotion.pk}.")
+    return redirect(promotion)
+
+
+@login_required
+@require_POST
+def promotion_retry(request, pk):
+    promotion = get_promotion_for_user(request.user, pk, action=Action.DEVELOP)
+    try:
+        promotions.promotion_retry(promotion=promotion, user=request.user, request=request)
+    except PromotionStateError as exc:
+        return _refused(request, promotion, exc, 409)
+    except ValidationError as exc:
+        return _refused(request, promotion, exc, 400)
+    messages.success(request, f"Applying request #{promotion.pk} again.")
+    return redirect(promotion)
+
+
+# --- Stages ----------------------------------------------------------------------------------------------------------
+
+
+@login_required
+def stage_board(request):
+    """What each stage holds, per definition, for the current team (or all of the user's teams)."""
+    team = current_team(request)
+    teams = [team] if team is not None else list(Team.objects.visible_to(request.user))
+    boards = []
+    for t in teams:
+        definitions = ImageDefinition.objects.filter(team=t).order_by("name")
+        boards.append({"team": t, "stages": list(t.stages.all()), "rows": promotions.stage_board(t, definitions),
+                       "can_develop": can(request.user, t, Action.DEVELOP),
+                       "can_admin": can(request.user, t, Action.ADMIN),
+                       "open": Promotion.objects.filter(target_stage__team=t,
+                                                        status__in=[PromotionStatus.PENDING, PromotionStatus.APPROVED,
+                                                                    PromotionStatus.APPLYING]).count()})
+    return render(request, "builds/promotions/stage_board.html", {"boards": boards})
+
+
+@login_required
+def stage_detail(request, pk):
+    stage = get_stage_for_user(request.user, pk)
+    history = StageHistory.objects.filter(stage=stage).select_related("definition", "build", "promotion")
+    definition_id = request.GET.get("definition", "")
+    if definition_id.isdigit():
+        history = history.filter(definition_id=int(definition_id))
+    page = Paginator(history.order_by("-applied_at", "-id"), 25).get_page(request.GET.get("page"))
+    current_ids = set()
+    seen = set()
+    for entry in StageHistory.objects.filter(stage=stage).order_by("definition_id", "-applied_at", "-id") \
+            .values("pk", "definition_id"):
+        if entry["definition_id"] not in seen:
+            seen.add(entry["definition_id"])
+            current_ids.add(entry["pk"])
+    now = timezone.now()
+    return render(request, "builds/promotions/stage_detail.html", {
+        "stage": stage, "page": page, "current_ids": current_ids, "policy": _policy_lines(stage),
+        "definitions": ImageDefinition.objects.filter(team=stage.team).order_by("name"),
+        "definition_id": int(definition_id) if definition_id.isdigit() else None,
+        "querystring": _querystring(request),
+        "freezes": [f for f in stage.freezes.order_by("-starts_at")[:10]], "now": now,
+        "windows": list(stage.change_windows.all()), "groups": list(stage.group_requirements.select_related("group")),
+        "can_develop": can(request.user, stage.team, Action.DEVELOP),
+        "can_admin": can(request.user, stage.team, Action.ADMIN),
+        "freeze_form": FreezeForm(), "window_form": ChangeWindowForm(), "rollback_form": RollbackForm(),
+        "blocked": stage.blocked_reason(now),
+    })
+
+
+@login_required
+def stage_policy(request, pk):
+    stage = get_stage_for_user(request.user, pk, action=Action.ADMIN)
+    form = StagePolicyForm(request.POST or None, instance=stage)
+    if request.method == "POST" and form.is_valid():
+        try:
+            fields = {name: form.cleaned_data[name] for name in StagePolicyForm.Meta.fields}
+            promotions.stage_update_policy(stage=stage, user=request.user, groups=form.group_minimums(),
+                                           request=request, **fields)
+        except ValidationError as exc:
+            form.add_error(None, _error_text(exc))
+        else:
+            messages.success(request, f"Saved the policy of {stage.name}. Pending requests are judged by it from now on.")
+            return redirect(stage)
+    return render(request, "builds/promotions/stage_policy.html", {"stage": stage, "form": form},
+                  status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def stage_rollback(request, pk):
+    stage = get_stage_for_user(request.user, pk, action=Action.DEVELOP)
+    form = RollbackForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Say why the stage must go back.")
+        return redirect(stage)
+    definition = get_definition_for_user(request.user, form.cleaned_data["definition"], action=Action.DEVELOP)
+    try:
+        promotion = promotions.promotion_rollback_request(
+            stage=stage, definition=definition, digest=form.cleaned_data["digest"], user=request.user,
+            reason=form.cleaned_data["reason"], request=request)
+    except ValidationError as exc:
+        messages.error(request, _error_text(exc))
+        return redirect(stage)
+    messages.success(request, _created_message(promotion))
+    return redirect(promotion)
+
+
+@login_required
+@require_POST
+def stage_freeze(request, pk):
+    stage = get_stage_for_user(request.user, pk, action=Action.ADMIN)
+    form = FreezeForm(request.POST)
+    if form.is_valid():
+        ends_at = form.cleaned_data["ends_at"]
+        try:
+            promotions.stage_freeze(stage=stage, user=request.user, reason=form.cleaned_data["reason"],
+                                    ends_at=ends_at, request=request)
+        except ValidationError as exc:
+            messages.error(request, _error_text(exc))
+        else:
+            messages.success(request, f"{stage.name} is frozen: approved promotions wait until the freeze ends.")
+    else:
+        messages.error(request, "A freeze needs a reason" + (" and a valid end time." if form.errors.get("ends_at")
+                                                            else "."))
+    return redirect(stage)
+
+
+@login_required
+@require_POST
+def freeze_lift(request, pk):
+    freeze = get_freeze_for_user(request.user, pk)
+    try:
+        promotions.stage_unfreeze(freeze=freeze, user=request.user, request=request)
+    except ValidationError as exc:
+        messages.error(request, _error_text(exc))
+    else:
+        messages.success(request, f"Lifted the freeze of {freeze.stage.name}; approved promotions apply within a "
+                                  "minute.")
+    return redirect(freeze.stage)
+
+
+@login_required
+@require_POST
+def window_add(request, pk):
+    stage = get_stage_for_user(request.user, pk, action=Action.ADMIN)
+    form = ChangeWindowForm(request.POST)
+    if form.is_valid():
+        try:
+            window = promotions.change_window_add(stage=stage, user=request.user, request=request,
+                                                  weekdays=form.cleaned_data["weekdays"],
+                                                  starts=form.cleaned_data["starts"], ends=form.cleaned_data["ends"])
+        except ValidationError as exc:
+            messages.error(request, _error_text(exc))
+        else:
+            messages.success(request, f"{stage.name} takes changes {window} ({stage.window_timezone}) from now on.")
+    else:
+        messages.error(request, "A change window needs at least one day, a start and an end time.")
+    return redirect(stage)
+
+
+@login_required
+@require_POST
+def window_delete(request, pk):
+    window = get_change_window_for_user(request.user, pk)
+    stage = window.stage
+    promotions.change_window_remove(window=window, user=request.user, request=request)
+    messages.success(request, f"Removed the change window {window}.")
+    return redirect(stage)
+
+
+# --- Approver groups -------------------------------------------------------------------------------------------------
+
+
+@login_required
+def approver_groups(request, slug):
+    team = get_team_for_user(request.user, slug)
+    is_admin = can(request.user, team, Action.ADMIN)
+    form = ApproverGroupForm(request.POST or None, team=team)
+    if request.method == "POST":
+        if not is_admin:
+            raise PermissionDenied(f"Only admins of {team} manage approver groups.")
+        if form.is_valid():
+            try:
+                group = promotions.approver_group_save(team=team, user=request.user, request=request,
+                                                       **form.cleaned_data)
+            except ValidationError as exc:
+                form.add_error(None, _error_text(exc))
+            else:
+                messages.success(request, f"Created approver group {group.name}. Require it on a stage's policy page.")
+                return redirect("approver_groups", slug=team.slug)
+    groups = team.approver_groups.prefetch_related("members", "stage_requirements__stage").order_by("name")
+    return render(request, "builds/promotions/approver_groups.html",
+                  {"team": team, "groups": groups, "form": form if is_admin else None, "is_admin": is_admin},
+                  status=400 if form.errors else 200)
+
+
+@login_required
+def approver_group_edit(request, pk):
+    group = get_approver_group_for_user(request.user, pk)
+    team = group.team
+    initial = {"name": group.name, "description": group.description, "members": list(group.members.all())}
+    form = ApproverGroupForm(request.POST or None, team=team, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            promotions.approver_group_save(team=team, user=request.user, group=group, request=request,
+                                           **form.cleaned_data)
+        except ValidationError as exc:
+            form.add_error(None, _error_text(exc))
+        else:
+            messages.success(request, f"Saved approver group {group.name}.")
+            return redirect("approver_groups", slug=team.slug)
+    return render(request, "builds/promotions/approver_group_form.html", {"team": team, "group": group, "form": form},
+                  status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def approver_group_delete(request, pk):
+    group = get_approver_group_for_user(request.user, pk)
+    team = group.team
+    promotions.approver_group_delete(group=group, user=request.user, request=request)
+    messages.success(request, f"Deleted approver group {group.name}; stages that required it no longer do.")
+    return redirect("approver_groups", slug=team.slug)
+
+
+# --- Notification webhooks -------------------------------------------------------------------------------------------
+
+
+@login_required
+def notification_webhooks(request, slug):
+    team = get_team_for_user(request.user, slug, action=Action.ADMIN)
+    form = NotificationWebhookForm(request.POST or None)
+    new_secret = new_hook = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            new_hook, new_secret = notifications.webhook_create(
+                team=team, user=request.user, name=form.cleaned_data["name"], url=form.cleaned_data["url"],
+                events=form.cleaned_data["events"], request=request)
+        except ValidationError as exc:
+            form.add_error(None, _error_text(exc))
+        else:
+            form = NotificationWebhookForm()
+    hooks = NotificationWebhook.objects.filter(team=team).annotate(
+        delivered=Count("deliveries", filter=Q(deliveries__status="delivered")),
+        failing=Count("deliveries", filter=Q(deliveries__status__in=["failed", "retrying"])))
+    return render(request, "builds/promotions/webhooks.html", {
+        "team": team, "hooks": hooks, "form": form, "new_secret": new_secret, "new_hook": new_hook,
+    }, status=400 if form.errors else 200)
+
+
+@login_required
+def notification_webhook_detail(request, pk):
+    hook = get_notification_webhook_for_user(request.user, pk)
+    form = NotificationWebhookForm(request.POST or None, instance=hook)
+    if request.method == "POST" and form.is_valid():
+        try:
+            notifications.webhook_update(hook=hook, user=request.user, name=form.cleaned_data["name"],
+                                         url=form.cleaned_data["url"], events=form.cleaned_data["events"],
+                                         active=form.cleaned_data["active"], request=request)
+        except ValidationError as exc:
+            form.add_error(None, _error_text(exc))
+        else:
+            messages.success(request, f"Saved webhook {hook.name}.")
+            return redirect(hook)
+    deliveries = hook.deliveries.all()
+    status = request.GET.get("status", "")
+    if status:
+        deliveries = deliveries.filter(status=status)
+    page = Paginator(deliveries.order_by("-created_at", "-id"), 25).get_page(request.GET.get("page"))
+    return render(request, "builds/promotions/webhook_detail.html", {
+        "hook": hook, "form": form, "page": page, "status": status, "querystring": _querystring(request),
+    }, status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def notification_webhook_delete(request, pk):
+    hook = get_notification_webhook_for_user(request.user, pk)
+    team = hook.team
+    notifications.webhook_delete(hook=hook, user=request.user, request=request)
+    messages.success(request, f"Deleted webhook {hook.name}; nothing is sent to {hook.url} any more.")
+    return redirect("notification_webhooks", slug=team.slug)
+
+
+@login_required
+@require_POST
+def notification_webhook_test(request, pk):
+    hook = get_notification_webhook_for_user(request.user, pk)
+    notifications.webhook_test(hook=hook, user=request.user, request=request)
+    messages.success(request, "Sent a ping; its outcome appears in the delivery log below in a few seconds.")
+    return redirect(hook)
+
+
+@login_required
+@require_POST
+def webhook_delivery_redeliver(request, pk):
+    delivery = get_webhook_delivery_for_user(request.user, pk)
+    notifications.webhook_redeliver(delivery=delivery, user=request.user, request=request)
+    messages.success(request, f"Sending {delivery.event} again, as a new delivery.")
+    return redirect(delivery.webhook)

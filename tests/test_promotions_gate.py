@@ -1,0 +1,529 @@
+"""The gate: who may approve, the quorum, digests, expiry, freezes and windows, refusals with reasons, applying with a
+real registry and skopeo, rollbacks and pinning, and the audit chain."""
+
+import subprocess
+import threading
+from datetime import UTC, timedelta
+from datetime import time as clock
+
+import pytest
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import connection
+from django.utils import timezone
+
+from builds import promotions
+from builds.models import (
+    Approval,
+    ApproverGroup,
+    PromotionStatus,
+    RegistryCredential,
+    StageGroupRequirement,
+    StageHistory,
+)
+from builds.promotions import PromotionStateError
+from portal.access import forget_roles
+from portal.models import AuditEvent, Membership, Run, RunKind, RunStatus
+from portal.services import audit_verify
+from tests.conftest import make_user, wait_for
+from tests.promotions_fixtures import *  # noqa: F403
+
+pytestmark = pytest.mark.django_db
+
+
+def request(promo, build, stage, user=None, **kwargs):
+    return promotions.promotion_request(definition=promo.definition, build=build, target_stage=promo.stages[stage],
+                                        user=user or promo.personas.developer, reason=kwargs.pop("reason", "ready"),
+                                        **kwargs)
+
+
+def approve(promotion, user, **kwargs):
+    return promotions.promotion_approve(promotion=promotion, user=user, digest=kwargs.pop("digest", promotion.digest),
+                                        comment=kwargs.pop("comment", "looks good"), **kwargs)
+
+
+def apply_runs(promotion):
+    return Run.objects.filter(kind=RunKind.PROMOTION_APPLY, object_id=str(promotion.pk))
+
+
+# --- Applying, with a real registry ----------------------------------------------------------------------------------
+
+
+def test_a_stage_without_approvals_applies_at_once_and_skopeo_sees_the_digest_on_the_tag(promo):
+    promo.push()
+    build = promo.builds[0]
+    promotion = request(promo, build, "dev")
+    assert promotion.status == PromotionStatus.APPLYING
+    promotion = promo.apply(promotion)
+
+    assert promotion.status == PromotionStatus.APPLIED, promotion.status_note
+    assert stage_digest(promo.ref("dev")) == build.digest  # noqa: F405
+    entry = StageHistory.objects.current(promo.stages["dev"], promo.definition)
+    assert (entry.digest, entry.promotion, entry.applied_by, entry.previous_digest) == (
+        build.digest, promotion, promo.personas.developer, "")
+    assert promotion.run.status == RunStatus.SUCCEEDED
+
+
+def test_after_the_quorum_the_stage_tag_resolves_to_exactly_the_promoted_digest(promo):
+    promo.push()
+    promo.promote(promo.builds[0], "dev")
+    promo.promote(promo.builds[1], "dev")
+    promotion = request(promo, promo.builds[1], "test", reason="QA passed on staging")
+    assert promotion.status == PromotionStatus.PENDING and promotion.previous_digest == ""
+    assert not apply_runs(promotion).exists()
+
+    promotion = approve(promotion, promo.personas.approver)
+    assert promotion.status == PromotionStatus.APPLYING
+    promotion = promo.apply(promotion)
+
+    assert promotion.status == PromotionStatus.APPLIED
+    assert stage_digest(promo.ref("test")) == promo.builds[1].digest  # noqa: F405
+    assert stage_digest(promo.ref("dev")) == promo.builds[1].digest  # noqa: F405
+    log = "\n".join(chunk.text for chunk in promotion.run.chunks.all())
+    assert "skopeo copy --preserve-digests" in log and f"Verified: {promo.ref('test')} resolves to" in log
+    actions = list(AuditEvent.objects.filter(object_type="builds.promotion", object_id=str(promotion.pk))
+                   .order_by("seq").values_list("action", flat=True))
+    assert actions == ["promotion.request", "promotion.approve", "promotion.approved", "promotion.apply_start",
+                       "promotion.applied"]
+    assert audit_verify() is None
+
+
+def test_a_registry_that_is_down_fails_the_application_with_the_reason_and_leaves_the_tag_unchanged(
+        personas, seed_images, tmp_path):
+    (tmp_path / "registry").mkdir()
+    registry = Registry(tmp_path / "registry")  # noqa: F405 - a registry of this test's own, to stop and start
+    try:
+        promo = PromoEnv(personas, registry, seed_images)  # noqa: F405
+        # Not the portal's own registry: the team says it is plain HTTP (a loopback registry).
+        RegistryCredential.objects.create(team=personas.team, registry=registry.address, insecure=True)
+        for number, seed in enumerate(seed_images, start=1):
+            skopeo_copy(f"{_seed_address()}/seed/promotions@{seed.digest}", f"{promo.repository}:build-{number}")  # noqa: F405
+        first = promo.promote(promo.builds[0], "dev")
+        assert first.status == PromotionStatus.APPLIED, first.status_note
+        assert stage_digest(promo.ref("dev")) == promo.builds[0].digest  # noqa: F405
+
+        registry.process.terminate()
+        registry.process.wait(10)
+        promotion = promo.promote(promo.builds[1], "dev")
+
+        assert promotion.status == PromotionStatus.FAILED
+        assert "registry" in promotion.status_note and "not touched" in promotion.status_note
+        assert promotion.run.status == RunStatus.FAILED and promotion.run.exit_reason == promotion.status_note
+        assert StageHistory.objects.current(promo.stages["dev"], promo.definition).digest == promo.builds[0].digest
+
+        registry.process = subprocess.Popen(["docker-registry", "serve", str(registry.directory / "config.yml")],
+                                            stdout=registry.log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(registry._answers, what="the registry to come back")
+        assert stage_digest(promo.ref("dev")) == promo.builds[0].digest  # noqa: F405 - unchanged
+
+        promotion = promotions.promotion_retry(promotion=promotion, user=personas.developer)
+        assert promotion.status == PromotionStatus.APPLYING and promotion.attempts == 2
+        promotion = promo.apply(promotion)
+        assert promotion.status == PromotionStatus.APPLIED
+        assert stage_digest(promo.ref("dev")) == promo.builds[1].digest  # noqa: F405
+    finally:
+        registry.stop()
+
+
+def _seed_address():
+    from django.conf import settings
+
+    return settings.REGISTRY_URL
+
+
+def test_a_redelivered_apply_task_does_nothing_the_second_time(promo):
+    promo.push()
+    promotion = promo.promote(promo.builds[0], "dev")
+    from builds.promotion_apply import promotion_apply_execute
+
+    promotion_apply_execute(promotion.run_id)
+    assert StageHistory.objects.filter(promotion=promotion).count() == 1
+    assert apply_runs(promotion).count() == 1
+
+
+# --- The race ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_approvers_completing_the_quorum_at_the_same_instant_apply_it_exactly_once(promo):
+    """Two threads, two database connections, one barrier: both approvals arrive together; the row lock lets one of them
+    complete the quorum and start the application; the other finds it decided and records nothing."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the row-lock race is a PostgreSQL test (SQLite serialises writers)")
+    promo.push()
+    promo.promote(promo.builds[0], "dev")
+    promo.promote(promo.builds[0], "test", approvers=[promo.personas.approver])
+    promotion = request(promo, promo.builds[0], "prod")  # prod needs two approvals
+    approvers = [promo.personas.approver, promo.personas.approver2]
+    third = make_user("approver3")
+    Membership.objects.create(team=promo.team, user=third, role="approver")
+    approve(promotion, third)  # one of two: the next two race for the second
+    barrier = threading.Barrier(2)
+    outcomes = {}
+
+    def decide(user):
+        try:
+            barrier.wait(5)
+            approve(promotion, user)
+            outcomes[user.username] = "approved"
+        except PromotionStateError as exc:
+            outcomes[user.username] = f"refused: {exc.messages[0]}"
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=decide, args=(user,)) for user in approvers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert sorted(v.split(":")[0] for v in outcomes.values()) == ["approved", "refused"], outcomes
+    assert apply_runs(promotion).count() == 1
+    assert Approval.objects.filter(promotion=promotion).count() == 2  # the loser recorded nothing
+    promotion = promo.apply(promotion)
+    promo.apply(promotion)  # a redelivered task
+    assert promotion.status == PromotionStatus.APPLIED
+    assert StageHistory.objects.filter(stage=promo.stages["prod"], definition=promo.definition).count() == 1
+    assert AuditEvent.objects.filter(action="promotion.applied", object_id=str(promotion.pk)).count() == 1
+    assert stage_digest(promo.ref("prod")) == promo.builds[0].digest  # noqa: F405
+
+
+# --- Who may approve ---------------------------------------------------------------------------------------------------
+
+
+def _no_decisions(promotion):
+    return not Approval.objects.filter(promotion=promotion).exists()
+
+
+def test_it_refuses_self_approval(promo):
+    promo.promote(promo.builds[0], "dev", apply=False)
+    StageHistory.objects.create(stage=promo.stages["dev"], definition=promo.definition, digest=promo.builds[0].digest)
+    promotion = request(promo, promo.builds[0], "test", user=promo.personas.approver)
+    with pytest.raises(PermissionDenied, match="You asked for this promotion"):
+        approve(promotion, promo.personas.approver)
+    assert _no_decisions(promotion) and not AuditEvent.objects.filter(action="promotion.approve").exists()
+
+
+def test_it_refuses_approval_by_the_revisions_author(promo):
+    promo.personas.developer.memberships.update(role="approver")  # the author may approve others' work, not this
+    forget_roles(promo.personas.developer)
+    StageHistory.objects.create(stage=promo.stages["dev"], definition=promo.definition, digest=promo.builds[0].digest)
+    promotion = request(promo, promo.builds[0], "test", user=promo.personas.approver2)
+    with pytest.raises(PermissionDenied, match="You wrote revision 1"):
+        approve(promotion, promo.personas.developer)
+    assert _no_decisions(promotion)
+
+
+def test_it_refuses_approval_by_whoever_started_the_build(promo):
+    promo.builds[0].run.__class__.objects.filter(pk=promo.builds[0].run_id).update(started_by=promo.personas.approver)
+    StageHistory.objects.create(stage=promo.stages["dev"], definition=promo.definition, digest=promo.builds[0].digest)
+    promotion = request(promo, promo.builds[0], "test")
+    with pytest.raises(PermissionDenied, match="You started build 1"):
+        approve(promotion, promo.personas.approver)
+    assert _no_decisions(promotion)
+
+
+def test_it_refuses_approval_by_a_non_approver(promo):
+    StageHistory.objects.create(stage=promo.stages["dev"], definition=promo.definition, digest=promo.builds[0].digest)
+    promotion = request(promo, promo.builds[0], "test")
+    for user in (promo.personas.viewer, promo.personas.operator):
+        with pytest.raises(PermissionDenied, match="does not allow you to sign off"):
+            approve(promotion, user)
+    other_dev = make_user("dev2")
+    Membership.objects.create(team=promo.team, user=other_dev, role="developer")
+    with pytest.raises(PermissionDenied):
+        approve(promotion, other_dev)
+    assert _no_decisions(promotion)
+
+
+def test_the_policy_may_allow_the_author_to_approve(promo):
+    stage = promo.stages["test"]
+    promotions.stage_update_policy(stage=stage, user=promo.personas.admin, exclude_author=False,
+                                   exclude_build_triggerer=False)
+    promo.personas.developer.memberships.update(role="approver")
+    forget_roles(promo.personas.developer)
+    StageHistory.objects.create(stage=promo.stages["dev"], definition=promo.definition, digest=promo.builds[0].digest)
+    promotion = request(promo, promo.builds[0], "test", user=promo.personas.approver)
+    assert approve(promotion, promo.personas.developer).status == PromotionStatus.APPLYING
+
+
+def test_approvals_are_bound_to_the_digest_the_approver_saw(promo):
+    StageHistory.objects.create(stage=promo.stages["dev"], definition=promo.definition, digest=promo.builds[0].digest)
+    promotion = request(promo, promo.builds[0], "test")
+    with pytest.raises(PromotionStateError, match="reload the page"):
+        approve(promotion, promo.personas.approver, digest=promo.builds[1].digest)
+    assert _no_decisions(promotion)
+    # An approval recorded for another digest (a tampered row) never counts.
+    Approval.objects.create(promotion=promotion, approver=promo.personas.approver, approver_name="approver",
+                            decision="approve", digest=promo.builds[1].digest)
+    assert promotions.quorum(promotion).counted == []
+
+
+def test_expired_approvals_do_not_count(promo):
+    prod = promo.stages["prod"]
+    promotions.stage_update_policy(stage=prod, user=promo.personas.admin, approval_ttl_hours=24)
+    for stage in ("dev", "test"):
+        StageHistory.objects.create(stage=promo.stages[stage], definition=promo.definition, digest=promo.builds[0].digest)
+    promotion = request(promo, promo.builds[0], "prod")
+    approve(promotion, promo.personas.approver)
+    Approval.objects.filter(promotion=promotion).update(created_at=timezone.now() - timedelta(hours=25))
+    promotion = approve(promotion, promo.personas.approver2)
+    assert promotion.status == PromotionStatus.PENDING  # one fresh approval of two
+    result = promotions.quorum(promotion)
+    assert [a.approver_name for a in result.expired] == ["approver"] and len(result.counted) == 1
+    assert promotion in promo.team.stages.get(name="prod").promotions.all()
+    # The first approver may approve again; that completes it.
+    assert approve(promotion, promo.personas.approver).status == PromotionStatus.APPLYING
+    assert Approval.objects.filter(promotion=promotion, superseded_at__isnull=False).count() == 1
+
+
+def test_one_rejection_ends_the_request_and_a_comment_is_required(promo):
+    StageHistory.objects.create(stage=promo.stages["dev"], definition=promo.definition, digest=promo.builds[0].digest)
+    promotion = request(promo, promo.builds[0], "test")
+    with pytest.raises(ValidationError, match="Say why"):
+        promotions.promotion_reject(promotion=promotion, user=promo.personas.approver, digest=promotion.digest,
+                                    comment=" ")
+    promotion = promotions.promotion_reject(promotion=promotion, user=promo.personas.approver, digest=promotion.digest,
+                                            comment="fails the smoke test")
+    assert promotion.status == PromotionStatus.REJECTED and "fails the smoke test" in promotion.status_note
+    with pytest.raises(PromotionStateError):
+        approve(promotion, promo.personas.approver2)
+
+
+def test_the_requester_may_withdraw_and_others_may_not(promo):
+    StageHistory.objects.create(stage=promo.stages["dev"], definition=promo.definition, digest=promo.builds[0].digest)
+    promotion = request(promo, promo.builds[0], "test")
+    with pytest.raises(PermissionDenied):
+        promotions.promotion_withdraw(promotion=promotion, user=promo.personas.approver)
+    promotion = promotions.promotion_withdraw(promotion=promotion, user=promo.personas.developer)
+    assert promotion.status == PromotionStatus.WITHDRAWN
+    assert AuditEvent.objects.filter(action="promotion.withdraw", object_id=str(promotion.pk)).exists()
+
+
+def test_named_groups_need_distinct_people_one_from_each(promo):
+    qa = promotions.approver_group_save(team=promo.team, user=promo.personas.admin, name="QA",
+                                        members=[promo.personas.approver, promo.personas.viewer])
+    security = promotions.approver_group_save(team=promo.team, user=promo.personas.admin, name="Security",
+                                              members=[promo.personas.approver, promo.personas.operator])
+    prod = promo.stages["prod"]
+    promotions.stage_update_policy(stage=prod, user=promo.personas.admin, required_approvals=2,
+                                   groups={qa: 1, security: 1})
+    assert StageGroupRequirement.objects.filter(stage=prod).count() == 2
+    for stage in ("dev", "test"):
+        StageHistory.objects.create(stage=promo.stages[stage], definition=promo.definition, digest=promo.builds[0].digest)
+    promotion = request(promo, promo.builds[0], "prod")
+    # approver2 has the approver role but is in no group: groups replace the role for this stage.
+    with pytest.raises(PermissionDenied, match="Only members of QA or Security"):
+        approve(promotion, promo.personas.approver2)
+    promotion = approve(promotion, promo.personas.approver)  # in both groups: counts once
+    assert promotion.status == PromotionStatus.PENDING
+    # The viewer is in QA: a group member's approval counts whatever their role.
+    promotion = approve(promotion, promo.personas.viewer)
+    result = promotions.quorum(promotion)
+    assert result.met and {g.name: g.approvers for g in result.groups} == {"QA": ["viewer"], "Security": ["approver"]}
+    assert promotion.status == PromotionStatus.APPLYING
+
+
+def test_approver_groups_hold_only_team_members(promo):
+    with pytest.raises(ValidationError, match="Not members of Platform: outsider"):
+        promotions.approver_group_save(team=promo.team, user=promo.personas.admin, name="QA",
+                                       members=[promo.personas.outsider])
+    with pytest.raises(PermissionDenied):
+        promotions.approver_group_save(team=promo.team, user=promo.personas.approver, name="QA", members=[])
+
+
+# --- Freezes, windows and the emergency override ----------------------------------------------------------------------
+
+
+def test_a_freeze_holds_an_approved_promotion_until_it_is_lifted(promo):
+    promo.push()
+    promo.promote(promo.builds[0], "dev")
+    freeze = promotions.stage_freeze(stage=promo.stages["test"], user=promo.personas.admin, reason="quarter close")
+    promotion = approve(request(promo, promo.builds[0], "test"), promo.personas.approver)
+
+    assert promotion.status == PromotionStatus.APPROVED and "frozen" in promotion.status_note
+    assert not apply_runs(promotion).exists()
+    assert promotions.promotions_apply_due() == []
+
+    promotions.stage_unfreeze(freeze=freeze, user=promo.personas.admin)
+    assert [p.pk for p in promotions.promotions_apply_due()] == [promotion.pk]
+    promotion = promo.apply(promotion)
+    assert promotion.status == PromotionStatus.APPLIED
+    assert stage_digest(promo.ref("test")) == promo.builds[0].digest  # noqa: F405
+
+
+def test_a_freeze_blocks_a_promotion_unless_the_emergency_override_is_approved_with_an_extra_approval(promo):
+    promo.push()
+    promo.promote(promo.builds[0], "dev")
+    promotions.stage_freeze(stage=promo.stages["test"], user=promo.personas.admin, reason="release freeze",
+                            ends_at=timezone.now() + timedelta(days=3))
+    with pytest.raises(ValidationError, match="own reason"):
+        request(promo, promo.builds[0], "test", emergency=True)
+    promotion = request(promo, promo.builds[0], "test", emergency=True, emergency_reason="CVE-2024-1234 fix")
+    assert promotion.required_approvals() == 2  # test needs 1, the override 1 more
+
+    promotion = approve(promotion, promo.personas.approver)
+    assert promotion.status == PromotionStatus.PENDING
+    promotion = approve(promotion, promo.personas.approver2)
+    assert promotion.status == PromotionStatus.APPLYING
+    promotion = promo.apply(promotion)
+    assert promotion.status == PromotionStatus.APPLIED
+    assert stage_digest(promo.ref("test")) == promo.builds[0].digest  # noqa: F405
+    assert AuditEvent.objects.filter(action="promotion.override_request", object_id=str(promotion.pk)).exists()
+    used = AuditEvent.objects.get(action="promotion.override_used", object_id=str(promotion.pk))
+    assert "release freeze" in used.summary and "CVE-2024-1234" in used.summary
+
+
+def test_outside_its_change_windows_an_approved_promotion_waits_for_the_next_window(promo):
+    test = promo.stages["test"]
+    now = timezone.now()
+    # A one-hour window that opened two hours ago today: closed now.
+    opened = (now - timedelta(hours=2)).replace(second=0, microsecond=0)
+    promotions.change_window_add(stage=test, user=promo.personas.admin, weekdays=[opened.weekday()],
+                                 starts=opened.time(), ends=(opened + timedelta(hours=1)).time())
+    StageHistory.objects.create(stage=promo.stages["dev"], definition=promo.definition, digest=promo.builds[0].digest)
+    promotion = approve(request(promo, promo.builds[0], "test"), promo.personas.approver)
+    assert promotion.status == PromotionStatus.APPROVED and "change windows" in promotion.status_note
+    assert promotions.promotions_apply_due(now=now) == []
+    assert [p.pk for p in promotions.promotions_apply_due(now=opened + timedelta(minutes=30))] == [promotion.pk]
+
+
+def test_change_windows_may_run_past_midnight():
+    from builds.models import ChangeWindow
+
+    window = ChangeWindow(weekdays=[4], starts=clock(22, 0), ends=clock(2, 0))  # Friday night
+    friday = timezone.datetime(2025, 6, 6, 23, 0, tzinfo=UTC)
+    assert window.contains(friday) and window.contains(friday + timedelta(hours=2, minutes=30)) is True
+    assert not window.contains(friday + timedelta(hours=3, minutes=30))
+    assert not window.contains(friday - timedelta(hours=2))
+    assert window.contains(timezone.datetime(2025, 6, 6, 20, 30, tzinfo=UTC), "America/New_York") is False
+    assert window.contains(timezone.datetime(2025, 6, 7, 2, 30, tzinfo=UTC), "America/New_York") is True
+
+
+def test_approvals_that_expire_while_waiting_for_a_window_send_it_back_to_pending(promo):
+    test = promo.stages["test"]
+    promotions.stage_update_policy(stage=test, user=promo.personas.admin, approval_ttl_hours=1)
+    promotions.stage_freeze(stage=test, user=promo.personas.admin, reason="freeze")
+    StageHistory.objects.create(stage=promo.stages["dev"], definition=promo.definition, digest=promo.builds[0].digest)
+    promotion = approve(request(promo, promo.builds[0], "test"), promo.personas.approver)
+    assert promotion.status == PromotionStatus.APPROVED
+    promotions.promotions_apply_due(now=timezone.now() + timedelta(hours=2))
+    promotion.refresh_from_db()
+    assert promotion.status == PromotionStatus.PENDING and "expired" in promotion.status_note
+
+
+# --- Refusals with the reason ----------------------------------------------------------------------------------------
+
+
+def test_a_digest_never_built_by_this_definition_is_refused(promo):
+    with pytest.raises(ValidationError, match="was never built by platform/web-os"):
+        promotions.promotion_request(definition=promo.definition, digest="sha256:" + "ab" * 32,
+                                     target_stage=promo.stages["dev"], user=promo.personas.developer, reason="x")
+    with pytest.raises(ValidationError, match="sha256: followed by 64"):
+        promotions.promotion_request(definition=promo.definition, digest="latest", target_stage=promo.stages["dev"],
+                                     user=promo.personas.developer, reason="x")
+    other = PromoEnv(promo.personas, promo.registry, promo.seeds, name="db-os")  # noqa: F405
+    with pytest.raises(ValidationError, match="was not built by platform/web-os"):
+        request(promo, other.builds[0], "dev")
+    assert not promo.definition.promotions.exists()
+
+
+def test_a_stage_of_another_team_is_refused(promo):
+    foreign = promo.personas.other_team.stages.get(name="dev")
+    with pytest.raises(ValidationError, match="belongs to team Other"):
+        promotions.promotion_request(definition=promo.definition, build=promo.builds[0], target_stage=foreign,
+                                     user=promo.personas.developer, reason="x")
+
+
+def test_out_of_order_promotions_are_refused_when_the_policy_wants_the_previous_stage(promo):
+    with pytest.raises(ValidationError, match="has not been in dev yet"):
+        request(promo, promo.builds[0], "test")
+    with pytest.raises(ValidationError, match="has not been in test yet"):
+        request(promo, promo.builds[0], "prod")
+    promotions.stage_update_policy(stage=promo.stages["test"], user=promo.personas.admin, require_previous_stage=False)
+    assert request(promo, promo.builds[0], "test").status == PromotionStatus.PENDING
+
+
+def test_a_failed_build_a_duplicate_request_or_what_the_stage_holds_is_refused(promo):
+    build = promo.builds[2]
+    Run.objects.filter(pk=build.run_id).update(status=RunStatus.FAILED)
+    build.run.refresh_from_db()
+    with pytest.raises(ValidationError, match="did not succeed"):
+        request(promo, build, "dev")
+    promotions.stage_freeze(stage=promo.stages["dev"], user=promo.personas.admin, reason="hold")
+    request(promo, promo.builds[0], "dev")
+    with pytest.raises(ValidationError, match="already asks for this"):
+        request(promo, promo.builds[0], "dev")
+    StageHistory.objects.create(stage=promo.stages["dev"], definition=promo.definition, digest=promo.builds[1].digest)
+    with pytest.raises(ValidationError, match="already holds"):
+        request(promo, promo.builds[1], "dev")
+
+
+def test_only_developers_and_up_may_request(promo):
+    with pytest.raises(PermissionDenied):
+        request(promo, promo.builds[0], "dev", user=promo.personas.viewer)
+    from django.http import Http404
+
+    with pytest.raises(Http404):
+        request(promo, promo.builds[0], "dev", user=promo.personas.outsider)
+
+
+# --- Rollback and pinning ----------------------------------------------------------------------------------------------
+
+
+def test_a_rollback_goes_through_the_gate_pins_the_stage_and_a_roll_forward_unpins_it(promo):
+    promo.push()
+    dev = promo.stages["dev"]
+    promo.promote(promo.builds[0], "dev")
+    promo.promote(promo.builds[1], "dev")
+    assert stage_digest(promo.ref("dev")) == promo.builds[1].digest  # noqa: F405
+
+    with pytest.raises(ValidationError, match="was never in dev"):
+        promotions.promotion_rollback_request(stage=dev, definition=promo.definition, digest=promo.builds[2].digest,
+                                              user=promo.personas.developer, reason="bad")
+    rollback = promotions.promotion_rollback_request(stage=dev, definition=promo.definition,
+                                                     digest=promo.builds[0].digest, user=promo.personas.developer,
+                                                     reason="1.1 breaks logins")
+    assert rollback.status == PromotionStatus.PENDING and rollback.required_approvals() == 1  # its own policy
+    rollback = promo.apply(approve(rollback, promo.personas.approver))
+    assert rollback.status == PromotionStatus.APPLIED
+    assert stage_digest(promo.ref("dev")) == promo.builds[0].digest  # noqa: F405
+    assert StageHistory.objects.current(dev, promo.definition).pins
+
+    with pytest.raises(ValidationError, match="pinned"):
+        request(promo, promo.builds[2], "dev")
+    forward = promo.apply(request(promo, promo.builds[2], "dev", roll_forward=True, reason="1.2 fixes logins"))
+    assert forward.status == PromotionStatus.APPLIED and forward.roll_forward
+    assert not StageHistory.objects.current(dev, promo.definition).pins
+    assert stage_digest(promo.ref("dev")) == promo.builds[2].digest  # noqa: F405
+    assert list(StageHistory.objects.filter(stage=dev).values_list("kind", flat=True)) == [
+        "promote", "rollback", "promote", "promote"]
+
+
+def test_a_promotion_waits_while_another_one_of_the_same_stage_tag_is_applying(promo):
+    first = request(promo, promo.builds[0], "dev")
+    assert first.status == PromotionStatus.APPLYING
+    second = request(promo, promo.builds[1], "dev")
+    assert second.status == PromotionStatus.APPROVED and f"#{first.pk}" in second.status_note
+    promo.push()
+    promo.apply(first)
+    assert [p.pk for p in promotions.promotions_apply_due()] == [second.pk]
+    assert promo.apply(second).status == PromotionStatus.APPLIED
+
+
+def test_a_promotion_whose_apply_run_was_reaped_is_marked_failed(promo):
+    promotion = request(promo, promo.builds[0], "dev")
+    from portal.services import run_finish
+
+    run_finish(promotion.run, status=RunStatus.FAILED, reason="The worker running it stopped responding")
+    promotions.promotions_apply_due()
+    promotion.refresh_from_db()
+    assert promotion.status == PromotionStatus.FAILED and "stopped responding" in promotion.status_note
+
+
+def test_the_dashboard_counts_open_promotions(promo):
+    from builds.models import dashboard_counts
+
+    StageHistory.objects.create(stage=promo.stages["dev"], definition=promo.definition, digest=promo.builds[0].digest)
+    request(promo, promo.builds[0], "test")
+    assert dashboard_counts(promo.personas.developer, [promo.team])["pending_promotions"] == 1
+    assert ApproverGroup.objects.count() == 0
