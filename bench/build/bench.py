@@ -106,7 +106,11 @@ def main():
             pipeline.build_execute(build.pk)
             elapsed = time.monotonic() - started
             build.run.refresh_from_db()
-            assert build.run.status == RunStatus.SUCCEEDED, build.run.exit_reason
+            if build.run.status != RunStatus.SUCCEEDED:
+                from portal.logsink import lines_after
+
+                raise SystemExit(f"build failed: {build.run.exit_reason}\n"
+                                 + "\n".join(t for _, t in lines_after(build.run)))
             if i:
                 in_process.append(elapsed)
 
@@ -137,7 +141,10 @@ def main():
                     time.sleep(0.02)
                 elapsed = time.monotonic() - started
                 run = Build.objects.get(pk=build.pk).run
-                assert status == "succeeded", run.exit_reason
+                if status != "succeeded":
+                    from portal.logsink import lines_after
+
+                    raise SystemExit(f"build failed: {run.exit_reason}\n" + "\n".join(t for _, t in lines_after(run)))
                 if i:
                     end_to_end.append(elapsed)
                     queue_waits.append((run.started_at - run.created_at).total_seconds())
