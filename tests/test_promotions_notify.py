@@ -1,0 +1,261 @@
+"""Notifications: emails to the right people with a deep link, signed webhooks whose signature verifies with the
+documented method, retries with backoff and the delivery log; and the whole path through a real Celery worker."""
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.conf import settings
+from django.urls import reverse
+
+from builds import notifications, promotions
+from builds.models import DeliveryStatus, NotificationEvent, Promotion, PromotionStatus, StageHistory, WebhookDelivery
+from tests.conftest import wait_for
+from tests.promotions_fixtures import *  # noqa: F403
+
+pytestmark = pytest.mark.django_db
+
+
+class Receiver:
+    """A real HTTP server on loopback that records deliveries and answers with the next of `codes` (then 200)."""
+
+    def __init__(self, codes=()):
+        self.codes = list(codes)
+        self.requests = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.append({"headers": dict(self.headers), "body": body, "at": time.monotonic()})
+                code = receiver.codes.pop(0) if receiver.codes else 200
+                self.send_response(code)
+                self.end_headers()
+                self.wfile.write(b"ok" if code < 300 else b"try later")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    started = []
+
+    def start(codes=()):
+        r = Receiver(codes)
+        started.append(r)
+        return r
+
+    yield start
+    for r in started:
+        r.stop()
+
+
+def documented_verify(secret, headers, body):
+    """The verification method of docs/promotions.md, written out independently of the portal's code."""
+    timestamp = headers["X-Portal-Timestamp"]
+    if abs(time.time() - int(timestamp)) > 300:
+        return False
+    expected = "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, headers["X-Portal-Signature-256"])
+
+
+def ready_for_test(promo):
+    StageHistory.objects.create(stage=promo.stages["dev"], definition=promo.definition, digest=promo.builds[0].digest,
+                                build=promo.builds[0])
+
+
+# --- Email -----------------------------------------------------------------------------------------------------------
+
+
+def test_approval_requested_mails_those_who_may_approve_with_a_deep_link(promo, eager_tasks, mailoutbox,
+                                                                        django_capture_on_commit_callbacks):
+    ready_for_test(promo)
+    with django_capture_on_commit_callbacks(execute=True):
+        promotion = promotions.promotion_request(definition=promo.definition, build=promo.builds[0],
+                                                 target_stage=promo.stages["test"], user=promo.personas.developer,
+                                                 reason="ready for QA")
+    recipients = sorted(m.to[0] for m in mailoutbox)
+    assert recipients == ["approver2@example.com", "approver@example.com", "teamadmin@example.com"]
+    mail = mailoutbox[0]
+    assert "Approval requested" in mail.subject and "web-os" in mail.subject
+    assert settings.SITE_URL.rstrip("/") + reverse("promotion_detail", args=[promotion.pk]) in mail.body
+    assert "ready for QA" in mail.body
+
+
+def test_the_requester_hears_of_the_decision_and_the_application(promo, eager_tasks, mailoutbox,
+                                                                 django_capture_on_commit_callbacks):
+    promo.push()
+    ready_for_test(promo)
+    promotion = promotions.promotion_request(definition=promo.definition, build=promo.builds[0],
+                                             target_stage=promo.stages["test"], user=promo.personas.developer,
+                                             reason="ready")
+    mailoutbox.clear()
+    with django_capture_on_commit_callbacks(execute=True):  # the apply task runs in-process, eagerly
+        promotions.promotion_approve(promotion=promotion, user=promo.personas.approver, digest=promotion.digest)
+    promotion.refresh_from_db()
+    assert promotion.status == PromotionStatus.APPLIED
+    subjects = sorted((m.to[0], m.subject.split(":")[0]) for m in mailoutbox)
+    assert ("developer@example.com", "[Image Mode Portal] Promotion approved") in subjects
+    assert ("developer@example.com", "[Image Mode Portal] Promotion applied") in subjects
+    assert ("approver@example.com", "[Image Mode Portal] Promotion applied") in subjects
+    assert stage_digest(promo.ref("test")) == promo.builds[0].digest  # noqa: F405
+
+
+def test_a_failed_build_is_mailed_to_the_team(promo, eager_tasks, mailoutbox, django_capture_on_commit_callbacks):
+    build = promo.builds[2]
+    build.run.status, build.run.exit_reason = "failed", "podman build failed (podman exited with status 1)"
+    build.run.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        notifications.notify_build_failed(build=build)
+    recipients = {m.to[0] for m in mailoutbox}
+    assert recipients == {"developer@example.com", "approver@example.com", "approver2@example.com",
+                          "teamadmin@example.com"}
+    assert "Build failed: platform/web-os build 3" in mailoutbox[0].subject
+    assert "podman exited with status 1" in mailoutbox[0].body
+
+
+# --- Webhooks ---------------------------------------------------------------------------------------------------------
+
+
+def test_a_webhook_delivery_is_signed_and_verifies_with_the_documented_method(promo, receiver, eager_tasks,
+                                                                              django_capture_on_commit_callbacks):
+    r = receiver()
+    hook, secret = notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="chat", url=r.url,
+                                                events=[NotificationEvent.APPROVAL_REQUESTED])
+    ready_for_test(promo)
+    with django_capture_on_commit_callbacks(execute=True):
+        promotion = promotions.promotion_request(definition=promo.definition, build=promo.builds[0],
+                                                 target_stage=promo.stages["test"], user=promo.personas.developer,
+                                                 reason="ready")
+    [request] = r.requests
+    assert documented_verify(secret, request["headers"], request["body"])
+    assert not documented_verify("another secret", request["headers"], request["body"])
+    assert not documented_verify(secret, request["headers"], request["body"] + b" ")
+    assert notifications.verify_signature(secret, request["headers"]["X-Portal-Timestamp"], request["body"],
+                                          request["headers"]["X-Portal-Signature-256"])
+    payload = json.loads(request["body"])
+    assert payload["event"] == "promotion.requested" == request["headers"]["X-Portal-Event"]
+    assert payload["promotion"]["id"] == promotion.pk and payload["promotion"]["digest"] == promotion.digest
+    assert payload["promotion"]["url"].endswith(reverse("promotion_detail", args=[promotion.pk]))
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == DeliveryStatus.DELIVERED and delivery.attempts == 1 and delivery.response_code == 200
+    assert request["headers"]["X-Portal-Delivery"] == delivery.delivery_id
+
+
+def test_an_old_timestamp_does_not_verify():
+    body = b'{"event":"ping"}'
+    old = str(int(time.time()) - 3600)
+    assert not notifications.verify_signature("s", old, body, notifications.sign("s", old, body))
+
+
+def test_a_failing_receiver_is_retried_with_backoff_then_given_up(promo, receiver, settings):
+    settings.WEBHOOK_MAX_ATTEMPTS = 3
+    r = receiver(codes=[500, 503, 502])
+    hook, _ = notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci", url=r.url,
+                                           events=[NotificationEvent.BUILD_FAILED])
+    [delivery] = notifications.notify_build_failed(build=promo.builds[0])
+    assert notifications.webhook_attempt(delivery_id=delivery.pk) == settings.WEBHOOK_RETRY_BASE_SECONDS
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.response_code) == (DeliveryStatus.RETRYING, 1, 500)
+    assert delivery.next_attempt_at is not None
+    assert notifications.webhook_attempt(delivery_id=delivery.pk) == settings.WEBHOOK_RETRY_BASE_SECONDS * 4
+    assert notifications.webhook_attempt(delivery_id=delivery.pk) is None
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.FAILED and "gave up after 3 attempts" in delivery.error
+    assert len(r.requests) == 3
+    assert notifications.webhook_attempt(delivery_id=delivery.pk) is None and len(r.requests) == 3
+
+
+def test_a_receiver_that_refuses_with_4xx_is_not_retried(promo, receiver):
+    r = receiver(codes=[401])
+    notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci", url=r.url,
+                                 events=[NotificationEvent.BUILD_FAILED])
+    [delivery] = notifications.notify_build_failed(build=promo.builds[0])
+    assert notifications.webhook_attempt(delivery_id=delivery.pk) is None
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.FAILED and delivery.response_code == 401
+
+
+def test_an_unreachable_receiver_is_recorded_with_the_error(promo):
+    from tests.conftest import free_port
+
+    notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci",
+                                 url=f"http://127.0.0.1:{free_port()}/hook", events=[NotificationEvent.BUILD_FAILED])
+    [delivery] = notifications.notify_build_failed(build=promo.builds[0])
+    assert notifications.webhook_attempt(delivery_id=delivery.pk) is not None
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.RETRYING and "refused" in delivery.error.lower()
+
+
+def test_webhooks_get_only_their_events_and_paused_ones_nothing(promo, receiver):
+    r = receiver()
+    notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="a", url=r.url,
+                                 events=[NotificationEvent.APPLIED])
+    paused, _ = notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="b", url=r.url,
+                                             events=[NotificationEvent.BUILD_FAILED])
+    notifications.webhook_update(hook=paused, user=promo.personas.admin, name="b", url=r.url,
+                                 events=[NotificationEvent.BUILD_FAILED], active=False)
+    assert notifications.notify_build_failed(build=promo.builds[0]) == []
+
+
+def test_the_delivery_log_shows_attempts_and_redelivers(client_for, promo, receiver):
+    r = receiver(codes=[500])
+    hook, _ = notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci", url=r.url,
+                                           events=[NotificationEvent.BUILD_FAILED])
+    [delivery] = notifications.notify_build_failed(build=promo.builds[0])
+    notifications.webhook_attempt(delivery_id=delivery.pk)
+    page = client_for(promo.personas.admin).get(hook.get_absolute_url()).content.decode()
+    assert "HTTP 500" in page and "Retrying" in page and "next try" in page
+    url = reverse("webhook_delivery_redeliver", args=[delivery.pk])
+    assert client_for(promo.personas.approver).post(url).status_code == 403
+    assert client_for(promo.personas.admin).post(url).status_code == 302
+    assert WebhookDelivery.objects.count() == 2
+    assert client_for(promo.personas.admin).post(reverse("notification_webhook_test", args=[hook.pk])).status_code == 302
+    assert WebhookDelivery.objects.filter(event="ping").exists()
+
+
+# --- Through a real worker -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_real_worker_applies_the_promotion_and_retries_a_webhook_with_backoff(
+        start_worker, client_for, promo, receiver):
+    """Approve in the browser's place (HTTP), then a real Celery worker applies the promotion with skopeo and delivers the
+    webhook, retrying after a 503 with the configured backoff."""
+    promo.push()
+    ready_for_test(promo)
+    r = receiver(codes=[503])
+    hook, secret = notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci", url=r.url,
+                                                events=[NotificationEvent.APPLIED])
+    promotion = promotions.promotion_request(definition=promo.definition, build=promo.builds[0],
+                                             target_stage=promo.stages["test"], user=promo.personas.developer,
+                                             reason="ready")
+    start_worker(queues="default", concurrency=2, WEBHOOK_RETRY_BASE_SECONDS="0.5")
+    response = client_for(promo.personas.approver).post(reverse("promotion_approve", args=[promotion.pk]),
+                                                        {"digest": promotion.digest, "comment": "go"})
+    assert response.status_code == 302
+    wait_for(lambda: Promotion.objects.get(pk=promotion.pk).status not in ("pending", "applying"), timeout=60,
+             what="the worker to apply the promotion")
+    promotion.refresh_from_db()
+    assert promotion.status == PromotionStatus.APPLIED, promotion.status_note
+    assert stage_digest(promo.ref("test")) == promo.builds[0].digest  # noqa: F405
+    wait_for(lambda: WebhookDelivery.objects.filter(webhook=hook, status="delivered").exists(), timeout=30,
+             what="the webhook to be delivered after a retry")
+    delivery = WebhookDelivery.objects.get(webhook=hook)
+    assert delivery.attempts == 2 and len(r.requests) == 2
+    assert r.requests[1]["at"] - r.requests[0]["at"] >= 0.4  # waited for the backoff
+    assert all(documented_verify(secret, q["headers"], q["body"]) for q in r.requests)
