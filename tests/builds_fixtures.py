@@ -64,7 +64,8 @@ class PodmanStore:
         return self.run("image", "exists", ref, check=False).returncode == 0
 
     def cleanup(self):
-        self.run("system", "reset", "--force", check=False, timeout=60)
+        # Never `podman system reset`: it also empties podman's shared tmpdir (/run/libpod), which breaks every other
+        # podman running on the machine at that moment (other test sessions, a builder) with "alive: no such file".
         _umount_all_under(self.directory)
         shutil.rmtree(self.directory, ignore_errors=True)
 
