@@ -28,6 +28,8 @@ LAYOUTS = {
 FILESYSTEMS = ("xfs", "ext4")
 # The commands that choose the installation source: bootc-image-builder's ISO adds its own ostreecontainer.
 SOURCE_COMMANDS = ("ostreecontainer", "ostreesetup", "bootc", "liveimg", "url", "nfs", "cdrom", "harddrive")
+SECTIONS = ("%pre", "%pre-install", "%post", "%packages", "%addon", "%onerror", "%traceback", "%anaconda",
+            "%certificate")
 PLACEHOLDER_RE = re.compile(r"@[A-Z][A-Z0-9_]*@")
 DISK_NAME_RE = re.compile(r"^(?:/dev/)?[A-Za-z0-9_.:/-]+$")
 
@@ -201,12 +203,16 @@ def check_installer_contents(text: str) -> list[str]:
     in_section = False
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
+        if not stripped:
+            continue
         if stripped.startswith("%end"):
             in_section = False
             continue
-        if stripped.startswith("%"):
+        if stripped.split()[0] in SECTIONS:
             in_section = True
             continue
+        if stripped.startswith("%"):
+            continue  # %include, %ksappend: one-line directives
         if in_section or not stripped or stripped.startswith("#"):
             continue
         command = stripped.split()[0]
