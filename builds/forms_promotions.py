@@ -38,7 +38,8 @@ class PromotionRequestForm(forms.Form):
                              help_text="What approvers should know: what changed, how it was tested.")
     emergency = forms.BooleanField(required=False, label="Emergency override",
                                    help_text="Applies during a freeze or outside change windows; needs extra approvals.")
-    emergency_reason = forms.CharField(required=False, max_length=500, label="Why it cannot wait")
+    emergency_reason = forms.CharField(required=False, max_length=500, label="Why it cannot wait",
+                                       help_text="Only for an emergency override.")
     roll_forward = forms.BooleanField(required=False, label="Roll forward",
                                       help_text="The stage is pinned after a rollback: move it on explicitly.")
 
@@ -87,10 +88,14 @@ class StagePolicyForm(forms.ModelForm):
             "exclude_build_triggerer": "Whoever started the build cannot approve",
             "approval_ttl_hours": "Approvals expire after (hours)",
             "require_previous_stage": "Must have been in the previous stage",
-            "emergency_extra_approvals": "Extra approvals for an emergency override",
+            "emergency_extra_approvals": "Extra approvals for an emergency",
             "rollback_required_approvals": "Approvals needed for a rollback",
             "window_timezone": "Time zone of the change windows",
         }
+        help_texts = {"exclude_requester": "", "exclude_author": "", "exclude_build_triggerer": "",
+                      "emergency_extra_approvals": "An emergency override applies during freezes and outside change "
+                                                   "windows.",
+                      "window_timezone": "e.g. UTC, Europe/Paris, America/New_York"}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -166,7 +171,7 @@ class PromotionFilter(django_filters.FilterSet):
     q = django_filters.CharFilter(method="search", label="Search")
     status = django_filters.ChoiceFilter(choices=PromotionStatus.choices, empty_label="Any status")
     stage = django_filters.CharFilter(field_name="target_stage__name", label="Stage")
-    kind = django_filters.ChoiceFilter(choices=PromotionKind.choices, empty_label="Promotions and rollbacks")
+    kind = django_filters.ChoiceFilter(choices=PromotionKind.choices, empty_label="Any kind")
     team = django_filters.ModelChoiceFilter(field_name="target_stage__team", queryset=Team.objects.none(),
                                             empty_label="All my teams")
 

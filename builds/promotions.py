@@ -497,7 +497,7 @@ def _advance(promotion, *, actor=None, request=None, now=None):
         promotion.decided_at = now
         if result.needed:
             audit(action="promotion.approved", summary=f"#{promotion.pk} has its approvals ({result.summary()})",
-                  team=promotion.team, obj=promotion, request=request,
+                  actor=actor, team=promotion.team, obj=promotion, request=request,
                   detail=_detail(promotion, approvers=[a.approver_name for a in result.counted]))
             notifications.notify(event=notifications.NotificationEvent.DECIDED, team=promotion.team,
                                  promotion=promotion, actor=actor)
@@ -715,8 +715,8 @@ def hosts_tracking(stage: Stage, definition: ImageDefinition):
 
 
 def disk_images_for(definition: ImageDefinition, digest: str):
-    """Disk images converted from `digest` (the disk-images issue adds `builds.DiskImage` with a `digest`); empty
-    until that model exists."""
+    """Disk images converted from `digest` of `definition` (`builds.DiskImage`, from the disk-images issue); None if
+    the model is not there."""
     from django.apps import apps
 
     try:
@@ -726,8 +726,12 @@ def disk_images_for(definition: ImageDefinition, digest: str):
     names = {f.name for f in model._meta.get_fields()}
     if "digest" in names:
         found = model.objects.filter(digest=digest)
+        if "definition" in names:
+            found = found.filter(definition=definition)
     elif "build" in names:
         found = model.objects.filter(build__digest=digest, build__definition=definition)
     else:
         return None
+    if "run" in names:
+        found = found.select_related("run")
     return found.order_by("-pk")[:20]

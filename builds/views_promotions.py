@@ -132,6 +132,7 @@ def promotion_create(request):
     board = promotions.stage_board(definition.team, [definition])[0]
     return render(request, "builds/promotions/request.html", {
         "definition": definition, "form": form, "board": board,
+        "pinned": any(entry is not None and entry.pins for _, entry in board["cells"]),
         "stages": [(stage, _policy_lines(stage)) for stage in definition.team.stages.all()],
     }, status=status)
 
@@ -177,7 +178,13 @@ def _policy_lines(stage):
 
 def _card_context(request, promotion):
     stage, definition = promotion.target_stage, promotion.definition
-    current = promotions.stage_current(stage, definition)
+    applied = StageHistory.objects.filter(promotion=promotion).first()
+    if applied is not None:
+        # Applied: what it changed, against what the stage held just before.
+        current = StageHistory.objects.filter(stage=stage, definition=definition, applied_at__lt=applied.applied_at) \
+            .order_by("-applied_at", "-id").first()
+    else:
+        current = promotions.stage_current(stage, definition)
     current_build = None
     if current is not None:
         current_build = current.build or Build.objects.filter(definition=definition, digest=current.digest).first()
@@ -213,7 +220,7 @@ def _card_context(request, promotion):
         "hosts": host_list, "hosts_count": hosts.count() if hosts is not None and len(host_list) == 50 else len(host_list),
         "disk_images": promotions.disk_images_for(definition, promotion.digest),
         "approvers": promotions.eligible_approvers(promotion) if is_open else [],
-        "events": events, "live": promotion.status == PromotionStatus.APPLYING,
+        "events": events, "live": promotion.status == PromotionStatus.APPLYING, "applied": applied,
     }
 
 

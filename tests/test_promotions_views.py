@@ -366,3 +366,13 @@ def test_webhook_pages_are_for_admins_and_show_the_secret_once(client_for, promo
     assert bad.status_code == 400
     assert client_for(p.admin).post(reverse("notification_webhook_delete", args=[hook.pk])).status_code == 302
     assert not NotificationWebhook.objects.exists()
+
+
+def test_an_applied_promotions_card_compares_with_what_the_stage_held_before(client_for, promo):
+    promo.push()
+    promo.promote(promo.builds[0], "dev")
+    applied = promo.promote(promo.builds[1], "dev")
+    html = client_for(promo.personas.viewer).get(card(applied)).content.decode()
+    assert "What changed in dev" in html and "dev held before" in html
+    assert "nginx" in html and "holds this digest already" not in html
+    assert promotions.disk_images_for(promo.definition, applied.digest) is not None  # the disk-images hook is live
