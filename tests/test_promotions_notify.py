@@ -259,3 +259,10 @@ def test_a_real_worker_applies_the_promotion_and_retries_a_webhook_with_backoff(
     assert delivery.attempts == 2 and len(r.requests) == 2
     assert r.requests[1]["at"] - r.requests[0]["at"] >= 0.4  # waited for the backoff
     assert all(documented_verify(secret, q["headers"], q["body"]) for q in r.requests)
+
+
+def test_the_documented_example_signature():
+    """docs/promotions.md quotes this value."""
+    body = b'{"event":"ping"}'
+    assert notifications.sign("s3cret", "1700000000", body) == \
+        "sha256=6846770b4cb3a67aa55cb7edb85678c8c36b8caf1022a60693ee1a47db73c48d"
