@@ -1,0 +1,597 @@
+"""Forms for disk image requests, configurations (presets), AWS credentials, retention and kickstarts.
+
+A preset is edited in parts people know from bootc-image-builder's README (users with SSH keys, groups and password
+hashes; minimum file system sizes; kernel arguments; the installer's kickstart) plus "other customizations" as TOML for
+everything else; `split_config` and `merge_config` turn a configuration into those parts and back without losing a key.
+Every problem found by `builds.diskconfig` is shown on the field it is about.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import tomllib
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from . import diskconfig, kickstart
+from .models import DiskImageType, RootFilesystem
+
+USER_KEYS = {"name", "key", "groups", "password"}
+ARCH_CHOICES = [("", "Same as the image"), ("amd64", "amd64 (x86_64)"), ("arm64", "arm64 (aarch64)"),
+                ("ppc64le", "ppc64le"), ("s390x", "s390x")]
+TYPE_HELP = {
+    "qcow2": "KVM, libvirt, OpenStack",
+    "ami": "Amazon EC2; uploaded when you give a bucket",
+    "raw": "bare metal (write it with dd), any hypervisor",
+    "anaconda-iso": "boots the Anaconda installer; built in a run of its own",
+    "vmdk": "VMware vSphere",
+    "vhd": "Azure, Hyper-V",
+    "gce": "Google Compute Engine",
+}
+
+
+# --- Splitting a configuration into form parts, and back -------------------------------------------------------------
+
+
+def _structured_user(user):
+    if not isinstance(user, dict) or not set(user) <= USER_KEYS or not isinstance(user.get("name"), str):
+        return False
+    password = user.get("password")
+    if password is not None and not (isinstance(password, str) and password.startswith("$")):
+        return False  # plain-text passwords stay in "other": the form takes hashes only
+    groups = user.get("groups", [])
+    return isinstance(groups, list) and all(isinstance(g, str) and "," not in g for g in groups) and isinstance(
+        user.get("key", ""), str)
+
+
+def _structured_fs(fs):
+    return isinstance(fs, dict) and set(fs) == {"mountpoint", "minsize"} and all(
+        isinstance(v, str) for v in fs.values())
+
+
+def split_config(config: dict) -> dict:
+    """{"users", "filesystems", "kernel_append", "kickstart", "other"}: the parts the preset form edits."""
+    other = copy.deepcopy(config) if isinstance(config, dict) else {}
+    custom = other.get("customizations") if isinstance(other.get("customizations"), dict) else None
+    parts = {"users": [], "filesystems": [], "kernel_append": "", "kickstart": "", "other": other}
+    if custom is None:
+        return parts
+    users = custom.get("user")
+    if isinstance(users, list):
+        parts["users"] = [u for u in users if _structured_user(u)]
+        rest = [u for u in users if not _structured_user(u)]
+        if rest:
+            custom["user"] = rest
+        else:
+            del custom["user"]
+    filesystems = custom.get("filesystem")
+    if isinstance(filesystems, list):
+        parts["filesystems"] = [f for f in filesystems if _structured_fs(f)]
+        rest = [f for f in filesystems if not _structured_fs(f)]
+        if rest:
+            custom["filesystem"] = rest
+        else:
+            del custom["filesystem"]
+    kernel = custom.get("kernel")
+    if isinstance(kernel, dict) and isinstance(kernel.get("append"), str):
+        parts["kernel_append"] = kernel.pop("append")
+        if not kernel:
+            del custom["kernel"]
+    installer = custom.get("installer")
+    if isinstance(installer, dict) and isinstance(installer.get("kickstart"), dict) and set(
+            installer["kickstart"]) == {"contents"} and isinstance(installer["kickstart"]["contents"], str):
+        parts["kickstart"] = installer.pop("kickstart")["contents"]
+        if not installer:
+            del custom["installer"]
+    if not custom:
+        del other["customizations"]
+    return parts
+
+
+def merge_config(*, users, filesystems, kernel_append, kickstart_contents, other) -> dict:
+    """The configuration from the form's parts (structured users and file systems come first in their lists)."""
+    config = copy.deepcopy(other)
+    custom = config.get("customizations")
+    if custom is None:
+        custom = {}
+    added = {}
+    if users:
+        added["user"] = list(users) + list(custom.get("user") or [])
+    if filesystems:
+        added["filesystem"] = list(filesystems) + list(custom.get("filesystem") or [])
+    if kernel_append:
+        kernel = dict(custom.get("kernel") or {})
+        kernel["append"] = kernel_append
+        added["kernel"] = kernel
+    if kickstart_contents:
+        installer = dict(custom.get("installer") or {})
+        installer["kickstart"] = {"contents": kickstart_contents}
+        added["installer"] = installer
+    if added:
+        custom = {**custom, **added}
+    if custom:
+        config["customizations"] = custom
+    return config
+
+
+# --- Preset form -----------------------------------------------------------------------------------------------------
+
+
+class UserForm(forms.Form):
+    name = forms.CharField(max_length=32, required=False, widget=forms.TextInput(attrs={"placeholder": "ops"}))
+    key = forms.CharField(label="SSH public key(s)", required=False,
+                          widget=forms.Textarea(attrs={"rows": 2, "placeholder": "ssh-ed25519 AAAA... you@laptop",
+                                                       "class": "font-monospace small"}),
+                          help_text="One key per line: the .pub file, never the private key.")
+    groups = forms.CharField(required=False, widget=forms.TextInput(attrs={"placeholder": "wheel"}),
+                             help_text="Comma-separated, e.g. wheel.")
+    password = forms.CharField(label="Password hash", required=False, max_length=1024,
+                               widget=forms.TextInput(attrs={"placeholder": "$6$…", "class": "font-monospace small",
+                                                             "autocomplete": "off"}),
+                               help_text="Optional; from openssl passwd -6. Leave empty for key-only login.")
+
+    def clean_name(self):
+        name = self.cleaned_data["name"].strip()
+        if name and not diskconfig.NAME_RE.match(name):
+            raise ValidationError("Lower-case letters, digits, _ and -, starting with a letter or _ (at most 32).")
+        return name
+
+    def clean_key(self):
+        key = self.cleaned_data["key"].strip()
+        if key:
+            problem = diskconfig.ssh_key_problem(key)
+            if problem:
+                raise ValidationError(problem[0].upper() + problem[1:] + ".")
+        return key
+
+    def clean_groups(self):
+        groups = [g.strip() for g in self.cleaned_data["groups"].split(",") if g.strip()]
+        for group in groups:
+            if not diskconfig.NAME_RE.match(group):
+                raise ValidationError(f"\"{group}\" is not a valid group name.")
+        return groups
+
+    def clean_password(self):
+        password = self.cleaned_data["password"].strip()
+        if password:
+            problem = diskconfig.password_problem(password, require_hash=True)
+            if problem:
+                raise ValidationError(problem[0].upper() + problem[1:] + ".")
+        return password
+
+    def clean(self):
+        data = super().clean()
+        if not data.get("name") and (data.get("key") or data.get("groups") or data.get("password")):
+            self.add_error("name", "Give the user a name.")
+        return data
+
+    def as_config(self):
+        data = self.cleaned_data
+        if not data.get("name"):
+            return None
+        user = {"name": data["name"]}
+        if data.get("password"):
+            user["password"] = data["password"]
+        if data.get("key"):
+            user["key"] = data["key"]
+        if data.get("groups"):
+            user["groups"] = data["groups"]
+        return user
+
+
+class FilesystemForm(forms.Form):
+    mountpoint = forms.CharField(required=False, max_length=1024,
+                                 widget=forms.TextInput(attrs={"placeholder": "/ or /var/data"}))
+    minsize = forms.CharField(label="Minimum size", required=False, max_length=32,
+                              widget=forms.TextInput(attrs={"placeholder": "20 GiB"}))
+
+    def clean_minsize(self):
+        value = self.cleaned_data["minsize"].strip()
+        if value:
+            problem = diskconfig.size_problem(value)
+            if problem:
+                raise ValidationError(problem[0].upper() + problem[1:] + ".")
+        return value
+
+    def clean(self):
+        data = super().clean()
+        mountpoint = (data.get("mountpoint") or "").strip()
+        data["mountpoint"] = mountpoint
+        if mountpoint and not data.get("minsize") and "minsize" not in self.errors:
+            self.add_error("minsize", "Give a minimum size with a unit, e.g. 20 GiB.")
+        if data.get("minsize") and not mountpoint:
+            self.add_error("mountpoint", "Give the mount point, e.g. / or /var/data.")
+        return data
+
+    def as_config(self):
+        data = self.cleaned_data
+        if not data.get("mountpoint"):
+            return None
+        return {"mountpoint": data["mountpoint"], "minsize": data["minsize"]}
+
+
+UserFormSet = forms.formset_factory(UserForm, extra=1, max_num=50, validate_max=True)
+FilesystemFormSet = forms.formset_factory(FilesystemForm, extra=1, max_num=50, validate_max=True)
+
+
+class PresetForm(forms.Form):
+    """Name, description, kernel arguments, kickstart and "other" TOML; users and file systems come in formsets."""
+
+    team = forms.ChoiceField(required=False)
+    name = forms.CharField(max_length=100)
+    description = forms.CharField(max_length=300, required=False)
+    kernel_append = forms.CharField(label="Kernel arguments", required=False, max_length=4096,
+                                    widget=forms.TextInput(attrs={"placeholder": "console=ttyS0 mitigations=auto"}),
+                                    help_text="Appended to the kernel command line (customizations.kernel.append).")
+    kickstart = forms.CharField(label="Installer kickstart", required=False,
+                                widget=forms.Textarea(attrs={"rows": 6, "class": "font-monospace small",
+                                                             "placeholder": "text --non-interactive\nzerombr\n"
+                                                                            "clearpart --all --initlabel\n"
+                                                                            "autopart --noswap --type=lvm"}),
+                                help_text="Installer ISO only (customizations.installer.kickstart). bootc-image-builder "
+                                          "adds the ostreecontainer line itself; users then go in here (user, sshkey).")
+    other = forms.CharField(label="Other customizations (TOML)", required=False,
+                            widget=forms.Textarea(attrs={"rows": 8, "class": "font-monospace small",
+                                                         "placeholder": "[customizations.disk]\ntype = \"gpt\"\n\n"
+                                                                        "[customizations.iso]\nvolume_id = \"WEBOS\""}),
+                            help_text="Anything else bootc-image-builder reads: disk, files, directories, group, fips, "
+                                      "installer modules, iso labels... as in config.toml.")
+
+    def __init__(self, *args, teams=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        teams = list(teams or [])
+        if len(teams) > 1:
+            self.fields["team"].choices = [(t.slug, t.name) for t in teams]
+            self.fields["team"].required = True
+        else:
+            del self.fields["team"]
+        self.teams = {t.slug: t for t in teams}
+
+    def clean_other(self):
+        text = self.cleaned_data["other"]
+        if not text.strip():
+            return {}
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValidationError(f"Not valid TOML: {exc}.") from None
+        return data
+
+    def clean_team(self):
+        slug = self.cleaned_data.get("team")
+        return self.teams.get(slug) if slug else None
+
+
+def preset_initial(config: dict) -> tuple[dict, list[dict], list[dict]]:
+    """(form initial, user rows, file system rows) for editing a saved configuration."""
+    parts = split_config(config)
+    initial = {"kernel_append": parts["kernel_append"], "kickstart": parts["kickstart"],
+               "other": diskconfig.render_toml(parts["other"]) if parts["other"] else ""}
+    users = [{"name": u["name"], "key": u.get("key", ""), "groups": ", ".join(u.get("groups") or []),
+              "password": u.get("password", "")} for u in parts["users"]]
+    filesystems = [{"mountpoint": f["mountpoint"], "minsize": f["minsize"]} for f in parts["filesystems"]]
+    return initial, users, filesystems
+
+
+def preset_config_from(form, users, filesystems):
+    """The merged configuration, or None (with errors added to the forms) when it is not valid."""
+    user_rows = [f for f in users.forms if f.cleaned_data and f.as_config()]
+    fs_rows = [f for f in filesystems.forms if f.cleaned_data and f.as_config()]
+    config = merge_config(users=[f.as_config() for f in user_rows], filesystems=[f.as_config() for f in fs_rows],
+                          kernel_append=form.cleaned_data.get("kernel_append", "").strip(),
+                          kickstart_contents=form.cleaned_data.get("kickstart", "").strip() and
+                          form.cleaned_data["kickstart"].replace("\r\n", "\n"),
+                          other=form.cleaned_data.get("other") or {})
+    report = diskconfig.validate(config)
+    placed = False
+    for problem in report.errors:
+        placed = _place_error(problem, form, user_rows, fs_rows) or placed
+    return None if report.errors else (config, report)
+
+
+INDEXED = re.compile(r"^customizations\.(user|filesystem)\[(\d+)\]\.(\w+)")
+
+
+def _place_error(problem, form, user_rows, fs_rows):
+    """Put a diskconfig problem on the field it is about (a user row's key, a file system's size, ...)."""
+    match = INDEXED.match(problem.path)
+    if match:
+        section, index, field = match.group(1), int(match.group(2)), match.group(3)
+        rows = user_rows if section == "user" else fs_rows
+        if index < len(rows) and field in rows[index].fields:
+            rows[index].add_error(field, problem.message[0].upper() + problem.message[1:] + ".")
+            return True
+    if problem.path == "customizations.kernel.append":
+        form.add_error("kernel_append", problem.message)
+    elif problem.path.startswith("customizations.installer.kickstart"):
+        form.add_error("kickstart", problem.message)
+    else:
+        form.add_error("other", str(problem))
+    return True
+
+
+class PresetImportForm(forms.Form):
+    team = forms.ChoiceField(required=False)
+    name = forms.CharField(max_length=100)
+    description = forms.CharField(max_length=300, required=False)
+    file = forms.FileField(required=False, label="A config.toml or config.json file")
+    text = forms.CharField(required=False, label="…or paste it",
+                           widget=forms.Textarea(attrs={"rows": 10, "class": "font-monospace small",
+                                                        "placeholder": "[[customizations.user]]\nname = \"ops\"\n"
+                                                                       "key = \"ssh-ed25519 AAAA... ops@laptop\"\n"
+                                                                       "groups = [\"wheel\"]"}))
+    format = forms.ChoiceField(choices=[("", "Detect"), ("toml", "TOML"), ("json", "JSON")], required=False)
+
+    MAX_BYTES = 512 * 1024
+
+    def __init__(self, *args, teams=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        teams = list(teams or [])
+        if len(teams) > 1:
+            self.fields["team"].choices = [(t.slug, t.name) for t in teams]
+            self.fields["team"].required = True
+        else:
+            del self.fields["team"]
+        self.teams = {t.slug: t for t in teams}
+
+    def clean_team(self):
+        slug = self.cleaned_data.get("team")
+        return self.teams.get(slug) if slug else None
+
+    def clean(self):
+        data = super().clean()
+        upload = data.get("file")
+        if upload:
+            if upload.size > self.MAX_BYTES:
+                raise ValidationError({"file": f"The file is {upload.size:,} bytes; a configuration is at most "
+                                               f"{self.MAX_BYTES:,}."})
+            try:
+                data["text"] = upload.read().decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValidationError({"file": "The file is not UTF-8 text."}) from None
+            data["filename"] = upload.name
+        else:
+            data["filename"] = ""
+        if not (data.get("text") or "").strip():
+            raise ValidationError({"text": "Upload a file or paste a configuration."})
+        return data
+
+
+# --- Request form ----------------------------------------------------------------------------------------------------
+
+
+class BuildChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, build):
+        return (f"{build.definition.team.name} / {build.definition.name} · build {build.number} · "
+                f"{build.architecture or build.platform} · {build.short_digest}")
+
+
+class TeamObjectChoiceField(forms.ModelChoiceField):
+    def __init__(self, *args, show_team=False, **kwargs):
+        self.show_team = show_team
+        super().__init__(*args, **kwargs)
+
+    def label_from_instance(self, obj):
+        label = getattr(obj, "name", str(obj))
+        return f"{obj.team.name} / {label}" if self.show_team else label
+
+
+class DiskImageRequestForm(forms.Form):
+    source = forms.ChoiceField(choices=[("build", "A build"), ("stage", "What a stage holds")],
+                               widget=forms.RadioSelect, initial="build")
+    build = BuildChoiceField(queryset=None, required=False, empty_label="Pick a succeeded build…")
+    definition = TeamObjectChoiceField(queryset=None, required=False, empty_label="Pick an image…", label="Image")
+    stage = TeamObjectChoiceField(queryset=None, required=False, empty_label="Pick a stage…")
+    types = forms.MultipleChoiceField(choices=DiskImageType.choices, widget=forms.CheckboxSelectMultiple,
+                                      label="Image types", initial=["qcow2"])
+    architecture = forms.ChoiceField(choices=ARCH_CHOICES, required=False, label="Target architecture")
+    rootfs = forms.ChoiceField(choices=RootFilesystem.choices, initial="xfs", label="Root file system",
+                               help_text="Fedora images have no default: pick one. CentOS and RHEL default to xfs.")
+    preset = TeamObjectChoiceField(queryset=None, required=False, label="Configuration",
+                                   empty_label="None: the builder's defaults (no users added)")
+    config_text = forms.CharField(
+        required=False, label="…or a configuration for this request only",
+        widget=forms.Textarea(attrs={"rows": 6, "class": "font-monospace small",
+                                     "placeholder": "[[customizations.user]]\nname = \"ops\"\n"
+                                                    "key = \"ssh-ed25519 AAAA... ops@laptop\"\ngroups = [\"wheel\"]"}),
+        help_text="TOML or JSON, as bootc-image-builder's config.toml / config.json.")
+    save_as = forms.CharField(required=False, max_length=100, label="Save it as a configuration named",
+                              help_text="Optional: keep the pasted configuration for the team's next requests.")
+    builder_image = forms.ChoiceField(label="Builder image")
+    aws_bucket = forms.CharField(required=False, max_length=63, label="S3 bucket",
+                                 widget=forms.TextInput(attrs={"placeholder": "my-images"}))
+    aws_region = forms.CharField(required=False, max_length=32, label="Region",
+                                 widget=forms.TextInput(attrs={"placeholder": "eu-west-1"}))
+    aws_ami_name = forms.CharField(required=False, max_length=128, label="AMI name",
+                                   widget=forms.TextInput(attrs={"placeholder": "web-os build 12"}))
+    aws_credential = TeamObjectChoiceField(queryset=None, required=False, label="AWS credentials",
+                                           empty_label="Pick stored credentials…")
+
+    def __init__(self, *args, builds, definitions, stages, presets, credentials, builder_images, show_team, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["build"].queryset = builds
+        self.fields["definition"].queryset = definitions
+        self.fields["stage"].queryset = stages
+        self.fields["preset"].queryset = presets
+        self.fields["aws_credential"].queryset = credentials
+        for name in ("definition", "stage", "preset", "aws_credential"):
+            self.fields[name].show_team = show_team
+        self.fields["builder_image"].choices = [(image, image) for image in builder_images]
+        self.fields["types"].choices = [(value, f"{label}") for value, label in DiskImageType.choices]
+
+    def clean_config_text(self):
+        text = self.cleaned_data["config_text"]
+        if not text.strip():
+            return None
+        try:
+            config, fmt, notes = diskconfig.parse(text)
+        except diskconfig.ConfigError as exc:
+            raise ValidationError(str(exc)) from None
+        report = diskconfig.validate(config)
+        if report.errors:
+            raise ValidationError(report.error_texts())
+        self.config_format = fmt
+        self.config_notes = notes
+        return config
+
+    def clean(self):
+        data = super().clean()
+        if data.get("source") == "stage":
+            if not data.get("definition"):
+                self.add_error("definition", "Pick the image whose stage digest to convert.")
+            if not data.get("stage"):
+                self.add_error("stage", "Pick the stage.")
+            data["build"] = None
+        elif not data.get("build"):
+            self.add_error("build", "Pick a succeeded build.")
+        if data.get("preset") and data.get("config_text"):
+            self.add_error("config_text", "Pick a saved configuration or paste one, not both.")
+        if data.get("save_as") and not data.get("config_text"):
+            self.add_error("save_as", "Only a pasted configuration can be saved under a name.")
+        return data
+
+
+ERROR_FIELDS = {"config": "config_text", "build": "build", "stage": "stage", "types": "types",
+                "architecture": "architecture", "rootfs": "rootfs", "preset": "preset", "builder_image": "builder_image",
+                "aws_bucket": "aws_bucket", "aws_region": "aws_region", "aws_ami_name": "aws_ami_name",
+                "aws_credential": "aws_credential"}
+
+
+def add_service_errors(form, exc: ValidationError, *, config_field="config_text"):
+    """Show a service's ValidationError on the form's fields (a message dict) or at the top."""
+    if hasattr(exc, "error_dict"):
+        for key, errors in exc.message_dict.items():
+            field = config_field if key == "config" else ERROR_FIELDS.get(key)
+            if field == "config_text" and config_field == "config_text" and not form.cleaned_data.get("config_text"):
+                field = "preset" if form.cleaned_data.get("preset") else "config_text"
+            for error in errors:
+                form.add_error(field if field in form.fields else None, error)
+    else:
+        for error in exc.messages:
+            form.add_error(None, error)
+
+
+# --- Settings, credentials ------------------------------------------------------------------------------------------
+
+
+class RetentionForm(forms.Form):
+    keep_days = forms.IntegerField(min_value=0, max_value=3650, label="Delete files older than (days)",
+                                   help_text="0 keeps them until someone deletes them.")
+    keep_latest = forms.IntegerField(min_value=0, max_value=100, label="Always keep each image's newest conversions",
+                                     help_text="However old they are.")
+
+
+class CloudCredentialForm(forms.Form):
+    name = forms.CharField(max_length=100, initial="aws")
+    access_key_id = forms.CharField(max_length=128, label="Access key ID",
+                                    widget=forms.TextInput(attrs={"placeholder": "AKIA…", "autocomplete": "off"}))
+    secret_access_key = forms.CharField(label="Secret access key",
+                                        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
+    session_token = forms.CharField(required=False, label="Session token (temporary credentials only)",
+                                    widget=forms.PasswordInput(attrs={"autocomplete": "off"}))
+
+
+# --- Kickstart -------------------------------------------------------------------------------------------------------
+
+
+class KickstartForm(forms.Form):
+    source = forms.ChoiceField(choices=[("stage", "A stage's tag (follows promotions)"),
+                                        ("build", "One build's digest (pinned)")],
+                               widget=forms.RadioSelect, initial="stage")
+    definition = TeamObjectChoiceField(queryset=None, label="Image", empty_label="Pick an image…")
+    stage = TeamObjectChoiceField(queryset=None, required=False, empty_label="Pick a stage…",
+                                  help_text="With a stage the installer pulls repository:stage; with a build, its digest.")
+    build = BuildChoiceField(queryset=None, required=False, empty_label="Pick a succeeded build…")
+    track = TeamObjectChoiceField(queryset=None, required=False, label="Afterwards the host follows",
+                                  empty_label="The stage above",
+                                  help_text="The %post runs bootc switch --mutate-in-place to this stage's tag, so "
+                                            "bootc upgrade picks up what is promoted to it.")
+    transport = forms.ChoiceField(choices=[(t, t) for t in kickstart.TRANSPORTS], initial="registry")
+    skip_signature_verification = forms.BooleanField(
+        required=False, label="Skip signature verification",
+        help_text="Adds --no-signature-verification. Only for registries without signed images; otherwise the "
+                  "installed host enforces the container signature policy.")
+    username = forms.CharField(max_length=32, initial="ops", label="User")
+    ssh_key = forms.CharField(label="SSH public key", widget=forms.Textarea(attrs={"rows": 2,
+                                                                                   "class": "font-monospace small"}))
+    password_hash = forms.CharField(required=False, label="Password hash (optional)", max_length=1024,
+                                    widget=forms.TextInput(attrs={"placeholder": "$6$…", "autocomplete": "off"}))
+    groups = forms.CharField(required=False, initial="wheel", help_text="Comma-separated.")
+    layout = forms.ChoiceField(choices=list(kickstart.LAYOUTS.items()), initial="lvm", label="Disk layout")
+    filesystem = forms.ChoiceField(choices=[(f, f) for f in kickstart.FILESYSTEMS], initial="xfs")
+    disk = forms.CharField(required=False, max_length=200, label="Install only to disk",
+                           help_text="e.g. vda or nvme0n1; empty: Anaconda picks. Every disk used is wiped.")
+    timezone = forms.CharField(max_length=64, initial="Etc/UTC")
+
+    def __init__(self, *args, definitions, stages, builds, show_team, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["definition"].queryset = definitions
+        self.fields["stage"].queryset = stages
+        self.fields["track"].queryset = stages
+        self.fields["build"].queryset = builds
+        for name in ("definition", "stage", "track"):
+            self.fields[name].show_team = show_team
+
+    def clean_username(self):
+        name = self.cleaned_data["username"].strip()
+        if not diskconfig.NAME_RE.match(name) or name == "root":
+            raise ValidationError("Lower-case letters, digits, _ and -, starting with a letter (not root: root stays "
+                                  "locked).")
+        return name
+
+    def clean_ssh_key(self):
+        key = self.cleaned_data["ssh_key"].strip()
+        problem = diskconfig.ssh_key_problem(key)
+        if problem:
+            raise ValidationError(problem[0].upper() + problem[1:] + ".")
+        return key
+
+    def clean_password_hash(self):
+        value = self.cleaned_data["password_hash"].strip()
+        if value:
+            problem = diskconfig.password_problem(value, require_hash=True)
+            if problem:
+                raise ValidationError(problem[0].upper() + problem[1:] + ".")
+        return value
+
+    def clean_groups(self):
+        groups = [g.strip() for g in self.cleaned_data["groups"].split(",") if g.strip()]
+        for group in groups:
+            if not diskconfig.NAME_RE.match(group):
+                raise ValidationError(f"\"{group}\" is not a valid group name.")
+        return groups
+
+    def clean_timezone(self):
+        from zoneinfo import available_timezones
+
+        value = self.cleaned_data["timezone"].strip()
+        if value not in available_timezones():
+            raise ValidationError(f"{value!r} is not a time zone name (e.g. Etc/UTC, Europe/Paris).")
+        return value
+
+    def clean_disk(self):
+        value = self.cleaned_data["disk"].strip()
+        if value and not kickstart.DISK_NAME_RE.match(value):
+            raise ValidationError("A disk name such as vda, nvme0n1 or /dev/disk/by-id/….")
+        return value
+
+    def clean(self):
+        data = super().clean()
+        definition = data.get("definition")
+        if data.get("source") == "build":
+            build = data.get("build")
+            if not build:
+                self.add_error("build", "Pick the build to install.")
+            elif definition and build.definition_id != definition.pk:
+                self.add_error("build", f"That build is not of {definition.name}.")
+            if not data.get("track"):
+                self.add_error("track", "Pick the stage whose tag the installed host follows.")
+        elif not data.get("stage"):
+            self.add_error("stage", "Pick the stage to install from.")
+        for name in ("stage", "track"):
+            stage = data.get(name)
+            if stage and definition and stage.team_id != definition.team_id:
+                self.add_error(name, f"{stage.name} is a stage of another team.")
+        return data
