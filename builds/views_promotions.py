@@ -240,8 +240,9 @@ def _decision(request, pk, decide, done):
     promotion = get_promotion_for_user(request.user, pk)
     form = DecisionForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "The form lost the digest you looked at; reload the page and decide again.")
-        return redirect(promotion)
+        problem = ("The form lost the digest you looked at; reload the page and decide again." if "digest" in form.errors
+                   else " ".join(form.errors.get("comment", [])) or "Check the form.")
+        return _refused(request, promotion, ValidationError(problem), 400)
     try:
         promotion = decide(promotion=promotion, user=request.user, digest=form.cleaned_data["digest"],
                            comment=form.cleaned_data["comment"], request=request)

@@ -376,3 +376,31 @@ def test_an_applied_promotions_card_compares_with_what_the_stage_held_before(cli
     assert "What changed in dev" in html and "dev held before" in html
     assert "nginx" in html and "holds this digest already" not in html
     assert promotions.disk_images_for(promo.definition, applied.digest) is not None  # the disk-images hook is live
+
+
+def test_bad_input_never_gives_a_500(client_for, pending, promo):
+    p = promo.personas
+    approver, admin, developer = client_for(p.approver), client_for(p.admin), client_for(p.developer)
+    assert post_decision(approver, pending, "approve", comment="x" * 5000).status_code == 400
+    assert approver.post(reverse("promotion_approve", args=[pending.pk]), {}).status_code == 400
+    assert not Approval.objects.exists()
+    stage = promo.stages["prod"]
+    assert admin.post(reverse("stage_freeze", args=[stage.pk]), {"reason": "x", "ends_at": "2001-01-01T00:00"}
+                      ).status_code == 302
+    assert admin.post(reverse("stage_freeze", args=[stage.pk]), {"reason": "x", "ends_at": "not a date"}).status_code == 302
+    assert not StageFreeze.objects.exists()
+    assert admin.post(reverse("stage_window_add", args=[stage.pk]), {"weekdays": ["9"], "starts": "09:00",
+                                                                     "ends": "09:00"}).status_code == 302
+    assert admin.post(reverse("stage_window_add", args=[stage.pk]), {"weekdays": ["1"], "starts": "09:00",
+                                                                     "ends": "09:00"}).status_code == 302
+    assert not stage.change_windows.exists()
+    assert developer.post(reverse("stage_rollback", args=[stage.pk]), {"definition": "x"}).status_code == 302
+    assert developer.post(reverse("stage_rollback", args=[stage.pk]), {"definition": 999999, "digest": "x",
+                                                                       "reason": "x"}).status_code == 404
+    assert developer.post(reverse("promotion_create"), {"definition": promo.definition.pk, "build": "abc",
+                                                         "target_stage": "", "reason": ""}).status_code == 400
+    for url in (reverse("stage_detail", args=[stage.pk]) + "?definition=abc&page=zz",
+                reverse("promotion_list") + "?page=-1&view=weird", reverse("stage_board")):
+        assert developer.get(url).status_code == 200, url
+    assert developer.get("/promotions/999999/").status_code == 404
+    assert developer.get("/stages/999999/").status_code == 404
