@@ -227,8 +227,12 @@ def builder_ensure_local() -> Builder:
     """The worker's own podman as a builder, created the first time one is needed."""
     builder = Builder.objects.filter(kind=BuilderKind.LOCAL).order_by("pk").first()
     if builder is None:
+        from django.conf import settings
+
         builder, _ = Builder.objects.get_or_create(
-            name="local", defaults={"kind": BuilderKind.LOCAL, "architecture": local_architecture(), "capacity": 2}
+            name="local", defaults={"kind": BuilderKind.LOCAL, "architecture": local_architecture(), "capacity": 2,
+                                    "podman_root": settings.BUILD_PODMAN_ROOT,
+                                    "podman_runroot": settings.BUILD_PODMAN_RUNROOT},
         )
     return builder
 

@@ -281,7 +281,6 @@ BUILD_WORK_DIR = env.str("BUILD_WORK_DIR", default="")  # where contexts are pre
 # podman storage for the local builder when it is created automatically; empty: podman's defaults.
 BUILD_PODMAN_ROOT = env.str("BUILD_PODMAN_ROOT", default="")
 BUILD_PODMAN_RUNROOT = env.str("BUILD_PODMAN_RUNROOT", default="")
-BUILD_API_RATE_PER_MINUTE = env.int("BUILD_API_RATE_PER_MINUTE", default=60)
 
 CRISPY_ALLOWED_TEMPLATE_PACKS = "bootstrap5"
 CRISPY_TEMPLATE_PACK = "bootstrap5"
