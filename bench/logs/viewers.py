@@ -24,6 +24,7 @@ class Viewer:
     def __init__(self, index, url, cookie, expect):
         self.index, self.url, self.cookie, self.expect = index, url, cookie, expect
         self.next_seq = 1
+        self.received = 0
         self.duplicates = 0
         self.gaps = 0
         self.skips = 0
@@ -56,6 +57,7 @@ class Viewer:
         kind = message["t"]
         if kind == "lines":
             now = time.time()
+            self.received += len(message["lines"])
             for i, line in enumerate(message["lines"]):
                 seq = message["first"] + i
                 if seq < self.next_seq:
@@ -112,6 +114,7 @@ async def main():
     result = {
         "viewers": len(viewers),
         "complete": sum(1 for v in viewers if v.finished and v.next_seq == args.expect + 1 and not v.gaps),
+        "received": sum(v.received for v in viewers),
         "lost": sum(v.gaps + max(args.expect + 1 - v.next_seq, 0) for v in viewers),
         "duplicated": sum(v.duplicates for v in viewers),
         "skips": sum(v.skips for v in viewers),

@@ -795,16 +795,15 @@ class LogViewer {
     const scheme = window.location.protocol === "https:" ? "wss" : "ws";
     const socket = new WebSocket(`${scheme}://${window.location.host}${this.view.dataset.wsPath}?after=${this.lastSeq}`);
     this.socket = socket;
-    let opened = false;
-    socket.onopen = () => {
-      opened = true;
-      this.failures = 0;
-      this.lastMessageAt = Date.now();
-      this.setConn("live", "live");
-      this.stopPolling();
-    };
+    let opened = false; // the server has spoken on this socket (a proxy may accept a socket and close it at once)
     socket.onmessage = (event) => {
       this.lastMessageAt = Date.now();
+      if (!opened) {
+        opened = true;
+        this.failures = 0;
+        this.setConn("live", "live");
+        this.stopPolling();
+      }
       const msg = JSON.parse(event.data);
       if (msg.t === "lines") this.append(msg);
       else if (msg.t === "skip") {
