@@ -35,20 +35,26 @@ TYPE_HELP = {
 # --- Splitting a configuration into form parts, and back -------------------------------------------------------------
 
 
+def _clean_text(value):
+    return isinstance(value, str) and value == value.strip() and "\r" not in value
+
+
 def _structured_user(user):
-    if not isinstance(user, dict) or not set(user) <= USER_KEYS or not isinstance(user.get("name"), str):
+    """Whether the form's user row shows this entry exactly (else it stays in "other", untouched)."""
+    if not isinstance(user, dict) or not set(user) <= USER_KEYS or not _clean_text(user.get("name")):
+        return False
+    if "key" in user and not _clean_text(user["key"]):
         return False
     password = user.get("password")
     if password is not None and not (isinstance(password, str) and password.startswith("$")):
         return False  # plain-text passwords stay in "other": the form takes hashes only
     groups = user.get("groups", [])
-    return isinstance(groups, list) and all(isinstance(g, str) and "," not in g for g in groups) and isinstance(
-        user.get("key", ""), str)
+    return isinstance(groups, list) and all(_clean_text(g) and g and "," not in g for g in groups)
 
 
 def _structured_fs(fs):
     return isinstance(fs, dict) and set(fs) == {"mountpoint", "minsize"} and all(
-        isinstance(v, str) for v in fs.values())
+        _clean_text(v) and v for v in fs.values())
 
 
 def split_config(config: dict) -> dict:
@@ -75,13 +81,14 @@ def split_config(config: dict) -> dict:
         else:
             del custom["filesystem"]
     kernel = custom.get("kernel")
-    if isinstance(kernel, dict) and isinstance(kernel.get("append"), str):
+    if isinstance(kernel, dict) and isinstance(kernel.get("append"), str) and kernel["append"].strip():
         parts["kernel_append"] = kernel.pop("append")
         if not kernel:
             del custom["kernel"]
     installer = custom.get("installer")
     if isinstance(installer, dict) and isinstance(installer.get("kickstart"), dict) and set(
-            installer["kickstart"]) == {"contents"} and isinstance(installer["kickstart"]["contents"], str):
+            installer["kickstart"]) == {"contents"} and isinstance(installer["kickstart"]["contents"], str) and \
+            installer["kickstart"]["contents"].strip() and "\r" not in installer["kickstart"]["contents"]:
         parts["kickstart"] = installer.pop("kickstart")["contents"]
         if not installer:
             del custom["installer"]
@@ -222,10 +229,10 @@ class PresetForm(forms.Form):
     team = forms.ChoiceField(required=False)
     name = forms.CharField(max_length=100)
     description = forms.CharField(max_length=300, required=False)
-    kernel_append = forms.CharField(label="Kernel arguments", required=False, max_length=4096,
+    kernel_append = forms.CharField(label="Kernel arguments", required=False, max_length=4096, strip=False,
                                     widget=forms.TextInput(attrs={"placeholder": "console=ttyS0 mitigations=auto"}),
                                     help_text="Appended to the kernel command line (customizations.kernel.append).")
-    kickstart = forms.CharField(label="Installer kickstart", required=False,
+    kickstart = forms.CharField(label="Installer kickstart", required=False, strip=False,
                                 widget=forms.Textarea(attrs={"rows": 6, "class": "font-monospace small",
                                                              "placeholder": "text --non-interactive\nzerombr\n"
                                                                             "clearpart --all --initlabel\n"
@@ -280,15 +287,19 @@ def preset_config_from(form, users, filesystems):
     user_rows = [f for f in users.forms if f.cleaned_data and f.as_config()]
     fs_rows = [f for f in filesystems.forms if f.cleaned_data and f.as_config()]
     config = merge_config(users=[f.as_config() for f in user_rows], filesystems=[f.as_config() for f in fs_rows],
-                          kernel_append=form.cleaned_data.get("kernel_append", "").strip(),
-                          kickstart_contents=form.cleaned_data.get("kickstart", "").strip() and
-                          form.cleaned_data["kickstart"].replace("\r\n", "\n"),
+                          kernel_append=_kept(form.cleaned_data.get("kernel_append", "")),
+                          kickstart_contents=_kept(form.cleaned_data.get("kickstart", "")),
                           other=form.cleaned_data.get("other") or {})
     report = diskconfig.validate(config)
     placed = False
     for problem in report.errors:
         placed = _place_error(problem, form, user_rows, fs_rows) or placed
     return None if report.errors else (config, report)
+
+
+def _kept(value):
+    """A textarea's value as typed (browsers send CRLF), or "" when it holds only blanks."""
+    return value.replace("\r\n", "\n") if value and value.strip() else ""
 
 
 INDEXED = re.compile(r"^customizations\.(user|filesystem)\[(\d+)\]\.(\w+)")
