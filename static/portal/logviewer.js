@@ -318,6 +318,7 @@ class LogViewer {
     if (this.sectionBySeq.has(seq)) return;
     const section = { seq, kind, title, t, level: LEVELS[kind] || 1 };
     this.sectionBySeq.set(seq, section);
+    this.depthCache = null;
     if (!this.sections.length || this.sections[this.sections.length - 1].seq < seq) this.sections.push(section);
     else { this.sections.push(section); this.sections.sort((a, b) => a.seq - b.seq); }
     if (live) {
@@ -343,9 +344,14 @@ class LogViewer {
     return { ms: Date.now() - section.t, open: true };
   }
 
+  depthOf(section) {
+    if (!this.depthCache) this.depthCache = this.depths();
+    return Math.min(this.depthCache.get(section.seq) || 0, 3);
+  }
+
   decorateHeader(row, section) {
     if (section.kind === "end") { row.classList.add("log-sec-end"); return; }
-    row.classList.add("log-sec", `log-sec-${section.kind}`, `log-lvl-${section.level}`);
+    row.classList.add("log-sec", `log-sec-${section.kind}`, `log-lvl-${section.level}`, `log-depth-${this.depthOf(section)}`);
     if (!row.querySelector(".sec-toggle")) {
       const toggle = document.createElement("button");
       toggle.type = "button";
