@@ -10,7 +10,7 @@ import hashlib
 import logging
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
@@ -116,13 +116,12 @@ def poll_hosts(host_ids, *, concurrency=None, action=None):
     """
     concurrency = concurrency or setting("HOSTS_POLL_CONCURRENCY", 64)
     hosts = {h.pk: h for h in Host.objects.filter(pk__in=list(host_ids)).exclude(host_key="").select_related(
-        "team", "jump_host")}
+        "team", "jump_host").defer("raw_status")}  # up to 1 MiB each, and always overwritten
     if not hosts:
         return {"ok": 0, "changed": 0, "failed": 0}
     team_keys = {k.team_id: k for k in TeamSSHKey.objects.filter(team_id__in={h.team_id for h in hosts.values()})}
     expected = _expected_by_reference({h.reference for h in hosts.values() if h.reference})
     counts = {"ok": 0, "changed": 0, "failed": 0}
-    unchanged = []
     targets = {}
     for host in hosts.values():
         team_key = team_keys.get(host.team_id)
@@ -132,26 +131,43 @@ def poll_hosts(host_ids, *, concurrency=None, action=None):
             continue
         targets[host.pk] = target_for(host, team_key)
     workers = max(1, min(concurrency, len(targets)))
+
+    def write(outcomes):
+        # One transaction per batch of answers (one commit, one WAL flush), a savepoint per host so that one host's
+        # bad row cannot undo the others'.
+        unchanged = []
+        with transaction.atomic():
+            for outcome in outcomes:
+                host = hosts[outcome.host_id]
+                try:
+                    with transaction.atomic():
+                        kind = record_outcome(host, outcome, now=timezone.now(), expected=expected, action=action,
+                                              defer_unchanged=True)
+                except Exception:  # noqa: BLE001 - never let one host's bad row stop the round
+                    log.exception("recording the poll of host %s failed", host.pk)
+                    kind = "failed"
+                if kind == "unchanged":
+                    unchanged.append(host.pk)
+                    kind = "ok"
+                counts[kind] += 1
+            _touch_unchanged(unchanged)
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
-        futures = [pool.submit(read_status, target, pk) for pk, target in targets.items()]
-        for future in as_completed(futures):
-            outcome = future.result()
-            host = hosts[outcome.host_id]
-            now = timezone.now()
-            try:
-                kind = record_outcome(host, outcome, now=now, expected=expected, action=action, defer_unchanged=True)
-            except Exception:  # noqa: BLE001 - never let one host's bad row stop the round
-                log.exception("recording the poll of host %s failed", host.pk)
-                kind = "failed"
-            if kind == "unchanged":
-                unchanged.append(host.pk)
-                kind = "ok"
-            counts[kind] += 1
-            if len(unchanged) >= 500:
-                _touch_unchanged(unchanged)
-                unchanged = []
-    _touch_unchanged(unchanged)
+        running = {pool.submit(read_status, target, pk) for pk, target in targets.items()}
+        answered, flushed_at = [], time.monotonic()
+        while running:
+            done, running = wait(running, timeout=WRITE_EVERY_SECONDS, return_when=FIRST_COMPLETED)
+            answered.extend(future.result() for future in done)
+            due = time.monotonic() - flushed_at >= WRITE_EVERY_SECONDS
+            if answered and (len(answered) >= WRITE_BATCH or due or not running):
+                write(answered)
+                answered, flushed_at = [], time.monotonic()
     return counts
+
+
+# The poller writes answers in batches: at most this many hosts, or what arrived within this time.
+WRITE_BATCH = 100
+WRITE_EVERY_SECONDS = 0.25
 
 
 def _next_poll(now, failures=0):
@@ -494,12 +510,20 @@ def claim_due_hosts(*, limit=None, lease_seconds=None):
 
 
 def _enqueue_poll(host_ids):
+    """Ask a worker to poll now. Best effort: beat polls every due host anyway, so a broker hiccup only delays it."""
     from .tasks import poll_hosts_task
 
-    poll_hosts_task.delay(list(host_ids))
+    try:
+        poll_hosts_task.delay(list(host_ids))
+    except Exception as exc:  # noqa: BLE001 - kombu raises several types; the next beat round covers it
+        log.warning("could not queue a poll of %d host(s): %s", len(host_ids), exc)
 
 
-def _enqueue_key_fetch(host_ids):  # used by services (CSV import)
+def _enqueue_key_fetch(host_ids):
+    """Fetch host keys in a worker (for an admin to confirm later). Best effort, like _enqueue_poll."""
     from .tasks import fetch_host_keys_task
 
-    fetch_host_keys_task.delay(list(host_ids))
+    try:
+        fetch_host_keys_task.delay(list(host_ids))
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not queue fetching %d host key(s): %s", len(host_ids), exc)

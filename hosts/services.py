@@ -97,9 +97,10 @@ def _resolve_tracking(team, stage, tracked_image):
 
 
 def host_create(*, team, name, address, actor, port=22, ssh_user="root", labels="", stage=None, tracked_image="",
-                jump_host=None, host_key="", request=None, audit_summary=None):
+                jump_host=None, host_key="", request=None, audit_summary=None, poll_now=True):
     """Add a host. With `host_key` (pasted by an admin) it is trusted at once; otherwise the portal fetches the key for
-    an admin to confirm, and nothing is run on the host until then."""
+    an admin to confirm, and nothing is run on the host until then. A trusted host is polled at once (`poll_now`), or
+    by the next beat round (bulk imports and the simulator leave it to beat)."""
     if actor is not None:
         check_team_action(actor, team, Action.ADMIN)
     name = (name or "").strip()[:NAME_MAX]
@@ -137,7 +138,8 @@ def host_create(*, team, name, address, actor, port=22, ssh_user="root", labels=
         if key_line:
             _event(host, EventKind.HOST_KEY_CONFIRMED, f"Host key {ssh.fingerprint(key_line)} confirmed when the host "
                    "was added", user=actor)
-            transaction.on_commit(lambda: _enqueue_poll([host.pk]))
+            if poll_now:
+                transaction.on_commit(lambda: _enqueue_poll([host.pk]))
     return host
 
 
@@ -237,7 +239,7 @@ def hosts_import_csv(*, team, text, actor, request=None):
                     host = host_create(team=team, name=name, address=row.get("address", ""), actor=None, port=port,
                                        ssh_user=row.get("user") or "root", labels=row.get("labels", ""), stage=stage,
                                        tracked_image=row.get("image", ""), host_key=row.get("host_key", ""),
-                                       audit_summary=f"imported host {name} from CSV")
+                                       audit_summary=f"imported host {name} from CSV", poll_now=False)
             except ValidationError as exc:
                 report.append(ImportRow(number, name, False, " ".join(_messages(exc))))
                 continue
@@ -454,9 +456,22 @@ def host_action_request(*, host, kind, user, image="", request=None):
 
 
 def _enqueue_action(action_id):
+    """Hand the action to a worker. If the broker cannot take it, end the run now with the reason (never a run that
+    waits forever) and release the host."""
     from .tasks import host_action_task
 
-    host_action_task.delay(action_id)
+    try:
+        host_action_task.delay(action_id)
+    except Exception as exc:  # noqa: BLE001 - kombu raises several types
+        log.error("could not queue host action %s: %s", action_id, exc)
+        action = HostAction.objects.select_related("run").get(pk=action_id)
+        with transaction.atomic():
+            _release(action, outcome=f"Could not queue: {exc}")
+            try:
+                portal_services.run_finish(action.run, status=RunStatus.FAILED,
+                                           reason=f"The portal could not hand the action to a worker: {exc}")
+            except portal_services.RunStateError:
+                pass
 
 
 def _commands_for(action):

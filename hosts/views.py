@@ -70,8 +70,9 @@ def host_list(request):
     ).order_by("name", "id")
     page = Paginator(hosts, PAGE_SIZE).get_page(request.GET.get("page"))
     scope = base.filter(team=data["team"]) if data.get("team", "").isdigit() else base
-    counts = dict(scope.values_list("state").annotate(n=Count("id")).values_list("state", "n"))
-    drifting = scope.filter(drifting=True).count()
+    rows = scope.values("state").annotate(n=Count("id"), d=Count("id", filter=Q(drifting=True))).order_by()
+    counts = {row["state"]: row["n"] for row in rows}
+    drifting = sum(row["d"] for row in rows)
     context = {
         "filter": host_filter, "page": page, "querystring": _querystring(request),
         "state_counts": [(value, label, counts.get(value, 0)) for value, label in HostState.choices if counts.get(value)],

@@ -175,7 +175,7 @@ def _register(fleet, team, reference):
                     team=team, name=sim.name, address="127.0.0.1", port=sim.port, actor=None, ssh_user="root",
                     labels=f"simulated {role} {sim.state.architecture}", stage=stages.get(tag),
                     tracked_image=sim.state.spec_image, host_key=key,
-                    audit_summary=f"the fleet simulator registered {sim.name} (127.0.0.1:{sim.port})",
+                    audit_summary=f"the fleet simulator registered {sim.name} (127.0.0.1:{sim.port})", poll_now=False,
                 )
                 created += 1
                 continue
