@@ -69,85 +69,81 @@ def main():
 
         call_command("migrate", verbosity=0)
 
-        # --- by hand ---------------------------------------------------------------------------------------------------
-        hand = []
-        context = work / "ctx"
-        context.mkdir()
-        for i in range(args.runs + 1):
-            (context / "Containerfile").write_text(f"FROM {BASE_IMAGE}\nRUN echo hand-{i}-{time.time_ns()} > /x\n")
-            ref = f"{registry.address}/bench/hand:{i}"
-            started = time.monotonic()
-            subprocess.run([*store.args(), "build", "--pull=never", "-q", "-t", ref, str(context)], check=True,
-                           capture_output=True)
-            subprocess.run([*store.args(), "push", "-q", "--tls-verify=false", ref], check=True, capture_output=True)
-            if i:  # the first run warms caches up
-                hand.append(time.monotonic() - started)
+        from django.db import transaction
 
-        # --- the portal ------------------------------------------------------------------------------------------------
         from builds import pipeline, services
         from builds.models import Build, Builder
-        from portal.models import RunStatus, Team, User
+        from portal.celery import app
+        from portal.logsink import lines_after
+        from portal.models import Team, User
 
         team = Team.objects.create(name="Bench", slug="bench")
         user = User.objects.create(username="bench", is_superuser=True)
         Builder.objects.create(name="local", architecture=services.local_architecture(), capacity=2,
                                podman_root=store.root, podman_runroot=store.runroot)
         definition = services.definition_create(team=team, user=user, name="trivial")
+        context = work / "ctx"
+        context.mkdir()
 
-        def new_revision(tag):
-            return services.revision_create(definition=definition, user=user, message=tag,
-                                            containerfile=f"FROM {BASE_IMAGE}\nRUN echo {tag}-{time.time_ns()} > /x\n")
+        def by_hand(i):
+            (context / "Containerfile").write_text(f"FROM {BASE_IMAGE}\nRUN echo hand-{i}-{time.time_ns()} > /x\n")
+            ref = f"{registry.address}/bench/hand:{i}"
+            started = time.monotonic()
+            subprocess.run([*store.args(), "build", "--pull=never", "-q", "-t", ref, str(context)], check=True,
+                           capture_output=True)
+            subprocess.run([*store.args(), "push", "-q", "--tls-verify=false", ref], check=True, capture_output=True)
+            return time.monotonic() - started
 
-        in_process = []
-        for i in range(args.runs + 1):
-            revision = new_revision(f"pipeline-{i}")
+        def check(build):
+            run = Build.objects.get(pk=build.pk).run
+            if run.status != "succeeded":
+                raise SystemExit(f"build failed: {run.exit_reason}\n" + "\n".join(t for _, t in lines_after(run)))
+            return run
+
+        def portal_pipeline(i):
+            revision = services.revision_create(definition=definition, user=user, message=f"pipeline {i}",
+                                                containerfile=f"FROM {BASE_IMAGE}\nRUN echo p-{i}-{time.time_ns()} > /x\n")
             started = time.monotonic()
             build = services.build_start(revision=revision, user=user)
             pipeline.build_execute(build.pk)
             elapsed = time.monotonic() - started
-            build.run.refresh_from_db()
-            if build.run.status != RunStatus.SUCCEEDED:
-                from portal.logsink import lines_after
+            check(build)
+            return elapsed
 
-                raise SystemExit(f"build failed: {build.run.exit_reason}\n"
-                                 + "\n".join(t for _, t in lines_after(build.run)))
-            if i:
-                in_process.append(elapsed)
+        def portal_end_to_end(i):
+            revision = services.revision_create(definition=definition, user=user, message=f"worker {i}",
+                                                containerfile=f"FROM {BASE_IMAGE}\nRUN echo w-{i}-{time.time_ns()} > /x\n")
+            started = time.monotonic()
+            with transaction.atomic():
+                build = services.build_start(revision=revision, user=user)
+            while Build.objects.filter(pk=build.pk, run__status__in=["queued", "running"]).exists():
+                time.sleep(0.02)
+            elapsed = time.monotonic() - started
+            run = check(build)
+            return elapsed, (run.started_at - run.created_at).total_seconds()
 
-        end_to_end, queue_waits = [], []
         if not args.no_worker:
-            from django.db import transaction
-
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
             worker = subprocess.Popen(
                 [sys.executable, "-m", "celery", "-A", "portal", "worker", "-Q", "builds", "-c", "1", "-l", "WARNING",
                  "--without-heartbeat", "--without-mingle", "--without-gossip", "-n", f"bench-{os.getpid()}@%h"],
-                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-            from portal.celery import app
-
+                cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True)
             deadline = time.monotonic() + 60
             while not app.control.ping(timeout=0.5):
                 if time.monotonic() > deadline:
                     raise SystemExit("the worker did not start")
-            for i in range(args.runs + 1):
-                revision = new_revision(f"worker-{i}")
-                started = time.monotonic()
-                with transaction.atomic():
-                    build = services.build_start(revision=revision, user=user)
-                while True:
-                    status = Build.objects.filter(pk=build.pk).values_list("run__status", flat=True).get()
-                    if status in ("succeeded", "failed", "cancelled"):
-                        break
-                    time.sleep(0.02)
-                elapsed = time.monotonic() - started
-                run = Build.objects.get(pk=build.pk).run
-                if status != "succeeded":
-                    from portal.logsink import lines_after
 
-                    raise SystemExit(f"build failed: {run.exit_reason}\n" + "\n".join(t for _, t in lines_after(run)))
-                if i:
-                    end_to_end.append(elapsed)
-                    queue_waits.append((run.started_at - run.created_at).total_seconds())
+        # Round-robin, so the three see the same machine load; the first round warms caches up and is not counted.
+        hand, in_process, end_to_end, queue_waits = [], [], [], []
+        for i in range(args.runs + 1):
+            h, p = by_hand(i), portal_pipeline(i)
+            e = portal_end_to_end(i) if worker is not None else None
+            if i:
+                hand.append(h)
+                in_process.append(p)
+                if e is not None:
+                    end_to_end.append(e[0])
+                    queue_waits.append(e[1])
 
         report(args.runs, hand, in_process, end_to_end, queue_waits)
     finally:
@@ -172,7 +168,7 @@ def report(runs, hand, in_process, end_to_end, queue_waits):
     podman = subprocess.run(["podman", "--version"], capture_output=True, text=True).stdout.strip()
     cpus = os.cpu_count()
     print(f"\nbench/build, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}: {platform.platform()}, "
-          f"{cpus} CPU(s), {podman}, median of {runs} runs after one warm-up\n")
+          f"{cpus} CPU(s), {podman}, median of {runs} rounds (by hand, pipeline, end to end in turn) after one warm-up round\n")
     print("| | median | fastest | median overhead vs by hand |")
     print("|---|---|---|---|")
     for name, values, overhead in rows:
