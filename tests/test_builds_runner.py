@@ -1,0 +1,114 @@
+"""The runner's own guarantees, with real processes: argument lists, deadlines, the whole process tree killed, the
+capacity of a builder; and the failure summaries podman's output leads to."""
+
+import os
+import time
+
+import pytest
+
+from builds import pipeline, podman, services
+from builds.models import Build, Builder
+from builds.runner import CommandFailed, LocalRunner, TimedOut, Watch, process_tree
+from portal.models import RunStatus
+from portal.services import run_start
+
+
+def watch(deadline=None):
+    return Watch(run=None, sink=None, deadline=deadline)
+
+
+def test_arguments_reach_the_program_literally():
+    value = "a b; rm -rf / $(id) `id` 'q' \"d\" | cat > /tmp/x"
+    assert LocalRunner().run(["printf", "%s", value], watch=watch(), capture=True).stdout == value
+
+
+def test_a_failing_command_keeps_its_last_lines():
+    with pytest.raises(CommandFailed) as failure:
+        LocalRunner().run(["sh", "-c", "for i in 1 2 3; do echo line-$i; done; exit 3"], watch=watch(), tail=2)
+    assert failure.value.returncode == 3 and failure.value.output_tail == ["line-2", "line-3"]
+
+
+def test_the_deadline_kills_the_whole_process_tree():
+    started = time.monotonic()
+    marker = f"sleep-tree-{os.getpid()}"
+    with pytest.raises(TimedOut):
+        LocalRunner().run(["sh", "-c", f"(exec -a {marker} sleep 297) & (sh -c 'sleep 296') & wait"],
+                          watch=watch(deadline=time.monotonic() + 1))
+    assert time.monotonic() - started < 5
+    time.sleep(0.2)
+    leftovers = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+            except OSError:
+                continue
+            if cmdline.startswith(marker.encode()) or cmdline == b"sleep\x00296\x00":
+                leftovers.append(pid)
+    assert leftovers == []
+
+
+def test_process_tree_finds_grandchildren():
+    import subprocess
+
+    process = subprocess.Popen(["sh", "-c", "sh -c 'sleep 5' & wait"])
+    try:
+        time.sleep(0.3)
+        assert len(process_tree(process.pid)) >= 3
+    finally:
+        from builds.runner import kill_tree
+
+        kill_tree(process.pid)
+        process.wait()
+
+
+@pytest.mark.django_db
+def test_a_builder_at_capacity_keeps_the_build_queued(personas):
+    builder = Builder.objects.create(name="one", architecture=services.local_architecture(), capacity=1)
+    definition = services.definition_create(team=personas.team, user=personas.developer, name="cap")
+    revision = services.revision_create(definition=definition, user=personas.developer,
+                                        containerfile="FROM quay.io/fedora/fedora-bootc:42\n")
+    first = services.build_start(revision=revision, user=personas.developer)
+    second = services.build_start(revision=revision, user=personas.developer)
+    assert first.builder == second.builder == builder
+    run_start(first.run)  # as if a worker were running it
+    assert pipeline.build_execute(second.pk) == pipeline.BUSY_RETRY_SECONDS
+    assert Build.objects.get(pk=second.pk).run.status == RunStatus.QUEUED
+
+
+@pytest.mark.parametrize("lines,words", [
+    (["STEP 1/2: FROM quay.io/x/y:1", "Error: creating build container: quay.io/x/y:1: image not known"],
+     "base image was not found"),
+    (["STEP 2/3: RUN dnf -y install httpd", "exec container process `/bin/sh`: Exec format error"], "Wrong architecture"),
+    (["STEP 2/3: RUN dnf -y install httpd", "Error: write /var/tmp/x: no space left on device"], "disk space"),
+    (["STEP 2/3: RUN dnf -y install httpd", "Curl error (6): Couldn't resolve host name",
+      "Error: Failed to download metadata for repo 'baseos'"], "No network"),
+    (["STEP 3/4: COPY app.conf /etc/", 'checking on sources under "/tmp/c": copier: stat: "/app.conf": no such file '
+                                       "or directory"], "not in the build context"),
+])
+def test_failure_hints_name_the_common_causes(lines, words):
+    summary = podman.summarize_failure(lines)
+    assert words in summary.hint
+    assert summary.step == lines[0]
+
+
+def test_a_refused_push_gets_the_registry_hint_and_no_step():
+    summary = podman.summarize_failure(
+        ["Copying blob sha256:abc", "Error: writing blob: initiating layer upload: unauthorized: authentication "
+                                    "required"], pushing=True)
+    assert "refused the push" in summary.hint and summary.step == ""
+    assert "unauthorized" in summary.error_lines
+
+
+@pytest.mark.django_db
+def test_the_dashboard_counts_definitions_and_builds(client_for, personas):
+    definition = services.definition_create(team=personas.team, user=personas.developer, name="counted")
+    revision = services.revision_create(definition=definition, user=personas.developer,
+                                        containerfile="FROM quay.io/fedora/fedora-bootc:42\n")
+    services.build_start(revision=revision, user=personas.developer)
+    from builds.models import dashboard_counts
+    from portal.models import Team
+
+    counts = dashboard_counts(personas.developer, Team.objects.filter(pk=personas.team.pk))
+    assert counts["definitions"] == 1 and counts["builds"] == 1
+    assert dashboard_counts(personas.outsider, Team.objects.filter(pk=personas.other_team.pk))["builds"] == 0
