@@ -510,3 +510,9 @@ def test_the_build_list_refreshes_itself_only_while_something_runs(client_for, p
     fragment = c.get(reverse("build_list"), HTTP_HX_REQUEST="true", HTTP_HX_TARGET="build-list-body")
     assert fragment.status_code == 200 and 'hx-trigger="every 3s"' not in fragment.content.decode()
     assert "<html" not in fragment.content.decode()
+
+
+def test_team_admins_find_the_integrations_from_the_team_page(client_for, personas):
+    url = reverse("integrations", args=[personas.team.slug])
+    assert url in client_for(personas.admin).get(personas.team.get_absolute_url()).content.decode()
+    assert url not in client_for(personas.developer).get(personas.team.get_absolute_url()).content.decode()
