@@ -118,16 +118,23 @@ def definition_delete(*, definition: ImageDefinition, user: User | None, request
     _check(user, definition.team, Action.DEVELOP)
     if definition.builds.active().exists():
         raise ValidationError("It has builds queued or running: cancel them first.")
-    with transaction.atomic():
-        audit(action="definition.delete", summary=f"deleted image definition {definition}", actor=user,
-              team=definition.team, obj=definition, request=request)
-        from portal.models import Run
+    from django.db.models import ProtectedError
 
-        run_ids = list(definition.builds.values_list("run_id", flat=True))
-        definition.builds.all().delete()
-        Run.objects.filter(pk__in=run_ids).delete()
-        definition.revisions.all().delete()
-        definition.delete()
+    from portal.models import Run
+
+    try:
+        with transaction.atomic():
+            audit(action="definition.delete", summary=f"deleted image definition {definition}", actor=user,
+                  team=definition.team, obj=definition, request=request)
+            run_ids = list(definition.builds.values_list("run_id", flat=True))
+            definition.builds.all().delete()
+            Run.objects.filter(pk__in=run_ids).delete()
+            definition.revisions.all().delete()
+            definition.delete()
+    except ProtectedError as exc:
+        kinds = sorted({obj._meta.verbose_name_plural for obj in exc.protected_objects})
+        raise ValidationError(f"{definition} cannot be deleted: its builds are referred to by {', '.join(kinds)}, "
+                              "whose history must stay.") from None
 
 
 # --- Revisions -------------------------------------------------------------------------------------------------------

@@ -516,3 +516,22 @@ def test_team_admins_find_the_integrations_from_the_team_page(client_for, person
     url = reverse("integrations", args=[personas.team.slug])
     assert url in client_for(personas.admin).get(personas.team.get_absolute_url()).content.decode()
     assert url not in client_for(personas.developer).get(personas.team.get_absolute_url()).content.decode()
+
+
+def test_deleting_a_definition_removes_its_revisions_builds_and_their_runs(client_for, personas, build):
+    from portal.models import Run
+    from portal.services import run_finish
+
+    run_finish(build.run, status=RunStatus.FAILED, reason="x")
+    definition = build.definition
+    response = client_for(personas.developer).post(reverse("definition_delete", args=[definition.pk]))
+    assert response.status_code == 302
+    assert not ImageDefinition.objects.exists() and not Build.objects.exists() and not Revision.objects.exists()
+    assert not Run.objects.filter(pk=build.run_id).exists()
+    assert AuditEvent.objects.filter(action="definition.delete").exists()
+
+
+def test_a_definition_with_an_active_build_is_not_deleted(client_for, personas, build):
+    response = client_for(personas.developer).post(reverse("definition_delete", args=[build.definition.pk]))
+    assert response.status_code == 302
+    assert ImageDefinition.objects.filter(pk=build.definition.pk).exists()
