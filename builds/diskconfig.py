@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 import tomli_w
+import tomlkit
 
 DISK_TYPES = ("qcow2", "ami", "raw", "vmdk", "vhd", "gce")
 ISO_TYPES = ("anaconda-iso",)
@@ -165,7 +166,47 @@ def load(text: str, *, filename: str = "", fmt: str = "") -> tuple[dict, str, Re
 # --- Writing ---------------------------------------------------------------------------------------------------------
 
 
+def _toml_item(value):
+    """tomlkit items shaped the way bootc-image-builder's README writes configs: [[customizations.user]] blocks,
+    [customizations.kernel] tables, kickstarts as multi-line strings."""
+    if isinstance(value, dict):
+        table = tomlkit.table()
+        # Plain keys first: in TOML a key written after a sub-table would belong to that sub-table.
+        for key, item in sorted(value.items(), key=lambda kv: _is_table(kv[1])):
+            table.add(key, _toml_item(item))
+        return table
+    if isinstance(value, list):
+        if value and all(isinstance(item, dict) for item in value):
+            tables = tomlkit.aot()
+            for item in value:
+                tables.append(_toml_item(item))
+            return tables
+        array = tomlkit.array()
+        for item in value:
+            array.append(_toml_item(item))
+        if len(value) > 2 or len(str(value)) > 60:
+            array.multiline(True)
+        return array
+    if isinstance(value, str) and "\n" in value:
+        return tomlkit.string(value, multiline=True)
+    return value
+
+
+def _is_table(value):
+    return isinstance(value, dict) or (isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value))
+
+
 def render_toml(config: dict) -> str:
+    """The configuration as config.toml. Checked by reading it back; tomli-w writes it if tomlkit's shape would not."""
+    try:
+        document = tomlkit.document()
+        for key, value in sorted(config.items(), key=lambda kv: _is_table(kv[1])):
+            document.add(key, _toml_item(value))
+        text = tomlkit.dumps(document)
+        if tomllib.loads(text) == config:
+            return text
+    except Exception:  # noqa: BLE001 - any surprise falls back to the plain writer
+        pass
     return tomli_w.dumps(config, multiline_strings=True)
 
 
@@ -218,8 +259,12 @@ def _human_size_example(value):
     return f"{value} B"
 
 
-def ssh_key_problem(value) -> str | None:
-    """Why `value` is not one or more OpenSSH public keys (one per line), or None."""
+def ssh_key_problem(value, *, strict=False) -> str | None:
+    """Why `value` is not one or more OpenSSH public keys (one per line), or None.
+
+    Imported files keep documentation placeholders such as "ssh-rsa AAA ... user@email.com" (bib's README): the shape is
+    right and bib accepts them. Keys typed into the portal's forms are `strict`: the key data must decode.
+    """
     if not isinstance(value, str) or not value.strip():
         return "give an OpenSSH public key, e.g. \"ssh-ed25519 AAAA... you@laptop\""
     for number, line in enumerate([ln for ln in value.strip().splitlines() if ln.strip()], start=1):
@@ -238,6 +283,8 @@ def ssh_key_problem(value) -> str | None:
         try:
             blob = base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError):
+            if strict:
+                return f"{where}the key data is not valid base64: copy the whole line of the .pub file"
             continue  # placeholders such as "AAA ..." in documentation: the shape is right, the content unknowable
         if len(blob) >= 4:
             length = int.from_bytes(blob[:4], "big")

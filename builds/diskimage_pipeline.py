@@ -189,6 +189,16 @@ def _cancel_reason(run, exc):
     return f"Stopped because {exc}."
 
 
+def _fact(value):
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,} bytes"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
 class Conversion:
     """The steps of one conversion on one builder, with the run's log."""
 
@@ -399,7 +409,8 @@ class Conversion:
                 elif saved is not None and artifact.pk is None:
                     storage.delete(saved)
             raise
-        facts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in details.items() if k not in ("members",) and v)
-        self.log(f"Stored {artifact.filename}: sha256 {sha256}" + (f"; {facts}" if facts else "")
+        facts = ", ".join(f"{k.replace('_', ' ')} {_fact(v)}" for k, v in details.items()
+                          if k not in ("members", "format") and v)
+        self.log(f"Stored {artifact.filename}: sha256 {sha256}; {artifact.format}" + (f", {facts}" if facts else "")
                  + (f"; registered {ami_id}" if ami_id else ""))
         return artifact

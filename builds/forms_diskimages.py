@@ -43,7 +43,7 @@ def _structured_user(user):
     """Whether the form's user row shows this entry exactly (else it stays in "other", untouched)."""
     if not isinstance(user, dict) or not set(user) <= USER_KEYS or not _clean_text(user.get("name")):
         return False
-    if "key" in user and not _clean_text(user["key"]):
+    if "key" in user and (not _clean_text(user["key"]) or diskconfig.ssh_key_problem(user["key"], strict=True)):
         return False
     password = user.get("password")
     if password is not None and not (isinstance(password, str) and password.startswith("$")):
@@ -127,12 +127,12 @@ def merge_config(*, users, filesystems, kernel_append, kickstart_contents, other
 
 
 class UserForm(forms.Form):
-    name = forms.CharField(max_length=32, required=False, widget=forms.TextInput(attrs={"placeholder": "ops"}))
+    name = forms.CharField(max_length=32, required=False, widget=forms.TextInput(attrs={"placeholder": "e.g. ops"}))
     key = forms.CharField(label="SSH public key(s)", required=False,
                           widget=forms.Textarea(attrs={"rows": 2, "placeholder": "ssh-ed25519 AAAA... you@laptop",
                                                        "class": "font-monospace small"}),
                           help_text="One key per line: the .pub file, never the private key.")
-    groups = forms.CharField(required=False, widget=forms.TextInput(attrs={"placeholder": "wheel"}),
+    groups = forms.CharField(required=False, widget=forms.TextInput(attrs={"placeholder": "e.g. wheel"}),
                              help_text="Comma-separated, e.g. wheel.")
     password = forms.CharField(label="Password hash", required=False, max_length=1024,
                                widget=forms.TextInput(attrs={"placeholder": "$6$…", "class": "font-monospace small",
@@ -148,7 +148,7 @@ class UserForm(forms.Form):
     def clean_key(self):
         key = self.cleaned_data["key"].strip()
         if key:
-            problem = diskconfig.ssh_key_problem(key)
+            problem = diskconfig.ssh_key_problem(key, strict=True)
             if problem:
                 raise ValidationError(problem[0].upper() + problem[1:] + ".")
         return key
@@ -189,10 +189,10 @@ class UserForm(forms.Form):
 
 
 class FilesystemForm(forms.Form):
-    mountpoint = forms.CharField(required=False, max_length=1024,
-                                 widget=forms.TextInput(attrs={"placeholder": "/ or /var/data"}))
+    mountpoint = forms.CharField(label="Mount point", required=False, max_length=1024,
+                                 widget=forms.TextInput(attrs={"placeholder": "e.g. / or /var/data"}))
     minsize = forms.CharField(label="Minimum size", required=False, max_length=32,
-                              widget=forms.TextInput(attrs={"placeholder": "20 GiB"}))
+                              widget=forms.TextInput(attrs={"placeholder": "e.g. 20 GiB"}))
 
     def clean_minsize(self):
         value = self.cleaned_data["minsize"].strip()
@@ -230,21 +230,19 @@ class PresetForm(forms.Form):
     name = forms.CharField(max_length=100)
     description = forms.CharField(max_length=300, required=False)
     kernel_append = forms.CharField(label="Kernel arguments", required=False, max_length=4096, strip=False,
-                                    widget=forms.TextInput(attrs={"placeholder": "console=ttyS0 mitigations=auto"}),
+                                    widget=forms.TextInput(attrs={"placeholder": "e.g. console=ttyS0"}),
                                     help_text="Appended to the kernel command line (customizations.kernel.append).")
     kickstart = forms.CharField(label="Installer kickstart", required=False, strip=False,
-                                widget=forms.Textarea(attrs={"rows": 6, "class": "font-monospace small",
-                                                             "placeholder": "text --non-interactive\nzerombr\n"
-                                                                            "clearpart --all --initlabel\n"
-                                                                            "autopart --noswap --type=lvm"}),
-                                help_text="Installer ISO only (customizations.installer.kickstart). bootc-image-builder "
-                                          "adds the ostreecontainer line itself; users then go in here (user, sshkey).")
+                                widget=forms.Textarea(attrs={"rows": 5, "class": "font-monospace small"}),
+                                help_text="Installer ISO only (customizations.installer.kickstart), e.g. <code>zerombr</code>, "
+                                          "<code>clearpart --all --initlabel</code>, <code>autopart --type=lvm</code>. "
+                                          "bootc-image-builder adds the ostreecontainer line itself; with a kickstart, "
+                                          "users go in here too (user, sshkey).")
     other = forms.CharField(label="Other customizations (TOML)", required=False,
-                            widget=forms.Textarea(attrs={"rows": 8, "class": "font-monospace small",
-                                                         "placeholder": "[customizations.disk]\ntype = \"gpt\"\n\n"
-                                                                        "[customizations.iso]\nvolume_id = \"WEBOS\""}),
-                            help_text="Anything else bootc-image-builder reads: disk, files, directories, group, fips, "
-                                      "installer modules, iso labels... as in config.toml.")
+                            widget=forms.Textarea(attrs={"rows": 6, "class": "font-monospace small"}),
+                            help_text="Anything else bootc-image-builder reads, as in config.toml: "
+                                      "<code>[customizations.disk]</code>, files, directories, group, fips, installer "
+                                      "modules, <code>[customizations.iso]</code> labels…")
 
     def __init__(self, *args, teams=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -399,7 +397,7 @@ class DiskImageRequestForm(forms.Form):
                                       label="Image types", initial=["qcow2"])
     architecture = forms.ChoiceField(choices=ARCH_CHOICES, required=False, label="Target architecture")
     rootfs = forms.ChoiceField(choices=RootFilesystem.choices, initial="xfs", label="Root file system",
-                               help_text="Fedora images have no default: pick one. CentOS and RHEL default to xfs.")
+                               help_text="Fedora images need one; CentOS and RHEL use xfs.")
     preset = TeamObjectChoiceField(queryset=None, required=False, label="Configuration",
                                    empty_label="None: the builder's defaults (no users added)")
     config_text = forms.CharField(
@@ -554,7 +552,7 @@ class KickstartForm(forms.Form):
 
     def clean_ssh_key(self):
         key = self.cleaned_data["ssh_key"].strip()
-        problem = diskconfig.ssh_key_problem(key)
+        problem = diskconfig.ssh_key_problem(key, strict=True)
         if problem:
             raise ValidationError(problem[0].upper() + problem[1:] + ".")
         return key
