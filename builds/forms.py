@@ -92,6 +92,7 @@ class DefinitionForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.instance = instance
         self.fields["team"].queryset = teams
+        self.fields["repository"].widget.attrs["placeholder"] = f"{settings.REGISTRY_URL}/<team>/<name>"
         if instance is not None:
             del self.fields["team"], self.fields["name"], self.fields["starter"]
             self.initial.update({
