@@ -4,8 +4,8 @@
 #   scripts/system-deps.sh test   what `make test` uses (the above plus sshd, Chromium, ...)
 set -euo pipefail
 purpose=${1:-test}
-run_pkgs=(podman buildah skopeo runc docker-registry busybox-static qemu-utils git openssh-client)
-test_pkgs=("${run_pkgs[@]}" openssh-server chromium apache2-utils redis-server xorriso e2fsprogs fdisk iproute2 postgresql-client)
+run_pkgs=(podman buildah skopeo runc docker-registry busybox-static qemu-utils xorriso git openssh-client)
+test_pkgs=("${run_pkgs[@]}" openssh-server chromium apache2-utils redis-server e2fsprogs fdisk iproute2 postgresql-client)
 case "$purpose" in
   run) pkgs=("${run_pkgs[@]}") ;;
   test) pkgs=("${test_pkgs[@]}") ;;
