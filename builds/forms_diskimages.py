@@ -389,7 +389,7 @@ class TeamObjectChoiceField(forms.ModelChoiceField):
 
 class DiskImageRequestForm(forms.Form):
     source = forms.ChoiceField(choices=[("build", "A build"), ("stage", "What a stage holds")],
-                               widget=forms.RadioSelect, initial="build")
+                               widget=forms.RadioSelect(attrs={"class": "form-check-input"}), initial="build")
     build = BuildChoiceField(queryset=None, required=False, empty_label="Pick a succeeded build…")
     definition = TeamObjectChoiceField(queryset=None, required=False, empty_label="Pick an image…", label="Image")
     stage = TeamObjectChoiceField(queryset=None, required=False, empty_label="Pick a stage…")
@@ -508,7 +508,7 @@ class CloudCredentialForm(forms.Form):
 class KickstartForm(forms.Form):
     source = forms.ChoiceField(choices=[("stage", "A stage's tag (follows promotions)"),
                                         ("build", "One build's digest (pinned)")],
-                               widget=forms.RadioSelect, initial="stage")
+                               widget=forms.RadioSelect(attrs={"class": "form-check-input"}), initial="stage")
     definition = TeamObjectChoiceField(queryset=None, label="Image", empty_label="Pick an image…")
     stage = TeamObjectChoiceField(queryset=None, required=False, empty_label="Pick a stage…",
                                   help_text="With a stage the installer pulls repository:stage; with a build, its digest.")
@@ -529,7 +529,7 @@ class KickstartForm(forms.Form):
                                     widget=forms.TextInput(attrs={"placeholder": "$6$…", "autocomplete": "off"}))
     groups = forms.CharField(required=False, initial="wheel", help_text="Comma-separated.")
     layout = forms.ChoiceField(choices=list(kickstart.LAYOUTS.items()), initial="lvm", label="Disk layout")
-    filesystem = forms.ChoiceField(choices=[(f, f) for f in kickstart.FILESYSTEMS], initial="xfs")
+    filesystem = forms.ChoiceField(label="File system", choices=[(f, f) for f in kickstart.FILESYSTEMS], initial="xfs")
     disk = forms.CharField(required=False, max_length=200, label="Install only to disk",
                            help_text="e.g. vda or nvme0n1; empty: Anaconda picks. Every disk used is wiped.")
     timezone = forms.CharField(max_length=64, initial="Etc/UTC")

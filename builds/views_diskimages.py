@@ -19,7 +19,7 @@ from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_POST
 
 from portal.access import can, get_team_for_user, teams_where
-from portal.models import Action, RunStatus
+from portal.models import Action, RunStatus, Team
 from portal.services import audit
 from portal.views import _viewer_context, current_team
 
@@ -103,6 +103,8 @@ def diskimage_list(request):
         "statuses": RunStatus.choices, "types": DiskImageType.choices, "active": active,
         "can_request": teams_where(request.user, Action.DEVELOP).exists(),
         "filtered": bool(query or status or image_type),
+        "settings_teams": [current_team(request)] if current_team(request) else list(
+            Team.objects.visible_to(request.user).order_by("name")[:20]),
     }
     if request.htmx and request.htmx.target == "diskimage-rows":
         return render(request, "builds/diskimages/_rows.html", context)
