@@ -2,7 +2,9 @@
 
 Lines are numbered 1, 2, 3... and buffered; a batch is written as one `LogChunk` row (one INSERT, never one per line) when
 it holds RUN_LOG_BATCH_LINES lines or RUN_LOG_CHUNK_BYTES characters, or when its oldest line has waited
-RUN_LOG_BATCH_SECONDS. The same batch is then published to the run's Channels group. Lines that start a section (see
+RUN_LOG_BATCH_SECONDS. A line that comes after a quiet spell (nothing flushed for RUN_LOG_BATCH_SECONDS) is written at
+once: a slow build's lines show without waiting, a burst still goes out in batches. The same batch is then published to
+the run's Channels group. Lines that start a section (see
 `portal.logtext`) are recorded as `LogSection` rows with their chunk.
 
 A line is stored as a terminal would show it (a carriage return rewrites the line) and is at most RUN_LOG_LINE_MAX_CHARS
@@ -48,7 +50,7 @@ class LogSink:
         self._bytes = 0
         self._started = None  # wall clock of the batch's first line
         self._started_mono = 0.0
-        self._last_beat = time.monotonic()
+        self._last_beat = self._last_flush = time.monotonic()
         self.closed = False
 
     @property
@@ -84,7 +86,8 @@ class LogSink:
         self._offsets.append(offset)
         self._bytes += len(line) + 1
         if (len(self._lines) >= self.batch_lines or self._bytes >= self.chunk_bytes
-                or now - self._started_mono >= self.batch_seconds):
+                or now - self._started_mono >= self.batch_seconds
+                or (len(self._lines) == 1 and now - self._last_flush >= self.batch_seconds)):
             self.flush()
 
     def _due(self, now):
@@ -128,6 +131,7 @@ class LogSink:
             live.publish(self.run.group_name(), batch_message(chunk, self._lines, self._offsets, sections))
         self.next_seq = chunk.last_seq + 1
         self._lines, self._offsets, self._sections, self._bytes = [], [], [], 0
+        self._last_flush = time.monotonic()
         return chunk
 
     def close(self):

@@ -348,3 +348,20 @@ def test_readers_read_a_few_chunks_per_query(run, settings, django_assert_num_qu
         assert len(list(logsink.each_chunk(run, reverse=True))) == 10
     with django_assert_num_queries(1):
         assert logsink.tail(run, 150)[0] == (851, "hit 851")
+
+
+class TestBatching:
+    def test_a_line_after_a_quiet_spell_is_written_at_once_and_a_burst_is_batched(self, run, settings):
+        import time
+
+        settings.RUN_LOG_BATCH_SECONDS = 0.05
+        sink = logsink.LogSink(run, publish=False)
+        time.sleep(0.06)  # quiet
+        sink.write("first after a pause")
+        assert LogChunk.objects.filter(run=run).count() == 1
+        for i in range(50):  # a burst right after it: waits for its batch
+            sink.write(f"burst {i}")
+        assert LogChunk.objects.filter(run=run).count() == 1
+        time.sleep(0.06)
+        sink.poll()
+        assert [(c.first_seq, c.last_seq) for c in LogChunk.objects.filter(run=run)] == [(1, 1), (2, 51)]

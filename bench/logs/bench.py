@@ -267,7 +267,7 @@ def bench_viewers(services, team, cookie, *, viewers, lines, rate, processes=1):
         delay = started + i / rate - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        sink.write(f"t={time.time():.6f} line {i + 1} {pad}")
+        sink.write(f"line {i + 1} {pad}")
     sink.poll()
     finish(run, sink)
     write_seconds = time.perf_counter() - started

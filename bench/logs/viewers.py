@@ -4,9 +4,10 @@
     viewers.py --url ws://127.0.0.1:8000/ws/runs/5/ --cookie sessionid=... --count 100 --expect 20000
 
 Each viewer keeps the last line it has and reconnects with ?after=<it> when its socket drops, like the browser. It
-checks that lines arrive as 1, 2, 3... (counting duplicates and gaps) and, for lines written as "t=<unix time> ...",
-how long each took from the writer to the viewer. Prints "READY" once every viewer has its first status, then one JSON
-object with the results when every viewer has seen the final status and line `--expect`.
+checks that lines arrive as 1, 2, 3... (counting duplicates and gaps) and how long each line took from the runner
+handing it to the log sink (its "times" entry, in ms since the epoch) to this viewer. Prints "READY" once every viewer
+has its first status, then one JSON object with the results when every viewer has seen the final status and line
+`--expect`.
 """
 
 import argparse
@@ -56,20 +57,17 @@ class Viewer:
     def receive(self, message, histogram):
         kind = message["t"]
         if kind == "lines":
-            now = time.time()
-            self.received += len(message["lines"])
-            for i, line in enumerate(message["lines"]):
-                seq = message["first"] + i
-                if seq < self.next_seq:
-                    self.duplicates += 1
-                    continue
-                if seq > self.next_seq:
-                    self.gaps += seq - self.next_seq
-                self.next_seq = seq + 1
-                if line.startswith("t="):
-                    sent = float(line[2:line.index(" ")])
-                    bucket = max(int((now - sent) * 1000 / BUCKET_MS), 0)
-                    histogram[bucket] = histogram.get(bucket, 0) + 1
+            now_ms = time.time() * 1000
+            first, count = message["first"], len(message["lines"])
+            self.received += count
+            if first < self.next_seq:
+                self.duplicates += min(self.next_seq - first, count)
+            elif first > self.next_seq:
+                self.gaps += first - self.next_seq
+            self.next_seq = max(self.next_seq, first + count)
+            for written_ms in message["times"]:
+                bucket = max(int((now_ms - written_ms) / BUCKET_MS), 0)
+                histogram[bucket] = histogram.get(bucket, 0) + 1
         elif kind == "skip":
             self.skips += 1
             self.next_seq = max(self.next_seq, message["to"] + 1)
