@@ -116,7 +116,7 @@ def poll_hosts(host_ids, *, concurrency=None, action=None):
     """
     concurrency = concurrency or setting("HOSTS_POLL_CONCURRENCY", 64)
     hosts = {h.pk: h for h in Host.objects.filter(pk__in=list(host_ids)).exclude(host_key="").select_related(
-        "team", "jump_host").defer("raw_status")}  # up to 1 MiB each, and always overwritten
+        "team", "jump_host").defer("raw_status", "status")}  # big; status is loaded per batch, for changed hosts
     if not hosts:
         return {"ok": 0, "changed": 0, "failed": 0}
     team_keys = {k.team_id: k for k in TeamSSHKey.objects.filter(team_id__in={h.team_id for h in hosts.values()})}
@@ -136,9 +136,11 @@ def poll_hosts(host_ids, *, concurrency=None, action=None):
         # One transaction per batch of answers (one commit, one WAL flush), a savepoint per host so that one host's
         # bad row cannot undo the others'.
         unchanged = []
+        _load_previous_status([hosts[o.host_id] for o in outcomes if o.error is None and o.raw and
+                               hashlib.sha256(o.raw).hexdigest() != hosts[o.host_id].status_hash])
         with transaction.atomic():
             for outcome in outcomes:
-                host = hosts[outcome.host_id]
+                host = hosts.pop(outcome.host_id)  # done with it after this: keeps the round's memory flat
                 try:
                     with transaction.atomic():
                         kind = record_outcome(host, outcome, now=timezone.now(), expected=expected, action=action,
@@ -163,6 +165,15 @@ def poll_hosts(host_ids, *, concurrency=None, action=None):
                 write(answered)
                 answered, flushed_at = [], time.monotonic()
     return counts
+
+
+def _load_previous_status(hosts):
+    """Fetch the last parsed status of hosts whose output changed (the diff needs it), in one query."""
+    if not hosts:
+        return
+    statuses = dict(Host.objects.filter(pk__in=[h.pk for h in hosts]).values_list("pk", "status"))
+    for host in hosts:
+        host.status = statuses.get(host.pk) or {}
 
 
 # The poller writes answers in batches: at most this many hosts, or what arrived within this time.

@@ -78,6 +78,8 @@ def host_list(request):
         "state_counts": [(value, label, counts.get(value, 0)) for value, label in HostState.choices if counts.get(value)],
         "drifting": drifting, "total": sum(counts.values()),
         "admin_teams": teams_where(request.user, Action.ADMIN), "now": timezone.now(),
+        "key_teams": (Team.objects.visible_to(request.user) if team is None else [team])[:3]
+        if not request.htmx else [],
         "any_hosts": base.exists() if not page.object_list else True,
     }
     template = "hosts/_host_table.html" if request.htmx and not request.htmx.boosted else "hosts/host_list.html"

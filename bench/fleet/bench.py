@@ -249,12 +249,13 @@ def run_ansible(args):
             f"ansible_user=root ansible_control_path={work}/cp-{i:04d}" for i in range(args.hosts)
         ]
         (work / "inventory").write_text("\n".join(lines) + "\n")
+        (work / "ansible.cfg").write_text("[defaults]\n")  # nothing from ~/.ansible.cfg or /etc
         env = {
             **os.environ, "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_PRIVATE_KEY_FILE": str(work / "id"),
             "ANSIBLE_SSH_ARGS": f"-o ControlMaster=no -o UserKnownHostsFile={work / 'known_hosts'} "
                                 "-o StrictHostKeyChecking=yes",
             "ANSIBLE_REMOTE_TEMP": str(work / "remote-tmp"), "ANSIBLE_LOCAL_TEMP": str(work / "local-tmp"),
-            "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3", "ANSIBLE_CONFIG": "/dev/null",
+            "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3", "ANSIBLE_CONFIG": str(work / "ansible.cfg"),
             "ANSIBLE_FORKS": "50", "ANSIBLE_NOCOLOR": "1",
         }
         server_cpu = sum(proc_cpu(s.process.pid) for s in fleet.servers)
@@ -272,7 +273,8 @@ def run_ansible(args):
                   "server_cpu_s": round(sum(proc_cpu(s.process.pid) for s in fleet.servers) - server_cpu, 1),
                   "ok": ok, "failed": args.hosts - ok}
         if ok < args.hosts:
-            result["first_errors"] = [line for line in done.stdout.splitlines() if "CHANGED" not in line][:3]
+            result["first_errors"] = ([line for line in done.stdout.splitlines() if "CHANGED" not in line][:3]
+                                      + done.stderr.splitlines()[-3:])
         print(f"  ansible: {json.dumps(result)}", flush=True)
         return [result]
     finally:
@@ -334,7 +336,8 @@ def machine():
                 cpu = line.split(":", 1)[1].strip()
                 break
     return {"cpus": os.cpu_count(), "cpu": cpu, "kernel": platform.release(), "python": platform.python_version(),
-            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "load_average_at_start": Path("/proc/loadavg").read_text().split()[0]}
 
 
 def main():
