@@ -104,8 +104,21 @@ def _host_context(request, host):
         "recent_actions": host.actions.select_related("run", "requested_by")[:10],
         "snapshot_count": HostSnapshot.objects.filter(host=host).count(),
         "expected_digests": list(ReferenceDigest.objects.filter(reference=host.reference)) if host.reference else [],
+        "builds": builds_by_digest(request.user, [host.booted_digest, host.staged_digest, host.rollback_digest,
+                                                  host.expected_digest]),
         "now": timezone.now(),
     }
+
+
+def builds_by_digest(user, digests):
+    """{digest: Build} for the builds the user may see that produced these digests (links from hosts to builds)."""
+    from builds.models import Build
+
+    digests = [d for d in digests if d]
+    if not digests:
+        return {}
+    builds = Build.objects.visible_to(user).filter(digest__in=digests).select_related("definition")
+    return {build.digest: build for build in builds.order_by("run__created_at")}
 
 
 def _entries(status):
@@ -436,7 +449,14 @@ def fleet(request):
             entry["tags"].add(row["booted_image"].rsplit(":", 1)[-1])
     groups = sorted((key, sorted(value.values(), key=lambda e: (e["version"], e["architecture"]), reverse=True))
                     for key, value in groups.items())
-    return render(request, "hosts/fleet.html", {"per_stage": per_stage, "groups": groups, "team": team})
+    from builds.models import ImageDefinition
+
+    repositories = {repository for (_, repository), _ in groups}
+    definitions = {d.repository: d for d in ImageDefinition.objects.visible_to(request.user)
+                   .filter(repository__in=repositories)}
+    builds = builds_by_digest(request.user, [row["digest"] for _, rows in groups for row in rows])
+    return render(request, "hosts/fleet.html", {"per_stage": per_stage, "groups": groups, "team": team,
+                                                 "definitions": definitions, "builds": builds})
 
 
 @login_required
@@ -446,7 +466,8 @@ def digest_hosts(request, digest):
                                                           | Q(rollback_digest=digest)).select_related("team", "stage")
     page = Paginator(hosts.order_by("name"), PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "hosts/digest_hosts.html", {"digest": digest, "page": page, "querystring": "",
-                                                        "now": timezone.now()})
+                                                        "now": timezone.now(),
+                                                        "build": builds_by_digest(request.user, [digest]).get(digest)})
 
 
 def check_host_access(user, host, action):

@@ -336,3 +336,29 @@ class TestTeamKeys:
         post(client_for, personas.admin, url, {"host": host.pk, f"fp-{host.pk}": ssh.fingerprint(presented)})
         host.refresh_from_db()
         assert host.trusted
+
+
+class TestLinksToBuilds:
+    def test_hosts_link_to_the_build_and_definition_behind_their_digest(self, personas, client_for, host):
+        from builds.models import Build, ImageDefinition, Revision
+        from portal import services as portal_services
+
+        definition = ImageDefinition.objects.create(team=personas.team, name="web-os",
+                                                    repository="registry.example.com/platform/web-os",
+                                                    platforms=["linux/amd64"])
+        revision = Revision.objects.create(definition=definition, number=1, containerfile="FROM x", sha256="0" * 64)
+        run = portal_services.run_create(kind="build", title="build", team=personas.team)
+        build = Build.objects.create(definition=definition, revision=revision, number=7, run=run, digest=D1,
+                                     repository=definition.repository)
+        host.booted_image = "registry.example.com/platform/web-os:prod"
+        host.save()
+        page = get(client_for, personas.viewer, f"/hosts/{host.pk}/").content.decode()
+        assert f'href="{build.get_absolute_url()}"' in page and "web-os build #7" in page
+        fleet = get(client_for, personas.viewer, "/hosts/fleet/").content.decode()
+        assert f'href="{definition.get_absolute_url()}"' in fleet and "build #7" in fleet
+        assert f"/hosts/digests/{D1}/" in fleet
+        digest_page = get(client_for, personas.viewer, f"/hosts/digests/{D1}/").content.decode()
+        assert "web-01" in digest_page and "web-os build #7" in digest_page
+        # Help-desk users read hosts of every team but not the team's builds: no build links for them.
+        assert "build #7" not in get(client_for, personas.helpdesk, f"/hosts/{host.pk}/").content.decode()
+        assert Host.objects.visible_to(personas.viewer).by_digest([D1, D2]) == {D1: 1}

@@ -72,3 +72,9 @@ def when(timestamp):
     except ValueError:
         return timestamp
     return moment.strftime("%Y-%m-%d %H:%M") + (" UTC" if moment.utcoffset() is not None and not moment.utcoffset() else "")
+
+
+@register.filter
+def lookup(mapping, key):
+    """mapping[key], or None (for the build behind a digest)."""
+    return mapping.get(key) if mapping else None
