@@ -135,12 +135,13 @@ def poll_hosts(host_ids, *, concurrency=None, action=None):
     def write(outcomes):
         # One transaction per batch of answers (one commit, one WAL flush), a savepoint per host so that one host's
         # bad row cannot undo the others'.
-        unchanged = []
+        unchanged, written = [], []
         _load_previous_status([hosts[o.host_id] for o in outcomes if o.error is None and o.raw and
                                hashlib.sha256(o.raw).hexdigest() != hosts[o.host_id].status_hash])
         with transaction.atomic():
             for outcome in outcomes:
                 host = hosts.pop(outcome.host_id)  # done with it after this: keeps the round's memory flat
+                written.append(host)
                 try:
                     with transaction.atomic():
                         kind = record_outcome(host, outcome, now=timezone.now(), expected=expected, action=action,
@@ -153,6 +154,8 @@ def poll_hosts(host_ids, *, concurrency=None, action=None):
                     kind = "ok"
                 counts[kind] += 1
             _touch_unchanged(unchanged)
+        for host in written:
+            attach_journal(host)  # only hosts that just rolled back have anything to read
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
         running = {pool.submit(read_status, target, pk) for pk, target in targets.items()}
@@ -230,6 +233,8 @@ def record_outcome(host, outcome, *, now=None, expected=None, action=None, defer
     if expected is None:
         expected = _expected_by_reference({host.reference} | {parsed.spec_image.image if parsed.spec_image else ""})
     record_status(host, parsed, raw=text, status_hash=status_hash, now=now, expected=expected, action=action)
+    if not transaction.get_connection().in_atomic_block:
+        attach_journal(host)
     return "changed"
 
 
@@ -262,18 +267,20 @@ def record_status(host, parsed, *, raw, status_hash, now, expected, action=None)
                                    rollback_queued_by_operator=queued_by_operator, rolled_back=host.rolled_back)
             HostSnapshot.objects.create(host=host, taken_at=now, raw=raw, parsed=current, status_hash=status_hash)
         explains = timeline.ACTION_EXPLAINS.get(effective.kind, set()) if effective else set()
-        journal = _journal_evidence(host, specs)
         rows = []
         for spec in specs:
             attributed = effective if spec.kind in explains else None
             detail = dict(spec.detail)
-            if journal and spec.kind == EventKind.ROLLED_BACK:
-                detail["journal"] = journal
             rows.append(HostEvent(host=host, at=now, kind=spec.kind, summary=spec.summary[:500], digest=spec.digest,
                                   version=spec.version[:200], previous_digest=spec.previous_digest,
                                   previous_version=spec.previous_version[:200], automatic=spec.automatic,
                                   action=attributed, user=attributed.requested_by if attributed else None, detail=detail))
         HostEvent.objects.bulk_create(rows)
+        rollbacks = [row for row in rows if row.kind == EventKind.ROLLED_BACK]
+        if rollbacks:
+            # The journal is read after the transaction commits (attach_journal): no SSH while rows are locked.
+            host._journal_for = [row.pk for row in rollbacks if row.pk] or [
+                e.pk for e in HostEvent.objects.filter(host=host, kind=EventKind.ROLLED_BACK, at=now)]
 
         booted, staged, rollback = parsed.booted, parsed.staged, parsed.rollback
         kinds = {spec.kind for spec in specs}
@@ -317,9 +324,24 @@ STATUS_FIELDS = [
 ]
 
 
-def _journal_evidence(host, specs):
-    """Journal lines behind a rollback, read right away (best effort: the poll has succeeded already)."""
-    if not any(spec.kind == EventKind.ROLLED_BACK for spec in specs) or not setting("HOSTS_READ_JOURNAL", True):
+def attach_journal(host):
+    """Add the greenboot journal lines to the rollback events just recorded for `host` (best effort). Call outside any
+    transaction: it talks to the host."""
+    event_ids = getattr(host, "_journal_for", None)
+    if not event_ids:
+        return
+    host._journal_for = None
+    lines = _journal_evidence(host)
+    if not lines:
+        return
+    for event in HostEvent.objects.filter(pk__in=event_ids):
+        event.detail = {**event.detail, "journal": lines}
+        event.save(update_fields=["detail"])
+
+
+def _journal_evidence(host):
+    """Journal lines of greenboot's checks and fallback, this boot and the one before."""
+    if not setting("HOSTS_READ_JOURNAL", True):
         return []
     try:
         target = target_for(host)

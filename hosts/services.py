@@ -40,6 +40,7 @@ from .poller import (  # noqa: F401 - reference_digests_set is part of this modu
     _jump_target,
     _record_failure,
     _refresh_expected,
+    attach_journal,
     read_status,
     record_outcome,
     reference_digests_set,
@@ -602,6 +603,7 @@ def _execute(action, host, run, sink):
     sink.write("Reading the status again")
     outcome = read_status(target, host.pk)
     record_outcome(host, outcome, action=action)
+    attach_journal(host)
     return RunStatus.SUCCEEDED, _status_line(host, sink, action)
 
 
@@ -619,6 +621,7 @@ def _wait_for_reboot(action, host, run, sink, target):
         if outcome.error is None:
             host.refresh_from_db()
             record_outcome(host, outcome, action=action)
+            attach_journal(host)
             sink.write(f"{host.name} is back (attempt {attempts}).")
             return RunStatus.SUCCEEDED, _status_line(host, sink, action)
         if isinstance(outcome.error, ssh.HostKeyMismatch):

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from hosts import poller
 from hosts.models import EventKind, Host, HostEvent, HostSnapshot, HostState, ReferenceDigest, dashboard_counts
+from hosts.simulator import Deployment
 from portal.models import AuditEvent, Team
 from tests.hosts_fixtures import booted_state, fleet, host_settings, team_key  # noqa: F401
 
@@ -95,6 +96,24 @@ class TestDrift:
         poller.poll_hosts([hosts["old-bootc"].pk])
         poller.reference_digests_set(reference=REF, digests={"": D1})
         assert fleet.host("old-bootc").state == HostState.UP_TO_DATE
+
+
+class TestWhatTheHostDidByItself:
+    def test_an_automatic_rollback_found_by_a_regular_poll_has_no_user_and_the_journal_evidence(self, fleet):
+        def staged_to_fail(state):
+            booted_state(REF, D1, "1.0")(state)
+            state.staged = Deployment(image=REF, digest=D2, version="2.0", will_fail_health_check=True)
+
+        fleet.add("web-01", staged_to_fail)
+        hosts = fleet.start()
+        poller.poll_hosts([hosts["web-01"].pk])
+        fleet.fleet.call(fleet.sim("web-01")._reboot)  # e.g. bootc-fetch-apply-updates rebooted it
+        poller.poll_hosts([hosts["web-01"].pk])
+        event = HostEvent.objects.get(host=hosts["web-01"], kind=EventKind.ROLLED_BACK)
+        assert event.automatic and event.user is None and event.action is None
+        assert (event.digest, event.previous_digest) == (D1, D2)
+        assert any("FALLBACK BOOT DETECTED" in line for line in event.detail["journal"])
+        assert fleet.host("web-01").state == HostState.ROLLED_BACK
 
 
 class TestFailures:
