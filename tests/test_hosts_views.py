@@ -362,3 +362,26 @@ class TestLinksToBuilds:
         # Help-desk users read hosts of every team but not the team's builds: no build links for them.
         assert "build #7" not in get(client_for, personas.helpdesk, f"/hosts/{host.pk}/").content.decode()
         assert Host.objects.visible_to(personas.viewer).by_digest([D1, D2]) == {D1: 1}
+
+
+class TestNoServerErrors:
+    @pytest.mark.parametrize("query", [
+        "page=abc", "page=-1", "page=99999999999999999999", "team=abc", "team=-1", "stage=%00", "state=%27%3B",
+        "label=" + "x" * 5000, "q=%E2%80%AE%00", "q=" + "%" * 100, "state=drift&state=up_to_date",
+    ])
+    def test_odd_list_queries_are_answered(self, personas, client_for, host, query):
+        for url in ("/hosts/", "/hosts/drift/"):
+            assert get(client_for, personas.viewer, f"{url}?{query}").status_code == 200, (url, query)
+
+    @pytest.mark.parametrize("text", ["\x00\x01\x02", "name,address\n" + "a" * 200_000 + ",b\n", "name,address\n\"x",
+                                      "\ufeffname,address\nweb-9,10.0.0.9\n", "name,address\n,,,,,,,,,,,\n"])
+    def test_odd_csv_is_reported_not_crashed(self, personas, client_for, text):
+        response = post(client_for, personas.admin, "/hosts/import/", {"team": personas.team.pk, "text": text})
+        assert response.status_code in (200, 400)
+
+    def test_a_binary_upload_is_refused_with_the_reason(self, personas, client_for):
+        from django.core.files.uploadedfile import SimpleUploadedFile
+
+        upload = SimpleUploadedFile("hosts.csv", b"\xff\xfe\x00garbage", content_type="text/csv")
+        response = client_for(personas.admin).post("/hosts/import/", {"team": personas.team.pk, "file": upload})
+        assert response.status_code == 400 and "not UTF-8" in response.content.decode()
