@@ -40,6 +40,8 @@ def promotion_apply_execute(run_id: int) -> None:
     promotion = Promotion.objects.with_related().filter(run_id=run_id).first()
     run = Run.objects.filter(pk=run_id).first()
     if promotion is None or run is None or run.status != RunStatus.QUEUED:
+        log.info("promotion_apply for run %s: nothing to do (%s)", run_id,
+                 "no such run" if run is None else f"the run is {run.status}")
         return  # gone, or already started or ended (a redelivered task)
     if promotion.status != PromotionStatus.APPLYING:
         try:

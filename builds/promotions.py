@@ -195,16 +195,27 @@ def stage_current(stage: Stage, definition: ImageDefinition) -> StageHistory | N
     return StageHistory.objects.current(stage, definition)
 
 
+def current_entries(stages, definitions) -> dict[tuple[int, int], StageHistory]:
+    """{(stage id, definition id): the entry for what the stage holds now}, one query for the ids and one for the rows,
+    however long the history is."""
+    from django.db.models import OuterRef, Subquery
+
+    definition_ids = [d.pk if hasattr(d, "pk") else d for d in definitions]
+    ids = []
+    for stage in stages:
+        newest = (StageHistory.objects.filter(stage=stage, definition=OuterRef("pk"))
+                  .order_by("-applied_at", "-id").values("pk")[:1])
+        ids += [pk for pk in ImageDefinition.objects.filter(pk__in=definition_ids)
+                .annotate(entry=Subquery(newest)).values_list("entry", flat=True) if pk]
+    entries = StageHistory.objects.filter(pk__in=ids).select_related("build", "promotion")
+    return {(e.stage_id, e.definition_id): e for e in entries}
+
+
 def stage_board(team: Team, definitions) -> list[dict]:
-    """For each definition, what each of the team's stages holds: [{definition, cells: [(stage, entry)]}], in a few
-    queries (one for the stages, one for the history)."""
+    """For each definition, what each of the team's stages holds: [{definition, cells: [(stage, entry)]}]."""
     stages = list(team.stages.all())
     definitions = list(definitions)
-    latest = {}
-    entries = (StageHistory.objects.filter(stage__team=team, definition__in=definitions)
-               .select_related("build", "promotion").order_by("stage_id", "definition_id", "-applied_at", "-id"))
-    for entry in entries:
-        latest.setdefault((entry.stage_id, entry.definition_id), entry)
+    latest = current_entries(stages, definitions)
     return [{"definition": d, "cells": [(s, latest.get((s.pk, d.pk))) for s in stages]} for d in definitions]
 
 

@@ -335,17 +335,12 @@ def stage_detail(request, pk):
     if definition_id.isdigit():
         history = history.filter(definition_id=int(definition_id))
     page = Paginator(history.order_by("-applied_at", "-id"), 25).get_page(request.GET.get("page"))
-    current_ids = set()
-    seen = set()
-    for entry in StageHistory.objects.filter(stage=stage).order_by("definition_id", "-applied_at", "-id") \
-            .values("pk", "definition_id"):
-        if entry["definition_id"] not in seen:
-            seen.add(entry["definition_id"])
-            current_ids.add(entry["pk"])
+    definitions = list(ImageDefinition.objects.filter(team=stage.team).order_by("name"))
+    current_ids = {entry.pk for entry in promotions.current_entries([stage], definitions).values()}
     now = timezone.now()
     return render(request, "builds/promotions/stage_detail.html", {
         "stage": stage, "page": page, "current_ids": current_ids, "policy": _policy_lines(stage),
-        "definitions": ImageDefinition.objects.filter(team=stage.team).order_by("name"),
+        "definitions": definitions,
         "definition_id": int(definition_id) if definition_id.isdigit() else None,
         "querystring": _querystring(request),
         "freezes": [f for f in stage.freezes.order_by("-starts_at")[:10]], "now": now,

@@ -99,6 +99,7 @@ class RedisServer:
     def restart(self):
         self.stop()
         self.start()
+        _forget_broker_connections()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -110,6 +111,17 @@ def redis_server():
     yield server
     server.stop()
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def _forget_broker_connections():
+    """The test process's pooled broker connections died with the old server: drop them (as Celery does after a fork),
+    so the next publish or control call (start_worker's ping) connects again instead of failing on a broken pipe."""
+    from kombu import pools
+
+    from portal.celery import app
+
+    pools.reset()
+    app._after_fork()
 
 
 def _point_portal_at_redis(url):

@@ -99,7 +99,7 @@ class PromoEnv:
 
     def __init__(self, personas, registry, seeds, name="web-os"):
         from builds import services
-        from builds.models import Build
+        from builds.models import Build, RegistryCredential
         from portal.models import RunKind
         from portal.services import run_create, run_finish, run_start
 
@@ -108,6 +108,10 @@ class PromoEnv:
         self.repository = f"{registry.address}/platform/{name}-{uuid.uuid4().hex[:8]}"
         self.definition = services.definition_create(team=self.team, user=personas.developer, name=name,
                                                      repository=self.repository, description="The web tier's OS")
+        # The team says its loopback registry is plain HTTP. (Not left to REGISTRY_URL: each test module that imports
+        # the registry fixture gets a registry of its own, and the setting names only the latest one.)
+        RegistryCredential.objects.get_or_create(team=self.team, registry=registry.address,
+                                                 defaults={"insecure": True})
         self.stages = {stage.name: stage for stage in self.team.stages.all()}
         self.builds = []
         for number, seed in enumerate(seeds, start=1):
@@ -146,7 +150,7 @@ class PromoEnv:
         promotion_apply_execute(promotion.run_id)
         return Promotion.objects.with_related().get(pk=promotion.pk)
 
-    def promote(self, build, stage, *, user=None, approvers=(), apply=True, **kwargs):
+    def promote(self, build, stage, *, user=None, approvers=(), apply=True, expect_applied=True, **kwargs):
         """Request, approve by `approvers` and apply: the whole gate, for setting a scene."""
         from builds import promotions
 
@@ -155,7 +159,12 @@ class PromoEnv:
                                                  reason=kwargs.pop("reason", f"ship {build.number}"), **kwargs)
         for approver in approvers:
             promotions.promotion_approve(promotion=promotion, user=approver, digest=promotion.digest, comment="ok")
-        return self.apply(promotion) if apply else promotion
+        if not apply:
+            return promotion
+        promotion = self.apply(promotion)
+        if expect_applied:
+            assert promotion.status == "applied", f"{promotion}: {promotion.status}: {promotion.status_note}"
+        return promotion
 
 
 @pytest.fixture
