@@ -369,3 +369,22 @@ def webhook_attempt(*, delivery_id: int) -> float | None:
         changes.update(status=DeliveryStatus.RETRYING, next_attempt_at=now + timedelta(seconds=wait))
     WebhookDelivery.objects.filter(pk=delivery.pk).exclude(status=DeliveryStatus.DELIVERED).update(**changes)
     return wait
+
+
+def webhook_deliveries_due(*, now=None) -> list[int]:
+    """Beat: enqueue deliveries whose attempt is overdue by more than two minutes: a retry held by a worker that was
+    restarted (Redis redelivers such a task only after the visibility timeout, hours later), or a delivery whose task
+    was never enqueued. Each is claimed for a few minutes so the next sweep does not enqueue it again at once."""
+    from django.db.models import Q
+
+    now = now or timezone.now()
+    overdue = now - timedelta(minutes=2)
+    due = WebhookDelivery.objects.filter(
+        Q(status=DeliveryStatus.RETRYING, next_attempt_at__lt=overdue)
+        | (Q(status=DeliveryStatus.PENDING, created_at__lt=overdue)
+           & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=overdue))))
+    ids = list(due.order_by("pk").values_list("pk", flat=True)[:500])
+    WebhookDelivery.objects.filter(pk__in=ids).update(next_attempt_at=now + timedelta(minutes=3))
+    for pk in ids:
+        _enqueue_delivery(pk)
+    return ids

@@ -14,6 +14,7 @@ so nothing is left half applied; the promotion is marked failed with the reason 
 from __future__ import annotations
 
 import logging
+import re
 import time
 import traceback
 
@@ -124,9 +125,17 @@ def _resolve(runner, watch, reference, access, authfile, *, missing_ok=False) ->
     return registry.parse_inspect(result.stdout).digest
 
 
+_SKOPEO_FATAL_RE = re.compile(r'level=fatal msg="(?P<msg>(?:[^"\\]|\\.)*)"')
+
+
 def _last_error(exc: CommandFailed) -> str:
+    """skopeo's last line, without its logfmt wrapper (time=... level=fatal msg="...")."""
     lines = [line.strip() for line in exc.output_tail if line.strip()]
-    return lines[-1][:400] if lines else str(exc)
+    if not lines:
+        return str(exc)
+    match = _SKOPEO_FATAL_RE.search(lines[-1])
+    text = match.group("msg").replace('\\"', '"') if match else lines[-1]
+    return text[:400]
 
 
 def _reason(exc, run):

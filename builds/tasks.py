@@ -89,3 +89,11 @@ def artifacts_expire():
     from . import diskimages
 
     return diskimages.artifacts_expire()
+
+
+@shared_task
+def webhook_deliveries_due():
+    """Beat: deliveries whose retry was lost (a restarted worker) or never enqueued are sent again."""
+    from . import notifications
+
+    return notifications.webhook_deliveries_due()

@@ -266,3 +266,24 @@ def test_the_documented_example_signature():
     body = b'{"event":"ping"}'
     assert notifications.sign("s3cret", "1700000000", body) == \
         "sha256=6846770b4cb3a67aa55cb7edb85678c8c36b8caf1022a60693ee1a47db73c48d"
+
+
+def test_overdue_deliveries_are_sent_again_by_the_sweeper(promo, receiver, eager_tasks):
+    """A retry held by a worker that was restarted would otherwise wait for the broker's visibility timeout."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    r = receiver()
+    notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci", url=r.url,
+                                 events=[NotificationEvent.BUILD_FAILED])
+    lost, fresh = notifications.notify_build_failed(build=promo.builds[0]) + \
+        notifications.notify_build_failed(build=promo.builds[1])
+    WebhookDelivery.objects.filter(pk=lost.pk).update(status=DeliveryStatus.RETRYING, attempts=1,
+                                                      next_attempt_at=timezone.now() - timedelta(minutes=10))
+    assert notifications.webhook_deliveries_due() == [lost.pk]  # the fresh one is not overdue yet
+    lost.refresh_from_db()
+    assert lost.status == DeliveryStatus.DELIVERED and lost.attempts == 2 and len(r.requests) == 1
+    later = timezone.now() + timedelta(minutes=5)
+    assert notifications.webhook_deliveries_due(now=later) == [fresh.pk]  # never enqueued: picked up too
+    assert notifications.webhook_deliveries_due(now=later) == []
