@@ -1,14 +1,19 @@
 """The live log of a run over a websocket: `/ws/runs/<id>/?after=<seq>`.
 
-On connect: check access (the run page's own helper), join the run's group, send the stored lines after the client's
-`after` (at most BACKLOG_MAX_LINES of them: an older remainder is announced with a "skip" message, and the viewer loads it
-over HTTP when it is scrolled to), send the status, then forward live batches, dropping lines already sent and filling
-any gap from the database. A client that reconnects with `?after=<last seq it has>` resumes with no gap and no duplicate.
+On connect: check access (the run page's own helper), make sure this process listens to the run's group, send the
+stored lines after the client's `after` (at most BACKLOG_MAX_LINES of them: an older remainder is announced with a
+"skip" message, and the viewer loads it over HTTP when it is scrolled to), send the status, then forward live batches,
+dropping lines already sent and filling any gap from the database. A client that reconnects with
+`?after=<last seq it has>` resumes with no gap and no duplicate.
 
-The database is the source of truth; the channel layer only makes it fast. So a watchdog makes the socket correct even
-when the channel layer loses messages or restarts (losing every group membership): every WATCH_SECONDS it renews the
-group membership, and while the run is active and no batch came through the layer for a while, it reads new lines and the
-status from the database. Lines are sent under one lock, so the watchdog and live batches never interleave.
+One `RunHub` per web process and run is the group's member, however many sockets of the process watch the run: it
+receives each batch once and hands it to each socket (as group members, hundreds of sockets would each go through
+Channels' per-consumer receive machinery for every batch). The hub renews its membership (Redis forgets every
+membership when it restarts).
+
+The database is the source of truth; the channel layer only makes it fast. So each socket has a watchdog: while the run
+is active and no batch came through the layer for a while, it reads new lines and the status from the database. Lines
+are sent under one lock per socket, so the watchdog and live batches never interleave.
 
 Messages to the browser (JSON):
   {"t": "lines", "first": N, "lines": [...], "times": [ms, ...],
@@ -27,6 +32,7 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.template.loader import render_to_string
@@ -43,7 +49,7 @@ WATCH_SECONDS = 2.0
 # stays quiet, the wait doubles up to CATCH_UP_MAX_SECONDS (a quiet build with 500 viewers costs a few queries a second).
 CATCH_UP_AFTER_SECONDS = 4.0
 CATCH_UP_MAX_SECONDS = 16.0
-# The group membership is renewed this often (it also expires in the channel layer after a day).
+# The hub renews its group membership this often (it also expires in the channel layer after a day).
 GROUP_RENEW_SECONDS = 10.0
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
@@ -55,10 +61,133 @@ BACKLOG_CHUNKS_PER_READ = 4
 BACKLOG_MAX_LINES = 5000
 
 
+def status_message(run):
+    """The "status" message for `run`, as JSON, with the badge and result rendered by the page's own templates."""
+    duration = run.duration()
+    return json.dumps(
+        {
+            "t": "status",
+            "status": run.status,
+            "label": run.get_status_display(),
+            "phase": run.phase,
+            "exit_reason": run.exit_reason,
+            "finished": run.is_finished,
+            "log_lines": run.log_lines,
+            "duration_s": duration.total_seconds() if duration else None,
+            "started_at": run.started_at.isoformat() if run.started_at else None,
+            "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+            "html": {
+                "status": render_to_string("includes/_run_status.html", {"run": run}),
+                "result": render_to_string("portal/_run_result.html", {"run": run}),
+            },
+        }
+    )
+
+
+def read_status(run_id):
+    """(run, its status message, the last stored line): what a status change needs, read once."""
+    run = Run.objects.select_related("team", "started_by").get(pk=run_id)
+    return run, status_message(run), logsink.last_seq(run)
+
+
+class RunHub:
+    """This process's member of one run's group: receives each message once and hands it to the sockets watching the
+    run here. Created by the first socket, gone with the last."""
+
+    hubs = {}  # (event loop, group) -> hub
+
+    def __init__(self, group, run_id):
+        self.layer, self.group, self.run_id = get_channel_layer(), group, run_id
+        self.key = (asyncio.get_running_loop(), group)
+        self.sockets = set()
+        self.channel = None
+        self.joined = False
+        self.last_renew = 0.0
+        self.ready = asyncio.Event()
+        self.task = asyncio.create_task(self.main())
+
+    @classmethod
+    async def enter(cls, socket):
+        """The hub of the socket's run (joining the group first if it is new), with the socket in it."""
+        key = (asyncio.get_running_loop(), socket.group)
+        hub = cls.hubs.get(key)
+        if hub is None or hub.task.done():
+            hub = cls.hubs[key] = cls(socket.group, socket.run.pk)
+        hub.sockets.add(socket)
+        await hub.ready.wait()
+        return hub
+
+    async def leave(self, socket):
+        """Take the socket out; the last one out stops the hub (and waits for it: the channel layer must not be left
+        with a receive in progress)."""
+        self.sockets.discard(socket)
+        if self.sockets:
+            return
+        if self.hubs.get(self.key) is self:
+            del self.hubs[self.key]
+        self.task.cancel()
+        try:
+            await self.task
+        except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping; whatever it was doing is over
+            pass
+
+    async def join(self):
+        try:
+            await self.layer.group_add(self.group, self.channel)
+            self.joined = True
+        except Exception as exc:  # noqa: BLE001 - the sockets' watchdogs read the database meanwhile
+            if self.joined or not self.ready.is_set():
+                log.warning("run %s: could not join %s (%s); reading the database until the channel layer is back",
+                            self.run_id, self.group, exc)
+            self.joined = False
+        self.last_renew = time.monotonic()
+
+    async def main(self):
+        renew = None
+        try:
+            self.channel = await self.layer.new_channel()
+            await self.join()
+            self.ready.set()
+            renew = asyncio.create_task(self.renew())
+            while True:
+                message = await self.layer.receive(self.channel)
+                await self.deliver(message)
+        finally:
+            self.ready.set()
+            if renew:
+                renew.cancel()
+            if self.joined:
+                try:
+                    await self.layer.group_discard(self.group, self.channel)
+                except (Exception, asyncio.CancelledError):  # noqa: BLE001 - the membership expires on its own
+                    pass
+
+    async def renew(self):
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            if not self.joined or time.monotonic() - self.last_renew >= GROUP_RENEW_SECONDS:
+                await self.join()
+
+    async def deliver(self, message):
+        kind = message.get("type")
+        if kind == "log.lines":
+            for socket in list(self.sockets):
+                try:
+                    await socket.offer_lines(message)
+                except Exception:  # noqa: BLE001 - one broken socket must not stop the others
+                    log.exception("run %s: could not hand a batch to a socket", self.run_id)
+        elif kind == "run.status":
+            run, payload, stored_last = await database_sync_to_async(read_status)(self.run_id)
+            for socket in list(self.sockets):
+                asyncio.create_task(socket.apply_status(run, payload, stored_last))
+
+
 class RunLogConsumer(AsyncWebsocketConsumer):
+    # No channel of its own: the run's hub receives for every socket of the process.
+    channel_layer_alias = "(none: RunHub receives for the sockets)"
     run = None
     group = None
-    joined = False
+    hub = None
     last_sent = 0
     finished_sent = False
     watch_task = None
@@ -88,49 +217,27 @@ class RunLogConsumer(AsyncWebsocketConsumer):
         self.group = self.run.group_name()
         self.last_live = self.last_catch_up = time.monotonic()
         self.catch_up_wait = CATCH_UP_AFTER_SECONDS
-        self.last_renew = 0.0
-        await self.join_group()  # first, so no batch written from here on is missed
         self.last_sent = after
-        async with self.lock:
+        async with self.lock:  # batches the hub hands over meanwhile wait for the backlog
+            self.hub = await RunHub.enter(self)  # listening first, so no batch written from here on is missed
             await self.send_stored(up_to=None)
-            await self.send_status(await self.current_run())
+            run = await self.current_run()
+            await self.send_status(await database_sync_to_async(status_message)(run), run.is_finished)
         self.watch_task = asyncio.create_task(self.watch())
 
     async def disconnect(self, code):
         if self.watch_task:
             self.watch_task.cancel()
-        if self.group and self.joined:
-            try:
-                await self.channel_layer.group_discard(self.group, self.channel_name)
-            except Exception:  # noqa: BLE001 - the membership expires on its own
-                pass
-
-    async def dispatch(self, message):
-        # Channels closes stale database connections (a hop to a thread) before every handler. A live batch touches the
-        # database only through database_sync_to_async, which does that itself: with hundreds of viewers, skipping the
-        # hop for the hottest message saves a thread hand-off per batch per viewer.
-        if message["type"] == "log.lines":
-            await self.log_lines(message)
-        else:
-            await super().dispatch(message)
+        if self.hub:
+            await self.hub.leave(self)
 
     async def receive(self, text_data=None, bytes_data=None):
         """The client may only say "ping"; anything else is ignored."""
         if text_data == "ping":
             await self.send(text_data='{"t":"pong"}')
 
-    async def join_group(self):
-        try:
-            await self.channel_layer.group_add(self.group, self.channel_name)
-            self.joined = True
-        except Exception as exc:  # noqa: BLE001 - the watchdog keeps the socket right from the database meanwhile
-            self.joined = False
-            log.warning("run %s: could not join %s (%s); reading the database until the channel layer is back",
-                        self.run.pk, self.group, exc)
-        self.last_renew = time.monotonic()
-
     async def watch(self):
-        """Heartbeats, group renewal, and catching up from the database when the channel layer is quiet or broken."""
+        """Heartbeats, and catching up from the database when the channel layer is quiet or broken."""
         last_ping = time.monotonic()
         while True:
             await asyncio.sleep(WATCH_SECONDS)
@@ -140,10 +247,8 @@ class RunLogConsumer(AsyncWebsocketConsumer):
                 await self.send(text_data='{"t":"ping"}')
             if self.finished_sent:
                 continue
-            if not self.joined or now - self.last_renew >= GROUP_RENEW_SECONDS:
-                await self.join_group()
             quiet = now - max(self.last_live, self.last_catch_up)
-            if not self.joined or quiet >= self.catch_up_wait:
+            if not self.hub.joined or quiet >= self.catch_up_wait:
                 found = await self.catch_up()
                 self.last_catch_up = time.monotonic()
                 self.catch_up_wait = CATCH_UP_AFTER_SECONDS if found else min(self.catch_up_wait * 2, CATCH_UP_MAX_SECONDS)
@@ -155,14 +260,25 @@ class RunLogConsumer(AsyncWebsocketConsumer):
             before = self.last_sent
             await self.send_stored(up_to=None)
             if run.status in FINISHED_STATUSES:
-                await self.send_status(run)
+                await self.send_status(await database_sync_to_async(status_message)(run), True)
             return self.last_sent != before or self.finished_sent
 
-    # --- group messages ---
+    # --- what the hub hands over ---
 
-    async def log_lines(self, event):
+    async def offer_lines(self, event):
+        """A live batch. The usual case (the next lines, nothing else going on) is sent at once; anything else (a gap to
+        fill from the database, a backlog still being sent) runs as its own task, in order, behind the socket's lock."""
         self.last_live = time.monotonic()
         self.catch_up_wait = CATCH_UP_AFTER_SECONDS
+        if event["last"] <= self.last_sent and not self.lock.locked():
+            return
+        if event["first"] == self.last_sent + 1 and not self.lock.locked():
+            await self.send(text_data=event["json"])
+            self.last_sent = event["last"]
+            return
+        asyncio.create_task(self.log_lines(event))
+
+    async def log_lines(self, event):
         first, last = event["first"], event["last"]
         async with self.lock:
             if last <= self.last_sent:
@@ -171,7 +287,7 @@ class RunLogConsumer(AsyncWebsocketConsumer):
                 await self.send_stored(up_to=first - 1)  # a batch went missing in the channel layer: fill from the database
                 if last <= self.last_sent:
                     return
-            if first == self.last_sent + 1:  # the usual case: forward the batch as the worker serialised it
+            if first == self.last_sent + 1:  # forward the batch as the worker serialised it
                 await self.send(text_data=event["json"])
                 self.last_sent = last
                 return
@@ -186,13 +302,12 @@ class RunLogConsumer(AsyncWebsocketConsumer):
                 message["cut"] = [c for c in message["cut"] if c[0] >= first + skip]
             await self.send_message(message)
 
-    async def run_status(self, event):
+    async def apply_status(self, run, payload, stored_last):
         self.last_live = time.monotonic()
-        run = await self.current_run()
         async with self.lock:
-            if run.status in FINISHED_STATUSES:
+            if run.is_finished and stored_last > self.last_sent:
                 await self.send_stored(up_to=None)  # every line before the final status
-            await self.send_status(run)
+            await self.send_status(payload, run.is_finished)
 
     # --- helpers ---
 
@@ -238,35 +353,10 @@ class RunLogConsumer(AsyncWebsocketConsumer):
     def current_run(self):
         return Run.objects.select_related("team", "started_by").get(pk=self.run.pk)
 
-    @database_sync_to_async
-    def render_status(self, run):
-        return {
-            "status": render_to_string("includes/_run_status.html", {"run": run}),
-            "result": render_to_string("portal/_run_result.html", {"run": run}),
-        }
-
-    async def send_status(self, run):
-        """Send the run's status (with the badge and result block rendered by the page's own templates). Holds self.lock."""
+    async def send_status(self, payload, finished):
+        """Send a status message (JSON), unless the final one went out already. Holds self.lock."""
         if self.finished_sent:
             return
-        duration = run.duration()
-        await self.send(
-            text_data=json.dumps(
-                {
-                    "t": "status",
-                    "status": run.status,
-                    "label": run.get_status_display(),
-                    "phase": run.phase,
-                    "exit_reason": run.exit_reason,
-                    "finished": run.is_finished,
-                    "log_lines": run.log_lines,
-                    "last_sent": self.last_sent,
-                    "duration_s": duration.total_seconds() if duration else None,
-                    "started_at": run.started_at.isoformat() if run.started_at else None,
-                    "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-                    "html": await self.render_status(run),
-                }
-            )
-        )
-        if run.is_finished:
+        await self.send(text_data=payload)
+        if finished:
             self.finished_sent = True
