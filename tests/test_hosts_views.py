@@ -385,3 +385,11 @@ class TestNoServerErrors:
         upload = SimpleUploadedFile("hosts.csv", b"\xff\xfe\x00garbage", content_type="text/csv")
         response = client_for(personas.admin).post("/hosts/import/", {"team": personas.team.pk, "file": upload})
         assert response.status_code == 400 and "not UTF-8" in response.content.decode()
+
+
+def test_the_admin_site_never_shows_a_private_key(personas, client_for, host):
+    key = TeamSSHKey.objects.get(team=personas.team)
+    for url in ("/admin/hosts/teamsshkey/", f"/admin/hosts/teamsshkey/{key.pk}/change/", "/admin/hosts/host/",
+                f"/admin/hosts/host/{host.pk}/change/"):
+        response = get(client_for, personas.superuser, url)
+        assert response.status_code == 200 and "PRIVATE KEY" not in response.content.decode(), url
