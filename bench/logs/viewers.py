@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Many websocket viewers of one run, in one asyncio process: what bench/logs/bench.py (and the reliability tests) use.
+"""Many websocket viewers of one run, in one asyncio process: what bench/logs/logbench.py (and the reliability tests) use.
 
     viewers.py --url ws://127.0.0.1:8000/ws/runs/5/ --cookie sessionid=... --count 100 --expect 20000
 
