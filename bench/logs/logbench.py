@@ -307,7 +307,7 @@ def bench_big_log(services, run_id, lines, session_key, repeats=5):
             last_visible = page.evaluate(
                 "(seq) => { const r = document.getElementById('L' + seq).getBoundingClientRect();"
                 " const v = document.getElementById('log').getBoundingClientRect();"
-                " return r.top >= v.top && r.bottom <= v.bottom + 1; }", lines)
+                " return r.top >= v.top && r.bottom <= v.bottom + 1 && r.bottom <= window.innerHeight; }", lines)
             if not last_visible:
                 raise SystemExit("the last line is not on the first screen")
             if i == 0:

@@ -11,6 +11,7 @@ const LEVELS = { group: 1, end: 1, step: 2, bib: 2, pipeline: 3, stage: 4 };
 const PAGE = 1000; // lines per page loaded into a gap
 const WINDOW_BEFORE = 200; // lines loaded above a line jumped to
 const MAX_ROWS = 30000; // rows kept while following; older ones become a gap again
+const MIN_VIEW_PX = 320; // the log's least height when the window is short
 const STALE_SOCKET_MS = 50000; // the server pings every 20 s: a socket silent this long is dead
 const MAX_RETRY_WS_MS = 8000; // the longest wait between two attempts to (re)open the websocket
 
@@ -70,6 +71,8 @@ class LogViewer {
     this.readDuration();
     this.renderOutline();
     this.bindControls();
+    this.fitToWindow();
+    window.addEventListener("resize", () => this.fitToWindow());
     if (!this.jumpToHash()) this.scrollToEnd(true);
     this.checkGaps();
     if (!this.finished) this.connect();
@@ -467,6 +470,14 @@ class LogViewer {
   }
 
   // --- following, timestamps, wrapping --------------------------------------------------------------------------------
+
+  // The log fills the rest of the window (at least MIN_VIEW_PX), so its newest line shows without scrolling the page.
+  fitToWindow() {
+    const top = this.view.getBoundingClientRect().top + window.scrollY;
+    const room = window.innerHeight - top - 24;
+    this.view.style.maxHeight = `${Math.max(room, MIN_VIEW_PX)}px`;
+    if (this.follow.checked || this.atBottom()) this.scrollToEnd(true);
+  }
 
   atBottom() { return this.view.scrollHeight - this.view.scrollTop - this.view.clientHeight < 40; }
 
