@@ -232,6 +232,32 @@ def test_following_pauses_when_the_reader_scrolls_up_and_resumes_at_the_bottom(p
         finish(run, lines=221)
 
 
+def test_following_a_huge_live_log_keeps_the_page_light(personas, portal_server):
+    run = make_run(personas)
+    sink = logsink.LogSink(run)
+    with browser_page() as page:
+        log_in(page, portal_server.url, "viewer")
+        page.goto(f"{portal_server.url}/runs/{run.pk}/")
+        page.wait_for_selector("#log-conn[data-state=live]")
+        page.evaluate("window.logViewer.maxRows = 300")  # instead of 30,000
+        for i in range(1, 501):
+            sink.write(f"line {i}")
+            if i % 50 == 0:
+                sink.flush()
+        live.wait_published()
+        page.wait_for_selector("#L500")
+        seqs = seqs_on_page(page)
+        assert len(seqs) <= 300 and seqs[-1] == 500 and seqs == list(range(seqs[0], 501))
+        gap = page.locator("#log-lines > .log-gap").first
+        assert gap.get_attribute("data-after") == "0" and gap.get_attribute("data-before") == str(seqs[0])
+        # The older lines come back when the reader scrolls up to them.
+        page.evaluate("document.getElementById('log').scrollTop = 0")
+        page.wait_for_selector("#L1")
+        assert seqs_on_page(page) == list(range(1, 501))
+        sink.close()
+        finish(run, lines=500)
+
+
 def test_without_websockets_the_viewer_polls_until_the_server_answers_286(personas, portal_server):
     run = make_run(personas)
     write_log(run, ["before the page opened"])

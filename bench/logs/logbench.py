@@ -316,7 +316,8 @@ def bench_big_log(services, run_id, lines, session_key, repeats=5):
                 out["first_screen_ms"].append(round(ready))
                 out["first_screen_wall_ms"].append(round(wall))
             if i == repeats:
-                shot = HERE / "first-screen.png"
+                shot = ROOT / "test-artifacts" / "bench-logs-first-screen.png"
+                shot.parent.mkdir(exist_ok=True)
                 page.screenshot(path=str(shot))
                 out["screenshot"] = str(shot.relative_to(ROOT))
             context.close()

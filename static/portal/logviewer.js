@@ -52,6 +52,7 @@ class LogViewer {
     this.collapsed = new Set(); // seqs of folded sections
     this.newLines = 0;
     this.rowCount = 0;
+    this.maxRows = MAX_ROWS;
     this.socket = null;
     this.failures = 0;
     this.poller = null;
@@ -186,20 +187,22 @@ class LogViewer {
 
   // Keep the page light while following a huge live log: the oldest rows become a gap again.
   trim() {
-    if (this.rowCount <= MAX_ROWS) return;
-    let remove = this.rowCount - Math.floor(MAX_ROWS * 0.8);
+    if (this.rowCount <= this.maxRows) return;
+    let remove = this.rowCount - Math.floor(this.maxRows * 0.8);
     let first = this.box.firstElementChild;
     let gapAfter = 0;
     if (first && first.classList.contains("log-gap")) { gapAfter = parseInt(first.dataset.after, 10); first.remove(); }
     let row = this.box.firstElementChild;
     while (row && remove > 0) {
       const next = row.nextElementSibling;
-      if (row.classList.contains("log-line")) { remove -= 1; this.rowCount -= 1; }
-      else if (row.classList.contains("log-gap")) { /* merged into the new top gap */ }
+      if (row.classList.contains("log-line")) { remove -= 1; this.rowCount -= 1; } // a gap on the way merges too
       row.remove();
       row = next;
     }
-    if (row && row.classList.contains("log-line")) {
+    if (row && row.classList.contains("log-gap")) {
+      row.dataset.after = gapAfter; // what was removed joins the gap that now comes first
+      this.labelGap(row);
+    } else if (row) {
       const gap = document.createElement("div");
       gap.className = "log-gap";
       gap.dataset.after = gapAfter;
