@@ -116,6 +116,14 @@ class TestTheScriptedSequence:
         assert prod_host.spec_image == f"{base}:dev" and prod_host.staged_digest == digests["1.2"]["amd64"]
         assert [k for k, *_ in timeline(prod_host)][-2:] == [EventKind.SWITCHED, EventKind.STAGED]
 
+    def test_switching_to_a_digest_pins_exactly_that_image(self, fleet, prod_host, demo_images, personas):
+        digests, base = demo_images
+        target = f"{base}@{digests['1.2']['amd64']}"
+        switched = run_action(prod_host, ActionKind.SWITCH_APPLY, personas.operator, image=target)
+        assert switched.run.status == RunStatus.SUCCEEDED, switched.run.exit_reason
+        assert prod_host.spec_image == target and prod_host.booted_digest == digests["1.2"]["amd64"]
+        assert prod_host.booted_version == "1.2"
+
     def test_a_switch_outside_the_teams_repositories_is_refused(self, prod_host, personas):
         with pytest.raises(services.HostError, match="not an image of"):
             services.host_action_request(host=prod_host, kind=ActionKind.SWITCH, user=personas.operator,
