@@ -214,7 +214,8 @@ def _email(event, payload) -> tuple[str, str]:
         if p["status_note"]:
             lines.append(p["status_note"])
         for d in p["decisions"]:
-            lines.append(f"- {d['by']} {d['decision']}d" + (f": {d['comment']}" if d["comment"] else ""))
+            verb = "approved" if d["decision"] == ApprovalDecision.APPROVE else "rejected"
+            lines.append(f"- {d['by']} {verb}" + (f": {d['comment']}" if d["comment"] else ""))
         action = "Review and decide" if event == NotificationEvent.APPROVAL_REQUESTED else "Open it"
         lines += ["", f"{action}: {p['url']}"]
         return f"{prefix} {subject}", "\n".join(lines) + "\n"

@@ -503,16 +503,18 @@ def _advance(promotion, *, actor=None, request=None, now=None):
             _set_status(promotion, PromotionStatus.PENDING,
                         note=f"Approvals expired while it waited: {result.summary()}.")
         return None
-    first_time = promotion.status == PromotionStatus.PENDING
-    if first_time:
+    decided_now = promotion.status == PromotionStatus.PENDING and result.needed > 0
+    if promotion.status == PromotionStatus.PENDING:
         promotion.decided_at = now
-        if result.needed:
-            audit(action="promotion.approved", summary=f"#{promotion.pk} has its approvals ({result.summary()})",
-                  actor=actor, team=promotion.team, obj=promotion, request=request,
-                  detail=_detail(promotion, approvers=[a.approver_name for a in result.counted]))
-            notifications.notify(event=notifications.NotificationEvent.DECIDED, team=promotion.team,
-                                 promotion=promotion, actor=actor)
-    return _start_or_wait(promotion, actor=actor, request=request, now=now)
+    if decided_now:
+        audit(action="promotion.approved", summary=f"#{promotion.pk} has its approvals ({result.summary()})",
+              actor=actor, team=promotion.team, obj=promotion, request=request,
+              detail=_detail(promotion, approvers=[a.approver_name for a in result.counted]))
+    run = _start_or_wait(promotion, actor=actor, request=request, now=now)
+    if decided_now:  # after the status moved on, so the notification says "applying" or "approved, waiting"
+        notifications.notify(event=notifications.NotificationEvent.DECIDED, team=promotion.team, promotion=promotion,
+                             actor=actor)
+    return run
 
 
 def _start_or_wait(promotion, *, actor, request, now):

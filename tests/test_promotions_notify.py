@@ -112,7 +112,23 @@ def test_the_requester_hears_of_the_decision_and_the_application(promo, eager_ta
     assert ("developer@example.com", "[Image Mode Portal] Promotion approved") in subjects
     assert ("developer@example.com", "[Image Mode Portal] Promotion applied") in subjects
     assert ("approver@example.com", "[Image Mode Portal] Promotion applied") in subjects
+    decided = next(m for m in mailoutbox if "approved" in m.subject)
+    assert "- approver approved" in decided.body
     assert stage_digest(promo.ref("test")) == promo.builds[0].digest  # noqa: F405
+
+
+def test_a_rejection_is_mailed_to_the_requester_with_the_comment(promo, eager_tasks, mailoutbox,
+                                                                django_capture_on_commit_callbacks):
+    ready_for_test(promo)
+    promotion = promotions.promotion_request(definition=promo.definition, build=promo.builds[0],
+                                             target_stage=promo.stages["test"], user=promo.personas.developer,
+                                             reason="ready")
+    with django_capture_on_commit_callbacks(execute=True):
+        promotions.promotion_reject(promotion=promotion, user=promo.personas.approver, digest=promotion.digest,
+                                    comment="the smoke test fails on arm64")
+    [mail] = mailoutbox
+    assert mail.to == ["developer@example.com"] and "Promotion rejected" in mail.subject
+    assert "- approver rejected: the smoke test fails on arm64" in mail.body
 
 
 def test_a_failed_build_is_mailed_to_the_team(promo, eager_tasks, mailoutbox, django_capture_on_commit_callbacks):
