@@ -404,10 +404,14 @@ def _validate_action(host, kind, image):
 
 
 def team_repositories(team):
-    """Repositories (registry/path, no tag) the team's hosts track: the images a switch may target."""
+    """Repositories (registry/path, no tag) a switch may target: the team's image definitions' and those its hosts
+    track."""
+    from builds.models import ImageDefinition
+
     references = set(Host.objects.filter(team=team).exclude(tracked_image="").values_list("tracked_image", flat=True))
     references |= set(Host.objects.filter(team=team).exclude(spec_image="").values_list("spec_image", flat=True))
-    return {_repository(r) for r in references if r}
+    repositories = {_repository(r) for r in references if r}
+    return repositories | set(ImageDefinition.objects.filter(team=team).values_list("repository", flat=True))
 
 
 def _repository(reference):
@@ -419,8 +423,7 @@ def _repository(reference):
 
 
 def switch_target_allowed(host, image):
-    """A switch may target a tag or digest in one of the team's repositories (the builds app will widen this to the
-    repositories of the team's image definitions)."""
+    """A switch may target a tag or digest in one of the team's repositories."""
     return _repository(image) in team_repositories(host.team)
 
 

@@ -393,3 +393,19 @@ def test_the_admin_site_never_shows_a_private_key(personas, client_for, host):
                 f"/admin/hosts/host/{host.pk}/change/"):
         response = get(client_for, personas.superuser, url)
         assert response.status_code == 200 and "PRIVATE KEY" not in response.content.decode(), url
+
+
+def test_a_switch_may_target_the_teams_image_definitions(personas, client_for, host):
+    from builds.models import ImageDefinition
+
+    ImageDefinition.objects.create(team=personas.team, name="edge-os", repository="registry.example.com/platform/edge-os",
+                                   platforms=["linux/amd64"])
+    ImageDefinition.objects.create(team=personas.other_team, name="theirs", repository="registry.example.com/other/os",
+                                   platforms=["linux/amd64"])
+    url = f"/hosts/{host.pk}/actions/switch/"
+    page = get(client_for, personas.operator, url).content.decode()
+    assert "registry.example.com/platform/edge-os" in page and "registry.example.com/other/os" not in page
+    refused = post(client_for, personas.operator, url, {"image": "registry.example.com/other/os:prod"})
+    assert refused.status_code == 400
+    ok = post(client_for, personas.operator, url, {"image": "registry.example.com/platform/edge-os:prod"})
+    assert ok.status_code == 302
