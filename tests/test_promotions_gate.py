@@ -518,3 +518,20 @@ def test_the_dashboard_counts_open_promotions(promo):
     request(promo, promo.builds[0], "test")
     assert dashboard_counts(promo.personas.developer, [promo.team])["pending_promotions"] == 1
     assert ApproverGroup.objects.count() == 0
+
+
+def test_hosts_tracking_the_stage_expect_the_promoted_digest_and_show_on_the_card(promo, client_for,
+                                                                                  django_capture_on_commit_callbacks):
+    from hosts.services import host_create
+
+    promo.push()
+    host = host_create(team=promo.team, name="web-01", address="web-01.example.internal", actor=None,
+                       stage=promo.stages["dev"], tracked_image=promo.ref("dev"))
+    promotion = request(promo, promo.builds[0], "dev")
+    with django_capture_on_commit_callbacks(execute=True):
+        promotion = promo.apply(promotion)
+    assert promotion.status == PromotionStatus.APPLIED
+    host.refresh_from_db()
+    assert host.expected_digest == promo.builds[0].digest
+    html = client_for(promo.personas.viewer).get(promotion.get_absolute_url()).content.decode()
+    assert "Hosts that track dev" in html and "web-01" in html
