@@ -33,6 +33,7 @@ from .models import (
     BuildPhase,
     ContextKind,
 )
+from .notifications import notify_build_failed
 from .runner import BuilderUnavailable, Cancelled, CommandFailed, TimedOut, Watch, display, runner_for
 
 log = logging.getLogger(__name__)
@@ -226,7 +227,9 @@ def _finish(build, *, status, reason, summary):
         try:
             run_finish(build.run, status=status, reason=reason or "")
         except RunStateError:
-            pass  # reaped or cancelled meanwhile: whoever ended it wrote the reason
+            return  # reaped or cancelled meanwhile: whoever ended it wrote the reason
+        if status == RunStatus.FAILED:
+            notify_build_failed(build=build)
 
 
 def _cancel_reason(run, exc):

@@ -319,6 +319,9 @@ def build_start(
                                                     f"{platform_architecture(platform)} on the builders page.")
             build.hint = "Add or enable a builder of this architecture."
             build.save(update_fields=["hint"])
+            from .notifications import notify_build_failed
+
+            notify_build_failed(build=build)
         else:
             from .tasks import build_run
 
