@@ -243,7 +243,7 @@ def _without_page(request):
 # The run page and its log viewer (static/portal/logviewer.js; protocol and limits in docs/logs.md). Every view reads the
 # log a few chunks at a time through portal.logsink, so no request holds more than a few chunks of a log in memory.
 
-TAIL_LINES = 500  # lines rendered with the page; earlier ones load as the viewer scrolls up
+TAIL_LINES = 250  # lines rendered with the page (a screen shows about 40); earlier ones load as the viewer scrolls up
 PAGE_LINES_MAX = 5000  # most lines one JSON page or one polling response carries
 
 
