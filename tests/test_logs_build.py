@@ -68,7 +68,8 @@ def test_a_real_build_streams_into_the_browser_line_by_line_then_shows_its_resul
         tick = page.locator(".log-line", has_text="tick 1 of 6")
         assert tick.locator(".ansi-green-fg").inner_text() == "tick 1"  # podman passed the colour through
         steps = page.locator(".log-line.log-sec-step .lt").all_inner_texts()
-        assert re.fullmatch(rf"STEP 1/\d: FROM {BASE_IMAGE}", steps[0]) and re.match(r"STEP 2/\d: RUN sleep 2; for i in", steps[1])
+        assert re.fullmatch(rf"STEP 1/\d: FROM {BASE_IMAGE}", steps[0])
+        assert re.match(r"STEP 2/\d: RUN sleep 2; for i in", steps[1])
 
         page.wait_for_selector("#run-status [data-run-status=succeeded]", timeout=120_000)
         page.wait_for_selector("#run-result .run-result-succeeded")
