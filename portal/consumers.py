@@ -177,7 +177,11 @@ class RunHub:
                 except Exception:  # noqa: BLE001 - one broken socket must not stop the others
                     log.exception("run %s: could not hand a batch to a socket", self.run_id)
         elif kind == "run.status":
-            run, payload, stored_last = await database_sync_to_async(read_status)(self.run_id)
+            try:
+                run, payload, stored_last = await database_sync_to_async(read_status)(self.run_id)
+            except Exception:  # noqa: BLE001 - the sockets' watchdogs read the status again from the database
+                log.exception("run %s: could not read its status", self.run_id)
+                return
             for socket in list(self.sockets):
                 asyncio.create_task(socket.apply_status(run, payload, stored_last))
 
