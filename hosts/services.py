@@ -577,7 +577,7 @@ def _execute(action, host, run, sink):
                 portal_services.run_set_phase(run, command.description)
                 sink.write(f"$ {command.for_user(host.ssh_user)}")
                 try:
-                    result = connection.run(command, timeout=timeout, on_output=writer)
+                    result = connection.run(command, timeout=timeout, on_output=writer, on_tick=sink.poll)
                 except ssh.HostUnreachable:
                     if action.reboots:
                         went_down = True  # the host rebooted under us: expected

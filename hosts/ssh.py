@@ -377,8 +377,10 @@ class Connection:
             self.close()
             raise
 
-    def run(self, command, *, timeout=COMMAND_TIMEOUT, max_output=MAX_OUTPUT_BYTES, on_output=None):
-        """Run one allow-listed command; returns a CommandResult. `on_output(bytes)` sees stdout/stderr as it arrives."""
+    def run(self, command, *, timeout=COMMAND_TIMEOUT, max_output=MAX_OUTPUT_BYTES, on_output=None, on_tick=None):
+        """Run one allow-listed command; returns a CommandResult. `on_output(bytes)` sees stdout/stderr as it arrives;
+        `on_tick()` is called at least once a second while it runs (a quiet `bootc upgrade` may pull for minutes, and the
+        caller's run must keep its heartbeat)."""
         if not isinstance(command, Command):
             raise TypeError("Only allow-listed commands (hosts.ssh.Command) can be run.")
         line = command.for_user(self.target.username)
@@ -417,6 +419,8 @@ class Connection:
                     data = channel.recv(65536)
                 except TimeoutError:
                     data = None
+                if on_tick:
+                    on_tick()
                 drain_stderr()
                 if data == b"":
                     break  # end of stdout
@@ -433,6 +437,8 @@ class Connection:
             if not truncated:
                 while not channel.status_event.wait(min(remaining(), 1.0)):
                     drain_stderr()
+                    if on_tick:
+                        on_tick()
                 drain_stderr()
                 exit_status = channel.recv_exit_status()
         except (EOFError, OSError, paramiko.SSHException) as exc:

@@ -176,3 +176,21 @@ class TestWhoMay:
         services.host_action_request(host=prod_host, kind=ActionKind.REBOOT, user=personas.admin)
         event = AuditEvent.objects.get(action="hosts.action.reboot")
         assert event.actor == personas.admin and "REBOOTS" in event.detail["effect"]
+
+
+def test_a_quiet_command_keeps_its_run_alive(fleet, personas, settings):
+    """bootc upgrade --quiet can pull for minutes without a line of output: the run must keep beating."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.RUN_HEARTBEAT_SECONDS = 0.2
+    fleet.add("slow-01", booted_state("127.0.0.1:1/platform/web-os:prod"))
+    host = fleet.start()["slow-01"]
+    poller.poll_hosts([host.pk])
+    fleet.fleet.set_fault("slow-01", "slow", 1.5)
+    action = services.host_action_request(host=host, kind=ActionKind.UPGRADE_CHECK, user=personas.operator)
+    started = timezone.now()
+    services.host_action_execute(action.pk)
+    action.run.refresh_from_db()
+    assert action.run.heartbeat_at > started + timedelta(seconds=1)
