@@ -13,6 +13,7 @@ import threading
 import time
 
 import pytest
+from django.db import connections
 
 from portal import live, logsink, services
 from portal.models import RunKind, RunStatus
@@ -139,7 +140,13 @@ def test_the_browser_reconnects_and_resumes_when_the_web_process_is_killed(perso
         page.wait_for_selector("#log-conn[data-state=live]")
         page.evaluate("window.sameDocument = 'yes'")
 
-        writer = threading.Thread(target=stream, args=(run, total), kwargs={"per_second": 40}, daemon=True)
+        def write_then_hang_up():
+            try:
+                stream(run, total, per_second=40)
+            finally:
+                connections.close_all()  # this thread's own connection would outlive the test database
+
+        writer = threading.Thread(target=write_then_hang_up, daemon=True)
         writer.start()
         page.wait_for_selector("#L60")
         web.stop(signal.SIGKILL)  # the ASGI process dies mid-stream
