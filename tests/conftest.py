@@ -18,7 +18,21 @@ from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = (ROOT.parent / "shared" / "corpus").resolve()
+
+
+def _shared_dir():
+    """The team's shared material (docs and the real-world corpus) sits next to the repository; a clone elsewhere (CI)
+    finds it through PORTAL_SHARED_DIR or at /work/shared."""
+    candidates = [os.environ.get("PORTAL_SHARED_DIR", ""), ROOT.parent / "shared", "/work/shared"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "corpus").is_dir():
+            return Path(candidate).resolve()
+    return (ROOT.parent / "shared").resolve()
+
+
+SHARED = _shared_dir()
+CORPUS = SHARED / "corpus"
+SHARED_DOCS = SHARED / "docs"
 ARTIFACTS = ROOT / "test-artifacts"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 

@@ -14,10 +14,10 @@ import pytest
 
 from builds import converters, diskconfig
 from builds.models import Builder
-from tests.conftest import ROOT
+from tests.conftest import SHARED_DOCS
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "diskimages"
-REFERENCE = ROOT.parent / "shared" / "docs" / "bootc-reference.md"
+REFERENCE = SHARED_DOCS / "bootc-reference.md"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 
 REF = "registry.example.com/platform/web-os@sha256:47e5ed613a970b6574bfa954ab25bb6e85656552899aa518b5961d9645102b38"
