@@ -155,12 +155,12 @@ class ApproverGroupForm(forms.Form):
 class NotificationWebhookForm(forms.ModelForm):
     events = forms.MultipleChoiceField(choices=NotificationEvent.choices, widget=forms.CheckboxSelectMultiple,
                                        initial=NotificationEvent.values)
+    url = forms.URLField(label="Payload URL", max_length=500, assume_scheme="https",
+                         help_text="The portal POSTs JSON here, signed (see the verification method below).")
 
     class Meta:
         model = NotificationWebhook
         fields = ["name", "url", "events", "active"]
-        labels = {"url": "Payload URL"}
-        help_texts = {"url": "The portal POSTs JSON here, signed (see the verification method below)."}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -64,6 +64,17 @@ def wait_for(predicate, timeout=20.0, interval=0.05, what="condition"):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def close_stray_connections_at_the_end(django_db_setup, django_db_blocker):
+    """Threads of servers and consumers may leave a connection open; end them so the test database can be dropped."""
+    yield
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                               "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+
+@pytest.fixture(scope="session", autouse=True)
 def short_lived_database_connections():
     """Threads (websocket consumers, the test server) must not keep connections that block dropping the test database."""
     connection.settings_dict["CONN_MAX_AGE"] = 0
