@@ -61,14 +61,14 @@ def get_object_for_user(queryset, user, *, team_of, action=Action.VIEW, helpdesk
     """Fetch one object by `lookup` from `queryset` and check `action` on its team (`team_of(obj)`).
 
     The building block of every app's `get_<type>_for_user`: missing objects and objects outside the user's teams are
-    the same 404. `helpdesk_readable` may be a callable of the object.
+    the same 404. `action` and `helpdesk_readable` may be callables of the object.
     """
     try:
         obj = queryset.get(**lookup)
     except (queryset.model.DoesNotExist, ValueError, TypeError):
         raise Http404("No such object.") from None
     readable = helpdesk_readable(obj) if callable(helpdesk_readable) else helpdesk_readable
-    check_team_action(user, team_of(obj), action, helpdesk_readable=readable)
+    check_team_action(user, team_of(obj), action(obj) if callable(action) else action, helpdesk_readable=readable)
     return obj
 
 

@@ -235,6 +235,11 @@ def format_duration(seconds):
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
+def action_to_cancel(kind):
+    """The role action needed to cancel a run of this kind: operators stop host actions, developers the rest."""
+    return Action.OPERATE if kind in (RunKind.HOST_ACTION, RunKind.HOST_POLL) else Action.DEVELOP
+
+
 class RunQuerySet(models.QuerySet):
     def active(self):
         return self.filter(status__in=ACTIVE_STATUSES)
@@ -309,6 +314,13 @@ class Run(models.Model):
     @property
     def is_finished(self):
         return self.status in FINISHED_STATUSES
+
+    def stoppable(self):
+        """Queued runs can always be cancelled. A running host action is one bootc command, atomic on the host: it runs
+        to its end rather than being cut off half-way."""
+        if self.status == RunStatus.QUEUED:
+            return True
+        return self.status == RunStatus.RUNNING and self.kind not in HELPDESK_RUN_KINDS
 
     def duration(self):
         if not self.started_at:

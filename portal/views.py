@@ -16,7 +16,7 @@ from . import logsink, services
 from .access import can, get_run_for_user, get_team_for_user, team_roles
 from .forms import AuditFilter, LoginForm, MemberAddForm, RoleForm, TeamForm
 from .logtext import cut_for_display
-from .models import Action, AuditEvent, Membership, Role, Run, Team
+from .models import Action, AuditEvent, Membership, Role, Run, Team, action_to_cancel
 
 # --- Authentication --------------------------------------------------------------------------------------------------
 
@@ -294,7 +294,7 @@ def run_detail(request, pk):
         {
             "run": run,
             "subject": subject if hasattr(subject, "get_absolute_url") else None,
-            "can_cancel": run.is_active and can(request.user, run.team, Action.DEVELOP),
+            "can_cancel": run.stoppable() and can(request.user, run.team, action_to_cancel(run.kind)),
             **_viewer_context(run),
         },
     )
@@ -376,9 +376,12 @@ def run_log_raw(request, pk):
 @login_required
 @require_POST
 def run_cancel(request, pk):
-    run = get_run_for_user(request.user, pk, action=Action.DEVELOP)
+    run = get_run_for_user(request.user, pk, action=lambda run: action_to_cancel(run.kind))
     if run.is_finished:
         messages.info(request, f"{run} had already ended ({run.status}).")
+    elif not run.stoppable():
+        messages.info(request, f"{run} has started its bootc command on the host; it runs to its end (a bootc change is "
+                               "atomic), then you can act again.")
     else:
         services.run_request_cancel(run=run, user=request.user, request=request)
         messages.success(request, f"Cancelling {run}: its processes are stopped and the log so far is kept.")

@@ -211,3 +211,29 @@ class TestOtherViews:
         response = expect(client_for, personas.viewer, "post", f"/teams/{personas.team.slug}/members/", 403,
                           {"user": "x", "role": "viewer"})
         assert b"does not allow you to manage members" in response.content
+
+
+class TestCancellingHostRuns:
+    def test_operators_cancel_host_actions_and_developers_do_not(self, personas, client_for):
+        run = make_run(personas.team, kind=RunKind.HOST_ACTION)
+        url = f"/runs/{run.pk}/cancel/"
+        expect(client_for, personas.helpdesk, "post", url, 403)
+        expect(client_for, personas.developer, "post", url, 403)
+        expect(client_for, personas.operator, "post", url, 302)
+        run.refresh_from_db()
+        assert run.status == RunStatus.CANCELLED
+
+    def test_the_cancel_button_shows_for_whoever_may_cancel(self, personas, client_for):
+        run = make_run(personas.team, kind=RunKind.HOST_ACTION)
+        assert b"run-cancel" in client_for(personas.operator).get(f"/runs/{run.pk}/").content
+        assert b"run-cancel" not in client_for(personas.developer).get(f"/runs/{run.pk}/").content
+
+    def test_a_running_host_action_runs_to_its_end(self, personas, client_for):
+        run = make_run(personas.team, kind=RunKind.HOST_ACTION)
+        services.run_start(run)
+        client = client_for(personas.operator)
+        assert b"run-cancel" not in client.get(f"/runs/{run.pk}/").content
+        response = client.post(f"/runs/{run.pk}/cancel/", follow=True)
+        assert b"runs to its end" in response.content
+        run.refresh_from_db()
+        assert run.status == RunStatus.RUNNING and run.cancel_requested_at is None
