@@ -22,6 +22,8 @@ REGISTRY_CONFIG = """\
 version: 0.1
 log:
   level: warn
+  accesslog:
+    disabled: true
 storage:
   filesystem:
     rootdirectory: {root}
