@@ -11,10 +11,9 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from portal import logsink
 from portal.access import can, get_team_for_user, teams_where
 from portal.models import Action, Team
-from portal.views import current_team
+from portal.views import _viewer_context, current_team
 
 from . import compare, services, starters
 from .access import (
@@ -36,9 +35,6 @@ from .forms import (
     RevisionForm,
 )
 from .models import LABEL_PREFIX, ApiToken, Build, Builder, GitWebhook, ImageDefinition, RegistryCredential
-
-LOG_TAIL_LINES = 60
-
 
 def _error_text(exc):
     return " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
@@ -296,18 +292,19 @@ def build_detail(request, pk):
     build = get_build_for_user(request.user, pk)
     context = _build_context(request, build)
     if request.htmx and request.htmx.target == "build-live":
-        # 286 stops htmx's polling: the build has ended and this is its final state.
-        return render(request, "builds/_build_live.html", context, status=286 if build.run.is_finished else 200)
-    return render(request, "builds/build_detail.html", context)
+        # The header and (out of band) the facts, refreshed when the log viewer sees the status or phase move. 286
+        # also stops any polling an older page may still do: the build has ended and this is its final state.
+        return render(request, "builds/_build_live.html", {**context, "oob": True},
+                      status=286 if build.run.is_finished else 200)
+    return render(request, "builds/build_detail.html", {**context, **_viewer_context(build.run)})
 
 
 def _build_context(request, build):
     run = build.run
-    tail = logsink.tail(run, LOG_TAIL_LINES)
     previous = (Build.objects.with_related().succeeded().filter(definition=build.definition, platform=build.platform,
                                                                  number__lt=build.number).order_by("-number").first())
     return {
-        "build": build, "run": run, "definition": build.definition, "revision": build.revision, "tail": tail,
+        "build": build, "run": run, "definition": build.definition, "revision": build.revision,
         "can_develop": can(request.user, build.definition.team, Action.DEVELOP),
         "previous": previous,
         "packages": sorted((build.packages or {}).items()),

@@ -2,6 +2,7 @@
 fleet views (drift, per stage, who runs which digest). Every view asks `hosts.access` / `portal.access` first."""
 
 import json
+from datetime import timedelta
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -16,7 +17,7 @@ from django.views.decorators.http import require_POST
 
 from portal.access import can, check_team_action, teams_where
 from portal.models import Action, Team
-from portal.views import current_team
+from portal.views import _viewer_context, current_team
 
 from . import services
 from .access import get_host_for_user, get_team_keys_for_user
@@ -152,12 +153,29 @@ def _action_buttons(host):
     return out
 
 
+ACTION_LOG_SHOWN_FOR = timedelta(minutes=15)
+
+
+def _watched_action(host):
+    """The action whose live log the host page shows: the one running now, or the last one if it ended recently (so
+    whoever started it sees how it ended, and what the host booted, on the same page)."""
+    action = host.actions.select_related("run", "requested_by").first()
+    if action is None or not (action.active or action.run.is_active or (
+            action.run.finished_at and action.run.finished_at > timezone.now() - ACTION_LOG_SHOWN_FOR)):
+        return None
+    return action
+
+
 @login_required
 def host_detail(request, pk):
     host = get_host_for_user(request.user, pk)
     context = _host_context(request, host)
     if request.htmx and not request.htmx.boosted:
         return render(request, "hosts/_host_live.html", context)
+    watched = _watched_action(host)
+    if watched is not None:
+        context.update({"watched": watched, "run": watched.run, **_viewer_context(watched.run),
+                        "can_cancel": watched.run.stoppable() and context["can_operate"]})
     return render(request, "hosts/host_detail.html", context)
 
 
@@ -195,7 +213,7 @@ def host_poll(request, pk):
 
 @login_required
 def host_action(request, pk, kind):
-    """GET: the confirmation, saying what will happen. POST: do it, then watch its log."""
+    """GET: the confirmation, saying what will happen. POST: do it, then watch its log on the host's page."""
     host = get_host_for_user(request.user, pk, action=Action.OPERATE)
     if kind not in ActionKind.values:
         raise Http404("No such action.")
@@ -211,8 +229,8 @@ def host_action(request, pk, kind):
             except services.HostError as exc:
                 error = str(exc)
             else:
-                messages.success(request, f"{action.get_kind_display()} on {host} started.")
-                return redirect(action.run)
+                messages.success(request, f"{action.get_kind_display()} on {host} started; its log streams below.")
+                return redirect(reverse("host_detail", args=[host.pk]) + "#action-log")
     effect = services.action_effect(host, kind, form["image"].value() if form is not None else "")
     active = host.actions.filter(active=True).select_related("requested_by", "run").first()
     return render(request, "hosts/action_confirm.html", {

@@ -97,11 +97,22 @@ def test_developers_see_and_act(client_for, personas, definition, build):
     assert "Build r1" in c.get(reverse("definition_detail", args=[definition.pk])).content.decode()
 
 
-def test_the_build_page_shows_status_revision_and_a_link_to_the_live_log(client_for, personas, build):
+def test_the_build_page_shows_status_revision_and_embeds_the_live_log(client_for, personas, build):
     page = client_for(personas.viewer).get(reverse("build_detail", args=[build.pk])).content.decode()
     assert "Queued" in page and "Waiting for a worker" in page
-    assert reverse("run_detail", args=[build.run.pk]) in page
-    assert 'hx-trigger="every 2s"' in page  # follows along while active
+    # The run's own live log viewer, streaming over the run's websocket, with the state it was rendered in ...
+    assert f'data-ws-path="/ws/runs/{build.run.pk}/"' in page and 'data-status="queued"' in page
+    assert reverse("run_log_raw", args=[build.run.pk]) in page
+    # ... and the header refreshes when the viewer sees the status or phase move (no timed polling).
+    assert 'hx-trigger="run:changed from:document"' in page and 'hx-trigger="every' not in page
+
+
+def test_the_build_header_refresh_brings_the_facts_out_of_band(client_for, personas, build):
+    response = client_for(personas.viewer).get(reverse("build_detail", args=[build.pk]), HTTP_HX_REQUEST="true",
+                                               HTTP_HX_TARGET="build-live")
+    page = response.content.decode()
+    assert response.status_code == 200 and 'id="build-facts" hx-swap-oob="true"' in page
+    assert 'id="log"' not in page  # the viewer is never swapped: it keeps its lines and its socket
 
 
 def test_a_finished_build_page_stops_polling(client_for, personas, build):

@@ -130,6 +130,7 @@ def test_the_conversion_page_shows_the_files_with_their_checksums(client_for, pe
     for artifact in conversion.artifacts.all():
         assert artifact.get_absolute_url() in page and artifact.sha256 in page
     assert 'id="log"' in page  # the live log viewer
+    assert 'hx-trigger="run:changed from:document"' in page  # the status and files refresh as the viewer sees it move
     assert "Delete" not in page  # a viewer sees no delete buttons
 
 

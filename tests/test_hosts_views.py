@@ -282,10 +282,25 @@ class TestActionsFromThePage:
     def test_confirming_starts_a_run_and_shows_its_log(self, personas, client_for, host):
         response = post(client_for, personas.operator, f"/hosts/{host.pk}/actions/upgrade_check/")
         action = HostAction.objects.get(host=host)
-        assert response.status_code == 302 and response["Location"] == f"/runs/{action.run_id}/"
+        assert response.status_code == 302 and response["Location"] == f"/hosts/{host.pk}/#action-log"
         assert action.run.kind == "host_action" and action.requested_by == personas.operator
-        run_page = get(client_for, personas.helpdesk, response["Location"])
-        assert run_page.status_code == 200  # help-desk watches host runs too
+        for user in (personas.operator, personas.helpdesk):  # help-desk watches host runs too
+            host_page = get(client_for, user, f"/hosts/{host.pk}/").content.decode()
+            assert f'data-ws-path="/ws/runs/{action.run_id}/"' in host_page and 'id="action-log"' in host_page
+        assert get(client_for, personas.helpdesk, f"/runs/{action.run_id}/").status_code == 200
+
+    def test_the_host_page_stops_showing_an_action_log_a_while_after_it_ended(self, personas, client_for, host):
+        from datetime import timedelta
+
+        from portal.services import run_finish
+
+        post(client_for, personas.operator, f"/hosts/{host.pk}/actions/upgrade_check/")
+        action = HostAction.objects.get(host=host)
+        run_finish(action.run, status="succeeded")
+        HostAction.objects.filter(pk=action.pk).update(active=False)
+        assert 'id="action-log"' in get(client_for, personas.viewer, f"/hosts/{host.pk}/").content.decode()
+        Run.objects.filter(pk=action.run_id).update(finished_at=timezone.now() - timedelta(hours=1))
+        assert 'id="action-log"' not in get(client_for, personas.viewer, f"/hosts/{host.pk}/").content.decode()
 
     def test_a_second_action_while_one_runs_is_refused_with_the_reason(self, personas, client_for, host):
         post(client_for, personas.operator, f"/hosts/{host.pk}/actions/upgrade_check/")

@@ -1,6 +1,6 @@
-"""A real build, watched in a real browser: podman builds a Containerfile whose RUN step prints slowly, in a real Celery
-worker that writes through the log sink; daphne streams it; Chromium shows each line as it comes, then the result,
-without a reload."""
+"""A real build, watched in a real browser on its build page: podman builds a Containerfile whose RUN step prints slowly, in
+a real Celery worker that writes through the log sink; daphne streams it into the page's embedded log viewer; Chromium
+shows each line as it comes, then the build's status and image, without a reload."""
 
 import re
 import time
@@ -19,6 +19,7 @@ from tests.builds_fixtures import (  # noqa: F401
     oci_registry,
     podman_store,
 )
+from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -40,7 +41,7 @@ def test_a_real_build_streams_into_the_browser_line_by_line_then_shows_its_resul
     with browser_page() as page:
         log_in(page, portal_server.url, "developer")
         build = builds.build_start(revision=revision, user=personas.developer)
-        page.goto(portal_server.url + build.run.get_absolute_url())
+        page.goto(portal_server.url + build.get_absolute_url())
         page.wait_for_selector("#log-conn[data-state=live]", timeout=60_000)
         page.evaluate("window.sameDocument = 'yes'")
 
@@ -56,8 +57,10 @@ def test_a_real_build_streams_into_the_browser_line_by_line_then_shows_its_resul
                 if tick not in seen and f"tick {tick} of 6" in texts:
                     seen[tick] = time.monotonic()
                     if tick == 3:
-                        assert page.locator("#run-status [data-run-status=running]").count() == 1
-                        screenshot(page, "log-viewer-real-build")
+                        # The header followed the run's status and phase as the viewer saw them move.
+                        wait_for(lambda: page.locator("#build-live [data-build-status=running]").count() == 1,
+                                 timeout=10, what="the build header to say running")
+                        screenshot(page, "build-page-mid-build")
             time.sleep(0.05)
         assert sorted(seen) == [1, 2, 3, 4, 5, 6], page.locator("#log-lines").inner_text()[-2000:]
         arrived = [seen[t] for t in range(1, 7) if seen[t] is not None]
@@ -71,11 +74,11 @@ def test_a_real_build_streams_into_the_browser_line_by_line_then_shows_its_resul
         assert re.fullmatch(rf"STEP 1/\d: FROM {BASE_IMAGE}", steps[0])
         assert re.match(r"STEP 2/\d: RUN sleep 2; for i in", steps[1])
 
-        page.wait_for_selector("#run-status [data-run-status=succeeded]", timeout=120_000)
-        page.wait_for_selector("#run-result .run-result-succeeded")
+        page.wait_for_selector("#build-live [data-build-status=succeeded]", timeout=120_000)
         assert page.evaluate("window.sameDocument") == "yes"  # the result came without a reload
         assert page.locator("#log-conn").get_attribute("data-state") == "ended"
         build = Build.objects.with_related().get(pk=build.pk)
         assert build.run.status == RunStatus.SUCCEEDED and build.digest
+        assert build.digest in page.locator("#build-facts").inner_text()  # the image's facts came with it
         shown = page.evaluate("[...document.querySelectorAll('#log-lines .log-line')].map(r => +r.id.slice(1))")
         assert shown == list(range(1, build.run.log_lines + 1))  # every line, once, in order

@@ -59,6 +59,9 @@ class LogViewer {
     this.loading = new WeakSet();
     this.matches = null; // search state
     this.status = null;
+    // What the page was rendered with: a status message that differs from it fires "run:changed" (pages that show
+    // more about the run refresh their own parts on it, e.g. the build page's header and failure summary).
+    this.seenState = { status: view.dataset.status || "", phase: view.dataset.phase || "" };
     this.runStartedAt = null;
     this.runFinishedAt = null;
   }
@@ -777,8 +780,18 @@ class LogViewer {
     this.runStartedAt = msg.started_at ? Date.parse(msg.started_at) : null;
     this.runFinishedAt = msg.finished_at ? Date.parse(msg.finished_at) : null;
     document.dispatchEvent(new CustomEvent("run:status", { detail: msg }));
+    this.noteChange(msg);
     if (msg.finished) this.onFinished(msg);
     else this.tick();
+  }
+
+  // "run:changed" on document when the status or the phase moved since the page (or the last such event) showed it.
+  // The polling fallback's status carries no phase: then only the status counts.
+  noteChange(msg) {
+    const phase = msg.phase === undefined ? this.seenState.phase : (msg.phase || "");
+    if (msg.status === this.seenState.status && phase === this.seenState.phase) return;
+    this.seenState = { status: msg.status, phase };
+    document.dispatchEvent(new CustomEvent("run:changed", { detail: msg }));
   }
 
   onFinished(msg) {
