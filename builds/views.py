@@ -34,7 +34,18 @@ from .forms import (
     RegistryCredentialForm,
     RevisionForm,
 )
-from .models import LABEL_PREFIX, ApiToken, Build, Builder, GitWebhook, ImageDefinition, RegistryCredential
+from .models import (
+    LABEL_PREFIX,
+    ApiToken,
+    Build,
+    Builder,
+    DiskImage,
+    GitWebhook,
+    ImageDefinition,
+    Promotion,
+    RegistryCredential,
+)
+
 
 def _error_text(exc):
     return " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
@@ -107,13 +118,40 @@ def definition_detail(request, pk):
         return render(request, "builds/_build_rows.html", {"builds": page, "show_definition": False},
                       status=200 if builds.active().exists() else 286)
     current = revisions[0] if revisions else None
+    latest_success = builds.succeeded().first()
     return render(request, "builds/definition_detail.html", {
+        **_stages_and_hosts(request.user, definition),
         "definition": definition, "revisions": revisions, "revision_count": definition.revisions.count(),
         "current": current, "page": page, "builds": page,
         "can_develop": can(request.user, definition.team, Action.DEVELOP),
-        "latest_success": builds.succeeded().first(),
+        "latest_success": latest_success,
         "active": builds.active().exists(),
     })
+
+
+def _stages_and_hosts(user, definition):
+    """What each stage of the team holds of `definition` now, how many hosts follow each stage's tag, and who runs
+    which of its digests ("who runs this image"): a fixed number of queries, through the user's visible_to querysets."""
+    from hosts.models import Host
+
+    from .promotions import stage_board
+
+    cells = stage_board(definition.team, [definition])[0]["cells"]
+    hosts = Host.objects.visible_to(user)
+    following = hosts.count_following(stage.reference(definition) for stage, _ in cells)
+    stage_rows = [(stage, entry, following.get(stage.reference(definition), 0)) for stage, entry in cells]
+    running = hosts.by_digest(Build.objects.filter(definition=definition).exclude(digest="").values("digest"))
+    built = {}
+    for build in (Build.objects.filter(definition=definition, digest__in=list(running)).select_related("revision")
+                  .order_by("-number")):
+        built[build.digest] = build  # the first build that made it wins
+    stages_of = {}
+    for stage, entry in cells:
+        if entry is not None:
+            stages_of.setdefault(entry.digest, []).append(stage)
+    who_runs = sorted(((digest, built.get(digest), n, stages_of.get(digest, [])) for digest, n in running.items()),
+                      key=lambda row: (-row[2], row[0]))
+    return {"stage_rows": stage_rows, "who_runs": who_runs, "hosts_running": sum(running.values())}
 
 
 @login_required
@@ -310,6 +348,35 @@ def _build_context(request, build):
         "packages": sorted((build.packages or {}).items()),
         "portal_labels": sorted((k, v) for k, v in (build.labels or {}).items() if k.startswith("io.imagemode.portal.")),
         "other_labels": sorted((k, v) for k, v in (build.labels or {}).items() if not k.startswith("io.imagemode.portal.")),
+        **_downstream(request.user, build),
+    }
+
+
+DOWNSTREAM_SHOWN = 5
+
+
+def _downstream(user, build):
+    """Where a succeeded build's digest went: the stages holding it, its promotions, its disk images and the hosts
+    running it, each read through the user's visible_to querysets, in a fixed number of queries."""
+    from hosts.models import Host
+
+    from .promotions import current_entries
+
+    if not build.digest:
+        return {"downstream": False}
+    stages = list(build.definition.team.stages.all())
+    holding = current_entries(stages, [build.definition])
+    promotions = list(Promotion.objects.visible_to(user).filter(definition=build.definition, digest=build.digest)
+                      .select_related("target_stage").order_by("-pk")[:DOWNSTREAM_SHOWN + 1])
+    disk_images = list(DiskImage.objects.visible_to(user).for_digest(build.digest).select_related("run")
+                       .order_by("-pk")[:DOWNSTREAM_SHOWN + 1])
+    return {
+        "downstream": True,
+        "stages_holding": [s for s in stages if getattr(holding.get((s.pk, build.definition_id)), "digest", "")
+                           == build.digest],
+        "digest_promotions": promotions[:DOWNSTREAM_SHOWN], "more_promotions": len(promotions) > DOWNSTREAM_SHOWN,
+        "digest_disk_images": disk_images[:DOWNSTREAM_SHOWN], "more_disk_images": len(disk_images) > DOWNSTREAM_SHOWN,
+        "hosts_running": Host.objects.visible_to(user).by_digest([build.digest]).get(build.digest, 0),
     }
 
 

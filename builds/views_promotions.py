@@ -338,6 +338,7 @@ def stage_detail(request, pk):
     definitions = list(ImageDefinition.objects.filter(team=stage.team).order_by("name"))
     current_ids = {entry.pk for entry in promotions.current_entries([stage], definitions).values()}
     now = timezone.now()
+    following = _hosts_following(request.user, stage, definitions)
     return render(request, "builds/promotions/stage_detail.html", {
         "stage": stage, "page": page, "current_ids": current_ids, "policy": _policy_lines(stage),
         "definitions": definitions,
@@ -348,8 +349,28 @@ def stage_detail(request, pk):
         "can_develop": can(request.user, stage.team, Action.DEVELOP),
         "can_admin": can(request.user, stage.team, Action.ADMIN),
         "freeze_form": FreezeForm(), "window_form": ChangeWindowForm(), "rollback_form": RollbackForm(),
-        "blocked": stage.blocked_reason(now),
+        "blocked": stage.blocked_reason(now), **following,
     })
+
+
+HOSTS_SHOWN = 25
+
+
+def _hosts_following(user, stage, definitions):
+    """The hosts that follow `stage` (assigned to it, or tracking its tag in one of the team's repositories), the first
+    HOSTS_SHOWN of them, with the count and how many drift."""
+    from hosts.models import Host
+
+    hosts = Host.objects.visible_to(user).filter(team=stage.team).following(
+        [stage.reference(d) for d in definitions], stage=stage)
+    shown = list(hosts.only("name", "state", "drifting", "booted_digest", "booted_version", "tracked_image",
+                            "spec_image", "team_id").order_by("name", "id")[:HOSTS_SHOWN])
+    if len(shown) < HOSTS_SHOWN:
+        total, drifting = len(shown), sum(h.drifting for h in shown)
+    else:
+        counts = hosts.aggregate(total=Count("id"), drifting=Count("id", filter=Q(drifting=True)))
+        total, drifting = counts["total"], counts["drifting"]
+    return {"following_hosts": shown, "following_count": total, "following_drifting": drifting}
 
 
 @login_required

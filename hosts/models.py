@@ -129,9 +129,28 @@ class HostQuerySet(models.QuerySet):
         return self.filter(booted_digest=digest)
 
     def by_digest(self, digests):
-        """{digest: number of hosts booting it} for a list of digests, in one query (for build and definition pages)."""
-        rows = self.filter(booted_digest__in=list(digests)).values("booted_digest").annotate(n=Count("id"))
+        """{digest: number of hosts booting it} for a list of digests (or a queryset of them, used as a subquery), in
+        one query (for build and definition pages)."""
+        if not isinstance(digests, models.QuerySet):
+            digests = list(digests)
+        rows = self.filter(booted_digest__in=digests).values("booted_digest").annotate(n=Count("id")).order_by()
         return {row["booted_digest"]: row["n"] for row in rows}
+
+    def following(self, references, stage=None):
+        """Hosts that follow one of `references` (a stage's tag in the team's repositories: `Stage.reference(d)`), by
+        what they were told to track or, when told nothing, what they report; and, with `stage`, hosts assigned to it."""
+        references = list(references)
+        following = Q(tracked_image__in=references) | Q(tracked_image="", spec_image__in=references)
+        return self.filter(following | Q(stage=stage) if stage is not None else following)
+
+    def count_following(self, references):
+        """{reference: number of hosts following it} for `references`, in one query."""
+        from django.db.models import Case, F, When
+
+        rows = (self.following(references)
+                .annotate(followed=Case(When(tracked_image="", then=F("spec_image")), default=F("tracked_image")))
+                .values("followed").annotate(n=Count("id")).order_by())
+        return {row["followed"]: row["n"] for row in rows}
 
 
 class Host(models.Model):

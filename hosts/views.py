@@ -100,6 +100,8 @@ def _host_context(request, host):
         "host": host, "events": events, "status": status,
         "entries": _entries(status),
         "can_operate": can_operate, "can_admin": can_admin,
+        # Stages, builds and definitions are the team's: help-desk users (who read every team's hosts) do not see them.
+        "sees_team": can(request.user, host.team, Action.VIEW),
         "active_action": active,
         "actions": _action_buttons(host) if can_operate else [],
         "recent_actions": host.actions.select_related("run", "requested_by")[:10],

@@ -368,7 +368,8 @@ class TestLinksToBuilds:
         host.booted_image = "registry.example.com/platform/web-os:prod"
         host.save()
         page = get(client_for, personas.viewer, f"/hosts/{host.pk}/").content.decode()
-        assert f'href="{build.get_absolute_url()}"' in page and "web-os build #7" in page
+        assert f'href="{build.get_absolute_url()}"' in page and "build #7" in page
+        assert f'href="{definition.get_absolute_url()}"' in page
         fleet = get(client_for, personas.viewer, "/hosts/fleet/").content.decode()
         assert f'href="{definition.get_absolute_url()}"' in fleet and "build #7" in fleet
         assert f"/hosts/digests/{D1}/" in fleet
