@@ -4,12 +4,16 @@ Processes: web (daphne, HTTP and websockets), worker (Celery, all queues), beat 
 - redis: the embedded Redis on a unix socket under var/, when REDIS_URL is not set;
 - registry: a loopback OCI registry (docker-registry) on 127.0.0.1:5000, when it is installed and REGISTRY_URL is local;
 - fleet: simulated bootc hosts speaking real SSH, when the hosts app provides `simulate_fleet`.
+
+Once Redis answers, it hands the slow part of the demo (building and promoting "web-os", `builds.demo`) to the worker.
 """
 
 import importlib.util
 import os
 import shutil
 import sys
+import threading
+import time
 from pathlib import Path
 
 from django.conf import settings
@@ -51,6 +55,38 @@ def registry_process(var_dir):
     config = var_dir / "registry.yml"
     config.write_text(REGISTRY_CONFIG.format(root=root, addr=f"127.0.0.1:{port or 5000}"))
     return f"{binary} serve {config}"
+
+
+def demo_blocker(*, registry_started):
+    """Why the demo's builds cannot run here ("" when they can)."""
+    from builds import demo
+
+    missing = demo.missing_tools()
+    if missing:
+        return f"{', '.join(missing)} not installed"
+    local = settings.REGISTRY_URL.split("/")[0].split(":")[0] in ("127.0.0.1", "localhost")
+    if local and not registry_started:
+        return f"no registry at {settings.REGISTRY_URL} (docker-registry is not installed)"
+    return ""
+
+
+def start_demo_when_ready(stdout, timeout=60.0):
+    """In a thread: once the broker answers, enqueue the demo's first step (the worker takes it from there)."""
+
+    def enqueue():
+        from builds.tasks import demo_advance
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                demo_advance.apply_async(retry=False)
+            except Exception:  # noqa: BLE001 - Redis is still starting
+                time.sleep(0.5)
+                continue
+            return
+        stdout.write(f"demo: Redis did not answer within {timeout:.0f} s; the demo builds were not started")
+
+    threading.Thread(target=enqueue, name="demo", daemon=True).start()
 
 
 class Command(BaseCommand):
@@ -98,6 +134,11 @@ class Command(BaseCommand):
         self.stdout.write(f"  health:    {url}health/\n")
         self.stdout.flush()
 
+        blocker = demo_blocker(registry_started=bool(registry))
+        if blocker:
+            self.stdout.write(f"  demo:      web-os is not built here: {blocker}\n")
+        else:
+            start_demo_when_ready(self.stdout)
         manager = Manager(Printer(sys.stdout))
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         for name, command in processes.items():

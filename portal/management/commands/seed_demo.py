@@ -1,8 +1,15 @@
-"""Demo data for `make run`: a team, one user per persona, and the stages dev, test and prod. Safe to run again."""
+"""Demo data for `make run`: a team, one user per persona, the stages dev, test and prod, and the image definition
+"web-os" with two revisions. Safe to run again.
+
+The rest of the demo (the base image, a build of each revision, promotions to dev and test, a request waiting for the
+approver) is slow, so `make run` does it in the background through the worker (`builds.demo`,
+`builds.tasks.demo_advance`) once its processes are up; without podman, skopeo or busybox it is skipped with a note.
+"""
 
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from builds import demo
 from builds.services import stages_ensure_default
 from portal import services
 from portal.models import Membership, Role, Team, User
@@ -40,8 +47,16 @@ class Command(BaseCommand):
                 )
             if role and not Membership.objects.filter(team=team, user=user).exists():
                 services.membership_set(team=team, user=user, role=role, actor=None)
+        definition = demo.definition_ensure(team, User.objects.get(username="developer"))
+        missing = demo.missing_tools()
         if not quiet:
             self.stdout.write(f"Demo team {team.name!r} with stages {', '.join(s.name for s in team.stages.all())}.")
             self.stdout.write(f"Logins (password for all: {DEMO_PASSWORD}):")
             for username, *_, does in PERSONAS:
                 self.stdout.write(f"  {username:<10} {does}")
+            if missing:
+                self.stdout.write(f"Image definition {definition.name!r}: its demo builds are skipped ({', '.join(missing)} "
+                                  "not installed; `scripts/system-deps.sh run` installs them).")
+            else:
+                self.stdout.write(f"Image definition {definition.name!r}: make run builds and promotes it in the "
+                                  "background (worker); watch it on /builds/.")

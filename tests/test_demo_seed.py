@@ -1,0 +1,83 @@
+"""`make run`'s demo data: `seed_demo` (fast, idempotent) and the background part (`builds.demo`: the base image, real
+builds pushed to a real registry, real promotions), run here in-process with eager tasks."""
+
+import io
+
+import pytest
+from django.core.management import call_command
+
+from builds import demo
+from builds.models import Build, ImageDefinition, Promotion, PromotionStatus, Revision, StageHistory
+from portal.management.commands.run_portal import demo_blocker
+from portal.models import Membership, Team, User
+from tests.builds_fixtures import build_settings, local_builder, oci_registry, podman_store, skopeo_inspect  # noqa: F401
+from tests.promotions_fixtures import eager_tasks  # noqa: F401
+
+
+def seed(*args):
+    out = io.StringIO()
+    call_command("seed_demo", *args, stdout=out)
+    return out.getvalue()
+
+
+def counts():
+    return (Team.objects.count(), User.objects.count(), Membership.objects.count(), ImageDefinition.objects.count(),
+            Revision.objects.count(), Build.objects.count(), Promotion.objects.count(), StageHistory.objects.count())
+
+
+def test_without_podman_the_seed_skips_the_builds_with_a_note_and_changes_nothing_the_second_time(
+        db, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no podman, skopeo or busybox here
+    first = seed()
+    assert "demo builds are skipped (podman, skopeo, busybox, tar not installed" in first
+    assert "developer" in first and "portal-demo" in first
+    definition = ImageDefinition.objects.get(team__slug="platform", name="web-os")
+    assert sorted(definition.revisions.values_list("number", flat=True)) == [1, 2]
+    assert definition.revisions.get(number=1).containerfile.count(f"FROM {demo.DEMO_BASE}") == 1
+    before = counts()
+    seed("--quiet")
+    assert counts() == before
+    assert "podman" in demo_blocker(registry_started=True)  # make run says why web-os is not built
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_the_demo_builds_pushes_and_promotes_web_os_for_real(
+        local_builder, build_settings, oci_registry, eager_tasks, capsys):  # noqa: F811
+    seed("--quiet")
+    notes = []
+    for _ in range(20):
+        done, note = demo.advance()
+        notes.append(note)
+        if done:
+            break
+    assert notes[-1] == "the demo is ready", notes
+
+    definition = ImageDefinition.objects.get(team__slug="platform", name="web-os")
+    first, second = Build.objects.with_related().filter(definition=definition).order_by("revision__number")
+    assert first.succeeded and second.succeeded and first.digest != second.digest
+    assert first.run.started_by.username == "developer" and first.labels["org.opencontainers.image.version"] == "1.0"
+    team = definition.team
+    dev, test = team.stages.get(name="dev"), team.stages.get(name="test")
+    assert StageHistory.objects.current(test, definition).digest == first.digest
+    assert StageHistory.objects.current(dev, definition).digest == second.digest
+    assert StageHistory.objects.filter(stage=dev, definition=definition, digest=first.digest).exists()
+    # The registry's stage tags hold exactly those digests.
+    assert skopeo_inspect(f"{definition.repository}:test")["Digest"] == first.digest
+    assert skopeo_inspect(f"{definition.repository}:dev")["Digest"] == second.digest
+    # r1's promotion to test was approved by the approver; r2's waits in the approver's inbox.
+    applied = Promotion.objects.get(target_stage=test, digest=first.digest)
+    assert applied.status == PromotionStatus.APPLIED
+    assert list(applied.approvals.values_list("approver__username", flat=True)) == ["approver"]
+    waiting = Promotion.objects.get(target_stage=test, digest=second.digest)
+    assert waiting.status == PromotionStatus.PENDING
+    assert list(Promotion.objects.waiting_for(User.objects.get(username="approver"))) == [waiting]
+
+    # Again: nothing is built, asked or moved twice.
+    before = counts()
+    assert demo.advance() == (True, "the demo is ready")
+    seed("--quiet")
+    assert counts() == before
+    definition_, held, versions = demo.stage_digests(team)
+    assert held == {"dev": second.digest, "test": first.digest}
+    assert versions == {"1.0": first.digest, "1.1": second.digest}
