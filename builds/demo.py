@@ -144,7 +144,7 @@ def advance():
             with transaction.atomic():
                 promotion = promotions.promotion_request(
                     definition=definition, target_stage=stage, user=developer, build=build,
-                    reason=f"Demo: {build.revision.message or build} to {stage.name}.")
+                    reason=f"{build.revision.message or build}: ready for {stage.name} (make run's demo).")
         if approve == "wait":
             continue
         if promotion.status == PromotionStatus.PENDING and approve is not None:

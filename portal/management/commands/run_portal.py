@@ -141,6 +141,8 @@ class Command(BaseCommand):
             start_demo_when_ready(self.stdout)
         manager = Manager(Printer(sys.stdout))
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # Links the portal writes into images and emails (labels, notifications) point at this port.
+        env.setdefault("SITE_URL", url.rstrip("/"))
         for name, command in processes.items():
             manager.add_process(name, command, env=env, cwd=str(settings.BASE_DIR))
         manager.loop()
