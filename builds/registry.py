@@ -46,8 +46,13 @@ def access_for(team, registry: str) -> RegistryAccess:
     return RegistryAccess(registry=registry, insecure=registry == settings.REGISTRY_URL and settings.REGISTRY_INSECURE)
 
 
-def inspect_args(reference: str, *, tls_verify: bool, authfile: str | None = None, raw=False) -> list[str]:
-    args = ["skopeo", "inspect", f"--tls-verify={'true' if tls_verify else 'false'}", "--no-tags"]
+def inspect_args(reference: str, *, tls_verify: bool, authfile: str | None = None, raw=False,
+                 retry_times: int | None = None, skopeo: str = "skopeo") -> list[str]:
+    """`skopeo inspect` of `reference` (its manifest as is with `raw`). Builds, promotions and the hosts' tag
+    resolution (`hosts.registry`) all inspect through this one argument list."""
+    args = [skopeo, "inspect", f"--tls-verify={'true' if tls_verify else 'false'}", "--no-tags"]
+    if retry_times is not None:
+        args += ["--retry-times", str(retry_times)]
     if authfile:
         args += ["--authfile", authfile]
     if raw:

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 
 from portal.access import can, get_team_for_user, teams_where
 from portal.models import Action, Team
-from portal.views import _viewer_context, current_team
+from portal.views import _viewer_context, current_team, error_text, querystring
 
 from . import compare, services, starters
 from .access import (
@@ -46,17 +46,6 @@ from .models import (
     RegistryCredential,
 )
 
-
-def _error_text(exc):
-    return " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
-
-
-def _querystring(request):
-    params = request.GET.copy()
-    params.pop("page", None)
-    return params.urlencode()
-
-
 # --- Image definitions -----------------------------------------------------------------------------------------------
 
 
@@ -77,7 +66,7 @@ def definition_list(request):
     template = "builds/_definition_rows.html" if request.htmx and request.htmx.target == "definition-rows" else \
         "builds/definition_list.html"
     return render(request, template, {"page": page, "rows": rows, "query": query, "can_create": can_create,
-                                      "querystring": _querystring(request)})
+                                      "querystring": querystring(request)})
 
 
 @login_required
@@ -95,7 +84,7 @@ def definition_create(request):
                 schedule=data["schedule"], timeout_minutes=data["timeout_minutes"], request=request,
             )
         except ValidationError as exc:
-            form.add_error(None, _error_text(exc))
+            form.add_error(None, error_text(exc))
         else:
             messages.success(request, f"Created {definition}. Now save its first revision.")
             target = reverse("revision_create", args=[definition.pk])
@@ -167,7 +156,7 @@ def definition_edit(request, pk):
                 build_args=data["build_args"], schedule=data["schedule"], timeout_minutes=data["timeout_minutes"],
             )
         except ValidationError as exc:
-            form.add_error(None, _error_text(exc))
+            form.add_error(None, error_text(exc))
         else:
             messages.success(request, f"Saved the settings of {definition}.")
             return redirect(definition)
@@ -183,7 +172,7 @@ def definition_delete(request, pk):
     try:
         services.definition_delete(definition=definition, user=request.user, request=request)
     except ValidationError as exc:
-        messages.error(request, _error_text(exc))
+        messages.error(request, error_text(exc))
         return redirect(definition)
     messages.success(request, f"Deleted {name} with its revisions and build records; its images stay in the registry.")
     return redirect("definition_list")
@@ -205,7 +194,7 @@ def _start_builds(request, revision):
     try:
         builds = services.build_start_all(revision=revision, user=request.user, trigger="button", request=request)
     except (ValidationError, PermissionDenied) as exc:
-        messages.error(request, _error_text(exc))
+        messages.error(request, error_text(exc))
         return redirect(revision.definition)
     names = ", ".join(f"build {b.number} ({b.platform})" for b in builds)
     messages.success(request, f"Queued {names} of {revision}.")
@@ -318,7 +307,7 @@ def build_list(request):
     page = Paginator(builds.order_by("-run__created_at", "-id"), 25).get_page(request.GET.get("page"))
     any_active = any(build.is_active for build in page)
     context = {"filter": build_filter, "page": page, "builds": page, "show_definition": True,
-               "querystring": _querystring(request), "filtered": any(v for k, v in request.GET.items() if k != "page"),
+               "querystring": querystring(request), "filtered": any(v for k, v in request.GET.items() if k != "page"),
                "any_active": any_active}
     if request.htmx and request.htmx.target in ("build-rows", "build-list-body"):
         return render(request, "builds/_build_list_body.html", context)
@@ -387,7 +376,7 @@ def build_cancel(request, pk):
     try:
         services.build_cancel(build=build, user=request.user, request=request)
     except ValidationError as exc:
-        messages.info(request, _error_text(exc))
+        messages.info(request, error_text(exc))
     else:
         messages.success(request, f"Cancelling {build}: its processes stop within seconds; the log so far is kept.")
     return redirect(build)
@@ -400,7 +389,7 @@ def build_retry(request, pk):
     try:
         new = services.build_retry(build=build, user=request.user, request=request)
     except ValidationError as exc:
-        messages.error(request, _error_text(exc))
+        messages.error(request, error_text(exc))
         return redirect(build)
     messages.success(request, f"Queued build {new.number}: a retry of build {build.number}.")
     return redirect(new)

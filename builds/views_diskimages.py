@@ -21,7 +21,7 @@ from django.views.decorators.http import require_POST
 from portal.access import can, get_team_for_user, teams_where
 from portal.models import Action, RunStatus, Team
 from portal.services import audit
-from portal.views import _viewer_context, current_team
+from portal.views import _viewer_context, current_team, error_text, querystring
 
 from . import converters, diskconfig, diskimages
 from .access import (
@@ -62,16 +62,6 @@ PAGE_SIZE = 25
 STREAM_CHUNK = 1024 * 1024
 
 
-def _error_text(exc):
-    return " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
-
-
-def _querystring(request):
-    params = request.GET.copy()
-    params.pop("page", None)
-    return params.urlencode()
-
-
 def _scope(request, queryset, team_field="team"):
     """Limit a visible queryset to the team the switcher points at."""
     team = current_team(request)
@@ -99,7 +89,7 @@ def diskimage_list(request):
     page = Paginator(disk_images.order_by("-created_at", "-id"), PAGE_SIZE).get_page(request.GET.get("page"))
     active = any(d.run.is_active for d in page)
     context = {
-        "page": page, "query": query, "status": status, "image_type": image_type, "querystring": _querystring(request),
+        "page": page, "query": query, "status": status, "image_type": image_type, "querystring": querystring(request),
         "statuses": RunStatus.choices, "types": DiskImageType.choices, "active": active,
         "can_request": teams_where(request.user, Action.DEVELOP).exists(),
         "filtered": bool(query or status or image_type),
@@ -170,7 +160,7 @@ def diskimage_create(request):
                     messages.info(request, f"Saved the configuration as {data['save_as']!r}.")
                 except ValidationError as exc:
                     messages.warning(request, f"The conversion was queued, but the configuration was not saved: "
-                                              f"{_error_text(exc)}")
+                                              f"{error_text(exc)}")
             messages.success(request, f"Queued {', '.join(disk_image.types)} of {disk_image.definition.name}: the log "
                                       "below follows the conversion.")
             return redirect(disk_image)
@@ -219,7 +209,7 @@ def diskimage_cancel(request, pk):
     try:
         diskimages.disk_image_cancel(disk_image=disk_image, user=request.user, request=request)
     except ValidationError as exc:
-        messages.info(request, _error_text(exc))
+        messages.info(request, error_text(exc))
     else:
         messages.success(request, "Cancelling: the builder container is stopped within seconds; the log so far is "
                                   "kept.")
@@ -233,7 +223,7 @@ def diskimage_retry(request, pk):
     try:
         new = diskimages.disk_image_retry(disk_image=disk_image, user=request.user, request=request)
     except ValidationError as exc:
-        messages.error(request, _error_text(exc))
+        messages.error(request, error_text(exc))
         return redirect(disk_image)
     messages.success(request, f"Queued again as #{new.pk}.")
     return redirect(new)
@@ -246,7 +236,7 @@ def diskimage_delete_files(request, pk):
     try:
         count = diskimages.disk_image_delete_files(disk_image=disk_image, user=request.user, request=request)
     except ValidationError as exc:
-        messages.error(request, _error_text(exc))
+        messages.error(request, error_text(exc))
     else:
         messages.success(request, f"Deleted {count} file{'s' if count != 1 else ''}; the record of what was made stays.")
     return redirect(disk_image)
@@ -388,7 +378,7 @@ def preset_list(request):
     rows = [(p, diskconfig.summary(p.config), diskconfig.accepted_types(p.config),
              can(request.user, p.team, Action.DEVELOP)) for p in page]
     return render(request, "builds/diskimages/preset_list.html", {
-        "page": page, "rows": rows, "query": query, "querystring": _querystring(request),
+        "page": page, "rows": rows, "query": query, "querystring": querystring(request),
         "can_create": teams_where(request.user, Action.DEVELOP).exists(),
     })
 
@@ -603,7 +593,7 @@ def kickstart_create(request):
             text = diskimages.kickstart_generate(user=request.user, definition=definition, spec=spec, stage=stage,
                                                  digest=digest, request=request)
         except ValidationError as exc:
-            form.add_error(None, _error_text(exc))
+            form.add_error(None, error_text(exc))
         else:
             if request.POST.get("download"):
                 response = HttpResponse(text, content_type="text/plain; charset=utf-8")

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_POST
 
 from portal.access import can, get_team_for_user, teams_where
 from portal.models import Action, AuditEvent, Team
-from portal.views import current_team
+from portal.views import current_team, error_text, querystring
 
 from . import compare, notifications, promotions
 from .access import (
@@ -51,17 +51,6 @@ from .models import (
 )
 from .promotions import PromotionStateError
 
-
-def _error_text(exc):
-    return " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
-
-
-def _querystring(request):
-    params = request.GET.copy()
-    params.pop("page", None)
-    return params.urlencode()
-
-
 # --- The list and the inbox ------------------------------------------------------------------------------------------
 
 
@@ -83,7 +72,7 @@ def promotion_list(request):
     page = Paginator(rows.order_by("-created_at", "-id"), 25).get_page(request.GET.get("page"))
     context = {
         "filter": promotion_filter, "page": page, "view": view, "inbox_count": inbox.count(),
-        "querystring": _querystring(request), "can_request": teams_where(request.user, Action.DEVELOP).exists(),
+        "querystring": querystring(request), "can_request": teams_where(request.user, Action.DEVELOP).exists(),
         "filtered": any(v for k, v in request.GET.items() if k not in ("page", "view")),
     }
     if request.htmx and request.htmx.target == "promotion-rows":
@@ -124,7 +113,7 @@ def promotion_create(request):
                     emergency_reason=form.cleaned_data["emergency_reason"],
                     roll_forward=form.cleaned_data["roll_forward"], request=request)
             except ValidationError as exc:
-                form.add_error(None, _error_text(exc))
+                form.add_error(None, error_text(exc))
             else:
                 messages.success(request, _created_message(promotion))
                 return redirect(promotion)
@@ -256,7 +245,7 @@ def _decision(request, pk, decide, done):
 
 def _refused(request, promotion, exc, status):
     context = _card_context(request, promotion)
-    context["error"] = _error_text(exc)
+    context["error"] = error_text(exc)
     return render(request, "builds/promotions/detail.html", context, status=status)
 
 
@@ -343,7 +332,7 @@ def stage_detail(request, pk):
         "stage": stage, "page": page, "current_ids": current_ids, "policy": _policy_lines(stage),
         "definitions": definitions,
         "definition_id": int(definition_id) if definition_id.isdigit() else None,
-        "querystring": _querystring(request),
+        "querystring": querystring(request),
         "freezes": [f for f in stage.freezes.order_by("-starts_at")[:10]], "now": now,
         "windows": list(stage.change_windows.all()), "groups": list(stage.group_requirements.select_related("group")),
         "can_develop": can(request.user, stage.team, Action.DEVELOP),
@@ -383,7 +372,7 @@ def stage_policy(request, pk):
             promotions.stage_update_policy(stage=stage, user=request.user, groups=form.group_minimums(),
                                            request=request, **fields)
         except ValidationError as exc:
-            form.add_error(None, _error_text(exc))
+            form.add_error(None, error_text(exc))
         else:
             messages.success(request, f"Saved the policy of {stage.name}. Pending requests are judged by it from now on.")
             return redirect(stage)
@@ -405,7 +394,7 @@ def stage_rollback(request, pk):
             stage=stage, definition=definition, digest=form.cleaned_data["digest"], user=request.user,
             reason=form.cleaned_data["reason"], request=request)
     except ValidationError as exc:
-        messages.error(request, _error_text(exc))
+        messages.error(request, error_text(exc))
         return redirect(stage)
     messages.success(request, _created_message(promotion))
     return redirect(promotion)
@@ -422,7 +411,7 @@ def stage_freeze(request, pk):
             promotions.stage_freeze(stage=stage, user=request.user, reason=form.cleaned_data["reason"],
                                     ends_at=ends_at, request=request)
         except ValidationError as exc:
-            messages.error(request, _error_text(exc))
+            messages.error(request, error_text(exc))
         else:
             messages.success(request, f"{stage.name} is frozen: approved promotions wait until the freeze ends.")
     else:
@@ -438,7 +427,7 @@ def freeze_lift(request, pk):
     try:
         promotions.stage_unfreeze(freeze=freeze, user=request.user, request=request)
     except ValidationError as exc:
-        messages.error(request, _error_text(exc))
+        messages.error(request, error_text(exc))
     else:
         messages.success(request, f"Lifted the freeze of {freeze.stage.name}; approved promotions apply within a "
                                   "minute.")
@@ -456,7 +445,7 @@ def window_add(request, pk):
                                                   weekdays=form.cleaned_data["weekdays"],
                                                   starts=form.cleaned_data["starts"], ends=form.cleaned_data["ends"])
         except ValidationError as exc:
-            messages.error(request, _error_text(exc))
+            messages.error(request, error_text(exc))
         else:
             messages.success(request, f"{stage.name} takes changes {window} ({stage.window_timezone}) from now on.")
     else:
@@ -490,7 +479,7 @@ def approver_groups(request, slug):
                 group = promotions.approver_group_save(team=team, user=request.user, request=request,
                                                        **form.cleaned_data)
             except ValidationError as exc:
-                form.add_error(None, _error_text(exc))
+                form.add_error(None, error_text(exc))
             else:
                 messages.success(request, f"Created approver group {group.name}. Require it on a stage's policy page.")
                 return redirect("approver_groups", slug=team.slug)
@@ -511,7 +500,7 @@ def approver_group_edit(request, pk):
             promotions.approver_group_save(team=team, user=request.user, group=group, request=request,
                                            **form.cleaned_data)
         except ValidationError as exc:
-            form.add_error(None, _error_text(exc))
+            form.add_error(None, error_text(exc))
         else:
             messages.success(request, f"Saved approver group {group.name}.")
             return redirect("approver_groups", slug=team.slug)
@@ -543,7 +532,7 @@ def notification_webhooks(request, slug):
                 team=team, user=request.user, name=form.cleaned_data["name"], url=form.cleaned_data["url"],
                 events=form.cleaned_data["events"], request=request)
         except ValidationError as exc:
-            form.add_error(None, _error_text(exc))
+            form.add_error(None, error_text(exc))
         else:
             form = NotificationWebhookForm()
     hooks = NotificationWebhook.objects.filter(team=team).annotate(
@@ -564,7 +553,7 @@ def notification_webhook_detail(request, pk):
                                          url=form.cleaned_data["url"], events=form.cleaned_data["events"],
                                          active=form.cleaned_data["active"], request=request)
         except ValidationError as exc:
-            form.add_error(None, _error_text(exc))
+            form.add_error(None, error_text(exc))
         else:
             messages.success(request, f"Saved webhook {hook.name}.")
             return redirect(hook)
@@ -574,7 +563,7 @@ def notification_webhook_detail(request, pk):
         deliveries = deliveries.filter(status=status)
     page = Paginator(deliveries.order_by("-created_at", "-id"), 25).get_page(request.GET.get("page"))
     return render(request, "builds/promotions/webhook_detail.html", {
-        "hook": hook, "form": form, "page": page, "status": status, "querystring": _querystring(request),
+        "hook": hook, "form": form, "page": page, "status": status, "querystring": querystring(request),
     }, status=400 if form.errors else 200)
 
 

@@ -1,11 +1,14 @@
 """What an image reference resolves to in its registry, per architecture: the yardstick for drift.
 
-A thin wrapper around `skopeo inspect --raw` (argument lists, deadlines, the portal's own errors). For a manifest list or
+A thin wrapper around `skopeo inspect --raw`, whose argument list is builds.registry's (deadlines and the portal's own
+errors here). For a manifest list or
 OCI index it returns each architecture's manifest digest, because bootc reports the per-architecture digest it pulled;
 the top-level digest is kept under "". A single-architecture manifest is returned under "" only: hosts that report any
 architecture then match it (see `hosts.bootc.digest_matches`).
 
-When builds/registry.py grows the same lookup, this module should call it instead.
+The TLS rule stays here: any loopback registry is read without TLS (simulated fleets and test registries), where
+builds follow the team's registry credential or REGISTRY_INSECURE. Tags are resolved without a team's login (a
+reference is shared by every team tracking it), so a registry that wants one cannot be resolved yet.
 """
 
 import hashlib
@@ -33,8 +36,9 @@ def resolve_digests(reference):
     skopeo = shutil.which("skopeo")
     if skopeo is None:
         raise ResolveError("skopeo is not installed")
-    argv = [skopeo, "inspect", "--raw", "--retry-times", "0", f"--tls-verify={'true' if _tls_verify(reference) else 'false'}",
-            f"docker://{reference}"]
+    from builds.registry import inspect_args
+
+    argv = inspect_args(reference, tls_verify=_tls_verify(reference), raw=True, retry_times=0, skopeo=skopeo)
     try:
         done = subprocess.run(argv, capture_output=True, timeout=TIMEOUT, check=False)
     except subprocess.TimeoutExpired:

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_POST
 
 from portal.access import can, check_team_action, teams_where
 from portal.models import Action, Team
-from portal.views import _viewer_context, current_team
+from portal.views import _viewer_context, current_team, querystring
 
 from . import services
 from .access import get_host_for_user, get_team_keys_for_user
@@ -41,13 +41,6 @@ def _visible_teams(user):
     if user.is_superuser or user.is_helpdesk:
         return Team.objects.all()
     return Team.objects.visible_to(user)
-
-
-def _querystring(request, drop=("page",)):
-    params = request.GET.copy()
-    for key in drop:
-        params.pop(key, None)
-    return params.urlencode()
 
 
 # --- The list --------------------------------------------------------------------------------------------------------
@@ -75,7 +68,7 @@ def host_list(request):
     counts = {row["state"]: row["n"] for row in rows}
     drifting = sum(row["d"] for row in rows)
     context = {
-        "filter": host_filter, "page": page, "querystring": _querystring(request),
+        "filter": host_filter, "page": page, "querystring": querystring(request),
         "state_counts": [(value, label, counts.get(value, 0)) for value, label in HostState.choices if counts.get(value)],
         "drifting": drifting, "total": sum(counts.values()),
         "admin_teams": teams_where(request.user, Action.ADMIN), "now": timezone.now(),
@@ -438,7 +431,7 @@ def drift_list(request):
         "team__name", "stage__position", "name")
     page = Paginator(hosts, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "hosts/drift_list.html", {"filter": host_filter, "page": page,
-                                                      "querystring": _querystring(request), "now": timezone.now()})
+                                                      "querystring": querystring(request), "now": timezone.now()})
 
 
 @login_required

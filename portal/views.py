@@ -189,7 +189,7 @@ def member_role(request, slug, user_id):
         services.membership_set(team=team, user=membership.user, role=form.cleaned_data["role"], actor=request.user,
                                 request=request)
     except (PermissionDenied, ValidationError) as exc:
-        messages.error(request, _message(exc))
+        messages.error(request, error_text(exc))
     else:
         messages.success(request, f"{membership.user.username} is now {form.cleaned_data['role']} in {team}.")
     return redirect(team)
@@ -203,13 +203,15 @@ def member_remove(request, slug, user_id):
     try:
         services.membership_remove(team=team, user=membership.user, actor=request.user, request=request)
     except PermissionDenied as exc:
-        messages.error(request, _message(exc))
+        messages.error(request, error_text(exc))
     else:
         messages.success(request, f"Removed {membership.user.username} from {team}.")
     return redirect(team)
 
 
-def _message(exc):
+def error_text(exc):
+    """What a refusal says, for a message on the page: a ValidationError's messages, or the exception's text. Every app's
+    views use it."""
     if isinstance(exc, ValidationError):
         return " ".join(exc.messages)
     return str(exc)
@@ -230,12 +232,14 @@ def audit_list(request):
     events = audit_filter.qs if audit_filter.is_valid() else base.none()
     page = Paginator(events, 50).get_page(request.GET.get("page"))
     template = "portal/_audit_table.html" if request.htmx else "portal/audit_list.html"
-    return render(request, template, {"filter": audit_filter, "page": page, "querystring": _without_page(request)})
+    return render(request, template, {"filter": audit_filter, "page": page, "querystring": querystring(request)})
 
 
-def _without_page(request):
+def querystring(request, drop=("page",)):
+    """The request's query string without `drop` (the page number): what pagination links and filters append to."""
     params = request.GET.copy()
-    params.pop("page", None)
+    for key in drop:
+        params.pop(key, None)
     return params.urlencode()
 
 

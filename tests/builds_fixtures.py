@@ -42,23 +42,9 @@ class PodmanStore:
         return subprocess.run([*self.args(), *args], check=check, capture_output=True, text=True, **kwargs)
 
     def import_busybox(self):
-        rootfs = self.directory / "rootfs"
-        (rootfs / "bin").mkdir(parents=True)
-        (rootfs / "etc").mkdir()
-        (rootfs / "tmp").mkdir()
-        busybox = shutil.which("busybox")
-        shutil.copy2(busybox, rootfs / "bin" / "busybox")
-        applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout.split()
-        for applet in applets:
-            if applet != "busybox":
-                (rootfs / "bin" / applet).symlink_to("busybox")
-        (rootfs / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-        (rootfs / "etc" / "group").write_text("root:x:0:\n")
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        subprocess.run([*self.args(), "import", "--change", 'CMD ["/bin/sh"]', "-", BASE_IMAGE], stdin=tar.stdout,
-                       check=True, capture_output=True)
-        tar.wait()
-        shutil.rmtree(rootfs)
+        from builds.demo import import_busybox_base
+
+        import_busybox_base(self.args(), BASE_IMAGE)
 
     def image_exists(self, ref):
         return self.run("image", "exists", ref, check=False).returncode == 0
