@@ -123,7 +123,8 @@ def advance():
     revisions = list(definition.revisions.order_by("number")[:2])
     builds = []
     for revision in revisions:
-        build = Build.objects.with_related().filter(revision=revision).order_by("-number").first()
+        # The demo's own build of each revision is its first: later builds (someone pressing Build) are theirs.
+        build = Build.objects.with_related().filter(revision=revision).order_by("number").first()
         if build is None:
             base_ensure()
             build = services.build_start(revision=revision, user=developer, trigger="button")
@@ -167,7 +168,8 @@ def stage_digests(team=None):
     held = {name: entry.digest for name, entry in stages.items() if entry is not None}
     versions = {}
     for version, revision in zip(VERSIONS, definition.revisions.order_by("number")[:2], strict=False):
-        build = Build.objects.filter(revision=revision).succeeded().order_by("-number").first()
+        build = Build.objects.filter(revision=revision).order_by("number").first()
+        build = build if build is not None and build.succeeded else None
         if build is not None:
             versions[version] = build.digest
     return definition, held, versions

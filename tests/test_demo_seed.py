@@ -73,7 +73,13 @@ def test_the_demo_builds_pushes_and_promotes_web_os_for_real(
     assert waiting.status == PromotionStatus.PENDING
     assert list(Promotion.objects.waiting_for(User.objects.get(username="approver"))) == [waiting]
 
-    # Again: nothing is built, asked or moved twice.
+    # Again, even after someone built r2 once more: nothing is built, asked or moved twice.
+    from portal import services as portal_services
+
+    run = portal_services.run_create(kind="build", title="a rebuild", team=team)
+    portal_services.run_finish(run, status="succeeded")
+    Build.objects.create(definition=definition, revision=second.revision, number=3, run=run, platform=second.platform,
+                         repository=definition.repository, digest="sha256:" + "9" * 64)
     before = counts()
     assert demo.advance() == (True, "the demo is ready")
     seed("--quiet")
