@@ -481,6 +481,7 @@ def _check_stages(parsed: Parsed, report: Report, build_args: dict[str, str]):
                        f"FROM {base} follows {'the latest tag' if match.group('tag') else 'latest (no tag given)'}: "
                        "two builds of the same revision may get different bases. Pin a version tag or a digest.")
     _check_variables(parsed, report, build_args)
+    _check_args_without_value(parsed, report, build_args)
     final = parsed.stages[-1]
     root = final_root(parsed)
     if root and root.lower() != "scratch" and IMAGE_REF_RE.match(root) and not is_known_base(root):
@@ -518,6 +519,39 @@ def _check_variables(parsed: Parsed, report: Report, build_args):
                 declared.update(name for name, _ in env_pairs(ins.args))
         if stage.name:
             envs_by_stage[stage.name] = declared
+
+
+def _check_args_without_value(parsed: Parsed, report: Report, build_args):
+    """Warn about `ARG NAME` without a default that nothing gives a value (not the definition's build args, not a global
+    ARG with a default) while a later instruction of the stage uses it unguarded: it expands to nothing in this build
+    (e.g. `echo ${SSHPUBKEY} > /usr/ssh/root.keys` writes an empty key). Uses with a default (`${NAME:-x}`) or behind a
+    test (`if [ -n "${NAME}" ]`) are deliberate and fine."""
+    global_defaults: dict[str, str | None] = {}
+    for ins in parsed.global_args:
+        for name, default in arg_pairs(ins.args):
+            global_defaults[name] = default
+    for stage in parsed.stages:
+        pending: dict[str, Instruction] = {}
+        for ins in stage.instructions[1:]:
+            text = " ".join([ins.args, *(h.body for h in ins.heredocs)])
+            for name, declared in list(pending.items()):
+                uses = [op for var, op in variables_in(text) if var == name]
+                if not uses:
+                    continue
+                del pending[name]
+                guarded = any(uses) or re.search(r"-[nz]\s+[\"']?\$\{?" + re.escape(name) + r"\b", text)
+                if not guarded:
+                    report.add("warning", declared.line, "arg-without-value",
+                               f"ARG {name} has no default and the definition's build args do not set it, so "
+                               f"{ins.keyword} on line {ins.line} gets an empty ${{{name}}}. Add {name}=... to the "
+                               "definition's build args, or give the ARG a default.")
+            if ins.keyword == "ARG":
+                for name, default in arg_pairs(ins.args):
+                    if (default is None and name not in build_args and name not in PREDEFINED_ARGS
+                            and global_defaults.get(name) is None):
+                        pending[name] = ins
+                    else:
+                        pending.pop(name, None)
 
 
 def final_root(parsed: Parsed) -> str:

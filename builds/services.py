@@ -158,7 +158,8 @@ def revision_create(
     from .containerfile import validate_context, validate_text
 
     _check(user, definition.team, Action.DEVELOP)
-    report = validate_text(containerfile)
+    # With the definition's build args, as the build will have them (and as the form's Check button shows it).
+    report = validate_text(containerfile, build_args=definition.build_args)
     context_errors = validate_context(
         kind=context_kind, git_url=git_url, git_ref=git_ref, git_subdir=git_subdir, files=context_files or {}
     )
