@@ -76,7 +76,8 @@ def build_json(request, build):
 
 def _definition_for(token, value):
     qs = ImageDefinition.objects.filter(team=token.team).select_related("team")
-    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+    if (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.isdecimal()
+                                                                    and value.isascii()):
         return qs.filter(pk=int(value)).first()
     if isinstance(value, str):
         team_slug, _, name = value.rpartition("/")
@@ -104,7 +105,7 @@ def build_create(request):
     revision_number = payload.get("revision")
     if revision_number is None:
         revision = definition.current_revision()
-    elif isinstance(revision_number, int):
+    elif isinstance(revision_number, int) and not isinstance(revision_number, bool):
         revision = Revision.objects.filter(definition=definition, number=revision_number).first()
     else:
         return _error(400, "'revision' must be a revision number.")
@@ -172,7 +173,8 @@ def _verified(request, hook):
 
 def _push_facts(payload):
     """(repository URLs, branch, commit) from a GitHub or GitLab push payload; branch None if not a branch push."""
-    ref = payload.get("ref") or ""
+    ref = payload.get("ref")
+    ref = ref if isinstance(ref, str) else ""
     branch = ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else None
     urls = []
     for section in ("repository", "project"):

@@ -285,6 +285,18 @@ def test_search_finds_definitions(client_for, personas, definition):
     assert b"web-os" not in c.get(reverse("definition_list") + "?q=nothing-like-it").content
 
 
+def test_the_list_shows_each_definitions_latest_build_and_its_status(client_for, personas, definition, build):
+    from portal.services import run_finish
+
+    services.definition_create(team=personas.team, user=personas.developer, name="not-built")
+    run_finish(build.run, status=RunStatus.FAILED, reason="x")
+    retry = services.build_retry(build=build, user=personas.developer)
+    page = client_for(personas.viewer).get(reverse("definition_list")).content.decode()
+    assert f'href="{retry.get_absolute_url()}"' in page and 'data-build-status="queued"' in page
+    assert f'href="{build.get_absolute_url()}"' not in page  # only the latest build
+    assert "never built" in page  # the other definition
+
+
 # --- What changed ----------------------------------------------------------------------------------------------------
 
 
@@ -546,3 +558,25 @@ def test_a_definition_with_an_active_build_is_not_deleted(client_for, personas, 
     response = client_for(personas.developer).post(reverse("definition_delete", args=[build.definition.pk]))
     assert response.status_code == 302
     assert ImageDefinition.objects.filter(pk=build.definition.pk).exists()
+
+
+@pytest.mark.parametrize("body, status", [
+    ('{"definition": true}', 404),
+    ('{"definition": "²"}', 404),
+    ('{"definition": 99999999999999999999999}', 404),
+    ('{"definition": "platform/web-os", "revision": true}', 400),
+    ('{"definition": "platform/web-os", "revision": 99999999999999999999999}', 404),
+])
+def test_odd_json_values_get_an_answer_not_a_crash(client, definition, api_token, body, status):
+    response = client.post(reverse("api_build_create"), body, content_type="application/json",
+                           HTTP_AUTHORIZATION=f"Bearer {api_token}")
+    assert response.status_code == status and "error" in response.json()
+    assert not Build.objects.exists()
+
+
+@pytest.mark.parametrize("ref", [5, None, ["refs/heads/main"], {"x": 1}])
+def test_a_signed_push_whose_ref_is_not_a_string_is_ignored(client, git_definition, webhook, ref):
+    hook, secret = webhook
+    response = github_push(client, hook, secret, {**PUSH, "ref": ref})
+    assert response.status_code == 202 and response.json()["builds"] == []
+    assert not Build.objects.exists()
