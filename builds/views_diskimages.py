@@ -132,7 +132,10 @@ def diskimage_create(request):
         definition = get_definition_for_user(request.user, request.GET["definition"], action=Action.DEVELOP)
         team = definition.team
         initial.update(source="stage", definition=definition.pk)
-        stage = Stage.objects.filter(team=team, pk=request.GET.get("stage") or 0).first()
+        try:
+            stage = Stage.objects.filter(team=team, pk=request.GET.get("stage") or 0).first()
+        except (ValueError, TypeError):  # ?stage=abc: a link gone wrong preselects nothing
+            stage = None
         if stage is not None:
             initial["stage"] = stage.pk
             source_stage = stage
@@ -166,6 +169,7 @@ def diskimage_create(request):
             return redirect(disk_image)
     return render(request, "builds/diskimages/request.html", {
         "form": form, "source_build": source_build, "source_stage": source_stage, "type_help": TYPE_HELP,
+        "has_builds": source_build is not None or choices["builds"].exists(),
         "iso_types": diskconfig.ISO_TYPES, "presets": choices["presets"],
         "preset_types": {p.pk: diskconfig.accepted_types(p.config) for p in choices["presets"]},
     })

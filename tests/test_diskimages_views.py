@@ -65,6 +65,47 @@ def test_acting_on_a_conversion_needs_the_developer_role(client_for, personas, c
     assert DiskImage.objects.count() == 1 and Artifact.objects.present().count() == 2
 
 
+@pytest.mark.parametrize("who, expected", [("anonymous", 302), ("outsider", 404), ("helpdesk", 404), ("viewer", 200)])
+def test_a_files_checksum_is_seen_by_the_team_only(client_for, personas, conversion, who, expected):
+    user = None if who == "anonymous" else getattr(personas, who)
+    artifact = conversion.artifacts.first()
+    assert status_of(client_for, user, "get", f"{artifact.get_absolute_url()}sha256/") == expected
+
+
+@pytest.mark.parametrize("who, export, delete", [("anonymous", 302, 302), ("outsider", 404, 404), ("viewer", 200, 403),
+                                                 ("operator", 200, 403)])
+def test_a_configuration_is_exported_by_its_team_and_deleted_only_by_its_developers(client_for, personas, preset, who,
+                                                                                    export, delete):
+    user = None if who == "anonymous" else getattr(personas, who)
+    assert status_of(client_for, user, "get", f"/disk-images/configurations/{preset.pk}/export/") == export
+    assert status_of(client_for, user, "post", f"/disk-images/configurations/{preset.pk}/delete/") == delete
+    assert DiskImagePreset.objects.filter(pk=preset.pk).exists()
+
+
+@pytest.fixture
+def aws_credential(personas):
+    return diskimages.cloud_credential_save(team=personas.team, user=personas.admin, name="ec2",
+                                            access_key_id="AKIAIOSFODNN7EXAMPLE", secret_access_key="wJalrXUtnFEMI")
+
+
+@pytest.mark.parametrize("who, expected", [("anonymous", 302), ("outsider", 404), ("viewer", 403), ("developer", 403),
+                                           ("admin", 302)])
+def test_only_team_admins_delete_aws_credentials(client_for, personas, aws_credential, who, expected):
+    user = None if who == "anonymous" else getattr(personas, who)
+    assert status_of(client_for, user, "post", f"/disk-images/credentials/{aws_credential.pk}/delete/") == expected
+    assert CloudCredential.objects.filter(pk=aws_credential.pk).exists() == (who != "admin")
+
+
+def test_importing_a_configuration_needs_the_developer_role(client_for, personas):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    path = CORPUS / "bib-config-01-user.toml"
+    data = {"name": "imported", "file": SimpleUploadedFile(path.name, path.read_bytes()), "format": ""}
+    assert status_of(client_for, personas.viewer, "post", "/disk-images/configurations/import/", data) == 403
+    assert status_of(client_for, None, "post", "/disk-images/configurations/import/", data) == 302
+    assert not DiskImagePreset.objects.exists()
+
+
 def test_a_developer_retries_and_deletes_files(client_for, personas, conversion, django_capture_on_commit_callbacks):
     client = client_for(personas.developer)
     response = client.post(f"/disk-images/{conversion.pk}/retry/")
@@ -241,6 +282,21 @@ def test_a_stage_source_takes_the_digest_the_stage_holds(client_for, personas, b
         build, source="stage", definition=build.definition.pk, stage=stage.pk))
     disk_image = DiskImage.objects.get()
     assert disk_image.stage == stage and disk_image.digest == DIGEST and disk_image.build == build
+
+
+@pytest.mark.parametrize("stage", ["abc", "²", "99999999999999999999", "-1"])
+def test_a_stage_link_with_a_bad_stage_id_opens_the_form_with_nothing_preselected(client_for, personas, build, stage):
+    response = client_for(personas.developer).get(f"/disk-images/new/?definition={build.definition.pk}&stage={stage}")
+    assert response.status_code == 200 and response.context["source_stage"] is None
+
+
+def test_without_a_succeeded_build_the_form_says_what_to_do_first(client_for, personas, media):
+    page = client_for(personas.developer).get("/disk-images/new/").content.decode()
+    assert 'id="no-succeeded-build"' in page and "press Build" in page
+
+
+def test_with_a_succeeded_build_the_form_does_not_say_so(client_for, personas, build):
+    assert 'id="no-succeeded-build"' not in client_for(personas.developer).get("/disk-images/new/").content.decode()
 
 
 def test_no_builder_of_the_architecture_fails_the_run_at_once_with_the_reason(personas, build):
