@@ -7,9 +7,10 @@ once: a slow build's lines show without waiting, a burst still goes out in batch
 the run's Channels group. Lines that start a section (see
 `portal.logtext`) are recorded as `LogSection` rows with their chunk.
 
-A line is stored as a terminal would show it (a carriage return rewrites the line) and is at most RUN_LOG_LINE_MAX_CHARS
-long, so no chunk ever outgrows about twice the chunk size. Readers (`chunks`, `lines_between`, `tail_lines`, `search`,
-`raw`) read a few chunks at a time: the memory a reader needs is bounded by the chunk size, never by the log's size.
+A line is stored as a terminal would show it (a carriage return rewrites the line; a NUL byte, which PostgreSQL text
+cannot hold, shows as U+FFFD like any undecodable byte) and is at most RUN_LOG_LINE_MAX_CHARS long, so no chunk ever
+outgrows about twice the chunk size. Readers (`chunks`, `lines_between`, `tail_lines`, `search`, `raw`) read a few chunks
+at a time: the memory a reader needs is bounded by the chunk size, never by the log's size.
 
 A sink has one writer. Whoever feeds it from a stream that may go quiet calls `poll()` every so often (the runners do, from
 their select loop), which flushes a batch that is due and beats the run's heartbeat.
@@ -71,6 +72,8 @@ class LogSink:
     def _add(self, line):
         if "\r" in line:
             line = terminal_line(line)
+        if "\x00" in line:
+            line = line.replace("\x00", "\ufffd")
         if len(line) > self.line_max:
             line = cap_line(line, self.line_max)
         now = time.monotonic()

@@ -103,6 +103,13 @@ class TestLogSink:
             sink.write("")
         assert [text for _, text in logsink.lines_after(run)] == ["a", "b", "c", ""]
 
+    def test_a_nul_byte_in_the_output_shows_as_a_replacement_character_and_the_log_goes_on(self, run):
+        with logsink.LogSink(run, publish=False) as sink:
+            sink.write("binary \x00\x00 output")
+            sink.write("the next line")
+        assert logsink.lines_after(run) == [(1, "binary \ufffd\ufffd output"), (2, "the next line")]
+        assert Run.objects.get(pk=run.pk).log_lines == 2
+
     def test_a_second_sink_continues_the_numbering(self, run):
         with logsink.LogSink(run, publish=False) as sink:
             sink.write("first")
