@@ -63,6 +63,8 @@ def get_object_for_user(queryset, user, *, team_of, action=Action.VIEW, helpdesk
     The building block of every app's `get_<type>_for_user`: missing objects and objects outside the user's teams are
     the same 404. `action` and `helpdesk_readable` may be callables of the object.
     """
+    if any(isinstance(value, str) and "\x00" in value for value in lookup.values()):
+        raise Http404("No such object.")  # no key holds a NUL (PostgreSQL refuses to even compare one)
     try:
         obj = queryset.get(**lookup)
     except (queryset.model.DoesNotExist, ValueError, TypeError):

@@ -51,15 +51,15 @@ def audit(*, action, summary, actor=None, team=None, obj=None, detail=None, requ
             seq=(last["seq"] + 1) if last else 1,
             created_at=timezone.now(),
             actor=actor,
-            actor_name=(actor.username if actor else (actor_name or ""))[:150],
+            actor_name=_printable(actor.username if actor else (actor_name or ""))[:150],
             action=action,
             object_type=obj._meta.label_lower if obj is not None else "",
             object_id=str(obj.pk) if obj is not None else "",
-            object_repr=str(obj)[:200] if obj is not None else "",
+            object_repr=_printable(str(obj))[:200] if obj is not None else "",
             team=team,
             team_name=team.name if team else "",
-            summary=summary[:500],
-            detail=detail or {},
+            summary=_printable(summary)[:500],
+            detail=_printable(detail or {}),
             ip_address=client_ip(request),
             prev_hash=last["hash"] if last else AuditEvent.GENESIS_HASH,
         )
@@ -68,6 +68,18 @@ def audit(*, action, summary, actor=None, team=None, obj=None, detail=None, requ
         event.hash = event.compute_hash()
         event.save()
     return event
+
+
+def _printable(value):
+    """`value` with NUL characters (which PostgreSQL text and JSON cannot hold) shown as U+FFFD. What people type (a
+    username at the login form, a URL path) reaches the audit trail, and must never make recording it fail."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {_printable(key): _printable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_printable(item) for item in value]
+    return value
 
 
 def _json_roundtrip(value):

@@ -198,6 +198,10 @@ class TestOtherViews:
         response = client.post("/switch-team/", {"team": "", "next": "https://evil.example/"})
         assert response["Location"] == "/" and "team_id" not in client.session
 
+    def test_a_team_switch_to_a_slug_that_cannot_exist_is_not_found(self, personas, client_for):
+        expect(client_for, personas.viewer, "post", "/switch-team/", 404, {"team": "plat\x00form"})
+        expect(client_for, personas.viewer, "post", "/switch-team/", 404, {"team": "x" * 500})
+
     def test_placeholder_sections_need_login(self, personas, client_for):
         for url in ("/images/", "/builds/", "/promotions/", "/hosts/"):
             expect(client_for, None, "get", url, "login")

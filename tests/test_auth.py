@@ -52,6 +52,13 @@ def test_an_empty_login_form_is_not_an_error(personas):
     assert response.status_code == 200 and b"This field is required" in response.content
 
 
+def test_a_nul_character_in_the_login_form_is_refused_readably_and_audited(personas):
+    response = login(Client(), "devel\x00oper", "wrong\x00")
+    assert response.status_code == 200 and b"Null characters are not allowed" in response.content
+    event = AuditEvent.objects.get(action="auth.login_failed")
+    assert event.actor_name == "devel\ufffdoper" and "devel\ufffdoper" in event.summary
+
+
 def test_logout_is_a_post_and_is_audited(personas, client_for):
     client = client_for(personas.viewer)
     assert client.get("/logout/").status_code == 200  # a confirmation page, not a logout
