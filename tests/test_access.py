@@ -6,7 +6,7 @@ from django.http import Http404
 
 from portal import services
 from portal.access import can, get_run_for_user, get_team_for_user
-from portal.models import Action, Membership, Role, RunKind, RunStatus
+from portal.models import Action, AuditEvent, Membership, Role, RunKind, RunStatus
 
 pytestmark = pytest.mark.django_db
 
@@ -131,6 +131,32 @@ class TestTeamViews:
         expect(client_for, personas.developer, "post", url, 403)
         expect(client_for, personas.admin, "post", url, 302)
         assert not Membership.objects.filter(team=personas.team, user=personas.viewer).exists()
+
+    def test_membership_changes_are_audited_with_who_what_and_from_where(self, personas, client_for):
+        client, base = client_for(personas.admin), f"/teams/{personas.team.slug}/members/"
+        client.post(base, {"user": "outsider", "role": "viewer"})
+        client.post(f"{base}{personas.outsider.pk}/role/", {"role": "developer"})
+        client.post(f"{base}{personas.outsider.pk}/remove/")
+        events = AuditEvent.objects.filter(action__startswith="membership.").order_by("seq")
+        assert [(e.action, e.actor, e.team, e.detail["user"], e.detail["role"]) for e in events] == [
+            ("membership.add", personas.admin, personas.team, "outsider", "viewer"),
+            ("membership.role", personas.admin, personas.team, "outsider", "developer"),
+            ("membership.remove", personas.admin, personas.team, "outsider", "developer"),
+        ]
+        assert events[1].detail["previous_role"] == "viewer"
+        assert {e.ip_address for e in events} == {"127.0.0.1"}
+
+    def test_the_last_admin_is_neither_removed_nor_demoted_and_a_made_up_role_is_refused(self, personas, client_for):
+        client, base = client_for(personas.admin), f"/teams/{personas.team.slug}/members/{personas.admin.pk}/"
+        for path, data in (("remove/", {}), ("role/", {"role": "viewer"})):
+            response = client.post(base + path, data, follow=True)
+            assert response.status_code == 200 and b"is the last admin of Platform" in response.content
+        response = client.post(f"/teams/{personas.team.slug}/members/{personas.viewer.pk}/role/", {"role": "god"},
+                               follow=True)
+        assert b"Pick one of the listed roles" in response.content
+        assert Membership.objects.get(team=personas.team, user=personas.admin).role == "admin"
+        assert Membership.objects.get(team=personas.team, user=personas.viewer).role == "viewer"
+        assert not AuditEvent.objects.filter(action__startswith="membership.").exists()
 
     def test_member_changes_are_post_only(self, personas, client_for):
         expect(client_for, personas.admin, "get", f"/teams/{personas.team.slug}/members/{personas.viewer.pk}/remove/", 405)
