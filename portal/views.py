@@ -77,14 +77,22 @@ def dashboard(request):
 
     team = current_team(request)
     teams = Team.objects.visible_to(request.user) if team is None else Team.objects.filter(pk=team.pk)
-    runs = Run.objects.visible_to(request.user).filter(team__in=teams).select_related("team", "started_by")[:10]
+    # Help-desk users read every team's hosts and host runs: across all teams, their dashboard counts and lists those
+    # too (the querysets' visible_to keeps everything else to their own teams).
+    across_teams = request.user.is_helpdesk and team is None
+    runs = Run.objects.visible_to(request.user)
+    if not across_teams:
+        runs = runs.filter(team__in=teams)
     events = AuditEvent.objects.visible_to(request.user).filter(team__in=teams).select_related("actor")[:10]
-    counts = {**build_counts(request.user, teams), **host_counts(request.user, teams)}
-    counts["active_runs"] = Run.objects.visible_to(request.user).filter(team__in=teams).active().count()
+    counts = {**build_counts(request.user, teams),
+              **host_counts(request.user, Team.objects.all() if across_teams else teams)}
+    counts["active_runs"] = runs.active().count()
+    has_teams = teams.exists()
     return render(
         request,
         "portal/dashboard.html",
-        {"team": team, "runs": runs, "events": events, "counts": counts, "has_teams": teams.exists()},
+        {"team": team, "runs": runs.select_related("team", "started_by")[:10], "events": events, "counts": counts,
+         "has_teams": has_teams or across_teams, "helpdesk_only": across_teams and not has_teams},
     )
 
 

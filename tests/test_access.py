@@ -1,5 +1,7 @@
 """Who may see and do what: the role table, and every core view for anonymous, outsider, read-only and allowed users."""
 
+import re
+
 import pytest
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
@@ -213,6 +215,18 @@ class TestOtherViews:
 
         response = expect(client_for, make_user("newcomer"), "get", "/", 200)
         assert b"not in any team yet" in response.content
+
+    def test_the_help_desk_dashboard_counts_every_teams_hosts_instead_of_saying_no_team(self, personas, client_for):
+        from hosts.services import host_create
+
+        host_create(team=personas.other_team, name="web-01", address="192.0.2.10", actor=None)
+        make_run(personas.other_team, kind=RunKind.HOST_ACTION)
+        make_run(personas.other_team, kind=RunKind.BUILD)
+        page = expect(client_for, personas.helpdesk, "get", "/", 200).content.decode()
+        assert "not in any team yet" not in page and 'id="helpdesk-note"' in page
+        assert "demo run" in page and page.count("demo run") == 1  # the host action; the build is not theirs to see
+        tiles = dict(zip(re.findall(r'tile-label">([^<]+)<', page), re.findall(r'tile-value">(\d+)<', page), strict=True))
+        assert tiles == {"Hosts": "1", "Hosts drifting": "0", "Runs in progress": "1"}
 
     def test_switching_team(self, personas, client_for):
         expect(client_for, None, "post", "/switch-team/", "login", {"team": personas.team.slug})
