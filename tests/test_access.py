@@ -281,3 +281,61 @@ class TestCancellingHostRuns:
         assert b"runs to its end" in response.content
         run.refresh_from_db()
         assert run.status == RunStatus.RUNNING and run.cancel_requested_at is None
+
+
+# --- Every URL of the portal, anonymous ------------------------------------------------------------------------------
+
+# What may answer without a login: the login itself, logging out, the health check, and the machine endpoints, which
+# authenticate with their own token or signature (tests/test_builds_remote.py and the API's tests cover those).
+PUBLIC = {"login", "logout", "health"}
+MACHINE = {"api_build_create", "api_build_detail", "api_definition_list", "git_webhook"}
+
+
+def every_named_url():
+    """[(name, path)] of every named URL outside the Django admin, with a sample value for each argument."""
+    from django.urls import URLPattern, URLResolver, get_resolver, reverse
+    from django.urls.converters import IntConverter, SlugConverter
+
+    def sample(name, converter):
+        if name == "digest":
+            return "sha256:" + "0" * 64
+        if isinstance(converter, IntConverter):
+            return 1
+        return "platform" if isinstance(converter, SlugConverter) else "x"
+
+    found = []
+
+    def walk(patterns):
+        for entry in patterns:
+            if isinstance(entry, URLResolver):
+                if entry.app_name != "admin":
+                    walk(entry.url_patterns)
+            elif isinstance(entry, URLPattern) and entry.name:
+                converters = getattr(entry.pattern, "converters", {})
+                names = converters or entry.pattern.regex.groupindex
+                kwargs = {name: sample(name, converters.get(name)) for name in names}
+                found.append((entry.name, reverse(entry.name, kwargs=kwargs)))
+
+    walk(get_resolver().url_patterns)
+    return found
+
+
+class TestEveryUrl:
+    def test_the_sweep_sees_the_whole_portal(self):
+        names = {name for name, _ in every_named_url()}
+        assert {"dashboard", "run_log_search", "build_detail", "host_action", "promotion_approve",
+                "diskimage_detail", "audit_list"} <= names and len(names) > 90
+
+    @pytest.mark.parametrize("name,path", every_named_url())
+    def test_anonymous_users_are_sent_to_log_in_everywhere_but_the_public_doors(self, db, client_for, name, path):
+        client = client_for(None)
+        for method in ("get", "post"):
+            response = getattr(client, method)(path)
+            assert response.status_code != 500, (method, path)
+            if name in PUBLIC:
+                continue
+            if name in MACHINE:
+                assert response.status_code in (401, 403, 404, 405), (method, path, response.status_code)
+                continue
+            assert response.status_code == 302 and response["Location"].startswith("/login/?next="), (
+                method, path, response.status_code)
