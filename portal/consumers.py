@@ -4,7 +4,8 @@ On connect: check access (the run page's own helper), make sure this process lis
 stored lines after the client's `after` (at most BACKLOG_MAX_LINES of them: an older remainder is announced with a
 "skip" message, and the viewer loads it over HTTP when it is scrolled to), send the status, then forward live batches,
 dropping lines already sent and filling any gap from the database. A client that reconnects with
-`?after=<last seq it has>` resumes with no gap and no duplicate.
+`?after=<last seq it has>` resumes with no gap and no duplicate. While the socket is open, access is asked again every
+ACCESS_RECHECK_SECONDS: a user removed from the team (or disabled) is closed out with the same codes.
 
 One `RunHub` per web process and run is the group's member, however many sockets of the process watch the run: it
 receives each batch once and hands it to each socket (as group members, hundreds of sockets would each go through
@@ -38,7 +39,7 @@ from django.http import Http404
 from django.template.loader import render_to_string
 
 from . import logsink
-from .access import get_run_for_user
+from .access import forget_roles, get_run_for_user
 from .models import FINISHED_STATUSES, Run
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ CATCH_UP_AFTER_SECONDS = 4.0
 CATCH_UP_MAX_SECONDS = 16.0
 # The hub renews its group membership this often (it also expires in the channel layer after a day).
 GROUP_RENEW_SECONDS = 10.0
+# An open socket asks the access helper again this often: someone removed from the team (or disabled) stops receiving.
+ACCESS_RECHECK_SECONDS = 60.0
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
@@ -241,11 +244,20 @@ class RunLogConsumer(AsyncWebsocketConsumer):
             await self.send(text_data='{"t":"pong"}')
 
     async def watch(self):
-        """Heartbeats, and catching up from the database when the channel layer is quiet or broken."""
-        last_ping = time.monotonic()
+        """Heartbeats, access checked again, and catching up from the database when the channel layer is quiet or
+        broken."""
+        last_ping = last_access_check = time.monotonic()
         while True:
             await asyncio.sleep(WATCH_SECONDS)
             now = time.monotonic()
+            if now - last_access_check >= ACCESS_RECHECK_SECONDS:
+                last_access_check = now
+                code = await database_sync_to_async(self.access_refused)()
+                if code:
+                    hub, self.hub = self.hub, None
+                    await hub.leave(self)  # no batch reaches this socket from here on
+                    await self.close(code=code)
+                    return
             if now - last_ping >= HEARTBEAT_SECONDS:
                 last_ping = now
                 await self.send(text_data='{"t":"ping"}')
@@ -352,6 +364,22 @@ class RunLogConsumer(AsyncWebsocketConsumer):
                 out.append(logsink.lines_message(first, lines, times, mine))
                 after = last
         return out
+
+    def access_refused(self):
+        """The close code if the user may no longer watch the run (removed from its team, role changed, disabled), else
+        None: the same helper as on connect, with the user and their roles read afresh."""
+        user = self.scope["user"]
+        user.refresh_from_db(fields=["is_active", "is_superuser", "is_helpdesk"])
+        forget_roles(user)
+        if not user.is_active:
+            return CLOSE_UNAUTHENTICATED
+        try:
+            get_run_for_user(user, self.run.pk)
+        except Http404:
+            return CLOSE_NOT_FOUND
+        except PermissionDenied:
+            return CLOSE_FORBIDDEN
+        return None
 
     @database_sync_to_async
     def current_run(self):

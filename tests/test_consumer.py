@@ -1,5 +1,7 @@
 """The run log websocket: access, backlog then live lines, no gap and no duplicate across reconnects."""
 
+import asyncio
+
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -364,3 +366,42 @@ class TestHeartbeatsAndBatches:
         assert await comm.receive_nothing(timeout=0.3)
         await comm.disconnect()
 
+
+class TestAccessWhileWatching:
+    @pytest.fixture
+    def quick_recheck(self, monkeypatch):
+        from portal import consumers
+
+        monkeypatch.setattr(consumers, "WATCH_SECONDS", 0.05)
+        monkeypatch.setattr(consumers, "ACCESS_RECHECK_SECONDS", 0.2)
+
+    async def test_a_member_removed_from_the_team_is_closed_out_and_gets_no_more_lines(self, async_personas,
+                                                                                        quick_recheck):
+        run, sink = await sync_to_async(make_run)(async_personas.team, lines=2)
+        comm = communicator(run.pk, async_personas.viewer)
+        await comm.connect()
+        assert lines_of(await receive_until_status(comm))[0] == [1, 2]
+        await sync_to_async(services.membership_remove)(team=async_personas.team, user=async_personas.viewer, actor=None)
+        message = await comm.receive_output(timeout=3)
+        assert message == {"type": "websocket.close", "code": CLOSE_NOT_FOUND}
+        await sync_to_async(lambda: (sink.write("written after the removal"), sink.flush(), live.wait_published()))()
+        assert await comm.receive_nothing(timeout=0.3)
+
+    async def test_a_member_who_stays_keeps_watching(self, async_personas, quick_recheck):
+        run, sink = await sync_to_async(make_run)(async_personas.team, lines=1)
+        comm = communicator(run.pk, async_personas.viewer)
+        await comm.connect()
+        await receive_until_status(comm)
+        await asyncio.sleep(0.5)  # a few access checks pass
+        await sync_to_async(lambda: (sink.write("line 2"), sink.flush(), live.wait_published()))()
+        assert lines_of(await receive_until(comm, lambda m: m["t"] == "lines"))[0] == [2]
+        await comm.disconnect()
+
+    async def test_a_disabled_account_is_signed_out_of_the_socket(self, async_personas, quick_recheck):
+        run, _ = await sync_to_async(make_run)(async_personas.team, lines=1)
+        comm = communicator(run.pk, async_personas.developer)
+        await comm.connect()
+        await receive_until_status(comm)
+        await sync_to_async(type(async_personas.developer).objects.filter(pk=async_personas.developer.pk).update)(
+            is_active=False)
+        assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": CLOSE_UNAUTHENTICATED}
