@@ -770,7 +770,7 @@ class PromotionQuerySet(models.QuerySet):
         """Pending promotions `user` may approve and has not decided: the approver's inbox, as one query.
 
         Mirrors `builds.promotions.approval_refusal` (role or group eligibility, minus requester, author and build
-        triggerer where the stage's policy excludes them).
+        triggerer where the stage's policy excludes them). An approval of the user's that expired asks them again.
         """
         if not user.is_authenticated:
             return self.none()
@@ -787,7 +787,8 @@ class PromotionQuerySet(models.QuerySet):
             .exclude(models.Q(target_stage__exclude_requester=True) & models.Q(requested_by=user))
             .exclude(models.Q(target_stage__exclude_author=True) & models.Q(build__revision__author=user))
             .exclude(models.Q(target_stage__exclude_build_triggerer=True) & models.Q(build__run__started_by=user))
-            .exclude(pk__in=Approval.objects.filter(approver=user, superseded_at__isnull=True).values("promotion"))
+            .exclude(pk__in=Approval.objects.filter(approver=user, superseded_at__isnull=True)
+                     .exclude(Approval.expired_q()).values("promotion"))
         )
 
 
@@ -917,6 +918,31 @@ class Approval(models.Model):
     def is_expired(self, stage, now=None):
         expires = self.expires_at(stage)
         return expires is not None and expires <= (now or timezone.now())
+
+    @staticmethod
+    def expired_q(now=None):
+        """`is_expired` as a filter on approvals (their stage's TTL, in hours; none or 0: never)."""
+        oldest_live = _HoursBefore(models.Value(now or timezone.now(), output_field=models.DateTimeField()),
+                                   models.F("promotion__target_stage__approval_ttl_hours"))
+        return models.Q(promotion__target_stage__approval_ttl_hours__gt=0, created_at__lte=oldest_live)
+
+
+class _HoursBefore(models.Func):
+    """`moment` minus `hours` (an integer expression) hours. Django cannot multiply a duration by a column on SQLite,
+    so this is written out for the portal's two databases."""
+
+    arity = 2
+    output_field = models.DateTimeField()
+
+    def as_sql(self, compiler, connection, **extra_context):
+        return super().as_sql(compiler, connection, template="(%(expressions)s * interval '1 hour')", arg_joiner=" - ",
+                              **extra_context)
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        moment, moment_params = compiler.compile(self.source_expressions[0])
+        hours, hours_params = compiler.compile(self.source_expressions[1])
+        return (f"strftime('%%Y-%%m-%%d %%H:%%M:%%f', {moment}, '-' || {hours} || ' hours')",
+                [*moment_params, *hours_params])
 
 
 class StageHistoryQuerySet(models.QuerySet):

@@ -458,8 +458,9 @@ def promotion_withdraw(*, promotion: Promotion, user: User, request=None) -> Pro
 
 
 def promotion_retry(*, promotion: Promotion, user: User, request=None) -> Promotion:
-    """Apply a failed promotion again (its approvals stand: they were for this digest). Checks again that the stage
-    takes changes and has not moved on meanwhile."""
+    """Apply a failed promotion again. Its approvals stand while they still count (they were for this digest): ones
+    that expired meanwhile, or whose givers may no longer approve, do not, and then the request goes back to pending
+    and asks the approvers again. Checks again that the stage takes changes and has not moved on meanwhile."""
     check_team_action(user, promotion.target_stage.team, Action.DEVELOP)
     with transaction.atomic():
         locked = _locked(promotion)
@@ -475,7 +476,17 @@ def promotion_retry(*, promotion: Promotion, user: User, request=None) -> Promot
         audit(action="promotion.retry", summary=f"retried #{locked.pk} ({locked.definition} to "
               f"{locked.target_stage.name})", actor=user, team=locked.team, obj=locked, request=request,
               detail=_detail(locked))
-        _start_or_wait(locked, actor=user, request=request, now=timezone.now())
+        now = timezone.now()
+        result = quorum(locked, now)
+        if result.met:
+            _start_or_wait(locked, actor=user, request=request, now=now)
+        else:
+            from . import notifications
+
+            _set_status(locked, PromotionStatus.PENDING, note=f"Retried after its approvals stopped counting "
+                        f"({result.summary()}): it needs them again before it is applied.")
+            notifications.notify(event=notifications.NotificationEvent.APPROVAL_REQUESTED, team=locked.team,
+                                 promotion=locked, actor=user)
     promotion.refresh_from_db()
     return promotion
 

@@ -292,7 +292,13 @@ def promotion_retry(request, pk):
         return _refused(request, promotion, exc, 409)
     except ValidationError as exc:
         return _refused(request, promotion, exc, 400)
-    messages.success(request, f"Applying request #{promotion.pk} again.")
+    promotion.refresh_from_db()
+    if promotion.status == PromotionStatus.PENDING:
+        messages.warning(request, f"Request #{promotion.pk} needs its approvals again: {promotion.status_note}")
+    elif promotion.status == PromotionStatus.APPROVED:
+        messages.success(request, f"Request #{promotion.pk} will be applied again; it waits: {promotion.status_note}")
+    else:
+        messages.success(request, f"Applying request #{promotion.pk} again.")
     return redirect(promotion)
 
 

@@ -15,6 +15,7 @@ from builds import promotions
 from builds.models import (
     Approval,
     ApproverGroup,
+    Promotion,
     PromotionStatus,
     StageGroupRequirement,
     StageHistory,
@@ -256,7 +257,9 @@ def test_expired_approvals_do_not_count(promo):
         StageHistory.objects.create(stage=promo.stages[stage], definition=promo.definition, digest=promo.builds[0].digest)
     promotion = request(promo, promo.builds[0], "prod")
     approve(promotion, promo.personas.approver)
+    assert promotion not in Promotion.objects.waiting_for(promo.personas.approver)
     Approval.objects.filter(promotion=promotion).update(created_at=timezone.now() - timedelta(hours=25))
+    assert promotion in Promotion.objects.waiting_for(promo.personas.approver)  # asked again, in the inbox
     promotion = approve(promotion, promo.personas.approver2)
     assert promotion.status == PromotionStatus.PENDING  # one fresh approval of two
     result = promotions.quorum(promotion)
@@ -509,6 +512,48 @@ def test_a_promotion_whose_apply_run_was_reaped_is_marked_failed(promo):
     promotions.promotions_apply_due()
     promotion.refresh_from_db()
     assert promotion.status == PromotionStatus.FAILED and "stopped responding" in promotion.status_note
+
+
+def _failed_after_approval(promo, stage="test"):
+    """A request to `stage` (one approval) that was approved and whose application then died."""
+    from portal.services import run_finish
+
+    StageHistory.objects.create(stage=promo.stages["dev"], definition=promo.definition, digest=promo.builds[0].digest)
+    promotion = approve(request(promo, promo.builds[0], stage), promo.personas.approver)
+    assert promotion.status == PromotionStatus.APPLYING
+    run_finish(promotion.run, status=RunStatus.FAILED, reason="The worker running it stopped responding")
+    promotions.promotions_apply_due()
+    promotion.refresh_from_db()
+    assert promotion.status == PromotionStatus.FAILED
+    return promotion
+
+
+def test_a_retry_applies_again_with_the_approvals_that_still_count(promo):
+    promotion = _failed_after_approval(promo)
+    promotion = promotions.promotion_retry(promotion=promotion, user=promo.personas.developer)
+    assert promotion.status == PromotionStatus.APPLYING and apply_runs(promotion).count() == 2
+
+
+def test_a_retry_after_the_approvals_expired_asks_for_them_again(promo):
+    promotions.stage_update_policy(stage=promo.stages["test"], user=promo.personas.admin, approval_ttl_hours=24)
+    promotion = _failed_after_approval(promo)
+    Approval.objects.filter(promotion=promotion).update(created_at=timezone.now() - timedelta(hours=25))
+
+    promotion = promotions.promotion_retry(promotion=promotion, user=promo.personas.developer)
+    assert promotion.status == PromotionStatus.PENDING and "needs them again" in promotion.status_note
+    assert apply_runs(promotion).count() == 1  # nothing applied on expired approvals
+    assert promotion in Promotion.objects.waiting_for(promo.personas.approver)
+
+    promotion = approve(promotion, promo.personas.approver)  # approving again completes it
+    assert promotion.status == PromotionStatus.APPLYING and apply_runs(promotion).count() == 2
+
+
+def test_a_retry_does_not_count_an_approver_who_lost_the_right_to_approve(promo):
+    promotion = _failed_after_approval(promo)
+    promo.personas.approver.memberships.update(role="viewer")
+    forget_roles(promo.personas.approver)
+    promotion = promotions.promotion_retry(promotion=promotion, user=promo.personas.developer)
+    assert promotion.status == PromotionStatus.PENDING and apply_runs(promotion).count() == 1
 
 
 def test_the_dashboard_counts_open_promotions(promo):
