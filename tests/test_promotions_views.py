@@ -404,3 +404,102 @@ def test_bad_input_never_gives_a_500(client_for, pending, promo):
         assert developer.get(url).status_code == 200, url
     assert developer.get("/promotions/999999/").status_code == 404
     assert developer.get("/stages/999999/").status_code == 404
+
+
+# --- Every page and action, for anonymous, outsider, help-desk, read-only and allowed users ---------------------------
+
+
+def test_every_promotion_page_and_action_checks_access(client_for, pending, promo):
+    """Anonymous users log in; outsiders and help-desk users (who read hosts, not promotions) get 404; a viewer reads
+    what the team reads and gets 403 on every action; the allowed role gets the page. Nothing changes on the way."""
+    from datetime import time as clock
+
+    from builds import notifications
+    from builds.models import WebhookDelivery
+
+    p = promo.personas
+    test, prod = promo.stages["test"], promo.stages["prod"]
+    freeze = promotions.stage_freeze(stage=prod, user=p.admin, reason="audit week")
+    window = promotions.change_window_add(stage=prod, user=p.admin, weekdays=[0], starts=clock(9), ends=clock(17))
+    group = promotions.approver_group_save(team=promo.team, user=p.admin, name="QA", members=[p.approver])
+    hook, _ = notifications.webhook_create(team=promo.team, user=p.admin, name="chat",
+                                           url="https://chat.example.com/hook", events=["promotion.applied"])
+    delivery = notifications.webhook_test(hook=hook, user=p.admin)
+    decision = {"digest": pending.digest, "comment": "no"}
+    rollback = {"definition": promo.definition.pk, "digest": promo.builds[0].digest, "reason": "back"}
+    # (method, url, data, what a viewer gets, who is allowed, what they get)
+    table = [
+        ("get", card(pending), None, 200, p.viewer, 200),
+        ("post", reverse("promotion_approve", args=[pending.pk]), decision, 403, None, None),
+        ("post", reverse("promotion_reject", args=[pending.pk]), decision, 403, None, None),
+        ("post", reverse("promotion_withdraw", args=[pending.pk]), None, 403, None, None),
+        ("post", reverse("promotion_retry", args=[pending.pk]), None, 403, None, None),
+        ("get", reverse("stage_detail", args=[test.pk]), None, 200, p.viewer, 200),
+        ("get", reverse("stage_policy", args=[test.pk]), None, 403, p.admin, 200),
+        ("post", reverse("stage_policy", args=[test.pk]), {"required_approvals": 0}, 403, None, None),
+        ("post", reverse("stage_rollback", args=[test.pk]), rollback, 403, None, None),
+        ("post", reverse("stage_freeze", args=[test.pk]), {"reason": "x"}, 403, None, None),
+        ("post", reverse("stage_freeze_lift", args=[freeze.pk]), None, 403, None, None),
+        ("post", reverse("stage_window_add", args=[test.pk]), {"weekdays": ["1"], "starts": "09:00", "ends": "17:00"},
+         403, None, None),
+        ("post", reverse("stage_window_delete", args=[window.pk]), None, 403, None, None),
+        ("get", reverse("approver_groups", args=[promo.team.slug]), None, 200, p.admin, 200),
+        ("post", reverse("approver_groups", args=[promo.team.slug]), {"name": "Sec"}, 403, None, None),
+        ("get", reverse("approver_group_edit", args=[group.pk]), None, 403, p.admin, 200),
+        ("post", reverse("approver_group_delete", args=[group.pk]), None, 403, None, None),
+        ("get", reverse("notification_webhooks", args=[promo.team.slug]), None, 403, p.admin, 200),
+        ("get", reverse("notification_webhook_detail", args=[hook.pk]), None, 403, p.admin, 200),
+        ("post", reverse("notification_webhook_delete", args=[hook.pk]), None, 403, None, None),
+        ("post", reverse("notification_webhook_test", args=[hook.pk]), None, 403, None, None),
+        ("post", reverse("webhook_delivery_redeliver", args=[delivery.pk]), None, 403, None, None),
+    ]
+    for method, url, data, viewer_gets, allowed, allowed_gets in table:
+        def status(user, method=method, url=url, data=data):
+            return getattr(client_for(user), method)(url, data or {})
+
+        anonymous = status(None)
+        assert anonymous.status_code == 302 and anonymous["Location"].startswith("/login/"), (method, url)
+        for user in (p.outsider, p.helpdesk):
+            assert status(user).status_code == 404, (user, method, url)
+        assert status(p.viewer).status_code == viewer_gets, (method, url)
+        if allowed is not None:
+            assert status(allowed).status_code == allowed_gets, (allowed, method, url)
+
+    pending.refresh_from_db()
+    assert pending.status == PromotionStatus.PENDING and not Approval.objects.exists()
+    assert Promotion.objects.count() == 1 and test.freezes.count() == 0
+    freeze.refresh_from_db()
+    assert freeze.lifted_at is None and prod.change_windows.count() == 1
+    assert ApproverGroup.objects.count() == 1 and NotificationWebhook.objects.count() == 1
+    assert WebhookDelivery.objects.count() == 1
+
+
+def test_the_lists_show_outsiders_and_help_desk_nothing_of_the_team(client_for, pending, promo):
+    p = promo.personas
+    for url in (reverse("promotion_list"), reverse("promotion_list") + "?view=all", reverse("stage_board")):
+        response = client_for(None).get(url)
+        assert response.status_code == 302 and response["Location"].startswith("/login/")
+        for user in (p.outsider, p.helpdesk):
+            body = client_for(user).get(url).content.decode()
+            assert "web-os" not in body and pending.build.short_digest not in body, (user, url)
+        assert "web-os" in client_for(p.viewer).get(url).content.decode(), url
+    assert client_for(p.helpdesk).get(reverse("promotion_create")).status_code == 403
+
+
+def test_retrying_a_failed_promotion_is_for_developers(client_for, pending, promo):
+    from portal.services import run_finish
+
+    promotions.promotion_approve(promotion=pending, user=promo.personas.approver, digest=pending.digest)
+    pending.refresh_from_db()
+    run_finish(pending.run, status="failed", reason="The worker running it stopped responding")
+    promotions.promotions_apply_due()
+    pending.refresh_from_db()
+    assert pending.status == PromotionStatus.FAILED
+    url = reverse("promotion_retry", args=[pending.pk])
+    assert client_for(promo.personas.viewer).post(url).status_code == 403
+    assert client_for(promo.personas.operator).post(url).status_code == 403
+    response = client_for(promo.personas.developer).post(url, follow=True)
+    assert response.status_code == 200 and "Applying request" in response.content.decode()
+    pending.refresh_from_db()
+    assert pending.status == PromotionStatus.APPLYING and pending.attempts == 2
+    assert client_for(promo.personas.developer).post(url).status_code == 409  # applying, not failed
