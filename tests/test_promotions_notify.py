@@ -131,6 +131,23 @@ def test_a_rejection_is_mailed_to_the_requester_with_the_comment(promo, eager_ta
     assert "- approver rejected: the smoke test fails on arm64" in mail.body
 
 
+def test_a_failed_application_is_mailed_to_the_requester_and_the_approvers_with_the_reason(
+        promo, eager_tasks, mailoutbox, django_capture_on_commit_callbacks):
+    ready_for_test(promo)  # not pushed: the image is not in the definition's repository, so skopeo copy fails
+    promotion = promotions.promotion_request(definition=promo.definition, build=promo.builds[0],
+                                             target_stage=promo.stages["test"], user=promo.personas.developer,
+                                             reason="ready")
+    mailoutbox.clear()
+    with django_capture_on_commit_callbacks(execute=True):  # the apply task runs in-process, eagerly
+        promotions.promotion_approve(promotion=promotion, user=promo.personas.approver, digest=promotion.digest)
+    promotion.refresh_from_db()
+    assert promotion.status == PromotionStatus.FAILED and promotion.status_note
+    failed = [m for m in mailoutbox if "Promotion failed" in m.subject]
+    assert sorted(m.to[0] for m in failed) == ["approver@example.com", "developer@example.com"]
+    assert promotion.status_note[:60] in failed[0].body  # the reason
+    assert reverse("promotion_detail", args=[promotion.pk]) in failed[0].body
+
+
 def test_a_failed_build_is_mailed_to_the_team(promo, eager_tasks, mailoutbox, django_capture_on_commit_callbacks):
     build = promo.builds[2]
     build.run.status, build.run.exit_reason = "failed", "podman build failed (podman exited with status 1)"
