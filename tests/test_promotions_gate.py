@@ -580,3 +580,14 @@ def test_hosts_tracking_the_stage_expect_the_promoted_digest_and_show_on_the_car
     assert host.expected_digest == promo.builds[0].digest
     html = client_for(promo.personas.viewer).get(promotion.get_absolute_url()).content.decode()
     assert "Hosts that track dev" in html and "web-01" in html
+
+
+def test_the_dashboard_tells_an_approver_what_waits_for_their_decision_and_no_one_else(promo, client_for):
+    StageHistory.objects.create(stage=promo.stages["dev"], definition=promo.definition, digest=promo.builds[0].digest)
+    request(promo, promo.builds[0], "test")
+
+    page = client_for(promo.personas.approver).get("/").content.decode()
+    assert 'id="inbox-callout"' in page and "1 promotion</strong> waiting for your decision" in page
+    assert "/promotions/?view=inbox" in page
+    for someone in (promo.personas.developer, promo.personas.viewer, promo.personas.outsider):
+        assert 'id="inbox-callout"' not in client_for(someone).get("/").content.decode()
