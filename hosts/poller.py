@@ -242,7 +242,7 @@ def _effective_action(host, action, now):
     if action is not None:
         return action
     last = host.last_action
-    if last is not None and last.finished_at and now - last.finished_at <= ATTRIBUTION_WINDOW:
+    if last is not None and (last.active or last.finished_at and now - last.finished_at <= ATTRIBUTION_WINDOW):
         return last
     return None
 

@@ -530,6 +530,8 @@ def host_action_execute(action_id):
     except portal_services.RunStateError:
         _release(action)
         return run
+    # Polls that see the host change while the action runs (a reboot seen by the regular poller first) attribute it.
+    Host.objects.filter(pk=action.host_id).update(last_action=action)
     status, reason = RunStatus.FAILED, ""
     sink = LogSink(run)
     try:
@@ -598,7 +600,7 @@ def _execute(action, host, run, sink):
     except ssh.SSHError as exc:
         sink.write(f"error: {exc}")
         return RunStatus.FAILED, str(exc)
-    _release(action)  # let the re-poll attribute what it sees to this action
+    # The host stays busy (the action active) until the run ends: through the re-poll and the wait for a reboot.
     host.refresh_from_db()
     if action.reboots or went_down:
         return _wait_for_reboot(action, host, run, sink, target)

@@ -4,14 +4,17 @@ them. Includes the scripted sequence upgrade -> reboot -> failed health check ->
 
 # ruff: noqa: F811 - the fixtures imported from tests.hosts_fixtures are parameters of the tests below
 
+import threading
+
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from hosts import poller, services
 from hosts.models import ActionKind, EventKind, HostAction, HostEvent, HostState
 from portal import logsink
 from portal.models import AuditEvent, Run, RunStatus
 from tests.builds_fixtures import oci_registry  # noqa: F401
+from tests.conftest import wait_for
 from tests.hosts_fixtures import booted_state, demo_images, fleet, host_settings, team_key  # noqa: F401
 
 pytestmark = pytest.mark.django_db
@@ -93,6 +96,15 @@ class TestTheScriptedSequence:
         assert events[-1] == (EventKind.ROLLED_BACK, False, "operator", ActionKind.REBOOT)
         assert (prod_host.booted_digest, prod_host.rollback_digest) == (first_rollback, first_booted)
 
+    def test_a_rollback_with_a_reboot_boots_the_rollback_deployment_now(self, fleet, prod_host, personas):
+        booted, rollback = prod_host.booted_digest, prod_host.rollback_digest
+        action = run_action(prod_host, ActionKind.ROLLBACK_APPLY, personas.operator)
+        assert action.run.status == RunStatus.SUCCEEDED, action.run.exit_reason
+        assert "is back" in log_text(action.run)
+        assert (prod_host.booted_digest, prod_host.rollback_digest, prod_host.rollback_queued) == (rollback, booted, False)
+        assert timeline(prod_host)[-1] == (EventKind.ROLLED_BACK, False, "operator", ActionKind.ROLLBACK_APPLY)
+        assert prod_host.state == HostState.ROLLED_BACK
+
     def test_upgrade_and_reboot_boots_the_new_deployment(self, fleet, prod_host, demo_images, personas):
         digests, _ = demo_images
         applied = run_action(prod_host, ActionKind.UPGRADE_APPLY, personas.operator)
@@ -151,6 +163,35 @@ class TestOneAtATime:
         services.host_action_execute(first.pk)
         second = services.host_action_request(host=prod_host, kind=ActionKind.UPGRADE_CHECK, user=personas.operator)
         assert second.active
+
+    @pytest.mark.django_db(transaction=True)
+    def test_the_host_stays_busy_until_a_reboot_has_seen_it_come_back(self, fleet, personas):
+        """A rebooting action waits for the host to come back; until then no other action may start on it."""
+        fleet.add("web-02", booted_state("127.0.0.1:1/platform/web-os:prod"))
+        host = fleet.start()["web-02"]
+        poller.poll_hosts([host.pk])
+        fleet.fleet.reboot_seconds = 3
+        reboot = services.host_action_request(host=host, kind=ActionKind.REBOOT, user=personas.operator)
+
+        def worker():
+            try:
+                services.host_action_execute(reboot.pk)
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        try:
+            wait_for(lambda: Run.objects.get(pk=reboot.run_id).phase == "waiting for the host to come back",
+                     timeout=15, what="the reboot action to wait for the host")
+            with pytest.raises(services.ActionInProgress, match="busy"):
+                services.host_action_request(host=host, kind=ActionKind.UPGRADE_CHECK, user=personas.operator)
+        finally:
+            thread.join(30)
+        reboot.refresh_from_db()
+        reboot.run.refresh_from_db()
+        assert reboot.run.status == RunStatus.SUCCEEDED and not reboot.active, reboot.run.exit_reason
+        assert services.host_action_request(host=host, kind=ActionKind.UPGRADE_CHECK, user=personas.operator).active
 
     def test_an_action_whose_run_was_reaped_releases_the_host(self, prod_host, personas):
         from portal import services as portal_services
