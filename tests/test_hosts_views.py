@@ -141,6 +141,74 @@ class TestWhoSeesWhat:
             assert "PRIVATE KEY" not in cursor.fetchone()[0]
 
 
+class TestEveryChangeChecksAccess:
+    """Anonymous users log in; outsiders get 404; help-desk users and roles that may only read get 403 on a host's
+    changes (404 on the team's key pages: those are for members); the allowed role gets through. Nothing changes on the
+    way."""
+
+    def test_polling_now_is_for_operators(self, personas, client_for, host):
+        unconfirmed = make_host(personas.team, "new-01", host_key="", state=HostState.NEW)
+        url = f"/hosts/{unconfirmed.pk}/poll/"
+        assert is_login(post(client_for, None, url))
+        assert post(client_for, personas.outsider, url).status_code == 404
+        for user in (personas.helpdesk, personas.viewer, personas.developer, personas.approver):
+            assert post(client_for, user, url).status_code == 403, user
+        response = post(client_for, personas.operator, url)  # nothing is sent before the key is confirmed
+        assert response.status_code == 302 and response["Location"] == f"/hosts/{unconfirmed.pk}/trust/"
+        assert get(client_for, personas.operator, url).status_code == 405
+
+    def test_removing_a_host_is_for_admins(self, personas, client_for, host):
+        url = f"/hosts/{host.pk}/delete/"
+        assert is_login(post(client_for, None, url))
+        assert post(client_for, personas.outsider, url).status_code == 404
+        for user in (personas.helpdesk, personas.viewer, personas.operator):
+            assert post(client_for, user, url).status_code == 403, user
+        assert Host.objects.filter(pk=host.pk).exists()
+        assert post(client_for, personas.admin, url).status_code == 302
+        assert not Host.objects.filter(pk=host.pk).exists()
+
+    def test_editing_and_confirming_keys_by_post_are_for_admins(self, personas, client_for, host):
+        _, other_key = ssh.generate_keypair("other")
+        changes = [(f"/hosts/{host.pk}/edit/", {"team": personas.team.pk, "name": "renamed", "address": "10.9.9.9",
+                                                "port": 22, "ssh_user": "root"}),
+                   (f"/hosts/{host.pk}/trust/", {"key": other_key})]
+        for url, data in changes:
+            assert is_login(post(client_for, None, url, data))
+            assert post(client_for, personas.outsider, url, data).status_code == 404
+            for user in (personas.helpdesk, personas.viewer, personas.operator):
+                assert post(client_for, user, url, data).status_code == 403, (user, url)
+        host.refresh_from_db()
+        assert (host.name, host.address, host.host_key) == ("web-01", "127.0.0.1", " ".join(HOST_KEY.split()[:2]))
+        assert post(client_for, personas.admin, changes[0][0], changes[0][1]).status_code == 302
+        host.refresh_from_db()
+        assert host.name == "renamed"
+
+    def test_team_key_jump_host_and_pending_key_changes_are_for_admins(self, personas, client_for):
+        from hosts.models import JumpHost
+
+        _, bastion_key = ssh.generate_keypair("bastion")
+        _, presented = ssh.generate_keypair("new")
+        waiting = make_host(personas.team, "new-01", host_key="", offered_host_key=" ".join(presented.split()[:2]),
+                            state=HostState.NEW)
+        slug = personas.team.slug
+        jump = {"name": "bastion", "address": "10.0.0.1", "port": 22, "ssh_user": "root", "host_key": bastion_key}
+        changes = [(f"/teams/{slug}/ssh-key/create/", {}), (f"/teams/{slug}/jump-hosts/", jump),
+                   (f"/teams/{slug}/pending-keys/", {"host": waiting.pk})]
+        for url, data in changes:
+            assert is_login(post(client_for, None, url, data))
+            for user in (personas.outsider, personas.helpdesk):
+                assert post(client_for, user, url, data).status_code == 404, (user, url)
+            for user in (personas.viewer, personas.operator):
+                assert post(client_for, user, url, data).status_code == 403, (user, url)
+        waiting.refresh_from_db()
+        assert not TeamSSHKey.objects.exists() and not JumpHost.objects.exists() and not waiting.trusted
+        for url, data in changes:
+            assert post(client_for, personas.admin, url, data).status_code == 302, url
+        waiting.refresh_from_db()
+        assert TeamSSHKey.objects.filter(team=personas.team).exists() and waiting.trusted
+        assert JumpHost.objects.get(team=personas.team).name == "bastion"
+
+
 class TestTheList:
     @pytest.fixture
     def many(self, personas):
@@ -184,6 +252,24 @@ class TestTheList:
         response = client_for(personas.viewer).get("/hosts/?state=drift", HTTP_HX_REQUEST="true")
         body = response.content.decode()
         assert response.status_code == 200 and "<table" in body and "<nav class=\"navbar" not in body
+
+    def test_the_fleet_view_counts_hosts_per_stage(self, personas, client_for, many):
+        response = client_for(personas.viewer).get("/hosts/fleet/")
+        counts = {row["stage__name"]: (row["total"], row["drifting"], row["staged"], row["problems"])
+                  for row in response.context["per_stage"]}
+        assert counts == {"dev": (60, 0, 30, 0), "prod": (60, 30, 0, 30)}
+        assert "No hosts yet" in client_for(personas.outsider).get("/hosts/fleet/").content.decode()
+
+    def test_the_age_of_each_status_is_shown_and_an_old_one_stands_out(self, personas, client_for, host):
+        from datetime import timedelta
+
+        make_host(personas.team, "web-02", status_at=timezone.now() - timedelta(minutes=7))
+        page = get(client_for, personas.viewer, "/hosts/").content.decode()
+        fresh, old = page.split("web-01", 1)[1].split("</tr>", 1)[0], page.split("web-02", 1)[1].split("</tr>", 1)[0]
+        assert 'text-body-secondary" title="Status read' in fresh and " s</span>" in fresh
+        assert 'text-warning" title="Status read' in old and "7 min</span>" in old
+        host_page = get(client_for, personas.viewer, f"/hosts/{Host.objects.get(name='web-02').pk}/").content.decode()
+        assert "7 min ago" in host_page
 
     def test_an_empty_list_says_what_will_appear_and_how(self, personas, client_for):
         admin = get(client_for, personas.admin, "/hosts/").content.decode()
