@@ -317,7 +317,7 @@ class BuildFilter(django_filters.FilterSet):
 
         value = value.strip()
         query = Q(definition__name__icontains=value) | Q(digest__icontains=value)
-        if value.isdigit():
+        if value.isascii() and value.isdigit():
             query |= Q(number=int(value)) | Q(pk=int(value))
         return queryset.filter(query)
 

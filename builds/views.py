@@ -46,6 +46,12 @@ from .models import (
     RegistryCredential,
 )
 
+
+def search_query(request, limit=200):
+    """The list's ?q= search text: NUL characters dropped (PostgreSQL text cannot hold them), at most `limit` long."""
+    return request.GET.get("q", "").replace("\x00", "").strip()[:limit]
+
+
 # --- Image definitions -----------------------------------------------------------------------------------------------
 
 
@@ -55,7 +61,7 @@ def definition_list(request):
     definitions = ImageDefinition.objects.visible_to(request.user).select_related("team").with_latest_build()
     if team is not None:
         definitions = definitions.filter(team=team)
-    query = request.GET.get("q", "").strip()
+    query = search_query(request)
     if query:
         definitions = definitions.filter(Q(name__icontains=query) | Q(description__icontains=query)
                                          | Q(repository__icontains=query))

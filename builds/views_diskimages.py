@@ -57,6 +57,7 @@ from .models import (
     ImageDefinition,
     Stage,
 )
+from .views import search_query
 
 PAGE_SIZE = 25
 STREAM_CHUNK = 1024 * 1024
@@ -76,7 +77,7 @@ def diskimage_list(request):
     disk_images = _scope(request, DiskImage.objects.visible_to(request.user)).with_related().annotate(
         file_count=Count("artifacts", filter=Q(artifacts__deleted_at__isnull=True)),
         file_bytes=Sum("artifacts__size", filter=Q(artifacts__deleted_at__isnull=True)))
-    query = request.GET.get("q", "").strip()[:200]
+    query = search_query(request)
     if query:
         disk_images = disk_images.filter(Q(definition__name__icontains=query) | Q(digest__icontains=query)
                                          | Q(preset_name__icontains=query))
@@ -375,7 +376,7 @@ def artifact_delete(request, key):
 @login_required
 def preset_list(request):
     presets = _scope(request, DiskImagePreset.objects.visible_to(request.user)).select_related("team", "created_by")
-    query = request.GET.get("q", "").strip()[:200]
+    query = search_query(request)
     if query:
         presets = presets.filter(Q(name__icontains=query) | Q(description__icontains=query))
     page = Paginator(presets.order_by("team__name", "name"), PAGE_SIZE).get_page(request.GET.get("page"))

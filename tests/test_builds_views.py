@@ -297,6 +297,14 @@ def test_the_list_shows_each_definitions_latest_build_and_its_status(client_for,
     assert "never built" in page  # the other definition
 
 
+@pytest.mark.parametrize("url, found", [("/images/?q=%00web", True), ("/builds/?q=%C2%B2", False),
+                                        ("/builds/?q=web%00", False)])
+def test_odd_search_text_gets_an_answer_not_a_crash(client_for, personas, build, url, found):
+    response = client_for(personas.viewer).get(url)
+    assert response.status_code == 200
+    assert (build.definition.get_absolute_url() in response.content.decode()) == found
+
+
 # --- What changed ----------------------------------------------------------------------------------------------------
 
 

@@ -161,6 +161,13 @@ def test_the_list_filters_by_status_type_and_search(client_for, personas, conver
     assert "Nothing matches" in client.get("/disk-images/?q=nothing-like-this").content.decode()
 
 
+@pytest.mark.parametrize("url", ["/disk-images/?q=web%00", "/disk-images/configurations/?q=%00ops"])
+def test_a_search_with_a_nul_character_is_answered(client_for, personas, conversion, preset, url):
+    response = client_for(personas.viewer).get(url)
+    assert response.status_code == 200 and ("web-os" in response.content.decode() or "ops access" in
+                                            response.content.decode())
+
+
 def test_an_empty_list_says_what_will_appear_and_how(client_for, personas, media):
     page = client_for(personas.developer).get("/disk-images/").content.decode()
     assert "No disk images yet" in page and "New disk image" in page
