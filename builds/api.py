@@ -79,7 +79,7 @@ def _definition_for(token, value):
     if (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.isdecimal()
                                                                     and value.isascii()):
         return qs.filter(pk=int(value)).first()
-    if isinstance(value, str):
+    if isinstance(value, str) and "\x00" not in value:  # PostgreSQL text cannot hold NUL: no such name
         team_slug, _, name = value.rpartition("/")
         if team_slug and team_slug != token.team.slug:
             return None

@@ -571,6 +571,7 @@ def test_a_definition_with_an_active_build_is_not_deleted(client_for, personas, 
 @pytest.mark.parametrize("body, status", [
     ('{"definition": true}', 404),
     ('{"definition": "²"}', 404),
+    ('{"definition": "platform/web-os\\u0000"}', 404),
     ('{"definition": 99999999999999999999999}', 404),
     ('{"definition": "platform/web-os", "revision": true}', 400),
     ('{"definition": "platform/web-os", "revision": 99999999999999999999999}', 404),
