@@ -605,5 +605,6 @@ def kickstart_create(request):
                 name = f"{definition.name}-{stage.name if stage else 'build-' + str(data['build'].number)}.ks"
                 response["Content-Disposition"] = content_disposition_header(True, name)
                 return response
-    return render(request, "builds/diskimages/kickstart.html", {"form": form, "text": text})
+    return render(request, "builds/diskimages/kickstart.html", {
+        "form": form, "text": text, "has_definitions": form.fields["definition"].queryset.exists()})
 

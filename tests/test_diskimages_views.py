@@ -526,5 +526,14 @@ def test_bad_kickstart_input_is_an_error_on_its_field(client_for, personas, buil
     assert response.status_code == 200 and response.context["form"].errors.get(field)
 
 
+def test_without_an_image_the_kickstart_form_says_what_to_do_first(client_for, personas, media):
+    page = client_for(personas.operator).get("/kickstarts/new/").content.decode()
+    assert 'id="no-definitions"' in page and "Images</a> page" in page
+
+
+def test_with_an_image_the_kickstart_form_does_not_say_so(client_for, personas, build):
+    assert 'id="no-definitions"' not in client_for(personas.operator).get("/kickstarts/new/").content.decode()
+
+
 def test_a_viewer_may_not_write_kickstarts(client_for, personas, build):
     assert client_for(personas.viewer).post("/kickstarts/new/", kickstart_post(build)).status_code == 403
