@@ -129,6 +129,14 @@ class TestTrickyDocuments:
         status = parse_status((CORPUS / "status-11-cachedupdate-same-digest.yaml").read_text())
         assert status.booted.cached_update is not None and not status.booted.update_available
 
+    def test_cached_updates_on_the_staged_entry_and_one_already_staged(self):
+        both = parse_status((CORPUS / "status-23-insights-staged-with-cachedupdate.json").read_text())
+        assert both.booted.cached_update.digest == both.staged.digest  # the update it found is the one staged
+        assert both.staged.update_available and both.staged.cached_update.digest.startswith("sha256:3c1cea82")
+        staged = parse_status((CORPUS / "status-24-insights-booted-cachedupdate-equals-staged.json").read_text())
+        assert staged.booted.cached_update.digest == staged.staged.digest and staged.staged.cached_update is None
+        assert staged.next_boot is staged.staged
+
     def test_the_malformed_insights_document_is_read_as_far_as_it_goes(self):
         status = parse_status((CORPUS / "status-25-insights-MALFORMED-missing-image-name.json").read_text())
         assert status.booted.image.image == "" and status.booted.digest.startswith("sha256:806d7739")
