@@ -447,6 +447,15 @@ def _check_worker():
 # --- Errors ----------------------------------------------------------------------------------------------------------
 
 
+def error_400(request, exception=None):
+    """A request Django could not read: most often a form posted with more than DATA_UPLOAD_MAX_MEMORY_SIZE of text."""
+    from django.core.exceptions import RequestDataTooBig
+
+    too_big = isinstance(exception, RequestDataTooBig)
+    return render(request, "400.html", {"too_big": too_big,
+                                        "limit_mb": settings.DATA_UPLOAD_MAX_MEMORY_SIZE / 1024 / 1024}, status=400)
+
+
 def error_403(request, exception=None):
     reason = str(exception) if exception and str(exception) else "Your role does not allow this."
     return render(request, "403.html", {"reason": reason}, status=403)

@@ -18,3 +18,22 @@ def test_the_404_page_does_not_say_whether_the_object_exists(client, django_user
     client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
     body = client.get("/runs/424242/").content.decode()
     assert "does not exist, or it belongs to a team you are not a member of" in body
+
+
+def test_a_form_with_too_much_pasted_text_gets_a_page_that_says_so_and_saves_nothing(client, settings, django_user_model):
+    from portal.models import Team
+
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    user = django_user_model.objects.create(username="someone", is_superuser=True)
+    client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
+    response = client.post("/teams/new/", {"name": "x" * 20_000})
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert "That was too much to paste" in body and "Nothing was saved" in body and "Traceback" not in body
+    assert not Team.objects.exists()
+
+
+def test_a_malformed_request_gets_a_readable_400(client):
+    response = client.get("/", HTTP_HOST="bad host name")
+    assert response.status_code == 400
+    assert "could not read that request" in response.content.decode()
