@@ -102,15 +102,27 @@ def notify_build_failed(*, build: Build) -> list[WebhookDelivery]:
 
 
 def _enqueue_email(subject, body, recipients):
+    """Best effort: a broker that does not answer loses the email (logged), never the change that caused it."""
+    from kombu.exceptions import OperationalError
+
     from .tasks import notification_email
 
-    notification_email.delay(subject, body, recipients)
+    try:
+        notification_email.delay(subject, body, recipients)
+    except OperationalError as exc:
+        log.error("could not queue the email %r to %s: %s", subject, ", ".join(recipients), exc)
 
 
 def _enqueue_delivery(pk):
+    """Best effort: a delivery that could not be queued is sent by beat once it is overdue."""
+    from kombu.exceptions import OperationalError
+
     from .tasks import webhook_deliver
 
-    webhook_deliver.delay(pk)
+    try:
+        webhook_deliver.delay(pk)
+    except OperationalError as exc:
+        log.warning("could not queue webhook delivery %s (beat sends it when overdue): %s", pk, exc)
 
 
 def _url(path):

@@ -14,6 +14,7 @@ unless it is an emergency override, which needs extra approvals.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,6 +45,7 @@ from .models import (
 )
 
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+log = logging.getLogger(__name__)
 
 
 class PromotionStateError(ValidationError):
@@ -294,6 +296,7 @@ def promotion_request(
         )
         _audit_request(promotion, user, request)
         _after_request(promotion, user, request)
+    promotion.refresh_from_db()  # what happened once it committed (e.g. the application could not be queued)
     return promotion
 
 
@@ -329,6 +332,7 @@ def promotion_rollback_request(*, stage: Stage, definition: ImageDefinition, dig
         )
         _audit_request(promotion, user, request)
         _after_request(promotion, user, request)
+    promotion.refresh_from_db()  # what happened once it committed (e.g. the application could not be queued)
     return promotion
 
 
@@ -560,10 +564,26 @@ def _start_or_wait(promotion, *, actor, request, now):
         audit(action="promotion.override_used", summary=f"emergency override for #{promotion.pk}: {blocked}; "
               f"{promotion.emergency_reason}", actor=actor, team=stage.team, obj=promotion, request=request,
               detail=_detail(promotion, blocked=blocked))
+    transaction.on_commit(lambda: _enqueue_apply(run.pk))
+    return run
+
+
+def _enqueue_apply(run_id):
+    """Hand the application to a worker. If the broker cannot take it, the promotion fails now with the reason (a
+    Retry applies it once the broker answers) rather than staying "applying" until the reaper gives up on its run."""
+    from kombu.exceptions import OperationalError
+
+    from .promotion_apply import fail_promotion
     from .tasks import promotion_apply
 
-    transaction.on_commit(lambda: promotion_apply.delay(run.pk))
-    return run
+    try:
+        promotion_apply.delay(run_id)
+    except OperationalError as exc:
+        log.error("could not queue promotion_apply for run %s: %s", run_id, exc)
+        promotion_id = Promotion.objects.filter(run_id=run_id).values_list("pk", flat=True).first()
+        if promotion_id is not None:
+            fail_promotion(promotion_id, run_id=run_id, reason=f"The portal could not hand it to a worker ({exc}); "
+                           "the stage tag was not touched. Retry once the workers' broker answers.")
 
 
 def promotions_apply_due(now=None) -> list[Promotion]:

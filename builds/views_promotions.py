@@ -115,7 +115,7 @@ def promotion_create(request):
             except ValidationError as exc:
                 form.add_error(None, error_text(exc))
             else:
-                messages.success(request, _created_message(promotion))
+                _tell(request, promotion, _created_message(promotion))
                 return redirect(promotion)
         status = 400
     board = promotions.stage_board(definition.team, [definition])[0]
@@ -126,7 +126,14 @@ def promotion_create(request):
     }, status=status)
 
 
+def _tell(request, promotion, text):
+    """The outcome of a request or decision, as a success, or an error when applying it failed at once."""
+    (messages.error if promotion.status == PromotionStatus.FAILED else messages.success)(request, text)
+
+
 def _created_message(promotion):
+    if promotion.status == PromotionStatus.FAILED:
+        return f"Request #{promotion.pk} needs no approval, but applying it failed: {promotion.status_note}"
     if promotion.status == PromotionStatus.APPLYING:
         return f"Request #{promotion.pk} needs no approval: it is being applied now."
     if promotion.status == PromotionStatus.APPROVED:
@@ -239,7 +246,7 @@ def _decision(request, pk, decide, done):
         return _refused(request, promotion, exc, 409)
     except ValidationError as exc:
         return _refused(request, promotion, exc, 400)
-    messages.success(request, done(promotion))
+    _tell(request, promotion, done(promotion))
     return redirect(promotion)
 
 
@@ -250,6 +257,8 @@ def _refused(request, promotion, exc, status):
 
 
 def _approved_message(promotion):
+    if promotion.status == PromotionStatus.FAILED:
+        return f"Approved. That completes the approvals, but applying it failed: {promotion.status_note}"
     if promotion.status == PromotionStatus.APPLYING:
         return f"Approved. That completes the approvals: {promotion.target_stage.name} is being updated now."
     if promotion.status == PromotionStatus.APPROVED:
@@ -297,6 +306,8 @@ def promotion_retry(request, pk):
         messages.warning(request, f"Request #{promotion.pk} needs its approvals again: {promotion.status_note}")
     elif promotion.status == PromotionStatus.APPROVED:
         messages.success(request, f"Request #{promotion.pk} will be applied again; it waits: {promotion.status_note}")
+    elif promotion.status == PromotionStatus.FAILED:
+        messages.error(request, f"Applying request #{promotion.pk} failed again: {promotion.status_note}")
     else:
         messages.success(request, f"Applying request #{promotion.pk} again.")
     return redirect(promotion)
@@ -402,7 +413,7 @@ def stage_rollback(request, pk):
     except ValidationError as exc:
         messages.error(request, error_text(exc))
         return redirect(stage)
-    messages.success(request, _created_message(promotion))
+    _tell(request, promotion, _created_message(promotion))
     return redirect(promotion)
 
 

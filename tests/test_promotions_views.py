@@ -503,3 +503,24 @@ def test_retrying_a_failed_promotion_is_for_developers(client_for, pending, prom
     pending.refresh_from_db()
     assert pending.status == PromotionStatus.APPLYING and pending.attempts == 2
     assert client_for(promo.personas.developer).post(url).status_code == 409  # applying, not failed
+
+
+@pytest.mark.django_db(transaction=True)  # commits as in production: the task is enqueued when the approval commits
+def test_with_the_workers_broker_down_an_approval_fails_the_promotion_with_the_reason_not_a_500(
+        client_for, pending, promo, redis_server):
+    from tests.conftest import _forget_broker_connections
+
+    client = client_for(promo.personas.approver)
+    redis_server.stop()
+    try:
+        response = client.post(reverse("promotion_approve", args=[pending.pk]), {"digest": pending.digest},
+                               follow=True)
+    finally:
+        redis_server.start()
+        _forget_broker_connections()
+    assert response.status_code == 200 and response.redirect_chain == [(card(pending), 302)]
+    pending.refresh_from_db()
+    assert pending.status == PromotionStatus.FAILED and "could not hand it to a worker" in pending.status_note
+    assert pending.run.status == "failed" and not StageHistory.objects.filter(promotion=pending).exists()
+    page = response.content.decode()
+    assert "applying it failed" in page and reverse("promotion_retry", args=[pending.pk]) in page
