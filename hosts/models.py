@@ -362,6 +362,13 @@ class HostActionQuerySet(models.QuerySet):
     def active(self):
         return self.filter(active=True)
 
+    def running(self):
+        """Actions still at work: active, and their run not ended (a reaped run's action holds the host only until the
+        next request releases it; nobody should read it as running)."""
+        from portal.models import ACTIVE_STATUSES
+
+        return self.filter(active=True, run__status__in=ACTIVE_STATUSES)
+
 
 class HostAction(models.Model):
     """An operator's action on one host. Its log and status live in `run`; `active` is true until it ends, and the

@@ -88,7 +88,7 @@ def _host_context(request, host):
     status = host.status or {}
     can_operate = can(request.user, host.team, Action.OPERATE)
     can_admin = can(request.user, host.team, Action.ADMIN)
-    active = host.actions.filter(active=True).select_related("run", "requested_by").first()
+    active = host.actions.running().select_related("run", "requested_by").first()
     return {
         "host": host, "events": events, "status": status,
         "entries": _entries(status),
@@ -227,7 +227,7 @@ def host_action(request, pk, kind):
                 messages.success(request, f"{action.get_kind_display()} on {host} started; its log streams below.")
                 return redirect(reverse("host_detail", args=[host.pk]) + "#action-log")
     effect = services.action_effect(host, kind, form["image"].value() if form is not None else "")
-    active = host.actions.filter(active=True).select_related("requested_by", "run").first()
+    active = host.actions.running().select_related("requested_by", "run").first()
     return render(request, "hosts/action_confirm.html", {
         "host": host, "kind": kind, "label": ActionKind(kind).label, "effect": effect, "form": form, "error": error,
         "active_action": active, "repositories": sorted(services.team_repositories(host.team)) if needs_image else [],

@@ -394,6 +394,22 @@ class TestActionsFromThePage:
         assert response.status_code == 400 and "is busy" in response.content.decode()
         assert HostAction.objects.filter(host=host).count() == 1
 
+    def test_an_action_whose_worker_died_is_not_shown_as_running(self, personas, client_for, host):
+        from datetime import timedelta
+
+        from portal.services import reap_stale_runs
+
+        post(client_for, personas.operator, f"/hosts/{host.pk}/actions/reboot/")
+        action = HostAction.objects.get(host=host)
+        assert "is running" in get(client_for, personas.operator, f"/hosts/{host.pk}/").content.decode()
+        Run.objects.filter(pk=action.run_id).update(created_at=timezone.now() - timedelta(days=1))
+        assert [run.pk for run in reap_stale_runs()] == [action.run_id]  # no worker ever picked it up
+        page = get(client_for, personas.operator, f"/hosts/{host.pk}/").content.decode()
+        assert "is running" not in page and "No worker picked it up" in page
+        confirm = get(client_for, personas.operator, f"/hosts/{host.pk}/actions/upgrade_check/").content.decode()
+        assert "still running" not in confirm
+        assert post(client_for, personas.operator, f"/hosts/{host.pk}/actions/upgrade_check/").status_code == 302
+
     def test_a_switch_needs_an_image_of_the_team(self, personas, client_for, host):
         host.tracked_image = "registry.example.com/platform/web-os:prod"
         host.save()
