@@ -281,6 +281,9 @@ def test_one_rejection_ends_the_request_and_a_comment_is_required(promo):
     assert promotion.status == PromotionStatus.REJECTED and "fails the smoke test" in promotion.status_note
     with pytest.raises(PromotionStateError):
         approve(promotion, promo.personas.approver2)
+    rejected = AuditEvent.objects.get(action="promotion.reject", object_id=str(promotion.pk))
+    assert rejected.actor == promo.personas.approver and "fails the smoke test" in rejected.summary
+    assert audit_verify() is None  # in the hash chain
 
 
 def test_the_requester_may_withdraw_and_others_may_not(promo):
