@@ -594,3 +594,16 @@ def test_the_dashboard_tells_an_approver_what_waits_for_their_decision_and_no_on
     assert "/promotions/?view=inbox" in page
     for someone in (promo.personas.developer, promo.personas.viewer, promo.personas.outsider):
         assert 'id="inbox-callout"' not in client_for(someone).get("/").content.decode()
+
+
+def test_a_new_team_gets_the_stages_dev_test_and_prod_in_order_each_a_tag_of_every_repository(personas):
+    from builds.models import ImageDefinition
+    from portal.services import team_create
+
+    team = team_create(name="Security", actor=personas.superuser)
+    assert [(s.name, s.position, s.required_approvals) for s in team.stages.all()] == [
+        ("dev", 0, 0), ("test", 1, 1), ("prod", 2, 2)]
+    definition = ImageDefinition(team=team, name="sec-os", repository="registry.example.com/security/sec-os")
+    assert [s.reference(definition) for s in team.stages.all()] == [
+        "registry.example.com/security/sec-os:dev", "registry.example.com/security/sec-os:test",
+        "registry.example.com/security/sec-os:prod"]
