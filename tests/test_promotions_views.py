@@ -63,6 +63,7 @@ def test_the_approval_card_shows_what_changes_against_what_the_stage_holds(clien
     assert "nginx" in html and "curl" in html  # added and removed packages
     assert "5.1-2" in html and "5.2.15-2" in html  # bash upgraded
     assert "org.opencontainers.image.version" in html  # a changed label
+    assert "size: " in html and "Base image" in html and promo.builds[1].base_image in html
     assert "r1 → r2" in html  # the Containerfile diff
     assert reverse("run_detail", args=[promo.builds[0].run_id]) in html  # both build logs
     assert reverse("run_detail", args=[promo.builds[1].run_id]) in html
