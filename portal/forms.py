@@ -4,6 +4,7 @@ from crispy_forms.layout import Submit
 from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import AuthenticationForm
+from django.core.validators import MaxLengthValidator
 from django.db.models import Q
 
 from .models import AuditEvent, Role, Team
@@ -27,6 +28,9 @@ class LoginForm(AuthenticationForm):
             for key, value in self.error_messages.items()
         }
         self.fields["username"].widget.attrs.update({"autofocus": True, "autocomplete": "username"})
+        # Django's AuthenticationForm only sets the field's max_length (no validator), so an over-long username reached
+        # authenticate() and django-axes' failure record (255 characters at most): a 500.
+        self.fields["username"].validators.append(MaxLengthValidator(self.fields["username"].max_length))
         self.helper = FormHelper()
         self.helper.add_input(Submit("submit", "Log in", css_class="w-100"))
 

@@ -59,6 +59,12 @@ def test_a_nul_character_in_the_login_form_is_refused_readably_and_audited(perso
     assert event.actor_name == "devel\ufffdoper" and "devel\ufffdoper" in event.summary
 
 
+def test_an_over_long_username_is_refused_readably_and_audited(personas):
+    response = login(Client(), "x" * 5000, "wrong")
+    assert response.status_code == 200 and b"at most 150 characters" in response.content
+    assert AuditEvent.objects.get(action="auth.login_failed").actor_name == "x" * 150
+
+
 def test_logout_is_a_post_and_is_audited(personas, client_for):
     client = client_for(personas.viewer)
     assert client.get("/logout/").status_code == 200  # a confirmation page, not a logout
