@@ -237,6 +237,8 @@ class TestOtherViews:
         assert client.session["team_id"] == personas.team.pk
         response = client.post("/switch-team/", {"team": "", "next": "https://evil.example/"})
         assert response["Location"] == "/" and "team_id" not in client.session
+        for elsewhere in ("//evil.example/", "ok", "javascript:alert(1)"):  # not a path here: the dashboard
+            assert client.post("/switch-team/", {"team": "", "next": elsewhere})["Location"] == "/"
 
     def test_a_team_switch_to_a_slug_that_cannot_exist_is_not_found(self, personas, client_for):
         expect(client_for, personas.viewer, "post", "/switch-team/", 404, {"team": "plat\x00form"})
