@@ -43,6 +43,9 @@ def promotion_apply_execute(run_id: int) -> None:
     if promotion is None or run is None or run.status != RunStatus.QUEUED:
         log.info("promotion_apply for run %s: nothing to do (%s)", run_id,
                  "no such run" if run is None else f"the run is {run.status}")
+        if promotion is not None and run is not None and not run.is_active:
+            # Cancelled (or reaped) before a worker took it: the promotion fails with that reason now, not at beat.
+            fail_promotion(promotion.pk, run_id=run.pk, reason=run.exit_reason or f"Its run is {run.status}.")
         return  # gone, or already started or ended (a redelivered task)
     if promotion.status != PromotionStatus.APPLYING:
         try:

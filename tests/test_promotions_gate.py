@@ -559,6 +559,21 @@ def test_a_retry_does_not_count_an_approver_who_lost_the_right_to_approve(promo)
     assert promotion.status == PromotionStatus.PENDING and apply_runs(promotion).count() == 1
 
 
+def test_an_application_cancelled_before_a_worker_took_it_fails_with_the_reason(promo):
+    from builds.promotion_apply import promotion_apply_execute
+    from portal.services import run_request_cancel
+
+    promotion = request(promo, promo.builds[0], "dev")
+    assert promotion.status == PromotionStatus.APPLYING
+    run_request_cancel(run=promotion.run, user=promo.personas.developer)
+    promotion_apply_execute(promotion.run_id)  # the task, when a worker takes it
+    promotion.refresh_from_db()
+    assert promotion.status == PromotionStatus.FAILED and "Cancelled by developer" in promotion.status_note
+    assert not StageHistory.objects.filter(promotion=promotion).exists()
+    promotion_apply_execute(promotion.run_id)  # redelivered: still nothing
+    assert AuditEvent.objects.filter(action="promotion.failed", object_id=str(promotion.pk)).count() == 1
+
+
 def test_the_dashboard_counts_open_promotions(promo):
     from builds.models import dashboard_counts
 
