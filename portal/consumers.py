@@ -34,12 +34,13 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.template.loader import render_to_string
 
 from . import logsink
-from .access import forget_roles, get_run_for_user
+from .access import get_run_for_user
 from .models import FINISHED_STATUSES, Run
 
 log = logging.getLogger(__name__)
@@ -368,10 +369,9 @@ class RunLogConsumer(AsyncWebsocketConsumer):
     def access_refused(self):
         """The close code if the user may no longer watch the run (removed from its team, role changed, disabled), else
         None: the same helper as on connect, with the user and their roles read afresh."""
-        user = self.scope["user"]
-        user.refresh_from_db(fields=["is_active", "is_superuser", "is_helpdesk"])
-        forget_roles(user)
-        if not user.is_active:
+        # A fresh row, not scope["user"]: that is a lazy proxy holding the roles it read on connect.
+        user = get_user_model().objects.filter(pk=self.scope["user"].pk).first()
+        if user is None or not user.is_active:
             return CLOSE_UNAUTHENTICATED
         try:
             get_run_for_user(user, self.run.pk)

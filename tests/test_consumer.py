@@ -367,6 +367,14 @@ class TestHeartbeatsAndBatches:
         await comm.disconnect()
 
 
+def session_cookie(user):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
+    return f"sessionid={client.cookies['sessionid'].value}"
+
+
 class TestAccessWhileWatching:
     @pytest.fixture
     def quick_recheck(self, monkeypatch):
@@ -378,7 +386,10 @@ class TestAccessWhileWatching:
     async def test_a_member_removed_from_the_team_is_closed_out_and_gets_no_more_lines(self, async_personas,
                                                                                         quick_recheck):
         run, sink = await sync_to_async(make_run)(async_personas.team, lines=2)
-        comm = communicator(run.pk, async_personas.viewer)
+        # Signed in by a session cookie, as in a browser: Channels' AuthMiddleware gives the consumer a lazy user.
+        cookie = await sync_to_async(session_cookie)(async_personas.viewer)
+        comm = WebsocketCommunicator(application, f"/ws/runs/{run.pk}/", headers=[
+            (b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1"), (b"cookie", cookie.encode())])
         await comm.connect()
         assert lines_of(await receive_until_status(comm))[0] == [1, 2]
         await sync_to_async(services.membership_remove)(team=async_personas.team, user=async_personas.viewer, actor=None)
