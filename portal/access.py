@@ -27,7 +27,8 @@ def team_roles(user):
 
 def forget_roles(user):
     """Drop the cached roles, after a membership of this user changed."""
-    user.__dict__.pop("_team_roles_cache", None)
+    target = getattr(user, "_wrapped", user)  # request.user and a socket's user are lazy proxies: the cache is inside
+    getattr(target, "__dict__", {}).pop("_team_roles_cache", None)
 
 
 def role_in(user, team):

@@ -65,6 +65,18 @@ class TestAccessHelpers:
         with pytest.raises(Http404):
             get_run_for_user(personas.outsider, "not-a-number")
 
+    def test_forgetting_roles_works_through_the_lazy_user_of_a_request(self, personas):
+        from django.utils.functional import SimpleLazyObject
+
+        from portal.access import forget_roles, role_in
+
+        viewer = personas.viewer
+        user = SimpleLazyObject(lambda: viewer)
+        assert role_in(user, personas.other_team) is None  # read and cached
+        Membership.objects.create(team=personas.other_team, user=viewer, role=Role.OPERATOR)
+        forget_roles(user)
+        assert role_in(user, personas.other_team) == Role.OPERATOR
+
     def test_helpdesk_reads_host_runs_of_every_team_but_not_builds(self, personas):
         host_run = make_run(personas.team, kind=RunKind.HOST_ACTION)
         build_run = make_run(personas.team, kind=RunKind.BUILD)
