@@ -1,4 +1,4 @@
-"""Where a build's commands run: the worker's own machine (a subprocess) or a remote builder over SSH (paramiko).
+"""Where a build's commands run: the worker's own machine (a subprocess) or a remote builder over SSH (hosts/ssh.py connects).
 
 Both runners take argument lists (never shell strings: over SSH the list is quoted with `shlex.join`, the one safe way
 to pass it through the remote shell), stream every output line into the run's `LogSink`, call `sink.poll()` from their
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import io
 import os
 import select
 import shlex
@@ -292,33 +291,39 @@ class SSHRunner(Runner):
     name = "ssh"
 
     def __init__(self, *, host, port, username, private_key, host_key, work_dir=""):
-        import paramiko
+        # The connection (pinned host key, key exchange, deadlines) is hosts/ssh.py's, the one module that speaks
+        # paramiko; a builder runs its commands on the connection's transport, without the hosts' command allow-list.
+        from hosts import ssh
 
         self.host, self.port, self.username = host, port, username
         self.work_dir = work_dir or "/tmp"
-        self.client = paramiko.SSHClient()
-        self.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        known_as = host if port == 22 else f"[{host}]:{port}"
         if not host_key.strip():
             raise BuilderUnavailable("the builder has no pinned host key: add it on the builders page")
-        key_type, _, key_data = host_key.strip().partition(" ")
         try:
-            pinned = paramiko.PKey.from_type_string(key_type, __import__("base64").b64decode(key_data.split()[0]))
-        except Exception as exc:  # noqa: BLE001 - any unreadable key is a configuration error
+            pinned = ssh.parse_public_key(host_key)
+        except ValueError as exc:
             raise BuilderUnavailable(f"the builder's pinned host key cannot be read: {exc}") from None
-        known_as = host if port == 22 else f"[{host}]:{port}"
-        self.client.get_host_keys().add(known_as, pinned.get_name(), pinned)
+        target = ssh.Target(address=host, port=port, username=username, host_key=pinned,
+                            private_key=load_private_key(private_key), name=known_as,
+                            connect_timeout=SSH_CONNECT_SECONDS, handshake_timeout=SSH_CONNECT_SECONDS,
+                            auth_timeout=SSH_CONNECT_SECONDS)
         try:
-            pkey = load_private_key(private_key)
-            self.client.connect(host, port=port, username=username, pkey=pkey, timeout=SSH_CONNECT_SECONDS,
-                                banner_timeout=SSH_CONNECT_SECONDS, auth_timeout=SSH_CONNECT_SECONDS,
-                                allow_agent=False, look_for_keys=False)
-        except paramiko.BadHostKeyException:
+            self.connection = ssh.Connection(target).open()
+        except ssh.HostKeyMismatch:
             raise BuilderUnavailable(f"{known_as} answered with a host key other than the pinned one: refusing to "
                                      "build there (check the key on the builders page)") from None
-        except paramiko.AuthenticationException as exc:
-            raise BuilderUnavailable(f"{username}@{known_as} refused the builder's key: {exc}") from None
-        except (TimeoutError, OSError, paramiko.SSHException) as exc:
-            raise BuilderUnavailable(f"cannot connect to {known_as}: {exc or type(exc).__name__}") from None
+        except ssh.AuthenticationFailed:
+            raise BuilderUnavailable(f"{username}@{known_as} refused the builder's key (add its public key to that "
+                                     "user's authorized_keys)") from None
+        except ssh.SSHError as exc:
+            raise BuilderUnavailable(f"cannot connect to {known_as}: {exc}") from None
+
+    def _session(self):
+        transport = self.connection.transport
+        if transport is None or not transport.is_active():
+            raise BuilderUnavailable(f"lost the connection to {self.host}")
+        return transport.open_session()
 
     def run(self, argv, *, watch, cwd=None, env=None, capture=False, echo=True, tail=40, shown=None):
         if echo:
@@ -327,10 +332,7 @@ class SSHRunner(Runner):
         if env:
             command += ["env", *[f"{k}={v}" for k, v in env.items()]]
         command += list(argv)
-        transport = self.client.get_transport()
-        if transport is None or not transport.is_active():
-            raise BuilderUnavailable(f"lost the connection to {self.host}")
-        channel = transport.open_session()
+        channel = self._session()
         channel.exec_command(shlex.join(command))
         out, err = LineSplitter(), LineSplitter()
         stdout, lines = [], []
@@ -367,8 +369,7 @@ class SSHRunner(Runner):
 
     def _kill(self, pid):
         with contextlib.suppress(Exception):
-            _, stdout, _ = self.client.exec_command(shlex.join(["sh", "-c", REMOTE_KILL_TREE, "sh", pid]), timeout=10)
-            stdout.channel.recv_exit_status()
+            self._exec(["sh", "-c", REMOTE_KILL_TREE, "sh", pid], timeout=10)
 
     def mkdtemp(self):
         result = self.run(["mktemp", "-d", "-p", self.work_dir, "imp-build.XXXXXX"],
@@ -377,7 +378,7 @@ class SSHRunner(Runner):
 
     def _exec(self, argv, *, stdin=b"", timeout=60):
         """A short command with input; returns stdout bytes. No SFTP needed on the builder."""
-        channel = self.client.get_transport().open_session()
+        channel = self._session()
         channel.settimeout(timeout)
         channel.exec_command(shlex.join(argv))
         if stdin:
@@ -411,25 +412,22 @@ class SSHRunner(Runner):
         if not path or path in ("/", "."):
             return
         with contextlib.suppress(Exception):
-            _, stdout, _ = self.client.exec_command(shlex.join(["rm", "-rf", "--", path]), timeout=30)
-            stdout.channel.recv_exit_status()
+            self._exec(["rm", "-rf", "--", path], timeout=30)
 
     def close(self):
-        self.client.close()
+        self.connection.close()
 
 
 def load_private_key(text: str):
-    import paramiko
+    from hosts import ssh
 
     if not text or not text.strip():
         raise BuilderUnavailable("the builder has no SSH private key")
-    errors = []
-    for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
-        try:
-            return cls.from_private_key(io.StringIO(text))
-        except Exception as exc:  # noqa: BLE001 - try the next key type
-            errors.append(f"{cls.__name__}: {exc}")
-    raise BuilderUnavailable("the builder's SSH private key cannot be read (" + "; ".join(errors) + ")")
+    try:
+        return ssh.load_private_key(text)
+    except ssh.SSHError:
+        raise BuilderUnavailable("the builder's SSH private key cannot be read (an OpenSSH ed25519, ecdsa or rsa "
+                                 "private key without a passphrase)") from None
 
 
 def runner_for(builder) -> Runner:

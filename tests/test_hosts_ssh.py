@@ -199,3 +199,13 @@ def test_the_simulator_serves_many_hosts_in_one_loop(team_key):
         assert all(results), time.monotonic() - started
     finally:
         fleet.stop_thread()
+
+
+def test_hosts_ssh_is_the_only_module_that_uses_paramiko():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    users = sorted(str(path.relative_to(root)) for app in ("portal", "builds", "hosts") for path in (root / app).rglob("*.py")
+                   if re.search(r"^\s*(import paramiko|from paramiko)", path.read_text(), re.MULTILINE))
+    assert users == ["hosts/ssh.py"]
