@@ -43,3 +43,16 @@ def test_a_wrong_password_shows_a_readable_error(personas, portal_server):
         log_in(page, portal_server.url, "developer", password="wrong")
         assert "do not match" in page.locator(".alert, .invalid-feedback, form").first.inner_text()
         screenshot(page, "login-failed")
+
+
+def test_the_help_desk_dashboard_shows_every_teams_hosts(personas, portal_server):
+    from hosts.services import host_create
+
+    host_create(team=personas.other_team, name="web-01", address="192.0.2.10", actor=None)
+    with browser_page() as page:
+        log_in(page, portal_server.url, "helpdesk")
+        assert "not in any team yet" not in page.content()
+        assert page.locator("#helpdesk-note").is_visible()
+        assert page.locator(".tile-label").all_inner_texts() == ["Hosts", "Hosts drifting", "Runs in progress"]
+        assert page.locator(".tile .tile-value").first.inner_text() == "1"
+        screenshot(page, "dashboard-helpdesk")
