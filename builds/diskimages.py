@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from portal.access import can, check_team_action
 from portal.models import Action, Run, RunKind, RunStatus, Team, User
-from portal.services import audit, run_create, run_finish, run_request_cancel
+from portal.services import audit, run_create, run_enqueue, run_finish, run_request_cancel
 
 from . import converters, diskconfig
 from .kickstart import KickstartProblem, KickstartSpec, generate
@@ -211,7 +211,7 @@ def disk_image_request(
         else:
             from .tasks import disk_image_run
 
-            transaction.on_commit(lambda: disk_image_run.delay(disk_image.pk))
+            transaction.on_commit(lambda: run_enqueue(disk_image_run, disk_image.pk, run=run, what="the conversion"))
     return disk_image
 
 

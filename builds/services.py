@@ -14,7 +14,7 @@ from django.db.models import Max
 
 from portal.access import check_team_action
 from portal.models import Action, RunKind, Team, User
-from portal.services import audit, run_create, run_finish
+from portal.services import audit, run_create, run_enqueue, run_finish
 
 from .models import (
     DEFAULT_STAGES,
@@ -326,7 +326,7 @@ def build_start(
         else:
             from .tasks import build_run
 
-            transaction.on_commit(lambda: build_run.delay(build.pk))
+            transaction.on_commit(lambda: run_enqueue(build_run, build.pk, run=run, what="the build"))
     return build
 
 

@@ -203,8 +203,18 @@ def _start_builds(request, revision):
         messages.error(request, error_text(exc))
         return redirect(revision.definition)
     names = ", ".join(f"build {b.number} ({b.platform})" for b in builds)
-    messages.success(request, f"Queued {names} of {revision}.")
+    unqueued = [b for b in builds if _ended_at_once(b)]
+    if unqueued:
+        messages.error(request, f"{names} of {revision}: {unqueued[0].run.exit_reason}")
+    else:
+        messages.success(request, f"Queued {names} of {revision}.")
     return redirect(builds[0] if len(builds) == 1 else revision.definition)
+
+
+def _ended_at_once(build):
+    """Whether the build ended as it was started (no builder, or no broker to hand it to)."""
+    build.run.refresh_from_db(fields=["status", "exit_reason"])
+    return build.run.status == "failed"
 
 
 # --- Revisions -------------------------------------------------------------------------------------------------------

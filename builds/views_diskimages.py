@@ -165,8 +165,12 @@ def diskimage_create(request):
                 except ValidationError as exc:
                     messages.warning(request, f"The conversion was queued, but the configuration was not saved: "
                                               f"{error_text(exc)}")
-            messages.success(request, f"Queued {', '.join(disk_image.types)} of {disk_image.definition.name}: the log "
-                                      "below follows the conversion.")
+            disk_image.run.refresh_from_db(fields=["status", "exit_reason"])
+            if disk_image.run.status == RunStatus.FAILED:  # no builder, or no broker to hand it to
+                messages.error(request, disk_image.run.exit_reason)
+            else:
+                messages.success(request, f"Queued {', '.join(disk_image.types)} of {disk_image.definition.name}: the "
+                                          "log below follows the conversion.")
             return redirect(disk_image)
     return render(request, "builds/diskimages/request.html", {
         "form": form, "source_build": source_build, "source_stage": source_stage, "type_help": TYPE_HELP,

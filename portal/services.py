@@ -232,6 +232,23 @@ def run_finish(run, *, status, reason="", log_lines=None):
     return _transition(run, from_statuses=[RunStatus.QUEUED, RunStatus.RUNNING], **changes)
 
 
+def run_enqueue(task, *args, run, what):
+    """Hand a run's task to a worker, after the request's transaction committed (call it from `on_commit`). If the
+    broker cannot take it, the run fails now with the reason: never a run that waits forever, never a 500 for a
+    request that already saved its rows. Returns whether it was queued."""
+    try:
+        task.delay(*args)
+        return True
+    except Exception as exc:  # noqa: BLE001 - kombu and redis-py raise several types when the broker is down
+        log.error("could not queue %s for run %s: %s", task.name, run.pk, exc)
+        try:
+            run_finish(run, status=RunStatus.FAILED, reason=f"The portal could not hand {what} to a worker ({exc}). "
+                                                            "Retry once the workers' broker answers.")
+        except RunStateError:
+            pass
+        return False
+
+
 def run_request_cancel(*, run, user, request=None):
     """Ask for a run to stop. A queued run is cancelled at once; a running one is stopped by its worker."""
     with transaction.atomic():

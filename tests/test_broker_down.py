@@ -1,0 +1,59 @@
+"""With the workers' broker (Redis) down, asking for a build or a conversion is not a 500 after the rows were saved,
+and never leaves a run "queued" forever: the run fails at once with the reason, and the page says so. Tested by
+stopping the suite's own Redis."""
+
+from contextlib import contextmanager
+
+import pytest
+
+from builds import services
+from builds.models import Build, DiskImage
+from portal.models import RunStatus
+from tests.conftest import _forget_broker_connections
+from tests.diskimage_rows import succeeded_build
+
+pytestmark = pytest.mark.django_db(transaction=True)  # commits as in production: tasks are queued on commit
+
+
+@contextmanager
+def broker_stopped(redis_server):
+    redis_server.stop()
+    try:
+        yield
+    finally:
+        redis_server.start()
+        _forget_broker_connections()
+
+
+def test_a_build_asked_for_while_the_broker_is_down_fails_at_once_with_the_reason(client_for, personas, redis_server):
+    definition = services.definition_create(team=personas.team, user=personas.developer, name="web-os")
+    services.revision_create(definition=definition, user=personas.developer, containerfile="FROM scratch\n")
+    client = client_for(personas.developer)
+
+    with broker_stopped(redis_server):
+        response = client.post(f"/images/{definition.pk}/build/", follow=True)
+
+    build = Build.objects.with_related().get()
+    assert response.status_code == 200
+    assert build.run.status == RunStatus.FAILED and "could not hand the build to a worker" in build.run.exit_reason
+    page = response.content.decode()
+    assert "could not hand the build to a worker" in page and "Queued build" not in page
+
+
+def test_a_conversion_asked_for_while_the_broker_is_down_fails_at_once_with_the_reason(client_for, personas, settings,
+                                                                                      tmp_path, redis_server):
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    build = succeeded_build(personas.team, personas.developer)
+    client = client_for(personas.developer)
+    data = {"source": "build", "build": build.pk, "types": ["qcow2"], "architecture": "", "rootfs": "xfs",
+            "builder_image": settings.DISK_IMAGE_BUILDER_IMAGES[0], "preset": "", "config_text": "", "save_as": "",
+            "aws_bucket": "", "aws_region": "", "aws_ami_name": "", "aws_credential": ""}
+
+    with broker_stopped(redis_server):
+        response = client.post("/disk-images/new/", data, follow=True)
+
+    disk_image = DiskImage.objects.with_related().get()
+    assert response.status_code == 200
+    assert disk_image.run.status == RunStatus.FAILED
+    assert "could not hand the conversion to a worker" in disk_image.run.exit_reason
+    assert "could not hand the conversion to a worker" in response.content.decode()
