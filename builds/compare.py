@@ -108,12 +108,12 @@ def _vercmp_part(a: str, b: str) -> int:
             return -1
         if y is None:
             return 1
-        if x.isdigit() and y.isdigit():
+        if x.isdecimal() and y.isdecimal():
             xi, yi = int(x), int(y)
             if xi != yi:
                 return 1 if xi > yi else -1
-        elif x.isdigit() != y.isdigit():
-            return 1 if x.isdigit() else -1
+        elif x.isdecimal() != y.isdecimal():
+            return 1 if x.isdecimal() else -1
         elif x != y:
             return 1 if x > y else -1
     return 0
@@ -122,7 +122,7 @@ def _vercmp_part(a: str, b: str) -> int:
 def split_evr(value: str):
     epoch, _, rest = value.rpartition(":") if ":" in value.split("-", 1)[0] else ("0", "", value)
     version, _, release = rest.partition("-")
-    return int(epoch) if epoch.isdigit() else 0, version, release
+    return int(epoch) if epoch.isdecimal() else 0, version, release
 
 
 def vercmp(a: str, b: str) -> int:

@@ -189,6 +189,6 @@ class PromotionFilter(django_filters.FilterSet):
         value = value.strip()
         query = (Q(definition__name__icontains=value) | Q(digest__icontains=value) | Q(reason__icontains=value)
                  | Q(requested_by_name__icontains=value))
-        if value.lstrip("#").isdigit():
+        if value.lstrip("#").isdecimal():
             query |= Q(pk=int(value.lstrip("#")))
         return queryset.filter(query)

@@ -87,11 +87,11 @@ def promotion_list(request):
 def promotion_create(request):
     """Step 1 picks the definition (?definition=), step 2 the build, the stage and the reason."""
     build = None
-    if request.GET.get("build", "").isdigit():
+    if request.GET.get("build", "").isdecimal():
         build = Build.objects.visible_to(request.user).with_related().filter(pk=request.GET["build"]).first()
     definition_id = request.POST.get("definition") or request.GET.get("definition") or (build.definition_id if build
                                                                                          else "")
-    if not str(definition_id).isdigit():
+    if not str(definition_id).isdecimal():
         definitions = ImageDefinition.objects.filter(team__in=teams_where(request.user, Action.DEVELOP)) \
             .select_related("team").order_by("team__name", "name")
         if not definitions and not teams_where(request.user, Action.DEVELOP).exists():
@@ -338,7 +338,7 @@ def stage_detail(request, pk):
     stage = get_stage_for_user(request.user, pk)
     history = StageHistory.objects.filter(stage=stage).select_related("definition", "build", "promotion")
     definition_id = request.GET.get("definition", "")
-    if definition_id.isdigit():
+    if definition_id.isdecimal():
         history = history.filter(definition_id=int(definition_id))
     page = Paginator(history.order_by("-applied_at", "-id"), 25).get_page(request.GET.get("page"))
     definitions = list(ImageDefinition.objects.filter(team=stage.team).order_by("name"))
@@ -348,7 +348,7 @@ def stage_detail(request, pk):
     return render(request, "builds/promotions/stage_detail.html", {
         "stage": stage, "page": page, "current_ids": current_ids, "policy": _policy_lines(stage),
         "definitions": definitions,
-        "definition_id": int(definition_id) if definition_id.isdigit() else None,
+        "definition_id": int(definition_id) if definition_id.isdecimal() else None,
         "querystring": querystring(request),
         "freezes": [f for f in stage.freezes.order_by("-starts_at")[:10]], "now": now,
         "windows": list(stage.change_windows.all()), "groups": list(stage.group_requirements.select_related("group")),

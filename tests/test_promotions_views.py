@@ -525,3 +525,14 @@ def test_with_the_workers_broker_down_an_approval_fails_the_promotion_with_the_r
     assert pending.run.status == "failed" and not StageHistory.objects.filter(promotion=pending).exists()
     page = response.content.decode()
     assert "applying it failed" in page and reverse("promotion_retry", args=[pending.pk]) in page
+
+
+@pytest.mark.parametrize("query", ["?build=²", "?definition=²", "?build=٣", "?build=99999999999999999999999"])
+def test_odd_numbers_in_the_request_links_get_a_page_not_a_500(client_for, promo, query):
+    assert client_for(promo.personas.developer).get(reverse("promotion_create") + query).status_code in (200, 404)
+
+
+def test_odd_numbers_in_the_promotion_search_and_stage_history_get_a_page_not_a_500(client_for, promo):
+    client = client_for(promo.personas.developer)
+    assert client.get(reverse("promotion_list") + "?view=all&q=%23²").status_code == 200
+    assert client.get(reverse("stage_detail", args=[promo.stages["dev"].pk]) + "?definition=²").status_code == 200
