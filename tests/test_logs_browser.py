@@ -285,6 +285,30 @@ def test_without_websockets_the_viewer_polls_until_the_server_answers_286(person
         assert len(polls) == stopped_at
 
 
+@pytest.mark.parametrize("loses", ["membership", "session"])
+def test_the_polling_fallback_stops_and_says_so_when_the_reader_loses_access(personas, portal_server, loses):
+    run = make_run(personas)
+    write_log(run, ["a line"])
+    with browser_page() as page:
+        page.route_web_socket(re.compile(r".*/ws/runs/.*"), lambda ws: ws.close(code=1011, reason="blocked by a proxy"))
+        polls = []
+        page.on("request", lambda request: polls.append(time.monotonic()) if "/log/?after=" in request.url else None)
+        log_in(page, portal_server.url, "viewer")
+        page.goto(f"{portal_server.url}/runs/{run.pk}/")
+        page.wait_for_selector("#log-conn[data-state=polling]", timeout=15000)
+        if loses == "membership":
+            services.membership_remove(team=personas.team, user=personas.viewer, actor=None)
+        else:
+            page.context.clear_cookies()  # the session ended: a poll is redirected to the login page
+        page.wait_for_selector("#log-conn[data-state=refused]", timeout=10000)
+        label = "no access to this log" if loses == "membership" else "signed out: reload to sign in"
+        assert page.locator("#log-conn").inner_text().strip() == label
+        assert seqs_on_page(page) == [1]  # nothing of the 404 or the login page landed in the log
+        stopped_at = len(polls)
+        page.wait_for_timeout(4500)  # htmx would poll every 2 s, and the websocket retries would start it again
+        assert len(polls) == stopped_at
+
+
 def test_an_outsider_gets_no_page_and_a_refused_socket(personas, portal_server):
     run = make_run(personas)
     write_log(run, ["secret line"])

@@ -56,6 +56,7 @@ class LogViewer {
     this.socket = null;
     this.failures = 0;
     this.poller = null;
+    this.refused = false; // the server said this user may not (or no longer) read the log: stop asking
     this.loading = new WeakSet();
     this.matches = null; // search state
     this.status = null;
@@ -824,7 +825,7 @@ class LogViewer {
   // --- transport: websocket, with htmx polling as the fallback ------------------------------------------------------
 
   connect() {
-    if (this.finished || this.socket) return;
+    if (this.finished || this.socket || this.refused) return;
     const scheme = window.location.protocol === "https:" ? "wss" : "ws";
     const socket = new WebSocket(`${scheme}://${window.location.host}${this.view.dataset.wsPath}?after=${this.lastSeq}`);
     this.socket = socket;
@@ -847,8 +848,7 @@ class LogViewer {
       if (this.socket === socket) this.socket = null;
       if (this.finished) return;
       if (event.code >= 4400 && event.code < 4500) {
-        this.setConn("refused", event.code === 4401 ? "signed out: reload to sign in" : "no access to this log");
-        this.stopPolling();
+        this.refuse(event.code === 4401);
         return;
       }
       // Reconnect with backoff; from the second failed attempt on, poll over htmx meanwhile (a proxy may block
@@ -861,8 +861,14 @@ class LogViewer {
     };
   }
 
+  refuse(signedOut) {
+    this.refused = true;
+    this.stopPolling();
+    this.setConn("refused", signedOut ? "signed out: reload to sign in" : "no access to this log");
+  }
+
   startPolling() {
-    if (this.poller || this.finished || !window.htmx) return;
+    if (this.poller || this.finished || this.refused || !window.htmx) return;
     const poller = document.createElement("div");
     poller.id = "log-poller";
     poller.hidden = true;
@@ -884,6 +890,17 @@ class LogViewer {
   bindPolling() {
     document.body.addEventListener("htmx:configRequest", (event) => {
       if (event.detail.elt.id === "log-poller") event.detail.parameters.after = this.lastSeq;
+    });
+    // A poll answered 404/403 (removed from the team), or by the login page (the session ended: htmx followed the
+    // redirect): stop polling and say so, instead of asking every 2 s forever.
+    document.body.addEventListener("htmx:beforeSwap", (event) => {
+      if (event.detail.elt.id !== "log-poller") return;
+      const xhr = event.detail.xhr;
+      const signedOut = !!xhr.responseURL && new URL(xhr.responseURL).pathname.startsWith("/login/");
+      if (signedOut || xhr.status === 403 || xhr.status === 404) {
+        event.detail.shouldSwap = false;
+        this.refuse(signedOut);
+      }
     });
     document.body.addEventListener("htmx:afterSwap", (event) => {
       if (event.detail.target.id !== "log-poller") return;
