@@ -367,11 +367,15 @@ class RunLogConsumer(AsyncWebsocketConsumer):
         return out
 
     def access_refused(self):
-        """The close code if the user may no longer watch the run (removed from its team, role changed, disabled), else
-        None: the same helper as on connect, with the user and their roles read afresh."""
+        """The close code if the user may no longer watch the run (removed from its team, role changed, disabled, signed
+        out), else None: the same helper as on connect, with the user and their roles read afresh."""
         # A fresh row, not scope["user"]: that is a lazy proxy holding the roles it read on connect.
         user = get_user_model().objects.filter(pk=self.scope["user"].pk).first()
         if user is None or not user.is_active:
+            return CLOSE_UNAUTHENTICATED
+        session = self.scope.get("session")
+        key = getattr(session, "session_key", None)
+        if key and not session.exists(key):  # signed out (in another tab), or the session expired
             return CLOSE_UNAUTHENTICATED
         try:
             get_run_for_user(user, self.run.pk)

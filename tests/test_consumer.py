@@ -408,6 +408,19 @@ class TestAccessWhileWatching:
         assert lines_of(await receive_until(comm, lambda m: m["t"] == "lines"))[0] == [2]
         await comm.disconnect()
 
+    async def test_signing_out_elsewhere_closes_the_socket(self, async_personas, quick_recheck):
+        from django.contrib.sessions.models import Session
+
+        run, _ = await sync_to_async(make_run)(async_personas.team, lines=1)
+        cookie = await sync_to_async(session_cookie)(async_personas.viewer)
+        comm = WebsocketCommunicator(application, f"/ws/runs/{run.pk}/", headers=[
+            (b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1"), (b"cookie", cookie.encode())])
+        await comm.connect()
+        await receive_until_status(comm)
+        key = cookie.partition("=")[2]
+        await sync_to_async(Session.objects.filter(session_key=key).delete)()  # what logging out does
+        assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": CLOSE_UNAUTHENTICATED}
+
     async def test_a_disabled_account_is_signed_out_of_the_socket(self, async_personas, quick_recheck):
         run, _ = await sync_to_async(make_run)(async_personas.team, lines=1)
         comm = communicator(run.pk, async_personas.developer)
