@@ -87,8 +87,11 @@ def test_cancel_stops_a_running_sleep_and_its_whole_process_tree_keeping_the_log
     revision = services.revision_create(definition=definition, user=personas.developer,
                                         containerfile=f"FROM {BASE_IMAGE}\nRUN echo before-sleep\nRUN sleep 300\n")
     build = services.build_start(revision=revision, user=personas.developer)
-    wait_for(lambda: processes_running("sleep", "300"), timeout=60, what="the RUN sleep 300 step to start")
-    assert reload(build).run.phase == BuildPhase.BUILDING
+    wait_for(lambda: processes_running("sleep", "300") or reload(build).run.is_finished, timeout=60,
+             what="the RUN sleep 300 step to start")
+    run = reload(build).run
+    assert (run.status, run.phase) == ("running", BuildPhase.BUILDING), (
+        f"{run.status} {run.phase!r}: {run.exit_reason}\n{log_text(reload(build))}")
 
     asked = time.monotonic()
     services.build_cancel(build=reload(build), user=personas.developer)
