@@ -258,17 +258,24 @@ def test_following_a_huge_live_log_keeps_the_page_light(personas, portal_server)
         finish(run, lines=500)
 
 
+def open_as_viewer_without_websockets(page, portal_server, run):
+    """The run's page as the viewer, behind a proxy that refuses websockets: the viewer falls back to polling. Returns
+    the list the times of its polls are appended to."""
+    page.route_web_socket(re.compile(r".*/ws/runs/.*"), lambda ws: ws.close(code=1011, reason="blocked by a proxy"))
+    polls = []
+    page.on("request", lambda request: polls.append(time.monotonic()) if "/log/?after=" in request.url else None)
+    log_in(page, portal_server.url, "viewer")
+    page.goto(f"{portal_server.url}/runs/{run.pk}/")
+    page.wait_for_selector("#log-conn[data-state=polling]", timeout=15000)
+    return polls
+
+
 def test_without_websockets_the_viewer_polls_until_the_server_answers_286(personas, portal_server):
     run = make_run(personas)
     write_log(run, ["before the page opened"])
     sink = logsink.LogSink(run)
     with browser_page() as page:
-        page.route_web_socket(re.compile(r".*/ws/runs/.*"), lambda ws: ws.close(code=1011, reason="blocked by a proxy"))
-        polls = []
-        page.on("request", lambda request: polls.append(time.monotonic()) if "/log/?after=" in request.url else None)
-        log_in(page, portal_server.url, "viewer")
-        page.goto(f"{portal_server.url}/runs/{run.pk}/")
-        page.wait_for_selector("#log-conn[data-state=polling]", timeout=15000)
+        polls = open_as_viewer_without_websockets(page, portal_server, run)
         for i in range(2, 6):
             sink.write(f"{GREEN}polled line {i}{RESET}")
         sink.flush()
@@ -290,12 +297,7 @@ def test_the_polling_fallback_stops_and_says_so_when_the_reader_loses_access(per
     run = make_run(personas)
     write_log(run, ["a line"])
     with browser_page() as page:
-        page.route_web_socket(re.compile(r".*/ws/runs/.*"), lambda ws: ws.close(code=1011, reason="blocked by a proxy"))
-        polls = []
-        page.on("request", lambda request: polls.append(time.monotonic()) if "/log/?after=" in request.url else None)
-        log_in(page, portal_server.url, "viewer")
-        page.goto(f"{portal_server.url}/runs/{run.pk}/")
-        page.wait_for_selector("#log-conn[data-state=polling]", timeout=15000)
+        polls = open_as_viewer_without_websockets(page, portal_server, run)
         if loses == "membership":
             services.membership_remove(team=personas.team, user=personas.viewer, actor=None)
         else:
