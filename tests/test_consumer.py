@@ -14,6 +14,18 @@ from portal.models import RunKind, RunStatus
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def a_channel_layer_of_the_tests_own():
+    """channels-redis keeps its receive machinery per layer object and event loop, and every async test runs in an
+    event loop of its own: each test gets a fresh layer, as each daphne process has one layer on one loop (a layer
+    left with a receive of an earlier test's closed loop lost a batch once, under load)."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
 def communicator(run_id, user=None, after=None):
     path = f"/ws/runs/{run_id}/" + (f"?after={after}" if after is not None else "")
     comm = WebsocketCommunicator(application, path, headers=[(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")])
