@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -51,6 +52,21 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_in_thread(function, *args):
+    """Start `function(*args)` in a thread of its own, as a worker would run it, closing that thread's database
+    connection when it ends (so the test database can be flushed). Returns the started thread."""
+
+    def run():
+        try:
+            function(*args)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
 
 
 def wait_for(predicate, timeout=20.0, interval=0.05, what="condition"):

@@ -1,7 +1,6 @@
 """Remote builders over SSH (paramiko) against a real OpenSSH sshd on loopback: a build, a pinned host key that does
 not match, an offline builder, and a cancel that kills the remote process tree."""
 
-import threading
 import time
 
 import pytest
@@ -18,7 +17,7 @@ from tests.builds_fixtures import (  # noqa: F401
     skopeo_inspect,
     sshd,
 )
-from tests.conftest import free_port, wait_for
+from tests.conftest import free_port, start_in_thread, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -92,16 +91,7 @@ def test_cancel_kills_the_remote_process_tree(personas, definition, remote_build
     revision = services.revision_create(definition=definition, user=personas.developer,
                                         containerfile=f"FROM {BASE_IMAGE}\nRUN sleep 298\n")
     build = services.build_start(revision=revision, user=personas.developer)
-    def execute():
-        from django.db import connection
-
-        try:
-            pipeline.build_execute(build.pk)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=execute)
-    thread.start()
+    thread = start_in_thread(pipeline.build_execute, build.pk)
     try:
         wait_for(lambda: processes_running("sleep", "298"), timeout=60, what="the remote sleep to start")
         services.build_cancel(build=Build.objects.with_related().get(pk=build.pk), user=personas.developer)

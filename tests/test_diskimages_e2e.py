@@ -28,6 +28,7 @@ from tests.builds_fixtures import (  # noqa: F401
     podman_store,
     sshd,
 )
+from tests.conftest import start_in_thread
 from tests.diskimage_fixtures import ISO_VOLUME_ID, bib_standin, diskimage_settings  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -241,21 +242,11 @@ def test_a_full_disk_is_named_as_the_cause(built, personas, local_builder, tiny_
     assert os.listdir(tiny_work_dir) == []  # the work directory was cleaned up
 
 
-def execute_in_thread(pk):
-    from django.db import connection
-
-    try:
-        diskimage_pipeline.disk_image_execute(pk)
-    finally:
-        connection.close()
-
-
 def test_a_cancelled_conversion_stops_its_builder_container(transactional_db, built, personas,
                                                             local_builder, podman_store):  # noqa: F811
     config = {"customizations": {"kernel": {"append": "standin.sleep=60"}}}
     disk_image = diskimages.disk_image_request(user=personas.developer, build=built, types=["qcow2"], config=config)
-    worker = threading.Thread(target=execute_in_thread, args=(disk_image.pk,))
-    worker.start()
+    worker = start_in_thread(diskimage_pipeline.disk_image_execute, disk_image.pk)
     deadline = time.monotonic() + 30
     while "stand-in: sleeping" not in log_text(disk_image) and time.monotonic() < deadline:
         time.sleep(0.1)

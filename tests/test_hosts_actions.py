@@ -4,17 +4,16 @@ them. Includes the scripted sequence upgrade -> reboot -> failed health check ->
 
 # ruff: noqa: F811 - the fixtures imported from tests.hosts_fixtures are parameters of the tests below
 
-import threading
 
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 
 from hosts import poller, services
 from hosts.models import ActionKind, EventKind, HostAction, HostEvent, HostState
 from portal import logsink
 from portal.models import AuditEvent, Run, RunStatus
 from tests.builds_fixtures import oci_registry  # noqa: F401
-from tests.conftest import wait_for
+from tests.conftest import start_in_thread, wait_for
 from tests.hosts_fixtures import booted_state, demo_images, fleet, host_settings, team_key  # noqa: F401
 
 pytestmark = pytest.mark.django_db
@@ -173,14 +172,7 @@ class TestOneAtATime:
         fleet.fleet.reboot_seconds = 3
         reboot = services.host_action_request(host=host, kind=ActionKind.REBOOT, user=personas.operator)
 
-        def worker():
-            try:
-                services.host_action_execute(reboot.pk)
-            finally:
-                connection.close()
-
-        thread = threading.Thread(target=worker)
-        thread.start()
+        thread = start_in_thread(services.host_action_execute, reboot.pk)
         try:
             wait_for(lambda: Run.objects.get(pk=reboot.run_id).phase == "waiting for the host to come back",
                      timeout=15, what="the reboot action to wait for the host")

@@ -78,6 +78,13 @@ def ready_for_test(promo):
                                 build=promo.builds[0])
 
 
+def ask_for_test(promo):
+    """The developer asks for the first build to go to test."""
+    return promotions.promotion_request(definition=promo.definition, build=promo.builds[0],
+                                        target_stage=promo.stages["test"], user=promo.personas.developer,
+                                        reason="ready")
+
+
 # --- Email -----------------------------------------------------------------------------------------------------------
 
 
@@ -100,9 +107,7 @@ def test_the_requester_hears_of_the_decision_and_the_application(promo, eager_ta
                                                                  django_capture_on_commit_callbacks):
     promo.push()
     ready_for_test(promo)
-    promotion = promotions.promotion_request(definition=promo.definition, build=promo.builds[0],
-                                             target_stage=promo.stages["test"], user=promo.personas.developer,
-                                             reason="ready")
+    promotion = ask_for_test(promo)
     mailoutbox.clear()
     with django_capture_on_commit_callbacks(execute=True):  # the apply task runs in-process, eagerly
         promotions.promotion_approve(promotion=promotion, user=promo.personas.approver, digest=promotion.digest)
@@ -120,9 +125,7 @@ def test_the_requester_hears_of_the_decision_and_the_application(promo, eager_ta
 def test_a_rejection_is_mailed_to_the_requester_with_the_comment(promo, eager_tasks, mailoutbox,
                                                                 django_capture_on_commit_callbacks):
     ready_for_test(promo)
-    promotion = promotions.promotion_request(definition=promo.definition, build=promo.builds[0],
-                                             target_stage=promo.stages["test"], user=promo.personas.developer,
-                                             reason="ready")
+    promotion = ask_for_test(promo)
     with django_capture_on_commit_callbacks(execute=True):
         promotions.promotion_reject(promotion=promotion, user=promo.personas.approver, digest=promotion.digest,
                                     comment="the smoke test fails on arm64")
@@ -134,9 +137,7 @@ def test_a_rejection_is_mailed_to_the_requester_with_the_comment(promo, eager_ta
 def test_a_failed_application_is_mailed_to_the_requester_and_the_approvers_with_the_reason(
         promo, eager_tasks, mailoutbox, django_capture_on_commit_callbacks):
     ready_for_test(promo)  # not pushed: the image is not in the definition's repository, so skopeo copy fails
-    promotion = promotions.promotion_request(definition=promo.definition, build=promo.builds[0],
-                                             target_stage=promo.stages["test"], user=promo.personas.developer,
-                                             reason="ready")
+    promotion = ask_for_test(promo)
     mailoutbox.clear()
     with django_capture_on_commit_callbacks(execute=True):  # the apply task runs in-process, eagerly
         promotions.promotion_approve(promotion=promotion, user=promo.personas.approver, digest=promotion.digest)
@@ -171,9 +172,7 @@ def test_a_webhook_delivery_is_signed_and_verifies_with_the_documented_method(pr
                                                 events=[NotificationEvent.APPROVAL_REQUESTED])
     ready_for_test(promo)
     with django_capture_on_commit_callbacks(execute=True):
-        promotion = promotions.promotion_request(definition=promo.definition, build=promo.builds[0],
-                                                 target_stage=promo.stages["test"], user=promo.personas.developer,
-                                                 reason="ready")
+        promotion = ask_for_test(promo)
     [request] = r.requests
     assert documented_verify(secret, request["headers"], request["body"])
     assert not documented_verify("another secret", request["headers"], request["body"])
@@ -274,9 +273,7 @@ def test_a_real_worker_applies_the_promotion_and_retries_a_webhook_with_backoff(
     r = receiver(codes=[503])
     hook, secret = notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci", url=r.url,
                                                 events=[NotificationEvent.APPLIED])
-    promotion = promotions.promotion_request(definition=promo.definition, build=promo.builds[0],
-                                             target_stage=promo.stages["test"], user=promo.personas.developer,
-                                             reason="ready")
+    promotion = ask_for_test(promo)
     start_worker(queues="default", concurrency=2, WEBHOOK_RETRY_BASE_SECONDS="0.5")
     response = client_for(promo.personas.approver).post(reverse("promotion_approve", args=[promotion.pk]),
                                                         {"digest": promotion.digest, "comment": "go"})
