@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from portal.access import can, get_team_for_user, teams_where
-from portal.models import Action, Team
+from portal.models import Action, RunStatus, Team
 from portal.views import _viewer_context, current_team, error_text, querystring
 
 from . import compare, services, starters
@@ -214,7 +214,7 @@ def _start_builds(request, revision):
 def _ended_at_once(build):
     """Whether the build ended as it was started (no builder, or no broker to hand it to)."""
     build.run.refresh_from_db(fields=["status", "exit_reason"])
-    return build.run.status == "failed"
+    return build.run.status == RunStatus.FAILED
 
 
 # --- Revisions -------------------------------------------------------------------------------------------------------

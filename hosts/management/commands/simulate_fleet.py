@@ -166,6 +166,12 @@ class Command(BaseCommand):
         await fleet.stop_all()
 
 
+def _cached_update(state, update):
+    """bootc's cachedUpdate for the host's image: what an update check found (`update`, a Deployment)."""
+    return {"architecture": update.architecture, "image": {"image": state.spec_image, "transport": "registry"},
+            "imageDigest": update.digest, "timestamp": update.timestamp, "version": update.version}
+
+
 def _demo_state(state, i, reference, digests):
     """The starting bootc state of demo host number i: varied, so the fleet views have something to show."""
     role = ROLES[i % len(ROLES)]
@@ -186,9 +192,7 @@ def _demo_state(state, i, reference, digests):
     elif role == "db":  # drifting: still on 1.0, an update check found 1.1
         state.spec_image = f"{reference}:prod"
         state.booted = deployment("1.0", "prod")
-        update = deployment("1.1", "prod")
-        state.cached_update = {"architecture": arch, "image": {"image": state.spec_image, "transport": "registry"},
-                               "imageDigest": update.digest, "timestamp": update.timestamp, "version": "1.1"}
+        state.cached_update = _cached_update(state, deployment("1.1", "prod"))
     elif role == "edge":  # dev's 1.2 staged, but it fails its health check: a reboot rolls back automatically
         state.spec_image = f"{reference}:dev"
         state.booted, state.rollback = deployment("1.1", "dev"), deployment("1.0", "dev")
@@ -219,10 +223,7 @@ def _web_os_state(state, i, reference, versions, architecture):
     elif role == "db":  # drifting: still on 1.0 while dev holds 1.1, which an update check found
         state.spec_image = f"{reference}:dev"
         state.booted = deployment("1.0", "dev")
-        update = deployment("1.1", "dev")
-        state.cached_update = {"architecture": architecture,
-                               "image": {"image": state.spec_image, "transport": "registry"},
-                               "imageDigest": update.digest, "timestamp": update.timestamp, "version": "1.1"}
+        state.cached_update = _cached_update(state, deployment("1.1", "dev"))
     elif role == "edge":  # dev's 1.1 staged, but it fails its health check: a reboot rolls back automatically
         state.spec_image = f"{reference}:dev"
         state.booted, state.rollback = deployment("1.0", "dev"), deployment("0.9", "dev")
