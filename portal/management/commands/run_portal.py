@@ -22,12 +22,12 @@ from django.core.management.base import BaseCommand
 from honcho.manager import Manager
 from honcho.printer import Printer
 
-# The registry logs every HEAD for a blob it lacks, which is how each push starts, as level=error ("blob unknown"):
-# at "fatal" the demo's output stays readable; a failing push still shows in the build's own log.
+# Debian's docker-registry (2.8) accepts only error, warn, info or debug as the log level; anything else stops it at
+# start-up ("invalid loglevel").
 REGISTRY_CONFIG = """\
 version: 0.1
 log:
-  level: fatal
+  level: error
   accesslog:
     disabled: true
 storage:
