@@ -5,10 +5,10 @@ PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test lint bench vendor lock venv clean
+.PHONY: run test lint bench vendor lock venv venv-run clean
 
 ## run: install what is missing, migrate, seed demo data, then start web, worker, beat, Redis, registry and fleet
-run: venv
+run: venv-run
 	@scripts/system-deps.sh run
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py run_portal
@@ -30,17 +30,27 @@ bench: venv
 vendor:
 	scripts/vendor-static.sh
 
-## lock: recompile requirements*.lock from requirements*.in
-lock: venv
-	$(VENV)/bin/uv pip compile -q requirements.in -o requirements.lock --python-version 3.11
-	$(VENV)/bin/uv pip compile -q requirements-dev.in -o requirements-dev.lock --python-version 3.11
+## lock: recompile the locks, with hashes: run time (the production image), then + make run's extras, then + dev tools
+lock: $(VENV)/bin/uv
+	$(VENV)/bin/uv pip compile -q --generate-hashes requirements.in -o requirements.lock --python-version 3.11
+	$(VENV)/bin/uv pip compile -q --generate-hashes requirements-run.in -o requirements-run.lock --python-version 3.11
+	$(VENV)/bin/uv pip compile -q --generate-hashes requirements-dev.in -o requirements-dev.lock --python-version 3.11
 
+## venv: .venv with everything (make test, make lint); venv-run: without the test tools (make run)
 venv: $(VENV)/.installed
+venv-run: $(VENV)/.installed-run
 
-$(VENV)/.installed: requirements.lock requirements-dev.lock
+$(VENV)/bin/uv:
 	@test -x $(PY) || python3 -m venv $(VENV) || { echo "python3 -m venv failed: on Debian run  apt-get install -y python3-venv"; exit 1; }
 	@$(VENV)/bin/pip install -q "uv==$(UV_VERSION)"
-	$(VENV)/bin/uv pip sync -q --python $(PY) requirements.lock requirements-dev.lock
+
+# Each lock is complete (it holds the one before it, at the same versions), so one file installs each set.
+$(VENV)/.installed: requirements.lock requirements-run.lock requirements-dev.lock | $(VENV)/bin/uv
+	$(VENV)/bin/uv pip sync -q --require-hashes --python $(PY) requirements-dev.lock
+	@touch $@ $(VENV)/.installed-run
+
+$(VENV)/.installed-run: requirements.lock requirements-run.lock | $(VENV)/bin/uv
+	$(VENV)/bin/uv pip install -q --require-hashes --python $(PY) -r requirements-run.lock
 	@touch $@
 
 clean:
