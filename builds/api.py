@@ -159,16 +159,28 @@ def definition_list(request):
 # --- Git webhook -----------------------------------------------------------------------------------------------------
 
 
-def _verified(request, hook):
+SIGNATURE_HEADERS = ("X-Hub-Signature-256", "X-Gitlab-Token")
+
+
+def _signature_problem(request, hook):
+    """Why the request does not carry this webhook's signature, or None when it does.
+
+    GitHub signs the body with HMAC-SHA256 (`X-Hub-Signature-256: sha256=<hex>`); GitLab sends the secret itself
+    (`X-Gitlab-Token`). Either value is ASCII: anything else is refused by name before comparing (`compare_digest`
+    takes only ASCII text)."""
+    for header in SIGNATURE_HEADERS:
+        value = request.headers.get(header, "")
+        if value and not value.isascii():
+            return f"The {header} header holds a character that is not ASCII: nothing was built."
     secret = hook.secret.encode()
     github = request.headers.get("X-Hub-Signature-256", "")
     if github:
         expected = "sha256=" + hmac.new(secret, request.body, hashlib.sha256).hexdigest()
-        return hmac.compare_digest(github.strip(), expected)
-    gitlab = request.headers.get("X-Gitlab-Token", "")
-    if gitlab:
-        return hmac.compare_digest(gitlab.encode(), secret)
-    return False
+        matches = hmac.compare_digest(github.strip(), expected)
+    else:
+        gitlab = request.headers.get("X-Gitlab-Token", "")
+        matches = bool(gitlab) and hmac.compare_digest(gitlab.encode(), secret)
+    return None if matches else "The signature does not match this webhook's secret: nothing was built."
 
 
 def _push_facts(payload):
@@ -193,8 +205,9 @@ def git_webhook(request, key):
     hook = GitWebhook.objects.select_related("team").filter(key=key).first()
     if hook is None:
         return _error(404, "No such webhook.")
-    if not _verified(request, hook):
-        return _error(403, "The signature does not match this webhook's secret: nothing was built.")
+    problem = _signature_problem(request, hook)
+    if problem:
+        return _error(403, problem)
     event = request.headers.get("X-GitHub-Event") or request.headers.get("X-Gitlab-Event") or ""
     if event == "ping":
         return JsonResponse({"ok": True, "pong": True})

@@ -589,3 +589,19 @@ def test_a_signed_push_whose_ref_is_not_a_string_is_ignored(client, git_definiti
     response = github_push(client, hook, secret, {**PUSH, "ref": ref})
     assert response.status_code == 202 and response.json()["builds"] == []
     assert not Build.objects.exists()
+
+
+@pytest.mark.parametrize("header, value", [
+    ("HTTP_X_HUB_SIGNATURE_256", "sha256=" + "é" * 64),
+    ("HTTP_X_HUB_SIGNATURE_256", "sha256=\u2603"),
+    ("HTTP_X_GITLAB_TOKEN", "tökén"),
+])
+def test_a_webhook_signature_with_a_non_ascii_character_is_refused_naming_the_header(client, git_definition, webhook,
+                                                                                      header, value):
+    hook, _ = webhook
+    response = client.post(reverse("git_webhook", args=[hook.key]), json.dumps(PUSH), content_type="application/json",
+                           HTTP_X_GITHUB_EVENT="push", **{header: value})
+    assert response.status_code == 403
+    name = "X-Hub-Signature-256" if "HUB" in header else "X-Gitlab-Token"
+    assert name in response.json()["error"] and "ASCII" in response.json()["error"]
+    assert not Build.objects.exists()
