@@ -158,8 +158,33 @@ def validate(text: str) -> tuple[list[str], list[str]]:
             parser.readKickstartFromString(text)
         except KickstartError as exc:
             return [_kickstart_error_text(exc)], [str(w.message) for w in caught]
+        except ValueError:
+            # pykickstart splits command lines with shlex, which raises a bare ValueError (no line) for an open quote.
+            return [_unsplittable_line_text(text)], [str(w.message) for w in caught]
     notes = [str(w.message).strip() for w in caught]
     return [], [n for n in notes if n]
+
+
+UNCLOSED_QUOTE = "a quotation mark or backslash escape is not closed on this line"
+
+
+def _unsplittable_line_text(text: str) -> str:
+    """The error for the first line pykickstart would split with shlex and cannot: a command line, or a section's
+    opening or `%end` line (a section's body, such as a %post script, is not split)."""
+    section = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        first = stripped.split()[0]
+        if section is not None and first not in (*SECTIONS, "%end", "%include"):
+            continue
+        try:
+            shlex.split(line, comments=section is None)
+        except ValueError:
+            return f"line {number}: {UNCLOSED_QUOTE}"
+        section = first if first in SECTIONS else None if first == "%end" else section
+    return UNCLOSED_QUOTE
 
 
 def _kickstart_error_text(exc) -> str:

@@ -222,6 +222,15 @@ def test_a_kickstart_cannot_come_with_users_nor_choose_the_source():
     assert errors and errors[0].startswith("customizations.installer.kickstart.contents: pykickstart: line 1:")
 
 
+def test_an_unbalanced_quote_in_the_kickstart_is_an_error_naming_field_and_line():
+    errors = errors_of({"customizations": {"installer": {"kickstart": {"contents": 'text\nrootpw "abc\n'}}}})
+    assert errors == ["customizations.installer.kickstart.contents: pykickstart: line 2: a quotation mark or "
+                      "backslash escape is not closed on this line"]
+    config, _, report = diskconfig.load('[customizations.installer.kickstart]\ncontents = """\nrootpw "abc\n"""\n',
+                                        fmt="toml")
+    assert [problem.path for problem in report.errors] == ["customizations.installer.kickstart.contents"]
+
+
 def test_disk_and_filesystem_cannot_be_combined():
     assert errors_of({"customizations": {"disk": {"type": "gpt"},
                                          "filesystem": [{"mountpoint": "/", "minsize": "1 GiB"}]}})[0].startswith(

@@ -352,6 +352,7 @@ def test_a_preset_is_saved_from_its_parts(client_for, personas):
     ({"other": "[customizations\n"}, ("form", "other"), "Not valid TOML"),
     ({"other": "[customizations.birds]\nname = 1\n"}, ("form", "other"), "customizations.birds: unknown key"),
     ({"kickstart": "ostreecontainer --url quay.io/x/y:1\n"}, ("form", "kickstart"), 'remove "ostreecontainer"'),
+    ({"kickstart": 'text\nrootpw "abc\n'}, ("form", "kickstart"), "line 2: a quotation mark"),
     ({"kernel_append": "a\nb"}, ("form", "kernel_append"), ""),
 ])
 def test_bad_preset_input_is_an_error_on_its_field(client_for, personas, fields, where, message):
@@ -425,6 +426,17 @@ def test_importing_a_corpus_file_through_the_page(client_for, personas):
     assert response.status_code == 200
     assert 'customizations.filesystem[2].mountpoint: "/ostree" is not allowed' in " ".join(
         response.context["form"].errors["file"])
+
+
+def test_importing_a_configuration_whose_kickstart_has_an_unbalanced_quote_says_where(client_for, personas):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    text = b'[customizations.installer.kickstart]\ncontents = """\ntext\nrootpw "abc\n"""\n'
+    response = client_for(personas.developer).post("/disk-images/configurations/import/", {
+        "name": "quote", "file": SimpleUploadedFile("config.toml", text), "format": ""})
+    assert response.status_code == 200 and not DiskImagePreset.objects.exists()
+    assert ("customizations.installer.kickstart.contents: pykickstart: line 2: a quotation mark or backslash escape "
+            "is not closed on this line") in " ".join(response.context["form"].errors["file"])
 
 
 # --- Settings: retention and AWS credentials -------------------------------------------------------------------------

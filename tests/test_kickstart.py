@@ -91,6 +91,21 @@ def test_pykickstart_errors_come_with_their_line():
     assert errors and errors[0].startswith("line 2:")
 
 
+@pytest.mark.parametrize("text, line", [
+    ('rootpw "abc', 1),
+    ('text\nrootpw --plaintext "abc\nreboot\n', 2),
+    ("lang en_US\nuser --name='ops\n", 2),
+    ('text\n%post\necho "a script may hold any quote\n%end\nrootpw "abc\n', 5),
+    ("text\n%packages\n%end 'x\n", 3),
+    ("rootpw abc\\", 1),
+])
+def test_an_unbalanced_quote_is_an_error_on_its_line(text, line):
+    errors, _ = validate(text)
+    assert errors == [f"line {line}: a quotation mark or backslash escape is not closed on this line"], errors
+    assert kickstart.check_installer_contents(text) == [f"pykickstart: {errors[0]}"]
+    assert inspect(text)["command"] == ""
+
+
 # --- The corpus: real kickstarts and Anaconda's own test templates ---------------------------------------------------
 
 EXPECTED = {
