@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from . import live
 from .access import check_team_action, forget_roles
+from .clientip import client_ip
 from .models import Action, AuditEvent, Membership, Role, Run, RunStatus, Team, User
 
 log = logging.getLogger(__name__)
@@ -28,12 +29,6 @@ class RunStateError(Exception):
 
 
 # --- Audit -----------------------------------------------------------------------------------------------------------
-
-
-def client_ip(request):
-    if request is None:
-        return None
-    return request.META.get("REMOTE_ADDR") or None
 
 
 def audit(*, action, summary, actor=None, team=None, obj=None, detail=None, request=None, actor_name=None):

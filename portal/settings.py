@@ -5,6 +5,7 @@ the embedded Redis on a unix socket under var/, the local registry on 127.0.0.1:
 DEBUG off the portal refuses to start unless SECRET_KEY and FIELD_ENCRYPTION_KEYS are set.
 """
 
+import ipaddress
 import json
 import os
 import secrets
@@ -51,6 +52,14 @@ SECRET_KEY = _required_secret("SECRET_KEY")
 # rotated by putting a new one in front and running `manage.py rotate_secrets`.
 FIELD_ENCRYPTION_KEYS = [k.strip() for k in _required_secret("FIELD_ENCRYPTION_KEYS").split(",") if k.strip()]
 
+# The reverse proxies in front of the portal (addresses or CIDRs). Only a request whose peer is one of them may name
+# the client in X-Forwarded-For; see portal/clientip.py. Empty: the peer is the client.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+for _proxy in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"TRUSTED_PROXIES: {_proxy!r} is not an IP address or network (e.g. 10.0.0.0/8).") from None
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
@@ -201,13 +210,20 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-# Login throttling (django-axes): five failures for a username from one address lock that pair out for 15 minutes.
-AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+# Login throttling (django-axes, with portal.login.LoginThrottle): failures are counted per client address and per
+# username, separately, each against its own limit; a lock lasts AXES_COOLOFF_MINUTES. docs/security.md#login-and-sessions.
+LOGIN_FAILURES_PER_ADDRESS = env.int("LOGIN_FAILURES_PER_ADDRESS", default=20)
+LOGIN_FAILURES_PER_USER = env.int("LOGIN_FAILURES_PER_USER", default=5)
+# A browser that signed in as a user within this many days is exempt from that user's lock (not its address's).
+LOGIN_KNOWN_BROWSER_DAYS = env.int("LOGIN_KNOWN_BROWSER_DAYS", default=90)
+AXES_HANDLER = "portal.login.LoginThrottle"
+AXES_FAILURE_LIMIT = LOGIN_FAILURES_PER_USER
+AXES_LOCK_OUT_AT_FAILURE = False  # LoginThrottle decides, from its two counters
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
-AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
 AXES_RESET_ON_SUCCESS = True
-AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
-AXES_IPWARE_PROXY_COUNT = env.int("AXES_PROXY_COUNT", default=0) or None
+AXES_LOCKOUT_CALLABLE = "portal.login.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "portal.clientip.client_ip"
 AXES_VERBOSE = False
 
 # --- Security --------------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from . import logsink, services
+from . import login, logsink, services
 from .access import can, get_run_for_user, get_team_for_user, team_roles
 from .forms import AuditFilter, LoginForm, MemberAddForm, RoleForm, TeamForm
 from .logtext import cut_for_display
@@ -31,7 +31,7 @@ class LoginView(auth_views.LoginView):
         response = super().form_valid(form)
         services.audit(action="auth.login", summary=f"{self.request.user.username} logged in", actor=self.request.user,
                        request=self.request)
-        return response
+        return login.remember_browser(self.request, response, self.request.user.get_username())
 
     def form_invalid(self, form):
         username = (form.data.get("username") or "")[:150]
