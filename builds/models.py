@@ -1035,7 +1035,8 @@ class DeliveryStatus(models.TextChoices):
 
 
 class WebhookDelivery(models.Model):
-    """One event sent (or being sent) to one webhook, with the outcome of its latest attempt."""
+    """One event sent (or being sent) to one webhook, with the outcome of its latest attempt: status code, error and
+    timing. The receiver's response body is never kept (see builds.notifications)."""
 
     webhook = models.ForeignKey(NotificationWebhook, on_delete=models.CASCADE, related_name="deliveries")
     event = models.CharField(max_length=40, choices=NotificationEvent.choices)
@@ -1045,7 +1046,6 @@ class WebhookDelivery(models.Model):
                               db_index=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     response_code = models.PositiveSmallIntegerField(null=True, blank=True)
-    response_excerpt = models.CharField(max_length=500, blank=True)
     error = models.CharField(max_length=500, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)

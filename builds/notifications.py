@@ -10,7 +10,12 @@ Webhook deliveries are signed (see docs/promotions.md for how a receiver verifie
     X-Portal-Signature-256: sha256=<hex HMAC-SHA256(secret, "<timestamp>." + body)>
 
 and retried with exponential backoff (WEBHOOK_RETRY_BASE_SECONDS x 4^(attempt-1), at most WEBHOOK_MAX_ATTEMPTS tries)
-by the `builds.tasks.webhook_deliver` task; every delivery keeps its last response for the delivery log.
+by the `builds.tasks.webhook_deliver` task. A delivery keeps its last status code, error and timing for the delivery
+log, never the response body: the receiver's answer is not the team admin's to read (a URL pointed at an internal
+service would otherwise show that service's replies).
+
+Every URL goes through the egress policy (`portal.egress`): when it is saved (a form error), and again at each attempt,
+which connects to the address it checked and follows no redirect.
 """
 
 from __future__ import annotations
@@ -21,8 +26,6 @@ import json
 import logging
 import secrets
 import time
-import urllib.error
-import urllib.request
 import uuid
 from datetime import timedelta
 
@@ -32,6 +35,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
+from portal import egress
 from portal.access import check_team_action
 from portal.models import ROLE_ACTIONS, Action, Team, User
 from portal.services import audit
@@ -316,8 +320,18 @@ def webhook_test(*, hook: NotificationWebhook, user: User, request=None) -> Webh
 
 
 def _check_url(url):
+    """The URL's form, then the egress policy (a name that does not resolve yet is checked again at delivery)."""
     if not url.lower().startswith(("https://", "http://")):
-        raise ValidationError("The webhook URL must start with https:// (or http:// for a receiver on a trusted network).")
+        raise ValidationError({"url": "The webhook URL must start with https:// (or http:// for a receiver on a trusted "
+                                      "network)."})
+    scheme, host, port = egress.split_url(url)
+    if "@" in url.split("://", 1)[1].split("/", 1)[0]:
+        raise ValidationError({"url": "The webhook URL must not carry a user name or password: the receiver checks "
+                                      "the signature made with the webhook's secret instead."})
+    try:
+        egress.check(host, port, what="The webhook URL", unresolvable_ok=True)
+    except egress.EgressRefused as exc:
+        raise ValidationError({"url": str(exc)}) from None
 
 
 def retry_delay(attempts: int) -> float:
@@ -325,20 +339,14 @@ def retry_delay(attempts: int) -> float:
     return min(settings.WEBHOOK_RETRY_BASE_SECONDS * 4 ** max(attempts - 1, 0), 3600)
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None  # a redirect is an answer (3xx), never followed: the signed body goes only where it was configured
-
-
-_opener = urllib.request.build_opener(_NoRedirects)
-
-
 def webhook_attempt(*, delivery_id: int) -> float | None:
     """One attempt of a delivery. Returns the seconds to wait before the next attempt, or None when it is done
     (delivered, failed for good, or not found).
 
     The HTTP request is made outside any transaction (a slow receiver must not hold database locks). A redelivered task
-    may therefore send a delivery twice; receivers deduplicate by X-Portal-Delivery.
+    may therefore send a delivery twice; receivers deduplicate by X-Portal-Delivery. A redirect is an answer (3xx),
+    never followed: the signed body goes only where it was configured. A URL the egress policy refuses fails the
+    delivery at once, without a retry.
     """
     delivery = WebhookDelivery.objects.select_related("webhook").filter(pk=delivery_id).first()
     if delivery is None or delivery.status in (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED):
@@ -346,33 +354,36 @@ def webhook_attempt(*, delivery_id: int) -> float | None:
     hook = delivery.webhook
     body = json.dumps(delivery.payload, sort_keys=True, separators=(",", ":")).encode()
     timestamp = str(int(time.time()))
-    request = urllib.request.Request(hook.url, data=body, method="POST", headers={
+    headers = {
         "Content-Type": "application/json",
         "User-Agent": "ImageModePortal-Webhook/1",
         "X-Portal-Event": delivery.event,
         "X-Portal-Delivery": delivery.delivery_id,
         TIMESTAMP_HEADER: timestamp,
         SIGNATURE_HEADER: sign(hook.secret, timestamp, body),
-    })
+    }
     started = time.monotonic()
-    code, excerpt, error = None, "", ""
+    code, error, refused = None, "", False
     try:
-        with _opener.open(request, timeout=settings.WEBHOOK_TIMEOUT_SECONDS) as response:
-            code, excerpt = response.status, response.read(500).decode("utf-8", "replace")
-    except urllib.error.HTTPError as exc:
-        code, excerpt = exc.code, (exc.read(500) or b"").decode("utf-8", "replace")
-        error = f"HTTP {exc.code} {exc.reason}"
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        error = f"{type(reason).__name__}: {reason}"
+        answer = egress.post(hook.url, body=body, headers=headers, timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
+                             what="The webhook URL")
+        code = answer.status
+        if code >= 300:
+            error = f"HTTP {code} {answer.reason}"
+    except egress.EgressRefused as exc:
+        error, refused = str(exc), True
+    except (OSError, ValueError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
     now = timezone.now()
     attempts = delivery.attempts + 1
-    changes = {"attempts": attempts, "response_code": code, "response_excerpt": excerpt[:500], "error": error[:500],
+    changes = {"attempts": attempts, "response_code": code, "error": error[:500],
                "duration_ms": int((time.monotonic() - started) * 1000), "last_attempt_at": now,
                "next_attempt_at": None}
     wait = None
     if code is not None and 200 <= code < 300:
         changes.update(status=DeliveryStatus.DELIVERED, delivered_at=now, error="")
+    elif refused:
+        changes.update(status=DeliveryStatus.FAILED)
     elif (code is not None and 400 <= code < 500 and code not in (408, 425, 429)) \
             or attempts >= settings.WEBHOOK_MAX_ATTEMPTS:
         gave_up = f" (gave up after {attempts} attempt{'s' if attempts != 1 else ''})"

@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from portal.access import can, get_team_for_user, teams_where
+from portal.forms import add_service_errors
 from portal.models import Action, AuditEvent, Team
 from portal.views import current_team, error_text, querystring
 
@@ -549,7 +550,7 @@ def notification_webhooks(request, slug):
                 team=team, user=request.user, name=form.cleaned_data["name"], url=form.cleaned_data["url"],
                 events=form.cleaned_data["events"], request=request)
         except ValidationError as exc:
-            form.add_error(None, error_text(exc))
+            add_service_errors(form, exc)
         else:
             form = NotificationWebhookForm()
     hooks = NotificationWebhook.objects.filter(team=team).annotate(
@@ -570,7 +571,7 @@ def notification_webhook_detail(request, pk):
                                          url=form.cleaned_data["url"], events=form.cleaned_data["events"],
                                          active=form.cleaned_data["active"], request=request)
         except ValidationError as exc:
-            form.add_error(None, error_text(exc))
+            add_service_errors(form, exc)
         else:
             messages.success(request, f"Saved webhook {hook.name}.")
             return redirect(hook)

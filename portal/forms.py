@@ -104,3 +104,15 @@ class AuditFilter(django_filters.FilterSet):
         if value.isdigit():
             return queryset.filter(object_id=value)
         return queryset.filter(object_repr__icontains=value)
+
+
+def add_service_errors(form, exc):
+    """Show a service's ValidationError on the form: messages keyed by a field of the form go under that field, the
+    rest at the top."""
+    if hasattr(exc, "error_dict"):
+        for key, errors in exc.message_dict.items():
+            for error in errors:
+                form.add_error(key if key in form.fields else None, error)
+    else:
+        for error in exc.messages:
+            form.add_error(None, error)

@@ -16,6 +16,8 @@ import environ
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
+from portal.egress import parse_rule as egress_rule
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("PORTAL_VAR_DIR", default=str(BASE_DIR / "var")))
 
@@ -278,6 +280,17 @@ MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 # --- Registry and tools ----------------------------------------------------------------------------------------------
 REGISTRY_URL = env.str("REGISTRY_URL", default="127.0.0.1:5000")
 REGISTRY_INSECURE = env.bool("REGISTRY_INSECURE", default=REGISTRY_URL.startswith(("127.", "localhost")))
+
+# --- Egress (docs/security.md) ---------------------------------------------------------------------------------------
+# What the portal may reach on someone's behalf besides public addresses and REGISTRY_URL: host names, addresses or
+# CIDR blocks, each with an optional :port (e.g. "registry.internal,10.20.0.0/16,127.0.0.1:5000"). Empty: nothing
+# inside the network.
+EGRESS_ALLOW = env.list("EGRESS_ALLOW", default=[])
+for _entry in EGRESS_ALLOW:
+    try:
+        egress_rule(_entry)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"EGRESS_ALLOW: {exc} (e.g. registry.internal, 10.20.0.0/16, 127.0.0.1:5000).") from None
 
 # --- Builds (docs/builds.md) -----------------------------------------------------------------------------------------
 # podman's pull policy for base images: missing (default), always, newer or never (tests use never: nothing to pull).

@@ -90,6 +90,24 @@ def close_stray_connections_at_the_end(django_db_setup, django_db_blocker):
                                "WHERE datname = current_database() AND pid <> pg_backend_pid()")
 
 
+def allow_egress(*entries):
+    """Add entries to EGRESS_ALLOW (portal.egress) for the loopback servers a test starts; returns a function that takes
+    them out again. The tests' allow-list starts empty, like production's, and holds exactly what the running tests
+    need; worker processes they start get the same list."""
+    settings.EGRESS_ALLOW = [*settings.EGRESS_ALLOW, *entries]
+
+    def undo():
+        settings.EGRESS_ALLOW = [entry for entry in settings.EGRESS_ALLOW if entry not in entries]
+
+    return undo
+
+
+@pytest.fixture(scope="session", autouse=True)
+def egress_allows_nothing_at_first():
+    """Whatever EGRESS_ALLOW the environment holds, the suite starts from an empty allow-list."""
+    settings.EGRESS_ALLOW = []
+
+
 @pytest.fixture(scope="session", autouse=True)
 def short_lived_database_connections():
     """Threads (websocket consumers, the test server) must not keep connections that block dropping the test database."""
@@ -272,6 +290,7 @@ def subprocess_env(redis_url, **extra):
         "DEBUG": "true",
         "PYTHONUNBUFFERED": "1",
         "REGISTRY_URL": settings.REGISTRY_URL,
+        "EGRESS_ALLOW": ",".join(settings.EGRESS_ALLOW),
     }
     env.update({k: str(v) for k, v in extra.items()})
     return env

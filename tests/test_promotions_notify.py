@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from builds import notifications, promotions
 from builds.models import DeliveryStatus, NotificationEvent, Promotion, PromotionStatus, StageHistory, WebhookDelivery
-from tests.conftest import wait_for
+from tests.conftest import allow_egress, free_port, wait_for
 from tests.promotions_fixtures import *  # noqa: F403
 
 pytestmark = pytest.mark.django_db
@@ -52,16 +52,18 @@ class Receiver:
 
 @pytest.fixture
 def receiver():
+    """start(codes) -> a Receiver, allowed by the egress policy for the test's length."""
     started = []
 
     def start(codes=()):
         r = Receiver(codes)
-        started.append(r)
+        started.append((r, allow_egress(f"127.0.0.1:{r.server.server_address[1]}")))
         return r
 
     yield start
-    for r in started:
+    for r, disallow in started:
         r.stop()
+        disallow()
 
 
 def documented_verify(secret, headers, body):
@@ -222,11 +224,11 @@ def test_a_receiver_that_refuses_with_4xx_is_not_retried(promo, receiver):
     assert delivery.status == DeliveryStatus.FAILED and delivery.response_code == 401
 
 
-def test_an_unreachable_receiver_is_recorded_with_the_error(promo):
-    from tests.conftest import free_port
-
+def test_an_unreachable_receiver_is_recorded_with_the_error(promo, settings):
+    port = free_port()
+    settings.EGRESS_ALLOW = [f"127.0.0.1:{port}"]
     notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci",
-                                 url=f"http://127.0.0.1:{free_port()}/hook", events=[NotificationEvent.BUILD_FAILED])
+                                 url=f"http://127.0.0.1:{port}/hook", events=[NotificationEvent.BUILD_FAILED])
     [delivery] = notifications.notify_build_failed(build=promo.builds[0])
     assert notifications.webhook_attempt(delivery_id=delivery.pk) is not None
     delivery.refresh_from_db()

@@ -1,0 +1,302 @@
+"""The egress policy: the portal refuses to reach its own network (loopback, private, link-local, multicast, metadata)
+on anyone's behalf unless EGRESS_ALLOW names the place, and its own HTTP connects only to the address it checked.
+
+Every consumer (webhooks, git remotes, registries, host-reported images) has its own tests next to its code; this file
+holds the policy itself and its HTTP client, against real sockets.
+"""
+
+import ipaddress
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from portal import egress
+
+
+class Server:
+    """A real HTTP server on loopback that records what reached it."""
+
+    def __init__(self, status=200, location=""):
+        self.requests = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers["Content-Length"]))
+                server.requests.append({"path": self.path, "host": self.headers["Host"]})
+                self.send_response(status)
+                if location:
+                    self.send_header("Location", location)
+                self.end_headers()
+                self.wfile.write(b"internal secret")
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    started = []
+
+    def start(**kwargs):
+        started.append(Server(**kwargs))
+        return started[-1]
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+def post(url):
+    return egress.post(url, body=b"{}", headers={"Content-Type": "application/json"}, timeout=5, what="The URL")
+
+
+@pytest.mark.parametrize(("address", "reason"), [
+    ("127.0.0.1", "loopback"), ("::1", "loopback"), ("10.1.2.3", "private"), ("172.16.0.1", "private"),
+    ("192.168.1.1", "private"), ("fd12::1", "private"), ("169.254.10.10", "link-local"), ("fe80::1", "link-local"),
+    ("224.0.0.1", "multicast"), ("ff02::1", "multicast"), ("0.0.0.0", "unspecified"), ("100.64.0.1", "carrier-grade"),
+    ("169.254.169.254", "metadata"), ("fd00:ec2::254", "metadata"), ("100.100.100.200", "metadata"),
+    ("::ffff:127.0.0.1", "loopback address inside an IPv6"), ("2002:a00:1::", "private address inside an IPv6"),
+    ("64:ff9b::a9fe:a9fe", "metadata address inside an IPv6 address"), ("240.0.0.1", "reserved"),
+])
+def test_addresses_inside_the_network_are_refused_with_the_reason(address, reason):
+    assert reason in egress.refusal(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ["93.184.216.34", "2606:4700::1111", "8.8.8.8"])
+def test_public_addresses_pass(address):
+    assert egress.refusal(ipaddress.ip_address(address)) == ""
+
+
+def test_by_default_nothing_inside_the_network_is_reachable(settings):
+    settings.EGRESS_ALLOW = []
+    for host in ("127.0.0.1", "localhost", "10.0.0.5", "169.254.169.254", "[fd00:ec2::254]"):
+        with pytest.raises(egress.EgressRefused, match="The registry points at"):
+            egress.check(host, 443, what="The registry")
+
+
+def test_a_name_is_judged_by_what_it_resolves_to():
+    with pytest.raises(egress.EgressRefused) as refused:
+        egress.check("localhost", 80, what="The webhook URL")
+    assert "localhost, which resolves to" in str(refused.value) and "loopback" in str(refused.value)
+    assert "EGRESS_ALLOW" in str(refused.value)
+
+
+def test_metadata_names_and_addresses_are_refused_even_when_a_block_allows_them(settings):
+    settings.EGRESS_ALLOW = ["169.254.0.0/16", "fd00::/8", "metadata.google.internal"]
+    for host in ("169.254.169.254", "fd00:ec2::254"):
+        with pytest.raises(egress.EgressRefused, match="metadata"):
+            egress.check(host, 80, what="The URL")
+    with pytest.raises(egress.EgressRefused, match="metadata service"):
+        egress.check("metadata.google.internal", 80, what="The URL")
+    assert egress.check("169.254.10.1", 80, what="The URL").addresses  # the rest of the block is allowed
+
+
+def test_an_allow_list_entry_with_a_port_allows_that_port_only(settings):
+    settings.EGRESS_ALLOW = ["127.0.0.1:5000"]
+    assert egress.check("127.0.0.1", 5000, what="The registry").addresses == (ipaddress.ip_address("127.0.0.1"),)
+    with pytest.raises(egress.EgressRefused):
+        egress.check("127.0.0.1", 6379, what="The registry")
+
+
+def test_the_portals_own_registry_is_allowed(settings):
+    settings.EGRESS_ALLOW, settings.REGISTRY_URL = [], "127.0.0.1:5999"
+    assert egress.check_image("127.0.0.1:5999/team/web-os:prod", what="The image")
+    with pytest.raises(egress.EgressRefused):
+        egress.check_image("127.0.0.1:5998/team/web-os:prod", what="The image")
+
+
+@pytest.mark.parametrize(("entry", "rule"), [
+    ("10.0.0.0/8", egress.Rule(network=ipaddress.ip_network("10.0.0.0/8"))),
+    ("127.0.0.1:5000", egress.Rule(network=ipaddress.ip_network("127.0.0.1/32"), port=5000)),
+    ("[::1]:8080", egress.Rule(network=ipaddress.ip_network("::1/128"), port=8080)),
+    ("fd00::/8", egress.Rule(network=ipaddress.ip_network("fd00::/8"))),
+    ("Registry.Internal.", egress.Rule(name="registry.internal")),
+    ("git.corp:8443", egress.Rule(name="git.corp", port=8443)),
+])
+def test_allow_list_entries(entry, rule):
+    assert egress.parse_rule(entry) == rule
+
+
+@pytest.mark.parametrize("entry", ["10.0.0.0/33", "host:99999", "[::1]x", "http://x", "a b"])
+def test_a_bad_allow_list_entry_stops_the_portal_at_start_up(entry):
+    from tests.test_settings import manage, production_env
+
+    result = manage("check", env=production_env(EGRESS_ALLOW=entry))
+    assert result.returncode != 0 and "EGRESS_ALLOW" in result.stderr
+
+
+@pytest.mark.parametrize(("reference", "registry"), [
+    ("quay.io/centos-bootc/centos-bootc:stream10", ("quay.io", 443)),
+    ("127.0.0.1:5000/a/b@sha256:" + "0" * 64, ("127.0.0.1", 5000)),
+    ("localhost:5000/a", ("localhost", 5000)),
+    ("[::1]:5000/a", ("::1", 5000)),
+    ("localhost/base:latest", None),
+    ("busybox", None),
+    ("library/busybox:1", None),
+])
+def test_the_registry_of_an_image_reference(reference, registry):
+    assert egress.registry_host(reference) == registry
+
+
+@pytest.mark.parametrize(("url", "parts"), [
+    ("https://git.example.com/a.git", ("https", "git.example.com", 443)),
+    ("ssh://git@10.0.0.1:2222/a.git", ("ssh", "10.0.0.1", 2222)),
+    ("git@169.254.169.254:team/repo.git", ("ssh", "169.254.169.254", 22)),
+    ("git://[::1]/a", ("git", "::1", 9418)),
+])
+def test_urls_and_scp_like_git_addresses_are_read(url, parts):
+    assert egress.split_url(url) == parts
+
+
+def test_a_name_that_does_not_resolve_is_refused_when_used_but_accepted_when_saved():
+    with pytest.raises(egress.EgressRefused, match="does not resolve"):
+        egress.check("no-such-host.invalid", 443, what="The registry")
+    assert egress.check("no-such-host.invalid", 443, what="The registry", unresolvable_ok=True).addresses == ()
+
+
+# --- The portal's own HTTP -------------------------------------------------------------------------------------------
+
+
+def test_a_loopback_receiver_is_refused_and_never_contacted(server, settings):
+    settings.EGRESS_ALLOW = []
+    s = server()
+    with pytest.raises(egress.EgressRefused, match="127.0.0.1, a loopback address"):
+        post(s.url)
+    with pytest.raises(egress.EgressRefused, match="loopback"):
+        post(f"http://localhost:{s.port}/hook")
+    assert s.requests == []
+
+
+def test_a_fake_metadata_address_is_refused_before_any_connection(settings):
+    settings.EGRESS_ALLOW = ["169.254.0.0/16"]
+    with pytest.raises(egress.EgressRefused, match="metadata"):
+        post("http://169.254.169.254/latest/meta-data/iam/security-credentials/")
+    with pytest.raises(egress.EgressRefused, match="metadata"):
+        post("http://[fd00:ec2::254]/latest/meta-data/")
+
+
+def test_an_allow_listed_receiver_is_reached(server, settings):
+    s = server()
+    settings.EGRESS_ALLOW = [f"127.0.0.1:{s.port}"]
+    answer = post(s.url + "?x=1")
+    assert (answer.status, answer.address) == (200, "127.0.0.1")
+    assert s.requests == [{"path": "/hook?x=1", "host": f"127.0.0.1:{s.port}"}]
+
+
+def test_the_connection_goes_to_the_checked_address_whatever_the_name_resolves_to_next(server, settings, monkeypatch):
+    """DNS rebinding: the name resolves to an allowed address when checked and to the metadata address afterwards.
+    The resolver (the outside part) is replaced; the portal asks it once and connects to what it checked."""
+    s = server()
+    settings.EGRESS_ALLOW = [f"127.0.0.1:{s.port}"]
+    answers = iter(["127.0.0.1", "169.254.169.254", "169.254.169.254"])
+    real = socket.getaddrinfo
+    asked = []
+
+    def rebinding_dns(host, port, *args, **kwargs):
+        if host != "rebind.example":
+            return real(host, port, *args, **kwargs)
+        asked.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding_dns)
+    answer = post(f"http://rebind.example:{s.port}/hook")
+    assert answer.status == 200 and answer.address == "127.0.0.1"
+    assert asked == ["rebind.example"]
+    assert s.requests == [{"path": "/hook", "host": f"rebind.example:{s.port}"}]
+
+
+def test_a_redirect_is_an_answer_and_is_not_followed(server, settings):
+    inner = server()
+    outer = server(status=302, location=inner.url)
+    settings.EGRESS_ALLOW = [f"127.0.0.1:{outer.port}"]
+    assert post(outer.url).status == 302
+    assert len(outer.requests) == 1 and inner.requests == []
+
+
+def test_user_information_and_other_schemes_are_refused(settings):
+    with pytest.raises(egress.EgressRefused, match="user name or password"):
+        post("https://user:pw@hooks.example.com/x")
+    with pytest.raises(egress.EgressRefused, match="https://"):
+        post("ftp://hooks.example.com/x")
+
+
+# --- Notification webhooks -------------------------------------------------------------------------------------------
+
+
+def save_webhook(client, team, url):
+    from django.urls import reverse
+
+    return client.post(reverse("notification_webhooks", args=[team.slug]),
+                       {"name": "chat", "url": url, "events": ["build.failed"], "active": "on"})
+
+
+@pytest.mark.django_db
+def test_a_webhook_at_a_loopback_server_is_a_form_error_and_is_never_contacted(personas, client_for, server, settings):
+    from builds.models import NotificationWebhook
+
+    s = server()
+    for url in (s.url, f"http://localhost:{s.port}/hook"):
+        response = save_webhook(client_for(personas.admin), personas.team, url)
+        assert response.status_code == 400
+        errors = response.context["form"].errors["url"]
+        assert "loopback address" in errors[0] and "EGRESS_ALLOW" in errors[0]
+    assert not NotificationWebhook.objects.exists() and s.requests == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/",
+                                 "http://metadata.google.internal/computeMetadata/v1/"])
+def test_a_webhook_at_a_metadata_address_is_a_form_error(personas, client_for, url):
+    from builds.models import NotificationWebhook
+
+    response = save_webhook(client_for(personas.admin), personas.team, url)
+    assert response.status_code == 400 and "metadata" in response.context["form"].errors["url"][0]
+    assert not NotificationWebhook.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_allow_listed_webhook_is_delivered_and_keeps_its_status_code_not_the_body(personas, client_for, server,
+                                                                                      settings):
+    from builds import notifications
+    from builds.models import DeliveryStatus, NotificationWebhook
+
+    s = server()
+    settings.EGRESS_ALLOW = [f"127.0.0.1:{s.port}"]
+    assert save_webhook(client_for(personas.admin), personas.team, s.url).status_code == 200
+    hook = NotificationWebhook.objects.get()
+    delivery = notifications.webhook_test(hook=hook, user=personas.admin)
+    assert notifications.webhook_attempt(delivery_id=delivery.pk) is None
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.response_code) == (DeliveryStatus.DELIVERED, 200)
+    assert delivery.duration_ms is not None and len(s.requests) == 1
+    assert "response_excerpt" not in {f.name for f in type(delivery)._meta.get_fields()}
+    page = client_for(personas.admin).get(hook.get_absolute_url()).content.decode()
+    assert "HTTP 200" in page and "internal secret" not in page
+
+
+@pytest.mark.django_db
+def test_a_webhook_whose_address_is_no_longer_allowed_fails_at_once_without_contacting_it(personas, server,
+                                                                                          settings):
+    from builds import notifications
+    from builds.models import DeliveryStatus, NotificationWebhook
+
+    s = server()
+    hook = NotificationWebhook.objects.create(team=personas.team, name="old", url=s.url, events=["build.failed"])
+    delivery = notifications.webhook_test(hook=hook, user=personas.admin)
+    assert notifications.webhook_attempt(delivery_id=delivery.pk) is None, "no retry"
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.FAILED and delivery.attempts == 1
+    assert "loopback address" in delivery.error and delivery.response_code is None
+    assert s.requests == []
