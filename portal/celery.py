@@ -5,10 +5,13 @@ import os
 from celery import Celery
 from kombu import Queue
 
+from .workers import Heartbeat
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 QUEUES = ("builds", "images", "hosts", "default")
 app.conf.task_queues = [Queue(name) for name in QUEUES]
+app.steps["consumer"].add(Heartbeat)
 app.autodiscover_tasks()

@@ -24,6 +24,8 @@ urlpatterns = [
     path("runs/<int:pk>/log.txt", views.run_log_raw, name="run_log_raw"),
     path("runs/<int:pk>/cancel/", views.run_cancel, name="run_cancel"),
     path("health/", views.health, name="health"),
+    path("health/live", views.health_live, name="health_live"),  # answered by portal.middleware.health_probes
+    path("health/ready", views.health_ready, name="health_ready"),
     path("", include("builds.urls")),
     path("", include("hosts.urls")),
     path("admin/", admin.site.urls),

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,17 @@ def redis_server():
     yield server
     server.stop()
     shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextmanager
+def broker_stopped(redis_server):
+    """The suite's Redis (broker and channel layer) is down inside the block, and back, with fresh connections, after."""
+    redis_server.stop()
+    try:
+        yield
+    finally:
+        redis_server.start()
+        _forget_broker_connections()
 
 
 def _forget_broker_connections():

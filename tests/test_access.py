@@ -301,7 +301,7 @@ class TestCancellingHostRuns:
 
 # What may answer without a login: the login itself, logging out, the health check, and the machine endpoints, which
 # authenticate with their own token or signature (tests/test_builds_remote.py and the API's tests cover those).
-PUBLIC = {"login", "logout", "health"}
+PUBLIC = {"login", "logout", "health", "health_live", "health_ready"}
 MACHINE = {"api_build_create", "api_build_detail", "api_definition_list", "git_webhook"}
 
 

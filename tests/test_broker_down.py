@@ -2,27 +2,15 @@
 and never leaves a run "queued" forever: the run fails at once with the reason, and the page says so. Tested by
 stopping the suite's own Redis."""
 
-from contextlib import contextmanager
-
 import pytest
 
 from builds import services
 from builds.models import Build, DiskImage
 from portal.models import RunStatus
-from tests.conftest import _forget_broker_connections
+from tests.conftest import broker_stopped
 from tests.diskimage_rows import succeeded_build
 
 pytestmark = pytest.mark.django_db(transaction=True)  # commits as in production: tasks are queued on commit
-
-
-@contextmanager
-def broker_stopped(redis_server):
-    redis_server.stop()
-    try:
-        yield
-    finally:
-        redis_server.start()
-        _forget_broker_connections()
 
 
 def test_a_build_asked_for_while_the_broker_is_down_fails_at_once_with_the_reason(client_for, personas, redis_server):

@@ -22,9 +22,9 @@ from tests.conftest import ROOT, free_port, subprocess_env, wait_for
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def fetch(url):
+def fetch(url, headers=None):
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -60,7 +60,7 @@ def test_make_run_serves_the_portal_with_web_worker_and_beat_then_ctrl_c_stops_e
     port = free_port()
     no_tools = short_var_dir / "bin"  # no docker-registry, podman or busybox: no registry and no demo builds here
     no_tools.mkdir()
-    env = subprocess_env(redis_server.url, PORTAL_VAR_DIR=short_var_dir, PATH=no_tools)
+    env = subprocess_env(redis_server.url, PORTAL_VAR_DIR=short_var_dir, PATH=no_tools, HEALTH_TOKEN="make-run-test")
     del env["REDIS_URL"]  # as on a laptop: make run starts its embedded Redis
     log_path = short_var_dir / "make-run.log"
     with open(log_path, "wb") as log:
@@ -75,8 +75,9 @@ def test_make_run_serves_the_portal_with_web_worker_and_beat_then_ctrl_c_stops_e
         assert "processes: redis, web, worker, beat" in output()
 
         wait_for(lambda: fetch(url + "/health/")[0] == 200, timeout=60, what="health to be OK")
-        checks = json.loads(fetch(url + "/health/")[1])["checks"]
-        assert {name: check["ok"] for name, check in checks.items()} == {"database": True, "redis": True, "worker": True}
+        checks = json.loads(fetch(url + "/health/", {"Authorization": "Bearer make-run-test"})[1])["checks"]
+        assert {name: check["ok"] for name, check in checks.items()} == {
+            "database": True, "redis": True, "broker": True, "workers": True}
         # beat hands its periodic tasks to the worker (host polling every 15 s): all three are at work.
         wait_for(lambda: re.search(r"worker +\| .*Task hosts\.tasks\.poll_due_hosts\[[^]]+\] received", output()),
                  timeout=60, what="the worker to receive a task sent by beat")
