@@ -1,3 +1,6 @@
+"""The core's models in the Django admin site (superusers only). Every change made there is audited: see
+`portal.admin_site`. The audit trail itself is read-only here."""
+
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 

@@ -1,6 +1,7 @@
 """The portal's core: users, teams and roles, the audit trail, and the runs-and-logs machinery every long operation shares."""
 
 import hashlib
+import hmac
 import json
 from datetime import timedelta
 
@@ -125,8 +126,10 @@ class AuditQuerySet(models.QuerySet):
 class AuditEvent(models.Model):
     """One thing that happened, append-only and hash-chained.
 
-    `seq` runs 1, 2, 3... with no gaps, and each event's `hash` covers its own fields and the previous event's hash, so
-    editing, deleting or reordering any event breaks the chain at that point (`manage.py audit_verify` finds it).
+    `seq` runs 1, 2, 3... with no gaps, and each event's `hash` is an HMAC (keyed with AUDIT_HMAC_KEY, which is not in
+    the database) over its own fields and the previous event's hash, so editing, deleting or reordering any event breaks
+    the chain at that point (`manage.py audit_verify` finds it). Deleting the newest events leaves a shorter chain that
+    is still whole: checkpoints of the head kept outside the database find that (`portal.audit_checkpoints`).
     Written only by `portal.services.audit()`.
     """
 
@@ -192,7 +195,9 @@ class AuditEvent(models.Model):
         return json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str).encode()
 
     def compute_hash(self):
-        return hashlib.sha256(self.canonical()).hexdigest()
+        """HMAC-SHA256 of `canonical()` under AUDIT_HMAC_KEY: without the key, nobody can compute a valid hash, so an
+        edited event cannot be hidden by recomputing the chain after it."""
+        return hmac.new(settings.AUDIT_HMAC_KEY.encode(), self.canonical(), hashlib.sha256).hexdigest()
 
 
 # --- Runs and logs ---------------------------------------------------------------------------------------------------

@@ -3,17 +3,19 @@
 Views, tasks, management commands and the API call these functions; nothing else writes these models.
 """
 
+import hmac
 import json
 import logging
 import os
 import socket
+import unicodedata
 
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
-from . import live
+from . import audit_checkpoints, live
 from .access import check_team_action, forget_roles
 from .clientip import client_ip
 from .models import Action, AuditEvent, Membership, Role, Run, RunStatus, Team, User
@@ -46,14 +48,14 @@ def audit(*, action, summary, actor=None, team=None, obj=None, detail=None, requ
             seq=(last["seq"] + 1) if last else 1,
             created_at=timezone.now(),
             actor=actor,
-            actor_name=_printable(actor.username if actor else (actor_name or ""))[:150],
+            actor_name=audit_text(actor.username if actor else (actor_name or ""))[:150],
             action=action,
             object_type=obj._meta.label_lower if obj is not None else "",
             object_id=str(obj.pk) if obj is not None else "",
-            object_repr=_printable(str(obj))[:200] if obj is not None else "",
+            object_repr=audit_text(str(obj))[:200] if obj is not None else "",
             team=team,
-            team_name=team.name if team else "",
-            summary=_printable(summary)[:500],
+            team_name=audit_text(team.name)[:100] if team else "",
+            summary=audit_text(summary)[:500],
             detail=_printable(detail or {}),
             ip_address=client_ip(request),
             prev_hash=last["hash"] if last else AuditEvent.GENESIS_HASH,
@@ -65,9 +67,31 @@ def audit(*, action, summary, actor=None, team=None, obj=None, detail=None, requ
     return event
 
 
+# Line breaks, other control characters and the bidirectional overrides are shown as escapes in the text fields of an
+# event, so that nobody (a username typed at the login form, a name chosen for an object) can make one event read as
+# several, or reorder what a reader sees. NUL, which PostgreSQL cannot store, becomes U+FFFD.
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x00": "\ufffd"}
+
+
+def audit_text(text):
+    """`text` as the audit trail stores it: one line, with control characters escaped (a newline reads `\\n`)."""
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char in _NAMED_ESCAPES:
+            out.append(_NAMED_ESCAPES[char])
+        elif char in _BIDI_CONTROLS or unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            out.append(f"\\x{ord(char):02x}" if ord(char) <= 0xFF else f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 def _printable(value):
-    """`value` with NUL characters (which PostgreSQL text and JSON cannot hold) shown as U+FFFD. What people type (a
-    username at the login form, a URL path) reaches the audit trail, and must never make recording it fail."""
+    """`value` (the structured detail of an event) with NUL characters, which PostgreSQL text and JSON cannot hold,
+    shown as U+FFFD. Its other characters stay: JSON keeps a newline inside its string."""
     if isinstance(value, str):
         return value.replace("\x00", "\ufffd") if "\x00" in value else value
     if isinstance(value, dict):
@@ -82,7 +106,11 @@ def _json_roundtrip(value):
 
 
 def audit_verify():
-    """Walk the chain in order. Returns None if intact, else (seq, problem) for the first broken event."""
+    """Walk the chain in order, then hold it against every checkpoint taken outside the database. Returns None if
+    intact, else (seq, problem) for the first break. Raises CheckpointError when the checkpoints cannot be read."""
+    checkpoints = audit_checkpoints.store().all()
+    wanted = {checkpoint.seq for checkpoint in checkpoints}
+    seen = {}
     expected_prev = AuditEvent.GENESIS_HASH
     expected_seq = 1
     for event in AuditEvent.objects.order_by("seq").iterator(chunk_size=2000):
@@ -90,11 +118,39 @@ def audit_verify():
             return expected_seq, f"event #{expected_seq} is missing (the next one is #{event.seq}): deleted"
         if event.prev_hash != expected_prev:
             return event.seq, f"event #{event.seq} does not follow #{event.seq - 1}: deleted, inserted or reordered"
-        if event.compute_hash() != event.hash:
+        if not hmac.compare_digest(event.compute_hash(), event.hash):
             return event.seq, f"event #{event.seq} does not match its hash: edited"
+        if event.seq in wanted:
+            seen[event.seq] = event.hash
         expected_prev = event.hash
         expected_seq += 1
+    last_seq = expected_seq - 1
+    for checkpoint in checkpoints:
+        if not checkpoint.is_authentic():
+            return checkpoint.seq, (f"the checkpoint of #{checkpoint.seq} taken {checkpoint.at} is not signed with this "
+                                    "AUDIT_HMAC_KEY: the checkpoint file was edited, or the key changed")
+        if checkpoint.seq > last_seq:
+            return last_seq + 1, (f"events #{last_seq + 1} to #{checkpoint.seq} are missing: the chain was checkpointed "
+                                  f"at #{checkpoint.seq} on {checkpoint.at} but ends at #{last_seq}: deleted")
+        if seen.get(checkpoint.seq) != checkpoint.hash:
+            return checkpoint.seq, (f"event #{checkpoint.seq} is not the one checkpointed on {checkpoint.at}: the chain "
+                                    "was rewritten from there on")
     return None
+
+
+def audit_checkpoint():
+    """Write the chain's head to the checkpoint store, unless it is already there. Returns the head's checkpoint, or
+    None while the trail is empty. Beat runs it every AUDIT_CHECKPOINT_SECONDS."""
+    head = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
+    if head is None:
+        return None
+    checkpoints = audit_checkpoints.store()
+    last = checkpoints.last()
+    if last is not None and (last.seq, last.hash) == (head["seq"], head["hash"]):
+        return last
+    checkpoint = audit_checkpoints.Checkpoint(head["seq"], head["hash"], timezone.now().isoformat()).signed()
+    checkpoints.append(checkpoint)
+    return checkpoint
 
 
 # --- Teams and members -----------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Every variable is listed, with its default, in `.env.example`. The defaults work on a laptop (`make run`): SQLite under var/,
 the embedded Redis on a unix socket under var/, the local registry on 127.0.0.1:5000 and keys generated into var/. With
-DEBUG off the portal refuses to start unless SECRET_KEY and FIELD_ENCRYPTION_KEYS are set.
+DEBUG off the portal refuses to start unless SECRET_KEY, FIELD_ENCRYPTION_KEYS and AUDIT_HMAC_KEY are set.
 """
 
 import ipaddress
@@ -31,12 +31,18 @@ DEBUG = env.bool("DEBUG", default=True)
 def _development_secrets():
     """Keys for a laptop: made once, kept in var/ so sessions and encrypted rows survive a restart."""
     path = VAR_DIR / "dev-secrets.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
-    keys = {"SECRET_KEY": secrets.token_urlsafe(50), "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode()}
-    path.write_text(json.dumps(keys))
-    path.chmod(0o600)
+    keys = json.loads(path.read_text()) if path.exists() else {}
+    wanted = {
+        "SECRET_KEY": lambda: secrets.token_urlsafe(50),
+        "FIELD_ENCRYPTION_KEYS": lambda: Fernet.generate_key().decode(),
+        "AUDIT_HMAC_KEY": lambda: secrets.token_urlsafe(32),
+    }
+    missing = {name: make() for name, make in wanted.items() if name not in keys}
+    if missing:  # a file from before a key was added keeps its other keys
+        keys.update(missing)
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(keys))
+        path.chmod(0o600)
     return keys
 
 
@@ -53,6 +59,14 @@ SECRET_KEY = _required_secret("SECRET_KEY")
 # Fernet keys for secrets stored in the database, comma-separated, newest first. Older keys still decrypt, so a key is
 # rotated by putting a new one in front and running `manage.py rotate_secrets`.
 FIELD_ENCRYPTION_KEYS = [k.strip() for k in _required_secret("FIELD_ENCRYPTION_KEYS").split(",") if k.strip()]
+# The key of the audit trail's HMAC chain (docs/security.md#audit-trail). Kept outside the database, so that someone
+# who can write the database cannot recompute the chain after changing it. Changing it breaks verification of every
+# event recorded under the old key.
+AUDIT_HMAC_KEY = _required_secret("AUDIT_HMAC_KEY")
+# Where the head of the chain is checkpointed (a file, appended to): somewhere the database's users cannot write, so that
+# `audit_verify` also finds events deleted from the end. Every AUDIT_CHECKPOINT_SECONDS, by beat.
+AUDIT_CHECKPOINT_PATH = Path(env.str("AUDIT_CHECKPOINT_PATH", default=str(VAR_DIR / "audit-checkpoints.jsonl")))
+AUDIT_CHECKPOINT_SECONDS = env.int("AUDIT_CHECKPOINT_SECONDS", default=300)
 
 # The reverse proxies in front of the portal (addresses or CIDRs). Only a request whose peer is one of them may name
 # the client in X-Forwarded-For; see portal/clientip.py. Empty: the peer is the client.
@@ -68,7 +82,7 @@ SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "portal.apps.PortalAdminConfig",  # django.contrib.admin, every change audited (portal/admin.py)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -184,6 +198,7 @@ WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=10)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-runs": {"task": "portal.tasks.reap_stale_runs", "schedule": 60.0},
+    "audit-checkpoint": {"task": "portal.tasks.audit_checkpoint", "schedule": float(AUDIT_CHECKPOINT_SECONDS)},
     "builds-schedule-due": {"task": "builds.tasks.builds_schedule_due", "schedule": 300.0},
     "builders-check-health": {"task": "builds.tasks.build_check_builders_health", "schedule": 600.0},
 }

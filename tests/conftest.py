@@ -115,6 +115,12 @@ def short_lived_database_connections():
     connection.settings_dict["CONN_MAX_AGE"] = 0
 
 
+@pytest.fixture(autouse=True)
+def audit_checkpoints_of_the_test(settings, tmp_path):
+    """Each test's audit chain starts empty, so its checkpoints go to a file of its own."""
+    settings.AUDIT_CHECKPOINT_PATH = tmp_path / "audit-checkpoints.jsonl"
+
+
 # --- Redis -----------------------------------------------------------------------------------------------------------
 
 
@@ -299,6 +305,8 @@ def subprocess_env(redis_url, **extra):
         "REDIS_URL": redis_url,
         "SECRET_KEY": settings.SECRET_KEY,
         "FIELD_ENCRYPTION_KEYS": ",".join(settings.FIELD_ENCRYPTION_KEYS),
+        "AUDIT_HMAC_KEY": settings.AUDIT_HMAC_KEY,
+        "AUDIT_CHECKPOINT_PATH": str(settings.AUDIT_CHECKPOINT_PATH),
         "DEBUG": "true",
         "PYTHONUNBUFFERED": "1",
         "REGISTRY_URL": settings.REGISTRY_URL,

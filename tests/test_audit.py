@@ -1,10 +1,22 @@
-"""The audit trail: append-only, hash-chained, verified by `manage.py audit_verify`, browsable with filters."""
+"""The audit trail: append-only, HMAC-chained, checkpointed outside the database, verified by `manage.py audit_verify`,
+browsable with filters."""
+
+import hashlib
+import hmac
+import importlib
+import json
+from html.parser import HTMLParser
 
 import pytest
+from django.conf import settings
+from django.contrib import admin
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
+from django.db.migrations.loader import MigrationLoader
+from django.test import Client
 
-from portal import services
+from portal import services, tasks
+from portal.admin_site import AuditedAdminMixin
 from portal.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
@@ -62,6 +74,161 @@ class TestChain:
         record(3)
         call_command("audit_verify")
         assert "intact: 3 events" in capsys.readouterr().out
+
+
+def rewrite_from(seq, hash_of, **changes):
+    """Edit event `seq` and recompute its hash and every later one with `hash_of(canonical bytes)`, as an attacker with
+    the database would: the rewritten chain is whole, link by link."""
+    events = list(AuditEvent.objects.filter(seq__gte=seq).order_by("seq"))
+    prev = AuditEvent.objects.filter(seq=seq - 1).values_list("hash", flat=True).first() or AuditEvent.GENESIS_HASH
+    for event in events:
+        if event.seq == seq:
+            for field, value in changes.items():
+                setattr(event, field, value)
+        event.prev_hash = prev
+        event.hash = hash_of(event.canonical())
+        columns = {**changes, "prev_hash": event.prev_hash, "hash": event.hash} if event.seq == seq else {
+            "prev_hash": event.prev_hash, "hash": event.hash}
+        assignments = ", ".join(f"{column} = %s" for column in columns)
+        tamper(f"UPDATE portal_auditevent SET {assignments} WHERE seq = %s", [*columns.values(), event.seq])
+        prev = event.hash
+
+
+def unkeyed(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def keyed(data):
+    return hmac.new(settings.AUDIT_HMAC_KEY.encode(), data, hashlib.sha256).hexdigest()
+
+
+class TestKeyedChain:
+    def test_an_event_edited_with_every_later_hash_recomputed_without_the_key_is_found(self):
+        record(6)
+        rewrite_from(3, unkeyed, summary="nothing happened")
+        assert AuditEvent.objects.get(seq=4).prev_hash == AuditEvent.objects.get(seq=3).hash  # the links hold
+        assert services.audit_verify() == (3, "event #3 does not match its hash: edited")
+
+    def test_a_guessed_key_does_not_help_either(self):
+        record(4)
+        rewrite_from(2, lambda data: hmac.new(b"portal", data, hashlib.sha256).hexdigest(), summary="x")
+        assert services.audit_verify()[0] == 2
+
+    def test_even_with_the_key_a_rewrite_before_a_checkpoint_is_found(self):
+        record(5)
+        services.audit_checkpoint()
+        rewrite_from(2, keyed, summary="nothing happened")
+        seq, message = services.audit_verify()
+        assert seq == 5 and "is not the one checkpointed" in message
+
+    def test_the_migration_rehashes_an_unkeyed_chain(self):
+        record(4)
+        rewrite_from(1, unkeyed)  # the chain as it was hashed before keys
+        assert services.audit_verify() is not None
+        migration = importlib.import_module("portal.migrations.0004_audit_hmac_chain")
+
+        class Editor:
+            def __init__(self):
+                self.connection = connection
+
+            def execute(self, sql, params=None):
+                with connection.cursor() as cursor:
+                    cursor.execute(sql, params)
+
+        historical = MigrationLoader(connection).project_state(("portal", "0004_audit_hmac_chain")).apps
+        migration.rehash(historical, Editor())
+        assert services.audit_verify() is None
+
+
+class TestCheckpoints:
+    def test_a_tail_deleted_after_a_checkpoint_is_found(self):
+        record(5)
+        tasks.audit_checkpoint()
+        record(2)
+        tamper("DELETE FROM portal_auditevent WHERE seq >= 4")
+        seq, message = services.audit_verify()
+        assert seq == 4 and "events #4 to #5 are missing" in message and "ends at #3" in message
+        with pytest.raises(CommandError, match="#4 to #5 are missing"):
+            call_command("audit_verify")
+
+    def test_without_a_checkpoint_a_deleted_tail_leaves_a_whole_chain(self):
+        record(5)
+        tamper("DELETE FROM portal_auditevent WHERE seq >= 4")
+        assert services.audit_verify() is None  # what the checkpoints are for
+
+    def test_every_checkpoint_counts_not_only_the_last(self):
+        record(5)
+        services.audit_checkpoint()
+        tamper("DELETE FROM portal_auditevent WHERE seq >= 3")
+        services.audit_checkpoint()  # beat ran after the deletion: it checkpoints the shorter chain
+        assert "events #3 to #5 are missing" in services.audit_verify()[1]
+
+    def test_the_head_is_written_once_per_change(self):
+        assert tasks.audit_checkpoint() is None  # nothing to checkpoint yet
+        record(2)
+        assert tasks.audit_checkpoint() == 2
+        tasks.audit_checkpoint()
+        record(1)
+        tasks.audit_checkpoint()
+        lines = settings.AUDIT_CHECKPOINT_PATH.read_text().splitlines()
+        assert [json.loads(line)["seq"] for line in lines] == [2, 3]
+
+    def test_a_forged_checkpoint_is_found(self):
+        record(3)
+        services.audit_checkpoint()
+        path = settings.AUDIT_CHECKPOINT_PATH
+        data = json.loads(path.read_text())
+        path.write_text(json.dumps({**data, "seq": 2, "hash": AuditEvent.objects.get(seq=2).hash}) + "\n")
+        assert "not signed with this AUDIT_HMAC_KEY" in services.audit_verify()[1]
+
+    def test_an_unreadable_checkpoint_file_is_named(self):
+        record(1)
+        settings.AUDIT_CHECKPOINT_PATH.write_text("not json\n")
+        with pytest.raises(CommandError, match="audit-checkpoints.jsonl line 1 is not a checkpoint"):
+            call_command("audit_verify")
+
+    def test_the_command_says_when_the_last_checkpoint_was_taken(self, capsys):
+        record(2)
+        call_command("audit_verify")
+        assert "no checkpoint taken yet" in capsys.readouterr().out
+        services.audit_checkpoint()
+        call_command("audit_verify")
+        assert "last checkpoint #2 taken" in capsys.readouterr().out
+
+    def test_beat_takes_checkpoints(self):
+        entry = settings.CELERY_BEAT_SCHEDULE["audit-checkpoint"]
+        assert entry["task"] == "portal.tasks.audit_checkpoint"
+        assert entry["schedule"] == settings.AUDIT_CHECKPOINT_SECONDS
+
+
+class TestEscaping:
+    def test_a_username_typed_with_a_line_break_cannot_forge_an_event(self, personas):
+        forged = "root\n#42 auth.login: root logged in"
+        Client().post("/login/", {"username": forged, "password": "x"})
+        event = AuditEvent.objects.get(action="auth.login_failed")
+        assert "\n" not in event.actor_name and "\n" not in event.summary
+        assert event.actor_name == "root\\n#42 auth.login: root logged in"
+        assert services.audit_verify() is None
+
+    @pytest.mark.parametrize("typed, stored", [
+        ("a\r\nb", "a\\r\\nb"),
+        ("tab\there", "tab\\there"),
+        ("bell\x07", "bell\\x07"),
+        ("esc\x1b[31mred", "esc\\x1b[31mred"),
+        ("nul\x00", "nul\ufffd"),
+        ("line\u2028sep", "line\\u2028sep"),
+        ("admin\u202egnp.exe", "admin\\u202egnp.exe"),
+        ("ünïcödé ✓ 漢字", "ünïcödé ✓ 漢字"),
+    ])
+    def test_control_characters_are_escaped_in_every_text_field(self, personas, typed, stored):
+        personas.team.name = typed
+        event = services.audit(action="test.event", summary=typed, actor_name=typed, team=personas.team,
+                               obj=personas.team)
+        assert event.summary == event.actor_name == event.team_name == event.object_repr == stored
+
+    def test_the_structured_detail_keeps_its_text(self):
+        event = services.audit(action="test.event", summary="s", detail={"comment": "two\nlines"})
+        assert AuditEvent.objects.get(pk=event.pk).detail == {"comment": "two\nlines"}
 
 
 class TestAppendOnly:
@@ -140,3 +307,105 @@ class TestAuditPage:
 
     def test_a_bad_filter_value_is_not_an_error(self, personas, client_for):
         assert client_for(personas.superuser).get("/audit/", {"team": "nope"}).status_code == 200
+
+
+class FormFields(HTMLParser):
+    """The fields a browser would submit from the page's main form: inputs, checked boxes, selected options, text."""
+
+    def __init__(self):
+        super().__init__()
+        self.data, self._select, self._textarea = {}, None, None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        name = attrs.get("name")
+        if tag == "input" and name and attrs.get("type") not in ("submit", "button", "file"):
+            if attrs.get("type") in ("checkbox", "radio"):
+                if "checked" in attrs:
+                    self.data[name] = attrs.get("value", "on")
+            else:
+                self.data[name] = attrs.get("value", "")
+        elif tag == "select" and name:
+            self._select = name
+        elif tag == "option" and self._select and "selected" in attrs:
+            self.data[self._select] = attrs.get("value", "")
+        elif tag == "textarea" and name:
+            self._textarea = name
+            self.data[name] = ""
+
+    def handle_endtag(self, tag):
+        if tag == "select":
+            self._select = None
+        elif tag == "textarea":
+            self._textarea = None
+
+    def handle_data(self, data):
+        if self._textarea:
+            self.data[self._textarea] += data
+
+
+def admin_form(client, url):
+    parser = FormFields()
+    parser.feed(client.get(url).content.decode())
+    return parser.data
+
+
+class TestAdminSite:
+    def test_every_model_in_the_admin_site_is_audited(self):
+        unaudited = [model._meta.label for model, model_admin in admin.site._registry.items()
+                     if not isinstance(model_admin, AuditedAdminMixin)]
+        assert unaudited == []
+
+    def test_a_role_changed_in_the_team_admin_is_audited_with_the_team(self, personas, client_for):
+        client = client_for(personas.superuser)
+        url = f"/admin/portal/team/{personas.team.pk}/change/"
+        data = admin_form(client, url)
+        row = next(key.removesuffix("-user") for key, value in data.items()
+                   if key.endswith("-user") and value == str(personas.viewer.pk))
+        data[f"{row}-role"] = "admin"
+        response = client.post(url, data)
+        assert response.status_code == 302, response.content.decode()[:2000]
+        assert personas.team.memberships.get(user=personas.viewer).role == "admin"
+        event = AuditEvent.objects.get(action="admin.change")
+        assert event.actor == personas.superuser and event.team == personas.team
+        assert event.detail["changes"] == [{"changed": {"name": "membership", "object": "viewer is admin in Platform",
+                                                        "fields": ["Role"]}}]
+        assert services.audit_verify() is None
+
+    def test_a_membership_deleted_in_the_team_admin_is_audited(self, personas, client_for):
+        client = client_for(personas.superuser)
+        url = f"/admin/portal/team/{personas.team.pk}/change/"
+        data = admin_form(client, url)
+        row = next(key.removesuffix("-user") for key, value in data.items()
+                   if key.endswith("-user") and value == str(personas.operator.pk))
+        data[f"{row}-DELETE"] = "on"
+        assert client.post(url, data).status_code == 302
+        assert not personas.team.memberships.filter(user=personas.operator).exists()
+        event = AuditEvent.objects.get(action="admin.change")
+        assert event.detail["changes"] == [{"deleted": {"name": "membership", "object": "operator is operator in Platform"}}]
+
+    def test_making_someone_a_superuser_in_the_admin_is_audited_with_the_new_value(self, personas, client_for):
+        client = client_for(personas.superuser)
+        url = f"/admin/portal/user/{personas.outsider.pk}/change/"
+        data = admin_form(client, url)
+        data["is_superuser"] = "on"
+        assert client.post(url, data).status_code == 302
+        event = AuditEvent.objects.get(action="admin.change")
+        assert event.object_type == "portal.user" and event.object_id == str(personas.outsider.pk)
+        assert event.detail["values"] == {"is_superuser": "True"}
+        assert "changed user outsider in the admin site" in event.summary
+
+    def test_a_password_set_in_the_admin_is_audited_without_the_password(self, personas, client_for):
+        client = client_for(personas.superuser)
+        response = client.post(f"/admin/portal/user/{personas.viewer.pk}/password/",
+                               {"password1": "another long secret 9", "password2": "another long secret 9",
+                                "usable_password": "true"})
+        assert response.status_code == 302
+        event = AuditEvent.objects.get(action="admin.change")
+        assert "another long secret" not in json.dumps(event.detail) + event.summary
+
+    def test_deleting_a_user_in_the_admin_is_audited(self, personas, client_for):
+        client = client_for(personas.superuser)
+        assert client.post(f"/admin/portal/user/{personas.outsider.pk}/delete/", {"post": "yes"}).status_code == 302
+        event = AuditEvent.objects.get(action="admin.delete")
+        assert event.object_repr == "outsider" and event.actor == personas.superuser

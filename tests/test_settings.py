@@ -20,6 +20,7 @@ def production_env(**overrides):
             env[key] = value
     env["SECRET_KEY"] = secrets.token_urlsafe(50)
     env["FIELD_ENCRYPTION_KEYS"] = Fernet.generate_key().decode()
+    env["AUDIT_HMAC_KEY"] = secrets.token_urlsafe(32)
     env["PORTAL_VAR_DIR"] = str(ROOT / "var" / "prod-check")
     env.update(overrides)
     return env
@@ -46,6 +47,18 @@ def test_production_refuses_to_start_without_an_encryption_key():
     result = manage("check", env=production_env(FIELD_ENCRYPTION_KEYS=""))
     assert result.returncode != 0
     assert "FIELD_ENCRYPTION_KEYS must be set" in result.stderr
+
+
+def test_production_refuses_to_start_without_an_audit_key():
+    result = manage("check", env=production_env(AUDIT_HMAC_KEY=""))
+    assert result.returncode != 0
+    assert "AUDIT_HMAC_KEY must be set" in result.stderr
+
+
+def test_production_refuses_a_trusted_proxy_that_is_not_an_address():
+    result = manage("check", env=production_env(TRUSTED_PROXIES="10.0.0.0/8,proxy.example.com"))
+    assert result.returncode != 0
+    assert "TRUSTED_PROXIES: 'proxy.example.com' is not an IP address or network" in result.stderr
 
 
 def test_env_example_lists_every_variable_the_settings_read():
