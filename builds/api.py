@@ -10,6 +10,9 @@ not exist for it (404). No token or a revoked one: 401.
 Webhook: `POST /hooks/git/<key>/`. GitHub style is verified with `X-Hub-Signature-256` (HMAC-SHA256 of the body with
 the shared secret), GitLab style with `X-Gitlab-Token` (the secret itself), both compared in constant time. A bad or
 missing signature gets 403 and builds nothing.
+
+Both are rate limited per token (or webhook) and per client address (`portal.ratelimit`, settings `API_RATE_LIMIT_*`
+and `WEBHOOK_RATE_LIMIT_*`): over the limit, 429 with `Retry-After`.
 """
 
 import hashlib
@@ -22,6 +25,8 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from portal import ratelimit
+
 from . import services
 from .models import Build, GitWebhook, ImageDefinition, Revision
 
@@ -30,12 +35,32 @@ def _error(status, message, **extra):
     return JsonResponse({"error": message, **extra}, status=status)
 
 
-def _token(request):
+def _bearer(request):
     header = request.headers.get("Authorization", "")
     scheme, _, secret = header.partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
-        return None
-    return services.api_token_authenticate(secret.strip())
+    return secret.strip() if scheme.lower() == "bearer" else ""
+
+
+def _token(request):
+    secret = _bearer(request)
+    return services.api_token_authenticate(secret) if secret else None
+
+
+def _token_identity(request, *args, **kwargs):
+    """Who a request counts against for the per-token rate limit: the token it presents (valid or not)."""
+    secret = _bearer(request)
+    return ratelimit.digest(secret) if secret else None
+
+
+def _webhook_identity(request, key):
+    return ratelimit.digest(key)
+
+
+api_rate_limited = ratelimit.rate_limited(
+    "api", per_address="API_RATE_LIMIT_PER_ADDRESS", per_key="API_RATE_LIMIT_PER_TOKEN", key=_token_identity)
+webhook_rate_limited = ratelimit.rate_limited(
+    "webhook", per_address="WEBHOOK_RATE_LIMIT_PER_ADDRESS", per_key="WEBHOOK_RATE_LIMIT_PER_HOOK", key=_webhook_identity,
+    key_name="webhook")
 
 
 def _unauthorized():
@@ -89,6 +114,7 @@ def _definition_for(token, value):
 
 @csrf_exempt
 @require_POST
+@api_rate_limited
 def build_create(request):
     token = _token(request)
     if token is None:
@@ -129,6 +155,7 @@ def build_create(request):
 
 
 @require_GET
+@api_rate_limited
 def build_detail(request, pk):
     token = _token(request)
     if token is None:
@@ -140,6 +167,7 @@ def build_detail(request, pk):
 
 
 @require_GET
+@api_rate_limited
 def definition_list(request):
     token = _token(request)
     if token is None:
@@ -201,6 +229,7 @@ def _push_facts(payload):
 
 @csrf_exempt
 @require_http_methods(["POST"])
+@webhook_rate_limited
 def git_webhook(request, key):
     hook = GitWebhook.objects.select_related("team").filter(key=key).first()
     if hook is None:

@@ -6,6 +6,13 @@ class PortalConfig(AppConfig):
     name = "portal"
     verbose_name = "Portal core"
 
+    def ready(self):
+        from django.core import checks
+
+        from .ratelimit import check_rates
+
+        checks.register(check_rates)
+
 
 class PortalAdminConfig(admin_apps.AdminConfig):
     """django.contrib.admin, with the site that audits every change made through it."""

@@ -246,6 +246,15 @@ AXES_LOCKOUT_CALLABLE = "portal.login.lockout_response"
 AXES_CLIENT_IP_CALLABLE = "portal.clientip.client_ip"
 AXES_VERBOSE = False
 
+# Rate limits of the JSON API and the git webhooks (portal/ratelimit.py): COUNT/UNIT, units s, m, h, d. Over the limit:
+# HTTP 429 with Retry-After. Per token (or webhook) and per client address, whichever is reached first.
+API_RATE_LIMIT_PER_TOKEN = env.str("API_RATE_LIMIT_PER_TOKEN", default="120/m")
+API_RATE_LIMIT_PER_ADDRESS = env.str("API_RATE_LIMIT_PER_ADDRESS", default="300/m")
+WEBHOOK_RATE_LIMIT_PER_HOOK = env.str("WEBHOOK_RATE_LIMIT_PER_HOOK", default="60/m")
+# Git hosts send every customer's webhooks from a few addresses: keep this one generous.
+WEBHOOK_RATE_LIMIT_PER_ADDRESS = env.str("WEBHOOK_RATE_LIMIT_PER_ADDRESS", default="600/m")
+RATE_LIMIT_KEY_PREFIX = "portal:ratelimit"
+
 # --- Security --------------------------------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=12 * 3600)

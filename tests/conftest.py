@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -116,9 +117,11 @@ def short_lived_database_connections():
 
 
 @pytest.fixture(autouse=True)
-def audit_checkpoints_of_the_test(settings, tmp_path):
-    """Each test's audit chain starts empty, so its checkpoints go to a file of its own."""
+def audit_checkpoints_and_rate_limits_of_the_test(settings, tmp_path):
+    """Each test's audit chain starts empty, so its checkpoints go to a file of its own; and its requests are counted
+    against rate limits of its own (one test's API calls must not use up the next one's)."""
     settings.AUDIT_CHECKPOINT_PATH = tmp_path / "audit-checkpoints.jsonl"
+    settings.RATE_LIMIT_KEY_PREFIX = f"test-ratelimit:{uuid.uuid4().hex}"
 
 
 # --- Redis -----------------------------------------------------------------------------------------------------------
