@@ -5,7 +5,8 @@ stored lines after the client's `after` (at most BACKLOG_MAX_LINES of them: an o
 "skip" message, and the viewer loads it over HTTP when it is scrolled to), send the status, then forward live batches,
 dropping lines already sent and filling any gap from the database. A client that reconnects with
 `?after=<last seq it has>` resumes with no gap and no duplicate. While the socket is open, access is asked again every
-ACCESS_RECHECK_SECONDS: a user removed from the team (or disabled) is closed out with the same codes.
+ACCESS_RECHECK_SECONDS: a user removed from the team (or disabled), signed out, idle for SESSION_IDLE_MINUTES or whose
+password was changed in another session is closed out with the same codes.
 
 One `RunHub` per web process and run is the group's member, however many sockets of the process watch the run: it
 receives each batch once and hands it to each socket (as group members, hundreds of sockets would each go through
@@ -39,7 +40,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.template.loader import render_to_string
 
-from . import logsink
+from . import logsink, sessions
 from .access import get_run_for_user
 from .models import FINISHED_STATUSES, Run
 
@@ -377,6 +378,10 @@ class RunLogConsumer(AsyncWebsocketConsumer):
         key = getattr(session, "session_key", None)
         if key and not session.exists(key):  # signed out (in another tab), or the session expired
             return CLOSE_UNAUTHENTICATED
+        if key:
+            stored = session.__class__(session_key=key)  # as it is now, not as it was on connect
+            if sessions.is_idle(stored) or not sessions.matches_password(stored, user):
+                return CLOSE_UNAUTHENTICATED  # idle too long, or the password was changed in another session
         try:
             get_run_for_user(user, self.run.pk)
         except Http404:

@@ -1,6 +1,7 @@
 """The run log websocket: access, backlog then live lines, no gap and no duplicate across reconnects."""
 
 import asyncio
+import time
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -431,6 +432,39 @@ class TestAccessWhileWatching:
         await receive_until_status(comm)
         key = cookie.partition("=")[2]
         await sync_to_async(Session.objects.filter(session_key=key).delete)()  # what logging out does
+        assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": CLOSE_UNAUTHENTICATED}
+
+    async def test_a_password_changed_in_another_session_closes_the_socket(self, async_personas, quick_recheck):
+        run, _ = await sync_to_async(make_run)(async_personas.team, lines=1)
+        cookie = await sync_to_async(session_cookie)(async_personas.viewer)
+        comm = WebsocketCommunicator(application, f"/ws/runs/{run.pk}/", headers=[
+            (b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1"), (b"cookie", cookie.encode())])
+        await comm.connect()
+        await receive_until_status(comm)
+
+        def change_password():
+            async_personas.viewer.set_password("a new and longer secret")
+            async_personas.viewer.save()
+
+        await sync_to_async(change_password)()
+        assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": CLOSE_UNAUTHENTICATED}
+
+    async def test_a_session_idle_too_long_closes_the_socket(self, async_personas, quick_recheck, settings):
+        from importlib import import_module
+
+        run, _ = await sync_to_async(make_run)(async_personas.team, lines=1)
+        cookie = await sync_to_async(session_cookie)(async_personas.viewer)
+        comm = WebsocketCommunicator(application, f"/ws/runs/{run.pk}/", headers=[
+            (b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1"), (b"cookie", cookie.encode())])
+        await comm.connect()
+        await receive_until_status(comm)
+
+        def last_active_long_ago():
+            session = import_module(settings.SESSION_ENGINE).SessionStore(session_key=cookie.partition("=")[2])
+            session["portal_last_activity"] = int(time.time()) - settings.SESSION_IDLE_MINUTES * 60 - 5
+            session.save()
+
+        await sync_to_async(last_active_long_ago)()
         assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": CLOSE_UNAUTHENTICATED}
 
     async def test_a_disabled_account_is_signed_out_of_the_socket(self, async_personas, quick_recheck):
