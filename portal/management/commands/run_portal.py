@@ -3,24 +3,28 @@
 Processes: web (daphne, HTTP and websockets), worker (Celery, all queues), beat (Celery beat), plus
 - redis: the embedded Redis on a unix socket under var/, when REDIS_URL is not set;
 - registry: a loopback OCI registry (docker-registry) on 127.0.0.1:5000, when it is installed and REGISTRY_URL is local;
+  its output goes to var/registry.log (it logs every push's probe for an absent blob as an error);
 - fleet: simulated bootc hosts speaking real SSH, when the hosts app provides `simulate_fleet`.
 
-Once Redis answers, it hands the slow part of the demo (building and promoting "web-os", `builds.demo`) to the worker.
+`portal/supervisor.py` runs them. Once every one has started (web answers, the worker's heartbeat is in Redis, ...)
+it prints the banner with the logins and hands the slow part of the demo (building and promoting "web-os",
+`builds.demo`) to the worker. A process that exits or does not start is named with its last lines, and make run stops.
 """
 
 import importlib.util
+import io
 import os
 import shutil
 import sys
-import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management import call_command, get_commands
 from django.core.management.base import BaseCommand
-from honcho.manager import Manager
-from honcho.printer import Printer
+
+from portal.supervisor import Supervisor
 
 # Debian's docker-registry (2.8) accepts only error, warn, info or debug as the log level; anything else stops it at
 # start-up ("invalid loglevel").
@@ -47,7 +51,7 @@ def embedded_redis_server():
 
 
 def registry_process(var_dir):
-    """The command line of a loopback registry for REGISTRY_URL, or None when there is nothing to start."""
+    """(argv, address) of a loopback registry for REGISTRY_URL, or None when there is nothing to start."""
     binary = shutil.which("docker-registry")
     host, _, port = settings.REGISTRY_URL.partition("/")[0].partition(":")
     if binary is None or host not in ("127.0.0.1", "localhost"):
@@ -55,8 +59,9 @@ def registry_process(var_dir):
     root = var_dir / "registry"
     root.mkdir(parents=True, exist_ok=True)
     config = var_dir / "registry.yml"
-    config.write_text(REGISTRY_CONFIG.format(root=root, addr=f"127.0.0.1:{port or 5000}"))
-    return f"{binary} serve {config}"
+    address = f"127.0.0.1:{port or 5000}"
+    config.write_text(REGISTRY_CONFIG.format(root=root, addr=address))
+    return [binary, "serve", config], address
 
 
 def demo_blocker(*, registry_started):
@@ -72,23 +77,28 @@ def demo_blocker(*, registry_started):
     return ""
 
 
-def start_demo_when_ready(stdout, timeout=60.0):
-    """In a thread: once the broker answers, enqueue the demo's first step (the worker takes it from there)."""
+def _http_ok(url):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
-    def enqueue():
-        from builds.tasks import demo_advance
 
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                demo_advance.apply_async(retry=False)
-            except Exception:  # noqa: BLE001 - Redis is still starting
-                time.sleep(0.5)
-                continue
-            return
-        stdout.write(f"demo: Redis did not answer within {timeout:.0f} s; the demo builds were not started")
+def _redis_answers(socket_path):
+    import redis
 
-    threading.Thread(target=enqueue, name="demo", daemon=True).start()
+    return redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1, socket_connect_timeout=1).ping()
+
+
+def _worker_beats(name_prefix):
+    from portal import workers
+
+    return any(worker.name.startswith(name_prefix) for worker in workers.alive())
+
+
+def _beat_schedule_written(schedule, since):
+    return any(path.stat().st_mtime >= since for path in schedule.parent.glob(schedule.name + "*"))
 
 
 class Command(BaseCommand):
@@ -98,54 +108,77 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
         parser.add_argument("--fleet", type=int, default=int(os.environ.get("FLEET_HOSTS", 5)),
                             help="Simulated hosts to start (0 for none).")
+        parser.add_argument("--fleet-base-port", type=int, default=int(os.environ.get("FLEET_BASE_PORT", 22200)),
+                            help="The first simulated host's SSH port; the others follow.")
+        parser.add_argument("--startup-timeout", type=float, default=float(os.environ.get("STARTUP_TIMEOUT", 180)),
+                            help="Seconds every process has to start before make run gives up.")
 
-    def handle(self, *args, port, fleet, **options):
+    def handle(self, *args, port, fleet, fleet_base_port, startup_timeout, **options):
         var_dir = settings.VAR_DIR
         var_dir.mkdir(parents=True, exist_ok=True)
         python = sys.executable
-        manage = str(settings.BASE_DIR / "manage.py")
+        manage = settings.BASE_DIR / "manage.py"
         bindir = Path(python).parent
-        processes = {}
-        if "REDIS_URL" not in os.environ:
-            socket = settings.EMBEDDED_REDIS_SOCKET
-            socket.unlink(missing_ok=True)
-            processes["redis"] = (
-                f"{embedded_redis_server()} --port 0 --unixsocket {socket} --unixsocketperm 700 "
-                f"--save '' --appendonly no --dir {var_dir}"
-            )
-        registry = registry_process(var_dir)
-        if registry:
-            processes["registry"] = registry
-        processes["web"] = f"{bindir / 'daphne'} -b 127.0.0.1 -p {port} portal.asgi:application"
-        processes["worker"] = (
-            f"{bindir / 'celery'} -A portal worker -Q builds,images,hosts,default --concurrency 4 -l INFO "
-            f"-n worker@%h"
-        )
-        processes["beat"] = f"{bindir / 'celery'} -A portal beat -l INFO -s {var_dir / 'celerybeat-schedule'}"
-        if fleet and "simulate_fleet" in get_commands():
-            processes["fleet"] = f"{python} {manage} simulate_fleet --hosts {fleet} --register"
-
         url = f"http://127.0.0.1:{port}/"
-        call_command("seed_demo", stdout=self.stdout)
-        self.stdout.write(self.style.SUCCESS(f"\nImage Mode Portal on {url}  (Ctrl-C stops everything)"))
-        self.stdout.write(f"  processes: {', '.join(processes)}")
-        self.stdout.write(f"  database:  {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}"
-                          f" {settings.DATABASES['default']['NAME']}")
-        self.stdout.write(f"  redis:     {settings.REDIS_URL}")
-        self.stdout.write(f"  registry:  {settings.REGISTRY_URL}{'' if registry else ' (not started here)'}")
-        self.stdout.write(f"  health:    {url}health/\n")
-        self.stdout.flush()
-
-        blocker = demo_blocker(registry_started=bool(registry))
-        if blocker:
-            self.stdout.write(f"  demo:      web-os is not built here: {blocker}\n")
-        else:
-            start_demo_when_ready(self.stdout)
-        manager = Manager(Printer(sys.stdout))
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         # Links the portal writes into images and emails (labels, notifications) point at this port.
         env.setdefault("SITE_URL", url.rstrip("/"))
-        for name, command in processes.items():
-            manager.add_process(name, command, env=env, cwd=str(settings.BASE_DIR))
-        manager.loop()
-        sys.exit(manager.returncode)
+        supervisor = Supervisor(output=sys.stdout, env=env, cwd=settings.BASE_DIR, startup_timeout=startup_timeout)
+        started_at = time.time()
+
+        if "REDIS_URL" not in os.environ:
+            socket = settings.EMBEDDED_REDIS_SOCKET
+            socket.unlink(missing_ok=True)
+            supervisor.add("redis", [embedded_redis_server(), "--port", "0", "--unixsocket", socket,
+                                     "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", var_dir],
+                           ready=lambda: _redis_answers(socket), service=True)
+        registry = registry_process(var_dir)
+        registry_log = var_dir / "registry.log"
+        if registry:
+            argv, address = registry
+            # The registry logs every push's probe for an absent blob ("blob unknown") at level error: to a file.
+            # It reads REGISTRY_* variables as configuration, so the portal's own (REGISTRY_URL, ...) stay away.
+            supervisor.add("registry", argv, ready=lambda: _http_ok(f"http://{address}/v2/"), log_path=registry_log,
+                           service=True, env={k: v for k, v in env.items() if not k.startswith("REGISTRY_")})
+        supervisor.add("web", [bindir / "daphne", "-b", "127.0.0.1", "-p", port, "portal.asgi:application"],
+                       ready=lambda: _http_ok(f"{url}health/live"))
+        worker_name = f"worker-{os.getpid()}@"
+        supervisor.add("worker", [bindir / "celery", "-A", "portal", "worker", "-Q", "builds,images,hosts,default",
+                                  "--concurrency", "4", "-l", "INFO", "-n", worker_name + "%h"],
+                       ready=lambda: _worker_beats(worker_name))
+        schedule = var_dir / "celerybeat-schedule"
+        supervisor.add("beat", [bindir / "celery", "-A", "portal", "beat", "-l", "INFO", "-s", schedule],
+                       ready=lambda: _beat_schedule_written(schedule, started_at))
+        if fleet and "simulate_fleet" in get_commands():
+            supervisor.add("fleet", [python, manage, "simulate_fleet", "--hosts", fleet, "--register",
+                                     "--base-port", fleet_base_port])
+
+        seeded = io.StringIO()
+        call_command("seed_demo", stdout=seeded)
+        blocker = demo_blocker(registry_started=bool(registry))
+
+        def banner():
+            database = settings.DATABASES["default"]
+            self.stdout.write(seeded.getvalue().rstrip())
+            self.stdout.write(self.style.SUCCESS(f"\nImage Mode Portal on {url}  (Ctrl-C stops everything)"))
+            self.stdout.write(f"  processes: {', '.join(supervisor.processes)}")
+            self.stdout.write(f"  database:  {database['ENGINE'].rsplit('.', 1)[-1]} {database['NAME']}")
+            self.stdout.write(f"  redis:     {settings.REDIS_URL}")
+            self.stdout.write(f"  registry:  {settings.REGISTRY_URL}"
+                              + (f" (its log: {registry_log})" if registry else " (not started here)"))
+            if "fleet" in supervisor.processes:
+                self.stdout.write(f"  fleet:     {fleet} simulated hosts on 127.0.0.1:{fleet_base_port}-"
+                                  f"{fleet_base_port + fleet - 1}, once web-os is built (or without it after a wait)")
+            self.stdout.write(f"  health:    {url}health/\n")
+            if blocker:
+                self.stdout.write(f"  demo:      web-os is not built here: {blocker}\n")
+            else:
+                from builds.tasks import demo_advance
+
+                try:
+                    demo_advance.delay()
+                except Exception as exc:  # noqa: BLE001 - the portal runs on without its demo builds
+                    self.stdout.write(f"  demo:      web-os is not built: the broker refused its task ({exc})\n")
+            self.stdout.flush()
+
+        sys.exit(supervisor.run(on_ready=banner))
