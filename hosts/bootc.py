@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 
 import yaml
 
+from portal.text import NUL, first_nul
+
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
 
 
@@ -146,6 +148,10 @@ def load_document(text):
             raise StatusUnreadable("The output is not UTF-8 text.") from None
     if len(text) > MAX_DOCUMENT_BYTES:
         raise StatusUnreadable(f"The output is larger than {MAX_DOCUMENT_BYTES // 1024 // 1024} MiB.")
+    nul = first_nul(text)
+    if nul is not None:
+        raise StatusUnreadable(f"The output holds a NUL byte at line {nul[0]}, column {nul[1]}: bootc prints text, so "
+                               "this is not a status document.")
     stripped = text.strip()
     if not stripped:
         raise StatusUnreadable("bootc printed nothing.")
@@ -167,7 +173,32 @@ def load_document(text):
             raise StatusUnreadable(f"The output could not be read as YAML: {type(error).__name__}.") from None
     if not isinstance(document, dict):
         raise StatusUnreadable("The output is not a BootcHost document (expected a mapping at the top).")
+    where = _nul_path(document)
+    if where is not None:
+        raise StatusUnreadable(f"The status holds a NUL character in {where or 'a key at the top'} (written as "
+                               "\\u0000): bootc never prints one, so this is not a status document.")
     return document
+
+
+def _nul_path(value, path=""):
+    """The path (`status.booted.image.version`, `a[0]`) of the first key or string holding a NUL, or None."""
+    if isinstance(value, str):
+        return path if NUL in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            key_text = str(key)
+            inner = f"{path}.{key_text}" if path else key_text
+            if NUL in key_text:
+                return inner
+            found = _nul_path(item, inner)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _nul_path(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 # --- Reading fields --------------------------------------------------------------------------------------------------

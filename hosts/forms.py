@@ -6,6 +6,7 @@ from django.db.models import Q
 
 from builds.models import Stage
 from portal.models import Team
+from portal.text import first_nul
 
 from . import ssh
 from .models import Host, HostState, JumpHost
@@ -140,6 +141,10 @@ class ImportForm(forms.Form):
                 data["csv"] = upload.read().decode("utf-8-sig")
             except UnicodeDecodeError:
                 raise forms.ValidationError("The file is not UTF-8 text.") from None
+            nul = first_nul(data["csv"])
+            if nul is not None:
+                raise forms.ValidationError(f"Line {nul[0]} of the file holds a NUL character (column {nul[1]}): "
+                                            "a CSV file is text.")
         else:
             data["csv"] = data.get("text") or ""
         if not data["csv"].strip():

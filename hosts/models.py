@@ -287,7 +287,9 @@ class HostSnapshot(models.Model):
 
     host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="snapshots")
     taken_at = models.DateTimeField(default=timezone.now)
-    raw = models.TextField()
+    raw = models.TextField(help_text="The output as text: a NUL or a byte that is not UTF-8 shows as U+FFFD.")
+    raw_bytes = models.BinaryField(blank=True, default=b"", help_text="The output byte for byte, kept only when the "
+                                                                      "text above is not exactly what the host printed.")
     parsed = models.JSONField(null=True, blank=True, help_text="null when the output was unreadable")
     error = models.TextField(blank=True)
     status_hash = models.CharField(max_length=64)

@@ -21,6 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from portal import services as portal_services
+from portal.text import decoded, storable
 
 from . import bootc, ssh, timeline
 from .models import EventKind, Host, HostEvent, HostSnapshot, HostState, ReferenceDigest, TeamSSHKey
@@ -385,12 +386,16 @@ def compute_state(host, digests):
 
 
 def _record_unreadable(host, raw, *, error_text, now, action=None):
+    """The host answered with something that is not a status: it is marked unreadable (never left showing its last
+    state as current), and what it printed is kept, as text and, when the text cannot be exact, as bytes."""
     status_hash = hashlib.sha256(raw).hexdigest()
-    text = raw.decode("utf-8", errors="replace")
+    text = decoded(raw)
+    error_text = storable(error_text)
     with transaction.atomic():
         if host.state != HostState.UNREADABLE or host.status_hash != status_hash:
-            HostSnapshot.objects.create(host=host, taken_at=now, raw=text[:1024 * 1024], parsed=None, error=error_text,
-                                        status_hash=status_hash)
+            raw_bytes = raw[:1024 * 1024] if text.encode() != raw else b""
+            HostSnapshot.objects.create(host=host, taken_at=now, raw=text[:1024 * 1024], raw_bytes=raw_bytes,
+                                        parsed=None, error=error_text, status_hash=status_hash)
         if host.state != HostState.UNREADABLE:
             _event(host, EventKind.UNREADABLE, f"Status unreadable: {error_text}"[:500], at=now,
                    detail={"first_bytes": text[:500]})
@@ -409,7 +414,7 @@ def _record_unreadable(host, raw, *, error_text, now, action=None):
 def _record_failure(host, error, now, action=None):
     with transaction.atomic():
         host.last_poll_at = now
-        host.last_error, host.last_error_kind = str(error)[:2000], error.kind
+        host.last_error, host.last_error_kind = storable(str(error))[:2000], error.kind
         if isinstance(error, ssh.HostKeyMismatch):
             new_offer = error.presented_key != host.offered_host_key
             if host.state != HostState.HOST_KEY_CHANGED or new_offer:

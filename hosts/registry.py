@@ -18,6 +18,8 @@ import subprocess
 
 from django.conf import settings
 
+from portal.text import storable
+
 TIMEOUT = 20
 
 
@@ -57,4 +59,4 @@ def resolve_digests(reference):
         variant = (entry.get("platform") or {}).get("variant")
         if arch and entry.get("digest") and arch != "unknown":
             digests.setdefault(arch if not variant or arch != "arm" else f"{arch}{variant}", entry["digest"])
-    return digests
+    return storable(digests)

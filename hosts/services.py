@@ -18,6 +18,7 @@ from portal import services as portal_services
 from portal.access import check_team_action
 from portal.logsink import LogSink
 from portal.models import FINISHED_STATUSES, Action, Run, RunKind, RunStatus
+from portal.text import storable
 
 from . import ssh
 from .models import (
@@ -291,8 +292,9 @@ def host_fetch_key(*, host, actor=None):
     try:
         key = ssh.fetch_host_key(host.address, host.port, jump=_jump_target(host))
     except ssh.SSHError as exc:
-        Host.objects.filter(pk=host.pk).update(last_error=str(exc)[:2000], last_error_kind=exc.kind)
-        host.last_error, host.last_error_kind = str(exc), exc.kind
+        message = storable(str(exc))
+        Host.objects.filter(pk=host.pk).update(last_error=message[:2000], last_error_kind=exc.kind)
+        host.last_error, host.last_error_kind = message, exc.kind
         raise HostError(str(exc)) from None
     now = timezone.now()
     Host.objects.filter(pk=host.pk).update(offered_host_key=key, offered_host_key_at=now)
@@ -556,7 +558,7 @@ def host_action_execute(action_id):
 
 def _release(action, outcome=""):
     now = timezone.now()
-    HostAction.objects.filter(pk=action.pk).update(active=False, finished_at=now, outcome=outcome[:2000])
+    HostAction.objects.filter(pk=action.pk).update(active=False, finished_at=now, outcome=storable(outcome)[:2000])
     Host.objects.filter(pk=action.host_id).update(last_action=action)
     action.active, action.finished_at = False, now
 

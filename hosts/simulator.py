@@ -17,7 +17,8 @@ host key, accepts the team's public key, and runs the portal's allow-listed comm
 
 Faults: `down` (connection refused), `hang` (accepts TCP, never speaks SSH), `slow` (seconds before each command
 answers), `fail_health_check` (the next staged deployment fails its health check), `flood` (status prints megabytes),
-`garbage` (status prints broken JSON), and `rotate_host_key()` (a reinstalled host, or a man in the middle).
+`garbage` (status prints broken JSON), `nul` (status holds a NUL: `"byte"` a raw NUL byte, `"escaped"` a `\\u0000` in a
+JSON string), and `rotate_host_key()` (a reinstalled host, or a man in the middle).
 """
 
 import asyncio
@@ -292,7 +293,7 @@ class SimHost:
         self.hang_server = None
         self.connections = set()
         self.faults = {"down": False, "hang": False, "slow": 0.0, "fail_health_check": False, "flood": False,
-                       "garbage": False}
+                       "garbage": False, "nul": ""}
         self.rebooting = False
         self.commands = []  # every command line received, for tests (the MITM test counts them)
         self.logins = 0
@@ -436,6 +437,9 @@ class SimHost:
             return '{"apiVersion": "org.containers.bootc/v1", "kind": "BootcHost", "status": {"booted": {"ima'
         if self._status_cache is None:
             self._status_cache = json.dumps(self.status_document(), sort_keys=True, separators=(",", ":")) + "\n"
+        if self.faults["nul"]:
+            nul = "\x00" if self.faults["nul"] == "byte" else "\\u0000"
+            return self._status_cache.replace('"version":"', f'"version":"{nul}', 1)
         return self._status_cache
 
     def changed(self):

@@ -29,6 +29,8 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from portal.text import decoded
+
 # paramiko logs every failed connection with a traceback at ERROR; the poller records each failure on the host instead.
 logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
 
@@ -267,10 +269,11 @@ class CommandResult:
         return self.exit_status == 0 and not self.truncated
 
     def text(self):
-        return self.stdout.decode("utf-8", errors="replace")
+        """stdout as storable text (a NUL or a byte that is not UTF-8 shows as U+FFFD)."""
+        return decoded(self.stdout)
 
     def error_text(self):
-        return self.stderr.decode("utf-8", errors="replace").strip()
+        return decoded(self.stderr).strip()
 
 
 def _open_socket(target):

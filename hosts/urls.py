@@ -11,6 +11,7 @@ urlpatterns = [
     re_path(r"^hosts/digests/(?P<digest>sha256:[0-9a-f]{64})/$", views.digest_hosts, name="host_digest"),
     path("hosts/<int:pk>/", views.host_detail, name="host_detail"),
     path("hosts/<int:pk>/raw/", views.host_raw, name="host_raw"),
+    path("hosts/<int:pk>/snapshots/<int:snapshot>/output/", views.host_snapshot_output, name="host_snapshot_output"),
     path("hosts/<int:pk>/edit/", views.host_edit, name="host_edit"),
     path("hosts/<int:pk>/delete/", views.host_delete, name="host_delete"),
     path("hosts/<int:pk>/trust/", views.host_trust, name="host_trust"),

@@ -9,11 +9,12 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.utils.http import content_disposition_header
+from django.views.decorators.http import require_GET, require_POST
 
 from portal.access import can, check_team_action, teams_where
 from portal.models import Action, Team
@@ -99,6 +100,8 @@ def _host_context(request, host):
         "actions": _action_buttons(host) if can_operate else [],
         "recent_actions": host.actions.select_related("run", "requested_by")[:10],
         "snapshot_count": HostSnapshot.objects.filter(host=host).count(),
+        "unreadable_snapshot": HostSnapshot.objects.filter(host=host, parsed__isnull=True).only("pk").first()
+        if host.state == HostState.UNREADABLE else None,
         "expected_digests": list(ReferenceDigest.objects.filter(reference=host.reference)) if host.reference else [],
         "builds": builds_by_digest(request.user, [host.booted_digest, host.staged_digest, host.rollback_digest,
                                                   host.expected_digest]),
@@ -181,6 +184,22 @@ def host_raw(request, pk):
     snapshots = Paginator(HostSnapshot.objects.filter(host=host).only("taken_at", "error", "status_hash"), 25)
     return render(request, "hosts/host_raw.html", {"host": host, "page": snapshots.get_page(request.GET.get("page")),
                                                    "querystring": "", "pretty": _pretty(host.raw_status)})
+
+
+@login_required
+@require_GET
+def host_snapshot_output(request, pk, snapshot):
+    """What the host printed for one snapshot, byte for byte, as a download (the page shows it as text, where a NUL or
+    a byte that is not UTF-8 reads as U+FFFD)."""
+    host = get_host_for_user(request.user, pk)
+    found = HostSnapshot.objects.filter(host=host, pk=snapshot).only("raw", "raw_bytes", "taken_at").first()
+    if found is None:
+        raise Http404("No such snapshot of this host.")
+    data = bytes(found.raw_bytes) or found.raw.encode()
+    response = HttpResponse(data, content_type="application/octet-stream")
+    response["Content-Disposition"] = content_disposition_header(
+        True, f"{host.name}-bootc-status-{found.taken_at:%Y%m%dT%H%M%SZ}.out")
+    return response
 
 
 def _pretty(raw):

@@ -314,7 +314,19 @@ def test_any_field_of_any_type_never_crashes(doc, junk, data):
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(st.text(max_size=400), st.binary(max_size=400).map(lambda b: b.decode("latin-1"))))
 def test_arbitrary_text_never_crashes(text):
-    assert isinstance(_outcome(text), BootcStatus | StatusUnreadable)
+    result = _outcome(text)
+    assert isinstance(result, BootcStatus | StatusUnreadable)
+    assert not _holds_nul(result.to_dict() if isinstance(result, BootcStatus) else str(result))
+
+
+def _holds_nul(value):
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 @settings(max_examples=200, deadline=None)
@@ -333,6 +345,29 @@ def test_hostile_yaml_and_deep_nesting_are_unreadable_not_fatal():
     assert isinstance(_outcome(""), StatusUnreadable)
     assert isinstance(_outcome("System is not deployed via bootc."), StatusUnreadable)
     assert isinstance(_outcome('{"kind": "Pod"}'), StatusUnreadable)
+
+
+def test_a_nul_byte_makes_the_output_unreadable_naming_where_it_is():
+    doc = JSON_DOCS[0]
+    line, column = 1, doc.index('"apiVersion"') + 2
+    with pytest.raises(StatusUnreadable, match=f"NUL byte at line {line}, column {column}"):
+        parse_status(doc.replace('"apiVersion"', '"\x00apiVersion"', 1))
+    with pytest.raises(StatusUnreadable, match="NUL byte at line 2, column 1"):
+        parse_status(doc.encode() + b"\n\x00")
+    with pytest.raises(StatusUnreadable, match="NUL byte at line 1, column 7"):
+        parse_status(YAML_DOCS[0].replace("apiVersion", "apiVer\x00sion", 1))
+
+
+def test_a_nul_character_escaped_in_the_json_makes_it_unreadable_naming_the_field():
+    booted = (CORPUS / "status-22-insights-booted-rollback.json").read_text()
+    document = json.loads(booted)
+    document["status"]["booted"]["image"]["version"] = "1.0\u0000"
+    with pytest.raises(StatusUnreadable, match=r"NUL character in status\.booted\.image\.version"):
+        parse_status(json.dumps(document))
+    document = json.loads(booted)
+    document["status"]["otherDeployments"] = [{"x\u0000": 1}]
+    with pytest.raises(StatusUnreadable, match=r"NUL character in status\.otherDeployments\[0\]"):
+        parse_status(json.dumps(document))
 
 
 class TestDigestsPerArchitecture:

@@ -180,6 +180,33 @@ class TestFailures:
         poller.poll_hosts([pk])
         assert fleet.host("web-01").state == HostState.RUNNING
 
+    @pytest.mark.parametrize("nul, where", [("byte", "NUL byte at line 1"),
+                                            ("escaped", "NUL character in status.booted.image.version")])
+    def test_a_status_holding_a_nul_is_unreadable_and_its_bytes_are_kept(self, fleet, nul, where):
+        fleet.add("web-01", booted_state(REF, D1, "1.0"))
+        hosts = fleet.start()
+        pk = hosts["web-01"].pk
+        poller.poll_hosts([pk])
+        assert fleet.host("web-01").state == HostState.RUNNING
+        fleet.fleet.set_fault("web-01", "nul", nul)
+        assert poller.poll_hosts([pk]) == {"ok": 0, "changed": 1, "failed": 0}
+        host = fleet.host("web-01")
+        assert host.state == HostState.UNREADABLE and host.last_error_kind == "unreadable"
+        assert where in host.last_error
+        snapshot = HostSnapshot.objects.filter(host=host).first()
+        assert snapshot.parsed is None and where in snapshot.error
+        printed = fleet.sim("web-01").cmd_status([]).encode()
+        assert "\x00" not in snapshot.raw and "\x00" not in host.raw_status
+        if nul == "byte":  # the text shows U+FFFD, so the bytes are kept beside it
+            assert "\ufffd" in host.raw_status and bytes(snapshot.raw_bytes) == printed
+        else:  # the text is exactly what was printed
+            assert snapshot.raw.encode() == printed and bytes(snapshot.raw_bytes) == b""
+        event = HostEvent.objects.get(host=host, kind=EventKind.UNREADABLE)
+        assert where in event.summary and "\x00" not in event.detail["first_bytes"]
+        fleet.fleet.set_fault("web-01", "nul", "")
+        poller.poll_hosts([pk])
+        assert fleet.host("web-01").state == HostState.RUNNING
+
     def test_an_output_flood_is_capped_and_unreadable(self, fleet, settings):
         settings.HOSTS_MAX_STATUS_BYTES = 100_000
         fleet.add("web-01", booted_state(REF, D1))

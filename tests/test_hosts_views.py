@@ -55,6 +55,43 @@ class TestWhoSeesWhat:
         assert get(client_for, personas.outsider, url).status_code == 404
         assert get(client_for, personas.helpdesk, url).status_code == 200
 
+    def test_the_output_of_a_snapshot_downloads_byte_for_byte(self, personas, client_for, host):
+        from hosts.models import HostSnapshot
+
+        printed = b'{"apiVersion": "org.containers.bootc/v1",\x00 \xff}'
+        snapshot = HostSnapshot.objects.create(host=host, raw=printed.decode(errors="replace").replace("\x00", "\ufffd"),
+                                               raw_bytes=printed, error="The output holds a NUL byte",
+                                               status_hash="a" * 64)
+        url = f"/hosts/{host.pk}/snapshots/{snapshot.pk}/output/"
+        assert is_login(get(client_for, None, url))
+        assert get(client_for, personas.outsider, url).status_code == 404
+        for user in (personas.viewer, personas.helpdesk, personas.operator, personas.admin):
+            response = get(client_for, user, url)
+            assert response.status_code == 200, user
+            assert response.content == printed and response["Content-Type"] == "application/octet-stream"
+            assert response["Content-Disposition"].startswith('attachment; filename="web-01-bootc-status-')
+        other = make_host(personas.other_team, "other-01")
+        foreign = HostSnapshot.objects.create(host=other, raw="x", status_hash="b" * 64)
+        assert get(client_for, personas.viewer, f"/hosts/{host.pk}/snapshots/{foreign.pk}/output/").status_code == 404
+        assert get(client_for, personas.viewer, f"/hosts/{other.pk}/snapshots/{foreign.pk}/output/").status_code == 404
+        readable = HostSnapshot.objects.create(host=host, raw='{"kind": "BootcHost"}', status_hash="c" * 64)
+        assert get(client_for, personas.viewer, f"/hosts/{host.pk}/snapshots/{readable.pk}/output/").content == \
+            b'{"kind": "BootcHost"}'
+        assert client_for(personas.admin).post(url).status_code == 405
+
+    def test_an_unreadable_host_says_so_links_the_bytes_and_dates_the_state_it_still_shows(self, personas, client_for,
+                                                                                            host):
+        from hosts.models import HostSnapshot
+
+        snapshot = HostSnapshot.objects.create(host=host, raw="\ufffd", raw_bytes=b"\x00", status_hash="d" * 64,
+                                               error="The output holds a NUL byte at line 1, column 1")
+        host.state, host.last_error = HostState.UNREADABLE, snapshot.error
+        host.save()
+        page = get(client_for, personas.viewer, f"/hosts/{host.pk}/").content.decode()
+        assert "Status unreadable:</strong> The output holds a NUL byte at line 1, column 1" in page
+        assert f"/hosts/{host.pk}/snapshots/{snapshot.pk}/output/" in page
+        assert "Below is the last status that could be read" in page
+
     def test_the_list_shows_each_user_their_teams_and_help_desk_every_team(self, personas, client_for, host):
         other = make_host(personas.other_team, "other-01")
         assert is_login(get(client_for, None, "/hosts/"))
@@ -503,6 +540,14 @@ class TestNoServerErrors:
         upload = SimpleUploadedFile("hosts.csv", b"\xff\xfe\x00garbage", content_type="text/csv")
         response = client_for(personas.admin).post("/hosts/import/", {"team": personas.team.pk, "file": upload})
         assert response.status_code == 400 and "not UTF-8" in response.content.decode()
+
+    def test_an_upload_holding_a_nul_is_refused_naming_its_line(self, personas, client_for):
+        from django.core.files.uploadedfile import SimpleUploadedFile
+
+        upload = SimpleUploadedFile("hosts.csv", b"name,address,labels\nweb-01,127.0.0.1,eu\x00web\n")
+        response = client_for(personas.admin).post("/hosts/import/", {"team": personas.team.pk, "file": upload})
+        assert response.status_code == 400 and not Host.objects.exists()
+        assert "Line 2 of the file holds a NUL character (column 20)" in response.content.decode()
 
 
 def test_the_admin_site_never_shows_a_private_key(personas, client_for, host):
