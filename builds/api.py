@@ -26,6 +26,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from portal import ratelimit
+from portal.text import storable
 
 from . import services
 from .models import Build, GitWebhook, ImageDefinition, Revision
@@ -212,7 +213,9 @@ def _signature_problem(request, hook):
 
 
 def _push_facts(payload):
-    """(repository URLs, branch, commit) from a GitHub or GitLab push payload; branch None if not a branch push."""
+    """(repository URLs, branch, commit) from a GitHub or GitLab push payload; branch None if not a branch push.
+    Any NUL in the payload's text reads as U+FFFD: these values reach the database."""
+    payload = storable(payload)
     ref = payload.get("ref")
     ref = ref if isinstance(ref, str) else ""
     branch = ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else None

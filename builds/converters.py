@@ -21,6 +21,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from portal.text import storable
+
 from . import podman
 from .diskconfig import ALL_TYPES, DISK_TYPES, ISO_TYPES
 
@@ -213,11 +215,11 @@ def check_qemu_img(image_type: str, output: str) -> dict:
     expected = EXPECTED_FORMATS[image_type]
     if found != expected:
         raise FormatMismatch(f"{OUTPUT_PATHS[image_type]} is {found or 'of unknown format'}, not {expected}")
-    facts = {"format": found, "virtual_size": info.get("virtual-size")}
+    facts = storable({"format": found, "virtual_size": info.get("virtual-size")})
     if found == "qcow2":
         specific = (info.get("format-specific") or {}).get("data") or {}
         if specific.get("compat"):
-            facts["qcow2_compat"] = specific["compat"]
+            facts["qcow2_compat"] = storable(specific["compat"])
     if info.get("dirty-flag"):
         raise FormatMismatch(f"{OUTPUT_PATHS[image_type]} is marked dirty by qemu-img (an interrupted write)")
     return facts

@@ -24,6 +24,8 @@ from pathlib import PurePosixPath
 import tomli_w
 import tomlkit
 
+from portal.text import NUL, storable
+
 DISK_TYPES = ("qcow2", "ami", "raw", "vmdk", "vhd", "gce")
 ISO_TYPES = ("anaconda-iso",)
 ALL_TYPES = DISK_TYPES + ISO_TYPES
@@ -58,6 +60,9 @@ FILESYSTEM_DENIED = ("/var/home", "/var/lock", "/var/mail", "/var/mnt", "/var/ro
                      "/var/usrlocal")
 FS_TYPES = ("xfs", "ext4", "vfat", "swap", "btrfs")
 ROOTFS_CHOICES = ("xfs", "ext4", "btrfs")
+
+
+NUL_REFUSED = "no configuration file may hold"
 
 
 class ConfigError(ValueError):
@@ -398,12 +403,20 @@ class _Validator:
                            f"unknown key (allowed here: {', '.join(sorted(allowed))}){hint}")
 
     def nulls(self, value, path):
-        """TOML has no null: a JSON null anywhere cannot be written to config.toml."""
+        """TOML has no null: a JSON null anywhere cannot be written to config.toml. Nor may any text hold a NUL
+        character (JSON's and TOML's \\u0000): no configuration file holds one, and the database cannot store it."""
         if value is None:
             self.error(path, "null is not allowed; leave the key out instead")
+        elif isinstance(value, str):
+            if NUL in value:
+                self.error(path, f"holds a NUL character (\\u0000), which {NUL_REFUSED}")
         elif isinstance(value, dict):
             for key, item in value.items():
-                self.nulls(item, f"{path}.{key}" if path else key)
+                key_path = f"{path}.{storable(key)}" if path else storable(key)
+                if NUL in key:
+                    self.error(key_path, f"the key holds a NUL character (\\u0000), which {NUL_REFUSED}")
+                    continue
+                self.nulls(item, key_path)
         elif isinstance(value, list):
             for i, item in enumerate(value):
                 self.nulls(item, f"{path}[{i}]")

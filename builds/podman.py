@@ -10,6 +10,8 @@ import json
 import re
 from dataclasses import dataclass
 
+from portal.text import storable
+
 PACKAGE_FORMATS = ("rpm", "dpkg", "apk")
 # One container run reads the package database: rpm if the image has it, else dpkg's or apk's status file as text.
 PACKAGE_SCRIPT = r"""
@@ -78,7 +80,7 @@ def packages_args(builder, image: str) -> list[str]:
 def parse_version(output: str) -> str:
     """The client version from `podman version --format json`."""
     try:
-        return str(json.loads(output)["Client"]["Version"])
+        return storable(str(json.loads(output)["Client"]["Version"]))
     except (ValueError, KeyError, TypeError):
         match = re.search(r"Version:\s*(\S+)", output)
         return match.group(1) if match else ""

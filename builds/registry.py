@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from portal.text import storable
+
 from .models import RegistryCredential
 
 
@@ -89,10 +91,10 @@ def parse_inspect(output: str, raw_manifest: str = "") -> ImageFacts:
         manifest = json.loads(raw_manifest)
         sizes = [layer.get("size") for layer in manifest.get("layers") or [] if isinstance(layer.get("size"), int)]
     return ImageFacts(
-        digest=data.get("Digest") or "",
-        architecture=data.get("Architecture") or "",
-        os=data.get("Os") or "",
-        labels=data.get("Labels") or {},
+        digest=storable(data.get("Digest") or ""),
+        architecture=storable(data.get("Architecture") or ""),
+        os=storable(data.get("Os") or ""),
+        labels=storable(data.get("Labels") or {}),
         size=sum(sizes) if sizes else None,
         layers=len(layers) or len(data.get("Layers") or []),
     )

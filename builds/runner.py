@@ -25,6 +25,7 @@ from pathlib import Path
 from django.conf import settings
 
 from portal.models import Run, RunStatus
+from portal.text import decoded
 
 KILL_GRACE_SECONDS = 1.5
 SELECT_SECONDS = 0.1
@@ -88,7 +89,8 @@ class Watch:
 
 
 class LineSplitter:
-    """Bytes in, whole lines out (a carriage return also ends a line: progress output)."""
+    """Bytes in, whole lines of storable text out (a carriage return also ends a line: progress output; a NUL or a byte
+    that is not UTF-8 becomes U+FFFD)."""
 
     def __init__(self):
         self.buffer = b""
@@ -96,11 +98,11 @@ class LineSplitter:
     def feed(self, data: bytes):
         self.buffer += data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         *lines, self.buffer = self.buffer.split(b"\n")
-        return [line.decode("utf-8", "replace") for line in lines]
+        return [decoded(line) for line in lines]
 
     def rest(self):
         rest, self.buffer = self.buffer, b""
-        return [rest.decode("utf-8", "replace")] if rest else []
+        return [decoded(rest)] if rest else []
 
 
 def display(argv):

@@ -15,6 +15,7 @@ from django.db.models import Max
 from portal.access import check_team_action
 from portal.models import Action, RunKind, Team, User
 from portal.services import audit, run_create, run_enqueue, run_finish
+from portal.text import storable
 
 from .models import (
     DEFAULT_STAGES,
@@ -422,6 +423,7 @@ def builder_check_health(*, builder: Builder) -> Builder:
             detail += ": " + " ".join(exc.output_tail[-3:])
     except Exception as exc:  # noqa: BLE001 - any failure is a health finding
         detail = f"{type(exc).__name__}: {exc}"
+    detail = storable(detail)
     Builder.objects.filter(pk=builder.pk).update(health_ok=ok, health_detail=detail[:2000], podman_version=version,
                                                  health_checked_at=timezone.now())
     builder.health_ok, builder.health_detail, builder.podman_version = ok, detail[:2000], version

@@ -19,6 +19,7 @@ from . import audit_checkpoints, live
 from .access import check_team_action, forget_roles
 from .clientip import client_ip
 from .models import Action, AuditEvent, Membership, Role, Run, RunStatus, Team, User
+from .text import storable
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +267,7 @@ def run_start(run, *, phase=""):
 
 
 def run_set_phase(run, phase):
-    return _transition(run, from_statuses=[RunStatus.RUNNING], phase=phase[:100], heartbeat_at=timezone.now())
+    return _transition(run, from_statuses=[RunStatus.RUNNING], phase=storable(phase)[:100], heartbeat_at=timezone.now())
 
 
 def run_heartbeat(run):
@@ -275,9 +276,10 @@ def run_heartbeat(run):
 
 
 def run_finish(run, *, status, reason="", log_lines=None):
-    """End a queued or running run. Raises RunStateError if it has already ended."""
+    """End a queued or running run. Raises RunStateError if it has already ended. The reason may quote what a tool
+    printed: it is stored with any NUL shown as U+FFFD."""
     assert status in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
-    changes = {"status": status, "finished_at": timezone.now(), "exit_reason": reason[:10000], "phase": ""}
+    changes = {"status": status, "finished_at": timezone.now(), "exit_reason": storable(reason)[:10000], "phase": ""}
     if log_lines is not None:
         changes["log_lines"] = log_lines
     return _transition(run, from_statuses=[RunStatus.QUEUED, RunStatus.RUNNING], **changes)

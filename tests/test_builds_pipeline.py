@@ -123,6 +123,29 @@ def test_a_failing_step_is_named_with_its_error_lines(definition, personas):
     assert not build.digest
 
 
+def test_nul_bytes_in_a_failing_step_are_stored_as_replacement_characters(definition, personas):
+    revision = services.revision_create(
+        definition=definition, user=personas.developer,
+        containerfile=f"FROM {BASE_IMAGE}\nRUN printf 'error: bad\\0byte\\n' && printf 'err\\0or\\n' >&2 && exit 3\n",
+    )
+    build = build_now(revision, personas.developer)
+    assert build.status == BuildStatus.FAILED, build.run.exit_reason
+    assert "error: bad\ufffdbyte" in build.error_lines and "err\ufffdor" in build.error_lines
+    assert "error: bad\ufffdbyte" in log_text(build)
+    assert "\x00" not in build.error_lines + build.failed_step + build.run.exit_reason
+
+
+def test_nul_bytes_in_the_package_database_are_stored_as_replacement_characters(definition, personas):
+    dpkg_status = "Package: al\\0pha\\nStatus: install ok installed\\nVersion: 1.\\0\\n"
+    revision = services.revision_create(
+        definition=definition, user=personas.developer,
+        containerfile=f"FROM {BASE_IMAGE}\nRUN mkdir -p /var/lib/dpkg && printf '{dpkg_status}' > /var/lib/dpkg/status\n",
+    )
+    build = build_now(revision, personas.developer)
+    assert build.status == BuildStatus.SUCCEEDED, build.run.exit_reason
+    assert build.packages == {"al\ufffdpha": "1.\ufffd"}
+
+
 def test_a_missing_base_image_fails_with_a_hint(definition, personas):
     revision = services.revision_create(definition=definition, user=personas.developer,
                                         containerfile="FROM quay.io/centos-bootc/centos-bootc:stream10\nRUN true\n")

@@ -583,6 +583,16 @@ def test_odd_json_values_get_an_answer_not_a_crash(client, definition, api_token
     assert not Build.objects.exists()
 
 
+def test_a_signed_push_with_nul_characters_in_its_text_is_recorded_with_replacement_characters(client, git_definition,
+                                                                                                webhook):
+    hook, secret = webhook
+    response = github_push(client, hook, secret, {**PUSH, "ref": "refs/heads/ma\x00in", "after": "\x00" * 40,
+                                                  "repository": {"clone_url": "https://git.example.com/a\x00"}})
+    assert response.status_code == 202 and response.json()["builds"] == []
+    hook.refresh_from_db()
+    assert hook.last_delivery_summary == "push to ma\ufffdin (" + "\ufffd" * 12 + "): matched no definition"
+
+
 @pytest.mark.parametrize("ref", [5, None, ["refs/heads/main"], {"x": 1}])
 def test_a_signed_push_whose_ref_is_not_a_string_is_ignored(client, git_definition, webhook, ref):
     hook, secret = webhook

@@ -231,6 +231,18 @@ def test_an_unbalanced_quote_in_the_kickstart_is_an_error_naming_field_and_line(
     assert [problem.path for problem in report.errors] == ["customizations.installer.kickstart.contents"]
 
 
+def test_a_nul_character_anywhere_is_refused_naming_the_field():
+    assert errors_of({"customizations": {"kernel": {"append": "quiet\x00"}}}) == [
+        "customizations.kernel.append: holds a NUL character (\\u0000), which no configuration file may hold"]
+    assert errors_of({"customizations": {"user": [{"name\x00": "ops"}]}}) == [
+        "customizations.user[0].name\ufffd: the key holds a NUL character (\\u0000), which no configuration file may hold"]
+    _, _, report = diskconfig.load('{"customizations": {"kernel": {"append": "a\\u0000b"}}}', fmt="json")
+    assert report.error_texts() == [
+        "customizations.kernel.append: holds a NUL character (\\u0000), which no configuration file may hold"]
+    _, _, report = diskconfig.load('[customizations.kernel]\nappend = "a\\u0000b"\n', fmt="toml")
+    assert [problem.path for problem in report.errors] == ["customizations.kernel.append"]
+
+
 def test_disk_and_filesystem_cannot_be_combined():
     assert errors_of({"customizations": {"disk": {"type": "gpt"},
                                          "filesystem": [{"mountpoint": "/", "minsize": "1 GiB"}]}})[0].startswith(

@@ -34,6 +34,13 @@ class TestStatusChanges:
         run.refresh_from_db()
         assert run.status == RunStatus.SUCCEEDED and run.exit_reason == ""
 
+    def test_a_reason_quoting_a_nul_from_a_tool_is_stored_with_a_replacement_character(self, run):
+        services.run_start(run)
+        services.run_set_phase(run, "pha\x00se")
+        services.run_finish(run, status=RunStatus.FAILED, reason="podman exited: err\x00or")
+        run.refresh_from_db()
+        assert run.exit_reason == "podman exited: err\ufffdor"
+
     def test_it_records_who_started_it_and_what_it_belongs_to(self, run, personas):
         assert run.started_by == personas.developer
         assert run.subject == personas.team

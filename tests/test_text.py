@@ -1,5 +1,6 @@
 """Text from outside made storable: NUL characters (which PostgreSQL's text and jsonb refuse) read as U+FFFD."""
 
+from builds import registry
 from portal.text import decoded, first_nul, storable
 
 
@@ -19,3 +20,7 @@ def test_the_first_nul_is_found_by_line_and_column():
     assert first_nul("\x00") == (1, 1)
     assert first_nul("none") is None
 
+
+def test_image_labels_from_the_registry_are_storable():
+    facts = registry.parse_inspect('{"Labels": {"a\\u0000": "b\\u0000"}, "Os": "li\\u0000nux", "Layers": []}')
+    assert facts.labels == {"a\ufffd": "b\ufffd"} and facts.os == "li\ufffdnux"
