@@ -148,7 +148,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file (not :memory:) so that worker and web processes started by tests share it; one per test session.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-portal-{os.getpid()}.sqlite3")}
 else:
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+    # No persistent connections by default. Under ASGI each request's view runs in a thread of its own, and Django keeps
+    # a persistent connection per thread, so with CONN_MAX_AGE > 0 connections pile up until PostgreSQL refuses new
+    # clients (Django's docs advise 0 under ASGI). A pooler (PgBouncer, or Django's psycopg pool) is the way to reuse.
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
