@@ -405,6 +405,26 @@ def _check_instructions(parsed: Parsed, report: Report):
                            f"{json.dumps(exec_form[0].split() + exec_form[1:])}.")
         if ins.keyword == "RUN":
             _check_run(ins, flags, rest, parsed.escape, report)
+        _check_from_is_no_path(ins, flags, report)
+
+
+def _check_from_is_no_path(ins: Instruction, flags, report: Report):
+    """`COPY --from=` and `RUN --mount=...,from=` name a stage or an image. A path there would be a directory of the
+    builder (podman reads one only as a --build-context, which the portal never passes): say so instead of letting the
+    builder guess."""
+    values = list(flags.get("from", [])) if ins.keyword == "COPY" else []
+    if ins.keyword == "RUN":
+        for mount in flags.get("mount", []):
+            options = dict(part.partition("=")[::2] for part in unquote(mount).split(","))
+            if "from" in options:
+                values.append(options["from"])
+    for value in values:
+        value = unquote(value)
+        if value.startswith(("/", ".", "~")) or "://" in value:
+            report.add("error", ins.line, "from-path",
+                       f"{ins.keyword} ... from={value} names a path or URL; it must name an earlier stage or an "
+                       "image. Only the build context (the revision's files or its git checkout) is readable by a "
+                       "build: COPY the file from there instead.")
 
 
 def _check_run(ins: Instruction, flags, rest, escape, report: Report):
@@ -552,6 +572,65 @@ def _check_args_without_value(parsed: Parsed, report: Report, build_args):
                         pending[name] = ins
                     else:
                         pending.pop(name, None)
+
+
+# --- What a build fetches --------------------------------------------------------------------------------------------
+
+URL_SOURCE_RE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|[^@/\s]+@[^:/\s]+:)", re.IGNORECASE)
+
+
+@dataclass
+class RemoteSource:
+    """Something the builder fetches over the network: an image (`kind` "image") or a URL ("url")."""
+
+    line: int
+    instruction: str  # "FROM", "COPY --from", "RUN --mount", "ADD"
+    kind: str
+    reference: str
+
+
+def remote_sources(parsed: Parsed, build_args: dict[str, str] | None = None) -> list[RemoteSource]:
+    """Every base image, image named by COPY --from or RUN --mount=...,from=, and ADD URL of a parsed Containerfile,
+    with build args and ARG defaults expanded as the builder expands them. Stage names, stage numbers and scratch are
+    not fetched and are left out."""
+    build_args = build_args or {}
+    values: dict[str, str | None] = {}
+    for ins in parsed.global_args:
+        for name, default in arg_pairs(ins.args):
+            values[name] = build_args.get(name, default)
+    names: set[str] = set()
+    found = []
+
+    def image(ref, line, instruction):
+        ref = ref.strip()
+        if ref and ref.lower() != "scratch" and ref.lower() not in names and not ref.isdigit():
+            found.append(RemoteSource(line, instruction, "image", ref))
+
+    for stage in parsed.stages:
+        image(expand(stage.base, {**values, **build_args}), stage.line, "FROM")
+        local = dict(values)
+        for ins in stage.instructions[1:]:
+            flags, rest = ins.flags_and_rest()
+            if ins.keyword == "ARG":
+                for name, default in arg_pairs(ins.args):
+                    local[name] = build_args.get(name, default if default is not None else local.get(name))
+            elif ins.keyword == "COPY":
+                for value in flags.get("from", []):
+                    image(expand(unquote(value), local), ins.line, "COPY --from")
+            elif ins.keyword == "RUN":
+                for mount in flags.get("mount", []):
+                    options = dict(part.partition("=")[::2] for part in unquote(mount).split(","))
+                    if options.get("from"):
+                        image(expand(options["from"], local), ins.line, "RUN --mount")
+            elif ins.keyword == "ADD" and not ins.heredocs:
+                words = [unquote(w) for w in split_words(rest)]
+                for word in words[:-1]:
+                    source = expand(word, local)
+                    if URL_SOURCE_RE.match(source):
+                        found.append(RemoteSource(ins.line, "ADD", "url", source))
+        if stage.name:
+            names.add(stage.name)
+    return found
 
 
 def final_root(parsed: Parsed) -> str:

@@ -175,6 +175,12 @@ def remove_container_args(builder, name: str) -> list[str]:
     return [*podman.global_args(builder), "rm", "--force", "--ignore", "--time", "2", name]
 
 
+def aws_endpoints(region: str) -> list[str]:
+    """The hosts an AMI upload talks to in `region`: S3 for the disk, EC2 to import and register it."""
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return [f"s3.{region}.{suffix}", f"ec2.{region}.{suffix}"]
+
+
 def aws_env(access_key_id: str, secret_access_key: str, session_token: str = "") -> bytes:
     """The --env-file for an AMI upload: the AWS SDK inside the builder reads these."""
     lines = [f"AWS_ACCESS_KEY_ID={access_key_id}", f"AWS_SECRET_ACCESS_KEY={secret_access_key}"]

@@ -23,11 +23,12 @@ from django.core.files import File
 from django.core.files.storage import FileSystemStorage
 from django.db import transaction
 
+from portal import egress
 from portal.logsink import LogSink
 from portal.models import AuditEvent, RunStatus
 from portal.services import RunStateError, run_finish, run_set_phase, run_start
 
-from . import converters, diskconfig, podman, registry
+from . import converters, diskconfig, fetches, podman, registry
 from .models import Artifact, Build, Builder, DiskImage, DiskImageBackend, artifact_storage
 from .runner import BuilderUnavailable, Cancelled, CommandFailed, TimedOut, Watch, runner_for
 
@@ -224,6 +225,15 @@ class Conversion:
         self.log(f"Disk image #{di.pk}: {', '.join(di.types)} of {di.definition} {source} ({self.ref}) for "
                  f"{di.architecture}, root file system {di.rootfs}, on builder {self.builder.name} "
                  f"({self.builder.kind}) with {di.builder_image}")
+        refusal = fetches.repository_refusal(di.repository)
+        if refusal:
+            raise Failed(refusal, cause=converters.Cause.CONFIG)
+        if "ami" in di.types and di.aws_bucket:
+            for endpoint in converters.aws_endpoints(di.aws_region):
+                try:
+                    egress.check(endpoint, 443, what=f"The AMI upload endpoint {endpoint}")
+                except egress.EgressRefused as exc:
+                    raise Failed(str(exc), cause=converters.Cause.CONFIG) from None
         access = registry.access_for(di.team, di.repository.split("/", 1)[0])
         authfile = None
         if access.auth_json():

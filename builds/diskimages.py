@@ -17,6 +17,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from portal import egress
 from portal.access import can, check_team_action
 from portal.models import Action, Run, RunKind, RunStatus, Team, User
 from portal.services import audit, run_create, run_enqueue, run_finish, run_request_cancel
@@ -167,6 +168,12 @@ def disk_image_request(
                                                        "letters, digits, dots and dashes).")
         if aws_region and not AWS_REGION_RE.match(aws_region):
             errors.setdefault("aws_region", []).append(f"{aws_region!r} is not an AWS region (e.g. eu-west-1).")
+        elif aws_region:
+            for endpoint in converters.aws_endpoints(aws_region):
+                try:
+                    egress.check(endpoint, 443, what=f"The AMI upload endpoint {endpoint}")
+                except egress.EgressRefused as exc:
+                    errors.setdefault("aws_region", []).append(str(exc))
         if aws_ami_name and not AMI_NAME_RE.match(aws_ami_name):
             errors.setdefault("aws_ami_name", []).append("An AMI name is 3-128 letters, digits, spaces and ( ) [ ] . / "
                                                          "' @ _ -.")

@@ -9,6 +9,7 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from portal import egress
 from portal.models import Team
 
 from . import starters
@@ -280,6 +281,11 @@ class RegistryCredentialForm(forms.ModelForm):
             qs = qs.exclude(pk=self.instance.pk)
         if qs.exists():
             raise ValidationError("The team already has a credential for this registry; edit that one.")
+        host, _, port = value.rpartition(":") if ":" in value else (value, "", "")
+        try:
+            egress.check(host, int(port) if port else 443, what=f"The registry {value}")
+        except egress.EgressRefused as exc:
+            raise ValidationError(str(exc)) from None
         return value
 
     def clean(self):

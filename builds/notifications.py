@@ -329,7 +329,7 @@ def _check_url(url):
         raise ValidationError({"url": "The webhook URL must not carry a user name or password: the receiver checks "
                                       "the signature made with the webhook's secret instead."})
     try:
-        egress.check(host, port, what="The webhook URL", unresolvable_ok=True)
+        egress.check(host, port, what="The webhook URL")
     except egress.EgressRefused as exc:
         raise ValidationError({"url": str(exc)}) from None
 

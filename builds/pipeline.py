@@ -20,7 +20,7 @@ from portal.logsink import LogSink
 from portal.models import AuditEvent, Run, RunStatus
 from portal.services import RunStateError, run_finish, run_set_phase, run_start
 
-from . import podman, registry
+from . import fetches, podman, registry
 from .models import (
     LABEL_BUILD_ID,
     LABEL_BUILD_NUMBER,
@@ -39,6 +39,10 @@ from .runner import BuilderUnavailable, Cancelled, CommandFailed, TimedOut, Watc
 log = logging.getLogger(__name__)
 
 BUSY_RETRY_SECONDS = 5
+
+
+class Refused(Exception):
+    """The build must not run: something it would fetch or read is not allowed. The message says what, and why."""
 
 
 class StepTrackingSink:
@@ -131,6 +135,7 @@ def build_execute(build_id: int) -> int | None:
         revision = build.revision
         sink.write(f"Build {build.number} of {build.definition}, revision {revision.number} ({revision.short_sha}), "
                    f"for {build.platform} on builder {builder.name}")
+        _check_egress(build)
         runner = runner_for(builder)
         workdir = runner.mkdtemp()
         context = _prepare_context(build, runner, workdir, watch)
@@ -185,6 +190,9 @@ def build_execute(build_id: int) -> int | None:
         reason = (f"Timed out after {build.definition.timeout_minutes} min (the definition's limit); its processes "
                   "were stopped.")
         sink.write(reason)
+    except Refused as exc:
+        reason = f"Refused before podman started: {exc}"
+        sink.write(reason)
     except BuilderUnavailable as exc:
         reason = f"Builder {build.builder.name if build.builder else '(none)'} is unavailable: {exc}."
         summary = podman.FailureSummary(hint="Check the builder on the builders page (its health comes from "
@@ -238,6 +246,19 @@ def _cancel_reason(run, exc):
     if "cancel requested" in str(exc):
         return f"Cancelled{who}; its processes were stopped and the log up to then is kept."
     return f"Stopped because {exc}."
+
+
+def _check_egress(build):
+    """The egress policy over everything the build will fetch, just before it runs (it was checked on save too, but
+    names may resolve elsewhere now, and the allow-list may have changed)."""
+    revision = build.revision
+    problems = [fetches.repository_refusal(build.repository or build.definition.repository)]
+    problems += fetches.containerfile_refusals(revision.containerfile, build.build_args)
+    if revision.context_kind == ContextKind.GIT:
+        problems.append(fetches.git_refusal(revision.git_url))
+    problems = [problem for problem in problems if problem]
+    if problems:
+        raise Refused(" ".join(problems))
 
 
 def _prepare_context(build, runner, workdir, watch):

@@ -26,7 +26,7 @@ from portal.logsink import LogSink
 from portal.models import Run, RunStatus
 from portal.services import RunStateError, audit, run_finish, run_set_phase, run_start
 
-from . import registry
+from . import fetches, registry
 from .models import Promotion, PromotionKind, PromotionStatus, StageHistory
 from .runner import BuilderUnavailable, Cancelled, CommandFailed, LocalRunner, TimedOut, Watch
 
@@ -72,6 +72,10 @@ def promotion_apply_execute(run_id: int) -> None:
         what = "Roll back" if promotion.is_rollback else "Promote"
         sink.write(f"{what} {source} to {target} (request #{promotion.pk} by {promotion.requested_by_name or '?'}: "
                    f"{promotion.reason.splitlines()[0][:200] if promotion.reason else ''})")
+        for repository in dict.fromkeys([source_repository, definition.repository]):
+            refusal = fetches.repository_refusal(repository)
+            if refusal:
+                raise ApplyFailed(f"{refusal} The stage tag was not touched.")
         if access.auth_json():
             workdir = runner.mkdtemp()
             authfile = f"{workdir}/auth.json"

@@ -78,6 +78,7 @@ def definition_create(
         created_by=user if user is not None and user.is_authenticated else None,
     )
     definition.full_clean()
+    _check_repository_egress(definition.repository)
     with transaction.atomic():
         definition.save()
         from .scheduling import schedule_next
@@ -103,6 +104,8 @@ def definition_update(*, definition: ImageDefinition, user: User | None, request
     changed = {f: {"from": before[f], "to": v} for f, v in changes.items() if before[f] != v}
     if not changed:
         return definition
+    if "repository" in changed:
+        _check_repository_egress(definition.repository)
     with transaction.atomic():
         definition.save()
         if "schedule" in changed:
@@ -112,6 +115,14 @@ def definition_update(*, definition: ImageDefinition, user: User | None, request
         audit(action="definition.update", summary=f"changed {', '.join(changed)} of {definition}", actor=user,
               team=definition.team, obj=definition, request=request, detail=changed)
     return definition
+
+
+def _check_repository_egress(repository):
+    from .fetches import repository_refusal
+
+    refusal = repository_refusal(repository)
+    if refusal:
+        raise ValidationError({"repository": refusal})
 
 
 def definition_delete(*, definition: ImageDefinition, user: User | None, request=None):
@@ -154,19 +165,31 @@ def revision_create(
     context_files: dict[str, bytes] | None = None,
     request=None,
 ) -> Revision:
-    """Validate and save a new immutable revision. Raises ValidationError (with every error) when it must not be saved;
-    the warnings are stored on the revision and shown."""
-    from .containerfile import validate_context, validate_text
+    """Validate and save a new immutable revision. Raises ValidationError (with every error, keyed "containerfile",
+    "git_url" or NON_FIELD_ERRORS) when it must not be saved; the warnings are stored on the revision and shown."""
+    from django.core.exceptions import NON_FIELD_ERRORS
+
+    from .containerfile import validate_context, validate_git_url, validate_text
+    from .fetches import containerfile_refusals, git_refusal
 
     _check(user, definition.team, Action.DEVELOP)
     # With the definition's build args, as the build will have them (and as the form's Check button shows it).
     report = validate_text(containerfile, build_args=definition.build_args)
-    context_errors = validate_context(
-        kind=context_kind, git_url=git_url, git_ref=git_ref, git_subdir=git_subdir, files=context_files or {}
-    )
-    errors = [str(issue) for issue in report.errors] + context_errors
-    if errors:
-        raise ValidationError(errors)
+    containerfile_errors = [str(issue) for issue in report.errors]
+    if not containerfile_errors:
+        containerfile_errors = containerfile_refusals(report.text, definition.build_args)
+    url_errors, context_errors = [], []
+    if context_kind == ContextKind.GIT:
+        url_errors = [problem for problem in [validate_git_url(git_url)] if problem]
+        if not url_errors:
+            url_errors = [refusal for refusal in [git_refusal(git_url)] if refusal]
+    for error in validate_context(kind=context_kind, git_url=git_url, git_ref=git_ref, git_subdir=git_subdir,
+                                  files=context_files or {}):
+        if error not in url_errors and error != validate_git_url(git_url):
+            context_errors.append(error)
+    errors = {"containerfile": containerfile_errors, "git_url": url_errors, NON_FIELD_ERRORS: context_errors}
+    if any(errors.values()):
+        raise ValidationError({key: value for key, value in errors.items() if value})
     _warn_about_old_podman(report)
     text = report.text
     with transaction.atomic():

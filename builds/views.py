@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from portal.access import can, get_team_for_user, teams_where
+from portal.forms import add_service_errors
 from portal.models import Action, RunStatus, Team
 from portal.views import _viewer_context, current_team, error_text, querystring
 
@@ -90,7 +91,7 @@ def definition_create(request):
                 schedule=data["schedule"], timeout_minutes=data["timeout_minutes"], request=request,
             )
         except ValidationError as exc:
-            form.add_error(None, error_text(exc))
+            add_service_errors(form, exc)
         else:
             messages.success(request, f"Created {definition}. Now save its first revision.")
             target = reverse("revision_create", args=[definition.pk])
@@ -162,7 +163,7 @@ def definition_edit(request, pk):
                 build_args=data["build_args"], schedule=data["schedule"], timeout_minutes=data["timeout_minutes"],
             )
         except ValidationError as exc:
-            form.add_error(None, error_text(exc))
+            add_service_errors(form, exc)
         else:
             messages.success(request, f"Saved the settings of {definition}.")
             return redirect(definition)
@@ -246,9 +247,7 @@ def revision_create(request, pk):
                     context_files=data["context_files"], request=request,
                 )
             except ValidationError as exc:
-                for message in exc.messages:
-                    form.add_error("containerfile" if message.startswith("line ") or "Containerfile" in message
-                                   or "FROM" in message else None, message)
+                add_service_errors(form, exc)
             else:
                 if revision.warnings:
                     messages.warning(request, f"Saved {revision} with {len(revision.warnings)} warning(s); see below.")

@@ -18,6 +18,7 @@ import subprocess
 
 from django.conf import settings
 
+from portal import egress
 from portal.text import storable
 
 TIMEOUT = 20
@@ -34,7 +35,13 @@ def _tls_verify(reference):
 
 
 def resolve_digests(reference):
-    """{architecture: digest, "": top-level digest} for `reference`. Raises ResolveError."""
+    """{architecture: digest, "": top-level digest} for `reference`. Raises ResolveError, also when the egress policy
+    refuses the registry: a host reports its image reference itself, so a compromised host could otherwise make the
+    portal query any address inside its network."""
+    try:
+        egress.check_image(reference, what=f"The image {reference}")
+    except egress.EgressRefused as exc:
+        raise ResolveError(str(exc)) from None
     skopeo = shutil.which("skopeo")
     if skopeo is None:
         raise ResolveError("skopeo is not installed")

@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from portal import egress
 from portal import services as portal_services
 from portal.access import check_team_action
 from portal.logsink import LogSink
@@ -89,6 +90,11 @@ def _resolve_tracking(team, stage, tracked_image):
     tracked_image = (tracked_image or "").strip()
     if tracked_image and not ssh.valid_image_reference(tracked_image):
         raise ValidationError({"tracked_image": "Enter an image reference such as registry.example.com/team/os:prod."})
+    if tracked_image:
+        try:
+            egress.check_image(tracked_image, what=f"The image {tracked_image}")
+        except egress.EgressRefused as exc:
+            raise ValidationError({"tracked_image": str(exc)}) from None
     if stage is not None and stage.team_id != team.pk:
         raise ValidationError({"stage": "Pick one of this team's stages."})
     if stage is not None and tracked_image:

@@ -18,7 +18,8 @@ docs/security.md says what remains (a name rebound between that check and the to
 (an egress proxy or firewall in front of the workers).
 
 `check(...)` raises `EgressRefused` with a sentence a person can act on. Forms call it when a URL is saved, so a refused
-URL is an error at once; workers call it again before every use.
+URL is an error at once; workers call it again before every use. A name that does not resolve is not refused (the
+tool given it cannot reach it either), but `post` never connects to an address it did not check.
 """
 
 from __future__ import annotations
@@ -79,12 +80,14 @@ class Rule:
 
 @dataclass(frozen=True)
 class Destination:
-    """A checked destination: the host as given, its port, and the addresses that were checked (in the resolver's
-    order). `post` connects only to these."""
+    """A checked destination: the host as given, its port, the addresses that were checked (in the resolver's order;
+    empty when the name did not resolve), and whether EGRESS_ALLOW names the host itself. `post` connects only to the
+    checked addresses."""
 
     host: str
     port: int | None
     addresses: tuple[IPAddress, ...]
+    by_name: bool = False
 
 
 # --- Rules -----------------------------------------------------------------------------------------------------------
@@ -191,17 +194,20 @@ def _literal(host: str) -> IPAddress | None:
         return None
 
 
-def check(host: str, port: int | None, *, what: str, unresolvable_ok: bool = False) -> Destination:
+def check(host: str, port: int | None, *, what: str) -> Destination:
     """Check one destination; returns it with its checked addresses. Raises EgressRefused.
 
-    `what` starts the message ("The webhook URL", "The registry"). With `unresolvable_ok` (saving a form) a name
-    that does not resolve now is accepted with no addresses: the check before each use decides then.
+    `what` starts the message ("The webhook URL", "The registry"). A name that does not resolve now is returned with
+    no addresses: a tool given it will most likely not resolve it either, and `post` does not connect to it. (A
+    resolver that answers nothing now and an internal address a moment later is the rebinding risk that
+    docs/security.md names.)
     """
     host = (host or "").strip().lower().rstrip(".")
     if not host:
         raise EgressRefused(f"{what} names no host.")
     allowed = rules()
     literal = _literal(host)
+    by_name = False
     if literal is None:
         if host in METADATA_NAMES:
             raise EgressRefused(f"{what} names {host}, a cloud metadata service: the portal never connects there.")
@@ -209,14 +215,12 @@ def check(host: str, port: int | None, *, what: str, unresolvable_ok: bool = Fal
         try:
             addresses = resolve(host, port)
         except (OSError, UnicodeError):
-            if unresolvable_ok or by_name:
-                return Destination(host, port, ())
-            raise EgressRefused(f"{what} names {host}, which does not resolve from here.") from None
+            return Destination(host, port, (), by_name)
         if by_name:
             metadata = [a for a in addresses if a in METADATA_ADDRESSES]
             if metadata:
                 raise EgressRefused(f"{what} names {host}, which resolves to {metadata[0]}, a cloud metadata address.")
-            return Destination(host, port, tuple(addresses))
+            return Destination(host, port, tuple(addresses), by_name)
     else:
         addresses = [literal]
     for address in addresses:
@@ -228,7 +232,7 @@ def check(host: str, port: int | None, *, what: str, unresolvable_ok: bool = Fal
         where = str(address) if literal is not None else f"{host}, which resolves to {address}"
         raise EgressRefused(f"{what} points at {where}, {reason}. The portal does not connect to its own network on "
                             "anyone's behalf; an administrator can allow it in EGRESS_ALLOW.")
-    return Destination(host, port, tuple(addresses))
+    return Destination(host, port, tuple(addresses), by_name)
 
 
 def split_url(url: str) -> tuple[str, str, int | None]:
@@ -245,13 +249,13 @@ def split_url(url: str) -> tuple[str, str, int | None]:
     return scheme, parts.hostname or "", port or DEFAULT_PORTS.get(scheme)
 
 
-def check_url(url: str, *, what: str, unresolvable_ok: bool = False) -> Destination:
+def check_url(url: str, *, what: str) -> Destination:
     """Check the host and port of `url` (http, https, ssh, git, or scp-like). file:// URLs name no host: they are
     governed by BUILD_GIT_URL_SCHEMES, not by this policy."""
     scheme, host, port = split_url(url)
     if scheme == "file":
         return Destination("", None, ())
-    return check(host, port, what=what, unresolvable_ok=unresolvable_ok)
+    return check(host, port, what=what)
 
 
 def registry_host(reference: str) -> tuple[str, int | None] | None:
@@ -270,12 +274,12 @@ def registry_host(reference: str) -> tuple[str, int | None] | None:
     return host, int(port) if port.isdigit() else 443
 
 
-def check_image(reference: str, *, what: str, unresolvable_ok: bool = False) -> Destination | None:
+def check_image(reference: str, *, what: str) -> Destination | None:
     """Check the registry of an image reference (`registry[:port]/path[:tag|@digest]`)."""
     found = registry_host(reference)
     if found is None:
         return None
-    return check(found[0], found[1], what=what, unresolvable_ok=unresolvable_ok)
+    return check(found[0], found[1], what=what)
 
 
 # --- The portal's own HTTP -------------------------------------------------------------------------------------------
@@ -321,7 +325,11 @@ def post(url: str, *, body: bytes, headers: dict[str, str], timeout: float, what
     if urlsplit(url).username is not None:
         raise EgressRefused(f"{what} must not carry a user name or password.")
     destination = check(host, port, what=what)
-    addresses = destination.addresses or tuple(resolve(host, port))
+    addresses = destination.addresses
+    if not addresses:
+        if not destination.by_name:
+            raise OSError(f"{host} does not resolve")
+        addresses = tuple(resolve(host, port))  # a name the allow-list trusts, whatever it resolves to
     parts = urlsplit(url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     connection_class = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from tests.conftest import free_port, require_tool, wait_for
+from tests.conftest import allow_egress, free_port, require_tool, wait_for
 
 BASE_IMAGE = "localhost/base:latest"
 
@@ -67,6 +67,8 @@ def podman_store():
 
 
 class Registry:
+    """docker-registry on a free loopback port, allowed by the egress policy while it runs."""
+
     def __init__(self, directory, *, htpasswd=None):
         self.directory = Path(directory)
         self.port = free_port()
@@ -91,6 +93,7 @@ class Registry:
         self.process = subprocess.Popen(["docker-registry", "serve", str(self.directory / "config.yml")],
                                         stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(self._answers, timeout=20, what="docker-registry to answer")
+        self.disallow = allow_egress(self.address)
 
     def _answers(self):
         try:
@@ -106,6 +109,7 @@ class Registry:
             self.process.terminate()
             self.process.wait(10)
         self.log.close()
+        self.disallow()
         shutil.rmtree(self.directory, ignore_errors=True)
 
 

@@ -11,6 +11,7 @@ import pytest
 from hosts import services, simulator
 from hosts.models import Host
 from hosts.simulator import Deployment, Fleet
+from tests.conftest import allow_egress
 
 REPOSITORY = "platform/web-os"
 
@@ -56,6 +57,9 @@ class FleetForTests:
     def start(self, register=True, **host_fields):
         self.fleet.start_in_thread()
         self.started = True
+        # The registries the simulated hosts report: the egress policy lets the portal resolve those references.
+        registries = {sim.state.spec_image.split("/", 1)[0] for sim in self.fleet.hosts.values() if sim.state.spec_image}
+        self.disallow = allow_egress(*sorted(registries))
         hosts = {}
         if register:
             for sim in self.fleet.hosts.values():
@@ -74,6 +78,7 @@ class FleetForTests:
     def stop(self):
         if self.started:
             self.fleet.stop_thread()
+            self.disallow()
 
 
 @pytest.fixture

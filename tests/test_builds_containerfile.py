@@ -274,3 +274,35 @@ def test_a_base_given_as_the_definitions_build_arg_saves(personas):
     revision = services.revision_create(definition=definition, user=personas.developer,
                                         containerfile="ARG BASE\nFROM ${BASE}\nRUN bootc container lint\n")
     assert revision.warnings == []
+
+
+@pytest.mark.parametrize("line", ["COPY --from=/var/lib/portal secrets.json /x", "COPY --from=../other / /x",
+                                  "RUN --mount=type=bind,from=/etc,source=shadow,target=/s cat /s",
+                                  "COPY --from=https://example.com/x.tar / /x"])
+def test_copy_from_or_a_mount_from_a_path_is_an_error(line):
+    report = validate_text(f"FROM quay.io/centos-bootc/centos-bootc:stream10 AS base\n{line}\n")
+    [error] = [i for i in report.errors if i.code == "from-path"]
+    assert error.line == 2 and "must name an earlier stage or an image" in error.message
+
+
+def test_copy_from_a_stage_or_an_image_is_fine():
+    report = validate_text("FROM quay.io/a/b:1 AS build\nRUN true\nFROM quay.io/centos-bootc/centos-bootc:stream10\n"
+                           "COPY --from=build /x /x\nCOPY --from=0 /y /y\nCOPY --from=quay.io/tools/x:1 /z /z\n")
+    assert not [i for i in report.errors if i.code == "from-path"]
+
+
+def test_remote_sources_lists_what_a_build_fetches_with_args_expanded():
+    from builds.containerfile import remote_sources
+
+    parsed = parse("ARG BASE=quay.io/centos-bootc/centos-bootc\nFROM ${BASE}:stream10 AS base\n"
+                   "FROM base\nARG TOOLS=registry.example.com/tools:1\nCOPY --from=${TOOLS} /t /t\n"
+                   "COPY --from=base /etc /etc\nRUN --mount=type=bind,from=quay.io/x/y:2,target=/m true\n"
+                   "ADD https://example.com/a.tar git@github.com:o/r.git local.txt /dst/\nFROM scratch\n")
+    found = [(s.line, s.instruction, s.kind, s.reference) for s in remote_sources(parsed, {"TOOLS": "r.io/t:3"})]
+    assert found == [
+        (2, "FROM", "image", "quay.io/centos-bootc/centos-bootc:stream10"),
+        (5, "COPY --from", "image", "r.io/t:3"),
+        (7, "RUN --mount", "image", "quay.io/x/y:2"),
+        (8, "ADD", "url", "https://example.com/a.tar"),
+        (8, "ADD", "url", "git@github.com:o/r.git"),
+    ]

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from portal import egress
+from tests.builds_fixtures import build_settings, local_builder, oci_registry, podman_store  # noqa: F401
 
 
 class Server:
@@ -160,10 +161,10 @@ def test_urls_and_scp_like_git_addresses_are_read(url, parts):
     assert egress.split_url(url) == parts
 
 
-def test_a_name_that_does_not_resolve_is_refused_when_used_but_accepted_when_saved():
-    with pytest.raises(egress.EgressRefused, match="does not resolve"):
-        egress.check("no-such-host.invalid", 443, what="The registry")
-    assert egress.check("no-such-host.invalid", 443, what="The registry", unresolvable_ok=True).addresses == ()
+def test_a_name_that_does_not_resolve_is_left_to_the_tool_but_never_connected_to(settings):
+    assert egress.check("no-such-host.invalid", 443, what="The registry").addresses == ()
+    with pytest.raises(OSError, match="does not resolve"):
+        post("http://no-such-host.invalid/hook")
 
 
 # --- The portal's own HTTP -------------------------------------------------------------------------------------------
@@ -300,3 +301,152 @@ def test_a_webhook_whose_address_is_no_longer_allowed_fails_at_once_without_cont
     assert delivery.status == DeliveryStatus.FAILED and delivery.attempts == 1
     assert "loopback address" in delivery.error and delivery.response_code is None
     assert s.requests == []
+
+
+# --- Registries and what a Containerfile fetches ----------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_definition_pushing_to_a_loopback_or_metadata_registry_is_a_form_error(personas, client_for, server):
+    from django.urls import reverse
+
+    from builds.models import ImageDefinition
+
+    s = server()
+    for repository, reason in ((f"127.0.0.1:{s.port}/platform/web-os", "loopback"),
+                               ("169.254.169.254/platform/web-os", "metadata")):
+        response = client_for(personas.developer).post(reverse("definition_create"), {
+            "team": personas.team.pk, "name": "web-os", "repository": repository, "platforms": ["linux/amd64"],
+            "build_args": "", "schedule": "", "timeout_minutes": 60})
+        assert response.status_code == 400
+        assert reason in " ".join(response.context["form"].errors["repository"])
+    assert not ImageDefinition.objects.exists() and s.requests == []
+
+
+@pytest.mark.django_db
+def test_a_registry_login_for_a_loopback_registry_is_a_form_error(personas, client_for, server):
+    from django.urls import reverse
+
+    from builds.models import RegistryCredential
+
+    s = server()
+    response = client_for(personas.admin).post(reverse("credential_create", args=[personas.team.slug]), {
+        "registry": f"127.0.0.1:{s.port}", "username": "u", "password": "p"})
+    assert response.status_code == 400 and "loopback" in response.content.decode()
+    assert not RegistryCredential.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("line", "reason"), [
+    ("FROM 127.0.0.1:{port}/library/base:1", "loopback"),
+    ("FROM 169.254.169.254:80/library/base:1", "metadata"),
+    ("FROM localhost/base:latest\nCOPY --from=127.0.0.1:{port}/tools:1 /bin/x /x", "loopback"),
+    ("FROM localhost/base:latest\nADD http://127.0.0.1:{port}/secret /secret", "loopback"),
+    ("FROM localhost/base:latest\nADD http://169.254.169.254/latest/meta-data/iam/ /creds", "metadata"),
+    ("FROM localhost/base:latest\nARG SRC=http://localhost:{port}/x\nADD ${{SRC}} /x", "loopback"),
+])
+def test_what_a_containerfile_would_fetch_from_inside_the_network_is_refused_on_save(personas, server, line, reason):
+    from django.core.exceptions import ValidationError
+
+    from builds import services
+
+    s = server()
+    definition = services.definition_create(team=personas.team, user=personas.developer, name="web-os")
+    with pytest.raises(ValidationError) as refused:
+        services.revision_create(definition=definition, user=personas.developer,
+                                 containerfile=line.format(port=s.port) + "\nRUN true\n")
+    [message] = refused.value.message_dict["containerfile"]
+    assert message.startswith("line ") and reason in message
+    assert not definition.revisions.exists() and s.requests == []
+
+
+@pytest.mark.django_db
+def test_an_allow_listed_base_image_registry_is_accepted(personas, server, settings):
+    from builds import services
+
+    s = server()
+    settings.EGRESS_ALLOW = [f"127.0.0.1:{s.port}"]
+    definition = services.definition_create(team=personas.team, user=personas.developer, name="web-os")
+    revision = services.revision_create(definition=definition, user=personas.developer,
+                                        containerfile=f"FROM 127.0.0.1:{s.port}/library/base:1\nRUN true\n")
+    assert revision.number == 1
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_a_build_whose_registry_is_no_longer_allowed_is_refused_before_podman_starts(
+        personas, server, settings, local_builder, build_settings):  # noqa: F811
+    from builds import pipeline, services
+    from builds.models import Build, BuildStatus
+    from portal.logsink import lines_after
+
+    s = server()
+    settings.EGRESS_ALLOW = [f"127.0.0.1:{s.port}"]
+    definition = services.definition_create(team=personas.team, user=personas.developer, name="web-os",
+                                            repository=f"127.0.0.1:{s.port}/platform/web-os")
+    revision = services.revision_create(definition=definition, user=personas.developer,
+                                        containerfile="FROM localhost/base:latest\nRUN echo never-run\n")
+    settings.EGRESS_ALLOW = []
+    build = services.build_start(revision=revision, user=personas.developer)
+    pipeline.build_execute(build.pk)
+    build = Build.objects.with_related().get(pk=build.pk)
+    log = "\n".join(text for _, text in lines_after(build.run))
+    assert build.status == BuildStatus.FAILED
+    assert build.run.exit_reason.startswith("Refused before podman started: The registry of 127.0.0.1:")
+    assert "loopback address" in build.run.exit_reason
+    assert "STEP" not in log and "never-run" not in log
+    assert s.requests == []
+
+
+# --- Images reported by hosts ----------------------------------------------------------------------------------------
+
+
+def reporting_host(personas, reference):
+    """A host whose last poll stored `reference` as its spec.image: what a (compromised) host says it runs."""
+    from hosts.models import Host
+    from hosts.services import host_create
+
+    host = host_create(team=personas.team, name=f"web-{Host.objects.count()}", address="192.0.2.10", actor=None)
+    Host.objects.filter(pk=host.pk).update(spec_image=reference)
+    return host
+
+
+@pytest.mark.django_db
+def test_an_image_reported_by_a_host_at_a_loopback_or_metadata_registry_is_never_fetched(personas, server):
+    from hosts import poller
+    from hosts.models import ReferenceDigest
+
+    s = server()
+    loopback, metadata = f"127.0.0.1:{s.port}/platform/web-os:prod", "169.254.169.254/latest/meta-data:x"
+    reporting_host(personas, loopback)
+    reporting_host(personas, metadata)
+    results = poller.refresh_reference_digests(max_age_seconds=0)
+    assert "loopback address" in results[loopback] and "metadata" in results[metadata]
+    assert not ReferenceDigest.objects.exists() and s.requests == []
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_an_image_reported_by_a_host_at_an_allowed_registry_is_resolved(personas, oci_registry):  # noqa: F811
+    from hosts import poller
+    from hosts.models import ReferenceDigest
+    from hosts.simulator import push_demo_image
+
+    digests = push_demo_image(oci_registry.address, "platform/egress", version="1.0", tags=["prod"])
+    reference = f"{oci_registry.address}/platform/egress:prod"
+    reporting_host(personas, reference)
+    results = poller.refresh_reference_digests(max_age_seconds=0)
+    assert results[reference][""] == digests[""]
+    assert ReferenceDigest.objects.filter(reference=reference).exists()
+
+
+@pytest.mark.django_db
+def test_a_tracked_image_at_a_loopback_registry_is_a_form_error(personas):
+    from django.core.exceptions import ValidationError
+
+    from hosts.services import host_create
+
+    with pytest.raises(ValidationError) as refused:
+        host_create(team=personas.team, name="web-01", address="192.0.2.10", actor=None,
+                    tracked_image="127.0.0.1:6379/platform/web-os:prod")
+    assert "loopback" in refused.value.message_dict["tracked_image"][0]
