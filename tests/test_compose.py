@@ -1,5 +1,7 @@
-"""compose.yaml describes the production topology (no container engine runs here, so the file itself is checked)."""
+"""compose.yaml is the production topology, and the Containerfile makes its images. What the files promise is checked
+here; `make deploy-test` (deploy/tests/) brings the stack up and uses it."""
 
+import re
 from pathlib import Path
 
 import yaml
@@ -7,48 +9,108 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
+PORTAL_IMAGES = ("localhost/image-mode-portal:latest", "localhost/image-mode-portal-worker:latest")
+PORTAL_SERVICES = {name for name, service in SERVICES.items() if service.get("image") in PORTAL_IMAGES}
+CONTAINERFILE = (ROOT / "Containerfile").read_text()
 
 
-def test_it_has_the_production_services():
-    assert {"postgres", "redis", "registry", "web", "worker", "beat"} <= set(SERVICES)
+def test_it_has_a_proxy_web_one_worker_per_kind_of_work_beat_and_the_backing_services():
+    assert set(SERVICES) == {"proxy", "web", "worker-builds", "worker-hosts", "worker-default", "beat", "migrate",
+                             "postgres", "redis", "registry"}
+    assert PORTAL_SERVICES == {"web", "worker-builds", "worker-hosts", "worker-default", "beat", "migrate"}
 
 
-def test_postgres_has_a_healthcheck_that_the_portal_waits_for():
-    assert "pg_isready" in " ".join(SERVICES["postgres"]["healthcheck"]["test"])
+def test_every_service_reads_its_settings_from_the_env_file_only():
+    for name, service in SERVICES.items():
+        assert "environment" not in service, name
+        if name != "registry":  # configured by deploy/registry.yml alone
+            assert service["env_file"] == ["${PORTAL_ENV_FILE:-.env}"], name
+
+
+def test_every_service_that_runs_the_portal_image_can_build_it():
+    for name in PORTAL_SERVICES:
+        build = SERVICES[name]["build"]
+        assert build["dockerfile"] == "Containerfile", name
+        worker = SERVICES[name]["image"].endswith("-worker:latest")
+        assert build["target"] == ("worker" if worker else "portal"), name
+
+
+def test_web_has_no_host_port_and_runs_as_replicas_behind_the_proxy():
+    web = SERVICES["web"]
+    assert "ports" not in web and web["expose"] == ["8000"]
+    assert web["deploy"]["replicas"] >= 2
+    assert SERVICES["proxy"]["ports"] == ["80:80", "443:443"]
+    assert "./deploy/Caddyfile:/etc/caddy/Caddyfile:ro" in SERVICES["proxy"]["volumes"]
+    caddyfile = (ROOT / "deploy" / "Caddyfile").read_text()
+    assert "{$PORTAL_UPSTREAMS:dynamic a web 8000}" in caddyfile  # every replica the name "web" resolves to
+    assert "health_uri /health/live" in caddyfile and "tls {$CADDY_TLS}" in caddyfile
+
+
+def test_only_the_builds_worker_is_privileged_and_root():
+    for name in PORTAL_SERVICES:
+        service = SERVICES[name]
+        if name == "worker-builds":
+            assert service["privileged"] is True and service["user"] == "root"
+            assert "worker-containers:/var/lib/containers" in service["volumes"]
+        else:
+            assert not service.get("privileged") and "user" not in service, name
+    assert re.search(r"^USER portal$", CONTAINERFILE.split("AS worker")[0], re.M)
+
+
+def test_each_worker_takes_its_own_queues_with_its_own_concurrency():
+    def queues(name):
+        command = SERVICES[name]["command"]
+        return command[command.index("-Q") + 1], int(command[command.index("-c") + 1])
+
+    assert queues("worker-builds")[0] == "builds,images"
+    assert queues("worker-hosts")[0] == "hosts"
+    assert queues("worker-default")[0] == "default"
+
+
+def test_beat_is_one_and_only_one():
+    assert SERVICES["beat"]["deploy"]["replicas"] == 1
+    assert "beat" in SERVICES["beat"]["command"]
+
+
+def test_redis_wants_a_password_and_keeps_an_append_only_file():
+    command = " ".join(SERVICES["redis"]["command"])
+    assert '--requirepass "$$REDIS_PASSWORD"' in command
+    assert "--appendonly yes" in command and "redis-data:/data" in SERVICES["redis"]["volumes"]
+
+
+def test_the_registry_wants_a_login():
+    registry = yaml.safe_load((ROOT / "deploy" / "registry.yml").read_text())
+    assert registry["auth"]["htpasswd"]["path"] == "/run/secrets/registry_htpasswd"
+    assert SERVICES["registry"]["secrets"] == ["registry_htpasswd"]
+    assert "registry_auth" in SERVICES["worker-builds"]["secrets"]
+
+
+def test_services_start_in_order_and_web_is_checked_for_readiness():
     assert SERVICES["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-
-
-def test_web_worker_and_beat_start_after_migrations_and_redis():
-    for name in ("web", "worker", "beat"):
+    for name in PORTAL_SERVICES - {"migrate"}:
         depends = SERVICES[name]["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully", name
         assert depends["redis"]["condition"] == "service_healthy", name
+    assert "http://127.0.0.1:8000/health/ready" in SERVICES["web"]["healthcheck"]["test"]
 
 
-def test_the_portal_image_is_built_from_the_repository_and_the_worker_carries_podman():
-    assert SERVICES["migrate"]["build"]["dockerfile"] == "Containerfile"
-    assert SERVICES["worker"]["build"]["target"] == "worker"
-    containerfile = (ROOT / "Containerfile").read_text()
-    worker_stage = containerfile.split("AS worker", 1)[1]
-    assert "podman" in worker_stage and "skopeo" in worker_stage
+def test_the_containerfile_takes_its_base_installs_hashed_runtime_locks_and_collects_static_for_production():
+    assert re.search(r"^ARG BASE=\S+\n+FROM \$\{BASE\} AS portal$", CONTAINERFILE, re.M)
+    assert "pip install --no-cache-dir --require-hashes -r /tmp/requirements.lock" in CONTAINERFILE
+    assert "requirements-dev" not in CONTAINERFILE and "requirements-run" not in CONTAINERFILE
+    assert re.search(r"DEBUG=false .*\n.*collectstatic", CONTAINERFILE)
 
 
-def test_the_worker_listens_on_every_queue():
-    command = SERVICES["worker"]["command"]
-    assert command[command.index("-Q") + 1].split(",") == ["builds", "images", "hosts", "default"]
+def test_secrets_local_state_and_version_control_stay_out_of_the_image():
+    ignored = (ROOT / ".containerignore").read_text().split()
+    for entry in (".env", "secrets/", "var/", ".git", ".venv/", "test-artifacts/", "media/"):
+        assert entry in ignored, entry
 
 
-def test_every_portal_process_gets_production_settings():
-    for name in ("migrate", "web", "worker", "beat"):
-        env = SERVICES[name]["environment"]
-        assert env["DEBUG"] == "false", name
-        assert env["DATABASE_URL"].startswith("postgres://") and "@postgres:5432/" in env["DATABASE_URL"], name
-        assert env["REDIS_URL"] == "redis://redis:6379/0", name
-        assert env["SECRET_KEY"].startswith("${SECRET_KEY:?"), name
-        assert env["FIELD_ENCRYPTION_KEYS"].startswith("${FIELD_ENCRYPTION_KEYS:?"), name
-
-
-def test_the_compose_environment_is_documented_in_env_example():
-    documented = {line.partition("=")[0] for line in (ROOT / ".env.example").read_text().splitlines()
-                  if line and not line.startswith("#")}
-    assert set(SERVICES["web"]["environment"]) <= documented
+def test_every_variable_the_stack_reads_is_documented_in_env_example():
+    documented = {line.partition("=")[0].lstrip("# ") for line in (ROOT / ".env.example").read_text().splitlines()
+                  if "=" in line}
+    caddyfile = (ROOT / "deploy" / "Caddyfile").read_text()
+    compose_text = (ROOT / "compose.yaml").read_text()
+    read = set(re.findall(r"\{\$([A-Z_]+)", caddyfile)) | set(re.findall(r"\$\$\{?([A-Z_]+)", compose_text))
+    assert read <= documented, read - documented
