@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test lint bench vendor lock venv venv-run clean
+.PHONY: run test deploy-test lint bench vendor lock venv venv-run clean
 
 ## run: install what is missing, migrate, seed demo data, then start web, worker, beat, Redis, registry and fleet
 run: venv-run
@@ -17,6 +17,12 @@ run: venv-run
 test: venv
 	@scripts/system-deps.sh test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## deploy-test: compose.yaml's production stack, built from Debian's packages and tested through its TLS proxy in
+## Chromium (docs/deploy.md); about 10 minutes the first time on a machine, 4 once its images are cached
+deploy-test: venv
+	@scripts/system-deps.sh deploy
+	$(PY) -m pytest deploy/tests $(DEPLOY_TEST_ARGS)
 
 ## lint: ruff over the code
 lint: venv

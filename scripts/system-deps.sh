@@ -2,6 +2,7 @@
 # Installs the system packages the portal needs, on Debian as root; elsewhere prints the exact command to run.
 #   scripts/system-deps.sh run    what `make run` uses (registry, podman, skopeo, ...)
 #   scripts/system-deps.sh test   what `make test` uses (the above plus sshd, Chromium, ...)
+#   scripts/system-deps.sh deploy what `make deploy-test` uses (the above plus mmdebstrap, which makes the base image)
 set -euo pipefail
 purpose=${1:-test}
 run_pkgs=(podman buildah skopeo runc docker-registry busybox-static qemu-utils xorriso git openssh-client)
@@ -9,7 +10,8 @@ test_pkgs=("${run_pkgs[@]}" openssh-server chromium apache2-utils redis-server e
 case "$purpose" in
   run) pkgs=("${run_pkgs[@]}") ;;
   test) pkgs=("${test_pkgs[@]}") ;;
-  *) echo "usage: $0 run|test" >&2; exit 2 ;;
+  deploy) pkgs=("${test_pkgs[@]}" mmdebstrap) ;;
+  *) echo "usage: $0 run|test|deploy" >&2; exit 2 ;;
 esac
 
 missing=()
