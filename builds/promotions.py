@@ -24,7 +24,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from portal.access import can, check_team_action
+from portal.access import can, check_team_action, second_factor_refusal
 from portal.models import ROLE_ACTIONS, Action, Membership, Run, RunKind, RunStatus, Team, User
 from portal.services import audit, run_create
 
@@ -74,6 +74,9 @@ def approval_refusal(promotion: Promotion, user) -> str:
     stage = promotion.target_stage
     if not user.is_authenticated or not user.is_active:
         return "Log in to decide on promotions."
+    second_factor = second_factor_refusal(user, stage.team)  # also for approver groups, whatever the role
+    if second_factor:
+        return second_factor
     groups = _stage_groups(stage)
     if groups:
         if not user_groups_for_stage(stage, user):

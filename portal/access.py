@@ -2,7 +2,8 @@
 
 The rule everywhere: an object outside the user's teams does not exist for them (404, so ids reveal nothing); an object
 they may see but not act on is 403. Superusers may do everything. Help-desk users may read host state across teams
-(`helpdesk_readable=True`) and nothing else.
+(`helpdesk_readable=True`) and nothing else. A team may require a second factor for approving and administering
+(`Team.require_two_factor`): then those actions need a sign-in verified with one, superusers included.
 
 Each object type has one `get_<type>_for_user(user, pk, *, action=...)` helper. Apps define their own next to their
 models (`builds.access`, `hosts.access`) on top of `check_team_action`.
@@ -10,6 +11,7 @@ models (`builds.access`, `hosts.access`) on top of `check_team_action`.
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
+from django.urls import reverse
 
 from .models import HELPDESK_RUN_KINDS, ROLE_ACTIONS, Action, Membership, Run, Team
 
@@ -27,7 +29,9 @@ def team_roles(user):
 
 def forget_roles(user):
     """Drop the cached roles, after a membership of this user changed."""
-    target = getattr(user, "_wrapped", user)  # request.user and a socket's user are lazy proxies: the cache is inside
+    target = user
+    while hasattr(target, "_wrapped"):  # request.user is a lazy proxy (of a lazy proxy, with OTPMiddleware)
+        target = target._wrapped
     getattr(target, "__dict__", {}).pop("_team_roles_cache", None)
 
 
@@ -35,7 +39,37 @@ def role_in(user, team):
     return team_roles(user).get(team.pk if isinstance(team, Team) else team)
 
 
+# What a team that requires a second factor asks it for.
+SECOND_FACTOR_ACTIONS = (Action.APPROVE, Action.ADMIN)
+
+
+def second_factor_refusal(user, team):
+    """Why `user` may not approve or administer in `team` for want of a second factor, or "" when nothing stops them.
+
+    A second factor belongs to a sign-in: OTPMiddleware gives a request's user `is_verified()`. A user loaded anywhere
+    else (a task re-counting the approvals given earlier) carries no sign-in, and is judged on the role alone.
+    """
+    is_verified = getattr(user, "is_verified", None)
+    if is_verified is None or not _requires_second_factor(team) or is_verified():
+        return ""
+    return (f"{team} requires approvers and admins to sign in with a second factor. Set one up on your two-factor page "
+            f"({reverse('two_factor')}), or sign in again with it.")
+
+
+def _requires_second_factor(team):
+    if isinstance(team, Team):
+        return team.require_two_factor
+    return Team.objects.filter(pk=team, require_two_factor=True).exists()
+
+
 def can(user, team, action, *, helpdesk_readable=False):
+    if not role_allows(user, team, action, helpdesk_readable=helpdesk_readable):
+        return False
+    return action not in SECOND_FACTOR_ACTIONS or not second_factor_refusal(user, team)
+
+
+def role_allows(user, team, action, *, helpdesk_readable=False):
+    """Whether the user's role (or superuser or help-desk flag) allows `action`, before any second-factor rule."""
     if not user.is_authenticated or not user.is_active:
         return False
     if user.is_superuser:
@@ -54,8 +88,12 @@ def check_team_action(user, team, action, *, helpdesk_readable=False):
     """Raise Http404 when the user cannot see the team's objects at all, PermissionDenied when they cannot do `action`."""
     if not can_see(user, team, helpdesk_readable=helpdesk_readable):
         raise Http404("No such object.")
-    if not can(user, team, action, helpdesk_readable=helpdesk_readable):
+    if not role_allows(user, team, action, helpdesk_readable=helpdesk_readable):
         raise PermissionDenied(f"Your role in {team} does not allow you to {Action(action).label}.")
+    if action in SECOND_FACTOR_ACTIONS:
+        refusal = second_factor_refusal(user, team)
+        if refusal:
+            raise PermissionDenied(refusal)
 
 
 def get_object_for_user(queryset, user, *, team_of, action=Action.VIEW, helpdesk_readable=False, **lookup):

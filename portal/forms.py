@@ -35,6 +35,21 @@ class LoginForm(AuthenticationForm):
         self.helper.add_input(Submit("submit", "Log in", css_class="w-100"))
 
 
+class SecondFactorForm(forms.Form):
+    code = forms.CharField(
+        label="Code", max_length=32,
+        help_text="The six digits your authenticator app shows now, or one of your backup codes.",
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "autofocus": True, "spellcheck": "false",
+                                      "autocapitalize": "off"}),
+    )
+
+    def __init__(self, *args, setting_up=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        if setting_up:  # no backup codes exist yet
+            self.fields["code"].help_text = "The six digits the app shows now."
+            self.fields["code"].widget.attrs["inputmode"] = "numeric"
+
+
 class MemberAddForm(forms.Form):
     user = forms.CharField(label="Username or email", max_length=254)
     role = forms.ChoiceField(choices=Role.choices, initial=Role.DEVELOPER)

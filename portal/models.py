@@ -68,6 +68,10 @@ class Team(models.Model):
     name = models.CharField(max_length=100, unique=True)
     slug = models.SlugField(max_length=100, unique=True)
     description = models.TextField(blank=True)
+    require_two_factor = models.BooleanField(
+        "require a second factor", default=False,
+        help_text="Approvers and admins must sign in with a second factor to approve or administer in this team.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = TeamQuerySet.as_manager()

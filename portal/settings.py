@@ -95,6 +95,9 @@ INSTALLED_APPS = [
     "crispy_bootstrap5",
     "django_filters",
     "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "csp",
     "portal",
     "builds",
@@ -109,6 +112,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified(): signed in with a second factor
     "django.contrib.messages.middleware.MessageMiddleware",
     "portal.sessions.IdleSessionMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -258,6 +262,9 @@ WEBHOOK_RATE_LIMIT_PER_HOOK = env.str("WEBHOOK_RATE_LIMIT_PER_HOOK", default="60
 # Git hosts send every customer's webhooks from a few addresses: keep this one generous.
 WEBHOOK_RATE_LIMIT_PER_ADDRESS = env.str("WEBHOOK_RATE_LIMIT_PER_ADDRESS", default="600/m")
 RATE_LIMIT_KEY_PREFIX = "portal:ratelimit"
+
+# Second factor (django-otp, TOTP with backup codes): the name authenticator apps show for the portal's entry.
+OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Image Mode Portal")
 
 # --- Security --------------------------------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

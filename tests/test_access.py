@@ -299,9 +299,10 @@ class TestCancellingHostRuns:
 
 # --- Every URL of the portal, anonymous ------------------------------------------------------------------------------
 
-# What may answer without a login: the login itself, logging out, the health check, and the machine endpoints, which
-# authenticate with their own token or signature (tests/test_builds_remote.py and the API's tests cover those).
-PUBLIC = {"login", "logout", "health", "health_live", "health_ready"}
+# What may answer without a login: the login itself and its second step (which sends anyone without a password just
+# accepted back to the first: tests/test_two_factor.py), logging out, the health check, and the machine endpoints,
+# which authenticate with their own token or signature (tests/test_builds_remote.py and the API's tests cover those).
+PUBLIC = {"login", "login_verify", "logout", "health", "health_live", "health_ready"}
 MACHINE = {"api_build_create", "api_build_detail", "api_definition_list", "git_webhook"}
 
 
