@@ -13,6 +13,7 @@ import time
 from base64 import b32encode
 
 import segno
+from django.utils.safestring import mark_safe
 from django_otp import devices_for_user
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_static.models import StaticDevice
@@ -42,15 +43,17 @@ def provisioning_uri(user, key_hex):
 
 
 def qr_svg(uri):
-    """The URI as a QR code: an inline SVG drawn on the server (no image service, no script)."""
-    return segno.make(uri, error="m").svg_inline(scale=4, border=2, dark="#000", light="#fff", svgclass="qr-code",
-                                                 title="QR code for your authenticator app")
+    """The URI as a QR code: an inline SVG drawn on the server (no image service, no script), safe to put in a page."""
+    svg = segno.make(uri, error="m").svg_inline(scale=4, border=2, dark="#000", light="#fff", svgclass="qr-code",
+                                                title="QR code for your authenticator app")
+    # Reviewed: segno writes fixed markup, our constant title and path data; the URI is only in the modules' geometry.
+    return mark_safe(svg)  # nosec B308 B703
 
 
 def matching_step(key_hex, token):
     """The time step at which `token` is a code of the secret (one step of clock drift either way), or None."""
     token = normalize(token)
-    if not token.isdigit():
+    if not (token.isascii() and token.isdigit()) or len(key_hex) != 40:  # "²" is a digit int() refuses
         return None
     totp = TOTP(bytes.fromhex(key_hex))
     totp.time = time.time()

@@ -13,7 +13,6 @@ from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonRespons
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.utils.safestring import mark_safe
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 from django_otp import login as otp_login
@@ -125,34 +124,32 @@ def two_factor(request):
     user = request.user
     device = twofactor.app_device(user)
     verified = twofactor.is_verified(user)
+    if request.method == "POST" and device is not None and not verified:
+        return HttpResponseRedirect(reverse("two_factor"))
     form = SecondFactorForm(request.POST or None, setting_up=True)
     codes = None
-    if device is None or verified:
-        secret = request.session.get(ENROLL_SECRET) or twofactor.new_secret()
-        request.session[ENROLL_SECRET] = secret
-        if request.method == "POST" and form.is_valid():
-            try:
-                codes = services.two_factor_enroll(user=user, key_hex=secret, token=form.cleaned_data["code"],
-                                                   request=request)
-            except ValidationError as exc:
-                form.add_error("code", exc)
-            else:
-                del request.session[ENROLL_SECRET]
-                device = twofactor.app_device(user)
-                otp_login(request, device)
-                verified = True
-                form = SecondFactorForm(setting_up=True)
-    elif request.method == "POST":
-        return HttpResponseRedirect(reverse("two_factor"))
-    setting_up = device is None or (request.GET.get("replace") == "1" and verified and codes is None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            codes = services.two_factor_enroll(user=user, key_hex=request.session.get(ENROLL_SECRET, ""),
+                                               token=form.cleaned_data["code"], request=request)
+        except ValidationError as exc:
+            form.add_error("code", exc)
+        else:
+            del request.session[ENROLL_SECRET]
+            device = twofactor.app_device(user)
+            otp_login(request, device)
+            verified = True
     context = {
-        "device": device, "verified": verified, "codes": codes, "form": form, "setting_up": setting_up,
+        "device": device, "verified": verified, "codes": codes, "form": form,
         "codes_left": twofactor.backup_codes_left(user), "requiring": twofactor.teams_requiring(user),
+        "setting_up": codes is None and (device is None or (verified and request.GET.get("replace") == "1")),
     }
-    if setting_up:
+    if context["setting_up"]:
+        if ENROLL_SECRET not in request.session:
+            request.session[ENROLL_SECRET] = twofactor.new_secret()
         secret = request.session[ENROLL_SECRET]
-        uri = twofactor.provisioning_uri(user, secret)
-        context.update({"secret": twofactor.secret_for_people(secret), "qr_svg": mark_safe(twofactor.qr_svg(uri))})  # noqa: S308 - segno's own SVG of our URI
+        context.update({"secret": twofactor.secret_for_people(secret),
+                        "qr_svg": twofactor.qr_svg(twofactor.provisioning_uri(user, secret))})
     return render(request, "portal/two_factor.html", context, status=400 if form.errors else 200)
 
 

@@ -31,6 +31,9 @@ def forms(personas, run):
         (personas.admin, "post", f"/teams/{slug}/members/", ["user", "role"]),
         (personas.admin, "post", f"/teams/{slug}/members/{member}/role/", ["role"]),
         (personas.viewer, "post", "/switch-team/", ["team", "next"]),
+        (personas.viewer, "post", "/account/two-factor/", ["code"]),
+        (personas.viewer, "post", "/account/two-factor/verify/", ["code"]),
+        (personas.admin, "post", f"/teams/{slug}/two-factor/", ["required"]),
         (personas.superuser, "get", "/audit/", ["team", "actor", "action", "object", "q", "page"]),
         (personas.viewer, "get", f"/runs/{run.pk}/log/", ["after"]),
         (personas.viewer, "get", f"/runs/{run.pk}/log/lines/", ["after", "before", "limit", "end"]),
@@ -54,3 +57,16 @@ def test_no_500_for_any_value_in_any_field_of_the_core_forms(personas, run, clie
                     b"".join(response.streaming_content)
             data = {name: value for name in fields}  # every field at once
             assert getattr(client, method)(path, data).status_code < 500, (path, value)
+
+
+def test_no_500_for_any_second_factor_code_at_sign_in(personas, settings):
+    from tests.two_factor_fixtures import enroll, sign_in
+
+    settings.OTP_TOTP_THROTTLE_FACTOR = settings.OTP_STATIC_THROTTLE_FACTOR = 0  # every value is really checked
+    enroll(personas.developer)
+    client, response = sign_in("developer", "not a code")
+    assert response.status_code == 200
+    for value in NASTY:
+        response = client.post("/login/verify/", {"code": value})
+        assert response.status_code < 500, (value, response.status_code)
+        assert "_auth_user_id" not in client.session
