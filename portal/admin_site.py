@@ -6,10 +6,11 @@ ModelAdmin (the portal's, the features', and those of installed packages such as
 models and so is imported while this site is being built.
 """
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.shortcuts import redirect
 from django.utils.text import capfirst
 
-from . import services
+from . import services, twofactor
 from .models import Team
 
 # Fields whose values never go into the audit trail (that they changed does).
@@ -65,7 +66,22 @@ def _team_of(obj):
 
 
 class AuditedAdminSite(admin.AdminSite):
-    """The admin site, with every ModelAdmin audited (see AuditedAdminMixin)."""
+    """The admin site, with every ModelAdmin audited (see AuditedAdminMixin). Once any team requires a second factor,
+    the site requires a sign-in verified with one: it can change every team's members."""
+
+    def has_permission(self, request):
+        return super().has_permission(request) and not self.needs_second_factor(request)
+
+    @staticmethod
+    def needs_second_factor(request):
+        return not twofactor.is_verified(request.user) and Team.objects.filter(require_two_factor=True).exists()
+
+    def login(self, request, extra_context=None):
+        if request.user.is_active and request.user.is_staff and self.needs_second_factor(request):
+            messages.warning(request, "A team requires a second factor, so the admin site needs a sign-in verified with "
+                                      "one (it can change every team's members).")
+            return redirect("two_factor")
+        return super().login(request, extra_context)
 
     def register(self, model_or_iterable, admin_class=None, **options):
         admin_class = admin_class or admin.ModelAdmin

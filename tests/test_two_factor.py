@@ -212,6 +212,15 @@ class TestTeamRequirement:
                                                         {"user": "outsider", "role": "viewer"})
         assert response.status_code == 403
 
+    def test_the_admin_site_needs_a_verified_second_factor_once_a_team_requires_one(self, personas, client_for):
+        assert client_for(personas.superuser).get("/admin/portal/team/").status_code == 200
+        require_two_factor(personas.team)
+        response = client_for(personas.superuser).get("/admin/portal/team/", follow=True)
+        assert response.redirect_chain[-1][0] == "/account/two-factor/"
+        assert b"the admin site needs a sign-in verified with one" in response.content
+        client = verified_client(enroll(personas.superuser))
+        assert client.get("/admin/portal/team/").status_code == 200
+
     def test_other_teams_and_other_roles_are_not_affected(self, personas, client_for):
         require_two_factor(personas.team)
         assert client_for(personas.outsider).post(f"/teams/{personas.other_team.slug}/two-factor/").status_code == 403
