@@ -24,10 +24,12 @@ from pathlib import Path
 
 from django.conf import settings
 
+from portal.logsink import LineSplitter
 from portal.models import Run, RunStatus
-from portal.text import decoded
 
 KILL_GRACE_SECONDS = 1.5
+# Lines kept for a failure's summary are cut to this many characters (the summary shows 500 of each).
+TAIL_LINE_CHARS = 2000
 SELECT_SECONDS = 0.1
 SSH_CONNECT_SECONDS = 10
 
@@ -44,6 +46,19 @@ class CommandFailed(RunnerError):
     def __init__(self, argv, returncode, output_tail):
         self.argv, self.returncode, self.output_tail = argv, returncode, output_tail
         super().__init__(f"{Path(argv[0]).name} exited with status {returncode}")
+
+
+class OutputTooLarge(CommandFailed):
+    """A command whose output the portal keeps printed more than it keeps: it was stopped."""
+
+    def __init__(self, argv, limit):
+        super().__init__(argv, None, [])
+        self.args = (f"{Path(argv[0]).name} printed more than {_size(limit)}, the most the portal keeps of a "
+                     "command's output (RUNNER_CAPTURE_MAX_BYTES): it was stopped",)
+
+
+def _size(count):
+    return f"{count / 1024 / 1024:g} MiB" if count >= 1024 * 1024 else f"{count:,} bytes"
 
 
 class Cancelled(RunnerError):
@@ -88,21 +103,30 @@ class Watch:
             self.sink.write(line)
 
 
-class LineSplitter:
-    """Bytes in, whole lines of storable text out (a carriage return also ends a line: progress output; a NUL or a byte
-    that is not UTF-8 becomes U+FFFD)."""
+class Collector:
+    """What a runner keeps of one command's output: the log gets every line; captured stdout is kept up to
+    RUNNER_CAPTURE_MAX_BYTES (beyond it the command is stopped); the last `tail` lines (each cut to TAIL_LINE_CHARS)
+    are kept for the failure summary."""
 
-    def __init__(self):
-        self.buffer = b""
+    def __init__(self, *, argv, watch, capture, tail):
+        self.argv, self.watch, self.capture, self.tail = argv, watch, capture, tail
+        self.stdout: list[str] = []
+        self.lines: list[str] = []
+        self.captured = 0
+        self.limit = settings.RUNNER_CAPTURE_MAX_BYTES
 
-    def feed(self, data: bytes):
-        self.buffer += data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        *lines, self.buffer = self.buffer.split(b"\n")
-        return [decoded(line) for line in lines]
-
-    def rest(self):
-        rest, self.buffer = self.buffer, b""
-        return [decoded(rest)] if rest else []
+    def take(self, new, kind):
+        for line in new:
+            if kind == "out" and self.capture:
+                self.captured += len(line) + 1
+                if self.captured > self.limit:
+                    raise OutputTooLarge(self.argv, self.limit)
+                self.stdout.append(line)
+                continue
+            self.watch.log(line)
+            self.lines.append(line[:TAIL_LINE_CHARS])
+            if len(self.lines) > self.tail:
+                del self.lines[0]
 
 
 def display(argv):
@@ -216,7 +240,7 @@ class LocalRunner(Runner):
         except FileNotFoundError:
             raise BuilderUnavailable(f"{argv[0]} is not installed on this builder") from None
         streams = {process.stdout.fileno(): ("out", LineSplitter()), process.stderr.fileno(): ("err", LineSplitter())}
-        stdout, lines = [], []
+        output = Collector(argv=argv, watch=watch, capture=capture, tail=tail)
         try:
             open_fds = set(streams)
             while open_fds:
@@ -229,7 +253,7 @@ class LocalRunner(Runner):
                         new = splitter.rest()
                     else:
                         new = splitter.feed(data)
-                    self._take(new, kind, capture, stdout, lines, watch, tail)
+                    output.take(new, kind)
                 watch.poll()
             while process.poll() is None:
                 watch.poll()
@@ -242,19 +266,8 @@ class LocalRunner(Runner):
             process.stdout.close()
             process.stderr.close()
         if process.returncode != 0:
-            raise CommandFailed(argv, process.returncode, lines)
-        return Result(process.returncode, "\n".join(stdout), lines)
-
-    @staticmethod
-    def _take(new, kind, capture, stdout, lines, watch, tail):
-        for line in new:
-            if kind == "out" and capture:
-                stdout.append(line)
-                continue
-            watch.log(line)
-            lines.append(line)
-            if len(lines) > tail:
-                del lines[0]
+            raise CommandFailed(argv, process.returncode, output.lines)
+        return Result(process.returncode, "\n".join(output.stdout), output.lines)
 
     def mkdtemp(self):
         if self.work_dir:
@@ -337,7 +350,7 @@ class SSHRunner(Runner):
         channel = self._session()
         channel.exec_command(shlex.join(command))
         out, err = LineSplitter(), LineSplitter()
-        stdout, lines = [], []
+        output = Collector(argv=argv, watch=watch, capture=capture, tail=tail)
         pid = None
         try:
             while True:
@@ -348,16 +361,16 @@ class SSHRunner(Runner):
                     new = out.feed(channel.recv(65536))
                     if pid is None and new:
                         pid, new = new[0].strip(), new[1:]
-                    LocalRunner._take(new, "out", capture, stdout, lines, watch, tail)
+                    output.take(new, "out")
                 while channel.recv_stderr_ready():
                     got = True
-                    LocalRunner._take(err.feed(channel.recv_stderr(65536)), "err", capture, stdout, lines, watch, tail)
+                    output.take(err.feed(channel.recv_stderr(65536)), "err")
                 if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
                     break
                 if not got:
                     watch.poll()
-            LocalRunner._take(out.rest(), "out", capture, stdout, lines, watch, tail)
-            LocalRunner._take(err.rest(), "err", capture, stdout, lines, watch, tail)
+            output.take(out.rest(), "out")
+            output.take(err.rest(), "err")
             status = channel.recv_exit_status()
         except BaseException:
             if pid and pid.isdigit():
@@ -366,8 +379,8 @@ class SSHRunner(Runner):
             raise
         channel.close()
         if status != 0:
-            raise CommandFailed(argv, status, lines)
-        return Result(status, "\n".join(stdout), lines)
+            raise CommandFailed(argv, status, output.lines)
+        return Result(status, "\n".join(output.stdout), output.lines)
 
     def _kill(self, pid):
         with contextlib.suppress(Exception):
@@ -387,10 +400,15 @@ class SSHRunner(Runner):
             channel.sendall(stdin)
         channel.shutdown_write()
         out, err = [], []
+        size, limit = 0, settings.RUNNER_CAPTURE_MAX_BYTES
         while True:
             data = channel.recv(65536)
             if not data:
                 break
+            size += len(data)
+            if size > limit:
+                channel.close()
+                raise OutputTooLarge(argv, limit)
             out.append(data)
         while channel.recv_stderr_ready():
             err.append(channel.recv_stderr(65536))

@@ -17,7 +17,7 @@ from django.utils import timezone
 from portal import egress
 from portal import services as portal_services
 from portal.access import check_team_action
-from portal.logsink import LogSink
+from portal.logsink import LineSplitter, LogSink
 from portal.models import FINISHED_STATUSES, Action, Run, RunKind, RunStatus
 from portal.text import storable
 
@@ -512,19 +512,16 @@ class _LineWriter:
 
     def __init__(self, sink):
         self.sink = sink
-        self.buffer = ""
+        self.splitter = LineSplitter(carriage_return_ends_line=False)  # bootc's progress bars: the sink keeps the last
 
     def __call__(self, data):
-        self.buffer += data.decode("utf-8", errors="replace")
-        if "\n" in self.buffer:
-            complete, self.buffer = self.buffer.rsplit("\n", 1)
-            self.sink.write(complete)
+        for line in self.splitter.feed(data):
+            self.sink.write(line)
         self.sink.poll()
 
     def flush(self):
-        if self.buffer:
-            self.sink.write(self.buffer)
-            self.buffer = ""
+        for line in self.splitter.rest():
+            self.sink.write(line)
 
 
 def host_action_execute(action_id):

@@ -13,7 +13,8 @@ outgrows about twice the chunk size. Readers (`chunks`, `lines_between`, `tail_l
 at a time: the memory a reader needs is bounded by the chunk size, never by the log's size.
 
 A sink has one writer. Whoever feeds it from a stream that may go quiet calls `poll()` every so often (the runners do, from
-their select loop), which flushes a batch that is due and beats the run's heartbeat.
+their select loop), which flushes a batch that is due and beats the run's heartbeat. Whoever reads a process's output
+as bytes turns it into lines with `LineSplitter`, in linear time and with each line at most the sink's limit.
 """
 
 import json
@@ -31,6 +32,100 @@ from .models import LogChunk, LogSection, Run
 
 # Sections recorded per run at most: a log that prints "STEP 1/2:" a million times gets an outline of useful size.
 MAX_SECTIONS = 2000
+REPLACEMENT_UTF8 = "\ufffd".encode()
+
+
+class LineSplitter:
+    """Bytes in, whole lines of storable text out, in time linear in the bytes (each byte is looked at once, whatever
+    the lines' lengths).
+
+    A carriage return also ends a line (progress output), unless `carriage_return_ends_line=False`: then the sink
+    keeps what a terminal would show of the line (its last non-empty part). A NUL or a byte that is not UTF-8 becomes
+    U+FFFD. A line longer than `max_bytes` (by default RUN_LOG_LINE_MAX_CHARS, the sink's own limit) is given out as
+    soon as it passes the limit, cut at a character boundary and marked (mark included, it is at most `max_bytes`
+    long), and the rest of it is dropped as it arrives: a command that prints a gigabyte without a newline costs the
+    worker `max_bytes` of memory, not a gigabyte.
+    """
+
+    def __init__(self, max_bytes: int | None = None, *, carriage_return_ends_line: bool = True):
+        self.max_bytes = max_bytes or settings.RUN_LOG_LINE_MAX_CHARS
+        self.cr_ends_line = carriage_return_ends_line
+        self._parts: list[bytes] = []  # the line so far, at most max_bytes in all
+        self.buffered = 0
+        self._dropping = False  # the current line was cut: drop the rest of it
+        self._after_cr = False  # the last read ended with \r: a \n first in the next read ends no line
+        self._cut = None  # a line cut during this read, given out with it
+
+    def feed(self, data: bytes) -> list[str]:
+        if self._dropping and b"\n" not in data and (b"\r" not in data or not self.cr_ends_line):
+            self._after_cr = False
+            return []  # more of a line that was cut already
+        if self.cr_ends_line:
+            if self._after_cr and data.startswith(b"\n"):
+                data = data[1:]
+            self._after_cr = data.endswith(b"\r")
+            # One pass each, in C, over the whole read: line ends made \n, NUL made U+FFFD (PostgreSQL cannot hold it).
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        else:
+            data = data.replace(b"\r\n", b"\n")
+        if b"\x00" in data:
+            data = data.replace(b"\x00", REPLACEMENT_UTF8)
+        pieces = data.split(b"\n")
+        if len(pieces) == 1:
+            self._add(pieces[0])
+            return self._cut_lines()
+        lines = []
+        if not self._dropping:
+            self._add(pieces[0])
+            lines += self._cut_lines()
+        if not self._dropping:
+            lines.append(b"".join(self._parts).decode("utf-8", "replace"))
+        self._parts, self.buffered, self._dropping = [], 0, False
+        limit = self.max_bytes
+        for piece in pieces[1:-1]:
+            lines.append(piece.decode("utf-8", "replace") if len(piece) <= limit else self._marked(piece))
+        self._add(pieces[-1])
+        return lines + self._cut_lines()
+
+    def _add(self, piece: bytes):
+        if not piece or self._dropping:
+            return
+        room = self.max_bytes - self.buffered
+        if len(piece) <= room:
+            self._parts.append(piece)
+            self.buffered += len(piece)
+            return
+        self._cut = self._marked(b"".join(self._parts) + piece[:room])
+        self._parts, self.buffered, self._dropping = [], 0, True
+
+    def _cut_lines(self) -> list[str]:
+        """The line just cut, if any (given out at once, so a viewer sees it before its end ever comes)."""
+        cut, self._cut = self._cut, None
+        return [cut] if cut is not None else []
+
+    def _marked(self, data: bytes) -> str:
+        """The start of a line that is too long, and a mark saying so: at most max_bytes characters in all, so the log
+        sink, whose limit it is, stores it as it is."""
+        mark = f" [… cut: the line is longer than {self.max_bytes:,} bytes; the rest of it is not kept]"
+        kept = _whole_characters(data[:max(self.max_bytes - len(mark), 0)]).decode("utf-8", "replace")
+        return kept + mark
+
+    def rest(self) -> list[str]:
+        parts, dropping = self._parts, self._dropping
+        self._parts, self.buffered, self._dropping, self._after_cr = [], 0, False, False
+        return [b"".join(parts).decode("utf-8", "replace")] if parts and not dropping else []
+
+
+def _whole_characters(data: bytes) -> bytes:
+    """`data` without a UTF-8 character cut short at its end."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80:
+            return data  # ASCII: nothing open
+        if byte >= 0xC0:  # the lead byte of the last character: is the character whole?
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return data if back >= need else data[:-back]
+    return data
 
 
 class LogSink:

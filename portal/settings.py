@@ -220,6 +220,9 @@ RUN_LOG_CHUNK_BYTES = env.int("RUN_LOG_CHUNK_BYTES", default=256 * 1024)
 # offers the rest behind an "expand" link. See docs/logs.md.
 RUN_LOG_LINE_MAX_CHARS = env.int("RUN_LOG_LINE_MAX_CHARS", default=256 * 1024)
 RUN_LOG_DISPLAY_LINE_CHARS = env.int("RUN_LOG_DISPLAY_LINE_CHARS", default=64 * 1024)
+# The most a worker keeps in memory of a command's captured output (JSON from skopeo, the package list, ...): a
+# command that prints more is stopped and fails with the reason.
+RUNNER_CAPTURE_MAX_BYTES = env.int("RUNNER_CAPTURE_MAX_BYTES", default=64 * 1024 * 1024)
 RUN_HEARTBEAT_SECONDS = env.float("RUN_HEARTBEAT_SECONDS", default=10)
 # A running run whose worker has not beaten for this long is failed by the reaper.
 RUN_STALE_AFTER = timedelta(seconds=env.int("RUN_STALE_AFTER_SECONDS", default=120))

@@ -135,6 +135,22 @@ def test_nul_bytes_in_a_failing_step_are_stored_as_replacement_characters(defini
     assert "\x00" not in build.error_lines + build.failed_step + build.run.exit_reason
 
 
+def test_a_step_printing_a_long_line_without_a_newline_is_logged_cut_and_the_build_goes_on(definition, personas,
+                                                                                          settings):
+    settings.RUN_LOG_LINE_MAX_CHARS = 64 * 1024
+    revision = services.revision_create(
+        definition=definition, user=personas.developer,
+        containerfile=f"FROM {BASE_IMAGE}\nRUN head -c 50000000 /dev/zero | tr '\\0' a\nRUN echo after\n",
+    )
+    build = build_now(revision, personas.developer)
+    assert build.status == BuildStatus.SUCCEEDED, build.run.exit_reason
+    lines = [text for _, text in lines_after(build.run)]
+    cut = [line for line in lines if line.startswith("aaaa")]
+    mark = " [… cut: the line is longer than 65,536 bytes; the rest of it is not kept]"
+    assert cut == ["a" * (65536 - len(mark)) + mark]
+    assert "after" in lines
+
+
 def test_nul_bytes_in_the_package_database_are_stored_as_replacement_characters(definition, personas):
     dpkg_status = "Package: al\\0pha\\nStatus: install ok installed\\nVersion: 1.\\0\\n"
     revision = services.revision_create(
