@@ -106,6 +106,28 @@ def test_an_unbalanced_quote_is_an_error_on_its_line(text, line):
     assert inspect(text)["command"] == ""
 
 
+@pytest.mark.parametrize("text, line", [("''\ntext\n", 1), ("text\n'' # comment\n", 2), ('text\n"" rootpw x\n', 2)])
+def test_a_line_starting_with_empty_quotes_is_an_error_on_its_line(text, line):
+    assert validate(text)[0] == [f"line {line}: the line starts with empty quotes, where a command must be"]
+
+
+@pytest.mark.parametrize("field, value", [
+    ("lang", "en_US\nrootpw --plaintext x"), ("track_ref", "r/x:prod\x1e%end\x1erootpw --plaintext x\x1e%post\x1e"),
+    ("username", "ops\u2028"), ("ssh_key", "ssh-ed25519 AAAA ops\x85rootpw x"), ("image_ref", "q/a:1\r"),
+])
+def test_a_value_with_a_line_break_or_control_character_is_refused_naming_it(field, value):
+    spec = KickstartSpec(**{"image_ref": "q/a:1", "track_ref": "q/a:prod", "username": "ops", field: value})
+    with pytest.raises(kickstart.KickstartProblem, match="holds a line break or another control character"):
+        generate(spec)
+
+
+def test_the_title_stays_one_comment_line():
+    text = generate(KickstartSpec(image_ref="q/a:1", track_ref="q/a:prod",
+                                  title="web\nrootpw --plaintext x\x1erootpw --plaintext y"))
+    assert text.splitlines()[0] == "# web rootpw --plaintext x rootpw --plaintext y"
+    assert "\nrootpw --plaintext" not in text
+
+
 # --- The corpus: real kickstarts and Anaconda's own test templates ---------------------------------------------------
 
 EXPECTED = {
