@@ -19,6 +19,7 @@ an account of their own could spray, sign in as themselves, and spray again.
 
 from axes.attempts import get_cool_off_threshold
 from axes.handlers.database import AxesDatabaseHandler
+from axes.handlers.proxy import AxesProxyHandler
 from axes.helpers import get_client_username
 from axes.models import AccessAttempt
 from axes.signals import user_locked_out
@@ -77,8 +78,6 @@ def _failures(attempts):
 
 def lockout_response(request, original_response=None, credentials=None):
     """The page a locked-out login gets (HTTP 429), saying which lock applies and for how long."""
-    from axes.handlers.proxy import AxesProxyHandler
-
     locks = AxesProxyHandler.get_implementation().locks(request, credentials)
     context = {
         "address_locked": "address" in locks,
