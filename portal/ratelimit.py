@@ -26,7 +26,7 @@ from django.core.checks import Error
 from django.core.exceptions import ImproperlyConfigured
 from django.http import JsonResponse
 
-from .clientip import client_ip
+from .clientip import throttle_address
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def rate_limited(scope, *, per_address, per_key=None, key=None, key_name="token"
     def decorator(view):
         @wraps(view)
         def wrapped(request, *args, **kwargs):
-            checks = [("address", client_ip(request) or "unknown", per_address, "from one address")]
+            checks = [("address", throttle_address(request) or "unknown", per_address, "from one address")]
             identity = key(request, *args, **kwargs) if key is not None else None
             if identity:
                 checks.append(("key", identity, per_key, f"per {key_name}"))

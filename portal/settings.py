@@ -254,7 +254,7 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15
 AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "portal.login.lockout_response"
-AXES_CLIENT_IP_CALLABLE = "portal.clientip.client_ip"
+AXES_CLIENT_IP_CALLABLE = "portal.clientip.throttle_address"  # IPv6 counted per /64
 AXES_VERBOSE = False
 
 # Rate limits of the JSON API and the git webhooks (portal/ratelimit.py): COUNT/UNIT, units s, m, h, d. Over the limit:

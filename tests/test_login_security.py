@@ -5,7 +5,7 @@ import pytest
 from django.core import signing
 from django.test import Client, RequestFactory
 
-from portal.clientip import client_ip
+from portal.clientip import client_ip, throttle_address
 from portal.login import KNOWN_BROWSER_COOKIE
 from portal.models import AuditEvent
 
@@ -93,6 +93,16 @@ class TestGuessingOneAccount:
         assert login(own_browser, "developer", PASSWORD).status_code == 429
 
 
+class TestIpv6:
+    def test_addresses_of_one_ipv6_network_share_the_address_counter(self, personas, limits):
+        for n in range(4):  # one subscriber's /64, a fresh address for every try
+            login(Client(), f"user{n}", "Summer2026!", address=f"2001:db8:1:2::{n + 1:x}")
+        assert login(Client(), "viewer", PASSWORD, address="2001:db8:1:2:ffff::9").status_code == 429
+        assert signed_in(login(Client(), "viewer", PASSWORD, address="2001:db8:1:3::1"))  # the next /64
+        failed = AuditEvent.objects.filter(action="auth.login_failed").values_list("ip_address", flat=True)
+        assert "2001:db8:1:2::1" in set(failed)  # the trail keeps the whole address
+
+
 class TestProxies:
     def test_x_forwarded_for_from_a_peer_that_is_not_a_trusted_proxy_is_ignored(self, personas, limits):
         attacker = Client()
@@ -150,6 +160,12 @@ class TestClientAddress:
     def test_an_unreadable_entry_stops_the_walk_at_the_last_readable_hop(self, settings):
         assert self.ip(settings, "10.0.0.2", "203.0.113.5, garbage", trusted=["10.0.0.0/8"]) == "10.0.0.2"
         assert self.ip(settings, "10.0.0.2", "", trusted=["10.0.0.0/8"]) == "10.0.0.2"
+
+    def test_throttling_counts_ipv6_per_64(self, settings):
+        settings.TRUSTED_PROXIES = []
+        request = RequestFactory().get("/", REMOTE_ADDR="2001:db8:1:2:3:4:5:6")
+        assert throttle_address(request) == "2001:db8:1:2::"
+        assert throttle_address(RequestFactory().get("/", REMOTE_ADDR="198.51.100.7")) == "198.51.100.7"
 
     def test_no_address_at_all(self, settings):
         assert self.ip(settings, "") is None
