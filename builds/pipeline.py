@@ -20,7 +20,7 @@ from portal.logsink import LogSink
 from portal.models import AuditEvent, Run, RunStatus
 from portal.services import RunStateError, run_finish, run_set_phase, run_start
 
-from . import fetches, podman, registry
+from . import buildcontext, fetches, podman, registry
 from .models import (
     LABEL_BUILD_ID,
     LABEL_BUILD_NUMBER,
@@ -190,7 +190,7 @@ def build_execute(build_id: int) -> int | None:
         reason = (f"Timed out after {build.definition.timeout_minutes} min (the definition's limit); its processes "
                   "were stopped.")
         sink.write(reason)
-    except Refused as exc:
+    except (Refused, buildcontext.ContextRefused) as exc:
         reason = f"Refused before podman started: {exc}"
         sink.write(reason)
     except BuilderUnavailable as exc:
@@ -262,9 +262,11 @@ def _check_egress(build):
 
 
 def _prepare_context(build, runner, workdir, watch):
-    """Write the build context (portal files, or a git checkout); returns its directory."""
+    """Write the build context (portal files, or a git checkout) and confine it (`buildcontext`); returns the directory
+    podman may be given."""
     revision = build.revision
     context = f"{workdir}/context"
+    subdir = ""
     if revision.context_kind == ContextKind.GIT:
         env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
         runner.run(["git", "init", "-q", context], watch=watch, env=env)
@@ -275,8 +277,7 @@ def _prepare_context(build, runner, workdir, watch):
         build.source_commit = commit
         Build.objects.filter(pk=build.pk).update(source_commit=commit)
         watch.log(f"Checked out {revision.git_url} {revision.git_ref or 'HEAD'} at {commit}")
-        if revision.git_subdir:
-            context = f"{context}/{PurePosixPath(revision.git_subdir)}"
+        subdir = str(PurePosixPath(revision.git_subdir)) if revision.git_subdir else ""
     else:
         runner.mkdir(context)
         for item in revision.context_files.all():
@@ -284,7 +285,8 @@ def _prepare_context(build, runner, workdir, watch):
         count = revision.context_files.count()
         if count:
             watch.log(f"Wrote {count} context file(s)")
-    return context
+    return buildcontext.confine(runner, checkout=context, subdir=subdir, listing=f"{workdir}/context-listing",
+                                watch=watch)
 
 
 def _read_packages(builder, runner, image_id, watch):

@@ -221,24 +221,99 @@ def _alive(pid):
         return False
 
 
+# What the commands of a local builder keep of the worker's environment: where programs and podman's configuration are,
+# the locale, and the proxies of an egress firewall. Never the portal's own settings (SECRET_KEY, FIELD_ENCRYPTION_KEYS,
+# DATABASE_URL, ...): podman, git and what they start have no use for them.
+KEPT_ENVIRONMENT = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME", "SSL_CERT_FILE", "SSL_CERT_DIR", "http_proxy", "https_proxy", "no_proxy", "all_proxy",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
+})
+KEPT_PREFIXES = ("LC_", "CONTAINERS_", "BUILDAH_", "STORAGE_")
+
+# Run as `unshare --mount ... sh -c HIDE CWD PATH... -- ARGV...`: in a mount namespace of its own, cover each of the
+# portal's directories with an empty read-only tmpfs (and each file with /dev/null), go to CWD, become the command.
+HIDE_SCRIPT = r"""
+cwd=$1; shift
+while [ "$1" != "--" ]; do
+  if [ -d "$1" ]; then mount -t tmpfs -o ro,nosuid,nodev,noexec,size=4k,mode=0 portal-hidden "$1" || exit 126
+  elif [ -e "$1" ]; then mount --bind /dev/null "$1" || exit 126
+  fi
+  shift
+done
+shift
+cd "$cwd" || exit 126
+exec "$@"
+"""
+
+
+def command_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k in KEPT_ENVIRONMENT or k.startswith(KEPT_PREFIXES)}
+
+
+def hidden_paths() -> list[str]:
+    """The portal's own files, which no command of a local builder may see: its code and .env (BASE_DIR), var/ (keys,
+    the SQLite database, Redis's socket), MEDIA_ROOT (every team's disk images) and BUILD_HIDDEN_PATHS."""
+    candidates = [settings.BASE_DIR, settings.VAR_DIR, settings.MEDIA_ROOT, *settings.BUILD_HIDDEN_PATHS]
+    paths = sorted({os.path.realpath(str(p)) for p in candidates if str(p).strip()})
+    return [p for p in paths if _inside(p, [q for q in paths if q != p]) is None]
+
+
+def _inside(path: str, directories: list[str]) -> str | None:
+    """The first of `directories` that holds `path` (or is it)."""
+    real = os.path.realpath(path)
+    for directory in directories:
+        if real == directory or real.startswith(directory.rstrip("/") + "/"):
+            return directory
+    return None
+
+
+def hiding(argv: list[str], hidden: list[str], cwd: str | None = None) -> list[str]:
+    """argv run in a mount namespace of its own in which `hidden` are empty."""
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", HIDE_SCRIPT, "sh", cwd or "/",
+            *hidden, "--", *argv]
+
+
 class LocalRunner(Runner):
-    """Commands on the worker's own machine."""
+    """Commands on the worker's own machine, each in a mount namespace in which the portal's own files are hidden
+    (`hidden_paths`), with an environment that holds none of the portal's settings.
+
+    A mount namespace rather than a separate user: podman runs rootful here (bootc-image-builder needs root and
+    --privileged anyway), and a namespace hides the files whatever their modes, including a .env or var/ that a
+    deployment left world-readable. It needs the worker to run as root, as podman does.
+    """
 
     name = "local"
 
-    def __init__(self, *, work_dir: str = ""):
+    def __init__(self, *, work_dir: str = "", visible: tuple[str, ...] = ()):
         self.work_dir = work_dir or settings.BUILD_WORK_DIR or None
+        self.hidden = hidden_paths()
+        self.problem = ""
+        if os.geteuid() != 0:
+            self.problem = ("the worker does not run as root, so it cannot hide the portal's files from builds (a mount "
+                            "namespace); run it as root, as rootful podman needs anyway, or use a remote builder")
+        for path in (self.work_dir or tempfile.gettempdir(), *[v for v in visible if v]):
+            hider = _inside(path, self.hidden)
+            if hider:
+                self.problem = (f"{path} is inside {hider}, which builds must not see: give the builder a work "
+                                "directory and podman storage outside the portal's own files")
 
     def run(self, argv, *, watch, cwd=None, env=None, capture=False, echo=True, tail=40, shown=None):
+        if self.problem:
+            raise BuilderUnavailable(self.problem)
+        environment = {**command_environment(), **(env or {})}
+        if shutil.which(argv[0], path=environment.get("PATH")) is None:
+            raise BuilderUnavailable(f"{argv[0]} is not installed on this builder")
         if echo:
             watch.log(shown or display(argv))
         try:
             process = subprocess.Popen(
-                argv, cwd=cwd, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_set_parent_death_signal,  # noqa: PLW1509
+                hiding(argv, self.hidden, cwd), env=environment, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                preexec_fn=_set_parent_death_signal,  # noqa: PLW1509
             )
         except FileNotFoundError:
-            raise BuilderUnavailable(f"{argv[0]} is not installed on this builder") from None
+            raise BuilderUnavailable("unshare (util-linux) is not installed on this builder") from None
         streams = {process.stdout.fileno(): ("out", LineSplitter()), process.stderr.fileno(): ("err", LineSplitter())}
         output = Collector(argv=argv, watch=watch, capture=capture, tail=tail)
         try:
@@ -455,4 +530,4 @@ def runner_for(builder) -> Runner:
     if builder.kind == "ssh":
         return SSHRunner(host=builder.host, port=builder.port, username=builder.username,
                          private_key=builder.private_key, host_key=builder.host_key, work_dir=builder.work_dir)
-    return LocalRunner(work_dir=builder.work_dir)
+    return LocalRunner(work_dir=builder.work_dir, visible=(builder.podman_root, builder.podman_runroot))

@@ -353,6 +353,9 @@ BUILD_GIT_URL_SCHEMES = env.list("BUILD_GIT_URL_SCHEMES", default=["https", "ssh
 BUILD_SCHEDULE_HOUR = env.int("BUILD_SCHEDULE_HOUR", default=2)  # UTC hour of nightly/weekly rebuilds
 BUILD_CANCEL_POLL_SECONDS = env.float("BUILD_CANCEL_POLL_SECONDS", default=1.0)
 BUILD_WORK_DIR = env.str("BUILD_WORK_DIR", default="")  # where contexts are prepared; empty: the system temp dir
+# More of the worker's paths that no build may see (docs/security.md#build-isolation), besides BASE_DIR, var/ and
+# MEDIA_ROOT, e.g. "/root/.ssh,/etc/portal".
+BUILD_HIDDEN_PATHS = env.list("BUILD_HIDDEN_PATHS", default=[])
 # podman storage for the local builder when it is created automatically; empty: podman's defaults.
 BUILD_PODMAN_ROOT = env.str("BUILD_PODMAN_ROOT", default="")
 BUILD_PODMAN_RUNROOT = env.str("BUILD_PODMAN_RUNROOT", default="")
