@@ -16,6 +16,7 @@ from .models import (
     Build,
     Builder,
     ChangeWindow,
+    GitCredential,
     GitWebhook,
     ImageDefinition,
     NotificationWebhook,
@@ -54,6 +55,12 @@ def get_build_for_user(user, pk, *, action=Action.VIEW):
 def get_registry_credential_for_user(user, pk, *, action=Action.ADMIN):
     return get_object_for_user(
         RegistryCredential.objects.select_related("team"), user, team_of=lambda c: c.team, action=action, pk=pk
+    )
+
+
+def get_git_credential_for_user(user, pk, *, action=Action.ADMIN):
+    return get_object_for_user(
+        GitCredential.objects.select_related("team"), user, team_of=lambda c: c.team, action=action, pk=pk
     )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from django.conf import settings
 
@@ -659,7 +660,8 @@ SAFE_PATH_RE = re.compile(r"^[A-Za-z0-9._@+-]+(?:/[A-Za-z0-9._@+-]+)*$")
 
 
 def validate_git_url(url: str) -> str | None:
-    """None if the URL may be cloned by a worker, else why not."""
+    """None if the URL may be cloned by a worker, else why not. A URL with a password or token in it is refused: it
+    would be shown to the whole team and echoed into build logs and image labels."""
     if not url:
         return "Give the repository's URL."
     if url.startswith("-") or any(c.isspace() for c in url) or len(url) > 500:
@@ -668,7 +670,33 @@ def validate_git_url(url: str) -> str | None:
     scheme = url.split("://", 1)[0].lower() if "://" in url else ("ssh" if re.match(r"^[\w.-]+@[\w.-]+:", url) else "")
     if scheme not in allowed:
         return f"Use a {', '.join(s + '://' for s in allowed)} URL" + (" (or user@host:path)" if "ssh" in allowed else "") + "."
+    if "://" in url:
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            return "That is not a repository URL."
+        if parts.password is not None or (parts.username is not None and scheme != "ssh"):
+            host = git_credential_host(url.replace(parts.netloc, parts.netloc.rsplit("@", 1)[1], 1)) or parts.hostname
+            return (f"Take the user name and token out of the URL: save them as a git login for {host} on the team's "
+                    "build integrations page, and every build from that host uses it. (A URL is shown to the whole "
+                    "team and written into build logs and image labels.)")
     return None
+
+
+def git_credential_host(url: str) -> str:
+    """The key of the git login that applies to an http(s) URL: its host, with the port when it is not the scheme's
+    default ("" for other schemes)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return ""
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return ""
+    default = 443 if parts.scheme.lower() == "https" else 80
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{port}" if port and port != default else host
 
 
 def validate_context(*, kind: str, git_url: str = "", git_ref: str = "", git_subdir: str = "",

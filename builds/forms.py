@@ -296,6 +296,39 @@ class RegistryCredentialForm(forms.ModelForm):
         return data
 
 
+class GitCredentialForm(forms.Form):
+    host = forms.CharField(max_length=255, label="Git host", help_text="host or host:port, e.g. github.com or "
+                                                                        "git.example.com:8443")
+    username = forms.CharField(max_length=200, required=False, label="User name",
+                               help_text="Empty for hosts that take the token as the user name.")
+    token = forms.CharField(required=False, label="Token or password", widget=forms.PasswordInput(render_value=False),
+                            help_text="Stored encrypted and never shown again; empty keeps the stored one.")
+
+    def __init__(self, *args, team, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.team = team
+        self.helper = FormHelper()
+        self.helper.form_tag = False
+
+    def clean_host(self):
+        value = self.cleaned_data["host"].strip().lower()
+        value = re.sub(r"^[a-z]+://", "", value).rstrip("/")
+        if "@" in value or not re.match(r"^([a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(:[0-9]{1,5})?$", value):
+            raise ValidationError("Give the git server as host or host:port, e.g. github.com (no user, no path).")
+        host, _, port = value.rpartition(":") if not value.endswith("]") and ":" in value else (value, "", "")
+        try:
+            egress.check(host.strip("[]"), int(port) if port else 443, what=f"The git host {value}")
+        except egress.EgressRefused as exc:
+            raise ValidationError(str(exc)) from None
+        return value
+
+    def clean_token(self):
+        token = self.cleaned_data.get("token") or ""
+        if any(c in token for c in "\r\n\0"):
+            raise ValidationError("A token is one line of text.")
+        return token
+
+
 class ApiTokenForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="What uses it, e.g. 'GitLab CI for web-os'.")
 

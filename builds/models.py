@@ -308,6 +308,29 @@ class RegistryCredential(models.Model):
         return f"{self.username or '(anonymous)'}@{self.registry}"
 
 
+class GitCredential(models.Model):
+    """A team's login to a git host over HTTPS: a user name and a token (stored encrypted), used for every revision of
+    the team that builds from that host. git gets it through GIT_ASKPASS from a 0600 file on the builder, never on a
+    command line or in a URL. An empty user name means the host takes the token as the user name
+    (https://TOKEN@host)."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="git_credentials")
+    host = models.CharField(max_length=255, help_text="host[:port] of the git server, e.g. github.com")
+    username = models.CharField(max_length=200, blank=True)
+    token = EncryptedTextField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["team", "host"]
+        constraints = [models.UniqueConstraint(fields=["team", "host"], name="one_git_credential_per_team_host")]
+
+    def __str__(self):
+        return f"{self.username or '(token)'}@{self.host}"
+
+
 class ApiToken(models.Model):
     """A team's token for CI pipelines: triggers builds and reads their status with the developer's rights in that team.
 

@@ -16,11 +16,13 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from portal import egress
 from portal.logsink import LogSink
 from portal.models import AuditEvent, Run, RunStatus
 from portal.services import RunStateError, run_finish, run_set_phase, run_start
 
-from . import buildcontext, fetches, podman, registry
+from . import buildcontext, fetches, git, podman, registry
+from .containerfile import git_credential_host
 from .models import (
     LABEL_BUILD_ID,
     LABEL_BUILD_NUMBER,
@@ -32,6 +34,7 @@ from .models import (
     Builder,
     BuildPhase,
     ContextKind,
+    GitCredential,
 )
 from .notifications import notify_build_failed
 from .runner import BuilderUnavailable, Cancelled, CommandFailed, TimedOut, Watch, display, runner_for
@@ -268,12 +271,20 @@ def _prepare_context(build, runner, workdir, watch):
     context = f"{workdir}/context"
     subdir = ""
     if revision.context_kind == ContextKind.GIT:
-        env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
-        runner.run(["git", "init", "-q", context], watch=watch, env=env)
-        runner.run(["git", "-C", context, "fetch", "-q", "--depth=1", "--", revision.git_url, revision.git_ref or "HEAD"],
-                   watch=watch, env=env)
-        runner.run(["git", "-C", context, "checkout", "-q", "FETCH_HEAD"], watch=watch, env=env)
-        commit = runner.run(["git", "-C", context, "rev-parse", "HEAD"], watch=watch, capture=True).stdout.strip()
+        login = f"{workdir}/git-login"
+        env = git.environment(_write_git_login(build, runner, login))
+        try:
+            runner.run(git.init_args(context), watch=watch, env=env)
+            try:
+                checked = egress.check_url(revision.git_url, what="The repository URL")
+            except egress.EgressRefused as exc:
+                raise Refused(str(exc)) from None
+            pins = git.curl_resolve(revision.git_url, checked.addresses)
+            runner.run(git.fetch_args(context, revision.git_url, revision.git_ref, pins=pins), watch=watch, env=env)
+        finally:
+            runner.remove_tree(login)
+        runner.run(git.checkout_args(context), watch=watch, env=env)
+        commit = runner.run(git.head_args(context), watch=watch, env=env, capture=True).stdout.strip()
         build.source_commit = commit
         Build.objects.filter(pk=build.pk).update(source_commit=commit)
         watch.log(f"Checked out {revision.git_url} {revision.git_ref or 'HEAD'} at {commit}")
@@ -287,6 +298,19 @@ def _prepare_context(build, runner, workdir, watch):
             watch.log(f"Wrote {count} context file(s)")
     return buildcontext.confine(runner, checkout=context, subdir=subdir, listing=f"{workdir}/context-listing",
                                 watch=watch)
+
+
+def _write_git_login(build, runner, directory) -> str:
+    """The team's git login for the revision's host, as files for git's askpass script (0600, outside the context,
+    removed right after the fetch); returns the GIT_ASKPASS program ("true": no login)."""
+    host = git_credential_host(build.revision.git_url)
+    credential = GitCredential.objects.filter(team=build.definition.team, host=host).first() if host else None
+    if credential is None:
+        return "true"
+    runner.write_file(f"{directory}/{git.USERNAME_NAME}", credential.username.encode(), 0o600)
+    runner.write_file(f"{directory}/{git.TOKEN_NAME}", credential.token.encode(), 0o600)
+    runner.write_file(f"{directory}/{git.ASKPASS_NAME}", git.ASKPASS_SCRIPT.encode(), 0o700)
+    return f"{directory}/{git.ASKPASS_NAME}"
 
 
 def _read_packages(builder, runner, image_id, watch):

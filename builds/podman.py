@@ -153,6 +153,10 @@ ERROR_RE = re.compile(r"(^Error:|^error |level=error|: error:|\berror\b.*:|^E: |
                       re.IGNORECASE)
 
 HINTS = [
+    (re.compile(r"Authentication failed for|could not read (Username|Password) for|terminal prompts disabled|"
+                r"HTTP Basic: Access denied|Invalid username or password", re.I),
+     "The git repository wants a login: a team admin saves a git login for its host on the team's build "
+     "integrations page (the repository URL never holds one)."),
     (re.compile(r"no space left on device", re.I),
      "The builder ran out of disk space. Free space in its podman storage (podman system prune) or give it more."),
     (re.compile(r"exec format error|does not match the expected platform|no image found in (manifest list|image "

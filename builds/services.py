@@ -487,6 +487,42 @@ def registry_credential_delete(*, credential, user: User | None, request=None):
         credential.delete()
 
 
+# --- Git logins ------------------------------------------------------------------------------------------------------
+
+
+def git_credential_save(*, team: Team, user: User | None, host: str, username: str, token: str, request=None):
+    """Add or replace the team's login to the git host `host` (host[:port]). An empty token keeps the stored one. The
+    token never reaches the audit trail."""
+    from .models import GitCredential
+
+    _check(user, team, Action.ADMIN)
+    with transaction.atomic():
+        credential = GitCredential.objects.select_for_update().filter(team=team, host=host).first()
+        created = credential is None
+        if created:
+            if not token:
+                raise ValidationError({"token": "Give the token (or password) git should log in with."})
+            credential = GitCredential(team=team, host=host, created_by=user)
+        credential.username = username
+        if token:
+            credential.token = token
+        credential.save()
+        audit(action="git_credential.save", summary=f"saved the git login for {host} of {team} "
+                                                    f"({username or 'token as user name'})",
+              actor=user, team=team, obj=credential, request=request,
+              detail={"host": host, "username": username, "token_changed": bool(token)})
+    return credential
+
+
+def git_credential_delete(*, credential, user: User | None, request=None):
+    _check(user, credential.team, Action.ADMIN)
+    with transaction.atomic():
+        audit(action="git_credential.delete", summary=f"deleted the git login for {credential.host} of "
+                                                      f"{credential.team}",
+              actor=user, team=credential.team, obj=credential, request=request)
+        credential.delete()
+
+
 # --- API tokens and webhooks -----------------------------------------------------------------------------------------
 
 

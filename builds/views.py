@@ -22,6 +22,7 @@ from .access import (
     get_build_for_user,
     get_builder_for_user,
     get_definition_for_user,
+    get_git_credential_for_user,
     get_registry_credential_for_user,
     get_revision_for_user,
     get_webhook_for_user,
@@ -32,6 +33,7 @@ from .forms import (
     BuilderForm,
     BuildFilter,
     DefinitionForm,
+    GitCredentialForm,
     RegistryCredentialForm,
     RevisionForm,
 )
@@ -41,6 +43,7 @@ from .models import (
     Build,
     Builder,
     DiskImage,
+    GitCredential,
     GitWebhook,
     ImageDefinition,
     Promotion,
@@ -486,10 +489,12 @@ def integrations(request, slug):
 
 
 def _render_integrations(request, team, *, credential_form=None, token_form=None, new_token=None, new_webhook=None,
-                         status=200):
+                         git_form=None, status=200):
     return render(request, "builds/integrations.html", {
         "team": team,
         "credentials": RegistryCredential.objects.filter(team=team),
+        "git_credentials": GitCredential.objects.filter(team=team),
+        "git_form": git_form or GitCredentialForm(team=team),
         "tokens": ApiToken.objects.filter(team=team).select_related("created_by"),
         "webhooks": GitWebhook.objects.filter(team=team),
         "credential_form": credential_form or RegistryCredentialForm(team=team),
@@ -519,6 +524,33 @@ def credential_delete(request, pk):
     credential = get_registry_credential_for_user(request.user, pk)
     services.registry_credential_delete(credential=credential, user=request.user, request=request)
     messages.success(request, f"Deleted the login for {credential.registry}.")
+    return redirect("integrations", slug=credential.team.slug)
+
+
+@login_required
+@require_POST
+def git_credential_create(request, slug):
+    team = get_team_for_user(request.user, slug, action=Action.ADMIN)
+    form = GitCredentialForm(request.POST, team=team)
+    if form.is_valid():
+        try:
+            services.git_credential_save(team=team, user=request.user, host=form.cleaned_data["host"],
+                                         username=form.cleaned_data["username"].strip(),
+                                         token=form.cleaned_data["token"], request=request)
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+    if form.errors:
+        return _render_integrations(request, team, git_form=form, status=400)
+    messages.success(request, f"Saved the git login for {form.cleaned_data['host']}: builds from it use it now.")
+    return redirect("integrations", slug=team.slug)
+
+
+@login_required
+@require_POST
+def git_credential_delete(request, pk):
+    credential = get_git_credential_for_user(request.user, pk)
+    services.git_credential_delete(credential=credential, user=request.user, request=request)
+    messages.success(request, f"Deleted the git login for {credential.host}.")
     return redirect("integrations", slug=credential.team.slug)
 
 

@@ -455,3 +455,49 @@ def user_create(*, username, password, email="", is_helpdesk=False, is_superuser
         user.save()
         audit(action="user.create", summary=f"created user {username}", actor=actor, obj=user)
     return user
+
+
+# --- Stored secrets --------------------------------------------------------------------------------------------------
+
+
+class SecretsRotateError(Exception):
+    """A stored secret could not be re-encrypted; the message names the model, the row and the field."""
+
+
+def secrets_rotate(*, actor=None) -> dict[str, int]:
+    """Re-encrypt every stored secret (every EncryptedTextField of every model) with the newest key of
+    FIELD_ENCRYPTION_KEYS, in one transaction. A secret that no configured key decrypts stops it with
+    SecretsRotateError naming the model, the row and the field, and nothing is changed. Returns rows per model."""
+    from django.apps import apps
+    from django.db.models import TextField
+    from django.db.models.functions import Cast
+
+    from .crypto import EncryptedTextField, SecretUnreadable, decrypt
+
+    counts: dict[str, int] = {}
+    with transaction.atomic():
+        for model in apps.get_models():
+            fields = [f.name for f in model._meta.concrete_fields if isinstance(f, EncryptedTextField)]
+            if not fields:
+                continue
+            # The stored text as it is (a plain cast skips the field's decryption), so a failure can name its row.
+            raw = {f"stored_{name}": Cast(name, output_field=TextField()) for name in fields}
+            rows = model._base_manager.select_for_update().order_by("pk").annotate(**raw)
+            for row in rows.values("pk", *raw):
+                plain = {}
+                for name in fields:
+                    stored = row[f"stored_{name}"]
+                    if not stored:
+                        continue
+                    try:
+                        plain[name] = decrypt(stored)
+                    except SecretUnreadable:
+                        raise SecretsRotateError(
+                            f"{model._meta.label} row {row['pk']}, field {name}: no key in FIELD_ENCRYPTION_KEYS "
+                            "decrypts it (was a key removed before this row was re-encrypted?)") from None
+                if plain:
+                    model._base_manager.filter(pk=row["pk"]).update(**plain)  # saving encrypts with the newest key
+                    counts[model._meta.label] = counts.get(model._meta.label, 0) + 1
+        audit(action="secrets.rotate", actor=actor, detail=counts,
+              summary=f"re-encrypted {sum(counts.values())} rows of stored secrets with the newest key")
+    return counts

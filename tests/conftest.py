@@ -81,6 +81,34 @@ def wait_for(predicate, timeout=20.0, interval=0.05, what="condition"):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+class ProcessWatcher:
+    """Reads every process's command line on the machine while something runs (`with ProcessWatcher() as w:`), so a
+    test can show a secret never appeared in one: `/proc/PID/cmdline` is readable by every user."""
+
+    def __init__(self):
+        self.seen, self.stop = set(), threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+
+    def loop(self):
+        while not self.stop.is_set():
+            for pid in os.listdir("/proc"):
+                if pid.isdigit():
+                    try:
+                        with open(f"/proc/{pid}/cmdline", "rb") as f:
+                            self.seen.add(f.read().replace(b"\0", b" ").decode(errors="replace"))
+                    except OSError:
+                        pass
+            time.sleep(0.01)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def close_stray_connections_at_the_end(django_db_setup, django_db_blocker):
     """Threads of servers and consumers may leave a connection open; end them so the test database can be dropped."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from builds import buildcontext, pipeline, services
@@ -104,6 +104,8 @@ def test_whatever_the_links_the_check_accepts_only_what_resolves_inside(pairs):
     import tempfile
 
     links = dict(pairs)
+    # A tree cannot hold a link and something under it (a/b with a a link): such pairs are not trees.
+    assume(not any(other.startswith(path + "/") for path in links for other in links))
     entries = [link(path, target) for path, target in links.items()]
     try:
         buildcontext.check(entries)
@@ -114,12 +116,10 @@ def test_whatever_the_links_the_check_accepts_only_what_resolves_inside(pairs):
         root.mkdir()
         for path, target in links.items():
             (root / path).parent.mkdir(parents=True, exist_ok=True)
-            if not (root / path).is_symlink() and not (root / path).exists():
-                os.symlink(target, root / path)
+            os.symlink(target, root / path)
         for path in links:
-            if (root / path).is_symlink():
-                resolved = Path(os.path.realpath(root / path))
-                assert resolved == root or root in resolved.parents, (path, links)
+            resolved = Path(os.path.realpath(root / path))
+            assert resolved == root or root in resolved.parents, (path, links)
 
 
 # --- Real builds -----------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import pytest
 from django.urls import reverse
 
 from builds import services
-from builds.models import ApiToken, Build, Builder, GitWebhook, ImageDefinition, RegistryCredential
+from builds.models import ApiToken, Build, Builder, GitCredential, GitWebhook, ImageDefinition, RegistryCredential
 from portal.models import RunStatus
 from portal.services import run_finish
 from tests.conftest import free_port
@@ -94,6 +94,7 @@ def test_deleting_a_definition_is_refused_to_outsiders_and_viewers(client_for, p
 
 @pytest.mark.parametrize("name, data, model", [
     ("credential_create", {"registry": "quay.io", "username": "robot", "password": "x"}, RegistryCredential),
+    ("git_credential_create", {"host": "git.example.com", "username": "ci", "token": "x"}, GitCredential),
     ("token_create", {"name": "ci"}, ApiToken),
     ("webhook_create", {}, GitWebhook),
 ])
@@ -112,10 +113,13 @@ def integrations(personas):
                                                    username="robot", password="x", insecure=False)
     token, _ = services.api_token_create(team=personas.team, user=personas.admin, name="ci")
     hook, _ = services.webhook_create(team=personas.team, user=personas.admin)
-    return {"credential_delete": credential, "token_revoke": token, "webhook_delete": hook}
+    git_login = services.git_credential_save(team=personas.team, user=personas.admin, host="git.example.com",
+                                             username="ci", token="x")
+    return {"credential_delete": credential, "token_revoke": token, "webhook_delete": hook,
+            "git_credential_delete": git_login}
 
 
-@pytest.mark.parametrize("name", ["credential_delete", "token_revoke", "webhook_delete"])
+@pytest.mark.parametrize("name", ["credential_delete", "git_credential_delete", "token_revoke", "webhook_delete"])
 def test_removing_integrations_is_for_team_admins(client_for, personas, integrations, name):
     obj = integrations[name]
     url = reverse(name, args=[obj.pk])

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import subprocess
-import threading
 import time
 
 import pytest
@@ -28,7 +27,7 @@ from tests.builds_fixtures import (  # noqa: F401
     podman_store,
     sshd,
 )
-from tests.conftest import start_in_thread
+from tests.conftest import ProcessWatcher, start_in_thread
 from tests.diskimage_fixtures import ISO_VOLUME_ID, bib_standin, diskimage_settings  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -144,33 +143,6 @@ def test_vhd_gce_and_ami_without_upload(built, personas):
     assert [[a[i + 1] for i, x in enumerate(a) if x == "--type"] for a in disk_image.commands] == \
         [["raw", "vhd", "gce"], ["ami"]]
     assert all(["--rootfs", "ext4"] == a[a.index("--rootfs"):a.index("--rootfs") + 2] for a in disk_image.commands)
-
-
-class ProcessWatcher:
-    """Reads every process's command line on the machine while a conversion runs."""
-
-    def __init__(self):
-        self.seen, self.stop = set(), threading.Event()
-        self.thread = threading.Thread(target=self.loop, daemon=True)
-
-    def loop(self):
-        while not self.stop.is_set():
-            for pid in os.listdir("/proc"):
-                if pid.isdigit():
-                    try:
-                        with open(f"/proc/{pid}/cmdline", "rb") as f:
-                            self.seen.add(f.read().replace(b"\0", b" ").decode(errors="replace"))
-                    except OSError:
-                        pass
-            time.sleep(0.01)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
 
 
 def test_an_ami_upload_gets_its_aws_keys_and_the_registry_login_from_stored_secrets_never_on_a_command_line(
