@@ -29,12 +29,11 @@ from portal.models import AuditEvent, RunStatus
 from portal.services import RunStateError, run_finish, run_set_phase, run_start
 
 from . import converters, diskconfig, fetches, podman, registry
-from .models import Artifact, Build, Builder, DiskImage, DiskImageBackend, artifact_storage
+from .models import Artifact, Builder, DiskImage, DiskImageBackend, artifact_storage
 from .runner import BuilderUnavailable, Cancelled, CommandFailed, TimedOut, Watch, runner_for
 
 log = logging.getLogger(__name__)
 
-BUSY_RETRY_SECONDS = 5
 COPY_CHUNK = 1024 * 1024
 HEAD_BYTES = 36 * 1024
 AMI_ID_RE = re.compile(r"\bami-[0-9a-f]{8,17}\b")
@@ -95,25 +94,18 @@ class MovableFile(File):
         return self.file.name
 
 
-def builder_busy(builder) -> int:
-    return (Build.objects.filter(builder=builder, run__status=RunStatus.RUNNING).count()
-            + DiskImage.objects.filter(builder=builder, run__status=RunStatus.RUNNING).count())
-
-
-def disk_image_execute(disk_image_id: int) -> int | None:
-    """Run one conversion. Returns seconds to wait and retry when its builder is at capacity, else None."""
+def disk_image_execute(disk_image_id: int) -> None:
+    """Run one conversion. Its builder's capacity is the concurrency of the workers that consume its queue
+    (`builds.queues`): a worker process that takes the task runs it now."""
     disk_image = DiskImage.objects.with_related().filter(pk=disk_image_id).first()
     if disk_image is None or disk_image.run.status != RunStatus.QUEUED:
-        return None
+        return
     run = disk_image.run
-    with transaction.atomic():
-        builder = Builder.objects.select_for_update().filter(pk=disk_image.builder_id).first()
-        if builder is not None and builder.enabled and builder_busy(builder) >= builder.capacity:
-            return BUSY_RETRY_SECONDS
-        try:
-            run_start(run, phase="preparing")
-        except RunStateError:
-            return None
+    builder = Builder.objects.filter(pk=disk_image.builder_id).first()
+    try:
+        run_start(run, phase="preparing")
+    except RunStateError:
+        return
     sink = LogSink(run)
     tail = TailSink(sink)
     status, reason, cause, hint, summary = RunStatus.FAILED, "", "", "", ""

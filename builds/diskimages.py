@@ -22,7 +22,7 @@ from portal.access import can, check_team_action
 from portal.models import Action, Run, RunKind, RunStatus, Team, User
 from portal.services import audit, run_create, run_enqueue, run_finish, run_request_cancel
 
-from . import converters, diskconfig
+from . import converters, diskconfig, queues
 from .kickstart import KickstartProblem, KickstartSpec, generate
 from .models import (
     Artifact,
@@ -188,7 +188,7 @@ def disk_image_request(
     from .services import builder_pick
 
     with transaction.atomic():
-        builder = builder_pick(f"linux/{architecture}")
+        builder = builder_pick(f"linux/{architecture}", queue_of=queues.conversion_queue)
         run = run_create(kind=RunKind.DISK_IMAGE, started_by=user, trigger=trigger, team=team,
                          title=f"Disk image ({', '.join(types)}) of {definition}"
                                f"{f' build {source_build.number}' if source_build else ''} @ {digest[7:19]}")
@@ -218,7 +218,9 @@ def disk_image_request(
         else:
             from .tasks import disk_image_run
 
-            transaction.on_commit(lambda: run_enqueue(disk_image_run, disk_image.pk, run=run, what="the conversion"))
+            queue = queues.conversion_queue(builder)
+            transaction.on_commit(lambda: run_enqueue(disk_image_run, disk_image.pk, run=run, what="the conversion",
+                                                      queue=queue, unserved=queues.unserved(builder, queue, "conversion")))
     return disk_image
 
 

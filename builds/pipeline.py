@@ -41,7 +41,6 @@ from .runner import BuilderUnavailable, Cancelled, CommandFailed, TimedOut, Watc
 
 log = logging.getLogger(__name__)
 
-BUSY_RETRY_SECONDS = 5
 
 
 class Refused(Exception):
@@ -110,22 +109,18 @@ def containerfile_for_build(text: str, labels: dict[str, str]) -> tuple[str, dic
     return text.rstrip("\n") + "\n\n# Added by the portal: the labels that tie this image to its build.\n" + label_line + "\n", {}
 
 
-def build_execute(build_id: int) -> int | None:
-    """Run one build. Returns a number of seconds to wait and retry when its builder is at capacity, else None."""
+def build_execute(build_id: int) -> None:
+    """Run one build. Its builder's capacity is the concurrency of the workers that consume its queue
+    (`builds.queues`): a worker process that takes the task runs it now."""
     build = Build.objects.with_related().filter(pk=build_id).first()
     if build is None or build.run.status != RunStatus.QUEUED:
-        return None  # gone, or already started/ended (a redelivered task)
+        return  # gone, or already started/ended (a redelivered task)
     run = build.run
-    with transaction.atomic():
-        builder = Builder.objects.select_for_update().filter(pk=build.builder_id).first()
-        if builder is not None and builder.enabled:
-            running = Build.objects.filter(builder=builder, run__status=RunStatus.RUNNING).count()
-            if running >= builder.capacity:
-                return BUSY_RETRY_SECONDS
-        try:
-            run_start(run, phase=BuildPhase.PREPARING)
-        except RunStateError:
-            return None
+    builder = Builder.objects.filter(pk=build.builder_id).first()
+    try:
+        run_start(run, phase=BuildPhase.PREPARING)
+    except RunStateError:
+        return
     sink = LogSink(run)
     tracker = StepTrackingSink(sink)
     status, reason, summary = RunStatus.FAILED, "", None
@@ -227,7 +222,6 @@ def build_execute(build_id: int) -> int | None:
             runner.close()
         sink.close()
         _finish(build, status=status, reason=reason, summary=summary)
-    return None
 
 
 def _finish(build, *, status, reason, summary):

@@ -6,8 +6,6 @@ enqueues after commit. What a worker does with a build once it runs is in `build
 
 from __future__ import annotations
 
-import platform as host_platform
-
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Max
@@ -17,6 +15,7 @@ from portal.models import Action, RunKind, Team, User
 from portal.services import audit, run_create, run_enqueue, run_finish
 from portal.text import storable
 
+from . import queues
 from .models import (
     DEFAULT_STAGES,
     Build,
@@ -29,6 +28,7 @@ from .models import (
     default_repository,
     platform_architecture,
 )
+from .queues import local_architecture  # noqa: F401 - also services' public name for it
 
 # --- Stages ----------------------------------------------------------------------------------------------------------
 
@@ -250,11 +250,6 @@ def _sha256(content: bytes) -> str:
 # --- Builders --------------------------------------------------------------------------------------------------------
 
 
-def local_architecture() -> str:
-    machine = host_platform.machine().lower()
-    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(machine, machine)
-
-
 def builder_ensure_local() -> Builder:
     """The worker's own podman as a builder, created the first time one is needed."""
     builder = Builder.objects.filter(kind=BuilderKind.LOCAL).order_by("pk").first()
@@ -269,8 +264,11 @@ def builder_ensure_local() -> Builder:
     return builder
 
 
-def builder_pick(platform: str) -> Builder | None:
-    """The enabled builder of the platform's architecture with the fewest active builds."""
+def builder_pick(platform: str, *, queue_of=queues.build_queue) -> Builder | None:
+    """The enabled builder of the platform's architecture to queue work for. Builders whose queue (`queue_of`) a live
+    worker consumes come first (when none does, enqueueing fails and says which worker to start); among them, the one
+    with the fewest queued and running builds per unit of capacity, so work spreads over same-architecture builders.
+    Capacity itself is the workers' concurrency: nothing here holds a build back."""
     if not Builder.objects.exists():
         builder_ensure_local()
     architecture = platform_architecture(platform)
@@ -279,6 +277,9 @@ def builder_pick(platform: str) -> Builder | None:
         return None
     from portal.models import RunStatus
 
+    served = queues.served()
+    if served is not None:
+        candidates = [b for b in candidates if queue_of(b) in served] or candidates
     load = {
         b.pk: Build.objects.filter(builder=b, run__status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).count()
         for b in candidates
@@ -350,7 +351,9 @@ def build_start(
         else:
             from .tasks import build_run
 
-            transaction.on_commit(lambda: run_enqueue(build_run, build.pk, run=run, what="the build"))
+            queue = queues.build_queue(builder)
+            transaction.on_commit(lambda: run_enqueue(build_run, build.pk, run=run, what="the build", queue=queue,
+                                                      unserved=queues.unserved(builder, queue, "build")))
     return build
 
 

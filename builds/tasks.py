@@ -3,14 +3,12 @@
 from celery import shared_task
 
 
-@shared_task(bind=True, max_retries=None)
-def build_run(self, build_id):
-    """Run one build on its builder (queue `builds`). Waits, re-queued, while its builder is at capacity."""
+@shared_task
+def build_run(build_id):
+    """Run one build on its builder. Sent to the builder's queue (`builds.queues`), where it waits its turn."""
     from . import pipeline
 
-    wait = pipeline.build_execute(build_id)
-    if wait:
-        raise self.retry(countdown=wait)
+    pipeline.build_execute(build_id)
 
 
 @shared_task
@@ -70,17 +68,15 @@ def webhook_deliver(self, delivery_id):
         raise self.retry(countdown=wait)
 
 
-# --- Disk images (queue `images`, by the disk_image_* route in settings) ---------------------------------------------
+# --- Disk images -----------------------------------------------------------------------------------------------------
 
 
-@shared_task(bind=True, max_retries=None)
-def disk_image_run(self, disk_image_id):
-    """Run one conversion on its builder. Waits, re-queued, while its builder is at capacity."""
+@shared_task
+def disk_image_run(disk_image_id):
+    """Run one conversion on its builder. Sent to the builder's queue (`builds.queues`), where it waits its turn."""
     from . import diskimage_pipeline
 
-    wait = diskimage_pipeline.disk_image_execute(disk_image_id)
-    if wait:
-        raise self.retry(countdown=wait)
+    diskimage_pipeline.disk_image_execute(disk_image_id)
 
 
 @shared_task

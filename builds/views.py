@@ -16,7 +16,7 @@ from portal.forms import add_service_errors
 from portal.models import Action, RunStatus, Team
 from portal.views import _viewer_context, current_team, error_text, querystring
 
-from . import compare, services, starters
+from . import compare, queues, services, starters
 from .access import (
     get_api_token_for_user,
     get_build_for_user,
@@ -437,10 +437,10 @@ def build_compare(request):
 
 @login_required
 def builder_list(request):
-    builders = Builder.objects.all()
-    rows = []
-    for builder in builders:
-        rows.append((builder, builder.running_builds().count(), builder.builds.active().filter(run__status="queued").count()))
+    builders = list(Builder.objects.all())
+    served_by = queues.serving(builders)
+    rows = [(builder, builder.running_builds().count(), builder.builds.active().filter(run__status="queued").count(),
+             queues.worker_queues(builder), None if served_by is None else served_by[builder.pk]) for builder in builders]
     return render(request, "builds/builder_list.html", {"rows": rows, "can_manage": request.user.is_superuser})
 
 

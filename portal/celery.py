@@ -1,4 +1,5 @@
-"""The Celery app: queues builds, images, hosts and default. The reasons for each setting are in docs/workers.md."""
+"""The Celery app. Queues: hosts and default, plus builds.<arch>, images.<arch> and builder.<id> for builds and
+conversions (builds/queues.py). The reasons for each setting are in docs/workers.md."""
 
 import os
 
@@ -11,7 +12,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-QUEUES = ("builds", "images", "hosts", "default")
+QUEUES = ("hosts", "default")  # the builders' queues are made when first used
 app.conf.task_queues = [Queue(name) for name in QUEUES]
 app.steps["consumer"].add(Heartbeat)
 app.autodiscover_tasks()

@@ -18,7 +18,7 @@ from django_otp import devices_for_user
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from . import audit_checkpoints, live, twofactor
+from . import audit_checkpoints, live, twofactor, workers
 from .access import check_team_action, forget_roles
 from .clientip import client_ip
 from .models import Action, AuditEvent, Membership, Role, Run, RunStatus, Team, User
@@ -381,12 +381,19 @@ def run_finish(run, *, status, reason="", log_lines=None):
     return _transition(run, from_statuses=[RunStatus.QUEUED, RunStatus.RUNNING], **changes)
 
 
-def run_enqueue(task, *args, run, what):
+def run_enqueue(task, *args, run, what, queue=None, unserved=""):
     """Hand a run's task to a worker, after the request's transaction committed (call it from `on_commit`). If the
-    broker cannot take it, the run fails now with the reason: never a run that waits forever, never a 500 for a
-    request that already saved its rows. Returns whether it was queued."""
+    broker cannot take it, or no live worker consumes `queue` (their heartbeats say so), the run fails now with the
+    reason (`unserved` for the latter): never a run that waits forever, never a 500 for a request that already saved
+    its rows. Returns whether it was queued."""
+    if queue is not None and not task.app.conf.task_always_eager and not _has_consumer(queue):
+        try:
+            run_finish(run, status=RunStatus.FAILED, reason=unserved or f"No worker takes {what} (queue {queue}).")
+        except RunStateError:
+            pass
+        return False
     try:
-        task.delay(*args)
+        task.apply_async(args=args, queue=queue)
         return True
     except Exception as exc:  # noqa: BLE001 - kombu and redis-py raise several types when the broker is down
         log.error("could not queue %s for run %s: %s", task.name, run.pk, exc)
@@ -396,6 +403,13 @@ def run_enqueue(task, *args, run, what):
         except RunStateError:
             pass
         return False
+
+
+def _has_consumer(queue):
+    try:
+        return bool(workers.consumers(queue))
+    except Exception:  # noqa: BLE001 - Redis does not answer: sending the task fails next, and says so
+        return True
 
 
 def run_request_cancel(*, run, user, request=None):

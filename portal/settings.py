@@ -195,11 +195,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {
-    "builds.tasks.build_*": {"queue": "builds"},
-    "builds.tasks.disk_image_*": {"queue": "images"},
-    "hosts.tasks.*": {"queue": "hosts"},
-}
+# Builds and conversions are sent to their builder's queue by name (builds/queues.py, docs/workers.md).
+CELERY_TASK_ROUTES = {"hosts.tasks.*": {"queue": "hosts"}}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Each worker writes a heartbeat to Redis this often (portal/workers.py); it counts as gone after three missed beats.
 WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=10)

@@ -374,23 +374,50 @@ class PortalProcess:
 
 @pytest.fixture
 def start_worker(redis_server, tmp_path, transactional_db):
-    """start_worker(queues="default", **env) -> a real Celery worker process on the test database and Redis."""
+    """start_worker(queues="default", **env) -> a real Celery worker process on the test database and Redis (by default
+    on the queues `make run`'s worker consumes). Returns once its heartbeat says it consumes them."""
     started = []
 
-    def start(queues="builds,images,hosts,default", concurrency=2, **env):
-        from portal.celery import app
+    def start(queues=None, concurrency=2, **env):
+        from builds.queues import local_queues
+        from portal import workers
 
-        name = f"worker-{len(started)}-{os.getpid()}@%h"
+        queues = queues or ",".join([*local_queues(), "hosts", "default"])
+        name = f"worker-{len(started)}-{os.getpid()}@"
         args = [sys.executable, "-m", "celery", "-A", "portal", "worker", "-Q", queues, "-c", str(concurrency),
-                "-l", "INFO", "-n", name, "--without-heartbeat", "--without-mingle", "--without-gossip"]
+                "-l", "INFO", "-n", name + "%h", "--without-heartbeat", "--without-mingle", "--without-gossip"]
         worker = PortalProcess(f"worker{len(started)}", args, subprocess_env(redis_server.url, **env), tmp_path)
         started.append(worker)
-        wait_for(lambda: app.control.ping(timeout=0.5), timeout=30, what="the worker to answer a ping")
+        wait_for(lambda: any(w.name.startswith(name) for w in workers.alive()) or worker.process.poll() is not None,
+                 timeout=60, what="the worker's heartbeat")
+        assert worker.process.poll() is None, worker.output()[-3000:]
         return worker
 
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def in_process_worker(redis_server, settings):
+    """The test process runs this machine's build and conversion tasks itself (it calls the pipeline as the task would),
+    so it writes the heartbeat a worker consuming their queues would write, and enqueueing finds a consumer; the task
+    that is sent waits unread in the broker. in_process_worker(*queues) serves more queues (a remote builder's)."""
+    from builds.queues import local_queues
+    from portal import workers
+
+    names = []
+    settings.WORKER_HEARTBEAT_SECONDS = 3600  # the heartbeat outlasts the test
+
+    def serve(*queues):
+        name = f"in-process-{os.getpid()}-{len(names)}@tests"
+        workers.beat(name=name, queues=queues, concurrency=1)
+        names.append(name)
+
+    serve(*local_queues())
+    yield serve
+    for name in names:
+        workers.forget(name=name)
 
 
 @pytest.fixture

@@ -85,8 +85,11 @@ def test_an_offline_builder_fails_the_build_fast_with_the_reason(personas, defin
 
 
 @pytest.mark.django_db(transaction=True)
-def test_cancel_kills_the_remote_process_tree(personas, definition, remote_builder):
+def test_cancel_kills_the_remote_process_tree(personas, definition, remote_builder, in_process_worker):
+    from builds.queues import build_queue
     from tests.test_builds_worker import processes_running
+
+    in_process_worker(build_queue(remote_builder))
 
     revision = services.revision_create(definition=definition, user=personas.developer,
                                         containerfile=f"FROM {BASE_IMAGE}\nRUN sleep 298\n")

@@ -1,17 +1,14 @@
-"""The runner's own guarantees, with real processes: argument lists, deadlines, the whole process tree killed, the
-capacity of a builder; and the failure summaries podman's output leads to."""
+"""The runner's own guarantees, with real processes: argument lists, deadlines, the whole process tree killed; and the
+failure summaries podman's output leads to. (A builder's capacity is its workers' concurrency: test_builder_queues.py.)"""
 
 import os
 import time
 
 import pytest
 
-from builds import pipeline, podman, services
-from builds.models import Build, Builder
+from builds import podman, services
 from builds.runner import CommandFailed, LocalRunner, OutputTooLarge, TimedOut, Watch, process_tree
 from portal.logsink import LineSplitter
-from portal.models import RunStatus
-from portal.services import run_start
 
 
 def watch(deadline=None):
@@ -131,20 +128,6 @@ def test_process_tree_finds_grandchildren():
 
         kill_tree(process.pid)
         process.wait()
-
-
-@pytest.mark.django_db
-def test_a_builder_at_capacity_keeps_the_build_queued(personas):
-    builder = Builder.objects.create(name="one", architecture=services.local_architecture(), capacity=1)
-    definition = services.definition_create(team=personas.team, user=personas.developer, name="cap")
-    revision = services.revision_create(definition=definition, user=personas.developer,
-                                        containerfile="FROM quay.io/fedora/fedora-bootc:42\n")
-    first = services.build_start(revision=revision, user=personas.developer)
-    second = services.build_start(revision=revision, user=personas.developer)
-    assert first.builder == second.builder == builder
-    run_start(first.run)  # as if a worker were running it
-    assert pipeline.build_execute(second.pk) == pipeline.BUSY_RETRY_SECONDS
-    assert Build.objects.get(pk=second.pk).run.status == RunStatus.QUEUED
 
 
 @pytest.mark.parametrize("lines,words", [

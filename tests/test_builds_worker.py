@@ -1,5 +1,5 @@
-"""Builds through a real Celery worker on the `builds` queue: the whole path from the web form to a pushed digest,
-cancelling a `RUN sleep`, and a worker killed with SIGKILL mid-build.
+"""Builds through a real Celery worker on the local architecture's build queue: the whole path from the web form to a
+pushed digest, cancelling a `RUN sleep`, and a worker killed with SIGKILL mid-build.
 
 Processes of a build are recognised by a sleep duration no other test uses, so the test can prove they are gone.
 """
@@ -14,6 +14,7 @@ from django.urls import reverse
 
 from builds import services
 from builds.models import Build, BuildPhase, BuildStatus
+from builds.queues import local_queues
 from portal.logsink import lines_after
 from portal.models import RunStatus
 from tests.builds_fixtures import (  # noqa: F401
@@ -28,6 +29,10 @@ from tests.builds_fixtures import (  # noqa: F401
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.slow
+
+
+def local_build_queue():
+    return local_queues()[0]
 
 
 def processes_running(*argv):
@@ -61,7 +66,7 @@ def definition(personas, oci_registry, local_builder, build_settings):  # noqa: 
 def test_a_revision_saved_in_the_browser_is_built_by_the_worker_and_pushed(
     start_worker, client_for, personas, definition, oci_registry  # noqa: F811
 ):
-    start_worker(queues="builds", concurrency=1, **WORKER_ENV)
+    start_worker(queues=local_build_queue(), concurrency=1, **WORKER_ENV)
     response = client_for(personas.developer).post(reverse("revision_create", args=[definition.pk]), {
         "containerfile": f"FROM {BASE_IMAGE}\nRUN echo hello > /etc/hello\nLABEL containers.bootc=1\n",
         "message": "hello", "context_kind": "none", "and_build": "1",
@@ -83,7 +88,7 @@ def test_a_revision_saved_in_the_browser_is_built_by_the_worker_and_pushed(
 def test_cancel_stops_a_running_sleep_and_its_whole_process_tree_keeping_the_log(
     start_worker, personas, definition
 ):
-    start_worker(queues="builds", concurrency=1, **WORKER_ENV)
+    start_worker(queues=local_build_queue(), concurrency=1, **WORKER_ENV)
     revision = services.revision_create(definition=definition, user=personas.developer,
                                         containerfile=f"FROM {BASE_IMAGE}\nRUN echo before-sleep\nRUN sleep 300\n")
     build = services.build_start(revision=revision, user=personas.developer)
@@ -113,7 +118,7 @@ def test_a_worker_killed_mid_build_leaves_a_failed_build_with_the_reason(
     start_worker, personas, definition, settings
 ):
     settings.RUN_STALE_AFTER = timedelta(seconds=2)
-    worker = start_worker(queues="builds", concurrency=1, RUN_HEARTBEAT_SECONDS="0.3", **WORKER_ENV)
+    worker = start_worker(queues=local_build_queue(), concurrency=1, RUN_HEARTBEAT_SECONDS="0.3", **WORKER_ENV)
     revision = services.revision_create(definition=definition, user=personas.developer,
                                         containerfile=f"FROM {BASE_IMAGE}\nRUN sleep 299\n")
     build = services.build_start(revision=revision, user=personas.developer)

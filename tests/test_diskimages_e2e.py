@@ -214,7 +214,7 @@ def test_a_full_disk_is_named_as_the_cause(built, personas, local_builder, tiny_
     assert os.listdir(tiny_work_dir) == []  # the work directory was cleaned up
 
 
-def test_a_cancelled_conversion_stops_its_builder_container(transactional_db, built, personas,
+def test_a_cancelled_conversion_stops_its_builder_container(transactional_db, in_process_worker, built, personas,
                                                             local_builder, podman_store):  # noqa: F811
     config = {"customizations": {"kernel": {"append": "standin.sleep=60"}}}
     disk_image = diskimages.disk_image_request(user=personas.developer, build=built, types=["qcow2"], config=config)

@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from builds import pipeline, services
 from builds.models import Build, DiskImage
+from builds.queues import local_queues
 from portal.logsink import lines_after
 from portal.models import RunStatus
 from tests.builds_fixtures import BASE_IMAGE, build_settings, local_builder, oci_registry, podman_store  # noqa: F401
@@ -18,7 +19,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_request_from_the_form_is_converted_by_an_images_worker_and_downloaded(
-        start_worker, client_for, personas, oci_registry, local_builder, build_settings, diskimage_settings):  # noqa: F811
+        start_worker, in_process_worker, client_for, personas, oci_registry, local_builder, build_settings,  # noqa: F811
+        diskimage_settings):  # noqa: F811
     definition = services.definition_create(team=personas.team, user=personas.developer, name="worker-os")
     revision = services.revision_create(definition=definition, user=personas.developer,
                                         containerfile=f"FROM {BASE_IMAGE}\nLABEL containers.bootc=1\n")
@@ -27,7 +29,7 @@ def test_a_request_from_the_form_is_converted_by_an_images_worker_and_downloaded
     build = Build.objects.with_related().get(pk=build.pk)
     assert build.succeeded, build.run.exit_reason
 
-    start_worker(queues="images", concurrency=1, BUILD_PULL_POLICY="never", DISK_IMAGE_BUILDER_PULL="never",
+    start_worker(queues=local_queues()[1], concurrency=1, BUILD_PULL_POLICY="never", DISK_IMAGE_BUILDER_PULL="never",
                  DISK_IMAGE_BUILDER_IMAGES=diskimage_settings.DISK_IMAGE_BUILDER_IMAGES[0],
                  MEDIA_ROOT=diskimage_settings.MEDIA_ROOT)
     client = client_for(personas.developer)

@@ -9,6 +9,7 @@ import pytest
 
 from builds import services as builds
 from builds.models import Build
+from builds.queues import local_queues
 from portal.models import RunStatus
 from tests.browser import browser_page, log_in, screenshot
 from tests.builds_fixtures import (  # noqa: F401
@@ -34,7 +35,7 @@ LABEL containers.bootc=1
 def test_a_real_build_streams_into_the_browser_line_by_line_then_shows_its_result(
         personas, portal_server, start_worker, oci_registry, local_builder, build_settings, monkeypatch):  # noqa: F811
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # ORM calls next to Playwright's event loop
-    start_worker(queues="builds", concurrency=1, **WORKER_ENV)
+    start_worker(queues=local_queues()[0], concurrency=1, **WORKER_ENV)
     definition = builds.definition_create(team=personas.team, user=personas.developer, name="slow-os")
     revision = builds.revision_create(definition=definition, user=personas.developer, containerfile=CONTAINERFILE,
                                       message="a slow RUN step")

@@ -38,7 +38,7 @@ def build_now(revision, user):
 
 
 @pytest.fixture
-def world(personas, oci_registry, local_builder, build_settings, diskimage_settings):  # noqa: F811
+def world(in_process_worker, personas, oci_registry, local_builder, build_settings, diskimage_settings):  # noqa: F811
     definition = services.definition_create(team=personas.team, user=personas.developer, name="web-os",
                                             description="The web tier's OS")
     r1 = services.revision_create(definition=definition, user=personas.developer, message="first",

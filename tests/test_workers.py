@@ -9,9 +9,10 @@ from portal.celery import app
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "workers.md"
 
 
-def test_the_four_queues_exist():
-    assert {q.name for q in app.conf.task_queues} == {"builds", "images", "hosts", "default"}
+def test_the_fixed_queues_exist_and_builders_queues_are_made_on_first_use():
+    assert {q.name for q in app.conf.task_queues} == {"hosts", "default"}
     assert app.conf.task_default_queue == "default"
+    assert app.conf.task_create_missing_queues is True  # builds.<arch>, images.<arch>, builder.<id>
 
 
 def test_tasks_are_acknowledged_after_they_run_and_requeued_if_the_worker_dies():
@@ -36,9 +37,10 @@ def test_results_are_not_stored():
 
 def test_routes_send_each_kind_of_work_to_its_queue():
     router = app.amqp.router
-    assert router.route({}, "builds.tasks.build_run")["queue"].name == "builds"
-    assert router.route({}, "builds.tasks.disk_image_run")["queue"].name == "images"
+    # Builds and conversions name their builder's queue when they are sent (tests/test_builder_queues.py).
+    assert router.route({"queue": "builds.arm64"}, "builds.tasks.build_run")["queue"].name == "builds.arm64"
     assert router.route({}, "hosts.tasks.host_poll")["queue"].name == "hosts"
+    assert router.route({}, "builds.tasks.build_check_builders_health")["queue"].name == "default"
     assert router.route({}, "portal.tasks.reap_stale_runs")["queue"].name == "default"
 
 

@@ -1,6 +1,7 @@
 """`make run`: start the whole portal in the foreground, with prefixed logs; Ctrl-C stops everything it started.
 
-Processes: web (daphne, HTTP and websockets), worker (Celery, all queues), beat (Celery beat), plus
+Processes: web (daphne, HTTP and websockets), worker (Celery: this machine's build and conversion queues, hosts,
+default), beat (Celery beat), plus
 - redis: the embedded Redis on a unix socket under var/, when REDIS_URL is not set;
 - registry: a loopback OCI registry (docker-registry) on 127.0.0.1:5000, when it is installed and REGISTRY_URL is local;
   its output goes to var/registry.log (it logs every push's probe for an absent blob as an error);
@@ -142,8 +143,13 @@ class Command(BaseCommand):
                            service=True, env={k: v for k, v in env.items() if not k.startswith("REGISTRY_")})
         supervisor.add("web", [bindir / "daphne", "-b", "127.0.0.1", "-p", port, "portal.asgi:application"],
                        ready=lambda: _http_ok(f"{url}health/live"))
+        from builds.queues import local_queues
+
         worker_name = f"worker-{os.getpid()}@"
-        supervisor.add("worker", [bindir / "celery", "-A", "portal", "worker", "-Q", "builds,images,hosts,default",
+        # This machine's builds and conversions (its own architecture), host polls and actions, and the rest; a
+        # remote builder's queue needs its own worker (`manage.py builder_worker NAME`).
+        worker_queues = ",".join([*local_queues(), "hosts", "default"])
+        supervisor.add("worker", [bindir / "celery", "-A", "portal", "worker", "-Q", worker_queues,
                                   "--concurrency", "4", "-l", "INFO", "-n", worker_name + "%h"],
                        ready=lambda: _worker_beats(worker_name))
         schedule = var_dir / "celerybeat-schedule"
