@@ -6,7 +6,9 @@ holds the policy itself and its HTTP client, against real sockets.
 """
 
 import ipaddress
+import os
 import socket
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -14,6 +16,7 @@ import pytest
 
 from portal import egress
 from tests.builds_fixtures import build_settings, local_builder, oci_registry, podman_store  # noqa: F401
+from tests.git_server import git_server  # noqa: F401
 
 
 class Server:
@@ -450,3 +453,84 @@ def test_a_tracked_image_at_a_loopback_registry_is_a_form_error(personas):
         host_create(team=personas.team, name="web-01", address="192.0.2.10", actor=None,
                     tracked_image="127.0.0.1:6379/platform/web-os:prod")
     assert "loopback" in refused.value.message_dict["tracked_image"][0]
+
+
+# --- AMI endpoints ---------------------------------------------------------------------------------------------------
+
+
+def private_aws_dns(monkeypatch):
+    """The resolver (the outside part) of a VPC with interface endpoints: the region's AWS endpoints resolve to a
+    private address."""
+    real = socket.getaddrinfo
+
+    def resolve(host, port, *args, **kwargs):
+        if host.endswith(".amazonaws.com"):
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.20.0.5", port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+
+
+@pytest.mark.django_db
+def test_an_ami_upload_whose_endpoints_resolve_inside_the_network_is_refused_unless_allowed(personas, settings,
+                                                                                             monkeypatch):
+    from django.core.exceptions import ValidationError
+
+    from builds import diskimages
+    from tests.diskimage_rows import succeeded_build
+
+    build = succeeded_build(personas.team, personas.developer)
+    credential = diskimages.cloud_credential_save(team=personas.team, user=personas.admin, name="ec2",
+                                                  access_key_id="AKIAIOSFODNN7EXAMPLE", secret_access_key="x")
+    private_aws_dns(monkeypatch)
+    ask = dict(user=personas.developer, build=build, types=["ami"], aws_bucket="images", aws_region="eu-west-1",
+               aws_ami_name="web-os 1", aws_credential=credential)
+    with pytest.raises(ValidationError) as refused:
+        diskimages.disk_image_request(**ask)
+    [message, *_] = refused.value.message_dict["aws_region"]
+    assert "s3.eu-west-1.amazonaws.com, which resolves to 10.20.0.5, a private address" in message
+    settings.EGRESS_ALLOW = ["s3.eu-west-1.amazonaws.com", "ec2.eu-west-1.amazonaws.com"]
+    assert diskimages.disk_image_request(**ask).aws_region == "eu-west-1"
+
+
+# --- Git remotes -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_git_connects_to_the_checked_address_not_to_what_its_own_lookup_says(
+        personas, git_server, settings, monkeypatch, oci_registry, local_builder, build_settings):  # noqa: F811
+    """The repository's host name resolves only for the portal's check (the resolver, an outside part, is replaced in
+    the test process); git, a separate process, finds nothing under that name and reaches the server only because
+    it is pinned to the checked address."""
+    from builds import pipeline, services
+    from builds.models import Build, BuildStatus
+    from portal.logsink import lines_after
+
+    server = git_server(token="t0ken-for-pinning")
+    name = "git.pinned.invalid"
+    real = socket.getaddrinfo
+
+    def dns(host, port, *args, **kwargs):
+        if host == name:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", dns)
+    url = server.repository("os", {"motd": "pinned\n"}).replace("127.0.0.1", name)
+    services.git_credential_save(team=personas.team, user=personas.admin, host=f"{name}:{server.port}",
+                                 username="ci", token="t0ken-for-pinning")
+    definition = services.definition_create(team=personas.team, user=personas.developer, name="web-os")
+    revision = services.revision_create(definition=definition, user=personas.developer, context_kind="git",
+                                        git_url=url, git_ref="main",
+                                        containerfile="FROM localhost/base:latest\nCOPY motd /etc/motd\n")
+    build = services.build_start(revision=revision, user=personas.developer)
+    pipeline.build_execute(build.pk)
+    build = Build.objects.with_related().get(pk=build.pk)
+    assert build.status == BuildStatus.SUCCEEDED, build.run.exit_reason
+    assert server.authorized
+    log = "\n".join(text for _, text in lines_after(build.run))
+    assert f"http.curloptResolve={name}:{server.port}:127.0.0.1" in log
+    unpinned = subprocess.run(["git", "ls-remote", url], capture_output=True, text=True,
+                              env={"PATH": os.environ["PATH"], "GIT_TERMINAL_PROMPT": "0"})
+    assert unpinned.returncode != 0 and "Could not resolve host" in unpinned.stderr
