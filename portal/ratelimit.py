@@ -26,6 +26,7 @@ from django.core.checks import Error
 from django.core.exceptions import ImproperlyConfigured
 from django.http import JsonResponse
 
+from . import redisconn
 from .clientip import throttle_address
 
 log = logging.getLogger(__name__)
@@ -55,14 +56,8 @@ def parse_rate(text):
     return Rate(int(count), int(multiple or 1) * _UNITS[unit])
 
 
-_clients = {}
-
-
 def _redis():
-    url = settings.REDIS_URL
-    if url not in _clients:
-        _clients[url] = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
-    return _clients[url]
+    return redisconn.client(timeout=1)
 
 
 def hit(scope, identity, rate, *, now=None):

@@ -1,4 +1,4 @@
-"""The portal's own Redis clients (health checks, worker heartbeats), made from REDIS_URL in one place.
+"""The portal's own Redis clients (health checks, worker heartbeats, rate limits), made from REDIS_URL in one place.
 
 Celery and channels-redis make their own connections from the same URL (settings.py); everything else asks here, so
 a password or TLS in the URL applies to every client alike.
@@ -12,12 +12,26 @@ from django.conf import settings
 TIMEOUT_SECONDS = 2.0
 
 
-@functools.lru_cache(maxsize=4)
-def _client_for(url):
-    return redis.Redis.from_url(url, socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS,
-                                health_check_interval=30)
+@functools.lru_cache(maxsize=8)
+def _client_for(url, ca_file, timeout):
+    from portal.settings import redis_tls_options
+
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30,
+                                **redis_tls_options(url, ca_file))
 
 
-def client():
-    """A client with short timeouts and a connection pool shared by the process (one per URL)."""
-    return _client_for(settings.REDIS_URL)
+def client(*, timeout=TIMEOUT_SECONDS):
+    """A client with short timeouts and a connection pool shared by the process (one per URL): the password and TLS
+    come from REDIS_URL (rediss://) and REDIS_CA_FILE, as for Celery and channels-redis."""
+    return _client_for(settings.REDIS_URL, settings.REDIS_CA_FILE, timeout)
+
+
+def display_url(url):
+    """The URL with its password hidden, for banners and logs."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

@@ -164,6 +164,12 @@ EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis.sock"
 REDIS_URL = env.str("REDIS_URL", default=f"unix://{EMBEDDED_REDIS_SOCKET}")
 
 
+# A password goes in the URL (redis://:PASSWORD@host:6379/0). rediss:// means TLS, with the server's certificate
+# verified against REDIS_CA_FILE (default: the system's CAs). Every client reads these: Celery, channels-redis (and with
+# it the log stream), the health checks, worker heartbeats and rate limits.
+REDIS_CA_FILE = env.str("REDIS_CA_FILE", default="")
+
+
 def celery_broker_url(redis_url):
     """Celery spells a unix socket `redis+socket://PATH`; redis-py and channels-redis spell it `unix://PATH`."""
     if redis_url.startswith("unix://"):
@@ -171,15 +177,36 @@ def celery_broker_url(redis_url):
     return redis_url
 
 
+def redis_tls_options(redis_url, ca_file=""):
+    """redis-py's keyword arguments for a rediss:// URL (certificate verified); {} for any other URL."""
+    if not redis_url.startswith("rediss://"):
+        return {}
+    return {"ssl_cert_reqs": "required", **({"ssl_ca_certs": ca_file} if ca_file else {})}
+
+
+def celery_broker_use_ssl(redis_url, ca_file=""):
+    """Celery's broker_use_ssl for a rediss:// URL (it refuses one without), else None."""
+    if not redis_url.startswith("rediss://"):
+        return None
+    import ssl
+
+    return {"ssl_cert_reqs": ssl.CERT_REQUIRED, **({"ssl_ca_certs": ca_file} if ca_file else {})}
+
+
+def channel_layer_hosts(redis_url, ca_file=""):
+    return [{"address": redis_url, **redis_tls_options(redis_url, ca_file)}]
+
+
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "portal.live.RedisChannelLayer",  # channels-redis, riding out Redis restarts
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
+        "CONFIG": {"hosts": channel_layer_hosts(REDIS_URL, REDIS_CA_FILE), "capacity": 1000, "expiry": 30},
     }
 }
 
 # Celery. The reasons behind each choice are in docs/workers.md; tests/test_workers.py reads them back.
 CELERY_BROKER_URL = celery_broker_url(REDIS_URL)
+CELERY_BROKER_USE_SSL = celery_broker_use_ssl(REDIS_URL, REDIS_CA_FILE)
 CELERY_RESULT_BACKEND = None  # the UI reads run rows, never Celery results
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True

@@ -232,16 +232,18 @@ def _forget_broker_connections():
     app._after_fork()
 
 
-def _point_portal_at_redis(url):
+def _point_portal_at_redis(url, ca_file=""):
+    """Every Redis client of the test process (settings, Channels, Celery) at `url`, as settings.py would make them."""
     from channels.layers import channel_layers
 
     from portal.celery import app
-    from portal.settings import celery_broker_url
+    from portal.settings import celery_broker_url, celery_broker_use_ssl, channel_layer_hosts
 
-    settings.REDIS_URL = url
-    settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [url]
+    settings.REDIS_URL, settings.REDIS_CA_FILE = url, ca_file
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = channel_layer_hosts(url, ca_file)
     channel_layers.backends.clear()
     app.conf.broker_url = celery_broker_url(url)
+    app.conf.broker_use_ssl = celery_broker_use_ssl(url, ca_file)
 
 
 # --- Personas --------------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from django.conf import settings
 from django.core.management import call_command, get_commands
 from django.core.management.base import BaseCommand
 
+from portal.redisconn import display_url
 from portal.supervisor import Supervisor
 
 # Debian's docker-registry (2.8) accepts only error, warn, info or debug as the log level; anything else stops it at
@@ -169,7 +170,7 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(f"\nImage Mode Portal on {url}  (Ctrl-C stops everything)"))
             self.stdout.write(f"  processes: {', '.join(supervisor.processes)}")
             self.stdout.write(f"  database:  {database['ENGINE'].rsplit('.', 1)[-1]} {database['NAME']}")
-            self.stdout.write(f"  redis:     {settings.REDIS_URL}")
+            self.stdout.write(f"  redis:     {display_url(settings.REDIS_URL)}")
             self.stdout.write(f"  registry:  {settings.REGISTRY_URL}"
                               + (f" (its log: {registry_log})" if registry else " (not started here)"))
             if "fleet" in supervisor.processes:

@@ -1,0 +1,175 @@
+"""Redis with a password, and with TLS when REDIS_URL says rediss://.
+
+Every part of the portal that talks to Redis connects with them: Celery's broker (workers and the processes that send
+tasks), channels-redis (the live log stream), the health checks, worker heartbeats and rate limits. Tested against a
+real redis-server started with --requirepass, and with --tls-port (Debian's redis-server is built with TLS), its
+certificate signed by a CA of the test's own that REDIS_CA_FILE names.
+"""
+
+import datetime
+import ipaddress
+import json
+import shutil
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+import redis
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from portal import health, ratelimit, workers
+from tests.conftest import (
+    PortalProcess,
+    _forget_broker_connections,
+    _point_portal_at_redis,
+    free_port,
+    require_tool,
+    subprocess_env,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+PASSWORD = "s3cret-redis-pw"
+
+
+def _certificate(subject, issuer_name, issuer_key, public_key, *, ca):
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name).public_key(public_key)
+               .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if not ca:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                                     x509.DNSName("localhost")]), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def write_tls_files(directory):
+    """A CA of the test's own, and a server certificate for 127.0.0.1 that it signed: {ca, cert, key} paths."""
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "portal test CA")])
+    ca = _certificate(ca_name, ca_name, ca_key, ca_key.public_key(), ca=True)
+    cert = _certificate(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]), ca_name, ca_key,
+                        key.public_key(), ca=False)
+    paths = {name: directory / f"{name}.pem" for name in ("ca", "cert", "key")}
+    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths["key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+    return paths
+
+
+class SecuredRedis:
+    def __init__(self, directory, *, tls):
+        require_tool("redis-server")
+        self.port = free_port()
+        args = [shutil.which("redis-server"), "--bind", "127.0.0.1", "--requirepass", PASSWORD, "--save", "",
+                "--appendonly", "no", "--dir", str(directory)]
+        self.ca_file = ""
+        if tls:
+            files = write_tls_files(directory)
+            self.ca_file = str(files["ca"])
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(files["cert"]),
+                     "--tls-key-file", str(files["key"]), "--tls-ca-cert-file", self.ca_file, "--tls-auth-clients", "no"]
+        else:
+            args += ["--port", str(self.port)]
+        self.url = f"{'rediss' if tls else 'redis'}://:{PASSWORD}@127.0.0.1:{self.port}/0"
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.env = {"REDIS_URL": self.url, "REDIS_CA_FILE": self.ca_file}
+
+    def answers(self):
+        from portal.settings import redis_tls_options
+
+        try:
+            return redis.Redis.from_url(self.url, socket_timeout=1, **redis_tls_options(self.url, self.ca_file)).ping()
+        except redis.RedisError:
+            return False
+
+    def stop(self):
+        self.process.terminate()
+        return self.process.communicate(timeout=10)[0].decode(errors="replace")
+
+
+@pytest.fixture(params=["password", "password-and-tls"])
+def secured_redis(request, tmp_path, redis_server):
+    server = SecuredRedis(tmp_path, tls=request.param == "password-and-tls")
+    try:
+        wait_for(server.answers, timeout=20, what="the secured redis-server to answer")
+        _point_portal_at_redis(server.url, server.ca_file)
+        _forget_broker_connections()
+        yield server
+    finally:
+        _point_portal_at_redis(redis_server.url)
+        _forget_broker_connections()
+        server.stop()
+
+
+def fetch_json(url, token):
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    except OSError:
+        return None, {}  # not listening yet
+
+
+def test_every_redis_client_of_the_portal_connects_with_the_password_and_tls(secured_redis, start_worker, tmp_path,
+                                                                            settings):
+    # The server really asks: without the password it refuses.
+    bare = secured_redis.url.replace(f":{PASSWORD}@", "")
+    from portal.settings import redis_tls_options
+
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis.from_url(bare, socket_timeout=2, **redis_tls_options(bare, secured_redis.ca_file)).ping()
+
+    # A worker: its broker connection and its heartbeat.
+    worker = start_worker(queues="default", concurrency=1, **secured_redis.env)
+    # web: the health checks (Redis, the broker through Celery's own connection, the heartbeats it reads).
+    port = free_port()
+    web = PortalProcess("web", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                                "portal.asgi:application"],
+                        subprocess_env(secured_redis.url, HEALTH_TOKEN="t0ken", **secured_redis.env), tmp_path)
+    try:
+        wait_for(lambda: fetch_json(f"http://127.0.0.1:{port}/health/", "t0ken")[0] == 200, timeout=60,
+                 what="web's health")
+        body = fetch_json(f"http://127.0.0.1:{port}/health/", "t0ken")[1]
+        assert {name: check["ok"] for name, check in body["checks"].items()} == {
+            "database": True, "redis": True, "broker": True, "workers": True}, body
+        assert PASSWORD not in json.dumps(body)
+        assert body["checks"]["broker"]["detail"].startswith("rediss://" if secured_redis.ca_file else "redis://")
+
+        # A task sent by this process reaches the worker through the broker.
+        from portal.tasks import reap_stale_runs
+
+        reap_stale_runs.delay()
+        wait_for(lambda: "portal.tasks.reap_stale_runs[" in worker.output() and " succeeded in " in worker.output(),
+                 timeout=60, what="the worker to run the task")
+        # The channel layer (the live log stream rides it).
+        layer = get_channel_layer()
+        channel = async_to_sync(layer.new_channel)()
+        async_to_sync(layer.send)(channel, {"type": "log.lines", "text": "hello"})
+        assert async_to_sync(layer.receive)(channel)["text"] == "hello"
+        # Rate limits count in the same Redis.
+        rate = ratelimit.parse_rate("2/m")
+        assert [ratelimit.hit("test", "client", rate) for _ in range(3)][:2] == [0, 0]
+        assert ratelimit.hit("test", "client", rate) > 0
+        assert [w.name for w in workers.alive()] and health.redis().ok and health.broker().ok
+        assert PASSWORD not in web.output() + worker.output()
+    finally:
+        web.stop()
+
+
+def test_a_wrong_password_is_a_failed_check_that_does_not_show_the_password(secured_redis, settings):
+    settings.REDIS_URL = secured_redis.url.replace(PASSWORD, "wrong-password")
+    check = health.redis()
+    assert not check.ok and "invalid username-password pair" in check.detail.lower()
+    assert "wrong-password" not in check.detail
