@@ -324,11 +324,11 @@ def _check_url(url):
     if not url.lower().startswith(("https://", "http://")):
         raise ValidationError({"url": "The webhook URL must start with https:// (or http:// for a receiver on a trusted "
                                       "network)."})
-    scheme, host, port = egress.split_url(url)
     if "@" in url.split("://", 1)[1].split("/", 1)[0]:
         raise ValidationError({"url": "The webhook URL must not carry a user name or password: the receiver checks "
                                       "the signature made with the webhook's secret instead."})
     try:
+        _, host, port = egress.split_url(url)
         egress.check(host, port, what="The webhook URL")
     except egress.EgressRefused as exc:
         raise ValidationError({"url": str(exc)}) from None

@@ -205,6 +205,8 @@ def check(host: str, port: int | None, *, what: str) -> Destination:
     host = (host or "").strip().lower().rstrip(".")
     if not host:
         raise EgressRefused(f"{what} names no host.")
+    if port is not None and not 0 < port < 65536:
+        raise EgressRefused(f"{what} names port {port}, which does not exist.")
     allowed = rules()
     literal = _literal(host)
     by_name = False
@@ -246,7 +248,7 @@ def split_url(url: str) -> tuple[str, str, int | None]:
     except ValueError:
         raise EgressRefused(f"{url!r} is not a URL the portal can read.") from None
     scheme = parts.scheme.lower()
-    return scheme, parts.hostname or "", port or DEFAULT_PORTS.get(scheme)
+    return scheme, parts.hostname or "", port if port is not None else DEFAULT_PORTS.get(scheme)
 
 
 def check_url(url: str, *, what: str) -> Destination:

@@ -260,6 +260,15 @@ def test_a_webhook_at_a_loopback_server_is_a_form_error_and_is_never_contacted(p
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(("url", "says"), [("http://hooks.example.com:99999/x", "not a URL the portal can read"),
+                                           ("http://hooks.example.com:0/x", "port 0, which does not exist")])
+def test_a_webhook_with_an_impossible_port_is_a_form_error(personas, client_for, url, says):
+    response = save_webhook(client_for(personas.admin), personas.team, url)
+    assert response.status_code == 400
+    assert says in " ".join(response.context["form"].errors["url"])
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/",
                                  "http://metadata.google.internal/computeMetadata/v1/"])
 def test_a_webhook_at_a_metadata_address_is_a_form_error(personas, client_for, url):
