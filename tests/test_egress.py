@@ -543,3 +543,48 @@ def test_git_connects_to_the_checked_address_not_to_what_its_own_lookup_says(
     unpinned = subprocess.run(["git", "ls-remote", url], capture_output=True, text=True,
                               env={"PATH": os.environ["PATH"], "GIT_TERMINAL_PROMPT": "0"})
     assert unpinned.returncode != 0 and "Could not resolve host" in unpinned.stderr
+
+
+# --- No 500 for any URL --------------------------------------------------------------------------------------------
+
+URL_NASTY = ["", " ", "\x00", "http://[::1", "http://h:99999/", "http://h:0/", "https://a@b@c/", "git@[::1]:x",
+             "http://%00/", "http://xn--/", "http://" + "a" * 300 + ".com/", "ssh://:@/", "https://:pw@h/", "//h/x",
+             "http://127.1/", "http://0x7f000001/", "http://[::ffff:127.0.0.1]/", "file:///etc/passwd", "😀://x",
+             "http://h/\r\nX: y", "-u", "http://[fd00:ec2::254]:80/", "ftp://a/", "h:", "http://é.example/x"]
+
+
+@pytest.mark.django_db
+def test_no_500_for_any_value_in_the_fields_that_name_a_place_on_the_network(personas, client_for):
+    from django.urls import reverse
+
+    from builds import services
+
+    definition = services.definition_create(team=personas.team, user=personas.developer, name="web-os")
+    slug = personas.team.slug
+    forms = [
+        (personas.admin, reverse("notification_webhooks", args=[slug]),
+         {"name": "x", "url": "", "events": ["build.failed"]}, "url"),
+        (personas.admin, reverse("git_credential_create", args=[slug]), {"host": "", "username": "u", "token": "t"},
+         "host"),
+        (personas.admin, reverse("credential_create", args=[slug]), {"registry": "", "username": "u", "password": "p"},
+         "registry"),
+        (personas.developer, reverse("revision_create", args=[definition.pk]),
+         {"containerfile": "FROM localhost/base:latest\n", "context_kind": "git", "git_ref": "main", "git_url": ""},
+         "git_url"),
+        (personas.developer, reverse("definition_create"),
+         {"team": personas.team.pk, "name": "other", "platforms": ["linux/amd64"], "timeout_minutes": 60,
+          "repository": ""}, "repository"),
+        (personas.admin, reverse("host_add"),
+         {"team": personas.team.pk, "name": "web-01", "address": "192.0.2.10", "port": 22, "ssh_user": "root",
+          "tracked_image": ""}, "tracked_image"),
+    ]
+    for user, path, data, field in forms:
+        client = client_for(user)
+        for value in URL_NASTY:
+            response = client.post(path, {**data, field: value})
+            assert response.status_code < 500, (path, field, value)
+    for value in URL_NASTY:
+        containerfile = f"FROM localhost/base:latest\nADD {value or 'x'} /x\nCOPY --from={value or 'x'} /a /b\n"
+        response = client_for(personas.developer).post(reverse("revision_create", args=[definition.pk]), {
+            "containerfile": containerfile, "context_kind": "none"})
+        assert response.status_code < 500, value
