@@ -196,6 +196,7 @@ class Stack:
         # and the hosts and default workers).
         self.compose("build", "web", timeout=1500)
         self.compose("build", "worker-builds", timeout=1500)
+        self.podman("image", "prune", "--force")  # the images these builds replaced: the store stays the size of one set
 
     def up(self):
         """`podman-compose up -d` in the order compose.yaml's depends_on gives, one step at a time: podman 4.3 runs no

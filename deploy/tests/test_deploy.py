@@ -224,9 +224,10 @@ def test_a_developer_signs_in_builds_watches_the_live_log_and_downloads_a_disk_i
 
 
 def test_a_run_queued_while_redis_restarts_completes(stack):
-    """The builds worker is stopped, a build is queued, Redis restarts (its append-only file keeps the task), the
-    worker comes back and runs it."""
-    stack.podman("stop", stack.container("worker-builds"))
+    """The builds worker is frozen (as a busy or hung worker would be, its heartbeat still fresh), a build is queued,
+    Redis restarts (its append-only file keeps the task), the worker is thawed, reconnects and runs it."""
+    builder = stack.container("worker-builds")
+    stack.podman("pause", builder)
     try:
         run_id = int(stack.shell(
             "from builds.models import ImageDefinition; from builds.services import build_start; "
@@ -238,7 +239,7 @@ def test_a_run_queued_while_redis_restarts_completes(stack):
         wait_for(lambda: stack.healthy("redis"), timeout=60, interval=1, what="redis to answer again")
         assert stack.run_status(run_id).startswith("queued")
     finally:
-        stack.podman("start", stack.container("worker-builds"))
+        stack.podman("unpause", builder)
     assert stack.wait_for_run(run_id).startswith("succeeded")
     # The web replicas and the proxy rode out the restart too.
     assert _https(stack, "/login/")[0] == 200
