@@ -83,6 +83,7 @@ def test_the_registry_wants_a_login():
     assert registry["auth"]["htpasswd"]["path"] == "/run/secrets/registry_htpasswd"
     assert SERVICES["registry"]["secrets"] == ["registry_htpasswd"]
     assert "registry_auth" in SERVICES["worker-builds"]["secrets"]
+    assert {"source": "registry_auth", "target": "/run/containers/0/auth.json"} in SERVICES["worker-builds"]["secrets"]
 
 
 def test_services_start_in_order_and_web_is_checked_for_readiness():
