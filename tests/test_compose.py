@@ -62,7 +62,7 @@ def test_each_worker_takes_its_own_queues_with_its_own_concurrency():
         command = SERVICES[name]["command"]
         return command[command.index("-Q") + 1], int(command[command.index("-c") + 1])
 
-    assert queues("worker-builds")[0] == "builds,images"
+    assert queues("worker-builds")[0] == "builds.amd64,images.amd64"  # local builders of this architecture
     assert queues("worker-hosts")[0] == "hosts"
     assert queues("worker-default")[0] == "default"
 

@@ -212,6 +212,9 @@ class Stack:
         self.compose("up", "-d", "--no-deps", *RUNNING_SERVICES)
         wait_for(lambda: self.healthy("web") and self.healthy("web-2"), timeout=180, interval=1,
                  what="both web replicas to pass their healthchecks")
+        # A build is refused at once while no worker consumes its queue: wait for the builds worker to be ready.
+        wait_for(lambda: "builds@" in self.logs("worker-builds") and " ready." in self.logs("worker-builds"),
+                 timeout=120, interval=1, what="the builds worker to be ready")
 
     def logs(self, service):
         return self.podman("logs", self.container(service), check=False).stdout + \
