@@ -23,24 +23,28 @@ Messages to the browser (JSON):
   {"t": "skip", "from": A, "to": B}      lines A..B exist but are not sent: fetch them over HTTP when needed
   {"t": "status", "status": "running", "finished": false, "html": {"status": "...", "result": "..."}, ...}
   {"t": "ping"}                            every HEARTBEAT_SECONDS; the client answers nothing (it may send "ping" for a "pong")
-Close codes: 4401 not logged in, 4403 not allowed, 4404 no such run (or not visible), 4400 bad request.
+Close codes: 4401 not logged in, 4403 not allowed, 4404 no such run (or not visible), 4400 bad request, 4429 the user
+has RUN_LOG_SOCKETS_PER_USER log sockets open already (portal/sockets.py; the viewer polls over HTTP instead).
 """
 
 import asyncio
 import json
 import logging
 import time
+import uuid
 from urllib.parse import parse_qs
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.template.loader import render_to_string
 
-from . import logsink, sessions
+from . import logsink, sessions, sockets
 from .access import get_run_for_user
 from .models import FINISHED_STATUSES, Run
 
@@ -60,6 +64,7 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_BAD_REQUEST = 4400
+CLOSE_TOO_MANY = 4429
 # Stored lines are read a few chunks at a time, so memory stays bounded by the chunk size.
 BACKLOG_CHUNKS_PER_READ = 4
 # A (re)connecting client gets at most this many stored lines pushed; older ones are announced with "skip".
@@ -200,6 +205,7 @@ class RunLogConsumer(AsyncWebsocketConsumer):
     last_sent = 0
     finished_sent = False
     watch_task = None
+    socket_id = None
 
     async def connect(self):
         await self.accept()  # accept first, so the close code reaches the client
@@ -222,6 +228,13 @@ class RunLogConsumer(AsyncWebsocketConsumer):
         except PermissionDenied:
             await self.close(code=CLOSE_FORBIDDEN)
             return
+        socket_id = uuid.uuid4().hex
+        if not await sync_to_async(sockets.socket_open, thread_sensitive=False)(user.pk, socket_id):
+            limit = settings.RUN_LOG_SOCKETS_PER_USER
+            await self.close(code=CLOSE_TOO_MANY, reason=f"You have {limit} live logs open, the most allowed: "
+                                                         "this one is read by polling.")
+            return
+        self.socket_id, self.user_id = socket_id, user.pk
         self.lock = asyncio.Lock()
         self.group = self.run.group_name()
         self.last_live = self.last_catch_up = time.monotonic()
@@ -239,6 +252,9 @@ class RunLogConsumer(AsyncWebsocketConsumer):
             self.watch_task.cancel()
         if self.hub:
             await self.hub.leave(self)
+        if self.socket_id:
+            socket_id, self.socket_id = self.socket_id, None
+            await sync_to_async(sockets.socket_close, thread_sensitive=False)(self.user_id, socket_id)
 
     async def receive(self, text_data=None, bytes_data=None):
         """The client may only say "ping"; anything else is ignored."""
@@ -248,10 +264,13 @@ class RunLogConsumer(AsyncWebsocketConsumer):
     async def watch(self):
         """Heartbeats, access checked again, and catching up from the database when the channel layer is quiet or
         broken."""
-        last_ping = last_access_check = time.monotonic()
+        last_ping = last_access_check = last_renew = time.monotonic()
         while True:
             await asyncio.sleep(WATCH_SECONDS)
             now = time.monotonic()
+            if now - last_renew >= sockets.RENEW_SECONDS:
+                last_renew = now
+                await sync_to_async(sockets.socket_renew, thread_sensitive=False)(self.user_id, self.socket_id)
             if now - last_access_check >= ACCESS_RECHECK_SECONDS:
                 last_access_check = now
                 code = await database_sync_to_async(self.access_refused)()

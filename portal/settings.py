@@ -289,6 +289,10 @@ WEBHOOK_RATE_LIMIT_PER_HOOK = env.str("WEBHOOK_RATE_LIMIT_PER_HOOK", default="60
 # Git hosts send every customer's webhooks from a few addresses: keep this one generous.
 WEBHOOK_RATE_LIMIT_PER_ADDRESS = env.str("WEBHOOK_RATE_LIMIT_PER_ADDRESS", default="600/m")
 RATE_LIMIT_KEY_PREFIX = "portal:ratelimit"
+# Live log websockets one user may have open at once, over every web process (portal/sockets.py); one more is closed
+# with 4429 and the viewer polls instead.
+RUN_LOG_SOCKETS_PER_USER = env.int("RUN_LOG_SOCKETS_PER_USER", default=20)
+LOG_SOCKETS_KEY_PREFIX = "portal:log-sockets"
 
 # Second factor (django-otp, TOTP with backup codes): the name authenticator apps show for the portal's entry.
 OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Image Mode Portal")

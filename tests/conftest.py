@@ -147,9 +147,10 @@ def short_lived_database_connections():
 @pytest.fixture(autouse=True)
 def audit_checkpoints_and_rate_limits_of_the_test(settings, tmp_path):
     """Each test's audit chain starts empty, so its checkpoints go to a file of its own; and its requests are counted
-    against rate limits of its own (one test's API calls must not use up the next one's)."""
+    against rate limits of its own (one test's API calls must not use up the next one's), as are its open log sockets."""
     settings.AUDIT_CHECKPOINT_PATH = tmp_path / "audit-checkpoints.jsonl"
     settings.RATE_LIMIT_KEY_PREFIX = f"test-ratelimit:{uuid.uuid4().hex}"
+    settings.LOG_SOCKETS_KEY_PREFIX = f"test-log-sockets:{uuid.uuid4().hex}"
 
 
 # --- Redis -----------------------------------------------------------------------------------------------------------
@@ -344,6 +345,8 @@ def subprocess_env(redis_url, **extra):
         "PYTHONUNBUFFERED": "1",
         "REGISTRY_URL": settings.REGISTRY_URL,
         "EGRESS_ALLOW": ",".join(settings.EGRESS_ALLOW),
+        # The crowds of viewers in test_logs_reliability.py are one user (the cap itself: test_consumer.py).
+        "RUN_LOG_SOCKETS_PER_USER": "100",
     }
     env.update({k: str(v) for k, v in extra.items()})
     return env

@@ -9,7 +9,7 @@ from channels.testing import WebsocketCommunicator
 
 from portal import live, logsink, services
 from portal.asgi import application
-from portal.consumers import CLOSE_BAD_REQUEST, CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
+from portal.consumers import CLOSE_BAD_REQUEST, CLOSE_NOT_FOUND, CLOSE_TOO_MANY, CLOSE_UNAUTHENTICATED
 from portal.models import RunKind, RunStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -114,6 +114,66 @@ class TestAccess:
     async def test_a_bad_after_is_a_bad_request(self, async_personas):
         run, _ = await sync_to_async(make_run)(async_personas.team)
         assert await close_code(communicator(run.pk, async_personas.viewer, after="-3")) == CLOSE_BAD_REQUEST
+
+
+class TestOpenSocketsPerUser:
+    async def test_a_socket_over_the_users_cap_is_refused_with_4429_saying_why(self, async_personas, settings):
+        settings.RUN_LOG_SOCKETS_PER_USER = 2
+        run, _ = await sync_to_async(make_run)(async_personas.team, lines=1)
+        open_ones = [communicator(run.pk, async_personas.viewer) for _ in range(2)]
+        for comm in open_ones:
+            assert (await comm.connect())[0]
+            await receive_until_status(comm)
+        extra = communicator(run.pk, async_personas.viewer)
+        assert (await extra.connect())[0]
+        closed = await extra.receive_output(timeout=5)
+        assert closed["type"] == "websocket.close" and closed["code"] == CLOSE_TOO_MANY
+        assert closed["reason"] == "You have 2 live logs open, the most allowed: this one is read by polling."
+        other_user = communicator(run.pk, async_personas.developer)  # the cap is per user
+        assert (await other_user.connect())[0]
+        assert lines_of(await receive_until_status(other_user))[0] == [1]
+        await open_ones[0].disconnect()  # a closed socket gives its place back
+        again = communicator(run.pk, async_personas.viewer)
+        assert (await again.connect())[0]
+        assert lines_of(await receive_until_status(again))[0] == [1]
+        for comm in (open_ones[1], other_user, again):
+            await comm.disconnect()
+
+    async def test_sockets_refused_for_access_take_no_place(self, async_personas, settings):
+        settings.RUN_LOG_SOCKETS_PER_USER = 1
+        run, _ = await sync_to_async(make_run)(async_personas.team, lines=1)
+        for _ in range(3):
+            assert await close_code(communicator(run.pk, async_personas.outsider)) == CLOSE_NOT_FOUND
+            assert await close_code(communicator(run.pk, async_personas.viewer, after="x")) == CLOSE_BAD_REQUEST
+        comm = communicator(run.pk, async_personas.viewer)
+        assert (await comm.connect())[0]
+        await receive_until_status(comm)
+        await comm.disconnect()
+
+
+def test_the_lease_of_a_socket_whose_process_died_runs_out(personas, settings):
+    from portal import sockets
+
+    settings.RUN_LOG_SOCKETS_PER_USER = 1
+    user = personas.viewer.pk
+    assert sockets.socket_open(user, "tab-1", now=1000)
+    assert not sockets.socket_open(user, "tab-2", now=1000 + sockets.LEASE_SECONDS - 1)
+    sockets.socket_renew(user, "tab-1", now=1000 + sockets.LEASE_SECONDS - 1)  # alive: its lease is extended
+    assert not sockets.socket_open(user, "tab-2", now=1000 + sockets.LEASE_SECONDS + 1)
+    # The process died: no renewal, no close. The lease runs out and another socket may open.
+    assert sockets.socket_open(user, "tab-2", now=1000 + 2 * sockets.LEASE_SECONDS)
+    sockets.socket_renew(user, "tab-1", now=1000 + 2 * sockets.LEASE_SECONDS)  # a late renewal takes nothing back
+    assert not sockets.socket_open(user, "tab-3", now=1000 + 2 * sockets.LEASE_SECONDS)
+
+
+def test_sockets_are_let_through_when_redis_does_not_answer(personas, settings):
+    from portal import sockets
+
+    settings.RUN_LOG_SOCKETS_PER_USER = 1
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    assert sockets.socket_open(personas.viewer.pk, "a") and sockets.socket_open(personas.viewer.pk, "b")
+    sockets.socket_renew(personas.viewer.pk, "a")
+    sockets.socket_close(personas.viewer.pk, "a")
 
 
 class TestStreaming:

@@ -292,6 +292,25 @@ def test_without_websockets_the_viewer_polls_until_the_server_answers_286(person
         assert len(polls) == stopped_at
 
 
+def test_a_viewer_refused_for_too_many_open_live_logs_reads_the_log_by_polling(personas, portal_server):
+    run = make_run(personas)
+    write_log(run, ["before the page opened"])
+    sink = logsink.LogSink(run)
+    with browser_page() as page:
+        page.route_web_socket(re.compile(r".*/ws/runs/.*"), lambda ws: ws.close(
+            code=4429, reason="You have 20 live logs open, the most allowed: this one is read by polling."))
+        log_in(page, portal_server.url, "viewer")
+        page.goto(f"{portal_server.url}/runs/{run.pk}/")
+        page.wait_for_selector("#log-conn[data-state=polling]", timeout=15000)
+        assert page.locator("#log-conn").inner_text().strip() == "polling: too many live logs open"
+        sink.write("a line read by polling")
+        sink.flush()
+        page.wait_for_selector("#L2")
+        assert seqs_on_page(page) == [1, 2]
+        sink.close()
+        finish(run, lines=2)
+
+
 @pytest.mark.parametrize("loses", ["membership", "session"])
 def test_the_polling_fallback_stops_and_says_so_when_the_reader_loses_access(personas, portal_server, loses):
     run = make_run(personas)

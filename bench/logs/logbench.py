@@ -90,6 +90,8 @@ class Services:
             "SECURE_HSTS_SECONDS": "0",
             "LOG_LEVEL": "WARNING",
             "PYTHONUNBUFFERED": "1",
+            # The benchmark's hundreds of viewers are one user: lift the per-user cap on open log sockets.
+            "RUN_LOG_SOCKETS_PER_USER": "100000",
         }
 
     def start_redis(self):

@@ -14,6 +14,7 @@ const MAX_ROWS = 30000; // rows kept while following; older ones become a gap ag
 const MIN_VIEW_PX = 320; // the log's least height when the window is short
 const STALE_SOCKET_MS = 50000; // the server pings every 20 s: a socket silent this long is dead
 const MAX_RETRY_WS_MS = 8000; // the longest wait between two attempts to (re)open the websocket
+const TOO_MANY_RETRY_MS = 60000; // after a 4429 (too many live logs open), polling until the websocket is tried again
 
 export function formatDuration(ms) {
   if (ms < 1000) return `${Math.max(Math.round(ms), 0)} ms`;
@@ -847,6 +848,14 @@ class LogViewer {
     socket.onclose = (event) => {
       if (this.socket === socket) this.socket = null;
       if (this.finished) return;
+      if (event.code === 4429) {
+        // The user has the most live logs open that the server allows: read this one by polling, and try the
+        // websocket again now and then (another tab may have closed).
+        this.startPolling();
+        this.setConn("polling", "polling: too many live logs open");
+        setTimeout(() => this.connect(), TOO_MANY_RETRY_MS);
+        return;
+      }
       if (event.code >= 4400 && event.code < 4500) {
         this.refuse(event.code === 4401);
         return;
