@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test deploy-test lint bench vendor lock venv venv-run clean
+.PHONY: run test deploy-test lint audit bench vendor lock venv venv-run clean
 
 ## run: install what is missing, migrate, seed demo data, then start web, worker, beat, Redis, registry and fleet
 run: venv-run
@@ -24,9 +24,15 @@ deploy-test: venv
 	@scripts/system-deps.sh deploy
 	$(PY) -m pytest deploy/tests $(DEPLOY_TEST_ARGS)
 
-## lint: ruff over the code
+## lint: ruff over the code, and bandit at medium severity and above (a finding left must carry a reviewed `# nosec`)
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/bandit --quiet -c pyproject.toml -r . --severity-level medium
+
+## audit: pip-audit over the pinned dependencies: fails on a known vulnerability; says so plainly, and passes, when the
+## advisory database cannot be reached (AUDIT_ARGS=--strict fails then too)
+audit: venv
+	$(PY) scripts/audit.py $(AUDIT_ARGS)
 
 ## bench: every benchmark under bench/ (see bench/README.md)
 bench: venv

@@ -386,7 +386,8 @@ class SSHRunner(Runner):
         from hosts import ssh
 
         self.host, self.port, self.username = host, port, username
-        self.work_dir = work_dir or "/tmp"
+        # The remote builder's temp dir: each build gets its own `mktemp -d` directory under it, mode 0700.
+        self.work_dir = work_dir or "/tmp"  # nosec B108
         known_as = host if port == 22 else f"[{host}]:{port}"
         if not host_key.strip():
             raise BuilderUnavailable("the builder has no pinned host key: add it on the builders page")

@@ -163,7 +163,8 @@ def load_document(text):
         if stripped.startswith(("{", "[")):  # bootc's YAML never starts so: this is JSON, broken
             raise StatusUnreadable(f"The JSON is malformed or cut off: {json_error}.") from None
         try:
-            document = yaml.load(stripped, Loader=_StatusLoader)  # noqa: S506 - a SafeLoader subclass
+            # Reviewed: _StatusLoader is a SafeLoader subclass (no Python objects), with text-only scalars.
+            document = yaml.load(stripped, Loader=_StatusLoader)  # noqa: S506 # nosec B506
         except RecursionError:
             raise StatusUnreadable("The output is nested too deeply to be a bootc status.") from None
         except yaml.YAMLError as yaml_error:

@@ -31,13 +31,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/portal_bench_hosts")
-ANSIBLE_VENV = Path(os.environ.get("BENCH_ANSIBLE_VENV", "/tmp/portal-bench-ansible"))
+ANSIBLE_VENV = Path(os.environ.get("BENCH_ANSIBLE_VENV", Path(tempfile.gettempdir()) / "portal-bench-ansible"))
 
 
 def setup_django(migrate=True):
     os.environ["DATABASE_URL"] = DATABASE_URL
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-    os.environ.setdefault("PORTAL_VAR_DIR", "/tmp/portal-bench-fleet-var")  # fixed: its keys decrypt last run's rows
+    # Fixed, so its keys decrypt the last run's rows.
+    os.environ.setdefault("PORTAL_VAR_DIR", str(Path(tempfile.gettempdir()) / "portal-bench-fleet-var"))
     if migrate:
         _ensure_database()
     import django
