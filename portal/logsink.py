@@ -57,6 +57,8 @@ class LineSplitter:
         self._cut = None  # a line cut during this read, given out with it
 
     def feed(self, data: bytes) -> list[str]:
+        if not data:
+            return []
         if self._dropping and b"\n" not in data and (b"\r" not in data or not self.cr_ends_line):
             self._after_cr = False
             return []  # more of a line that was cut already
@@ -70,22 +72,29 @@ class LineSplitter:
             data = data.replace(b"\r\n", b"\n")
         if b"\x00" in data:
             data = data.replace(b"\x00", REPLACEMENT_UTF8)
-        pieces = data.split(b"\n")
-        if len(pieces) == 1:
-            self._add(pieces[0])
+        first = data.find(b"\n")
+        if first < 0:
+            self._add(data)
             return self._cut_lines()
+        last = data.rfind(b"\n")
         lines = []
         if not self._dropping:
-            self._add(pieces[0])
+            self._add(data[:first])
             lines += self._cut_lines()
         if not self._dropping:
             lines.append(b"".join(self._parts).decode("utf-8", "replace"))
         self._parts, self.buffered, self._dropping = [], 0, False
-        limit = self.max_bytes
-        for piece in pieces[1:-1]:
-            lines.append(piece.decode("utf-8", "replace") if len(piece) <= limit else self._marked(piece))
-        self._add(pieces[-1])
-        return lines + self._cut_lines()
+        if last > first:  # whole lines between the first and the last line end
+            middle = data[first + 1:last]
+            if len(middle) <= self.max_bytes:  # the usual case: decoded at once (a \n is never inside a character)
+                lines += middle.decode("utf-8", "replace").split("\n")
+            else:
+                lines += [piece.decode("utf-8", "replace") if len(piece) <= self.max_bytes else self._marked(piece)
+                          for piece in middle.split(b"\n")]
+        self._add(data[last + 1:])
+        if self._cut is not None:
+            lines += self._cut_lines()
+        return lines
 
     def _add(self, piece: bytes):
         if not piece or self._dropping:

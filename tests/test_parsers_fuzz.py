@@ -1,5 +1,5 @@
 """The parsers that read what people and machines send, fed arbitrary text and bytes (hypothesis): the Containerfile
-checks, kickstarts, disk image configurations and `bootc status`. Whatever the input, each answers with its own
+checks, kickstarts, disk image configurations, `bootc status` and the runners' line splitter. Whatever the input, each answers with its own
 result or its own error (a report, a list of problems, StatusUnreadable), never an uncaught exception.
 
 Besides random text, each parser gets its own corpus cut, spliced and sprinkled with the characters that break
@@ -14,6 +14,7 @@ from builds import diskconfig, kickstart
 from builds.containerfile import final_base_image, validate_text
 from builds.pipeline import containerfile_for_build
 from hosts.bootc import BootcStatus, StatusUnreadable, parse_status
+from portal.logsink import LineSplitter
 from tests.conftest import CORPUS
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -201,3 +202,33 @@ def test_bootc_status_parsing_takes_any_mangled_corpus_document(text):
 @given(mangled(STATUSES).map(lambda t: t.encode("utf-8", "surrogatepass")))
 def test_bootc_status_parsing_takes_any_mangled_corpus_bytes(data):
     check_status(data)
+
+
+# --- The runners' line splitter --------------------------------------------------------------------------------------
+
+OUTPUT = st.lists(st.sampled_from([b"a", b"bc", b"\n", b"\r", b"\r\n", b"\x00", b"\xc3\xa9", b"\xc3", b"\xff",
+                                   b"\xf0\x9f\x98\x80", b" "]), max_size=300).map(b"".join)
+
+
+def fed(splitter, data, cuts):
+    lines, start = [], 0
+    for cut in sorted(cuts) + [len(data)]:
+        lines += splitter.feed(data[start:cut])
+        start = cut
+    return lines + splitter.rest()
+
+
+@FUZZ
+@given(OUTPUT, st.lists(st.integers(0, 300), max_size=8))
+def test_the_line_splitter_gives_the_same_lines_however_the_output_is_cut_into_reads(data, cuts):
+    cuts = [c for c in cuts if c <= len(data)] + ([len(data) // 2] * 2)  # an empty read, too
+    expected = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\x00", "\ufffd".encode()).split(b"\n")
+    expected = [line.decode("utf-8", "replace") for line in (expected[:-1] if expected[-1] == b"" else expected)]
+    assert fed(LineSplitter(max_bytes=10**6), data, cuts) == expected
+
+
+@FUZZ
+@given(OUTPUT, st.lists(st.integers(0, 300), max_size=8), st.integers(80, 120))
+def test_no_line_out_of_the_splitter_is_longer_than_its_limit(data, cuts, limit):
+    lines = fed(LineSplitter(max_bytes=limit), data * 3, [c * 3 for c in cuts if c <= len(data)])
+    assert all(len(line) <= limit and "\x00" not in line for line in lines)
