@@ -7,6 +7,29 @@
 // durations; search runs on the server over the whole log.
 import { AnsiUp } from "../vendor/ansi_up/ansi_up.js";
 
+// ansi_up writes bold, faint, italic, underline and 24-bit colours as style attributes, which the portal's
+// Content-Security-Policy refuses (no 'unsafe-inline' for styles). Here they become classes, and a 24-bit colour a
+// data attribute that setText() applies through the CSSOM (element.style), which the policy allows.
+class ClassAnsiUp extends AnsiUp {
+  transform_to_html(fragment) {
+    if (fragment.text.length === 0) return "";
+    const text = this.escape_txt_for_html(fragment.text);
+    const classes = [];
+    let data = "";
+    if (fragment.bold) classes.push("ansi-bold");
+    if (fragment.faint) classes.push("ansi-faint");
+    if (fragment.italic) classes.push("ansi-italic");
+    if (fragment.underline) classes.push("ansi-underline");
+    for (const [colour, side] of [[fragment.fg, "fg"], [fragment.bg, "bg"]]) {
+      if (!colour) continue;
+      if (colour.class_name === "truecolor") data += ` data-${side}="${colour.rgb.join(",")}"`;
+      else classes.push(`${colour.class_name}-${side}`);
+    }
+    if (!classes.length && !data) return text;
+    return `<span${classes.length ? ` class="${classes.join(" ")}"` : ""}${data}>${text}</span>`;
+  }
+}
+
 const LEVELS = { group: 1, end: 1, step: 2, bib: 2, pipeline: 3, stage: 4 };
 const PAGE = 1000; // lines per page loaded into a gap
 const WINDOW_BEFORE = 200; // lines loaded above a line jumped to
@@ -40,7 +63,7 @@ class LogViewer {
     this.finished = view.dataset.finished === "1";
     this.linesUrl = view.dataset.linesUrl;
     this.lineUrl = (seq) => view.dataset.lineUrl.replace(/0\/$/, `${seq}/`);
-    this.ansi = new AnsiUp();
+    this.ansi = new ClassAnsiUp();
     this.ansi.use_classes = true;
     this.follow = document.getElementById("log-follow");
     this.showTs = document.getElementById("log-ts");
@@ -95,6 +118,10 @@ class LogViewer {
     const a = this.ansi; // each line on its own: a colour never leaks into the next line
     a.bold = a.faint = a.italic = a.underline = false; a.fg = a.bg = null; a._buffer = "";
     span.innerHTML = a.ansi_to_html(text);
+    for (const el of span.querySelectorAll("[data-fg], [data-bg]")) {
+      if (el.dataset.fg) el.style.color = `rgb(${el.dataset.fg})`;
+      if (el.dataset.bg) el.style.backgroundColor = `rgb(${el.dataset.bg})`;
+    }
   }
 
   makeRow(seq, text, t, cutLength) {
