@@ -1,6 +1,7 @@
 """The parsers that read what people and machines send, fed arbitrary text and bytes (hypothesis): the Containerfile
-checks, kickstarts, disk image configurations, `bootc status` and the runners' line splitter. Whatever the input, each answers with its own
-result or its own error (a report, a list of problems, StatusUnreadable), never an uncaught exception.
+checks, kickstarts, disk image configurations, `bootc status` and the runners' line splitter. Whatever the input,
+each answers with its own result or its own error (a report, a list of problems, StatusUnreadable), never an uncaught
+exception.
 
 Besides random text, each parser gets its own corpus cut, spliced and sprinkled with the characters that break
 parsers (quotes, backslashes, NUL, line ends of every kind, non-ASCII, surrogates escaped in JSON)."""
