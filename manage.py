@@ -6,4 +6,7 @@ if __name__ == "__main__":
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     from django.core.management import execute_from_command_line
 
-    execute_from_command_line(sys.argv)
+    from portal.startup import database_errors_in_one_line
+
+    with database_errors_in_one_line():
+        execute_from_command_line(sys.argv)

@@ -3,9 +3,10 @@ conversions (builds/queues.py). The reasons for each setting are in docs/workers
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Queue
 
+from .startup import require_database
 from .workers import Heartbeat
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
@@ -16,3 +17,10 @@ QUEUES = ("hosts", "default")  # the builders' queues are made when first used
 app.conf.task_queues = [Queue(name) for name in QUEUES]
 app.steps["consumer"].add(Heartbeat)
 app.autodiscover_tasks()
+
+
+@signals.import_modules.connect
+def _require_database(**kwargs):
+    """In production, a worker or beat that cannot reach its database stops at start-up, with one line (this signal
+    comes as they load the task modules, before their banner)."""
+    require_database()

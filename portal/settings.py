@@ -8,7 +8,9 @@ DEBUG off the portal refuses to start unless SECRET_KEY, FIELD_ENCRYPTION_KEYS a
 import ipaddress
 import json
 import os
+import re
 import secrets
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,11 +19,46 @@ from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 from portal.egress import parse_rule as egress_rule
+from portal.startup import BadSetting
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("PORTAL_VAR_DIR", default=str(BASE_DIR / "var")))
+DATABASE_ENGINES = ("django.db.backends.postgresql", "django.db.backends.sqlite3")
 
-env = environ.Env()
+
+class _Env(environ.Env):
+    """django-environ, stopping start-up with one line that names the variable when a value cannot be read (its own
+    errors say "invalid literal for int()" and no more, in a traceback)."""
+
+    def get_value(self, var, *args, **kwargs):
+        try:
+            return super().get_value(var, *args, **kwargs)
+        except (ValueError, TypeError, ImproperlyConfigured) as exc:
+            raise BadSetting(f"{var} is not valid: {exc}") from None
+
+    def db_url(self, var="DATABASE_URL", default=environ.Env.NOTSET, engine=None):
+        try:
+            with warnings.catch_warnings():  # its "Engine not recognized" warning prints the URL, password included
+                warnings.simplefilter("ignore")
+                config = super().db_url(var, default=default, engine=engine)
+        except (ValueError, KeyError, ImproperlyConfigured) as exc:
+            raise BadSetting(f"{var} is not a database URL: {exc}") from None
+        if config.get("ENGINE") not in DATABASE_ENGINES:
+            raise BadSetting(f"{var} must be postgres://USER:PASSWORD@HOST:5432/NAME or sqlite:////PATH/TO/FILE.")
+        return config
+
+    db = db_url
+
+    def email_url(self, var="EMAIL_URL", default=environ.Env.NOTSET, backend=None):
+        try:
+            return super().email_url(var, default=default, backend=backend)
+        except (ValueError, KeyError, ImproperlyConfigured) as exc:
+            raise BadSetting(f"{var} is not an email URL ({exc}); e.g. smtp+tls://USER:PASSWORD@HOST:587") from None
+
+    email = email_url
+
+
+env = _Env()
 if (BASE_DIR / ".env").exists():
     environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
@@ -52,7 +89,7 @@ def _required_secret(name):
         return value
     if DEBUG:
         return _development_secrets()[name]
-    raise ImproperlyConfigured(f"{name} must be set when DEBUG is off (see .env.example).")
+    raise BadSetting(f"{name} must be set when DEBUG is off (see .env.example).")
 
 
 SECRET_KEY = _required_secret("SECRET_KEY")
@@ -75,10 +112,12 @@ for _proxy in TRUSTED_PROXIES:
     try:
         ipaddress.ip_network(_proxy, strict=False)
     except ValueError:
-        raise ImproperlyConfigured(f"TRUSTED_PROXIES: {_proxy!r} is not an IP address or network (e.g. 10.0.0.0/8).") from None
+        raise BadSetting(f"TRUSTED_PROXIES: {_proxy!r} is not an IP address or network (e.g. 10.0.0.0/8).") from None
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+if not re.match(r"^https?://[^/\s]+", SITE_URL):
+    raise BadSetting(f"SITE_URL must be the address people use, e.g. https://portal.example.com (got {SITE_URL!r}).")
 
 INSTALLED_APPS = [
     "daphne",
@@ -162,6 +201,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Redis: Celery broker and Channels layer -------------------------------------------------------------------------
 EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis.sock"
 REDIS_URL = env.str("REDIS_URL", default=f"unix://{EMBEDDED_REDIS_SOCKET}")
+if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise BadSetting("REDIS_URL must start with redis://, rediss:// (TLS) or unix://, e.g. redis://:PASSWORD@redis:6379/0.")
 
 
 # A password goes in the URL (redis://:PASSWORD@host:6379/0). rediss:// means TLS, with the server's certificate
@@ -366,7 +407,7 @@ for _entry in EGRESS_ALLOW:
     try:
         egress_rule(_entry)
     except ValueError as exc:
-        raise ImproperlyConfigured(f"EGRESS_ALLOW: {exc} (e.g. registry.internal, 10.20.0.0/16, 127.0.0.1:5000).") from None
+        raise BadSetting(f"EGRESS_ALLOW: {exc} (e.g. registry.internal, 10.20.0.0/16, 127.0.0.1:5000).") from None
 
 # --- Builds (docs/builds.md) -----------------------------------------------------------------------------------------
 # podman's pull policy for base images: missing (default), always, newer or never (tests use never: nothing to pull).
@@ -404,9 +445,13 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "filters": {"refusals_in_one_line": {"()": "portal.logfilters.RefusalsInOneLine"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's own console handler (DEBUG only) would print each of its records a second time, next to the root's.
+        "django": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+        "django.request": {"filters": ["refusals_in_one_line"]},
         "django.channels.server": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
         "axes": {"level": "WARNING"},

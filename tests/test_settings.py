@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +41,7 @@ def test_check_deploy_is_clean_under_production_settings():
 def test_production_refuses_to_start_without_a_secret_key():
     result = manage("check", env=production_env(SECRET_KEY=""))
     assert result.returncode != 0
-    assert "SECRET_KEY must be set when DEBUG is off" in result.stderr
+    assert result.stderr == "Image Mode Portal cannot start: SECRET_KEY must be set when DEBUG is off (see .env.example).\n"
 
 
 def test_production_refuses_to_start_without_an_encryption_key():
@@ -85,3 +86,46 @@ def test_defaults_work_on_a_laptop(tmp_path):
     assert database == str(tmp_path / "portal.sqlite3")
     assert redis_url == f"unix://{tmp_path}/redis.sock" and broker == f"redis+socket://{tmp_path}/redis.sock"
     assert (tmp_path / "dev-secrets.json").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("name,value,says", [
+    ("DATABASE_URL", "postgres//db.example/portal", "DATABASE_URL must be postgres://USER:PASSWORD@HOST:5432/NAME"),
+    ("DATABASE_URL", "mysql://portal@db.example/portal", "DATABASE_URL must be postgres://USER:PASSWORD@HOST:5432/NAME"),
+    ("DATABASE_URL", "postgres://portal@db.example:port/portal", "DATABASE_URL is not a database URL: Port could not"),
+    ("REDIS_URL", "redis.example:6379", "REDIS_URL must start with redis://, rediss:// (TLS) or unix://"),
+    ("SITE_URL", "portal.example.com", "SITE_URL must be the address people use"),
+    ("EMAIL_URL", "nonsense", "EMAIL_URL is not an email URL"),
+    ("HOSTS_POLL_SECONDS", "often", "HOSTS_POLL_SECONDS is not valid: invalid literal for int()"),
+    ("FIELD_ENCRYPTION_KEYS", "", "FIELD_ENCRYPTION_KEYS must be set when DEBUG is off"),
+])
+def test_a_bad_setting_stops_start_up_with_one_line_naming_it(name, value, says):
+    result = manage("check", env=production_env(**{name: value}))
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"Image Mode Portal cannot start: {says}"), result.stderr
+
+
+@pytest.fixture
+def unreachable_database():
+    from tests.conftest import free_port
+
+    return f"postgres://portal:pw-not-shown@127.0.0.1:{free_port()}/portal"
+
+
+@pytest.mark.parametrize("process", [
+    ["manage.py", "migrate"],
+    ["-m", "daphne", "-b", "127.0.0.1", "-p", "0", "portal.asgi:application"],
+    ["-m", "celery", "-A", "portal", "worker", "-Q", "default", "-c", "1"],
+    ["-m", "celery", "-A", "portal", "beat", "-s", "/dev/null/schedule"],
+], ids=["migrate", "web", "worker", "beat"])
+def test_a_process_that_cannot_reach_its_database_in_production_stops_with_one_line(process, unreachable_database,
+                                                                                    redis_server):
+    env = production_env(DATABASE_URL=unreachable_database, REDIS_URL=redis_server.url)
+    result = subprocess.run([sys.executable, *process], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    port = unreachable_database.rsplit(":", 1)[1].split("/")[0]
+    [line] = [line for line in output.splitlines() if "cannot start" in line]
+    assert f"Image Mode Portal cannot start: DATABASE_URL: cannot connect to 127.0.0.1:{port}, database portal: " in line
+    assert "Connection refused" in line
+    assert "Traceback" not in output and "pw-not-shown" not in output

@@ -1,0 +1,56 @@
+"""What a portal process checks as it starts, so that a bad setting stops it with one line naming the setting.
+
+`BadSetting` is raised while the settings load (a missing key, a malformed URL, a number that is not one) and when a
+process in production cannot reach its database. It is a SystemExit, so whichever entry point loaded the settings
+(manage.py, daphne, a Celery worker or beat) ends with exit status 1 and the one line, and no traceback.
+"""
+
+import contextlib
+
+PREFIX = "Image Mode Portal cannot start: "
+
+
+class BadSetting(SystemExit):
+    def __init__(self, message):
+        super().__init__(PREFIX + message)
+
+
+def database_unreachable(exc):
+    """The BadSetting for a database that did not accept a connection: where it was tried, and why (no password)."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        where = str(db["NAME"])
+    else:
+        where = f"{db.get('HOST') or 'localhost'}:{db.get('PORT') or 5432}, database {db.get('NAME')}"
+    reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return BadSetting(f"DATABASE_URL: cannot connect to {where}: {reason}")
+
+
+def require_database():
+    """In production (DEBUG off) a web, worker or beat process that cannot reach its database stops at once."""
+    from django.conf import settings
+    from django.db import OperationalError, connection
+
+    if settings.DEBUG:
+        return
+    try:
+        connection.ensure_connection()
+    except OperationalError as exc:
+        raise database_unreachable(exc) from None
+    finally:
+        connection.close()
+
+
+@contextlib.contextmanager
+def database_errors_in_one_line():
+    """A management command whose database never answered stops with one line; any other error is left alone."""
+    from django.db import OperationalError, connection
+
+    try:
+        yield
+    except OperationalError as exc:
+        if connection.connection is not None:
+            raise
+        raise database_unreachable(exc) from None
