@@ -8,6 +8,7 @@ tracked reference resolves to per architecture. Beat claims due hosts (`claim_du
 
 import hashlib
 import logging
+import queue
 import random
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -23,7 +24,7 @@ from django.utils import timezone
 from portal import services as portal_services
 from portal.text import decoded, storable
 
-from . import bootc, ssh, timeline
+from . import bootc, ssh, sshpool, timeline
 from .models import EventKind, Host, HostEvent, HostSnapshot, HostState, ReferenceDigest, TeamSSHKey
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ def _jump_target(host, team_key=None):
         return None
     team_key = team_key or TeamSSHKey.objects.filter(team_id=host.team_id).first()
     return ssh.Target(address=jump.address, port=jump.port, username=jump.ssh_user, host_key=jump.host_key or None,
-                      private_key=private_key_for(team_key) if team_key else None, name=f"jump host {jump.name}")
+                      private_key=private_key_for(team_key) if team_key else None, name=f"jump host {jump.name}",
+                      private_key_text=team_key.private_key if team_key else "")
 
 
 def target_for(host, team_key=None):
@@ -74,10 +76,21 @@ def target_for(host, team_key=None):
     return ssh.Target(
         address=host.address, port=host.port, username=host.ssh_user, host_key=host.host_key or None,
         private_key=private_key_for(team_key), jump=_jump_target(host, team_key), name=host.name,
+        private_key_text=team_key.private_key,
         connect_timeout=setting("HOSTS_CONNECT_TIMEOUT", ssh.CONNECT_TIMEOUT),
         handshake_timeout=setting("HOSTS_HANDSHAKE_TIMEOUT", ssh.HANDSHAKE_TIMEOUT),
         auth_timeout=setting("HOSTS_AUTH_TIMEOUT", ssh.AUTH_TIMEOUT),
     )
+
+
+def keep_open():
+    """Whether commands go over kept-open connections (hosts.sshpool) or a fresh connection each (hosts.ssh)."""
+    return setting("HOSTS_SSH_KEEP_OPEN", True)
+
+
+def session_for(target):
+    """Where to run commands on a host: its kept-open connection, or a fresh one. A context manager with `run()`."""
+    return sshpool.Session(target) if keep_open() else ssh.Connection(target)
 
 
 # --- Polling ---------------------------------------------------------------------------------------------------------
@@ -98,13 +111,20 @@ def read_status(target, host_id, *, timeout=None):
     """Network only (safe in a thread): connect, check, run `bootc status`, disconnect."""
     started = time.monotonic()
     try:
-        result = ssh.run(target, ssh.bootc_status(), timeout=timeout or setting("HOSTS_COMMAND_TIMEOUT", 30),
-                         max_output=setting("HOSTS_MAX_STATUS_BYTES", 1024 * 1024))
+        with session_for(target) as session:
+            result = session.run(ssh.bootc_status(), timeout=timeout or setting("HOSTS_COMMAND_TIMEOUT", 30),
+                                 max_output=setting("HOSTS_MAX_STATUS_BYTES", 1024 * 1024))
     except ssh.SSHError as exc:
         return PollOutcome(host_id, error=exc, seconds=time.monotonic() - started)
     except Exception as exc:  # noqa: BLE001 - one host's odd failure must not stop the others
         return PollOutcome(host_id, error=ssh.ProtocolError(f"{type(exc).__name__}: {exc}"),
                            seconds=time.monotonic() - started)
+    return _outcome(host_id, result, started)
+
+
+def _outcome(host_id, result, started):
+    if isinstance(result, ssh.SSHError):
+        return PollOutcome(host_id, error=result, seconds=time.monotonic() - started)
     return PollOutcome(host_id, raw=result.stdout, truncated=result.truncated, exit_status=result.exit_status,
                        stderr=result.error_text()[:2000], seconds=time.monotonic() - started)
 
@@ -158,6 +178,26 @@ def poll_hosts(host_ids, *, concurrency=None, action=None):
         for host in written:
             attach_journal(host)  # only hosts that just rolled back have anything to read
 
+    if keep_open():
+        # One event loop reads every host over its kept-open connection; this thread writes as answers arrive.
+        started = time.monotonic()
+        results = sshpool.shared().run_many(targets, ssh.bootc_status(), timeout=setting("HOSTS_COMMAND_TIMEOUT", 30),
+                                            max_output=setting("HOSTS_MAX_STATUS_BYTES", 1024 * 1024))
+        answered, flushed_at, finished = [], time.monotonic(), False
+        while not finished:
+            try:
+                item = results.get(timeout=WRITE_EVERY_SECONDS)
+            except queue.Empty:
+                item = ()
+            if item is None:
+                finished = True
+            elif item:
+                answered.append(_outcome(item[0], item[1], started))
+            due = time.monotonic() - flushed_at >= WRITE_EVERY_SECONDS
+            if answered and (len(answered) >= WRITE_BATCH or due or finished):
+                write(answered)
+                answered, flushed_at = [], time.monotonic()
+        return counts
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
         running = {pool.submit(read_status, target, pk) for pk, target in targets.items()}
         answered, flushed_at = [], time.monotonic()
@@ -347,7 +387,7 @@ def _journal_evidence(host):
     try:
         target = target_for(host)
         lines = []
-        with ssh.Connection(target) as connection:
+        with session_for(target) as connection:
             for boot in (0, -1):
                 for unit in ("greenboot-healthcheck.service", "greenboot-rpm-ostree-grub2-check-fallback.service"):
                     result = connection.run(ssh.journalctl(unit, boot=boot, lines=20), timeout=10, max_output=64 * 1024)

@@ -46,6 +46,7 @@ from .poller import (  # noqa: F401 - reference_digests_set is part of this modu
     read_status,
     record_outcome,
     reference_digests_set,
+    session_for,
     setting,
     target_for,
 )
@@ -579,7 +580,7 @@ def _execute(action, host, run, sink):
                f"{host.host_key_fingerprint}")
     went_down = False
     try:
-        with ssh.Connection(target) as connection:
+        with session_for(target) as connection:
             for command in commands:
                 portal_services.run_set_phase(run, command.description)
                 sink.write(f"$ {command.for_user(host.ssh_user)}")

@@ -298,6 +298,8 @@ class SimHost:
         self.rebooting = False
         self.commands = []  # every command line received, for tests (the MITM test counts them)
         self.logins = 0
+        self.running = 0  # commands running now, and the most at once (the pool's per-host limit is tested by it)
+        self.most_running = 0
         self._status_cache = None
 
     @property
@@ -370,6 +372,15 @@ class SimHost:
     async def _process(self, process):
         line = process.command or ""
         self.commands.append(line)
+        del self.commands[:-1000]
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await self._answer(process, line)
+        finally:
+            self.running -= 1
+
+    async def _answer(self, process, line):
         try:
             argv = shlex.split(line)
         except ValueError:

@@ -245,6 +245,7 @@ class Target:
     host_key: str | None = None
     private_key: paramiko.PKey | None = None
     jump: "Target | None" = None
+    private_key_text: str = ""  # the same key as OpenSSH text, for the kept-open connections of hosts.sshpool
     name: str = ""
     connect_timeout: float = CONNECT_TIMEOUT
     handshake_timeout: float = HANDSHAKE_TIMEOUT

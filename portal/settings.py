@@ -489,6 +489,15 @@ HOSTS_COMMAND_TIMEOUT = env.float("HOSTS_COMMAND_TIMEOUT", default=30.0)  # boot
 HOSTS_ACTION_COMMAND_TIMEOUT = env.float("HOSTS_ACTION_COMMAND_TIMEOUT", default=1800.0)  # upgrade, switch (pulls)
 HOSTS_REBOOT_WAIT_SECONDS = env.int("HOSTS_REBOOT_WAIT_SECONDS", default=600)  # how long an action waits for a reboot
 HOSTS_MAX_STATUS_BYTES = env.int("HOSTS_MAX_STATUS_BYTES", default=1024 * 1024)  # output cap of bootc status
+# Kept-open SSH (hosts/sshpool.py): one connection per host per worker process, a new channel per command. The hosts
+# worker runs with `-P threads` so that its tasks share one process and so one pool (docs/hosts.md).
+HOSTS_SSH_KEEP_OPEN = env.bool("HOSTS_SSH_KEEP_OPEN", default=True)
+HOSTS_SSH_POOL_MAX = env.int("HOSTS_SSH_POOL_MAX", default=15000)  # open connections (also capped by `ulimit -Hn`)
+HOSTS_SSH_IDLE_SECONDS = env.float("HOSTS_SSH_IDLE_SECONDS", default=300.0)  # closed after this long unused
+HOSTS_SSH_SESSIONS_PER_HOST = env.int("HOSTS_SSH_SESSIONS_PER_HOST", default=4)  # commands at once on one host
+HOSTS_SSH_CONNECTS_IN_FLIGHT = env.int("HOSTS_SSH_CONNECTS_IN_FLIGHT", default=64)  # handshakes at once
+HOSTS_SSH_RECONNECT_BASE_SECONDS = env.float("HOSTS_SSH_RECONNECT_BASE_SECONDS", default=1.0)  # then 2, 4, ... s
+HOSTS_SSH_RECONNECT_MAX_SECONDS = env.float("HOSTS_SSH_RECONNECT_MAX_SECONDS", default=30.0)
 CELERY_BEAT_SCHEDULE.update({
     "hosts-poll-due": {"task": "hosts.tasks.poll_due_hosts", "schedule": 15.0},
     "hosts-refresh-references": {"task": "hosts.tasks.refresh_reference_digests", "schedule": 60.0},

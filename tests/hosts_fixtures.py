@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from hosts import services, simulator
+from hosts import services, simulator, sshpool
 from hosts.models import Host
 from hosts.simulator import Deployment, Fleet
 from tests.conftest import allow_egress
@@ -29,6 +29,7 @@ def host_settings(settings):
     settings.HOSTS_REBOOT_POLL_SECONDS = 0.1
     settings.HOSTS_REBOOT_WAIT_SECONDS = 20
     settings.HOSTS_POLL_CONCURRENCY = 16
+    settings.HOSTS_SSH_RECONNECT_BASE_SECONDS = 0.1
     return settings
 
 
@@ -77,6 +78,7 @@ class FleetForTests:
 
     def stop(self):
         if self.started:
+            sshpool.reset_shared()  # the next test's hosts get connections of their own
             self.fleet.stop_thread()
             self.disallow()
 

@@ -64,6 +64,7 @@ def test_each_worker_takes_its_own_queues_with_its_own_concurrency():
 
     assert queues("worker-builds")[0] == "builds.amd64,images.amd64"  # local builders of this architecture
     assert queues("worker-hosts")[0] == "hosts"
+    assert "threads" in SERVICES["worker-hosts"]["command"]  # one process: its tasks share the kept-open SSH connections
     assert queues("worker-default")[0] == "default"
 
 

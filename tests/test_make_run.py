@@ -142,7 +142,7 @@ def sign_in(url, username, password):
 
 
 def started_processes(output):
-    return dict(re.findall(r"system +\| (\w+) started \(pid=(\d+)\)", output))
+    return dict(re.findall(r"system +\| ([\w-]+) started \(pid=(\d+)\)", output))
 
 
 def test_make_run_as_written_serves_the_portal_until_ctrl_c_stops_everything(clone):
@@ -156,7 +156,7 @@ def test_make_run_as_written_serves_the_portal_until_ctrl_c_stops_everything(clo
         status, body, _ = fetch(run.url + "/health/")
         assert (status, json.loads(body)) == (200, {"ok": True})
         processes = started_processes(run.output())
-        assert list(processes) == ["redis", "registry", "web", "worker", "beat", "fleet"]
+        assert list(processes) == ["redis", "registry", "web", "worker", "hosts-worker", "beat", "fleet"]
         assert "password for all: portal-demo" in run.output()
 
         _opener, dashboard = sign_in(run.url, "developer", "portal-demo")

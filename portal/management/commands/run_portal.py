@@ -148,12 +148,17 @@ class Command(BaseCommand):
         from builds.queues import local_queues
 
         worker_name = f"worker-{os.getpid()}@"
-        # This machine's builds and conversions (its own architecture), host polls and actions, and the rest; a
-        # remote builder's queue needs its own worker (`manage.py builder_worker NAME`).
-        worker_queues = ",".join([*local_queues(), "hosts", "default"])
+        # This machine's builds and conversions (its own architecture), and the rest; a remote builder's queue needs
+        # its own worker (`manage.py builder_worker NAME`).
+        worker_queues = ",".join([*local_queues(), "default"])
         supervisor.add("worker", [bindir / "celery", "-A", "portal", "worker", "-Q", worker_queues,
                                   "--concurrency", "4", "-l", "INFO", "-n", worker_name + "%h"],
                        ready=lambda: _worker_beats(worker_name))
+        # Host polls and actions: threads of one process, so that they share its kept-open SSH connections.
+        hosts_worker = f"hosts-{os.getpid()}@"
+        supervisor.add("hosts-worker", [bindir / "celery", "-A", "portal", "worker", "-Q", "hosts", "-P", "threads",
+                                        "--concurrency", "8", "-l", "INFO", "-n", hosts_worker + "%h"],
+                       ready=lambda: _worker_beats(hosts_worker))
         schedule = var_dir / "celerybeat-schedule"
         supervisor.add("beat", [bindir / "celery", "-A", "portal", "beat", "-l", "INFO", "-s", schedule],
                        ready=lambda: _beat_schedule_written(schedule, started_at))
