@@ -267,7 +267,7 @@ def check_signature(image_type: str, head: bytes) -> dict:
         pvd = head[ISO_PVD_OFFSET:ISO_PVD_OFFSET + 7]
         if pvd[1:6] != b"CD001" or pvd[0] != 1:
             raise FormatMismatch("bootiso/install.iso has no ISO 9660 primary volume descriptor at sector 16")
-        return {"volume_id": head[ISO_PVD_OFFSET + 40:ISO_PVD_OFFSET + 72].decode("ascii", "replace").strip()}
+        return {"volume_id": storable(head[ISO_PVD_OFFSET + 40:ISO_PVD_OFFSET + 72].decode("ascii", "replace").strip())}
     return {}
 
 

@@ -39,6 +39,7 @@ from portal import egress
 from portal.access import check_team_action
 from portal.models import ROLE_ACTIONS, Action, Team, User
 from portal.services import audit
+from portal.text import storable
 
 from .models import (
     ApprovalDecision,
@@ -376,6 +377,7 @@ def webhook_attempt(*, delivery_id: int) -> float | None:
         error = f"{type(exc).__name__}: {exc}"
     now = timezone.now()
     attempts = delivery.attempts + 1
+    error = storable(error)  # the receiver's reason phrase may hold a NUL
     changes = {"attempts": attempts, "response_code": code, "error": error[:500],
                "duration_ms": int((time.monotonic() - started) * 1000), "last_attempt_at": now,
                "next_attempt_at": None}

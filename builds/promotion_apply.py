@@ -25,6 +25,7 @@ from django.utils import timezone
 from portal.logsink import LogSink
 from portal.models import Run, RunStatus
 from portal.services import RunStateError, audit, run_finish, run_set_phase, run_start
+from portal.text import storable
 
 from . import fetches, registry
 from .models import Promotion, PromotionKind, PromotionStatus, StageHistory
@@ -235,7 +236,7 @@ def fail_promotion(promotion_id: int, *, run_id: int | None, reason: str, run_st
                     pass
         if locked is None or locked.status != PromotionStatus.APPLYING or (run_id and locked.run_id != run_id):
             return
-        locked.status, locked.status_note = PromotionStatus.FAILED, reason[:500]
+        locked.status, locked.status_note = PromotionStatus.FAILED, storable(reason)[:500]
         locked.save(update_fields=["status", "status_note", "updated_at"])
         audit(action="promotion.failed", summary=f"applying #{locked.pk} ({locked.definition} to "
               f"{locked.target_stage.name}) failed: {reason}", actor_name="portal", team=locked.team, obj=locked,

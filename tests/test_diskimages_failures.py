@@ -120,6 +120,9 @@ def test_an_iso_is_checked_with_xorriso_and_its_volume_descriptor(tmp_path):
     assert converters.check_signature("anaconda-iso", head) == {"volume_id": "WEBOS"}
     with pytest.raises(FormatMismatch):
         converters.check_signature("anaconda-iso", b"\0" * 40000)
+    volume_id = converters.ISO_PVD_OFFSET + 40  # a volume id holding NULs is stored with replacement characters
+    nul_id = head[:volume_id] + b"WEB\0OS" + b"\0" * 26 + head[volume_id + 32:]
+    assert converters.check_signature("anaconda-iso", nul_id) == {"volume_id": "WEB\ufffdOS" + "\ufffd" * 26}
 
 
 def test_a_gce_tarball_must_hold_disk_raw():

@@ -21,9 +21,10 @@ pytestmark = pytest.mark.django_db
 
 
 class Receiver:
-    """A real HTTP server on loopback that records deliveries and answers with the next of `codes` (then 200)."""
+    """A real HTTP server on loopback that records deliveries and answers with the next of `codes` (then 200), with
+    `reason` as the status line's reason phrase if given."""
 
-    def __init__(self, codes=()):
+    def __init__(self, codes=(), reason=None):
         self.codes = list(codes)
         self.requests = []
         receiver = self
@@ -33,7 +34,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.requests.append({"headers": dict(self.headers), "body": body, "at": time.monotonic()})
                 code = receiver.codes.pop(0) if receiver.codes else 200
-                self.send_response(code)
+                self.send_response(code, reason)
                 self.end_headers()
                 self.wfile.write(b"ok" if code < 300 else b"try later")
 
@@ -55,8 +56,8 @@ def receiver():
     """start(codes) -> a Receiver, allowed by the egress policy for the test's length."""
     started = []
 
-    def start(codes=()):
-        r = Receiver(codes)
+    def start(codes=(), reason=None):
+        r = Receiver(codes, reason)
         started.append((r, allow_egress(f"127.0.0.1:{r.server.server_address[1]}")))
         return r
 
@@ -222,6 +223,17 @@ def test_a_receiver_that_refuses_with_4xx_is_not_retried(promo, receiver):
     assert notifications.webhook_attempt(delivery_id=delivery.pk) is None
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.FAILED and delivery.response_code == 401
+
+
+def test_a_reason_phrase_holding_a_nul_is_recorded_with_a_replacement_character(promo, receiver):
+    r = receiver(codes=[502], reason="Bad\x00Gateway")
+    notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci", url=r.url,
+                                 events=[NotificationEvent.BUILD_FAILED])
+    [delivery] = notifications.notify_build_failed(build=promo.builds[0])
+    assert notifications.webhook_attempt(delivery_id=delivery.pk) is not None
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.response_code, delivery.error) == (DeliveryStatus.RETRYING, 502,
+                                                                         "HTTP 502 Bad\ufffdGateway")
 
 
 def test_an_unreachable_receiver_is_recorded_with_the_error(promo, settings):
