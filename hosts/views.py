@@ -205,7 +205,7 @@ def host_snapshot_output(request, pk, snapshot):
 def _pretty(raw):
     """Indented JSON for reading; anything else exactly as the host printed it."""
     try:
-        return json.dumps(json.loads(raw), indent=2, sort_keys=True)
+        return json.dumps(json.loads(raw), indent=2, sort_keys=True, ensure_ascii=False)
     except (ValueError, RecursionError):
         return raw
 

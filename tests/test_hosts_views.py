@@ -91,6 +91,7 @@ class TestWhoSeesWhat:
         assert "Status unreadable:</strong> The output holds a NUL byte at line 1, column 1" in page
         assert f"/hosts/{host.pk}/snapshots/{snapshot.pk}/output/" in page
         assert "Below is the last status that could be read" in page
+        assert "(as of " in page and "the last status that could be read)" in page  # over "Boots next"
 
     def test_the_list_shows_each_user_their_teams_and_help_desk_every_team(self, personas, client_for, host):
         other = make_host(personas.other_team, "other-01")
