@@ -191,11 +191,34 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file (not :memory:) so that worker and web processes started by tests share it; one per test session.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-portal-{os.getpid()}.sqlite3")}
 else:
-    # No persistent connections by default. Under ASGI each request's view runs in a thread of its own, and Django keeps
-    # a persistent connection per thread, so with CONN_MAX_AGE > 0 connections pile up until PostgreSQL refuses new
-    # clients (Django's docs advise 0 under ASGI). A pooler (PgBouncer, or Django's psycopg pool) is the way to reuse.
+    # Connections come from psycopg's pool, one per process (docs/deploy.md#database-connections): a request borrows
+    # one and gives it back when it ends, so a page no longer pays for a new backend, its authentication and cold
+    # caches. Persistent connections stay off: under ASGI each request's view runs in a thread of its own, and
+    # Django keeps a persistent connection per thread, so with CONN_MAX_AGE > 0 they pile up until PostgreSQL refuses
+    # new clients. DATABASE_POOL=false (behind PgBouncer, say) opens a connection per request, or keeps it
+    # CONN_MAX_AGE seconds.
+    DATABASE_POOL = env.bool("DATABASE_POOL", default=True)
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+    if DATABASE_POOL:
+        if DATABASES["default"]["CONN_MAX_AGE"]:
+            raise ImproperlyConfigured("CONN_MAX_AGE must be 0 while DATABASE_POOL is on: the pool reuses connections "
+                                       "already (set DATABASE_POOL=false to keep connections per thread instead).")
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
+            "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=8),
+            # A request that finds every connection in use waits this long for one, then fails (PoolTimeout).
+            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=20.0),
+            # Connections idle this long are closed, down to min_size.
+            "max_idle": env.float("DATABASE_POOL_MAX_IDLE", default=300.0),
+            "name": "portal",
+        }
+        _pool = DATABASES["default"]["OPTIONS"]["pool"]
+        if not (_pool["max_size"] >= 1 and 0 <= _pool["min_size"] <= _pool["max_size"]):
+            raise ImproperlyConfigured(f"DATABASE_POOL_MAX_SIZE ({_pool['max_size']}) must be at least 1 and "
+                                       f"DATABASE_POOL_MIN_SIZE ({_pool['min_size']}) between 0 and it.")
+    # PgBouncer in transaction mode cannot keep a cursor open across transactions: DATABASE_SERVER_SIDE_CURSORS=false.
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = not env.bool("DATABASE_SERVER_SIDE_CURSORS", default=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: Celery broker and Channels layer -------------------------------------------------------------------------
