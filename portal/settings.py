@@ -208,7 +208,7 @@ else:
             "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
             "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=8),
             # A request that finds every connection in use waits this long for one, then fails (PoolTimeout).
-            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=20.0),
+            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
             # Connections idle this long are closed, down to min_size.
             "max_idle": env.float("DATABASE_POOL_MAX_IDLE", default=300.0),
             "name": "portal",

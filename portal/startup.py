@@ -24,8 +24,38 @@ def database_unreachable(exc):
         where = str(db["NAME"])
     else:
         where = f"{db.get('HOST') or 'localhost'}:{db.get('PORT') or 5432}, database {db.get('NAME')}"
+    if _is_pool_timeout(exc):
+        # The pool only says it waited in vain; one connection of our own says why.
+        exc = _direct_connection_error() or exc
     reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
     return BadSetting(f"DATABASE_URL: cannot connect to {where}: {reason}")
+
+
+def _pooled():
+    from django.db import connection
+
+    return connection.vendor == "postgresql" and bool(connection.settings_dict["OPTIONS"].get("pool"))
+
+
+def _is_pool_timeout(exc):
+    try:
+        from psycopg_pool import PoolTimeout
+    except ImportError:
+        return False
+    return isinstance(exc, PoolTimeout) or isinstance(exc.__cause__, PoolTimeout)
+
+
+def _direct_connection_error():
+    """The error of one connection opened outside the pool (None if it opens): the pool retries in the background and
+    would only say, after DATABASE_POOL_TIMEOUT, that no connection came."""
+    import psycopg
+    from django.db import connection
+
+    try:
+        psycopg.connect(**connection.get_connection_params()).close()
+    except psycopg.Error as exc:
+        return exc
+    return None
 
 
 def require_database():
@@ -34,6 +64,11 @@ def require_database():
     from django.db import OperationalError, connection
 
     if settings.DEBUG:
+        return
+    if _pooled():
+        error = _direct_connection_error()
+        if error is not None:
+            raise database_unreachable(error) from None
         return
     try:
         connection.ensure_connection()

@@ -43,7 +43,7 @@ def database_settings(**env):
 def test_postgresql_connections_come_from_a_pool_and_none_is_kept_per_thread():
     read = database_settings(DATABASE_URL=POSTGRES)
     assert read["CONN_MAX_AGE"] == 0
-    assert read["pool"] == {"min_size": 1, "max_size": 8, "timeout": 20.0, "max_idle": 300.0, "name": "portal"}
+    assert read["pool"] == {"min_size": 1, "max_size": 8, "timeout": 10.0, "max_idle": 300.0, "name": "portal"}
     assert read["no_server_cursors"] is False
 
 
