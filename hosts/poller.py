@@ -105,6 +105,7 @@ class PollOutcome:
     stderr: str = ""
     error: ssh.SSHError | None = None
     seconds: float = 0.0
+    status_hash: str = ""
 
 
 def read_status(target, host_id, *, timeout=None):
@@ -136,8 +137,10 @@ def poll_hosts(host_ids, *, concurrency=None, action=None):
     not change since the last poll cost one shared UPDATE per batch.
     """
     concurrency = concurrency or setting("HOSTS_POLL_CONCURRENCY", 64)
+    # Only what reaching a host and spotting an unchanged answer take; hosts with something to record are loaded whole,
+    # per batch (most hosts, most rounds, have nothing new to say).
     hosts = {h.pk: h for h in Host.objects.filter(pk__in=list(host_ids)).exclude(host_key="").select_related(
-        "team", "jump_host").defer("raw_status", "status")}  # big; status is loaded per batch, for changed hosts
+        "team", "jump_host").only(*ROUND_FIELDS)}
     if not hosts:
         return {"ok": 0, "changed": 0, "failed": 0}
     team_keys = {k.team_id: k for k in TeamSSHKey.objects.filter(team_id__in={h.team_id for h in hosts.values()})}
@@ -157,11 +160,16 @@ def poll_hosts(host_ids, *, concurrency=None, action=None):
         # One transaction per batch of answers (one commit, one WAL flush), a savepoint per host so that one host's
         # bad row cannot undo the others'.
         unchanged, written = [], []
-        _load_previous_status([hosts[o.host_id] for o in outcomes if o.error is None and o.raw and
-                               hashlib.sha256(o.raw).hexdigest() != hosts[o.host_id].status_hash])
+        for outcome in outcomes:
+            outcome.status_hash = hashlib.sha256(outcome.raw).hexdigest() if outcome.raw else ""
+        _load_whole(hosts, [o.host_id for o in outcomes if action is not None or not _unchanged(hosts[o.host_id], o)])
         with transaction.atomic():
             for outcome in outcomes:
                 host = hosts.pop(outcome.host_id)  # done with it after this: keeps the round's memory flat
+                if action is None and _unchanged(host, outcome):
+                    unchanged.append(host.pk)  # the steady state: no savepoint, no write of its own
+                    counts["ok"] += 1
+                    continue
                 written.append(host)
                 try:
                     with transaction.atomic():
@@ -211,13 +219,16 @@ def poll_hosts(host_ids, *, concurrency=None, action=None):
     return counts
 
 
-def _load_previous_status(hosts):
-    """Fetch the last parsed status of hosts whose output changed (the diff needs it), in one query."""
-    if not hosts:
-        return
-    statuses = dict(Host.objects.filter(pk__in=[h.pk for h in hosts]).values_list("pk", "status"))
-    for host in hosts:
-        host.status = statuses.get(host.pk) or {}
+ROUND_FIELDS = ("team__id", "team__name", "team__slug", "name", "address", "port", "ssh_user", "jump_host",
+                "host_key", "status_hash", "state", "reachable", "failures", "tracked_image", "spec_image")
+
+
+def _load_whole(hosts, host_ids):
+    """Replace the light rows of hosts with something to record by whole ones (their last status included: the diff
+    needs it), in one query."""
+    if host_ids:
+        hosts.update(Host.objects.filter(pk__in=host_ids).select_related("team", "jump_host").defer("raw_status")
+                     .in_bulk())
 
 
 # The poller writes answers in batches: at most this many hosts, or what arrived within this time.
@@ -253,10 +264,8 @@ def record_outcome(host, outcome, *, now=None, expected=None, action=None, defer
         error = ssh.ProtocolError(f"bootc status failed (exit {outcome.exit_status}): {outcome.stderr or 'no output'}")
         _record_unreadable(host, raw, error_text=str(error), now=now, action=action)
         return "changed"
-    status_hash = hashlib.sha256(raw).hexdigest()
-    fine = host.reachable and host.failures == 0 and host.state not in (
-        HostState.UNREADABLE, HostState.HOST_KEY_CHANGED, HostState.AUTH_FAILED, HostState.UNREACHABLE, HostState.NEW)
-    if status_hash == host.status_hash and fine and not outcome.truncated and action is None:
+    status_hash = outcome.status_hash or hashlib.sha256(raw).hexdigest()
+    if action is None and _unchanged(host, outcome, status_hash):
         if defer_unchanged:
             return "unchanged"
         _touch_unchanged([host.pk])
@@ -277,6 +286,17 @@ def record_outcome(host, outcome, *, now=None, expected=None, action=None, defer
     if not transaction.get_connection().in_atomic_block:
         attach_journal(host)
     return "changed"
+
+
+def _unchanged(host, outcome, status_hash=None):
+    """Whether a poll found what the host said last time, with nothing to record but the time (the common case)."""
+    if outcome.error is not None or outcome.truncated or not outcome.raw:
+        return False
+    if not (host.reachable and host.failures == 0) or host.state in (
+            HostState.UNREADABLE, HostState.HOST_KEY_CHANGED, HostState.AUTH_FAILED, HostState.UNREACHABLE,
+            HostState.NEW):
+        return False
+    return (status_hash or outcome.status_hash or hashlib.sha256(outcome.raw).hexdigest()) == host.status_hash
 
 
 def _effective_action(host, action, now):

@@ -51,9 +51,13 @@ class Command(BaseCommand):
                             help="Track the pushed demo-os image even when the demo team's web-os is built.")
         parser.add_argument("--wait-demo", type=float, default=180.0,
                             help="Seconds to wait for make run to build and promote web-os (with --register).")
+        parser.add_argument("--first", type=int, default=0,
+                            help="Number of the first host (names and ports count on from it): a slice of a fleet.")
+        parser.add_argument("--manifest", default=None,
+                            help="Write one JSON line per host (name, port, host key) to this file once listening.")
 
     def handle(self, *args, hosts, register, team, base_port, state_dir, registry, reboot_seconds, authorized_key,
-               no_seed, demo_os, wait_demo, **options):
+               no_seed, demo_os, wait_demo, first, manifest, **options):
         logging.getLogger("asyncssh").setLevel(logging.WARNING)
         if hosts < 1:
             raise CommandError("--hosts must be at least 1.")
@@ -87,10 +91,11 @@ class Command(BaseCommand):
             def make_state(state, i):
                 _demo_state(state, i, reference, digests)
         fleet = Fleet(authorized_keys=keys, state_dir=state_path, reboot_seconds=reboot_seconds)
-        for i in range(hosts):
+        for i in range(first, first + hosts):
             role = ROLES[i % len(ROLES)]
             name = f"{role}-{i // len(ROLES) + 1:02d}"
             fleet.load_or_create(name, port=base_port + i, make_state=lambda state, i=i: make_state(state, i))
+        self.manifest = manifest
         asyncio.run(self._serve(fleet, team_obj, reference))
 
     def _team(self, slug):
@@ -154,6 +159,14 @@ class Command(BaseCommand):
         if team is not None:
             registered = await asyncio.to_thread(_register, fleet, team, reference)
             self.stdout.write(f"registered {registered} new host(s) in {team}")
+        if self.manifest:
+            import json
+            from pathlib import Path
+
+            lines = [json.dumps({"name": h.name, "port": h.port, "host_key": h.public_host_key(),
+                                 "image": h.state.spec_image, "architecture": h.state.architecture})
+                     for h in fleet.hosts.values()]
+            Path(self.manifest).write_text("\n".join(lines) + "\n")
         self.stdout.write(f"{len(fleet.hosts)} simulated bootc hosts on 127.0.0.1 ports "
                           f"{min(h.port for h in fleet.hosts.values())}-{max(h.port for h in fleet.hosts.values())}")
         self.stdout.flush()
