@@ -15,7 +15,7 @@ State changes live in `hosts.services`; nothing here writes on save.
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Count, Q
+from django.db.models import Count, Q, Sum
 from django.urls import reverse
 from django.utils import timezone
 
@@ -424,9 +424,56 @@ class ReferenceDigest(models.Model):
         return f"{self.reference} [{self.architecture or 'index'}] = {self.digest}"
 
 
+class HostTally(models.Model):
+    """How many hosts are in each (team, stage, state, drifting): the counts of the host list, the fleet view and the
+    dashboard, so that no page counts 100,000 rows.
+
+    Kept by database triggers on `hosts_host` (migration 0004): every insert, delete, and change of those columns adds a
+    row of +1 and/or -1, whatever wrote it (a service, a bulk update, a cascade). Rows are only ever added, so concurrent
+    writers never wait for each other on a counter; `tallies_compact` (beat, every minute) folds them into one row per
+    key. A count is the sum of `n` over its key. No foreign keys: a team's hosts are deleted before the team, and their
+    -1 rows must outlive it until the next compaction."""
+
+    team_id = models.BigIntegerField(db_index=True)
+    stage_id = models.BigIntegerField(null=True)
+    state = models.CharField(max_length=20)
+    drifting = models.BooleanField()
+    n = models.IntegerField()
+
+    def __str__(self):
+        return f"team {self.team_id} stage {self.stage_id} {self.state}{' drifting' if self.drifting else ''}: {self.n:+d}"
+
+
+class DigestTally(models.Model):
+    """How many hosts of a team boot each (image, digest, version, architecture): the fleet view's groups. Kept like
+    `HostTally`, for hosts that report a booted digest."""
+
+    team_id = models.BigIntegerField(db_index=True)
+    booted_image = models.CharField(max_length=512)
+    booted_digest = models.CharField(max_length=80)
+    booted_version = models.CharField(max_length=200)
+    architecture = models.CharField(max_length=32)
+    n = models.IntegerField()
+
+    def __str__(self):
+        return f"team {self.team_id} {self.booted_digest}: {self.n:+d}"
+
+
+def tally_counts(team_ids, *, stage_ids=None, state=None):
+    """{(stage_id, state, drifting): hosts} over the given teams, from the maintained tally."""
+    rows = HostTally.objects.filter(team_id__in=list(team_ids))
+    if stage_ids is not None:
+        rows = rows.filter(stage_id__in=[s for s in stage_ids if s is not None]) if None not in stage_ids else \
+            rows.filter(Q(stage_id__in=[s for s in stage_ids if s is not None]) | Q(stage_id__isnull=True))
+    if state:
+        rows = rows.filter(state=state)
+    rows = rows.values("team_id", "stage_id", "state", "drifting").annotate(total=Sum("n")).order_by()
+    return {(r["team_id"], r["stage_id"], r["state"], r["drifting"]): r["total"] for r in rows if r["total"]}
+
+
 def dashboard_counts(user, teams):
-    """Counts for the dashboard tiles, over `teams` (already limited to what the user may see)."""
-    counts = Host.objects.visible_to(user).filter(team__in=teams).aggregate(
-        hosts=Count("id"), hosts_drifting=Count("id", filter=Q(drifting=True))
-    )
-    return {"hosts": counts["hosts"] or 0, "hosts_drifting": counts["hosts_drifting"] or 0}
+    """Counts for the dashboard tiles, over `teams` (already limited to what the user may see), from the tally."""
+    counts = tally_counts(teams.values_list("pk", flat=True) if hasattr(teams, "values_list") else
+                          [t.pk for t in teams])
+    return {"hosts": sum(counts.values()),
+            "hosts_drifting": sum(n for (_, _, _, drifting), n in counts.items() if drifting)}

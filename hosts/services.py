@@ -664,3 +664,49 @@ def _status_line(host, sink, action):
 
 def runs_for_host(host):
     return Run.objects.filter(host_action__host=host).select_related("started_by", "host_action")
+
+
+# --- Tallies ---------------------------------------------------------------------------------------------------------
+
+
+TALLIES = {"hosts_hosttally": "team_id, stage_id, state, drifting",
+           "hosts_digesttally": "team_id, booted_image, booted_digest, booted_version, architecture"}
+
+
+def tallies_recount(using="default"):
+    """Count the tallies again from the hosts themselves (after migrate or a flush; also a repair)."""
+    from django.db import connections
+
+    with transaction.atomic(using=using), connections[using].cursor() as cursor:
+        for table, key in TALLIES.items():
+            cursor.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+            where = "WHERE booted_digest <> ''" if table == "hosts_digesttally" else ""
+            cursor.execute(f"INSERT INTO {table} ({key}, n) SELECT {key}, COUNT(*) FROM hosts_host {where} "  # noqa: S608
+                           f"GROUP BY {key}")
+
+
+def tallies_compact():
+    """Fold each tally's +1/-1 rows into one row per key (beat, every minute). Exactly the rows folded are deleted: on
+    PostgreSQL in one statement (rows a concurrent writer adds meanwhile stay for next time); SQLite has one writer at
+    a time. Returns {table: rows before, after}."""
+    from django.db import connection
+
+    out = {}
+    with transaction.atomic(), connection.cursor() as cursor:
+        for table, key in TALLIES.items():
+            cursor.execute(f"SELECT COUNT(*) FROM {table}")  # noqa: S608 - fixed table names
+            before = cursor.fetchone()[0]
+            if connection.vendor == "postgresql":
+                cursor.execute(f"WITH moved AS (DELETE FROM {table} RETURNING {key}, n) "  # noqa: S608
+                               f"INSERT INTO {table} ({key}, n) SELECT {key}, SUM(n) FROM moved GROUP BY {key} "
+                               "HAVING SUM(n) <> 0")
+            else:
+                cursor.execute(f"CREATE TEMP TABLE tally_sums AS SELECT {key}, SUM(n) AS n FROM {table} "  # noqa: S608
+                               f"GROUP BY {key} HAVING SUM(n) <> 0")
+                cursor.execute(f"DELETE FROM {table}")  # noqa: S608
+                cursor.execute(f"INSERT INTO {table} ({key}, n) SELECT {key}, n FROM tally_sums")  # noqa: S608
+                cursor.execute("DROP TABLE tally_sums")
+            cursor.execute(f"SELECT COUNT(*) FROM {table}")  # noqa: S608
+            out[table] = (before, cursor.fetchone()[0])
+    return out
+

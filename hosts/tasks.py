@@ -36,3 +36,9 @@ def fetch_host_keys_task(host_ids):
 @shared_task(acks_late=True)
 def host_action_task(action_id):
     return services.host_action_execute(action_id).pk
+
+
+@shared_task
+def tallies_compact():
+    """Beat: fold the host tallies' +1/-1 rows."""
+    return services.tallies_compact()

@@ -8,7 +8,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Count, Q
+from django.db.models import Q, Sum
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_POST
 
+from builds.models import Stage
 from portal.access import can, check_team_action, teams_where
 from portal.models import Action, Team
 from portal.views import _viewer_context, current_team, querystring
@@ -26,6 +27,7 @@ from .forms import HostFilter, HostForm, ImportForm, JumpHostForm, KeyForm, Swit
 from .models import (
     PROBLEM_STATES,
     ActionKind,
+    DigestTally,
     Host,
     HostEvent,
     HostSnapshot,
@@ -33,6 +35,7 @@ from .models import (
     JumpHost,
     ReferenceDigest,
     TeamSSHKey,
+    tally_counts,
 )
 
 PAGE_SIZE = 50
@@ -63,11 +66,13 @@ def host_list(request):
         "status_at", "last_poll_at", "last_error", "team__name", "team__slug", "stage__name", "host_key",
         "expected_digest",
     ).order_by("name", "id")
-    page = Paginator(hosts, PAGE_SIZE).get_page(request.GET.get("page"))
-    scope = base.filter(team=data["team"]) if data.get("team", "").isdigit() else base
-    rows = scope.values("state").annotate(n=Count("id"), d=Count("id", filter=Q(drifting=True))).order_by()
-    counts = {row["state"]: row["n"] for row in rows}
-    drifting = sum(row["d"] for row in rows)
+    team_ids = _scope_team_ids(request.user, teams, data.get("team", ""))
+    tally = tally_counts(team_ids)
+    counts = {}
+    for (_, _, state, _), n in tally.items():
+        counts[state] = counts.get(state, 0) + n
+    drifting = sum(n for (_, _, _, is_drifting), n in tally.items() if is_drifting)
+    page = _paginate(request, hosts, host_filter, tally, teams)
     context = {
         "filter": host_filter, "page": page, "querystring": querystring(request),
         "state_counts": [(value, label, counts.get(value, 0)) for value, label in HostState.choices if counts.get(value)],
@@ -79,6 +84,61 @@ def host_list(request):
     }
     template = "hosts/_host_table.html" if request.htmx and not request.htmx.boosted else "hosts/host_list.html"
     return render(request, template, context)
+
+
+def _scope_team_ids(user, teams, team_value):
+    """The ids of the teams a list covers: the one picked (if the user sees it), else every team the user sees."""
+    ids = list(teams.values_list("pk", flat=True))
+    if team_value.isdigit() and int(team_value) in ids:
+        return [int(team_value)]
+    return ids
+
+
+LIST_COUNT_CAP = 10_000
+
+
+class _CountedPaginator(Paginator):
+    """A paginator told its count (from the tally, or capped), so that no page counts the whole fleet."""
+
+    def __init__(self, object_list, per_page, *, count, capped=False):
+        super().__init__(object_list, per_page)
+        self._known_count = count
+        self.capped = capped
+
+    @property
+    def count(self):
+        return self._known_count
+
+
+def _paginate(request, hosts, host_filter, tally, teams):
+    """Filters the tally can answer (team, stage, state) take their count from it; a name, address or label search
+    counts at most LIST_COUNT_CAP + 1 rows (the page says "more than 10,000: narrow the filter")."""
+    data = host_filter.form.cleaned_data if host_filter.is_valid() else {}
+    if data.get("q") or data.get("label") or not host_filter.is_valid():
+        count = hosts[: LIST_COUNT_CAP + 1].count()
+        paginator = _CountedPaginator(hosts, PAGE_SIZE, count=min(count, LIST_COUNT_CAP),
+                                      capped=count > LIST_COUNT_CAP)
+    else:
+        stage_ids = None
+        if data.get("stage") == "-":
+            stage_ids = {None}
+        elif data.get("stage"):
+            stage_ids = set(Stage.objects.filter(team__in=teams, name=data["stage"]).values_list("pk", flat=True))
+        state = data.get("state")
+        count = sum(n for (_, stage_id, host_state, is_drifting), n in tally.items()
+                    if (stage_ids is None or stage_id in stage_ids) and _state_matches(state, host_state, is_drifting))
+        paginator = _CountedPaginator(hosts, PAGE_SIZE, count=count)
+    return paginator.get_page(request.GET.get("page"))
+
+
+def _state_matches(wanted, state, drifting):
+    if not wanted:
+        return True
+    if wanted == "drifting":
+        return drifting
+    if wanted == "problems":
+        return state in PROBLEM_STATES
+    return state == wanted
 
 
 # --- One host --------------------------------------------------------------------------------------------------------
@@ -453,42 +513,57 @@ def drift_list(request):
                                                       "querystring": querystring(request), "now": timezone.now()})
 
 
+FLEET_GROUPS_PER_PAGE = 20
+
+
 @login_required
 def fleet(request):
-    """Host counts per stage, and which digests the hosts of each repository run."""
-    base = Host.objects.visible_to(request.user)
+    """Host counts per stage, and which digests the hosts of each repository run (paged by repository), all from the
+    maintained tallies: no page counts the fleet."""
+    teams = _visible_teams(request.user)
     team = current_team(request)
     if team is not None:
-        base = base.filter(team=team)
-    per_stage = (base.values("team__name", "stage__name", "stage__position")
-                 .annotate(total=Count("id"), drifting=Count("id", filter=Q(drifting=True)),
-                           staged=Count("id", filter=Q(state=HostState.UPDATE_STAGED)),
-                           problems=Count("id", filter=Q(state__in=PROBLEM_STATES)),
-                           rolled_back=Count("id", filter=Q(state=HostState.ROLLED_BACK)))
-                 .order_by("team__name", "stage__position"))
-    rows = (base.exclude(booted_digest="")
-            .values("team__name", "booted_image", "booted_digest", "booted_version", "architecture")
-            .annotate(n=Count("id")).order_by())
+        teams = teams.filter(pk=team.pk)
+    team_names = dict(teams.values_list("pk", "name"))
+    stages = {s.pk: s for s in Stage.objects.filter(team__in=list(team_names)).only("name", "position")}
+    per_stage = {}
+    for (team_id, stage_id, state, drifting), n in tally_counts(team_names).items():
+        stage = stages.get(stage_id)
+        row = per_stage.setdefault((team_names.get(team_id, "?"), stage.position if stage else 1 << 30, stage_id), {
+            "team__name": team_names.get(team_id, "?"), "stage__name": stage.name if stage else None,
+            "total": 0, "drifting": 0, "staged": 0, "problems": 0, "rolled_back": 0})
+        row["total"] += n
+        row["drifting"] += n if drifting else 0
+        row["staged"] += n if state == HostState.UPDATE_STAGED else 0
+        row["problems"] += n if state in PROBLEM_STATES else 0
+        row["rolled_back"] += n if state == HostState.ROLLED_BACK else 0
+    per_stage = [row for _, row in sorted(per_stage.items(), key=lambda item: item[0])]
+    rows = (DigestTally.objects.filter(team_id__in=list(team_names))
+            .values("team_id", "booted_image", "booted_digest", "booted_version", "architecture")
+            .annotate(n=Sum("n")).filter(n__gt=0).order_by())
     groups = {}
-    for row in rows[:5000]:
+    for row in rows:
         repository = services._repository(row["booted_image"]) if row["booted_image"] else "(image not reported)"
-        digests = groups.setdefault((row["team__name"], repository), {})
+        digests = groups.setdefault((team_names.get(row["team_id"], "?"), repository), {})
         entry = digests.setdefault(row["booted_digest"], {"digest": row["booted_digest"], "n": 0, "tags": set(),
                                                           "version": row["booted_version"],
                                                           "architecture": row["architecture"]})
         entry["n"] += row["n"]
         if row["booted_image"] and ":" in row["booted_image"].rsplit("/", 1)[-1]:
             entry["tags"].add(row["booted_image"].rsplit(":", 1)[-1])
-    groups = sorted((key, sorted(value.values(), key=lambda e: (e["version"], e["architecture"]), reverse=True))
-                    for key, value in groups.items())
+    groups = sorted(groups.items())
+    page = Paginator(groups, FLEET_GROUPS_PER_PAGE).get_page(request.GET.get("page"))
+    shown = [(key, sorted(value.values(), key=lambda e: (e["version"], e["architecture"]), reverse=True))
+             for key, value in page.object_list]
     from builds.models import ImageDefinition
 
-    repositories = {repository for (_, repository), _ in groups}
+    repositories = {repository for (_, repository), _ in shown}
     definitions = {d.repository: d for d in ImageDefinition.objects.visible_to(request.user)
                    .filter(repository__in=repositories)}
-    builds = builds_by_digest(request.user, [row["digest"] for _, rows in groups for row in rows])
-    return render(request, "hosts/fleet.html", {"per_stage": per_stage, "groups": groups, "team": team,
-                                                 "definitions": definitions, "builds": builds})
+    builds = builds_by_digest(request.user, [row["digest"] for _, digest_rows in shown for row in digest_rows])
+    return render(request, "hosts/fleet.html", {"per_stage": per_stage, "groups": shown, "page": page, "team": team,
+                                                 "definitions": definitions, "builds": builds,
+                                                 "querystring": querystring(request)})
 
 
 @login_required

@@ -524,6 +524,7 @@ HOSTS_SSH_RECONNECT_MAX_SECONDS = env.float("HOSTS_SSH_RECONNECT_MAX_SECONDS", d
 CELERY_BEAT_SCHEDULE.update({
     "hosts-poll-due": {"task": "hosts.tasks.poll_due_hosts", "schedule": 15.0},
     "hosts-refresh-references": {"task": "hosts.tasks.refresh_reference_digests", "schedule": 60.0},
+    "hosts-tallies-compact": {"task": "hosts.tasks.tallies_compact", "schedule": 60.0},
 })
 
 # --- Promotions and notifications (docs/promotions.md) ---------------------------------------------------------------

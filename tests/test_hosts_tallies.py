@@ -1,0 +1,92 @@
+"""The maintained host counts (hosts.HostTally, hosts.DigestTally): kept by database triggers, they equal a real
+COUNT(*) after every kind of write, whoever makes it, and after compaction."""
+
+from collections import Counter
+
+import pytest
+from django.db.models import Sum
+
+from builds.models import Stage
+from hosts import services
+from hosts.models import DigestTally, Host, HostState, HostTally, tally_counts
+from portal.models import Team
+
+pytestmark = pytest.mark.django_db(transaction=True)
+D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+
+
+def counted():
+    """What a COUNT(*) over the hosts says, per tally key."""
+    hosts = Counter((h.team_id, h.stage_id, h.state, h.drifting) for h in Host.objects.all())
+    digests = Counter((h.team_id, h.booted_image, h.booted_digest, h.booted_version, h.architecture)
+                      for h in Host.objects.exclude(booted_digest=""))
+    return dict(hosts), dict(digests)
+
+
+def tallied():
+    hosts = {(r["team_id"], r["stage_id"], r["state"], r["drifting"]): r["total"] for r in
+             HostTally.objects.values("team_id", "stage_id", "state", "drifting").annotate(total=Sum("n"))
+             if r["total"]}
+    digests = {(r["team_id"], r["booted_image"], r["booted_digest"], r["booted_version"], r["architecture"]): r["total"]
+               for r in DigestTally.objects.values("team_id", "booted_image", "booted_digest", "booted_version",
+                                                   "architecture").annotate(total=Sum("n")) if r["total"]}
+    return hosts, digests
+
+
+def test_the_tallies_follow_every_kind_of_write(personas):
+    team, other = personas.team, personas.other_team
+    prod = Stage.objects.create(team=team, name="canary", position=9)
+    hosts = [Host.objects.create(team=team, name=f"h{i}", address="127.0.0.1", stage=prod if i % 2 else None)
+             for i in range(6)]
+    Host.objects.bulk_create([Host(team=other, name=f"o{i}", address="127.0.0.1") for i in range(3)])
+    assert tallied() == counted()
+
+    hosts[0].state, hosts[0].drifting, hosts[0].booted_digest = HostState.DRIFT, True, D1
+    hosts[0].save(update_fields=["state", "drifting", "booted_digest"])
+    Host.objects.filter(team=team, name__in=["h1", "h2"]).update(state=HostState.UP_TO_DATE, booted_digest=D2,
+                                                                 booted_image="r/x:prod", architecture="amd64")
+    Host.objects.filter(name="h3").update(state=HostState.UP_TO_DATE)  # the same again: no change, no tally row
+    Host.objects.filter(name="h3").update(state=HostState.UP_TO_DATE)
+    Host.objects.filter(name="h4").update(team=other)
+    assert tallied() == counted()
+
+    services.tallies_compact()
+    assert tallied() == counted()
+    assert HostTally.objects.count() == len(counted()[0])  # one row per key after compaction
+
+    hosts[5].delete()
+    prod.delete()  # the stage's hosts lose it (SET NULL)
+    assert tallied() == counted()
+    Team.objects.filter(pk=other.pk).delete()  # its hosts go with it (CASCADE), and their counts
+    assert tallied() == counted()
+    services.tallies_compact()
+    assert tallied() == counted()
+    assert not HostTally.objects.filter(team_id=other.pk).exists()
+
+
+def test_counts_are_read_from_the_tally(personas):
+    team = personas.team
+    Host.objects.bulk_create([Host(team=team, name=f"h{i}", address="127.0.0.1",
+                                   state=HostState.DRIFT if i < 3 else HostState.UP_TO_DATE, drifting=i < 3)
+                              for i in range(10)])
+    counts = tally_counts([team.pk])
+    assert sum(counts.values()) == 10
+    assert sum(n for (_, _, state, _), n in counts.items() if state == HostState.DRIFT) == 3
+
+
+@pytest.mark.parametrize("url", ["/", "/hosts/", "/hosts/?state=drift", "/hosts/?stage=-", "/hosts/fleet/"])
+def test_pages_never_count_the_fleet(personas, client_for, url):
+    """The dashboard, the host list (unfiltered, by state, by stage) and the fleet view read their counts from the
+    tallies: no COUNT over hosts_host, and no GROUP BY over it."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    Host.objects.bulk_create([Host(team=personas.team, name=f"h{i}", address="127.0.0.1", booted_digest=D1,
+                                   state=HostState.DRIFT, drifting=True) for i in range(60)])
+    client = client_for(personas.viewer)
+    client.get(url)
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(url).status_code == 200
+    fleet_wide = [q["sql"] for q in queries if 'FROM "hosts_host"' in q["sql"]
+                  and ("COUNT(" in q["sql"] or "GROUP BY" in q["sql"])]
+    assert fleet_wide == []
