@@ -679,9 +679,9 @@ def tallies_recount(using="default"):
 
     with transaction.atomic(using=using), connections[using].cursor() as cursor:
         for table, key in TALLIES.items():
-            cursor.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+            cursor.execute(f"DELETE FROM {table}")  # noqa: S608  # nosec B608 - fixed table names (TALLIES)
             where = "WHERE booted_digest <> ''" if table == "hosts_digesttally" else ""
-            cursor.execute(f"INSERT INTO {table} ({key}, n) SELECT {key}, COUNT(*) FROM hosts_host {where} "  # noqa: S608
+            cursor.execute(f"INSERT INTO {table} ({key}, n) SELECT {key}, COUNT(*) FROM hosts_host {where} "  # noqa: S608  # nosec B608
                            f"GROUP BY {key}")
 
 
@@ -694,19 +694,19 @@ def tallies_compact():
     out = {}
     with transaction.atomic(), connection.cursor() as cursor:
         for table, key in TALLIES.items():
-            cursor.execute(f"SELECT COUNT(*) FROM {table}")  # noqa: S608 - fixed table names
+            cursor.execute(f"SELECT COUNT(*) FROM {table}")  # noqa: S608  # nosec B608 - fixed table names (TALLIES)
             before = cursor.fetchone()[0]
             if connection.vendor == "postgresql":
-                cursor.execute(f"WITH moved AS (DELETE FROM {table} RETURNING {key}, n) "  # noqa: S608
+                cursor.execute(f"WITH moved AS (DELETE FROM {table} RETURNING {key}, n) "  # noqa: S608  # nosec B608
                                f"INSERT INTO {table} ({key}, n) SELECT {key}, SUM(n) FROM moved GROUP BY {key} "
                                "HAVING SUM(n) <> 0")
             else:
-                cursor.execute(f"CREATE TEMP TABLE tally_sums AS SELECT {key}, SUM(n) AS n FROM {table} "  # noqa: S608
+                cursor.execute(f"CREATE TEMP TABLE tally_sums AS SELECT {key}, SUM(n) AS n FROM {table} "  # noqa: S608  # nosec B608
                                f"GROUP BY {key} HAVING SUM(n) <> 0")
-                cursor.execute(f"DELETE FROM {table}")  # noqa: S608
-                cursor.execute(f"INSERT INTO {table} ({key}, n) SELECT {key}, n FROM tally_sums")  # noqa: S608
+                cursor.execute(f"DELETE FROM {table}")  # noqa: S608  # nosec B608
+                cursor.execute(f"INSERT INTO {table} ({key}, n) SELECT {key}, n FROM tally_sums")  # noqa: S608  # nosec B608
                 cursor.execute("DROP TABLE tally_sums")
-            cursor.execute(f"SELECT COUNT(*) FROM {table}")  # noqa: S608
+            cursor.execute(f"SELECT COUNT(*) FROM {table}")  # noqa: S608  # nosec B608
             out[table] = (before, cursor.fetchone()[0])
     return out
 

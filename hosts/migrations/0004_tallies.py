@@ -31,7 +31,7 @@ BEGIN
     END IF;
   END IF;
   RETURN NULL;
-END $$""",
+END $$""",  # nosec B608 - statements built from the fixed column lists above
     "CREATE TRIGGER hosts_tally_insert_delete AFTER INSERT OR DELETE ON hosts_host FOR EACH ROW "
     "EXECUTE FUNCTION hosts_tally()",
     f"CREATE TRIGGER hosts_tally_update AFTER UPDATE ON hosts_host FOR EACH ROW "
@@ -42,7 +42,7 @@ POSTGRESQL_REVERSE = ["DROP TRIGGER hosts_tally_update ON hosts_host",
 
 
 def _sqlite_rows(prefix, n):
-    return (f"INSERT INTO hosts_hosttally ({HOST_KEY}, n) VALUES ({_values(prefix, HOST_KEY, n)}); "
+    return (f"INSERT INTO hosts_hosttally ({HOST_KEY}, n) VALUES ({_values(prefix, HOST_KEY, n)}); "  # nosec B608
             f"INSERT INTO hosts_digesttally ({DIGEST_KEY}, n) SELECT {_values(prefix, DIGEST_KEY, n)} "
             f"WHERE {prefix}.booted_digest <> ''; ")
 
@@ -57,8 +57,8 @@ SQLITE = [
 SQLITE_REVERSE = ["DROP TRIGGER hosts_tally_insert", "DROP TRIGGER hosts_tally_delete", "DROP TRIGGER hosts_tally_update"]
 
 FILL = [
-    f"INSERT INTO hosts_hosttally ({HOST_KEY}, n) SELECT {HOST_KEY}, COUNT(*) FROM hosts_host GROUP BY {HOST_KEY}",
-    f"INSERT INTO hosts_digesttally ({DIGEST_KEY}, n) SELECT {DIGEST_KEY}, COUNT(*) FROM hosts_host "
+    f"INSERT INTO hosts_hosttally ({HOST_KEY}, n) SELECT {HOST_KEY}, COUNT(*) FROM hosts_host GROUP BY {HOST_KEY}",  # nosec B608
+    f"INSERT INTO hosts_digesttally ({DIGEST_KEY}, n) SELECT {DIGEST_KEY}, COUNT(*) FROM hosts_host "  # nosec B608
     f"WHERE booted_digest <> '' GROUP BY {DIGEST_KEY}",
 ]
 
