@@ -57,14 +57,19 @@ def main():
     store = PodmanStore(work / "podman")
     registry = redis = worker = None
     try:
-        store.import_busybox()
-        registry = Registry(work / "registry")
+        # Redis first and its URL in the environment before anything reads settings (the registry fixture's egress
+        # allowance does); the registry's address is set in both, for this process and the worker it starts.
         redis = RedisServer(work / "redis")
         redis.start()
-        os.environ.update({"REGISTRY_URL": registry.address, "REDIS_URL": redis.url})
+        os.environ["REDIS_URL"] = redis.url
+        registry = Registry(work / "registry")
+        os.environ["REGISTRY_URL"] = registry.address
         import django
+        from django.conf import settings
 
         django.setup()
+        settings.REGISTRY_URL = registry.address
+        store.import_busybox()  # through the portal's demo code, which needs the app registry
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0)
@@ -73,6 +78,7 @@ def main():
 
         from builds import pipeline, services
         from builds.models import Build, Builder
+        from builds.queues import local_queues
         from portal.celery import app
         from portal.logsink import lines_after
         from portal.models import Team, User
@@ -124,7 +130,8 @@ def main():
 
         if not args.no_worker:
             worker = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "portal", "worker", "-Q", "builds", "-c", "1", "-l", "WARNING",
+                [sys.executable, "-m", "celery", "-A", "portal", "worker", "-Q", ",".join(local_queues()), "-c", "1",
+                 "-l", "WARNING",
                  "--without-heartbeat", "--without-mingle", "--without-gossip", "-n", f"bench-{os.getpid()}@%h"],
                 cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, start_new_session=True)
