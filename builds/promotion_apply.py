@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from portal.logsink import LogSink
 from portal.models import Run, RunStatus
+from portal.registry import announce
 from portal.services import RunStateError, audit, run_finish, run_set_phase, run_start
 from portal.text import storable
 
@@ -32,6 +33,10 @@ from .models import Promotion, PromotionKind, PromotionStatus, StageHistory
 from .runner import BuilderUnavailable, Cancelled, CommandFailed, LocalRunner, TimedOut, Watch
 
 log = logging.getLogger(__name__)
+
+# Announced (portal.registry) after an applied promotion commits, with reference (repository:tag), digest and the
+# build's architecture.
+PROMOTION_APPLIED = "promotion.applied"
 
 
 class ApplyFailed(Exception):
@@ -202,23 +207,10 @@ def _record_success(promotion, run, *, previous, sink):
         sink.close()
         run_finish(run, status=RunStatus.SUCCEEDED, reason="", log_lines=sink.last_seq)
         notifications.notify(event=notifications.NotificationEvent.APPLIED, team=stage.team, promotion=locked)
-        reference, digest, architecture = stage.reference(locked.definition), locked.digest, locked.build.architecture
-        transaction.on_commit(lambda: _tell_hosts(reference, digest, architecture))
-
-
-def _tell_hosts(reference, digest, architecture):
-    """Hosts that track the stage tag now expect this digest (drift is judged against it)."""
-    try:
-        from hosts.services import reference_digests_set
-    except ImportError:  # pragma: no cover - the hosts app provides it
-        return
-    digests = {"": digest}
-    if architecture:
-        digests[architecture] = digest
-    try:
-        reference_digests_set(reference=reference, digests=digests, source="promotion")
-    except Exception:  # noqa: BLE001 - the promotion is applied; the poller will resolve the tag again anyway
-        log.exception("could not update the expected digest of hosts tracking %s", reference)
+        # Whoever tracks the stage tag (hosts, which may read releases, subscribe) now expects this digest.
+        details = {"reference": stage.reference(locked.definition), "digest": locked.digest,
+                   "architecture": locked.build.architecture}
+        transaction.on_commit(lambda: announce(PROMOTION_APPLIED, **details))
 
 
 def fail_promotion(promotion_id: int, *, run_id: int | None, reason: str, run_status=RunStatus.FAILED):

@@ -1,6 +1,8 @@
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
+from portal import registry
+
 
 class HostsConfig(AppConfig):
     name = "hosts"
@@ -10,6 +12,19 @@ class HostsConfig(AppConfig):
         # After migrate and after a flush (tests), count the tallies again from the hosts: a flush deletes hosts row by
         # row on SQLite, which the tally triggers record, and nothing else may leave them off.
         post_migrate.connect(_recount_tallies, sender=self)
+
+        # Models load only once the app registry is ready, i.e. here.
+        from builds.promotion_apply import PROMOTION_APPLIED
+
+        from .models import dashboard_counts
+        from .services import promotion_applied
+
+        registry.dashboard_tiles(count=dashboard_counts, order=20, across_teams=True, tiles=[
+            registry.Tile("hosts", "Hosts", "hdd-network", "host_list"),
+            registry.Tile("hosts_drifting", "Hosts drifting", "exclamation-triangle", "host_list"),
+        ])
+        registry.dashboard_run_list(label="All hosts", url_name="host_list", order=20, across_teams=True)
+        registry.subscribe(PROMOTION_APPLIED, promotion_applied)
 
 
 def _recount_tallies(sender, using="default", **kwargs):

@@ -32,7 +32,7 @@ from .models import (
     JumpHost,
     TeamSSHKey,
 )
-from .poller import (  # noqa: F401 - reference_digests_set is part of this module's interface (promotions call it)
+from .poller import (  # noqa: F401 - reference_digests_set is part of this module's interface
     NAME_MAX,
     ActionInProgress,
     HostError,
@@ -52,6 +52,15 @@ from .poller import (  # noqa: F401 - reference_digests_set is part of this modu
 )
 
 log = logging.getLogger(__name__)
+
+
+def promotion_applied(*, reference, digest, architecture=""):
+    """Releases announce an applied promotion (portal.registry): hosts that track the stage tag now expect its digest
+    (drift is judged against it) without waiting for the next resolution of the tag."""
+    digests = {"": digest}
+    if architecture:
+        digests[architecture] = digest
+    reference_digests_set(reference=reference, digests=digests, source="promotion")
 
 
 # --- Team keys -------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from django_otp import devices_for_user
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from . import audit_checkpoints, live, twofactor, workers
+from . import audit_checkpoints, live, registry, twofactor, workers
 from .access import check_team_action, forget_roles
 from .clientip import client_ip
 from .models import Action, AuditEvent, Membership, Role, Run, RunStatus, Team, User
@@ -161,12 +161,12 @@ def audit_checkpoint():
 
 
 def team_create(*, name, actor, description="", request=None):
-    """A new team with the default stages; its creator (unless a superuser) becomes its first admin."""
-    from builds.services import stages_ensure_default
-
+    """A new team with what each feature gives a new team (its default stages, ...: `registry.team_setup`); its
+    creator (unless a superuser) becomes its first admin."""
     with transaction.atomic():
         team = Team.objects.create(name=name, slug=Team.slug_for(name), description=description)
-        stages_ensure_default(team=team)
+        for setup in registry.team_setup_functions():
+            setup(team=team)
         if actor is not None and not actor.is_superuser:
             Membership.objects.create(user=actor, team=team, role=Role.ADMIN)
             forget_roles(actor)

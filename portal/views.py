@@ -19,7 +19,7 @@ from django_otp import login as otp_login
 from django_otp.plugins.otp_static.models import StaticDevice
 
 from . import health as health_checks
-from . import login, logsink, services, twofactor
+from . import login, logsink, registry, services, twofactor
 from .access import can, get_run_for_user, get_team_for_user, role_allows, team_roles
 from .forms import AuditFilter, LoginForm, MemberAddForm, RoleForm, SecondFactorForm, TeamForm
 from .logtext import cut_for_display
@@ -229,9 +229,7 @@ def current_team(request):
 
 @login_required
 def dashboard(request):
-    from builds.models import dashboard_counts as build_counts
-    from hosts.models import dashboard_counts as host_counts
-
+    """Runs, recent activity and the tiles the feature apps registered (portal.registry)."""
     team = current_team(request)
     teams = Team.objects.visible_to(request.user) if team is None else Team.objects.filter(pk=team.pk)
     # Help-desk users read every team's hosts and host runs: across all teams, their dashboard counts and lists those
@@ -241,15 +239,23 @@ def dashboard(request):
     if not across_teams:
         runs = runs.filter(team__in=teams)
     events = AuditEvent.objects.visible_to(request.user).filter(team__in=teams).select_related("actor")[:10]
-    counts = {**build_counts(request.user, teams),
-              **host_counts(request.user, Team.objects.all() if across_teams else teams)}
-    counts["active_runs"] = runs.active().count()
     has_teams = teams.exists()
+    helpdesk_only = across_teams and not has_teams
+    tiles = []
+    for group in registry.tile_groups():
+        if helpdesk_only and not group.across_teams:
+            continue
+        counts = group.count(request.user, Team.objects.all() if across_teams and group.across_teams else teams)
+        tiles += [{"label": tile.label, "icon": tile.icon, "url_name": tile.url_name, "value": counts.get(tile.key, 0)}
+                  for tile in group.tiles]
+    run_lists = [entry for entry in registry.run_lists() if entry.across_teams or not helpdesk_only]
     return render(
         request,
         "portal/dashboard.html",
-        {"team": team, "runs": runs.select_related("team", "started_by")[:10], "events": events, "counts": counts,
-         "has_teams": has_teams or across_teams, "helpdesk_only": across_teams and not has_teams},
+        {"team": team, "runs": runs.select_related("team", "started_by")[:10], "events": events, "tiles": tiles,
+         "active_runs": runs.active().count(), "run_list": run_lists[0] if run_lists else None,
+         "panels": [panel.template for panel in registry.panels()],
+         "has_teams": has_teams or across_teams, "helpdesk_only": helpdesk_only},
     )
 
 

@@ -1,0 +1,156 @@
+"""What the feature apps show and do through the core, which imports none of them.
+
+Each feature app fills these in its `AppConfig.ready()` (the way NetBox registers dashboard widgets); the core reads
+them without knowing who registered what:
+
+- `dashboard_tiles(...)`: counts and tiles on the dashboard, and where a team's runs are listed;
+- `team_setup(...)`: what a new team gets (`portal.services.team_create` calls each, in its transaction);
+- `subscribe(...)` / `announce(...)`: in-process hooks between features that may not import each other ("a promotion
+  was applied" is announced by releases, and hosts, which may read releases, subscribes);
+- `fragment(...)` / `fragment_url(...)`: a page of one app loading a fragment another app serves, by a name both know,
+  without importing it (the builds pages load "who runs this image" from hosts this way).
+
+Registration happens once per process, at start-up; nothing here is written afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from django.urls import reverse
+
+log = logging.getLogger(__name__)
+
+
+# --- Dashboard -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: `key` names a count of its group's `count` function; the tile links to `url_name`."""
+
+    key: str
+    label: str
+    icon: str
+    url_name: str
+
+
+@dataclass(frozen=True)
+class TileGroup:
+    """Tiles whose counts one function returns: `count(user, teams) -> {key: int}`, over `teams` (already limited to
+    what the user may see). `across_teams`: help-desk users, who read these rows in every team, see the group counted
+    over all teams; groups without it are not shown to a help-desk user who belongs to no team."""
+
+    count: Callable
+    tiles: tuple[Tile, ...]
+    order: int
+    across_teams: bool
+
+
+@dataclass(frozen=True)
+class RunList:
+    """A page listing a team's runs, for the dashboard's "runs" links (the first one the user may read wins)."""
+
+    label: str
+    url_name: str
+    order: int
+    across_teams: bool
+
+
+@dataclass(frozen=True)
+class Panel:
+    """A template the dashboard includes above its tiles (a callout), with the dashboard's context."""
+
+    template: str
+    order: int
+
+
+_tile_groups: list[TileGroup] = []
+_run_lists: list[RunList] = []
+_panels: list[Panel] = []
+
+
+def dashboard_tiles(*, count: Callable, tiles: Iterable[Tile], order: int, across_teams: bool = False) -> None:
+    _tile_groups.append(TileGroup(count=count, tiles=tuple(tiles), order=order, across_teams=across_teams))
+    _tile_groups.sort(key=lambda group: group.order)
+
+
+def dashboard_run_list(*, label: str, url_name: str, order: int, across_teams: bool = False) -> None:
+    _run_lists.append(RunList(label=label, url_name=url_name, order=order, across_teams=across_teams))
+    _run_lists.sort(key=lambda entry: entry.order)
+
+
+def dashboard_panel(*, template: str, order: int) -> None:
+    _panels.append(Panel(template=template, order=order))
+    _panels.sort(key=lambda panel: panel.order)
+
+
+def tile_groups() -> list[TileGroup]:
+    return list(_tile_groups)
+
+
+def run_lists() -> list[RunList]:
+    return list(_run_lists)
+
+
+def panels() -> list[Panel]:
+    return list(_panels)
+
+
+# --- What a new team gets --------------------------------------------------------------------------------------------
+
+_team_setup: list[Callable] = []
+
+
+def team_setup(function: Callable) -> Callable:
+    """Register `function(*, team)`, called for each new team inside the transaction that creates it."""
+    _team_setup.append(function)
+    return function
+
+
+def team_setup_functions() -> list[Callable]:
+    return list(_team_setup)
+
+
+# --- Hooks between features ------------------------------------------------------------------------------------------
+
+_subscribers: dict[str, list[Callable]] = defaultdict(list)
+
+
+def subscribe(hook: str, function: Callable) -> None:
+    """Call `function(**details)` whenever `hook` is announced."""
+    _subscribers[hook].append(function)
+
+
+def announce(hook: str, **details) -> int:
+    """Call every subscriber of `hook` with `details`. The announcer's work is done: a subscriber that fails is logged
+    and does not stop the others or undo anything. Returns how many subscribers ran without error."""
+    done = 0
+    for function in list(_subscribers.get(hook, ())):
+        try:
+            function(**details)
+        except Exception:  # noqa: BLE001 - a subscriber's failure is its own; the announcer's change stands
+            log.exception("%s: subscriber %s.%s failed", hook, function.__module__, function.__qualname__)
+        else:
+            done += 1
+    return done
+
+
+# --- Fragments served by one app, loaded by another ------------------------------------------------------------------
+
+_fragments: dict[str, str] = {}
+
+
+def fragment(name: str, *, url_name: str) -> None:
+    """The fragment called `name` is served at the URL pattern `url_name` (reversed with the loader's arguments)."""
+    _fragments[name] = url_name
+
+
+def fragment_url(name: str, *args) -> str | None:
+    """Where the fragment called `name` is served for `args`, or None when no app serves it (the page leaves it
+    out)."""
+    url_name = _fragments.get(name)
+    return reverse(url_name, args=args) if url_name else None

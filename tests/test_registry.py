@@ -1,0 +1,29 @@
+"""The core's registry: features show themselves through it, and the core imports none of them."""
+
+from portal import registry
+
+
+def test_a_failing_subscriber_is_logged_and_the_others_still_run(caplog):
+    heard = []
+
+    def broken(**details):
+        raise RuntimeError("subscriber down")
+
+    registry.subscribe("test.announced", broken)
+    registry.subscribe("test.announced", lambda **details: heard.append(details))
+    try:
+        assert registry.announce("test.announced", digest="sha256:1") == 1
+    finally:
+        registry._subscribers.pop("test.announced")
+    assert heard == [{"digest": "sha256:1"}]
+    assert "test.announced: subscriber" in caplog.text and "subscriber down" in caplog.text
+
+
+def test_an_unserved_fragment_has_no_url():
+    assert registry.fragment_url("nobody.serves.this", 1) is None
+
+
+def test_the_features_registered_their_tiles_and_what_a_new_team_gets():
+    labels = [tile.label for group in registry.tile_groups() for tile in group.tiles]
+    assert labels == ["Image definitions", "Builds", "Waiting for approval", "Hosts", "Hosts drifting"]
+    assert [f.__name__ for f in registry.team_setup_functions()] == ["stages_ensure_default"]
