@@ -56,6 +56,7 @@ class FleetForTests:
         return self.fleet.load_or_create(name, make_state=make_state)
 
     def start(self, register=True, **host_fields):
+        sshpool.reset_shared()  # no connection left by an earlier test that used SSH without a fleet
         self.fleet.start_in_thread()
         self.started = True
         # The registries the simulated hosts report: the egress policy lets the portal resolve those references.
