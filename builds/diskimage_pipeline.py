@@ -217,7 +217,7 @@ class Conversion:
         self.log(f"Disk image #{di.pk}: {', '.join(di.types)} of {di.definition} {source} ({self.ref}) for "
                  f"{di.architecture}, root file system {di.rootfs}, on builder {self.builder.name} "
                  f"({self.builder.kind}) with {di.builder_image}")
-        refusal = fetches.repository_refusal(di.repository)
+        refusal = fetches.repository_refusal(di.repository, di.team, write=False)
         if refusal:
             raise Failed(refusal, cause=converters.Cause.CONFIG)
         if "ami" in di.types and di.aws_bucket:

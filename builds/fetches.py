@@ -6,18 +6,29 @@ remote of its context. podman, buildah and git resolve names themselves, so the 
 revision is saved (a form error at once) and again on the worker just before the build (docs/security.md#egress names
 what remains between that check and the tools' own lookups).
 
+The portal's own registry (REGISTRY_URL) is shared by every team, and the builders hold one login to it that can read
+and write everything. So inside it a team reaches only its own namespace, `REGISTRY_URL/<team slug>/`: a build pushes
+there and nowhere else in it, and its FROM, COPY --from and RUN --mount images come from there or from a namespace
+listed in REGISTRY_SHARED_NAMESPACES (base images a platform team publishes for everyone). Another team's images are
+neither overwritten nor read through the builders' login.
+
 Each function returns sentences for a person (empty when everything is allowed).
 """
 
 from __future__ import annotations
+
+import socket
+
+from django.conf import settings
 
 from portal import egress
 
 from .containerfile import ParseError, parse, remote_sources
 
 
-def containerfile_refusals(text: str, build_args: dict[str, str] | None = None) -> list[str]:
-    """`line N: ...` for every FROM, COPY --from, RUN --mount or ADD source the policy refuses."""
+def containerfile_refusals(text: str, build_args: dict[str, str] | None = None, *, team) -> list[str]:
+    """`line N: ...` for every FROM, COPY --from, RUN --mount or ADD source the policy refuses, and every image in
+    another team's part of the portal's registry."""
     try:
         parsed = parse(text)
     except ParseError:
@@ -32,16 +43,61 @@ def containerfile_refusals(text: str, build_args: dict[str, str] | None = None) 
                 egress.check_url(source.reference, what=what)
         except egress.EgressRefused as exc:
             refusals.append(str(exc))
-    return refusals
+            continue
+        if source.kind == "image":
+            refusals.append(namespace_refusal(source.reference, team, what=what, write=False))
+    return [refusal for refusal in refusals if refusal]
 
 
-def repository_refusal(repository: str) -> str:
-    """Why the registry of `repository` (registry/path) may not be reached, or ""."""
+def repository_refusal(repository: str, team, *, write: bool = True) -> str:
+    """Why `repository` (registry/path) may not be pushed to (or, with write=False, read) for `team`, or ""."""
     try:
         egress.check_image(repository, what=f"The registry of {repository}")
     except egress.EgressRefused as exc:
         return str(exc)
-    return ""
+    return namespace_refusal(repository, team, what=f"The repository {repository}", write=write)
+
+
+def namespace_refusal(reference: str, team, *, what: str, write: bool) -> str:
+    """Why `team` may not push to (write) or read `reference` in the portal's own registry, or "" (also for any
+    other registry: those are reached with the team's own credentials)."""
+    path = portal_registry_path(reference)
+    if path is None:
+        return ""
+    namespace = path.split("/", 1)[0]
+    if namespace == team.slug or (not write and namespace in settings.REGISTRY_SHARED_NAMESPACES):
+        return ""
+    own = f"{settings.REGISTRY_URL}/{team.slug}/"
+    if write:
+        return (f"{what} is outside {team.slug}'s part of the portal's registry: {team.slug} pushes only to "
+                f"repositories under {own}")
+    shared = ", ".join(f"{settings.REGISTRY_URL}/{name}/" for name in settings.REGISTRY_SHARED_NAMESPACES)
+    return (f"{what} is in another team's part of the portal's registry ({settings.REGISTRY_URL}/{namespace}/): "
+            f"{team.slug}'s builds read images of the portal's registry only under {own}"
+            + (f" and the shared {shared}" if shared else "")
+            + ". Ask that team to publish it in a shared namespace (REGISTRY_SHARED_NAMESPACES), or build it here.")
+
+
+def portal_registry_path(reference: str) -> str | None:
+    """The repository path (`team/name`, without tag or digest) of an image reference in the portal's own registry,
+    or None when it names another registry or podman's local storage. The registry counts as the same under another
+    name for the same address and port (127.0.0.1:5000 and localhost:5000)."""
+    found = egress.registry_host(reference)
+    own = egress.registry_host(f"{settings.REGISTRY_URL}/x")
+    if found is None or own is None or found[1] != own[1]:
+        return None
+    if found[0].lower() != own[0].lower() and not (_addresses(found) & _addresses(own)):
+        return None
+    path = reference.split("/", 1)[1].split("@", 1)[0]
+    name, _, tag = path.rpartition(":")
+    return (name if name and "/" not in tag else path).lower()
+
+
+def _addresses(host_port) -> set[str]:
+    try:
+        return {info[4][0] for info in socket.getaddrinfo(host_port[0].strip("[]"), host_port[1])}
+    except (OSError, UnicodeError):
+        return set()
 
 
 def git_refusal(url: str) -> str:

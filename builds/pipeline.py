@@ -249,8 +249,9 @@ def _check_egress(build):
     """The egress policy over everything the build will fetch, just before it runs (it was checked on save too, but
     names may resolve elsewhere now, and the allow-list may have changed)."""
     revision = build.revision
-    problems = [fetches.repository_refusal(build.repository or build.definition.repository)]
-    problems += fetches.containerfile_refusals(revision.containerfile, build.build_args)
+    team = build.definition.team
+    problems = [fetches.repository_refusal(build.repository or build.definition.repository, team)]
+    problems += fetches.containerfile_refusals(revision.containerfile, build.build_args, team=team)
     if revision.context_kind == ContextKind.GIT:
         problems.append(fetches.git_refusal(revision.git_url))
     problems = [problem for problem in problems if problem]

@@ -79,7 +79,7 @@ def promotion_apply_execute(run_id: int) -> None:
         sink.write(f"{what} {source} to {target} (request #{promotion.pk} by {promotion.requested_by_name or '?'}: "
                    f"{promotion.reason.splitlines()[0][:200] if promotion.reason else ''})")
         for repository in dict.fromkeys([source_repository, definition.repository]):
-            refusal = fetches.repository_refusal(repository)
+            refusal = fetches.repository_refusal(repository, definition.team)
             if refusal:
                 raise ApplyFailed(f"{refusal} The stage tag was not touched.")
         if access.auth_json():

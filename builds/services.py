@@ -78,7 +78,7 @@ def definition_create(
         created_by=user if user is not None and user.is_authenticated else None,
     )
     definition.full_clean()
-    _check_repository_egress(definition.repository)
+    _check_repository(definition.repository, definition.team)
     with transaction.atomic():
         definition.save()
         from .scheduling import schedule_next
@@ -105,7 +105,7 @@ def definition_update(*, definition: ImageDefinition, user: User | None, request
     if not changed:
         return definition
     if "repository" in changed:
-        _check_repository_egress(definition.repository)
+        _check_repository(definition.repository, definition.team)
     with transaction.atomic():
         definition.save()
         if "schedule" in changed:
@@ -117,10 +117,10 @@ def definition_update(*, definition: ImageDefinition, user: User | None, request
     return definition
 
 
-def _check_repository_egress(repository):
+def _check_repository(repository, team):
     from .fetches import repository_refusal
 
-    refusal = repository_refusal(repository)
+    refusal = repository_refusal(repository, team)
     if refusal:
         raise ValidationError({"repository": refusal})
 
@@ -177,7 +177,7 @@ def revision_create(
     report = validate_text(containerfile, build_args=definition.build_args)
     containerfile_errors = [str(issue) for issue in report.errors]
     if not containerfile_errors:
-        containerfile_errors = containerfile_refusals(report.text, definition.build_args)
+        containerfile_errors = containerfile_refusals(report.text, definition.build_args, team=definition.team)
     url_errors, context_errors = [], []
     if context_kind == ContextKind.GIT:
         url_errors = [problem for problem in [validate_git_url(git_url)] if problem]

@@ -420,6 +420,9 @@ MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 # --- Registry and tools ----------------------------------------------------------------------------------------------
 REGISTRY_URL = env.str("REGISTRY_URL", default="127.0.0.1:5000")
 REGISTRY_INSECURE = env.bool("REGISTRY_INSECURE", default=REGISTRY_URL.startswith(("127.", "localhost")))
+# Inside REGISTRY_URL a team pushes to and builds from only REGISTRY_URL/<team slug>/; these namespaces (e.g.
+# "base,platform") may also be read by every team's FROM, COPY --from and RUN --mount (docs/security.md).
+REGISTRY_SHARED_NAMESPACES = env.list("REGISTRY_SHARED_NAMESPACES", default=[])
 
 # --- Egress (docs/security.md) ---------------------------------------------------------------------------------------
 # What the portal may reach on someone's behalf besides public addresses and REGISTRY_URL: host names, addresses or
