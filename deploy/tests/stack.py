@@ -128,6 +128,7 @@ class Stack:
             "REDIS_URL": f"redis://:{redis_password}@127.0.0.1:{p['redis']}/0",
             "REGISTRY_URL": self.registry,
             "REGISTRY_INSECURE": "true",
+            "REGISTRY_SHARED_NAMESPACES": "base",  # where the operator publishes the base image every team builds on
             "REGISTRY_AUTH_FILE": "/run/secrets/registry_auth",
             "PORTAL_ADDRESS": "localhost",
             "REGISTRY_ADDRESS": f"localhost:{p['registry_tls']}",
