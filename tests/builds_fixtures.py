@@ -1,7 +1,8 @@
 """Real parts for the build tests: a podman store with a busybox base image, docker-registry on loopback (open, and one
 with htpasswd auth), a local builder row pointing at the store, and a real sshd for remote builders.
 
-Import the fixtures you use into a test module: `from tests.builds_fixtures import oci_registry, ...  # noqa: F401`.
+Its fixtures reach every test through tests/conftest.py's pytest_plugins: a test names them as parameters and imports
+only helpers (BASE_IMAGE, WORKER_ENV, skopeo_inspect).
 """
 
 import os

@@ -22,6 +22,15 @@ from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The shared fixtures of the apps' tests: a test names them as parameters, with no import.
+pytest_plugins = [
+    "tests.builds_fixtures",
+    "tests.diskimage_fixtures",
+    "tests.promotions_fixtures",
+    "tests.hosts_fixtures",
+    "tests.git_server",
+]
+
 
 def _shared_dir():
     """The team's shared material (docs and the real-world corpus) sits next to the repository; a clone elsewhere (CI)

@@ -5,7 +5,7 @@ Only the builder image is stood in for: the portal's own path (podman pull, podm
 format checks with qemu-img and xorriso, checksums, storage, download) runs exactly as in production. The stand-in's
 script is tests/standin/bootc-image-builder.
 
-Import what you use: `from tests.diskimage_fixtures import bib_standin, diskimage_settings, ...  # noqa: F401`.
+Its fixtures reach every test through tests/conftest.py's pytest_plugins.
 """
 
 import shutil
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.builds_fixtures import BASE_IMAGE, podman_store  # noqa: F401
+from tests.builds_fixtures import BASE_IMAGE
 from tests.conftest import require_tool
 
 STANDIN_IMAGE = "localhost/bootc-image-builder-standin:latest"
@@ -43,7 +43,7 @@ def make_outputs(directory: Path):
 
 
 @pytest.fixture(scope="session")
-def bib_standin(podman_store):  # noqa: F811
+def bib_standin(podman_store):
     """The stand-in image in the session's podman store: localhost/bootc-image-builder-standin:latest."""
     require_tool("qemu-img", "xorriso", "sfdisk", "tar")
     context = Path(tempfile.mkdtemp(prefix="portal-bib-standin-"))

@@ -1,8 +1,8 @@
 """A private git repository over smart HTTP on loopback: git's own `git http-backend` behind a small HTTP server that
 wants a Basic login, as GitHub or GitLab do for a private repository.
 
-Import what you use: `from tests.git_server import git_server  # noqa: F401`. The server is allowed by the egress
-policy while it runs, and `http` is added to the git URL schemes of the test (a real server speaks https).
+The `git_server` fixture reaches every test through tests/conftest.py's pytest_plugins. The server is allowed by the
+egress policy while it runs, and `http` is added to the git URL schemes of the test (a real server speaks https).
 """
 
 import base64

@@ -1,7 +1,8 @@
 """Real parts for the host tests: the fleet simulator (real SSH servers on loopback, in a thread of the test process),
 with its hosts registered in the personas' team and the team's key authorized.
 
-Import what you use: `from tests.hosts_fixtures import fleet, host_settings  # noqa: F401`.
+Its fixtures (host_settings, team_key, fleet, demo_images) reach every test through tests/conftest.py's
+pytest_plugins; import only the helpers (booted_state, SshdServer).
 """
 
 import logging

@@ -1,7 +1,8 @@
 """Real parts for the promotion tests: three tiny busybox images built once per session with podman and pushed to the
 session's docker-registry, and per test a definition whose builds are those images.
 
-Use with `from tests.promotions_fixtures import *  # noqa: F403` (the builds fixtures come with it).
+Its fixtures (seed_images, promo, eager_tasks) reach every test through tests/conftest.py's pytest_plugins; import
+only the helpers (PromoEnv, skopeo_copy, stage_digest, payload_of).
 
 A test that applies promotions calls `env.push()` first: it copies the seed images (by digest, with skopeo) into the
 test's own repository, so stage tags never leak between tests.
@@ -14,20 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.builds_fixtures import (  # noqa: F401
-    BASE_IMAGE,
-    Registry,
-    auth_registry,
-    build_settings,
-    local_builder,
-    oci_registry,
-    podman_store,
-    skopeo_inspect,
-)
-
-__all__ = ["BASE_IMAGE", "Registry", "auth_registry", "build_settings", "local_builder", "oci_registry", "podman_store",
-           "skopeo_inspect", "seed_images", "promo", "eager_tasks", "SeedImage", "PromoEnv", "skopeo_copy",
-           "stage_digest"]
+from tests.builds_fixtures import BASE_IMAGE, skopeo_inspect
 
 SEED_REPOSITORY = "seed/promotions"
 
@@ -58,7 +46,7 @@ def _containerfile(seed):
 
 
 @pytest.fixture(scope="session")
-def seed_images(podman_store, oci_registry, tmp_path_factory):  # noqa: F811
+def seed_images(podman_store, oci_registry, tmp_path_factory):
     """The three seed images, built and pushed once: [SeedImage], oldest first."""
     directory = tmp_path_factory.mktemp("promotion-seeds")
     images = []
@@ -108,8 +96,8 @@ class PromoEnv:
         self.repository = f"{registry.address}/platform/{name}-{uuid.uuid4().hex[:8]}"
         self.definition = services.definition_create(team=self.team, user=personas.developer, name=name,
                                                      repository=self.repository, description="The web tier's OS")
-        # The team says its loopback registry is plain HTTP. (Not left to REGISTRY_URL: each test module that imports
-        # the registry fixture gets a registry of its own, and the setting names only the latest one.)
+        # The team says its loopback registry is plain HTTP. (Not left to REGISTRY_URL: a test may bring a registry of
+        # its own, and the setting names only the session's.)
         RegistryCredential.objects.get_or_create(team=self.team, registry=registry.address,
                                                  defaults={"insecure": True})
         self.stages = {stage.name: stage for stage in self.team.stages.all()}
@@ -168,7 +156,7 @@ class PromoEnv:
 
 
 @pytest.fixture
-def promo(personas, oci_registry, seed_images):  # noqa: F811
+def promo(personas, oci_registry, seed_images):
     return PromoEnv(personas, oci_registry, seed_images)
 
 

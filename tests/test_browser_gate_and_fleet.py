@@ -2,8 +2,6 @@
 (promotions), and the host list, a host's page with the timeline of upgrade -> reboot -> failed health check ->
 automatic rollback, and the drift view (hosts), as the help desk sees them."""
 
-# ruff: noqa: F811 - the fixtures imported below are parameters of the tests
-
 import pytest
 from django.urls import reverse
 
@@ -12,8 +10,7 @@ from builds.models import StageHistory
 from hosts import poller, services
 from hosts.models import ActionKind, EventKind, HostEvent
 from tests.browser import browser_page, log_in, screenshot
-from tests.hosts_fixtures import booted_state, demo_images, fleet, host_settings, team_key  # noqa: F401
-from tests.promotions_fixtures import *  # noqa: F403
+from tests.hosts_fixtures import booted_state
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -24,14 +24,7 @@ from builds.buildcontext import ContextRefused, Entry
 from builds.models import Build, Builder, BuildStatus, ContextKind, Revision
 from builds.runner import LocalRunner, Watch, hidden_paths
 from portal.logsink import lines_after
-from tests.builds_fixtures import (  # noqa: F401
-    BASE_IMAGE,
-    build_settings,
-    local_builder,
-    oci_registry,
-    podman_store,
-    sshd,
-)
+from tests.builds_fixtures import BASE_IMAGE
 
 # --- The check itself ------------------------------------------------------------------------------------------------
 
@@ -154,7 +147,7 @@ def git_repository(tmp_path, files: dict[str, str], links: dict[str, str]):
 
 
 @pytest.fixture
-def definition(personas, oci_registry, local_builder, build_settings):  # noqa: F811
+def definition(personas, oci_registry, local_builder, build_settings):
     return services.definition_create(team=personas.team, user=personas.developer, name="web-os")
 
 
@@ -174,7 +167,7 @@ def database_text():
     return out.getvalue()
 
 
-def images(podman_store):  # noqa: F811
+def images(podman_store):
     return podman_store.run("images", "--all", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}").stdout
 
 
@@ -185,7 +178,7 @@ READ_THROUGH_LINK = f"FROM {BASE_IMAGE}\nRUN --mount=type=bind,source=motd,targe
 
 @pytest.mark.slow
 def test_a_committed_link_to_a_file_outside_is_refused_before_podman_starts(definition, personas, tmp_path, planted,
-                                                                            podman_store):  # noqa: F811
+                                                                            podman_store):
     url = git_repository(tmp_path, {"image/README": "docs\n"}, {"image/motd": str(planted)})
     revision = services.revision_create(definition=definition, user=personas.developer, context_kind=ContextKind.GIT,
                                         git_url=url, git_ref="main", git_subdir="image", containerfile=READ_THROUGH_LINK)
@@ -204,7 +197,7 @@ def test_a_committed_link_to_a_file_outside_is_refused_before_podman_starts(defi
 
 
 @pytest.mark.slow
-def test_a_sub_directory_that_is_a_link_to_the_root_is_refused(definition, personas, tmp_path, podman_store):  # noqa: F811
+def test_a_sub_directory_that_is_a_link_to_the_root_is_refused(definition, personas, tmp_path, podman_store):
     url = git_repository(tmp_path, {"README": "x\n"}, {"image": "/"})
     revision = services.revision_create(
         definition=definition, user=personas.developer, context_kind=ContextKind.GIT, git_url=url, git_ref="main",
@@ -240,7 +233,7 @@ def test_uploaded_context_files_go_through_the_same_check(definition, personas):
 
 
 @pytest.mark.slow
-def test_a_remote_builder_refuses_the_same_link(personas, oci_registry, sshd, podman_store, build_settings,  # noqa: F811
+def test_a_remote_builder_refuses_the_same_link(personas, oci_registry, sshd, podman_store, build_settings,
                                                 tmp_path, planted):
     from builds.services import local_architecture
 
@@ -312,7 +305,7 @@ def test_a_work_directory_inside_the_portals_files_makes_the_builder_unavailable
 
 
 @pytest.mark.slow
-def test_podman_itself_finds_nothing_of_the_portal_even_past_the_check(podman_store, portal_secret, tmp_path):  # noqa: F811
+def test_podman_itself_finds_nothing_of_the_portal_even_past_the_check(podman_store, portal_secret, tmp_path):
     """Defence in depth: a context whose link the check would refuse, handed straight to podman by the runner."""
     from builds import podman
     from builds.runner import CommandFailed

@@ -19,14 +19,7 @@ from builds.models import Build, Builder
 from builds.queues import local_architecture, local_queues
 from portal import workers
 from portal.models import RunStatus
-from tests.builds_fixtures import (  # noqa: F401
-    BASE_IMAGE,
-    WORKER_ENV,
-    build_settings,
-    local_builder,
-    oci_registry,
-    podman_store,
-)
+from tests.builds_fixtures import BASE_IMAGE, WORKER_ENV
 from tests.conftest import PortalProcess, free_port, subprocess_env, wait_for
 from tests.diskimage_rows import succeeded_build
 
@@ -59,7 +52,7 @@ def builder_worker(builder, redis_server, tmp_path):
 # --- Nobody serves the queue -----------------------------------------------------------------------------------------
 
 
-def test_a_build_no_worker_takes_fails_at_once_saying_which_worker_to_start(personas, client_for, local_builder):  # noqa: F811
+def test_a_build_no_worker_takes_fails_at_once_saying_which_worker_to_start(personas, client_for, local_builder):
     definition = services.definition_create(team=personas.team, user=personas.developer, name="lonely")
     services.revision_create(definition=definition, user=personas.developer, containerfile=f"FROM {BASE_IMAGE}\n")
     response = client_for(personas.developer).post(reverse("definition_build", args=[definition.pk]))
@@ -85,7 +78,7 @@ def test_a_remote_builder_without_its_worker_fails_the_build_naming_the_command(
     assert "`manage.py builder_worker remote-arm` (its concurrency is the builder's capacity, 4)" in build.run.exit_reason
 
 
-def test_a_conversion_no_worker_takes_fails_at_once(personas, local_builder):  # noqa: F811
+def test_a_conversion_no_worker_takes_fails_at_once(personas, local_builder):
     build = succeeded_build(personas.team, personas.developer, architecture=local_architecture())
     disk_image = diskimages.disk_image_request(user=personas.developer, build=build, types=["qcow2"])
     disk_image.run.refresh_from_db()
@@ -99,7 +92,7 @@ def test_a_conversion_no_worker_takes_fails_at_once(personas, local_builder):  #
 
 @pytest.mark.slow
 def test_builds_wait_in_the_broker_and_run_first_in_first_out_one_per_worker_process(
-        personas, start_worker, local_builder, oci_registry, build_settings):  # noqa: F811
+        personas, start_worker, local_builder, oci_registry, build_settings):
     start_worker(queues=local_queues()[0], concurrency=1, **WORKER_ENV)
     definition = services.definition_create(team=personas.team, user=personas.developer, name="fifo")
     builds = []

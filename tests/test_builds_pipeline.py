@@ -18,15 +18,7 @@ from builds.models import (
     ContextKind,
 )
 from portal.logsink import lines_after
-from tests.builds_fixtures import (  # noqa: F401
-    BASE_IMAGE,
-    auth_registry,
-    build_settings,
-    local_builder,
-    oci_registry,
-    podman_store,
-    skopeo_inspect,
-)
+from tests.builds_fixtures import BASE_IMAGE, skopeo_inspect
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +29,7 @@ LABEL containers.bootc=1
 
 
 @pytest.fixture
-def definition(personas, oci_registry, local_builder, build_settings):  # noqa: F811
+def definition(personas, oci_registry, local_builder, build_settings):
     return services.definition_create(team=personas.team, user=personas.developer, name="web-os",
                                       description="The web tier's OS")
 
@@ -53,7 +45,7 @@ def log_text(build):
 
 
 def test_a_saved_revision_is_built_pushed_and_its_digest_and_labels_are_in_the_registry(definition, personas,
-                                                                                         oci_registry):  # noqa: F811
+                                                                                         oci_registry):
     revision = services.revision_create(definition=definition, user=personas.developer, containerfile=SIMPLE,
                                         message="first")
     build = build_now(revision, personas.developer)
@@ -171,7 +163,7 @@ def test_a_missing_base_image_fails_with_a_hint(definition, personas):
 
 
 def test_a_registry_that_refuses_the_push_fails_the_build_and_a_retry_pushes_the_local_image(
-    definition, personas, auth_registry, podman_store  # noqa: F811
+    definition, personas, auth_registry, podman_store
 ):
     services.definition_update(definition=definition, user=personas.developer,
                                repository=f"{auth_registry.address}/platform/web-os")

@@ -9,21 +9,14 @@ from builds import pipeline, services
 from builds.models import Build, Builder, BuildStatus
 from builds.runner import BuilderUnavailable, SSHRunner, Watch
 from portal.logsink import lines_after
-from tests.builds_fixtures import (  # noqa: F401
-    BASE_IMAGE,
-    build_settings,
-    oci_registry,
-    podman_store,
-    skopeo_inspect,
-    sshd,
-)
+from tests.builds_fixtures import BASE_IMAGE, skopeo_inspect
 from tests.conftest import free_port, start_in_thread, wait_for
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def remote_builder(db, sshd, podman_store):  # noqa: F811
+def remote_builder(db, sshd, podman_store):
     from builds.services import local_architecture
 
     return Builder.objects.create(name="remote-1", kind="ssh", architecture=local_architecture(), host="127.0.0.1",
@@ -33,7 +26,7 @@ def remote_builder(db, sshd, podman_store):  # noqa: F811
 
 
 @pytest.fixture
-def definition(personas, oci_registry, remote_builder, build_settings):  # noqa: F811
+def definition(personas, oci_registry, remote_builder, build_settings):
     return services.definition_create(team=personas.team, user=personas.developer, name="remote-os")
 
 

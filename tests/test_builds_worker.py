@@ -17,15 +17,7 @@ from builds.models import Build, BuildPhase, BuildStatus
 from builds.queues import local_queues
 from portal.logsink import lines_after
 from portal.models import RunStatus
-from tests.builds_fixtures import (  # noqa: F401
-    BASE_IMAGE,
-    WORKER_ENV,
-    build_settings,
-    local_builder,
-    oci_registry,
-    podman_store,
-    skopeo_inspect,
-)
+from tests.builds_fixtures import BASE_IMAGE, WORKER_ENV, skopeo_inspect
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.slow
@@ -59,12 +51,12 @@ def log_text(build):
 
 
 @pytest.fixture
-def definition(personas, oci_registry, local_builder, build_settings):  # noqa: F811
+def definition(personas, oci_registry, local_builder, build_settings):
     return services.definition_create(team=personas.team, user=personas.developer, name="worker-os")
 
 
 def test_a_revision_saved_in_the_browser_is_built_by_the_worker_and_pushed(
-    start_worker, client_for, personas, definition, oci_registry  # noqa: F811
+    start_worker, client_for, personas, definition, oci_registry
 ):
     start_worker(queues=local_build_queue(), concurrency=1, **WORKER_ENV)
     response = client_for(personas.developer).post(reverse("revision_create", args=[definition.pk]), {

@@ -10,8 +10,7 @@ from builds import demo
 from builds.models import Build, ImageDefinition, Promotion, PromotionStatus, Revision, StageHistory
 from portal.management.commands.run_portal import demo_blocker
 from portal.models import Membership, Team, User
-from tests.builds_fixtures import build_settings, local_builder, oci_registry, podman_store, skopeo_inspect  # noqa: F401
-from tests.promotions_fixtures import eager_tasks  # noqa: F401
+from tests.builds_fixtures import skopeo_inspect
 
 
 def seed(*args):
@@ -43,7 +42,7 @@ def test_without_podman_the_seed_skips_the_builds_with_a_note_and_changes_nothin
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_the_demo_builds_pushes_and_promotes_web_os_for_real(
-        local_builder, build_settings, oci_registry, eager_tasks, capsys):  # noqa: F811
+        local_builder, build_settings, oci_registry, eager_tasks, capsys):
     seed("--quiet")
     notes = []
     for _ in range(20):

@@ -18,17 +18,9 @@ from builds import diskimage_pipeline, diskimages, pipeline, services
 from builds.models import Artifact, Build, Builder, DiskImage
 from portal.logsink import lines_after
 from portal.models import LogSection, RunStatus
-from tests.builds_fixtures import (  # noqa: F401
-    BASE_IMAGE,
-    auth_registry,
-    build_settings,
-    local_builder,
-    oci_registry,
-    podman_store,
-    sshd,
-)
+from tests.builds_fixtures import BASE_IMAGE
 from tests.conftest import ProcessWatcher, start_in_thread
-from tests.diskimage_fixtures import ISO_VOLUME_ID, bib_standin, diskimage_settings  # noqa: F401
+from tests.diskimage_fixtures import ISO_VOLUME_ID
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +31,7 @@ CONFIG = {"customizations": {"user": [{"name": "ops", "key": KEY, "groups": ["wh
 
 
 @pytest.fixture
-def built(personas, oci_registry, local_builder, build_settings, diskimage_settings):  # noqa: F811
+def built(personas, oci_registry, local_builder, build_settings, diskimage_settings):
     """A succeeded build of a bootc-labelled busybox image, pushed to the loopback registry."""
     definition = services.definition_create(team=personas.team, user=personas.developer, name="web-os")
     revision = services.revision_create(definition=definition, user=personas.developer, containerfile=CONTAINERFILE)
@@ -146,7 +138,7 @@ def test_vhd_gce_and_ami_without_upload(built, personas):
 
 
 def test_an_ami_upload_gets_its_aws_keys_and_the_registry_login_from_stored_secrets_never_on_a_command_line(
-        personas, auth_registry, local_builder, build_settings, diskimage_settings, oci_registry):  # noqa: F811
+        personas, auth_registry, local_builder, build_settings, diskimage_settings, oci_registry):
     services.registry_credential_save(team=personas.team, user=personas.admin, registry=auth_registry.address,
                                       username=auth_registry.user, password=auth_registry.password, insecure=True)
     definition = services.definition_create(team=personas.team, user=personas.developer, name="private-os",
@@ -203,7 +195,7 @@ def tiny_work_dir(tmp_path):
     subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def test_a_full_disk_is_named_as_the_cause(built, personas, local_builder, tiny_work_dir):  # noqa: F811
+def test_a_full_disk_is_named_as_the_cause(built, personas, local_builder, tiny_work_dir):
     Builder.objects.filter(pk=local_builder.pk).update(work_dir=tiny_work_dir)
     disk_image = convert(user=personas.developer, build=built, types=["raw"])
     assert disk_image.run.status == RunStatus.FAILED, log_text(disk_image)
@@ -215,7 +207,7 @@ def test_a_full_disk_is_named_as_the_cause(built, personas, local_builder, tiny_
 
 
 def test_a_cancelled_conversion_stops_its_builder_container(transactional_db, in_process_worker, built, personas,
-                                                            local_builder, podman_store):  # noqa: F811
+                                                            local_builder, podman_store):
     config = {"customizations": {"kernel": {"append": "standin.sleep=60"}}}
     disk_image = diskimages.disk_image_request(user=personas.developer, build=built, types=["qcow2"], config=config)
     worker = start_in_thread(diskimage_pipeline.disk_image_execute, disk_image.pk)
@@ -235,7 +227,7 @@ def test_a_cancelled_conversion_stops_its_builder_container(transactional_db, in
     assert not Artifact.objects.filter(disk_image=disk_image).exists()
 
 
-def test_a_conversion_runs_on_a_remote_builder_over_ssh(built, personas, local_builder, sshd, podman_store):  # noqa: F811
+def test_a_conversion_runs_on_a_remote_builder_over_ssh(built, personas, local_builder, sshd, podman_store):
     Builder.objects.filter(pk=local_builder.pk).update(enabled=False)
     remote = Builder.objects.create(name="remote-1", kind="ssh", architecture=local_builder.architecture,
                                     host="127.0.0.1", port=sshd.port, username="root", private_key=sshd.private_key,
@@ -249,7 +241,7 @@ def test_a_conversion_runs_on_a_remote_builder_over_ssh(built, personas, local_b
     assert "builder remote-1 (ssh)" in log_text(disk_image)
 
 
-def test_osbuilds_image_builder_backend_builds_one_type_per_run(built, personas, diskimage_settings):  # noqa: F811
+def test_osbuilds_image_builder_backend_builds_one_type_per_run(built, personas, diskimage_settings):
     diskimage_settings.DISK_IMAGE_BACKEND = "image-builder"
     diskimage_settings.DISK_IMAGE_IMAGE_BUILDER_IMAGE = diskimage_settings.DISK_IMAGE_BUILDER_IMAGES[0]
     disk_image = convert(user=personas.developer, build=built, types=["qcow2", "anaconda-iso"], config=CONFIG | {

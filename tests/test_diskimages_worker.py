@@ -11,16 +11,15 @@ from builds.models import Build, DiskImage
 from builds.queues import local_queues
 from portal.logsink import lines_after
 from portal.models import RunStatus
-from tests.builds_fixtures import BASE_IMAGE, build_settings, local_builder, oci_registry, podman_store  # noqa: F401
+from tests.builds_fixtures import BASE_IMAGE
 from tests.conftest import wait_for
-from tests.diskimage_fixtures import bib_standin, diskimage_settings  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
 
 def test_a_request_from_the_form_is_converted_by_an_images_worker_and_downloaded(
-        start_worker, in_process_worker, client_for, personas, oci_registry, local_builder, build_settings,  # noqa: F811
-        diskimage_settings):  # noqa: F811
+        start_worker, in_process_worker, client_for, personas, oci_registry, local_builder, build_settings,
+        diskimage_settings):
     definition = services.definition_create(team=personas.team, user=personas.developer, name="worker-os")
     revision = services.revision_create(definition=definition, user=personas.developer,
                                         containerfile=f"FROM {BASE_IMAGE}\nLABEL containers.bootc=1\n")

@@ -15,8 +15,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from portal import egress
-from tests.builds_fixtures import build_settings, local_builder, oci_registry, podman_store  # noqa: F401
-from tests.git_server import git_server  # noqa: F401
 
 
 class Server:
@@ -387,7 +385,7 @@ def test_an_allow_listed_base_image_registry_is_accepted(personas, server, setti
 @pytest.mark.slow
 @pytest.mark.django_db
 def test_a_build_whose_registry_is_no_longer_allowed_is_refused_before_podman_starts(
-        personas, server, settings, local_builder, build_settings):  # noqa: F811
+        personas, server, settings, local_builder, build_settings):
     from builds import pipeline, services
     from builds.models import Build, BuildStatus
     from portal.logsink import lines_after
@@ -439,7 +437,7 @@ def test_an_image_reported_by_a_host_at_a_loopback_or_metadata_registry_is_never
 
 @pytest.mark.slow
 @pytest.mark.django_db
-def test_an_image_reported_by_a_host_at_an_allowed_registry_is_resolved(personas, oci_registry):  # noqa: F811
+def test_an_image_reported_by_a_host_at_an_allowed_registry_is_resolved(personas, oci_registry):
     from hosts import poller
     from hosts.models import ReferenceDigest
     from hosts.simulator import push_demo_image
@@ -508,7 +506,7 @@ def test_an_ami_upload_whose_endpoints_resolve_inside_the_network_is_refused_unl
 @pytest.mark.slow
 @pytest.mark.django_db
 def test_git_connects_to_the_checked_address_not_to_what_its_own_lookup_says(
-        personas, git_server, settings, monkeypatch, oci_registry, local_builder, build_settings):  # noqa: F811
+        personas, git_server, settings, monkeypatch, oci_registry, local_builder, build_settings):
     """The repository's host name resolves only for the portal's check (the resolver, an outside part, is replaced in
     the test process); git, a separate process, finds nothing under that name and reaches the server only because
     it is pinned to the checked address."""

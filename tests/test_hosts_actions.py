@@ -2,7 +2,6 @@
 time per host (enforced by the database), followed by a re-poll whose changes land on the timeline with the user behind
 them. Includes the scripted sequence upgrade -> reboot -> failed health check -> automatic rollback."""
 
-# ruff: noqa: F811 - the fixtures imported from tests.hosts_fixtures are parameters of the tests below
 
 
 import pytest
@@ -12,9 +11,8 @@ from hosts import poller, services
 from hosts.models import ActionKind, EventKind, HostAction, HostEvent, HostState
 from portal import logsink
 from portal.models import AuditEvent, Run, RunStatus
-from tests.builds_fixtures import oci_registry  # noqa: F401
 from tests.conftest import start_in_thread, wait_for
-from tests.hosts_fixtures import booted_state, demo_images, fleet, host_settings, team_key  # noqa: F401
+from tests.hosts_fixtures import booted_state
 
 pytestmark = pytest.mark.django_db
 

@@ -11,9 +11,7 @@ from hosts import poller
 from hosts.models import ActionKind, Host, HostAction, HostState
 from portal.models import AuditEvent, RunStatus
 from tests.conftest import ROOT, free_port, subprocess_env, wait_for
-from tests.hosts_fixtures import booted_state, fleet, host_settings, team_key  # noqa: F401
-
-# ruff: noqa: F811
+from tests.hosts_fixtures import booted_state
 
 
 class FleetCommand:

@@ -1,8 +1,6 @@
 """The poller against the simulated fleet: snapshots, the denormalised state, drift per architecture, backoff,
 unreachable and reachable again, host key changes (refused, marked, audited), unreadable output, hangs and floods."""
 
-# ruff: noqa: F811 - the fixtures imported from tests.hosts_fixtures are parameters of the tests below
-
 from datetime import timedelta
 
 import pytest
@@ -12,7 +10,7 @@ from hosts import poller
 from hosts.models import EventKind, Host, HostEvent, HostSnapshot, HostState, ReferenceDigest, dashboard_counts
 from hosts.simulator import Deployment
 from portal.models import AuditEvent, Team
-from tests.hosts_fixtures import booted_state, fleet, host_settings, team_key  # noqa: F401
+from tests.hosts_fixtures import booted_state
 
 pytestmark = pytest.mark.django_db
 REF = "127.0.0.1:1/platform/web-os:prod"

@@ -1,8 +1,6 @@
 """hosts/ssh.py against the simulated fleet's real SSH servers: strict host keys (the MITM test), deadlines, the output cap,
 the allow-list, sudo, jump hosts, and the key helpers."""
 
-# ruff: noqa: F811 - the fixtures imported from tests.hosts_fixtures are parameters of the tests below
-
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,7 +8,7 @@ import pytest
 
 from hosts import services, ssh
 from hosts.simulator import Fleet
-from tests.hosts_fixtures import booted_state, fleet, host_settings, team_key  # noqa: F401
+from tests.hosts_fixtures import booted_state
 
 pytestmark = pytest.mark.django_db
 REF = "127.0.0.1:1/platform/web-os:prod"

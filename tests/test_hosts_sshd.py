@@ -1,14 +1,12 @@
 """The SSH client and the poller against a real OpenSSH sshd serving a scripted `bootc` (no simulator in between)."""
 
-# ruff: noqa: F811 - the fixtures imported from tests.hosts_fixtures are parameters of the tests below
-
 import pytest
 
 from hosts import poller, ssh
 from hosts.models import HostEvent, HostState
 from hosts.services import host_create
 from tests.conftest import CORPUS, require_tool
-from tests.hosts_fixtures import SshdServer, host_settings, team_key  # noqa: F401
+from tests.hosts_fixtures import SshdServer
 
 pytestmark = pytest.mark.django_db
 STATUS = CORPUS / "status-22-insights-booted-rollback.json"

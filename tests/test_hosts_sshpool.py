@@ -2,8 +2,6 @@
 per host for any number of polls and actions, the strict host-key check on every reconnection, idle close, the bounded
 pool, backoff, the per-host limit, and the same deadlines, caps and errors as a fresh connection."""
 
-# ruff: noqa: F811 - the fixtures imported from tests.hosts_fixtures are parameters of the tests below
-
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,7 +10,7 @@ import pytest
 from hosts import poller, services, ssh, sshpool
 from hosts.models import HostState
 from tests.conftest import require_tool
-from tests.hosts_fixtures import SshdServer, booted_state, fleet, host_settings, team_key  # noqa: F401
+from tests.hosts_fixtures import SshdServer, booted_state
 
 pytestmark = pytest.mark.django_db
 REF = "127.0.0.1:1/platform/web-os:prod"

@@ -12,14 +12,7 @@ from builds.models import Build
 from builds.queues import local_queues
 from portal.models import RunStatus
 from tests.browser import browser_page, log_in, screenshot
-from tests.builds_fixtures import (  # noqa: F401
-    BASE_IMAGE,
-    WORKER_ENV,
-    build_settings,
-    local_builder,
-    oci_registry,
-    podman_store,
-)
+from tests.builds_fixtures import BASE_IMAGE, WORKER_ENV
 from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -33,7 +26,7 @@ LABEL containers.bootc=1
 
 
 def test_a_real_build_streams_into_the_browser_line_by_line_then_shows_its_result(
-        personas, portal_server, start_worker, oci_registry, local_builder, build_settings, monkeypatch):  # noqa: F811
+        personas, portal_server, start_worker, oci_registry, local_builder, build_settings, monkeypatch):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # ORM calls next to Playwright's event loop
     start_worker(queues=local_queues()[0], concurrency=1, **WORKER_ENV)
     definition = builds.definition_create(team=personas.team, user=personas.developer, name="slow-os")

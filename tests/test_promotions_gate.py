@@ -24,8 +24,9 @@ from builds.promotions import PromotionStateError
 from portal.access import forget_roles
 from portal.models import AuditEvent, Membership, Run, RunKind, RunStatus
 from portal.services import audit_verify
+from tests.builds_fixtures import Registry
 from tests.conftest import make_user, wait_for
-from tests.promotions_fixtures import *  # noqa: F403
+from tests.promotions_fixtures import PromoEnv, skopeo_copy, stage_digest
 
 pytestmark = pytest.mark.django_db
 
@@ -56,7 +57,7 @@ def test_a_stage_without_approvals_applies_at_once_and_skopeo_sees_the_digest_on
     promotion = promo.apply(promotion)
 
     assert promotion.status == PromotionStatus.APPLIED, promotion.status_note
-    assert stage_digest(promo.ref("dev")) == build.digest  # noqa: F405
+    assert stage_digest(promo.ref("dev")) == build.digest
     entry = StageHistory.objects.current(promo.stages["dev"], promo.definition)
     assert (entry.digest, entry.promotion, entry.applied_by, entry.previous_digest) == (
         build.digest, promotion, promo.personas.developer, "")
@@ -76,8 +77,8 @@ def test_after_the_quorum_the_stage_tag_resolves_to_exactly_the_promoted_digest(
     promotion = promo.apply(promotion)
 
     assert promotion.status == PromotionStatus.APPLIED
-    assert stage_digest(promo.ref("test")) == promo.builds[1].digest  # noqa: F405
-    assert stage_digest(promo.ref("dev")) == promo.builds[1].digest  # noqa: F405
+    assert stage_digest(promo.ref("test")) == promo.builds[1].digest
+    assert stage_digest(promo.ref("dev")) == promo.builds[1].digest
     log = "\n".join(chunk.text for chunk in promotion.run.chunks.all())
     assert "skopeo copy --preserve-digests" in log and f"Verified: {promo.ref('test')} resolves to" in log
     actions = list(AuditEvent.objects.filter(object_type="builds.promotion", object_id=str(promotion.pk))
@@ -90,15 +91,15 @@ def test_after_the_quorum_the_stage_tag_resolves_to_exactly_the_promoted_digest(
 def test_a_registry_that_is_down_fails_the_application_with_the_reason_and_leaves_the_tag_unchanged(
         personas, oci_registry, seed_images, tmp_path):
     (tmp_path / "registry").mkdir()
-    registry = Registry(tmp_path / "registry")  # noqa: F405 - a registry of this test's own, to stop and start
+    registry = Registry(tmp_path / "registry")  # a registry of this test's own, to stop and start
     try:
-        promo = PromoEnv(personas, registry, seed_images)  # noqa: F405
+        promo = PromoEnv(personas, registry, seed_images)
         for number, seed in enumerate(seed_images, start=1):
-            skopeo_copy(f"{oci_registry.address}/seed/promotions@{seed.digest}",  # noqa: F405
+            skopeo_copy(f"{oci_registry.address}/seed/promotions@{seed.digest}",
                         f"{promo.repository}:build-{number}")
         first = promo.promote(promo.builds[0], "dev")
         assert first.status == PromotionStatus.APPLIED, first.status_note
-        assert stage_digest(promo.ref("dev")) == promo.builds[0].digest  # noqa: F405
+        assert stage_digest(promo.ref("dev")) == promo.builds[0].digest
 
         registry.process.terminate()
         registry.process.wait(10)
@@ -112,13 +113,13 @@ def test_a_registry_that_is_down_fails_the_application_with_the_reason_and_leave
         registry.process = subprocess.Popen(["docker-registry", "serve", str(registry.directory / "config.yml")],
                                             stdout=registry.log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(registry._answers, what="the registry to come back")
-        assert stage_digest(promo.ref("dev")) == promo.builds[0].digest  # noqa: F405 - unchanged
+        assert stage_digest(promo.ref("dev")) == promo.builds[0].digest  # unchanged
 
         promotion = promotions.promotion_retry(promotion=promotion, user=personas.developer)
         assert promotion.status == PromotionStatus.APPLYING and promotion.attempts == 2
         promotion = promo.apply(promotion)
         assert promotion.status == PromotionStatus.APPLIED
-        assert stage_digest(promo.ref("dev")) == promo.builds[1].digest  # noqa: F405
+        assert stage_digest(promo.ref("dev")) == promo.builds[1].digest
     finally:
         registry.stop()
 
@@ -176,7 +177,7 @@ def test_two_approvers_completing_the_quorum_at_the_same_instant_apply_it_exactl
     assert promotion.status == PromotionStatus.APPLIED
     assert StageHistory.objects.filter(stage=promo.stages["prod"], definition=promo.definition).count() == 1
     assert AuditEvent.objects.filter(action="promotion.applied", object_id=str(promotion.pk)).count() == 1
-    assert stage_digest(promo.ref("prod")) == promo.builds[0].digest  # noqa: F405
+    assert stage_digest(promo.ref("prod")) == promo.builds[0].digest
 
 
 # --- Who may approve ---------------------------------------------------------------------------------------------------
@@ -345,7 +346,7 @@ def test_a_freeze_holds_an_approved_promotion_until_it_is_lifted(promo):
     assert [p.pk for p in promotions.promotions_apply_due()] == [promotion.pk]
     promotion = promo.apply(promotion)
     assert promotion.status == PromotionStatus.APPLIED
-    assert stage_digest(promo.ref("test")) == promo.builds[0].digest  # noqa: F405
+    assert stage_digest(promo.ref("test")) == promo.builds[0].digest
 
 
 def test_a_freeze_blocks_a_promotion_unless_the_emergency_override_is_approved_with_an_extra_approval(promo):
@@ -364,7 +365,7 @@ def test_a_freeze_blocks_a_promotion_unless_the_emergency_override_is_approved_w
     assert promotion.status == PromotionStatus.APPLYING
     promotion = promo.apply(promotion)
     assert promotion.status == PromotionStatus.APPLIED
-    assert stage_digest(promo.ref("test")) == promo.builds[0].digest  # noqa: F405
+    assert stage_digest(promo.ref("test")) == promo.builds[0].digest
     assert AuditEvent.objects.filter(action="promotion.override_request", object_id=str(promotion.pk)).exists()
     used = AuditEvent.objects.get(action="promotion.override_used", object_id=str(promotion.pk))
     assert "release freeze" in used.summary and "CVE-2024-1234" in used.summary
@@ -418,7 +419,7 @@ def test_a_digest_never_built_by_this_definition_is_refused(promo):
     with pytest.raises(ValidationError, match="sha256: followed by 64"):
         promotions.promotion_request(definition=promo.definition, digest="latest", target_stage=promo.stages["dev"],
                                      user=promo.personas.developer, reason="x")
-    other = PromoEnv(promo.personas, promo.registry, promo.seeds, name="db-os")  # noqa: F405
+    other = PromoEnv(promo.personas, promo.registry, promo.seeds, name="db-os")
     with pytest.raises(ValidationError, match="was not built by platform/web-os"):
         request(promo, other.builds[0], "dev")
     assert not promo.definition.promotions.exists()
@@ -472,7 +473,7 @@ def test_a_rollback_goes_through_the_gate_pins_the_stage_and_a_roll_forward_unpi
     dev = promo.stages["dev"]
     promo.promote(promo.builds[0], "dev")
     promo.promote(promo.builds[1], "dev")
-    assert stage_digest(promo.ref("dev")) == promo.builds[1].digest  # noqa: F405
+    assert stage_digest(promo.ref("dev")) == promo.builds[1].digest
 
     with pytest.raises(ValidationError, match="was never in dev"):
         promotions.promotion_rollback_request(stage=dev, definition=promo.definition, digest=promo.builds[2].digest,
@@ -483,7 +484,7 @@ def test_a_rollback_goes_through_the_gate_pins_the_stage_and_a_roll_forward_unpi
     assert rollback.status == PromotionStatus.PENDING and rollback.required_approvals() == 1  # its own policy
     rollback = promo.apply(approve(rollback, promo.personas.approver))
     assert rollback.status == PromotionStatus.APPLIED
-    assert stage_digest(promo.ref("dev")) == promo.builds[0].digest  # noqa: F405
+    assert stage_digest(promo.ref("dev")) == promo.builds[0].digest
     assert StageHistory.objects.current(dev, promo.definition).pins
 
     with pytest.raises(ValidationError, match="pinned"):
@@ -491,7 +492,7 @@ def test_a_rollback_goes_through_the_gate_pins_the_stage_and_a_roll_forward_unpi
     forward = promo.apply(request(promo, promo.builds[2], "dev", roll_forward=True, reason="1.2 fixes logins"))
     assert forward.status == PromotionStatus.APPLIED and forward.roll_forward
     assert not StageHistory.objects.current(dev, promo.definition).pins
-    assert stage_digest(promo.ref("dev")) == promo.builds[2].digest  # noqa: F405
+    assert stage_digest(promo.ref("dev")) == promo.builds[2].digest
     assert list(StageHistory.objects.filter(stage=dev).values_list("kind", flat=True)) == [
         "promote", "rollback", "promote", "promote"]
 

@@ -15,7 +15,7 @@ from django.urls import reverse
 from builds import notifications, promotions
 from builds.models import DeliveryStatus, NotificationEvent, Promotion, PromotionStatus, StageHistory, WebhookDelivery
 from tests.conftest import allow_egress, free_port, wait_for
-from tests.promotions_fixtures import *  # noqa: F403
+from tests.promotions_fixtures import stage_digest
 
 pytestmark = pytest.mark.django_db
 
@@ -122,7 +122,7 @@ def test_the_requester_hears_of_the_decision_and_the_application(promo, eager_ta
     assert ("approver@example.com", "[Image Mode Portal] Promotion applied") in subjects
     decided = next(m for m in mailoutbox if "approved" in m.subject)
     assert "- approver approved" in decided.body
-    assert stage_digest(promo.ref("test")) == promo.builds[0].digest  # noqa: F405
+    assert stage_digest(promo.ref("test")) == promo.builds[0].digest
 
 
 def test_a_rejection_is_mailed_to_the_requester_with_the_comment(promo, eager_tasks, mailoutbox,
@@ -296,7 +296,7 @@ def test_a_real_worker_applies_the_promotion_and_retries_a_webhook_with_backoff(
              what="the worker to apply the promotion")
     promotion.refresh_from_db()
     assert promotion.status == PromotionStatus.APPLIED, promotion.status_note
-    assert stage_digest(promo.ref("test")) == promo.builds[0].digest  # noqa: F405
+    assert stage_digest(promo.ref("test")) == promo.builds[0].digest
     wait_for(lambda: WebhookDelivery.objects.filter(webhook=hook, status="delivered").exists(), timeout=30,
              what="the webhook to be delivered after a retry")
     delivery = WebhookDelivery.objects.get(webhook=hook)

@@ -18,7 +18,7 @@ from builds.models import (
 )
 from portal.models import AuditEvent, Membership
 from tests.conftest import make_user
-from tests.promotions_fixtures import *  # noqa: F403
+from tests.promotions_fixtures import PromoEnv
 
 pytestmark = pytest.mark.django_db
 
@@ -224,7 +224,7 @@ def test_the_form_refuses_with_the_reason(client_for, promo):
         "definition": promo.definition.pk, "build": promo.builds[0].pk,
         "target_stage": promo.personas.other_team.stages.get(name="dev").pk, "reason": "x"})
     assert foreign.status_code == 400 and "Select a valid choice" in foreign.content.decode()
-    other = PromoEnv(promo.personas, promo.registry, promo.seeds, name="db-os")  # noqa: F405
+    other = PromoEnv(promo.personas, promo.registry, promo.seeds, name="db-os")
     foreign_build = client.post(reverse("promotion_create"), {
         "definition": promo.definition.pk, "build": other.builds[0].pk, "target_stage": promo.stages["dev"].pk,
         "reason": "x"})

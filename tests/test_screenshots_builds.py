@@ -9,14 +9,7 @@ from builds import diskimage_pipeline, diskimages, pipeline, services
 from builds.models import Build, DiskImage
 from portal.models import RunStatus
 from tests.browser import browser_page, log_in, screenshot
-from tests.builds_fixtures import (  # noqa: F401
-    BASE_IMAGE,
-    build_settings,
-    local_builder,
-    oci_registry,
-    podman_store,
-)
-from tests.diskimage_fixtures import bib_standin, diskimage_settings  # noqa: F401
+from tests.builds_fixtures import BASE_IMAGE
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -38,7 +31,7 @@ def build_now(revision, user):
 
 
 @pytest.fixture
-def world(in_process_worker, personas, oci_registry, local_builder, build_settings, diskimage_settings):  # noqa: F811
+def world(in_process_worker, personas, oci_registry, local_builder, build_settings, diskimage_settings):
     definition = services.definition_create(team=personas.team, user=personas.developer, name="web-os",
                                             description="The web tier's OS")
     r1 = services.revision_create(definition=definition, user=personas.developer, message="first",

@@ -17,9 +17,8 @@ from builds import pipeline, services
 from builds.models import Build, BuildStatus, GitCredential
 from portal.logsink import lines_after
 from portal.models import AuditEvent
-from tests.builds_fixtures import BASE_IMAGE, build_settings, local_builder, oci_registry, podman_store  # noqa: F401
+from tests.builds_fixtures import BASE_IMAGE
 from tests.conftest import ProcessWatcher
-from tests.git_server import git_server  # noqa: F401
 
 TOKEN = "glpat-planted-7c1e0a93d54b4f6e"  # fixed: test ids hold it, and xdist workers must agree on them
 
@@ -124,7 +123,7 @@ def test_a_git_login_for_a_bad_or_internal_host_is_a_form_error(personas, client
 
 @pytest.mark.slow
 def test_a_planted_git_token_appears_nowhere_but_its_encrypted_column(
-        personas, client_for, git_server, oci_registry, local_builder, build_settings, podman_store):  # noqa: F811
+        personas, client_for, git_server, oci_registry, local_builder, build_settings, podman_store):
     """The team admin saves a git login; a developer builds from the private repository. The token is used (the server
     lets the fetch in) and is then searched for in every process's command line during the build, the run log (with
     the echoed git commands), the pushed image's layers and configuration, the pages, the audit trail and every
@@ -171,7 +170,7 @@ def test_a_planted_git_token_appears_nowhere_but_its_encrypted_column(
 
 @pytest.mark.slow
 def test_a_private_repository_without_a_git_login_fails_with_where_to_add_one(
-        personas, git_server, oci_registry, local_builder, build_settings):  # noqa: F811
+        personas, git_server, oci_registry, local_builder, build_settings):
     server = git_server(username="ci", token=TOKEN)
     url = server.repository("private-os", {"motd": "x\n"})
     definition = services.definition_create(team=personas.team, user=personas.developer, name="private-os")
@@ -188,7 +187,7 @@ def test_a_private_repository_without_a_git_login_fails_with_where_to_add_one(
 
 
 @pytest.mark.django_db
-def test_a_git_remote_on_loopback_or_at_a_metadata_address_is_a_form_error(personas, client_for, git_server,  # noqa: F811
+def test_a_git_remote_on_loopback_or_at_a_metadata_address_is_a_form_error(personas, client_for, git_server,
                                                                            settings):
     server = git_server(token=TOKEN)
     url = server.repository("os", {"motd": "x\n"})
@@ -204,7 +203,7 @@ def test_a_git_remote_on_loopback_or_at_a_metadata_address_is_a_form_error(perso
 
 @pytest.mark.slow
 def test_a_git_remote_no_longer_allowed_is_refused_before_git_runs(
-        personas, git_server, settings, oci_registry, local_builder, build_settings):  # noqa: F811
+        personas, git_server, settings, oci_registry, local_builder, build_settings):
     server = git_server(token=TOKEN)
     url = server.repository("os", {"motd": "x\n"})
     definition = services.definition_create(team=personas.team, user=personas.developer, name="web-os")

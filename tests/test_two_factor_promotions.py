@@ -6,7 +6,6 @@ from django.urls import reverse
 
 from builds import promotions
 from builds.models import Approval, PromotionStatus, StageHistory
-from tests.promotions_fixtures import *  # noqa: F403
 from tests.two_factor_fixtures import enroll, verified_client
 
 pytestmark = pytest.mark.django_db
