@@ -131,36 +131,3 @@ def get_webhook_delivery_for_user(user, pk, *, action=Action.ADMIN):
 
     return get_object_for_user(WebhookDelivery.objects.select_related("webhook", "webhook__team"), user,
                                team_of=lambda d: d.webhook.team, action=action, pk=pk)
-
-
-# --- Disk images -----------------------------------------------------------------------------------------------------
-
-
-def get_disk_image_for_user(user, pk, *, action=Action.VIEW):
-    from .models import DiskImage
-
-    return get_object_for_user(DiskImage.objects.with_related(), user, team_of=lambda d: d.team, action=action, pk=pk)
-
-
-def get_artifact_for_user(user, key, *, action=Action.VIEW):
-    """By the artifact's random key (the download URL): outside the user's teams it does not exist."""
-    from .models import Artifact
-
-    return get_object_for_user(
-        Artifact.objects.select_related("disk_image", "disk_image__team", "disk_image__definition", "disk_image__run"),
-        user, team_of=lambda a: a.disk_image.team, action=action, key=key,
-    )
-
-
-def get_preset_for_user(user, pk, *, action=Action.VIEW):
-    from .models import DiskImagePreset
-
-    return get_object_for_user(DiskImagePreset.objects.select_related("team"), user, team_of=lambda p: p.team,
-                               action=action, pk=pk)
-
-
-def get_cloud_credential_for_user(user, pk, *, action=Action.ADMIN):
-    from .models import CloudCredential
-
-    return get_object_for_user(CloudCredential.objects.select_related("team"), user, team_of=lambda c: c.team,
-                               action=action, pk=pk)

@@ -76,7 +76,7 @@ def build_json(request, build):
     return {
         "id": build.pk,
         "url": request.build_absolute_uri(build.get_absolute_url()),
-        "api_url": request.build_absolute_uri(reverse("api_build_detail", args=[build.pk])),
+        "api_url": request.build_absolute_uri(reverse("builds:api_build_detail", args=[build.pk])),
         "definition": f"{build.definition.team.slug}/{build.definition.name}",
         "number": build.number,
         "revision": build.revision.number,

@@ -141,7 +141,7 @@ class ImageDefinition(models.Model):
         return f"{self.team.slug}/{self.name}"
 
     def get_absolute_url(self):
-        return reverse("definition_detail", args=[self.pk])
+        return reverse("builds:definition_detail", args=[self.pk])
 
     @property
     def registry(self):
@@ -192,7 +192,7 @@ class Revision(models.Model):
         super().save(*args, **kwargs)
 
     def get_absolute_url(self):
-        return reverse("revision_detail", args=[self.definition_id, self.number])
+        return reverse("builds:revision_detail", args=[self.definition_id, self.number])
 
     @staticmethod
     def hash_text(text):
@@ -274,7 +274,7 @@ class Builder(models.Model):
         return self.name
 
     def get_absolute_url(self):
-        return reverse("builder_list") + f"#builder-{self.pk}"
+        return reverse("builds:builder_list") + f"#builder-{self.pk}"
 
     def running_builds(self):
         return Build.objects.filter(builder=self, run__status=RunStatus.RUNNING)
@@ -484,7 +484,7 @@ class Build(models.Model):
         return f"{self.definition} build {self.number}"
 
     def get_absolute_url(self):
-        return reverse("build_detail", args=[self.pk])
+        return reverse("builds:build_detail", args=[self.pk])
 
     @property
     def team(self):
@@ -1083,251 +1083,3 @@ class WebhookDelivery(models.Model):
 
     def __str__(self):
         return f"{self.event} to {self.webhook} ({self.status})"
-
-
-# --- Disk images -----------------------------------------------------------------------------------------------------
-# A built digest converted into disk images and installers with bootc-image-builder (or osbuild's image-builder):
-# DiskImage is one request (one or more types), each produced file is an Artifact, and a team keeps reusable
-# configurations as DiskImagePresets. docs/disk-images.md describes the flow.
-
-
-class DiskImageType(models.TextChoices):
-    QCOW2 = "qcow2", "qcow2 (KVM, OpenStack, libvirt)"
-    AMI = "ami", "AMI (Amazon EC2)"
-    RAW = "raw", "raw disk (bare metal, dd)"
-    ANACONDA_ISO = "anaconda-iso", "Installer ISO (Anaconda)"
-    VMDK = "vmdk", "VMDK (VMware)"
-    VHD = "vhd", "VHD (Azure, Hyper-V)"
-    GCE = "gce", "GCE tarball (Google Cloud)"
-
-
-class RootFilesystem(models.TextChoices):
-    XFS = "xfs", "xfs"
-    EXT4 = "ext4", "ext4"
-    BTRFS = "btrfs", "btrfs"
-
-
-class DiskImageBackend(models.TextChoices):
-    BIB = "bib", "bootc-image-builder"
-    IMAGE_BUILDER = "image-builder", "osbuild image-builder"
-
-
-class DiskImageVisibleQuerySet(models.QuerySet):
-    def visible_to(self, user):
-        if not user.is_authenticated:
-            return self.none()
-        if user.is_superuser:
-            return self
-        return self.filter(team__in=Membership.objects.filter(user=user).values("team"))
-
-
-def _new_key():
-    return secrets.token_urlsafe(24)
-
-
-class DiskImagePreset(models.Model):
-    """A team's saved disk image configuration (the blueprint-format file bib reads), reused across requests."""
-
-    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="disk_image_presets")
-    name = models.CharField(max_length=100)
-    description = models.CharField(max_length=300, blank=True)
-    config = models.JSONField(default=dict, blank=True, help_text="The configuration, as bootc-image-builder reads it.")
-    source_format = models.CharField(max_length=8, default="toml", help_text="toml or json: how it is exported.")
-    warnings = models.JSONField(default=list, blank=True, help_text="Validation warnings from when it was saved.")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
-    created_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    objects = DiskImageVisibleQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["team", "name"]
-        constraints = [models.UniqueConstraint(fields=["team", "name"], name="disk_image_preset_name_unique")]
-
-    def __str__(self):
-        return f"{self.team.slug}: {self.name}"
-
-    def get_absolute_url(self):
-        return reverse("diskimage_preset_edit", args=[self.pk])
-
-
-class CloudCredential(models.Model):
-    """A team's AWS access key for AMI uploads; the secret is stored encrypted and reaches the builder in an env file."""
-
-    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="cloud_credentials")
-    name = models.CharField(max_length=100)
-    access_key_id = models.CharField(max_length=128)
-    secret_access_key = EncryptedTextField()
-    session_token = EncryptedTextField(blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
-    created_at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        ordering = ["team", "name"]
-        constraints = [models.UniqueConstraint(fields=["team", "name"], name="cloud_credential_name_unique")]
-
-    def __str__(self):
-        return f"{self.name} (AWS {self.access_key_hint})"
-
-    @property
-    def access_key_hint(self):
-        return f"…{self.access_key_id[-4:]}" if self.access_key_id else ""
-
-
-class ArtifactRetention(models.Model):
-    """How long a team keeps disk image files. The newest `keep_latest` conversions of each definition are always
-    kept; older ones are deleted `keep_days` after they were made (0: never)."""
-
-    team = models.OneToOneField(Team, on_delete=models.CASCADE, related_name="artifact_retention")
-    keep_days = models.PositiveIntegerField(default=30, help_text="Delete files older than this many days; 0 keeps them.")
-    keep_latest = models.PositiveIntegerField(default=3, help_text="Always keep the files of each image's newest "
-                                                                   "conversions, however old.")
-    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
-    updated_at = models.DateTimeField(auto_now=True)
-
-    def __str__(self):
-        return f"{self.team.slug}: {self.keep_days} days, newest {self.keep_latest}"
-
-
-class DiskImageQuerySet(DiskImageVisibleQuerySet):
-    def with_related(self):
-        return self.select_related("run", "team", "definition", "build", "stage", "builder", "run__started_by")
-
-    def active(self):
-        return self.filter(run__status__in=[RunStatus.QUEUED, RunStatus.RUNNING])
-
-    def for_digest(self, digest):
-        """Conversions of one digest (for promotion cards and build pages)."""
-        return self.filter(digest=digest)
-
-
-class DiskImage(models.Model):
-    """One request to convert a built digest into disk images: the types, architecture, root file system and the
-    configuration used (copied from the preset, so later edits of the preset do not rewrite history).
-
-    Status, timestamps, who asked, the log and the exit reason live on `run` (portal.Run), as for builds.
-    """
-
-    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="disk_images")
-    definition = models.ForeignKey(ImageDefinition, on_delete=models.CASCADE, related_name="disk_images")
-    build = models.ForeignKey(Build, null=True, blank=True, on_delete=models.SET_NULL, related_name="disk_images")
-    stage = models.ForeignKey(Stage, null=True, blank=True, on_delete=models.SET_NULL, related_name="disk_images",
-                              help_text="Set when the request named a stage: the digest is the one it held then.")
-    repository = models.CharField(max_length=255)
-    digest = models.CharField(max_length=80, db_index=True)
-    types = models.JSONField(default=list)
-    architecture = models.CharField(max_length=16)
-    rootfs = models.CharField(max_length=8, choices=RootFilesystem.choices, default=RootFilesystem.XFS)
-    backend = models.CharField(max_length=16, choices=DiskImageBackend.choices, default=DiskImageBackend.BIB)
-    builder_image = models.CharField(max_length=300)
-    preset = models.ForeignKey(DiskImagePreset, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    preset_name = models.CharField(max_length=100, blank=True)
-    config = models.JSONField(default=dict, blank=True)
-    aws_bucket = models.CharField(max_length=63, blank=True)
-    aws_region = models.CharField(max_length=32, blank=True)
-    aws_ami_name = models.CharField(max_length=128, blank=True)
-    aws_credential = models.ForeignKey(CloudCredential, null=True, blank=True, on_delete=models.SET_NULL,
-                                       related_name="+")
-    builder = models.ForeignKey(Builder, null=True, blank=True, on_delete=models.SET_NULL, related_name="disk_images")
-    run = models.OneToOneField(Run, on_delete=models.PROTECT, related_name="disk_image")
-    retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
-    commands = models.JSONField(default=list, blank=True, help_text="The builder command lines that ran.")
-    failure_cause = models.CharField(max_length=32, blank=True)
-    failure_summary = models.TextField(blank=True)
-    hint = models.CharField(max_length=500, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-
-    objects = DiskImageQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["team", "-created_at"]), models.Index(fields=["definition", "-created_at"])]
-
-    def __str__(self):
-        return f"{self.definition.name} {', '.join(self.types)} #{self.pk}"
-
-    def get_absolute_url(self):
-        return reverse("diskimage_detail", args=[self.pk])
-
-    @property
-    def source_ref(self):
-        return f"{self.repository}@{self.digest}"
-
-    @property
-    def short_digest(self):
-        return self.digest.removeprefix("sha256:")[:12]
-
-    @property
-    def status(self):
-        return self.run.status
-
-    @property
-    def is_active(self):
-        return self.run.is_active
-
-    def get_types_display(self):
-        return ", ".join(self.types)
-
-    def failure_label(self):
-        from .converters import CAUSE_LABELS
-
-        return CAUSE_LABELS.get(self.failure_cause, "") if self.failure_cause else ""
-
-
-class ArtifactQuerySet(models.QuerySet):
-    def visible_to(self, user):
-        if not user.is_authenticated:
-            return self.none()
-        if user.is_superuser:
-            return self
-        return self.filter(disk_image__team__in=Membership.objects.filter(user=user).values("team"))
-
-    def present(self):
-        return self.filter(deleted_at__isnull=True)
-
-
-def artifact_storage():
-    from django.core.files.storage import storages
-
-    return storages[getattr(settings, "DISK_IMAGE_STORAGE", "default")]
-
-
-class Artifact(models.Model):
-    """One file a conversion produced, kept through Django's storage API and downloadable by its random `key`.
-
-    `sha256` and `size` are of the stored bytes; `details` holds what the format check found (qemu-img's format and
-    virtual size, the ISO's volume id and boot records).
-    """
-
-    disk_image = models.ForeignKey(DiskImage, on_delete=models.CASCADE, related_name="artifacts")
-    image_type = models.CharField(max_length=16, choices=DiskImageType.choices)
-    key = models.CharField(max_length=40, unique=True, default=_new_key, help_text="The download URL's unguessable part.")
-    file = models.FileField(storage=artifact_storage, max_length=500, blank=True)
-    filename = models.CharField(max_length=255, help_text="The name it downloads as.")
-    size = models.BigIntegerField()
-    sha256 = models.CharField(max_length=64)
-    format = models.CharField(max_length=32, blank=True)
-    details = models.JSONField(default=dict, blank=True)
-    ami_id = models.CharField(max_length=64, blank=True, help_text="The AMI the builder registered, for ami uploads.")
-    created_at = models.DateTimeField(default=timezone.now)
-    deleted_at = models.DateTimeField(null=True, blank=True)
-    deleted_reason = models.CharField(max_length=200, blank=True)
-
-    objects = ArtifactQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["disk_image", "image_type", "id"]
-        indexes = [models.Index(fields=["deleted_at", "created_at"])]
-
-    def __str__(self):
-        return f"{self.filename} ({self.image_type})"
-
-    def get_absolute_url(self):
-        return reverse("artifact_download", args=[self.key])
-
-    @property
-    def present(self):
-        return self.deleted_at is None and bool(self.file)

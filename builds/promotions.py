@@ -759,26 +759,3 @@ def hosts_tracking(stage: Stage, definition: ImageDefinition):
     return (Host.objects.filter(team=stage.team)
             .filter(Q(tracked_image=reference) | Q(tracked_image="", spec_image=reference))
             .order_by("name"))
-
-
-def disk_images_for(definition: ImageDefinition, digest: str):
-    """Disk images converted from `digest` of `definition` (`builds.DiskImage`, from the disk-images issue); None if
-    the model is not there."""
-    from django.apps import apps
-
-    try:
-        model = apps.get_model("builds", "DiskImage")
-    except LookupError:
-        return None
-    names = {f.name for f in model._meta.get_fields()}
-    if "digest" in names:
-        found = model.objects.filter(digest=digest)
-        if "definition" in names:
-            found = found.filter(definition=definition)
-    elif "build" in names:
-        found = model.objects.filter(build__digest=digest, build__definition=definition)
-    else:
-        return None
-    if "run" in names:
-        found = found.select_related("run")
-    return found.order_by("-pk")[:20]

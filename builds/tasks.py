@@ -68,25 +68,6 @@ def webhook_deliver(self, delivery_id):
         raise self.retry(countdown=wait)
 
 
-# --- Disk images -----------------------------------------------------------------------------------------------------
-
-
-@shared_task
-def disk_image_run(disk_image_id):
-    """Run one conversion on its builder. Sent to the builder's queue (`builds.queues`), where it waits its turn."""
-    from . import diskimage_pipeline
-
-    diskimage_pipeline.disk_image_execute(disk_image_id)
-
-
-@shared_task
-def artifacts_expire():
-    """Beat: delete disk image files past their team's retention policy."""
-    from . import diskimages
-
-    return diskimages.artifacts_expire()
-
-
 @shared_task
 def webhook_deliveries_due():
     """Beat: deliveries whose retry was lost (a restarted worker) or never enqueued are sent again."""

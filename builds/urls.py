@@ -1,6 +1,8 @@
-from django.urls import include, path
+from django.urls import path
 
 from . import api, views
+
+app_name = "builds"
 
 urlpatterns = [
     path("images/", views.definition_list, name="definition_list"),
@@ -36,6 +38,4 @@ urlpatterns = [
     path("api/v1/builds/<int:pk>/", api.build_detail, name="api_build_detail"),
     path("api/v1/definitions/", api.definition_list, name="api_definition_list"),
     path("hooks/git/<str:key>/", api.git_webhook, name="git_webhook"),
-    path("", include("builds.urls_promotions")),
-    path("", include("builds.urls_diskimages")),
 ]

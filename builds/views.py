@@ -11,6 +11,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from portal import registry
 from portal.access import can, get_team_for_user, teams_where
 from portal.forms import add_service_errors
 from portal.models import Action, RunStatus, Team
@@ -42,7 +43,6 @@ from .models import (
     ApiToken,
     Build,
     Builder,
-    DiskImage,
     GitCredential,
     GitWebhook,
     ImageDefinition,
@@ -97,7 +97,7 @@ def definition_create(request):
             add_service_errors(form, exc)
         else:
             messages.success(request, f"Created {definition}. Now save its first revision.")
-            target = reverse("revision_create", args=[definition.pk])
+            target = reverse("builds:revision_create", args=[definition.pk])
             if data.get("starter"):
                 target += f"?starter={data['starter']}"
             return redirect(target)
@@ -185,7 +185,7 @@ def definition_delete(request, pk):
         messages.error(request, error_text(exc))
         return redirect(definition)
     messages.success(request, f"Deleted {name} with its revisions and build records; its images stay in the registry.")
-    return redirect("definition_list")
+    return redirect("builds:definition_list")
 
 
 @login_required
@@ -363,8 +363,9 @@ DOWNSTREAM_SHOWN = 5
 
 
 def _downstream(user, build):
-    """Where a succeeded build's digest went: the stages holding it, its promotions, its disk images and the hosts
-    running it, each read through the user's visible_to querysets, in a fixed number of queries."""
+    """Where a succeeded build's digest went: the stages holding it, its promotions and the hosts running it, each read
+    through the user's visible_to querysets, in a fixed number of queries. Its disk images are a fragment that the disk
+    images app serves and the page loads."""
     from hosts.models import Host
 
     from .promotions import current_entries
@@ -375,14 +376,12 @@ def _downstream(user, build):
     holding = current_entries(stages, [build.definition])
     promotions = list(Promotion.objects.visible_to(user).filter(definition=build.definition, digest=build.digest)
                       .select_related("target_stage").order_by("-pk")[:DOWNSTREAM_SHOWN + 1])
-    disk_images = list(DiskImage.objects.visible_to(user).for_digest(build.digest).select_related("run")
-                       .order_by("-pk")[:DOWNSTREAM_SHOWN + 1])
     return {
         "downstream": True,
         "stages_holding": [s for s in stages if getattr(holding.get((s.pk, build.definition_id)), "digest", "")
                            == build.digest],
         "digest_promotions": promotions[:DOWNSTREAM_SHOWN], "more_promotions": len(promotions) > DOWNSTREAM_SHOWN,
-        "digest_disk_images": disk_images[:DOWNSTREAM_SHOWN], "more_disk_images": len(disk_images) > DOWNSTREAM_SHOWN,
+        "disk_images_url": registry.fragment_url("disk_images.of_digest", build.digest),
         "hosts_running": Host.objects.visible_to(user).by_digest([build.digest]).get(build.digest, 0),
     }
 
@@ -453,7 +452,7 @@ def builder_edit(request, pk=None):
     if request.method == "POST" and form.is_valid():
         saved = services.builder_save(form=form, user=request.user, request=request)
         messages.success(request, f"Saved builder {saved}. Check its health to see that podman answers.")
-        return redirect("builder_list")
+        return redirect("builds:builder_list")
     return render(request, "builds/builder_form.html", {"form": form, "builder": builder},
                   status=400 if form.errors else 200)
 
@@ -467,7 +466,7 @@ def builder_check(request, pk):
         messages.success(request, f"{builder} answers: podman {builder.podman_version}.")
     else:
         messages.error(request, f"{builder} is not healthy: {builder.health_detail}")
-    return redirect("builder_list")
+    return redirect("builds:builder_list")
 
 
 @login_required
@@ -476,7 +475,7 @@ def builder_toggle(request, pk):
     builder = get_builder_for_user(request.user, pk, manage=True)
     services.builder_set_enabled(builder=builder, enabled=not builder.enabled, user=request.user, request=request)
     messages.success(request, f"{builder} is {'enabled' if builder.enabled else 'disabled'}.")
-    return redirect("builder_list")
+    return redirect("builds:builder_list")
 
 
 # --- A team's integrations: registry credentials, API tokens, webhooks -----------------------------------------------
@@ -500,7 +499,7 @@ def _render_integrations(request, team, *, credential_form=None, token_form=None
         "credential_form": credential_form or RegistryCredentialForm(team=team),
         "token_form": token_form or ApiTokenForm(),
         "new_token": new_token, "new_webhook": new_webhook,
-        "api_base": request.build_absolute_uri(reverse("api_build_create")),
+        "api_base": request.build_absolute_uri(reverse("builds:api_build_create")),
     }, status=status)
 
 
@@ -515,7 +514,7 @@ def credential_create(request, slug):
                                       username=form.cleaned_data["username"], password=form.cleaned_data["password"],
                                       insecure=form.cleaned_data["insecure"], request=request)
     messages.success(request, f"Saved the login for {form.cleaned_data['registry']}.")
-    return redirect("integrations", slug=team.slug)
+    return redirect("builds:integrations", slug=team.slug)
 
 
 @login_required
@@ -524,7 +523,7 @@ def credential_delete(request, pk):
     credential = get_registry_credential_for_user(request.user, pk)
     services.registry_credential_delete(credential=credential, user=request.user, request=request)
     messages.success(request, f"Deleted the login for {credential.registry}.")
-    return redirect("integrations", slug=credential.team.slug)
+    return redirect("builds:integrations", slug=credential.team.slug)
 
 
 @login_required
@@ -542,7 +541,7 @@ def git_credential_create(request, slug):
     if form.errors:
         return _render_integrations(request, team, git_form=form, status=400)
     messages.success(request, f"Saved the git login for {form.cleaned_data['host']}: builds from it use it now.")
-    return redirect("integrations", slug=team.slug)
+    return redirect("builds:integrations", slug=team.slug)
 
 
 @login_required
@@ -551,7 +550,7 @@ def git_credential_delete(request, pk):
     credential = get_git_credential_for_user(request.user, pk)
     services.git_credential_delete(credential=credential, user=request.user, request=request)
     messages.success(request, f"Deleted the git login for {credential.host}.")
-    return redirect("integrations", slug=credential.team.slug)
+    return redirect("builds:integrations", slug=credential.team.slug)
 
 
 @login_required
@@ -572,7 +571,7 @@ def token_revoke(request, pk):
     token = get_api_token_for_user(request.user, pk)
     services.api_token_revoke(token=token, user=request.user, request=request)
     messages.success(request, f"Revoked the token {token.name}; calls with it now get 401.")
-    return redirect("integrations", slug=token.team.slug)
+    return redirect("builds:integrations", slug=token.team.slug)
 
 
 @login_required
@@ -580,7 +579,7 @@ def token_revoke(request, pk):
 def webhook_create(request, slug):
     team = get_team_for_user(request.user, slug, action=Action.ADMIN)
     hook, secret = services.webhook_create(team=team, user=request.user, request=request)
-    url = request.build_absolute_uri(reverse("git_webhook", args=[hook.key]))
+    url = request.build_absolute_uri(reverse("builds:git_webhook", args=[hook.key]))
     return _render_integrations(request, team, new_webhook=(hook, secret, url))
 
 
@@ -590,4 +589,4 @@ def webhook_delete(request, pk):
     hook = get_webhook_for_user(request.user, pk)
     services.webhook_delete(hook=hook, user=request.user, request=request)
     messages.success(request, "Deleted the webhook; pushes to its URL are refused from now on.")
-    return redirect("integrations", slug=hook.team.slug)
+    return redirect("builds:integrations", slug=hook.team.slug)

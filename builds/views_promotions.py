@@ -15,6 +15,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from portal import registry
 from portal.access import can, get_team_for_user, teams_where
 from portal.forms import add_service_errors
 from portal.models import Action, AuditEvent, Team
@@ -203,6 +204,7 @@ def _card_context(request, promotion):
     host_list = list(hosts[:50]) if hosts is not None else []
     events = AuditEvent.objects.filter(object_type="builds.promotion", object_id=str(promotion.pk)).order_by("seq")
     is_open = promotion.status == PromotionStatus.PENDING
+    disk_images_url = registry.fragment_url("disk_images.of_digest", promotion.digest)
     return {
         "promotion": promotion, "stage": stage, "definition": definition, "build": promotion.build,
         "current": current, "current_build": current_build, "c": comparison, "added": added, "removed": removed,
@@ -215,9 +217,9 @@ def _card_context(request, promotion):
         "can_retry": promotion.status == PromotionStatus.FAILED and can(request.user, stage.team, Action.DEVELOP),
         "form": DecisionForm(initial={"digest": promotion.digest}),
         "hosts": host_list, "hosts_count": hosts.count() if hosts is not None and len(host_list) == 50 else len(host_list),
-        "disk_images": promotions.disk_images_for(definition, promotion.digest),
         "approvers": promotions.eligible_approvers(promotion) if is_open else [],
         "events": events, "live": promotion.status == PromotionStatus.APPLYING, "applied": applied,
+        "disk_images_url": f"{disk_images_url}?definition={definition.pk}" if disk_images_url else "",
     }
 
 

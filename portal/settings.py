@@ -140,6 +140,7 @@ INSTALLED_APPS = [
     "csp",
     "portal",
     "builds",
+    "builds.diskimages",
     "hosts",
 ]
 
@@ -501,7 +502,7 @@ DISK_IMAGE_TIMEOUT_MINUTES = env.int("DISK_IMAGE_TIMEOUT_MINUTES", default=180)
 DISK_IMAGE_STORAGE = env.str("DISK_IMAGE_STORAGE", default="default")  # a STORAGES alias for the artifacts
 DISK_IMAGE_RETENTION_DAYS = env.int("DISK_IMAGE_RETENTION_DAYS", default=30)  # for teams without their own policy
 DISK_IMAGE_RETENTION_KEEP_LATEST = env.int("DISK_IMAGE_RETENTION_KEEP_LATEST", default=3)
-CELERY_BEAT_SCHEDULE["disk-images-expire"] = {"task": "builds.tasks.artifacts_expire", "schedule": 3600.0}
+CELERY_BEAT_SCHEDULE["disk-images-expire"] = {"task": "builds.diskimages.tasks.artifacts_expire", "schedule": 3600.0}
 
 # --- Hosts (docs/hosts.md) -------------------------------------------------------------------------------------------
 HOSTS_POLL_SECONDS = env.int("HOSTS_POLL_SECONDS", default=60)  # between two polls of a healthy host

@@ -33,6 +33,8 @@ urlpatterns = [
     path("health/live", views.health_live, name="health_live"),  # answered by portal.middleware.health_probes
     path("health/ready", views.health_ready, name="health_ready"),
     path("", include("builds.urls")),
+    path("", include("builds.diskimages.urls")),
+    path("", include("builds.urls_promotions")),
     path("", include("hosts.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -6,8 +6,10 @@ import os
 
 from django.core.files.base import ContentFile
 
-from builds import diskimages, services
-from builds.models import Artifact, Build, DiskImage
+from builds import services
+from builds.diskimages import services as diskimages
+from builds.diskimages.models import Artifact, DiskImage
+from builds.models import Build
 from portal.models import Run, RunStatus
 
 DIGEST = "sha256:" + "ab" * 32

@@ -303,7 +303,7 @@ class TestCancellingHostRuns:
 # accepted back to the first: tests/test_two_factor.py), logging out, the health check, and the machine endpoints,
 # which authenticate with their own token or signature (tests/test_builds_remote.py and the API's tests cover those).
 PUBLIC = {"login", "login_verify", "logout", "health", "health_live", "health_ready"}
-MACHINE = {"api_build_create", "api_build_detail", "api_definition_list", "git_webhook"}
+MACHINE = {"builds:api_build_create", "builds:api_build_detail", "builds:api_definition_list", "builds:git_webhook"}
 
 
 def every_named_url():
@@ -320,16 +320,16 @@ def every_named_url():
 
     found = []
 
-    def walk(patterns):
+    def walk(patterns, namespace=""):
         for entry in patterns:
             if isinstance(entry, URLResolver):
                 if entry.app_name != "admin":
-                    walk(entry.url_patterns)
+                    walk(entry.url_patterns, f"{namespace}{entry.namespace}:" if entry.namespace else namespace)
             elif isinstance(entry, URLPattern) and entry.name:
                 converters = getattr(entry.pattern, "converters", {})
                 names = converters or entry.pattern.regex.groupindex
                 kwargs = {name: sample(name, converters.get(name)) for name in names}
-                found.append((entry.name, reverse(entry.name, kwargs=kwargs)))
+                found.append((namespace + entry.name, reverse(namespace + entry.name, kwargs=kwargs)))
 
     walk(get_resolver().url_patterns)
     return found
@@ -338,8 +338,8 @@ def every_named_url():
 class TestEveryUrl:
     def test_the_sweep_sees_the_whole_portal(self):
         names = {name for name, _ in every_named_url()}
-        assert {"dashboard", "run_log_search", "build_detail", "host_action", "promotion_approve",
-                "diskimage_detail", "audit_list"} <= names and len(names) > 90
+        assert {"dashboard", "run_log_search", "builds:build_detail", "host_action", "promotion_approve",
+                "diskimages:detail", "audit_list"} <= names and len(names) > 90
 
     @pytest.mark.parametrize("name,path", every_named_url())
     def test_anonymous_users_are_sent_to_log_in_everywhere_but_the_public_doors(self, db, client_for, name, path):

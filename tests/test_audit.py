@@ -3,7 +3,6 @@ browsable with filters."""
 
 import hashlib
 import hmac
-import importlib
 import json
 from html.parser import HTMLParser
 
@@ -12,7 +11,6 @@ from django.conf import settings
 from django.contrib import admin
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
-from django.db.migrations.loader import MigrationLoader
 from django.test import Client
 
 from portal import services, tasks
@@ -120,24 +118,6 @@ class TestKeyedChain:
         rewrite_from(2, keyed, summary="nothing happened")
         seq, message = services.audit_verify()
         assert seq == 5 and "is not the one checkpointed" in message
-
-    def test_the_migration_rehashes_an_unkeyed_chain(self):
-        record(4)
-        rewrite_from(1, unkeyed)  # the chain as it was hashed before keys
-        assert services.audit_verify() is not None
-        migration = importlib.import_module("portal.migrations.0004_audit_hmac_chain")
-
-        class Editor:
-            def __init__(self):
-                self.connection = connection
-
-            def execute(self, sql, params=None):
-                with connection.cursor() as cursor:
-                    cursor.execute(sql, params)
-
-        historical = MigrationLoader(connection).project_state(("portal", "0004_audit_hmac_chain")).apps
-        migration.rehash(historical, Editor())
-        assert services.audit_verify() is None
 
 
 class TestCheckpoints:

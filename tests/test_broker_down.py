@@ -5,7 +5,8 @@ stopping the suite's own Redis."""
 import pytest
 
 from builds import services
-from builds.models import Build, DiskImage
+from builds.diskimages.models import DiskImage
+from builds.models import Build
 from portal.models import RunStatus
 from tests.conftest import broker_stopped
 from tests.diskimage_rows import succeeded_build

@@ -14,7 +14,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from builds import diskimages, services
+from builds import services
+from builds.diskimages import services as diskimages
 from builds.models import Build, Builder
 from builds.queues import local_architecture, local_queues
 from portal import workers
@@ -55,7 +56,7 @@ def builder_worker(builder, redis_server, tmp_path):
 def test_a_build_no_worker_takes_fails_at_once_saying_which_worker_to_start(personas, client_for, local_builder):
     definition = services.definition_create(team=personas.team, user=personas.developer, name="lonely")
     services.revision_create(definition=definition, user=personas.developer, containerfile=f"FROM {BASE_IMAGE}\n")
-    response = client_for(personas.developer).post(reverse("definition_build", args=[definition.pk]))
+    response = client_for(personas.developer).post(reverse("builds:definition_build", args=[definition.pk]))
     build = reload(Build.objects.get())
     assert response.status_code == 302
     assert build.run.status == RunStatus.FAILED
@@ -176,7 +177,7 @@ def test_the_builders_page_shows_each_builders_queues_and_the_workers_serving_th
                                                                                   in_process_worker):
     Builder.objects.create(name="local", kind="local", architecture=local_architecture())
     arm = remote_builder()
-    page = client_for(personas.viewer).get(reverse("builder_list")).content.decode()
+    page = client_for(personas.viewer).get(reverse("builds:builder_list")).content.decode()
     arch = local_architecture()
     assert f"<code>builds.{arch}</code>, <code>images.{arch}</code>" in page
     assert "in-process-" in page and "(1 at once)" in page  # the live worker on this machine's queues

@@ -47,13 +47,13 @@ def failed_build(definition, personas):
 
 
 def test_the_diff_between_revisions_is_seen_by_the_team_only(client_for, personas, definition):
-    url = reverse("revision_diff", args=[definition.pk]) + "?from=1&to=2"
+    url = reverse("builds:revision_diff", args=[definition.pk]) + "?from=1&to=2"
     assert statuses(client_for, personas, "get", url, ["anonymous", "outsider", "helpdesk", "viewer", "developer"]) == {
         "anonymous": "login", "outsider": 404, "helpdesk": 404, "viewer": 200, "developer": 200}
 
 
 def test_building_an_older_revision_needs_the_developer_role(client_for, personas, definition):
-    url = reverse("revision_build", args=[definition.pk, 1])
+    url = reverse("builds:revision_build", args=[definition.pk, 1])
     refused = statuses(client_for, personas, "post", url, ["anonymous", "outsider", "viewer", "operator"])
     assert refused == {"anonymous": "login", "outsider": 404, "viewer": 403, "operator": 403}
     assert not Build.objects.exists()
@@ -62,7 +62,7 @@ def test_building_an_older_revision_needs_the_developer_role(client_for, persona
 
 
 def test_retrying_a_build_needs_the_developer_role(client_for, personas, failed_build):
-    url = reverse("build_retry", args=[failed_build.pk])
+    url = reverse("builds:build_retry", args=[failed_build.pk])
     refused = statuses(client_for, personas, "post", url, ["anonymous", "outsider", "viewer", "operator"])
     assert refused == {"anonymous": "login", "outsider": 404, "viewer": 403, "operator": 403}
     assert Build.objects.count() == 1
@@ -71,7 +71,7 @@ def test_retrying_a_build_needs_the_developer_role(client_for, personas, failed_
 
 
 def test_changing_a_definitions_settings_needs_the_developer_role(client_for, personas, definition):
-    url = reverse("definition_edit", args=[definition.pk])
+    url = reverse("builds:definition_edit", args=[definition.pk])
     data = {"description": "changed", "platforms": ["linux/amd64"], "timeout_minutes": 30, "build_args": ""}
     refused = statuses(client_for, personas, "post", url, ["anonymous", "outsider", "viewer"], data)
     assert refused == {"anonymous": "login", "outsider": 404, "viewer": 403}
@@ -83,7 +83,7 @@ def test_changing_a_definitions_settings_needs_the_developer_role(client_for, pe
 
 
 def test_deleting_a_definition_is_refused_to_outsiders_and_viewers(client_for, personas, definition):
-    url = reverse("definition_delete", args=[definition.pk])
+    url = reverse("builds:definition_delete", args=[definition.pk])
     assert statuses(client_for, personas, "post", url, ["anonymous", "outsider", "viewer", "operator"]) == {
         "anonymous": "login", "outsider": 404, "viewer": 403, "operator": 403}
     assert ImageDefinition.objects.filter(pk=definition.pk).exists()
@@ -99,7 +99,7 @@ def test_deleting_a_definition_is_refused_to_outsiders_and_viewers(client_for, p
     ("webhook_create", {}, GitWebhook),
 ])
 def test_adding_integrations_is_for_team_admins(client_for, personas, name, data, model):
-    url = reverse(name, args=[personas.team.slug])
+    url = reverse(f"builds:{name}", args=[personas.team.slug])
     refused = statuses(client_for, personas, "post", url, ["anonymous", "outsider", "viewer", "developer"], data)
     assert refused == {"anonymous": "login", "outsider": 404, "viewer": 403, "developer": 403}
     assert not model.objects.exists()
@@ -122,7 +122,7 @@ def integrations(personas):
 @pytest.mark.parametrize("name", ["credential_delete", "git_credential_delete", "token_revoke", "webhook_delete"])
 def test_removing_integrations_is_for_team_admins(client_for, personas, integrations, name):
     obj = integrations[name]
-    url = reverse(name, args=[obj.pk])
+    url = reverse(f"builds:{name}", args=[obj.pk])
     refused = statuses(client_for, personas, "post", url, ["anonymous", "outsider", "viewer", "developer"])
     assert refused == {"anonymous": "login", "outsider": 404, "viewer": 403, "developer": 403}
     assert type(obj).objects.filter(pk=obj.pk).exists()
@@ -148,7 +148,7 @@ def offline_builder(db):
 
 @pytest.mark.parametrize("name", ["builder_check", "builder_toggle"])
 def test_only_superusers_check_and_toggle_builders(client_for, personas, offline_builder, name):
-    url = reverse(name, args=[offline_builder.pk])
+    url = reverse(f"builds:{name}", args=[offline_builder.pk])
     refused = statuses(client_for, personas, "post", url, ["anonymous", "outsider", "developer", "admin"])
     assert refused == {"anonymous": "login", "outsider": 403, "developer": 403, "admin": 403}
     offline_builder.refresh_from_db()
@@ -159,17 +159,17 @@ def test_only_superusers_check_and_toggle_builders(client_for, personas, offline
 
 
 def test_only_superusers_edit_builders(client_for, personas, offline_builder):
-    url = reverse("builder_edit", args=[offline_builder.pk])
+    url = reverse("builds:builder_edit", args=[offline_builder.pk])
     assert statuses(client_for, personas, "get", url, ["anonymous", "viewer", "admin", "superuser"]) == {
         "anonymous": "login", "viewer": 403, "admin": 403, "superuser": 200}
-    assert status_of(client_for, personas, "superuser", "get", reverse("builder_edit", args=[999999])) == 404
+    assert status_of(client_for, personas, "superuser", "get", reverse("builds:builder_edit", args=[999999])) == 404
 
 
 # --- The API: a token or nothing -------------------------------------------------------------------------------------
 
 
 def test_reading_builds_and_definitions_through_the_api_needs_a_token(client, client_for, personas, failed_build):
-    for url in (reverse("api_build_detail", args=[failed_build.pk]), reverse("api_definition_list")):
+    for url in (reverse("builds:api_build_detail", args=[failed_build.pk]), reverse("builds:api_definition_list")):
         assert client.get(url).status_code == 401
         assert client.get(url, HTTP_AUTHORIZATION="Bearer imp_not-a-token").status_code == 401
         # A logged-in session is not a token: the API never answers on a browser's cookie.

@@ -37,13 +37,13 @@ def build(definition, personas):
 
 def page_urls(definition, build):
     return {
-        "definition_list": reverse("definition_list"),
-        "definition_detail": reverse("definition_detail", args=[definition.pk]),
-        "revision_detail": reverse("revision_detail", args=[definition.pk, 1]),
-        "build_list": reverse("build_list"),
-        "build_detail": reverse("build_detail", args=[build.pk]),
-        "build_compare": reverse("build_compare") + f"?a={build.pk}&b={build.pk}",
-        "builder_list": reverse("builder_list"),
+        "definition_list": reverse("builds:definition_list"),
+        "definition_detail": reverse("builds:definition_detail", args=[definition.pk]),
+        "revision_detail": reverse("builds:revision_detail", args=[definition.pk, 1]),
+        "build_list": reverse("builds:build_list"),
+        "build_detail": reverse("builds:build_detail", args=[build.pk]),
+        "build_compare": reverse("builds:build_compare") + f"?a={build.pk}&b={build.pk}",
+        "builder_list": reverse("builds:builder_list"),
     }
 
 
@@ -60,29 +60,29 @@ def test_outsiders_get_404_for_another_teams_objects(client_for, personas, defin
     c = client_for(personas.outsider)
     for name in ("definition_detail", "revision_detail", "build_detail", "build_compare"):
         assert c.get(page_urls(definition, build)[name]).status_code == 404, name
-    assert c.get(reverse("revision_create", args=[definition.pk])).status_code == 404
-    assert c.post(reverse("definition_build", args=[definition.pk])).status_code == 404
-    assert c.post(reverse("build_cancel", args=[build.pk])).status_code == 404
+    assert c.get(reverse("builds:revision_create", args=[definition.pk])).status_code == 404
+    assert c.post(reverse("builds:definition_build", args=[definition.pk])).status_code == 404
+    assert c.post(reverse("builds:build_cancel", args=[build.pk])).status_code == 404
     # Lists show nothing of the other team.
     link = f'href="{definition.get_absolute_url()}"'
-    assert link not in c.get(reverse("definition_list")).content.decode()
-    assert link not in c.get(reverse("build_list")).content.decode()
-    assert link in client_for(personas.viewer).get(reverse("build_list")).content.decode()
+    assert link not in c.get(reverse("builds:definition_list")).content.decode()
+    assert link not in c.get(reverse("builds:build_list")).content.decode()
+    assert link in client_for(personas.viewer).get(reverse("builds:build_list")).content.decode()
 
 
 def test_viewers_see_everything_but_may_not_change_anything(client_for, personas, definition, build):
     c = client_for(personas.viewer)
     for name, url in page_urls(definition, build).items():
         assert c.get(url).status_code == 200, name
-    assert c.get(reverse("revision_create", args=[definition.pk])).status_code == 403
-    assert c.get(reverse("definition_edit", args=[definition.pk])).status_code == 403
-    assert c.get(reverse("definition_create")).status_code == 403
-    assert c.post(reverse("definition_build", args=[definition.pk])).status_code == 403
-    assert c.post(reverse("build_cancel", args=[build.pk])).status_code == 403
-    assert c.post(reverse("definition_delete", args=[definition.pk])).status_code == 403
-    assert c.get(reverse("integrations", args=[personas.team.slug])).status_code == 403
+    assert c.get(reverse("builds:revision_create", args=[definition.pk])).status_code == 403
+    assert c.get(reverse("builds:definition_edit", args=[definition.pk])).status_code == 403
+    assert c.get(reverse("builds:definition_create")).status_code == 403
+    assert c.post(reverse("builds:definition_build", args=[definition.pk])).status_code == 403
+    assert c.post(reverse("builds:build_cancel", args=[build.pk])).status_code == 403
+    assert c.post(reverse("builds:definition_delete", args=[definition.pk])).status_code == 403
+    assert c.get(reverse("builds:integrations", args=[personas.team.slug])).status_code == 403
     assert Build.objects.count() == 1
-    page = c.get(reverse("definition_detail", args=[definition.pk])).content.decode()
+    page = c.get(reverse("builds:definition_detail", args=[definition.pk])).content.decode()
     assert "Build r1" not in page and "Edit Containerfile" not in page
 
 
@@ -90,15 +90,15 @@ def test_developers_see_and_act(client_for, personas, definition, build):
     c = client_for(personas.developer)
     for name, url in page_urls(definition, build).items():
         assert c.get(url).status_code == 200, name
-    assert c.get(reverse("revision_create", args=[definition.pk])).status_code == 200
-    response = c.post(reverse("definition_build", args=[definition.pk]))
+    assert c.get(reverse("builds:revision_create", args=[definition.pk])).status_code == 200
+    response = c.post(reverse("builds:definition_build", args=[definition.pk]))
     assert response.status_code == 302
     assert Build.objects.count() == 2
-    assert "Build r1" in c.get(reverse("definition_detail", args=[definition.pk])).content.decode()
+    assert "Build r1" in c.get(reverse("builds:definition_detail", args=[definition.pk])).content.decode()
 
 
 def test_the_build_page_shows_status_revision_and_embeds_the_live_log(client_for, personas, build):
-    page = client_for(personas.viewer).get(reverse("build_detail", args=[build.pk])).content.decode()
+    page = client_for(personas.viewer).get(reverse("builds:build_detail", args=[build.pk])).content.decode()
     assert "Queued" in page and "Waiting for a worker" in page
     # The run's own live log viewer, streaming over the run's websocket, with the state it was rendered in ...
     assert f'data-ws-path="/ws/runs/{build.run.pk}/"' in page and 'data-status="queued"' in page
@@ -108,7 +108,7 @@ def test_the_build_page_shows_status_revision_and_embeds_the_live_log(client_for
 
 
 def test_the_build_header_refresh_brings_the_facts_out_of_band(client_for, personas, build):
-    response = client_for(personas.viewer).get(reverse("build_detail", args=[build.pk]), HTTP_HX_REQUEST="true",
+    response = client_for(personas.viewer).get(reverse("builds:build_detail", args=[build.pk]), HTTP_HX_REQUEST="true",
                                                HTTP_HX_TARGET="build-live")
     page = response.content.decode()
     assert response.status_code == 200 and 'id="build-facts" hx-swap-oob="true"' in page
@@ -119,14 +119,14 @@ def test_a_finished_build_page_stops_polling(client_for, personas, build):
     from portal.services import run_finish
 
     run_finish(build.run, status=RunStatus.FAILED, reason="boom")
-    response = client_for(personas.viewer).get(reverse("build_detail", args=[build.pk]), HTTP_HX_REQUEST="true",
+    response = client_for(personas.viewer).get(reverse("builds:build_detail", args=[build.pk]), HTTP_HX_REQUEST="true",
                                                HTTP_HX_TARGET="build-live")
     assert response.status_code == 286
     assert "boom" in response.content.decode()
 
 
 def test_cancel_of_a_queued_build_ends_it_at_once(client_for, personas, build):
-    response = client_for(personas.developer).post(reverse("build_cancel", args=[build.pk]))
+    response = client_for(personas.developer).post(reverse("builds:build_cancel", args=[build.pk]))
     assert response.status_code == 302
     build.run.refresh_from_db()
     assert build.run.status == RunStatus.CANCELLED
@@ -136,7 +136,7 @@ def test_retry_makes_a_new_build_of_the_same_revision(client_for, personas, buil
     from portal.services import run_finish
 
     run_finish(build.run, status=RunStatus.FAILED, reason="x")
-    response = client_for(personas.developer).post(reverse("build_retry", args=[build.pk]))
+    response = client_for(personas.developer).post(reverse("builds:build_retry", args=[build.pk]))
     new = Build.objects.exclude(pk=build.pk).get()
     assert response["Location"] == new.get_absolute_url()
     assert new.revision == build.revision and new.retry_of == build and new.number == build.number + 1
@@ -147,7 +147,7 @@ def test_retry_makes_a_new_build_of_the_same_revision(client_for, personas, buil
 
 def test_a_developer_creates_a_definition_from_a_template(client_for, personas, oci_registry_url):
     c = client_for(personas.developer)
-    response = c.post(reverse("definition_create"), {
+    response = c.post(reverse("builds:definition_create"), {
         "team": personas.team.pk, "name": "edge-gw", "platforms": ["linux/amd64"], "timeout_minutes": 30,
         "build_args": "A=1\nB=x y;z", "starter": "centos10:edge-appliance",
     })
@@ -167,14 +167,14 @@ def oci_registry_url(settings):
 
 @pytest.mark.parametrize("name", ["Web OS", "-web", "web_", "UPPER", "a..b", "x" * 65])
 def test_an_invalid_repository_name_is_a_form_error(client_for, personas, name):
-    response = client_for(personas.developer).post(reverse("definition_create"), {
+    response = client_for(personas.developer).post(reverse("builds:definition_create"), {
         "team": personas.team.pk, "name": name, "platforms": ["linux/amd64"], "timeout_minutes": 30})
     assert response.status_code == 400
     assert not ImageDefinition.objects.exists()
 
 
 def test_a_repository_with_a_tag_is_refused(client_for, personas):
-    response = client_for(personas.developer).post(reverse("definition_create"), {
+    response = client_for(personas.developer).post(reverse("builds:definition_create"), {
         "team": personas.team.pk, "name": "ok", "repository": "quay.io/acme/ok:latest", "platforms": ["linux/amd64"],
         "timeout_minutes": 30})
     assert response.status_code == 400 and "registry/path" in response.content.decode()
@@ -186,7 +186,7 @@ def test_a_repository_with_a_tag_is_refused(client_for, personas):
     ({"containerfile": "FROM x:1\n" + "# padding\n" * 120_000}, "1 MiB"),
 ])
 def test_a_bad_containerfile_is_a_form_error_and_nothing_is_saved(client_for, personas, definition, body, message):
-    response = client_for(personas.developer).post(reverse("revision_create", args=[definition.pk]),
+    response = client_for(personas.developer).post(reverse("builds:revision_create", args=[definition.pk]),
                                                    {"context_kind": "none", **body})
     assert response.status_code == 400
     assert message.lower() in response.content.decode().lower()
@@ -197,7 +197,7 @@ def test_a_binary_upload_is_refused(client_for, personas, definition):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     upload = SimpleUploadedFile("Containerfile", b"FROM x\n\x00\x01\x02\xff", content_type="application/octet-stream")
-    response = client_for(personas.developer).post(reverse("revision_create", args=[definition.pk]),
+    response = client_for(personas.developer).post(reverse("builds:revision_create", args=[definition.pk]),
                                                    {"context_kind": "none", "upload": upload})
     assert response.status_code == 400 and "not text" in response.content.decode()
     assert definition.revisions.count() == 1
@@ -205,7 +205,7 @@ def test_a_binary_upload_is_refused(client_for, personas, definition):
 
 def test_saving_a_revision_keeps_the_warnings_and_the_revision_is_immutable(client_for, personas, definition):
     c = client_for(personas.developer)
-    response = c.post(reverse("revision_create", args=[definition.pk]), {
+    response = c.post(reverse("builds:revision_create", args=[definition.pk]), {
         "context_kind": "none", "message": "use latest", "containerfile": "FROM quay.io/fedora/fedora-bootc:latest\n"
                                                                           "ARG DB_PASSWORD=x\n"})
     assert response.status_code == 302
@@ -222,7 +222,7 @@ def test_saving_a_revision_keeps_the_warnings_and_the_revision_is_immutable(clie
 
 
 def test_check_without_saving_shows_the_report(client_for, personas, definition):
-    response = client_for(personas.developer).post(reverse("revision_create", args=[definition.pk]), {
+    response = client_for(personas.developer).post(reverse("builds:revision_create", args=[definition.pk]), {
         "context_kind": "none", "check": "1", "containerfile": "FROM quay.io/fedora/fedora-bootc:42\n"})
     assert response.status_code == 200 and "1 warning" in response.content.decode()
     assert definition.revisions.count() == 1
@@ -232,7 +232,7 @@ def test_context_files_are_saved_with_the_revision(client_for, personas, definit
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     c = client_for(personas.developer)
-    response = c.post(reverse("revision_create", args=[definition.pk]), {
+    response = c.post(reverse("builds:revision_create", args=[definition.pk]), {
         "context_kind": "files", "containerfile": CONTAINERFILE, "files_dir": "etc/ssh",
         "files": [SimpleUploadedFile("sshd_config", b"PermitRootLogin no\n")],
         "new_file_path": "etc/motd", "new_file_content": "hello\r\n"})
@@ -241,14 +241,14 @@ def test_context_files_are_saved_with_the_revision(client_for, personas, definit
     assert {f.path: bytes(f.content) for f in revision.context_files.all()} == {
         "etc/ssh/sshd_config": b"PermitRootLogin no\n", "etc/motd": b"hello\n"}
     # The next revision keeps them by default.
-    response = c.post(reverse("revision_create", args=[definition.pk]), {
+    response = c.post(reverse("builds:revision_create", args=[definition.pk]), {
         "context_kind": "files", "containerfile": CONTAINERFILE, "keep_files": ["etc/motd"]})
     assert response.status_code == 302
     assert [f.path for f in definition.revisions.get(number=3).context_files.all()] == ["etc/motd"]
 
 
 def test_context_paths_that_escape_are_refused(client_for, personas, definition):
-    response = client_for(personas.developer).post(reverse("revision_create", args=[definition.pk]), {
+    response = client_for(personas.developer).post(reverse("builds:revision_create", args=[definition.pk]), {
         "context_kind": "files", "containerfile": CONTAINERFILE, "new_file_path": "../etc/passwd",
         "new_file_content": "x"})
     assert response.status_code == 400
@@ -256,7 +256,7 @@ def test_context_paths_that_escape_are_refused(client_for, personas, definition)
 
 
 def test_a_git_context_needs_an_allowed_url(client_for, personas, definition):
-    response = client_for(personas.developer).post(reverse("revision_create", args=[definition.pk]), {
+    response = client_for(personas.developer).post(reverse("builds:revision_create", args=[definition.pk]), {
         "context_kind": "git", "containerfile": CONTAINERFILE, "git_url": "--upload-pack=touch /tmp/x",
         "git_ref": "main"})
     assert response.status_code == 400
@@ -265,7 +265,7 @@ def test_a_git_context_needs_an_allowed_url(client_for, personas, definition):
 def test_the_diff_between_two_revisions_is_highlighted(client_for, personas, definition):
     services.revision_create(definition=definition, user=personas.developer,
                              containerfile=CONTAINERFILE.replace("httpd", "nginx"), message="nginx")
-    page = client_for(personas.viewer).get(reverse("revision_diff", args=[definition.pk]) + "?from=1&to=2")
+    page = client_for(personas.viewer).get(reverse("builds:revision_diff", args=[definition.pk]) + "?from=1&to=2")
     text = page.content.decode()
     assert page.status_code == 200
     assert 'class="del"' in text and 'class="add"' in text and "nginx" in text
@@ -275,14 +275,14 @@ def test_the_diff_between_two_revisions_is_highlighted(client_for, personas, def
 def test_the_diff_of_unknown_revisions_is_404(client_for, personas, definition):
     c = client_for(personas.viewer)
     services.revision_create(definition=definition, user=personas.developer, containerfile=CONTAINERFILE + "\n")
-    assert c.get(reverse("revision_diff", args=[definition.pk]) + "?from=7&to=2").status_code == 404
-    assert c.get(reverse("revision_diff", args=[definition.pk]) + "?from=x").status_code == 404
+    assert c.get(reverse("builds:revision_diff", args=[definition.pk]) + "?from=7&to=2").status_code == 404
+    assert c.get(reverse("builds:revision_diff", args=[definition.pk]) + "?from=x").status_code == 404
 
 
 def test_search_finds_definitions(client_for, personas, definition):
     c = client_for(personas.viewer)
-    assert b"web-os" in c.get(reverse("definition_list") + "?q=web").content
-    assert b"web-os" not in c.get(reverse("definition_list") + "?q=nothing-like-it").content
+    assert b"web-os" in c.get(reverse("builds:definition_list") + "?q=web").content
+    assert b"web-os" not in c.get(reverse("builds:definition_list") + "?q=nothing-like-it").content
 
 
 def test_the_list_shows_each_definitions_latest_build_and_its_status(client_for, personas, definition, build):
@@ -291,7 +291,7 @@ def test_the_list_shows_each_definitions_latest_build_and_its_status(client_for,
     services.definition_create(team=personas.team, user=personas.developer, name="not-built")
     run_finish(build.run, status=RunStatus.FAILED, reason="x")
     retry = services.build_retry(build=build, user=personas.developer)
-    page = client_for(personas.viewer).get(reverse("definition_list")).content.decode()
+    page = client_for(personas.viewer).get(reverse("builds:definition_list")).content.decode()
     assert f'href="{retry.get_absolute_url()}"' in page and 'data-build-status="queued"' in page
     assert f'href="{build.get_absolute_url()}"' not in page  # only the latest build
     assert "never built" in page  # the other definition
@@ -317,7 +317,7 @@ def test_what_changed_lists_packages_size_labels_and_the_containerfile_diff(clie
                                            packages={"httpd": "2.4.57-5.el10", "kept": "1-1", "old": "1-1"})
     Build.objects.filter(pk=new.pk).update(size=1500, labels={"a": "2"}, package_format="rpm",
                                            packages={"httpd": "2.4.62-1.el10", "kept": "1-1", "mod_ssl": "2.4.62-1"})
-    page = client_for(personas.viewer).get(reverse("build_compare") + f"?a={old.pk}&b={new.pk}").content.decode()
+    page = client_for(personas.viewer).get(reverse("builds:build_compare") + f"?a={old.pk}&b={new.pk}").content.decode()
     assert "mod_ssl" in page and "2.4.57-5.el10" in page and "2.4.62-1.el10" in page
     assert "+500" in page.replace("\xa0", " ")
     assert "gone" in page
@@ -325,8 +325,8 @@ def test_what_changed_lists_packages_size_labels_and_the_containerfile_diff(clie
 
 
 def test_compare_needs_two_visible_builds(client_for, personas, build):
-    assert client_for(personas.viewer).get(reverse("build_compare") + "?a=x&b=1").status_code == 404
-    assert client_for(personas.outsider).get(reverse("build_compare") + f"?a={build.pk}&b={build.pk}").status_code == 404
+    assert client_for(personas.viewer).get(reverse("builds:build_compare") + "?a=x&b=1").status_code == 404
+    assert client_for(personas.outsider).get(reverse("builds:build_compare") + f"?a={build.pk}&b={build.pk}").status_code == 404
 
 
 # --- Builders --------------------------------------------------------------------------------------------------------
@@ -336,16 +336,16 @@ def test_everyone_sees_builders_but_only_superusers_manage_them(client_for, pers
     builder = Builder.objects.create(name="arm-1", kind="ssh", architecture="arm64", host="127.0.0.1",
                                      username="build", private_key="SECRET-KEY-TEXT", host_key="ssh-ed25519 AAAA")
     for user in (personas.viewer, personas.outsider, personas.helpdesk):
-        page = client_for(user).get(reverse("builder_list"))
+        page = client_for(user).get(reverse("builds:builder_list"))
         assert page.status_code == 200 and b"arm-1" in page.content and b"SECRET-KEY-TEXT" not in page.content
     dev = client_for(personas.developer)
-    assert dev.get(reverse("builder_create")).status_code == 403
-    assert dev.post(reverse("builder_toggle", args=[builder.pk])).status_code == 403
+    assert dev.get(reverse("builds:builder_create")).status_code == 403
+    assert dev.post(reverse("builds:builder_toggle", args=[builder.pk])).status_code == 403
     root = client_for(personas.superuser)
-    assert root.post(reverse("builder_toggle", args=[builder.pk])).status_code == 302
+    assert root.post(reverse("builds:builder_toggle", args=[builder.pk])).status_code == 302
     builder.refresh_from_db()
     assert not builder.enabled
-    edit = root.get(reverse("builder_edit", args=[builder.pk])).content.decode()
+    edit = root.get(reverse("builds:builder_edit", args=[builder.pk])).content.decode()
     assert "SECRET-KEY-TEXT" not in edit
 
 
@@ -368,7 +368,7 @@ def test_an_offline_ssh_builder_is_reported_unhealthy_fast(personas):
 
 def test_registry_passwords_are_stored_encrypted_and_never_shown(client_for, personas):
     c = client_for(personas.admin)
-    response = c.post(reverse("credential_create", args=[personas.team.slug]),
+    response = c.post(reverse("builds:credential_create", args=[personas.team.slug]),
                       {"registry": "quay.io", "username": "robot", "password": "hunter2-very-secret"})
     assert response.status_code == 302
     credential = RegistryCredential.objects.get()
@@ -377,7 +377,7 @@ def test_registry_passwords_are_stored_encrypted_and_never_shown(client_for, per
         cursor.execute("SELECT password FROM builds_registrycredential")
         raw = cursor.fetchone()[0]
     assert "hunter2" not in raw
-    assert b"hunter2" not in c.get(reverse("integrations", args=[personas.team.slug])).content
+    assert b"hunter2" not in c.get(reverse("builds:integrations", args=[personas.team.slug])).content
     event = AuditEvent.objects.filter(action="registry_credential.save").get()
     assert "hunter2" not in json.dumps(event.detail)
 
@@ -385,16 +385,16 @@ def test_registry_passwords_are_stored_encrypted_and_never_shown(client_for, per
 def test_only_loopback_registries_may_skip_tls(client_for, personas, settings):
     settings.EGRESS_ALLOW = ["127.0.0.1:5000"]  # a loopback registry must also be allowed by the egress policy
     c = client_for(personas.admin)
-    response = c.post(reverse("credential_create", args=[personas.team.slug]),
+    response = c.post(reverse("builds:credential_create", args=[personas.team.slug]),
                       {"registry": "quay.io", "username": "robot", "password": "x", "insecure": "on"})
     assert response.status_code == 400
-    response = c.post(reverse("credential_create", args=[personas.team.slug]),
+    response = c.post(reverse("builds:credential_create", args=[personas.team.slug]),
                       {"registry": "127.0.0.1:5000", "insecure": "on"})
     assert response.status_code == 302
 
 
 def test_integrations_are_for_team_admins(client_for, personas):
-    url = reverse("integrations", args=[personas.team.slug])
+    url = reverse("builds:integrations", args=[personas.team.slug])
     assert client_for(personas.developer).get(url).status_code == 403
     assert client_for(personas.outsider).get(url).status_code == 404
     assert client_for(personas.admin).get(url).status_code == 200
@@ -407,7 +407,7 @@ def api_token(personas):
 
 
 def test_the_api_needs_a_valid_token(client, definition, api_token):
-    url = reverse("api_build_create")
+    url = reverse("builds:api_build_create")
     body = json.dumps({"definition": "platform/web-os"})
     assert client.post(url, body, content_type="application/json").status_code == 401
     assert client.post(url, body, content_type="application/json",
@@ -421,14 +421,14 @@ def test_the_api_needs_a_valid_token(client, definition, api_token):
 
 def test_ci_triggers_a_build_and_reads_its_status(client, definition, api_token):
     auth = {"HTTP_AUTHORIZATION": f"Bearer {api_token}"}
-    response = client.post(reverse("api_build_create"), json.dumps({"definition": "platform/web-os"}),
+    response = client.post(reverse("builds:api_build_create"), json.dumps({"definition": "platform/web-os"}),
                            content_type="application/json", **auth)
     assert response.status_code == 201
     data = response.json()["builds"][0]
     assert data["status"] == "queued" and data["trigger"] == "api" and data["definition"] == "platform/web-os"
-    status = client.get(reverse("api_build_detail", args=[data["id"]]), **auth)
+    status = client.get(reverse("builds:api_build_detail", args=[data["id"]]), **auth)
     assert status.status_code == 200 and status.json()["number"] == 1
-    listing = client.get(reverse("api_definition_list"), **auth).json()
+    listing = client.get(reverse("builds:api_definition_list"), **auth).json()
     assert listing["definitions"][0]["latest_build"]["id"] == data["id"]
     assert AuditEvent.objects.filter(action="build.start", actor_name__contains="API token").exists()
 
@@ -437,11 +437,11 @@ def test_a_token_sees_nothing_of_other_teams(client, personas, definition):
     _, other_secret = services.api_token_create(team=personas.other_team, user=None, name="other")
     auth = {"HTTP_AUTHORIZATION": f"Bearer {other_secret}"}
     build = services.build_start(revision=definition.current_revision(), user=personas.developer)
-    assert client.get(reverse("api_build_detail", args=[build.pk]), **auth).status_code == 404
-    response = client.post(reverse("api_build_create"), json.dumps({"definition": definition.pk}),
+    assert client.get(reverse("builds:api_build_detail", args=[build.pk]), **auth).status_code == 404
+    response = client.post(reverse("builds:api_build_create"), json.dumps({"definition": definition.pk}),
                            content_type="application/json", **auth)
     assert response.status_code == 404
-    response = client.post(reverse("api_build_create"), json.dumps({"definition": "platform/web-os"}),
+    response = client.post(reverse("builds:api_build_create"), json.dumps({"definition": "platform/web-os"}),
                            content_type="application/json", **auth)
     assert response.status_code == 404
 
@@ -449,7 +449,7 @@ def test_a_token_sees_nothing_of_other_teams(client, personas, definition):
 @pytest.mark.parametrize("body", ["not json", "[1]", '{"definition": "platform/web-os", "revision": "x"}',
                                   '{"definition": "platform/web-os", "platform": "linux/s390x"}'])
 def test_bad_api_input_is_a_400(client, definition, api_token, body):
-    response = client.post(reverse("api_build_create"), body, content_type="application/json",
+    response = client.post(reverse("builds:api_build_create"), body, content_type="application/json",
                            HTTP_AUTHORIZATION=f"Bearer {api_token}")
     assert response.status_code == 400 and "error" in response.json()
 
@@ -471,7 +471,7 @@ def webhook(personas):
 def github_push(client, hook, secret, payload, *, signature=None):
     body = json.dumps(payload).encode()
     signature = signature or "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return client.post(reverse("git_webhook", args=[hook.key]), body, content_type="application/json",
+    return client.post(reverse("builds:git_webhook", args=[hook.key]), body, content_type="application/json",
                        HTTP_X_GITHUB_EVENT="push", HTTP_X_HUB_SIGNATURE_256=signature)
 
 
@@ -493,12 +493,12 @@ def test_a_github_push_rebuilds_the_definitions_tracking_that_branch(client, git
 def test_a_webhook_with_a_bad_signature_gets_403_and_builds_nothing(client, git_definition, webhook):
     hook, secret = webhook
     assert github_push(client, hook, secret, PUSH, signature="sha256=" + "0" * 64).status_code == 403
-    response = client.post(reverse("git_webhook", args=[hook.key]), json.dumps(PUSH), content_type="application/json")
+    response = client.post(reverse("builds:git_webhook", args=[hook.key]), json.dumps(PUSH), content_type="application/json")
     assert response.status_code == 403
-    response = client.post(reverse("git_webhook", args=[hook.key]), json.dumps(PUSH), content_type="application/json",
+    response = client.post(reverse("builds:git_webhook", args=[hook.key]), json.dumps(PUSH), content_type="application/json",
                            HTTP_X_GITLAB_TOKEN="wrong")
     assert response.status_code == 403
-    assert client.post(reverse("git_webhook", args=["nope"]), "{}", content_type="application/json").status_code == 404
+    assert client.post(reverse("builds:git_webhook", args=["nope"]), "{}", content_type="application/json").status_code == 404
     assert not Build.objects.exists()
 
 
@@ -506,7 +506,7 @@ def test_a_gitlab_push_with_the_secret_token_rebuilds(client, git_definition, we
     hook, secret = webhook
     payload = {"ref": "refs/heads/main", "checkout_sha": "b" * 40,
                "project": {"git_http_url": "https://git.example.com/acme/os.git"}}
-    response = client.post(reverse("git_webhook", args=[hook.key]), json.dumps(payload),
+    response = client.post(reverse("builds:git_webhook", args=[hook.key]), json.dumps(payload),
                            content_type="application/json", HTTP_X_GITLAB_EVENT="Push Hook", HTTP_X_GITLAB_TOKEN=secret)
     assert response.status_code == 202 and Build.objects.count() == 1
 
@@ -535,17 +535,17 @@ def test_revisions_are_numbered_per_definition(personas, definition):
 
 def test_the_build_list_refreshes_itself_only_while_something_runs(client_for, personas, build):
     c = client_for(personas.viewer)
-    assert 'hx-trigger="every 3s"' in c.get(reverse("build_list") + "?status=queued").content.decode()
+    assert 'hx-trigger="every 3s"' in c.get(reverse("builds:build_list") + "?status=queued").content.decode()
     from portal.services import run_finish
 
     run_finish(build.run, status=RunStatus.SUCCEEDED)
-    fragment = c.get(reverse("build_list"), HTTP_HX_REQUEST="true", HTTP_HX_TARGET="build-list-body")
+    fragment = c.get(reverse("builds:build_list"), HTTP_HX_REQUEST="true", HTTP_HX_TARGET="build-list-body")
     assert fragment.status_code == 200 and 'hx-trigger="every 3s"' not in fragment.content.decode()
     assert "<html" not in fragment.content.decode()
 
 
 def test_team_admins_find_the_integrations_from_the_team_page(client_for, personas):
-    url = reverse("integrations", args=[personas.team.slug])
+    url = reverse("builds:integrations", args=[personas.team.slug])
     assert url in client_for(personas.admin).get(personas.team.get_absolute_url()).content.decode()
     assert url not in client_for(personas.developer).get(personas.team.get_absolute_url()).content.decode()
 
@@ -556,7 +556,7 @@ def test_deleting_a_definition_removes_its_revisions_builds_and_their_runs(clien
 
     run_finish(build.run, status=RunStatus.FAILED, reason="x")
     definition = build.definition
-    response = client_for(personas.developer).post(reverse("definition_delete", args=[definition.pk]))
+    response = client_for(personas.developer).post(reverse("builds:definition_delete", args=[definition.pk]))
     assert response.status_code == 302
     assert not ImageDefinition.objects.exists() and not Build.objects.exists() and not Revision.objects.exists()
     assert not Run.objects.filter(pk=build.run_id).exists()
@@ -564,7 +564,7 @@ def test_deleting_a_definition_removes_its_revisions_builds_and_their_runs(clien
 
 
 def test_a_definition_with_an_active_build_is_not_deleted(client_for, personas, build):
-    response = client_for(personas.developer).post(reverse("definition_delete", args=[build.definition.pk]))
+    response = client_for(personas.developer).post(reverse("builds:definition_delete", args=[build.definition.pk]))
     assert response.status_code == 302
     assert ImageDefinition.objects.filter(pk=build.definition.pk).exists()
 
@@ -578,7 +578,7 @@ def test_a_definition_with_an_active_build_is_not_deleted(client_for, personas, 
     ('{"definition": "platform/web-os", "revision": 99999999999999999999999}', 404),
 ])
 def test_odd_json_values_get_an_answer_not_a_crash(client, definition, api_token, body, status):
-    response = client.post(reverse("api_build_create"), body, content_type="application/json",
+    response = client.post(reverse("builds:api_build_create"), body, content_type="application/json",
                            HTTP_AUTHORIZATION=f"Bearer {api_token}")
     assert response.status_code == status and "error" in response.json()
     assert not Build.objects.exists()
@@ -610,7 +610,7 @@ def test_a_signed_push_whose_ref_is_not_a_string_is_ignored(client, git_definiti
 def test_a_webhook_signature_with_a_non_ascii_character_is_refused_naming_the_header(client, git_definition, webhook,
                                                                                       header, value):
     hook, _ = webhook
-    response = client.post(reverse("git_webhook", args=[hook.key]), json.dumps(PUSH), content_type="application/json",
+    response = client.post(reverse("builds:git_webhook", args=[hook.key]), json.dumps(PUSH), content_type="application/json",
                            HTTP_X_GITHUB_EVENT="push", **{header: value})
     assert response.status_code == 403
     name = "X-Hub-Signature-256" if "HUB" in header else "X-Gitlab-Token"

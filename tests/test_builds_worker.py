@@ -59,7 +59,7 @@ def test_a_revision_saved_in_the_browser_is_built_by_the_worker_and_pushed(
     start_worker, client_for, personas, definition, oci_registry
 ):
     start_worker(queues=local_build_queue(), concurrency=1, **WORKER_ENV)
-    response = client_for(personas.developer).post(reverse("revision_create", args=[definition.pk]), {
+    response = client_for(personas.developer).post(reverse("builds:revision_create", args=[definition.pk]), {
         "containerfile": f"FROM {BASE_IMAGE}\nRUN echo hello > /etc/hello\nLABEL containers.bootc=1\n",
         "message": "hello", "context_kind": "none", "and_build": "1",
     })

@@ -11,8 +11,9 @@ import tomllib
 
 import pytest
 
-from builds import diskconfig, diskimages
-from builds.forms_diskimages import merge_config, split_config
+from builds.diskimages import diskchecks, diskconfig
+from builds.diskimages import services as diskimages
+from builds.diskimages.forms import merge_config, split_config
 from tests.conftest import CORPUS
 
 FILES = sorted(CORPUS.glob("bib-config-*"))
@@ -48,7 +49,7 @@ def original(path):
 
 @pytest.mark.parametrize("path", [f for f in FILES if f.name in REFUSED], ids=lambda p: p.name)
 def test_a_config_bootc_image_builder_rejects_is_refused_naming_the_field(path):
-    config, _, report = diskconfig.load(path.read_text(), filename=path.name)
+    config, _, report = diskchecks.load(path.read_text(), filename=path.name)
     assert not report.ok
     assert any(text.startswith(REFUSED[path.name]) or REFUSED[path.name] in text for text in report.error_texts()), \
         report.error_texts()
@@ -56,14 +57,14 @@ def test_a_config_bootc_image_builder_rejects_is_refused_naming_the_field(path):
 
 @pytest.mark.parametrize("path", ACCEPTED, ids=lambda p: p.name)
 def test_every_other_corpus_config_is_accepted_and_renders_back_to_an_equivalent_file(path):
-    config, fmt, report = diskconfig.load(path.read_text(), filename=path.name)
+    config, fmt, report = diskchecks.load(path.read_text(), filename=path.name)
     assert report.ok, report.error_texts()
     assert fmt == path.suffix[1:]
     assert config == original(path)
     # Rendered in its own format and in the other one, it reads back as the same configuration.
     assert json.loads(diskconfig.render_json(config)) == config
     assert tomllib.loads(diskconfig.render_toml(config)) == config
-    rendered, _, again = diskconfig.load(diskconfig.render(config, fmt), filename=f"config.{fmt}")
+    rendered, _, again = diskchecks.load(diskconfig.render(config, fmt), filename=f"config.{fmt}")
     assert again.ok and rendered == config
 
 
@@ -75,7 +76,7 @@ def test_every_accepted_corpus_config_imports_into_a_preset(path, personas):
     assert preset.config == original(path)
     assert preset.source_format == path.suffix[1:]
     exported = diskconfig.render(preset.config, preset.source_format)
-    assert diskconfig.load(exported, filename=f"config.{preset.source_format}")[0] == original(path)
+    assert diskchecks.load(exported, filename=f"config.{preset.source_format}")[0] == original(path)
 
 
 @pytest.mark.parametrize("path", ACCEPTED, ids=lambda p: p.name)
@@ -98,7 +99,7 @@ def canonical(config):
 
 
 def test_a_repositories_section_is_kept_with_a_note_as_bib_only_warns():
-    config, _, report = diskconfig.load((CORPUS / "bib-config-44-WARN-repositories-unsupported.toml").read_text(),
+    config, _, report = diskchecks.load((CORPUS / "bib-config-44-WARN-repositories-unsupported.toml").read_text(),
                                         filename="config.toml")
     assert report.ok
     assert report.warning_texts() == ["customizations.repositories: not supported by bootc image types: "
@@ -106,7 +107,7 @@ def test_a_repositories_section_is_kept_with_a_note_as_bib_only_warns():
 
 
 def test_the_legacy_blueprint_wrapper_is_noted():
-    _, _, report = diskconfig.load((CORPUS / "bib-config-12-legacy-blueprint-kernel.json").read_text(),
+    _, _, report = diskchecks.load((CORPUS / "bib-config-12-legacy-blueprint-kernel.json").read_text(),
                                    filename="config.json")
     assert report.ok and any(w.startswith("blueprint: the legacy") for w in report.warning_texts())
 
@@ -116,8 +117,8 @@ def test_the_legacy_blueprint_wrapper_is_noted():
 
 def errors_of(config, **kwargs):
     if "types" in kwargs:
-        return diskconfig.check_for_types(config, kwargs.pop("types"), **kwargs).error_texts()
-    return diskconfig.validate(config).error_texts()
+        return diskchecks.check_for_types(config, kwargs.pop("types"), **kwargs).error_texts()
+    return diskchecks.validate(config).error_texts()
 
 
 def user(**fields):
@@ -226,7 +227,7 @@ def test_an_unbalanced_quote_in_the_kickstart_is_an_error_naming_field_and_line(
     errors = errors_of({"customizations": {"installer": {"kickstart": {"contents": 'text\nrootpw "abc\n'}}}})
     assert errors == ["customizations.installer.kickstart.contents: pykickstart: line 2: a quotation mark or "
                       "backslash escape is not closed on this line"]
-    config, _, report = diskconfig.load('[customizations.installer.kickstart]\ncontents = """\nrootpw "abc\n"""\n',
+    config, _, report = diskchecks.load('[customizations.installer.kickstart]\ncontents = """\nrootpw "abc\n"""\n',
                                         fmt="toml")
     assert [problem.path for problem in report.errors] == ["customizations.installer.kickstart.contents"]
 
@@ -236,10 +237,10 @@ def test_a_nul_character_anywhere_is_refused_naming_the_field():
         "customizations.kernel.append: holds a NUL character (\\u0000), which no configuration file may hold"]
     assert errors_of({"customizations": {"user": [{"name\x00": "ops"}]}}) == [
         "customizations.user[0].name\ufffd: the key holds a NUL character (\\u0000), which no configuration file may hold"]
-    _, _, report = diskconfig.load('{"customizations": {"kernel": {"append": "a\\u0000b"}}}', fmt="json")
+    _, _, report = diskchecks.load('{"customizations": {"kernel": {"append": "a\\u0000b"}}}', fmt="json")
     assert report.error_texts() == [
         "customizations.kernel.append: holds a NUL character (\\u0000), which no configuration file may hold"]
-    _, _, report = diskconfig.load('[customizations.kernel]\nappend = "a\\u0000b"\n', fmt="toml")
+    _, _, report = diskchecks.load('[customizations.kernel]\nappend = "a\\u0000b"\n', fmt="toml")
     assert [problem.path for problem in report.errors] == ["customizations.kernel.append"]
 
 

@@ -5,7 +5,7 @@ import hashlib
 
 import pytest
 
-from builds.models import Artifact
+from builds.diskimages.models import Artifact
 from portal.models import AuditEvent
 from tests.diskimage_rows import finished_conversion, succeeded_build
 

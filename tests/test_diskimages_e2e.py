@@ -2,7 +2,7 @@
 the stand-in bootc-image-builder image: podman pull into the builder's storage, podman run with bib's mounts and
 arguments, the log in sections, format checks with qemu-img and xorriso, sha256, Django storage, download.
 
-The pipeline (`builds.diskimage_pipeline.disk_image_execute`) is what the `disk_image_run` task calls; it runs in-process
+The pipeline (`builds.diskimages.pipeline.disk_image_execute`) is what the `disk_image_run` task calls; it runs in-process
 here so each test can look at the rows it wrote.
 """
 
@@ -14,8 +14,11 @@ import time
 
 import pytest
 
-from builds import diskimage_pipeline, diskimages, pipeline, services
-from builds.models import Artifact, Build, Builder, DiskImage
+from builds import pipeline, services
+from builds.diskimages import pipeline as diskimage_pipeline
+from builds.diskimages import services as diskimages
+from builds.diskimages.models import Artifact, DiskImage
+from builds.models import Build, Builder
 from portal.logsink import lines_after
 from portal.models import LogSection, RunStatus
 from tests.builds_fixtures import BASE_IMAGE
@@ -98,7 +101,7 @@ def test_qcow2_raw_vmdk_and_the_installer_iso_come_out_checked_stored_and_downlo
                                                                             argv.index("--target-arch") + 4]
 
     # The configuration the builder read is the rendered preset, byte for byte.
-    from builds.diskconfig import render_toml
+    from builds.diskimages.diskconfig import render_toml
 
     expected = hashlib.sha256(render_toml(disk_image.config).encode()).hexdigest()
     assert f"config: /config.toml sha256:{expected}" in log

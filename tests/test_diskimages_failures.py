@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from builds import converters
-from builds.converters import Cause, FormatMismatch, classify_failure
+from builds.diskimages import converters
+from builds.diskimages.converters import Cause, FormatMismatch, classify_failure
 from tests.conftest import require_tool
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from builds import converters, diskconfig
+from builds.diskimages import converters, diskchecks, diskconfig
 from builds.models import Builder
 from tests.conftest import SHARED_DOCS
 
@@ -86,7 +86,7 @@ def check_golden(path, text):
 @pytest.mark.parametrize("name", CASES)
 def test_the_command_line_and_config_of_every_type_match_their_golden_files(name):
     backend, types, rootfs, arch, config = CASES[name]
-    assert diskconfig.check_for_types(config, types, rootfs=rootfs).ok
+    assert diskchecks.check_for_types(config, types, rootfs=rootfs).ok
     argv = argv_for(backend, types, rootfs, arch)
     check_golden(GOLDEN / f"{name}.argv", "\n".join(argv) + "\n")
     check_golden(GOLDEN / f"{name}.config.toml", diskconfig.render_toml(config))

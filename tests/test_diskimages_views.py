@@ -6,8 +6,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from builds import diskimages
-from builds.models import Artifact, ArtifactRetention, CloudCredential, DiskImage, DiskImagePreset, StageHistory
+from builds.diskimages import services as diskimages
+from builds.diskimages.models import Artifact, ArtifactRetention, CloudCredential, DiskImage, DiskImagePreset
+from builds.models import StageHistory
 from portal.models import AuditEvent, RunStatus
 from tests.conftest import CORPUS
 from tests.diskimage_rows import DIGEST, finished_conversion, succeeded_build
@@ -514,7 +515,7 @@ def test_an_operator_writes_a_kickstart_for_a_stage_and_downloads_it(client_for,
     response = client.post("/kickstarts/new/", kickstart_post(build, download="1"))
     assert response["Content-Disposition"] == 'attachment; filename="web-os-prod.ks"'
     text = response.content.decode()
-    from builds.kickstart import validate
+    from builds.diskimages.kickstart import validate
 
     assert validate(text) == ([], [])
     assert f"--enforce-container-sigpolicy {build.definition.repository}:prod" in text

@@ -7,7 +7,8 @@ import pytest
 from django.urls import reverse
 
 from builds import pipeline, services
-from builds.models import Build, DiskImage
+from builds.diskimages.models import DiskImage
+from builds.models import Build
 from builds.queues import local_queues
 from portal.logsink import lines_after
 from portal.models import RunStatus
@@ -32,7 +33,7 @@ def test_a_request_from_the_form_is_converted_by_an_images_worker_and_downloaded
                  DISK_IMAGE_BUILDER_IMAGES=diskimage_settings.DISK_IMAGE_BUILDER_IMAGES[0],
                  MEDIA_ROOT=diskimage_settings.MEDIA_ROOT)
     client = client_for(personas.developer)
-    response = client.post(reverse("diskimage_create"), {
+    response = client.post(reverse("diskimages:create"), {
         "source": "build", "build": build.pk, "types": ["qcow2"], "architecture": "", "rootfs": "xfs",
         "builder_image": diskimage_settings.DISK_IMAGE_BUILDER_IMAGES[0], "preset": "",
         "config_text": '[[customizations.user]]\nname = "ops"\ngroups = ["wheel"]\n', "save_as": "",

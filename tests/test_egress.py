@@ -325,7 +325,7 @@ def test_a_definition_pushing_to_a_loopback_or_metadata_registry_is_a_form_error
     s = server()
     for repository, reason in ((f"127.0.0.1:{s.port}/platform/web-os", "loopback"),
                                ("169.254.169.254/platform/web-os", "metadata")):
-        response = client_for(personas.developer).post(reverse("definition_create"), {
+        response = client_for(personas.developer).post(reverse("builds:definition_create"), {
             "team": personas.team.pk, "name": "web-os", "repository": repository, "platforms": ["linux/amd64"],
             "build_args": "", "schedule": "", "timeout_minutes": 60})
         assert response.status_code == 400
@@ -340,7 +340,7 @@ def test_a_registry_login_for_a_loopback_registry_is_a_form_error(personas, clie
     from builds.models import RegistryCredential
 
     s = server()
-    response = client_for(personas.admin).post(reverse("credential_create", args=[personas.team.slug]), {
+    response = client_for(personas.admin).post(reverse("builds:credential_create", args=[personas.team.slug]), {
         "registry": f"127.0.0.1:{s.port}", "username": "u", "password": "p"})
     assert response.status_code == 400 and "loopback" in response.content.decode()
     assert not RegistryCredential.objects.exists()
@@ -483,7 +483,7 @@ def test_an_ami_upload_whose_endpoints_resolve_inside_the_network_is_refused_unl
                                                                                              monkeypatch):
     from django.core.exceptions import ValidationError
 
-    from builds import diskimages
+    from builds.diskimages import services as diskimages
     from tests.diskimage_rows import succeeded_build
 
     build = succeeded_build(personas.team, personas.developer)
@@ -562,14 +562,14 @@ def test_no_500_for_any_value_in_the_fields_that_name_a_place_on_the_network(per
     forms = [
         (personas.admin, reverse("notification_webhooks", args=[slug]),
          {"name": "x", "url": "", "events": ["build.failed"]}, "url"),
-        (personas.admin, reverse("git_credential_create", args=[slug]), {"host": "", "username": "u", "token": "t"},
+        (personas.admin, reverse("builds:git_credential_create", args=[slug]), {"host": "", "username": "u", "token": "t"},
          "host"),
-        (personas.admin, reverse("credential_create", args=[slug]), {"registry": "", "username": "u", "password": "p"},
+        (personas.admin, reverse("builds:credential_create", args=[slug]), {"registry": "", "username": "u", "password": "p"},
          "registry"),
-        (personas.developer, reverse("revision_create", args=[definition.pk]),
+        (personas.developer, reverse("builds:revision_create", args=[definition.pk]),
          {"containerfile": "FROM localhost/base:latest\n", "context_kind": "git", "git_ref": "main", "git_url": ""},
          "git_url"),
-        (personas.developer, reverse("definition_create"),
+        (personas.developer, reverse("builds:definition_create"),
          {"team": personas.team.pk, "name": "other", "platforms": ["linux/amd64"], "timeout_minutes": 60,
           "repository": ""}, "repository"),
         (personas.admin, reverse("host_add"),
@@ -583,6 +583,6 @@ def test_no_500_for_any_value_in_the_fields_that_name_a_place_on_the_network(per
             assert response.status_code < 500, (path, field, value)
     for value in URL_NASTY:
         containerfile = f"FROM localhost/base:latest\nADD {value or 'x'} /x\nCOPY --from={value or 'x'} /a /b\n"
-        response = client_for(personas.developer).post(reverse("revision_create", args=[definition.pk]), {
+        response = client_for(personas.developer).post(reverse("builds:revision_create", args=[definition.pk]), {
             "containerfile": containerfile, "context_kind": "none"})
         assert response.status_code < 500, value

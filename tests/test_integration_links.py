@@ -7,7 +7,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from builds.models import Build, DiskImage, ImageDefinition, Promotion, Revision, StageHistory
+from builds.diskimages.models import DiskImage
+from builds.models import Build, ImageDefinition, Promotion, Revision, StageHistory
 from hosts.models import Host, HostState
 from portal import services as portal_services
 from portal.models import RunStatus
@@ -74,9 +75,9 @@ def page(client_for, user, url):
 class TestTheBuildPage:
     def test_it_offers_conversion_and_promotion_to_developers(self, world, client_for):
         html = page(client_for, world.personas.developer, world.build1.get_absolute_url())
-        assert f"{reverse('diskimage_create')}?build={world.build1.pk}" in html
+        assert f"{reverse('diskimages:create')}?build={world.build1.pk}" in html
         assert f"{reverse('promotion_create')}?build={world.build1.pk}" in html
-        for url in (f"{reverse('diskimage_create')}?build={world.build1.pk}",
+        for url in (f"{reverse('diskimages:create')}?build={world.build1.pk}",
                     f"{reverse('promotion_create')}?build={world.build1.pk}"):
             assert client_for(world.personas.developer).get(url).status_code == 200  # the links land on real forms
 
@@ -85,7 +86,10 @@ class TestTheBuildPage:
         assert "Convert to disk image" not in html and "Request promotion" not in html
         assert world.dev.get_absolute_url() in html and world.test.get_absolute_url() in html
         assert world.prod.get_absolute_url() not in html  # prod does not hold it
-        assert world.disk_image.get_absolute_url() in html
+        fragment = reverse("diskimages:digest_images", args=[D1])
+        assert fragment in html  # its disk images load as a fragment of their own app
+        assert world.disk_image.get_absolute_url() in page(client_for, world.personas.viewer, fragment)
+        assert world.disk_image.get_absolute_url() not in page(client_for, world.personas.outsider, fragment)
         # Two of the team's hosts boot D1; the other team's host is not counted.
         assert "2 hosts run this digest" in html and reverse("host_digest", args=[D1]) in html
 

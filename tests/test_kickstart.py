@@ -5,8 +5,8 @@ import shlex
 
 import pytest
 
-from builds import kickstart
-from builds.kickstart import KickstartSpec, generate, inspect, validate
+from builds.diskimages import kickstart
+from builds.diskimages.kickstart import KickstartSpec, generate, inspect, validate
 from tests.conftest import CORPUS
 
 REPO = "registry.example.com/platform/web-os"

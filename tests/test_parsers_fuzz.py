@@ -11,8 +11,8 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from builds import diskconfig, kickstart
 from builds.containerfile import final_base_image, validate_text
+from builds.diskimages import diskchecks, diskconfig, kickstart
 from builds.pipeline import containerfile_for_build
 from hosts.bootc import BootcStatus, StatusUnreadable, parse_status
 from portal.logsink import LineSplitter
@@ -139,14 +139,14 @@ def test_a_generated_kickstart_is_refused_or_reads_back_as_asked(fields):
 
 
 def check_config(text, filename="", fmt=""):
-    config, found_fmt, report = diskconfig.load(text, filename=filename, fmt=fmt)
+    config, found_fmt, report = diskchecks.load(text, filename=filename, fmt=fmt)
     assert found_fmt in ("toml", "json", "yaml") and isinstance(config, dict)
     assert all(isinstance(p, str) and p for p in report.error_texts() + report.warning_texts())
     if report.ok:
         for types in (["qcow2"], ["anaconda-iso"], ["ami", "raw"]):
-            assert all(isinstance(p, str) for p in diskconfig.check_for_types(config, types).error_texts())
+            assert all(isinstance(p, str) for p in diskchecks.check_for_types(config, types).error_texts())
         assert set(diskconfig.accepted_types(config)) <= set(diskconfig.ALL_TYPES)
-        rendered, _, again = diskconfig.load(diskconfig.render_toml(config), fmt="toml")
+        rendered, _, again = diskchecks.load(diskconfig.render_toml(config), fmt="toml")
         assert again.ok and rendered == config, "an accepted configuration must write back to the same TOML"
         assert json.loads(diskconfig.render_json(config)) == config
 

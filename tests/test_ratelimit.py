@@ -27,7 +27,7 @@ def token(personas):
 
 
 def definitions(token, address="198.51.100.1"):
-    return Client().get(reverse("api_definition_list"), HTTP_AUTHORIZATION=f"Bearer {token}", REMOTE_ADDR=address)
+    return Client().get(reverse("builds:api_definition_list"), HTTP_AUTHORIZATION=f"Bearer {token}", REMOTE_ADDR=address)
 
 
 class TestRates:
@@ -84,8 +84,8 @@ class TestApi:
         settings.API_RATE_LIMIT_PER_TOKEN = "1/d"
         auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
         client = Client()
-        for url, method in [(reverse("api_definition_list"), "get"), (reverse("api_build_detail", args=[1]), "get"),
-                            (reverse("api_build_create"), "post")]:
+        for url, method in [(reverse("builds:api_definition_list"), "get"), (reverse("builds:api_build_detail", args=[1]), "get"),
+                            (reverse("builds:api_build_create"), "post")]:
             settings.RATE_LIMIT_KEY_PREFIX += "x"  # a fresh count for each endpoint
             getattr(client, method)(url, **auth)
             assert getattr(client, method)(url, **auth).status_code == 429, url
@@ -109,7 +109,7 @@ def push(hook, secret, address="140.82.112.1"):
     body = json.dumps({"ref": "refs/heads/main", "after": "a" * 40,
                        "repository": {"clone_url": "https://git.example.com/acme/os.git"}}).encode()
     signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return Client().post(reverse("git_webhook", args=[hook.key]), body, content_type="application/json",
+    return Client().post(reverse("builds:git_webhook", args=[hook.key]), body, content_type="application/json",
                          HTTP_X_GITHUB_EVENT="push", HTTP_X_HUB_SIGNATURE_256=signature, REMOTE_ADDR=address)
 
 

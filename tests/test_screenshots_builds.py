@@ -5,8 +5,11 @@ bootc-image-builder. Screenshots land in test-artifacts/ to be looked at; the as
 
 import pytest
 
-from builds import diskimage_pipeline, diskimages, pipeline, services
-from builds.models import Build, DiskImage
+from builds import pipeline, services
+from builds.diskimages import pipeline as diskimage_pipeline
+from builds.diskimages import services as diskimages
+from builds.diskimages.models import DiskImage
+from builds.models import Build
 from portal.models import RunStatus
 from tests.browser import browser_page, log_in, screenshot
 from tests.builds_fixtures import BASE_IMAGE

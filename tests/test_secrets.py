@@ -42,7 +42,7 @@ def log_text(run):
 def save_revision(client, definition, **fields):
     data = {"containerfile": f"FROM {BASE_IMAGE}\nRUN true\n", "context_kind": "git", "git_ref": "main",
             "message": "from git", **fields}
-    return client.post(reverse("revision_create", args=[definition.pk]), data)
+    return client.post(reverse("builds:revision_create", args=[definition.pk]), data)
 
 
 # --- A token in a URL ------------------------------------------------------------------------------------------------
@@ -77,7 +77,7 @@ def test_a_git_url_without_a_secret_saves(personas, client_for, url):
 
 @pytest.mark.django_db
 def test_git_logins_are_for_team_admins_and_their_token_is_never_shown(personas, client_for):
-    create = reverse("git_credential_create", args=[personas.team.slug])
+    create = reverse("builds:git_credential_create", args=[personas.team.slug])
     data = {"host": "git.example.com", "username": "ci", "token": TOKEN}
     assert client_for(None).post(create, data).status_code == 302  # to the login page
     assert client_for(personas.outsider).post(create, data).status_code == 404
@@ -89,7 +89,7 @@ def test_git_logins_are_for_team_admins_and_their_token_is_never_shown(personas,
     credential = GitCredential.objects.get()
     assert (credential.team, credential.host, credential.username, credential.token) == \
         (personas.team, "git.example.com", "ci", TOKEN)
-    page = client_for(personas.admin).get(reverse("integrations", args=[personas.team.slug])).content.decode()
+    page = client_for(personas.admin).get(reverse("builds:integrations", args=[personas.team.slug])).content.decode()
     assert "git.example.com" in page and TOKEN not in page
 
     # An empty token keeps the stored one.
@@ -97,7 +97,7 @@ def test_git_logins_are_for_team_admins_and_their_token_is_never_shown(personas,
     credential.refresh_from_db()
     assert (credential.username, credential.token) == ("bot", TOKEN)
 
-    delete = reverse("git_credential_delete", args=[credential.pk])
+    delete = reverse("builds:git_credential_delete", args=[credential.pk])
     assert client_for(personas.outsider).post(delete).status_code == 404
     assert client_for(personas.developer).post(delete).status_code == 403
     assert client_for(personas.admin).post(delete).status_code == 302
@@ -112,7 +112,7 @@ def test_git_logins_are_for_team_admins_and_their_token_is_never_shown(personas,
 @pytest.mark.parametrize(("host", "says"), [("127.0.0.1:3000", "loopback"), ("169.254.169.254", "metadata"),
                                             ("ci@git.example.com", "no user"), ("git.example.com/acme", "no user")])
 def test_a_git_login_for_a_bad_or_internal_host_is_a_form_error(personas, client_for, host, says):
-    response = client_for(personas.admin).post(reverse("git_credential_create", args=[personas.team.slug]),
+    response = client_for(personas.admin).post(reverse("builds:git_credential_create", args=[personas.team.slug]),
                                                {"host": host, "username": "ci", "token": TOKEN})
     assert response.status_code == 400 and says in " ".join(response.context["git_form"].errors["host"])
     assert not GitCredential.objects.exists()
@@ -131,7 +131,7 @@ def test_a_planted_git_token_appears_nowhere_but_its_encrypted_column(
     server = git_server(username="ci", token=TOKEN)
     url = server.repository("private-os", {"image/motd": "from a private repository\n"})
     admin, developer = client_for(personas.admin), client_for(personas.developer)
-    assert admin.post(reverse("git_credential_create", args=[personas.team.slug]),
+    assert admin.post(reverse("builds:git_credential_create", args=[personas.team.slug]),
                       {"host": server.host, "username": "ci", "token": TOKEN}).status_code == 302
     definition = services.definition_create(team=personas.team, user=personas.developer, name="private-os")
     response = save_revision(developer, definition, git_url=url, git_subdir="image",
@@ -155,7 +155,7 @@ def test_a_planted_git_token_appears_nowhere_but_its_encrypted_column(
     inspected = podman_store.run("image", "inspect", build.image_id).stdout
     pages = [client_for(user).get(path).content.decode()
              for user in (personas.admin, personas.developer, personas.viewer)
-             for path in (reverse("integrations", args=[personas.team.slug]), revision.get_absolute_url(),
+             for path in (reverse("builds:integrations", args=[personas.team.slug]), revision.get_absolute_url(),
                           build.get_absolute_url(), build.run.get_absolute_url(), reverse("audit_list"))
              if client_for(user).get(path).status_code == 200]
     audit = [f"{e.summary} {e.detail}" for e in AuditEvent.objects.all()]
@@ -216,51 +216,6 @@ def test_a_git_remote_no_longer_allowed_is_refused_before_git_runs(
     assert build.status == BuildStatus.FAILED
     assert build.run.exit_reason.startswith("Refused before podman started: The repository URL points at 127.0.0.1")
     assert not server.refused and not server.authorized, "git never connected"
-
-
-# --- Revisions saved with a token before git logins existed ----------------------------------------------------------
-
-
-@pytest.mark.django_db
-def test_the_migration_moves_tokens_out_of_old_urls_logs_and_labels(personas):
-    """Rows as the portal wrote them when a token in the URL was the only way: the migration moves the token into the
-    team's git login and takes it out of the URL, the build's log, reason and labels."""
-    import importlib
-
-    from django.apps import apps
-
-    from builds.models import Revision
-    from portal.logsink import LogSink
-    from portal.models import RunStatus
-    from portal.services import run_finish, run_start
-
-    migration = importlib.import_module("builds.migrations.0006_git_credentials")
-    definition = services.definition_create(team=personas.team, user=personas.developer, name="web-os")
-    old, new = f"https://ci:{TOKEN}@git.example.com/acme/os.git", "https://git.example.com/acme/os.git"
-    text = f"FROM {BASE_IMAGE}\n"
-    revision = Revision.objects.create(definition=definition, number=1, containerfile=text,
-                                       sha256=Revision.hash_text(text), context_kind="git", git_url=old,
-                                       git_ref="main")
-    build = services.build_start(revision=revision, user=personas.developer)
-    Build.objects.filter(pk=build.pk).update(labels={"org.opencontainers.image.source": old},
-                                             error_lines=f"fatal: Authentication failed for '{old}'")
-    run_start(build.run)
-    sink = LogSink(build.run)
-    sink.write(f"$ git -C /tmp/x/context fetch -q --depth=1 -- {old} main")
-    sink.write(f"Checked out {old} main at abc123")
-    sink.close()
-    run_finish(build.run, status=RunStatus.FAILED, reason=f"git fetch of {old} failed")
-
-    migration.move_credentials_out_of_git_urls(apps, None)
-
-    credential = GitCredential.objects.get(team=personas.team)
-    assert (credential.host, credential.username, credential.token) == ("git.example.com", "ci", TOKEN)
-    revision = Revision.objects.get(pk=revision.pk)
-    build = Build.objects.with_related().get(pk=build.pk)
-    assert revision.git_url == new
-    assert build.labels["org.opencontainers.image.source"] == new
-    assert f"-- {new} main" in log_text(build.run) and f"Checked out {new}" in log_text(build.run)
-    assert TOKEN not in raw_database_text()
 
 
 # --- rotate_secrets --------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """bootc-image-builder and osbuild's image-builder: their command lines, where they write each type, how the portal
 checks what they wrote, and why a conversion failed.
 
-Nothing here runs anything: `builds.diskimage_pipeline` runs these argument lists through a `builds.runner` runner
+Nothing here runs anything: `builds.diskimages.pipeline` runs these argument lists through a `builds.runner` runner
 (locally or over SSH). Every value is its own list element. Secrets never appear in an argument list: registry logins
 go into an auth file and cloud keys into an env file (both 0600, in the conversion's work directory, deleted with it).
 
@@ -21,9 +21,9 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from builds import podman
 from portal.text import storable
 
-from . import podman
 from .diskconfig import ALL_TYPES, DISK_TYPES, ISO_TYPES
 
 BIB = "bib"

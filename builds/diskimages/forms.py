@@ -3,7 +3,7 @@
 A preset is edited in parts people know from bootc-image-builder's README (users with SSH keys, groups and password
 hashes; minimum file system sizes; kernel arguments; the installer's kickstart) plus "other customizations" as TOML for
 everything else; `split_config` and `merge_config` turn a configuration into those parts and back without losing a key.
-Every problem found by `builds.diskconfig` is shown on the field it is about.
+Every problem found by `diskchecks` is shown on the field it is about.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import tomllib
 from django import forms
 from django.core.exceptions import ValidationError
 
-from . import diskconfig, kickstart
+from . import diskchecks, diskconfig, kickstart
 from .models import DiskImageType, RootFilesystem
 
 USER_KEYS = {"name", "key", "groups", "password"}
@@ -43,7 +43,7 @@ def _structured_user(user):
     """Whether the form's user row shows this entry exactly (else it stays in "other", untouched)."""
     if not isinstance(user, dict) or not set(user) <= USER_KEYS or not _clean_text(user.get("name")):
         return False
-    if "key" in user and (not _clean_text(user["key"]) or diskconfig.ssh_key_problem(user["key"], strict=True)):
+    if "key" in user and (not _clean_text(user["key"]) or diskchecks.ssh_key_problem(user["key"], strict=True)):
         return False
     password = user.get("password")
     if password is not None and not (isinstance(password, str) and password.startswith("$")):
@@ -148,7 +148,7 @@ class UserForm(forms.Form):
     def clean_key(self):
         key = self.cleaned_data["key"].strip()
         if key:
-            problem = diskconfig.ssh_key_problem(key, strict=True)
+            problem = diskchecks.ssh_key_problem(key, strict=True)
             if problem:
                 raise ValidationError(problem[0].upper() + problem[1:] + ".")
         return key
@@ -163,7 +163,7 @@ class UserForm(forms.Form):
     def clean_password(self):
         password = self.cleaned_data["password"].strip()
         if password:
-            problem = diskconfig.password_problem(password, require_hash=True)
+            problem = diskchecks.password_problem(password, require_hash=True)
             if problem:
                 raise ValidationError(problem[0].upper() + problem[1:] + ".")
         return password
@@ -197,7 +197,7 @@ class FilesystemForm(forms.Form):
     def clean_minsize(self):
         value = self.cleaned_data["minsize"].strip()
         if value:
-            problem = diskconfig.size_problem(value)
+            problem = diskchecks.size_problem(value)
             if problem:
                 raise ValidationError(problem[0].upper() + problem[1:] + ".")
         return value
@@ -288,7 +288,7 @@ def preset_config_from(form, users, filesystems):
                           kernel_append=_kept(form.cleaned_data.get("kernel_append", "")),
                           kickstart_contents=_kept(form.cleaned_data.get("kickstart", "")),
                           other=form.cleaned_data.get("other") or {})
-    report = diskconfig.validate(config)
+    report = diskchecks.validate(config)
     placed = False
     for problem in report.errors:
         placed = _place_error(problem, form, user_rows, fs_rows) or placed
@@ -438,7 +438,7 @@ class DiskImageRequestForm(forms.Form):
             config, fmt, notes = diskconfig.parse(text)
         except diskconfig.ConfigError as exc:
             raise ValidationError(str(exc)) from None
-        report = diskconfig.validate(config)
+        report = diskchecks.validate(config)
         if report.errors:
             raise ValidationError(report.error_texts())
         self.config_format = fmt
@@ -552,7 +552,7 @@ class KickstartForm(forms.Form):
 
     def clean_ssh_key(self):
         key = self.cleaned_data["ssh_key"].strip()
-        problem = diskconfig.ssh_key_problem(key, strict=True)
+        problem = diskchecks.ssh_key_problem(key, strict=True)
         if problem:
             raise ValidationError(problem[0].upper() + problem[1:] + ".")
         return key
@@ -560,7 +560,7 @@ class KickstartForm(forms.Form):
     def clean_password_hash(self):
         value = self.cleaned_data["password_hash"].strip()
         if value:
-            problem = diskconfig.password_problem(value, require_hash=True)
+            problem = diskchecks.password_problem(value, require_hash=True)
             if problem:
                 raise ValidationError(problem[0].upper() + problem[1:] + ".")
         return value

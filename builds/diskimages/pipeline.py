@@ -1,10 +1,11 @@
 """What a worker does with one conversion: get the digest into the builder's container storage, run
 bootc-image-builder (or image-builder) through podman, check each output's format, and store it as an artifact.
 
-`disk_image_execute(pk)` is the whole of the `builds.tasks.disk_image_run` task (queue `images`). It starts the run with
-a conditional UPDATE (a redelivered task does nothing), streams every command into the run's log in sections, and always
-ends the run: succeeded, failed with the cause (disk full, architecture mismatch, image not in storage, missing
-privileges, a configuration key refused, ...), or cancelled, never leaving it running or a half-stored file behind.
+`disk_image_execute(pk)` is the whole of the `builds.diskimages.tasks.disk_image_run` task (queue `images`). It starts
+the run with a conditional UPDATE (a redelivered task does nothing), streams every command into the run's log in
+sections, and always ends the run: succeeded, failed with the cause (disk full, architecture mismatch, image not in
+storage, missing privileges, a configuration key refused, ...), or cancelled, never leaving it running or a half-stored
+file behind.
 """
 
 from __future__ import annotations
@@ -23,14 +24,16 @@ from django.core.files import File
 from django.core.files.storage import FileSystemStorage
 from django.db import transaction
 
+from builds import fetches, podman, registry
+from builds.models import Builder
+from builds.runner import BuilderUnavailable, Cancelled, CommandFailed, TimedOut, Watch, runner_for
 from portal import egress
 from portal.logsink import LogSink
 from portal.models import AuditEvent, RunStatus
 from portal.services import RunStateError, run_finish, run_set_phase, run_start
 
-from . import converters, diskconfig, fetches, podman, registry
-from .models import Artifact, Builder, DiskImage, DiskImageBackend, artifact_storage
-from .runner import BuilderUnavailable, Cancelled, CommandFailed, TimedOut, Watch, runner_for
+from . import converters, diskconfig
+from .models import Artifact, DiskImage, DiskImageBackend, artifact_storage
 
 log = logging.getLogger(__name__)
 

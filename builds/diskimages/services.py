@@ -2,8 +2,8 @@
 
 Views, tasks and management commands call these keyword-only functions; each checks access, validates, writes inside a
 transaction, audits in the same transaction and enqueues after commit. What a worker does with a conversion is in
-`builds.diskimage_pipeline`; the command lines are in `builds.converters`, the configuration rules in
-`builds.diskconfig` and kickstarts in `builds.kickstart`.
+`builds.diskimages.pipeline`; the command lines are in `converters`, configurations in `diskconfig` (checked by
+`diskchecks`) and kickstarts in `kickstart`.
 """
 
 from __future__ import annotations
@@ -17,25 +17,24 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from builds import queues
+from builds.models import Build, ImageDefinition, Stage, StageHistory
+from builds.services import builder_pick
 from portal import egress
 from portal.access import can, check_team_action
 from portal.models import Action, Run, RunKind, RunStatus, Team, User
 from portal.services import audit, run_create, run_enqueue, run_finish, run_request_cancel
 
-from . import converters, diskconfig, queues
+from . import converters, diskchecks, diskconfig, tasks
 from .kickstart import KickstartProblem, KickstartSpec, generate
 from .models import (
     Artifact,
     ArtifactRetention,
-    Build,
     CloudCredential,
     DiskImage,
     DiskImageBackend,
     DiskImagePreset,
-    ImageDefinition,
     RootFilesystem,
-    Stage,
-    StageHistory,
 )
 
 AWS_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -146,7 +145,7 @@ def disk_image_request(
         errors.setdefault("preset", []).append("That configuration belongs to another team.")
     if config is None:
         config = dict(preset.config) if preset is not None else {}
-    report = diskconfig.check_for_types(config, [t for t in types if t in diskconfig.ALL_TYPES], rootfs=rootfs)
+    report = diskchecks.check_for_types(config, [t for t in types if t in diskconfig.ALL_TYPES], rootfs=rootfs)
     if report.errors:
         errors.setdefault("config", []).extend(report.error_texts())
 
@@ -185,8 +184,6 @@ def disk_image_request(
     if errors:
         raise ValidationError(errors)
 
-    from .services import builder_pick
-
     with transaction.atomic():
         builder = builder_pick(f"linux/{architecture}", queue_of=queues.conversion_queue)
         run = run_create(kind=RunKind.DISK_IMAGE, started_by=user, trigger=trigger, team=team,
@@ -216,10 +213,8 @@ def disk_image_request(
             DiskImage.objects.filter(pk=disk_image.pk).update(failure_cause=converters.Cause.OTHER,
                                                               hint="Add or enable a builder of this architecture.")
         else:
-            from .tasks import disk_image_run
-
             queue = queues.conversion_queue(builder)
-            transaction.on_commit(lambda: run_enqueue(disk_image_run, disk_image.pk, run=run, what="the conversion",
+            transaction.on_commit(lambda: run_enqueue(tasks.disk_image_run, disk_image.pk, run=run, what="the conversion",
                                                       queue=queue, unserved=queues.unserved(builder, queue, "conversion")))
     return disk_image
 
@@ -353,7 +348,7 @@ def artifacts_expire(*, now=None) -> int:
 
 
 def _preset_errors(config: dict) -> diskconfig.Report:
-    report = diskconfig.validate(config)
+    report = diskchecks.validate(config)
     if report.errors:
         raise ValidationError({"config": report.error_texts()})
     return report
@@ -361,7 +356,7 @@ def _preset_errors(config: dict) -> diskconfig.Report:
 
 def preset_save(*, team: Team, user: User | None, name: str, config: dict, source_format: str = "toml",
                 description: str = "", preset: DiskImagePreset | None = None, notes=(), request=None) -> DiskImagePreset:
-    """Create or change a team's preset. The configuration must pass diskconfig.validate() (errors name the field)."""
+    """Create or change a team's preset. The configuration must pass diskchecks.validate() (errors name the field)."""
     _check(user, team, Action.DEVELOP)
     name = (name or "").strip()
     if not name:

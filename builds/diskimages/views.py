@@ -1,7 +1,8 @@
 """Pages for disk images: requests, conversions with their live log and artifacts, downloads (with HTTP range requests),
 configurations (presets), a team's disk image settings (retention, AWS credentials) and kickstarts.
 
-Every object comes through `builds.access`; every change through `builds.diskimages`.
+Every object comes through `builds.diskimages.access` (or `builds.access` for the image it converts); every change
+through `builds.diskimages.services`.
 """
 
 from __future__ import annotations
@@ -18,21 +19,22 @@ from django.shortcuts import redirect, render
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_POST
 
+from builds.access import get_build_for_user, get_definition_for_user
+from builds.models import Build, ImageDefinition, Stage
+from builds.views import search_query
 from portal.access import can, get_team_for_user, teams_where
 from portal.models import Action, RunStatus, Team
 from portal.services import audit
 from portal.views import _viewer_context, current_team, error_text, querystring
 
-from . import converters, diskconfig, diskimages
+from . import converters, diskconfig, services
 from .access import (
     get_artifact_for_user,
-    get_build_for_user,
     get_cloud_credential_for_user,
-    get_definition_for_user,
     get_disk_image_for_user,
     get_preset_for_user,
 )
-from .forms_diskimages import (
+from .forms import (
     TYPE_HELP,
     CloudCredentialForm,
     DiskImageRequestForm,
@@ -47,17 +49,7 @@ from .forms_diskimages import (
     preset_initial,
 )
 from .kickstart import KickstartSpec
-from .models import (
-    Artifact,
-    Build,
-    CloudCredential,
-    DiskImage,
-    DiskImagePreset,
-    DiskImageType,
-    ImageDefinition,
-    Stage,
-)
-from .views import search_query
+from .models import Artifact, CloudCredential, DiskImage, DiskImagePreset, DiskImageType
 
 PAGE_SIZE = 25
 STREAM_CHUNK = 1024 * 1024
@@ -98,8 +90,24 @@ def diskimage_list(request):
             Team.objects.visible_to(request.user).order_by("name")[:20]),
     }
     if request.htmx and request.htmx.target == "diskimage-rows":
-        return render(request, "builds/diskimages/_rows.html", context)
-    return render(request, "builds/diskimages/list.html", context)
+        return render(request, "diskimages/_rows.html", context)
+    return render(request, "diskimages/list.html", context)
+
+
+DIGEST_SHOWN = 5
+
+
+@login_required
+def digest_images(request, digest):
+    """The disk images of one digest the user may see (newest first), as a fragment that build and promotion pages load
+    with htmx; `?definition=<pk>` keeps it to one image definition."""
+    disk_images = DiskImage.objects.visible_to(request.user).for_digest(digest).select_related("run")
+    definition = request.GET.get("definition", "")
+    if definition.isdigit():
+        disk_images = disk_images.filter(definition_id=int(definition))
+    found = list(disk_images.order_by("-pk")[:DIGEST_SHOWN + 1])
+    return render(request, "diskimages/_digest_images.html", {
+        "digest": digest, "disk_images": found[:DIGEST_SHOWN], "more": len(found) > DIGEST_SHOWN})
 
 
 def _request_choices(user, team=None):
@@ -115,7 +123,7 @@ def _request_choices(user, team=None):
         "stages": Stage.objects.filter(team__in=teams).select_related("team").order_by("team__name", "position"),
         "presets": DiskImagePreset.objects.filter(team__in=teams).select_related("team").order_by("team__name", "name"),
         "credentials": CloudCredential.objects.filter(team__in=teams).select_related("team"),
-        "builder_images": diskimages.builder_images(),
+        "builder_images": services.builder_images(),
         "show_team": teams.count() > 1,
     }
 
@@ -145,7 +153,7 @@ def diskimage_create(request):
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            disk_image = diskimages.disk_image_request(
+            disk_image = services.disk_image_request(
                 user=request.user, types=data["types"], build=data.get("build"), stage=data.get("stage"),
                 definition=data.get("definition"), architecture=data.get("architecture") or "",
                 rootfs=data["rootfs"], preset=data.get("preset"), config=data.get("config_text"),
@@ -158,7 +166,7 @@ def diskimage_create(request):
         else:
             if data.get("save_as") and data.get("config_text") is not None:
                 try:
-                    diskimages.preset_save(team=disk_image.team, user=request.user, name=data["save_as"],
+                    services.preset_save(team=disk_image.team, user=request.user, name=data["save_as"],
                                            config=data["config_text"], source_format=getattr(form, "config_format",
                                                                                              "toml"), request=request)
                     messages.info(request, f"Saved the configuration as {data['save_as']!r}.")
@@ -172,7 +180,7 @@ def diskimage_create(request):
                 messages.success(request, f"Queued {', '.join(disk_image.types)} of {disk_image.definition.name}: the "
                                           "log below follows the conversion.")
             return redirect(disk_image)
-    return render(request, "builds/diskimages/request.html", {
+    return render(request, "diskimages/request.html", {
         "form": form, "source_build": source_build, "source_stage": source_stage, "type_help": TYPE_HELP,
         "has_builds": source_build is not None or choices["builds"].exists(),
         "iso_types": diskconfig.ISO_TYPES, "presets": choices["presets"],
@@ -190,7 +198,7 @@ def _detail_context(request, disk_image):
         "config_lines": diskconfig.summary(disk_image.config),
         "config_toml": diskconfig.render_toml(disk_image.config) if disk_image.config else "",
         "commands": [converters_display(argv) for argv in disk_image.commands],
-        "retention": diskimages.retention_for(disk_image.team),
+        "retention": services.retention_for(disk_image.team),
     }
 
 
@@ -205,10 +213,10 @@ def diskimage_detail(request, pk):
     disk_image = get_disk_image_for_user(request.user, pk)
     context = _detail_context(request, disk_image)
     if request.htmx and request.htmx.target == "diskimage-live":
-        return render(request, "builds/diskimages/_live.html", context, status=286 if disk_image.run.is_finished
+        return render(request, "diskimages/_live.html", context, status=286 if disk_image.run.is_finished
                       else 200)
     context.update(_viewer_context(disk_image.run))
-    return render(request, "builds/diskimages/detail.html", context)
+    return render(request, "diskimages/detail.html", context)
 
 
 @login_required
@@ -216,7 +224,7 @@ def diskimage_detail(request, pk):
 def diskimage_cancel(request, pk):
     disk_image = get_disk_image_for_user(request.user, pk, action=Action.DEVELOP)
     try:
-        diskimages.disk_image_cancel(disk_image=disk_image, user=request.user, request=request)
+        services.disk_image_cancel(disk_image=disk_image, user=request.user, request=request)
     except ValidationError as exc:
         messages.info(request, error_text(exc))
     else:
@@ -230,7 +238,7 @@ def diskimage_cancel(request, pk):
 def diskimage_retry(request, pk):
     disk_image = get_disk_image_for_user(request.user, pk, action=Action.DEVELOP)
     try:
-        new = diskimages.disk_image_retry(disk_image=disk_image, user=request.user, request=request)
+        new = services.disk_image_retry(disk_image=disk_image, user=request.user, request=request)
     except ValidationError as exc:
         messages.error(request, error_text(exc))
         return redirect(disk_image)
@@ -243,7 +251,7 @@ def diskimage_retry(request, pk):
 def diskimage_delete_files(request, pk):
     disk_image = get_disk_image_for_user(request.user, pk, action=Action.DEVELOP)
     try:
-        count = diskimages.disk_image_delete_files(disk_image=disk_image, user=request.user, request=request)
+        count = services.disk_image_delete_files(disk_image=disk_image, user=request.user, request=request)
     except ValidationError as exc:
         messages.error(request, error_text(exc))
     else:
@@ -369,7 +377,7 @@ def artifact_checksum(request, key):
 @require_POST
 def artifact_delete(request, key):
     artifact = get_artifact_for_user(request.user, key, action=Action.DEVELOP)
-    diskimages.artifact_delete(artifact=artifact, user=request.user, request=request)
+    services.artifact_delete(artifact=artifact, user=request.user, request=request)
     messages.success(request, f"Deleted {artifact.filename}; its checksum and size stay on record.")
     return redirect(artifact.disk_image)
 
@@ -386,7 +394,7 @@ def preset_list(request):
     page = Paginator(presets.order_by("team__name", "name"), PAGE_SIZE).get_page(request.GET.get("page"))
     rows = [(p, diskconfig.summary(p.config), diskconfig.accepted_types(p.config),
              can(request.user, p.team, Action.DEVELOP)) for p in page]
-    return render(request, "builds/diskimages/preset_list.html", {
+    return render(request, "diskimages/preset_list.html", {
         "page": page, "rows": rows, "query": query, "querystring": querystring(request),
         "can_create": teams_where(request.user, Action.DEVELOP).exists(),
     })
@@ -421,7 +429,7 @@ def preset_create(request):
         result = _save_preset(request, form, user_set, fs_set, team=None, teams=teams)
         if result is not None:
             return result
-    return render(request, "builds/diskimages/preset_form.html", {"form": form, "users": user_set, "filesystems": fs_set})
+    return render(request, "diskimages/preset_form.html", {"form": form, "users": user_set, "filesystems": fs_set})
 
 
 def _save_preset(request, form, user_set, fs_set, *, team, teams, preset=None):
@@ -434,7 +442,7 @@ def _save_preset(request, form, user_set, fs_set, *, team, teams, preset=None):
     config, _ = merged
     team = team or form.cleaned_data.get("team") or teams[0]
     try:
-        saved = diskimages.preset_save(team=team, user=request.user, name=form.cleaned_data["name"], config=config,
+        saved = services.preset_save(team=team, user=request.user, name=form.cleaned_data["name"], config=config,
                                        description=form.cleaned_data.get("description", ""), preset=preset,
                                        source_format=preset.source_format if preset else "toml", request=request)
     except ValidationError as exc:
@@ -455,7 +463,7 @@ def preset_edit(request, pk):
         result = _save_preset(request, form, user_set, fs_set, team=preset.team, teams=[preset.team], preset=preset)
         if result is not None:
             return result
-    return render(request, "builds/diskimages/preset_form.html", {
+    return render(request, "diskimages/preset_form.html", {
         "form": form, "users": user_set, "filesystems": fs_set, "preset": preset, "may_edit": may_edit,
         "rendered": diskconfig.render(preset.config, preset.source_format),
         "accepted": diskconfig.accepted_types(preset.config), "summary": diskconfig.summary(preset.config),
@@ -472,7 +480,7 @@ def preset_import(request):
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            preset = diskimages.preset_import(team=data.get("team") or teams[0], user=request.user, name=data["name"],
+            preset = services.preset_import(team=data.get("team") or teams[0], user=request.user, name=data["name"],
                                               text=data["text"], filename=data["filename"], fmt=data.get("format", ""),
                                               description=data.get("description", ""), request=request)
         except ValidationError as exc:
@@ -483,7 +491,7 @@ def preset_import(request):
             messages.success(request, f"Imported {preset.name!r}"
                                       f"{f' with {len(preset.warnings)} note(s)' if preset.warnings else ''}.")
             return redirect(preset)
-    return render(request, "builds/diskimages/preset_import.html", {"form": form})
+    return render(request, "diskimages/preset_import.html", {"form": form})
 
 
 @login_required
@@ -501,9 +509,9 @@ def preset_export(request, pk):
 @require_POST
 def preset_delete(request, pk):
     preset = get_preset_for_user(request.user, pk, action=Action.DEVELOP)
-    diskimages.preset_delete(preset=preset, user=request.user, request=request)
+    services.preset_delete(preset=preset, user=request.user, request=request)
     messages.success(request, f"Deleted the configuration {preset.name!r}; conversions that used it keep their copy.")
-    return redirect("diskimage_preset_list")
+    return redirect("diskimages:preset_list")
 
 
 # --- A team's disk image settings: retention and AWS credentials ----------------------------------------------------
@@ -513,7 +521,7 @@ def preset_delete(request, pk):
 def diskimage_settings(request, slug):
     team = get_team_for_user(request.user, slug)
     is_admin = can(request.user, team, Action.ADMIN)
-    policy = diskimages.retention_for(team)
+    policy = services.retention_for(team)
     retention_form = RetentionForm(request.POST if request.POST.get("form") == "retention" else None,
                                    initial={"keep_days": policy.keep_days, "keep_latest": policy.keep_latest})
     credential_form = CloudCredentialForm(request.POST if request.POST.get("form") == "credential" else None)
@@ -521,12 +529,12 @@ def diskimage_settings(request, slug):
         if not is_admin:
             raise PermissionDenied(f"Only admins of {team} change its disk image settings.")
         if request.POST.get("form") == "retention" and retention_form.is_valid():
-            diskimages.retention_save(team=team, user=request.user, request=request, **retention_form.cleaned_data)
+            services.retention_save(team=team, user=request.user, request=request, **retention_form.cleaned_data)
             messages.success(request, "Saved the retention policy; it applies within the hour.")
-            return redirect("diskimage_settings", slug=team.slug)
+            return redirect("diskimages:settings", slug=team.slug)
         if request.POST.get("form") == "credential" and credential_form.is_valid():
             try:
-                diskimages.cloud_credential_save(team=team, user=request.user, request=request,
+                services.cloud_credential_save(team=team, user=request.user, request=request,
                                                  **credential_form.cleaned_data)
             except ValidationError as exc:
                 for key, errors in exc.message_dict.items():
@@ -535,10 +543,10 @@ def diskimage_settings(request, slug):
             else:
                 messages.success(request, "Saved the AWS credentials. The secret is stored encrypted and never shown "
                                           "again.")
-                return redirect("diskimage_settings", slug=team.slug)
+                return redirect("diskimages:settings", slug=team.slug)
     stored = Artifact.objects.present().filter(disk_image__team=team).aggregate(n=Count("id"), bytes=Sum("size"))
-    expiring = diskimages.expired_artifacts(team).count() if policy.keep_days else 0
-    return render(request, "builds/diskimages/settings.html", {
+    expiring = services.expired_artifacts(team).count() if policy.keep_days else 0
+    return render(request, "diskimages/settings.html", {
         "team": team, "is_admin": is_admin, "policy": policy, "retention_form": retention_form,
         "credential_form": credential_form, "credentials": CloudCredential.objects.filter(team=team),
         "stored": stored, "expiring": expiring,
@@ -549,9 +557,9 @@ def diskimage_settings(request, slug):
 @require_POST
 def cloud_credential_delete(request, pk):
     credential = get_cloud_credential_for_user(request.user, pk)
-    diskimages.cloud_credential_delete(credential=credential, user=request.user, request=request)
+    services.cloud_credential_delete(credential=credential, user=request.user, request=request)
     messages.success(request, f"Deleted the AWS credentials {credential.name!r}.")
-    return redirect("diskimage_settings", slug=credential.team.slug)
+    return redirect("diskimages:settings", slug=credential.team.slug)
 
 
 # --- Kickstarts ------------------------------------------------------------------------------------------------------
@@ -559,7 +567,7 @@ def cloud_credential_delete(request, pk):
 
 @login_required
 def kickstart_create(request):
-    teams = [t for t in teams_where(request.user, Action.VIEW) if diskimages.can_kickstart(request.user, t)]
+    teams = [t for t in teams_where(request.user, Action.VIEW) if services.can_kickstart(request.user, t)]
     if not teams:
         raise PermissionDenied("Developers and operators of a team write kickstarts.")
     initial = {}
@@ -599,7 +607,7 @@ def kickstart_create(request):
             title=f"{definition} from {stage.name if stage else data['build']}",
         )
         try:
-            text = diskimages.kickstart_generate(user=request.user, definition=definition, spec=spec, stage=stage,
+            text = services.kickstart_generate(user=request.user, definition=definition, spec=spec, stage=stage,
                                                  digest=digest, request=request)
         except ValidationError as exc:
             form.add_error(None, error_text(exc))
@@ -609,6 +617,6 @@ def kickstart_create(request):
                 name = f"{definition.name}-{stage.name if stage else 'build-' + str(data['build'].number)}.ks"
                 response["Content-Disposition"] = content_disposition_header(True, name)
                 return response
-    return render(request, "builds/diskimages/kickstart.html", {
+    return render(request, "diskimages/kickstart.html", {
         "form": form, "text": text, "has_definitions": form.fields["definition"].queryset.exists()})
 
