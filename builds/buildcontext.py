@@ -19,8 +19,13 @@ the build's work directory, so names with any bytes in them come back exactly.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+
+from django.conf import settings
+
+from .git import validate_git_url
 
 KINDS = {"p": "a named pipe", "s": "a socket", "b": "a block device", "c": "a character device", "D": "a door"}
 MAX_LINKS_FOLLOWED = 40  # as the kernel's ELOOP limit
@@ -142,3 +147,42 @@ def confine(runner, *, checkout: str, subdir: str, listing: str, watch) -> str:
     context = check(entries, subdir)
     watch.log("Checked the build context: only files, directories and links that stay inside it")
     return f"{checkout}/{context}" if context else checkout
+
+
+# --- What a revision may name as its context -------------------------------------------------------------------------
+
+GIT_REF_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)(?!.*@\{)[A-Za-z0-9._/+-]{1,200}(?<![./])$")
+SAFE_PATH_RE = re.compile(r"^[A-Za-z0-9._@+-]+(?:/[A-Za-z0-9._@+-]+)*$")
+
+
+def validate_context(*, kind: str, git_url: str = "", git_ref: str = "", git_subdir: str = "",
+                     files: dict[str, bytes] | None = None) -> list[str]:
+    """Errors in a revision's build context (empty list when fine)."""
+    errors = []
+    if kind == "git":
+        problem = validate_git_url(git_url)
+        if problem:
+            errors.append(problem)
+        if git_ref and not GIT_REF_RE.match(git_ref):
+            errors.append(f"{git_ref!r} is not a branch, tag or commit name.")
+        subdir = git_subdir.strip("/")
+        if subdir and (not SAFE_PATH_RE.match(subdir) or ".." in subdir.split("/")):
+            errors.append("The sub-directory must be a relative path inside the repository, without '..'.")
+    elif kind == "files":
+        files = files or {}
+        if not files:
+            errors.append("Add at least one context file, or choose 'Containerfile only'.")
+        if len(files) > settings.BUILD_CONTEXT_MAX_FILES:
+            errors.append(f"At most {settings.BUILD_CONTEXT_MAX_FILES} context files.")
+        total = sum(len(content) for content in files.values())
+        if total > settings.BUILD_CONTEXT_MAX_BYTES:
+            errors.append(f"The context files are {total:,} bytes together; the limit is "
+                          f"{settings.BUILD_CONTEXT_MAX_BYTES:,}. Use a git repository for larger contexts.")
+        for path in files:
+            if not SAFE_PATH_RE.match(path) or ".." in path.split("/") or path.startswith("/"):
+                errors.append(f"{path!r}: use a relative path of letters, digits and . _ - + @, without '..'.")
+            elif path in ("Containerfile", "Dockerfile"):
+                errors.append(f"{path!r}: the Containerfile is the revision's text; do not add it as a context file.")
+    elif kind != "none":
+        errors.append("Unknown kind of build context.")
+    return errors

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from django.conf import settings
 
@@ -575,65 +574,6 @@ def _check_args_without_value(parsed: Parsed, report: Report, build_args):
                         pending.pop(name, None)
 
 
-# --- What a build fetches --------------------------------------------------------------------------------------------
-
-URL_SOURCE_RE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|[^@/\s]+@[^:/\s]+:)", re.IGNORECASE)
-
-
-@dataclass
-class RemoteSource:
-    """Something the builder fetches over the network: an image (`kind` "image") or a URL ("url")."""
-
-    line: int
-    instruction: str  # "FROM", "COPY --from", "RUN --mount", "ADD"
-    kind: str
-    reference: str
-
-
-def remote_sources(parsed: Parsed, build_args: dict[str, str] | None = None) -> list[RemoteSource]:
-    """Every base image, image named by COPY --from or RUN --mount=...,from=, and ADD URL of a parsed Containerfile,
-    with build args and ARG defaults expanded as the builder expands them. Stage names, stage numbers and scratch are
-    not fetched and are left out."""
-    build_args = build_args or {}
-    values: dict[str, str | None] = {}
-    for ins in parsed.global_args:
-        for name, default in arg_pairs(ins.args):
-            values[name] = build_args.get(name, default)
-    names: set[str] = set()
-    found = []
-
-    def image(ref, line, instruction):
-        ref = ref.strip()
-        if ref and ref.lower() != "scratch" and ref.lower() not in names and not ref.isdigit():
-            found.append(RemoteSource(line, instruction, "image", ref))
-
-    for stage in parsed.stages:
-        image(expand(stage.base, {**values, **build_args}), stage.line, "FROM")
-        local = dict(values)
-        for ins in stage.instructions[1:]:
-            flags, rest = ins.flags_and_rest()
-            if ins.keyword == "ARG":
-                for name, default in arg_pairs(ins.args):
-                    local[name] = build_args.get(name, default if default is not None else local.get(name))
-            elif ins.keyword == "COPY":
-                for value in flags.get("from", []):
-                    image(expand(unquote(value), local), ins.line, "COPY --from")
-            elif ins.keyword == "RUN":
-                for mount in flags.get("mount", []):
-                    options = dict(part.partition("=")[::2] for part in unquote(mount).split(","))
-                    if options.get("from"):
-                        image(expand(options["from"], local), ins.line, "RUN --mount")
-            elif ins.keyword == "ADD" and not ins.heredocs:
-                words = [unquote(w) for w in split_words(rest)]
-                for word in words[:-1]:
-                    source = expand(word, local)
-                    if URL_SOURCE_RE.match(source):
-                        found.append(RemoteSource(ins.line, "ADD", "url", source))
-        if stage.name:
-            names.add(stage.name)
-    return found
-
-
 def final_root(parsed: Parsed) -> str:
     """The image the final stage ultimately starts from, following stage names (FROM base AS x ... FROM x)."""
     by_name = {s.name: s for s in parsed.stages if s.name}
@@ -651,82 +591,3 @@ def final_base_image(text: str, build_args: dict[str, str] | None = None) -> str
     if report.parsed is None or not report.parsed.stages:
         return ""
     return final_root(report.parsed)[:500]
-
-
-# --- Build context ---------------------------------------------------------------------------------------------------
-
-GIT_REF_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)(?!.*@\{)[A-Za-z0-9._/+-]{1,200}(?<![./])$")
-SAFE_PATH_RE = re.compile(r"^[A-Za-z0-9._@+-]+(?:/[A-Za-z0-9._@+-]+)*$")
-
-
-def validate_git_url(url: str) -> str | None:
-    """None if the URL may be cloned by a worker, else why not. A URL with a password or token in it is refused: it
-    would be shown to the whole team and echoed into build logs and image labels."""
-    if not url:
-        return "Give the repository's URL."
-    if url.startswith("-") or any(c.isspace() for c in url) or len(url) > 500:
-        return "That is not a repository URL."
-    allowed = settings.BUILD_GIT_URL_SCHEMES
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ("ssh" if re.match(r"^[\w.-]+@[\w.-]+:", url) else "")
-    if scheme not in allowed:
-        return f"Use a {', '.join(s + '://' for s in allowed)} URL" + (" (or user@host:path)" if "ssh" in allowed else "") + "."
-    if "://" in url:
-        try:
-            parts = urlsplit(url)
-            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-        except ValueError:
-            return "That is not a repository URL."
-        if parts.password is not None or (parts.username is not None and scheme != "ssh"):
-            host = git_credential_host(url.replace(parts.netloc, parts.netloc.rsplit("@", 1)[1], 1)) or parts.hostname
-            return (f"Take the user name and token out of the URL: save them as a git login for {host} on the team's "
-                    "build integrations page, and every build from that host uses it. (A URL is shown to the whole "
-                    "team and written into build logs and image labels.)")
-    return None
-
-
-def git_credential_host(url: str) -> str:
-    """The key of the git login that applies to an http(s) URL: its host, with the port when it is not the scheme's
-    default ("" for other schemes)."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return ""
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        return ""
-    default = 443 if parts.scheme.lower() == "https" else 80
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{host}:{port}" if port and port != default else host
-
-
-def validate_context(*, kind: str, git_url: str = "", git_ref: str = "", git_subdir: str = "",
-                     files: dict[str, bytes] | None = None) -> list[str]:
-    """Errors in a revision's build context (empty list when fine)."""
-    errors = []
-    if kind == "git":
-        problem = validate_git_url(git_url)
-        if problem:
-            errors.append(problem)
-        if git_ref and not GIT_REF_RE.match(git_ref):
-            errors.append(f"{git_ref!r} is not a branch, tag or commit name.")
-        subdir = git_subdir.strip("/")
-        if subdir and (not SAFE_PATH_RE.match(subdir) or ".." in subdir.split("/")):
-            errors.append("The sub-directory must be a relative path inside the repository, without '..'.")
-    elif kind == "files":
-        files = files or {}
-        if not files:
-            errors.append("Add at least one context file, or choose 'Containerfile only'.")
-        if len(files) > settings.BUILD_CONTEXT_MAX_FILES:
-            errors.append(f"At most {settings.BUILD_CONTEXT_MAX_FILES} context files.")
-        total = sum(len(content) for content in files.values())
-        if total > settings.BUILD_CONTEXT_MAX_BYTES:
-            errors.append(f"The context files are {total:,} bytes together; the limit is "
-                          f"{settings.BUILD_CONTEXT_MAX_BYTES:,}. Use a git repository for larger contexts.")
-        for path in files:
-            if not SAFE_PATH_RE.match(path) or ".." in path.split("/") or path.startswith("/"):
-                errors.append(f"{path!r}: use a relative path of letters, digits and . _ - + @, without '..'.")
-            elif path in ("Containerfile", "Dockerfile"):
-                errors.append(f"{path!r}: the Containerfile is the revision's text; do not add it as a context file.")
-    elif kind != "none":
-        errors.append("Unknown kind of build context.")
-    return errors

@@ -17,13 +17,72 @@ Each function returns sentences for a person (empty when everything is allowed).
 
 from __future__ import annotations
 
+import re
 import socket
+from dataclasses import dataclass
 
 from django.conf import settings
 
 from portal import egress
 
-from .containerfile import ParseError, parse, remote_sources
+from .containerfile import Parsed, ParseError, arg_pairs, expand, parse, split_words, unquote
+
+URL_SOURCE_RE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|[^@/\s]+@[^:/\s]+:)", re.IGNORECASE)
+
+
+@dataclass
+class RemoteSource:
+    """Something the builder fetches over the network: an image (`kind` "image") or a URL ("url")."""
+
+    line: int
+    instruction: str  # "FROM", "COPY --from", "RUN --mount", "ADD"
+    kind: str
+    reference: str
+
+
+def remote_sources(parsed: Parsed, build_args: dict[str, str] | None = None) -> list[RemoteSource]:
+    """Every base image, image named by COPY --from or RUN --mount=...,from=, and ADD URL of a parsed Containerfile,
+    with build args and ARG defaults expanded as the builder expands them. Stage names, stage numbers and scratch are
+    not fetched and are left out."""
+    build_args = build_args or {}
+    values: dict[str, str | None] = {}
+    for ins in parsed.global_args:
+        for name, default in arg_pairs(ins.args):
+            values[name] = build_args.get(name, default)
+    names: set[str] = set()
+    found = []
+
+    def image(ref, line, instruction):
+        ref = ref.strip()
+        if ref and ref.lower() != "scratch" and ref.lower() not in names and not ref.isdigit():
+            found.append(RemoteSource(line, instruction, "image", ref))
+
+    for stage in parsed.stages:
+        image(expand(stage.base, {**values, **build_args}), stage.line, "FROM")
+        local = dict(values)
+        for ins in stage.instructions[1:]:
+            flags, rest = ins.flags_and_rest()
+            if ins.keyword == "ARG":
+                for name, default in arg_pairs(ins.args):
+                    local[name] = build_args.get(name, default if default is not None else local.get(name))
+            elif ins.keyword == "COPY":
+                for value in flags.get("from", []):
+                    image(expand(unquote(value), local), ins.line, "COPY --from")
+            elif ins.keyword == "RUN":
+                for mount in flags.get("mount", []):
+                    options = dict(part.partition("=")[::2] for part in unquote(mount).split(","))
+                    if options.get("from"):
+                        image(expand(options["from"], local), ins.line, "RUN --mount")
+            elif ins.keyword == "ADD" and not ins.heredocs:
+                words = [unquote(w) for w in split_words(rest)]
+                for word in words[:-1]:
+                    source = expand(word, local)
+                    if URL_SOURCE_RE.match(source):
+                        found.append(RemoteSource(ins.line, "ADD", "url", source))
+        if stage.name:
+            names.add(stage.name)
+    return found
+
 
 
 def containerfile_refusals(text: str, build_args: dict[str, str] | None = None, *, team) -> list[str]:

@@ -13,7 +13,8 @@ from portal import egress
 from portal.models import Team
 
 from . import starters
-from .containerfile import SAFE_PATH_RE, validate_context, validate_git_url
+from .buildcontext import SAFE_PATH_RE, validate_context
+from .git import validate_git_url
 from .models import (
     BUILD_ARG_NAME_RE,
     PLATFORM_RE,

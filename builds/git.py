@@ -14,7 +14,10 @@ Nothing here runs anything: a `builds.runner` runner does, locally or over SSH. 
 from __future__ import annotations
 
 import ipaddress
+import re
 from urllib.parse import urlsplit
+
+from django.conf import settings
 
 # git asks "Username for 'https://host': " then "Password for 'https://user@host': ". An empty user-name file means
 # the host takes the token as the user name (https://TOKEN@host), with an empty password.
@@ -66,3 +69,43 @@ def checkout_args(directory: str) -> list[str]:
 
 def head_args(directory: str) -> list[str]:
     return ["git", "-C", directory, "rev-parse", "HEAD"]
+
+
+def validate_git_url(url: str) -> str | None:
+    """None if the URL may be cloned by a worker, else why not. A URL with a password or token in it is refused: it
+    would be shown to the whole team and echoed into build logs and image labels."""
+    if not url:
+        return "Give the repository's URL."
+    if url.startswith("-") or any(c.isspace() for c in url) or len(url) > 500:
+        return "That is not a repository URL."
+    allowed = settings.BUILD_GIT_URL_SCHEMES
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ("ssh" if re.match(r"^[\w.-]+@[\w.-]+:", url) else "")
+    if scheme not in allowed:
+        return f"Use a {', '.join(s + '://' for s in allowed)} URL" + (" (or user@host:path)" if "ssh" in allowed else "") + "."
+    if "://" in url:
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            return "That is not a repository URL."
+        if parts.password is not None or (parts.username is not None and scheme != "ssh"):
+            host = git_credential_host(url.replace(parts.netloc, parts.netloc.rsplit("@", 1)[1], 1)) or parts.hostname
+            return (f"Take the user name and token out of the URL: save them as a git login for {host} on the team's "
+                    "build integrations page, and every build from that host uses it. (A URL is shown to the whole "
+                    "team and written into build logs and image labels.)")
+    return None
+
+
+def git_credential_host(url: str) -> str:
+    """The key of the git login that applies to an http(s) URL: its host, with the port when it is not the scheme's
+    default ("" for other schemes)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return ""
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return ""
+    default = 443 if parts.scheme.lower() == "https" else 80
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{port}" if port and port != default else host

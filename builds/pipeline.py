@@ -22,7 +22,7 @@ from portal.models import AuditEvent, Run, RunStatus
 from portal.services import RunStateError, run_finish, run_set_phase, run_start
 
 from . import buildcontext, fetches, git, podman, registry
-from .containerfile import git_credential_host
+from .git import git_credential_host
 from .models import (
     LABEL_BUILD_ID,
     LABEL_BUILD_NUMBER,

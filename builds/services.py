@@ -169,8 +169,10 @@ def revision_create(
     "git_url" or NON_FIELD_ERRORS) when it must not be saved; the warnings are stored on the revision and shown."""
     from django.core.exceptions import NON_FIELD_ERRORS
 
-    from .containerfile import validate_context, validate_git_url, validate_text
+    from .buildcontext import validate_context
+    from .containerfile import validate_text
     from .fetches import containerfile_refusals, git_refusal
+    from .git import validate_git_url
 
     _check(user, definition.team, Action.DEVELOP)
     # With the definition's build args, as the build will have them (and as the form's Check button shows it).

@@ -292,7 +292,7 @@ def test_copy_from_a_stage_or_an_image_is_fine():
 
 
 def test_remote_sources_lists_what_a_build_fetches_with_args_expanded():
-    from builds.containerfile import remote_sources
+    from builds.fetches import remote_sources
 
     parsed = parse("ARG BASE=quay.io/centos-bootc/centos-bootc\nFROM ${BASE}:stream10 AS base\n"
                    "FROM base\nARG TOOLS=registry.example.com/tools:1\nCOPY --from=${TOOLS} /t /t\n"
