@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 from pathlib import PurePosixPath
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
-from portal import egress
-from portal.logsink import LogSink
-from portal.models import AuditEvent, Run, RunStatus
-from portal.services import RunStateError, run_finish, run_set_phase, run_start
+from portal import egress, runs
+from portal.models import Run, RunStatus
+from portal.services import run_set_phase
 
 from . import buildcontext, fetches, git, podman, registry
 from .git import git_credential_host
@@ -37,7 +34,7 @@ from .models import (
     GitCredential,
 )
 from .notifications import notify_build_failed
-from .runner import BuilderUnavailable, Cancelled, CommandFailed, TimedOut, Watch, display, runner_for
+from .runner import BuilderUnavailable, CommandFailed, Watch, display, runner_for
 
 log = logging.getLogger(__name__)
 
@@ -117,132 +114,126 @@ def build_execute(build_id: int) -> None:
         return  # gone, or already started/ended (a redelivered task)
     run = build.run
     builder = Builder.objects.filter(pk=build.builder_id).first()
-    try:
-        run_start(run, phase=BuildPhase.PREPARING)
-    except RunStateError:
+    if not runs.claim(run, phase=BuildPhase.PREPARING):
         return
-    sink = LogSink(run)
+    limit = runs.Limit(build.definition.timeout_minutes * 60, "the definition's limit")
+    with runs.executing(run, what="the build pipeline", limit=limit,
+                        stopped="its processes were stopped",
+                        unavailable=f"Builder {build.builder.name if build.builder else '(none)'} is unavailable",
+                        before_finish=lambda execution: _record_failure(build, execution),
+                        after_finish=lambda execution: _notify(build, execution)) as execution:
+        _build(build, builder, execution.sink, limit)
+
+
+def _build(build, builder, sink, limit):
+    run = build.run
     tracker = StepTrackingSink(sink)
-    status, reason, summary = RunStatus.FAILED, "", None
-    runner = workdir = None
+    if builder is None or not builder.enabled:
+        raise BuilderUnavailable("its builder was removed or disabled; retry to pick another one")
+    watch = Watch(run=run, sink=tracker, deadline=time.monotonic() + limit.seconds)
+    revision = build.revision
+    sink.write(f"Build {build.number} of {build.definition}, revision {revision.number} ({revision.short_sha}), "
+               f"for {build.platform} on builder {builder.name}")
     try:
-        if builder is None or not builder.enabled:
-            raise BuilderUnavailable("its builder was removed or disabled; retry to pick another one")
-        deadline = time.monotonic() + build.definition.timeout_minutes * 60
-        watch = Watch(run=run, sink=tracker, deadline=deadline)
-        revision = build.revision
-        sink.write(f"Build {build.number} of {build.definition}, revision {revision.number} ({revision.short_sha}), "
-                   f"for {build.platform} on builder {builder.name}")
         _check_egress(build)
-        runner = runner_for(builder)
-        workdir = runner.mkdtemp()
-        context = _prepare_context(build, runner, workdir, watch)
-        # After the checkout: the labels name the git commit that was built.
-        text, extra_labels = containerfile_for_build(revision.containerfile, portal_labels(build))
-        containerfile = f"{workdir}/Containerfile"
-        runner.write_file(containerfile, text.encode())
-
-        run_set_phase(run, BuildPhase.BUILDING)
-        repository = build.repository or build.definition.repository
-        tags = [f"{repository}:{tag}" for tag in build.tag_names()]
-        iidfile = f"{workdir}/image-id"
-        runner.run(podman.build_args(builder, containerfile=containerfile, context=context, tags=tags,
-                                     labels=extra_labels, build_args=build.build_args, platform=build.platform,
-                                     iidfile=iidfile, pull=settings.BUILD_PULL_POLICY), watch=watch)
-        build.image_id = runner.read_file(iidfile).decode().strip()
-        Build.objects.filter(pk=build.pk).update(image_id=build.image_id, tags=[t.rsplit(":", 1)[1] for t in tags])
-
-        run_set_phase(run, BuildPhase.PUSHING)
-        access = registry.access_for(build.definition.team, build.definition.registry)
-        authfile = None
-        if access.auth_json():
-            authfile = f"{workdir}/auth.json"
-            runner.write_file(authfile, access.auth_json(), 0o600)
-        digestfile = f"{workdir}/digest"
-        for i, tag in enumerate(tags):
-            runner.run(podman.push_args(builder, image=tag, destination=tag, digestfile=digestfile if i == 0 else None,
-                                        authfile=authfile, tls_verify=access.tls_verify), watch=watch)
-        digest = runner.read_file(digestfile).decode().strip()
-        Build.objects.filter(pk=build.pk).update(digest=digest, pushed_at=timezone.now())
-        sink.write(f"Pushed {repository}@{digest}")
-
-        run_set_phase(run, BuildPhase.INSPECTING)
-        inspected = runner.run(registry.inspect_args(f"{repository}@{digest}", tls_verify=access.tls_verify,
-                                                     authfile=authfile), watch=watch, capture=True)
-        raw = runner.run(registry.inspect_args(f"{repository}@{digest}", tls_verify=access.tls_verify,
-                                               authfile=authfile, raw=True), watch=watch, capture=True)
-        facts = registry.parse_inspect(inspected.stdout, raw.stdout)
-        package_format, packages = _read_packages(builder, runner, build.image_id, watch)
-        Build.objects.filter(pk=build.pk).update(
-            labels=facts.labels, architecture=facts.architecture, os=facts.os, size=facts.size,
-            package_format=package_format, packages=packages,
-        )
-        sink.write(f"{facts.os}/{facts.architecture}, {facts.layers} layer(s), {facts.size or 0:,} bytes compressed; "
-                   f"{len(packages)} {package_format or 'no'} package(s)")
-        status = RunStatus.SUCCEEDED
-    except Cancelled as exc:
-        status = RunStatus.CANCELLED
-        reason = _cancel_reason(run, exc)
-        sink.write(f"Stopped: {reason}")
-    except TimedOut:
-        reason = (f"Timed out after {build.definition.timeout_minutes} min (the definition's limit); its processes "
-                  "were stopped.")
-        sink.write(reason)
     except (Refused, buildcontext.ContextRefused) as exc:
-        reason = f"Refused before podman started: {exc}"
-        sink.write(reason)
-    except BuilderUnavailable as exc:
-        reason = f"Builder {build.builder.name if build.builder else '(none)'} is unavailable: {exc}."
+        raise runs.Failed(f"Refused before podman started: {exc}") from exc
+    with runner_for(builder) as runner:
+        workdir = runner.mkdtemp()
+        try:
+            _steps(build, builder, runner, workdir, watch, sink, tracker)
+        except (Refused, buildcontext.ContextRefused) as exc:
+            raise runs.Failed(f"Refused before podman started: {exc}") from exc
+        except CommandFailed as exc:
+            raise _command_failure(run, tracker, exc) from exc
+        finally:
+            runner.remove_tree(workdir)
+
+
+def _steps(build, builder, runner, workdir, watch, sink, tracker):
+    run, revision = build.run, build.revision
+    context = _prepare_context(build, runner, workdir, watch)
+    # After the checkout: the labels name the git commit that was built.
+    text, extra_labels = containerfile_for_build(revision.containerfile, portal_labels(build))
+    containerfile = f"{workdir}/Containerfile"
+    runner.write_file(containerfile, text.encode())
+
+    run_set_phase(run, BuildPhase.BUILDING)
+    repository = build.repository or build.definition.repository
+    tags = [f"{repository}:{tag}" for tag in build.tag_names()]
+    iidfile = f"{workdir}/image-id"
+    runner.run(podman.build_args(builder, containerfile=containerfile, context=context, tags=tags,
+                                 labels=extra_labels, build_args=build.build_args, platform=build.platform,
+                                 iidfile=iidfile, pull=settings.BUILD_PULL_POLICY), watch=watch)
+    build.image_id = runner.read_file(iidfile).decode().strip()
+    Build.objects.filter(pk=build.pk).update(image_id=build.image_id, tags=[t.rsplit(":", 1)[1] for t in tags])
+
+    run_set_phase(run, BuildPhase.PUSHING)
+    access = registry.access_for(build.definition.team, build.definition.registry)
+    authfile = None
+    if access.auth_json():
+        authfile = f"{workdir}/auth.json"
+        runner.write_file(authfile, access.auth_json(), 0o600)
+    digestfile = f"{workdir}/digest"
+    for i, tag in enumerate(tags):
+        runner.run(podman.push_args(builder, image=tag, destination=tag, digestfile=digestfile if i == 0 else None,
+                                    authfile=authfile, tls_verify=access.tls_verify), watch=watch)
+    digest = runner.read_file(digestfile).decode().strip()
+    Build.objects.filter(pk=build.pk).update(digest=digest, pushed_at=timezone.now())
+    sink.write(f"Pushed {repository}@{digest}")
+
+    run_set_phase(run, BuildPhase.INSPECTING)
+    inspected = runner.run(registry.inspect_args(f"{repository}@{digest}", tls_verify=access.tls_verify,
+                                                 authfile=authfile), watch=watch, capture=True)
+    raw = runner.run(registry.inspect_args(f"{repository}@{digest}", tls_verify=access.tls_verify,
+                                           authfile=authfile, raw=True), watch=watch, capture=True)
+    facts = registry.parse_inspect(inspected.stdout, raw.stdout)
+    package_format, packages = _read_packages(builder, runner, build.image_id, watch)
+    Build.objects.filter(pk=build.pk).update(
+        labels=facts.labels, architecture=facts.architecture, os=facts.os, size=facts.size,
+        package_format=package_format, packages=packages,
+    )
+    sink.write(f"{facts.os}/{facts.architecture}, {facts.layers} layer(s), {facts.size or 0:,} bytes compressed; "
+               f"{len(packages)} {package_format or 'no'} package(s)")
+
+
+class BuildFailed(runs.Failed):
+    """A build command failed: the reason, and the summary (step, error lines, hint) the build page shows."""
+
+    def __init__(self, reason, summary):
+        super().__init__(reason)
+        self.summary = summary
+
+
+def _command_failure(run, tracker, exc):
+    phase = Run.objects.filter(pk=run.pk).values_list("phase", flat=True).first() or ""
+    pushing = phase == BuildPhase.PUSHING
+    summary = podman.summarize_failure([tracker.last_step, *exc.output_tail] if tracker.last_step and not pushing
+                                       else exc.output_tail, pushing=pushing)
+    what = {"preparing": "Preparing the build context", "building": "podman build", "pushing": "The push",
+            "inspecting": "Inspecting the pushed image"}.get(phase, "A step")
+    reason = f"{what} failed ({exc})" + (f" at {summary.step}" if summary.step else "") + "."
+    if pushing:
+        reason += " The image stays on the builder, so a retry can push it."
+    return BuildFailed(reason, summary)
+
+
+def _record_failure(build, execution):
+    """The failed step, error lines and hint the build page shows."""
+    if isinstance(execution.error, BuildFailed):
+        summary = execution.error.summary
+    elif isinstance(execution.error, BuilderUnavailable):
         summary = podman.FailureSummary(hint="Check the builder on the builders page (its health comes from "
                                              "`podman version`), or disable it so builds go to another one.")
-        sink.write(reason)
-    except CommandFailed as exc:
-        phase = Run.objects.filter(pk=run.pk).values_list("phase", flat=True).first() or ""
-        pushing = phase == BuildPhase.PUSHING
-        summary = podman.summarize_failure([tracker.last_step, *exc.output_tail] if tracker.last_step and not pushing
-                                           else exc.output_tail, pushing=pushing)
-        what = {"preparing": "Preparing the build context", "building": "podman build", "pushing": "The push",
-                "inspecting": "Inspecting the pushed image"}.get(phase, "A step")
-        reason = f"{what} failed ({exc})" + (f" at {summary.step}" if summary.step else "") + "."
-        if pushing:
-            reason += " The image stays on the builder, so a retry can push it."
-        sink.write(reason)
-    except RunStateError as exc:
-        status = RunStatus.CANCELLED
-        reason = f"The run ended while it was working ({exc})."
-    except Exception as exc:  # noqa: BLE001 - the run must end, whatever happened
-        log.exception("build %s failed unexpectedly", build_id)
-        reason = f"Internal error in the build pipeline: {type(exc).__name__}: {exc}"
-        sink.write(reason)
-        sink.write(traceback.format_exc())
-    finally:
-        if runner is not None:
-            if workdir:
-                runner.remove_tree(workdir)
-            runner.close()
-        sink.close()
-        _finish(build, status=status, reason=reason, summary=summary)
+    else:
+        return
+    Build.objects.filter(pk=build.pk).update(failed_step=summary.step[:500], error_lines=summary.error_lines,
+                                              hint=summary.hint[:500])
 
 
-def _finish(build, *, status, reason, summary):
-    with transaction.atomic():
-        if summary is not None:
-            Build.objects.filter(pk=build.pk).update(failed_step=summary.step[:500], error_lines=summary.error_lines,
-                                                      hint=summary.hint[:500])
-        try:
-            run_finish(build.run, status=status, reason=reason or "")
-        except RunStateError:
-            return  # reaped or cancelled meanwhile: whoever ended it wrote the reason
-        if status == RunStatus.FAILED:
-            notify_build_failed(build=build)
-
-
-def _cancel_reason(run, exc):
-    event = AuditEvent.objects.filter(action="run.cancel", object_type="portal.run", object_id=str(run.pk)).first()
-    who = f" by {event.actor_name}" if event and event.actor_name else ""
-    if "cancel requested" in str(exc):
-        return f"Cancelled{who}; its processes were stopped and the log up to then is kept."
-    return f"Stopped because {exc}."
+def _notify(build, execution):
+    if execution.status == RunStatus.FAILED:
+        notify_build_failed(build=build)
 
 
 def _check_egress(build):

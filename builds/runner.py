@@ -24,6 +24,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from portal import runs
 from portal.logsink import LineSplitter
 from portal.models import Run, RunStatus
 
@@ -38,7 +39,7 @@ class RunnerError(Exception):
     """A command could not run, or failed. `reason` is what the build page shows."""
 
 
-class BuilderUnavailable(RunnerError):
+class BuilderUnavailable(RunnerError, runs.ToolMissing):
     """The builder cannot be reached or cannot run podman: the build fails fast."""
 
 
@@ -61,11 +62,11 @@ def _size(count):
     return f"{count / 1024 / 1024:g} MiB" if count >= 1024 * 1024 else f"{count:,} bytes"
 
 
-class Cancelled(RunnerError):
+class Cancelled(RunnerError, runs.Cancelled):
     pass
 
 
-class TimedOut(RunnerError):
+class TimedOut(RunnerError, runs.TimedOut):
     pass
 
 
@@ -84,7 +85,7 @@ class Watch:
         self._next_check = 0.0
 
     def poll(self):
-        """Raise Cancelled or TimedOut when the command must stop."""
+        """Raise Cancelled or TimedOut when the command must stop (or runs.Ended when the run ended under it)."""
         if self.sink is not None:
             self.sink.poll()
         now = time.monotonic()
@@ -96,7 +97,7 @@ class Watch:
             if row is None or row[1] is not None:
                 raise Cancelled("cancel requested")
             if row[0] != RunStatus.RUNNING:
-                raise Cancelled(f"the run is {row[0]} already")
+                raise runs.Ended(f"the run is {row[0]} already")
 
     def log(self, line):
         if self.sink is not None:

@@ -14,10 +14,10 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from portal import egress
+from portal import egress, runs
 from portal import services as portal_services
 from portal.access import check_team_action
-from portal.logsink import LineSplitter, LogSink
+from portal.logsink import LineSplitter
 from portal.models import FINISHED_STATUSES, Action, Run, RunKind, RunStatus
 from portal.text import storable
 
@@ -473,27 +473,17 @@ def host_action_request(*, host, kind, user, image="", request=None):
         portal_services.audit(action=f"hosts.action.{kind}", summary=f"asked to {label.lower()} on {host}"
                               + (f" → {image}" if image else ""), actor=user, team=host.team, obj=host,
                               request=request, detail={"run": run.pk, "effect": effect})
-        transaction.on_commit(lambda: _enqueue_action(action.pk))
+        transaction.on_commit(lambda: _enqueue_action(action))
     return action
 
 
-def _enqueue_action(action_id):
-    """Hand the action to a worker. If the broker cannot take it, end the run now with the reason (never a run that
-    waits forever) and release the host."""
-    from .tasks import host_action_task
+def _enqueue_action(action):
+    """Hand the action to a worker (`run_enqueue`: a broker that cannot take it ends the run at once with the
+    reason), and release the host if it was not handed over."""
+    from .tasks import host_action_task  # hosts.tasks imports this module
 
-    try:
-        host_action_task.delay(action_id)
-    except Exception as exc:  # noqa: BLE001 - kombu raises several types
-        log.error("could not queue host action %s: %s", action_id, exc)
-        action = HostAction.objects.select_related("run").get(pk=action_id)
-        with transaction.atomic():
-            _release(action, outcome=f"Could not queue: {exc}")
-            try:
-                portal_services.run_finish(action.run, status=RunStatus.FAILED,
-                                           reason=f"The portal could not hand the action to a worker: {exc}")
-            except portal_services.RunStateError:
-                pass
+    if not portal_services.run_enqueue(host_action_task, action.pk, run=action.run, what="the action"):
+        _release(action, outcome=action.run.exit_reason)
 
 
 def _commands_for(action):
@@ -535,37 +525,21 @@ class _LineWriter:
 
 
 def host_action_execute(action_id):
-    """Run an action (the task calls this): its commands over SSH, the log through LogSink, then a re-poll. Always ends
-    the run and releases the host, whatever happens."""
+    """Run an action (the task calls this): its commands over SSH, the log through the run's executor, then a
+    re-poll. Always ends the run and releases the host, whatever happens."""
     action = HostAction.objects.select_related("host", "host__team", "host__jump_host", "run", "requested_by").get(
         pk=action_id)
     run, host = action.run, action.host
-    try:
-        portal_services.run_start(run, phase="connecting")
-    except portal_services.RunStateError:
+    if not runs.claim(run, phase="connecting"):
         _release(action)
         return run
     # Polls that see the host change while the action runs (a reboot seen by the regular poller first) attribute it.
     Host.objects.filter(pk=action.host_id).update(last_action=action)
-    status, reason = RunStatus.FAILED, ""
-    sink = LogSink(run)
-    try:
+    with runs.executing(run, what="the host action", stopped="nothing was run on the host",
+                        before_finish=lambda execution: _release(action, outcome=execution.reason)) as execution:
         if run.cancel_requested_at:
-            status, reason = RunStatus.CANCELLED, "Cancelled before it connected."
-        else:
-            status, reason = _execute(action, host, run, sink)
-    except Exception as exc:  # noqa: BLE001 - the run must end, with the reason
-        log.exception("host action %s failed", action.pk)
-        sink.write(f"error: {exc}")
-        status, reason = RunStatus.FAILED, f"Unexpected error: {exc}"
-    finally:
-        sink.close()
-        with transaction.atomic():
-            _release(action, outcome=reason)
-            try:
-                portal_services.run_finish(run, status=status, reason=reason)
-            except portal_services.RunStateError:
-                pass
+            raise runs.Cancelled("cancel requested before it connected")
+        execution.reason = _execute(action, host, run, execution.sink)
     return run
 
 
@@ -577,11 +551,11 @@ def _release(action, outcome=""):
 
 
 def _execute(action, host, run, sink):
+    """The action's commands, then the host's new status: returns the run's last line; raises runs.Failed."""
     try:
         target = target_for(host)
     except HostError as exc:
-        sink.write(f"error: {exc}")
-        return RunStatus.FAILED, str(exc)
+        raise runs.Failed(str(exc)) from exc
     writer = _LineWriter(sink)
     commands = _commands_for(action)
     timeout = setting("HOSTS_ACTION_COMMAND_TIMEOUT", 1800)
@@ -606,15 +580,13 @@ def _execute(action, host, run, sink):
                 if result.exit_status != 0:
                     error = result.error_text() or result.text().strip()
                     sink.write(f"exit status {result.exit_status}")
-                    return RunStatus.FAILED, (error.splitlines()[-1] if error else
-                                              f"`{result.command}` failed with exit status {result.exit_status}.")
+                    raise runs.Failed(error.splitlines()[-1] if error else
+                                      f"`{result.command}` failed with exit status {result.exit_status}.")
     except ssh.HostKeyMismatch as exc:
-        sink.write(f"refused: {exc}")
         _record_failure(host, exc, timezone.now())
-        return RunStatus.FAILED, str(exc)
+        raise runs.Failed(str(exc)) from exc
     except ssh.SSHError as exc:
-        sink.write(f"error: {exc}")
-        return RunStatus.FAILED, str(exc)
+        raise runs.Failed(str(exc)) from exc
     # The host stays busy (the action active) until the run ends: through the re-poll and the wait for a reboot.
     host.refresh_from_db()
     if action.reboots or went_down:
@@ -624,7 +596,7 @@ def _execute(action, host, run, sink):
     outcome = read_status(target, host.pk)
     record_outcome(host, outcome, action=action)
     attach_journal(host)
-    return RunStatus.SUCCEEDED, _status_line(host, sink, action)
+    return _status_line(host, sink, action)
 
 
 def _wait_for_reboot(action, host, run, sink, target):
@@ -643,18 +615,17 @@ def _wait_for_reboot(action, host, run, sink, target):
             record_outcome(host, outcome, action=action)
             attach_journal(host)
             sink.write(f"{host.name} is back (attempt {attempts}).")
-            return RunStatus.SUCCEEDED, _status_line(host, sink, action)
+            return _status_line(host, sink, action)
         if isinstance(outcome.error, ssh.HostKeyMismatch):
             host.refresh_from_db()
             _record_failure(host, outcome.error, timezone.now())
-            sink.write(f"refused: {outcome.error}")
-            return RunStatus.FAILED, str(outcome.error)
+            raise runs.Failed(str(outcome.error))
         if attempts == 1 or attempts % 6 == 0:
             sink.write(f"not back yet: {outcome.error}")
         time.sleep(interval)
     host.refresh_from_db()
     _record_failure(host, ssh.HostUnreachable("The host did not come back after the reboot."), timezone.now())
-    return RunStatus.FAILED, "The host did not come back in time; the regular polls will keep trying."
+    raise runs.Failed("The host did not come back in time; the regular polls will keep trying.")
 
 
 def _status_line(host, sink, action):
