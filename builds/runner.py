@@ -1,4 +1,4 @@
-"""Where a build's commands run: the worker's own machine (a subprocess) or a remote builder over SSH (hosts/ssh.py connects).
+"""Where a build's commands run: the worker's own machine (a subprocess) or a remote builder over SSH (portal/ssh.py connects).
 
 Both runners take argument lists (never shell strings: over SSH the list is quoted with `shlex.join`, the one safe way
 to pass it through the remote shell), stream every output line into the run's `LogSink`, call `sink.poll()` from their
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from portal import runs
+from portal import runs, ssh
 from portal.logsink import LineSplitter
 from portal.models import Run, RunStatus
 
@@ -382,10 +382,8 @@ class SSHRunner(Runner):
     name = "ssh"
 
     def __init__(self, *, host, port, username, private_key, host_key, work_dir=""):
-        # The connection (pinned host key, key exchange, deadlines) is hosts/ssh.py's, the one module that speaks
+        # The connection (pinned host key, key exchange, deadlines) is portal/ssh.py's, the one module that speaks
         # paramiko; a builder runs its commands on the connection's transport, without the hosts' command allow-list.
-        from hosts import ssh
-
         self.host, self.port, self.username = host, port, username
         # The remote builder's temp dir: each build gets its own `mktemp -d` directory under it, mode 0700.
         self.work_dir = work_dir or "/tmp"  # nosec B108
@@ -516,8 +514,6 @@ class SSHRunner(Runner):
 
 
 def load_private_key(text: str):
-    from hosts import ssh
-
     if not text or not text.strip():
         raise BuilderUnavailable("the builder has no SSH private key")
     try:

@@ -5,10 +5,10 @@ from django import forms
 from django.db.models import Q
 
 from builds.models import Stage
+from portal import ssh
 from portal.models import Team
 from portal.text import first_nul
 
-from . import ssh
 from .models import Host, HostState, JumpHost
 
 STATE_FILTER_CHOICES = HostState.choices

@@ -19,10 +19,9 @@ from django.db.models import Count, Q, Sum
 from django.urls import reverse
 from django.utils import timezone
 
+from portal import ssh
 from portal.crypto import EncryptedTextField
 from portal.models import Membership, Run, Team
-
-from . import ssh
 
 
 class TeamSSHKey(models.Model):

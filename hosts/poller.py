@@ -22,9 +22,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from portal import services as portal_services
+from portal import ssh, sshpool
 from portal.text import decoded, storable
 
-from . import bootc, ssh, sshpool, timeline
+from . import bootc, timeline
 from .models import EventKind, Host, HostEvent, HostSnapshot, HostState, ReferenceDigest, TeamSSHKey
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def target_for(host, team_key=None):
 
 
 def keep_open():
-    """Whether commands go over kept-open connections (hosts.sshpool) or a fresh connection each (hosts.ssh)."""
+    """Whether commands go over kept-open connections (portal.sshpool) or a fresh connection each (portal.ssh)."""
     return setting("HOSTS_SSH_KEEP_OPEN", True)
 
 

@@ -14,14 +14,13 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from portal import egress, runs
+from portal import egress, runs, ssh
 from portal import services as portal_services
 from portal.access import check_team_action
 from portal.logsink import LineSplitter
 from portal.models import FINISHED_STATUSES, Action, Run, RunKind, RunStatus
 from portal.text import storable
 
-from . import ssh
 from .models import (
     ActionKind,
     EventKind,

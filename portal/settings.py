@@ -516,7 +516,7 @@ HOSTS_COMMAND_TIMEOUT = env.float("HOSTS_COMMAND_TIMEOUT", default=30.0)  # boot
 HOSTS_ACTION_COMMAND_TIMEOUT = env.float("HOSTS_ACTION_COMMAND_TIMEOUT", default=1800.0)  # upgrade, switch (pulls)
 HOSTS_REBOOT_WAIT_SECONDS = env.int("HOSTS_REBOOT_WAIT_SECONDS", default=600)  # how long an action waits for a reboot
 HOSTS_MAX_STATUS_BYTES = env.int("HOSTS_MAX_STATUS_BYTES", default=1024 * 1024)  # output cap of bootc status
-# Kept-open SSH (hosts/sshpool.py): one connection per host per worker process, a new channel per command. The hosts
+# Kept-open SSH (portal/sshpool.py): one connection per host per worker process, a new channel per command. The hosts
 # worker runs with `-P threads` so that its tasks share one process and so one pool (docs/hosts.md).
 HOSTS_SSH_KEEP_OPEN = env.bool("HOSTS_SSH_KEEP_OPEN", default=True)
 HOSTS_SSH_POOL_MAX = env.int("HOSTS_SSH_POOL_MAX", default=15000)  # open connections (also capped by `ulimit -Hn`)

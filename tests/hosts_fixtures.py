@@ -9,9 +9,10 @@ import logging
 
 import pytest
 
-from hosts import services, simulator, sshpool
+from hosts import services, simulator
 from hosts.models import Host
 from hosts.simulator import Deployment, Fleet
+from portal import sshpool
 from tests.conftest import allow_egress
 
 REPOSITORY = "platform/web-os"

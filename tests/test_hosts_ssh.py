@@ -1,4 +1,4 @@
-"""hosts/ssh.py against the simulated fleet's real SSH servers: strict host keys (the MITM test), deadlines, the output cap,
+"""portal/ssh.py against the simulated fleet's real SSH servers: strict host keys (the MITM test), deadlines, the output cap,
 the allow-list, sudo, jump hosts, and the key helpers."""
 
 import time
@@ -6,8 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from hosts import services, ssh
+from hosts import services
 from hosts.simulator import Fleet
+from portal import ssh
 from tests.hosts_fixtures import booted_state
 
 pytestmark = pytest.mark.django_db
@@ -206,4 +207,4 @@ def test_hosts_ssh_is_the_only_module_that_uses_paramiko():
     root = Path(__file__).resolve().parent.parent
     users = sorted(str(path.relative_to(root)) for app in ("portal", "builds", "hosts") for path in (root / app).rglob("*.py")
                    if re.search(r"^\s*(import paramiko|from paramiko)", path.read_text(), re.MULTILINE))
-    assert users == ["hosts/ssh.py"]
+    assert users == ["portal/ssh.py"]

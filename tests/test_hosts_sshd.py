@@ -2,9 +2,10 @@
 
 import pytest
 
-from hosts import poller, ssh
+from hosts import poller
 from hosts.models import HostEvent, HostState
 from hosts.services import host_create
+from portal import ssh
 from tests.conftest import CORPUS, require_tool
 from tests.hosts_fixtures import SshdServer
 

@@ -1,4 +1,4 @@
-"""Kept-open SSH (hosts/sshpool.py) against the simulated fleet's real SSH servers and a real OpenSSH sshd: one login
+"""Kept-open SSH (portal/sshpool.py) against the simulated fleet's real SSH servers and a real OpenSSH sshd: one login
 per host for any number of polls and actions, the strict host-key check on every reconnection, idle close, the bounded
 pool, backoff, the per-host limit, and the same deadlines, caps and errors as a fresh connection."""
 
@@ -7,8 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from hosts import poller, services, ssh, sshpool
+from hosts import poller, services
 from hosts.models import HostState
+from portal import ssh, sshpool
 from tests.conftest import require_tool
 from tests.hosts_fixtures import SshdServer, booted_state
 

@@ -4,8 +4,9 @@ CSV import with bad rows; trust; action confirmations; and that no page ever sho
 import pytest
 from django.utils import timezone
 
-from hosts import services, ssh
+from hosts import services
 from hosts.models import ActionKind, Host, HostAction, HostState, TeamSSHKey
+from portal import ssh
 from portal.models import AuditEvent, Run
 
 pytestmark = pytest.mark.django_db

@@ -71,8 +71,9 @@ def poll_child(ids_file, rounds):
     """The measured process: `rounds` polls of every host, one after the other, in this one process."""
     from django.db import connection
 
-    from hosts import poller, sshpool
+    from hosts import poller
     from hosts.models import Host
+    from portal import sshpool
 
     host_ids = json.loads(Path(ids_file).read_text())
     Host.objects.filter(pk__in=host_ids[:1]).exists()

@@ -245,7 +245,7 @@ class Target:
     host_key: str | None = None
     private_key: paramiko.PKey | None = None
     jump: "Target | None" = None
-    private_key_text: str = ""  # the same key as OpenSSH text, for the kept-open connections of hosts.sshpool
+    private_key_text: str = ""  # the same key as OpenSSH text, for the kept-open connections of portal.sshpool
     name: str = ""
     connect_timeout: float = CONNECT_TIMEOUT
     handshake_timeout: float = HANDSHAKE_TIMEOUT
@@ -386,7 +386,7 @@ class Connection:
         `on_tick()` is called at least once a second while it runs (a quiet `bootc upgrade` may pull for minutes, and the
         caller's run must keep its heartbeat)."""
         if not isinstance(command, Command):
-            raise TypeError("Only allow-listed commands (hosts.ssh.Command) can be run.")
+            raise TypeError("Only allow-listed commands (portal.ssh.Command) can be run.")
         line = command.for_user(self.target.username)
         started = time.monotonic()
         deadline = started + timeout

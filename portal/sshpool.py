@@ -2,12 +2,12 @@
 
 A fresh connection per poll costs a key exchange and a login, 17-35 ms of CPU in OpenSSH and several ms in the portal;
 for 10,000 hosts a minute that is more CPU than two cores have. A kept-open connection costs a channel per command
-instead (a fraction of a millisecond). `hosts.ssh` keeps the one-shot `Connection` (fetching a key for a person to
+instead (a fraction of a millisecond). `portal.ssh` keeps the one-shot `Connection` (fetching a key for a person to
 confirm, and the fresh-connection mode); this module keeps connections open, in one asyncio event loop (asyncssh),
 because an idle asyncssh connection costs nothing while an idle paramiko transport is a thread that wakes ten times a
 second (bench/README.md#fleet-at-scale).
 
-What it guarantees, on top of `hosts.ssh`'s (the same allow-listed `Command`s, deadlines, output cap and errors):
+What it guarantees, on top of `portal.ssh`'s (the same allow-listed `Command`s, deadlines, output cap and errors):
 - **The strict host-key check on every (re)connection**: the key the server presents must be the pinned one before
   anything is sent; the pinned key is part of the pool's key for a host, so confirming a new key opens a new connection
   and the old one is closed when idle.
@@ -361,7 +361,7 @@ class Pool:
                   on_output=None, retry_stale=True):
         """Run one allow-listed command on `target` over its kept-open connection; returns an `ssh.CommandResult`."""
         if not isinstance(command, ssh.Command):
-            raise TypeError("Only allow-listed commands (hosts.ssh.Command) can be run.")
+            raise TypeError("Only allow-listed commands (portal.ssh.Command) can be run.")
         started = time.monotonic()
         deadline = started + timeout
         connect_deadline = started + target.connect_timeout + target.handshake_timeout + target.auth_timeout
@@ -560,7 +560,7 @@ def reset_shared():
 
 
 class Session:
-    """Commands on one host over the process's pool, with `hosts.ssh.Connection`'s interface (`run`, and a context
+    """Commands on one host over the process's pool, with `portal.ssh.Connection`'s interface (`run`, and a context
     manager that leaves the connection open for the next command)."""
 
     def __init__(self, target):
