@@ -21,7 +21,6 @@ from datetime import datetime
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from portal.access import can, check_team_action, second_factor_refusal
@@ -744,18 +743,3 @@ def approver_group_delete(*, group: ApproverGroup, user: User, request=None):
               + (f" (required by {', '.join(stages)})" if stages else ""), actor=user, team=group.team, obj=group,
               request=request, detail={"stages": stages})
         group.delete()
-
-
-# --- Reads for the pages ---------------------------------------------------------------------------------------------
-
-
-def hosts_tracking(stage: Stage, definition: ImageDefinition):
-    """Hosts that follow `stage` for `definition` (they track repository:stage), from the hosts app."""
-    try:
-        from hosts.models import Host
-    except ImportError:  # pragma: no cover - the hosts app is part of the project
-        return []
-    reference = stage.reference(definition)
-    return (Host.objects.filter(team=stage.team)
-            .filter(Q(tracked_image=reference) | Q(tracked_image="", spec_image=reference))
-            .order_by("name"))

@@ -129,28 +129,12 @@ def definition_detail(request, pk):
 
 
 def _stages_and_hosts(user, definition):
-    """What each stage of the team holds of `definition` now, how many hosts follow each stage's tag, and who runs
-    which of its digests ("who runs this image"): a fixed number of queries, through the user's visible_to querysets."""
-    from hosts.models import Host
-
+    """What each stage of the team holds of `definition` now; who follows and runs it is the hosts fragment's
+    ("definition.hosts", loaded by the page)."""
     from .promotions import stage_board
 
     cells = stage_board(definition.team, [definition])[0]["cells"]
-    hosts = Host.objects.visible_to(user)
-    following = hosts.count_following(stage.reference(definition) for stage, _ in cells)
-    stage_rows = [(stage, entry, following.get(stage.reference(definition), 0)) for stage, entry in cells]
-    running = hosts.by_digest(Build.objects.filter(definition=definition).exclude(digest="").values("digest"))
-    built = {}
-    for build in (Build.objects.filter(definition=definition, digest__in=list(running)).select_related("revision")
-                  .order_by("-number")):
-        built[build.digest] = build  # the first build that made it wins
-    stages_of = {}
-    for stage, entry in cells:
-        if entry is not None:
-            stages_of.setdefault(entry.digest, []).append(stage)
-    who_runs = sorted(((digest, built.get(digest), n, stages_of.get(digest, [])) for digest, n in running.items()),
-                      key=lambda row: (-row[2], row[0]))
-    return {"stage_rows": stage_rows, "who_runs": who_runs, "hosts_running": sum(running.values())}
+    return {"stage_rows": cells, "hosts_url": registry.fragment_url("definition.hosts", definition.pk)}
 
 
 @login_required
@@ -363,11 +347,9 @@ DOWNSTREAM_SHOWN = 5
 
 
 def _downstream(user, build):
-    """Where a succeeded build's digest went: the stages holding it, its promotions and the hosts running it, each read
-    through the user's visible_to querysets, in a fixed number of queries. Its disk images are a fragment that the disk
-    images app serves and the page loads."""
-    from hosts.models import Host
-
+    """Where a succeeded build's digest went: the stages holding it and its promotions, read through the user's
+    visible_to querysets in a fixed number of queries. Its disk images and the hosts running it are fragments that the
+    disk images and hosts apps serve ("disk_images.of_digest", "build.hosts") and the page loads."""
     from .promotions import current_entries
 
     if not build.digest:
@@ -382,7 +364,7 @@ def _downstream(user, build):
                            == build.digest],
         "digest_promotions": promotions[:DOWNSTREAM_SHOWN], "more_promotions": len(promotions) > DOWNSTREAM_SHOWN,
         "disk_images_url": registry.fragment_url("disk_images.of_digest", build.digest),
-        "hosts_running": Host.objects.visible_to(user).by_digest([build.digest]).get(build.digest, 0),
+        "hosts_url": registry.fragment_url("build.hosts", build.pk),
     }
 
 

@@ -200,8 +200,6 @@ def _card_context(request, promotion):
         decision.expired = decision.pk in expired_ids
         decision.not_counted = not_counted.get(decision.pk, "")
         decision.expires = decision.expires_at(stage)
-    hosts = promotions.hosts_tracking(stage, definition)
-    host_list = list(hosts[:50]) if hosts is not None else []
     events = AuditEvent.objects.filter(object_type="builds.promotion", object_id=str(promotion.pk)).order_by("seq")
     is_open = promotion.status == PromotionStatus.PENDING
     disk_images_url = registry.fragment_url("disk_images.of_digest", promotion.digest)
@@ -216,7 +214,7 @@ def _card_context(request, promotion):
         and (promotion.requested_by_id == request.user.pk or can(request.user, stage.team, Action.ADMIN)),
         "can_retry": promotion.status == PromotionStatus.FAILED and can(request.user, stage.team, Action.DEVELOP),
         "form": DecisionForm(initial={"digest": promotion.digest}),
-        "hosts": host_list, "hosts_count": hosts.count() if hosts is not None and len(host_list) == 50 else len(host_list),
+        "hosts_url": registry.fragment_url("promotion.hosts", promotion.pk),
         "approvers": promotions.eligible_approvers(promotion) if is_open else [],
         "events": events, "live": promotion.status == PromotionStatus.APPLYING, "applied": applied,
         "disk_images_url": f"{disk_images_url}?definition={definition.pk}" if disk_images_url else "",
@@ -347,7 +345,6 @@ def stage_detail(request, pk):
     definitions = list(ImageDefinition.objects.filter(team=stage.team).order_by("name"))
     current_ids = {entry.pk for entry in promotions.current_entries([stage], definitions).values()}
     now = timezone.now()
-    following = _hosts_following(request.user, stage, definitions)
     return render(request, "builds/promotions/stage_detail.html", {
         "stage": stage, "page": page, "current_ids": current_ids, "policy": _policy_lines(stage),
         "definitions": definitions,
@@ -358,28 +355,8 @@ def stage_detail(request, pk):
         "can_develop": can(request.user, stage.team, Action.DEVELOP),
         "can_admin": can(request.user, stage.team, Action.ADMIN),
         "freeze_form": FreezeForm(), "window_form": ChangeWindowForm(), "rollback_form": RollbackForm(),
-        "blocked": stage.blocked_reason(now), **following,
+        "blocked": stage.blocked_reason(now), "hosts_url": registry.fragment_url("stage.hosts", stage.pk),
     })
-
-
-HOSTS_SHOWN = 25
-
-
-def _hosts_following(user, stage, definitions):
-    """The hosts that follow `stage` (assigned to it, or tracking its tag in one of the team's repositories), the first
-    HOSTS_SHOWN of them, with the count and how many drift."""
-    from hosts.models import Host
-
-    hosts = Host.objects.visible_to(user).filter(team=stage.team).following(
-        [stage.reference(d) for d in definitions], stage=stage)
-    shown = list(hosts.only("name", "state", "drifting", "booted_digest", "booted_version", "tracked_image",
-                            "spec_image", "team_id").order_by("name", "id")[:HOSTS_SHOWN])
-    if len(shown) < HOSTS_SHOWN:
-        total, drifting = len(shown), sum(h.drifting for h in shown)
-    else:
-        counts = hosts.aggregate(total=Count("id"), drifting=Count("id", filter=Q(drifting=True)))
-        total, drifting = counts["total"], counts["drifting"]
-    return {"following_hosts": shown, "following_count": total, "following_drifting": drifting}
 
 
 @login_required

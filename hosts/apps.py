@@ -25,6 +25,11 @@ class HostsConfig(AppConfig):
         ])
         registry.dashboard_run_list(label="All hosts", url_name="host_list", order=20, across_teams=True)
         registry.subscribe(PROMOTION_APPLIED, promotion_applied)
+        # Who runs this image, on the builds and release pages (hosts/fragments.py).
+        registry.fragment("definition.hosts", url_name="hosts_of_definition")
+        registry.fragment("build.hosts", url_name="hosts_of_build")
+        registry.fragment("promotion.hosts", url_name="hosts_of_promotion")
+        registry.fragment("stage.hosts", url_name="hosts_of_stage")
 
 
 def _recount_tallies(sender, using="default", **kwargs):

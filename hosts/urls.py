@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from . import views
+from . import fragments, views
 
 urlpatterns = [
     path("hosts/", views.host_list, name="host_list"),
@@ -17,6 +17,11 @@ urlpatterns = [
     path("hosts/<int:pk>/trust/", views.host_trust, name="host_trust"),
     path("hosts/<int:pk>/poll/", views.host_poll, name="host_poll"),
     path("hosts/<int:pk>/actions/<slug:kind>/", views.host_action, name="host_action"),
+    # Fragments the builds and release pages load (portal.registry.fragment_url; hosts/fragments.py).
+    path("hosts/of/definitions/<int:pk>/", fragments.definition_hosts, name="hosts_of_definition"),
+    path("hosts/of/builds/<int:pk>/", fragments.build_hosts, name="hosts_of_build"),
+    path("hosts/of/promotions/<int:pk>/", fragments.promotion_hosts, name="hosts_of_promotion"),
+    path("hosts/of/stages/<int:pk>/", fragments.stage_hosts, name="hosts_of_stage"),
     path("teams/<slug:slug>/ssh-key/", views.team_keys, name="team_keys"),
     path("teams/<slug:slug>/ssh-key/create/", views.team_key_create, name="team_key_create"),
     path("teams/<slug:slug>/jump-hosts/", views.jump_host_add, name="jump_host_add"),

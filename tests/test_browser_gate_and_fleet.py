@@ -37,6 +37,8 @@ def test_the_approver_finds_the_request_in_the_inbox_and_reads_the_approval_card
         assert "What changes in test" in text and "nginx" in text and "curl" in text
         assert "nginx replaces curl; smoke tests green" in text
         assert page.locator("button[formaction$='/approve/']").count() == 1
+        # Who tracks the stage comes from hosts, loaded into the card once it is shown.
+        assert "Hosts that track test" in page.locator("#promotion-hosts").inner_text()
         assert screenshot(page, "promotion-card-approver").stat().st_size > 10_000
 
 

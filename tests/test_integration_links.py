@@ -12,6 +12,7 @@ from builds.models import Build, ImageDefinition, Promotion, Revision, StageHist
 from hosts.models import Host, HostState
 from portal import services as portal_services
 from portal.models import RunStatus
+from tests.fragments import shown
 
 D1, D2, D3 = ("sha256:" + c * 64 for c in "123")
 REPOSITORY = "registry.example.com/platform/web-os"
@@ -67,9 +68,8 @@ def world(personas):
 
 
 def page(client_for, user, url):
-    response = client_for(user).get(url)
-    assert response.status_code == 200, (url, response.status_code)
-    return response.content.decode()
+    """The page as the browser shows it, with the fragments it loads (who runs this image comes from hosts)."""
+    return shown(client_for(user), url)
 
 
 class TestTheBuildPage:
@@ -113,7 +113,7 @@ class TestTheBuildPage:
         client = client_for(personas.viewer)
         client.get("/")  # the session's first request records its activity (portal/sessions.py): not counted here
         with CaptureQueriesContext(connection) as before:
-            client.get(world.build1.get_absolute_url())
+            shown(client, world.build1.get_absolute_url())
         for i in range(4):
             StageHistory.objects.create(stage=world.prod, definition=world.definition, digest=D1, build=world.build1)
             make_host(personas.team, f"more-{i}", booted_digest=D1)
@@ -122,7 +122,7 @@ class TestTheBuildPage:
                                      repository=REPOSITORY, digest=D1, types=["raw"], architecture="amd64",
                                      builder_image="bib", run=run)
         with CaptureQueriesContext(connection) as after:
-            html = client.get(world.build1.get_absolute_url()).content.decode()
+            html = shown(client, world.build1.get_absolute_url())
         assert "6 hosts run this digest" in html
         assert len(after) == len(before)
 
@@ -159,13 +159,13 @@ class TestTheDefinitionPage:
         client = client_for(personas.viewer)
         client.get("/")  # the session's first request records its activity (portal/sessions.py): not counted here
         with CaptureQueriesContext(connection) as before:
-            client.get(world.definition.get_absolute_url())
+            shown(client, world.definition.get_absolute_url())
         revision = world.definition.revisions.get()
         for i, digest in enumerate((D3, "sha256:" + "4" * 64, "sha256:" + "5" * 64)):
             make_build(world.definition, revision, 10 + i, digest, team=personas.team)
             make_host(personas.team, f"more-{i}", booted_digest=digest, tracked_image=f"{REPOSITORY}:prod")
         with CaptureQueriesContext(connection) as after:
-            html = client.get(world.definition.get_absolute_url()).content.decode()
+            html = shown(client, world.definition.get_absolute_url())
         assert "6 hosts boot one of its digests" in html
         assert len(after) == len(before)
 
@@ -208,3 +208,28 @@ class TestTheStagePage:
 
     def test_outsiders_get_404(self, world, client_for, personas):
         assert client_for(personas.outsider).get(world.test.get_absolute_url()).status_code == 404
+
+
+class TestWhoRunsThisImageComesFromHosts:
+    """Builds and release pages never import hosts: they load its fragments, which check access to the object they
+    are about with that object's own helper."""
+
+    def fragments(self, world):
+        return [reverse("hosts_of_definition", args=[world.definition.pk]),
+                reverse("hosts_of_build", args=[world.build1.pk]),
+                reverse("hosts_of_promotion", args=[world.promotion.pk]),
+                reverse("hosts_of_stage", args=[world.test.pk])]
+
+    def test_the_pages_load_the_hosts_fragments(self, world, client_for, personas):
+        for url, fragment in zip((world.definition.get_absolute_url(), world.build1.get_absolute_url(),
+                                  world.promotion.get_absolute_url(), world.test.get_absolute_url()),
+                                 self.fragments(world), strict=True):
+            html = client_for(personas.viewer).get(url).content.decode()
+            assert f'hx-get="{fragment}" hx-trigger="load"' in html and f'href="{fragment}"' in html
+
+    def test_only_those_who_see_the_object_get_its_fragment(self, world, client_for, personas):
+        for url in self.fragments(world):
+            assert client_for(None).get(url).status_code == 302
+            assert client_for(personas.outsider).get(url).status_code == 404
+            assert client_for(personas.helpdesk).get(url).status_code == 404  # they see hosts, not the team's builds
+            assert client_for(personas.viewer).get(url).status_code == 200

@@ -26,6 +26,7 @@ from portal.models import AuditEvent, Membership, Run, RunKind, RunStatus
 from portal.services import audit_verify
 from tests.builds_fixtures import Registry
 from tests.conftest import make_user, wait_for
+from tests.fragments import shown
 from tests.promotions_fixtures import PromoEnv, skopeo_copy, stage_digest
 
 pytestmark = pytest.mark.django_db
@@ -597,7 +598,7 @@ def test_hosts_tracking_the_stage_expect_the_promoted_digest_and_show_on_the_car
     assert promotion.status == PromotionStatus.APPLIED
     host.refresh_from_db()
     assert host.expected_digest == promo.builds[0].digest
-    html = client_for(promo.personas.viewer).get(promotion.get_absolute_url()).content.decode()
+    html = shown(client_for(promo.personas.viewer), promotion.get_absolute_url())
     assert "Hosts that track dev" in html and "web-01" in html
 
 

@@ -18,6 +18,7 @@ from builds.models import (
 )
 from portal.models import AuditEvent, Membership
 from tests.conftest import make_user
+from tests.fragments import shown
 from tests.promotions_fixtures import PromoEnv
 
 pytestmark = pytest.mark.django_db
@@ -58,7 +59,7 @@ def test_the_card_is_for_team_members_only(client_for, pending, promo):
 
 
 def test_the_approval_card_shows_what_changes_against_what_the_stage_holds(client_for, pending, promo):
-    html = client_for(promo.personas.approver).get(card(pending)).content.decode()
+    html = shown(client_for(promo.personas.approver), card(pending))
     assert "What changes in test" in html
     assert "nginx" in html and "curl" in html  # added and removed packages
     assert "5.1-2" in html and "5.2.15-2" in html  # bash upgraded

@@ -1,0 +1,29 @@
+"""What a browser shows of a page: the page with each fragment it loads on arrival (hx-trigger="load") swapped in,
+and the fragments' out-of-band parts put where they belong, as htmx does."""
+
+import html
+import re
+
+LOADER = re.compile(r'<div[^>]*\bhx-get="([^"]+)" hx-trigger="load" hx-swap="outerHTML">.*?</div>', re.S)
+OUT_OF_BAND = re.compile(r'<(\w+) id="([^"]+)" hx-swap-oob="true">(.*?)</\1>', re.S)
+
+
+def shown(client, url):
+    response = client.get(url)
+    assert response.status_code == 200, (url, response.status_code)
+    page = response.content.decode()
+    out_of_band = []
+
+    def load(match):
+        fragment = client.get(html.unescape(match.group(1)), headers={"HX-Request": "true"})
+        assert fragment.status_code == 200, (match.group(1), fragment.status_code)
+        text = fragment.content.decode()
+        out_of_band.extend(OUT_OF_BAND.findall(text))
+        return OUT_OF_BAND.sub("", text)
+
+    page = LOADER.sub(load, page)
+    for tag, element_id, inner in out_of_band:
+        page = re.sub(rf'<{tag} id="{re.escape(element_id)}">.*?</{tag}>',
+                      lambda _, tag=tag, element_id=element_id, inner=inner: f'<{tag} id="{element_id}">{inner}</{tag}>',
+                      page, count=1, flags=re.S)
+    return page
