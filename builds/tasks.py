@@ -74,16 +74,3 @@ def webhook_deliveries_due():
     from . import notifications
 
     return notifications.webhook_deliveries_due()
-
-
-@shared_task
-def demo_advance(attempt=0):
-    """`make run`'s demo (builds.demo): one step towards it, then again in 2 s until it is done (10 minutes at most)."""
-    import logging
-
-    from . import demo
-
-    done, note = demo.advance()
-    logging.getLogger(__name__).info("demo: %s", note)
-    if not done and attempt < 300:
-        demo_advance.apply_async(kwargs={"attempt": attempt + 1}, countdown=2)

@@ -142,6 +142,7 @@ INSTALLED_APPS = [
     "builds",
     "builds.diskimages",
     "hosts",
+    "portal.demo",  # make run's wiring: the one app that may import every feature
 ]
 
 MIDDLEWARE = [

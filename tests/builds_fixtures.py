@@ -43,7 +43,7 @@ class PodmanStore:
         return subprocess.run([*self.args(), *args], check=check, capture_output=True, text=True, **kwargs)
 
     def import_busybox(self):
-        from builds.demo import import_busybox_base
+        from portal.demo.web_os import import_busybox_base
 
         import_busybox_base(self.args(), BASE_IMAGE)
 

@@ -177,7 +177,7 @@ class RedisServer:
 
     @staticmethod
     def _embedded():
-        from portal.management.commands.run_portal import embedded_redis_server
+        from portal.demo.management.commands.run_portal import embedded_redis_server
 
         return embedded_redis_server()
 

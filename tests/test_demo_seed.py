@@ -1,4 +1,4 @@
-"""`make run`'s demo data: `seed_demo` (fast, idempotent) and the background part (`builds.demo`: the base image, real
+"""`make run`'s demo data: `seed_demo` (fast, idempotent) and the background part (`portal.demo.web_os`: the base image, real
 builds pushed to a real registry, real promotions), run here in-process with eager tasks."""
 
 import io
@@ -6,9 +6,9 @@ import io
 import pytest
 from django.core.management import call_command
 
-from builds import demo
 from builds.models import Build, ImageDefinition, Promotion, PromotionStatus, Revision, StageHistory
-from portal.management.commands.run_portal import demo_blocker
+from portal.demo import web_os as demo
+from portal.demo.management.commands.run_portal import demo_blocker
 from portal.models import Membership, Team, User
 from tests.builds_fixtures import skopeo_inspect
 

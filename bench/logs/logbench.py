@@ -97,7 +97,7 @@ class Services:
     def start_redis(self):
         binary = shutil.which("redis-server")
         if binary is None:
-            from portal.management.commands.run_portal import embedded_redis_server
+            from portal.demo.management.commands.run_portal import embedded_redis_server
 
             binary = embedded_redis_server()
         self.redis = subprocess.Popen(

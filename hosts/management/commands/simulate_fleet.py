@@ -5,11 +5,9 @@ Each host listens on its own loopback port (from --base-port) with its own host 
 "Platform" by default) with their host keys confirmed, and accept that team's SSH key. Running it again changes nothing
 that is already right.
 
-With --register, the fleet runs the demo team's own image when `make run` built it: the stage tags of the definition
-"web-os" (`builds.demo`: test holds its 1.0, dev its 1.1), with the digests the portal built and promoted. It waits for
-them (up to --wait-demo seconds; the worker builds them in the background). Where they cannot be built (no podman) or
-with --demo-os, it tracks tags of a tiny multi-arch image it pushes itself (`<registry>/platform/demo-os`, versions
-1.0, 1.1 and 1.2; prod and test hold 1.1, dev holds 1.2).
+The hosts track tags of a tiny multi-arch image the command pushes itself (`<registry>/platform/demo-os`, versions
+1.0, 1.1 and 1.2; prod and test hold 1.1, dev holds 1.2). `make run` starts `demo_fleet` instead (`portal.demo`), which
+runs the same fleet on the demo's own image "web-os" once the portal built and promoted it (`fleet_image` below).
 
 Either way the fleet is varied on purpose: some hosts are up to date, some drift, some have an update staged, and the
 `edge` hosts have the next version staged with a health check that fails: reboot one from its page and watch greenboot
@@ -47,17 +45,13 @@ class Command(BaseCommand):
         parser.add_argument("--reboot-seconds", type=float, default=3.0)
         parser.add_argument("--authorized-key", action="append", default=[], help="Also accept this public key line.")
         parser.add_argument("--no-seed", action="store_true", help="Do not push the demo image to the registry.")
-        parser.add_argument("--demo-os", action="store_true",
-                            help="Track the pushed demo-os image even when the demo team's web-os is built.")
-        parser.add_argument("--wait-demo", type=float, default=180.0,
-                            help="Seconds to wait for make run to build and promote web-os (with --register).")
         parser.add_argument("--first", type=int, default=0,
                             help="Number of the first host (names and ports count on from it): a slice of a fleet.")
         parser.add_argument("--manifest", default=None,
                             help="Write one JSON line per host (name, port, host key) to this file once listening.")
 
     def handle(self, *args, hosts, register, team, base_port, state_dir, registry, reboot_seconds, authorized_key,
-               no_seed, demo_os, wait_demo, first, manifest, **options):
+               no_seed, first, manifest, **options):
         logging.getLogger("asyncssh").setLevel(logging.WARNING)
         if hosts < 1:
             raise CommandError("--hosts must be at least 1.")
@@ -77,19 +71,8 @@ class Command(BaseCommand):
             keys.append(team_key_ensure(team=team_obj).public_key)
         if not keys:
             raise CommandError("Nothing may log in: pass --register (the team's key) or --authorized-key.")
-        web_os = self._web_os(team_obj, wait_demo) if register and not (no_seed or demo_os) else None
-        if web_os is not None:
-            reference, versions, architecture = web_os
-            self.stdout.write(f"the fleet tracks {reference}'s stage tags (the demo's web-os builds)")
-
-            def make_state(state, i):
-                _web_os_state(state, i, reference, versions, architecture)
-        else:
-            digests = {} if no_seed else self._seed(registry)
-            reference = f"{registry}/{DEMO_REPOSITORY}"
-
-            def make_state(state, i):
-                _demo_state(state, i, reference, digests)
+        make_state, reference = self.fleet_image(team_obj, registry=registry, register=register, no_seed=no_seed,
+                                                 **options)
         fleet = Fleet(authorized_keys=keys, state_dir=state_path, reboot_seconds=reboot_seconds)
         for i in range(first, first + hosts):
             role = ROLES[i % len(ROLES)]
@@ -106,28 +89,12 @@ class Command(BaseCommand):
             raise CommandError(f"No team {slug!r}: run `manage.py seed_demo` (make run does) or pass --team.")
         return team
 
-    def _web_os(self, team, wait):
-        """(repository, {version: digest}, architecture) of the demo team's web-os once its test and dev stages hold
-        its two builds (make run's worker builds and promotes them); None when it is not coming (no podman, a build
-        failed, the wait ran out)."""
-        from builds import demo
-        from builds.models import Build
-
-        if demo.missing_tools():
-            return None
-        deadline = time.monotonic() + wait
-        while True:
-            definition, held, versions = demo.stage_digests(team)
-            if definition is None:
-                return None
-            if {"dev", "test"} <= held.keys() and len(versions) == 2:
-                build = Build.objects.filter(digest=versions["1.0"]).first()
-                return definition.repository, versions, (build.architecture if build else "") or "amd64"
-            builds = Build.objects.with_related().filter(definition=definition)
-            if any(b.run.is_finished and not b.succeeded for b in builds) or time.monotonic() > deadline:
-                self.stderr.write("web-os was not built and promoted in time; the fleet tracks demo-os instead")
-                return None
-            time.sleep(1)
+    def fleet_image(self, team, *, registry, register, no_seed, **options):
+        """(make_state(state, i), reference): the starting state of host number i, and the repository its hosts track.
+        Here: demo-os, pushed to `registry` unless --no-seed."""
+        digests = {} if no_seed else self._seed(registry)
+        reference = f"{registry}/{DEMO_REPOSITORY}"
+        return (lambda state, i: _demo_state(state, i, reference, digests)), reference
 
     def _seed(self, registry):
         """Push the demo image versions; wait a little for a registry that is still starting. {} if there is none."""
@@ -216,36 +183,6 @@ def _demo_state(state, i, reference, digests):
         state.booted, state.rollback = deployment("1.1", "test"), deployment("1.0", "test")
         state.rollback.pinned = True
 
-
-def _web_os_state(state, i, reference, versions, architecture):
-    """The starting state of demo host number i on web-os: test holds 1.0, dev holds 1.1 (builds.demo)."""
-    role = ROLES[i % len(ROLES)]
-    state.architecture = architecture
-
-    def deployment(version, tag):
-        digest = versions.get(version) or simulator.demo_digest(f"{reference}:{version}:{architecture}")
-        return Deployment(image=f"{reference}:{tag}", digest=digest, version=version, architecture=architecture,
-                          timestamp="2026-01-01T00:00:00Z")
-
-    if role == "web":  # up to date on test, with the image it ran before the portal as its rollback
-        state.spec_image = f"{reference}:test"
-        state.booted, state.rollback = deployment("1.0", "test"), deployment("0.9", "test")
-    elif role == "api":  # dev's 1.1 staged, waiting for a reboot
-        state.spec_image = f"{reference}:dev"
-        state.booted, state.staged = deployment("1.0", "dev"), deployment("1.1", "dev")
-    elif role == "db":  # drifting: still on 1.0 while dev holds 1.1, which an update check found
-        state.spec_image = f"{reference}:dev"
-        state.booted = deployment("1.0", "dev")
-        state.cached_update = _cached_update(state, deployment("1.1", "dev"))
-    elif role == "edge":  # dev's 1.1 staged, but it fails its health check: a reboot rolls back automatically
-        state.spec_image = f"{reference}:dev"
-        state.booted, state.rollback = deployment("1.0", "dev"), deployment("0.9", "dev")
-        state.staged = deployment("1.1", "dev")
-        state.staged.will_fail_health_check = True
-    else:  # cache: on test, with its previous deployment pinned
-        state.spec_image = f"{reference}:test"
-        state.booted, state.rollback = deployment("1.0", "test"), deployment("0.9", "test")
-        state.rollback.pinned = True
 
 
 def _register(fleet, team, reference):

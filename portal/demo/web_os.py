@@ -1,7 +1,7 @@
 """The demo's image, for `make run`: the definition "web-os" of the demo team, built, pushed and promoted for real.
 
 `definition_ensure` writes the definition and its two revisions (fast, in `seed_demo`). `advance` does the next step
-towards the demo state and says whether there is more to do; the `builds.tasks.demo_advance` task calls it until it is
+towards the demo state and says whether there is more to do; the `portal.demo.tasks.demo_advance` task calls it until it is
 done, so the slow parts (importing the base image, the builds, the promotions) run in the worker while the web is up:
 
 1. the base image: a busybox root file system imported into the builder's podman storage as `DEMO_BASE`, a local name
@@ -21,10 +21,9 @@ from pathlib import Path
 
 from django.db import transaction
 
+from builds import podman, promotions, services
+from builds.models import Build, ImageDefinition, Promotion, PromotionStatus, StageHistory
 from portal.models import Team, User
-
-from . import podman, promotions, services
-from .models import Build, ImageDefinition, Promotion, PromotionStatus, StageHistory
 
 DEMO_TEAM_SLUG = "platform"
 DEMO_DEFINITION = "web-os"

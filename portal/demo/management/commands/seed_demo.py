@@ -2,16 +2,16 @@
 "web-os" with two revisions. Safe to run again.
 
 The rest of the demo (the base image, a build of each revision, promotions to dev and test, a request waiting for the
-approver) is slow, so `make run` does it in the background through the worker (`builds.demo`,
-`builds.tasks.demo_advance`) once its processes are up; without podman, skopeo or busybox it is skipped with a note.
+approver) is slow, so `make run` does it in the background through the worker (`portal.demo.web_os`,
+`portal.demo.tasks.demo_advance`) once its processes are up; without podman, skopeo or busybox it is skipped with a note.
 """
 
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from builds import demo
 from builds.services import stages_ensure_default
 from portal import services
+from portal.demo import web_os as demo
 from portal.models import Membership, Role, Team, User
 
 DEMO_TEAM = "Platform"

@@ -5,11 +5,11 @@ default), beat (Celery beat), plus
 - redis: the embedded Redis on a unix socket under var/, when REDIS_URL is not set;
 - registry: a loopback OCI registry (docker-registry) on 127.0.0.1:5000, when it is installed and REGISTRY_URL is local;
   its output goes to var/registry.log (it logs every push's probe for an absent blob as an error);
-- fleet: simulated bootc hosts speaking real SSH, when the hosts app provides `simulate_fleet`.
+- fleet: simulated bootc hosts speaking real SSH (`demo_fleet`: hosts' `simulate_fleet` on the demo's web-os).
 
-`portal/supervisor.py` runs them. Once every one has started (web answers, the worker's heartbeat is in Redis, ...)
+`portal/demo/supervisor.py` runs them. Once every one has started (web answers, the worker's heartbeat is in Redis, ...)
 it prints the banner with the logins and hands the slow part of the demo (building and promoting "web-os",
-`builds.demo`) to the worker. A process that exits or does not start is named with its last lines, and make run stops.
+`portal.demo.web_os`) to the worker. A process that exits or does not start is named with its last lines, and make run stops.
 """
 
 import importlib.util
@@ -22,11 +22,14 @@ import urllib.request
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management import call_command, get_commands
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from builds.queues import local_queues
+from portal.demo import web_os as demo
+from portal.demo.supervisor import Supervisor
+from portal.demo.tasks import demo_advance
 from portal.redisconn import display_url
-from portal.supervisor import Supervisor
 
 # Debian's docker-registry (2.8) accepts only error, warn, info or debug as the log level; anything else stops it at
 # start-up ("invalid loglevel").
@@ -68,8 +71,6 @@ def registry_process(var_dir):
 
 def demo_blocker(*, registry_started):
     """Why the demo's builds cannot run here ("" when they can)."""
-    from builds import demo
-
     missing = demo.missing_tools()
     if missing:
         return f"{', '.join(missing)} not installed"
@@ -145,8 +146,6 @@ class Command(BaseCommand):
                            service=True, env={k: v for k, v in env.items() if not k.startswith("REGISTRY_")})
         supervisor.add("web", [bindir / "daphne", "-b", "127.0.0.1", "-p", port, "portal.asgi:application"],
                        ready=lambda: _http_ok(f"{url}health/live"))
-        from builds.queues import local_queues
-
         worker_name = f"worker-{os.getpid()}@"
         # This machine's builds and conversions (its own architecture), and the rest; a remote builder's queue needs
         # its own worker (`manage.py builder_worker NAME`).
@@ -162,8 +161,8 @@ class Command(BaseCommand):
         schedule = var_dir / "celerybeat-schedule"
         supervisor.add("beat", [bindir / "celery", "-A", "portal", "beat", "-l", "INFO", "-s", schedule],
                        ready=lambda: _beat_schedule_written(schedule, started_at))
-        if fleet and "simulate_fleet" in get_commands():
-            supervisor.add("fleet", [python, manage, "simulate_fleet", "--hosts", fleet, "--register",
+        if fleet:
+            supervisor.add("fleet", [python, manage, "demo_fleet", "--hosts", fleet, "--register",
                                      "--base-port", fleet_base_port])
 
         seeded = io.StringIO()
@@ -186,8 +185,6 @@ class Command(BaseCommand):
             if blocker:
                 self.stdout.write(f"  demo:      web-os is not built here: {blocker}\n")
             else:
-                from builds.tasks import demo_advance
-
                 try:
                     demo_advance.delay()
                 except Exception as exc:  # noqa: BLE001 - the portal runs on without its demo builds

@@ -1,0 +1,17 @@
+import logging
+
+from celery import shared_task
+
+from . import web_os
+
+log = logging.getLogger(__name__)
+
+
+@shared_task
+def demo_advance(attempt=0):
+    """`make run`'s demo (portal.demo.web_os): one step towards it, then again in 2 s until it is done (10 minutes at
+    most)."""
+    done, note = web_os.advance()
+    log.info("demo: %s", note)
+    if not done and attempt < 300:
+        demo_advance.apply_async(kwargs={"attempt": attempt + 1}, countdown=2)
