@@ -24,10 +24,12 @@ deploy-test: venv
 	@scripts/system-deps.sh deploy
 	$(PY) -m pytest deploy/tests $(DEPLOY_TEST_ARGS)
 
-## lint: ruff over the code, and bandit at medium severity and above (a finding left must carry a reviewed `# nosec`)
+## lint: ruff over the code, bandit at medium severity and above (a finding left must carry a reviewed `# nosec`), and
+## import-linter's layer contracts (pyproject.toml: the core imports no feature app, builds never imports hosts)
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/bandit --quiet -c pyproject.toml -r . --severity-level medium
+	$(VENV)/bin/lint-imports
 
 ## audit: pip-audit over the pinned dependencies: fails on a known vulnerability; says so plainly, and passes, when the
 ## advisory database cannot be reached (AUDIT_ARGS=--strict fails then too)

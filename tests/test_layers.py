@@ -1,0 +1,53 @@
+"""The layers hold: import-linter's contracts (pyproject.toml) pass on the code, and fail on a copy of it with one
+import across a layer planted, so a contract that stopped checking anything would not pass unnoticed."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
+
+
+def lint_imports(cwd):
+    result = subprocess.run([LINT_IMPORTS, "--no-cache"], cwd=cwd, env={"PYTHONPATH": str(cwd), "PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=300)
+    return result.returncode, result.stdout + result.stderr
+
+
+def copy_of_the_code(tmp_path):
+    for package in ("portal", "builds", "hosts"):
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    return tmp_path
+
+
+def test_the_contracts_hold():
+    returncode, output = lint_imports(ROOT)
+    assert returncode == 0, output
+    assert "Contracts: 2 kept, 0 broken." in output
+
+
+@pytest.mark.parametrize(("module", "planted", "contract"), [
+    ("portal/access.py", "from builds import models", "The core imports no feature app"),
+    ("portal/access.py", "import hosts.models", "The core imports no feature app"),
+    ("builds/compare.py", "from hosts.models import Host", "Builds never imports hosts"),
+])
+def test_an_import_across_a_layer_breaks_its_contract(tmp_path, module, planted, contract):
+    code = copy_of_the_code(tmp_path)
+    path = code / module
+    path.write_text(path.read_text() + f"\n\ndef planted():\n    {planted}\n")  # function-level imports count too
+    returncode, output = lint_imports(code)
+    assert returncode == 1, output
+    assert f"{contract} BROKEN" in output
+
+
+def test_the_wiring_app_may_import_every_feature(tmp_path):
+    code = copy_of_the_code(tmp_path)
+    path = code / "portal" / "demo" / "tasks.py"
+    path.write_text(path.read_text() + "\nimport hosts.models  # noqa: E402, F401\n")
+    returncode, output = lint_imports(code)
+    assert returncode == 0, output
