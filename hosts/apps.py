@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db import connections
 from django.db.models.signals import post_migrate
 
 from portal import registry
@@ -33,9 +34,7 @@ class HostsConfig(AppConfig):
 
 
 def _recount_tallies(sender, using="default", **kwargs):
-    from django.db import connections
-
-    from . import services
+    from . import services  # models load only once the app registry is ready, after this module
 
     if "hosts_hosttally" in connections[using].introspection.table_names():
         services.tallies_recount(using=using)

@@ -15,13 +15,13 @@ State changes live in `hosts.services`; nothing here writes on save.
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Count, Q, Sum
+from django.db.models import Case, Count, F, Q, Sum, When
 from django.urls import reverse
 from django.utils import timezone
 
 from portal import ssh
 from portal.crypto import EncryptedTextField
-from portal.models import Membership, Run, Team
+from portal.models import ACTIVE_STATUSES, Membership, Run, Team
 
 
 class TeamSSHKey(models.Model):
@@ -144,8 +144,6 @@ class HostQuerySet(models.QuerySet):
 
     def count_following(self, references):
         """{reference: number of hosts following it} for `references`, in one query."""
-        from django.db.models import Case, F, When
-
         rows = (self.following(references)
                 .annotate(followed=Case(When(tracked_image="", then=F("spec_image")), default=F("tracked_image")))
                 .values("followed").annotate(n=Count("id")).order_by())
@@ -366,8 +364,6 @@ class HostActionQuerySet(models.QuerySet):
     def running(self):
         """Actions still at work: active, and their run not ended (a reaped run's action holds the host only until the
         next request releases it; nobody should read it as running)."""
-        from portal.models import ACTIVE_STATUSES
-
         return self.filter(active=True, run__status__in=ACTIVE_STATUSES)
 
 

@@ -25,7 +25,7 @@ from portal import services as portal_services
 from portal import ssh, sshpool
 from portal.text import decoded, storable
 
-from . import bootc, timeline
+from . import bootc, registry, timeline
 from .models import EventKind, Host, HostEvent, HostSnapshot, HostState, ReferenceDigest, TeamSSHKey
 
 log = logging.getLogger(__name__)
@@ -569,8 +569,6 @@ def _refresh_expected(hosts):
 
 def refresh_reference_digests(*, max_age_seconds=None):
     """Resolve every reference hosts track (once each) in the registry, and record the digests."""
-    from . import registry
-
     max_age = timedelta(seconds=max_age_seconds if max_age_seconds is not None else
                         setting("HOSTS_REFERENCE_MAX_AGE_SECONDS", 60))
     references = set(Host.objects.exclude(tracked_image="").values_list("tracked_image", flat=True).distinct())
@@ -610,7 +608,7 @@ def claim_due_hosts(*, limit=None, lease_seconds=None):
 
 def _enqueue_poll(host_ids):
     """Ask a worker to poll now. Best effort: beat polls every due host anyway, so a broker hiccup only delays it."""
-    from .tasks import poll_hosts_task
+    from .tasks import poll_hosts_task  # a cycle: hosts.tasks calls this module's polls
 
     try:
         poll_hosts_task.delay(list(host_ids))
@@ -620,7 +618,7 @@ def _enqueue_poll(host_ids):
 
 def _enqueue_key_fetch(host_ids):
     """Fetch host keys in a worker (for an admin to confirm later). Best effort, like _enqueue_poll."""
-    from .tasks import fetch_host_keys_task
+    from .tasks import fetch_host_keys_task  # a cycle: hosts.tasks calls this module's polls
 
     try:
         fetch_host_keys_task.delay(list(host_ids))

@@ -18,6 +18,7 @@ import subprocess
 
 from django.conf import settings
 
+from builds.registry import inspect_args
 from portal import egress
 from portal.text import storable
 
@@ -45,8 +46,6 @@ def resolve_digests(reference):
     skopeo = shutil.which("skopeo")
     if skopeo is None:
         raise ResolveError("skopeo is not installed")
-    from builds.registry import inspect_args
-
     argv = inspect_args(reference, tls_verify=_tls_verify(reference), raw=True, retry_times=0, skopeo=skopeo)
     try:
         done = subprocess.run(argv, capture_output=True, timeout=TIMEOUT, check=False)

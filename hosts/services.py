@@ -11,9 +11,10 @@ import time
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
+from builds.models import ImageDefinition
 from portal import egress, runs, ssh
 from portal import services as portal_services
 from portal.access import check_team_action
@@ -49,6 +50,7 @@ from .poller import (  # noqa: F401 - reference_digests_set is part of this modu
     setting,
     target_for,
 )
+from .timeline import describe
 
 log = logging.getLogger(__name__)
 
@@ -387,8 +389,6 @@ ACTION_EFFECTS = {
 
 def action_effect(host, kind, image=""):
     """The confirmation text: what the action will do to this host, in plain words."""
-    from .timeline import describe
-
     template = ACTION_EFFECTS[kind]
     booted = describe(host.booted_digest, host.booted_version) if host.booted_digest else "its current deployment"
     rollback = describe(host.rollback_digest, host.rollback_version) if host.rollback_digest else "(none)"
@@ -423,8 +423,6 @@ def _validate_action(host, kind, image):
 def team_repositories(team):
     """Repositories (registry/path, no tag) a switch may target: the team's image definitions' and those its hosts
     track."""
-    from builds.models import ImageDefinition
-
     references = set(Host.objects.filter(team=team).exclude(tracked_image="").values_list("tracked_image", flat=True))
     references |= set(Host.objects.filter(team=team).exclude(spec_image="").values_list("spec_image", flat=True))
     repositories = {_repository(r) for r in references if r}
@@ -479,7 +477,7 @@ def host_action_request(*, host, kind, user, image="", request=None):
 def _enqueue_action(action):
     """Hand the action to a worker (`run_enqueue`: a broker that cannot take it ends the run at once with the
     reason), and release the host if it was not handed over."""
-    from .tasks import host_action_task  # hosts.tasks imports this module
+    from .tasks import host_action_task  # a cycle: hosts.tasks calls this module's services
 
     if not portal_services.run_enqueue(host_action_task, action.pk, run=action.run, what="the action"):
         _release(action, outcome=action.run.exit_reason)
@@ -654,8 +652,6 @@ TALLIES = {"hosts_hosttally": "team_id, stage_id, state, drifting",
 
 def tallies_recount(using="default"):
     """Count the tallies again from the hosts themselves (after migrate or a flush; also a repair)."""
-    from django.db import connections
-
     with transaction.atomic(using=using), connections[using].cursor() as cursor:
         for table, key in TALLIES.items():
             cursor.execute(f"DELETE FROM {table}")  # noqa: S608  # nosec B608 - fixed table names (TALLIES)
@@ -668,8 +664,6 @@ def tallies_compact():
     """Fold each tally's +1/-1 rows into one row per key (beat, every minute). Exactly the rows folded are deleted: on
     PostgreSQL in one statement (rows a concurrent writer adds meanwhile stay for next time); SQLite has one writer at
     a time. Returns {table: rows before, after}."""
-    from django.db import connection
-
     out = {}
     with transaction.atomic(), connection.cursor() as cursor:
         for table, key in TALLIES.items():

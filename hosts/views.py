@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_POST
 
-from builds.models import Stage
+from builds.models import Build, ImageDefinition, Stage
 from portal.access import can, check_team_action, teams_where
 from portal.models import Action, Team
 from portal.views import _viewer_context, current_team, querystring
@@ -171,8 +171,6 @@ def _host_context(request, host):
 
 def builds_by_digest(user, digests):
     """{digest: Build} for the builds the user may see that produced these digests (links from hosts to builds)."""
-    from builds.models import Build
-
     digests = [d for d in digests if d]
     if not digests:
         return {}
@@ -555,8 +553,6 @@ def fleet(request):
     page = Paginator(groups, FLEET_GROUPS_PER_PAGE).get_page(request.GET.get("page"))
     shown = [(key, sorted(value.values(), key=lambda e: (e["version"], e["architecture"]), reverse=True))
              for key, value in page.object_list]
-    from builds.models import ImageDefinition
-
     repositories = {repository for (_, repository), _ in shown}
     definitions = {d.repository: d for d in ImageDefinition.objects.visible_to(request.user)
                    .filter(repository__in=repositories)}

@@ -1,5 +1,8 @@
 from django.apps import AppConfig
 from django.contrib.admin import apps as admin_apps
+from django.core import checks
+
+from .ratelimit import check_rates
 
 
 class PortalConfig(AppConfig):
@@ -7,10 +10,6 @@ class PortalConfig(AppConfig):
     verbose_name = "Portal core"
 
     def ready(self):
-        from django.core import checks
-
-        from .ratelimit import check_rates
-
         checks.register(check_rates)
 
 

@@ -7,6 +7,7 @@ new key in front, restart, and re-save the rows (`manage.py rotate_secrets`).
 from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django import forms
 from django.conf import settings
 from django.db import models
 
@@ -50,7 +51,5 @@ class EncryptedTextField(models.TextField):
         return encrypt(value)
 
     def formfield(self, **kwargs):
-        from django import forms
-
         kwargs.setdefault("widget", forms.PasswordInput(render_value=False))
         return super().formfield(**kwargs)

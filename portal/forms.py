@@ -2,6 +2,7 @@ import django_filters
 from crispy_forms.helper import FormHelper
 from crispy_forms.layout import Submit
 from django import forms
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.validators import MaxLengthValidator
@@ -20,8 +21,6 @@ class LoginForm(AuthenticationForm):
     }
 
     def __init__(self, *args, **kwargs):
-        from django.conf import settings
-
         super().__init__(*args, **kwargs)
         self.error_messages = {
             key: value % {"limit": settings.AXES_FAILURE_LIMIT} if "%(limit)s" in value else value

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from django.db import connection
 
 from . import workers
+from .celery import app
 from .redisconn import client
 
 
@@ -44,8 +45,6 @@ def redis():
 
 def broker():
     """Celery's own connection, so its URL and transport options (password, TLS) are what is checked."""
-    from .celery import app
-
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)

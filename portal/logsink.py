@@ -29,6 +29,7 @@ from django.utils import timezone
 from . import live
 from .logtext import SectionDetector, cap_line, cut_for_display, strip_ansi, terminal_line
 from .models import LogChunk, LogSection, Run
+from .services import run_heartbeat
 
 # Sections recorded per run at most: a log that prints "STEP 1/2:" a million times gets an outline of useful size.
 MAX_SECTIONS = 2000
@@ -206,8 +207,6 @@ class LogSink:
         if self._due(now):
             self.flush()
         if now - self._last_beat >= settings.RUN_HEARTBEAT_SECONDS:
-            from .services import run_heartbeat
-
             self._last_beat = now
             run_heartbeat(self.run)
 

@@ -14,6 +14,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
+from .logtext import LEVELS
+
 
 class User(AbstractUser):
     """A person. `is_helpdesk` lets them read every team's host state and history, with no secrets and no actions."""
@@ -403,6 +405,4 @@ class LogSection(models.Model):
 
     @property
     def level(self):
-        from .logtext import LEVELS
-
         return LEVELS.get(self.kind, 1)

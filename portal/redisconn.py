@@ -5,17 +5,18 @@ a password or TLS in the URL applies to every client alike.
 """
 
 import functools
+from urllib.parse import urlsplit
 
 import redis
 from django.conf import settings
+
+from portal.settings import redis_tls_options
 
 TIMEOUT_SECONDS = 2.0
 
 
 @functools.lru_cache(maxsize=8)
 def _client_for(url, ca_file, timeout):
-    from portal.settings import redis_tls_options
-
     return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30,
                                 **redis_tls_options(url, ca_file))
 
@@ -28,8 +29,6 @@ def client(*, timeout=TIMEOUT_SECONDS):
 
 def display_url(url):
     """The URL with its password hidden, for banners and logs."""
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     if not parts.password:
         return url

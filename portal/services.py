@@ -10,9 +10,12 @@ import os
 import socket
 import unicodedata
 
+from django.apps import apps
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
+from django.db.models import TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 from django_otp import devices_for_user
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
@@ -21,6 +24,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from . import audit_checkpoints, live, registry, twofactor, workers
 from .access import check_team_action, forget_roles
 from .clientip import client_ip
+from .crypto import EncryptedTextField, SecretUnreadable, decrypt
 from .models import Action, AuditEvent, Membership, Role, Run, RunStatus, Team, User
 from .text import storable
 
@@ -482,12 +486,6 @@ def secrets_rotate(*, actor=None) -> dict[str, int]:
     """Re-encrypt every stored secret (every EncryptedTextField of every model) with the newest key of
     FIELD_ENCRYPTION_KEYS, in one transaction. A secret that no configured key decrypts stops it with
     SecretsRotateError naming the model, the row and the field, and nothing is changed. Returns rows per model."""
-    from django.apps import apps
-    from django.db.models import TextField
-    from django.db.models.functions import Cast
-
-    from .crypto import EncryptedTextField, SecretUnreadable, decrypt
-
     counts: dict[str, int] = {}
     with transaction.atomic():
         for model in apps.get_models():

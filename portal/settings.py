@@ -10,6 +10,7 @@ import json
 import os
 import re
 import secrets
+import ssl
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -254,8 +255,6 @@ def celery_broker_use_ssl(redis_url, ca_file=""):
     """Celery's broker_use_ssl for a rediss:// URL (it refuses one without), else None."""
     if not redis_url.startswith("rediss://"):
         return None
-    import ssl
-
     return {"ssl_cert_reqs": ssl.CERT_REQUIRED, **({"ssl_ca_certs": ca_file} if ca_file else {})}
 
 

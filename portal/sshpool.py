@@ -38,6 +38,9 @@ import time
 from dataclasses import dataclass
 
 import asyncssh
+from asyncssh.logging import SSHLogger
+from asyncssh.packet import SSHPacketLogger
+from django.conf import settings
 
 from . import ssh
 
@@ -48,9 +51,6 @@ logging.getLogger("asyncssh").setLevel(logging.WARNING)
 def _quiet_packet_log():
     """asyncssh formats a log line for every packet, and for every channel opened and closed, before its logger checks
     whether that level is on: about a fifth of the pool's CPU per command, measured. Format only what will be logged."""
-    from asyncssh.logging import SSHLogger
-    from asyncssh.packet import SSHPacketLogger
-
     format_and_log = SSHPacketLogger._log_packet
     if getattr(format_and_log, "quiet", False):
         return
@@ -536,8 +536,6 @@ def shared():
     global _shared
     with _shared_lock:
         if _shared is None or _shared.pid != os.getpid():
-            from django.conf import settings
-
             _shared = PoolThread(PoolLimits(
                 max_connections=getattr(settings, "HOSTS_SSH_POOL_MAX", 15000),
                 idle_seconds=getattr(settings, "HOSTS_SSH_IDLE_SECONDS", 300.0),

@@ -7,6 +7,11 @@ process in production cannot reach its database. It is a SystemExit, so whicheve
 
 import contextlib
 
+import psycopg
+from django.conf import settings
+from django.db import OperationalError, connection
+from psycopg_pool import PoolTimeout
+
 PREFIX = "Image Mode Portal cannot start: "
 
 
@@ -17,8 +22,6 @@ class BadSetting(SystemExit):
 
 def database_unreachable(exc):
     """The BadSetting for a database that did not accept a connection: where it was tried, and why (no password)."""
-    from django.db import connection
-
     db = connection.settings_dict
     if connection.vendor == "sqlite":
         where = str(db["NAME"])
@@ -32,25 +35,16 @@ def database_unreachable(exc):
 
 
 def _pooled():
-    from django.db import connection
-
     return connection.vendor == "postgresql" and bool(connection.settings_dict["OPTIONS"].get("pool"))
 
 
 def _is_pool_timeout(exc):
-    try:
-        from psycopg_pool import PoolTimeout
-    except ImportError:
-        return False
     return isinstance(exc, PoolTimeout) or isinstance(exc.__cause__, PoolTimeout)
 
 
 def _direct_connection_error():
     """The error of one connection opened outside the pool (None if it opens): the pool retries in the background and
     would only say, after DATABASE_POOL_TIMEOUT, that no connection came."""
-    import psycopg
-    from django.db import connection
-
     try:
         psycopg.connect(**connection.get_connection_params()).close()
     except psycopg.Error as exc:
@@ -60,9 +54,6 @@ def _direct_connection_error():
 
 def require_database():
     """In production (DEBUG off) a web, worker or beat process that cannot reach its database stops at once."""
-    from django.conf import settings
-    from django.db import OperationalError, connection
-
     if settings.DEBUG:
         return
     if _pooled():
@@ -81,8 +72,6 @@ def require_database():
 @contextlib.contextmanager
 def database_errors_in_one_line():
     """A management command whose database never answered stops with one line; any other error is left alone."""
-    from django.db import OperationalError, connection
-
     try:
         yield
     except OperationalError as exc:

@@ -7,7 +7,7 @@ from django.contrib import messages
 from django.contrib.auth import login as auth_login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -23,7 +23,7 @@ from . import login, logsink, registry, services, twofactor
 from .access import can, get_run_for_user, get_team_for_user, role_allows, team_roles
 from .forms import AuditFilter, LoginForm, MemberAddForm, RoleForm, SecondFactorForm, TeamForm
 from .logtext import cut_for_display
-from .models import Action, AuditEvent, Membership, Role, Run, Team, User, action_to_cancel
+from .models import ROLE_ACTIONS, Action, AuditEvent, Membership, Role, Run, Team, User, action_to_cancel
 
 log = logging.getLogger(__name__)
 
@@ -326,8 +326,6 @@ def team_detail(request, slug):
 
 
 def _role_help():
-    from .models import ROLE_ACTIONS
-
     return [(Role(role).label, [Action(a).label for a in Action if a in actions]) for role, actions in ROLE_ACTIONS.items()]
 
 
@@ -618,8 +616,6 @@ def health_ready(request):
 
 def error_400(request, exception=None):
     """A request Django could not read: most often a form posted with more than DATA_UPLOAD_MAX_MEMORY_SIZE of text."""
-    from django.core.exceptions import RequestDataTooBig
-
     too_big = isinstance(exception, RequestDataTooBig)
     return render(request, "400.html", {"too_big": too_big,
                                         "limit_mb": settings.DATA_UPLOAD_MAX_MEMORY_SIZE / 1024 / 1024}, status=400)

@@ -1,5 +1,7 @@
 """Formatting for host pages: short digests, state badges, ages. Display only."""
 
+from datetime import datetime
+
 from django import template
 from django.utils import timezone
 
@@ -63,8 +65,6 @@ def stale(when, seconds=300):
 @register.filter
 def when(timestamp):
     """An RFC 3339 timestamp from bootc as `2026-01-01 09:14 UTC` (bootc's own text when it does not parse)."""
-    from datetime import datetime
-
     if not timestamp:
         return "—"
     try:

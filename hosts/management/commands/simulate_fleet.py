@@ -16,16 +16,21 @@ roll it back.
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from hosts import simulator
+from hosts import services, simulator
+from hosts.models import Host
+from hosts.services import team_key_ensure
 from hosts.simulator import Deployment, Fleet
+from portal.models import Team
 
 ROLES = ("web", "api", "db", "edge", "cache")
 DEMO_REPOSITORY = "platform/demo-os"
@@ -58,16 +63,12 @@ class Command(BaseCommand):
         registry = registry or settings.REGISTRY_URL.split("/")[0]
         state_path = None if state_dir == "none" else (state_dir or settings.VAR_DIR / "fleet")
         if state_path is not None:
-            from pathlib import Path
-
             state_path = Path(state_path)
             state_path.mkdir(parents=True, exist_ok=True)
         keys = list(authorized_key)
         team_obj = None
         if register:
             team_obj = self._team(team)
-            from hosts.services import team_key_ensure
-
             keys.append(team_key_ensure(team=team_obj).public_key)
         if not keys:
             raise CommandError("Nothing may log in: pass --register (the team's key) or --authorized-key.")
@@ -82,8 +83,6 @@ class Command(BaseCommand):
         asyncio.run(self._serve(fleet, team_obj, reference))
 
     def _team(self, slug):
-        from portal.models import Team
-
         team = Team.objects.filter(slug=slug).first()
         if team is None:
             raise CommandError(f"No team {slug!r}: run `manage.py seed_demo` (make run does) or pass --team.")
@@ -127,9 +126,6 @@ class Command(BaseCommand):
             registered = await asyncio.to_thread(_register, fleet, team, reference)
             self.stdout.write(f"registered {registered} new host(s) in {team}")
         if self.manifest:
-            import json
-            from pathlib import Path
-
             lines = [json.dumps({"name": h.name, "port": h.port, "host_key": h.public_host_key(),
                                  "image": h.state.spec_image, "architecture": h.state.architecture})
                      for h in fleet.hosts.values()]
@@ -186,9 +182,6 @@ def _demo_state(state, i, reference, digests):
 
 
 def _register(fleet, team, reference):
-    from hosts import services
-    from hosts.models import Host
-
     stages = {stage.name: stage for stage in team.stages.all()}
     created = 0
     for sim in fleet.hosts.values():

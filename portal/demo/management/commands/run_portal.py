@@ -21,11 +21,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+import redis
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from builds.queues import local_queues
+from portal import workers
 from portal.demo import web_os as demo
 from portal.demo.supervisor import Supervisor
 from portal.demo.tasks import demo_advance
@@ -90,14 +92,10 @@ def _http_ok(url):
 
 
 def _redis_answers(socket_path):
-    import redis
-
     return redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1, socket_connect_timeout=1).ping()
 
 
 def _worker_beats(name_prefix):
-    from portal import workers
-
     return any(worker.name.startswith(name_prefix) for worker in workers.alive())
 
 
