@@ -4,7 +4,7 @@ and the fragments' out-of-band parts put where they belong, as htmx does."""
 import html
 import re
 
-LOADER = re.compile(r'<div[^>]*\bhx-get="([^"]+)" hx-trigger="load" hx-swap="outerHTML">.*?</div>', re.S)
+LOADER = re.compile(r'<(div|a|span)\b[^>]*\bhx-get="([^"]+)"[^>]*\bhx-trigger="load"[^>]*>.*?</\1>', re.S)
 OUT_OF_BAND = re.compile(r'<(\w+) id="([^"]+)" hx-swap-oob="true">(.*?)</\1>', re.S)
 
 
@@ -15,8 +15,8 @@ def shown(client, url):
     out_of_band = []
 
     def load(match):
-        fragment = client.get(html.unescape(match.group(1)), headers={"HX-Request": "true"})
-        assert fragment.status_code == 200, (match.group(1), fragment.status_code)
+        fragment = client.get(html.unescape(match.group(2)), headers={"HX-Request": "true"})
+        assert fragment.status_code == 200, (match.group(2), fragment.status_code)
         text = fragment.content.decode()
         out_of_band.extend(OUT_OF_BAND.findall(text))
         return OUT_OF_BAND.sub("", text)
