@@ -87,7 +87,9 @@ class TestTheBuildPage:
         assert world.dev.get_absolute_url() in html and world.test.get_absolute_url() in html
         assert world.prod.get_absolute_url() not in html  # prod does not hold it
         fragment = reverse("diskimages:digest_images", args=[D1])
-        assert fragment in html  # its disk images load as a fragment of their own app
+        # Its disk images load as a fragment of their own app.
+        assert fragment in client_for(world.personas.viewer).get(world.build1.get_absolute_url()).content.decode()
+        assert world.disk_image.get_absolute_url() in html
         assert world.disk_image.get_absolute_url() in page(client_for, world.personas.viewer, fragment)
         assert world.disk_image.get_absolute_url() not in page(client_for, world.personas.outsider, fragment)
         # Two of the team's hosts boot D1; the other team's host is not counted.
