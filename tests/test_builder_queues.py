@@ -24,7 +24,8 @@ from tests.builds_fixtures import BASE_IMAGE, WORKER_ENV
 from tests.conftest import PortalProcess, free_port, subprocess_env, wait_for
 from tests.diskimage_rows import succeeded_build
 
-pytestmark = pytest.mark.django_db(transaction=True)  # tasks are sent when the request's transaction commits
+# Tasks are sent when the request's transaction commits; several tests start workers.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 
 OTHER_ARCH = "arm64" if local_architecture() != "arm64" else "amd64"
 

@@ -18,6 +18,8 @@ from django.db import connection
 
 from tests.conftest import IN_CI, ROOT, PortalProcess, free_port, make_user, subprocess_env, wait_for
 
+pytestmark = pytest.mark.processes
+
 POSTGRES = "postgres://portal@127.0.0.1:5432/portal"
 CLIENTS = 50
 REQUESTS_PER_CLIENT = 6

@@ -13,6 +13,8 @@ import pytest
 
 from tests.conftest import ROOT, free_port
 
+pytestmark = pytest.mark.processes
+
 ADVISORY = {"id": "PYSEC-2099-1", "aliases": ["CVE-2099-0001"], "summary": "A planted advisory.",
             "affected": [{"package": {"name": "sqlparse", "ecosystem": "PyPI"},
                           "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "99.0"}]}]}]}

@@ -13,6 +13,8 @@ from portal.models import AuditEvent, RunStatus
 from tests.conftest import ROOT, free_port, subprocess_env, wait_for
 from tests.hosts_fixtures import booted_state
 
+pytestmark = pytest.mark.processes
+
 
 class FleetCommand:
     def __init__(self, redis_url, tmp_path, *args):

@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import ROOT, free_port, require_tool, wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(1200)]
 
 # What the suite's own process has in its environment that a newcomer's shell does not.
 NOT_A_NEWCOMERS = ("DATABASE_URL", "REDIS_URL", "DEBUG", "SECRET_KEY", "FIELD_ENCRYPTION_KEYS", "DJANGO_SETTINGS_MODULE",
