@@ -10,16 +10,27 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 
 
 @contextmanager
-def browser_page(width=1400, height=900):
+def chromium():
+    """One Chromium for the block. Starting Playwright's driver and the browser takes seconds; a test that needs several
+    users opens one context each (`browser.new_context()`: cookies and storage of its own) in the same browser.
+
+    Playwright is stopped again at the end of the block, never kept for the session: while its sync API is alive it
+    marks its event loop as running in this thread, which the async tests and Django's ORM would trip over."""
     require_tool("chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            yield browser.new_page(viewport={"width": width, "height": height})
+            yield browser
         finally:
             browser.close()
+
+
+@contextmanager
+def browser_page(width=1400, height=900):
+    with chromium() as browser:
+        yield browser.new_page(viewport={"width": width, "height": height})
 
 
 def log_in(page, base_url, username, password="correct horse battery"):

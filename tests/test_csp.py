@@ -15,7 +15,7 @@ from builds.models import StageHistory
 from hosts.models import Host, HostSnapshot, HostState
 from portal import logsink
 from portal.models import Run, RunStatus
-from tests.browser import browser_page, log_in, screenshot
+from tests.browser import browser_page, chromium, log_in, screenshot
 from tests.diskimage_rows import finished_conversion, succeeded_build
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -92,8 +92,10 @@ def violations_on(page, url):
 def test_no_page_of_any_persona_breaks_the_content_security_policy(personas, portal_server):
     ids = a_portal_with_something_on_every_page(personas)
     found = {}
-    for persona, paths in pages(ids).items():
-        with browser_page() as page:
+    with chromium() as browser:
+        for persona, paths in pages(ids).items():
+            context = browser.new_context(viewport={"width": 1400, "height": 900})  # each persona's own cookies
+            page = context.new_page()
             page.add_init_script(COLLECT_VIOLATIONS)
             console = []
             page.on("console", lambda message, console=console: console.append(message.text)
@@ -109,6 +111,7 @@ def test_no_page_of_any_persona_breaks_the_content_security_policy(personas, por
                 if reported or console:
                     found[(persona, path)] = reported + console
                     console.clear()
+            context.close()
     assert found == {}
 
 
