@@ -25,7 +25,7 @@ def counts():
 
 
 def test_without_podman_the_seed_skips_the_builds_with_a_note_and_changes_nothing_the_second_time(
-        db, monkeypatch, tmp_path):
+        without_personas, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no podman, skopeo or busybox here
     first = seed()
     assert "demo builds are skipped (podman, skopeo, busybox, tar not installed" in first
@@ -42,7 +42,7 @@ def test_without_podman_the_seed_skips_the_builds_with_a_note_and_changes_nothin
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_the_demo_builds_pushes_and_promotes_web_os_for_real(
-        local_builder, build_settings, oci_registry, eager_tasks, capsys):
+        without_personas, local_builder, build_settings, oci_registry, eager_tasks, capsys):
     seed("--quiet")
     notes = []
     for _ in range(20):
