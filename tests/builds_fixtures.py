@@ -6,6 +6,7 @@ only helpers (BASE_IMAGE, WORKER_ENV, skopeo_inspect).
 """
 
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -159,6 +160,27 @@ def local_builder(db, podman_store):
 
 
 WORKER_ENV = {"BUILD_PULL_POLICY": "never", "BUILD_CANCEL_POLL_SECONDS": "0.5"}
+
+
+def processes_running(*argv):
+    """Pids of the processes on this machine whose command line is exactly argv."""
+    wanted = "\0".join(argv).encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if f.read().rstrip(b"\0") == wanted:
+                        pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+def a_long_sleep():
+    """Seconds for a `sleep` in a build that the test ends itself, unique on this machine: the test finds the sleep (and
+    may kill it) by its command line, and another test session may be running the same test at the same moment."""
+    return str(100_000 + secrets.randbelow(900_000))
 
 
 def skopeo_inspect(reference, *, tls_verify=False, creds=None):

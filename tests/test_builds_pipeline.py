@@ -18,7 +18,7 @@ from builds.models import (
     ContextKind,
 )
 from portal.logsink import lines_after
-from tests.builds_fixtures import BASE_IMAGE, skopeo_inspect
+from tests.builds_fixtures import BASE_IMAGE, a_long_sleep, processes_running, skopeo_inspect
 
 pytestmark = pytest.mark.slow
 
@@ -275,14 +275,13 @@ def test_labels_fall_back_to_flags_for_a_dangling_continuation():
 
 def test_a_build_past_its_time_limit_fails_with_the_reason_and_its_processes_stopped(definition, personas):
     """The shortest limit a definition takes is a minute: this test waits for it."""
-    from tests.test_builds_worker import processes_running
-
     services.definition_update(definition=definition, user=personas.developer, timeout_minutes=1)
+    seconds = a_long_sleep()
     revision = services.revision_create(definition=definition, user=personas.developer,
-                                        containerfile=f"FROM {BASE_IMAGE}\nRUN echo before && sleep 295\n")
+                                        containerfile=f"FROM {BASE_IMAGE}\nRUN echo before && sleep {seconds}\n")
     build = build_now(revision, personas.developer)
     assert build.status == BuildStatus.FAILED
     assert build.run.exit_reason.startswith("Timed out after 1 min (the definition's limit)")
     assert "before" in log_text(build), "the log up to the limit is kept"
     assert 58 < (build.run.finished_at - build.run.started_at).total_seconds() < 90
-    assert not processes_running("sleep", "295")
+    assert not processes_running("sleep", seconds)

@@ -9,7 +9,7 @@ from builds import pipeline, services
 from builds.models import Build, Builder, BuildStatus
 from builds.runner import BuilderUnavailable, SSHRunner, Watch
 from portal.logsink import lines_after
-from tests.builds_fixtures import BASE_IMAGE, skopeo_inspect
+from tests.builds_fixtures import BASE_IMAGE, a_long_sleep, processes_running, skopeo_inspect
 from tests.conftest import free_port, start_in_thread, wait_for
 
 pytestmark = pytest.mark.slow
@@ -80,18 +80,17 @@ def test_an_offline_builder_fails_the_build_fast_with_the_reason(personas, defin
 @pytest.mark.django_db(transaction=True)
 def test_cancel_kills_the_remote_process_tree(personas, definition, remote_builder, in_process_worker):
     from builds.queues import build_queue
-    from tests.test_builds_worker import processes_running
-
     in_process_worker(build_queue(remote_builder))
 
+    seconds = a_long_sleep()
     revision = services.revision_create(definition=definition, user=personas.developer,
-                                        containerfile=f"FROM {BASE_IMAGE}\nRUN sleep 298\n")
+                                        containerfile=f"FROM {BASE_IMAGE}\nRUN sleep {seconds}\n")
     build = services.build_start(revision=revision, user=personas.developer)
     thread = start_in_thread(pipeline.build_execute, build.pk)
     try:
-        wait_for(lambda: processes_running("sleep", "298"), timeout=60, what="the remote sleep to start")
+        wait_for(lambda: processes_running("sleep", seconds), timeout=60, what="the remote sleep to start")
         services.build_cancel(build=Build.objects.with_related().get(pk=build.pk), user=personas.developer)
-        wait_for(lambda: not processes_running("sleep", "298"), timeout=5, interval=0.1,
+        wait_for(lambda: not processes_running("sleep", seconds), timeout=5, interval=0.1,
                  what="the remote process tree to be killed")
     finally:
         thread.join(30)

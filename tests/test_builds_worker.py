@@ -17,7 +17,7 @@ from builds.models import Build, BuildPhase, BuildStatus
 from builds.queues import local_queues
 from portal.logsink import lines_after
 from portal.models import RunStatus
-from tests.builds_fixtures import BASE_IMAGE, WORKER_ENV, skopeo_inspect
+from tests.builds_fixtures import BASE_IMAGE, WORKER_ENV, a_long_sleep, processes_running, skopeo_inspect
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.slow
@@ -25,21 +25,6 @@ pytestmark = pytest.mark.slow
 
 def local_build_queue():
     return local_queues()[0]
-
-
-def processes_running(*argv):
-    """Pids of processes whose command line is exactly argv."""
-    wanted = "\0".join(argv).encode()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if f.read().rstrip(b"\0") == wanted:
-                        pids.append(int(entry))
-            except OSError:
-                continue
-    return pids
 
 
 def reload(build):
@@ -81,10 +66,11 @@ def test_cancel_stops_a_running_sleep_and_its_whole_process_tree_keeping_the_log
     start_worker, personas, definition
 ):
     start_worker(queues=local_build_queue(), concurrency=1, **WORKER_ENV)
+    seconds = a_long_sleep()
     revision = services.revision_create(definition=definition, user=personas.developer,
-                                        containerfile=f"FROM {BASE_IMAGE}\nRUN echo before-sleep\nRUN sleep 300\n")
+                                        containerfile=f"FROM {BASE_IMAGE}\nRUN echo before-sleep\nRUN sleep {seconds}\n")
     build = services.build_start(revision=revision, user=personas.developer)
-    wait_for(lambda: processes_running("sleep", "300") or reload(build).run.is_finished, timeout=60,
+    wait_for(lambda: processes_running("sleep", seconds) or reload(build).run.is_finished, timeout=60,
              what="the RUN sleep 300 step to start")
     run = reload(build).run
     assert (run.status, run.phase) == ("running", BuildPhase.BUILDING), (
@@ -92,7 +78,7 @@ def test_cancel_stops_a_running_sleep_and_its_whole_process_tree_keeping_the_log
 
     asked = time.monotonic()
     services.build_cancel(build=reload(build), user=personas.developer)
-    wait_for(lambda: not processes_running("sleep", "300"), timeout=5, interval=0.1,
+    wait_for(lambda: not processes_running("sleep", seconds), timeout=5, interval=0.1,
              what="the sleep (and its podman) to be killed within 5 s")
     killed_after = time.monotonic() - asked
     wait_for(lambda: reload(build).run.is_finished, timeout=10, what="the run to end")
@@ -101,7 +87,7 @@ def test_cancel_stops_a_running_sleep_and_its_whole_process_tree_keeping_the_log
     assert build.status == BuildStatus.CANCELLED
     assert "Cancelled by developer" in build.run.exit_reason
     log = log_text(build)
-    assert "before-sleep" in log and "RUN sleep 300" in log, "the partial log is kept"
+    assert "before-sleep" in log and f"RUN sleep {seconds}" in log, "the partial log is kept"
     assert build.run.log_lines >= 3
     print(f"process tree gone {killed_after:.2f} s after the cancel request")
 
@@ -111,11 +97,12 @@ def test_a_worker_killed_mid_build_leaves_a_failed_build_with_the_reason(
 ):
     settings.RUN_STALE_AFTER = timedelta(seconds=2)
     worker = start_worker(queues=local_build_queue(), concurrency=1, RUN_HEARTBEAT_SECONDS="0.3", **WORKER_ENV)
+    seconds = a_long_sleep()
     revision = services.revision_create(definition=definition, user=personas.developer,
-                                        containerfile=f"FROM {BASE_IMAGE}\nRUN sleep 299\n")
+                                        containerfile=f"FROM {BASE_IMAGE}\nRUN sleep {seconds}\n")
     build = services.build_start(revision=revision, user=personas.developer)
     try:
-        wait_for(lambda: processes_running("sleep", "299"), timeout=60, what="the sleep step to start")
+        wait_for(lambda: processes_running("sleep", seconds), timeout=60, what="the sleep step to start")
         worker.stop(signal.SIGKILL)
         assert reload(build).run.status == RunStatus.RUNNING
 
@@ -131,5 +118,5 @@ def test_a_worker_killed_mid_build_leaves_a_failed_build_with_the_reason(
         assert "stopped responding" in build.run.exit_reason and build.run.worker in build.run.exit_reason
     finally:
         # The container's sleep was orphaned with the worker; it was started by this test, so end it here.
-        for pid in processes_running("sleep", "299"):
+        for pid in processes_running("sleep", seconds):
             os.kill(pid, signal.SIGKILL)
