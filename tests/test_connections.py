@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 from django.db import connection
 
-from tests.conftest import IN_CI, ROOT, PortalProcess, free_port, make_user, subprocess_env, wait_for
+from tests.conftest import IN_CI, ROOT, PortalProcess, free_port, subprocess_env, wait_for
 
 pytestmark = pytest.mark.processes
 
@@ -110,9 +110,10 @@ def web_with_a_pool_of_four(redis_server, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_fifty_concurrent_clients_share_four_pooled_connections_and_get_no_500(web_with_a_pool_of_four, client):
+def test_fifty_concurrent_clients_share_four_pooled_connections_and_get_no_500(web_with_a_pool_of_four, client,
+                                                                                  personas):
     web = web_with_a_pool_of_four
-    client.force_login(make_user("developer"), backend="django.contrib.auth.backends.ModelBackend")
+    client.force_login(personas.developer, backend="django.contrib.auth.backends.ModelBackend")
     cookie = f"sessionid={client.cookies['sessionid'].value}"
     address = urlsplit(web.url)
     statuses = Counter()
