@@ -16,21 +16,20 @@ from __future__ import annotations
 import logging
 import re
 import time
-import traceback
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from portal.logsink import LogSink
+from portal import runs
 from portal.models import Run, RunStatus
 from portal.registry import announce
-from portal.services import RunStateError, audit, run_finish, run_set_phase, run_start
+from portal.services import RunStateError, audit, run_finish, run_set_phase
 from portal.text import storable
 
 from . import fetches, registry
 from .models import Promotion, PromotionKind, PromotionStatus, StageHistory
-from .runner import BuilderUnavailable, Cancelled, CommandFailed, LocalRunner, TimedOut, Watch
+from .runner import CommandFailed, LocalRunner, Watch
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ log = logging.getLogger(__name__)
 PROMOTION_APPLIED = "promotion.applied"
 
 
-class ApplyFailed(Exception):
+class ApplyFailed(runs.Failed):
     """The application failed; the message is the reason people read."""
 
 
@@ -60,13 +59,25 @@ def promotion_apply_execute(run_id: int) -> None:
         except RunStateError:
             pass
         return
-    try:
-        run_start(run, phase="resolving")
-    except RunStateError:
+    if not runs.claim(run, phase="resolving"):
         return
-    sink = LogSink(run)
+    limit = runs.Limit(settings.PROMOTION_APPLY_TIMEOUT_SECONDS, "PROMOTION_APPLY_TIMEOUT_SECONDS")
+    with runs.executing(run, what="the promotion's application", limit=limit, stopped="the stage tag was not moved",
+                        unavailable="This worker cannot run skopeo",
+                        before_finish=lambda execution: _failed(promotion.pk, run.pk, execution)) as execution:
+        _apply(promotion, execution, limit)
+
+
+def _failed(promotion_id, run_id, execution):
+    if not execution.succeeded:
+        _mark_failed(promotion_id, run_id=run_id, reason=execution.reason)
+
+
+def _apply(promotion, execution, limit):
+    """Copy, verify and record; if the work stops after the tag moved, the tag is put back (noted in the reason)."""
+    run, sink = execution.run, execution.sink
     runner = LocalRunner()
-    watch = Watch(run=run, sink=sink, deadline=time.monotonic() + settings.PROMOTION_APPLY_TIMEOUT_SECONDS)
+    watch = Watch(run=run, sink=sink, deadline=time.monotonic() + limit.seconds)
     definition, stage = promotion.definition, promotion.target_stage
     source_repository = promotion.build.repository or definition.repository
     source = f"{source_repository}@{promotion.digest}"
@@ -99,29 +110,21 @@ def promotion_apply_execute(run_id: int) -> None:
             except CommandFailed as exc:
                 raise ApplyFailed(f"skopeo copy failed ({exc}): {_last_error(exc)}. The stage tag was not moved.") from exc
             moved = True
+            execution.stopped = "the stage tag had moved"
 
         run_set_phase(run, "verifying")
         now_digest = _resolve(runner, watch, target, access, authfile)
         if now_digest != promotion.digest:
             raise ApplyFailed(f"After the copy {target} resolves to {now_digest or 'nothing'}, not {promotion.digest}.")
         sink.write(f"Verified: {target} resolves to {now_digest}")
-        _record_success(promotion, run, previous=previous, sink=sink)
-        moved = False
-    except Exception as exc:  # noqa: BLE001 - the run and the promotion must end, whatever happened
-        reason, status = _reason(exc, run)
-        if not isinstance(exc, (ApplyFailed, Cancelled, TimedOut, CommandFailed, BuilderUnavailable)):
-            log.exception("applying promotion %s failed unexpectedly", promotion.pk)
-            sink.write(traceback.format_exc())
+        _record_success(promotion, execution, previous=previous)
+    except BaseException:
         if moved:
-            reason += " " + _put_back(runner, target, previous, access, authfile, sink)
-        sink.write(reason)
-        sink.close()
-        fail_promotion(promotion.pk, run_id=run.pk, reason=reason, run_status=status)
-        return
+            execution.note(_put_back(runner, target, previous, access, authfile, sink))
+        raise
     finally:
         if workdir:
             runner.remove_tree(workdir)
-        sink.close()
 
 
 def _resolve(runner, watch, reference, access, authfile, *, missing_ok=False) -> str:
@@ -151,21 +154,6 @@ def _last_error(exc: CommandFailed) -> str:
     return text[:400]
 
 
-def _reason(exc, run):
-    if isinstance(exc, ApplyFailed):
-        return str(exc), RunStatus.FAILED
-    if isinstance(exc, Cancelled):
-        return "Cancelled before it finished; the stage tag was left as it was.", RunStatus.CANCELLED
-    if isinstance(exc, TimedOut):
-        return (f"Timed out after {settings.PROMOTION_APPLY_TIMEOUT_SECONDS} s (PROMOTION_APPLY_TIMEOUT_SECONDS).",
-                RunStatus.FAILED)
-    if isinstance(exc, BuilderUnavailable):
-        return f"This worker cannot run skopeo: {exc}.", RunStatus.FAILED
-    if isinstance(exc, RunStateError):
-        return f"The run ended while it was working ({exc}).", RunStatus.FAILED
-    return f"Internal error while applying: {type(exc).__name__}: {exc}", RunStatus.FAILED
-
-
 def _put_back(runner, target, previous, access, authfile, sink) -> str:
     """Move the tag back to where it was, after it moved but the promotion could not be completed."""
     if not previous:
@@ -181,9 +169,11 @@ def _put_back(runner, target, previous, access, authfile, sink) -> str:
     return f"{target} was put back to {previous}."
 
 
-def _record_success(promotion, run, *, previous, sink):
+def _record_success(promotion, execution, *, previous):
+    """The stage history entry, the promotion applied, its audit record and the run succeeded: all or nothing."""
     from . import notifications
 
+    run, sink = execution.run, execution.sink
     with transaction.atomic():
         locked = Promotion.objects.select_for_update(of=("self",)).with_related().get(pk=promotion.pk)
         if locked.status != PromotionStatus.APPLYING or locked.run_id != run.pk:
@@ -204,8 +194,7 @@ def _record_success(promotion, run, *, previous, sink):
               obj=locked, detail={"digest": locked.digest, "previous_digest": previous, "stage": stage.name,
                                   "history": entry.pk, "run": run.pk, "kind": locked.kind})
         sink.write(f"Recorded: {stage.name} of {locked.definition} is {locked.digest} (history entry {entry.pk})")
-        sink.close()
-        run_finish(run, status=RunStatus.SUCCEEDED, reason="", log_lines=sink.last_seq)
+        execution.succeed()
         notifications.notify(event=notifications.NotificationEvent.APPLIED, team=stage.team, promotion=locked)
         # Whoever tracks the stage tag (hosts, which may read releases, subscribe) now expects this digest.
         details = {"reference": stage.reference(locked.definition), "digest": locked.digest,
@@ -215,10 +204,8 @@ def _record_success(promotion, run, *, previous, sink):
 
 def fail_promotion(promotion_id: int, *, run_id: int | None, reason: str, run_status=RunStatus.FAILED):
     """Mark an applying promotion failed with the reason (it may be retried), and end its run if it is still going."""
-    from . import notifications
-
     with transaction.atomic():
-        locked = Promotion.objects.select_for_update(of=("self",)).with_related().filter(pk=promotion_id).first()
+        Promotion.objects.select_for_update(of=("self",)).filter(pk=promotion_id).first()  # before the run's row
         if run_id is not None:
             run = Run.objects.filter(pk=run_id).first()
             if run is not None and run.is_active:
@@ -226,6 +213,15 @@ def fail_promotion(promotion_id: int, *, run_id: int | None, reason: str, run_st
                     run_finish(run, status=run_status, reason=reason)
                 except RunStateError:
                     pass
+        _mark_failed(promotion_id, run_id=run_id, reason=reason)
+
+
+def _mark_failed(promotion_id, *, run_id, reason):
+    """The promotion failed (if it is still applying with this run): its note, the audit record, the notification."""
+    from . import notifications
+
+    with transaction.atomic():
+        locked = Promotion.objects.select_for_update(of=("self",)).with_related().filter(pk=promotion_id).first()
         if locked is None or locked.status != PromotionStatus.APPLYING or (run_id and locked.run_id != run_id):
             return
         locked.status, locked.status_note = PromotionStatus.FAILED, storable(reason)[:500]

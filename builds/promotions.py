@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from portal.access import can, check_team_action, second_factor_refusal
 from portal.models import ROLE_ACTIONS, Action, Membership, Run, RunKind, RunStatus, Team, User
-from portal.services import audit, run_create
+from portal.services import audit, run_create, run_enqueue
 
 from .models import (
     Approval,
@@ -42,6 +42,8 @@ from .models import (
     StageGroupRequirement,
     StageHistory,
 )
+from .promotion_apply import fail_promotion
+from .tasks import promotion_apply
 
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 log = logging.getLogger(__name__)
@@ -566,26 +568,18 @@ def _start_or_wait(promotion, *, actor, request, now):
         audit(action="promotion.override_used", summary=f"emergency override for #{promotion.pk}: {blocked}; "
               f"{promotion.emergency_reason}", actor=actor, team=stage.team, obj=promotion, request=request,
               detail=_detail(promotion, blocked=blocked))
-    transaction.on_commit(lambda: _enqueue_apply(run.pk))
+    transaction.on_commit(lambda: _enqueue_apply(run))
     return run
 
 
-def _enqueue_apply(run_id):
-    """Hand the application to a worker. If the broker cannot take it, the promotion fails now with the reason (a
-    Retry applies it once the broker answers) rather than staying "applying" until the reaper gives up on its run."""
-    from kombu.exceptions import OperationalError
-
-    from .promotion_apply import fail_promotion
-    from .tasks import promotion_apply
-
-    try:
-        promotion_apply.delay(run_id)
-    except OperationalError as exc:
-        log.error("could not queue promotion_apply for run %s: %s", run_id, exc)
-        promotion_id = Promotion.objects.filter(run_id=run_id).values_list("pk", flat=True).first()
+def _enqueue_apply(run):
+    """Hand the application to a worker (`run_enqueue`). If the broker cannot take it, the run fails at once with the
+    reason and so does the promotion (a Retry applies it once the broker answers), rather than staying "applying"
+    until the reaper gives up on its run."""
+    if not run_enqueue(promotion_apply, run.pk, run=run, what="it"):
+        promotion_id = Promotion.objects.filter(run_id=run.pk).values_list("pk", flat=True).first()
         if promotion_id is not None:
-            fail_promotion(promotion_id, run_id=run_id, reason=f"The portal could not hand it to a worker ({exc}); "
-                           "the stage tag was not touched. Retry once the workers' broker answers.")
+            fail_promotion(promotion_id, run_id=run.pk, reason=f"{run.exit_reason} The stage tag was not touched.")
 
 
 def promotions_apply_due(now=None) -> list[Promotion]:
@@ -602,8 +596,6 @@ def promotions_apply_due(now=None) -> list[Promotion]:
     stuck = Promotion.objects.filter(status=PromotionStatus.APPLYING, run__status__in=[
         RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.SUCCEEDED])
     for promotion in stuck:
-        from .promotion_apply import fail_promotion
-
         fail_promotion(promotion.pk, run_id=promotion.run_id,
                        reason=Run.objects.filter(pk=promotion.run_id).values_list("exit_reason", flat=True).first()
                        or "Its apply run ended without recording a result.")
