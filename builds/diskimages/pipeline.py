@@ -17,20 +17,17 @@ import logging
 import os
 import re
 import time
-import traceback
 
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage
-from django.db import transaction
 
 from builds import fetches, podman, registry
 from builds.models import Builder
-from builds.runner import BuilderUnavailable, Cancelled, CommandFailed, TimedOut, Watch, runner_for
-from portal import egress
-from portal.logsink import LogSink
-from portal.models import AuditEvent, RunStatus
-from portal.services import RunStateError, run_finish, run_set_phase, run_start
+from builds.runner import BuilderUnavailable, CommandFailed, Watch, runner_for
+from portal import egress, runs
+from portal.models import RunStatus
+from portal.services import run_set_phase
 
 from . import converters, diskconfig
 from .models import Artifact, DiskImage, DiskImageBackend, artifact_storage
@@ -42,7 +39,7 @@ HEAD_BYTES = 36 * 1024
 AMI_ID_RE = re.compile(r"\bami-[0-9a-f]{8,17}\b")
 
 
-class Failed(Exception):
+class Failed(runs.Failed):
     """The conversion failed for a known cause; the message is the run's exit reason."""
 
     def __init__(self, reason, *, cause=converters.Cause.OTHER, hint="", summary=""):
@@ -105,84 +102,53 @@ def disk_image_execute(disk_image_id: int) -> None:
         return
     run = disk_image.run
     builder = Builder.objects.filter(pk=disk_image.builder_id).first()
-    try:
-        run_start(run, phase="preparing")
-    except RunStateError:
+    if not runs.claim(run, phase="preparing"):
         return
-    sink = LogSink(run)
+    limit = runs.Limit(settings.DISK_IMAGE_TIMEOUT_MINUTES * 60, "DISK_IMAGE_TIMEOUT_MINUTES")
+    with runs.executing(run, what="the conversion", limit=limit, stopped="the builder container was stopped",
+                        unavailable=f"Builder {builder.name if builder else '(none)'} is unavailable",
+                        before_finish=lambda execution: _record_failure(disk_image, execution)) as execution:
+        _convert(disk_image, builder, execution.sink, limit)
+
+
+def _convert(disk_image, builder, sink, limit):
+    if builder is None or not builder.enabled:
+        raise BuilderUnavailable("its builder was removed or disabled; retry to pick another one")
     tail = TailSink(sink)
-    status, reason, cause, hint, summary = RunStatus.FAILED, "", "", "", ""
-    runner = workdir = None
+    watch = Watch(run=disk_image.run, sink=tail, deadline=time.monotonic() + limit.seconds)
     containers: list[str] = []
-    try:
-        if builder is None or not builder.enabled:
-            raise BuilderUnavailable("its builder was removed or disabled; retry to pick another one")
-        watch = Watch(run=run, sink=tail, deadline=time.monotonic() + settings.DISK_IMAGE_TIMEOUT_MINUTES * 60)
-        runner = runner_for(builder)
+    with runner_for(builder) as runner:
         workdir = runner.mkdtemp()
-        Conversion(disk_image, builder, runner, workdir, watch, tail, containers).run()
-        status = RunStatus.SUCCEEDED
-    except Failed as exc:
-        reason, cause, hint, summary = str(exc), exc.cause, exc.hint, exc.summary
-        sink.write(f"Failed: {reason}")
-    except Cancelled as exc:
-        status = RunStatus.CANCELLED
-        reason = _cancel_reason(run, exc)
-        sink.write(f"Stopped: {reason}")
-    except TimedOut:
-        reason = (f"Timed out after {settings.DISK_IMAGE_TIMEOUT_MINUTES} min (DISK_IMAGE_TIMEOUT_MINUTES); the builder "
-                  "container was stopped.")
-        sink.write(reason)
-    except BuilderUnavailable as exc:
-        reason = f"Builder {builder.name if builder else '(none)'} is unavailable: {exc}."
-        hint = "Check the builder on the builders page, or disable it so conversions go to another one."
-        sink.write(reason)
-    except CommandFailed as exc:
-        failure = converters.classify_failure(exc.output_tail)
-        reason, cause, hint, summary = f"{failure.label}: {failure.summary or exc}", failure.cause, failure.hint, \
-            "\n".join(failure.lines)
-        sink.write(reason)
-    except RunStateError as exc:
-        status = RunStatus.CANCELLED
-        reason = f"The run ended while it was working ({exc})."
-    except Exception as exc:  # noqa: BLE001 - the run must end, whatever happened
-        log.exception("disk image %s failed unexpectedly", disk_image_id)
-        reason = f"Internal error in the conversion: {type(exc).__name__}: {exc}"
-        sink.write(reason)
-        sink.write(traceback.format_exc())
-    finally:
-        if runner is not None:
-            if status != RunStatus.SUCCEEDED:
-                for name in containers:
-                    with contextlib.suppress(Exception):
-                        runner.run(converters.remove_container_args(builder, name),
-                                   watch=Watch(run=None, sink=None, deadline=None), echo=False)
-            if workdir:
-                runner.remove_tree(workdir)
-            runner.close()
-        sink.close()
-        _finish(disk_image, status=status, reason=reason, cause=cause, hint=hint, summary=summary)
-    return None
-
-
-def _finish(disk_image, *, status, reason, cause, hint, summary):
-    with transaction.atomic():
-        if status != RunStatus.SUCCEEDED:
-            DiskImage.objects.filter(pk=disk_image.pk).update(failure_cause=cause or converters.Cause.OTHER
-                                                              if status == RunStatus.FAILED else "",
-                                                              failure_summary=summary, hint=hint[:500])
         try:
-            run_finish(disk_image.run, status=status, reason=reason or "")
-        except RunStateError:
-            pass  # reaped or cancelled meanwhile: whoever ended it wrote the reason
+            try:
+                Conversion(disk_image, builder, runner, workdir, watch, tail, containers).run()
+            except CommandFailed as exc:
+                failure = converters.classify_failure(exc.output_tail)
+                raise Failed(f"{failure.label}: {failure.summary or exc}", cause=failure.cause, hint=failure.hint,
+                             summary="\n".join(failure.lines)) from exc
+        except BaseException:
+            for name in containers:  # a builder container still running is stopped and removed
+                with contextlib.suppress(Exception):
+                    runner.run(converters.remove_container_args(builder, name),
+                               watch=Watch(run=None, sink=None, deadline=None), echo=False)
+            raise
+        finally:
+            runner.remove_tree(workdir)
 
 
-def _cancel_reason(run, exc):
-    event = AuditEvent.objects.filter(action="run.cancel", object_type="portal.run", object_id=str(run.pk)).first()
-    who = f" by {event.actor_name}" if event and event.actor_name else ""
-    if "cancel requested" in str(exc):
-        return f"Cancelled{who}; the builder container was stopped and the log up to then is kept."
-    return f"Stopped because {exc}."
+def _record_failure(disk_image, execution):
+    """What the disk image's page shows of a failure: its cause, summary and hint."""
+    if execution.succeeded:
+        return
+    error = execution.error
+    cause = hint = summary = ""
+    if isinstance(error, Failed):
+        cause, hint, summary = error.cause, error.hint, error.summary
+    elif isinstance(error, BuilderUnavailable):
+        hint = "Check the builder on the builders page, or disable it so conversions go to another one."
+    failed = execution.status == RunStatus.FAILED
+    DiskImage.objects.filter(pk=disk_image.pk).update(failure_cause=(cause or converters.Cause.OTHER) if failed else "",
+                                                      failure_summary=summary, hint=hint[:500])
 
 
 def _fact(value):
