@@ -1,13 +1,17 @@
-"""With the workers' broker (Redis) down, asking for a build or a conversion is not a 500 after the rows were saved,
-and never leaves a run "queued" forever: the run fails at once with the reason, and the page says so. Tested by
-stopping the suite's own Redis."""
+"""With the workers' broker (Redis) down, asking for a build, a conversion or a host action is not a 500 after the rows
+were saved, and never leaves a run "queued" forever: the run fails at once with the reason, and the page says so.
+Tested by stopping the suite's own Redis."""
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from builds import services
 from builds.diskimages.models import DiskImage
 from builds.models import Build
-from portal.models import RunStatus
+from hosts import services as host_services
+from hosts.models import ActionKind, HostAction
+from portal.models import Run, RunStatus
 from tests.conftest import broker_stopped
 from tests.diskimage_rows import succeeded_build
 
@@ -46,3 +50,17 @@ def test_a_conversion_asked_for_while_the_broker_is_down_fails_at_once_with_the_
     assert disk_image.run.status == RunStatus.FAILED
     assert "could not hand the conversion to a worker" in disk_image.run.exit_reason
     assert "could not hand the conversion to a worker" in response.content.decode()
+
+
+def test_a_host_action_asked_for_while_the_broker_is_down_fails_at_once_and_frees_the_host(personas, redis_server):
+    key = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode()
+    host = host_services.host_create(team=personas.team, name="web-01", address="127.0.0.1", actor=None,
+                                     host_key=key, poll_now=False)
+
+    with broker_stopped(redis_server):
+        action = host_services.host_action_request(host=host, kind=ActionKind.UPGRADE_CHECK, user=personas.operator)
+
+    run = Run.objects.get(pk=action.run_id)
+    assert run.status == RunStatus.FAILED and "could not hand the action to a worker" in run.exit_reason
+    action = HostAction.objects.get(pk=action.pk)
+    assert not action.active and action.outcome == run.exit_reason
