@@ -19,13 +19,11 @@ from .models import (
     GitCredential,
     GitWebhook,
     ImageDefinition,
-    NotificationWebhook,
     Promotion,
     RegistryCredential,
     Revision,
     Stage,
     StageFreeze,
-    WebhookDelivery,
 )
 
 
@@ -118,16 +116,3 @@ def get_change_window_for_user(user, pk, *, action=Action.ADMIN):
 
     return get_object_for_user(ChangeWindow.objects.select_related("stage", "stage__team"), user,
                                team_of=lambda w: w.stage.team, action=action, pk=pk)
-
-
-def get_notification_webhook_for_user(user, pk, *, action=Action.ADMIN):
-    """Webhooks hold a secret: only team admins see them."""
-
-    return get_object_for_user(NotificationWebhook.objects.select_related("team"), user, team_of=lambda h: h.team,
-                               action=action, pk=pk)
-
-
-def get_webhook_delivery_for_user(user, pk, *, action=Action.ADMIN):
-
-    return get_object_for_user(WebhookDelivery.objects.select_related("webhook", "webhook__team"), user,
-                               team_of=lambda d: d.webhook.team, action=action, pk=pk)

@@ -9,7 +9,7 @@ class BuildsConfig(AppConfig):
 
     def ready(self):
         # Models load only once the app registry is ready, i.e. here.
-        from .models import dashboard_counts
+        from .models import NotificationEvent, dashboard_counts
         from .services import stages_ensure_default
 
         registry.dashboard_tiles(count=dashboard_counts, order=10, tiles=[
@@ -20,3 +20,5 @@ class BuildsConfig(AppConfig):
         registry.dashboard_run_list(label="All builds", url_name="builds:build_list", order=10)
         registry.dashboard_panel(template="builds/promotions/_dashboard_inbox.html", order=10)
         registry.team_setup(stages_ensure_default)
+        for kind, label in NotificationEvent.choices:
+            registry.notification_event(kind, label)

@@ -12,8 +12,6 @@ from .models import (
     WEEKDAYS,
     Build,
     ImageDefinition,
-    NotificationEvent,
-    NotificationWebhook,
     Promotion,
     PromotionKind,
     PromotionStatus,
@@ -149,21 +147,6 @@ class ApproverGroupForm(forms.Form):
         self.fields["members"].queryset = User.objects.filter(
             pk__in=Membership.objects.filter(team=team).values("user")).order_by("username")
         self.fields["members"].label_from_instance = lambda u: u.username
-        self.helper = _helper()
-
-
-class NotificationWebhookForm(forms.ModelForm):
-    events = forms.MultipleChoiceField(choices=NotificationEvent.choices, widget=forms.CheckboxSelectMultiple,
-                                       initial=NotificationEvent.values)
-    url = forms.URLField(label="Payload URL", max_length=500, assume_scheme="https",
-                         help_text="The portal POSTs JSON here, signed (see the verification method below).")
-
-    class Meta:
-        model = NotificationWebhook
-        fields = ["name", "url", "events", "active"]
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
         self.helper = _helper()
 
 

@@ -28,7 +28,7 @@ def build_check_builders_health():
     return {b.name: services.builder_check_health(builder=b).health_ok for b in Builder.objects.filter(enabled=True)}
 
 
-# --- Promotions and notifications (docs/promotions.md) ---------------------------------------------------------------
+# --- Promotions (docs/promotions.md) ----------------------------------------------------------------------------------
 
 
 @shared_task
@@ -45,32 +45,3 @@ def promotions_apply_due():
     from . import promotions
 
     return [promotion.pk for promotion in promotions.promotions_apply_due()]
-
-
-@shared_task(bind=True, max_retries=5, default_retry_delay=60)
-def notification_email(self, subject, body, recipients):
-    """Send one notification email; an SMTP server that is down is tried again later."""
-    from . import notifications
-
-    try:
-        notifications.email_send(subject=subject, body=body, recipients=recipients)
-    except OSError as exc:  # smtplib's errors are OSErrors
-        raise self.retry(exc=exc, countdown=60 * 2 ** self.request.retries) from exc
-
-
-@shared_task(bind=True, max_retries=None)
-def webhook_deliver(self, delivery_id):
-    """One attempt of a webhook delivery; the next is scheduled with backoff until it is delivered or given up."""
-    from . import notifications
-
-    wait = notifications.webhook_attempt(delivery_id=delivery_id)
-    if wait is not None:
-        raise self.retry(countdown=wait)
-
-
-@shared_task
-def webhook_deliveries_due():
-    """Beat: deliveries whose retry was lost (a restarted worker) or never enqueued are sent again."""
-    from . import notifications
-
-    return notifications.webhook_deliveries_due()

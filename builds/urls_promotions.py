@@ -1,4 +1,4 @@
-"""URLs of promotions, stages, approver groups and notification webhooks (included from builds/urls.py)."""
+"""URLs of promotions, stages, approver groups (included from builds/urls.py)."""
 
 from django.urls import path
 
@@ -23,11 +23,4 @@ urlpatterns = [
     path("teams/<slug:slug>/approver-groups/", views.approver_groups, name="approver_groups"),
     path("approver-groups/<int:pk>/", views.approver_group_edit, name="approver_group_edit"),
     path("approver-groups/<int:pk>/delete/", views.approver_group_delete, name="approver_group_delete"),
-    path("teams/<slug:slug>/notifications/", views.notification_webhooks, name="notification_webhooks"),
-    path("notifications/webhooks/<int:pk>/", views.notification_webhook_detail, name="notification_webhook_detail"),
-    path("notifications/webhooks/<int:pk>/delete/", views.notification_webhook_delete,
-         name="notification_webhook_delete"),
-    path("notifications/webhooks/<int:pk>/test/", views.notification_webhook_test, name="notification_webhook_test"),
-    path("notifications/deliveries/<int:pk>/redeliver/", views.webhook_delivery_redeliver,
-         name="webhook_delivery_redeliver"),
 ]

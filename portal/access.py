@@ -13,7 +13,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.urls import reverse
 
-from .models import HELPDESK_RUN_KINDS, ROLE_ACTIONS, Action, Membership, Run, Team
+from .models import HELPDESK_RUN_KINDS, ROLE_ACTIONS, Action, Membership, NotificationWebhook, Run, Team, WebhookDelivery
 
 
 def team_roles(user):
@@ -134,3 +134,15 @@ def teams_where(user, action):
         return Team.objects.all()
     roles = [role for role, actions in ROLE_ACTIONS.items() if action in actions]
     return Team.objects.filter(memberships__user=user, memberships__role__in=roles)
+
+
+def get_notification_webhook_for_user(user, pk, *, action=Action.ADMIN):
+    """Webhooks hold a secret: only team admins see them."""
+    return get_object_for_user(NotificationWebhook.objects.select_related("team"), user, team_of=lambda h: h.team,
+                               action=action, pk=pk)
+
+
+def get_webhook_delivery_for_user(user, pk, *, action=Action.ADMIN):
+    return get_object_for_user(WebhookDelivery.objects.select_related("webhook", "webhook__team"), user,
+                               team_of=lambda d: d.webhook.team, action=action, pk=pk)
+

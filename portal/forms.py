@@ -8,7 +8,8 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.core.validators import MaxLengthValidator
 from django.db.models import Q
 
-from .models import AuditEvent, Role, Team
+from . import registry
+from .models import AuditEvent, NotificationWebhook, Role, Team
 
 User = get_user_model()
 
@@ -92,6 +93,25 @@ class TeamForm(forms.ModelForm):
         if Team.objects.filter(slug=slug).exists():
             raise forms.ValidationError("A team with that name already exists.")
         return name
+
+
+class NotificationWebhookForm(forms.ModelForm):
+    """A team's outbound webhook: where to POST, and which of the features' events (portal.registry)."""
+
+    events = forms.MultipleChoiceField(choices=registry.notification_events, widget=forms.CheckboxSelectMultiple)
+    url = forms.URLField(label="Payload URL", max_length=500, assume_scheme="https",
+                         help_text="The portal POSTs JSON here, signed (see the verification method below).")
+
+    class Meta:
+        model = NotificationWebhook
+        fields = ["name", "url", "events", "active"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["events"].initial = [kind for kind, _ in registry.notification_events()]
+        self.helper = FormHelper()
+        self.helper.form_tag = False
+        self.helper.disable_csrf = True
 
 
 class AuditFilter(django_filters.FilterSet):

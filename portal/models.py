@@ -9,11 +9,14 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
+from . import registry
+from .crypto import EncryptedTextField
 from .logtext import LEVELS
 
 
@@ -406,3 +409,72 @@ class LogSection(models.Model):
     @property
     def level(self):
         return LEVELS.get(self.kind, 1)
+
+
+# --- Notifications (portal/notifications.py) -------------------------------------------------------------------------
+
+
+def validate_webhook_events(value):
+    kinds = {kind for kind, _ in registry.notification_events()}
+    if not isinstance(value, list) or not value or any(v not in kinds for v in value):
+        raise ValidationError("Pick at least one event.")
+
+
+class NotificationWebhook(models.Model):
+    """An outbound webhook of a team: the portal POSTs the events it subscribed to as JSON, signed with HMAC-SHA256 of
+    the shared secret. The kinds of event are the features' (portal.registry.notification_event)."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="notification_webhooks")
+    name = models.CharField(max_length=100)
+    url = models.URLField(max_length=500)
+    secret = EncryptedTextField(help_text="Signs every delivery (stored encrypted).")
+    events = models.JSONField(default=list, validators=[validate_webhook_events])
+    active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["team", "name"]
+
+    def __str__(self):
+        return f"{self.team.slug}: {self.name}"
+
+    def get_absolute_url(self):
+        return reverse("notification_webhook_detail", args=[self.pk])
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RETRYING = "retrying", "Retrying"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"
+
+
+class WebhookDelivery(models.Model):
+    """One event sent (or being sent) to one webhook, with the outcome of its latest attempt: status code, error and
+    timing. The receiver's response body is never kept (see portal.notifications)."""
+
+    webhook = models.ForeignKey(NotificationWebhook, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=40)
+    delivery_id = models.CharField(max_length=36, unique=True, help_text="Sent as X-Portal-Delivery.")
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING,
+                              db_index=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    response_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["webhook", "-created_at"])]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self):
+        return f"{self.event} to {self.webhook} ({self.status})"
+

@@ -8,7 +8,9 @@ them without knowing who registered what:
 - `subscribe(...)` / `announce(...)`: in-process hooks between features that may not import each other ("a promotion
   was applied" is announced by releases, and hosts, which may read releases, subscribes);
 - `fragment(...)` / `fragment_url(...)`: a page of one app loading a fragment another app serves, by a name both know,
-  without importing it (the builds pages load "who runs this image" from hosts this way).
+  without importing it (the builds pages load "who runs this image" from hosts this way);
+- `notification_event(...)`: the kinds of event a feature sends through `portal.notifications` (emails and outbound
+  webhooks), with the label a team admin picks them by.
 
 Registration happens once per process, at start-up; nothing here is written afterwards.
 """
@@ -154,3 +156,19 @@ def fragment_url(name: str, *args) -> str | None:
     out)."""
     url_name = _fragments.get(name)
     return reverse(url_name, args=args) if url_name else None
+
+
+# --- Kinds of notification event -------------------------------------------------------------------------------------
+
+_notification_events: dict[str, str] = {}
+
+
+def notification_event(kind: str, label: str) -> None:
+    """`kind` (e.g. "build.failed": the `event` of the payload and X-Portal-Event) is sent through
+    portal.notifications; webhooks subscribe to it by `label`."""
+    _notification_events[kind] = label
+
+
+def notification_events() -> list[tuple[str, str]]:
+    """(kind, label) of every registered kind of event, in the order the apps registered them."""
+    return list(_notification_events.items())

@@ -537,4 +537,4 @@ WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)  # 
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)  # then the delivery is marked failed
 WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=30.0)  # 30 s, 2 min, 8 min, 32 min, 1 h
 CELERY_BEAT_SCHEDULE["promotions-apply-due"] = {"task": "builds.tasks.promotions_apply_due", "schedule": 60.0}
-CELERY_BEAT_SCHEDULE["webhook-deliveries-due"] = {"task": "builds.tasks.webhook_deliveries_due", "schedule": 60.0}
+CELERY_BEAT_SCHEDULE["webhook-deliveries-due"] = {"task": "portal.tasks.webhook_deliveries_due", "schedule": 60.0}

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from . import services
+from . import notifications, services
 
 
 @shared_task
@@ -14,3 +14,30 @@ def reap_stale_runs():
 def audit_checkpoint():
     checkpoint = services.audit_checkpoint()
     return checkpoint.seq if checkpoint else None
+
+
+# --- Notifications (portal/notifications.py) -------------------------------------------------------------------------
+
+
+@shared_task(bind=True, max_retries=5, default_retry_delay=60)
+def notification_email(self, subject, body, recipients):
+    """Send one notification email; an SMTP server that is down is tried again later."""
+    try:
+        notifications.email_send(subject=subject, body=body, recipients=recipients)
+    except OSError as exc:  # smtplib's errors are OSErrors
+        raise self.retry(exc=exc, countdown=60 * 2 ** self.request.retries) from exc
+
+
+@shared_task(bind=True, max_retries=None)
+def webhook_deliver(self, delivery_id):
+    """One attempt of a webhook delivery; the next is scheduled with backoff until it is delivered or given up."""
+    wait = notifications.webhook_attempt(delivery_id=delivery_id)
+    if wait is not None:
+        raise self.retry(countdown=wait)
+
+
+@shared_task
+def webhook_deliveries_due():
+    """Beat: deliveries whose retry was lost (a restarted worker) or never enqueued are sent again."""
+    return notifications.webhook_deliveries_due()
+

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from . import views
+from . import views, views_notifications
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -21,6 +21,15 @@ urlpatterns = [
     path("teams/<slug:slug>/members/", views.member_add, name="member_add"),
     path("teams/<slug:slug>/members/<int:user_id>/role/", views.member_role, name="member_role"),
     path("teams/<slug:slug>/members/<int:user_id>/remove/", views.member_remove, name="member_remove"),
+    path("teams/<slug:slug>/notifications/", views_notifications.notification_webhooks, name="notification_webhooks"),
+    path("notifications/webhooks/<int:pk>/", views_notifications.notification_webhook_detail,
+         name="notification_webhook_detail"),
+    path("notifications/webhooks/<int:pk>/delete/", views_notifications.notification_webhook_delete,
+         name="notification_webhook_delete"),
+    path("notifications/webhooks/<int:pk>/test/", views_notifications.notification_webhook_test,
+         name="notification_webhook_test"),
+    path("notifications/deliveries/<int:pk>/redeliver/", views_notifications.webhook_delivery_redeliver,
+         name="webhook_delivery_redeliver"),
     path("audit/", views.audit_list, name="audit_list"),
     path("runs/<int:pk>/", views.run_detail, name="run_detail"),
     path("runs/<int:pk>/log/", views.run_log, name="run_log"),

@@ -227,7 +227,8 @@ def test_a_git_context_is_cloned_from_a_bare_repository(definition, personas, tm
 
 
 def test_no_builder_for_the_platform_fails_at_once_with_the_reason(definition, personas):
-    from builds.models import NotificationEvent, NotificationWebhook, WebhookDelivery
+    from builds.models import NotificationEvent
+    from portal.models import NotificationWebhook, WebhookDelivery
 
     NotificationWebhook.objects.create(team=personas.team, name="ci", url="http://127.0.0.1:9/hook",
                                        events=[NotificationEvent.BUILD_FAILED])
@@ -241,7 +242,8 @@ def test_no_builder_for_the_platform_fails_at_once_with_the_reason(definition, p
 
 
 def test_a_failed_build_tells_the_team_through_its_webhooks(definition, personas):
-    from builds.models import NotificationEvent, NotificationWebhook, WebhookDelivery
+    from builds.models import NotificationEvent
+    from portal.models import NotificationWebhook, WebhookDelivery
 
     NotificationWebhook.objects.create(team=personas.team, name="ci", url="http://127.0.0.1:9/hook",
                                        events=[NotificationEvent.BUILD_FAILED])

@@ -246,7 +246,7 @@ def save_webhook(client, team, url):
 
 @pytest.mark.django_db
 def test_a_webhook_at_a_loopback_server_is_a_form_error_and_is_never_contacted(personas, client_for, server, settings):
-    from builds.models import NotificationWebhook
+    from portal.models import NotificationWebhook
 
     s = server()
     for url in (s.url, f"http://localhost:{s.port}/hook"):
@@ -270,7 +270,7 @@ def test_a_webhook_with_an_impossible_port_is_a_form_error(personas, client_for,
 @pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/",
                                  "http://metadata.google.internal/computeMetadata/v1/"])
 def test_a_webhook_at_a_metadata_address_is_a_form_error(personas, client_for, url):
-    from builds.models import NotificationWebhook
+    from portal.models import NotificationWebhook
 
     response = save_webhook(client_for(personas.admin), personas.team, url)
     assert response.status_code == 400 and "metadata" in response.context["form"].errors["url"][0]
@@ -280,8 +280,8 @@ def test_a_webhook_at_a_metadata_address_is_a_form_error(personas, client_for, u
 @pytest.mark.django_db
 def test_an_allow_listed_webhook_is_delivered_and_keeps_its_status_code_not_the_body(personas, client_for, server,
                                                                                       settings):
-    from builds import notifications
-    from builds.models import DeliveryStatus, NotificationWebhook
+    from portal import notifications
+    from portal.models import DeliveryStatus, NotificationWebhook
 
     s = server()
     settings.EGRESS_ALLOW = [f"127.0.0.1:{s.port}"]
@@ -300,8 +300,8 @@ def test_an_allow_listed_webhook_is_delivered_and_keeps_its_status_code_not_the_
 @pytest.mark.django_db
 def test_a_webhook_whose_address_is_no_longer_allowed_fails_at_once_without_contacting_it(personas, server,
                                                                                           settings):
-    from builds import notifications
-    from builds.models import DeliveryStatus, NotificationWebhook
+    from portal import notifications
+    from portal.models import DeliveryStatus, NotificationWebhook
 
     s = server()
     hook = NotificationWebhook.objects.create(team=personas.team, name="old", url=s.url, events=["build.failed"])

@@ -12,8 +12,11 @@ import pytest
 from django.conf import settings
 from django.urls import reverse
 
-from builds import notifications, promotions
-from builds.models import DeliveryStatus, NotificationEvent, Promotion, PromotionStatus, StageHistory, WebhookDelivery
+from builds import promotions
+from builds.models import NotificationEvent, Promotion, PromotionStatus, StageHistory
+from builds.notifications import notify_build_failed
+from portal import notifications
+from portal.models import DeliveryStatus, WebhookDelivery
 from tests.conftest import allow_egress, free_port, wait_for
 from tests.promotions_fixtures import stage_digest
 
@@ -157,7 +160,7 @@ def test_a_failed_build_is_mailed_to_the_team(promo, eager_tasks, mailoutbox, dj
     build.run.status, build.run.exit_reason = "failed", "podman build failed (podman exited with status 1)"
     build.run.save()
     with django_capture_on_commit_callbacks(execute=True):
-        notifications.notify_build_failed(build=build)
+        notify_build_failed(build=build)
     recipients = {m.to[0] for m in mailoutbox}
     assert recipients == {"developer@example.com", "approver@example.com", "approver2@example.com",
                           "teamadmin@example.com"}
@@ -202,7 +205,7 @@ def test_a_failing_receiver_is_retried_with_backoff_then_given_up(promo, receive
     r = receiver(codes=[500, 503, 502])
     hook, _ = notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci", url=r.url,
                                            events=[NotificationEvent.BUILD_FAILED])
-    [delivery] = notifications.notify_build_failed(build=promo.builds[0])
+    [delivery] = notify_build_failed(build=promo.builds[0])
     assert notifications.webhook_attempt(delivery_id=delivery.pk) == settings.WEBHOOK_RETRY_BASE_SECONDS
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts, delivery.response_code) == (DeliveryStatus.RETRYING, 1, 500)
@@ -219,7 +222,7 @@ def test_a_receiver_that_refuses_with_4xx_is_not_retried(promo, receiver):
     r = receiver(codes=[401])
     notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci", url=r.url,
                                  events=[NotificationEvent.BUILD_FAILED])
-    [delivery] = notifications.notify_build_failed(build=promo.builds[0])
+    [delivery] = notify_build_failed(build=promo.builds[0])
     assert notifications.webhook_attempt(delivery_id=delivery.pk) is None
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.FAILED and delivery.response_code == 401
@@ -229,7 +232,7 @@ def test_a_reason_phrase_holding_a_nul_is_recorded_with_a_replacement_character(
     r = receiver(codes=[502], reason="Bad\x00Gateway")
     notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci", url=r.url,
                                  events=[NotificationEvent.BUILD_FAILED])
-    [delivery] = notifications.notify_build_failed(build=promo.builds[0])
+    [delivery] = notify_build_failed(build=promo.builds[0])
     assert notifications.webhook_attempt(delivery_id=delivery.pk) is not None
     delivery.refresh_from_db()
     assert (delivery.status, delivery.response_code, delivery.error) == (DeliveryStatus.RETRYING, 502,
@@ -241,7 +244,7 @@ def test_an_unreachable_receiver_is_recorded_with_the_error(promo, settings):
     settings.EGRESS_ALLOW = [f"127.0.0.1:{port}"]
     notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci",
                                  url=f"http://127.0.0.1:{port}/hook", events=[NotificationEvent.BUILD_FAILED])
-    [delivery] = notifications.notify_build_failed(build=promo.builds[0])
+    [delivery] = notify_build_failed(build=promo.builds[0])
     assert notifications.webhook_attempt(delivery_id=delivery.pk) is not None
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.RETRYING and "refused" in delivery.error.lower()
@@ -255,14 +258,14 @@ def test_webhooks_get_only_their_events_and_paused_ones_nothing(promo, receiver)
                                              events=[NotificationEvent.BUILD_FAILED])
     notifications.webhook_update(hook=paused, user=promo.personas.admin, name="b", url=r.url,
                                  events=[NotificationEvent.BUILD_FAILED], active=False)
-    assert notifications.notify_build_failed(build=promo.builds[0]) == []
+    assert notify_build_failed(build=promo.builds[0]) == []
 
 
 def test_the_delivery_log_shows_attempts_and_redelivers(client_for, promo, receiver):
     r = receiver(codes=[500])
     hook, _ = notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci", url=r.url,
                                            events=[NotificationEvent.BUILD_FAILED])
-    [delivery] = notifications.notify_build_failed(build=promo.builds[0])
+    [delivery] = notify_build_failed(build=promo.builds[0])
     notifications.webhook_attempt(delivery_id=delivery.pk)
     page = client_for(promo.personas.admin).get(hook.get_absolute_url()).content.decode()
     assert "HTTP 500" in page and "Retrying" in page and "next try" in page
@@ -321,8 +324,8 @@ def test_overdue_deliveries_are_sent_again_by_the_sweeper(promo, receiver, eager
     r = receiver()
     notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci", url=r.url,
                                  events=[NotificationEvent.BUILD_FAILED])
-    lost, fresh = notifications.notify_build_failed(build=promo.builds[0]) + \
-        notifications.notify_build_failed(build=promo.builds[1])
+    lost, fresh = notify_build_failed(build=promo.builds[0]) + \
+        notify_build_failed(build=promo.builds[1])
     WebhookDelivery.objects.filter(pk=lost.pk).update(status=DeliveryStatus.RETRYING, attempts=1,
                                                       next_attempt_at=timezone.now() - timedelta(minutes=10))
     assert notifications.webhook_deliveries_due() == [lost.pk]  # the fresh one is not overdue yet

@@ -10,13 +10,12 @@ from builds.context_processors import inbox
 from builds.models import (
     Approval,
     ApproverGroup,
-    NotificationWebhook,
     Promotion,
     PromotionStatus,
     StageFreeze,
     StageHistory,
 )
-from portal.models import AuditEvent, Membership
+from portal.models import AuditEvent, Membership, NotificationWebhook
 from tests.conftest import make_user
 from tests.fragments import shown
 from tests.promotions_fixtures import PromoEnv
@@ -416,8 +415,8 @@ def test_every_promotion_page_and_action_checks_access(client_for, pending, prom
     what the team reads and gets 403 on every action; the allowed role gets the page. Nothing changes on the way."""
     from datetime import time as clock
 
-    from builds import notifications
-    from builds.models import WebhookDelivery
+    from portal import notifications
+    from portal.models import WebhookDelivery
 
     p = promo.personas
     test, prod = promo.stages["test"], promo.stages["prod"]

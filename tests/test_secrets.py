@@ -230,7 +230,8 @@ def stored(model, pk, field):
 
 @pytest.fixture
 def secrets_of_every_kind(personas):
-    from builds.models import NotificationWebhook, RegistryCredential
+    from builds.models import RegistryCredential
+    from portal.models import NotificationWebhook
 
     return [
         services.registry_credential_save(team=personas.team, user=personas.admin, registry="quay.io",

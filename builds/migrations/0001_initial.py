@@ -162,23 +162,6 @@ class Migration(migrations.Migration):
             },
         ),
         migrations.CreateModel(
-            name='NotificationWebhook',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('url', models.URLField(max_length=500)),
-                ('secret', portal.crypto.EncryptedTextField(help_text='Signs every delivery (stored encrypted).')),
-                ('events', models.JSONField(default=list, validators=[builds.models.validate_webhook_events])),
-                ('active', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('team', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='notification_webhooks', to='portal.team')),
-            ],
-            options={
-                'ordering': ['team', 'name'],
-            },
-        ),
-        migrations.CreateModel(
             name='Promotion',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
@@ -378,29 +361,6 @@ class Migration(migrations.Migration):
                 'ordering': ['-applied_at', '-id'],
             },
         ),
-        migrations.CreateModel(
-            name='WebhookDelivery',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('event', models.CharField(choices=[('promotion.requested', 'Approval requested'), ('promotion.decided', 'Promotion approved or rejected'), ('promotion.applied', 'Promotion applied'), ('promotion.failed', 'Promotion failed'), ('build.failed', 'Build failed')], max_length=40)),
-                ('delivery_id', models.CharField(help_text='Sent as X-Portal-Delivery.', max_length=36, unique=True)),
-                ('payload', models.JSONField()),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('retrying', 'Retrying'), ('delivered', 'Delivered'), ('failed', 'Failed')], db_index=True, default='pending', max_length=10)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('response_code', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('error', models.CharField(blank=True, max_length=500)),
-                ('duration_ms', models.PositiveIntegerField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('last_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('delivered_at', models.DateTimeField(blank=True, null=True)),
-                ('webhook', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='deliveries', to='builds.notificationwebhook')),
-            ],
-            options={
-                'verbose_name_plural': 'webhook deliveries',
-                'ordering': ['-created_at', '-id'],
-            },
-        ),
         migrations.AddConstraint(
             model_name='approvergroup',
             constraint=models.UniqueConstraint(fields=('team', 'name'), name='approver_group_name_unique_per_team'),
@@ -468,9 +428,5 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name='stagehistory',
             index=models.Index(fields=['stage', 'definition', '-applied_at'], name='builds_stag_stage_i_a0bffe_idx'),
-        ),
-        migrations.AddIndex(
-            model_name='webhookdelivery',
-            index=models.Index(fields=['webhook', '-created_at'], name='builds_webh_webhook_cb8f5f_idx'),
         ),
     ]

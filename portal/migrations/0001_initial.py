@@ -4,6 +4,8 @@ import django.contrib.auth.models
 import django.contrib.auth.validators
 import django.db.models.deletion
 import django.utils.timezone
+import portal.crypto
+import portal.models
 from django.conf import settings
 from django.db import migrations, models
 
@@ -169,5 +171,46 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name='auditevent',
             index=models.Index(fields=['object_type', 'object_id'], name='portal_audi_object__349d36_idx'),
+        ),
+        migrations.CreateModel(
+            name='NotificationWebhook',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=100)),
+                ('url', models.URLField(max_length=500)),
+                ('secret', portal.crypto.EncryptedTextField(help_text='Signs every delivery (stored encrypted).')),
+                ('events', models.JSONField(default=list, validators=[portal.models.validate_webhook_events])),
+                ('active', models.BooleanField(default=True)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ('team', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='notification_webhooks', to='portal.team')),
+            ],
+            options={
+                'ordering': ['team', 'name'],
+            },
+        ),
+        migrations.CreateModel(
+            name='WebhookDelivery',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('event', models.CharField(max_length=40)),
+                ('delivery_id', models.CharField(help_text='Sent as X-Portal-Delivery.', max_length=36, unique=True)),
+                ('payload', models.JSONField()),
+                ('status', models.CharField(choices=[('pending', 'Pending'), ('retrying', 'Retrying'), ('delivered', 'Delivered'), ('failed', 'Failed')], db_index=True, default='pending', max_length=10)),
+                ('attempts', models.PositiveSmallIntegerField(default=0)),
+                ('response_code', models.PositiveSmallIntegerField(blank=True, null=True)),
+                ('error', models.CharField(blank=True, max_length=500)),
+                ('duration_ms', models.PositiveIntegerField(blank=True, null=True)),
+                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                ('last_attempt_at', models.DateTimeField(blank=True, null=True)),
+                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
+                ('delivered_at', models.DateTimeField(blank=True, null=True)),
+                ('webhook', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='deliveries', to='portal.notificationwebhook')),
+            ],
+            options={
+                'verbose_name_plural': 'webhook deliveries',
+                'ordering': ['-created_at', '-id'],
+                'indexes': [models.Index(fields=['webhook', '-created_at'], name='portal_webh_webhook_14a99b_idx')],
+            },
         ),
     ]
