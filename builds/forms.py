@@ -8,6 +8,7 @@ from crispy_forms.layout import Submit
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db.models import Q
 
 from portal import egress
 from portal.models import Team
@@ -353,8 +354,6 @@ class BuildFilter(django_filters.FilterSet):
         self.filters["team"].queryset = teams if teams is not None else Team.objects.none()
 
     def search(self, queryset, name, value):
-        from django.db.models import Q
-
         value = value.strip()
         query = Q(definition__name__icontains=value) | Q(digest__icontains=value)
         if value.isascii() and value.isdigit():

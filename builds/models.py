@@ -10,6 +10,8 @@ so there is one status column and nothing to drift.
 import hashlib
 import re
 import secrets
+from datetime import timedelta
+from zoneinfo import ZoneInfo, available_timezones
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -18,7 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from portal.crypto import EncryptedTextField
-from portal.models import FINISHED_STATUSES, Membership, Run, RunStatus, Team
+from portal.models import FINISHED_STATUSES, ROLE_ACTIONS, Action, Membership, Run, RunStatus, Team
 
 # A repository path component as the OCI distribution spec has it (lower case; separators . _ __ and runs of -).
 REPOSITORY_COMPONENT_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
@@ -544,8 +546,6 @@ def validate_stage_name(value):
 
 
 def validate_timezone(value):
-    from zoneinfo import available_timezones
-
     if value not in available_timezones():
         raise ValidationError(f"{value!r} is not a time zone name (e.g. UTC, Europe/Paris, America/New_York).")
 
@@ -720,9 +720,6 @@ class ChangeWindow(models.Model):
             raise ValidationError("A window must not start and end at the same time.")
 
     def contains(self, when, tz_name="UTC"):
-        from datetime import timedelta
-        from zoneinfo import ZoneInfo
-
         local = when.astimezone(ZoneInfo(tz_name))
         clock = local.time().replace(tzinfo=None)
         if self.starts < self.ends:
@@ -797,8 +794,6 @@ class PromotionQuerySet(models.QuerySet):
         """
         if not user.is_authenticated:
             return self.none()
-        from portal.models import ROLE_ACTIONS, Action
-
         approver_roles = [role for role, actions in ROLE_ACTIONS.items() if Action.APPROVE in actions]
         has_groups = models.Exists(StageGroupRequirement.objects.filter(stage=models.OuterRef("target_stage")))
         by_role = ~has_groups & models.Q(
@@ -932,8 +927,6 @@ class Approval(models.Model):
         return f"{self.approver_name} {self.get_decision_display().lower()} {self.promotion}"
 
     def expires_at(self, stage):
-        from datetime import timedelta
-
         if not stage.approval_ttl_hours:
             return None
         return self.created_at + timedelta(hours=stage.approval_ttl_hours)

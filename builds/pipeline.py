@@ -19,6 +19,7 @@ from portal.models import Run, RunStatus
 from portal.services import run_set_phase
 
 from . import buildcontext, fetches, git, podman, registry
+from .containerfile import DIRECTIVE_RE
 from .git import git_credential_host
 from .models import (
     LABEL_BUILD_ID,
@@ -90,8 +91,6 @@ def containerfile_for_build(text: str, labels: dict[str, str]) -> tuple[str, dic
     are appended to the final stage as one LABEL instruction instead, which gives the same image. Files with a
     different escape character, or ending in a dangling continuation, keep --label.
     """
-    from .containerfile import DIRECTIVE_RE
-
     lines = text.rstrip("\n").split("\n")
     directives = {}
     for line in lines:

@@ -6,29 +6,49 @@ enqueues after commit. What a worker does with a build once it runs is in `build
 
 from __future__ import annotations
 
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
-from django.db.models import Max
+import hashlib
+import re
+import secrets as pysecrets
 
-from portal.access import check_team_action
-from portal.models import Action, RunKind, Team, User
-from portal.services import audit, run_create, run_enqueue, run_finish
+from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import Max, ProtectedError
+from django.utils import timezone
+
+from portal.access import can, check_team_action
+from portal.models import Action, Run, RunKind, RunStatus, Team, User
+from portal.services import audit, run_create, run_enqueue, run_finish, run_request_cancel
 from portal.text import storable
 
-from . import queues
+from . import podman, queues
+from .buildcontext import validate_context
+from .containerfile import final_base_image, validate_text
+from .fetches import containerfile_refusals, git_refusal, repository_refusal
+from .git import validate_git_url
 from .models import (
     DEFAULT_STAGES,
+    ApiToken,
     Build,
     Builder,
     BuilderKind,
+    ContextFile,
     ContextKind,
+    GitCredential,
+    GitWebhook,
     ImageDefinition,
+    RegistryCredential,
     Revision,
     Stage,
     default_repository,
     platform_architecture,
 )
+from .notifications import notify_build_failed
+from .podman import supports_heredocs
 from .queues import local_architecture  # noqa: F401 - also services' public name for it
+from .runner import RunnerError, Watch, runner_for
+from .scheduling import schedule_next
 
 # --- Stages ----------------------------------------------------------------------------------------------------------
 
@@ -81,8 +101,6 @@ def definition_create(
     _check_repository(definition.repository, definition.team)
     with transaction.atomic():
         definition.save()
-        from .scheduling import schedule_next
-
         schedule_next(definition)
         audit(action="definition.create", summary=f"created image definition {definition}", actor=user, team=team,
               obj=definition, request=request, detail={"repository": definition.repository})
@@ -109,8 +127,6 @@ def definition_update(*, definition: ImageDefinition, user: User | None, request
     with transaction.atomic():
         definition.save()
         if "schedule" in changed:
-            from .scheduling import schedule_next
-
             schedule_next(definition)
         audit(action="definition.update", summary=f"changed {', '.join(changed)} of {definition}", actor=user,
               team=definition.team, obj=definition, request=request, detail=changed)
@@ -118,8 +134,6 @@ def definition_update(*, definition: ImageDefinition, user: User | None, request
 
 
 def _check_repository(repository, team):
-    from .fetches import repository_refusal
-
     refusal = repository_refusal(repository, team)
     if refusal:
         raise ValidationError({"repository": refusal})
@@ -130,10 +144,6 @@ def definition_delete(*, definition: ImageDefinition, user: User | None, request
     _check(user, definition.team, Action.DEVELOP)
     if definition.builds.active().exists():
         raise ValidationError("It has builds queued or running: cancel them first.")
-    from django.db.models import ProtectedError
-
-    from portal.models import Run
-
     try:
         with transaction.atomic():
             audit(action="definition.delete", summary=f"deleted image definition {definition}", actor=user,
@@ -167,13 +177,6 @@ def revision_create(
 ) -> Revision:
     """Validate and save a new immutable revision. Raises ValidationError (with every error, keyed "containerfile",
     "git_url" or NON_FIELD_ERRORS) when it must not be saved; the warnings are stored on the revision and shown."""
-    from django.core.exceptions import NON_FIELD_ERRORS
-
-    from .buildcontext import validate_context
-    from .containerfile import validate_text
-    from .fetches import containerfile_refusals, git_refusal
-    from .git import validate_git_url
-
     _check(user, definition.team, Action.DEVELOP)
     # With the definition's build args, as the build will have them (and as the form's Check button shows it).
     report = validate_text(containerfile, build_args=definition.build_args)
@@ -214,8 +217,6 @@ def revision_create(
         )
         revision.save()
         if context_kind == ContextKind.FILES:
-            from .models import ContextFile
-
             for path, content in sorted((context_files or {}).items()):
                 ContextFile.objects.create(
                     revision=revision, path=path, content=content, size=len(content),
@@ -229,8 +230,6 @@ def revision_create(
 
 def _warn_about_old_podman(report):
     """Heredocs need podman 4.8 (buildah 1.33); say so at save time when an enabled builder is older."""
-    from .podman import supports_heredocs
-
     with_heredoc = [i for i in report.parsed.instructions if i.heredocs] if report.parsed else []
     if not with_heredoc:
         return
@@ -244,8 +243,6 @@ def _warn_about_old_podman(report):
 
 
 def _sha256(content: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(content).hexdigest()
 
 
@@ -256,8 +253,6 @@ def builder_ensure_local() -> Builder:
     """The worker's own podman as a builder, created the first time one is needed."""
     builder = Builder.objects.filter(kind=BuilderKind.LOCAL).order_by("pk").first()
     if builder is None:
-        from django.conf import settings
-
         builder, _ = Builder.objects.get_or_create(
             name="local", defaults={"kind": BuilderKind.LOCAL, "architecture": local_architecture(), "capacity": 2,
                                     "podman_root": settings.BUILD_PODMAN_ROOT,
@@ -277,8 +272,6 @@ def builder_pick(platform: str, *, queue_of=queues.build_queue) -> Builder | Non
     candidates = list(Builder.objects.filter(enabled=True, architecture=architecture))
     if not candidates:
         return None
-    from portal.models import RunStatus
-
     served = queues.served()
     if served is not None:
         candidates = [b for b in candidates if queue_of(b) in served] or candidates
@@ -313,8 +306,6 @@ def build_start(
     if platform not in definition.platforms and retry_of is None:
         raise ValidationError(f"{definition} does not build for {platform}; its platforms are "
                               f"{', '.join(definition.platforms)}.")
-    from .containerfile import final_base_image
-
     with transaction.atomic():
         ImageDefinition.objects.select_for_update().filter(pk=definition.pk).first()
         number = (definition.builds.aggregate(n=Max("number"))["n"] or 0) + 1
@@ -331,10 +322,6 @@ def build_start(
             retry_of=retry_of, build_args=dict(definition.build_args), repository=definition.repository,
             base_image=final_base_image(revision.containerfile, definition.build_args),
         )
-        from django.contrib.contenttypes.models import ContentType
-
-        from portal.models import Run
-
         Run.objects.filter(pk=run.pk).update(content_type=ContentType.objects.get_for_model(Build), object_id=str(build.pk))
         run.content_type_id, run.object_id = ContentType.objects.get_for_model(Build).pk, str(build.pk)
         who = actor_name or (user.username if user is not None else trigger)
@@ -347,11 +334,9 @@ def build_start(
                                                     f"{platform_architecture(platform)} on the builders page.")
             build.hint = "Add or enable a builder of this architecture."
             build.save(update_fields=["hint"])
-            from .notifications import notify_build_failed
-
             notify_build_failed(build=build)
         else:
-            from .tasks import build_run
+            from .tasks import build_run  # a cycle: builds.tasks calls these services
 
             queue = queues.build_queue(builder)
             transaction.on_commit(lambda: run_enqueue(build_run, build.pk, run=run, what="the build", queue=queue,
@@ -379,8 +364,6 @@ def build_retry(*, build: Build, user: User | None, trigger: str = "button", req
 
 def build_cancel(*, build: Build, user: User, request=None) -> Build:
     """Ask for a build to stop: a queued one ends at once, a running one within seconds (its log so far is kept)."""
-    from portal.services import run_request_cancel
-
     _check(user, build.definition.team, Action.DEVELOP)
     if not build.is_active:
         raise ValidationError(f"{build} already ended ({build.status}).")
@@ -391,8 +374,6 @@ def build_cancel(*, build: Build, user: User, request=None) -> Build:
 def require_develop(user, team):
     """For code paths that must refuse rather than 404 (the JSON API already resolved the team)."""
     if user is not None and not user.is_superuser:
-        from portal.access import can
-
         if not can(user, team, Action.DEVELOP):
             raise PermissionDenied(f"Your role in {team} does not allow you to build.")
 
@@ -432,11 +413,6 @@ def builder_set_enabled(*, builder: Builder, enabled: bool, user: User | None, r
 
 def builder_check_health(*, builder: Builder) -> Builder:
     """Ask the builder for `podman version` (over SSH for remote ones) and record the answer."""
-    from django.utils import timezone
-
-    from . import podman
-    from .runner import RunnerError, Watch, runner_for
-
     ok, detail, version = False, "", ""
     try:
         with runner_for(builder) as runner:
@@ -464,8 +440,6 @@ def builder_check_health(*, builder: Builder) -> Builder:
 def registry_credential_save(*, team: Team, user: User | None, registry: str, username: str, password: str,
                              insecure: bool = False, request=None):
     """Add or replace the team's login to `registry`. An empty password keeps the stored one."""
-    from .models import RegistryCredential
-
     _check(user, team, Action.ADMIN)
     with transaction.atomic():
         credential = RegistryCredential.objects.select_for_update().filter(team=team, registry=registry).first()
@@ -498,8 +472,6 @@ def registry_credential_delete(*, credential, user: User | None, request=None):
 def git_credential_save(*, team: Team, user: User | None, host: str, username: str, token: str, request=None):
     """Add or replace the team's login to the git host `host` (host[:port]). An empty token keeps the stored one. The
     token never reaches the audit trail."""
-    from .models import GitCredential
-
     _check(user, team, Action.ADMIN)
     with transaction.atomic():
         credential = GitCredential.objects.select_for_update().filter(team=team, host=host).first()
@@ -533,8 +505,6 @@ def git_credential_delete(*, credential, user: User | None, request=None):
 
 def api_token_create(*, team: Team, user: User | None, name: str, request=None):
     """A new token for CI; returns (token row, the secret shown once)."""
-    from .models import ApiToken
-
     _check(user, team, Action.ADMIN)
     secret = ApiToken.generate()
     with transaction.atomic():
@@ -546,8 +516,6 @@ def api_token_create(*, team: Team, user: User | None, name: str, request=None):
 
 
 def api_token_revoke(*, token, user: User | None, request=None):
-    from django.utils import timezone
-
     _check(user, token.team, Action.ADMIN)
     with transaction.atomic():
         type(token).objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
@@ -557,10 +525,6 @@ def api_token_revoke(*, token, user: User | None, request=None):
 
 def api_token_authenticate(secret: str):
     """The active token with this secret (and its last use noted), or None."""
-    from django.utils import timezone
-
-    from .models import ApiToken
-
     if not secret or not secret.startswith(ApiToken.PREFIX):
         return None
     token = ApiToken.objects.select_related("team").filter(token_hash=ApiToken.hash_token(secret),
@@ -572,10 +536,6 @@ def api_token_authenticate(secret: str):
 
 def webhook_create(*, team: Team, user: User | None, request=None):
     """A new git webhook endpoint; returns (hook, the shared secret shown once)."""
-    import secrets as pysecrets
-
-    from .models import GitWebhook
-
     _check(user, team, Action.ADMIN)
     secret = pysecrets.token_urlsafe(32)
     with transaction.atomic():
@@ -595,8 +555,6 @@ def webhook_delete(*, hook, user: User | None, request=None):
 
 def normalize_git_url(url: str) -> str:
     """Compare repository URLs loosely: no scheme, no user, no trailing .git or slash, lower-case host."""
-    import re
-
     url = url.strip()
     url = re.sub(r"^[a-z+]+://", "", url)
     url = re.sub(r"^[^@/]+@", "", url)
@@ -609,9 +567,6 @@ def normalize_git_url(url: str) -> str:
 def webhook_push_received(*, hook, repository_urls: list[str], branch: str, commit: str = "", request=None) -> list[Build]:
     """A verified push to `branch` of one repository: rebuild the team's definitions whose current revision builds
     from that repository and branch. Returns the builds started (one per platform)."""
-    from django.utils import timezone
-
-    from .models import GitWebhook
 
     wanted = {normalize_git_url(u) for u in repository_urls if u}
     started = []
@@ -639,10 +594,6 @@ def webhook_push_received(*, hook, repository_urls: list[str], branch: str, comm
 
 def builds_schedule_due(*, now=None) -> list[Build]:
     """Start the scheduled rebuilds that are due (called by beat every few minutes)."""
-    from django.utils import timezone
-
-    from .scheduling import schedule_next
-
     now = now or timezone.now()
     started = []
     due = ImageDefinition.objects.exclude(schedule="").filter(next_scheduled_at__lte=now)

@@ -49,6 +49,7 @@ from .models import (
     Promotion,
     RegistryCredential,
 )
+from .promotions import current_entries, stage_board
 
 
 def search_query(request, limit=200):
@@ -131,8 +132,6 @@ def definition_detail(request, pk):
 def _stages_and_hosts(user, definition):
     """What each stage of the team holds of `definition` now; who follows and runs it is the hosts fragment's
     ("definition.hosts", loaded by the page)."""
-    from .promotions import stage_board
-
     cells = stage_board(definition.team, [definition])[0]["cells"]
     return {"stage_rows": cells, "hosts_url": registry.fragment_url("definition.hosts", definition.pk)}
 
@@ -350,8 +349,6 @@ def _downstream(user, build):
     """Where a succeeded build's digest went: the stages holding it and its promotions, read through the user's
     visible_to querysets in a fixed number of queries. Its disk images and the hosts running it are fragments that the
     disk images and hosts apps serve ("disk_images.of_digest", "build.hosts") and the page loads."""
-    from .promotions import current_entries
-
     if not build.digest:
         return {"downstream": False}
     stages = list(build.definition.team.stages.all())
