@@ -9,6 +9,8 @@ class BuildsConfig(AppConfig):
 
     def ready(self):
         # Models load only once the app registry is ready, i.e. here.
+        from portal.models import Action
+
         from .models import NotificationEvent, dashboard_counts
         from .services import stages_ensure_default
 
@@ -20,5 +22,7 @@ class BuildsConfig(AppConfig):
         registry.dashboard_run_list(label="All builds", url_name="builds:build_list", order=10)
         registry.dashboard_panel(template="builds/promotions/_dashboard_inbox.html", order=10)
         registry.team_setup(stages_ensure_default)
+        registry.team_link(label="Registry logins, API tokens and webhooks", icon="plug", url_name="builds:integrations",
+                           action=Action.ADMIN, order=10)
         for kind, label in NotificationEvent.choices:
             registry.notification_event(kind, label)

@@ -4,7 +4,8 @@ Each feature app fills these in its `AppConfig.ready()` (the way NetBox register
 them without knowing who registered what:
 
 - `dashboard_tiles(...)`: counts and tiles on the dashboard, and where a team's runs are listed;
-- `team_setup(...)`: what a new team gets (`portal.services.team_create` calls each, in its transaction);
+- `team_setup(...)`: what a new team gets (`portal.services.team_create` calls each, in its transaction), and
+  `team_link(...)`: the feature's pages for a team, linked from the team's page;
 - `subscribe(...)` / `announce(...)`: in-process hooks between features that may not import each other ("a promotion
   was applied" is announced by releases, and hosts, which may read releases, subscribes);
 - `fragment(...)` / `fragment_url(...)`: a page of one app loading a fragment another app serves, by a name both know,
@@ -115,6 +116,30 @@ def team_setup(function: Callable) -> Callable:
 
 def team_setup_functions() -> list[Callable]:
     return list(_team_setup)
+
+
+@dataclass(frozen=True)
+class TeamLink:
+    """A feature's page for one team (`url_name` takes the team's slug), shown to members whose role allows
+    `action`."""
+
+    label: str
+    icon: str
+    url_name: str
+    action: str
+    order: int
+
+
+_team_links: list[TeamLink] = []
+
+
+def team_link(*, label: str, icon: str, url_name: str, action: str, order: int) -> None:
+    _team_links.append(TeamLink(label=label, icon=icon, url_name=url_name, action=action, order=order))
+    _team_links.sort(key=lambda link: link.order)
+
+
+def team_links() -> list[TeamLink]:
+    return list(_team_links)
 
 
 # --- Hooks between features ------------------------------------------------------------------------------------------

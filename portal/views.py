@@ -315,6 +315,8 @@ def team_detail(request, slug):
         "portal/team_detail.html",
         {
             "team": team,
+            "links": [(link, reverse(link.url_name, args=[team.slug])) for link in registry.team_links()
+                      if can(request.user, team, link.action)],
             "memberships": memberships,
             "is_admin": is_admin,
             "admin_needs_second_factor": admin_needs_second_factor,

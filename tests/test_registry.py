@@ -27,3 +27,14 @@ def test_the_features_registered_their_tiles_and_what_a_new_team_gets():
     labels = [tile.label for group in registry.tile_groups() for tile in group.tiles]
     assert labels == ["Image definitions", "Builds", "Waiting for approval", "Hosts", "Hosts drifting"]
     assert [f.__name__ for f in registry.team_setup_functions()] == ["stages_ensure_default"]
+
+
+def test_the_team_page_links_the_features_pages_for_whoever_may_use_them(personas, client_for):
+    from django.urls import reverse
+
+    integrations = reverse("builds:integrations", args=[personas.team.slug])
+    notifications = reverse("notification_webhooks", args=[personas.team.slug])
+    admin = client_for(personas.admin).get(personas.team.get_absolute_url()).content.decode()
+    assert f'href="{integrations}"' in admin and f'href="{notifications}"' in admin
+    viewer = client_for(personas.viewer).get(personas.team.get_absolute_url()).content.decode()
+    assert integrations not in viewer and notifications not in viewer
