@@ -20,6 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from portal.crypto import EncryptedTextField
+from portal.formatting import short_digest
 from portal.models import FINISHED_STATUSES, ROLE_ACTIONS, Action, Membership, Run, RunStatus, Team
 
 # A repository path component as the OCI distribution spec has it (lower case; separators . _ __ and runs of -).
@@ -520,7 +521,7 @@ class Build(models.Model):
 
     @property
     def short_digest(self):
-        return self.digest.removeprefix("sha256:")[:12] if self.digest else ""
+        return short_digest(self.digest)
 
     @property
     def failure_detail(self):

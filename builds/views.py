@@ -15,7 +15,7 @@ from portal import registry
 from portal.access import can, get_team_for_user, teams_where
 from portal.forms import add_service_errors
 from portal.models import Action, RunStatus, Team
-from portal.views import _viewer_context, current_team, error_text, querystring
+from portal.views import _viewer_context, current_team, error_text
 
 from . import compare, queues, services, starters
 from .access import (
@@ -76,8 +76,7 @@ def definition_list(request):
     can_create = teams_where(request.user, Action.DEVELOP).exists()
     template = "builds/_definition_rows.html" if request.htmx and request.htmx.target == "definition-rows" else \
         "builds/definition_list.html"
-    return render(request, template, {"page": page, "rows": rows, "query": query, "can_create": can_create,
-                                      "querystring": querystring(request)})
+    return render(request, template, {"page": page, "rows": rows, "query": query, "can_create": can_create})
 
 
 @login_required
@@ -308,7 +307,7 @@ def build_list(request):
     page = Paginator(builds.order_by("-run__created_at", "-id"), 25).get_page(request.GET.get("page"))
     any_active = any(build.is_active for build in page)
     context = {"filter": build_filter, "page": page, "builds": page, "show_definition": True,
-               "querystring": querystring(request), "filtered": any(v for k, v in request.GET.items() if k != "page"),
+               "filtered": any(v for k, v in request.GET.items() if k != "page"),
                "any_active": any_active}
     if request.htmx and request.htmx.target in ("build-rows", "build-list-body"):
         return render(request, "builds/_build_list_body.html", context)

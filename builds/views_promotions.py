@@ -18,7 +18,7 @@ from django.views.decorators.http import require_POST
 from portal import registry
 from portal.access import can, get_team_for_user, teams_where
 from portal.models import Action, AuditEvent, Team
-from portal.views import current_team, error_text, querystring
+from portal.views import current_team, error_text
 
 from . import compare, promotions
 from .access import (
@@ -69,7 +69,7 @@ def promotion_list(request):
     page = Paginator(rows.order_by("-created_at", "-id"), 25).get_page(request.GET.get("page"))
     context = {
         "filter": promotion_filter, "page": page, "view": view, "inbox_count": inbox.count(),
-        "querystring": querystring(request), "can_request": teams_where(request.user, Action.DEVELOP).exists(),
+        "can_request": teams_where(request.user, Action.DEVELOP).exists(),
         "filtered": any(v for k, v in request.GET.items() if k not in ("page", "view")),
     }
     if request.htmx and request.htmx.target == "promotion-rows":
@@ -344,7 +344,6 @@ def stage_detail(request, pk):
         "stage": stage, "page": page, "current_ids": current_ids, "policy": _policy_lines(stage),
         "definitions": definitions,
         "definition_id": int(definition_id) if definition_id.isdecimal() else None,
-        "querystring": querystring(request),
         "freezes": [f for f in stage.freezes.order_by("-starts_at")[:10]], "now": now,
         "windows": list(stage.change_windows.all()), "groups": list(stage.group_requirements.select_related("group")),
         "can_develop": can(request.user, stage.team, Action.DEVELOP),

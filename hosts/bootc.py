@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import yaml
 
+from portal.formatting import short_digest
 from portal.text import NUL, first_nul
 
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
@@ -45,7 +46,7 @@ class ImageInfo:
 
     @property
     def short_digest(self):
-        return self.digest.removeprefix("sha256:")[:12] if self.digest else ""
+        return short_digest(self.digest)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from portal import ssh
 from portal.crypto import EncryptedTextField
+from portal.formatting import short_digest
 from portal.models import ACTIVE_STATUSES, Membership, Run, Team
 
 
@@ -259,20 +260,17 @@ class Host(models.Model):
         if not self.booted_digest and not self.staged_digest:
             return "Not known: the host did not report a bootc deployment."
         if self.rollback_queued and self.rollback_digest:
-            return (f"The rollback deployment {_short(self.rollback_digest)}"
+            return (f"The rollback deployment {short_digest(self.rollback_digest, missing='?')}"
                     f"{_v(self.rollback_version)}: a rollback is queued.")
         if self.staged_digest:
-            return f"The staged update {_short(self.staged_digest)}{_v(self.staged_version)}."
-        return f"The same deployment it runs now, {_short(self.booted_digest)}{_v(self.booted_version)}: nothing is staged."
+            return f"The staged update {short_digest(self.staged_digest, missing='?')}{_v(self.staged_version)}."
+        return (f"The same deployment it runs now, {short_digest(self.booted_digest, missing='?')}"
+                f"{_v(self.booted_version)}: nothing is staged.")
 
     def status_age(self, now=None):
         if not self.status_at:
             return None
         return (now or timezone.now()) - self.status_at
-
-
-def _short(digest):
-    return digest.removeprefix("sha256:")[:12] if digest else "?"
 
 
 def _v(version):

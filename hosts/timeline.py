@@ -9,6 +9,8 @@
 
 from dataclasses import dataclass, field
 
+from portal.formatting import short_digest
+
 from .models import ActionKind, EventKind
 
 # Which events each action can explain: a poll after the action attributes these to it (and its user).
@@ -37,12 +39,8 @@ class EventSpec:
     detail: dict = field(default_factory=dict)
 
 
-def short(digest):
-    return digest.removeprefix("sha256:")[:12] if digest else "?"
-
-
 def describe(digest, version):
-    return f"{short(digest)}" + (f" ({version})" if version else "")
+    return short_digest(digest, missing="?") + (f" ({version})" if version else "")
 
 
 def _slot(status, name):

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 from builds.models import Build, ImageDefinition, Stage
 from portal.access import can, check_team_action, teams_where
 from portal.models import Action, Team
-from portal.views import _viewer_context, current_team, querystring
+from portal.views import _viewer_context, current_team
 
 from . import services
 from .access import get_host_for_user, get_team_keys_for_user
@@ -74,7 +74,7 @@ def host_list(request):
     drifting = sum(n for (_, _, _, is_drifting), n in tally.items() if is_drifting)
     page = _paginate(request, hosts, host_filter, tally, teams)
     context = {
-        "filter": host_filter, "page": page, "querystring": querystring(request),
+        "filter": host_filter, "page": page,
         "state_counts": [(value, label, counts.get(value, 0)) for value, label in HostState.choices if counts.get(value)],
         "drifting": drifting, "total": sum(counts.values()),
         "admin_teams": teams_where(request.user, Action.ADMIN), "now": timezone.now(),
@@ -241,7 +241,7 @@ def host_raw(request, pk):
     host = get_host_for_user(request.user, pk)
     snapshots = Paginator(HostSnapshot.objects.filter(host=host).only("taken_at", "error", "status_hash"), 25)
     return render(request, "hosts/host_raw.html", {"host": host, "page": snapshots.get_page(request.GET.get("page")),
-                                                   "querystring": "", "pretty": _pretty(host.raw_status)})
+                                                   "pretty": _pretty(host.raw_status)})
 
 
 @login_required
@@ -507,8 +507,7 @@ def drift_list(request):
     hosts = (host_filter.qs if host_filter.is_valid() else base.none()).select_related("team", "stage").order_by(
         "team__name", "stage__position", "name")
     page = Paginator(hosts, PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "hosts/drift_list.html", {"filter": host_filter, "page": page,
-                                                      "querystring": querystring(request), "now": timezone.now()})
+    return render(request, "hosts/drift_list.html", {"filter": host_filter, "page": page, "now": timezone.now()})
 
 
 FLEET_GROUPS_PER_PAGE = 20
@@ -558,8 +557,7 @@ def fleet(request):
                    .filter(repository__in=repositories)}
     builds = builds_by_digest(request.user, [row["digest"] for _, digest_rows in shown for row in digest_rows])
     return render(request, "hosts/fleet.html", {"per_stage": per_stage, "groups": shown, "page": page, "team": team,
-                                                 "definitions": definitions, "builds": builds,
-                                                 "querystring": querystring(request)})
+                                                 "definitions": definitions, "builds": builds})
 
 
 @login_required
@@ -568,7 +566,7 @@ def digest_hosts(request, digest):
     hosts = Host.objects.visible_to(request.user).filter(Q(booted_digest=digest) | Q(staged_digest=digest)
                                                           | Q(rollback_digest=digest)).select_related("team", "stage")
     page = Paginator(hosts.order_by("name"), PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "hosts/digest_hosts.html", {"digest": digest, "page": page, "querystring": "",
+    return render(request, "hosts/digest_hosts.html", {"digest": digest, "page": page,
                                                         "now": timezone.now(),
                                                         "build": builds_by_digest(request.user, [digest]).get(digest)})
 

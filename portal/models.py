@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
-from . import registry
+from . import formatting, registry
 from .crypto import EncryptedTextField
 from .logtext import LEVELS
 
@@ -237,18 +237,6 @@ class RunKind(models.TextChoices):
 HELPDESK_RUN_KINDS = (RunKind.HOST_ACTION, RunKind.HOST_POLL)
 
 
-def format_duration(seconds):
-    """850 ms, 42 s, 3 min 07 s, 1 h 02 min: the same format as logviewer.js's formatDuration."""
-    if seconds < 1:
-        return f"{max(int(seconds * 1000), 0)} ms"
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
 def action_to_cancel(kind):
     """The role action needed to cancel a run of this kind: operators stop host actions, developers the rest."""
     return Action.OPERATE if kind in (RunKind.HOST_ACTION, RunKind.HOST_POLL) else Action.DEVELOP
@@ -343,10 +331,7 @@ class Run(models.Model):
 
     def duration_text(self):
         """The duration as people read it: "850 ms", "42 s", "3 min 07 s", "1 h 02 min"; "" before it started."""
-        duration = self.duration()
-        if duration is None:
-            return ""
-        return format_duration(duration.total_seconds())
+        return formatting.duration(self.duration())
 
     def group_name(self):
         """The Channels group its log and status are published to."""

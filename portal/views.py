@@ -406,15 +406,7 @@ def audit_list(request):
     events = audit_filter.qs if audit_filter.is_valid() else base.none()
     page = Paginator(events, 50).get_page(request.GET.get("page"))
     template = "portal/_audit_table.html" if request.htmx else "portal/audit_list.html"
-    return render(request, template, {"filter": audit_filter, "page": page, "querystring": querystring(request)})
-
-
-def querystring(request, drop=("page",)):
-    """The request's query string without `drop` (the page number): what pagination links and filters append to."""
-    params = request.GET.copy()
-    for key in drop:
-        params.pop(key, None)
-    return params.urlencode()
+    return render(request, template, {"filter": audit_filter, "page": page})
 
 
 # --- Runs ------------------------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from . import notifications
 from .access import get_notification_webhook_for_user, get_team_for_user, get_webhook_delivery_for_user
 from .forms import NotificationWebhookForm, add_service_errors
 from .models import Action, NotificationWebhook
-from .views import querystring
 
 
 @login_required
@@ -58,7 +57,7 @@ def notification_webhook_detail(request, pk):
         deliveries = deliveries.filter(status=status)
     page = Paginator(deliveries.order_by("-created_at", "-id"), 25).get_page(request.GET.get("page"))
     return render(request, "portal/webhook_detail.html", {
-        "hook": hook, "form": form, "page": page, "status": status, "querystring": querystring(request),
+        "hook": hook, "form": form, "page": page, "status": status,
     }, status=400 if form.errors else 200)
 
 

@@ -8,7 +8,6 @@ declare -A PKGS=(
   [bootstrap]=5.3.9
   [bootstrap-icons]=1.13.2
   [htmx.org]=2.0.11
-  [htmx-ext-ws]=2.0.4
   [ansi_up]=6.0.6
 )
 dest=static/vendor
@@ -24,7 +23,6 @@ cp "$work/bootstrap/package/dist/js/bootstrap.bundle.min.js" "$work/bootstrap/pa
 cp "$work/bootstrap-icons/package/font/bootstrap-icons.min.css" "$dest/bootstrap-icons/"
 cp "$work/bootstrap-icons/package/font/fonts/"bootstrap-icons.woff* "$dest/bootstrap-icons/fonts/"
 cp "$work/htmx.org/package/dist/htmx.min.js" "$dest/htmx/"
-cp "$work/htmx-ext-ws/package/dist/ws.min.js" "$dest/htmx/ext-ws.min.js" 2>/dev/null || cp "$work/htmx-ext-ws/package/ws.js" "$dest/htmx/ext-ws.js"
 cp "$work/ansi_up/package/ansi_up.js" "$dest/ansi_up/ansi_up.js"
 {
   echo "# Vendored front-end packages (npm name@version). Refresh with: make vendor"

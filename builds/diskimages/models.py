@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from builds.models import Build, Builder, ImageDefinition, Stage
 from portal.crypto import EncryptedTextField
+from portal.formatting import short_digest
 from portal.models import Membership, Run, RunStatus, Team
 
 from .converters import CAUSE_LABELS
@@ -187,7 +188,7 @@ class DiskImage(models.Model):
 
     @property
     def short_digest(self):
-        return self.digest.removeprefix("sha256:")[:12]
+        return short_digest(self.digest)
 
     @property
     def status(self):

@@ -22,6 +22,7 @@ from builds.models import Build, ImageDefinition, Stage, StageHistory
 from builds.services import builder_pick
 from portal import egress
 from portal.access import can, check_team_action
+from portal.formatting import short_digest
 from portal.models import Action, Run, RunKind, RunStatus, Team, User
 from portal.services import audit, run_create, run_enqueue, run_finish, run_request_cancel
 
@@ -188,7 +189,7 @@ def disk_image_request(
         builder = builder_pick(f"linux/{architecture}", queue_of=queues.conversion_queue)
         run = run_create(kind=RunKind.DISK_IMAGE, started_by=user, trigger=trigger, team=team,
                          title=f"Disk image ({', '.join(types)}) of {definition}"
-                               f"{f' build {source_build.number}' if source_build else ''} @ {digest[7:19]}")
+                               f"{f' build {source_build.number}' if source_build else ''} @ {short_digest(digest)}")
         disk_image = DiskImage.objects.create(
             team=team, definition=definition, build=source_build, stage=stage, repository=repository, digest=digest,
             types=types, architecture=architecture, rootfs=rootfs, backend=backend, builder_image=builder_image,

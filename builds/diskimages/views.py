@@ -25,7 +25,7 @@ from builds.views import search_query
 from portal.access import can, get_team_for_user, teams_where
 from portal.models import Action, RunStatus, Team
 from portal.services import audit
-from portal.views import _viewer_context, current_team, error_text, querystring
+from portal.views import _viewer_context, current_team, error_text
 
 from . import converters, diskconfig, services
 from .access import (
@@ -82,7 +82,7 @@ def diskimage_list(request):
     page = Paginator(disk_images.order_by("-created_at", "-id"), PAGE_SIZE).get_page(request.GET.get("page"))
     active = any(d.run.is_active for d in page)
     context = {
-        "page": page, "query": query, "status": status, "image_type": image_type, "querystring": querystring(request),
+        "page": page, "query": query, "status": status, "image_type": image_type,
         "statuses": RunStatus.choices, "types": DiskImageType.choices, "active": active,
         "can_request": teams_where(request.user, Action.DEVELOP).exists(),
         "filtered": bool(query or status or image_type),
@@ -395,7 +395,7 @@ def preset_list(request):
     rows = [(p, diskconfig.summary(p.config), diskconfig.accepted_types(p.config),
              can(request.user, p.team, Action.DEVELOP)) for p in page]
     return render(request, "diskimages/preset_list.html", {
-        "page": page, "rows": rows, "query": query, "querystring": querystring(request),
+        "page": page, "rows": rows, "query": query,
         "can_create": teams_where(request.user, Action.DEVELOP).exists(),
     })
 

@@ -1,4 +1,5 @@
-"""Formatting for host pages: short digests, state badges, ages. Display only."""
+"""Host pages' own filters: state and event icons, stale statuses, bootc's timestamps (digests, durations and ages
+come from the `formatting` library)."""
 
 from datetime import datetime
 
@@ -22,12 +23,6 @@ EVENT_ICONS = {
 }
 
 
-@register.filter
-def short_digest(digest):
-    if not digest:
-        return ""
-    return digest.removeprefix("sha256:")[:12]
-
 
 @register.filter
 def state_icon(state):
@@ -38,20 +33,6 @@ def state_icon(state):
 def event_icon(kind):
     return EVENT_ICONS.get(kind, "dot")
 
-
-@register.filter
-def age(when):
-    """'12 s', '4 min', '3 h', '2 d' since `when`."""
-    if not when:
-        return ""
-    seconds = max(int((timezone.now() - when).total_seconds()), 0)
-    if seconds < 90:
-        return f"{seconds} s"
-    if seconds < 5400:
-        return f"{seconds // 60} min"
-    if seconds < 2 * 86400:
-        return f"{seconds // 3600} h"
-    return f"{seconds // 86400} d"
 
 
 @register.filter
@@ -72,9 +53,3 @@ def when(timestamp):
     except ValueError:
         return timestamp
     return moment.strftime("%Y-%m-%d %H:%M") + (" UTC" if moment.utcoffset() is not None and not moment.utcoffset() else "")
-
-
-@register.filter
-def lookup(mapping, key):
-    """mapping[key], or None (for the build behind a digest)."""
-    return mapping.get(key) if mapping else None
