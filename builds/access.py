@@ -10,21 +10,7 @@ from django.http import Http404
 from portal.access import get_object_for_user
 from portal.models import Action
 
-from .models import (
-    ApiToken,
-    ApproverGroup,
-    Build,
-    Builder,
-    ChangeWindow,
-    GitCredential,
-    GitWebhook,
-    ImageDefinition,
-    Promotion,
-    RegistryCredential,
-    Revision,
-    Stage,
-    StageFreeze,
-)
+from .models import ApiToken, Build, Builder, GitCredential, GitWebhook, ImageDefinition, RegistryCredential, Revision
 
 
 def get_definition_for_user(user, pk, *, action=Action.VIEW):
@@ -85,34 +71,3 @@ def get_builder_for_user(user, pk, *, manage=False):
     return builder
 
 
-# --- Stages and promotions -------------------------------------------------------------------------------------------
-
-
-def get_stage_for_user(user, pk, *, action=Action.VIEW):
-
-    return get_object_for_user(Stage.objects.select_related("team"), user, team_of=lambda s: s.team, action=action,
-                               pk=pk)
-
-
-def get_promotion_for_user(user, pk, *, action=Action.VIEW):
-
-    return get_object_for_user(Promotion.objects.with_related().select_related("target_stage__team"), user,
-                               team_of=lambda p: p.target_stage.team, action=action, pk=pk)
-
-
-def get_approver_group_for_user(user, pk, *, action=Action.ADMIN):
-
-    return get_object_for_user(ApproverGroup.objects.select_related("team"), user, team_of=lambda g: g.team,
-                               action=action, pk=pk)
-
-
-def get_freeze_for_user(user, pk, *, action=Action.ADMIN):
-
-    return get_object_for_user(StageFreeze.objects.select_related("stage", "stage__team"), user,
-                               team_of=lambda f: f.stage.team, action=action, pk=pk)
-
-
-def get_change_window_for_user(user, pk, *, action=Action.ADMIN):
-
-    return get_object_for_user(ChangeWindow.objects.select_related("stage", "stage__team"), user,
-                               team_of=lambda w: w.stage.team, action=action, pk=pk)

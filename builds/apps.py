@@ -12,16 +12,12 @@ class BuildsConfig(AppConfig):
         from portal.models import Action
 
         from .models import NotificationEvent, dashboard_counts
-        from .services import stages_ensure_default
 
         registry.dashboard_tiles(count=dashboard_counts, order=10, tiles=[
             registry.Tile("definitions", "Image definitions", "box-seam", "builds:definition_list"),
             registry.Tile("builds", "Builds", "hammer", "builds:build_list"),
-            registry.Tile("pending_promotions", "Waiting for approval", "arrow-up-right-circle", "promotion_list"),
         ])
         registry.dashboard_run_list(label="All builds", url_name="builds:build_list", order=10)
-        registry.dashboard_panel(template="builds/promotions/_dashboard_inbox.html", order=10)
-        registry.team_setup(stages_ensure_default)
         registry.team_link(label="Registry logins, API tokens and webhooks", icon="plug", url_name="builds:integrations",
                            action=Action.ADMIN, order=10)
         for kind, label in NotificationEvent.choices:

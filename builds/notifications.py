@@ -11,7 +11,8 @@ from portal import notifications
 from portal.models import Action, Team, User, WebhookDelivery
 from portal.notifications import site_url
 
-from .models import ApprovalDecision, Build, NotificationEvent, Promotion, PromotionStatus
+from .models import Build, NotificationEvent
+from .releases.models import ApprovalDecision, Promotion, PromotionStatus
 
 __all__ = ["NotificationEvent", "notify", "notify_build_failed"]
 
@@ -32,7 +33,7 @@ def notify_build_failed(*, build: Build) -> list[WebhookDelivery]:
 
 
 def _recipients(event, team, promotion, build, actor) -> set[User]:
-    from .promotions import eligible_approvers  # a cycle: promotions notifies through this module
+    from .releases.gate import eligible_approvers  # a cycle: releases notify through this module
 
     people: set[User] = set()
     if event == NotificationEvent.APPROVAL_REQUESTED:

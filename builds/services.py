@@ -28,7 +28,6 @@ from .containerfile import final_base_image, validate_text
 from .fetches import containerfile_refusals, git_refusal, repository_refusal
 from .git import validate_git_url
 from .models import (
-    DEFAULT_STAGES,
     ApiToken,
     Build,
     Builder,
@@ -40,7 +39,6 @@ from .models import (
     ImageDefinition,
     RegistryCredential,
     Revision,
-    Stage,
     default_repository,
     platform_architecture,
 )
@@ -49,19 +47,6 @@ from .podman import supports_heredocs
 from .queues import local_architecture  # noqa: F401 - also services' public name for it
 from .runner import RunnerError, Watch, runner_for
 from .scheduling import schedule_next
-
-# --- Stages ----------------------------------------------------------------------------------------------------------
-
-
-def stages_ensure_default(*, team):
-    """Give a team the stages dev, test and prod (approvals: none, one, two) unless it has stages already."""
-    if team.stages.exists():
-        return list(team.stages.all())
-    return [
-        Stage.objects.create(team=team, name=name, position=position, required_approvals=position)
-        for name, position in DEFAULT_STAGES
-    ]
-
 
 # --- Definitions -----------------------------------------------------------------------------------------------------
 

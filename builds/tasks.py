@@ -2,9 +2,8 @@
 
 from celery import shared_task
 
-from . import pipeline, promotions, services
+from . import pipeline, services
 from .models import Builder
-from .promotion_apply import promotion_apply_execute
 
 
 @shared_task
@@ -25,16 +24,3 @@ def build_check_builders_health():
     return {b.name: services.builder_check_health(builder=b).health_ok for b in Builder.objects.filter(enabled=True)}
 
 
-# --- Promotions (docs/promotions.md) ----------------------------------------------------------------------------------
-
-
-@shared_task
-def promotion_apply(run_id):
-    """Copy an approved promotion's digest to its stage tag, verify it and record it (queue `default`; needs skopeo)."""
-    promotion_apply_execute(run_id)
-
-
-@shared_task
-def promotions_apply_due():
-    """Beat: apply approved promotions whose stage takes changes again; fail those whose apply run died."""
-    return [promotion.pk for promotion in promotions.promotions_apply_due()]

@@ -46,10 +46,10 @@ from .models import (
     GitCredential,
     GitWebhook,
     ImageDefinition,
-    Promotion,
     RegistryCredential,
 )
-from .promotions import current_entries, stage_board
+from .releases.gate import current_entries, stage_board
+from .releases.models import Promotion
 
 
 def search_query(request, limit=200):

@@ -15,7 +15,7 @@ class HostsConfig(AppConfig):
         post_migrate.connect(_recount_tallies, sender=self)
 
         # Models load only once the app registry is ready, i.e. here.
-        from builds.promotion_apply import PROMOTION_APPLIED
+        from builds.releases.apply import PROMOTION_APPLIED
 
         from .models import dashboard_counts
         from .services import promotion_applied

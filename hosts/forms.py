@@ -4,7 +4,7 @@ from crispy_forms.layout import Column, Layout, Row, Submit
 from django import forms
 from django.db.models import Q
 
-from builds.models import Stage
+from builds.releases.models import Stage
 from portal import ssh
 from portal.models import Team
 from portal.text import first_nul

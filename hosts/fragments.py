@@ -2,8 +2,8 @@
 
 Builds and releases never import hosts; they find these URLs through `portal.registry.fragment_url` (registered in
 `hosts.apps`) and leave the card out when no app serves it. Each fragment checks access to the object it is about with
-that object's own helper (`builds.access`), so it shows exactly to whom the page shows, and counts hosts through
-`Host.objects.visible_to` in a fixed number of queries, however many hosts and digests there are.
+that object's own helper (`builds.access`, `builds.releases.access`), so it shows exactly to whom the page shows, and
+counts hosts through `Host.objects.visible_to` in a fixed number of queries, however many hosts and digests there are.
 """
 
 from django.contrib.auth.decorators import login_required
@@ -11,9 +11,10 @@ from django.db.models import Count, Q
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from builds.access import get_build_for_user, get_definition_for_user, get_promotion_for_user, get_stage_for_user
+from builds.access import get_build_for_user, get_definition_for_user
 from builds.models import Build, ImageDefinition
-from builds.promotions import stage_board
+from builds.releases.access import get_promotion_for_user, get_stage_for_user
+from builds.releases.gate import stage_board
 
 from .models import Host
 

@@ -163,7 +163,7 @@ class Host(models.Model):
     jump_host = models.ForeignKey(JumpHost, null=True, blank=True, on_delete=models.PROTECT, related_name="hosts")
     labels = models.CharField(max_length=500, blank=True, db_index=True,
                               help_text="Space-separated words, e.g. `web eu-west rack=12`.")
-    stage = models.ForeignKey("builds.Stage", null=True, blank=True, on_delete=models.SET_NULL, related_name="hosts")
+    stage = models.ForeignKey("releases.Stage", null=True, blank=True, on_delete=models.SET_NULL, related_name="hosts")
     tracked_image = models.CharField(max_length=512, blank=True,
                                      help_text="The image reference the host tracks, e.g. registry/team/web-os:prod.")
     created_at = models.DateTimeField(default=timezone.now)

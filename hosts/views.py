@@ -16,7 +16,8 @@ from django.utils import timezone
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_POST
 
-from builds.models import Build, ImageDefinition, Stage
+from builds.models import Build, ImageDefinition
+from builds.releases.models import Stage
 from portal.access import can, check_team_action, teams_where
 from portal.models import Action, Team
 from portal.views import _viewer_context, current_team

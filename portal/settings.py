@@ -141,6 +141,7 @@ INSTALLED_APPS = [
     "csp",
     "portal",
     "builds",
+    "builds.releases",
     "builds.diskimages",
     "hosts",
     "portal.demo",  # make run's wiring: the one app that may import every feature
@@ -178,7 +179,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "portal.context_processors.navigation",
-                "builds.context_processors.inbox",
+                "builds.releases.context_processors.inbox",
             ],
         },
     },
@@ -536,5 +537,5 @@ PROMOTION_APPLY_TIMEOUT_SECONDS = env.int("PROMOTION_APPLY_TIMEOUT_SECONDS", def
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)  # one delivery attempt
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)  # then the delivery is marked failed
 WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=30.0)  # 30 s, 2 min, 8 min, 32 min, 1 h
-CELERY_BEAT_SCHEDULE["promotions-apply-due"] = {"task": "builds.tasks.promotions_apply_due", "schedule": 60.0}
+CELERY_BEAT_SCHEDULE["promotions-apply-due"] = {"task": "builds.releases.tasks.promotions_apply_due", "schedule": 60.0}
 CELERY_BEAT_SCHEDULE["webhook-deliveries-due"] = {"task": "portal.tasks.webhook_deliveries_due", "schedule": 60.0}

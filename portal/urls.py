@@ -43,7 +43,7 @@ urlpatterns = [
     path("health/ready", views.health_ready, name="health_ready"),
     path("", include("builds.urls")),
     path("", include("builds.diskimages.urls")),
-    path("", include("builds.urls_promotions")),
+    path("", include("builds.releases.urls")),
     path("", include("hosts.urls")),
     path("admin/", admin.site.urls),
 ]

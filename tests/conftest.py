@@ -368,7 +368,7 @@ def make_user(username, *, helpdesk=False, superuser=False, password="correct ho
 
 def make_team(name, **members):
     """make_team("Platform", developer=user, viewer=other) creates the team and its memberships."""
-    from builds.services import stages_ensure_default
+    from builds.releases.policy import stages_ensure_default
     from portal.models import Membership, Team
 
     team = Team.objects.create(name=name, slug=Team.slug_for(name))

@@ -130,8 +130,8 @@ class PromoEnv:
 
     def apply(self, promotion):
         """Run the promotion's apply run in this process (what the promotion_apply task does)."""
-        from builds.models import Promotion
-        from builds.promotion_apply import promotion_apply_execute
+        from builds.releases.apply import promotion_apply_execute
+        from builds.releases.models import Promotion
 
         promotion.refresh_from_db()
         assert promotion.run_id, f"{promotion} has no apply run ({promotion.status}: {promotion.status_note})"
@@ -140,7 +140,7 @@ class PromoEnv:
 
     def promote(self, build, stage, *, user=None, approvers=(), apply=True, expect_applied=True, **kwargs):
         """Request, approve by `approvers` and apply: the whole gate, for setting a scene."""
-        from builds import promotions
+        from builds.releases import services as promotions
 
         promotion = promotions.promotion_request(definition=self.definition, build=build, target_stage=self.stages[stage],
                                                  user=user or self.personas.developer,

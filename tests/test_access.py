@@ -338,7 +338,7 @@ def every_named_url():
 class TestEveryUrl:
     def test_the_sweep_sees_the_whole_portal(self):
         names = {name for name, _ in every_named_url()}
-        assert {"dashboard", "run_log_search", "builds:build_detail", "host_action", "promotion_approve",
+        assert {"dashboard", "run_log_search", "builds:build_detail", "host_action", "releases:promotion_approve",
                 "diskimages:detail", "audit_list"} <= names and len(names) > 90
 
     @pytest.mark.parametrize("name,path", every_named_url())

@@ -5,8 +5,8 @@ automatic rollback, and the drift view (hosts), as the help desk sees them."""
 import pytest
 from django.urls import reverse
 
-from builds import promotions
-from builds.models import StageHistory
+from builds.releases import services as promotions
+from builds.releases.models import StageHistory
 from hosts import poller, services
 from hosts.models import ActionKind, EventKind, HostEvent
 from tests.browser import browser_page, log_in, screenshot
@@ -27,7 +27,7 @@ def test_the_approver_finds_the_request_in_the_inbox_and_reads_the_approval_card
     with browser_page() as page:
         log_in(page, portal_server.url, "approver")
         assert page.locator('[title="Waiting for your approval"]').first.inner_text().strip() == "1"
-        page.goto(portal_server.url + reverse("promotion_list"))
+        page.goto(portal_server.url + reverse("releases:promotion_list"))
         inbox = page.locator("main").inner_text()
         assert "Waiting for you" in inbox and f"#{pending.pk}" in inbox and "web-os" in inbox
         assert screenshot(page, "promotions-inbox-approver").stat().st_size > 10_000

@@ -10,13 +10,7 @@ import subprocess
 import pytest
 
 from builds import pipeline, services
-from builds.models import (
-    LABEL_BUILD_ID,
-    LABEL_REVISION_SHA,
-    Build,
-    BuildStatus,
-    ContextKind,
-)
+from builds.models import LABEL_BUILD_ID, LABEL_REVISION_SHA, Build, BuildStatus, ContextKind
 from portal.logsink import lines_after
 from tests.builds_fixtures import BASE_IMAGE, a_long_sleep, processes_running, skopeo_inspect
 

@@ -10,8 +10,9 @@ collected on every page, and must stay empty.
 import pytest
 from django.utils import timezone
 
-from builds import promotions, services
-from builds.models import StageHistory
+from builds import services
+from builds.releases import services as promotions
+from builds.releases.models import StageHistory
 from hosts.models import Host, HostSnapshot, HostState
 from portal import logsink
 from portal.models import Run, RunStatus

@@ -6,7 +6,8 @@ import io
 import pytest
 from django.core.management import call_command
 
-from builds.models import Build, ImageDefinition, Promotion, PromotionStatus, Revision, StageHistory
+from builds.models import Build, ImageDefinition, Revision
+from builds.releases.models import Promotion, PromotionStatus, StageHistory
 from portal.demo import web_os as demo
 from portal.demo.management.commands.run_portal import demo_blocker
 from portal.models import Membership, Team, User

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from builds.diskimages import services as diskimages
 from builds.diskimages.models import Artifact, ArtifactRetention, CloudCredential, DiskImage, DiskImagePreset
-from builds.models import StageHistory
+from builds.releases.models import StageHistory
 from portal.models import AuditEvent, RunStatus
 from tests.conftest import CORPUS
 from tests.diskimage_rows import DIGEST, finished_conversion, succeeded_build

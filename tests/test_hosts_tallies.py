@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 from django.db.models import Sum
 
-from builds.models import Stage
+from builds.releases.models import Stage
 from hosts import services
 from hosts.models import DigestTally, Host, HostState, HostTally, tally_counts
 from portal.models import Team

@@ -8,7 +8,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from builds.diskimages.models import DiskImage
-from builds.models import Build, ImageDefinition, Promotion, Revision, StageHistory
+from builds.models import Build, ImageDefinition, Revision
+from builds.releases.models import Promotion, StageHistory
 from hosts.models import Host, HostState
 from portal import services as portal_services
 from portal.models import RunStatus
@@ -76,9 +77,9 @@ class TestTheBuildPage:
     def test_it_offers_conversion_and_promotion_to_developers(self, world, client_for):
         html = page(client_for, world.personas.developer, world.build1.get_absolute_url())
         assert f"{reverse('diskimages:create')}?build={world.build1.pk}" in html
-        assert f"{reverse('promotion_create')}?build={world.build1.pk}" in html
+        assert f"{reverse('releases:promotion_create')}?build={world.build1.pk}" in html
         for url in (f"{reverse('diskimages:create')}?build={world.build1.pk}",
-                    f"{reverse('promotion_create')}?build={world.build1.pk}"):
+                    f"{reverse('releases:promotion_create')}?build={world.build1.pk}"):
             assert client_for(world.personas.developer).get(url).status_code == 200  # the links land on real forms
 
     def test_viewers_see_where_it_went_but_get_no_buttons(self, world, client_for):
@@ -154,7 +155,7 @@ class TestTheDefinitionPage:
     def test_developers_are_offered_the_first_promotion(self, world, client_for, personas):
         StageHistory.objects.all().delete()
         html = page(client_for, personas.developer, world.definition.get_absolute_url())
-        assert f"{reverse('promotion_create')}?build={world.build2.pk}&amp;stage=dev" in html
+        assert f"{reverse('releases:promotion_create')}?build={world.build2.pk}&amp;stage=dev" in html
         assert "Promote build #" not in page(client_for, personas.viewer, world.definition.get_absolute_url())
 
     def test_its_queries_do_not_grow_with_hosts_and_digests(self, world, client_for, personas):

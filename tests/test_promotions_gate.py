@@ -11,8 +11,9 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
 from django.utils import timezone
 
-from builds import promotions
-from builds.models import (
+from builds.releases import gate, policy
+from builds.releases import services as promotions
+from builds.releases.models import (
     Approval,
     ApproverGroup,
     Promotion,
@@ -20,7 +21,7 @@ from builds.models import (
     StageGroupRequirement,
     StageHistory,
 )
-from builds.promotions import PromotionStateError
+from builds.releases.services import PromotionStateError
 from portal.access import forget_roles
 from portal.models import AuditEvent, Membership, Run, RunKind, RunStatus
 from portal.services import audit_verify
@@ -82,7 +83,7 @@ def test_after_the_quorum_the_stage_tag_resolves_to_exactly_the_promoted_digest(
     assert stage_digest(promo.ref("dev")) == promo.builds[1].digest
     log = "\n".join(chunk.text for chunk in promotion.run.chunks.all())
     assert "skopeo copy --preserve-digests" in log and f"Verified: {promo.ref('test')} resolves to" in log
-    actions = list(AuditEvent.objects.filter(object_type="builds.promotion", object_id=str(promotion.pk))
+    actions = list(AuditEvent.objects.filter(object_type="releases.promotion", object_id=str(promotion.pk))
                    .order_by("seq").values_list("action", flat=True))
     assert actions == ["promotion.request", "promotion.approve", "promotion.approved", "promotion.apply_start",
                        "promotion.applied"]
@@ -128,7 +129,7 @@ def test_a_registry_that_is_down_fails_the_application_with_the_reason_and_leave
 def test_a_redelivered_apply_task_does_nothing_the_second_time(promo):
     promo.push()
     promotion = promo.promote(promo.builds[0], "dev")
-    from builds.promotion_apply import promotion_apply_execute
+    from builds.releases.apply import promotion_apply_execute
 
     promotion_apply_execute(promotion.run_id)
     assert StageHistory.objects.filter(promotion=promotion).count() == 1
@@ -231,7 +232,7 @@ def test_it_refuses_approval_by_a_non_approver(promo):
 
 def test_the_policy_may_allow_the_author_to_approve(promo):
     stage = promo.stages["test"]
-    promotions.stage_update_policy(stage=stage, user=promo.personas.admin, exclude_author=False,
+    policy.stage_update_policy(stage=stage, user=promo.personas.admin, exclude_author=False,
                                    exclude_build_triggerer=False)
     promo.personas.developer.memberships.update(role="approver")
     forget_roles(promo.personas.developer)
@@ -249,12 +250,12 @@ def test_approvals_are_bound_to_the_digest_the_approver_saw(promo):
     # An approval recorded for another digest (a tampered row) never counts.
     Approval.objects.create(promotion=promotion, approver=promo.personas.approver, approver_name="approver",
                             decision="approve", digest=promo.builds[1].digest)
-    assert promotions.quorum(promotion).counted == []
+    assert gate.quorum(promotion).counted == []
 
 
 def test_expired_approvals_do_not_count(promo):
     prod = promo.stages["prod"]
-    promotions.stage_update_policy(stage=prod, user=promo.personas.admin, approval_ttl_hours=24)
+    policy.stage_update_policy(stage=prod, user=promo.personas.admin, approval_ttl_hours=24)
     for stage in ("dev", "test"):
         StageHistory.objects.create(stage=promo.stages[stage], definition=promo.definition, digest=promo.builds[0].digest)
     promotion = request(promo, promo.builds[0], "prod")
@@ -264,7 +265,7 @@ def test_expired_approvals_do_not_count(promo):
     assert promotion in Promotion.objects.waiting_for(promo.personas.approver)  # asked again, in the inbox
     promotion = approve(promotion, promo.personas.approver2)
     assert promotion.status == PromotionStatus.PENDING  # one fresh approval of two
-    result = promotions.quorum(promotion)
+    result = gate.quorum(promotion)
     assert [a.approver_name for a in result.expired] == ["approver"] and len(result.counted) == 1
     assert promotion in promo.team.stages.get(name="prod").promotions.all()
     # The first approver may approve again; that completes it.
@@ -299,12 +300,12 @@ def test_the_requester_may_withdraw_and_others_may_not(promo):
 
 
 def test_named_groups_need_distinct_people_one_from_each(promo):
-    qa = promotions.approver_group_save(team=promo.team, user=promo.personas.admin, name="QA",
+    qa = policy.approver_group_save(team=promo.team, user=promo.personas.admin, name="QA",
                                         members=[promo.personas.approver, promo.personas.viewer])
-    security = promotions.approver_group_save(team=promo.team, user=promo.personas.admin, name="Security",
+    security = policy.approver_group_save(team=promo.team, user=promo.personas.admin, name="Security",
                                               members=[promo.personas.approver, promo.personas.operator])
     prod = promo.stages["prod"]
-    promotions.stage_update_policy(stage=prod, user=promo.personas.admin, required_approvals=2,
+    policy.stage_update_policy(stage=prod, user=promo.personas.admin, required_approvals=2,
                                    groups={qa: 1, security: 1})
     assert StageGroupRequirement.objects.filter(stage=prod).count() == 2
     for stage in ("dev", "test"):
@@ -317,17 +318,17 @@ def test_named_groups_need_distinct_people_one_from_each(promo):
     assert promotion.status == PromotionStatus.PENDING
     # The viewer is in QA: a group member's approval counts whatever their role.
     promotion = approve(promotion, promo.personas.viewer)
-    result = promotions.quorum(promotion)
+    result = gate.quorum(promotion)
     assert result.met and {g.name: g.approvers for g in result.groups} == {"QA": ["viewer"], "Security": ["approver"]}
     assert promotion.status == PromotionStatus.APPLYING
 
 
 def test_approver_groups_hold_only_team_members(promo):
     with pytest.raises(ValidationError, match="Not members of Platform: outsider"):
-        promotions.approver_group_save(team=promo.team, user=promo.personas.admin, name="QA",
+        policy.approver_group_save(team=promo.team, user=promo.personas.admin, name="QA",
                                        members=[promo.personas.outsider])
     with pytest.raises(PermissionDenied):
-        promotions.approver_group_save(team=promo.team, user=promo.personas.approver, name="QA", members=[])
+        policy.approver_group_save(team=promo.team, user=promo.personas.approver, name="QA", members=[])
 
 
 # --- Freezes, windows and the emergency override ----------------------------------------------------------------------
@@ -336,14 +337,14 @@ def test_approver_groups_hold_only_team_members(promo):
 def test_a_freeze_holds_an_approved_promotion_until_it_is_lifted(promo):
     promo.push()
     promo.promote(promo.builds[0], "dev")
-    freeze = promotions.stage_freeze(stage=promo.stages["test"], user=promo.personas.admin, reason="quarter close")
+    freeze = policy.stage_freeze(stage=promo.stages["test"], user=promo.personas.admin, reason="quarter close")
     promotion = approve(request(promo, promo.builds[0], "test"), promo.personas.approver)
 
     assert promotion.status == PromotionStatus.APPROVED and "frozen" in promotion.status_note
     assert not apply_runs(promotion).exists()
     assert promotions.promotions_apply_due() == []
 
-    promotions.stage_unfreeze(freeze=freeze, user=promo.personas.admin)
+    policy.stage_unfreeze(freeze=freeze, user=promo.personas.admin)
     assert [p.pk for p in promotions.promotions_apply_due()] == [promotion.pk]
     promotion = promo.apply(promotion)
     assert promotion.status == PromotionStatus.APPLIED
@@ -353,7 +354,7 @@ def test_a_freeze_holds_an_approved_promotion_until_it_is_lifted(promo):
 def test_a_freeze_blocks_a_promotion_unless_the_emergency_override_is_approved_with_an_extra_approval(promo):
     promo.push()
     promo.promote(promo.builds[0], "dev")
-    promotions.stage_freeze(stage=promo.stages["test"], user=promo.personas.admin, reason="release freeze",
+    policy.stage_freeze(stage=promo.stages["test"], user=promo.personas.admin, reason="release freeze",
                             ends_at=timezone.now() + timedelta(days=3))
     with pytest.raises(ValidationError, match="own reason"):
         request(promo, promo.builds[0], "test", emergency=True)
@@ -377,7 +378,7 @@ def test_outside_its_change_windows_an_approved_promotion_waits_for_the_next_win
     now = timezone.now()
     # A one-hour window that opened two hours ago today: closed now.
     opened = (now - timedelta(hours=2)).replace(second=0, microsecond=0)
-    promotions.change_window_add(stage=test, user=promo.personas.admin, weekdays=[opened.weekday()],
+    policy.change_window_add(stage=test, user=promo.personas.admin, weekdays=[opened.weekday()],
                                  starts=opened.time(), ends=(opened + timedelta(hours=1)).time())
     StageHistory.objects.create(stage=promo.stages["dev"], definition=promo.definition, digest=promo.builds[0].digest)
     promotion = approve(request(promo, promo.builds[0], "test"), promo.personas.approver)
@@ -387,7 +388,7 @@ def test_outside_its_change_windows_an_approved_promotion_waits_for_the_next_win
 
 
 def test_change_windows_may_run_past_midnight():
-    from builds.models import ChangeWindow
+    from builds.releases.models import ChangeWindow
 
     window = ChangeWindow(weekdays=[4], starts=clock(22, 0), ends=clock(2, 0))  # Friday night
     friday = timezone.datetime(2025, 6, 6, 23, 0, tzinfo=UTC)
@@ -400,8 +401,8 @@ def test_change_windows_may_run_past_midnight():
 
 def test_approvals_that_expire_while_waiting_for_a_window_send_it_back_to_pending(promo):
     test = promo.stages["test"]
-    promotions.stage_update_policy(stage=test, user=promo.personas.admin, approval_ttl_hours=1)
-    promotions.stage_freeze(stage=test, user=promo.personas.admin, reason="freeze")
+    policy.stage_update_policy(stage=test, user=promo.personas.admin, approval_ttl_hours=1)
+    policy.stage_freeze(stage=test, user=promo.personas.admin, reason="freeze")
     StageHistory.objects.create(stage=promo.stages["dev"], definition=promo.definition, digest=promo.builds[0].digest)
     promotion = approve(request(promo, promo.builds[0], "test"), promo.personas.approver)
     assert promotion.status == PromotionStatus.APPROVED
@@ -438,7 +439,7 @@ def test_out_of_order_promotions_are_refused_when_the_policy_wants_the_previous_
         request(promo, promo.builds[0], "test")
     with pytest.raises(ValidationError, match="has not been in test yet"):
         request(promo, promo.builds[0], "prod")
-    promotions.stage_update_policy(stage=promo.stages["test"], user=promo.personas.admin, require_previous_stage=False)
+    policy.stage_update_policy(stage=promo.stages["test"], user=promo.personas.admin, require_previous_stage=False)
     assert request(promo, promo.builds[0], "test").status == PromotionStatus.PENDING
 
 
@@ -448,7 +449,7 @@ def test_a_failed_build_a_duplicate_request_or_what_the_stage_holds_is_refused(p
     build.run.refresh_from_db()
     with pytest.raises(ValidationError, match="did not succeed"):
         request(promo, build, "dev")
-    promotions.stage_freeze(stage=promo.stages["dev"], user=promo.personas.admin, reason="hold")
+    policy.stage_freeze(stage=promo.stages["dev"], user=promo.personas.admin, reason="hold")
     request(promo, promo.builds[0], "dev")
     with pytest.raises(ValidationError, match="already asks for this"):
         request(promo, promo.builds[0], "dev")
@@ -540,7 +541,7 @@ def test_a_retry_applies_again_with_the_approvals_that_still_count(promo):
 
 
 def test_a_retry_after_the_approvals_expired_asks_for_them_again(promo):
-    promotions.stage_update_policy(stage=promo.stages["test"], user=promo.personas.admin, approval_ttl_hours=24)
+    policy.stage_update_policy(stage=promo.stages["test"], user=promo.personas.admin, approval_ttl_hours=24)
     promotion = _failed_after_approval(promo)
     Approval.objects.filter(promotion=promotion).update(created_at=timezone.now() - timedelta(hours=25))
 
@@ -562,7 +563,7 @@ def test_a_retry_does_not_count_an_approver_who_lost_the_right_to_approve(promo)
 
 
 def test_an_application_cancelled_before_a_worker_took_it_fails_with_the_reason(promo):
-    from builds.promotion_apply import promotion_apply_execute
+    from builds.releases.apply import promotion_apply_execute
     from portal.services import run_request_cancel
 
     promotion = request(promo, promo.builds[0], "dev")
@@ -577,7 +578,7 @@ def test_an_application_cancelled_before_a_worker_took_it_fails_with_the_reason(
 
 
 def test_the_dashboard_counts_open_promotions(promo):
-    from builds.models import dashboard_counts
+    from builds.releases.models import dashboard_counts
 
     StageHistory.objects.create(stage=promo.stages["dev"], definition=promo.definition, digest=promo.builds[0].digest)
     request(promo, promo.builds[0], "test")

@@ -12,9 +12,10 @@ import pytest
 from django.conf import settings
 from django.urls import reverse
 
-from builds import promotions
-from builds.models import NotificationEvent, Promotion, PromotionStatus, StageHistory
+from builds.models import NotificationEvent
 from builds.notifications import notify_build_failed
+from builds.releases import services as promotions
+from builds.releases.models import Promotion, PromotionStatus, StageHistory
 from portal import notifications
 from portal.models import DeliveryStatus, WebhookDelivery
 from tests.conftest import allow_egress, free_port, wait_for
@@ -105,7 +106,7 @@ def test_approval_requested_mails_those_who_may_approve_with_a_deep_link(promo, 
     assert recipients == ["approver2@example.com", "approver@example.com", "teamadmin@example.com"]
     mail = mailoutbox[0]
     assert "Approval requested" in mail.subject and "web-os" in mail.subject
-    assert settings.SITE_URL.rstrip("/") + reverse("promotion_detail", args=[promotion.pk]) in mail.body
+    assert settings.SITE_URL.rstrip("/") + reverse("releases:promotion_detail", args=[promotion.pk]) in mail.body
     assert "ready for QA" in mail.body
 
 
@@ -152,7 +153,7 @@ def test_a_failed_application_is_mailed_to_the_requester_and_the_approvers_with_
     failed = [m for m in mailoutbox if "Promotion failed" in m.subject]
     assert sorted(m.to[0] for m in failed) == ["approver@example.com", "developer@example.com"]
     assert promotion.status_note[:60] in failed[0].body  # the reason
-    assert reverse("promotion_detail", args=[promotion.pk]) in failed[0].body
+    assert reverse("releases:promotion_detail", args=[promotion.pk]) in failed[0].body
 
 
 def test_a_failed_build_is_mailed_to_the_team(promo, eager_tasks, mailoutbox, django_capture_on_commit_callbacks):
@@ -188,7 +189,7 @@ def test_a_webhook_delivery_is_signed_and_verifies_with_the_documented_method(pr
     payload = json.loads(request["body"])
     assert payload["event"] == "promotion.requested" == request["headers"]["X-Portal-Event"]
     assert payload["promotion"]["id"] == promotion.pk and payload["promotion"]["digest"] == promotion.digest
-    assert payload["promotion"]["url"].endswith(reverse("promotion_detail", args=[promotion.pk]))
+    assert payload["promotion"]["url"].endswith(reverse("releases:promotion_detail", args=[promotion.pk]))
     delivery = WebhookDelivery.objects.get()
     assert delivery.status == DeliveryStatus.DELIVERED and delivery.attempts == 1 and delivery.response_code == 200
     assert request["headers"]["X-Portal-Delivery"] == delivery.delivery_id
@@ -292,7 +293,7 @@ def test_a_real_worker_applies_the_promotion_and_retries_a_webhook_with_backoff(
                                                 events=[NotificationEvent.APPLIED])
     promotion = ask_for_test(promo)
     start_worker(queues="default", concurrency=2, WEBHOOK_RETRY_BASE_SECONDS="0.5")
-    response = client_for(promo.personas.approver).post(reverse("promotion_approve", args=[promotion.pk]),
+    response = client_for(promo.personas.approver).post(reverse("releases:promotion_approve", args=[promotion.pk]),
                                                         {"digest": promotion.digest, "comment": "go"})
     assert response.status_code == 302
     wait_for(lambda: Promotion.objects.get(pk=promotion.pk).status not in ("pending", "applying"), timeout=60,

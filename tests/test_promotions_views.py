@@ -5,16 +5,10 @@ import pytest
 from django.test import RequestFactory
 from django.urls import reverse
 
-from builds import promotions
-from builds.context_processors import inbox
-from builds.models import (
-    Approval,
-    ApproverGroup,
-    Promotion,
-    PromotionStatus,
-    StageFreeze,
-    StageHistory,
-)
+from builds.releases import policy
+from builds.releases import services as promotions
+from builds.releases.context_processors import inbox
+from builds.releases.models import Approval, ApproverGroup, Promotion, PromotionStatus, StageFreeze, StageHistory
 from portal.models import AuditEvent, Membership, NotificationWebhook
 from tests.conftest import make_user
 from tests.fragments import shown
@@ -37,12 +31,12 @@ def pending(promo):
 
 
 def card(promotion):
-    return reverse("promotion_detail", args=[promotion.pk])
+    return reverse("releases:promotion_detail", args=[promotion.pk])
 
 
 def post_decision(client, promotion, verb, **data):
     data.setdefault("digest", promotion.digest)
-    return client.post(reverse(f"promotion_{verb}", args=[promotion.pk]), data)
+    return client.post(reverse(f"releases:promotion_{verb}", args=[promotion.pk]), data)
 
 
 # --- Access ----------------------------------------------------------------------------------------------------------
@@ -129,7 +123,7 @@ def test_a_rejection_needs_a_comment(client_for, pending, promo):
 
 
 def test_deciding_twice_is_409(client_for, pending, promo):
-    promotions.stage_update_policy(stage=promo.stages["test"], user=promo.personas.admin, required_approvals=2)
+    policy.stage_update_policy(stage=promo.stages["test"], user=promo.personas.admin, required_approvals=2)
     client = client_for(promo.personas.approver)
     assert post_decision(client, pending, "approve").status_code == 302
     assert post_decision(client, pending, "approve").status_code == 409
@@ -137,7 +131,7 @@ def test_deciding_twice_is_409(client_for, pending, promo):
 
 
 def test_only_the_requester_or_an_admin_withdraws(client_for, pending, promo):
-    url = reverse("promotion_withdraw", args=[pending.pk])
+    url = reverse("releases:promotion_withdraw", args=[pending.pk])
     assert client_for(promo.personas.approver).post(url).status_code == 403
     assert client_for(promo.personas.developer).post(url).status_code == 302
     pending.refresh_from_db()
@@ -146,7 +140,7 @@ def test_only_the_requester_or_an_admin_withdraws(client_for, pending, promo):
 
 
 def test_decisions_are_post_only(client_for, pending, promo):
-    assert client_for(promo.personas.approver).get(reverse("promotion_approve", args=[pending.pk])).status_code == 405
+    assert client_for(promo.personas.approver).get(reverse("releases:promotion_approve", args=[pending.pk])).status_code == 405
 
 
 def test_the_live_fragment_asks_for_a_full_reload_once_it_stops_applying(client_for, pending, promo):
@@ -160,12 +154,12 @@ def test_the_live_fragment_asks_for_a_full_reload_once_it_stops_applying(client_
 
 def test_the_inbox_lists_what_waits_for_the_user_and_the_navigation_counts_it(client_for, pending, promo):
     p = promo.personas
-    page = client_for(p.approver).get(reverse("promotion_list")).content.decode()
+    page = client_for(p.approver).get(reverse("releases:promotion_list")).content.decode()
     assert 'title="Waiting for your approval">1</span>' in page
     assert f"#{pending.pk}" in page and "Waiting for you" in page
     # The requester and author is not asked; a viewer may not approve.
     for user in (p.developer, p.viewer):
-        html = client_for(user).get(reverse("promotion_list") + "?view=inbox").content.decode()
+        html = client_for(user).get(reverse("releases:promotion_list") + "?view=inbox").content.decode()
         assert 'title="Waiting for your approval"' not in html and "Nothing waits for you" in html
     # Once decided, it leaves the approver's inbox.
     promotions.promotion_approve(promotion=pending, user=p.approver, digest=pending.digest)
@@ -182,18 +176,18 @@ def test_the_inbox_count_is_one_query(django_assert_num_queries, pending, promo)
 
 def test_the_inbox_follows_group_requirements(client_for, pending, promo):
     p = promo.personas
-    qa = promotions.approver_group_save(team=promo.team, user=p.admin, name="QA", members=[p.viewer])
-    promotions.stage_update_policy(stage=promo.stages["test"], user=p.admin, groups={qa: 1})
+    qa = policy.approver_group_save(team=promo.team, user=p.admin, name="QA", members=[p.viewer])
+    policy.stage_update_policy(stage=promo.stages["test"], user=p.admin, groups={qa: 1})
     assert list(Promotion.objects.waiting_for(p.viewer)) == [pending]
     assert list(Promotion.objects.waiting_for(p.approver)) == []
 
 
 def test_the_list_filters_and_searches(client_for, pending, promo):
     client = client_for(promo.personas.viewer)
-    assert f"#{pending.pk}" in client.get(reverse("promotion_list") + "?view=all&q=nginx").content.decode()
-    assert "No request matches" in client.get(reverse("promotion_list") + "?view=all&q=zzz").content.decode()
-    assert client.get(reverse("promotion_list") + "?view=all&status=bogus&team=x&page=999").status_code == 200
-    fragment = client.get(reverse("promotion_list") + "?view=all&stage=test", HTTP_HX_REQUEST="true",
+    assert f"#{pending.pk}" in client.get(reverse("releases:promotion_list") + "?view=all&q=nginx").content.decode()
+    assert "No request matches" in client.get(reverse("releases:promotion_list") + "?view=all&q=zzz").content.decode()
+    assert client.get(reverse("releases:promotion_list") + "?view=all&status=bogus&team=x&page=999").status_code == 200
+    fragment = client.get(reverse("releases:promotion_list") + "?view=all&stage=test", HTTP_HX_REQUEST="true",
                           HTTP_HX_TARGET="promotion-rows")
     assert f"#{pending.pk}" in fragment.content.decode() and "<html" not in fragment.content.decode()
 
@@ -203,10 +197,10 @@ def test_the_list_filters_and_searches(client_for, pending, promo):
 
 def test_requesting_through_the_form(client_for, promo):
     client = client_for(promo.personas.developer)
-    assert "Which image?" in client.get(reverse("promotion_create")).content.decode()
-    page = client.get(reverse("promotion_create") + f"?definition={promo.definition.pk}")
+    assert "Which image?" in client.get(reverse("releases:promotion_create")).content.decode()
+    page = client.get(reverse("releases:promotion_create") + f"?definition={promo.definition.pk}")
     assert page.status_code == 200 and "What each stage asks for" in page.content.decode()
-    response = client.post(reverse("promotion_create"), {
+    response = client.post(reverse("releases:promotion_create"), {
         "definition": promo.definition.pk, "build": promo.builds[0].pk, "target_stage": promo.stages["dev"].pk,
         "reason": "first image"})
     promotion = Promotion.objects.get()
@@ -216,16 +210,16 @@ def test_requesting_through_the_form(client_for, promo):
 
 def test_the_form_refuses_with_the_reason(client_for, promo):
     client = client_for(promo.personas.developer)
-    out_of_order = client.post(reverse("promotion_create"), {
+    out_of_order = client.post(reverse("releases:promotion_create"), {
         "definition": promo.definition.pk, "build": promo.builds[0].pk, "target_stage": promo.stages["prod"].pk,
         "reason": "skip the queue"})
     assert out_of_order.status_code == 400 and "has not been in test yet" in out_of_order.content.decode()
-    foreign = client.post(reverse("promotion_create"), {
+    foreign = client.post(reverse("releases:promotion_create"), {
         "definition": promo.definition.pk, "build": promo.builds[0].pk,
         "target_stage": promo.personas.other_team.stages.get(name="dev").pk, "reason": "x"})
     assert foreign.status_code == 400 and "Select a valid choice" in foreign.content.decode()
     other = PromoEnv(promo.personas, promo.registry, promo.seeds, name="db-os")
-    foreign_build = client.post(reverse("promotion_create"), {
+    foreign_build = client.post(reverse("releases:promotion_create"), {
         "definition": promo.definition.pk, "build": other.builds[0].pk, "target_stage": promo.stages["dev"].pk,
         "reason": "x"})
     assert foreign_build.status_code == 400
@@ -233,13 +227,14 @@ def test_the_form_refuses_with_the_reason(client_for, promo):
 
 
 def test_the_request_form_is_for_developers_of_the_team(client_for, promo):
-    url = reverse("promotion_create") + f"?definition={promo.definition.pk}"
+    url = reverse("releases:promotion_create") + f"?definition={promo.definition.pk}"
     assert client_for(None).get(url).status_code == 302
     assert client_for(promo.personas.outsider).get(url).status_code == 404
     assert client_for(promo.personas.viewer).get(url).status_code == 403
-    assert client_for(promo.personas.viewer).get(reverse("promotion_create")).status_code == 403
-    assert client_for(promo.personas.developer).get(reverse("promotion_create") + "?definition=999999").status_code == 404
-    assert client_for(promo.personas.developer).get(reverse("promotion_create") + "?definition=x").status_code == 200
+    assert client_for(promo.personas.viewer).get(reverse("releases:promotion_create")).status_code == 403
+    unknown = reverse("releases:promotion_create") + "?definition=999999"
+    assert client_for(promo.personas.developer).get(unknown).status_code == 404
+    assert client_for(promo.personas.developer).get(reverse("releases:promotion_create") + "?definition=x").status_code == 200
 
 
 # --- Stages ----------------------------------------------------------------------------------------------------------
@@ -248,42 +243,42 @@ def test_the_request_form_is_for_developers_of_the_team(client_for, promo):
 def test_stage_pages_access(client_for, pending, promo):
     p = promo.personas
     stage = promo.stages["test"]
-    detail, policy = reverse("stage_detail", args=[stage.pk]), reverse("stage_policy", args=[stage.pk])
+    detail, policy = reverse("releases:stage_detail", args=[stage.pk]), reverse("releases:stage_policy", args=[stage.pk])
     assert client_for(None).get(detail).status_code == 302
     assert client_for(p.outsider).get(detail).status_code == 404
     assert client_for(p.viewer).get(detail).status_code == 200
     assert client_for(p.viewer).get(policy).status_code == 403
     assert client_for(p.approver).get(policy).status_code == 403
     assert client_for(p.admin).get(policy).status_code == 200
-    board = client_for(p.viewer).get(reverse("stage_board")).content.decode()
+    board = client_for(p.viewer).get(reverse("releases:stage_board")).content.decode()
     assert "web-os" in board and promo.builds[0].short_digest in board
-    assert client_for(p.outsider).get(reverse("stage_board")).status_code == 200  # their own team only
-    assert "web-os" not in client_for(p.outsider).get(reverse("stage_board")).content.decode()
+    assert client_for(p.outsider).get(reverse("releases:stage_board")).status_code == 200  # their own team only
+    assert "web-os" not in client_for(p.outsider).get(reverse("releases:stage_board")).content.decode()
 
 
 def test_an_admin_changes_the_policy_and_it_is_audited(client_for, promo):
     p = promo.personas
     stage = promo.stages["prod"]
-    qa = promotions.approver_group_save(team=promo.team, user=p.admin, name="QA", members=[p.approver])
+    qa = policy.approver_group_save(team=promo.team, user=p.admin, name="QA", members=[p.approver])
     data = {"description": "customers", "required_approvals": 3, "exclude_requester": "on", "exclude_author": "on",
             "approval_ttl_hours": 48, "require_previous_stage": "on", "emergency_extra_approvals": 1,
             "rollback_required_approvals": 1, "window_timezone": "Europe/Paris", f"group_{qa.pk}": 1}
-    response = client_for(p.admin).post(reverse("stage_policy", args=[stage.pk]), data)
+    response = client_for(p.admin).post(reverse("releases:stage_policy", args=[stage.pk]), data)
     assert response.status_code == 302
     stage.refresh_from_db()
     assert (stage.required_approvals, stage.approval_ttl_hours, stage.exclude_build_triggerer) == (3, 48, False)
     assert stage.group_requirements.get().group == qa
     assert AuditEvent.objects.filter(action="stage.policy").exists()
-    bad = client_for(p.admin).post(reverse("stage_policy", args=[stage.pk]), {**data, "window_timezone": "Mars/Olympus",
+    bad = client_for(p.admin).post(reverse("releases:stage_policy", args=[stage.pk]), {**data, "window_timezone": "Mars/Olympus",
                                                                             "required_approvals": -1})
     assert bad.status_code == 400
-    assert client_for(p.approver).post(reverse("stage_policy", args=[stage.pk]), data).status_code == 403
+    assert client_for(p.approver).post(reverse("releases:stage_policy", args=[stage.pk]), data).status_code == 403
 
 
 def test_freezes_and_windows_are_set_by_admins(client_for, promo):
     p = promo.personas
     stage = promo.stages["prod"]
-    freeze_url = reverse("stage_freeze", args=[stage.pk])
+    freeze_url = reverse("releases:stage_freeze", args=[stage.pk])
     assert client_for(p.developer).post(freeze_url, {"reason": "x"}).status_code == 403
     assert client_for(p.outsider).post(freeze_url, {"reason": "x"}).status_code == 404
     assert client_for(p.admin).post(freeze_url, {"reason": "holidays", "ends_at": "2099-01-05T00:00"}).status_code == 302
@@ -291,18 +286,18 @@ def test_freezes_and_windows_are_set_by_admins(client_for, promo):
     assert freeze.is_active() and "frozen" in stage.blocked_reason()
     assert client_for(p.admin).post(freeze_url, {"reason": ""}).status_code == 302  # refused with a message
     assert StageFreeze.objects.count() == 1
-    lift = reverse("stage_freeze_lift", args=[freeze.pk])
+    lift = reverse("releases:stage_freeze_lift", args=[freeze.pk])
     assert client_for(p.approver).post(lift).status_code == 403
     assert client_for(p.admin).post(lift).status_code == 302
     assert not stage.blocked_reason()
-    window_url = reverse("stage_window_add", args=[stage.pk])
+    window_url = reverse("releases:stage_window_add", args=[stage.pk])
     assert client_for(p.admin).post(window_url, {"weekdays": ["1", "3"], "starts": "09:00", "ends": "17:00"}).status_code == 302
     window = stage.change_windows.get()
     assert str(window) == "Tue, Thu 09:00-17:00"
     assert client_for(p.admin).post(window_url, {"weekdays": [], "starts": "x", "ends": "17:00"}).status_code == 302
     assert stage.change_windows.count() == 1
-    assert client_for(p.viewer).post(reverse("stage_window_delete", args=[window.pk])).status_code == 403
-    assert client_for(p.admin).post(reverse("stage_window_delete", args=[window.pk])).status_code == 302
+    assert client_for(p.viewer).post(reverse("releases:stage_window_delete", args=[window.pk])).status_code == 403
+    assert client_for(p.admin).post(reverse("releases:stage_window_delete", args=[window.pk])).status_code == 302
     assert not stage.change_windows.exists()
 
 
@@ -313,9 +308,9 @@ def test_a_rollback_is_asked_from_the_stage_history(client_for, promo):
                                 build=promo.builds[0])
     StageHistory.objects.create(stage=dev, definition=promo.definition, digest=promo.builds[1].digest,
                                 build=promo.builds[1])
-    page = client_for(p.developer).get(reverse("stage_detail", args=[dev.pk])).content.decode()
+    page = client_for(p.developer).get(reverse("releases:stage_detail", args=[dev.pk])).content.decode()
     assert "Roll back to this" in page
-    url = reverse("stage_rollback", args=[dev.pk])
+    url = reverse("releases:stage_rollback", args=[dev.pk])
     data = {"definition": promo.definition.pk, "digest": promo.builds[0].digest, "reason": "1.1 breaks logins"}
     assert client_for(p.viewer).post(url, data).status_code == 403
     response = client_for(p.developer).post(url, data)
@@ -331,7 +326,7 @@ def test_a_rollback_is_asked_from_the_stage_history(client_for, promo):
 
 def test_approver_groups_pages(client_for, promo):
     p = promo.personas
-    url = reverse("approver_groups", args=[promo.team.slug])
+    url = reverse("releases:approver_groups", args=[promo.team.slug])
     assert client_for(p.outsider).get(url).status_code == 404
     assert client_for(p.viewer).get(url).status_code == 200
     assert client_for(p.viewer).post(url, {"name": "QA"}).status_code == 403
@@ -343,10 +338,10 @@ def test_approver_groups_pages(client_for, promo):
     assert dup.status_code == 400 and "has a group called" in dup.content.decode()
     outsider = client_for(p.admin).post(url, {"name": "Sec", "members": [p.outsider.pk]})
     assert outsider.status_code == 400
-    edit = reverse("approver_group_edit", args=[group.pk])
+    edit = reverse("releases:approver_group_edit", args=[group.pk])
     assert client_for(p.viewer).get(edit).status_code == 403
     assert client_for(p.admin).post(edit, {"name": "Quality", "members": [p.approver.pk]}).status_code == 302
-    assert client_for(p.admin).post(reverse("approver_group_delete", args=[group.pk])).status_code == 302
+    assert client_for(p.admin).post(reverse("releases:approver_group_delete", args=[group.pk])).status_code == 302
     assert not ApproverGroup.objects.exists()
 
 
@@ -383,25 +378,26 @@ def test_bad_input_never_gives_a_500(client_for, pending, promo):
     p = promo.personas
     approver, admin, developer = client_for(p.approver), client_for(p.admin), client_for(p.developer)
     assert post_decision(approver, pending, "approve", comment="x" * 5000).status_code == 400
-    assert approver.post(reverse("promotion_approve", args=[pending.pk]), {}).status_code == 400
+    assert approver.post(reverse("releases:promotion_approve", args=[pending.pk]), {}).status_code == 400
     assert not Approval.objects.exists()
     stage = promo.stages["prod"]
-    assert admin.post(reverse("stage_freeze", args=[stage.pk]), {"reason": "x", "ends_at": "2001-01-01T00:00"}
+    assert admin.post(reverse("releases:stage_freeze", args=[stage.pk]), {"reason": "x", "ends_at": "2001-01-01T00:00"}
                       ).status_code == 302
-    assert admin.post(reverse("stage_freeze", args=[stage.pk]), {"reason": "x", "ends_at": "not a date"}).status_code == 302
+    assert admin.post(reverse("releases:stage_freeze", args=[stage.pk]),
+                      {"reason": "x", "ends_at": "not a date"}).status_code == 302
     assert not StageFreeze.objects.exists()
-    assert admin.post(reverse("stage_window_add", args=[stage.pk]), {"weekdays": ["9"], "starts": "09:00",
+    assert admin.post(reverse("releases:stage_window_add", args=[stage.pk]), {"weekdays": ["9"], "starts": "09:00",
                                                                      "ends": "09:00"}).status_code == 302
-    assert admin.post(reverse("stage_window_add", args=[stage.pk]), {"weekdays": ["1"], "starts": "09:00",
+    assert admin.post(reverse("releases:stage_window_add", args=[stage.pk]), {"weekdays": ["1"], "starts": "09:00",
                                                                      "ends": "09:00"}).status_code == 302
     assert not stage.change_windows.exists()
-    assert developer.post(reverse("stage_rollback", args=[stage.pk]), {"definition": "x"}).status_code == 302
-    assert developer.post(reverse("stage_rollback", args=[stage.pk]), {"definition": 999999, "digest": "x",
+    assert developer.post(reverse("releases:stage_rollback", args=[stage.pk]), {"definition": "x"}).status_code == 302
+    assert developer.post(reverse("releases:stage_rollback", args=[stage.pk]), {"definition": 999999, "digest": "x",
                                                                        "reason": "x"}).status_code == 404
-    assert developer.post(reverse("promotion_create"), {"definition": promo.definition.pk, "build": "abc",
+    assert developer.post(reverse("releases:promotion_create"), {"definition": promo.definition.pk, "build": "abc",
                                                          "target_stage": "", "reason": ""}).status_code == 400
-    for url in (reverse("stage_detail", args=[stage.pk]) + "?definition=abc&page=zz",
-                reverse("promotion_list") + "?page=-1&view=weird", reverse("stage_board")):
+    for url in (reverse("releases:stage_detail", args=[stage.pk]) + "?definition=abc&page=zz",
+                reverse("releases:promotion_list") + "?page=-1&view=weird", reverse("releases:stage_board")):
         assert developer.get(url).status_code == 200, url
     assert developer.get("/promotions/999999/").status_code == 404
     assert developer.get("/stages/999999/").status_code == 404
@@ -420,9 +416,9 @@ def test_every_promotion_page_and_action_checks_access(client_for, pending, prom
 
     p = promo.personas
     test, prod = promo.stages["test"], promo.stages["prod"]
-    freeze = promotions.stage_freeze(stage=prod, user=p.admin, reason="audit week")
-    window = promotions.change_window_add(stage=prod, user=p.admin, weekdays=[0], starts=clock(9), ends=clock(17))
-    group = promotions.approver_group_save(team=promo.team, user=p.admin, name="QA", members=[p.approver])
+    freeze = policy.stage_freeze(stage=prod, user=p.admin, reason="audit week")
+    window = policy.change_window_add(stage=prod, user=p.admin, weekdays=[0], starts=clock(9), ends=clock(17))
+    group = policy.approver_group_save(team=promo.team, user=p.admin, name="QA", members=[p.approver])
     hook, _ = notifications.webhook_create(team=promo.team, user=p.admin, name="chat",
                                            url="https://chat.example.com/hook", events=["promotion.applied"])
     delivery = notifications.webhook_test(hook=hook, user=p.admin)
@@ -431,23 +427,23 @@ def test_every_promotion_page_and_action_checks_access(client_for, pending, prom
     # (method, url, data, what a viewer gets, who is allowed, what they get)
     table = [
         ("get", card(pending), None, 200, p.viewer, 200),
-        ("post", reverse("promotion_approve", args=[pending.pk]), decision, 403, None, None),
-        ("post", reverse("promotion_reject", args=[pending.pk]), decision, 403, None, None),
-        ("post", reverse("promotion_withdraw", args=[pending.pk]), None, 403, None, None),
-        ("post", reverse("promotion_retry", args=[pending.pk]), None, 403, None, None),
-        ("get", reverse("stage_detail", args=[test.pk]), None, 200, p.viewer, 200),
-        ("get", reverse("stage_policy", args=[test.pk]), None, 403, p.admin, 200),
-        ("post", reverse("stage_policy", args=[test.pk]), {"required_approvals": 0}, 403, None, None),
-        ("post", reverse("stage_rollback", args=[test.pk]), rollback, 403, None, None),
-        ("post", reverse("stage_freeze", args=[test.pk]), {"reason": "x"}, 403, None, None),
-        ("post", reverse("stage_freeze_lift", args=[freeze.pk]), None, 403, None, None),
-        ("post", reverse("stage_window_add", args=[test.pk]), {"weekdays": ["1"], "starts": "09:00", "ends": "17:00"},
+        ("post", reverse("releases:promotion_approve", args=[pending.pk]), decision, 403, None, None),
+        ("post", reverse("releases:promotion_reject", args=[pending.pk]), decision, 403, None, None),
+        ("post", reverse("releases:promotion_withdraw", args=[pending.pk]), None, 403, None, None),
+        ("post", reverse("releases:promotion_retry", args=[pending.pk]), None, 403, None, None),
+        ("get", reverse("releases:stage_detail", args=[test.pk]), None, 200, p.viewer, 200),
+        ("get", reverse("releases:stage_policy", args=[test.pk]), None, 403, p.admin, 200),
+        ("post", reverse("releases:stage_policy", args=[test.pk]), {"required_approvals": 0}, 403, None, None),
+        ("post", reverse("releases:stage_rollback", args=[test.pk]), rollback, 403, None, None),
+        ("post", reverse("releases:stage_freeze", args=[test.pk]), {"reason": "x"}, 403, None, None),
+        ("post", reverse("releases:stage_freeze_lift", args=[freeze.pk]), None, 403, None, None),
+        ("post", reverse("releases:stage_window_add", args=[test.pk]), {"weekdays": ["1"], "starts": "09:00", "ends": "17:00"},
          403, None, None),
-        ("post", reverse("stage_window_delete", args=[window.pk]), None, 403, None, None),
-        ("get", reverse("approver_groups", args=[promo.team.slug]), None, 200, p.admin, 200),
-        ("post", reverse("approver_groups", args=[promo.team.slug]), {"name": "Sec"}, 403, None, None),
-        ("get", reverse("approver_group_edit", args=[group.pk]), None, 403, p.admin, 200),
-        ("post", reverse("approver_group_delete", args=[group.pk]), None, 403, None, None),
+        ("post", reverse("releases:stage_window_delete", args=[window.pk]), None, 403, None, None),
+        ("get", reverse("releases:approver_groups", args=[promo.team.slug]), None, 200, p.admin, 200),
+        ("post", reverse("releases:approver_groups", args=[promo.team.slug]), {"name": "Sec"}, 403, None, None),
+        ("get", reverse("releases:approver_group_edit", args=[group.pk]), None, 403, p.admin, 200),
+        ("post", reverse("releases:approver_group_delete", args=[group.pk]), None, 403, None, None),
         ("get", reverse("notification_webhooks", args=[promo.team.slug]), None, 403, p.admin, 200),
         ("get", reverse("notification_webhook_detail", args=[hook.pk]), None, 403, p.admin, 200),
         ("post", reverse("notification_webhook_delete", args=[hook.pk]), None, 403, None, None),
@@ -477,14 +473,15 @@ def test_every_promotion_page_and_action_checks_access(client_for, pending, prom
 
 def test_the_lists_show_outsiders_and_help_desk_nothing_of_the_team(client_for, pending, promo):
     p = promo.personas
-    for url in (reverse("promotion_list"), reverse("promotion_list") + "?view=all", reverse("stage_board")):
+    for url in (reverse("releases:promotion_list"), reverse("releases:promotion_list") + "?view=all",
+                reverse("releases:stage_board")):
         response = client_for(None).get(url)
         assert response.status_code == 302 and response["Location"].startswith("/login/")
         for user in (p.outsider, p.helpdesk):
             body = client_for(user).get(url).content.decode()
             assert "web-os" not in body and pending.build.short_digest not in body, (user, url)
         assert "web-os" in client_for(p.viewer).get(url).content.decode(), url
-    assert client_for(p.helpdesk).get(reverse("promotion_create")).status_code == 403
+    assert client_for(p.helpdesk).get(reverse("releases:promotion_create")).status_code == 403
 
 
 def test_retrying_a_failed_promotion_is_for_developers(client_for, pending, promo):
@@ -496,7 +493,7 @@ def test_retrying_a_failed_promotion_is_for_developers(client_for, pending, prom
     promotions.promotions_apply_due()
     pending.refresh_from_db()
     assert pending.status == PromotionStatus.FAILED
-    url = reverse("promotion_retry", args=[pending.pk])
+    url = reverse("releases:promotion_retry", args=[pending.pk])
     assert client_for(promo.personas.viewer).post(url).status_code == 403
     assert client_for(promo.personas.operator).post(url).status_code == 403
     response = client_for(promo.personas.developer).post(url, follow=True)
@@ -514,7 +511,7 @@ def test_with_the_workers_broker_down_an_approval_fails_the_promotion_with_the_r
     client = client_for(promo.personas.approver)
     redis_server.stop()
     try:
-        response = client.post(reverse("promotion_approve", args=[pending.pk]), {"digest": pending.digest},
+        response = client.post(reverse("releases:promotion_approve", args=[pending.pk]), {"digest": pending.digest},
                                follow=True)
     finally:
         redis_server.start()
@@ -524,15 +521,15 @@ def test_with_the_workers_broker_down_an_approval_fails_the_promotion_with_the_r
     assert pending.status == PromotionStatus.FAILED and "could not hand it to a worker" in pending.status_note
     assert pending.run.status == "failed" and not StageHistory.objects.filter(promotion=pending).exists()
     page = response.content.decode()
-    assert "applying it failed" in page and reverse("promotion_retry", args=[pending.pk]) in page
+    assert "applying it failed" in page and reverse("releases:promotion_retry", args=[pending.pk]) in page
 
 
 @pytest.mark.parametrize("query", ["?build=²", "?definition=²", "?build=٣", "?build=99999999999999999999999"])
 def test_odd_numbers_in_the_request_links_get_a_page_not_a_500(client_for, promo, query):
-    assert client_for(promo.personas.developer).get(reverse("promotion_create") + query).status_code in (200, 404)
+    assert client_for(promo.personas.developer).get(reverse("releases:promotion_create") + query).status_code in (200, 404)
 
 
 def test_odd_numbers_in_the_promotion_search_and_stage_history_get_a_page_not_a_500(client_for, promo):
     client = client_for(promo.personas.developer)
-    assert client.get(reverse("promotion_list") + "?view=all&q=%23²").status_code == 200
-    assert client.get(reverse("stage_detail", args=[promo.stages["dev"].pk]) + "?definition=²").status_code == 200
+    assert client.get(reverse("releases:promotion_list") + "?view=all&q=%23²").status_code == 200
+    assert client.get(reverse("releases:stage_detail", args=[promo.stages["dev"].pk]) + "?definition=²").status_code == 200

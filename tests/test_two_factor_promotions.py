@@ -4,8 +4,9 @@ given that way still counts when the quorum is counted again later (from the dat
 import pytest
 from django.urls import reverse
 
-from builds import promotions
-from builds.models import Approval, PromotionStatus, StageHistory
+from builds.releases import gate
+from builds.releases import services as promotions
+from builds.releases.models import Approval, PromotionStatus, StageHistory
 from tests.two_factor_fixtures import enroll, verified_client
 
 pytestmark = pytest.mark.django_db
@@ -27,12 +28,12 @@ def pending(promo):
 
 
 def approve(client, promotion):
-    return client.post(reverse("promotion_approve", args=[promotion.pk]), {"digest": promotion.digest, "comment": "ok"})
+    return client.post(reverse("releases:promotion_approve", args=[promotion.pk]), {"digest": promotion.digest, "comment": "ok"})
 
 
 def test_an_approver_signed_in_without_it_is_refused_and_nothing_is_recorded(client_for, pending, promo):
     client = client_for(promo.personas.approver)
-    card = client.get(reverse("promotion_detail", args=[pending.pk])).content.decode()
+    card = client.get(reverse("releases:promotion_detail", args=[pending.pk])).content.decode()
     assert "requires approvers and admins to sign in with a second factor" in card
     response = approve(client, pending)
     assert response.status_code == 403
@@ -45,4 +46,4 @@ def test_an_approver_signed_in_with_it_approves_and_the_approval_counts(pending,
     assert approve(client, pending).status_code == 302
     pending.refresh_from_db()
     assert pending.status == PromotionStatus.APPLYING
-    assert [a.approver for a in promotions.quorum(pending).counted] == [promo.personas.approver]
+    assert [a.approver for a in gate.quorum(pending).counted] == [promo.personas.approver]

@@ -38,7 +38,7 @@ USERNAME = "bench-viewer"
 
 SEED = f"""
 from django.utils import timezone
-from builds.services import stages_ensure_default
+from builds.releases.policy import stages_ensure_default
 from hosts.models import Host, HostState
 from portal.models import Membership, Team, User
 team = Team.objects.create(name="Bench", slug="bench")

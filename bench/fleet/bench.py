@@ -86,7 +86,7 @@ def proc_cpu(pid, children=True):
 
 
 def bench_team():
-    from builds.services import stages_ensure_default
+    from builds.releases.policy import stages_ensure_default
     from hosts.models import Host, TeamSSHKey
     from hosts.services import team_key_ensure
     from portal.models import Team

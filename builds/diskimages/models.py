@@ -13,7 +13,8 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-from builds.models import Build, Builder, ImageDefinition, Stage
+from builds.models import Build, Builder, ImageDefinition
+from builds.releases.models import Stage
 from portal.crypto import EncryptedTextField
 from portal.formatting import short_digest
 from portal.models import Membership, Run, RunStatus, Team

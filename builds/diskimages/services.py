@@ -18,7 +18,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from builds import queues
-from builds.models import Build, ImageDefinition, Stage, StageHistory
+from builds.models import Build, ImageDefinition
+from builds.releases.models import Stage, StageHistory
 from builds.services import builder_pick
 from portal import egress
 from portal.access import can, check_team_action

@@ -20,7 +20,8 @@ from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_POST
 
 from builds.access import get_build_for_user, get_definition_for_user
-from builds.models import Build, ImageDefinition, Stage
+from builds.models import Build, ImageDefinition
+from builds.releases.models import Stage
 from builds.views import search_query
 from portal.access import can, get_team_for_user, teams_where
 from portal.models import Action, RunStatus, Team

@@ -1,4 +1,4 @@
-"""What a worker does to apply an approved promotion: the whole of the `builds.tasks.promotion_apply` task.
+"""What a worker does to apply an approved promotion: the whole of the `builds.releases.tasks.promotion_apply` task.
 
 1. Start the run with a conditional UPDATE (a redelivered task does nothing).
 2. Read what the stage tag resolves to now (`skopeo inspect`): a registry that does not answer fails here, untouched.
@@ -21,15 +21,15 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from builds import fetches, notifications, registry
+from builds.runner import CommandFailed, LocalRunner, Watch
 from portal import runs
 from portal.models import Run, RunStatus
 from portal.registry import announce
 from portal.services import RunStateError, audit, run_finish, run_set_phase
 from portal.text import storable
 
-from . import fetches, registry
 from .models import Promotion, PromotionKind, PromotionStatus, StageHistory
-from .runner import CommandFailed, LocalRunner, Watch
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +171,6 @@ def _put_back(runner, target, previous, access, authfile, sink) -> str:
 
 def _record_success(promotion, execution, *, previous):
     """The stage history entry, the promotion applied, its audit record and the run succeeded: all or nothing."""
-    from . import notifications
-
     run, sink = execution.run, execution.sink
     with transaction.atomic():
         locked = Promotion.objects.select_for_update(of=("self",)).with_related().get(pk=promotion.pk)
@@ -218,8 +216,6 @@ def fail_promotion(promotion_id: int, *, run_id: int | None, reason: str, run_st
 
 def _mark_failed(promotion_id, *, run_id, reason):
     """The promotion failed (if it is still applying with this run): its note, the audit record, the notification."""
-    from . import notifications
-
     with transaction.atomic():
         locked = Promotion.objects.select_for_update(of=("self",)).with_related().filter(pk=promotion_id).first()
         if locked is None or locked.status != PromotionStatus.APPLYING or (run_id and locked.run_id != run_id):

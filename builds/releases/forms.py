@@ -1,22 +1,15 @@
-"""Forms for promotion requests, decisions, rollbacks, stage policies, freezes, change windows, approver groups and
-notification webhooks (crispy, Bootstrap 5). They validate input; the rules live in `builds.promotions`."""
+"""Forms for promotion requests, decisions, rollbacks, stage policies, freezes, change windows and approver groups
+(crispy, Bootstrap 5). They validate input; the rules live in `services` and `policy`."""
 
 import django_filters
 from crispy_forms.helper import FormHelper
 from django import forms
 from django.db.models import Q
 
+from builds.models import Build, ImageDefinition
 from portal.models import Membership, Team, User
 
-from .models import (
-    WEEKDAYS,
-    Build,
-    ImageDefinition,
-    Promotion,
-    PromotionKind,
-    PromotionStatus,
-    Stage,
-)
+from .models import WEEKDAYS, Promotion, PromotionKind, PromotionStatus, Stage
 
 
 def _helper():

@@ -1,8 +1,10 @@
-"""URLs of promotions, stages, approver groups (included from builds/urls.py)."""
+"""URLs of promotions, stages and approver groups."""
 
 from django.urls import path
 
-from . import views_promotions as views
+from . import views
+
+app_name = "releases"
 
 urlpatterns = [
     path("promotions/", views.promotion_list, name="promotion_list"),

@@ -1,7 +1,7 @@
 """Pages for promotions (the list and inbox, the request form, the approval card), stages (the board, a stage's history,
-policy, freezes and windows, rollbacks), approver groups and notification webhooks.
+policy, freezes and windows, rollbacks) and approver groups.
 
-Every object comes through `builds.access`; every change through `builds.promotions` or `builds.notifications`.
+Every object comes through `builds.releases.access`; every change through `services` or `policy`.
 Refusals are 403 (may see, may not act), 409 (the request is no longer in a state for this) or 400 (bad input), each
 with the reason on the page.
 """
@@ -15,21 +15,23 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from builds import compare
+from builds.access import get_definition_for_user
+from builds.models import Build, ImageDefinition
 from portal import registry
 from portal.access import can, get_team_for_user, teams_where
 from portal.models import Action, AuditEvent, Team
 from portal.views import current_team, error_text
 
-from . import compare, promotions
+from . import gate, policy, services
 from .access import (
     get_approver_group_for_user,
     get_change_window_for_user,
-    get_definition_for_user,
     get_freeze_for_user,
     get_promotion_for_user,
     get_stage_for_user,
 )
-from .forms_promotions import (
+from .forms import (
     ApproverGroupForm,
     ChangeWindowForm,
     DecisionForm,
@@ -39,14 +41,8 @@ from .forms_promotions import (
     RollbackForm,
     StagePolicyForm,
 )
-from .models import (
-    Build,
-    ImageDefinition,
-    Promotion,
-    PromotionStatus,
-    StageHistory,
-)
-from .promotions import PromotionStateError
+from .models import Promotion, PromotionStatus, StageHistory
+from .services import PromotionStateError
 
 # --- The list and the inbox ------------------------------------------------------------------------------------------
 
@@ -73,8 +69,8 @@ def promotion_list(request):
         "filtered": any(v for k, v in request.GET.items() if k not in ("page", "view")),
     }
     if request.htmx and request.htmx.target == "promotion-rows":
-        return render(request, "builds/promotions/_rows.html", context)
-    return render(request, "builds/promotions/list.html", context)
+        return render(request, "releases/_rows.html", context)
+    return render(request, "releases/list.html", context)
 
 
 # --- Requesting ------------------------------------------------------------------------------------------------------
@@ -93,7 +89,7 @@ def promotion_create(request):
             .select_related("team").order_by("team__name", "name")
         if not definitions and not teams_where(request.user, Action.DEVELOP).exists():
             raise PermissionDenied("You need the developer role in a team to ask for promotions.")
-        return render(request, "builds/promotions/request_pick.html", {"definitions": definitions})
+        return render(request, "releases/request_pick.html", {"definitions": definitions})
     definition = get_definition_for_user(request.user, int(definition_id), action=Action.DEVELOP)
     initial = {"build": build.pk if build and build.definition_id == definition.pk else None}
     if request.GET.get("stage"):
@@ -103,7 +99,7 @@ def promotion_create(request):
     if request.method == "POST":
         if form.is_valid():
             try:
-                promotion = promotions.promotion_request(
+                promotion = services.promotion_request(
                     definition=definition, build=form.cleaned_data["build"],
                     target_stage=form.cleaned_data["target_stage"], user=request.user,
                     reason=form.cleaned_data["reason"], emergency=form.cleaned_data["emergency"],
@@ -115,8 +111,8 @@ def promotion_create(request):
                 _tell(request, promotion, _created_message(promotion))
                 return redirect(promotion)
         status = 400
-    board = promotions.stage_board(definition.team, [definition])[0]
-    return render(request, "builds/promotions/request.html", {
+    board = gate.stage_board(definition.team, [definition])[0]
+    return render(request, "releases/request.html", {
         "definition": definition, "form": form, "board": board,
         "pinned": any(entry is not None and entry.pins for _, entry in board["cells"]),
         "stages": [(stage, _policy_lines(stage)) for stage in definition.team.stages.all()],
@@ -177,7 +173,7 @@ def _card_context(request, promotion):
         current = StageHistory.objects.filter(stage=stage, definition=definition, applied_at__lt=applied.applied_at) \
             .order_by("-applied_at", "-id").first()
     else:
-        current = promotions.stage_current(stage, definition)
+        current = gate.stage_current(stage, definition)
     current_build = None
     if current is not None:
         current_build = current.build or Build.objects.filter(definition=definition, digest=current.digest).first()
@@ -185,8 +181,8 @@ def _card_context(request, promotion):
     if current_build is not None and current_build.digest != promotion.digest:
         comparison = compare.compare_builds(current_build, promotion.build)
         added, removed = compare.diff_stats(comparison.containerfile_rows)
-    result = promotions.quorum(promotion)
-    refusal = promotions.approval_refusal(promotion, request.user)
+    result = gate.quorum(promotion)
+    refusal = gate.approval_refusal(promotion, request.user)
     mine = promotion.approvals.filter(approver=request.user, superseded_at__isnull=True).first()
     decisions = list(promotion.approvals.select_related("approver").order_by("created_at", "id"))
     expired_ids = {a.pk for a in result.expired}
@@ -195,7 +191,7 @@ def _card_context(request, promotion):
         decision.expired = decision.pk in expired_ids
         decision.not_counted = not_counted.get(decision.pk, "")
         decision.expires = decision.expires_at(stage)
-    events = AuditEvent.objects.filter(object_type="builds.promotion", object_id=str(promotion.pk)).order_by("seq")
+    events = AuditEvent.objects.filter(object_type="releases.promotion", object_id=str(promotion.pk)).order_by("seq")
     is_open = promotion.status == PromotionStatus.PENDING
     disk_images_url = registry.fragment_url("disk_images.of_digest", promotion.digest)
     return {
@@ -210,7 +206,7 @@ def _card_context(request, promotion):
         "can_retry": promotion.status == PromotionStatus.FAILED and can(request.user, stage.team, Action.DEVELOP),
         "form": DecisionForm(initial={"digest": promotion.digest}),
         "hosts_url": registry.fragment_url("promotion.hosts", promotion.pk),
-        "approvers": promotions.eligible_approvers(promotion) if is_open else [],
+        "approvers": gate.eligible_approvers(promotion) if is_open else [],
         "events": events, "live": promotion.status == PromotionStatus.APPLYING, "applied": applied,
         "disk_images_url": f"{disk_images_url}?definition={definition.pk}" if disk_images_url else "",
     }
@@ -221,11 +217,11 @@ def promotion_detail(request, pk):
     promotion = get_promotion_for_user(request.user, pk)
     context = _card_context(request, promotion)
     if request.htmx and request.htmx.target == "promotion-live":
-        response = render(request, "builds/promotions/_live.html", context)
+        response = render(request, "releases/_live.html", context)
         if not context["live"]:
             response["HX-Refresh"] = "true"  # applied or failed: the whole card changes (history, alerts, buttons)
         return response
-    return render(request, "builds/promotions/detail.html", context)
+    return render(request, "releases/detail.html", context)
 
 
 def _decision(request, pk, decide, done):
@@ -249,7 +245,7 @@ def _decision(request, pk, decide, done):
 def _refused(request, promotion, exc, status):
     context = _card_context(request, promotion)
     context["error"] = error_text(exc)
-    return render(request, "builds/promotions/detail.html", context, status=status)
+    return render(request, "releases/detail.html", context, status=status)
 
 
 def _approved_message(promotion):
@@ -259,19 +255,19 @@ def _approved_message(promotion):
         return f"Approved. That completes the approvals: {promotion.target_stage.name} is being updated now."
     if promotion.status == PromotionStatus.APPROVED:
         return f"Approved. It has all its approvals and waits: {promotion.status_note}"
-    return f"Approved. It still needs {promotions.quorum(promotion).missing or 'group'} more approval(s)."
+    return f"Approved. It still needs {gate.quorum(promotion).missing or 'group'} more approval(s)."
 
 
 @login_required
 @require_POST
 def promotion_approve(request, pk):
-    return _decision(request, pk, promotions.promotion_approve, _approved_message)
+    return _decision(request, pk, services.promotion_approve, _approved_message)
 
 
 @login_required
 @require_POST
 def promotion_reject(request, pk):
-    return _decision(request, pk, promotions.promotion_reject,
+    return _decision(request, pk, services.promotion_reject,
                      lambda p: f"Rejected request #{p.pk}; {p.requested_by_name or 'the requester'} was told why.")
 
 
@@ -280,7 +276,7 @@ def promotion_reject(request, pk):
 def promotion_withdraw(request, pk):
     promotion = get_promotion_for_user(request.user, pk)
     try:
-        promotions.promotion_withdraw(promotion=promotion, user=request.user, request=request)
+        services.promotion_withdraw(promotion=promotion, user=request.user, request=request)
     except PromotionStateError as exc:
         return _refused(request, promotion, exc, 409)
     messages.success(request, f"Withdrew request #{promotion.pk}.")
@@ -292,7 +288,7 @@ def promotion_withdraw(request, pk):
 def promotion_retry(request, pk):
     promotion = get_promotion_for_user(request.user, pk, action=Action.DEVELOP)
     try:
-        promotions.promotion_retry(promotion=promotion, user=request.user, request=request)
+        services.promotion_retry(promotion=promotion, user=request.user, request=request)
     except PromotionStateError as exc:
         return _refused(request, promotion, exc, 409)
     except ValidationError as exc:
@@ -320,13 +316,13 @@ def stage_board(request):
     boards = []
     for t in teams:
         definitions = ImageDefinition.objects.filter(team=t).order_by("name")
-        boards.append({"team": t, "stages": list(t.stages.all()), "rows": promotions.stage_board(t, definitions),
+        boards.append({"team": t, "stages": list(t.stages.all()), "rows": gate.stage_board(t, definitions),
                        "can_develop": can(request.user, t, Action.DEVELOP),
                        "can_admin": can(request.user, t, Action.ADMIN),
                        "open": Promotion.objects.filter(target_stage__team=t,
                                                         status__in=[PromotionStatus.PENDING, PromotionStatus.APPROVED,
                                                                     PromotionStatus.APPLYING]).count()})
-    return render(request, "builds/promotions/stage_board.html", {"boards": boards})
+    return render(request, "releases/stage_board.html", {"boards": boards})
 
 
 @login_required
@@ -338,9 +334,9 @@ def stage_detail(request, pk):
         history = history.filter(definition_id=int(definition_id))
     page = Paginator(history.order_by("-applied_at", "-id"), 25).get_page(request.GET.get("page"))
     definitions = list(ImageDefinition.objects.filter(team=stage.team).order_by("name"))
-    current_ids = {entry.pk for entry in promotions.current_entries([stage], definitions).values()}
+    current_ids = {entry.pk for entry in gate.current_entries([stage], definitions).values()}
     now = timezone.now()
-    return render(request, "builds/promotions/stage_detail.html", {
+    return render(request, "releases/stage_detail.html", {
         "stage": stage, "page": page, "current_ids": current_ids, "policy": _policy_lines(stage),
         "definitions": definitions,
         "definition_id": int(definition_id) if definition_id.isdecimal() else None,
@@ -360,14 +356,14 @@ def stage_policy(request, pk):
     if request.method == "POST" and form.is_valid():
         try:
             fields = {name: form.cleaned_data[name] for name in StagePolicyForm.Meta.fields}
-            promotions.stage_update_policy(stage=stage, user=request.user, groups=form.group_minimums(),
+            policy.stage_update_policy(stage=stage, user=request.user, groups=form.group_minimums(),
                                            request=request, **fields)
         except ValidationError as exc:
             form.add_error(None, error_text(exc))
         else:
             messages.success(request, f"Saved the policy of {stage.name}. Pending requests are judged by it from now on.")
             return redirect(stage)
-    return render(request, "builds/promotions/stage_policy.html", {"stage": stage, "form": form},
+    return render(request, "releases/stage_policy.html", {"stage": stage, "form": form},
                   status=400 if form.errors else 200)
 
 
@@ -381,7 +377,7 @@ def stage_rollback(request, pk):
         return redirect(stage)
     definition = get_definition_for_user(request.user, form.cleaned_data["definition"], action=Action.DEVELOP)
     try:
-        promotion = promotions.promotion_rollback_request(
+        promotion = services.promotion_rollback_request(
             stage=stage, definition=definition, digest=form.cleaned_data["digest"], user=request.user,
             reason=form.cleaned_data["reason"], request=request)
     except ValidationError as exc:
@@ -399,7 +395,7 @@ def stage_freeze(request, pk):
     if form.is_valid():
         ends_at = form.cleaned_data["ends_at"]
         try:
-            promotions.stage_freeze(stage=stage, user=request.user, reason=form.cleaned_data["reason"],
+            policy.stage_freeze(stage=stage, user=request.user, reason=form.cleaned_data["reason"],
                                     ends_at=ends_at, request=request)
         except ValidationError as exc:
             messages.error(request, error_text(exc))
@@ -416,7 +412,7 @@ def stage_freeze(request, pk):
 def freeze_lift(request, pk):
     freeze = get_freeze_for_user(request.user, pk)
     try:
-        promotions.stage_unfreeze(freeze=freeze, user=request.user, request=request)
+        policy.stage_unfreeze(freeze=freeze, user=request.user, request=request)
     except ValidationError as exc:
         messages.error(request, error_text(exc))
     else:
@@ -432,7 +428,7 @@ def window_add(request, pk):
     form = ChangeWindowForm(request.POST)
     if form.is_valid():
         try:
-            window = promotions.change_window_add(stage=stage, user=request.user, request=request,
+            window = policy.change_window_add(stage=stage, user=request.user, request=request,
                                                   weekdays=form.cleaned_data["weekdays"],
                                                   starts=form.cleaned_data["starts"], ends=form.cleaned_data["ends"])
         except ValidationError as exc:
@@ -449,7 +445,7 @@ def window_add(request, pk):
 def window_delete(request, pk):
     window = get_change_window_for_user(request.user, pk)
     stage = window.stage
-    promotions.change_window_remove(window=window, user=request.user, request=request)
+    policy.change_window_remove(window=window, user=request.user, request=request)
     messages.success(request, f"Removed the change window {window}.")
     return redirect(stage)
 
@@ -467,15 +463,15 @@ def approver_groups(request, slug):
             raise PermissionDenied(f"Only admins of {team} manage approver groups.")
         if form.is_valid():
             try:
-                group = promotions.approver_group_save(team=team, user=request.user, request=request,
+                group = policy.approver_group_save(team=team, user=request.user, request=request,
                                                        **form.cleaned_data)
             except ValidationError as exc:
                 form.add_error(None, error_text(exc))
             else:
                 messages.success(request, f"Created approver group {group.name}. Require it on a stage's policy page.")
-                return redirect("approver_groups", slug=team.slug)
+                return redirect("releases:approver_groups", slug=team.slug)
     groups = team.approver_groups.prefetch_related("members", "stage_requirements__stage").order_by("name")
-    return render(request, "builds/promotions/approver_groups.html",
+    return render(request, "releases/approver_groups.html",
                   {"team": team, "groups": groups, "form": form if is_admin else None, "is_admin": is_admin},
                   status=400 if form.errors else 200)
 
@@ -488,14 +484,14 @@ def approver_group_edit(request, pk):
     form = ApproverGroupForm(request.POST or None, team=team, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
-            promotions.approver_group_save(team=team, user=request.user, group=group, request=request,
+            policy.approver_group_save(team=team, user=request.user, group=group, request=request,
                                            **form.cleaned_data)
         except ValidationError as exc:
             form.add_error(None, error_text(exc))
         else:
             messages.success(request, f"Saved approver group {group.name}.")
-            return redirect("approver_groups", slug=team.slug)
-    return render(request, "builds/promotions/approver_group_form.html", {"team": team, "group": group, "form": form},
+            return redirect("releases:approver_groups", slug=team.slug)
+    return render(request, "releases/approver_group_form.html", {"team": team, "group": group, "form": form},
                   status=400 if form.errors else 200)
 
 
@@ -504,6 +500,6 @@ def approver_group_edit(request, pk):
 def approver_group_delete(request, pk):
     group = get_approver_group_for_user(request.user, pk)
     team = group.team
-    promotions.approver_group_delete(group=group, user=request.user, request=request)
+    policy.approver_group_delete(group=group, user=request.user, request=request)
     messages.success(request, f"Deleted approver group {group.name}; stages that required it no longer do.")
-    return redirect("approver_groups", slug=team.slug)
+    return redirect("releases:approver_groups", slug=team.slug)

@@ -67,7 +67,8 @@ def _seed(stack):
     containerfile = (f"FROM {base}\n"
                      f"RUN for i in $(seq 1 {BUILD_LINES}); do echo \"deploy test line $i\"; sleep 0.25; done\n")
     stack.shell(
-        "from builds.services import definition_create, revision_create, stages_ensure_default\n"
+        "from builds.services import definition_create, revision_create\n"
+        "from builds.releases.policy import stages_ensure_default\n"
         "from portal.models import Membership, Team, User\n"
         f"user = User.objects.create_user('developer', 'developer@example.com', {PASSWORD!r})\n"
         "team = Team.objects.create(name='Platform', slug='platform')\n"

@@ -21,8 +21,10 @@ from pathlib import Path
 
 from django.db import transaction
 
-from builds import podman, promotions, services
-from builds.models import Build, ImageDefinition, Promotion, PromotionStatus, StageHistory
+from builds import podman, services
+from builds.models import Build, ImageDefinition
+from builds.releases import services as promotions
+from builds.releases.models import Promotion, PromotionStatus, StageHistory
 from portal.models import Team, User
 
 DEMO_TEAM_SLUG = "platform"

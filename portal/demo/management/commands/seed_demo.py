@@ -9,7 +9,7 @@ approver) is slow, so `make run` does it in the background through the worker (`
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from builds.services import stages_ensure_default
+from builds.releases.policy import stages_ensure_default
 from portal import services
 from portal.demo import web_os as demo
 from portal.models import Membership, Role, Team, User
