@@ -1,4 +1,4 @@
-"""The fleet benchmark (issue 7): poll 1,000 hosts and report wall time, portal CPU and peak memory, with no host lost.
+"""The fleet benchmark: poll 1,000 hosts and report wall time, portal CPU and peak memory, with no host lost.
 
 Targets, all on loopback and sharing this machine's cores with the portal:
 - `simulator`: `manage.py simulate_fleet --hosts N --register` in its own process (N asyncssh servers, one event loop);

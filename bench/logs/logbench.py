@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The live-log benchmark (issue 4), against a real daphne, Redis and PostgreSQL. Run it with bench/logs/run.
+"""The live-log benchmark, against a real daphne, Redis and PostgreSQL. Run it with bench/logs/run.
 
 Measures:
   1. ingest: lines per second into one run's log from one worker process (this one), through LogSink with publishing on:
