@@ -2,7 +2,7 @@
 
 Why our own parser: `dockerfile-parse` (Red Hat's, installed) does not know heredocs: it reads the body of
 `COPY <<EOT ...` or `RUN <<EORUN` as instructions of their own (`[UNIT]`, `SET`, `EORUN`...), so every Containerfile with a
-heredoc would get bogus "unknown instruction" errors (tests/test_builds_containerfile.py shows it on the corpus). The
+heredoc would get bogus "unknown instruction" errors (tests/builds/test_containerfile.py shows it on the corpus). The
 `dockerfile` package (Go bindings to BuildKit's parser) needs a Go toolchain to install. The rules below follow BuildKit's
 `frontend/dockerfile/parser`:
 

@@ -270,7 +270,7 @@ CHANNEL_LAYERS = {
     }
 }
 
-# Celery. The reasons behind each choice are in docs/workers.md; tests/test_workers.py reads them back.
+# Celery. The reasons behind each choice are in docs/workers.md; tests/portal/test_workers.py reads them back.
 CELERY_BROKER_URL = celery_broker_url(REDIS_URL)
 CELERY_BROKER_USE_SSL = celery_broker_use_ssl(REDIS_URL, REDIS_CA_FILE)
 CELERY_RESULT_BACKEND = None  # the UI reads run rows, never Celery results
@@ -383,7 +383,7 @@ if env.bool("BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # Scripts and styles from the portal's own origin only: no inline script, no style="" and no <style> (templates use
 # classes; htmx's indicator style is off in base.html; the log viewer turns ansi_up's styles into classes). Script may
-# still set element.style, which the policy allows. tests/test_csp.py loads every persona's pages in Chromium.
+# still set element.style, which the policy allows. tests/portal/test_csp.py loads every persona's pages in Chromium.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],

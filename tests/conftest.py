@@ -25,13 +25,12 @@ from django.test.utils import override_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The shared fixtures of the apps' tests: a test names them as parameters, with no import.
+# The apps' fixtures that tests of several apps use (a test names them as parameters, with no import). The fixtures
+# of one folder's tests only are in that folder's conftest.py.
 pytest_plugins = [
-    "tests.builds_fixtures",
-    "tests.diskimage_fixtures",
-    "tests.promotions_fixtures",
-    "tests.hosts_fixtures",
-    "tests.git_server",
+    "tests.builds.fixtures",
+    "tests.diskimages.fixtures",
+    "tests.releases.fixtures",
 ]
 
 

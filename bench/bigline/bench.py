@@ -126,7 +126,7 @@ def main():
     load_before = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="bench-bigline-"))
     os.environ.update(environment(work))
-    from tests.builds_fixtures import BASE_IMAGE, PodmanStore, Registry
+    from tests.builds.fixtures import BASE_IMAGE, PodmanStore, Registry
     from tests.conftest import RedisServer
 
     for name in ("podman", "registry", "redis"):

@@ -49,7 +49,7 @@ def main():
         "BUILD_CANCEL_POLL_SECONDS": "1",
         "LOG_LEVEL": "WARNING",
     })
-    from tests.builds_fixtures import BASE_IMAGE, PodmanStore, Registry
+    from tests.builds.fixtures import BASE_IMAGE, PodmanStore, Registry
     from tests.conftest import RedisServer
 
     for name in ("podman", "registry", "redis"):

@@ -194,7 +194,7 @@ def status_document():
 
 class SshdFleet:
     def __init__(self, team_key, count=4):
-        from tests.hosts_fixtures import SshdServer
+        from tests.hosts.fixtures import SshdServer
 
         self.directory = Path(tempfile.mkdtemp(prefix="bench-fleet-sshd-"))
         self.status = self.directory / "status.json"

@@ -47,7 +47,7 @@ def _seed(stack):
     """What an admin does once: a team with its stages, a developer in it, and the images the builders start from
     (a busybox base, and the bootc-image-builder stand-in, since the real one cannot be pulled here) in the registry."""
     from portal.demo.web_os import import_busybox_base
-    from tests.diskimage_fixtures import STANDIN_SCRIPT, make_outputs
+    from tests.diskimages.fixtures import STANDIN_SCRIPT, make_outputs
 
     podman = ["env", f"CONTAINERS_STORAGE_CONF={stack.env['CONTAINERS_STORAGE_CONF']}", "podman"]
     import_busybox_base(podman, "localhost/imp-deploy-busybox:latest")

@@ -1,22 +1,17 @@
 """A private git repository over smart HTTP on loopback: git's own `git http-backend` behind a small HTTP server that
 wants a Basic login, as GitHub or GitLab do for a private repository.
 
-The `git_server` fixture reaches every test through tests/conftest.py's pytest_plugins. The server is allowed by the
-egress policy while it runs, and `http` is added to the git URL schemes of the test (a real server speaks https).
+The `git_server` fixture is in tests/portal/conftest.py (the egress and secrets tests use it). The server is allowed
+by the egress policy while it runs, and `http` is added to the git URL schemes of the test (a real server speaks https).
 """
 
 import base64
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-
-import pytest
-
-from tests.conftest import allow_egress
 
 
 class GitHTTPServer:
@@ -95,19 +90,3 @@ class GitHTTPServer:
         self.httpd.server_close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
-
-@pytest.fixture
-def git_server(settings):
-    """start(username, token) -> a GitHTTPServer that wants that login."""
-    started = []
-
-    def start(*, username="ci", token):
-        server = GitHTTPServer(tempfile.mkdtemp(prefix="portal-git-http-"), username=username, token=token)
-        started.append((server, allow_egress(server.host)))
-        return server
-
-    settings.BUILD_GIT_URL_SCHEMES = [*settings.BUILD_GIT_URL_SCHEMES, "http"]
-    yield start
-    for server, disallow in started:
-        server.stop()
-        disallow()

@@ -1,4 +1,4 @@
-"""Every page and action of the builds app that tests/test_builds_views.py does not already try four ways: anonymous,
+"""Every page and action of the builds app that tests/builds/test_views.py does not already try four ways: anonymous,
 an outsider (a developer of another team), read-only roles, and the role that may. Refused attempts change nothing."""
 
 import pytest

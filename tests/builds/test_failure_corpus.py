@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-CORPUS = Path(__file__).resolve().parent / "data" / "failures"
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "failures"
 MANIFEST = tomllib.loads((CORPUS / "index.toml").read_text())
 LOGS = MANIFEST["log"]
 CAUSES = {cause["slug"]: cause for cause in MANIFEST["cause"]}

@@ -24,7 +24,7 @@ from builds.buildcontext import ContextRefused, Entry
 from builds.models import Build, Builder, BuildStatus, ContextKind, Revision
 from builds.runner import LocalRunner, Watch, hidden_paths
 from portal.logsink import lines_after
-from tests.builds_fixtures import BASE_IMAGE
+from tests.builds.fixtures import BASE_IMAGE
 
 # --- The check itself ------------------------------------------------------------------------------------------------
 

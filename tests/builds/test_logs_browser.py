@@ -12,7 +12,7 @@ from builds.models import Build
 from builds.queues import local_queues
 from portal.models import RunStatus
 from tests.browser import browser_page, log_in, screenshot
-from tests.builds_fixtures import BASE_IMAGE, WORKER_ENV
+from tests.builds.fixtures import BASE_IMAGE, WORKER_ENV
 from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]

@@ -1,7 +1,7 @@
 """Real builds, in the test process: podman (runc, its own store), a busybox base, docker-registry on loopback, skopeo.
 
 The pipeline (`builds.pipeline.build_execute`) is what the `build_run` task calls; here it runs in-process so each test
-can look at the rows it wrote. tests/test_builds_worker.py runs the same through a real Celery worker.
+can look at the rows it wrote. tests/builds/test_worker.py runs the same through a real Celery worker.
 """
 
 import re
@@ -12,7 +12,7 @@ import pytest
 from builds import pipeline, services
 from builds.models import LABEL_BUILD_ID, LABEL_REVISION_SHA, Build, BuildStatus, ContextKind
 from portal.logsink import lines_after
-from tests.builds_fixtures import BASE_IMAGE, a_long_sleep, processes_running, skopeo_inspect
+from tests.builds.fixtures import BASE_IMAGE, a_long_sleep, processes_running, skopeo_inspect
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ naming them in a definition or a Containerfile: the refusal comes on save, with 
 import pytest
 from django.core.exceptions import ValidationError
 
-from tests.builds_fixtures import build_settings, local_builder, oci_registry, podman_store  # noqa: F401
+from tests.builds.fixtures import build_settings, local_builder, oci_registry, podman_store  # noqa: F401
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from builds import pipeline, services
 from builds.models import Build, Builder, BuildStatus
 from builds.runner import BuilderUnavailable, SSHRunner, Watch
 from portal.logsink import lines_after
-from tests.builds_fixtures import BASE_IMAGE, a_long_sleep, processes_running, skopeo_inspect
+from tests.builds.fixtures import BASE_IMAGE, a_long_sleep, processes_running, skopeo_inspect
 from tests.conftest import free_port, start_in_thread, wait_for
 
 pytestmark = pytest.mark.slow

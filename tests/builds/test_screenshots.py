@@ -12,7 +12,7 @@ from builds.diskimages.models import DiskImage
 from builds.models import Build
 from portal.models import RunStatus
 from tests.browser import browser_page, log_in, screenshot
-from tests.builds_fixtures import BASE_IMAGE
+from tests.builds.fixtures import BASE_IMAGE
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

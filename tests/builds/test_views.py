@@ -1,7 +1,7 @@
 """Pages, forms, the JSON API and the git webhook of the builds app: access for every persona, bad input, triggers.
 
 Builds here are only queued (the task is enqueued after commit, which a `db` test never reaches); real builds are in
-tests/test_builds_pipeline.py and tests/test_builds_worker.py.
+tests/builds/test_pipeline.py and tests/builds/test_worker.py.
 """
 
 import hashlib

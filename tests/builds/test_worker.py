@@ -17,7 +17,7 @@ from builds.models import Build, BuildPhase, BuildStatus
 from builds.queues import local_queues
 from portal.logsink import lines_after
 from portal.models import RunStatus
-from tests.builds_fixtures import BASE_IMAGE, WORKER_ENV, a_long_sleep, processes_running, skopeo_inspect
+from tests.builds.fixtures import BASE_IMAGE, WORKER_ENV, a_long_sleep, processes_running, skopeo_inspect
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.slow

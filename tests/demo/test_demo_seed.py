@@ -11,7 +11,7 @@ from builds.releases.models import Promotion, PromotionStatus, StageHistory
 from portal.demo import web_os as demo
 from portal.demo.management.commands.run_portal import demo_blocker
 from portal.models import Membership, Team, User
-from tests.builds_fixtures import skopeo_inspect
+from tests.builds.fixtures import skopeo_inspect
 
 
 def seed(*args):

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.builds_fixtures import BASE_IMAGE
+from tests.builds.fixtures import BASE_IMAGE
 from tests.conftest import require_tool
 
 STANDIN_IMAGE = "localhost/bootc-image-builder-standin:latest"
-STANDIN_SCRIPT = Path(__file__).resolve().parent / "standin" / "bootc-image-builder"
+STANDIN_SCRIPT = Path(__file__).resolve().parents[1] / "standin" / "bootc-image-builder"
 ISO_VOLUME_ID = "STANDIN-BOOTC"
 
 

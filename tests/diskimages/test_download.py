@@ -7,7 +7,7 @@ import pytest
 
 from builds.diskimages.models import Artifact
 from portal.models import AuditEvent
-from tests.diskimage_rows import finished_conversion, succeeded_build
+from tests.diskimages.rows import finished_conversion, succeeded_build
 
 
 @pytest.fixture

@@ -21,9 +21,9 @@ from builds.diskimages.models import Artifact, DiskImage
 from builds.models import Build, Builder
 from portal.logsink import lines_after
 from portal.models import LogSection, RunStatus
-from tests.builds_fixtures import BASE_IMAGE
+from tests.builds.fixtures import BASE_IMAGE
 from tests.conftest import ProcessWatcher, start_in_thread
-from tests.diskimage_fixtures import ISO_VOLUME_ID
+from tests.diskimages.fixtures import ISO_VOLUME_ID
 
 pytestmark = pytest.mark.slow
 

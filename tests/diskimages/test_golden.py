@@ -16,7 +16,7 @@ from builds.diskimages import converters, diskchecks, diskconfig
 from builds.models import Builder
 from tests.conftest import SHARED_DOCS
 
-GOLDEN = Path(__file__).resolve().parent / "golden" / "diskimages"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "diskimages"
 REFERENCE = SHARED_DOCS / "bootc-reference.md"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 

@@ -11,7 +11,7 @@ from builds.diskimages.models import Artifact, ArtifactRetention, CloudCredentia
 from builds.releases.models import StageHistory
 from portal.models import AuditEvent, RunStatus
 from tests.conftest import CORPUS
-from tests.diskimage_rows import DIGEST, finished_conversion, succeeded_build
+from tests.diskimages.rows import DIGEST, finished_conversion, succeeded_build
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl ops@laptop"
 

@@ -12,7 +12,7 @@ from builds.models import Build
 from builds.queues import local_queues
 from portal.logsink import lines_after
 from portal.models import RunStatus
-from tests.builds_fixtures import BASE_IMAGE
+from tests.builds.fixtures import BASE_IMAGE
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.slow

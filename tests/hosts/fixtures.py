@@ -1,15 +1,12 @@
 """Real parts for the host tests: the fleet simulator (real SSH servers on loopback, in a thread of the test process),
 with its hosts registered in the personas' team and the team's key authorized.
 
-Its fixtures (host_settings, team_key, fleet, demo_images) reach every test through tests/conftest.py's
-pytest_plugins; import only the helpers (booted_state, SshdServer).
+The fixtures made of them (host_settings, team_key, fleet, demo_images) are in tests/hosts/conftest.py.
 """
 
 import logging
 
-import pytest
-
-from hosts import services, simulator
+from hosts import services
 from hosts.models import Host
 from hosts.simulator import Deployment, Fleet
 from portal import sshpool
@@ -19,20 +16,6 @@ REPOSITORY = "platform/web-os"
 
 logging.getLogger("asyncssh").setLevel(logging.WARNING)
 logging.getLogger("paramiko").setLevel(logging.WARNING)
-
-
-@pytest.fixture
-def host_settings(settings):
-    """Short deadlines and pauses, so faults cost the suite little time."""
-    settings.HOSTS_CONNECT_TIMEOUT = 2.0
-    settings.HOSTS_HANDSHAKE_TIMEOUT = 2.0
-    settings.HOSTS_AUTH_TIMEOUT = 2.0
-    settings.HOSTS_COMMAND_TIMEOUT = 5.0
-    settings.HOSTS_REBOOT_POLL_SECONDS = 0.1
-    settings.HOSTS_REBOOT_WAIT_SECONDS = 20
-    settings.HOSTS_POLL_CONCURRENCY = 16
-    settings.HOSTS_SSH_RECONNECT_BASE_SECONDS = 0.1
-    return settings
 
 
 def booted_state(reference, digest="sha256:" + "a" * 64, version="1.0", architecture="amd64"):
@@ -84,29 +67,6 @@ class FleetForTests:
             sshpool.reset_shared()  # the next test's hosts get connections of their own
             self.fleet.stop_thread()
             self.disallow()
-
-
-@pytest.fixture
-def team_key(personas):
-    return services.team_key_ensure(team=personas.team)
-
-
-@pytest.fixture
-def fleet(personas, team_key, host_settings):
-    """fleet.add(name, make_state) ...; fleet.start() -> {name: Host}. Stopped after the test."""
-    made = FleetForTests(personas.team, team_key)
-    yield made
-    made.stop()
-
-
-@pytest.fixture
-def demo_images(oci_registry):
-    """Versions 1.0, 1.1 and 1.2 of a tiny multi-arch bootc image in the test registry; prod holds 1.1, dev 1.2.
-    Returns {version: {arch: digest, "": index digest}} and the reference base."""
-    digests = {}
-    for version, tags in (("1.0", []), ("1.1", ["prod"]), ("1.2", ["dev"])):
-        digests[version] = simulator.push_demo_image(oci_registry.address, REPOSITORY, version=version, tags=tags)
-    return digests, f"{oci_registry.address}/{REPOSITORY}"
 
 
 # --- A real OpenSSH server with a scripted bootc --------------------------------------------------------------------

@@ -12,7 +12,7 @@ from hosts.models import ActionKind, EventKind, HostAction, HostEvent, HostState
 from portal import logsink
 from portal.models import AuditEvent, Run, RunStatus
 from tests.conftest import start_in_thread, wait_for
-from tests.hosts_fixtures import booted_state
+from tests.hosts.fixtures import booted_state
 
 pytestmark = pytest.mark.django_db
 

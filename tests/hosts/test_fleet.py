@@ -11,7 +11,7 @@ from hosts import poller
 from hosts.models import ActionKind, Host, HostAction, HostState
 from portal.models import AuditEvent, RunStatus
 from tests.conftest import ROOT, free_port, subprocess_env, wait_for
-from tests.hosts_fixtures import booted_state
+from tests.hosts.fixtures import booted_state
 
 pytestmark = pytest.mark.processes
 

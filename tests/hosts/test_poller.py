@@ -10,7 +10,7 @@ from hosts import poller
 from hosts.models import EventKind, Host, HostEvent, HostSnapshot, HostState, ReferenceDigest, dashboard_counts
 from hosts.simulator import Deployment
 from portal.models import AuditEvent, Team
-from tests.hosts_fixtures import booted_state
+from tests.hosts.fixtures import booted_state
 
 pytestmark = pytest.mark.django_db
 REF = "127.0.0.1:1/platform/web-os:prod"

@@ -9,7 +9,7 @@ import pytest
 from hosts import services
 from hosts.simulator import Fleet
 from portal import ssh
-from tests.hosts_fixtures import booted_state
+from tests.hosts.fixtures import booted_state
 
 pytestmark = pytest.mark.django_db
 REF = "127.0.0.1:1/platform/web-os:prod"
@@ -204,7 +204,7 @@ def test_hosts_ssh_is_the_only_module_that_uses_paramiko():
     import re
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     users = sorted(str(path.relative_to(root)) for app in ("portal", "builds", "hosts") for path in (root / app).rglob("*.py")
                    if re.search(r"^\s*(import paramiko|from paramiko)", path.read_text(), re.MULTILINE))
     assert users == ["portal/ssh.py"]

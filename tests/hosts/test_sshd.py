@@ -7,7 +7,7 @@ from hosts.models import HostEvent, HostState
 from hosts.services import host_create
 from portal import ssh
 from tests.conftest import CORPUS, require_tool
-from tests.hosts_fixtures import SshdServer
+from tests.hosts.fixtures import SshdServer
 
 pytestmark = pytest.mark.django_db
 STATUS = CORPUS / "status-22-insights-booted-rollback.json"

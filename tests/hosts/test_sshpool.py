@@ -11,7 +11,7 @@ from hosts import poller, services
 from hosts.models import HostState
 from portal import ssh, sshpool
 from tests.conftest import require_tool
-from tests.hosts_fixtures import SshdServer, booted_state
+from tests.hosts.fixtures import SshdServer, booted_state
 
 pytestmark = pytest.mark.django_db
 REF = "127.0.0.1:1/platform/web-os:prod"

@@ -300,8 +300,8 @@ class TestCancellingHostRuns:
 # --- Every URL of the portal, anonymous ------------------------------------------------------------------------------
 
 # What may answer without a login: the login itself and its second step (which sends anyone without a password just
-# accepted back to the first: tests/test_two_factor.py), logging out, the health check, and the machine endpoints,
-# which authenticate with their own token or signature (tests/test_builds_remote.py and the API's tests cover those).
+# accepted back to the first: tests/portal/test_two_factor.py), logging out, the health check, and the machine endpoints,
+# which authenticate with their own token or signature (tests/builds/test_remote.py and the API's tests cover those).
 PUBLIC = {"login", "login_verify", "logout", "health", "health_live", "health_ready"}
 MACHINE = {"builds:api_build_create", "builds:api_build_detail", "builds:api_definition_list", "builds:git_webhook"}
 

@@ -60,7 +60,7 @@ def test_no_500_for_any_value_in_any_field_of_the_core_forms(personas, run, clie
 
 
 def test_no_500_for_any_second_factor_code_at_sign_in(personas, settings):
-    from tests.two_factor_fixtures import enroll, sign_in
+    from tests.portal.two_factor import enroll, sign_in
 
     settings.OTP_TOTP_THROTTLE_FACTOR = settings.OTP_STATIC_THROTTLE_FACTOR = 0  # every value is really checked
     enroll(personas.developer)

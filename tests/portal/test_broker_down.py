@@ -13,7 +13,7 @@ from hosts import services as host_services
 from hosts.models import ActionKind, HostAction
 from portal.models import Run, RunStatus
 from tests.conftest import broker_stopped
-from tests.diskimage_rows import succeeded_build
+from tests.diskimages.rows import succeeded_build
 
 pytestmark = pytest.mark.django_db(transaction=True)  # commits as in production: tasks are queued on commit
 

@@ -7,7 +7,7 @@ import pytest
 
 from portal.models import Team
 from tests.browser import browser_page, log_in, screenshot
-from tests.two_factor_fixtures import App
+from tests.portal.two_factor import App
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -17,7 +17,7 @@ from hosts.models import Host, HostSnapshot, HostState
 from portal import logsink
 from portal.models import Run, RunStatus
 from tests.browser import browser_page, chromium, log_in, screenshot
-from tests.diskimage_rows import finished_conversion, succeeded_build
+from tests.diskimages.rows import finished_conversion, succeeded_build
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

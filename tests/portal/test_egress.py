@@ -133,7 +133,7 @@ def test_allow_list_entries(entry, rule):
 
 @pytest.mark.parametrize("entry", ["10.0.0.0/33", "host:99999", "[::1]x", "http://x", "a b"])
 def test_a_bad_allow_list_entry_stops_the_portal_at_start_up(entry):
-    from tests.test_settings import manage, production_env
+    from tests.portal.test_settings import manage, production_env
 
     result = manage("check", env=production_env(EGRESS_ALLOW=entry))
     assert result.returncode != 0 and "EGRESS_ALLOW" in result.stderr
@@ -484,7 +484,7 @@ def test_an_ami_upload_whose_endpoints_resolve_inside_the_network_is_refused_unl
     from django.core.exceptions import ValidationError
 
     from builds.diskimages import services as diskimages
-    from tests.diskimage_rows import succeeded_build
+    from tests.diskimages.rows import succeeded_build
 
     build = succeeded_build(personas.team, personas.developer)
     credential = diskimages.cloud_credential_save(team=personas.team, user=personas.admin, name="ec2",

@@ -11,7 +11,7 @@ from cryptography.fernet import Fernet
 
 pytestmark = pytest.mark.processes  # most tests here start the portal's own processes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def production_env(**overrides):

@@ -11,7 +11,7 @@ from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from portal.models import AuditEvent, Membership
-from tests.two_factor_fixtures import enroll, sign_in, verified_client
+from tests.portal.two_factor import enroll, sign_in, verified_client
 
 pytestmark = pytest.mark.django_db
 
@@ -108,7 +108,7 @@ class TestSettingUp:
         assert not TOTPDevice.objects.exists()
 
     def test_the_right_code_turns_it_on_and_shows_ten_backup_codes_once(self, personas, client_for):
-        from tests.two_factor_fixtures import App
+        from tests.portal.two_factor import App
 
         client = client_for(personas.viewer)
         page = client.get("/account/two-factor/").content.decode()

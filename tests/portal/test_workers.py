@@ -6,7 +6,7 @@ from django.conf import settings
 
 from portal.celery import app
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "workers.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "workers.md"
 
 
 def test_the_fixed_queues_exist_and_builders_queues_are_made_on_first_use():
@@ -37,7 +37,7 @@ def test_results_are_not_stored():
 
 def test_routes_send_each_kind_of_work_to_its_queue():
     router = app.amqp.router
-    # Builds and conversions name their builder's queue when they are sent (tests/test_builder_queues.py).
+    # Builds and conversions name their builder's queue when they are sent (tests/builds/test_queues.py).
     assert router.route({"queue": "builds.arm64"}, "builds.tasks.build_run")["queue"].name == "builds.arm64"
     assert router.route({}, "hosts.tasks.host_poll")["queue"].name == "hosts"
     assert router.route({}, "builds.tasks.build_check_builders_health")["queue"].name == "default"

@@ -25,10 +25,10 @@ from builds.releases.services import PromotionStateError
 from portal.access import forget_roles
 from portal.models import AuditEvent, Membership, Run, RunKind, RunStatus
 from portal.services import audit_verify
-from tests.builds_fixtures import Registry
+from tests.builds.fixtures import Registry
 from tests.conftest import make_user, wait_for
 from tests.fragments import shown
-from tests.promotions_fixtures import PromoEnv, skopeo_copy, stage_digest
+from tests.releases.fixtures import PromoEnv, skopeo_copy, stage_digest
 
 pytestmark = pytest.mark.django_db
 

@@ -19,7 +19,7 @@ from builds.releases.models import Promotion, PromotionStatus, StageHistory
 from portal import notifications
 from portal.models import DeliveryStatus, WebhookDelivery
 from tests.conftest import allow_egress, free_port, wait_for
-from tests.promotions_fixtures import stage_digest
+from tests.releases.fixtures import stage_digest
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ from django.urls import reverse
 from builds.releases import gate
 from builds.releases import services as promotions
 from builds.releases.models import Approval, PromotionStatus, StageHistory
-from tests.two_factor_fixtures import enroll, verified_client
+from tests.portal.two_factor import enroll, verified_client
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ from builds.releases.models import Approval, ApproverGroup, Promotion, Promotion
 from portal.models import AuditEvent, Membership, NotificationWebhook
 from tests.conftest import make_user
 from tests.fragments import shown
-from tests.promotions_fixtures import PromoEnv
+from tests.releases.fixtures import PromoEnv
 
 pytestmark = pytest.mark.django_db
 

@@ -1,0 +1,44 @@
+"""The hosts tests' fixtures: short SSH deadlines, the team's key, the simulated fleet, and demo images in the test
+registry. What they are made of (FleetForTests, booted_state, SshdServer) is in tests/hosts/fixtures.py."""
+
+import pytest
+
+from hosts import services, simulator
+from tests.hosts.fixtures import REPOSITORY, FleetForTests
+
+
+@pytest.fixture
+def host_settings(settings):
+    """Short deadlines and pauses, so faults cost the suite little time."""
+    settings.HOSTS_CONNECT_TIMEOUT = 2.0
+    settings.HOSTS_HANDSHAKE_TIMEOUT = 2.0
+    settings.HOSTS_AUTH_TIMEOUT = 2.0
+    settings.HOSTS_COMMAND_TIMEOUT = 5.0
+    settings.HOSTS_REBOOT_POLL_SECONDS = 0.1
+    settings.HOSTS_REBOOT_WAIT_SECONDS = 20
+    settings.HOSTS_POLL_CONCURRENCY = 16
+    settings.HOSTS_SSH_RECONNECT_BASE_SECONDS = 0.1
+    return settings
+
+
+@pytest.fixture
+def team_key(personas):
+    return services.team_key_ensure(team=personas.team)
+
+
+@pytest.fixture
+def fleet(personas, team_key, host_settings):
+    """fleet.add(name, make_state) ...; fleet.start() -> {name: Host}. Stopped after the test."""
+    made = FleetForTests(personas.team, team_key)
+    yield made
+    made.stop()
+
+
+@pytest.fixture
+def demo_images(oci_registry):
+    """Versions 1.0, 1.1 and 1.2 of a tiny multi-arch bootc image in the test registry; prod holds 1.1, dev 1.2.
+    Returns {version: {arch: digest, "": index digest}} and the reference base."""
+    digests = {}
+    for version, tags in (("1.0", []), ("1.1", ["prod"]), ("1.2", ["dev"])):
+        digests[version] = simulator.push_demo_image(oci_registry.address, REPOSITORY, version=version, tags=tags)
+    return digests, f"{oci_registry.address}/{REPOSITORY}"

@@ -1,0 +1,26 @@
+"""Fixtures of the core's tests only: a private git server over smart HTTP (tests/builds/git_server.py), for the egress
+and secrets tests."""
+
+import tempfile
+
+import pytest
+
+from tests.builds.git_server import GitHTTPServer
+from tests.conftest import allow_egress
+
+
+@pytest.fixture
+def git_server(settings):
+    """start(username, token) -> a GitHTTPServer that wants that login."""
+    started = []
+
+    def start(*, username="ci", token):
+        server = GitHTTPServer(tempfile.mkdtemp(prefix="portal-git-http-"), username=username, token=token)
+        started.append((server, allow_egress(server.host)))
+        return server
+
+    settings.BUILD_GIT_URL_SCHEMES = [*settings.BUILD_GIT_URL_SCHEMES, "http"]
+    yield start
+    for server, disallow in started:
+        server.stop()
+        disallow()
