@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from portal.crypto import EncryptedTextField
 from portal.formatting import short_digest
-from portal.models import FINISHED_STATUSES, Membership, Run, RunStatus, Team
+from portal.models import FINISHED_STATUSES, Run, RunStatus, Team, TeamScopedQuerySet
 
 # A repository path component as the OCI distribution spec has it (lower case; separators . _ __ and runs of -).
 REPOSITORY_COMPONENT_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
@@ -95,13 +95,7 @@ class Schedule(models.TextChoices):
     WEEKLY = "weekly", "Weekly"
 
 
-class ImageDefinitionQuerySet(models.QuerySet):
-    def visible_to(self, user):
-        if not user.is_authenticated:
-            return self.none()
-        if user.is_superuser:
-            return self
-        return self.filter(team__in=Membership.objects.filter(user=user).values("team"))
+class ImageDefinitionQuerySet(TeamScopedQuerySet):
 
     def with_latest_build(self):
         """Annotate `latest_build_id` (the newest build of any revision), for lists."""
@@ -414,13 +408,8 @@ class BuildPhase:
     INSPECTING = "inspecting"
 
 
-class BuildQuerySet(models.QuerySet):
-    def visible_to(self, user):
-        if not user.is_authenticated:
-            return self.none()
-        if user.is_superuser:
-            return self
-        return self.filter(definition__team__in=Membership.objects.filter(user=user).values("team"))
+class BuildQuerySet(TeamScopedQuerySet):
+    team_path = "definition__team"
 
     def with_related(self):
         return self.select_related("run", "definition", "definition__team", "revision", "builder", "run__started_by")

@@ -58,6 +58,20 @@ ROLE_ACTIONS = {
 }
 
 
+class TeamScopedQuerySet(models.QuerySet):
+    """Rows that belong to a team, reached from each row by `team_path`: a user sees those of the teams they are a
+    member of (superusers see all, anonymous users none). Each feature's QuerySet sets its own path."""
+
+    team_path = "team"
+
+    def visible_to(self, user):
+        if not user.is_authenticated:
+            return self.none()
+        if user.is_superuser:
+            return self
+        return self.filter(**{f"{self.team_path}__in": Membership.objects.filter(user=user).values("team")})
+
+
 class TeamQuerySet(models.QuerySet):
     def visible_to(self, user):
         if not user.is_authenticated:

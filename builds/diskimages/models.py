@@ -17,7 +17,7 @@ from builds.models import Build, Builder, ImageDefinition
 from builds.releases.models import Stage
 from portal.crypto import EncryptedTextField
 from portal.formatting import short_digest
-from portal.models import Membership, Run, RunStatus, Team
+from portal.models import Run, RunStatus, Team, TeamScopedQuerySet
 
 from .converters import CAUSE_LABELS
 
@@ -43,15 +43,6 @@ class DiskImageBackend(models.TextChoices):
     IMAGE_BUILDER = "image-builder", "osbuild image-builder"
 
 
-class DiskImageVisibleQuerySet(models.QuerySet):
-    def visible_to(self, user):
-        if not user.is_authenticated:
-            return self.none()
-        if user.is_superuser:
-            return self
-        return self.filter(team__in=Membership.objects.filter(user=user).values("team"))
-
-
 def _new_key():
     return secrets.token_urlsafe(24)
 
@@ -70,7 +61,7 @@ class DiskImagePreset(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = DiskImageVisibleQuerySet.as_manager()
+    objects = TeamScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["team", "name"]
@@ -123,7 +114,7 @@ class ArtifactRetention(models.Model):
         return f"{self.team.slug}: {self.keep_days} days, newest {self.keep_latest}"
 
 
-class DiskImageQuerySet(DiskImageVisibleQuerySet):
+class DiskImageQuerySet(TeamScopedQuerySet):
     def with_related(self):
         return self.select_related("run", "team", "definition", "build", "stage", "builder", "run__started_by")
 
@@ -206,13 +197,8 @@ class DiskImage(models.Model):
         return CAUSE_LABELS.get(self.failure_cause, "") if self.failure_cause else ""
 
 
-class ArtifactQuerySet(models.QuerySet):
-    def visible_to(self, user):
-        if not user.is_authenticated:
-            return self.none()
-        if user.is_superuser:
-            return self
-        return self.filter(disk_image__team__in=Membership.objects.filter(user=user).values("team"))
+class ArtifactQuerySet(TeamScopedQuerySet):
+    team_path = "disk_image__team"
 
     def present(self):
         return self.filter(deleted_at__isnull=True)

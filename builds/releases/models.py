@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from builds.models import Build, ImageDefinition
-from portal.models import ROLE_ACTIONS, Action, Membership, Run, Team
+from portal.models import ROLE_ACTIONS, Action, Membership, Run, Team, TeamScopedQuerySet
 
 # --- Stages ----------------------------------------------------------------------------------------------------------
 
@@ -117,15 +117,6 @@ DEFAULT_STAGES = (("dev", 0), ("test", 1), ("prod", 2))
 WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 
 
-class ApproverGroupQuerySet(models.QuerySet):
-    def visible_to(self, user):
-        if not user.is_authenticated:
-            return self.none()
-        if user.is_superuser:
-            return self
-        return self.filter(team__in=Membership.objects.filter(user=user).values("team"))
-
-
 class ApproverGroup(models.Model):
     """Named people of a team whose approval a stage may require ("1 from QA and 1 from Security")."""
 
@@ -135,7 +126,7 @@ class ApproverGroup(models.Model):
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="approver_groups")
     created_at = models.DateTimeField(default=timezone.now)
 
-    objects = ApproverGroupQuerySet.as_manager()
+    objects = TeamScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["team", "name"]
@@ -244,13 +235,8 @@ class PromotionStatus(models.TextChoices):
 OPEN_PROMOTION_STATUSES = (PromotionStatus.PENDING, PromotionStatus.APPROVED)
 
 
-class PromotionQuerySet(models.QuerySet):
-    def visible_to(self, user):
-        if not user.is_authenticated:
-            return self.none()
-        if user.is_superuser:
-            return self
-        return self.filter(target_stage__team__in=Membership.objects.filter(user=user).values("team"))
+class PromotionQuerySet(TeamScopedQuerySet):
+    team_path = "target_stage__team"
 
     def with_related(self):
         return self.select_related("definition", "definition__team", "build", "build__revision", "build__run",
