@@ -224,6 +224,14 @@ else:
     # PgBouncer in transaction mode cannot keep a cursor open across transactions: DATABASE_SERVER_SIDE_CURSORS=false.
     DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = not env.bool("DATABASE_SERVER_SIDE_CURSORS", default=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# How many HTTP requests one web process works on at once; the others wait their turn in its event loop. Under ASGI
+# every request's view runs in a thread of its own, so without a bound a burst of slow pages starts more threads than
+# the pool has connections, and those past the pool's timeout fail. With the pool on it defaults to the pool's size,
+# so a request that starts always finds a connection; websockets and /health/live are not counted.
+WEB_CONCURRENT_REQUESTS = env.int("WEB_CONCURRENT_REQUESTS",
+                                  default=DATABASES["default"].get("OPTIONS", {}).get("pool", {}).get("max_size", 16))
+if WEB_CONCURRENT_REQUESTS < 1:
+    raise BadSetting(f"WEB_CONCURRENT_REQUESTS ({WEB_CONCURRENT_REQUESTS}) must be at least 1.")
 
 # --- Redis: Celery broker and Channels layer -------------------------------------------------------------------------
 EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis.sock"

@@ -85,12 +85,13 @@ def backends_of(application_name):
 
 @pytest.fixture
 def web_with_a_pool_of_four(redis_server, tmp_path):
-    """A daphne whose connections are named in pg_stat_activity, with a pool of at most four."""
+    """A daphne whose connections are named in pg_stat_activity, with a pool of at most four, and a request that waits
+    more than half a second for a connection failing (PoolTimeout) as it would after DATABASE_POOL_TIMEOUT."""
     if connection.vendor != "postgresql":
         message = "this test needs the suite on PostgreSQL (DATABASE_URL=postgres://...)"
         pytest.fail(message) if IN_CI else pytest.skip(message)
     name = f"web-under-test-{os.getpid()}"
-    env = subprocess_env(redis_server.url, DATABASE_POOL_MAX_SIZE=4)
+    env = subprocess_env(redis_server.url, DATABASE_POOL_MAX_SIZE=4, DATABASE_POOL_TIMEOUT=0.5)
     env["DATABASE_URL"] += f"?application_name={name}"
     port = free_port()
     args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"]
