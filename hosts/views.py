@@ -512,6 +512,9 @@ def drift_list(request):
 
 
 FLEET_GROUPS_PER_PAGE = 20
+# A repository whose hosts boot many digests (every host on its own build, say) lists the most-run ones and sums up the
+# rest, so the page stays a page at any fleet size.
+FLEET_DIGESTS_PER_REPOSITORY = 10
 
 
 @login_required
@@ -551,13 +554,19 @@ def fleet(request):
             entry["tags"].add(row["booted_image"].rsplit(":", 1)[-1])
     groups = sorted(groups.items())
     page = Paginator(groups, FLEET_GROUPS_PER_PAGE).get_page(request.GET.get("page"))
-    shown = [(key, sorted(value.values(), key=lambda e: (e["version"], e["architecture"]), reverse=True))
-             for key, value in page.object_list]
+    shown, others = [], {}
+    for key, value in page.object_list:
+        most_run = sorted(value.values(), key=lambda e: (-e["n"], e["digest"] or ""))
+        kept, rest = most_run[:FLEET_DIGESTS_PER_REPOSITORY], most_run[FLEET_DIGESTS_PER_REPOSITORY:]
+        shown.append((key, sorted(kept, key=lambda e: (e["version"] or "", e["architecture"] or ""), reverse=True)))
+        if rest:
+            others[key] = {"digests": len(rest), "hosts": sum(e["n"] for e in rest)}
     repositories = {repository for (_, repository), _ in shown}
     definitions = {d.repository: d for d in ImageDefinition.objects.visible_to(request.user)
                    .filter(repository__in=repositories)}
     builds = builds_by_digest(request.user, [row["digest"] for _, digest_rows in shown for row in digest_rows])
-    return render(request, "hosts/fleet.html", {"per_stage": per_stage, "groups": shown, "page": page, "team": team,
+    return render(request, "hosts/fleet.html", {"per_stage": per_stage, "groups": shown, "others": others, "page": page,
+                                                 "team": team,
                                                  "definitions": definitions, "builds": builds})
 
 

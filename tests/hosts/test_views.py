@@ -302,6 +302,19 @@ class TestTheList:
         assert counts == {"dev": (60, 0, 30, 0), "prod": (60, 30, 0, 30)}
         assert "No hosts yet" in client_for(personas.outsider).get("/hosts/fleet/").content.decode()
 
+    def test_the_fleet_view_lists_the_most_run_digests_of_a_repository_and_sums_up_the_rest(self, personas,
+                                                                                             client_for):
+        hosts = [Host(team=personas.team, name=f"own-{i:02d}", address="10.1.0.1", booted_image="r/x:prod",
+                      booted_digest=f"sha256:{i:064x}", booted_version="1.0", status_at=timezone.now())
+                 for i in range(14)]
+        hosts += [Host(team=personas.team, name=f"shared-{i}", address="10.1.0.2", booted_image="r/x:prod",
+                       booted_digest=D1, booted_version="2.0", status_at=timezone.now()) for i in range(5)]
+        Host.objects.bulk_create(hosts)
+        response = client_for(personas.viewer).get("/hosts/fleet/")
+        [(_, rows)] = response.context["groups"]
+        assert len(rows) == 10 and rows[0]["digest"] == D1 and rows[0]["n"] == 5
+        assert "and 5 other digests, each run by fewer hosts than those above" in response.content.decode()
+
     def test_the_age_of_each_status_is_shown_and_an_old_one_stands_out(self, personas, client_for, host):
         from datetime import timedelta
 
