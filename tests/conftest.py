@@ -162,10 +162,21 @@ def pytest_collection_modifyitems(config, items):
     items[:] = ordered + light
 
 
+def _session_has_a_test_database(session):
+    """pytest-django makes the test database only when a collected test uses it; without one, `connection` is the
+    configured database itself (a developer's own), which the suite's set-up and clean-up must leave alone."""
+    from pytest_django.fixtures import _get_databases_for_setup
+
+    aliases, _serialized = _get_databases_for_setup(session.items)
+    return "default" in aliases
+
+
 @pytest.fixture(scope="session", autouse=True)
-def close_stray_connections_at_the_end(django_db_setup, django_db_blocker):
+def close_stray_connections_at_the_end(django_db_setup, django_db_blocker, request):
     """Threads of servers and consumers may leave a connection open; end them so the test database can be dropped."""
     yield
+    if not _session_has_a_test_database(request.session):
+        return
     with django_db_blocker.unblock():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
@@ -422,10 +433,13 @@ def _personas_again_after_a_flush(sender, using="default", **kwargs):
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(django_db_setup, django_db_blocker, quick_password_hashing):
+def django_db_setup(django_db_setup, django_db_blocker, quick_password_hashing, request):
     """pytest-django's test database, with the personas in it."""
     from django.db.models.signals import post_migrate
 
+    if not _session_has_a_test_database(request.session):
+        yield
+        return
     with django_db_blocker.unblock():
         make_personas()
     post_migrate.connect(_personas_again_after_a_flush, dispatch_uid="tests.personas")
