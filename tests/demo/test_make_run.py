@@ -169,7 +169,7 @@ def test_make_run_as_written_serves_the_portal_until_ctrl_c_stops_everything(clo
                  interval=1, what="the demo's pushes to reach the registry")
         assert not re.search(r"^\S+ registry +\|", run.output(), re.M)
 
-        time.sleep(30)  # then every process is still up
+        time.sleep(10)  # then every process is still up
         assert run.process.poll() is None and " exited " not in run.output()
         assert {name: _alive(int(pid)) for name, pid in processes.items()} == dict.fromkeys(processes, True)
 
