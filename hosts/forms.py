@@ -16,8 +16,7 @@ STATE_FILTER_CHOICES = HostState.choices
 
 class HostFilter(django_filters.FilterSet):
     q = django_filters.CharFilter(method="filter_q", label="Name or address")
-    team = django_filters.ModelChoiceFilter(queryset=Team.objects.none(), empty_label="All teams",
-                                            field_name="team")
+    team = django_filters.ChoiceFilter(choices=(), empty_label="All teams", field_name="team")
     stage = django_filters.ChoiceFilter(method="filter_stage", choices=(), empty_label="Any stage")
     state = django_filters.ChoiceFilter(method="filter_state", choices=STATE_FILTER_CHOICES, empty_label="Any state")
     label = django_filters.CharFilter(method="filter_label", label="Label")
@@ -26,11 +25,13 @@ class HostFilter(django_filters.FilterSet):
         model = Host
         fields = ["q", "team", "stage", "state", "label"]
 
-    def __init__(self, *args, teams=None, **kwargs):
+    def __init__(self, *args, teams=(), **kwargs):
+        """`teams`: the teams the user reads, as a list (read once per request), so that neither choices list asks
+        for them again."""
         super().__init__(*args, **kwargs)
-        teams = teams if teams is not None else Team.objects.none()
-        self.filters["team"].queryset = teams
-        names = Stage.objects.filter(team__in=teams).values_list("name", flat=True).distinct().order_by("name")
+        self.filters["team"].extra["choices"] = [(team.pk, team.name) for team in teams]
+        names = Stage.objects.filter(team_id__in=[team.pk for team in teams]).values_list("name", flat=True) \
+            .distinct().order_by("name")
         self.filters["stage"].extra["choices"] = [(n, n) for n in names] + [("-", "No stage")]
         for field in self.form.fields.values():
             css = "form-select form-select-sm" if hasattr(field, "choices") else "form-control form-control-sm"

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from builds.models import Build, ImageDefinition
 from builds.releases.models import Stage
-from portal.access import can, check_team_action, teams_where
+from portal.access import can, check_team_action, teams_where, user_teams, user_teams_where
 from portal.models import Action, Team
 from portal.views import _viewer_context, current_team
 
@@ -43,9 +43,11 @@ PAGE_SIZE = 50
 
 
 def _visible_teams(user):
-    if user.is_superuser or user.is_helpdesk:
-        return Team.objects.all()
-    return Team.objects.visible_to(user)
+    """The teams whose hosts the user reads, by name: their own (read once per request), every team for help-desk users
+    and superusers."""
+    if user.is_helpdesk and not user.is_superuser:
+        return list(Team.objects.all())
+    return user_teams(user)
 
 
 # --- The list --------------------------------------------------------------------------------------------------------
@@ -67,7 +69,7 @@ def host_list(request):
         "status_at", "last_poll_at", "last_error", "team__name", "team__slug", "stage__name", "host_key",
         "expected_digest",
     ).order_by("name", "id")
-    team_ids = _scope_team_ids(request.user, teams, data.get("team", ""))
+    team_ids = _scope_team_ids(teams, data.get("team", ""))
     tally = tally_counts(team_ids)
     counts = {}
     for (_, _, state, _), n in tally.items():
@@ -78,8 +80,8 @@ def host_list(request):
         "filter": host_filter, "page": page,
         "state_counts": [(value, label, counts.get(value, 0)) for value, label in HostState.choices if counts.get(value)],
         "drifting": drifting, "total": sum(counts.values()),
-        "admin_teams": teams_where(request.user, Action.ADMIN), "now": timezone.now(),
-        "key_teams": (Team.objects.visible_to(request.user) if team is None else [team])[:3]
+        "admin_teams": user_teams_where(request.user, Action.ADMIN), "now": timezone.now(),
+        "key_teams": (user_teams(request.user) if team is None else [team])[:3]
         if not request.htmx else [],
         "any_hosts": base.exists() if not page.object_list else True,
     }
@@ -87,9 +89,9 @@ def host_list(request):
     return render(request, template, context)
 
 
-def _scope_team_ids(user, teams, team_value):
+def _scope_team_ids(teams, team_value):
     """The ids of the teams a list covers: the one picked (if the user sees it), else every team the user sees."""
-    ids = list(teams.values_list("pk", flat=True))
+    ids = [team.pk for team in teams]
     if team_value.isdigit() and int(team_value) in ids:
         return [int(team_value)]
     return ids
@@ -124,7 +126,8 @@ def _paginate(request, hosts, host_filter, tally, teams):
         if data.get("stage") == "-":
             stage_ids = {None}
         elif data.get("stage"):
-            stage_ids = set(Stage.objects.filter(team__in=teams, name=data["stage"]).values_list("pk", flat=True))
+            stage_ids = set(Stage.objects.filter(team_id__in=[team.pk for team in teams], name=data["stage"])
+                            .values_list("pk", flat=True))
         state = data.get("state")
         count = sum(n for (_, stage_id, host_state, is_drifting), n in tally.items()
                     if (stage_ids is None or stage_id in stage_ids) and _state_matches(state, host_state, is_drifting))
@@ -524,8 +527,8 @@ def fleet(request):
     teams = _visible_teams(request.user)
     team = current_team(request)
     if team is not None:
-        teams = teams.filter(pk=team.pk)
-    team_names = dict(teams.values_list("pk", "name"))
+        teams = [team]
+    team_names = {t.pk: t.name for t in teams}
     stages = {s.pk: s for s in Stage.objects.filter(team__in=list(team_names)).only("name", "position")}
     per_stage = {}
     for (team_id, stage_id, state, drifting), n in tally_counts(team_names).items():

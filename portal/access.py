@@ -18,17 +18,30 @@ from .models import HELPDESK_RUN_KINDS, ROLE_ACTIONS, Action, Membership, Notifi
 
 def team_roles(user):
     """{team_id: role} for the user, read once per user object (i.e. once per request)."""
+    return _memberships(user)[0]
+
+
+def user_teams(user):
+    """The teams the user sees, by name: those they are a member of, every team for a superuser (none when signed
+    out). Read with the roles, once per user object (i.e. once per request): the team switcher, the current team and
+    the pages' team filters share one query instead of asking again each."""
+    return _memberships(user)[1]
+
+
+def _memberships(user):
     if not user.is_authenticated:
-        return {}
+        return {}, []
     cached = getattr(user, "_team_roles_cache", None)
     if cached is None:
-        cached = dict(Membership.objects.filter(user=user).values_list("team_id", "role"))
-        user._team_roles_cache = cached
+        memberships = list(Membership.objects.filter(user=user).select_related("team").order_by("team__name"))
+        roles = {m.team_id: m.role for m in memberships}
+        teams = list(Team.objects.all()) if user.is_superuser else [m.team for m in memberships]
+        cached = user._team_roles_cache = (roles, teams)
     return cached
 
 
 def forget_roles(user):
-    """Drop the cached roles, after a membership of this user changed."""
+    """Drop the cached roles and teams, after a membership of this user changed."""
     target = user
     while hasattr(target, "_wrapped"):  # request.user is a lazy proxy (of a lazy proxy, with OTPMiddleware)
         target = target._wrapped
@@ -134,6 +147,14 @@ def teams_where(user, action):
         return Team.objects.all()
     roles = [role for role, actions in ROLE_ACTIONS.items() if action in actions]
     return Team.objects.filter(memberships__user=user, memberships__role__in=roles)
+
+
+def user_teams_where(user, action):
+    """`teams_where` as a list, from the teams and roles read once per request (for pages that only show or test it)."""
+    if user.is_superuser:
+        return user_teams(user)
+    roles = team_roles(user)
+    return [team for team in user_teams(user) if action in ROLE_ACTIONS[roles[team.pk]]]
 
 
 def get_notification_webhook_for_user(user, pk, *, action=Action.ADMIN):

@@ -1,15 +1,14 @@
 from . import twofactor
-from .access import team_roles
-from .models import Team
+from .access import team_roles, user_teams
 
 
 def navigation(request):
     """The team switcher's choices and the current team, for every page; and the teams that ask this user for a second
-    factor they have not signed in with (a banner says so)."""
+    factor they have not signed in with (a banner says so). From the roles and teams read once per request."""
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
-    teams = list(Team.objects.visible_to(user).only("name", "slug", "require_two_factor"))
+    teams = user_teams(user)
     team_id = request.session.get("team_id")
     current = next((t for t in teams if t.pk == team_id), None)
     roles = team_roles(user)

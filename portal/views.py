@@ -20,7 +20,7 @@ from django_otp.plugins.otp_static.models import StaticDevice
 
 from . import health as health_checks
 from . import login, logsink, registry, services, twofactor
-from .access import can, get_run_for_user, get_team_for_user, role_allows, team_roles
+from .access import can, get_run_for_user, get_team_for_user, role_allows, team_roles, user_teams
 from .forms import AuditFilter, LoginForm, MemberAddForm, RoleForm, SecondFactorForm, TeamForm
 from .logtext import cut_for_display
 from .models import ROLE_ACTIONS, Action, AuditEvent, Membership, Role, Run, Team, User, action_to_cancel
@@ -222,9 +222,9 @@ def team_two_factor(request, slug):
 def current_team(request):
     """The team the switcher points at, if the user may still see it; None means all of the user's teams."""
     team_id = request.session.get("team_id")
-    if team_id and (request.user.is_superuser or team_id in team_roles(request.user)):
-        return Team.objects.filter(pk=team_id).first()
-    return None
+    if not team_id:
+        return None
+    return next((team for team in user_teams(request.user) if team.pk == team_id), None)
 
 
 @login_required

@@ -9,6 +9,7 @@ from builds.releases import policy
 from builds.releases import services as promotions
 from builds.releases.context_processors import inbox
 from builds.releases.models import Approval, ApproverGroup, Promotion, PromotionStatus, StageFreeze, StageHistory
+from portal.access import team_roles
 from portal.models import AuditEvent, Membership, NotificationWebhook
 from tests.conftest import make_user
 from tests.fragments import shown
@@ -169,9 +170,19 @@ def test_the_inbox_lists_what_waits_for_the_user_and_the_navigation_counts_it(cl
 def test_the_inbox_count_is_one_query(django_assert_num_queries, pending, promo):
     request = RequestFactory().get("/")
     request.user = promo.personas.approver
+    team_roles(request.user)  # read once per request anyway (the navigation, every access check)
     context = inbox(request)
     with django_assert_num_queries(1):
         assert int(str(context["nav_inbox_count"])) == 1
+
+
+def test_people_who_approve_nowhere_are_spared_the_inbox_query(django_assert_num_queries, pending, promo):
+    request = RequestFactory().get("/")
+    request.user = promo.personas.viewer
+    team_roles(request.user)
+    context = inbox(request)
+    with django_assert_num_queries(1):  # are they in an approver group? no: nothing waits for them
+        assert int(str(context["nav_inbox_count"])) == 0
 
 
 def test_the_inbox_follows_group_requirements(client_for, pending, promo):
