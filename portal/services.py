@@ -64,7 +64,7 @@ def audit(*, action, summary, actor=None, team=None, obj=None, detail=None, requ
             team=team,
             team_name=audit_text(team.name)[:100] if team else "",
             summary=audit_text(summary)[:500],
-            detail=_printable(detail or {}),
+            detail=storable(detail or {}),
             ip_address=client_ip(request),
             prev_hash=last["hash"] if last else AuditEvent.GENESIS_HASH,
         )
@@ -95,18 +95,6 @@ def audit_text(text):
         else:
             out.append(char)
     return "".join(out)
-
-
-def _printable(value):
-    """`value` (the structured detail of an event) with NUL characters, which PostgreSQL text and JSON cannot hold,
-    shown as U+FFFD. Its other characters stay: JSON keeps a newline inside its string."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd") if "\x00" in value else value
-    if isinstance(value, dict):
-        return {_printable(key): _printable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_printable(item) for item in value]
-    return value
 
 
 def _json_roundtrip(value):
