@@ -14,7 +14,7 @@ State changes live in `hosts.services`; nothing here writes on save.
 """
 
 from django.conf import settings
-from django.db import models
+from django.db import connection, models
 from django.db.models import Case, Count, F, Q, Sum, When
 from django.urls import reverse
 from django.utils import timezone
@@ -462,6 +462,51 @@ def tally_counts(team_ids, *, stage_ids=None, state=None):
         rows = rows.filter(state=state)
     rows = rows.values("team_id", "stage_id", "state", "drifting").annotate(total=Sum("n")).order_by()
     return {(r["team_id"], r["stage_id"], r["state"], r["drifting"]): r["total"] for r in rows if r["total"]}
+
+
+def digest_tally_images(team_ids):
+    """{(team_id, booted_image): hosts} over the given teams: the fleet view's repositories come from these few rows
+    (one per image reference), not from every digest."""
+    rows = (DigestTally.objects.filter(team_id__in=list(team_ids)).values("team_id", "booted_image")
+            .annotate(total=Sum("n")).filter(total__gt=0).order_by())
+    return {(r["team_id"], r["booted_image"]): r["total"] for r in rows}
+
+
+def digest_tally_top(groups, *, limit):
+    """The `limit` most-run digests of each group of image references, and each group's totals, ranked by the
+    database: with every host on its own digest a repository has thousands, and a page shows ten.
+
+    `groups`: {group: [(team_id, booted_image), ...]}. Returns {group: (digests, hosts, [(digest, n), ...])}: how many
+    digests and hosts the group has in all, and its top `limit` digests by hosts (then digest). A digest counts when its
+    sum is positive: every key's sum is a number of hosts, never below 0, so this is the sum of its positive keys."""
+    shown = [(team_id, image, index) for index, key in enumerate(groups) for team_id, image in groups[key]]
+    if not shown:
+        return {}
+    keys = list(groups)
+    values = ", ".join(["(%s, %s, %s)"] * len(shown))
+    # Ties go by digest in code-point order (C collation: no locale rules to apply, and the order Python sorts in).
+    by_digest = 'booted_digest COLLATE "C"' if connection.vendor == "postgresql" else "booted_digest"
+    sql = f"""
+        WITH shown(team_id, booted_image, grp) AS (VALUES {values}),
+        per_digest AS (
+            SELECT shown.grp, t.booted_digest, SUM(t.n) AS n
+            FROM hosts_digesttally t JOIN shown ON t.team_id = shown.team_id AND t.booted_image = shown.booted_image
+            GROUP BY shown.grp, t.booted_digest HAVING SUM(t.n) > 0
+        ),
+        ranked AS (
+            SELECT grp, booted_digest, n, ROW_NUMBER() OVER (PARTITION BY grp ORDER BY n DESC, {by_digest}) AS rank,
+                   COUNT(*) OVER (PARTITION BY grp) AS digests, SUM(n) OVER (PARTITION BY grp) AS hosts
+            FROM per_digest
+        )
+        SELECT grp, booted_digest, n, digests, hosts FROM ranked WHERE rank <= %s ORDER BY grp, rank"""  # nosec B608 - placeholders only
+    params = [value for row in shown for value in row] + [limit]
+    out = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for grp, digest, n, digests, hosts in cursor.fetchall():
+            entry = out.setdefault(keys[grp], (int(digests), int(hosts), []))
+            entry[2].append((digest, int(n)))
+    return out
 
 
 def dashboard_counts(user, teams):

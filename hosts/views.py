@@ -36,6 +36,8 @@ from .models import (
     JumpHost,
     ReferenceDigest,
     TeamSSHKey,
+    digest_tally_images,
+    digest_tally_top,
     tally_counts,
 )
 
@@ -529,7 +531,7 @@ def fleet(request):
     if team is not None:
         teams = [team]
     team_names = {t.pk: t.name for t in teams}
-    stages = {s.pk: s for s in Stage.objects.filter(team__in=list(team_names)).only("name", "position")}
+    stages = {s.pk: s for s in Stage.objects.filter(team__in=list(team_names)).only("name", "position").order_by()}
     per_stage = {}
     for (team_id, stage_id, state, drifting), n in tally_counts(team_names).items():
         stage = stages.get(stage_id)
@@ -542,28 +544,21 @@ def fleet(request):
         row["problems"] += n if state in PROBLEM_STATES else 0
         row["rolled_back"] += n if state == HostState.ROLLED_BACK else 0
     per_stage = [row for _, row in sorted(per_stage.items(), key=lambda item: item[0])]
-    rows = (DigestTally.objects.filter(team_id__in=list(team_names))
-            .values("team_id", "booted_image", "booted_digest", "booted_version", "architecture")
-            .annotate(n=Sum("n")).filter(n__gt=0).order_by())
     groups = {}
-    for row in rows:
-        repository = services._repository(row["booted_image"]) if row["booted_image"] else "(image not reported)"
-        digests = groups.setdefault((team_names.get(row["team_id"], "?"), repository), {})
-        entry = digests.setdefault(row["booted_digest"], {"digest": row["booted_digest"], "n": 0, "tags": set(),
-                                                          "version": row["booted_version"],
-                                                          "architecture": row["architecture"]})
-        entry["n"] += row["n"]
-        if row["booted_image"] and ":" in row["booted_image"].rsplit("/", 1)[-1]:
-            entry["tags"].add(row["booted_image"].rsplit(":", 1)[-1])
-    groups = sorted(groups.items())
-    page = Paginator(groups, FLEET_GROUPS_PER_PAGE).get_page(request.GET.get("page"))
+    for team_id, image in digest_tally_images(team_names):
+        repository = services._repository(image) if image else "(image not reported)"
+        groups.setdefault((team_names.get(team_id, "?"), repository), []).append((team_id, image))
+    page = Paginator(sorted(groups.items()), FLEET_GROUPS_PER_PAGE).get_page(request.GET.get("page"))
+    top = digest_tally_top(dict(page.object_list), limit=FLEET_DIGESTS_PER_REPOSITORY)
+    details = _digest_details(dict(page.object_list), {digest for _, _, rows in top.values() for digest, _ in rows})
     shown, others = [], {}
-    for key, value in page.object_list:
-        most_run = sorted(value.values(), key=lambda e: (-e["n"], e["digest"] or ""))
-        kept, rest = most_run[:FLEET_DIGESTS_PER_REPOSITORY], most_run[FLEET_DIGESTS_PER_REPOSITORY:]
+    for key, _ in page.object_list:
+        digests, hosts, most_run = top.get(key, (0, 0, []))
+        kept = [{"digest": digest, "n": n, "version": "", "architecture": "", "tags": set(), **details.get((key, digest), {})}
+                for digest, n in most_run]  # (details of a digest its last host left since: none)
         shown.append((key, sorted(kept, key=lambda e: (e["version"] or "", e["architecture"] or ""), reverse=True)))
-        if rest:
-            others[key] = {"digests": len(rest), "hosts": sum(e["n"] for e in rest)}
+        if digests > len(most_run):
+            others[key] = {"digests": digests - len(most_run), "hosts": hosts - sum(n for _, n in most_run)}
     repositories = {repository for (_, repository), _ in shown}
     definitions = {d.repository: d for d in ImageDefinition.objects.visible_to(request.user)
                    .filter(repository__in=repositories)}
@@ -571,6 +566,24 @@ def fleet(request):
     return render(request, "hosts/fleet.html", {"per_stage": per_stage, "groups": shown, "others": others, "page": page,
                                                  "team": team,
                                                  "definitions": definitions, "builds": builds})
+
+
+def _digest_details(groups, digests):
+    """{(group, digest): version, architecture and the tags it was booted by}, for the digests a fleet page shows."""
+    group_of = {pair: key for key, pairs in groups.items() for pair in pairs}
+    rows = (DigestTally.objects.filter(team_id__in={team_id for team_id, _ in group_of}, booted_digest__in=digests)
+            .values("team_id", "booted_image", "booted_digest", "booted_version", "architecture")
+            .annotate(n=Sum("n")).filter(n__gt=0).order_by())
+    details = {}
+    for row in rows:
+        key = group_of.get((row["team_id"], row["booted_image"]))
+        if key is None:
+            continue
+        entry = details.setdefault((key, row["booted_digest"]), {"version": row["booted_version"], "tags": set(),
+                                                                 "architecture": row["architecture"]})
+        if row["booted_image"] and ":" in row["booted_image"].rsplit("/", 1)[-1]:
+            entry["tags"].add(row["booted_image"].rsplit(":", 1)[-1])
+    return details
 
 
 @login_required

@@ -317,6 +317,29 @@ class TestTheList:
         assert len(rows) == 10 and rows[0]["digest"] == D1 and rows[0]["n"] == 5
         assert "and 5 other digests, each run by fewer hosts than those above" in response.content.decode()
 
+    def test_the_fleet_view_merges_a_repositorys_tags_and_ranks_ties_by_digest(self, personas, client_for,
+                                                                                django_assert_max_num_queries):
+        def add(name, image, digest, version="1.0"):
+            return Host(team=personas.team, name=name, address="10.1.0.1", booted_image=image, booted_digest=digest,
+                        booted_version=version, architecture="amd64", status_at=timezone.now())
+
+        hosts = [add(f"tie-{i:02d}", "r/x:prod", f"sha256:{i:064x}") for i in range(12, 0, -1)]
+        hosts += [add("both-1", "r/x:prod", D1, "2.0"), add("both-2", "r/x:canary", D1, "2.0"),
+                  add("other", "r/y:prod", D2)]
+        Host.objects.bulk_create(hosts)
+        client = client_for(personas.viewer)
+        client.get("/hosts/fleet/")
+        with django_assert_max_num_queries(12):  # as many whatever the digests: the database ranks them
+            response = client.get("/hosts/fleet/")
+        groups = dict(response.context["groups"])
+        [x_key] = [key for key in groups if key[1] == "r/x"]
+        x = groups[x_key]
+        assert x[0]["digest"] == D1 and x[0]["n"] == 2 and x[0]["tags"] == {"prod", "canary"}
+        assert x[0]["version"] == "2.0" and x[0]["architecture"] == "amd64"
+        assert sorted(row["digest"] for row in x[1:]) == [f"sha256:{i:064x}" for i in range(1, 10)]
+        assert response.context["others"][x_key] == {"digests": 3, "hosts": 3}
+        assert [row["digest"] for _, rows in groups.items() if _[1] == "r/y" for row in rows] == [D2]
+
     def test_the_age_of_each_status_is_shown_and_an_old_one_stands_out(self, personas, client_for, host):
         from datetime import timedelta
 
