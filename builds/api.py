@@ -96,7 +96,7 @@ def build_json(request, build):
         "reason": run.exit_reason or None,
         "failed_step": build.failed_step or None,
         "hint": build.hint or None,
-        "log_url": request.build_absolute_uri(reverse("run_log_raw", args=[run.pk])),
+        "log_url": request.build_absolute_uri(reverse("portal:run_log_raw", args=[run.pk])),
     }
 
 

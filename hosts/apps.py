@@ -21,16 +21,16 @@ class HostsConfig(AppConfig):
         from .services import promotion_applied
 
         registry.dashboard_tiles(count=dashboard_counts, order=20, across_teams=True, tiles=[
-            registry.Tile("hosts", "Hosts", "hdd-network", "host_list"),
-            registry.Tile("hosts_drifting", "Hosts drifting", "exclamation-triangle", "host_list"),
+            registry.Tile("hosts", "Hosts", "hdd-network", "hosts:host_list"),
+            registry.Tile("hosts_drifting", "Hosts drifting", "exclamation-triangle", "hosts:host_list"),
         ])
-        registry.dashboard_run_list(label="All hosts", url_name="host_list", order=20, across_teams=True)
+        registry.dashboard_run_list(label="All hosts", url_name="hosts:host_list", order=20, across_teams=True)
         registry.subscribe(PROMOTION_APPLIED, promotion_applied)
         # Who runs this image, on the builds and release pages (hosts/fragments.py).
-        registry.fragment("definition.hosts", url_name="hosts_of_definition")
-        registry.fragment("build.hosts", url_name="hosts_of_build")
-        registry.fragment("promotion.hosts", url_name="hosts_of_promotion")
-        registry.fragment("stage.hosts", url_name="hosts_of_stage")
+        registry.fragment("definition.hosts", url_name="hosts:hosts_of_definition")
+        registry.fragment("build.hosts", url_name="hosts:hosts_of_build")
+        registry.fragment("promotion.hosts", url_name="hosts:hosts_of_promotion")
+        registry.fragment("stage.hosts", url_name="hosts:hosts_of_stage")
 
 
 def _recount_tallies(sender, using="default", **kwargs):

@@ -227,7 +227,7 @@ class Host(models.Model):
         return self.name
 
     def get_absolute_url(self):
-        return reverse("host_detail", args=[self.pk])
+        return reverse("hosts:host_detail", args=[self.pk])
 
     @property
     def label_list(self):

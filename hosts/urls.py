@@ -2,6 +2,8 @@ from django.urls import path, re_path
 
 from . import fragments, views
 
+app_name = "hosts"
+
 urlpatterns = [
     path("hosts/", views.host_list, name="host_list"),
     path("hosts/new/", views.host_add, name="host_add"),

@@ -211,7 +211,7 @@ def _action_buttons(host):
         if kind in (ActionKind.ROLLBACK, ActionKind.ROLLBACK_APPLY) and not host.rollback_digest:
             disabled = "No rollback deployment"
         out.append({"kind": kind, "label": ActionKind(kind).label, "icon": icon, "style": style, "disabled": disabled,
-                    "url": reverse("host_action", args=[host.pk, kind])})
+                    "url": reverse("hosts:host_action", args=[host.pk, kind])})
     return out
 
 
@@ -280,7 +280,7 @@ def host_poll(request, pk):
     host = get_host_for_user(request.user, pk, action=Action.OPERATE)
     if not host.trusted:
         messages.error(request, "Confirm the host key first: nothing is sent to a host whose key nobody confirmed.")
-        return redirect("host_trust", host.pk)
+        return redirect("hosts:host_trust", host.pk)
     services._enqueue_poll([host.pk])
     messages.info(request, f"Reading {host}'s status now; the page updates when it answers.")
     return redirect(host)
@@ -308,7 +308,7 @@ def host_action(request, pk, kind):
                 error = str(exc)
             else:
                 messages.success(request, f"{action.get_kind_display()} on {host} started; its log streams below.")
-                return redirect(reverse("host_detail", args=[host.pk]) + "#action-log")
+                return redirect(reverse("hosts:host_detail", args=[host.pk]) + "#action-log")
     effect = services.action_effect(host, kind, form["image"].value() if form is not None else "")
     active = host.actions.running().select_related("requested_by", "run").first()
     return render(request, "hosts/action_confirm.html", {
@@ -342,7 +342,7 @@ def host_add(request):
                 messages.success(request, f"Added {host}; its key is confirmed and the first poll is on its way.")
                 return redirect(host)
             messages.success(request, f"Added {host}. Now compare its host key with the one on the machine.")
-            return redirect("host_trust", host.pk)
+            return redirect("hosts:host_trust", host.pk)
     return render(request, "hosts/host_form.html", {"form": form, "title": "Add a host"},
                   status=400 if form.errors else 200)
 
@@ -386,7 +386,7 @@ def host_delete(request, pk):
         messages.error(request, str(exc))
         return redirect(host)
     messages.success(request, f"Removed {host} and its history.")
-    return redirect("host_list")
+    return redirect("hosts:host_list")
 
 
 @login_required
@@ -403,7 +403,7 @@ def host_trust(request, pk):
                                        "confirming.")
             except services.HostError as exc:
                 messages.error(request, f"Could not fetch the key: {exc}")
-            return redirect("host_trust", host.pk)
+            return redirect("hosts:host_trust", host.pk)
         if form.is_valid():
             services.host_confirm_key(host=host, key=form.cleaned_data["key"], actor=request.user, request=request)
             messages.success(request, f"{host}'s host key is confirmed. The portal polls it now.")
@@ -457,7 +457,7 @@ def team_key_create(request, slug):
     team = get_team_keys_for_user(request.user, slug, action=Action.ADMIN)
     key = services.team_key_ensure(team=team, actor=request.user, request=request)
     messages.success(request, f"{team}'s SSH key is {key.fingerprint}. Put the public key on its hosts.")
-    return redirect("team_keys", team.slug)
+    return redirect("hosts:team_keys", team.slug)
 
 
 @login_required
@@ -473,7 +473,7 @@ def jump_host_add(request, slug):
             messages.error(request, " ".join(services._messages(exc)))
     else:
         messages.error(request, "; ".join(f"{f}: {' '.join(e)}" for f, e in form.errors.items()))
-    return redirect("team_keys", team.slug)
+    return redirect("hosts:team_keys", team.slug)
 
 
 @login_required
@@ -495,7 +495,7 @@ def pending_keys_confirm(request, slug):
         messages.info(request, "Fetching the keys of hosts that have none yet; reload in a moment.")
     elif confirmed:
         messages.success(request, f"Confirmed {confirmed} host key{'s' if confirmed != 1 else ''}.")
-    return redirect("team_keys", team.slug)
+    return redirect("hosts:team_keys", team.slug)
 
 
 # --- Fleet views -----------------------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def second_factor_refusal(user, team):
     if is_verified is None or not _requires_second_factor(team) or is_verified():
         return ""
     return (f"{team} requires approvers and admins to sign in with a second factor. Set one up on your two-factor page "
-            f"({reverse('two_factor')}), or sign in again with it.")
+            f"({reverse('portal:two_factor')}), or sign in again with it.")
 
 
 def _requires_second_factor(team):

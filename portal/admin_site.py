@@ -80,7 +80,7 @@ class AuditedAdminSite(admin.AdminSite):
         if request.user.is_active and request.user.is_staff and self.needs_second_factor(request):
             messages.warning(request, "A team requires a second factor, so the admin site needs a sign-in verified with "
                                       "one (it can change every team's members).")
-            return redirect("two_factor")
+            return redirect("portal:two_factor")
         return super().login(request, extra_context)
 
     def register(self, model_or_iterable, admin_class=None, **options):

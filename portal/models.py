@@ -102,7 +102,7 @@ class Team(models.Model):
         return self.name
 
     def get_absolute_url(self):
-        return reverse("team_detail", args=[self.slug])
+        return reverse("portal:team_detail", args=[self.slug])
 
     @staticmethod
     def slug_for(name):
@@ -321,7 +321,7 @@ class Run(models.Model):
         return f"{self.get_kind_display()} #{self.pk}: {self.title}"
 
     def get_absolute_url(self):
-        return reverse("run_detail", args=[self.pk])
+        return reverse("portal:run_detail", args=[self.pk])
 
     @property
     def is_active(self):
@@ -440,7 +440,7 @@ class NotificationWebhook(models.Model):
         return f"{self.team.slug}: {self.name}"
 
     def get_absolute_url(self):
-        return reverse("notification_webhook_detail", args=[self.pk])
+        return reverse("portal:notification_webhook_detail", args=[self.pk])
 
 
 class DeliveryStatus(models.TextChoices):

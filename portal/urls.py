@@ -3,7 +3,9 @@ from django.urls import include, path
 
 from . import views, views_notifications
 
-urlpatterns = [
+# The core's own pages, in the namespace "portal"; each feature app's urls.py names its own (builds, diskimages,
+# releases, hosts).
+core_patterns = [
     path("", views.dashboard, name="dashboard"),
     path("login/", views.LoginView.as_view(), name="login"),
     path("login/verify/", views.login_verify, name="login_verify"),
@@ -41,6 +43,10 @@ urlpatterns = [
     path("health/", views.health, name="health"),
     path("health/live", views.health_live, name="health_live"),  # answered by portal.middleware.health_probes
     path("health/ready", views.health_ready, name="health_ready"),
+]
+
+urlpatterns = [
+    path("", include((core_patterns, "portal"))),
     path("", include("builds.urls")),
     path("", include("builds.diskimages.urls")),
     path("", include("builds.releases.urls")),

@@ -49,11 +49,11 @@ class LoginView(auth_views.LoginView):
         if twofactor.has_second_factor(user):
             self.request.session[PENDING_LOGIN] = {"user": user.pk, "backend": user.backend, "at": int(time.time()),
                                                    "next": self.get_success_url()}
-            return redirect("login_verify")
+            return redirect("portal:login_verify")
         response = super().form_valid(form)
         services.audit(action="auth.login", summary=f"{user.username} logged in", actor=user, request=self.request)
         if twofactor.teams_requiring(user):
-            response = redirect("two_factor")  # the page says which teams ask for it, and why
+            response = redirect("portal:two_factor")  # the page says which teams ask for it, and why
         return login.remember_browser(self.request, response, user.get_username())
 
     def form_invalid(self, form):
@@ -73,7 +73,7 @@ def login_verify(request):
     if user is None:
         request.session.pop(PENDING_LOGIN, None)
         messages.info(request, "Sign in with your password first (a code must follow it within five minutes).")
-        return redirect("login")
+        return redirect("portal:login")
     form = SecondFactorForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -125,7 +125,7 @@ def two_factor(request):
     device = twofactor.app_device(user)
     verified = twofactor.is_verified(user)
     if request.method == "POST" and device is not None and not verified:
-        return HttpResponseRedirect(reverse("two_factor"))
+        return HttpResponseRedirect(reverse("portal:two_factor"))
     form = SecondFactorForm(request.POST or None, setting_up=True)
     codes = None
     if request.method == "POST" and form.is_valid():
@@ -168,7 +168,7 @@ def two_factor_verify(request):
             messages.success(request, "This sign-in is verified with your second factor.")
     else:
         messages.error(request, "Type the six digits your app shows, or a backup code.")
-    return redirect("two_factor")
+    return redirect("portal:two_factor")
 
 
 @login_required
@@ -180,7 +180,7 @@ def two_factor_backup_codes(request):
         codes = services.two_factor_backup_codes_renew(user=request.user, request=request)
     except ValidationError as exc:
         messages.error(request, error_text(exc))
-        return redirect("two_factor")
+        return redirect("portal:two_factor")
     return render(request, "portal/two_factor.html", {
         "device": twofactor.app_device(request.user), "verified": True, "codes": codes, "setting_up": False,
         "codes_left": len(codes), "requiring": twofactor.teams_requiring(request.user), "form": SecondFactorForm()})
@@ -198,7 +198,7 @@ def two_factor_remove(request):
                                   "until you set one up again you cannot approve or administer there.")
     else:
         messages.success(request, "Your second factor is removed: signing in asks for your password only.")
-    return redirect("two_factor")
+    return redirect("portal:two_factor")
 
 
 @login_required
@@ -271,7 +271,7 @@ def switch_team(request):
     target = request.POST.get("next", "")
     # Only a path of this site (redirect() would take a bare word such as "ok" for a view name: a 500).
     if not target.startswith("/") or not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
-        target = reverse("dashboard")
+        target = reverse("portal:dashboard")
     return HttpResponseRedirect(target)
 
 

@@ -68,7 +68,7 @@ def notification_webhook_delete(request, pk):
     team = hook.team
     notifications.webhook_delete(hook=hook, user=request.user, request=request)
     messages.success(request, f"Deleted webhook {hook.name}; nothing is sent to {hook.url} any more.")
-    return redirect("notification_webhooks", slug=team.slug)
+    return redirect("portal:notification_webhooks", slug=team.slug)
 
 
 @login_required

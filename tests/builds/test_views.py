@@ -102,7 +102,7 @@ def test_the_build_page_shows_status_revision_and_embeds_the_live_log(client_for
     assert "Queued" in page and "Waiting for a worker" in page
     # The run's own live log viewer, streaming over the run's websocket, with the state it was rendered in ...
     assert f'data-ws-path="/ws/runs/{build.run.pk}/"' in page and 'data-status="queued"' in page
-    assert reverse("run_log_raw", args=[build.run.pk]) in page
+    assert reverse("portal:run_log_raw", args=[build.run.pk]) in page
     # ... and the header refreshes when the viewer sees the status or phase move (no timed polling).
     assert 'hx-trigger="run:changed from:document"' in page and 'hx-trigger="every' not in page
 

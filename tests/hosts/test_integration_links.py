@@ -94,7 +94,7 @@ class TestTheBuildPage:
         assert world.disk_image.get_absolute_url() in page(client_for, world.personas.viewer, fragment)
         assert world.disk_image.get_absolute_url() not in page(client_for, world.personas.outsider, fragment)
         # Two of the team's hosts boot D1; the other team's host is not counted.
-        assert "2 hosts run this digest" in html and reverse("host_digest", args=[D1]) in html
+        assert "2 hosts run this digest" in html and reverse("hosts:host_digest", args=[D1]) in html
 
     def test_it_lists_the_promotions_of_its_digest(self, world, client_for):
         html = page(client_for, world.personas.viewer, world.build2.get_absolute_url())
@@ -143,8 +143,8 @@ class TestTheDefinitionPage:
         html = page(client_for, personas.viewer, world.definition.get_absolute_url())
         who = html[html.index('id="who-runs"'):]
         assert "3 hosts boot one of its digests" in who
-        assert f'{reverse("host_digest", args=[D1])}">2 hosts</a>' in who
-        assert f'{reverse("host_digest", args=[D2])}">1 host</a>' in who
+        assert f'{reverse("hosts:host_digest", args=[D1])}">2 hosts</a>' in who
+        assert f'{reverse("hosts:host_digest", args=[D2])}">1 host</a>' in who
         assert who.index(D1[:19]) < who.index(D2[:19])  # the most run first
 
     def test_with_no_host_it_says_what_will_appear(self, world, client_for, personas):
@@ -218,10 +218,10 @@ class TestWhoRunsThisImageComesFromHosts:
     are about with that object's own helper."""
 
     def fragments(self, world):
-        return [reverse("hosts_of_definition", args=[world.definition.pk]),
-                reverse("hosts_of_build", args=[world.build1.pk]),
-                reverse("hosts_of_promotion", args=[world.promotion.pk]),
-                reverse("hosts_of_stage", args=[world.test.pk])]
+        return [reverse("hosts:hosts_of_definition", args=[world.definition.pk]),
+                reverse("hosts:hosts_of_build", args=[world.build1.pk]),
+                reverse("hosts:hosts_of_promotion", args=[world.promotion.pk]),
+                reverse("hosts:hosts_of_stage", args=[world.test.pk])]
 
     def test_the_pages_load_the_hosts_fragments(self, world, client_for, personas):
         for url, fragment in zip((world.definition.get_absolute_url(), world.build1.get_absolute_url(),

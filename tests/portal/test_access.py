@@ -302,7 +302,8 @@ class TestCancellingHostRuns:
 # What may answer without a login: the login itself and its second step (which sends anyone without a password just
 # accepted back to the first: tests/portal/test_two_factor.py), logging out, the health check, and the machine endpoints,
 # which authenticate with their own token or signature (tests/builds/test_remote.py and the API's tests cover those).
-PUBLIC = {"login", "login_verify", "logout", "health", "health_live", "health_ready"}
+PUBLIC = {"portal:login", "portal:login_verify", "portal:logout", "portal:health", "portal:health_live",
+          "portal:health_ready"}
 MACHINE = {"builds:api_build_create", "builds:api_build_detail", "builds:api_definition_list", "builds:git_webhook"}
 
 
@@ -338,8 +339,8 @@ def every_named_url():
 class TestEveryUrl:
     def test_the_sweep_sees_the_whole_portal(self):
         names = {name for name, _ in every_named_url()}
-        assert {"dashboard", "run_log_search", "builds:build_detail", "host_action", "releases:promotion_approve",
-                "diskimages:detail", "audit_list"} <= names and len(names) > 90
+        assert {"portal:dashboard", "portal:run_log_search", "builds:build_detail", "hosts:host_action",
+                "releases:promotion_approve", "diskimages:detail", "portal:audit_list"} <= names and len(names) > 90
 
     @pytest.mark.parametrize("name,path", every_named_url())
     def test_anonymous_users_are_sent_to_log_in_everywhere_but_the_public_doors(self, db, client_for, name, path):

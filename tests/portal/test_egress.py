@@ -240,7 +240,7 @@ def test_user_information_and_other_schemes_are_refused(settings):
 def save_webhook(client, team, url):
     from django.urls import reverse
 
-    return client.post(reverse("notification_webhooks", args=[team.slug]),
+    return client.post(reverse("portal:notification_webhooks", args=[team.slug]),
                        {"name": "chat", "url": url, "events": ["build.failed"], "active": "on"})
 
 
@@ -560,7 +560,7 @@ def test_no_500_for_any_value_in_the_fields_that_name_a_place_on_the_network(per
     definition = services.definition_create(team=personas.team, user=personas.developer, name="web-os")
     slug = personas.team.slug
     forms = [
-        (personas.admin, reverse("notification_webhooks", args=[slug]),
+        (personas.admin, reverse("portal:notification_webhooks", args=[slug]),
          {"name": "x", "url": "", "events": ["build.failed"]}, "url"),
         (personas.admin, reverse("builds:git_credential_create", args=[slug]), {"host": "", "username": "u", "token": "t"},
          "host"),
@@ -572,7 +572,7 @@ def test_no_500_for_any_value_in_the_fields_that_name_a_place_on_the_network(per
         (personas.developer, reverse("builds:definition_create"),
          {"team": personas.team.pk, "name": "other", "platforms": ["linux/amd64"], "timeout_minutes": 60,
           "repository": ""}, "repository"),
-        (personas.admin, reverse("host_add"),
+        (personas.admin, reverse("hosts:host_add"),
          {"team": personas.team.pk, "name": "web-01", "address": "192.0.2.10", "port": 22, "ssh_user": "root",
           "tracked_image": ""}, "tracked_image"),
     ]

@@ -33,7 +33,7 @@ def test_the_team_page_links_the_features_pages_for_whoever_may_use_them(persona
     from django.urls import reverse
 
     integrations = reverse("builds:integrations", args=[personas.team.slug])
-    notifications = reverse("notification_webhooks", args=[personas.team.slug])
+    notifications = reverse("portal:notification_webhooks", args=[personas.team.slug])
     admin = client_for(personas.admin).get(personas.team.get_absolute_url()).content.decode()
     assert f'href="{integrations}"' in admin and f'href="{notifications}"' in admin
     viewer = client_for(personas.viewer).get(personas.team.get_absolute_url()).content.decode()

@@ -156,7 +156,7 @@ def test_a_planted_git_token_appears_nowhere_but_its_encrypted_column(
     pages = [client_for(user).get(path).content.decode()
              for user in (personas.admin, personas.developer, personas.viewer)
              for path in (reverse("builds:integrations", args=[personas.team.slug]), revision.get_absolute_url(),
-                          build.get_absolute_url(), build.run.get_absolute_url(), reverse("audit_list"))
+                          build.get_absolute_url(), build.run.get_absolute_url(), reverse("portal:audit_list"))
              if client_for(user).get(path).status_code == 200]
     audit = [f"{e.summary} {e.detail}" for e in AuditEvent.objects.all()]
     assert len(pages) >= 10 and len(audit) >= 3

@@ -270,11 +270,11 @@ def test_the_delivery_log_shows_attempts_and_redelivers(client_for, promo, recei
     notifications.webhook_attempt(delivery_id=delivery.pk)
     page = client_for(promo.personas.admin).get(hook.get_absolute_url()).content.decode()
     assert "HTTP 500" in page and "Retrying" in page and "next try" in page
-    url = reverse("webhook_delivery_redeliver", args=[delivery.pk])
+    url = reverse("portal:webhook_delivery_redeliver", args=[delivery.pk])
     assert client_for(promo.personas.approver).post(url).status_code == 403
     assert client_for(promo.personas.admin).post(url).status_code == 302
     assert WebhookDelivery.objects.count() == 2
-    assert client_for(promo.personas.admin).post(reverse("notification_webhook_test", args=[hook.pk])).status_code == 302
+    assert client_for(promo.personas.admin).post(reverse("portal:notification_webhook_test", args=[hook.pk])).status_code == 302
     assert WebhookDelivery.objects.filter(event="ping").exists()
 
 

@@ -60,8 +60,8 @@ def test_the_approval_card_shows_what_changes_against_what_the_stage_holds(clien
     assert "org.opencontainers.image.version" in html  # a changed label
     assert "size: " in html and "Base image" in html and promo.builds[1].base_image in html
     assert "r1 → r2" in html  # the Containerfile diff
-    assert reverse("run_detail", args=[promo.builds[0].run_id]) in html  # both build logs
-    assert reverse("run_detail", args=[promo.builds[1].run_id]) in html
+    assert reverse("portal:run_detail", args=[promo.builds[0].run_id]) in html  # both build logs
+    assert reverse("portal:run_detail", args=[promo.builds[1].run_id]) in html
     assert "Hosts that track test" in html and "Disk images of this digest" in html
     assert 'name="digest" value="' + pending.digest in html and "Approve" in html
 
@@ -358,7 +358,7 @@ def test_approver_groups_pages(client_for, promo):
 
 def test_webhook_pages_are_for_admins_and_show_the_secret_once(client_for, promo):
     p = promo.personas
-    url = reverse("notification_webhooks", args=[promo.team.slug])
+    url = reverse("portal:notification_webhooks", args=[promo.team.slug])
     assert client_for(None).get(url).status_code == 302
     assert client_for(p.outsider).get(url).status_code == 404
     for user in (p.viewer, p.developer, p.approver):
@@ -371,7 +371,7 @@ def test_webhook_pages_are_for_admins_and_show_the_secret_once(client_for, promo
     assert client_for(p.approver).get(hook.get_absolute_url()).status_code == 403
     bad = client_for(p.admin).post(url, {"name": "x", "url": "ftp://example.com", "events": []})
     assert bad.status_code == 400
-    assert client_for(p.admin).post(reverse("notification_webhook_delete", args=[hook.pk])).status_code == 302
+    assert client_for(p.admin).post(reverse("portal:notification_webhook_delete", args=[hook.pk])).status_code == 302
     assert not NotificationWebhook.objects.exists()
 
 
@@ -455,11 +455,11 @@ def test_every_promotion_page_and_action_checks_access(client_for, pending, prom
         ("post", reverse("releases:approver_groups", args=[promo.team.slug]), {"name": "Sec"}, 403, None, None),
         ("get", reverse("releases:approver_group_edit", args=[group.pk]), None, 403, p.admin, 200),
         ("post", reverse("releases:approver_group_delete", args=[group.pk]), None, 403, None, None),
-        ("get", reverse("notification_webhooks", args=[promo.team.slug]), None, 403, p.admin, 200),
-        ("get", reverse("notification_webhook_detail", args=[hook.pk]), None, 403, p.admin, 200),
-        ("post", reverse("notification_webhook_delete", args=[hook.pk]), None, 403, None, None),
-        ("post", reverse("notification_webhook_test", args=[hook.pk]), None, 403, None, None),
-        ("post", reverse("webhook_delivery_redeliver", args=[delivery.pk]), None, 403, None, None),
+        ("get", reverse("portal:notification_webhooks", args=[promo.team.slug]), None, 403, p.admin, 200),
+        ("get", reverse("portal:notification_webhook_detail", args=[hook.pk]), None, 403, p.admin, 200),
+        ("post", reverse("portal:notification_webhook_delete", args=[hook.pk]), None, 403, None, None),
+        ("post", reverse("portal:notification_webhook_test", args=[hook.pk]), None, 403, None, None),
+        ("post", reverse("portal:webhook_delivery_redeliver", args=[delivery.pk]), None, 403, None, None),
     ]
     for method, url, data, viewer_gets, allowed, allowed_gets in table:
         def status(user, method=method, url=url, data=data):
