@@ -11,6 +11,7 @@ class BuildsConfig(AppConfig):
         # Models load only once the app registry is ready, i.e. here.
         from portal.models import Action
 
+        from . import metrics
         from .models import NotificationEvent, dashboard_counts
 
         registry.dashboard_tiles(count=dashboard_counts, order=10, tiles=[
@@ -22,3 +23,9 @@ class BuildsConfig(AppConfig):
                            action=Action.ADMIN, order=10)
         for kind, label in NotificationEvent.choices:
             registry.notification_event(kind, label)
+        # /metrics (portal.metrics): builder load, and the builders' queues.
+        registry.gauge(name="portal_builder_capacity", documentation="Runs an enabled builder takes at once.",
+                       labels=["builder", "architecture"], read=metrics.builder_capacity)
+        registry.gauge(name="portal_builder_running", documentation="Runs on a builder now, by the work they do.",
+                       labels=["builder", "work"], read=metrics.builder_running_builds)
+        registry.queues(metrics.builder_queues)

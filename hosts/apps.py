@@ -17,6 +17,7 @@ class HostsConfig(AppConfig):
         # Models load only once the app registry is ready, i.e. here.
         from builds.releases.apply import PROMOTION_APPLIED
 
+        from . import metrics
         from .models import dashboard_counts
         from .services import promotion_applied
 
@@ -31,6 +32,17 @@ class HostsConfig(AppConfig):
         registry.fragment("build.hosts", url_name="hosts:hosts_of_build")
         registry.fragment("promotion.hosts", url_name="hosts:hosts_of_promotion")
         registry.fragment("stage.hosts", url_name="hosts:hosts_of_stage")
+        # /metrics (portal.metrics): hosts per state and the poller's lag.
+        registry.gauge(name="portal_hosts", documentation="Hosts in each state, over every team.", labels=["state"],
+                       read=metrics.hosts_per_state)
+        registry.gauge(name="portal_hosts_drifting", documentation="Hosts that boot a digest other than their stage's.",
+                       read=metrics.hosts_drifting)
+        registry.gauge(name="portal_hosts_oldest_status_age_seconds",
+                       documentation="Poll lag: age of the oldest status of a reachable host with a confirmed key.",
+                       read=metrics.oldest_status_age)
+        registry.gauge(name="portal_hosts_poll_overdue_seconds",
+                       documentation="How late the most overdue host poll is (0 when the poller keeps up).",
+                       read=metrics.poll_overdue)
 
 
 def _recount_tallies(sender, using="default", **kwargs):

@@ -11,6 +11,12 @@ class PortalConfig(AppConfig):
 
     def ready(self):
         checks.register(check_rates)
+        # The portal's own metrics, read at each scrape (models load only once the app registry is ready, i.e. here).
+        from prometheus_client import REGISTRY
+
+        from .metrics import PortalCollector
+
+        REGISTRY.register(PortalCollector())
 
 
 class PortalAdminConfig(admin_apps.AdminConfig):

@@ -1,8 +1,11 @@
-"""Answers the orchestrator's probes (/health/live, /health/ready) before any other middleware sees the request.
+"""Answers the orchestrator's probes (/health/live, /health/ready) and Prometheus's scrape (/metrics) before any other
+middleware sees the request.
 
 Probes arrive with whatever Host header the orchestrator uses (an address such as 127.0.0.1:8000) and over plain HTTP.
 Placed first, this answers them before the ALLOWED_HOSTS check and the HTTPS redirect, neither of which a probe can
-satisfy. The answers say only ok or not ok and never use the host, so skipping those checks exposes nothing.
+satisfy. The answers say only ok or not ok and never use the host, so skipping those checks exposes nothing. Prometheus
+likewise scrapes each web replica by its internal address over plain HTTP; /metrics checks its own token or network
+(`portal.metrics.allowed`) and never uses the host either.
 """
 
 from . import views
@@ -12,6 +15,8 @@ PROBES = {
     "/health/live/": views.health_live,
     "/health/ready": views.health_ready,
     "/health/ready/": views.health_ready,
+    "/metrics": views.metrics,
+    "/metrics/": views.metrics,
 }
 
 

@@ -11,7 +11,9 @@ them without knowing who registered what:
 - `fragment(...)` / `fragment_url(...)`: a page of one app loading a fragment another app serves, by a name both know,
   without importing it (the builds pages load "who runs this image" from hosts this way);
 - `notification_event(...)`: the kinds of event a feature sends through `portal.notifications` (emails and outbound
-  webhooks), with the label a team admin picks them by.
+  webhooks), with the label a team admin picks them by;
+- `gauge(...)` and `queues(...)`: what `/metrics` reads for a feature at scrape time (hosts per state, promotions
+  waiting, builder load), and the Celery queues whose depth it reports (`portal.metrics`).
 
 Registration happens once per process, at start-up; nothing here is written afterwards.
 """
@@ -197,3 +199,42 @@ def notification_event(kind: str, label: str) -> None:
 def notification_events() -> list[tuple[str, str]]:
     """(kind, label) of every registered kind of event, in the order the apps registered them."""
     return list(_notification_events.items())
+
+
+# --- Metrics (portal/metrics.py) -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Gauge:
+    """A gauge `/metrics` reads at scrape time: `read()` returns {(label values, in the order of `labels`): value}.
+    Several features may register the same name (builds and disk images each count the runs on a builder); their
+    samples are merged, so they must agree on `documentation` and `labels`."""
+
+    name: str
+    documentation: str
+    labels: tuple[str, ...]
+    read: Callable[[], dict[tuple[str, ...], float]]
+
+
+_gauges: list[Gauge] = []
+_queue_readers: list[Callable[[], Iterable[str]]] = []
+
+
+def gauge(*, name: str, documentation: str, labels: Iterable[str] = (), read: Callable) -> None:
+    _gauges.append(Gauge(name=name, documentation=documentation, labels=tuple(labels), read=read))
+
+
+def gauges() -> list[Gauge]:
+    return list(_gauges)
+
+
+def queues(function: Callable[[], Iterable[str]]) -> Callable[[], Iterable[str]]:
+    """Register `function()`, the names of Celery queues a feature sends tasks to (builds: its builders' queues), so
+    that `/metrics` reports their depth even while no worker consumes them."""
+    _queue_readers.append(function)
+    return function
+
+
+def queue_readers() -> list[Callable[[], Iterable[str]]]:
+    return list(_queue_readers)
+

@@ -139,6 +139,7 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
     "csp",
+    "django_prometheus",
     "portal",
     "builds",
     "builds.releases",
@@ -148,7 +149,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "portal.middleware.health_probes",  # first: probes skip the host check and the HTTPS redirect
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",  # first and last: requests counted and timed
+    "portal.middleware.health_probes",  # probes and /metrics skip the host check and the HTTPS redirect
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -162,6 +164,7 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "csp.middleware.CSPMiddleware",
     "axes.middleware.AxesMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -223,6 +226,10 @@ else:
                                        f"DATABASE_POOL_MIN_SIZE ({_pool['min_size']}) between 0 and it.")
     # PgBouncer in transaction mode cannot keep a cursor open across transactions: DATABASE_SERVER_SIDE_CURSORS=false.
     DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = not env.bool("DATABASE_SERVER_SIDE_CURSORS", default=True)
+# django-prometheus's wrappers of the same backends count queries, their time, errors and new connections
+# (django_db_*, on /metrics); the pool and every option above work unchanged through them.
+DATABASES["default"]["ENGINE"] = DATABASES["default"]["ENGINE"].replace("django.db.backends.",
+                                                                        "django_prometheus.db.backends.")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # How many HTTP requests one web process works on at once; the others wait their turn in its event loop. Under ASGI
 # every request's view runs in a thread of its own, so without a bound a burst of slow pages starts more threads than
@@ -382,6 +389,17 @@ SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 SECURE_REDIRECT_EXEMPT = [r"^health/$"]
 # A monitor sending `Authorization: Bearer <HEALTH_TOKEN>` gets /health/'s details (staff get them too); empty: staff only.
 HEALTH_TOKEN = env.str("HEALTH_TOKEN", default="")
+# /metrics (docs/operations.md#metrics): readable with `Authorization: Bearer <METRICS_TOKEN>`, or from a client
+# address (as portal/clientip.py reads it) in METRICS_ALLOWED_NETWORKS. With neither set it answers 403 saying so;
+# make run (DEBUG) lets loopback read it.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"] if DEBUG else [])
+for _network in METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise BadSetting(f"METRICS_ALLOWED_NETWORKS: {_network!r} is not an IP address or network "
+                         "(e.g. 10.0.0.0/8).") from None
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)

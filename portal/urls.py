@@ -43,6 +43,7 @@ core_patterns = [
     path("health/", views.health, name="health"),
     path("health/live", views.health_live, name="health_live"),  # answered by portal.middleware.health_probes
     path("health/ready", views.health_ready, name="health_ready"),
+    path("metrics", views.metrics, name="metrics"),  # answered by portal.middleware.health_probes
 ]
 
 urlpatterns = [

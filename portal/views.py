@@ -17,9 +17,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 from django_otp import login as otp_login
 from django_otp.plugins.otp_static.models import StaticDevice
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from . import health as health_checks
 from . import login, logsink, registry, services, twofactor
+from . import metrics as portal_metrics
 from .access import can, get_run_for_user, get_team_for_user, role_allows, team_roles, user_teams
 from .forms import AuditFilter, LoginForm, MemberAddForm, RoleForm, SecondFactorForm, TeamForm
 from .logtext import cut_for_display
@@ -603,6 +605,17 @@ def health_live(request):
 def health_ready(request):
     """Readiness: the database, Redis and the broker answer (workers are not required to serve pages)."""
     return _health_response(health_checks.readiness(), details=False)
+
+
+@never_cache
+def metrics(request):
+    """Prometheus's scrape: django-prometheus's request and database metrics of this process and the portal's own
+    (`portal.metrics`), for a bearer of METRICS_TOKEN or a client in METRICS_ALLOWED_NETWORKS; a 403 saying which
+    otherwise."""
+    ok, why = portal_metrics.allowed(request)
+    if not ok:
+        return HttpResponse(why + "\n", status=403, content_type="text/plain; charset=utf-8")
+    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
 
 
 # --- Errors ----------------------------------------------------------------------------------------------------------

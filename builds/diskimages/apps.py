@@ -11,3 +11,8 @@ class DiskImagesConfig(AppConfig):
     def ready(self):
         # Build and promotion pages show a digest's disk images without importing this app.
         registry.fragment("disk_images.of_digest", url_name="diskimages:digest_images")
+        # Models load only once the app registry is ready, i.e. here.
+        from . import metrics
+
+        registry.gauge(name="portal_builder_running", documentation="Runs on a builder now, by the work they do.",
+                       labels=["builder", "work"], read=metrics.builder_running_conversions)

@@ -10,6 +10,7 @@ class ReleasesConfig(AppConfig):
 
     def ready(self):
         # Models load only once the app registry is ready, i.e. here.
+        from . import metrics
         from .models import dashboard_counts
         from .policy import stages_ensure_default
 
@@ -19,3 +20,5 @@ class ReleasesConfig(AppConfig):
         ])
         registry.dashboard_panel(template="releases/_dashboard_inbox.html", order=10)
         registry.team_setup(stages_ensure_default)
+        registry.gauge(name="portal_promotions_waiting", documentation="Promotions waiting for approval, by team.",
+                       labels=["team"], read=metrics.promotions_waiting)

@@ -90,6 +90,14 @@ def test_defaults_work_on_a_laptop(tmp_path):
     assert (tmp_path / "dev-secrets.json").stat().st_mode & 0o777 == 0o600
 
 
+def test_metrics_are_off_in_production_until_a_token_or_networks_are_set_and_make_run_opens_loopback():
+    code = "from django.conf import settings as s; print(s.METRICS_TOKEN == '', s.METRICS_ALLOWED_NETWORKS)"
+    production = manage("shell", "-c", code, env=production_env(METRICS_TOKEN="", METRICS_ALLOWED_NETWORKS=""))
+    assert production.stdout.splitlines()[-1] == "True []", production.stderr  # after the shell's own note
+    laptop = manage("shell", "-c", code, env={**os.environ, "DEBUG": "true", "METRICS_TOKEN": ""})
+    assert laptop.stdout.splitlines()[-1] == "True ['127.0.0.1/32', '::1/128']", laptop.stderr
+
+
 @pytest.mark.parametrize("name,value,says", [
     ("DATABASE_URL", "postgres//db.example/portal", "DATABASE_URL must be postgres://USER:PASSWORD@HOST:5432/NAME"),
     ("DATABASE_URL", "mysql://portal@db.example/portal", "DATABASE_URL must be postgres://USER:PASSWORD@HOST:5432/NAME"),
@@ -99,6 +107,7 @@ def test_defaults_work_on_a_laptop(tmp_path):
     ("EMAIL_URL", "nonsense", "EMAIL_URL is not an email URL"),
     ("HOSTS_POLL_SECONDS", "often", "HOSTS_POLL_SECONDS is not valid: invalid literal for int()"),
     ("FIELD_ENCRYPTION_KEYS", "", "FIELD_ENCRYPTION_KEYS must be set when DEBUG is off"),
+    ("METRICS_ALLOWED_NETWORKS", "10.0.0.0/8,prometheus", "METRICS_ALLOWED_NETWORKS: 'prometheus' is not an IP"),
 ])
 def test_a_bad_setting_stops_start_up_with_one_line_naming_it(name, value, says):
     result = manage("check", env=production_env(**{name: value}))
