@@ -25,7 +25,8 @@ deploy-test: venv
 	$(PY) -m pytest deploy/tests $(DEPLOY_TEST_ARGS)
 
 ## lint: ruff over the code, bandit at medium severity and above (a finding left must carry a reviewed `# nosec`), and
-## import-linter's layer contracts (pyproject.toml: the core imports no feature app, builds never imports hosts)
+## import-linter's layer contracts (pyproject.toml: the core imports no feature app, builds never imports hosts, builds'
+## own modules import neither releases nor disk images)
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/bandit --quiet -c pyproject.toml -r . --severity-level medium

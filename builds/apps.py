@@ -12,7 +12,7 @@ class BuildsConfig(AppConfig):
         from portal.models import Action
 
         from . import metrics
-        from .models import NotificationEvent, dashboard_counts
+        from .models import BuildEvent, dashboard_counts
 
         registry.dashboard_tiles(count=dashboard_counts, order=10, tiles=[
             registry.Tile("definitions", "Image definitions", "box-seam", "builds:definition_list"),
@@ -21,7 +21,7 @@ class BuildsConfig(AppConfig):
         registry.dashboard_run_list(label="All builds", url_name="builds:build_list", order=10)
         registry.team_link(label="Registry logins, API tokens and webhooks", icon="plug", url_name="builds:integrations",
                            action=Action.ADMIN, order=10)
-        for kind, label in NotificationEvent.choices:
+        for kind, label in BuildEvent.choices:
             registry.notification_event(kind, label)
         # /metrics (portal.metrics): builder load, and the builders' queues.
         registry.gauge(name="portal_builder_capacity", documentation="Runs an enabled builder takes at once.",

@@ -532,13 +532,9 @@ def dashboard_counts(user, teams):
 
 
 # --- Notifications ---------------------------------------------------------------------------------------------------
-# The events builds and promotions send through the core's notifications (portal.notifications; registered in
-# builds.apps, composed in builds.notifications).
+# The events builds send through the core's notifications (portal.notifications; registered in builds.apps, composed in
+# builds.notifications). Releases have their own (builds.releases.models.PromotionEvent).
 
 
-class NotificationEvent(models.TextChoices):
-    APPROVAL_REQUESTED = "promotion.requested", "Approval requested"
-    DECIDED = "promotion.decided", "Promotion approved or rejected"
-    APPLIED = "promotion.applied", "Promotion applied"
-    FAILED = "promotion.failed", "Promotion failed"
+class BuildEvent(models.TextChoices):
     BUILD_FAILED = "build.failed", "Build failed"

@@ -48,8 +48,6 @@ from .models import (
     ImageDefinition,
     RegistryCredential,
 )
-from .releases.gate import current_entries, stage_board
-from .releases.models import Promotion
 
 
 def search_query(request, limit=200):
@@ -119,7 +117,7 @@ def definition_detail(request, pk):
     current = revisions[0] if revisions else None
     latest_success = builds.succeeded().first()
     return render(request, "builds/definition_detail.html", {
-        **_stages_and_hosts(request.user, definition),
+        **_stages_and_hosts(definition),
         "definition": definition, "revisions": revisions, "revision_count": definition.revisions.count(),
         "current": current, "page": page, "builds": page,
         "can_develop": can(request.user, definition.team, Action.DEVELOP),
@@ -128,11 +126,11 @@ def definition_detail(request, pk):
     })
 
 
-def _stages_and_hosts(user, definition):
-    """What each stage of the team holds of `definition` now; who follows and runs it is the hosts fragment's
-    ("definition.hosts", loaded by the page)."""
-    cells = stage_board(definition.team, [definition])[0]["cells"]
-    return {"stage_rows": cells, "hosts_url": registry.fragment_url("definition.hosts", definition.pk)}
+def _stages_and_hosts(definition):
+    """What each stage of the team holds of `definition` now, and who follows and runs it: fragments that the releases
+    and hosts apps serve ("definition.stages", "definition.hosts") and the page loads."""
+    return {"stages_url": registry.fragment_url("definition.stages", definition.pk),
+            "hosts_url": registry.fragment_url("definition.hosts", definition.pk)}
 
 
 @login_required
@@ -337,28 +335,19 @@ def _build_context(request, build):
         "packages": sorted((build.packages or {}).items()),
         "portal_labels": sorted((k, v) for k, v in (build.labels or {}).items() if k.startswith("io.imagemode.portal.")),
         "other_labels": sorted((k, v) for k, v in (build.labels or {}).items() if not k.startswith("io.imagemode.portal.")),
-        **_downstream(request.user, build),
+        **_downstream(build),
     }
 
 
-DOWNSTREAM_SHOWN = 5
-
-
-def _downstream(user, build):
-    """Where a succeeded build's digest went: the stages holding it and its promotions, read through the user's
-    visible_to querysets in a fixed number of queries. Its disk images and the hosts running it are fragments that the
-    disk images and hosts apps serve ("disk_images.of_digest", "build.hosts") and the page loads."""
+def _downstream(build):
+    """Where a succeeded build's digest went: the stages holding it and its promotions, its disk images and the hosts
+    running it, each a fragment that the releases, disk images and hosts apps serve ("build.stages",
+    "disk_images.of_digest", "build.hosts") and the page loads."""
     if not build.digest:
         return {"downstream": False}
-    stages = list(build.definition.team.stages.all())
-    holding = current_entries(stages, [build.definition])
-    promotions = list(Promotion.objects.visible_to(user).filter(definition=build.definition, digest=build.digest)
-                      .select_related("target_stage").order_by("-pk")[:DOWNSTREAM_SHOWN + 1])
     return {
         "downstream": True,
-        "stages_holding": [s for s in stages if getattr(holding.get((s.pk, build.definition_id)), "digest", "")
-                           == build.digest],
-        "digest_promotions": promotions[:DOWNSTREAM_SHOWN], "more_promotions": len(promotions) > DOWNSTREAM_SHOWN,
+        "stages_url": registry.fragment_url("build.stages", build.pk),
         "disk_images_url": registry.fragment_url("disk_images.of_digest", build.digest),
         "hosts_url": registry.fragment_url("build.hosts", build.pk),
     }

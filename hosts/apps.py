@@ -29,6 +29,7 @@ class HostsConfig(AppConfig):
         registry.subscribe(PROMOTION_APPLIED, promotion_applied)
         # Who runs this image, on the builds and release pages (hosts/fragments.py).
         registry.fragment("definition.hosts", url_name="hosts:hosts_of_definition")
+        registry.fragment("definition.following", url_name="hosts:hosts_following_definition")
         registry.fragment("build.hosts", url_name="hosts:hosts_of_build")
         registry.fragment("promotion.hosts", url_name="hosts:hosts_of_promotion")
         registry.fragment("stage.hosts", url_name="hosts:hosts_of_stage")

@@ -25,12 +25,11 @@ TRACKING_SHOWN = 50  # on a promotion's card
 @login_required
 @require_GET
 def definition_hosts(request, pk):
-    """The "Who runs this image" card of a definition's page, once it has a revision (which of its digests hosts boot,
-    and which stage holds each), and, out of band, how many hosts follow each stage's tag of it in the page's stage list."""
+    """The "Who runs this image" card of a definition's page, once it has a revision: which of its digests hosts boot,
+    and which stage holds each."""
     definition = get_definition_for_user(request.user, pk)
     cells = stage_board(definition.team, [definition])[0]["cells"]
     hosts = Host.objects.visible_to(request.user)
-    following = hosts.count_following(stage.reference(definition) for stage, _ in cells)
     running = hosts.by_digest(Build.objects.filter(definition=definition).exclude(digest="").values("digest"))
     built = {}
     for build in (Build.objects.filter(definition=definition, digest__in=list(running)).select_related("revision")
@@ -46,8 +45,19 @@ def definition_hosts(request, pk):
         "definition": definition, "has_revision": definition.revisions.exists(),
         "who_runs": who_runs, "hosts_running": sum(running.values()),
         "first_tag": cells[0][0].tag if cells else "prod",
-        "following": [(stage, following.get(stage.reference(definition), 0)) for stage, _ in cells],
     })
+
+
+@login_required
+@require_GET
+def definition_following(request, pk):
+    """How many hosts follow each stage's tag of a definition, put out of band into the stage list that the releases
+    app's fragment ("definition.stages") shows on the definition's page, which loads this one once it is there."""
+    definition = get_definition_for_user(request.user, pk)
+    stages = list(definition.team.stages.all())
+    following = Host.objects.visible_to(request.user).count_following(stage.reference(definition) for stage in stages)
+    return render(request, "hosts/_definition_following.html", {
+        "following": [(stage, following.get(stage.reference(definition), 0)) for stage in stages]})
 
 
 @login_required

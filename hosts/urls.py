@@ -21,6 +21,7 @@ urlpatterns = [
     path("hosts/<int:pk>/actions/<slug:kind>/", views.host_action, name="host_action"),
     # Fragments the builds and release pages load (portal.registry.fragment_url; hosts/fragments.py).
     path("hosts/of/definitions/<int:pk>/", fragments.definition_hosts, name="hosts_of_definition"),
+    path("hosts/of/definitions/<int:pk>/following/", fragments.definition_following, name="hosts_following_definition"),
     path("hosts/of/builds/<int:pk>/", fragments.build_hosts, name="hosts_of_build"),
     path("hosts/of/promotions/<int:pk>/", fragments.promotion_hosts, name="hosts_of_promotion"),
     path("hosts/of/stages/<int:pk>/", fragments.stage_hosts, name="hosts_of_stage"),

@@ -1,10 +1,12 @@
-"""What a browser shows of a page: the page with each fragment it loads on arrival (hx-trigger="load") swapped in,
-and the fragments' out-of-band parts put where they belong, as htmx does."""
+"""What a browser shows of a page: the page with each fragment it loads on arrival (hx-trigger="load") swapped in, then
+those that the loaded fragments load in turn, and the fragments' out-of-band parts put where they belong, as htmx
+does."""
 
 import html
 import re
 
 LOADER = re.compile(r'<(div|a|span)\b[^>]*\bhx-get="([^"]+)"[^>]*\bhx-trigger="load"[^>]*>.*?</\1>', re.S)
+NESTING = 3  # a page's fragments may load fragments, which may load more
 OUT_OF_BAND = re.compile(r'<(\w+) id="([^"]+)" hx-swap-oob="true">(.*?)</\1>', re.S)
 
 
@@ -21,7 +23,12 @@ def shown(client, url):
         out_of_band.extend(OUT_OF_BAND.findall(text))
         return OUT_OF_BAND.sub("", text)
 
-    page = LOADER.sub(load, page)
+    for _ in range(NESTING):
+        page, loaded = LOADER.subn(load, page)
+        if not loaded:
+            break
+    else:
+        assert not LOADER.search(page), f"fragments nested deeper than {NESTING} on {url}"
     for tag, element_id, inner in out_of_band:
         page = re.sub(rf'<{tag} id="{re.escape(element_id)}">.*?</{tag}>',
                       lambda _, tag=tag, element_id=element_id, inner=inner: f'<{tag} id="{element_id}">{inner}</{tag}>',

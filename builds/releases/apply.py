@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from builds import fetches, notifications, registry
+from builds import fetches, registry
 from builds.runner import CommandFailed, LocalRunner, Watch
 from portal import runs
 from portal.models import Run, RunStatus
@@ -29,6 +29,7 @@ from portal.registry import announce
 from portal.services import RunStateError, audit, run_finish, run_set_phase
 from portal.text import storable
 
+from . import notifications
 from .models import Promotion, PromotionKind, PromotionStatus, StageHistory
 
 log = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ def _record_success(promotion, execution, *, previous):
                                   "history": entry.pk, "run": run.pk, "kind": locked.kind})
         sink.write(f"Recorded: {stage.name} of {locked.definition} is {locked.digest} (history entry {entry.pk})")
         execution.succeed()
-        notifications.notify(event=notifications.NotificationEvent.APPLIED, team=stage.team, promotion=locked)
+        notifications.notify(event=notifications.PromotionEvent.APPLIED, team=stage.team, promotion=locked)
         # Whoever tracks the stage tag (hosts, which may read releases, subscribe) now expects this digest.
         details = {"reference": stage.reference(locked.definition), "digest": locked.digest,
                    "architecture": locked.build.architecture}
@@ -225,4 +226,4 @@ def _mark_failed(promotion_id, *, run_id, reason):
         audit(action="promotion.failed", summary=f"applying #{locked.pk} ({locked.definition} to "
               f"{locked.target_stage.name}) failed: {reason}", actor_name="portal", team=locked.team, obj=locked,
               detail={"digest": locked.digest, "stage": locked.target_stage.name, "run": run_id, "reason": reason})
-        notifications.notify(event=notifications.NotificationEvent.FAILED, team=locked.team, promotion=locked)
+        notifications.notify(event=notifications.PromotionEvent.FAILED, team=locked.team, promotion=locked)

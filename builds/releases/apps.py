@@ -11,7 +11,7 @@ class ReleasesConfig(AppConfig):
     def ready(self):
         # Models load only once the app registry is ready, i.e. here.
         from . import metrics
-        from .models import dashboard_counts
+        from .models import PromotionEvent, dashboard_counts
         from .policy import stages_ensure_default
 
         registry.dashboard_tiles(count=dashboard_counts, order=15, tiles=[
@@ -22,3 +22,7 @@ class ReleasesConfig(AppConfig):
         registry.team_setup(stages_ensure_default)
         registry.gauge(name="portal_promotions_waiting", documentation="Promotions waiting for approval, by team.",
                        labels=["team"], read=metrics.promotions_waiting)
+        registry.fragment("definition.stages", url_name="releases:stages_of_definition")
+        registry.fragment("build.stages", url_name="releases:stages_of_build")
+        for kind, label in PromotionEvent.choices:
+            registry.notification_event(kind, label)

@@ -352,6 +352,16 @@ class Promotion(models.Model):
         return needed
 
 
+class PromotionEvent(models.TextChoices):
+    """What promotions send through the core's notifications (registered in builds.releases.apps, composed in
+    builds.releases.notifications)."""
+
+    APPROVAL_REQUESTED = "promotion.requested", "Approval requested"
+    DECIDED = "promotion.decided", "Promotion approved or rejected"
+    APPLIED = "promotion.applied", "Promotion applied"
+    FAILED = "promotion.failed", "Promotion failed"
+
+
 class ApprovalDecision(models.TextChoices):
     APPROVE = "approve", "Approved"
     REJECT = "reject", "Rejected"

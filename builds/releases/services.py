@@ -22,13 +22,12 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from builds import notifications
 from builds.models import Build, ImageDefinition
 from portal.access import can, check_team_action
 from portal.models import Action, Run, RunKind, RunStatus, User
 from portal.services import audit, run_create, run_enqueue
 
-from . import tasks
+from . import notifications, tasks
 from .apply import fail_promotion
 from .gate import approval_refusal, quorum, stage_current, user_groups_for_stage
 from .models import (
@@ -187,7 +186,7 @@ def _audit_request(promotion, user, request):
 def _after_request(promotion, user, request):
     started = _advance(promotion, actor=user, request=request)
     if promotion.status == PromotionStatus.PENDING:
-        notifications.notify(event=notifications.NotificationEvent.APPROVAL_REQUESTED, team=promotion.team,
+        notifications.notify(event=notifications.PromotionEvent.APPROVAL_REQUESTED, team=promotion.team,
                              promotion=promotion, actor=user)
     return started
 
@@ -259,7 +258,7 @@ def _decide(*, promotion, user, digest, comment, decision, request):
         if decision == ApprovalDecision.REJECT:
             _set_status(locked, PromotionStatus.REJECTED, note=f"Rejected by {user.username}: {comment.strip()}",
                         decided_at=now)
-            notifications.notify(event=notifications.NotificationEvent.DECIDED, team=locked.team, promotion=locked,
+            notifications.notify(event=notifications.PromotionEvent.DECIDED, team=locked.team, promotion=locked,
                                  actor=user)
         else:
             _advance(locked, actor=user, request=request, now=now)
@@ -311,7 +310,7 @@ def promotion_retry(*, promotion: Promotion, user: User, request=None) -> Promot
         else:
             _set_status(locked, PromotionStatus.PENDING, note=f"Retried after its approvals stopped counting "
                         f"({result.summary()}): it needs them again before it is applied.")
-            notifications.notify(event=notifications.NotificationEvent.APPROVAL_REQUESTED, team=locked.team,
+            notifications.notify(event=notifications.PromotionEvent.APPROVAL_REQUESTED, team=locked.team,
                                  promotion=locked, actor=user)
     promotion.refresh_from_db()
     return promotion
@@ -347,7 +346,7 @@ def _advance(promotion, *, actor=None, request=None, now=None):
               detail=_detail(promotion, approvers=[a.approver_name for a in result.counted]))
     run = _start_or_wait(promotion, actor=actor, request=request, now=now)
     if decided_now:  # after the status moved on, so the notification says "applying" or "approved, waiting"
-        notifications.notify(event=notifications.NotificationEvent.DECIDED, team=promotion.team, promotion=promotion,
+        notifications.notify(event=notifications.PromotionEvent.DECIDED, team=promotion.team, promotion=promotion,
                              actor=actor)
     return run
 

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import views
+from . import fragments, views
 
 app_name = "releases"
 
@@ -22,6 +22,9 @@ urlpatterns = [
     path("stages/<int:pk>/windows/", views.window_add, name="stage_window_add"),
     path("stages/freezes/<int:pk>/lift/", views.freeze_lift, name="stage_freeze_lift"),
     path("stages/windows/<int:pk>/delete/", views.window_delete, name="stage_window_delete"),
+    # Fragments the builds pages load (portal.registry.fragment_url; builds/releases/fragments.py).
+    path("stages/of/definitions/<int:pk>/", fragments.definition_stages, name="stages_of_definition"),
+    path("stages/of/builds/<int:pk>/", fragments.build_stages, name="stages_of_build"),
     path("teams/<slug:slug>/approver-groups/", views.approver_groups, name="approver_groups"),
     path("approver-groups/<int:pk>/", views.approver_group_edit, name="approver_group_edit"),
     path("approver-groups/<int:pk>/delete/", views.approver_group_delete, name="approver_group_delete"),

@@ -221,31 +221,31 @@ def test_a_git_context_is_cloned_from_a_bare_repository(definition, personas, tm
 
 
 def test_no_builder_for_the_platform_fails_at_once_with_the_reason(definition, personas):
-    from builds.models import NotificationEvent
+    from builds.models import BuildEvent
     from portal.models import NotificationWebhook, WebhookDelivery
 
     NotificationWebhook.objects.create(team=personas.team, name="ci", url="http://127.0.0.1:9/hook",
-                                       events=[NotificationEvent.BUILD_FAILED])
+                                       events=[BuildEvent.BUILD_FAILED])
     services.definition_update(definition=definition, user=personas.developer, platforms=["linux/s390x"])
     revision = services.revision_create(definition=definition, user=personas.developer, containerfile=SIMPLE)
     build = services.build_start(revision=revision, user=personas.developer)
     build.run.refresh_from_db()
     assert build.status == BuildStatus.FAILED
     assert "No enabled builder for linux/s390x" in build.run.exit_reason
-    assert WebhookDelivery.objects.filter(event=NotificationEvent.BUILD_FAILED).count() == 1
+    assert WebhookDelivery.objects.filter(event=BuildEvent.BUILD_FAILED).count() == 1
 
 
 def test_a_failed_build_tells_the_team_through_its_webhooks(definition, personas):
-    from builds.models import NotificationEvent
+    from builds.models import BuildEvent
     from portal.models import NotificationWebhook, WebhookDelivery
 
     NotificationWebhook.objects.create(team=personas.team, name="ci", url="http://127.0.0.1:9/hook",
-                                       events=[NotificationEvent.BUILD_FAILED])
+                                       events=[BuildEvent.BUILD_FAILED])
     revision = services.revision_create(definition=definition, user=personas.developer,
                                         containerfile=f"FROM {BASE_IMAGE}\nRUN exit 3\n")
     build = build_now(revision, personas.developer)
     assert build.status == BuildStatus.FAILED
-    [delivery] = WebhookDelivery.objects.filter(event=NotificationEvent.BUILD_FAILED)
+    [delivery] = WebhookDelivery.objects.filter(event=BuildEvent.BUILD_FAILED)
     assert delivery.payload["build"]["id"] == build.pk and delivery.payload["build"]["status"] == "failed"
 
 

@@ -219,12 +219,14 @@ class TestWhoRunsThisImageComesFromHosts:
 
     def fragments(self, world):
         return [reverse("hosts:hosts_of_definition", args=[world.definition.pk]),
+                reverse("hosts:hosts_following_definition", args=[world.definition.pk]),
                 reverse("hosts:hosts_of_build", args=[world.build1.pk]),
                 reverse("hosts:hosts_of_promotion", args=[world.promotion.pk]),
                 reverse("hosts:hosts_of_stage", args=[world.test.pk])]
 
     def test_the_pages_load_the_hosts_fragments(self, world, client_for, personas):
-        for url, fragment in zip((world.definition.get_absolute_url(), world.build1.get_absolute_url(),
+        stages_fragment = reverse("releases:stages_of_definition", args=[world.definition.pk])
+        for url, fragment in zip((world.definition.get_absolute_url(), stages_fragment, world.build1.get_absolute_url(),
                                   world.promotion.get_absolute_url(), world.test.get_absolute_url()),
                                  self.fragments(world), strict=True):
             html = client_for(personas.viewer).get(url).content.decode()

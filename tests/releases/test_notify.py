@@ -12,10 +12,10 @@ import pytest
 from django.conf import settings
 from django.urls import reverse
 
-from builds.models import NotificationEvent
+from builds.models import BuildEvent
 from builds.notifications import notify_build_failed
 from builds.releases import services as promotions
-from builds.releases.models import Promotion, PromotionStatus, StageHistory
+from builds.releases.models import Promotion, PromotionEvent, PromotionStatus, StageHistory
 from portal import notifications
 from portal.models import DeliveryStatus, WebhookDelivery
 from tests.conftest import allow_egress, free_port, wait_for
@@ -176,7 +176,7 @@ def test_a_webhook_delivery_is_signed_and_verifies_with_the_documented_method(pr
                                                                               django_capture_on_commit_callbacks):
     r = receiver()
     hook, secret = notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="chat", url=r.url,
-                                                events=[NotificationEvent.APPROVAL_REQUESTED])
+                                                events=[PromotionEvent.APPROVAL_REQUESTED])
     ready_for_test(promo)
     with django_capture_on_commit_callbacks(execute=True):
         promotion = ask_for_test(promo)
@@ -205,7 +205,7 @@ def test_a_failing_receiver_is_retried_with_backoff_then_given_up(promo, receive
     settings.WEBHOOK_MAX_ATTEMPTS = 3
     r = receiver(codes=[500, 503, 502])
     hook, _ = notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci", url=r.url,
-                                           events=[NotificationEvent.BUILD_FAILED])
+                                           events=[BuildEvent.BUILD_FAILED])
     [delivery] = notify_build_failed(build=promo.builds[0])
     assert notifications.webhook_attempt(delivery_id=delivery.pk) == settings.WEBHOOK_RETRY_BASE_SECONDS
     delivery.refresh_from_db()
@@ -222,7 +222,7 @@ def test_a_failing_receiver_is_retried_with_backoff_then_given_up(promo, receive
 def test_a_receiver_that_refuses_with_4xx_is_not_retried(promo, receiver):
     r = receiver(codes=[401])
     notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci", url=r.url,
-                                 events=[NotificationEvent.BUILD_FAILED])
+                                 events=[BuildEvent.BUILD_FAILED])
     [delivery] = notify_build_failed(build=promo.builds[0])
     assert notifications.webhook_attempt(delivery_id=delivery.pk) is None
     delivery.refresh_from_db()
@@ -232,7 +232,7 @@ def test_a_receiver_that_refuses_with_4xx_is_not_retried(promo, receiver):
 def test_a_reason_phrase_holding_a_nul_is_recorded_with_a_replacement_character(promo, receiver):
     r = receiver(codes=[502], reason="Bad\x00Gateway")
     notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci", url=r.url,
-                                 events=[NotificationEvent.BUILD_FAILED])
+                                 events=[BuildEvent.BUILD_FAILED])
     [delivery] = notify_build_failed(build=promo.builds[0])
     assert notifications.webhook_attempt(delivery_id=delivery.pk) is not None
     delivery.refresh_from_db()
@@ -244,7 +244,7 @@ def test_an_unreachable_receiver_is_recorded_with_the_error(promo, settings):
     port = free_port()
     settings.EGRESS_ALLOW = [f"127.0.0.1:{port}"]
     notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci",
-                                 url=f"http://127.0.0.1:{port}/hook", events=[NotificationEvent.BUILD_FAILED])
+                                 url=f"http://127.0.0.1:{port}/hook", events=[BuildEvent.BUILD_FAILED])
     [delivery] = notify_build_failed(build=promo.builds[0])
     assert notifications.webhook_attempt(delivery_id=delivery.pk) is not None
     delivery.refresh_from_db()
@@ -254,18 +254,18 @@ def test_an_unreachable_receiver_is_recorded_with_the_error(promo, settings):
 def test_webhooks_get_only_their_events_and_paused_ones_nothing(promo, receiver):
     r = receiver()
     notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="a", url=r.url,
-                                 events=[NotificationEvent.APPLIED])
+                                 events=[PromotionEvent.APPLIED])
     paused, _ = notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="b", url=r.url,
-                                             events=[NotificationEvent.BUILD_FAILED])
+                                             events=[BuildEvent.BUILD_FAILED])
     notifications.webhook_update(hook=paused, user=promo.personas.admin, name="b", url=r.url,
-                                 events=[NotificationEvent.BUILD_FAILED], active=False)
+                                 events=[BuildEvent.BUILD_FAILED], active=False)
     assert notify_build_failed(build=promo.builds[0]) == []
 
 
 def test_the_delivery_log_shows_attempts_and_redelivers(client_for, promo, receiver):
     r = receiver(codes=[500])
     hook, _ = notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci", url=r.url,
-                                           events=[NotificationEvent.BUILD_FAILED])
+                                           events=[BuildEvent.BUILD_FAILED])
     [delivery] = notify_build_failed(build=promo.builds[0])
     notifications.webhook_attempt(delivery_id=delivery.pk)
     page = client_for(promo.personas.admin).get(hook.get_absolute_url()).content.decode()
@@ -290,7 +290,7 @@ def test_a_real_worker_applies_the_promotion_and_retries_a_webhook_with_backoff(
     ready_for_test(promo)
     r = receiver(codes=[503])
     hook, secret = notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci", url=r.url,
-                                                events=[NotificationEvent.APPLIED])
+                                                events=[PromotionEvent.APPLIED])
     promotion = ask_for_test(promo)
     start_worker(queues="default", concurrency=2, WEBHOOK_RETRY_BASE_SECONDS="0.5")
     response = client_for(promo.personas.approver).post(reverse("releases:promotion_approve", args=[promotion.pk]),
@@ -324,7 +324,7 @@ def test_overdue_deliveries_are_sent_again_by_the_sweeper(promo, receiver, eager
 
     r = receiver()
     notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci", url=r.url,
-                                 events=[NotificationEvent.BUILD_FAILED])
+                                 events=[BuildEvent.BUILD_FAILED])
     lost, fresh = notify_build_failed(build=promo.builds[0]) + \
         notify_build_failed(build=promo.builds[1])
     WebhookDelivery.objects.filter(pk=lost.pk).update(status=DeliveryStatus.RETRYING, attempts=1,

@@ -1,0 +1,94 @@
+"""What promotions tell people: their events, composed here and delivered by the core's notifications
+(`portal.notifications`: email and signed outbound webhooks; the kinds are registered in builds.releases.apps).
+
+`notify(event=..., team=..., promotion=...)` is the one entry point, called by the promotion services and the worker that
+applies promotions. Called inside a transaction, nothing is sent for a change that rolled back.
+"""
+
+from __future__ import annotations
+
+from portal import notifications
+from portal.models import Team, User, WebhookDelivery
+from portal.notifications import site_url
+
+from .gate import eligible_approvers
+from .models import ApprovalDecision, Promotion, PromotionEvent, PromotionStatus
+
+__all__ = ["PromotionEvent", "notify"]
+
+
+def notify(*, event: str, team: Team, promotion: Promotion, actor: User | None = None) -> list[WebhookDelivery]:
+    """Tell the right people (email) and the team's webhooks about `event`, after the transaction commits."""
+    event = PromotionEvent(event)
+    payload = {"promotion": _payload(promotion)}
+    subject, body = _email(event, payload["promotion"])
+    return notifications.send(event=event.value, team=team, payload=payload, actor=actor,
+                              recipients=_recipients(event, promotion, actor), subject=subject, body=body)
+
+
+def _recipients(event, promotion, actor) -> set[User]:
+    people: set[User] = set()
+    if event == PromotionEvent.APPROVAL_REQUESTED:
+        people.update(eligible_approvers(promotion))
+    else:
+        if promotion.requested_by is not None:
+            people.add(promotion.requested_by)
+        people.update(a.approver for a in promotion.approvals.filter(decision=ApprovalDecision.APPROVE,
+                                                                     superseded_at__isnull=True).select_related("approver")
+                      if a.approver is not None)
+    if actor is not None:
+        people.discard(actor)  # they know: they just did it
+    return people
+
+
+def _payload(promotion) -> dict:
+    decisions = promotion.approvals.filter(superseded_at__isnull=True).order_by("created_at")
+    return {
+        "id": promotion.pk,
+        "url": site_url(promotion.get_absolute_url()),
+        "kind": promotion.kind,
+        "status": promotion.status,
+        "status_note": promotion.status_note,
+        "definition": str(promotion.definition),
+        "repository": promotion.definition.repository,
+        "digest": promotion.digest,
+        "previous_digest": promotion.previous_digest,
+        "stage": promotion.target_stage.name,
+        "from_stage": promotion.source_stage.name if promotion.source_stage else None,
+        "reference": promotion.target_ref,
+        "reason": promotion.reason,
+        "emergency": promotion.emergency,
+        "requested_by": promotion.requested_by_name,
+        "build": promotion.build.number,
+        "decisions": [{"by": a.approver_name, "decision": a.decision, "comment": a.comment,
+                       "at": a.created_at.isoformat(timespec="seconds")} for a in decisions],
+    }
+
+
+def _email(event, p) -> tuple[str, str]:
+    """The email's subject (the core adds the portal's prefix) and body."""
+    what = f"{p['definition']} {p['digest'][:19]}… to {p['stage']}"
+    kind = "rollback" if p["kind"] == "rollback" else "promotion"
+    decided = "rejected" if p["status"] == PromotionStatus.REJECTED else "approved"
+    subject = {
+        PromotionEvent.APPROVAL_REQUESTED: f"Approval requested: {what}",
+        PromotionEvent.DECIDED: f"{kind.capitalize()} {decided}: {what}",
+        PromotionEvent.APPLIED: f"{kind.capitalize()} applied: {what}",
+        PromotionEvent.FAILED: f"{kind.capitalize()} failed: {what}",
+    }[event]
+    lines = [
+        subject, "",
+        f"Requested by {p['requested_by']}: {p['reason']}",
+        f"Image: {p['repository']}@{p['digest']}",
+        f"Stage: {p['stage']} ({p['reference']})" + (f", now {p['previous_digest'][:19]}…" if p["previous_digest"] else ""),
+    ]
+    if p["emergency"]:
+        lines.append("This is an emergency override: it applies during a freeze or outside change windows.")
+    if p["status_note"]:
+        lines.append(p["status_note"])
+    for d in p["decisions"]:
+        verb = "approved" if d["decision"] == ApprovalDecision.APPROVE else "rejected"
+        lines.append(f"- {d['by']} {verb}" + (f": {d['comment']}" if d["comment"] else ""))
+    action = "Review and decide" if event == PromotionEvent.APPROVAL_REQUESTED else "Open it"
+    lines += ["", f"{action}: {p['url']}"]
+    return subject, "\n".join(lines) + "\n"
