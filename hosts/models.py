@@ -399,7 +399,7 @@ class HostAction(models.Model):
 class ReferenceDigest(models.Model):
     """What an image reference (usually a stage tag) resolves to, per architecture ("" is the top-level digest).
 
-    Filled by the poller from the registry, and by promotions when they move a tag (`services.reference_digests_set`).
+    Filled by the poller from the registry, and by promotions when they move a tag (`drift.reference_digests_set`).
     """
 
     reference = models.CharField(max_length=512)

@@ -2,8 +2,8 @@
 
 `poll_hosts(ids)` polls many hosts at once (a thread pool does the network, this thread writes), and `record_outcome`
 turns one answer into a snapshot, timeline events and the denormalised fields on `Host` (or marks the host unreachable,
-"host key changed" or "status unreadable", keeping the raw output). Drift is measured against `ReferenceDigest`, what each
-tracked reference resolves to per architecture. Beat claims due hosts (`claim_due_hosts`) and hands them to poll tasks.
+"host key changed" or "status unreadable", keeping the raw output). Drift is judged by `hosts.drift`; connecting is
+`hosts.connect`'s. Beat claims due hosts (`claim_due_hosts`) and hands them to poll tasks.
 """
 
 import hashlib
@@ -14,9 +14,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import lru_cache
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -25,73 +23,15 @@ from portal import services as portal_services
 from portal import ssh, sshpool
 from portal.text import decoded, storable
 
-from . import bootc, registry, timeline
-from .models import EventKind, Host, HostEvent, HostSnapshot, HostState, ReferenceDigest, TeamSSHKey
+from . import bootc, timeline
+from .connect import HostError, keep_open, session_for, setting, target_for
+from .drift import apply_expected, expected_by_reference
+from .models import EventKind, Host, HostEvent, HostSnapshot, HostState, TeamSSHKey
 
 log = logging.getLogger(__name__)
 
-def setting(name, default):
-    return getattr(settings, name, default)
-
-
 # How long after an action the polls attribute what they see to it.
 ATTRIBUTION_WINDOW = timedelta(minutes=30)
-NAME_MAX = 200
-
-
-class HostError(Exception):
-    """A request about a host that cannot be done, with a message for the person who asked."""
-
-
-class ActionInProgress(HostError):
-    pass
-
-
-@lru_cache(maxsize=256)
-def _pkey(team_id, fingerprint, private_text):
-    return ssh.load_private_key(private_text)
-
-
-def private_key_for(team_key):
-    return _pkey(team_key.team_id, team_key.fingerprint, team_key.private_key)
-
-
-# --- Connecting ------------------------------------------------------------------------------------------------------
-
-
-def _jump_target(host, team_key=None):
-    jump = host.jump_host
-    if jump is None:
-        return None
-    team_key = team_key or TeamSSHKey.objects.filter(team_id=host.team_id).first()
-    return ssh.Target(address=jump.address, port=jump.port, username=jump.ssh_user, host_key=jump.host_key or None,
-                      private_key=private_key_for(team_key) if team_key else None, name=f"jump host {jump.name}",
-                      private_key_text=team_key.private_key if team_key else "")
-
-
-def target_for(host, team_key=None):
-    """The ssh.Target for a host (its pinned key, the team's private key, its jump host)."""
-    team_key = team_key or TeamSSHKey.objects.filter(team_id=host.team_id).first()
-    if team_key is None:
-        raise HostError(f"{host.team} has no SSH key yet: open the team's host keys page to generate one.")
-    return ssh.Target(
-        address=host.address, port=host.port, username=host.ssh_user, host_key=host.host_key or None,
-        private_key=private_key_for(team_key), jump=_jump_target(host, team_key), name=host.name,
-        private_key_text=team_key.private_key,
-        connect_timeout=setting("HOSTS_CONNECT_TIMEOUT", ssh.CONNECT_TIMEOUT),
-        handshake_timeout=setting("HOSTS_HANDSHAKE_TIMEOUT", ssh.HANDSHAKE_TIMEOUT),
-        auth_timeout=setting("HOSTS_AUTH_TIMEOUT", ssh.AUTH_TIMEOUT),
-    )
-
-
-def keep_open():
-    """Whether commands go over kept-open connections (portal.sshpool) or a fresh connection each (portal.ssh)."""
-    return setting("HOSTS_SSH_KEEP_OPEN", True)
-
-
-def session_for(target):
-    """Where to run commands on a host: its kept-open connection, or a fresh one. A context manager with `run()`."""
-    return sshpool.Session(target) if keep_open() else ssh.Connection(target)
 
 
 # --- Polling ---------------------------------------------------------------------------------------------------------
@@ -145,7 +85,7 @@ def poll_hosts(host_ids, *, concurrency=None, action=None):
     if not hosts:
         return {"ok": 0, "changed": 0, "failed": 0}
     team_keys = {k.team_id: k for k in TeamSSHKey.objects.filter(team_id__in={h.team_id for h in hosts.values()})}
-    expected = _expected_by_reference({h.reference for h in hosts.values() if h.reference})
+    expected = expected_by_reference({h.reference for h in hosts.values() if h.reference})
     counts = {"ok": 0, "changed": 0, "failed": 0}
     targets = {}
     for host in hosts.values():
@@ -282,7 +222,7 @@ def record_outcome(host, outcome, *, now=None, expected=None, action=None, defer
         _record_unreadable(host, raw, error_text=str(exc), now=now, action=action)
         return "changed"
     if expected is None:
-        expected = _expected_by_reference({host.reference} | {parsed.spec_image.image if parsed.spec_image else ""})
+        expected = expected_by_reference({host.reference} | {parsed.spec_image.image if parsed.spec_image else ""})
     record_status(host, parsed, raw=text, status_hash=status_hash, now=now, expected=expected, action=action)
     if not transaction.get_connection().in_atomic_block:
         attach_journal(host)
@@ -373,7 +313,7 @@ def record_status(host, parsed, *, raw, status_hash, now, expected, action=None)
         host.reachable = True
         host.failures = 0
         host.last_error, host.last_error_kind = "", ""
-        _apply_expected(host, expected)
+        apply_expected(host, expected)
         host.save(update_fields=STATUS_FIELDS)
     return host
 
@@ -416,34 +356,6 @@ def _journal_evidence(host):
         return lines[-40:]
     except (ssh.SSHError, HostError):
         return []
-
-
-def _apply_expected(host, expected):
-    """Set expected_digest, drifting and state from the denormalised fields and the reference's digests."""
-    reference = host.reference
-    digests = expected.get(reference) or {}
-    booted = bootc.ImageInfo(digest=host.booted_digest, architecture=host.architecture)
-    if digests:
-        host.expected_digest = digests.get(host.architecture) or digests.get("") or next(iter(digests.values()))
-    else:
-        host.expected_digest = ""
-    host.drifting = bool(digests) and bool(host.booted_digest) and not bootc.digest_matches(booted, digests)
-    host.state = compute_state(host, digests)
-
-
-def compute_state(host, digests):
-    if not host.is_bootc:
-        return HostState.NOT_BOOTC
-    if host.rolled_back:
-        return HostState.ROLLED_BACK
-    if host.staged_digest:
-        staged = bootc.ImageInfo(digest=host.staged_digest, architecture=host.architecture)
-        if not digests or bootc.digest_matches(staged, digests) or not host.drifting:
-            return HostState.UPDATE_STAGED
-        return HostState.DRIFT
-    if not digests:
-        return HostState.RUNNING
-    return HostState.DRIFT if host.drifting else HostState.UP_TO_DATE
 
 
 def _record_unreadable(host, raw, *, error_text, now, action=None):
@@ -513,79 +425,6 @@ def _event(host, kind, summary, *, at=None, user=None, action=None, detail=None,
     return HostEvent.objects.create(host=host, at=at or timezone.now(), kind=kind, summary=summary[:500],
                                     user=user if user is not None and getattr(user, "is_authenticated", False) else None,
                                     action=action, detail=detail or {}, **fields)
-
-
-# --- Reference digests (drift) ---------------------------------------------------------------------------------------
-
-
-def _expected_by_reference(references):
-    references = {r for r in references if r}
-    out = {}
-    for row in ReferenceDigest.objects.filter(reference__in=references).values_list("reference", "architecture",
-                                                                                   "digest"):
-        out.setdefault(row[0], {})[row[1]] = row[2]
-    return out
-
-
-def reference_digests_set(*, reference, digests, version="", source="registry"):
-    """Record what `reference` resolves to ({architecture: digest}, "" for the top level) and re-evaluate drift of every
-    host that tracks it. Promotions call this when they move a stage tag; the poller when it resolves tags."""
-    digests = {arch or "": digest for arch, digest in digests.items() if digest}
-    with transaction.atomic():
-        current = dict(ReferenceDigest.objects.filter(reference=reference).values_list("architecture", "digest"))
-        if current == digests:
-            ReferenceDigest.objects.filter(reference=reference).update(resolved_at=timezone.now())
-            return False
-        ReferenceDigest.objects.filter(reference=reference).exclude(architecture__in=list(digests)).delete()
-        for arch, digest in digests.items():
-            ReferenceDigest.objects.update_or_create(
-                reference=reference, architecture=arch,
-                defaults={"digest": digest, "version": version[:200], "source": source, "resolved_at": timezone.now()},
-            )
-        hosts = Host.objects.filter(Q(tracked_image=reference) | Q(tracked_image="", spec_image=reference))
-        _refresh_expected(hosts)
-    return True
-
-
-def _refresh_expected(hosts):
-    hosts = list(hosts)
-    expected = _expected_by_reference({h.reference for h in hosts})
-    changed = []
-    for host in hosts:
-        before = (host.expected_digest, host.drifting, host.state)
-        if host.state in (HostState.NEW, HostState.UNREACHABLE, HostState.AUTH_FAILED, HostState.HOST_KEY_CHANGED,
-                          HostState.UNREADABLE):
-            digests = expected.get(host.reference) or {}
-            booted = bootc.ImageInfo(digest=host.booted_digest, architecture=host.architecture)
-            host.expected_digest = (digests.get(host.architecture) or digests.get("") or "") if digests else ""
-            host.drifting = bool(digests) and bool(host.booted_digest) and not bootc.digest_matches(booted, digests)
-        else:
-            _apply_expected(host, expected)
-        if (host.expected_digest, host.drifting, host.state) != before:
-            changed.append(host)
-    Host.objects.bulk_update(changed, ["expected_digest", "drifting", "state"], batch_size=500)
-    return changed
-
-
-def refresh_reference_digests(*, max_age_seconds=None):
-    """Resolve every reference hosts track (once each) in the registry, and record the digests."""
-    max_age = timedelta(seconds=max_age_seconds if max_age_seconds is not None else
-                        setting("HOSTS_REFERENCE_MAX_AGE_SECONDS", 60))
-    references = set(Host.objects.exclude(tracked_image="").values_list("tracked_image", flat=True).distinct())
-    references |= set(Host.objects.filter(tracked_image="").exclude(spec_image="").values_list("spec_image", flat=True)
-                      .distinct())
-    fresh = set(ReferenceDigest.objects.filter(reference__in=references, resolved_at__gte=timezone.now() - max_age)
-                .values_list("reference", flat=True))
-    results = {}
-    for reference in sorted(references - fresh):
-        try:
-            digests = registry.resolve_digests(reference)
-        except registry.ResolveError as exc:
-            results[reference] = str(exc)
-            continue
-        reference_digests_set(reference=reference, digests=digests, source="registry")
-        results[reference] = digests
-    return results
 
 
 # --- Due polls (beat) ------------------------------------------------------------------------------------------------

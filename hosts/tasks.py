@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from . import poller, services
+from . import actions, drift, poller, services
 
 
 @shared_task
@@ -25,7 +25,7 @@ def poll_hosts_task(host_ids):
 @shared_task
 def refresh_reference_digests():
     """Beat: resolve the references hosts track, so drift is measured against what the tags hold now."""
-    return {ref: (v if isinstance(v, str) else len(v)) for ref, v in poller.refresh_reference_digests().items()}
+    return {ref: (v if isinstance(v, str) else len(v)) for ref, v in drift.refresh_reference_digests().items()}
 
 
 @shared_task
@@ -35,7 +35,7 @@ def fetch_host_keys_task(host_ids):
 
 @shared_task(acks_late=True)
 def host_action_task(action_id):
-    return services.host_action_execute(action_id).pk
+    return actions.host_action_execute(action_id).pk
 
 
 @shared_task

@@ -22,8 +22,9 @@ from portal.access import can, check_team_action, teams_where, user_teams, user_
 from portal.models import Action, Team
 from portal.views import _viewer_context, current_team
 
-from . import services
+from . import actions, services
 from .access import get_host_for_user, get_team_keys_for_user
+from .connect import HostError
 from .forms import HostFilter, HostForm, ImportForm, JumpHostForm, KeyForm, SwitchForm
 from .models import (
     PROBLEM_STATES,
@@ -302,18 +303,18 @@ def host_action(request, pk, kind):
         if form is None or form.is_valid():
             image = form.cleaned_data["image"] if form is not None else ""
             try:
-                action = services.host_action_request(host=host, kind=kind, user=request.user, image=image,
+                action = actions.host_action_request(host=host, kind=kind, user=request.user, image=image,
                                                       request=request)
-            except services.HostError as exc:
+            except HostError as exc:
                 error = str(exc)
             else:
                 messages.success(request, f"{action.get_kind_display()} on {host} started; its log streams below.")
                 return redirect(reverse("hosts:host_detail", args=[host.pk]) + "#action-log")
-    effect = services.action_effect(host, kind, form["image"].value() if form is not None else "")
+    effect = actions.action_effect(host, kind, form["image"].value() if form is not None else "")
     active = host.actions.running().select_related("requested_by", "run").first()
     return render(request, "hosts/action_confirm.html", {
         "host": host, "kind": kind, "label": ActionKind(kind).label, "effect": effect, "form": form, "error": error,
-        "active_action": active, "repositories": sorted(services.team_repositories(host.team)) if needs_image else [],
+        "active_action": active, "repositories": sorted(actions.team_repositories(host.team)) if needs_image else [],
     }, status=400 if error else 200)
 
 
@@ -382,7 +383,7 @@ def host_delete(request, pk):
     host = get_host_for_user(request.user, pk, action=Action.ADMIN)
     try:
         services.host_delete(host=host, actor=request.user, request=request)
-    except services.HostError as exc:
+    except HostError as exc:
         messages.error(request, str(exc))
         return redirect(host)
     messages.success(request, f"Removed {host} and its history.")
@@ -401,7 +402,7 @@ def host_trust(request, pk):
                 services.host_fetch_key(host=host, actor=request.user)
                 messages.info(request, "Fetched the key the host presents now. Compare its fingerprint before "
                                        "confirming.")
-            except services.HostError as exc:
+            except HostError as exc:
                 messages.error(request, f"Could not fetch the key: {exc}")
             return redirect("hosts:host_trust", host.pk)
         if form.is_valid():
@@ -411,7 +412,7 @@ def host_trust(request, pk):
     elif not host.offered_host_key and not host.trusted:
         try:
             services.host_fetch_key(host=host, actor=request.user)
-        except services.HostError as exc:
+        except HostError as exc:
             fetch_error = str(exc)
     team_key = TeamSSHKey.objects.filter(team=host.team).first()
     return render(request, "hosts/host_trust.html", {"host": host, "form": form, "fetch_error": fetch_error,
@@ -546,7 +547,7 @@ def fleet(request):
     per_stage = [row for _, row in sorted(per_stage.items(), key=lambda item: item[0])]
     groups = {}
     for team_id, image in digest_tally_images(team_names):
-        repository = services._repository(image) if image else "(image not reported)"
+        repository = actions.repository_of(image) if image else "(image not reported)"
         groups.setdefault((team_names.get(team_id, "?"), repository), []).append((team_id, image))
     page = Paginator(sorted(groups.items()), FLEET_GROUPS_PER_PAGE).get_page(request.GET.get("page"))
     top = digest_tally_top(dict(page.object_list), limit=FLEET_DIGESTS_PER_REPOSITORY)

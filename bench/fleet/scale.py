@@ -71,7 +71,7 @@ def poll_child(ids_file, rounds):
     """The measured process: `rounds` polls of every host, one after the other, in this one process."""
     from django.db import connection
 
-    from hosts import poller
+    from hosts import connect, poller
     from hosts.models import Host
     from portal import sshpool
 
@@ -97,7 +97,7 @@ def poll_child(ids_file, rounds):
             counts = poller.poll_hosts(host_ids)
         wall, cpu = time.monotonic() - wall, time.process_time() - cpu
         threads = {name: round(value - threads.get(name, 0), 2) for name, value in thread_cpu().items()}
-        stats = sshpool.shared().stats() if poller.keep_open() else {}
+        stats = sshpool.shared().stats() if connect.keep_open() else {}
         print(json.dumps({
             "round": number, "hosts": len(host_ids), "wall_s": round(wall, 2), "portal_cpu_s": round(cpu, 2),
             "cpu_ms_per_host": round(cpu * 1000 / len(host_ids), 3), "baseline_rss_mb": round(baseline, 1),

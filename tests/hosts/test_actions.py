@@ -7,7 +7,7 @@ them. Includes the scripted sequence upgrade -> reboot -> failed health check ->
 import pytest
 from django.db import IntegrityError, transaction
 
-from hosts import poller, services
+from hosts import actions, drift, poller
 from hosts.models import ActionKind, EventKind, HostAction, HostEvent, HostState
 from portal import logsink
 from portal.models import AuditEvent, Run, RunStatus
@@ -24,15 +24,15 @@ def prod_host(fleet, demo_images):
     fleet.add("web-01", booted_state(f"{base}:prod", digests["1.0"]["amd64"], "1.0"))
     host = fleet.start()["web-01"]
     poller.poll_hosts([host.pk])
-    poller.reference_digests_set(reference=f"{base}:prod", digests=digests["1.1"])
+    drift.reference_digests_set(reference=f"{base}:prod", digests=digests["1.1"])
     host.refresh_from_db()
     assert host.state == HostState.DRIFT
     return host
 
 
 def run_action(host, kind, user, image=""):
-    action = services.host_action_request(host=host, kind=kind, user=user, image=image)
-    services.host_action_execute(action.pk)
+    action = actions.host_action_request(host=host, kind=kind, user=user, image=image)
+    actions.host_action_execute(action.pk)
     action.refresh_from_db()
     action.run.refresh_from_db()
     host.refresh_from_db()
@@ -134,8 +134,8 @@ class TestTheScriptedSequence:
         assert prod_host.booted_version == "1.2"
 
     def test_a_switch_outside_the_teams_repositories_is_refused(self, prod_host, personas):
-        with pytest.raises(services.HostError, match="not an image of"):
-            services.host_action_request(host=prod_host, kind=ActionKind.SWITCH, user=personas.operator,
+        with pytest.raises(actions.HostError, match="not an image of"):
+            actions.host_action_request(host=prod_host, kind=ActionKind.SWITCH, user=personas.operator,
                                          image="quay.io/someone/else:latest")
         assert not HostAction.objects.exists()
 
@@ -151,14 +151,14 @@ class TestTheScriptedSequence:
 
 class TestOneAtATime:
     def test_the_database_refuses_a_second_active_action(self, prod_host, personas):
-        first = services.host_action_request(host=prod_host, kind=ActionKind.UPGRADE_CHECK, user=personas.operator)
-        with pytest.raises(services.ActionInProgress, match="busy"):
-            services.host_action_request(host=prod_host, kind=ActionKind.REBOOT, user=personas.operator)
+        first = actions.host_action_request(host=prod_host, kind=ActionKind.UPGRADE_CHECK, user=personas.operator)
+        with pytest.raises(actions.ActionInProgress, match="busy"):
+            actions.host_action_request(host=prod_host, kind=ActionKind.REBOOT, user=personas.operator)
         with pytest.raises(IntegrityError), transaction.atomic():
             HostAction.objects.create(host=prod_host, run=first.run.__class__.objects.create(
                 kind="host_action", title="x", team=prod_host.team), kind=ActionKind.REBOOT)
-        services.host_action_execute(first.pk)
-        second = services.host_action_request(host=prod_host, kind=ActionKind.UPGRADE_CHECK, user=personas.operator)
+        actions.host_action_execute(first.pk)
+        second = actions.host_action_request(host=prod_host, kind=ActionKind.UPGRADE_CHECK, user=personas.operator)
         assert second.active
 
     @pytest.mark.django_db(transaction=True)
@@ -168,28 +168,28 @@ class TestOneAtATime:
         host = fleet.start()["web-02"]
         poller.poll_hosts([host.pk])
         fleet.fleet.reboot_seconds = 3
-        reboot = services.host_action_request(host=host, kind=ActionKind.REBOOT, user=personas.operator)
+        reboot = actions.host_action_request(host=host, kind=ActionKind.REBOOT, user=personas.operator)
 
-        thread = start_in_thread(services.host_action_execute, reboot.pk)
+        thread = start_in_thread(actions.host_action_execute, reboot.pk)
         try:
             wait_for(lambda: Run.objects.get(pk=reboot.run_id).phase == "waiting for the host to come back",
                      timeout=15, what="the reboot action to wait for the host")
-            with pytest.raises(services.ActionInProgress, match="busy"):
-                services.host_action_request(host=host, kind=ActionKind.UPGRADE_CHECK, user=personas.operator)
+            with pytest.raises(actions.ActionInProgress, match="busy"):
+                actions.host_action_request(host=host, kind=ActionKind.UPGRADE_CHECK, user=personas.operator)
         finally:
             thread.join(30)
         reboot.refresh_from_db()
         reboot.run.refresh_from_db()
         assert reboot.run.status == RunStatus.SUCCEEDED and not reboot.active, reboot.run.exit_reason
-        assert services.host_action_request(host=host, kind=ActionKind.UPGRADE_CHECK, user=personas.operator).active
+        assert actions.host_action_request(host=host, kind=ActionKind.UPGRADE_CHECK, user=personas.operator).active
 
     def test_an_action_whose_run_was_reaped_releases_the_host(self, prod_host, personas):
         from portal import services as portal_services
 
-        stuck = services.host_action_request(host=prod_host, kind=ActionKind.UPGRADE_CHECK, user=personas.operator)
+        stuck = actions.host_action_request(host=prod_host, kind=ActionKind.UPGRADE_CHECK, user=personas.operator)
         portal_services.run_start(stuck.run)
         portal_services.run_finish(stuck.run, status=RunStatus.FAILED, reason="worker died")
-        again = services.host_action_request(host=prod_host, kind=ActionKind.UPGRADE_CHECK, user=personas.operator)
+        again = actions.host_action_request(host=prod_host, kind=ActionKind.UPGRADE_CHECK, user=personas.operator)
         assert again.active and not HostAction.objects.get(pk=stuck.pk).active
 
 
@@ -200,11 +200,11 @@ class TestWhoMay:
         from django.http import Http404
 
         with pytest.raises((PermissionDenied, Http404)):
-            services.host_action_request(host=prod_host, kind=ActionKind.REBOOT, user=getattr(personas, who))
+            actions.host_action_request(host=prod_host, kind=ActionKind.REBOOT, user=getattr(personas, who))
         assert not Run.objects.exists()
 
     def test_an_action_is_audited_with_its_effect(self, prod_host, personas):
-        services.host_action_request(host=prod_host, kind=ActionKind.REBOOT, user=personas.admin)
+        actions.host_action_request(host=prod_host, kind=ActionKind.REBOOT, user=personas.admin)
         event = AuditEvent.objects.get(action="hosts.action.reboot")
         assert event.actor == personas.admin and "REBOOTS" in event.detail["effect"]
 
@@ -220,8 +220,8 @@ def test_a_quiet_command_keeps_its_run_alive(fleet, personas, settings):
     host = fleet.start()["slow-01"]
     poller.poll_hosts([host.pk])
     fleet.fleet.set_fault("slow-01", "slow", 1.5)
-    action = services.host_action_request(host=host, kind=ActionKind.UPGRADE_CHECK, user=personas.operator)
+    action = actions.host_action_request(host=host, kind=ActionKind.UPGRADE_CHECK, user=personas.operator)
     started = timezone.now()
-    services.host_action_execute(action.pk)
+    actions.host_action_execute(action.pk)
     action.run.refresh_from_db()
     assert action.run.heartbeat_at > started + timedelta(seconds=1)

@@ -3,7 +3,7 @@ of upgrade -> reboot -> failed health check -> automatic rollback, and the drift
 
 import pytest
 
-from hosts import poller, services
+from hosts import actions, drift, poller
 from hosts.models import ActionKind, EventKind, HostEvent
 from tests.browser import browser_page, log_in, screenshot
 from tests.hosts.fixtures import booted_state
@@ -19,8 +19,8 @@ def test_the_help_desk_reads_the_host_list_a_hosts_timeline_and_the_drift_view(p
     fleet.add("api-01", booted_state(f"{base}:dev", digests["1.1"]["amd64"], "1.1"))
     hosts = fleet.start()
     poller.poll_hosts([host.pk for host in hosts.values()])
-    poller.reference_digests_set(reference=f"{base}:prod", digests=digests["1.1"])
-    poller.reference_digests_set(reference=f"{base}:dev", digests=digests["1.2"])
+    drift.reference_digests_set(reference=f"{base}:prod", digests=digests["1.1"])
+    drift.reference_digests_set(reference=f"{base}:dev", digests=digests["1.2"])
     web = hosts["web-01"]
 
     # The scripted sequence: stage the update, then reboot into it; its health check fails and it falls back.
@@ -28,8 +28,8 @@ def test_the_help_desk_reads_the_host_list_a_hosts_timeline_and_the_drift_view(p
         if kind == ActionKind.REBOOT:
             fleet.fleet.set_fault("web-01", "fail_health_check", True)
             fleet.sim("web-01").state.staged.will_fail_health_check = True
-        action = services.host_action_request(host=web, kind=kind, user=personas.operator)
-        services.host_action_execute(action.pk)
+        action = actions.host_action_request(host=web, kind=kind, user=personas.operator)
+        actions.host_action_execute(action.pk)
         web.refresh_from_db()
     assert list(HostEvent.objects.filter(host=web).exclude(kind__in=[EventKind.FIRST_SEEN,
                                                                      EventKind.HOST_KEY_CONFIRMED])
@@ -53,6 +53,6 @@ def test_the_help_desk_reads_the_host_list_a_hosts_timeline_and_the_drift_view(p
         assert screenshot(page, "host-timeline-helpdesk").stat().st_size > 10_000
 
         page.goto(portal_server.url + "/hosts/drift/")
-        drift = page.locator("main").inner_text()
-        assert "web-01" in drift and "api-01" in drift and "web-02" not in drift
+        drift_view = page.locator("main").inner_text()
+        assert "web-01" in drift_view and "api-01" in drift_view and "web-02" not in drift_view
         assert screenshot(page, "hosts-drift-helpdesk").stat().st_size > 10_000

@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from hosts import poller
+from hosts import drift, poller
 from hosts.models import EventKind, Host, HostEvent, HostSnapshot, HostState, ReferenceDigest, dashboard_counts
 from hosts.simulator import Deployment
 from portal.models import AuditEvent, Team
@@ -69,7 +69,7 @@ class TestDrift:
         fleet.add("old-01", booted_state(REF, D2, architecture="amd64"))
         hosts = fleet.start()
         poller.poll_hosts([h.pk for h in hosts.values()])
-        poller.reference_digests_set(reference=REF, digests={"": "sha256:" + "f" * 64, "amd64": D1, "arm64": D2})
+        drift.reference_digests_set(reference=REF, digests={"": "sha256:" + "f" * 64, "amd64": D1, "arm64": D2})
         states = {h.name: (h.state, h.drifting, h.expected_digest) for h in Host.objects.all()}
         assert states["amd-01"] == (HostState.UP_TO_DATE, False, D1)
         assert states["arm-01"] == (HostState.UP_TO_DATE, False, D2)  # same digest as old-01, right for its arch
@@ -81,9 +81,9 @@ class TestDrift:
         fleet.add("web-01", booted_state(REF, D1))
         hosts = fleet.start()
         poller.poll_hosts([hosts["web-01"].pk])
-        poller.reference_digests_set(reference=REF, digests={"amd64": D1})
+        drift.reference_digests_set(reference=REF, digests={"amd64": D1})
         assert fleet.host("web-01").state == HostState.UP_TO_DATE
-        poller.reference_digests_set(reference=REF, digests={"amd64": D2}, source="promotion")
+        drift.reference_digests_set(reference=REF, digests={"amd64": D2}, source="promotion")
         host = fleet.host("web-01")
         assert (host.state, host.drifting, host.expected_digest) == (HostState.DRIFT, True, D2)
         assert list(ReferenceDigest.objects.values_list("architecture", "digest", "source")) == [("amd64", D2, "promotion")]
@@ -92,7 +92,7 @@ class TestDrift:
         fleet.add("old-bootc", booted_state(REF, D1, architecture=""))
         hosts = fleet.start()
         poller.poll_hosts([hosts["old-bootc"].pk])
-        poller.reference_digests_set(reference=REF, digests={"": D1})
+        drift.reference_digests_set(reference=REF, digests={"": D1})
         assert fleet.host("old-bootc").state == HostState.UP_TO_DATE
 
 

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from hosts import poller, services
+from hosts import actions, poller, services
 from hosts.models import HostState
 from portal import ssh, sshpool
 from tests.conftest import require_tool
@@ -45,9 +45,9 @@ class TestOneConnectionPerHost:
         for _ in range(3):
             poller.poll_hosts([host.pk])
         logins = sim.logins
-        action = services.host_action_request(host=fleet.host("web-01"), kind="upgrade_check",
+        action = actions.host_action_request(host=fleet.host("web-01"), kind="upgrade_check",
                                               user=personas.operator)
-        services.host_action_execute(action.pk)
+        actions.host_action_execute(action.pk)
         poller.poll_hosts([host.pk])
         assert sim.logins == logins  # no new login after the first poll
         assert [line.split()[1] for line in sim.commands].count("status") >= 4

@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from builds import services
 from builds.diskimages.models import DiskImage
 from builds.models import Build
+from hosts import actions as host_actions
 from hosts import services as host_services
 from hosts.models import ActionKind, HostAction
 from portal.models import Run, RunStatus
@@ -58,7 +59,7 @@ def test_a_host_action_asked_for_while_the_broker_is_down_fails_at_once_and_free
                                      host_key=key, poll_now=False)
 
     with broker_stopped(redis_server):
-        action = host_services.host_action_request(host=host, kind=ActionKind.UPGRADE_CHECK, user=personas.operator)
+        action = host_actions.host_action_request(host=host, kind=ActionKind.UPGRADE_CHECK, user=personas.operator)
 
     run = Run.objects.get(pk=action.run_id)
     assert run.status == RunStatus.FAILED and "could not hand the action to a worker" in run.exit_reason

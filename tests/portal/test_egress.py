@@ -423,14 +423,14 @@ def reporting_host(personas, reference):
 
 @pytest.mark.django_db
 def test_an_image_reported_by_a_host_at_a_loopback_or_metadata_registry_is_never_fetched(personas, server):
-    from hosts import poller
+    from hosts import drift
     from hosts.models import ReferenceDigest
 
     s = server()
     loopback, metadata = f"127.0.0.1:{s.port}/platform/web-os:prod", "169.254.169.254/latest/meta-data:x"
     reporting_host(personas, loopback)
     reporting_host(personas, metadata)
-    results = poller.refresh_reference_digests(max_age_seconds=0)
+    results = drift.refresh_reference_digests(max_age_seconds=0)
     assert "loopback address" in results[loopback] and "metadata" in results[metadata]
     assert not ReferenceDigest.objects.exists() and s.requests == []
 
@@ -438,14 +438,14 @@ def test_an_image_reported_by_a_host_at_a_loopback_or_metadata_registry_is_never
 @pytest.mark.slow
 @pytest.mark.django_db
 def test_an_image_reported_by_a_host_at_an_allowed_registry_is_resolved(personas, oci_registry):
-    from hosts import poller
+    from hosts import drift
     from hosts.models import ReferenceDigest
     from hosts.simulator import push_demo_image
 
     digests = push_demo_image(oci_registry.address, "platform/egress", version="1.0", tags=["prod"])
     reference = f"{oci_registry.address}/platform/egress:prod"
     reporting_host(personas, reference)
-    results = poller.refresh_reference_digests(max_age_seconds=0)
+    results = drift.refresh_reference_digests(max_age_seconds=0)
     assert results[reference][""] == digests[""]
     assert ReferenceDigest.objects.filter(reference=reference).exists()
 
