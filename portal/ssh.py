@@ -199,23 +199,51 @@ def bootc_status():
     return Command(("bootc", "status", "--format=json", "--format-version=1"), "read the bootc status")
 
 
-def bootc_upgrade(*, check=False, apply=False):
-    if check and apply:
-        raise ValueError("bootc upgrade --check and --apply exclude each other.")
-    argv = ("bootc", "upgrade", "--quiet") + (("--check",) if check else ()) + (("--apply",) if apply else ())
-    what = "check for an update" if check else ("stage the update and reboot into it" if apply else "stage the update")
-    return Command(argv, what)
+SOFT_REBOOT_MODES = ("", "auto", "required")
 
 
-def bootc_switch(image, *, apply=False):
+def bootc_upgrade(*, check=False, apply=False, download_only=False, from_downloaded=False, soft_reboot=""):
+    """`bootc upgrade`: `--check` (metadata only), `--download-only` (stage locked: a reboot does not apply it; bootc
+    1.12), `--from-downloaded` (unlock what was downloaded, without the registry; 1.12), `--apply` (reboot into it),
+    `--soft-reboot=auto|required` with `--apply` (1.7)."""
+    if check and (apply or download_only or from_downloaded):
+        raise ValueError("bootc upgrade --check excludes --apply, --download-only and --from-downloaded.")
+    if download_only and (apply or from_downloaded):
+        raise ValueError("bootc upgrade --download-only excludes --apply and --from-downloaded.")
+    if soft_reboot not in SOFT_REBOOT_MODES or (soft_reboot and not apply):
+        raise ValueError("--soft-reboot is auto or required, and only with --apply.")
+    argv = ("bootc", "upgrade", "--quiet") + (("--check",) if check else ()) + (
+        ("--download-only",) if download_only else ()) + (("--from-downloaded",) if from_downloaded else ()) + (
+        ("--apply",) if apply else ()) + ((f"--soft-reboot={soft_reboot}",) if soft_reboot else ())
+    if check:
+        what = "check for an update"
+    elif download_only:
+        what = "download the update (staged, locked until applied)"
+    elif from_downloaded:
+        what = "apply the downloaded update" + (" and reboot into it" if apply else "")
+    else:
+        what = "stage the update and reboot into it" if apply else "stage the update"
+    return Command(argv, what + (f" (soft reboot: {soft_reboot})" if soft_reboot else ""))
+
+
+def bootc_switch(image, *, apply=False, download_only=False, soft_reboot=""):
     if not valid_image_reference(image):
         raise ValueError(f"Not an image reference: {image!r}.")
-    argv = ("bootc", "switch", "--quiet") + (("--apply",) if apply else ()) + (image,)
-    return Command(argv, f"switch to {image}" + (" and reboot" if apply else ""))
+    if download_only and apply:
+        raise ValueError("bootc switch --download-only excludes --apply.")
+    if soft_reboot not in SOFT_REBOOT_MODES or (soft_reboot and not apply):
+        raise ValueError("--soft-reboot is auto or required, and only with --apply.")
+    argv = ("bootc", "switch", "--quiet") + (("--download-only",) if download_only else ()) + (
+        ("--apply",) if apply else ()) + ((f"--soft-reboot={soft_reboot}",) if soft_reboot else ()) + (image,)
+    return Command(argv, f"switch to {image}" + (" (download only)" if download_only else "")
+                   + (" and reboot" if apply else ""))
 
 
-def bootc_rollback(*, apply=False):
-    argv = ("bootc", "rollback") + (("--apply",) if apply else ())
+def bootc_rollback(*, apply=False, soft_reboot=""):
+    if soft_reboot not in SOFT_REBOOT_MODES or (soft_reboot and not apply):
+        raise ValueError("--soft-reboot is auto or required, and only with --apply.")
+    argv = ("bootc", "rollback") + (("--apply",) if apply else ()) + (
+        (f"--soft-reboot={soft_reboot}",) if soft_reboot else ())
     return Command(argv, "roll back" + (" and reboot" if apply else " at next boot"))
 
 

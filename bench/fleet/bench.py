@@ -174,7 +174,8 @@ def run_simulator(args):
 
 def status_document():
     """A 2.6 KB `bootc status --format=json` with booted, staged and rollback entries (as the simulator prints it)."""
-    from hosts.simulator import Deployment, HostState, SimHost, demo_digest
+    from hosts.simbootc import Deployment, HostState
+    from hosts.simulator import SimHost, demo_digest
 
     class _Fleet:
         def save(self, host):

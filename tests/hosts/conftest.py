@@ -3,7 +3,7 @@ registry. What they are made of (FleetForTests, booted_state, SshdServer) is in 
 
 import pytest
 
-from hosts import services, simulator
+from hosts import services, simregistry
 from tests.hosts.fixtures import REPOSITORY, FleetForTests
 
 
@@ -40,5 +40,5 @@ def demo_images(oci_registry):
     Returns {version: {arch: digest, "": index digest}} and the reference base."""
     digests = {}
     for version, tags in (("1.0", []), ("1.1", ["prod"]), ("1.2", ["dev"])):
-        digests[version] = simulator.push_demo_image(oci_registry.address, REPOSITORY, version=version, tags=tags)
+        digests[version] = simregistry.push_demo_image(oci_registry.address, REPOSITORY, version=version, tags=tags)
     return digests, f"{oci_registry.address}/{REPOSITORY}"

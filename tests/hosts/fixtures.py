@@ -8,7 +8,8 @@ import logging
 
 from hosts import services
 from hosts.models import Host
-from hosts.simulator import Deployment, Fleet
+from hosts.simbootc import Deployment
+from hosts.simulator import Fleet
 from portal import sshpool
 from tests.conftest import allow_egress
 

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from hosts import drift, poller
 from hosts.models import EventKind, Host, HostEvent, HostSnapshot, HostState, ReferenceDigest, dashboard_counts
-from hosts.simulator import Deployment
+from hosts.simbootc import Deployment
 from portal.models import AuditEvent, Team
 from tests.hosts.fixtures import booted_state
 

@@ -440,7 +440,7 @@ def test_an_image_reported_by_a_host_at_a_loopback_or_metadata_registry_is_never
 def test_an_image_reported_by_a_host_at_an_allowed_registry_is_resolved(personas, oci_registry):
     from hosts import drift
     from hosts.models import ReferenceDigest
-    from hosts.simulator import push_demo_image
+    from hosts.simregistry import push_demo_image
 
     digests = push_demo_image(oci_registry.address, "platform/egress", version="1.0", tags=["prod"])
     reference = f"{oci_registry.address}/platform/egress:prod"

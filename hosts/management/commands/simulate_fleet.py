@@ -26,10 +26,11 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from hosts import services, simulator
+from hosts import services, simregistry, simulator
 from hosts.models import Host
 from hosts.services import team_key_ensure
-from hosts.simulator import Deployment, Fleet
+from hosts.simbootc import Deployment
+from hosts.simulator import Fleet
 from portal.models import Team
 
 ROLES = ("web", "api", "db", "edge", "cache")
@@ -102,11 +103,11 @@ class Command(BaseCommand):
             try:
                 out = {}
                 for version, tags in DEMO_VERSIONS.items():
-                    out[version] = simulator.push_demo_image(registry, DEMO_REPOSITORY, version=version, tags=tags)
+                    out[version] = simregistry.push_demo_image(registry, DEMO_REPOSITORY, version=version, tags=tags)
                 self.stdout.write(f"demo image {registry}/{DEMO_REPOSITORY}: "
                                   + ", ".join(f"{v} ({', '.join(t) or 'untagged'})" for v, t in DEMO_VERSIONS.items()))
                 return out
-            except simulator.RegistryError as exc:
+            except simregistry.RegistryError as exc:
                 if time.monotonic() > deadline:
                     self.stderr.write(f"no registry at {registry} ({exc}); hosts run without updates to pull")
                     return {}

@@ -11,7 +11,8 @@ import time
 from builds.models import Build
 from hosts.management.commands import simulate_fleet
 from hosts.management.commands.simulate_fleet import ROLES, _cached_update
-from hosts.simulator import Deployment, demo_digest
+from hosts.simbootc import Deployment
+from hosts.simulator import demo_digest
 from portal.demo import web_os
 
 
