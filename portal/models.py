@@ -244,16 +244,17 @@ class RunKind(models.TextChoices):
     PROMOTION_APPLY = "promotion_apply", "Promotion"
     HOST_ACTION = "host_action", "Host action"
     HOST_POLL = "host_poll", "Host poll"
+    ROLLOUT = "rollout", "Rollout"
     MAINTENANCE = "maintenance", "Maintenance"
 
 
 # Help-desk users read host state and history across teams, so they may watch host runs too.
-HELPDESK_RUN_KINDS = (RunKind.HOST_ACTION, RunKind.HOST_POLL)
+HELPDESK_RUN_KINDS = (RunKind.HOST_ACTION, RunKind.HOST_POLL, RunKind.ROLLOUT)
 
 
 def action_to_cancel(kind):
     """The role action needed to cancel a run of this kind: operators stop host actions, developers the rest."""
-    return Action.OPERATE if kind in (RunKind.HOST_ACTION, RunKind.HOST_POLL) else Action.DEVELOP
+    return Action.OPERATE if kind in (RunKind.HOST_ACTION, RunKind.HOST_POLL, RunKind.ROLLOUT) else Action.DEVELOP
 
 
 class RunQuerySet(models.QuerySet):

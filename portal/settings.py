@@ -145,6 +145,7 @@ INSTALLED_APPS = [
     "builds.releases",
     "builds.diskimages",
     "hosts",
+    "hosts.rollouts",
     "portal.demo",  # make run's wiring: the one app that may import every feature
 ]
 
@@ -304,7 +305,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # Builds and conversions are sent to their builder's queue by name (builds/queues.py, docs/workers.md).
-CELERY_TASK_ROUTES = {"hosts.tasks.*": {"queue": "hosts"}}
+CELERY_TASK_ROUTES = {"hosts.tasks.*": {"queue": "hosts"}, "hosts.rollouts.tasks.*": {"queue": "hosts"}}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Each worker writes a heartbeat to Redis this often (portal/workers.py); it counts as gone after three missed beats.
 WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=10)
@@ -556,7 +557,11 @@ CELERY_BEAT_SCHEDULE.update({
     "hosts-poll-due": {"task": "hosts.tasks.poll_due_hosts", "schedule": 15.0},
     "hosts-refresh-references": {"task": "hosts.tasks.refresh_reference_digests", "schedule": 60.0},
     "hosts-tallies-compact": {"task": "hosts.tasks.tallies_compact", "schedule": 60.0},
+    "rollouts-resume-orphans": {"task": "hosts.rollouts.tasks.rollouts_resume_orphans", "schedule": 60.0},
 })
+# Rollouts (docs/rollouts.md): how often the engine looks at its hosts, and how many it talks to at once.
+ROLLOUTS_TICK_SECONDS = env.float("ROLLOUTS_TICK_SECONDS", default=2.0)
+ROLLOUTS_CONCURRENCY = env.int("ROLLOUTS_CONCURRENCY", default=32)
 
 # --- Promotions and notifications (docs/promotions.md) ---------------------------------------------------------------
 PROMOTION_APPLY_TIMEOUT_SECONDS = env.int("PROMOTION_APPLY_TIMEOUT_SECONDS", default=600)  # skopeo copy + verify

@@ -52,6 +52,7 @@ urlpatterns = [
     path("", include("builds.diskimages.urls")),
     path("", include("builds.releases.urls")),
     path("", include("hosts.urls")),
+    path("", include("hosts.rollouts.urls")),
     path("admin/", admin.site.urls),
 ]
 

@@ -1,0 +1,578 @@
+"""What a worker does with a rollout: the whole of `hosts.rollouts.tasks.rollout_run`, through the run executor.
+
+The engine ticks: each tick reads the rollout and its host rows, collects what the hosts answered, and starts the next
+steps the policy allows. Network work (SSH) runs in a thread pool; every database write happens in the engine's own
+thread. Each step is written to its row *before* it acts (`download_started_at`, `reboot_sent_at`,
+`rollback_sent_at`), so an engine that starts on a rollout whose worker died carries on from the rows: it re-reads a
+host whose download may have finished, waits for a host whose reboot was sent (and never sends it again), and never
+reboots a host twice.
+
+A host's steps: waiting → downloading (`bootc upgrade --download-only`, or `switch --download-only` to another
+stream) → staged → rebooting (`bootc upgrade --from-downloaded --apply`, `--soft-reboot=auto` when the staged
+deployment is softRebootCapable), only inside a maintenance window and within the disruption budget → soaking (booted
+the target, greenboot's checks passed) → updated once it stayed up for the soak time. A host that boots anything else
+failed: greenboot's own fallback is "rolled back", anything else "failed" and, by policy, rolled back with `bootc
+rollback --apply`. A host that does not come back is failed "unreachable". A bootc too old for a step is never sent
+its flag: before 1.12.0 the download happens in the window with the reboot (`upgrade --apply`); before 1.7.0 no soft
+reboot; before 1.1.7 no `rollback --apply` (the host is left failed, with the reason). The version is read from the
+fields the host's status has (bootc-reference.md §0).
+"""
+
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from django.db import transaction
+from django.utils import timezone
+
+from hosts import bootc
+from hosts.connect import HostError, session_for, setting, target_for
+from hosts.models import EventKind, HostEvent
+from hosts.poller import PollOutcome, read_status, record_outcome
+from portal import runs, ssh
+from portal import services as portal_services
+from portal.formatting import short_digest
+from portal.models import AuditEvent
+
+from . import policy as rules
+from .models import DONE_STEPS, FAILED_STEPS, Rollout, RolloutHost, RolloutStatus, Step, window_open
+
+log = logging.getLogger(__name__)
+
+
+def capabilities(raw_status):
+    """What the host's bootc can do, from the fields its status has (bootc adds fields with versions): {"arch":
+    rollback --apply and architecture (1.1.7), "soft": --soft-reboot (1.7.0), "download": --download-only (1.12.0)}."""
+    try:
+        document = json.loads(raw_status or "{}")
+    except ValueError:
+        document = {}
+    status = document.get("status") or {}
+    entry = status.get("booted") or {}
+    image = entry.get("image") or {}
+    return {"rollback_apply": "architecture" in image, "soft": "softRebootCapable" in entry,
+            "download": "downloadOnly" in entry}
+
+
+def rollout_execute(rollout_id, *, clock=timezone.now):
+    """Execute a rollout's run (the task calls this). Returns the run."""
+    rollout = Rollout.objects.select_related("run", "team", "stage").get(pk=rollout_id)
+    run = rollout.run
+    if not runs.claim(run, phase="starting"):
+        return run
+    with runs.executing(run, what="the rollout", stopped="hosts not started yet were left as they were",
+                        before_finish=lambda execution: _release(rollout, execution)) as execution:
+        execution.reason = Engine(rollout, execution.sink, clock).run()
+    return run
+
+
+def _release(rollout, execution):
+    """The run ends: the hosts are free for another rollout; a rollout the worker left mid-way stays resumable."""
+    rollout.refresh_from_db()
+    if not rollout.is_active:
+        RolloutHost.objects.filter(rollout=rollout, active=True).update(active=False)
+
+
+class Engine:
+    def __init__(self, rollout, sink, clock):
+        self.rollout = rollout
+        self.policy = rollout.policy
+        self.sink = sink
+        self.clock = clock
+        self.jobs = {}  # row id -> (kind, future)
+        self.pool = None
+        self.last_summary = ""
+
+    # --- the loop ---
+
+    def run(self):
+        tick = setting("ROLLOUTS_TICK_SECONDS", 2.0)
+        self.pool = ThreadPoolExecutor(max_workers=setting("ROLLOUTS_CONCURRENCY", 32), thread_name_prefix="rollout")
+        self.sink.write(f"Rollout #{self.rollout.pk}: {self.rollout.reference} → {self.rollout.digest}")
+        try:
+            while True:
+                self._collect(self._rows())
+                rows = self._rows()
+                self.rollout.refresh_from_db()
+                run = self.rollout.run
+                if not portal_services.run_heartbeat(run):
+                    raise runs.Ended("its run is no longer running")
+                status = self.rollout.status
+                run.refresh_from_db(fields=["cancel_requested_at"])
+                if run.cancel_requested_at and status in (RolloutStatus.RUNNING, RolloutStatus.PAUSED):
+                    from .services import rollout_abort  # a cycle: services enqueue the task that runs this engine
+
+                    rollout_abort(rollout=self.rollout, user=None, rollback=False, note="its run was cancelled")
+                    continue
+                if status == RolloutStatus.ABORTING:
+                    ended = self._abort(rows)
+                elif status == RolloutStatus.RUNNING:
+                    ended = self._advance(rows)
+                elif status == RolloutStatus.PAUSED:
+                    ended = None
+                else:
+                    ended = self._ended_reason()
+                self._summarise(self._rows())
+                if ended is not None and not self.jobs:
+                    return ended
+                self.sink.poll()
+                time.sleep(tick)
+        finally:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def _ended_reason(self):
+        rollout = self.rollout
+        if rollout.status == RolloutStatus.COMPLETED:
+            return rollout.status_note
+        if rollout.status == RolloutStatus.ABORTED:
+            raise runs.Cancelled(rollout.status_note)
+        raise runs.Failed(rollout.status_note or f"The rollout is {rollout.get_status_display().lower()}.")
+
+    def _rows(self):
+        return list(RolloutHost.objects.filter(rollout=self.rollout).select_related(
+            "host", "host__team", "host__jump_host").order_by("batch", "position", "id"))
+
+    # --- deciding ---
+
+    def _advance(self, rows):
+        rollout, now = self.rollout, self.clock()
+        batch = [row for row in rows if row.batch == rollout.batch]
+        total_failed = sum(1 for row in rows if row.step in FAILED_STEPS)
+        stopping = bool(self.policy.get("max_failed_total")) and total_failed >= int(self.policy["max_failed_total"])
+        busy = any(row.pk in self.jobs for row in batch)
+        if stopping and not busy:
+            # Enough hosts failed in all: hosts of this batch not rebooted yet stay as they are, and the batch ends.
+            pending = [row for row in batch if row.step in (Step.WAITING, Step.STAGED)]
+            RolloutHost.objects.filter(pk__in=[row.pk for row in pending]).update(
+                step=Step.SKIPPED, reason="the rollout is halting", finished_at=timezone.now())
+            for row in pending:
+                row.step = Step.SKIPPED
+        if all(row.step in DONE_STEPS for row in batch) and not busy:
+            return self._batch_done(rows, batch)
+        in_window = window_open(self.policy.get("windows"), self.policy.get("window_timezone"), now)
+        downloading = _per_group(rows, (Step.DOWNLOADING,))
+        updating = _per_group(rows, (Step.REBOOTING, Step.SOAKING, Step.ROLLING_BACK))
+        for row in batch:
+            if row.pk in self.jobs or row.step in DONE_STEPS:
+                continue
+            caps = capabilities(row.host.raw_status)
+            if row.step == Step.WAITING and not stopping:
+                if self._matches(row.host.booted_digest, row.host):
+                    self._finish(row, Step.UPDATED, "already boots the target digest")
+                    continue
+                if caps["download"]:
+                    if _room(downloading, row.group, self.policy.get("max_downloading_per_group")):
+                        downloading[row.group] = downloading.get(row.group, 0) + 1
+                        self._start_download(row)
+                elif in_window and _room(updating, row.group, self.policy.get("max_updating_per_group")):
+                    updating[row.group] = updating.get(row.group, 0) + 1
+                    self._start_reboot(row, caps, download_too=True)
+            elif row.step == Step.DOWNLOADING:
+                self._submit(row, "recheck", _job_read, self._target(row))  # resumed: did the download finish?
+            elif row.step == Step.STAGED and not stopping:
+                if in_window and _room(updating, row.group, self.policy.get("max_updating_per_group")):
+                    updating[row.group] = updating.get(row.group, 0) + 1
+                    self._start_reboot(row, caps)
+            elif row.step in (Step.REBOOTING, Step.ROLLING_BACK):
+                self._submit(row, "back" if row.step == Step.REBOOTING else "rolled_back", _job_wait_back,
+                             self._target(row), None)  # resumed: the command was sent; wait, never send it again
+            elif row.step == Step.SOAKING and row.soak_ends_at is not None and now >= row.soak_ends_at:
+                self._submit(row, "verify", _job_read, self._target(row))
+        return None
+
+    def _batch_done(self, rows, batch):
+        rollout = self.rollout
+        failed = sum(1 for row in batch if row.step in FAILED_STEPS)
+        total_failed = sum(1 for row in rows if row.step in FAILED_STEPS)
+        updated = sum(1 for row in batch if row.step == Step.UPDATED)
+        name = _batch_name(rollout.batch)
+        reason = rules.halts(self.policy, batch_size=len(batch), batch_failed=failed, total_failed=total_failed)
+        if reason:
+            later = [row for row in rows if row.batch > rollout.batch]
+            note = f"Halted after {name}: {reason}. No later batch starts ({len(later)} hosts left as they were)."
+            with transaction.atomic():
+                RolloutHost.objects.filter(pk__in=[row.pk for row in later]).update(
+                    step=Step.SKIPPED, reason=f"the rollout halted after {name}", finished_at=timezone.now())
+                self._set_status(RolloutStatus.HALTED, note, action="rollout.halt")
+            self.sink.write(note)
+            raise runs.Failed(note)
+        last = max(row.batch for row in rows) if rows else 0
+        self.sink.write(f"{name.capitalize()} done: {updated} updated, {failed} failed.")
+        if rollout.batch >= last:
+            note = f"{sum(1 for row in rows if row.step == Step.UPDATED)}/{len(rows)} hosts updated."
+            with transaction.atomic():
+                self._set_status(RolloutStatus.COMPLETED, f"Completed: {note}", action="rollout.complete")
+            return f"Completed: {note}"
+        with transaction.atomic():
+            Rollout.objects.filter(pk=rollout.pk).update(batch=rollout.batch + 1)
+            rollout.batch += 1
+            portal_services.audit(
+                action="rollout.batch", summary=f"rollout #{rollout.pk}: {name} done ({updated} updated, {failed} "
+                f"failed); {_batch_name(rollout.batch)} starts", team=rollout.team, obj=rollout, actor_name="portal",
+                detail={"batch": rollout.batch, "updated": updated, "failed": failed})
+        self.sink.write(f"{_batch_name(rollout.batch).capitalize()} starts.")
+        return None
+
+    def _abort(self, rows):
+        """Stop: nothing new starts; hosts not yet rebooted are skipped; with rollback, hosts on the new digest go
+        back."""
+        rollout = self.rollout
+        if self.jobs:
+            return None
+        pending = [row for row in rows if row.step in (Step.WAITING, Step.DOWNLOADING, Step.STAGED)]
+        if pending:
+            RolloutHost.objects.filter(pk__in=[row.pk for row in pending]).update(
+                step=Step.SKIPPED, reason="the rollout was aborted", finished_at=timezone.now())
+        if rollout.abort_with_rollback:
+            for row in rows:
+                if row.step in (Step.UPDATED, Step.SOAKING) and row.rollback_sent_at is None:
+                    self._start_rollback(row, capabilities(row.host.raw_status), why="the rollout was aborted")
+            if self.jobs:
+                return None
+        rolled = sum(1 for row in self._rows() if row.step == Step.ROLLED_BACK)
+        note = (f"Aborted{' by ' + self._who_aborted() if self._who_aborted() else ''}: {len(pending)} hosts skipped"
+                + (f", {rolled} rolled back" if rollout.abort_with_rollback else "") + ".")
+        with transaction.atomic():
+            self._set_status(RolloutStatus.ABORTED, note, action="rollout.aborted")
+        raise runs.Cancelled(note)
+
+    def _who_aborted(self):
+        event = AuditEvent.objects.filter(action="rollout.abort", object_type="rollouts.rollout",
+                                          object_id=str(self.rollout.pk)).order_by("-seq").first()
+        return event.actor_name if event else ""
+
+    # --- starting steps (the row first, then the host) ---
+
+    def _target(self, row):
+        return target_for(row.host)
+
+    def _start_download(self, row):
+        now = timezone.now()
+        RolloutHost.objects.filter(pk=row.pk).update(step=Step.DOWNLOADING, download_started_at=now,
+                                                     attempts=row.attempts + 1, previous_digest=row.host.booted_digest)
+        row.step = Step.DOWNLOADING
+        command = (ssh.bootc_switch(self.rollout.reference, download_only=True) if self._switching(row)
+                   else ssh.bootc_upgrade(download_only=True))
+        self._event(row, f"downloading {short_digest(self.rollout.digest)} (staged locked until the window)")
+        self.sink.write(f"{row.host.name}: $ {command.for_user(row.host.ssh_user)}")
+        self._submit(row, "downloaded", _job_command, self._target(row), [command], False)
+
+    def _start_reboot(self, row, caps, *, download_too=False):
+        soft = bool(self.policy.get("soft_reboot")) and caps["soft"] and self._staged_soft(row)
+        if download_too:
+            # bootc before 1.12.0 has no --download-only: download and reboot together, inside the window.
+            commands = ([ssh.bootc_switch(self.rollout.reference, apply=True)] if self._switching(row)
+                        else [ssh.bootc_upgrade(apply=True)])
+            self.sink.write(f"{row.host.name}: bootc older than 1.12.0 (its status has no downloadOnly): it "
+                            "downloads in the window, with the reboot")
+        else:
+            commands = [ssh.bootc_upgrade(from_downloaded=True, apply=True, soft_reboot="auto" if soft else "")]
+        now = timezone.now()
+        RolloutHost.objects.filter(pk=row.pk).update(step=Step.REBOOTING, reboot_sent_at=now, soft_reboot=soft,
+                                                     previous_digest=row.previous_digest or row.host.booted_digest)
+        row.step, row.reboot_sent_at = Step.REBOOTING, now
+        self._event(row, f"{'soft-' if soft else ''}rebooting into {short_digest(self.rollout.digest)}")
+        for command in commands:
+            self.sink.write(f"{row.host.name}: $ {command.for_user(row.host.ssh_user)}")
+        self._submit(row, "back", _job_command, self._target(row), commands, True)
+
+    def _start_rollback(self, row, caps, *, why):
+        if not caps["rollback_apply"]:
+            reason = (f"{why}; not rolled back: its bootc is older than 1.1.7 (no `rollback --apply`; its status has "
+                      "no architecture): roll it back by hand")
+            self._finish(row, Step.FAILED, reason)
+            self._audit_host(row, "rollout.host_not_rolled_back", reason)
+            return
+        now = timezone.now()
+        RolloutHost.objects.filter(pk=row.pk).update(step=Step.ROLLING_BACK, rollback_sent_at=now, reason=why)
+        row.step, row.rollback_sent_at, row.reason = Step.ROLLING_BACK, now, why
+        command = ssh.bootc_rollback(apply=True)
+        self._event(row, f"rolling back ({why})")
+        self._audit_host(row, "rollout.host_rollback", f"rolling back {row.host.name}: {why}")
+        self.sink.write(f"{row.host.name}: $ {command.for_user(row.host.ssh_user)}")
+        self._submit(row, "rolled_back", _job_command, self._target(row), [command], True)
+
+    def _submit(self, row, kind, function, *args):
+        """Hand a job to the pool once the row's step is committed (never act on a host before its row says so)."""
+        if row.pk in self.jobs:
+            return
+        job = _Job()
+        self.jobs[row.pk] = (kind, job)
+        host_id = row.host.pk
+        transaction.on_commit(lambda: setattr(job, "future", self.pool.submit(function, host_id, *args)))
+
+    # --- what the hosts answered ---
+
+    def _collect(self, rows):
+        by_id = {row.pk: row for row in rows}
+        for row_id, (kind, job) in list(self.jobs.items()):
+            future = job.future
+            if future is None or not future.done():
+                continue
+            del self.jobs[row_id]
+            row = by_id.get(row_id)
+            if row is None:
+                continue
+            try:
+                result = future.result()
+            except Exception as exc:  # noqa: BLE001 - one host's odd failure must not stop the rollout
+                log.exception("rollout %s: host %s", self.rollout.pk, row.host_id)
+                result = {"error": f"{type(exc).__name__}: {exc}"}
+            with transaction.atomic():
+                outcome = result.get("outcome")
+                if outcome is not None:
+                    record_outcome(row.host, outcome)
+                    row.host.refresh_from_db()
+                getattr(self, f"_on_{kind}")(row, result)
+
+    def _on_downloaded(self, row, result):
+        if result.get("error"):
+            self._fail(row, _reason(result["error"]))
+            return
+        self._on_recheck(row, result, downloaded=True)
+
+    def _on_recheck(self, row, result, *, downloaded=False):
+        host = row.host
+        if result.get("outcome") is not None and result["outcome"].error is not None:
+            self._fail(row, f"unreachable: {result['outcome'].error}")
+            return
+        if host.staged_digest and self._matches(host.staged_digest, host):
+            RolloutHost.objects.filter(pk=row.pk).update(step=Step.STAGED, staged_at=timezone.now())
+            self.sink.write(f"{host.name}: staged {short_digest(host.staged_digest)}, waiting for its window")
+            return
+        if self._matches(host.booted_digest, host):
+            self._finish(row, Step.UPDATED, "already boots the target digest")
+            return
+        if not downloaded and row.attempts < 3:
+            # Resumed: the download this row recorded did not finish (its worker died); downloading again is the
+            # same request (bootc answers "Staged update present, not changed" if it had).
+            RolloutHost.objects.filter(pk=row.pk).update(step=Step.WAITING)
+            self.sink.write(f"{host.name}: the download recorded before the restart did not finish; it starts again")
+            return
+        self._fail(row, f"staged {short_digest(host.staged_digest, missing='nothing')} instead of "
+                        f"{short_digest(self.rollout.digest)} (the tag may have moved)")
+
+    def _on_back(self, row, result):
+        host = row.host
+        outcome = result.get("outcome")
+        if result.get("error") and (outcome is None or outcome.error is not None):
+            if outcome is None:
+                self._fail(row, _reason(result["error"]))
+            else:
+                self._fail(row, f"unreachable: did not come back after the reboot ({outcome.error})")
+            return
+        downtime = result.get("downtime")
+        RolloutHost.objects.filter(pk=row.pk).update(back_at=timezone.now(), downtime_seconds=downtime)
+        row.back_at = timezone.now()
+        row.downtime_seconds = downtime
+        if self._matches(host.booted_digest, host):
+            journal = result.get("journal") or []
+            if any("FAILURE" in line or "checks failed" in line for line in journal):
+                self._fail(row, "booted the target, but greenboot's health check failed")
+                return
+            RolloutHost.objects.filter(pk=row.pk).update(step=Step.SOAKING)
+            self.sink.write(f"{host.name}: booted {short_digest(host.booted_digest)}"
+                            + (f" after {downtime:.1f} s down" if downtime is not None else "")
+                            + (" (soft reboot)" if row.soft_reboot else "") + "; soaking")
+            return
+        if host.rollback_digest and self._matches(host.rollback_digest, host):
+            reason = (f"greenboot's health check failed: the host fell back to {short_digest(host.booted_digest)} on "
+                      "its own (automatic rollback)")
+            self._finish(row, Step.ROLLED_BACK, reason)
+            self._audit_host(row, "rollout.host_failed", f"{host.name} {reason}")
+            return
+        if host.staged_digest and self._matches(host.staged_digest, host) and row.reboot_sent_at:
+            # A resumed rollout whose reboot never reached the host: it still waits, staged; the reboot is sent again
+            # only because it was never received (the host booted nothing new).
+            if host.booted_digest == row.previous_digest and not result.get("sent"):
+                RolloutHost.objects.filter(pk=row.pk).update(step=Step.STAGED, reboot_sent_at=None)
+                self.sink.write(f"{host.name}: the reboot never happened (still staged); it goes again in its window")
+                return
+        self._fail(row, f"booted {short_digest(host.booted_digest, missing='nothing')}, not the target "
+                        f"{short_digest(self.rollout.digest)}")
+
+    def _on_verify(self, row, result):
+        host = row.host
+        outcome = result.get("outcome")
+        if outcome is None or outcome.error is not None:
+            self._fail(row, f"unreachable during the soak time: {outcome.error if outcome else result.get('error')}")
+            return
+        if self._matches(host.booted_digest, host):
+            self._finish(row, Step.UPDATED, "")
+            return
+        self._fail(row, f"left the target during the soak time: it boots {short_digest(host.booted_digest)}")
+
+    def _on_rolled_back(self, row, result):
+        host = row.host
+        outcome = result.get("outcome")
+        if outcome is None or outcome.error is not None:
+            self._finish(row, Step.FAILED, f"{row.reason}; the rollback was sent but the host did not come back")
+            return
+        if not self._matches(host.booted_digest, host):
+            self._finish(row, Step.ROLLED_BACK, f"{row.reason}; rolled back to "
+                                                f"{short_digest(host.booted_digest)}")
+            return
+        self._finish(row, Step.FAILED, f"{row.reason}; the rollback did not take (still boots the target)")
+
+    def _fail(self, row, reason):
+        """A failed host: with the policy's automatic rollback, one that boots the target goes back; else failed."""
+        host = row.host
+        self._audit_host(row, "rollout.host_failed", f"{host.name} failed: {reason}")
+        rollback = self.policy.get("rollback_failed") and self._matches(host.booted_digest, host) and host.reachable
+        if rollback:
+            RolloutHost.objects.filter(pk=row.pk).update(step=Step.FAILED, reason=reason)
+            row.step = Step.FAILED
+            self.sink.write(f"{host.name}: failed: {reason}")
+            self._start_rollback(row, capabilities(host.raw_status), why=reason)
+            return
+        self._finish(row, Step.FAILED, reason)
+
+    def _finish(self, row, step, reason):
+        RolloutHost.objects.filter(pk=row.pk).update(step=step, reason=reason[:2000], finished_at=timezone.now())
+        row.step, row.reason = step, reason
+        label = Step(step).label.lower()
+        self.sink.write(f"{row.host.name}: {label}" + (f": {reason}" if reason else ""))
+        self._event(row, label + (f": {reason}" if reason else ""))
+
+    # --- helpers ---
+
+    def _matches(self, digest, host):
+        if not digest:
+            return False
+        return bootc.digest_matches(bootc.ImageInfo(digest=digest, architecture=host.architecture),
+                                    self.rollout.digests or {"": self.rollout.digest})
+
+    def _switching(self, row):
+        return self.rollout.switch and row.host.spec_image != self.rollout.reference
+
+    def _staged_soft(self, row):
+        staged = (row.host.status or {}).get("staged") or {}
+        return bool(staged.get("soft_reboot_capable"))
+
+    def _event(self, row, text):
+        rollout = self.rollout
+        HostEvent.objects.create(host=row.host, kind=EventKind.ACTION, summary=(
+            f"Rollout #{rollout.pk} ({_batch_name(row.batch)}): {text}")[:500], detail={"rollout": rollout.pk})
+
+    def _audit_host(self, row, action, summary):
+        portal_services.audit(action=action, summary=f"rollout #{self.rollout.pk}: {summary}"[:500],
+                              team=self.rollout.team, obj=self.rollout, actor_name="portal",
+                              detail={"host": row.host.pk, "batch": row.batch})
+
+    def _set_status(self, status, note, *, action):
+        rollout = self.rollout
+        Rollout.objects.filter(pk=rollout.pk).update(status=status, status_note=note[:2000], finished_at=timezone.now())
+        rollout.status, rollout.status_note = status, note
+        self._summarise(self._rows())
+        portal_services.audit(action=action, summary=f"rollout #{rollout.pk} of {rollout.stage}: {note}"[:500],
+                              team=rollout.team, obj=rollout, actor_name="portal", detail={"status": status})
+
+    def _summarise(self, rows):
+        text = summary(rows)
+        if text != self.last_summary:
+            self.last_summary = text
+            portal_services.run_set_phase(self.rollout.run, text[:100])
+
+
+class _Job:
+    """A job handed to the pool when its transaction commits: `future` is None until then."""
+
+    future = None
+
+
+def summary(rows):
+    """One line: "7/10 updated · 2 staging · 1 rolled back" (rows: RolloutHost, or their steps)."""
+    steps = [getattr(row, "step", row) for row in rows]
+    count = {step: steps.count(step) for step in set(steps)}
+    parts = [f"{count.get(Step.UPDATED, 0)}/{len(steps)} updated"]
+    for label, which in (("staging", (Step.DOWNLOADING, Step.STAGED)), ("rebooting", (Step.REBOOTING,)),
+                         ("soaking", (Step.SOAKING,)), ("rolling back", (Step.ROLLING_BACK,)),
+                         ("rolled back", (Step.ROLLED_BACK,)), ("failed", (Step.FAILED,)),
+                         ("skipped", (Step.SKIPPED,)), ("waiting", (Step.WAITING,))):
+        n = sum(count.get(step, 0) for step in which)
+        if n:
+            parts.append(f"{n} {label}")
+    return " · ".join(parts)
+
+
+def _batch_name(batch):
+    return "the canary" if batch == 0 else f"batch {batch}"
+
+
+def _per_group(rows, steps):
+    out = {}
+    for row in rows:
+        if row.step in steps:
+            out[row.group] = out.get(row.group, 0) + 1
+    return out
+
+
+def _room(counts, group, limit):
+    return limit in (None, "") or counts.get(group, 0) < int(limit)
+
+
+def _reason(error):
+    text = str(error).strip().splitlines()
+    return text[-1] if text else "failed"
+
+
+# --- Jobs: network only, in the engine's thread pool -----------------------------------------------------------------
+
+
+def _job_read(host_id, target):
+    return {"outcome": read_status(target, host_id)}
+
+
+def _job_command(host_id, target, commands, reboots):
+    """Run `commands`; with `reboots`, the connection may drop: then wait for the host to come back."""
+    timeout = setting("HOSTS_ACTION_COMMAND_TIMEOUT", 1800)
+    sent_at = time.monotonic()
+    try:
+        with session_for(target) as connection:
+            for command in commands:
+                try:
+                    result = connection.run(command, timeout=timeout)
+                except ssh.HostUnreachable:
+                    if reboots:
+                        break  # the host went down under the command: it is rebooting
+                    raise
+                if result.exit_status != 0:
+                    error = result.error_text() or result.text().strip() or f"exit status {result.exit_status}"
+                    return {"error": error, "sent": True}
+    except (ssh.SSHError, HostError) as exc:
+        if not reboots:
+            return {"error": f"unreachable: {exc}", "outcome": PollOutcome(host_id, error=exc)}
+        return {"error": f"unreachable: {exc}", "sent": False}
+    if not reboots:
+        return {"outcome": read_status(target, host_id)}
+    return _job_wait_back(host_id, target, sent_at, sent=True)
+
+
+def _job_wait_back(host_id, target, sent_at=None, *, sent=False):
+    """Wait for a rebooted host to answer again; its status, the downtime, and greenboot's journal of this boot."""
+    sent_at = sent_at if sent_at is not None else time.monotonic()
+    deadline = time.monotonic() + setting("ROLLOUTS_REBOOT_WAIT_SECONDS", setting("HOSTS_REBOOT_WAIT_SECONDS", 600))
+    interval = setting("HOSTS_REBOOT_POLL_SECONDS", 5)
+    time.sleep(min(interval, 1.0))
+    outcome = None
+    while time.monotonic() < deadline:
+        outcome = read_status(target, host_id, timeout=30)
+        if outcome.error is None:
+            return {"outcome": outcome, "downtime": round(time.monotonic() - sent_at, 2), "sent": sent,
+                    "journal": _journal(target)}
+        if isinstance(outcome.error, ssh.HostKeyMismatch):
+            break
+        time.sleep(interval)
+    return {"outcome": outcome or PollOutcome(host_id, error=ssh.HostUnreachable("no answer")), "sent": sent,
+            "error": "did not come back"}
+
+
+def _journal(target):
+    try:
+        with session_for(target) as connection:
+            result = connection.run(ssh.journalctl("greenboot-healthcheck.service", boot=0, lines=20), timeout=10,
+                                    max_output=64 * 1024)
+        return [line for line in result.text().splitlines() if line and not line.startswith("-- No")]
+    except ssh.SSHError:
+        return []

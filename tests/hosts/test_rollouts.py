@@ -1,0 +1,306 @@
+"""Rollouts end to end on the simulated fleet, over real SSH and the real registry: a canary whose hosts fail greenboot
+halts the rollout (later batches never start, failed hosts rolled back and shown so at once), a clean rollout
+completes (old bootc versions never sent flags they do not know, soft reboots where the status allows), reboots
+happen only inside the maintenance window while downloads do not wait for it, a host that never comes back is failed
+"unreachable", and an engine that starts on a rollout whose worker died acts on no host twice."""
+
+import threading
+import time
+from datetime import UTC, datetime
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+
+from builds.models import ImageDefinition
+from builds.releases.apply import PROMOTION_APPLIED
+from builds.releases.models import Stage
+from hosts import drift, poller
+from hosts.models import EventKind, HostEvent, HostState
+from hosts.rollouts import engine, services
+from hosts.rollouts.models import Rollout, RolloutHost, RolloutStatus, Step
+from portal import registry
+from portal import services as portal_services
+from portal.models import AuditEvent, RunStatus
+from tests.conftest import wait_for
+from tests.hosts.fixtures import booted_state
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def rollout_settings(host_settings):
+    host_settings.ROLLOUTS_TICK_SECONDS = 0.05
+    host_settings.ROLLOUTS_REBOOT_WAIT_SECONDS = 4
+    return host_settings
+
+
+@pytest.fixture
+def prod(personas):
+    stage, _ = Stage.objects.get_or_create(team=personas.team, name="prod", defaults={"position": 2})
+    return stage
+
+
+def make_fleet(fleet, demo_images, names, *, prepare=None):
+    """Hosts of the stage prod booting 1.0 and tracking its tag, which holds 1.1; polled once, prod's digests known."""
+    digests, base = demo_images
+    for name in names:
+        make = booted_state(f"{base}:prod", digests["1.0"]["amd64"], "1.0")
+
+        def state(s, make=make, name=name):
+            make(s)
+            if prepare:
+                prepare(name, s)
+        fleet.add(name, state)
+    stage = Stage.objects.get(team=fleet.team, name="prod")
+    hosts = fleet.start(stage=stage)
+    poller.poll_hosts([h.pk for h in hosts.values()])
+    drift.reference_digests_set(reference=f"{base}:prod", digests=digests["1.1"])
+    return hosts
+
+
+def set_policy(stage, user, windows=(), **fields):
+    return services.policy_save(stage=stage, user=user, fields=fields, windows=list(windows))
+
+
+def start(stage, demo_images, user):
+    digests, base = demo_images
+    return services.rollout_start(stage=stage, reference=f"{base}:prod", digest=digests["1.1"]["amd64"], user=user)
+
+
+def rows_by_name(rollout):
+    return {row.host.name: row for row in RolloutHost.objects.filter(rollout=rollout).select_related("host")}
+
+
+def commands_with(fleet, name, flag):
+    return [line for line in fleet.sim(name).commands if flag in line]
+
+
+class TestACanaryThatFailsGreenboot:
+    def test_halts_after_the_canary_rolls_the_failures_back_and_never_starts_batch_one(
+            self, fleet, demo_images, prod, personas, rollout_settings):
+        names = [f"web-{i:02d}" for i in range(1, 11)]
+        make_fleet(fleet, demo_images, names)
+        set_policy(prod, personas.admin, canary_count=4, batch_count=3, max_failed_percent=25)
+        for name in ("web-01", "web-02"):  # two of the four canary hosts fail greenboot: 50 % > 25 %
+            fleet.fleet.set_fault(name, "fail_health_check", True)
+        rollout = start(prod, demo_images, personas.operator)
+
+        run = engine.rollout_execute(rollout.pk)
+
+        rollout.refresh_from_db()
+        run.refresh_from_db()
+        assert rollout.status == RolloutStatus.HALTED and run.status == RunStatus.FAILED
+        assert run.exit_reason.startswith("Halted after the canary: 2 of 4 hosts of the batch failed")
+        rows = rows_by_name(rollout)
+        assert {n: rows[n].step for n in names[:4]} == {
+            "web-01": Step.ROLLED_BACK, "web-02": Step.ROLLED_BACK, "web-03": Step.UPDATED, "web-04": Step.UPDATED}
+        assert "greenboot's health check failed" in rows["web-01"].reason
+        assert all(rows[n].step == Step.SKIPPED and rows[n].batch > 0 for n in names[4:])
+        for name in names[4:]:  # batch 1 never started: nothing was sent to its hosts but status reads
+            assert not [c for c in fleet.sim(name).commands if "status" not in c], fleet.sim(name).commands
+        # Rolled back hosts show so at once, before any poll: no host is shown updated while it boots another digest.
+        digests, _ = demo_images
+        for name in ("web-01", "web-02"):
+            host = fleet.host(name)
+            assert host.state == HostState.ROLLED_BACK and host.booted_digest == digests["1.0"]["amd64"]
+            assert HostEvent.objects.filter(host=host, kind=EventKind.ACTION, detail__rollout=rollout.pk).exists()
+        for row in rows.values():
+            if row.step == Step.UPDATED:
+                assert fleet.host(row.host.name).booted_digest == digests["1.1"]["amd64"]
+        assert AuditEvent.objects.filter(action="rollout.halt", object_id=str(rollout.pk)).exists()
+        assert AuditEvent.objects.filter(action="rollout.host_failed", object_id=str(rollout.pk)).count() == 2
+        assert run.phase == "2/10 updated · 2 rolled back · 6 skipped"
+        # The hosts are free again for another rollout.
+        assert not RolloutHost.objects.filter(rollout=rollout, active=True).exists()
+
+
+class TestACleanRollout:
+    def test_completes_batch_by_batch_old_bootc_gets_no_unknown_flag_soft_reboot_where_capable(
+            self, fleet, demo_images, prod, personas, rollout_settings):
+        def prepare(name, state):
+            if name == "old-01":
+                state.bootc_version = "1.11.0"  # no --download-only: downloads with the reboot, in the window
+            if name == "soft-01":
+                state.soft_reboot_capable = True
+
+        names = ["old-01", "soft-01", "web-01", "web-02", "web-03"]
+        make_fleet(fleet, demo_images, names, prepare=prepare)
+        host = fleet.host("web-03")
+        host.labels = "canary site=a"
+        host.save(update_fields=["labels"])
+        set_policy(prod, personas.admin, canary_selector="canary", batch_percent=40, soak_seconds=0,
+                   max_failed_percent=0)
+        rollout = start(prod, demo_images, personas.operator)
+        assert [r.batch for r in RolloutHost.objects.filter(rollout=rollout, host=host)] == [0]
+
+        run = engine.rollout_execute(rollout.pk)
+
+        rollout.refresh_from_db()
+        run.refresh_from_db()
+        assert (rollout.status, run.status) == (RolloutStatus.COMPLETED, RunStatus.SUCCEEDED), run.exit_reason
+        assert run.exit_reason == "Completed: 5/5 hosts updated."
+        digests, _ = demo_images
+        assert {fleet.host(n).booted_digest for n in names} == {digests["1.1"]["amd64"]}
+        assert not commands_with(fleet, "old-01", "--download-only")
+        assert commands_with(fleet, "old-01", "bootc upgrade --quiet --apply")
+        assert commands_with(fleet, "web-01", "--download-only") and commands_with(fleet, "web-01", "--from-downloaded")
+        rows = rows_by_name(rollout)
+        assert rows["soft-01"].soft_reboot and commands_with(fleet, "soft-01", "--soft-reboot=auto")
+        assert not rows["web-01"].soft_reboot and not commands_with(fleet, "web-01", "--soft-reboot")
+        assert all(row.downtime_seconds is not None for row in rows.values())
+        assert fleet.sim("soft-01").state.last_reboot_soft
+
+
+class TestMaintenanceWindows:
+    @pytest.mark.django_db(transaction=True)
+    def test_downloads_happen_outside_the_window_and_reboots_only_inside_it(
+            self, fleet, demo_images, prod, personas, rollout_settings):
+        names = ["web-01", "web-02"]
+        make_fleet(fleet, demo_images, names)
+        set_policy(prod, personas.admin, window_timezone="Europe/Paris",
+                   windows=[{"weekdays": [0], "starts": "02:00", "ends": "03:00"}])
+        now = {"t": datetime(2026, 12, 6, 12, 0, tzinfo=UTC)}  # a Sunday noon: the window is Monday 02:00 in Paris
+        rollout = start(prod, demo_images, personas.operator)
+        done = threading.Event()
+
+        def execute():
+            try:
+                engine.rollout_execute(rollout.pk, clock=lambda: now["t"])
+            finally:
+                done.set()
+
+        thread = threading.Thread(target=execute)
+        thread.start()
+        try:
+            wait_for(lambda: all(r.step == Step.STAGED for r in RolloutHost.objects.filter(rollout=rollout)),
+                     timeout=20, what="both hosts staged outside the window")
+            time.sleep(0.5)  # several ticks outside the window: nothing reboots
+            assert all(r.step == Step.STAGED and r.reboot_sent_at is None
+                       for r in RolloutHost.objects.filter(rollout=rollout))
+            assert not any(commands_with(fleet, n, "--apply") for n in names)
+            now["t"] = datetime(2026, 12, 7, 1, 30, tzinfo=UTC)  # Monday 02:30 in Paris
+            assert done.wait(30)
+        finally:
+            done.wait(30)
+            thread.join(5)
+        rollout.refresh_from_db()
+        assert rollout.status == RolloutStatus.COMPLETED, rollout.status_note
+        assert all(commands_with(fleet, n, "--from-downloaded --apply") for n in names)
+
+
+class TestHostsThatFail:
+    def test_a_host_that_never_comes_back_is_failed_unreachable(
+            self, fleet, demo_images, prod, personas, rollout_settings):
+        make_fleet(fleet, demo_images, ["web-01", "web-02"])
+        set_policy(prod, personas.admin, max_failed_percent=100)
+        fleet.fleet.set_fault("web-02", "never_come_back", True)
+        rollout = start(prod, demo_images, personas.operator)
+        engine.rollout_execute(rollout.pk)
+        rows = rows_by_name(rollout)
+        assert rows["web-01"].step == Step.UPDATED
+        assert rows["web-02"].step == Step.FAILED and rows["web-02"].reason.startswith("unreachable")
+        rollout.refresh_from_db()
+        assert rollout.status == RolloutStatus.COMPLETED and rollout.status_note == "Completed: 1/2 hosts updated."
+
+    def test_a_full_disk_fails_the_download_and_the_host_keeps_running_what_it_ran(
+            self, fleet, demo_images, prod, personas, rollout_settings):
+        make_fleet(fleet, demo_images, ["web-01"])
+        set_policy(prod, personas.admin, max_failed_percent=100)
+        fleet.fleet.set_fault("web-01", "disk_full", True)
+        rollout = start(prod, demo_images, personas.operator)
+        engine.rollout_execute(rollout.pk)
+        row = rows_by_name(rollout)["web-01"]
+        assert row.step == Step.FAILED and "No space left on device" in row.reason
+        assert not commands_with(fleet, "web-01", "--apply")
+
+
+class TestResuming:
+    def test_an_engine_on_a_rollout_whose_worker_died_after_the_reboot_never_reboots_again(
+            self, fleet, demo_images, prod, personas, rollout_settings):
+        from hosts.connect import session_for, target_for
+        from portal import ssh
+
+        make_fleet(fleet, demo_images, ["web-01"])
+        set_policy(prod, personas.admin)
+        rollout = start(prod, demo_images, personas.operator)
+        host = fleet.host("web-01")
+        # What the dead worker did: it downloaded, recorded the reboot, sent it, and died before recording the rest.
+        with session_for(target_for(host)) as connection:
+            assert connection.run(ssh.bootc_upgrade(download_only=True)).exit_status == 0
+            RolloutHost.objects.filter(rollout=rollout).update(step=Step.REBOOTING, reboot_sent_at=rollout.created_at)
+            assert connection.run(ssh.bootc_upgrade(from_downloaded=True, apply=True)).exit_status == 0
+        portal_services.run_start(rollout.run)
+        portal_services.run_finish(rollout.run, status=RunStatus.FAILED, reason="The worker stopped")
+
+        resumed = services.rollouts_resume_orphans()
+        assert [r.pk for r in resumed] == [rollout.pk]
+        rollout.refresh_from_db()
+        engine.rollout_execute(rollout.pk)
+
+        rollout.refresh_from_db()
+        assert rollout.status == RolloutStatus.COMPLETED, rollout.status_note
+        assert len(commands_with(fleet, "web-01", "--apply")) == 1  # the reboot the dead worker sent, and no other
+        assert AuditEvent.objects.filter(action="rollout.resume_worker", object_id=str(rollout.pk)).exists()
+
+
+class TestOneRolloutPerHost:
+    def test_the_database_refuses_a_second_active_rollout_row_for_a_host(self, fleet, demo_images, prod, personas,
+                                                                           rollout_settings):
+        make_fleet(fleet, demo_images, ["web-01"])
+        rollout = start(prod, demo_images, personas.operator)
+        row = RolloutHost.objects.get(rollout=rollout)
+        other = Rollout.objects.create(team=prod.team, stage=prod, run=portal_services.run_create(
+            kind="rollout", title="x", team=prod.team), reference=rollout.reference, digest=rollout.digest)
+        with pytest.raises(IntegrityError), transaction.atomic():
+            RolloutHost.objects.create(rollout=other, host=row.host, batch=1)
+
+    def test_a_second_rollout_on_the_stage_is_refused_while_one_runs(self, fleet, demo_images, prod, personas,
+                                                                     rollout_settings):
+        make_fleet(fleet, demo_images, ["web-01"])
+        first = start(prod, demo_images, personas.operator)
+        with pytest.raises(services.RolloutError, match=f"Rollout #{first.pk} is still running"):
+            start(prod, demo_images, personas.operator)
+
+
+class TestPoliciesThatCanNeverFinish:
+    @pytest.mark.parametrize("fields, windows, reason", [
+        ({"max_updating_per_group": 0}, [], "A budget of 0 hosts rebooting"),
+        ({}, [{"weekdays": [], "starts": "01:00", "ends": "02:00"}], "no day of the week"),
+        ({}, [{"weekdays": [1], "starts": "01:00", "ends": "01:00"}], "starts when it ends"),
+        ({"canary_selector": "nowhere"}, [], "matches none of the 1 hosts"),
+        ({"canary_count": 2, "canary_percent": 10}, [], "Choose the canary one way"),
+        ({"max_failed_total": 0}, [], "Halting after 0 failed hosts"),
+    ])
+    def test_are_refused_when_saved_with_the_reason(self, prod, personas, fleet, demo_images, rollout_settings,
+                                                    fields, windows, reason):
+        make_fleet(fleet, demo_images, ["web-01"])
+        with pytest.raises(ValidationError, match=reason):
+            set_policy(prod, personas.admin, windows=windows, **fields)
+
+    def test_only_team_admins_change_a_policy(self, prod, personas):
+        from django.core.exceptions import PermissionDenied
+
+        with pytest.raises(PermissionDenied):
+            set_policy(prod, personas.operator, max_failed_percent=10)
+
+
+class TestAutoUpdate:
+    def test_a_promotion_to_a_stage_whose_hosts_follow_automatically_starts_a_rollout(
+            self, fleet, demo_images, prod, personas, rollout_settings):
+        digests, base = demo_images
+        make_fleet(fleet, demo_images, ["web-01"])
+        ImageDefinition.objects.create(team=personas.team, name="web-os", repository=base)
+        set_policy(prod, personas.admin, follow_automatically=True)
+        registry.announce(PROMOTION_APPLIED, reference=f"{base}:prod", digest=digests["1.1"]["amd64"],
+                          architecture="amd64")
+        rollout = Rollout.objects.get(stage=prod)
+        assert rollout.started_by is None and rollout.run.trigger == "promotion"
+        assert AuditEvent.objects.get(action="rollout.start", object_id=str(rollout.pk)).actor_name == "portal"
+
+    def test_a_stage_without_it_starts_nothing(self, fleet, demo_images, prod, personas, rollout_settings):
+        digests, base = demo_images
+        make_fleet(fleet, demo_images, ["web-01"])
+        ImageDefinition.objects.create(team=personas.team, name="web-os", repository=base)
+        registry.announce(PROMOTION_APPLIED, reference=f"{base}:prod", digest=digests["1.1"]["amd64"])
+        assert not Rollout.objects.exists()
