@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from builds.models import Build, ImageDefinition
 from builds.releases.models import Stage
+from portal import registry
 from portal.access import can, check_team_action, teams_where, user_teams, user_teams_where
 from portal.models import Action, Team
 from portal.views import _viewer_context, current_team
@@ -239,6 +240,7 @@ def host_detail(request, pk):
     if watched is not None:
         context.update({"watched": watched, "run": watched.run, **_viewer_context(watched.run),
                         "can_cancel": watched.run.stoppable() and context["can_operate"]})
+    context["rollouts_url"] = registry.fragment_url("host.rollouts", host.pk)
     return render(request, "hosts/host_detail.html", context)
 
 

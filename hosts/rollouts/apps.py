@@ -19,3 +19,5 @@ class RolloutsConfig(AppConfig):
         registry.dashboard_run_list(label="Rollouts", url_name="rollouts:list", order=25, across_teams=True)
         # The promotion card links the rollout a promotion started.
         registry.fragment("promotion.rollout", url_name="rollouts:of_promotion")
+        # The host page says how the host is updated and links the rollouts that acted on it.
+        registry.fragment("host.rollouts", url_name="rollouts:of_host")

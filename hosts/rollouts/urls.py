@@ -13,4 +13,5 @@ urlpatterns = [
     path("rollouts/stages/<int:pk>/", views.stage_policy, name="policy"),
     path("rollouts/stages/<int:pk>/start/", views.rollout_start, name="start"),
     path("rollouts/of/promotions/<int:pk>/", views.promotion_rollout, name="of_promotion"),
+    path("rollouts/of/hosts/<int:pk>/", views.host_rollouts, name="of_host"),
 ]

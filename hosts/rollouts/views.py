@@ -10,6 +10,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from builds.releases.access import get_promotion_for_user
 from builds.releases.models import Stage
+from hosts.access import get_host_for_user
 from hosts.models import ReferenceDigest
 from portal.access import can
 from portal.models import Action, AuditEvent
@@ -19,7 +20,7 @@ from . import services
 from .access import get_rollout_for_user, get_stage_for_rollouts
 from .engine import summary
 from .forms import PolicyForm, StartForm, windows_text
-from .models import Rollout, RolloutHost, Step
+from .models import Rollout, RolloutHost, RolloutPolicy, Step
 
 
 @login_required
@@ -145,3 +146,14 @@ def promotion_rollout(request, pk):
     promotion = get_promotion_for_user(request.user, pk)
     rollouts = Rollout.objects.filter(promotion=promotion).select_related("run")
     return render(request, "rollouts/_promotion_rollout.html", {"promotion": promotion, "rollouts": rollouts})
+
+
+@login_required
+@require_GET
+def host_rollouts(request, pk):
+    """On a host's page: whether it follows its stage's rollouts automatically or keeps bootc's own timer, and the
+    rollouts that acted on it (checked with the host's own access helper)."""
+    host = get_host_for_user(request.user, pk)
+    policy = RolloutPolicy.objects.filter(stage_id=host.stage_id).first() if host.stage_id else None
+    rows = RolloutHost.objects.filter(host=host).select_related("rollout").order_by("-rollout__created_at")[:5]
+    return render(request, "rollouts/_host_rollouts.html", {"host": host, "policy": policy, "rows": rows})

@@ -190,3 +190,17 @@ async def test_the_rollouts_live_log_websocket(personas, a_channel_layer_of_the_
     assert await close_or_status(rollout.run_id, personas.outsider) == CLOSE_NOT_FOUND
     for who in ("viewer", "helpdesk", "operator"):
         assert await close_or_status(rollout.run_id, getattr(personas, who)) == "open", who
+
+
+@pytest.mark.django_db
+def test_the_host_page_says_how_the_host_is_updated_and_links_its_rollouts(client_for, personas, rollout):
+    host = Host.objects.get(team=personas.team, name="web-0")
+    url = f"/rollouts/of/hosts/{host.pk}/"
+    assert status(client_for(None), "get", url) == 302
+    assert status(client_for(personas.outsider), "get", url) == 404
+    for who in READERS:
+        text = client_for(getattr(personas, who)).get(url).content.decode()
+        assert "Updated by bootc's own timer" in text and f"#{rollout.pk}</a>: waiting" in text, who
+    services.policy_save(stage=rollout.stage, user=personas.admin, fields={"follow_automatically": True}, windows=[])
+    assert "Follows prod automatically" in client_for(personas.viewer).get(url).content.decode()
+    assert url in client_for(personas.viewer).get(host.get_absolute_url()).content.decode()
