@@ -156,30 +156,38 @@ class Engine:
         for row in batch:
             if row.pk in self.jobs or row.step in DONE_STEPS:
                 continue
-            caps = capabilities(row.host.raw_status)
-            if row.step == Step.WAITING and not stopping:
-                if self._matches(row.host.booted_digest, row.host):
-                    self._finish(row, Step.UPDATED, "already boots the target digest")
-                    continue
-                if caps["download"]:
-                    if _room(downloading, row.group, self.policy.get("max_downloading_per_group")):
-                        downloading[row.group] = downloading.get(row.group, 0) + 1
-                        self._start_download(row)
-                elif in_window and _room(updating, row.group, self.policy.get("max_updating_per_group")):
-                    updating[row.group] = updating.get(row.group, 0) + 1
-                    self._start_reboot(row, caps, download_too=True)
-            elif row.step == Step.DOWNLOADING:
-                self._submit(row, "recheck", _job_read, self._target(row))  # resumed: did the download finish?
-            elif row.step == Step.STAGED and not stopping:
-                if in_window and _room(updating, row.group, self.policy.get("max_updating_per_group")):
-                    updating[row.group] = updating.get(row.group, 0) + 1
-                    self._start_reboot(row, caps)
-            elif row.step in (Step.REBOOTING, Step.ROLLING_BACK):
-                self._submit(row, "back" if row.step == Step.REBOOTING else "rolled_back", _job_wait_back,
-                             self._target(row), None)  # resumed: the command was sent; wait, never send it again
-            elif row.step == Step.SOAKING and row.soak_ends_at is not None and now >= row.soak_ends_at:
-                self._submit(row, "verify", _job_read, self._target(row))
+            try:
+                self._step(row, now=now, stopping=stopping, in_window=in_window, downloading=downloading,
+                           updating=updating)
+            except HostError as exc:  # e.g. the team has no SSH key: this host cannot be reached at all
+                self._finish(row, Step.FAILED, f"unreachable: {exc}")
         return None
+
+    def _step(self, row, *, now, stopping, in_window, downloading, updating):
+        """Start the next step of one host of the current batch, if the policy allows it now."""
+        caps = capabilities(row.host.raw_status)
+        if row.step == Step.WAITING and not stopping:
+            if self._matches(row.host.booted_digest, row.host):
+                self._finish(row, Step.UPDATED, "already boots the target digest")
+                return
+            if caps["download"]:
+                if _room(downloading, row.group, self.policy.get("max_downloading_per_group")):
+                    downloading[row.group] = downloading.get(row.group, 0) + 1
+                    self._start_download(row)
+            elif in_window and _room(updating, row.group, self.policy.get("max_updating_per_group")):
+                updating[row.group] = updating.get(row.group, 0) + 1
+                self._start_reboot(row, caps, download_too=True)
+        elif row.step == Step.DOWNLOADING:
+            self._submit(row, "recheck", _job_read, self._target(row))  # resumed: did the download finish?
+        elif row.step == Step.STAGED and not stopping:
+            if in_window and _room(updating, row.group, self.policy.get("max_updating_per_group")):
+                updating[row.group] = updating.get(row.group, 0) + 1
+                self._start_reboot(row, caps)
+        elif row.step in (Step.REBOOTING, Step.ROLLING_BACK):
+            self._submit(row, "back" if row.step == Step.REBOOTING else "rolled_back", _job_wait_back,
+                         self._target(row), None)  # resumed: the command was sent; wait, never send it again
+        elif row.step == Step.SOAKING and row.soak_ends_at is not None and timezone.now() >= row.soak_ends_at:
+            self._submit(row, "verify", _job_read, self._target(row))
 
     def _batch_done(self, rows, batch):
         rollout = self.rollout

@@ -1,0 +1,70 @@
+"""A rollout looked at in a real browser while it runs, with screenshots in test-artifacts/: mid-way (the canary done,
+one host of it rolled back by greenboot, the next batch staged and waiting for its maintenance window) the page shows
+the batches as coloured cells and the summary, and it moves on by itself as the rollout goes on, to the end."""
+
+import threading
+from datetime import UTC, datetime
+
+import pytest
+
+from builds.releases.models import Stage
+from hosts import drift, poller
+from hosts.rollouts import engine, services
+from hosts.rollouts.models import RolloutHost, Step
+from tests.browser import browser_page, log_in, screenshot
+from tests.conftest import wait_for
+from tests.hosts.fixtures import booted_state
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def test_the_rollout_page_follows_the_rollout_live(personas, portal_server, fleet, demo_images, host_settings):
+    host_settings.ROLLOUTS_TICK_SECONDS = 0.1
+    host_settings.ROLLOUTS_REBOOT_WAIT_SECONDS = 5
+    digests, base = demo_images
+    stage = Stage.objects.create(team=personas.team, name="prod", position=2)
+    names = [f"web-{i:02d}" for i in range(1, 9)]
+    for name in names:
+        fleet.add(name, booted_state(f"{base}:prod", digests["1.0"]["amd64"], "1.0"))
+    hosts = fleet.start(stage=stage)
+    poller.poll_hosts([h.pk for h in hosts.values()])
+    drift.reference_digests_set(reference=f"{base}:prod", digests=digests["1.1"])
+    services.policy_save(stage=stage, user=personas.admin, windows=[{"weekdays": [0], "starts": "02:00",
+                                                                      "ends": "04:00"}],
+                         fields={"canary_count": 3, "batch_count": 3, "max_failed_percent": 40, "soak_seconds": 1})
+    fleet.fleet.set_fault("web-02", "fail_health_check", True)
+    clock = {"now": datetime(2026, 12, 7, 2, 30, tzinfo=UTC)}  # Monday, inside the window
+    rollout = services.rollout_start(stage=stage, reference=f"{base}:prod", digest=digests["1.1"]["amd64"],
+                                     user=personas.operator)
+    thread = threading.Thread(target=engine.rollout_execute, args=(rollout.pk,),
+                              kwargs={"clock": lambda: clock["now"]})
+    thread.start()
+    try:
+        def canary_done():
+            steps = dict(RolloutHost.objects.filter(rollout=rollout).values_list("host__name", "step"))
+            return all(steps[n] in (Step.SOAKING, Step.UPDATED, Step.ROLLED_BACK) for n in names[:3])
+
+        wait_for(canary_done, timeout=30, what="the canary rebooted")
+        clock["now"] = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)  # the window closes: batch 1 stages and waits
+        wait_for(lambda: RolloutHost.objects.filter(rollout=rollout, batch=1, step=Step.STAGED).count() == 3,
+                 timeout=30, what="batch 1 staged")
+        with browser_page() as page:
+            log_in(page, portal_server.url, "operator")
+            page.goto(portal_server.url + rollout.get_absolute_url())
+            summary = page.locator("#rollout-summary")
+            assert summary.inner_text() == "2/8 updated · 3 staging · 1 rolled back · 2 waiting"
+            assert page.locator(".rollout-cell.step-rolled_back").first.inner_text() == "web-02"
+            assert page.locator(".rollout-cells .step-staged").count() == 3
+            assert screenshot(page, "rollout-mid-way").stat().st_size > 10_000
+
+            clock["now"] = datetime(2026, 12, 14, 2, 15, tzinfo=UTC)  # the next Monday's window: it goes on alone
+            page.wait_for_function("document.querySelector('#rollout-summary').innerText.startsWith('7/8 updated')",
+                                   timeout=60_000)
+            page.wait_for_function("document.querySelector('#rollout-status').innerText.trim() === 'Completed'",
+                                   timeout=30_000)
+            text = page.locator("main").inner_text()
+            assert "Completed: 7/8 hosts updated." in text
+            assert "greenboot's health check failed" in text  # the rolled-back host, with its reason
+            assert screenshot(page, "rollout-end").stat().st_size > 10_000
+    finally:
+        thread.join(60)
