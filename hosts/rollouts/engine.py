@@ -302,13 +302,13 @@ class Engine:
         self._submit(row, "rolled_back", _job_command, self._target(row), [command], True)
 
     def _submit(self, row, kind, function, *args):
-        """Hand a job to the pool once the row's step is committed (never act on a host before its row says so)."""
+        """Hand a job to the pool. Its row's step was written (and, the engine writing outside any transaction of its
+        own, committed) before: never act on a host before its row says so."""
         if row.pk in self.jobs:
             return
         job = _Job()
+        job.future = self.pool.submit(function, row.host.pk, *args)
         self.jobs[row.pk] = (kind, job)
-        host_id = row.host.pk
-        transaction.on_commit(lambda: setattr(job, "future", self.pool.submit(function, host_id, *args)))
 
     # --- what the hosts answered ---
 
@@ -327,12 +327,12 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - one host's odd failure must not stop the rollout
                 log.exception("rollout %s: host %s", self.rollout.pk, row.host_id)
                 result = {"error": f"{type(exc).__name__}: {exc}"}
-            with transaction.atomic():
-                outcome = result.get("outcome")
-                if outcome is not None:
-                    record_outcome(row.host, outcome)
-                    row.host.refresh_from_db()
-                getattr(self, f"_on_{kind}")(row, result)
+            # No transaction around this: a step the handler starts is written (committed) before it acts.
+            outcome = result.get("outcome")
+            if outcome is not None:
+                record_outcome(row.host, outcome)
+                row.host.refresh_from_db()
+            getattr(self, f"_on_{kind}")(row, result)
 
     def _on_downloaded(self, row, result):
         if result.get("error"):
@@ -484,7 +484,7 @@ class Engine:
 
 
 class _Job:
-    """A job handed to the pool when its transaction commits: `future` is None until then."""
+    """A job handed to the pool."""
 
     future = None
 

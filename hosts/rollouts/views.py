@@ -12,7 +12,7 @@ from builds.releases.access import get_promotion_for_user
 from builds.releases.models import Stage
 from hosts.access import get_host_for_user
 from hosts.models import ReferenceDigest
-from portal.access import can
+from portal.access import can, teams_where
 from portal.models import Action, AuditEvent
 from portal.views import _viewer_context
 
@@ -28,8 +28,7 @@ from .models import Rollout, RolloutHost, RolloutPolicy, Step
 def rollout_list(request):
     rollouts = Rollout.objects.visible_to(request.user).select_related("stage", "team", "run", "started_by")
     page = Paginator(rollouts, 25).get_page(request.GET.get("page"))
-    operate_stages = [s for s in Stage.objects.visible_to(request.user).select_related("team")
-                      if can(request.user, s.team, Action.OPERATE)]
+    operate_stages = Stage.objects.filter(team__in=teams_where(request.user, Action.OPERATE)).select_related("team")
     return render(request, "rollouts/rollout_list.html", {"page": page,
                                                           "operate_stages": operate_stages})
 

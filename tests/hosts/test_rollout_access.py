@@ -11,7 +11,7 @@ from builds.models import Build
 from builds.releases.models import Promotion, PromotionStatus, Stage
 from hosts.models import Host
 from hosts.rollouts import services
-from hosts.rollouts.models import Rollout, RolloutStatus
+from hosts.rollouts.models import Rollout, RolloutHost, RolloutStatus
 from portal.asgi import application
 from portal.consumers import CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
 from tests.diskimages.rows import succeeded_build
@@ -98,6 +98,7 @@ class TestPages:
 
     def test_the_start_form_is_for_operators(self, client_for, personas, rollout):
         Rollout.objects.filter(pk=rollout.pk).update(status=RolloutStatus.ABORTED)
+        RolloutHost.objects.filter(rollout=rollout).update(active=False)  # what the engine does as it ends
         url = f"/rollouts/stages/{rollout.stage_id}/start/"
         data = {"reference": rollout.reference, "digest": "sha256:" + "2" * 64}
         assert status(client_for(None), "get", url) == 302
