@@ -283,7 +283,7 @@ class Engine:
         self._event(row, f"{'soft-' if soft else ''}rebooting into {short_digest(self.rollout.digest)}")
         for command in commands:
             self.sink.write(f"{row.host.name}: $ {command.for_user(row.host.ssh_user)}")
-        self._submit(row, "back", _job_command, self._target(row), commands, True)
+        self._submit(row, "back", _job_command, self._target(row), commands, True, _host_fingerprint(row.host))
 
     def _start_rollback(self, row, caps, *, why):
         if not caps["rollback_apply"]:
@@ -299,7 +299,8 @@ class Engine:
         self._event(row, f"rolling back ({why})")
         self._audit_host(row, "rollout.host_rollback", f"rolling back {row.host.name}: {why}")
         self.sink.write(f"{row.host.name}: $ {command.for_user(row.host.ssh_user)}")
-        self._submit(row, "rolled_back", _job_command, self._target(row), [command], True)
+        self._submit(row, "rolled_back", _job_command, self._target(row), [command], True,
+                     _host_fingerprint(row.host))
 
     def _submit(self, row, kind, function, *args):
         """Hand a job to the pool. Its row's step was written (and, the engine writing outside any transaction of its
@@ -532,8 +533,33 @@ def _job_read(host_id, target):
     return {"outcome": read_status(target, host_id)}
 
 
-def _job_command(host_id, target, commands, reboots):
-    """Run `commands`; with `reboots`, the connection may drop: then wait for the host to come back."""
+def fingerprint(raw):
+    """What tells one boot's deployments from another's: booted, staged and rollback digests and a queued rollback
+    (None for output that is not a status)."""
+    try:
+        status = bootc.parse_status(raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw)
+    except bootc.StatusUnreadable:
+        return None
+    return tuple(entry.digest if entry is not None else "" for entry in (status.booted, status.staged,
+                                                                         status.rollback)) + (status.rollback_queued,)
+
+
+def rebooted(before, after):
+    """Whether `after` (a fingerprint) is of a boot later than `before`'s: another deployment booted, another one
+    under rollback (greenboot's fallback keeps the booted one), or a queued rollback consumed. A staged entry
+    appearing, or unlocked, is no boot."""
+    if after is None:
+        return False
+    return after[0] != before[0] or after[2] != before[2] or (before[3] and not after[3])
+
+
+def _host_fingerprint(host):
+    return (host.booted_digest, host.staged_digest, host.rollback_digest, host.rollback_queued)
+
+
+def _job_command(host_id, target, commands, reboots, before=None):
+    """Run `commands`; with `reboots`, the connection may drop: then wait for the host to come back (`before`: its
+    deployments before the reboot, to tell the rebooted host from one that has not gone down yet)."""
     timeout = setting("HOSTS_ACTION_COMMAND_TIMEOUT", 1800)
     sent_at = time.monotonic()
     try:
@@ -554,24 +580,29 @@ def _job_command(host_id, target, commands, reboots):
         return {"error": f"unreachable: {exc}", "sent": False}
     if not reboots:
         return {"outcome": read_status(target, host_id)}
-    return _job_wait_back(host_id, target, sent_at, sent=True)
+    return _job_wait_back(host_id, target, sent_at, sent=True, before=before)
 
 
-def _job_wait_back(host_id, target, sent_at=None, *, sent=False):
-    """Wait for a rebooted host to answer again; its status, the downtime, and greenboot's journal of this boot."""
+def _job_wait_back(host_id, target, sent_at=None, *, sent=False, before=None):
+    """Wait for a rebooted host to answer again; its status, the downtime, and greenboot's journal of this boot. An
+    answer with the deployments of `before` comes from a host that has not gone down yet: it waits on."""
     sent_at = sent_at if sent_at is not None else time.monotonic()
     deadline = time.monotonic() + setting("ROLLOUTS_REBOOT_WAIT_SECONDS", setting("HOSTS_REBOOT_WAIT_SECONDS", 600))
     interval = setting("HOSTS_REBOOT_POLL_SECONDS", 5)
     time.sleep(min(interval, 1.0))
-    outcome = None
+    outcome = answered = None
     while time.monotonic() < deadline:
         outcome = read_status(target, host_id, timeout=30)
         if outcome.error is None:
-            return {"outcome": outcome, "downtime": round(time.monotonic() - sent_at, 2), "sent": sent,
-                    "journal": _journal(target)}
-        if isinstance(outcome.error, ssh.HostKeyMismatch):
+            answered = outcome
+            if before is None or rebooted(before, fingerprint(outcome.raw)):
+                return {"outcome": outcome, "downtime": round(time.monotonic() - sent_at, 2), "sent": sent,
+                        "journal": _journal(target)}
+        elif isinstance(outcome.error, ssh.HostKeyMismatch):
             break
         time.sleep(interval)
+    if answered is not None:  # it answers, but never rebooted: judged on what it runs
+        return {"outcome": answered, "sent": sent}
     return {"outcome": outcome or PollOutcome(host_id, error=ssh.HostUnreachable("no answer")), "sent": sent,
             "error": "did not come back"}
 
