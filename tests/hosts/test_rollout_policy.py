@@ -107,3 +107,17 @@ def test_what_a_host_can_do_is_read_from_the_fields_its_status_has():
     assert capabilities(new) == {"rollback_apply": True, "soft": True, "download": True}
     assert capabilities(old) == {"rollback_apply": False, "soft": False, "download": False}
     assert capabilities("not json") == {"rollback_apply": False, "soft": False, "download": False}
+
+
+def test_a_later_boot_is_told_from_a_host_that_has_not_gone_down_yet():
+    from hosts.rollouts.engine import rebooted
+
+    old, new, prev = "sha256:o", "sha256:n", "sha256:p"
+    staged_locked = (old, new, prev, False)
+    assert not rebooted(staged_locked, (old, new, prev, False))  # unlocked by --from-downloaded, not rebooted yet
+    assert rebooted(staged_locked, (new, "", old, False))  # booted the update
+    assert rebooted(staged_locked, (old, "", new, False))  # greenboot fell back: the failed one under rollback
+    assert not rebooted((old, "", prev, False), (old, new, prev, False))  # old bootc: staged by upgrade --apply
+    assert not rebooted((new, "", old, False), (new, "", old, True))  # rollback queued, not yet booted
+    assert rebooted((new, "", old, True), (old, "", new, False))
+    assert not rebooted(staged_locked, None)
