@@ -110,7 +110,7 @@ class TestACanaryThatFailsGreenboot:
                 assert fleet.host(row.host.name).booted_digest == digests["1.1"]["amd64"]
         assert AuditEvent.objects.filter(action="rollout.halt", object_id=str(rollout.pk)).exists()
         assert AuditEvent.objects.filter(action="rollout.host_failed", object_id=str(rollout.pk)).count() == 2
-        assert run.phase == "2/10 updated · 2 rolled back · 6 skipped"
+        assert engine.summary(rows.values()) == "2/10 updated · 2 rolled back · 6 skipped"
         # The hosts are free again for another rollout.
         assert not RolloutHost.objects.filter(rollout=rollout, active=True).exists()
 
