@@ -6,6 +6,7 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
+from django.db import connection
 
 from builds.releases.models import Stage
 from hosts import drift, poller
@@ -36,8 +37,13 @@ def test_the_rollout_page_follows_the_rollout_live(personas, portal_server, flee
     clock = {"now": datetime(2026, 12, 7, 2, 30, tzinfo=UTC)}  # Monday, inside the window
     rollout = services.rollout_start(stage=stage, reference=f"{base}:prod", digest=digests["1.1"]["amd64"],
                                      user=personas.operator)
-    thread = threading.Thread(target=engine.rollout_execute, args=(rollout.pk,),
-                              kwargs={"clock": lambda: clock["now"]})
+    def execute():
+        try:
+            engine.rollout_execute(rollout.pk, clock=lambda: clock["now"])
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=execute)
     thread.start()
     try:
         def canary_done():

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from builds.models import ImageDefinition
 from builds.releases.apply import PROMOTION_APPLIED
@@ -168,6 +168,7 @@ class TestMaintenanceWindows:
             try:
                 engine.rollout_execute(rollout.pk, clock=lambda: now["t"])
             finally:
+                connection.close()
                 done.set()
 
         thread = threading.Thread(target=execute)
