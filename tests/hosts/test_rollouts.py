@@ -305,3 +305,47 @@ class TestAutoUpdate:
         ImageDefinition.objects.create(team=personas.team, name="web-os", repository=base)
         registry.announce(PROMOTION_APPLIED, reference=f"{base}:prod", digest=digests["1.1"]["amd64"])
         assert not Rollout.objects.exists()
+
+
+class TestControls:
+    @pytest.mark.django_db(transaction=True)
+    def test_abort_and_roll_back_skips_the_hosts_waiting_and_rolls_back_the_updated_ones(
+            self, fleet, demo_images, prod, personas, rollout_settings):
+        names = ["web-01", "web-02", "web-03"]
+        make_fleet(fleet, demo_images, names)
+        set_policy(prod, personas.admin, canary_count=1, windows=[{"weekdays": [0], "starts": "02:00", "ends": "03:00"}])
+        now = {"t": datetime(2026, 12, 7, 2, 30, tzinfo=UTC)}  # Monday, inside the window
+        rollout = start(prod, demo_images, personas.operator)
+
+        def execute():
+            try:
+                engine.rollout_execute(rollout.pk, clock=lambda: now["t"])
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=execute)
+        thread.start()
+        try:
+            wait_for(lambda: RolloutHost.objects.filter(rollout=rollout, batch=0, step__in=[
+                Step.SOAKING, Step.UPDATED]).exists(), timeout=20, what="the canary rebooted")
+            now["t"] = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)  # the window closes: batch 1 stages and waits
+            wait_for(lambda: RolloutHost.objects.filter(rollout=rollout, batch=1, step=Step.STAGED).count() == 2,
+                     timeout=20, what="batch 1 staged")
+            services.rollout_pause(rollout=rollout, user=personas.operator)
+            services.rollout_resume(rollout=rollout, user=personas.operator)
+            services.rollout_abort(rollout=rollout, user=personas.operator, rollback=True)
+        finally:
+            thread.join(30)
+        rollout.refresh_from_db()
+        rows = rows_by_name(rollout)
+        assert rollout.status == RolloutStatus.ABORTED and rollout.run.status == RunStatus.CANCELLED
+        assert rows["web-01"].step == Step.ROLLED_BACK and "the rollout was aborted" in rows["web-01"].reason
+        assert {rows[n].step for n in ("web-02", "web-03")} == {Step.SKIPPED}
+        digests, _ = demo_images
+        assert {fleet.host(n).booted_digest for n in names} == {digests["1.0"]["amd64"]}
+        assert len(commands_with(fleet, "web-01", "bootc rollback --apply")) == 1
+        actions = list(AuditEvent.objects.filter(object_id=str(rollout.pk), object_type="rollouts.rollout")
+                       .order_by("seq").values_list("action", flat=True))
+        for action in ("rollout.start", "rollout.pause", "rollout.resume", "rollout.abort", "rollout.host_rollback",
+                       "rollout.aborted"):
+            assert action in actions
