@@ -247,6 +247,11 @@ def bootc_rollback(*, apply=False, soft_reboot=""):
     return Command(argv, "roll back" + (" and reboot" if apply else " at next boot"))
 
 
+def df_sysroot():
+    """The free bytes on /sysroot, where bootc writes deployments (a rollout's pre-flight check)."""
+    return Command(("df", "--output=avail", "-B1", "/sysroot"), "read the free space on /sysroot")
+
+
 def systemctl_reboot():
     return Command(("systemctl", "reboot"), "reboot")
 

@@ -170,6 +170,9 @@ class Engine:
             if self._matches(row.host.booted_digest, row.host):
                 self._finish(row, Step.UPDATED, "already boots the target digest")
                 return
+            if row.checked_at is None:
+                self._preflight(row)
+                return
             if caps["download"]:
                 if _room(downloading, row.group, self.policy.get("max_downloading_per_group")):
                     downloading[row.group] = downloading.get(row.group, 0) + 1
@@ -254,6 +257,29 @@ class Engine:
 
     def _target(self, row):
         return target_for(row.host)
+
+    def _preflight(self, row):
+        """Before its batch acts on a host: the image has its architecture, /sysroot has room, and (upgrading what it
+        tracks) the registry answers the host. A host that fails one is skipped with the reason."""
+        host, digests = row.host, self.rollout.digests or {}
+        if host.architecture and set(digests) - {""} and host.architecture not in digests:
+            self._finish(row, Step.SKIPPED, f"pre-flight: the image has no {host.architecture} build "
+                                            f"(it has {', '.join(sorted(set(digests) - {''}))})")
+            return
+        commands = [ssh.df_sysroot()] + ([] if self._switching(row) else [ssh.bootc_upgrade(check=True)])
+        self._submit(row, "checked", _job_preflight, self._target(row), commands)
+
+    def _on_checked(self, row, result):
+        need = setting("ROLLOUTS_MIN_FREE_BYTES", 1024 ** 3)
+        if result.get("error", "").startswith("unreachable"):
+            self._fail(row, result["error"])
+        elif result.get("error"):
+            self._finish(row, Step.SKIPPED, f"pre-flight: {result['error']}")
+        elif result.get("free") is not None and result["free"] < need:
+            self._finish(row, Step.SKIPPED, f"pre-flight: {_size(result['free'])} free on /sysroot, the update needs "
+                                            f"{_size(need)}")
+        else:
+            RolloutHost.objects.filter(pk=row.pk).update(checked_at=timezone.now())
 
     def _start_download(self, row):
         now = timezone.now()
@@ -527,6 +553,30 @@ def _reason(error):
 
 
 # --- Jobs: network only, in the engine's thread pool -----------------------------------------------------------------
+
+
+def _size(n):
+    return f"{n / 1024 ** 3:.1f} GiB" if n >= 1024 ** 3 else f"{n / 1024 ** 2:.0f} MiB"
+
+
+def _job_preflight(host_id, target, commands):
+    """df on /sysroot, then `bootc upgrade --check` (the registry reachable from the host): {"free": bytes} or
+    {"error": why}."""
+    out = {}
+    try:
+        with session_for(target) as connection:
+            for command in commands:
+                result = connection.run(command, timeout=setting("HOSTS_COMMAND_TIMEOUT", 30))
+                if result.exit_status != 0:
+                    error = (result.error_text() or result.text()).strip().splitlines()
+                    what = "the free space" if command.argv[0] == "df" else "the target from the host"
+                    return {"error": f"cannot read {what}: {error[-1] if error else result.exit_status}"}
+                if command.argv[0] == "df":
+                    lines = result.text().split()
+                    out["free"] = int(lines[-1]) if lines and lines[-1].isdigit() else None
+    except (ssh.SSHError, HostError) as exc:
+        return {"error": f"unreachable: {exc}"}
+    return out
 
 
 def _job_read(host_id, target):

@@ -206,6 +206,7 @@ class RolloutHost(models.Model):
     reason = models.TextField(blank=True)
     previous_digest = models.CharField(max_length=80, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0, help_text="Download attempts")
+    checked_at = models.DateTimeField(null=True, blank=True, help_text="When its pre-flight checks passed")
     download_started_at = models.DateTimeField(null=True, blank=True)
     staged_at = models.DateTimeField(null=True, blank=True)
     reboot_sent_at = models.DateTimeField(null=True, blank=True, help_text="Set before the reboot is sent: never twice")

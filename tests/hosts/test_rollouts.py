@@ -216,6 +216,27 @@ class TestHostsThatFail:
         assert not commands_with(fleet, "web-01", "--apply")
 
 
+class TestPreflight:
+    def test_a_host_without_room_on_sysroot_is_skipped_with_the_reason_and_the_rest_go_on(
+            self, fleet, demo_images, prod, personas, rollout_settings):
+        def prepare(name, state):
+            if name == "web-02":
+                state.disk_free_bytes = 100 * 1024 ** 2
+
+        make_fleet(fleet, demo_images, ["web-01", "web-02"], prepare=prepare)
+        set_policy(prod, personas.admin)
+        rollout = start(prod, demo_images, personas.operator)
+        engine.rollout_execute(rollout.pk)
+        rows = rows_by_name(rollout)
+        assert rows["web-01"].step == Step.UPDATED
+        assert rows["web-02"].step == Step.SKIPPED
+        assert rows["web-02"].reason == "pre-flight: 100 MiB free on /sysroot, the update needs 1.0 GiB"
+        assert commands_with(fleet, "web-02", "df --output=avail -B1 /sysroot")
+        assert not commands_with(fleet, "web-02", "--download-only")
+        rollout.refresh_from_db()
+        assert rollout.status == RolloutStatus.COMPLETED  # a skipped host is not a failure
+
+
 class TestResuming:
     def test_an_engine_on_a_rollout_whose_worker_died_after_the_reboot_never_reboots_again(
             self, fleet, demo_images, prod, personas, rollout_settings):
