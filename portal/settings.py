@@ -562,6 +562,8 @@ CELERY_BEAT_SCHEDULE.update({
 # Rollouts (docs/rollouts.md): how often the engine looks at its hosts, and how many it talks to at once.
 ROLLOUTS_TICK_SECONDS = env.float("ROLLOUTS_TICK_SECONDS", default=2.0)
 ROLLOUTS_CONCURRENCY = env.int("ROLLOUTS_CONCURRENCY", default=32)
+ROLLOUTS_REBOOT_WAIT_SECONDS = env.int("ROLLOUTS_REBOOT_WAIT_SECONDS", default=HOSTS_REBOOT_WAIT_SECONDS)
+ROLLOUTS_MIN_FREE_BYTES = env.int("ROLLOUTS_MIN_FREE_BYTES", default=1024 ** 3)  # free on /sysroot (pre-flight)
 
 # --- Promotions and notifications (docs/promotions.md) ---------------------------------------------------------------
 PROMOTION_APPLY_TIMEOUT_SECONDS = env.int("PROMOTION_APPLY_TIMEOUT_SECONDS", default=600)  # skopeo copy + verify
