@@ -10,8 +10,8 @@ urlpatterns = [
     path("rollouts/<int:pk>/pause/", views.rollout_pause, name="pause"),
     path("rollouts/<int:pk>/resume/", views.rollout_resume, name="resume"),
     path("rollouts/<int:pk>/abort/", views.rollout_abort, name="abort"),
-    path("rollouts/stages/<int:pk>/", views.stage_policy, name="policy"),
-    path("rollouts/stages/<int:pk>/start/", views.rollout_start, name="start"),
+    path("rollouts/policies/<int:pk>/", views.stage_policy, name="policy"),
+    path("rollouts/policies/<int:pk>/start/", views.rollout_start, name="start"),
     path("rollouts/of/promotions/<int:pk>/", views.promotion_rollout, name="of_promotion"),
     path("rollouts/of/hosts/<int:pk>/", views.host_rollouts, name="of_host"),
 ]

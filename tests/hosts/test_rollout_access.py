@@ -70,7 +70,7 @@ class TestPages:
 
     def test_the_policy_page_reads_for_members_and_help_desk_and_saves_for_admins_only(self, client_for, personas,
                                                                                         rollout):
-        url = f"/rollouts/stages/{rollout.stage_id}/"
+        url = f"/rollouts/policies/{rollout.stage_id}/"
         assert status(client_for(None), "get", url) == 302
         assert status(client_for(personas.outsider), "get", url) == 404
         for who in ("viewer", "helpdesk", "operator", "admin"):
@@ -88,7 +88,7 @@ class TestPages:
 
     def test_a_policy_that_can_never_finish_is_refused_on_the_page_with_the_reason(self, client_for, personas,
                                                                                    rollout):
-        url = f"/rollouts/stages/{rollout.stage_id}/"
+        url = f"/rollouts/policies/{rollout.stage_id}/"
         page = client_for(personas.admin).post(url, data={"max_failed_percent": "10", "soak_seconds": "0",
                                                            "window_timezone": "UTC", "max_updating_per_group": "0"})
         assert page.status_code == 200 and "lets no host through" in page.content.decode()
@@ -99,7 +99,7 @@ class TestPages:
     def test_the_start_form_is_for_operators(self, client_for, personas, rollout):
         Rollout.objects.filter(pk=rollout.pk).update(status=RolloutStatus.ABORTED)
         RolloutHost.objects.filter(rollout=rollout).update(active=False)  # what the engine does as it ends
-        url = f"/rollouts/stages/{rollout.stage_id}/start/"
+        url = f"/rollouts/policies/{rollout.stage_id}/start/"
         data = {"reference": rollout.reference, "digest": "sha256:" + "2" * 64}
         assert status(client_for(None), "get", url) == 302
         assert status(client_for(personas.outsider), "get", url) == 404
@@ -112,7 +112,7 @@ class TestPages:
         assert response.status_code == 302 and response["Location"] == started.get_absolute_url()
 
     def test_a_bad_digest_is_refused_with_a_message(self, client_for, personas, rollout):
-        url = f"/rollouts/stages/{rollout.stage_id}/start/"
+        url = f"/rollouts/policies/{rollout.stage_id}/start/"
         page = client_for(personas.operator).post(url, data={"reference": rollout.reference, "digest": "latest"})
         assert page.status_code == 200 and "A digest is sha256: and 64 hex digits." in page.content.decode()
 
