@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('hosts', '0002_tally_triggers'),
-        ('portal', '0003_run_kind_rollout'),
+        ('portal', '0002_audit_append_only'),
         ('releases', '0001_initial'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
