@@ -10,6 +10,7 @@ import json
 import re
 from dataclasses import dataclass
 
+from portal import failures
 from portal.text import storable
 
 PACKAGE_FORMATS = ("rpm", "dpkg", "apk")
@@ -147,40 +148,16 @@ def _parse_stanzas(lines, *, name_key, version_key, keep, sep=": "):
 
 
 # --- Why a build failed ----------------------------------------------------------------------------------------------
+# The cause and hint come from the core's failure knowledge base (portal.failures); pushes keep their own few hints,
+# since a push's errors mean something else than the same words during a build (a 403 is the team's credentials).
 
-STEP_RE = re.compile(r"^(?:\[\d+/\d+\] )?STEP (\d+)/(\d+): (.*)$")
+STEP_RE = re.compile(r"^(?:\[\d+/\d+\] )?STEP (\d+)(?:/(\d+))?: (.*)$")
 ERROR_RE = re.compile(r"(^Error:|^error |level=error|: error:|\berror\b.*:|^E: |failed|not found|denied|refused)",
                       re.IGNORECASE)
-
-HINTS = [
-    (re.compile(r"Authentication failed for|could not read (Username|Password) for|terminal prompts disabled|"
-                r"HTTP Basic: Access denied|Invalid username or password", re.I),
-     "The git repository wants a login: a team admin saves a git login for its host on the team's build "
-     "integrations page (the repository URL never holds one)."),
-    (re.compile(r"no space left on device", re.I),
-     "The builder ran out of disk space. Free space in its podman storage (podman system prune) or give it more."),
-    (re.compile(r"exec format error|does not match the expected platform|no image found in (manifest list|image "
-                r"index) for architecture", re.I),
-     "Wrong architecture: the base image or a binary is for another CPU than this platform's builder. Check the "
-     "definition's platforms and that each has a builder of that architecture."),
-    (re.compile(r"image not known|manifest unknown|name unknown|repository .* not found|pull access denied|"
-                r"requested access to the resource is denied|reading manifest .* unauthorized|"
-                r"initializing source docker://", re.I),
-     "The base image was not found, or the builder has no pull access to it. Check the FROM line (name and tag) "
-     "and the registry credentials; with the pull policy 'never' the base must already be on the builder."),
-    (re.compile(r"could not resolve host|temporary failure in name resolution|network is unreachable|"
-                r"failed to download metadata for repo|cannot find a valid baseurl|curl error \(6\)|"
-                r"no route to host|dial tcp: lookup", re.I),
-     "No network inside the build: a step tried to download something. Builders may have no outside network; "
-     "use an internal mirror, or put what the step downloads into the build context."),
-    (re.compile(r"checking on sources under|copier: stat: .* no such file or directory|COPY failed|no source files were "
-                r"specified", re.I),
-     "A COPY or ADD source is not in the build context. Add the file to the revision's context files (or the git "
-     "repository's sub-directory), or fix its path: paths are relative to the context, not to the Containerfile."),
-    (re.compile(r"Unknown instruction: \"?[A-Z0-9_-]+\"?", re.I),
-     "podman did not understand a line. If the Containerfile uses heredocs (<<EOF), this builder's podman is too old "
-     "for them (they need podman 4.8 or newer); otherwise check the line for a missing RUN."),
-]
+GIT_LOGIN = re.compile(r"Authentication failed for|could not read (Username|Password) for|terminal prompts disabled|"
+                       r"HTTP Basic: Access denied|Invalid username or password", re.I)
+GIT_LOGIN_HINT = ("The git repository wants a login: a team admin saves a git login for its host on the team's build "
+                  "integrations page (the repository URL never holds one).")
 PUSH_HINTS = [
     (re.compile(r"unauthorized|authentication required|denied|403 Forbidden|401", re.I),
      "The registry refused the push: add or fix this registry's credentials for the team (the image stays on the "
@@ -198,29 +175,34 @@ class FailureSummary:
     step: str = ""
     error_lines: str = ""
     hint: str = ""
+    headline: str = ""
 
 
 def summarize_failure(lines: list[str], *, pushing=False) -> FailureSummary:
-    """podman's STEP n/m that failed, the last error lines, and a hint for the common causes."""
+    """podman's STEP n/m that failed, its headline and last error lines, and the known cause's hint."""
     summary = FailureSummary()
-    steps = [m for m in (STEP_RE.match(line) for line in lines) if m]
-    if steps and not pushing:
-        last = steps[-1]
-        summary.step = f"STEP {last.group(1)}/{last.group(2)}: {last.group(3)}"[:500]
     after_step = lines
     for i in range(len(lines) - 1, -1, -1):
         if STEP_RE.match(lines[i]):
             after_step = lines[i + 1:]
             break
+    explanation = failures.explain("\n".join(lines[-400:]), tool="podman")
+    if not pushing:
+        summary.step = explanation.step[:500]
+    summary.headline = explanation.headline
     interesting = [line for line in after_step if line.strip() and not line.startswith("$ ")]
     # The failing step's own last lines say most; far above them, only lines that look like errors.
     picked = interesting[-10:]
     earlier = [line for line in interesting[:-10] if ERROR_RE.search(line)][-3:]
     picked = earlier + picked
+    if explanation.headline and explanation.headline not in picked:
+        picked = [explanation.headline, *picked]
     summary.error_lines = "\n".join(line[:500] for line in picked)
     text = "\n".join(lines[-200:])
-    for pattern, hint in (PUSH_HINTS if pushing else []) + HINTS:
-        if pattern.search(text):
-            summary.hint = hint
-            break
+    if pushing:
+        summary.hint = next((hint for pattern, hint in PUSH_HINTS if pattern.search(text)), "")
+    elif GIT_LOGIN.search(text):
+        summary.hint = GIT_LOGIN_HINT
+    if not summary.hint and explanation.known:
+        summary.hint = f"{explanation.title}: {explanation.hint(limit=480 - len(explanation.title))}"
     return summary

@@ -150,3 +150,33 @@ def add_service_errors(form, exc):
     else:
         for error in exc.messages:
             form.add_error(None, error)
+
+
+class ExplainLogForm(forms.Form):
+    """A pasted log for the explain page; its size is bounded so that one paste cannot hold a web process for long."""
+
+    TOOLS = [("", "Any (recognise it)"), ("podman", "podman / buildah build"),
+             ("bootc-image-builder", "bootc-image-builder conversion"), ("bootc", "bootc on a host"),
+             ("anaconda", "Anaconda install")]
+    OUTCOMES = [("", "Not known"), ("failed", "It failed"), ("succeeded", "It exited 0")]
+
+    log = forms.CharField(widget=forms.Textarea(attrs={"rows": 14, "class": "font-monospace", "spellcheck": "false"}),
+                          strip=False, help_text="A build, conversion or bootc log: the failing step and what follows "
+                                                 "are enough.")
+    tool = forms.ChoiceField(choices=TOOLS, required=False, label="Tool")
+    outcome = forms.ChoiceField(choices=OUTCOMES, required=False, label="How the run ended")
+
+    def clean_log(self):
+        text = self.cleaned_data["log"]
+        limit = settings.EXPLAIN_LOG_MAX_CHARS
+        if len(text) > limit:
+            raise forms.ValidationError(
+                f"This log is {len(text):,} characters; the page explains up to {limit:,}. Paste the end of it (the "
+                f"failing step and what follows), or run manage.py explain_log on the whole file.")
+        if not text.strip():
+            raise forms.ValidationError("Paste a log to explain.")
+        return text
+
+    @property
+    def succeeded(self):
+        return {"failed": False, "succeeded": True}.get(self.cleaned_data.get("outcome") or "")

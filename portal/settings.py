@@ -375,6 +375,9 @@ RATE_LIMIT_KEY_PREFIX = "portal:ratelimit"
 # with 4429 and the viewer polls instead.
 RUN_LOG_SOCKETS_PER_USER = env.int("RUN_LOG_SOCKETS_PER_USER", default=20)
 LOG_SOCKETS_KEY_PREFIX = "portal:log-sockets"
+# The explain page (portal.failures) reads at most this many characters of a pasted log; larger pastes are refused with
+# a message that says so (a form past DATA_UPLOAD_MAX_MEMORY_SIZE gets the 400 page that says the same).
+EXPLAIN_LOG_MAX_CHARS = env.int("EXPLAIN_LOG_MAX_CHARS", default=500_000)
 
 # Second factor (django-otp, TOTP with backup codes): the name authenticator apps show for the portal's entry.
 OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Image Mode Portal")

@@ -33,6 +33,7 @@ core_patterns = [
     path("notifications/deliveries/<int:pk>/redeliver/", views_notifications.webhook_delivery_redeliver,
          name="webhook_delivery_redeliver"),
     path("audit/", views.audit_list, name="audit_list"),
+    path("explain/", views.explain_log, name="explain_log"),
     path("runs/<int:pk>/", views.run_detail, name="run_detail"),
     path("runs/<int:pk>/log/", views.run_log, name="run_log"),
     path("runs/<int:pk>/log/lines/", views.run_log_lines, name="run_log_lines"),

@@ -19,11 +19,11 @@ from django_otp import login as otp_login
 from django_otp.plugins.otp_static.models import StaticDevice
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from . import failures, login, logsink, registry, services, twofactor
 from . import health as health_checks
-from . import login, logsink, registry, services, twofactor
 from . import metrics as portal_metrics
 from .access import can, get_run_for_user, get_team_for_user, role_allows, team_roles, user_teams
-from .forms import AuditFilter, LoginForm, MemberAddForm, RoleForm, SecondFactorForm, TeamForm
+from .forms import AuditFilter, ExplainLogForm, LoginForm, MemberAddForm, RoleForm, SecondFactorForm, TeamForm
 from .logtext import cut_for_display
 from .models import ROLE_ACTIONS, Action, AuditEvent, Membership, Role, Run, Team, User, action_to_cancel
 
@@ -619,6 +619,20 @@ def metrics(request):
 
 
 # --- Errors ----------------------------------------------------------------------------------------------------------
+
+
+@login_required
+def explain_log(request):
+    """Paste a build, conversion or bootc log and read the explanation its run's page would give. Any signed-in user
+    may: nothing is stored and nothing of anyone's runs is read."""
+    form = ExplainLogForm(request.POST or None)
+    explanation = parts = None
+    if request.method == "POST" and form.is_valid():
+        text = form.cleaned_data["log"]
+        explanation = failures.explain(text, tool=form.cleaned_data["tool"], succeeded=form.succeeded)
+        parts = failures.segments(text)
+    return render(request, "portal/explain.html", {"form": form, "explanation": explanation, "segments": parts,
+                                                   "section": "explain"}, status=400 if form.errors else 200)
 
 
 def error_400(request, exception=None):

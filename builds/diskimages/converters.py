@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 
 from builds import podman
+from portal import failures
 from portal.text import storable
 
 from .diskconfig import ALL_TYPES, DISK_TYPES, ISO_TYPES
@@ -327,6 +328,17 @@ FAILURE_PATTERNS = [
 ]
 
 
+# The failure knowledge base's causes (portal/failure_rules.toml) that have a cause of their own on a disk image.
+KNOWN_CAUSES = {
+    "disk-full": Cause.DISK_FULL,
+    "arch-mismatch": Cause.ARCH_MISMATCH,
+    "image-not-found": Cause.IMAGE_NOT_FOUND,
+    "bib-storage-mount": Cause.PRIVILEGES,
+    "bib-config-error": Cause.CONFIG,
+    "build-permission-denied": Cause.PRIVILEGES,
+}
+
+
 @dataclass
 class Failure:
     cause: str
@@ -354,6 +366,11 @@ def classify_failure(lines: list[str], *, builder_image: str = "") -> Failure:
                 return Failure(Cause.BUILDER_IMAGE, line.strip()[:500],
                                f"The builder image {builder_image} is not on the builder and could not be pulled. "
                                "Pull it there (podman pull), or pick another builder image.", _error_lines(tail))
+    explanation = failures.explain("\n".join(tail), tool="bootc-image-builder")
+    if explanation.known and explanation.failed:
+        return Failure(KNOWN_CAUSES.get(explanation.cause, Cause.OTHER), explanation.headline.strip()[:500],
+                       f"{explanation.title}: {explanation.hint(limit=480 - len(explanation.title))}",
+                       _error_lines(tail))
     for cause, pattern, hint in FAILURE_PATTERNS:
         for line in reversed(tail):
             if pattern.search(line):

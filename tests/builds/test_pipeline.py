@@ -153,7 +153,7 @@ def test_a_missing_base_image_fails_with_a_hint(definition, personas):
                                         containerfile="FROM quay.io/centos-bootc/centos-bootc:stream10\nRUN true\n")
     build = build_now(revision, personas.developer)
     assert build.status == BuildStatus.FAILED
-    assert "base image was not found" in build.hint
+    assert build.hint.startswith("Image not found:")
 
 
 def test_a_registry_that_refuses_the_push_fails_the_build_and_a_retry_pushes_the_local_image(

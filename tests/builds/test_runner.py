@@ -132,13 +132,13 @@ def test_process_tree_finds_grandchildren():
 
 @pytest.mark.parametrize("lines,words", [
     (["STEP 1/2: FROM quay.io/x/y:1", "Error: creating build container: quay.io/x/y:1: image not known"],
-     "base image was not found"),
-    (["STEP 2/3: RUN dnf -y install httpd", "exec container process `/bin/sh`: Exec format error"], "Wrong architecture"),
-    (["STEP 2/3: RUN dnf -y install httpd", "Error: write /var/tmp/x: no space left on device"], "disk space"),
+     "Image not found"),
+    (["STEP 2/3: RUN dnf -y install httpd", "exec container process `/bin/sh`: Exec format error"], "Architecture mismatch"),
+    (["STEP 2/3: RUN dnf -y install httpd", "Error: write /var/tmp/x: no space left on device"], "Disk full"),
     (["STEP 2/3: RUN dnf -y install httpd", "Curl error (6): Couldn't resolve host name",
-      "Error: Failed to download metadata for repo 'baseos'"], "No network"),
+      "Error: Failed to download metadata for repo 'baseos'"], "No network inside the build"),
     (["STEP 3/4: COPY app.conf /etc/", 'checking on sources under "/tmp/c": copier: stat: "/app.conf": no such file '
-                                       "or directory"], "not in the build context"),
+                                       "or directory"], "COPY/ADD source missing"),
 ])
 def test_failure_hints_name_the_common_causes(lines, words):
     summary = podman.summarize_failure(lines)
