@@ -14,7 +14,7 @@ URL = "/explain/"
 
 
 def test_its_url_is_explain():
-    assert reverse("explain_log") == URL
+    assert reverse("portal:explain_log") == URL
 
 
 def test_anonymous_is_sent_to_log_in(client_for, db):
