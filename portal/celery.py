@@ -6,6 +6,7 @@ import os
 from celery import Celery, signals
 from kombu import Queue
 
+from . import logcontext  # noqa: F401 - connects the signals that carry the log context to workers
 from .startup import require_database
 from .workers import Heartbeat
 

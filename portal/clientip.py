@@ -36,6 +36,12 @@ def client_ip(request):
     return str(client)
 
 
+def from_trusted_proxy(request):
+    """Whether the request's peer is one of TRUSTED_PROXIES (whose headers, such as X-Request-ID, are believed)."""
+    peer = _parse(request.META.get("REMOTE_ADDR", ""))
+    return peer is not None and _is_trusted(peer, trusted_networks(tuple(settings.TRUSTED_PROXIES)))
+
+
 def throttle_address(request):
     """The address that login throttling and rate limits count against: the client's IPv4 address, or the /64 network
     of its IPv6 address (as the network's first address), since one IPv6 subscriber usually holds a whole /64 and could

@@ -39,6 +39,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 
+from . import logcontext
 from .logsink import LogSink
 from .models import AuditEvent, Run, RunStatus
 from .services import RunStateError, run_finish, run_start
@@ -125,7 +126,15 @@ def executing(run: Run, *, what: str, limit: Limit | None = None, stopped: str =
     """Execute a claimed run's work in the `with` block and end the run, whatever happens in it (see the module's
     table). `what` names the work in an internal error ("the build pipeline"); `stopped` says what stopping early
     leaves behind; `unavailable` starts the reason of a `ToolMissing` ("Builder b1 is unavailable"). Exceptions are
-    not raised on, except a worker's shutdown (SystemExit, KeyboardInterrupt), once the run has ended."""
+    not raised on, except a worker's shutdown (SystemExit, KeyboardInterrupt), once the run has ended. The worker's
+    log lines meanwhile carry the run's id (`portal.logcontext`), with the task's."""
+    with logcontext.bound(run_id=run.pk):
+        log.info("run %s (%s) started: %s", run.pk, run.kind, run.title)
+        yield from _executing(run, what=what, limit=limit, stopped=stopped, unavailable=unavailable,
+                              before_finish=before_finish, after_finish=after_finish)
+
+
+def _executing(run, *, what, limit, stopped, unavailable, before_finish, after_finish):
     execution = Execution(run=run, sink=LogSink(run), stopped=stopped)
     raised = None
     try:
@@ -148,6 +157,7 @@ def executing(run: Run, *, what: str, limit: Limit | None = None, stopped: str =
         if not isinstance(exc, Ended | RunStateError):
             execution.sink.write(execution.reason)
     _end(execution, before_finish=before_finish, after_finish=after_finish)
+    log.info("run %s (%s) %s%s", run.pk, run.kind, execution.status, f": {execution.reason}" if execution.reason else "")
     if raised is not None and not isinstance(raised, Exception):
         raise raised
 

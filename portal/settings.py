@@ -159,6 +159,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",  # request.user.is_verified(): signed in with a second factor
+    "portal.logcontext.request_context",  # the request id and the user on every log line (docs/operations.md#logs)
     "django.contrib.messages.middleware.MessageMiddleware",
     "portal.sessions.IdleSessionMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -499,12 +500,23 @@ USE_I18N = False
 USE_TZ = True
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# plain: text for people (make run); json: one JSON object per line with the request id, user, run id and task id, for
+# a log collector (docs/operations.md#logs; compose.yaml's stack uses it).
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise BadSetting(f"LOG_FORMAT must be plain or json (got {LOG_FORMAT!r}).")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "filters": {"refusals_in_one_line": {"()": "portal.logfilters.RefusalsInOneLine"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "portal.logformat.JsonLines"},
+    },
+    "filters": {
+        "refusals_in_one_line": {"()": "portal.logfilters.RefusalsInOneLine"},
+        "context": {"()": "portal.logcontext.LogContext"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # Django's own console handler (DEBUG only) would print each of its records a second time, next to the root's.
