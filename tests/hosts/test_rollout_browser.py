@@ -23,7 +23,7 @@ def test_the_rollout_page_follows_the_rollout_live(personas, portal_server, flee
     host_settings.ROLLOUTS_TICK_SECONDS = 0.1
     host_settings.ROLLOUTS_REBOOT_WAIT_SECONDS = 5
     digests, base = demo_images
-    stage = Stage.objects.create(team=personas.team, name="prod", position=2)
+    stage, _ = Stage.objects.get_or_create(team=personas.team, name="prod", defaults={"position": 2})
     names = [f"web-{i:02d}" for i in range(1, 9)]
     for name in names:
         fleet.add(name, booted_state(f"{base}:prod", digests["1.0"]["amd64"], "1.0"))
@@ -61,15 +61,16 @@ def test_the_rollout_page_follows_the_rollout_live(personas, portal_server, flee
             assert summary.inner_text() == "2/8 updated · 3 staging · 1 rolled back · 2 waiting"
             assert page.locator(".rollout-cell.step-rolled_back").first.inner_text() == "web-02"
             assert page.locator(".rollout-cells .step-staged").count() == 3
+            assert page.locator("#rollout-controls button").count() == 3  # pause, abort, abort and roll back
             assert screenshot(page, "rollout-mid-way").stat().st_size > 10_000
 
             clock["now"] = datetime(2026, 12, 14, 2, 15, tzinfo=UTC)  # the next Monday's window: it goes on alone
-            page.wait_for_function("document.querySelector('#rollout-summary').innerText.startsWith('7/8 updated')",
-                                   timeout=60_000)
-            page.wait_for_function("document.querySelector('#rollout-status').innerText.trim() === 'Completed'",
-                                   timeout=30_000)
+            # No reload: the page follows by itself (the CSP forbids evaluating strings, so locators wait).
+            page.locator("#rollout-summary", has_text="7/8 updated").wait_for(timeout=60_000)
+            page.locator("#rollout-status", has_text="Completed").wait_for(timeout=30_000)
             text = page.locator("main").inner_text()
             assert "Completed: 7/8 hosts updated." in text
+            assert page.locator("#rollout-controls").count() == 0  # nothing left to pause or abort
             assert "greenboot's health check failed" in text  # the rolled-back host, with its reason
             assert screenshot(page, "rollout-end").stat().st_size > 10_000
     finally:
