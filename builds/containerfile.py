@@ -325,9 +325,19 @@ def known_bases():
 
 
 def is_known_base(image: str) -> bool:
+    """Whether `image` (tag and digest aside) is one of BUILD_KNOWN_BASES: an exact repository, a prefix ending in "/",
+    or a pattern with * (any characters but "/") and ? (one), e.g. registry.redhat.io/rhel*/rhel-*-bootc for the RHEL
+    EUS streams."""
     name = image.split("@", 1)[0]
     repo = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
-    return any(repo == base.rstrip("/") or (base.endswith("/") and repo.startswith(base)) for base in known_bases())
+    return any(_base_matches(repo, base) for base in known_bases())
+
+
+def _base_matches(repo: str, base: str) -> bool:
+    if "*" in base or "?" in base:
+        pattern = "".join("[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c) for c in base.rstrip("/"))
+        return re.fullmatch(pattern + ("(?:/.*)?" if base.endswith("/") else ""), repo) is not None
+    return repo == base.rstrip("/") or (base.endswith("/") and repo.startswith(base))
 
 
 def validate_text(data: bytes | str, *, build_args: dict[str, str] | None = None) -> Report:
@@ -442,6 +452,7 @@ def _check_run(ins: Instruction, flags, rest, escape, report: Report):
             report.add("warning", ins.line, "ostree-container-commit",
                        "`ostree container commit` is no longer needed for bootc images: end with "
                        "`RUN bootc container lint` instead.")
+    _check_heredoc_use(ins, rest, report)
     # A backslash followed by a space in the middle of a line (not a continuation): the shell sees an escaped space.
     if re.search(re.escape(escape) + r" +\S", rest) and not ins.heredocs:
         report.add("warning", ins.line, "midline-backslash",
@@ -455,6 +466,43 @@ def _check_run(ins: Instruction, flags, rest, escape, report: Report):
                        f"this step mounts the build secret {secret_id!r}; the portal passes no build secrets, so the "
                        "file will be missing" + (" and the step fails (required=true)." if options.get("required") in
                                                 ("true", "") and "required" in options else "."))
+
+
+SHELL_OPERATOR_RE = re.compile(r"&&|\|\||;|\||\(|\)")
+SH_SHEBANG_RE = re.compile(r"^#!\s*(?:/usr)?/bin/(?:env\s+)?sh\s*$")
+
+
+def _check_heredoc_use(ins: Instruction, rest: str, report: Report):
+    """Heredocs that do not run what their author meant.
+
+    - `RUN cmd && <<EOF` with no command for the heredoc: the shell reads the body as the input of an empty command and
+      throws it away, so the step "succeeds" without running it (a real case: konflux-ci/build-definitions#1200).
+    - `RUN <<EOF` whose body starts with a shebang: podman and buildah before buildah's fix (containers/buildah#5251,
+      fixed by #5255 in January 2024) ignore the shebang and run the body with /bin/sh."""
+    if not ins.heredocs:
+        return
+    markers = list(HEREDOC_RE.finditer(rest))
+    for match in markers:
+        before = SHELL_OPERATOR_RE.split(rest[: match.start()])[-1]
+        after = SHELL_OPERATOR_RE.split(rest[match.end():])[0]
+        # Other redirections (`5<<EOF2`, `> file`) around it are no command either.
+        words = [w for w in split_words(before + " " + after) if not re.match(r"^\d*(?:<<-?|[<>]+)", w)]
+        if rest[: match.start()].strip() and not words:
+            name = match.group(4) or match.group(5)
+            report.add("warning", ins.line, "heredoc-no-command",
+                       f"<<{name} follows a shell operator with no command to read it, so the shell discards the "
+                       f"heredoc and its body never runs. Name the interpreter: `... && /bin/sh <<{name}` (or "
+                       f"`bash <<{name}`).")
+    script_form = len(markers) == 1 and all(re.match(r"^\d*<<", w) for w in split_words(rest))
+    if script_form:
+        first_line = ins.heredocs[0].body.lstrip("\n").split("\n", 1)[0].strip()
+        if first_line.startswith("#!") and not SH_SHEBANG_RE.match(first_line):
+            interpreter = first_line[2:].strip()
+            report.add("warning", ins.line, "heredoc-shebang",
+                       f"the heredoc starts with {first_line!r}, but podman and buildah before buildah's heredoc "
+                       f"shebang fix (containers/buildah#5251, January 2024) ignore it and run the body with /bin/sh. "
+                       f"Name the interpreter on the RUN line so every builder agrees: `RUN {interpreter} <<"
+                       f"{ins.heredocs[0].name}`.")
 
 
 def _check_stages(parsed: Parsed, report: Report, build_args: dict[str, str]):
@@ -559,7 +607,10 @@ def _check_args_without_value(parsed: Parsed, report: Report, build_args):
                 if not uses:
                     continue
                 del pending[name]
-                guarded = any(uses) or re.search(r"-[nz]\s+[\"']?\$\{?" + re.escape(name) + r"\b", text)
+                # A use with a default, a test (-n/-z), or a comparison with "" that exits non-zero (the
+                # Containerfile checks the ARG itself) is deliberate.
+                guarded = (any(uses) or re.search(r"-[nz]\s+[\"']?\$\{?" + re.escape(name) + r"\b", text)
+                           or _exits_when_empty(name, text))
                 if not guarded:
                     report.add("warning", declared.line, "arg-without-value",
                                f"ARG {name} has no default and the definition's build args do not set it, so "
@@ -572,6 +623,13 @@ def _check_args_without_value(parsed: Parsed, report: Report, build_args):
                         pending[name] = ins
                     else:
                         pending.pop(name, None)
+
+
+def _exits_when_empty(name: str, text: str) -> bool:
+    """`[ "${NAME}" = "" ]`, `[ "" == "$NAME" ]` or `[ ! "$NAME" ]` followed by `exit N` (N > 0) within the check."""
+    var = r"[\"']?\$\{?" + re.escape(name) + r"\}?[\"']?"
+    empty_test = rf"(?:{var}\s*==?\s*(?:\"\"|'')|(?:\"\"|'')\s*==?\s*{var}|\[\[?\s*!\s*{var})"
+    return re.search(empty_test + r".{0,200}?\bexit\s+[1-9]", text, re.DOTALL) is not None
 
 
 def final_root(parsed: Parsed) -> str:

@@ -471,10 +471,12 @@ for _entry in EGRESS_ALLOW:
 # --- Builds (docs/builds.md) -----------------------------------------------------------------------------------------
 # podman's pull policy for base images: missing (default), always, newer or never (tests use never: nothing to pull).
 BUILD_PULL_POLICY = env.str("BUILD_PULL_POLICY", default="missing")
-# Bases a revision may start FROM without a warning: exact repositories, or prefixes ending in "/".
+# Bases a revision may start FROM without a warning: exact repositories, prefixes ending in "/", or patterns with * (any
+# characters but "/") and ?: registry.redhat.io/rhel*/rhel-bootc is every RHEL stream (rhel9, rhel10, betas) and
+# registry.redhat.io/rhel*/rhel-*-bootc the EUS streams (rhel9-eus/rhel-9.4-bootc).
 BUILD_KNOWN_BASES = env.list("BUILD_KNOWN_BASES", default=[
-    "quay.io/centos-bootc/", "quay.io/fedora/fedora-bootc", "registry.redhat.io/rhel9/rhel-bootc",
-    "registry.redhat.io/rhel10/rhel-bootc", "registry.redhat.io/rhel9-beta/rhel-bootc", "ghcr.io/ublue-os/",
+    "quay.io/centos-bootc/", "quay.io/fedora/fedora-bootc", "registry.redhat.io/rhel*/rhel-bootc",
+    "registry.redhat.io/rhel*/rhel-*-bootc", "ghcr.io/ublue-os/",
     "registry.fedoraproject.org/fedora-bootc", "quay.io/almalinuxorg/almalinux-bootc",
 ])
 BUILD_CONTEXT_MAX_BYTES = env.int("BUILD_CONTEXT_MAX_BYTES", default=1024 * 1024)

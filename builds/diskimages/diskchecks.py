@@ -54,7 +54,9 @@ def load(text: str, *, filename: str = "", fmt: str = "") -> tuple[dict, str, Re
 
 
 def size_bytes(value) -> int | None:
-    """Bytes of "20 GiB", "3GiB", "512 MB"; None when it is not a size with a unit."""
+    """Bytes of "20 GiB", "3GiB", "512 MB", or of a whole number of bytes (10737418240); None when it is neither."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value >= 0 else None
     if not isinstance(value, str):
         return None
     match = SIZE_RE.match(value)
@@ -64,12 +66,15 @@ def size_bytes(value) -> int | None:
 
 
 def size_problem(value) -> str | None:
-    """Why `value` is not a size with a unit, or None."""
+    """Why `value` is not a size as bootc-image-builder documents it (a string with a unit, or an integer number of
+    bytes: osbuild's blueprint reads `minsize = 10737418240` as 10 GiB), or None."""
     if isinstance(value, bool) or value is None:
         return "give a size with a unit, e.g. \"20 GiB\""
-    if isinstance(value, int | float):
-        return (f"{value} has no unit; write it with one, e.g. \"{_human_size_example(value)}\" "
-                "(units: B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)")
+    if isinstance(value, int):
+        return None if value >= 0 else f"{value} is negative; a size is a number of bytes or a size with a unit"
+    if isinstance(value, float):
+        return (f"{value} is not a whole number of bytes; write it with a unit, e.g. "
+                f"\"{_human_size_example(value)}\" (units: B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)")
     if not isinstance(value, str):
         return "give a size with a unit, e.g. \"20 GiB\""
     match = SIZE_RE.match(value)

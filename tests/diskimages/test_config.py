@@ -159,13 +159,24 @@ def test_real_crypt_hashes_pass(password):
 
 @pytest.mark.parametrize("minsize, message", [
     ("20", '"20" has no unit; write it as "20 GiB"'),
-    (21474836480, '21474836480 has no unit; write it with one, e.g. "20 GiB"'),
+    (21474836480.5, '21474836480.5 is not a whole number of bytes'),
+    (-1, "-1 is negative"),
     ("20 GB of space", "is not a size"),
     ("20 gigs", 'unknown unit "gigs"'),
 ])
 def test_a_size_without_units_is_refused_naming_the_field(minsize, message):
     errors = errors_of({"customizations": {"filesystem": [{"mountpoint": "/", "minsize": minsize}]}})
     assert len(errors) == 1 and errors[0].startswith("customizations.filesystem[0].minsize: ") and message in errors[0]
+
+
+# osbuild's blueprint parser, which bootc-image-builder uses, reads an integer minsize as bytes: its own tests decode
+# `minsize = 106300440576` as 99 GiB and `minsize = 2147483648` as 2 GiB (osbuild/images,
+# pkg/blueprint/disk_customizations_test.go, cases "lvm-with-int" and "btrfs-with-int", at ec6496521e7b).
+@pytest.mark.parametrize("minsize, size", [(106300440576, 99 * 1024**3), (2147483648, 2 * 1024**3),
+                                           ("99 GiB", 99 * 1024**3)])
+def test_a_minsize_in_integer_bytes_is_accepted_as_bib_documents(minsize, size):
+    assert errors_of({"customizations": {"filesystem": [{"mountpoint": "/", "minsize": minsize}]}}) == []
+    assert diskchecks.size_bytes(minsize) == size
 
 
 @pytest.mark.parametrize("mountpoint", ["/ostree", "/var", "/usr", "/var/home", "/var/run/x", "var/data", "/var/../etc"])
