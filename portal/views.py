@@ -233,7 +233,7 @@ def current_team(request):
 def dashboard(request):
     """Runs, recent activity and the tiles the feature apps registered (portal.registry)."""
     team = current_team(request)
-    teams = Team.objects.visible_to(request.user) if team is None else Team.objects.filter(pk=team.pk)
+    teams = user_teams(request.user) if team is None else [team]  # read once per request, with the roles
     # Help-desk users read every team's hosts and host runs: across all teams, their dashboard counts and lists those
     # too (the querysets' visible_to keeps everything else to their own teams).
     across_teams = request.user.is_helpdesk and team is None
@@ -241,7 +241,7 @@ def dashboard(request):
     if not across_teams:
         runs = runs.filter(team__in=teams)
     events = AuditEvent.objects.visible_to(request.user).filter(team__in=teams).select_related("actor")[:10]
-    has_teams = teams.exists()
+    has_teams = bool(teams)
     helpdesk_only = across_teams and not has_teams
     tiles = []
     for group in registry.tile_groups():
