@@ -300,10 +300,11 @@ class TestCancellingHostRuns:
 # --- Every URL of the portal, anonymous ------------------------------------------------------------------------------
 
 # What may answer without a login: the login itself and its second step (which sends anyone without a password just
-# accepted back to the first: tests/portal/test_two_factor.py), logging out, the health check, and the machine endpoints,
-# which authenticate with their own token or signature (tests/builds/test_remote.py and the API's tests cover those).
+# accepted back to the first: tests/portal/test_two_factor.py), logging out, the health check, Prometheus's scrape
+# (its own token or network: tests/portal/test_metrics.py), and the machine endpoints, which authenticate with their
+# own token or signature (tests/builds/test_remote.py and the API's tests cover those).
 PUBLIC = {"portal:login", "portal:login_verify", "portal:logout", "portal:health", "portal:health_live",
-          "portal:health_ready"}
+          "portal:health_ready", "portal:metrics"}
 MACHINE = {"builds:api_build_create", "builds:api_build_detail", "builds:api_definition_list", "builds:git_webhook"}
 
 
