@@ -4,6 +4,7 @@ Fernet with key rotation: FIELD_ENCRYPTION_KEYS lists keys newest first; the fir
 new key in front, restart, and re-save the rows (`manage.py rotate_secrets`).
 """
 
+import hashlib
 from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -23,6 +24,17 @@ def _fernet(keys):
 
 def fernet():
     return _fernet(tuple(settings.FIELD_ENCRYPTION_KEYS))
+
+
+def key_fingerprint(key: str) -> str:
+    """A short name for a key that gives nothing of it away: the first 16 hex digits of SHA-256 over the key, as
+    `manage.py backup` records it and `manage.py restore` compares it."""
+    return hashlib.sha256(b"portal-field-encryption-key:" + key.encode()).hexdigest()[:16]
+
+
+def key_fingerprints() -> list[str]:
+    """The fingerprints of FIELD_ENCRYPTION_KEYS, newest (the one that encrypts) first."""
+    return [key_fingerprint(key) for key in settings.FIELD_ENCRYPTION_KEYS]
 
 
 def encrypt(plaintext: str) -> str:

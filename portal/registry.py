@@ -13,7 +13,9 @@ them without knowing who registered what:
 - `notification_event(...)`: the kinds of event a feature sends through `portal.notifications` (emails and outbound
   webhooks), with the label a team admin picks them by;
 - `gauge(...)` and `queues(...)`: what `/metrics` reads for a feature at scrape time (hosts per state, promotions
-  waiting, builder load), and the Celery queues whose depth it reports (`portal.metrics`).
+  waiting, builder load), and the Celery queues whose depth it reports (`portal.metrics`);
+- `stored_files(...)`: the files a feature keeps in a storage (disk images' artifacts), whose names `manage.py backup`
+  records and `manage.py restore` checks (`portal.backups`).
 
 Registration happens once per process, at start-up; nothing here is written afterwards.
 """
@@ -238,3 +240,29 @@ def queues(function: Callable[[], Iterable[str]]) -> Callable[[], Iterable[str]]
 def queue_readers() -> list[Callable[[], Iterable[str]]]:
     return list(_queue_readers)
 
+
+# --- Files kept outside the database (portal/backups.py) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One file a database row points at, kept in the storage `storage` (a STORAGES alias) under `name`."""
+
+    kind: str
+    storage: str
+    name: str
+    size: int | None = None
+
+
+_stored_files: list[Callable[[], Iterable[StoredFile]]] = []
+
+
+def stored_files(function: Callable[[], Iterable[StoredFile]]) -> Callable[[], Iterable[StoredFile]]:
+    """Register `function()`, the files the feature's rows point at. A backup holds the database only: it records
+    these names (read in the same snapshot as the dump) and a restore checks that each still exists."""
+    _stored_files.append(function)
+    return function
+
+
+def stored_file_readers() -> list[Callable[[], Iterable[StoredFile]]]:
+    return list(_stored_files)

@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import unicodedata
+from datetime import datetime
 
 from django.apps import apps
 from django.contrib.contenttypes.models import ContentType
@@ -107,6 +108,7 @@ def audit_verify():
     checkpoints = audit_checkpoints.store().all()
     wanted = {checkpoint.seq for checkpoint in checkpoints}
     seen = {}
+    restores = []  # (seq, when) of each "restored from the backup at head #N" (portal.backups)
     expected_prev = AuditEvent.GENESIS_HASH
     expected_seq = 1
     for event in AuditEvent.objects.order_by("seq").iterator(chunk_size=2000):
@@ -118,6 +120,8 @@ def audit_verify():
             return event.seq, f"event #{event.seq} does not match its hash: edited"
         if event.seq in wanted:
             seen[event.seq] = event.hash
+        if event.action == RESTORE_ACTION:
+            restores.append((event.seq, event.created_at))
         expected_prev = event.hash
         expected_seq += 1
     last_seq = expected_seq - 1
@@ -125,6 +129,8 @@ def audit_verify():
         if not checkpoint.is_authentic():
             return checkpoint.seq, (f"the checkpoint of #{checkpoint.seq} taken {checkpoint.at} is not signed with this "
                                     "AUDIT_HMAC_KEY: the checkpoint file was edited, or the key changed")
+        if _superseded_by_a_restore(checkpoint, restores):
+            continue
         if checkpoint.seq > last_seq:
             return last_seq + 1, (f"events #{last_seq + 1} to #{checkpoint.seq} are missing: the chain was checkpointed "
                                   f"at #{checkpoint.seq} on {checkpoint.at} but ends at #{last_seq}: deleted")
@@ -132,6 +138,17 @@ def audit_verify():
             return checkpoint.seq, (f"event #{checkpoint.seq} is not the one checkpointed on {checkpoint.at}: the chain "
                                     "was rewritten from there on")
     return None
+
+
+RESTORE_ACTION = "portal.restore"
+
+
+def _superseded_by_a_restore(checkpoint, restores):
+    """A checkpoint taken before a restore, of an event the restored backup did not have yet: that chain was given up
+    by the restore (its audited event, which only the holder of AUDIT_HMAC_KEY can write, says from which head), and
+    the chain goes on from the backup's head instead."""
+    taken = datetime.fromisoformat(checkpoint.at)
+    return any(checkpoint.seq >= seq and taken < restored_at for seq, restored_at in restores)
 
 
 def audit_checkpoint():

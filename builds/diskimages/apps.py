@@ -13,6 +13,9 @@ class DiskImagesConfig(AppConfig):
         registry.fragment("disk_images.of_digest", url_name="diskimages:digest_images")
         # Models load only once the app registry is ready, i.e. here.
         from . import metrics
+        from .models import stored_artifacts
 
         registry.gauge(name="portal_builder_running", documentation="Runs on a builder now, by the work they do.",
                        labels=["builder", "work"], read=metrics.builder_running_conversions)
+        # Backups record the artifacts' files, which live outside the database (portal.backups).
+        registry.stored_files(stored_artifacts)

@@ -18,6 +18,7 @@ from builds.releases.models import Stage
 from portal.crypto import EncryptedTextField
 from portal.formatting import short_digest
 from portal.models import Run, RunStatus, Team, TeamScopedQuerySet
+from portal.registry import StoredFile
 
 from .converters import CAUSE_LABELS
 
@@ -244,3 +245,10 @@ class Artifact(models.Model):
     @property
     def present(self):
         return self.deleted_at is None and bool(self.file)
+
+
+def stored_artifacts():
+    """The files of the artifacts that are kept, as backups record them (`portal.registry.stored_files`)."""
+    storage = getattr(settings, "DISK_IMAGE_STORAGE", "default")
+    for name, size in Artifact.objects.present().exclude(file="").values_list("file", "size").iterator():
+        yield StoredFile(kind="disk image artifact", storage=storage, name=name, size=size)
