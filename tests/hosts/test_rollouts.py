@@ -152,6 +152,29 @@ class TestACleanRollout:
         assert fleet.sim("soft-01").state.last_reboot_soft
 
 
+class TestTheDisruptionBudget:
+    def test_at_most_k_hosts_of_a_label_group_reboot_or_soak_at_once(self, fleet, demo_images, prod, personas,
+                                                                     rollout_settings):
+        names = ["a-01", "a-02", "a-03", "b-01"]
+        make_fleet(fleet, demo_images, names)
+        for name in names:
+            host = fleet.host(name)
+            host.labels = f"site={name[0]}"
+            host.save(update_fields=["labels"])
+        set_policy(prod, personas.admin, budget_label="site", max_updating_per_group=1, max_downloading_per_group=1,
+                   soak_seconds=1)
+        rollout = start(prod, demo_images, personas.operator)
+        engine.rollout_execute(rollout.pk)
+        rows = rows_by_name(rollout)
+        assert {row.step for row in rows.values()} == {Step.UPDATED}
+        site_a = sorted((rows[n] for n in names[:3]), key=lambda row: row.reboot_sent_at)
+        for earlier, later in zip(site_a, site_a[1:], strict=False):
+            assert later.reboot_sent_at >= earlier.finished_at  # one site=a host disrupted at a time, soak included
+            assert later.download_started_at >= earlier.staged_at  # and one downloading at a time
+        # site=b has a budget of its own: its host did not wait for site=a's.
+        assert rows["b-01"].reboot_sent_at < site_a[-1].reboot_sent_at
+
+
 class TestMaintenanceWindows:
     @pytest.mark.django_db(transaction=True)
     def test_downloads_happen_outside_the_window_and_reboots_only_inside_it(
