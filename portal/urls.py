@@ -1,25 +1,25 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from . import views, views_notifications
+from . import views, views_account, views_notifications
 
 # The core's own pages, in the namespace "portal"; each feature app's urls.py names its own (builds, diskimages,
 # releases, hosts).
 core_patterns = [
     path("", views.dashboard, name="dashboard"),
-    path("login/", views.LoginView.as_view(), name="login"),
-    path("login/verify/", views.login_verify, name="login_verify"),
-    path("account/two-factor/", views.two_factor, name="two_factor"),
-    path("account/two-factor/verify/", views.two_factor_verify, name="two_factor_verify"),
-    path("account/two-factor/backup-codes/", views.two_factor_backup_codes, name="two_factor_backup_codes"),
-    path("account/two-factor/remove/", views.two_factor_remove, name="two_factor_remove"),
-    path("logout/", views.logout_view, name="logout"),
-    path("password/", views.PasswordChangeView.as_view(success_url="/"), name="password_change"),
+    path("login/", views_account.LoginView.as_view(), name="login"),
+    path("login/verify/", views_account.login_verify, name="login_verify"),
+    path("account/two-factor/", views_account.two_factor, name="two_factor"),
+    path("account/two-factor/verify/", views_account.two_factor_verify, name="two_factor_verify"),
+    path("account/two-factor/backup-codes/", views_account.two_factor_backup_codes, name="two_factor_backup_codes"),
+    path("account/two-factor/remove/", views_account.two_factor_remove, name="two_factor_remove"),
+    path("logout/", views_account.logout_view, name="logout"),
+    path("password/", views_account.PasswordChangeView.as_view(success_url="/"), name="password_change"),
     path("switch-team/", views.switch_team, name="switch_team"),
     path("teams/", views.team_list, name="team_list"),
     path("teams/new/", views.team_create, name="team_create"),
     path("teams/<slug:slug>/", views.team_detail, name="team_detail"),
-    path("teams/<slug:slug>/two-factor/", views.team_two_factor, name="team_two_factor"),
+    path("teams/<slug:slug>/two-factor/", views_account.team_two_factor, name="team_two_factor"),
     path("teams/<slug:slug>/members/", views.member_add, name="member_add"),
     path("teams/<slug:slug>/members/<int:user_id>/role/", views.member_role, name="member_role"),
     path("teams/<slug:slug>/members/<int:user_id>/remove/", views.member_remove, name="member_remove"),

@@ -1,11 +1,12 @@
+"""The core's pages: the dashboard and team switcher, teams and members, the audit trail, runs and their logs (and
+the explanation of a pasted log), health and the error pages. Signing in and the second factor are
+portal/views_account.py, a team's webhooks portal/views_notifications.py."""
+
 import hmac
 import logging
-import time
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import login as auth_login
-from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError
 from django.core.paginator import Paginator
@@ -15,208 +16,17 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
-from django_otp import login as otp_login
-from django_otp.plugins.otp_static.models import StaticDevice
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from . import failures, login, logsink, registry, services, twofactor
+from . import failures, logsink, registry, services
 from . import health as health_checks
 from . import metrics as portal_metrics
 from .access import can, get_run_for_user, get_team_for_user, role_allows, team_roles, user_teams
-from .forms import AuditFilter, ExplainLogForm, LoginForm, MemberAddForm, RoleForm, SecondFactorForm, TeamForm
+from .forms import AuditFilter, ExplainLogForm, MemberAddForm, RoleForm, TeamForm
 from .logtext import cut_for_display
-from .models import ROLE_ACTIONS, Action, AuditEvent, Membership, Role, Run, Team, User, action_to_cancel
+from .models import ROLE_ACTIONS, Action, AuditEvent, Membership, Role, Run, Team, action_to_cancel
 
 log = logging.getLogger(__name__)
-
-# --- Authentication --------------------------------------------------------------------------------------------------
-
-
-# A password accepted for a user with a second factor waits here (in the not yet signed-in session) for the code.
-PENDING_LOGIN = "portal_pending_login"
-PENDING_LOGIN_SECONDS = 300
-# The secret of an authenticator app being set up, until the user confirms it with a code.
-ENROLL_SECRET = "portal_two_factor_secret"
-
-
-class LoginView(auth_views.LoginView):
-    """Django's login, audited: every success and every failure lands in the audit trail. A user with a second factor
-    is signed in only after its code (`login_verify`); one whose team requires it and has none is sent to set it up."""
-
-    form_class = LoginForm
-    redirect_authenticated_user = True
-
-    def form_valid(self, form):
-        user = form.get_user()
-        if twofactor.has_second_factor(user):
-            self.request.session[PENDING_LOGIN] = {"user": user.pk, "backend": user.backend, "at": int(time.time()),
-                                                   "next": self.get_success_url()}
-            return redirect("portal:login_verify")
-        response = super().form_valid(form)
-        services.audit(action="auth.login", summary=f"{user.username} logged in", actor=user, request=self.request)
-        if twofactor.teams_requiring(user):
-            response = redirect("portal:two_factor")  # the page says which teams ask for it, and why
-        return login.remember_browser(self.request, response, user.get_username())
-
-    def form_invalid(self, form):
-        username = (form.data.get("username") or "")[:150]
-        services.audit(action="auth.login_failed", summary=f"failed login as {username or '(no username)'}",
-                       actor_name=username, request=self.request)
-        return super().form_invalid(form)
-
-
-@never_cache
-def login_verify(request):
-    """The second step of signing in: a code from the authenticator app, or a backup code."""
-    pending = request.session.get(PENDING_LOGIN)
-    user = None
-    if isinstance(pending, dict) and time.time() - pending.get("at", 0) <= PENDING_LOGIN_SECONDS:
-        user = User.objects.filter(pk=pending.get("user"), is_active=True).first()
-    if user is None:
-        request.session.pop(PENDING_LOGIN, None)
-        messages.info(request, "Sign in with your password first (a code must follow it within five minutes).")
-        return redirect("portal:login")
-    form = SecondFactorForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            device = services.two_factor_verify(user=user, token=form.cleaned_data["code"], request=request)
-        except ValidationError as exc:
-            form.add_error("code", exc)
-        else:
-            del request.session[PENDING_LOGIN]
-            auth_login(request, user, backend=pending["backend"])
-            otp_login(request, device)
-            services.audit(action="auth.login", summary=f"{user.username} logged in with a second factor", actor=user,
-                           request=request)
-            if isinstance(device, StaticDevice):
-                messages.warning(request, f"You signed in with a backup code; {twofactor.backup_codes_left(user)} "
-                                          "are left. Each works once: make new ones on your two-factor page.")
-            response = redirect(pending.get("next") or settings.LOGIN_REDIRECT_URL)
-            return login.remember_browser(request, response, user.get_username())
-    return render(request, "registration/login_verify.html", {"form": form, "pending_username": user.username})
-
-
-class PasswordChangeView(auth_views.PasswordChangeView):
-    def form_valid(self, form):
-        response = super().form_valid(form)
-        services.audit(action="auth.password_change", summary=f"{self.request.user.username} changed their password",
-                       actor=self.request.user, request=self.request)
-        messages.success(self.request, "Your password was changed.")
-        return response
-
-
-def logout_view(request):
-    """POST logs out (GET shows a button, so a link cannot log anyone out)."""
-    if request.method == "POST":
-        if request.user.is_authenticated:
-            services.audit(action="auth.logout", summary=f"{request.user.username} logged out", actor=request.user,
-                           request=request)
-        return auth_views.LogoutView.as_view()(request)
-    return render(request, "registration/logout_confirm.html")
-
-
-# --- Second factor ---------------------------------------------------------------------------------------------------
-
-
-@login_required
-@never_cache
-def two_factor(request):
-    """The user's second factor: set up an authenticator app (a QR code drawn here, no outside service), or see it and
-    its backup codes. Setting one up replaces the old one, so it needs this sign-in verified if one exists."""
-    user = request.user
-    device = twofactor.app_device(user)
-    verified = twofactor.is_verified(user)
-    if request.method == "POST" and device is not None and not verified:
-        return HttpResponseRedirect(reverse("portal:two_factor"))
-    form = SecondFactorForm(request.POST or None, setting_up=True)
-    codes = None
-    if request.method == "POST" and form.is_valid():
-        try:
-            codes = services.two_factor_enroll(user=user, key_hex=request.session.get(ENROLL_SECRET, ""),
-                                               token=form.cleaned_data["code"], request=request)
-        except ValidationError as exc:
-            form.add_error("code", exc)
-        else:
-            del request.session[ENROLL_SECRET]
-            device = twofactor.app_device(user)
-            otp_login(request, device)
-            verified = True
-    context = {
-        "device": device, "verified": verified, "codes": codes, "form": form,
-        "codes_left": twofactor.backup_codes_left(user), "requiring": twofactor.teams_requiring(user),
-        "setting_up": codes is None and (device is None or (verified and request.GET.get("replace") == "1")),
-    }
-    if context["setting_up"]:
-        if ENROLL_SECRET not in request.session:
-            request.session[ENROLL_SECRET] = twofactor.new_secret()
-        secret = request.session[ENROLL_SECRET]
-        context.update({"secret": twofactor.secret_for_people(secret),
-                        "qr_svg": twofactor.qr_svg(twofactor.provisioning_uri(user, secret))})
-    return render(request, "portal/two_factor.html", context, status=400 if form.errors else 200)
-
-
-@login_required
-@require_POST
-def two_factor_verify(request):
-    """Verify this sign-in with a code (a session signed in before the second factor was set up elsewhere)."""
-    form = SecondFactorForm(request.POST)
-    if form.is_valid():
-        try:
-            device = services.two_factor_verify(user=request.user, token=form.cleaned_data["code"], request=request)
-        except ValidationError as exc:
-            messages.error(request, error_text(exc))
-        else:
-            otp_login(request, device)
-            messages.success(request, "This sign-in is verified with your second factor.")
-    else:
-        messages.error(request, "Type the six digits your app shows, or a backup code.")
-    return redirect("portal:two_factor")
-
-
-@login_required
-@require_POST
-def two_factor_backup_codes(request):
-    if not twofactor.is_verified(request.user):
-        raise PermissionDenied("Verify this sign-in with your second factor first.")
-    try:
-        codes = services.two_factor_backup_codes_renew(user=request.user, request=request)
-    except ValidationError as exc:
-        messages.error(request, error_text(exc))
-        return redirect("portal:two_factor")
-    return render(request, "portal/two_factor.html", {
-        "device": twofactor.app_device(request.user), "verified": True, "codes": codes, "setting_up": False,
-        "codes_left": len(codes), "requiring": twofactor.teams_requiring(request.user), "form": SecondFactorForm()})
-
-
-@login_required
-@require_POST
-def two_factor_remove(request):
-    if not twofactor.is_verified(request.user):
-        raise PermissionDenied("Verify this sign-in with your second factor first.")
-    services.two_factor_remove(user=request.user, actor=request.user, request=request)
-    requiring = twofactor.teams_requiring(request.user)
-    if requiring:
-        messages.warning(request, f"Your second factor is removed. {', '.join(t.name for t in requiring)} requires one: "
-                                  "until you set one up again you cannot approve or administer there.")
-    else:
-        messages.success(request, "Your second factor is removed: signing in asks for your password only.")
-    return redirect("portal:two_factor")
-
-
-@login_required
-@require_POST
-def team_two_factor(request, slug):
-    team = get_team_for_user(request.user, slug, action=Action.ADMIN)
-    required = request.POST.get("required") == "on"
-    try:
-        services.team_set_two_factor(team=team, required=required, actor=request.user, request=request)
-    except PermissionDenied as exc:
-        messages.error(request, error_text(exc))
-    else:
-        messages.success(request, f"{team} {'now requires' if required else 'no longer requires'} a second factor of "
-                                  "its approvers and admins.")
-    return redirect(team)
-
 
 # --- Dashboard and team switcher -------------------------------------------------------------------------------------
 
