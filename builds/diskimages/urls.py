@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from . import views
+from . import views, views_presets
 
 app_name = "diskimages"
 
@@ -18,12 +18,12 @@ urlpatterns = [
     path("disk-images/files/<str:key>/", views.artifact_download, name="artifact_download"),
     path("disk-images/files/<str:key>/sha256/", views.artifact_checksum, name="artifact_checksum"),
     path("disk-images/files/<str:key>/delete/", views.artifact_delete, name="artifact_delete"),
-    path("disk-images/configurations/", views.preset_list, name="preset_list"),
-    path("disk-images/configurations/new/", views.preset_create, name="preset_create"),
-    path("disk-images/configurations/import/", views.preset_import, name="preset_import"),
-    path("disk-images/configurations/<int:pk>/", views.preset_edit, name="preset_edit"),
-    path("disk-images/configurations/<int:pk>/export/", views.preset_export, name="preset_export"),
-    path("disk-images/configurations/<int:pk>/delete/", views.preset_delete, name="preset_delete"),
+    path("disk-images/configurations/", views_presets.preset_list, name="preset_list"),
+    path("disk-images/configurations/new/", views_presets.preset_create, name="preset_create"),
+    path("disk-images/configurations/import/", views_presets.preset_import, name="preset_import"),
+    path("disk-images/configurations/<int:pk>/", views_presets.preset_edit, name="preset_edit"),
+    path("disk-images/configurations/<int:pk>/export/", views_presets.preset_export, name="preset_export"),
+    path("disk-images/configurations/<int:pk>/delete/", views_presets.preset_delete, name="preset_delete"),
     path("teams/<slug:slug>/disk-images/", views.diskimage_settings, name="settings"),
     path("disk-images/credentials/<int:pk>/delete/", views.cloud_credential_delete, name="cloud_credential_delete"),
     path("kickstarts/new/", views.kickstart_create, name="kickstart_create"),

@@ -1,5 +1,6 @@
 """Pages for disk images: requests, conversions with their live log and artifacts, downloads (with HTTP range requests),
-configurations (presets), a team's disk image settings (retention, AWS credentials) and kickstarts.
+a team's disk image settings (retention, AWS credentials) and kickstarts. Saved configurations (presets) have theirs in
+builds/diskimages/views_presets.py.
 
 Every object comes through `builds.diskimages.access` (or `builds.access` for the image it converts); every change
 through `builds.diskimages.services`.
@@ -33,21 +34,14 @@ from .access import (
     get_artifact_for_user,
     get_cloud_credential_for_user,
     get_disk_image_for_user,
-    get_preset_for_user,
 )
 from .forms import (
     TYPE_HELP,
     CloudCredentialForm,
     DiskImageRequestForm,
-    FilesystemFormSet,
     KickstartForm,
-    PresetForm,
-    PresetImportForm,
     RetentionForm,
-    UserFormSet,
     add_service_errors,
-    preset_config_from,
-    preset_initial,
 )
 from .kickstart import KickstartSpec
 from .models import Artifact, CloudCredential, DiskImage, DiskImagePreset, DiskImageType
@@ -56,7 +50,7 @@ PAGE_SIZE = 25
 STREAM_CHUNK = 1024 * 1024
 
 
-def _scope(request, queryset, team_field="team"):
+def scoped(request, queryset, team_field="team"):
     """Limit a visible queryset to the team the switcher points at."""
     team = current_team(request)
     return queryset.filter(**{team_field: team}) if team is not None else queryset
@@ -67,7 +61,7 @@ def _scope(request, queryset, team_field="team"):
 
 @login_required
 def diskimage_list(request):
-    disk_images = _scope(request, DiskImage.objects.visible_to(request.user)).with_related().annotate(
+    disk_images = scoped(request, DiskImage.objects.visible_to(request.user)).with_related().annotate(
         file_count=Count("artifacts", filter=Q(artifacts__deleted_at__isnull=True)),
         file_bytes=Sum("artifacts__size", filter=Q(artifacts__deleted_at__isnull=True)))
     query = search_query(request)
@@ -381,138 +375,6 @@ def artifact_delete(request, key):
     services.artifact_delete(artifact=artifact, user=request.user, request=request)
     messages.success(request, f"Deleted {artifact.filename}; its checksum and size stay on record.")
     return redirect(artifact.disk_image)
-
-
-# --- Presets ---------------------------------------------------------------------------------------------------------
-
-
-@login_required
-def preset_list(request):
-    presets = _scope(request, DiskImagePreset.objects.visible_to(request.user)).select_related("team", "created_by")
-    query = search_query(request)
-    if query:
-        presets = presets.filter(Q(name__icontains=query) | Q(description__icontains=query))
-    page = Paginator(presets.order_by("team__name", "name"), PAGE_SIZE).get_page(request.GET.get("page"))
-    rows = [(p, diskconfig.summary(p.config), diskconfig.accepted_types(p.config),
-             can(request.user, p.team, Action.DEVELOP)) for p in page]
-    return render(request, "diskimages/preset_list.html", {
-        "page": page, "rows": rows, "query": query,
-        "can_create": teams_where(request.user, Action.DEVELOP).exists(),
-    })
-
-
-def _develop_teams(request):
-    teams = teams_where(request.user, Action.DEVELOP)
-    team = current_team(request)
-    if team is not None and teams.filter(pk=team.pk).exists():
-        return [team]
-    return list(teams.order_by("name"))
-
-
-def _preset_forms(request, *, config=None, teams=None, preset=None):
-    data = request.POST if request.method == "POST" else None
-    initial, users, filesystems = preset_initial(config or {})
-    if preset is not None:
-        initial.update(name=preset.name, description=preset.description)
-    form = PresetForm(data, initial=initial, teams=teams)
-    user_set = UserFormSet(data, initial=users, prefix="users")
-    fs_set = FilesystemFormSet(data, initial=filesystems, prefix="fs")
-    return form, user_set, fs_set
-
-
-@login_required
-def preset_create(request):
-    teams = _develop_teams(request)
-    if not teams:
-        raise PermissionDenied("You need the developer role in a team to save disk image configurations.")
-    form, user_set, fs_set = _preset_forms(request, teams=teams)
-    if request.method == "POST":
-        result = _save_preset(request, form, user_set, fs_set, team=None, teams=teams)
-        if result is not None:
-            return result
-    return render(request, "diskimages/preset_form.html", {"form": form, "users": user_set, "filesystems": fs_set})
-
-
-def _save_preset(request, form, user_set, fs_set, *, team, teams, preset=None):
-    valid = form.is_valid() & user_set.is_valid() & fs_set.is_valid()
-    if not valid:
-        return None
-    merged = preset_config_from(form, user_set, fs_set)
-    if merged is None:
-        return None
-    config, _ = merged
-    team = team or form.cleaned_data.get("team") or teams[0]
-    try:
-        saved = services.preset_save(team=team, user=request.user, name=form.cleaned_data["name"], config=config,
-                                       description=form.cleaned_data.get("description", ""), preset=preset,
-                                       source_format=preset.source_format if preset else "toml", request=request)
-    except ValidationError as exc:
-        add_service_errors(form, exc, config_field="other")
-        return None
-    messages.success(request, f"Saved the configuration {saved.name!r}.")
-    return redirect(saved)
-
-
-@login_required
-def preset_edit(request, pk):
-    preset = get_preset_for_user(request.user, pk)
-    may_edit = can(request.user, preset.team, Action.DEVELOP)
-    if request.method == "POST" and not may_edit:
-        raise PermissionDenied(f"Your role in {preset.team} does not allow you to change configurations.")
-    form, user_set, fs_set = _preset_forms(request, config=preset.config, preset=preset)
-    if request.method == "POST":
-        result = _save_preset(request, form, user_set, fs_set, team=preset.team, teams=[preset.team], preset=preset)
-        if result is not None:
-            return result
-    return render(request, "diskimages/preset_form.html", {
-        "form": form, "users": user_set, "filesystems": fs_set, "preset": preset, "may_edit": may_edit,
-        "rendered": diskconfig.render(preset.config, preset.source_format),
-        "accepted": diskconfig.accepted_types(preset.config), "summary": diskconfig.summary(preset.config),
-        "used": DiskImage.objects.filter(preset=preset).count(),
-    })
-
-
-@login_required
-def preset_import(request):
-    teams = _develop_teams(request)
-    if not teams:
-        raise PermissionDenied("You need the developer role in a team to import disk image configurations.")
-    form = PresetImportForm(request.POST or None, request.FILES or None, teams=teams)
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            preset = services.preset_import(team=data.get("team") or teams[0], user=request.user, name=data["name"],
-                                              text=data["text"], filename=data["filename"], fmt=data.get("format", ""),
-                                              description=data.get("description", ""), request=request)
-        except ValidationError as exc:
-            for key, errors in exc.message_dict.items():
-                for error in errors:
-                    form.add_error("name" if key == "name" else ("file" if data["filename"] else "text"), error)
-        else:
-            messages.success(request, f"Imported {preset.name!r}"
-                                      f"{f' with {len(preset.warnings)} note(s)' if preset.warnings else ''}.")
-            return redirect(preset)
-    return render(request, "diskimages/preset_import.html", {"form": form})
-
-
-@login_required
-def preset_export(request, pk):
-    preset = get_preset_for_user(request.user, pk)
-    fmt = request.GET.get("format") or preset.source_format
-    fmt = fmt if fmt in ("toml", "json") else "toml"
-    response = HttpResponse(diskconfig.render(preset.config, fmt),
-                            content_type="application/json" if fmt == "json" else "application/toml; charset=utf-8")
-    response["Content-Disposition"] = content_disposition_header(True, f"config.{fmt}")
-    return response
-
-
-@login_required
-@require_POST
-def preset_delete(request, pk):
-    preset = get_preset_for_user(request.user, pk, action=Action.DEVELOP)
-    services.preset_delete(preset=preset, user=request.user, request=request)
-    messages.success(request, f"Deleted the configuration {preset.name!r}; conversions that used it keep their copy.")
-    return redirect("diskimages:preset_list")
 
 
 # --- A team's disk image settings: retention and AWS credentials ----------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 
 from builds.diskimages import diskchecks, diskconfig
 from builds.diskimages import services as diskimages
-from builds.diskimages.forms import merge_config, split_config
+from builds.diskimages.forms_presets import merge_config, split_config
 from tests.conftest import CORPUS
 
 FILES = sorted(CORPUS.glob("bib-config-*"))
