@@ -427,6 +427,40 @@ def _event(host, kind, summary, *, at=None, user=None, action=None, detail=None,
                                     action=action, detail=detail or {}, **fields)
 
 
+# --- Update checks (beat) -------------------------------------------------------------------------------------------
+
+
+def check_updates(host_ids):
+    """`bootc upgrade --check` on hosts (the registry's manifest and config only: nothing is downloaded or staged),
+    then a poll that records what each found (its booted entry's cachedUpdate: "update available"). Returns
+    {"checked": n, "failed": n}; hosts that did not answer are left to the regular polls."""
+    hosts = list(Host.objects.filter(pk__in=list(host_ids), is_bootc=True).exclude(host_key="")
+                 .exclude(state=HostState.HOST_KEY_CHANGED).select_related("team", "jump_host"))
+    team_keys = {k.team_id: k for k in TeamSSHKey.objects.filter(team_id__in={h.team_id for h in hosts})}
+    targets = {h.pk: target_for(h, team_keys[h.team_id]) for h in hosts if h.team_id in team_keys}
+    command, timeout = ssh.bootc_upgrade(check=True), setting("HOSTS_UPDATE_CHECK_TIMEOUT", 120)
+    checked = []
+    if keep_open():
+        results = sshpool.shared().run_many(targets, command, timeout=timeout, max_output=64 * 1024)
+        while (item := results.get()) is not None:
+            if not isinstance(item[1], ssh.SSHError) and item[1].exit_status == 0:
+                checked.append(item[0])
+    else:
+        def check(pk, target):
+            try:
+                with ssh.Connection(target) as connection:
+                    return pk, connection.run(command, timeout=timeout, max_output=64 * 1024).exit_status == 0
+            except ssh.SSHError:
+                return pk, False
+
+        with ThreadPoolExecutor(max_workers=max(1, min(setting("HOSTS_POLL_CONCURRENCY", 64), len(targets))),
+                                thread_name_prefix="check") as pool:
+            checked = [pk for pk, ok in pool.map(lambda item: check(*item), targets.items()) if ok]
+    if checked:
+        poll_hosts(checked)
+    return {"checked": len(checked), "failed": len(targets) - len(checked)}
+
+
 # --- Due polls (beat) ------------------------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from celery import shared_task
 from django.conf import settings
 
 from . import actions, drift, poller, services
+from .models import Host
 
 
 @shared_task
@@ -42,3 +43,19 @@ def host_action_task(action_id):
 def tallies_compact():
     """Beat: fold the host tallies' +1/-1 rows."""
     return services.tallies_compact()
+
+
+@shared_task
+def check_updates_due():
+    """Beat (every HOSTS_UPDATE_CHECK_SECONDS): `bootc upgrade --check` on every trusted bootc host, in slices, so the
+    fleet says which hosts have an update available without downloading anything."""
+    ids = list(Host.objects.filter(is_bootc=True).exclude(host_key="").values_list("pk", flat=True))
+    size = getattr(settings, "HOSTS_POLL_BATCH", 500)
+    for i in range(0, len(ids), size):
+        check_updates_task.delay(ids[i:i + size])
+    return len(ids)
+
+
+@shared_task
+def check_updates_task(host_ids):
+    return poller.check_updates(host_ids)

@@ -570,11 +570,15 @@ HOSTS_SSH_SESSIONS_PER_HOST = env.int("HOSTS_SSH_SESSIONS_PER_HOST", default=4) 
 HOSTS_SSH_CONNECTS_IN_FLIGHT = env.int("HOSTS_SSH_CONNECTS_IN_FLIGHT", default=64)  # handshakes at once
 HOSTS_SSH_RECONNECT_BASE_SECONDS = env.float("HOSTS_SSH_RECONNECT_BASE_SECONDS", default=1.0)  # then 2, 4, ... s
 HOSTS_SSH_RECONNECT_MAX_SECONDS = env.float("HOSTS_SSH_RECONNECT_MAX_SECONDS", default=30.0)
+# `bootc upgrade --check` on every host this often (metadata only), and its deadline per host.
+HOSTS_UPDATE_CHECK_SECONDS = env.int("HOSTS_UPDATE_CHECK_SECONDS", default=6 * 3600)
+HOSTS_UPDATE_CHECK_TIMEOUT = env.float("HOSTS_UPDATE_CHECK_TIMEOUT", default=120.0)
 CELERY_BEAT_SCHEDULE.update({
     "hosts-poll-due": {"task": "hosts.tasks.poll_due_hosts", "schedule": 15.0},
     "hosts-refresh-references": {"task": "hosts.tasks.refresh_reference_digests", "schedule": 60.0},
     "hosts-tallies-compact": {"task": "hosts.tasks.tallies_compact", "schedule": 60.0},
     "rollouts-resume-orphans": {"task": "hosts.rollouts.tasks.rollouts_resume_orphans", "schedule": 60.0},
+    "hosts-check-updates": {"task": "hosts.tasks.check_updates_due", "schedule": float(HOSTS_UPDATE_CHECK_SECONDS)},
 })
 # Rollouts (docs/rollouts.md): how often the engine looks at its hosts, and how many it talks to at once.
 ROLLOUTS_TICK_SECONDS = env.float("ROLLOUTS_TICK_SECONDS", default=2.0)

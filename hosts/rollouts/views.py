@@ -5,13 +5,14 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
+from django.db.models import Count, Q
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from builds.releases.access import get_promotion_for_user
 from builds.releases.models import Stage
 from hosts.access import get_host_for_user
-from hosts.models import ReferenceDigest
+from hosts.models import HostState, ReferenceDigest
 from portal.access import can, teams_where
 from portal.models import Action, AuditEvent
 from portal.views import _viewer_context
@@ -111,8 +112,13 @@ def stage_policy(request, pk):
                 messages.success(request, f"Saved the rollout policy of {stage.name}.")
                 return redirect("rollouts:policy", stage.pk)
     rollouts = Rollout.objects.filter(stage=stage).select_related("run")[:10]
+    # Where the stage's hosts stand: an update found by `bootc upgrade --check`, staged, or applied (they boot what
+    # the stage holds), in one query.
+    counts = services.stage_hosts(stage).aggregate(
+        total=Count("id"), available=Count("id", filter=~Q(update_digest="")),
+        staged=Count("id", filter=~Q(staged_digest="")), applied=Count("id", filter=Q(state=HostState.UP_TO_DATE)))
     return render(request, "rollouts/stage_policy.html", {"stage": stage, "form": form, "can_admin": can_admin,
-                                                          "rollouts": rollouts, "policy": policy})
+                                                          "rollouts": rollouts, "policy": policy, "counts": counts})
 
 
 @login_required

@@ -394,3 +394,16 @@ class TestControls:
         for action in ("rollout.start", "rollout.pause", "rollout.resume", "rollout.abort", "rollout.host_rollback",
                        "rollout.aborted"):
             assert action in actions
+
+
+class TestUpdateAvailable:
+    def test_a_scheduled_check_finds_the_update_without_staging_it_and_the_stage_counts_it(
+            self, fleet, demo_images, prod, personas, rollout_settings, client_for):
+        digests, _ = demo_images
+        make_fleet(fleet, demo_images, ["web-01", "web-02"])
+        assert poller.check_updates([fleet.host(n).pk for n in ("web-01", "web-02")]) == {"checked": 2, "failed": 0}
+        host = fleet.host("web-01")
+        assert host.update_digest == digests["1.1"]["amd64"] and not host.staged_digest
+        assert commands_with(fleet, "web-01", "bootc upgrade --quiet --check")
+        page = client_for(personas.viewer).get(f"/rollouts/policies/{prod.pk}/").content.decode()
+        assert "2 hosts follow prod: <strong>2</strong> with an update available · <strong>0</strong> staged" in page
