@@ -17,6 +17,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from portal import failures
 from portal.crypto import EncryptedTextField
 from portal.formatting import short_digest
 from portal.models import FINISHED_STATUSES, Run, RunStatus, Team, TeamScopedQuerySet
@@ -509,6 +510,13 @@ class Build(models.Model):
     @property
     def short_digest(self):
         return short_digest(self.digest)
+
+    @property
+    def failure_headline(self):
+        """The line of the failing step that says why (portal.failures), from the lines the build kept."""
+        if not self.error_lines:
+            return ""
+        return failures.explain(self.error_lines, tool="podman", succeeded=False).headline
 
     @property
     def failure_detail(self):

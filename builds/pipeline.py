@@ -14,7 +14,7 @@ from pathlib import PurePosixPath
 from django.conf import settings
 from django.utils import timezone
 
-from portal import egress, runs
+from portal import egress, failures, runs
 from portal.models import Run, RunStatus
 from portal.services import run_set_phase
 
@@ -51,11 +51,18 @@ class StepTrackingSink:
     def __init__(self, sink):
         self.sink = sink
         self.last_step = ""
+        self.warnings = []  # non-fatal findings (bootc container lint without --fatal-warnings), for the build page
+        self.warning_rule = None
 
     def write(self, text):
         for line in text.split("\n"):
             if podman.STEP_RE.match(line):
                 self.last_step = line
+            elif len(self.warnings) < 20 and line.strip():
+                rule = failures.warning_rule_for(line)
+                if rule is not None:
+                    self.warnings.append(line[:500])
+                    self.warning_rule = self.warning_rule or rule
         self.sink.write(text)
 
     def poll(self):
@@ -166,6 +173,11 @@ def _steps(build, builder, runner, workdir, watch, sink, tracker):
                                  iidfile=iidfile, pull=settings.BUILD_PULL_POLICY), watch=watch)
     build.image_id = runner.read_file(iidfile).decode().strip()
     Build.objects.filter(pk=build.pk).update(image_id=build.image_id, tags=[t.rsplit(":", 1)[1] for t in tags])
+    if tracker.warnings:
+        # The build went on: its warnings are shown as warnings (the failure fields are empty on a success).
+        rule = tracker.warning_rule
+        Build.objects.filter(pk=build.pk).update(
+            hint=f"{rule.title}: {rule.explanation} {rule.fix}"[:500], error_lines="\n".join(tracker.warnings))
 
     run_set_phase(run, BuildPhase.PUSHING)
     access = registry.access_for(build.definition.team, build.definition.registry)

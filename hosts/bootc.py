@@ -11,14 +11,24 @@ raises anything else, whatever the input.
 """
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 
 import yaml
 
+from portal import failures
 from portal.formatting import short_digest
 from portal.text import NUL, first_nul
 
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
+
+# bootc's human-readable status (`bootc status` without --format): older releases print "No staged image present" and
+# "Current booted image: ...", newer ones "● Booted image: ..." (bootc-dev/bootc#900, #1795).
+HUMAN_FORMAT_RE = re.compile(r"^\s*(?:[●*]\s*)?(?:No (?:staged|rollback) image present|Current (?:booted|staged|rollback) "
+                             r"image:|(?:Booted|Staged|Rollback) image:|System is not deployed via bootc)", re.M)
+# A bootc that predates --format-version refuses it the way clap refuses any unknown option.
+FORMAT_VERSION_REFUSED_RE = re.compile(r"unexpected argument '--format-version'|Found argument '--format-version' "
+                                       r"which wasn't expected|unrecognized option '--format-version'")
 
 
 class StatusUnreadable(ValueError):
@@ -156,6 +166,11 @@ def load_document(text):
     stripped = text.strip()
     if not stripped:
         raise StatusUnreadable("bootc printed nothing.")
+    if not stripped.startswith(("{", "[")) and HUMAN_FORMAT_RE.search(stripped):
+        raise StatusUnreadable("This is bootc's human-readable status, not a status document: the portal reads "
+                               "`bootc status --format=json --format-version=1` (or `--format=json` on a bootc too old "
+                               "for --format-version). Check that nothing on the host (an alias or a wrapper) drops "
+                               "the --format option.")
     try:
         document = json.loads(stripped)
     except RecursionError:
@@ -351,3 +366,34 @@ def digest_matches(image, expected):
     if image.architecture and image.architecture in expected:
         return expected[image.architecture] == image.digest
     return image.digest in expected.values()
+
+
+def error_line(stderr):
+    """The line of a failed bootc command's stderr that says what went wrong (the failure explainer's headline: the
+    last error-level line, never an echoed command), or the last line when none reads as an error."""
+    text = stderr.decode("utf-8", errors="replace") if isinstance(stderr, bytes) else (stderr or "")
+    headline = failures.explain(text, tool="bootc", succeeded=False).headline.strip()
+    if headline:
+        return headline
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def failed_status_message(exit_status, stderr, stdout):
+    """What the host page says when `bootc status` exited non-zero: stderr's error line, and that stdout is kept as
+    it was (never parsed, so a half-printed document is not taken for the host's state)."""
+    line = error_line(stderr) or "it printed nothing on stderr"
+    message = f"bootc status failed (exit {exit_status}): {line}"
+    if stdout.strip() if isinstance(stdout, str) else stdout.strip():
+        message += " What it printed on stdout is kept below as it was."
+    return message
+
+
+def refuses_format_version(stderr):
+    """Whether bootc refused --format-version (a release older than the option): read it with --format=json only."""
+    text = stderr.decode("utf-8", errors="replace") if isinstance(stderr, bytes) else (stderr or "")
+    return FORMAT_VERSION_REFUSED_RE.search(text) is not None
+
+
+FORMAT_FALLBACK_NOTE = ("This host's bootc is too old for --format-version=1: its status was read with "
+                        "`bootc status --format=json` (the document version bootc printed).")

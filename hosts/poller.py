@@ -47,15 +47,24 @@ class PollOutcome:
     error: ssh.SSHError | None = None
     seconds: float = 0.0
     status_hash: str = ""
+    note: str = ""  # how the status was read, when not the usual way (a bootc too old for --format-version)
 
 
-def read_status(target, host_id, *, timeout=None):
-    """Network only (safe in a thread): connect, check, run `bootc status`, disconnect."""
+def read_status(target, host_id, *, timeout=None, command=None):
+    """Network only (safe in a thread): connect, check, run `bootc status`, disconnect. A bootc that refuses
+    --format-version is asked again with --format=json only, and the outcome says so."""
     started = time.monotonic()
     try:
         with session_for(target) as session:
-            result = session.run(ssh.bootc_status(), timeout=timeout or setting("HOSTS_COMMAND_TIMEOUT", 30),
-                                 max_output=setting("HOSTS_MAX_STATUS_BYTES", 1024 * 1024))
+            limits = {"timeout": timeout or setting("HOSTS_COMMAND_TIMEOUT", 30),
+                      "max_output": setting("HOSTS_MAX_STATUS_BYTES", 1024 * 1024)}
+            result = session.run(command or ssh.bootc_status(), **limits)
+            if (command is None and not isinstance(result, ssh.SSHError) and result.exit_status
+                    and bootc.refuses_format_version(result.error_text())):
+                result = session.run(ssh.bootc_status_without_format_version(), **limits)
+                outcome = _outcome(host_id, result, started)
+                outcome.note = bootc.FORMAT_FALLBACK_NOTE
+                return outcome
     except ssh.SSHError as exc:
         return PollOutcome(host_id, error=exc, seconds=time.monotonic() - started)
     except Exception as exc:  # noqa: BLE001 - one host's odd failure must not stop the others
@@ -141,7 +150,10 @@ def poll_hosts(host_ids, *, concurrency=None, action=None):
             if item is None:
                 finished = True
             elif item:
-                answered.append(_outcome(item[0], item[1], started))
+                outcome = _outcome(item[0], item[1], started)
+                if outcome.exit_status and bootc.refuses_format_version(outcome.stderr):
+                    outcome = read_status(targets[item[0]], item[0])  # its own connection, with the fallback
+                answered.append(outcome)
             due = time.monotonic() - flushed_at >= WRITE_EVERY_SECONDS
             if answered and (len(answered) >= WRITE_BATCH or due or finished):
                 write(answered)
@@ -201,9 +213,10 @@ def record_outcome(host, outcome, *, now=None, expected=None, action=None, defer
         _record_failure(host, outcome.error, now, action=action)
         return "failed"
     raw = outcome.raw
-    if outcome.exit_status not in (0, None) and not raw.strip():
-        error = ssh.ProtocolError(f"bootc status failed (exit {outcome.exit_status}): {outcome.stderr or 'no output'}")
-        _record_unreadable(host, raw, error_text=str(error), now=now, action=action)
+    if outcome.exit_status not in (0, None) and not outcome.truncated:
+        # stderr says why; stdout (if any) is kept raw, never parsed as the host's state.
+        _record_unreadable(host, raw, error_text=bootc.failed_status_message(outcome.exit_status, outcome.stderr, raw),
+                           now=now, action=action)
         return "changed"
     status_hash = outcome.status_hash or hashlib.sha256(raw).hexdigest()
     if action is None and _unchanged(host, outcome, status_hash):
@@ -224,6 +237,9 @@ def record_outcome(host, outcome, *, now=None, expected=None, action=None, defer
     if expected is None:
         expected = expected_by_reference({host.reference} | {parsed.spec_image.image if parsed.spec_image else ""})
     record_status(host, parsed, raw=text, status_hash=status_hash, now=now, expected=expected, action=action)
+    if outcome.note:
+        host.last_error, host.last_error_kind = outcome.note, "format"
+        Host.objects.filter(pk=host.pk).update(last_error=outcome.note, last_error_kind="format")
     if not transaction.get_connection().in_atomic_block:
         attach_journal(host)
     return "changed"

@@ -159,6 +159,14 @@ def rules() -> list[Rule]:
     return [*_extra_rules, *_core_rules]
 
 
+def warning_rule_for(line: str) -> Rule | None:
+    """The warning rule (a finding that does not fail the run, e.g. bootc container lint) one log line is, if any:
+    for runs that note warnings as their output streams."""
+    cleaned = clean(line)
+    return next((rule for rule in rules() if rule.severity == "warning"
+                 and any(p.search(cleaned) for p in rule.headline or rule.patterns)), None)
+
+
 def clean(line: str) -> str:
     """A line as the rules see it: ANSI colour codes (real or pasted as text) and a trailing \\r removed."""
     return _ANSI.sub("", line).rstrip("\r")

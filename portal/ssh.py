@@ -199,6 +199,11 @@ def bootc_status():
     return Command(("bootc", "status", "--format=json", "--format-version=1"), "read the bootc status")
 
 
+def bootc_status_without_format_version():
+    """For a bootc older than --format-version (it refuses the option): JSON in the one version it prints."""
+    return Command(("bootc", "status", "--format=json"), "read the bootc status (a bootc without --format-version)")
+
+
 SOFT_REBOOT_MODES = ("", "auto", "required")
 
 

@@ -281,3 +281,18 @@ def test_a_build_past_its_time_limit_fails_with_the_reason_and_its_processes_sto
     assert "before" in log_text(build), "the log up to the limit is kept"
     assert 58 < (build.run.finished_at - build.run.started_at).total_seconds() < 90
     assert not processes_running("sleep", seconds)
+
+
+def test_a_build_whose_lint_prints_warnings_succeeds_and_shows_them_as_warnings(definition, personas, client_for):
+    # What `bootc container lint` prints without --fatal-warnings (tests/data/failures/lint-nonfatal-playtron217.log):
+    # the build goes on and commits.
+    containerfile = (f"FROM {BASE_IMAGE}\n"
+                     "RUN echo 'Lint warning: var-log: Found non-empty logfile: /var/log/akmods/akmods.log' && "
+                     "echo 'Checks passed: 9' && echo 'Warnings: 1'\nLABEL containers.bootc=1\n")
+    revision = services.revision_create(definition=definition, user=personas.developer, containerfile=containerfile)
+    build = build_now(revision, personas.developer)
+    assert build.status == BuildStatus.SUCCEEDED, build.run.exit_reason
+    assert build.hint.startswith("bootc container lint warnings:")
+    assert build.error_lines == "Lint warning: var-log: Found non-empty logfile: /var/log/akmods/akmods.log"
+    page = client_for(personas.viewer).get(build.get_absolute_url()).content.decode()
+    assert "Succeeded with warnings" in page and "border-warning" in page and "failure-card" not in page
