@@ -217,7 +217,9 @@ class Host(models.Model):
         ordering = ["name", "id"]
         constraints = [models.UniqueConstraint(fields=["team", "name"], name="host_name_unique_per_team")]
         indexes = [
-            models.Index(fields=["name", "id"]),  # the list's order: pages through 10,000 hosts without sorting them
+            # The list's order: pages through 10,000 hosts without sorting them. With the team in the index, a deep
+            # page finds its 50 ids from the index alone (PostgreSQL), then reads just those rows (hosts.views).
+            models.Index(fields=["name", "id"], include=["team"], name="hosts_host_list_order"),
             models.Index(fields=["team", "name"]),
             models.Index(fields=["team", "state"]),
             models.Index(fields=["stage", "state"]),

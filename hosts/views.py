@@ -116,6 +116,14 @@ class _CountedPaginator(Paginator):
     def count(self):
         return self._known_count
 
+    def page(self, number):
+        """The page's rows found by id first: OFFSET 7,450 then walks the list's index alone (it holds the team the
+        rows are filtered by) instead of joining teams and stages for every row it skips; only the 50 shown rows are
+        read and joined."""
+        page = super().page(number)
+        page.object_list = self.object_list.filter(pk__in=page.object_list.values("pk"))
+        return page
+
 
 def _paginate(request, hosts, host_filter, tally, teams):
     """Filters the tally can answer (team, stage, state) take their count from it; a name, address or label search

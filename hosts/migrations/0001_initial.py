@@ -221,7 +221,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='host',
-            index=models.Index(fields=['name', 'id'], name='hosts_host_name_addc83_idx'),
+            index=models.Index(fields=['name', 'id'], include=('team',), name='hosts_host_list_order'),
         ),
         migrations.AddIndex(
             model_name='host',
