@@ -23,6 +23,38 @@ TYPE_HELP = {
 }
 
 
+# --- A user of the installed system: the fields a preset's users and a kickstart share ---------------------------------
+
+
+def refuse(problem: str | None) -> None:
+    """A `diskchecks` problem ("not an SSH public key ...") as the field's error ("Not an SSH public key ....")."""
+    if problem:
+        raise ValidationError(problem[0].upper() + problem[1:] + ".")
+
+
+def clean_ssh_key(value: str) -> str:
+    key = value.strip()
+    if key:
+        refuse(diskchecks.ssh_key_problem(key, strict=True))
+    return key
+
+
+def clean_password_hash(value: str) -> str:
+    value = value.strip()
+    if value:
+        refuse(diskchecks.password_problem(value, require_hash=True))
+    return value
+
+
+def clean_groups(value: str) -> list[str]:
+    """Comma-separated group names, as a list."""
+    groups = [g.strip() for g in value.split(",") if g.strip()]
+    for group in groups:
+        if not diskconfig.NAME_RE.match(group):
+            raise ValidationError(f"\"{group}\" is not a valid group name.")
+    return groups
+
+
 # --- Request form ----------------------------------------------------------------------------------------------------
 
 
@@ -206,26 +238,13 @@ class KickstartForm(forms.Form):
         return name
 
     def clean_ssh_key(self):
-        key = self.cleaned_data["ssh_key"].strip()
-        problem = diskchecks.ssh_key_problem(key, strict=True)
-        if problem:
-            raise ValidationError(problem[0].upper() + problem[1:] + ".")
-        return key
+        return clean_ssh_key(self.cleaned_data["ssh_key"])
 
     def clean_password_hash(self):
-        value = self.cleaned_data["password_hash"].strip()
-        if value:
-            problem = diskchecks.password_problem(value, require_hash=True)
-            if problem:
-                raise ValidationError(problem[0].upper() + problem[1:] + ".")
-        return value
+        return clean_password_hash(self.cleaned_data["password_hash"])
 
     def clean_groups(self):
-        groups = [g.strip() for g in self.cleaned_data["groups"].split(",") if g.strip()]
-        for group in groups:
-            if not diskconfig.NAME_RE.match(group):
-                raise ValidationError(f"\"{group}\" is not a valid group name.")
-        return groups
+        return clean_groups(self.cleaned_data["groups"])
 
     def clean_timezone(self):
         from zoneinfo import available_timezones

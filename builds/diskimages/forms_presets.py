@@ -16,6 +16,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from . import diskchecks, diskconfig
+from .forms import clean_groups, clean_password_hash, clean_ssh_key, refuse
 
 USER_KEYS = {"name", "key", "groups", "password"}
 
@@ -134,27 +135,13 @@ class UserForm(forms.Form):
         return name
 
     def clean_key(self):
-        key = self.cleaned_data["key"].strip()
-        if key:
-            problem = diskchecks.ssh_key_problem(key, strict=True)
-            if problem:
-                raise ValidationError(problem[0].upper() + problem[1:] + ".")
-        return key
+        return clean_ssh_key(self.cleaned_data["key"])
 
     def clean_groups(self):
-        groups = [g.strip() for g in self.cleaned_data["groups"].split(",") if g.strip()]
-        for group in groups:
-            if not diskconfig.NAME_RE.match(group):
-                raise ValidationError(f"\"{group}\" is not a valid group name.")
-        return groups
+        return clean_groups(self.cleaned_data["groups"])
 
     def clean_password(self):
-        password = self.cleaned_data["password"].strip()
-        if password:
-            problem = diskchecks.password_problem(password, require_hash=True)
-            if problem:
-                raise ValidationError(problem[0].upper() + problem[1:] + ".")
-        return password
+        return clean_password_hash(self.cleaned_data["password"])
 
     def clean(self):
         data = super().clean()
@@ -185,9 +172,7 @@ class FilesystemForm(forms.Form):
     def clean_minsize(self):
         value = self.cleaned_data["minsize"].strip()
         if value:
-            problem = diskchecks.size_problem(value)
-            if problem:
-                raise ValidationError(problem[0].upper() + problem[1:] + ".")
+            refuse(diskchecks.size_problem(value))
         return value
 
     def clean(self):
@@ -211,12 +196,32 @@ UserFormSet = forms.formset_factory(UserForm, extra=1, max_num=50, validate_max=
 FilesystemFormSet = forms.formset_factory(FilesystemForm, extra=1, max_num=50, validate_max=True)
 
 
-class PresetForm(forms.Form):
-    """Name, description, kernel arguments, kickstart and "other" TOML; users and file systems come in formsets."""
+class PresetBaseForm(forms.Form):
+    """A configuration's name and description, and its team: asked only of someone who develops in several (`teams`:
+    those they may save to)."""
 
     team = forms.ChoiceField(required=False)
     name = forms.CharField(max_length=100)
     description = forms.CharField(max_length=300, required=False)
+
+    def __init__(self, *args, teams=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        teams = list(teams or [])
+        if len(teams) > 1:
+            self.fields["team"].choices = [(t.slug, t.name) for t in teams]
+            self.fields["team"].required = True
+        else:
+            del self.fields["team"]
+        self.teams = {t.slug: t for t in teams}
+
+    def clean_team(self):
+        slug = self.cleaned_data.get("team")
+        return self.teams.get(slug) if slug else None
+
+
+class PresetForm(PresetBaseForm):
+    """Name, description, kernel arguments, kickstart and "other" TOML; users and file systems come in formsets."""
+
     kernel_append = forms.CharField(label="Kernel arguments", required=False, max_length=4096, strip=False,
                                     widget=forms.TextInput(attrs={"placeholder": "e.g. console=ttyS0"}),
                                     help_text="Appended to the kernel command line (customizations.kernel.append).")
@@ -232,16 +237,6 @@ class PresetForm(forms.Form):
                                       "<code>[customizations.disk]</code>, files, directories, group, fips, installer "
                                       "modules, <code>[customizations.iso]</code> labels…")
 
-    def __init__(self, *args, teams=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        teams = list(teams or [])
-        if len(teams) > 1:
-            self.fields["team"].choices = [(t.slug, t.name) for t in teams]
-            self.fields["team"].required = True
-        else:
-            del self.fields["team"]
-        self.teams = {t.slug: t for t in teams}
-
     def clean_other(self):
         text = self.cleaned_data["other"]
         if not text.strip():
@@ -251,10 +246,6 @@ class PresetForm(forms.Form):
         except tomllib.TOMLDecodeError as exc:
             raise ValidationError(f"Not valid TOML: {exc}.") from None
         return data
-
-    def clean_team(self):
-        slug = self.cleaned_data.get("team")
-        return self.teams.get(slug) if slug else None
 
 
 def preset_initial(config: dict) -> tuple[dict, list[dict], list[dict]]:
@@ -309,10 +300,7 @@ def _place_error(problem, form, user_rows, fs_rows):
     return True
 
 
-class PresetImportForm(forms.Form):
-    team = forms.ChoiceField(required=False)
-    name = forms.CharField(max_length=100)
-    description = forms.CharField(max_length=300, required=False)
+class PresetImportForm(PresetBaseForm):
     file = forms.FileField(required=False, label="A config.toml or config.json file")
     text = forms.CharField(required=False, label="…or paste it",
                            widget=forms.Textarea(attrs={"rows": 10, "class": "font-monospace small",
@@ -322,20 +310,6 @@ class PresetImportForm(forms.Form):
     format = forms.ChoiceField(choices=[("", "Detect"), ("toml", "TOML"), ("json", "JSON")], required=False)
 
     MAX_BYTES = 512 * 1024
-
-    def __init__(self, *args, teams=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        teams = list(teams or [])
-        if len(teams) > 1:
-            self.fields["team"].choices = [(t.slug, t.name) for t in teams]
-            self.fields["team"].required = True
-        else:
-            del self.fields["team"]
-        self.teams = {t.slug: t for t in teams}
-
-    def clean_team(self):
-        slug = self.cleaned_data.get("team")
-        return self.teams.get(slug) if slug else None
 
     def clean(self):
         data = super().clean()

@@ -202,7 +202,7 @@ def disk_image_request(
         Run.objects.filter(pk=run.pk).update(content_type=content_type, object_id=str(disk_image.pk))
         run.content_type, run.object_id = content_type, str(disk_image.pk)
         audit(action="disk_image.request", actor=user, team=team, obj=disk_image, request=request,
-              summary=f"asked for {', '.join(types)} of {definition} @ {digest[:19]}"
+              summary=f"asked for {', '.join(types)} of {definition} @ {short_digest(digest)}"
                       f"{f' (stage {stage.name})' if stage else ''}",
               detail={"types": types, "digest": digest, "architecture": architecture, "rootfs": rootfs,
                       "preset": preset.name if preset else "", "backend": backend, "builder_image": builder_image,
@@ -466,7 +466,7 @@ def kickstart_generate(*, user: User | None, definition: ImageDefinition, spec: 
     except KickstartProblem as exc:
         raise ValidationError(str(exc)) from None
     audit(action="kickstart.generate", actor=user, team=team, obj=definition, request=request,
-          summary=f"wrote a kickstart for {definition} from {stage.name if stage else digest[:19]}",
+          summary=f"wrote a kickstart for {definition} from {stage.name if stage else short_digest(digest)}",
           detail={"url": spec.image_ref, "transport": spec.transport, "track": spec.track_ref,
                   "signature_verification": not spec.skip_signature_verification, "user": spec.username,
                   "layout": spec.layout})

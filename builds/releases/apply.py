@@ -187,7 +187,7 @@ def _record_success(promotion, execution, *, previous):
         locked.save(update_fields=["status", "status_note", "applied_at", "updated_at"])
         stage = locked.target_stage
         summary = (f"{'rolled back' if locked.kind == PromotionKind.ROLLBACK else 'promoted'} {locked.definition} to "
-                   f"{locked.digest[:19]}… on {stage.name}" + (" (pinned until rolled forward)"
+                   f"{locked.short_digest} on {stage.name}" + (" (pinned until rolled forward)"
                                                                 if locked.kind == PromotionKind.ROLLBACK else ""))
         audit(action="promotion.applied", summary=f"{summary} (#{locked.pk})", actor_name="portal", team=stage.team,
               obj=locked, detail={"digest": locked.digest, "previous_digest": previous, "stage": stage.name,

@@ -40,7 +40,7 @@ class PromotionRequestForm(forms.Form):
         builds = Build.objects.with_related().filter(definition=definition).succeeded().order_by("-number")
         self.fields["build"].queryset = builds
         self.fields["build"].label_from_instance = lambda b: (
-            f"#{b.number} · r{b.revision.number} · {b.digest.removeprefix('sha256:')[:12]} · {b.platform}"
+            f"#{b.number} · r{b.revision.number} · {b.short_digest} · {b.platform}"
             + (f" · {b.revision.message[:50]}" if b.revision.message else ""))
         self.fields["target_stage"].queryset = definition.team.stages.all()
         self.fields["target_stage"].label_from_instance = lambda s: s.name

@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from builds.models import Build, ImageDefinition
+from portal.formatting import short_digest
 from portal.models import ROLE_ACTIONS, Action, Membership, Run, Team, TeamScopedQuerySet
 
 # --- Stages ----------------------------------------------------------------------------------------------------------
@@ -325,7 +326,7 @@ class Promotion(models.Model):
 
     @property
     def short_digest(self):
-        return self.digest.removeprefix("sha256:")[:12]
+        return short_digest(self.digest)
 
     @property
     def image_ref(self):
@@ -458,11 +459,11 @@ class StageHistory(models.Model):
         verbose_name_plural = "stage history"
 
     def __str__(self):
-        return f"{self.stage} of {self.definition} = {self.digest[:19]}"
+        return f"{self.stage} of {self.definition} = {short_digest(self.digest)}"
 
     @property
     def short_digest(self):
-        return self.digest.removeprefix("sha256:")[:12]
+        return short_digest(self.digest)
 
     @property
     def pins(self):

@@ -8,6 +8,7 @@ applies promotions. Called inside a transaction, nothing is sent for a change th
 from __future__ import annotations
 
 from portal import notifications
+from portal.formatting import short_digest
 from portal.models import Team, User, WebhookDelivery
 from portal.notifications import site_url
 
@@ -67,7 +68,7 @@ def _payload(promotion) -> dict:
 
 def _email(event, p) -> tuple[str, str]:
     """The email's subject (the core adds the portal's prefix) and body."""
-    what = f"{p['definition']} {p['digest'][:19]}… to {p['stage']}"
+    what = f"{p['definition']} {short_digest(p['digest'])} to {p['stage']}"
     kind = "rollback" if p["kind"] == "rollback" else "promotion"
     decided = "rejected" if p["status"] == PromotionStatus.REJECTED else "approved"
     subject = {
@@ -80,7 +81,8 @@ def _email(event, p) -> tuple[str, str]:
         subject, "",
         f"Requested by {p['requested_by']}: {p['reason']}",
         f"Image: {p['repository']}@{p['digest']}",
-        f"Stage: {p['stage']} ({p['reference']})" + (f", now {p['previous_digest'][:19]}…" if p["previous_digest"] else ""),
+        f"Stage: {p['stage']} ({p['reference']})"
+        + (f", now {short_digest(p['previous_digest'])}" if p["previous_digest"] else ""),
     ]
     if p["emergency"]:
         lines.append("This is an emergency override: it applies during a freeze or outside change windows.")

@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from builds.models import Build, ImageDefinition
 from portal.access import can, check_team_action
+from portal.formatting import short_digest
 from portal.models import Action, Run, RunKind, RunStatus, User
 from portal.services import audit, run_create, run_enqueue
 
@@ -64,8 +65,8 @@ def _resolve_build(definition: ImageDefinition, *, build: Build | None, digest: 
         raise ValidationError("Give the image digest as sha256: followed by 64 hexadecimal characters.")
     found = Build.objects.with_related().filter(definition=definition, digest=digest).succeeded().order_by("-number").first()
     if found is None:
-        raise ValidationError(f"{digest[:19]}… was never built by {definition}: only digests of its own successful builds "
-                              "can be promoted.")
+        raise ValidationError(f"{short_digest(digest)} was never built by {definition}: only digests of its own "
+                              "successful builds can be promoted.")
     return found
 
 
@@ -146,11 +147,11 @@ def promotion_rollback_request(*, stage: Stage, definition: ImageDefinition, dig
             raise ValidationError(f"{stage.name} holds {current.short_digest} already.")
         earlier = StageHistory.objects.filter(stage=stage, definition=definition, digest=digest).first()
         if earlier is None:
-            raise ValidationError(f"{digest[:19]}… was never in {stage.name}; a rollback goes back to a digest the stage "
+            raise ValidationError(f"{short_digest(digest)} was never in {stage.name}; a rollback goes back to a digest the stage "
                                   "held before.")
         build = earlier.build or Build.objects.filter(definition=definition, digest=digest).order_by("-number").first()
         if build is None:
-            raise ValidationError(f"The build of {digest[:19]}… is gone; promote another digest instead.")
+            raise ValidationError(f"The build of {short_digest(digest)} is gone; promote another digest instead.")
         _refuse_duplicate(stage, definition, digest)
         promotion = Promotion.objects.create(
             definition=definition, build=build, digest=digest, kind=PromotionKind.ROLLBACK, source_stage=None,
@@ -237,8 +238,8 @@ def _decide(*, promotion, user, digest, comment, decision, request):
             raise PromotionStateError(f"Request #{locked.pk} is {locked.get_status_display().lower()} already; "
                                       "nothing was recorded.")
         if (digest or "").strip() != locked.digest:
-            raise PromotionStateError(f"You looked at {(digest or '(no digest)')[:19]}…, but request #{locked.pk} is for "
-                                      f"{locked.digest[:19]}…; reload the page and look again.")
+            raise PromotionStateError(f"You looked at {short_digest(digest, missing='(no digest)')}, but request "
+                                      f"#{locked.pk} is for {locked.short_digest}; reload the page and look again.")
         now = timezone.now()
         mine = locked.approvals.filter(approver=user, superseded_at__isnull=True).first()
         if mine is not None:
