@@ -7,9 +7,10 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 django_asgi_app = get_asgi_application()
 
-from portal.startup import require_database  # noqa: E402
+from portal.startup import require_database, require_storage  # noqa: E402
 
 require_database()  # in production, web does not start without its database
+require_storage()  # nor, with OBJECT_STORAGE=s3, without its bucket
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -7,7 +7,7 @@ from celery import Celery, signals
 from kombu import Queue
 
 from . import logcontext  # noqa: F401 - connects the signals that carry the log context to workers
-from .startup import require_database
+from .startup import require_database, require_storage
 from .workers import Heartbeat
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
@@ -23,5 +23,6 @@ app.autodiscover_tasks()
 @signals.import_modules.connect
 def _require_database(**kwargs):
     """In production, a worker or beat that cannot reach its database stops at start-up, with one line (this signal
-    comes as they load the task modules, before their banner)."""
+    comes as they load the task modules, before their banner). So does one whose object storage bucket cannot be reached."""
     require_database()
+    require_storage()

@@ -450,6 +450,59 @@ WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_AUTOREFRESH = DEBUG
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 
+# --- Object storage (docs/operations.md#object-storage) --------------------------------------------------------------
+# Where disk images, their checksums and archived logs are kept: "filesystem" (MEDIA_ROOT) or "s3" (any S3-compatible
+# service, through django-storages and boto3), which becomes the default STORAGES alias.
+OBJECT_STORAGE = env.str("OBJECT_STORAGE", default="filesystem")
+S3_BUCKET = env.str("S3_BUCKET", default="")
+S3_ENDPOINT_URL = env.str("S3_ENDPOINT_URL", default="")  # empty: AWS; e.g. https://minio.internal:9000
+S3_PUBLIC_ENDPOINT_URL = env.str("S3_PUBLIC_ENDPOINT_URL", default="")  # what browsers reach, if not S3_ENDPOINT_URL
+S3_REGION = env.str("S3_REGION", default="us-east-1")
+S3_ACCESS_KEY_ID = env.str("S3_ACCESS_KEY_ID", default="")
+S3_SECRET_ACCESS_KEY = env.str("S3_SECRET_ACCESS_KEY", default="")
+S3_PREFIX = env.str("S3_PREFIX", default="")  # a folder inside the bucket, e.g. "portal"
+S3_ADDRESSING_STYLE = env.str("S3_ADDRESSING_STYLE", default="path")  # path (MinIO, Ceph) or virtual (AWS)
+S3_PRESIGN_SECONDS = env.int("S3_PRESIGN_SECONDS", default=3600)  # how long a download link works
+if OBJECT_STORAGE == "s3":
+    if not S3_BUCKET:
+        raise BadSetting("S3_BUCKET must be set when OBJECT_STORAGE=s3 (see docs/operations.md#object-storage).")
+    if S3_ADDRESSING_STYLE not in ("path", "virtual"):
+        raise BadSetting("S3_ADDRESSING_STYLE must be path or virtual.")
+    for _name in ("S3_ENDPOINT_URL", "S3_PUBLIC_ENDPOINT_URL"):
+        if globals()[_name] and not re.match(r"^https?://[^/\s]+", globals()[_name]):
+            raise BadSetting(f"{_name} must be an http(s) URL, e.g. https://s3.example.com")
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": S3_BUCKET,
+            "endpoint_url": S3_ENDPOINT_URL or None,
+            "region_name": S3_REGION,
+            "access_key": S3_ACCESS_KEY_ID or None,  # empty: boto3's own chain (instance role, AWS_* variables)
+            "secret_key": S3_SECRET_ACCESS_KEY or None,
+            "location": S3_PREFIX,
+            "addressing_style": S3_ADDRESSING_STYLE,
+            "signature_version": "s3v4",
+            "file_overwrite": False,  # every name the portal writes is unique; never replace an object silently
+            "default_acl": None,
+            "querystring_expire": S3_PRESIGN_SECONDS,
+        },
+    }
+elif OBJECT_STORAGE != "filesystem":
+    raise BadSetting(f"OBJECT_STORAGE must be filesystem or s3, not {OBJECT_STORAGE!r}.")
+# How a download reaches the client: "presigned" (a redirect to object storage), "proxy" (the proxy serves the file from
+# MEDIA_ROOT itself on X-Accel-Redirect: /protected-media/<name>, deploy/Caddyfile) or "stream" (through the web process:
+# make run only). Default: presigned with S3, else stream with DEBUG on and proxy in production.
+DOWNLOADS_VIA = env.str("DOWNLOADS_VIA", default="presigned" if OBJECT_STORAGE == "s3" else "stream" if DEBUG else "proxy")
+if DOWNLOADS_VIA not in ("presigned", "proxy", "stream"):
+    raise BadSetting(f"DOWNLOADS_VIA must be presigned, proxy or stream, not {DOWNLOADS_VIA!r}.")
+if DOWNLOADS_VIA == "presigned" and OBJECT_STORAGE != "s3":
+    raise BadSetting("DOWNLOADS_VIA=presigned needs OBJECT_STORAGE=s3 (files on disk are served with proxy).")
+if DOWNLOADS_VIA == "proxy" and OBJECT_STORAGE != "filesystem":
+    raise BadSetting("DOWNLOADS_VIA=proxy serves MEDIA_ROOT from the proxy's disk; with OBJECT_STORAGE=s3 use presigned.")
+if DOWNLOADS_VIA == "stream" and not DEBUG:
+    raise BadSetting("DOWNLOADS_VIA=stream sends multi-gigabyte files through the web process; in production use "
+                     "presigned (OBJECT_STORAGE=s3) or proxy (deploy/Caddyfile).")
+
 # --- Registry and tools ----------------------------------------------------------------------------------------------
 REGISTRY_URL = env.str("REGISTRY_URL", default="127.0.0.1:5000")
 REGISTRY_INSECURE = env.bool("REGISTRY_INSECURE", default=REGISTRY_URL.startswith(("127.", "localhost")))

@@ -69,6 +69,21 @@ def require_database():
         connection.close()
 
 
+def require_storage():
+    """In production with OBJECT_STORAGE=s3, a web, worker or beat process whose bucket cannot be reached (wrong
+    credentials, no such bucket, endpoint down) stops at once, naming the setting, rather than failing a first upload
+    hours later."""
+    if settings.DEBUG or settings.OBJECT_STORAGE != "s3":
+        return
+    # Imported here: the settings import this module (for BadSetting) before Django's storage and HTTP modules may load.
+    from portal import objectstore
+
+    try:
+        objectstore.bucket_reachable()
+    except objectstore.StorageUnavailable as exc:
+        raise BadSetting(str(exc)) from None
+
+
 @contextlib.contextmanager
 def database_errors_in_one_line():
     """A management command whose database never answered stops with one line; any other error is left alone."""

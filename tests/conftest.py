@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = [
     "tests.builds.fixtures",
     "tests.diskimages.fixtures",
+    "tests.portal.fixtures",
     "tests.releases.fixtures",
 ]
 
@@ -124,7 +125,8 @@ class ProcessWatcher:
 
 # Fixtures that start real processes (portal processes, podman, sshd, skopeo against the registry): a test that uses one
 # is marked `processes` without saying so itself. Tests that start processes of their own carry the marker.
-PROCESS_FIXTURES = {"start_worker", "portal_server", "podman_store", "sshd", "seed_images", "bib_standin"}
+PROCESS_FIXTURES = {"start_worker", "portal_server", "podman_store", "sshd", "seed_images", "bib_standin", "moto_server",
+                    "moto_server_checking_keys"}
 
 
 def _weight(item):

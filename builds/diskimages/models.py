@@ -8,7 +8,6 @@ A conversion's status is its `portal.Run`'s status, as for builds.
 import secrets
 
 from django.conf import settings
-from django.core.files.storage import storages
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
@@ -18,6 +17,7 @@ from builds.releases.models import Stage
 from portal.crypto import EncryptedTextField
 from portal.formatting import short_digest
 from portal.models import Run, RunStatus, Team, TeamScopedQuerySet
+from portal.objectstore import aliased
 from portal.registry import StoredFile
 
 from .converters import CAUSE_LABELS
@@ -206,7 +206,8 @@ class ArtifactQuerySet(TeamScopedQuerySet):
 
 
 def artifact_storage():
-    return storages[getattr(settings, "DISK_IMAGE_STORAGE", "default")]
+    """The storage of the `DISK_IMAGE_STORAGE` alias, followed as the settings change (portal.objectstore.aliased)."""
+    return aliased("DISK_IMAGE_STORAGE")
 
 
 class Artifact(models.Model):
@@ -245,6 +246,14 @@ class Artifact(models.Model):
     @property
     def present(self):
         return self.deleted_at is None and bool(self.file)
+
+    @property
+    def checksum_name(self):
+        """The `sha256sum -c` file stored beside the file, so the bucket describes itself without the database."""
+        return f"{self.file.name}.sha256" if self.file else ""
+
+    def checksum_text(self):
+        return f"{self.sha256}  {self.filename}\n"
 
 
 def stored_artifacts():

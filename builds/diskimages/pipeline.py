@@ -20,12 +20,12 @@ import time
 
 from django.conf import settings
 from django.core.files import File
-from django.core.files.storage import FileSystemStorage
+from django.core.files.base import ContentFile
 
 from builds import fetches, podman, registry
 from builds.models import Builder
 from builds.runner import BuilderUnavailable, CommandFailed, Watch, runner_for
-from portal import egress, runs
+from portal import egress, objectstore, runs
 from portal.models import RunStatus
 from portal.services import run_set_phase
 
@@ -80,6 +80,14 @@ class HashingReader:
             self._last_poll = now
             self.watch.poll()
         return data
+
+    closed = False
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return False  # read once, from the start: boto3 then uploads it part by part as it is read
 
     def seek(self, offset, whence=0):
         if offset != 0 or whence != 0 or self.size:
@@ -334,15 +342,30 @@ class Conversion:
         extension = converters.DOWNLOAD_EXTENSIONS[image_type]
         return f"{di.definition.name}-{label}-{di.architecture}{'-ami' if image_type == 'ami' else ''}.{extension}"
 
+    @staticmethod
+    def _remove_partial(storage, name, saved, checksum, artifact):
+        """Nothing half-stored stays behind: no object without its row (a multipart upload that failed was already
+        aborted by boto3), and no row, since it is saved last."""
+        if artifact.pk is not None:
+            return
+        for stored in (checksum, saved):
+            if stored is not None:
+                with contextlib.suppress(Exception):
+                    storage.delete(stored)
+        if saved is None:
+            with contextlib.suppress(Exception):
+                if storage.exists(name):
+                    storage.delete(name)
+
     def store(self, image_type, path, relative, size, details, ami_id):
         artifact = Artifact(disk_image=self.di, image_type=image_type, filename=self.download_name(image_type),
                             size=size, sha256="", format=details.get("format", ""), details=details, ami_id=ami_id)
         storage = artifact_storage()
         name = f"disk-images/{self.di.pk}/{artifact.key}/{artifact.filename}"
         self.log(f"Storing {relative} ({size:,} bytes) as {artifact.filename}")
-        saved = None
+        saved = checksum = None
         try:
-            if isinstance(storage, FileSystemStorage) and not hasattr(self.runner, "sftp"):
+            if objectstore.is_filesystem(storage) and not hasattr(self.runner, "sftp"):
                 digest = hashlib.sha256()
                 with open(path, "rb") as f:
                     last = time.monotonic()
@@ -372,13 +395,13 @@ class Conversion:
             except converters.FormatMismatch as exc:
                 raise Failed(f"Unexpected output: {exc}", cause=converters.Cause.FORMAT) from None
             artifact.file.name, artifact.sha256, artifact.details = saved, sha256, details
+            checksum = storage.save(artifact.checksum_name, ContentFile(artifact.checksum_text().encode()))
             artifact.save()
+        except objectstore.storage_errors() as exc:
+            self._remove_partial(storage, name, saved, checksum, artifact)
+            raise Failed(objectstore.explain(exc, doing=f"store {artifact.filename}")) from None
         except BaseException:
-            with contextlib.suppress(Exception):
-                if saved is None and storage.exists(name):
-                    storage.delete(name)
-                elif saved is not None and artifact.pk is None:
-                    storage.delete(saved)
+            self._remove_partial(storage, name, saved, checksum, artifact)
             raise
         facts = ", ".join(f"{k.replace('_', ' ')} {_fact(v)}" for k, v in details.items()
                           if k not in ("members", "format") and v)

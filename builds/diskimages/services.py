@@ -8,6 +8,7 @@ transaction, audits in the same transaction and enqueues after commit. What a wo
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import timedelta
 
@@ -21,7 +22,7 @@ from builds import queues
 from builds.models import Build, ImageDefinition
 from builds.releases.models import Stage, StageHistory
 from builds.services import builder_pick
-from portal import egress
+from portal import egress, objectstore
 from portal.access import can, check_team_action
 from portal.formatting import short_digest
 from portal.models import Action, Run, RunKind, RunStatus, Team, User
@@ -38,6 +39,8 @@ from .models import (
     DiskImagePreset,
     RootFilesystem,
 )
+
+log = logging.getLogger(__name__)
 
 AWS_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 AWS_REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
@@ -251,12 +254,18 @@ def disk_image_cancel(*, disk_image: DiskImage, user: User, request=None) -> Dis
 # --- Artifacts -------------------------------------------------------------------------------------------------------
 
 
-def _delete_stored(storage, name):
-    if name:
+def _delete_stored(storage, *names):
+    """Delete stored files after the row says they are gone. One that cannot be deleted now (object storage down) is
+    logged and left: the row no longer points at it, and `manage.py storage_check` shows the storage's state."""
+    for name in names:
+        if not name:
+            continue
         try:
             storage.delete(name)
         except FileNotFoundError:
             pass
+        except (OSError, *objectstore.storage_errors()) as exc:
+            log.warning("could not delete %s from storage: %s", name, objectstore.explain(exc, doing="delete it"))
 
 
 def artifact_delete(*, artifact: Artifact, user: User | None, reason: str = "", request=None) -> Artifact:
@@ -273,8 +282,8 @@ def artifact_delete(*, artifact: Artifact, user: User | None, reason: str = "", 
         audit(action="artifact.delete", actor=user, team=artifact.disk_image.team, obj=artifact, request=request,
               summary=f"deleted {artifact.filename} ({artifact.size:,} bytes) of {artifact.disk_image}",
               detail={"sha256": artifact.sha256, "reason": reason})
-        storage, name = artifact.file.storage, artifact.file.name
-        transaction.on_commit(lambda: _delete_stored(storage, name))
+        storage, names = artifact.file.storage, [artifact.file.name, artifact.checksum_name]
+        transaction.on_commit(lambda: _delete_stored(storage, *names))
     artifact.deleted_at, artifact.deleted_reason = timezone.now(), reason
     return artifact
 

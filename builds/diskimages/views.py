@@ -15,7 +15,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count, Q, Sum
-from django.http import Http404, HttpResponse, HttpResponseNotAllowed, StreamingHttpResponse
+from django.http import Http404, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_POST
@@ -24,6 +24,7 @@ from builds.access import get_build_for_user, get_definition_for_user
 from builds.models import Build, ImageDefinition
 from builds.releases.models import Stage
 from builds.views import search_query
+from portal import objectstore
 from portal.access import can, get_team_for_user, teams_where
 from portal.models import Action, RunStatus, Team
 from portal.services import audit
@@ -47,7 +48,6 @@ from .kickstart import KickstartSpec
 from .models import Artifact, CloudCredential, DiskImage, DiskImagePreset, DiskImageType
 
 PAGE_SIZE = 25
-STREAM_CHUNK = 1024 * 1024
 
 
 def scoped(request, queryset, team_field="team"):
@@ -293,23 +293,12 @@ def parse_range(header: str, size: int):
     return start, min(end, size - 1)
 
 
-def _file_chunks(file, start, length):
-    try:
-        file.seek(start)
-        left = length
-        while left > 0:
-            data = file.read(min(STREAM_CHUNK, left))
-            if not data:
-                break
-            left -= len(data)
-            yield data
-    finally:
-        file.close()
-
-
 @login_required
 def artifact_download(request, key):
-    """GET/HEAD one artifact, whole or by range (so multi-GB downloads resume); the ETag is its sha256."""
+    """GET/HEAD one artifact, whole or by range (so multi-GB downloads resume); the ETag is its sha256.
+
+    The access check, the range's validity, HEAD and the audit record are answered here; the bytes come from object
+    storage by presigned URL, from the proxy's disk, or (make run) from this process: `portal.objectstore`."""
     if request.method not in ("GET", "HEAD"):
         return HttpResponseNotAllowed(["GET", "HEAD"])
     artifact = get_artifact_for_user(request.user, key)
@@ -346,16 +335,18 @@ def artifact_download(request, key):
         response["Content-Length"] = str(length)
         return response
     try:
-        file = artifact.file.storage.open(artifact.file.name, "rb")
-    except FileNotFoundError:
-        raise Http404("The file is missing from storage.") from None
+        response = objectstore.download_response(artifact.file.storage, artifact.file.name, start=start,
+                                                 end=end, status=status, content_type=content_type,
+                                                 filename=artifact.filename, headers=headers)
+    except objectstore.StorageUnavailable as exc:
+        return HttpResponse(f"{exc}\n", status=503, content_type="text/plain; charset=utf-8")
+    if response is None:
+        raise Http404("The file is missing from storage.")
     if start == 0:
         audit(action="artifact.download", actor=request.user, team=artifact.disk_image.team, obj=artifact,
               request=request, summary=f"downloaded {artifact.filename}"
                                        f"{'' if status == 200 else f' (bytes {start}-{end})'}",
-              detail={"sha256": artifact.sha256, "bytes": length})
-    response = StreamingHttpResponse(_file_chunks(file, start, length), status=status, content_type=content_type,
-                                     headers=headers)
+              detail={"sha256": artifact.sha256, "bytes": length, "via": objectstore.downloads_via()})
     return response
 
 
@@ -363,7 +354,7 @@ def artifact_download(request, key):
 def artifact_checksum(request, key):
     """`sha256sum -c` input for one artifact."""
     artifact = get_artifact_for_user(request.user, key)
-    response = HttpResponse(f"{artifact.sha256}  {artifact.filename}\n", content_type="text/plain; charset=utf-8")
+    response = HttpResponse(artifact.checksum_text(), content_type="text/plain; charset=utf-8")
     response["Content-Disposition"] = content_disposition_header(True, f"{artifact.filename}.sha256")
     return response
 

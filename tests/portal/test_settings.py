@@ -143,3 +143,33 @@ def test_a_process_that_cannot_reach_its_database_in_production_stops_with_one_l
     assert f"Image Mode Portal cannot start: DATABASE_URL: cannot connect to 127.0.0.1:{port}, database portal: " in line
     assert "Connection refused" in line
     assert "Traceback" not in output and "pw-not-shown" not in output
+
+
+def test_production_refuses_to_stream_downloads_through_the_web_process():
+    result = manage("check", env=production_env(DOWNLOADS_VIA="stream"))
+    assert result.returncode != 0
+    assert "DOWNLOADS_VIA=stream sends multi-gigabyte files through the web process" in result.stderr
+
+
+def test_object_storage_in_s3_needs_its_bucket_named():
+    result = manage("check", env=production_env(OBJECT_STORAGE="s3"))
+    assert result.returncode != 0 and "S3_BUCKET must be set when OBJECT_STORAGE=s3" in result.stderr
+
+
+def test_a_web_process_whose_bucket_refuses_its_key_stops_at_start_naming_the_setting(moto_server_checking_keys,
+                                                                                      tmp_path):
+    moto_server = moto_server_checking_keys
+    bucket = f"portal-start-{secrets.token_hex(4)}"
+    moto_server.client().create_bucket(Bucket=bucket)
+    env = production_env(OBJECT_STORAGE="s3", S3_BUCKET=bucket, S3_ENDPOINT_URL=moto_server.endpoint,
+                         S3_ACCESS_KEY_ID=moto_server.access_key, S3_SECRET_ACCESS_KEY="not-the-secret",
+                         DOWNLOADS_VIA="presigned", DATABASE_URL=f"sqlite:///{tmp_path / 'portal.sqlite3'}")
+    result = subprocess.run([sys.executable, "-c", "import portal.asgi"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1
+    assert "Image Mode Portal cannot start: Object storage refused the credentials" in result.stderr
+    assert "S3_SECRET_ACCESS_KEY" in result.stderr and "Traceback" not in result.stderr
+    env["S3_SECRET_ACCESS_KEY"] = moto_server.secret_key
+    result = subprocess.run([sys.executable, "-c", "import portal.asgi; print('started')"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "started", result.stderr
