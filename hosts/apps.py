@@ -19,6 +19,7 @@ class HostsConfig(AppConfig):
 
         from . import metrics
         from .models import dashboard_counts
+        from .retention import thin_snapshots
         from .services import promotion_applied
 
         registry.dashboard_tiles(count=dashboard_counts, order=20, across_teams=True, tiles=[
@@ -44,6 +45,9 @@ class HostsConfig(AppConfig):
         registry.gauge(name="portal_hosts_poll_overdue_seconds",
                        documentation="How late the most overdue host poll is (0 when the poller keeps up).",
                        read=metrics.poll_overdue)
+        # Unchanged repeats of old snapshots are thinned by the core's retention pass (hosts/retention.py).
+        registry.retention_step(name="host_snapshots", label="host snapshots thinned", function=thin_snapshots,
+                                order=20)
 
 
 def _recount_tallies(sender, using="default", **kwargs):

@@ -4,7 +4,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
-from .models import AuditEvent, Membership, Run, Team, User
+from .models import AuditEvent, LogArchive, Membership, RetentionRun, Run, Team, User
 
 
 @admin.register(User)
@@ -54,3 +54,32 @@ class RunAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records the portal writes itself: shown, never edited here."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(RetentionRun)
+class RetentionRunAdmin(ReadOnlyAdmin):
+    """Each retention pass: when, the settings it applied, what each step removed, and the steps that failed."""
+
+    list_display = ("started_at", "finished_at", "status", "trigger", "total_removed")
+    list_filter = ("status", "trigger")
+    readonly_fields = ("started_at", "finished_at", "status", "trigger", "policy", "removed", "errors")
+
+
+@admin.register(LogArchive)
+class LogArchiveAdmin(ReadOnlyAdmin):
+    list_display = ("run", "lines", "size", "text_bytes", "created_at", "name")
+    readonly_fields = ("run", "name", "lines", "chunks", "text_bytes", "size", "sha256", "created_at")
+    exclude = ("index",)

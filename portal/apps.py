@@ -18,6 +18,16 @@ class PortalConfig(AppConfig):
 
         REGISTRY.register(PortalCollector())
 
+        # The core's retention steps (portal/retention.py); features register theirs in their own ready().
+        from . import logarchive, registry, retention  # models load only once the app registry is ready
+
+        registry.retention_step(name="logs", label="logs archived", function=logarchive.archive_due, order=10)
+        registry.retention_step(name="webhook_deliveries", label="webhook deliveries removed",
+                                function=retention.prune_webhook_deliveries, order=30)
+        registry.retention_step(name="login_records", label="login records removed",
+                                function=retention.prune_login_records, order=40)
+        registry.stored_files(logarchive.stored_archives)  # backups record them, restores check them
+
 
 class PortalAdminConfig(admin_apps.AdminConfig):
     """django.contrib.admin, with the site that audits every change made through it."""

@@ -28,6 +28,7 @@ has RUN_LOG_SOCKETS_PER_USER log sockets open already (portal/sockets.py; the vi
 """
 
 import asyncio
+import itertools
 import json
 import logging
 import time
@@ -373,7 +374,8 @@ class RunLogConsumer(AsyncWebsocketConsumer):
     def _read_chunks(self, after, up_to):
         before = None if up_to is None else up_to + 1
         out = []
-        picked = list(logsink.chunks(self.run, after=after, before=before)[:BACKLOG_CHUNKS_PER_READ])
+        picked = list(itertools.islice(logsink.each_chunk(self.run, after=after, before=before,
+                                                          page_chunks=BACKLOG_CHUNKS_PER_READ), BACKLOG_CHUNKS_PER_READ))
         if not picked:
             return out
         sections = list(logsink.sections(self.run, after=after, before=picked[-1].last_seq + 1))

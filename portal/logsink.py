@@ -26,7 +26,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from . import live
+from . import live, logarchive
 from .logtext import SectionDetector, cap_line, cut_for_display, strip_ansi, terminal_line
 from .models import LogChunk, LogSection, Run
 from .services import run_heartbeat
@@ -305,7 +305,8 @@ PAGE_CHUNKS = 8
 
 
 def chunks(run, *, after=0, before=None):
-    """The run's chunks holding lines after `after` (and before `before`), in order, as a QuerySet."""
+    """The run's chunks in the database holding lines after `after` (and before `before`), in order, as a QuerySet.
+    Readers that must also read archived logs use `each_chunk`."""
     qs = LogChunk.objects.filter(run=run, last_seq__gt=after).order_by("first_seq")
     if before is not None:
         qs = qs.filter(first_seq__lt=before)
@@ -314,7 +315,13 @@ def chunks(run, *, after=0, before=None):
 
 def each_chunk(run, *, after=0, before=None, reverse=False, fields=None, page_chunks=PAGE_CHUNKS):
     """The chunks holding lines after `after` and before `before`, read `page_chunks` at a time (keyset pagination), in
-    order (or from the end with `reverse`). Memory: a page of chunks, whatever the log's size."""
+    order (or from the end with `reverse`). Memory: a page of chunks, whatever the log's size. An archived log's chunks
+    come from object storage, a page per range request (`portal.logarchive`)."""
+    record = logarchive.archive_of(run)
+    if record is not None:
+        yield from logarchive.ArchiveReader(record).chunks(after=after, before=before, reverse=reverse,
+                                                           page_chunks=page_chunks)
+        return
     qs = chunks(run, after=after, before=before)
     if fields:
         qs = qs.only(*fields)
@@ -329,6 +336,9 @@ def each_chunk(run, *, after=0, before=None, reverse=False, fields=None, page_ch
 
 def last_seq(run):
     """The number of the last stored line (0 when there is none): one index lookup."""
+    record = logarchive.archive_of(run)
+    if record is not None:
+        return logarchive.ArchiveReader(record).last_seq()
     value = LogChunk.objects.filter(run=run).order_by("-first_seq").values_list("last_seq", flat=True).first()
     return value or 0
 
@@ -400,7 +410,11 @@ def tail(run, count):
 
 def line(run, seq):
     """The full stored text of line `seq`, or None."""
-    chunk = LogChunk.objects.filter(run=run, first_seq__lte=seq, last_seq__gte=seq).only("first_seq", "text").first()
+    record = logarchive.archive_of(run)
+    if record is not None:
+        chunk = logarchive.ArchiveReader(record).chunk_holding(seq)
+    else:
+        chunk = LogChunk.objects.filter(run=run, first_seq__lte=seq, last_seq__gte=seq).only("first_seq", "text").first()
     if chunk is None:
         return None
     return chunk.lines()[seq - chunk.first_seq]
@@ -438,6 +452,8 @@ def search(run, query, *, after=0, max_positions=10_000):
     Returns {"count": lines that match (exact, over the whole log), "seqs": the first `max_positions` matching line
     numbers after `after`}. Reads the log a few chunks at a time.
     """
+    if logarchive.archive_of(run) is not None:
+        return _search(each_chunk(run, page_chunks=32), query.casefold(), after, max_positions)
     with transaction.atomic():  # a streaming cursor (inside a transaction, PostgreSQL's is not materialised WITH HOLD)
         return _search(chunks(run).only("first_seq", "last_seq", "text").iterator(chunk_size=16), query.casefold(),
                        after, max_positions)

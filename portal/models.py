@@ -307,6 +307,9 @@ class Run(models.Model):
     exit_reason = models.TextField(blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     log_lines = models.PositiveBigIntegerField(default=0, help_text="Lines in the log, set as chunks are written.")
+    log_archived_at = models.DateTimeField(null=True, blank=True, help_text="When the log moved to object storage "
+                                                                            "(portal.logarchive); empty while it is "
+                                                                            "in the database.")
 
     content_type = models.ForeignKey(ContentType, null=True, blank=True, on_delete=models.SET_NULL)
     object_id = models.CharField(max_length=64, blank=True)
@@ -478,3 +481,59 @@ class WebhookDelivery(models.Model):
     def __str__(self):
         return f"{self.event} to {self.webhook} ({self.status})"
 
+
+
+# --- Retention (portal/retention.py) ---------------------------------------------------------------------------------
+
+
+class LogArchive(models.Model):
+    """A finished run's log, moved out of the database into object storage (`portal.logarchive`).
+
+    The object (`name` in the LOG_ARCHIVE_STORAGE storage) is a gzip file of one member per former `LogChunk`, each a
+    JSON line {"first", "last", "at", "offsets", "text"}; `index` holds [first_seq, last_seq, byte offset, byte length]
+    of every member, so a reader fetches only the members it needs. The run's `LogSection` rows stay in the database
+    (the outline is small and shown with the page)."""
+
+    run = models.OneToOneField(Run, on_delete=models.CASCADE, related_name="log_archive")
+    name = models.CharField(max_length=300)
+    lines = models.PositiveBigIntegerField()
+    chunks = models.PositiveIntegerField()
+    text_bytes = models.PositiveBigIntegerField(help_text="The log's size as it was stored in the database.")
+    size = models.PositiveBigIntegerField(help_text="The archive's size in object storage (compressed).")
+    sha256 = models.CharField(max_length=64)
+    index = models.JSONField(default=list)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"log of run {self.run_id}: {self.lines} lines in {self.name}"
+
+
+class RetentionStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+
+
+class RetentionRun(models.Model):
+    """One pass of the retention steps (run by beat): when, the settings it applied, and what each step removed.
+
+    `removed` is {step name: {"count": n, ...what else the step reports}}; `errors` is {step name: message} for steps
+    that failed (the others still ran)."""
+
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=RetentionStatus.choices, default=RetentionStatus.RUNNING)
+    trigger = models.CharField(max_length=16, default="schedule", help_text="schedule or command")
+    policy = models.JSONField(default=dict, help_text="The retention settings this pass applied.")
+    removed = models.JSONField(default=dict)
+    errors = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self):
+        return f"retention {self.started_at:%Y-%m-%d %H:%M} ({self.status})"
+
+    def total_removed(self):
+        return sum(int(step.get("count", 0)) for step in self.removed.values())

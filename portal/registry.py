@@ -15,7 +15,9 @@ them without knowing who registered what:
 - `gauge(...)` and `queues(...)`: what `/metrics` reads for a feature at scrape time (hosts per state, promotions
   waiting, builder load), and the Celery queues whose depth it reports (`portal.metrics`);
 - `stored_files(...)`: the files a feature keeps in a storage (disk images' artifacts), whose names `manage.py backup`
-  records and `manage.py restore` checks (`portal.backups`).
+  records and `manage.py restore` checks (`portal.backups`);
+- `retention_step(...)`: what keeps a feature's data from growing forever, run by the core's retention pass
+  (`portal.retention`) with its own steps (logs, webhook deliveries, login records) and recorded with them.
 
 Registration happens once per process, at start-up; nothing here is written afterwards.
 """
@@ -266,3 +268,31 @@ def stored_files(function: Callable[[], Iterable[StoredFile]]) -> Callable[[], I
 
 def stored_file_readers() -> list[Callable[[], Iterable[StoredFile]]]:
     return list(_stored_files)
+
+
+# --- Retention steps (portal/retention.py) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetentionStep:
+    """Something that keeps a kind of data from growing forever: `function(*, now, previous)` removes what is due
+    and returns {"count": how many it removed, ...anything else worth recording}. `previous` is when the last pass
+    started (None before the first), for steps that need only look at what became due since. `name` keys it in
+    `RetentionRun.removed`."""
+
+    name: str
+    label: str
+    function: Callable
+    order: int
+
+
+_retention_steps: list[RetentionStep] = []
+
+
+def retention_step(*, name: str, label: str, function: Callable, order: int) -> None:
+    _retention_steps.append(RetentionStep(name=name, label=label, function=function, order=order))
+    _retention_steps.sort(key=lambda step: step.order)
+
+
+def retention_steps() -> list[RetentionStep]:
+    return list(_retention_steps)

@@ -639,6 +639,21 @@ ROLLOUTS_CONCURRENCY = env.int("ROLLOUTS_CONCURRENCY", default=32)
 ROLLOUTS_REBOOT_WAIT_SECONDS = env.int("ROLLOUTS_REBOOT_WAIT_SECONDS", default=HOSTS_REBOOT_WAIT_SECONDS)
 ROLLOUTS_MIN_FREE_BYTES = env.int("ROLLOUTS_MIN_FREE_BYTES", default=1024 ** 3)  # free on /sysroot (pre-flight)
 
+# --- Retention (docs/operations.md#retention) ------------------------------------------------------------------------
+# Beat asks hourly; a pass runs when the last one started this many hours ago. Each pass is a RetentionRun row.
+RETENTION_EVERY_HOURS = env.int("RETENTION_EVERY_HOURS", default=24)
+# Finished runs' logs older than this move to object storage (LOG_ARCHIVE_STORAGE), and out of the database; 0 keeps
+# them in the database. At most LOG_ARCHIVE_RUNS_PER_PASS runs per pass (the rest wait for the next).
+LOG_ARCHIVE_AFTER_DAYS = env.int("LOG_ARCHIVE_AFTER_DAYS", default=30)
+LOG_ARCHIVE_STORAGE = env.str("LOG_ARCHIVE_STORAGE", default="default")  # a STORAGES alias
+LOG_ARCHIVE_RUNS_PER_PASS = env.int("LOG_ARCHIVE_RUNS_PER_PASS", default=2000)
+# Host snapshots older than this are thinned: the ones where the host's state changed stay, unchanged repeats go; 0
+# keeps every snapshot.
+HOST_SNAPSHOT_KEEP_DAYS = env.int("HOST_SNAPSHOT_KEEP_DAYS", default=14)
+WEBHOOK_DELIVERY_KEEP_DAYS = env.int("WEBHOOK_DELIVERY_KEEP_DAYS", default=90)  # delivered or given up; 0 keeps them
+LOGIN_RECORD_KEEP_DAYS = env.int("LOGIN_RECORD_KEEP_DAYS", default=90)  # failed attempts and logins; 0 keeps them
+CELERY_BEAT_SCHEDULE["retention-due"] = {"task": "portal.tasks.retention_due", "schedule": 3600.0}
+
 # --- Promotions and notifications (docs/promotions.md) ---------------------------------------------------------------
 PROMOTION_APPLY_TIMEOUT_SECONDS = env.int("PROMOTION_APPLY_TIMEOUT_SECONDS", default=600)  # skopeo copy + verify
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)  # one delivery attempt

@@ -2,12 +2,19 @@
 
 from celery import shared_task
 
-from . import notifications, services
+from . import notifications, retention, services
 
 
 @shared_task
 def reap_stale_runs():
     return [run.pk for run in services.reap_stale_runs()]
+
+
+@shared_task
+def retention_due():
+    """Hourly: a retention pass when the last one is RETENTION_EVERY_HOURS old (portal/retention.py)."""
+    record = retention.retention_due()
+    return record.pk if record else None
 
 
 @shared_task

@@ -18,7 +18,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from . import failures, logsink, registry, services
+from . import failures, logarchive, logsink, registry, services
 from . import health as health_checks
 from . import metrics as portal_metrics
 from .access import can, get_run_for_user, get_team_for_user, role_allows, team_roles, user_teams
@@ -263,6 +263,7 @@ def _viewer_context(run):
         "log_last": last,
         "log_outline": outline,
         "display_line_chars": settings.RUN_LOG_DISPLAY_LINE_CHARS,
+        "log_archive": logarchive.archive_of(run),
     }
 
 
@@ -314,6 +315,7 @@ def run_log_lines(request, pk):
     sections = logsink.sections(run, after=first - 1, before=first + len(lines)) if lines else []
     message = logsink.lines_message(first, lines, times, list(sections))
     message["last"] = logsink.last_seq(run)
+    message["archived"] = logarchive.archive_of(run) is not None
     return JsonResponse(message)
 
 
@@ -352,6 +354,9 @@ def run_log_raw(request, pk):
     response = StreamingHttpResponse(logsink.raw(run, compressed=compressed),
                                      content_type="application/gzip" if compressed else "text/plain; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{name}.gz"' if compressed else f'inline; filename="{name}"'
+    archive = logarchive.archive_of(run)
+    if archive is not None:
+        response["X-Log-Archived"] = archive.created_at.isoformat()  # read back from object storage
     return response
 
 

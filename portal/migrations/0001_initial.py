@@ -213,4 +213,41 @@ class Migration(migrations.Migration):
                 'indexes': [models.Index(fields=['webhook', '-created_at'], name='portal_webh_webhook_14a99b_idx')],
             },
         ),
+        migrations.CreateModel(
+            name='RetentionRun',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('started_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                ('finished_at', models.DateTimeField(blank=True, null=True)),
+                ('status', models.CharField(choices=[('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('skipped', 'Skipped')], default='running', max_length=16)),
+                ('trigger', models.CharField(default='schedule', help_text='schedule or command', max_length=16)),
+                ('policy', models.JSONField(default=dict, help_text='The retention settings this pass applied.')),
+                ('removed', models.JSONField(default=dict)),
+                ('errors', models.JSONField(blank=True, default=dict)),
+            ],
+            options={
+                'ordering': ['-started_at', '-id'],
+            },
+        ),
+        migrations.AddField(
+            model_name='run',
+            name='log_archived_at',
+            field=models.DateTimeField(blank=True, help_text='When the log moved to object storage (portal.logarchive); empty while it is in the database.', null=True),
+        ),
+        migrations.CreateModel(
+            name='LogArchive',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=300)),
+                ('lines', models.PositiveBigIntegerField()),
+                ('chunks', models.PositiveIntegerField()),
+                ('text_bytes', models.PositiveBigIntegerField(help_text="The log's size as it was stored in the database.")),
+                ('size', models.PositiveBigIntegerField(help_text="The archive's size in object storage (compressed).")),
+                ('sha256', models.CharField(max_length=64)),
+                ('index', models.JSONField(default=list)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('run', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='log_archive', to='portal.run')),
+            ],
+        ),
+    
     ]

@@ -7,10 +7,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from portal import live, logsink, services
+from portal import live, logarchive, logsink, services
 from portal.asgi import application
 from portal.consumers import CLOSE_BAD_REQUEST, CLOSE_NOT_FOUND, CLOSE_TOO_MANY, CLOSE_UNAUTHENTICATED
-from portal.models import RunKind, RunStatus
+from portal.models import LogChunk, Run, RunKind, RunStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -535,3 +535,23 @@ class TestAccessWhileWatching:
         await sync_to_async(type(async_personas.developer).objects.filter(pk=async_personas.developer.pk).update)(
             is_active=False)
         assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": CLOSE_UNAUTHENTICATED}
+
+
+class TestArchivedLogs:
+    async def test_an_archived_log_is_sent_from_object_storage_as_it_was(self, async_personas, settings, tmp_path):
+        settings.MEDIA_ROOT = str(tmp_path / "media")
+
+        def archived():
+            run, sink = make_run(async_personas.team, lines=1200)
+            sink.close()
+            services.run_finish(run, status=RunStatus.SUCCEEDED, log_lines=sink.last_seq)
+            assert logarchive.archive(Run.objects.get(pk=run.pk)) is not None
+            assert not LogChunk.objects.filter(run=run).exists()
+            return run
+
+        run = await sync_to_async(archived)()
+        comm = communicator(run.pk, async_personas.viewer, after=100)
+        assert (await comm.connect())[0]
+        seqs, texts = lines_of(await receive_until_status(comm))
+        assert seqs == list(range(101, 1201)) and texts[0] == "line 101" and texts[-1] == "line 1200"
+        await comm.disconnect()
