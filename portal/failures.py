@@ -3,7 +3,7 @@ the "explain this log" page and `manage.py explain_log` share.
 
 The knowledge base is data (`portal/failure_rules.toml`, one `[[rule]]` per known cause, ordered from the most specific
 to the most general; see docs/failures.md for how to add one). A feature app may add rules of its own with
-`register_rules()` from its `AppConfig.ready()`; they are tried before the core's.
+`portal.registry.failure_rules()` from its `AppConfig.ready()`; they are tried before the core's.
 
 The explainer reads a log as a person would:
 

@@ -10,6 +10,8 @@ them without knowing who registered what:
   was applied" is announced by releases, and hosts, which may read releases, subscribes);
 - `fragment(...)` / `fragment_url(...)`: a page of one app loading a fragment another app serves, by a name both know,
   without importing it (the builds pages load "who runs this image" from hosts this way);
+- `failure_rules(...)`: a feature's own rules for the failure explainer (`portal.failures`, docs/failures.md), tried
+  before the core's;
 - `notification_event(...)`: the kinds of event a feature sends through `portal.notifications` (emails and outbound
   webhooks), with the label a team admin picks them by;
 - `gauge(...)` and `queues(...)`: what `/metrics` reads for a feature at scrape time (hosts per state, promotions
@@ -30,6 +32,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from django.urls import reverse
+
+from portal import failures
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +191,14 @@ def fragment_url(name: str, *args) -> str | None:
     out)."""
     url_name = _fragments.get(name)
     return reverse(url_name, args=args) if url_name else None
+
+
+# --- Failure explanations (portal/failures.py) -------------------------------------------------------------------------
+
+
+def failure_rules(entries: list[dict]) -> None:
+    """A feature's failure rules, with the keys of portal/failure_rules.toml; tried before the core's."""
+    failures.register_rules(entries)
 
 
 # --- Kinds of notification event -------------------------------------------------------------------------------------

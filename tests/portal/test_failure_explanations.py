@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from portal import failures
+from portal import failures, registry
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "failures"
 MANIFEST = tomllib.loads((CORPUS / "index.toml").read_text())
@@ -178,11 +178,11 @@ def test_tracebacks_are_segments_of_their_own_for_the_collapsed_view():
     assert "\n".join(part.text for part in parts) == log_text("bib-install-config-ib623").rstrip("\n")
 
 
-def test_a_feature_may_add_a_rule_that_is_tried_first():
+def test_a_feature_may_add_a_rule_through_the_registry_that_is_tried_first():
     rule = {"cause": "widget-stuck", "title": "Widget stuck", "patterns": ["widget is stuck"],
             "explanation": "The widget is stuck.", "fix": "Unstick it.", "link": "https://example.org/widget"}
     try:
-        failures.register_rules([rule])
+        registry.failure_rules([rule])
         assert failures.explain("error: the widget is stuck: no space left on device").cause == "widget-stuck"
     finally:
         failures._extra_rules.clear()
