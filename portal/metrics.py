@@ -23,20 +23,24 @@ A source that cannot be read (Redis down, a feature's query failing) is left out
 
 from __future__ import annotations
 
+import copy
 import hmac
 import ipaddress
 import logging
+import threading
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
+from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from . import registry
 from .celery import QUEUES
 from .clientip import client_ip
-from .models import ACTIVE_STATUSES, FINISHED_STATUSES, Run, RunKind
+from .models import ACTIVE_STATUSES, FINISHED_STATUSES, Run, RunKind, RunStatus
 from .redisconn import client
 from .workers import alive
 
@@ -74,6 +78,72 @@ class PortalCollector(Collector):
         yield failing
 
 
+@dataclass
+class Tally:
+    """What the runs of one (kind, status) add up to."""
+
+    n: int = 0
+    started: int = 0
+    lines: int = 0
+    timed: int = 0  # runs with a start and an end: those in the histogram
+    seconds: float = 0.0
+    buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
+
+    def add(self, other: Tally) -> None:
+        self.n += other.n
+        self.started += other.started
+        self.lines += other.lines
+        self.timed += other.timed
+        self.seconds += other.seconds
+        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
+
+
+def tally(runs) -> dict[tuple[str, str], Tally]:
+    """{(kind, status): Tally} of a queryset of runs, in one grouped query."""
+    took = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
+    buckets = {f"le{i}": Count("id", filter=Q(took__lte=timedelta(seconds=le))) for i, le in enumerate(DURATION_BUCKETS)}
+    rows = (runs.annotate(took=took).values("kind", "status").order_by()
+            .annotate(n=Count("id"), started=Count("id", filter=Q(started_at__isnull=False)), lines=Sum("log_lines"),
+                      timed=Count("took"), total=Sum("took"), **buckets))
+    return {(row["kind"], row["status"]): Tally(
+        n=row["n"], started=row["started"], lines=row["lines"] or 0, timed=row["timed"],
+        seconds=row["total"].total_seconds() if row["total"] is not None else 0.0,
+        buckets=[row[f"le{i}"] for i in range(len(DURATION_BUCKETS))]) for row in rows}
+
+
+class SettledRuns:
+    """The tallies of runs created before the horizon, kept in this process and extended as the horizon moves: a run
+    that old has ended and will not change again (a queued run expires after RUN_QUEUED_EXPIRES_AFTER, a running one
+    is stopped at CELERY_TASK_TIME_LIMIT or reaped when its heartbeat stops), so each scrape reads only the runs of
+    the last day or so (on the index of `created_at`) instead of the whole table. The first scrape of a process reads
+    everything once."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.upto = None
+        self.tallies: dict[tuple[str, str], Tally] = {}
+
+    @staticmethod
+    def horizon():
+        margin = settings.RUN_QUEUED_EXPIRES_AFTER + timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT) + timedelta(hours=1)
+        return timezone.now() - margin
+
+    def read(self):
+        """(the settled tallies, the horizon they reach)."""
+        with self.lock:
+            horizon = self.horizon()
+            older = Run.objects.filter(created_at__lt=horizon)
+            if self.upto is not None:
+                older = older.filter(created_at__gte=self.upto)
+            for key, more in tally(older).items():
+                self.tallies.setdefault(key, Tally()).add(more)
+            self.upto = horizon
+            return {key: copy.deepcopy(value) for key, value in self.tallies.items()}, horizon
+
+
+settled_runs = SettledRuns()
+
+
 def _runs():
     kinds = list(RunKind.values)
     started = CounterMetricFamily("portal_runs_started", "Runs a worker has started, by kind.", labels=["kind"])
@@ -85,27 +155,21 @@ def _runs():
     durations = HistogramMetricFamily("portal_run_duration_seconds", "How long finished runs ran, from start to end, "
                                       "by kind.", labels=["kind"])
 
-    counts = {(row["kind"], row["status"]): row for row in Run.objects.values("kind", "status").order_by().annotate(
-        n=Count("id"), started=Count("id", filter=Q(started_at__isnull=False)), lines=Sum("log_lines"))}
+    counts, horizon = settled_runs.read()
+    for key, more in tally(Run.objects.filter(created_at__gte=horizon)).items():
+        counts.setdefault(key, Tally()).add(more)
     for kind in kinds:
-        rows = [row for (k, _), row in counts.items() if k == kind]
-        started.add_metric([kind], sum(row["started"] for row in rows))
-        lines.add_metric([kind], sum(row["lines"] or 0 for row in rows))
+        of_kind = [counts.get((kind, status), Tally()) for status in RunStatus.values]
+        started.add_metric([kind], sum(t.started for t in of_kind))
+        lines.add_metric([kind], sum(t.lines for t in of_kind))
         for status in FINISHED_STATUSES:
-            finished.add_metric([kind, status], counts.get((kind, status), {}).get("n", 0))
+            finished.add_metric([kind, status], counts.get((kind, status), Tally()).n)
         for status in ACTIVE_STATUSES:
-            active.add_metric([kind, status], counts.get((kind, status), {}).get("n", 0))
-
-    duration = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
-    buckets = {f"le{i}": Count("id", filter=Q(took__lte=timedelta(seconds=le))) for i, le in enumerate(DURATION_BUCKETS)}
-    ran = (Run.objects.filter(status__in=FINISHED_STATUSES, started_at__isnull=False, finished_at__isnull=False)
-           .annotate(took=duration).values("kind").order_by().annotate(n=Count("id"), total=Sum("took"), **buckets))
-    by_kind = {row["kind"]: row for row in ran}
-    for kind in kinds:
-        row = by_kind.get(kind)
-        cumulative = [(str(float(le)), row[f"le{i}"] if row else 0) for i, le in enumerate(DURATION_BUCKETS)]
-        total = row["total"].total_seconds() if row and row["total"] is not None else 0.0
-        durations.add_metric([kind], [*cumulative, ("+Inf", row["n"] if row else 0)], sum_value=total)
+            active.add_metric([kind, status], counts.get((kind, status), Tally()).n)
+        ended = [counts.get((kind, status), Tally()) for status in FINISHED_STATUSES]
+        cumulative = [(str(float(le)), sum(t.buckets[i] for t in ended)) for i, le in enumerate(DURATION_BUCKETS)]
+        durations.add_metric([kind], [*cumulative, ("+Inf", sum(t.timed for t in ended))],
+                             sum_value=sum(t.seconds for t in ended))
     yield from (started, finished, active, lines, durations)
 
 

@@ -130,6 +130,22 @@ def test_runs_are_counted_per_kind_and_status_with_their_durations_and_log_lines
         assert value(found, "portal_runs_started_total", kind=kind) >= 0
 
 
+def test_runs_older_than_a_day_are_tallied_once_per_process_and_never_twice(client, monkeypatch):
+    from portal import metrics
+
+    monkeypatch.setattr(metrics, "settled_runs", metrics.SettledRuns())
+    team = make_team("Metrics")
+    old = finished_run(team, RunKind.BUILD, status=RunStatus.FAILED, seconds=20)
+    Run.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=3))
+    for _ in range(3):  # the first scrape tallies it into the process's settled runs, the later ones reuse that
+        found = samples(scrape(client))
+        assert value(found, "portal_runs_finished_total", kind="build", status="failed") == 1
+        assert value(found, "portal_run_duration_seconds_bucket", kind="build", le="30.0") == 1
+    assert metrics.settled_runs.tallies[("build", "failed")].n == 1
+    finished_run(team, RunKind.BUILD, status=RunStatus.FAILED, seconds=20)  # today's: read at each scrape
+    assert value(samples(scrape(client)), "portal_runs_finished_total", kind="build", status="failed") == 2
+
+
 def test_queue_depth_counts_the_tasks_waiting_in_each_queue(client):
     before = value(samples(scrape(client)), "portal_queue_depth", queue="default")
     for _ in range(3):
