@@ -486,21 +486,33 @@ def digest_tally_top(groups, *, limit):
         return {}
     keys = list(groups)
     values = ", ".join(["(%s, %s, %s)"] * len(shown))
-    # Ties go by digest in code-point order (C collation: no locale rules to apply, and the order Python sorts in).
-    by_digest = 'booted_digest COLLATE "C"' if connection.vendor == "postgresql" else "booted_digest"
-    sql = f"""
+    postgresql = connection.vendor == "postgresql"
+    per_digest = f"""
         WITH shown(team_id, booted_image, grp) AS (VALUES {values}),
-        per_digest AS (
+        per_digest AS {"MATERIALIZED" if postgresql else ""} (
             SELECT shown.grp, t.booted_digest, SUM(t.n) AS n
             FROM hosts_digesttally t JOIN shown ON t.team_id = shown.team_id AND t.booted_image = shown.booted_image
             GROUP BY shown.grp, t.booted_digest HAVING SUM(t.n) > 0
-        ),
+        )"""  # nosec B608 - placeholders only
+    if postgresql:
+        # A bounded top-N per repository (no sort of every digest) and the totals apart. Ties go by digest in
+        # code-point order (C collation: no locale rules to apply, and the order Python sorts in).
+        rest = """,
+        totals AS (SELECT grp, COUNT(*) AS digests, SUM(n) AS hosts FROM per_digest GROUP BY grp)
+        SELECT totals.grp, top.booted_digest, top.n, totals.digests, totals.hosts FROM totals CROSS JOIN LATERAL (
+            SELECT booted_digest, n FROM per_digest WHERE per_digest.grp = totals.grp
+            ORDER BY n DESC, booted_digest COLLATE "C" LIMIT %s
+        ) top ORDER BY totals.grp, top.n DESC, top.booted_digest COLLATE "C"
+        """
+    else:  # SQLite: no LATERAL; a window over the digests
+        rest = """,
         ranked AS (
-            SELECT grp, booted_digest, n, ROW_NUMBER() OVER (PARTITION BY grp ORDER BY n DESC, {by_digest}) AS rank,
+            SELECT grp, booted_digest, n, ROW_NUMBER() OVER (PARTITION BY grp ORDER BY n DESC, booted_digest) AS rank,
                    COUNT(*) OVER (PARTITION BY grp) AS digests, SUM(n) OVER (PARTITION BY grp) AS hosts
             FROM per_digest
         )
-        SELECT grp, booted_digest, n, digests, hosts FROM ranked WHERE rank <= %s ORDER BY grp, rank"""  # nosec B608 - placeholders only
+        SELECT grp, booted_digest, n, digests, hosts FROM ranked WHERE rank <= %s ORDER BY grp, rank"""
+    sql = per_digest + rest  # nosec B608 - placeholders only
     params = [value for row in shown for value in row] + [limit]
     out = {}
     with connection.cursor() as cursor:
