@@ -208,6 +208,9 @@ class BootcMachine:
         }
 
     def cmd_status(self, args):
+        # --format-version arrived with bootc 0.1.14 (bootc-dev/bootc#661, July 2024); older releases refuse it.
+        if any(arg.startswith("--format-version") for arg in args) and self.bootc_version < (0, 1, 14):
+            raise unexpected("--format-version")
         if self.faults["flood"]:
             return "x" * (8 * 1024 * 1024)
         if self.faults["garbage"]:

@@ -91,3 +91,23 @@ def test_a_status_read_with_the_fallback_says_which(host):
     host.refresh_from_db()
     assert host.state != HostState.UNREADABLE
     assert host.last_error_kind == "format" and "--format=json" in host.last_error
+
+
+@pytest.mark.parametrize("keep_open", [False, True], ids=["connection-per-poll", "kept-open"])
+def test_a_bootc_too_old_for_format_version_is_read_with_format_json_and_says_so(fleet, settings, keep_open):
+    from tests.hosts.fixtures import booted_state
+
+    settings.HOSTS_SSH_KEEP_OPEN = keep_open
+    make = booted_state("quay.io/centos-bootc/centos-bootc:stream9", "sha256:" + "b" * 64)
+
+    def old_bootc(state):
+        make(state)
+        state.bootc_version = "0.1.13"
+
+    fleet.add("old-01", old_bootc)
+    hosts = fleet.start()
+    poller.poll_hosts([hosts["old-01"].pk])
+    host = fleet.host("old-01")
+    assert host.state == HostState.RUNNING, host.last_error
+    assert host.booted_digest == "sha256:" + "b" * 64
+    assert host.last_error_kind == "format" and "too old for --format-version=1" in host.last_error
