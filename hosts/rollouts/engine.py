@@ -27,14 +27,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from hosts import bootc
-from hosts.connect import HostError, session_for, setting, target_for
+from hosts.connect import HostError, setting, target_for
 from hosts.models import EventKind, HostEvent
-from hosts.poller import PollOutcome, read_status, record_outcome
+from hosts.poller import record_outcome
 from portal import runs, ssh
 from portal import services as portal_services
 from portal.formatting import short_digest
 from portal.models import AuditEvent
 
+from . import jobs
 from . import policy as rules
 from .models import DONE_STEPS, FAILED_STEPS, Rollout, RolloutHost, RolloutStatus, Step, window_open
 
@@ -181,16 +182,16 @@ class Engine:
                 updating[row.group] = updating.get(row.group, 0) + 1
                 self._start_reboot(row, caps, download_too=True)
         elif row.step == Step.DOWNLOADING:
-            self._submit(row, "recheck", _job_read, self._target(row))  # resumed: did the download finish?
+            self._submit(row, "recheck", jobs.job_read, self._target(row))  # resumed: did the download finish?
         elif row.step == Step.STAGED and not stopping:
             if in_window and _room(updating, row.group, self.policy.get("max_updating_per_group")):
                 updating[row.group] = updating.get(row.group, 0) + 1
                 self._start_reboot(row, caps)
         elif row.step in (Step.REBOOTING, Step.ROLLING_BACK):
-            self._submit(row, "back" if row.step == Step.REBOOTING else "rolled_back", _job_wait_back,
+            self._submit(row, "back" if row.step == Step.REBOOTING else "rolled_back", jobs.job_wait_back,
                          self._target(row), None)  # resumed: the command was sent; wait, never send it again
         elif row.step == Step.SOAKING and row.soak_ends_at is not None and timezone.now() >= row.soak_ends_at:
-            self._submit(row, "verify", _job_read, self._target(row))
+            self._submit(row, "verify", jobs.job_read, self._target(row))
 
     def _batch_done(self, rows, batch):
         rollout = self.rollout
@@ -267,7 +268,7 @@ class Engine:
                                             f"(it has {', '.join(sorted(set(digests) - {''}))})")
             return
         commands = [ssh.df_sysroot()] + ([] if self._switching(row) else [ssh.bootc_upgrade(check=True)])
-        self._submit(row, "checked", _job_preflight, self._target(row), commands)
+        self._submit(row, "checked", jobs.job_preflight, self._target(row), commands)
 
     def _on_checked(self, row, result):
         need = setting("ROLLOUTS_MIN_FREE_BYTES", 1024 ** 3)
@@ -290,7 +291,7 @@ class Engine:
                    else ssh.bootc_upgrade(download_only=True))
         self._event(row, f"downloading {short_digest(self.rollout.digest)} (staged locked until the window)")
         self.sink.write(f"{row.host.name}: $ {command.for_user(row.host.ssh_user)}")
-        self._submit(row, "downloaded", _job_command, self._target(row), [command], False)
+        self._submit(row, "downloaded", jobs.job_command, self._target(row), [command], False)
 
     def _start_reboot(self, row, caps, *, download_too=False):
         soft = bool(self.policy.get("soft_reboot")) and caps["soft"] and self._staged_soft(row)
@@ -309,7 +310,7 @@ class Engine:
         self._event(row, f"{'soft-' if soft else ''}rebooting into {short_digest(self.rollout.digest)}")
         for command in commands:
             self.sink.write(f"{row.host.name}: $ {command.for_user(row.host.ssh_user)}")
-        self._submit(row, "back", _job_command, self._target(row), commands, True, _host_fingerprint(row.host))
+        self._submit(row, "back", jobs.job_command, self._target(row), commands, True, jobs.host_fingerprint(row.host))
 
     def _start_rollback(self, row, caps, *, why):
         if not caps["rollback_apply"]:
@@ -325,8 +326,8 @@ class Engine:
         self._event(row, f"rolling back ({why})")
         self._audit_host(row, "rollout.host_rollback", f"rolling back {row.host.name}: {why}")
         self.sink.write(f"{row.host.name}: $ {command.for_user(row.host.ssh_user)}")
-        self._submit(row, "rolled_back", _job_command, self._target(row), [command], True,
-                     _host_fingerprint(row.host))
+        self._submit(row, "rolled_back", jobs.job_command, self._target(row), [command], True,
+                     jobs.host_fingerprint(row.host))
 
     def _submit(self, row, kind, function, *args):
         """Hand a job to the pool. Its row's step was written (and, the engine writing outside any transaction of its
@@ -552,116 +553,5 @@ def _reason(error):
     return text[-1] if text else "failed"
 
 
-# --- Jobs: network only, in the engine's thread pool -----------------------------------------------------------------
-
-
 def _size(n):
     return f"{n / 1024 ** 3:.1f} GiB" if n >= 1024 ** 3 else f"{n / 1024 ** 2:.0f} MiB"
-
-
-def _job_preflight(host_id, target, commands):
-    """df on /sysroot, then `bootc upgrade --check` (the registry reachable from the host): {"free": bytes} or
-    {"error": why}."""
-    out = {}
-    try:
-        with session_for(target) as connection:
-            for command in commands:
-                result = connection.run(command, timeout=setting("HOSTS_COMMAND_TIMEOUT", 30))
-                if result.exit_status != 0:
-                    error = (result.error_text() or result.text()).strip().splitlines()
-                    what = "the free space" if command.argv[0] == "df" else "the target from the host"
-                    return {"error": f"cannot read {what}: {error[-1] if error else result.exit_status}"}
-                if command.argv[0] == "df":
-                    lines = result.text().split()
-                    out["free"] = int(lines[-1]) if lines and lines[-1].isdigit() else None
-    except (ssh.SSHError, HostError) as exc:
-        return {"error": f"unreachable: {exc}"}
-    return out
-
-
-def _job_read(host_id, target):
-    return {"outcome": read_status(target, host_id)}
-
-
-def fingerprint(raw):
-    """What tells one boot's deployments from another's: booted, staged and rollback digests and a queued rollback
-    (None for output that is not a status)."""
-    try:
-        status = bootc.parse_status(raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw)
-    except bootc.StatusUnreadable:
-        return None
-    return tuple(entry.digest if entry is not None else "" for entry in (status.booted, status.staged,
-                                                                         status.rollback)) + (status.rollback_queued,)
-
-
-def rebooted(before, after):
-    """Whether `after` (a fingerprint) is of a boot later than `before`'s: another deployment booted, another one
-    under rollback (greenboot's fallback keeps the booted one), or a queued rollback consumed. A staged entry
-    appearing, or unlocked, is no boot."""
-    if after is None:
-        return False
-    return after[0] != before[0] or after[2] != before[2] or (before[3] and not after[3])
-
-
-def _host_fingerprint(host):
-    return (host.booted_digest, host.staged_digest, host.rollback_digest, host.rollback_queued)
-
-
-def _job_command(host_id, target, commands, reboots, before=None):
-    """Run `commands`; with `reboots`, the connection may drop: then wait for the host to come back (`before`: its
-    deployments before the reboot, to tell the rebooted host from one that has not gone down yet)."""
-    timeout = setting("HOSTS_ACTION_COMMAND_TIMEOUT", 1800)
-    sent_at = time.monotonic()
-    try:
-        with session_for(target) as connection:
-            for command in commands:
-                try:
-                    result = connection.run(command, timeout=timeout)
-                except ssh.HostUnreachable:
-                    if reboots:
-                        break  # the host went down under the command: it is rebooting
-                    raise
-                if result.exit_status != 0:
-                    error = result.error_text() or result.text().strip() or f"exit status {result.exit_status}"
-                    return {"error": error, "sent": True}
-    except (ssh.SSHError, HostError) as exc:
-        if not reboots:
-            return {"error": f"unreachable: {exc}", "outcome": PollOutcome(host_id, error=exc)}
-        return {"error": f"unreachable: {exc}", "sent": False}
-    if not reboots:
-        return {"outcome": read_status(target, host_id)}
-    return _job_wait_back(host_id, target, sent_at, sent=True, before=before)
-
-
-def _job_wait_back(host_id, target, sent_at=None, *, sent=False, before=None):
-    """Wait for a rebooted host to answer again; its status, the downtime, and greenboot's journal of this boot. An
-    answer with the deployments of `before` comes from a host that has not gone down yet: it waits on."""
-    sent_at = sent_at if sent_at is not None else time.monotonic()
-    deadline = time.monotonic() + setting("ROLLOUTS_REBOOT_WAIT_SECONDS", setting("HOSTS_REBOOT_WAIT_SECONDS", 600))
-    interval = setting("HOSTS_REBOOT_POLL_SECONDS", 5)
-    time.sleep(min(interval, 1.0))
-    outcome = answered = None
-    while time.monotonic() < deadline:
-        outcome = read_status(target, host_id, timeout=30)
-        if outcome.error is None:
-            answered = outcome
-            if before is None or rebooted(before, fingerprint(outcome.raw)):
-                return {"outcome": outcome, "downtime": round(time.monotonic() - sent_at, 2), "sent": sent,
-                        "journal": _journal(target)}
-        elif isinstance(outcome.error, ssh.HostKeyMismatch):
-            break
-        time.sleep(interval)
-    if answered is not None:  # it answers, but never rebooted: judged on what it runs
-        return {"outcome": answered, "sent": sent}
-    return {"outcome": outcome or PollOutcome(host_id, error=ssh.HostUnreachable("no answer")), "sent": sent,
-            "error": "did not come back"}
-
-
-def _journal(target):
-    try:
-        with session_for(target) as connection:
-            result = connection.run(ssh.journalctl("greenboot-healthcheck.service", boot=0, lines=20), timeout=10,
-                                    max_output=64 * 1024)
-        return [line for line in result.text().splitlines() if line and not line.startswith("-- No")]
-    except ssh.SSHError:
-        return []

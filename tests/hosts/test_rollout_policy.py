@@ -110,7 +110,7 @@ def test_what_a_host_can_do_is_read_from_the_fields_its_status_has():
 
 
 def test_a_later_boot_is_told_from_a_host_that_has_not_gone_down_yet():
-    from hosts.rollouts.engine import rebooted
+    from hosts.rollouts.jobs import rebooted
 
     old, new, prev = "sha256:o", "sha256:n", "sha256:p"
     staged_locked = (old, new, prev, False)
