@@ -62,6 +62,9 @@ class TestPages:
         for who in ("viewer", "helpdesk"):
             assert "Abort and roll back" not in client_for(getattr(personas, who)).get(url).content.decode()
 
+    def test_the_host_list_links_the_rollouts(self, client_for, personas, rollout):
+        assert 'href="/rollouts/"' in client_for(personas.viewer).get("/hosts/").content.decode()
+
     def test_the_list_shows_each_user_the_rollouts_they_may_read(self, client_for, personas, rollout):
         assert status(client_for(None), "get", "/rollouts/") == 302
         assert f"#{rollout.pk}" not in client_for(personas.outsider).get("/rollouts/").content.decode()
