@@ -10,8 +10,10 @@ from django.utils import timezone
 
 from builds.models import ImageDefinition
 from builds.releases.models import Promotion, PromotionStatus, Stage
+from hosts.actions import repository_of, team_repositories
 from hosts.models import Host, ReferenceDigest
 from portal import services as portal_services
+from portal import ssh
 from portal.access import check_team_action
 from portal.models import Action, RunKind
 
@@ -81,8 +83,11 @@ def rollout_start(*, stage, reference, digest, user, switch=False, promotion=Non
     if user is not None:
         check_team_action(user, stage.team, Action.OPERATE)
     reference, digest = (reference or "").strip(), (digest or "").strip()
-    if not reference or not digest.startswith("sha256:"):
-        raise RolloutError("Name the image reference (repository:tag) and the digest to roll out (sha256:…).")
+    if not ssh.valid_image_reference(reference) or not digest.startswith("sha256:"):
+        raise RolloutError("Name the image reference (registry/repository:tag) and the digest to roll out (sha256:…).")
+    if switch and repository_of(reference) not in team_repositories(stage.team):
+        raise RolloutError(f"{reference} is not an image of {stage.team}: hosts switch only to the team's repositories "
+                           "(its image definitions' and those its hosts track).")
     current = policy_for(stage)
     data = current.as_data() if current.pk else _data_without_db(current, [])
     hosts = list(stage_hosts(stage).exclude(host_key="").order_by("name", "id"))

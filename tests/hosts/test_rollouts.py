@@ -260,6 +260,35 @@ class TestPreflight:
         assert rollout.status == RolloutStatus.COMPLETED  # a skipped host is not a failure
 
 
+class TestSwitchingToAnotherStream:
+    def test_hosts_switch_to_the_new_stream_download_only_then_reboot_into_it(
+            self, fleet, demo_images, prod, personas, rollout_settings, oci_registry):
+        from hosts import simregistry
+
+        _, base = demo_images
+        ten = simregistry.push_demo_image(oci_registry.address, "platform/web-os-10", version="10.0", tags=["prod"])
+        ImageDefinition.objects.create(team=personas.team, name="web-os-10",
+                                       repository=f"{oci_registry.address}/platform/web-os-10")
+        make_fleet(fleet, demo_images, ["web-01"])
+        set_policy(prod, personas.admin)
+        target = f"{oci_registry.address}/platform/web-os-10:prod"
+        rollout = services.rollout_start(stage=prod, reference=target, digest=ten["amd64"], switch=True,
+                                         user=personas.operator)
+        engine.rollout_execute(rollout.pk)
+        row = rows_by_name(rollout)["web-01"]
+        assert row.step == Step.UPDATED, row.reason
+        assert commands_with(fleet, "web-01", f"bootc switch --quiet --download-only {target}")
+        assert fleet.sim("web-01").state.spec_image == target
+        assert fleet.host("web-01").booted_digest == ten["amd64"]
+
+    def test_a_switch_to_a_repository_that_is_not_the_teams_is_refused(self, fleet, demo_images, prod, personas,
+                                                                       rollout_settings):
+        make_fleet(fleet, demo_images, ["web-01"])
+        with pytest.raises(services.RolloutError, match="is not an image of Platform"):
+            services.rollout_start(stage=prod, reference="registry.example.com/evil/os:latest",
+                                   digest="sha256:" + "e" * 64, switch=True, user=personas.operator)
+
+
 class TestResuming:
     def test_an_engine_on_a_rollout_whose_worker_died_after_the_reboot_never_reboots_again(
             self, fleet, demo_images, prod, personas, rollout_settings):
