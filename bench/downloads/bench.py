@@ -158,9 +158,12 @@ class Servers:
             self.stop(process)
 
 
-def download(url, cookie, *, out, range_from=None, insecure=False):
-    """curl, following redirects; returns (status, bytes, seconds, curl's CPU seconds)."""
+def download(url, cookie, *, out, range_from=None, insecure=False, like_a_browser=None):
+    """curl, following redirects; returns (status, bytes, seconds, curl's CPU seconds). `like_a_browser`: a path for
+    the response headers, and the request says it accepts compressed answers, as browsers do."""
     argv = ["curl", "-s", "-L", "-o", str(out), "-b", f"sessionid={cookie}", "-w", "%{http_code} %{size_download}"]
+    if like_a_browser is not None:
+        argv += ["--compressed", "-D", str(like_a_browser)]
     if insecure:
         argv.append("-k")
     if range_from is not None:
@@ -237,11 +240,15 @@ def main():
                 wait_for(lambda: listening(servers.https_port), 60, "caddy")
             url = base + facts["url"]
             target = work / "downloaded.raw"
-            status, _, _, _ = download(url, facts["cookie"], out=target, insecure=proxied)  # warm-up, and check it
+            # Warm-up, as a browser asks (accepting compression), and check what came.
+            headers_file = work / "headers.txt"
+            status, _, _, _ = download(url, facts["cookie"], out=target, insecure=proxied, like_a_browser=headers_file)
             with target.open("rb") as f:
                 whole = hashlib.file_digest(f, "sha256").hexdigest()
             if status != 200 or whole != facts["sha256"]:
                 raise SystemExit(f"{label}: status {status}, sha256 {whole[:12]} (want {facts['sha256'][:12]})")
+            final = headers_file.read_text(errors="replace").strip().split("\r\n\r\n")[-1].lower()
+            encoded = "content-encoding:" in final
             rounds = []
             for _ in range(args.rounds):
                 before = {"web": cpu_seconds(web.pid), "moto": cpu_seconds(moto.pid),
@@ -269,7 +276,8 @@ def main():
                          "mib_per_s": round(facts["size"] / (1 << 20) / median("seconds"), 1),
                          "web_cpu_s": round(median("web"), 2), "proxy_cpu_s": round(median("proxy"), 2),
                          "storage_cpu_s": round(median("moto"), 2), "client_cpu_s": round(median("client_cpu"), 2),
-                         "resumed_206": resumed_ok})
+                         "resumed_206": resumed_ok, "compressed_for_a_browser": encoded,
+                         "content_length_for_a_browser": "content-length:" in final})
             if caddy:
                 servers.stop(caddy)
             servers.stop(web)
@@ -287,12 +295,13 @@ def main():
     print(f"{result['date']}, {result['machine']}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} "
           f"after; {args.size_mib} MiB, median of {args.rounds}")
     print()
-    print("| way | time | MiB/s | web CPU | proxy CPU | storage CPU | client CPU | resume (206) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| way | time | MiB/s | web CPU | proxy CPU | storage CPU | client CPU | resume (206) | size known, not re-encoded |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['way']} | {row['seconds']:.2f} s | {row['mib_per_s']} | {row['web_cpu_s']:.2f} s | "
               f"{row['proxy_cpu_s']:.2f} s | {row['storage_cpu_s']:.2f} s | {row['client_cpu_s']:.2f} s | "
-              f"{'yes' if row['resumed_206'] else 'NO'} |")
+              f"{'yes' if row['resumed_206'] else 'NO'} | "
+              f"{'yes' if row['content_length_for_a_browser'] and not row['compressed_for_a_browser'] else 'NO'} |")
 
 
 if __name__ == "__main__":
