@@ -14,10 +14,12 @@ import json
 import os
 import platform
 import random
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -59,15 +61,17 @@ def main():
     redis_port = free_port()
     redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    var_dir = tempfile.mkdtemp(prefix=f"{name}-")
     try:
         env = {**os.environ, "DATABASE_URL": scratch, "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-               "PORTAL_VAR_DIR": f"/tmp/{name}"}
+               "PORTAL_VAR_DIR": var_dir}
         log("migrating the scratch database")
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
         os.environ.update(env)
         results = measure(sizes, args.scrapes)
     finally:
         redis.terminate()
+        shutil.rmtree(var_dir, ignore_errors=True)
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     report(results)
