@@ -24,7 +24,7 @@ from portal.text import storable
 
 from . import podman, queues
 from .buildcontext import validate_context
-from .containerfile import final_base_image, validate_text
+from .containerfile_checks import final_base_image, validate_text
 from .fetches import containerfile_refusals, git_refusal, repository_refusal
 from .git import validate_git_url
 from .models import (

@@ -28,7 +28,7 @@ from .access import (
     get_revision_for_user,
     get_webhook_for_user,
 )
-from .containerfile import validate_text
+from .containerfile_checks import validate_text
 from .forms import (
     ApiTokenForm,
     BuilderForm,

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from builds import starters
-from builds.containerfile import final_base_image, parse, validate_text
+from builds.containerfile import parse
+from builds.containerfile_checks import final_base_image, validate_text
 from tests.conftest import CORPUS
 
 CONTAINERFILES = sorted(CORPUS.glob("containerfile-*"))

@@ -7,7 +7,7 @@ quote the lines that matter from the public report they come from.
 import pytest
 from django.test import override_settings
 
-from builds.containerfile import is_known_base, validate_text
+from builds.containerfile_checks import is_known_base, validate_text
 from tests.conftest import CORPUS
 
 BASE = "FROM quay.io/centos-bootc/centos-bootc:stream10\n"

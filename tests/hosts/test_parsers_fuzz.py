@@ -11,7 +11,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from builds.containerfile import final_base_image, validate_text
+from builds.containerfile_checks import final_base_image, validate_text
 from builds.diskimages import diskchecks, diskconfig, kickstart
 from builds.pipeline import containerfile_for_build
 from hosts.bootc import BootcStatus, StatusUnreadable, parse_status

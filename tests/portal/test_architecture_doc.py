@@ -6,6 +6,7 @@ import importlib
 import re
 from pathlib import Path
 
+import pytest
 from django.apps import apps
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +48,7 @@ def test_the_files_it_names_exist():
     assert not missing, f"docs/architecture.md names files that do not exist: {sorted(missing)}"
 
 
+@pytest.mark.django_db  # importing portal.asgi checks that the database answers, as web does at start
 def test_the_code_it_names_exists():
     missing = sorted({name for name in DOTTED.findall(DOC) if not name.endswith(".md") and not resolves(name)})
     assert not missing, f"docs/architecture.md names code that does not exist: {missing}"
