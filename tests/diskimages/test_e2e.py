@@ -205,7 +205,7 @@ def test_a_full_disk_is_named_as_the_cause(built, personas, local_builder, tiny_
     assert disk_image.failure_cause == "disk_full"
     assert disk_image.run.exit_reason.startswith("Disk full: ")
     assert "No space left on device" in disk_image.run.exit_reason
-    assert "ran out of disk space" in disk_image.hint
+    assert "ran out of space" in disk_image.hint  # the failure knowledge base's disk-full cause
     assert os.listdir(tiny_work_dir) == []  # the work directory was cleaned up
 
 
