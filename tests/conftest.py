@@ -146,6 +146,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("browser") or PROCESS_FIXTURES.intersection(item.fixturenames):
             item.add_marker(pytest.mark.processes)
+    items[:] = _database_replacers_first(items)
     workers = getattr(config, "workerinput", {}).get("workercount", 0)
     if workers < 2:
         return
@@ -161,7 +162,16 @@ def pytest_collection_modifyitems(config, items):
         take = max(0, len(share) - len(mine))
         ordered += mine + light[:take]
         light = light[take:]
-    items[:] = ordered + light
+    items[:] = _database_replacers_first(ordered + light)
+
+
+def _database_replacers_first(items):
+    """Tests that drop the test database and restore it from a backup run before anything else in their worker. The
+    drop ends every connection to the database, and a connection that an earlier test left with a thread of the worker
+    then fails a later test ("terminating connection due to administrator command"); at the start nothing has been left
+    yet. They open the first share, so the first worker runs them first (worksteal never steals the head of a queue)."""
+    first = [item for item in items if item.get_closest_marker("replaces_the_database")]
+    return first + [item for item in items if item not in first]
 
 
 def _session_has_a_test_database(session):

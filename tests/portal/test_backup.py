@@ -63,6 +63,7 @@ def a_portal_with_history(personas):
     return run
 
 
+@pytest.mark.replaces_the_database
 def test_the_restore_drill_back_up_drop_restore_and_everything_reads(postgresql, personas, redis_server, tmp_path):
     run = a_portal_with_history(personas)
     head = AuditEvent.objects.order_by("-seq").first()
@@ -97,6 +98,7 @@ def test_the_restore_drill_back_up_drop_restore_and_everything_reads(postgresql,
     assert not Team.objects.filter(name="After the backup").exists()
 
 
+@pytest.mark.replaces_the_database
 def test_a_backup_restored_with_another_key_is_refused_at_once_naming_both_keys(postgresql, personas, redis_server,
                                                                                  tmp_path):
     a_portal_with_history(personas)
