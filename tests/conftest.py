@@ -146,9 +146,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("browser") or PROCESS_FIXTURES.intersection(item.fixturenames):
             item.add_marker(pytest.mark.processes)
-    items[:] = _database_replacers_first(items)
     workers = getattr(config, "workerinput", {}).get("workercount", 0)
     if workers < 2:
+        items[:] = _database_replacers_first(items)
         return
     heavy = sorted((item for item in items if _weight(item)), key=_weight, reverse=True)
     light = [item for item in items if not _weight(item)]
