@@ -8,7 +8,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Q, Sum
+from django.db.models import Q
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -24,13 +24,13 @@ from portal.models import Action, Team
 from portal.views import _viewer_context, current_team
 
 from . import actions, services
+from . import fleet as fleet_tallies
 from .access import get_host_for_user, get_team_keys_for_user
 from .connect import HostError
 from .forms import HostFilter, HostForm, ImportForm, JumpHostForm, KeyForm, SwitchForm
 from .models import (
     PROBLEM_STATES,
     ActionKind,
-    DigestTally,
     Host,
     HostEvent,
     HostSnapshot,
@@ -38,8 +38,6 @@ from .models import (
     JumpHost,
     ReferenceDigest,
     TeamSSHKey,
-    digest_tally_images,
-    digest_tally_top,
     tally_counts,
 )
 
@@ -527,12 +525,6 @@ def drift_list(request):
     return render(request, "hosts/drift_list.html", {"filter": host_filter, "page": page, "now": timezone.now()})
 
 
-FLEET_GROUPS_PER_PAGE = 20
-# A repository whose hosts boot many digests (every host on its own build, say) lists the most-run ones and sums up the
-# rest, so the page stays a page at any fleet size.
-FLEET_DIGESTS_PER_REPOSITORY = 10
-
-
 @login_required
 def fleet(request):
     """Host counts per stage, and which digests the hosts of each repository run (paged by repository), all from the
@@ -542,59 +534,17 @@ def fleet(request):
     if team is not None:
         teams = [team]
     team_names = {t.pk: t.name for t in teams}
+    found = fleet_tallies.tallies(sorted(team_names, key=lambda pk: team_names[pk]), request.GET.get("page"))
     stages = {s.pk: s for s in Stage.objects.filter(team__in=list(team_names)).only("name", "position").order_by()}
-    per_stage = {}
-    for (team_id, stage_id, state, drifting), n in tally_counts(team_names).items():
-        stage = stages.get(stage_id)
-        row = per_stage.setdefault((team_names.get(team_id, "?"), stage.position if stage else 1 << 30, stage_id), {
-            "team__name": team_names.get(team_id, "?"), "stage__name": stage.name if stage else None,
-            "total": 0, "drifting": 0, "staged": 0, "problems": 0, "rolled_back": 0})
-        row["total"] += n
-        row["drifting"] += n if drifting else 0
-        row["staged"] += n if state == HostState.UPDATE_STAGED else 0
-        row["problems"] += n if state in PROBLEM_STATES else 0
-        row["rolled_back"] += n if state == HostState.ROLLED_BACK else 0
-    per_stage = [row for _, row in sorted(per_stage.items(), key=lambda item: item[0])]
-    groups = {}
-    for team_id, image in digest_tally_images(team_names):
-        repository = actions.repository_of(image) if image else "(image not reported)"
-        groups.setdefault((team_names.get(team_id, "?"), repository), []).append((team_id, image))
-    page = Paginator(sorted(groups.items()), FLEET_GROUPS_PER_PAGE).get_page(request.GET.get("page"))
-    top = digest_tally_top(dict(page.object_list), limit=FLEET_DIGESTS_PER_REPOSITORY)
-    details = _digest_details(dict(page.object_list), {digest for _, _, rows in top.values() for digest, _ in rows})
-    shown, others = [], {}
-    for key, _ in page.object_list:
-        digests, hosts, most_run = top.get(key, (0, 0, []))
-        kept = [{"digest": digest, "n": n, "version": "", "architecture": "", "tags": set(), **details.get((key, digest), {})}
-                for digest, n in most_run]  # (details of a digest its last host left since: none)
-        shown.append((key, sorted(kept, key=lambda e: (e["version"] or "", e["architecture"] or ""), reverse=True)))
-        if digests > len(most_run):
-            others[key] = {"digests": digests - len(most_run), "hosts": hosts - sum(n for _, n in most_run)}
+    page = fleet_tallies.page_of(found)
+    shown, others = fleet_tallies.digest_rows(found, page, team_names)
     repositories = {repository for (_, repository), _ in shown}
     definitions = {d.repository: d for d in ImageDefinition.objects.visible_to(request.user)
                    .filter(repository__in=repositories)}
     builds = builds_by_digest(request.user, [row["digest"] for _, digest_rows in shown for row in digest_rows])
-    return render(request, "hosts/fleet.html", {"per_stage": per_stage, "groups": shown, "others": others, "page": page,
-                                                 "team": team,
-                                                 "definitions": definitions, "builds": builds})
-
-
-def _digest_details(groups, digests):
-    """{(group, digest): version, architecture and the tags it was booted by}, for the digests a fleet page shows."""
-    group_of = {pair: key for key, pairs in groups.items() for pair in pairs}
-    rows = (DigestTally.objects.filter(team_id__in={team_id for team_id, _ in group_of}, booted_digest__in=digests)
-            .values("team_id", "booted_image", "booted_digest", "booted_version", "architecture")
-            .annotate(n=Sum("n")).filter(n__gt=0).order_by())
-    details = {}
-    for row in rows:
-        key = group_of.get((row["team_id"], row["booted_image"]))
-        if key is None:
-            continue
-        entry = details.setdefault((key, row["booted_digest"]), {"version": row["booted_version"], "tags": set(),
-                                                                 "architecture": row["architecture"]})
-        if row["booted_image"] and ":" in row["booted_image"].rsplit("/", 1)[-1]:
-            entry["tags"].add(row["booted_image"].rsplit(":", 1)[-1])
-    return details
+    return render(request, "hosts/fleet.html", {"per_stage": fleet_tallies.per_stage(found.counts, team_names, stages),
+                                                "groups": shown, "others": others, "page": page, "team": team,
+                                                "definitions": definitions, "builds": builds})
 
 
 @login_required
