@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.validators import MaxLengthValidator
 from django.db.models import Q
+from django.urls import reverse
 
 from . import registry
 from .models import AuditEvent, NotificationWebhook, Role, Team
@@ -54,9 +55,12 @@ class MemberAddForm(forms.Form):
     user = forms.CharField(label="Username or email", max_length=254)
     role = forms.ChoiceField(choices=Role.choices, initial=Role.DEVELOPER)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, team=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.helper = FormHelper()
+        self.helper.form_id = "member-add"
+        if team is not None:  # shown on the team's page, posted to its own URL
+            self.helper.form_action = reverse("portal:member_add", args=[team.slug])
         self.helper.form_class = "row row-cols-lg-auto g-2 align-items-end"
         self.helper.add_input(Submit("submit", "Add member"))
 
