@@ -24,7 +24,7 @@ class HostsConfig(AppConfig):
 
         registry.dashboard_tiles(count=dashboard_counts, order=20, across_teams=True, tiles=[
             registry.Tile("hosts", "Hosts", "hdd-network", "hosts:host_list"),
-            registry.Tile("hosts_drifting", "Hosts drifting", "exclamation-triangle", "hosts:host_list"),
+            registry.Tile("hosts_drifting", "Hosts drifting", "exclamation-triangle", "hosts:host_drift"),
         ])
         registry.dashboard_run_list(label="All hosts", url_name="hosts:host_list", order=20, across_teams=True)
         registry.subscribe(PROMOTION_APPLIED, promotion_applied)

@@ -1,5 +1,7 @@
 """The core's registry: features show themselves through it, and the core imports none of them."""
 
+import re
+
 from portal import registry
 
 
@@ -27,6 +29,16 @@ def test_the_features_registered_their_tiles_and_what_a_new_team_gets():
     labels = [tile.label for group in registry.tile_groups() for tile in group.tiles]
     assert labels == ["Image definitions", "Builds", "Waiting for approval", "Hosts", "Hosts drifting"]
     assert [f.__name__ for f in registry.team_setup_functions()] == ["stages_ensure_default"]
+
+
+def test_each_dashboard_tile_opens_the_list_of_what_it_counts(personas, client_for):
+    from django.urls import reverse
+
+    page = client_for(personas.developer).get("/").content.decode()
+    links = dict((label, href) for href, label in re.findall(r'<a href="([^"]+)" class="card tile[^>]*>.*?tile-label">([^<]+)<',
+                                                           page, re.S))
+    assert links["Hosts"] == reverse("hosts:host_list")
+    assert links["Hosts drifting"] == reverse("hosts:host_drift")
 
 
 def test_the_team_page_links_the_features_pages_for_whoever_may_use_them(personas, client_for):
