@@ -8,6 +8,8 @@ likewise scrapes each web replica by its internal address over plain HTTP; /metr
 (`portal.metrics.allowed`) and never uses the host either.
 """
 
+from django.shortcuts import render
+
 from . import views
 
 PROBES = {
@@ -26,5 +28,23 @@ def health_probes(get_response):
         if probe is not None:
             return probe(request)
         return get_response(request)
+
+    return middleware
+
+
+def method_not_allowed_page(get_response):
+    """A page instead of Django's empty 405 when a person opens an address that only takes a form's submission (a
+    bookmarked or shared action URL, or one typed by hand): it says what the address is and links back. Answers to
+    htmx, API clients and other methods stay as they are."""
+
+    def middleware(request):
+        response = get_response(request)
+        if (response.status_code != 405 or response.content or request.method != "GET"
+                or getattr(request, "htmx", False) or "text/html" not in request.headers.get("Accept", "text/html")):
+            return response
+        back = request.path.rstrip("/").rsplit("/", 1)[0] + "/"
+        page = render(request, "405.html", {"back": back if back != "/" else "", "back_label": back}, status=405)
+        page["Allow"] = response.get("Allow", "")
+        return page
 
     return middleware

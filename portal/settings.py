@@ -164,6 +164,7 @@ MIDDLEWARE = [
     "portal.sessions.IdleSessionMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "portal.middleware.method_not_allowed_page",  # a page, not an empty 405, for an action URL opened in a browser
     "csp.middleware.CSPMiddleware",
     "axes.middleware.AxesMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",

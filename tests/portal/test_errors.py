@@ -38,3 +38,13 @@ def test_a_malformed_request_gets_a_readable_400(client):
     response = client.get("/", HTTP_HOST="bad host name")
     assert response.status_code == 400
     assert "could not read that request" in response.content.decode()
+
+
+def test_an_action_address_opened_in_a_browser_says_what_it_is(personas, client_for):
+    client = client_for(personas.superuser)
+    page = client.get("/teams/new/", HTTP_ACCEPT="text/html,application/xhtml+xml")
+    assert page.status_code == 405 and page["Allow"] == "POST"
+    body = page.content.decode()
+    assert "This address is not a page" in body and 'href="/teams/"' in body and "Dashboard" in body
+    assert client.get("/teams/new/", HTTP_HX_REQUEST="true").content == b""  # htmx and scripts get the bare answer
+    assert client.get("/teams/new/", HTTP_ACCEPT="application/json").content == b""
