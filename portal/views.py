@@ -5,6 +5,7 @@ portal/views_account.py, a team's webhooks portal/views_notifications.py."""
 import hmac
 import logging
 
+from django.apps import apps
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -12,7 +13,7 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig, Validati
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
@@ -132,7 +133,7 @@ def team_detail(request, slug):
             "memberships": memberships,
             "is_admin": is_admin,
             "admin_needs_second_factor": admin_needs_second_factor,
-            "add_form": MemberAddForm() if is_admin else None,
+            "add_form": MemberAddForm(team=team) if is_admin else None,
             "roles": Role.choices,
             "role_help": _role_help(),
         },
@@ -218,7 +219,35 @@ def audit_list(request):
     events = audit_filter.qs if audit_filter.is_valid() else base.none()
     page = Paginator(events, 50).get_page(request.GET.get("page"))
     template = "portal/_audit_table.html" if request.htmx else "portal/audit_list.html"
-    return render(request, template, {"filter": audit_filter, "page": page})
+    return render(request, template, {"filter": audit_filter, "page": page, "object_urls": _object_urls(page)})
+
+
+def _object_urls(events):
+    """{event pk: URL of the object it is about}, for the events whose object still exists and has a page: one query
+    per kind of object on the page. The page itself checks who may open it."""
+    wanted = {}
+    for event in events:
+        if event.object_type and event.object_id:
+            wanted.setdefault(event.object_type, set()).add(event.object_id)
+    found = {}
+    for object_type, ids in wanted.items():
+        try:
+            model = apps.get_model(object_type)
+        except (LookupError, ValueError):
+            continue
+        if not hasattr(model, "get_absolute_url"):
+            continue
+        try:
+            objects = model._default_manager.in_bulk([model._meta.pk.to_python(i) for i in ids])
+        except ValidationError:  # an id of another shape (an old event, a name): no link
+            continue
+        for pk, obj in objects.items():
+            try:
+                found[(object_type, str(pk))] = obj.get_absolute_url()
+            except NoReverseMatch:
+                continue
+    return {event.pk: found[(event.object_type, event.object_id)] for event in events
+            if (event.object_type, event.object_id) in found}
 
 
 # --- Runs ------------------------------------------------------------------------------------------------------------
@@ -287,8 +316,11 @@ def run_detail(request, pk):
 @never_cache
 def run_log(request, pk):
     """Lines after `after` as an htmx fragment, with the status badge and result out of band: the viewer's fallback when
-    the websocket cannot connect. Answers 286 once the run has ended and every line was sent, which stops htmx polling."""
+    the websocket cannot connect. Answers 286 once the run has ended and every line was sent, which stops htmx polling.
+    Opened as a page (a bookmark, a link copied from the network tab), it sends the reader to the run's page."""
     run = get_run_for_user(request.user, pk)
+    if not request.htmx:
+        return redirect(run)
     after = _int_param(request, "after", 0)
     first, lines, times = logsink.lines_between(run, after=after, limit=PAGE_LINES_MAX)
     last = first + len(lines) - 1 if lines else after

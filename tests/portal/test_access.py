@@ -92,8 +92,8 @@ class TestAccessHelpers:
 ANON = "anonymous"
 
 
-def expect(client_for, user, method, url, status, data=None):
-    response = getattr(client_for(user), method)(url, data or {})
+def expect(client_for, user, method, url, status, data=None, headers=None):
+    response = getattr(client_for(user), method)(url, data or {}, headers=headers)
     if status == "login":
         assert response.status_code == 302 and response["Location"].startswith("/login/"), (url, response.status_code)
     else:
@@ -193,11 +193,12 @@ class TestRunViews:
     def test_reading_a_run(self, personas, client_for, suffix):
         run = make_run(personas.team)
         url = f"/runs/{run.pk}/{suffix}"
-        expect(client_for, None, "get", url, "login")
-        expect(client_for, personas.outsider, "get", url, 404)
-        expect(client_for, personas.helpdesk, "get", url, 404)
-        expect(client_for, personas.viewer, "get", url, 200)
-        expect(client_for, personas.developer, "get", url, 200)
+        headers = {"HX-Request": "true"} if suffix == "log/" else None  # the log's polled fragment
+        expect(client_for, None, "get", url, "login", headers=headers)
+        expect(client_for, personas.outsider, "get", url, 404, headers=headers)
+        expect(client_for, personas.helpdesk, "get", url, 404, headers=headers)
+        expect(client_for, personas.viewer, "get", url, 200, headers=headers)
+        expect(client_for, personas.developer, "get", url, 200, headers=headers)
 
     def test_helpdesk_may_watch_a_host_action(self, personas, client_for):
         run = make_run(personas.team, kind=RunKind.HOST_ACTION)

@@ -267,6 +267,18 @@ class TestAuditPage:
         assert shown(team=personas.team.pk) == {"alpha", "beta"}
         assert shown(team=personas.other_team.pk) == set()
 
+    def test_the_object_column_links_to_what_still_exists(self, personas, client_for):
+        from portal.models import Team
+
+        gone = Team.objects.create(name="Gone", slug="gone")
+        services.audit(action="team.create", summary="kept", team=personas.team, obj=personas.team)
+        services.audit(action="team.create", summary="removed", team=personas.team, obj=gone)
+        gone_pk = gone.pk
+        gone.delete()
+        page = client_for(personas.superuser).get("/audit/").content.decode()
+        assert f'<a href="{personas.team.get_absolute_url()}" title="portal.team:{personas.team.pk}">Platform</a>' in page
+        assert f'title="portal.team:{gone_pk} (no longer there)">Gone</span>' in page
+
     def test_it_pages_through_many_events(self, personas, client_for):
         record(120, team=personas.team)
         client = client_for(personas.superuser)

@@ -249,7 +249,7 @@ class TestViewerEndpoints:
         client = client_for(personas.viewer)
         for params in ({"after": "x"}, {"after": "-5", "limit": "0"}, {"before": "nan"}, {"limit": "99999999"}):
             assert client.get(f"/runs/{big_run.pk}/log/lines/", params).status_code == 200
-            assert client.get(f"/runs/{big_run.pk}/log/", params).status_code == 200
+            assert client.get(f"/runs/{big_run.pk}/log/", params, HTTP_HX_REQUEST="true").status_code == 200
             assert client.get(f"/runs/{big_run.pk}/log/search/", {"q": "line", **params}).status_code == 200
         assert client.get(f"/runs/{big_run.pk}/log/line/99999/").status_code == 404
 
@@ -270,19 +270,19 @@ class TestViewerEndpoints:
                                                                                 monkeypatch):
         write(run, PODMAN_OUTPUT.split("\n"))
         client = client_for(personas.viewer)
-        response = client.get(f"/runs/{run.pk}/log/", {"after": 5})
+        response = client.get(f"/runs/{run.pk}/log/", {"after": 5}, HTTP_HX_REQUEST="true")
         html = response.content.decode()
         assert response.status_code == 200 and 'id="L6"' in html and 'id="L5"' not in html
         assert 'data-sk="step" data-st="[2/2] STEP 1/4: FROM localhost/base:latest"' in html
         assert 'id="run-status" hx-swap-oob="true"' in html and 'data-done="0"' in html
         services.run_finish(run, status=RunStatus.FAILED, reason="STEP 3/4 failed", log_lines=17)
-        done = client.get(f"/runs/{run.pk}/log/", {"after": 17})
+        done = client.get(f"/runs/{run.pk}/log/", {"after": 17}, HTTP_HX_REQUEST="true")
         assert done.status_code == 286 and 'data-done="1"' in done.content.decode()
         assert "STEP 3/4 failed" in done.content.decode()
         # Lines not yet sent keep the polling going, even after the run ended.
         monkeypatch.setattr("portal.views.PAGE_LINES_MAX", 5)
-        assert client.get(f"/runs/{run.pk}/log/", {"after": 3}).status_code == 200
-        assert client.get(f"/runs/{run.pk}/log/", {"after": 12}).status_code == 286
+        assert client.get(f"/runs/{run.pk}/log/", {"after": 3}, HTTP_HX_REQUEST="true").status_code == 200
+        assert client.get(f"/runs/{run.pk}/log/", {"after": 12}, HTTP_HX_REQUEST="true").status_code == 286
 
     def test_raw_download_streams_every_chunk(self, big_run, client_for, personas):
         client = client_for(personas.viewer)
@@ -324,13 +324,13 @@ class TestWhoMayRead:
     @pytest.mark.parametrize("url", LOG_URLS)
     def test_team_members_with_any_role_may_read(self, runs, client_for, personas, url):
         for user in (personas.viewer, personas.operator, personas.developer, personas.superuser):
-            assert client_for(user).get(url.format(pk=runs[0].pk)).status_code == 200, user
+            assert client_for(user).get(url.format(pk=runs[0].pk), HTTP_HX_REQUEST="true").status_code == 200, user
 
     @pytest.mark.parametrize("url", LOG_URLS)
     def test_helpdesk_reads_host_runs_but_not_builds(self, runs, client_for, personas, url):
         client = client_for(personas.helpdesk)
-        assert client.get(url.format(pk=runs[0].pk)).status_code == 404
-        assert client.get(url.format(pk=runs[1].pk)).status_code == 200
+        assert client.get(url.format(pk=runs[0].pk), HTTP_HX_REQUEST="true").status_code == 404
+        assert client.get(url.format(pk=runs[1].pk), HTTP_HX_REQUEST="true").status_code == 200
 
     def test_unknown_runs_are_not_found(self, client_for, personas):
         assert client_for(personas.developer).get("/runs/999999/log/lines/").status_code == 404

@@ -190,11 +190,11 @@ class TestLogViews:
         with logsink.LogSink(run, publish=False) as sink:
             sink.write("one\ntwo")
         client = client_for(personas.viewer)
-        response = client.get(f"/runs/{run.pk}/log/", {"after": 1})
+        response = client.get(f"/runs/{run.pk}/log/", {"after": 1}, HTTP_HX_REQUEST="true")
         assert response.status_code == 200 and b'id="L2"' in response.content and b'id="L1"' not in response.content
         services.run_finish(run, status=RunStatus.SUCCEEDED, log_lines=2)
-        assert client.get(f"/runs/{run.pk}/log/", {"after": 2}).status_code == 286
-        assert client.get(f"/runs/{run.pk}/log/", {"after": "junk"}).status_code == 286
+        assert client.get(f"/runs/{run.pk}/log/", {"after": 2}, HTTP_HX_REQUEST="true").status_code == 286
+        assert client.get(f"/runs/{run.pk}/log/", {"after": "junk"}, HTTP_HX_REQUEST="true").status_code == 286
 
     def test_raw_download_plain_and_gzip(self, run, client_for, personas):
         import gzip
@@ -212,3 +212,10 @@ class TestLogViews:
             sink.write("<script>alert(1)</script>")
         page = client_for(personas.viewer).get(f"/runs/{run.pk}/").content.decode()
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
+
+
+def test_the_log_fragment_opened_as_a_page_sends_the_reader_to_the_runs_page(personas, client_for):
+    run = Run.objects.create(team=personas.team, kind="build", title="a build")
+    response = client_for(personas.viewer).get(f"/runs/{run.pk}/log/", {"after": 0})
+    assert response.status_code == 302 and response["Location"] == f"/runs/{run.pk}/"
+    assert client_for(personas.outsider).get(f"/runs/{run.pk}/log/").status_code == 404
