@@ -233,7 +233,10 @@ def revision_create(request, pk):
                 add_service_errors(form, exc)
             else:
                 if revision.warnings:
-                    messages.warning(request, f"Saved {revision} with {len(revision.warnings)} warning(s); see below.")
+                    where = (f"open r{revision.number}, linked at the top, to read them" if request.POST.get("and_build")
+                             else "see below")
+                    count = len(revision.warnings)
+                    messages.warning(request, f"Saved {revision} with {count} warning{'s' if count != 1 else ''}; {where}.")
                 else:
                     messages.success(request, f"Saved {revision}.")
                 if request.POST.get("and_build"):

@@ -221,6 +221,14 @@ def test_saving_a_revision_keeps_the_warnings_and_the_revision_is_immutable(clie
         revision.save()
 
 
+def test_saving_and_building_says_where_the_warnings_are_to_be_read(client_for, personas, definition):
+    response = client_for(personas.developer).post(reverse("builds:revision_create", args=[definition.pk]), {
+        "context_kind": "none", "message": "use latest", "and_build": "1",
+        "containerfile": "FROM quay.io/fedora/fedora-bootc:latest\n"}, follow=True)
+    page = response.content.decode()
+    assert "Saved" in page and "open r2, linked at the top, to read them" in page and "see below" not in page
+
+
 def test_check_without_saving_shows_the_report(client_for, personas, definition):
     response = client_for(personas.developer).post(reverse("builds:revision_create", args=[definition.pk]), {
         "context_kind": "none", "check": "1", "containerfile": "FROM quay.io/fedora/fedora-bootc:42\n"})

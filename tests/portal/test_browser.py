@@ -55,4 +55,6 @@ def test_the_help_desk_dashboard_shows_every_teams_hosts(personas, portal_server
         assert page.locator("#helpdesk-note").is_visible()
         assert page.locator(".tile-label").all_inner_texts() == ["Hosts", "Hosts drifting", "Runs in progress"]
         assert page.locator(".tile .tile-value").first.inner_text() == "1"
+        menu = page.locator("nav.portal-nav .navbar-nav.me-auto .nav-link").all_inner_texts()
+        assert [" ".join(t.split()) for t in menu] == ["Dashboard", "Hosts", "Audit"]  # no team work to show
         screenshot(page, "dashboard-helpdesk")
