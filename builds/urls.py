@@ -12,6 +12,7 @@ urlpatterns = [
     path("images/<int:pk>/delete/", views.definition_delete, name="definition_delete"),
     path("images/<int:pk>/build/", views.definition_build, name="definition_build"),
     path("images/<int:pk>/revisions/new/", views.revision_create, name="revision_create"),
+    path("images/<int:pk>/revisions/check/", views.revision_check, name="revision_check"),
     path("images/<int:pk>/revisions/<int:number>/", views.revision_detail, name="revision_detail"),
     path("images/<int:pk>/revisions/<int:number>/build/", views.revision_build, name="revision_build"),
     path("images/<int:pk>/diff/", views.revision_diff, name="revision_diff"),

@@ -6,7 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Q
-from django.http import Http404
+from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -246,6 +246,16 @@ def revision_create(request, pk):
         "definition": definition, "form": form, "previous": previous, "report": report,
         "starters": starters.choices()[1:], "templates_allowed": previous is None,
     }, status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def revision_check(request, pk):
+    """The checks a save would make, as JSON, for the editor's marks at each line as the Containerfile is written
+    (static/builds/editor.js). Saves nothing; the same access as writing a revision."""
+    definition = get_definition_for_user(request.user, pk, action=Action.DEVELOP)
+    report = validate_text(request.POST.get("containerfile", ""), build_args=definition.build_args)
+    return JsonResponse({"issues": [issue.as_dict() for issue in report.issues]})
 
 
 @login_required

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import environ
 from cryptography.fernet import Fernet
+from csp.constants import NONCE
 from django.core.exceptions import ImproperlyConfigured
 
 from portal.egress import parse_rule as egress_rule
@@ -413,14 +414,15 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 if env.bool("BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-# Scripts and styles from the portal's own origin only: no inline script, no style="" and no <style> (templates use
+# Scripts and styles from the portal's own origin only: no inline script, no style="" and no <style> without the
+# request's nonce (only the Containerfile editor asks for one, for CodeMirror's stylesheet; templates use
 # classes; htmx's indicator style is off in base.html; the log viewer turns ansi_up's styles into classes). Script may
 # still set element.style, which the policy allows. tests/portal/test_csp.py loads every persona's pages in Chromium.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
         "script-src": ["'self'"],
-        "style-src": ["'self'"],
+        "style-src": ["'self'", NONCE],  # the nonce only where a page asks for it: the editor's own stylesheet
         "img-src": ["'self'", "data:"],
         "font-src": ["'self'"],
         "connect-src": ["'self'"],

@@ -10,6 +10,9 @@ declare -A PKGS=(
   [htmx.org]=2.0.11
   [ansi_up]=6.0.6
 )
+# CodeMirror 6 comes as ES modules: the parts the Containerfile editor uses (scripts/codemirror/entry.mjs) are bundled
+# once, with esbuild, into one script that sets window.PortalCodeMirror. Its versions, and those of what it pulls in,
+# are pinned by scripts/codemirror/package.json and package-lock.json (npm ci).
 dest=static/vendor
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -17,7 +20,13 @@ for name in "${!PKGS[@]}"; do
   (cd "$work" && npm pack --silent "$name@${PKGS[$name]}" >/dev/null)
   mkdir -p "$work/$name" && tar -xzf "$work"/"$(echo "$name" | tr -d '@' | tr '/' '-')"-"${PKGS[$name]}".tgz -C "$work/$name"
 done
-rm -rf "$dest" && mkdir -p "$dest"/{bootstrap,bootstrap-icons/fonts,htmx,ansi_up}
+mkdir -p "$work/codemirror" && cp scripts/codemirror/{entry.mjs,package.json,package-lock.json} "$work/codemirror/"
+(cd "$work/codemirror" && npm ci --silent --no-audit --no-fund --ignore-scripts \
+  && node node_modules/esbuild/install.js \
+  && node_modules/.bin/esbuild entry.mjs --bundle --format=iife --global-name=PortalCodeMirror --minify \
+     --legal-comments=eof --log-level=warning --outfile=codemirror.min.js)
+rm -rf "$dest" && mkdir -p "$dest"/{bootstrap,bootstrap-icons/fonts,htmx,ansi_up,codemirror}
+cp "$work/codemirror/codemirror.min.js" "$dest/codemirror/"
 cp "$work/bootstrap/package/dist/css/bootstrap.min.css" "$work/bootstrap/package/dist/css/bootstrap.min.css.map" "$dest/bootstrap/"
 cp "$work/bootstrap/package/dist/js/bootstrap.bundle.min.js" "$work/bootstrap/package/dist/js/bootstrap.bundle.min.js.map" "$dest/bootstrap/"
 cp "$work/bootstrap-icons/package/font/bootstrap-icons.min.css" "$dest/bootstrap-icons/"
@@ -27,5 +36,7 @@ cp "$work/ansi_up/package/ansi_up.js" "$dest/ansi_up/ansi_up.js"
 {
   echo "# Vendored front-end packages (npm name@version). Refresh with: make vendor"
   for name in $(echo "${!PKGS[@]}" | tr ' ' '\n' | sort); do echo "$name@${PKGS[$name]}"; done
+  node -e 'const d = require("./scripts/codemirror/package.json").dependencies;
+    for (const n of Object.keys(d).filter(n => n !== "esbuild")) console.log(`${n}@${d[n]} (bundled with esbuild@${d.esbuild})`)' 
 } > "$dest/VERSIONS"
 echo "vendored into $dest:"; cat "$dest/VERSIONS"

@@ -52,6 +52,18 @@ def test_the_diff_between_revisions_is_seen_by_the_team_only(client_for, persona
         "anonymous": "login", "outsider": 404, "helpdesk": 404, "viewer": 200, "developer": 200}
 
 
+def test_checking_a_containerfile_as_it_is_written_needs_the_developer_role(client_for, personas, definition):
+    url = reverse("builds:revision_check", args=[definition.pk])
+    data = {"containerfile": "FROM quay.io/fedora/fedora-bootc:latest\nFROBNICATE x\n"}
+    refused = statuses(client_for, personas, "post", url, ["anonymous", "outsider", "helpdesk", "viewer", "operator"],
+                       data)
+    assert refused == {"anonymous": "login", "outsider": 404, "helpdesk": 404, "viewer": 403, "operator": 403}
+    issues = client_for(personas.developer).post(url, data).json()["issues"]
+    assert [(i["level"], i["line"]) for i in issues if i["code"] != "no-lint"][:2] == [("error", 2), ("warning", 1)]
+    assert definition.revisions.count() == 2  # nothing saved
+    assert client_for(personas.developer).get(url).status_code == 405
+
+
 def test_building_an_older_revision_needs_the_developer_role(client_for, personas, definition):
     url = reverse("builds:revision_build", args=[definition.pk, 1])
     refused = statuses(client_for, personas, "post", url, ["anonymous", "outsider", "viewer", "operator"])
