@@ -57,7 +57,8 @@ def _validate_action(host, kind, image):
     if kind not in ActionKind.values:
         raise HostError("Unknown action.")
     if not host.trusted:
-        raise HostError(f"Confirm {host}'s host key before acting on it.")
+        raise HostError(f"Approve {host} (it waits for an admin's approval) before acting on it." if host.reports_in
+                        else f"Confirm {host}'s host key before acting on it.")
     if host.state == HostState.HOST_KEY_CHANGED:
         raise HostError(f"{host} presented a different host key; confirm or reject it before acting on the host.")
     if kind in (ActionKind.SWITCH, ActionKind.SWITCH_APPLY):
@@ -120,7 +121,9 @@ def host_action_request(*, host, kind, user, image="", request=None):
         portal_services.audit(action=f"hosts.action.{kind}", summary=f"asked to {label.lower()} on {host}"
                               + (f" → {image}" if image else ""), actor=user, team=host.team, obj=host,
                               request=request, detail={"run": run.pk, "effect": effect})
-        transaction.on_commit(lambda: _enqueue_action(action))
+        if not host.reports_in:
+            transaction.on_commit(lambda: _enqueue_action(action))
+        # A host that reports in is not reached by a worker: the run waits, queued, for its agent to ask for it.
     return action
 
 

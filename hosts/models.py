@@ -9,9 +9,14 @@
 - `HostAction`: an operator's upgrade, switch, rollback or reboot; its log is a `portal.Run`. At most one active per host,
   enforced by a partial unique index.
 - `ReferenceDigest`: what an image reference (a stage tag) resolves to, per architecture: the yardstick for drift.
+- `EnrollmentToken`: what a host that reports in (behind NAT, unreachable over SSH) presents once to enroll into a team
+  and stage; only its hash is stored.
 
 State changes live in `hosts.services`; nothing here writes on save.
 """
+
+import hashlib
+import secrets
 
 from django.conf import settings
 from django.db import connection, models
@@ -98,6 +103,13 @@ STATE_HELP = {
 }
 
 PROBLEM_STATES = (HostState.HOST_KEY_CHANGED, HostState.UNREACHABLE, HostState.AUTH_FAILED, HostState.UNREADABLE)
+
+
+class HostMode(models.TextChoices):
+    """How the portal learns a host's state: it logs in over SSH, or the host's agent reports in over HTTPS."""
+
+    SSH = "ssh", "SSH (the portal polls it)"
+    REPORT = "report", "Reports in (agent)"
 
 
 class HostQuerySet(models.QuerySet):
@@ -211,11 +223,25 @@ class Host(models.Model):
     # The last action, to attribute what the next polls see.
     last_action = models.ForeignKey("HostAction", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
+    # Reporting in (mode "report"): the host's own credential (only its sha256), and an admin's approval.
+    mode = models.CharField(max_length=8, choices=HostMode.choices, default=HostMode.SSH)
+    agent_secret_hash = models.CharField(max_length=64, blank=True, default="")
+    enrolled_with = models.ForeignKey("EnrollmentToken", null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="hosts")
+    approved_at = models.DateTimeField(null=True, blank=True, help_text="When an admin (or the enrollment token) "
+                                                                        "approved a host that reports in")
+    approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+
     objects = HostQuerySet.as_manager()
 
     class Meta:
         ordering = ["name", "id"]
-        constraints = [models.UniqueConstraint(fields=["team", "name"], name="host_name_unique_per_team")]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="host_name_unique_per_team"),
+            models.UniqueConstraint(fields=["agent_secret_hash"], condition=~Q(agent_secret_hash=""),
+                                    name="host_agent_secret_unique"),
+        ]
         indexes = [
             # The list's order: pages through 10,000 hosts without sorting them. With the team in the index, a deep
             # page finds its 50 ids from the index alone (PostgreSQL), then reads just those rows (hosts.views).
@@ -250,7 +276,18 @@ class Host(models.Model):
 
     @property
     def trusted(self):
+        """Whether the portal acts on the host: a confirmed host key (SSH), or an admin's approval (reporting in)."""
+        if self.mode == HostMode.REPORT:
+            return self.approved_at is not None
         return bool(self.host_key)
+
+    @property
+    def reports_in(self):
+        return self.mode == HostMode.REPORT
+
+    @property
+    def pending_approval(self):
+        return self.mode == HostMode.REPORT and self.approved_at is None
 
     def state_help(self):
         return STATE_HELP.get(self.state, "")
@@ -417,6 +454,60 @@ class ReferenceDigest(models.Model):
 
     def __str__(self):
         return f"{self.reference} [{self.architecture or 'index'}] = {self.digest}"
+
+
+class EnrollmentToken(models.Model):
+    """What a host that reports in presents once, from its first boot, to join a team (and a stage): single- or
+    N-use, with an expiry. Only the sha256 is stored; the token is shown once, when it is made. A host enrolled with it
+    waits for an admin's approval unless the token pre-approves it."""
+
+    PREFIX = "ime_"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="enrollment_tokens")
+    stage = models.ForeignKey("releases.Stage", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    name = models.CharField(max_length=100, help_text="What the token is for, e.g. `edge appliances, batch 3`.")
+    token_hash = models.CharField(max_length=64, unique=True)
+    hint = models.CharField(max_length=16, help_text="The first characters, to recognise it.")
+    uses_allowed = models.PositiveIntegerField(default=1)
+    uses = models.PositiveIntegerField(default=0)
+    expires_at = models.DateTimeField()
+    pre_approved = models.BooleanField(default=False, help_text="Hosts enrolled with it report at once, without an "
+                                                                "admin's approval.")
+    labels = models.CharField(max_length=500, blank=True, help_text="Labels the enrolled hosts get.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["team", "-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.name} ({self.hint}…)"
+
+    @classmethod
+    def generate(cls):
+        return cls.PREFIX + secrets.token_urlsafe(32)
+
+    @staticmethod
+    def hash_token(token):
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def refusal(self, now=None):
+        """Why the token cannot enroll a host now ("" when it can)."""
+        now = now or timezone.now()
+        if self.revoked_at is not None:
+            return "The enrollment token was revoked."
+        if self.expires_at <= now:
+            return "The enrollment token has expired."
+        if self.uses >= self.uses_allowed:
+            return ("The enrollment token was already used." if self.uses_allowed == 1 else
+                    f"The enrollment token was used {self.uses} times, all it allows.")
+        return ""
+
+    @property
+    def uses_left(self):
+        return max(0, self.uses_allowed - self.uses)
 
 
 class HostTally(models.Model):

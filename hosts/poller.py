@@ -359,8 +359,8 @@ def attach_journal(host):
 
 def _journal_evidence(host):
     """Journal lines of greenboot's checks and fallback, this boot and the one before."""
-    if not setting("HOSTS_READ_JOURNAL", True):
-        return []
+    if not setting("HOSTS_READ_JOURNAL", True) or host.reports_in:
+        return []  # a host that reports in cannot be reached over SSH
     try:
         target = target_for(host)
         lines = []

@@ -22,7 +22,7 @@ from portal.text import storable
 
 from .connect import NAME_MAX, HostError, _jump_target
 from .drift import reference_digests_set, refresh_expected
-from .models import EventKind, Host, HostAction, HostState, JumpHost, TeamSSHKey
+from .models import EventKind, Host, HostAction, HostMode, HostState, JumpHost, TeamSSHKey
 from .poller import _enqueue_key_fetch, _enqueue_poll, _event
 
 log = logging.getLogger(__name__)
@@ -332,7 +332,7 @@ def host_confirm_key(*, host, key, actor, request=None):
 def fetch_keys(host_ids):
     """Fetch (never trust) the keys of hosts that have none confirmed yet."""
     fetched = 0
-    for host in Host.objects.filter(pk__in=host_ids, host_key="").select_related("jump_host"):
+    for host in Host.objects.filter(pk__in=host_ids, host_key="", mode=HostMode.SSH).select_related("jump_host"):
         try:
             host_fetch_key(host=host)
             fetched += 1

@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from . import actions, drift, poller, services
+from . import actions, drift, poller, reportin, services
 from .models import Host
 
 
@@ -21,6 +21,13 @@ def poll_due_hosts():
 @shared_task
 def poll_hosts_task(host_ids):
     return poller.poll_hosts(host_ids)
+
+
+@shared_task
+def agent_seen_flush():
+    """Beat: write the last-seen marks of hosts that reported an unchanged status (the reports themselves flush once a
+    second while they arrive; this covers the last ones before a quiet spell)."""
+    return reportin.flush_last_seen()
 
 
 @shared_task

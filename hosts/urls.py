@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from . import fragments, views
+from . import agent_api, fragments, views
 
 app_name = "hosts"
 
@@ -25,6 +25,12 @@ urlpatterns = [
     path("hosts/of/builds/<int:pk>/", fragments.build_hosts, name="hosts_of_build"),
     path("hosts/of/promotions/<int:pk>/", fragments.promotion_hosts, name="hosts_of_promotion"),
     path("hosts/of/stages/<int:pk>/", fragments.stage_hosts, name="hosts_of_stage"),
+    # The agent of a host that reports in (its own credential; no session).
+    path("agent/v1/enroll", agent_api.enroll, name="agent_enroll"),
+    path("agent/v1/status", agent_api.status, name="agent_status"),
+    path("agent/v1/actions/next", agent_api.action_next, name="agent_action_next"),
+    path("agent/v1/actions/<int:pk>/log", agent_api.action_log, name="agent_action_log"),
+    path("agent/v1/actions/<int:pk>/finish", agent_api.action_finish, name="agent_action_finish"),
     path("teams/<slug:slug>/ssh-key/", views.team_keys, name="team_keys"),
     path("teams/<slug:slug>/ssh-key/create/", views.team_key_create, name="team_key_create"),
     path("teams/<slug:slug>/jump-hosts/", views.jump_host_add, name="jump_host_add"),

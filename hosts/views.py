@@ -33,6 +33,7 @@ from .models import (
     ActionKind,
     Host,
     HostEvent,
+    HostMode,
     HostSnapshot,
     HostState,
     JumpHost,
@@ -287,6 +288,9 @@ def _pretty(raw):
 @require_POST
 def host_poll(request, pk):
     host = get_host_for_user(request.user, pk, action=Action.OPERATE)
+    if host.reports_in:
+        messages.info(request, f"{host} reports in by itself (every minute); the portal does not log in to it.")
+        return redirect(host)
     if not host.trusted:
         messages.error(request, "Confirm the host key first: nothing is sent to a host whose key nobody confirmed.")
         return redirect("hosts:host_trust", host.pk)
@@ -452,7 +456,7 @@ def team_keys(request, slug):
     team = get_team_keys_for_user(request.user, slug)
     is_admin = can(request.user, team, Action.ADMIN)
     key = TeamSSHKey.objects.filter(team=team).first()
-    pending = Host.objects.filter(team=team, host_key="").order_by("name")[:200] if is_admin else []
+    pending = Host.objects.filter(team=team, host_key="", mode=HostMode.SSH).order_by("name")[:200] if is_admin else []
     changed = Host.objects.filter(team=team, state=HostState.HOST_KEY_CHANGED).order_by("name")[:200]
     return render(request, "hosts/team_keys.html", {
         "team": team, "key": key, "is_admin": is_admin, "pending": pending, "changed": changed,
@@ -500,7 +504,8 @@ def pending_keys_confirm(request, slug):
         services.host_confirm_key(host=host, key=host.offered_host_key, actor=request.user, request=request)
         confirmed += 1
     if request.POST.get("fetch"):
-        services._enqueue_key_fetch(list(Host.objects.filter(team=team, host_key="").values_list("pk", flat=True)))
+        services._enqueue_key_fetch(list(Host.objects.filter(team=team, host_key="", mode=HostMode.SSH)
+                                         .values_list("pk", flat=True)))
         messages.info(request, "Fetching the keys of hosts that have none yet; reload in a moment.")
     elif confirmed:
         messages.success(request, f"Confirmed {confirmed} host key{'s' if confirmed != 1 else ''}.")

@@ -629,8 +629,14 @@ HOSTS_SSH_RECONNECT_MAX_SECONDS = env.float("HOSTS_SSH_RECONNECT_MAX_SECONDS", d
 # `bootc upgrade --check` on every host this often (metadata only), and its deadline per host.
 HOSTS_UPDATE_CHECK_SECONDS = env.int("HOSTS_UPDATE_CHECK_SECONDS", default=6 * 3600)
 HOSTS_UPDATE_CHECK_TIMEOUT = env.float("HOSTS_UPDATE_CHECK_TIMEOUT", default=120.0)
+# Hosts that report in (docs/report-in.md): the agent's requests per host, enrollments per client address, and how
+# often the hosts seen with an unchanged status are written (one UPDATE for all of them).
+HOSTS_AGENT_RATE_LIMIT_PER_HOST = env.str("HOSTS_AGENT_RATE_LIMIT_PER_HOST", default="120/m")
+HOSTS_AGENT_ENROLL_RATE_LIMIT_PER_ADDRESS = env.str("HOSTS_AGENT_ENROLL_RATE_LIMIT_PER_ADDRESS", default="600/m")
+HOSTS_AGENT_SEEN_FLUSH_SECONDS = env.float("HOSTS_AGENT_SEEN_FLUSH_SECONDS", default=1.0)
 CELERY_BEAT_SCHEDULE.update({
     "hosts-poll-due": {"task": "hosts.tasks.poll_due_hosts", "schedule": 15.0},
+    "hosts-agent-seen-flush": {"task": "hosts.tasks.agent_seen_flush", "schedule": 10.0},
     "hosts-refresh-references": {"task": "hosts.tasks.refresh_reference_digests", "schedule": 60.0},
     "hosts-tallies-compact": {"task": "hosts.tasks.tallies_compact", "schedule": 60.0},
     "rollouts-resume-orphans": {"task": "hosts.rollouts.tasks.rollouts_resume_orphans", "schedule": 60.0},

@@ -1,0 +1,340 @@
+"""Hosts that report in: enrollment, approval, status reports and the actions their agent carries out, written once.
+
+A host behind NAT cannot be polled over SSH. Its agent (`hosts/agent/`: a shell script and a systemd timer) presents an
+enrollment token once and gets a credential of its own; then it posts `bootc status --format=json` on every tick. The
+portal keeps only the sha256 of tokens and credentials.
+
+The report path is the hot one (10,000 hosts, one report a minute each): a report whose bytes hash to the status the
+host sent last costs the credential's lookup (one indexed read) and one Redis call that marks the host seen; the
+marks are written to PostgreSQL by one UPDATE for every host seen in the last second (`flush_last_seen`). A report that
+changed goes through the poller's own `record_outcome`: the same parser, snapshot, timeline and events as an SSH poll.
+
+Actions on such a host are not sent to a worker: the run stays queued until the agent asks for it
+(`agent_action_take`), streams its output into the run's log (`agent_action_log`) and reports how it ended
+(`agent_action_finish`).
+"""
+
+import hashlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+import redis
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
+from portal import redisconn, runs
+from portal import services as portal_services
+from portal.access import check_team_action
+from portal.logsink import LogSink
+from portal.models import Action, RunStatus
+from portal.text import storable
+
+from .actions import _release
+from .connect import NAME_MAX, setting
+from .models import EnrollmentToken, EventKind, Host, HostAction, HostMode, HostState
+from .poller import PollOutcome, _event, _record_unreadable, record_outcome
+from .services import normalize_labels
+
+log = logging.getLogger(__name__)
+
+HOST_SECRET_PREFIX = "imh_"
+SEEN_KEY = "hosts:agent:seen"
+FLUSH_LOCK_KEY = "hosts:agent:seen:flush"
+
+
+class EnrollmentRefused(Exception):
+    """An enrollment the portal refused; the message says why, in words the host's logs can show."""
+
+    def __init__(self, message, status=403):
+        super().__init__(message)
+        self.status = status
+
+
+class AgentError(Exception):
+    def __init__(self, message, status=400):
+        super().__init__(message)
+        self.status = status
+
+
+def secret_hash(secret):
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+# --- Enrollment tokens -----------------------------------------------------------------------------------------------
+
+
+def enrollment_token_create(*, team, user, name, stage=None, uses=1, expires_in=timedelta(days=7), pre_approved=False,
+                            labels="", request=None):
+    """A new enrollment token for `team` (and `stage`). Returns (token row, the token itself: shown once)."""
+    check_team_action(user, team, Action.ADMIN)
+    name = (name or "").strip()[:100]
+    if not name:
+        raise ValidationError({"name": "Say what the token is for (e.g. edge appliances, batch 3)."})
+    if stage is not None and stage.team_id != team.pk:
+        raise ValidationError({"stage": "Pick one of this team's stages."})
+    if not 1 <= int(uses) <= 100000:
+        raise ValidationError({"uses": "A token enrolls between 1 and 100,000 hosts."})
+    if not timedelta(minutes=5) <= expires_in <= timedelta(days=365):
+        raise ValidationError({"expires_in": "A token expires after 5 minutes at the least, a year at the most."})
+    secret = EnrollmentToken.generate()
+    with transaction.atomic():
+        token = EnrollmentToken.objects.create(
+            team=team, stage=stage, name=name, token_hash=EnrollmentToken.hash_token(secret), hint=secret[:10],
+            uses_allowed=int(uses), expires_at=timezone.now() + expires_in, pre_approved=pre_approved,
+            labels=normalize_labels(labels), created_by=user)
+        portal_services.audit(
+            action="hosts.enrollment_token.create", actor=user, team=team, obj=token, request=request,
+            summary=f"created enrollment token {token} for {uses} host(s)" + (f", stage {stage.name}" if stage else "")
+            + (", pre-approved" if pre_approved else ""),
+            detail={"uses": token.uses_allowed, "expires_at": token.expires_at.isoformat(), "pre_approved": pre_approved,
+                    "stage": stage.name if stage else None})
+    return token, secret
+
+
+def enrollment_token_revoke(*, token, user, request=None):
+    check_team_action(user, token.team, Action.ADMIN)
+    with transaction.atomic():
+        if EnrollmentToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()) != 1:
+            return token
+        portal_services.audit(action="hosts.enrollment_token.revoke", actor=user, team=token.team, obj=token,
+                              request=request, summary=f"revoked enrollment token {token}")
+    token.refresh_from_db()
+    return token
+
+
+def host_enroll(*, secret, name, request=None):
+    """A host presents an enrollment token: it becomes a Host of the token's team in report-in mode, with a credential
+    of its own. Returns (host, credential: the host keeps it, the portal only its hash). Raises EnrollmentRefused for
+    an unknown, revoked, expired or used-up token (and audits the attempt) or an unusable name."""
+    name = (name or "").strip()[:NAME_MAX]
+    token = EnrollmentToken.objects.filter(token_hash=EnrollmentToken.hash_token(secret or "")).select_related(
+        "team", "stage").first() if secret else None
+    if token is None:
+        _refuse(None, name, "The enrollment token is not known.", secret, request, status=401)
+    if not name or any(ch.isspace() or not ch.isprintable() for ch in name):
+        _refuse(token, name, "Send the host's name (no spaces), e.g. its hostname.", secret, request, status=400)
+    credential = HOST_SECRET_PREFIX + secrets.token_urlsafe(32)
+    now = timezone.now()
+    with transaction.atomic():
+        locked = EnrollmentToken.objects.select_for_update().get(pk=token.pk)
+        refusal = locked.refusal(now)
+        if not refusal and Host.objects.filter(team=token.team, name=name).exists():
+            refusal = f"{token.team} already has a host called {name}: give this one another name."
+        if not refusal:
+            locked.uses += 1
+            locked.save(update_fields=["uses"])
+            try:
+                with transaction.atomic():
+                    host = Host.objects.create(
+                        team=token.team, name=name, address="(reports in)", mode=HostMode.REPORT,
+                        agent_secret_hash=secret_hash(credential), enrolled_with=token, stage=token.stage,
+                        labels=token.labels, approved_at=now if token.pre_approved else None)
+            except IntegrityError:
+                refusal = f"{token.team} already has a host called {name}: give this one another name."
+        if not refusal:
+            portal_services.audit(
+                action="hosts.enroll", team=token.team, obj=host, request=request, actor_name=f"agent on {name}",
+                summary=f"{name} enrolled with token {token}" + (" (pre-approved)" if token.pre_approved else
+                                                                 ", waiting for an admin's approval"),
+                detail={"token": token.hint, "uses": locked.uses, "uses_allowed": locked.uses_allowed})
+            _event(host, EventKind.ACTION, f"Enrolled with token {token}" + (
+                "; pre-approved" if token.pre_approved else "; waiting for an admin's approval"))
+            return host, credential
+    _refuse(token, name, refusal, secret, request, status=409 if "already has a host" in refusal else 403)
+
+
+def _refuse(token, name, reason, secret, request, *, status):
+    """Audit a refused enrollment (in a transaction of its own: the refusal itself writes nothing else) and raise."""
+    with transaction.atomic():
+        portal_services.audit(
+            action="hosts.enroll_refused", team=token.team if token else None, obj=token, request=request,
+            actor_name=f"agent on {name}"[:150] if name else "agent", summary=f"refused an enrollment: {reason}",
+            detail={"name": storable(name)[:200], "token": (secret or "")[:10]})
+    raise EnrollmentRefused(reason, status=status)
+
+
+def host_approve(*, host, user, request=None):
+    """An admin lets a host that enrolled (and waits) report and take actions."""
+    check_team_action(user, host.team, Action.ADMIN)
+    if host.mode != HostMode.REPORT:
+        raise ValidationError(f"{host} is polled over SSH: confirm its host key instead.")
+    with transaction.atomic():
+        if Host.objects.filter(pk=host.pk, approved_at__isnull=True).update(approved_at=timezone.now(),
+                                                                          approved_by=user) != 1:
+            host.refresh_from_db()
+            return host
+        _event(host, EventKind.ACTION, f"{user.username} approved the host: its reports are read from now on", user=user)
+        portal_services.audit(action="hosts.approve", actor=user, team=host.team, obj=host, request=request,
+                              summary=f"approved {host}, which reports in")
+    host.refresh_from_db()
+    return host
+
+
+# --- Reports ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AgentHost:
+    """What the report path reads of a host: enough to authenticate it and to spot an unchanged status."""
+
+    pk: int
+    name: str
+    team_id: int
+    approved: bool
+    state: str
+    status_hash: str
+    reachable: bool
+    failures: int
+    actions_waiting: bool
+
+
+AGENT_FIELDS = ("pk", "name", "team_id", "approved_at", "state", "status_hash", "reachable", "failures")
+
+
+def agent_authenticate(secret):
+    """The host whose credential this is (one indexed read, with whether an action waits for it), or None."""
+    if not secret or not secret.startswith(HOST_SECRET_PREFIX):
+        return None
+    waiting = HostAction.objects.filter(host=OuterRef("pk"), active=True, run__status=RunStatus.QUEUED)
+    row = (Host.objects.filter(agent_secret_hash=secret_hash(secret), mode=HostMode.REPORT)
+           .annotate(waiting=Exists(waiting)).values(*AGENT_FIELDS, "waiting").first())
+    if row is None:
+        return None
+    return AgentHost(pk=row["pk"], name=row["name"], team_id=row["team_id"], approved=row["approved_at"] is not None,
+                     state=row["state"], status_hash=row["status_hash"], reachable=row["reachable"],
+                     failures=row["failures"], actions_waiting=row["waiting"])
+
+
+@dataclass
+class ReportResult:
+    changed: bool
+    state: str
+    error: str = ""
+
+
+STATES_THAT_REREAD = (HostState.NEW, HostState.UNREADABLE, HostState.UNREACHABLE, HostState.AUTH_FAILED,
+                      HostState.HOST_KEY_CHANGED)
+
+
+def host_report(*, agent, raw):
+    """One status report. Unchanged: a hash compare and a mark in Redis. Changed: the poller's record_outcome."""
+    status_hash = hashlib.sha256(raw).hexdigest() if raw else ""
+    if (status_hash and status_hash == agent.status_hash and agent.state not in STATES_THAT_REREAD
+            and agent.reachable and not agent.failures):
+        mark_seen(agent.pk)
+        return ReportResult(changed=False, state=agent.state)
+    host = Host.objects.select_related("team", "last_action").get(pk=agent.pk)
+    with transaction.atomic():
+        record_outcome(host, PollOutcome(host.pk, raw=raw, exit_status=0, status_hash=status_hash))
+    error = host.last_error if host.state == HostState.UNREADABLE else ""
+    return ReportResult(changed=True, state=host.state, error=error)
+
+
+def host_report_unreadable(*, agent, raw, reason):
+    """A report refused before parsing (too large): the host is marked "status unreadable" with the reason, and what
+    it sent is kept (cut to the cap)."""
+    host = Host.objects.select_related("team").get(pk=agent.pk)
+    _record_unreadable(host, raw, error_text=reason, now=timezone.now())
+
+
+def mark_seen(host_id, now=None):
+    """Remember that a host reported an unchanged status; `flush_last_seen` writes the marks in one UPDATE. Without
+    Redis the host's row is updated at once."""
+    now = now or time.time()
+    try:
+        client = redisconn.client(timeout=1)
+        client.hset(SEEN_KEY, str(host_id), str(now))
+    except redis.RedisError as exc:
+        log.warning("last-seen of host %s written directly, Redis did not answer: %s", host_id, exc)
+        at = timezone.now()
+        Host.objects.filter(pk=host_id).update(status_at=at, last_poll_at=at)
+        return
+    flush_last_seen(client=client, if_due=True)
+
+
+def flush_last_seen(*, client=None, if_due=False):
+    """Write every host marked seen since the last flush: one UPDATE. With `if_due`, only when no flush ran in the
+    last HOSTS_AGENT_SEEN_FLUSH_SECONDS (a lock in Redis makes one request per interval do it). Returns hosts written."""
+    client = client or redisconn.client(timeout=5)
+    try:
+        if if_due and not client.set(FLUSH_LOCK_KEY, "1", nx=True,
+                                     px=int(setting("HOSTS_AGENT_SEEN_FLUSH_SECONDS", 1.0) * 1000)):
+            return 0
+        pending = f"{SEEN_KEY}:flushing:{secrets.token_hex(6)}"
+        try:
+            client.rename(SEEN_KEY, pending)
+        except redis.ResponseError:
+            return 0  # nothing marked
+        marks = client.hgetall(pending)
+        client.delete(pending)
+    except redis.RedisError as exc:
+        log.warning("last-seen marks not flushed, Redis did not answer: %s", exc)
+        return 0
+    if not marks:
+        return 0
+    ids = [int(key) for key in marks]
+    at = timezone.now()
+    Host.objects.filter(pk__in=ids, mode=HostMode.REPORT).update(status_at=at, last_poll_at=at)
+    return len(ids)
+
+
+# --- Actions the agent carries out -----------------------------------------------------------------------------------
+
+
+def agent_action_take(*, agent):
+    """The action waiting for this host, now running (its run claimed), or None."""
+    action = (HostAction.objects.filter(host_id=agent.pk, active=True, run__status=RunStatus.QUEUED)
+              .select_related("run", "host").first())
+    if action is None or not runs.claim(action.run, phase="carried out by the host's agent"):
+        return None
+    Host.objects.filter(pk=agent.pk).update(last_action=action)
+    sink = LogSink(action.run)
+    sink.write(f"The agent on {agent.name} took the action; its output follows.")
+    sink.close()
+    return action
+
+
+def _running_action(agent, action_id):
+    action = (HostAction.objects.filter(pk=action_id, host_id=agent.pk).select_related("run", "host", "host__team")
+              .first())
+    if action is None:
+        raise AgentError("No such action for this host.", status=404)
+    if not action.active or action.run.status != RunStatus.RUNNING:
+        raise AgentError("The action is not running (it ended, or was cancelled).", status=409)
+    return action
+
+
+def agent_action_log(*, agent, action_id, text):
+    """Output the agent read so far from the action's command: appended to the run's log."""
+    action = _running_action(agent, action_id)
+    sink = LogSink(action.run)
+    for line in storable(text).splitlines():
+        sink.write(line)
+    sink.close()
+    portal_services.run_heartbeat(action.run)
+    return action
+
+
+def agent_action_finish(*, agent, action_id, exit_status, rebooting=False, output=""):
+    """The agent reports how the action's command ended: the run ends (failed with the last line on a non-zero exit),
+    and the host is released for the next action."""
+    action = _running_action(agent, action_id)
+    with runs.executing(action.run, what="the agent's action",
+                        before_finish=lambda execution: _release(action, outcome=execution.reason)) as execution:
+        sink = execution.sink
+        for line in storable(output).splitlines():
+            sink.write(line)
+        if exit_status != 0:
+            sink.write(f"exit status {exit_status}")
+            raise runs.Failed(f"The command failed on the host with exit status {exit_status}.")
+        if rebooting:
+            sink.write(f"{agent.name} is rebooting; its next report shows what it booted.")
+            execution.reason = "Done; the host is rebooting into the new deployment."
+        else:
+            execution.reason = "Done; the host reports its new status next."
+    return action
