@@ -3,7 +3,21 @@
 import django.db.models.deletion
 import django.utils.timezone
 from django.conf import settings
+import importlib
+
 from django.db import migrations, models
+
+_triggers = importlib.import_module("hosts.migrations.0002_tally_triggers")
+
+
+def sqlite_triggers_again(apps, schema_editor):
+    """SQLite adds these columns by copying the table, which drops its triggers: the tallies' triggers are made again
+    (PostgreSQL keeps them)."""
+    if schema_editor.connection.vendor == "sqlite":
+        for name in ("hosts_tally_insert", "hosts_tally_delete", "hosts_tally_update"):
+            schema_editor.execute(f"DROP TRIGGER IF EXISTS {name}")
+        for statement in _triggers.SQLITE:
+            schema_editor.execute(statement)
 
 
 class Migration(migrations.Migration):
@@ -67,4 +81,5 @@ class Migration(migrations.Migration):
             model_name='host',
             constraint=models.UniqueConstraint(condition=models.Q(('agent_secret_hash', ''), _negated=True), fields=('agent_secret_hash',), name='host_agent_secret_unique'),
         ),
+        migrations.RunPython(sqlite_triggers_again, migrations.RunPython.noop),
     ]
