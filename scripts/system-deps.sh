@@ -6,7 +6,7 @@
 set -euo pipefail
 purpose=${1:-test}
 run_pkgs=(podman buildah skopeo runc docker-registry busybox-static qemu-utils xorriso git openssh-client)
-test_pkgs=("${run_pkgs[@]}" openssh-server chromium apache2-utils redis-server e2fsprogs fdisk iproute2 postgresql-client prometheus)
+test_pkgs=("${run_pkgs[@]}" curl openssh-server chromium apache2-utils redis-server e2fsprogs fdisk iproute2 postgresql-client prometheus)
 case "$purpose" in
   run) pkgs=("${run_pkgs[@]}") ;;
   test) pkgs=("${test_pkgs[@]}") ;;

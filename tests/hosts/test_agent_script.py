@@ -1,0 +1,138 @@
+"""The agent script itself (`hosts/agent/portal-agent.sh`, as the portal hands it out), run with sh and curl against
+a real portal (daphne on loopback, the test database, the suite's Redis), with a `bootc` on PATH that follows the
+simulator's state machine (`hosts.simbootc_cli`) and resolves images in the test registry. Each run of the script is
+one tick of its systemd timer."""
+
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from hosts import agent_dist, reportin
+from hosts.actions import host_action_request
+from hosts.models import ActionKind, EventKind, Host, HostSnapshot, HostState
+from hosts.simbootc import Deployment
+from hosts.simbootc import HostState as SimState
+from portal.logsink import lines_after
+from portal.models import RunStatus
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class EdgeHost:
+    """A host behind NAT: its bootc state in a file, the agent's configuration and state directory, and a PATH whose
+    `bootc` and `systemctl` are the simulator's."""
+
+    def __init__(self, directory, *, reference, digest, portal_url, token):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.portal_url, self.token = portal_url, token
+        self.state_file = self.directory / "bootc-state.json"
+        state = SimState(name="edge-01", spec_image=reference,
+                         booted=Deployment(image=reference, digest=digest, version="1.1"),
+                         rollback=Deployment(image=reference, digest="sha256:" + "0" * 64, version="1.0"))
+        self.state_file.write_text(state.to_json())
+        bindir = self.directory / "bin"
+        bindir.mkdir()
+        for command in ("bootc", "systemctl"):
+            (bindir / command).write_text(f"#!/bin/sh\nexec {sys.executable} -m hosts.simbootc_cli {command} \"$@\"\n")
+            (bindir / command).chmod(0o755)
+        self.conf = self.directory / "agent.conf"
+        self.conf.write_text(agent_dist.configuration(portal_url=portal_url, token=token, heartbeat_seconds=0)
+                             + "HOST_NAME=edge-01\n")
+        self.env = {"PATH": f"{bindir}:/usr/bin:/bin", "PORTAL_AGENT_CONF": str(self.conf),
+                    "PORTAL_AGENT_STATE": str(self.directory / "var"), "SIMBOOTC_STATE": str(self.state_file),
+                    "PYTHONPATH": str(REPO_ROOT), "HOME": str(self.directory)}
+
+    def tick(self):
+        """One run of the agent, as its timer starts it."""
+        return subprocess.run(["sh", str(agent_dist.AGENT_DIR / "portal-agent.sh")], env=self.env, capture_output=True,
+                              text=True, timeout=120)
+
+    def state(self):
+        return SimState.from_json(self.state_file.read_text())
+
+
+@pytest.fixture
+def edge(tmp_path, portal_server, demo_images, personas):
+    digests, base = demo_images
+    _, secret = reportin.enrollment_token_create(team=personas.team, user=personas.admin, name="edge batch",
+                                                 expires_in=timedelta(hours=1))
+    host = EdgeHost(tmp_path, reference=f"{base}:dev", digest=digests["1.1"]["amd64"], portal_url=portal_server.url,
+                    token=secret)
+    host.digests = digests
+    return host
+
+
+def test_the_agent_enrolls_waits_for_approval_reports_and_carries_out_an_upgrade(edge, personas):
+    first = edge.tick()
+    assert "enrolled as edge-01; waiting for an admin to approve it" in first.stderr
+    assert "status refused (403)" in first.stderr and "approval" in first.stderr
+    host = Host.objects.get(team=personas.team, name="edge-01")
+    assert host.pending_approval
+    assert (edge.directory / "var" / "auth").stat().st_mode & 0o077 == 0  # the credential is for root only
+
+    reportin.host_approve(host=host, user=personas.admin)
+    second = edge.tick()
+    assert second.returncode == 0, second.stderr
+    host.refresh_from_db()
+    assert host.booted_digest == edge.digests["1.1"]["amd64"] and host.state != HostState.UNREADABLE
+    assert host.events.filter(kind=EventKind.FIRST_SEEN).exists()
+
+    assert edge.tick().returncode == 0  # the heartbeat: the same status, no new snapshot
+    assert HostSnapshot.objects.filter(host=host).count() == 1
+
+    action = host_action_request(host=host, kind=ActionKind.UPGRADE_APPLY, user=personas.operator)
+    third = edge.tick()
+    assert third.returncode == 0, third.stderr
+    assert "action" in third.stderr and "rebooting" in third.stderr
+    action.refresh_from_db()
+    assert action.run.status == RunStatus.SUCCEEDED and not action.active
+    log = [text for _, text in lines_after(action.run)]
+    assert any("Queued for next boot" in line for line in log), log
+    assert edge.state().booted.digest == edge.digests["1.2"]["amd64"]  # the simulated host rebooted into 1.2
+
+    fourth = edge.tick()  # the first tick after the reboot reports the new deployment
+    assert fourth.returncode == 0, fourth.stderr
+    host.refresh_from_db()
+    assert host.booted_digest == edge.digests["1.2"]["amd64"]
+    booted = host.events.get(kind=EventKind.BOOTED)
+    assert booted.action == action and booted.user == personas.operator
+
+
+def test_a_used_token_is_refused_and_the_agent_says_why(edge, personas):
+    assert edge.tick().returncode in (0, 1)
+    again = EdgeHost(edge.directory / "second", reference="registry.example.com/x:prod", digest="sha256:" + "1" * 64,
+                     portal_url=edge.portal_url, token=edge.token)
+    refused = again.tick()
+    assert refused.returncode == 1 and "enrollment refused (403): The enrollment token was already used." in \
+        refused.stderr
+
+
+def test_the_portal_hands_out_the_agent_as_a_containerfile_snippet_and_a_kickstart_post():
+    from pykickstart.parser import KickstartParser
+    from pykickstart.version import makeVersion
+
+    snippet = agent_dist.containerfile_snippet(portal_url="https://portal.example.com", token="ime_abc")
+    assert snippet.startswith("# Image Mode Portal agent") and "systemctl enable portal-agent.timer" in snippet
+    assert "ime_abc" not in snippet  # inside base64, with the rest of the configuration
+    post = agent_dist.kickstart_post(portal_url="https://portal.example.com", token="ime_abc")
+    parser = KickstartParser(makeVersion())
+    parser.readKickstartFromString("text\n" + post)
+    script = parser.handler.scripts[0]
+    assert "ENROLLMENT_TOKEN=ime_abc" in script.script and "portal-agent.timer" in script.script
+
+
+def test_the_containerfile_snippet_installs_the_files_byte_for_byte(tmp_path):
+    """Run the snippet's RUN line with the files' paths moved under a scratch root: what lands is what the portal
+    holds."""
+    snippet = agent_dist.containerfile_snippet(portal_url="https://portal.example.com", token="ime_abc")
+    command = snippet.split("RUN ", 1)[1].replace("\\\n", "").replace(" /usr/", f" {tmp_path}/usr/").replace(
+        " /etc/", f" {tmp_path}/etc/").replace("systemctl enable portal-agent.timer", "true")
+    subprocess.run(["sh", "-c", command], check=True)
+    assert (tmp_path / "usr/libexec/portal-agent/portal-agent").read_text() == agent_dist.script()
+    assert (tmp_path / "etc/portal-agent/agent.conf").stat().st_mode & 0o777 == 0o600
