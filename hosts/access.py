@@ -11,7 +11,7 @@ from .models import Host, HostAction, JumpHost
 
 def get_host_for_user(user, pk, *, action=Action.VIEW):
     return get_object_for_user(
-        Host.objects.select_related("team", "stage", "jump_host", "host_key_confirmed_by"),
+        Host.objects.select_related("team", "stage", "jump_host", "host_key_confirmed_by", "approved_by", "enrolled_with"),
         user, team_of=lambda host: host.team, action=action, helpdesk_readable=True, pk=pk,
     )
 

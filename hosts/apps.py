@@ -16,6 +16,7 @@ class HostsConfig(AppConfig):
 
         # Models load only once the app registry is ready, i.e. here.
         from builds.releases.apply import PROMOTION_APPLIED
+        from portal.models import Action
 
         from . import metrics
         from .models import dashboard_counts
@@ -27,6 +28,8 @@ class HostsConfig(AppConfig):
             registry.Tile("hosts_drifting", "Hosts drifting", "exclamation-triangle", "hosts:host_drift"),
         ])
         registry.dashboard_run_list(label="All hosts", url_name="hosts:host_list", order=20, across_teams=True)
+        registry.team_link(label="Hosts that report in: enrollment tokens and approvals", icon="broadcast",
+                           url_name="hosts:enrollment", action=Action.ADMIN, order=30)
         registry.subscribe(PROMOTION_APPLIED, promotion_applied)
         # Who runs this image, on the builds and release pages (hosts/fragments.py).
         registry.fragment("definition.hosts", url_name="hosts:hosts_of_definition")

@@ -193,3 +193,26 @@ class JumpHostForm(forms.Form):
             return ssh.parse_public_key(self.cleaned_data["host_key"])
         except ValueError as exc:
             raise forms.ValidationError(str(exc)) from None
+
+
+EXPIRY_CHOICES = [("1", "in 1 hour"), ("24", "in 1 day"), ("168", "in 7 days"), ("720", "in 30 days"),
+                  ("2160", "in 90 days")]
+
+
+class EnrollmentTokenForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="What it is for, e.g. edge appliances, batch 3.")
+    stage = forms.ModelChoiceField(queryset=Stage.objects.none(), required=False, empty_label="No stage",
+                                   help_text="The stage the enrolled hosts follow.")
+    uses = forms.IntegerField(min_value=1, max_value=100000, initial=1,
+                              help_text="How many hosts may enroll with it (1: a single host).")
+    expires_in_hours = forms.TypedChoiceField(label="Expires", choices=EXPIRY_CHOICES, coerce=int, initial="168")
+    labels = forms.CharField(max_length=500, required=False, help_text="Labels the enrolled hosts get.")
+    pre_approved = forms.BooleanField(required=False, label="Pre-approve the hosts",
+                                      help_text="Hosts enrolled with it report at once; otherwise each waits for an "
+                                                "admin's approval.")
+
+    def __init__(self, *args, team, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["stage"].queryset = Stage.objects.filter(team=team)
+        self.helper = FormHelper()
+        self.helper.add_input(Submit("submit", "Create enrollment token"))

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from . import agent_api, fragments, views
+from . import agent_api, fragments, views, views_enrollment
 
 app_name = "hosts"
 
@@ -18,6 +18,7 @@ urlpatterns = [
     path("hosts/<int:pk>/delete/", views.host_delete, name="host_delete"),
     path("hosts/<int:pk>/trust/", views.host_trust, name="host_trust"),
     path("hosts/<int:pk>/poll/", views.host_poll, name="host_poll"),
+    path("hosts/<int:pk>/approve/", views_enrollment.host_approve, name="host_approve"),
     path("hosts/<int:pk>/actions/<slug:kind>/", views.host_action, name="host_action"),
     # Fragments the builds and release pages load (portal.registry.fragment_url; hosts/fragments.py).
     path("hosts/of/definitions/<int:pk>/", fragments.definition_hosts, name="hosts_of_definition"),
@@ -31,6 +32,9 @@ urlpatterns = [
     path("agent/v1/actions/next", agent_api.action_next, name="agent_action_next"),
     path("agent/v1/actions/<int:pk>/log", agent_api.action_log, name="agent_action_log"),
     path("agent/v1/actions/<int:pk>/finish", agent_api.action_finish, name="agent_action_finish"),
+    path("teams/<slug:slug>/enrollment/", views_enrollment.enrollment, name="enrollment"),
+    path("teams/<slug:slug>/enrollment/<int:pk>/revoke/", views_enrollment.enrollment_token_revoke,
+         name="enrollment_token_revoke"),
     path("teams/<slug:slug>/ssh-key/", views.team_keys, name="team_keys"),
     path("teams/<slug:slug>/ssh-key/create/", views.team_key_create, name="team_key_create"),
     path("teams/<slug:slug>/jump-hosts/", views.jump_host_add, name="jump_host_add"),

@@ -251,3 +251,93 @@ class TestAgentActions:
         Agent().enroll(secret)
         with pytest.raises(HostError, match="Approve"):
             host_action_request(host=Host.objects.get(name="edge-01"), kind=ActionKind.REBOOT, user=personas.operator)
+
+
+def is_login(response):
+    return response.status_code == 302 and response["Location"].startswith("/login/")
+
+
+class TestPagesAndWhoMayUseThem:
+    """Anonymous users log in; outsiders get 404; members who may only read (viewer, operator) read the page and get
+    403 on every change; help-desk users (no team) see no enrollment page; team admins do everything."""
+
+    def test_the_enrollment_page(self, personas, client_for):
+        make_token(personas, name="shop appliances")
+        url = f"/teams/{personas.team.slug}/enrollment/"
+        assert is_login(client_for(None).get(url))
+        assert client_for(personas.outsider).get(url).status_code == 404
+        assert client_for(personas.helpdesk).get(url).status_code == 404
+        for reader in (personas.viewer, personas.operator):
+            page = client_for(reader).get(url)
+            assert page.status_code == 200 and "shop appliances" in page.content.decode()
+            assert "New enrollment token" not in page.content.decode()
+        page = client_for(personas.admin).get(url).content.decode()
+        assert "shop appliances" in page and "New enrollment token" in page and "Revoke" in page
+
+    def test_creating_a_token_shows_it_once_with_the_agent_to_install(self, personas, client_for):
+        url = f"/teams/{personas.team.slug}/enrollment/"
+        data = {"name": "edge batch 3", "uses": "25", "expires_in_hours": "168", "labels": "edge",
+                "stage": personas.team.stages.get(name="prod").pk, "pre_approved": ""}
+        assert is_login(client_for(None).post(url, data))
+        assert client_for(personas.outsider).post(url, data).status_code == 404
+        for reader in (personas.viewer, personas.operator, personas.helpdesk):
+            assert client_for(reader).post(url, data).status_code in (403, 404)
+        assert not EnrollmentToken.objects.exists()
+        response = client_for(personas.admin).post(url, data)
+        page = response.content.decode()
+        token = EnrollmentToken.objects.get()
+        assert response.status_code == 200 and token.uses_allowed == 25 and token.stage.name == "prod"
+        secret = page.split('id="token-secret" readonly value="')[1].split('"')[0]
+        assert token.token_hash == EnrollmentToken.hash_token(secret)
+        assert "systemctl enable portal-agent.timer" in page and "%post --erroronfail" in page
+        again = client_for(personas.admin).get(url).content.decode()
+        assert secret not in again  # shown once
+
+    def test_a_bad_token_form_says_what_is_wrong(self, personas, client_for):
+        response = client_for(personas.admin).post(f"/teams/{personas.team.slug}/enrollment/",
+                                                   {"name": "", "uses": "0", "expires_in_hours": "5"})
+        assert response.status_code == 400 and not EnrollmentToken.objects.exists()
+        assert "This field is required" in response.content.decode()
+
+    def test_revoking_is_for_team_admins(self, personas, client_for):
+        token, _ = make_token(personas)
+        url = f"/teams/{personas.team.slug}/enrollment/{token.pk}/revoke/"
+        assert is_login(client_for(None).post(url))
+        assert client_for(personas.outsider).post(url).status_code == 404
+        for reader in (personas.viewer, personas.operator, personas.helpdesk):
+            assert client_for(reader).post(url).status_code in (403, 404)
+        token.refresh_from_db()
+        assert token.revoked_at is None
+        assert client_for(personas.admin).post(url).status_code == 302
+        token.refresh_from_db()
+        assert token.revoked_at is not None
+        assert client_for(personas.admin).get(url).status_code == 405
+        other, _ = reportin.enrollment_token_create(team=personas.other_team, user=personas.superuser, name="x")
+        assert client_for(personas.admin).post(
+            f"/teams/{personas.team.slug}/enrollment/{other.pk}/revoke/").status_code == 404
+
+    def test_approving_is_for_team_admins(self, personas, client_for):
+        _, secret = make_token(personas)
+        Agent().enroll(secret)
+        host = Host.objects.get(name="edge-01")
+        url = f"/hosts/{host.pk}/approve/"
+        assert is_login(client_for(None).post(url))
+        assert client_for(personas.outsider).post(url).status_code == 404
+        for reader in (personas.viewer, personas.operator, personas.helpdesk):
+            assert client_for(reader).post(url).status_code == 403
+        host.refresh_from_db()
+        assert host.pending_approval
+        assert client_for(personas.admin).post(url).status_code == 302
+        host.refresh_from_db()
+        assert not host.pending_approval
+
+    def test_the_host_page_says_how_the_portal_learns_its_state(self, personas, client_for):
+        _, secret = make_token(personas)
+        Agent().enroll(secret)
+        host = Host.objects.get(name="edge-01")
+        page = client_for(personas.viewer).get(f"/hosts/{host.pk}/").content.decode()
+        assert "reports in" in page and "waits for an admin's approval" in page and "Approve edge-01" not in page
+        assert "Read status now" not in page
+        assert "Approve edge-01" in client_for(personas.admin).get(f"/hosts/{host.pk}/").content.decode()
+        ssh_host = Host.objects.create(team=personas.team, name="web-01", address="192.0.2.1")
+        assert 'bi-terminal"></i> SSH' in client_for(personas.viewer).get(f"/hosts/{ssh_host.pk}/").content.decode()
