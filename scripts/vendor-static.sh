@@ -9,6 +9,7 @@ declare -A PKGS=(
   [bootstrap-icons]=1.13.2
   [htmx.org]=2.0.11
   [ansi_up]=6.0.6
+  [axe-core]=4.10.3
 )
 # CodeMirror 6 comes as ES modules: the parts the Containerfile editor uses (scripts/codemirror/entry.mjs) are bundled
 # once, with esbuild, into one script that sets window.PortalCodeMirror. Its versions, and those of what it pulls in,
@@ -33,6 +34,8 @@ cp "$work/bootstrap-icons/package/font/bootstrap-icons.min.css" "$dest/bootstrap
 cp "$work/bootstrap-icons/package/font/fonts/"bootstrap-icons.woff* "$dest/bootstrap-icons/fonts/"
 cp "$work/htmx.org/package/dist/htmx.min.js" "$dest/htmx/"
 cp "$work/ansi_up/package/ansi_up.js" "$dest/ansi_up/ansi_up.js"
+# axe-core is for the accessibility tests only (tests/portal/test_accessibility.py): kept beside the tests, never served.
+mkdir -p tests/vendor/axe-core && cp "$work/axe-core/package/axe.min.js" tests/vendor/axe-core/
 {
   echo "# Vendored front-end packages (npm name@version). Refresh with: make vendor"
   for name in $(echo "${!PKGS[@]}" | tr ' ' '\n' | sort); do echo "$name@${PKGS[$name]}"; done

@@ -7,6 +7,15 @@
 // durations; search runs on the server over the whole log.
 import { AnsiUp } from "../vendor/ansi_up/ansi_up.js";
 
+// Black or white text, whichever contrasts more with the background "r,g,b" (WCAG relative luminance).
+function readableOn(rgb) {
+  const [r, g, b] = rgb.split(",").map((c) => {
+    const v = Number(c) / 255;
+    return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+  });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.179 ? "#111" : "#fff";
+}
+
 // ansi_up writes bold, faint, italic, underline and 24-bit colours as style attributes, which the portal's
 // Content-Security-Policy refuses (no 'unsafe-inline' for styles). Here they become classes, and a 24-bit colour a
 // data attribute that setText() applies through the CSSOM (element.style), which the policy allows.
@@ -120,7 +129,11 @@ class LogViewer {
     span.innerHTML = a.ansi_to_html(text);
     for (const el of span.querySelectorAll("[data-fg], [data-bg]")) {
       if (el.dataset.fg) el.style.color = `rgb(${el.dataset.fg})`;
-      if (el.dataset.bg) el.style.backgroundColor = `rgb(${el.dataset.bg})`;
+      if (el.dataset.bg) {
+        el.style.backgroundColor = `rgb(${el.dataset.bg})`;
+        // A background with no colour of its own for the text: black or white, whichever reads on it.
+        if (!el.dataset.fg) el.style.color = readableOn(el.dataset.bg);
+      }
     }
   }
 
