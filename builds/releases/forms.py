@@ -57,6 +57,8 @@ class DecisionForm(forms.Form):
     digest = forms.CharField(widget=forms.HiddenInput, max_length=80)
     comment = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}),
                               label="Comment", help_text="Required to reject.")
+    confirm = forms.CharField(required=False, max_length=100, label="Type the stage's name to confirm",
+                              help_text="Needed only to approve a request that would move its stage back.")
 
 
 class RollbackForm(forms.Form):

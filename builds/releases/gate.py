@@ -10,7 +10,7 @@ from datetime import datetime
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
-from builds.models import ImageDefinition
+from builds.models import Build, ImageDefinition
 from portal.access import can, second_factor_refusal
 from portal.models import ROLE_ACTIONS, Action, Team, User
 
@@ -184,3 +184,48 @@ def stage_board(team: Team, definitions) -> list[dict]:
     definitions = list(definitions)
     latest = current_entries(stages, definitions)
     return [{"definition": d, "cells": [(s, latest.get((s.pk, d.pk))) for s in stages]} for d in definitions]
+
+
+# --- Order -----------------------------------------------------------------------------------------------------------
+
+
+def held_build(stage: Stage, definition: ImageDefinition, entry: StageHistory | None = None) -> Build | None:
+    """The build whose digest `stage` holds for `definition` now (or that `entry` names), or None."""
+    entry = entry if entry is not None else stage_current(stage, definition)
+    if entry is None:
+        return None
+    if entry.build is not None:
+        return entry.build
+    return Build.objects.filter(definition=definition, digest=entry.digest).order_by("-number").first()
+
+
+def moves_back(promotion: Promotion, held: Build | None) -> str:
+    """What approving `promotion` would do to its stage if its build is older than the one the stage holds
+    ("would move test back from build 3 to build 2"), or "". Build numbers order a definition's builds; a rollback is
+    meant to go back, under its own policy, so it is never "moving back" here."""
+    if promotion.is_rollback or held is None or held.definition_id != promotion.definition_id:
+        return ""
+    if held.number <= promotion.build.number:
+        return ""
+    return (f"would move {promotion.target_stage.name} back from build {held.number} to build "
+            f"{promotion.build.number}")
+
+
+def held_builds(promotions) -> dict[tuple[int, int], Build]:
+    """{(stage id, definition id): the build the stage holds} for the stages and definitions of `promotions`, in one
+    query per stage (for a page of requests)."""
+    promotions = list(promotions)
+    stages = {p.target_stage_id: p.target_stage for p in promotions}.values()
+    definitions = {p.definition_id for p in promotions}
+    entries = current_entries(stages, definitions)
+    held = {key: e.build for key, e in entries.items() if e.build is not None}
+    missing: dict[tuple[int, str], list] = {}
+    for key, entry in entries.items():
+        if entry.build is None:
+            missing.setdefault((key[1], entry.digest), []).append(key)
+    if missing:
+        digests = {digest for _, digest in missing}
+        for build in Build.objects.filter(definition_id__in=definitions, digest__in=digests).order_by("number"):
+            for key in missing.get((build.definition_id, build.digest), ()):
+                held[key] = build
+    return held

@@ -230,6 +230,7 @@ class PromotionStatus(models.TextChoices):
     FAILED = "failed", "Failed"
     REJECTED = "rejected", "Rejected"
     WITHDRAWN = "withdrawn", "Withdrawn"
+    SUPERSEDED = "superseded", "Superseded"
 
 
 # Waiting for approval, or approved and waiting for the stage to take changes: what "pending" means on the dashboard.
@@ -274,6 +275,10 @@ class Promotion(models.Model):
     starts a `promotion_apply` run (`run`, the latest attempt) that copies the digest to the tag with skopeo and
     verifies it; success appends a `StageHistory` entry. A rollback is a promotion of an earlier digest of the stage,
     under the stage's rollback policy; it pins the stage until a promotion explicitly rolls it forward.
+
+    Requests know their order by build number: asking for a newer build of the definition to go to a stage marks the
+    open requests for older builds to that stage as superseded (`superseded_by`; they can be reopened), and approving a
+    request older than what the stage holds needs the stage's name typed, since it would move the stage back.
     """
 
     definition = models.ForeignKey(ImageDefinition, on_delete=models.CASCADE, related_name="promotions")
@@ -300,6 +305,8 @@ class Promotion(models.Model):
     applied_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    superseded_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="supersedes",
+                                      help_text="The request for a newer build of the same stage that replaced this one.")
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = PromotionQuerySet.as_manager()

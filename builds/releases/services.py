@@ -30,7 +30,7 @@ from portal.services import audit, run_create, run_enqueue
 
 from . import notifications, tasks
 from .apply import fail_promotion
-from .gate import approval_refusal, quorum, stage_current, user_groups_for_stage
+from .gate import approval_refusal, held_build, moves_back, quorum, stage_current, user_groups_for_stage
 from .models import (
     Approval,
     ApprovalDecision,
@@ -88,7 +88,8 @@ def promotion_request(
     Refused with the reason (ValidationError) when the stage belongs to another team, the digest was never built by the
     definition, the stage policy wants it in the previous stage first, the stage is pinned after a rollback (unless
     `roll_forward`), the stage holds it already, or the same request is open. With no approvals needed it starts
-    applying at once.
+    applying at once. Open requests (waiting for approval or for the stage) to put an older build of the definition in
+    the same stage are marked superseded by this one; they can be reopened.
     """
     check_team_action(user, definition.team, Action.DEVELOP)
     if target_stage.team_id != definition.team_id:
@@ -123,6 +124,7 @@ def promotion_request(
             previous_digest=current.digest if current else "",
         )
         _audit_request(promotion, user, request)
+        _supersede_older(promotion, user, request)
         _after_request(promotion, user, request)
     promotion.refresh_from_db()  # what happened once it committed (e.g. the application could not be queued)
     return promotion
@@ -164,13 +166,30 @@ def promotion_rollback_request(*, stage: Stage, definition: ImageDefinition, dig
     return promotion
 
 
-def _refuse_duplicate(stage, definition, digest):
+def _refuse_duplicate(stage, definition, digest, exclude=None):
     open_one = Promotion.objects.filter(
         target_stage=stage, definition=definition, digest=digest,
         status__in=[PromotionStatus.PENDING, PromotionStatus.APPROVED, PromotionStatus.APPLYING],
-    ).first()
+    ).exclude(pk=exclude.pk if exclude is not None else None).first()
     if open_one is not None:
         raise ValidationError(f"Request #{open_one.pk} already asks for this ({open_one.get_status_display().lower()}).")
+
+
+def _supersede_older(promotion, user, request):
+    """With the stage row locked: mark the open requests for older builds of the definition to the same stage as
+    superseded by `promotion`, so approvers are no longer asked to move the stage to something already replaced."""
+    older = (Promotion.objects.select_for_update(of=("self",))
+             .filter(target_stage=promotion.target_stage, definition=promotion.definition, kind=PromotionKind.PROMOTE,
+                     status__in=[PromotionStatus.PENDING, PromotionStatus.APPROVED],
+                     build__number__lt=promotion.build.number)
+             .select_related("build", "target_stage", "definition").order_by("pk"))
+    for old in older:
+        _set_status(old, PromotionStatus.SUPERSEDED, superseded_by=promotion,
+                    note=f"Superseded by #{promotion.pk}, which asks for build {promotion.build.number}; reopen it to "
+                         "ask again.")
+        audit(action="promotion.supersede", summary=f"#{old.pk} (build {old.build.number} to {old.target_stage.name}) "
+              f"is superseded by #{promotion.pk} (build {promotion.build.number})", actor=user, team=old.team, obj=old,
+              request=request, detail=_detail(old, superseded_by=promotion.pk))
 
 
 def _audit_request(promotion, user, request):
@@ -202,13 +221,16 @@ def _detail(promotion, **extra):
 # --- Decisions -------------------------------------------------------------------------------------------------------
 
 
-def promotion_approve(*, promotion: Promotion, user: User, digest: str, comment: str = "", request=None) -> Promotion:
+def promotion_approve(*, promotion: Promotion, user: User, digest: str, comment: str = "", confirm: str = "",
+                      request=None) -> Promotion:
     """Approve `promotion`'s digest. `digest` is the one the approver saw: a different one is refused.
 
-    Counted with the promotion row locked: the approval that completes the quorum starts the application, once.
+    A request for a build older than the one its stage holds would move the stage back: it is approved only with the
+    stage's name typed as `confirm`. Counted with the promotion row locked: the approval that completes the quorum
+    starts the application, once.
     """
     return _decide(promotion=promotion, user=user, digest=digest, comment=comment, decision=ApprovalDecision.APPROVE,
-                   request=request)
+                   confirm=confirm, request=request)
 
 
 def promotion_reject(*, promotion: Promotion, user: User, digest: str, comment: str, request=None) -> Promotion:
@@ -227,7 +249,7 @@ def _locked(promotion):
     ).get(pk=promotion.pk)
 
 
-def _decide(*, promotion, user, digest, comment, decision, request):
+def _decide(*, promotion, user, digest, comment, decision, request, confirm=""):
     check_team_action(user, promotion.target_stage.team, Action.VIEW)
     with transaction.atomic():
         locked = _locked(promotion)
@@ -240,6 +262,12 @@ def _decide(*, promotion, user, digest, comment, decision, request):
         if (digest or "").strip() != locked.digest:
             raise PromotionStateError(f"You looked at {short_digest(digest, missing='(no digest)')}, but request "
                                       f"#{locked.pk} is for {locked.short_digest}; reload the page and look again.")
+        backwards = ""
+        if decision == ApprovalDecision.APPROVE:
+            backwards = moves_back(locked, held_build(locked.target_stage, locked.definition))
+            if backwards and (confirm or "").strip() != locked.target_stage.name:
+                raise ValidationError(f"Request #{locked.pk} {backwards}. To approve it anyway, type "
+                                      f"“{locked.target_stage.name}” to confirm; nothing was recorded.")
         now = timezone.now()
         mine = locked.approvals.filter(approver=user, superseded_at__isnull=True).first()
         if mine is not None:
@@ -254,8 +282,10 @@ def _decide(*, promotion, user, digest, comment, decision, request):
         verb = "approved" if decision == ApprovalDecision.APPROVE else "rejected"
         audit(action=f"promotion.{'approve' if decision == ApprovalDecision.APPROVE else 'reject'}",
               summary=f"{verb} #{locked.pk} ({locked.definition} {locked.short_digest} to {locked.target_stage.name})"
+                      + (f", which {backwards}, confirmed by typing the stage's name" if backwards else "")
                       + (f": {comment.strip()}" if comment and comment.strip() else ""),
-              actor=user, team=locked.team, obj=locked, request=request, detail=_detail(locked, comment=comment or ""))
+              actor=user, team=locked.team, obj=locked, request=request,
+              detail=_detail(locked, comment=comment or "", **({"moves_back": backwards} if backwards else {})))
         if decision == ApprovalDecision.REJECT:
             _set_status(locked, PromotionStatus.REJECTED, note=f"Rejected by {user.username}: {comment.strip()}",
                         decided_at=now)
@@ -281,6 +311,44 @@ def promotion_withdraw(*, promotion: Promotion, user: User, request=None) -> Pro
         audit(action="promotion.withdraw", summary=f"withdrew #{locked.pk} ({locked.definition} to "
               f"{locked.target_stage.name})", actor=user, team=locked.team, obj=locked, request=request,
               detail=_detail(locked))
+    promotion.refresh_from_db()
+    return promotion
+
+
+def promotion_reopen(*, promotion: Promotion, user: User, request=None) -> Promotion:
+    """Ask again for a request that a newer one superseded: it waits for approval again. The approvals it had stand
+    unless it would now move its stage back (the stage took the newer build meanwhile); then they were given for a move
+    forward and are set aside, and each approver must confirm the move back."""
+    check_team_action(user, promotion.target_stage.team, Action.DEVELOP)
+    with transaction.atomic():
+        Stage.objects.select_for_update().get(pk=promotion.target_stage_id)  # serialised with new requests
+        locked = _locked(promotion)
+        if locked.status != PromotionStatus.SUPERSEDED:
+            raise PromotionStateError(f"Only a superseded request can be reopened; #{locked.pk} is "
+                                      f"{locked.get_status_display().lower()}.")
+        stage, definition = locked.target_stage, locked.definition
+        current = stage_current(stage, definition)
+        if current is not None and current.digest == locked.digest:
+            raise ValidationError(f"{stage.name} holds {locked.short_digest} already: nothing to ask for.")
+        if current is not None and current.pins and not locked.roll_forward:
+            raise ValidationError(f"{stage.name} is pinned to {current.short_digest} since a rollback; ask again with "
+                                  "“roll forward”.")
+        _refuse_duplicate(stage, definition, locked.digest, exclude=locked)
+        now = timezone.now()
+        backwards = moves_back(locked, held_build(stage, definition, current))
+        note = f"Reopened by {user.username}."
+        if backwards:
+            set_aside = Approval.objects.filter(promotion=locked, superseded_at__isnull=True).update(superseded_at=now)
+            note += (f" It {backwards}, so it needs its approvals again, each confirmed"
+                     + (f" ({set_aside} earlier decision{'s' if set_aside != 1 else ''} set aside)." if set_aside
+                        else "."))
+        newer = locked.superseded_by_id
+        _set_status(locked, PromotionStatus.PENDING, note=note, superseded_by=None, decided_at=None)
+        audit(action="promotion.reopen", summary=f"reopened #{locked.pk} ({definition} build {locked.build.number} to "
+              f"{stage.name}), superseded by #{newer}" + (f"; it {backwards}" if backwards else ""), actor=user,
+              team=locked.team, obj=locked, request=request,
+              detail=_detail(locked, superseded_by=newer, **({"moves_back": backwards} if backwards else {})))
+        _after_request(locked, user, request)
     promotion.refresh_from_db()
     return promotion
 

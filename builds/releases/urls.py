@@ -14,6 +14,7 @@ urlpatterns = [
     path("promotions/<int:pk>/reject/", views.promotion_reject, name="promotion_reject"),
     path("promotions/<int:pk>/withdraw/", views.promotion_withdraw, name="promotion_withdraw"),
     path("promotions/<int:pk>/retry/", views.promotion_retry, name="promotion_retry"),
+    path("promotions/<int:pk>/reopen/", views.promotion_reopen, name="promotion_reopen"),
     path("stages/", views.stage_board, name="stage_board"),
     path("stages/<int:pk>/", views.stage_detail, name="stage_detail"),
     path("stages/<int:pk>/policy/", views.stage_policy, name="stage_policy"),

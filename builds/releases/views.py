@@ -6,6 +6,8 @@ Refusals are 403 (may see, may not act), 409 (the request is no longer in a stat
 with the reason on the page.
 """
 
+from itertools import groupby
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -62,9 +64,22 @@ def promotion_list(request):
     rows = promotion_filter.qs if promotion_filter.is_valid() else base.none()
     rows = rows.annotate(approvals_given=Count("approvals", filter=Q(approvals__decision="approve",
                                                                      approvals__superseded_at__isnull=True)))
-    page = Paginator(rows.order_by("-created_at", "-id"), 25).get_page(request.GET.get("page"))
+    if view == "inbox":  # grouped by stage, in the order of the stages
+        rows = rows.order_by("target_stage__team__name", "target_stage__position", "-created_at", "-id")
+    else:
+        rows = rows.order_by("-created_at", "-id")
+    page = Paginator(rows, 25).get_page(request.GET.get("page"))
+    page.object_list = list(page.object_list)
+    open_rows = [p for p in page.object_list if p.is_open]
+    held = gate.held_builds(open_rows) if open_rows else {}
+    for p in page.object_list:
+        p.moves_back = gate.moves_back(p, held.get((p.target_stage_id, p.definition_id))) if p.is_open else ""
+    if view == "inbox":
+        groups = [(stage, list(members)) for stage, members in groupby(page.object_list, key=lambda p: p.target_stage)]
+    else:
+        groups = [(None, page.object_list)]
     context = {
-        "filter": promotion_filter, "page": page, "view": view, "inbox_count": inbox.count(),
+        "filter": promotion_filter, "page": page, "groups": groups, "view": view, "inbox_count": inbox.count(),
         "can_request": teams_where(request.user, Action.DEVELOP).exists(),
         "filtered": any(v for k, v in request.GET.items() if k not in ("page", "view")),
     }
@@ -193,6 +208,8 @@ def _card_context(request, promotion):
         decision.expires = decision.expires_at(stage)
     events = AuditEvent.objects.filter(object_type="releases.promotion", object_id=str(promotion.pk)).order_by("seq")
     is_open = promotion.status == PromotionStatus.PENDING
+    # Only while it may still be applied: once applied, "back" is history, and the stage may have moved on since.
+    backwards = gate.moves_back(promotion, current_build) if promotion.is_open else ""
     disk_images_url = registry.fragment_url("disk_images.of_digest", promotion.digest)
     return {
         "promotion": promotion, "stage": stage, "definition": definition, "build": promotion.build,
@@ -204,6 +221,10 @@ def _card_context(request, promotion):
         "can_withdraw": promotion.status in (PromotionStatus.PENDING, PromotionStatus.APPROVED, PromotionStatus.FAILED)
         and (promotion.requested_by_id == request.user.pk or can(request.user, stage.team, Action.ADMIN)),
         "can_retry": promotion.status == PromotionStatus.FAILED and can(request.user, stage.team, Action.DEVELOP),
+        "can_reopen": promotion.status == PromotionStatus.SUPERSEDED and can(request.user, stage.team, Action.DEVELOP),
+        "backwards": backwards,
+        "superseded_by": (Promotion.objects.with_related().filter(pk=promotion.superseded_by_id).first()
+                          if promotion.superseded_by_id else None),
         "form": DecisionForm(initial={"digest": promotion.digest}),
         "hosts_url": registry.fragment_url("promotion.hosts", promotion.pk),
         "rollout_url": registry.fragment_url("promotion.rollout", promotion.pk),
@@ -225,7 +246,7 @@ def promotion_detail(request, pk):
     return render(request, "releases/detail.html", context)
 
 
-def _decision(request, pk, decide, done):
+def _decision(request, pk, decide, done, *, confirmable=False):
     promotion = get_promotion_for_user(request.user, pk)
     form = DecisionForm(request.POST)
     if not form.is_valid():
@@ -233,8 +254,9 @@ def _decision(request, pk, decide, done):
                    else " ".join(form.errors.get("comment", [])) or "Check the form.")
         return _refused(request, promotion, ValidationError(problem), 400)
     try:
+        extra = {"confirm": form.cleaned_data["confirm"]} if confirmable else {}
         promotion = decide(promotion=promotion, user=request.user, digest=form.cleaned_data["digest"],
-                           comment=form.cleaned_data["comment"], request=request)
+                           comment=form.cleaned_data["comment"], request=request, **extra)
     except PromotionStateError as exc:
         return _refused(request, promotion, exc, 409)
     except ValidationError as exc:
@@ -262,7 +284,7 @@ def _approved_message(promotion):
 @login_required
 @require_POST
 def promotion_approve(request, pk):
-    return _decision(request, pk, services.promotion_approve, _approved_message)
+    return _decision(request, pk, services.promotion_approve, _approved_message, confirmable=True)
 
 
 @login_required
@@ -281,6 +303,23 @@ def promotion_withdraw(request, pk):
     except PromotionStateError as exc:
         return _refused(request, promotion, exc, 409)
     messages.success(request, f"Withdrew request #{promotion.pk}.")
+    return redirect(promotion)
+
+
+@login_required
+@require_POST
+def promotion_reopen(request, pk):
+    promotion = get_promotion_for_user(request.user, pk, action=Action.DEVELOP)
+    try:
+        promotion = services.promotion_reopen(promotion=promotion, user=request.user, request=request)
+    except PromotionStateError as exc:
+        return _refused(request, promotion, exc, 409)
+    except ValidationError as exc:
+        return _refused(request, promotion, exc, 400)
+    if promotion.status == PromotionStatus.PENDING:
+        messages.success(request, f"Reopened request #{promotion.pk}: it waits for approval again.")
+    else:
+        _tell(request, promotion, _created_message(promotion))
     return redirect(promotion)
 
 

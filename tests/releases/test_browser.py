@@ -35,3 +35,51 @@ def test_the_approver_finds_the_request_in_the_inbox_and_reads_the_approval_card
         # Who tracks the stage comes from hosts, loaded into the card once it is shown.
         assert "Hosts that track test" in page.locator("#promotion-hosts").inner_text()
         assert screenshot(page, "promotion-card-approver").stat().st_size > 10_000
+
+
+def test_a_request_that_would_move_test_back_is_red_and_approved_only_with_the_stage_typed(personas, portal_server,
+                                                                                           promo):
+    from builds.releases.models import Approval, PromotionStatus
+
+    b1, b2, b3 = promo.builds
+    for build in (b1, b2, b3):
+        StageHistory.objects.create(stage=promo.stages["dev"], definition=promo.definition, digest=build.digest,
+                                    build=build)
+    StageHistory.objects.create(stage=promo.stages["test"], definition=promo.definition, digest=b1.digest, build=b1)
+    older = promotions.promotion_request(definition=promo.definition, build=b2, target_stage=promo.stages["test"],
+                                         user=personas.developer, reason="the 1.1 packages")
+    newer = promotions.promotion_request(definition=promo.definition, build=b3, target_stage=promo.stages["test"],
+                                         user=personas.developer, reason="the 1.2 packages")
+    StageHistory.objects.create(stage=promo.stages["test"], definition=promo.definition, digest=b3.digest, build=b3)
+    backwards = promotions.promotion_request(definition=promo.definition, build=b2, target_stage=promo.stages["test"],
+                                             user=personas.developer, reason="1.2 broke the login page")
+    with browser_page() as page:
+        log_in(page, portal_server.url, "approver")
+        page.goto(portal_server.url + older.get_absolute_url())
+        superseded = page.locator(".superseded")
+        assert f"Superseded by #{newer.pk}" in superseded.inner_text()
+        assert page.locator("button[formaction$='/approve/']").count() == 0
+        assert screenshot(page, "promotion-superseded").stat().st_size > 10_000
+
+        page.goto(portal_server.url + reverse("releases:promotion_list") + "?view=inbox")
+        assert "would move test back from build 3 to build 2" in page.locator("#promotion-rows").inner_text()
+
+        page.goto(portal_server.url + backwards.get_absolute_url())
+        warning = page.locator(".alert.moves-back")
+        assert "would move test back from build 3 to build 2" in warning.inner_text()
+        assert warning.evaluate("e => getComputedStyle(e).color") != page.locator("main").evaluate(
+            "e => getComputedStyle(e).color")  # red, not the body's colour
+        assert screenshot(page, "promotion-moves-back").stat().st_size > 10_000
+        approve = page.locator("button[formaction$='/approve/']")
+        approve.click()  # nothing typed: the browser does not send the form
+        assert page.url.endswith(backwards.get_absolute_url())
+        assert page.locator("#id_confirm").evaluate("e => !e.validity.valid")
+        assert "Approved" not in page.locator("main").inner_text()
+        page.fill("#id_confirm", "test")
+        approve.click()
+        page.wait_for_load_state("networkidle")
+        assert "Approved" in page.locator("main").inner_text()
+    # (The database is read once the browser is closed: Playwright's sync API runs an event loop in this thread.)
+    assert list(Approval.objects.filter(promotion=backwards).values_list("approver", flat=True)) == [personas.approver.pk]
+    backwards.refresh_from_db()
+    assert backwards.status != PromotionStatus.PENDING

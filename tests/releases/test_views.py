@@ -442,6 +442,7 @@ def test_every_promotion_page_and_action_checks_access(client_for, pending, prom
         ("post", reverse("releases:promotion_reject", args=[pending.pk]), decision, 403, None, None),
         ("post", reverse("releases:promotion_withdraw", args=[pending.pk]), None, 403, None, None),
         ("post", reverse("releases:promotion_retry", args=[pending.pk]), None, 403, None, None),
+        ("post", reverse("releases:promotion_reopen", args=[pending.pk]), None, 403, None, None),
         ("get", reverse("releases:stage_detail", args=[test.pk]), None, 200, p.viewer, 200),
         ("get", reverse("releases:stage_policy", args=[test.pk]), None, 403, p.admin, 200),
         ("post", reverse("releases:stage_policy", args=[test.pk]), {"required_approvals": 0}, 403, None, None),
