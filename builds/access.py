@@ -30,9 +30,11 @@ def get_revision_for_user(user, definition_pk, number, *, action=Action.VIEW):
     )
 
 
-def get_build_for_user(user, pk, *, action=Action.VIEW):
+def get_build_for_user(user, pk=None, *, action=Action.VIEW, definition_pk=None, number=None):
+    """A build by its id, or by its definition and number (what its page's URL and everything people read call it)."""
+    lookup = {"pk": pk} if pk is not None else {"definition_id": definition_pk, "number": number}
     return get_object_for_user(
-        Build.objects.with_related(), user, team_of=lambda b: b.definition.team, action=action, pk=pk
+        Build.objects.with_related(), user, team_of=lambda b: b.definition.team, action=action, **lookup
     )
 
 

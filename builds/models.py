@@ -475,7 +475,7 @@ class Build(models.Model):
         return f"{self.definition} build {self.number}"
 
     def get_absolute_url(self):
-        return reverse("builds:build_detail", args=[self.pk])
+        return reverse("builds:build_page", args=[self.definition_id, self.number])
 
     @property
     def team(self):

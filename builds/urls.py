@@ -16,7 +16,11 @@ urlpatterns = [
     path("images/<int:pk>/revisions/<int:number>/", views.revision_detail, name="revision_detail"),
     path("images/<int:pk>/revisions/<int:number>/build/", views.revision_build, name="revision_build"),
     path("images/<int:pk>/diff/", views.revision_diff, name="revision_diff"),
+    # A build's page and comparisons name builds by their number, as people do ("build 3" of an image).
+    path("images/<int:pk>/builds/<int:number>/", views.build_page, name="build_page"),
+    path("images/<int:pk>/builds/compare/", views.definition_compare, name="definition_compare"),
     path("builds/", views.build_list, name="build_list"),
+    # By id: where links pointed before; pages redirect to the numbered URLs.
     path("builds/compare/", views.build_compare, name="build_compare"),
     path("builds/<int:pk>/", views.build_detail, name="build_detail"),
     path("builds/<int:pk>/cancel/", views.build_cancel, name="build_cancel"),

@@ -326,8 +326,22 @@ def build_list(request):
 
 
 @login_required
+def build_page(request, pk, number):
+    """Build `number` of definition `pk`: the URL says the number the page shows."""
+    return _build_page(request, get_build_for_user(request.user, definition_pk=pk, number=number))
+
+
+@login_required
 def build_detail(request, pk):
+    """A build by its id, where links pointed before builds were named by number: a page redirects (permanently) to
+    the numbered URL; the htmx refresh of a page still open at the old URL is answered here."""
     build = get_build_for_user(request.user, pk)
+    if request.htmx:
+        return _build_page(request, build)
+    return redirect(build, permanent=True)
+
+
+def _build_page(request, build):
     context = _build_context(request, build)
     if request.htmx and request.htmx.target == "build-live":
         # The header and (out of band) the facts, refreshed when the log viewer sees the status or phase move. 286
@@ -392,14 +406,37 @@ def build_retry(request, pk):
     return redirect(new)
 
 
-@login_required
-def build_compare(request):
-    """What changed between two builds: ?a=<older build id>&b=<newer build id>."""
+def _two_numbers(request):
     try:
-        old = get_build_for_user(request.user, int(request.GET.get("a", "")))
-        new = get_build_for_user(request.user, int(request.GET.get("b", "")))
+        return int(request.GET.get("a", "")), int(request.GET.get("b", ""))
     except ValueError:
         raise Http404("Pick two builds to compare.") from None
+
+
+@login_required
+def definition_compare(request, pk):
+    """What changed between two builds of a definition: ?a=<older build number>&b=<newer build number>."""
+    definition = get_definition_for_user(request.user, pk)
+    a, b = _two_numbers(request)
+    old = get_build_for_user(request.user, definition_pk=definition.pk, number=a)
+    new = get_build_for_user(request.user, definition_pk=definition.pk, number=b)
+    return _compare_page(request, old, new)
+
+
+@login_required
+def build_compare(request):
+    """What changed between two builds by id (?a=<id>&b=<id>): builds of one definition redirect to the comparison by
+    numbers; builds of two definitions are compared here."""
+    a, b = _two_numbers(request)
+    old = get_build_for_user(request.user, a)
+    new = get_build_for_user(request.user, b)
+    if old.definition_id == new.definition_id:
+        return redirect(reverse("builds:definition_compare", args=[old.definition_id])
+                        + f"?a={old.number}&b={new.number}", permanent=True)
+    return _compare_page(request, old, new)
+
+
+def _compare_page(request, old, new):
     comparison = compare.compare_builds(old, new)
     added, removed = compare.diff_stats(comparison.containerfile_rows)
     # The portal's own labels (build id, revision, source) differ between any two builds: shown apart, folded.

@@ -42,7 +42,9 @@ def page_urls(definition, build):
         "revision_detail": reverse("builds:revision_detail", args=[definition.pk, 1]),
         "build_list": reverse("builds:build_list"),
         "build_detail": reverse("builds:build_detail", args=[build.pk]),
+        "build_page": build.get_absolute_url(),
         "build_compare": reverse("builds:build_compare") + f"?a={build.pk}&b={build.pk}",
+        "definition_compare": reverse("builds:definition_compare", args=[definition.pk]) + f"?a={build.number}&b=1",
         "builder_list": reverse("builds:builder_list"),
     }
 
@@ -58,7 +60,8 @@ def test_anonymous_users_are_sent_to_the_login_page(client, definition, build):
 
 def test_outsiders_get_404_for_another_teams_objects(client_for, personas, definition, build):
     c = client_for(personas.outsider)
-    for name in ("definition_detail", "revision_detail", "build_detail", "build_compare"):
+    for name in ("definition_detail", "revision_detail", "build_detail", "build_page", "build_compare",
+                 "definition_compare"):
         assert c.get(page_urls(definition, build)[name]).status_code == 404, name
     assert c.get(reverse("builds:revision_create", args=[definition.pk])).status_code == 404
     assert c.post(reverse("builds:definition_build", args=[definition.pk])).status_code == 404
@@ -73,7 +76,7 @@ def test_outsiders_get_404_for_another_teams_objects(client_for, personas, defin
 def test_viewers_see_everything_but_may_not_change_anything(client_for, personas, definition, build):
     c = client_for(personas.viewer)
     for name, url in page_urls(definition, build).items():
-        assert c.get(url).status_code == 200, name
+        assert c.get(url, follow=True).status_code == 200, name  # the id URLs redirect to the numbered ones
     assert c.get(reverse("builds:revision_create", args=[definition.pk])).status_code == 403
     assert c.get(reverse("builds:definition_edit", args=[definition.pk])).status_code == 403
     assert c.get(reverse("builds:definition_create")).status_code == 403
@@ -89,7 +92,7 @@ def test_viewers_see_everything_but_may_not_change_anything(client_for, personas
 def test_developers_see_and_act(client_for, personas, definition, build):
     c = client_for(personas.developer)
     for name, url in page_urls(definition, build).items():
-        assert c.get(url).status_code == 200, name
+        assert c.get(url, follow=True).status_code == 200, name  # the id URLs redirect to the numbered ones
     assert c.get(reverse("builds:revision_create", args=[definition.pk])).status_code == 200
     response = c.post(reverse("builds:definition_build", args=[definition.pk]))
     assert response.status_code == 302
@@ -98,7 +101,7 @@ def test_developers_see_and_act(client_for, personas, definition, build):
 
 
 def test_the_build_page_shows_status_revision_and_embeds_the_live_log(client_for, personas, build):
-    page = client_for(personas.viewer).get(reverse("builds:build_detail", args=[build.pk])).content.decode()
+    page = client_for(personas.viewer).get(build.get_absolute_url()).content.decode()
     assert "Queued" in page and "Waiting for a worker" in page
     # The run's own live log viewer, streaming over the run's websocket, with the state it was rendered in ...
     assert f'data-ws-path="/ws/runs/{build.run.pk}/"' in page and 'data-status="queued"' in page
@@ -325,11 +328,52 @@ def test_what_changed_lists_packages_size_labels_and_the_containerfile_diff(clie
                                            packages={"httpd": "2.4.57-5.el10", "kept": "1-1", "old": "1-1"})
     Build.objects.filter(pk=new.pk).update(size=1500, labels={"a": "2"}, package_format="rpm",
                                            packages={"httpd": "2.4.62-1.el10", "kept": "1-1", "mod_ssl": "2.4.62-1"})
-    page = client_for(personas.viewer).get(reverse("builds:build_compare") + f"?a={old.pk}&b={new.pk}").content.decode()
+    page = client_for(personas.viewer).get(reverse("builds:definition_compare", args=[definition.pk])
+                                           + f"?a={old.number}&b={new.number}").content.decode()
     assert "mod_ssl" in page and "2.4.57-5.el10" in page and "2.4.62-1.el10" in page
     assert "+500" in page.replace("\xa0", " ")
     assert "gone" in page
     assert 'class="add"' in page
+
+
+def test_a_build_page_is_named_by_the_number_it_shows_and_the_id_url_redirects_there(client_for, personas, definition):
+    other = services.definition_create(team=personas.team, user=personas.developer, name="db-os")
+    services.revision_create(definition=other, user=personas.developer, containerfile=CONTAINERFILE)
+    services.build_start(revision=other.current_revision(), user=personas.developer)  # takes an id
+    first = services.build_start(revision=definition.current_revision(), user=personas.developer)
+    second = services.build_start(revision=definition.current_revision(), user=personas.developer)
+    assert second.number == 2 and second.pk != 2
+    url = f"/images/{definition.pk}/builds/2/"
+    assert second.get_absolute_url() == url
+    viewer = client_for(personas.viewer)
+    page = viewer.get(url).content.decode()
+    assert "Build 2" in page
+    old = viewer.get(f"/builds/{second.pk}/")
+    assert old.status_code == 301 and old["Location"] == url
+    # A page still open at the old URL keeps its live refresh.
+    assert viewer.get(f"/builds/{second.pk}/", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="build-live").status_code == 200
+    assert viewer.get(f"/images/{definition.pk}/builds/3/").status_code == 404
+    assert viewer.get(f"/images/{other.pk}/builds/2/").status_code == 404
+
+    compare = f"/images/{definition.pk}/builds/compare/?a=1&b=2"
+    response = viewer.get(compare)
+    assert response.status_code == 200 and "#1 → #2" in response.content.decode()
+    old = viewer.get(f"/builds/compare/?a={first.pk}&b={second.pk}")
+    assert old.status_code == 301 and old["Location"] == compare
+
+
+def test_the_compare_links_name_the_builds_by_number(client_for, personas, definition):
+    from portal.services import run_finish, run_start
+
+    services.build_start(revision=definition.current_revision(), user=personas.developer)
+    builds = [services.build_start(revision=definition.current_revision(), user=personas.developer) for _ in range(2)]
+    for build in builds:
+        Build.objects.filter(pk=build.pk).update(digest="sha256:" + f"{build.number}" * 64)
+        run_start(build.run)
+        run_finish(build.run, status=RunStatus.SUCCEEDED)
+    page = client_for(personas.viewer).get(builds[1].get_absolute_url()).content.decode()
+    link = f'href="/images/{definition.pk}/builds/compare/?a=2&amp;b=3"'
+    assert link in page and "#2" in page
 
 
 def test_compare_needs_two_visible_builds(client_for, personas, build):
