@@ -275,10 +275,13 @@ class RunQuerySet(models.QuerySet):
         return self.filter(visible)
 
     def stale(self, now=None):
-        """Running with no heartbeat for RUN_STALE_AFTER, or queued and never picked up for RUN_QUEUED_EXPIRES_AFTER."""
+        """Running with no heartbeat for RUN_STALE_AFTER (a parked run: not taken up again RUN_STALE_AFTER after the
+        time it waits for), or queued and never picked up for RUN_QUEUED_EXPIRES_AFTER."""
         now = now or timezone.now()
         return self.filter(
-            models.Q(status=RunStatus.RUNNING, heartbeat_at__lt=now - settings.RUN_STALE_AFTER)
+            models.Q(status=RunStatus.RUNNING, parked_until__isnull=True,
+                     heartbeat_at__lt=now - settings.RUN_STALE_AFTER)
+            | models.Q(status=RunStatus.RUNNING, parked_until__lt=now - settings.RUN_STALE_AFTER)
             | models.Q(status=RunStatus.QUEUED, created_at__lt=now - settings.RUN_QUEUED_EXPIRES_AFTER)
         )
 
@@ -306,6 +309,9 @@ class Run(models.Model):
     worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the worker running it")
     exit_reason = models.TextField(blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    parked_until = models.DateTimeField(
+        null=True, blank=True, help_text="A running run that waits with no worker (a rollout waiting for its "
+                                         "maintenance window) is taken up again then (`portal.services.run_park`).")
     log_lines = models.PositiveBigIntegerField(default=0, help_text="Lines in the log, set as chunks are written.")
     log_archived_at = models.DateTimeField(null=True, blank=True, help_text="When the log moved to object storage "
                                                                             "(portal.logarchive); empty while it is "
@@ -341,6 +347,10 @@ class Run(models.Model):
         if self.status == RunStatus.QUEUED:
             return True
         return self.status == RunStatus.RUNNING and self.kind not in HELPDESK_RUN_KINDS
+
+    @property
+    def is_parked(self):
+        return self.status == RunStatus.RUNNING and self.parked_until is not None
 
     def duration(self):
         if not self.started_at:

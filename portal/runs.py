@@ -14,6 +14,7 @@ whatever stops the work, ends the run once, with a status and a reason people re
 | `Ended`, `RunStateError` (reaped under it) | failed    | "The run ended while it was working (...)."                |
 | the worker shutting down (SystemExit, ...) | failed    | "The worker stopped while it was working (...)."           |
 | anything else                              | failed    | "Internal error in <what>: <type>: <message>" (+ traceback) |
+| the work parked (`Execution.park`)         | running   | none yet: the run waits with no worker until a task claims it |
 
 The reasons are written here only, so runs of every kind that stop for the same cause say so the same way. The
 reason is also the log's last line. The two kinds of failure that happen outside a worker end their runs elsewhere,
@@ -42,7 +43,7 @@ from django.db import transaction
 from . import logcontext
 from .logsink import LogSink
 from .models import AuditEvent, Run, RunStatus
-from .services import RunStateError, run_finish, run_start
+from .services import RunStateError, run_finish, run_park, run_start, run_unpark
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class Execution:
     reason: str = ""
     error: BaseException | None = None
     finished: bool = False  # whether this worker ended the run
+    parked: bool = False  # the run waits with no worker (`park`): it did not end
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -100,6 +102,13 @@ class Execution:
         """Add a sentence to the reason of a run that stops early (what was undone on the way out)."""
         self.notes.append(text)
 
+    def park(self, *, until, phase: str = "") -> None:
+        """The work waits until `until` with no worker: the run stays running, parked (`run_park`), and the `with`
+        block should return at once. Whoever takes it up again calls `claim` (the feature enqueues that task). Call it
+        inside the transaction that checks nothing changed meanwhile."""
+        run_park(self.run, until=until, phase=phase)
+        self.parked = True
+
     def succeed(self, reason: str = "") -> None:
         """End the run as succeeded now, inside the caller's transaction, so the run succeeds together with the rows
         that record its result (or not at all, if that transaction rolls back)."""
@@ -109,12 +118,16 @@ class Execution:
 
 
 def claim(run: Run, *, phase: str = "") -> bool:
-    """Start a queued run on this worker. False when it is not queued any more: a redelivered task, or a run
-    cancelled or reaped before a worker took it (its reason is already on it)."""
+    """Start a queued run on this worker, or take up a parked one (`Execution.park`). False when it is neither: a
+    redelivered task, a run cancelled or reaped before a worker took it (its reason is already on it), or a parked run
+    another task took up first."""
     try:
         run_start(run, phase=phase)
     except RunStateError:
-        return False
+        try:
+            run_unpark(run, phase=phase)
+        except RunStateError:
+            return False
     return True
 
 
@@ -139,14 +152,14 @@ def _executing(run, *, what, limit, stopped, unavailable, before_finish, after_f
     raised = None
     try:
         yield execution
-        if not execution.finished:
+        if not execution.finished and not execution.parked:
             execution.status = RunStatus.SUCCEEDED
     except BaseException as exc:  # noqa: BLE001 - the run must end, whatever stopped the work
         raised = exc
         execution.error = exc
         # A success recorded in a transaction that then rolled back did not happen; one that committed makes the
         # finish below find the run ended already.
-        execution.finished = False
+        execution.finished = execution.parked = False
         execution.status, execution.reason = stop_reason(exc, execution, what=what, limit=limit,
                                                          unavailable=unavailable)
         if execution.notes:
@@ -157,7 +170,11 @@ def _executing(run, *, what, limit, stopped, unavailable, before_finish, after_f
         if not isinstance(exc, Ended | RunStateError):
             execution.sink.write(execution.reason)
     _end(execution, before_finish=before_finish, after_finish=after_finish)
-    log.info("run %s (%s) %s%s", run.pk, run.kind, execution.status, f": {execution.reason}" if execution.reason else "")
+    if execution.parked:
+        log.info("run %s (%s) parked until %s", run.pk, run.kind, run.parked_until)
+    else:
+        log.info("run %s (%s) %s%s", run.pk, run.kind, execution.status,
+                 f": {execution.reason}" if execution.reason else "")
     if raised is not None and not isinstance(raised, Exception):
         raise raised
 
@@ -206,7 +223,7 @@ def _end(execution: Execution, *, before_finish, after_finish) -> None:
     run still ends, failed with the reason."""
     run = execution.run
     execution.sink.close()
-    if execution.finished:
+    if execution.finished or execution.parked:
         return
     try:
         with transaction.atomic():

@@ -371,6 +371,32 @@ def run_start(run, *, phase=""):
     )
 
 
+def run_park(run, *, until, phase=""):
+    """A running run waits, with no worker, until `until` (a rollout waiting for a maintenance window or a soak time):
+    the worker's thread is free meanwhile. The run stays running; whoever takes it up (`run_unpark`, through
+    `portal.runs.claim`) is enqueued by its feature. The reaper leaves it alone until RUN_STALE_AFTER past `until`."""
+    changes = {"parked_until": until, "worker": "", "heartbeat_at": timezone.now()}
+    if phase:
+        changes["phase"] = storable(phase)[:100]
+    return _transition(run, from_statuses=[RunStatus.RUNNING], **changes)
+
+
+def run_unpark(run, *, phase=""):
+    """Take up a parked run on this worker (a conditional UPDATE: of two tasks that wake it, one wins). Raises
+    RunStateError when it is not parked (taken up already, ended, or never parked)."""
+    now = timezone.now()
+    changes = {"parked_until": None, "worker": worker_name(), "heartbeat_at": now}
+    if phase:
+        changes["phase"] = storable(phase)[:100]
+    changed = Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING, parked_until__isnull=False).update(**changes)
+    if changed != 1:
+        raise RunStateError(f"run {run.pk} is not parked")
+    for name, value in changes.items():
+        setattr(run, name, value)
+    transaction.on_commit(lambda: publish_run_status(run))
+    return run
+
+
 def run_set_phase(run, phase):
     return _transition(run, from_statuses=[RunStatus.RUNNING], phase=storable(phase)[:100], heartbeat_at=timezone.now())
 
@@ -441,7 +467,10 @@ def reap_stale_runs(now=None):
     """Fail runs whose worker died (no heartbeat) or that no worker ever picked up. Returns the runs it ended."""
     reaped = []
     for run in Run.objects.stale(now):
-        if run.status == RunStatus.RUNNING:
+        if run.status == RunStatus.RUNNING and run.parked_until is not None:
+            reason = (f"It waited with no worker until {run.parked_until:%Y-%m-%d %H:%M:%S} UTC, and no worker took it "
+                      "up again: are workers running for its queue?")
+        elif run.status == RunStatus.RUNNING:
             reason = (
                 f"The worker running it ({run.worker or 'unknown'}) stopped responding: no heartbeat since "
                 f"{run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC. It was probably killed or its machine went down."

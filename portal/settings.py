@@ -640,6 +640,7 @@ CELERY_BEAT_SCHEDULE.update({
     "hosts-refresh-references": {"task": "hosts.tasks.refresh_reference_digests", "schedule": 60.0},
     "hosts-tallies-compact": {"task": "hosts.tasks.tallies_compact", "schedule": 60.0},
     "rollouts-resume-orphans": {"task": "hosts.rollouts.tasks.rollouts_resume_orphans", "schedule": 60.0},
+    "rollouts-wake-due": {"task": "hosts.rollouts.tasks.rollouts_wake_due", "schedule": 60.0},
     "hosts-check-updates": {"task": "hosts.tasks.check_updates_due", "schedule": float(HOSTS_UPDATE_CHECK_SECONDS)},
 })
 # Rollouts (docs/rollouts.md): how often the engine looks at its hosts, and how many it talks to at once.
@@ -647,6 +648,10 @@ ROLLOUTS_TICK_SECONDS = env.float("ROLLOUTS_TICK_SECONDS", default=2.0)
 ROLLOUTS_CONCURRENCY = env.int("ROLLOUTS_CONCURRENCY", default=32)
 ROLLOUTS_REBOOT_WAIT_SECONDS = env.int("ROLLOUTS_REBOOT_WAIT_SECONDS", default=HOSTS_REBOOT_WAIT_SECONDS)
 ROLLOUTS_MIN_FREE_BYTES = env.int("ROLLOUTS_MIN_FREE_BYTES", default=1024 ** 3)  # free on /sysroot (pre-flight)
+# A rollout that can only wait longer than this (a soak time, a maintenance window, a pause) parks: no worker is held,
+# and a countdown task (beat's rollouts_wake_due should it be lost) takes it up again, at the latest after the maximum.
+ROLLOUTS_PARK_AFTER_SECONDS = env.float("ROLLOUTS_PARK_AFTER_SECONDS", default=30.0)
+ROLLOUTS_PARK_MAX_SECONDS = env.float("ROLLOUTS_PARK_MAX_SECONDS", default=1800.0)
 
 # --- Retention (docs/operations.md#retention) ------------------------------------------------------------------------
 # Beat asks hourly; a pass runs when the last one started this many hours ago. Each pass is a RetentionRun row.

@@ -16,12 +16,19 @@ rollback --apply`. A host that does not come back is failed "unreachable". A boo
 its flag: before 1.12.0 the download happens in the window with the reboot (`upgrade --apply`); before 1.7.0 no soft
 reboot; before 1.1.7 no `rollback --apply` (the host is left failed, with the reason). The version is read from the
 fields the host's status has (bootc-reference.md §0).
+
+A rollout that can only wait (a soak time, a maintenance window, a pause) holds no worker: once a tick finds no job in
+flight and nothing changed, and the next thing that can happen is more than ROLLOUTS_PARK_AFTER_SECONDS away, the
+engine parks its run (`portal.runs.Execution.park`) and returns. A countdown task takes it up at that time (at most
+ROLLOUTS_PARK_MAX_SECONDS later, to look again); beat's `rollouts_wake_due` does it too, should the countdown be lost,
+and pause, resume and abort wake it at once. It carries on from the rows, as after a worker that died.
 """
 
 import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from django.db import transaction
 from django.utils import timezone
@@ -35,9 +42,9 @@ from portal import services as portal_services
 from portal.formatting import short_digest
 from portal.models import AuditEvent
 
-from . import jobs
+from . import jobs, services
 from . import policy as rules
-from .models import DONE_STEPS, FAILED_STEPS, Rollout, RolloutHost, RolloutStatus, Step, window_open
+from .models import DONE_STEPS, FAILED_STEPS, Rollout, RolloutHost, RolloutStatus, Step, window_next_open, window_open
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +64,15 @@ def capabilities(raw_status):
 
 
 def rollout_execute(rollout_id, *, clock=timezone.now):
-    """Execute a rollout's run (the task calls this). Returns the run."""
+    """Execute a rollout's run, or take up a parked one (the task calls this). Returns the run, which is still running
+    (parked) when the rollout waits."""
     rollout = Rollout.objects.select_related("run", "team", "stage").get(pk=rollout_id)
     run = rollout.run
     if not runs.claim(run, phase="starting"):
         return run
     with runs.executing(run, what="the rollout", stopped="hosts not started yet were left as they were",
                         before_finish=lambda execution: _release(rollout, execution)) as execution:
-        execution.reason = Engine(rollout, execution.sink, clock).run()
+        execution.reason = Engine(rollout, execution, clock).run()
     return run
 
 
@@ -76,10 +84,11 @@ def _release(rollout, execution):
 
 
 class Engine:
-    def __init__(self, rollout, sink, clock):
+    def __init__(self, rollout, execution, clock):
         self.rollout = rollout
         self.policy = rollout.policy
-        self.sink = sink
+        self.execution = execution
+        self.sink = execution.sink
         self.clock = clock
         self.jobs = {}  # row id -> (kind, future)
         self.pool = None
@@ -90,10 +99,15 @@ class Engine:
     def run(self):
         tick = setting("ROLLOUTS_TICK_SECONDS", 2.0)
         self.pool = ThreadPoolExecutor(max_workers=setting("ROLLOUTS_CONCURRENCY", 32), thread_name_prefix="rollout")
-        self.sink.write(f"Rollout #{self.rollout.pk}: {self.rollout.reference} → {self.rollout.digest}")
+        if self.sink.next_seq > 1:
+            self.sink.write(f"Rollout #{self.rollout.pk} carries on (taken up by {self.rollout.run.worker}).")
+        else:
+            self.sink.write(f"Rollout #{self.rollout.pk}: {self.rollout.reference} → {self.rollout.digest}")
         try:
             while True:
-                self._collect(self._rows())
+                rows = self._rows()
+                before = self._progress(rows)
+                self._collect(rows)
                 rows = self._rows()
                 self.rollout.refresh_from_db()
                 run = self.rollout.run
@@ -102,9 +116,8 @@ class Engine:
                 status = self.rollout.status
                 run.refresh_from_db(fields=["cancel_requested_at"])
                 if run.cancel_requested_at and status in (RolloutStatus.RUNNING, RolloutStatus.PAUSED):
-                    from .services import rollout_abort  # a cycle: services enqueue the task that runs this engine
-
-                    rollout_abort(rollout=self.rollout, user=None, rollback=False, note="its run was cancelled")
+                    services.rollout_abort(rollout=self.rollout, user=None, rollback=False,
+                                           note="its run was cancelled")
                     continue
                 if status == RolloutStatus.ABORTING:
                     ended = self._abort(rows)
@@ -114,13 +127,68 @@ class Engine:
                     ended = None
                 else:
                     ended = self._ended_reason()
-                self._summarise(self._rows())
+                rows = self._rows()
+                self._summarise(rows)
                 if ended is not None and not self.jobs:
                     return ended
+                if not self.jobs and self._progress(rows) == before and self._park(rows):
+                    return ""
                 self.sink.poll()
                 time.sleep(tick)
         finally:
             self.pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- waiting with no worker ---
+
+    def _progress(self, rows):
+        """What a tick may change: the rollout's status and batch, and each host's step."""
+        return (self.rollout.status, self.rollout.batch,
+                tuple((row.pk, row.step, row.checked_at is not None, row.reboot_sent_at is not None) for row in rows))
+
+    def _next_event(self, rows):
+        """(when, what) the next thing this rollout waits for happens, with no job in flight: a soak time ending, a
+        maintenance window opening, or, paused, the longest park; None when it is not a wait the engine knows."""
+        now, rollout = timezone.now(), self.rollout
+        if rollout.status == RolloutStatus.PAUSED:
+            return now + timedelta(seconds=setting("ROLLOUTS_PARK_MAX_SECONDS", 1800)), "a resume"
+        if rollout.status != RolloutStatus.RUNNING:
+            return None
+        batch = [row for row in rows if row.batch == rollout.batch]
+        waits = [(self._soak_ends(row), "the soak time to end") for row in batch
+                 if row.step == Step.SOAKING and row.back_at is not None]
+        window_bound = any(row.step == Step.STAGED or (
+            row.step == Step.WAITING and row.checked_at is not None
+            and not capabilities(row.host.raw_status)["download"]) for row in batch)
+        if window_bound:
+            clock_now = self.clock()
+            opens = window_next_open(self.policy.get("windows"), self.policy.get("window_timezone"), clock_now)
+            if opens is not None and opens > clock_now:
+                waits.append((now + (opens - clock_now), "the maintenance window to open"))
+        return min(waits) if waits else None
+
+    def _park(self, rows):
+        """Park the run when all the rollout can do is wait long enough; True when it did (the engine returns)."""
+        found = self._next_event(rows)
+        if found is None:
+            return False
+        event, what = found
+        now = timezone.now()
+        if (event - now).total_seconds() < setting("ROLLOUTS_PARK_AFTER_SECONDS", 30):
+            return False
+        until = min(event, now + timedelta(seconds=setting("ROLLOUTS_PARK_MAX_SECONDS", 1800)))
+        waiting = f"waiting for {what}" + (f" ({event:%Y-%m-%d %H:%M} UTC)" if what != "a resume" else "")
+        rollout = self.rollout
+        with transaction.atomic():
+            # Under the row lock the controls take too: a pause, resume or abort either came first (and the tick
+            # goes on) or comes after the run is parked (and wakes it).
+            locked = Rollout.objects.select_for_update().get(pk=rollout.pk)
+            if (locked.status, locked.batch) != (rollout.status, rollout.batch):
+                return False
+            self.sink.write(f"{waiting[0].upper()}{waiting[1:]}: the run is parked, no worker is held; it is taken up at "
+                            f"{until:%Y-%m-%d %H:%M:%S} UTC.")
+            self.execution.park(until=until, phase=waiting[:100])
+            transaction.on_commit(lambda: services.rollout_wake(rollout, at=until))
+        return True
 
     def _ended_reason(self):
         rollout = self.rollout
@@ -190,7 +258,7 @@ class Engine:
         elif row.step in (Step.REBOOTING, Step.ROLLING_BACK):
             self._submit(row, "back" if row.step == Step.REBOOTING else "rolled_back", jobs.job_wait_back,
                          self._target(row), None)  # resumed: the command was sent; wait, never send it again
-        elif row.step == Step.SOAKING and row.soak_ends_at is not None and timezone.now() >= row.soak_ends_at:
+        elif row.step == Step.SOAKING and row.back_at is not None and timezone.now() >= self._soak_ends(row):
             self._submit(row, "verify", jobs.job_read, self._target(row))
 
     def _batch_done(self, rows, batch):
@@ -472,6 +540,9 @@ class Engine:
         self._event(row, label + (f": {reason}" if reason else ""))
 
     # --- helpers ---
+
+    def _soak_ends(self, row):
+        return row.back_at + timedelta(seconds=self.policy.get("soak_seconds") or 0)
 
     def _matches(self, digest, host):
         if not digest:

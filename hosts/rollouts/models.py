@@ -12,7 +12,7 @@
 State changes live in `hosts.rollouts.services` and `hosts.rollouts.engine`; nothing here writes on save.
 """
 
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -249,3 +249,22 @@ def window_open(windows, tz_name, when):
                 (local - timedelta(days=1)).weekday() in days and clock < ends):
             return True
     return False
+
+
+def window_next_open(windows, tz_name, after):
+    """When one of `windows` is open next, at or after `after`: `after` itself when one is open (or there are no
+    windows), else the next start (UTC); None when none ever opens (a policy refuses that when it is saved)."""
+    if window_open(windows, tz_name, after):
+        return after
+    zone = ZoneInfo(tz_name or "UTC")
+    local = after.astimezone(zone)
+    starts = []
+    for days in range(8):
+        day = (local + timedelta(days=days)).date()
+        for window in windows:
+            if day.weekday() in window["weekdays"]:
+                hours, minutes = (int(part) for part in window["starts"].split(":"))
+                start = datetime.combine(day, time(hours, minutes), tzinfo=zone)
+                if start > after:
+                    starts.append(start)
+    return min(starts).astimezone(UTC) if starts else None

@@ -6,6 +6,7 @@ import logging
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from builds.models import ImageDefinition
@@ -15,7 +16,7 @@ from hosts.models import Host, ReferenceDigest
 from portal import services as portal_services
 from portal import ssh
 from portal.access import check_team_action
-from portal.models import Action, RunKind
+from portal.models import Action, RunKind, RunStatus
 
 from . import policy as rules
 from .models import ACTIVE_ROLLOUT_STATUSES, MaintenanceWindow, Rollout, RolloutHost, RolloutPolicy, RolloutStatus
@@ -176,7 +177,8 @@ def _control(rollout, user, *, allowed, status, action, summary, request=None, *
     if user is not None:
         check_team_action(user, rollout.team, Action.OPERATE)
     with transaction.atomic():
-        locked = Rollout.objects.select_for_update().get(pk=rollout.pk)
+        # The engine parks under this lock too: a parked rollout is woken to act on the change at once.
+        locked = Rollout.objects.select_for_update(of=("self",)).select_related("run").get(pk=rollout.pk)
         if locked.status not in allowed:
             raise RolloutError(f"Rollout #{locked.pk} is {locked.get_status_display().lower()}: it cannot be "
                                f"{summary}.")
@@ -184,6 +186,8 @@ def _control(rollout, user, *, allowed, status, action, summary, request=None, *
         portal_services.audit(action=action, summary=f"{summary} rollout #{locked.pk} of {locked.stage}", actor=user,
                               actor_name=None if user else "portal", team=locked.team, obj=locked, request=request,
                               detail={"from": locked.status, "to": status, **{k: str(v) for k, v in fields.items()}})
+        if locked.run.is_parked:
+            transaction.on_commit(lambda: rollout_wake(locked))
     rollout.refresh_from_db()
     return rollout
 
@@ -206,6 +210,29 @@ def rollout_abort(*, rollout, user, rollback=False, request=None, note=""):
     return _control(rollout, user, allowed=(RolloutStatus.RUNNING, RolloutStatus.PAUSED), status=RolloutStatus.ABORTING,
                     action="rollout.abort", summary="aborted" + (" (rolling back updated hosts)" if rollback else "")
                     + (f" ({note})" if note else ""), request=request, abort_with_rollback=rollback)
+
+
+def rollout_wake(rollout, *, at=None):
+    """Send the task that takes up a parked rollout, now or at `at`. A broker that does not take it only delays the
+    rollout: beat's `rollouts_wake_due` sends it again once the time has come."""
+    from .tasks import rollout_run  # a cycle: the task calls the engine, which calls these services
+
+    countdown = max(0.0, (at - timezone.now()).total_seconds()) if at is not None else 0
+    try:
+        rollout_run.apply_async(args=[rollout.pk], countdown=countdown)
+    except Exception as exc:  # noqa: BLE001 - kombu and redis-py raise several types when the broker is down
+        log.warning("rollout %s: could not send the task that takes it up (%s); beat sends it again", rollout.pk, exc)
+
+
+def rollouts_wake_due(now=None):
+    """Parked rollouts whose time has come, or whose run someone asked to cancel: send their task again (beat calls
+    this every minute, so a countdown lost with the broker delays a rollout by a minute at most). Returns them."""
+    now = now or timezone.now()
+    due = list(Rollout.objects.active().filter(run__status=RunStatus.RUNNING, run__parked_until__isnull=False).filter(
+        Q(run__parked_until__lte=now) | Q(run__cancel_requested_at__isnull=False)))
+    for rollout in due:
+        rollout_wake(rollout)
+    return due
 
 
 def rollouts_resume_orphans():

@@ -14,3 +14,9 @@ def rollout_run(rollout_id):
 def rollouts_resume_orphans():
     """Beat: rollouts whose worker died carry on in a new run, from their rows."""
     return [rollout.pk for rollout in services.rollouts_resume_orphans()]
+
+
+@shared_task
+def rollouts_wake_due():
+    """Beat: parked rollouts whose time has come carry on (their countdown task may have been lost)."""
+    return [rollout.pk for rollout in services.rollouts_wake_due()]

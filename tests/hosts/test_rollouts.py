@@ -6,7 +6,7 @@ happen only inside the maintenance window while downloads do not wait for it, a 
 
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -19,7 +19,7 @@ from hosts import drift, poller
 from hosts.models import EventKind, HostEvent, HostState
 from hosts.rollouts import engine, services
 from hosts.rollouts.models import Rollout, RolloutHost, RolloutStatus, Step
-from portal import registry
+from portal import registry, runs
 from portal import services as portal_services
 from portal.models import AuditEvent, Run, RunStatus
 from tests.conftest import wait_for
@@ -32,6 +32,9 @@ pytestmark = pytest.mark.django_db
 def rollout_settings(host_settings):
     host_settings.ROLLOUTS_TICK_SECONDS = 0.05
     host_settings.ROLLOUTS_REBOOT_WAIT_SECONDS = 4
+    # The engine runs in the test's thread here and waits in it; parking (no worker held while a rollout waits) is
+    # tested in TestWaitingHoldsNoWorker and, through a real worker, in test_rollouts_worker.py.
+    host_settings.ROLLOUTS_PARK_AFTER_SECONDS = 10 ** 9
     return host_settings
 
 
@@ -436,3 +439,81 @@ class TestUpdateAvailable:
         assert commands_with(fleet, "web-01", "bootc upgrade --quiet --check")
         page = client_for(personas.viewer).get(f"/rollouts/policies/{prod.pk}/").content.decode()
         assert "2 hosts follow prod: <strong>2</strong> with an update available · <strong>0</strong> staged" in page
+
+
+class TestWaitingHoldsNoWorker:
+    SUNDAY_NOON = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)  # the window is Monday 02:00-03:00 in Paris
+    MONDAY_0230_PARIS = datetime(2026, 12, 7, 1, 30, tzinfo=UTC)
+
+    def park_outside_the_window(self, fleet, demo_images, prod, personas, rollout_settings):
+        rollout_settings.ROLLOUTS_PARK_AFTER_SECONDS = 1
+        make_fleet(fleet, demo_images, ["web-01", "web-02"])
+        set_policy(prod, personas.admin, window_timezone="Europe/Paris",
+                   windows=[{"weekdays": [0], "starts": "02:00", "ends": "03:00"}])
+        rollout = start(prod, demo_images, personas.operator)
+        run = engine.rollout_execute(rollout.pk, clock=lambda: self.SUNDAY_NOON)
+        run.refresh_from_db()
+        return rollout, run
+
+    def test_a_rollout_waiting_for_its_window_parks_its_run_and_returns(self, fleet, demo_images, prod, personas,
+                                                                          rollout_settings):
+        rollout, run = self.park_outside_the_window(fleet, demo_images, prod, personas, rollout_settings)
+
+        # Downloads happened; the reboots wait for the window, and no worker waits with them.
+        assert all(r.step == Step.STAGED for r in RolloutHost.objects.filter(rollout=rollout))
+        assert run.status == RunStatus.RUNNING and run.is_parked and run.worker == ""
+        assert run.phase.startswith("waiting for the maintenance window to open (")
+        # Taken up again at the latest after ROLLOUTS_PARK_MAX_SECONDS, to look again (the window is 13 h away).
+        assert run.parked_until <= datetime.now(UTC) + timedelta(seconds=rollout_settings.ROLLOUTS_PARK_MAX_SECONDS)
+        assert not any(commands_with(fleet, n, "--apply") for n in ("web-01", "web-02"))
+        assert "the run is parked, no worker is held" in "\n".join(chunk.text for chunk in run.chunks.all())
+        rollout.refresh_from_db()
+        assert rollout.status == RolloutStatus.RUNNING
+
+    def test_the_reaper_leaves_a_parked_run_alone_until_it_is_overdue(self, fleet, demo_images, prod, personas,
+                                                                        rollout_settings):
+        rollout, run = self.park_outside_the_window(fleet, demo_images, prod, personas, rollout_settings)
+        assert run not in Run.objects.stale(now=run.parked_until)
+        overdue = run.parked_until + rollout_settings.RUN_STALE_AFTER + timedelta(seconds=1)
+        assert run in Run.objects.stale(now=overdue)
+        assert portal_services.reap_stale_runs(now=overdue) == [run]
+        run.refresh_from_db()
+        assert run.status == RunStatus.FAILED and run.exit_reason.startswith("It waited with no worker until ")
+        assert [r.pk for r in services.rollouts_resume_orphans()] == [rollout.pk]  # a new run carries on
+
+    def test_beat_takes_up_a_parked_rollout_once_its_time_has_come(self, fleet, demo_images, prod, personas,
+                                                                    rollout_settings):
+        rollout, run = self.park_outside_the_window(fleet, demo_images, prod, personas, rollout_settings)
+        assert services.rollouts_wake_due() == []
+        assert services.rollouts_wake_due(now=run.parked_until) == [rollout]
+
+    def test_a_parked_run_is_taken_up_by_one_task_only(self, fleet, demo_images, prod, personas, rollout_settings):
+        _, run = self.park_outside_the_window(fleet, demo_images, prod, personas, rollout_settings)
+        assert runs.claim(Run.objects.get(pk=run.pk))
+        assert not runs.claim(Run.objects.get(pk=run.pk))  # a second wake (countdown and beat) does nothing
+
+    def test_taken_up_inside_the_window_it_reboots_the_hosts_and_completes(self, fleet, demo_images, prod, personas,
+                                                                          rollout_settings):
+        rollout, run = self.park_outside_the_window(fleet, demo_images, prod, personas, rollout_settings)
+
+        engine.rollout_execute(rollout.pk, clock=lambda: self.MONDAY_0230_PARIS)  # what the woken task does
+
+        rollout.refresh_from_db()
+        run.refresh_from_db()
+        assert (rollout.status, run.status) == (RolloutStatus.COMPLETED, RunStatus.SUCCEEDED), run.exit_reason
+        assert not run.is_parked
+        for name in ("web-01", "web-02"):
+            assert len(commands_with(fleet, name, "--from-downloaded --apply")) == 1
+            assert len(commands_with(fleet, name, "--download-only")) == 1  # the download was not done again
+
+    def test_a_paused_rollout_parks_too(self, fleet, demo_images, prod, personas, rollout_settings):
+        rollout_settings.ROLLOUTS_PARK_AFTER_SECONDS = 1
+        make_fleet(fleet, demo_images, ["web-01"])
+        rollout = start(prod, demo_images, personas.operator)
+        services.rollout_pause(rollout=rollout, user=personas.operator)
+
+        run = engine.rollout_execute(rollout.pk)
+
+        run.refresh_from_db()
+        assert run.is_parked and run.phase == "waiting for a resume"
+        assert RolloutHost.objects.get(rollout=rollout).step == Step.WAITING
