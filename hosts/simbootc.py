@@ -17,11 +17,17 @@
   the previous deployment and greenboot makes it permanent with `bootc rollback`.
 - `journalctl -u UNIT -b 0|-1` prints what the simulated units logged in this or the previous boot.
 - `df --output=avail -B1 /sysroot` prints the free space (the rollout's pre-flight check).
+- `ostree admin pin [--unpin|-u] INDEX` pins a deployment by its index in ostree's list (the staged one first, then
+  the next boot's, then the other), as ostree does: a staged deployment cannot be pinned ("Cannot pin staged
+  deployment"), an index past the end is refused ("Out of range deployment index 3, expected < 2"). A pinned
+  deployment is never pruned: when a new boot would drop it (the old rollback), it moves to `otherDeployments`
+  (bootc 1.3.0 and later report them) and stays there until it is unpinned and the next deployment prunes it.
 
 Faults (`faults`): `fail_health_check` (the next new deployment fails greenboot), `failure_probability` (each new
 deployment fails greenboot with this probability, drawn from the host's name and the digest, so runs repeat),
 `slow_download` (seconds a download takes), `disk_full` (the download fails with ENOSPC), `never_come_back` (a reboot
-never ends), plus the SSH-level ones of `hosts.simulator`.
+never ends), `pin_fails` (`ostree admin pin` cannot write the deployment's origin, as on a read-only /sysroot),
+plus the SSH-level ones of `hosts.simulator`.
 """
 
 import asyncio
@@ -100,6 +106,7 @@ class HostState:
     rollback: Deployment | None = None
     rollback_queued: bool = False
     cached_update: dict | None = None
+    other_deployments: list = field(default_factory=list)  # pinned deployments neither booted, staged nor rollback
     boot_id: int = 1
     journal: list = field(default_factory=list)  # [(boot_id, unit, text)]
     host_key: str = ""  # OpenSSH private key text
@@ -120,6 +127,7 @@ class HostState:
         for slot in ("booted", "staged", "rollback"):
             if data.get(slot):
                 data[slot] = Deployment(**data[slot])
+        data["other_deployments"] = [Deployment(**item) for item in data.get("other_deployments", [])]
         data["journal"] = [tuple(item) for item in data.get("journal", [])]
         return cls(**data)
 
@@ -131,7 +139,8 @@ class CommandError(Exception):
 
 
 FAULTS = {"down": False, "hang": False, "slow": 0.0, "fail_health_check": False, "flood": False, "garbage": False,
-          "nul": "", "failure_probability": 0.0, "slow_download": 0.0, "disk_full": False, "never_come_back": False}
+          "nul": "", "failure_probability": 0.0, "slow_download": 0.0, "disk_full": False, "never_come_back": False,
+          "pin_fails": False}
 
 
 def unexpected(argument):
@@ -178,6 +187,8 @@ class BootcMachine:
             return self.cmd_journal(argv[1:])
         if argv[:1] == ["df"]:
             return self.cmd_df(argv[1:])
+        if argv[:3] == ["ostree", "admin", "pin"]:
+            return self.cmd_pin(argv[3:])
         raise CommandError(f"bash: {argv[0] if argv else ''}: command not found", 127)
 
     # --- status ---
@@ -195,6 +206,8 @@ class BootcMachine:
             "staged": state.staged.entry(None, version) if state.staged else None,
             "type": "bootcHost" if state.booted else None,
         }
+        if state.other_deployments and self.bootc_version >= (1, 3, 0):
+            status["otherDeployments"] = [entry.entry(None, version) for entry in state.other_deployments]
         if self.bootc_version >= (1, 14, 0):
             status["usrOverlay"] = None
         if self.bootc_version >= (1, 16, 7):
@@ -405,6 +418,46 @@ class BootcMachine:
             raise CommandError("df: only `df --output=avail -B1 /sysroot` is simulated", 1)
         return f"   Avail\n{self.state.disk_free_bytes}\n"
 
+    def deployments(self):
+        """ostree's list of deployments, as `ostree admin pin INDEX` counts them: the staged one, then the one the next
+        boot takes (the rollback when it is queued), the other of the two, then the pinned rest."""
+        state = self.state
+        order = [state.rollback, state.booted] if state.rollback_queued else [state.booted, state.rollback]
+        return [entry for entry in [state.staged, *order, *state.other_deployments] if entry is not None]
+
+    def cmd_pin(self, args):
+        unpin = bool({"--unpin", "-u"} & set(args))
+        indexes = [arg for arg in args if arg not in ("--unpin", "-u")]
+        if len(indexes) != 1:
+            raise CommandError("error: INDEX must be specified", 1)
+        try:
+            index = int(indexes[0])
+        except ValueError:
+            index = 0  # ostree reads the index with atoi()
+        deployments = self.deployments()
+        if index < 0:
+            raise CommandError(f"error: Invalid index {index}")
+        if index >= len(deployments):
+            raise CommandError(f"error: Out of range deployment index {index}, expected < {len(deployments)}")
+        deployment = deployments[index]
+        if deployment.pinned != unpin:
+            return f"Deployment is already {'unpinned' if unpin else 'pinned'}\n"
+        if deployment is self.state.staged:
+            raise CommandError("error: Cannot pin staged deployment")
+        if self.faults["pin_fails"]:
+            # Wording not verified against ostree: a pin rewrites the deployment's origin file under /sysroot.
+            raise CommandError("error: Writing origin file: Read-only file system")
+        deployment.pinned = not unpin
+        self.changed()
+        return f"Deployment is now {'unpinned' if unpin else 'pinned'}\n"
+
+    def _pruned(self, dropped):
+        """A deployment a new boot no longer needs: kept (in otherDeployments) when pinned; unpinned ones go."""
+        others = [entry for entry in self.state.other_deployments if entry.pinned]
+        if dropped is not None and dropped.pinned:
+            others.append(dropped)
+        self.state.other_deployments = others
+
     def _log(self, unit, text, boot_id=None):
         boot_id = boot_id or self.state.boot_id
         self.state.journal.append((boot_id, unit, f"{now_rfc3339()} {self.name} {unit.removesuffix('.service')}: {text}"))
@@ -464,6 +517,7 @@ class BootcMachine:
                               + (", rebooting to the previous deployment" if counter == 0 else ", rebooting"))
                     state.boot_id += 1
                 new.will_fail_health_check = False
+                self._pruned(state.rollback)
                 state.booted, state.rollback = previous, new
                 self._log("greenboot-rpm-ostree-grub2-check-fallback.service",
                           f"FALLBACK BOOT DETECTED! Default bootc deployment {new.digest} failed to boot; running "
@@ -472,6 +526,7 @@ class BootcMachine:
                                    f"{previous.digest} made permanent")
                 self.faults["fail_health_check"] = False
             else:
+                self._pruned(state.rollback)
                 state.booted, state.rollback = new, previous
                 self._log("greenboot-healthcheck.service", "greenboot health checks passed")
                 self._log("ostree-boot-complete.service", f"Booted {new.digest}")

@@ -257,6 +257,17 @@ def df_sysroot():
     return Command(("df", "--output=avail", "-B1", "/sysroot"), "read the free space on /sysroot")
 
 
+def ostree_admin_pin(index, *, unpin=False):
+    """`ostree admin pin INDEX`: keep the deployment at INDEX in ostree's list (the staged one first, then the one the
+    next boot takes, then the other) through later updates, as a fallback; `--unpin` lets it go. Every ostree release
+    takes a number; the names `booted` and `rollback` only recent ones."""
+    index = int(index)
+    if index < 0:
+        raise ValueError("A deployment index is 0 or more.")
+    argv = ("ostree", "admin", "pin") + (("--unpin",) if unpin else ()) + (str(index),)
+    return Command(argv, ("unpin" if unpin else "pin") + f" the deployment at index {index}")
+
+
 def systemctl_reboot():
     return Command(("systemctl", "reboot"), "reboot")
 

@@ -7,6 +7,10 @@ thread. Each step is written to its row *before* it acts (`download_started_at`,
 host whose download may have finished, waits for a host whose reboot was sent (and never sends it again), and never
 reboots a host twice.
 
+Before its batch acts on a host, the pre-flight checks run (architecture, free space, the registry reachable); before a
+major upgrade (a switch to another stream) the booted deployment is also pinned (`ostree admin pin`) and seen pinned
+in the status, so it stays on the host as a fallback.
+
 A host's steps: waiting → downloading (`bootc upgrade --download-only`, or `switch --download-only` to another
 stream) → staged → rebooting (`bootc upgrade --from-downloaded --apply`, `--soft-reboot=auto` when the staged
 deployment is softRebootCapable), only inside a maintenance window and within the disruption budget → soaking (booted
@@ -347,8 +351,24 @@ class Engine:
         elif result.get("free") is not None and result["free"] < need:
             self._finish(row, Step.SKIPPED, f"pre-flight: {_size(result['free'])} free on /sysroot, the update needs "
                                             f"{_size(need)}")
+        elif self._switching(row):
+            # A major upgrade: the deployment it boots now stays on the host as a fallback (ostree prunes an
+            # unpinned one once two newer deployments exist), so a rollback to the old stream stays possible.
+            self._submit(row, "pinned", jobs.job_pin_booted, self._target(row))
         else:
             RolloutHost.objects.filter(pk=row.pk).update(checked_at=timezone.now())
+
+    def _on_pinned(self, row, result):
+        if result.get("error", "").startswith("unreachable"):
+            self._fail(row, result["error"])
+        elif result.get("error"):
+            self._finish(row, Step.SKIPPED, "pre-flight: could not pin the booted deployment as a fallback "
+                                            f"(`ostree admin pin`): {result['error']}")
+        else:
+            RolloutHost.objects.filter(pk=row.pk).update(checked_at=timezone.now())
+            self.sink.write(f"{row.host.name}: pinned the booted deployment {short_digest(result['pinned'])} as the "
+                            "fallback of the switch")
+            self._event(row, f"pinned {short_digest(result['pinned'])} as the fallback before the switch")
 
     def _start_download(self, row):
         now = timezone.now()

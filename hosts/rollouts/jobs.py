@@ -30,6 +30,56 @@ def job_preflight(host_id, target, commands):
     return out
 
 
+def booted_index(status):
+    """The booted deployment's index in ostree's list, as `ostree admin pin` counts: the staged deployment comes first,
+    then the one the next boot takes (the rollback, when one is queued), then the other."""
+    return (1 if status.staged is not None else 0) + (1 if status.rollback_queued and status.rollback else 0)
+
+
+def job_pin_booted(host_id, target):
+    """Pin the booted deployment (`ostree admin pin N`), so it stays on the host as a fallback through the major
+    upgrade and the updates after it, then read the status to see it pinned. {"outcome", "pinned": digest} or
+    {"error": why} (with the outcome when the host answered)."""
+    before = read_status(target, host_id)
+    status, error = _status_of(before)
+    if error:
+        return {"error": error, "outcome": before}
+    if status.booted is None:
+        return {"error": "its status shows no booted deployment", "outcome": before}
+    booted_digest = status.booted.digest
+    if not status.booted.pinned:
+        try:
+            with session_for(target) as connection:
+                result = connection.run(ssh.ostree_admin_pin(booted_index(status)),
+                                        timeout=setting("HOSTS_COMMAND_TIMEOUT", 30))
+        except (ssh.SSHError, HostError) as exc:
+            return {"error": f"unreachable: {exc}"}
+        if result.exit_status != 0:
+            lines = (result.error_text() or result.text()).strip().splitlines()
+            return {"error": lines[-1] if lines else f"exit status {result.exit_status}", "outcome": before}
+    after = read_status(target, host_id)
+    status, error = _status_of(after)
+    if error:
+        return {"error": error, "outcome": after}
+    booted = status.booted
+    if booted is None or not booted.pinned or booted.digest != booted_digest:
+        return {"error": "after `ostree admin pin`, its status does not show the booted deployment pinned",
+                "outcome": after}
+    return {"outcome": after, "pinned": booted.digest}
+
+
+def _status_of(outcome):
+    """(BootcStatus, None) or (None, why it cannot be read)."""
+    if outcome.error is not None:
+        return None, f"unreachable: {outcome.error}"
+    if outcome.exit_status:
+        return None, f"bootc status failed: {bootc.error_line(outcome.stderr) or outcome.exit_status}"
+    try:
+        return bootc.parse_status(outcome.raw.decode("utf-8", errors="replace")), None
+    except bootc.StatusUnreadable as exc:
+        return None, f"its status is unreadable: {exc}"
+
+
 def job_read(host_id, target):
     return {"outcome": read_status(target, host_id)}
 

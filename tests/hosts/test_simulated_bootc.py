@@ -123,3 +123,45 @@ def test_the_same_failure_probability_fails_the_same_hosts(fleet, demo_images):
     first = [n for n in names if Probe(n, 0.05)._fails_health_check("sha256:ab")]
     again = [n for n in names if Probe(n, 0.05)._fails_health_check("sha256:ab")]
     assert first == again and 2 <= len(first) <= 25
+
+
+class TestPinning:
+    """`ostree admin pin` as ostree does it: indexes count the staged deployment first, a staged deployment cannot be
+    pinned, and a pinned deployment outlives the updates that would prune it (bootc lists it in otherDeployments)."""
+
+    def test_the_booted_deployment_is_index_0_until_something_is_staged_then_1(self, fleet, demo_images, one_host):
+        host = one_host()
+        assert run(host, ssh.bootc_upgrade(download_only=True)).exit_status == 0
+        refused = run(host, ssh.ostree_admin_pin(0))
+        assert refused.exit_status == 1 and refused.error_text().strip() == "error: Cannot pin staged deployment"
+        assert run(host, ssh.ostree_admin_pin(1)).text() == "Deployment is now pinned\n"
+        assert status(host)["booted"]["pinned"] is True
+        assert run(host, ssh.ostree_admin_pin(1)).text() == "Deployment is already pinned\n"
+
+    def test_an_index_past_the_end_is_refused(self, one_host):
+        result = run(one_host(), ssh.ostree_admin_pin(2))  # booted and rollback: 0 and 1
+        assert result.exit_status == 1
+        assert result.error_text().strip() == "error: Out of range deployment index 2, expected < 2"
+
+    def test_a_pinned_deployment_outlives_two_updates_and_an_unpinned_one_does_not(self, fleet, demo_images,
+                                                                                   one_host, oci_registry):
+        from hosts import simregistry
+
+        digests, _ = demo_images
+        host = one_host()
+        assert run(host, ssh.ostree_admin_pin(0)).exit_status == 0  # 1.0, booted
+        assert run(host, ssh.bootc_upgrade(apply=True)).exit_status == 0  # to 1.1, which prod holds
+        wait_back(fleet, "web-01")
+        newer = simregistry.push_demo_image(oci_registry.address, "platform/web-os", version="1.3", tags=["prod"])
+        assert run(host, ssh.bootc_upgrade(apply=True)).exit_status == 0  # to 1.3
+        wait_back(fleet, "web-01")
+
+        after = status(host)
+        assert after["booted"]["image"]["imageDigest"] == newer["amd64"]
+        assert after["rollback"]["image"]["imageDigest"] == digests["1.1"]["amd64"]
+        others = after["otherDeployments"]
+        assert [(o["image"]["imageDigest"], o["pinned"]) for o in others] == [(digests["1.0"]["amd64"], True)]
+        assert "sha256:" + "0" * 64 not in json.dumps(after)  # 0.9, the rollback before, was not pinned: pruned
+
+        assert run(host, ssh.ostree_admin_pin(2, unpin=True)).text() == "Deployment is now unpinned\n"
+        assert status(host)["otherDeployments"][0]["pinned"] is False  # pruned by the next deployment
