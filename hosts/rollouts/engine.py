@@ -461,11 +461,12 @@ class Engine:
         if result.get("outcome") is not None and result["outcome"].error is not None:
             self._fail(row, f"unreachable: {result['outcome'].error}")
             return
-        if host.staged_digest and self._matches(host.staged_digest, host):
+        if host.staged_digest and self._matches(host.staged_digest, host) and self._on_target_stream(host, "staged"):
             RolloutHost.objects.filter(pk=row.pk).update(step=Step.STAGED, staged_at=timezone.now())
-            self.sink.write(f"{host.name}: staged {short_digest(host.staged_digest)}, waiting for its window")
+            self.sink.write(f"{host.name}: its bootc status shows the target {short_digest(host.staged_digest)} "
+                            "staged; waiting for its window")
             return
-        if self._matches(host.booted_digest, host):
+        if self._matches(host.booted_digest, host) and self._on_target_stream(host, "booted"):
             self._finish(row, Step.UPDATED, "already boots the target digest")
             return
         if not downloaded and row.attempts < 3:
@@ -474,8 +475,8 @@ class Engine:
             RolloutHost.objects.filter(pk=row.pk).update(step=Step.WAITING)
             self.sink.write(f"{host.name}: the download recorded before the restart did not finish; it starts again")
             return
-        self._fail(row, f"staged {short_digest(host.staged_digest, missing='nothing')} instead of "
-                        f"{short_digest(self.rollout.digest)} (the tag may have moved)")
+        command = "bootc switch --download-only" if self.rollout.switch else "bootc upgrade --download-only"
+        self._fail(row, f"after `{command}`, {self._not_the_target(host, 'staged')}")
 
     def _on_back(self, row, result):
         host = row.host
@@ -490,7 +491,7 @@ class Engine:
         RolloutHost.objects.filter(pk=row.pk).update(back_at=timezone.now(), downtime_seconds=downtime)
         row.back_at = timezone.now()
         row.downtime_seconds = downtime
-        if self._matches(host.booted_digest, host):
+        if self._matches(host.booted_digest, host) and self._on_target_stream(host, "booted"):
             journal = result.get("journal") or []
             if any("FAILURE" in line or "checks failed" in line for line in journal):
                 self._fail(row, "booted the target, but greenboot's health check failed")
@@ -513,8 +514,7 @@ class Engine:
                 RolloutHost.objects.filter(pk=row.pk).update(step=Step.STAGED, reboot_sent_at=None)
                 self.sink.write(f"{host.name}: the reboot never happened (still staged); it goes again in its window")
                 return
-        self._fail(row, f"booted {short_digest(host.booted_digest, missing='nothing')}, not the target "
-                        f"{short_digest(self.rollout.digest)}")
+        self._fail(row, f"after the reboot, {self._not_the_target(host, 'booted', before=row.previous_digest)}")
 
     def _on_verify(self, row, result):
         host = row.host
@@ -569,6 +569,37 @@ class Engine:
             return False
         return bootc.digest_matches(bootc.ImageInfo(digest=digest, architecture=host.architecture),
                                     self.rollout.digests or {"": self.rollout.digest})
+
+    def _on_target_stream(self, host, slot):
+        """For a switch, whether the host's `slot` deployment (and spec) is an image of the rollout's reference, as its
+        bootc status says: the right digest under another name is another stream's build."""
+        if not self.rollout.switch:
+            return True
+        entry = ((host.status or {}).get(slot) or {}).get("image") or {}
+        return entry.get("image", self.rollout.reference) == self.rollout.reference
+
+    def _not_the_target(self, host, slot, *, before=""):
+        """Why the host's `slot` deployment, as its bootc status shows it, is not what the rollout asked for (`before`:
+        the digest it booted before the rollout acted on it)."""
+        rollout = self.rollout
+        entry = ((host.status or {}).get(slot) or {}).get("image") or {}
+        digest = entry.get("digest") or ""
+        if not digest:
+            return f"its bootc status shows nothing {slot}; the rollout asked for {rollout.reference} at " \
+                   f"{short_digest(rollout.digest)}"
+        shown = f"{entry.get('image') or '(no image name)'} at {short_digest(digest)}" + (
+            f" ({entry['version']})" if entry.get("version") else "")
+        asked = f"{rollout.reference} at {short_digest(rollout.digest)}" + (
+            f" ({rollout.version})" if rollout.version else "")
+        if before and digest == before:
+            why = "it still boots what it booted before: the update was not applied"
+        elif entry.get("image") == rollout.reference:
+            why = "its tag moved since the rollout started: roll out what it holds now in a new rollout"
+        elif rollout.switch:
+            why = f"the host tracks {host.spec_image or 'nothing'}"
+        else:
+            why = "the host tracks another image"
+        return f"its bootc status shows {shown} {slot}, not the rollout's target {asked}: {why}"
 
     def _switching(self, row):
         return self.rollout.switch and row.host.spec_image != self.rollout.reference

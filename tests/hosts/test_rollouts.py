@@ -22,6 +22,7 @@ from hosts.rollouts import engine, services
 from hosts.rollouts.models import Rollout, RolloutHost, RolloutStatus, Step
 from portal import registry, runs, ssh
 from portal import services as portal_services
+from portal.formatting import short_digest
 from portal.models import AuditEvent, Run, RunStatus
 from tests.conftest import wait_for
 from tests.hosts.fixtures import booted_state
@@ -342,6 +343,32 @@ class TestSwitchingToAnotherStream:
         assert row.reason.startswith("pre-flight: could not pin the booted deployment as a fallback (`ostree admin "
                                      "pin`): error: ")
         assert not commands_with(fleet, "web-01", "bootc switch")
+
+    def test_a_host_that_stages_another_digest_than_the_rollout_asked_for_fails_with_what_it_staged(
+            self, fleet, demo_images, prod, personas, rollout_settings, oci_registry):
+        from hosts import simregistry
+
+        digests, _ = demo_images
+        ten = simregistry.push_demo_image(oci_registry.address, "platform/web-os-10", version="10.0", tags=["prod"])
+        ImageDefinition.objects.create(team=personas.team, name="web-os-10",
+                                       repository=f"{oci_registry.address}/platform/web-os-10")
+        make_fleet(fleet, demo_images, ["web-01"])
+        set_policy(prod, personas.admin)
+        target = f"{oci_registry.address}/platform/web-os-10:prod"
+        rollout = services.rollout_start(stage=prod, reference=target, digest=ten["amd64"], switch=True,
+                                         user=personas.operator)
+        moved = simregistry.push_demo_image(oci_registry.address, "platform/web-os-10", version="10.1", tags=["prod"])
+
+        engine.rollout_execute(rollout.pk)
+
+        row = rows_by_name(rollout)["web-01"]
+        assert row.step == Step.FAILED
+        assert row.reason == (
+            f"after `bootc switch --download-only`, its bootc status shows {target} at {short_digest(moved['amd64'])} "
+            f"(10.1) staged, not the rollout's target {target} at {short_digest(ten['amd64'])}: its tag moved since "
+            "the rollout started: roll out what it holds now in a new rollout")
+        assert not commands_with(fleet, "web-01", "--apply")  # never rebooted into what it was not asked to run
+        assert fleet.host("web-01").booted_digest == digests["1.0"]["amd64"]
 
     def test_a_switch_to_a_repository_that_is_not_the_teams_is_refused(self, fleet, demo_images, prod, personas,
                                                                        rollout_settings):
