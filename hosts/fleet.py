@@ -109,8 +109,9 @@ def per_stage(counts, team_names, stages):
         stage = stages.get(stage_id)
         row = rows.setdefault((team_names[team_id], stage.position if stage else 1 << 30, stage_id), {
             "team__name": team_names[team_id], "stage__name": stage.name if stage else None,
-            "total": 0, "drifting": 0, "staged": 0, "problems": 0, "rolled_back": 0})
+            "total": 0, "up_to_date": 0, "drifting": 0, "staged": 0, "problems": 0, "rolled_back": 0})
         row["total"] += n
+        row["up_to_date"] += n if state == HostState.UP_TO_DATE else 0
         row["drifting"] += n if drifting else 0
         row["staged"] += n if state == HostState.UPDATE_STAGED else 0
         row["problems"] += n if state in PROBLEM_STATES else 0

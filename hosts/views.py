@@ -532,8 +532,9 @@ def drift_list(request):
 
 @login_required
 def fleet(request):
-    """Host counts per stage, and which digests the hosts of each repository run (paged by repository), all from the
-    maintained tallies: no page counts the fleet."""
+    """Host counts per stage (up to date, staged, drifting, ...), the rollouts under way (a rollouts fragment), and
+    which digests the hosts of each repository run (paged by repository), all from the maintained tallies: no page
+    counts the fleet."""
     teams = _visible_teams(request.user)
     team = current_team(request)
     if team is not None:
@@ -547,9 +548,10 @@ def fleet(request):
     definitions = {d.repository: d for d in ImageDefinition.objects.visible_to(request.user)
                    .filter(repository__in=repositories)}
     builds = builds_by_digest(request.user, [row["digest"] for _, digest_rows in shown for row in digest_rows])
-    return render(request, "hosts/fleet.html", {"per_stage": fleet_tallies.per_stage(found.counts, team_names, stages),
-                                                "groups": shown, "others": others, "page": page, "team": team,
-                                                "definitions": definitions, "builds": builds})
+    per_stage = fleet_tallies.per_stage(found.counts, team_names, stages)
+    return render(request, "hosts/fleet.html", {"per_stage": per_stage, "groups": shown, "others": others, "page": page,
+                                                "team": team, "definitions": definitions, "builds": builds,
+                                                "rollouts_url": registry.fragment_url("fleet.rollouts")})
 
 
 @login_required

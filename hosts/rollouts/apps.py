@@ -21,3 +21,5 @@ class RolloutsConfig(AppConfig):
         registry.fragment("promotion.rollout", url_name="rollouts:of_promotion")
         # The host page says how the host is updated and links the rollouts that acted on it.
         registry.fragment("host.rollouts", url_name="rollouts:of_host")
+        # The fleet view shows the rollouts under way and how far each has come.
+        registry.fragment("fleet.rollouts", url_name="rollouts:of_fleet")

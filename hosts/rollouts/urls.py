@@ -14,4 +14,5 @@ urlpatterns = [
     path("rollouts/policies/<int:pk>/start/", views.rollout_start, name="start"),
     path("rollouts/of/promotions/<int:pk>/", views.promotion_rollout, name="of_promotion"),
     path("rollouts/of/hosts/<int:pk>/", views.host_rollouts, name="of_host"),
+    path("rollouts/of/fleet/", views.fleet_rollouts, name="of_fleet"),
 ]

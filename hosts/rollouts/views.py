@@ -15,7 +15,7 @@ from hosts.access import get_host_for_user
 from hosts.models import HostState, ReferenceDigest
 from portal.access import can, teams_where
 from portal.models import Action, AuditEvent
-from portal.views import _viewer_context
+from portal.views import _viewer_context, current_team
 
 from . import services
 from .access import get_rollout_for_user, get_stage_for_rollouts
@@ -151,6 +151,28 @@ def promotion_rollout(request, pk):
     promotion = get_promotion_for_user(request.user, pk)
     rollouts = Rollout.objects.filter(promotion=promotion).select_related("run")
     return render(request, "rollouts/_promotion_rollout.html", {"promotion": promotion, "rollouts": rollouts})
+
+
+FLEET_ROLLOUTS_SHOWN = 10
+
+
+@login_required
+@require_GET
+def fleet_rollouts(request):
+    """On the fleet view: the rollouts under way that the user may read (of the team chosen, if one is), each with how
+    many of its hosts boot its target and how many have it staged, as their last status says."""
+    rollouts = Rollout.objects.visible_to(request.user).active().select_related("stage", "team", "run")
+    team = current_team(request)
+    if team is not None:
+        rollouts = rollouts.filter(team=team)
+    shown = []
+    for rollout in rollouts[:FLEET_ROLLOUTS_SHOWN]:
+        targets = sorted({rollout.digest, *(rollout.digests or {}).values()} - {""})
+        counts = RolloutHost.objects.filter(rollout=rollout).aggregate(
+            total=Count("id"), on_target=Count("id", filter=Q(host__booted_digest__in=targets)),
+            staged=Count("id", filter=Q(host__staged_digest__in=targets) & ~Q(host__booted_digest__in=targets)))
+        shown.append((rollout, counts))
+    return render(request, "rollouts/_fleet_rollouts.html", {"shown": shown})
 
 
 @login_required

@@ -62,6 +62,20 @@ class TestPages:
         for who in ("viewer", "helpdesk"):
             assert "Abort and roll back" not in client_for(getattr(personas, who)).get(url).content.decode()
 
+    def test_the_fleet_view_shows_the_rollouts_under_way_and_how_many_hosts_are_on_their_target(
+            self, client_for, personas, rollout):
+        Host.objects.filter(name="web-0").update(booted_digest=DIGEST)
+        Host.objects.filter(name="web-1").update(staged_digest=DIGEST)
+        url = "/rollouts/of/fleet/"
+        assert 'hx-get="/rollouts/of/fleet/"' in client_for(personas.viewer).get("/hosts/fleet/").content.decode()
+        assert status(client_for(None), "get", url) == 302
+        outsider = client_for(personas.outsider).get(url)
+        assert outsider.status_code == 200 and f"#{rollout.pk}" not in outsider.content.decode()
+        for who in READERS:
+            text = client_for(getattr(personas, who)).get(url, HTTP_HX_REQUEST="true").content.decode()
+            assert f'href="/rollouts/{rollout.pk}/">#{rollout.pk}</a>' in text, who
+            assert '<span class="fw-semibold">1</span>/3</td>' in text and '<td class="text-end">1</td>' in text, who
+
     def test_the_host_list_links_the_rollouts(self, client_for, personas, rollout):
         assert 'href="/rollouts/"' in client_for(personas.viewer).get("/hosts/").content.decode()
 

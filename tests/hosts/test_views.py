@@ -304,6 +304,12 @@ class TestTheList:
         assert counts == {"dev": (60, 0, 30, 0), "prod": (60, 30, 0, 30)}
         assert "No hosts yet" in client_for(personas.outsider).get("/hosts/fleet/").content.decode()
 
+    def test_the_fleet_view_counts_per_stage_the_hosts_up_to_date(self, personas, client_for, many):
+        response = client_for(personas.viewer).get("/hosts/fleet/")
+        counts = {row["stage__name"]: row["up_to_date"] for row in response.context["per_stage"]}
+        assert counts == {"dev": 30, "prod": 0}  # every fourth node is up to date, and they are all dev's
+        assert "Up to date" in response.content.decode()
+
     def test_the_fleet_view_lists_the_most_run_digests_of_a_repository_and_sums_up_the_rest(self, personas,
                                                                                              client_for):
         hosts = [Host(team=personas.team, name=f"own-{i:02d}", address="10.1.0.1", booted_image="r/x:prod",
