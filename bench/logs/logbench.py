@@ -83,6 +83,7 @@ class Services:
             "DEBUG": "false",
             "SECRET_KEY": "bench-logs-" + "k" * 50,
             "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+            "AUDIT_HMAC_KEY": "bench-logs-audit-" + "k" * 32,
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "SECURE_SSL_REDIRECT": "false",
             "SESSION_COOKIE_SECURE": "false",
@@ -106,21 +107,28 @@ class Services:
         self.processes.append(self.redis)
         wait_for(self.redis_socket.exists, 10, "redis")
 
-    def start_daphne(self):
-        logfile = open(self.dir / "daphne.log", "wb")  # noqa: SIM115 - lives as long as the process
-        self.daphne = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+    def start_daphne(self, count=1):
+        """`count` daphne processes, each on its own port, as compose.yaml's web replicas behind the proxy."""
+        self.ports = [self.port] + [free_port() for _ in range(count - 1)]
+        self.daphnes = []
+        for index, port in enumerate(self.ports):
+            logfile = open(self.dir / f"daphne-{index + 1}.log", "wb")  # noqa: SIM115 - lives as long as the process
+            process = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
                                         "portal.asgi:application"], cwd=ROOT, env=self.env, stdout=logfile,
                                        stderr=subprocess.STDOUT)
-        self.processes.append(self.daphne)
+            self.processes.append(process)
+            self.daphnes.append(process)
+        self.daphne = self.daphnes[0]
 
-        def answers():
+        def answers(port):
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                     return True
             except OSError:
                 return False
 
-        wait_for(answers, 30, "daphne")
+        for port in self.ports:
+            wait_for(lambda port=port: answers(port), 120, "daphne")
 
     def stop(self):
         for process in reversed(self.processes):
@@ -131,6 +139,12 @@ class Services:
                 except subprocess.TimeoutExpired:
                     process.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds a process has used so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def setup_django(services):
@@ -244,24 +258,35 @@ def bench_ingest(team, lines, pipe_lines):
 # --- 2 and 3. viewers ------------------------------------------------------------------------------------------------
 
 
-def bench_viewers(services, team, cookie, *, viewers, lines, rate, processes=1):
-    """`viewers` websocket clients (spread over `processes` client processes) watch a run written at `rate` lines/s."""
+def bench_viewers(services, team, cookie, *, viewers, lines, rate, processes=1, web=1, poll_interval=None):
+    """`viewers` websocket clients (spread over `processes` client processes, each on one of the first `web` daphne
+    processes in turn) watch a run written at `rate` lines/s. With `poll_interval`, they poll the lines endpoint over
+    HTTP instead (the reference). Also returns the CPU seconds each daphne process, Redis and the clients used."""
     from portal.logsink import LogSink
 
     run = new_run(team, f"bench: {viewers} viewers")
-    url = f"ws://127.0.0.1:{services.port}/ws/runs/{run.pk}/"
     clients = []
     per = [viewers // processes + (1 if i < viewers % processes else 0) for i in range(processes)]
-    for count in per:
+    for index, count in enumerate(per):
+        port = services.ports[index % web]
+        if poll_interval:
+            target = ["--poll", f"http://127.0.0.1:{port}/runs/{run.pk}/log/lines/", "--interval", str(poll_interval)]
+        else:
+            target = ["--url", f"ws://127.0.0.1:{port}/ws/runs/{run.pk}/"]
         clients.append(subprocess.Popen(
-            [sys.executable, str(HERE / "viewers.py"), "--url", url, "--cookie", cookie, "--count", str(count),
+            [sys.executable, str(HERE / "viewers.py"), *target, "--cookie", cookie, "--count", str(count),
              "--expect", str(lines), "--timeout", str(lines / rate + 300)],
             stdout=subprocess.PIPE, text=True, cwd=ROOT))
     for client in clients:
         ready = client.stdout.readline().strip()
         if ready != "READY":
             raise SystemExit(f"viewers did not get ready: {ready!r}")
-    log(f"  {viewers} viewers connected; writing {lines:,} lines at {rate:,}/s")
+    how = f"polling every {poll_interval} s" if poll_interval else "websockets"
+    log(f"  {viewers} viewers ({how}) on {web} web process(es); writing {lines:,} lines at {rate:,}/s")
+    watched = {f"web{i + 1}": p.pid for i, p in enumerate(services.daphnes[:web])}
+    watched.update({"redis": services.redis.pid, "writer": os.getpid()})
+    watched.update({f"clients{i + 1}": c.pid for i, c in enumerate(clients)})
+    cpu_before = {name: cpu_seconds(pid) for name, pid in watched.items()}
     sink = LogSink(run)
     pad = "x" * 60
     started = time.perf_counter()
@@ -273,6 +298,7 @@ def bench_viewers(services, team, cookie, *, viewers, lines, rate, processes=1):
     sink.poll()
     finish(run, sink)
     write_seconds = time.perf_counter() - started
+    cpu = {name: round(cpu_seconds(pid) - cpu_before[name], 2) for name, pid in watched.items()}
     results = [json.loads(client.stdout.readline()) for client in clients]
     for client in clients:
         client.wait(30)
@@ -281,7 +307,10 @@ def bench_viewers(services, team, cookie, *, viewers, lines, rate, processes=1):
     # Percentiles of the whole population: the worst of the client processes' (they see the same stream).
     for key in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
         merged[key] = max(r[key] for r in results if r[key] is not None)
-    merged.update({"lines": lines, "rate": rate, "write_seconds": round(write_seconds, 2), "run": run.pk})
+    merged.update({"lines": lines, "rate": rate, "write_seconds": round(write_seconds, 2), "run": run.pk,
+                   "web_processes": web, "client_processes": processes, "transport": how,
+                   "cpu_seconds_while_writing": cpu, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                   "load_before": os.getloadavg()})
     return merged
 
 
@@ -388,6 +417,22 @@ def machine():
     }
 
 
+def spread_rows(results, ok):
+    rows = []
+    for key, target in (("spread", "≤ 250 ms"), ("polling", "(the reference)")):
+        r = results.get(key)
+        if not r:
+            continue
+        cpu = r["cpu_seconds_while_writing"]
+        web = " + ".join(str(cpu[f"web{i + 1}"]) for i in range(r["web_processes"]))
+        met = ok(r["p95_ms"] <= 250 and r["lost"] == 0 and r["duplicated"] == 0) if key == "spread" else ""
+        rows.append((f"{r['viewers']} viewers over {r['web_processes']} web processes, {r['transport']}, "
+                     f"{r['rate']:,} lines/s: p95 (p50, p99)", target,
+                     f"{r['p95_ms']} ms ({r['p50_ms']}, {r['p99_ms']}); lost / duplicated {r['lost']} / "
+                     f"{r['duplicated']}; web CPU {web} s in {r['write_seconds']} s", met))
+    return rows
+
+
 def report(results):
     m = results["machine"]
     ing, lat, fan, big = results["ingest"], results["latency"], results["fanout"], results["big_log"]
@@ -408,6 +453,7 @@ def report(results):
         (f"{fan['viewers']} viewers, {fan['lines']:,} lines each: lost / duplicated", "0 / 0",
          f"{fan['lost']} / {fan['duplicated']} ({fan['complete']} of {fan['viewers']} complete)",
          ok(fan["lost"] == 0 and fan["duplicated"] == 0 and fan["complete"] == fan["viewers"])),
+        *spread_rows(results, ok),
         (f"{big['lines']:,}-line log: first screen in Chromium (median of {len(big['first_screen_ms'])}, max)",
          "≤ 1 s",
          f"{big['first_screen_median_ms']} ms, max {big['first_screen_max_ms']} ms (cold {big['cold_first_screen_ms']} ms)",
@@ -443,7 +489,10 @@ def main():
     parser.add_argument("--fanout-viewers", type=int, default=500)
     parser.add_argument("--fanout-lines", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--only", default="ingest,latency,fanout,big", help="which parts (big needs ingest)")
+    parser.add_argument("--web-processes", type=int, default=2, help="daphne processes for the spread and polling parts")
+    parser.add_argument("--poll-interval", type=float, default=2.0, help="seconds between polls, for the polling part")
+    parser.add_argument("--only", default="ingest,latency,fanout,spread,polling,big",
+                        help="which parts (big needs ingest); results of a subset are merged into results.json")
     args = parser.parse_args()
     parts = set(args.only.split(","))
 
@@ -455,7 +504,7 @@ def main():
     try:
         services.start_redis()
         setup_django(services)
-        services.start_daphne()
+        services.start_daphne(args.web_processes if parts & {"spread", "polling"} else 1)
         team, _user, cookie, session_key = make_viewer()
         results = {}
         from django.db import connection
@@ -475,6 +524,18 @@ def main():
             results["fanout"] = bench_viewers(services, team, cookie, viewers=args.fanout_viewers,
                                               lines=args.fanout_lines, rate=args.rate, processes=2)
             log(f"  {results['fanout']}")
+        if "spread" in parts:
+            log(f"spread: {args.fanout_viewers} viewers over {args.web_processes} web processes")
+            results["spread"] = bench_viewers(services, team, cookie, viewers=args.fanout_viewers,
+                                              lines=args.fanout_lines, rate=args.rate, processes=args.web_processes,
+                                              web=args.web_processes)
+            log(f"  {results['spread']}")
+        if "polling" in parts:
+            log(f"polling (the reference): {args.fanout_viewers} viewers over {args.web_processes} web processes")
+            results["polling"] = bench_viewers(services, team, cookie, viewers=args.fanout_viewers,
+                                               lines=args.fanout_lines, rate=args.rate, processes=args.web_processes,
+                                               web=args.web_processes, poll_interval=args.poll_interval)
+            log(f"  {results['polling']}")
         if "big" in parts and "ingest" in parts:
             log(f"a {args.lines:,}-line log in the browser, and searches")
             results["big_log"] = bench_big_log(services, results["ingest"]["run"], args.lines, session_key,
@@ -482,11 +543,16 @@ def main():
             log(f"  {results['big_log']}")
         results["machine"]["load_after"] = os.getloadavg()
         connection.close()
-        (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        path = HERE / "results.json"
+        if not parts >= {"ingest", "latency", "fanout", "big"} and path.exists():
+            # A part run alone replaces that part's results only; each part says when it ran.
+            results = {**json.loads(path.read_text()), **{k: v for k, v in results.items() if k != "machine"},
+                       f"machine_{'_'.join(sorted(parts))}": results["machine"]}
+        path.write_text(json.dumps(results, indent=2) + "\n")
         if parts >= {"ingest", "latency", "fanout", "big"}:
             print(report(results))
         else:
-            print(json.dumps(results, indent=2))
+            print(json.dumps({k: results[k] for k in parts if k in results}, indent=2))
     finally:
         services.stop()
 
