@@ -13,6 +13,13 @@ receives each batch once and hands it to each socket (as group members, hundreds
 Channels' per-consumer receive machinery for every batch). The hub renews its membership (Redis forgets every
 membership when it restarts).
 
+The hub also keeps the process ahead of a fast log watched by many sockets. Handing a batch to every socket costs the
+process time in proportion to the sockets (each send goes through Channels, daphne and the websocket framing), so
+after a round that kept it busy, the hub waits about as long again (at most HUB_HOLD_MAX_SECONDS) while batches
+gather, and hands what gathered to each socket as one message (`logsink.merge_batch_messages`). A few sockets cost
+microseconds a round, and their batches go out as they come; hundreds get fewer, larger messages, so the work per line
+falls as the sockets grow instead of the process falling behind the log (bench/README.md, "logs").
+
 The database is the source of truth; the channel layer only makes it fast. So each socket has a watchdog: while the run
 is active and no batch came through the layer for a while, it reads new lines and the status from the database. Lines
 are sent under one lock per socket, so the watchdog and live batches never interleave.
@@ -59,6 +66,11 @@ CATCH_UP_AFTER_SECONDS = 4.0
 CATCH_UP_MAX_SECONDS = 16.0
 # The hub renews its group membership this often (it also expires in the channel layer after a day).
 GROUP_RENEW_SECONDS = 10.0
+# After a round of deliveries that kept the process busy for at least HUB_HOLD_AFTER_SECONDS, the hub lets batches
+# gather for HUB_HOLD_FACTOR times as long, at most HUB_HOLD_MAX_SECONDS, before the next round.
+HUB_HOLD_AFTER_SECONDS = 0.002
+HUB_HOLD_FACTOR = 1.0
+HUB_HOLD_MAX_SECONDS = 0.1
 # An open socket asks the access helper again this often: someone removed from the team (or disabled) stops receiving.
 ACCESS_RECHECK_SECONDS = 60.0
 CLOSE_UNAUTHENTICATED = 4401
@@ -115,6 +127,8 @@ class RunHub:
         self.joined = False
         self.last_renew = 0.0
         self.ready = asyncio.Event()
+        self.inbox = []  # messages received and not yet delivered, in order
+        self.arrived = asyncio.Event()
         self.task = asyncio.create_task(self.main())
 
     @classmethod
@@ -154,24 +168,50 @@ class RunHub:
         self.last_renew = time.monotonic()
 
     async def main(self):
-        renew = None
+        renew = receiver = None
         try:
             self.channel = await self.layer.new_channel()
             await self.join()
             self.ready.set()
             renew = asyncio.create_task(self.renew())
+            receiver = asyncio.create_task(self.receive_forever())
             while True:
-                message = await self.layer.receive(self.channel)
-                await self.deliver(message)
+                await self.arrived.wait()
+                if receiver.done():
+                    receiver.result()  # the channel layer's error ends the hub; the next socket starts a new one
+                self.arrived.clear()
+                messages, self.inbox = self.inbox, []
+                started = time.monotonic()
+                for message in logsink.merge_batch_messages(messages):
+                    await self.deliver(message)
+                busy = time.monotonic() - started
+                if busy >= HUB_HOLD_AFTER_SECONDS:
+                    await asyncio.sleep(min(busy * HUB_HOLD_FACTOR, HUB_HOLD_MAX_SECONDS))
         finally:
             self.ready.set()
             if renew:
                 renew.cancel()
+            if receiver:
+                receiver.cancel()  # and waited for: the channel layer must not be left with a receive in progress
+                try:
+                    await receiver
+                except (Exception, asyncio.CancelledError):  # noqa: BLE001 - stopping; its outcome no longer matters
+                    pass
             if self.joined:
                 try:
                     await self.layer.group_discard(self.group, self.channel)
                 except (Exception, asyncio.CancelledError):  # noqa: BLE001 - the membership expires on its own
                     pass
+
+    async def receive_forever(self):
+        """Takes messages off the channel layer as they come, whatever the delivering side is doing."""
+        try:
+            while True:
+                message = await self.layer.receive(self.channel)
+                self.inbox.append(message)  # the list of now: main() swaps it for a new one as it takes the messages
+                self.arrived.set()
+        finally:
+            self.arrived.set()  # wakes main(), which ends with this task's error
 
     async def renew(self):
         while True:

@@ -296,6 +296,41 @@ def batch_message(chunk, lines=None, offsets=None, sections=None):
             "json": json.dumps(viewer_message, separators=(",", ":"))}
 
 
+def merge_batch_messages(messages):
+    """Channels messages in the order they came, with each run of consecutive "log.lines" batches (each starting right
+    after the one before) made into one batch message: what a web process hands its sockets when batches queued up
+    while it was busy. Any other message, or a gap in the numbering, ends the run of batches."""
+    out = []
+    pending = []  # consecutive batches not yet merged
+
+    def close_pending():
+        if len(pending) == 1:
+            out.append(pending[0])
+        elif pending:
+            merged = {"t": "lines", "first": pending[0]["first"], "lines": [], "times": []}
+            for batch in pending:
+                viewer_message = json.loads(batch["json"])
+                merged["lines"] += viewer_message["lines"]
+                merged["times"] += viewer_message["times"]
+                for key in ("sections", "cut"):
+                    if key in viewer_message:
+                        merged.setdefault(key, []).extend(viewer_message[key])
+            out.append({**pending[0], "last": pending[-1]["last"], "json": json.dumps(merged, separators=(",", ":"))})
+        pending.clear()
+
+    for message in messages:
+        if message.get("type") == "log.lines" and (not pending or message["first"] == pending[-1]["last"] + 1):
+            pending.append(message)
+            continue
+        close_pending()
+        if message.get("type") == "log.lines":
+            pending.append(message)
+        else:
+            out.append(message)
+    close_pending()
+    return out
+
+
 # --- Readers ---------------------------------------------------------------------------------------------------------
 
 

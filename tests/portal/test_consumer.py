@@ -1,6 +1,7 @@
 """The run log websocket: access, backlog then live lines, no gap and no duplicate across reconnects."""
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -438,6 +439,62 @@ class TestHeartbeatsAndBatches:
         assert (message["t"], message["first"], len(message["lines"])) == ("lines", 1, 300)
         assert await comm.receive_nothing(timeout=0.3)
         await comm.disconnect()
+
+    async def test_batches_that_gather_while_the_hub_is_busy_reach_each_socket_as_one_message(self, async_personas,
+                                                                                          monkeypatch):
+        from portal import consumers
+
+        # Every round is followed by a hold of a second: what a process busy with hundreds of sockets does for longer.
+        monkeypatch.setattr(consumers, "HUB_HOLD_AFTER_SECONDS", 0)
+        monkeypatch.setattr(consumers, "HUB_HOLD_FACTOR", 1e9)
+        monkeypatch.setattr(consumers, "HUB_HOLD_MAX_SECONDS", 1.0)
+        run, sink = await sync_to_async(make_run)(async_personas.team)
+        comm = communicator(run.pk, async_personas.viewer)
+        await comm.connect()
+        await receive_until_status(comm)
+
+        def batches(*texts):
+            for text in texts:
+                sink.write(text)
+                sink.flush()  # each line its own batch, published on its own
+            live.wait_published()
+
+        await sync_to_async(batches)("one")
+        assert lines_of([await comm.receive_json_from(timeout=5)]) == ([1], ["one"])
+        await sync_to_async(batches)("two", "three", "\x1b[1mfour")  # while the hub holds after the first round
+        message = await comm.receive_json_from(timeout=5)
+        assert (message["first"], message["lines"]) == (2, ["two", "three", "\x1b[1mfour"])
+        assert len(message["times"]) == 3
+        assert await comm.receive_nothing(timeout=0.3)
+        await comm.disconnect()
+
+
+def test_consecutive_batches_merge_into_one_and_anything_else_keeps_its_place():
+    def batch(first, lines, **extra):
+        viewer = {"t": "lines", "first": first, "lines": lines, "times": [1000 + first + i for i in range(len(lines))],
+                  **extra}
+        return {"type": "log.lines", "run": 7, "first": first, "last": first + len(lines) - 1,
+                "json": json.dumps(viewer)}
+
+    status = {"type": "run.status", "run": 7}
+    merged = logsink.merge_batch_messages([
+        batch(1, ["a", "b"]),
+        batch(3, ["STEP 1/2: FROM x"], sections=[[3, "step", "STEP 1/2: FROM x", 5]]),
+        batch(4, ["long"], cut=[[4, 90000]]),
+        status,
+        batch(5, ["e"]),
+        batch(9, ["after a gap"]),  # lines 6-8 went missing: the socket fills them from the database
+    ])
+    assert [m["type"] for m in merged] == ["log.lines", "run.status", "log.lines", "log.lines"]
+    first = json.loads(merged[0]["json"])
+    assert (merged[0]["first"], merged[0]["last"], merged[0]["run"]) == (1, 4, 7)
+    assert first == {"t": "lines", "first": 1, "lines": ["a", "b", "STEP 1/2: FROM x", "long"],
+                     "times": [1001, 1002, 1003, 1004], "sections": [[3, "step", "STEP 1/2: FROM x", 5]],
+                     "cut": [[4, 90000]]}
+    assert merged[1] is status
+    assert (merged[2]["first"], merged[2]["last"], merged[3]["first"]) == (5, 5, 9)
+    assert merged[2]["json"] == batch(5, ["e"])["json"]  # a batch alone is handed on as the worker serialised it
+
 
 
 def session_cookie(user):
