@@ -2,8 +2,8 @@
 
 `make deploy-test` runs this module (and `.ci/run` calls it): it builds every image from Debian's packages, brings the
 whole stack up (proxy, two web replicas, the builds, hosts and default workers, beat, Redis, PostgreSQL, the
-registry), then signs in, builds, watches the live log and downloads a disk image in Chromium through the proxy, and
-restarts Redis under a queued run. See docs/deploy.md.
+registry), then signs in, builds, watches the live log and downloads a disk image in Chromium through the proxy, takes
+a backup with the image's own pg_dump, and restarts Redis under a queued run. See docs/deploy.md.
 """
 
 import base64
@@ -171,6 +171,20 @@ def test_the_proxy_serves_both_replicas_over_tls_with_production_headers(stack):
     connection.request("GET", "/login/")
     response = connection.getresponse()
     assert response.status in (301, 308) and response.getheader("Location").startswith("https://localhost")
+
+
+def test_a_backup_is_taken_inside_the_stack_with_its_own_pg_dump(stack):
+    """`manage.py backup` in a web container: the image's pg_dump (PostgreSQL's client of the server's major version)
+    dumps compose's PostgreSQL, and the dump lists the portal's tables."""
+    path = "/var/lib/portal/backups/deploy-test.tar"
+    out = stack.manage("backup", path)
+    assert "Backed up postgresql database portal" in out, out
+    listing = stack.podman("exec", stack.container("web"), "sh", "-c",
+                           f"cd /tmp && tar -xf {path} manifest.json database.pgdump && pg_restore --list database.pgdump"
+                           " && cat manifest.json && rm database.pgdump manifest.json").stdout
+    assert "TABLE DATA public portal_auditevent" in listing and "TABLE DATA public builds_build" in listing
+    manifest = json.loads(listing[listing.index("{"):])
+    assert manifest["vendor"] == "postgresql" and manifest["encryption_keys"]
 
 
 def test_the_registry_wants_a_login_directly_and_through_the_proxy(stack):

@@ -116,3 +116,14 @@ def test_every_variable_the_stack_reads_is_documented_in_env_example():
     compose_text = (ROOT / "compose.yaml").read_text()
     read = set(re.findall(r"\{\$([A-Z_]+)", caddyfile)) | set(re.findall(r"\$\$\{?([A-Z_]+)", compose_text))
     assert read <= documented, read - documented
+
+
+def test_the_portal_image_has_the_pg_dump_of_the_postgresql_it_runs_against():
+    """`manage.py backup` runs pg_dump in the portal's containers, and pg_dump refuses a server newer than itself: the
+    image's client (Debian 12 packages 15) and compose's PostgreSQL (and the deploy test's stand-in) are one major."""
+    client = re.search(r"postgresql-client-(\d+)", CONTAINERFILE.split("AS worker")[0])
+    assert client, "the portal image (and so the worker image built on it) installs PostgreSQL's client tools"
+    server = re.fullmatch(r"docker\.io/library/postgres:(\d+)", SERVICES["postgres"]["image"])
+    local = re.search(r"image: localhost/imp-postgres:(\d+)", (ROOT / "deploy" / "compose.local.yaml").read_text())
+    stand_in = re.search(r"postgresql-(\d+)", (ROOT / "deploy" / "images" / "postgres.Containerfile").read_text())
+    assert client.group(1) == server.group(1) == local.group(1) == stand_in.group(1) == "15"
