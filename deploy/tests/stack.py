@@ -75,6 +75,7 @@ class Stack:
                       ("postgres", "redis", "registry", "web1", "web2", "https", "http", "registry_tls")}
         self.registry = f"127.0.0.1:{self.ports['registry']}"
         self.registry_password = secrets.token_urlsafe(16)
+        self.metrics_token = secrets.token_urlsafe(24)
         self.url = f"https://localhost:{self.ports['https']}"
         self.registry_tls_url = f"https://localhost:{self.ports['registry_tls']}"
         self.ca = None
@@ -118,6 +119,7 @@ class Stack:
             "BEHIND_TLS_PROXY": "true",
             "TRUSTED_PROXIES": "127.0.0.1",
             "EMAIL_URL": "consolemail://",
+            "METRICS_TOKEN": self.metrics_token,  # Prometheus scrapes each replica directly, never through the proxy
             "POSTGRES_USER": "portal",
             "POSTGRES_PASSWORD": postgres_password,
             "POSTGRES_DB": "portal",

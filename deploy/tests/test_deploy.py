@@ -3,7 +3,8 @@
 `make deploy-test` runs this module (and `.ci/run` calls it): it builds every image from Debian's packages, brings the
 whole stack up (proxy, two web replicas, the builds, hosts and default workers, beat, Redis, PostgreSQL, the
 registry), then signs in, builds, watches the live log and downloads a disk image in Chromium through the proxy, takes
-a backup with the image's own pg_dump, and restarts Redis under a queued run. See docs/deploy.md.
+a backup with the image's own pg_dump, checks that /metrics answers a scraper at a replica and 404 through the proxy,
+and restarts Redis under a queued run. See docs/deploy.md.
 """
 
 import base64
@@ -171,6 +172,27 @@ def test_the_proxy_serves_both_replicas_over_tls_with_production_headers(stack):
     connection.request("GET", "/login/")
     response = connection.getresponse()
     assert response.status in (301, 308) and response.getheader("Location").startswith("https://localhost")
+
+
+def _replica(stack, path, **headers):
+    request = urllib.request.Request(f"http://127.0.0.1:{stack.ports['web1']}{path}", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_metrics_answer_a_scraper_at_a_replica_and_nobody_through_the_proxy(stack):
+    token = {"Authorization": f"Bearer {stack.metrics_token}"}
+    status, body = _replica(stack, "/metrics", **token)
+    assert status == 200 and b"portal_queue_depth" in body  # what Prometheus reads on the internal network
+    assert _replica(stack, "/metrics")[0] == 403  # the replica itself wants the token
+    # From outside, the proxy answers 404 itself, even to the right token: the portal is never asked.
+    for path in ("/metrics", "/metrics/", "/metrics/anything"):
+        status, _headers, body = _https(stack, path, **token)
+        assert (status, body) == (404, b""), path
+    assert _https(stack, "/login/")[0] == 200  # the same proxy serves the portal
 
 
 def test_a_backup_is_taken_inside_the_stack_with_its_own_pg_dump(stack):
