@@ -4,7 +4,8 @@
 // last line shown, ?after=<seq>); if the websocket cannot connect, htmx polls the log fragment with ?after=<seq> until
 // the server answers 286. Earlier lines load as "gaps" scroll into view, so a million-line log opens as fast as a short
 // one. Lines are coloured with ansi_up; sections (Containerfile steps, bootc-image-builder stages) fold and show their
-// durations; search runs on the server over the whole log.
+// durations; Python tracebacks and Go goroutine dumps fold into their first line with a one-line summary (the
+// exception), as on the explain page; search runs on the server over the whole log.
 import { AnsiUp } from "../vendor/ansi_up/ansi_up.js";
 
 // Black or white text, whichever contrasts more with the background "r,g,b" (WCAG relative luminance).
@@ -47,6 +48,14 @@ const MIN_VIEW_PX = 320; // the log's least height when the window is short
 const STALE_SOCKET_MS = 50000; // the server pings every 20 s: a socket silent this long is dead
 const MAX_RETRY_WS_MS = 8000; // the longest wait between two attempts to (re)open the websocket
 const TOO_MANY_RETRY_MS = 60000; // after a 4429 (too many live logs open), polling until the websocket is tried again
+// Tracebacks, read the way portal/failures.py reads them: a Python traceback is its header, the indented frames (and
+// blank lines) under it and the exception line that closes it; a Go dump is "goroutine N [...]" and its frames.
+const TB_PY_START = /(?:^|: )Traceback \(most recent call last\):\s*$/;
+const TB_PY_FRAME = /^\s+\S|^\s*$/;
+const TB_PY_EXCEPTION = /^[\w.]+(?:Error|Exception|Exit|Interrupt)\b/;
+const TB_GO_START = /^goroutine \d+ \[/;
+const TB_GO_FRAME = /^(?:\s+\/|\S+\(.*\)$|\S+\.\S+\(|created by |\s*$)/;
+const TB_SUMMARY_CHARS = 160;
 
 export function formatDuration(ms) {
   if (ms < 1000) return `${Math.max(Math.round(ms), 0)} ms`;
@@ -83,6 +92,8 @@ class LogViewer {
     this.sections = []; // [{seq, kind, title, t, level}], sorted by seq
     this.sectionBySeq = new Map();
     this.collapsed = new Set(); // seqs of folded sections
+    this.tracebacks = new Map(); // seq of a traceback's first line -> {head, kind, rows (the lines under it), closed}
+    this.tracebacksOpen = new Set(); // seqs of tracebacks the reader unfolded (every other one is folded)
     this.newLines = 0;
     this.rowCount = 0;
     this.maxRows = MAX_ROWS;
@@ -105,6 +116,7 @@ class LogViewer {
     outline.forEach((entry) => this.addSection(entry, false));
     for (const row of this.box.querySelectorAll(".log-line")) this.enhanceRow(row, row.querySelector(".lt").textContent);
     this.rowCount = this.box.querySelectorAll(".log-line").length;
+    this.foldTracebacks(this.box.querySelector(".log-line"), this.box.lastElementChild);
     this.box.querySelectorAll(".log-gap").forEach((gap) => this.labelGap(gap));
     this.readDuration();
     this.renderOutline();
@@ -195,6 +207,7 @@ class LogViewer {
     const frag = document.createDocumentFragment();
     rows.forEach((row) => frag.appendChild(row));
     this.box.appendChild(frag);
+    this.foldTracebacks(rows[0], rows[rows.length - 1]);
     this.rowCount += rows.length;
     this.lastSeq = last;
     document.getElementById("log-empty").hidden = true;
@@ -243,6 +256,12 @@ class LogViewer {
       if (row.classList.contains("log-line")) { remove -= 1; this.rowCount -= 1; } // a gap on the way merges too
       row.remove();
       row = next;
+    }
+    // Lines of a traceback whose first line was removed show again: nothing is left to unfold them from.
+    for (let r = row; r && r.dataset.tb && !document.getElementById(`L${r.dataset.tb}`); r = r.nextElementSibling) {
+      this.tracebacks.delete(parseInt(r.dataset.tb, 10));
+      r.classList.remove("tb-row", "tb-hidden");
+      delete r.dataset.tb;
     }
     if (row && row.classList.contains("log-gap")) {
       row.dataset.after = gapAfter; // what was removed joins the gap that now comes first
@@ -296,6 +315,7 @@ class LogViewer {
         frag.appendChild(below);
       }
       gap.after(frag);
+      this.foldTracebacks(rows[0], rows[rows.length - 1]);
       this.rowCount += rows.length;
       if (firstLoaded - 1 > gapAfter) {
         gap.dataset.before = firstLoaded;
@@ -344,6 +364,7 @@ class LogViewer {
       if (!row) return false;
     }
     this.unfold(seq);
+    if (row.classList.contains("tb-hidden")) this.toggleTraceback(parseInt(row.dataset.tb, 10), true);
     this.setFollow(false);
     if (highlight) {
       this.box.querySelectorAll(".log-line.hl").forEach((r) => r.classList.remove("hl"));
@@ -517,6 +538,112 @@ class LogViewer {
     menu.replaceChildren(frag);
   }
 
+  // --- tracebacks ------------------------------------------------------------------------------------------------------
+
+  // Mark the tracebacks among rows just put on the page (firstNew..lastNew), folded unless the reader unfolded them.
+  // Rows arrive in pieces (live batches, gaps loaded above or below), so the walk starts at the first line of a
+  // traceback the new rows may continue, and goes past them while a traceback is still running on.
+  foldTracebacks(firstNew, lastNew) {
+    if (!firstNew) return;
+    let row = firstNew;
+    const before = row.previousElementSibling;
+    if (before && before.dataset.tb) row = document.getElementById(`L${before.dataset.tb}`) || row;
+    else if (before && this.tracebacks.has(parseInt(before.id?.slice(1), 10))) row = before;
+    let block = null;
+    let passed = false;
+    for (; row; row = row.nextElementSibling) {
+      if (!row.classList.contains("log-line")) { // a gap ends what can be seen of a traceback
+        if (block) this.closeTraceback(block);
+        block = null;
+        if (passed) break;
+        continue;
+      }
+      const text = row.querySelector(".lt").textContent;
+      if (block) {
+        const frame = block.kind === "py" ? TB_PY_FRAME : TB_GO_FRAME;
+        if (frame.test(text)) {
+          this.joinTraceback(block, row);
+        } else if (block.kind === "py" && TB_PY_EXCEPTION.test(text)) {
+          this.joinTraceback(block, row); // the exception closes it
+          this.closeTraceback(block);
+          block = null;
+          if (row === lastNew) passed = true;
+          if (passed) break;
+          continue;
+        } else {
+          this.closeTraceback(block);
+          block = null;
+        }
+      }
+      if (!block) {
+        if (row.dataset.tb) this.leaveTraceback(row); // read again with more context: it starts or ends here
+        if (TB_PY_START.test(text)) block = this.openTraceback(row, "py");
+        else if (TB_GO_START.test(text)) block = this.openTraceback(row, "go");
+      }
+      if (row === lastNew) passed = true;
+      if (passed && !block) break;
+    }
+    if (block) this.renderTraceback(block); // still running on: the summary so far
+  }
+
+  openTraceback(head, kind) {
+    const seq = parseInt(head.id.slice(1), 10);
+    const block = { head, seq, kind, rows: [], closed: false };
+    this.tracebacks.set(seq, block);
+    head.classList.add("tb-head");
+    return block;
+  }
+
+  joinTraceback(block, row) {
+    block.rows.push(row);
+    row.dataset.tb = block.seq;
+    row.classList.add("tb-row");
+    row.classList.toggle("tb-hidden", !this.tracebacksOpen.has(block.seq));
+  }
+
+  leaveTraceback(row) {
+    delete row.dataset.tb;
+    row.classList.remove("tb-row", "tb-hidden");
+  }
+
+  closeTraceback(block) {
+    block.closed = true;
+    this.renderTraceback(block);
+  }
+
+  // The first line's fold button: "▸ 14 more lines: subprocess.CalledProcessError: ..." while folded.
+  renderTraceback(block) {
+    if (!block.rows.length) {
+      block.head.querySelector(".tb-fold")?.remove();
+      return;
+    }
+    let button = block.head.querySelector(".tb-fold");
+    if (!button) {
+      button = document.createElement("button");
+      button.type = "button";
+      button.className = "tb-fold";
+      block.head.querySelector(".lt").after(button);
+    }
+    const open = this.tracebacksOpen.has(block.seq);
+    const last = [...block.rows].reverse().find((r) => r.querySelector(".lt").textContent.trim());
+    let summary = last ? last.querySelector(".lt").textContent.trim() : "";
+    if (summary.length > TB_SUMMARY_CHARS) summary = `${summary.slice(0, TB_SUMMARY_CHARS - 1)}…`;
+    const n = block.rows.length;
+    button.textContent = open ? `▾ fold the traceback (${n} line${n === 1 ? "" : "s"})`
+      : `▸ ${n} more line${n === 1 ? "" : "s"}${summary ? `: ${summary}` : ""}`;
+    button.title = open ? "Fold this traceback" : "Show the whole traceback";
+    button.setAttribute("aria-expanded", open ? "true" : "false");
+    block.head.classList.toggle("tb-folded", !open);
+  }
+
+  toggleTraceback(seq, open = !this.tracebacksOpen.has(seq)) {
+    const block = this.tracebacks.get(seq);
+    if (!block) return;
+    if (open) this.tracebacksOpen.add(seq); else this.tracebacksOpen.delete(seq);
+    block.rows.forEach((row) => row.classList.toggle("tb-hidden", !open));
+    this.renderTraceback(block);
+  }
+
   // --- following, timestamps, wrapping --------------------------------------------------------------------------------
 
   // The log fills the rest of the window (at least MIN_VIEW_PX), so its newest line shows without scrolling the page.
@@ -597,6 +724,8 @@ class LogViewer {
   }
 
   onClick(event) {
+    const tbToggle = event.target.closest(".tb-fold");
+    if (tbToggle) { this.toggleTraceback(parseInt(tbToggle.closest(".log-line").id.slice(1), 10)); return; }
     const toggle = event.target.closest(".sec-toggle");
     if (toggle) { this.toggleSection(parseInt(toggle.closest(".log-line").id.slice(1), 10)); return; }
     const gapLabel = event.target.closest(".log-gap");

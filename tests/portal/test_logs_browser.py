@@ -369,3 +369,66 @@ def test_screenshot_of_a_build_log_with_sections_and_colours(personas, portal_se
         assert path.stat().st_size > 20_000
     sink.close()
     finish(run, lines=sink.last_seq)
+
+
+PYTHON_TRACEBACK = [
+    "Traceback (most recent call last):",
+    '  File "/usr/bin/osbuild", line 33, in <module>',
+    "    sys.exit(load_entry_point('osbuild==137', 'console_scripts', 'osbuild')())",
+    '  File "/usr/lib/python3.9/site-packages/osbuild/objectstore.py", line 260, in export',
+    "    subprocess.run(cp_cmd, check=True)",
+    "subprocess.CalledProcessError: Command '['cp', '--reflink=auto', '-a', "
+    "'/store/stage/uuid-2a80d908de34479bbe0b4edc1f4e6423/data/tree/.', '/output/image']' returned non-zero exit status 1.",
+]
+GO_DUMP = [
+    "panic: runtime error: invalid memory address or nil pointer dereference",
+    "goroutine 1 [running]:",
+    "main.cmdBuild(0xc0001b2000, {0xc00011e0a0, 0x2, 0x2})",
+    "\t/build/bib/cmd/bootc-image-builder/main.go:412 +0x1f4",
+    "created by main.main in goroutine 1",
+]
+
+
+def test_tracebacks_fold_into_their_first_line_with_the_exception_as_summary(personas, portal_server):
+    run = make_run(personas)
+    write_log(run, ["building the disk image", *GO_DUMP, "retrying once"])  # on the page when it opens
+    sink = logsink.LogSink(run)  # goes on from line 8
+    with browser_page(height=800) as page:
+        log_in(page, portal_server.url, "viewer")
+        page.goto(f"{portal_server.url}/runs/{run.pk}/")
+        page.wait_for_selector("#log-conn[data-state=live]")
+        # A Go dump already stored: "goroutine 1 [running]:" (line 3) holds its three frame lines.
+        assert page.locator("#L3 .tb-fold").inner_text() == "▸ 3 more lines: created by main.main in goroutine 1"
+        assert not page.locator("#L4").is_visible() and not page.locator("#L6").is_visible()
+        assert page.locator("#L2").is_visible() and page.locator("#L7").is_visible()  # the panic line stays
+
+        # A Python traceback arriving live in two batches, the exception last: it folds as it grows.
+        for line in ["Copying the image out", *PYTHON_TRACEBACK[:3]]:
+            sink.write(line)
+        sink.flush()
+        live.wait_published()
+        page.wait_for_selector("#L11", state="attached")
+        assert page.locator("#L9 .tb-fold").inner_text().startswith("▸ 2 more lines:")
+        for line in [*PYTHON_TRACEBACK[3:], "2025/06/18 09:07:14 error: cannot run osbuild: exit status 1"]:
+            sink.write(line)
+        sink.flush()
+        live.wait_published()
+        page.wait_for_selector("#L15")
+        summary = page.locator("#L9 .tb-fold").inner_text()
+        assert summary.startswith("▸ 5 more lines: subprocess.CalledProcessError: Command '['cp', '--reflink=auto'")
+        assert summary.endswith("…")  # the exception line is long: the summary is cut, the line is not
+        assert [page.locator(f"#L{seq}").is_visible() for seq in range(8, 16)] == [
+            True, True, False, False, False, False, False, True]
+        screenshot(page, "log-viewer-traceback-folded")
+
+        page.click("#L9 .tb-fold")  # unfolded: every line of it, and the button folds it again
+        assert all(page.locator(f"#L{seq}").is_visible() for seq in range(9, 15))
+        assert page.locator("#L9 .tb-fold").inner_text() == "▾ fold the traceback (5 lines)"
+        screenshot(page, "log-viewer-traceback-unfolded")
+        page.click("#L9 .tb-fold")
+        assert not page.locator("#L12").is_visible()
+
+        page.evaluate("window.location.hash = '#L12'")  # a permalink into a folded traceback unfolds it
+        wait_js(page, "getComputedStyle(document.getElementById('L12')).display !== 'none'")
+    sink.close()
+    finish(run, RunStatus.FAILED, "osbuild failed", lines=sink.last_seq)
