@@ -100,16 +100,31 @@ def test_the_list_is_a_setting_with_patterns():
 
 
 # --- A required ARG that the Containerfile checks itself ---------------------------------------------------------------
-# The pattern is the one public Containerfiles use to require a build arg, e.g. the Maven module builds found in the
-# code index: `ARG MODULE` then `RUN if [ -z "$MODULE" ]; then echo "ERROR: MODULE argument is not set" && exit 1;
-# else ... fi`, and the equality form `[ "${X}" = "" ]` that no -n/-z test catches.
-def test_an_arg_checked_with_exit_1_is_not_warned_as_empty():
-    checked = (BASE + "ARG ACTIVATION_KEY\n"
-               'RUN if [ "${ACTIVATION_KEY}" = "" ]; then echo "ACTIVATION_KEY is required"; exit 1; fi\n'
-               'RUN echo "${ACTIVATION_KEY}" > /etc/key\n' + LINT)
-    assert "arg-without-value" not in codes(validate_text(checked))
+# packit/packit-service `files/docker/Dockerfile` as pull request 767 changed it ("Dockerfiles will fail if build arg is
+# missing", https://github.com/packit/packit-service/pull/767, merged with the reviewer's wording): `ARG SOURCE_BRANCH`
+# with no default, then a RUN that stops the build with `exit 1` when it is empty. The text is the pull request's hunk.
+PACKIT_DOCKERFILE = r"""FROM fedora:31
+
+ARG SOURCE_BRANCH
+RUN  if [[ -z $SOURCE_BRANCH ]]; then \
+echo -e "\nMissing SOURCE_BRANCH build argument! Please add \
+\"--build-arg SOURCE_BRANCH=<val>\" to the build command to specify it!\n\
+This is the branch used when installing other Packit projects (e.g. ogr, packit).\n" && exit 1;\
+fi
+"""
+
+
+def test_an_arg_the_containerfile_checks_with_exit_1_is_not_warned_as_empty():
+    assert "arg-without-value" not in codes(validate_text(PACKIT_DOCKERFILE))
+    # The same check written as a comparison with "" (no -n/-z test to see) is recognised by its exit too.
+    compared = (PACKIT_DOCKERFILE.split("RUN  if")[0]
+                + 'RUN if [ "${SOURCE_BRANCH}" = "" ]; then echo "SOURCE_BRANCH is required"; exit 1; fi\n')
+    assert "arg-without-value" not in codes(validate_text(compared))
 
 
 def test_an_arg_used_unchecked_is_still_warned():
-    unchecked = BASE + "ARG ACTIVATION_KEY\n" + 'RUN echo "${ACTIVATION_KEY}" > /etc/key\n' + LINT
-    assert "arg-without-value" in codes(validate_text(unchecked))
+    # The same ARG used with no check in front of it (as the file was before the pull request added one).
+    unchecked = (PACKIT_DOCKERFILE.split("RUN  if")[0]
+                 + "RUN ansible-playbook -e source_branch=$SOURCE_BRANCH install.yaml\n")
+    [issue] = [i for i in validate_text(unchecked).issues if i.code == "arg-without-value"]
+    assert issue.line == 3 and "SOURCE_BRANCH" in issue.message
