@@ -48,6 +48,9 @@ _ERROR_LEVEL = re.compile(r"^\s*(?:\S+ )?(?:error|Error|ERROR|ERR|ERRO\[\d+\]|fa
                           r"\berror:|\bError:|\bfailed\b|\bFailed\b|not found|denied|No such file|cannot|can't")
 _NOT_ERROR = re.compile(r"^\s*(?:\S+ )?(?:WARN|WARNING|warning|DEBU|INFO)\b(?!.*\berror:)|level=(?:warning|info|debug)|"
                         r"^\s*\d+ errors?; |^Failed$|finished successfully|Checks passed")
+# What a line says once its level word and anything before it are set aside: "Error: cannot build" and
+# "2024/06/24 11:39:39 error: cannot build" say the same thing.
+_MESSAGE = re.compile(r"^.*?\b(?:error|Error|ERROR|fatal|FATAL)\b:?\s*(.{20,})$")
 # The last words of a run that committed an image.
 _SUCCESS_END = re.compile(r"^(COMMIT\b|--> [0-9a-f]{6,}|Successfully tagged |Writing manifest to image destination$)")
 
@@ -274,6 +277,19 @@ def _last_error_line(lines, noise, start):
     return candidates[-1] if candidates else None
 
 
+def _last_copy(lines, noise, at):
+    """The last line that repeats line `at`'s message: a tool that prints its error twice (cobra's `Error: ...`, then
+    the tool's own timestamped `error: ...` as it exits) is read by its final word."""
+    said = _MESSAGE.match(lines[at])
+    if not said:
+        return at
+    message = said.group(1).strip()
+    for i in range(len(lines) - 1, at, -1):
+        if not noise[i] and lines[i].rstrip().endswith(message) and _MESSAGE.match(lines[i]):
+            return i
+    return at
+
+
 def explain(text: str, *, tool: str = "", succeeded: bool | None = None) -> Explanation:
     """The explanation of one run's log. `tool` (podman, buildah, bootc-image-builder, image-builder, bootc,
     bootc-lint, anaconda) limits the rules to that tool's; `succeeded` is the run's exit (None: not known, as for a
@@ -299,6 +315,8 @@ def explain(text: str, *, tool: str = "", succeeded: bool | None = None) -> Expl
                            _matching_line(rule.patterns, lines, noise))
             if headline_at is None:
                 headline_at = at if not noise[at] else _last_error_line(lines, noise, step_at)
+            if headline_at is not None:
+                headline_at = _last_copy(lines, noise, headline_at)
             result.cause, result.title = rule.cause, rule.title
             result.explanation, result.fix, result.link = rule.explanation, rule.fix, rule.link
             result.headline = raw[headline_at].rstrip() if headline_at is not None else ""
