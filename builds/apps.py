@@ -29,3 +29,8 @@ class BuildsConfig(AppConfig):
         registry.gauge(name="portal_builder_running", documentation="Runs on a builder now, by the work they do.",
                        labels=["builder", "work"], read=metrics.builder_running_builds)
         registry.queues(metrics.builder_queues)
+        # Definitions whose image retention applies itself are cleaned up in the core's daily pass.
+        from .cleanup import scheduled_cleanups
+
+        registry.retention_step(name="images", label="images queued for deletion", function=scheduled_cleanups,
+                                order=30)

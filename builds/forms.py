@@ -362,3 +362,24 @@ class BuildFilter(django_filters.FilterSet):
 
     def by_status(self, queryset, name, value):
         return queryset.with_status(value)
+
+
+class ImageRetentionPolicyForm(forms.Form):
+    """A definition's image retention (builds.retention). What is in use stays whatever the numbers say."""
+
+    keep_last = forms.IntegerField(min_value=1, max_value=10_000, label="Keep the newest builds",
+                                   help_text="The images of the newest N builds stay (at least 1).")
+    keep_days = forms.IntegerField(min_value=0, max_value=36_500, label="Keep builds younger than (days)",
+                                   help_text="0: age alone keeps nothing.")
+    keep_stage_history = forms.IntegerField(min_value=0, max_value=1000, label="Keep each stage's last promotions",
+                                            help_text="What each stage held in its last M promotions stays, so a "
+                                                      "stage rollback finds it. What a stage holds now always stays.")
+    on_schedule = forms.BooleanField(required=False, label="Apply it every day",
+                                     help_text="The daily retention pass deletes what the dry run lists, without "
+                                               "asking; each deletion is audited.")
+
+    def __init__(self, *args, policy=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if policy is not None and not self.is_bound:
+            self.initial.update({"keep_last": policy.keep_last, "keep_days": policy.keep_days,
+                                 "keep_stage_history": policy.keep_stage_history, "on_schedule": policy.on_schedule})

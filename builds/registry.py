@@ -7,7 +7,13 @@ context, passed with --authfile and deleted with it.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -70,6 +76,124 @@ def copy_by_digest_args(source: str, destination: str, *, tls_verify: bool, auth
     if authfile:
         args += ["--authfile", authfile]
     return [*args, f"docker://{source}", f"docker://{destination}"]
+
+
+def delete_args(reference: str, *, tls_verify: bool, authfile: str | None = None) -> list[str]:
+    """`skopeo delete` of REPO@sha256:...: the registry API's DELETE of the manifest by digest. The registry
+    (distribution) removes every tag that points at the manifest with it. Never used with a tag: deleting through a
+    tag deletes the manifest too, and with it every other tag on that digest."""
+    if "@sha256:" not in reference:
+        raise ValueError(f"{reference}: delete by digest only")
+    args = ["skopeo", "delete", f"--tls-verify={'true' if tls_verify else 'false'}"]
+    if authfile:
+        args += ["--authfile", authfile]
+    return [*args, f"docker://{reference}"]
+
+
+# --- Running skopeo where no run log is involved (retention's dry run and deletions) -----------------------------------
+
+SKOPEO_TIMEOUT = 60
+SKOPEO_FATAL_RE = re.compile(r'level=fatal msg="(?P<msg>(?:[^"\\]|\\.)*)"')
+
+
+class RegistryError(Exception):
+    """The registry did not do what was asked; the message says why, in words."""
+
+
+class ManifestUnknown(RegistryError):
+    pass
+
+
+class DeletesRefused(RegistryError):
+    pass
+
+
+DELETES_REFUSED = ("The registry refuses deletes: set storage.delete.enabled to true in its configuration "
+                   "(REGISTRY_STORAGE_DELETE_ENABLED=true for distribution's docker-registry), or enable deletion in "
+                   "Quay/Harbor for the portal's login. Nothing was deleted.")
+
+
+def _skopeo(build_args, access: RegistryAccess, *, timeout: int = SKOPEO_TIMEOUT) -> str:
+    """Run the skopeo argument list `build_args(authfile)` returns, with the access's login in a 0600 auth file of
+    its own; its stdout, or RegistryError with skopeo's last line."""
+    if shutil.which("skopeo") is None:
+        raise RegistryError("skopeo is not installed on this machine")
+    with tempfile.TemporaryDirectory(prefix="portal-skopeo-") as directory:
+        authfile = None
+        if access.auth_json():
+            authfile = os.path.join(directory, "auth.json")
+            with open(os.open(authfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+                f.write(access.auth_json())
+        argv = build_args(authfile)
+        try:
+            done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)  # noqa: S603 # nosec B603
+        except subprocess.TimeoutExpired:
+            raise RegistryError(f"skopeo did not finish within {timeout} s") from None
+    if done.returncode == 0:
+        return done.stdout.decode(errors="replace")
+    lines = [line for line in done.stderr.decode(errors="replace").strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else f"skopeo exited with status {done.returncode}"
+    match = SKOPEO_FATAL_RE.search(last)  # time=... level=fatal msg="...": the message alone
+    if match:
+        last = match.group("msg").replace('\\"', '"')
+    lowered = last.lower()
+    if "manifest unknown" in lowered or "manifest_unknown" in lowered:
+        raise ManifestUnknown(last)
+    raise RegistryError(last)
+
+
+def raw_manifest(reference: str, *, access: RegistryAccess) -> str:
+    return _skopeo(lambda authfile: inspect_args(reference, tls_verify=access.tls_verify, authfile=authfile,
+                                                 raw=True, retry_times=0), access)
+
+
+def manifest_digest(text: str) -> str:
+    """The digest of a manifest as the registry served it (raw bytes)."""
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def manifest_blobs(repository: str, digest: str, *, access: RegistryAccess) -> dict[str, int]:
+    """{digest: size} of everything the registry stores for repository@digest: the manifest itself, its config and
+    layers, and for a manifest list each architecture's manifest and blobs. What garbage collection frees if nothing
+    else refers to them."""
+    blobs: dict[str, int] = {}
+    pending = [digest]
+    while pending:
+        current = pending.pop()
+        text = raw_manifest(f"{repository}@{current}", access=access)
+        blobs[current] = len(text.encode())
+        manifest = json.loads(text)
+        for entry in manifest.get("manifests") or ():
+            if entry.get("digest") and entry["digest"] not in blobs:
+                pending.append(entry["digest"])
+        for entry in [manifest.get("config") or {}, *(manifest.get("layers") or ())]:
+            if entry.get("digest") and isinstance(entry.get("size"), int):
+                blobs[entry["digest"]] = entry["size"]
+    return blobs
+
+
+def delete_manifest(repository: str, digest: str, *, access: RegistryAccess) -> None:
+    """Delete repository@digest (the manifest, and the tags on it) through the registry API. Raises
+    DeletesRefused, ManifestUnknown (already gone) or RegistryError."""
+    try:
+        _skopeo(lambda authfile: delete_args(f"{repository}@{digest}", tls_verify=access.tls_verify,
+                                             authfile=authfile), access)
+    except ManifestUnknown:
+        raise
+    except RegistryError as exc:
+        # distribution answers 405 UNSUPPORTED when storage.delete.enabled is off.
+        text = str(exc).lower()
+        if "unsupported" in text or "405" in text or "method not allowed" in text:
+            raise DeletesRefused(DELETES_REFUSED) from exc
+        raise
+
+
+def manifest_exists(repository: str, digest: str, *, access: RegistryAccess) -> bool:
+    try:
+        raw_manifest(f"{repository}@{digest}", access=access)
+    except ManifestUnknown:
+        return False
+    return True
 
 
 @dataclass

@@ -36,7 +36,9 @@ from .models import (
     ContextKind,
     GitCredential,
     GitWebhook,
+    ImageCleanup,
     ImageDefinition,
+    ImageRetentionPolicy,
     RegistryCredential,
     Revision,
     default_repository,
@@ -595,3 +597,89 @@ def builds_schedule_due(*, now=None) -> list[Build]:
             started += build_start_all(revision=revision, user=None, trigger="schedule",
                                        actor_name=f"schedule ({locked.get_schedule_display().lower()})")
     return started
+
+
+# --- Image retention (builds.retention: the dry run; builds.cleanup: the worker's part) ------------------------------
+
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def image_retention_policy_save(*, team: Team, definition: ImageDefinition | None, user: User | None, keep_last: int,
+                                keep_days: int, keep_stage_history: int, on_schedule: bool = False,
+                                request=None) -> ImageRetentionPolicy:
+    """Save the retention policy of `definition` (None: the team's default). Team admins only. What is in use is kept
+    whatever the numbers: there is no number that deletes what a stage holds, and keep_last is at least 1."""
+    _check(user, team, Action.ADMIN)
+    errors = {}
+    if not isinstance(keep_last, int) or keep_last < 1:
+        errors["keep_last"] = "Keep at least the newest build (1 or more)."
+    for name, value in (("keep_days", keep_days), ("keep_stage_history", keep_stage_history)):
+        if not isinstance(value, int) or value < 0:
+            errors[name] = "A whole number, 0 or more."
+    if errors:
+        raise ValidationError(errors)
+    with transaction.atomic():
+        policy, created = ImageRetentionPolicy.objects.select_for_update().get_or_create(
+            team=team, definition=definition,
+            defaults={"keep_last": keep_last, "keep_days": keep_days, "keep_stage_history": keep_stage_history,
+                      "on_schedule": on_schedule, "updated_by": user})
+        before = {"keep_last": policy.keep_last, "keep_days": policy.keep_days,
+                  "keep_stage_history": policy.keep_stage_history, "on_schedule": policy.on_schedule}
+        policy.keep_last, policy.keep_days, policy.keep_stage_history = keep_last, keep_days, keep_stage_history
+        policy.on_schedule, policy.updated_by = on_schedule, user
+        policy.save()
+        audit(action="images.retention_policy", actor=user, team=team, obj=definition or policy, request=request,
+              summary=f"image retention of {definition or f'{team.slug} (team default)'}: newest {keep_last}, "
+                      f"{keep_days} days, {keep_stage_history} stage promotions"
+                      + (", applied daily" if on_schedule else ""),
+              detail={"before": None if created else before, "after": {
+                  "keep_last": keep_last, "keep_days": keep_days, "keep_stage_history": keep_stage_history,
+                  "on_schedule": on_schedule}})
+    return policy
+
+
+def image_cleanup_start(*, definition: ImageDefinition, user: User | None, digests: list[str],
+                        bytes_expected: int | None = None, trigger: str = "button", request=None) -> ImageCleanup:
+    """Queue the deletion of `digests` (what the dry run listed and someone confirmed) from `definition`'s repository.
+    Team admins only. The worker (`builds.cleanup`) asks the keepers again before each delete: a digest that came into
+    use meanwhile is kept."""
+    _check(user, definition.team, Action.ADMIN)
+    digests = list(dict.fromkeys(digests))
+    if not digests:
+        raise ValidationError("Nothing to delete: the dry run lists no image that may go.")
+    malformed = [d for d in digests if not isinstance(d, str) or not DIGEST_RE.match(d)]
+    if malformed:
+        raise ValidationError(f"{str(malformed[0])[:80]!r} is not an image digest (sha256:<64 hex digits>).")
+    known = set(Build.objects.in_registry().filter(definition=definition, digest__in=digests)
+                .values_list("digest", flat=True))
+    unknown = [d for d in digests if d not in known]
+    if unknown:
+        raise ValidationError(f"{unknown[0]} is not an image of {definition} still in the registry: reload the dry run.")
+    with transaction.atomic():
+        ImageDefinition.objects.select_for_update().filter(pk=definition.pk).first()
+        if ImageCleanup.objects.filter(definition=definition, run__status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).exists():
+            raise ValidationError(f"A cleanup of {definition} is already running: wait for it to finish.")
+        run = run_create(kind=RunKind.MAINTENANCE, title=f"Delete {len(digests)} image(s) of {definition}",
+                         team=definition.team, started_by=user, trigger=trigger)
+        cleanup = ImageCleanup.objects.create(definition=definition, run=run, requested=digests,
+                                              bytes_expected=bytes_expected)
+        Run.objects.filter(pk=run.pk).update(content_type=ContentType.objects.get_for_model(ImageCleanup),
+                                             object_id=str(cleanup.pk))
+        audit(action="images.cleanup.start", actor=user, team=definition.team, obj=cleanup, request=request,
+              summary=f"asked to delete {len(digests)} image(s) of {definition} from {definition.repository}",
+              detail={"digests": digests, "bytes_expected": bytes_expected, "trigger": trigger})
+        from .tasks import image_cleanup_run  # a cycle: builds.tasks calls builds.cleanup, which calls services
+
+        transaction.on_commit(lambda: run_enqueue(image_cleanup_run, cleanup.pk, run=run, what="the image cleanup"))
+    return cleanup
+
+
+def build_set_pinned(*, build: Build, pinned: bool, user: User | None, request=None) -> Build:
+    """Pin a build's image (retention never deletes it) or unpin it. Developers of the team."""
+    _check(user, build.definition.team, Action.DEVELOP)
+    with transaction.atomic():
+        Build.objects.filter(pk=build.pk).update(pinned=pinned)
+        build.pinned = pinned
+        audit(action="build.pin" if pinned else "build.unpin", actor=user, team=build.definition.team, obj=build,
+              request=request, summary=f"{'pinned' if pinned else 'unpinned'} the image of {build} ({build.short_digest})")
+    return build

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from . import pipeline, services
+from . import cleanup, pipeline, services
 from .models import Builder
 
 
@@ -24,3 +24,9 @@ def build_check_builders_health():
     return {b.name: services.builder_check_health(builder=b).health_ok for b in Builder.objects.filter(enabled=True)}
 
 
+
+
+@shared_task
+def image_cleanup_run(cleanup_id):
+    """Delete the images a confirmed dry run listed, then collect the registry's garbage (`builds.cleanup`)."""
+    cleanup.image_cleanup_execute(cleanup_id)

@@ -19,6 +19,10 @@ urlpatterns = [
     # A build's page and comparisons name builds by their number, as people do ("build 3" of an image).
     path("images/<int:pk>/builds/<int:number>/", views.build_page, name="build_page"),
     path("images/<int:pk>/builds/compare/", views.definition_compare, name="definition_compare"),
+    path("images/<int:pk>/retention/", views.definition_retention, name="definition_retention"),
+    path("images/<int:pk>/retention/policy/", views.definition_retention_policy, name="definition_retention_policy"),
+    path("images/<int:pk>/retention/apply/", views.definition_retention_apply, name="definition_retention_apply"),
+    path("builds/<int:pk>/pin/", views.build_pin, name="build_pin"),
     path("builds/", views.build_list, name="build_list"),
     # By id: where links pointed before; pages redirect to the numbered URLs.
     path("builds/compare/", views.build_compare, name="build_compare"),

@@ -17,7 +17,7 @@ from portal.forms import add_service_errors
 from portal.models import Action, RunStatus, Team
 from portal.views import _viewer_context, current_team, error_text
 
-from . import compare, queues, services, starters
+from . import compare, queues, retention, services, starters
 from .access import (
     get_api_token_for_user,
     get_build_for_user,
@@ -35,6 +35,7 @@ from .forms import (
     BuildFilter,
     DefinitionForm,
     GitCredentialForm,
+    ImageRetentionPolicyForm,
     RegistryCredentialForm,
     RevisionForm,
 )
@@ -607,3 +608,77 @@ def webhook_delete(request, pk):
     services.webhook_delete(hook=hook, user=request.user, request=request)
     messages.success(request, "Deleted the webhook; pushes to its URL are refused from now on.")
     return redirect("builds:integrations", slug=hook.team.slug)
+
+
+# --- Image retention -------------------------------------------------------------------------------------------------
+
+
+@login_required
+def definition_retention(request, pk):
+    """The dry run: which images would leave the registry, why each other one stays, and the bytes freed."""
+    definition = get_definition_for_user(request.user, pk)
+    return _render_retention(request, definition)
+
+
+def _render_retention(request, definition, *, form=None, status=200):
+    try:
+        plan, refusal = retention.plan(definition), ""
+    except retention.KeeperFailed as exc:
+        plan, refusal = None, str(exc)
+    can_admin = can(request.user, definition.team, Action.ADMIN)
+    policy = plan.policy if plan else retention.policy_for(definition)
+    if form is None and can_admin:
+        form = ImageRetentionPolicyForm(policy=policy)
+    cleanups = definition.cleanups.select_related("run")[:10]
+    return render(request, "builds/definition_retention.html", {
+        "definition": definition, "plan": plan, "policy": policy, "refusal": refusal, "form": form,
+        "can_admin": can_admin,
+        "cleanups": cleanups,
+    }, status=status)
+
+
+@login_required
+@require_POST
+def definition_retention_policy(request, pk):
+    definition = get_definition_for_user(request.user, pk, action=Action.ADMIN)
+    form = ImageRetentionPolicyForm(request.POST)
+    if form.is_valid():
+        try:
+            services.image_retention_policy_save(team=definition.team, definition=definition, user=request.user,
+                                                 request=request, **form.cleaned_data)
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+        else:
+            messages.success(request, f"Saved the image retention of {definition}: the dry run below follows it.")
+            return redirect("builds:definition_retention", definition.pk)
+    return _render_retention(request, definition, form=form, status=400)
+
+
+@login_required
+@require_POST
+def definition_retention_apply(request, pk):
+    """Delete the images the dry run listed (the digests it showed, bound to the confirmation)."""
+    definition = get_definition_for_user(request.user, pk, action=Action.ADMIN)
+    expected = request.POST.get("bytes_expected", "")
+    expected = int(expected) if expected.isdigit() and len(expected) < 19 else None
+    try:
+        cleanup = services.image_cleanup_start(definition=definition, user=request.user, request=request,
+                                               digests=request.POST.getlist("digest"), bytes_expected=expected)
+    except ValidationError as exc:
+        messages.error(request, error_text(exc))
+        return redirect("builds:definition_retention", definition.pk)
+    messages.success(request, f"Deleting {len(cleanup.requested)} image(s) of {definition}: each is checked once more "
+                              "before it goes; the log follows.")
+    return redirect("portal:run_detail", cleanup.run_id)
+
+
+@login_required
+@require_POST
+def build_pin(request, pk):
+    build = get_build_for_user(request.user, pk, action=Action.DEVELOP)
+    pinned = request.POST.get("pinned") == "1"
+    services.build_set_pinned(build=build, pinned=pinned, user=request.user, request=request)
+    messages.success(request, f"Pinned the image of {build}: retention never deletes it." if pinned else
+                     f"Unpinned the image of {build}: retention treats it like the others.")
+    return redirect(request.POST.get("next") if request.POST.get("next") == reverse(
+        "builds:definition_retention", args=[build.definition_id]) else build)

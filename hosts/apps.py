@@ -49,6 +49,10 @@ class HostsConfig(AppConfig):
                        documentation="How late the most overdue host poll is (0 when the poller keeps up).",
                        read=metrics.poll_overdue)
         # Unchanged repeats of old snapshots are thinned by the core's retention pass (hosts/retention.py).
+        # Image retention (builds.retention) keeps every digest a host boots, has staged or keeps as rollback.
+        from .keepers import digests_in_use
+
+        registry.digest_keeper(name="hosts", function=digests_in_use, order=30)
         registry.retention_step(name="host_snapshots", label="host snapshots thinned", function=thin_snapshots,
                                 order=20)
 

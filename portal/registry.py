@@ -19,7 +19,10 @@ them without knowing who registered what:
 - `stored_files(...)`: the files a feature keeps in a storage (disk images' artifacts), whose names `manage.py backup`
   records and `manage.py restore` checks (`portal.backups`);
 - `retention_step(...)`: what keeps a feature's data from growing forever, run by the core's retention pass
-  (`portal.retention`) with its own steps (logs, webhook deliveries, login records) and recorded with them.
+  (`portal.retention`) with its own steps (logs, webhook deliveries, login records) and recorded with them;
+- `digest_keeper(...)`: why an image digest must stay in the registry (a stage holds it, a host boots it or keeps it
+  as rollback, a disk image was made from it), asked by builds' image retention (`builds.retention`), which may not
+  import the apps that know.
 
 Registration happens once per process, at start-up; nothing here is written afterwards.
 """
@@ -308,3 +311,30 @@ def retention_step(*, name: str, label: str, function: Callable, order: int) -> 
 
 def retention_steps() -> list[RetentionStep]:
     return list(_retention_steps)
+
+
+# --- Digests in use (builds/retention.py) ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DigestKeeper:
+    """Something that needs image digests kept in the registry: `function(*, definition, digests)` returns
+    {digest: [reason, ...]} for those of `digests` (digests of `definition`'s builds) it needs, each reason a sentence
+    a team member may read ("stage prod holds it"). A keeper that fails stops the deletion: nothing is deleted on a
+    guess."""
+
+    name: str
+    function: Callable
+    order: int
+
+
+_digest_keepers: list[DigestKeeper] = []
+
+
+def digest_keeper(*, name: str, function: Callable, order: int) -> None:
+    _digest_keepers.append(DigestKeeper(name=name, function=function, order=order))
+    _digest_keepers.sort(key=lambda keeper: keeper.order)
+
+
+def digest_keepers() -> list[DigestKeeper]:
+    return list(_digest_keepers)

@@ -667,6 +667,15 @@ HOST_SNAPSHOT_KEEP_DAYS = env.int("HOST_SNAPSHOT_KEEP_DAYS", default=14)
 WEBHOOK_DELIVERY_KEEP_DAYS = env.int("WEBHOOK_DELIVERY_KEEP_DAYS", default=90)  # delivered or given up; 0 keeps them
 LOGIN_RECORD_KEEP_DAYS = env.int("LOGIN_RECORD_KEEP_DAYS", default=90)  # failed attempts and logins; 0 keeps them
 CELERY_BEAT_SCHEDULE["retention-due"] = {"task": "portal.tasks.retention_due", "schedule": 3600.0}
+# Images in the registry (docs/image-retention.md): the numbers a definition without a policy of its own (and of a team
+# without a default) keeps; what is in use is kept whatever they say.
+IMAGE_RETENTION_KEEP_LAST = env.int("IMAGE_RETENTION_KEEP_LAST", default=10)
+IMAGE_RETENTION_KEEP_DAYS = env.int("IMAGE_RETENTION_KEEP_DAYS", default=30)
+IMAGE_RETENTION_KEEP_STAGE_HISTORY = env.int("IMAGE_RETENTION_KEEP_STAGE_HISTORY", default=3)
+IMAGE_CLEANUP_TIMEOUT_SECONDS = env.int("IMAGE_CLEANUP_TIMEOUT_SECONDS", default=1800)
+# The registry's garbage collection, run by the worker after a cleanup deleted images (it frees their blobs), e.g.
+# "docker-registry garbage-collect /etc/docker/registry/config.yml". Empty: the registry's own schedule frees them.
+REGISTRY_GC_COMMAND = env.str("REGISTRY_GC_COMMAND", default="")
 
 # --- Promotions and notifications (docs/promotions.md) ---------------------------------------------------------------
 PROMOTION_APPLY_TIMEOUT_SECONDS = env.int("PROMOTION_APPLY_TIMEOUT_SECONDS", default=600)  # skopeo copy + verify

@@ -19,3 +19,7 @@ class DiskImagesConfig(AppConfig):
                        labels=["builder", "work"], read=metrics.builder_running_conversions)
         # Backups record the artifacts' files, which live outside the database (portal.backups).
         registry.stored_files(stored_artifacts)
+        # Image retention (builds.retention) keeps the digests disk images were made from.
+        from .keepers import digests_in_use
+
+        registry.digest_keeper(name="disk images", function=digests_in_use, order=20)

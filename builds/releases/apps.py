@@ -24,5 +24,9 @@ class ReleasesConfig(AppConfig):
                        labels=["team"], read=metrics.promotions_waiting)
         registry.fragment("definition.stages", url_name="releases:stages_of_definition")
         registry.fragment("build.stages", url_name="releases:stages_of_build")
+        # Image retention (builds.retention) keeps what the stages hold and held, and open promotions' digests.
+        from .keepers import digests_in_use
+
+        registry.digest_keeper(name="stages and promotions", function=digests_in_use, order=10)
         for kind, label in PromotionEvent.choices:
             registry.notification_event(kind, label)

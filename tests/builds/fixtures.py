@@ -71,7 +71,7 @@ def podman_store():
 class Registry:
     """docker-registry on a free loopback port, allowed by the egress policy while it runs."""
 
-    def __init__(self, directory, *, htpasswd=None):
+    def __init__(self, directory, *, htpasswd=None, delete=True):
         self.directory = Path(directory)
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -83,7 +83,7 @@ class Registry:
             "  filesystem:",
             f"    rootdirectory: {self.directory / 'data'}",
             "  delete:",
-            "    enabled: true",
+            f"    enabled: {'true' if delete else 'false'}",
             "http:",
             f"  addr: {self.address}",
         ]

@@ -1,0 +1,25 @@
+"""Which digests disk images need kept in the registry (registered in `portal.registry.digest_keeper`): a conversion
+that is running, or whose files are still there to download, was made from its digest, and a rebuild of that disk
+image, or the hosts installed from it, need the same image."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from django.db.models import Exists, OuterRef, Q
+
+from portal.models import RunStatus
+
+from .models import Artifact, DiskImage
+
+
+def digests_in_use(*, definition, digests) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = defaultdict(list)
+    present = Exists(Artifact.objects.present().filter(disk_image=OuterRef("pk")))
+    images = (DiskImage.objects.filter(digest__in=digests)
+              .filter(Q(run__status__in=[RunStatus.QUEUED, RunStatus.RUNNING]) | Q(present))
+              .select_related("run").order_by("pk"))
+    for image in images:
+        doing = "is being made" if image.run.status in (RunStatus.QUEUED, RunStatus.RUNNING) else "was made"
+        found[image.digest].append(f"disk image #{image.pk} ({image.get_types_display()}) {doing} from it")
+    return dict(found)
