@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from portal import egress, failures, runs
 from portal.models import Run, RunStatus
+from portal.packages import parse_packages
 from portal.services import run_set_phase
 
 from . import buildcontext, fetches, git, podman, registry
@@ -318,4 +319,4 @@ def _read_packages(builder, runner, image_id, watch):
     except CommandFailed as exc:
         watch.log(f"Could not read the package list ({exc}); the build still counts.")
         return "", {}
-    return podman.parse_packages(result.stdout)
+    return parse_packages(result.stdout)

@@ -11,22 +11,8 @@ import re
 from dataclasses import dataclass
 
 from portal import failures
+from portal.packages import PACKAGE_SCRIPT
 from portal.text import storable
-
-PACKAGE_FORMATS = ("rpm", "dpkg", "apk")
-# One container run reads the package database: rpm if the image has it, else dpkg's or apk's status file as text.
-PACKAGE_SCRIPT = r"""
-if { [ -e /usr/lib/sysimage/rpm ] || [ -e /var/lib/rpm ]; } \
-   && out=$(rpm -qa --qf '%{NAME}\t%|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}\t%{ARCH}\n' 2>/dev/null); then
-  echo '#format rpm'; printf '%s\n' "$out"
-elif [ -f /var/lib/dpkg/status ]; then
-  echo '#format dpkg'; cat /var/lib/dpkg/status
-elif [ -f /lib/apk/db/installed ]; then
-  echo '#format apk'; cat /lib/apk/db/installed
-else
-  echo '#format none'
-fi
-"""
 
 
 def global_args(builder) -> list[str]:
@@ -94,57 +80,6 @@ def version_tuple(version: str):
 def supports_heredocs(version: str) -> bool:
     """Heredocs in RUN/COPY arrived with buildah 1.33, i.e. podman 4.8."""
     return version_tuple(version) >= (4, 8)
-
-
-# --- Packages --------------------------------------------------------------------------------------------------------
-
-
-def parse_packages(output: str) -> tuple[str, dict[str, str]]:
-    """(format, {name: version}) from PACKAGE_SCRIPT's output."""
-    lines = output.splitlines()
-    header = next((i for i, line in enumerate(lines) if line.startswith("#format ")), None)
-    if header is None:
-        return "", {}
-    fmt = lines[header].split()[1]
-    body = lines[header + 1:]
-    if fmt == "rpm":
-        packages: dict[str, str] = {}
-        for line in body:
-            parts = line.split("\t")
-            if len(parts) < 2 or not parts[0]:
-                continue
-            name, version = parts[0], parts[1]
-            arch = parts[2] if len(parts) > 2 else ""
-            key = name if name not in packages else f"{name}.{arch}"
-            packages[key] = version
-        return "rpm", packages
-    if fmt == "dpkg":
-        return "dpkg", _parse_stanzas(body, name_key="Package", version_key="Version",
-                                      keep=lambda s: "installed" in s.get("Status", "install ok installed").split())
-    if fmt == "apk":
-        return "apk", _parse_stanzas(body, name_key="P", version_key="V", sep=":", keep=lambda s: True)
-    return "", {}
-
-
-def _parse_stanzas(lines, *, name_key, version_key, keep, sep=": "):
-    packages, stanza = {}, {}
-
-    def done():
-        if stanza.get(name_key) and keep(stanza):
-            packages[stanza[name_key]] = stanza.get(version_key, "")
-
-    for line in lines:
-        if not line.strip():
-            done()
-            stanza = {}
-            continue
-        if line[:1] in (" ", "\t"):
-            continue
-        key, found, value = line.partition(sep)
-        if found:
-            stanza[key.strip()] = value.strip()
-    done()
-    return packages
 
 
 # --- Why a build failed ----------------------------------------------------------------------------------------------

@@ -316,6 +316,35 @@ def _v(version):
     return f" (version {version})" if version else ""
 
 
+class HostRuntime(models.Model):
+    """What changed on a host since it booted its image, as last read (`hosts.runtime`): files in /etc that ostree's
+    three-way merge carries (added, modified, deleted), packages that are not the image's, and the /usr overlay.
+
+    Written only when a reading differs from the one before (`fingerprint`); each change also adds a timeline event."""
+
+    host = models.OneToOneField(Host, on_delete=models.CASCADE, related_name="runtime")
+    read_at = models.DateTimeField(null=True, blank=True, help_text="When it was last read, changed or not.")
+    changed_at = models.DateTimeField(null=True, blank=True, help_text="When what was read last changed.")
+    digest = models.CharField(max_length=80, blank=True, help_text="The booted digest it was compared with.")
+    etc_changes = models.JSONField(default=list, blank=True, help_text="[[kind A/M/D, path], ...], the first ones.")
+    etc_total = models.PositiveIntegerField(default=0, help_text="How many paths changed in all.")
+    packages_added = models.JSONField(default=dict, blank=True, help_text="{name: version} not in the image.")
+    packages_changed = models.JSONField(default=dict, blank=True, help_text="{name: [on the host, in the image]}.")
+    packages_removed = models.JSONField(default=list, blank=True, help_text="Names the image has and the host not.")
+    image_packages_known = models.BooleanField(default=False, help_text="Whether the image's package list was known.")
+    usr_overlay = models.CharField(max_length=100, blank=True)
+    error = models.CharField(max_length=500, blank=True, help_text="Why the last reading failed, if it did.")
+    fingerprint = models.CharField(max_length=64, blank=True)
+
+    def __str__(self):
+        return f"runtime of {self.host}"
+
+    @property
+    def has_drift(self):
+        return bool(self.etc_total or self.packages_added or self.packages_changed or self.packages_removed
+                    or self.usr_overlay)
+
+
 class HostSnapshot(models.Model):
     """A `bootc status` that differed from the one before: the raw output and what the parser made of it."""
 
@@ -353,6 +382,7 @@ class EventKind(models.TextChoices):
     HOST_KEY_CHANGED = "host_key_changed", "Host key changed"
     HOST_KEY_CONFIRMED = "host_key_confirmed", "Host key confirmed"
     UNREADABLE = "unreadable", "Status unreadable"
+    RUNTIME_CHANGED = "runtime_changed", "Changed on the host"
     ACTION = "action", "Action"
 
 

@@ -39,6 +39,7 @@ import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
+from . import simruntime
 from .simregistry import RegistryError, resolve_image
 
 NEWEST_BOOTC = "1.16.9"
@@ -117,6 +118,7 @@ class HostState:
     max_boot_attempts: int = 3  # GREENBOOT_MAX_BOOT_ATTEMPTS
     last_downtime_seconds: float | None = None
     last_reboot_soft: bool = False
+    runtime: dict = field(default_factory=dict)  # what people changed since boot (hosts.simruntime)
 
     def to_json(self):
         return json.dumps(asdict(self))
@@ -189,6 +191,9 @@ class BootcMachine:
             return self.cmd_df(argv[1:])
         if argv[:3] == ["ostree", "admin", "pin"]:
             return self.cmd_pin(argv[3:])
+        out = simruntime.execute(self, argv, CommandError)
+        if out is not None:
+            return out
         raise CommandError(f"bash: {argv[0] if argv else ''}: command not found", 127)
 
     # --- status ---
@@ -209,7 +214,7 @@ class BootcMachine:
         if state.other_deployments and self.bootc_version >= (1, 3, 0):
             status["otherDeployments"] = [entry.entry(None, version) for entry in state.other_deployments]
         if self.bootc_version >= (1, 14, 0):
-            status["usrOverlay"] = None
+            status["usrOverlay"] = simruntime.usr_overlay(self)
         if self.bootc_version >= (1, 16, 7):
             status["readOnly"] = False
         return {
@@ -491,6 +496,7 @@ class BootcMachine:
         state = self.state
         previous = state.booted
         state.boot_id += 1
+        simruntime.on_boot(self)
         attempts = 1
         if soft:
             self._log("systemd", "Soft-rebooting: userspace restarted, kernel kept")

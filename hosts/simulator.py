@@ -23,6 +23,7 @@ from pathlib import Path
 
 import asyncssh
 
+from . import simruntime
 from .simbootc import FAULTS, BootcMachine, CommandError, HostState
 
 log = logging.getLogger(__name__)
@@ -274,6 +275,16 @@ class Fleet:
 
     def rotate_host_key(self, name):
         return self.call(self.hosts[name].rotate_host_key)
+
+    def run(self, name, *argv):
+        """What a person typing `argv` in a shell on the host would get printed (a CommandError if it fails)."""
+        return self.call(self.hosts[name].execute, list(argv))
+
+    def edit_etc(self, name, path, kind="M"):
+        """Someone edits (M), adds (A) or deletes (D) /etc/<path> on the host."""
+        async def edit():
+            simruntime.edit_etc(self.hosts[name], path, kind)
+        return self.call(edit)
 
     def stop_thread(self):
         if self.loop is not None and self._thread is not None:

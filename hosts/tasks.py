@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from . import actions, drift, poller, reportin, services
+from . import actions, drift, poller, reportin, runtime, services
 from .models import Host
 
 
@@ -21,6 +21,21 @@ def poll_due_hosts():
 @shared_task
 def poll_hosts_task(host_ids):
     return poller.poll_hosts(host_ids)
+
+
+@shared_task
+def runtime_read_due():
+    """Beat: read what changed on the hosts whose last reading is older than RUNTIME_READ_HOURS, a slice at a time."""
+    ids = list(runtime.hosts_due()[:getattr(settings, "RUNTIME_READ_BATCH", 200)])
+    for host_id in ids:
+        runtime_read_task.delay(host_id)
+    return len(ids)
+
+
+@shared_task
+def runtime_read_task(host_id):
+    host = Host.objects.filter(pk=host_id).first()
+    return runtime.runtime_read(host).etc_total if host is not None else None
 
 
 @shared_task

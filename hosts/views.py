@@ -8,6 +8,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.db.models import Q
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
@@ -23,7 +24,7 @@ from portal.access import can, check_team_action, teams_where, user_teams, user_
 from portal.models import Action, Team
 from portal.views import _viewer_context, current_team
 
-from . import actions, services
+from . import actions, services, tasks
 from . import fleet as fleet_tallies
 from .access import get_host_for_user, get_team_keys_for_user
 from .connect import HostError
@@ -34,6 +35,7 @@ from .models import (
     Host,
     HostEvent,
     HostMode,
+    HostRuntime,
     HostSnapshot,
     HostState,
     JumpHost,
@@ -41,6 +43,7 @@ from .models import (
     TeamSSHKey,
     tally_counts,
 )
+from .runtime import summary as runtime_summary
 
 PAGE_SIZE = 50
 
@@ -181,7 +184,13 @@ def _host_context(request, host):
         "builds": builds_by_digest(request.user, [host.booted_digest, host.staged_digest, host.rollback_digest,
                                                   host.expected_digest]),
         "now": timezone.now(),
+        **_runtime_context(host),
     }
+
+
+def _runtime_context(host):
+    found = HostRuntime.objects.filter(host=host).first()
+    return {"runtime": found, "runtime_summary": runtime_summary(found) if found else ""}
 
 
 def builds_by_digest(user, digests):
@@ -296,6 +305,19 @@ def host_poll(request, pk):
         return redirect("hosts:host_trust", host.pk)
     services._enqueue_poll([host.pk])
     messages.info(request, f"Reading {host}'s status now; the page updates when it answers.")
+    return redirect(host)
+
+
+@login_required
+@require_POST
+def host_runtime_read(request, pk):
+    """Read what changed on the host now (files in /etc, packages, the /usr overlay), instead of at its hourly turn."""
+    host = get_host_for_user(request.user, pk, action=Action.OPERATE)
+    if host.reports_in or not host.trusted:
+        messages.error(request, f"{host} is not reached over SSH with a confirmed key, so the portal cannot read it.")
+        return redirect(host)
+    transaction.on_commit(lambda: tasks.runtime_read_task.delay(host.pk))
+    messages.info(request, f"Reading what changed on {host}; it shows here in a few seconds.")
     return redirect(host)
 
 

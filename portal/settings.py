@@ -634,8 +634,10 @@ HOSTS_UPDATE_CHECK_TIMEOUT = env.float("HOSTS_UPDATE_CHECK_TIMEOUT", default=120
 HOSTS_AGENT_RATE_LIMIT_PER_HOST = env.str("HOSTS_AGENT_RATE_LIMIT_PER_HOST", default="120/m")
 HOSTS_AGENT_ENROLL_RATE_LIMIT_PER_ADDRESS = env.str("HOSTS_AGENT_ENROLL_RATE_LIMIT_PER_ADDRESS", default="600/m")
 HOSTS_AGENT_SEEN_FLUSH_SECONDS = env.float("HOSTS_AGENT_SEEN_FLUSH_SECONDS", default=1.0)
+RUNTIME_READ_HOURS = env.float("RUNTIME_READ_HOURS", default=1.0)  # between two readings of what changed on a host
 CELERY_BEAT_SCHEDULE.update({
     "hosts-poll-due": {"task": "hosts.tasks.poll_due_hosts", "schedule": 15.0},
+    "hosts-runtime-due": {"task": "hosts.tasks.runtime_read_due", "schedule": 300.0},
     "hosts-agent-seen-flush": {"task": "hosts.tasks.agent_seen_flush", "schedule": 10.0},
     "hosts-refresh-references": {"task": "hosts.tasks.refresh_reference_digests", "schedule": 60.0},
     "hosts-tallies-compact": {"task": "hosts.tasks.tallies_compact", "schedule": 60.0},

@@ -29,6 +29,7 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from portal import packages
 from portal.text import decoded
 
 # paramiko logs every failed connection with a traceback at ERROR; the poller records each failure on the host instead.
@@ -266,6 +267,16 @@ def ostree_admin_pin(index, *, unpin=False):
         raise ValueError("A deployment index is 0 or more.")
     argv = ("ostree", "admin", "pin") + (("--unpin",) if unpin else ()) + (str(index),)
     return Command(argv, ("unpin" if unpin else "pin") + f" the deployment at index {index}")
+
+
+def ostree_config_diff():
+    """What changed in /etc since the deployment was made: ostree's three-way merge base (/usr/etc) against /etc."""
+    return Command(("ostree", "admin", "config-diff"), "list what changed in /etc")
+
+
+def package_list():
+    """The host's installed packages, read the way a build reads its image's (portal.packages)."""
+    return Command(("sh", "-c", packages.PACKAGE_SCRIPT), "list the installed packages")
 
 
 def systemctl_reboot():

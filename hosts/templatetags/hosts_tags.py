@@ -26,6 +26,7 @@ EVENT_ICONS = {
     "rollback_cancelled": "arrow-return-right", "switched": "shuffle", "pinned": "pin-angle", "unpinned": "pin",
     "unreachable": "wifi-off", "reachable": "wifi", "host_key_changed": "shield-exclamation",
     "host_key_confirmed": "shield-check", "unreadable": "file-earmark-x", "action": "person-gear",
+    "runtime_changed": "pencil-square",
 }
 
 

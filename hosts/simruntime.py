@@ -1,0 +1,77 @@
+"""What people change on a simulated host after it booted: files in /etc, and packages in a transient /usr overlay.
+Answers the commands hosts.runtime reads them with, in the formats a real host prints.
+
+- `ostree admin config-diff`: "M    path", "A    path", "D    path", the path relative to /etc (ostree_diff_print);
+- the package script of portal.packages (`sh -c ...`): "#format rpm" and a line per package, name, version and
+  architecture separated by tabs, as `rpm -qa --qf` prints them;
+- `bootc usr-overlay`: a writable /usr until the next boot (bootc's default is transient);
+- `dnf install -y NAME...`: refused on a read-only /usr (the words of dnf5 on a bootc host), added to the overlay
+  otherwise. A reboot drops the overlay and what was installed in it; /etc changes stay (ostree's three-way merge
+  carries them into every new deployment).
+
+The state lives in the host's saved state (`HostState.runtime`): {"etc": {path: kind}, "layered": {name: version},
+"overlay": bool}. Every simulated image has the same packages (IMAGE_PACKAGES).
+"""
+
+from portal.packages import PACKAGE_SCRIPT
+
+IMAGE_PACKAGES = {
+    "bash": "5.2.37-1.fc42", "bootc": "1.15.1-1.fc42", "chrony": "4.6.1-2.fc42", "coreutils": "9.6-2.fc42",
+    "dnf5": "5.2.13.1-1.fc42", "kernel": "6.14.5-300.fc42", "openssh-server": "9.9p1-11.fc42",
+    "podman": "5.4.2-1.fc42", "systemd": "257.5-2.fc42", "vim-minimal": "9.1.1275-1.fc42",
+}
+READ_ONLY = ("error: This bootc system is configured to be read-only. Pass --transient to perform this and subsequent "
+             "transactions in a transient overlay which will reset when the system reboots.")
+
+
+def _state(machine):
+    runtime = machine.state.runtime
+    runtime.setdefault("etc", {})
+    runtime.setdefault("layered", {})
+    runtime.setdefault("overlay", False)
+    return runtime
+
+
+def execute(machine, argv, error):
+    """The output of one of these commands, or None when `argv` is none of them. `error(message, status)` makes the
+    exception a failing command raises."""
+    runtime = _state(machine)
+    if argv == ["ostree", "admin", "config-diff"]:
+        return "".join(f"{kind}    {path}\n" for path, kind in sorted(runtime["etc"].items()))
+    if argv == ["sh", "-c", PACKAGE_SCRIPT]:
+        packages = {**IMAGE_PACKAGES, **runtime["layered"]}
+        return "#format rpm\n" + "".join(f"{name}\t{version}\tx86_64\n" for name, version in sorted(packages.items()))
+    if argv in (["bootc", "usr-overlay"], ["bootc", "usroverlay"]):
+        runtime["overlay"] = True
+        machine.changed()
+        return "Development mode enabled.  A writable overlayfs is now mounted on /usr.\n"
+    if argv[:2] == ["dnf", "install"]:
+        names = [arg for arg in argv[2:] if not arg.startswith("-")]
+        if not runtime["overlay"]:
+            raise error(READ_ONLY, 1)
+        for name in names:
+            runtime["layered"][name] = "1.0-1.fc42"
+        machine.changed()
+        return "".join(f"Installing: {name}\n" for name in names) + "Complete!\n"
+    return None
+
+
+def usr_overlay(machine):
+    """bootc status's `usrOverlay`: null, or the overlay's access mode and persistence."""
+    return {"accessMode": "readWrite", "persistence": "transient"} if _state(machine)["overlay"] else None
+
+
+def on_boot(machine):
+    runtime = _state(machine)
+    runtime["overlay"] = False
+    runtime["layered"] = {}
+
+
+def edit_etc(machine, path, kind="M"):
+    """Someone changes /etc/<path> on the host (kind M modified, A added, D deleted); "" undoes it."""
+    runtime = _state(machine)
+    if kind:
+        runtime["etc"][path.removeprefix("/etc/").lstrip("/")] = kind
+    else:
+        runtime["etc"].pop(path.removeprefix("/etc/").lstrip("/"), None)
+    machine.changed()
