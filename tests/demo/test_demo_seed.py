@@ -2,6 +2,7 @@
 builds pushed to a real registry, real promotions), run here in-process with eager tasks."""
 
 import io
+import time
 
 import pytest
 from django.core.management import call_command
@@ -87,3 +88,80 @@ def test_the_demo_builds_pushes_and_promotes_web_os_for_real(
     definition_, held, versions = demo.stage_digests(team)
     assert held == {"dev": second.digest, "test": first.digest}
     assert versions == {"1.0": first.digest, "1.1": second.digest}
+    # web-os on the next major release (a stream10 base) is built and in dev, for the 9 → 10 rollout.
+    ten = ImageDefinition.objects.get(team=team, name=demo.DEMO_DEFINITION_10)
+    tenth = Build.objects.get(definition=ten)
+    assert tenth.succeeded and tenth.labels["org.opencontainers.image.version"] == "10.0"
+    assert f"FROM {demo.DEMO_BASE_10}" in tenth.revision.containerfile
+    assert StageHistory.objects.current(dev, ten).digest == tenth.digest
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_the_demo_switches_devs_hosts_from_web_os_9_to_10_and_pauses_after_the_canary(
+        without_personas, local_builder, build_settings, oci_registry, eager_tasks, settings):
+    import threading
+
+    from django.db import connection
+
+    from hosts import poller
+    from hosts.rollouts import engine
+    from hosts.rollouts.models import Rollout, RolloutHost, RolloutStatus, Step
+    from hosts.services import team_key_ensure
+    from tests.hosts.fixtures import FleetForTests, booted_state
+
+    seed("--quiet")
+    for _ in range(30):
+        done, note = demo.advance()
+        if done:
+            break
+    assert note == demo.READY
+    team = Team.objects.get(slug="platform")
+    web_os = ImageDefinition.objects.get(team=team, name="web-os")
+    first = Build.objects.filter(definition=web_os).order_by("revision__number").first()
+    tenth = Build.objects.get(definition__name=demo.DEMO_DEFINITION_10)
+    assert demo.nine_to_ten() == (False, "waiting for the fleet's dev hosts (make run's demo_fleet) to be read")
+
+    # make run's fleet: dev's hosts boot web-os 1.0 (stream9) and track its dev tag.
+    fleet = FleetForTests(team, team_key_ensure(team=team))
+    for name in ("api-01", "db-01"):
+        fleet.add(name, booted_state(f"{web_os.repository}:dev", first.digest, "1.0", first.architecture or "amd64"))
+    try:
+        hosts = fleet.start(stage=team.stages.get(name="dev"))
+        poller.poll_hosts([h.pk for h in hosts.values()])
+        eager_tasks.conf.task_always_eager = False  # the rollout's task waits in the broker: this test runs it
+        settings.ROLLOUTS_TICK_SECONDS, settings.HOSTS_REBOOT_POLL_SECONDS = 0.05, 0.1
+
+        assert demo.nine_to_ten() == (False, "started the web-os 9 → 10 rollout on dev")
+        rollout = Rollout.objects.get(stage__name="dev", switch=True)
+        assert rollout.reference == f"{tenth.definition.repository}:dev" and rollout.digest == tenth.digest
+
+        def execute():
+            try:
+                engine.rollout_execute(rollout.pk)
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=execute)
+        thread.start()
+        notes = []
+        try:
+            for _ in range(600):
+                done, note = demo.nine_to_ten()
+                notes.append(note)
+                if done:
+                    break
+                time.sleep(0.1)
+        finally:
+            thread.join(60)
+        assert notes[-1] == f"{demo.READY}: the web-os 9 → 10 rollout is paused after its canary", notes[-3:]
+        rollout.refresh_from_db()
+        assert rollout.status == RolloutStatus.PAUSED and rollout.run.is_parked
+        canary = RolloutHost.objects.get(rollout=rollout, batch=0)
+        assert canary.host.name == "api-01" and canary.step == Step.UPDATED
+        state = fleet.sim("api-01").state
+        assert (state.booted.digest, state.spec_image) == (tenth.digest, rollout.reference)
+        assert state.rollback.digest == first.digest and state.rollback.pinned  # web-os 9 kept as the fallback
+        assert demo.nine_to_ten() == (True, demo.READY)  # nothing started or paused twice
+    finally:
+        fleet.stop()

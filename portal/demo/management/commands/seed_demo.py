@@ -1,9 +1,10 @@
-"""Demo data for `make run`: a team, one user per persona, the stages dev, test and prod, and the image definition
-"web-os" with two revisions. Safe to run again.
+"""Demo data for `make run`: a team, one user per persona, the stages dev, test and prod, and the image definitions
+"web-os" (two revisions) and "web-os-10" (one). Safe to run again.
 
-The rest of the demo (the base image, a build of each revision, promotions to dev and test, a request waiting for the
-approver) is slow, so `make run` does it in the background through the worker (`portal.demo.web_os`,
-`portal.demo.tasks.demo_advance`) once its processes are up; without podman, skopeo or busybox it is skipped with a note.
+The rest of the demo (the base images, a build of each revision, promotions to dev and test, a request waiting for the
+approver, the web-os 9 → 10 rollout on dev) is slow, so `make run` does it in the background through the worker
+(`portal.demo.web_os`, `portal.demo.tasks.demo_advance`) once its processes are up; without podman, skopeo or busybox
+it is skipped with a note.
 """
 
 from django.core.management.base import BaseCommand
@@ -48,6 +49,7 @@ class Command(BaseCommand):
             if role and not Membership.objects.filter(team=team, user=user).exists():
                 services.membership_set(team=team, user=user, role=role, actor=None)
         definition = demo.definition_ensure(team, User.objects.get(username="developer"))
+        demo.definition_10_ensure(team, User.objects.get(username="developer"))
         missing = demo.missing_tools()
         if not quiet:
             self.stdout.write(f"Demo team {team.name!r} with stages {', '.join(s.name for s in team.stages.all())}.")
@@ -58,5 +60,6 @@ class Command(BaseCommand):
                 self.stdout.write(f"Image definition {definition.name!r}: its demo builds are skipped ({', '.join(missing)} "
                                   "not installed; `scripts/system-deps.sh run` installs them).")
             else:
-                self.stdout.write(f"Image definition {definition.name!r}: make run builds and promotes it in the "
-                                  "background (worker); watch it on /builds/.")
+                self.stdout.write(f"Image definitions {definition.name!r} and {demo.DEMO_DEFINITION_10!r}: make run "
+                                  "builds and promotes them in the background (worker), then rolls dev's hosts over "
+                                  "from 9 to 10; watch it on /builds/ and /rollouts/.")
