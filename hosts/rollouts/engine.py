@@ -37,9 +37,9 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from hosts import bootc
+from hosts import bootc, drift
 from hosts.connect import HostError, setting, target_for
-from hosts.models import EventKind, HostEvent
+from hosts.models import EventKind, Host, HostEvent
 from hosts.poller import record_outcome
 from portal import runs, ssh
 from portal import services as portal_services
@@ -464,7 +464,7 @@ class Engine:
         if host.staged_digest and self._matches(host.staged_digest, host) and self._on_target_stream(host, "staged"):
             RolloutHost.objects.filter(pk=row.pk).update(step=Step.STAGED, staged_at=timezone.now())
             self.sink.write(f"{host.name}: its bootc status shows the target {short_digest(host.staged_digest)} "
-                            "staged; waiting for its window")
+                            "staged")
             return
         if self._matches(host.booted_digest, host) and self._on_target_stream(host, "booted"):
             self._finish(row, Step.UPDATED, "already boots the target digest")
@@ -558,6 +558,12 @@ class Engine:
         label = Step(step).label.lower()
         self.sink.write(f"{row.host.name}: {label}" + (f": {reason}" if reason else ""))
         self._event(row, label + (f": {reason}" if reason else ""))
+        if step == Step.UPDATED and self.rollout.switch and row.host.tracked_image != self.rollout.reference:
+            # It boots the new stream and its bootc tracks it: the portal's record of what it tracks follows, so its
+            # drift is judged against the new stream's tag, not the old one's.
+            Host.objects.filter(pk=row.host_id).update(tracked_image=self.rollout.reference)
+            row.host.tracked_image = self.rollout.reference
+            drift.refresh_expected(Host.objects.filter(pk=row.host_id))
 
     # --- helpers ---
 
