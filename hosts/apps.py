@@ -28,6 +28,7 @@ class HostsConfig(AppConfig):
             registry.Tile("hosts_drifting", "Hosts drifting", "exclamation-triangle", "hosts:host_drift"),
         ])
         registry.dashboard_run_list(label="All hosts", url_name="hosts:host_list", order=20, across_teams=True)
+        registry.lean_path("/agent/v1/")  # hosts' agents: their own credential, thousands of reports a minute
         registry.team_link(label="Hosts that report in: enrollment tokens and approvals", icon="broadcast",
                            url_name="hosts:enrollment", action=Action.ADMIN, order=30)
         registry.subscribe(PROMOTION_APPLIED, promotion_applied)

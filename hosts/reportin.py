@@ -23,15 +23,14 @@ from datetime import timedelta
 
 import redis
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from portal import redisconn, runs
 from portal import services as portal_services
 from portal.access import check_team_action
 from portal.logsink import LogSink
-from portal.models import Action, RunStatus
+from portal.models import Action, Run, RunStatus
 from portal.text import storable
 
 from .actions import _release
@@ -193,21 +192,24 @@ class AgentHost:
     actions_waiting: bool
 
 
-AGENT_FIELDS = ("pk", "name", "team_id", "approved_at", "state", "status_hash", "reachable", "failures")
+# One statement, written once: the report path runs it for every report, and the ORM would compile it every time.
+AUTHENTICATE_SQL = f"""
+    SELECT h.id, h.name, h.team_id, h.approved_at IS NOT NULL, h.state, h.status_hash, h.reachable, h.failures,
+           EXISTS (SELECT 1 FROM {HostAction._meta.db_table} a JOIN {Run._meta.db_table} r ON r.id = a.run_id
+                   WHERE a.host_id = h.id AND a.active AND r.status = %s)
+    FROM {Host._meta.db_table} h WHERE h.agent_secret_hash = %s AND h.mode = %s"""  # nosec B608 - table names only
 
 
 def agent_authenticate(secret):
     """The host whose credential this is (one indexed read, with whether an action waits for it), or None."""
     if not secret or not secret.startswith(HOST_SECRET_PREFIX):
         return None
-    waiting = HostAction.objects.filter(host=OuterRef("pk"), active=True, run__status=RunStatus.QUEUED)
-    row = (Host.objects.filter(agent_secret_hash=secret_hash(secret), mode=HostMode.REPORT)
-           .annotate(waiting=Exists(waiting)).values(*AGENT_FIELDS, "waiting").first())
+    with connection.cursor() as cursor:
+        cursor.execute(AUTHENTICATE_SQL, [RunStatus.QUEUED.value, secret_hash(secret), HostMode.REPORT.value])
+        row = cursor.fetchone()
     if row is None:
         return None
-    return AgentHost(pk=row["pk"], name=row["name"], team_id=row["team_id"], approved=row["approved_at"] is not None,
-                     state=row["state"], status_hash=row["status_hash"], reachable=row["reachable"],
-                     failures=row["failures"], actions_waiting=row["waiting"])
+    return AgentHost(*row[:3], bool(row[3]), *row[4:8], bool(row[8]))
 
 
 @dataclass
@@ -248,23 +250,25 @@ def mark_seen(host_id, now=None):
     now = now or time.time()
     try:
         client = redisconn.client(timeout=1)
-        client.hset(SEEN_KEY, str(host_id), str(now))
+        pipe = client.pipeline(transaction=False)
+        pipe.hset(SEEN_KEY, str(host_id), str(now))
+        pipe.set(FLUSH_LOCK_KEY, "1", nx=True, px=int(setting("HOSTS_AGENT_SEEN_FLUSH_SECONDS", 1.0) * 1000))
+        _, flush_due = pipe.execute()
     except redis.RedisError as exc:
         log.warning("last-seen of host %s written directly, Redis did not answer: %s", host_id, exc)
         at = timezone.now()
         Host.objects.filter(pk=host_id).update(status_at=at, last_poll_at=at)
         return
-    flush_last_seen(client=client, if_due=True)
+    if flush_due:
+        flush_last_seen(client=client)
 
 
-def flush_last_seen(*, client=None, if_due=False):
-    """Write every host marked seen since the last flush: one UPDATE. With `if_due`, only when no flush ran in the
-    last HOSTS_AGENT_SEEN_FLUSH_SECONDS (a lock in Redis makes one request per interval do it). Returns hosts written."""
+def flush_last_seen(*, client=None):
+    """Write every host marked seen since the last flush: one UPDATE. `mark_seen` calls it when its lock in Redis
+    (HOSTS_AGENT_SEEN_FLUSH_SECONDS) was free, so one report per interval does it; beat calls it too. Returns how many
+    hosts it wrote."""
     client = client or redisconn.client(timeout=5)
     try:
-        if if_due and not client.set(FLUSH_LOCK_KEY, "1", nx=True,
-                                     px=int(setting("HOSTS_AGENT_SEEN_FLUSH_SECONDS", 1.0) * 1000)):
-            return 0
         pending = f"{SEEN_KEY}:flushing:{secrets.token_hex(6)}"
         try:
             client.rename(SEEN_KEY, pending)

@@ -9,8 +9,9 @@ likewise scrapes each web replica by its internal address over plain HTTP; /metr
 """
 
 from django.shortcuts import render
+from django.urls import resolve
 
-from . import views
+from . import registry, views
 
 PROBES = {
     "/health/live": views.health_live,
@@ -27,6 +28,23 @@ def health_probes(get_response):
         probe = PROBES.get(request.path_info)
         if probe is not None:
             return probe(request)
+        return get_response(request)
+
+    return middleware
+
+
+def lean_paths(get_response):
+    """Machine endpoints a feature registered as lean (`portal.registry.lean_path`) are resolved and answered here,
+    after the probes and before sessions, users, CSRF, messages, CSP and the rest: they authenticate each request
+    themselves (a bearer credential), set no cookie and render no page, and the full stack would cost several times
+    their own work (hosts' agents report at up to 1,000 requests a second). Like the probes, they skip the host check
+    and the HTTPS redirect: the proxy in front terminates TLS for them as for every other request."""
+
+    def middleware(request):
+        prefixes = registry.lean_paths()
+        if prefixes and request.path_info.startswith(prefixes):
+            match = resolve(request.path_info)
+            return match.func(request, *match.args, **match.kwargs)
         return get_response(request)
 
     return middleware

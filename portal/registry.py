@@ -18,6 +18,8 @@ them without knowing who registered what:
   waiting, builder load), and the Celery queues whose depth it reports (`portal.metrics`);
 - `stored_files(...)`: the files a feature keeps in a storage (disk images' artifacts), whose names `manage.py backup`
   records and `manage.py restore` checks (`portal.backups`);
+- `lean_path(...)`: a path prefix of machine endpoints (their own authentication, no session or CSRF token) that
+  skip the middleware stack after the probes: hosts' agents report there thousands of times a minute;
 - `retention_step(...)`: what keeps a feature's data from growing forever, run by the core's retention pass
   (`portal.retention`) with its own steps (logs, webhook deliveries, login records) and recorded with them;
 - `digest_keeper(...)`: why an image digest must stay in the registry (a stage holds it, a host boots it or keeps it
@@ -338,3 +340,21 @@ def digest_keeper(*, name: str, function: Callable, order: int) -> None:
 
 def digest_keepers() -> list[DigestKeeper]:
     return list(_digest_keepers)
+
+
+# --- Lean paths ------------------------------------------------------------------------------------------------------
+
+_lean_prefixes: list[str] = []
+
+
+def lean_path(prefix: str) -> None:
+    """Requests under `prefix` are answered by their view right after the probes (`portal.middleware.lean_paths`),
+    without sessions, users, CSRF, messages or CSP: only for endpoints that authenticate each request themselves and
+    answer machines, never pages."""
+    if not prefix.startswith("/") or not prefix.endswith("/"):
+        raise ValueError(f"{prefix!r}: a lean path is a prefix that starts and ends with /")
+    _lean_prefixes.append(prefix)
+
+
+def lean_paths() -> tuple[str, ...]:
+    return tuple(_lean_prefixes)

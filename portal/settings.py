@@ -153,6 +153,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",  # first and last: requests counted and timed
     "portal.middleware.health_probes",  # probes and /metrics skip the host check and the HTTPS redirect
+    "portal.middleware.lean_paths",  # machine endpoints with their own authentication (hosts' agents) skip the rest
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
