@@ -213,6 +213,7 @@ class EnrollmentTokenForm(forms.Form):
 
     def __init__(self, *args, team, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["stage"].queryset = Stage.objects.filter(team=team)
+        self.fields["stage"].queryset = Stage.objects.filter(team=team).order_by("position")
+        self.fields["stage"].label_from_instance = lambda stage: stage.name
         self.helper = FormHelper()
         self.helper.add_input(Submit("submit", "Create enrollment token"))

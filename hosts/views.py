@@ -342,7 +342,12 @@ def host_action(request, pk, kind):
             except HostError as exc:
                 error = str(exc)
             else:
-                messages.success(request, f"{action.get_kind_display()} on {host} started; its log streams below.")
+                if host.reports_in:
+                    messages.success(request, f"{action.get_kind_display()} on {host} waits for the host's agent, "
+                                              "which asks for it with its next report (within a minute); its log "
+                                              "streams below once it starts.")
+                else:
+                    messages.success(request, f"{action.get_kind_display()} on {host} started; its log streams below.")
                 return redirect(reverse("hosts:host_detail", args=[host.pk]) + "#action-log")
     effect = actions.action_effect(host, kind, form["image"].value() if form is not None else "")
     active = host.actions.running().select_related("requested_by", "run").first()

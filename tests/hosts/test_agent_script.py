@@ -4,58 +4,18 @@ simulator's state machine (`hosts.simbootc_cli`) and resolves images in the test
 one tick of its systemd timer."""
 
 import subprocess
-import sys
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
 from hosts import agent_dist, reportin
 from hosts.actions import host_action_request
 from hosts.models import ActionKind, EventKind, Host, HostSnapshot, HostState
-from hosts.simbootc import Deployment
-from hosts.simbootc import HostState as SimState
 from portal.logsink import lines_after
 from portal.models import RunStatus
+from tests.hosts.reportin_fixtures import EdgeHost
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-class EdgeHost:
-    """A host behind NAT: its bootc state in a file, the agent's configuration and state directory, and a PATH whose
-    `bootc` and `systemctl` are the simulator's."""
-
-    def __init__(self, directory, *, reference, digest, portal_url, token):
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.portal_url, self.token = portal_url, token
-        self.state_file = self.directory / "bootc-state.json"
-        state = SimState(name="edge-01", spec_image=reference,
-                         booted=Deployment(image=reference, digest=digest, version="1.1"),
-                         rollback=Deployment(image=reference, digest="sha256:" + "0" * 64, version="1.0"))
-        self.state_file.write_text(state.to_json())
-        bindir = self.directory / "bin"
-        bindir.mkdir()
-        for command in ("bootc", "systemctl"):
-            (bindir / command).write_text(f"#!/bin/sh\nexec {sys.executable} -m hosts.simbootc_cli {command} \"$@\"\n")
-            (bindir / command).chmod(0o755)
-        self.conf = self.directory / "agent.conf"
-        self.conf.write_text(agent_dist.configuration(portal_url=portal_url, token=token, heartbeat_seconds=0)
-                             + "HOST_NAME=edge-01\n")
-        self.env = {"PATH": f"{bindir}:/usr/bin:/bin", "PORTAL_AGENT_CONF": str(self.conf),
-                    "PORTAL_AGENT_STATE": str(self.directory / "var"), "SIMBOOTC_STATE": str(self.state_file),
-                    "PYTHONPATH": str(REPO_ROOT), "HOME": str(self.directory)}
-
-    def tick(self):
-        """One run of the agent, as its timer starts it."""
-        return subprocess.run(["sh", str(agent_dist.AGENT_DIR / "portal-agent.sh")], env=self.env, capture_output=True,
-                              text=True, timeout=120)
-
-    def state(self):
-        return SimState.from_json(self.state_file.read_text())
-
 
 @pytest.fixture
 def edge(tmp_path, portal_server, demo_images, personas):
