@@ -216,10 +216,17 @@ class RevisionForm(forms.Form):
         return data
 
 
+GIB = 1024 ** 3
+
+
 class BuilderForm(forms.ModelForm):
     private_key = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4, "class": "font-monospace",
                                   "placeholder": "-----BEGIN OPENSSH PRIVATE KEY-----"}),
                                   help_text="Stored encrypted. Leave empty to keep the current key.")
+    storage_budget_gib = forms.DecimalField(
+        required=False, min_value=0, max_digits=9, decimal_places=1, label="Disk budget (GiB)",
+        help_text="Above this, older build results leave the builder's podman store (each definition's newest build "
+                  "stays: it is the next rebuild's cache). Empty: never prune.")
 
     class Meta:
         model = Builder
@@ -230,6 +237,8 @@ class BuilderForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.initial["private_key"] = ""
+        if self.instance.storage_budget_bytes is not None:
+            self.initial["storage_budget_gib"] = round(self.instance.storage_budget_bytes / GIB, 1)
         self.helper = FormHelper()
         self.helper.add_input(Submit("submit", "Save builder"))
 
@@ -255,6 +264,8 @@ class BuilderForm(forms.ModelForm):
         instance = super().save(commit=False)
         if not self.cleaned_data.get("private_key") and self.instance.pk:
             instance.private_key = Builder.objects.get(pk=self.instance.pk).private_key
+        budget = self.cleaned_data.get("storage_budget_gib")
+        instance.storage_budget_bytes = None if budget is None else int(budget * GIB)
         if commit:
             instance.save()
         return instance

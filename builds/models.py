@@ -262,6 +262,14 @@ class Builder(models.Model):
     health_detail = models.TextField(blank=True)
     podman_version = models.CharField(max_length=50, blank=True)
     health_checked_at = models.DateTimeField(null=True, blank=True)
+    # Disk use of its podman store (builds.hygiene): pruned above the budget, keeping each definition's newest build.
+    storage_budget_bytes = models.BigIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(0)],
+        help_text="Prune the podman store when its images take more than this; empty: never prune.")
+    storage_used_bytes = models.BigIntegerField(null=True, blank=True, help_text="Images, containers and volumes.")
+    storage_checked_at = models.DateTimeField(null=True, blank=True)
+    storage_pruned_at = models.DateTimeField(null=True, blank=True)
+    storage_note = models.CharField(max_length=500, blank=True, help_text="What the last check or prune did.")
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

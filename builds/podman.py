@@ -51,6 +51,38 @@ def push_args(builder, *, image: str, destination: str, digestfile: str | None, 
     return [*args, image, f"docker://{destination}"]
 
 
+def system_df_args(builder) -> list[str]:
+    """Disk use per kind (images, containers, volumes), one JSON object a line (podman 4.3 has no `--format json`
+    for df: it prints the word)."""
+    return [*global_args(builder), "system", "df", "--format", "{{json .}}"]
+
+
+def untag_args(builder, image_id: str) -> list[str]:
+    """Every name of the image goes; the image itself stays while another image builds on it."""
+    return [*global_args(builder), "untag", image_id]
+
+
+def image_prune_args(builder) -> list[str]:
+    """Dangling images only (no name, no image built on them): never the chain under a named image, which is the
+    build cache of its Containerfile."""
+    return [*global_args(builder), "image", "prune", "--force"]
+
+
+def container_prune_args(builder) -> list[str]:
+    return [*global_args(builder), "container", "prune", "--force"]
+
+
+def parse_system_df(output: str) -> int:
+    """Bytes the store uses (images, containers, volumes) from `system_df_args`' output."""
+    total = 0
+    for line in output.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            size = json.loads(line).get("Size")
+            total += size if isinstance(size, int) else 0
+    return total
+
+
 def image_inspect_args(builder, image: str) -> list[str]:
     return [*global_args(builder), "image", "inspect", "--format", "json", image]
 

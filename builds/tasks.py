@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from . import cleanup, pipeline, services
+from . import cleanup, hygiene, pipeline, services
 from .models import Builder
 
 
@@ -30,3 +30,9 @@ def build_check_builders_health():
 def image_cleanup_run(cleanup_id):
     """Delete the images a confirmed dry run listed, then collect the registry's garbage (`builds.cleanup`)."""
     cleanup.image_cleanup_execute(cleanup_id)
+
+
+@shared_task
+def builders_prune():
+    """Beat: keep each builder's podman store under its budget (`builds.hygiene`)."""
+    return hygiene.builders_prune()

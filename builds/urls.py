@@ -34,6 +34,7 @@ urlpatterns = [
     path("builders/<int:pk>/edit/", views.builder_edit, name="builder_edit"),
     path("builders/<int:pk>/check/", views.builder_check, name="builder_check"),
     path("builders/<int:pk>/toggle/", views.builder_toggle, name="builder_toggle"),
+    path("builders/<int:pk>/prune/", views.builder_prune, name="builder_prune"),
     path("teams/<slug:slug>/integrations/", views.integrations, name="integrations"),
     path("teams/<slug:slug>/integrations/credentials/", views.credential_create, name="credential_create"),
     path("integrations/credentials/<int:pk>/delete/", views.credential_delete, name="credential_delete"),

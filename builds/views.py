@@ -17,7 +17,7 @@ from portal.forms import add_service_errors
 from portal.models import Action, RunStatus, Team
 from portal.views import _viewer_context, current_team, error_text
 
-from . import compare, queues, retention, services, starters
+from . import compare, hygiene, queues, retention, services, starters
 from .access import (
     get_api_token_for_user,
     get_build_for_user,
@@ -484,6 +484,16 @@ def builder_check(request, pk):
         messages.success(request, f"{builder} answers: podman {builder.podman_version}.")
     else:
         messages.error(request, f"{builder} is not healthy: {builder.health_detail}")
+    return redirect("builds:builder_list")
+
+
+@login_required
+@require_POST
+def builder_prune(request, pk):
+    """Measure the builder's podman store now, and prune it if it is over its budget."""
+    builder = get_builder_for_user(request.user, pk, manage=True)
+    hygiene.builder_prune(builder=builder, user=request.user, force=True, request=request)
+    messages.info(request, f"{builder}: {builder.storage_note}")
     return redirect("builds:builder_list")
 
 
