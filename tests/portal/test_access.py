@@ -304,9 +304,11 @@ class TestCancellingHostRuns:
 # accepted back to the first: tests/portal/test_two_factor.py), logging out, the health check, Prometheus's scrape
 # (its own token or network: tests/portal/test_metrics.py), and the machine endpoints, which authenticate with their
 # own token or signature (tests/builds/test_remote.py and the API's tests cover those).
+# hosts:agent_enroll is a door too: whoever holds an enrollment token may knock (tests/hosts/test_reportin.py).
 PUBLIC = {"portal:login", "portal:login_verify", "portal:logout", "portal:health", "portal:health_live",
-          "portal:health_ready", "portal:metrics"}
-MACHINE = {"builds:api_build_create", "builds:api_build_detail", "builds:api_definition_list", "builds:git_webhook"}
+          "portal:health_ready", "portal:metrics", "hosts:agent_enroll"}
+MACHINE = {"builds:api_build_create", "builds:api_build_detail", "builds:api_definition_list", "builds:git_webhook",
+           "hosts:agent_status", "hosts:agent_action_next", "hosts:agent_action_log", "hosts:agent_action_finish"}
 
 
 def every_named_url():
