@@ -90,6 +90,15 @@ def delete_args(reference: str, *, tls_verify: bool, authfile: str | None = None
     return [*args, f"docker://{reference}"]
 
 
+def copy_to_dir_args(reference: str, directory: str, *, tls_verify: bool, authfile: str | None = None) -> list[str]:
+    """Copy repo@sha256:... out of the registry into a plain directory (manifest.json and the layer blobs by digest),
+    for a boot test to read the image's files."""
+    args = ["skopeo", "copy", "--quiet", f"--src-tls-verify={'true' if tls_verify else 'false'}"]
+    if authfile:
+        args += ["--authfile", authfile]
+    return [*args, f"docker://{reference}", f"dir:{directory}"]
+
+
 # --- Running skopeo where no run log is involved (retention's dry run and deletions) -----------------------------------
 
 SKOPEO_TIMEOUT = 60

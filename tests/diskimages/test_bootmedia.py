@@ -1,0 +1,118 @@
+"""What a boot test boots is made from the image's own layers: whiteouts applied as podman applies them, the kernel
+found where bootc images keep it, the root file system written as a newc cpio archive that busybox's cpio (a real
+reader) lists; and the VM's command line is the throwaway one the design asks for."""
+
+import io
+import json
+import stat
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from builds.diskimages import bootmedia, qemu
+from tests.conftest import require_tool
+
+KERNEL = b"\0" * 0x202 + b"HdrS" + b"\0" * 64  # a bzImage header, as far as the check looks
+
+
+def layer(path: Path, files: dict[str, bytes | str | None]):
+    """A gzip tar layer: bytes are files, str are symlinks, None a directory."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.mtime = 1_700_000_000
+            if content is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            elif isinstance(content, str):
+                info.type, info.linkname = tarfile.SYMTYPE, content
+                tar.addfile(info)
+            else:
+                info.size, info.mode = len(content), 0o755
+                tar.addfile(info, io.BytesIO(content))
+    return path
+
+
+def image_dir(tmp_path, *layers_files):
+    directory = tmp_path / "image"
+    directory.mkdir()
+    manifest = {"schemaVersion": 2, "layers": []}
+    for number, files in enumerate(layers_files):
+        hexdigest = f"{number:064x}"
+        layer(directory / hexdigest, files)
+        manifest["layers"].append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                                   "digest": f"sha256:{hexdigest}"})
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return directory
+
+
+def test_layers_flatten_with_whiteouts_and_opaque_directories(tmp_path):
+    directory = image_dir(
+        tmp_path,
+        {"etc": None, "etc/motd": b"old\n", "etc/gone": b"x", "opt": None, "opt/a": b"a", "bin": None,
+         "bin/sh": "busybox", "bin/busybox": b"\x7fELF"},
+        {"etc/.wh.gone": b"", "opt/.wh..wh..opq": b"", "opt/b": b"b", "etc/motd": b"new\n"},
+    )
+    entries = bootmedia.flatten(bootmedia.layers_of(directory), max_bytes=1 << 20)
+    assert entries["etc/motd"].data == b"new\n"
+    assert "etc/gone" not in entries
+    assert "opt/a" not in entries and entries["opt/b"].data == b"b"
+    assert entries["bin/sh"].kind == stat.S_IFLNK and entries["bin/sh"].data == b"busybox"
+
+
+def test_the_kernel_is_found_where_bootc_images_keep_it_and_the_rest_becomes_a_cpio_busybox_reads(tmp_path):
+    require_tool("busybox")
+    directory = image_dir(tmp_path, {"usr": None, "usr/lib": None, "usr/lib/modules": None,
+                                     "usr/lib/modules/6.1.0-test": None, "usr/lib/modules/6.1.0-test/vmlinuz": KERNEL,
+                                     "sbin": None, "sbin/init": b"#!/bin/sh\necho hi\n"})
+    work = tmp_path / "work"
+    work.mkdir()
+    media = bootmedia.prepare(directory, work, max_bytes=1 << 20)
+    assert media.kernel_version == "6.1.0-test"
+    assert media.kernel.read_bytes() == KERNEL
+    listing = subprocess.run(["busybox", "cpio", "-t"], stdin=media.initramfs.open("rb"), capture_output=True,
+                             text=True, check=True).stdout.split()
+    assert "sbin/init" in listing and "dev/console" in listing and "proc" in listing
+    assert "usr/lib/modules/6.1.0-test/vmlinuz" not in listing  # the kernel is passed to QEMU, not copied twice
+    assert listing.index("sbin") < listing.index("sbin/init")
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"sbin": None, "sbin/init": b"x"}, "has no kernel at /usr/lib/modules/<version>/vmlinuz"),
+    ({"usr/lib/modules/6.1/vmlinuz": b"not a kernel at all"}, "is not a Linux kernel image"),
+])
+def test_an_image_without_a_real_kernel_is_refused_with_the_reason(tmp_path, files, message):
+    directory = image_dir(tmp_path, files)
+    with pytest.raises(bootmedia.BootMediaError, match=message.replace("<", ".").replace(">", ".")):
+        bootmedia.prepare(directory, tmp_path, max_bytes=1 << 20)
+
+
+def test_a_layer_that_is_not_a_tar_archive_and_an_image_too_big_for_memory_are_refused(tmp_path):
+    directory = image_dir(tmp_path, {"big": b"x" * 4096})
+    with pytest.raises(bootmedia.BootMediaError, match="BOOT_TEST_ROOTFS_MAX_BYTES"):
+        bootmedia.prepare(directory, tmp_path, max_bytes=1024)
+    (directory / f"{0:064x}").write_bytes(b"QFI\xfb this is a qcow2 header, not a layer")
+    with pytest.raises(bootmedia.BootMediaError, match="is not a tar archive"):
+        bootmedia.prepare(directory, tmp_path, max_bytes=1 << 20)
+
+
+def test_the_vm_is_throwaway_restricted_and_named_after_its_run(tmp_path):
+    config = qemu.VMConfig(name=qemu.vm_name(42), kernel=tmp_path / "portal-boottest-42-x" / "vmlinuz",
+                           initramfs=tmp_path / "rootfs.cpio", accel="tcg", firmware="bios", memory_mb=256, cpus=1,
+                           append="console=ttyS0")
+    argv = qemu.args(config)
+    assert argv[argv.index("-name") + 1] == "portal-boottest-42"
+    assert "user,id=net0,restrict=on" in argv  # the guest reaches nothing outside QEMU
+    assert "-no-reboot" in argv and "-drive" not in argv  # no disk: nothing of the artifact can change
+    assert argv[argv.index("-accel") + 1] == "tcg" and argv[argv.index("-m") + 1] == "256"
+    assert qemu.run_id_of("portal-boottest-42-abcd") == 42 and qemu.run_id_of("other-42") is None
+
+
+def test_missing_uefi_firmware_and_a_wrong_accelerator_setting_say_what_to_do():
+    with pytest.raises(qemu.QemuError, match="BOOT_TEST_OVMF_CODE=/nowhere/OVMF_CODE.fd is missing"):
+        qemu.check_firmware("uefi", "/nowhere/OVMF_CODE.fd")
+    with pytest.raises(qemu.QemuError, match="must be auto, kvm or tcg"):
+        qemu.pick_accelerator("hvf")
+    assert qemu.pick_accelerator("tcg") == "tcg"
