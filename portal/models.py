@@ -241,6 +241,7 @@ FINISHED_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 class RunKind(models.TextChoices):
     BUILD = "build", "Build"
     DISK_IMAGE = "disk_image", "Disk image"
+    BOOT_TEST = "boot_test", "Boot test"
     PROMOTION_APPLY = "promotion_apply", "Promotion"
     HOST_ACTION = "host_action", "Host action"
     HOST_POLL = "host_poll", "Host poll"

@@ -607,6 +607,26 @@ DISK_IMAGE_RETENTION_DAYS = env.int("DISK_IMAGE_RETENTION_DAYS", default=30)  # 
 DISK_IMAGE_RETENTION_KEEP_LATEST = env.int("DISK_IMAGE_RETENTION_KEEP_LATEST", default=3)
 CELERY_BEAT_SCHEDULE["disk-images-expire"] = {"task": "builds.diskimages.tasks.artifacts_expire", "schedule": 3600.0}
 
+# --- Boot tests (docs/boot-tests.md) ---------------------------------------------------------------------------------
+# A throwaway QEMU VM boots a digest's own kernel and root file system; a stage may require a pass before promotion.
+BOOT_TEST_QUEUE = env.str("BOOT_TEST_QUEUE", default="boottests")  # its workers' concurrency is the VM limit
+BOOT_TEST_ACCEL = env.str("BOOT_TEST_ACCEL", default="auto")  # auto (KVM when /dev/kvm is usable), kvm or tcg
+BOOT_TEST_FIRMWARE = env.str("BOOT_TEST_FIRMWARE", default="bios")  # bios (SeaBIOS) or uefi (OVMF)
+BOOT_TEST_OVMF_CODE = env.str("BOOT_TEST_OVMF_CODE", default="/usr/share/OVMF/OVMF_CODE_4M.fd")
+BOOT_TEST_MEMORY_MB = env.int("BOOT_TEST_MEMORY_MB", default=512)
+BOOT_TEST_CPUS = env.int("BOOT_TEST_CPUS", default=1)
+# What on the console means "booted": a login prompt, or greenboot's boot-complete.
+BOOT_TEST_MARKER = env.str("BOOT_TEST_MARKER", default=r"login: ?$|boot-complete\.target|Reached target.*Boot Complete")
+BOOT_TEST_BOOT_SECONDS = env.int("BOOT_TEST_BOOT_SECONDS", default=300)  # from QEMU's start to the marker
+BOOT_TEST_SOAK_SECONDS = env.int("BOOT_TEST_SOAK_SECONDS", default=0)  # the VM stays up this long after the marker
+BOOT_TEST_TIMEOUT_MINUTES = env.int("BOOT_TEST_TIMEOUT_MINUTES", default=20)  # the whole run, copy included
+BOOT_TEST_CONSOLE_MAX_BYTES = env.int("BOOT_TEST_CONSOLE_MAX_BYTES", default=4 * 1024 * 1024)
+BOOT_TEST_ROOTFS_MAX_BYTES = env.int("BOOT_TEST_ROOTFS_MAX_BYTES", default=512 * 1024 * 1024)
+BOOT_TEST_WORK_DIR = env.str("BOOT_TEST_WORK_DIR", default="")  # where each run's copy and VM files go (a temp dir)
+CELERY_TASK_ROUTES["builds.diskimages.tasks.boot_test_run"] = {"queue": BOOT_TEST_QUEUE}
+CELERY_TASK_ROUTES["builds.diskimages.tasks.boot_test_reap"] = {"queue": BOOT_TEST_QUEUE}
+CELERY_BEAT_SCHEDULE["boot-tests-reap"] = {"task": "builds.diskimages.tasks.boot_test_reap", "schedule": 600.0}
+
 # --- Hosts (docs/hosts.md) -------------------------------------------------------------------------------------------
 HOSTS_POLL_SECONDS = env.int("HOSTS_POLL_SECONDS", default=60)  # between two polls of a healthy host
 HOSTS_POLL_CONCURRENCY = env.int("HOSTS_POLL_CONCURRENCY", default=64)  # SSH connections in flight per poll task

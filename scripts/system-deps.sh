@@ -6,7 +6,7 @@
 set -euo pipefail
 purpose=${1:-test}
 run_pkgs=(podman buildah skopeo runc docker-registry busybox-static qemu-utils xorriso git openssh-client)
-test_pkgs=("${run_pkgs[@]}" curl openssh-server chromium apache2-utils redis-server e2fsprogs fdisk iproute2 postgresql-client prometheus)
+test_pkgs=("${run_pkgs[@]}" curl openssh-server chromium apache2-utils redis-server e2fsprogs fdisk iproute2 postgresql-client prometheus qemu-system-x86)
 case "$purpose" in
   run) pkgs=("${run_pkgs[@]}") ;;
   test) pkgs=("${test_pkgs[@]}") ;;
@@ -43,4 +43,24 @@ fi
 if [ "$(id -u)" = 0 ] && [ ! -f /etc/containers/containers.conf ] && command -v podman >/dev/null 2>&1; then
   mkdir -p /etc/containers
   cp "$(dirname "$0")/../deploy/containers.conf" /etc/containers/containers.conf
+fi
+
+# Boot tests boot images that carry a real Debian kernel (tests/diskimages/bootimages.py). Keep one vmlinuz from Debian's
+# cloud kernel package, extracted without installing the package (no initramfs hooks run on this machine).
+kernel_dir=${PORTAL_TEST_KERNEL_DIR:-/var/cache/portal-tests}
+if [ "$purpose" != run ] && [ "$(uname -m)" = x86_64 ] && [ ! -s "$kernel_dir/vmlinuz" ] && command -v apt-get >/dev/null 2>&1; then
+  package=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+  if [ -n "$package" ] && mkdir -p "$kernel_dir" 2>/dev/null; then
+    scratch=$(mktemp -d)
+    if (cd "$scratch" && apt-get download -qq "$package" >/dev/null 2>&1); then
+      dpkg-deb --fsys-tarfile "$scratch"/*.deb | tar -x -C "$scratch" --wildcards './boot/vmlinuz-*'
+      kernel=$(ls "$scratch"/boot/vmlinuz-* | head -n 1)
+      install -m 0644 "$kernel" "$kernel_dir/vmlinuz"
+      basename "$kernel" | sed 's/^vmlinuz-//' > "$kernel_dir/version"
+      echo "Test kernel: $kernel_dir/vmlinuz ($(cat "$kernel_dir/version"))"
+    else
+      echo "Could not download $package for the boot tests' images (apt-get download); they will be skipped." >&2
+    fi
+    rm -rf "$scratch"
+  fi
 fi

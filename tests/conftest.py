@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # of one folder's tests only are in that folder's conftest.py.
 pytest_plugins = [
     "tests.builds.fixtures",
+    "tests.diskimages.bootimages",
     "tests.diskimages.fixtures",
     "tests.portal.fixtures",
     "tests.releases.fixtures",
@@ -125,8 +126,8 @@ class ProcessWatcher:
 
 # Fixtures that start real processes (portal processes, podman, sshd, skopeo against the registry): a test that uses one
 # is marked `processes` without saying so itself. Tests that start processes of their own carry the marker.
-PROCESS_FIXTURES = {"start_worker", "portal_server", "podman_store", "sshd", "seed_images", "bib_standin", "moto_server",
-                    "moto_server_checking_keys"}
+PROCESS_FIXTURES = {"start_worker", "portal_server", "podman_store", "sshd", "seed_images", "bib_standin", "bootable_base",
+                    "moto_server", "moto_server_checking_keys"}
 
 
 def _weight(item):

@@ -261,3 +261,73 @@ def stored_artifacts():
     storage = getattr(settings, "DISK_IMAGE_STORAGE", "default")
     for name, size in Artifact.objects.present().exclude(file="").values_list("file", "size").iterator():
         yield StoredFile(kind="disk image artifact", storage=storage, name=name, size=size)
+
+
+# --- Boot tests ------------------------------------------------------------------------------------------------------
+
+
+class BootTestQuerySet(TeamScopedQuerySet):
+    def with_related(self):
+        return self.select_related("run", "team", "definition", "build", "run__started_by")
+
+    def active(self):
+        return self.filter(run__status__in=[RunStatus.QUEUED, RunStatus.RUNNING])
+
+    def of_digest(self, team, digest):
+        """A team's boot tests of one digest, newest first: the first one is the verdict that counts."""
+        return self.filter(team=team, digest=digest).order_by("-created_at", "-id")
+
+
+class BootTest(models.Model):
+    """One boot of a digest in a throwaway QEMU VM (docs/boot-tests.md): the image's own kernel and root file system,
+    with the settings the VM had (copied when it was asked for, so the page says what ran). The verdict is the run's:
+    succeeded is a pass; a failed run's reason says why, and `console_tail` keeps the console's last lines for the
+    page and the approval card. Bound to the digest: a stage that wants a passing boot test reads the newest one of
+    exactly that digest.
+    """
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="boot_tests")
+    definition = models.ForeignKey(ImageDefinition, on_delete=models.CASCADE, related_name="boot_tests")
+    build = models.ForeignKey(Build, null=True, blank=True, on_delete=models.SET_NULL, related_name="boot_tests")
+    repository = models.CharField(max_length=255)
+    digest = models.CharField(max_length=80)
+    run = models.OneToOneField(Run, on_delete=models.PROTECT, related_name="boot_test")
+    accel = models.CharField(max_length=8, blank=True, help_text="kvm or tcg, once the worker picked one.")
+    firmware = models.CharField(max_length=8)
+    memory_mb = models.PositiveIntegerField()
+    cpus = models.PositiveSmallIntegerField()
+    marker = models.CharField(max_length=200, help_text="The console pattern that means booted.")
+    boot_seconds_limit = models.PositiveIntegerField()
+    soak_seconds = models.PositiveIntegerField(default=0)
+    kernel_version = models.CharField(max_length=100, blank=True)
+    boot_seconds = models.FloatField(null=True, blank=True, help_text="From QEMU's start to the marker.")
+    console_tail = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = BootTestQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["team", "digest", "-created_at"])]
+
+    def __str__(self):
+        return f"Boot test #{self.pk} of {self.definition.name} {self.short_digest}"
+
+    def get_absolute_url(self):
+        return reverse("diskimages:boot_test_detail", args=[self.pk])
+
+    @property
+    def source_ref(self):
+        return f"{self.repository}@{self.digest}"
+
+    @property
+    def short_digest(self):
+        return short_digest(self.digest)
+
+    @property
+    def passed(self):
+        return self.run.status == RunStatus.SUCCEEDED
+
+    @property
+    def is_active(self):
+        return self.run.is_active

@@ -33,6 +33,7 @@ from .kickstart import KickstartProblem, KickstartSpec, generate
 from .models import (
     Artifact,
     ArtifactRetention,
+    BootTest,
     CloudCredential,
     DiskImage,
     DiskImageBackend,
@@ -480,3 +481,52 @@ def kickstart_generate(*, user: User | None, definition: ImageDefinition, spec: 
                   "signature_verification": not spec.skip_signature_verification, "user": spec.username,
                   "layout": spec.layout})
     return text
+
+
+# --- Boot tests ------------------------------------------------------------------------------------------------------
+
+
+def boot_test_start(*, build: Build, user: User | None, trigger: str = "button", request=None) -> BootTest:
+    """Queue a boot of `build`'s digest in a throwaway VM, with the VM settings of now (copied onto the row).
+    `user=None` is the portal itself: a promotion into a stage that wants a boot test starts one this way."""
+    team = build.definition.team
+    _check(user, team, Action.DEVELOP)
+    if not build.succeeded or not build.digest:
+        raise ValidationError(f"{build} has no pushed image ({build.get_status_display().lower()}); only a succeeded "
+                              "build can be booted.")
+    with transaction.atomic():
+        running = BootTest.objects.of_digest(team, build.digest).active().first()
+        if running is not None:
+            raise ValidationError(f"Boot test #{running.pk} of {build.short_digest} is "
+                                  f"{running.run.get_status_display().lower()} already; wait for its verdict.")
+        run = run_create(kind=RunKind.BOOT_TEST, started_by=user, trigger=trigger, team=team,
+                         title=f"Boot test of {build.definition} build {build.number} @ {build.short_digest}")
+        boot_test = BootTest.objects.create(
+            team=team, definition=build.definition, build=build, digest=build.digest,
+            repository=build.repository or build.definition.repository, run=run,
+            firmware=settings.BOOT_TEST_FIRMWARE, memory_mb=settings.BOOT_TEST_MEMORY_MB, cpus=settings.BOOT_TEST_CPUS,
+            marker=settings.BOOT_TEST_MARKER[:200], boot_seconds_limit=settings.BOOT_TEST_BOOT_SECONDS,
+            soak_seconds=settings.BOOT_TEST_SOAK_SECONDS,
+        )
+        content_type = ContentType.objects.get_for_model(BootTest)
+        Run.objects.filter(pk=run.pk).update(content_type=content_type, object_id=str(boot_test.pk))
+        run.content_type, run.object_id = content_type, str(boot_test.pk)
+        audit(action="boot_test.start", actor=user, team=team, obj=boot_test, request=request,
+              summary=f"started a boot test of {build.definition} build {build.number} @ {build.short_digest}",
+              detail={"digest": build.digest, "build": build.number, "trigger": trigger})
+        queue = settings.BOOT_TEST_QUEUE
+        transaction.on_commit(lambda: run_enqueue(
+            tasks.boot_test_run, boot_test.pk, run=run, what="the boot test", queue=queue,
+            unserved=f"No worker takes boot tests (queue {queue}), so this one would wait forever. Start one on a "
+                     f"machine with QEMU (`celery -A portal worker -Q {queue} -c 1`), then run the test again."))
+    return boot_test
+
+
+def boot_test_cancel(*, boot_test: BootTest, user: User, request=None) -> BootTest:
+    """Stop a boot test: a queued one ends at once; a running one's VM is killed within seconds."""
+    _check(user, boot_test.team, Action.DEVELOP)
+    if not boot_test.is_active:
+        raise ValidationError(f"{boot_test} already ended ({boot_test.run.get_status_display().lower()}).")
+    run_request_cancel(run=boot_test.run, user=user, request=request)
+    return boot_test
+

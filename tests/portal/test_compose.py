@@ -15,9 +15,10 @@ CONTAINERFILE = (ROOT / "Containerfile").read_text()
 
 
 def test_it_has_a_proxy_web_one_worker_per_kind_of_work_beat_and_the_backing_services():
-    assert set(SERVICES) == {"proxy", "web", "worker-builds", "worker-hosts", "worker-default", "beat", "migrate",
-                             "postgres", "redis", "registry"}
-    assert PORTAL_SERVICES == {"web", "worker-builds", "worker-hosts", "worker-default", "beat", "migrate"}
+    assert set(SERVICES) == {"proxy", "web", "worker-builds", "worker-boottests", "worker-hosts", "worker-default", "beat",
+                             "migrate", "postgres", "redis", "registry"}
+    assert PORTAL_SERVICES == {"web", "worker-builds", "worker-boottests", "worker-hosts", "worker-default", "beat",
+                               "migrate"}
 
 
 def test_every_service_reads_its_settings_from_the_env_file_only():
@@ -46,12 +47,15 @@ def test_web_has_no_host_port_and_runs_as_replicas_behind_the_proxy():
     assert "health_uri /health/live" in caddyfile and "tls {$CADDY_TLS}" in caddyfile
 
 
-def test_only_the_builds_worker_is_privileged_and_root():
+def test_only_the_builds_worker_is_privileged_and_only_workers_that_hide_files_from_commands_are_root():
     for name in PORTAL_SERVICES:
         service = SERVICES[name]
         if name == "worker-builds":
             assert service["privileged"] is True and service["user"] == "root"
             assert "worker-containers:/var/lib/containers" in service["volumes"]
+        elif name == "worker-boottests":  # root for the mount namespace its skopeo runs in; only /dev/kvm added
+            assert not service.get("privileged") and service["user"] == "root"
+            assert service["devices"] == ["/dev/kvm:/dev/kvm"]
         else:
             assert not service.get("privileged") and "user" not in service, name
     assert re.search(r"^USER portal$", CONTAINERFILE.split("AS worker")[0], re.M)

@@ -151,6 +151,11 @@ class Command(BaseCommand):
         supervisor.add("worker", [bindir / "celery", "-A", "portal", "worker", "-Q", worker_queues,
                                   "--concurrency", "4", "-l", "INFO", "-n", worker_name + "%h"],
                        ready=lambda: _worker_beats(worker_name))
+        # Boot tests: one VM at a time (the worker's concurrency is the limit), on a queue of their own.
+        boottest_worker = f"boottests-{os.getpid()}@"
+        supervisor.add("boottest-worker", [bindir / "celery", "-A", "portal", "worker", "-Q", settings.BOOT_TEST_QUEUE,
+                                           "--concurrency", "1", "-l", "INFO", "-n", boottest_worker + "%h"],
+                       ready=lambda: _worker_beats(boottest_worker))
         # Host polls and actions: threads of one process, so that they share its kept-open SSH connections.
         hosts_worker = f"hosts-{os.getpid()}@"
         supervisor.add("hosts-worker", [bindir / "celery", "-A", "portal", "worker", "-Q", "hosts", "-P", "threads",

@@ -1,0 +1,133 @@
+"""The boot-test bed: real bootable images made from Debian's packages, built and pushed by the portal itself.
+
+No bootc base image can be pulled here, so the session makes one: the busybox base plus a real kernel from Debian's
+`linux-image-cloud-amd64` package at `/usr/lib/modules/<version>/vmlinuz`, where bootc images keep theirs
+(`scripts/system-deps.sh test` extracts it to /var/cache/portal-tests, without installing the package). Definitions then
+build `FROM` it with the portal's own pipeline (podman build, push to the loopback registry), each with a small
+`/sbin/init` of its own: one that boots to a login prompt, one that panics, one that never finishes booting, one that
+floods the console. A boot test boots what the registry holds for the digest, in real QEMU (KVM where /dev/kvm is
+usable, TCG otherwise).
+
+What is stood in for: the init (a busybox shell script instead of systemd) and the way the root file system reaches the
+kernel (the image's files as the initramfs, instead of a disk made by bootc-image-builder and a bootloader): see
+docs/boot-tests.md.
+
+Its fixtures reach every test through tests/conftest.py's pytest_plugins.
+"""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.builds.fixtures import BASE_IMAGE
+from tests.conftest import IN_CI, require_tool
+
+BOOTABLE_BASE = "localhost/bootable-base:latest"
+KERNEL_CACHE = Path(os.environ.get("PORTAL_TEST_KERNEL_DIR", "/var/cache/portal-tests"))
+
+
+def _init(script: str) -> str:
+    """A Containerfile step that makes `script` the image's /sbin/init (busybox's /sbin/init link is replaced, never
+    written through)."""
+    body = script.strip().replace("\\", "\\\\").replace("'", "'\\''").replace("\n", "\\n")
+    return f"RUN mkdir -p /sbin && rm -f /sbin/init && printf '#!/bin/sh\\n{body}\\n' > /sbin/init && chmod 755 /sbin/init\n"
+
+
+GOOD_INIT = """
+mount -t proc proc /proc
+mount -t devtmpfs dev /dev 2>/dev/null
+echo "test-os: init started on $(uname -r)"
+echo "test-os: services up"
+printf 'test-os login: '
+exec sleep 100000
+"""
+PANIC_INIT = """
+echo "test-os: init started"
+echo "test-os: cannot mount /sysroot, giving up"
+exit 3
+"""
+HANG_INIT = """
+echo "test-os: init started"
+echo "test-os: waiting for a device that never comes"
+exec sleep 100000
+"""
+FLOOD_INIT = """
+echo "test-os: init started"
+while true; do echo "test-os: reboot loop, printing the same line again and again and again"; done
+"""
+
+
+def containerfile(init: str, version: str = "1.0") -> str:
+    return (f"FROM {BOOTABLE_BASE}\n" + _init(init)
+            + f'LABEL containers.bootc=1 org.opencontainers.image.version="{version}"\n')
+
+
+GOOD, PANIC, HANG, FLOOD = (containerfile(GOOD_INIT), containerfile(PANIC_INIT), containerfile(HANG_INIT),
+                            containerfile(FLOOD_INIT))
+
+
+def debian_kernel() -> tuple[Path, str]:
+    """(vmlinuz, version) from Debian's kernel package, as scripts/system-deps.sh test leaves it."""
+    kernel, version = KERNEL_CACHE / "vmlinuz", KERNEL_CACHE / "version"
+    if not kernel.is_file() or not version.is_file():
+        message = (f"no test kernel at {kernel}: `scripts/system-deps.sh test` extracts one from Debian's "
+                   "linux-image-cloud-amd64")
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return kernel, version.read_text().strip()
+
+
+@pytest.fixture(scope="session")
+def bootable_base(podman_store):
+    """localhost/bootable-base:latest in the session's podman store: busybox and a real Debian kernel."""
+    require_tool("qemu-system-x86_64")
+    kernel, version = debian_kernel()
+    context = Path(tempfile.mkdtemp(prefix="portal-bootable-base-"))
+    try:
+        shutil.copy2(kernel, context / "vmlinuz")
+        (context / "Containerfile").write_text(
+            f"FROM {BASE_IMAGE}\nCOPY vmlinuz /usr/lib/modules/{version}/vmlinuz\nLABEL containers.bootc=1\n")
+        podman_store.run("build", "--pull=never", "--tag", BOOTABLE_BASE, str(context))
+    finally:
+        shutil.rmtree(context, ignore_errors=True)
+    return BOOTABLE_BASE
+
+
+@pytest.fixture
+def boot_settings(settings, tmp_path, in_process_worker):
+    """Boot tests in this process (the boot-test queue has a consumer, this test), with the VMs' files in the test's
+    own directory and CI-sized limits: seconds, not minutes."""
+    settings.BOOT_TEST_WORK_DIR = str(tmp_path / "vms")
+    # TCG unless told otherwise: on the project's machines /dev/kvm exists, but QEMU 7.2 under KVM stops right after
+    # the kernel's setup code ("Probing EDD ... ok") with Debian's 6.1 kernel; CI with working KVM sets auto or kvm.
+    settings.BOOT_TEST_ACCEL = os.environ.get("PORTAL_TEST_BOOT_ACCEL", "tcg")
+    settings.BOOT_TEST_BOOT_SECONDS = 120
+    settings.BOOT_TEST_SOAK_SECONDS = 1
+    settings.BOOT_TEST_MEMORY_MB = 256
+    settings.BOOT_TEST_CONSOLE_MAX_BYTES = 256 * 1024
+    settings.BUILD_CANCEL_POLL_SECONDS = 0.5
+    in_process_worker(settings.BOOT_TEST_QUEUE)
+    return settings
+
+
+@pytest.fixture
+def build_image(personas, oci_registry, local_builder, build_settings, bootable_base):
+    """build_image(containerfile, name=...) -> a succeeded build of a definition of the personas' team, pushed to the
+    loopback registry by the portal's own build pipeline."""
+    from builds import pipeline, services
+    from builds.models import Build
+
+    def build(text, name="test-os"):
+        definition = services.definition_create(team=personas.team, user=personas.developer, name=name)
+        revision = services.revision_create(definition=definition, user=personas.developer, containerfile=text)
+        started = services.build_start(revision=revision, user=personas.developer)
+        pipeline.build_execute(started.pk)
+        done = Build.objects.with_related().get(pk=started.pk)
+        assert done.succeeded, done.run.exit_reason
+        return done
+
+    return build

@@ -1,0 +1,111 @@
+"""Boot tests end to end: images the portal built from Debian's kernel and a small init (tests/diskimages/bootimages.py),
+copied out of the loopback registry by digest and booted in real QEMU, with the console in the run's log.
+
+The worker's part (`builds.diskimages.bootrun.boot_test_execute`, what the `boot_test_run` task calls) runs in this
+process, so each test can look at the rows it wrote.
+"""
+
+import time
+
+import pytest
+
+from builds.diskimages import bootrun, qemu
+from builds.diskimages import services as diskimages
+from builds.diskimages.models import BootTest
+from portal.logsink import lines_after
+from portal.models import RunStatus
+from tests.conftest import start_in_thread, wait_for
+from tests.diskimages.bootimages import FLOOD, GOOD, HANG, PANIC
+
+pytestmark = pytest.mark.slow
+
+
+def boot(build, user):
+    boot_test = diskimages.boot_test_start(build=build, user=user)
+    bootrun.boot_test_execute(boot_test.pk)
+    return BootTest.objects.with_related().get(pk=boot_test.pk)
+
+
+def console(boot_test):
+    return "\n".join(text for _, text in lines_after(boot_test.run))
+
+
+def leftovers(settings):
+    """QEMU processes and work directories of this test's boot tests."""
+    from pathlib import Path
+
+    parent = Path(settings.BOOT_TEST_WORK_DIR)
+    return qemu.vms_under(parent), sorted(parent.glob("portal-boottest-*")) if parent.exists() else []
+
+
+def test_an_image_that_boots_to_its_login_prompt_passes(build_image, boot_settings, personas):
+    build = build_image(GOOD)
+    boot_test = boot(build, personas.developer)
+    log = console(boot_test)
+    assert boot_test.run.status == RunStatus.SUCCEEDED, boot_test.run.exit_reason + "\n" + log
+    assert boot_test.run.exit_reason.startswith("Booted to the marker in ")
+    assert boot_test.accel in ("kvm", "tcg") and boot_test.boot_seconds > 0
+    assert "Linux version" in log  # the image's own kernel, on the serial console
+    assert "test-os: init started on " + boot_test.kernel_version in log  # the image's own init, on that kernel
+    assert "boot test: the console reached the marker" in log
+    assert leftovers(boot_settings) == ([], [])
+
+
+def test_a_kernel_panic_fails_with_the_panic_lines_kept(build_image, boot_settings, personas):
+    boot_test = boot(build_image(PANIC), personas.developer)
+    assert boot_test.run.status == RunStatus.FAILED
+    assert boot_test.run.exit_reason == "The kernel panicked."
+    assert any("Kernel panic - not syncing" in line for line in boot_test.console_tail)
+    assert any("cannot mount /sysroot" in line for line in boot_test.console_tail)
+    assert leftovers(boot_settings) == ([], [])
+
+
+def test_a_boot_that_never_finishes_fails_at_its_deadline(build_image, boot_settings, personas):
+    boot_settings.BOOT_TEST_BOOT_SECONDS = 8
+    boot_test = boot(build_image(HANG), personas.developer)
+    assert boot_test.run.status == RunStatus.FAILED
+    assert boot_test.run.exit_reason == ("The boot did not reach the marker within 8 s (BOOT_TEST_BOOT_SECONDS).")
+    assert "waiting for a device that never comes" in "\n".join(boot_test.console_tail)
+    assert leftovers(boot_settings) == ([], [])
+
+
+def test_a_console_flood_is_capped_and_fails_the_boot(build_image, boot_settings, personas):
+    boot_settings.BOOT_TEST_CONSOLE_MAX_BYTES = 64 * 1024
+    boot_test = boot(build_image(FLOOD), personas.developer)
+    assert boot_test.run.status == RunStatus.FAILED
+    assert "The console printed more than 64 KiB (BOOT_TEST_CONSOLE_MAX_BYTES)" in boot_test.run.exit_reason
+    assert boot_test.run.log_lines < 5000  # about the cap's worth of lines, never the megabytes a loop prints
+
+
+def test_cancel_mid_boot_leaves_no_vm_and_no_files(build_image, boot_settings, personas, transactional_db):
+    build = build_image(HANG)
+    boot_test = diskimages.boot_test_start(build=build, user=personas.developer)
+    thread = start_in_thread(bootrun.boot_test_execute, boot_test.pk)
+    wait_for(lambda: leftovers(boot_settings)[0], timeout=60, what="the VM to start")
+    asked = time.monotonic()
+    diskimages.boot_test_cancel(boot_test=BootTest.objects.with_related().get(pk=boot_test.pk),
+                                user=personas.developer)
+    thread.join(30)
+    boot_test = BootTest.objects.with_related().get(pk=boot_test.pk)
+    assert boot_test.run.status == RunStatus.CANCELLED
+    assert time.monotonic() - asked < 5
+    assert leftovers(boot_settings) == ([], [])
+
+
+def test_missing_firmware_fails_the_run_with_what_to_do(build_image, boot_settings, personas):
+    boot_settings.BOOT_TEST_FIRMWARE = "uefi"
+    boot_settings.BOOT_TEST_OVMF_CODE = "/nowhere/OVMF_CODE_4M.fd"
+    boot_test = boot(build_image(GOOD), personas.developer)
+    assert boot_test.run.status == RunStatus.FAILED
+    assert "BOOT_TEST_OVMF_CODE=/nowhere/OVMF_CODE_4M.fd is missing" in boot_test.run.exit_reason
+
+
+def test_a_leftover_of_a_dead_worker_is_reaped_by_its_run_id(boot_settings, tmp_path):
+    from pathlib import Path
+
+    stale = Path(boot_settings.BOOT_TEST_WORK_DIR) / "portal-boottest-999999-abc"
+    stale.mkdir(parents=True)
+    (stale / "rootfs.cpio").write_bytes(b"x")
+    assert bootrun.reap_leftovers() == [f"the work directory {stale}"]
+    assert not stale.exists()
+
