@@ -7,11 +7,15 @@ gets 403.
 from portal.access import get_object_for_user
 from portal.models import Action
 
-from .models import Artifact, CloudCredential, DiskImage, DiskImagePreset
+from .models import Artifact, BootTest, CloudCredential, DiskImage, DiskImagePreset
 
 
 def get_disk_image_for_user(user, pk, *, action=Action.VIEW):
     return get_object_for_user(DiskImage.objects.with_related(), user, team_of=lambda d: d.team, action=action, pk=pk)
+
+
+def get_boot_test_for_user(user, pk, *, action=Action.VIEW):
+    return get_object_for_user(BootTest.objects.with_related(), user, team_of=lambda t: t.team, action=action, pk=pk)
 
 
 def get_artifact_for_user(user, key, *, action=Action.VIEW):

@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from . import views, views_presets
+from . import views, views_boottests, views_presets
 
 app_name = "diskimages"
 
@@ -27,4 +27,9 @@ urlpatterns = [
     path("teams/<slug:slug>/disk-images/", views.diskimage_settings, name="settings"),
     path("disk-images/credentials/<int:pk>/delete/", views.cloud_credential_delete, name="cloud_credential_delete"),
     path("kickstarts/new/", views.kickstart_create, name="kickstart_create"),
+    path("boot-tests/", views_boottests.boot_test_list, name="boot_test_list"),
+    path("boot-tests/new/", views_boottests.boot_test_create, name="boot_test_create"),
+    path("boot-tests/<int:pk>/", views_boottests.boot_test_detail, name="boot_test_detail"),
+    path("boot-tests/<int:pk>/cancel/", views_boottests.boot_test_cancel, name="boot_test_cancel"),
+    path("boot-tests/<int:pk>/rerun/", views_boottests.boot_test_rerun, name="boot_test_rerun"),
 ]

@@ -46,6 +46,7 @@ from .forms import (
 )
 from .kickstart import KickstartSpec
 from .models import Artifact, CloudCredential, DiskImage, DiskImagePreset, DiskImageType
+from .views_boottests import digest_boot_tests
 
 PAGE_SIZE = 25
 
@@ -102,7 +103,8 @@ def digest_images(request, digest):
         disk_images = disk_images.filter(definition_id=int(definition))
     found = list(disk_images.order_by("-pk")[:DIGEST_SHOWN + 1])
     return render(request, "diskimages/_digest_images.html", {
-        "digest": digest, "disk_images": found[:DIGEST_SHOWN], "more": len(found) > DIGEST_SHOWN})
+        "digest": digest, "disk_images": found[:DIGEST_SHOWN], "more": len(found) > DIGEST_SHOWN,
+        **digest_boot_tests(request.user, digest)})
 
 
 def _request_choices(user, team=None):

@@ -1,0 +1,71 @@
+"""Boot test pages: who may see and do what (anonymous, outsider, read-only, allowed). The boots themselves are in
+test_boottests.py."""
+
+import pytest
+
+from builds.diskimages import services as diskimages
+from builds.diskimages.models import BootTest
+from portal.models import Run, RunStatus
+from tests.diskimages.rows import succeeded_build
+
+
+@pytest.fixture
+def build(personas):
+    return succeeded_build(personas.team, personas.developer)
+
+
+@pytest.fixture
+def boot_test(build, personas):
+    return diskimages.boot_test_start(build=build, user=personas.developer)
+
+
+def status_of(client_for, user, method, url, data=None):
+    client = client_for(user)
+    return (client.post(url, data or {}) if method == "post" else client.get(url)).status_code
+
+
+@pytest.mark.parametrize("who, expected", [("anonymous", 302), ("outsider", 404), ("helpdesk", 404), ("viewer", 200),
+                                           ("developer", 200)])
+def test_a_boot_test_page_is_seen_by_the_team_only(client_for, personas, boot_test, who, expected):
+    user = None if who == "anonymous" else getattr(personas, who)
+    assert status_of(client_for, user, "get", boot_test.get_absolute_url()) == expected
+
+
+@pytest.mark.parametrize("who, expected", [("anonymous", 302), ("outsider", 200), ("viewer", 200)])
+def test_the_list_shows_only_the_teams_boot_tests(client_for, personas, boot_test, who, expected):
+    user = None if who == "anonymous" else getattr(personas, who)
+    response = client_for(user).get("/boot-tests/")
+    assert response.status_code == expected
+    if expected == 200:
+        assert (boot_test.get_absolute_url() in response.content.decode()) == (who == "viewer")
+
+
+@pytest.mark.parametrize("who, expected", [("anonymous", 302), ("outsider", 404), ("viewer", 403)])
+def test_only_developers_start_and_cancel_boot_tests(client_for, personas, build, boot_test, who, expected):
+    user = None if who == "anonymous" else getattr(personas, who)
+    assert status_of(client_for, user, "post", "/boot-tests/new/", {"build": build.pk}) == expected
+    assert status_of(client_for, user, "post", f"/boot-tests/{boot_test.pk}/cancel/") == expected
+    assert status_of(client_for, user, "post", f"/boot-tests/{boot_test.pk}/rerun/") == expected
+    assert BootTest.objects.count() == 1 and boot_test.run.status == RunStatus.QUEUED
+
+
+def test_a_developer_cancels_a_queued_boot_test_and_cannot_start_a_second_one_meanwhile(client_for, personas, build,
+                                                                                        boot_test):
+    client = client_for(personas.developer)
+    response = client.post("/boot-tests/new/", {"build": build.pk}, follow=True)
+    assert f"Boot test #{boot_test.pk} of {build.short_digest} is queued already" in response.content.decode()
+    response = client.post(f"/boot-tests/{boot_test.pk}/cancel/", follow=True)
+    assert response.status_code == 200
+    assert Run.objects.get(pk=boot_test.run_id).status == RunStatus.CANCELLED
+    response = client.post("/boot-tests/new/", {"build": build.pk})
+    assert response.status_code == 302 and BootTest.objects.count() == 2
+
+
+def test_the_build_page_fragment_offers_a_boot_test_to_developers_only(client_for, personas, build, boot_test):
+    url = f"/disk-images/digests/{build.digest}/"
+    developer = client_for(personas.developer).get(url).content.decode()
+    viewer = client_for(personas.viewer).get(url).content.decode()
+    assert f"Boot test #{boot_test.pk}" in developer and f"Boot test #{boot_test.pk}" in viewer
+    assert "Boot test it" in developer and "Boot test it" not in viewer
+    assert f"Boot test #{boot_test.pk}" not in client_for(personas.outsider).get(url).content.decode()
+
