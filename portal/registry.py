@@ -24,7 +24,9 @@ them without knowing who registered what:
   (`portal.retention`) with its own steps (logs, webhook deliveries, login records) and recorded with them;
 - `digest_keeper(...)`: why an image digest must stay in the registry (a stage holds it, a host boots it or keeps it
   as rollback, a disk image was made from it), asked by builds' image retention (`builds.retention`), which may not
-  import the apps that know.
+  import the apps that know;
+- `promotion_check(...)`: a check a promotion must pass before it is approved and applied, which releases' gate asks
+  without importing the feature that answers (disk images' boot tests).
 
 Registration happens once per process, at start-up; nothing here is written afterwards.
 """
@@ -358,3 +360,44 @@ def lean_path(prefix: str) -> None:
 
 def lean_paths() -> tuple[str, ...]:
     return tuple(_lean_prefixes)
+
+
+# --- Checks of the promotion gate (builds/releases/gate.py) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    """What one feature's check says of a promotion. `running`: its approval and application wait; `failed` and
+    `missing`: refused, with `message` (and `lines`, e.g. a console's last lines) on the approval card; `url` links
+    the evidence."""
+
+    PASSED, RUNNING, FAILED, MISSING = "passed", "running", "failed", "missing"
+
+    name: str
+    state: str
+    message: str
+    url: str = ""
+    lines: tuple[str, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return self.state == self.PASSED
+
+    @property
+    def running(self) -> bool:
+        return self.state == self.RUNNING
+
+
+_promotion_checks: list[Callable] = []
+
+
+def promotion_check(function: Callable) -> Callable:
+    """Register `function(*, promotion, start) -> GateVerdict | None` (None: the check does not apply to this
+    promotion's stage). With `start` the check may start what it needs (inside the caller's transaction); without it,
+    it only reads (the approval card)."""
+    _promotion_checks.append(function)
+    return function
+
+
+def promotion_checks() -> list[Callable]:
+    return list(_promotion_checks)

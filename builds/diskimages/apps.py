@@ -12,7 +12,7 @@ class DiskImagesConfig(AppConfig):
         # Build and promotion pages show a digest's disk images without importing this app.
         registry.fragment("disk_images.of_digest", url_name="diskimages:digest_images")
         # Models load only once the app registry is ready, i.e. here.
-        from . import metrics
+        from . import metrics, services
         from .models import stored_artifacts
 
         registry.gauge(name="portal_builder_running", documentation="Runs on a builder now, by the work they do.",
@@ -23,3 +23,5 @@ class DiskImagesConfig(AppConfig):
         from .keepers import digests_in_use
 
         registry.digest_keeper(name="disk images", function=digests_in_use, order=20)
+        # Releases' gate asks whether a digest passed its boot test (a stage's policy may require one).
+        registry.promotion_check(services.boot_test_gate)

@@ -26,6 +26,7 @@ from portal import egress, objectstore
 from portal.access import can, check_team_action
 from portal.formatting import short_digest
 from portal.models import Action, Run, RunKind, RunStatus, Team, User
+from portal.registry import GateVerdict
 from portal.services import audit, run_create, run_enqueue, run_finish, run_request_cancel
 
 from . import converters, diskchecks, diskconfig, tasks
@@ -530,3 +531,32 @@ def boot_test_cancel(*, boot_test: BootTest, user: User, request=None) -> BootTe
     run_request_cancel(run=boot_test.run, user=user, request=request)
     return boot_test
 
+
+def boot_test_gate(*, promotion, start: bool) -> GateVerdict | None:
+    """What the boot tests say of `promotion`, for releases' gate (registered in `portal.registry`): nothing when its
+    stage does not want a boot test (or it is a rollback, to a digest the stage ran before); else the newest boot test
+    of exactly its digest decides. With `start`, a promotion that has none starts one."""
+    stage = promotion.target_stage
+    if not stage.require_boot_test or promotion.is_rollback:
+        return None
+    name = "Boot test"
+    latest = BootTest.objects.of_digest(stage.team, promotion.digest).select_related("run").first()
+    if latest is None and start and promotion.build is not None:
+        latest = boot_test_start(build=promotion.build, user=None, trigger="promotion")
+    if latest is None:
+        return GateVerdict(name=name, state=GateVerdict.MISSING,
+                           message=f"{stage.name} takes only images that passed a boot test, and "
+                                   f"{promotion.short_digest} has none yet.")
+    url = latest.get_absolute_url()
+    if latest.is_active:
+        return GateVerdict(name=name, state=GateVerdict.RUNNING, url=url,
+                           message=f"Boot test #{latest.pk} of {promotion.short_digest} is "
+                                   f"{latest.run.get_status_display().lower()}.")
+    if latest.passed:
+        return GateVerdict(name=name, state=GateVerdict.PASSED, url=url,
+                           message=f"Boot test #{latest.pk} of {promotion.short_digest} passed: "
+                                   f"{latest.run.exit_reason or 'it booted.'}")
+    return GateVerdict(name=name, state=GateVerdict.FAILED, url=url, lines=tuple(latest.console_tail[-12:]),
+                       message=f"Boot test #{latest.pk} of {promotion.short_digest} "
+                               f"{'was cancelled' if latest.run.status == RunStatus.CANCELLED else 'failed'}: "
+                               f"{latest.run.exit_reason} {stage.name} takes only images that passed one.")

@@ -72,7 +72,7 @@ class StagePolicyForm(forms.ModelForm):
     class Meta:
         model = Stage
         fields = ["description", "required_approvals", "exclude_requester", "exclude_author", "exclude_build_triggerer",
-                  "approval_ttl_hours", "require_previous_stage", "emergency_extra_approvals",
+                  "approval_ttl_hours", "require_previous_stage", "require_boot_test", "emergency_extra_approvals",
                   "rollback_required_approvals", "window_timezone"]
         labels = {
             "required_approvals": "Approvals needed",
@@ -81,6 +81,7 @@ class StagePolicyForm(forms.ModelForm):
             "exclude_build_triggerer": "Whoever started the build cannot approve",
             "approval_ttl_hours": "Approvals expire after (hours)",
             "require_previous_stage": "Must have been in the previous stage",
+            "require_boot_test": "Must have passed a boot test",
             "emergency_extra_approvals": "Extra approvals for an emergency",
             "rollback_required_approvals": "Approvals needed for a rollback",
             "window_timezone": "Time zone of the change windows",

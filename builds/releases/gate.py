@@ -11,8 +11,10 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from builds.models import Build, ImageDefinition
+from portal import registry
 from portal.access import can, second_factor_refusal
 from portal.models import ROLE_ACTIONS, Action, Team, User
+from portal.registry import GateVerdict
 
 from .models import Approval, ApprovalDecision, Promotion, Stage, StageGroupRequirement, StageHistory
 
@@ -155,6 +157,25 @@ def quorum(promotion: Promotion, now: datetime | None = None) -> Quorum:
     groups = _assign_groups(counted, requirements, members) if requirements else []
     return Quorum(needed=promotion.required_approvals(), counted=counted, expired=expired, not_counted=not_counted,
                   groups=groups)
+
+
+# --- Checks other features answer (boot tests) ------------------------------------------------------------------------
+
+
+def check_verdicts(promotion: Promotion, *, start: bool = False) -> list[GateVerdict]:
+    """What each registered check (`portal.registry.promotion_check`) says of `promotion`, leaving out those that do
+    not apply to its stage. With `start`, a check may start what it needs (a boot test); the card only reads."""
+    verdicts = []
+    for check in registry.promotion_checks():
+        verdict = check(promotion=promotion, start=start)
+        if verdict is not None:
+            verdicts.append(verdict)
+    return verdicts
+
+
+def check_refusal(verdicts: list[GateVerdict]) -> GateVerdict | None:
+    """The first verdict that refuses the promotion (failed, or nothing to judge by), else None."""
+    return next((v for v in verdicts if v.state in (GateVerdict.FAILED, GateVerdict.MISSING)), None)
 
 
 # --- Stage state -----------------------------------------------------------------------------------------------------

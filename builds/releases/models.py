@@ -37,8 +37,9 @@ class Stage(models.Model):
 
     The stage's policy says who must sign off a promotion to it (see docs/promotions.md): how many approvals, from the
     approver role or from named approver groups (`group_requirements`), who may not approve, when approvals expire,
-    when changes may happen (`change_windows`, `freezes`, and the emergency override), and whether a digest must have
-    been in the previous stage first. Whether a stage is pinned after a rollback is read from its history.
+    when changes may happen (`change_windows`, `freezes`, and the emergency override), whether a digest must have
+    been in the previous stage first, and whether it must have passed a boot test (answered through
+    `portal.registry.promotion_check`). Whether a stage is pinned after a rollback is read from its history.
     """
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="stages")
@@ -54,6 +55,9 @@ class Stage(models.Model):
         null=True, blank=True, help_text="Approvals older than this stop counting. Empty: they do not expire.")
     require_previous_stage = models.BooleanField(
         default=True, help_text="A digest must have reached the previous stage before it may be promoted here.")
+    require_boot_test = models.BooleanField(
+        default=False, help_text="A digest must have passed a boot test in a throwaway VM before it may be approved "
+                                 "or applied here; a promotion starts one if it has none.")
     emergency_extra_approvals = models.PositiveSmallIntegerField(
         default=1, help_text="Extra approvals an emergency override needs (it applies during freezes and outside "
                              "change windows).")

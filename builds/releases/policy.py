@@ -33,7 +33,7 @@ def stages_ensure_default(*, team):
 # --- Stage policy (team admins) --------------------------------------------------------------------------------------
 
 POLICY_FIELDS = ("description", "required_approvals", "exclude_requester", "exclude_author", "exclude_build_triggerer",
-                 "approval_ttl_hours", "require_previous_stage", "emergency_extra_approvals",
+                 "approval_ttl_hours", "require_previous_stage", "require_boot_test", "emergency_extra_approvals",
                  "rollback_required_approvals", "window_timezone")
 
 

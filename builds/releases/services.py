@@ -10,7 +10,9 @@ may approve (the approver role, or members of the stage's approver groups; never
 or whoever started the build, when the policy says so) approve or reject the exact digest they saw. The approval that
 completes the quorum is counted with the promotion row locked (`select_for_update`), so concurrent approvals start the
 application exactly once. A freeze or a closed change window holds an approved promotion until the stage takes changes,
-unless it is an emergency override, which needs extra approvals.
+unless it is an emergency override, which needs extra approvals. Checks other features answer (`gate.check_verdicts`:
+a stage that requires a boot test) refuse approvals while they are not passed, hold the application while they run,
+and refuse it when they failed.
 """
 
 from __future__ import annotations
@@ -30,7 +32,16 @@ from portal.services import audit, run_create, run_enqueue
 
 from . import notifications, tasks
 from .apply import fail_promotion
-from .gate import approval_refusal, held_build, moves_back, quorum, stage_current, user_groups_for_stage
+from .gate import (
+    approval_refusal,
+    check_refusal,
+    check_verdicts,
+    held_build,
+    moves_back,
+    quorum,
+    stage_current,
+    user_groups_for_stage,
+)
 from .models import (
     Approval,
     ApprovalDecision,
@@ -204,6 +215,7 @@ def _audit_request(promotion, user, request):
 
 
 def _after_request(promotion, user, request):
+    check_verdicts(promotion, start=True)  # a stage that wants a boot test starts one now, whatever the approvals
     started = _advance(promotion, actor=user, request=request)
     if promotion.status == PromotionStatus.PENDING:
         notifications.notify(event=notifications.PromotionEvent.APPROVAL_REQUESTED, team=promotion.team,
@@ -268,6 +280,11 @@ def _decide(*, promotion, user, digest, comment, decision, request, confirm=""):
             if backwards and (confirm or "").strip() != locked.target_stage.name:
                 raise ValidationError(f"Request #{locked.pk} {backwards}. To approve it anyway, type "
                                       f"“{locked.target_stage.name}” to confirm; nothing was recorded.")
+        if decision == ApprovalDecision.APPROVE:
+            for verdict in check_verdicts(locked):
+                if not verdict.passed:
+                    raise PromotionStateError(f"{verdict.message} It can be approved once that has passed; nothing was "
+                                              "recorded.")
         now = timezone.now()
         mine = locked.approvals.filter(approver=user, superseded_at__isnull=True).first()
         if mine is not None:
@@ -425,6 +442,19 @@ def _start_or_wait(promotion, *, actor, request, now):
     blocked = "" if promotion.is_rollback else stage.blocked_reason(now)
     if blocked and not promotion.emergency:
         _set_status(promotion, PromotionStatus.APPROVED, note=f"Approved; waits because {blocked}.",
+                    decided_at=promotion.decided_at or now)
+        return None
+    verdicts = [] if promotion.is_rollback else check_verdicts(promotion, start=True)
+    refused = check_refusal(verdicts)
+    if refused is not None:
+        _set_status(promotion, PromotionStatus.FAILED, note=f"Refused: {refused.message}",
+                    decided_at=promotion.decided_at or now)
+        audit(action="promotion.refused", summary=f"refused to apply #{promotion.pk}: {refused.message}", actor=actor,
+              team=stage.team, obj=promotion, request=request, detail=_detail(promotion, check=refused.name))
+        return None
+    waiting = next((v for v in verdicts if v.running), None)
+    if waiting is not None:
+        _set_status(promotion, PromotionStatus.APPROVED, note=f"Approved; waits: {waiting.message}",
                     decided_at=promotion.decided_at or now)
         return None
     busy = Promotion.objects.filter(target_stage=stage, definition=promotion.definition,

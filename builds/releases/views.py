@@ -170,6 +170,8 @@ def _policy_lines(stage):
         lines.append(f"Approvals expire after {stage.approval_ttl_hours} h.")
     if stage.require_previous_stage and stage.position > 0:
         lines.append("The image must have been in the previous stage.")
+    if stage.require_boot_test:
+        lines.append("The image must have passed a boot test in a throwaway VM.")
     blocked = stage.blocked_reason()
     if blocked:
         lines.append(f"Now: {blocked}. An emergency override needs {stage.emergency_extra_approvals} more "
@@ -215,6 +217,7 @@ def _card_context(request, promotion):
         "promotion": promotion, "stage": stage, "definition": definition, "build": promotion.build,
         "current": current, "current_build": current_build, "c": comparison, "added": added, "removed": removed,
         "quorum": result, "decisions": decisions, "policy": _policy_lines(stage),
+        "checks": gate.check_verdicts(promotion) if not promotion.is_rollback else [],
         "can_decide": is_open and not refusal and (mine is None or (mine.decision == "approve"
                                                                     and mine.pk in expired_ids)),
         "refusal": refusal if is_open else "", "mine": mine,

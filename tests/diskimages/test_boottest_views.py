@@ -1,10 +1,14 @@
-"""Boot test pages: who may see and do what (anonymous, outsider, read-only, allowed). The boots themselves are in
-test_boottests.py."""
+"""Boot test pages: who may see and do what (anonymous, outsider, read-only, allowed), and the gate's refusals that need
+no VM (an approver cannot sign off while the boot test runs; a stage without the policy asks for nothing).
+The boots themselves are in test_boottests.py."""
 
 import pytest
 
 from builds.diskimages import services as diskimages
 from builds.diskimages.models import BootTest
+from builds.releases import services as promotions
+from builds.releases.models import PromotionStatus
+from builds.releases.services import PromotionStateError
 from portal.models import Run, RunStatus
 from tests.diskimages.rows import succeeded_build
 
@@ -69,3 +73,22 @@ def test_the_build_page_fragment_offers_a_boot_test_to_developers_only(client_fo
     assert "Boot test it" in developer and "Boot test it" not in viewer
     assert f"Boot test #{boot_test.pk}" not in client_for(personas.outsider).get(url).content.decode()
 
+
+def test_an_approver_cannot_sign_off_while_the_boot_test_runs(personas, build):
+    test_stage = personas.team.stages.get(name="test")
+    test_stage.require_boot_test, test_stage.require_previous_stage = True, False
+    test_stage.save()
+    promotion = promotions.promotion_request(definition=build.definition, build=build, target_stage=test_stage,
+                                             user=personas.developer, reason="to test")
+    assert promotion.status == PromotionStatus.PENDING
+    boot_test = BootTest.objects.get(digest=build.digest)  # the request started it
+    with pytest.raises(PromotionStateError, match=f"Boot test #{boot_test.pk} of .* is queued. It can be approved once"):
+        promotions.promotion_approve(promotion=promotion, user=personas.approver, digest=promotion.digest)
+    assert not promotion.approvals.exists()
+
+
+def test_a_stage_without_the_policy_starts_no_boot_test(personas, build):
+    promotion = promotions.promotion_request(definition=build.definition, build=build,
+                                             target_stage=personas.team.stages.get(name="dev"),
+                                             user=personas.developer, reason="to dev")
+    assert promotion.status == PromotionStatus.APPLYING and not BootTest.objects.exists()
