@@ -205,7 +205,9 @@ class Console:
         for number, line in enumerate(lines):
             for pattern, label in FAILURE_PATTERNS:
                 if pattern.search(line):
-                    before = list(self.tail)[:len(self.tail) - (len(lines) - number - 1)][-FAILURE_CONTEXT[0]:]
+                    # The tail already holds this read's lines (all of them, or its last TAIL_LINES of a big read).
+                    earlier = list(self.tail)[:-len(lines)] if len(lines) < len(self.tail) else []
+                    before = (earlier + lines[:number + 1])[-FAILURE_CONTEXT[0]:]
                     self.failure_lines = before + lines[number + 1:][:FAILURE_CONTEXT[1]]
                     return label
         return ""

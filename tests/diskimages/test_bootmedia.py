@@ -116,3 +116,27 @@ def test_missing_uefi_firmware_and_a_wrong_accelerator_setting_say_what_to_do():
     with pytest.raises(qemu.QemuError, match="must be auto, kvm or tcg"):
         qemu.pick_accelerator("hvf")
     assert qemu.pick_accelerator("tcg") == "tcg"
+
+
+class Lines:
+    """What the console watch writes to: the run's log, here a list."""
+
+    def __init__(self):
+        self.lines = []
+
+    def log(self, line):
+        self.lines.append(line)
+
+    def poll(self):
+        pass
+
+
+def test_the_lines_around_a_panic_are_kept_even_when_one_read_brings_hundreds_of_lines():
+    import re
+
+    console = qemu.Console(Lines(), marker=re.compile("login: $"), max_bytes=1 << 20)
+    burst = [f"[    0.{n:06d}] early line {n}" for n in range(200)]
+    burst[150] = "[    2.000000] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000300"
+    lines = console._take(("\n".join(burst) + "\n").encode())
+    assert console._failure(lines) == "The kernel panicked"
+    assert console.failure_lines == burst[145:157]
