@@ -15,6 +15,7 @@ it prints the banner with the logins and hands the slow part of the demo (buildi
 import importlib.util
 import io
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -138,6 +139,8 @@ class Command(BaseCommand):
         registry_log = var_dir / "registry.log"
         if registry:
             argv, address = registry
+            # Image cleanups free the deleted images' blobs with this registry's own garbage collection.
+            env.setdefault("REGISTRY_GC_COMMAND", shlex.join([str(argv[0]), "garbage-collect", str(argv[2])]))
             # The registry logs every push's probe for an absent blob ("blob unknown") at level error: to a file.
             # It reads REGISTRY_* variables as configuration, so the portal's own (REGISTRY_URL, ...) stay away.
             supervisor.add("registry", argv, ready=lambda: _http_ok(f"http://{address}/v2/"), log_path=registry_log,
