@@ -17,7 +17,7 @@ from portal.forms import add_service_errors
 from portal.models import Action, RunStatus, Team
 from portal.views import _viewer_context, current_team, error_text
 
-from . import compare, hygiene, queues, retention, services, starters
+from . import compare, hygiene, queues, retention, services, starters, trends
 from .access import (
     get_api_token_for_user,
     get_build_for_user,
@@ -124,6 +124,7 @@ def definition_detail(request, pk):
         "can_develop": can(request.user, definition.team, Action.DEVELOP),
         "latest_success": latest_success,
         "active": builds.active().exists(),
+        "trends": trends.build_trends(definition),
     })
 
 
@@ -131,7 +132,8 @@ def _stages_and_hosts(definition):
     """What each stage of the team holds of `definition` now, and who follows and runs it: fragments that the releases
     and hosts apps serve ("definition.stages", "definition.hosts") and the page loads."""
     return {"stages_url": registry.fragment_url("definition.stages", definition.pk),
-            "hosts_url": registry.fragment_url("definition.hosts", definition.pk)}
+            "hosts_url": registry.fragment_url("definition.hosts", definition.pk),
+            "release_map_url": registry.fragment_url("definition.release_map", definition.pk)}
 
 
 @login_required

@@ -38,6 +38,9 @@ class HostsConfig(AppConfig):
         registry.fragment("build.hosts", url_name="hosts:hosts_of_build")
         registry.fragment("promotion.hosts", url_name="hosts:hosts_of_promotion")
         registry.fragment("stage.hosts", url_name="hosts:hosts_of_stage")
+        # The release map (hosts/releasemap.py): a panel of the dashboard, and a fragment of the definition page.
+        registry.dashboard_panel(template="hosts/_dashboard_release_map.html", order=50)
+        registry.fragment("definition.release_map", url_name="hosts:release_map_of_definition")
         # /metrics (portal.metrics): hosts per state and the poller's lag.
         registry.gauge(name="portal_hosts", documentation="Hosts in each state, over every team.", labels=["state"],
                        read=metrics.hosts_per_state)

@@ -1,4 +1,5 @@
-"""Who runs this image: the hosts fragments that the builds and release pages load with htmx (hx-trigger="load").
+"""Who runs this image: the hosts fragments that the builds and release pages load with htmx (hx-trigger="load"), and
+the release map that the dashboard and the definition page load (`hosts.releasemap`).
 
 Builds and releases never import hosts; they find these URLs through `portal.registry.fragment_url` (registered in
 `hosts.apps`) and leave the card out when no app serves it. Each fragment checks access to the object it is about with
@@ -15,11 +16,15 @@ from builds.access import get_build_for_user, get_definition_for_user
 from builds.models import Build, ImageDefinition
 from builds.releases.access import get_promotion_for_user, get_stage_for_user
 from builds.releases.gate import stage_board
+from portal.views import current_team
 
+from . import releasemap
 from .models import Host
 
 HOSTS_SHOWN = 25  # on a stage's page
 TRACKING_SHOWN = 50  # on a promotion's card
+MAP_DEFINITIONS = 8  # on the dashboard's release map
+MAP_REFRESH = "every 30s"  # the dashboard has no websocket: the map polls, as the pages' other live parts do
 
 
 @login_required
@@ -101,3 +106,29 @@ def stage_hosts(request, pk):
         total, drifting = counts["total"], counts["drifting"]
     return render(request, "hosts/_stage_hosts.html", {"stage": stage, "following_hosts": shown,
                                                        "following_count": total, "following_drifting": drifting})
+
+
+@login_required
+@require_GET
+def release_map(request):
+    """The dashboard's release map: the current team's definitions (or those of all the user's teams), the first
+    MAP_DEFINITIONS by team and name. Nothing at all for someone who sees no definition (help-desk users)."""
+    team = current_team(request)
+    definitions = ImageDefinition.objects.visible_to(request.user).select_related("team").order_by("team__name", "name")
+    if team is not None:
+        definitions = definitions.filter(team=team)
+    shown = list(definitions[:MAP_DEFINITIONS + 1])
+    more = definitions.count() - MAP_DEFINITIONS if len(shown) > MAP_DEFINITIONS else 0
+    return render(request, "hosts/_release_map.html", {
+        "maps": releasemap.release_map(request.user, shown[:MAP_DEFINITIONS]), "more": more, "names": True,
+        "refresh": MAP_REFRESH, "map_id": "release-map", "categories": releasemap.CATEGORIES})
+
+
+@login_required
+@require_GET
+def definition_release_map(request, pk):
+    """The release map of one definition, on its page."""
+    definition = get_definition_for_user(request.user, pk)
+    return render(request, "hosts/_release_map.html", {
+        "maps": releasemap.release_map(request.user, [definition]), "more": 0, "names": False,
+        "refresh": MAP_REFRESH, "map_id": "release-map", "categories": releasemap.CATEGORIES})

@@ -36,6 +36,8 @@ urlpatterns = [
     path("teams/<slug:slug>/enrollment/", views_enrollment.enrollment, name="enrollment"),
     path("teams/<slug:slug>/enrollment/<int:pk>/revoke/", views_enrollment.enrollment_token_revoke,
          name="enrollment_token_revoke"),
+    path("hosts/release-map/", fragments.release_map, name="release_map"),
+    path("hosts/release-map/definitions/<int:pk>/", fragments.definition_release_map, name="release_map_of_definition"),
     path("teams/<slug:slug>/ssh-key/", views.team_keys, name="team_keys"),
     path("teams/<slug:slug>/ssh-key/create/", views.team_key_create, name="team_key_create"),
     path("teams/<slug:slug>/jump-hosts/", views.jump_host_add, name="jump_host_add"),

@@ -24,7 +24,7 @@ from portal.access import can, check_team_action, teams_where, user_teams, user_
 from portal.models import Action, Team
 from portal.views import _viewer_context, current_team
 
-from . import actions, services, tasks
+from . import actions, bootstrip, services, tasks
 from . import fleet as fleet_tallies
 from .access import get_host_for_user, get_team_keys_for_user
 from .connect import HostError
@@ -185,6 +185,7 @@ def _host_context(request, host):
                                                   host.expected_digest]),
         "now": timezone.now(),
         **_runtime_context(host),
+        "strip": bootstrip.boot_strip(host),
     }
 
 
