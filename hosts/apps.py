@@ -19,7 +19,7 @@ class HostsConfig(AppConfig):
         from portal.models import Action
 
         from . import metrics
-        from .models import dashboard_counts
+        from .models import dashboard_counts, lands_on_host_search
         from .retention import thin_snapshots
         from .services import promotion_applied
 
@@ -31,6 +31,7 @@ class HostsConfig(AppConfig):
         registry.lean_path("/agent/v1/")  # hosts' agents: their own credential, thousands of reports a minute
         registry.team_link(label="Hosts that report in: enrollment tokens and approvals", icon="broadcast",
                            url_name="hosts:enrollment", action=Action.ADMIN, order=30)
+        registry.landing(url_name="hosts:host_list", applies=lands_on_host_search, order=10)
         registry.subscribe(PROMOTION_APPLIED, promotion_applied)
         # Who runs this image, on the builds and release pages (hosts/fragments.py).
         registry.fragment("definition.hosts", url_name="hosts:hosts_of_definition")

@@ -2,7 +2,6 @@ import django_filters
 from crispy_forms.helper import FormHelper
 from crispy_forms.layout import Column, Layout, Row, Submit
 from django import forms
-from django.db.models import Q
 
 from builds.releases.models import Stage
 from portal import ssh
@@ -15,7 +14,7 @@ STATE_FILTER_CHOICES = HostState.choices
 
 
 class HostFilter(django_filters.FilterSet):
-    q = django_filters.CharFilter(method="filter_q", label="Name or address")
+    q = django_filters.CharFilter(method="filter_q", label="Name, address, label or digest")
     team = django_filters.ChoiceFilter(choices=(), empty_label="All teams", field_name="team")
     stage = django_filters.ChoiceFilter(method="filter_stage", choices=(), empty_label="Any stage")
     state = django_filters.ChoiceFilter(method="filter_state", choices=STATE_FILTER_CHOICES, empty_label="Any state")
@@ -38,8 +37,7 @@ class HostFilter(django_filters.FilterSet):
             field.widget.attrs["class"] = css
 
     def filter_q(self, queryset, name, value):
-        value = value.strip()
-        return queryset.filter(Q(name__icontains=value) | Q(address__icontains=value)) if value else queryset
+        return queryset.search(value)
 
     def filter_stage(self, queryset, name, value):
         if value == "-":

@@ -112,6 +112,13 @@ class HostMode(models.TextChoices):
     REPORT = "report", "Reports in (agent)"
 
 
+def label_q(label):
+    """Hosts that carry `label` among their space-separated labels."""
+    label = label.strip()
+    return (Q(labels=label) | Q(labels__startswith=f"{label} ") | Q(labels__endswith=f" {label}")
+            | Q(labels__contains=f" {label} "))
+
+
 class HostQuerySet(models.QuerySet):
     def visible_to(self, user):
         """Hosts of the user's teams; every host for help-desk users and superusers."""
@@ -122,11 +129,21 @@ class HostQuerySet(models.QuerySet):
         return self.filter(team__in=Membership.objects.filter(user=user).values("team"))
 
     def with_label(self, label):
-        label = label.strip()
-        return self.filter(
-            Q(labels=label) | Q(labels__startswith=f"{label} ") | Q(labels__endswith=f" {label}")
-            | Q(labels__contains=f" {label} ")
-        )
+        return self.filter(label_q(label))
+
+    def search(self, text):
+        """Hosts whose name or address contains `text`, that carry it as a label, or that boot, stage or keep for
+        rollback a digest starting with it (sha256:... or its first hex digits, at least six): the help desk's search."""
+        text = (text or "").strip()
+        if not text:
+            return self
+        match = Q(name__icontains=text) | Q(address__icontains=text) | label_q(text)
+        digest = text.lower().removeprefix("sha256:")
+        if len(digest) >= 6 and all(c in "0123456789abcdef" for c in digest):
+            prefix = "sha256:" + digest
+            match |= (Q(booted_digest__startswith=prefix) | Q(staged_digest__startswith=prefix)
+                      | Q(rollback_digest__startswith=prefix))
+        return self.filter(match)
 
     def drifting(self):
         return self.filter(drifting=True)
@@ -642,6 +659,11 @@ def digest_tally_top(groups, *, limit):
             entry = out.setdefault(keys[grp], (int(digests), int(hosts), []))
             entry[2].append((digest, int(n)))
     return out
+
+
+def lands_on_host_search(user) -> bool:
+    """Help-desk users who belong to no team: finding a caller's host is their job, so they land on the host search."""
+    return bool(user.is_helpdesk) and not Membership.objects.filter(user=user).exists()
 
 
 def dashboard_counts(user, teams):

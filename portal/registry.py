@@ -20,6 +20,8 @@ them without knowing who registered what:
   records and `manage.py restore` checks (`portal.backups`);
 - `lean_path(...)`: a path prefix of machine endpoints (their own authentication, no session or CSRF token) that
   skip the middleware stack after the probes: hosts' agents report there thousands of times a minute;
+- `landing(...)`: where a persona lands after logging in, when a feature's page is its job (the help desk on the host
+  search, an approver on the inbox);
 - `retention_step(...)`: what keeps a feature's data from growing forever, run by the core's retention pass
   (`portal.retention`) with its own steps (logs, webhook deliveries, login records) and recorded with them;
 - `digest_keeper(...)`: why an image digest must stay in the registry (a stage holds it, a host boots it or keeps it
@@ -157,6 +159,37 @@ def team_link(*, label: str, icon: str, url_name: str, action: str, order: int) 
 
 def team_links() -> list[TeamLink]:
     return list(_team_links)
+
+
+# --- Where each persona lands ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Landing:
+    """Where a user lands after logging in (with no page asked for) when `applies(user)` says the page is their job:
+    the help desk on the host search, an approver on the inbox. The first that applies, by `order`, wins; else the
+    dashboard."""
+
+    url_name: str
+    applies: Callable
+    order: int
+    query: str = ""
+
+
+_landings: list[Landing] = []
+
+
+def landing(*, url_name: str, applies: Callable, order: int, query: str = "") -> None:
+    _landings.append(Landing(url_name=url_name, applies=applies, order=order, query=query))
+    _landings.sort(key=lambda entry: entry.order)
+
+
+def landing_url(user) -> str | None:
+    """The page `user` lands on after logging in, or None for the dashboard."""
+    for entry in _landings:
+        if entry.applies(user):
+            return reverse(entry.url_name) + (f"?{entry.query}" if entry.query else "")
+    return None
 
 
 # --- Hooks between features ------------------------------------------------------------------------------------------

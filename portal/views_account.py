@@ -18,7 +18,7 @@ from django.views.decorators.http import require_POST
 from django_otp import login as otp_login
 from django_otp.plugins.otp_static.models import StaticDevice
 
-from . import login, services, twofactor
+from . import login, registry, services, twofactor
 from .access import get_team_for_user
 from .forms import LoginForm, SecondFactorForm
 from .models import Action, User
@@ -41,8 +41,15 @@ class LoginView(auth_views.LoginView):
     form_class = LoginForm
     redirect_authenticated_user = True
 
+    def get_default_redirect_url(self):
+        """With no page asked for (?next=), the page that is the user's job (`portal.registry.landing`), else the
+        dashboard."""
+        user = getattr(self, "signing_in", None) or self.request.user
+        return (registry.landing_url(user) if user.is_authenticated else None) or super().get_default_redirect_url()
+
     def form_valid(self, form):
         user = form.get_user()
+        self.signing_in = user
         if twofactor.has_second_factor(user):
             self.request.session[PENDING_LOGIN] = {"user": user.pk, "backend": user.backend, "at": int(time.time()),
                                                    "next": self.get_success_url()}

@@ -11,7 +11,7 @@ class ReleasesConfig(AppConfig):
     def ready(self):
         # Models load only once the app registry is ready, i.e. here.
         from . import metrics
-        from .models import PromotionEvent, dashboard_counts
+        from .models import PromotionEvent, dashboard_counts, lands_on_inbox
         from .policy import stages_ensure_default
 
         registry.dashboard_tiles(count=dashboard_counts, order=15, tiles=[
@@ -20,6 +20,7 @@ class ReleasesConfig(AppConfig):
         ])
         registry.dashboard_panel(template="releases/_dashboard_inbox.html", order=10)
         registry.team_setup(stages_ensure_default)
+        registry.landing(url_name="releases:promotion_list", query="view=inbox", applies=lands_on_inbox, order=20)
         registry.gauge(name="portal_promotions_waiting", documentation="Promotions waiting for approval, by team.",
                        labels=["team"], read=metrics.promotions_waiting)
         registry.fragment("definition.stages", url_name="releases:stages_of_definition")

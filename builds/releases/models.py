@@ -482,6 +482,11 @@ class StageHistory(models.Model):
         return self.kind == PromotionKind.ROLLBACK
 
 
+def lands_on_inbox(user) -> bool:
+    """People with the approver role somewhere: deciding on promotions is their job, so they land on the inbox."""
+    return Membership.objects.filter(user=user, role="approver").exists()
+
+
 def dashboard_counts(user, teams):
     """The dashboard's count of promotions waiting for a decision or a window, over `teams` (already limited to what
     the user may see)."""
