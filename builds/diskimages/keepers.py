@@ -1,6 +1,7 @@
 """Which digests disk images need kept in the registry (registered in `portal.registry.digest_keeper`): a conversion
 that is running, or whose files are still there to download, was made from its digest, and a rebuild of that disk
-image, or the hosts installed from it, need the same image."""
+image, or the hosts installed from it, need the same image. A boot test that passed on a digest (or is booting it)
+keeps it too: a stage that requires a passing boot test would otherwise promote a digest it can no longer pull."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from django.db.models import Exists, OuterRef, Q
 
 from portal.models import RunStatus
 
-from .models import Artifact, DiskImage
+from .models import Artifact, BootTest, DiskImage
 
 
 def digests_in_use(*, definition, digests) -> dict[str, list[str]]:
@@ -22,4 +23,10 @@ def digests_in_use(*, definition, digests) -> dict[str, list[str]]:
     for image in images:
         doing = "is being made" if image.run.status in (RunStatus.QUEUED, RunStatus.RUNNING) else "was made"
         found[image.digest].append(f"disk image #{image.pk} ({image.get_types_display()}) {doing} from it")
+    tests = (BootTest.objects.filter(digest__in=digests,
+                                     run__status__in=[RunStatus.SUCCEEDED, RunStatus.QUEUED, RunStatus.RUNNING])
+             .select_related("run").order_by("pk"))
+    for test in tests:
+        doing = "passed on it" if test.run.status == RunStatus.SUCCEEDED else "is booting it"
+        found[test.digest].append(f"boot test #{test.pk} {doing}")
     return dict(found)

@@ -9,8 +9,9 @@ straight through the registry API; policy: newest 3, 10 days, 1 stage promotion 
 - prod holds build 10 and held build 8 one promotion ago; the registry's dev tag points at build 15 (moved outside
   the portal);
 - host web-01 rolled back to build 3 (it boots it) and keeps build 12 as its rollback deployment;
-- a disk image was made from build 7; build 1 is pinned; a promotion of build 18 to test waits for approval.
-Everything else (17 images) goes.
+- a disk image was made from build 7, a boot test passed on build 5; build 1 is pinned; a promotion of build 18 to
+  test waits for approval.
+Everything else (16 images) goes.
 """
 
 import gzip
@@ -31,6 +32,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from builds import retention, services
+from builds.diskimages.models import BootTest
 from builds.models import Build, ImageCleanup, ImageRetentionPolicy, RegistryCredential
 from builds.releases.models import Promotion, PromotionStatus, StageHistory
 from hosts import simregistry
@@ -42,7 +44,7 @@ from tests.conftest import require_tool
 from tests.diskimages.rows import finished_conversion
 
 OWN_LAYER_BYTES = 64 * 1024
-KEPT = {1, 3, 7, 8, 10, 12, 15, 18, 26, 27, 28, 29, 30}
+KEPT = {1, 3, 5, 7, 8, 10, 12, 15, 18, 26, 27, 28, 29, 30}
 DOOMED = sorted(set(range(1, 31)) - KEPT)
 
 
@@ -183,6 +185,12 @@ def scene(personas, gc_registry, settings):
     Host.objects.create(team=personas.team, name="web-01", address="127.0.0.1", booted_digest=scene.digest(3),
                         rollback_digest=scene.digest(12), rolled_back=True)
     finished_conversion(scene.builds[7], personas.developer)
+    boot = run_create(kind=RunKind.BOOT_TEST, title="Boot test", team=personas.team)
+    run_start(boot)
+    run_finish(boot, status=RunStatus.SUCCEEDED)
+    BootTest.objects.create(team=personas.team, definition=scene.definition, build=scene.builds[5],
+                            repository=scene.repository, digest=scene.digest(5), run=boot, firmware="bios",
+                            memory_mb=512, cpus=1, marker="login:", boot_seconds_limit=60)
     Build.objects.filter(pk=scene.builds[1].pk).update(pinned=True)
     Promotion.objects.create(definition=scene.definition, build=scene.builds[18], digest=scene.digest(18),
                              target_stage=scene.stages["test"], reason="next", requested_by=personas.developer,
@@ -213,6 +221,7 @@ def test_the_dry_run_lists_exactly_what_nothing_keeps_and_why_each_other_image_s
     assert reasons[12] == "host web-01 keeps it as rollback"
     assert reasons[7].startswith("disk image #") and reasons[7].endswith("was made from it")
     assert reasons[1] == "build 1 is pinned"
+    assert reasons[5] == f"boot test #{BootTest.objects.get().pk} passed on it"
     assert reasons[18] == f"promotion #{Promotion.objects.get().pk} to test is waiting for approval"
     assert reasons[30].startswith("build 30 is among the newest 3")
     assert reasons[26].startswith("build 26 was built 8 d ago (the policy keeps 10 days)")
