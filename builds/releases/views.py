@@ -200,6 +200,8 @@ def _card_context(request, promotion):
         added, removed = compare.diff_stats(comparison.containerfile_rows)
     result = gate.quorum(promotion)
     refusal = gate.approval_refusal(promotion, request.user)
+    checks = gate.check_verdicts(promotion) if not promotion.is_rollback else []
+    unpassed = next((check for check in checks if not check.passed), None)  # approving waits for it; rejecting not
     mine = promotion.approvals.filter(approver=request.user, superseded_at__isnull=True).first()
     decisions = list(promotion.approvals.select_related("approver").order_by("created_at", "id"))
     expired_ids = {a.pk for a in result.expired}
@@ -217,7 +219,8 @@ def _card_context(request, promotion):
         "promotion": promotion, "stage": stage, "definition": definition, "build": promotion.build,
         "current": current, "current_build": current_build, "c": comparison, "added": added, "removed": removed,
         "quorum": result, "decisions": decisions, "policy": _policy_lines(stage),
-        "checks": gate.check_verdicts(promotion) if not promotion.is_rollback else [],
+        "checks": checks,
+        "approve_blocked": f"{unpassed.message} It can be approved once that has passed." if unpassed else "",
         "can_decide": is_open and not refusal and (mine is None or (mine.decision == "approve"
                                                                     and mine.pk in expired_ids)),
         "refusal": refusal if is_open else "", "mine": mine,

@@ -92,3 +92,14 @@ def test_a_stage_without_the_policy_starts_no_boot_test(personas, build):
                                              target_stage=personas.team.stages.get(name="dev"),
                                              user=personas.developer, reason="to dev")
     assert promotion.status == PromotionStatus.APPLYING and not BootTest.objects.exists()
+
+
+def test_the_approval_card_offers_no_approve_button_while_the_boot_test_has_no_verdict(client_for, personas, build):
+    test_stage = personas.team.stages.get(name="test")
+    test_stage.require_boot_test, test_stage.require_previous_stage = True, False
+    test_stage.save()
+    promotion = promotions.promotion_request(definition=build.definition, build=build, target_stage=test_stage,
+                                             user=personas.developer, reason="to test")
+    card = client_for(personas.approver).get(promotion.get_absolute_url()).content.decode()
+    assert "is queued. It can be approved once that has passed." in card
+    assert "Reject" in card and "promotion_approve" not in card and f"/promotions/{promotion.pk}/approve/" not in card
