@@ -1,7 +1,7 @@
 """The portal's own Redis clients (health checks, worker heartbeats, rate limits), made from REDIS_URL in one place.
 
-Celery and channels-redis make their own connections from the same URL (settings.py); everything else asks here, so
-a password or TLS in the URL applies to every client alike.
+Celery and channels-redis make their own connections from the same URL (settings.py, spelled for each by
+portal/environment.py); everything else asks here, so a password or TLS in the URL applies to every client alike.
 """
 
 import functools
@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import redis
 from django.conf import settings
 
-from portal.settings import redis_tls_options
+from portal.environment import redis_tls_options
 
 TIMEOUT_SECONDS = 2.0
 

@@ -5,93 +5,37 @@ the embedded Redis on a unix socket under var/, the local registry on 127.0.0.1:
 DEBUG off the portal refuses to start unless SECRET_KEY, FIELD_ENCRYPTION_KEYS and AUDIT_HMAC_KEY are set.
 """
 
-import ipaddress
-import json
 import os
 import re
-import secrets
-import ssl
-import warnings
 from datetime import timedelta
 from pathlib import Path
 
 import environ
-from cryptography.fernet import Fernet
 from csp.constants import NONCE
-from django.core.exceptions import ImproperlyConfigured
 
 from portal.egress import parse_rule as egress_rule
+from portal.environment import (
+    Env,
+    celery_broker_url,
+    celery_broker_use_ssl,
+    channel_layer_hosts,
+    check_networks,
+    database,
+    required_secret,
+)
 from portal.startup import BadSetting
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("PORTAL_VAR_DIR", default=str(BASE_DIR / "var")))
-DATABASE_ENGINES = ("django.db.backends.postgresql", "django.db.backends.sqlite3")
-
-
-class _Env(environ.Env):
-    """django-environ, stopping start-up with one line that names the variable when a value cannot be read (its own
-    errors say "invalid literal for int()" and no more, in a traceback)."""
-
-    def get_value(self, var, *args, **kwargs):
-        try:
-            return super().get_value(var, *args, **kwargs)
-        except (ValueError, TypeError, ImproperlyConfigured) as exc:
-            raise BadSetting(f"{var} is not valid: {exc}") from None
-
-    def db_url(self, var="DATABASE_URL", default=environ.Env.NOTSET, engine=None):
-        try:
-            with warnings.catch_warnings():  # its "Engine not recognized" warning prints the URL, password included
-                warnings.simplefilter("ignore")
-                config = super().db_url(var, default=default, engine=engine)
-        except (ValueError, KeyError, ImproperlyConfigured) as exc:
-            raise BadSetting(f"{var} is not a database URL: {exc}") from None
-        if config.get("ENGINE") not in DATABASE_ENGINES:
-            raise BadSetting(f"{var} must be postgres://USER:PASSWORD@HOST:5432/NAME or sqlite:////PATH/TO/FILE.")
-        return config
-
-    db = db_url
-
-    def email_url(self, var="EMAIL_URL", default=environ.Env.NOTSET, backend=None):
-        try:
-            return super().email_url(var, default=default, backend=backend)
-        except (ValueError, KeyError, ImproperlyConfigured) as exc:
-            raise BadSetting(f"{var} is not an email URL ({exc}); e.g. smtp+tls://USER:PASSWORD@HOST:587") from None
-
-    email = email_url
-
-
-env = _Env()
+env = Env()
 if (BASE_DIR / ".env").exists():
     environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=True)
 
 
-def _development_secrets():
-    """Keys for a laptop: made once, kept in var/ so sessions and encrypted rows survive a restart."""
-    path = VAR_DIR / "dev-secrets.json"
-    keys = json.loads(path.read_text()) if path.exists() else {}
-    wanted = {
-        "SECRET_KEY": lambda: secrets.token_urlsafe(50),
-        "FIELD_ENCRYPTION_KEYS": lambda: Fernet.generate_key().decode(),
-        "AUDIT_HMAC_KEY": lambda: secrets.token_urlsafe(32),
-    }
-    missing = {name: make() for name, make in wanted.items() if name not in keys}
-    if missing:  # a file from before a key was added keeps its other keys
-        keys.update(missing)
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(keys))
-        path.chmod(0o600)
-    return keys
-
-
 def _required_secret(name):
-    value = env.str(name, default="")
-    if value:
-        return value
-    if DEBUG:
-        return _development_secrets()[name]
-    raise BadSetting(f"{name} must be set when DEBUG is off (see .env.example).")
+    return required_secret(env, name, debug=DEBUG, var_dir=VAR_DIR)
 
 
 SECRET_KEY = _required_secret("SECRET_KEY")
@@ -109,12 +53,7 @@ AUDIT_CHECKPOINT_SECONDS = env.int("AUDIT_CHECKPOINT_SECONDS", default=300)
 
 # The reverse proxies in front of the portal (addresses or CIDRs). Only a request whose peer is one of them may name
 # the client in X-Forwarded-For; see portal/clientip.py. Empty: the peer is the client.
-TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
-for _proxy in TRUSTED_PROXIES:
-    try:
-        ipaddress.ip_network(_proxy, strict=False)
-    except ValueError:
-        raise BadSetting(f"TRUSTED_PROXIES: {_proxy!r} is not an IP address or network (e.g. 10.0.0.0/8).") from None
+TRUSTED_PROXIES = check_networks("TRUSTED_PROXIES", env.list("TRUSTED_PROXIES", default=[]))
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
@@ -194,47 +133,8 @@ TEMPLATES = [
 ]
 
 # --- Database --------------------------------------------------------------------------------------------------------
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'portal.sqlite3'}")}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # web, worker and beat share the file: wait for locks instead of failing, and take the write lock up front.
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
-    )
-    # A file (not :memory:) so that worker and web processes started by tests share it; one per test session.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-portal-{os.getpid()}.sqlite3")}
-else:
-    # Connections come from psycopg's pool, one per process (docs/deploy.md#database-connections): a request borrows
-    # one and gives it back when it ends, so a page no longer pays for a new backend, its authentication and cold
-    # caches. Persistent connections stay off: under ASGI each request's view runs in a thread of its own, and
-    # Django keeps a persistent connection per thread, so with CONN_MAX_AGE > 0 they pile up until PostgreSQL refuses
-    # new clients. DATABASE_POOL=false (behind PgBouncer, say) opens a connection per request, or keeps it
-    # CONN_MAX_AGE seconds.
-    DATABASE_POOL = env.bool("DATABASE_POOL", default=True)
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
-    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
-    if DATABASE_POOL:
-        if DATABASES["default"]["CONN_MAX_AGE"]:
-            raise ImproperlyConfigured("CONN_MAX_AGE must be 0 while DATABASE_POOL is on: the pool reuses connections "
-                                       "already (set DATABASE_POOL=false to keep connections per thread instead).")
-        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-            "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
-            "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=8),
-            # A request that finds every connection in use waits this long for one, then fails (PoolTimeout).
-            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
-            # Connections idle this long are closed, down to min_size.
-            "max_idle": env.float("DATABASE_POOL_MAX_IDLE", default=300.0),
-            "name": "portal",
-        }
-        _pool = DATABASES["default"]["OPTIONS"]["pool"]
-        if not (_pool["max_size"] >= 1 and 0 <= _pool["min_size"] <= _pool["max_size"]):
-            raise ImproperlyConfigured(f"DATABASE_POOL_MAX_SIZE ({_pool['max_size']}) must be at least 1 and "
-                                       f"DATABASE_POOL_MIN_SIZE ({_pool['min_size']}) between 0 and it.")
-    # PgBouncer in transaction mode cannot keep a cursor open across transactions: DATABASE_SERVER_SIDE_CURSORS=false.
-    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = not env.bool("DATABASE_SERVER_SIDE_CURSORS", default=True)
-# django-prometheus's wrappers of the same backends count queries, their time, errors and new connections
-# (django_db_*, on /metrics); the pool and every option above work unchanged through them.
-DATABASES["default"]["ENGINE"] = DATABASES["default"]["ENGINE"].replace("django.db.backends.",
-                                                                        "django_prometheus.db.backends.")
+# SQLite under var/ when DATABASE_URL is unset; on PostgreSQL psycopg's pool, one per process (portal/environment.py).
+DATABASES = {"default": database(env, var_dir=VAR_DIR, pid=os.getpid())}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # How many HTTP requests one web process works on at once; the others wait their turn in its event loop. Under ASGI
 # every request's view runs in a thread of its own, so without a bound a burst of slow pages starts more threads than
@@ -251,37 +151,9 @@ REDIS_URL = env.str("REDIS_URL", default=f"unix://{EMBEDDED_REDIS_SOCKET}")
 if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
     raise BadSetting("REDIS_URL must start with redis://, rediss:// (TLS) or unix://, e.g. redis://:PASSWORD@redis:6379/0.")
 
-
-# A password goes in the URL (redis://:PASSWORD@host:6379/0). rediss:// means TLS, with the server's certificate
-# verified against REDIS_CA_FILE (default: the system's CAs). Every client reads these: Celery, channels-redis (and with
-# it the log stream), the health checks, worker heartbeats and rate limits.
+# A password goes in the URL (redis://:PASSWORD@host:6379/0); rediss:// means TLS, with the server's certificate verified
+# against REDIS_CA_FILE (default: the system's CAs). Celery, channels-redis and the portal's own clients all read both.
 REDIS_CA_FILE = env.str("REDIS_CA_FILE", default="")
-
-
-def celery_broker_url(redis_url):
-    """Celery spells a unix socket `redis+socket://PATH`; redis-py and channels-redis spell it `unix://PATH`."""
-    if redis_url.startswith("unix://"):
-        return "redis+socket://" + redis_url.removeprefix("unix://")
-    return redis_url
-
-
-def redis_tls_options(redis_url, ca_file=""):
-    """redis-py's keyword arguments for a rediss:// URL (certificate verified); {} for any other URL."""
-    if not redis_url.startswith("rediss://"):
-        return {}
-    return {"ssl_cert_reqs": "required", **({"ssl_ca_certs": ca_file} if ca_file else {})}
-
-
-def celery_broker_use_ssl(redis_url, ca_file=""):
-    """Celery's broker_use_ssl for a rediss:// URL (it refuses one without), else None."""
-    if not redis_url.startswith("rediss://"):
-        return None
-    return {"ssl_cert_reqs": ssl.CERT_REQUIRED, **({"ssl_ca_certs": ca_file} if ca_file else {})}
-
-
-def channel_layer_hosts(redis_url, ca_file=""):
-    return [{"address": redis_url, **redis_tls_options(redis_url, ca_file)}]
-
 
 CHANNEL_LAYERS = {
     "default": {
@@ -402,13 +274,8 @@ HEALTH_TOKEN = env.str("HEALTH_TOKEN", default="")
 # address (as portal/clientip.py reads it) in METRICS_ALLOWED_NETWORKS. With neither set it answers 403 saying so;
 # make run (DEBUG) lets loopback read it.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
-METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"] if DEBUG else [])
-for _network in METRICS_ALLOWED_NETWORKS:
-    try:
-        ipaddress.ip_network(_network, strict=False)
-    except ValueError:
-        raise BadSetting(f"METRICS_ALLOWED_NETWORKS: {_network!r} is not an IP address or network "
-                         "(e.g. 10.0.0.0/8).") from None
+METRICS_ALLOWED_NETWORKS = check_networks("METRICS_ALLOWED_NETWORKS", env.list(
+    "METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"] if DEBUG else []))
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)

@@ -360,7 +360,7 @@ def _point_portal_at_redis(url, ca_file=""):
     from channels.layers import channel_layers
 
     from portal.celery import app
-    from portal.settings import celery_broker_url, celery_broker_use_ssl, channel_layer_hosts
+    from portal.environment import celery_broker_url, celery_broker_use_ssl, channel_layer_hosts
 
     settings.REDIS_URL, settings.REDIS_CA_FILE = url, ca_file
     settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = channel_layer_hosts(url, ca_file)

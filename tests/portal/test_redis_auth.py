@@ -85,7 +85,7 @@ class SecuredRedis:
         self.env = {"REDIS_URL": self.url, "REDIS_CA_FILE": self.ca_file}
 
     def answers(self):
-        from portal.settings import redis_tls_options
+        from portal.environment import redis_tls_options
 
         try:
             return redis.Redis.from_url(self.url, socket_timeout=1, **redis_tls_options(self.url, self.ca_file)).ping()
@@ -126,7 +126,7 @@ def test_every_redis_client_of_the_portal_connects_with_the_password_and_tls(sec
                                                                             settings):
     # The server really asks: without the password it refuses.
     bare = secured_redis.url.replace(f":{PASSWORD}@", "")
-    from portal.settings import redis_tls_options
+    from portal.environment import redis_tls_options
 
     with pytest.raises(redis.AuthenticationError):
         redis.Redis.from_url(bare, socket_timeout=2, **redis_tls_options(bare, secured_redis.ca_file)).ping()

@@ -1,0 +1,175 @@
+"""How `portal/settings.py` reads the environment: the reader that names a variable it cannot read, the keys a laptop
+makes for itself, the database connection, and how each Redis client spells REDIS_URL.
+
+Every function here takes what it needs as arguments (the reader, the var/ directory, DEBUG), so settings.py stays a
+list of settings in the order people look for them, and the rules for reading each one sit in one place.
+"""
+
+import ipaddress
+import json
+import secrets
+import ssl
+import warnings
+
+import environ
+from cryptography.fernet import Fernet
+from django.core.exceptions import ImproperlyConfigured
+
+from portal.startup import BadSetting
+
+DATABASE_ENGINES = ("django.db.backends.postgresql", "django.db.backends.sqlite3")
+
+
+class Env(environ.Env):
+    """django-environ, stopping start-up with one line that names the variable when a value cannot be read (its own
+    errors say "invalid literal for int()" and no more, in a traceback)."""
+
+    def get_value(self, var, *args, **kwargs):
+        try:
+            return super().get_value(var, *args, **kwargs)
+        except (ValueError, TypeError, ImproperlyConfigured) as exc:
+            raise BadSetting(f"{var} is not valid: {exc}") from None
+
+    def db_url(self, var="DATABASE_URL", default=environ.Env.NOTSET, engine=None):
+        try:
+            with warnings.catch_warnings():  # its "Engine not recognized" warning prints the URL, password included
+                warnings.simplefilter("ignore")
+                config = super().db_url(var, default=default, engine=engine)
+        except (ValueError, KeyError, ImproperlyConfigured) as exc:
+            raise BadSetting(f"{var} is not a database URL: {exc}") from None
+        if config.get("ENGINE") not in DATABASE_ENGINES:
+            raise BadSetting(f"{var} must be postgres://USER:PASSWORD@HOST:5432/NAME or sqlite:////PATH/TO/FILE.")
+        return config
+
+    db = db_url
+
+    def email_url(self, var="EMAIL_URL", default=environ.Env.NOTSET, backend=None):
+        try:
+            return super().email_url(var, default=default, backend=backend)
+        except (ValueError, KeyError, ImproperlyConfigured) as exc:
+            raise BadSetting(f"{var} is not an email URL ({exc}); e.g. smtp+tls://USER:PASSWORD@HOST:587") from None
+
+    email = email_url
+
+
+# --- Secrets ---------------------------------------------------------------------------------------------------------
+
+
+def development_secrets(var_dir):
+    """Keys for a laptop: made once, kept in var/ so sessions and encrypted rows survive a restart."""
+    path = var_dir / "dev-secrets.json"
+    keys = json.loads(path.read_text()) if path.exists() else {}
+    wanted = {
+        "SECRET_KEY": lambda: secrets.token_urlsafe(50),
+        "FIELD_ENCRYPTION_KEYS": lambda: Fernet.generate_key().decode(),
+        "AUDIT_HMAC_KEY": lambda: secrets.token_urlsafe(32),
+    }
+    missing = {name: make() for name, make in wanted.items() if name not in keys}
+    if missing:  # a file from before a key was added keeps its other keys
+        keys.update(missing)
+        var_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(keys))
+        path.chmod(0o600)
+    return keys
+
+
+def required_secret(env, name, *, debug, var_dir):
+    """The secret `name` from the environment; with DEBUG on, the laptop's own when it is unset; else start-up stops."""
+    value = env.str(name, default="")
+    if value:
+        return value
+    if debug:
+        return development_secrets(var_dir)[name]
+    raise BadSetting(f"{name} must be set when DEBUG is off (see .env.example).")
+
+
+# --- Checks of values ------------------------------------------------------------------------------------------------
+
+
+def check_networks(name, values):
+    """Each of `values` must be an address or a network (CIDR); start-up stops naming the one that is not."""
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise BadSetting(f"{name}: {value!r} is not an IP address or network (e.g. 10.0.0.0/8).") from None
+    return values
+
+
+# --- Database --------------------------------------------------------------------------------------------------------
+
+
+def database(env, *, var_dir, pid):
+    """DATABASES["default"] from DATABASE_URL (a SQLite file under var/ when it is unset) and the pool's variables."""
+    config = env.db("DATABASE_URL", default=f"sqlite:///{var_dir / 'portal.sqlite3'}")
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # web, worker and beat share the file: wait for locks instead of failing, and take the write lock up front.
+        config.setdefault("OPTIONS", {}).update(
+            {"timeout": 30, "transaction_mode": "IMMEDIATE",
+             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+        )
+        # A file (not :memory:) so that worker and web processes started by tests share it; one per test session.
+        config["TEST"] = {"NAME": str(var_dir / f"test-portal-{pid}.sqlite3")}
+    else:
+        # Connections come from psycopg's pool, one per process (docs/deploy.md#database-connections): a request
+        # borrows one and gives it back when it ends, so a page no longer pays for a new backend, its authentication
+        # and cold caches. Persistent connections stay off: under ASGI each request's view runs in a thread of its
+        # own, and Django keeps a persistent connection per thread, so with CONN_MAX_AGE > 0 they pile up until
+        # PostgreSQL refuses new clients. DATABASE_POOL=false (behind PgBouncer, say) opens a connection per request,
+        # or keeps it CONN_MAX_AGE seconds.
+        config["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+        config.setdefault("CONN_HEALTH_CHECKS", True)
+        if env.bool("DATABASE_POOL", default=True):
+            if config["CONN_MAX_AGE"]:
+                raise ImproperlyConfigured("CONN_MAX_AGE must be 0 while DATABASE_POOL is on: the pool reuses "
+                                           "connections already (set DATABASE_POOL=false to keep connections per "
+                                           "thread instead).")
+            pool = config.setdefault("OPTIONS", {})["pool"] = {
+                "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
+                "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=8),
+                # A request that finds every connection in use waits this long for one, then fails (PoolTimeout).
+                "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+                # Connections idle this long are closed, down to min_size.
+                "max_idle": env.float("DATABASE_POOL_MAX_IDLE", default=300.0),
+                "name": "portal",
+            }
+            if not (pool["max_size"] >= 1 and 0 <= pool["min_size"] <= pool["max_size"]):
+                raise ImproperlyConfigured(f"DATABASE_POOL_MAX_SIZE ({pool['max_size']}) must be at least 1 and "
+                                           f"DATABASE_POOL_MIN_SIZE ({pool['min_size']}) between 0 and it.")
+        # PgBouncer in transaction mode cannot keep a cursor open across transactions: DATABASE_SERVER_SIDE_CURSORS=false.
+        config["DISABLE_SERVER_SIDE_CURSORS"] = not env.bool("DATABASE_SERVER_SIDE_CURSORS", default=True)
+    # django-prometheus's wrappers of the same backends count queries, their time, errors and new connections
+    # (django_db_*, on /metrics); the pool and every option above work unchanged through them.
+    config["ENGINE"] = config["ENGINE"].replace("django.db.backends.", "django_prometheus.db.backends.")
+    return config
+
+
+# --- Redis: one URL, spelled for each client -------------------------------------------------------------------------
+# A password goes in the URL (redis://:PASSWORD@host:6379/0). rediss:// means TLS, with the server's certificate
+# verified against REDIS_CA_FILE (default: the system's CAs). Every client reads these: Celery, channels-redis (and with
+# it the log stream), the health checks, worker heartbeats and rate limits.
+
+
+def celery_broker_url(redis_url):
+    """Celery spells a unix socket `redis+socket://PATH`; redis-py and channels-redis spell it `unix://PATH`."""
+    if redis_url.startswith("unix://"):
+        return "redis+socket://" + redis_url.removeprefix("unix://")
+    return redis_url
+
+
+def redis_tls_options(redis_url, ca_file=""):
+    """redis-py's keyword arguments for a rediss:// URL (certificate verified); {} for any other URL."""
+    if not redis_url.startswith("rediss://"):
+        return {}
+    return {"ssl_cert_reqs": "required", **({"ssl_ca_certs": ca_file} if ca_file else {})}
+
+
+def celery_broker_use_ssl(redis_url, ca_file=""):
+    """Celery's broker_use_ssl for a rediss:// URL (it refuses one without), else None."""
+    if not redis_url.startswith("rediss://"):
+        return None
+    return {"ssl_cert_reqs": ssl.CERT_REQUIRED, **({"ssl_ca_certs": ca_file} if ca_file else {})}
+
+
+def channel_layer_hosts(redis_url, ca_file=""):
+    return [{"address": redis_url, **redis_tls_options(redis_url, ca_file)}]
