@@ -1,6 +1,7 @@
 from django.apps import AppConfig
 from django.contrib.admin import apps as admin_apps
 from django.core import checks
+from prometheus_client import REGISTRY
 
 from .ratelimit import check_rates
 
@@ -12,8 +13,6 @@ class PortalConfig(AppConfig):
     def ready(self):
         checks.register(check_rates)
         # The portal's own metrics, read at each scrape (models load only once the app registry is ready, i.e. here).
-        from prometheus_client import REGISTRY
-
         from .metrics import PortalCollector
 
         REGISTRY.register(PortalCollector())

@@ -38,6 +38,7 @@ from .diskconfig import (
     parse,
     sniff_format,
 )
+from .kickstart import check_installer_contents
 
 
 def load(text: str, *, filename: str = "", fmt: str = "") -> tuple[dict, str, Report]:
@@ -524,8 +525,6 @@ class _Validator:
             self.only(kickstart, f"{path}.kickstart", {"contents"})
             contents = self.text(kickstart, "contents", f"{path}.kickstart", required=True, max_length=256 * 1024)
             if contents is not None:
-                from .kickstart import check_installer_contents
-
                 for problem in check_installer_contents(contents):
                     self.error(f"{path}.kickstart.contents", problem)
         modules = self.table(installer, "modules", path)

@@ -4,6 +4,8 @@ about."""
 
 from __future__ import annotations
 
+from zoneinfo import available_timezones
+
 from django import forms
 from django.core.exceptions import ValidationError
 
@@ -247,8 +249,6 @@ class KickstartForm(forms.Form):
         return clean_groups(self.cleaned_data["groups"])
 
     def clean_timezone(self):
-        from zoneinfo import available_timezones
-
         value = self.cleaned_data["timezone"].strip()
         if value not in available_timezones():
             raise ValidationError(f"{value!r} is not a time zone name (e.g. Etc/UTC, Europe/Paris).")

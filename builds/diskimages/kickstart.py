@@ -18,6 +18,10 @@ import shlex
 import warnings
 from dataclasses import dataclass, field
 
+from pykickstart.errors import KickstartError
+from pykickstart.parser import KickstartParser
+from pykickstart.version import makeVersion
+
 TRANSPORTS = ("registry", "oci", "oci-archive", "containers-storage")
 LAYOUTS = {
     "lvm": "Automatic, LVM (autopart --type=lvm)",
@@ -158,16 +162,11 @@ def _refuse_control_characters(spec: KickstartSpec):
 
 
 def _parser():
-    from pykickstart.parser import KickstartParser
-    from pykickstart.version import makeVersion
-
     return KickstartParser(makeVersion(), followIncludes=False, missingIncludeIsFatal=False)
 
 
 def validate(text: str) -> tuple[list[str], list[str]]:
     """(errors, warnings) from pykickstart's parser for the newest Anaconda it knows."""
-    from pykickstart.errors import KickstartError
-
     parser = _parser()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

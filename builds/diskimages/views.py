@@ -9,6 +9,7 @@ through `builds.diskimages.services`.
 from __future__ import annotations
 
 import re
+import shlex
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -200,8 +201,6 @@ def _detail_context(request, disk_image):
 
 
 def converters_display(argv):
-    import shlex
-
     return shlex.join(argv)
 
 
