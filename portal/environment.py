@@ -15,9 +15,19 @@ import environ
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
-from portal.startup import BadSetting
-
 DATABASE_ENGINES = ("django.db.backends.postgresql", "django.db.backends.sqlite3")
+
+
+class BadSetting(SystemExit):
+    """A setting the portal cannot start with: raised while the settings load, and by `portal.startup` when a process
+    in production cannot reach its database or bucket. A SystemExit, so whichever entry point loaded the settings
+    (manage.py, daphne, a Celery worker or beat) ends with exit status 1 and this one line, and no traceback."""
+
+    def __init__(self, message):
+        super().__init__(PREFIX + message)
+
+
+PREFIX = "Image Mode Portal cannot start: "
 
 
 class Env(environ.Env):

@@ -15,6 +15,7 @@ from csp.constants import NONCE
 
 from portal.egress import parse_rule as egress_rule
 from portal.environment import (
+    BadSetting,
     Env,
     celery_broker_url,
     celery_broker_use_ssl,
@@ -23,7 +24,6 @@ from portal.environment import (
     database,
     required_secret,
 )
-from portal.startup import BadSetting
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("PORTAL_VAR_DIR", default=str(BASE_DIR / "var")))

@@ -1,8 +1,9 @@
 """What a portal process checks as it starts, so that a bad setting stops it with one line naming the setting.
 
-`BadSetting` is raised while the settings load (a missing key, a malformed URL, a number that is not one) and when a
-process in production cannot reach its database. It is a SystemExit, so whichever entry point loaded the settings
-(manage.py, daphne, a Celery worker or beat) ends with exit status 1 and the one line, and no traceback.
+`BadSetting` (portal/environment.py) is raised while the settings load (a missing key, a malformed URL, a number that
+is not one) and here, when a process in production cannot reach its database or its bucket. It is a SystemExit, so
+whichever entry point loaded the settings (manage.py, daphne, a Celery worker or beat) ends with exit status 1 and the
+one line, and no traceback.
 """
 
 import contextlib
@@ -12,12 +13,8 @@ from django.conf import settings
 from django.db import OperationalError, connection
 from psycopg_pool import PoolTimeout
 
-PREFIX = "Image Mode Portal cannot start: "
-
-
-class BadSetting(SystemExit):
-    def __init__(self, message):
-        super().__init__(PREFIX + message)
+from portal import objectstore
+from portal.environment import BadSetting
 
 
 def database_unreachable(exc):
@@ -75,9 +72,6 @@ def require_storage():
     hours later."""
     if settings.DEBUG or settings.OBJECT_STORAGE != "s3":
         return
-    # Imported here: the settings import this module (for BadSetting) before Django's storage and HTTP modules may load.
-    from portal import objectstore
-
     try:
         objectstore.bucket_reachable()
     except objectstore.StorageUnavailable as exc:
