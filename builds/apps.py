@@ -9,10 +9,11 @@ class BuildsConfig(AppConfig):
 
     def ready(self):
         # Models load only once the app registry is ready, i.e. here.
-        from portal.models import Action
+        from portal.models import Action, RunKind
 
         from . import metrics
         from .models import BuildEvent, dashboard_counts
+        from .services import build_retry_run
 
         registry.dashboard_tiles(count=dashboard_counts, order=10, tiles=[
             registry.Tile("definitions", "Image definitions", "box-seam", "builds:definition_list"),
@@ -34,3 +35,5 @@ class BuildsConfig(AppConfig):
 
         registry.retention_step(name="images", label="images queued for deletion", function=scheduled_cleanups,
                                 order=30)
+        # The Retry button of a build page posts to the core's portal:run_retry (cancelling is the core's own).
+        registry.run_retry(kind=RunKind.BUILD, retry=build_retry_run, action=Action.DEVELOP)

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from portal.access import can, check_team_action
 from portal.models import Action, Run, RunKind, RunStatus, Team, User
-from portal.services import audit, run_create, run_enqueue, run_finish, run_request_cancel
+from portal.services import audit, run_create, run_enqueue, run_finish
 from portal.text import storable
 
 from . import podman, queues
@@ -349,13 +349,13 @@ def build_retry(*, build: Build, user: User | None, trigger: str = "button", req
                        request=request)
 
 
-def build_cancel(*, build: Build, user: User, request=None) -> Build:
-    """Ask for a build to stop: a queued one ends at once, a running one within seconds (its log so far is kept)."""
-    _check(user, build.definition.team, Action.DEVELOP)
-    if not build.is_active:
-        raise ValidationError(f"{build} already ended ({build.status}).")
-    run_request_cancel(run=build.run, user=user, request=request)
-    return build
+def build_retry_run(*, run: Run, user: User | None, request=None) -> Build:
+    """`build_retry` of the build this run is, for the core's retry view (registered in apps.py); the view has checked
+    the user's role. Cancelling is the core's own (`portal.services.run_request_cancel`)."""
+    build = Build.objects.with_related().filter(run=run).first()
+    if build is None:
+        raise ValidationError(f"{run} has no build to start again.")
+    return build_retry(build=build, user=user, request=request)
 
 
 def require_develop(user, team):

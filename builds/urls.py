@@ -27,8 +27,6 @@ urlpatterns = [
     # By id: where links pointed before; pages redirect to the numbered URLs.
     path("builds/compare/", views.build_compare, name="build_compare"),
     path("builds/<int:pk>/", views.build_detail, name="build_detail"),
-    path("builds/<int:pk>/cancel/", views.build_cancel, name="build_cancel"),
-    path("builds/<int:pk>/retry/", views.build_retry, name="build_retry"),
     path("builders/", views.builder_list, name="builder_list"),
     path("builders/new/", views.builder_edit, name="builder_create"),
     path("builders/<int:pk>/edit/", views.builder_edit, name="builder_edit"),

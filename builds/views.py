@@ -383,32 +383,6 @@ def _downstream(build):
     }
 
 
-@login_required
-@require_POST
-def build_cancel(request, pk):
-    build = get_build_for_user(request.user, pk, action=Action.DEVELOP)
-    try:
-        services.build_cancel(build=build, user=request.user, request=request)
-    except ValidationError as exc:
-        messages.info(request, error_text(exc))
-    else:
-        messages.success(request, f"Cancelling {build}: its processes stop within seconds; the log so far is kept.")
-    return redirect(build)
-
-
-@login_required
-@require_POST
-def build_retry(request, pk):
-    build = get_build_for_user(request.user, pk, action=Action.DEVELOP)
-    try:
-        new = services.build_retry(build=build, user=request.user, request=request)
-    except ValidationError as exc:
-        messages.error(request, error_text(exc))
-        return redirect(build)
-    messages.success(request, f"Queued build {new.number}: a retry of build {build.number}.")
-    return redirect(new)
-
-
 def _two_numbers(request):
     try:
         return int(request.GET.get("a", "")), int(request.GET.get("b", ""))

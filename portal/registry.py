@@ -8,6 +8,8 @@ them without knowing who registered what:
   `team_link(...)`: the feature's pages for a team, linked from the team's page;
 - `subscribe(...)` / `announce(...)`: in-process hooks between features that may not import each other ("a promotion
   was applied" is announced by releases, and hosts, which may read releases, subscribes);
+- `run_retry(...)`: how a run of a feature's kind is started again as a new one (a build, a conversion), for the
+  core's one retry view (`portal.views.run_retry`; cancelling is the core's own, `portal.views.run_cancel`);
 - `fragment(...)` / `fragment_url(...)`: a page of one app loading a fragment another app serves, by a name both know,
   without importing it (the builds pages load "who runs this image" from hosts this way);
 - `failure_rules(...)`: a feature's own rules for the failure explainer (`portal.failures`, docs/failures.md), tried
@@ -214,6 +216,31 @@ def announce(hook: str, **details) -> int:
         else:
             done += 1
     return done
+
+
+# --- Starting a run again ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRetry:
+    """How a run of `kind` is started again: `retry(*, run, user, request)` makes a new one like it and returns its
+    subject (the new build, the new conversion), or raises ValidationError saying why not. `action` is the role action
+    the user needs in the run's team."""
+
+    kind: str
+    retry: Callable
+    action: str
+
+
+_run_retries: dict[str, RunRetry] = {}
+
+
+def run_retry(*, kind: str, retry: Callable, action: str) -> None:
+    _run_retries[kind] = RunRetry(kind=kind, retry=retry, action=action)
+
+
+def run_retry_for(kind: str) -> RunRetry | None:
+    return _run_retries.get(kind)
 
 
 # --- Fragments served by one app, loaded by another ------------------------------------------------------------------

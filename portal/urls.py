@@ -41,6 +41,7 @@ core_patterns = [
     path("runs/<int:pk>/log/search/", views.run_log_search, name="run_log_search"),
     path("runs/<int:pk>/log.txt", views.run_log_raw, name="run_log_raw"),
     path("runs/<int:pk>/cancel/", views.run_cancel, name="run_cancel"),
+    path("runs/<int:pk>/retry/", views.run_retry, name="run_retry"),
     path("health/", views.health, name="health"),
     path("health/live", views.health_live, name="health_live"),  # answered by portal.middleware.health_probes
     path("health/ready", views.health_ready, name="health_ready"),

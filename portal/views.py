@@ -81,11 +81,16 @@ def switch_team(request):
         request.session["team_id"] = team.pk
     else:
         request.session.pop("team_id", None)
+    return HttpResponseRedirect(_next_path(request) or reverse("portal:dashboard"))
+
+
+def _next_path(request):
+    """The POST's `next`, when it is a path of this site (redirect() would take a bare word such as "ok" for a view
+    name: a 500); else ""."""
     target = request.POST.get("next", "")
-    # Only a path of this site (redirect() would take a bare word such as "ok" for a view name: a 500).
     if not target.startswith("/") or not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
-        target = reverse("portal:dashboard")
-    return HttpResponseRedirect(target)
+        return ""
+    return target
 
 
 # --- Teams and members -----------------------------------------------------------------------------------------------
@@ -395,6 +400,8 @@ def run_log_raw(request, pk):
 @login_required
 @require_POST
 def run_cancel(request, pk):
+    """Cancel any kind of run (a build, a conversion, a host action, ...), then go back to the page the button was on
+    (`next`), or to the run's page."""
     run = get_run_for_user(request.user, pk, action=lambda run: action_to_cancel(run.kind))
     if run.is_finished:
         messages.info(request, f"{run} had already ended ({run.status}).")
@@ -403,8 +410,33 @@ def run_cancel(request, pk):
                                "atomic), then you can act again.")
     else:
         services.run_request_cancel(run=run, user=request.user, request=request)
-        messages.success(request, f"Cancelling {run}: its processes are stopped and the log so far is kept.")
-    return redirect(run)
+        messages.success(request, f"Cancelling {run}: its processes are stopped within seconds and the log so far is "
+                                  "kept.")
+    return redirect(_next_path(request) or run)
+
+
+def _retry_action(run):
+    retry = registry.run_retry_for(run.kind)
+    return retry.action if retry is not None else Action.DEVELOP
+
+
+@login_required
+@require_POST
+def run_retry(request, pk):
+    """Start a run again as a new one, the way its app registered (`portal.registry.run_retry`: a build of the same
+    revision, a conversion with the same configuration), and show the new one; the old one stays as it was."""
+    run = get_run_for_user(request.user, pk, action=_retry_action)
+    retry = registry.run_retry_for(run.kind)
+    if retry is None:
+        raise Http404(f"A {run.get_kind_display().lower()} is not started again this way.")
+    old = run.subject or run
+    try:
+        new = retry.retry(run=run, user=request.user, request=request)
+    except ValidationError as exc:
+        messages.error(request, error_text(exc))
+        return redirect(_next_path(request) or run)
+    messages.success(request, f"Queued {new}: a retry of {old}.")
+    return redirect(new)
 
 
 # --- Health ----------------------------------------------------------------------------------------------------------

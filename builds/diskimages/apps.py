@@ -12,6 +12,8 @@ class DiskImagesConfig(AppConfig):
         # Build and promotion pages show a digest's disk images without importing this app.
         registry.fragment("disk_images.of_digest", url_name="diskimages:digest_images")
         # Models load only once the app registry is ready, i.e. here.
+        from portal.models import Action, RunKind
+
         from . import metrics, services
         from .models import stored_artifacts
 
@@ -25,3 +27,5 @@ class DiskImagesConfig(AppConfig):
         registry.digest_keeper(name="disk images", function=digests_in_use, order=20)
         # Releases' gate asks whether a digest passed its boot test (a stage's policy may require one).
         registry.promotion_check(services.boot_test_gate)
+        # The Retry button of a disk image's page posts to the core's portal:run_retry (cancelling is the core's own).
+        registry.run_retry(kind=RunKind.DISK_IMAGE, retry=services.disk_image_retry_run, action=Action.DEVELOP)

@@ -244,13 +244,13 @@ def disk_image_retry(*, disk_image: DiskImage, user: User | None, request=None) 
     )
 
 
-def disk_image_cancel(*, disk_image: DiskImage, user: User, request=None) -> DiskImage:
-    """Stop a conversion: a queued one ends at once, a running one within seconds (its container is removed)."""
-    _check(user, disk_image.team, Action.DEVELOP)
-    if not disk_image.is_active:
-        raise ValidationError(f"{disk_image} already ended ({disk_image.run.get_status_display().lower()}).")
-    run_request_cancel(run=disk_image.run, user=user, request=request)
-    return disk_image
+def disk_image_retry_run(*, run: Run, user: User | None, request=None) -> DiskImage:
+    """`disk_image_retry` of the conversion this run is, for the core's retry view (registered in apps.py); the view
+    has checked the user's role. Cancelling is the core's own (`portal.services.run_request_cancel`)."""
+    disk_image = DiskImage.objects.select_related("run", "definition", "build").filter(run=run).first()
+    if disk_image is None:
+        raise ValidationError(f"{run} has no disk image to make again.")
+    return disk_image_retry(disk_image=disk_image, user=user, request=request)
 
 
 # --- Artifacts -------------------------------------------------------------------------------------------------------

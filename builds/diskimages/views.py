@@ -217,33 +217,6 @@ def diskimage_detail(request, pk):
 
 @login_required
 @require_POST
-def diskimage_cancel(request, pk):
-    disk_image = get_disk_image_for_user(request.user, pk, action=Action.DEVELOP)
-    try:
-        services.disk_image_cancel(disk_image=disk_image, user=request.user, request=request)
-    except ValidationError as exc:
-        messages.info(request, error_text(exc))
-    else:
-        messages.success(request, "Cancelling: the builder container is stopped within seconds; the log so far is "
-                                  "kept.")
-    return redirect(disk_image)
-
-
-@login_required
-@require_POST
-def diskimage_retry(request, pk):
-    disk_image = get_disk_image_for_user(request.user, pk, action=Action.DEVELOP)
-    try:
-        new = services.disk_image_retry(disk_image=disk_image, user=request.user, request=request)
-    except ValidationError as exc:
-        messages.error(request, error_text(exc))
-        return redirect(disk_image)
-    messages.success(request, f"Queued again as #{new.pk}.")
-    return redirect(new)
-
-
-@login_required
-@require_POST
 def diskimage_delete_files(request, pk):
     disk_image = get_disk_image_for_user(request.user, pk, action=Action.DEVELOP)
     try:

@@ -74,7 +74,7 @@ def test_building_an_older_revision_needs_the_developer_role(client_for, persona
 
 
 def test_retrying_a_build_needs_the_developer_role(client_for, personas, failed_build):
-    url = reverse("builds:build_retry", args=[failed_build.pk])
+    url = reverse("portal:run_retry", args=[failed_build.run_id])
     refused = statuses(client_for, personas, "post", url, ["anonymous", "outsider", "viewer", "operator"])
     assert refused == {"anonymous": "login", "outsider": 404, "viewer": 403, "operator": 403}
     assert Build.objects.count() == 1

@@ -9,6 +9,7 @@ from builds import pipeline, services
 from builds.models import Build, Builder, BuildStatus
 from builds.runner import BuilderUnavailable, SSHRunner, Watch
 from portal.logsink import lines_after
+from portal.services import run_request_cancel
 from tests.builds.fixtures import BASE_IMAGE, a_long_sleep, processes_running, skopeo_inspect
 from tests.conftest import free_port, start_in_thread, wait_for
 
@@ -89,7 +90,7 @@ def test_cancel_kills_the_remote_process_tree(personas, definition, remote_build
     thread = start_in_thread(pipeline.build_execute, build.pk)
     try:
         wait_for(lambda: processes_running("sleep", seconds), timeout=60, what="the remote sleep to start")
-        services.build_cancel(build=Build.objects.with_related().get(pk=build.pk), user=personas.developer)
+        run_request_cancel(run=Build.objects.with_related().get(pk=build.pk).run, user=personas.developer)
         wait_for(lambda: not processes_running("sleep", seconds), timeout=5, interval=0.1,
                  what="the remote process tree to be killed")
     finally:

@@ -65,7 +65,7 @@ def test_outsiders_get_404_for_another_teams_objects(client_for, personas, defin
         assert c.get(page_urls(definition, build)[name]).status_code == 404, name
     assert c.get(reverse("builds:revision_create", args=[definition.pk])).status_code == 404
     assert c.post(reverse("builds:definition_build", args=[definition.pk])).status_code == 404
-    assert c.post(reverse("builds:build_cancel", args=[build.pk])).status_code == 404
+    assert c.post(reverse("portal:run_cancel", args=[build.run_id])).status_code == 404
     # Lists show nothing of the other team.
     link = f'href="{definition.get_absolute_url()}"'
     assert link not in c.get(reverse("builds:definition_list")).content.decode()
@@ -81,7 +81,7 @@ def test_viewers_see_everything_but_may_not_change_anything(client_for, personas
     assert c.get(reverse("builds:definition_edit", args=[definition.pk])).status_code == 403
     assert c.get(reverse("builds:definition_create")).status_code == 403
     assert c.post(reverse("builds:definition_build", args=[definition.pk])).status_code == 403
-    assert c.post(reverse("builds:build_cancel", args=[build.pk])).status_code == 403
+    assert c.post(reverse("portal:run_cancel", args=[build.run_id])).status_code == 403
     assert c.post(reverse("builds:definition_delete", args=[definition.pk])).status_code == 403
     assert c.get(reverse("builds:integrations", args=[personas.team.slug])).status_code == 403
     assert Build.objects.count() == 1
@@ -128,9 +128,12 @@ def test_a_finished_build_page_stops_polling(client_for, personas, build):
     assert "boom" in response.content.decode()
 
 
-def test_cancel_of_a_queued_build_ends_it_at_once(client_for, personas, build):
-    response = client_for(personas.developer).post(reverse("builds:build_cancel", args=[build.pk]))
-    assert response.status_code == 302
+def test_cancel_of_a_queued_build_ends_it_at_once_and_returns_to_the_build(client_for, personas, build):
+    page = client_for(personas.developer).get(build.get_absolute_url()).content.decode()
+    assert f'action="{reverse("portal:run_cancel", args=[build.run_id])}"' in page  # the build page's Cancel button
+    response = client_for(personas.developer).post(reverse("portal:run_cancel", args=[build.run_id]),
+                                                   {"next": build.get_absolute_url()})
+    assert response.status_code == 302 and response["Location"] == build.get_absolute_url()
     build.run.refresh_from_db()
     assert build.run.status == RunStatus.CANCELLED
 
@@ -139,9 +142,12 @@ def test_retry_makes_a_new_build_of_the_same_revision(client_for, personas, buil
     from portal.services import run_finish
 
     run_finish(build.run, status=RunStatus.FAILED, reason="x")
-    response = client_for(personas.developer).post(reverse("builds:build_retry", args=[build.pk]))
+    page = client_for(personas.developer).get(build.get_absolute_url()).content.decode()
+    assert f'action="{reverse("portal:run_retry", args=[build.run_id])}"' in page  # the build page's Retry button
+    response = client_for(personas.developer).post(reverse("portal:run_retry", args=[build.run_id]), follow=True)
     new = Build.objects.exclude(pk=build.pk).get()
-    assert response["Location"] == new.get_absolute_url()
+    assert response.redirect_chain[0][0] == new.get_absolute_url()
+    assert f"Queued {new}: a retry of {build}." in response.content.decode()
     assert new.revision == build.revision and new.retry_of == build and new.number == build.number + 1
 
 

@@ -17,6 +17,7 @@ from builds.models import Build, BuildPhase, BuildStatus
 from builds.queues import local_queues
 from portal.logsink import lines_after
 from portal.models import RunStatus
+from portal.services import run_request_cancel
 from tests.builds.fixtures import BASE_IMAGE, WORKER_ENV, a_long_sleep, processes_running, skopeo_inspect
 from tests.conftest import wait_for
 
@@ -77,7 +78,7 @@ def test_cancel_stops_a_running_sleep_and_its_whole_process_tree_keeping_the_log
         f"{run.status} {run.phase!r}: {run.exit_reason}\n{log_text(reload(build))}")
 
     asked = time.monotonic()
-    services.build_cancel(build=reload(build), user=personas.developer)
+    run_request_cancel(run=reload(build).run, user=personas.developer)
     wait_for(lambda: not processes_running("sleep", seconds), timeout=5, interval=0.1,
              what="the sleep (and its podman) to be killed within 5 s")
     killed_after = time.monotonic() - asked

@@ -21,6 +21,7 @@ from builds.diskimages.models import Artifact, DiskImage
 from builds.models import Build, Builder
 from portal.logsink import lines_after
 from portal.models import LogSection, RunStatus
+from portal.services import run_request_cancel
 from tests.builds.fixtures import BASE_IMAGE
 from tests.conftest import ProcessWatcher, start_in_thread
 from tests.diskimages.fixtures import ISO_VOLUME_ID
@@ -219,7 +220,7 @@ def test_a_cancelled_conversion_stops_its_builder_container(transactional_db, in
         time.sleep(0.1)
     assert "stand-in: sleeping 60 s" in log_text(disk_image)
     started = time.monotonic()
-    diskimages.disk_image_cancel(disk_image=disk_image, user=personas.developer)
+    run_request_cancel(run=disk_image.run, user=personas.developer)
     worker.join(30)
     assert time.monotonic() - started < 10
     disk_image = DiskImage.objects.with_related().get(pk=disk_image.pk)

@@ -58,11 +58,14 @@ def test_a_conversion_page_is_seen_by_the_team_only(client_for, personas, conver
 
 
 @pytest.mark.parametrize("action", ["cancel", "retry", "delete-files"])
-@pytest.mark.parametrize("who, expected", [("anonymous", 302), ("outsider", 404), ("viewer", 403),
+@pytest.mark.parametrize("who, expected", [("anonymous", 302), ("outsider", 404), ("helpdesk", 404), ("viewer", 403),
                                            ("operator", 403)])
 def test_acting_on_a_conversion_needs_the_developer_role(client_for, personas, conversion, action, who, expected):
+    """Cancel and Retry are the core's run views (portal:run_cancel, portal:run_retry), as for every run."""
     user = None if who == "anonymous" else getattr(personas, who)
-    assert status_of(client_for, user, "post", f"/disk-images/{conversion.pk}/{action}/") == expected
+    url = (f"/runs/{conversion.run_id}/{action}/" if action in ("cancel", "retry")
+           else f"/disk-images/{conversion.pk}/{action}/")
+    assert status_of(client_for, user, "post", url) == expected
     assert DiskImage.objects.count() == 1 and Artifact.objects.present().count() == 2
 
 
@@ -109,7 +112,7 @@ def test_importing_a_configuration_needs_the_developer_role(client_for, personas
 
 def test_a_developer_retries_and_deletes_files(client_for, personas, conversion, django_capture_on_commit_callbacks):
     client = client_for(personas.developer)
-    response = client.post(f"/disk-images/{conversion.pk}/retry/")
+    response = client.post(f"/runs/{conversion.run_id}/retry/")
     retry = DiskImage.objects.exclude(pk=conversion.pk).get()
     assert response.url == retry.get_absolute_url() and retry.retry_of == conversion and retry.types == conversion.types
     with django_capture_on_commit_callbacks(execute=False):
@@ -120,7 +123,9 @@ def test_a_developer_retries_and_deletes_files(client_for, personas, conversion,
 
 def test_a_queued_conversion_is_cancelled_at_once(client_for, personas, build):
     disk_image = diskimages.disk_image_request(user=personas.developer, build=build, types=["qcow2"])
-    client_for(personas.developer).post(f"/disk-images/{disk_image.pk}/cancel/")
+    response = client_for(personas.developer).post(f"/runs/{disk_image.run_id}/cancel/",
+                                                   {"next": disk_image.get_absolute_url()})
+    assert response["Location"] == disk_image.get_absolute_url()
     disk_image.run.refresh_from_db()
     assert disk_image.run.status == RunStatus.CANCELLED
 

@@ -216,6 +216,29 @@ class TestRunViews:
         run.refresh_from_db()
         assert run.status == RunStatus.CANCELLED
 
+    def test_cancelling_goes_back_to_the_page_it_was_asked_from_on_this_site_only(self, personas, client_for):
+        client = client_for(personas.developer)
+        run, other = make_run(personas.team), make_run(personas.team)
+        assert client.post(f"/runs/{run.pk}/cancel/", {"next": "/builds/"})["Location"] == "/builds/"
+        assert client.post(f"/runs/{other.pk}/cancel/", {"next": "https://evil.example/"})["Location"] == f"/runs/{other.pk}/"
+
+    def test_retrying_a_run_needs_the_role_its_app_registered(self, personas, client_for):
+        run = make_run(personas.team)  # a build's run whose build row is gone
+        services.run_finish(run, status=RunStatus.FAILED, reason="boom")
+        url = f"/runs/{run.pk}/retry/"
+        expect(client_for, None, "post", url, "login")
+        expect(client_for, personas.outsider, "post", url, 404)
+        expect(client_for, personas.helpdesk, "post", url, 404)
+        expect(client_for, personas.viewer, "post", url, 403)
+        expect(client_for, personas.operator, "post", url, 403)
+        response = client_for(personas.developer).post(url, {"next": "/builds/"}, follow=True)
+        assert response.redirect_chain == [("/builds/", 302)] and "has no build to start again" in response.content.decode()
+
+    def test_a_run_no_app_starts_again_has_no_retry(self, personas, client_for):
+        run = make_run(personas.team, kind=RunKind.HOST_POLL)
+        services.run_finish(run, status=RunStatus.FAILED, reason="unreachable")
+        expect(client_for, personas.admin, "post", f"/runs/{run.pk}/retry/", 404)
+
 
 class TestOtherViews:
     def test_dashboard(self, personas, client_for):
