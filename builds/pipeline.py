@@ -113,6 +113,14 @@ def containerfile_for_build(text: str, labels: dict[str, str]) -> tuple[str, dic
     return text.rstrip("\n") + "\n\n# Added by the portal: the labels that tie this image to its build.\n" + label_line + "\n", {}
 
 
+def time_limit(definition) -> runs.Limit:
+    """The definition's own limit, or the portal's ceiling (BUILD_TIME_LIMIT_MAX_SECONDS) when that is shorter."""
+    own = definition.timeout_minutes * 60
+    if settings.BUILD_TIME_LIMIT_MAX_SECONDS < own:
+        return runs.Limit(settings.BUILD_TIME_LIMIT_MAX_SECONDS, "BUILD_TIME_LIMIT_MAX_SECONDS, the portal's ceiling")
+    return runs.Limit(own, "the definition's limit")
+
+
 def build_execute(build_id: int) -> None:
     """Run one build. Its builder's capacity is the concurrency of the workers that consume its queue
     (`builds.queues`): a worker process that takes the task runs it now."""
@@ -123,7 +131,7 @@ def build_execute(build_id: int) -> None:
     builder = Builder.objects.filter(pk=build.builder_id).first()
     if not runs.claim(run, phase=BuildPhase.PREPARING):
         return
-    limit = runs.Limit(build.definition.timeout_minutes * 60, "the definition's limit")
+    limit = time_limit(build.definition)
     with runs.executing(run, what="the build pipeline", limit=limit,
                         stopped="its processes were stopped",
                         unavailable=f"Builder {build.builder.name if build.builder else '(none)'} is unavailable",

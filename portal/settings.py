@@ -410,6 +410,11 @@ BUILD_CONTEXT_MAX_FILES = env.int("BUILD_CONTEXT_MAX_FILES", default=50)
 BUILD_GIT_URL_SCHEMES = env.list("BUILD_GIT_URL_SCHEMES", default=["https", "ssh", "git"] + (["file"] if DEBUG else []))
 BUILD_SCHEDULE_HOUR = env.int("BUILD_SCHEDULE_HOUR", default=2)  # UTC hour of nightly/weekly rebuilds
 BUILD_CANCEL_POLL_SECONDS = env.float("BUILD_CANCEL_POLL_SECONDS", default=1.0)
+# The portal's ceiling over every definition's own time limit (which people set in minutes, 1 to 1,440): a build stops
+# at whichever comes first. The reason names the one that applied.
+BUILD_TIME_LIMIT_MAX_SECONDS = env.int("BUILD_TIME_LIMIT_MAX_SECONDS", default=24 * 3600)
+if BUILD_TIME_LIMIT_MAX_SECONDS < 1:
+    raise BadSetting(f"BUILD_TIME_LIMIT_MAX_SECONDS ({BUILD_TIME_LIMIT_MAX_SECONDS}) must be at least 1.")
 BUILD_WORK_DIR = env.str("BUILD_WORK_DIR", default="")  # where contexts are prepared; empty: the system temp dir
 # More of the worker's paths that no build may see (docs/security.md#build-isolation), besides BASE_DIR, var/ and
 # MEDIA_ROOT, e.g. "/root/.ssh,/etc/portal".

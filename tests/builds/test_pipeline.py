@@ -10,7 +10,8 @@ import subprocess
 import pytest
 
 from builds import pipeline, services
-from builds.models import LABEL_BUILD_ID, LABEL_REVISION_SHA, Build, BuildStatus, ContextKind
+from builds.models import LABEL_BUILD_ID, LABEL_REVISION_SHA, Build, BuildStatus, ContextKind, ImageDefinition
+from portal import runs
 from portal.logsink import lines_after
 from tests.builds.fixtures import BASE_IMAGE, a_long_sleep, processes_running, skopeo_inspect
 
@@ -269,18 +270,30 @@ def test_labels_fall_back_to_flags_for_a_dangling_continuation():
     assert flags == {} and text.endswith('LABEL a="q\\"\\$"\n')
 
 
-def test_a_build_past_its_time_limit_fails_with_the_reason_and_its_processes_stopped(definition, personas):
-    """The shortest limit a definition takes is a minute: this test waits for it."""
+def test_a_build_past_its_time_limit_fails_with_the_reason_and_its_processes_stopped(definition, personas, settings):
+    """The shortest limit a definition takes is a minute; the portal's ceiling, in seconds, stops this one sooner."""
+    settings.BUILD_TIME_LIMIT_MAX_SECONDS = 4
     services.definition_update(definition=definition, user=personas.developer, timeout_minutes=1)
     seconds = a_long_sleep()
     revision = services.revision_create(definition=definition, user=personas.developer,
                                         containerfile=f"FROM {BASE_IMAGE}\nRUN echo before && sleep {seconds}\n")
     build = build_now(revision, personas.developer)
     assert build.status == BuildStatus.FAILED
-    assert build.run.exit_reason.startswith("Timed out after 1 min (the definition's limit)")
+    assert build.run.exit_reason.startswith("Timed out after 4 s (BUILD_TIME_LIMIT_MAX_SECONDS, the portal's ceiling)")
     assert "before" in log_text(build), "the log up to the limit is kept"
-    assert 58 < (build.run.finished_at - build.run.started_at).total_seconds() < 90
+    assert 3.5 < (build.run.finished_at - build.run.started_at).total_seconds() < 30
     assert not processes_running("sleep", seconds)
+
+
+def test_a_build_stops_at_its_definitions_limit_or_the_portals_ceiling_whichever_comes_first(settings):
+    definition = ImageDefinition(timeout_minutes=1)
+    settings.BUILD_TIME_LIMIT_MAX_SECONDS = 24 * 3600
+    limit = pipeline.time_limit(definition)
+    assert (limit.seconds, limit.source) == (60, "the definition's limit")
+    assert runs.stop_reason(runs.TimedOut(), runs.Execution(run=None, sink=None), what="the build pipeline", limit=limit,
+                            unavailable="")[1] == "Timed out after 1 min (the definition's limit)."
+    settings.BUILD_TIME_LIMIT_MAX_SECONDS = 30
+    assert pipeline.time_limit(definition) == runs.Limit(30, "BUILD_TIME_LIMIT_MAX_SECONDS, the portal's ceiling")
 
 
 def test_a_build_whose_lint_prints_warnings_succeeds_and_shows_them_as_warnings(definition, personas, client_for):
