@@ -1,0 +1,195 @@
+"""Benchmark: boot-to-verdict time of the small test image (Debian's kernel, busybox, a shell init that prints a login
+prompt), with KVM and with TCG, and what the portal adds to running the same `qemu-system-x86_64` command by hand.
+
+Everything is real and local: a podman store of its own with the bootable base (tests/diskimages/bootimages.py),
+docker-registry on a loopback port, a SQLite database of its own. The image is built and pushed once by the portal's
+build pipeline. Then, for each accelerator, in turn each round:
+
+- by hand:  the VM's own command line (the kernel and initramfs made once beforehand), from exec until the login prompt
+            appears on the console, then the VM is killed (what a person timing `qemu-system-x86_64 ...` would see);
+- portal:   `bootrun.boot_test_execute` in-process, from the row's creation until the verdict is recorded: the copy out
+            of the registry by digest (skopeo), the initramfs made from the layers, the same VM, the console into the
+            run's log in the database, the VM killed and its files removed.
+
+    bench/boottest/run [--runs 5]
+"""
+
+import argparse
+import os
+import platform
+import re
+import select
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+
+def median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--deadline", type=int, default=60, help="seconds a boot may take before it counts as failed")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-boottest-"))
+    os.environ.update({
+        "PORTAL_VAR_DIR": str(work / "var"),
+        "DATABASE_URL": f"sqlite:///{work / 'bench.sqlite3'}",
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "BUILD_PULL_POLICY": "never",
+        "LOG_LEVEL": "WARNING",
+        "BOOT_TEST_WORK_DIR": str(work / "vms"),
+        "BOOT_TEST_SOAK_SECONDS": "0",
+    })
+    from tests.builds.fixtures import PodmanStore, Registry
+    from tests.conftest import RedisServer
+    from tests.diskimages.bootimages import BOOTABLE_BASE, GOOD, debian_kernel
+
+    for name in ("podman", "registry", "redis"):
+        (work / name).mkdir()
+    store = PodmanStore(work / "podman")
+    registry = redis = None
+    try:
+        redis = RedisServer(work / "redis")  # the live log's channel layer
+        redis.start()
+        os.environ["REDIS_URL"] = redis.url
+        registry = Registry(work / "registry")
+        os.environ["REGISTRY_URL"] = registry.address
+        import django
+        from django.conf import settings
+
+        django.setup()
+        settings.REGISTRY_URL, settings.REGISTRY_INSECURE = registry.address, True
+        store.import_busybox()
+        kernel, version = debian_kernel()
+        context = work / "base"
+        context.mkdir()
+        shutil.copy2(kernel, context / "vmlinuz")
+        (context / "Containerfile").write_text(f"FROM localhost/base:latest\nCOPY vmlinuz /usr/lib/modules/{version}/vmlinuz\n")
+        store.run("build", "--pull=never", "--tag", BOOTABLE_BASE, str(context))
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+
+        from builds import pipeline, services
+        from builds.diskimages import bootmedia, bootrun, qemu
+        from builds.diskimages import services as diskimages
+        from builds.diskimages.models import BootTest
+        from builds.models import Build, Builder
+        from portal.celery import app
+        from portal.models import Team, User
+
+        app.conf.task_always_eager = True  # the boot test's task runs in this process when it is queued, as a worker would
+
+        team = Team.objects.create(name="Bench", slug="bench")
+        user = User.objects.create(username="bench", is_superuser=True)
+        Builder.objects.create(name="local", architecture=services.local_architecture(), capacity=1,
+                               podman_root=store.root, podman_runroot=store.runroot)
+        definition = services.definition_create(team=team, user=user, name="test-os")
+        revision = services.revision_create(definition=definition, user=user, containerfile=GOOD)
+        build = services.build_start(revision=revision, user=user)
+        pipeline.build_execute(build.pk)
+        build = Build.objects.with_related().get(pk=build.pk)
+        if not build.succeeded:
+            raise SystemExit(f"the image did not build: {build.run.exit_reason}")
+
+        # The kernel and initramfs for the by-hand runs, made once from the same digest.
+        media_dir = work / "media"
+        media_dir.mkdir()
+        subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{build.repository}@{build.digest}",
+                        f"dir:{media_dir / 'image'}"], check=True)
+        media = bootmedia.prepare(media_dir / "image", media_dir, max_bytes=settings.BOOT_TEST_ROOTFS_MAX_BYTES)
+        marker = re.compile(settings.BOOT_TEST_MARKER)
+
+        def by_hand(accel):
+            config = qemu.VMConfig(name="bench-by-hand", kernel=media.kernel, initramfs=media.initramfs, accel=accel,
+                                   firmware="bios", memory_mb=settings.BOOT_TEST_MEMORY_MB, cpus=settings.BOOT_TEST_CPUS,
+                                   append="console=ttyS0 rdinit=/sbin/init panic=-1")
+            started = time.monotonic()
+            vm = subprocess.Popen(qemu.args(config), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                  stdin=subprocess.DEVNULL)
+            seen = b""
+            try:
+                while not marker.search(seen.decode(errors="replace").replace("\r", "\n").rsplit("\n", 1)[-1]):
+                    if time.monotonic() - started > args.deadline:
+                        return None  # did not boot (KVM here stops after the kernel's setup code)
+                    ready, _, _ = select.select([vm.stdout], [], [], 1)
+                    data = os.read(vm.stdout.fileno(), 65536) if ready else b""
+                    if ready and not data:
+                        return None
+                    seen += data
+                return time.monotonic() - started
+            finally:
+                vm.kill()
+                vm.wait()
+
+        def portal(accel):
+            settings.BOOT_TEST_ACCEL = accel
+            started = time.monotonic()
+            boot_test = diskimages.boot_test_start(build=build, user=user)  # runs it (eager), like a free worker
+            bootrun.boot_test_execute(boot_test.pk)  # does nothing if it ran already
+            elapsed = time.monotonic() - started
+            boot_test = BootTest.objects.with_related().get(pk=boot_test.pk)
+            if boot_test.run.status != "succeeded":
+                print(f"{accel}: the boot test failed: {boot_test.run.exit_reason}")
+                return None, None
+            return elapsed, boot_test.boot_seconds
+
+        settings.BOOT_TEST_BOOT_SECONDS = args.deadline
+        accels = ["kvm", "tcg"] if qemu.kvm_usable() else ["tcg"]
+        results = {}
+        for accel in accels:
+            hand, whole, to_marker = [], [], []
+            for i in range(args.runs + 1):  # the first round warms caches up and is not counted
+                h = by_hand(accel)
+                p, m = portal(accel)
+                if h is None or p is None:
+                    print(f"{accel}: no boot within {args.deadline} s, by hand: {h is not None}, portal: {p is not None}")
+                    break
+                if i:
+                    hand.append(h)
+                    whole.append(p)
+                    to_marker.append(m)
+            results[accel] = (hand, whole, to_marker)
+        report(args.runs, results, media)
+    finally:
+        if redis is not None:
+            redis.stop()
+        if registry is not None:
+            registry.stop()
+        store.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(runs, results, media):
+    qemu_version = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    print(f"\nbench/boottest, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}: {platform.platform()}, "
+          f"{os.cpu_count()} CPU(s), {qemu_version}; kernel {media.kernel_version}, initramfs {media.size:,} bytes; "
+          f"median of {runs} rounds after one warm-up round\n")
+    print("| accelerator | by hand: exec to login prompt | portal: boot to marker (in the run) "
+          "| portal: request to verdict | portal overhead vs by hand |")
+    print("|---|---|---|---|---|")
+    for accel, (hand, whole, to_marker) in results.items():
+        if not hand:
+            print(f"| {accel.upper()} | did not boot | did not boot | | |")
+            continue
+        overhead = median(whole) - median(hand)
+        print(f"| {accel.upper()} | {median(hand):.2f} s | {median(to_marker):.2f} s | {median(whole):.2f} s | "
+              f"{overhead:+.2f} s ({overhead / median(hand) * 100:+.0f} %) |")
+    for accel, (hand, whole, _) in results.items():
+        print(f"\n{accel}: by hand " + ", ".join(f"{v:.2f}" for v in hand) + "; portal " + ", ".join(f"{v:.2f}" for v in whole))
+
+
+if __name__ == "__main__":
+    main()
