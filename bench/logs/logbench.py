@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -277,6 +278,7 @@ def bench_viewers(services, team, cookie, *, viewers, lines, rate, processes=1, 
             [sys.executable, str(HERE / "viewers.py"), *target, "--cookie", cookie, "--count", str(count),
              "--expect", str(lines), "--timeout", str(lines / rate + 300)],
             stdout=subprocess.PIPE, text=True, cwd=ROOT))
+    services.processes.extend(clients)  # stopped with the services if the benchmark is
     for client in clients:
         ready = client.stdout.readline().strip()
         if ready != "READY":
@@ -495,6 +497,8 @@ def main():
                         help="which parts (big needs ingest); results of a subset are merged into results.json")
     args = parser.parse_args()
     parts = set(args.only.split(","))
+    # Stopped with SIGTERM (timeout, kill): stop daphne, Redis and the viewers on the way out, as on Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     database_url = os.environ.get("BENCH_DATABASE_URL") or DEFAULT_DATABASE_URL
     if not database_url.startswith("postgres"):
