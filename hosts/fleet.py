@@ -93,9 +93,11 @@ def _digest_details(groups, digests):
         if key is None:
             continue
         entry = details.setdefault((key, row["booted_digest"]), {"version": row["booted_version"], "tags": set(),
-                                                                 "architecture": row["architecture"]})
+                                                                 "architecture": row["architecture"], "per_tag": {}})
         if row["booted_image"] and ":" in row["booted_image"].rsplit("/", 1)[-1]:
-            entry["tags"].add(row["booted_image"].rsplit(":", 1)[-1])
+            tag = row["booted_image"].rsplit(":", 1)[-1]
+            entry["tags"].add(tag)
+            entry["per_tag"][tag] = entry["per_tag"].get(tag, 0) + row["n"]
     return details
 
 
@@ -138,3 +140,32 @@ def digest_rows(found, page, team_names):
         if digests > len(most_run):
             others[key] = {"digests": digests - len(most_run), "hosts": hosts - sum(n for _, n in most_run)}
     return shown, others
+
+
+SPREAD_COLOURS = 6  # the classes bs-c0 ... bs-c5 of static/hosts/pictures.css
+
+
+def version_spread(rows, stage_order=None):
+    """The version spread of one repository: per stage tag, the digests its hosts boot through it as a stacked bar,
+    [(tag, hosts, [{digest, version, n, x, width, colour}])], in the stages' order (`stage_order`: {name: position});
+    a digest keeps its colour across the tags. `rows` are the repository's rows of `digest_rows`."""
+    order = stage_order or {}
+    colour = {row["digest"]: index % SPREAD_COLOURS for index, row in enumerate(rows)}
+    for row in rows:
+        row["colour"] = colour[row["digest"]]  # the table's swatch: the bars' legend
+    per_tag = {}
+    for row in rows:
+        for tag, n in (row.get("per_tag") or {}).items():
+            if n > 0:
+                per_tag.setdefault(tag, []).append((row, n))
+    bars = []
+    for tag in sorted(per_tag, key=lambda t: (order.get(t, 1 << 30), t)):
+        total = sum(n for _, n in per_tag[tag])
+        parts, x = [], 0.0
+        for row, n in per_tag[tag]:
+            width = 100.0 * n / total
+            parts.append({"digest": row["digest"], "version": row["version"], "n": n, "x": f"{x:.3f}",
+                          "width": f"{width:.3f}", "colour": colour[row["digest"]]})
+            x += width
+        bars.append((tag, total, parts))
+    return bars

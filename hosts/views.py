@@ -576,10 +576,14 @@ def fleet(request):
     definitions = {d.repository: d for d in ImageDefinition.objects.visible_to(request.user)
                    .filter(repository__in=repositories)}
     builds = builds_by_digest(request.user, [row["digest"] for _, digest_rows in shown for row in digest_rows])
+    stage_order = {}
+    for stage in stages.values():
+        stage_order[stage.name] = min(stage.position, stage_order.get(stage.name, stage.position))
+    spreads = {key: fleet_tallies.version_spread(rows, stage_order) for key, rows in shown}
     per_stage = fleet_tallies.per_stage(found.counts, team_names, stages)
     return render(request, "hosts/fleet.html", {"per_stage": per_stage, "groups": shown, "others": others, "page": page,
                                                 "team": team, "definitions": definitions, "builds": builds,
-                                                "rollouts_url": registry.fragment_url("fleet.rollouts")})
+                                                "rollouts_url": registry.fragment_url("fleet.rollouts"), "spreads": spreads})
 
 
 @login_required

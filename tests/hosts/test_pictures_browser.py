@@ -1,6 +1,6 @@
 """The pictures in a browser, in the light and the dark theme (the system's setting): the release map on the dashboard
-and on the definition page, the build trends, and the host's timeline strip. Screenshots land in test-artifacts/; the
-Content-Security-Policy reports no violation (the SVG carries no inline style)."""
+and on the definition page, the build trends, the host's timeline strip and the fleet view's version spread.
+Screenshots land in test-artifacts/; the Content-Security-Policy reports no violation (the SVG has no inline style)."""
 
 from datetime import timedelta
 
@@ -21,9 +21,11 @@ def a_fleet(personas):
     world = World(personas)
     team = personas.team
     for n, state in enumerate([HostState.UP_TO_DATE] * 5 + [HostState.UPDATE_STAGED] * 2 + [HostState.UNREACHABLE]):
-        make_host(team, f"test-{n:02}", booted_digest=D1, tracked_image=f"{REPOSITORY}:test", state=state)
+        make_host(team, f"test-{n:02}", booted_digest=D1 if n < 6 else D2, booted_version="1.0" if n < 6 else "1.1",
+                  tracked_image=f"{REPOSITORY}:test", booted_image=f"{REPOSITORY}:test", state=state)
     for n, state in enumerate([HostState.UP_TO_DATE] * 3 + [HostState.DRIFT, HostState.ROLLED_BACK]):
-        make_host(team, f"dev-{n:02}", booted_digest=D2, tracked_image=f"{REPOSITORY}:dev", state=state,
+        make_host(team, f"dev-{n:02}", booted_digest=D2, booted_version="1.1", tracked_image=f"{REPOSITORY}:dev",
+                  booted_image=f"{REPOSITORY}:dev", state=state,
                   drifting=state == HostState.DRIFT)
     revision = world.definition.revisions.get()
     Build.objects.filter(definition=world.definition).update(size=700_000_000, package_format="rpm",
@@ -43,7 +45,7 @@ def a_fleet(personas):
 def test_the_pictures_in_the_light_and_dark_themes(personas, portal_server):
     world = a_fleet(personas)
     pages = [("dashboard", "/"), ("definition", world.definition.get_absolute_url()),
-             ("host", world.web1.get_absolute_url())]
+             ("host", world.web1.get_absolute_url()), ("fleet", "/hosts/fleet/")]
     with chromium() as browser:
         for scheme in ("light", "dark"):
             page = browser.new_page(viewport={"width": 1400, "height": 900}, color_scheme=scheme)
@@ -62,6 +64,8 @@ def test_the_pictures_in_the_light_and_dark_themes(personas, portal_server):
                     assert "7 up to date" in page.locator(".release-map").inner_text()
                 if name == "definition":
                     assert page.locator(".build-trends rect.tr-failed").count() == 6  # 2 failed builds x 3 charts
+                if name == "fleet":
+                    assert page.locator(".version-spread .vs-row").count() == 2  # dev and test
                 if name == "host":
                     assert page.locator(".boot-strip rect.bs-rollback").count() == 1
                 assert page.evaluate("window.__csp") == [], (scheme, url)
