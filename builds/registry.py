@@ -68,13 +68,32 @@ def inspect_args(reference: str, *, tls_verify: bool, authfile: str | None = Non
     return [*args, f"docker://{reference}"]
 
 
-def copy_by_digest_args(source: str, destination: str, *, tls_verify: bool, authfile: str | None = None) -> list[str]:
-    """Copy repo@sha256:... to another reference (e.g. a stage tag) keeping the digest. For promotions."""
-    args = ["skopeo", "copy", "--preserve-digests", "--multi-arch=all",
-            f"--src-tls-verify={'true' if tls_verify else 'false'}",
-            f"--dest-tls-verify={'true' if tls_verify else 'false'}"]
+def copy_by_digest_args(source: str, destination: str, *, tls_verify: bool, authfile: str | None = None,
+                        policy: str | None = None, registries_d: str | None = None, sigstore_key: str | None = None,
+                        passphrase_file: str | None = None, sign_by: str | None = None) -> list[str]:
+    """Copy repo@sha256:... to another reference (e.g. a stage tag) keeping the digest. For promotions, and for
+    signing (a copy onto the build's own tag that adds a sigstore signature, which cannot change the digest).
+
+    `policy` and `registries_d` are containers/image's trust files (containers-policy.json(5),
+    containers-registries.d(5)): with them, skopeo itself refuses a source the policy does not accept.
+    `sigstore_key` (with its `passphrase_file`) signs the copy with sigstore, `sign_by` (a GPG fingerprint, from the
+    key ring in GNUPGHOME) with GPG "simple signing"."""
+    args = ["skopeo"]
+    if policy:
+        args += ["--policy", policy]
+    if registries_d:
+        args += ["--registries.d", registries_d]
+    args += ["copy", "--preserve-digests", "--multi-arch=all",
+             f"--src-tls-verify={'true' if tls_verify else 'false'}",
+             f"--dest-tls-verify={'true' if tls_verify else 'false'}"]
     if authfile:
         args += ["--authfile", authfile]
+    if sigstore_key:
+        args += ["--sign-by-sigstore-private-key", sigstore_key]
+    if sign_by:
+        args += ["--sign-by", sign_by]
+    if passphrase_file:
+        args += ["--sign-passphrase-file", passphrase_file]
     return [*args, f"docker://{source}", f"docker://{destination}"]
 
 
@@ -203,6 +222,16 @@ def manifest_exists(repository: str, digest: str, *, access: RegistryAccess) -> 
     except ManifestUnknown:
         return False
     return True
+
+
+def skopeo_error(output_tail: list[str]) -> str:
+    """skopeo's last line, without its logfmt wrapper (time=... level=fatal msg="..."); "" when it said nothing."""
+    lines = [line.strip() for line in output_tail if line.strip()]
+    if not lines:
+        return ""
+    match = SKOPEO_FATAL_RE.search(lines[-1])
+    text = match.group("msg").replace('\\"', '"') if match else lines[-1]
+    return text[:400]
 
 
 @dataclass

@@ -30,7 +30,10 @@ them without knowing who registered what:
   as rollback, a disk image was made from it), asked by builds' image retention (`builds.retention`), which may not
   import the apps that know;
 - `promotion_check(...)`: a check a promotion must pass before it is approved and applied, which releases' gate asks
-  without importing the feature that answers (disk images' boot tests).
+  without importing the feature that answers (disk images' boot tests);
+- `provide(...)` / `providers(...)`: functions one feature calls and another supplies, by a name both know, when the
+  caller needs an answer (unlike `announce`): releases asks "promotion.copy_trust" what its copy must verify, and the
+  supply chain, which may read releases, answers.
 
 Registration happens once per process, at start-up; nothing here is written afterwards.
 """
@@ -461,3 +464,19 @@ def promotion_check(function: Callable) -> Callable:
 
 def promotion_checks() -> list[Callable]:
     return list(_promotion_checks)
+
+
+# --- Answers one feature asks of another -----------------------------------------------------------------------------
+
+_providers: dict[str, list[Callable]] = defaultdict(list)
+
+
+def provide(name: str, function: Callable) -> None:
+    """`function` answers the question called `name`; its signature and answer are the asker's contract."""
+    _providers[name].append(function)
+
+
+def providers(name: str) -> list[Callable]:
+    """Every function that answers `name`, in the order they registered (none: nobody answers, the asker goes on
+    without). Unlike `announce`, a provider's exception reaches the asker, which must not go on without the answer."""
+    return list(_providers.get(name, ()))

@@ -3,7 +3,9 @@
 1. Start the run with a conditional UPDATE (a redelivered task does nothing).
 2. Read what the stage tag resolves to now (`skopeo inspect`): a registry that does not answer fails here, untouched.
 3. `skopeo copy --preserve-digests docker://REPO@DIGEST docker://REPO:STAGE`: the manifest is written last, so a copy
-   that fails leaves the tag where it was.
+   that fails leaves the tag where it was. When a feature answers `promotion.copy_trust` (the supply chain: the stage
+   requires a signature), the copy runs under the `policy.json` and `registries.d` it gives, so containers/image itself
+   refuses a digest without a valid signature.
 4. Check that the tag now resolves to exactly DIGEST.
 5. Record, in one transaction: the stage history entry, the promotion applied, the audit event, the run succeeded.
 
@@ -14,8 +16,9 @@ so nothing is left half applied; the promotion is marked failed with the reason 
 from __future__ import annotations
 
 import logging
-import re
+import os
 import time
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
@@ -25,7 +28,7 @@ from builds import fetches, registry
 from builds.runner import CommandFailed, LocalRunner, Watch
 from portal import runs
 from portal.models import Run, RunStatus
-from portal.registry import announce
+from portal.registry import announce, providers
 from portal.services import RunStateError, audit, run_finish, run_set_phase
 from portal.text import storable
 
@@ -39,8 +42,32 @@ log = logging.getLogger(__name__)
 PROMOTION_APPLIED = "promotion.applied"
 
 
+# Asked (portal.registry.providers) with promotion=...: a CopyTrust the copy must run under, or None.
+COPY_TRUST = "promotion.copy_trust"
+
+
 class ApplyFailed(runs.Failed):
     """The application failed; the message is the reason people read."""
+
+
+@dataclass(frozen=True)
+class CopyTrust:
+    """What the promotion's copy must verify, as containers/image's own files: `policy_json` (containers-policy.json)
+    and `registries_d` ({file name: text}, containers-registries.d), and `requirement`, the rule in words, which
+    starts the reason when skopeo refuses the digest."""
+
+    policy_json: str
+    requirement: str
+    registries_d: dict[str, str] = field(default_factory=dict)
+
+
+def copy_trust(promotion) -> CopyTrust | None:
+    """The trust the copy of `promotion` runs under: the first answer of a `promotion.copy_trust` provider."""
+    for provider in providers(COPY_TRUST):
+        trust = provider(promotion=promotion)
+        if trust is not None:
+            return trust
+    return None
 
 
 def promotion_apply_execute(run_id: int) -> None:
@@ -94,10 +121,13 @@ def _apply(promotion, execution, limit):
             refusal = fetches.repository_refusal(repository, definition.team)
             if refusal:
                 raise ApplyFailed(f"{refusal} The stage tag was not touched.")
-        if access.auth_json():
+        trust = copy_trust(promotion)
+        if access.auth_json() or trust is not None:
             workdir = runner.mkdtemp()
+        if access.auth_json():
             authfile = f"{workdir}/auth.json"
             runner.write_file(authfile, access.auth_json(), 0o600)
+        trust_files = _write_trust(runner, workdir, trust, sink) if trust is not None else {}
 
         previous = _resolve(runner, watch, target, access, authfile, missing_ok=True)
         sink.write(f"{target} resolves to {previous} now" if previous else f"{target} does not exist yet")
@@ -106,9 +136,12 @@ def _apply(promotion, execution, limit):
         else:
             run_set_phase(run, "copying")
             try:
-                runner.run(registry.copy_by_digest_args(source, target, tls_verify=access.tls_verify, authfile=authfile),
-                           watch=watch)
+                runner.run(registry.copy_by_digest_args(source, target, tls_verify=access.tls_verify, authfile=authfile,
+                                                        **trust_files), watch=watch)
             except CommandFailed as exc:
+                if trust is not None and _refused_by_policy(exc):
+                    raise ApplyFailed(f"{trust.requirement}, and containers/image refused this digest: "
+                                      f"{_last_error(exc)}. The stage tag was not moved.") from exc
                 raise ApplyFailed(f"skopeo copy failed ({exc}): {_last_error(exc)}. The stage tag was not moved.") from exc
             moved = True
             execution.stopped = "the stage tag had moved"
@@ -128,6 +161,23 @@ def _apply(promotion, execution, limit):
             runner.remove_tree(workdir)
 
 
+def _write_trust(runner, workdir, trust, sink) -> dict[str, str]:
+    """The trust files in the run's private directory; the copy's `policy` and `registries_d` arguments."""
+    policy = os.path.join(workdir, "policy.json")
+    runner.write_file(policy, trust.policy_json.encode(), 0o600)
+    registries_d = os.path.join(workdir, "registries.d")
+    runner.mkdir(registries_d)
+    for name, text in trust.registries_d.items():
+        runner.write_file(os.path.join(registries_d, os.path.basename(name)), text.encode(), 0o600)
+    sink.write(f"{trust.requirement}: skopeo verifies it under the stage's policy.json")
+    return {"policy": policy, "registries_d": registries_d}
+
+
+def _refused_by_policy(exc: CommandFailed) -> bool:
+    """Whether skopeo stopped because the policy rejected the source (containers/image's "Source image rejected")."""
+    return any("source image rejected" in line.lower() for line in exc.output_tail)
+
+
 def _resolve(runner, watch, reference, access, authfile, *, missing_ok=False) -> str:
     """The digest `reference` resolves to; "" if the tag does not exist and `missing_ok`."""
     try:
@@ -142,17 +192,9 @@ def _resolve(runner, watch, reference, access, authfile, *, missing_ok=False) ->
     return registry.parse_inspect(result.stdout).digest
 
 
-_SKOPEO_FATAL_RE = re.compile(r'level=fatal msg="(?P<msg>(?:[^"\\]|\\.)*)"')
-
-
 def _last_error(exc: CommandFailed) -> str:
     """skopeo's last line, without its logfmt wrapper (time=... level=fatal msg="...")."""
-    lines = [line.strip() for line in exc.output_tail if line.strip()]
-    if not lines:
-        return str(exc)
-    match = _SKOPEO_FATAL_RE.search(lines[-1])
-    text = match.group("msg").replace('\\"', '"') if match else lines[-1]
-    return text[:400]
+    return registry.skopeo_error(exc.output_tail) or str(exc)
 
 
 def _put_back(runner, target, previous, access, authfile, sink) -> str:

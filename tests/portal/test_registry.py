@@ -50,3 +50,14 @@ def test_the_team_page_links_the_features_pages_for_whoever_may_use_them(persona
     assert f'href="{integrations}"' in admin and f'href="{notifications}"' in admin
     viewer = client_for(personas.viewer).get(personas.team.get_absolute_url()).content.decode()
     assert integrations not in viewer and notifications not in viewer
+
+
+def test_an_asker_gets_every_provider_in_order_and_a_providers_error_reaches_it():
+    registry.provide("test.question", lambda **details: None)
+    registry.provide("test.question", lambda **details: details["n"] + 1)
+    try:
+        assert [provider(n=1) for provider in registry.providers("test.question")] == [None, 2]
+        assert registry.providers("nobody.answers") == []
+    finally:
+        registry._providers.pop("test.question")
+
