@@ -12,11 +12,13 @@ import time
 from pathlib import PurePosixPath
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from portal import egress, failures, runs
 from portal.models import Run, RunStatus
 from portal.packages import parse_packages
+from portal.registry import announce
 from portal.services import run_set_phase
 
 from . import buildcontext, fetches, git, podman, registry
@@ -251,9 +253,16 @@ def _record_failure(build, execution):
                                               hint=summary.hint[:500])
 
 
+# Announced (portal.registry) once a build succeeded and its run ended, with build_id (the supply chain signs it).
+BUILD_SUCCEEDED = "build.succeeded"
+
+
 def _notify(build, execution):
     if execution.status == RunStatus.FAILED:
         notify_build_failed(build=build)
+    elif execution.status == RunStatus.SUCCEEDED:
+        build_id = build.pk
+        transaction.on_commit(lambda: announce(BUILD_SUCCEEDED, build_id=build_id))
 
 
 def _check_egress(build):

@@ -247,6 +247,7 @@ class RunKind(models.TextChoices):
     HOST_POLL = "host_poll", "Host poll"
     ROLLOUT = "rollout", "Rollout"
     MAINTENANCE = "maintenance", "Maintenance"
+    SIGNING = "signing", "Signing"
 
 
 # Help-desk users read host state and history across teams, so they may watch host runs too.

@@ -7,7 +7,7 @@ import pytest
 from django.core.management import call_command
 from django.db.migrations.loader import MigrationLoader
 
-APPS = ("portal", "builds", "releases", "diskimages", "hosts", "rollouts")
+APPS = ("portal", "builds", "releases", "diskimages", "supplychain", "hosts", "rollouts")
 HAND_WRITTEN = {("portal", "0002_audit_append_only"), ("hosts", "0002_tally_triggers")}
 
 

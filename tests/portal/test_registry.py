@@ -61,3 +61,9 @@ def test_an_asker_gets_every_provider_in_order_and_a_providers_error_reaches_it(
     finally:
         registry._providers.pop("test.question")
 
+
+def test_the_supply_chain_answers_what_a_promotions_copy_must_verify():
+    from builds.releases.apply import COPY_TRUST
+    from builds.supplychain.services import copy_trust
+
+    assert registry.providers(COPY_TRUST) == [copy_trust]

@@ -1,8 +1,8 @@
 """Real parts for the promotion tests: three tiny busybox images built once per session with podman and pushed to the
 session's docker-registry, and per test a definition whose builds are those images.
 
-eager_tasks reaches every test through tests/conftest.py's pytest_plugins; seed_images and promo, which only the
-release tests use, are in tests/releases/conftest.py.
+The fixtures (seed_images, promo, eager_tasks) reach every test through tests/conftest.py's pytest_plugins: the release
+tests and the supply chain's, which sign these images and promote them.
 
 A test that applies promotions calls `env.push()` first: it copies the seed images (by digest, with skopeo) into the
 test's own repository, so stage tags never leak between tests.
@@ -127,6 +127,37 @@ class PromoEnv:
         if expect_applied:
             assert promotion.status == "applied", f"{promotion}: {promotion.status}: {promotion.status_note}"
         return promotion
+
+
+@pytest.fixture(scope="session")
+def seed_images(podman_store, oci_registry, tmp_path_factory):
+    """The three seed images, built and pushed once: [SeedImage], oldest first."""
+    directory = tmp_path_factory.mktemp("promotion-seeds")
+    images = []
+    for seed in SEEDS:
+        containerfile = seed_containerfile(seed)
+        (directory / "Containerfile").write_text(containerfile)
+        tag = f"{oci_registry.address}/{SEED_REPOSITORY}:{seed['version']}"
+        podman_store.run("build", "--pull=never", "-f", str(directory / "Containerfile"), "-t", tag, str(directory),
+                         timeout=120)
+        digestfile = directory / "digest"
+        pushed = podman_store.run("push", "--tls-verify=false", "--digestfile", str(digestfile), tag, tag, timeout=120,
+                                  check=False)
+        assert pushed.returncode == 0, pushed.stderr
+        digest = digestfile.read_text().strip()
+        reference = f"{oci_registry.address}/{SEED_REPOSITORY}@{digest}"
+        inspected = skopeo_inspect(reference)
+        raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{reference}"],
+                             capture_output=True, text=True, check=True).stdout
+        size = sum(layer["size"] for layer in json.loads(raw)["layers"])
+        images.append(SeedImage(version=seed["version"], digest=digest, size=size, labels=inspected["Labels"],
+                                 packages=dict(seed["packages"]), containerfile=containerfile))
+    return images
+
+
+@pytest.fixture
+def promo(personas, oci_registry, seed_images):
+    return PromoEnv(personas, oci_registry, seed_images)
 
 
 @pytest.fixture

@@ -1,0 +1,202 @@
+"""The supply chain: a team's signing keys, the signatures made with them, what each stage requires, and the
+vulnerabilities known for the packages the portal read from each image. docs/supply-chain.md tells the whole story.
+"""
+
+import re
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from builds.models import Build
+from builds.releases.models import Stage
+from portal.crypto import EncryptedTextField
+from portal.formatting import short_digest
+from portal.models import Run, RunStatus, Team, TeamScopedQuerySet
+
+KEY_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,59}$")
+
+
+def validate_key_name(value):
+    if not KEY_NAME_RE.match(value or ""):
+        raise ValidationError("A key's name: lower-case letters, digits, . _ - (e.g. release-2026).")
+
+
+class KeyKind(models.TextChoices):
+    GPG = "gpg", "GPG (simple signing, lookaside storage)"
+    SIGSTORE = "sigstore", "Sigstore (attachments in the registry)"
+
+
+class SigningKey(models.Model):
+    """A team's signing key: a GPG key (skopeo `--sign-by`, signatures in the lookaside store) or a sigstore pair
+    (ECDSA P-256 in cosign's format, `builds.supplychain.keys`; signatures as registry attachments). The private half
+    and its passphrase are stored encrypted (portal.crypto) and leave the database only for a signing run, in a 0600
+    directory that the run removes. A retired key signs nothing more; what it signed still verifies where a policy
+    names it."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="signing_keys")
+    name = models.CharField(max_length=60, validators=[validate_key_name])
+    kind = models.CharField(max_length=10, choices=KeyKind.choices, default=KeyKind.GPG)
+    public_key = models.TextField(help_text="Armored (GPG) or PEM (sigstore): what policy.json names.")
+    private_key = EncryptedTextField(help_text="Armored GPG secret key, or cosign's encrypted PEM.")
+    passphrase = EncryptedTextField(blank=True)
+    fingerprint = models.CharField(max_length=64, help_text="The GPG fingerprint, or SHA-256 of the sigstore public "
+                                                            "key's DER, in hex.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    imported = models.BooleanField(default=False)
+    signs_new_builds = models.BooleanField(default=False, help_text="Sign every build of the team that succeeds.")
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TeamScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["team", "-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="signing_key_name_unique_per_team"),
+            models.UniqueConstraint(fields=["team", "fingerprint"], name="signing_key_once_per_team"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def short_fingerprint(self):
+        return self.fingerprint[:16]
+
+    @property
+    def is_active(self):
+        return self.retired_at is None
+
+
+class SignatureQuerySet(TeamScopedQuerySet):
+    team_path = "key__team"
+
+    def with_related(self):
+        return self.select_related("key", "key__team", "build", "build__definition", "build__definition__team", "run",
+                                   "requested_by")
+
+    def valid(self):
+        """Signatures that were made (their run succeeded)."""
+        return self.filter(run__status=RunStatus.SUCCEEDED, signed_at__isnull=False)
+
+    def pending(self):
+        return self.filter(run__status__in=[RunStatus.QUEUED, RunStatus.RUNNING])
+
+
+class Signature(models.Model):
+    """One signing of a build's digest with a key: its run copies the digest onto the build's own tag with
+    `--sign-by` (GPG: the signature goes to the lookaside store) or `--sign-by-sigstore-private-key` (an attachment in
+    the registry). Made once the run succeeded (`signed_at`)."""
+
+    build = models.ForeignKey(Build, on_delete=models.CASCADE, related_name="signatures")
+    key = models.ForeignKey(SigningKey, on_delete=models.PROTECT, related_name="signatures")
+    digest = models.CharField(max_length=80)
+    run = models.OneToOneField(Run, on_delete=models.PROTECT, related_name="signature")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    requested_by_name = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    signed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = SignatureQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["digest"])]
+
+    def __str__(self):
+        return f"{short_digest(self.digest)} signed with {self.key}"
+
+    @property
+    def short_digest(self):
+        return short_digest(self.digest)
+
+
+class StageSigningPolicy(models.Model):
+    """A stage that takes only digests signed with `key`: the promotion's copy runs under a policy.json that demands it
+    (containers/image verifies, `builds.supplychain.services.copy_trust`). One key per stage, because sigstoreSigned
+    takes exactly one."""
+
+    stage = models.OneToOneField(Stage, on_delete=models.CASCADE, related_name="signing_policy")
+    key = models.ForeignKey(SigningKey, on_delete=models.PROTECT, related_name="stage_policies")
+    set_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                               related_name="+")
+    set_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"{self.stage} requires {self.key}"
+
+
+# --- Vulnerabilities -------------------------------------------------------------------------------------------------
+
+
+class AdvisoryFeed(models.Model):
+    """Advisories imported from one source (an OSV file or URL): each import replaces the feed's advisories in one
+    transaction, so a feed is never half imported."""
+
+    name = models.CharField(max_length=100, unique=True)
+    source = models.CharField(max_length=500, blank=True, help_text="Where it was read from (a path or URL).")
+    imported_at = models.DateTimeField(null=True, blank=True)
+    imported_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    advisory_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Severity(models.TextChoices):
+    CRITICAL = "critical", "Critical"
+    HIGH = "high", "High"
+    MEDIUM = "medium", "Medium"
+    LOW = "low", "Low"
+    UNKNOWN = "unknown", "Unknown"
+
+
+SEVERITY_ORDER = [Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.UNKNOWN]
+
+
+class Advisory(models.Model):
+    """One advisory of a feed (an OSV record): its id, the CVEs it names, how severe it is."""
+
+    feed = models.ForeignKey(AdvisoryFeed, on_delete=models.CASCADE, related_name="advisories")
+    identifier = models.CharField(max_length=100, help_text="The OSV id (e.g. DSA-5678-1 or CVE-2026-1234).")
+    aliases = models.JSONField(default=list, blank=True)
+    summary = models.CharField(max_length=500, blank=True)
+    severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.UNKNOWN)
+    published = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["identifier"]
+        constraints = [models.UniqueConstraint(fields=["feed", "identifier"], name="advisory_unique_per_feed")]
+
+    def __str__(self):
+        return self.identifier
+
+    @property
+    def cves(self):
+        return [name for name in [self.identifier, *self.aliases] if name.startswith("CVE-")]
+
+
+class AffectedPackage(models.Model):
+    """A package an advisory affects, in one ecosystem (dpkg, rpm or apk: the package formats the portal reads), with
+    the version ranges as OSV gives them (`introduced`/`fixed` events, compared with the ecosystem's own rules)."""
+
+    advisory = models.ForeignKey(Advisory, on_delete=models.CASCADE, related_name="packages")
+    package_format = models.CharField(max_length=8)
+    name = models.CharField(max_length=200, db_index=True)
+    ranges = models.JSONField(default=list, help_text="[{introduced, fixed}], versions as strings; fixed may be empty.")
+    versions = models.JSONField(default=list, blank=True, help_text="Versions listed as affected one by one.")
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=~Q(name=""), name="affected_package_named")]
+
+    def __str__(self):
+        return f"{self.name} ({self.package_format})"

@@ -1,0 +1,120 @@
+"""Advisories: an OSV feed written by the tests, the exact CVEs expected for builds whose packages are known (dpkg's
+version rules, not string comparison), a feed update that reaches a digest already in prod with no rebuild, and bad
+feeds refused with nothing half imported."""
+
+import io
+import json
+import zipfile
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from builds.supplychain import services, vulns
+from builds.supplychain.models import Advisory, AdvisoryFeed, AffectedPackage
+from tests.supplychain.osv import EXPECTED, FEED, csaf_vex, feed_bytes, record
+
+
+def findings(build):
+    return {(f.advisory.cves[0], f.package, f.fixed) for f in vulns.findings_for(build)}
+
+
+def test_each_build_gets_exactly_the_cves_its_package_versions_are_affected_by(personas, promo):
+    services.feed_import(name="debian-bookworm", data=feed_bytes(), source="osv.json", user=personas.superuser)
+    for build, seed in zip(promo.builds, promo.seeds, strict=True):
+        assert findings(build) == EXPECTED[seed.version], seed.version
+
+
+def test_findings_come_most_severe_first_with_the_fixed_in_version(personas, promo):
+    services.feed_import(name="debian-bookworm", data=feed_bytes(), source="osv.json", user=personas.superuser)
+    ordered = vulns.findings_for(promo.builds[0])
+    assert [(f.advisory.severity, f.package, f.installed, f.fixed) for f in ordered] == [
+        ("critical", "openssl", "3.0.11-1", "3.0.13-1"), ("low", "curl", "7.88.1-10", "1:7.0-1")]
+
+
+@pytest.mark.parametrize("package_format, installed, fixed, affected", [
+    ("dpkg", "1.0~rc1-1", "1.0-1", True),  # a tilde sorts before anything
+    ("dpkg", "2:1.0-1", "1:9.9-1", False),  # a higher epoch wins
+    ("rpm", "3.0.7-27.el9", "3.0.7-28.el9", True),
+    ("rpm", "1.10.0-1", "1.9.0-1", False),  # 10 > 9
+    ("apk", "3.1.4-r5", "3.1.4-r6", True),
+])
+def test_versions_compare_with_each_package_managers_own_rules(package_format, installed, fixed, affected):
+    assert vulns.affected_by(package_format, installed, [{"introduced": "0", "fixed": fixed}], [])[0] is affected
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"not json", "is not JSON"),
+    (json.dumps({"summary": "no id"}).encode(), 'no "id"'),
+    (json.dumps([{"id": "X-1", "affected": "openssl"}]).encode(), '"affected" must be a list'),
+    (json.dumps([]).encode(), "no OSV records"),
+    (b"PK\x03\x04broken", "not one"),
+])
+def test_a_feed_that_is_not_osv_is_refused_and_the_previous_import_stays_whole(personas, data, reason):
+    services.feed_import(name="debian-bookworm", data=feed_bytes(), source="osv.json", user=personas.superuser)
+    with pytest.raises(ValidationError, match=reason):
+        services.feed_import(name="debian-bookworm", data=data, source="bad.json", user=personas.superuser)
+    feed = AdvisoryFeed.objects.get(name="debian-bookworm")
+    assert feed.source == "osv.json" and feed.advisories.count() == len(FEED)
+
+
+def test_a_record_that_breaks_half_way_through_a_feed_imports_nothing(personas):
+    broken = [*FEED[:3], {"id": "DSA-9999-1", "affected": [{"package": {}}]}]
+    with pytest.raises(ValidationError, match="no package name"):
+        services.feed_import(name="debian-bookworm", data=feed_bytes(broken), source="x.json", user=personas.superuser)
+    assert not Advisory.objects.exists() and not AffectedPackage.objects.exists()
+    assert not AdvisoryFeed.objects.exists()
+
+
+def test_a_feed_over_the_limit_is_refused_with_the_setting_that_raises_it(personas, settings):
+    settings.SUPPLY_CHAIN_FEED_MAX_BYTES = 1000
+    with pytest.raises(ValidationError, match="SUPPLY_CHAIN_FEED_MAX_BYTES"):
+        services.feed_import(name="big", data=b" " * 1001, source="big.json", user=personas.superuser)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("all.json", b" " * 5000)  # small compressed, big unpacked
+    with pytest.raises(ValidationError, match="unpacks to"):
+        services.feed_import(name="big", data=archive.getvalue(), source="all.zip", user=personas.superuser)
+
+
+def test_osv_zip_archives_import_like_osv_publishes_them(personas):
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        for entry in FEED:
+            z.writestr(f"{entry['id']}.json", json.dumps(entry))
+    feed = services.feed_import(name="debian", data=archive.getvalue(), source="all.zip", user=personas.superuser)
+    assert feed.advisory_count == len(FEED)
+
+
+def test_only_portal_administrators_import_feeds(personas):
+    with pytest.raises(ValidationError, match="administrators"):
+        services.feed_import(name="x", data=feed_bytes([record("A-1", "CVE-1", "x", "1")]), source="x",
+                             user=personas.admin)
+
+
+def test_a_red_hat_csaf_vex_document_finds_the_rpm_packages_fixed_in_a_later_release(personas, promo):
+    from builds.models import Build
+
+    build = promo.builds[0]
+    Build.objects.filter(pk=build.pk).update(package_format="rpm", packages={
+        "openssl": "1:3.0.7-27.el9", "openssl-libs": "1:3.0.7-28.el9", "bash": "5.1.8-9.el9"})
+    build.refresh_from_db()
+    documents = [
+        csaf_vex("CVE-2026-3001", fixed_purls=["pkg:rpm/redhat/openssl@3.0.7-28.el9?arch=x86_64&epoch=1",
+                                                "pkg:rpm/redhat/openssl-libs@3.0.7-28.el9?arch=x86_64&epoch=1",
+                                                "pkg:rpm/redhat/openssl@3.0.7-28.el9?arch=src&epoch=1"]),
+        # Without the epoch, 3.0.8 would look newer than 1:3.0.7: the epoch wins, so this one does not apply.
+        csaf_vex("CVE-2026-3002", fixed_purls=["pkg:rpm/redhat/openssl@3.0.8-1.el9?arch=x86_64"], severity="Low"),
+        csaf_vex("CVE-2026-3003", fixed_purls=["pkg:rpm/redhat/bash@5.1.8-10.el9?arch=x86_64"], severity="Moderate"),
+    ]
+    feed = services.feed_import(name="rhel9-vex", data=json.dumps(documents).encode(), source="vex.json",
+                                user=personas.superuser)
+    assert feed.advisory_count == 3
+    assert findings(build) == {("CVE-2026-3001", "openssl", "1:3.0.7-28.el9"),
+                               ("CVE-2026-3003", "bash", "5.1.8-10.el9")}
+    assert [f.advisory.severity for f in vulns.findings_for(build)] == ["high", "medium"]
+
+
+def test_a_document_that_claims_csaf_but_is_not_is_refused(personas):
+    with pytest.raises(ValidationError, match="not CSAF 2.0"):
+        services.feed_import(name="x", data=json.dumps({"document": {"title": "hi"}}).encode(), source="x.json",
+                             user=personas.superuser)
