@@ -371,8 +371,9 @@ def _build_context(request, build):
 
 def _downstream(build):
     """Where a succeeded build's digest went: the stages holding it and its promotions, its disk images and the hosts
-    running it, each a fragment that the releases, disk images and hosts apps serve ("build.stages",
-    "disk_images.of_digest", "build.hosts") and the page loads."""
+    running it, and its supply chain (signatures, SBOM, vulnerabilities), each a fragment that the releases, disk
+    images, hosts and supply chain apps serve ("build.stages", "disk_images.of_digest", "build.hosts",
+    "build.supply_chain") and the page loads."""
     if not build.digest:
         return {"downstream": False}
     return {
@@ -380,6 +381,7 @@ def _downstream(build):
         "stages_url": registry.fragment_url("build.stages", build.pk),
         "disk_images_url": registry.fragment_url("disk_images.of_digest", build.digest),
         "hosts_url": registry.fragment_url("build.hosts", build.pk),
+        "supply_chain_url": registry.fragment_url("build.supply_chain", build.pk),
     }
 
 

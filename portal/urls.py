@@ -53,6 +53,7 @@ urlpatterns = [
     path("", include("builds.urls")),
     path("", include("builds.diskimages.urls")),
     path("", include("builds.releases.urls")),
+    path("", include("builds.supplychain.urls")),
     path("", include("hosts.urls")),
     path("", include("hosts.rollouts.urls")),
     path("admin/", admin.site.urls),

@@ -234,6 +234,7 @@ def _card_context(request, promotion):
         "form": DecisionForm(initial={"digest": promotion.digest}),
         "hosts_url": registry.fragment_url("promotion.hosts", promotion.pk),
         "rollout_url": registry.fragment_url("promotion.rollout", promotion.pk),
+        "trust_url": registry.fragment_url("promotion.trust", promotion.pk),
         "approvers": gate.eligible_approvers(promotion) if is_open else [],
         "events": events, "live": promotion.status == PromotionStatus.APPLYING, "applied": applied,
         "disk_images_url": f"{disk_images_url}?definition={definition.pk}" if disk_images_url else "",

@@ -12,6 +12,7 @@ class SupplyChainConfig(AppConfig):
         # Models load only once the app registry is ready, i.e. here.
         from builds.pipeline import BUILD_SUCCEEDED
         from builds.releases.apply import COPY_TRUST
+        from portal.models import Action
 
         from .services import build_succeeded, copy_trust
 
@@ -19,3 +20,9 @@ class SupplyChainConfig(AppConfig):
         registry.provide(COPY_TRUST, copy_trust)
         # Keys that sign new builds sign each one that succeeds (builds never import this app).
         registry.subscribe(BUILD_SUCCEEDED, build_succeeded)
+        # The approval card says who signed the digest and what the stage requires; the build page links its SBOM,
+        # signatures and vulnerabilities.
+        registry.fragment("promotion.trust", url_name="supplychain:promotion_trust")
+        registry.fragment("build.supply_chain", url_name="supplychain:build_card")
+        registry.team_link(label="Signing keys and what each stage requires", icon="key", url_name="supplychain:keys",
+                           action=Action.VIEW, order=20)

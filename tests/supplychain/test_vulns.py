@@ -8,10 +8,13 @@ import zipfile
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 
 from builds.supplychain import services, vulns
 from builds.supplychain.models import Advisory, AdvisoryFeed, AffectedPackage
-from tests.supplychain.osv import EXPECTED, FEED, csaf_vex, feed_bytes, record
+from hosts.models import Host, HostState
+from portal import registry
+from tests.supplychain.osv import EXPECTED, FEED, JQ_ADVISORY, csaf_vex, feed_bytes, record
 
 
 def findings(build):
@@ -40,6 +43,31 @@ def test_findings_come_most_severe_first_with_the_fixed_in_version(personas, pro
 ])
 def test_versions_compare_with_each_package_managers_own_rules(package_format, installed, fixed, affected):
     assert vulns.affected_by(package_format, installed, [{"introduced": "0", "fixed": fixed}], [])[0] is affected
+
+
+def test_a_feed_update_adds_a_cve_to_a_digest_already_in_prod_and_the_cve_page_lists_it(personas, promo, client_for):
+    services.feed_import(name="debian-bookworm", data=feed_bytes(), source="osv.json", user=personas.superuser)
+    promo.push()
+    newest = promo.builds[2]
+    promo.promote(newest, "dev")
+    promo.promote(newest, "test", approvers=[personas.approver])
+    promo.promote(newest, "prod", approvers=[personas.approver, personas.approver2])
+    assert "CVE-2026-1006" not in {f.advisory.cves[0] for f in vulns.findings_for(newest)}
+
+    services.feed_import(name="debian-bookworm", data=feed_bytes([*FEED, JQ_ADVISORY]), source="osv-2.json",
+                         user=personas.superuser)
+    assert ("CVE-2026-1006", "jq", "1.6-3") in findings(newest)  # no rebuild: the same build row, the new feed
+    page = client_for(personas.viewer).get("/advisories/CVE-2026-1006/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert newest.short_digest in text and "prod" in text and "1.6-3" in text
+    assert "1 build, 1 held by a stage now" in text
+    hosts_url = registry.fragment_url("build.hosts", newest.pk)  # the hosts app says who runs it
+    assert hosts_url in text
+    Host.objects.create(team=personas.team, name="web-01", address="127.0.0.1", port=1, host_key="ssh-ed25519 AAAA",
+                        state=HostState.UP_TO_DATE, is_bootc=True, booted_digest=newest.digest,
+                        tracked_image=promo.ref("prod"), status_at=timezone.now())
+    assert "1 host runs this digest" in client_for(personas.viewer).get(hosts_url).content.decode()
 
 
 @pytest.mark.parametrize("data, reason", [

@@ -1,0 +1,39 @@
+from django import forms
+
+from .models import KeyKind, SigningKey
+
+
+class KeyGenerateForm(forms.Form):
+    name = forms.CharField(max_length=60, help_text="Lower-case letters, digits, . _ - (e.g. release-2026).")
+    kind = forms.ChoiceField(choices=KeyKind.choices, initial=KeyKind.GPG,
+                             help_text="GPG works with every skopeo and podman; sigstore needs builds of them with "
+                                       "sigstore (Debian's have it patched out).")
+
+
+class KeyImportForm(forms.Form):
+    name = forms.CharField(max_length=60)
+    private_key = forms.CharField(widget=forms.Textarea(attrs={"rows": 5}), max_length=20_000,
+                                  help_text="cosign's encrypted private key (cosign.key), PEM.")
+    passphrase = forms.CharField(widget=forms.PasswordInput, required=False, strip=False)
+
+
+class SignForm(forms.Form):
+    key = forms.ModelChoiceField(queryset=SigningKey.objects.none(), empty_label=None)
+
+    def __init__(self, *args, team, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["key"].queryset = SigningKey.objects.filter(team=team, retired_at__isnull=True)
+
+
+class StagePolicyForm(forms.Form):
+    key = forms.ModelChoiceField(queryset=SigningKey.objects.none(), required=False,
+                                 empty_label="No signature required")
+
+    def __init__(self, *args, team, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["key"].queryset = SigningKey.objects.filter(team=team, retired_at__isnull=True)
+
+
+class FeedImportForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="e.g. debian-bookworm; an import replaces the feed's advisories.")
+    file = forms.FileField(help_text="OSV JSON: one record, a list of records, or a zip of them (OSV's all.zip).")

@@ -1,0 +1,25 @@
+from django.urls import path
+
+from . import views
+
+app_name = "supplychain"
+
+urlpatterns = [
+    path("teams/<slug:slug>/signing-keys/", views.keys, name="keys"),
+    path("teams/<slug:slug>/signing-keys/generate/", views.key_generate, name="key_generate"),
+    path("teams/<slug:slug>/signing-keys/import/", views.key_import, name="key_import"),
+    path("signing-keys/<int:pk>/public.pem", views.key_public, name="key_public"),
+    path("signing-keys/<int:pk>/retire/", views.key_retire, name="key_retire"),
+    path("signing-keys/<int:pk>/sign-new-builds/", views.key_sign_new_builds, name="key_sign_new_builds"),
+    path("stages/<int:pk>/signing-policy/", views.stage_policy, name="stage_policy"),
+    path("stages/<int:pk>/host-trust/<str:name>", views.stage_host_trust, name="stage_host_trust"),
+    path("builds/<int:pk>/supply-chain/", views.build_supply_chain, name="build"),
+    path("builds/<int:pk>/supply-chain/card/", views.build_card, name="build_card"),
+    path("builds/<int:pk>/sign/", views.build_sign, name="build_sign"),
+    path("builds/<int:pk>/sbom.cdx.json", views.build_sbom, name="build_sbom"),
+    path("promotions/<int:pk>/trust/", views.promotion_trust, name="promotion_trust"),
+    path("lookaside/<path:path>", views.lookaside, name="lookaside"),
+    path("advisories/", views.advisories, name="advisories"),
+    path("advisories/import/", views.feed_import, name="feed_import"),
+    path("advisories/<str:identifier>/", views.advisory_detail, name="advisory_detail"),
+]

@@ -1,0 +1,351 @@
+"""Pages of the supply chain: a team's signing keys and what each stage requires, a build's signatures, SBOM and
+vulnerabilities, the approval card's trust fragment, and the advisories. Every object comes through its access helper
+(`builds.access`, `builds.releases.access`, `.access`); every change through `.services`."""
+
+import re
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Q
+from django.http import FileResponse, Http404, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from builds.access import get_build_for_user
+from builds.models import Build
+from builds.releases.access import get_promotion_for_user, get_stage_for_user
+from builds.releases.gate import current_entries
+from portal import registry
+from portal.access import can, get_team_for_user
+from portal.forms import add_service_errors
+from portal.models import Action
+from portal.views import error_text
+
+from . import sbom, services, vulns
+from .access import get_signing_key_for_user
+from .forms import FeedImportForm, KeyGenerateForm, KeyImportForm, SignForm, StagePolicyForm
+from .models import Advisory, AdvisoryFeed, AffectedPackage, Signature, SigningKey, StageSigningPolicy
+
+AFFECTED_BUILDS_SHOWN = 200
+
+# --- Keys and stage policies -----------------------------------------------------------------------------------------
+
+
+@login_required
+def keys(request, slug):
+    team = get_team_for_user(request.user, slug)
+    return _render_keys(request, team)
+
+
+def _render_keys(request, team, *, generate_form=None, import_form=None, status=200):
+    is_admin = can(request.user, team, Action.ADMIN)
+    policies = {p.stage_id: p for p in StageSigningPolicy.objects.filter(stage__team=team).select_related("key")}
+    stages = [(stage, policies.get(stage.pk),
+               StagePolicyForm(team=team, initial={"key": getattr(policies.get(stage.pk), "key", None)},
+                               prefix=f"stage{stage.pk}") if is_admin else None)
+              for stage in team.stages.all()]
+    snippets = {stage.pk: services.HOST_TRUST_SNIPPET.format(stage=stage.name, key=policy.key.name)
+                for stage, policy, _ in stages if policy is not None}
+    return render(request, "supplychain/keys.html", {
+        "team": team, "is_admin": is_admin, "stages": [(*row, snippets.get(row[0].pk)) for row in stages],
+        "keys": SigningKey.objects.filter(team=team).select_related("created_by"),
+        "generate_form": generate_form or KeyGenerateForm(), "import_form": import_form or KeyImportForm(),
+    }, status=status)
+
+
+@login_required
+@require_POST
+def key_generate(request, slug):
+    team = get_team_for_user(request.user, slug, action=Action.ADMIN)
+    form = KeyGenerateForm(request.POST)
+    if form.is_valid():
+        try:
+            key = services.signing_key_generate(team=team, user=request.user, name=form.cleaned_data["name"],
+                                                kind=form.cleaned_data["kind"], request=request)
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+        else:
+            messages.success(request, f"Generated the {key.kind} signing key {key} ({key.short_fingerprint}).")
+            return redirect("supplychain:keys", slug=team.slug)
+    return _render_keys(request, team, generate_form=form, status=400)
+
+
+@login_required
+@require_POST
+def key_import(request, slug):
+    team = get_team_for_user(request.user, slug, action=Action.ADMIN)
+    form = KeyImportForm(request.POST)
+    if form.is_valid():
+        try:
+            key = services.signing_key_import(team=team, user=request.user, name=form.cleaned_data["name"],
+                                              private_pem=form.cleaned_data["private_key"],
+                                              passphrase=form.cleaned_data["passphrase"], request=request)
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+        else:
+            messages.success(request, f"Imported the signing key {key} ({key.short_fingerprint}).")
+            return redirect("supplychain:keys", slug=team.slug)
+    return _render_keys(request, team, import_form=form, status=400)
+
+
+@login_required
+@require_GET
+def key_public(request, pk):
+    key = get_signing_key_for_user(request.user, pk)
+    response = HttpResponse(key.public_key, content_type="application/pgp-keys" if key.kind == "gpg"
+                            else "application/x-pem-file")
+    extension = "asc" if key.kind == "gpg" else "pub"
+    response["Content-Disposition"] = f'attachment; filename="{key.team.slug}-{key.name}.{extension}"'
+    return response
+
+
+@login_required
+@require_POST
+def key_retire(request, pk):
+    key = get_signing_key_for_user(request.user, pk, action=Action.ADMIN)
+    try:
+        services.signing_key_retire(key=key, user=request.user, request=request)
+    except ValidationError as exc:
+        messages.error(request, error_text(exc))
+    else:
+        messages.success(request, f"Retired {key}: it signs nothing more.")
+    return redirect("supplychain:keys", slug=key.team.slug)
+
+
+@login_required
+@require_POST
+def key_sign_new_builds(request, pk):
+    key = get_signing_key_for_user(request.user, pk, action=Action.ADMIN)
+    on = request.POST.get("on") == "1"
+    try:
+        services.signing_key_sign_new_builds(key=key, user=request.user, on=on, request=request)
+    except ValidationError as exc:
+        messages.error(request, error_text(exc))
+    else:
+        messages.success(request, f"{key} signs every new build from now on." if on
+                         else f"{key} no longer signs new builds by itself.")
+    return redirect("supplychain:keys", slug=key.team.slug)
+
+
+@login_required
+@require_POST
+def stage_policy(request, pk):
+    stage = get_stage_for_user(request.user, pk, action=Action.ADMIN)
+    form = StagePolicyForm(request.POST, team=stage.team, prefix=f"stage{stage.pk}")
+    if not form.is_valid():
+        messages.error(request, "Pick one of the team's active keys, or no signature.")
+        return redirect("supplychain:keys", slug=stage.team.slug)
+    key = form.cleaned_data["key"]
+    try:
+        services.stage_signing_policy_set(stage=stage, key=key, user=request.user, request=request)
+    except ValidationError as exc:
+        messages.error(request, error_text(exc))
+    else:
+        messages.success(request, f"{stage.name} now takes only digests signed with {key}." if key
+                         else f"{stage.name} takes digests without a signature now.")
+    return redirect("supplychain:keys", slug=stage.team.slug)
+
+
+@login_required
+@require_GET
+def stage_host_trust(request, pk, name):
+    """policy.json or the registries.d entry for hosts that track the stage, as a download."""
+    stage = get_stage_for_user(request.user, pk)
+    files = services.host_trust_files(stage=stage)
+    if name not in files:
+        raise Http404("This stage requires no signature, or there is no such file.")
+    content_type = "application/json" if name.endswith(".json") else "application/yaml"
+    response = HttpResponse(files[name], content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+LOOKASIDE_PATH_RE = re.compile(r"^[a-z0-9._/-]+@sha256=[0-9a-f]{64}/signature-[1-9][0-9]{0,3}$")
+
+
+@require_GET
+def lookaside(request, path):
+    """GPG signatures for hosts, read-only and without a login (a host has none): what containers/image on a host reads
+    through `lookaside: <SITE_URL>/lookaside` in registries.d. Only signature files, by their exact shape."""
+    if not LOOKASIDE_PATH_RE.match(path) or "/../" in f"/{path}/" or "//" in path:
+        raise Http404("No such signature.")
+    base = Path(settings.SUPPLY_CHAIN_LOOKASIDE_DIR).resolve()
+    file = (base / path).resolve()
+    if base not in file.parents or not file.is_file():
+        raise Http404("No such signature.")
+    return FileResponse(file.open("rb"), content_type="application/octet-stream")
+
+
+# --- A build ---------------------------------------------------------------------------------------------------------
+
+
+def _build_context(request, build):
+    team = build.definition.team
+    findings = vulns.findings_for(build)
+    return {
+        "build": build, "definition": build.definition, "team": team,
+        "signatures": Signature.objects.filter(build=build).select_related("key", "run", "requested_by"),
+        "can_sign": can(request.user, team, Action.DEVELOP) and build.succeeded,
+        "sign_form": SignForm(team=team), "findings": findings, "severities": vulns.severity_counts(findings),
+        "feeds": AdvisoryFeed.objects.count(),
+    }
+
+
+@login_required
+@require_GET
+def build_supply_chain(request, pk):
+    build = get_build_for_user(request.user, pk)
+    return render(request, "supplychain/build.html", _build_context(request, build))
+
+
+@login_required
+@require_GET
+def build_card(request, pk):
+    """The build page's card (fragment "build.supply_chain"): signatures and vulnerabilities in short."""
+    build = get_build_for_user(request.user, pk)
+    return render(request, "supplychain/_build_card.html", _build_context(request, build))
+
+
+@login_required
+@require_POST
+def build_sign(request, pk):
+    build = get_build_for_user(request.user, pk, action=Action.DEVELOP)
+    form = SignForm(request.POST, team=build.definition.team)
+    if not form.is_valid():
+        messages.error(request, "Pick one of the team's active signing keys.")
+        return redirect("supplychain:build", pk=build.pk)
+    try:
+        signature = services.signature_request(build=build, key=form.cleaned_data["key"], user=request.user,
+                                               request=request)
+    except ValidationError as exc:
+        messages.error(request, error_text(exc))
+    else:
+        messages.success(request, f"Signing {build.short_digest} with {signature.key}: follow its run.")
+    return redirect("supplychain:build", pk=build.pk)
+
+
+@login_required
+@require_GET
+def build_sbom(request, pk):
+    build = get_build_for_user(request.user, pk)
+    if not build.succeeded:
+        raise Http404("This build pushed no image, so it has no SBOM.")
+    response = HttpResponse(sbom.sbom_json(build), content_type="application/vnd.cyclonedx+json")
+    response["Content-Disposition"] = (f'attachment; filename="{build.definition.name}-build-{build.number}'
+                                       '.cdx.json"')
+    return response
+
+
+# --- The approval card -----------------------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def promotion_trust(request, pk):
+    """The approval card's fragment ("promotion.trust"): what the target stage requires, who signed the digest and when;
+    and the vulnerabilities the promotion adds and removes against what the stage holds now."""
+    promotion = get_promotion_for_user(request.user, pk)
+    summary = services.signature_summary(stage=promotion.target_stage, digest=promotion.digest)
+    proposed = {(f.advisory.identifier, f.package): f for f in vulns.findings_for(promotion.build)}
+    held = current_entries([promotion.target_stage], [promotion.definition]).get(
+        (promotion.target_stage_id, promotion.definition_id))
+    held_build = None
+    if held is not None and held.digest != promotion.digest:
+        held_build = held.build or Build.objects.filter(definition=promotion.definition, digest=held.digest).first()
+    current = {(f.advisory.identifier, f.package): f for f in vulns.findings_for(held_build)} if held_build else {}
+    return render(request, "supplychain/_promotion_trust.html", {
+        "promotion": promotion, "stage": promotion.target_stage, **summary,
+        "new_findings": [f for k, f in proposed.items() if k not in current],
+        "fixed_findings": [f for k, f in current.items() if k not in proposed],
+        "kept": sum(1 for k in proposed if k in current), "compared": held_build is not None,
+        "findings": list(proposed.values()),
+    })
+
+
+# --- Advisories ------------------------------------------------------------------------------------------------------
+
+
+@login_required
+def advisories(request):
+    query = request.GET.get("q", "").replace("\x00", "").strip()[:100]
+    rows = Advisory.objects.select_related("feed").order_by("identifier")
+    if query:
+        rows = rows.filter(Q(identifier__icontains=query) | Q(aliases__icontains=query) | Q(summary__icontains=query)
+                           | Q(packages__name=query)).distinct()
+    return render(request, "supplychain/advisories.html", {
+        "feeds": AdvisoryFeed.objects.select_related("imported_by"), "advisories": rows[:200], "q": query,
+        "form": FeedImportForm() if request.user.is_superuser else None,
+    })
+
+
+@login_required
+@require_POST
+def feed_import(request):
+    if not request.user.is_superuser:
+        raise PermissionDenied("Only portal administrators import advisory feeds.")
+    form = FeedImportForm(request.POST, request.FILES)
+    if form.is_valid():
+        upload = form.cleaned_data["file"]
+        try:
+            data = upload.read(services.feed_read_limit() + 1)
+            feed = services.feed_import(name=form.cleaned_data["name"], data=data, source=upload.name,
+                                        user=request.user, request=request)
+        except ValidationError as exc:
+            messages.error(request, f"Nothing was imported: {error_text(exc)}")
+        else:
+            messages.success(request, f"Imported {feed.advisory_count} advisories into {feed}.")
+    else:
+        messages.error(request, "Name the feed and choose its file.")
+    return redirect("supplychain:advisories")
+
+
+@login_required
+def advisory_detail(request, identifier):
+    """One advisory (by its id or a CVE it names): every build the user may see that carries an affected version, with
+    the stages that hold it now and (the hosts app's fragment "build.hosts") how many hosts run it."""
+    if "\x00" in identifier:
+        raise Http404("No advisory of that name in the imported feeds.")
+    candidates = Advisory.objects.filter(Q(identifier=identifier) | Q(aliases__icontains=identifier)) \
+        .select_related("feed")
+    matches = [advisory for advisory in candidates if identifier in (advisory.identifier, *advisory.aliases)]
+    if not matches:
+        raise Http404("No advisory of that name in the imported feeds.")
+    affected = AffectedPackage.objects.filter(advisory__in=matches).select_related("advisory")
+    rows = []
+    for package in affected:
+        builds = (Build.objects.visible_to(request.user).succeeded().with_related()
+                  .filter(package_format=package.package_format, packages__has_key=package.name)
+                  .order_by("-pk")[:AFFECTED_BUILDS_SHOWN])
+        for build in builds:
+            installed = build.packages.get(package.name, "")
+            hit, fixed = vulns.affected_by(package.package_format, installed, package.ranges, package.versions)
+            if hit:
+                rows.append({"build": build, "package": package.name, "installed": installed, "fixed": fixed})
+    stages_holding = _stages_holding([row["build"] for row in rows])
+    for row in rows:
+        row["stages"] = stages_holding.get(row["build"].pk, [])
+        row["hosts_url"] = registry.fragment_url("build.hosts", row["build"].pk)  # hosts' to say, if installed
+    rows.sort(key=lambda row: (not row["stages"], row["build"].definition.name, -row["build"].number))
+    return render(request, "supplychain/advisory.html", {
+        "identifier": identifier, "advisories": matches, "rows": rows, "in_stages": sum(1 for r in rows if r["stages"]),
+    })
+
+
+def _stages_holding(builds) -> dict[int, list]:
+    """{build id: [stages holding its digest now]}: one pass over the stages of the builds' teams."""
+    by_team = {}
+    for build in builds:
+        by_team.setdefault(build.definition.team, set()).add(build.definition)
+    holding = {}
+    for team, definitions in by_team.items():
+        stages = list(team.stages.all())
+        entries = current_entries(stages, definitions)
+        for build in builds:
+            if build.definition.team != team:
+                continue
+            holding[build.pk] = [stage for stage in stages
+                                 if getattr(entries.get((stage.pk, build.definition_id)), "digest", "") == build.digest]
+    return holding
