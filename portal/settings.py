@@ -579,8 +579,9 @@ PROMOTION_APPLY_TIMEOUT_SECONDS = env.int("PROMOTION_APPLY_TIMEOUT_SECONDS", def
 # The largest advisory feed (OSV JSON or zip, unpacked) an import reads; a bigger one is refused with this name.
 SUPPLY_CHAIN_FEED_MAX_BYTES = env.int("SUPPLY_CHAIN_FEED_MAX_BYTES", default=64 * 1024 * 1024)
 # Where workers write and read GPG image signatures (containers/image's lookaside store): a directory every worker
-# that signs or promotes shares; the portal serves it read-only to hosts at /lookaside/.
-SUPPLY_CHAIN_LOOKASIDE_DIR = env.str("SUPPLY_CHAIN_LOOKASIDE_DIR", default="") or str(VAR_DIR / "lookaside")
+# that signs or promotes shares, and web, which serves it read-only to hosts at /lookaside/. By default under
+# MEDIA_ROOT, the volume compose.yaml already shares between them.
+SUPPLY_CHAIN_LOOKASIDE_DIR = env.str("SUPPLY_CHAIN_LOOKASIDE_DIR", default="") or str(MEDIA_ROOT / "lookaside")
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)  # one delivery attempt
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)  # then the delivery is marked failed
 WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=30.0)  # 30 s, 2 min, 8 min, 32 min, 1 h

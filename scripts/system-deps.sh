@@ -5,7 +5,7 @@
 #   scripts/system-deps.sh deploy what `make deploy-test` uses (the above plus mmdebstrap, which makes the base image)
 set -euo pipefail
 purpose=${1:-test}
-run_pkgs=(podman buildah skopeo runc docker-registry busybox-static qemu-utils xorriso git openssh-client)
+run_pkgs=(podman buildah skopeo gnupg runc docker-registry busybox-static qemu-utils xorriso git openssh-client)
 test_pkgs=("${run_pkgs[@]}" curl openssh-server chromium apache2-utils redis-server e2fsprogs fdisk iproute2 postgresql-client prometheus qemu-system-x86)
 case "$purpose" in
   run) pkgs=("${run_pkgs[@]}") ;;
@@ -33,7 +33,7 @@ if ((${#missing[@]})); then
     echo "Missing system packages: ${missing[*]}" >&2
     echo "Install them with:" >&2
     echo "  sudo apt-get install -y ${missing[*]}" >&2
-    echo "(on Fedora: sudo dnf install -y podman buildah skopeo distribution busybox qemu-img openssh-server chromium redis)" >&2
+    echo "(on Fedora: sudo dnf install -y podman buildah skopeo gnupg2 distribution busybox qemu-img openssh-server chromium redis)" >&2
     [ "$purpose" = run ] || exit 1
   fi
 fi
