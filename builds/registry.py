@@ -225,13 +225,15 @@ def manifest_exists(repository: str, digest: str, *, access: RegistryAccess) -> 
 
 
 def skopeo_error(output_tail: list[str]) -> str:
-    """skopeo's last line, without its logfmt wrapper (time=... level=fatal msg="..."); "" when it said nothing."""
+    """What skopeo said went wrong: its last fatal line without the logfmt wrapper (time=... level=fatal msg="..."),
+    else its last line ("" when it said nothing). Its progress lines (stdout) and its error (stderr) may arrive in
+    either order, so the fatal line is looked for, not taken to be last."""
     lines = [line.strip() for line in output_tail if line.strip()]
-    if not lines:
-        return ""
-    match = SKOPEO_FATAL_RE.search(lines[-1])
-    text = match.group("msg").replace('\\"', '"') if match else lines[-1]
-    return text[:400]
+    for line in reversed(lines):
+        match = SKOPEO_FATAL_RE.search(line)
+        if match:
+            return match.group("msg").replace('\\"', '"')[:400]
+    return lines[-1][:400] if lines else ""
 
 
 @dataclass
