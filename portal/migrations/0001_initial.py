@@ -65,7 +65,7 @@ class Migration(migrations.Migration):
             name='Run',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('build', 'Build'), ('disk_image', 'Disk image'), ('promotion_apply', 'Promotion'), ('host_action', 'Host action'), ('host_poll', 'Host poll'), ('rollout', 'Rollout'), ('maintenance', 'Maintenance'), ('signing', 'Signing')], db_index=True, max_length=32)),
+                ('kind', models.CharField(choices=[('build', 'Build'), ('disk_image', 'Disk image'), ('promotion_apply', 'Promotion'), ('host_action', 'Host action'), ('host_poll', 'Host poll'), ('rollout', 'Rollout'), ('maintenance', 'Maintenance')], db_index=True, max_length=32)),
                 ('title', models.CharField(max_length=200)),
                 ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], db_index=True, default='queued', max_length=16)),
                 ('phase', models.CharField(blank=True, help_text="What the run is doing now, e.g. 'pushing'.", max_length=100)),
