@@ -60,6 +60,10 @@ def test_a_request_that_would_move_test_back_is_red_and_approved_only_with_the_s
         assert f"Superseded by #{newer.pk}" in superseded.inner_text()
         assert page.locator("button[formaction$='/approve/']").count() == 0
         assert screenshot(page, "promotion-superseded").stat().st_size > 10_000
+        page.emulate_media(color_scheme="dark")
+        assert page.evaluate("document.documentElement.dataset.bsTheme") == "dark"  # follows the system at once
+        screenshot(page, "promotion-superseded-dark")
+        page.emulate_media(color_scheme="light")
 
         page.goto(portal_server.url + reverse("releases:promotion_list") + "?view=inbox")
         assert "would move test back from build 3 to build 2" in page.locator("#promotion-rows").inner_text()
@@ -70,6 +74,9 @@ def test_a_request_that_would_move_test_back_is_red_and_approved_only_with_the_s
         assert warning.evaluate("e => getComputedStyle(e).color") != page.locator("main").evaluate(
             "e => getComputedStyle(e).color")  # red, not the body's colour
         assert screenshot(page, "promotion-moves-back").stat().st_size > 10_000
+        page.emulate_media(color_scheme="dark")
+        screenshot(page, "promotion-moves-back-dark")
+        page.emulate_media(color_scheme="light")
         approve = page.locator("button[formaction$='/approve/']")
         approve.click()  # nothing typed: the browser does not send the form
         assert page.url.endswith(backwards.get_absolute_url())
