@@ -60,8 +60,9 @@ SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 if not re.match(r"^https?://[^/\s]+", SITE_URL):
     raise BadSetting(f"SITE_URL must be the address people use, e.g. https://portal.example.com (got {SITE_URL!r}).")
 
+# Not "daphne": its app only swaps `runserver` for its own, and importing it loads Twisted and Autobahn into every
+# process (a second of CPU for each worker, beat and manage.py command); web runs daphne itself (make run, compose).
 INSTALLED_APPS = [
-    "daphne",
     "portal.apps.PortalAdminConfig",  # django.contrib.admin, every change audited (portal/admin.py)
     "django.contrib.auth",
     "django.contrib.contenttypes",
