@@ -152,6 +152,7 @@ def test_make_run_as_written_serves_the_portal_until_ctrl_c_stops_everything(clo
         wait_for(lambda: banner in run.output() or run.process.poll() is not None, timeout=900, interval=0.5,
                  what="make run's banner")
         assert banner in run.output()
+        banner_seen = time.monotonic()
         # The banner waits for every process: the portal is healthy the moment it appears, worker included.
         status, body, _ = fetch(run.url + "/health/")
         assert (status, json.loads(body)) == (200, {"ok": True})
@@ -169,7 +170,7 @@ def test_make_run_as_written_serves_the_portal_until_ctrl_c_stops_everything(clo
                  interval=1, what="the demo's pushes to reach the registry")
         assert not re.search(r"^\S+ registry +\|", run.output(), re.M)
 
-        time.sleep(10)  # then every process is still up
+        time.sleep(max(0.0, banner_seen + 10 - time.monotonic()))  # ten seconds after the banner, every process is up
         assert run.process.poll() is None and " exited " not in run.output()
         assert {name: _alive(int(pid)) for name, pid in processes.items()} == dict.fromkeys(processes, True)
 
