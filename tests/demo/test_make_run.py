@@ -157,7 +157,7 @@ def test_make_run_as_written_serves_the_portal_until_ctrl_c_stops_everything(clo
         status, body, _ = fetch(run.url + "/health/")
         assert (status, json.loads(body)) == (200, {"ok": True})
         processes = started_processes(run.output())
-        assert list(processes) == ["redis", "registry", "web", "worker", "hosts-worker", "beat", "fleet"]
+        assert list(processes) == ["redis", "registry", "web", "worker", "boottest-worker", "hosts-worker", "beat", "fleet"]
         assert "password for all: portal-demo" in run.output()
 
         _opener, dashboard = sign_in(run.url, "developer", "portal-demo")
