@@ -327,9 +327,11 @@ class TestCancellingHostRuns:
 # accepted back to the first: tests/portal/test_two_factor.py), logging out, the health check, Prometheus's scrape
 # (its own token or network: tests/portal/test_metrics.py), and the machine endpoints, which authenticate with their
 # own token or signature (tests/builds/test_remote.py and the API's tests cover those).
-# hosts:agent_enroll is a door too: whoever holds an enrollment token may knock (tests/hosts/test_reportin.py).
+# hosts:agent_enroll is a door too: whoever holds an enrollment token may knock (tests/hosts/test_reportin.py). And
+# supplychain:lookaside serves image signatures to hosts, which have no login: only signature files, by the exact
+# repository@digest path containers/image asks for (tests/supplychain/).
 PUBLIC = {"portal:login", "portal:login_verify", "portal:logout", "portal:health", "portal:health_live",
-          "portal:health_ready", "portal:metrics", "hosts:agent_enroll"}
+          "portal:health_ready", "portal:metrics", "hosts:agent_enroll", "supplychain:lookaside"}
 MACHINE = {"builds:api_build_create", "builds:api_build_detail", "builds:api_definition_list", "builds:git_webhook",
            "hosts:agent_status", "hosts:agent_action_next", "hosts:agent_action_log", "hosts:agent_action_finish"}
 
