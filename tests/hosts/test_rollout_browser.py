@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def test_the_rollout_page_follows_the_rollout_live(personas, portal_server, fleet, demo_images, host_settings):
     host_settings.ROLLOUTS_TICK_SECONDS = 0.1
     host_settings.ROLLOUTS_REBOOT_WAIT_SECONDS = 5
+    host_settings.ROLLOUTS_PARK_AFTER_SECONDS = 10 ** 9  # the test's thread is the worker: it waits, it never parks
     digests, base = demo_images
     stage, _ = Stage.objects.get_or_create(team=personas.team, name="prod", defaults={"position": 2})
     names = [f"web-{i:02d}" for i in range(1, 9)]

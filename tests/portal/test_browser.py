@@ -51,6 +51,8 @@ def test_the_help_desk_dashboard_shows_every_teams_hosts(personas, portal_server
     host_create(team=personas.other_team, name="web-01", address="192.0.2.10", actor=None)
     with browser_page() as page:
         log_in(page, portal_server.url, "helpdesk")
+        assert page.url == portal_server.url + "/hosts/"  # the help desk lands on the host search
+        page.goto(portal_server.url + "/")
         assert "not in any team yet" not in page.content()
         assert page.locator("#helpdesk-note").is_visible()
         assert page.locator(".tile-label").all_inner_texts() == ["Hosts", "Hosts drifting", "Runs in progress"]

@@ -46,7 +46,7 @@ def test_an_approver_sets_up_a_second_factor_and_signs_in_with_it(personas, port
         page.fill("input[name=code]", codes[0])
         page.click("main form button:has-text('Sign in')")
         page.wait_for_load_state("networkidle")
-        assert page.url == portal_server.url + "/"
+        assert page.url == portal_server.url + "/promotions/?view=inbox"  # signed in: an approver lands on the inbox
         assert "9 are left" in page.content()
         assert page.locator("#two-factor-notice").count() == 0
         screenshot(page, "two-factor-signed-in")

@@ -243,7 +243,7 @@ class TestLostPhone:
         event = AuditEvent.objects.get(action="auth.two_factor_remove")
         assert event.actor_name == "manage.py two_factor_reset" and event.detail["reason"] == "lost phone, asked in person"
         response = Client().post("/login/", {"username": "approver", "password": PASSWORD})
-        assert response["Location"] == "/"
+        assert response["Location"] == "/promotions/?view=inbox"  # signed in: an approver lands on the inbox
 
     def test_the_command_names_an_unknown_user(self, personas):
         with pytest.raises(CommandError, match="No user is called 'nobody'"):

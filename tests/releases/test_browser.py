@@ -2,6 +2,7 @@
 
 import pytest
 from django.urls import reverse
+from playwright.sync_api import expect
 
 from builds.releases import services as promotions
 from builds.releases.models import StageHistory
@@ -61,7 +62,7 @@ def test_a_request_that_would_move_test_back_is_red_and_approved_only_with_the_s
         assert page.locator("button[formaction$='/approve/']").count() == 0
         assert screenshot(page, "promotion-superseded").stat().st_size > 10_000
         page.emulate_media(color_scheme="dark")
-        assert page.evaluate("document.documentElement.dataset.bsTheme") == "dark"  # follows the system at once
+        expect(page.locator("html")).to_have_attribute("data-bs-theme", "dark")  # follows the system's change
         screenshot(page, "promotion-superseded-dark")
         page.emulate_media(color_scheme="light")
 
