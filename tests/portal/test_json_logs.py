@@ -96,12 +96,16 @@ def test_a_build_is_followed_from_the_request_that_asked_for_it_to_the_worker_th
     request_id = response["X-Request-ID"]
     build = Build.objects.get()
     wait_for(lambda: Build.objects.get(pk=build.pk).run.is_finished, timeout=90, what="the build to end")
+    ended = f"run {build.run.pk} (build) succeeded"
+    # The worker writes its line once the run's row says so: the line may reach its output a moment later.
+    wait_for(lambda: any(line.get("message") == ended for line in json_lines(worker.output())), timeout=15,
+             what="the worker's line saying the run ended")
 
     lines = json_lines(worker.output())
     of_the_run = [line for line in lines if line.get("run_id") == build.run.pk]
     messages = [line["message"] for line in of_the_run]
     assert f"run {build.run.pk} (build) started: {build.run.title}" in messages
-    assert f"run {build.run.pk} (build) succeeded" in messages
+    assert ended in messages
     for line in of_the_run:
         assert (line["request_id"], line["user"], line["role"]) == (request_id, "developer", "worker"), line
     [task_id] = {line["task_id"] for line in of_the_run}
