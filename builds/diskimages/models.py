@@ -115,6 +115,18 @@ class ArtifactRetention(models.Model):
         return f"{self.team.slug}: {self.keep_days} days, newest {self.keep_latest}"
 
 
+class OfADigest:
+    """What disk images and boot tests say of the image they were made from: `repository` and `digest` fields."""
+
+    @property
+    def source_ref(self):
+        return f"{self.repository}@{self.digest}"
+
+    @property
+    def short_digest(self):
+        return short_digest(self.digest)
+
+
 class DiskImageQuerySet(TeamScopedQuerySet):
     def with_related(self):
         return self.select_related("run", "team", "definition", "build", "stage", "builder", "run__started_by")
@@ -127,7 +139,7 @@ class DiskImageQuerySet(TeamScopedQuerySet):
         return self.filter(digest=digest)
 
 
-class DiskImage(models.Model):
+class DiskImage(OfADigest, models.Model):
     """One request to convert a built digest into disk images: the types, architecture, root file system and the
     configuration used (copied from the preset, so later edits of the preset do not rewrite history).
 
@@ -174,14 +186,6 @@ class DiskImage(models.Model):
 
     def get_absolute_url(self):
         return reverse("diskimages:detail", args=[self.pk])
-
-    @property
-    def source_ref(self):
-        return f"{self.repository}@{self.digest}"
-
-    @property
-    def short_digest(self):
-        return short_digest(self.digest)
 
     @property
     def status(self):
@@ -278,7 +282,7 @@ class BootTestQuerySet(TeamScopedQuerySet):
         return self.filter(team=team, digest=digest).order_by("-created_at", "-id")
 
 
-class BootTest(models.Model):
+class BootTest(OfADigest, models.Model):
     """One boot of a digest in a throwaway QEMU VM (docs/boot-tests.md): the image's own kernel and root file system,
     with the settings the VM had (copied when it was asked for, so the page says what ran). The verdict is the run's:
     succeeded is a pass; a failed run's reason says why, and `console_tail` keeps the console's last lines for the
@@ -315,14 +319,6 @@ class BootTest(models.Model):
 
     def get_absolute_url(self):
         return reverse("diskimages:boot_test_detail", args=[self.pk])
-
-    @property
-    def source_ref(self):
-        return f"{self.repository}@{self.digest}"
-
-    @property
-    def short_digest(self):
-        return short_digest(self.digest)
 
     @property
     def passed(self):
