@@ -16,6 +16,7 @@ A reading is stored only when it differs from the one before; each difference ad
 import hashlib
 import json
 import re
+from datetime import timedelta
 
 from django.db import transaction
 from django.utils import timezone
@@ -149,6 +150,6 @@ def hosts_due(now=None, *, hours=None):
     """Hosts reached over SSH whose runtime was not read in the last `hours` (RUNTIME_READ_HOURS, default 1)."""
     now = now or timezone.now()
     hours = hours if hours is not None else setting("RUNTIME_READ_HOURS", 1)
-    cutoff = now - timezone.timedelta(hours=hours)
+    cutoff = now - timedelta(hours=hours)
     return (Host.objects.filter(is_bootc=True, mode=HostMode.SSH).exclude(host_key="")
             .exclude(runtime__read_at__gte=cutoff).values_list("pk", flat=True))
