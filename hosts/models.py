@@ -217,7 +217,7 @@ class Host(models.Model):
     architecture = models.CharField(max_length=32, blank=True)
     staged_digest = models.CharField(max_length=80, blank=True, db_index=True)
     staged_version = models.CharField(max_length=200, blank=True)
-    rollback_digest = models.CharField(max_length=80, blank=True)
+    rollback_digest = models.CharField(max_length=80, blank=True, db_index=True)
     rollback_version = models.CharField(max_length=200, blank=True)
     rollback_queued = models.BooleanField(default=False)
     update_digest = models.CharField(max_length=80, blank=True, help_text="cachedUpdate from `bootc upgrade --check`")
