@@ -10,6 +10,9 @@ The explainer reads a log as a person would:
 - lines a tool or a harness echoes (`$ podman run ...`, `Command '...'`, `Running: ...`, `+ bootc ...`) and the inside of
   Python tracebacks and Go goroutine dumps are never the headline;
 - the first rule whose patterns match names the cause, and its `headline` pattern picks the line to show;
+- a rule may also need a fact about the run that its log does not hold (`when`): the caller passes the facts it knows
+  (a conversion: what its own bib config asks for), so two causes that print the same line are told apart, and a pasted
+  log, whose run is not known, gets the rule that needs no fact;
 - no rule matches: the headline is the last error-level line of the failing step;
 - a run that succeeded (exit 0) is never a failure: rules of severity "warning" (bootc container lint without
   `--fatal-warnings`) explain it as a success with warnings, and nothing else does.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,7 +64,8 @@ class Rule:
     """One known cause. `patterns` recognise it (any one is enough, searched line by line); `unless` patterns veto it;
     `headline` picks the line to show (in order of preference: the first line its first pattern matches, else its
     second...; the first line the patterns match when it is empty); `tools` and `steps`
-    limit it to logs of those tools (when the caller says which) and failing steps."""
+    limit it to logs of those tools (when the caller says which) and failing steps; `when` names facts about the run
+    (its configuration, not its log) that must all hold, and only a caller that knows them passes them."""
 
     cause: str
     title: str
@@ -72,6 +77,7 @@ class Rule:
     unless: tuple[re.Pattern, ...] = ()
     tools: tuple[str, ...] = ()
     steps: tuple[re.Pattern, ...] = ()
+    when: frozenset[str] = frozenset()
     severity: str = "error"
 
     @classmethod
@@ -81,7 +87,7 @@ class Rule:
             return tuple(re.compile(p) for p in ([value] if isinstance(value, str) else value))
 
         unknown = set(data) - {"cause", "title", "explanation", "fix", "link", "patterns", "headline", "unless",
-                               "tools", "steps", "severity"}
+                               "tools", "steps", "when", "severity"}
         if unknown:
             raise ValueError(f"rule {data.get('cause')!r}: unknown keys {sorted(unknown)}")
         if data.get("severity", "error") not in ("error", "warning"):
@@ -89,7 +95,7 @@ class Rule:
         return cls(cause=data["cause"], title=data["title"], explanation=data["explanation"], fix=data["fix"],
                    link=data.get("link", ""), patterns=compiled("patterns"), headline=compiled("headline"),
                    unless=compiled("unless"), tools=tuple(data.get("tools", ())), steps=compiled("steps"),
-                   severity=data.get("severity", "error"))
+                   when=frozenset(data.get("when", ())), severity=data.get("severity", "error"))
 
 
 @dataclass
@@ -263,8 +269,10 @@ def _preferred_line(patterns, lines, noise):
     return None
 
 
-def _applies(rule: Rule, tool: str, step: str) -> bool:
+def _applies(rule: Rule, tool: str, step: str, facts: frozenset[str]) -> bool:
     if tool and rule.tools and tool not in rule.tools:
+        return False
+    if not rule.when <= facts:
         return False
     return not rule.steps or any(p.search(step) for p in rule.steps)
 
@@ -290,10 +298,12 @@ def _last_copy(lines, noise, at):
     return at
 
 
-def explain(text: str, *, tool: str = "", succeeded: bool | None = None) -> Explanation:
+def explain(text: str, *, tool: str = "", succeeded: bool | None = None, facts: Iterable[str] = ()) -> Explanation:
     """The explanation of one run's log. `tool` (podman, buildah, bootc-image-builder, image-builder, bootc,
     bootc-lint, anaconda) limits the rules to that tool's; `succeeded` is the run's exit (None: not known, as for a
-    pasted log, when a log that ends in a commit counts as a success)."""
+    pasted log, when a log that ends in a commit counts as a success); `facts` are what the caller knows of the run
+    beyond its log (e.g. "config-disk-minsize-missing" from a conversion's own config), for the rules that need them."""
+    facts = frozenset(facts)
     raw = text.splitlines()
     lines = [clean(line) for line in raw]
     noise = _noise(lines)
@@ -306,7 +316,7 @@ def explain(text: str, *, tool: str = "", succeeded: bool | None = None) -> Expl
     passes = ([] if succeeded else ["error"]) + ([] if succeeded is False else ["warning"])
     for severity in passes:
         for rule in rules():
-            if rule.severity != severity or not _applies(rule, tool, step):
+            if rule.severity != severity or not _applies(rule, tool, step, facts):
                 continue
             at = _matching_line(rule.patterns, lines, noise, anywhere=True)
             if at is None or _matching_line(rule.unless, lines, noise, anywhere=True) is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from builds import podman
@@ -354,8 +355,9 @@ class Failure:
 ERROR_LINE_RE = re.compile(r"^(error|Error|ERROR|fatal|panic)\b|: error:|\berror:|failed|Traceback", re.I)
 
 
-def classify_failure(lines: list[str], *, builder_image: str = "") -> Failure:
-    """The cause of a failed builder run from its last output lines, with the line that says so."""
+def classify_failure(lines: list[str], *, builder_image: str = "", facts: Iterable[str] = ()) -> Failure:
+    """The cause of a failed builder run from its last output lines, with the line that says so. `facts` are what the
+    conversion's own config says (`diskconfig.failure_facts`), for causes whose lines are the same as another's."""
     text_lines = [line for line in lines if line.strip() and not line.startswith("$ ")]
     tail = text_lines[-200:]
     if builder_image:
@@ -366,7 +368,7 @@ def classify_failure(lines: list[str], *, builder_image: str = "") -> Failure:
                 return Failure(Cause.BUILDER_IMAGE, line.strip()[:500],
                                f"The builder image {builder_image} is not on the builder and could not be pulled. "
                                "Pull it there (podman pull), or pick another builder image.", _error_lines(tail))
-    explanation = failures.explain("\n".join(tail), tool="bootc-image-builder")
+    explanation = failures.explain("\n".join(tail), tool="bootc-image-builder", facts=facts)
     if explanation.known and explanation.failed:
         return Failure(KNOWN_CAUSES.get(explanation.cause, Cause.OTHER), explanation.headline.strip()[:500],
                        f"{explanation.title}: {explanation.hint(limit=480 - len(explanation.title))}",

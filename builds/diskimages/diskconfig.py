@@ -243,6 +243,25 @@ def summary(config: dict) -> list[str]:
     return out
 
 
+def failure_facts(config: dict) -> set[str]:
+    """What this configuration says that a failed conversion's log does not, for the failure explainer
+    (`portal.failures.explain(..., facts=...)`): "config-disk-minsize-missing" when a partition or logical volume of
+    the disk customization has no minsize (or a zero one). bootc-image-builder of late 2024 made such a volume zero-sized
+    and osbuild refused it with the same "'0B' does not match" line that bib's own sizing bug printed from a config
+    that gave every size (osbuild/images pull request 1061, bootc-image-builder issue 748)."""
+    disk = customizations(config).get("disk")
+    if not isinstance(disk, dict):
+        return set()
+    volumes = []
+    for part in disk.get("partitions") or []:
+        if isinstance(part, dict):
+            volumes.append(part)
+            volumes.extend(lv for lv in part.get("logical_volumes") or [] if isinstance(lv, dict))
+    if any(not volume.get("minsize") or str(volume["minsize"]).strip() in ("0", "0B") for volume in volumes):
+        return {"config-disk-minsize-missing"}
+    return set()
+
+
 def accepted_types(config: dict) -> list[str]:
     """The image types this configuration can be used for."""
     custom = customizations(config)

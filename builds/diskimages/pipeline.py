@@ -131,7 +131,7 @@ def _convert(disk_image, builder, sink, limit):
             try:
                 Conversion(disk_image, builder, runner, workdir, watch, tail, containers).run()
             except CommandFailed as exc:
-                failure = converters.classify_failure(exc.output_tail)
+                failure = converters.classify_failure(exc.output_tail, facts=diskconfig.failure_facts(disk_image.config))
                 raise Failed(f"{failure.label}: {failure.summary or exc}", cause=failure.cause, hint=failure.hint,
                              summary="\n".join(failure.lines)) from exc
         except BaseException:
@@ -240,7 +240,8 @@ class Conversion:
             try:
                 self.runner.run(argv, watch=self.watch, tail=300)
             except CommandFailed as exc:
-                failure = converters.classify_failure(exc.output_tail, builder_image=di.builder_image)
+                failure = converters.classify_failure(exc.output_tail, builder_image=di.builder_image,
+                                                      facts=diskconfig.failure_facts(di.config))
                 raise Failed(f"{failure.label}: {failure.summary or exc}", cause=failure.cause, hint=failure.hint,
                              summary="\n".join(failure.lines)) from None
             self.containers.remove(name)

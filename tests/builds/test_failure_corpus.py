@@ -63,6 +63,8 @@ def test_every_entry_is_complete(entry):
     assert set(entry["traits"]) <= TRAITS
     assert entry["step"].strip() and entry["notes"].strip()
     assert THREAD_URL.match(entry["source"]), entry["source"]
+    context = entry.get("context", [])
+    assert isinstance(context, list) and all(isinstance(fact, str) and fact for fact in context)
 
 
 @pytest.mark.parametrize("entry", LOGS, ids=lambda entry: entry["id"])

@@ -6,10 +6,11 @@ from bib/internal/setup/setup.go and buildconfig; the end-to-end tests cover a r
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from builds.diskimages import converters
+from builds.diskimages import converters, diskconfig
 from builds.diskimages.converters import Cause, FormatMismatch, classify_failure
 from tests.conftest import require_tool
 
@@ -137,3 +138,37 @@ def test_qcow2_facts_include_the_compat_level(tmp_path):
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat=1.1", str(path), "1G"], check=True)
     info = json.loads(qemu_img_info(path))
     assert converters.check_qemu_img("qcow2", json.dumps(info))["qcow2_compat"] == "1.1"
+
+
+# The config the maintainer quotes in bootc-image-builder pull request 749 (issue 748: bib sized the root LV 0 itself).
+EVERY_SIZE_GIVEN = {"customizations": {"disk": {"partitions": [
+    {"type": "lvm", "minsize": "10 GiB", "logical_volumes": [{"minsize": "2 GiB", "fs_type": "swap"}]}]}}}
+# osbuild/images pull request 1061: "the `disk` code will create zero sized partitions when `minsize` is omited".
+MINSIZE_LEFT_OUT = {"customizations": {"disk": {"partitions": [
+    {"type": "lvm", "minsize": "10 GiB", "logical_volumes": [{"mountpoint": "/var/log", "fs_type": "xfs"}]}]}}}
+ZERO_SIZE_LOG = (Path(__file__).resolve().parents[1] / "data" / "failures" / "bib-config-error-pr1061.log")
+
+
+@pytest.mark.parametrize("config, facts", [
+    ({}, set()),
+    ({"customizations": {"filesystem": [{"mountpoint": "/", "minsize": "10 GiB"}]}}, set()),
+    (EVERY_SIZE_GIVEN, set()),
+    (MINSIZE_LEFT_OUT, {"config-disk-minsize-missing"}),
+    ({"customizations": {"disk": {"partitions": [{"type": "plain", "mountpoint": "/data", "fs_type": "ext4"}]}}},
+     {"config-disk-minsize-missing"}),
+    ({"customizations": {"disk": {"partitions": [{"type": "btrfs", "minsize": 0, "subvolumes": [
+        {"name": "root", "mountpoint": "/"}]}]}}}, {"config-disk-minsize-missing"}),
+])
+def test_a_disk_customization_without_a_minsize_is_a_fact_the_explainer_is_given(config, facts):
+    assert diskconfig.failure_facts(config) == facts
+
+
+def test_a_zero_sized_volume_is_the_configs_fault_only_when_the_config_left_out_a_minsize():
+    lines = ZERO_SIZE_LOG.read_text().splitlines()
+    left_out = classify_failure(lines, facts=diskconfig.failure_facts(MINSIZE_LEFT_OUT))
+    assert left_out.cause == Cause.CONFIG
+    assert left_out.summary == "'0B' does not match '[1-9][0-9]*[bBsSkKmMgGtTpPeE]?'"
+    assert left_out.hint.startswith("Partition without a minimum size: ") and "minsize" in left_out.hint
+    every_size = classify_failure(lines, facts=diskconfig.failure_facts(EVERY_SIZE_GIVEN))
+    assert every_size.cause == Cause.OTHER
+    assert every_size.hint.startswith("Known bug in this tool version: ")
