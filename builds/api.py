@@ -28,7 +28,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from portal import ratelimit
 from portal.text import storable
 
-from . import services
+from . import integrations, services
 from .models import Build, GitWebhook, ImageDefinition, Revision
 
 
@@ -44,7 +44,7 @@ def _bearer(request):
 
 def _token(request):
     secret = _bearer(request)
-    return services.api_token_authenticate(secret) if secret else None
+    return integrations.api_token_authenticate(secret) if secret else None
 
 
 def _token_identity(request, *args, **kwargs):
@@ -254,6 +254,6 @@ def git_webhook(request, key):
         return JsonResponse({"ok": True, "builds": [], "detail": "not a branch push: ignored"}, status=202)
     if set(commit) == {"0"}:
         return JsonResponse({"ok": True, "builds": [], "detail": "branch deleted: ignored"}, status=202)
-    builds = services.webhook_push_received(hook=hook, repository_urls=urls, branch=branch, commit=commit,
+    builds = integrations.webhook_push_received(hook=hook, repository_urls=urls, branch=branch, commit=commit,
                                             request=request)
     return JsonResponse({"ok": True, "builds": [b.pk for b in builds]}, status=202)

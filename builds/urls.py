@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import api, views
+from . import api, views, views_integrations
 
 app_name = "builds"
 
@@ -33,15 +33,15 @@ urlpatterns = [
     path("builders/<int:pk>/check/", views.builder_check, name="builder_check"),
     path("builders/<int:pk>/toggle/", views.builder_toggle, name="builder_toggle"),
     path("builders/<int:pk>/prune/", views.builder_prune, name="builder_prune"),
-    path("teams/<slug:slug>/integrations/", views.integrations, name="integrations"),
-    path("teams/<slug:slug>/integrations/credentials/", views.credential_create, name="credential_create"),
-    path("integrations/credentials/<int:pk>/delete/", views.credential_delete, name="credential_delete"),
-    path("teams/<slug:slug>/integrations/git-logins/", views.git_credential_create, name="git_credential_create"),
-    path("integrations/git-logins/<int:pk>/delete/", views.git_credential_delete, name="git_credential_delete"),
-    path("teams/<slug:slug>/integrations/tokens/", views.token_create, name="token_create"),
-    path("integrations/tokens/<int:pk>/revoke/", views.token_revoke, name="token_revoke"),
-    path("teams/<slug:slug>/integrations/webhooks/", views.webhook_create, name="webhook_create"),
-    path("integrations/webhooks/<int:pk>/delete/", views.webhook_delete, name="webhook_delete"),
+    path("teams/<slug:slug>/integrations/", views_integrations.integrations, name="integrations"),
+    path("teams/<slug:slug>/integrations/credentials/", views_integrations.credential_create, name="credential_create"),
+    path("integrations/credentials/<int:pk>/delete/", views_integrations.credential_delete, name="credential_delete"),
+    path("teams/<slug:slug>/integrations/git-logins/", views_integrations.git_credential_create, name="git_credential_create"),
+    path("integrations/git-logins/<int:pk>/delete/", views_integrations.git_credential_delete, name="git_credential_delete"),
+    path("teams/<slug:slug>/integrations/tokens/", views_integrations.token_create, name="token_create"),
+    path("integrations/tokens/<int:pk>/revoke/", views_integrations.token_revoke, name="token_revoke"),
+    path("teams/<slug:slug>/integrations/webhooks/", views_integrations.webhook_create, name="webhook_create"),
+    path("integrations/webhooks/<int:pk>/delete/", views_integrations.webhook_delete, name="webhook_delete"),
     path("api/v1/builds/", api.build_create, name="api_build_create"),
     path("api/v1/builds/<int:pk>/", api.build_detail, name="api_build_detail"),
     path("api/v1/definitions/", api.definition_list, name="api_definition_list"),

@@ -4,6 +4,7 @@ an outsider (a developer of another team), read-only roles, and the role that ma
 import pytest
 from django.urls import reverse
 
+from builds import integrations as integration_services
 from builds import services
 from builds.models import ApiToken, Build, Builder, GitCredential, GitWebhook, ImageDefinition, RegistryCredential
 from portal.models import RunStatus
@@ -121,11 +122,11 @@ def test_adding_integrations_is_for_team_admins(client_for, personas, name, data
 
 @pytest.fixture
 def integrations(personas):
-    credential = services.registry_credential_save(team=personas.team, user=personas.admin, registry="quay.io",
+    credential = integration_services.registry_credential_save(team=personas.team, user=personas.admin, registry="quay.io",
                                                    username="robot", password="x", insecure=False)
-    token, _ = services.api_token_create(team=personas.team, user=personas.admin, name="ci")
-    hook, _ = services.webhook_create(team=personas.team, user=personas.admin)
-    git_login = services.git_credential_save(team=personas.team, user=personas.admin, host="git.example.com",
+    token, _ = integration_services.api_token_create(team=personas.team, user=personas.admin, name="ci")
+    hook, _ = integration_services.webhook_create(team=personas.team, user=personas.admin)
+    git_login = integration_services.git_credential_save(team=personas.team, user=personas.admin, host="git.example.com",
                                              username="ci", token="x")
     return {"credential_delete": credential, "token_revoke": token, "webhook_delete": hook,
             "git_credential_delete": git_login}

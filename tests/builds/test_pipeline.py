@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from builds import pipeline, services
+from builds import integrations, pipeline, services
 from builds.models import LABEL_BUILD_ID, LABEL_REVISION_SHA, Build, BuildStatus, ContextKind, ImageDefinition
 from portal import runs
 from portal.logsink import lines_after
@@ -163,7 +163,7 @@ def test_a_registry_that_refuses_the_push_fails_the_build_and_a_retry_pushes_the
     services.definition_update(definition=definition, user=personas.developer,
                                repository=f"{auth_registry.address}/platform/web-os")
     # A loopback registry marked insecure (plain HTTP), but no login yet.
-    services.registry_credential_save(team=personas.team, user=personas.admin, registry=auth_registry.address,
+    integrations.registry_credential_save(team=personas.team, user=personas.admin, registry=auth_registry.address,
                                       username="", password="", insecure=True)
     revision = services.revision_create(definition=definition, user=personas.developer, containerfile=SIMPLE)
     build = build_now(revision, personas.developer)
@@ -174,7 +174,7 @@ def test_a_registry_that_refuses_the_push_fails_the_build_and_a_retry_pushes_the
     assert "unauthorized" in build.error_lines.lower() or "authentication required" in build.error_lines.lower()
     assert podman_store.image_exists(build.image_id), "the image stays on the builder"
 
-    services.registry_credential_save(team=personas.team, user=personas.admin, registry=auth_registry.address,
+    integrations.registry_credential_save(team=personas.team, user=personas.admin, registry=auth_registry.address,
                                       username=auth_registry.user, password=auth_registry.password, insecure=True)
     retry = services.build_retry(build=build, user=personas.developer)
     assert pipeline.build_execute(retry.pk) is None

@@ -14,7 +14,7 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
-from builds import services
+from builds import integrations, services
 from builds.models import ApiToken, Build, Builder, ContextKind, ImageDefinition, RegistryCredential, Revision
 from portal.models import AuditEvent, RunStatus
 
@@ -460,7 +460,7 @@ def test_integrations_are_for_team_admins(client_for, personas):
 
 @pytest.fixture
 def api_token(personas):
-    token, secret = services.api_token_create(team=personas.team, user=personas.admin, name="ci")
+    token, secret = integrations.api_token_create(team=personas.team, user=personas.admin, name="ci")
     return secret
 
 
@@ -471,7 +471,7 @@ def test_the_api_needs_a_valid_token(client, definition, api_token):
     assert client.post(url, body, content_type="application/json",
                        HTTP_AUTHORIZATION="Bearer imp_wrong").status_code == 401
     token = ApiToken.objects.get()
-    services.api_token_revoke(token=token, user=None)
+    integrations.api_token_revoke(token=token, user=None)
     assert client.post(url, body, content_type="application/json",
                        HTTP_AUTHORIZATION=f"Bearer {api_token}").status_code == 401
     assert not Build.objects.exists()
@@ -492,7 +492,7 @@ def test_ci_triggers_a_build_and_reads_its_status(client, definition, api_token)
 
 
 def test_a_token_sees_nothing_of_other_teams(client, personas, definition):
-    _, other_secret = services.api_token_create(team=personas.other_team, user=None, name="other")
+    _, other_secret = integrations.api_token_create(team=personas.other_team, user=None, name="other")
     auth = {"HTTP_AUTHORIZATION": f"Bearer {other_secret}"}
     build = services.build_start(revision=definition.current_revision(), user=personas.developer)
     assert client.get(reverse("builds:api_build_detail", args=[build.pk]), **auth).status_code == 404
@@ -523,7 +523,7 @@ def git_definition(personas):
 
 @pytest.fixture
 def webhook(personas):
-    return services.webhook_create(team=personas.team, user=personas.admin)
+    return integrations.webhook_create(team=personas.team, user=personas.admin)
 
 
 def github_push(client, hook, secret, payload, *, signature=None):

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from builds import pipeline, services
+from builds import integrations, pipeline, services
 from builds.diskimages import pipeline as diskimage_pipeline
 from builds.diskimages import services as diskimages
 from builds.diskimages.models import Artifact, DiskImage
@@ -143,7 +143,7 @@ def test_vhd_gce_and_ami_without_upload(built, personas):
 
 def test_an_ami_upload_gets_its_aws_keys_and_the_registry_login_from_stored_secrets_never_on_a_command_line(
         personas, auth_registry, local_builder, build_settings, diskimage_settings, oci_registry):
-    services.registry_credential_save(team=personas.team, user=personas.admin, registry=auth_registry.address,
+    integrations.registry_credential_save(team=personas.team, user=personas.admin, registry=auth_registry.address,
                                       username=auth_registry.user, password=auth_registry.password, insecure=True)
     definition = services.definition_create(team=personas.team, user=personas.developer, name="private-os",
                                             repository=f"{auth_registry.address}/platform/private-os")

@@ -510,7 +510,7 @@ def test_git_connects_to_the_checked_address_not_to_what_its_own_lookup_says(
     """The repository's host name resolves only for the portal's check (the resolver, an outside part, is replaced in
     the test process); git, a separate process, finds nothing under that name and reaches the server only because
     it is pinned to the checked address."""
-    from builds import pipeline, services
+    from builds import integrations, pipeline, services
     from builds.models import Build, BuildStatus
     from portal.logsink import lines_after
 
@@ -525,8 +525,8 @@ def test_git_connects_to_the_checked_address_not_to_what_its_own_lookup_says(
 
     monkeypatch.setattr(socket, "getaddrinfo", dns)
     url = server.repository("os", {"motd": "pinned\n"}).replace("127.0.0.1", name)
-    services.git_credential_save(team=personas.team, user=personas.admin, host=f"{name}:{server.port}",
-                                 username="ci", token="t0ken-for-pinning")
+    integrations.git_credential_save(team=personas.team, user=personas.admin, host=f"{name}:{server.port}",
+                                     username="ci", token="t0ken-for-pinning")
     definition = services.definition_create(team=personas.team, user=personas.developer, name="web-os")
     revision = services.revision_create(definition=definition, user=personas.developer, context_kind="git",
                                         git_url=url, git_ref="main",

@@ -12,7 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
 from django.urls import reverse
 
-from builds import services
+from builds import integrations, services
 from builds.models import Build, ContextKind
 from portal.ratelimit import Rate, hit, parse_rate
 
@@ -23,7 +23,7 @@ CONTAINERFILE = "FROM quay.io/centos-bootc/centos-bootc:stream10\nRUN bootc cont
 
 @pytest.fixture
 def token(personas):
-    return services.api_token_create(team=personas.team, user=personas.admin, name="ci")[1]
+    return integrations.api_token_create(team=personas.team, user=personas.admin, name="ci")[1]
 
 
 def definitions(token, address="198.51.100.1"):
@@ -67,7 +67,7 @@ class TestApi:
 
     def test_other_tokens_are_not_slowed_by_it(self, personas, token, settings):
         settings.API_RATE_LIMIT_PER_TOKEN = "2/d"
-        other = services.api_token_create(team=personas.team, user=personas.admin, name="other")[1]
+        other = integrations.api_token_create(team=personas.team, user=personas.admin, name="other")[1]
         for _ in range(3):
             definitions(token)
         assert definitions(token).status_code == 429
@@ -102,7 +102,7 @@ def hook(personas):
     definition = services.definition_create(team=personas.team, user=personas.developer, name="from-git")
     services.revision_create(definition=definition, user=personas.developer, containerfile=CONTAINERFILE,
                              context_kind=ContextKind.GIT, git_url="https://git.example.com/acme/os.git", git_ref="main")
-    return services.webhook_create(team=personas.team, user=personas.admin)
+    return integrations.webhook_create(team=personas.team, user=personas.admin)
 
 
 def push(hook, secret, address="140.82.112.1"):
@@ -127,7 +127,7 @@ class TestWebhooks:
     def test_other_teams_webhooks_from_the_same_git_host_still_arrive(self, personas, hook, settings):
         settings.WEBHOOK_RATE_LIMIT_PER_HOOK = "1/d"
         endpoint, secret = hook
-        other, other_secret = services.webhook_create(team=personas.other_team, user=None)
+        other, other_secret = integrations.webhook_create(team=personas.other_team, user=None)
         push(endpoint, secret)
         assert push(endpoint, secret).status_code == 429
         assert push(other, other_secret).status_code == 202

@@ -13,7 +13,7 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from builds import pipeline, services
+from builds import integrations, pipeline, services
 from builds.models import Build, BuildStatus, GitCredential
 from portal.logsink import lines_after
 from portal.models import AuditEvent
@@ -234,9 +234,9 @@ def secrets_of_every_kind(personas):
     from portal.models import NotificationWebhook
 
     return [
-        services.registry_credential_save(team=personas.team, user=personas.admin, registry="quay.io",
+        integrations.registry_credential_save(team=personas.team, user=personas.admin, registry="quay.io",
                                           username="robot", password="registry-pw"),
-        services.git_credential_save(team=personas.team, user=personas.admin, host="git.example.com", username="ci",
+        integrations.git_credential_save(team=personas.team, user=personas.admin, host="git.example.com", username="ci",
                                      token=TOKEN),
         NotificationWebhook.objects.create(team=personas.team, name="chat", url="https://chat.example.com/",
                                            secret="hook-secret", events=["build.failed"]),
