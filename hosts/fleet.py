@@ -24,7 +24,8 @@ from django.db import connection
 from django.db.models import Count, Max, Sum
 
 from . import actions
-from .models import PROBLEM_STATES, DigestTally, HostState, HostTally, digest_tally_images, digest_tally_top, tally_counts
+from .models import PROBLEM_STATES, HostState
+from .tallies import DigestTally, HostTally, digest_tally_images, digest_tally_top, tally_counts
 
 GROUPS_PER_PAGE = 20
 # A repository whose hosts boot many digests (every host on its own build, say) lists the most-run ones and sums up the

@@ -3,7 +3,8 @@
 from django.db.models import Min, Sum
 from django.utils import timezone
 
-from .models import Host, HostState, HostTally
+from .models import Host, HostState
+from .tallies import HostTally
 
 
 def hosts_per_state():

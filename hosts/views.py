@@ -41,9 +41,9 @@ from .models import (
     JumpHost,
     ReferenceDigest,
     TeamSSHKey,
-    tally_counts,
 )
 from .runtime import summary as runtime_summary
+from .tallies import tally_counts
 
 PAGE_SIZE = 50
 

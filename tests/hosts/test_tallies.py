@@ -8,7 +8,8 @@ from django.db.models import Sum
 
 from builds.releases.models import Stage
 from hosts import services
-from hosts.models import DigestTally, Host, HostState, HostTally, tally_counts
+from hosts.models import Host, HostState
+from hosts.tallies import DigestTally, HostTally, tally_counts
 from portal.models import Team
 
 pytestmark = pytest.mark.django_db(transaction=True)
