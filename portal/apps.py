@@ -11,6 +11,8 @@ class PortalConfig(AppConfig):
     verbose_name = "Portal core"
 
     def ready(self):
+        from . import celery  # noqa: F401 - the Celery app, before any task is sent (shared_task binds to it)
+
         checks.register(check_rates)
         # The portal's own metrics, read at each scrape (models load only once the app registry is ready, i.e. here).
         from .metrics import PortalCollector
