@@ -60,12 +60,16 @@ $(VENV)/bin/uv:
 	@$(VENV)/bin/pip install -q "uv==$(UV_VERSION)"
 
 # Each lock is complete (it holds the one before it, at the same versions), so one file installs each set.
+# The project itself goes in editable and without dependencies (the lock installed them): that is what puts the `imp`
+# command (pyproject.toml's [project.scripts]) in .venv/bin.
 $(VENV)/.installed: requirements.lock requirements-run.lock requirements-dev.lock | $(VENV)/bin/uv
 	$(VENV)/bin/uv pip sync -q --require-hashes --python $(PY) requirements-dev.lock
+	$(VENV)/bin/uv pip install -q --no-deps --python $(PY) -e .
 	@touch $@ $(VENV)/.installed-run
 
 $(VENV)/.installed-run: requirements.lock requirements-run.lock | $(VENV)/bin/uv
 	$(VENV)/bin/uv pip install -q --require-hashes --python $(PY) -r requirements-run.lock
+	$(VENV)/bin/uv pip install -q --no-deps --python $(PY) -e .
 	@touch $@
 
 clean:

@@ -1,0 +1,680 @@
+"""The commands of `imp` (argparse), each a function of (client, args, out) that returns an exit code."""
+
+import argparse
+import getpass
+import json
+import sys
+import time
+
+from . import config, exits
+from .client import ApiError, Client
+from .follow import FollowTimeout, follow
+
+FINISHED_RUN = ("succeeded", "failed", "cancelled")
+PROMOTION_DONE = {"applied": exits.OK, "failed": exits.FAILED, "rejected": exits.FAILED, "withdrawn": exits.FAILED,
+                  "superseded": exits.FAILED}
+
+
+class Output:
+    """Human text to stdout by default; with --json, JSON documents to stdout and everything for people to stderr."""
+
+    def __init__(self, as_json: bool, stdout=None, stderr=None):
+        self.as_json = as_json
+        self.stdout, self.stderr = stdout or sys.stdout, stderr or sys.stderr
+
+    def result(self, data, human):
+        """The command's answer: `data` as JSON, or the lines `human(data)` returns."""
+        if self.as_json:
+            self.stdout.write(json.dumps(data, indent=None, sort_keys=True) + "\n")
+        else:
+            for line in human(data):
+                self.stdout.write(line + "\n")
+        self.stdout.flush()
+
+    def info(self, text):
+        """Progress for people: stdout in human mode, stderr with --json (stdout stays parseable)."""
+        stream = self.stderr if self.as_json else self.stdout
+        stream.write(text + "\n")
+        stream.flush()
+
+    def log_lines(self, first, lines):
+        stream = self.stderr if self.as_json else self.stdout
+        stream.write("".join(line + "\n" for line in lines))
+        stream.flush()
+
+    def error(self, text):
+        self.stderr.write(f"imp: {text}\n")
+        self.stderr.flush()
+
+
+# --- helpers ---------------------------------------------------------------------------------------------------------
+
+
+def _id(value):
+    return value.get("id") if isinstance(value, dict) else value
+
+
+def run_id_of(obj) -> int | None:
+    run = obj.get("run")
+    if isinstance(run, dict):
+        return run.get("id")
+    if isinstance(run, int):
+        return run
+    return obj.get("run_id")
+
+
+def _deadline(args):
+    return None if not getattr(args, "timeout", None) else time.monotonic() + args.timeout
+
+
+def _expired(deadline):
+    return deadline is not None and time.monotonic() >= deadline
+
+
+def _short(digest):
+    if not digest:
+        return "-"
+    algo, _, hexpart = str(digest).partition(":")
+    return f"{algo}:{hexpart[:12]}" if hexpart else str(digest)[:19]
+
+
+def _wait_run(client, out, args, *, run_id, poll, label):
+    """Wait for a run to finish, streaming its log with --follow. Returns the final status (a string)."""
+    deadline = _deadline(args)
+    if args.follow and run_id is not None:
+        try:
+            status = follow(client, run_id, on_lines=out.log_lines, on_note=out.info, deadline=deadline,
+                            poll=lambda: _run_status(client, run_id))
+        except FollowTimeout:
+            raise _Timeout(label) from None
+        return status.get("status")
+    interval = getattr(args, "interval", 2.0)
+    while True:
+        current = poll()
+        if current in FINISHED_RUN:
+            return current
+        if _expired(deadline):
+            raise _Timeout(label)
+        time.sleep(interval)
+
+
+def _run_status(client, run_id):
+    run = client.get(f"/api/v1/runs/{run_id}/")
+    return {"status": run.get("status"), "finished": run.get("status") in FINISHED_RUN}
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _team_and_name(value):
+    team, _, name = value.rpartition("/")
+    return (team or None), name
+
+
+def _one(client, path, what, value, *, team=None, **filters):
+    """The id of the one object named `value` (or `value` itself when it is a number), looked up by name."""
+    if str(value).isdecimal():
+        return int(value)
+    slug, name = _team_and_name(value)
+    items = list(client.each(path, name=name, team=slug or team, limit=20, **filters))
+    exact = [i for i in items if i.get("name") == name]
+    if not exact:
+        raise ApiError(404, {"title": f"no {what} named {value!r}"})
+    if len(exact) > 1:
+        teams = ", ".join(sorted(str(i.get("team", {}).get("slug") if isinstance(i.get("team"), dict) else i.get("team"))
+                                 for i in exact))
+        raise ApiError(409, {"title": f"{len(exact)} {what}s are named {name!r} (teams {teams}): write TEAM/{name}"})
+    return exact[0]["id"]
+
+
+# --- commands --------------------------------------------------------------------------------------------------------
+
+
+def cmd_login(args, out):
+    url = (args.url or input("Portal URL: ")).strip().rstrip("/")
+    if args.token_stdin:
+        token = sys.stdin.readline().strip()
+    else:
+        token = getpass.getpass("API token (shown once when it was created): ").strip()
+    if not url or not token:
+        out.error("both the URL and the token are needed")
+        return exits.USAGE
+    if not url.startswith(("http://", "https://")):
+        out.error(f"the portal URL must start with http:// or https://, not {url!r}")
+        return exits.USAGE
+    me = Client(url, token).get("/api/v1/me/")
+    path = config.save(url=url, token=token)
+    out.result({"config": str(path), **(me or {})},
+               lambda d: [f"Signed in to {url} as {_who(d)}; saved to {path} (readable by you only)."])
+    return exits.OK
+
+
+def _who(me):
+    user = me.get("user") or me.get("username") or "?"
+    if isinstance(user, dict):
+        user = user.get("username", "?")
+    scopes = me.get("scopes") or (me.get("token") or {}).get("scopes") or []
+    return f"{user} (scopes: {', '.join(scopes) or '-'})"
+
+
+def cmd_whoami(client, args, out):
+    me = client.get("/api/v1/me/")
+    out.result(me, lambda d: [_who(d)])
+    return exits.OK
+
+
+def _build_lines(build):
+    reason = f" ({build.get('reason')})" if build.get("status") == "failed" and build.get("reason") else ""
+    return [f"build {build.get('id')}: {build.get('definition')} #{build.get('number')} {build.get('platform', '')} "
+            f"{build.get('status')}{reason}  digest {_short(build.get('digest'))}".replace("  ", " ")]
+
+
+def cmd_build(client, args, out):
+    body = {"definition": args.definition}
+    if args.revision is not None:
+        body["revision"] = args.revision
+    if args.platform:
+        body["platform"] = args.platform
+    created = client.post("/api/v1/builds/", body)
+    builds = created.get("builds", created.get("items")) if isinstance(created, dict) else created
+    if builds is None:
+        builds = [created]
+    for build in builds:
+        out.info(f"started build {build['id']}: {build.get('definition')} #{build.get('number')} "
+                 f"({build.get('platform', '')}) {build.get('url', '')}".rstrip())
+    if not (args.wait or args.follow):
+        out.result(created, lambda d: [])
+        return exits.OK
+    finished = []
+    code = exits.OK
+    for build in builds:
+        try:
+            _wait_run(client, out, args, run_id=run_id_of(build),
+                      poll=lambda b=build: client.get(f"/api/v1/builds/{b['id']}/").get("status"),
+                      label=f"build {build['id']}")
+        except _Timeout:
+            out.error(f"build {build['id']} did not finish within {args.timeout:g} s")
+            return exits.TIMEOUT
+        done = client.get(f"/api/v1/builds/{build['id']}/")
+        finished.append(done)
+        if done.get("status") != "succeeded":
+            code = exits.FAILED
+    out.result(finished[0] if len(finished) == 1 else {"builds": finished},
+               lambda d: [line for b in finished for line in _build_lines(b)])
+    return code
+
+
+def cmd_build_show(client, args, out):
+    build = client.get(f"/api/v1/builds/{args.id}/")
+    out.result(build, _build_lines)
+    return exits.OK
+
+
+def cmd_runs_show(client, args, out):
+    run = client.get(f"/api/v1/runs/{args.id}/")
+    out.result(run, lambda d: [f"run {d.get('id')}: {d.get('kind')} {d.get('status')} "
+                               f"{d.get('exit_reason') or ''}".rstrip()])
+    return exits.OK
+
+
+def cmd_runs_follow(client, args, out):
+    args.follow = True
+    try:
+        status = _wait_run(client, out, args, run_id=args.id, poll=None, label=f"run {args.id}")
+    except _Timeout:
+        out.error(f"run {args.id} did not finish within {args.timeout:g} s")
+        return exits.TIMEOUT
+    run = client.get(f"/api/v1/runs/{args.id}/")
+    out.result(run, lambda d: [f"run {args.id} {status}"])
+    return exits.OK if status == "succeeded" else exits.FAILED
+
+
+def _promotion_lines(p):
+    stage = p.get("stage") or p.get("target_stage")
+    stage = stage.get("name") if isinstance(stage, dict) else stage
+    note = f" - {p['status_note']}" if p.get("status_note") else ""
+    return [f"promotion {p.get('id')}: {p.get('definition')} {_short(p.get('digest'))} to {stage}: {p.get('status')}{note}"]
+
+
+def _wait_promotion(client, out, args, promotion):
+    deadline = _deadline(args)
+    last = None
+    while promotion.get("status") not in PROMOTION_DONE:
+        if promotion.get("status") != last:
+            last = promotion.get("status")
+            out.info(_promotion_lines(promotion)[0])
+        if _expired(deadline):
+            out.error(f"promotion {promotion['id']} is still {promotion.get('status')} after {args.timeout:g} s")
+            return promotion, exits.TIMEOUT
+        time.sleep(args.interval)
+        promotion = client.get(f"/api/v1/promotions/{promotion['id']}/")
+    return promotion, PROMOTION_DONE[promotion["status"]]
+
+
+def cmd_promote(client, args, out):
+    if bool(args.build) == bool(args.digest):
+        out.error("give the image as --build ID or as --digest sha256:...")
+        return exits.USAGE
+    body = {"definition": args.definition, "stage": args.to, "reason": args.reason}
+    if args.build:
+        body["build"] = args.build
+    else:
+        body["digest"] = args.digest
+    if args.emergency:
+        body["emergency"], body["emergency_reason"] = True, args.emergency
+    if args.roll_forward:
+        body["roll_forward"] = True
+    promotion = client.post("/api/v1/promotions/", body)
+    code = exits.OK
+    if args.wait:
+        promotion, code = _wait_promotion(client, out, args, promotion)
+    out.result(promotion, _promotion_lines)
+    return code
+
+
+def cmd_rollback(client, args, out):
+    body = {"definition": args.definition, "stage": args.stage, "digest": args.digest, "reason": args.reason}
+    promotion = client.post("/api/v1/rollbacks/", body)
+    code = exits.OK
+    if args.wait:
+        promotion, code = _wait_promotion(client, out, args, promotion)
+    out.result(promotion, _promotion_lines)
+    return code
+
+
+def _decide(client, args, out, verb):
+    promotion = client.get(f"/api/v1/promotions/{args.id}/")
+    digest = args.digest or promotion.get("digest")
+    if args.digest and args.digest != promotion.get("digest"):
+        out.error(f"promotion {args.id} is for {promotion.get('digest')}, not {args.digest}: nothing was recorded")
+        return exits.REFUSED
+    body = {"digest": digest, "comment": args.comment or ""}
+    if verb == "approve" and args.confirm:
+        body["confirm"] = args.confirm
+    decided = client.post(f"/api/v1/promotions/{args.id}/{verb}/", body)
+    out.result(decided, _promotion_lines)
+    return exits.OK
+
+
+def cmd_approve(client, args, out):
+    return _decide(client, args, out, "approve")
+
+
+def cmd_reject(client, args, out):
+    if not args.comment:
+        out.error("say why with --comment: the requester reads it")
+        return exits.USAGE
+    return _decide(client, args, out, "reject")
+
+
+def cmd_promotions_list(client, args, out):
+    items = list(client.each("/api/v1/promotions/", status=args.status, stage=args.stage, team=args.team,
+                             definition=args.definition, limit=args.limit))
+    out.result({"items": items}, lambda d: [line for p in items for line in _promotion_lines(p)] or ["no promotions"])
+    return exits.OK
+
+
+def cmd_promotions_show(client, args, out):
+    promotion = client.get(f"/api/v1/promotions/{args.id}/")
+    out.result(promotion, _promotion_lines)
+    return exits.OK
+
+
+def _disk_image_lines(d):
+    lines = [f"disk image {d.get('id')}: {d.get('definition')} {_short(d.get('digest'))} "
+             f"{','.join(d.get('types') or [])}: {d.get('status')}"]
+    for artifact in d.get("artifacts") or []:
+        lines.append(f"  {artifact.get('type')}: {artifact.get('size')} bytes sha256 {artifact.get('sha256', '')[:12]} "
+                     f"{artifact.get('download_url', '')}".rstrip())
+    return lines
+
+
+def cmd_disk_image_create(client, args, out):
+    body = {"types": args.type}
+    if args.build:
+        body["build"] = args.build
+    if args.stage:
+        body["stage"], body["definition"] = args.stage, args.definition
+    if not args.build and not args.stage:
+        out.error("give the image as --build ID, or as --stage NAME --definition NAME")
+        return exits.USAGE
+    if args.config:
+        body["configuration"] = args.config
+    if args.rootfs:
+        body["rootfs"] = args.rootfs
+    disk_image = client.post("/api/v1/disk-images/", body)
+    out.info(f"started disk image {disk_image['id']} ({', '.join(disk_image.get('types') or args.type)})")
+    if not (args.wait or args.follow):
+        out.result(disk_image, _disk_image_lines)
+        return exits.OK
+    try:
+        status = _wait_run(client, out, args, run_id=run_id_of(disk_image),
+                           poll=lambda: client.get(f"/api/v1/disk-images/{disk_image['id']}/").get("status"),
+                           label=f"disk image {disk_image['id']}")
+    except _Timeout:
+        out.error(f"disk image {disk_image['id']} did not finish within {args.timeout:g} s")
+        return exits.TIMEOUT
+    done = client.get(f"/api/v1/disk-images/{disk_image['id']}/")
+    out.result(done, _disk_image_lines)
+    return exits.OK if status == "succeeded" else exits.FAILED
+
+
+def cmd_disk_image_show(client, args, out):
+    out.result(client.get(f"/api/v1/disk-images/{args.id}/"), _disk_image_lines)
+    return exits.OK
+
+
+def cmd_disk_image_list(client, args, out):
+    items = list(client.each("/api/v1/disk-images/", team=args.team, definition=args.definition, limit=args.limit))
+    out.result({"items": items}, lambda d: [line for i in items for line in _disk_image_lines(i)] or ["no disk images"])
+    return exits.OK
+
+
+def _host_lines(h):
+    state = h.get("state")
+    drift = " DRIFTING" if h.get("drifting") else ""
+    stage = h.get("stage")
+    stage = stage.get("name") if isinstance(stage, dict) else stage
+    return [
+        f"host {h.get('name')} ({h.get('team', {}).get('slug') if isinstance(h.get('team'), dict) else h.get('team')}, "
+        f"id {h.get('id')}): {state}{drift}, stage {stage or '-'}",
+        f"  booted   {_short(h.get('booted_digest'))} {h.get('booted_version') or ''}".rstrip(),
+        f"  staged   {_short(h.get('staged_digest'))} {h.get('staged_version') or ''}".rstrip(),
+        f"  rollback {_short(h.get('rollback_digest'))} {h.get('rollback_version') or ''}".rstrip(),
+        f"  expected {_short(h.get('expected_digest'))}",
+    ]
+
+
+def cmd_host_status(client, args, out):
+    host_id = _one(client, "/api/v1/hosts/", "host", args.host, team=args.team)
+    host = client.get(f"/api/v1/hosts/{host_id}/")
+    if args.wait_for:
+        deadline = _deadline(args)
+        field = "staged_digest" if args.staged else "booted_digest"
+        while host.get(field) != args.wait_for:
+            if _expired(deadline):
+                out.error(f"host {host.get('name')} has {field.replace('_', ' ')} {_short(host.get(field))}, not "
+                          f"{_short(args.wait_for)}, after {args.timeout:g} s")
+                out.result(host, _host_lines)
+                return exits.TIMEOUT
+            time.sleep(args.interval)
+            host = client.get(f"/api/v1/hosts/{host_id}/")
+    out.result(host, _host_lines)
+    return exits.OK
+
+
+def cmd_host_list(client, args, out):
+    items = list(client.each("/api/v1/hosts/", team=args.team, stage=args.stage, state=args.state, limit=args.limit))
+    out.result({"items": items}, lambda d: [_host_lines(h)[0] for h in items] or ["no hosts"])
+    return exits.OK
+
+
+def cmd_host_timeline(client, args, out):
+    host_id = _one(client, "/api/v1/hosts/", "host", args.host, team=args.team)
+    items = list(client.each(f"/api/v1/hosts/{host_id}/timeline/", limit=args.limit))
+    out.result({"items": items}, lambda d: [f"{e.get('at')} {e.get('kind')}: {e.get('summary')}" for e in items]
+               or ["nothing on the timeline yet"])
+    return exits.OK
+
+
+def _host_action(client, args, out, kind):
+    host_id = _one(client, "/api/v1/hosts/", "host", args.host, team=args.team)
+    body = {"kind": kind}
+    if getattr(args, "image", None):
+        body["image"] = args.image
+    action = client.post(f"/api/v1/hosts/{host_id}/actions/", body)
+    out.info(f"host action {action.get('id')}: {action.get('kind')} on {args.host} ({action.get('status')})")
+    if not (args.wait or args.follow):
+        out.result(action, lambda a: [])
+        return exits.OK
+    try:
+        status = _wait_run(client, out, args, run_id=run_id_of(action),
+                           poll=lambda: client.get(f"/api/v1/host-actions/{action['id']}/").get("status"),
+                           label=f"host action {action['id']}")
+    except _Timeout:
+        out.error(f"host action {action['id']} did not finish within {args.timeout:g} s")
+        return exits.TIMEOUT
+    done = client.get(f"/api/v1/host-actions/{action['id']}/")
+    out.result(done, lambda a: [f"host action {a.get('id')}: {a.get('kind')} {a.get('status')} "
+                                f"{a.get('outcome') or ''}".rstrip()])
+    return exits.OK if status == "succeeded" else exits.FAILED
+
+
+def cmd_host_upgrade(client, args, out):
+    return _host_action(client, args, out, "upgrade_check" if args.check else
+                        ("upgrade_apply" if args.apply else "upgrade_stage"))
+
+
+def cmd_host_rollback(client, args, out):
+    return _host_action(client, args, out, "rollback_apply" if args.apply else "rollback")
+
+
+def cmd_host_switch(client, args, out):
+    return _host_action(client, args, out, "switch_apply" if args.apply else "switch")
+
+
+def cmd_host_reboot(client, args, out):
+    return _host_action(client, args, out, "reboot")
+
+
+def _event_line(e):
+    team = (e.get("team") or {}).get("slug") or "-"
+    subject = (e.get("subject") or {}).get("name") or ""
+    return f"{e.get('time')} {e.get('type')} {team} {subject}".rstrip()
+
+
+def cmd_watch(client, args, out):
+    """Poll the event list, printing each event once, oldest first; --count stops after that many."""
+    after = args.after
+    seen = 0
+    deadline = _deadline(args)
+    first = True
+    while True:
+        params = {"after": after, "team": args.team, "type": args.type or None, "limit": 100}
+        page = client.get("/api/v1/events/", **params)
+        items = page.get("items", [])
+        if first and after is None and not args.recent:
+            items = []  # without --after or --recent: only what happens from now on
+        first = False
+        for event in items:
+            if args.json:
+                out.stdout.write(json.dumps(event, sort_keys=True) + "\n")
+            else:
+                out.stdout.write(_event_line(event) + "\n")
+            out.stdout.flush()
+            seen += 1
+            if args.count and seen >= args.count:
+                return exits.OK
+        after = page.get("last") or after
+        if _expired(deadline):
+            return exits.OK if not args.count else exits.TIMEOUT
+        time.sleep(args.interval)
+
+
+# --- the parser ------------------------------------------------------------------------------------------------------
+
+
+def _waiting(parser, *, follow=True):
+    parser.add_argument("--wait", action="store_true", help="wait until it has finished; exit 1 if it failed")
+    if follow:
+        parser.add_argument("--follow", action="store_true", help="stream the log while waiting (implies --wait)")
+    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up waiting (exit 7)")
+    parser.add_argument("--interval", type=float, default=2.0, metavar="SECONDS", help="how often to ask (default 2)")
+
+
+def _listing(parser):
+    parser.add_argument("--team", help="only this team's (slug)")
+    parser.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+
+
+def build_parser():
+    epilog = "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in exits.DESCRIPTIONS.items())
+    parser = argparse.ArgumentParser(
+        prog="imp", description="The image mode portal from the command line. Reads IMP_URL and IMP_TOKEN, or the "
+                                "config file `imp login` writes (~/.config/imp/config.toml).",
+        epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help="the portal's address (default: IMP_URL, then the config file)")
+    parser.add_argument("--json", action="store_true", help="print JSON on stdout (progress and logs go to stderr)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("login", help="check a token and store it with the URL in the config file (mode 0600)")
+    p.add_argument("--token-stdin", action="store_true", help="read the token from stdin instead of prompting")
+    p.set_defaults(func=cmd_login, needs_client=False)
+
+    p = sub.add_parser("whoami", help="the token's user, team and scopes")
+    p.set_defaults(func=cmd_whoami)
+
+    p = sub.add_parser("build", help="build a definition's revision (--wait, --follow to stream the log)")
+    p.add_argument("definition", help="TEAM/NAME, NAME or id of the image definition")
+    p.add_argument("--revision", type=int, help="revision number (default: the current one)")
+    p.add_argument("--platform", help="one platform, e.g. linux/amd64 (default: all of the definition's)")
+    _waiting(p)
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("builds", help="show a build")
+    bsub = p.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+    q = bsub.add_parser("show", help="a build's status, digest and failure")
+    q.add_argument("id", type=int)
+    q.set_defaults(func=cmd_build_show)
+
+    p = sub.add_parser("runs", help="runs: show, follow a log")
+    rsub = p.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+    q = rsub.add_parser("show", help="a run's status")
+    q.add_argument("id", type=int)
+    q.set_defaults(func=cmd_runs_show)
+    q = rsub.add_parser("follow", help="stream a run's log until it ends; exit 1 unless it succeeded")
+    q.add_argument("id", type=int)
+    q.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
+    q.set_defaults(func=cmd_runs_follow)
+
+    p = sub.add_parser("promote", help="ask for a build's digest to go to a stage")
+    p.add_argument("definition", help="TEAM/NAME, NAME or id of the image definition")
+    p.add_argument("--to", required=True, metavar="STAGE", help="the stage (name or id)")
+    p.add_argument("--build", type=int, help="the build's id")
+    p.add_argument("--digest", help="or the digest, sha256:... (one of the definition's builds)")
+    p.add_argument("--reason", required=True, help="why (approvers read it)")
+    p.add_argument("--emergency", metavar="REASON", help="emergency override during a freeze or outside a window")
+    p.add_argument("--roll-forward", action="store_true", help="move a stage on that is pinned after a rollback")
+    _waiting(p, follow=False)
+    p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser("rollback", help="ask for a stage to go back to a digest it held before")
+    p.add_argument("definition")
+    p.add_argument("--stage", required=True)
+    p.add_argument("--digest", required=True)
+    p.add_argument("--reason", required=True)
+    _waiting(p, follow=False)
+    p.set_defaults(func=cmd_rollback)
+
+    for verb, func, text in (("approve", cmd_approve, "approve a promotion request as the token's user"),
+                             ("reject", cmd_reject, "reject a promotion request (with --comment)")):
+        p = sub.add_parser(verb, help=text)
+        p.add_argument("id", type=int, help="the promotion request's id")
+        p.add_argument("--comment", default="")
+        p.add_argument("--digest", help="refuse unless the request is for this digest")
+        if verb == "approve":
+            p.add_argument("--confirm", metavar="STAGE", help="the stage's name, to approve a request that moves it back")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("promotions", help="list or show promotion requests")
+    psub = p.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+    q = psub.add_parser("list")
+    q.add_argument("--status", help="pending, approved, applying, applied, failed, rejected, ...")
+    q.add_argument("--stage")
+    q.add_argument("--definition")
+    _listing(q)
+    q.set_defaults(func=cmd_promotions_list)
+    q = psub.add_parser("show")
+    q.add_argument("id", type=int)
+    q.set_defaults(func=cmd_promotions_show)
+
+    p = sub.add_parser("disk-image", help="disk images: create, show, list")
+    dsub = p.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+    q = dsub.add_parser("create", help="convert a build's image into disk images")
+    q.add_argument("--build", type=int, help="the build's id")
+    q.add_argument("--stage", help="or what a stage holds (with --definition)")
+    q.add_argument("--definition")
+    q.add_argument("--type", action="append", required=True, help="qcow2, raw, iso, anaconda-iso, vmdk, ami (repeatable)")
+    q.add_argument("--config", help="a saved configuration (name or id)")
+    q.add_argument("--rootfs", help="xfs, ext4 or btrfs")
+    _waiting(q)
+    q.set_defaults(func=cmd_disk_image_create)
+    q = dsub.add_parser("show")
+    q.add_argument("id", type=int)
+    q.set_defaults(func=cmd_disk_image_show)
+    q = dsub.add_parser("list")
+    q.add_argument("--definition")
+    _listing(q)
+    q.set_defaults(func=cmd_disk_image_list)
+
+    p = sub.add_parser("host", help="hosts: status, timeline, upgrade, rollback, switch, reboot")
+    hsub = p.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+    q = hsub.add_parser("list")
+    q.add_argument("--stage")
+    q.add_argument("--state")
+    _listing(q)
+    q.set_defaults(func=cmd_host_list)
+    q = hsub.add_parser("status", help="booted, staged and rollback digests (--wait-for DIGEST to wait for one)")
+    q.add_argument("host", help="TEAM/NAME, NAME or id")
+    q.add_argument("--team")
+    q.add_argument("--wait-for", metavar="DIGEST", help="wait until the host boots this digest")
+    q.add_argument("--staged", action="store_true", help="with --wait-for: until it has it staged")
+    q.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
+    q.add_argument("--interval", type=float, default=2.0, metavar="SECONDS")
+    q.set_defaults(func=cmd_host_status)
+    q = hsub.add_parser("timeline")
+    q.add_argument("host")
+    _listing(q)
+    q.set_defaults(func=cmd_host_timeline)
+    for name, func, text in (("upgrade", cmd_host_upgrade, "stage the update (--apply: and reboot; --check: only look)"),
+                             ("rollback", cmd_host_rollback, "roll back at next boot (--apply: and reboot)"),
+                             ("switch", cmd_host_switch, "switch to another image (--apply: and reboot)"),
+                             ("reboot", cmd_host_reboot, "reboot")):
+        q = hsub.add_parser(name, help=text)
+        q.add_argument("host")
+        q.add_argument("--team")
+        if name == "switch":
+            q.add_argument("image", help="the image reference to switch to")
+        if name in ("upgrade", "rollback", "switch"):
+            q.add_argument("--apply", action="store_true", help="and reboot into it")
+        if name == "upgrade":
+            q.add_argument("--check", action="store_true", help="only check for an update")
+        _waiting(q)
+        q.set_defaults(func=func)
+
+    p = sub.add_parser("watch", help="print the portal's events as they happen")
+    p.add_argument("--type", action="append", help="only these types, e.g. build.failed (repeatable)")
+    p.add_argument("--team")
+    p.add_argument("--after", help="start after this event id (default: from now on)")
+    p.add_argument("--recent", action="store_true", help="start with the latest events instead of from now on")
+    p.add_argument("--count", type=int, help="stop after this many events")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="stop after this long")
+    p.add_argument("--interval", type=float, default=2.0, metavar="SECONDS")
+    p.set_defaults(func=cmd_watch)
+    return parser
+
+
+def main(argv=None, *, stdout=None, stderr=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = Output(args.json, stdout, stderr)
+    if getattr(args, "follow", False):
+        args.wait = True
+    try:
+        if not getattr(args, "needs_client", True):
+            return args.func(args, out)
+        settings = config.load(url=args.url)
+        if not settings.token:
+            out.error("no token: set IMP_TOKEN or run `imp login`")
+            return exits.ACCESS
+        return args.func(Client(settings.url, settings.token), args, out)
+    except config.ConfigError as exc:
+        out.error(str(exc))
+        return exits.USAGE
+    except ApiError as exc:
+        out.error(exc.message())
+        return exc.exit_code
+    except KeyboardInterrupt:
+        out.error("interrupted")
+        return 130
