@@ -29,3 +29,5 @@ class DiskImagesConfig(AppConfig):
         registry.promotion_check(services.boot_test_gate)
         # The Retry button of a disk image's page posts to the core's portal:run_retry (cancelling is the core's own).
         registry.run_retry(kind=RunKind.DISK_IMAGE, retry=services.disk_image_retry_run, action=Action.DEVELOP)
+        # So does a boot test's (Run again).
+        registry.run_retry(kind=RunKind.BOOT_TEST, retry=services.boot_test_retry_run, action=Action.DEVELOP)

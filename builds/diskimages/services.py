@@ -27,7 +27,7 @@ from portal.access import can, check_team_action
 from portal.formatting import short_digest
 from portal.models import Action, Run, RunKind, RunStatus, Team, User
 from portal.registry import GateVerdict
-from portal.services import audit, run_create, run_enqueue, run_finish, run_request_cancel
+from portal.services import audit, run_create, run_enqueue, run_finish
 
 from . import converters, diskchecks, diskconfig, tasks
 from .kickstart import KickstartProblem, KickstartSpec, generate
@@ -523,13 +523,16 @@ def boot_test_start(*, build: Build, user: User | None, trigger: str = "button",
     return boot_test
 
 
-def boot_test_cancel(*, boot_test: BootTest, user: User, request=None) -> BootTest:
-    """Stop a boot test: a queued one ends at once; a running one's VM is killed within seconds."""
-    _check(user, boot_test.team, Action.DEVELOP)
-    if not boot_test.is_active:
-        raise ValidationError(f"{boot_test} already ended ({boot_test.run.get_status_display().lower()}).")
-    run_request_cancel(run=boot_test.run, user=user, request=request)
-    return boot_test
+def boot_test_retry_run(*, run: Run, user: User | None, request=None) -> BootTest:
+    """A new boot test of the build this run's boot test booted, for the core's retry view (registered in apps.py);
+    the view has checked the user's role. Cancelling is the core's own (`portal.services.run_request_cancel`): a
+    queued boot test ends at once, a running one's VM is killed within seconds."""
+    boot_test = BootTest.objects.select_related("build__definition__team").filter(run=run).first()
+    if boot_test is None:
+        raise ValidationError(f"{run} has no boot test to run again.")
+    if boot_test.build is None:
+        raise ValidationError("The build this boot test booted is gone.")
+    return boot_test_start(build=boot_test.build, user=user, request=request)
 
 
 def boot_test_gate(*, promotion, start: bool) -> GateVerdict | None:

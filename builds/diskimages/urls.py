@@ -28,6 +28,4 @@ urlpatterns = [
     path("boot-tests/", views_boottests.boot_test_list, name="boot_test_list"),
     path("boot-tests/new/", views_boottests.boot_test_create, name="boot_test_create"),
     path("boot-tests/<int:pk>/", views_boottests.boot_test_detail, name="boot_test_detail"),
-    path("boot-tests/<int:pk>/cancel/", views_boottests.boot_test_cancel, name="boot_test_cancel"),
-    path("boot-tests/<int:pk>/rerun/", views_boottests.boot_test_rerun, name="boot_test_rerun"),
 ]

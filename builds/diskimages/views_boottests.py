@@ -1,4 +1,5 @@
-"""Pages for boot tests: a team's list, one boot test with its live console, starting one from a build, cancelling.
+"""Pages for boot tests: a team's list, one boot test with its live console, starting one from a build. Cancel and Run
+again are the core's run views (`portal:run_cancel`, and `portal:run_retry` through `services.boot_test_retry_run`).
 
 Every object comes through `builds.diskimages.access` (or `builds.access` for the build it boots); every change through
 `builds.diskimages.services`.
@@ -68,35 +69,6 @@ def boot_test_create(request):
         return redirect(build)
     messages.success(request, f"Boot test #{boot_test.pk} is queued: {build.short_digest} boots in a throwaway VM.")
     return redirect(boot_test)
-
-
-@login_required
-@require_POST
-def boot_test_cancel(request, pk):
-    boot_test = get_boot_test_for_user(request.user, pk, action=Action.DEVELOP)
-    try:
-        services.boot_test_cancel(boot_test=boot_test, user=request.user, request=request)
-    except ValidationError as exc:
-        messages.info(request, error_text(exc))
-    else:
-        messages.success(request, "Cancelling: the VM is stopped within seconds; the console so far is kept.")
-    return redirect(boot_test)
-
-
-@login_required
-@require_POST
-def boot_test_rerun(request, pk):
-    boot_test = get_boot_test_for_user(request.user, pk, action=Action.DEVELOP)
-    if boot_test.build is None:
-        messages.error(request, "The build this boot test booted is gone.")
-        return redirect(boot_test)
-    try:
-        new = services.boot_test_start(build=boot_test.build, user=request.user, request=request)
-    except ValidationError as exc:
-        messages.error(request, error_text(exc))
-        return redirect(boot_test)
-    messages.success(request, f"Boot test #{new.pk} is queued.")
-    return redirect(new)
 
 
 def digest_boot_tests(user, digest):

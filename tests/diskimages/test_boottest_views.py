@@ -48,8 +48,8 @@ def test_the_list_shows_only_the_teams_boot_tests(client_for, personas, boot_tes
 def test_only_developers_start_and_cancel_boot_tests(client_for, personas, build, boot_test, who, expected):
     user = None if who == "anonymous" else getattr(personas, who)
     assert status_of(client_for, user, "post", "/boot-tests/new/", {"build": build.pk}) == expected
-    assert status_of(client_for, user, "post", f"/boot-tests/{boot_test.pk}/cancel/") == expected
-    assert status_of(client_for, user, "post", f"/boot-tests/{boot_test.pk}/rerun/") == expected
+    assert status_of(client_for, user, "post", f"/runs/{boot_test.run_id}/cancel/") == expected
+    assert status_of(client_for, user, "post", f"/runs/{boot_test.run_id}/retry/") == expected
     assert BootTest.objects.count() == 1 and boot_test.run.status == RunStatus.QUEUED
 
 
@@ -58,11 +58,34 @@ def test_a_developer_cancels_a_queued_boot_test_and_cannot_start_a_second_one_me
     client = client_for(personas.developer)
     response = client.post("/boot-tests/new/", {"build": build.pk}, follow=True)
     assert f"Boot test #{boot_test.pk} of {build.short_digest} is queued already" in response.content.decode()
-    response = client.post(f"/boot-tests/{boot_test.pk}/cancel/", follow=True)
+    page = client.get(boot_test.get_absolute_url()).content.decode()
+    assert f'action="/runs/{boot_test.run_id}/cancel/"' in page  # the page's Cancel button is the core's, as for every run
+    response = client.post(f"/runs/{boot_test.run_id}/cancel/", {"next": boot_test.get_absolute_url()}, follow=True)
     assert response.status_code == 200
     assert Run.objects.get(pk=boot_test.run_id).status == RunStatus.CANCELLED
     response = client.post("/boot-tests/new/", {"build": build.pk})
     assert response.status_code == 302 and BootTest.objects.count() == 2
+
+
+def test_run_again_is_the_cores_retry_and_boots_the_same_build_as_a_new_boot_test(client_for, personas, build,
+                                                                                  boot_test):
+    client = client_for(personas.developer)
+    client.post(f"/runs/{boot_test.run_id}/cancel/")
+    page = client.get(boot_test.get_absolute_url()).content.decode()
+    assert f'action="/runs/{boot_test.run_id}/retry/"' in page and "Run again" in page
+    response = client.post(f"/runs/{boot_test.run_id}/retry/", {"next": boot_test.get_absolute_url()})
+    again = BootTest.objects.exclude(pk=boot_test.pk).get()
+    assert response.status_code == 302 and response.url == again.get_absolute_url()
+    assert again.build == build and again.run.status == RunStatus.QUEUED
+
+
+def test_run_again_says_so_when_the_build_is_gone(client_for, personas, build, boot_test):
+    client = client_for(personas.developer)
+    client.post(f"/runs/{boot_test.run_id}/cancel/")
+    BootTest.objects.filter(pk=boot_test.pk).update(build=None)
+    response = client.post(f"/runs/{boot_test.run_id}/retry/", {"next": boot_test.get_absolute_url()}, follow=True)
+    assert "The build this boot test booted is gone." in response.content.decode()
+    assert BootTest.objects.count() == 1
 
 
 def test_the_build_page_fragment_offers_a_boot_test_to_developers_only(client_for, personas, build, boot_test):

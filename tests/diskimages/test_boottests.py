@@ -16,6 +16,7 @@ from builds.releases import services as promotions
 from builds.releases.models import PromotionStatus
 from portal.logsink import lines_after
 from portal.models import RunStatus
+from portal.services import run_request_cancel
 from tests.conftest import start_in_thread, wait_for
 from tests.diskimages.bootimages import FLOOD, GOOD, HANG, PANIC
 
@@ -85,8 +86,7 @@ def test_cancel_mid_boot_leaves_no_vm_and_no_files(build_image, boot_settings, p
     thread = start_in_thread(bootrun.boot_test_execute, boot_test.pk)
     wait_for(lambda: leftovers(boot_settings)[0], timeout=60, what="the VM to start")
     asked = time.monotonic()
-    diskimages.boot_test_cancel(boot_test=BootTest.objects.with_related().get(pk=boot_test.pk),
-                                user=personas.developer)
+    run_request_cancel(run=BootTest.objects.with_related().get(pk=boot_test.pk).run, user=personas.developer)
     thread.join(30)
     boot_test = BootTest.objects.with_related().get(pk=boot_test.pk)
     assert boot_test.run.status == RunStatus.CANCELLED
