@@ -465,9 +465,10 @@ LOGGING = {
 CSRF_FAILURE_VIEW = "portal.views.csrf_failure"
 
 # --- Disk images (docs/disk-images.md) -------------------------------------------------------------------------------
-# bib (bootc-image-builder) or image-builder (osbuild's successor, run from its container image).
-DISK_IMAGE_BACKEND = env.str("DISK_IMAGE_BACKEND", default="bib")
-# The bootc-image-builder images people may pick (the first is the default); no other image is ever run privileged.
+# The tool offered first: image-builder (osbuild's successor, run from its container image) or bib
+# (bootc-image-builder, archived upstream in 2026-06). Each conversion may pick either, among the images below.
+DISK_IMAGE_BACKEND = env.str("DISK_IMAGE_BACKEND", default="image-builder")
+# The bootc-image-builder images people may pick; with image-builder's image, the only images ever run privileged.
 DISK_IMAGE_BUILDER_IMAGES = env.list("DISK_IMAGE_BUILDER_IMAGES", default=[
     "quay.io/centos-bootc/bootc-image-builder:latest",
     "registry.redhat.io/rhel9/bootc-image-builder:latest",

@@ -41,24 +41,25 @@ OUTPUT_PATHS = {
     "vhd": "vpc/disk.vhd",
     "gce": "gce/image.tar.gz",
     "anaconda-iso": "bootiso/install.iso",
+    "bootc-installer": "bootiso/install.iso",
 }
 # The file name extension image-builder gives each type (it names files <distro>-<type>-<arch>.<ext>).
 IMAGE_BUILDER_SUFFIXES = {
     "qcow2": ".qcow2", "ami": ".raw", "raw": ".raw", "vmdk": ".vmdk", "vhd": ".vhd", "gce": ".tar.gz",
-    "anaconda-iso": ".iso",
+    "anaconda-iso": ".iso", "bootc-installer": ".iso",
 }
 # What the format check must find: qemu-img's format name for disks, "iso9660" and "gce-tarball" for the others.
 EXPECTED_FORMATS = {
     "qcow2": "qcow2", "ami": "raw", "raw": "raw", "vmdk": "vmdk", "vhd": "vpc", "gce": "gce-tarball",
-    "anaconda-iso": "iso9660",
+    "anaconda-iso": "iso9660", "bootc-installer": "iso9660",
 }
 QEMU_IMG_TYPES = ("qcow2", "ami", "raw", "vmdk", "vhd")
 DOWNLOAD_EXTENSIONS = {"qcow2": "qcow2", "ami": "raw", "raw": "raw", "vmdk": "vmdk", "vhd": "vhd", "gce": "tar.gz",
-                       "anaconda-iso": "iso"}
+                       "anaconda-iso": "iso", "bootc-installer": "iso"}
 CONTENT_TYPES = {
     "qcow2": "application/x-qemu-disk", "ami": "application/octet-stream", "raw": "application/octet-stream",
     "vmdk": "application/x-vmdk", "vhd": "application/x-vhd", "gce": "application/gzip",
-    "anaconda-iso": "application/x-iso9660-image",
+    "anaconda-iso": "application/x-iso9660-image", "bootc-installer": "application/x-iso9660-image",
 }
 # The portal speaks OCI architecture names (those of builds); osbuild speaks its own.
 OSBUILD_ARCH = {"amd64": "x86_64", "arm64": "aarch64", "ppc64le": "ppc64le", "s390x": "s390x"}
@@ -88,8 +89,9 @@ class Invocation:
 def plan(types, backend: str = BIB) -> list[list[str]]:
     """Group the requested types into builder runs.
 
-    bootc-image-builder cannot mix ISO and disk types in one run, and raw and ami share image/disk.raw, so they go into
-    separate runs (with separate output directories). image-builder builds one type per run.
+    bootc-image-builder cannot mix ISO and disk types in one run, raw and ami share image/disk.raw, and both installer
+    ISOs are bootiso/install.iso, so they go into separate runs (with separate output directories). image-builder builds
+    one type per run.
     """
     ordered = [t for t in ALL_TYPES if t in set(types)]
     if backend == IMAGE_BUILDER:
@@ -107,8 +109,7 @@ def plan(types, backend: str = BIB) -> list[list[str]]:
             groups[0].append("ami")
         else:
             groups.append(["ami"])
-    if isos:
-        groups.append(isos)
+    groups.extend([iso] for iso in isos)
     return groups
 
 
@@ -137,6 +138,11 @@ def bib_args(*, builder, image: str, name: str, ref: str, types: list[str], root
     args += ["--rootfs", rootfs, "--target-arch", OSBUILD_ARCH.get(arch, arch), "--progress", "verbose"]
     if use_librepo:
         args.append("--use-librepo=True")
+    if "bootc-installer" in types:
+        # The installer environment is the image itself (it must contain Anaconda); the payload it installs is the
+        # same digest. bib's flag is --installer-payload-ref (its README's --bootc-installer-payload-ref is not in
+        # the code: bootc-reference.md, section 3).
+        args += ["--installer-payload-ref", ref]
     if aws is not None:
         args += ["--aws-ami-name", aws.ami_name, "--aws-bucket", aws.bucket, "--aws-region", aws.region]
     args.append(ref)
@@ -158,6 +164,10 @@ def image_builder_args(*, builder, image: str, name: str, ref: str, image_type: 
         args += ["-v", f"{authfile}:/run/containers/0/auth.json:ro"]
     args += [image, "build", "--bootc-ref", ref, "--bootc-default-fs", rootfs, "--blueprint", "/blueprint.toml",
              "--arch", OSBUILD_ARCH.get(arch, arch), "--output-dir", "/output", "--progress", "verbose"]
+    if image_type == "bootc-installer":
+        # --bootc-ref is the installer environment, --bootc-installer-payload-ref what it installs: both are the
+        # image here (osbuild/image-builder-cli's own test builds the manifest with both flags).
+        args += ["--bootc-installer-payload-ref", ref]
     if aws is not None:
         args += ["--aws-ami-name", aws.ami_name, "--aws-bucket", aws.bucket, "--aws-region", aws.region]
     args.append(image_type)

@@ -578,7 +578,7 @@ def check_for_types(config: dict, types, *, rootfs: str = "") -> Report:
             continue
         accepting = [t for t in ALL_TYPES if key in (ISO_CUSTOMIZATIONS if t in ISO_TYPES else DISK_CUSTOMIZATIONS)]
         if key in ("installer", "iso"):
-            why = "only the installer ISO (anaconda-iso) uses it"
+            why = "only the installer ISOs (anaconda-iso, bootc-installer) use it"
         elif key in ("filesystem", "disk"):
             why = ("the installer ISO partitions the disk with its kickstart (autopart, part), so it does not take "
                    "disk layouts")

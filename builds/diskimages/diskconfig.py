@@ -22,7 +22,10 @@ import tomli_w
 import tomlkit
 
 DISK_TYPES = ("qcow2", "ami", "raw", "vmdk", "vhd", "gce")
-ISO_TYPES = ("anaconda-iso",)
+ISO_TYPES = ("anaconda-iso", "bootc-installer")
+# anaconda-iso builds its installer from RPMs; osbuild's image-builder refuses it for bootc images in favour of
+# bootc-installer (an ISO whose installer environment is the image itself, which must contain Anaconda).
+DEPRECATED_TYPES = ("anaconda-iso",)
 ALL_TYPES = DISK_TYPES + ISO_TYPES
 
 # Which customizations each kind of image takes (anything else in `customizations` is refused for that type).

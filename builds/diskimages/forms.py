@@ -10,15 +10,17 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from . import diskchecks, diskconfig, kickstart
-from .models import DiskImageType, RootFilesystem
+from .models import DiskImageBackend, DiskImageType, RootFilesystem
 
 ARCH_CHOICES = [("", "Same as the image"), ("amd64", "amd64 (x86_64)"), ("arm64", "arm64 (aarch64)"),
                 ("ppc64le", "ppc64le"), ("s390x", "s390x")]
+TOOL_SEPARATOR = "|"  # between the tool and the image in the Tool field's values (never in an image reference)
 TYPE_HELP = {
     "qcow2": "KVM, libvirt, OpenStack",
     "ami": "Amazon EC2; uploaded when you give a bucket",
     "raw": "bare metal (write it with dd), any hypervisor",
-    "anaconda-iso": "boots the Anaconda installer; built in a run of its own",
+    "anaconda-iso": "Anaconda built from RPMs; bootc-image-builder only, replaced by bootc-installer",
+    "bootc-installer": "the image boots as its own installer (it must contain Anaconda); built in a run of its own",
     "vmdk": "VMware vSphere",
     "vhd": "Azure, Hyper-V",
     "gce": "Google Compute Engine",
@@ -76,6 +78,14 @@ class TeamObjectChoiceField(forms.ModelChoiceField):
         return f"{obj.team.name} / {label}" if self.show_team else label
 
 
+class ToolChoiceField(forms.ChoiceField):
+    """The Tool field: values TOOL|IMAGE. A bare IMAGE (an older form, a script) is taken when some tool offers it."""
+
+    def valid_value(self, value):
+        return super().valid_value(value) or any(super(ToolChoiceField, self).valid_value(f"{tool}{TOOL_SEPARATOR}{value}")
+                                                 for tool in DiskImageBackend.values)
+
+
 class DiskImageRequestForm(forms.Form):
     source = forms.ChoiceField(choices=[("build", "A build"), ("stage", "What a stage holds")],
                                widget=forms.RadioSelect(attrs={"class": "form-check-input"}), initial="build")
@@ -97,7 +107,9 @@ class DiskImageRequestForm(forms.Form):
         help_text="TOML or JSON, as bootc-image-builder's config.toml / config.json.")
     save_as = forms.CharField(required=False, max_length=100, label="Save it as a configuration named",
                               help_text="Optional: keep the pasted configuration for the team's next requests.")
-    builder_image = forms.ChoiceField(label="Builder image")
+    builder_image = ToolChoiceField(
+        label="Tool", help_text="osbuild's image-builder took over from bootc-image-builder, which was archived upstream "
+                                "in June 2026.")
     aws_bucket = forms.CharField(required=False, max_length=63, label="S3 bucket",
                                  widget=forms.TextInput(attrs={"placeholder": "my-images"}))
     aws_region = forms.CharField(required=False, max_length=32, label="Region",
@@ -107,7 +119,7 @@ class DiskImageRequestForm(forms.Form):
     aws_credential = TeamObjectChoiceField(queryset=None, required=False, label="AWS credentials",
                                            empty_label="Pick stored credentials…")
 
-    def __init__(self, *args, builds, definitions, stages, presets, credentials, builder_images, show_team, **kwargs):
+    def __init__(self, *args, builds, definitions, stages, presets, credentials, builder_choices, show_team, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["build"].queryset = builds
         self.fields["definition"].queryset = definitions
@@ -116,8 +128,17 @@ class DiskImageRequestForm(forms.Form):
         self.fields["aws_credential"].queryset = credentials
         for name in ("definition", "stage", "preset", "aws_credential"):
             self.fields[name].show_team = show_team
-        self.fields["builder_image"].choices = [(image, image) for image in builder_images]
+        tools = dict(DiskImageBackend.choices) | {DiskImageBackend.BIB: "bootc-image-builder (archived upstream)"}
+        groups: dict[str, list] = {}
+        for tool, image in builder_choices:
+            groups.setdefault(tools[tool], []).append((f"{tool}{TOOL_SEPARATOR}{image}", image))
+        self.fields["builder_image"].choices = list(groups.items())
         self.fields["types"].choices = [(value, f"{label}") for value, label in DiskImageType.choices]
+
+    def clean_builder_image(self):
+        """(tool, image): the choice's value is TOOL|IMAGE; a bare image (an older form, a script) names no tool."""
+        tool, separator, image = self.cleaned_data["builder_image"].partition(TOOL_SEPARATOR)
+        return (tool, image) if separator else ("", tool)
 
     def clean_config_text(self):
         text = self.cleaned_data["config_text"]

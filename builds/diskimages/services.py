@@ -56,11 +56,41 @@ def _check(user, team, action):
         check_team_action(user, team, action)
 
 
-def builder_images() -> list[str]:
-    """The builder images people may choose (settings); anything else would run an arbitrary privileged container."""
-    if settings.DISK_IMAGE_BACKEND == DiskImageBackend.IMAGE_BUILDER:
-        return [settings.DISK_IMAGE_IMAGE_BUILDER_IMAGE]
-    return list(settings.DISK_IMAGE_BUILDER_IMAGES)
+def builder_choices() -> list[tuple[str, str]]:
+    """The (tool, builder image) pairs people may choose, the default tool's first (settings DISK_IMAGE_BACKEND).
+    Nothing else is ever run: a builder container is privileged."""
+    image_builder = [(DiskImageBackend.IMAGE_BUILDER.value, settings.DISK_IMAGE_IMAGE_BUILDER_IMAGE)] \
+        if settings.DISK_IMAGE_IMAGE_BUILDER_IMAGE else []
+    bib = [(DiskImageBackend.BIB.value, image) for image in settings.DISK_IMAGE_BUILDER_IMAGES]
+    return image_builder + bib if settings.DISK_IMAGE_BACKEND == DiskImageBackend.IMAGE_BUILDER else bib + image_builder
+
+
+def builder_tool(*, backend: str, builder_image: str) -> tuple[str, str]:
+    """The tool and image a request runs: both as given, the tool of a given image, or the default tool's first image.
+    Raises ValidationError (on builder_image) for a pair the settings do not offer."""
+    choices = builder_choices()
+    if not backend and builder_image:
+        backend = next((tool for tool, image in choices if image == builder_image), "")
+    backend = backend or (choices[0][0] if choices else settings.DISK_IMAGE_BACKEND)
+    builder_image = builder_image or next((image for tool, image in choices if tool == backend), "")
+    if (backend, builder_image) not in choices:
+        tool = dict(DiskImageBackend.choices).get(backend, backend)
+        offered = "; ".join(f"{image} ({dict(DiskImageBackend.choices)[t]})" for t, image in choices) or "none"
+        raise ValidationError({"builder_image": f"{builder_image or 'No builder image'} with {tool} is not offered by "
+                                                f"this portal (it runs: {offered})."})
+    return backend, builder_image
+
+
+def tool_type_problems(backend: str, types) -> list[str]:
+    """What the chosen tool refuses among `types`, said before the run instead of found in its log."""
+    problems = []
+    if backend == DiskImageBackend.IMAGE_BUILDER and "anaconda-iso" in types:
+        # image-builder's own words: image type bootc "anaconda-iso" is not supported with image-builder, please
+        # consider switching to "bootc-installer" or use bootc-image-builder
+        problems.append("osbuild image-builder does not make anaconda-iso from a bootc image: pick bootc-installer "
+                        "(an installer ISO whose installer is the image itself, so the image must contain Anaconda), "
+                        "or bootc-image-builder as the tool.")
+    return problems
 
 
 # --- The source: a build, or the digest a stage holds ----------------------------------------------------------------
@@ -107,6 +137,7 @@ def disk_image_request(
     rootfs: str = RootFilesystem.XFS,
     preset: DiskImagePreset | None = None,
     config: dict | None = None,
+    backend: str = "",
     builder_image: str = "",
     aws_bucket: str = "",
     aws_region: str = "",
@@ -156,11 +187,14 @@ def disk_image_request(
     if report.errors:
         errors.setdefault("config", []).extend(report.error_texts())
 
-    backend = settings.DISK_IMAGE_BACKEND
-    builder_image = builder_image or builder_images()[0]
-    if builder_image not in builder_images():
-        errors.setdefault("builder_image", []).append(
-            f"{builder_image} is not one of the builder images this portal runs ({', '.join(builder_images())}).")
+    try:
+        backend, builder_image = builder_tool(backend=backend, builder_image=builder_image)
+    except ValidationError as exc:
+        for field, messages in exc.message_dict.items():
+            errors.setdefault(field, []).extend(messages)
+    else:
+        for problem in tool_type_problems(backend, types):
+            errors.setdefault("types", []).append(problem)
 
     aws_given = [v for v in (aws_bucket, aws_region, aws_ami_name) if v]
     if aws_given or aws_credential is not None:
@@ -238,7 +272,8 @@ def disk_image_retry(*, disk_image: DiskImage, user: User | None, request=None) 
         raise ValidationError("The build this conversion came from is gone; start a new request.")
     return disk_image_request(
         user=user, types=disk_image.types, build=build, architecture=disk_image.architecture, rootfs=disk_image.rootfs,
-        preset=disk_image.preset, config=disk_image.config, builder_image=disk_image.builder_image,
+        preset=disk_image.preset, config=disk_image.config, backend=disk_image.backend,
+        builder_image=disk_image.builder_image,
         aws_bucket=disk_image.aws_bucket, aws_region=disk_image.aws_region, aws_ami_name=disk_image.aws_ami_name,
         aws_credential=disk_image.aws_credential, retry_of=disk_image, request=request,
     )

@@ -121,7 +121,7 @@ def _request_choices(user, team=None):
         "stages": Stage.objects.filter(team__in=teams).select_related("team").order_by("team__name", "position"),
         "presets": DiskImagePreset.objects.filter(team__in=teams).select_related("team").order_by("team__name", "name"),
         "credentials": CloudCredential.objects.filter(team__in=teams).select_related("team"),
-        "builder_images": services.builder_images(),
+        "builder_choices": services.builder_choices(),
         "show_team": teams.count() > 1,
     }
 
@@ -155,7 +155,7 @@ def diskimage_create(request):
                 user=request.user, types=data["types"], build=data.get("build"), stage=data.get("stage"),
                 definition=data.get("definition"), architecture=data.get("architecture") or "",
                 rootfs=data["rootfs"], preset=data.get("preset"), config=data.get("config_text"),
-                builder_image=data["builder_image"], aws_bucket=data["aws_bucket"].strip(),
+                backend=data["builder_image"][0], builder_image=data["builder_image"][1], aws_bucket=data["aws_bucket"].strip(),
                 aws_region=data["aws_region"].strip(), aws_ami_name=data["aws_ami_name"].strip(),
                 aws_credential=data.get("aws_credential"), request=request,
             )
@@ -181,7 +181,7 @@ def diskimage_create(request):
     return render(request, "diskimages/request.html", {
         "form": form, "source_build": source_build, "source_stage": source_stage, "type_help": TYPE_HELP,
         "has_builds": source_build is not None or choices["builds"].exists(),
-        "iso_types": diskconfig.ISO_TYPES, "presets": choices["presets"],
+        "iso_types": diskconfig.ISO_TYPES, "deprecated_types": diskconfig.DEPRECATED_TYPES, "presets": choices["presets"],
         "preset_types": {p.pk: diskconfig.accepted_types(p.config) for p in choices["presets"]},
     })
 

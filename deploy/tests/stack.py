@@ -141,6 +141,8 @@ class Stack:
             "CADDY_HTTP_PORT": p["http"],
             "BUILD_PULL_POLICY": "missing",
             "DISK_IMAGE_BUILDER_IMAGES": f"{self.registry}/tools/bootc-image-builder:standin",
+            # The stand-in answers image-builder's command line too; image-builder is the default tool.
+            "DISK_IMAGE_IMAGE_BUILDER_IMAGE": f"{self.registry}/tools/bootc-image-builder:standin",
             "DISK_IMAGE_BUILDER_PULL": "missing",
         }
         self.env_file.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))

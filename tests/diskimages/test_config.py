@@ -264,5 +264,5 @@ def test_disk_and_filesystem_cannot_be_combined():
 def test_which_types_a_configuration_fits():
     assert diskconfig.accepted_types({}) == list(diskconfig.ALL_TYPES)
     assert diskconfig.accepted_types({"customizations": {"filesystem": []}}) == list(diskconfig.DISK_TYPES)
-    assert diskconfig.accepted_types({"customizations": {"installer": {}}}) == ["anaconda-iso"]
+    assert diskconfig.accepted_types({"customizations": {"installer": {}}}) == ["anaconda-iso", "bootc-installer"]
     assert diskconfig.accepted_types({"customizations": {"installer": {}, "disk": {}}}) == []

@@ -248,14 +248,14 @@ def test_a_conversion_runs_on_a_remote_builder_over_ssh(built, personas, local_b
 def test_osbuilds_image_builder_backend_builds_one_type_per_run(built, personas, diskimage_settings):
     diskimage_settings.DISK_IMAGE_BACKEND = "image-builder"
     diskimage_settings.DISK_IMAGE_IMAGE_BUILDER_IMAGE = diskimage_settings.DISK_IMAGE_BUILDER_IMAGES[0]
-    disk_image = convert(user=personas.developer, build=built, types=["qcow2", "anaconda-iso"], config=CONFIG | {
+    disk_image = convert(user=personas.developer, build=built, types=["qcow2", "bootc-installer"], config=CONFIG | {
         "customizations": {"user": CONFIG["customizations"]["user"]}})
     assert disk_image.backend == "image-builder"
     assert disk_image.run.status == RunStatus.SUCCEEDED, disk_image.run.exit_reason + "\n" + log_text(disk_image)
-    assert [argv[-1] for argv in disk_image.commands] == ["qcow2", "anaconda-iso"]
+    assert [argv[-1] for argv in disk_image.commands] == ["qcow2", "bootc-installer"]
     for argv in disk_image.commands:
         assert argv[argv.index("--bootc-ref") + 1] == f"{built.repository}@{built.digest}"
         assert any(a.endswith(":/blueprint.toml:ro") for a in argv)
     artifacts = {a.image_type: a for a in disk_image.artifacts.all()}
-    assert artifacts["qcow2"].format == "qcow2" and artifacts["anaconda-iso"].format == "iso9660"
+    assert artifacts["qcow2"].format == "qcow2" and artifacts["bootc-installer"].format == "iso9660"
     assert "image-builder stand-in: wrote /output/bootc-qcow2-x86_64/disk.qcow2" in log_text(disk_image)

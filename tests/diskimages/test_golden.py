@@ -46,6 +46,7 @@ CASES = {
     "bib-ami": ("bib", ["ami"], "xfs", "amd64", DISK_CONFIG),
     "bib-raw": ("bib", ["raw"], "ext4", "arm64", DISK_CONFIG),
     "bib-anaconda-iso": ("bib", ["anaconda-iso"], "xfs", "amd64", ISO_CONFIG),
+    "bib-bootc-installer": ("bib", ["bootc-installer"], "xfs", "amd64", ISO_CONFIG),
     "bib-vmdk": ("bib", ["vmdk"], "xfs", "amd64", DISK_CONFIG),
     "bib-vhd": ("bib", ["vhd"], "btrfs", "amd64", {"customizations": {"user": DISK_CONFIG["customizations"]["user"]}}),
     "bib-gce": ("bib", ["gce"], "xfs", "amd64", DISK_CONFIG),
@@ -53,7 +54,7 @@ CASES = {
     "image-builder-qcow2": ("image-builder", ["qcow2"], "xfs", "amd64", DISK_CONFIG),
     "image-builder-ami": ("image-builder", ["ami"], "ext4", "amd64", DISK_CONFIG),
     "image-builder-raw": ("image-builder", ["raw"], "xfs", "arm64", DISK_CONFIG),
-    "image-builder-anaconda-iso": ("image-builder", ["anaconda-iso"], "xfs", "amd64", ISO_CONFIG),
+    "image-builder-bootc-installer": ("image-builder", ["bootc-installer"], "xfs", "amd64", ISO_CONFIG),
     "image-builder-vmdk": ("image-builder", ["vmdk"], "xfs", "amd64", DISK_CONFIG),
     "image-builder-vhd": ("image-builder", ["vhd"], "xfs", "amd64", DISK_CONFIG),
     "image-builder-gce": ("image-builder", ["gce"], "xfs", "amd64", DISK_CONFIG),
@@ -93,10 +94,19 @@ def test_the_command_line_and_config_of_every_type_match_their_golden_files(name
     assert tomllib.loads((GOLDEN / f"{name}.config.toml").read_text()) == config
 
 
-def test_every_type_has_a_golden_for_both_backends():
-    for backend in ("bib", "image-builder"):
+def test_every_type_has_a_golden_for_each_tool_that_makes_it():
+    made_by = {"bib": set(diskconfig.ALL_TYPES), "image-builder": set(diskconfig.ALL_TYPES) - {"anaconda-iso"}}
+    for backend, types in made_by.items():
         covered = {t for name, (b, types, *_rest) in CASES.items() if b == backend for t in types}
-        assert covered == set(diskconfig.ALL_TYPES), backend
+        assert covered == types, backend
+
+
+def test_the_bootc_installer_iso_installs_the_image_itself_with_both_tools():
+    bib = argv_for("bib", ["bootc-installer"], "xfs", "amd64")
+    assert bib[bib.index("--installer-payload-ref") + 1] == REF and bib[-1] == REF
+    image_builder = argv_for("image-builder", ["bootc-installer"], "xfs", "amd64")
+    assert image_builder[image_builder.index("--bootc-installer-payload-ref") + 1] == REF
+    assert image_builder[image_builder.index("--bootc-ref") + 1] == REF and image_builder[-1] == "bootc-installer"
 
 
 def test_no_secret_is_ever_on_the_command_line():
@@ -167,6 +177,7 @@ def test_iso_and_disk_types_never_share_a_run_and_raw_and_ami_never_share_an_out
     assert converters.plan(["ami", "qcow2"]) == [["qcow2", "ami"]]
     assert converters.plan(["ami"]) == [["ami"]]
     assert converters.plan(["anaconda-iso"]) == [["anaconda-iso"]]
+    assert converters.plan(["bootc-installer", "anaconda-iso"]) == [["anaconda-iso"], ["bootc-installer"]]
     assert converters.plan(["qcow2", "raw"], "image-builder") == [["qcow2"], ["raw"]]
     for group in converters.plan(list(diskconfig.ALL_TYPES)):
         outputs = [converters.OUTPUT_PATHS[t] for t in group]

@@ -4,6 +4,7 @@ input (each error on the field it is about), configurations (presets), the team'
 from datetime import timedelta
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from builds.diskimages import services as diskimages
@@ -277,6 +278,56 @@ def test_only_configured_builder_images_run(client_for, personas, build):
     response = client_for(personas.developer).post("/disk-images/new/", request_data(
         build, builder_image="docker.io/evil/root-shell:latest"))
     assert form_errors(response, "builder_image") and not DiskImage.objects.exists()
+
+
+IMAGE_BUILDER = "ghcr.io/osbuild/image-builder-cli:latest"
+
+
+def test_image_builder_is_the_tool_a_new_installation_offers_first(client_for, personas, build, media, settings):
+    settings.DISK_IMAGE_BACKEND = "image-builder"
+    settings.DISK_IMAGE_IMAGE_BUILDER_IMAGE = IMAGE_BUILDER
+    form = client_for(personas.developer).get(f"/disk-images/new/?build={build.pk}").context["form"]
+    groups = form.fields["builder_image"].choices
+    assert [label for label, _options in groups] == ["osbuild image-builder", "bootc-image-builder (archived upstream)"]
+    assert groups[0][1] == [(f"image-builder|{IMAGE_BUILDER}", IMAGE_BUILDER)]
+    client_for(personas.developer).post("/disk-images/new/", request_data(
+        build, builder_image=f"image-builder|{IMAGE_BUILDER}"))
+    disk_image = DiskImage.objects.get()
+    assert disk_image.backend == "image-builder" and disk_image.builder_image == IMAGE_BUILDER
+
+
+def test_each_conversion_picks_its_tool_and_a_retry_keeps_it(client_for, personas, build, media, settings):
+    settings.DISK_IMAGE_BACKEND = "image-builder"
+    settings.DISK_IMAGE_IMAGE_BUILDER_IMAGE = IMAGE_BUILDER
+    client_for(personas.developer).post("/disk-images/new/", request_data(
+        build, types=["anaconda-iso"], builder_image="bib|registry.redhat.io/rhel9/bootc-image-builder:latest"))
+    first = DiskImage.objects.get()
+    assert first.backend == "bib" and first.builder_image == "registry.redhat.io/rhel9/bootc-image-builder:latest"
+    first.run.status = RunStatus.FAILED
+    first.run.save(update_fields=["status"])
+    again = diskimages.disk_image_retry(disk_image=first, user=personas.developer)
+    assert (again.backend, again.builder_image, again.types) == ("bib", first.builder_image, ["anaconda-iso"])
+
+
+def test_image_builder_refuses_anaconda_iso_before_the_run_and_names_its_successor(client_for, personas, build,
+                                                                                    media, settings):
+    settings.DISK_IMAGE_IMAGE_BUILDER_IMAGE = IMAGE_BUILDER
+    response = client_for(personas.developer).post("/disk-images/new/", request_data(
+        build, types=["qcow2", "anaconda-iso"], builder_image=f"image-builder|{IMAGE_BUILDER}"))
+    assert response.status_code == 200 and not DiskImage.objects.exists()
+    assert "pick bootc-installer" in form_errors(response, "types")[0]
+    page = response.content.decode()
+    assert "deprecated" in page and "bootc-installer" in page
+
+
+def test_a_builder_image_offered_for_one_tool_is_not_run_as_the_other(client_for, personas, build, media, settings):
+    settings.DISK_IMAGE_IMAGE_BUILDER_IMAGE = IMAGE_BUILDER
+    response = client_for(personas.developer).post("/disk-images/new/", request_data(
+        build, builder_image=f"bib|{IMAGE_BUILDER}"))
+    assert form_errors(response, "builder_image") and not DiskImage.objects.exists()
+    with pytest.raises(ValidationError, match="is not offered by this portal"):
+        diskimages.disk_image_request(user=personas.developer, types=["qcow2"], build=build, backend="bib",
+                                      builder_image=IMAGE_BUILDER)
 
 
 def test_another_teams_build_cannot_be_requested(client_for, personas, build):
