@@ -10,7 +10,7 @@ from django.db.models import Q
 from django.urls import reverse
 
 from . import registry
-from .models import AuditEvent, NotificationWebhook, Role, Team
+from .models import PERSONAL_SCOPES, AuditEvent, NotificationWebhook, Role, Scope, Team
 
 User = get_user_model()
 
@@ -184,3 +184,29 @@ class ExplainLogForm(forms.Form):
     @property
     def succeeded(self):
         return {"failed": False, "succeeded": True}.get(self.cleaned_data.get("outcome") or "")
+
+
+class AccessTokenForm(forms.Form):
+    """A new API token: a name, scopes and an expiry (days from now)."""
+
+    EXPIRY_CHOICES = [(1, "1 day"), (7, "7 days"), (30, "30 days"), (90, "90 days"), (365, "1 year")]
+
+    name = forms.CharField(max_length=100, help_text="Where it is used, e.g. \"GitLab CI: web-os\".")
+    scopes = forms.MultipleChoiceField(choices=Scope.choices, widget=forms.CheckboxSelectMultiple, initial=[Scope.READ],
+                                       help_text="A scope is a ceiling: the token never does more than its owner's "
+                                                 "role allows.")
+    expires_in_days = forms.TypedChoiceField(label="Expires in", choices=EXPIRY_CHOICES, coerce=int, initial=30)
+
+    def __init__(self, *args, team=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if team is not None:
+            self.fields["scopes"].choices = [(value, label) for value, label in Scope.choices
+                                             if value not in PERSONAL_SCOPES]
+            self.fields["scopes"].help_text = ("A team token acts in this team only, as a member with one role: read "
+                                               "(viewer), build and promote (developer) or operate (operator).")
+        self.fields["expires_in_days"].choices = [
+            (days, label) for days, label in self.EXPIRY_CHOICES
+            if not settings.API_TOKEN_MAX_DAYS or days <= settings.API_TOKEN_MAX_DAYS]
+        self.helper = FormHelper()
+        self.helper.form_tag = False
+        self.helper.disable_csrf = True

@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import json
+import secrets
 from datetime import timedelta
 
 from django.conf import settings
@@ -549,3 +550,84 @@ class RetentionRun(models.Model):
 
     def total_removed(self):
         return sum(int(step.get("count", 0)) for step in self.removed.values())
+
+
+# --- API tokens ------------------------------------------------------------------------------------------------------
+
+
+class Scope(models.TextChoices):
+    """What an API token may be used for. A scope is a ceiling: the token's user (or team) must still hold the role."""
+
+    READ = "read", "Read everything the owner may see"
+    BUILD = "build", "Definitions, revisions and builds: create, trigger, cancel, retry"
+    PROMOTE = "promote", "Request promotions and rollbacks"
+    APPROVE = "approve", "Approve and reject promotions (user tokens only)"
+    OPERATE = "operate", "Act on hosts"
+    ADMIN = "admin", "Manage teams and members (user tokens only)"
+
+
+# Scopes a team token may not hold: approving and administering are a person's acts.
+PERSONAL_SCOPES = (Scope.APPROVE, Scope.ADMIN)
+
+
+class AccessTokenQuerySet(models.QuerySet):
+    def usable(self, now=None):
+        now = now or timezone.now()
+        return self.filter(revoked_at__isnull=True).filter(models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now))
+
+
+class AccessToken(models.Model):
+    """A bearer token for the REST API (/api/v1/), of one user (acting as them, in all their teams) or of one team
+    (`team` set: for pipelines that outlive a person; `user` is then the token's own user, a member of that team only,
+    made and deactivated with the token by `portal.services.token_*`).
+
+    Only the sha256 of the secret is stored: the secret is shown once, when the token is made. `two_factor` says the
+    token was made in a sign-in verified with a second factor: teams that require one for approvers accept approvals only
+    from such tokens (`portal.access.second_factor_refusal` reads it through the user's `is_verified()`).
+    """
+
+    PREFIX = "impt_"
+
+    name = models.CharField(max_length=100)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+                             related_name="access_tokens")
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.CASCADE, related_name="access_tokens")
+    scopes = models.JSONField(default=list)
+    token_hash = models.CharField(max_length=64, unique=True)
+    hint = models.CharField(max_length=16, help_text="The first characters, to recognise it.")
+    two_factor = models.BooleanField(default=False, help_text="Made in a sign-in verified with a second factor.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    last_used_ip = models.GenericIPAddressField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = AccessTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.name} ({self.hint}…)"
+
+    @classmethod
+    def generate(cls):
+        return cls.PREFIX + secrets.token_urlsafe(32)
+
+    @staticmethod
+    def hash_secret(secret):
+        return hashlib.sha256(secret.encode()).hexdigest()
+
+    @property
+    def is_team_token(self):
+        return self.team_id is not None
+
+    def state(self, now=None):
+        """"active", "expired" or "revoked"."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= (now or timezone.now()):
+            return "expired"
+        return "active"

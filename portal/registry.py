@@ -31,6 +31,8 @@ them without knowing who registered what:
   import the apps that know;
 - `promotion_check(...)`: a check a promotion must pass before it is approved and applied, which releases' gate asks
   without importing the feature that answers (disk images' boot tests);
+- `api_router(...)`: a feature's ninja Router for the REST API, mounted under /api/v1/<prefix> by `portal.api.mount`
+  (docs/api.md);
 - `provide(...)` / `providers(...)`: functions one feature calls and another supplies, by a name both know, when the
   caller needs an answer (unlike `announce`): releases asks "promotion.copy_trust" what its copy must verify, and the
   supply chain, which may read releases, answers.
@@ -480,3 +482,29 @@ def providers(name: str) -> list[Callable]:
     """Every function that answers `name`, in the order they registered (none: nobody answers, the asker goes on
     without). Unlike `announce`, a provider's exception reaches the asker, which must not go on without the answer."""
     return list(_providers.get(name, ()))
+
+
+# --- REST API routers (portal/api.py) --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApiRouter:
+    """A feature's django-ninja Router, mounted at /api/v1/`prefix` (e.g. "disk-images/")."""
+
+    prefix: str
+    router: object
+    order: int
+
+
+_api_routers: list[ApiRouter] = []
+
+
+def api_router(prefix: str, router, *, order: int) -> None:
+    if prefix.startswith("/") or not prefix.endswith("/"):
+        raise ValueError(f"{prefix!r}: an API router's prefix is relative and ends with /, e.g. 'disk-images/'")
+    _api_routers.append(ApiRouter(prefix=prefix, router=router, order=order))
+    _api_routers.sort(key=lambda entry: entry.order)
+
+
+def api_routers() -> list[ApiRouter]:
+    return list(_api_routers)

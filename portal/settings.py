@@ -250,6 +250,12 @@ WEBHOOK_RATE_LIMIT_PER_HOOK = env.str("WEBHOOK_RATE_LIMIT_PER_HOOK", default="60
 # Git hosts send every customer's webhooks from a few addresses: keep this one generous.
 WEBHOOK_RATE_LIMIT_PER_ADDRESS = env.str("WEBHOOK_RATE_LIMIT_PER_ADDRESS", default="600/m")
 RATE_LIMIT_KEY_PREFIX = "portal:ratelimit"
+# REST API tokens (docs/api.md): the longest life a new token may have (days; none: no limit), the shorter one of a
+# token with the approve scope where a team requires a second factor (hours), and how often a token's use is written to
+# the audit trail (its last use is noted on every request).
+API_TOKEN_MAX_DAYS = env.int("API_TOKEN_MAX_DAYS", default=365)
+API_TOKEN_APPROVE_MAX_HOURS = env.int("API_TOKEN_APPROVE_MAX_HOURS", default=12)
+API_TOKEN_AUDIT_USE_SECONDS = env.int("API_TOKEN_AUDIT_USE_SECONDS", default=3600)
 # Live log websockets one user may have open at once, over every web process (portal/sockets.py); one more is closed
 # with 4429 and the viewer polls instead.
 RUN_LOG_SOCKETS_PER_USER = env.int("RUN_LOG_SOCKETS_PER_USER", default=20)

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from . import views, views_account, views_notifications
+from . import api, api_views, views, views_account, views_notifications
 
 # The core's own pages, in the namespace "portal"; each feature app's urls.py names its own (builds, diskimages,
 # releases, hosts).
@@ -42,6 +42,10 @@ core_patterns = [
     path("runs/<int:pk>/log.txt", views.run_log_raw, name="run_log_raw"),
     path("runs/<int:pk>/cancel/", views.run_cancel, name="run_cancel"),
     path("runs/<int:pk>/retry/", views.run_retry, name="run_retry"),
+    path("api/v1/docs/", views.api_docs, name="api_docs"),
+    path("account/api-tokens/", views_account.api_tokens, name="api_tokens"),
+    path("account/api-tokens/<int:pk>/revoke/", views_account.api_token_revoke, name="api_token_revoke"),
+    path("teams/<slug:slug>/api-tokens/", views_account.team_api_tokens, name="team_api_tokens"),
     path("health/", views.health, name="health"),
     path("health/live", views.health_live, name="health_live"),  # answered by portal.middleware.health_probes
     path("health/ready", views.health_ready, name="health_ready"),
@@ -56,6 +60,7 @@ urlpatterns = [
     path("", include("builds.supplychain.urls")),
     path("", include("hosts.urls")),
     path("", include("hosts.rollouts.urls")),
+    path("api/v1/", api.mount(api_views.routers())),
     path("admin/", admin.site.urls),
 ]
 

@@ -439,6 +439,14 @@ def run_retry(request, pk):
     return redirect(new)
 
 
+# --- The REST API's docs page ----------------------------------------------------------------------------------------
+
+
+def api_docs(request):
+    """Swagger UI on the API's own schema: public, like the schema (it holds no data, only the API's shape)."""
+    return render(request, "portal/api_docs.html", {"schema_url": reverse("api:openapi-json")})
+
+
 # --- Health ----------------------------------------------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@ it of its approvers and admins): each success and failure audited. The login thr
 and devices portal/twofactor.py."""
 
 import time
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib import messages
@@ -10,18 +11,19 @@ from django.contrib.auth import login as auth_login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 from django_otp import login as otp_login
 from django_otp.plugins.otp_static.models import StaticDevice
 
 from . import login, registry, services, twofactor
-from .access import get_team_for_user
-from .forms import LoginForm, SecondFactorForm
-from .models import Action, User
+from .access import can, get_team_for_user
+from .forms import AccessTokenForm, LoginForm, SecondFactorForm
+from .models import AccessToken, Action, User
 from .views import error_text
 
 # --- Authentication --------------------------------------------------------------------------------------------------
@@ -218,3 +220,80 @@ def team_two_factor(request, slug):
         messages.success(request, f"{team} {'now requires' if required else 'no longer requires'} a second factor of "
                                   "its approvers and admins.")
     return redirect(team)
+
+
+# --- API tokens ------------------------------------------------------------------------------------------------------
+
+
+def _token_form_post(request, *, team=None):
+    """Make a token from the posted form; returns (form, token, secret) with token and secret None when refused."""
+    form = AccessTokenForm(request.POST, team=team)
+    if not form.is_valid():
+        return form, None, None
+    user = request.user
+    verified = bool(getattr(user, "is_verified", lambda: False)())
+    try:
+        token, secret = services.token_create(
+            actor=user, name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"], team=team,
+            expires_at=timezone.now() + timedelta(days=form.cleaned_data["expires_in_days"]), verified=verified,
+            request=request)
+    except ValidationError as exc:
+        for field, errors in exc.message_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+        return form, None, None
+    return form, token, secret
+
+
+@login_required
+@never_cache
+def api_tokens(request):
+    """The user's own API tokens: make one (its secret shown once, on this response only), see when each was last used,
+    revoke."""
+    form, new_token, new_secret = AccessTokenForm(), None, None
+    status = 200
+    if request.method == "POST":
+        form, new_token, new_secret = _token_form_post(request)
+        status = 200 if new_token else 400
+        if new_token:
+            form = AccessTokenForm()
+    tokens = AccessToken.objects.filter(user=request.user).order_by("-created_at")
+    return render(request, "portal/api_tokens.html", {
+        "form": form, "tokens": tokens, "new_token": new_token, "new_secret": new_secret, "team": None,
+        "approve_needs_second_factor": bool(twofactor.teams_requiring(request.user)),
+        "approve_hours": settings.API_TOKEN_APPROVE_MAX_HOURS,
+        "docs_url": reverse("portal:api_docs"),
+    }, status=status)
+
+
+@login_required
+@never_cache
+def team_api_tokens(request, slug):
+    """A team's API tokens, for its admins: tokens that act in this team only, for pipelines that outlive a person."""
+    team = get_team_for_user(request.user, slug, action=Action.ADMIN)
+    form, new_token, new_secret = AccessTokenForm(team=team), None, None
+    status = 200
+    if request.method == "POST":
+        form, new_token, new_secret = _token_form_post(request, team=team)
+        status = 200 if new_token else 400
+        if new_token:
+            form = AccessTokenForm(team=team)
+    tokens = AccessToken.objects.filter(team=team).select_related("user", "created_by").order_by("-created_at")
+    return render(request, "portal/api_tokens.html", {
+        "form": form, "tokens": tokens, "new_token": new_token, "new_secret": new_secret, "team": team,
+        "docs_url": reverse("portal:api_docs"),
+    }, status=status)
+
+
+@login_required
+@require_POST
+def api_token_revoke(request, pk):
+    """Revoke a token: the user's own, or (team admins) one of their team's."""
+    token = AccessToken.objects.select_related("team").filter(pk=pk).first()
+    if token is None or (token.is_team_token and not can(request.user, token.team, Action.VIEW)) or (
+            not token.is_team_token and token.user_id != request.user.pk):
+        raise Http404("No such token.")
+    services.token_revoke(token=token, actor=request.user, request=request)
+    messages.success(request, f"Token {token.name} revoked: it no longer works.")
+    if token.is_team_token:
+        return redirect("portal:team_api_tokens", slug=token.team.slug)
+    return redirect("portal:api_tokens")

@@ -10,6 +10,7 @@ declare -A PKGS=(
   [htmx.org]=2.0.11
   [ansi_up]=6.0.6
   [axe-core]=4.10.3
+  [swagger-ui-dist]=5.35.0
 )
 # CodeMirror 6 comes as ES modules: the parts the Containerfile editor uses (scripts/codemirror/entry.mjs) are bundled
 # once, with esbuild, into one script that sets window.PortalCodeMirror. Its versions, and those of what it pulls in,
@@ -26,7 +27,7 @@ mkdir -p "$work/codemirror" && cp scripts/codemirror/{entry.mjs,package.json,pac
   && node node_modules/esbuild/install.js \
   && node_modules/.bin/esbuild entry.mjs --bundle --format=iife --global-name=PortalCodeMirror --minify \
      --legal-comments=eof --log-level=warning --outfile=codemirror.min.js)
-rm -rf "$dest" && mkdir -p "$dest"/{bootstrap,bootstrap-icons/fonts,htmx,ansi_up,codemirror}
+rm -rf "$dest" && mkdir -p "$dest"/{bootstrap,bootstrap-icons/fonts,htmx,ansi_up,codemirror,swagger-ui}
 cp "$work/codemirror/codemirror.min.js" "$dest/codemirror/"
 cp "$work/bootstrap/package/dist/css/bootstrap.min.css" "$work/bootstrap/package/dist/css/bootstrap.min.css.map" "$dest/bootstrap/"
 cp "$work/bootstrap/package/dist/js/bootstrap.bundle.min.js" "$work/bootstrap/package/dist/js/bootstrap.bundle.min.js.map" "$dest/bootstrap/"
@@ -34,6 +35,8 @@ cp "$work/bootstrap-icons/package/font/bootstrap-icons.min.css" "$dest/bootstrap
 cp "$work/bootstrap-icons/package/font/fonts/"bootstrap-icons.woff* "$dest/bootstrap-icons/fonts/"
 cp "$work/htmx.org/package/dist/htmx.min.js" "$dest/htmx/"
 cp "$work/ansi_up/package/ansi_up.js" "$dest/ansi_up/ansi_up.js"
+# The REST API's docs page (/api/v1/docs/): Swagger UI's bundle and styles, nothing else of the package.
+cp "$work/swagger-ui-dist/package/"{swagger-ui-bundle.js,swagger-ui.css,LICENSE} "$dest/swagger-ui/"
 # axe-core is for the accessibility tests only (tests/portal/test_accessibility.py): kept beside the tests, never served.
 mkdir -p tests/vendor/axe-core && cp "$work/axe-core/package/axe.min.js" tests/vendor/axe-core/
 {

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The apps' fixtures that tests of several apps use (a test names them as parameters, with no import). The fixtures
 # of one folder's tests only are in that folder's conftest.py.
 pytest_plugins = [
+    "tests.api.fixtures",
     "tests.builds.fixtures",
     "tests.diskimages.bootimages",
     "tests.diskimages.fixtures",
