@@ -40,6 +40,7 @@ class Tallies:
     """What the fleet view shows of a set of teams, before names and links are added: plain values, so it caches."""
 
     counts: dict = field(default_factory=dict)  # {(team_id, stage_id, state, drifting): hosts}
+    available: dict = field(default_factory=dict)  # the same, of the hosts with an update available (not staged)
     groups: list = field(default_factory=list)  # [((team_id, repository), [(team_id, image), ...]), ...] sorted
     page_number: int = 1
     top: dict = field(default_factory=dict)  # {(team_id, repository): (digests, hosts, [(digest, n), ...])}
@@ -78,7 +79,8 @@ def _sum_tallies(team_ids, page_number):
     page = Paginator(groups, GROUPS_PER_PAGE).get_page(page_number)
     shown = dict(page.object_list)
     top = digest_tally_top(shown, limit=DIGESTS_PER_REPOSITORY)
-    return Tallies(counts=tally_counts(team_ids), groups=groups, page_number=page.number, top=top,
+    return Tallies(counts=tally_counts(team_ids), available=tally_counts(team_ids, update_available=True),
+                   groups=groups, page_number=page.number, top=top,
                    details=_digest_details(shown, {digest for _, _, rows in top.values() for digest, _ in rows}))
 
 
@@ -102,17 +104,22 @@ def _digest_details(groups, digests):
     return details
 
 
-def per_stage(counts, team_names, stages):
-    """Rows of the "hosts per stage" table: per team and stage, in stage order, how many hosts are in each state.
+def per_stage(counts, team_names, stages, available=None):
+    """Rows of the "hosts per stage" table: per team and stage, in stage order, how many hosts are in each state, and
+    (from `available`, the counts of hosts with an update available) how many have an update found and not staged.
     `stages`: {stage_id: Stage}."""
     rows = {}
+    available_per_stage = {}
+    for (team_id, stage_id, _, _), n in (available or {}).items():
+        available_per_stage[team_id, stage_id] = available_per_stage.get((team_id, stage_id), 0) + n
     for (team_id, stage_id, state, drifting), n in counts.items():
         if team_id not in team_names:
             continue
         stage = stages.get(stage_id)
         row = rows.setdefault((team_names[team_id], stage.position if stage else 1 << 30, stage_id), {
             "team__name": team_names[team_id], "stage__name": stage.name if stage else None,
-            "total": 0, "up_to_date": 0, "drifting": 0, "staged": 0, "problems": 0, "rolled_back": 0})
+            "total": 0, "up_to_date": 0, "drifting": 0, "staged": 0, "problems": 0, "rolled_back": 0,
+            "update_available": available_per_stage.get((team_id, stage_id), 0)})
         row["total"] += n
         row["up_to_date"] += n if state == HostState.UP_TO_DATE else 0
         row["drifting"] += n if drifting else 0

@@ -11,6 +11,7 @@ from portal.text import first_nul
 from .models import Host, HostState, JumpHost
 
 STATE_FILTER_CHOICES = HostState.choices
+ONLY_CHOICES = [("update", "With an update available")]
 
 
 class HostFilter(django_filters.FilterSet):
@@ -19,10 +20,12 @@ class HostFilter(django_filters.FilterSet):
     stage = django_filters.ChoiceFilter(method="filter_stage", choices=(), empty_label="Any stage")
     state = django_filters.ChoiceFilter(method="filter_state", choices=STATE_FILTER_CHOICES, empty_label="Any state")
     label = django_filters.CharFilter(method="filter_label", label="Label")
+    only = django_filters.ChoiceFilter(method="filter_only", choices=ONLY_CHOICES, empty_label="All hosts",
+                                       label="Only")
 
     class Meta:
         model = Host
-        fields = ["q", "team", "stage", "state", "label"]
+        fields = ["q", "team", "stage", "state", "label", "only"]
 
     def __init__(self, *args, teams=(), **kwargs):
         """`teams`: the teams the user reads, as a list (read once per request), so that neither choices list asks
@@ -46,6 +49,9 @@ class HostFilter(django_filters.FilterSet):
 
     def filter_state(self, queryset, name, value):
         return queryset.filter(state=value)
+
+    def filter_only(self, queryset, name, value):
+        return queryset.update_available() if value == "update" else queryset
 
     def filter_label(self, queryset, name, value):
         return queryset.with_label(value) if value.strip() else queryset

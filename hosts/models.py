@@ -151,6 +151,11 @@ class HostQuerySet(models.QuerySet):
     def drifting(self):
         return self.filter(drifting=True)
 
+    def update_available(self):
+        """Hosts whose `bootc upgrade --check` found an update (cachedUpdate) that is not staged yet: the tally's
+        `update_available` (migration 0006 computes it the same way)."""
+        return self.exclude(update_digest="").filter(staged_digest="")
+
     def due(self, now=None):
         """Hosts whose next poll is due (and whose key is confirmed)."""
         now = now or timezone.now()

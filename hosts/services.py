@@ -344,8 +344,11 @@ def fetch_keys(host_ids):
 # --- Tallies ---------------------------------------------------------------------------------------------------------
 
 
-TALLIES = {"hosts_hosttally": "team_id, stage_id, state, drifting",
+TALLIES = {"hosts_hosttally": "team_id, stage_id, state, drifting, update_available",
            "hosts_digesttally": "team_id, booted_image, booted_digest, booted_version, architecture"}
+# How a host row gives each tally's key (the triggers of migrations 0002 and 0006 say the same).
+TALLY_FROM_HOST = {"hosts_hosttally": "team_id, stage_id, state, drifting, (update_digest <> '' AND staged_digest = '')",
+                   "hosts_digesttally": TALLIES["hosts_digesttally"]}
 
 
 def tallies_recount(using="default"):
@@ -354,8 +357,9 @@ def tallies_recount(using="default"):
         for table, key in TALLIES.items():
             cursor.execute(f"DELETE FROM {table}")  # noqa: S608  # nosec B608 - fixed table names (TALLIES)
             where = "WHERE booted_digest <> ''" if table == "hosts_digesttally" else ""
-            cursor.execute(f"INSERT INTO {table} ({key}, n) SELECT {key}, COUNT(*) FROM hosts_host {where} "  # noqa: S608  # nosec B608
-                           f"GROUP BY {key}")
+            groups = ", ".join(str(i + 1) for i in range(len(key.split(", "))))
+            cursor.execute(f"INSERT INTO {table} ({key}, n) SELECT {TALLY_FROM_HOST[table]}, COUNT(*) "  # noqa: S608  # nosec B608
+                           f"FROM hosts_host {where} GROUP BY {groups}")
 
 
 def tallies_compact():

@@ -8,23 +8,26 @@ from django.db.models import Q, Sum
 
 
 class HostTally(models.Model):
-    """How many hosts are in each (team, stage, state, drifting): the counts of the host list, the fleet view and the
-    dashboard, so that no page counts 100,000 rows.
+    """How many hosts are in each (team, stage, state, drifting, update available): the counts of the host list, the
+    fleet view and the dashboard, so that no page counts 100,000 rows.
 
-    Kept by database triggers on `hosts_host` (migration 0004): every insert, delete, and change of those columns adds a
-    row of +1 and/or -1, whatever wrote it (a service, a bulk update, a cascade). Rows are only ever added, so concurrent
-    writers never wait for each other on a counter; `tallies_compact` (beat, every minute) folds them into one row per
-    key. A count is the sum of `n` over its key. No foreign keys: a team's hosts are deleted before the team, and their
-    -1 rows must outlive it until the next compaction."""
+    Kept by database triggers on `hosts_host` (migrations 0002 and 0006): every insert, delete, and change of the
+    columns the key is made of adds a row of +1 and/or -1, whatever wrote it (a service, a bulk update, a cascade).
+    Rows are only ever added, so concurrent writers never wait for each other on a counter; `tallies_compact` (beat,
+    every minute) folds them into one row per key. A count is the sum of `n` over its key. No foreign keys: a team's
+    hosts are deleted before the team, and their -1 rows must outlive it until the next compaction."""
 
     team_id = models.BigIntegerField(db_index=True)
     stage_id = models.BigIntegerField(null=True)
     state = models.CharField(max_length=20)
     drifting = models.BooleanField()
+    update_available = models.BooleanField(default=False, help_text="An update found by `bootc upgrade --check` and "
+                                                                    "not staged yet (`HostQuerySet.update_available`).")
     n = models.IntegerField()
 
     def __str__(self):
-        return f"team {self.team_id} stage {self.stage_id} {self.state}{' drifting' if self.drifting else ''}: {self.n:+d}"
+        return (f"team {self.team_id} stage {self.stage_id} {self.state}{' drifting' if self.drifting else ''}"
+                f"{' update available' if self.update_available else ''}: {self.n:+d}")
 
 
 class DigestTally(models.Model):
@@ -42,9 +45,12 @@ class DigestTally(models.Model):
         return f"team {self.team_id} {self.booted_digest}: {self.n:+d}"
 
 
-def tally_counts(team_ids, *, stage_ids=None, state=None):
-    """{(stage_id, state, drifting): hosts} over the given teams, from the maintained tally."""
+def tally_counts(team_ids, *, stage_ids=None, state=None, update_available=None):
+    """{(team_id, stage_id, state, drifting): hosts} over the given teams, from the maintained tally; with
+    `update_available=True`, only hosts with an update found and not staged."""
     rows = HostTally.objects.filter(team_id__in=list(team_ids))
+    if update_available is not None:
+        rows = rows.filter(update_available=update_available)
     if stage_ids is not None:
         rows = rows.filter(stage_id__in=[s for s in stage_ids if s is not None]) if None not in stage_ids else \
             rows.filter(Q(stage_id__in=[s for s in stage_ids if s is not None]) | Q(stage_id__isnull=True))

@@ -81,7 +81,9 @@ def host_list(request):
     for (_, _, state, _), n in tally.items():
         counts[state] = counts.get(state, 0) + n
     drifting = sum(n for (_, _, _, is_drifting), n in tally.items() if is_drifting)
-    page = _paginate(request, hosts, host_filter, tally, teams)
+    # "Only with an update available" counts from the tally's update_available rows.
+    listed = tally_counts(team_ids, update_available=True) if data.get("only") == "update" else tally
+    page = _paginate(request, hosts, host_filter, listed, teams)
     context = {
         "filter": host_filter, "page": page,
         "state_counts": [(value, label, counts.get(value, 0)) for value, label in HostState.choices if counts.get(value)],
@@ -128,8 +130,9 @@ class _CountedPaginator(Paginator):
 
 
 def _paginate(request, hosts, host_filter, tally, teams):
-    """Filters the tally can answer (team, stage, state) take their count from it; a name, address or label search
-    counts at most LIST_COUNT_CAP + 1 rows (the page says "more than 10,000: narrow the filter")."""
+    """Filters the tally can answer (team, stage, state, and "only with an update available", for which `tally` holds
+    just those hosts) take their count from it; a name, address or label search counts at most LIST_COUNT_CAP + 1 rows
+    (the page says "more than 10,000: narrow the filter")."""
     data = host_filter.form.cleaned_data if host_filter.is_valid() else {}
     if data.get("q") or data.get("label") or not host_filter.is_valid():
         count = hosts[: LIST_COUNT_CAP + 1].count()
@@ -580,7 +583,7 @@ def fleet(request):
     for stage in stages.values():
         stage_order[stage.name] = min(stage.position, stage_order.get(stage.name, stage.position))
     spreads = {key: fleet_tallies.version_spread(rows, stage_order) for key, rows in shown}
-    per_stage = fleet_tallies.per_stage(found.counts, team_names, stages)
+    per_stage = fleet_tallies.per_stage(found.counts, team_names, stages, found.available)
     return render(request, "hosts/fleet.html", {"per_stage": per_stage, "groups": shown, "others": others, "page": page,
                                                 "team": team, "definitions": definitions, "builds": builds,
                                                 "rollouts_url": registry.fragment_url("fleet.rollouts"), "spreads": spreads})

@@ -112,10 +112,10 @@ def stage_policy(request, pk):
                 messages.success(request, f"Saved the rollout policy of {stage.name}.")
                 return redirect("rollouts:policy", stage.pk)
     rollouts = Rollout.objects.filter(stage=stage).select_related("run")[:10]
-    # Where the stage's hosts stand: an update found by `bootc upgrade --check`, staged, or applied (they boot what
-    # the stage holds), in one query.
+    # Where the stage's hosts stand: an update found by `bootc upgrade --check` and not staged yet, staged, or applied
+    # (they boot what the stage holds), in one query.
     counts = services.stage_hosts(stage).aggregate(
-        total=Count("id"), available=Count("id", filter=~Q(update_digest="")),
+        total=Count("id"), available=Count("id", filter=~Q(update_digest="") & Q(staged_digest="")),
         staged=Count("id", filter=~Q(staged_digest="")), applied=Count("id", filter=Q(state=HostState.UP_TO_DATE)))
     return render(request, "rollouts/stage_policy.html", {"stage": stage, "form": form, "can_admin": can_admin,
                                                           "rollouts": rollouts, "policy": policy, "counts": counts})

@@ -26,7 +26,7 @@ def a_fleet(personas):
     for n, state in enumerate([HostState.UP_TO_DATE] * 3 + [HostState.DRIFT, HostState.ROLLED_BACK]):
         make_host(team, f"dev-{n:02}", booted_digest=D2, booted_version="1.1", tracked_image=f"{REPOSITORY}:dev",
                   booted_image=f"{REPOSITORY}:dev", state=state,
-                  drifting=state == HostState.DRIFT)
+                  drifting=state == HostState.DRIFT, update_digest=D1 if state == HostState.DRIFT else "")
     revision = world.definition.revisions.get()
     Build.objects.filter(definition=world.definition).update(size=700_000_000, package_format="rpm",
                                                              packages={f"p{i}": "1" for i in range(400)})
@@ -66,6 +66,7 @@ def test_the_pictures_in_the_light_and_dark_themes(personas, portal_server):
                     assert page.locator(".build-trends rect.tr-failed").count() == 6  # 2 failed builds x 3 charts
                 if name == "fleet":
                     assert page.locator(".version-spread .vs-row").count() == 2  # dev and test
+                    assert page.locator("a[href$='only=update']").inner_text() == "1"  # dev's drifting host
                 if name == "host":
                     assert page.locator(".boot-strip rect.bs-rollback").count() == 1
                 assert page.evaluate("window.__csp") == [], (scheme, url)

@@ -524,6 +524,8 @@ class TestUpdateAvailable:
         assert commands_with(fleet, "web-01", "bootc upgrade --quiet --check")
         page = client_for(personas.viewer).get(f"/rollouts/policies/{prod.pk}/").content.decode()
         assert "2 hosts follow prod: <strong>2</strong> with an update available · <strong>0</strong> staged" in page
+        fleet_view = client_for(personas.viewer).get("/hosts/fleet/")
+        assert {row["stage__name"]: row["update_available"] for row in fleet_view.context["per_stage"]}["prod"] == 2
 
 
 class TestWaitingHoldsNoWorker:

@@ -18,16 +18,17 @@ D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 
 def counted():
     """What a COUNT(*) over the hosts says, per tally key."""
-    hosts = Counter((h.team_id, h.stage_id, h.state, h.drifting) for h in Host.objects.all())
+    hosts = Counter((h.team_id, h.stage_id, h.state, h.drifting, bool(h.update_digest) and not h.staged_digest)
+                    for h in Host.objects.all())
     digests = Counter((h.team_id, h.booted_image, h.booted_digest, h.booted_version, h.architecture)
                       for h in Host.objects.exclude(booted_digest=""))
     return dict(hosts), dict(digests)
 
 
 def tallied():
-    hosts = {(r["team_id"], r["stage_id"], r["state"], r["drifting"]): r["total"] for r in
-             HostTally.objects.values("team_id", "stage_id", "state", "drifting").annotate(total=Sum("n"))
-             if r["total"]}
+    hosts = {(r["team_id"], r["stage_id"], r["state"], r["drifting"], r["update_available"]): r["total"] for r in
+             HostTally.objects.values("team_id", "stage_id", "state", "drifting", "update_available")
+             .annotate(total=Sum("n")) if r["total"]}
     digests = {(r["team_id"], r["booted_image"], r["booted_digest"], r["booted_version"], r["architecture"]): r["total"]
                for r in DigestTally.objects.values("team_id", "booted_image", "booted_digest", "booted_version",
                                                    "architecture").annotate(total=Sum("n")) if r["total"]}
@@ -75,7 +76,8 @@ def test_counts_are_read_from_the_tally(personas):
     assert sum(n for (_, _, state, _), n in counts.items() if state == HostState.DRIFT) == 3
 
 
-@pytest.mark.parametrize("url", ["/", "/hosts/", "/hosts/?state=drift", "/hosts/?stage=-", "/hosts/fleet/"])
+@pytest.mark.parametrize("url", ["/", "/hosts/", "/hosts/?state=drift", "/hosts/?stage=-", "/hosts/?only=update",
+                                 "/hosts/fleet/"])
 def test_pages_never_count_the_fleet(personas, client_for, url):
     """The dashboard, the host list (unfiltered, by state, by stage) and the fleet view read their counts from the
     tallies: no COUNT over hosts_host, and no GROUP BY over it."""
@@ -121,3 +123,85 @@ def test_the_fleet_view_sums_the_tallies_again_only_after_a_tally_row_changed(pe
     services.tallies_compact()
     page = fleet_view()
     assert "2 hosts" in page and "1 host<" in page
+
+
+def status_with(booted, *, cached=None, staged=None):
+    """`bootc status --format=json` of a simulated host booting `booted`, with `bootc upgrade --check`'s cachedUpdate
+    (`cached`) and a staged deployment (`staged`), as the simulator's state machine prints it."""
+    from hosts.simbootc import FAULTS, BootcMachine, Deployment
+    from hosts.simbootc import HostState as SimState
+
+    reference = "registry.example.com/platform/web-os:prod"
+    machine = BootcMachine()
+    machine.faults = dict(FAULTS)
+
+    def deployment(digest):
+        return Deployment(image=reference, digest=digest, version=digest[7:10], checksum=digest[-64:])
+
+    machine.state = SimState(name="web", spec_image=reference, booted=deployment(booted),
+                             staged=deployment(staged) if staged else None,
+                             cached_update={"architecture": "amd64", "imageDigest": cached, "version": cached[7:10],
+                                            "image": {"image": reference, "transport": "registry"}}
+                             if cached else None)
+    return machine.cmd_status(["--format=json"]).encode()
+
+
+def available(team, stage=None):
+    counts = tally_counts([team.pk], update_available=True)
+    return sum(n for (_, stage_id, _, _), n in counts.items() if stage is None or stage_id == stage.pk)
+
+
+class TestUpdateAvailable:
+    """The tally's update_available (an update found by `bootc upgrade --check`, not staged yet) follows every path
+    that changes what a host has found or staged, and every path that moves a host between keys."""
+
+    def record(self, host, raw):
+        from hosts.poller import PollOutcome, record_outcome
+
+        record_outcome(host, PollOutcome(host.pk, raw=raw, exit_status=0))
+        host.refresh_from_db()
+
+    def test_a_poll_that_finds_stages_and_boots_the_update(self, personas):
+        prod = Stage.objects.create(team=personas.team, name="canary", position=9)
+        host = Host.objects.create(team=personas.team, name="web-01", address="127.0.0.1", stage=prod,
+                                   host_key="ssh-ed25519 AAAA")
+        self.record(host, status_with(D1))
+        assert available(personas.team) == 0 and tallied() == counted()
+        self.record(host, status_with(D1, cached=D2))  # the check found D2
+        assert host.update_digest == D2 and available(personas.team, prod) == 1 and tallied() == counted()
+        self.record(host, status_with(D1, cached=D2, staged=D2))  # staged: no longer "available"
+        assert host.staged_digest == D2 and available(personas.team) == 0 and tallied() == counted()
+        self.record(host, status_with(D2))  # booted it: nothing found any more
+        assert not host.update_digest and available(personas.team) == 0 and tallied() == counted()
+
+    def test_a_report_in_host_that_reports_an_update(self, personas):
+        from hosts import reportin
+        from hosts.models import HostMode
+
+        host = Host.objects.create(team=personas.team, name="edge-01", address="", mode=HostMode.REPORT)
+        reportin.host_report(agent=host, raw=status_with(D1, cached=D2))
+        assert available(personas.team) == 1 and tallied() == counted()
+        host.refresh_from_db()
+        reportin.host_report(agent=host, raw=status_with(D1))  # a later check found nothing newer
+        assert available(personas.team) == 0 and tallied() == counted()
+
+    def test_hosts_made_moved_updated_in_bulk_and_deleted(self, personas):
+        team, other = personas.team, personas.other_team
+        canary = Stage.objects.create(team=team, name="canary", position=9)
+        hosts = Host.objects.bulk_create([Host(team=team, name=f"h{i}", address="127.0.0.1", update_digest=D2,
+                                               staged_digest=D2 if i == 0 else "") for i in range(4)])
+        assert available(team) == 3 and tallied() == counted()
+        services.host_update(host=hosts[1], actor=personas.admin, stage=canary)  # moves to another stage
+        assert available(team, canary) == 1 and tallied() == counted()
+        Host.objects.filter(pk=hosts[2].pk).update(staged_digest=D2)  # a bulk write, staged
+        Host.objects.filter(pk=hosts[3].pk).update(update_digest="")  # a bulk write, found nothing
+        assert available(team) == 1 and tallied() == counted()
+        Host.objects.filter(pk=hosts[3].pk).update(team=other, update_digest=D1)  # another team's now
+        assert available(team) == 1 and available(other) == 1 and tallied() == counted()
+        services.tallies_compact()
+        assert tallied() == counted()
+        hosts[1].delete()
+        canary.delete()
+        assert available(team) == 0 and tallied() == counted()
+        services.tallies_recount()
+        assert available(other) == 1 and tallied() == counted()

@@ -304,6 +304,26 @@ class TestTheList:
         assert counts == {"dev": (60, 0, 30, 0), "prod": (60, 30, 0, 30)}
         assert "No hosts yet" in client_for(personas.outsider).get("/hosts/fleet/").content.decode()
 
+    def test_the_fleet_view_counts_per_stage_the_hosts_with_an_update_available_and_lists_them(
+            self, personas, client_for, many):
+        """Drifting prod hosts whose check found the update (every DRIFT one) and dev hosts that staged it (found,
+        but staged: not "available")."""
+        Host.objects.filter(state__in=[HostState.DRIFT, HostState.UPDATE_STAGED]).update(update_digest=D2)
+        Host.objects.filter(state=HostState.UPDATE_STAGED).update(staged_digest=D2)
+        response = client_for(personas.viewer).get("/hosts/fleet/")
+        counts = {row["stage__name"]: row["update_available"] for row in response.context["per_stage"]}
+        assert counts == {"dev": 0, "prod": 30}
+        page = response.content.decode()
+        assert "Update available" in page and 'href="/hosts/?stage=prod&amp;only=update">30</a>' in page
+        listed = client_for(personas.viewer).get("/hosts/?stage=prod&only=update")
+        assert listed.context["page"].paginator.count == 30
+        assert {h.state for h in listed.context["page"].object_list} == {HostState.DRIFT}
+        assert client_for(personas.viewer).get("/hosts/?only=update&stage=dev").context["page"].paginator.count == 0
+        outsider = client_for(personas.outsider).get("/hosts/?only=update")
+        assert outsider.status_code == 200 and outsider.context["page"].paginator.count == 0
+        assert client_for(personas.helpdesk).get("/hosts/?only=update").context["page"].paginator.count == 30
+        assert is_login(get(client_for, None, "/hosts/?only=update"))
+
     def test_the_fleet_view_counts_per_stage_the_hosts_up_to_date(self, personas, client_for, many):
         response = client_for(personas.viewer).get("/hosts/fleet/")
         counts = {row["stage__name"]: row["up_to_date"] for row in response.context["per_stage"]}
