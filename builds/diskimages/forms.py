@@ -131,7 +131,8 @@ class DiskImageRequestForm(forms.Form):
         tools = dict(DiskImageBackend.choices) | {DiskImageBackend.BIB: "bootc-image-builder (archived upstream)"}
         groups: dict[str, list] = {}
         for tool, image in builder_choices:
-            groups.setdefault(tools[tool], []).append((f"{tool}{TOOL_SEPARATOR}{image}", image))
+            groups.setdefault(tools[tool], []).append((f"{tool}{TOOL_SEPARATOR}{image}",
+                                                       f"{DiskImageBackend(tool).label}: {image}"))
         self.fields["builder_image"].choices = list(groups.items())
         self.fields["types"].choices = [(value, f"{label}") for value, label in DiskImageType.choices]
 

@@ -27,11 +27,11 @@ class DiskImageType(models.TextChoices):
     QCOW2 = "qcow2", "qcow2 (KVM, OpenStack, libvirt)"
     AMI = "ami", "AMI (Amazon EC2)"
     RAW = "raw", "raw disk (bare metal, dd)"
-    ANACONDA_ISO = "anaconda-iso", "Installer ISO (Anaconda, deprecated)"
     BOOTC_INSTALLER = "bootc-installer", "Installer ISO (the image's own Anaconda)"
     VMDK = "vmdk", "VMDK (VMware)"
     VHD = "vhd", "VHD (Azure, Hyper-V)"
     GCE = "gce", "GCE tarball (Google Cloud)"
+    ANACONDA_ISO = "anaconda-iso", "Installer ISO (Anaconda, deprecated)"
 
 
 class RootFilesystem(models.TextChoices):

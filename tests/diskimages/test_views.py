@@ -289,7 +289,7 @@ def test_image_builder_is_the_tool_a_new_installation_offers_first(client_for, p
     form = client_for(personas.developer).get(f"/disk-images/new/?build={build.pk}").context["form"]
     groups = form.fields["builder_image"].choices
     assert [label for label, _options in groups] == ["osbuild image-builder", "bootc-image-builder (archived upstream)"]
-    assert groups[0][1] == [(f"image-builder|{IMAGE_BUILDER}", IMAGE_BUILDER)]
+    assert groups[0][1] == [(f"image-builder|{IMAGE_BUILDER}", f"osbuild image-builder: {IMAGE_BUILDER}")]
     client_for(personas.developer).post("/disk-images/new/", request_data(
         build, builder_image=f"image-builder|{IMAGE_BUILDER}"))
     disk_image = DiskImage.objects.get()
