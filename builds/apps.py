@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from django.apps import AppConfig
 
 from portal import registry
@@ -23,7 +25,7 @@ class BuildsConfig(AppConfig):
         registry.team_link(label="Registry logins, API tokens and webhooks", icon="plug", url_name="builds:integrations",
                            action=Action.ADMIN, order=10)
         for kind, label in BuildEvent.choices:
-            registry.notification_event(kind, label)
+            registry.notification_event(kind, label, schema=str(Path(__file__).parent / "event_schemas" / f"{kind}.v1.json"))
         # /metrics (portal.metrics): builder load, and the builders' queues.
         registry.gauge(name="portal_builder_capacity", documentation="Runs an enabled builder takes at once.",
                        labels=["builder", "architecture"], read=metrics.builder_capacity)

@@ -636,4 +636,8 @@ class ImageCleanup(models.Model):
 
 
 class BuildEvent(models.TextChoices):
+    """What builds emit through the core's events (registered in builds.apps, composed in builds.notifications)."""
+
+    BUILD_STARTED = "build.started", "Build started"
+    BUILD_SUCCEEDED = "build.succeeded", "Build succeeded"
     BUILD_FAILED = "build.failed", "Build failed"

@@ -37,7 +37,7 @@ from .models import (
     ContextKind,
     GitCredential,
 )
-from .notifications import notify_build_failed
+from .notifications import BuildEvent, notify_build
 from .runner import BuilderUnavailable, CommandFailed, Watch, display, runner_for
 
 log = logging.getLogger(__name__)
@@ -131,8 +131,10 @@ def build_execute(build_id: int) -> None:
         return  # gone, or already started/ended (a redelivered task)
     run = build.run
     builder = Builder.objects.filter(pk=build.builder_id).first()
-    if not runs.claim(run, phase=BuildPhase.PREPARING):
-        return
+    with transaction.atomic():
+        if not runs.claim(run, phase=BuildPhase.PREPARING):
+            return
+        notify_build(event=BuildEvent.BUILD_STARTED, build=build)
     limit = time_limit(build.definition)
     with runs.executing(run, what="the build pipeline", limit=limit,
                         stopped="its processes were stopped",
@@ -259,8 +261,9 @@ BUILD_SUCCEEDED = "build.succeeded"
 
 def _notify(build, execution):
     if execution.status == RunStatus.FAILED:
-        notify_build_failed(build=build)
+        notify_build(event=BuildEvent.BUILD_FAILED, build=build)
     elif execution.status == RunStatus.SUCCEEDED:
+        notify_build(event=BuildEvent.BUILD_SUCCEEDED, build=build)
         build_id = build.pk
         transaction.on_commit(lambda: announce(BUILD_SUCCEEDED, build_id=build_id))
 

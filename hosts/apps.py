@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from django.apps import AppConfig
 from django.db import connections
 from django.db.models.signals import post_migrate
@@ -33,6 +35,10 @@ class HostsConfig(AppConfig):
                            url_name="hosts:enrollment", action=Action.ADMIN, order=30)
         registry.landing(url_name="hosts:host_list", applies=lands_on_host_search, order=10)
         registry.subscribe(PROMOTION_APPLIED, promotion_applied)
+        from .notifications import HostEventType
+
+        for kind, label in HostEventType.choices:
+            registry.notification_event(kind, label, schema=str(Path(__file__).parent / "event_schemas" / f"{kind}.v1.json"))
         # Who runs this image, on the builds and release pages (hosts/fragments.py).
         registry.fragment("definition.hosts", url_name="hosts:hosts_of_definition")
         registry.fragment("definition.following", url_name="hosts:hosts_following_definition")

@@ -8,7 +8,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import bootc, registry
+from . import bootc, notifications, registry
 from .connect import setting
 from .models import Host, HostState, ReferenceDigest
 
@@ -45,6 +45,7 @@ def reference_digests_set(*, reference, digests, version="", source="registry"):
 def refresh_expected(hosts):
     hosts = list(hosts)
     expected = expected_by_reference({h.reference for h in hosts})
+    drifting_before = {host.pk: host.drifting for host in hosts}
     changed = []
     for host in hosts:
         before = (host.expected_digest, host.drifting, host.state)
@@ -59,6 +60,7 @@ def refresh_expected(hosts):
         if (host.expected_digest, host.drifting, host.state) != before:
             changed.append(host)
     Host.objects.bulk_update(changed, ["expected_digest", "drifting", "state"], batch_size=500)
+    notifications.notify_drift_started(drifting_before, changed)
     return changed
 
 

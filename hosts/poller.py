@@ -23,7 +23,7 @@ from portal import services as portal_services
 from portal import ssh, sshpool
 from portal.text import decoded, storable
 
-from . import bootc, timeline
+from . import bootc, notifications, timeline
 from .connect import HostError, keep_open, session_for, setting, target_for
 from .drift import apply_expected, expected_by_reference
 from .models import EventKind, Host, HostEvent, HostSnapshot, HostState, TeamSSHKey
@@ -269,6 +269,7 @@ def record_status(host, parsed, *, raw, status_hash, now, expected, action=None)
     """A readable status that differs from the last one: snapshot, timeline events, denormalised fields."""
     with transaction.atomic():
         previous = host.status or None
+        drifting_before = host.drifting
         was_unreachable = not host.reachable or host.state in (HostState.UNREACHABLE, HostState.AUTH_FAILED)
         effective = _effective_action(host, action, now)
         current = parsed.to_dict()
@@ -331,6 +332,12 @@ def record_status(host, parsed, *, raw, status_hash, now, expected, action=None)
         host.last_error, host.last_error_kind = "", ""
         apply_expected(host, expected)
         host.save(update_fields=STATUS_FIELDS)
+        notifications.notify_drift_started({host.pk: drifting_before}, [host])
+        for row in rollbacks:
+            notifications.notify(event=notifications.HostEventType.ROLLBACK, host=host, extra={
+                "rollback": {"automatic": row.automatic, "summary": row.summary, "digest": row.digest or None,
+                             "version": row.version or None, "previous_digest": row.previous_digest or None,
+                             "previous_version": row.previous_version or None}})
     return host
 
 
@@ -426,7 +433,8 @@ def _record_failure(host, error, now, action=None):
             host.save(update_fields=["last_poll_at", "last_error", "last_error_kind", "state", "offered_host_key",
                                      "offered_host_key_at", "next_poll_at", "failures"])
             return
-        if host.reachable:
+        became_unreachable = host.reachable
+        if became_unreachable:
             _event(host, EventKind.UNREACHABLE, f"Unreachable: {error}"[:500], at=now, detail={"kind": error.kind})
         host.reachable = False
         host.failures += 1
@@ -435,6 +443,9 @@ def _record_failure(host, error, now, action=None):
             host.state = HostState.AUTH_FAILED if isinstance(error, ssh.AuthenticationFailed) else HostState.UNREACHABLE
         host.save(update_fields=["last_poll_at", "last_error", "last_error_kind", "reachable", "failures",
                                  "next_poll_at", "state"])
+        if became_unreachable:
+            notifications.notify(event=notifications.HostEventType.UNREACHABLE, host=host, extra={
+                "unreachable": {"error": host.last_error[:500], "error_kind": error.kind, "failures": host.failures}})
 
 
 def _event(host, kind, summary, *, at=None, user=None, action=None, detail=None, **fields):

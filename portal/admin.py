@@ -4,7 +4,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
-from .models import AuditEvent, LogArchive, Membership, RetentionRun, Run, Team, User
+from .models import AuditEvent, Event, LogArchive, Membership, RetentionRun, Run, Team, User
 
 
 @admin.register(User)
@@ -76,6 +76,15 @@ class RetentionRunAdmin(ReadOnlyAdmin):
     list_display = ("started_at", "finished_at", "status", "trigger", "total_removed")
     list_filter = ("status", "trigger")
     readonly_fields = ("started_at", "finished_at", "status", "trigger", "policy", "removed", "errors")
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdmin):
+    """Events as they were emitted (portal.events): the envelope webhooks and the API's event list carry."""
+
+    list_display = ("time", "type", "team", "subject_kind", "subject_id")
+    list_filter = ("type", "team")
+    readonly_fields = ("sequence", "uuid", "type", "version", "time", "team", "subject_kind", "subject_id", "envelope")
 
 
 @admin.register(LogArchive)

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from django.apps import AppConfig
 from django.contrib.admin import apps as admin_apps
 from django.core import checks
@@ -20,13 +22,17 @@ class PortalConfig(AppConfig):
         REGISTRY.register(PortalCollector())
 
         # The core's retention steps (portal/retention.py); features register theirs in their own ready().
-        from . import logarchive, registry, retention  # models load only once the app registry is ready
+        from . import events, logarchive, registry, retention  # models load only once the app registry is ready
 
         registry.retention_step(name="logs", label="logs archived", function=logarchive.archive_due, order=10)
         registry.retention_step(name="webhook_deliveries", label="webhook deliveries removed",
                                 function=retention.prune_webhook_deliveries, order=30)
+        registry.retention_step(name="events", label="stored events removed", function=events.prune_events, order=35)
         registry.retention_step(name="login_records", label="login records removed",
                                 function=retention.prune_login_records, order=40)
+        # The core's own kind of event (portal/events.py); features register theirs.
+        registry.notification_event("retention.run", "Retention pass finished",
+                                    schema=str(Path(__file__).parent / "event_schemas" / "retention.run.v1.json"))
         registry.stored_files(logarchive.stored_archives)  # backups record them, restores check them
 
 

@@ -495,6 +495,43 @@ class WebhookDelivery(models.Model):
         return f"{self.event} to {self.webhook} ({self.status})"
 
 
+# --- Events (portal/events.py) ---------------------------------------------------------------------------------------
+
+
+class EventQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        """Events of the teams the user is a member of (any role); superusers see all, team-less ones included."""
+        if not user.is_authenticated or not user.is_active:
+            return self.none()
+        if user.is_superuser:
+            return self
+        return self.filter(team__in=Membership.objects.filter(user=user).values("team"))
+
+
+class Event(models.Model):
+    """Something users care about happened (a build failed, a promotion was applied): the envelope exactly as webhooks
+    receive it, kept for the API's event list (`portal.events.event_list`) until the retention pass removes it.
+    `sequence` orders events and is the list's cursor; `uuid` is the envelope's id."""
+
+    sequence = models.BigAutoField(primary_key=True)
+    uuid = models.UUIDField(unique=True)
+    type = models.CharField(max_length=60, db_index=True)
+    version = models.PositiveSmallIntegerField()
+    time = models.DateTimeField(db_index=True)
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    subject_kind = models.CharField(max_length=40, blank=True)
+    subject_id = models.CharField(max_length=64, blank=True)
+    envelope = models.JSONField()
+
+    objects = EventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["sequence"]
+        indexes = [models.Index(fields=["team", "sequence"])]
+
+    def __str__(self):
+        return f"{self.type} {self.uuid}"
+
 
 # --- Retention (portal/retention.py) ---------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Notifications: email (Django's mail, the console backend in development) and signed outbound webhooks.
 
 The core knows no event: each feature registers its kinds of event (`portal.registry.notification_event`) and composes
-what it tells (the payload, who is emailed, the email's text); `send(...)` delivers it. Called inside a transaction,
+what it tells (the event's data, who is emailed, the email's text); `portal.events.emit` records the event and calls
+`send(...)`, which delivers it. Called inside a transaction,
 it creates the webhook delivery rows there and enqueues the email and the deliveries after commit, so nothing is sent
 for a change that rolled back.
 
@@ -78,20 +79,21 @@ def site_url(path: str) -> str:
     return settings.SITE_URL.rstrip("/") + path
 
 
-def send(*, event: str, team: Team, payload: dict, recipients: Iterable[User] = (), subject: str = "",
-         body: str = "", actor: User | None = None) -> list[WebhookDelivery]:
-    """Tell `recipients` by email (`subject`, `body`) and the team's webhooks subscribed to `event` (`payload`, with
-    the event, the team, the actor and the time added), after the transaction commits."""
-    if event not in dict(registry.notification_events()):
+def send(*, event: str, team: Team | None, payload: dict, recipients: Iterable[User] = (), subject: str = "",
+         body: str = "") -> list[WebhookDelivery]:
+    """Tell `recipients` by email (`subject`, `body`) and the webhooks subscribed to `event` (`payload`, an event's
+    envelope from `portal.events.emit`, with the delivery's id added), after the transaction commits. The webhooks
+    are the team's, or every team's for a portal-wide event (team=None)."""
+    if registry.event_type(event) is None:
         raise ValueError(f"{event!r} is no registered kind of notification event")
-    payload = {"event": event, "sent_at": timezone.now().isoformat(timespec="seconds"),
-               "team": {"slug": team.slug, "name": team.name},
-               "actor": actor.username if actor is not None else None, **payload}
     addresses = sorted({user.email for user in recipients if user.email})
     if addresses and subject:
         transaction.on_commit(lambda: _enqueue_email(f"{EMAIL_PREFIX} {subject}", body, addresses))
+    hooks = NotificationWebhook.objects.filter(active=True)
+    if team is not None:
+        hooks = hooks.filter(team=team)
     deliveries = []
-    for hook in NotificationWebhook.objects.filter(team=team, active=True):
+    for hook in hooks:
         if event not in hook.events:
             continue
         delivery_id = str(uuid.uuid4())
@@ -197,8 +199,12 @@ def webhook_test(*, hook: NotificationWebhook, user: User, request=None) -> Webh
     with transaction.atomic():
         delivery = WebhookDelivery.objects.create(
             webhook=hook, event="ping", delivery_id=delivery_id,
-            payload={"event": "ping", "delivery": delivery_id, "team": {"slug": hook.team.slug, "name": hook.team.name},
-                     "sent_at": timezone.now().isoformat(timespec="seconds"), "actor": user.username})
+            payload={"id": delivery_id, "type": "ping", "version": 1, "delivery": delivery_id,
+                     "time": timezone.now().isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                     "team": {"slug": hook.team.slug, "name": hook.team.name}, "actor": user.username,
+                     "subject": {"kind": "webhook", "id": hook.pk, "name": hook.name,
+                                 "url": site_url(hook.get_absolute_url()), "api_url": None},
+                     "data": {}})
         transaction.on_commit(lambda: _enqueue_delivery(delivery.pk))
     return delivery
 

@@ -14,8 +14,9 @@ them without knowing who registered what:
   without importing it (the builds pages load "who runs this image" from hosts this way);
 - `failure_rules(...)`: a feature's own rules for the failure explainer (`portal.failures`, docs/failures.md), tried
   before the core's;
-- `notification_event(...)`: the kinds of event a feature sends through `portal.notifications` (emails and outbound
-  webhooks), with the label a team admin picks them by;
+- `notification_event(...)`: the kinds of event a feature emits through `portal.events` (stored for the API's event
+  list, sent to outbound webhooks, emailed), with the label a team admin picks them by, their version and the JSON
+  Schema of their data;
 - `gauge(...)` and `queues(...)`: what `/metrics` reads for a feature at scrape time (hosts per state, promotions
   waiting, builder load), and the Celery queues whose depth it reports (`portal.metrics`);
 - `stored_files(...)`: the files a feature keeps in a storage (disk images' artifacts), whose names `manage.py backup`
@@ -275,18 +276,39 @@ def failure_rules(entries: list[dict]) -> None:
 
 # --- Kinds of notification event -------------------------------------------------------------------------------------
 
-_notification_events: dict[str, str] = {}
+
+@dataclass(frozen=True)
+class EventType:
+    """A kind of event a feature emits (`portal.events.emit`): stored for the API's event list and sent to the
+    team's webhooks subscribed to it. `schema` is the path of the JSON Schema of its `data` at `version`; the core's
+    envelope (docs/events.md) wraps it. A change that is not backwards compatible gets a new version, never an edit."""
+
+    kind: str
+    label: str
+    version: int
+    schema: str
 
 
-def notification_event(kind: str, label: str) -> None:
-    """`kind` (e.g. "build.failed": the `event` of the payload and X-Portal-Event) is sent through
-    portal.notifications; webhooks subscribe to it by `label`."""
-    _notification_events[kind] = label
+_notification_events: dict[str, EventType] = {}
+
+
+def notification_event(kind: str, label: str, *, version: int = 1, schema: str = "") -> None:
+    """`kind` (e.g. "build.failed": the envelope's `type` and X-Portal-Event) is emitted through portal.events;
+    webhooks subscribe to it by `label`."""
+    _notification_events[kind] = EventType(kind=kind, label=label, version=version, schema=str(schema))
 
 
 def notification_events() -> list[tuple[str, str]]:
     """(kind, label) of every registered kind of event, in the order the apps registered them."""
-    return list(_notification_events.items())
+    return [(kind, entry.label) for kind, entry in _notification_events.items()]
+
+
+def event_type(kind: str) -> EventType | None:
+    return _notification_events.get(kind)
+
+
+def event_types() -> list[EventType]:
+    return list(_notification_events.values())
 
 
 # --- Metrics (portal/metrics.py) -------------------------------------------------------------------------------------

@@ -20,9 +20,10 @@ from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 
-from . import registry
+from . import events, registry
 from .models import DeliveryStatus, RetentionRun, RetentionStatus, WebhookDelivery
 from .services import audit
 
@@ -39,6 +40,7 @@ def policy() -> dict:
         "HOST_SNAPSHOT_KEEP_DAYS": settings.HOST_SNAPSHOT_KEEP_DAYS,
         "WEBHOOK_DELIVERY_KEEP_DAYS": settings.WEBHOOK_DELIVERY_KEEP_DAYS,
         "LOGIN_RECORD_KEEP_DAYS": settings.LOGIN_RECORD_KEEP_DAYS,
+        "EVENT_KEEP_DAYS": settings.EVENT_KEEP_DAYS,
     }
 
 
@@ -83,6 +85,13 @@ def retention_run(*, now=None, trigger="schedule") -> RetentionRun:
                       + (f"; failed: {', '.join(errors)}" if errors else ""),
               detail={"removed": {name: entry["count"] for name, entry in removed.items()}, "errors": errors,
                       "policy": record.policy})
+        events.emit(type="retention.run", team=None, data={
+            "status": record.status, "trigger": record.trigger,
+            "started_at": record.started_at.isoformat(timespec="seconds"),
+            "finished_at": record.finished_at.isoformat(timespec="seconds"),
+            "removed": {name: int(entry["count"]) for name, entry in removed.items()}, "errors": errors,
+        }, subject=events.Subject(kind="retention_run", id=record.pk, name=str(record),
+                                  path=reverse("admin:portal_retentionrun_change", args=[record.pk])))
     return record
 
 

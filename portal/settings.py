@@ -570,6 +570,7 @@ LOG_ARCHIVE_RUNS_PER_PASS = env.int("LOG_ARCHIVE_RUNS_PER_PASS", default=2000)
 # keeps every snapshot.
 HOST_SNAPSHOT_KEEP_DAYS = env.int("HOST_SNAPSHOT_KEEP_DAYS", default=14)
 WEBHOOK_DELIVERY_KEEP_DAYS = env.int("WEBHOOK_DELIVERY_KEEP_DAYS", default=90)  # delivered or given up; 0 keeps them
+EVENT_KEEP_DAYS = env.int("EVENT_KEEP_DAYS", default=30)  # stored events (the API's event list); 0 keeps them
 LOGIN_RECORD_KEEP_DAYS = env.int("LOGIN_RECORD_KEEP_DAYS", default=90)  # failed attempts and logins; 0 keeps them
 CELERY_BEAT_SCHEDULE["retention-due"] = {"task": "portal.tasks.retention_due", "schedule": 3600.0}
 # Images in the registry (docs/image-retention.md): the numbers a definition without a policy of its own (and of a team

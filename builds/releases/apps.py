@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from django.apps import AppConfig
 
 from portal import registry
@@ -30,4 +32,4 @@ class ReleasesConfig(AppConfig):
 
         registry.digest_keeper(name="stages and promotions", function=digests_in_use, order=10)
         for kind, label in PromotionEvent.choices:
-            registry.notification_event(kind, label)
+            registry.notification_event(kind, label, schema=str(Path(__file__).parent / "event_schemas" / f"{kind}.v1.json"))

@@ -365,11 +365,13 @@ class Promotion(models.Model):
 
 
 class PromotionEvent(models.TextChoices):
-    """What promotions send through the core's notifications (registered in builds.releases.apps, composed in
-    builds.releases.notifications)."""
+    """What promotions emit through the core's events (registered in builds.releases.apps with the JSON Schemas in
+    builds/releases/event_schemas/, composed in builds.releases.notifications). "promotion.decided" of earlier
+    webhooks became promotion.approved and promotion.rejected (releases migration 0004)."""
 
     APPROVAL_REQUESTED = "promotion.requested", "Approval requested"
-    DECIDED = "promotion.decided", "Promotion approved or rejected"
+    APPROVED = "promotion.approved", "Promotion approved"
+    REJECTED = "promotion.rejected", "Promotion rejected"
     APPLIED = "promotion.applied", "Promotion applied"
     FAILED = "promotion.failed", "Promotion failed"
 

@@ -1,15 +1,16 @@
-"""What promotions tell people: their events, composed here and delivered by the core's notifications
-(`portal.notifications`: email and signed outbound webhooks; the kinds are registered in builds.releases.apps).
+"""What promotions tell people: their events (promotion.requested, .approved, .rejected, .applied, .failed), composed
+here and emitted through the core's events (`portal.events`: stored, sent to signed outbound webhooks, emailed; the
+kinds are registered in builds.releases.apps with their JSON Schemas in builds/releases/event_schemas/).
 
 `notify(event=..., team=..., promotion=...)` is the one entry point, called by the promotion services and the worker that
-applies promotions. Called inside a transaction, nothing is sent for a change that rolled back.
+applies promotions. Called inside a transaction, nothing is stored or sent for a change that rolled back.
 """
 
 from __future__ import annotations
 
-from portal import notifications
+from portal import events
 from portal.formatting import short_digest
-from portal.models import Team, User, WebhookDelivery
+from portal.models import Event, Team, User
 from portal.notifications import site_url
 
 from .gate import eligible_approvers
@@ -18,13 +19,19 @@ from .models import ApprovalDecision, Promotion, PromotionEvent, PromotionStatus
 __all__ = ["PromotionEvent", "notify"]
 
 
-def notify(*, event: str, team: Team, promotion: Promotion, actor: User | None = None) -> list[WebhookDelivery]:
+def notify(*, event: str, team: Team, promotion: Promotion, actor: User | None = None) -> Event:
     """Tell the right people (email) and the team's webhooks about `event`, after the transaction commits."""
     event = PromotionEvent(event)
-    payload = {"promotion": _payload(promotion)}
-    subject, body = _email(event, payload["promotion"])
-    return notifications.send(event=event.value, team=team, payload=payload, actor=actor,
-                              recipients=_recipients(event, promotion, actor), subject=subject, body=body)
+    data = _payload(promotion)
+    subject, body = _email(event, {**data, "url": site_url(promotion.get_absolute_url())})
+    what = "rollback" if promotion.kind == "rollback" else "promotion"
+    return events.emit(
+        type=event.value, team=team, data=data, actor=actor,
+        subject=events.Subject(kind="promotion", id=promotion.pk,
+                               name=f"{what} #{promotion.pk}: {promotion.definition} {short_digest(promotion.digest)} "
+                                    f"to {promotion.target_stage.name}",
+                               path=promotion.get_absolute_url(), api_path=f"/api/v1/promotions/{promotion.pk}/"),
+        recipients=_recipients(event, promotion, actor), email_subject=subject, email_body=body)
 
 
 def _recipients(event, promotion, actor) -> set[User]:
@@ -45,8 +52,6 @@ def _recipients(event, promotion, actor) -> set[User]:
 def _payload(promotion) -> dict:
     decisions = promotion.approvals.filter(superseded_at__isnull=True).order_by("created_at")
     return {
-        "id": promotion.pk,
-        "url": site_url(promotion.get_absolute_url()),
         "kind": promotion.kind,
         "status": promotion.status,
         "status_note": promotion.status_note,
@@ -60,7 +65,8 @@ def _payload(promotion) -> dict:
         "reason": promotion.reason,
         "emergency": promotion.emergency,
         "requested_by": promotion.requested_by_name,
-        "build": promotion.build.number,
+        "build": {"id": promotion.build_id, "number": promotion.build.number,
+                  "url": site_url(promotion.build.get_absolute_url())},
         "decisions": [{"by": a.approver_name, "decision": a.decision, "comment": a.comment,
                        "at": a.created_at.isoformat(timespec="seconds")} for a in decisions],
     }
@@ -73,7 +79,8 @@ def _email(event, p) -> tuple[str, str]:
     decided = "rejected" if p["status"] == PromotionStatus.REJECTED else "approved"
     subject = {
         PromotionEvent.APPROVAL_REQUESTED: f"Approval requested: {what}",
-        PromotionEvent.DECIDED: f"{kind.capitalize()} {decided}: {what}",
+        PromotionEvent.APPROVED: f"{kind.capitalize()} {decided}: {what}",
+        PromotionEvent.REJECTED: f"{kind.capitalize()} {decided}: {what}",
         PromotionEvent.APPLIED: f"{kind.capitalize()} applied: {what}",
         PromotionEvent.FAILED: f"{kind.capitalize()} failed: {what}",
     }[event]

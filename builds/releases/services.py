@@ -306,7 +306,7 @@ def _decide(*, promotion, user, digest, comment, decision, request, confirm=""):
         if decision == ApprovalDecision.REJECT:
             _set_status(locked, PromotionStatus.REJECTED, note=f"Rejected by {user.username}: {comment.strip()}",
                         decided_at=now)
-            notifications.notify(event=notifications.PromotionEvent.DECIDED, team=locked.team, promotion=locked,
+            notifications.notify(event=notifications.PromotionEvent.REJECTED, team=locked.team, promotion=locked,
                                  actor=user)
         else:
             _advance(locked, actor=user, request=request, now=now)
@@ -432,7 +432,7 @@ def _advance(promotion, *, actor=None, request=None, now=None):
               detail=_detail(promotion, approvers=[a.approver_name for a in result.counted]))
     run = _start_or_wait(promotion, actor=actor, request=request, now=now)
     if decided_now:  # after the status moved on, so the notification says "applying" or "approved, waiting"
-        notifications.notify(event=notifications.PromotionEvent.DECIDED, team=promotion.team, promotion=promotion,
+        notifications.notify(event=notifications.PromotionEvent.APPROVED, team=promotion.team, promotion=promotion,
                              actor=actor)
     return run
 

@@ -247,7 +247,7 @@ def test_a_failed_build_tells_the_team_through_its_webhooks(definition, personas
     build = build_now(revision, personas.developer)
     assert build.status == BuildStatus.FAILED
     [delivery] = WebhookDelivery.objects.filter(event=BuildEvent.BUILD_FAILED)
-    assert delivery.payload["build"]["id"] == build.pk and delivery.payload["build"]["status"] == "failed"
+    assert delivery.payload["subject"]["id"] == build.pk and delivery.payload["data"]["status"] == "failed"
 
 
 def test_portal_labels_with_quotes_and_dollars_arrive_exactly(definition, personas):

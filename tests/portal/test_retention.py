@@ -209,7 +209,7 @@ def test_each_pass_is_a_row_and_an_audit_event_saying_what_it_removed(personas, 
     record = retention.retention_run(trigger="command")
     assert RetentionRun.objects.get() == record and record.finished_at and record.trigger == "command"
     assert record.policy["LOG_ARCHIVE_AFTER_DAYS"] == 30 and record.policy["HOST_SNAPSHOT_KEEP_DAYS"] == 14
-    assert set(record.removed) == {"logs", "host_snapshots", "webhook_deliveries", "login_records", "images"}
+    assert set(record.removed) == {"logs", "host_snapshots", "webhook_deliveries", "events", "login_records", "images"}
     event = AuditEvent.objects.get(action="retention.run")
     assert event.summary.startswith("retention: 1 logs archived, 0 host snapshots thinned, 0 webhook deliveries removed")
     assert event.detail["removed"]["logs"] == 1

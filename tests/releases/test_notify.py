@@ -187,9 +187,10 @@ def test_a_webhook_delivery_is_signed_and_verifies_with_the_documented_method(pr
     assert notifications.verify_signature(secret, request["headers"]["X-Portal-Timestamp"], request["body"],
                                           request["headers"]["X-Portal-Signature-256"])
     payload = json.loads(request["body"])
-    assert payload["event"] == "promotion.requested" == request["headers"]["X-Portal-Event"]
-    assert payload["promotion"]["id"] == promotion.pk and payload["promotion"]["digest"] == promotion.digest
-    assert payload["promotion"]["url"].endswith(reverse("releases:promotion_detail", args=[promotion.pk]))
+    assert payload["type"] == "promotion.requested" == request["headers"]["X-Portal-Event"]
+    assert payload["version"] == 1 and payload["delivery"] == request["headers"]["X-Portal-Delivery"]
+    assert payload["subject"]["id"] == promotion.pk and payload["data"]["digest"] == promotion.digest
+    assert payload["subject"]["url"].endswith(reverse("releases:promotion_detail", args=[promotion.pk]))
     delivery = WebhookDelivery.objects.get()
     assert delivery.status == DeliveryStatus.DELIVERED and delivery.attempts == 1 and delivery.response_code == 200
     assert request["headers"]["X-Portal-Delivery"] == delivery.delivery_id
@@ -206,7 +207,7 @@ def test_a_failing_receiver_is_retried_with_backoff_then_given_up(promo, receive
     r = receiver(codes=[500, 503, 502])
     hook, _ = notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci", url=r.url,
                                            events=[BuildEvent.BUILD_FAILED])
-    [delivery] = notify_build_failed(build=promo.builds[0])
+    [delivery] = notify_build_failed(build=promo.builds[0]).deliveries
     assert notifications.webhook_attempt(delivery_id=delivery.pk) == settings.WEBHOOK_RETRY_BASE_SECONDS
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts, delivery.response_code) == (DeliveryStatus.RETRYING, 1, 500)
@@ -223,7 +224,7 @@ def test_a_receiver_that_refuses_with_4xx_is_not_retried(promo, receiver):
     r = receiver(codes=[401])
     notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci", url=r.url,
                                  events=[BuildEvent.BUILD_FAILED])
-    [delivery] = notify_build_failed(build=promo.builds[0])
+    [delivery] = notify_build_failed(build=promo.builds[0]).deliveries
     assert notifications.webhook_attempt(delivery_id=delivery.pk) is None
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.FAILED and delivery.response_code == 401
@@ -233,7 +234,7 @@ def test_a_reason_phrase_holding_a_nul_is_recorded_with_a_replacement_character(
     r = receiver(codes=[502], reason="Bad\x00Gateway")
     notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci", url=r.url,
                                  events=[BuildEvent.BUILD_FAILED])
-    [delivery] = notify_build_failed(build=promo.builds[0])
+    [delivery] = notify_build_failed(build=promo.builds[0]).deliveries
     assert notifications.webhook_attempt(delivery_id=delivery.pk) is not None
     delivery.refresh_from_db()
     assert (delivery.status, delivery.response_code, delivery.error) == (DeliveryStatus.RETRYING, 502,
@@ -245,7 +246,7 @@ def test_an_unreachable_receiver_is_recorded_with_the_error(promo, settings):
     settings.EGRESS_ALLOW = [f"127.0.0.1:{port}"]
     notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci",
                                  url=f"http://127.0.0.1:{port}/hook", events=[BuildEvent.BUILD_FAILED])
-    [delivery] = notify_build_failed(build=promo.builds[0])
+    [delivery] = notify_build_failed(build=promo.builds[0]).deliveries
     assert notifications.webhook_attempt(delivery_id=delivery.pk) is not None
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.RETRYING and "refused" in delivery.error.lower()
@@ -259,14 +260,14 @@ def test_webhooks_get_only_their_events_and_paused_ones_nothing(promo, receiver)
                                              events=[BuildEvent.BUILD_FAILED])
     notifications.webhook_update(hook=paused, user=promo.personas.admin, name="b", url=r.url,
                                  events=[BuildEvent.BUILD_FAILED], active=False)
-    assert notify_build_failed(build=promo.builds[0]) == []
+    assert notify_build_failed(build=promo.builds[0]).deliveries == []
 
 
 def test_the_delivery_log_shows_attempts_and_redelivers(client_for, promo, receiver):
     r = receiver(codes=[500])
     hook, _ = notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci", url=r.url,
                                            events=[BuildEvent.BUILD_FAILED])
-    [delivery] = notify_build_failed(build=promo.builds[0])
+    [delivery] = notify_build_failed(build=promo.builds[0]).deliveries
     notifications.webhook_attempt(delivery_id=delivery.pk)
     page = client_for(promo.personas.admin).get(hook.get_absolute_url()).content.decode()
     assert "HTTP 500" in page and "Retrying" in page and "next try" in page
@@ -325,8 +326,8 @@ def test_overdue_deliveries_are_sent_again_by_the_sweeper(promo, receiver, eager
     r = receiver()
     notifications.webhook_create(team=promo.team, user=promo.personas.admin, name="ci", url=r.url,
                                  events=[BuildEvent.BUILD_FAILED])
-    lost, fresh = notify_build_failed(build=promo.builds[0]) + \
-        notify_build_failed(build=promo.builds[1])
+    lost, fresh = notify_build_failed(build=promo.builds[0]).deliveries + \
+        notify_build_failed(build=promo.builds[1]).deliveries
     WebhookDelivery.objects.filter(pk=lost.pk).update(status=DeliveryStatus.RETRYING, attempts=1,
                                                       next_attempt_at=timezone.now() - timedelta(minutes=10))
     assert notifications.webhook_deliveries_due() == [lost.pk]  # the fresh one is not overdue yet
