@@ -1,259 +1,380 @@
-"""The JSON API for CI pipelines (per-team tokens) and the inbound git webhook (GitHub and GitLab push payloads).
+"""Builds' routers of the REST API (/api/v1/, `portal.api`): image definitions, their revisions (a Containerfile with
+its build context), and builds (trigger, cancel, retry, compare). Registered in `BuildsConfig.ready`.
 
-API: `Authorization: Bearer imp_...`. A token acts in its own team with the developer's rights: other teams' objects do
-not exist for it (404). No token or a revoked one: 401.
-
-    POST /api/v1/builds/            {"definition": "<team>/<name>" or id, "revision": N?, "platform": "linux/amd64"?}
-    GET  /api/v1/builds/<id>/       the build's status, digest, timestamps and failure summary
-    GET  /api/v1/definitions/       the team's definitions, with their current revision and latest build
-
-Webhook: `POST /hooks/git/<key>/`. GitHub style is verified with `X-Hub-Signature-256` (HMAC-SHA256 of the body with
-the shared secret), GitLab style with `X-Gitlab-Token` (the secret itself), both compared in constant time. A bad or
-missing signature gets 403 and builds nothing.
-
-Both are rate limited per token (or webhook) and per client address (`portal.ratelimit`, settings `API_RATE_LIMIT_*`
-and `WEBHOOK_RATE_LIMIT_*`): over the limit, 429 with `Retry-After`.
+Each operation looks its object up with `builds.access` and changes it through `builds.services`, as the pages do.
 """
 
-import hashlib
-import hmac
-import json
+import base64
+import binascii
+import difflib
+from datetime import datetime
+from typing import Literal
 
-from django.core.exceptions import ValidationError
-from django.http import JsonResponse
+from django.db.models import Q
+from django.http import Http404
 from django.urls import reverse
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from ninja import Field, Query, Router, Schema, Status
 
-from portal import ratelimit
-from portal.text import storable
+from portal import services as portal_services
+from portal.access import get_team_for_user
+from portal.api import PAGE_LIMIT_DEFAULT, Body, Problem, page_of, paginate, token_auth
+from portal.models import Action, Scope, Team
 
-from . import integrations, services
-from .models import Build, GitWebhook, ImageDefinition, Revision
+from . import compare, services
+from .access import get_build_for_user, get_definition_for_user, get_revision_for_user
+from .forms import BuildFilter
+from .models import Build, BuildStatus, ContextKind, ImageDefinition, Revision, Schedule
 
-
-def _error(status, message, **extra):
-    return JsonResponse({"error": message, **extra}, status=status)
-
-
-def _bearer(request):
-    header = request.headers.get("Authorization", "")
-    scheme, _, secret = header.partition(" ")
-    return secret.strip() if scheme.lower() == "bearer" else ""
+# --- Schemas ---------------------------------------------------------------------------------------------------------
 
 
-def _token(request):
-    secret = _bearer(request)
-    return integrations.api_token_authenticate(secret) if secret else None
+class BuildOut(Schema):
+    id: int
+    url: str = Field(..., description="The build's page.")
+    api_url: str
+    definition: str = Field(..., description="team/name")
+    definition_id: int
+    number: int
+    revision: int
+    revision_sha256: str
+    platform: str
+    status: BuildStatus
+    phase: str
+    trigger: str
+    started_by: str | None
+    run_id: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    digest: str | None
+    image: str | None
+    tags: list[str]
+    size: int | None
+    architecture: str | None
+    reason: str | None
+    failed_step: str | None
+    hint: str | None
+    log_url: str = Field(..., description="The whole log as text (GET /api/v1/runs/{run_id}/log/ pages it).")
 
 
-def _token_identity(request, *args, **kwargs):
-    """Who a request counts against for the per-token rate limit: the token it presents (valid or not)."""
-    secret = _bearer(request)
-    return ratelimit.digest(secret) if secret else None
+class DefinitionOut(Schema):
+    id: int
+    team: str
+    name: str
+    description: str
+    repository: str
+    platforms: list[str]
+    build_args: dict[str, str]
+    schedule: str
+    timeout_minutes: int
+    current_revision: int | None
+    latest_build: BuildOut | None
+    url: str
 
 
-def _webhook_identity(request, key):
-    return ratelimit.digest(key)
+class DefinitionIn(Body):
+    team: str = Field(..., max_length=100, description="The team's slug.")
+    name: str = Field(..., min_length=1, max_length=64)
+    description: str = Field("", max_length=5000)
+    repository: str = Field("", max_length=255, description="Empty: the team's default repository for this name.")
+    platforms: list[str] | None = Field(None, max_length=8)
+    build_args: dict[str, str] | None = None
+    schedule: Schedule = Schedule.NONE
+    timeout_minutes: int = Field(60, ge=1, le=1440)
 
 
-api_rate_limited = ratelimit.rate_limited(
-    "api", per_address="API_RATE_LIMIT_PER_ADDRESS", per_key="API_RATE_LIMIT_PER_TOKEN", key=_token_identity)
-webhook_rate_limited = ratelimit.rate_limited(
-    "webhook", per_address="WEBHOOK_RATE_LIMIT_PER_ADDRESS", per_key="WEBHOOK_RATE_LIMIT_PER_HOOK", key=_webhook_identity,
-    key_name="webhook")
+class DefinitionPatch(Body):
+    description: str | None = Field(None, max_length=5000)
+    repository: str | None = Field(None, max_length=255)
+    platforms: list[str] | None = Field(None, max_length=8)
+    build_args: dict[str, str] | None = None
+    schedule: Schedule | None = None
+    timeout_minutes: int | None = Field(None, ge=1, le=1440)
 
 
-def _unauthorized():
-    response = _error(401, "Send a team API token: 'Authorization: Bearer imp_...'. Team admins create them on the "
-                           "team's integrations page.")
-    response["WWW-Authenticate"] = 'Bearer realm="image-mode-portal"'
-    return response
+class RevisionOut(Schema):
+    number: int
+    definition_id: int
+    sha256: str
+    message: str
+    author: str
+    created_at: datetime
+    context_kind: ContextKind
+    git_url: str
+    git_ref: str
+    git_subdir: str
+    context_files: list[str]
+    warnings: list[dict]
+    containerfile: str
 
 
-def build_json(request, build):
+class RevisionIn(Body):
+    containerfile: str = Field(..., min_length=1, max_length=200_000)
+    message: str = Field("", max_length=500)
+    context_kind: ContextKind = ContextKind.NONE
+    git_url: str = Field("", max_length=500)
+    git_ref: str = Field("", max_length=200)
+    git_subdir: str = Field("", max_length=300)
+    context_files: dict[str, str] = Field(default_factory=dict, description="path -> content, base64-encoded "
+                                                                            "(context_kind files).")
+
+
+class BuildIn(Body):
+    definition: int | str = Field(..., description="The definition's id, or team/name.")
+    revision: int | None = Field(None, ge=1, description="A revision number; default: the current one.")
+    platform: str | None = Field(None, max_length=32, description="Default: one build per platform of the definition.")
+
+
+class BuildsOut(Schema):
+    builds: list[BuildOut]
+
+
+class PackageChange(Schema):
+    name: str
+    old: str | None
+    new: str | None
+
+
+class ComparisonOut(Schema):
+    old: BuildOut
+    new: BuildOut
+    same_revision: bool
+    base_changed: bool
+    size_delta: int | None
+    containerfile_diff: list[str] = Field(..., description="Unified-diff lines of the Containerfiles (empty: same).")
+    packages_added: list[PackageChange]
+    packages_removed: list[PackageChange]
+    packages_changed: list[PackageChange]
+    labels: list[list[str | None]] = Field(..., description="[label, old, new, change] rows.")
+
+
+def build_out(request, build):
     run = build.run
     return {
-        "id": build.pk,
-        "url": request.build_absolute_uri(build.get_absolute_url()),
-        "api_url": request.build_absolute_uri(reverse("builds:api_build_detail", args=[build.pk])),
-        "definition": f"{build.definition.team.slug}/{build.definition.name}",
-        "number": build.number,
-        "revision": build.revision.number,
-        "revision_sha256": build.revision.sha256,
-        "platform": build.platform,
-        "status": build.status,
-        "phase": run.phase,
-        "trigger": run.trigger,
-        "created_at": run.created_at.isoformat(),
-        "started_at": run.started_at.isoformat() if run.started_at else None,
-        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-        "digest": build.digest or None,
-        "image": build.image_ref or None,
-        "tags": build.tags,
-        "size": build.size,
-        "architecture": build.architecture or None,
-        "reason": run.exit_reason or None,
-        "failed_step": build.failed_step or None,
-        "hint": build.hint or None,
+        "id": build.pk, "url": request.build_absolute_uri(build.get_absolute_url()),
+        "api_url": request.build_absolute_uri(reverse("api:build_detail", args=[build.pk])),
+        "definition": f"{build.definition.team.slug}/{build.definition.name}", "definition_id": build.definition_id,
+        "number": build.number, "revision": build.revision.number, "revision_sha256": build.revision.sha256,
+        "platform": build.platform, "status": build.status, "phase": run.phase, "trigger": run.trigger,
+        "started_by": run.started_by.username if run.started_by_id else None, "run_id": run.pk,
+        "created_at": run.created_at, "started_at": run.started_at, "finished_at": run.finished_at,
+        "digest": build.digest or None, "image": build.image_ref or None, "tags": build.tags or [], "size": build.size,
+        "architecture": build.architecture or None, "reason": run.exit_reason or None,
+        "failed_step": build.failed_step or None, "hint": build.hint or None,
         "log_url": request.build_absolute_uri(reverse("portal:run_log_raw", args=[run.pk])),
     }
 
 
-def _definition_for(token, value):
-    qs = ImageDefinition.objects.filter(team=token.team).select_related("team")
-    if (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.isdecimal()
-                                                                    and value.isascii()):
-        return qs.filter(pk=int(value)).first()
-    if isinstance(value, str) and "\x00" not in value:  # PostgreSQL text cannot hold NUL: no such name
-        team_slug, _, name = value.rpartition("/")
-        if team_slug and team_slug != token.team.slug:
-            return None
-        return qs.filter(name=name).first()
-    return None
+def definition_out(request, definition, latest=None):
+    revision = definition.current_revision()
+    return {
+        "id": definition.pk, "team": definition.team.slug, "name": definition.name,
+        "description": definition.description, "repository": definition.repository, "platforms": definition.platforms,
+        "build_args": definition.build_args, "schedule": definition.schedule,
+        "timeout_minutes": definition.timeout_minutes, "current_revision": revision.number if revision else None,
+        "latest_build": build_out(request, latest) if latest else None,
+        "url": request.build_absolute_uri(definition.get_absolute_url()),
+    }
 
 
-@csrf_exempt
-@require_POST
-@api_rate_limited
-def build_create(request):
-    token = _token(request)
-    if token is None:
-        return _unauthorized()
-    try:
-        payload = json.loads(request.body or b"{}")
-    except ValueError:
-        return _error(400, "The body must be JSON, e.g. {\"definition\": \"platform/web-os\"}.")
-    if not isinstance(payload, dict):
-        return _error(400, "The body must be a JSON object.")
-    definition = _definition_for(token, payload.get("definition"))
-    if definition is None:
-        return _error(404, f"No image definition {payload.get('definition')!r} in team {token.team.slug}.")
-    revision_number = payload.get("revision")
-    if revision_number is None:
+def revision_out(revision):
+    return {
+        "number": revision.number, "definition_id": revision.definition_id, "sha256": revision.sha256,
+        "message": revision.message, "author": revision.author_name, "created_at": revision.created_at,
+        "context_kind": revision.context_kind, "git_url": revision.git_url, "git_ref": revision.git_ref,
+        "git_subdir": revision.git_subdir, "context_files": [f.path for f in revision.context_files.all()],
+        "warnings": revision.warnings or [], "containerfile": revision.containerfile,
+    }
+
+
+def _latest_builds(definitions):
+    return Build.objects.with_related().in_bulk([d.latest_build_id for d in definitions if d.latest_build_id])
+
+
+# --- Definitions -----------------------------------------------------------------------------------------------------
+
+definitions = Router(tags=["definitions"])
+
+
+@definitions.get("", response=page_of(DefinitionOut), summary="Image definitions the caller sees")
+def definition_list(request, team: str | None = None, q: str = Query("", max_length=200), cursor: str | None = None,
+                    limit: int = PAGE_LIMIT_DEFAULT):
+    """Filters as on the definitions page: `team` (slug) and `q` (in the name, description or repository)."""
+    queryset = ImageDefinition.objects.visible_to(request.user).select_related("team").with_latest_build()
+    if team:
+        queryset = queryset.filter(team__slug=team)
+    q = q.replace("\x00", "").strip()
+    if q:
+        queryset = queryset.filter(Q(name__icontains=q) | Q(description__icontains=q) | Q(repository__icontains=q))
+    page = paginate(queryset, cursor=cursor, limit=limit)
+    latest = _latest_builds(page["items"])
+    page["items"] = [definition_out(request, d, latest.get(d.latest_build_id)) for d in page["items"]]
+    return page
+
+
+@definitions.post("", response={201: DefinitionOut}, auth=token_auth(Scope.BUILD), summary="Create a definition")
+def definition_create(request, payload: DefinitionIn):
+    team = get_team_for_user(request.user, payload.team, action=Action.DEVELOP)
+    if ImageDefinition.objects.filter(team=team, name=payload.name).exists():
+        raise Problem(409, f"{team} already has a definition named {payload.name!r}.", slug="conflict")
+    definition = services.definition_create(
+        team=team, user=request.user, name=payload.name, description=payload.description,
+        repository=payload.repository, platforms=payload.platforms, build_args=payload.build_args,
+        schedule=payload.schedule, timeout_minutes=payload.timeout_minutes, request=request)
+    return Status(201, definition_out(request, definition))
+
+
+def _definition(request, definition_id, action=Action.VIEW):
+    return get_definition_for_user(request.user, definition_id, action=action)
+
+
+@definitions.get("{definition_id}/", response=DefinitionOut, summary="One definition")
+def definition_detail(request, definition_id: int):
+    definition = _definition(request, definition_id)
+    latest = definition.builds.with_related().order_by("-number").first()
+    return definition_out(request, definition, latest)
+
+
+@definitions.patch("{definition_id}/", response=DefinitionOut, auth=token_auth(Scope.BUILD),
+                   summary="Change a definition (only the fields sent)")
+def definition_update(request, definition_id: int, payload: DefinitionPatch):
+    definition = _definition(request, definition_id, Action.DEVELOP)
+    changes = {name: value for name, value in payload.model_dump(exclude_unset=True).items() if value is not None}
+    definition = services.definition_update(definition=definition, user=request.user, request=request, **changes)
+    return definition_out(request, definition, definition.builds.with_related().order_by("-number").first())
+
+
+@definitions.get("{definition_id}/revisions/", response=page_of(RevisionOut), summary="A definition's revisions")
+def revision_list(request, definition_id: int, cursor: str | None = None, limit: int = PAGE_LIMIT_DEFAULT):
+    definition = _definition(request, definition_id)
+    queryset = Revision.objects.filter(definition=definition).prefetch_related("context_files")
+    return paginate(queryset, cursor=cursor, limit=limit, key=revision_out)
+
+
+@definitions.post("{definition_id}/revisions/", response={201: RevisionOut}, auth=token_auth(Scope.BUILD),
+                  summary="Save a new revision: a Containerfile and its build context")
+def revision_create(request, definition_id: int, payload: RevisionIn):
+    definition = _definition(request, definition_id, Action.DEVELOP)
+    files = {}
+    for path, encoded in payload.context_files.items():
+        try:
+            files[path] = base64.b64decode(encoded.encode("ascii"), validate=True)
+        except (binascii.Error, ValueError, UnicodeError):
+            raise Problem(400, f"body.context_files.{path}: not base64", slug="invalid",
+                          errors=[{"field": f"body.context_files.{path}", "message": "not base64"}]) from None
+    revision = services.revision_create(
+        definition=definition, user=request.user, containerfile=payload.containerfile, message=payload.message,
+        context_kind=payload.context_kind, git_url=payload.git_url, git_ref=payload.git_ref,
+        git_subdir=payload.git_subdir, context_files=files, request=request)
+    return Status(201, revision_out(revision))
+
+
+@definitions.get("{definition_id}/revisions/{number}/", response=RevisionOut, summary="One revision")
+def revision_detail(request, definition_id: int, number: int):
+    return revision_out(get_revision_for_user(request.user, definition_id, number))
+
+
+# --- Builds ----------------------------------------------------------------------------------------------------------
+
+builds = Router(tags=["builds"])
+
+
+@builds.get("", response=page_of(BuildOut), summary="Builds the caller sees, newest first")
+def build_list(request, team: str | None = None, definition: int | None = None, status: BuildStatus | None = None,
+               trigger: Literal["button", "api", "webhook", "schedule"] | None = None,
+               q: str = Query("", max_length=200), cursor: str | None = None, limit: int = PAGE_LIMIT_DEFAULT):
+    """Filters as on the builds page: `team` (slug), `status`, `trigger`, `q` (a definition's name, a digest, a build
+    number); and `definition` (an id)."""
+    base = Build.objects.visible_to(request.user).with_related()
+    if definition is not None:
+        base = base.filter(definition_id=definition)
+    teams = Team.objects.visible_to(request.user)
+    data = {"q": q.replace("\x00", ""), "status": status or "", "trigger": trigger or ""}
+    if team:
+        data["team"] = str(teams.filter(slug=team).values_list("pk", flat=True).first() or 0)
+    found = BuildFilter(data, queryset=base, teams=teams)  # the builds page's own filter
+    queryset = found.qs if found.is_valid() else base.none()
+    return paginate(queryset, cursor=cursor, limit=limit, key=lambda build: build_out(request, build))
+
+
+def _definition_named(request, value):
+    """A definition by id or "team/name", or 404 (the same for one of another team)."""
+    if isinstance(value, int):
+        return get_definition_for_user(request.user, value, action=Action.DEVELOP)
+    team_slug, _, name = value.rpartition("/")
+    if not team_slug or "\x00" in value:
+        raise Problem(400, "body.definition: an id or team/name", slug="invalid",
+                      errors=[{"field": "body.definition", "message": "an id or team/name"}])
+    team = get_team_for_user(request.user, team_slug)
+    found = ImageDefinition.objects.filter(team=team, name=name).first()
+    if found is None:
+        raise Http404
+    return get_definition_for_user(request.user, found.pk, action=Action.DEVELOP)
+
+
+@builds.post("", response={201: BuildsOut}, auth=token_auth(Scope.BUILD),
+             summary="Build a revision (the current one by default), on one platform or all")
+def build_create(request, payload: BuildIn):
+    definition = _definition_named(request, payload.definition)
+    if payload.revision is None:
         revision = definition.current_revision()
-    elif isinstance(revision_number, int) and not isinstance(revision_number, bool):
-        revision = Revision.objects.filter(definition=definition, number=revision_number).first()
+        if revision is None:
+            raise Problem(409, f"{definition} has no revision yet: save one first.", slug="conflict")
     else:
-        return _error(400, "'revision' must be a revision number.")
-    if revision is None:
-        return _error(404, "No such revision" if revision_number is not None else "The definition has no revision yet.")
-    platform = payload.get("platform")
-    if platform is not None and (not isinstance(platform, str) or platform not in definition.platforms):
-        return _error(400, f"'platform' must be one of {definition.platforms}.")
-    actor = f"API token {token.name!r}"
-    try:
-        if platform:
-            builds = [services.build_start(revision=revision, user=None, trigger="api", platform=platform,
-                                           actor_name=actor, request=request)]
-        else:
-            builds = services.build_start_all(revision=revision, user=None, trigger="api", actor_name=actor,
-                                              request=request)
-    except ValidationError as exc:
-        return _error(400, " ".join(exc.messages))
-    builds = [Build.objects.with_related().get(pk=b.pk) for b in builds]
-    return JsonResponse({"builds": [build_json(request, b) for b in builds]}, status=201)
-
-
-@require_GET
-@api_rate_limited
-def build_detail(request, pk):
-    token = _token(request)
-    if token is None:
-        return _unauthorized()
-    build = Build.objects.with_related().filter(pk=pk, definition__team=token.team).first()
-    if build is None:
-        return _error(404, "No such build in this token's team.")
-    return JsonResponse(build_json(request, build))
-
-
-@require_GET
-@api_rate_limited
-def definition_list(request):
-    token = _token(request)
-    if token is None:
-        return _unauthorized()
-    out = []
-    for definition in ImageDefinition.objects.filter(team=token.team).with_latest_build().order_by("name"):
-        revision = definition.current_revision()
-        latest = Build.objects.with_related().filter(pk=definition.latest_build_id).first()
-        out.append({
-            "id": definition.pk, "name": definition.name, "repository": definition.repository,
-            "platforms": definition.platforms, "current_revision": revision.number if revision else None,
-            "latest_build": build_json(request, latest) if latest else None,
-        })
-    return JsonResponse({"team": token.team.slug, "definitions": out})
-
-
-# --- Git webhook -----------------------------------------------------------------------------------------------------
-
-
-SIGNATURE_HEADERS = ("X-Hub-Signature-256", "X-Gitlab-Token")
-
-
-def _signature_problem(request, hook):
-    """Why the request does not carry this webhook's signature, or None when it does.
-
-    GitHub signs the body with HMAC-SHA256 (`X-Hub-Signature-256: sha256=<hex>`); GitLab sends the secret itself
-    (`X-Gitlab-Token`). Either value is ASCII: anything else is refused by name before comparing (`compare_digest`
-    takes only ASCII text)."""
-    for header in SIGNATURE_HEADERS:
-        value = request.headers.get(header, "")
-        if value and not value.isascii():
-            return f"The {header} header holds a character that is not ASCII: nothing was built."
-    secret = hook.secret.encode()
-    github = request.headers.get("X-Hub-Signature-256", "")
-    if github:
-        expected = "sha256=" + hmac.new(secret, request.body, hashlib.sha256).hexdigest()
-        matches = hmac.compare_digest(github.strip(), expected)
+        revision = get_revision_for_user(request.user, definition.pk, payload.revision)
+    if payload.platform is not None and payload.platform not in definition.platforms:
+        raise Problem(400, f"body.platform: one of {', '.join(definition.platforms)}", slug="invalid",
+                      errors=[{"field": "body.platform", "message": f"one of {', '.join(definition.platforms)}"}])
+    if payload.platform:
+        started = [services.build_start(revision=revision, user=request.user, trigger="api",
+                                        platform=payload.platform, request=request)]
     else:
-        gitlab = request.headers.get("X-Gitlab-Token", "")
-        matches = bool(gitlab) and hmac.compare_digest(gitlab.encode(), secret)
-    return None if matches else "The signature does not match this webhook's secret: nothing was built."
+        started = services.build_start_all(revision=revision, user=request.user, trigger="api", request=request)
+    started = Build.objects.with_related().filter(pk__in=[b.pk for b in started]).order_by("pk")
+    return Status(201, {"builds": [build_out(request, build) for build in started]})
 
 
-def _push_facts(payload):
-    """(repository URLs, branch, commit) from a GitHub or GitLab push payload; branch None if not a branch push.
-    Any NUL in the payload's text reads as U+FFFD: these values reach the database."""
-    payload = storable(payload)
-    ref = payload.get("ref")
-    ref = ref if isinstance(ref, str) else ""
-    branch = ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else None
-    urls = []
-    for section in ("repository", "project"):
-        data = payload.get(section)
-        if isinstance(data, dict):
-            urls += [data.get(k) for k in ("clone_url", "ssh_url", "git_url", "html_url", "url", "git_http_url",
-                                           "git_ssh_url", "web_url", "homepage")]
-    urls = [u for u in urls if isinstance(u, str) and u]
-    commit = payload.get("after") or payload.get("checkout_sha") or ""
-    return urls, branch, commit if isinstance(commit, str) else ""
+@builds.get("{build_id}/", response=BuildOut, summary="One build: status, digest, timestamps, failure summary")
+def build_detail(request, build_id: int):
+    return build_out(request, get_build_for_user(request.user, build_id))
 
 
-@csrf_exempt
-@require_http_methods(["POST"])
-@webhook_rate_limited
-def git_webhook(request, key):
-    hook = GitWebhook.objects.select_related("team").filter(key=key).first()
-    if hook is None:
-        return _error(404, "No such webhook.")
-    problem = _signature_problem(request, hook)
-    if problem:
-        return _error(403, problem)
-    event = request.headers.get("X-GitHub-Event") or request.headers.get("X-Gitlab-Event") or ""
-    if event == "ping":
-        return JsonResponse({"ok": True, "pong": True})
-    try:
-        payload = json.loads(request.body or b"{}")
-    except ValueError:
-        return _error(400, "The body must be JSON (GitHub: content type application/json).")
-    if not isinstance(payload, dict):
-        return _error(400, "The body must be a JSON object.")
-    urls, branch, commit = _push_facts(payload)
-    if branch is None:
-        return JsonResponse({"ok": True, "builds": [], "detail": "not a branch push: ignored"}, status=202)
-    if set(commit) == {"0"}:
-        return JsonResponse({"ok": True, "builds": [], "detail": "branch deleted: ignored"}, status=202)
-    builds = integrations.webhook_push_received(hook=hook, repository_urls=urls, branch=branch, commit=commit,
-                                            request=request)
-    return JsonResponse({"ok": True, "builds": [b.pk for b in builds]}, status=202)
+@builds.post("{build_id}/cancel/", response=BuildOut, auth=token_auth(Scope.BUILD), summary="Cancel a build")
+def build_cancel(request, build_id: int):
+    build = get_build_for_user(request.user, build_id, action=Action.DEVELOP)
+    if build.run.is_finished:
+        raise Problem(409, f"{build} had already ended ({build.status}).", slug="conflict")
+    portal_services.run_request_cancel(run=build.run, user=request.user, request=request)
+    return build_out(request, get_build_for_user(request.user, build_id))
+
+
+@builds.post("{build_id}/retry/", response={201: BuildOut}, auth=token_auth(Scope.BUILD),
+             summary="Build the same revision and platform again, as a new build")
+def build_retry(request, build_id: int):
+    build = get_build_for_user(request.user, build_id, action=Action.DEVELOP)
+    if build.is_active:
+        raise Problem(409, f"{build} is still {build.status}; cancel it or wait for it to end.", slug="conflict")
+    new = services.build_retry(build=build, user=request.user, trigger="api", request=request)
+    return Status(201, build_out(request, get_build_for_user(request.user, new.pk)))
+
+
+@builds.get("{build_id}/compare/{other_id}/", response=ComparisonOut,
+            summary="What changed from one build to another: Containerfile, base, packages, labels, size")
+def build_compare(request, build_id: int, other_id: int):
+    old = get_build_for_user(request.user, build_id)
+    new = get_build_for_user(request.user, other_id)
+    comparison = compare.compare_builds(old, new)
+    packages = comparison.packages
+    return {
+        "old": build_out(request, old), "new": build_out(request, new),
+        "same_revision": comparison.same_revision, "base_changed": comparison.base_changed,
+        "size_delta": comparison.size_delta,
+        "containerfile_diff": [] if comparison.same_revision else list(difflib.unified_diff(
+            old.revision.containerfile.split("\n"), new.revision.containerfile.split("\n"),
+            f"r{old.revision.number}", f"r{new.revision.number}", lineterm="")),
+        "packages_added": [{"name": n, "old": None, "new": v} for n, v in packages.added],
+        "packages_removed": [{"name": n, "old": v, "new": None} for n, v in packages.removed],
+        "packages_changed": [{"name": n, "old": a, "new": b} for n, a, b in packages.upgraded + packages.downgraded],
+        "labels": [list(row) for row in comparison.labels],
+    }
+

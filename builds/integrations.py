@@ -1,6 +1,6 @@
 """Every state change of a team's build integrations, written once: its logins to registries and git hosts, its API
 tokens, and its git webhooks with what a verified push starts. The views (`builds.views_integrations`), the JSON API
-and the webhook endpoint (`builds.api`) call these; each checks access, writes and audits."""
+and the webhook endpoint (`builds.api_legacy`) call these; each checks access, writes and audits."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import api, views, views_integrations
+from . import api_legacy, views, views_integrations
 
 app_name = "builds"
 
@@ -42,8 +42,8 @@ urlpatterns = [
     path("integrations/tokens/<int:pk>/revoke/", views_integrations.token_revoke, name="token_revoke"),
     path("teams/<slug:slug>/integrations/webhooks/", views_integrations.webhook_create, name="webhook_create"),
     path("integrations/webhooks/<int:pk>/delete/", views_integrations.webhook_delete, name="webhook_delete"),
-    path("api/v1/builds/", api.build_create, name="api_build_create"),
-    path("api/v1/builds/<int:pk>/", api.build_detail, name="api_build_detail"),
-    path("api/v1/definitions/", api.definition_list, name="api_definition_list"),
-    path("hooks/git/<str:key>/", api.git_webhook, name="git_webhook"),
+    path("api/v1/builds/", api_legacy.build_create, name="api_build_create"),
+    path("api/v1/builds/<int:pk>/", api_legacy.build_detail, name="api_build_detail"),
+    path("api/v1/definitions/", api_legacy.definition_list, name="api_definition_list"),
+    path("hooks/git/<str:key>/", api_legacy.git_webhook, name="git_webhook"),
 ]

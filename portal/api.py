@@ -24,6 +24,9 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpResponseNotModified
+from django.urls import URLResolver
+from django.urls.resolvers import RegexPattern
+from django.utils.module_loading import import_string
 from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
@@ -172,8 +175,13 @@ class Body(Schema):
 # --- Errors ----------------------------------------------------------------------------------------------------------
 
 
-def _field(loc) -> str:
-    return ".".join(str(part) for part in loc if part not in ("body", "payload") or len(loc) == 1) or "body"
+# Parts of a pydantic error location that name a union's member type, not a field ("definition.int").
+_TYPE_TAGS = {"int", "str", "float", "bool", "dict", "list", "none", "literal", "enum", "is-instance", "lax-or-strict",
+              "json-or-python", "function-after", "function-before", "function-wrap", "nullable", "tagged-union"}
+
+
+def _is_type_tag(part) -> bool:
+    return isinstance(part, str) and (part in _TYPE_TAGS or "[" in part)
 
 
 @api.exception_handler(NinjaValidationError)
@@ -184,11 +192,12 @@ def _invalid(request, exc):
         # ninja puts the body under the parameter's name: body.payload.name -> body.name
         if len(loc) >= 2 and loc[0] == "body":
             loc = ["body", *loc[2:]] if len(loc) > 2 else ["body"]
-        field = ".".join(str(part) for part in loc) or "body"
+        field = ".".join(str(part) for part in loc if not _is_type_tag(part)) or "body"
         message = error.get("msg", "is not valid")
         if error.get("type") == "extra_forbidden":
             message = "is not a field of this request"
-        errors.append({"field": field, "message": message})
+        if all(seen["field"] != field for seen in errors):  # a union's members each report the same field
+            errors.append({"field": field, "message": message})
     first = errors[0] if errors else {"field": "body", "message": "is not valid"}
     return problem_response(request, 400, f"{first['field']}: {first['message']}", slug="invalid", errors=errors)
 
@@ -291,6 +300,13 @@ def mount(core_routers):
     global _mounted
     if not _mounted:
         for prefix, router in [*core_routers, *((entry.prefix, entry.router) for entry in registry.api_routers())]:
-            api.add_router(prefix, router)
+            api.add_router(prefix, import_string(router) if isinstance(router, str) else router)
         _mounted = True
     return api.urls
+
+
+def dispatch(request):
+    """Answer `request` with the API operation its path names. For builds' first JSON API, whose three endpoints share
+    their paths with this API's: they answer their old `imp_` team tokens themselves and hand everything else here."""
+    match = URLResolver(RegexPattern(r"^/api/v1/"), api.urls[0]).resolve(request.path_info)
+    return match.func(request, *match.args, **match.kwargs)

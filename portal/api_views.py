@@ -8,7 +8,7 @@ from datetime import datetime
 
 from django.contrib.auth import get_user_model
 from django.http import Http404
-from ninja import Field, Query, Router, Schema
+from ninja import Field, Query, Router, Schema, Status
 
 from . import logsink, services
 from .access import get_run_for_user, get_team_for_user, role_in
@@ -138,7 +138,7 @@ def team_create(request, payload: TeamIn):
                       errors=[{"field": "body.name", "message": "needs a letter or a digit"}])
     team = services.team_create(name=payload.name, description=payload.description, actor=request.user,
                                 request=request)
-    return 201, team_out(team, request.user)
+    return Status(201, team_out(team, request.user))
 
 
 @teams.get("{slug}/", response=TeamOut, summary="One team")
@@ -173,7 +173,7 @@ def member_add(request, slug: str, payload: MemberIn):
     if Membership.objects.filter(team=team, user=user).exists():
         raise Problem(409, f"{user.username} is already in {team}; change their role instead.", slug="conflict")
     membership = services.membership_set(team=team, user=user, role=payload.role, actor=request.user, request=request)
-    return 201, member_out(Membership.objects.select_related("user").get(pk=membership.pk))
+    return Status(201, member_out(Membership.objects.select_related("user").get(pk=membership.pk)))
 
 
 @teams.patch("{slug}/members/{username}/", response=MemberOut, auth=token_auth(Scope.ADMIN),
@@ -191,7 +191,7 @@ def member_remove(request, slug: str, username: str):
     team = get_team_for_user(request.user, slug, action=Action.ADMIN)
     membership = _membership(team, username)
     services.membership_remove(team=team, user=membership.user, actor=request.user, request=request)
-    return 204, None
+    return Status(204, None)
 
 
 # --- The caller's tokens ---------------------------------------------------------------------------------------------
@@ -211,7 +211,7 @@ def token_revoke(request, token_id: int):
     if token is None:
         raise Http404
     services.token_revoke(token=token, actor=request.user, request=request)
-    return 204, None
+    return Status(204, None)
 
 
 # --- Runs ------------------------------------------------------------------------------------------------------------

@@ -511,7 +511,9 @@ def providers(name: str) -> list[Callable]:
 
 @dataclass(frozen=True)
 class ApiRouter:
-    """A feature's django-ninja Router, mounted at /api/v1/`prefix` (e.g. "disk-images/")."""
+    """A feature's django-ninja Router, mounted at /api/v1/`prefix` (e.g. "disk-images/"). `router` is the Router or
+    its dotted path ("builds.api.builds"), imported only when the URLconf loads, so a worker that never serves the API
+    never imports it (nor django-ninja and pydantic)."""
 
     prefix: str
     router: object
