@@ -30,7 +30,10 @@ class PortalConfig(AppConfig):
         registry.retention_step(name="events", label="stored events removed", function=events.prune_events, order=35)
         registry.retention_step(name="login_records", label="login records removed",
                                 function=retention.prune_login_records, order=40)
-        # The core's own kind of event (portal/events.py); features register theirs.
+        # The core's own kind of event (portal/events.py), and the API's event list; features register theirs.
+        from .api_events import router as events_router
+
+        registry.api_router("events/", events_router, order=5)
         registry.notification_event("retention.run", "Retention pass finished",
                                     schema=str(Path(__file__).parent / "event_schemas" / "retention.run.v1.json"))
         registry.stored_files(logarchive.stored_archives)  # backups record them, restores check them
