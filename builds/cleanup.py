@@ -9,6 +9,8 @@
    is gone completely or still there, never half.
 4. Record each deletion at once, in its own transaction: the builds' `image_deleted_at`, the cleanup's list, one audit
    event per digest.
+   Then announce `image.deleted`: what belongs to the image goes after it, never before it (the supply chain removes
+   its signatures from the lookaside store and cosign's attachment tags from the registry).
 5. Run the registry's garbage collection (REGISTRY_GC_COMMAND), which frees the blobs no manifest refers to any more;
    without it the blobs stay until the registry's own collection runs.
 """
@@ -28,6 +30,7 @@ from django.utils import timezone
 from portal import runs
 from portal.formatting import short_digest, size
 from portal.models import RunStatus
+from portal.registry import announce
 from portal.services import audit, run_set_phase
 
 from . import registry, retention, services
@@ -35,6 +38,10 @@ from .models import Build, ImageCleanup, ImageDefinition, ImageRetentionPolicy
 from .runner import Watch
 
 log = logging.getLogger(__name__)
+
+# Announced (portal.registry) after an image is deleted from the registry and the deletion is on record, with
+# repository, digest, access (registry.RegistryAccess), team and log (writes a line to the cleanup's log).
+IMAGE_DELETED = "image.deleted"
 
 
 class CleanupFailed(runs.Failed):
@@ -107,6 +114,9 @@ def _clean(cleanup, execution, limit):
         _record_deleted(cleanup, verdict, run)
         builds = ", ".join(f"build {b.number}" for b in verdict.builds)
         sink.write(f"Deleted {repository}@{digest} ({builds}) and its tags.")
+        # What belongs to the image (its signatures) goes now, after the image and never before it.
+        announce(IMAGE_DELETED, repository=repository, digest=digest, access=access, team=definition.team,
+                 log=sink.write)
     if failed:
         ImageCleanup.objects.filter(pk=cleanup.pk).update(failed=failed)
     cleanup.refresh_from_db()

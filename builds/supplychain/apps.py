@@ -10,16 +10,19 @@ class SupplyChainConfig(AppConfig):
 
     def ready(self):
         # Models load only once the app registry is ready, i.e. here.
+        from builds.cleanup import IMAGE_DELETED
         from builds.pipeline import BUILD_SUCCEEDED
         from builds.releases.apply import COPY_TRUST
         from portal.models import Action
 
-        from .services import build_succeeded, copy_trust
+        from .services import build_succeeded, copy_trust, image_deleted
 
         # Releases copies a digest to a stage under the trust the stage requires (releases never import this app).
         registry.provide(COPY_TRUST, copy_trust)
         # Keys that sign new builds sign each one that succeeds (builds never import this app).
         registry.subscribe(BUILD_SUCCEEDED, build_succeeded)
+        # An image retention deletes takes its signatures with it (cleanup never imports this app).
+        registry.subscribe(IMAGE_DELETED, image_deleted)
         # The approval card says who signed the digest and what the stage requires; the build page links its SBOM,
         # signatures and vulnerabilities.
         registry.fragment("promotion.trust", url_name="supplychain:promotion_trust")

@@ -8,12 +8,15 @@ stage: the policy.json that makes containers/image refuse a digest not signed wi
 from __future__ import annotations
 
 import logging
+import shutil
+from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from builds import registry
 from builds.models import Build
 from builds.releases.apply import CopyTrust
 from builds.releases.models import Stage
@@ -269,3 +272,44 @@ def feed_import(*, name: str, data: bytes, source: str, user: User | None, reque
               actor=user, actor_name=None if user is not None else "portal", obj=feed, request=request,
               detail={"count": count, "source": source})
     return feed
+
+
+# --- Images deleted by retention -------------------------------------------------------------------------------------
+
+# cosign's tags beside an image, named after its digest: signatures, attestations and SBOMs.
+ATTACHMENT_SUFFIXES = ("sig", "att", "sbom")
+
+
+def image_deleted(*, repository: str, digest: str, access, team: Team, log, **_details) -> list[str]:
+    """Retention deleted repository@digest (builds.cleanup announces it once the image is gone and on record): the
+    digest's signatures go with it, never before it. GPG signatures leave the lookaside store, and cosign's attachment
+    tags (signatures, attestations, SBOMs) are deleted from the registry. Returns what went, as the log says it."""
+    removed = []
+    store = Path(trust.lookaside_path(settings.SUPPLY_CHAIN_LOOKASIDE_DIR, repository, digest))
+    if store.is_dir():
+        count = sum(1 for _ in store.glob("signature-*"))
+        shutil.rmtree(store)
+        removed.append(f"{count} GPG signature(s) from the lookaside store")
+    algorithm, _, hex_digest = digest.partition(":")
+    for suffix in ATTACHMENT_SUFFIXES:
+        tag = f"{algorithm}-{hex_digest}.{suffix}"
+        try:
+            # Deleted by its own digest, never by tag (a tag may have moved): the portal deletes by digest only.
+            attachment = registry.manifest_digest(registry.raw_manifest(f"{repository}:{tag}", access=access))
+            if Build.objects.filter(digest=attachment).exists():
+                log(f"Kept {repository}:{tag}: it points at a build's image, not at an attachment.")
+                continue
+            registry.delete_manifest(repository, attachment, access=access)
+        except registry.ManifestUnknown:
+            continue
+        except registry.RegistryError as exc:
+            log(f"Could not delete the attachment {repository}:{tag}: {exc}. Delete it by hand; it vouches for an "
+                "image that is gone.")
+            continue
+        removed.append(f"the attachment {tag}")
+    if removed:
+        log(f"Removed with {short_digest(digest)}: {'; '.join(removed)}.")
+        audit(action="signatures.delete", actor_name="portal", team=team,
+              summary=f"removed the signatures of {repository}@{short_digest(digest)} with the image",
+              detail={"repository": repository, "digest": digest, "removed": removed})
+    return removed

@@ -35,8 +35,10 @@ from builds import retention, services
 from builds.diskimages.models import BootTest
 from builds.models import Build, ImageCleanup, ImageRetentionPolicy, RegistryCredential
 from builds.releases.models import Promotion, PromotionStatus, StageHistory
+from builds.supplychain import trust
 from hosts import simregistry
 from hosts.models import Host
+from portal.logsink import lines_after
 from portal.models import AuditEvent, Run, RunKind, RunStatus
 from portal.services import run_create, run_finish, run_start
 from tests.builds.fixtures import Registry
@@ -257,6 +259,37 @@ def test_applying_it_deletes_those_images_and_garbage_collection_frees_their_blo
     assert sorted(event.detail["digest"] for event in audited) == sorted(cleanup.deleted)
     # The next dry run has nothing left to delete.
     assert retention.plan(scene.definition).doomed == []
+
+
+def sign_by_hand(scene, number, lookaside):
+    """What a GPG signing leaves in the lookaside store (containers/image's layout) and what cosign pushes beside the
+    image: a signature attachment tagged sha256-<hex>.sig."""
+    store = Path(trust.lookaside_path(str(lookaside), scene.repository, scene.digest(number)))
+    store.mkdir(parents=True)
+    (store / "signature-1").write_bytes(os.urandom(300))
+    tag = scene.digest(number).replace(":", "-") + ".sig"
+    push_image(scene.registry.address, scene.repository.split("/", 1)[1], content=os.urandom(512), base=b"sig",
+               tags=[tag])
+    return store, f"{scene.repository}:{tag}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_images_signatures_go_with_it_and_a_kept_images_stay(scene, personas, settings, tmp_path, eager_tasks,
+                                                                 django_capture_on_commit_callbacks):
+    settings.SUPPLY_CHAIN_LOOKASIDE_DIR = str(tmp_path / "lookaside")
+    doomed_store, doomed_attachment = sign_by_hand(scene, DOOMED[0], tmp_path / "lookaside")
+    kept_store, kept_attachment = sign_by_hand(scene, 10, tmp_path / "lookaside")
+
+    cleanup = apply(scene, personas.admin, [scene.digest(DOOMED[0])], django_capture_on_commit_callbacks)
+
+    assert cleanup.run.status == RunStatus.SUCCEEDED, cleanup.run.exit_reason
+    assert not exists(scene.ref(DOOMED[0])) and not doomed_store.exists() and not exists(doomed_attachment)
+    assert kept_store.exists() and exists(kept_attachment) and exists(scene.ref(10))
+    log = "\n".join(text for _, text in lines_after(cleanup.run))
+    assert log.index(f"Deleted {scene.ref(DOOMED[0])}") < log.index("Removed with")
+    assert "1 GPG signature(s) from the lookaside store; the attachment sha256-" in log
+    event = AuditEvent.objects.get(action="signatures.delete")
+    assert event.detail["digest"] == scene.digest(DOOMED[0]) and len(event.detail["removed"]) == 2
 
 
 @pytest.mark.django_db(transaction=True)
