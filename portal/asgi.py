@@ -1,4 +1,5 @@
-"""ASGI entry point: Django for HTTP, Channels for websockets (run logs), both behind the same session auth."""
+"""ASGI entry point: Django for HTTP, Channels for websockets (run logs), both behind the same session auth; in front of
+Django, the HTTP fronts features registered (machine endpoints answered in the event loop)."""
 
 import os
 
@@ -17,12 +18,19 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from portal import registry  # noqa: E402
 from portal.concurrency import ConcurrencyLimit  # noqa: E402
 from portal.routing import websocket_urlpatterns  # noqa: E402
 
+# Fronts a feature registered (`registry.http_front`: hosts' status reports) answer before Django's request cycle and
+# outside the bound on concurrent Django requests, which they do not use; whatever they pass on meets both.
+http_app = ConcurrencyLimit(django_asgi_app, settings.WEB_CONCURRENT_REQUESTS)
+for wrap in registry.http_fronts():
+    http_app = wrap(http_app)
+
 application = ProtocolTypeRouter(
     {
-        "http": ConcurrencyLimit(django_asgi_app, settings.WEB_CONCURRENT_REQUESTS),
+        "http": http_app,
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -8,6 +8,7 @@ import functools
 from urllib.parse import urlsplit
 
 import redis
+import redis.asyncio
 from django.conf import settings
 
 from portal.environment import redis_tls_options
@@ -25,6 +26,13 @@ def client(*, timeout=TIMEOUT_SECONDS):
     """A client with short timeouts and a connection pool shared by the process (one per URL): the password and TLS
     come from REDIS_URL (rediss://) and REDIS_CA_FILE, as for Celery and channels-redis."""
     return _client_for(settings.REDIS_URL, settings.REDIS_CA_FILE, timeout)
+
+
+def async_client(*, timeout=TIMEOUT_SECONDS):
+    """An asyncio client from the same settings, for code that answers in the web process's event loop (the hosts'
+    report endpoint). Its connections belong to the loop that first uses them: make one per event loop."""
+    return redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                        **redis_tls_options(settings.REDIS_URL, settings.REDIS_CA_FILE))
 
 
 def display_url(url):

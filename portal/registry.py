@@ -23,6 +23,9 @@ them without knowing who registered what:
   records and `manage.py restore` checks (`portal.backups`);
 - `lean_path(...)`: a path prefix of machine endpoints (their own authentication, no session or CSRF token) that
   skip the middleware stack after the probes: hosts' agents report there thousands of times a minute;
+- `http_front(...)`: an ASGI app that answers some HTTP requests in the event loop, before Django's request cycle, and
+  hands the rest to Django (`portal/asgi.py` wraps Django in each one): hosts' unchanged status reports, thousands a
+  second, are answered there from Redis;
 - `landing(...)`: where a persona lands after logging in, when a feature's page is its job (the help desk on the host
   search, an approver on the inbox);
 - `retention_step(...)`: what keeps a feature's data from growing forever, run by the core's retention pass
@@ -447,6 +450,23 @@ def lean_path(prefix: str) -> None:
 
 def lean_paths() -> tuple[str, ...]:
     return tuple(_lean_prefixes)
+
+
+# --- ASGI fronts ----------------------------------------------------------------------------------------------------
+
+_http_fronts: list[Callable] = []
+
+
+def http_front(wrap: Callable) -> Callable:
+    """Register `wrap(app) -> app`: an ASGI app that answers the HTTP requests it knows in the event loop and passes
+    every other request (and any it cannot answer there) to `app`, unchanged. It runs before every middleware, so it
+    authenticates, limits and answers on its own: only for machine endpoints, never pages."""
+    _http_fronts.append(wrap)
+    return wrap
+
+
+def http_fronts() -> list[Callable]:
+    return list(_http_fronts)
 
 
 # --- Checks of the promotion gate (builds/releases/gate.py) ----------------------------------------------------------
