@@ -15,6 +15,7 @@ from portal.logsink import LineSplitter
 from portal.models import FINISHED_STATUSES, Action, Run, RunKind
 from portal.text import storable
 
+from . import agentcache
 from .connect import ActionInProgress, HostError, session_for, setting, target_for
 from .models import ActionKind, EventKind, Host, HostAction, HostEvent, HostState
 from .poller import _event, _record_failure, attach_journal, read_status, record_outcome
@@ -123,7 +124,10 @@ def host_action_request(*, host, kind, user, image="", request=None):
                               request=request, detail={"run": run.pk, "effect": effect})
         if not host.reports_in:
             transaction.on_commit(lambda: _enqueue_action(action))
-        # A host that reports in is not reached by a worker: the run waits, queued, for its agent to ask for it.
+        else:
+            # A host that reports in is not reached by a worker: the run waits, queued, for its agent to ask for it,
+            # which the answer to its next report (from the report front too) tells it.
+            transaction.on_commit(lambda: agentcache.action_waits(host.pk))
     return action
 
 

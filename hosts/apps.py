@@ -31,6 +31,9 @@ class HostsConfig(AppConfig):
         ])
         registry.dashboard_run_list(label="All hosts", url_name="hosts:host_list", order=20, across_teams=True)
         registry.lean_path("/agent/v1/")  # hosts' agents: their own credential, thousands of reports a minute
+        from .agent_front import AgentFront
+
+        registry.http_front(AgentFront)  # unchanged status reports answered from Redis, before Django's request cycle
         registry.team_link(label="Hosts that report in: enrollment tokens and approvals", icon="broadcast",
                            url_name="hosts:enrollment", action=Action.ADMIN, order=30)
         registry.landing(url_name="hosts:host_list", applies=lands_on_host_search, order=10)

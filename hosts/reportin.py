@@ -33,6 +33,7 @@ from portal.logsink import LogSink
 from portal.models import Action, Run, RunStatus
 from portal.text import storable
 
+from . import agentcache
 from .actions import _release
 from .connect import NAME_MAX, setting
 from .models import EnrollmentToken, EventKind, Host, HostAction, HostMode, HostState
@@ -42,8 +43,8 @@ from .services import normalize_labels
 log = logging.getLogger(__name__)
 
 HOST_SECRET_PREFIX = "imh_"
-SEEN_KEY = "hosts:agent:seen"
-FLUSH_LOCK_KEY = "hosts:agent:seen:flush"
+SEEN_KEY = agentcache.SEEN_KEY
+FLUSH_LOCK_KEY = agentcache.FLUSH_LOCK_KEY
 
 
 class EnrollmentRefused(Exception):
@@ -190,6 +191,7 @@ class AgentHost:
     reachable: bool
     failures: int
     actions_waiting: bool
+    credential_hash: str = ""
 
 
 # One statement, written once: the report path runs it for every report, and the ORM would compile it every time.
@@ -204,12 +206,13 @@ def agent_authenticate(secret):
     """The host whose credential this is (one indexed read, with whether an action waits for it), or None."""
     if not secret or not secret.startswith(HOST_SECRET_PREFIX):
         return None
+    hashed = secret_hash(secret)
     with connection.cursor() as cursor:
-        cursor.execute(AUTHENTICATE_SQL, [RunStatus.QUEUED.value, secret_hash(secret), HostMode.REPORT.value])
+        cursor.execute(AUTHENTICATE_SQL, [RunStatus.QUEUED.value, hashed, HostMode.REPORT.value])
         row = cursor.fetchone()
     if row is None:
         return None
-    return AgentHost(*row[:3], bool(row[3]), *row[4:8], bool(row[8]))
+    return AgentHost(*row[:3], bool(row[3]), *row[4:8], bool(row[8]), credential_hash=hashed)
 
 
 @dataclass
@@ -223,24 +226,43 @@ STATES_THAT_REREAD = (HostState.NEW, HostState.UNREADABLE, HostState.UNREACHABLE
                       HostState.HOST_KEY_CHANGED)
 
 
+def is_current(*, state, reachable, failures):
+    """Whether a host's next report with the same status would change nothing (else it is read again)."""
+    return state not in STATES_THAT_REREAD and reachable and not failures
+
+
 def host_report(*, agent, raw):
-    """One status report. Unchanged: a hash compare and a mark in Redis. Changed: the poller's record_outcome."""
+    """One status report. Unchanged: a hash compare and a mark in Redis. Changed: the poller's record_outcome. Either
+    way the host's entry for the report front (`agentcache`) is written, or dropped when its next report must be read
+    again."""
     status_hash = hashlib.sha256(raw).hexdigest() if raw else ""
-    if (status_hash and status_hash == agent.status_hash and agent.state not in STATES_THAT_REREAD
-            and agent.reachable and not agent.failures):
+    if status_hash and status_hash == agent.status_hash and is_current(state=agent.state, reachable=agent.reachable,
+                                                                       failures=agent.failures):
         mark_seen(agent.pk)
+        _front_remember(agent, status_hash, agent.state)
         return ReportResult(changed=False, state=agent.state)
     host = Host.objects.select_related("team", "last_action").get(pk=agent.pk)
     with transaction.atomic():
         record_outcome(host, PollOutcome(host.pk, raw=raw, exit_status=0, status_hash=status_hash))
+    if is_current(state=host.state, reachable=host.reachable, failures=host.failures):
+        _front_remember(agent, host.status_hash, host.state)
+    else:
+        agentcache.forget([host.pk])
     error = host.last_error if host.state == HostState.UNREADABLE else ""
     return ReportResult(changed=True, state=host.state, error=error)
+
+
+def _front_remember(agent, status_hash, state):
+    if agent.approved and agent.credential_hash:
+        agentcache.remember(host_id=agent.pk, credential_hash=agent.credential_hash, status_hash=status_hash,
+                            state=state, actions_waiting=agent.actions_waiting)
 
 
 def host_report_unreadable(*, agent, raw, reason):
     """A report refused before parsing (too large): the host is marked "status unreadable" with the reason, and what
     it sent is kept (cut to the cap)."""
     host = Host.objects.select_related("team").get(pk=agent.pk)
+    agentcache.forget([host.pk])
     _record_unreadable(host, raw, error_text=reason, now=timezone.now())
 
 
@@ -264,9 +286,10 @@ def mark_seen(host_id, now=None):
 
 
 def flush_last_seen(*, client=None):
-    """Write every host marked seen since the last flush: one UPDATE. `mark_seen` calls it when its lock in Redis
-    (HOSTS_AGENT_SEEN_FLUSH_SECONDS) was free, so one report per interval does it; beat calls it too. Returns how many
-    hosts it wrote."""
+    """Write every host marked seen since the last flush: one UPDATE. `mark_seen` and the report front call it when
+    the lock in Redis (HOSTS_AGENT_SEEN_FLUSH_SECONDS) was free, so one report per interval does it; beat calls it
+    too. Hosts among them whose row says their next report must be read again (marked offline meanwhile, deleted) lose
+    their entry in the report front. Returns how many hosts it wrote."""
     client = client or redisconn.client(timeout=5)
     try:
         pending = f"{SEEN_KEY}:flushing:{secrets.token_hex(6)}"
@@ -284,6 +307,9 @@ def flush_last_seen(*, client=None):
     ids = [int(key) for key in marks]
     at = timezone.now()
     Host.objects.filter(pk__in=ids, mode=HostMode.REPORT).update(status_at=at, last_poll_at=at)
+    current = Host.objects.filter(pk__in=ids, mode=HostMode.REPORT, approved_at__isnull=False, reachable=True,
+                                  failures=0).exclude(state__in=STATES_THAT_REREAD).values_list("pk", flat=True)
+    agentcache.forget(set(ids) - set(current))
     return len(ids)
 
 
@@ -294,6 +320,7 @@ def agent_action_take(*, agent):
     """The action waiting for this host, now running (its run claimed), or None."""
     action = (HostAction.objects.filter(host_id=agent.pk, active=True, run__status=RunStatus.QUEUED)
               .select_related("run", "host").first())
+    agentcache.action_waits(agent.pk, waiting=False)  # one action at a time: none waits once this one is taken
     if action is None or not runs.claim(action.run, phase="carried out by the host's agent"):
         return None
     Host.objects.filter(pk=agent.pk).update(last_action=action)

@@ -20,6 +20,7 @@ from portal.access import check_team_action
 from portal.models import Action, RunStatus
 from portal.text import storable
 
+from . import agentcache
 from .connect import NAME_MAX, HostError, _jump_target
 from .drift import reference_digests_set, refresh_expected
 from .models import EventKind, Host, HostAction, HostMode, HostState, JumpHost, TeamSSHKey
@@ -172,6 +173,9 @@ def host_delete(*, host, actor, request=None):
                               obj=host, request=request, detail={"address": host.address, "port": host.port})
         for action in HostAction.objects.filter(host=host).select_related("run"):
             action.run.delete()  # the host's runs go with it
+        if host.reports_in:
+            host_id = host.pk
+            transaction.on_commit(lambda: agentcache.forget([host_id]))  # its credential stops at the report front
         host.delete()
 
 

@@ -537,6 +537,8 @@ HOSTS_UPDATE_CHECK_TIMEOUT = env.float("HOSTS_UPDATE_CHECK_TIMEOUT", default=120
 HOSTS_AGENT_RATE_LIMIT_PER_HOST = env.str("HOSTS_AGENT_RATE_LIMIT_PER_HOST", default="120/m")
 HOSTS_AGENT_ENROLL_RATE_LIMIT_PER_ADDRESS = env.str("HOSTS_AGENT_ENROLL_RATE_LIMIT_PER_ADDRESS", default="600/m")
 HOSTS_AGENT_SEEN_FLUSH_SECONDS = env.float("HOSTS_AGENT_SEEN_FLUSH_SECONDS", default=1.0)
+# The report front's entries in Redis (hosts/agentcache.py) expire after this long, so a missed invalidation heals.
+HOSTS_AGENT_CACHE_SECONDS = env.int("HOSTS_AGENT_CACHE_SECONDS", default=3600)
 RUNTIME_READ_HOURS = env.float("RUNTIME_READ_HOURS", default=1.0)  # between two readings of what changed on a host
 CELERY_BEAT_SCHEDULE.update({
     "hosts-poll-due": {"task": "hosts.tasks.poll_due_hosts", "schedule": 15.0},
