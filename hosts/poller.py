@@ -13,7 +13,7 @@ import random
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.db.models import Q
@@ -275,8 +275,13 @@ def record_status(host, parsed, *, raw, status_hash, now, expected, action=None)
         current = parsed.to_dict()
         specs = []
         if was_unreachable and host.status_at is not None:
-            specs.append(timeline.EventSpec(EventKind.REACHABLE, "Reachable again" + (
-                f" after {host.failures} failed poll{'s' if host.failures != 1 else ''}" if host.failures else "")))
+            if host.reports_in:
+                words = f"Reporting again, after {_duration(now - host.status_at)} without a report"
+            else:
+                words = "Reachable again" + (
+                    f" after {host.failures} failed poll{'s' if host.failures != 1 else ''}" if host.failures else "")
+            reachability_event(host, EventKind.REACHABLE, words, at=now,
+                               detail={"offline_since": host.status_at.isoformat()})
         if status_hash != host.status_hash or previous is None:
             queued_by_operator = False
             if previous and previous.get("rollback_queued"):
@@ -435,7 +440,8 @@ def _record_failure(host, error, now, action=None):
             return
         became_unreachable = host.reachable
         if became_unreachable:
-            _event(host, EventKind.UNREACHABLE, f"Unreachable: {error}"[:500], at=now, detail={"kind": error.kind})
+            reachability_event(host, EventKind.UNREACHABLE, f"Unreachable: {error}", at=now,
+                               detail={"kind": error.kind})
         host.reachable = False
         host.failures += 1
         host.next_poll_at = _next_poll(now, host.failures)
@@ -446,6 +452,36 @@ def _record_failure(host, error, now, action=None):
         if became_unreachable:
             notifications.notify(event=notifications.HostEventType.UNREACHABLE, host=host, extra={
                 "unreachable": {"error": host.last_error[:500], "error_kind": error.kind, "failures": host.failures}})
+
+
+def reachability_event(host, kind, summary, *, at, detail=None):
+    """A host went offline (UNREACHABLE) or came back (REACHABLE). A host flapping between the two makes one event,
+    not hundreds: a change within HOSTS_FLAP_WINDOW_SECONDS of the host's latest event, when that event is a coming
+    back or an earlier flap, updates that event (its kind, time and words, and the count of changes in
+    detail["flaps"]) instead of adding one. So a plain outage shows as "offline" then "back", and a flapping host as
+    those two and one more event that counts the rest."""
+    window = timedelta(seconds=setting("HOSTS_FLAP_WINDOW_SECONDS", 3600))
+    latest = HostEvent.objects.filter(host=host).order_by("-at", "-id").first()
+    if (latest is not None and latest.kind in (EventKind.REACHABLE, EventKind.UNREACHABLE)
+            and at - latest.at <= window and (latest.kind == EventKind.REACHABLE or latest.detail.get("flaps"))):
+        flaps = latest.detail.get("flaps", 2) + 1  # a first coming back follows a going offline: two changes
+        since = latest.detail.get("flapping_since") or latest.detail.get("offline_since") or latest.at.isoformat()
+        latest.kind, latest.at = kind, at
+        latest.summary = (f"{summary} (flapping: {flaps} changes between online and offline since "
+                          f"{datetime.fromisoformat(since):%Y-%m-%d %H:%M} UTC)")[:500]
+        latest.detail = {**latest.detail, **(detail or {}), "flaps": flaps, "flapping_since": since}
+        latest.save(update_fields=["kind", "at", "summary", "detail"])
+        return latest
+    return _event(host, kind, summary, at=at, detail=detail)
+
+
+def _duration(delta):
+    minutes = int(delta.total_seconds() // 60)
+    if minutes < 1:
+        return "less than a minute"
+    if minutes < 120:
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{minutes // 60} hours"
 
 
 def _event(host, kind, summary, *, at=None, user=None, action=None, detail=None, **fields):

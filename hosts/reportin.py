@@ -33,11 +33,11 @@ from portal.logsink import LogSink
 from portal.models import Action, Run, RunStatus
 from portal.text import storable
 
-from . import agentcache
+from . import agentcache, notifications
 from .actions import _release
 from .connect import NAME_MAX, setting
 from .models import EnrollmentToken, EventKind, Host, HostAction, HostMode, HostState
-from .poller import PollOutcome, _event, _record_unreadable, record_outcome
+from .poller import PollOutcome, _event, _record_unreadable, reachability_event, record_outcome
 from .services import normalize_labels
 
 log = logging.getLogger(__name__)
@@ -311,6 +311,38 @@ def flush_last_seen(*, client=None):
                                   failures=0).exclude(state__in=STATES_THAT_REREAD).values_list("pk", flat=True)
     agentcache.forget(set(ids) - set(current))
     return len(ids)
+
+
+def agents_offline_sweep(*, now=None):
+    """Hosts that report in and have missed HOSTS_AGENT_OFFLINE_AFTER_MISSED report intervals
+    (HOSTS_AGENT_REPORT_SECONDS) go offline: state "unreachable", one timeline event (a flapping host's changes are
+    folded into one: `poller.reachability_event`), and their entry in the report front dropped, so that their next
+    report is read by the full path and brings them back ("reporting again"). The seen marks are written first, so a
+    host that reported in the last second is not taken for offline. Beat runs it. Returns how many went offline."""
+    flush_last_seen()
+    now = now or timezone.now()
+    missed = setting("HOSTS_AGENT_OFFLINE_AFTER_MISSED", 3)
+    cutoff = now - timedelta(seconds=setting("HOSTS_AGENT_REPORT_SECONDS", 60) * missed)
+    silent = Host.objects.filter(mode=HostMode.REPORT, approved_at__isnull=False, reachable=True,
+                                 status_at__lt=cutoff).exclude(state=HostState.NEW)
+    offline = []
+    for host in silent.select_related("team", "stage"):
+        reason = (f"No report since {host.status_at:%Y-%m-%d %H:%M:%S} UTC: the agent missed {missed} or more "
+                  "reports (it stopped, or cannot reach the portal).")
+        with transaction.atomic():
+            if not Host.objects.filter(pk=host.pk, reachable=True, status_at__lt=cutoff).update(
+                    reachable=False, failures=missed, state=HostState.UNREACHABLE, last_error=reason,
+                    last_error_kind="offline"):
+                continue  # it reported meanwhile
+            host.reachable, host.failures, host.state, host.last_error = False, missed, HostState.UNREACHABLE, reason
+            event = reachability_event(host, EventKind.UNREACHABLE, f"Offline: {reason}", at=now,
+                                       detail={"kind": "offline", "last_report": host.status_at.isoformat()})
+            if not event.detail.get("flaps"):  # a flap folded into its event is not news either
+                notifications.notify(event=notifications.HostEventType.UNREACHABLE, host=host, extra={
+                    "unreachable": {"error": reason, "error_kind": "offline", "failures": missed}})
+        offline.append(host.pk)
+    agentcache.forget(offline)
+    return len(offline)
 
 
 # --- Actions the agent carries out -----------------------------------------------------------------------------------

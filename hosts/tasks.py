@@ -46,6 +46,12 @@ def agent_seen_flush():
 
 
 @shared_task
+def agent_offline_sweep():
+    """Beat: hosts that report in and stopped reporting go offline (one event per flapping spell)."""
+    return reportin.agents_offline_sweep()
+
+
+@shared_task
 def refresh_reference_digests():
     """Beat: resolve the references hosts track, so drift is measured against what the tags hold now."""
     return {ref: (v if isinstance(v, str) else len(v)) for ref, v in drift.refresh_reference_digests().items()}

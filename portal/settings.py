@@ -539,11 +539,17 @@ HOSTS_AGENT_ENROLL_RATE_LIMIT_PER_ADDRESS = env.str("HOSTS_AGENT_ENROLL_RATE_LIM
 HOSTS_AGENT_SEEN_FLUSH_SECONDS = env.float("HOSTS_AGENT_SEEN_FLUSH_SECONDS", default=1.0)
 # The report front's entries in Redis (hosts/agentcache.py) expire after this long, so a missed invalidation heals.
 HOSTS_AGENT_CACHE_SECONDS = env.int("HOSTS_AGENT_CACHE_SECONDS", default=3600)
+# A host that reports in is offline after this many report intervals without a report; online/offline changes within
+# HOSTS_FLAP_WINDOW_SECONDS of the last one are folded into one timeline event with a count.
+HOSTS_AGENT_REPORT_SECONDS = env.int("HOSTS_AGENT_REPORT_SECONDS", default=60)
+HOSTS_AGENT_OFFLINE_AFTER_MISSED = env.int("HOSTS_AGENT_OFFLINE_AFTER_MISSED", default=3)
+HOSTS_FLAP_WINDOW_SECONDS = env.int("HOSTS_FLAP_WINDOW_SECONDS", default=3600)
 RUNTIME_READ_HOURS = env.float("RUNTIME_READ_HOURS", default=1.0)  # between two readings of what changed on a host
 CELERY_BEAT_SCHEDULE.update({
     "hosts-poll-due": {"task": "hosts.tasks.poll_due_hosts", "schedule": 15.0},
     "hosts-runtime-due": {"task": "hosts.tasks.runtime_read_due", "schedule": 300.0},
     "hosts-agent-seen-flush": {"task": "hosts.tasks.agent_seen_flush", "schedule": 10.0},
+    "hosts-agent-offline": {"task": "hosts.tasks.agent_offline_sweep", "schedule": 30.0},
     "hosts-refresh-references": {"task": "hosts.tasks.refresh_reference_digests", "schedule": 60.0},
     "hosts-tallies-compact": {"task": "hosts.tasks.tallies_compact", "schedule": 60.0},
     "rollouts-resume-orphans": {"task": "hosts.rollouts.tasks.rollouts_resume_orphans", "schedule": 60.0},
