@@ -81,13 +81,24 @@ report() {
     esac
 }
 
-# Post what the action printed since byte $2 of its output; prints how far it got.
+# Post what the action printed since byte $2 of its output, in whole lines: a line still being written waits for its
+# end, unless it passed 64 KiB or the command ended ($3 = final). Prints how far it got.
 send_log() {
     size=$(wc -c < "$STATE/action.out")
     if [ "$size" -gt "$2" ]; then
         tail -c +$(($2 + 1)) "$STATE/action.out" | head -c $((size - $2)) > "$STATE/action.chunk"
-        request "/actions/$1/log" -H @"$STATE/auth" -H 'Content-Type: text/plain' \
-            --data-binary @"$STATE/action.chunk" || true
+        if [ "${3:-}" != final ] && [ "$(tail -c 1 "$STATE/action.chunk" | wc -l)" -eq 0 ]; then
+            whole=$(sed '$d' "$STATE/action.chunk" | wc -c)
+            if [ $((size - $2 - whole)) -le 65536 ]; then
+                head -c "$whole" "$STATE/action.chunk" > "$STATE/action.lines"
+                mv "$STATE/action.lines" "$STATE/action.chunk"
+                size=$(($2 + whole))
+            fi
+        fi
+        if [ -s "$STATE/action.chunk" ]; then
+            request "/actions/$1/log" -H @"$STATE/auth" -H 'Content-Type: text/plain' \
+                --data-binary @"$STATE/action.chunk" || true
+        fi
     fi
     echo "$size"
 }
@@ -124,7 +135,7 @@ run_actions() {
         done
         wait "$pid"
         status=$?
-        sent=$(send_log "$id" "$sent")
+        sent=$(send_log "$id" "$sent" final)
         [ "$status" -eq 0 ] || reboot=0
         request "/actions/$id/finish?exit=$status&rebooting=$reboot" -H @"$STATE/auth" -d '' ||
             say "could not report how action $id ended"

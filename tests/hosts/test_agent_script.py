@@ -96,3 +96,27 @@ def test_the_containerfile_snippet_installs_the_files_byte_for_byte(tmp_path):
     subprocess.run(["sh", "-c", command], check=True)
     assert (tmp_path / "usr/libexec/portal-agent/portal-agent").read_text() == agent_dist.script()
     assert (tmp_path / "etc/portal-agent/agent.conf").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("shell", ["dash", "busybox"])
+def test_the_agent_posts_an_actions_output_in_whole_lines(tmp_path, shell):
+    """The agent's own send_log, with `request` keeping each post: while the command runs, a line still being written
+    waits for its end; once the command ended, the rest goes too."""
+    source = agent_dist.script()
+    start = source.index("send_log() {")
+    function = source[start:source.index("\n}\n", start) + 3]
+    script = f"""STATE={tmp_path}
+request() {{ cat "$STATE/action.chunk" >> "$STATE/posts"; echo '|' >> "$STATE/posts"; }}
+{function}
+printf 'one\\ntw' > "$STATE/action.out"
+sent=$(send_log 7 0); echo "$sent"
+sent=$(send_log 7 "$sent"); echo "$sent"
+printf 'o\\nthree\\n' >> "$STATE/action.out"
+sent=$(send_log 7 "$sent"); echo "$sent"
+printf 'last, no newline' >> "$STATE/action.out"
+sent=$(send_log 7 "$sent" final); echo "$sent"
+"""
+    command = ["busybox", "sh", "-c", script] if shell == "busybox" else ["dash", "-c", script]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["4", "4", "14", "30"]
+    assert (tmp_path / "posts").read_text().split("|\n") == ["one\n", "two\nthree\n", "last, no newline", ""]
