@@ -3,7 +3,9 @@
 Help-desk users read every team's hosts and history (`helpdesk_readable=True`) but get no actions, and never see keys.
 """
 
-from portal.access import check_team_action, get_object_for_user, get_team_for_user
+from django.core.exceptions import PermissionDenied
+
+from portal.access import can, check_team_action, get_object_for_user, get_team_for_user
 from portal.models import Action
 
 from .models import Host, HostAction, JumpHost
@@ -14,6 +16,15 @@ def get_host_for_user(user, pk, *, action=Action.VIEW):
         Host.objects.select_related("team", "stage", "jump_host", "host_key_confirmed_by", "approved_by", "enrolled_with"),
         user, team_of=lambda host: host.team, action=action, helpdesk_readable=True, pk=pk,
     )
+
+
+def get_host_files_for_user(user, pk):
+    """The host whose changed /etc files (diffs, secrets masked) are asked for: for the team's members only. Help-desk
+    users read every host's state, and the paths that changed, but not what the files say."""
+    host = get_host_for_user(user, pk)
+    if not can(user, host.team, Action.VIEW):
+        raise PermissionDenied(f"What the files on {host} say is shown to the members of {host.team}.")
+    return host
 
 
 def get_host_action_for_user(user, pk, *, action=Action.VIEW):

@@ -358,6 +358,8 @@ class HostRuntime(models.Model):
     packages_removed = models.JSONField(default=list, blank=True, help_text="Names the image has and the host not.")
     image_packages_known = models.BooleanField(default=False, help_text="Whether the image's package list was known.")
     usr_overlay = models.CharField(max_length=100, blank=True)
+    etc_files = models.JSONField(default=dict, blank=True, help_text="{path: a diff against the image's version, secrets "
+                                                                    "masked, or why there is none} (hosts.etcdiff).")
     error = models.CharField(max_length=500, blank=True, help_text="Why the last reading failed, if it did.")
     fingerprint = models.CharField(max_length=64, blank=True)
 

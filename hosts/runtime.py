@@ -6,7 +6,9 @@ Read over the same channel as the status (SSH), with commands a real bootc host 
   src/libostree/ostree-diff.c), the path relative to /etc;
 - the installed packages, read by the script builds read images with (`portal.packages`), compared with the package
   list the portal holds for the booted digest (the build that made it);
-- the /usr overlay from the status the poller already read (`usrOverlay`, bootc 1.14).
+- the /usr overlay from the status the poller already read (`usrOverlay`, bootc 1.14);
+- for the first changed files, both sides (`portal.ssh.etc_file`: /usr/etc/<path>, the image's version, and
+  /etc/<path>), turned into diffs with secrets masked before anything is stored (`hosts.etcdiff`).
 
 Hosts that report in (hosts/reportin.py) are not read this way yet: their agent would have to send the same two outputs.
 
@@ -26,6 +28,7 @@ from portal import ssh
 from portal.packages import parse_packages
 from portal.text import storable
 
+from . import etcdiff
 from .connect import HostError, session_for, setting, target_for
 from .models import EventKind, Host, HostEvent, HostMode, HostRuntime
 
@@ -68,7 +71,8 @@ def image_packages(digest):
 
 
 def _read(host):
-    """(config-diff text, package script output) from the host."""
+    """(config-diff text, package script output, {path: (kind, image side, host side)}) from the host: the two sides
+    of the first changed files (etcdiff.plan), as etcdiff.parse_side reads them; a side not read is None."""
     timeout = setting("HOSTS_COMMAND_TIMEOUT", 30)
     with session_for(target_for(host)) as connection:
         outputs = []
@@ -78,24 +82,47 @@ def _read(host):
                 lines = (result.error_text() or result.text()).strip().splitlines()
                 raise HostError(f"could not {command.description}: {lines[-1] if lines else result.exit_status}")
             outputs.append(result.text())
-    return outputs
+        files = {}
+        for kind, path in etcdiff.plan(parse_config_diff(outputs[0])[0]):
+            sides = []
+            for image, wanted in ((True, kind != "A"), (False, kind != "D")):
+                if not wanted:
+                    sides.append(None)
+                    continue
+                result = connection.run(ssh.etc_file(path, image=image, limit=etcdiff.READ_MAX), timeout=timeout,
+                                        max_output=etcdiff.READ_MAX + 4096)
+                sides.append(etcdiff.parse_side(result.stdout) if result.exit_status == 0 else ("unreadable", 0, b""))
+            files[path] = (kind, *sides)
+    return (*outputs, files)
 
 
 def runtime_read(host):
     """Reads what changed on `host` and records it if it differs from the last reading. Returns the HostRuntime."""
     now = timezone.now()
     try:
-        config_diff, package_output = _read(host)
+        config_diff, package_output, files = _read(host)
     except (ssh.SSHError, HostError) as exc:
         runtime, _ = HostRuntime.objects.get_or_create(host=host)
         HostRuntime.objects.filter(pk=runtime.pk).update(read_at=now, error=storable(str(exc))[:500])
         runtime.refresh_from_db()
         return runtime
-    return runtime_record(host, config_diff=config_diff, package_output=package_output, at=now)
+    return runtime_record(host, config_diff=config_diff, package_output=package_output, files=files, at=now)
 
 
-def runtime_record(host, *, config_diff, package_output, at=None):
-    """Stores one reading (the two commands' output): a timeline event and a new row only when it changed."""
+def etc_files(etc_changes, files):
+    """{path: what is stored of it} (etcdiff.file_entry) for the changed paths read, and those never read."""
+    out = {}
+    for _, path in etc_changes:
+        if etcdiff.never_read(path):
+            out[path] = etcdiff.never_read_entry()
+        elif path in files:
+            out[path] = etcdiff.file_entry(path, *files[path])
+    return out
+
+
+def runtime_record(host, *, config_diff, package_output, files=None, at=None):
+    """Stores one reading (the two commands' output, and the sides read of changed files, `files`: {path: (kind, image
+    side, host side)}): a timeline event and a new row only when it changed. Only masked text is stored."""
     at = at or timezone.now()
     etc_changes, etc_total = parse_config_diff(config_diff)
     _, on_host = parse_packages(package_output)
@@ -103,7 +130,8 @@ def runtime_record(host, *, config_diff, package_output, at=None):
     added, changed, removed = compare_packages(on_host, in_image) if in_image is not None else ({}, {}, [])
     reading = {"digest": host.booted_digest, "etc_changes": etc_changes, "etc_total": etc_total,
                "packages_added": added, "packages_changed": changed, "packages_removed": removed,
-               "image_packages_known": in_image is not None, "usr_overlay": (host.status or {}).get("usr_overlay") or ""}
+               "image_packages_known": in_image is not None, "usr_overlay": (host.status or {}).get("usr_overlay") or "",
+               "etc_files": etc_files(etc_changes, files or {})}
     fingerprint = hashlib.sha256(json.dumps(reading, sort_keys=True).encode()).hexdigest()
     with transaction.atomic():
         runtime, _ = HostRuntime.objects.select_for_update().get_or_create(host=host)

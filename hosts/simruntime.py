@@ -7,18 +7,28 @@ Answers the commands hosts.runtime reads them with, in the formats a real host p
 - `bootc usr-overlay`: a writable /usr until the next boot (bootc's default is transient);
 - `dnf install -y NAME...`: refused on a read-only /usr (the words of dnf5 on a bootc host), added to the overlay
   otherwise. A reboot drops the overlay and what was installed in it; /etc changes stay (ostree's three-way merge
-  carries them into every new deployment).
+  carries them into every new deployment);
+- the script of `portal.ssh.etc_file` (`sh -c ... sh PATH N`): one side of a changed file, /etc/<path> as edited or
+  /usr/etc/<path> as the image has it (IMAGE_ETC, or a line of defaults for any other path).
 
-The state lives in the host's saved state (`HostState.runtime`): {"etc": {path: kind}, "layered": {name: version},
-"overlay": bool}. Every simulated image has the same packages (IMAGE_PACKAGES).
+The state lives in the host's saved state (`HostState.runtime`): {"etc": {path: kind}, "etc_text": {path: text as
+edited}, "layered": {name: version}, "overlay": bool}. Every simulated image has the same packages (IMAGE_PACKAGES).
 """
 
+from portal.etcfiles import ETC_FILE_SCRIPT
 from portal.packages import PACKAGE_SCRIPT
 
 IMAGE_PACKAGES = {
     "bash": "5.2.37-1.fc42", "bootc": "1.15.1-1.fc42", "chrony": "4.6.1-2.fc42", "coreutils": "9.6-2.fc42",
     "dnf5": "5.2.13.1-1.fc42", "kernel": "6.14.5-300.fc42", "openssh-server": "9.9p1-11.fc42",
     "podman": "5.4.2-1.fc42", "systemd": "257.5-2.fc42", "vim-minimal": "9.1.1275-1.fc42",
+}
+IMAGE_ETC = {
+    "chrony.conf": "server 0.fedora.pool.ntp.org iburst\ndriftfile /var/lib/chrony/drift\nmakestep 1.0 3\nrtcsync\n",
+    "ssh/sshd_config": "Include /etc/ssh/sshd_config.d/*.conf\nPermitRootLogin prohibit-password\n"
+                       "PasswordAuthentication no\nSubsystem sftp /usr/libexec/openssh/sftp-server\n",
+    "hosts": "127.0.0.1   localhost localhost.localdomain\n::1         localhost localhost.localdomain\n",
+    "motd": "",
 }
 READ_ONLY = ("error: This bootc system is configured to be read-only. Pass --transient to perform this and subsequent "
              "transactions in a transient overlay which will reset when the system reboots.")
@@ -27,6 +37,7 @@ READ_ONLY = ("error: This bootc system is configured to be read-only. Pass --tra
 def _state(machine):
     runtime = machine.state.runtime
     runtime.setdefault("etc", {})
+    runtime.setdefault("etc_text", {})
     runtime.setdefault("layered", {})
     runtime.setdefault("overlay", False)
     return runtime
@@ -41,6 +52,8 @@ def execute(machine, argv, error):
     if argv == ["sh", "-c", PACKAGE_SCRIPT]:
         packages = {**IMAGE_PACKAGES, **runtime["layered"]}
         return "#format rpm\n" + "".join(f"{name}\t{version}\tx86_64\n" for name, version in sorted(packages.items()))
+    if argv[:3] == ["sh", "-c", ETC_FILE_SCRIPT] and len(argv) == 6:
+        return _etc_file(runtime, argv[4], int(argv[5]))
     if argv in (["bootc", "usr-overlay"], ["bootc", "usroverlay"]):
         runtime["overlay"] = True
         machine.changed()
@@ -67,11 +80,33 @@ def on_boot(machine):
     runtime["layered"] = {}
 
 
-def edit_etc(machine, path, kind="M"):
-    """Someone changes /etc/<path> on the host (kind M modified, A added, D deleted); "" undoes it."""
-    runtime = _state(machine)
-    if kind:
-        runtime["etc"][path.removeprefix("/etc/").lstrip("/")] = kind
+def _etc_file(runtime, where, limit):
+    """What the etc_file script prints for /etc/<path> or /usr/etc/<path>."""
+    image = where.startswith("/usr/etc/")
+    path = where.removeprefix("/usr").removeprefix("/etc/")
+    kind = runtime["etc"].get(path)
+    if image:
+        text = None if kind == "A" else IMAGE_ETC.get(path, f"# {path} as the image ships it\n")
     else:
-        runtime["etc"].pop(path.removeprefix("/etc/").lstrip("/"), None)
+        text = None if kind == "D" else runtime["etc_text"].get(path, IMAGE_ETC.get(path))
+    if text is None:
+        return "#missing\n"
+    return f"#file {len(text.encode())}\n" + text.encode()[:limit].decode("utf-8", "replace")
+
+
+def edit_etc(machine, path, kind="M", text=None):
+    """Someone changes /etc/<path> on the host (kind M modified, A added, D deleted; `text`: the file as it is now,
+    else a line added to the image's); "" undoes it."""
+    runtime = _state(machine)
+    path = path.removeprefix("/etc/").lstrip("/")
+    if kind:
+        runtime["etc"][path] = kind
+        if kind == "D":
+            runtime["etc_text"].pop(path, None)
+        else:
+            runtime["etc_text"][path] = text if text is not None else (
+                IMAGE_ETC.get(path, "") if kind == "M" else "") + f"# {'changed' if kind == 'M' else 'added'} on the host\n"
+    else:
+        runtime["etc"].pop(path, None)
+        runtime["etc_text"].pop(path, None)
     machine.changed()

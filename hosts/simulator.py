@@ -280,10 +280,10 @@ class Fleet:
         """What a person typing `argv` in a shell on the host would get printed (a CommandError if it fails)."""
         return self.call(self.hosts[name].execute, list(argv))
 
-    def edit_etc(self, name, path, kind="M"):
-        """Someone edits (M), adds (A) or deletes (D) /etc/<path> on the host."""
+    def edit_etc(self, name, path, kind="M", text=None):
+        """Someone edits (M), adds (A) or deletes (D) /etc/<path> on the host (`text`: what it holds now)."""
         async def edit():
-            simruntime.edit_etc(self.hosts[name], path, kind)
+            simruntime.edit_etc(self.hosts[name], path, kind, text)
         return self.call(edit)
 
     def stop_thread(self):

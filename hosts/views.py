@@ -26,7 +26,7 @@ from portal.views import _viewer_context, current_team
 
 from . import actions, bootstrip, services, tasks
 from . import fleet as fleet_tallies
-from .access import get_host_for_user, get_team_keys_for_user
+from .access import get_host_files_for_user, get_host_for_user, get_team_keys_for_user
 from .connect import HostError
 from .forms import HostFilter, HostForm, ImportForm, JumpHostForm, KeyForm, SwitchForm
 from .models import (
@@ -323,6 +323,35 @@ def host_runtime_read(request, pk):
     transaction.on_commit(lambda: tasks.runtime_read_task.delay(host.pk))
     messages.info(request, f"Reading what changed on {host}; it shows here in a few seconds.")
     return redirect(host)
+
+
+@login_required
+@require_GET
+def host_runtime_files(request, pk):
+    """The changed /etc files of the host against its image's version: a diff each (secrets masked when read), or why
+    there is none. For the team's members (the panel loads it when opened)."""
+    host = get_host_files_for_user(request.user, pk)
+    found = HostRuntime.objects.filter(host=host).first()
+    context = {"host": host, "runtime": found, "files": _runtime_files(found)}
+    template = "hosts/_host_runtime_files.html" if request.htmx and not request.htmx.boosted else \
+        "hosts/host_runtime_files.html"
+    return render(request, template, context)
+
+
+def _runtime_files(found):
+    """[{path, kind, entry, lines: [(css class, text)]}] of a reading's changed paths, in the list's order."""
+    if found is None:
+        return []
+    rows = []
+    for kind, path in found.etc_changes:
+        entry = (found.etc_files or {}).get(path)
+        lines = []
+        for line in (entry or {}).get("diff", "").splitlines():
+            css = ("diff-head" if line.startswith(("---", "+++")) else "diff-hunk" if line.startswith("@@")
+                   else "diff-add" if line.startswith("+") else "diff-del" if line.startswith("-") else "")
+            lines.append((css, line))
+        rows.append({"path": path, "kind": kind, "entry": entry, "lines": lines})
+    return rows
 
 
 # --- Actions ---------------------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from portal import packages
+from portal import etcfiles, packages
 from portal.text import decoded
 
 # paramiko logs every failed connection with a traceback at ERROR; the poller records each failure on the host instead.
@@ -277,6 +277,16 @@ def ostree_config_diff():
 def package_list():
     """The host's installed packages, read the way a build reads its image's (portal.packages)."""
     return Command(("sh", "-c", packages.PACKAGE_SCRIPT), "list the installed packages")
+
+
+def etc_file(path, *, image=False, limit=65536):
+    """The host's /etc/<path> (or, with `image`, the image's version of it, /usr/etc/<path>): its size and its first
+    `limit` + 1 bytes (one more, so a larger file shows as larger)."""
+    if not path.startswith("/etc/") or "\x00" in path or "\n" in path or "/../" in path + "/":
+        raise ValueError(f"{path!r} is not a path under /etc.")
+    where = "/usr" + path if image else path
+    return Command(("sh", "-c", etcfiles.ETC_FILE_SCRIPT, "sh", where, str(int(limit) + 1)),
+                   f"read {where}")
 
 
 def systemctl_reboot():

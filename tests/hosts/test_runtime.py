@@ -120,3 +120,42 @@ def test_reading_now_is_for_operators_and_the_page_shows_what_changed(fleet, web
     assert "Read now" in client_for(personas.operator).get(f"/hosts/{web01.pk}/").content.decode()
     helpdesk = client_for(personas.helpdesk).get(f"/hosts/{web01.pk}/").content.decode()
     assert "/etc/ssh/sshd_config" in helpdesk  # help desk reads host state
+
+
+def test_each_changed_file_is_diffed_against_the_images_version_with_secrets_masked(fleet, web01):
+    fleet.fleet.edit_etc("web-01", "chrony.conf", "M", "server ntp.example.com iburst\ndriftfile /var/lib/chrony/drift\n"
+                                                       "makestep 1.0 3\nrtcsync\nkeyfile /etc/chrony.keys\n")
+    fleet.fleet.edit_etc("web-01", "app/db.conf", "A", "host = db.example.com\npassword = S3cret-Pa55\n")
+    fleet.fleet.edit_etc("web-01", "motd", "D")
+    fleet.fleet.edit_etc("web-01", "shadow", "M", "root:$6$abcdefgh$0123456789abcdefghij:19000::::::\n")
+    fleet.fleet.edit_etc("web-01", "pki/ca.der", "A", "0\x82\x00\x01binary")
+    found = runtime.runtime_read(web01)
+    files = found.etc_files
+    assert "-server 0.fedora.pool.ntp.org iburst" in files["/etc/chrony.conf"]["diff"]
+    assert "+server ntp.example.com iburst" in files["/etc/chrony.conf"]["diff"]
+    assert "+keyfile /etc/chrony.keys" in files["/etc/chrony.conf"]["diff"]
+    assert "+password = «masked»" in files["/etc/app/db.conf"]["diff"] and files["/etc/app/db.conf"]["masked"] == 1
+    assert "+++ /dev/null" in files["/etc/motd"]["diff"] or files["/etc/motd"]["diff"] == ""
+    assert files["/etc/shadow"]["secret_file"] and "never read" in files["/etc/shadow"]["why"]
+    assert files["/etc/pki/ca.der"]["why"].startswith("a binary file")
+    stored = str(HostRuntime.objects.filter(host=web01).values_list("etc_files", flat=True).get())
+    stored += str(list(HostEvent.objects.filter(host=web01).values_list("detail", flat=True)))
+    assert "S3cret-Pa55" not in stored and "0123456789abcdefghij" not in stored
+    assert not [line for line in fleet.sim("web-01").commands if "/etc/shadow" in line]  # never asked for
+
+
+def test_the_diffs_are_for_the_teams_members_and_help_desk_sees_only_the_paths(fleet, web01, personas, client_for):
+    fleet.fleet.edit_etc("web-01", "app/db.conf", "A", "host = db.example.com\npassword = S3cret-Pa55\n")
+    runtime.runtime_read(web01)
+    url = f"/hosts/{web01.pk}/runtime/files/"
+    assert client_for(None).get(url).status_code == 302  # to the login page
+    assert client_for(personas.outsider).get(url).status_code == 404
+    assert client_for(personas.helpdesk).get(url).status_code == 403
+    for user in (personas.viewer, personas.operator):
+        page = client_for(user).get(url).content.decode()
+        assert "+password = «masked»" in page and "S3cret-Pa55" not in page and "+host = db.example.com" in page
+    fragment = client_for(personas.viewer).get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert fragment.startswith('<div id="host-runtime-files">') and "<nav" not in fragment
+    helpdesk = client_for(personas.helpdesk).get(f"/hosts/{web01.pk}/").content.decode()
+    assert "/etc/app/db.conf" in helpdesk and url not in helpdesk and "shown to the team's members" in helpdesk
+    assert url in client_for(personas.viewer).get(f"/hosts/{web01.pk}/").content.decode()

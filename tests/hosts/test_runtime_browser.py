@@ -1,4 +1,5 @@
-"""The host page's "Changed on this host" panel in a real browser (screenshot: host-runtime-panel.png)."""
+"""The host page's "Changed on this host" panel in a real browser, with its diffs of the changed files opened
+(screenshots: host-runtime-panel.png, host-runtime-diffs.png)."""
 
 import pytest
 from django.utils import timezone
@@ -6,7 +7,7 @@ from django.utils import timezone
 from builds.models import Build
 from hosts import runtime
 from hosts.models import Host, HostState
-from hosts.simruntime import IMAGE_PACKAGES
+from hosts.simruntime import IMAGE_ETC, IMAGE_PACKAGES
 from tests.browser import browser_page, log_in, screenshot
 from tests.diskimages.rows import succeeded_build
 
@@ -22,8 +23,15 @@ def test_the_panel_lists_the_packages_and_files_changed_on_the_host(personas, po
                                state=HostState.UP_TO_DATE, is_bootc=True, booted_digest=DIGEST, booted_version="1.0",
                                status_at=timezone.now(), status={"usr_overlay": "transient, readWrite"})
     packages = {**IMAGE_PACKAGES, "htop": "3.3.0-5.fc42", "chrony": "4.7-1.fc42"}
+    image_chrony = IMAGE_ETC["chrony.conf"].encode()
+    host_chrony = image_chrony.replace(b"0.fedora.pool.ntp.org", b"ntp.example.com") + b"keyfile /etc/chrony.keys\n"
+    tuning = b"vm.swappiness = 10\n# the metrics agent's key\napi_key = 8f14e45fceea167a5a36dedd4bea2543\n"
+    files = {"/etc/chrony.conf": ("M", ("file", len(image_chrony), image_chrony), ("file", len(host_chrony), host_chrony)),
+             "/etc/sysctl.d/90-tuning.conf": ("A", None, ("file", len(tuning), tuning)),
+             "/etc/motd": ("D", ("file", 8, b"Welcome\n"), None)}
     runtime.runtime_record(host, config_diff="M    chrony.conf\nA    sysctl.d/90-tuning.conf\nD    motd\n",
-                           package_output="#format rpm\n" + "".join(f"{n}\t{v}\tx86_64\n" for n, v in packages.items()))
+                           package_output="#format rpm\n" + "".join(f"{n}\t{v}\tx86_64\n" for n, v in packages.items()),
+                           files=files)
     with browser_page() as page:
         log_in(page, portal_server.url, "operator")
         page.goto(f"{portal_server.url}/hosts/{host.pk}/")
@@ -33,3 +41,10 @@ def test_the_panel_lists_the_packages_and_files_changed_on_the_host(personas, po
         assert panel.locator("code").all_inner_texts()[:2] == ["htop", "chrony"]
         panel.scroll_into_view_if_needed()
         screenshot(page, "host-runtime-panel")
+        panel.locator("#runtime-files summary").click()
+        page.locator(".etc-diff").first.wait_for()
+        diffs = panel.locator("#host-runtime-files").inner_text()
+        assert "+server ntp.example.com iburst" in diffs and "+api_key = «masked»" in diffs
+        assert "8f14e45f" not in diffs and "-Welcome" in diffs
+        page.locator("#host-runtime-files").scroll_into_view_if_needed()
+        screenshot(page, "host-runtime-diffs")
