@@ -221,13 +221,14 @@ def host_trust_files(*, stage: Stage) -> dict[str, str]:
     key = policy.key
     lookaside = f"{settings.SITE_URL.rstrip('/')}/lookaside" if key.kind == KeyKind.GPG else None
     return {
-        "policy.json": trust.policy_json({repository: (key.kind, key.public_key) for repository in repositories}),
+        "policy.json": trust.host_policy_json({repository: (key.kind, key.public_key) for repository in repositories}),
         "portal-signatures.yaml": trust.registries_d_yaml(registries, lookaside=lookaside, staging=False),
     }
 
 
 HOST_TRUST_SNIPPET = """# Verify what this host pulls: {stage} takes only images signed with key {key} (docs/supply-chain.md).
-# Put the two files next to the Containerfile; bootc switch --enforce-container-sigpolicy then refuses anything else.
+# Put the two files next to the Containerfile. The policy's default is reject (each transport still accepts other
+# images under its "" scope), as bootc switch --enforce-container-sigpolicy demands.
 COPY policy.json /etc/containers/policy.json
 COPY portal-signatures.yaml /etc/containers/registries.d/portal-signatures.yaml
 """

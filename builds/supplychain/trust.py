@@ -28,6 +28,31 @@ def policy_json(requirements: dict[str, tuple[str, str]], *, default_accept: boo
     return json.dumps({"default": default, "transports": {"docker": docker}}, indent=2) + "\n"
 
 
+# The transports a host pulls through besides the registry; each keeps accepting anything under its own "" scope.
+HOST_TRANSPORTS = ("docker", "containers-storage", "oci", "oci-archive", "docker-archive", "docker-daemon", "dir")
+
+
+def host_policy_json(requirements: dict[str, tuple[str, str]]) -> str:
+    """The policy.json for hosts: the `requirements` of policy_json() for the team's repositories, a default of
+    `reject`, and an `insecureAcceptAnything` "" scope for every transport, so every other image pulls as before.
+
+    The default must not be a lone insecureAcceptAnything: `bootc switch --enforce-container-sigpolicy` refuses such a
+    policy outright ("containers-policy.json specifies a default of `insecureAcceptAnything`; refusing usage",
+    ostree-ext's container_policy_is_default_insecure reads the global default only), whatever the scopes say."""
+    policy = json.loads(policy_json(requirements, default_accept=False))
+    transports = policy["transports"]
+    for transport in HOST_TRANSPORTS:
+        transports.setdefault(transport, {})[""] = [{"type": "insecureAcceptAnything"}]
+    return json.dumps(policy, indent=2) + "\n"
+
+
+def default_is_insecure(policy_text: str) -> bool:
+    """What bootc checks before it pulls with --enforce-container-sigpolicy: a global default of exactly one
+    insecureAcceptAnything requirement."""
+    default = json.loads(policy_text).get("default") or []
+    return len(default) == 1 and default[0].get("type") == "insecureAcceptAnything"
+
+
 def registries_d_yaml(registries: list[str], *, lookaside: str | None = None, staging: bool = True) -> str:
     """A registries.d file for each registry: sigstore signatures as attachments next to the image (the
     `sha256-<hex>.sig` tags, which every OCI registry stores), and GPG signatures in the `lookaside` store (a file://

@@ -147,3 +147,25 @@ def when(timestamp):
     except ValueError:
         return timestamp
     return moment.strftime("%Y-%m-%d %H:%M") + (" UTC" if moment.utcoffset() is not None and not moment.utcoffset() else "")
+
+
+# How bootc verified an image's signature (`ImageReference.signature` in bootc status): bootc omits the field when it
+# pulled without --enforce-container-sigpolicy (older versions wrote "insecure").
+SIGNATURE_NOT_ENFORCED = ("not enforced", "text-bg-secondary",
+                          "Pulled without --enforce-container-sigpolicy: containers/image still applied the host's "
+                          "policy.json, but bootc did not insist that it requires signatures.")
+
+
+@register.filter
+def signature_check(signature):
+    """(label, badge class, explanation) for the `signature` of an image reference in bootc status."""
+    signature = signature or ""
+    if signature == "containerPolicy":
+        return ("signature enforced", "text-bg-success",
+                "Pulled with --enforce-container-sigpolicy: the host's policy.json had to accept it, and bootc "
+                "refuses a policy whose default accepts anything.")
+    if signature.startswith("ostreeRemote"):
+        remote = signature.partition(":")[2] or "?"
+        return (f"ostree remote {remote}", "text-bg-info", f"The ostree commit was verified with the GPG keys of the "
+                                                           f"ostree remote {remote}.")
+    return SIGNATURE_NOT_ENFORCED

@@ -641,3 +641,17 @@ def test_a_switch_may_target_the_teams_image_definitions(personas, client_for, h
     assert refused.status_code == 400
     ok = post(client_for, personas.operator, url, {"image": "registry.example.com/platform/edge-os:prod"})
     assert ok.status_code == 302
+
+
+@pytest.mark.parametrize("signature, label", [
+    ("containerPolicy", "signature enforced"),
+    ("", "not enforced"),
+    ("insecure", "not enforced"),
+    ("ostreeRemote:fedora", "ostree remote fedora"),
+])
+def test_the_host_page_says_how_bootc_verified_the_booted_image(personas, client_for, signature, label):
+    image = {"image": "r/x:prod", "digest": D1, "version": "1.0", "signature": signature}
+    host = make_host(personas.team, "web-09", status={"booted": {"image": image}})
+    page = get(client_for, personas.viewer, f"/hosts/{host.pk}/").content.decode()
+    assert f'data-signature="{signature or "none"}"' in page
+    assert f"</i> {label}</span>" in page

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ValidationError
 
-from builds.supplychain import services
+from builds.supplychain import services, trust
 from builds.supplychain.models import Signature
 from builds.supplychain.signing import signature_execute, signature_tag
 from portal.models import AuditEvent, RunStatus
@@ -187,3 +187,40 @@ def test_a_key_that_signs_new_builds_signs_a_real_build_as_it_succeeds(personas,
     assert signature.key == key and signature.requested_by is None and signature.run.trigger == "system"
     assert signature.run.status == RunStatus.SUCCEEDED, signature.run.exit_reason
     assert signature.signed_at is not None
+
+
+def host_pull(reference, files, tmp_path):
+    """What containers/image on a host does with the trust files a stage hands out: skopeo reads the image under them.
+    The host reads GPG signatures from the portal's /lookaside/; here the same store is read as a directory."""
+    root = Path(tempfile.mkdtemp(dir=tmp_path))
+    (root / "policy.json").write_text(files["policy.json"])
+    (root / "registries.d").mkdir()
+    (root / "registries.d" / "portal-signatures.yaml").write_text(files["portal-signatures.yaml"])
+    return subprocess.run(["skopeo", "--policy", str(root / "policy.json"), "--registries.d", str(root / "registries.d"),
+                           "copy", "--src-tls-verify=false", f"docker://{reference}", f"dir:{root / 'out'}"],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_host_policy_verifies_like_the_promotion_passes_bootcs_guard_and_lets_other_images_through(
+        promo, keys, settings, tmp_path):
+    release, _ = keys
+    sign(promo, promo.builds[0], release)
+    require_key(promo, "prod", release)
+    files = services.host_trust_files(stage=promo.stages["prod"])
+    files["portal-signatures.yaml"] = trust.registries_d_yaml(
+        [promo.repository.split("/", 1)[0]], lookaside=trust.lookaside_url(settings.SUPPLY_CHAIN_LOOKASIDE_DIR),
+        staging=False)
+    # bootc switch --enforce-container-sigpolicy refuses a policy whose global default accepts anything.
+    assert not trust.default_is_insecure(files["policy.json"])
+    assert trust.default_is_insecure(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
+
+    signed = host_pull(f"{promo.repository}@{promo.builds[0].digest}", files, tmp_path)
+    assert signed.returncode == 0, signed.stderr
+    unsigned = host_pull(f"{promo.repository}@{promo.builds[1].digest}", files, tmp_path)
+    assert unsigned.returncode != 0 and "Source image rejected" in unsigned.stderr
+    elsewhere = f"{promo.repository.split('/', 1)[0]}/tools/other:1"
+    subprocess.run(["skopeo", "copy", "--src-tls-verify=false", "--dest-tls-verify=false",
+                    f"docker://{promo.repository}@{promo.builds[1].digest}", f"docker://{elsewhere}"],
+                   check=True, capture_output=True, timeout=60)
+    other = host_pull(elsewhere, files, tmp_path)
+    assert other.returncode == 0, other.stderr  # the docker transport's "" scope: other images pull as before
