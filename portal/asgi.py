@@ -1,5 +1,6 @@
-"""ASGI entry point: Django for HTTP, Channels for websockets (run logs), both behind the same session auth; in front of
-Django, the HTTP fronts features registered (machine endpoints answered in the event loop)."""
+"""ASGI entry point: Django for HTTP, Channels for websockets (run logs), both behind the same session auth (or, for a
+websocket, an API token in its Authorization header: portal/socketauth.py); in front of Django, the HTTP fronts features
+registered (machine endpoints answered in the event loop)."""
 
 import os
 
@@ -21,6 +22,7 @@ from django.conf import settings  # noqa: E402
 from portal import registry  # noqa: E402
 from portal.concurrency import ConcurrencyLimit  # noqa: E402
 from portal.routing import websocket_urlpatterns  # noqa: E402
+from portal.socketauth import TokenAuthMiddleware  # noqa: E402
 
 # Fronts a feature registered (`registry.http_front`: hosts' status reports) answer before Django's request cycle and
 # outside the bound on concurrent Django requests, which they do not use; whatever they pass on meets both.
@@ -31,6 +33,6 @@ for wrap in registry.http_fronts():
 application = ProtocolTypeRouter(
     {
         "http": http_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))),
     }
 )

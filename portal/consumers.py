@@ -6,7 +6,9 @@ stored lines after the client's `after` (at most BACKLOG_MAX_LINES of them: an o
 dropping lines already sent and filling any gap from the database. A client that reconnects with
 `?after=<last seq it has>` resumes with no gap and no duplicate. While the socket is open, access is asked again every
 ACCESS_RECHECK_SECONDS: a user removed from the team (or disabled), signed out, idle for SESSION_IDLE_MINUTES or whose
-password was changed in another session is closed out with the same codes.
+password was changed in another session is closed out with the same codes. A client that is not a browser (the CLI)
+connects with an API token in the `Authorization` header instead of a session (portal/socketauth.py says why a header);
+a token revoked or expired since is closed out at the same re-check.
 
 One `RunHub` per web process and run is the group's member, however many sockets of the process watch the run: it
 receives each batch once and hands it to each socket (as group members, hundreds of sockets would each go through
@@ -52,7 +54,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.template.loader import render_to_string
 
-from . import logsink, sessions, sockets
+from . import logsink, sessions, socketauth, sockets
 from .access import get_run_for_user
 from .models import FINISHED_STATUSES, Run
 
@@ -430,19 +432,25 @@ class RunLogConsumer(AsyncWebsocketConsumer):
 
     def access_refused(self):
         """The close code if the user may no longer watch the run (removed from its team, role changed, disabled, signed
-        out), else None: the same helper as on connect, with the user and their roles read afresh."""
-        # A fresh row, not scope["user"]: that is a lazy proxy holding the roles it read on connect.
-        user = get_user_model().objects.filter(pk=self.scope["user"].pk).first()
-        if user is None or not user.is_active:
-            return CLOSE_UNAUTHENTICATED
-        session = self.scope.get("session")
-        key = getattr(session, "session_key", None)
-        if key and not session.exists(key):  # signed out (in another tab), or the session expired
-            return CLOSE_UNAUTHENTICATED
-        if key:
-            stored = session.__class__(session_key=key)  # as it is now, not as it was on connect
-            if sessions.is_idle(stored) or not sessions.matches_password(stored, user):
-                return CLOSE_UNAUTHENTICATED  # idle too long, or the password was changed in another session
+        out, or the API token revoked or expired), else None: the same helper as on connect, with the user and their
+        roles read afresh."""
+        if self.scope.get("api_token_id") is not None:  # an API token's socket (portal/socketauth.py)
+            user = socketauth.token_user_again(self.scope["api_token_id"])
+            if user is None:  # revoked or expired since, or its user disabled
+                return CLOSE_UNAUTHENTICATED
+        else:
+            # A fresh row, not scope["user"]: that is a lazy proxy holding the roles it read on connect.
+            user = get_user_model().objects.filter(pk=self.scope["user"].pk).first()
+            if user is None or not user.is_active:
+                return CLOSE_UNAUTHENTICATED
+            session = self.scope.get("session")
+            key = getattr(session, "session_key", None)
+            if key and not session.exists(key):  # signed out (in another tab), or the session expired
+                return CLOSE_UNAUTHENTICATED
+            if key:
+                stored = session.__class__(session_key=key)  # as it is now, not as it was on connect
+                if sessions.is_idle(stored) or not sessions.matches_password(stored, user):
+                    return CLOSE_UNAUTHENTICATED  # idle too long, or the password was changed in another session
         try:
             get_run_for_user(user, self.run.pk)
         except Http404:
