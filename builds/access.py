@@ -19,6 +19,27 @@ def get_definition_for_user(user, pk, *, action=Action.VIEW):
     )
 
 
+def get_definition_by_reference_for_user(user, reference, *, action=Action.VIEW):
+    """The definition named by `reference` as the API and the CLI name one: its id (an int or a string of digits),
+    "team/name", or a bare "name" when exactly one of the user's teams has a definition of that name. 404 otherwise,
+    also for another team's: the same answer as for one that does not exist."""
+    if isinstance(reference, int) and not isinstance(reference, bool):
+        return get_definition_for_user(user, reference, action=action)
+    text = str(reference or "").strip()
+    if text.isdecimal() and text.isascii():
+        return get_definition_for_user(user, int(text), action=action)
+    slug, _, name = text.rpartition("/")
+    if not name or "\x00" in text:
+        raise Http404("No such object.")
+    found = ImageDefinition.objects.visible_to(user).filter(name=name)
+    if slug:
+        found = found.filter(team__slug=slug)
+    pks = list(found.values_list("pk", flat=True)[:2])
+    if len(pks) != 1:
+        raise Http404("No such object.")
+    return get_definition_for_user(user, pks[0], action=action)
+
+
 def get_revision_for_user(user, definition_pk, number, *, action=Action.VIEW):
     return get_object_for_user(
         Revision.objects.select_related("definition", "definition__team", "author"),
