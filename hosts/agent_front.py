@@ -99,7 +99,9 @@ class AgentFront:
     def _client(self):
         loop = asyncio.get_running_loop()
         if loop not in self._redis:
-            client = redisconn.async_client(timeout=1)
+            # A generous timeout: when the process is overloaded its loop answers late, and handing the report to
+            # Django then would cost five times the work at the worst moment. A Redis that is down refuses at once.
+            client = redisconn.async_client(timeout=10)
             self._redis[loop] = client
             self._scripts[loop] = client.register_script(agentcache.HIT_SCRIPT)
         return self._redis[loop], self._scripts[loop]

@@ -28,11 +28,16 @@ def client(*, timeout=TIMEOUT_SECONDS):
     return _client_for(settings.REDIS_URL, settings.REDIS_CA_FILE, timeout)
 
 
-def async_client(*, timeout=TIMEOUT_SECONDS):
+def async_client(*, timeout=TIMEOUT_SECONDS, max_connections=32):
     """An asyncio client from the same settings, for code that answers in the web process's event loop (the hosts'
-    report endpoint). Its connections belong to the loop that first uses them: make one per event loop."""
-    return redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                        **redis_tls_options(settings.REDIS_URL, settings.REDIS_CA_FILE))
+    report endpoint). Its connections belong to the loop that first uses them: make one per event loop. At most
+    `max_connections` are open; past them a call waits for a free one (up to `timeout`), so a surge of requests
+    queues on a few connections instead of opening one each."""
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        settings.REDIS_URL, max_connections=max_connections, timeout=timeout, socket_timeout=timeout,
+        socket_connect_timeout=min(timeout, TIMEOUT_SECONDS), **redis_tls_options(settings.REDIS_URL,
+                                                                                   settings.REDIS_CA_FILE))
+    return redis.asyncio.Redis(connection_pool=pool)
 
 
 def display_url(url):
