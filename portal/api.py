@@ -78,7 +78,45 @@ def problem_response(request, status: int, detail: str, *, slug: str = "", heade
 # --- The API ---------------------------------------------------------------------------------------------------------
 
 
+# Every operation may answer these, as problem documents; the schema says so once for all (portal.api.PortalAPI).
+ERROR_RESPONSES = {
+    400: "Bad input: `errors` names each field (body.x, query.x).",
+    401: "No token, or an unknown, expired or revoked one.",
+    403: "The token lacks a scope (`missing_scope`), or the role does not allow it.",
+    404: "No such object, or one of a team the caller does not belong to (the same answer).",
+    409: "The object's state does not allow it now (already ended, still running, exists already).",
+    429: "Over the rate limit: `Retry-After` says when to try again.",
+}
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "title": "Problem",
+    "description": "An RFC 9457 problem document (application/problem+json).",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+        "detail": {"type": "string"}, "instance": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object", "required": ["field", "message"], "properties": {
+            "field": {"type": "string"}, "message": {"type": "string"}}}},
+        "missing_scope": {"type": "string"}, "retry_after": {"type": "integer"},
+    },
+}
+
+
 class PortalAPI(NinjaAPI):
+    def get_openapi_schema(self, *, path_prefix=None, path_params=None):
+        """Ninja's schema, with the problem documents every operation may answer and the bearer token described."""
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+        problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for path in schema["paths"].values():
+            for operation in path.values():
+                responses = operation.setdefault("responses", {})
+                for status, description in ERROR_RESPONSES.items():
+                    responses.setdefault(status, {"description": description, "content": problem})
+        for scheme in schema["components"].get("securitySchemes", {}).values():
+            scheme["description"] = "An API token (impt_...), made on the API tokens page of your account or team."
+        return schema
+
     def create_response(self, request, data, *args, status=200, temporal_response=None, **kwargs):
         """Every successful read carries a strong ETag of its body; `If-None-Match` with it answers 304."""
         response = super().create_response(request, data, *args, status=status, temporal_response=temporal_response,
@@ -105,6 +143,7 @@ class TokenAuth(HttpBearer):
 
     def __call__(self, request):
         _rate_limit(request)
+        _refuse_nul(request)
         header = request.headers.get("Authorization", "")
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
@@ -138,6 +177,22 @@ def token_auth(scope: str) -> TokenAuth:
     if scope not in _auths:
         _auths[scope] = TokenAuth(scope)
     return _auths[scope]
+
+
+def _refuse_nul(request):
+    """PostgreSQL text cannot hold a NUL character, so no name, search or key of the portal has one: a request that sends
+    one gets a 400 naming where, before any lookup tries (and fails) to compare it."""
+    where = None
+    if "\x00" in request.path:
+        where = "path"
+    else:
+        where = next((f"query.{key}" for key, values in request.GET.lists()
+                      if "\x00" in key or any("\x00" in value for value in values)), None)
+    if where is None and (b"\x00" in request.body or b"\\u0000" in request.body):
+        where = "body"
+    if where is not None:
+        raise Problem(400, f"{where}: holds a NUL character", slug="invalid",
+                      errors=[{"field": where, "message": "holds a NUL character"}])
 
 
 def _rate_limit(request):

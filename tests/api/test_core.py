@@ -288,3 +288,11 @@ def test_the_schema_is_openapi_3_1_and_the_docs_page_loads_it_from_vendored_file
     assert page.status_code == 200
     assert b"/static/vendor/swagger-ui/swagger-ui-bundle.js" in page.content and b"/static/portal/api-docs.js" in page.content
     assert b"<script>" not in page.content and b"cdn" not in page.content.lower()
+
+
+def test_a_nul_character_anywhere_is_a_400_naming_where(personas, api_as):
+    api = api_as(personas.admin, "read", "admin")
+    assert problem(api.get("teams/", {"q": "a\x00b"}), 400)["errors"][0]["field"] == "query.q"
+    assert problem(api.get("teams/plat%00form/"), 400)["errors"][0]["field"] == "path"
+    body = problem(api.post(f"teams/{personas.team.slug}/members/", '{"username": "a\\u0000", "role": "viewer"}'), 400)
+    assert body["errors"][0]["field"] == "body"
