@@ -3,7 +3,11 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
-export PYTHONDONTWRITEBYTECODE := 1
+# Bytecode is cached under var/pycache, out of the source tree, never switched off: each Python process the suite starts
+# (its xdist workers, daphne, Celery workers, manage.py) would otherwise compile Django, the libraries and the portal
+# from source again, some 3 s of CPU each. An environment that sets PYTHONDONTWRITEBYTECODE gets it cleared here.
+export PYTHONPYCACHEPREFIX := $(CURDIR)/var/pycache
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: run test deploy-test lint audit bench vendor lock venv venv-run clean
 
