@@ -8,6 +8,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from builds.models import ImageDefinition
+from builds.releases.apply import stage_signature_requirement
 from portal import runs, ssh
 from portal import services as portal_services
 from portal.access import check_team_action
@@ -51,6 +52,11 @@ def action_effect(host, kind, image=""):
         next_boot = f"the same deployment, {booted}"
     text = template.format(tracked=host.spec_image or host.tracked_image or "the image it tracks", booted=booted,
                            image=image or "the new image", rollback=rollback, next=next_boot)
+    if kind in (ActionKind.SWITCH, ActionKind.SWITCH_APPLY):
+        requirement = stage_signature_requirement(host.stage)
+        if requirement:
+            text += (f" {requirement}, so bootc enforces the host's container policy (--enforce-container-sigpolicy): "
+                     "a host whose policy.json accepts any image by default refuses the switch.")
     return f"{host.name}: this {text}"
 
 
@@ -149,9 +155,10 @@ def _commands_for(action):
     if kind == ActionKind.UPGRADE_APPLY:
         return [ssh.bootc_upgrade(apply=True)]
     if kind == ActionKind.SWITCH:
-        return [ssh.bootc_switch(action.image)]
+        return [ssh.bootc_switch(action.image, enforce_signatures=bool(stage_signature_requirement(action.host.stage)))]
     if kind == ActionKind.SWITCH_APPLY:
-        return [ssh.bootc_switch(action.image, apply=True)]
+        return [ssh.bootc_switch(action.image, apply=True,
+                                 enforce_signatures=bool(stage_signature_requirement(action.host.stage)))]
     if kind == ActionKind.ROLLBACK:
         return [ssh.bootc_rollback()]
     if kind == ActionKind.ROLLBACK_APPLY:

@@ -75,11 +75,14 @@ class Deployment:
     will_fail_health_check: bool = False
     download_only: bool = False
     soft_reboot_capable: bool = False
+    signature: str = ""  # "containerPolicy" when pulled with --enforce-container-sigpolicy; bootc omits it otherwise
 
     def entry(self, cached_update=None, bootc_version=NEWEST_BOOTC):
         version = version_tuple(bootc_version)
-        image = {"image": {"image": self.image, "transport": self.transport}, "imageDigest": self.digest,
-                 "timestamp": self.timestamp, "version": self.version}
+        reference = {"image": self.image, "transport": self.transport}
+        if self.signature:
+            reference["signature"] = self.signature
+        image = {"image": reference, "imageDigest": self.digest, "timestamp": self.timestamp, "version": self.version}
         if version >= (1, 1, 7):
             image["architecture"] = self.architecture
         entry = {"cachedUpdate": cached_update, "image": image, "incompatible": False, "pinned": self.pinned,
@@ -102,6 +105,7 @@ class HostState:
     port: int = 0
     architecture: str = "amd64"
     spec_image: str = ""
+    spec_signature: str = ""  # how the next pulls verify: "containerPolicy" after switch --enforce-container-sigpolicy
     booted: Deployment | None = None
     staged: Deployment | None = None
     rollback: Deployment | None = None
@@ -204,6 +208,8 @@ class BootcMachine:
         cached = state.cached_update
         booted = state.booted.entry(cached, version) if state.booted else None
         spec_image = {"image": state.spec_image, "transport": "registry"} if state.spec_image else None
+        if spec_image and state.spec_signature:
+            spec_image["signature"] = state.spec_signature
         status = {
             "booted": booted,
             "rollback": state.rollback.entry(None, version) if state.rollback else None,
@@ -263,11 +269,12 @@ class BootcMachine:
         seed = hashlib.sha256(f"{self.state.name}:{digest}".encode()).digest()
         return random.Random(seed).random() < probability  # noqa: S311 - a repeatable simulation, not crypto
 
-    def _new_deployment(self, reference, info, *, download_only=False):
+    def _new_deployment(self, reference, info, *, download_only=False, signature=None):
         return Deployment(image=reference, digest=info["digest"], version=info.get("version"),
                           timestamp=info.get("timestamp"), architecture=self.state.architecture,
                           will_fail_health_check=self._fails_health_check(info["digest"]),
-                          download_only=download_only, soft_reboot_capable=self.state.soft_reboot_capable)
+                          download_only=download_only, soft_reboot_capable=self.state.soft_reboot_capable,
+                          signature=self.state.spec_signature if signature is None else signature)
 
     @staticmethod
     def _describe(prefix, reference, info):
@@ -292,6 +299,10 @@ class BootcMachine:
             raise CommandError("error: Upgrading: No image source specified")
         if "--from-downloaded" in flags:
             return self._from_downloaded(flags)
+        if state.spec_signature == "containerPolicy":
+            refusal = simruntime.container_policy_refusal(self)
+            if refusal:
+                raise CommandError(f"error: Upgrading: {refusal}")
         info = await self._resolve(state.spec_image)
         if check:
             if info["digest"] in (state.booted.digest, state.staged.digest if state.staged else None):
@@ -330,7 +341,7 @@ class BootcMachine:
             raise CommandError("error: Soft reboot required but the target deployment is not soft-reboot capable")
         self.schedule_reboot(soft=soft)
 
-    async def _stage(self, reference, info, *, download_only=False):
+    async def _stage(self, reference, info, *, download_only=False, signature=None):
         state = self.state
         if info["digest"] == state.booted.digest and state.staged is None:
             return "No update available.\n"
@@ -348,7 +359,7 @@ class BootcMachine:
             if self.faults["disk_full"] or state.disk_free_bytes < IMAGE_BYTES:
                 raise CommandError("error: Upgrading: Pulling: Importing: Unencapsulating base: writing object: "
                                    "No space left on device (os error 28)")
-        state.staged = self._new_deployment(reference, info, download_only=download_only)
+        state.staged = self._new_deployment(reference, info, download_only=download_only, signature=signature)
         state.rollback_queued = False
         with contextlib.suppress(ValueError):
             state.cached_layers.remove(info["digest"])
@@ -360,7 +371,8 @@ class BootcMachine:
     async def cmd_switch(self, args):
         targets = [a for a in args if not a.startswith("--")]
         flags = self._flags([a for a in args if a.startswith("--")],
-                            ("--apply", "--quiet", "--retain", "--download-only", "--soft-reboot"))
+                            ("--apply", "--quiet", "--retain", "--download-only", "--soft-reboot",
+                             "--enforce-container-sigpolicy"))
         if len(targets) != 1:
             raise CommandError("error: Usage: bootc switch [OPTIONS] <TARGET>", 2)
         apply = "--apply" in flags
@@ -370,11 +382,18 @@ class BootcMachine:
         state = self.state
         if not state.booted:
             raise CommandError("error: Switching: Not booted into a bootc deployment")
-        if target == state.spec_image:
+        signature = "containerPolicy" if "--enforce-container-sigpolicy" in flags else ""
+        if target == state.spec_image and signature == state.spec_signature:
             return "Image specification is unchanged.\n"
+        if signature:
+            refusal = simruntime.container_policy_refusal(self)
+            if refusal:
+                # bootc's words after "error: "; the context before them is not verified against bootc.
+                raise CommandError(f"error: Switching: {refusal}")
         info = await self._resolve(target)
-        out = await self._stage(target, info, download_only="--download-only" in flags)
+        out = await self._stage(target, info, download_only="--download-only" in flags, signature=signature)
         state.spec_image = target
+        state.spec_signature = signature
         state.cached_update = None
         self.changed()
         if apply and state.staged is not None:

@@ -15,6 +15,8 @@ The state lives in the host's saved state (`HostState.runtime`): {"etc": {path: 
 edited}, "layered": {name: version}, "overlay": bool}. Every simulated image has the same packages (IMAGE_PACKAGES).
 """
 
+import json
+
 from portal.etcfiles import ETC_FILE_SCRIPT
 from portal.packages import PACKAGE_SCRIPT
 
@@ -29,7 +31,11 @@ IMAGE_ETC = {
                        "PasswordAuthentication no\nSubsystem sftp /usr/libexec/openssh/sftp-server\n",
     "hosts": "127.0.0.1   localhost localhost.localdomain\n::1         localhost localhost.localdomain\n",
     "motd": "",
+    # Fedora's stock policy: anything goes (bootc --enforce-container-sigpolicy refuses it).
+    "containers/policy.json": '{\n    "default": [{"type": "insecureAcceptAnything"}],\n    "transports": {\n'
+                              '        "docker-daemon": {"": [{"type": "insecureAcceptAnything"}]}\n    }\n}\n',
 }
+POLICY = "containers/policy.json"
 READ_ONLY = ("error: This bootc system is configured to be read-only. Pass --transient to perform this and subsequent "
              "transactions in a transient overlay which will reset when the system reboots.")
 
@@ -110,3 +116,19 @@ def edit_etc(machine, path, kind="M", text=None):
         runtime["etc"].pop(path, None)
         runtime["etc_text"].pop(path, None)
     machine.changed()
+
+
+def container_policy_refusal(machine):
+    """Why bootc --enforce-container-sigpolicy refuses this host's /etc/containers/policy.json (ostree-ext's
+    container_policy_is_default_insecure: a global default of exactly one insecureAcceptAnything), or ""."""
+    runtime = _state(machine)
+    if runtime["etc"].get(POLICY) == "D":
+        return "Opening /etc/containers/policy.json: No such file or directory (os error 2)"
+    text = runtime["etc_text"].get(POLICY, IMAGE_ETC[POLICY])
+    try:
+        default = json.loads(text).get("default") or []
+    except (ValueError, AttributeError) as exc:
+        return f"Parsing /etc/containers/policy.json: {exc}"
+    if len(default) == 1 and isinstance(default[0], dict) and default[0].get("type") == "insecureAcceptAnything":
+        return "containers-policy.json specifies a default of `insecureAcceptAnything`; refusing usage"
+    return ""

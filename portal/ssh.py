@@ -232,7 +232,9 @@ def bootc_upgrade(*, check=False, apply=False, download_only=False, from_downloa
     return Command(argv, what + (f" (soft reboot: {soft_reboot})" if soft_reboot else ""))
 
 
-def bootc_switch(image, *, apply=False, download_only=False, soft_reboot=""):
+def bootc_switch(image, *, apply=False, download_only=False, soft_reboot="", enforce_signatures=False):
+    """`bootc switch`; with `enforce_signatures`, --enforce-container-sigpolicy: bootc pulls under the host's
+    policy.json and refuses one whose default accepts anything (the image's reference then says containerPolicy)."""
     if not valid_image_reference(image):
         raise ValueError(f"Not an image reference: {image!r}.")
     if download_only and apply:
@@ -240,9 +242,10 @@ def bootc_switch(image, *, apply=False, download_only=False, soft_reboot=""):
     if soft_reboot not in SOFT_REBOOT_MODES or (soft_reboot and not apply):
         raise ValueError("--soft-reboot is auto or required, and only with --apply.")
     argv = ("bootc", "switch", "--quiet") + (("--download-only",) if download_only else ()) + (
-        ("--apply",) if apply else ()) + ((f"--soft-reboot={soft_reboot}",) if soft_reboot else ()) + (image,)
+        ("--apply",) if apply else ()) + ((f"--soft-reboot={soft_reboot}",) if soft_reboot else ()) + (
+        ("--enforce-container-sigpolicy",) if enforce_signatures else ()) + (image,)
     return Command(argv, f"switch to {image}" + (" (download only)" if download_only else "")
-                   + (" and reboot" if apply else ""))
+                   + (" and reboot" if apply else "") + (", enforcing signatures" if enforce_signatures else ""))
 
 
 def bootc_rollback(*, apply=False, soft_reboot=""):

@@ -45,6 +45,21 @@ PROMOTION_APPLIED = "promotion.applied"
 # Asked (portal.registry.providers) with promotion=...: a CopyTrust the copy must run under, or None.
 COPY_TRUST = "promotion.copy_trust"
 
+# Asked (portal.registry.providers) with stage=...: the signature a stage's images must carry, in words ("prod requires
+# a signature with key release (1A2B...)"), or "". Hosts switching to a stage's images then make bootc enforce it.
+STAGE_SIGNATURE_REQUIREMENT = "stage.signature_requirement"
+
+
+def stage_signature_requirement(stage) -> str:
+    """The first answer of a `stage.signature_requirement` provider for `stage` (None: no stage), or ""."""
+    if stage is None:
+        return ""
+    for provider in providers(STAGE_SIGNATURE_REQUIREMENT):
+        requirement = provider(stage=stage)
+        if requirement:
+            return requirement
+    return ""
+
 
 class ApplyFailed(runs.Failed):
     """The application failed; the message is the reason people read."""

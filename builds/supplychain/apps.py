@@ -12,13 +12,15 @@ class SupplyChainConfig(AppConfig):
         # Models load only once the app registry is ready, i.e. here.
         from builds.cleanup import IMAGE_DELETED
         from builds.pipeline import BUILD_SUCCEEDED
-        from builds.releases.apply import COPY_TRUST
+        from builds.releases.apply import COPY_TRUST, STAGE_SIGNATURE_REQUIREMENT
         from portal.models import Action
 
-        from .services import build_succeeded, copy_trust, image_deleted
+        from .services import build_succeeded, copy_trust, image_deleted, stage_signature_requirement
 
         # Releases copies a digest to a stage under the trust the stage requires (releases never import this app).
         registry.provide(COPY_TRUST, copy_trust)
+        # Hosts switching to a stage that requires a key make bootc enforce the container policy (hosts read releases).
+        registry.provide(STAGE_SIGNATURE_REQUIREMENT, stage_signature_requirement)
         # Keys that sign new builds sign each one that succeeds (builds never import this app).
         registry.subscribe(BUILD_SUCCEEDED, build_succeeded)
         # An image retention deletes takes its signatures with it (cleanup never imports this app).

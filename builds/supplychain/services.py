@@ -209,6 +209,15 @@ def copy_trust(*, promotion) -> CopyTrust | None:
 
 
 
+def stage_signature_requirement(*, stage: Stage) -> str:
+    """What releases asks (through `portal.registry`, "stage.signature_requirement"): the key the stage requires, in
+    words, or ""."""
+    policy = StageSigningPolicy.objects.filter(stage=stage).select_related("key").first()
+    if policy is None:
+        return ""
+    return f"{stage.name} requires a signature with key {policy.key} ({policy.key.short_fingerprint})"
+
+
 def host_trust_files(*, stage: Stage) -> dict[str, str]:
     """What a host tracking `stage` needs to verify what it pulls (bake them into the image, the bootc way):
     /etc/containers/policy.json requiring the stage's key for every repository of the team, and the registries.d entry

@@ -7,6 +7,7 @@ import logging
 
 from django.utils import timezone
 
+from builds.releases.apply import stage_signature_requirement
 from hosts import bootc, drift
 from hosts.connect import setting, target_for
 from hosts.models import EventKind, Host, HostEvent
@@ -42,6 +43,12 @@ class HostSteps:
 
     def _target(self, row):
         return target_for(row.host)
+
+    def _enforces_signatures(self):
+        """A switch to a stage that requires a key makes bootc enforce the host's container policy (asked once)."""
+        if not hasattr(self, "_signature_requirement"):
+            self._signature_requirement = stage_signature_requirement(self.rollout.stage)
+        return bool(self._signature_requirement)
 
     def _preflight(self, row):
         """Before its batch acts on a host: the image has its architecture, /sysroot has room, and (upgrading what it
@@ -87,8 +94,9 @@ class HostSteps:
         RolloutHost.objects.filter(pk=row.pk).update(step=Step.DOWNLOADING, download_started_at=now,
                                                      attempts=row.attempts + 1, previous_digest=row.host.booted_digest)
         row.step = Step.DOWNLOADING
-        command = (ssh.bootc_switch(self.rollout.reference, download_only=True) if self._switching(row)
-                   else ssh.bootc_upgrade(download_only=True))
+        command = (ssh.bootc_switch(self.rollout.reference, download_only=True,
+                                    enforce_signatures=self._enforces_signatures())
+                   if self._switching(row) else ssh.bootc_upgrade(download_only=True))
         self._event(row, f"downloading {short_digest(self.rollout.digest)} (staged locked until the window)")
         self.sink.write(f"{row.host.name}: $ {command.for_user(row.host.ssh_user)}")
         self._submit(row, "downloaded", jobs.job_command, self._target(row), [command], False)
@@ -97,8 +105,9 @@ class HostSteps:
         soft = bool(self.policy.get("soft_reboot")) and caps["soft"] and self._staged_soft(row)
         if download_too:
             # bootc before 1.12.0 has no --download-only: download and reboot together, inside the window.
-            commands = ([ssh.bootc_switch(self.rollout.reference, apply=True)] if self._switching(row)
-                        else [ssh.bootc_upgrade(apply=True)])
+            commands = ([ssh.bootc_switch(self.rollout.reference, apply=True,
+                                          enforce_signatures=self._enforces_signatures())]
+                        if self._switching(row) else [ssh.bootc_upgrade(apply=True)])
             self.sink.write(f"{row.host.name}: bootc older than 1.12.0 (its status has no downloadOnly): it "
                             "downloads in the window, with the reboot")
         else:

@@ -133,6 +133,31 @@ class TestTheScriptedSequence:
         assert prod_host.spec_image == target and prod_host.booted_digest == digests["1.2"]["amd64"]
         assert prod_host.booted_version == "1.2"
 
+    def test_a_switch_on_a_stage_that_requires_a_key_makes_bootc_enforce_the_hosts_policy(
+            self, fleet, prod_host, demo_images, personas):
+        from builds.supplychain import services as supplychain
+
+        digests, base = demo_images
+        stage = personas.team.stages.get(name="prod")
+        prod_host.stage = stage
+        prod_host.save(update_fields=["stage"])
+        key = supplychain.signing_key_generate(team=personas.team, user=personas.admin, name="release")
+        supplychain.stage_signing_policy_set(stage=stage, key=key, user=personas.admin)
+        effect = actions.action_effect(prod_host, ActionKind.SWITCH, f"{base}:dev")
+        assert "prod requires a signature with key release" in effect and "--enforce-container-sigpolicy" in effect
+
+        refused = run_action(prod_host, ActionKind.SWITCH, personas.operator, image=f"{base}:dev")
+        assert refused.run.status == RunStatus.FAILED  # the simulated host still has Fedora's accept-anything policy
+        assert "bootc switch --quiet --enforce-container-sigpolicy" in log_text(refused.run)
+        assert "refusing usage" in refused.run.exit_reason + log_text(refused.run)
+        assert prod_host.spec_image == f"{base}:prod"
+
+        fleet.fleet.edit_etc("web-01", "containers/policy.json", "M", text='{"default": [{"type": "reject"}]}')
+        switched = run_action(prod_host, ActionKind.SWITCH, personas.operator, image=f"{base}:dev")
+        assert switched.run.status == RunStatus.SUCCEEDED, switched.run.exit_reason
+        assert prod_host.staged_digest == digests["1.2"]["amd64"]
+        assert prod_host.status["staged"]["image"]["signature"] == "containerPolicy"
+
     def test_a_switch_outside_the_teams_repositories_is_refused(self, prod_host, personas):
         with pytest.raises(actions.HostError, match="not an image of"):
             actions.host_action_request(host=prod_host, kind=ActionKind.SWITCH, user=personas.operator,

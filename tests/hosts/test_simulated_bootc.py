@@ -165,3 +165,26 @@ class TestPinning:
 
         assert run(host, ssh.ostree_admin_pin(2, unpin=True)).text() == "Deployment is now unpinned\n"
         assert status(host)["otherDeployments"][0]["pinned"] is False  # pruned by the next deployment
+
+
+def test_switch_enforcing_the_container_policy_refuses_an_accept_anything_default_and_marks_what_it_pulls(
+        fleet, demo_images, one_host):
+    digests, base = demo_images
+    host = one_host()
+    enforced = ssh.bootc_switch(f"{base}:prod", enforce_signatures=True)
+    refused = run(host, enforced)
+    assert refused.exit_status == 1
+    assert "containers-policy.json specifies a default of `insecureAcceptAnything`; refusing usage" in refused.error_text()
+    assert status(host)["staged"] is None
+
+    policy = {"default": [{"type": "reject"}], "transports": {"docker": {"": [{"type": "insecureAcceptAnything"}]}}}
+    fleet.fleet.edit_etc("web-01", "containers/policy.json", "M", text=json.dumps(policy))
+    assert run(host, enforced).exit_status == 0
+    document = json.loads(run(host, ssh.bootc_status()).text())
+    assert document["spec"]["image"]["signature"] == "containerPolicy"
+    assert document["status"]["staged"]["image"]["image"]["signature"] == "containerPolicy"
+    assert "signature" not in document["status"]["booted"]["image"]["image"]  # pulled without enforcing
+    run(host, ssh.systemctl_reboot())
+    wait_back(fleet, "web-01")
+    booted = status(host)["booted"]["image"]
+    assert booted["imageDigest"] == digests["1.1"]["amd64"] and booted["image"]["signature"] == "containerPolicy"
