@@ -192,7 +192,8 @@ class AccessTokenForm(forms.Form):
     EXPIRY_CHOICES = [(1, "1 day"), (7, "7 days"), (30, "30 days"), (90, "90 days"), (365, "1 year")]
 
     name = forms.CharField(max_length=100, help_text="Where it is used, e.g. \"GitLab CI: web-os\".")
-    scopes = forms.MultipleChoiceField(choices=Scope.choices, widget=forms.CheckboxSelectMultiple, initial=[Scope.READ],
+    scopes = forms.MultipleChoiceField(choices=[(value, f"{value}: {label}") for value, label in Scope.choices],
+                                       widget=forms.CheckboxSelectMultiple, initial=[Scope.READ],
                                        help_text="A scope is a ceiling: the token never does more than its owner's "
                                                  "role allows.")
     expires_in_days = forms.TypedChoiceField(label="Expires in", choices=EXPIRY_CHOICES, coerce=int, initial=30)
@@ -200,7 +201,7 @@ class AccessTokenForm(forms.Form):
     def __init__(self, *args, team=None, **kwargs):
         super().__init__(*args, **kwargs)
         if team is not None:
-            self.fields["scopes"].choices = [(value, label) for value, label in Scope.choices
+            self.fields["scopes"].choices = [(value, f"{value}: {label}") for value, label in Scope.choices
                                              if value not in PERSONAL_SCOPES]
             self.fields["scopes"].help_text = ("A team token acts in this team only, as a member with one role: read "
                                                "(viewer), build and promote (developer) or operate (operator).")
