@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.db import connection
-from django.db.models import Count, Max, Sum
+from django.db.models import Count, F, Max, Q, Sum, Window
+from django.db.models.functions import RowNumber
 
 from . import actions
-from .models import PROBLEM_STATES, HostState
+from .models import PROBLEM_STATES, HostRuntime, HostState, RuntimeChange
 from .tallies import DigestTally, HostTally, digest_tally_images, digest_tally_top, tally_counts
 
 GROUPS_PER_PAGE = 20
@@ -177,3 +178,40 @@ def version_spread(rows, stage_order=None):
             x += width
         bars.append((tag, total, parts))
     return bars
+
+
+RUNTIME_TOP = 10  # changes listed per stage
+
+
+def runtime_groups(team_names, stages, counts):
+    """Per team and stage (in the stages' order): how many hosts it has (`counts`, from the tally), how many were read
+    and how many changed since they booted, and its RUNTIME_TOP most common changes with the hosts that have each.
+    Three queries, whatever the fleet's size: the top changes are ranked per stage by the database (a window)."""
+    team_ids = list(team_names)
+    groups = {}
+
+    def group(team_id, stage_id):
+        stage = stages.get(stage_id)
+        return groups.setdefault((team_id, stage_id), {
+            "team": team_names.get(team_id, "?"), "stage": stage.name if stage else None,
+            "order": (team_names.get(team_id, "?"), stage.position if stage else 1 << 30),
+            "hosts": 0, "read": 0, "changed": 0, "top": []})
+
+    for (team_id, stage_id, _, _), n in counts.items():
+        group(team_id, stage_id)["hosts"] += n
+    for row in (HostRuntime.objects.filter(host__team_id__in=team_ids).values("host__team_id", "host__stage_id")
+                .annotate(read=Count("id"), changed=Count("id", filter=Q(has_changes=True))).order_by()):
+        entry = group(row["host__team_id"], row["host__stage_id"])
+        entry["read"], entry["changed"] = row["read"], row["changed"]
+    ranked = (RuntimeChange.objects.filter(host__team_id__in=team_ids)
+              .values("host__team_id", "host__stage_id", "kind", "name").annotate(n=Count("id"))
+              .annotate(rank=Window(RowNumber(), partition_by=[F("host__team_id"), F("host__stage_id")],
+                                    order_by=[Count("id").desc(), F("kind"), F("name")]))
+              .filter(rank__lte=RUNTIME_TOP).order_by())
+    for row in ranked:
+        group(row["host__team_id"], row["host__stage_id"])["top"].append(row)
+    for entry in groups.values():
+        entry["top"].sort(key=lambda row: (-row["n"], row["kind"], row["name"]))
+        for row in entry["top"]:
+            row["share"] = f"{100.0 * row['n'] / max(entry['hosts'], row['n'], 1):.2f}"
+    return [entry for entry in sorted(groups.values(), key=lambda e: e["order"]) if entry["hosts"] or entry["read"]]

@@ -11,7 +11,7 @@ from portal.text import first_nul
 from .models import Host, HostState, JumpHost
 
 STATE_FILTER_CHOICES = HostState.choices
-ONLY_CHOICES = [("update", "With an update available")]
+ONLY_CHOICES = [("update", "With an update available"), ("runtime", "Changed at runtime")]
 
 
 class HostFilter(django_filters.FilterSet):
@@ -51,6 +51,8 @@ class HostFilter(django_filters.FilterSet):
         return queryset.filter(state=value)
 
     def filter_only(self, queryset, name, value):
+        if value == "runtime":
+            return queryset.changed_at_runtime()
         return queryset.update_available() if value == "update" else queryset
 
     def filter_label(self, queryset, name, value):

@@ -151,6 +151,10 @@ class HostQuerySet(models.QuerySet):
     def drifting(self):
         return self.filter(drifting=True)
 
+    def changed_at_runtime(self):
+        """Hosts whose last reading found something changed since they booted their image (`HostRuntime`)."""
+        return self.filter(runtime__has_changes=True)
+
     def update_available(self):
         """Hosts whose `bootc upgrade --check` found an update (cachedUpdate) that is not staged yet: the tally's
         `update_available` (migration 0006 computes it the same way)."""
@@ -363,6 +367,9 @@ class HostRuntime(models.Model):
     error = models.CharField(max_length=500, blank=True, help_text="Why the last reading failed, if it did.")
     fingerprint = models.CharField(max_length=64, blank=True)
 
+    has_changes = models.BooleanField(default=False, db_index=True, help_text="Whether anything changed (`has_drift`, "
+                                                                             "stored for the host list's filter).")
+
     def __str__(self):
         return f"runtime of {self.host}"
 
@@ -370,6 +377,32 @@ class HostRuntime(models.Model):
     def has_drift(self):
         return bool(self.etc_total or self.packages_added or self.packages_changed or self.packages_removed
                     or self.usr_overlay)
+
+
+class RuntimeChangeKind(models.TextChoices):
+    ETC = "etc", "File in /etc"
+    PACKAGE_ADDED = "package_added", "Package not in the image"
+    PACKAGE_CHANGED = "package_changed", "Package at another version"
+    PACKAGE_REMOVED = "package_removed", "Package of the image removed"
+    OVERLAY = "overlay", "/usr overlay"
+
+
+class RuntimeChange(models.Model):
+    """One change of a host's last reading (a path, a package, the overlay), a row each, so that the fleet view counts
+    the common ones across a stage's hosts in the database ("/etc/chrony.conf changed on 40 of 200 hosts") instead of
+    reading every host's reading. Rewritten with the reading (`hosts.runtime.runtime_record`); a host's go with it."""
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="runtime_changes")
+    kind = models.CharField(max_length=16, choices=RuntimeChangeKind.choices)
+    name = models.CharField(max_length=500, help_text="The /etc path or the package's name.")
+    detail = models.CharField(max_length=200, blank=True, help_text="A, M or D for a path; the host's version.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["host", "kind", "name"], name="runtime_change_once_per_host")]
+        indexes = [models.Index(fields=["kind", "name"])]
+
+    def __str__(self):
+        return f"{self.host_id}: {self.kind} {self.name}"
 
 
 class HostSnapshot(models.Model):

@@ -30,7 +30,7 @@ from portal.text import storable
 
 from . import etcdiff
 from .connect import HostError, session_for, setting, target_for
-from .models import EventKind, Host, HostEvent, HostMode, HostRuntime
+from .models import EventKind, Host, HostEvent, HostMode, HostRuntime, RuntimeChange, RuntimeChangeKind
 
 ETC_LIST_MAX = 200  # paths kept per host; the count says how many there are in all
 PACKAGE_LIST_MAX = 500
@@ -143,7 +143,10 @@ def runtime_record(host, *, config_diff, package_output, files=None, at=None):
         for name, value in reading.items():
             setattr(runtime, name, value)
         runtime.read_at, runtime.changed_at, runtime.error, runtime.fingerprint = at, at, "", fingerprint
+        runtime.has_changes = runtime.has_drift
         runtime.save()
+        RuntimeChange.objects.filter(host=host).delete()
+        RuntimeChange.objects.bulk_create(change_rows(host, runtime))
         if runtime.has_drift or not was_clean:
             HostEvent.objects.create(host=host, at=at, kind=EventKind.RUNTIME_CHANGED, summary=summary(runtime),
                                      digest=host.booted_digest,
@@ -152,6 +155,21 @@ def runtime_record(host, *, config_diff, package_output, files=None, at=None):
                                              "packages_changed": sorted(changed)[:20],
                                              "packages_removed": removed[:20]})
     return runtime
+
+
+def change_rows(host, runtime):
+    """The reading's changes as RuntimeChange rows (the fleet view counts them)."""
+    rows = [RuntimeChange(host=host, kind=RuntimeChangeKind.ETC, name=path, detail=kind)
+            for kind, path in runtime.etc_changes]
+    rows += [RuntimeChange(host=host, kind=RuntimeChangeKind.PACKAGE_ADDED, name=name[:500], detail=version[:200])
+             for name, version in runtime.packages_added.items()]
+    rows += [RuntimeChange(host=host, kind=RuntimeChangeKind.PACKAGE_CHANGED, name=name[:500], detail=versions[0][:200])
+             for name, versions in runtime.packages_changed.items()]
+    rows += [RuntimeChange(host=host, kind=RuntimeChangeKind.PACKAGE_REMOVED, name=name[:500])
+             for name in runtime.packages_removed]
+    if runtime.usr_overlay:
+        rows.append(RuntimeChange(host=host, kind=RuntimeChangeKind.OVERLAY, name="/usr", detail=runtime.usr_overlay))
+    return rows
 
 
 def summary(runtime):

@@ -10,6 +10,7 @@ urlpatterns = [
     path("hosts/import/", views.host_import, name="host_import"),
     path("hosts/drift/", views.drift_list, name="host_drift"),
     path("hosts/fleet/", views.fleet, name="host_fleet"),
+    path("hosts/fleet/runtime/", views.fleet_runtime, name="fleet_runtime"),
     re_path(r"^hosts/digests/(?P<digest>sha256:[0-9a-f]{64})/$", views.digest_hosts, name="host_digest"),
     path("hosts/<int:pk>/", views.host_detail, name="host_detail"),
     path("hosts/<int:pk>/raw/", views.host_raw, name="host_raw"),

@@ -48,3 +48,26 @@ def test_the_panel_lists_the_packages_and_files_changed_on_the_host(personas, po
         assert "8f14e45f" not in diffs and "-Welcome" in diffs
         page.locator("#host-runtime-files").scroll_into_view_if_needed()
         screenshot(page, "host-runtime-diffs")
+
+
+def test_the_fleets_common_runtime_changes(personas, portal_server):
+    """Screenshot: fleet-runtime.png."""
+    from builds.releases.models import Stage
+
+    build = succeeded_build(personas.team, personas.developer, digest=DIGEST)
+    Build.objects.filter(pk=build.pk).update(package_format="rpm", packages=IMAGE_PACKAGES)
+    prod = Stage.objects.get(team=personas.team, name="prod")
+    rpm = "#format rpm\n" + "".join(f"{n}\t{v}\tx86_64\n" for n, v in IMAGE_PACKAGES.items())
+    for i in range(12):
+        host = Host.objects.create(team=personas.team, name=f"web-{i:02d}", address="192.0.2.10", stage=prod,
+                                   state=HostState.UP_TO_DATE, is_bootc=True, booted_digest=DIGEST,
+                                   status_at=timezone.now())
+        etc = ("M    chrony.conf\n" if i < 8 else "") + ("A    sysctl.d/90-tuning.conf\n" if i % 3 == 0 else "")
+        runtime.runtime_record(host, config_diff=etc, package_output=rpm + ("htop\t3.3.0-5.fc42\tx86_64\n" if i < 2 else ""))
+    with browser_page() as page:
+        log_in(page, portal_server.url, "operator")
+        page.goto(f"{portal_server.url}/hosts/fleet/")
+        page.click("text=Changed at runtime")
+        group = page.locator(".runtime-group").first
+        assert "9 of 12 hosts changed" in group.inner_text() and "on 8 of 12" in group.inner_text()
+        screenshot(page, "fleet-runtime")
