@@ -175,14 +175,14 @@ class TestUpdateAvailable:
         assert not host.update_digest and available(personas.team) == 0 and tallied() == counted()
 
     def test_a_report_in_host_that_reports_an_update(self, personas):
-        from hosts import reportin
-        from hosts.models import HostMode
+        from tests.hosts.reportin_fixtures import Agent, make_token
 
-        host = Host.objects.create(team=personas.team, name="edge-01", address="", mode=HostMode.REPORT)
-        reportin.host_report(agent=host, raw=status_with(D1, cached=D2))
+        _, token = make_token(personas, pre_approved=True)
+        agent = Agent()
+        assert agent.enroll(token).status_code == 201
+        assert agent.report(status_with(D1, cached=D2)).status_code == 200
         assert available(personas.team) == 1 and tallied() == counted()
-        host.refresh_from_db()
-        reportin.host_report(agent=host, raw=status_with(D1))  # a later check found nothing newer
+        assert agent.report(status_with(D1)).status_code == 200  # a later check found nothing newer
         assert available(personas.team) == 0 and tallied() == counted()
 
     def test_hosts_made_moved_updated_in_bulk_and_deleted(self, personas):
