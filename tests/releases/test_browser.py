@@ -7,6 +7,7 @@ from playwright.sync_api import expect
 from builds.releases import services as promotions
 from builds.releases.models import StageHistory
 from tests.browser import browser_page, log_in, screenshot
+from tests.portal.test_csp import serious_accessibility_violations
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -36,6 +37,14 @@ def test_the_approver_finds_the_request_in_the_inbox_and_reads_the_approval_card
         # Who tracks the stage comes from hosts, loaded into the card once it is shown.
         assert "Hosts that track test" in page.locator("#promotion-hosts").inner_text()
         assert screenshot(page, "promotion-card-approver").stat().st_size > 10_000
+        # In the dark theme: the package rows (added, removed) and the size delta keep their meaning and contrast.
+        page.emulate_media(color_scheme="dark")
+        expect(page.locator("html")).to_have_attribute("data-bs-theme", "dark")
+        added_row = page.locator(".pkg-table tr.table-success").first
+        assert added_row.evaluate("e => getComputedStyle(e.cells[1]).backgroundColor") == "rgb(15, 45, 31)"
+        assert serious_accessibility_violations(page) == []
+        screenshot(page, "promotion-card-approver-dark")
+        page.emulate_media(color_scheme="light")
 
 
 def test_a_request_that_would_move_test_back_is_red_and_approved_only_with_the_stage_typed(personas, portal_server,
