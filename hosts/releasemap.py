@@ -1,11 +1,13 @@
 """The release map: for each image definition, its stages (dev -> test -> prod) as lanes, the digest each holds (build,
-version, since when, who asked for it) and, under each, a bar of the hosts that follow the stage's tag by state.
+version, since when, who asked for it), the promotions on their way into it (waiting for approval, approved, being
+applied) and, under each, a bar of the hosts that follow the stage's tag by state.
 
 Hosts draws it, since it may read both what the stages hold (`builds.releases.gate`) and its own hosts; the dashboard
 shows it as a panel and the definition page loads it as the "definition.release_map" fragment (`hosts.apps`). The bar
 is SVG made here, on the server: its geometry is in attributes and its colours in classes (static/hosts/pictures.css),
 so the Content-Security-Policy's ban on inline styles holds. Reads only: a fixed number of queries whatever the number
-of hosts (one per stage for what the stages hold, one for every host count).
+of hosts and promotions (one per stage for what the stages hold, one for every host count, one for the promotions on
+their way).
 """
 
 from dataclasses import dataclass, field
@@ -14,7 +16,7 @@ from django.db.models import Case, Count, F, When
 
 from builds.models import Build, ImageDefinition
 from builds.releases.gate import current_entries
-from builds.releases.models import Stage, StageHistory
+from builds.releases.models import Promotion, PromotionStatus, Stage, StageHistory
 
 from .models import Host, HostState
 
@@ -29,6 +31,10 @@ CATEGORIES = (
     ("unreachable", "unreachable"),
     ("unknown", "not read yet"),
 )
+# Promotions on their way into a stage, shown in its lane (the rest are history, on the promotions page).
+ON_THE_WAY = (PromotionStatus.PENDING, PromotionStatus.APPROVED, PromotionStatus.APPLYING)
+# A lane lists this many of them, newest first, and counts the rest.
+ON_THE_WAY_SHOWN = 2
 _UNREACHABLE = {HostState.UNREACHABLE, HostState.AUTH_FAILED, HostState.HOST_KEY_CHANGED, HostState.UNREADABLE}
 
 
@@ -77,6 +83,21 @@ class Lane:
     build: Build | None
     version: str
     counts: dict = field(default_factory=dict)
+    on_the_way: list = field(default_factory=list)  # promotions, newest first
+
+    @property
+    def on_the_way_shown(self):
+        """(promotion, whether it would move the stage back) for the newest few."""
+        return [(promotion, self.moves_back(promotion)) for promotion in self.on_the_way[:ON_THE_WAY_SHOWN]]
+
+    @property
+    def on_the_way_more(self):
+        return max(0, len(self.on_the_way) - ON_THE_WAY_SHOWN)
+
+    def moves_back(self, promotion):
+        """Whether `promotion` would put an older build of the definition than the one the stage holds."""
+        return (self.build is not None and promotion.build is not None
+                and promotion.build.number < self.build.number)
 
     @property
     def segments(self):
@@ -124,6 +145,10 @@ def release_map(user, definitions) -> list[DefinitionMap]:
             part = counts.setdefault(key, {})
             name = category(row["state"], row["drifting"])
             part[name] = part.get(name, 0) + row["n"]
+    on_the_way = {}
+    for promotion in (Promotion.objects.filter(definition__in=definitions, status__in=ON_THE_WAY)
+                      .select_related("build").order_by("-created_at", "-pk")):
+        on_the_way.setdefault((promotion.target_stage_id, promotion.definition_id), []).append(promotion)
     result = []
     for definition in definitions:
         lanes = []
@@ -132,7 +157,8 @@ def release_map(user, definitions) -> list[DefinitionMap]:
             build = entry.build if entry is not None else None
             version = (build.labels or {}).get(VERSION_LABEL, "") if build is not None else ""
             lanes.append(Lane(stage=stage, entry=entry, build=build, version=version,
-                              counts=counts.get((stage.pk, definition.pk), {})))
+                              counts=counts.get((stage.pk, definition.pk), {}),
+                              on_the_way=on_the_way.get((stage.pk, definition.pk), [])))
         result.append(DefinitionMap(definition=definition, lanes=lanes))
     return result
 

@@ -62,6 +62,7 @@ def test_the_pictures_in_the_light_and_dark_themes(personas, portal_server):
                 if name in ("dashboard", "definition"):
                     page.locator(".release-map .rm-bar").first.wait_for()
                     assert "7 up to date" in page.locator(".release-map").inner_text()
+                    assert "build 2 · waiting for approval" in page.locator(".release-map .rm-on-the-way").inner_text()
                 if name == "definition":
                     assert page.locator(".build-trends rect.tr-failed").count() == 6  # 2 failed builds x 3 charts
                 if name == "fleet":

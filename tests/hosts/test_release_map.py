@@ -8,6 +8,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from builds.releases.models import StageHistory
 from hosts.models import HostState
 from hosts.releasemap import category, segments
 from tests.fragments import shown
@@ -95,3 +96,20 @@ def test_the_map_costs_the_same_queries_whatever_the_number_of_hosts(client_for,
         make_host(world.personas.team, f"more-{n}", tracked_image=f"{REPOSITORY}:{('dev', 'test', 'prod')[n % 3]}",
                   state=(HostState.UP_TO_DATE, HostState.DRIFT, HostState.ROLLED_BACK)[n % 3])
     assert queries() == before
+
+
+def test_a_lane_lists_the_promotions_on_their_way_into_it_and_says_which_would_move_it_back(client_for, world):
+    from builds.releases.models import Promotion, PromotionStatus
+
+    # The world's request puts build 2 into test (which holds build 1); one into dev would take dev back to build 1.
+    StageHistory.objects.create(stage=world.dev, definition=world.definition, digest=D2, build=world.build2)
+    back = Promotion.objects.create(definition=world.definition, build=world.build1, digest=world.build1.digest,
+                                    target_stage=world.dev, reason="2 broke", requested_by=world.personas.developer)
+    Promotion.objects.create(definition=world.definition, build=world.build2, digest=D2, target_stage=world.prod,
+                             reason="old", requested_by=world.personas.developer, status=PromotionStatus.REJECTED)
+    html = shown(client_for(world.personas.viewer), world.definition.get_absolute_url())
+    dev, test, prod = re.split(r'class="rm-lane[" ]', html)[1:]
+    assert world.promotion.get_absolute_url() in test and "build 2</a>" in test
+    assert "waiting for approval" in test and "would move test back" not in test
+    assert back.get_absolute_url() in dev and "would move dev back" in dev
+    assert "rm-on-the-way" not in prod  # a rejected request is history, not on its way
