@@ -332,10 +332,11 @@ def promotion_withdraw(*, promotion: Promotion, user: User, request=None) -> Pro
     return promotion
 
 
-def promotion_reopen(*, promotion: Promotion, user: User, request=None) -> Promotion:
+def promotion_reopen(*, promotion: Promotion, user: User, confirm: str = "", request=None) -> Promotion:
     """Ask again for a request that a newer one superseded: it waits for approval again. The approvals it had stand
     unless it would now move its stage back (the stage took the newer build meanwhile); then they were given for a move
-    forward and are set aside, and each approver must confirm the move back."""
+    forward and are set aside, and each approver must confirm the move back. On a stage that needs no approval nobody
+    would: the request applies at once, so a move back is reopened only with the stage's name typed as `confirm`."""
     check_team_action(user, promotion.target_stage.team, Action.DEVELOP)
     with transaction.atomic():
         Stage.objects.select_for_update().get(pk=promotion.target_stage_id)  # serialised with new requests
@@ -353,6 +354,10 @@ def promotion_reopen(*, promotion: Promotion, user: User, request=None) -> Promo
         _refuse_duplicate(stage, definition, locked.digest, exclude=locked)
         now = timezone.now()
         backwards = moves_back(locked, held_build(stage, definition, current))
+        at_once = bool(backwards) and locked.required_approvals() == 0
+        if at_once and (confirm or "").strip() != stage.name:
+            raise ValidationError(f"Reopening #{locked.pk} {backwards} at once, since {stage.name} needs no approval: "
+                                  f"type “{stage.name}” to confirm.")
         note = f"Reopened by {user.username}."
         if backwards:
             set_aside = Approval.objects.filter(promotion=locked, superseded_at__isnull=True).update(superseded_at=now)
@@ -364,7 +369,8 @@ def promotion_reopen(*, promotion: Promotion, user: User, request=None) -> Promo
         audit(action="promotion.reopen", summary=f"reopened #{locked.pk} ({definition} build {locked.build.number} to "
               f"{stage.name}), superseded by #{newer}" + (f"; it {backwards}" if backwards else ""), actor=user,
               team=locked.team, obj=locked, request=request,
-              detail=_detail(locked, superseded_by=newer, **({"moves_back": backwards} if backwards else {})))
+              detail=_detail(locked, superseded_by=newer, **({"moves_back": backwards} if backwards else {}),
+                             **({"confirmed": True} if at_once else {})))
         _after_request(locked, user, request)
     promotion.refresh_from_db()
     return promotion

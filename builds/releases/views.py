@@ -214,6 +214,9 @@ def _card_context(request, promotion):
     is_open = promotion.status == PromotionStatus.PENDING
     # Only while it may still be applied: once applied, "back" is history, and the stage may have moved on since.
     backwards = gate.moves_back(promotion, current_build) if promotion.is_open else ""
+    can_reopen = promotion.status == PromotionStatus.SUPERSEDED and can(request.user, stage.team, Action.DEVELOP)
+    # Reopened, a request that moves a stage without approvals back applies at once: its requester confirms it.
+    reopen_backwards = gate.moves_back(promotion, current_build) if can_reopen else ""
     disk_images_url = registry.fragment_url("disk_images.of_digest", promotion.digest)
     return {
         "promotion": promotion, "stage": stage, "definition": definition, "build": promotion.build,
@@ -227,7 +230,8 @@ def _card_context(request, promotion):
         "can_withdraw": promotion.status in (PromotionStatus.PENDING, PromotionStatus.APPROVED, PromotionStatus.FAILED)
         and (promotion.requested_by_id == request.user.pk or can(request.user, stage.team, Action.ADMIN)),
         "can_retry": promotion.status == PromotionStatus.FAILED and can(request.user, stage.team, Action.DEVELOP),
-        "can_reopen": promotion.status == PromotionStatus.SUPERSEDED and can(request.user, stage.team, Action.DEVELOP),
+        "can_reopen": can_reopen,
+        "reopen_confirm": reopen_backwards if reopen_backwards and promotion.required_approvals() == 0 else "",
         "backwards": backwards,
         "superseded_by": (Promotion.objects.with_related().filter(pk=promotion.superseded_by_id).first()
                           if promotion.superseded_by_id else None),
@@ -318,7 +322,8 @@ def promotion_withdraw(request, pk):
 def promotion_reopen(request, pk):
     promotion = get_promotion_for_user(request.user, pk, action=Action.DEVELOP)
     try:
-        promotion = services.promotion_reopen(promotion=promotion, user=request.user, request=request)
+        promotion = services.promotion_reopen(promotion=promotion, user=request.user,
+                                              confirm=request.POST.get("confirm", "")[:100], request=request)
     except PromotionStateError as exc:
         return _refused(request, promotion, exc, 409)
     except ValidationError as exc:

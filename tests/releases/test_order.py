@@ -172,6 +172,42 @@ def test_reopening_keeps_the_approvals_unless_the_request_now_moves_the_stage_ba
     assert not Approval.objects.filter(promotion=older, superseded_at__isnull=True).exists()
 
 
+def test_reopening_a_move_back_on_a_stage_without_approvals_needs_the_stage_typed(client_for, scene, promo):
+    """Nobody would approve it there: reopened, the request applies at once, so its requester confirms the move back."""
+    from builds.releases.models import Stage
+
+    older = ask(scene, scene.builds[1], "test")
+    ask(scene, scene.builds[2], "test")
+    hold(scene, "test", scene.builds[2])  # the newer build reached test meanwhile
+    Stage.objects.filter(pk=promo.stages["test"].pk).update(required_approvals=0)
+    client = client_for(promo.personas.developer)
+    url = reverse("releases:promotion_reopen", args=[older.pk])
+
+    card = client.get(older.get_absolute_url()).content.decode()
+    assert "Reopened, it would move test back from build 3 to build 2 at once" in card
+    assert 'name="confirm"' in card and 'pattern="test"' in card
+    for typed in ("", "prod", "Test"):
+        response = client.post(url, {"confirm": typed})
+        assert response.status_code == 400 and "type “test” to confirm" in response.content.decode()
+        older.refresh_from_db()
+        assert older.status == PromotionStatus.SUPERSEDED
+    assert not AuditEvent.objects.filter(action="promotion.reopen", object_id=str(older.pk)).exists()
+
+    assert client.post(url, {"confirm": "test"}).status_code == 302
+    older.refresh_from_db()
+    assert older.status in (PromotionStatus.APPLYING, PromotionStatus.APPROVED)  # no approval to wait for
+    event = AuditEvent.objects.get(action="promotion.reopen", object_id=str(older.pk))
+    assert event.detail["confirmed"] is True and "would move test back" in event.detail["moves_back"]
+
+
+def test_reopening_a_move_back_that_approvers_will_confirm_needs_no_typing(scene, promo):
+    older = ask(scene, scene.builds[1], "test")
+    ask(scene, scene.builds[2], "test")
+    hold(scene, "test", scene.builds[2])
+    reopened = promotions.promotion_reopen(promotion=older, user=promo.personas.developer)  # test needs one approval
+    assert reopened.status == PromotionStatus.PENDING
+
+
 def test_reopening_is_refused_when_the_stage_holds_the_digest_already(client_for, scene, promo):
     older = ask(scene, scene.builds[1], "test")
     ask(scene, scene.builds[2], "test")
