@@ -141,6 +141,20 @@ def audit_verify():
     return None
 
 
+def audit_chain_report() -> tuple[bool, str]:
+    """(intact, what to say): audit_verify's verdict in the words `manage.py audit_verify` and the audit page use."""
+    try:
+        problem = audit_verify()
+        last = audit_checkpoints.store().last()
+    except audit_checkpoints.CheckpointError as exc:
+        return False, str(exc)
+    if problem is not None:
+        seq, message = problem
+        return False, f"Audit chain broken at event #{seq}: {message}."
+    checkpoint = f"last checkpoint #{last.seq} taken {last.at}" if last else "no checkpoint taken yet"
+    return True, f"Audit chain intact: {AuditEvent.objects.count()} events; {checkpoint}."
+
+
 RESTORE_ACTION = "portal.restore"
 
 

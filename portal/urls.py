@@ -33,6 +33,7 @@ core_patterns = [
     path("notifications/deliveries/<int:pk>/redeliver/", views_notifications.webhook_delivery_redeliver,
          name="webhook_delivery_redeliver"),
     path("audit/", views.audit_list, name="audit_list"),
+    path("audit/verify/", views.audit_verify, name="audit_verify"),
     path("explain/", views.explain_log, name="explain_log"),
     path("runs/<int:pk>/", views.run_detail, name="run_detail"),
     path("runs/<int:pk>/log/", views.run_log, name="run_log"),

@@ -227,6 +227,20 @@ def audit_list(request):
     return render(request, template, {"filter": audit_filter, "page": page, "object_urls": _object_urls(page)})
 
 
+@login_required
+@require_POST
+def audit_verify(request):
+    """Check the whole hash chain against the checkpoints now, as `manage.py audit_verify` does (portal admins: the
+    chain spans every team)."""
+    if not request.user.is_superuser:
+        raise PermissionDenied("Only portal administrators verify the whole audit chain.")
+    intact, text = services.audit_chain_report()
+    if request.htmx:
+        return render(request, "portal/_audit_verify.html", {"intact": intact, "text": text})
+    (messages.success if intact else messages.error)(request, text)
+    return redirect("portal:audit_list")
+
+
 def _object_urls(events):
     """{event pk: URL of the object it is about}, for the events whose object still exists and has a page: one query
     per kind of object on the page. The page itself checks who may open it."""

@@ -401,3 +401,27 @@ class TestAdminSite:
         assert client.post(f"/admin/portal/user/{personas.outsider.pk}/delete/", {"post": "yes"}).status_code == 302
         event = AuditEvent.objects.get(action="admin.delete")
         assert event.object_repr == "outsider" and event.actor == personas.superuser
+
+
+class TestVerifyFromThePage:
+    @pytest.mark.parametrize("who, expected", [("anonymous", 302), ("outsider", 403), ("viewer", 403),
+                                               ("admin", 403), ("superuser", 302)])
+    def test_only_portal_administrators_verify_the_whole_chain(self, personas, client_for, who, expected):
+        record(3, team=personas.team)
+        user = None if who == "anonymous" else getattr(personas, who)
+        assert client_for(user).post("/audit/verify/").status_code == expected
+        assert client_for(personas.superuser).get("/audit/verify/").status_code == 405
+        button = "Verify the chain"
+        assert (button in client_for(user).get("/audit/").content.decode()) == (who == "superuser")
+
+    def test_an_intact_chain_says_so_and_an_edited_one_names_the_event(self, personas, client_for):
+        record(3, team=personas.team)
+        services.audit_checkpoint()
+        client = client_for(personas.superuser)
+        intact = client.post("/audit/verify/", HTTP_HX_REQUEST="true").content.decode()
+        assert "alert-success" in intact and "Audit chain intact: 3 events; last checkpoint #3" in intact
+        tamper("UPDATE portal_auditevent SET summary = 'nothing to see' WHERE seq = 2")
+        broken = client.post("/audit/verify/", HTTP_HX_REQUEST="true").content.decode()
+        assert "alert-danger" in broken and "Audit chain broken at event #2: event #2 does not match its hash" in broken
+        followed = client.post("/audit/verify/", follow=True).content.decode()  # without htmx: a message on the page
+        assert "Audit chain broken at event #2" in followed
