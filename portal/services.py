@@ -9,7 +9,7 @@ import logging
 import os
 import socket
 import unicodedata
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.apps import apps
 from django.conf import settings
@@ -151,7 +151,11 @@ def audit_chain_report() -> tuple[bool, str]:
     if problem is not None:
         seq, message = problem
         return False, f"Audit chain broken at event #{seq}: {message}."
-    checkpoint = f"last checkpoint #{last.seq} taken {last.at}" if last else "no checkpoint taken yet"
+    if last is None:
+        checkpoint = "no checkpoint taken yet"
+    else:
+        taken = datetime.fromisoformat(last.at).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        checkpoint = f"last checkpoint #{last.seq} taken {taken}"
     return True, f"Audit chain intact: {AuditEvent.objects.count()} events; {checkpoint}."
 
 
