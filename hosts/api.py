@@ -8,7 +8,7 @@ service the host page's buttons call.
 
 from datetime import datetime
 
-from ninja import Field, Router, Schema
+from ninja import Field, Router, Schema, Status
 
 from portal import ssh
 from portal.api import PAGE_LIMIT_DEFAULT, Body, Problem, page_of, paginate, token_auth
@@ -168,18 +168,18 @@ def host_list(request, q: str = "", team: str | None = None, stage: str | None =
     return paginate(queryset, cursor=cursor, limit=limit, key=lambda host: host_out(request, host))
 
 
-@hosts.get("{int:host_id}/", response=HostOut, summary="A host: booted, staged and rollback digests, state, drift")
+@hosts.get("{host_id}/", response=HostOut, summary="A host: booted, staged and rollback digests, state, drift")
 def host_detail(request, host_id: int):
     return host_out(request, get_host_for_user(request.user, host_id))
 
 
-@hosts.get("{int:host_id}/status/", response=HostStatusOut, summary="The host's bootc status as last read")
+@hosts.get("{host_id}/status/", response=HostStatusOut, summary="The host's bootc status as last read")
 def host_status(request, host_id: int):
     host = get_host_for_user(request.user, host_id)
     return {"id": host.pk, "name": host.name, "status_at": host.status_at, "status": host.status or {}}
 
 
-@hosts.get("{int:host_id}/timeline/", response=page_of(HostEventOut),
+@hosts.get("{host_id}/timeline/", response=page_of(HostEventOut),
             summary="The host's timeline, newest first (deployments, rollbacks, reachability, actions)")
 def host_timeline(request, host_id: int, kind: EventKind | None = None, cursor: str | None = None,
                   limit: int = PAGE_LIMIT_DEFAULT):
@@ -190,7 +190,7 @@ def host_timeline(request, host_id: int, kind: EventKind | None = None, cursor: 
     return paginate(queryset, cursor=cursor, limit=limit, key=event_out)
 
 
-@hosts.post("{int:host_id}/poll/", response={202: HostOut}, auth=token_auth(Scope.OPERATE),
+@hosts.post("{host_id}/poll/", response={202: HostOut}, auth=token_auth(Scope.OPERATE),
              summary="Read the host's status now instead of at its turn (hosts the portal logs in to)")
 def host_poll(request, host_id: int):
     host = get_host_for_user(request.user, host_id, action=Action.OPERATE)
@@ -201,19 +201,19 @@ def host_poll(request, host_id: int):
         raise Problem(409, f"Confirm {host}'s host key first: nothing is sent to a host whose key nobody confirmed.",
                       slug="conflict")
     services._enqueue_poll([host.pk])
-    return 202, host_out(request, host)
+    return Status(202, host_out(request, host))
 
 
 # --- Actions ---------------------------------------------------------------------------------------------------------
 
 
-@hosts.get("{int:host_id}/actions/", response=page_of(HostActionOut), summary="The host's actions, newest first")
+@hosts.get("{host_id}/actions/", response=page_of(HostActionOut), summary="The host's actions, newest first")
 def host_action_list(request, host_id: int, cursor: str | None = None, limit: int = PAGE_LIMIT_DEFAULT):
     host = get_host_for_user(request.user, host_id)
     return paginate(_actions().filter(host=host), cursor=cursor, limit=limit, key=lambda a: action_out(request, a))
 
 
-@hosts.post("{int:host_id}/actions/", response={201: HostActionOut}, auth=token_auth(Scope.OPERATE),
+@hosts.post("{host_id}/actions/", response={201: HostActionOut}, auth=token_auth(Scope.OPERATE),
              summary="Act on a host: upgrade_check, upgrade_stage, upgrade_apply, switch, switch_apply, rollback, "
                      "rollback_apply, reboot")
 def host_action_create(request, host_id: int, payload: HostActionIn):
@@ -229,10 +229,10 @@ def host_action_create(request, host_id: int, payload: HostActionIn):
         raise Problem(409, str(exc), slug="conflict") from None
     except HostError as exc:
         raise Problem(409, str(exc), slug="conflict") from None
-    return 201, action_out(request, _actions().get(pk=action.pk))
+    return Status(201, action_out(request, _actions().get(pk=action.pk)))
 
 
-@host_actions.get("{int:action_id}/", response=HostActionOut, summary="A host action and its run's status")
+@host_actions.get("{action_id}/", response=HostActionOut, summary="A host action and its run's status")
 def host_action_detail(request, action_id: int):
     action = get_host_action_for_user(request.user, action_id)
     return action_out(request, _actions().get(pk=action.pk))

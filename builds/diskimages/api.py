@@ -10,7 +10,7 @@ from typing import Any
 
 from django.db.models import Q
 from django.http import Http404
-from ninja import Field, Router, Schema
+from ninja import Field, Router, Schema, Status
 
 from builds.access import get_build_for_user, get_definition_by_reference_for_user
 from builds.models import Build, ImageDefinition
@@ -194,7 +194,7 @@ def disk_image_list(request, team: str | None = None, definition: str | None = N
     return paginate(queryset, cursor=cursor, limit=limit, key=lambda d: disk_image_out(request, d))
 
 
-@disk_images.get("{int:disk_image_id}/", response=DiskImageOut, summary="A disk image, its status and its files")
+@disk_images.get("{disk_image_id}/", response=DiskImageOut, summary="A disk image, its status and its files")
 def disk_image_detail(request, disk_image_id: int):
     get_disk_image_for_user(request.user, disk_image_id)
     return disk_image_out(request, _disk_images().get(pk=disk_image_id))
@@ -231,15 +231,15 @@ def disk_image_create(request, payload: DiskImageIn):
         user=request.user, types=[str(t) for t in payload.types], build=build, stage=stage, definition=definition,
         architecture=payload.architecture.strip(), rootfs=payload.rootfs, preset=preset, config=payload.config,
         trigger="api", request=request)
-    return 201, disk_image_out(request, _disk_images().get(pk=disk_image.pk))
+    return Status(201, disk_image_out(request, _disk_images().get(pk=disk_image.pk)))
 
 
-@disk_images.post("{int:disk_image_id}/retry/", response={201: DiskImageOut}, auth=token_auth(Scope.BUILD),
+@disk_images.post("{disk_image_id}/retry/", response={201: DiskImageOut}, auth=token_auth(Scope.BUILD),
              summary="Convert again, with the same settings")
 def disk_image_retry(request, disk_image_id: int):
     disk_image = get_disk_image_for_user(request.user, disk_image_id, action=Action.DEVELOP)
     again = services.disk_image_retry(disk_image=disk_image, user=request.user, request=request)
-    return 201, disk_image_out(request, _disk_images().get(pk=again.pk))
+    return Status(201, disk_image_out(request, _disk_images().get(pk=again.pk)))
 
 
 # --- Configurations --------------------------------------------------------------------------------------------------
@@ -256,7 +256,7 @@ def configuration_list(request, team: str | None = None, name: str | None = None
     return paginate(queryset, cursor=cursor, limit=limit, key=configuration_out)
 
 
-@configurations.get("{int:configuration_id}/", response=ConfigurationOut, summary="A saved configuration")
+@configurations.get("{configuration_id}/", response=ConfigurationOut, summary="A saved configuration")
 def configuration_detail(request, configuration_id: int):
     return configuration_out(get_preset_for_user(request.user, configuration_id))
 
@@ -267,15 +267,15 @@ def configuration_create(request, payload: ConfigurationIn):
     team = get_team_for_user(request.user, payload.team, action=Action.DEVELOP)
     preset = services.preset_save(team=team, user=request.user, name=payload.name, config=payload.config,
                                   source_format="json", description=payload.description, request=request)
-    return 201, configuration_out(preset)
+    return Status(201, configuration_out(preset))
 
 
-@configurations.delete("{int:configuration_id}/", response={204: None}, auth=token_auth(Scope.BUILD),
+@configurations.delete("{configuration_id}/", response={204: None}, auth=token_auth(Scope.BUILD),
                summary="Delete a saved configuration (disk images made with it keep their copy)")
 def configuration_delete(request, configuration_id: int):
     preset = get_preset_for_user(request.user, configuration_id, action=Action.DEVELOP)
     services.preset_delete(preset=preset, user=request.user, request=request)
-    return 204, None
+    return Status(204, None)
 
 
 # --- Kickstarts ------------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from django.db.models import Q
 from django.http import Http404
-from ninja import Field, Router, Schema
+from ninja import Field, Router, Schema, Status
 
 from builds.access import get_definition_by_reference_for_user
 from builds.models import Build
@@ -175,7 +175,7 @@ def stage_list(request, team: str | None = None, name: str | None = None, cursor
     return page
 
 
-@stages.get("{int:stage_id}/", response=StageOut, summary="A stage, its policy and what it holds")
+@stages.get("{stage_id}/", response=StageOut, summary="A stage, its policy and what it holds")
 def stage_detail(request, stage_id: int):
     stage = get_stage_for_user(request.user, stage_id)
     return stage_out(request, stage, _held([stage]))
@@ -213,7 +213,7 @@ def promotion_list(request, team: str | None = None, status: PromotionStatus | N
     return paginate(queryset, cursor=cursor, limit=limit, key=lambda p: promotion_out(request, p))
 
 
-@promotions.get("{int:promotion_id}/", response=PromotionOut, summary="A promotion request and its approvals")
+@promotions.get("{promotion_id}/", response=PromotionOut, summary="A promotion request and its approvals")
 def promotion_detail(request, promotion_id: int):
     return promotion_out(request, get_promotion_for_user(request.user, promotion_id))
 
@@ -268,7 +268,7 @@ def promotion_create(request, payload: PromotionIn):
             roll_forward=payload.roll_forward, request=request)
     except services.PromotionStateError as exc:
         raise _state_refused(exc) from None
-    return 201, promotion_out(request, _promotions().get(pk=promotion.pk))
+    return Status(201, promotion_out(request, _promotions().get(pk=promotion.pk)))
 
 
 @rollbacks.post("", response={201: PromotionOut}, auth=token_auth(Scope.PROMOTE),
@@ -279,7 +279,7 @@ def rollback_create(request, payload: RollbackIn):
     get_stage_for_user(request.user, stage.pk, action=Action.DEVELOP)
     promotion = services.promotion_rollback_request(stage=stage, definition=definition, digest=payload.digest.strip(),
                                                     user=request.user, reason=payload.reason, request=request)
-    return 201, promotion_out(request, _promotions().get(pk=promotion.pk))
+    return Status(201, promotion_out(request, _promotions().get(pk=promotion.pk)))
 
 
 def _decide(request, promotion_id, decide, payload, **extra):
@@ -292,13 +292,13 @@ def _decide(request, promotion_id, decide, payload, **extra):
     return promotion_out(request, _promotions().get(pk=promotion.pk))
 
 
-@promotions.post("{int:promotion_id}/approve/", response=PromotionOut, auth=token_auth(Scope.APPROVE),
+@promotions.post("{promotion_id}/approve/", response=PromotionOut, auth=token_auth(Scope.APPROVE),
              summary="Approve as the token's user (the stage's gate and self-approval rules apply)")
 def promotion_approve(request, promotion_id: int, payload: DecisionIn):
     return _decide(request, promotion_id, services.promotion_approve, payload, confirm=payload.confirm)
 
 
-@promotions.post("{int:promotion_id}/reject/", response=PromotionOut, auth=token_auth(Scope.APPROVE),
+@promotions.post("{promotion_id}/reject/", response=PromotionOut, auth=token_auth(Scope.APPROVE),
              summary="Reject as the token's user, with a comment")
 def promotion_reject(request, promotion_id: int, payload: DecisionIn):
     if not payload.comment.strip():
@@ -307,7 +307,7 @@ def promotion_reject(request, promotion_id: int, payload: DecisionIn):
     return _decide(request, promotion_id, services.promotion_reject, payload)
 
 
-@promotions.post("{int:promotion_id}/withdraw/", response=PromotionOut, auth=token_auth(Scope.PROMOTE),
+@promotions.post("{promotion_id}/withdraw/", response=PromotionOut, auth=token_auth(Scope.PROMOTE),
              summary="Take back a request that has not started applying (its requester or a team admin)")
 def promotion_withdraw(request, promotion_id: int):
     promotion = get_promotion_for_user(request.user, promotion_id)
