@@ -143,14 +143,28 @@ def cmd_login(args, out):
     if not url.startswith(("http://", "https://")):
         out.error(f"the portal URL must start with http:// or https://, not {url!r}")
         return exits.USAGE
-    me = Client(url, token).get("/api/v1/me/")
+    me = _me(Client(url, token))
     path = config.save(url=url, token=token)
     out.result({"config": str(path), **(me or {})},
                lambda d: [f"Signed in to {url} as {_who(d)}; saved to {path} (readable by you only)."])
     return exits.OK
 
 
+def _me(client):
+    """Who the token acts as: /api/v1/me/ where the portal has it, else the teams it sees (which also proves it works)."""
+    try:
+        return client.get("/api/v1/me/")
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+    teams = list(client.each("/api/v1/teams/", limit=100))
+    return {"user": None, "teams": [{"slug": t.get("slug"), "role": t.get("role")} for t in teams]}
+
+
 def _who(me):
+    if me.get("user") is None and "teams" in me:
+        teams = ", ".join(f"{t['slug']} ({t.get('role') or '-'})" for t in me["teams"]) or "no team"
+        return f"a valid token; teams: {teams}"
     user = me.get("user") or me.get("username") or "?"
     if isinstance(user, dict):
         user = user.get("username", "?")
@@ -159,7 +173,7 @@ def _who(me):
 
 
 def cmd_whoami(client, args, out):
-    me = client.get("/api/v1/me/")
+    me = _me(client)
     out.result(me, lambda d: [_who(d)])
     return exits.OK
 
@@ -170,8 +184,35 @@ def _build_lines(build):
             f"{build.get('status')}{reason}  digest {_short(build.get('digest'))}".replace("  ", " ")]
 
 
+def _definition_id(client, reference):
+    """The id of the definition named by `reference` (an id, team/name or name), looked up in the definitions list."""
+    if str(reference).isdecimal():
+        return int(reference)
+    slug, name = _team_and_name(reference)
+    found = [d for d in client.each("/api/v1/definitions/", team=slug, q=name, limit=200) if d.get("name") == name]
+    if len(found) != 1:
+        raise ApiError(404 if not found else 409, {"title": f"no image definition {reference!r}" if not found else
+                                                   f"{len(found)} definitions are named {name!r}: write TEAM/{name}"})
+    return found[0]["id"]
+
+
 def cmd_build(client, args, out):
     body = {"definition": args.definition}
+    if args.containerfile is not None:
+        if args.revision is not None:
+            out.error("give --containerfile (a new revision) or --revision, not both")
+            return exits.USAGE
+        try:
+            with open(args.containerfile, encoding="utf-8") as handle:
+                text = handle.read()
+        except (OSError, UnicodeError) as exc:
+            out.error(f"cannot read {args.containerfile}: {exc}")
+            return exits.USAGE
+        definition_id = _definition_id(client, args.definition)
+        revision = client.post(f"/api/v1/definitions/{definition_id}/revisions/",
+                               {"containerfile": text, "message": args.message or ""})
+        out.info(f"saved revision {revision.get('number')} of {args.definition}")
+        body["definition"], args.revision = definition_id, revision.get("number")
     if args.revision is not None:
         body["revision"] = args.revision
     if args.platform:
@@ -293,8 +334,11 @@ def _decide(client, args, out, verb):
     if verb == "approve" and args.confirm:
         body["confirm"] = args.confirm
     decided = client.post(f"/api/v1/promotions/{args.id}/{verb}/", body)
+    code = exits.OK
+    if getattr(args, "wait", False):
+        decided, code = _wait_promotion(client, out, args, decided)
     out.result(decided, _promotion_lines)
-    return exits.OK
+    return code
 
 
 def cmd_approve(client, args, out):
@@ -528,6 +572,8 @@ def build_parser():
     p = sub.add_parser("build", help="build a definition's revision (--wait, --follow to stream the log)")
     p.add_argument("definition", help="TEAM/NAME, NAME or id of the image definition")
     p.add_argument("--revision", type=int, help="revision number (default: the current one)")
+    p.add_argument("--containerfile", metavar="PATH", help="save this Containerfile as a new revision and build it")
+    p.add_argument("--message", help="with --containerfile: the revision's message (e.g. the commit)")
     p.add_argument("--platform", help="one platform, e.g. linux/amd64 (default: all of the definition's)")
     _waiting(p)
     p.set_defaults(func=cmd_build)
@@ -575,6 +621,7 @@ def build_parser():
         p.add_argument("--digest", help="refuse unless the request is for this digest")
         if verb == "approve":
             p.add_argument("--confirm", metavar="STAGE", help="the stage's name, to approve a request that moves it back")
+            _waiting(p, follow=False)
         p.set_defaults(func=func)
 
     p = sub.add_parser("promotions", help="list or show promotion requests")
