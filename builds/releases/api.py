@@ -100,6 +100,8 @@ class PromotionIn(Body):
     emergency: bool = False
     emergency_reason: str = Field("", max_length=500)
     roll_forward: bool = False
+    confirm: str = Field("", max_length=100, description="The stage's name, to move a stage that needs no approval "
+                                                          "back to an older build (it applies at once).")
 
 
 class RollbackIn(Body):
@@ -265,7 +267,7 @@ def promotion_create(request, payload: PromotionIn):
         promotion = services.promotion_request(
             definition=definition, target_stage=stage, user=request.user, reason=payload.reason, build=build,
             digest=payload.digest or "", emergency=payload.emergency, emergency_reason=payload.emergency_reason,
-            roll_forward=payload.roll_forward, request=request)
+            roll_forward=payload.roll_forward, confirm=payload.confirm, request=request)
     except services.PromotionStateError as exc:
         raise _state_refused(exc) from None
     return Status(201, promotion_out(request, _promotions().get(pk=promotion.pk)))

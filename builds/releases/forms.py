@@ -33,6 +33,9 @@ class PromotionRequestForm(forms.Form):
                                        help_text="Only for an emergency override.")
     roll_forward = forms.BooleanField(required=False, label="Roll forward",
                                       help_text="The stage is pinned after a rollback: move it on explicitly.")
+    confirm = forms.CharField(required=False, max_length=100, label="Type the stage's name to move it back",
+                              help_text="Only for an older build than the stage holds, to a stage that needs no "
+                                        "approval: the request applies at once.")
 
     def __init__(self, *args, definition: ImageDefinition, **kwargs):
         super().__init__(*args, **kwargs)

@@ -60,6 +60,10 @@ class PromotionStateError(ValidationError):
     """The promotion is not in a state that allows this (already decided, applying, applied...): HTTP 409."""
 
 
+class MoveBackUnconfirmed(ValidationError):
+    """A request that would move a stage without approvals back, asked for without the stage's name typed."""
+
+
 # --- Requests --------------------------------------------------------------------------------------------------------
 
 
@@ -92,6 +96,7 @@ def promotion_request(
     emergency: bool = False,
     emergency_reason: str = "",
     roll_forward: bool = False,
+    confirm: str = "",
     request=None,
 ) -> Promotion:
     """Ask for `build`'s digest (or `digest`, which must be one of the definition's builds) to go to `target_stage`.
@@ -100,7 +105,9 @@ def promotion_request(
     definition, the stage policy wants it in the previous stage first, the stage is pinned after a rollback (unless
     `roll_forward`), the stage holds it already, or the same request is open. With no approvals needed it starts
     applying at once. Open requests (waiting for approval or for the stage) to put an older build of the definition in
-    the same stage are marked superseded by this one; they can be reopened.
+    the same stage are marked superseded by this one; they can be reopened. A request for an older build than the
+    stage holds is approved only with the stage's name typed; on a stage that needs no approval it would apply at
+    once, so the requester types it (`confirm`) or it is refused.
     """
     check_team_action(user, definition.team, Action.DEVELOP)
     if target_stage.team_id != definition.team_id:
@@ -134,7 +141,11 @@ def promotion_request(
             roll_forward=roll_forward and current is not None and current.pins,
             previous_digest=current.digest if current else "",
         )
-        _audit_request(promotion, user, request)
+        backwards = moves_back(promotion, held_build(stage, definition, current))
+        if backwards and promotion.required_approvals() == 0 and (confirm or "").strip() != stage.name:
+            raise MoveBackUnconfirmed(f"This request {backwards} at once, since {stage.name} needs no approval: type "
+                                  f"“{stage.name}” to confirm.")  # the row above goes with the transaction
+        _audit_request(promotion, user, request, confirmed_move_back=backwards if backwards else "")
         _supersede_older(promotion, user, request)
         _after_request(promotion, user, request)
     promotion.refresh_from_db()  # what happened once it committed (e.g. the application could not be queued)
@@ -203,11 +214,12 @@ def _supersede_older(promotion, user, request):
               request=request, detail=_detail(old, superseded_by=promotion.pk))
 
 
-def _audit_request(promotion, user, request):
+def _audit_request(promotion, user, request, *, confirmed_move_back=""):
     what = "rollback" if promotion.is_rollback else "promotion"
+    extra = {"moves_back": confirmed_move_back, "confirmed": True} if confirmed_move_back else {}
     audit(action="promotion.request", summary=f"asked for {what} of {promotion.definition} {promotion.short_digest} to "
           f"{promotion.target_stage.name}: {promotion.reason}", actor=user, team=promotion.team, obj=promotion,
-          request=request, detail=_detail(promotion))
+          request=request, detail=_detail(promotion, **extra))
     if promotion.emergency:
         audit(action="promotion.override_request", summary=f"asked for an emergency override for #{promotion.pk}: "
               f"{promotion.emergency_reason}", actor=user, team=promotion.team, obj=promotion, request=request,
@@ -356,7 +368,7 @@ def promotion_reopen(*, promotion: Promotion, user: User, confirm: str = "", req
         backwards = moves_back(locked, held_build(stage, definition, current))
         at_once = bool(backwards) and locked.required_approvals() == 0
         if at_once and (confirm or "").strip() != stage.name:
-            raise ValidationError(f"Reopening #{locked.pk} {backwards} at once, since {stage.name} needs no approval: "
+            raise MoveBackUnconfirmed(f"Reopening #{locked.pk} {backwards} at once, since {stage.name} needs no approval: "
                                   f"type “{stage.name}” to confirm.")
         note = f"Reopened by {user.username}."
         if backwards:

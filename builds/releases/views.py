@@ -44,7 +44,7 @@ from .forms import (
     StagePolicyForm,
 )
 from .models import Promotion, PromotionStatus, StageHistory
-from .services import PromotionStateError
+from .services import MoveBackUnconfirmed, PromotionStateError
 
 # --- The list and the inbox ------------------------------------------------------------------------------------------
 
@@ -110,7 +110,7 @@ def promotion_create(request):
     if request.GET.get("stage"):
         initial["target_stage"] = definition.team.stages.filter(name=request.GET["stage"]).first()
     form = PromotionRequestForm(request.POST or None, definition=definition, initial=initial)
-    status = 200
+    status, ask_confirm = 200, bool(request.POST.get("confirm"))
     if request.method == "POST":
         if form.is_valid():
             try:
@@ -119,9 +119,11 @@ def promotion_create(request):
                     target_stage=form.cleaned_data["target_stage"], user=request.user,
                     reason=form.cleaned_data["reason"], emergency=form.cleaned_data["emergency"],
                     emergency_reason=form.cleaned_data["emergency_reason"],
-                    roll_forward=form.cleaned_data["roll_forward"], request=request)
+                    roll_forward=form.cleaned_data["roll_forward"], confirm=form.cleaned_data["confirm"],
+                    request=request)
             except ValidationError as exc:
                 form.add_error(None, error_text(exc))
+                ask_confirm = isinstance(exc, MoveBackUnconfirmed)
             else:
                 _tell(request, promotion, _created_message(promotion))
                 return redirect(promotion)
@@ -130,6 +132,7 @@ def promotion_create(request):
     return render(request, "releases/request.html", {
         "definition": definition, "form": form, "board": board,
         "pinned": any(entry is not None and entry.pins for _, entry in board["cells"]),
+        "ask_confirm": ask_confirm,
         "stages": [(stage, _policy_lines(stage)) for stage in definition.team.stages.all()],
     }, status=status)
 

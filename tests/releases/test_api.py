@@ -123,6 +123,20 @@ def test_a_refusal_of_the_gate_is_a_400_with_its_reason(promo, personas, api_as)
     assert not Promotion.objects.exists()
 
 
+def test_moving_a_stage_without_approvals_back_takes_its_name_in_confirm(promo, personas, api_as):
+    from builds.releases.models import StageHistory
+
+    promo.team.stages.filter(name="dev").update(required_approvals=0, require_previous_stage=False)
+    StageHistory.objects.create(stage=promo.stages["dev"], definition=promo.definition, digest=promo.builds[2].digest,
+                                build=promo.builds[2])
+    api = api_as(personas.developer, "promote")
+    body = problem(api.post("promotions/", request_body(promo, build=1, stage="dev")), 400)
+    assert "would move dev back from build 3 to build 1 at once" in body["detail"] and "type “dev”" in body["detail"]
+    assert not Promotion.objects.exists()
+    response = api.post("promotions/", request_body(promo, build=1, stage="dev", confirm="dev"))
+    assert response.status_code == 201 and response.json()["build"] == promo.builds[0].pk
+
+
 def test_a_body_that_is_not_json_is_a_400(promo, personas, make_token):
     response = ApiClient(make_token(personas.developer, "promote")).post("promotions/", "{not json")
     problem(response, 400)

@@ -208,6 +208,32 @@ def test_reopening_a_move_back_that_approvers_will_confirm_needs_no_typing(scene
     assert reopened.status == PromotionStatus.PENDING
 
 
+def test_asking_to_move_a_stage_without_approvals_back_needs_the_stage_typed(client_for, scene, promo):
+    """dev needs no approval, so a request applies at once: for an older build than dev holds, the requester confirms."""
+    from builds.releases.models import Stage
+
+    Stage.objects.filter(pk=promo.stages["dev"].pk).update(required_approvals=0)
+    client = client_for(promo.personas.developer)
+    url = reverse("releases:promotion_create")
+    form = {"definition": promo.definition.pk, "build": promo.builds[0].pk, "target_stage": promo.stages["dev"].pk,
+            "reason": "build 3 broke the login page"}
+    response = client.post(url, form)
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "would move dev back from build 3 to build 1 at once, since dev needs no approval" in html
+    assert 'name="confirm"' in html  # the field appears once it is needed
+    response = client.post(url, {**form, "confirm": "prod"})
+    assert response.status_code == 400
+    assert not Promotion.objects.filter(target_stage=promo.stages["dev"]).exists()
+    assert not AuditEvent.objects.filter(action="promotion.request").exists()
+
+    assert client.post(url, {**form, "confirm": "dev"}).status_code == 302
+    promotion = Promotion.objects.get(target_stage=promo.stages["dev"])
+    assert promotion.status in (PromotionStatus.APPLYING, PromotionStatus.APPROVED)
+    event = AuditEvent.objects.get(action="promotion.request", object_id=str(promotion.pk))
+    assert event.detail["confirmed"] is True and event.detail["moves_back"].startswith("would move dev back")
+
+
 def test_reopening_is_refused_when_the_stage_holds_the_digest_already(client_for, scene, promo):
     older = ask(scene, scene.builds[1], "test")
     ask(scene, scene.builds[2], "test")
