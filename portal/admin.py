@@ -4,7 +4,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
-from .models import AuditEvent, Event, LogArchive, Membership, RetentionRun, Run, Team, User
+from .models import AuditEvent, Event, IdentityGroupMapping, LogArchive, Membership, RetentionRun, Run, Team, User
 
 
 @admin.register(User)
@@ -85,6 +85,16 @@ class EventAdmin(ReadOnlyAdmin):
     list_display = ("time", "type", "team", "subject_kind", "subject_id")
     list_filter = ("type", "team")
     readonly_fields = ("sequence", "uuid", "type", "version", "time", "team", "subject_kind", "subject_id", "envelope")
+
+
+@admin.register(IdentityGroupMapping)
+class IdentityGroupMappingAdmin(admin.ModelAdmin):
+    """Which identity provider group gives which role in which team at sign-in (portal.sso; docs/sso.md). Changes apply
+    at each user's next sign-in."""
+
+    list_display = ("group", "team", "role")
+    list_filter = ("team", "role")
+    search_fields = ("group",)
 
 
 @admin.register(LogArchive)

@@ -183,3 +183,53 @@ def celery_broker_use_ssl(redis_url, ca_file=""):
 
 def channel_layer_hosts(redis_url, ca_file=""):
     return [{"address": redis_url, **redis_tls_options(redis_url, ca_file)}]
+
+
+# --- Single sign-on (portal/sso.py, docs/sso.md) ----------------------------------------------------------------------
+
+OIDC_ENDPOINTS = ("OIDC_OP_AUTHORIZATION_ENDPOINT", "OIDC_OP_TOKEN_ENDPOINT", "OIDC_OP_USER_ENDPOINT",
+                  "OIDC_OP_JWKS_ENDPOINT")
+
+
+def oidc_settings(env):
+    """The OpenID Connect settings, all or nothing: {} when OIDC_RP_CLIENT_ID is empty (local accounts only); else every
+    endpoint must be an http(s) URL and the client secret set, or start-up stops naming what is missing."""
+    client_id = env.str("OIDC_RP_CLIENT_ID", default="")
+    if not client_id:
+        return {}
+    values = {"OIDC_RP_CLIENT_ID": client_id, "OIDC_RP_CLIENT_SECRET": env.str("OIDC_RP_CLIENT_SECRET", default="")}
+    for name in OIDC_ENDPOINTS:
+        values[name] = env.str(name, default="")
+    missing = [name for name, value in values.items() if not value]
+    if missing:
+        raise BadSetting(f"OIDC_RP_CLIENT_ID is set, so single sign-on needs {', '.join(missing)} too (docs/sso.md).")
+    for name in OIDC_ENDPOINTS:
+        if not values[name].lower().startswith(("https://", "http://")):
+            raise BadSetting(f"{name} must be an https:// URL (from the provider's .well-known/openid-configuration).")
+    return values
+
+
+# portal.models.Role's values (the settings load before the models can; tests/portal/test_sso.py keeps them equal).
+ROLE_NAMES = ("viewer", "developer", "approver", "operator", "admin")
+
+
+def oidc_group_mapping(text):
+    """OIDC_GROUP_MAPPING: a JSON object {"group": {"team slug": "role", ...}, ...}; [(group, team slug, role)]."""
+    if not text.strip():
+        return []
+    try:
+        mapping = json.loads(text)
+    except ValueError as exc:
+        raise BadSetting(f"OIDC_GROUP_MAPPING is not JSON ({exc}); e.g. "
+                         '{"platform-developers": {"platform": "developer"}}') from None
+    if not isinstance(mapping, dict) or not all(isinstance(v, dict) for v in mapping.values()):
+        raise BadSetting('OIDC_GROUP_MAPPING must map each group to {"team slug": "role"}, e.g. '
+                         '{"platform-developers": {"platform": "developer"}}')
+    entries = []
+    for group, teams in mapping.items():
+        for team, role in teams.items():
+            if role not in ROLE_NAMES:
+                raise BadSetting(f"OIDC_GROUP_MAPPING gives group {group!r} the role {role!r} in {team!r}; roles are "
+                                 f"{', '.join(ROLE_NAMES)}.")
+            entries.append((str(group), str(team), str(role)))
+    return entries

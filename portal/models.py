@@ -27,6 +27,10 @@ class User(AbstractUser):
     is_helpdesk = models.BooleanField(
         "help-desk", default=False, help_text="Reads host state and history of every team; sees no secrets, acts on nothing."
     )
+    oidc_subject = models.CharField(
+        "identity provider subject", max_length=255, null=True, blank=True, unique=True,
+        help_text="The `sub` claim of the identity provider's account this user signs in with (portal.sso); empty for "
+                  "local accounts, which the provider can never sign in as.")
 
     def __str__(self):
         return self.get_full_name() or self.username
@@ -116,6 +120,9 @@ class Membership(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=20, choices=Role.choices, default=Role.VIEWER)
+    from_identity_provider = models.BooleanField(
+        default=False, help_text="Given by the identity provider's groups at sign-in (portal.sso): the next sign-in "
+                                 "changes or removes it to follow the groups.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -493,6 +500,23 @@ class WebhookDelivery(models.Model):
 
     def __str__(self):
         return f"{self.event} to {self.webhook} ({self.status})"
+
+
+class IdentityGroupMapping(models.Model):
+    """A group of the identity provider (its `groups` claim) gives its members `role` in `team` at sign-in
+    (portal.sso). OIDC_GROUP_MAPPING in the settings holds more of these; the admin site edits these rows."""
+
+    group = models.CharField(max_length=200, help_text="The group's name exactly as the provider's groups claim has it.")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="+")
+    role = models.CharField(max_length=20, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["group", "team__name"]
+        constraints = [models.UniqueConstraint(fields=["group", "team"], name="one_role_per_group_and_team")]
+
+    def __str__(self):
+        return f"{self.group} → {self.role} in {self.team}"
 
 
 # --- Events (portal/events.py) ---------------------------------------------------------------------------------------

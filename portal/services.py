@@ -250,6 +250,67 @@ def membership_remove(*, team, user, actor, request=None):
     forget_roles(user)
 
 
+# --- Single sign-on (portal/sso.py) ----------------------------------------------------------------------------------
+
+
+def sso_user_provision(*, subject: str, username: str, email: str = "", first_name: str = "", last_name: str = "",
+                       request=None):
+    """The first sign-in through the identity provider makes the account, tied to the provider's `sub` and without a
+    password (it can only sign in through the provider). A local account of the same name is never taken over."""
+    username = (username or "").strip()[:150]
+    if not username:
+        raise ValidationError("The identity provider sent no user name.")
+    if User.objects.filter(username__iexact=username).exists():
+        raise ValidationError(f"A local account named {username} exists already, so the identity provider's "
+                              f"{username} cannot sign in as it. A portal admin can rename one of the two.")
+    with transaction.atomic():
+        user = User(username=username, email=(email or "")[:254], first_name=(first_name or "")[:150],
+                    last_name=(last_name or "")[:150], oidc_subject=subject)
+        user.set_unusable_password()
+        user.save()
+        audit(action="sso.user_provision", summary=f"made the account {username} at its first sign-in through the "
+              "identity provider", actor=user, obj=user, request=request, detail={"subject": subject})
+    return user
+
+
+def sso_memberships_sync(*, user, wanted: dict, groups: list[str], request=None) -> dict:
+    """Make the memberships the identity provider gives `user` those of `wanted` ({team: role}, from their groups):
+    added, changed and removed, each audited (membership.add/role/remove, by the portal) and summed up in one
+    sso.groups_applied record. Memberships a team admin gave by hand are left alone. Returns {"added", "changed",
+    "removed", "kept"}: lists of "team: role"."""
+    changes = {"added": [], "changed": [], "removed": [], "kept": []}
+    current = {m.team_id: m for m in Membership.objects.filter(user=user).select_related("team")}
+    for team, role in wanted.items():
+        membership = current.get(team.pk)
+        if membership is not None and not membership.from_identity_provider:
+            changes["kept"].append(f"{team.slug}: {membership.role} (given by a team admin)")
+            continue
+        if membership is not None and membership.role == role:
+            continue
+        try:
+            membership_set(team=team, user=user, role=role, actor=None, request=request)
+        except PermissionDenied as exc:  # the last admin of a team is not demoted by a group change
+            changes["kept"].append(f"{team.slug}: {membership.role} ({exc})")
+            continue
+        Membership.objects.filter(user=user, team=team).update(from_identity_provider=True)
+        changes["changed" if membership is not None else "added"].append(f"{team.slug}: {role}")
+    wanted_ids = {team.pk for team in wanted}
+    for membership in current.values():
+        if membership.from_identity_provider and membership.team_id not in wanted_ids:
+            try:
+                membership_remove(team=membership.team, user=user, actor=None, request=request)
+            except PermissionDenied as exc:
+                changes["kept"].append(f"{membership.team.slug}: {membership.role} ({exc})")
+                continue
+            changes["removed"].append(f"{membership.team.slug}: {membership.role}")
+    forget_roles(user)
+    if changes["added"] or changes["changed"] or changes["removed"]:
+        parts = [f"{what} {', '.join(items)}" for what, items in changes.items() if items and what != "kept"]
+        audit(action="sso.groups_applied", summary=f"the identity provider's groups of {user.username}: "
+              + "; ".join(parts), actor=user, obj=user, request=request, detail={"groups": groups, **changes})
+    return changes
+
+
 def _refuse_removing_last_admin(team, user):
     others = Membership.objects.filter(team=team, role=Role.ADMIN).exclude(user=user)
     if not others.exists():

@@ -22,6 +22,8 @@ from portal.environment import (
     channel_layer_hosts,
     check_networks,
     database,
+    oidc_group_mapping,
+    oidc_settings,
     required_secret,
 )
 
@@ -217,6 +219,24 @@ RUN_QUEUED_EXPIRES_AFTER = timedelta(seconds=env.int("RUN_QUEUED_EXPIRES_AFTER_S
 # --- Auth ------------------------------------------------------------------------------------------------------------
 AUTH_USER_MODEL = "portal.User"
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+# Single sign-on with OpenID Connect (mozilla-django-oidc; portal/sso.py, docs/sso.md), beside local accounts: on when
+# OIDC_RP_CLIENT_ID is set, with the provider's endpoints. Local accounts (the break-glass admin) always sign in.
+OIDC = oidc_settings(env)
+SSO_ENABLED = bool(OIDC)
+globals().update(OIDC)
+SSO_PROVIDER_NAME = env.str("SSO_PROVIDER_NAME", default="single sign-on")  # "Sign in with <this>"
+OIDC_RP_SIGN_ALGO = env.str("OIDC_RP_SIGN_ALGO", default="RS256")
+OIDC_RP_SCOPES = env.str("OIDC_RP_SCOPES", default="openid email profile")
+OIDC_USE_PKCE = env.bool("OIDC_USE_PKCE", default=True)
+OIDC_TIMEOUT = env.int("OIDC_TIMEOUT_SECONDS", default=10)
+OIDC_CREATE_USER = env.bool("OIDC_CREATE_USER", default=True)  # the first sign-in makes the account
+OIDC_USERNAME_CLAIM = env.str("OIDC_USERNAME_CLAIM", default="preferred_username")
+OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups")
+# {"group": {"team slug": "role"}}; the admin site's identity group mappings add to these.
+OIDC_GROUP_MAPPING = oidc_group_mapping(env.str("OIDC_GROUP_MAPPING", default=""))
+OIDC_AUTHENTICATION_CALLBACK_URL = "portal:sso_callback"
+if SSO_ENABLED:
+    AUTHENTICATION_BACKENDS.append("portal.sso.PortalOIDCBackend")
 LOGIN_URL = "portal:login"
 LOGIN_REDIRECT_URL = "portal:dashboard"
 LOGOUT_REDIRECT_URL = "portal:login"

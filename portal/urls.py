@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from . import api, api_views, views, views_account, views_notifications
+from . import api, api_views, sso, views, views_account, views_notifications
 
 # The core's own pages, in the namespace "portal"; each feature app's urls.py names its own (builds, diskimages,
 # releases, hosts).
@@ -9,6 +9,8 @@ core_patterns = [
     path("", views.dashboard, name="dashboard"),
     path("login/", views_account.LoginView.as_view(), name="login"),
     path("login/verify/", views_account.login_verify, name="login_verify"),
+    path("login/sso/", sso.sign_in_start, name="sso_start"),
+    path("login/sso/callback/", sso.sign_in_callback, name="sso_callback"),
     path("account/two-factor/", views_account.two_factor, name="two_factor"),
     path("account/two-factor/verify/", views_account.two_factor_verify, name="two_factor_verify"),
     path("account/two-factor/backup-codes/", views_account.two_factor_backup_codes, name="two_factor_backup_codes"),

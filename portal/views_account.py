@@ -43,6 +43,11 @@ class LoginView(auth_views.LoginView):
     form_class = LoginForm
     redirect_authenticated_user = True
 
+    def get_context_data(self, **kwargs):
+        """The "Sign in with ..." button, only when single sign-on is configured (portal.sso)."""
+        return {**super().get_context_data(**kwargs), "sso_enabled": settings.SSO_ENABLED,
+                "sso_provider_name": settings.SSO_PROVIDER_NAME}
+
     def get_default_redirect_url(self):
         """With no page asked for (?next=), the page that is the user's job (`portal.registry.landing`), else the
         dashboard."""

@@ -1,5 +1,5 @@
 """Fixtures of the core's tests only: a private git server over smart HTTP (tests/builds/git_server.py), for the egress
-and secrets tests."""
+and secrets tests; the loopback OpenID Connect provider of the single sign-on tests (tests/portal/sso_fixtures.py)."""
 
 import tempfile
 
@@ -7,6 +7,7 @@ import pytest
 
 from tests.builds.git_server import GitHTTPServer
 from tests.conftest import allow_egress
+from tests.portal.sso_fixtures import oidc_provider, provider_process  # noqa: F401 - fixtures of test_sso.py
 
 
 @pytest.fixture
