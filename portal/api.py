@@ -27,6 +27,7 @@ from django.http import Http404, HttpResponseNotModified
 from django.urls import URLResolver
 from django.urls.resolvers import RegexPattern
 from django.utils.module_loading import import_string
+from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
@@ -358,6 +359,12 @@ def mount(core_routers):
             api.add_router(prefix, import_string(router) if isinstance(router, str) else router)
         _mounted = True
     return api.urls
+
+
+@csrf_exempt  # a bearer-token API: a POST to a path it does not have is a 404 too, not a CSRF refusal
+def not_found(request):
+    """Any other path under /api/v1/ (an id that is not a number, a typo): a problem document, not the HTML 404 page."""
+    return problem_response(request, 404, "No such path in this API: see /api/v1/openapi.json.", slug="not-found")
 
 
 def dispatch(request):

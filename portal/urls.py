@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 
 from . import api, api_views, sso, views, views_account, views_notifications
 
@@ -64,6 +64,7 @@ urlpatterns = [
     path("", include("hosts.urls")),
     path("", include("hosts.rollouts.urls")),
     path("api/v1/", api.mount(api_views.routers())),
+    re_path(r"^api/v1/", api.not_found),  # any other path under it (after every API route): the API's own 404
     path("admin/", admin.site.urls),
 ]
 

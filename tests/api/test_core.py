@@ -296,3 +296,10 @@ def test_a_nul_character_anywhere_is_a_400_naming_where(personas, api_as):
     assert problem(api.get("teams/plat%00form/"), 400)["errors"][0]["field"] == "path"
     body = problem(api.post(f"teams/{personas.team.slug}/members/", '{"username": "a\\u0000", "role": "viewer"}'), 400)
     assert body["errors"][0]["field"] == "body"
+
+
+def test_a_path_the_api_does_not_have_is_a_404_problem(personas, api_as):
+    api = api_as(personas.developer)
+    assert problem(api.get("no-such-thing/"), 404)["detail"].startswith("No such path")
+    assert problem(api.get("builds/not-a-number/"), 400)["errors"][0]["field"] == "path.build_id"
+    assert problem(api.post("builds/1/no-such-action/\n/"), 404)["detail"].startswith("No such path")
