@@ -33,6 +33,7 @@ def clean_env(tmp_path):
 def test_it_is_installed_as_the_imp_console_script():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert project["project"]["scripts"]["imp"] == "portal.cli:main"
+    assert "websockets==" in (ROOT / "requirements.in").read_text()  # a run-time dependency, pinned
 
 
 def test_help_lists_every_exit_code(clean_env):
