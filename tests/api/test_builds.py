@@ -214,3 +214,45 @@ def test_old_imp_tokens_still_get_the_old_answers_on_the_old_paths(personas, def
 def test_every_url_the_first_api_had_still_resolves_to_it():
     assert reverse("builds:api_build_create") == "/api/v1/builds/"
     assert reverse("builds:api_definition_list") == "/api/v1/definitions/"
+
+
+# --- Every write of these routers, by persona ------------------------------------------------------------------------
+
+WRITES = [
+    # (method, path (with {definition}/{build}/{team}), body, scope, the least role that may)
+    ("post", "definitions/", {"team": "{team}", "name": "another-os"}, "build", "developer"),
+    ("patch", "definitions/{definition}/", {"description": "changed"}, "build", "developer"),
+    ("post", "definitions/{definition}/revisions/", {"containerfile": CONTAINERFILE + "\n"}, "build", "developer"),
+    ("post", "builds/", {"definition": "{definition_id}"}, "build", "developer"),
+    ("post", "builds/{build}/retry/", {}, "build", "developer"),
+    ("post", "runs/{run}/cancel/", {}, "build", "developer"),
+    ("post", "teams/{team}/members/", {"username": "helpdesk", "role": "viewer"}, "admin", "admin"),
+    ("patch", "teams/{team}/members/viewer/", {"role": "developer"}, "admin", "admin"),
+    ("delete", "teams/{team}/members/viewer/", None, "admin", "admin"),
+]
+
+
+@pytest.mark.parametrize("method, path, body, scope, least", WRITES, ids=[f"{m} {p}" for m, p, *_ in WRITES])
+@pytest.mark.parametrize("who", ["anonymous", "outsider", "viewer", "least"])
+def test_every_write_is_refused_to_whoever_may_not_and_done_for_whoever_may(personas, api_as, definition, failed_build,
+                                                                            method, path, body, scope, least, who):
+    if "cancel" in path:  # a run that can still be cancelled
+        failed_build = services.build_start(revision=definition.current_revision(), user=personas.developer)
+    values = {"definition": definition.pk, "build": failed_build.pk, "run": failed_build.run_id,
+              "team": personas.team.slug}
+    path = path.format(**values)
+    if body:
+        body = {k: (definition.pk if v == "{definition_id}" else v.format(**values) if isinstance(v, str) else v)
+                for k, v in body.items()}
+    user = None if who == "anonymous" else getattr(personas, least if who == "least" else who)
+    api = api_as(user, "read", scope) if user else api_as(None)
+    response = api.delete(path) if method == "delete" else getattr(api, method)(path, body)
+    expected = {"anonymous": 401, "outsider": 404, "viewer": 403}.get(who)
+    if expected:
+        problem(response, expected)
+    else:
+        assert response.status_code in (200, 201, 204), (response.status_code, response.content[:300])
+        # And without the scope, the same person is refused by name.
+        again = api_as(user, "read")
+        refused = again.delete(path) if method == "delete" else getattr(again, method)(path, body)
+        assert problem(refused, 403)["missing_scope"] == scope
