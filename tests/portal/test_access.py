@@ -333,8 +333,8 @@ class TestCancellingHostRuns:
 # only the API's shape; every call of the API itself (the "api" namespace) is a machine endpoint (tests/api/).
 # Single sign-on's button and callback are part of logging in (404 while it is not configured; tests/portal/test_sso.py).
 PUBLIC = {"portal:login", "portal:login_verify", "portal:sso_start", "portal:sso_callback", "portal:logout",
-          "portal:health", "portal:health_live", "portal:health_ready", "portal:metrics", "hosts:agent_enroll", "supplychain:lookaside", "portal:api_docs",
-          "api:openapi-json"}
+          "portal:health", "portal:health_live", "portal:health_ready", "portal:metrics", "hosts:agent_enroll",
+          "supplychain:lookaside", "portal:api_docs", "api:openapi-json"}
 MACHINE = {"builds:api_build_create", "builds:api_build_detail", "builds:api_definition_list", "builds:git_webhook",
            "hosts:agent_status", "hosts:agent_action_next", "hosts:agent_action_log", "hosts:agent_action_finish"}
 
