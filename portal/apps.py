@@ -34,6 +34,9 @@ class PortalConfig(AppConfig):
         from .api_events import router as events_router
 
         registry.api_router("events/", events_router, order=5)
+        from .api_me import router as me_router
+
+        registry.api_router("me/", me_router, order=4)
         registry.notification_event("retention.run", "Retention pass finished",
                                     schema=str(Path(__file__).parent / "event_schemas" / "retention.run.v1.json"))
         registry.stored_files(logarchive.stored_archives)  # backups record them, restores check them

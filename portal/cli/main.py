@@ -162,14 +162,11 @@ def _me(client):
 
 
 def _who(me):
-    if me.get("user") is None and "teams" in me:
-        teams = ", ".join(f"{t['slug']} ({t.get('role') or '-'})" for t in me["teams"]) or "no team"
+    teams = ", ".join(f"{t['slug']} ({t.get('role') or '-'})" for t in me.get("teams") or []) or "no team"
+    if me.get("user") is None:
         return f"a valid token; teams: {teams}"
-    user = me.get("user") or me.get("username") or "?"
-    if isinstance(user, dict):
-        user = user.get("username", "?")
-    scopes = me.get("scopes") or (me.get("token") or {}).get("scopes") or []
-    return f"{user} (scopes: {', '.join(scopes) or '-'})"
+    expiry = (me.get("token") or {}).get("expires_at") or "never"
+    return f"{me['user']} (scopes: {', '.join(me.get('scopes') or []) or '-'}; teams: {teams}; expires {expiry})"
 
 
 def cmd_whoami(client, args, out):

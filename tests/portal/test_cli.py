@@ -106,3 +106,20 @@ def test_a_broken_config_file_is_named(tmp_path, monkeypatch, clean_env):
     code, _, err = imp("whoami", env={**clean_env, "IMP_CONFIG": str(tmp_path / "config.toml")})
     assert code == exits.USAGE
     assert str(tmp_path / "config.toml") in err
+
+
+def test_login_checks_the_token_and_keeps_it_for_its_owner_only(portal_server, personas, make_token, clean_env):
+    secret = make_token(personas.developer, "read", "build")
+    code, _, err = imp("--url", portal_server.url, "login", "--token-stdin", env=clean_env, stdin="impt_wrong\n")
+    assert code == exits.ACCESS, err
+    path = Path(clean_env["HOME"]) / ".config" / "imp" / "config.toml"
+    assert not path.exists()
+    code, out, err = imp("--url", portal_server.url, "login", "--token-stdin", env=clean_env, stdin=secret + "\n")
+    assert code == 0, err
+    assert "developer" in out and str(path) in out
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert tomllib.loads(path.read_text()) == {"url": portal_server.url, "token": secret}
+    code, out, err = imp("whoami", env=clean_env)  # from the file now
+    assert code == 0, err
+    assert out.startswith(f"developer (scopes: read, build; teams: {personas.team.slug} (developer)")
+
