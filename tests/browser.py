@@ -34,11 +34,13 @@ def browser_page(width=1400, height=900):
 
 
 def log_in(page, base_url, username, password="correct horse battery"):
+    """Sign in through the form; returns once the page it lands on has loaded (its "load" event: never half a second
+    of network silence, which a page that polls or holds a websocket makes every sign-in wait for)."""
     page.goto(base_url + "/login/")
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", password)
-    page.click("form [type=submit]")
-    page.wait_for_load_state("networkidle")
+    with page.expect_navigation():
+        page.click("form [type=submit]")
 
 
 def screenshot(page, name):
