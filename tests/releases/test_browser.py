@@ -100,3 +100,41 @@ def test_a_request_that_would_move_test_back_is_red_and_approved_only_with_the_s
     assert list(Approval.objects.filter(promotion=backwards).values_list("approver", flat=True)) == [personas.approver.pk]
     backwards.refresh_from_db()
     assert backwards.status != PromotionStatus.PENDING
+
+
+def test_moving_a_stage_without_approvals_back_asks_the_developer_to_type_it(personas, portal_server, promo):
+    from builds.releases.models import Promotion, PromotionStatus, Stage
+
+    b1, b2, b3 = promo.builds
+    for build in (b1, b2, b3):
+        StageHistory.objects.create(stage=promo.stages["dev"], definition=promo.definition, digest=build.digest,
+                                    build=build)
+    StageHistory.objects.create(stage=promo.stages["test"], definition=promo.definition, digest=b1.digest, build=b1)
+    older = promotions.promotion_request(definition=promo.definition, build=b2, target_stage=promo.stages["test"],
+                                         user=personas.developer, reason="the 1.1 packages")
+    promotions.promotion_request(definition=promo.definition, build=b3, target_stage=promo.stages["test"],
+                                 user=personas.developer, reason="the 1.2 packages")
+    StageHistory.objects.create(stage=promo.stages["test"], definition=promo.definition, digest=b3.digest, build=b3)
+    Stage.objects.filter(pk=promo.stages["test"].pk).update(required_approvals=0)
+    with browser_page() as page:
+        log_in(page, portal_server.url, "developer")
+        page.goto(portal_server.url + older.get_absolute_url())
+        form = page.locator("form.moves-back-confirm")
+        assert "would move test back from build 3 to build 2 at once" in form.inner_text()
+        assert serious_accessibility_violations(page) == []
+        screenshot(page, "promotion-reopen-moves-back")
+        page.emulate_media(color_scheme="dark")
+        expect(page.locator("html")).to_have_attribute("data-bs-theme", "dark")
+        assert serious_accessibility_violations(page) == []
+        screenshot(page, "promotion-reopen-moves-back-dark")
+        page.emulate_media(color_scheme="light")
+        form.locator("button").click()  # nothing typed: the browser does not send the form
+        assert page.url.endswith(older.get_absolute_url())
+        page.fill("#id_reopen_confirm", "test")
+        form.locator("button").click()
+        page.wait_for_load_state("networkidle")
+        screenshot(page, "promotion-reopened-moved-back")
+    older.refresh_from_db()
+    assert older.status in (PromotionStatus.APPLYING, PromotionStatus.APPROVED, PromotionStatus.APPLIED,
+                            PromotionStatus.FAILED)  # it no longer waits: nobody had to approve it
+    assert Promotion.objects.filter(pk=older.pk, superseded_by__isnull=True).exists()
