@@ -8,7 +8,8 @@ the same channel, and the portal never needs the image's files.
 
 Pure functions: `plan` says which paths are read and which are never read (files that hold nothing but secrets);
 `mask_secrets` masks a text; `file_entry` turns the two sides a host printed into what is stored for one path
-(a unified diff, or why there is none: binary, too large, a directory, a symbolic link, never read, unreadable).
+(a unified diff, or why there is none: binary, too large, a directory, a symbolic link, never read, unreadable), and
+the host's text of a file in which nothing looks secret, which a revision that folds the changes back copies.
 """
 
 import difflib
@@ -157,6 +158,8 @@ def file_entry(path, kind, image_side, host_side, *, limit=READ_MAX):
                                       f"host {path}" if kind != "D" else "/dev/null", n=3, lineterm=""))
     entry = {"status": "diff", "diff": "\n".join(lines[:DIFF_LINES_MAX]), "masked": n_image + n_host,
              "truncated": len(lines) > DIFF_LINES_MAX}
+    if kind != "D" and not n_host and not machine_specific(path):
+        entry["host_text"] = host_text  # nothing in it looks secret: a revision may copy it into the image
     if not lines and image_text != host_text:
         entry["only_masked_differ"] = True  # the change is in values the portal does not show
     if machine_specific(path):

@@ -14,16 +14,18 @@ from django.core.exceptions import ValidationError
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
+from builds import services as build_services
+from builds.models import Build
 from portal import egress, ssh
 from portal import services as portal_services
 from portal.access import check_team_action
 from portal.models import Action, RunStatus
 from portal.text import storable
 
-from . import agentcache
+from . import agentcache, foldback
 from .connect import NAME_MAX, HostError, _jump_target
 from .drift import reference_digests_set, refresh_expected
-from .models import EventKind, Host, HostAction, HostMode, HostState, JumpHost, TeamSSHKey
+from .models import EventKind, Host, HostAction, HostMode, HostRuntime, HostState, JumpHost, TeamSSHKey
 from .poller import _enqueue_key_fetch, _enqueue_poll, _event
 
 log = logging.getLogger(__name__)
@@ -343,6 +345,51 @@ def fetch_keys(host_ids):
         except HostError:
             continue
     return fetched
+
+
+# --- Folding runtime changes back into the image ---------------------------------------------------------------------
+
+
+class FoldBackError(Exception):
+    """Why no revision can be proposed from a host's runtime changes (said to the developer as is)."""
+
+
+def runtime_proposal(*, host, user):
+    """(definition, its current revision, foldback.Proposal) for what changed on `host`, on top of the current
+    revision of the definition the portal built the host's booted digest from. The user must be one of the team's
+    developers."""
+    build = (Build.objects.filter(digest=host.booted_digest).select_related("definition", "definition__team")
+             .order_by("-pk").first() if host.booted_digest else None)
+    if build is None:
+        raise FoldBackError(f"The portal did not build the image {host} boots, so it has no definition to add to.")
+    definition = build.definition
+    check_team_action(user, definition.team, Action.DEVELOP)
+    runtime = HostRuntime.objects.filter(host=host).first()
+    if runtime is None or not runtime.has_changes:
+        raise FoldBackError(f"Nothing changed on {host} since it booted its image, as last read.")
+    current = definition.revisions.order_by("-number").first()
+    proposal = foldback.propose(
+        runtime, host_name=host.name, containerfile=current.containerfile, context_kind=current.context_kind,
+        context_files={f.path: bytes(f.content) for f in current.context_files.all()},
+        package_format=build.package_format or "rpm")
+    return definition, current, proposal
+
+
+def runtime_fold_back(*, host, user, reviewed_sha256, request=None):
+    """Save the proposed revision, if it is still the one the developer reviewed (`reviewed_sha256`, of its
+    Containerfile and based on the same current revision): a reading or a revision saved meanwhile would change it.
+    Goes through builds' revision_create (validation, numbering, audit); returns the new Revision."""
+    definition, current, proposal = runtime_proposal(host=host, user=user)
+    if not proposal.changes_anything:
+        raise FoldBackError("Nothing of what changed on the host can be folded back; see what was left out and why.")
+    if foldback.proposal_sha256(proposal, current) != reviewed_sha256:
+        raise FoldBackError("The proposal changed since you looked at it (a new reading, or a new revision): "
+                            "review it again.")
+    return build_services.revision_create(
+        definition=definition, user=user, containerfile=proposal.containerfile, request=request,
+        message=f"Fold back what changed on {host.name}"[:500], context_kind=proposal.context_kind,
+        git_url=current.git_url, git_ref=current.git_ref, git_subdir=current.git_subdir,
+        context_files=proposal.context_files if proposal.context_kind == "files" else None)
 
 
 # --- Tallies ---------------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ urlpatterns = [
     path("hosts/<int:pk>/poll/", views.host_poll, name="host_poll"),
     path("hosts/<int:pk>/runtime/read/", views.host_runtime_read, name="host_runtime_read"),
     path("hosts/<int:pk>/runtime/files/", views.host_runtime_files, name="host_runtime_files"),
+    path("hosts/<int:pk>/runtime/propose/", views.host_runtime_propose, name="host_runtime_propose"),
     path("hosts/<int:pk>/approve/", views_enrollment.host_approve, name="host_approve"),
     path("hosts/<int:pk>/actions/<slug:kind>/", views.host_action, name="host_action"),
     # Fragments the builds and release pages load (portal.registry.fragment_url; hosts/fragments.py).

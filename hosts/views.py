@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_POST
 
+from builds import compare
 from builds.models import Build, ImageDefinition
 from builds.releases.models import Stage
 from portal import registry
@@ -24,7 +25,7 @@ from portal.access import can, check_team_action, teams_where, user_teams, user_
 from portal.models import Action, Team
 from portal.views import _viewer_context, current_team
 
-from . import actions, bootstrip, services, tasks
+from . import actions, bootstrip, foldback, services, tasks
 from . import fleet as fleet_tallies
 from .access import get_host_files_for_user, get_host_for_user, get_team_keys_for_user
 from .connect import HostError
@@ -178,6 +179,7 @@ def _host_context(request, host):
         "can_operate": can_operate, "can_admin": can_admin,
         # Stages, builds and definitions are the team's: help-desk users (who read every team's hosts) do not see them.
         "sees_team": can(request.user, host.team, Action.VIEW),
+        "can_develop": can(request.user, host.team, Action.DEVELOP),
         "active_action": active,
         "actions": _action_buttons(host) if can_operate else [],
         "recent_actions": host.actions.select_related("run", "requested_by")[:10],
@@ -353,6 +355,37 @@ def _runtime_files(found):
             lines.append((css, line))
         rows.append({"path": path, "kind": kind, "entry": entry, "lines": lines})
     return rows
+
+
+@login_required
+def host_runtime_propose(request, pk):
+    """A proposed revision that folds the host's runtime changes back into its image, shown as a diff against the
+    current revision with what it left out and why; saved only when a developer of the team confirms."""
+    host = get_host_files_for_user(request.user, pk)
+    try:
+        definition, current, proposal = services.runtime_proposal(host=host, user=request.user)
+    except services.FoldBackError as exc:
+        return render(request, "hosts/host_runtime_propose.html", {"host": host, "refusal": str(exc)})
+    reviewed = foldback.proposal_sha256(proposal, current)
+    errors = []
+    if request.method == "POST":
+        try:
+            revision = services.runtime_fold_back(host=host, user=request.user, request=request,
+                                                  reviewed_sha256=request.POST.get("reviewed", ""))
+        except services.FoldBackError as exc:
+            errors = [str(exc)]
+        except ValidationError as exc:
+            errors = [message for messages_ in exc.message_dict.values() for message in messages_] \
+                if hasattr(exc, "message_dict") else exc.messages
+        else:
+            messages.success(request, f"Saved {revision}: build it to fold {host}'s changes into the image.")
+            return redirect(revision)
+    rows = compare.diff_rows(current.containerfile, proposal.containerfile)
+    added_files = sorted(set(proposal.context_files) - {f.path for f in current.context_files.all()})
+    return render(request, "hosts/host_runtime_propose.html", {
+        "host": host, "definition": definition, "current": current, "proposal": proposal, "rows": rows,
+        "reviewed": reviewed, "errors": errors, "added_files": added_files,
+        "stats": compare.diff_stats(rows)})
 
 
 # --- Actions ---------------------------------------------------------------------------------------------------------

@@ -71,3 +71,27 @@ def test_the_fleets_common_runtime_changes(personas, portal_server):
         group = page.locator(".runtime-group").first
         assert "9 of 12 hosts changed" in group.inner_text() and "on 8 of 12" in group.inner_text()
         screenshot(page, "fleet-runtime")
+
+
+def test_the_proposed_revision_that_folds_the_changes_back(personas, portal_server):
+    """Screenshot: runtime-foldback.png: the diff against the current revision, the files added, what was left out."""
+    build = succeeded_build(personas.team, personas.developer, digest=DIGEST)
+    Build.objects.filter(pk=build.pk).update(package_format="rpm", packages=IMAGE_PACKAGES)
+    host = Host.objects.create(team=personas.team, name="web-01", address="192.0.2.10", host_key="ssh-ed25519 AAAA",
+                               state=HostState.UP_TO_DATE, is_bootc=True, booted_digest=DIGEST,
+                               status_at=timezone.now())
+    chrony = IMAGE_ETC["chrony.conf"].replace("0.fedora.pool.ntp.org", "ntp.example.com").encode()
+    db = b"host = db.example.com\npassword = S3cret\n"
+    rpm = "#format rpm\n" + "".join(f"{n}\t{v}\tx86_64\n" for n, v in {**IMAGE_PACKAGES, "htop": "3.3-1"}.items())
+    runtime.runtime_record(host, package_output=rpm, config_diff="M    chrony.conf\nA    app/db.conf\nM    machine-id\n",
+                           files={"/etc/chrony.conf": ("M", ("file", 9, b"server x\n"), ("file", len(chrony), chrony)),
+                                  "/etc/app/db.conf": ("A", None, ("file", len(db), db)),
+                                  "/etc/machine-id": ("M", ("file", 2, b"a\n"), ("file", 2, b"b\n"))})
+    with browser_page() as page:
+        log_in(page, portal_server.url, "developer")
+        page.goto(f"{portal_server.url}/hosts/{host.pk}/")
+        page.click("text=Propose a revision")
+        assert "Save revision r2" in page.locator("button[name=confirm]").inner_text()
+        assert "RUN dnf -y install htop" in page.locator(".code-view").inner_text()
+        assert "looks like a secret" in page.locator(".foldback-left-out").inner_text()
+        screenshot(page, "runtime-foldback")
