@@ -240,8 +240,8 @@ async def closed_loop(phase, port, jobs, concurrency, path="/agent/v1/status", m
         for credential, body in queue:
             try:
                 phase.record(*await request(port, path, body, credential, method=method))
-            except OSError:
-                phase.record(0, 0.0)
+            except OSError as exc:
+                phase.record(f"{type(exc).__name__} errno {exc.errno}", 0.0)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
@@ -258,8 +258,8 @@ async def open_loop(phase, port, agents, interval, seconds):
     async def one(credential, body):
         try:
             code, seconds = await request(port, "/agent/v1/status", body, credential)
-        except OSError:
-            code, seconds = 0, 0.0
+        except OSError as exc:  # counted by what failed: the server refused, or the client ran out of files
+            code, seconds = f"{type(exc).__name__} errno {exc.errno}", 0.0
         phase.record(code, seconds)
         if code == 200:
             phase.answered.add(credential)
