@@ -51,14 +51,23 @@ def socket_open(user_id, socket_id, *, now=None) -> bool:
 
 def socket_renew(user_id, socket_id, *, now=None):
     """Keep the socket's lease (only one it still holds: a lease that ran out is not taken again here)."""
+    sockets_renew([(user_id, socket_id)], now=now)
+
+
+def sockets_renew(leases, *, now=None):
+    """socket_renew for many (user id, socket id) pairs in one round trip: what a web process's run hub does."""
+    if not leases:
+        return
     now = time.time() if now is None else now
     try:
-        pipe = client().pipeline()
-        pipe.zadd(_key(user_id), {socket_id: now + LEASE_SECONDS}, xx=True)
-        pipe.expire(_key(user_id), math.ceil(LEASE_SECONDS) + 1)
+        pipe = client().pipeline(transaction=False)
+        for user_id, socket_id in leases:
+            pipe.zadd(_key(user_id), {socket_id: now + LEASE_SECONDS}, xx=True)
+        for user_id in {user_id for user_id, _ in leases}:
+            pipe.expire(_key(user_id), math.ceil(LEASE_SECONDS) + 1)
         pipe.execute()
     except redis.RedisError as exc:
-        log.warning("lease of log socket %s not renewed, Redis did not answer: %s", socket_id, exc)
+        log.warning("leases of %s log sockets not renewed, Redis did not answer: %s", len(leases), exc)
 
 
 def socket_close(user_id, socket_id):

@@ -167,6 +167,20 @@ def test_the_lease_of_a_socket_whose_process_died_runs_out(personas, settings):
     assert not sockets.socket_open(user, "tab-3", now=1000 + 2 * sockets.LEASE_SECONDS)
 
 
+def test_a_process_renews_the_leases_of_all_its_sockets_at_once(personas, settings):
+    from portal import sockets
+
+    settings.RUN_LOG_SOCKETS_PER_USER = 2
+    viewer, developer = personas.viewer.pk, personas.developer.pk
+    for user, socket in ((viewer, "v1"), (viewer, "v2"), (developer, "d1")):
+        assert sockets.socket_open(user, socket, now=1000)
+    sockets.sockets_renew([(viewer, "v1"), (viewer, "v2"), (developer, "d1")], now=1000 + sockets.LEASE_SECONDS - 1)
+    assert not sockets.socket_open(viewer, "v3", now=1000 + sockets.LEASE_SECONDS + 1)  # both leases held
+    sockets.sockets_renew([(viewer, "v1")], now=1000 + 2 * sockets.LEASE_SECONDS - 2)
+    assert sockets.socket_open(viewer, "v3", now=1000 + 2 * sockets.LEASE_SECONDS)  # v2's ran out, v1's did not
+    assert not sockets.socket_open(viewer, "v4", now=1000 + 2 * sockets.LEASE_SECONDS)
+
+
 def test_sockets_are_let_through_when_redis_does_not_answer(personas, settings):
     from portal import sockets
 
@@ -233,7 +247,8 @@ class TestStreaming:
             live.wait_published()
 
         await sync_to_async(write_unpublished_then_published)()
-        messages = [await comm.receive_json_from(timeout=5) for _ in range(2)]
+        # The hub reads line 3 from the database and hands it out with line 4: one message or two.
+        messages = await receive_until(comm, lambda m: m["t"] == "lines" and m["first"] + len(m["lines"]) - 1 == 4)
         assert lines_of(messages)[0] == [3, 4]
         await comm.disconnect()
 
@@ -269,6 +284,69 @@ async def receive_until(comm, predicate, timeout=5):
         out.append(message)
         if predicate(message):
             return out
+
+
+class TestManySocketsOfOneRun:
+    """Every socket of a run in a process shares one hub: the lines, in order and each once, whatever joins when."""
+
+    async def test_sockets_joining_mid_stream_get_every_line_once_in_order(self, async_personas):
+        run, sink = await sync_to_async(make_run)(async_personas.team, lines=5)
+        first = communicator(run.pk, async_personas.viewer)
+        await first.connect()
+        await receive_until_status(first)
+
+        def write(start, end):
+            for i in range(start, end + 1):
+                sink.write(f"line {i}")
+                if i % 3 == 0:
+                    sink.flush()
+            sink.flush()
+            live.wait_published()
+
+        await sync_to_async(write)(6, 40)
+        seen_first = lines_of(await receive_until(first, lambda m: m["t"] == "lines" and
+                                                  m["first"] + len(m["lines"]) - 1 == 40))[0]
+        # One joins with nothing, one from line 12 (in the hub's memory by now), one from line 2 (older than it).
+        joiners = {after: communicator(run.pk, async_personas.viewer, after=after) for after in (0, 12, 2)}
+        backlog = {}
+        for after, comm in joiners.items():
+            await comm.connect()
+            backlog[after] = lines_of(await receive_until_status(comm))[0]
+        await sync_to_async(write)(41, 60)
+
+        def finish():
+            sink.close()
+            services.run_finish(run, status=RunStatus.SUCCEEDED, log_lines=sink.last_seq)
+            live.wait_published()
+
+        await sync_to_async(finish)()
+        for after, comm in [(5, first), *joiners.items()]:
+            rest = await receive_until(comm, lambda m: m["t"] == "status" and m["finished"])
+            seen = (seen_first if comm is first else backlog[after]) + lines_of(rest)[0]
+            assert seen == list(range(after + 1, 61)), after
+            await comm.disconnect()
+
+    async def test_one_quiet_channel_layer_and_every_socket_still_hears_each_line_once(self, async_personas,
+                                                                                      quick_watchdog):
+        run, sink = await sync_to_async(make_run)(async_personas.team, lines=1)
+        comms = [communicator(run.pk, who) for who in (async_personas.viewer, async_personas.viewer,
+                                                       async_personas.developer)]
+        for comm in comms:
+            await comm.connect()
+            await receive_until_status(comm)
+        sink.publish = False  # only the hub's catch-up from the database can find these
+
+        def write_then_finish():
+            sink.write("quiet 2\nquiet 3")
+            sink.flush()
+            sink.close()
+            services.run_finish(run, status=RunStatus.SUCCEEDED, log_lines=3)  # its status is published
+
+        await sync_to_async(write_then_finish)()
+        for comm in comms:
+            messages = await receive_until(comm, lambda m: m["t"] == "status" and m["finished"])
+            assert lines_of(messages) == ([2, 3], ["quiet 2", "quiet 3"])  # lines before the final status
+            await comm.disconnect()
 
 
 class TestBigLogsAndSections:
@@ -527,6 +605,27 @@ class TestAccessWhileWatching:
         assert message == {"type": "websocket.close", "code": CLOSE_NOT_FOUND}
         await sync_to_async(lambda: (sink.write("written after the removal"), sink.flush(), live.wait_published()))()
         assert await comm.receive_nothing(timeout=0.3)
+
+    async def test_every_socket_of_a_removed_member_is_closed_and_a_reconnect_is_refused(self, async_personas,
+                                                                                           quick_recheck):
+        run, sink = await sync_to_async(make_run)(async_personas.team, lines=1)
+        theirs = [communicator(run.pk, async_personas.viewer) for _ in range(3)]
+        others = communicator(run.pk, async_personas.developer)
+        for comm in [*theirs, others]:
+            await comm.connect()
+            await receive_until_status(comm)
+        await sync_to_async(services.membership_remove)(team=async_personas.team, user=async_personas.viewer, actor=None)
+        for comm in theirs:
+            assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": CLOSE_NOT_FOUND}
+        # Access on connect is remembered for a while, but never past a re-check that refused it. (A fresh user, as
+        # each handshake's own: a user object keeps the roles it read.)
+        again = await sync_to_async(type(async_personas.viewer).objects.get)(pk=async_personas.viewer.pk)
+        assert await close_code(communicator(run.pk, again)) == CLOSE_NOT_FOUND
+        await sync_to_async(lambda: (sink.write("line 2"), sink.flush(), live.wait_published()))()
+        assert lines_of(await receive_until(others, lambda m: m["t"] == "lines"))[0] == [2]
+        for comm in theirs:
+            assert await comm.receive_nothing(timeout=0.1)
+        await others.disconnect()
 
     async def test_a_member_who_stays_keeps_watching(self, async_personas, quick_recheck):
         run, sink = await sync_to_async(make_run)(async_personas.team, lines=1)
