@@ -47,6 +47,10 @@ def test_the_editor_marks_problems_at_their_lines_as_you_type_and_saves_what_it_
         page.locator(".cm-tooltip-lint").wait_for()
         assert "FROBNICATE" in page.locator(".cm-tooltip-lint").inner_text()
         screenshot(page, "containerfile-editor-inline-marks")
+        page.emulate_media(color_scheme="dark")  # the theme follows the system's setting at once
+        expect(page.locator("html")).to_have_attribute("data-bs-theme", "dark")
+        screenshot(page, "containerfile-editor-inline-marks-dark")
+        page.emulate_media(color_scheme="light")
         assert page.evaluate("window.__csp") == []
 
         page.keyboard.press("Control+a")
