@@ -37,6 +37,8 @@ cp "$work/htmx.org/package/dist/htmx.min.js" "$dest/htmx/"
 cp "$work/ansi_up/package/ansi_up.js" "$dest/ansi_up/ansi_up.js"
 # The REST API's docs page (/api/v1/docs/): Swagger UI's bundle and styles, nothing else of the package.
 cp "$work/swagger-ui-dist/package/"{swagger-ui-bundle.js,swagger-ui.css,LICENSE} "$dest/swagger-ui/"
+# Its source map is not vendored, so its reference goes: collectstatic's manifest storage (DEBUG=false) fails on it.
+sed -i '/sourceMappingURL=swagger-ui.css.map/d' "$dest/swagger-ui/swagger-ui.css"
 # axe-core is for the accessibility tests only (tests/portal/test_accessibility.py): kept beside the tests, never served.
 mkdir -p tests/vendor/axe-core && cp "$work/axe-core/package/axe.min.js" tests/vendor/axe-core/
 {
