@@ -89,7 +89,7 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_BAD_REQUEST = 4400
 CLOSE_TOO_MANY = 4429
-CLOSE_UNAVAILABLE = 1011  # the hub could not start (the database did not answer): the viewer reconnects
+CLOSE_UNAVAILABLE = 1011  # the run's hub could not start or stopped (the database or Redis): the viewer reconnects
 # Stored lines are read a few chunks at a time, so memory stays bounded by the chunk size.
 BACKLOG_CHUNKS_PER_READ = 4
 # A (re)connecting client gets at most this many stored lines pushed; older ones are announced with "skip".
@@ -271,6 +271,10 @@ class RunHub:
         except Exception:
             if not self.ready.is_set():
                 log.exception("run %s: the log hub could not start", self.run_id)
+            else:  # its sockets would hear nothing more: close them, and they reconnect to a new hub
+                log.exception("run %s: the log hub stopped; closing its sockets, which reconnect", self.run_id)
+                for socket in list(self.members):
+                    asyncio.create_task(socket.close(code=CLOSE_UNAVAILABLE))
             raise
         finally:
             self.ready.set()
