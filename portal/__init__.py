@@ -7,7 +7,7 @@ __all__ = ["celery_app"]
 
 def __getattr__(name):
     if name == "celery_app":
-        from .celery import app
+        from .celery import app  # lazily: a cycle at start-up (portal.celery loads Django settings, which import portal)
 
         return app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

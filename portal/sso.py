@@ -34,6 +34,7 @@ from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthen
 
 from . import login, registry, services, twofactor
 from .models import IdentityGroupMapping, Role, Team, User
+from .views_account import PENDING_LOGIN  # the password login's own pending second-factor step
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,6 @@ class SignInCallbackView(OIDCAuthenticationCallbackView):
         # ?next= given to the button (kept in the session by mozilla-django-oidc), else the user's landing page.
         next_url = request.session.get("oidc_login_next") or registry.landing_url(user) or self.success_url
         if twofactor.has_second_factor(user):
-            from .views_account import PENDING_LOGIN  # the password login's own pending step
 
             request.session[PENDING_LOGIN] = {"user": user.pk, "backend": BACKEND, "at": int(time.time()),
                                               "next": next_url}
