@@ -8,7 +8,7 @@ import pytest
 from builds import pipeline, services
 from builds.diskimages import pipeline as diskimage_pipeline
 from builds.diskimages import services as diskimages
-from builds.diskimages.models import DiskImage
+from builds.diskimages.models import DiskImage, DiskImageType
 from builds.models import Build
 from portal.models import RunStatus
 from tests.browser import browser_page, log_in, screenshot
@@ -101,7 +101,7 @@ def test_the_build_what_changed_and_disk_image_pages_in_a_browser(personas, port
         page.goto(f"{portal_server.url}/disk-images/new/?build={new.pk}")
         page.wait_for_load_state("networkidle")
         assert "web-os · build 2" in page.inner_text("body")
-        assert page.locator(".type-tile").count() == 7
+        assert page.locator(".type-tile").count() == len(DiskImageType.choices)
         assert "ops access" in page.inner_text("body")
         screenshot(page, "diskimage-request-form")
 

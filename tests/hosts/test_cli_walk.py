@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from builds import services as builds
-from builds.models import Build
+from builds.models import Build, RegistryCredential
 from builds.queues import local_queues
 from builds.releases.models import Promotion
 from tests.builds.fixtures import BASE_IMAGE, WORKER_ENV
@@ -54,6 +54,10 @@ def walk(personas, oci_registry, local_builder, build_settings, fleet, portal_se
          tmp_path, request):
     """The portal as a pipeline finds it: a definition with no revision yet, a test stage that takes one approval, a
     simulated host tracking the test tag, a worker, and a token for each person of the walk."""
+    # The worker is its own process: the registry's plain HTTP comes from the team's login row, not from this
+    # process's settings (which another test's settings fixture may have put back).
+    RegistryCredential.objects.get_or_create(team=personas.team, registry=oci_registry.address,
+                                             defaults={"insecure": True})
     definition = builds.definition_create(team=personas.team, user=personas.developer, name="walk-os",
                                           repository=f"{oci_registry.address}/platform/walk-os")
     personas.team.stages.filter(name="test").update(required_approvals=1, require_previous_stage=False)

@@ -88,7 +88,7 @@ def test_a_build_emits_started_then_succeeded_with_its_digest(definition, person
     assert (started.type, succeeded.type) == ("build.started", "build.succeeded")
     first, last = conforms(started), conforms(succeeded)
     assert first["actor"] == "developer" and first["data"]["status"] == "running"
-    assert last["subject"]["id"] == build.pk and last["subject"]["url"].endswith(f"/builds/{build.pk}/")
+    assert last["subject"]["id"] == build.pk and last["subject"]["url"].endswith(build.get_absolute_url())
     build.refresh_from_db()
     assert last["data"]["digest"] == build.digest and last["team"] == {"slug": "platform", "name": "Platform"}
 
