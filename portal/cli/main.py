@@ -78,6 +78,22 @@ def _short(digest):
     return f"{algo}:{hexpart[:12]}" if hexpart else str(digest)[:19]
 
 
+def _finish(client, out, args, *, started, url, label, lines, started_lines=None):
+    """After a command started something with a run: show it (--wait and --follow unset), or wait for its run (the log
+    streamed with --follow) and show it as it ended. The exit code says how it ended."""
+    if not (args.wait or args.follow):
+        out.result(started, started_lines or lines)
+        return exits.OK
+    try:
+        status = _wait_run(client, out, args, run_id=run_id_of(started), poll=lambda: client.get(url).get("status"),
+                           label=label)
+    except _Timeout:
+        out.error(f"{label} did not finish within {args.timeout:g} s")
+        return exits.TIMEOUT
+    out.result(client.get(url), lines)
+    return exits.OK if status == "succeeded" else exits.FAILED
+
+
 def _wait_run(client, out, args, *, run_id, poll, label):
     """Wait for a run to finish, streaming its log with --follow. Returns the final status (a string)."""
     deadline = _deadline(args)
@@ -386,19 +402,8 @@ def cmd_disk_image_create(client, args, out):
         body["rootfs"] = args.rootfs
     disk_image = client.post("/api/v1/disk-images/", body)
     out.info(f"started disk image {disk_image['id']} ({', '.join(disk_image.get('types') or args.type)})")
-    if not (args.wait or args.follow):
-        out.result(disk_image, _disk_image_lines)
-        return exits.OK
-    try:
-        status = _wait_run(client, out, args, run_id=run_id_of(disk_image),
-                           poll=lambda: client.get(f"/api/v1/disk-images/{disk_image['id']}/").get("status"),
-                           label=f"disk image {disk_image['id']}")
-    except _Timeout:
-        out.error(f"disk image {disk_image['id']} did not finish within {args.timeout:g} s")
-        return exits.TIMEOUT
-    done = client.get(f"/api/v1/disk-images/{disk_image['id']}/")
-    out.result(done, _disk_image_lines)
-    return exits.OK if status == "succeeded" else exits.FAILED
+    return _finish(client, out, args, started=disk_image, url=f"/api/v1/disk-images/{disk_image['id']}/",
+                   label=f"disk image {disk_image['id']}", lines=_disk_image_lines)
 
 
 def cmd_disk_image_show(client, args, out):
@@ -466,20 +471,13 @@ def _host_action(client, args, out, kind):
         body["image"] = args.image
     action = client.post(f"/api/v1/hosts/{host_id}/actions/", body)
     out.info(f"host action {action.get('id')}: {action.get('kind')} on {args.host} ({action.get('status')})")
-    if not (args.wait or args.follow):
-        out.result(action, lambda a: [])
-        return exits.OK
-    try:
-        status = _wait_run(client, out, args, run_id=run_id_of(action),
-                           poll=lambda: client.get(f"/api/v1/host-actions/{action['id']}/").get("status"),
-                           label=f"host action {action['id']}")
-    except _Timeout:
-        out.error(f"host action {action['id']} did not finish within {args.timeout:g} s")
-        return exits.TIMEOUT
-    done = client.get(f"/api/v1/host-actions/{action['id']}/")
-    out.result(done, lambda a: [f"host action {a.get('id')}: {a.get('kind')} {a.get('status')} "
-                                f"{a.get('outcome') or ''}".rstrip()])
-    return exits.OK if status == "succeeded" else exits.FAILED
+    return _finish(client, out, args, started=action, url=f"/api/v1/host-actions/{action['id']}/",
+                   label=f"host action {action['id']}", lines=_host_action_lines, started_lines=lambda a: [])
+
+
+def _host_action_lines(action):
+    return [f"host action {action.get('id')}: {action.get('kind')} {action.get('status')} "
+            f"{action.get('outcome') or ''}".rstrip()]
 
 
 def cmd_host_upgrade(client, args, out):
