@@ -154,10 +154,8 @@ def _commands_for(action):
         return [ssh.bootc_upgrade()]
     if kind == ActionKind.UPGRADE_APPLY:
         return [ssh.bootc_upgrade(apply=True)]
-    if kind == ActionKind.SWITCH:
-        return [ssh.bootc_switch(action.image, enforce_signatures=bool(stage_signature_requirement(action.host.stage)))]
-    if kind == ActionKind.SWITCH_APPLY:
-        return [ssh.bootc_switch(action.image, apply=True,
+    if kind in (ActionKind.SWITCH, ActionKind.SWITCH_APPLY):
+        return [ssh.bootc_switch(action.image, apply=kind == ActionKind.SWITCH_APPLY,
                                  enforce_signatures=bool(stage_signature_requirement(action.host.stage)))]
     if kind == ActionKind.ROLLBACK:
         return [ssh.bootc_rollback()]
