@@ -34,7 +34,7 @@ from ninja.errors import ValidationError as NinjaValidationError
 from ninja.security import HttpBearer
 from pydantic import ConfigDict, create_model
 
-from . import ratelimit, registry, services
+from . import ratelimit, registry, tokens
 from .clientip import throttle_address
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class TokenAuth(HttpBearer):
         return self.authenticate(request, secret.strip())
 
     def authenticate(self, request, token):
-        found = services.token_authenticate(token, request=request)
+        found = tokens.token_authenticate(token, request=request)
         if found is None:
             return None
         user = found.user

@@ -11,6 +11,7 @@ from django.http import Http404
 from ninja import Field, Query, Router, Schema, Status
 
 from . import logsink, services
+from . import tokens as access_tokens
 from .access import get_run_for_user, get_team_for_user, role_in
 from .api import PAGE_LIMIT_DEFAULT, Body, Problem, page_of, paginate, require_scope, token_auth
 from .models import AccessToken, Action, Membership, Role, Run, Scope, Team, action_to_cancel
@@ -210,7 +211,7 @@ def token_revoke(request, token_id: int):
     token = AccessToken.objects.filter(pk=token_id, user=request.user).select_related("team").first()
     if token is None:
         raise Http404
-    services.token_revoke(token=token, actor=request.user, request=request)
+    access_tokens.token_revoke(token=token, actor=request.user, request=request)
     return Status(204, None)
 
 

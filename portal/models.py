@@ -640,7 +640,7 @@ class AccessTokenQuerySet(models.QuerySet):
 class AccessToken(models.Model):
     """A bearer token for the REST API (/api/v1/), of one user (acting as them, in all their teams) or of one team
     (`team` set: for pipelines that outlive a person; `user` is then the token's own user, a member of that team only,
-    made and deactivated with the token by `portal.services.token_*`).
+    made and deactivated with the token by `portal.tokens.token_*`).
 
     Only the sha256 of the secret is stored: the secret is shown once, when the token is made. `two_factor` says the
     token was made in a sign-in verified with a second factor: teams that require one for approvers accept approvals only

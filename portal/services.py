@@ -9,25 +9,21 @@ import logging
 import os
 import socket
 import unicodedata
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from django.apps import apps
-from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
 from django.db.models import TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
-from django_otp import devices_for_user
-from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from . import audit_checkpoints, live, registry, twofactor, workers
+from . import audit_checkpoints, live, registry, workers
 from .access import check_team_action, forget_roles
 from .clientip import client_ip
 from .crypto import EncryptedTextField, SecretUnreadable, decrypt
-from .models import PERSONAL_SCOPES, AccessToken, Action, AuditEvent, Membership, Role, Run, RunStatus, Scope, Team, User
+from .models import Action, AuditEvent, Membership, Role, Run, RunStatus, Team, User
 from .text import storable
 
 log = logging.getLogger(__name__)
@@ -317,99 +313,6 @@ def _refuse_removing_last_admin(team, user):
         raise PermissionDenied(f"{user.username} is the last admin of {team}; make someone else admin first.")
 
 
-# --- Second factor ---------------------------------------------------------------------------------------------------
-
-
-def two_factor_enroll(*, user, key_hex, token, request=None):
-    """Set up the authenticator app whose secret is `key_hex`, once the user typed a current code of it. Replaces any
-    earlier app and backup codes. Returns the new backup codes, to show once."""
-    step = twofactor.matching_step(key_hex, token)
-    if step is None:
-        raise ValidationError("That code does not match: type the six digits your app shows now (the phone's clock must "
-                              "be right), or scan the QR code again.")
-    with transaction.atomic():
-        TOTPDevice.objects.filter(user=user).delete()
-        TOTPDevice.objects.create(user=user, name="Authenticator app", key=key_hex, confirmed=True, last_t=step)
-        codes = _backup_codes_replace(user)
-        audit(action="auth.two_factor_enroll", summary=f"{user.username} set up a second factor (authenticator app)",
-              actor=user, obj=user, request=request)
-    return codes
-
-
-def two_factor_backup_codes_renew(*, user, request=None):
-    """New backup codes for a user with an authenticator app; the old ones stop working. Returns them, to show once."""
-    if twofactor.app_device(user) is None:
-        raise ValidationError("Set up an authenticator app first; backup codes come with it.")
-    with transaction.atomic():
-        codes = _backup_codes_replace(user)
-        audit(action="auth.two_factor_backup_codes", summary=f"{user.username} made new backup codes", actor=user,
-              obj=user, request=request)
-    return codes
-
-
-def _backup_codes_replace(user):
-    # The same device keeps its id, so a sign-in verified with one of the old codes stays verified.
-    device = StaticDevice.objects.filter(user=user).first() or StaticDevice.objects.create(user=user, name="Backup codes",
-                                                                                          confirmed=True)
-    device.token_set.all().delete()
-    codes = [StaticToken.random_token() for _ in range(twofactor.BACKUP_CODES)]
-    StaticToken.objects.bulk_create(StaticToken(device=device, token=code) for code in codes)
-    return codes
-
-
-def two_factor_verify(*, user, token, request=None):
-    """Check a code from the user's app, or one of their backup codes (used up). Returns the device that matched.
-    Raises ValidationError. After each wrong code django-otp makes the user wait, twice as long each time (1 s, 2 s,
-    4 s, ...); a code typed while waiting is not even tried."""
-    token = twofactor.normalize(token)
-    with transaction.atomic():
-        devices = list(devices_for_user(user, confirmed=True, for_verify=True))
-        waits = [info["locked_until"] for allowed, info in (device.verify_is_allowed() for device in devices)
-                 if not allowed and info and info.get("locked_until")]
-        if devices and len(waits) == len(devices):
-            seconds = max(1, int((min(waits) - timezone.now()).total_seconds()) + 1)
-            raise ValidationError(f"Too many wrong codes: wait {seconds} seconds before the next try.")
-        for device in devices:
-            if token and device.verify_token(token):
-                audit(action="auth.two_factor_verify", summary=f"{user.username} signed in with "
-                      f"{'a backup code' if isinstance(device, StaticDevice) else 'their authenticator app'}",
-                      actor=user, obj=user, request=request)
-                return device
-    audit(action="auth.two_factor_failed", summary=f"a wrong second-factor code for {user.username}",
-          actor_name=user.username, obj=user, request=request)
-    raise ValidationError("That code is not right.")
-
-
-def two_factor_remove(*, user, actor, request=None, reason=""):
-    """Remove the user's second factor (app and backup codes). `actor` is the user themselves, a superuser in the
-    admin site, or None for `manage.py two_factor_reset` (then `reason` says who asked)."""
-    with transaction.atomic():
-        removed = TOTPDevice.objects.filter(user=user).delete()[0] + StaticDevice.objects.filter(user=user).delete()[0]
-        if not removed:
-            return 0
-        by = "themselves" if actor is not None and actor.pk == user.pk else (actor.username if actor else "an operator")
-        audit(action="auth.two_factor_remove", summary=f"the second factor of {user.username} was removed by {by}",
-              actor=actor, actor_name=None if actor else "manage.py two_factor_reset", obj=user, request=request,
-              detail={"reason": reason, "devices": removed})
-    return removed
-
-
-def team_set_two_factor(*, team, required, actor, request=None):
-    """Require (or stop requiring) a second factor of the team's approvers and admins. Only its admins may; to turn it
-    on they must have signed in with one themselves, or they would lock themselves out of the team's administration."""
-    check_team_action(actor, team, Action.ADMIN)
-    if required and not team.require_two_factor and not twofactor.is_verified(actor):
-        raise PermissionDenied("Sign in with a second factor yourself before requiring one of the team: set one up on "
-                               "your two-factor page.")
-    with transaction.atomic():
-        if Team.objects.filter(pk=team.pk).exclude(require_two_factor=required).update(require_two_factor=required):
-            audit(action="team.two_factor", team=team, obj=team, actor=actor, request=request,
-                  summary=f"{'required' if required else 'stopped requiring'} a second factor of {team}'s approvers "
-                          "and admins", detail={"required": required})
-        team.require_two_factor = required
-    return team
-
-
 # --- Runs ------------------------------------------------------------------------------------------------------------
 
 
@@ -627,131 +530,3 @@ def secrets_rotate(*, actor=None) -> dict[str, int]:
         audit(action="secrets.rotate", actor=actor, detail=counts,
               summary=f"re-encrypted {sum(counts.values())} rows of stored secrets with the newest key")
     return counts
-
-
-# --- API tokens ------------------------------------------------------------------------------------------------------
-
-
-def token_create(*, actor, name, scopes, expires_at=None, team=None, verified=False, request=None):
-    """A new API token; returns (token row, the secret shown once).
-
-    Without `team`: the actor's own token, acting as them. With `team`: the team's token (for pipelines that outlive a
-    person), which only a team admin makes. A team token acts through a user of its own, a member of that team with the
-    one role its scopes need (read: viewer; build, promote: developer; operate: operator), so every access helper,
-    QuerySet and service treats it like anyone else; it never approves or administers. An approve-scoped personal token
-    of a user in a team that requires a second factor needs a verified sign-in (`verified`) and expires within
-    API_TOKEN_APPROVE_MAX_HOURS: an approval through the API is never easier than in the browser."""
-    now = timezone.now()
-    scopes = [s for s in Scope.values if s in set(scopes)] + sorted(set(scopes) - set(Scope.values))
-    errors = {}
-    if not name.strip():
-        errors["name"] = "Give the token a name that says where it is used."
-    if not scopes:
-        errors["scopes"] = "Pick at least one scope."
-    unknown = [s for s in scopes if s not in Scope.values]
-    if unknown:
-        errors["scopes"] = f"Unknown scope {unknown[0]!r}: pick from {', '.join(Scope.values)}."
-    limit = now + timedelta(days=settings.API_TOKEN_MAX_DAYS) if settings.API_TOKEN_MAX_DAYS else None
-    if expires_at is None:
-        expires_at = limit
-    elif expires_at <= now:
-        errors["expires_at"] = "The expiry must be in the future."
-    elif limit is not None and expires_at > limit:
-        errors["expires_at"] = f"A token lives at most {settings.API_TOKEN_MAX_DAYS} days."
-    role = None
-    if team is not None:
-        check_team_action(actor, team, Action.ADMIN)
-        personal = [s for s in scopes if s in PERSONAL_SCOPES]
-        if personal:
-            errors["scopes"] = f"A team token cannot hold {personal[0]!r}: approving and administering are a person's acts."
-        elif "scopes" not in errors:
-            role = team_token_role(scopes)
-            if role is None:
-                errors["scopes"] = ("A team token acts with one role: build and promote (developer) or operate (operator), "
-                                    "not both. Make two tokens.")
-    elif Scope.APPROVE in scopes and _some_team_requires_second_factor(actor):
-        if not verified:
-            errors["scopes"] = ("A team you approve in requires a second factor: sign in with it, then make the token "
-                                "with the approve scope.")
-        approve_limit = now + timedelta(hours=settings.API_TOKEN_APPROVE_MAX_HOURS)
-        if expires_at is None or expires_at > approve_limit:
-            expires_at = approve_limit
-    if errors:
-        raise ValidationError(errors)
-    secret = AccessToken.generate()
-    with transaction.atomic():
-        token = AccessToken.objects.create(
-            name=name.strip()[:100], team=team, scopes=scopes, token_hash=AccessToken.hash_secret(secret),
-            hint=secret[:12], two_factor=bool(verified) and team is None, created_by=actor, expires_at=expires_at,
-            user=actor if team is None else None)
-        if team is not None:
-            bot = User(username=f"token-{team.slug[:80]}-{token.pk}", first_name=f"API token {token.name}"[:150],
-                       is_active=True)
-            bot.set_unusable_password()
-            bot.save()
-            Membership.objects.create(user=bot, team=team, role=role)
-            AccessToken.objects.filter(pk=token.pk).update(user=bot)
-            token.user = bot
-        owner = f"team {team}" if team is not None else actor.username
-        audit(action="api_token.create", summary=f"created API token {token.name!r} of {owner} ({', '.join(scopes)})",
-              actor=actor, team=team, obj=token, request=request,
-              detail={"scopes": scopes, "expires_at": expires_at.isoformat() if expires_at else None})
-    return token, secret
-
-
-def team_token_role(scopes):
-    """The one role a team token with these scopes acts with, or None when no role short of admin holds them all."""
-    wanted = set(scopes) - {Scope.READ}
-    if not wanted:
-        return Role.VIEWER
-    if wanted <= {Scope.BUILD, Scope.PROMOTE}:
-        return Role.DEVELOPER
-    if wanted == {Scope.OPERATE}:
-        return Role.OPERATOR
-    return None
-
-
-def _some_team_requires_second_factor(user):
-    return Team.objects.filter(memberships__user=user, require_two_factor=True).exists() or (
-        user.is_superuser and Team.objects.filter(require_two_factor=True).exists())
-
-
-def token_revoke(*, token, actor, request=None):
-    """Revoke a token at once. Its owner may (a team token itself, through the API); so may a team admin for a team
-    token."""
-    if token.is_team_token and actor.pk != token.user_id:
-        check_team_action(actor, token.team, Action.ADMIN)
-    elif token.user_id != actor.pk and not actor.is_superuser:
-        raise PermissionDenied("Only its owner may revoke a personal token.")
-    with transaction.atomic():
-        changed = AccessToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
-        if changed and token.is_team_token:  # its own user goes with it
-            Membership.objects.filter(user_id=token.user_id).delete()
-            User.objects.filter(pk=token.user_id).update(is_active=False)
-        if changed:
-            audit(action="api_token.revoke", summary=f"revoked API token {token.name!r}", actor=actor,
-                  team=token.team, obj=token, request=request)
-    token.refresh_from_db()
-    return token
-
-
-def token_authenticate(secret, *, request=None):
-    """The usable token with this secret, or None. Its last use (time and address) is noted every time, and written to
-    the audit trail at most once per API_TOKEN_AUDIT_USE_SECONDS, so the trail shows who used which token without a
-    row per request."""
-    if not secret or not secret.startswith(AccessToken.PREFIX) or len(secret) > 200 or not secret.isascii():
-        return None
-    now = timezone.now()
-    token = (AccessToken.objects.usable(now).select_related("user", "team")
-             .filter(token_hash=AccessToken.hash_secret(secret)).first())
-    if token is None or (token.user is not None and not token.user.is_active):
-        return None
-    address = client_ip(request)
-    audit_due = token.last_used_at is None or (now - token.last_used_at).total_seconds() >= settings.API_TOKEN_AUDIT_USE_SECONDS
-    AccessToken.objects.filter(pk=token.pk).update(last_used_at=now, last_used_ip=address)
-    if audit_due:
-        audit(action="api_token.use", summary=f"used API token {token.name!r}", actor=token.user, team=token.team,
-              obj=token, request=request, actor_name=f"token {token.name}",
-              detail={"method": request.method if request else "", "path": request.path if request else ""})
-    token.last_used_at, token.last_used_ip = now, address
-    return token

@@ -27,7 +27,7 @@ from django.contrib.auth.models import AnonymousUser
 from . import ratelimit
 from .clientip import throttle_address
 from .models import AccessToken, Scope
-from .services import token_authenticate
+from .tokens import token_authenticate
 
 SCOPE_NEEDED = Scope.READ
 CLOSE_FORBIDDEN = 4403

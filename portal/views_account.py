@@ -20,7 +20,7 @@ from django.views.decorators.http import require_POST
 from django_otp import login as otp_login
 from django_otp.plugins.otp_static.models import StaticDevice
 
-from . import login, registry, services, twofactor
+from . import login, registry, services, tokens, twofactor
 from .access import can, get_team_for_user
 from .forms import AccessTokenForm, LoginForm, SecondFactorForm
 from .models import AccessToken, Action, User
@@ -88,7 +88,7 @@ def login_verify(request):
     form = SecondFactorForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            device = services.two_factor_verify(user=user, token=form.cleaned_data["code"], request=request)
+            device = twofactor.two_factor_verify(user=user, token=form.cleaned_data["code"], request=request)
         except ValidationError as exc:
             form.add_error("code", exc)
         else:
@@ -141,7 +141,7 @@ def two_factor(request):
     codes = None
     if request.method == "POST" and form.is_valid():
         try:
-            codes = services.two_factor_enroll(user=user, key_hex=request.session.get(ENROLL_SECRET, ""),
+            codes = twofactor.two_factor_enroll(user=user, key_hex=request.session.get(ENROLL_SECRET, ""),
                                                token=form.cleaned_data["code"], request=request)
         except ValidationError as exc:
             form.add_error("code", exc)
@@ -171,7 +171,7 @@ def two_factor_verify(request):
     form = SecondFactorForm(request.POST)
     if form.is_valid():
         try:
-            device = services.two_factor_verify(user=request.user, token=form.cleaned_data["code"], request=request)
+            device = twofactor.two_factor_verify(user=request.user, token=form.cleaned_data["code"], request=request)
         except ValidationError as exc:
             messages.error(request, error_text(exc))
         else:
@@ -188,7 +188,7 @@ def two_factor_backup_codes(request):
     if not twofactor.is_verified(request.user):
         raise PermissionDenied("Verify this sign-in with your second factor first.")
     try:
-        codes = services.two_factor_backup_codes_renew(user=request.user, request=request)
+        codes = twofactor.two_factor_backup_codes_renew(user=request.user, request=request)
     except ValidationError as exc:
         messages.error(request, error_text(exc))
         return redirect("portal:two_factor")
@@ -202,7 +202,7 @@ def two_factor_backup_codes(request):
 def two_factor_remove(request):
     if not twofactor.is_verified(request.user):
         raise PermissionDenied("Verify this sign-in with your second factor first.")
-    services.two_factor_remove(user=request.user, actor=request.user, request=request)
+    twofactor.two_factor_remove(user=request.user, actor=request.user, request=request)
     requiring = twofactor.teams_requiring(request.user)
     if requiring:
         messages.warning(request, f"Your second factor is removed. {', '.join(t.name for t in requiring)} requires one: "
@@ -218,7 +218,7 @@ def team_two_factor(request, slug):
     team = get_team_for_user(request.user, slug, action=Action.ADMIN)
     required = request.POST.get("required") == "on"
     try:
-        services.team_set_two_factor(team=team, required=required, actor=request.user, request=request)
+        twofactor.team_set_two_factor(team=team, required=required, actor=request.user, request=request)
     except PermissionDenied as exc:
         messages.error(request, error_text(exc))
     else:
@@ -238,7 +238,7 @@ def _token_form_post(request, *, team=None):
     user = request.user
     verified = bool(getattr(user, "is_verified", lambda: False)())
     try:
-        token, secret = services.token_create(
+        token, secret = tokens.token_create(
             actor=user, name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"], team=team,
             expires_at=timezone.now() + timedelta(days=form.cleaned_data["expires_in_days"]), verified=verified,
             request=request)
@@ -297,7 +297,7 @@ def api_token_revoke(request, pk):
     if token is None or (token.is_team_token and not can(request.user, token.team, Action.VIEW)) or (
             not token.is_team_token and token.user_id != request.user.pk):
         raise Http404("No such token.")
-    services.token_revoke(token=token, actor=request.user, request=request)
+    tokens.token_revoke(token=token, actor=request.user, request=request)
     messages.success(request, f"Token {token.name} revoked: it no longer works.")
     if token.is_team_token:
         return redirect("portal:team_api_tokens", slug=token.team.slug)

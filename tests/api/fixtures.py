@@ -9,13 +9,13 @@ import pytest
 def make_token(personas):
     """make_token(user, *scopes, team=None, verified=False) -> the secret of a new token with those scopes (all of
     them when none are named). With `team`, a team token made by `user` (an admin of it)."""
-    from portal import services
+    from portal import tokens
     from portal.models import Scope
 
     def make(user, *scopes, team=None, verified=False, **options):
         scopes = scopes or [s for s in Scope.values if team is None or s not in ("approve", "admin")]
-        return services.token_create(actor=user, name="test", scopes=list(scopes), team=team, verified=verified,
-                                     **options)[1]
+        return tokens.token_create(actor=user, name="test", scopes=list(scopes), team=team, verified=verified,
+                                   **options)[1]
 
     return make
 

@@ -9,7 +9,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from portal import services
+from portal import services, tokens
 from portal.models import AccessToken, AuditEvent, Membership, Role
 from tests.api.fixtures import ApiClient, problem
 
@@ -34,7 +34,7 @@ def test_unknown_revoked_and_expired_tokens_are_401(personas, make_token):
     secret = make_token(personas.developer, "read")
     assert ApiClient(secret).get("teams/").status_code == 200
     token = AccessToken.objects.get(token_hash=AccessToken.hash_secret(secret))
-    services.token_revoke(token=token, actor=personas.developer)
+    tokens.token_revoke(token=token, actor=personas.developer)
     problem(ApiClient(secret).get("teams/"), 401)
     expired = make_token(personas.developer, "read")
     AccessToken.objects.filter(token_hash=AccessToken.hash_secret(expired)).update(
@@ -189,7 +189,7 @@ def test_a_team_token_acts_in_its_team_only_with_the_role_its_scopes_need(person
     api = ApiClient(secret)
     assert [t["slug"] for t in api.get("teams/").json()["items"]] == [personas.team.slug]
     problem(api.get(f"teams/{personas.other_team.slug}/"), 404)
-    services.token_revoke(token=token, actor=personas.admin)
+    tokens.token_revoke(token=token, actor=personas.admin)
     problem(api.get("teams/"), 401)
     assert not Membership.objects.filter(user=token.user).exists()
 
@@ -198,14 +198,14 @@ def test_a_team_token_acts_in_its_team_only_with_the_role_its_scopes_need(person
                                              (["build", "operate"], "one role")])
 def test_a_team_token_never_approves_or_administers_and_has_one_role(personas, scopes, message):
     with pytest.raises(ValidationError, match=message):
-        services.token_create(actor=personas.admin, name="ci", scopes=scopes, team=personas.team)
+        tokens.token_create(actor=personas.admin, name="ci", scopes=scopes, team=personas.team)
 
 
 def test_only_a_team_admin_makes_a_team_token(personas):
     from django.core.exceptions import PermissionDenied
 
     with pytest.raises(PermissionDenied):
-        services.token_create(actor=personas.developer, name="ci", scopes=["read"], team=personas.team)
+        tokens.token_create(actor=personas.developer, name="ci", scopes=["read"], team=personas.team)
 
 
 # --- Second factor ---------------------------------------------------------------------------------------------------
@@ -215,12 +215,12 @@ def test_where_a_team_requires_a_second_factor_an_approve_token_needs_one_and_ex
     personas.team.require_two_factor = True
     personas.team.save()
     with pytest.raises(ValidationError, match="second factor"):
-        services.token_create(actor=personas.approver, name="ci", scopes=["read", "approve"])
-    token, _ = services.token_create(actor=personas.approver, name="ci", scopes=["read", "approve"], verified=True)
+        tokens.token_create(actor=personas.approver, name="ci", scopes=["read", "approve"])
+    token, _ = tokens.token_create(actor=personas.approver, name="ci", scopes=["read", "approve"], verified=True)
     assert token.two_factor
     assert token.expires_at <= timezone.now() + timedelta(hours=settings.API_TOKEN_APPROVE_MAX_HOURS)
     # Tokens without approve are not held to it.
-    services.token_create(actor=personas.approver, name="read-only", scopes=["read"])
+    tokens.token_create(actor=personas.approver, name="read-only", scopes=["read"])
 
 
 # --- The caller's tokens ---------------------------------------------------------------------------------------------
@@ -234,7 +234,7 @@ def test_a_token_lists_its_owner_s_tokens_and_can_revoke_itself(personas, make_t
     assert len(listing) == 2 and all("hash" not in str(item) and secret not in str(item) for item in listing)
     mine = AccessToken.objects.get(token_hash=AccessToken.hash_secret(secret))
     problem(api.delete("tokens/999999/"), 404)
-    other = services.token_create(actor=personas.viewer, name="v", scopes=["read"])[0]
+    other = tokens.token_create(actor=personas.viewer, name="v", scopes=["read"])[0]
     problem(api.delete(f"tokens/{other.pk}/"), 404)
     assert api.delete(f"tokens/{mine.pk}/").status_code == 204
     problem(api.get("tokens/"), 401)

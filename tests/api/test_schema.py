@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from builds import services as builds_services
-from portal import services
+from portal import tokens
 from tests.conftest import PortalProcess, free_port, subprocess_env, wait_for
 
 pytestmark = [pytest.mark.processes, pytest.mark.slow]
@@ -77,7 +77,7 @@ def seed(personas):
 
 def test_every_operation_answers_as_its_schema_says_and_never_500(api_server, personas, capsys):
     seed(personas)
-    token = services.token_create(
+    token = tokens.token_create(
         actor=personas.admin, name="schemathesis", scopes=["read", "build", "promote", "approve", "operate", "admin"]
     )[1]
     schema = schemathesis.openapi.from_url(f"{api_server.url}/api/v1/openapi.json")
@@ -108,7 +108,7 @@ def _exercise(operation, mode, checks, api_server, personas, token, failures, ca
         # Revoking a token is one of the operations: each of those calls revokes a token of its own.
         secret = token
         if operation.method.upper() == "DELETE" and operation.path.startswith("/api/v1/tokens/"):
-            secret = services.token_create(actor=personas.admin, name="to revoke", scopes=["read"])[1]
+            secret = tokens.token_create(actor=personas.admin, name="to revoke", scopes=["read"])[1]
         try:
             response = case.call(base_url=api_server.url, headers={"Authorization": f"Bearer {secret}"}, timeout=30)
             calls.append(response.status_code)

@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 
-from portal import consumers, live, logsink, services
+from portal import consumers, live, logsink, services, tokens
 from portal.asgi import application
 from portal.models import AccessToken, RunKind
 from portal.socketauth import bearer_secret
@@ -163,7 +163,7 @@ class TestTheRecheck:
         await comm.connect()
         await lines_until_status(comm)
         token = await sync_to_async(token_row)(secret)
-        await sync_to_async(services.token_revoke)(token=token, actor=personas.viewer)
+        await sync_to_async(tokens.token_revoke)(token=token, actor=personas.viewer)
         assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": CLOSE_UNAUTHENTICATED}
         await sync_to_async(lambda: (sink.write("after the revocation"), sink.flush(), live.wait_published()))()
         assert await comm.receive_nothing(timeout=0.3)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from django.test import Client
 from django_otp.oath import TOTP
 
-from portal import services, twofactor
+from portal import twofactor
 
 PASSWORD = "correct horse battery"
 
@@ -31,7 +31,7 @@ def enroll(user):
     """Set up an authenticator app for `user` through the portal's service, as the two-factor page does."""
     secret = twofactor.new_secret()
     app = App(user, secret)
-    app.backup_codes = services.two_factor_enroll(user=user, key_hex=secret, token=app.code())
+    app.backup_codes = twofactor.two_factor_enroll(user=user, key_hex=secret, token=app.code())
     return app
 
 

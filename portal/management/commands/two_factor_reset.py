@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from portal import services
+from portal import twofactor
 from portal.models import User
 
 
@@ -17,7 +17,7 @@ class Command(BaseCommand):
         user = User.objects.filter(username=username).first()
         if user is None:
             raise CommandError(f"No user is called {username!r}.")
-        removed = services.two_factor_remove(user=user, actor=None, reason=reason)
+        removed = twofactor.two_factor_remove(user=user, actor=None, reason=reason)
         if not removed:
             self.stdout.write(f"{username} had no second factor; nothing changed.")
             return
