@@ -476,7 +476,8 @@ def http_fronts() -> list[Callable]:
 class GateVerdict:
     """What one feature's check says of a promotion. `running`: its approval and application wait; `failed` and
     `missing`: refused, with `message` (and `lines`, e.g. a console's last lines) on the approval card; `url` links
-    the evidence."""
+    the evidence. `refuses_request`: a failed verdict that holds already when the promotion is asked for (a digest
+    without the signature the stage requires): the request itself is refused with `message`, and nothing is stored."""
 
     PASSED, RUNNING, FAILED, MISSING = "passed", "running", "failed", "missing"
 
@@ -485,6 +486,7 @@ class GateVerdict:
     message: str
     url: str = ""
     lines: tuple[str, ...] = ()
+    refuses_request: bool = False
 
     @property
     def passed(self) -> bool:

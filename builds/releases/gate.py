@@ -178,6 +178,12 @@ def check_refusal(verdicts: list[GateVerdict]) -> GateVerdict | None:
     return next((v for v in verdicts if v.state in (GateVerdict.FAILED, GateVerdict.MISSING)), None)
 
 
+def request_refusal(verdicts: list[GateVerdict]) -> GateVerdict | None:
+    """The first verdict that refuses the promotion as it is asked for (`refuses_request`), else None."""
+    return next((v for v in verdicts if v.refuses_request and v.state in (GateVerdict.FAILED, GateVerdict.MISSING)),
+                None)
+
+
 # --- Stage state -----------------------------------------------------------------------------------------------------
 
 

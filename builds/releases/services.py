@@ -11,8 +11,9 @@ or whoever started the build, when the policy says so) approve or reject the exa
 completes the quorum is counted with the promotion row locked (`select_for_update`), so concurrent approvals start the
 application exactly once. A freeze or a closed change window holds an approved promotion until the stage takes changes,
 unless it is an emergency override, which needs extra approvals. Checks other features answer (`gate.check_verdicts`:
-a stage that requires a boot test) refuse approvals while they are not passed, hold the application while they run,
-and refuse it when they failed.
+a stage that requires a boot test or a signature) refuse approvals while they are not passed, hold the application
+while they run, and refuse it when they failed; one that fails already as the promotion is asked for (a digest without
+the signature the stage requires) refuses the request itself.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from .gate import (
     held_build,
     moves_back,
     quorum,
+    request_refusal,
     stage_current,
     user_groups_for_stage,
 )
@@ -227,7 +229,11 @@ def _audit_request(promotion, user, request, *, confirmed_move_back=""):
 
 
 def _after_request(promotion, user, request):
-    check_verdicts(promotion, start=True)  # a stage that wants a boot test starts one now, whatever the approvals
+    # A stage that wants a boot test starts one now, whatever the approvals; a check that refuses the request as it is
+    # asked for (a digest without the signature the stage requires) takes the new row with it.
+    refused = request_refusal(check_verdicts(promotion, start=True))
+    if refused is not None:
+        raise ValidationError(refused.message)
     started = _advance(promotion, actor=user, request=request)
     if promotion.status == PromotionStatus.PENDING:
         notifications.notify(event=notifications.PromotionEvent.APPROVAL_REQUESTED, team=promotion.team,

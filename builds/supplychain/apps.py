@@ -15,10 +15,13 @@ class SupplyChainConfig(AppConfig):
         from builds.releases.apply import COPY_TRUST, STAGE_SIGNATURE_REQUIREMENT
         from portal.models import Action
 
+        from .gate import signature_check
         from .services import build_succeeded, copy_trust, image_deleted, stage_signature_requirement
 
         # Releases copies a digest to a stage under the trust the stage requires (releases never import this app).
         registry.provide(COPY_TRUST, copy_trust)
+        # A stage that requires a key refuses, as it is asked for, a promotion of a digest without a signature it takes.
+        registry.promotion_check(signature_check)
         # Hosts switching to a stage that requires a key make bootc enforce the container policy (hosts read releases).
         registry.provide(STAGE_SIGNATURE_REQUIREMENT, stage_signature_requirement)
         # Keys that sign new builds sign each one that succeeds (builds never import this app).

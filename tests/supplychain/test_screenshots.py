@@ -9,6 +9,7 @@ from builds.supplychain import services
 from builds.supplychain.signing import signature_execute
 from tests.browser import browser_page, log_in, screenshot
 from tests.supplychain.osv import feed_bytes
+from tests.supplychain.test_signing import lose_signatures
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -28,12 +29,14 @@ def world(personas, promo, eager_tasks):
     first, second, third = promo.builds
     sign(promo, first, release)
     sign(promo, second, release)
+    sign(promo, third, release)
     promo.promote(first, "dev")
     promo.promote(first, "test", approvers=[personas.approver])
     for stage in ("dev", "test"):
         services.stage_signing_policy_set(stage=promo.stages[stage], key=release, user=personas.admin)
     promo.promote(second, "dev")
     waiting = promo.promote(second, "test", approvers=(), apply=False)
+    lose_signatures(promo, third)  # the portal's records say signed; containers/image finds nothing and refuses
     refused = promo.promote(third, "dev", expect_applied=False)
     assert refused.status == "failed" and "Source image rejected" in refused.status_note
     return {"waiting": waiting, "refused": refused, "second": second}

@@ -80,11 +80,24 @@ def test_a_promotion_of_a_signed_digest_to_a_stage_that_requires_the_key_is_appl
     assert stage_digest(promo.ref("dev")) == promo.builds[0].digest
 
 
+def lose_signatures(promo, build, key=None):
+    """The lookaside store loses what the portal recorded: every signature of `build`'s digest, or only `key`'s."""
+    from django.conf import settings
+
+    store = Path(trust.lookaside_path(settings.SUPPLY_CHAIN_LOOKASIDE_DIR, promo.repository, build.digest))
+    for path in store.glob("signature-*"):
+        if key is None or key.fingerprint[-16:].upper() in subprocess.run(
+                ["gpg", "--list-packets"], input=path.read_bytes(), capture_output=True).stdout.decode().upper():
+            path.unlink()
+
+
 def test_an_unsigned_digest_is_refused_by_containers_image_and_the_tag_stays(promo, keys):
     release, _ = keys
     sign(promo, promo.builds[0], release)
+    sign(promo, promo.builds[1], release)
     promo.promote(promo.builds[0], "dev")  # no requirement yet: dev holds build 1
     require_key(promo, "dev", release)
+    lose_signatures(promo, promo.builds[1])  # the portal's records say signed; the store has nothing
     promotion = promo.promote(promo.builds[1], "dev", expect_applied=False)
     assert promotion.status == "failed"
     assert promotion.status_note.startswith(f"dev requires a signature with key release ({release.short_fingerprint})"), \
@@ -96,13 +109,39 @@ def test_an_unsigned_digest_is_refused_by_containers_image_and_the_tag_stays(pro
 
 def test_a_digest_signed_with_another_key_is_refused_by_containers_image(promo, keys):
     release, other = keys
+    sign(promo, promo.builds[2], release)
     wrong = sign(promo, promo.builds[2], other)
     assert wrong.signed_at is not None
     require_key(promo, "dev", release)
+    lose_signatures(promo, promo.builds[2], key=release)  # only the other key's signature is left in the store
     promotion = promo.promote(promo.builds[2], "dev", expect_applied=False)
     assert promotion.status == "failed"
     assert "Source image rejected" in promotion.status_note
     assert "requires a signature with key release" in promotion.status_note
+
+
+@pytest.mark.parametrize("how", ["unsigned", "other key", "retired key"])
+def test_a_request_for_a_digest_without_the_signature_the_stage_takes_is_refused_with_the_reason(promo, keys, how):
+    from builds.releases.models import Promotion
+
+    release, other = keys
+    build = promo.builds[1]
+    if how == "other key":
+        sign(promo, build, other)
+    if how == "retired key":
+        sign(promo, build, release)
+        services.stage_signing_policy_set(stage=promo.stages["dev"], key=other, user=promo.personas.admin)
+        services.signing_key_retire(key=release, user=promo.personas.admin)
+        release, other = other, release  # dev requires the other key; the digest carries the retired one
+    require_key(promo, "dev", release)
+    with pytest.raises(ValidationError) as refused:
+        promo.promote(build, "dev")
+    reason = " ".join(refused.value.messages)
+    assert reason.startswith(f"dev requires a signature with key {release} ({release.short_fingerprint})"), reason
+    assert {"unsigned": f"{build.short_digest} is unsigned.",
+            "other key": f"signed only with {other} ({other.short_fingerprint}), which dev does not accept.",
+            "retired key": f"signed only with {other} ({other.short_fingerprint}), retired on "}[how] in reason
+    assert not Promotion.objects.filter(digest=build.digest).exists()  # nothing stored
 
 
 def test_a_stage_without_a_requirement_takes_unsigned_digests_as_before(promo, keys):

@@ -130,8 +130,9 @@ def test_the_build_page_shows_vulnerabilities_by_severity_and_the_sbom_link(scen
 def test_the_approval_card_fragment_says_what_the_stage_requires_and_the_cve_delta(scene, client_for, personas, promo):
     promo.push()
     promo.promote(promo.builds[0], "dev")
-    services.stage_signing_policy_set(stage=promo.stages["dev"], key=scene["key"], user=personas.admin)
     promotion = promo.promote(promo.builds[1], "dev", apply=False)
+    # The stage requires the key after the request (a request for an unsigned digest is refused from then on).
+    services.stage_signing_policy_set(stage=promo.stages["dev"], key=scene["key"], user=personas.admin)
     url = f"/promotions/{promotion.pk}/trust/"
     assert client_for(None).get(url).status_code == 302
     assert client_for(personas.outsider).get(url).status_code == 404

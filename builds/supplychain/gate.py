@@ -1,0 +1,64 @@
+"""What the supply chain says of a promotion, for releases' gate (`portal.registry.promotion_check`; releases never
+import this app).
+
+- `signature_check`: a stage that requires a key takes only a digest the portal signed with a key it accepts now. A
+  digest that is unsigned, or signed only with another, retired or expired key, is refused as it is asked for, with
+  the reason (`refuses_request`). This is the portal's early word, from its own records; the copy to the stage runs
+  under a policy.json all the same (`services.copy_trust`), so containers/image still verifies the real signature
+  at apply time and refuses one the store lost or never had.
+"""
+
+from __future__ import annotations
+
+from django.urls import reverse
+from django.utils import timezone
+
+from portal.registry import GateVerdict
+
+from .models import Signature, SigningKey, StageSigningPolicy
+
+SIGNATURE = "Signature"
+
+
+def accepted_keys(stage, now=None) -> list[SigningKey]:
+    """The keys whose signatures `stage` takes now: the key it requires, while it is not retired."""
+    now = now or timezone.now()
+    policy = StageSigningPolicy.objects.filter(stage=stage).select_related("key").first()
+    if policy is None:
+        return []
+    key = policy.key
+    return [key] if key.retired_at is None or key.retired_at > now else []
+
+
+def _why_not(key: SigningKey, stage, now) -> str:
+    if key.retired_at is not None and key.retired_at <= now:
+        return f"{key} ({key.short_fingerprint}), retired on {key.retired_at:%Y-%m-%d %H:%M} UTC"
+    return f"{key} ({key.short_fingerprint}), which {stage.name} does not accept"
+
+
+def signature_check(*, promotion, start: bool) -> GateVerdict | None:
+    """Whether `promotion`'s digest carries a signature its stage accepts: None for a stage that requires none (and
+    for rollbacks, which go back to a digest the stage ran before; their copy is verified all the same)."""
+    stage = promotion.target_stage
+    policy = StageSigningPolicy.objects.filter(stage=stage).select_related("key").first()
+    if policy is None or promotion.is_rollback:
+        return None
+    now = timezone.now()
+    accepted = {key.pk for key in accepted_keys(stage, now)}
+    signatures = list(Signature.objects.valid().filter(digest=promotion.digest, key__team_id=stage.team_id)
+                      .select_related("key").order_by("signed_at"))
+    url = reverse("supplychain:build", args=[promotion.build_id]) + "#signatures" if promotion.build_id else ""
+    good = next((s for s in signatures if s.key_id in accepted), None)
+    if good is not None:
+        return GateVerdict(name=SIGNATURE, state=GateVerdict.PASSED, url=url,
+                           message=f"{promotion.short_digest} is signed with {good.key} ({good.key.short_fingerprint}) "
+                                   f"since {good.signed_at:%Y-%m-%d %H:%M} UTC; skopeo verifies it again as it copies.")
+    required = policy.key
+    wanted = f"{stage.name} requires a signature with key {required} ({required.short_fingerprint})"
+    if signatures:
+        others = "; ".join(_why_not(s.key, stage, now) for s in signatures)
+        message = f"{wanted}, and {promotion.short_digest} is signed only with {others}."
+    else:
+        message = f"{wanted}, and {promotion.short_digest} is unsigned."
+    return GateVerdict(name=SIGNATURE, state=GateVerdict.FAILED, url=url, refuses_request=True,
+                       message=f"{message} Sign it with {required} on its supply chain page, then ask again.")
