@@ -7,6 +7,9 @@
   2. the same on one daphne (web-2 stopped), with no proxy: locust talks to the replica's port directly.
 
 Prints a table per run and writes bench/deploy/results.json. Usage: bench/deploy/run [--seconds 60]
+
+Pages at 100,000 hosts: `bench/deploy/run --hosts 100000 --users 10,50 --no-single` (the same pages, tool and proxy;
+waiting runs of 10 and of 50 users; results-100000-hosts.json).
 """
 
 import argparse
@@ -36,7 +39,7 @@ from deploy.tests.stack import Stack  # noqa: E402
 HERE = Path(__file__).resolve().parent
 USERNAME = "bench-viewer"
 
-SEED = f"""
+SEED = """
 from datetime import timedelta
 from django.utils import timezone
 from builds.releases.policy import stages_ensure_default
@@ -53,8 +56,8 @@ Host.objects.bulk_create([
          stage=stages[i % len(stages)], state=states[i % len(states)], drifting=i % 5 == 1,
          labels=f"rack={{i % 40}} {{'web' if i % 3 else 'db'}}", booted_digest="sha256:" + f"{{i:064x}}",
          booted_version="1.0", status_at=now, host_key="ssh-ed25519 AAAA", next_poll_at=now + timedelta(days=1))
-    for i in range(10_000)
-], batch_size=1000)
+    for i in range({hosts})
+], batch_size=2000)
 user = User.objects.create_user({USERNAME!r}, "bench@example.com")
 Membership.objects.create(user=user, team=team, role="viewer")
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
@@ -66,6 +69,8 @@ for _ in range(60):
                     HASH_SESSION_KEY: user.get_session_auth_hash()}})
     session.create()
     keys.append(session.session_key)
+from django.db import connection
+connection.cursor().execute("ANALYZE")  # the planner's statistics for the rows just made, before any page is read
 print(Host.objects.filter(team=team).count(), ",".join(keys))
 """
 
@@ -172,15 +177,16 @@ def quiet(stack, *, services=("web", "web-2", "worker-hosts", "postgres"), cores
     return round(time.monotonic() - started)
 
 
-def scenarios(stack, host, *, sessions, seconds, direct, label, ports):
+def scenarios(stack, host, *, sessions, seconds, direct, label, ports, waiting_users=(50,)):
     results = {}
-    for fleet_view in (True, False):
-        pages = "every page" if fleet_view else "without the fleet view"
-        settle(stack, ports)
-        rows = locust(stack, host, sessions=sessions, users=50, wait="1-3", seconds=seconds, direct=direct,
-                      fleet_view=fleet_view)
-        show(f"{label}: 50 users, 1-3 s between pages, {seconds} s, {pages}", rows)
-        results[f"50 users, wait 1-3 s, {pages}"] = rows
+    for users in waiting_users:
+        for fleet_view in (True, False):
+            pages = "every page" if fleet_view else "without the fleet view"
+            settle(stack, ports)
+            rows = locust(stack, host, sessions=sessions, users=users, wait="1-3", seconds=seconds, direct=direct,
+                          fleet_view=fleet_view)
+            show(f"{label}: {users} users, 1-3 s between pages, {seconds} s, {pages}", rows)
+            results[f"{users} users, wait 1-3 s, {pages}"] = rows
     steps = []
     for users in (2, 5, 10, 20):
         settle(stack, ports)
@@ -208,8 +214,11 @@ def machine():
 def main():
     report = run()
     report["machine"]["load_average_at_end"] = Path("/proc/loadavg").read_text().split()[0]
-    # A full run with the shipped settings is the record; --set and --cpu-only runs go beside it.
+    # A full run with the shipped settings is the record; --set and --cpu-only runs go beside it, and a fleet of
+    # another size has its own file.
     name = "results.json" if "one daphne, no proxy" in report and "settings" not in report else "results-cpu.json"
+    if report["hosts"] != 10_000:
+        name = f"results-{report['hosts']}-hosts.json"
     (HERE / name).write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report["machine"]))
 
@@ -220,8 +229,13 @@ def run():
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for every portal service, e.g. CONN_MAX_AGE=60 (repeatable)")
     parser.add_argument("--cpu-only", action="store_true", help="measure the CPU per page only, no load")
+    parser.add_argument("--hosts", type=int, default=10_000, help="hosts of the viewers' team (default 10,000)")
+    parser.add_argument("--users", default="50", help="users of the runs where each waits 1-3 s between pages, "
+                                                      "comma-separated (default 50)")
+    parser.add_argument("--no-single", action="store_true", help="leave out the runs on one daphne with no proxy")
     args = parser.parse_args()
-    report = {"machine": machine()}
+    waiting_users = [int(users) for users in args.users.split(",")]
+    report = {"machine": machine(), "hosts": args.hosts}
     with tempfile.TemporaryDirectory(prefix="bench-deploy-") as directory:
         stack = Stack(Path(directory))
         stack.write_configuration()
@@ -232,7 +246,7 @@ def run():
         stack.build_images()
         try:
             stack.up()
-            hosts, sessions = stack.shell(SEED).split()
+            hosts, sessions = stack.shell(SEED.format(USERNAME=USERNAME, hosts=args.hosts)).split()
             print("hosts:", hosts, flush=True)
             report["seconds until the stack was quiet after start"] = waited = quiet(stack)
             locust(stack, stack.url, sessions=sessions, users=20, wait="1-3", seconds=30)  # warm-up, not recorded
@@ -243,11 +257,13 @@ def run():
                 return report
             report["through the proxy, 2 web replicas"] = scenarios(
                 stack, stack.url, sessions=sessions, seconds=args.seconds, direct=False, label="proxy + 2 replicas",
-                ports=(stack.ports["web1"], stack.ports["web2"]))
+                ports=(stack.ports["web1"], stack.ports["web2"]), waiting_users=waiting_users)
+            if args.no_single:
+                return report
             stack.podman("stop", stack.container("web-2"))
             report["one daphne, no proxy"] = scenarios(
                 stack, f"http://localhost:{stack.ports['web1']}", sessions=sessions, seconds=args.seconds, direct=True,
-                label="one daphne", ports=(stack.ports["web1"],))
+                label="one daphne", ports=(stack.ports["web1"],), waiting_users=waiting_users)
         finally:
             stack.down()
     return report
