@@ -619,6 +619,7 @@ SUPPLY_CHAIN_FEED_MAX_BYTES = env.int("SUPPLY_CHAIN_FEED_MAX_BYTES", default=64 
 # that signs or promotes shares, and web, which serves it read-only to hosts at /lookaside/. By default under
 # MEDIA_ROOT, the volume compose.yaml already shares between them.
 SUPPLY_CHAIN_LOOKASIDE_DIR = env.str("SUPPLY_CHAIN_LOOKASIDE_DIR", default="") or str(MEDIA_ROOT / "lookaside")
+SBOM_STORAGE = env.str("SBOM_STORAGE", default="default")  # a STORAGES alias for the builds' CycloneDX SBOMs
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)  # one delivery attempt
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)  # then the delivery is marked failed
 WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=30.0)  # 30 s, 2 min, 8 min, 32 min, 1 h

@@ -16,7 +16,15 @@ class SupplyChainConfig(AppConfig):
         from portal.models import Action
 
         from .gate import signature_check
-        from .services import build_succeeded, copy_trust, image_deleted, stage_signature_requirement
+        from .models import stored_sboms
+        from .services import (
+            build_succeeded,
+            copy_trust,
+            image_deleted,
+            sbom_build_succeeded,
+            sboms_image_deleted,
+            stage_signature_requirement,
+        )
 
         # Releases copies a digest to a stage under the trust the stage requires (releases never import this app).
         registry.provide(COPY_TRUST, copy_trust)
@@ -26,8 +34,13 @@ class SupplyChainConfig(AppConfig):
         registry.provide(STAGE_SIGNATURE_REQUIREMENT, stage_signature_requirement)
         # Keys that sign new builds sign each one that succeeds (builds never import this app).
         registry.subscribe(BUILD_SUCCEEDED, build_succeeded)
-        # An image retention deletes takes its signatures with it (cleanup never imports this app).
+        # Each build that succeeds has its SBOM written to object storage at once.
+        registry.subscribe(BUILD_SUCCEEDED, sbom_build_succeeded)
+        # An image retention deletes takes its signatures and SBOMs with it (cleanup never imports this app).
         registry.subscribe(IMAGE_DELETED, image_deleted)
+        registry.subscribe(IMAGE_DELETED, sboms_image_deleted)
+        # Backups record the SBOMs' objects, which live outside the database (portal.backups).
+        registry.stored_files(stored_sboms)
         # The approval card says who signed the digest and what the stage requires; the build page links its SBOM,
         # signatures and vulnerabilities.
         registry.fragment("promotion.trust", url_name="supplychain:promotion_trust")

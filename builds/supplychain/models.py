@@ -12,9 +12,11 @@ from django.utils import timezone
 
 from builds.models import Build
 from builds.releases.models import Stage
+from portal import objectstore
 from portal.crypto import EncryptedTextField
 from portal.formatting import short_digest
 from portal.models import Run, RunStatus, Team, TeamScopedQuerySet
+from portal.registry import StoredFile
 
 KEY_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,59}$")
 
@@ -129,6 +131,41 @@ class StageSigningPolicy(models.Model):
 
     def __str__(self):
         return f"{self.stage} requires {self.key}"
+
+
+# --- SBOMs ----------------------------------------------------------------------------------------------------------
+
+
+def sbom_storage():
+    """The storage of the `SBOM_STORAGE` alias, followed as the settings change (portal.objectstore.aliased)."""
+    return objectstore.aliased("SBOM_STORAGE")
+
+
+class BuildSbom(models.Model):
+    """A build's CycloneDX SBOM (`builds.supplychain.sbom`), written once when the build succeeds and kept in object
+    storage (SBOM_STORAGE) beside the disk images, not in the database. It goes when retention deletes the build's
+    image (`services.sboms_image_deleted`), never before; a backup records its name and a restore checks it is there."""
+
+    build = models.OneToOneField(Build, on_delete=models.CASCADE, related_name="sbom")
+    file = models.FileField(storage=sbom_storage, max_length=500)
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"SBOM of {self.build_id}"
+
+    @property
+    def filename(self):
+        """The name it downloads as."""
+        return f"{self.build.definition.name}-build-{self.build.number}.cdx.json"
+
+
+def stored_sboms():
+    """The SBOMs' objects, as backups record them (`portal.registry.stored_files`)."""
+    storage = getattr(settings, "SBOM_STORAGE", "default")
+    for name, size in BuildSbom.objects.values_list("file", "size").iterator():
+        yield StoredFile(kind="build SBOM", storage=storage, name=name, size=size)
 
 
 # --- Vulnerabilities -------------------------------------------------------------------------------------------------

@@ -7,12 +7,14 @@ stage: the policy.json that makes containers/image refuse a digest not signed wi
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -20,13 +22,14 @@ from builds import registry
 from builds.models import Build
 from builds.releases.apply import CopyTrust
 from builds.releases.models import Stage
+from portal import objectstore
 from portal.access import check_team_action
 from portal.formatting import short_digest
 from portal.models import Action, RunKind, Team, User
 from portal.services import audit, run_create, run_enqueue
 
-from . import gpg, keys, tasks, trust, vulns
-from .models import AdvisoryFeed, KeyKind, Signature, SigningKey, StageSigningPolicy, validate_key_name
+from . import gpg, keys, sbom, tasks, trust, vulns
+from .models import AdvisoryFeed, BuildSbom, KeyKind, Signature, SigningKey, StageSigningPolicy, validate_key_name
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +166,63 @@ def build_succeeded(*, build_id: int) -> list[Signature]:
         except ValidationError as exc:
             log.info("build %s is not signed with %s: %s", build.pk, key, " ".join(exc.messages))
     return signatures
+
+
+# --- SBOMs ----------------------------------------------------------------------------------------------------------
+
+
+def sbom_store(*, build: Build) -> BuildSbom:
+    """The build's SBOM in object storage (SBOM_STORAGE), written now if it is not there yet. The object is written
+    first and the row after it, so a write that fails half-way leaves no row pointing at a missing object (and the
+    object of a row that could not be made is deleted). Raises objectstore.StorageUnavailable naming the setting."""
+    existing = BuildSbom.objects.filter(build=build).first()
+    if existing is not None:
+        return existing
+    data = sbom.sbom_json(build).encode()
+    team = build.definition.team_id
+    name = f"sboms/{team}/{build.definition.name}/build-{build.pk}.cdx.json"
+    storage = BuildSbom._meta.get_field("file").storage
+    with objectstore.named_errors("store the SBOM"):
+        saved = storage.save(name, ContentFile(data))
+    try:
+        with transaction.atomic():
+            stored, created = BuildSbom.objects.get_or_create(
+                build=build, defaults={"file": saved, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
+    except Exception:
+        storage.delete(saved)
+        raise
+    if not created:  # another worker stored it meanwhile: keep theirs
+        storage.delete(saved)
+    return stored
+
+
+def sbom_build_succeeded(*, build_id: int) -> BuildSbom | None:
+    """Builds announce each success (`builds.pipeline.BUILD_SUCCEEDED`): its SBOM goes to object storage at once, so
+    it is there (and in the next backup's list) as long as the image is."""
+    build = Build.objects.with_related().filter(pk=build_id).first()
+    if build is None or not build.succeeded or build.image_deleted_at is not None:
+        return None
+    return sbom_store(build=build)
+
+
+def sboms_image_deleted(*, digest: str, team: Team, log, **_details) -> int:
+    """Retention deleted an image (builds.cleanup announces it once the image is gone and the builds say so): the
+    SBOMs of the team's builds of that digest go with it, never before it (only builds whose image is marked deleted).
+    An object storage that refuses is logged and the row kept, so a later pass or a person can finish."""
+    removed = 0
+    for stored in BuildSbom.objects.filter(build__digest=digest, build__definition__team=team,
+                                           build__image_deleted_at__isnull=False).select_related("build"):
+        try:
+            with objectstore.named_errors("delete the SBOM"):
+                stored.file.storage.delete(stored.file.name)
+        except objectstore.StorageUnavailable as exc:
+            log(f"Could not delete the SBOM of build {stored.build.number} ({stored.file.name}): {exc}")
+            continue
+        stored.delete()
+        removed += 1
+    if removed:
+        log(f"Removed with {short_digest(digest)}: {removed} SBOM(s) from object storage.")
+    return removed
 
 
 # --- What stages require ---------------------------------------------------------------------------------------------

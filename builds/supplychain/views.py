@@ -12,24 +12,26 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_POST
 
 from builds.access import get_build_for_user
 from builds.models import Build
 from builds.releases.access import get_promotion_for_user, get_stage_for_user
 from builds.releases.gate import current_entries
-from portal import registry
+from portal import objectstore, registry
 from portal.access import can, get_team_for_user
 from portal.forms import add_service_errors
 from portal.models import Action
 from portal.views import error_text
 
-from . import sbom, services, vulns
+from . import services, vulns
 from .access import get_signing_key_for_user
 from .forms import FeedImportForm, KeyGenerateForm, KeyImportForm, SignForm, StagePolicyForm
 from .models import Advisory, AdvisoryFeed, AffectedPackage, Signature, SigningKey, StageSigningPolicy
 
 AFFECTED_BUILDS_SHOWN = 200
+SBOM_CONTENT_TYPE = "application/vnd.cyclonedx+json"
 
 # --- Keys and stage policies -----------------------------------------------------------------------------------------
 
@@ -230,12 +232,26 @@ def build_sign(request, pk):
 @login_required
 @require_GET
 def build_sbom(request, pk):
+    """The build's SBOM, from object storage the way disk images download (a presigned URL, the proxy's disk, or
+    streamed under `make run`: `portal.objectstore`). A build that succeeded before SBOMs were stored has its SBOM
+    stored now, once."""
     build = get_build_for_user(request.user, pk)
     if not build.succeeded:
         raise Http404("This build pushed no image, so it has no SBOM.")
-    response = HttpResponse(sbom.sbom_json(build), content_type="application/vnd.cyclonedx+json")
-    response["Content-Disposition"] = (f'attachment; filename="{build.definition.name}-build-{build.number}'
-                                       '.cdx.json"')
+    if build.image_deleted_at is not None:
+        raise Http404("Retention deleted this build's image, and its SBOM with it.")
+    try:
+        stored = services.sbom_store(build=build)
+        headers = {"Content-Disposition": content_disposition_header(True, stored.filename),
+                   "Content-Length": str(stored.size), "Cache-Control": "private, no-transform",
+                   "X-Content-Type-Options": "nosniff", "X-Checksum-Sha256": stored.sha256}
+        response = objectstore.download_response(stored.file.storage, stored.file.name, start=0, end=stored.size - 1,
+                                                 status=200, content_type=SBOM_CONTENT_TYPE,
+                                                 filename=stored.filename, headers=headers)
+    except objectstore.StorageUnavailable as exc:
+        return HttpResponse(f"{exc}\n", status=503, content_type="text/plain; charset=utf-8")
+    if response is None:
+        raise Http404("This SBOM's object is missing from object storage.")
     return response
 
 
