@@ -363,13 +363,16 @@ class Pool:
         if not isinstance(command, ssh.Command):
             raise TypeError("Only allow-listed commands (portal.ssh.Command) can be run.")
         started = time.monotonic()
-        deadline = started + timeout
         connect_deadline = started + target.connect_timeout + target.handshake_timeout + target.auth_timeout
         line = _line(command, target.username)
         attempts = 2 if retry_stale else 1
         for attempt in range(attempts):
             kept_open = self._entry(target).conn is not None
             entry, conn = await self.connection(target, connect_deadline)
+            # The command's time starts once its connection is up: a host whose handshake waited behind thousands of
+            # others (`connects_in_flight` at a time, the first round of a large fleet) still gets all of it, and the
+            # handshake has deadlines of its own.
+            deadline = time.monotonic() + timeout
             reused = kept_open and attempt == 0
             if kept_open:
                 self.counters["reused"] += 1

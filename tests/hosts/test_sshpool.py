@@ -187,6 +187,23 @@ class TestSameGuaranteesAsAFreshConnection:
         with pytest.raises(ssh.CommandTimeout, match="did not finish within 0.5 s"):
             pool().run(target(fleet.sim("slow-01"), team_key), ssh.bootc_status(), timeout=0.5)
 
+    def test_a_commands_time_starts_once_its_connection_is_up(self, fleet, team_key, pool):
+        """One handshake at a time, and the first host hangs in it for 1 s: the second host's 0.5 s command, queued
+        behind that handshake, still runs (its time is the command's, not the queue's)."""
+        fleet.add("hang-01", booted_state(REF))
+        fleet.add("web-01", booted_state(REF))
+        fleet.start(register=False)
+        fleet.fleet.set_fault("hang-01", "hang")
+        pooled = pool(connects_in_flight=1)
+        hanging = target(fleet.sim("hang-01"), team_key, handshake_timeout=0.5, auth_timeout=0.5)
+        with ThreadPoolExecutor(2) as threads:
+            stuck = threads.submit(pooled.run, hanging, ssh.bootc_status())
+            time.sleep(0.1)  # the hanging host holds the only handshake slot
+            queued = threads.submit(pooled.run, target(fleet.sim("web-01"), team_key), ssh.bootc_status(), timeout=0.5)
+            assert queued.result().ok
+            with pytest.raises(ssh.HostUnreachable, match="did not complete the SSH handshake"):
+                stuck.result()
+
     def test_an_output_flood_is_capped(self, fleet, team_key, pool):
         fleet.add("flood-01", booted_state(REF))
         fleet.start(register=False)
