@@ -42,6 +42,7 @@ class Tallies:
 
     counts: dict = field(default_factory=dict)  # {(team_id, stage_id, state, drifting): hosts}
     available: dict = field(default_factory=dict)  # the same, of the hosts with an update available (not staged)
+    enforcing: dict = field(default_factory=dict)  # the same, of the hosts whose booted image bootc verified
     groups: list = field(default_factory=list)  # [((team_id, repository), [(team_id, image), ...]), ...] sorted
     page_number: int = 1
     top: dict = field(default_factory=dict)  # {(team_id, repository): (digests, hosts, [(digest, n), ...])}
@@ -81,6 +82,7 @@ def _sum_tallies(team_ids, page_number):
     shown = dict(page.object_list)
     top = digest_tally_top(shown, limit=DIGESTS_PER_REPOSITORY)
     return Tallies(counts=tally_counts(team_ids), available=tally_counts(team_ids, update_available=True),
+                   enforcing=tally_counts(team_ids, enforcing=True),
                    groups=groups, page_number=page.number, top=top,
                    details=_digest_details(shown, {digest for _, _, rows in top.values() for digest, _ in rows}))
 
@@ -105,14 +107,17 @@ def _digest_details(groups, digests):
     return details
 
 
-def per_stage(counts, team_names, stages, available=None):
-    """Rows of the "hosts per stage" table: per team and stage, in stage order, how many hosts are in each state, and
-    (from `available`, the counts of hosts with an update available) how many have an update found and not staged.
-    `stages`: {stage_id: Stage}."""
+def per_stage(counts, team_names, stages, available=None, enforcing=None):
+    """Rows of the "hosts per stage" table: per team and stage, in stage order, how many hosts are in each state,
+    (from `available`, the counts of hosts with an update available) how many have an update found and not staged,
+    and (from `enforcing`) how many booted an image bootc verified under the container policy, and what share of the
+    stage's hosts that is. `stages`: {stage_id: Stage}."""
     rows = {}
-    available_per_stage = {}
+    available_per_stage, enforcing_per_stage = {}, {}
     for (team_id, stage_id, _, _), n in (available or {}).items():
         available_per_stage[team_id, stage_id] = available_per_stage.get((team_id, stage_id), 0) + n
+    for (team_id, stage_id, _, _), n in (enforcing or {}).items():
+        enforcing_per_stage[team_id, stage_id] = enforcing_per_stage.get((team_id, stage_id), 0) + n
     for (team_id, stage_id, state, drifting), n in counts.items():
         if team_id not in team_names:
             continue
@@ -120,14 +125,19 @@ def per_stage(counts, team_names, stages, available=None):
         row = rows.setdefault((team_names[team_id], stage.position if stage else 1 << 30, stage_id), {
             "team__name": team_names[team_id], "stage__name": stage.name if stage else None,
             "total": 0, "up_to_date": 0, "drifting": 0, "staged": 0, "problems": 0, "rolled_back": 0,
-            "update_available": available_per_stage.get((team_id, stage_id), 0)})
+            "team_id": team_id, "update_available": available_per_stage.get((team_id, stage_id), 0),
+            "enforcing": enforcing_per_stage.get((team_id, stage_id), 0)})
         row["total"] += n
         row["up_to_date"] += n if state == HostState.UP_TO_DATE else 0
         row["drifting"] += n if drifting else 0
         row["staged"] += n if state == HostState.UPDATE_STAGED else 0
         row["problems"] += n if state in PROBLEM_STATES else 0
         row["rolled_back"] += n if state == HostState.ROLLED_BACK else 0
-    return [row for _, row in sorted(rows.items(), key=lambda item: item[0])]
+    out = [row for _, row in sorted(rows.items(), key=lambda item: item[0])]
+    for row in out:
+        row["not_enforcing"] = row["total"] - row["enforcing"]
+        row["enforcing_percent"] = round(100 * row["enforcing"] / row["total"]) if row["total"] else 0
+    return out
 
 
 def page_of(found):

@@ -11,7 +11,8 @@ from portal.text import first_nul
 from .models import Host, HostState, JumpHost
 
 STATE_FILTER_CHOICES = HostState.choices
-ONLY_CHOICES = [("update", "With an update available"), ("runtime", "Changed at runtime")]
+ONLY_CHOICES = [("update", "With an update available"), ("runtime", "Changed at runtime"),
+                ("unenforced", "Not enforcing signatures")]
 
 
 class HostFilter(django_filters.FilterSet):
@@ -53,6 +54,8 @@ class HostFilter(django_filters.FilterSet):
     def filter_only(self, queryset, name, value):
         if value == "runtime":
             return queryset.changed_at_runtime()
+        if value == "unenforced":
+            return queryset.not_enforcing()
         return queryset.update_available() if value == "update" else queryset
 
     def filter_label(self, queryset, name, value):

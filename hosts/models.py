@@ -105,6 +105,8 @@ STATE_HELP = {
     HostState.NEW: "The portal has not read this host yet.",
 }
 
+# The signature bootc writes on an image reference it pulled with --enforce-container-sigpolicy.
+ENFORCED_SIGNATURE = "containerPolicy"
 PROBLEM_STATES = (HostState.HOST_KEY_CHANGED, HostState.UNREACHABLE, HostState.AUTH_FAILED, HostState.UNREADABLE)
 
 
@@ -159,6 +161,15 @@ class HostQuerySet(models.QuerySet):
         """Hosts whose `bootc upgrade --check` found an update (cachedUpdate) that is not staged yet: the tally's
         `update_available` (migration 0006 computes it the same way)."""
         return self.exclude(update_digest="").filter(staged_digest="")
+
+    def enforcing(self):
+        """Hosts whose booted image bootc verified under the container policy (pulled with
+        --enforce-container-sigpolicy: `containerPolicy`): the tally's `enforcing` (migration 0009 computes it the
+        same way)."""
+        return self.filter(booted_signature=ENFORCED_SIGNATURE)
+
+    def not_enforcing(self):
+        return self.exclude(booted_signature=ENFORCED_SIGNATURE)
 
     def due(self, now=None):
         """Hosts whose next poll is due (and whose key is confirmed)."""
@@ -233,6 +244,9 @@ class Host(models.Model):
     rollback_version = models.CharField(max_length=200, blank=True)
     rollback_queued = models.BooleanField(default=False)
     update_digest = models.CharField(max_length=80, blank=True, help_text="cachedUpdate from `bootc upgrade --check`")
+    booted_signature = models.CharField(max_length=100, blank=True, help_text="How bootc verified the booted image: "
+                                        "the signature of its image reference in bootc status (containerPolicy: "
+                                        "enforced)")
     update_version = models.CharField(max_length=200, blank=True)
     expected_digest = models.CharField(max_length=80, blank=True, help_text="What the tracked reference resolves to for "
                                                                             "this host's architecture")

@@ -317,6 +317,7 @@ def record_status(host, parsed, *, raw, status_hash, now, expected, action=None)
         host.booted_digest = booted.digest[:80] if booted else ""
         host.booted_version = booted.version[:200] if booted else ""
         host.booted_image = (booted.image.image if booted and booted.image else "")[:512]
+        host.booted_signature = (booted.image.signature if booted and booted.image else "")[:100]
         host.architecture = (booted.image.architecture if booted and booted.image else "")[:32]
         host.staged_digest = staged.digest[:80] if staged else ""
         host.staged_version = staged.version[:200] if staged else ""
@@ -347,10 +348,10 @@ def record_status(host, parsed, *, raw, status_hash, now, expected, action=None)
 
 
 STATUS_FIELDS = [
-    "rolled_back", "is_bootc", "spec_image", "booted_digest", "booted_version", "booted_image", "architecture",
-    "staged_digest", "staged_version", "rollback_digest", "rollback_version", "rollback_queued", "update_digest",
-    "update_version", "status", "status_hash", "raw_status", "status_at", "last_poll_at", "next_poll_at", "reachable",
-    "failures", "last_error", "last_error_kind", "expected_digest", "drifting", "state",
+    "rolled_back", "is_bootc", "spec_image", "booted_digest", "booted_version", "booted_image", "booted_signature",
+    "architecture", "staged_digest", "staged_version", "rollback_digest", "rollback_version", "rollback_queued",
+    "update_digest", "update_version", "status", "status_hash", "raw_status", "status_at", "last_poll_at",
+    "next_poll_at", "reachable", "failures", "last_error", "last_error_kind", "expected_digest", "drifting", "state",
 ]
 
 

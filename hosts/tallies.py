@@ -11,7 +11,7 @@ class HostTally(models.Model):
     """How many hosts are in each (team, stage, state, drifting, update available): the counts of the host list, the
     fleet view and the dashboard, so that no page counts 100,000 rows.
 
-    Kept by database triggers on `hosts_host` (migrations 0002 and 0006): every insert, delete, and change of the
+    Kept by database triggers on `hosts_host` (migrations 0002, 0006 and 0009): every insert, delete, and change of the
     columns the key is made of adds a row of +1 and/or -1, whatever wrote it (a service, a bulk update, a cascade).
     Rows are only ever added, so concurrent writers never wait for each other on a counter; `tallies_compact` (beat,
     every minute) folds them into one row per key. A count is the sum of `n` over its key. No foreign keys: a team's
@@ -23,11 +23,14 @@ class HostTally(models.Model):
     drifting = models.BooleanField()
     update_available = models.BooleanField(default=False, help_text="An update found by `bootc upgrade --check` and "
                                                                     "not staged yet (`HostQuerySet.update_available`).")
+    enforcing = models.BooleanField(default=False, help_text="The host booted an image bootc verified under the "
+                                                             "container policy (`HostQuerySet.enforcing`).")
     n = models.IntegerField()
 
     def __str__(self):
         return (f"team {self.team_id} stage {self.stage_id} {self.state}{' drifting' if self.drifting else ''}"
-                f"{' update available' if self.update_available else ''}: {self.n:+d}")
+                f"{' update available' if self.update_available else ''}{' enforcing' if self.enforcing else ''}: "
+                f"{self.n:+d}")
 
 
 class DigestTally(models.Model):
@@ -45,12 +48,15 @@ class DigestTally(models.Model):
         return f"team {self.team_id} {self.booted_digest}: {self.n:+d}"
 
 
-def tally_counts(team_ids, *, stage_ids=None, state=None, update_available=None):
+def tally_counts(team_ids, *, stage_ids=None, state=None, update_available=None, enforcing=None):
     """{(team_id, stage_id, state, drifting): hosts} over the given teams, from the maintained tally; with
-    `update_available=True`, only hosts with an update found and not staged."""
+    `update_available=True`, only hosts with an update found and not staged; with `enforcing` True or False, only
+    hosts whose booted image bootc verified under the container policy, or only those whose was not."""
     rows = HostTally.objects.filter(team_id__in=list(team_ids))
     if update_available is not None:
         rows = rows.filter(update_available=update_available)
+    if enforcing is not None:
+        rows = rows.filter(enforcing=enforcing)
     if stage_ids is not None:
         rows = rows.filter(stage_id__in=[s for s in stage_ids if s is not None]) if None not in stage_ids else \
             rows.filter(Q(stage_id__in=[s for s in stage_ids if s is not None]) | Q(stage_id__isnull=True))

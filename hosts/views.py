@@ -85,8 +85,10 @@ def host_list(request):
     for (_, _, state, _), n in tally.items():
         counts[state] = counts.get(state, 0) + n
     drifting = sum(n for (_, _, _, is_drifting), n in tally.items() if is_drifting)
-    # "Only with an update available" counts from the tally's update_available rows.
-    listed = tally_counts(team_ids, update_available=True) if data.get("only") == "update" else tally
+    # "Only with an update available" and "only not enforcing signatures" count from the tally's own rows.
+    only = data.get("only")
+    listed = (tally_counts(team_ids, update_available=True) if only == "update"
+              else tally_counts(team_ids, enforcing=False) if only == "unenforced" else tally)
     page = _paginate(request, hosts, host_filter, listed, teams)
     context = {
         "filter": host_filter, "page": page,
@@ -134,10 +136,10 @@ class _CountedPaginator(Paginator):
 
 
 def _paginate(request, hosts, host_filter, tally, teams):
-    """Filters the tally can answer (team, stage, state, and "only with an update available", for which `tally` holds
-    just those hosts) take their count from it; a name, address or label search, and "only changed at runtime" (kept
-    with each host's reading, not in the tally), count at most LIST_COUNT_CAP + 1 rows (the page says "more than
-    10,000: narrow the filter")."""
+    """Filters the tally can answer (team, stage, state, and "only with an update available" or "only not enforcing
+    signatures", for which `tally` holds just those hosts) take their count from it; a name, address or label search,
+    and "only changed at runtime" (kept with each host's reading, not in the tally), count at most LIST_COUNT_CAP + 1
+    rows (the page says "more than 10,000: narrow the filter")."""
     data = host_filter.form.cleaned_data if host_filter.is_valid() else {}
     if data.get("q") or data.get("label") or data.get("only") == "runtime" or not host_filter.is_valid():
         count = hosts[: LIST_COUNT_CAP + 1].count()
@@ -649,7 +651,7 @@ def fleet(request):
     for stage in stages.values():
         stage_order[stage.name] = min(stage.position, stage_order.get(stage.name, stage.position))
     spreads = {key: fleet_tallies.version_spread(rows, stage_order) for key, rows in shown}
-    per_stage = fleet_tallies.per_stage(found.counts, team_names, stages, found.available)
+    per_stage = fleet_tallies.per_stage(found.counts, team_names, stages, found.available, found.enforcing)
     return render(request, "hosts/fleet.html", {"per_stage": per_stage, "groups": shown, "others": others, "page": page,
                                                 "team": team, "definitions": definitions, "builds": builds,
                                                 "rollouts_url": registry.fragment_url("fleet.rollouts"), "spreads": spreads})

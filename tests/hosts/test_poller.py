@@ -33,6 +33,24 @@ class TestReadingStatus:
         assert HostSnapshot.objects.filter(host=host).count() == 1
         assert kinds(host) == [EventKind.HOST_KEY_CONFIRMED, EventKind.FIRST_SEEN]
 
+    def test_whether_bootc_enforced_the_signature_policy_is_kept_on_the_host_and_counted_per_stage(self, fleet):
+        from hosts.tallies import tally_counts
+
+        def enforced(state):
+            booted_state(REF, D1)(state)
+            state.booted.signature = "containerPolicy"  # pulled with --enforce-container-sigpolicy
+
+        fleet.add("web-01", enforced)
+        fleet.add("web-02", booted_state(REF, D1))  # bootc omits the field when it did not enforce
+        hosts = fleet.start()
+        poller.poll_hosts([hosts["web-01"].pk, hosts["web-02"].pk])
+        assert fleet.host("web-01").booted_signature == "containerPolicy"
+        assert fleet.host("web-02").booted_signature == ""
+        assert set(Host.objects.enforcing().values_list("name", flat=True)) == {"web-01"}
+        team_id = fleet.team.pk
+        assert sum(tally_counts([team_id], enforcing=True).values()) == 1  # kept by the database's triggers
+        assert sum(tally_counts([team_id], enforcing=False).values()) == 1
+
     def test_an_unchanged_status_costs_no_snapshot_and_no_event(self, fleet):
         fleet.add("web-01", booted_state(REF, D1))
         hosts = fleet.start()

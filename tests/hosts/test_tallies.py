@@ -18,17 +18,17 @@ D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 
 def counted():
     """What a COUNT(*) over the hosts says, per tally key."""
-    hosts = Counter((h.team_id, h.stage_id, h.state, h.drifting, bool(h.update_digest) and not h.staged_digest)
-                    for h in Host.objects.all())
+    hosts = Counter((h.team_id, h.stage_id, h.state, h.drifting, bool(h.update_digest) and not h.staged_digest,
+                     h.booted_signature == "containerPolicy") for h in Host.objects.all())
     digests = Counter((h.team_id, h.booted_image, h.booted_digest, h.booted_version, h.architecture)
                       for h in Host.objects.exclude(booted_digest=""))
     return dict(hosts), dict(digests)
 
 
 def tallied():
-    hosts = {(r["team_id"], r["stage_id"], r["state"], r["drifting"], r["update_available"]): r["total"] for r in
-             HostTally.objects.values("team_id", "stage_id", "state", "drifting", "update_available")
-             .annotate(total=Sum("n")) if r["total"]}
+    hosts = {(r["team_id"], r["stage_id"], r["state"], r["drifting"], r["update_available"], r["enforcing"]): r["total"]
+             for r in HostTally.objects.values("team_id", "stage_id", "state", "drifting", "update_available",
+                                               "enforcing").annotate(total=Sum("n")) if r["total"]}
     digests = {(r["team_id"], r["booted_image"], r["booted_digest"], r["booted_version"], r["architecture"]): r["total"]
                for r in DigestTally.objects.values("team_id", "booted_image", "booted_digest", "booted_version",
                                                    "architecture").annotate(total=Sum("n")) if r["total"]}
@@ -77,7 +77,7 @@ def test_counts_are_read_from_the_tally(personas):
 
 
 @pytest.mark.parametrize("url", ["/", "/hosts/", "/hosts/?state=drift", "/hosts/?stage=-", "/hosts/?only=update",
-                                 "/hosts/fleet/"])
+                                 "/hosts/?only=unenforced", "/hosts/fleet/"])
 def test_pages_never_count_the_fleet(personas, client_for, url):
     """The dashboard, the host list (unfiltered, by state, by stage) and the fleet view read their counts from the
     tallies: no COUNT over hosts_host, and no GROUP BY over it."""
@@ -125,7 +125,7 @@ def test_the_fleet_view_sums_the_tallies_again_only_after_a_tally_row_changed(pe
     assert "2 hosts" in page and "1 host<" in page
 
 
-def status_with(booted, *, cached=None, staged=None):
+def status_with(booted, *, cached=None, staged=None, signature=""):
     """`bootc status --format=json` of a simulated host booting `booted`, with `bootc upgrade --check`'s cachedUpdate
     (`cached`) and a staged deployment (`staged`), as the simulator's state machine prints it."""
     from hosts.simbootc import FAULTS, BootcMachine, Deployment
@@ -136,7 +136,8 @@ def status_with(booted, *, cached=None, staged=None):
     machine.faults = dict(FAULTS)
 
     def deployment(digest):
-        return Deployment(image=reference, digest=digest, version=digest[7:10], checksum=digest[-64:])
+        return Deployment(image=reference, digest=digest, version=digest[7:10], checksum=digest[-64:],
+                          signature=signature)
 
     machine.state = SimState(name="web", spec_image=reference, booted=deployment(booted),
                              staged=deployment(staged) if staged else None,
@@ -205,3 +206,31 @@ class TestUpdateAvailable:
         assert available(team) == 0 and tallied() == counted()
         services.tallies_recount()
         assert available(other) == 1 and tallied() == counted()
+
+
+def enforcing(team):
+    return sum(tally_counts([team.pk], enforcing=True).values())
+
+
+def test_the_tally_counts_hosts_that_enforce_signatures_through_polls_reports_and_bulk_writes(personas):
+    """`enforcing`: the booted image's reference carries bootc's `containerPolicy` (pulled with
+    --enforce-container-sigpolicy). It follows a poll, a report-in host and a bulk write."""
+    from hosts.poller import PollOutcome, record_outcome
+    from tests.hosts.reportin_fixtures import Agent, make_token
+
+    host = Host.objects.create(team=personas.team, name="web-01", address="127.0.0.1", host_key="ssh-ed25519 AAAA")
+    record_outcome(host, PollOutcome(host.pk, raw=status_with(D1), exit_status=0))
+    assert enforcing(personas.team) == 0 and tallied() == counted()
+    record_outcome(Host.objects.get(pk=host.pk), PollOutcome(host.pk, raw=status_with(D2, signature="containerPolicy"),
+                                                             exit_status=0))
+    assert Host.objects.get(pk=host.pk).booted_signature == "containerPolicy"
+    assert enforcing(personas.team) == 1 and tallied() == counted()
+    _, token = make_token(personas, pre_approved=True)
+    agent = Agent()
+    assert agent.enroll(token).status_code == 201
+    assert agent.report(status_with(D1, signature="containerPolicy")).status_code == 200
+    assert enforcing(personas.team) == 2 and tallied() == counted()
+    Host.objects.filter(pk=host.pk).update(booted_signature="")  # a bulk write
+    assert enforcing(personas.team) == 1 and tallied() == counted()
+    services.tallies_recount()
+    assert enforcing(personas.team) == 1 and tallied() == counted()

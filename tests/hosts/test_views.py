@@ -324,6 +324,32 @@ class TestTheList:
         assert client_for(personas.helpdesk).get("/hosts/?only=update").context["page"].paginator.count == 30
         assert is_login(get(client_for, None, "/hosts/?only=update"))
 
+    def test_the_fleet_view_shows_per_stage_the_share_of_hosts_that_enforce_signatures_and_lists_the_others(
+            self, personas, client_for, many):
+        """Every prod host and a third of dev's booted an image bootc verified under the container policy."""
+        Host.objects.filter(stage__name="prod").update(booted_signature="containerPolicy")
+        dev = list(Host.objects.filter(stage__name="dev").order_by("name").values_list("pk", flat=True))
+        Host.objects.filter(pk__in=dev[:20]).update(booted_signature="containerPolicy")
+        Host.objects.filter(pk__in=dev[20:30]).update(booted_signature="insecure")  # older bootc's word for "no"
+        response = client_for(personas.viewer).get("/hosts/fleet/")
+        shares = {row["stage__name"]: (row["enforcing"], row["total"], row["enforcing_percent"])
+                  for row in response.context["per_stage"]}
+        assert shares == {"dev": (20, 60, 33), "prod": (60, 60, 100)}
+        page = response.content.decode()
+        link = f'/hosts/?team={personas.team.pk}&amp;stage=dev&amp;only=unenforced">40 do not</a>'
+        assert "Enforce signatures" in page and link in page
+        listed = client_for(personas.viewer).get(f"/hosts/?team={personas.team.pk}&stage=dev&only=unenforced")
+        assert listed.context["page"].paginator.count == 40  # from the tally
+        shown = {h.pk for h in listed.context["page"].object_list}
+        assert len(shown) == 40 and not shown & set(dev[:20])
+        assert client_for(personas.viewer).get("/hosts/?stage=prod&only=unenforced").context["page"].paginator.count == 0
+        outsider = client_for(personas.outsider).get("/hosts/?only=unenforced")
+        assert outsider.status_code == 200 and outsider.context["page"].paginator.count == 0
+        assert "No hosts yet" in client_for(personas.outsider).get("/hosts/fleet/").content.decode()
+        assert client_for(personas.helpdesk).get("/hosts/?only=unenforced").context["page"].paginator.count == 40
+        assert is_login(get(client_for, None, "/hosts/?only=unenforced"))
+        assert is_login(get(client_for, None, "/hosts/fleet/"))
+
     def test_the_fleet_view_counts_per_stage_the_hosts_up_to_date(self, personas, client_for, many):
         response = client_for(personas.viewer).get("/hosts/fleet/")
         counts = {row["stage__name"]: row["up_to_date"] for row in response.context["per_stage"]}
