@@ -164,7 +164,7 @@ class HostQuerySet(models.QuerySet):
 
     def enforcing(self):
         """Hosts whose booted image bootc verified under the container policy (pulled with
-        --enforce-container-sigpolicy: `containerPolicy`): the tally's `enforcing` (migration 0009 computes it the
+        --enforce-container-sigpolicy: `containerPolicy`): the tally's `enforcing` (migration 0010 computes it the
         same way)."""
         return self.filter(booted_signature=ENFORCED_SIGNATURE)
 

@@ -397,7 +397,7 @@ def runtime_fold_back(*, host, user, reviewed_sha256, request=None):
 
 TALLIES = {"hosts_hosttally": "team_id, stage_id, state, drifting, update_available, enforcing",
            "hosts_digesttally": "team_id, booted_image, booted_digest, booted_version, architecture"}
-# How a host row gives each tally's key (the triggers of migrations 0002, 0006 and 0009 say the same).
+# How a host row gives each tally's key (the triggers of migrations 0002, 0006 and 0010 say the same).
 TALLY_FROM_HOST = {"hosts_hosttally": "team_id, stage_id, state, drifting, (update_digest <> '' AND staged_digest = ''), "
                                       "(booted_signature = 'containerPolicy')",
                    "hosts_digesttally": TALLIES["hosts_digesttally"]}

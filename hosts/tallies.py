@@ -11,7 +11,7 @@ class HostTally(models.Model):
     """How many hosts are in each (team, stage, state, drifting, update available): the counts of the host list, the
     fleet view and the dashboard, so that no page counts 100,000 rows.
 
-    Kept by database triggers on `hosts_host` (migrations 0002, 0006 and 0009): every insert, delete, and change of the
+    Kept by database triggers on `hosts_host` (migrations 0002, 0006 and 0010): every insert, delete, and change of the
     columns the key is made of adds a row of +1 and/or -1, whatever wrote it (a service, a bulk update, a cascade).
     Rows are only ever added, so concurrent writers never wait for each other on a counter; `tallies_compact` (beat,
     every minute) folds them into one row per key. A count is the sum of `n` over its key. No foreign keys: a team's

@@ -9,7 +9,7 @@ from django.db.migrations.loader import MigrationLoader
 
 APPS = ("portal", "builds", "releases", "diskimages", "supplychain", "hosts", "rollouts")
 HAND_WRITTEN = {("portal", "0002_audit_append_only"), ("hosts", "0002_tally_triggers"),
-                ("hosts", "0006_tally_update_available"), ("hosts", "0009_tally_enforcing")}
+                ("hosts", "0006_tally_update_available"), ("hosts", "0010_tally_enforcing")}
 
 
 def test_every_app_starts_from_one_initial_migration_and_only_adds_after_it():

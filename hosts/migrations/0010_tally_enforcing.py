@@ -99,7 +99,7 @@ def sqlite_back_to_0006(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("hosts", "0008_runtime_changes")]
+    dependencies = [("hosts", "0009_list_search_indexes")]
     operations = [
         migrations.RunPython(sqlite_drop, sqlite_back_to_0006),
         migrations.AddField(model_name="host", name="booted_signature", field=models.CharField(
