@@ -1,13 +1,13 @@
 from django.urls import path, re_path
 
-from . import agent_api, fragments, views, views_enrollment
+from . import agent_api, fragments, views, views_enrollment, views_inventory
 
 app_name = "hosts"
 
 urlpatterns = [
     path("hosts/", views.host_list, name="host_list"),
-    path("hosts/new/", views.host_add, name="host_add"),
-    path("hosts/import/", views.host_import, name="host_import"),
+    path("hosts/new/", views_inventory.host_add, name="host_add"),
+    path("hosts/import/", views_inventory.host_import, name="host_import"),
     path("hosts/drift/", views.drift_list, name="host_drift"),
     path("hosts/fleet/", views.fleet, name="host_fleet"),
     path("hosts/fleet/runtime/", views.fleet_runtime, name="fleet_runtime"),
@@ -15,9 +15,9 @@ urlpatterns = [
     path("hosts/<int:pk>/", views.host_detail, name="host_detail"),
     path("hosts/<int:pk>/raw/", views.host_raw, name="host_raw"),
     path("hosts/<int:pk>/snapshots/<int:snapshot>/output/", views.host_snapshot_output, name="host_snapshot_output"),
-    path("hosts/<int:pk>/edit/", views.host_edit, name="host_edit"),
-    path("hosts/<int:pk>/delete/", views.host_delete, name="host_delete"),
-    path("hosts/<int:pk>/trust/", views.host_trust, name="host_trust"),
+    path("hosts/<int:pk>/edit/", views_inventory.host_edit, name="host_edit"),
+    path("hosts/<int:pk>/delete/", views_inventory.host_delete, name="host_delete"),
+    path("hosts/<int:pk>/trust/", views_inventory.host_trust, name="host_trust"),
     path("hosts/<int:pk>/poll/", views.host_poll, name="host_poll"),
     path("hosts/<int:pk>/runtime/read/", views.host_runtime_read, name="host_runtime_read"),
     path("hosts/<int:pk>/runtime/files/", views.host_runtime_files, name="host_runtime_files"),
@@ -41,8 +41,8 @@ urlpatterns = [
          name="enrollment_token_revoke"),
     path("hosts/release-map/", fragments.release_map, name="release_map"),
     path("hosts/release-map/definitions/<int:pk>/", fragments.definition_release_map, name="release_map_of_definition"),
-    path("teams/<slug:slug>/ssh-key/", views.team_keys, name="team_keys"),
-    path("teams/<slug:slug>/ssh-key/create/", views.team_key_create, name="team_key_create"),
-    path("teams/<slug:slug>/jump-hosts/", views.jump_host_add, name="jump_host_add"),
-    path("teams/<slug:slug>/pending-keys/", views.pending_keys_confirm, name="pending_keys_confirm"),
+    path("teams/<slug:slug>/ssh-key/", views_inventory.team_keys, name="team_keys"),
+    path("teams/<slug:slug>/ssh-key/create/", views_inventory.team_key_create, name="team_key_create"),
+    path("teams/<slug:slug>/jump-hosts/", views_inventory.jump_host_add, name="jump_host_add"),
+    path("teams/<slug:slug>/pending-keys/", views_inventory.pending_keys_confirm, name="pending_keys_confirm"),
 ]
