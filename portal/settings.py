@@ -620,6 +620,9 @@ SUPPLY_CHAIN_FEED_MAX_BYTES = env.int("SUPPLY_CHAIN_FEED_MAX_BYTES", default=64 
 # MEDIA_ROOT, the volume compose.yaml already shares between them.
 SUPPLY_CHAIN_LOOKASIDE_DIR = env.str("SUPPLY_CHAIN_LOOKASIDE_DIR", default="") or str(MEDIA_ROOT / "lookaside")
 SBOM_STORAGE = env.str("SBOM_STORAGE", default="default")  # a STORAGES alias for the builds' CycloneDX SBOMs
+# A rotated key leaves every policy at the date it was given (policies read the date); this retires it then.
+CELERY_BEAT_SCHEDULE["signing-key-rotations-retire"] = {"task": "builds.supplychain.tasks.key_rotations_retire_due",
+                                                        "schedule": 300.0}
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)  # one delivery attempt
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)  # then the delivery is marked failed
 WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=30.0)  # 30 s, 2 min, 8 min, 32 min, 1 h

@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -66,14 +68,28 @@ class ApplyFailed(runs.Failed):
 
 
 @dataclass(frozen=True)
+class CopySigning:
+    """A key that signs the digest as the promotion's copy writes it to the stage tag (a stage that signs what enters
+    it). `prepare(runner, workdir)` is a context manager that puts the key in the run's private directory for the
+    copy and yields (extra `copy_by_digest_args` keywords, environment); `recorded(promotion=, run=)` is called in the
+    transaction that records the promotion applied, and raises (so the tag is put back) when the signature is not
+    where it should be."""
+
+    description: str
+    prepare: Callable
+    recorded: Callable
+
+
+@dataclass(frozen=True)
 class CopyTrust:
     """What the promotion's copy must verify, as containers/image's own files: `policy_json` (containers-policy.json)
     and `registries_d` ({file name: text}, containers-registries.d), and `requirement`, the rule in words, which
-    starts the reason when skopeo refuses the digest."""
+    starts the reason when skopeo refuses the digest. `signing`: a key that signs the digest during the copy."""
 
     policy_json: str
     requirement: str
     registries_d: dict[str, str] = field(default_factory=dict)
+    signing: CopySigning | None = None
 
 
 def copy_trust(promotion) -> CopyTrust | None:
@@ -150,9 +166,14 @@ def _apply(promotion, execution, limit):
             sink.write("The tag already points at this digest: nothing to copy.")
         else:
             run_set_phase(run, "copying")
+            signing = trust.signing if trust is not None else None
+            if signing is not None:
+                sink.write(f"{signing.description}: skopeo signs the digest as it copies it")
             try:
-                runner.run(registry.copy_by_digest_args(source, target, tls_verify=access.tls_verify, authfile=authfile,
-                                                        **trust_files), watch=watch)
+                with signing.prepare(runner, workdir) if signing else nullcontext(({}, None)) as (sign_args, env):
+                    runner.run(registry.copy_by_digest_args(source, target, tls_verify=access.tls_verify,
+                                                            authfile=authfile, **trust_files, **sign_args),
+                               watch=watch, env=env)
             except CommandFailed as exc:
                 if trust is not None and _refused_by_policy(exc):
                     raise ApplyFailed(f"{trust.requirement}, and containers/image refused this digest: "
@@ -166,7 +187,8 @@ def _apply(promotion, execution, limit):
         if now_digest != promotion.digest:
             raise ApplyFailed(f"After the copy {target} resolves to {now_digest or 'nothing'}, not {promotion.digest}.")
         sink.write(f"Verified: {target} resolves to {now_digest}")
-        _record_success(promotion, execution, previous=previous)
+        signed = trust.signing if trust is not None and moved else None
+        _record_success(promotion, execution, previous=previous, signed=signed)
     except BaseException:
         if moved:
             execution.note(_put_back(runner, target, previous, access, authfile, sink))
@@ -227,13 +249,16 @@ def _put_back(runner, target, previous, access, authfile, sink) -> str:
     return f"{target} was put back to {previous}."
 
 
-def _record_success(promotion, execution, *, previous):
-    """The stage history entry, the promotion applied, its audit record and the run succeeded: all or nothing."""
+def _record_success(promotion, execution, *, previous, signed=None):
+    """The stage history entry, the promotion applied, its audit record, the signature made during the copy (`signed`)
+    and the run succeeded: all or nothing."""
     run, sink = execution.run, execution.sink
     with transaction.atomic():
         locked = Promotion.objects.select_for_update(of=("self",)).with_related().get(pk=promotion.pk)
         if locked.status != PromotionStatus.APPLYING or locked.run_id != run.pk:
             raise ApplyFailed(f"Request #{locked.pk} became {locked.get_status_display().lower()} while it was applied.")
+        if signed is not None:
+            sink.write(signed.recorded(promotion=locked, run=run))
         now = timezone.now()
         entry = StageHistory.objects.create(
             stage=locked.target_stage, definition=locked.definition, digest=locked.digest, previous_digest=previous,

@@ -82,22 +82,24 @@ class SignatureQuerySet(TeamScopedQuerySet):
                                    "requested_by")
 
     def valid(self):
-        """Signatures that were made (their run succeeded)."""
-        return self.filter(run__status=RunStatus.SUCCEEDED, signed_at__isnull=False)
+        """Signatures that were made: the signature was found where it was stored (`signed_at`). A rotation's run
+        makes many, and may fail after some of them were made; they stand."""
+        return self.filter(signed_at__isnull=False)
 
     def pending(self):
-        return self.filter(run__status__in=[RunStatus.QUEUED, RunStatus.RUNNING])
+        return self.filter(signed_at__isnull=True, run__status__in=[RunStatus.QUEUED, RunStatus.RUNNING])
 
 
 class Signature(models.Model):
     """One signing of a build's digest with a key: its run copies the digest onto the build's own tag with
     `--sign-by` (GPG: the signature goes to the lookaside store) or `--sign-by-sigstore-private-key` (an attachment in
-    the registry). Made once the run succeeded (`signed_at`)."""
+    the registry). Made once the signature was found where it was stored (`signed_at`). The run is the signing's own,
+    a key rotation's (which re-signs many digests), or a promotion's (a stage key signs the digest as it enters)."""
 
     build = models.ForeignKey(Build, on_delete=models.CASCADE, related_name="signatures")
     key = models.ForeignKey(SigningKey, on_delete=models.PROTECT, related_name="signatures")
     digest = models.CharField(max_length=80)
-    run = models.OneToOneField(Run, on_delete=models.PROTECT, related_name="signature")
+    run = models.ForeignKey(Run, on_delete=models.PROTECT, related_name="signatures")
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                      related_name="+")
     requested_by_name = models.CharField(max_length=150, blank=True)
@@ -119,18 +121,97 @@ class Signature(models.Model):
 
 
 class StageSigningPolicy(models.Model):
-    """A stage that takes only digests signed with `key`: the promotion's copy runs under a policy.json that demands it
-    (containers/image verifies, `builds.supplychain.services.copy_trust`). One key per stage, because sigstoreSigned
-    takes exactly one."""
+    """What a stage asks of signatures. `key`: the stage takes only digests signed with it; the promotion's copy runs
+    under a policy.json that demands it (containers/image verifies, `builds.supplychain.services.copy_trust`). One key
+    per stage, because sigstoreSigned takes exactly one (a rotation's old key is added for GPG while it overlaps).
+    `entry_key`: the stage's own key, which signs every digest as the promotion copies it in ("prod signs what enters
+    prod"); hosts tracking the stage verify that key."""
 
     stage = models.OneToOneField(Stage, on_delete=models.CASCADE, related_name="signing_policy")
-    key = models.ForeignKey(SigningKey, on_delete=models.PROTECT, related_name="stage_policies")
+    key = models.ForeignKey(SigningKey, null=True, blank=True, on_delete=models.PROTECT,
+                            related_name="stage_policies")
+    entry_key = models.ForeignKey(SigningKey, null=True, blank=True, on_delete=models.PROTECT,
+                                  related_name="stage_entry_policies",
+                                  help_text="Signs every digest promoted into the stage, during the copy.")
     set_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                related_name="+")
     set_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self):
-        return f"{self.stage} requires {self.key}"
+        return f"{self.stage} requires {self.key or 'no signature'}" + (
+            f", signs with {self.entry_key}" if self.entry_key_id else "")
+
+    @property
+    def host_key(self):
+        """The key hosts tracking the stage verify: the stage's own key when it signs what enters, else the key the
+        stage requires."""
+        return self.entry_key or self.key
+
+
+class RotationStatus(models.TextChoices):
+    RESIGNING = "resigning", "Re-signing the digests in use"
+    OVERLAP = "overlap", "Re-signed: both keys verify until the date"
+    DONE = "done", "Done: the old key is retired"
+
+
+OPEN_ROTATIONS = (RotationStatus.RESIGNING, RotationStatus.OVERLAP)
+
+
+class KeyRotationQuerySet(TeamScopedQuerySet):
+    team_path = "old_key__team"
+
+    def open(self):
+        return self.filter(status__in=OPEN_ROTATIONS)
+
+    def overlapping(self, now=None):
+        """Rotations whose old key still verifies: re-signed, and before the date given."""
+        return self.filter(status=RotationStatus.OVERLAP, old_until__gt=now or timezone.now())
+
+
+class KeyRotation(models.Model):
+    """Replacing `old_key` with `new_key`. A run (the one executor; log streamed, cancellable) re-signs with the new
+    key every digest still in use (what the registered digest keepers keep: held by a stage or within its rollback
+    window, booted, staged or kept for rollback by a host, ...). Once every one is re-signed, the stages that named
+    the old key name the new one, and, for GPG keys, policies accept both until `old_until`; at that date the old key
+    is retired. A digest that fails is named in the log and leaves the rotation re-signing: the old key stays until a
+    resumed run re-signs it (digests already re-signed are skipped)."""
+
+    old_key = models.ForeignKey(SigningKey, on_delete=models.PROTECT, related_name="rotations_from")
+    new_key = models.ForeignKey(SigningKey, on_delete=models.PROTECT, related_name="rotations_to")
+    old_until = models.DateTimeField(help_text="Until then the old key's signatures still verify (GPG keys).")
+    status = models.CharField(max_length=10, choices=RotationStatus.choices, default=RotationStatus.RESIGNING)
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.PROTECT, related_name="key_rotations",
+                            help_text="The latest re-signing run (a resumed rotation gets a new one).")
+    digests_total = models.PositiveIntegerField(default=0)
+    digests_done = models.PositiveIntegerField(default=0)
+    digests_failed = models.PositiveIntegerField(default=0)
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    resigned_at = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    objects = KeyRotationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["old_key"], condition=Q(status__in=["resigning", "overlap"]),
+                                    name="key_rotation_one_open_per_key"),
+            models.CheckConstraint(condition=~Q(old_key=models.F("new_key")), name="key_rotation_to_another_key"),
+        ]
+
+    def __str__(self):
+        return f"{self.old_key} -> {self.new_key}"
+
+    @property
+    def team(self):
+        return self.old_key.team
+
+    @property
+    def percent(self):
+        return int(100 * self.digests_done / self.digests_total) if self.digests_total else (
+            100 if self.status != RotationStatus.RESIGNING else 0)
 
 
 # --- SBOMs ----------------------------------------------------------------------------------------------------------

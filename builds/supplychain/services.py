@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
@@ -20,7 +21,7 @@ from django.utils import timezone
 
 from builds import registry
 from builds.models import Build
-from builds.releases.apply import CopyTrust
+from builds.releases.apply import ApplyFailed, CopySigning, CopyTrust
 from builds.releases.models import Stage
 from portal import objectstore
 from portal.access import check_team_action
@@ -28,8 +29,8 @@ from portal.formatting import short_digest
 from portal.models import Action, RunKind, Team, User
 from portal.services import audit, run_create, run_enqueue
 
-from . import gpg, keys, sbom, tasks, trust, vulns
-from .models import AdvisoryFeed, BuildSbom, KeyKind, Signature, SigningKey, StageSigningPolicy, validate_key_name
+from . import gpg, keys, rotation, sbom, signing, tasks, trust, vulns
+from .models import AdvisoryFeed, BuildSbom, KeyKind, KeyRotation, Signature, SigningKey, StageSigningPolicy, validate_key_name
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,8 @@ def signing_key_retire(*, key: SigningKey, user: User, request=None) -> SigningK
         locked = SigningKey.objects.select_for_update().get(pk=key.pk)
         if locked.retired_at is not None:
             raise ValidationError(f"{locked} is retired already.")
-        stages = [policy.stage.name for policy in locked.stage_policies.select_related("stage")]
+        stages = sorted({policy.stage.name for policy in [*locked.stage_policies.select_related("stage"),
+                                                          *locked.stage_entry_policies.select_related("stage")]})
         if stages:
             raise ValidationError(f"{', '.join(stages)} require{'s' if len(stages) == 1 else ''} {locked}: give "
                                   f"{'it' if len(stages) == 1 else 'them'} another key first.")
@@ -228,69 +230,146 @@ def sboms_image_deleted(*, digest: str, team: Team, log, **_details) -> int:
 # --- What stages require ---------------------------------------------------------------------------------------------
 
 
-def stage_signing_policy_set(*, stage: Stage, key: SigningKey | None, user: User, request=None) -> Stage:
-    """Require a signature with `key` for promotions to `stage` (None: no signature required). Team admins."""
+def stage_signing_policy_set(*, stage: Stage, key: SigningKey | None, user: User, request=None,
+                             entry: bool = False) -> Stage:
+    """Require a signature with `key` for promotions to `stage` (None: no signature required); with `entry`, make
+    `key` the stage's own key instead, which signs every digest as it is promoted in (None: the stage signs nothing).
+    Team admins."""
     check_team_action(user, stage.team, Action.ADMIN)
+    field = "entry_key" if entry else "key"
     if key is not None and key.team_id != stage.team_id:
         raise ValidationError(f"{key} is a key of another team.")
     if key is not None and not key.is_active:
-        raise ValidationError(f"{key} is retired; a stage can require only an active key.")
+        raise ValidationError(f"{key} is retired; a stage can name only an active key.")
+    if key is not None and KeyRotation.objects.open().filter(old_key=key).exists():
+        raise ValidationError(f"{key} is being rotated away; name the key it is rotated to.")
     with transaction.atomic():
-        before = StageSigningPolicy.objects.select_for_update().filter(stage=stage).select_related("key").first()
-        if key is None:
-            StageSigningPolicy.objects.filter(stage=stage).delete()
+        policy = StageSigningPolicy.objects.select_for_update(of=("self",)).filter(stage=stage).select_related(
+            "key", "entry_key").first()
+        before = getattr(policy, field, None) if policy else None
+        if policy is None:
+            policy = StageSigningPolicy(stage=stage)
+        setattr(policy, field, key)
+        policy.set_by, policy.set_at = user, timezone.now()
+        if policy.key_id is None and policy.entry_key_id is None:
+            if policy.pk:
+                policy.delete()
         else:
-            StageSigningPolicy.objects.update_or_create(stage=stage, defaults={"key": key, "set_by": user,
-                                                                               "set_at": timezone.now()})
-        summary = (f"{stage.name} requires a signature with {key}" if key is not None
-                   else f"{stage.name} requires no signature")
+            policy.save()
+        if entry:
+            summary = (f"{stage.name} signs every digest promoted into it with {key}" if key is not None
+                       else f"{stage.name} signs nothing as digests enter it")
+        else:
+            summary = (f"{stage.name} requires a signature with {key}" if key is not None
+                       else f"{stage.name} requires no signature")
         audit(action="stage.signing_policy", summary=summary, actor=user, team=stage.team, obj=stage, request=request,
-              detail={"before": before.key.fingerprint if before else None,
+              detail={"field": field, "before": before.fingerprint if before else None,
                       "after": key.fingerprint if key is not None else None})
     return stage
 
 
+def _policy_of(stage_id) -> StageSigningPolicy | None:
+    return StageSigningPolicy.objects.filter(stage_id=stage_id).select_related("key", "entry_key", "stage").first()
+
+
+def _requirement_for(key: SigningKey) -> tuple[str, str]:
+    """(kind, public key text) for policy.json: for a GPG key, a key ring of it and of the old key of a rotation to it
+    that still overlaps (`rotation.verifying_keys`)."""
+    if key.kind == KeyKind.GPG:
+        return key.kind, rotation.key_ring_text(rotation.verifying_keys(key))
+    return key.kind, key.public_key
+
+
+def _key_words(key: SigningKey) -> str:
+    """"key release (1A2B...)", and the old key that still verifies with it during a rotation."""
+    older = rotation.verifying_keys(key)[1:]
+    return f"key {key} ({key.short_fingerprint})" + "".join(
+        f" or, until its rotation date, {old} ({old.short_fingerprint})" for old in older)
+
+
 def copy_trust(*, promotion) -> CopyTrust | None:
-    """Releases asks this before copying `promotion`'s digest to its stage: when the stage requires a signature, the
-    policy.json (sigstoreSigned with the stage's key, for the source repository) and the registries.d entry (sigstore
-    attachments) under which skopeo copies, so containers/image refuses an unsigned or wrongly signed digest."""
-    policy = StageSigningPolicy.objects.filter(stage_id=promotion.target_stage_id).select_related("key").first()
+    """Releases asks this before copying `promotion`'s digest to its stage. When the stage requires a signature: the
+    policy.json (signedBy or sigstoreSigned with the stage's key, for the source repository) and the registries.d
+    entry under which skopeo copies, so containers/image refuses an unsigned or wrongly signed digest. When the stage
+    has a key of its own: that key signs the digest during the copy (`entry_signing`)."""
+    policy = _policy_of(promotion.target_stage_id)
     if policy is None:
         return None
     repository = promotion.build.repository or promotion.definition.repository
     registry = repository.split("/", 1)[0]
-    key = policy.key
+    stage_name = promotion.target_stage.name
+    required = policy.key
+    words = [f"{stage_name} requires a signature with {_key_words(required)}"] if required else []
+    entry = policy.entry_key if policy.entry_key_id and policy.entry_key.is_active else None
+    if entry is not None:
+        words.append(f"{stage_name} signs what enters it with key {entry} ({entry.short_fingerprint})")
+    if not words:
+        return None
     return CopyTrust(
-        policy_json=trust.policy_json({repository: (key.kind, key.public_key)}),
+        policy_json=trust.policy_json({repository: _requirement_for(required)} if required else {}),
         registries_d={"portal-signatures.yaml": trust.registries_d_yaml(
             [registry], lookaside=trust.lookaside_url(settings.SUPPLY_CHAIN_LOOKASIDE_DIR))},
-        requirement=f"{promotion.target_stage.name} requires a signature with key {key} ({key.short_fingerprint})",
+        requirement="; ".join(words),
+        signing=entry_signing(entry) if entry is not None else None,
     )
 
 
+def entry_signing(key: SigningKey) -> CopySigning:
+    """The stage key signing the digest during the promotion's copy: the key in the run's private directory for the
+    copy; after it, the signature is looked for where it was stored and recorded as a Signature of the promotion's
+    run, in the transaction that records the promotion (no signature found: the promotion fails, the tag goes back)."""
+
+    @contextmanager
+    def prepare(runner, workdir):
+        with signing.key_in_hand(key, runner, workdir) as hand:
+            yield hand.copy_args(), hand.env or None
+
+    def recorded(*, promotion, run) -> str:
+        repository = promotion.build.repository or promotion.definition.repository
+        if key.kind == KeyKind.GPG:
+            where = Path(trust.lookaside_path(settings.SUPPLY_CHAIN_LOOKASIDE_DIR, repository, promotion.digest))
+            if not any(where.glob("signature-*")):
+                raise ApplyFailed(f"skopeo copied {promotion.short_digest} to {promotion.target_stage.name} but its "
+                                  f"signature with {key} is not in the lookaside store ({where}): check "
+                                  "SUPPLY_CHAIN_LOOKASIDE_DIR is writable and shared by the workers.")
+        signature = Signature.objects.create(build=promotion.build, key=key, digest=promotion.digest, run=run,
+                                             requested_by=promotion.requested_by,
+                                             requested_by_name=promotion.requested_by_name, signed_at=timezone.now())
+        audit(action="signature.created", summary=f"signed {promotion.build} ({promotion.short_digest}) with {key} "
+              f"as it entered {promotion.target_stage.name}", actor_name="portal", team=key.team, obj=signature,
+              detail={"digest": promotion.digest, "key": key.fingerprint, "run": run.pk, "promotion": promotion.pk})
+        return f"Signed with {key} as it entered {promotion.target_stage.name}"
+
+    return CopySigning(description=f"The stage signs what enters it with key {key} ({key.short_fingerprint})",
+                       prepare=prepare, recorded=recorded)
+
 
 def stage_signature_requirement(*, stage: Stage) -> str:
-    """What releases asks (through `portal.registry`, "stage.signature_requirement"): the key the stage requires, in
-    words, or ""."""
-    policy = StageSigningPolicy.objects.filter(stage=stage).select_related("key").first()
-    if policy is None:
+    """What releases asks (through `portal.registry`, "stage.signature_requirement"): the key hosts of the stage
+    verify, in words, or ""."""
+    policy = _policy_of(stage.pk)
+    if policy is None or policy.host_key is None:
         return ""
-    return f"{stage.name} requires a signature with key {policy.key} ({policy.key.short_fingerprint})"
+    if policy.entry_key_id:
+        return f"{stage.name} signs what enters it with {_key_words(policy.entry_key)}"
+    return f"{stage.name} requires a signature with {_key_words(policy.key)}"
 
 
 def host_trust_files(*, stage: Stage) -> dict[str, str]:
     """What a host tracking `stage` needs to verify what it pulls (bake them into the image, the bootc way):
-    /etc/containers/policy.json requiring the stage's key for every repository of the team, and the registries.d entry
-    that reads sigstore attachments. Empty when the stage requires no signature."""
-    policy = StageSigningPolicy.objects.filter(stage=stage).select_related("key").first()
-    if policy is None:
+    /etc/containers/policy.json requiring the stage's key (its own key when it signs what enters it, else the key it
+    requires; during a GPG rotation, the old key too until its date) for every repository of the team, and the
+    registries.d entry that reads the signatures. Empty when the stage names no key."""
+    policy = _policy_of(stage.pk)
+    if policy is None or policy.host_key is None:
         return {}
     repositories = sorted(set(stage.team.image_definitions.values_list("repository", flat=True)))
     registries = sorted({repository.split("/", 1)[0] for repository in repositories})
-    key = policy.key
+    key = policy.host_key
     lookaside = f"{settings.SITE_URL.rstrip('/')}/lookaside" if key.kind == KeyKind.GPG else None
+    requirement = _requirement_for(key)
     return {
-        "policy.json": trust.host_policy_json({repository: (key.kind, key.public_key) for repository in repositories}),
+        "policy.json": trust.host_policy_json({repository: requirement for repository in repositories}),
         "portal-signatures.yaml": trust.registries_d_yaml(registries, lookaside=lookaside, staging=False),
     }
 
@@ -304,13 +383,15 @@ COPY portal-signatures.yaml /etc/containers/registries.d/portal-signatures.yaml
 
 
 def signature_summary(*, stage: Stage, digest: str) -> dict:
-    """What the approval card says: the key the stage requires (if any) and the valid signatures of `digest`."""
-    policy = StageSigningPolicy.objects.filter(stage=stage).select_related("key").first()
+    """What the approval card says: the key the stage requires (if any), the stage's own key that will sign it as it
+    enters, and the valid signatures of `digest`."""
+    policy = _policy_of(stage.pk)
     signatures = list(Signature.objects.valid().filter(digest=digest, key__team=stage.team)
                       .select_related("key", "requested_by").order_by("signed_at"))
     required = policy.key if policy else None
-    return {"required": required, "signatures": signatures,
-            "satisfied": required is None or any(s.key_id == required.pk for s in signatures),
+    accepted = {key.pk for key in rotation.verifying_keys(required)} if required else set()
+    return {"required": required, "signatures": signatures, "entry_key": policy.entry_key if policy else None,
+            "satisfied": required is None or any(s.key_id in accepted for s in signatures),
             "short_digest": short_digest(digest)}
 
 

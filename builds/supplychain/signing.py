@@ -20,6 +20,8 @@ import json
 import logging
 import os
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
@@ -28,11 +30,12 @@ from django.utils import timezone
 from builds import fetches, registry
 from builds.runner import CommandFailed, LocalRunner, Watch
 from portal import runs
-from portal.models import Run, RunStatus
+from portal.formatting import short_digest
+from portal.models import Run, RunKind, RunStatus
 from portal.services import audit, run_set_phase
 
 from . import gpg, trust
-from .models import KeyKind, Signature
+from .models import KeyKind, Signature, SigningKey
 
 log = logging.getLogger(__name__)
 
@@ -65,88 +68,116 @@ def signature_tag(digest: str) -> str:
 
 def _sign(signature, execution, limit):
     run, sink = execution.run, execution.sink
-    build, key = signature.build, signature.key
-    repository = build.repository or build.definition.repository
-    registry_host = repository.split("/", 1)[0]
-    tag = build.tags[0] if build.tags else f"build-{build.number}"
-    source, target = f"{repository}@{signature.digest}", f"{repository}:{tag}"
-    access = registry.access_for(build.definition.team, registry_host)
     runner = LocalRunner()
     watch = Watch(run=run, sink=sink, deadline=time.monotonic() + limit.seconds)
-    refusal = fetches.repository_refusal(repository, build.definition.team)
-    if refusal:
-        raise SigningFailed(f"{refusal} Nothing was signed.")
     workdir = runner.mkdtemp()
     try:
-        authfile = None
-        if access.auth_json():
-            authfile = os.path.join(workdir, "auth.json")
-            runner.write_file(authfile, access.auth_json(), 0o600)
-        sink.write(f"Sign {source} with {key.kind} key {key} ({key.short_fingerprint}), through {target}")
-        copy = {"tls_verify": access.tls_verify, "authfile": authfile}
-        if key.kind == KeyKind.GPG:
-            _sign_gpg(signature, runner, watch, workdir, source, target, copy, registry_host)
-        else:
-            _sign_sigstore(signature, runner, watch, workdir, source, target, copy, registry_host, repository)
+        with key_in_hand(signature.key, runner, workdir) as hand:
+            sign_digest(hand, build=signature.build, digest=signature.digest, runner=runner, watch=watch,
+                        workdir=workdir)
         _record(signature, execution)
     finally:
         runner.remove_tree(workdir)
 
 
-def _registries_d(runner, workdir, registry_host, lookaside=None):
-    directory = os.path.join(workdir, "registries.d")
-    runner.mkdir(directory)
-    runner.write_file(os.path.join(directory, "portal-signatures.yaml"),
-                      trust.registries_d_yaml([registry_host], lookaside=lookaside).encode(), 0o600)
-    return directory
+@dataclass(frozen=True)
+class KeyInHand:
+    """A key ready for skopeo in a run's private directory: a GPG key ring (`env` GNUPGHOME, `fingerprint`), or the
+    sigstore key and passphrase files."""
+
+    key: SigningKey
+    env: dict = field(default_factory=dict)
+    fingerprint: str = ""
+    key_file: str = ""
+    passphrase_file: str = ""
+
+    def copy_args(self) -> dict:
+        if self.key.kind == KeyKind.GPG:
+            return {"sign_by": self.fingerprint}
+        return {"sigstore_key": self.key_file, "passphrase_file": self.passphrase_file}
 
 
-def _sign_gpg(signature, runner, watch, workdir, source, target, copy, registry_host):
-    """skopeo --sign-by with the key in a key ring of the run's own; the signature lands in the lookaside store."""
-    store = settings.SUPPLY_CHAIN_LOOKASIDE_DIR
-    os.makedirs(store, exist_ok=True)
-    registries_d = _registries_d(runner, workdir, registry_host, lookaside=trust.lookaside_url(store))
-    with gpg.key_ring(workdir) as home:
-        try:
-            fingerprint = gpg.import_private_key(home, signature.key.private_key)
-        except gpg.GpgFailed as exc:
-            raise SigningFailed(f"The key {signature.key} could not be loaded: {exc}") from exc
-        try:
-            runner.run(registry.copy_by_digest_args(source, target, registries_d=registries_d, sign_by=fingerprint,
-                                                    **copy), watch=watch, env={"GNUPGHOME": home})
-        except CommandFailed as exc:
-            why = registry.skopeo_error(exc.output_tail) or exc
-            raise SigningFailed(f"skopeo could not sign {signature.short_digest} ({exc}): {why}") from exc
-    run_set_phase(signature.run, "checking")
-    repository = source.split("@", 1)[0]
-    where = trust.lookaside_path(store, repository, signature.digest)
-    found = sorted(glob.glob(os.path.join(glob.escape(where), "signature-*")))
-    if not found:
-        raise SigningFailed(f"skopeo said it signed, but no signature is in the lookaside store ({where}): check "
-                            "SUPPLY_CHAIN_LOOKASIDE_DIR is writable and shared by the workers.")
-    watch.log(f"The lookaside store holds {len(found)} signature(s) of {signature.short_digest} in {where}")
-
-
-def _sign_sigstore(signature, runner, watch, workdir, source, target, copy, registry_host, repository):
-    """skopeo --sign-by-sigstore-private-key; the signature is an attachment in the registry, read back after."""
+@contextmanager
+def key_in_hand(key: SigningKey, runner, workdir: str):
+    """The private key of `key` in `workdir` (0600) for as long as the block runs: a GPG key ring of its own, whose
+    agent is stopped after, or the sigstore key and its passphrase. The caller removes `workdir`."""
+    if key.kind == KeyKind.GPG:
+        with gpg.key_ring(workdir) as home:
+            try:
+                fingerprint = gpg.import_private_key(home, key.private_key)
+            except gpg.GpgFailed as exc:
+                raise SigningFailed(f"The key {key} could not be loaded: {exc}") from exc
+            yield KeyInHand(key=key, env={"GNUPGHOME": home}, fingerprint=fingerprint)
+        return
     key_file, passphrase_file = os.path.join(workdir, "key.private"), os.path.join(workdir, "passphrase")
-    runner.write_file(key_file, signature.key.private_key.encode(), 0o600)
-    runner.write_file(passphrase_file, signature.key.passphrase.encode(), 0o600)
-    registries_d = _registries_d(runner, workdir, registry_host)
+    runner.write_file(key_file, key.private_key.encode(), 0o600)
+    runner.write_file(passphrase_file, key.passphrase.encode(), 0o600)
+    yield KeyInHand(key=key, key_file=key_file, passphrase_file=passphrase_file)
+
+
+def sign_digest(hand: KeyInHand, *, build, digest: str, runner, watch, workdir: str) -> str:
+    """Sign `digest` (of `build`) with the key in hand: a copy onto the build's own tag with the signing option, which
+    cannot change the digest, then the signature is looked for where it was stored. Returns where it is. Raises
+    SigningFailed with the reason (a store that did not keep it names the setting that fixes it)."""
+    key = hand.key
+    repository = build.repository or build.definition.repository
+    registry_host = repository.split("/", 1)[0]
+    tag = build.tags[0] if build.tags else f"build-{build.number}"
+    source, target = f"{repository}@{digest}", f"{repository}:{tag}"
+    access = registry.access_for(build.definition.team, registry_host)
+    refusal = fetches.repository_refusal(repository, build.definition.team)
+    if refusal:
+        raise SigningFailed(f"{refusal} Nothing was signed.")
+    authfile = None
+    if access.auth_json():
+        authfile = os.path.join(workdir, "auth.json")
+        runner.write_file(authfile, access.auth_json(), 0o600)
+    watch.log(f"Sign {source} with {key.kind} key {key} ({key.short_fingerprint}), through {target}")
+    store = settings.SUPPLY_CHAIN_LOOKASIDE_DIR
+    if key.kind == KeyKind.GPG:
+        os.makedirs(store, exist_ok=True)
+    registries_d = _registries_d(runner, workdir, registry_host,
+                                 lookaside=trust.lookaside_url(store) if key.kind == KeyKind.GPG else None)
     try:
-        runner.run(registry.copy_by_digest_args(source, target, registries_d=registries_d, sigstore_key=key_file,
-                                                passphrase_file=passphrase_file, **copy), watch=watch)
+        runner.run(registry.copy_by_digest_args(source, target, registries_d=registries_d, tls_verify=access.tls_verify,
+                                                authfile=authfile, **hand.copy_args()), watch=watch, env=hand.env or None)
     except CommandFailed as exc:
         why = registry.skopeo_error(exc.output_tail) or str(exc)
         if "sigstore disabled" in why:
             why += (" (this worker's skopeo was built without sigstore, as Debian builds it: sign with a GPG key, or "
                     "give the worker an upstream skopeo)")
-        raise SigningFailed(f"skopeo could not sign {signature.short_digest} ({exc}): {why}") from exc
-    run_set_phase(signature.run, "checking")
-    attachment = f"{repository}:{signature_tag(signature.digest)}"
+        raise SigningFailed(f"skopeo could not sign {short_digest(digest)} ({exc}): {why}") from exc
+    if watch.run is not None and watch.run.kind == RunKind.SIGNING:
+        run_set_phase(watch.run, "checking")
+    if key.kind == KeyKind.GPG:
+        return _gpg_stored(store, repository, digest, watch)
+    return _sigstore_stored(runner, watch, repository, registry_host, digest, access.tls_verify, authfile)
+
+
+def _registries_d(runner, workdir, registry_host, lookaside=None):
+    directory = os.path.join(workdir, "registries.d")
+    if not os.path.isdir(directory):
+        runner.mkdir(directory)
+    runner.write_file(os.path.join(directory, "portal-signatures.yaml"),
+                      trust.registries_d_yaml([registry_host], lookaside=lookaside).encode(), 0o600)
+    return directory
+
+
+def _gpg_stored(store, repository, digest, watch):
+    where = trust.lookaside_path(store, repository, digest)
+    found = sorted(glob.glob(os.path.join(glob.escape(where), "signature-*")))
+    if not found:
+        raise SigningFailed(f"skopeo said it signed, but no signature is in the lookaside store ({where}): check "
+                            "SUPPLY_CHAIN_LOOKASIDE_DIR is writable and shared by the workers.")
+    watch.log(f"The lookaside store holds {len(found)} signature(s) of {short_digest(digest)} in {where}")
+    return where
+
+
+def _sigstore_stored(runner, watch, repository, registry_host, digest, tls_verify, authfile):
+    attachment = f"{repository}:{signature_tag(digest)}"
     try:
-        result = runner.run(registry.inspect_args(attachment, tls_verify=copy["tls_verify"], authfile=copy["authfile"],
-                                                  raw=True), watch=watch, capture=True)
+        result = runner.run(registry.inspect_args(attachment, tls_verify=tls_verify, authfile=authfile, raw=True),
+                            watch=watch, capture=True)
         layers = json.loads(result.stdout).get("layers") or []
     except (CommandFailed, ValueError) as exc:
         raise SigningFailed(f"The registry did not keep the signature: {attachment} cannot be read ({exc}). The "
@@ -154,7 +185,8 @@ def _sign_sigstore(signature, runner, watch, workdir, source, target, copy, regi
                             f"with use-sigstore-attachments: true for {registry_host} in registries.d.") from exc
     if not any(layer.get("mediaType") == SIGSTORE_SIGNATURE_MEDIA_TYPE for layer in layers):
         raise SigningFailed(f"{attachment} holds no sigstore signature: the registry did not keep it.")
-    watch.log(f"The registry holds {len(layers)} signature(s) of {signature.short_digest} in {attachment}")
+    watch.log(f"The registry holds {len(layers)} signature(s) of {short_digest(digest)} in {attachment}")
+    return attachment
 
 
 def _record(signature, execution):

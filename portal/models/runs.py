@@ -37,6 +37,7 @@ class RunKind(models.TextChoices):
     ROLLOUT = "rollout", "Rollout"
     MAINTENANCE = "maintenance", "Maintenance"
     SIGNING = "signing", "Signing"
+    KEY_ROTATION = "key_rotation", "Key rotation"
 
 
 # Help-desk users read host state and history across teams, so they may watch host runs too.
