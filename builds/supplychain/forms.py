@@ -29,11 +29,27 @@ class StagePolicyForm(forms.Form):
     key = forms.ModelChoiceField(queryset=SigningKey.objects.none(), required=False,
                                  empty_label="No signature required")
 
-    def __init__(self, *args, team, **kwargs):
+    def __init__(self, *args, team, empty_label=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["key"].queryset = SigningKey.objects.filter(team=team, retired_at__isnull=True)
+        if empty_label:
+            self.fields["key"].empty_label = empty_label
 
 
 class FeedImportForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="e.g. debian-bookworm; an import replaces the feed's advisories.")
     file = forms.FileField(help_text="OSV JSON: one record, a list of records, or a zip of them (OSV's all.zip).")
+
+
+class RotateForm(forms.Form):
+    new_key = forms.ModelChoiceField(queryset=SigningKey.objects.none(), empty_label=None, label="Rotate to",
+                                     help_text="Another active key of the same kind (generate it first).")
+    old_until = forms.DateTimeField(label="The old key verifies until (UTC)",
+                                    widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+                                    help_text="Hosts and stages accept both GPG keys until then; then the old key is "
+                                              "retired.")
+
+    def __init__(self, *args, key, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["new_key"].queryset = SigningKey.objects.filter(team=key.team, kind=key.kind,
+                                                                    retired_at__isnull=True).exclude(pk=key.pk)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import views, views_rotation
 
 app_name = "supplychain"
 
@@ -8,6 +8,9 @@ urlpatterns = [
     path("teams/<slug:slug>/signing-keys/", views.keys, name="keys"),
     path("teams/<slug:slug>/signing-keys/generate/", views.key_generate, name="key_generate"),
     path("teams/<slug:slug>/signing-keys/import/", views.key_import, name="key_import"),
+    path("signing-keys/<int:pk>/", views_rotation.key_detail, name="key_detail"),
+    path("signing-keys/<int:pk>/rotate/", views_rotation.key_rotate, name="key_rotate"),
+    path("key-rotations/<int:pk>/resume/", views_rotation.rotation_resume, name="rotation_resume"),
     path("signing-keys/<int:pk>/public.pem", views.key_public, name="key_public"),
     path("signing-keys/<int:pk>/retire/", views.key_retire, name="key_retire"),
     path("signing-keys/<int:pk>/sign-new-builds/", views.key_sign_new_builds, name="key_sign_new_builds"),

@@ -28,7 +28,7 @@ from portal.views import error_text
 from . import services, vulns
 from .access import get_signing_key_for_user
 from .forms import FeedImportForm, KeyGenerateForm, KeyImportForm, SignForm, StagePolicyForm
-from .models import Advisory, AdvisoryFeed, AffectedPackage, Signature, SigningKey, StageSigningPolicy
+from .models import Advisory, AdvisoryFeed, AffectedPackage, KeyRotation, Signature, SigningKey, StageSigningPolicy
 
 AFFECTED_BUILDS_SHOWN = 200
 SBOM_CONTENT_TYPE = "application/vnd.cyclonedx+json"
@@ -44,16 +44,24 @@ def keys(request, slug):
 
 def _render_keys(request, team, *, generate_form=None, import_form=None, status=200):
     is_admin = can(request.user, team, Action.ADMIN)
-    policies = {p.stage_id: p for p in StageSigningPolicy.objects.filter(stage__team=team).select_related("key")}
-    stages = [(stage, policies.get(stage.pk),
-               StagePolicyForm(team=team, initial={"key": getattr(policies.get(stage.pk), "key", None)},
-                               prefix=f"stage{stage.pk}") if is_admin else None)
-              for stage in team.stages.all()]
-    snippets = {stage.pk: services.HOST_TRUST_SNIPPET.format(stage=stage.name, key=policy.key.name)
-                for stage, policy, _ in stages if policy is not None}
+    policies = {p.stage_id: p for p in StageSigningPolicy.objects.filter(stage__team=team).select_related(
+        "key", "entry_key")}
+    stages = []
+    for stage in team.stages.all():
+        policy = policies.get(stage.pk)
+        forms = None
+        if is_admin:
+            forms = (StagePolicyForm(team=team, initial={"key": getattr(policy, "key", None)}, prefix=f"stage{stage.pk}"),
+                     StagePolicyForm(team=team, initial={"key": getattr(policy, "entry_key", None)},
+                                     prefix=f"entry{stage.pk}", empty_label="Signs nothing"))
+        snippet = (services.HOST_TRUST_SNIPPET.format(stage=stage.name, key=policy.host_key.name)
+                   if policy is not None and policy.host_key is not None else None)
+        stages.append((stage, policy, forms, snippet))
     return render(request, "supplychain/keys.html", {
-        "team": team, "is_admin": is_admin, "stages": [(*row, snippets.get(row[0].pk)) for row in stages],
+        "team": team, "is_admin": is_admin, "stages": stages,
         "keys": SigningKey.objects.filter(team=team).select_related("created_by"),
+        "rotating": {r.old_key_id: r for r in KeyRotation.objects.open().filter(old_key__team=team)
+                     .select_related("new_key")},
         "generate_form": generate_form or KeyGenerateForm(), "import_form": import_form or KeyImportForm(),
     }, status=status)
 
@@ -136,18 +144,23 @@ def key_sign_new_builds(request, pk):
 @require_POST
 def stage_policy(request, pk):
     stage = get_stage_for_user(request.user, pk, action=Action.ADMIN)
-    form = StagePolicyForm(request.POST, team=stage.team, prefix=f"stage{stage.pk}")
+    entry = request.POST.get("entry") == "1"
+    form = StagePolicyForm(request.POST, team=stage.team, prefix=f"{'entry' if entry else 'stage'}{stage.pk}")
     if not form.is_valid():
-        messages.error(request, "Pick one of the team's active keys, or no signature.")
+        messages.error(request, "Pick one of the team's active keys, or none.")
         return redirect("supplychain:keys", slug=stage.team.slug)
     key = form.cleaned_data["key"]
     try:
-        services.stage_signing_policy_set(stage=stage, key=key, user=request.user, request=request)
+        services.stage_signing_policy_set(stage=stage, key=key, user=request.user, request=request, entry=entry)
     except ValidationError as exc:
         messages.error(request, error_text(exc))
     else:
-        messages.success(request, f"{stage.name} now takes only digests signed with {key}." if key
-                         else f"{stage.name} takes digests without a signature now.")
+        if entry:
+            messages.success(request, f"{stage.name} signs every digest promoted into it with {key}; its hosts verify "
+                             f"{key}." if key else f"{stage.name} signs nothing as digests enter it now.")
+        else:
+            messages.success(request, f"{stage.name} now takes only digests signed with {key}." if key
+                             else f"{stage.name} takes digests without a signature now.")
     return redirect("supplychain:keys", slug=stage.team.slug)
 
 
