@@ -16,18 +16,19 @@ from django.utils import timezone
 from portal.registry import GateVerdict
 
 from .models import Signature, SigningKey, StageSigningPolicy
+from .rotation import verifying_keys
 
 SIGNATURE = "Signature"
 
 
 def accepted_keys(stage, now=None) -> list[SigningKey]:
-    """The keys whose signatures `stage` takes now: the key it requires, while it is not retired."""
+    """The keys whose signatures `stage` takes now: the key it requires and, during a GPG rotation to it, the old key
+    until its date (`rotation.verifying_keys`, what the copy's policy.json names), while they are not retired."""
     now = now or timezone.now()
     policy = StageSigningPolicy.objects.filter(stage=stage).select_related("key").first()
-    if policy is None:
+    if policy is None or policy.key is None:
         return []
-    key = policy.key
-    return [key] if key.retired_at is None or key.retired_at > now else []
+    return [key for key in verifying_keys(policy.key, now=now) if key.retired_at is None or key.retired_at > now]
 
 
 def _why_not(key: SigningKey, stage, now) -> str:
@@ -41,7 +42,7 @@ def signature_check(*, promotion, start: bool) -> GateVerdict | None:
     for rollbacks, which go back to a digest the stage ran before; their copy is verified all the same)."""
     stage = promotion.target_stage
     policy = StageSigningPolicy.objects.filter(stage=stage).select_related("key").first()
-    if policy is None or promotion.is_rollback:
+    if policy is None or policy.key is None or promotion.is_rollback:
         return None
     now = timezone.now()
     accepted = {key.pk for key in accepted_keys(stage, now)}

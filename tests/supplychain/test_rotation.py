@@ -107,9 +107,11 @@ def test_a_rotated_key_still_verifies_old_signatures_until_the_date_it_was_given
     for build in (first, second):  # re-signed: they verify with the new key alone
         verified = pulls(promo, build, after, tmp_path)
         assert verified.returncode == 0, verified.stderr
-    # ... and the stage's verification refuses build 3 now, by containers/image's word.
-    refused_promotion = promo.promote(third, "dev", expect_applied=False, reason="again")
-    assert refused_promotion.status == "failed" and "Source image rejected" in refused_promotion.status_note
+    # ... and the stage takes build 3 no more: its request is refused naming the key it lacks.
+    with pytest.raises(ValidationError) as refused_request:
+        promo.promote(third, "dev", reason="again")
+    assert f"signed only with release ({old.short_fingerprint}), which dev does not accept" in " ".join(
+        refused_request.value.messages)
 
     retired = resigning.key_rotations_retire_due()
     assert [r.pk for r in retired] == [done.pk]

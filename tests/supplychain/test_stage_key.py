@@ -43,14 +43,18 @@ def test_prod_signs_what_enters_prod_with_its_own_key_and_its_hosts_verify_that_
     assert never_entered.returncode != 0 and "Source image rejected" in never_entered.stderr
 
 
-def test_a_stage_key_does_not_sign_a_digest_the_stage_refuses(promo):
+def test_a_stage_key_does_not_sign_a_digest_containers_image_refuses(promo):
+    from tests.supplychain.test_signing import lose_signatures
+
     personas = promo.push().personas
     admin = personas.admin
     release = services.signing_key_generate(team=promo.team, user=admin, name="release")
     dev_key = services.signing_key_generate(team=promo.team, user=admin, name="dev-entry")
+    sign(promo, promo.builds[0], release)
     services.stage_signing_policy_set(stage=promo.stages["dev"], key=release, user=admin)
     services.stage_signing_policy_set(stage=promo.stages["dev"], key=dev_key, user=admin, entry=True)
-    refused = promo.promote(promo.builds[0], "dev", expect_applied=False)  # unsigned: containers/image refuses it
+    lose_signatures(promo, promo.builds[0])  # the portal's records say signed; the store has nothing
+    refused = promo.promote(promo.builds[0], "dev", expect_applied=False)
     assert refused.status == "failed" and "Source image rejected" in refused.status_note
     assert refused.status_note.startswith(f"dev requires a signature with key release ({release.short_fingerprint})")
     assert not Signature.objects.filter(key=dev_key).exists()
