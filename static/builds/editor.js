@@ -69,7 +69,7 @@
         CM.EditorView.cspNonce.of(mount.dataset.cspNonce || ""),
         CM.lineNumbers(), CM.highlightActiveLineGutter(), CM.highlightActiveLine(), CM.drawSelection(),
         CM.history(), CM.bracketMatching(), CM.search({top: true}),
-        CM.StreamLanguage.define(CM.dockerFile), CM.syntaxHighlighting(CM.defaultHighlightStyle),
+        CM.StreamLanguage.define(CM.dockerFile), CM.syntaxHighlighting(CM.classHighlighter),
         CM.lintGutter(),
         CM.keymap.of([...CM.defaultKeymap, ...CM.historyKeymap, ...CM.searchKeymap]),
         CM.EditorView.contentAttributes.of({"aria-label": "Containerfile", "spellcheck": "false"}),
