@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import browser_page, chromium, log_in, screenshot
+from tests.browser import QuietPage, browser_page, chromium, log_in, screenshot
 from tests.portal.everypage import a_portal_with_something_on_every_page, pages
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -45,9 +45,9 @@ def serious_accessibility_violations(page):
     return [v for v in found if v["impact"] in ("serious", "critical")]
 
 
-def violations_on(page, url):
+def violations_on(page, quiet, url):
     response = page.goto(url)
-    page.wait_for_load_state("networkidle")
+    quiet.wait()
     return response, page.evaluate("window.__csp")
 
 
@@ -66,6 +66,7 @@ def test_no_page_of_any_persona_breaks_the_policy_or_has_a_serious_accessibility
             # Each persona's own cookies; the system's colour scheme, which the portal's theme follows.
             context = browser.new_context(viewport={"width": 1400, "height": 900}, color_scheme=scheme)
             page = context.new_page()
+            quiet = QuietPage(page)
             page.add_init_script(COLLECT_VIOLATIONS)
             console = []
             page.on("console", lambda message, console=console: console.append(message.text)
@@ -73,7 +74,7 @@ def test_no_page_of_any_persona_breaks_the_policy_or_has_a_serious_accessibility
             if persona:
                 log_in(page, portal_server.url, {"admin": personas.admin.username}.get(persona, persona))
             for path in paths:
-                response, reported = violations_on(page, portal_server.url + path)
+                response, reported = violations_on(page, quiet, portal_server.url + path)
                 assert response.status < 500, (persona, path, response.status)
                 policy = response.headers.get("content-security-policy", "")
                 if response.status < 400:  # django-csp leaves DEBUG's own error pages without a policy
