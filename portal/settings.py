@@ -520,6 +520,7 @@ BOOT_TEST_CPUS = env.int("BOOT_TEST_CPUS", default=1)
 BOOT_TEST_MARKER = env.str("BOOT_TEST_MARKER", default=r"login: ?$|boot-complete\.target|Reached target.*Boot Complete")
 BOOT_TEST_BOOT_SECONDS = env.int("BOOT_TEST_BOOT_SECONDS", default=300)  # from QEMU's start to the marker
 BOOT_TEST_SOAK_SECONDS = env.int("BOOT_TEST_SOAK_SECONDS", default=0)  # the VM stays up this long after the marker
+BOOT_TEST_CHECK_SECONDS = env.int("BOOT_TEST_CHECK_SECONDS", default=120)  # each round of the checks over SSH
 BOOT_TEST_TIMEOUT_MINUTES = env.int("BOOT_TEST_TIMEOUT_MINUTES", default=20)  # the whole run, copy included
 BOOT_TEST_CONSOLE_MAX_BYTES = env.int("BOOT_TEST_CONSOLE_MAX_BYTES", default=4 * 1024 * 1024)
 BOOT_TEST_ROOTFS_MAX_BYTES = env.int("BOOT_TEST_ROOTFS_MAX_BYTES", default=512 * 1024 * 1024)

@@ -296,6 +296,17 @@ def systemctl_reboot():
     return Command(("systemctl", "reboot"), "reboot")
 
 
+def systemctl_is_system_running():
+    return Command(("systemctl", "is-system-running"), "ask systemd whether the boot finished without failed units")
+
+
+def boot_test_script(script):
+    """A definition's own check, run in its throwaway boot-test VM (never on a team's hosts)."""
+    if not script.strip():
+        raise ValueError("The test script is empty.")
+    return Command(("sh", "-c", script), "run the definition's boot-test script")
+
+
 def journalctl(unit, *, boot=0, lines=200):
     if unit not in JOURNAL_UNITS:
         raise ValueError(f"{unit!r} is not one of the bootc and greenboot units.")

@@ -46,18 +46,22 @@ if [ "$(id -u)" = 0 ] && [ ! -f /etc/containers/containers.conf ] && command -v 
 fi
 
 # Boot tests boot images that carry a real Debian kernel (tests/diskimages/bootimages.py). Keep one vmlinuz from Debian's
-# cloud kernel package, extracted without installing the package (no initramfs hooks run on this machine).
+# cloud kernel package, and the virtio network modules of the same kernel (the image that is logged in to over SSH
+# loads them), extracted without installing the package (no initramfs hooks run on this machine).
 kernel_dir=${PORTAL_TEST_KERNEL_DIR:-/var/cache/portal-tests}
-if [ "$purpose" != run ] && [ "$(uname -m)" = x86_64 ] && [ ! -s "$kernel_dir/vmlinuz" ] && command -v apt-get >/dev/null 2>&1; then
+if [ "$purpose" != run ] && [ "$(uname -m)" = x86_64 ] && { [ ! -s "$kernel_dir/vmlinuz" ] || [ ! -s "$kernel_dir/modules/virtio_net.ko" ]; } && command -v apt-get >/dev/null 2>&1; then
   package=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-  if [ -n "$package" ] && mkdir -p "$kernel_dir" 2>/dev/null; then
+  if [ -n "$package" ] && mkdir -p "$kernel_dir/modules" 2>/dev/null; then
     scratch=$(mktemp -d)
     if (cd "$scratch" && apt-get download -qq "$package" >/dev/null 2>&1); then
-      dpkg-deb --fsys-tarfile "$scratch"/*.deb | tar -x -C "$scratch" --wildcards './boot/vmlinuz-*'
+      dpkg-deb --fsys-tarfile "$scratch"/*.deb | tar -x -C "$scratch" --wildcards './boot/vmlinuz-*' \
+        './lib/modules/*/kernel/drivers/virtio/virtio*.ko' './lib/modules/*/kernel/drivers/net/virtio_net.ko' \
+        './lib/modules/*/kernel/drivers/net/net_failover.ko' './lib/modules/*/kernel/net/core/failover.ko'
       kernel=$(ls "$scratch"/boot/vmlinuz-* | head -n 1)
       install -m 0644 "$kernel" "$kernel_dir/vmlinuz"
+      find "$scratch"/lib/modules -name '*.ko' -exec install -m 0644 {} "$kernel_dir/modules/" \;
       basename "$kernel" | sed 's/^vmlinuz-//' > "$kernel_dir/version"
-      echo "Test kernel: $kernel_dir/vmlinuz ($(cat "$kernel_dir/version"))"
+      echo "Test kernel: $kernel_dir/vmlinuz ($(cat "$kernel_dir/version")) and its virtio network modules"
     else
       echo "Could not download $package for the boot tests' images (apt-get download); they will be skipped." >&2
     fi

@@ -4,8 +4,10 @@ A bootc image carries its kernel at `/usr/lib/modules/<version>/vmlinuz`. The wo
 registry (`skopeo copy ... dir:`), and this module flattens the image's layers (whiteouts applied, as podman would)
 into one newc cpio archive, which QEMU hands to that kernel as its initramfs: the image's own `/sbin/init` is then the
 first process, running on the image's own files. Nothing comes from the portal but `/dev/console`, which the kernel
-needs to give init a console (its own built-in initramfs has it too), and the empty mount points /dev, /proc and /sys
-when the image's layers lack them (container builds mount over them, so they are often not in any layer).
+needs to give init a console (its own built-in initramfs has it too), the empty mount points /dev, /proc and /sys
+when the image's layers lack them (container builds mount over them, so they are often not in any layer), and, when
+the test logs in over SSH, what an installer's configuration would add (`add_files`: the run's keys, the deployment
+record).
 
 This is the cheap, faithful-enough way to boot a small image: a production bootc image boots from a disk through its
 bootloader and ostree; that path needs bootc-image-builder, which cannot run here. The archive is held in memory, so
@@ -16,6 +18,7 @@ Pure: reads files, writes one file; no subprocess, no database.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
 import stat
@@ -198,9 +201,35 @@ def write_cpio(entries: dict[str, Entry], path: Path, *, leave_out: tuple[str, .
     return count
 
 
-def prepare(image_dir: Path, work_dir: Path, *, max_bytes: int) -> BootMedia:
-    """Make the kernel and initramfs of the image copied to `image_dir`, in `work_dir`."""
+def add_files(entries: dict[str, Entry], files: dict[str, tuple[int, bytes]]) -> None:
+    """Put `files` ({path: (mode, content)}, owned by root) into the root file system, with any parent directory
+    missing (0755, or 0700 for a `.ssh`). What the portal adds as an installer would: the run's SSH keys and the
+    deployment record (`vmaccess`)."""
+    for path, (mode, data) in files.items():
+        name = _norm(path)
+        parts = name.split("/")
+        for depth in range(1, len(parts)):
+            parent = "/".join(parts[:depth])
+            if parent not in entries or entries[parent].kind != stat.S_IFDIR:
+                entries[parent] = Entry(kind=stat.S_IFDIR, mode=0o700 if parts[depth - 1] == ".ssh" else 0o755,
+                                        uid=0, gid=0, mtime=0)
+        entries[name] = Entry(kind=stat.S_IFREG, mode=mode, uid=0, gid=0, mtime=0, data=data)
+
+
+def manifest_digest(image_dir: Path) -> str:
+    """The digest of the manifest `skopeo copy ... dir:` wrote: what the registry served for the digest asked for."""
+    try:
+        return "sha256:" + hashlib.sha256((image_dir / "manifest.json").read_bytes()).hexdigest()
+    except OSError as exc:
+        raise BootMediaError(f"the copied image has no readable manifest ({exc})") from None
+
+
+def prepare(image_dir: Path, work_dir: Path, *, max_bytes: int,
+            extra_files: dict[str, tuple[int, bytes]] | None = None) -> BootMedia:
+    """Make the kernel and initramfs of the image copied to `image_dir`, in `work_dir`, with `extra_files` added."""
     entries = flatten(layers_of(image_dir), max_bytes=max_bytes)
+    if extra_files:
+        add_files(entries, extra_files)
     version, kernel_path = find_kernel(entries)
     kernel = work_dir / "vmlinuz"
     kernel.write_bytes(entries[kernel_path].data)

@@ -28,7 +28,7 @@ from portal import runs
 from portal.models import Run, RunKind, RunStatus
 from portal.services import run_set_phase
 
-from . import bootmedia, qemu
+from . import bootmedia, qemu, vmaccess
 from .models import BootTest
 
 log = logging.getLogger(__name__)
@@ -66,28 +66,44 @@ def _boot(boot_test, execution, limit, found):
     except re.error as exc:
         raise runs.Failed(f"The marker {boot_test.marker!r} (BOOT_TEST_MARKER) is not a regular expression: {exc}.") \
             from None
-    BootTest.objects.filter(pk=boot_test.pk).update(accel=accel)
-    slower = " (no usable /dev/kvm on this worker: TCG emulation, slower)" if accel == "tcg" else ""
+    why = qemu.kvm_unusable_reason() if accel == "tcg" else ""
+    BootTest.objects.filter(pk=boot_test.pk).update(accel=accel, accel_note=why[:200])
+    slower = f" (emulated, slower: {why or 'BOOT_TEST_ACCEL=tcg'})" if accel == "tcg" else ""
     sink.write(f"Boot test #{boot_test.pk} of {boot_test.source_ref}: {accel.upper()}{slower}, "
                f"{boot_test.firmware.upper()} firmware, {boot_test.memory_mb} MiB, {boot_test.cpus} CPU(s)")
     parent = work_parent()
     parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{qemu.vm_name(run.pk)}-", dir=parent))
+    guest = vmaccess.GuestAccess.make(run.pk) if boot_test.ssh_checks else None
     try:
-        media = _media(boot_test, work, watch, sink)
+        media, copied_digest = _media(boot_test, work, watch, sink, guest)
         found["kernel_version"] = media.kernel_version
         config = qemu.VMConfig(
             name=qemu.vm_name(run.pk), kernel=media.kernel, initramfs=media.initramfs, accel=accel,
             firmware=boot_test.firmware, memory_mb=boot_test.memory_mb, cpus=boot_test.cpus,
-            append="console=ttyS0 rdinit=/sbin/init panic=-1", ovmf_code=settings.BOOT_TEST_OVMF_CODE)
+            append="console=ttyS0 rdinit=/sbin/init panic=-1", ovmf_code=settings.BOOT_TEST_OVMF_CODE,
+            hostfwd=guest.hostfwd() if guest else "")
         argv = qemu.args(config, qemu=binary)
         sink.write(f"::group::Booting {media.kernel_version} in a throwaway VM")
         sink.write(display(argv))
         run_set_phase(run, "booting")
+        checks = None
+        if guest is not None:
+            sink.write(f"The checks log in over SSH through 127.0.0.1:{guest.port} (QEMU's hostfwd to the VM's port "
+                       f"22) once the marker shows" + (", and again after the soak time" if boot_test.soak_seconds
+                                                       else ""))
+
+            def checks(round_number, log):
+                return vmaccess.run_checks(guest, digest=boot_test.digest, script=boot_test.test_script,
+                                           seconds=settings.BOOT_TEST_CHECK_SECONDS, round_number=round_number,
+                                           log=log)
         verdict = qemu.boot(argv, watch=watch, marker=marker, boot_seconds=boot_test.boot_seconds_limit,
-                            soak_seconds=boot_test.soak_seconds, max_console_bytes=settings.BOOT_TEST_CONSOLE_MAX_BYTES)
+                            soak_seconds=boot_test.soak_seconds, max_console_bytes=settings.BOOT_TEST_CONSOLE_MAX_BYTES,
+                            checks=checks)
         sink.write("::endgroup::")
-        found["tail"], found["boot_seconds"] = verdict.tail, verdict.boot_seconds
+        found["tail"], found["boot_seconds"], found["checks"] = verdict.tail, verdict.boot_seconds, verdict.checks
+        if guest is not None and copied_digest != boot_test.digest:
+            sink.write(f"The registry served a manifest with digest {copied_digest} for {boot_test.digest}")
         if not verdict.passed:
             raise runs.Failed(verdict.reason)
         with transaction.atomic():
@@ -123,8 +139,9 @@ def reap_leftovers() -> list[str]:
     return removed
 
 
-def _media(boot_test, work, watch, sink):
-    """The image's kernel and root file system, from the registry by digest."""
+def _media(boot_test, work, watch, sink, guest):
+    """The image's kernel and root file system, from the registry by digest, with the run's SSH keys and the
+    deployment record when the checks log in (`vmaccess`); and the digest of the manifest that was copied."""
     sink.write(f"::group::Copying {boot_test.source_ref} out of the registry")
     refusal = fetches.repository_refusal(boot_test.repository, boot_test.team, write=False)
     if refusal:
@@ -145,13 +162,19 @@ def _media(boot_test, work, watch, sink):
     sink.write("::endgroup::")
     run_set_phase(boot_test.run, "preparing")
     try:
-        media = bootmedia.prepare(image_dir, work, max_bytes=settings.BOOT_TEST_ROOTFS_MAX_BYTES)
+        copied = bootmedia.manifest_digest(image_dir)
+        extra = guest.guest_files(image_reference=boot_test.source_ref, digest=copied) if guest else None
+        media = bootmedia.prepare(image_dir, work, max_bytes=settings.BOOT_TEST_ROOTFS_MAX_BYTES, extra_files=extra)
     except bootmedia.BootMediaError as exc:
         raise runs.Failed(f"The image cannot be booted: {exc}.") from None
+    if guest is not None:
+        sink.write("Added for the checks, as an installer's configuration would: root's authorized_keys (a key made "
+                   "for this run), the VM's SSH host key (made for this run, pinned), and the deployment record "
+                   f"/{vmaccess.DEPLOYMENT_RECORD} ({copied})")
     sink.write(f"Kernel {media.kernel_version} from the image; its root file system as the initramfs: {media.files} "
                f"files, {media.size:,} bytes")
     shutil.rmtree(image_dir, ignore_errors=True)
-    return media
+    return media, copied
 
 
 def _record(boot_test, execution, found):
@@ -159,7 +182,7 @@ def _record(boot_test, execution, found):
     boot time."""
     BootTest.objects.filter(pk=boot_test.pk).update(
         console_tail=found.get("tail", []), kernel_version=found.get("kernel_version", "")[:100],
-        boot_seconds=found.get("boot_seconds"))
+        boot_seconds=found.get("boot_seconds"), checks=found.get("checks", []))
 
 
 def _wake_promotions():

@@ -300,3 +300,20 @@ class KickstartForm(forms.Form):
             if stage and definition and stage.team_id != definition.team_id:
                 self.add_error(name, f"{stage.name} is a stage of another team.")
         return data
+
+
+class BootTestPlanForm(forms.Form):
+    marker = forms.CharField(required=False, max_length=200, label="Boot marker",
+                             help_text="A regular expression a console line matches once the image has booted. Empty: "
+                                       "the portal's (a login prompt or greenboot's boot-complete).")
+    boot_seconds = forms.IntegerField(required=False, min_value=5, max_value=3600, label="Boot deadline (s)",
+                                      help_text="From the VM's start to the marker. Empty: the portal's.")
+    soak_seconds = forms.IntegerField(required=False, min_value=0, max_value=24 * 3600, label="Soak time (s)",
+                                      help_text="The VM stays up this long after the marker and the checks run again. "
+                                                "Empty: the portal's.")
+    ssh_checks = forms.BooleanField(required=False, label="Check over SSH",
+                                    help_text="Log in as root with a key made for the run: bootc status must report the "
+                                              "digest under test, systemctl is-system-running must say running.")
+    test_script = forms.CharField(required=False, max_length=20000, label="Test script",
+                                  widget=forms.Textarea(attrs={"rows": 6, "class": "font-monospace", "spellcheck": "false"}),
+                                  help_text="Shell, run as root in the VM over SSH after the checks; exit 0 passes.")

@@ -298,12 +298,16 @@ class BootTest(OfADigest, models.Model):
     digest = models.CharField(max_length=80)
     run = models.OneToOneField(Run, on_delete=models.PROTECT, related_name="boot_test")
     accel = models.CharField(max_length=8, blank=True, help_text="kvm or tcg, once the worker picked one.")
+    accel_note = models.CharField(max_length=200, blank=True, help_text="Why not KVM, when the worker could not use it.")
     firmware = models.CharField(max_length=8)
     memory_mb = models.PositiveIntegerField()
     cpus = models.PositiveSmallIntegerField()
     marker = models.CharField(max_length=200, help_text="The console pattern that means booted.")
     boot_seconds_limit = models.PositiveIntegerField()
     soak_seconds = models.PositiveIntegerField(default=0)
+    ssh_checks = models.BooleanField(default=False, help_text="Log in over SSH once booted (and again after the soak).")
+    test_script = models.TextField(blank=True, help_text="The definition's own check, run over SSH; exit 0 passes.")
+    checks = models.JSONField(default=list, blank=True, help_text="[{round, name, passed, detail}] of the SSH checks.")
     kernel_version = models.CharField(max_length=100, blank=True)
     boot_seconds = models.FloatField(null=True, blank=True, help_text="From QEMU's start to the marker.")
     console_tail = models.JSONField(default=list, blank=True)
@@ -328,3 +332,31 @@ class BootTest(OfADigest, models.Model):
     @property
     def is_active(self):
         return self.run.is_active
+
+
+class BootTestPlan(models.Model):
+    """How one definition's images are boot-tested, where it differs from the settings (docs/boot-tests.md): its own
+    marker, deadline and soak time, and whether the test logs in over SSH to check `bootc status`, `systemctl
+    is-system-running` and the definition's own script. A boot test copies these when it is asked for."""
+
+    definition = models.OneToOneField(ImageDefinition, on_delete=models.CASCADE, related_name="boot_test_plan")
+    marker = models.CharField(max_length=200, blank=True,
+                              help_text="A regular expression a console line matches once booted; empty: "
+                                        "the portal's BOOT_TEST_MARKER.")
+    boot_seconds = models.PositiveIntegerField(null=True, blank=True,
+                                               help_text="From the VM's start to the marker; empty: BOOT_TEST_BOOT_SECONDS.")
+    soak_seconds = models.PositiveIntegerField(null=True, blank=True,
+                                               help_text="How long the VM stays up after the marker, the checks running "
+                                                         "again at its end; empty: BOOT_TEST_SOAK_SECONDS.")
+    ssh_checks = models.BooleanField(default=False,
+                                     help_text="Log in over SSH with a key made for the run: bootc status must report "
+                                               "the digest, systemctl is-system-running must not say degraded.")
+    test_script = models.TextField(blank=True, max_length=20000,
+                                   help_text="A shell script run as root in the VM over SSH (with the checks on); "
+                                             "exit 0 passes.")
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+
+    def __str__(self):
+        return f"Boot test plan of {self.definition}"

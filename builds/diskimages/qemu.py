@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import collections
 import os
+import queue
 import re
 import select
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +61,7 @@ class VMConfig:
     append: str
     ovmf_code: str = ""
     ovmf_vars: str = ""
+    hostfwd: str = ""  # "tcp:127.0.0.1:PORT-:22" when the checks log in over SSH: loopback only
 
 
 @dataclass
@@ -68,6 +71,7 @@ class Verdict:
     tail: list[str] = field(default_factory=list)
     boot_seconds: float | None = None  # from QEMU's start to the marker
     console_bytes: int = 0
+    checks: list[dict] = field(default_factory=list)  # what the checks over SSH found, round by round
 
 
 def qemu_binary() -> str:
@@ -77,18 +81,39 @@ def qemu_binary() -> str:
     return path
 
 
+def kvm_unusable_reason(cpuinfo: str | None = None) -> str:
+    """Why KVM cannot run on this worker ("" when it can): /dev/kvm missing or not the worker's to use, or a CPU
+    without the virtualization flag (vmx or svm). A VM host may hand its guests a /dev/kvm whose CPU shows neither
+    flag: QEMU then starts under KVM and the guest stops in the kernel's setup code (seen on the project's machines)."""
+    if not os.path.exists("/dev/kvm"):
+        return "/dev/kvm is missing"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "/dev/kvm is not readable and writable by the worker"
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return ""
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[-1].split())
+    if flags and not flags & {"vmx", "svm"}:
+        return "/dev/kvm exists but the CPU shows no vmx or svm flag, so KVM cannot run here"
+    return ""
+
+
 def kvm_usable() -> bool:
-    return os.access("/dev/kvm", os.R_OK | os.W_OK)
+    return not kvm_unusable_reason()
 
 
 def pick_accelerator(setting: str) -> str:
-    """"kvm" or "tcg" for BOOT_TEST_ACCEL ("auto" takes KVM when /dev/kvm is usable)."""
+    """"kvm" or "tcg" for BOOT_TEST_ACCEL ("auto" takes KVM when it can run on this worker)."""
     setting = (setting or "auto").lower()
     if setting not in ("auto", "kvm", "tcg"):
         raise QemuError(f"BOOT_TEST_ACCEL is {setting!r}; it must be auto, kvm or tcg")
-    if setting == "kvm" and not kvm_usable():
-        raise QemuError("BOOT_TEST_ACCEL=kvm but /dev/kvm is missing or not usable by the worker; set it to auto or "
-                        "tcg to boot without KVM (slower)")
+    if setting == "kvm" and (why := kvm_unusable_reason()):
+        raise QemuError(f"BOOT_TEST_ACCEL=kvm but {why}; set it to auto or tcg to boot without KVM (slower)")
     if setting == "auto":
         return "kvm" if kvm_usable() else "tcg"
     return setting
@@ -107,7 +132,8 @@ def args(config: VMConfig, *, qemu: str = QEMU) -> list[str]:
     argv = [qemu, "-name", config.name, "-nodefaults", "-no-reboot", "-display", "none", "-monitor", "none",
             "-serial", "stdio", "-accel", config.accel, "-cpu", "host" if config.accel == "kvm" else "max",
             "-m", str(config.memory_mb), "-smp", str(config.cpus),
-            "-netdev", "user,id=net0,restrict=on", "-device", "virtio-net-pci,netdev=net0,romfile=",
+            "-netdev", "user,id=net0,restrict=on" + (f",hostfwd={config.hostfwd}" if config.hostfwd else ""),
+            "-device", "virtio-net-pci,netdev=net0,romfile=",
             "-kernel", str(config.kernel), "-initrd", str(config.initramfs), "-append", config.append]
     if config.firmware == "uefi":
         argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={config.ovmf_code}"]
@@ -156,9 +182,13 @@ def stop_vm(pid: int) -> None:
 
 
 def boot(argv: list[str], *, watch, marker: re.Pattern, boot_seconds: float, soak_seconds: float,
-         max_console_bytes: int) -> Verdict:
+         max_console_bytes: int, checks=None) -> Verdict:
     """Start the VM, stream its console into `watch.log`, and decide. `watch.poll()` (cancel, the run's time limit)
-    is called all along and may raise; the VM is killed whatever happens."""
+    is called all along and may raise; the VM is killed whatever happens.
+
+    `checks(round_number, log)`, when given, runs in a thread of its own once the marker shows (round 1) and again at
+    the end of the soak time (round 2), while the console goes on streaming; it returns something with `passed`,
+    `reason` and `results`, and the first round that fails fails the boot."""
     started = time.monotonic()
     try:
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -168,7 +198,7 @@ def boot(argv: list[str], *, watch, marker: re.Pattern, boot_seconds: float, soa
     console = Console(watch, marker=marker, max_bytes=max_console_bytes)
     try:
         return console.follow(process, started=started, boot_deadline=started + boot_seconds,
-                              soak_seconds=soak_seconds)
+                              soak_seconds=soak_seconds, rounds=CheckRounds(checks, soak_seconds) if checks else None)
     finally:
         if process.poll() is None:
             kill_tree(process.pid)
@@ -212,16 +242,16 @@ class Console:
                     return label
         return ""
 
-    def _verdict(self, passed, reason, started, marker_at=None):
+    def _verdict(self, passed, reason, started, marker_at=None, checks=None):
         rest = self.splitter.rest()
         for line in rest:
             self.watch.log(line)
             self.tail.append(line)
         tail = self.failure_lines if self.failure_lines is not None and not passed else list(self.tail)
-        return Verdict(passed=passed, reason=reason, tail=tail, console_bytes=self.bytes,
+        return Verdict(passed=passed, reason=reason, tail=tail, console_bytes=self.bytes, checks=checks or [],
                        boot_seconds=None if marker_at is None else round(marker_at - started, 2))
 
-    def follow(self, process, *, started, boot_deadline, soak_seconds) -> Verdict:
+    def follow(self, process, *, started, boot_deadline, soak_seconds, rounds=None) -> Verdict:
         streams = {process.stdout.fileno(): "out", process.stderr.fileno(): "err"}
         open_fds = set(streams)
         err_splitter = LineSplitter()
@@ -231,7 +261,15 @@ class Console:
             now = time.monotonic()
             if failed and (now >= fail_by or not open_fds):
                 return self._verdict(False, f"{failed}.", started, marker_at)
-            if marker_at is not None and now >= marker_at + soak_seconds:
+            if marker_at is not None and rounds is not None:
+                for line in rounds.lines():
+                    self.watch.log(line)
+                decided = rounds.decide(now, soak_until=marker_at + soak_seconds)
+                if decided is not None:
+                    passed, why = decided
+                    reason = why if not passed else (f"Booted to the marker in {marker_at - started:.1f} s{why}.")
+                    return self._verdict(passed, reason, started, marker_at, checks=rounds.results)
+            elif marker_at is not None and now >= marker_at + soak_seconds:
                 soak = f", and stayed up {soak_seconds:g} s" if soak_seconds else ""
                 return self._verdict(True, f"Booted to the marker in {marker_at - started:.1f} s{soak}.", started,
                                      marker_at)
@@ -275,4 +313,69 @@ class Console:
                     self.watch.log(f"boot test: the console reached the marker ({self.marker.pattern}) after "
                                    f"{marker_at - started:.1f} s" + (f"; soaking {soak_seconds:g} s" if soak_seconds
                                                                      else ""))
+                    if rounds is not None:
+                        rounds.start()
             self.watch.poll()
+
+
+class CheckRounds:
+    """The checks of one boot, in a thread of their own so the console keeps streaming: round 1 when the marker
+    shows, round 2 (with a soak time) once the VM has stayed up that long. Lines they log are handed to the console's
+    loop, which writes them to the run's log (the log sink is written from one thread only)."""
+
+    def __init__(self, checks, soak_seconds):
+        self.checks, self.soak_seconds = checks, soak_seconds
+        self.wanted = 2 if soak_seconds else 1
+        self.started = self.passed = 0  # rounds
+        self.results: list[dict] = []
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._outcome = None
+
+    def start(self):
+        self.started += 1
+        self._outcome = None
+        self._thread = threading.Thread(target=self._run, args=(self.started,), daemon=True,
+                                        name=f"boot-test-checks-{self.started}")
+        self._thread.start()
+
+    def _run(self, number):
+        self._queue.put(f"boot test: checks over SSH, round {number} of {self.wanted}")
+        try:
+            self._outcome = self.checks(number, self._queue.put)
+        except Exception as exc:  # noqa: BLE001 - a check that breaks fails the boot with what broke
+            self._outcome = _Broken(f"The checks over SSH broke: {exc}")
+
+    def lines(self):
+        while True:
+            try:
+                yield self._queue.get_nowait()
+            except queue.Empty:
+                return
+
+    def decide(self, now, *, soak_until):
+        """None while undecided; else (passed, the verdict's reason, or for a pass what to add to it)."""
+        if self._thread is not None:
+            if self._thread.is_alive():
+                return None
+            self._thread, outcome = None, self._outcome
+            self.results.extend(outcome.results)
+            if not outcome.passed:
+                return False, outcome.reason
+            self.passed += 1
+        if self.passed < self.wanted:
+            if now >= soak_until:
+                self.start()
+            return None
+        checked = sum(1 for result in self.results if result["round"] == 1)
+        if self.wanted == 1:
+            return True, f", and passed {checked} checks over SSH"
+        return True, (f", passed {checked} checks over SSH, and stayed up {self.soak_seconds:g} s with them "
+                      "passing again")
+
+
+@dataclass
+class _Broken:
+    reason: str
+    passed: bool = False
+    results: list = field(default_factory=list)

@@ -35,6 +35,7 @@ from .models import (
     Artifact,
     ArtifactRetention,
     BootTest,
+    BootTestPlan,
     CloudCredential,
     DiskImage,
     DiskImageBackend,
@@ -537,12 +538,15 @@ def boot_test_start(*, build: Build, user: User | None, trigger: str = "button",
                                   f"{running.run.get_status_display().lower()} already; wait for its verdict.")
         run = run_create(kind=RunKind.BOOT_TEST, started_by=user, trigger=trigger, team=team,
                          title=f"Boot test of {build.definition} build {build.number} @ {build.short_digest}")
+        plan = BootTestPlan.objects.filter(definition=build.definition).first() or BootTestPlan()
         boot_test = BootTest.objects.create(
             team=team, definition=build.definition, build=build, digest=build.digest,
             repository=build.repository or build.definition.repository, run=run,
             firmware=settings.BOOT_TEST_FIRMWARE, memory_mb=settings.BOOT_TEST_MEMORY_MB, cpus=settings.BOOT_TEST_CPUS,
-            marker=settings.BOOT_TEST_MARKER[:200], boot_seconds_limit=settings.BOOT_TEST_BOOT_SECONDS,
-            soak_seconds=settings.BOOT_TEST_SOAK_SECONDS,
+            marker=(plan.marker or settings.BOOT_TEST_MARKER)[:200],
+            boot_seconds_limit=plan.boot_seconds or settings.BOOT_TEST_BOOT_SECONDS,
+            soak_seconds=settings.BOOT_TEST_SOAK_SECONDS if plan.soak_seconds is None else plan.soak_seconds,
+            ssh_checks=plan.ssh_checks, test_script=plan.test_script if plan.ssh_checks else "",
         )
         content_type = ContentType.objects.get_for_model(BootTest)
         Run.objects.filter(pk=run.pk).update(content_type=content_type, object_id=str(boot_test.pk))

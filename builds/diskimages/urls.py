@@ -28,4 +28,5 @@ urlpatterns = [
     path("boot-tests/", views_boottests.boot_test_list, name="boot_test_list"),
     path("boot-tests/new/", views_boottests.boot_test_create, name="boot_test_create"),
     path("boot-tests/<int:pk>/", views_boottests.boot_test_detail, name="boot_test_detail"),
+    path("boot-tests/definitions/<int:definition_pk>/plan/", views_boottests.boot_test_plan, name="boot_test_plan"),
 ]

@@ -7,6 +7,7 @@ Every object comes through `builds.diskimages.access` (or `builds.access` for th
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -14,14 +15,15 @@ from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from builds.access import get_build_for_user
+from builds.access import get_build_for_user, get_definition_for_user
 from builds.models import Build
 from portal.access import can
 from portal.models import Action
 from portal.views import _viewer_context, error_text
 
-from . import services
+from . import bootplans, services
 from .access import get_boot_test_for_user
+from .forms import BootTestPlanForm
 from .models import BootTest
 
 PAGE_SIZE = 25
@@ -40,7 +42,16 @@ def boot_test_list(request):
 
 
 def _detail_context(request, boot_test):
-    return {"bt": boot_test, "run": boot_test.run, "can_develop": can(request.user, boot_test.team, Action.DEVELOP)}
+    return {"bt": boot_test, "run": boot_test.run, "can_develop": can(request.user, boot_test.team, Action.DEVELOP),
+            "checks": _rounds(boot_test.checks)}
+
+
+def _rounds(checks):
+    """[(round, [check, ...]), ...] of a boot test's checks over SSH, for the page."""
+    rounds: dict[int, list] = {}
+    for check in checks or []:
+        rounds.setdefault(check.get("round", 1), []).append(check)
+    return sorted(rounds.items())
 
 
 @login_required
@@ -52,6 +63,38 @@ def boot_test_detail(request, pk):
                       status=286 if boot_test.run.is_finished else 200)
     context.update(_viewer_context(boot_test.run))
     return render(request, "diskimages/boottest_detail.html", context)
+
+
+@login_required
+def boot_test_plan(request, definition_pk):
+    """A definition's boot-test plan: viewers read it, developers change it."""
+    definition = get_definition_for_user(request.user, definition_pk)
+    may_change = can(request.user, definition.team, Action.DEVELOP)
+    plan = bootplans.plan_for(definition)
+    form = BootTestPlanForm(initial={name: getattr(plan, name) for name in bootplans.FIELDS})
+    if request.method == "POST":
+        definition = get_definition_for_user(request.user, definition_pk, action=Action.DEVELOP)
+        form = BootTestPlanForm(request.POST)
+        if form.is_valid():
+            try:
+                bootplans.boot_test_plan_save(definition=definition, user=request.user, request=request,
+                                              **form.cleaned_data)
+            except ValidationError as exc:
+                for field, errors in exc.message_dict.items():
+                    form.add_error(field if field in form.fields else None, errors)
+            else:
+                messages.success(request, f"The boot-test plan of {definition.name} is saved; it counts from the next "
+                                          "boot test on.")
+                return redirect("diskimages:boot_test_plan", definition_pk=definition.pk)
+    recent = (BootTest.objects.filter(definition=definition).select_related("run").order_by("-pk")[:DIGEST_SHOWN])
+    return render(request, "diskimages/boottest_plan.html", {
+        "definition": definition, "plan": plan, "form": form, "may_change": may_change, "recent": recent,
+        "defaults": _defaults()})
+
+
+def _defaults():
+    return {"marker": settings.BOOT_TEST_MARKER, "boot_seconds": settings.BOOT_TEST_BOOT_SECONDS,
+            "soak_seconds": settings.BOOT_TEST_SOAK_SECONDS, "check_seconds": settings.BOOT_TEST_CHECK_SECONDS}
 
 
 @login_required

@@ -68,6 +68,57 @@ def containerfile(init: str, version: str = "1.0") -> str:
 GOOD, PANIC, HANG, FLOOD = (containerfile(GOOD_INIT), containerfile(PANIC_INIT), containerfile(HANG_INIT),
                             containerfile(FLOOD_INIT))
 
+# The image the checks log in to: the virtio network driver loaded, QEMU's user-mode address set by hand (no DHCP
+# client needed), Debian's real sshd started, and the state the stand-in systemctl reports written once it is up.
+SSH_INIT = """
+mount -t proc proc /proc
+mount -t devtmpfs dev /dev 2>/dev/null
+mount -t sysfs sys /sys
+mkdir -p /run && mount -t tmpfs run /run
+echo "test-os: init started on $(uname -r)"
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net
+do insmod /usr/lib/modules/$(uname -r)/kernel/$m.ko; done
+ip link set lo up && ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2
+mkdir -p /run/sshd && /usr/sbin/sshd && echo "test-os: sshd started"
+echo running > /run/system-state
+printf 'test-os login: '
+exec sleep 100000
+"""
+SSH_BASE = "localhost/bootable-ssh-base:latest"
+SSH_GOOD = f"FROM {SSH_BASE}\n" + _init(SSH_INIT) + 'LABEL containers.bootc=1 org.opencontainers.image.version="1.0"\n'
+
+# Stand-ins for what a busybox init lacks, said plainly (docs/boot-tests.md): `bootc status` prints the BootcHost
+# document of the deployment this root file system was installed as, read from the deployment record the installer
+# (here the boot test) wrote, as bootc reads ostree's; `systemctl is-system-running` prints the state the init wrote.
+STANDIN_BOOTC = r"""#!/bin/sh
+record=/ostree/deploy/default/deploy/portal-boottest.origin
+if [ "$1" != status ]; then echo "error: this stand-in bootc only knows status" >&2; exit 1; fi
+ref=$(sed -n 's/^container-image-reference=ostree-unverified-registry://p' "$record" 2>/dev/null)
+digest=$(sed -n 's/^manifest-digest=//p' "$record" 2>/dev/null)
+if [ -z "$digest" ]; then echo "error: no deployment record at $record" >&2; exit 1; fi
+head='{"apiVersion":"org.containers.bootc/v1","kind":"BootcHost","metadata":{"name":"host"},"spec":{"bootOrder":"default",'
+image='{"image":"%s","transport":"registry"}'
+booted='{"image":{"image":'"$image"',"imageDigest":"%s","architecture":"amd64"},"incompatible":false,"pinned":false,'
+booted="$booted"'"store":"ostreeContainer"}'
+fmt="$head"'"image":'"$image"'},"status":{"booted":'"$booted"',"rollback":null,"rollbackQueued":false,"staged":null,'
+printf "$fmt"'"type":"bootcHost"}}\n' "${ref%@*}" "${ref%@*}" "$digest"
+"""
+STANDIN_SYSTEMCTL = r"""#!/bin/sh
+if [ "$1" != is-system-running ]; then echo "this stand-in systemctl only knows is-system-running" >&2; exit 1; fi
+state=$(cat /run/system-state 2>/dev/null || echo starting)
+echo "$state"
+[ "$state" = running ]
+"""
+SSHD_CONFIG = """Port 22
+HostKey /etc/ssh/ssh_host_ed25519_key
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+"""
+SSH_MODULES = ("virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "failover",
+               "net_failover", "virtio_net")
+
 
 def debian_kernel() -> tuple[Path, str]:
     """(vmlinuz, version) from Debian's kernel package, as scripts/system-deps.sh test leaves it."""
@@ -97,6 +148,62 @@ def bootable_base(podman_store):
     return BOOTABLE_BASE
 
 
+@pytest.fixture(scope="session")
+def bootable_ssh_base(podman_store, bootable_base):
+    """localhost/bootable-ssh-base:latest: the bootable base plus Debian's sshd with the libraries it links (taken
+    from this machine's openssh-server, about 15 MB), the kernel's virtio network modules, and the stand-in `bootc` and
+    `systemctl`. Its own image, so the images that are not logged in to stay small (every boot unpacks its files)."""
+    require_tool("sshd")
+    _, version = debian_kernel()
+    modules = KERNEL_CACHE / "modules"
+    if not (modules / "virtio_net.ko").is_file():
+        message = f"no virtio modules in {modules}: `scripts/system-deps.sh test` extracts them with the test kernel"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    context = Path(tempfile.mkdtemp(prefix="portal-bootable-ssh-base-"))
+    try:
+        root = context / "root"
+        for path in [sshd, *_libraries(sshd)]:
+            target = root / path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(Path(path).resolve(), target)
+        kernel_modules = root / "usr/lib/modules" / version / "kernel"
+        kernel_modules.mkdir(parents=True)
+        for name in SSH_MODULES:
+            shutil.copy2(modules / f"{name}.ko", kernel_modules / f"{name}.ko")
+        for path, text, mode in (("usr/bin/bootc", STANDIN_BOOTC, 0o755), ("usr/bin/systemctl", STANDIN_SYSTEMCTL, 0o755),
+                                 ("etc/ssh/sshd_config", SSHD_CONFIG, 0o644)):
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            (root / path).write_text(text)
+            (root / path).chmod(mode)
+        (context / "Containerfile").write_text(
+            f"FROM {BOOTABLE_BASE}\nCOPY root/ /\n"
+            "RUN echo 'sshd:x:100:65534:sshd privilege separation:/run/sshd:/bin/false' >> /etc/passwd "
+            "&& grep -q '^nogroup:' /etc/group || echo 'nogroup:x:65534:' >> /etc/group\n"
+            "LABEL containers.bootc=1\n")
+        podman_store.run("build", "--pull=never", "--tag", SSH_BASE, str(context))
+    finally:
+        shutil.rmtree(context, ignore_errors=True)
+    return SSH_BASE
+
+
+def _libraries(binary: str) -> list[str]:
+    """The shared libraries `binary` links, and the dynamic loader, as this machine's ldd finds them."""
+    import subprocess
+
+    output = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout  # noqa: S603,S607
+    found = []
+    for line in output.splitlines():
+        parts = line.split()
+        if "=>" in parts and len(parts) > parts.index("=>") + 1 and parts[parts.index("=>") + 1].startswith("/"):
+            found.append(parts[parts.index("=>") + 1])
+        elif parts and parts[0].startswith("/"):
+            found.append(parts[0])
+    return found
+
+
 @pytest.fixture
 def boot_settings(settings, tmp_path, in_process_worker):
     """Boot tests in this process (the boot-test queue has a consumer, this test), with the VMs' files in the test's
@@ -109,6 +216,7 @@ def boot_settings(settings, tmp_path, in_process_worker):
     settings.BOOT_TEST_SOAK_SECONDS = 1
     settings.BOOT_TEST_MEMORY_MB = 256
     settings.BOOT_TEST_CONSOLE_MAX_BYTES = 256 * 1024
+    settings.BOOT_TEST_CHECK_SECONDS = 90
     settings.BUILD_CANCEL_POLL_SECONDS = 0.5
     in_process_worker(settings.BOOT_TEST_QUEUE)
     return settings

@@ -4,6 +4,7 @@ reader) lists; and the VM's command line is the throwaway one the design asks fo
 
 import io
 import json
+import os
 import stat
 import subprocess
 import tarfile
@@ -108,6 +109,35 @@ def test_the_vm_is_throwaway_restricted_and_named_after_its_run(tmp_path):
     assert "-no-reboot" in argv and "-drive" not in argv  # no disk: nothing of the artifact can change
     assert argv[argv.index("-accel") + 1] == "tcg" and argv[argv.index("-m") + 1] == "256"
     assert qemu.run_id_of("portal-boottest-42-abcd") == 42 and qemu.run_id_of("other-42") is None
+
+
+def test_the_checks_reach_the_vm_through_a_forward_on_loopback_only(tmp_path):
+    config = qemu.VMConfig(name=qemu.vm_name(42), kernel=tmp_path / "vmlinuz", initramfs=tmp_path / "rootfs.cpio",
+                           accel="tcg", firmware="bios", memory_mb=256, cpus=1, append="console=ttyS0",
+                           hostfwd="tcp:127.0.0.1:40022-:22")
+    assert "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22" in qemu.args(config)
+
+
+def test_kvm_is_not_taken_where_the_cpu_shows_no_virtualization_flag():
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        pytest.skip("no usable /dev/kvm on this machine: the flag is not looked at")
+    without = "processor\t: 0\nflags\t\t: fpu vme de pse tsc msr pae sse sse2 hypervisor\n"
+    assert "no vmx or svm flag" in qemu.kvm_unusable_reason(without)
+    assert qemu.kvm_unusable_reason(without.replace("hypervisor", "hypervisor vmx")) == ""
+
+
+def test_the_guest_files_carry_the_runs_keys_and_the_deployment_record(tmp_path):
+    from builds.diskimages import vmaccess
+
+    access = vmaccess.GuestAccess.make(42)
+    files = access.guest_files(image_reference="127.0.0.1:5000/t/os@sha256:" + "a" * 64, digest="sha256:" + "b" * 64)
+    assert files["root/.ssh/authorized_keys"] == (0o600, (access.client_public + "\n").encode())
+    assert files["etc/ssh/ssh_host_ed25519_key"][0] == 0o600
+    assert b"manifest-digest=sha256:" + b"b" * 64 in files[vmaccess.DEPLOYMENT_RECORD][1]
+    entries = {}
+    bootmedia.add_files(entries, files)
+    assert entries["root/.ssh"].mode == 0o700 and entries["root"].mode == 0o755
+    assert access.target(timeout=30).host_key.split()[1] in access.host_public  # pinned: no "accept any key"
 
 
 def test_missing_uefi_firmware_and_a_wrong_accelerator_setting_say_what_to_do():

@@ -5,11 +5,11 @@ The boots themselves are in test_boottests.py."""
 import pytest
 
 from builds.diskimages import services as diskimages
-from builds.diskimages.models import BootTest
+from builds.diskimages.models import BootTest, BootTestPlan
 from builds.releases import services as promotions
 from builds.releases.models import PromotionStatus
 from builds.releases.services import PromotionStateError
-from portal.models import Run, RunStatus
+from portal.models import AuditEvent, Run, RunStatus
 from tests.diskimages.rows import succeeded_build
 
 
@@ -126,3 +126,58 @@ def test_the_approval_card_offers_no_approve_button_while_the_boot_test_has_no_v
     card = client_for(personas.approver).get(promotion.get_absolute_url()).content.decode()
     assert "is queued. It can be approved once that has passed." in card
     assert "Reject" in card and "promotion_approve" not in card and f"/promotions/{promotion.pk}/approve/" not in card
+
+
+# --- A definition's boot-test plan -----------------------------------------------------------------------------------
+
+
+def plan_url(definition):
+    return f"/boot-tests/definitions/{definition.pk}/plan/"
+
+
+PLAN = {"marker": r"ready: \d+ services", "boot_seconds": "90", "soak_seconds": "30", "ssh_checks": "on",
+        "test_script": "curl -fsS http://localhost/health"}
+
+
+@pytest.mark.parametrize("who, expected", [("anonymous", 302), ("outsider", 404), ("helpdesk", 404), ("viewer", 200),
+                                           ("developer", 200)])
+def test_a_definitions_boot_test_plan_is_seen_by_the_team_only(client_for, personas, build, who, expected):
+    user = None if who == "anonymous" else getattr(personas, who)
+    assert status_of(client_for, user, "get", plan_url(build.definition)) == expected
+
+
+@pytest.mark.parametrize("who, expected", [("anonymous", 302), ("outsider", 404), ("helpdesk", 404), ("viewer", 403)])
+def test_only_developers_change_the_plan(client_for, personas, build, who, expected):
+    user = None if who == "anonymous" else getattr(personas, who)
+    assert status_of(client_for, user, "post", plan_url(build.definition), PLAN) == expected
+    assert not BootTestPlan.objects.exists()
+
+
+def test_a_developer_sets_the_plan_and_the_next_boot_test_copies_it(client_for, personas, build):
+    client = client_for(personas.developer)
+    response = client.post(plan_url(build.definition), PLAN, follow=True)
+    assert "is saved; it counts from the next boot test on" in response.content.decode()
+    boot_test = diskimages.boot_test_start(build=build, user=personas.developer)
+    assert boot_test.marker == r"ready: \d+ services" and boot_test.boot_seconds_limit == 90
+    assert boot_test.soak_seconds == 30 and boot_test.ssh_checks
+    assert boot_test.test_script == "curl -fsS http://localhost/health"
+    assert AuditEvent.objects.filter(action="boot_test.plan").exists()
+    viewer = client_for(personas.viewer).get(plan_url(build.definition)).content.decode()
+    assert "curl -fsS http://localhost/health" in viewer and "Save the plan" not in viewer
+
+
+def test_without_a_plan_a_boot_test_takes_the_portals_settings(personas, build, settings):
+    settings.BOOT_TEST_SOAK_SECONDS = 7
+    boot_test = diskimages.boot_test_start(build=build, user=personas.developer)
+    assert boot_test.marker == settings.BOOT_TEST_MARKER and boot_test.soak_seconds == 7
+    assert not boot_test.ssh_checks and boot_test.test_script == ""
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"marker": "login: ("}, "This is not a regular expression"),
+    ({"ssh_checks": ""}, "The script runs over SSH: turn on the checks over SSH to run it."),
+])
+def test_the_plan_form_says_what_is_wrong(client_for, personas, build, change, message):
+    response = client_for(personas.developer).post(plan_url(build.definition), {**PLAN, **change})
+    assert response.status_code == 200 and message in response.content.decode()
+    assert not BootTestPlan.objects.exists()

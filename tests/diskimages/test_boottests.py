@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from builds.diskimages import bootrun, qemu
+from builds.diskimages import bootplans, bootrun, qemu
 from builds.diskimages import services as diskimages
 from builds.diskimages.models import BootTest
 from builds.releases import services as promotions
@@ -18,7 +18,7 @@ from portal.logsink import lines_after
 from portal.models import RunStatus
 from portal.services import run_request_cancel
 from tests.conftest import start_in_thread, wait_for
-from tests.diskimages.bootimages import FLOOD, GOOD, HANG, PANIC
+from tests.diskimages.bootimages import FLOOD, GOOD, HANG, PANIC, SSH_GOOD
 
 pytestmark = pytest.mark.slow
 
@@ -110,6 +110,43 @@ def test_a_leftover_of_a_dead_worker_is_reaped_by_its_run_id(boot_settings, db):
     (stale / "rootfs.cpio").write_bytes(b"x")
     assert bootrun.reap_leftovers() == [f"the work directory {stale}"]
     assert not stale.exists()
+
+
+# --- Checks over SSH inside the VM -------------------------------------------------------------------------------------
+
+
+def with_ssh_checks(build, personas, **plan):
+    bootplans.boot_test_plan_save(definition=build.definition, user=personas.developer, ssh_checks=True, **plan)
+    return build
+
+
+def test_the_checks_log_in_over_ssh_and_pass_again_after_the_soak(build_image, bootable_ssh_base, boot_settings,
+                                                                  personas):
+    build = with_ssh_checks(build_image(SSH_GOOD), personas, soak_seconds=2,
+                            test_script="test -s /root/.ssh/authorized_keys && echo kernel $(uname -r)")
+    boot_test = boot(build, personas.developer)
+    log = console(boot_test)
+    assert boot_test.run.status == RunStatus.SUCCEEDED, boot_test.run.exit_reason + "\n" + log
+    assert "passed 4 checks over SSH, and stayed up 2 s with them passing again" in boot_test.run.exit_reason
+    names = ["log in over SSH", "bootc status reports the digest", "systemctl is-system-running",
+             "the definition's test script"]
+    assert [(c["round"], c["name"], c["passed"]) for c in boot_test.checks] == (
+        [(1, name, True) for name in names] + [(2, name, True) for name in names])
+    assert boot_test.checks[1]["detail"] == f"booted {build.digest}, the digest under test"
+    assert f"kernel {boot_test.kernel_version}" in boot_test.checks[3]["detail"]  # the script ran on the VM's kernel
+    assert "test-os: sshd started" in log and "hostfwd=tcp:127.0.0.1:" in log
+    assert leftovers(boot_settings) == ([], [])
+
+
+def test_a_failing_test_script_fails_the_boot_with_what_it_said(build_image, bootable_ssh_base, boot_settings,
+                                                                personas):
+    build = with_ssh_checks(build_image(SSH_GOOD), personas,
+                            test_script='echo "web: port 80 is not answering" >&2; exit 3')
+    boot_test = boot(build, personas.developer)
+    assert boot_test.run.status == RunStatus.FAILED
+    assert boot_test.run.exit_reason == "The definition's test script exited 3 in the VM: web: port 80 is not answering."
+    assert [c["passed"] for c in boot_test.checks] == [True, True, True, False]
+    assert leftovers(boot_settings) == ([], [])
 
 
 # --- The gate --------------------------------------------------------------------------------------------------------
