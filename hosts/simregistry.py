@@ -94,6 +94,38 @@ def resolve_image(reference, architecture="amd64"):
     }
 
 
+IMAGE_FILE_MAX = 65536
+
+
+def image_files(reference, digest, wanted):
+    """{path: bytes} of the regular files of image `digest` (in `reference`'s repository) for which `wanted(path)` is
+    true (paths without a leading slash), the layers applied in order with their whiteouts: what a host booting the
+    image has under /usr and, for etc/, under /usr/etc. Files over IMAGE_FILE_MAX are cut."""
+    registry, repository, _ = split_reference(reference)
+    status, _, body = _http("GET", f"{_base(registry)}{repository}/manifests/{digest}",
+                            headers={"Accept": ", ".join(MANIFEST_TYPES)})
+    if status != 200:
+        raise RegistryError(f"{reference}@{digest}: manifest answered HTTP {status}")
+    files = {}
+    for layer in json.loads(body).get("layers", []):
+        status, _, blob = _http("GET", f"{_base(registry)}{repository}/blobs/{layer['digest']}", timeout=30)
+        if status != 200:
+            raise RegistryError(f"{reference}@{digest}: layer {layer['digest']} answered HTTP {status}")
+        if blob[:2] == b"\x1f\x8b":
+            blob = gzip.decompress(blob)
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r:") as tar:
+            for member in tar:
+                path = member.name.removeprefix("./").lstrip("/")
+                head, _, name = path.rpartition("/")
+                if name.startswith(".wh."):
+                    gone = f"{head}/{name[4:]}" if head else name[4:]
+                    for known in [p for p in files if p == gone or p.startswith(gone + "/")]:
+                        del files[known]
+                elif member.isfile() and wanted(path):
+                    files[path] = tar.extractfile(member).read(IMAGE_FILE_MAX)
+    return files
+
+
 def push_demo_image(registry, repository, *, version, tags, architectures=("amd64", "arm64")):
     """Push a tiny multi-arch bootc-labelled image straight through the registry API; returns {arch: digest, "": index}.
 

@@ -12,13 +12,30 @@ Answers the commands hosts.runtime reads them with, in the formats a real host p
   /usr/etc/<path> as the image has it (IMAGE_ETC, or a line of defaults for any other path).
 
 The state lives in the host's saved state (`HostState.runtime`): {"etc": {path: kind}, "etc_text": {path: text as
-edited}, "layered": {name: version}, "overlay": bool}. Every simulated image has the same packages (IMAGE_PACKAGES).
+edited}, "layered": {name: version}, "overlay": bool}.
+
+What the booted image ships: when the image has a package database the simulator can read as text (dpkg's status
+file: a busybox-based test image cannot run a stand-in `rpm`, busybox's shell runs its own rpm applet first), the
+simulator reads it and the image's /etc from the registry (its layers, whiteouts applied) once per digest, and then
+answers as a host of that image: its packages (the same script output the build pipeline reads from the image), and
+/etc compared with the image's /usr/etc, as ostree's config-diff does after the three-way merge (an edit that the new
+image ships as it is stops being a change); `apt-get install` then installs into the overlay as dnf does. Any other
+image (the demo images, an unreachable registry) has the same rpm packages (IMAGE_PACKAGES) and /etc (IMAGE_ETC).
 """
 
 import json
+import threading
 
 from portal.etcfiles import ETC_FILE_SCRIPT
-from portal.packages import PACKAGE_SCRIPT
+from portal.packages import PACKAGE_SCRIPT, parse_packages
+
+from . import simregistry
+
+DPKG_STATUS = "var/lib/dpkg/status"
+LAYERED_VERSION = "1.0-1.fc42"
+APT_READ_ONLY = ("E: Could not open lock file /var/lib/dpkg/lock-frontend - open (30: Read-only file system)")
+_images = {}
+_images_lock = threading.Lock()
 
 IMAGE_PACKAGES = {
     "bash": "5.2.37-1.fc42", "bootc": "1.15.1-1.fc42", "chrony": "4.6.1-2.fc42", "coreutils": "9.6-2.fc42",
@@ -49,27 +66,80 @@ def _state(machine):
     return runtime
 
 
+def image_content(machine):
+    """{"status": dpkg's status file, "packages": {name: version}, "etc": {path: text}} of the booted image when it
+    has a dpkg status file, else None. Read from the registry once per digest."""
+    booted = machine.state.booted
+    if booted is None or not booted.image or not (booted.digest or "").startswith("sha256:"):
+        return None
+    with _images_lock:
+        if booted.digest in _images:
+            return _images[booted.digest]
+    try:
+        files = simregistry.image_files(booted.image, booted.digest,
+                                        lambda path: path == DPKG_STATUS or path.startswith("etc/"))
+    except (simregistry.RegistryError, OSError, ValueError):
+        files = {}
+    content = None
+    if DPKG_STATUS in files:
+        status = files[DPKG_STATUS].decode("utf-8", "replace")
+        content = {"status": status, "packages": parse_packages("#format dpkg\n" + status)[1],
+                   "etc": {path.removeprefix("etc/"): data.decode("utf-8", "replace")
+                           for path, data in files.items() if path.startswith("etc/")}}
+    with _images_lock:
+        _images[booted.digest] = content
+    return content
+
+
+def _image_etc(machine):
+    content = image_content(machine)
+    return content["etc"] if content is not None else None
+
+
+def config_diff(machine):
+    """{path: A, M or D} of /etc against the booted image's /usr/etc (what `ostree admin config-diff` lists)."""
+    runtime, shipped = _state(machine), _image_etc(machine)
+    if shipped is None:
+        return dict(runtime["etc"])
+    out = {}
+    for path, kind in runtime["etc"].items():
+        image_text = shipped.get(path)
+        if kind == "D":
+            if image_text is not None:
+                out[path] = "D"
+        elif image_text is None:
+            out[path] = "A"
+        elif runtime["etc_text"].get(path) != image_text:
+            out[path] = "M"
+    return out
+
+
 def execute(machine, argv, error):
     """The output of one of these commands, or None when `argv` is none of them. `error(message, status)` makes the
     exception a failing command raises."""
     runtime = _state(machine)
     if argv == ["ostree", "admin", "config-diff"]:
-        return "".join(f"{kind}    {path}\n" for path, kind in sorted(runtime["etc"].items()))
+        return "".join(f"{kind}    {path}\n" for path, kind in sorted(config_diff(machine).items()))
     if argv == ["sh", "-c", PACKAGE_SCRIPT]:
+        content = image_content(machine)
+        if content is not None:
+            return "#format dpkg\n" + content["status"].rstrip("\n") + "\n\n" + "".join(
+                f"Package: {name}\nStatus: install ok installed\nVersion: {version}\n\n"
+                for name, version in sorted(runtime["layered"].items()))
         packages = {**IMAGE_PACKAGES, **runtime["layered"]}
         return "#format rpm\n" + "".join(f"{name}\t{version}\tx86_64\n" for name, version in sorted(packages.items()))
     if argv[:3] == ["sh", "-c", ETC_FILE_SCRIPT] and len(argv) == 6:
-        return _etc_file(runtime, argv[4], int(argv[5]))
+        return _etc_file(runtime, argv[4], int(argv[5]), _image_etc(machine))
     if argv in (["bootc", "usr-overlay"], ["bootc", "usroverlay"]):
         runtime["overlay"] = True
         machine.changed()
         return "Development mode enabled.  A writable overlayfs is now mounted on /usr.\n"
-    if argv[:2] == ["dnf", "install"]:
+    if argv[:2] in (["dnf", "install"], ["apt-get", "install"]):
         names = [arg for arg in argv[2:] if not arg.startswith("-")]
         if not runtime["overlay"]:
-            raise error(READ_ONLY, 1)
+            raise error(READ_ONLY if argv[0] == "dnf" else APT_READ_ONLY, 1 if argv[0] == "dnf" else 100)
         for name in names:
-            runtime["layered"][name] = "1.0-1.fc42"
+            runtime["layered"][name] = LAYERED_VERSION
         machine.changed()
         return "".join(f"Installing: {name}\n" for name in names) + "Complete!\n"
     return None
@@ -86,12 +156,15 @@ def on_boot(machine):
     runtime["layered"] = {}
 
 
-def _etc_file(runtime, where, limit):
-    """What the etc_file script prints for /etc/<path> or /usr/etc/<path>."""
+def _etc_file(runtime, where, limit, shipped=None):
+    """What the etc_file script prints for /etc/<path> or /usr/etc/<path> (`shipped`: the booted image's /etc, when
+    the simulator could read it)."""
     image = where.startswith("/usr/etc/")
     path = where.removeprefix("/usr").removeprefix("/etc/")
     kind = runtime["etc"].get(path)
-    if image:
+    if shipped is not None:
+        text = shipped.get(path) if image else (None if kind == "D" else runtime["etc_text"].get(path, shipped.get(path)))
+    elif image:
         text = None if kind == "A" else IMAGE_ETC.get(path, f"# {path} as the image ships it\n")
     else:
         text = None if kind == "D" else runtime["etc_text"].get(path, IMAGE_ETC.get(path))
@@ -105,13 +178,15 @@ def edit_etc(machine, path, kind="M", text=None):
     else a line added to the image's); "" undoes it."""
     runtime = _state(machine)
     path = path.removeprefix("/etc/").lstrip("/")
+    shipped = _image_etc(machine)
     if kind:
         runtime["etc"][path] = kind
         if kind == "D":
             runtime["etc_text"].pop(path, None)
         else:
+            before = (shipped if shipped is not None else IMAGE_ETC).get(path, "") if kind == "M" else ""
             runtime["etc_text"][path] = text if text is not None else (
-                IMAGE_ETC.get(path, "") if kind == "M" else "") + f"# {'changed' if kind == 'M' else 'added'} on the host\n"
+                before + f"# {'changed' if kind == 'M' else 'added'} on the host\n")
     else:
         runtime["etc"].pop(path, None)
         runtime["etc_text"].pop(path, None)
