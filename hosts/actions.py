@@ -16,7 +16,7 @@ from portal.logsink import LineSplitter
 from portal.models import FINISHED_STATUSES, Action, Run, RunKind
 from portal.text import storable
 
-from . import agentcache
+from . import agentcache, runtime
 from .connect import ActionInProgress, HostError, session_for, setting, target_for
 from .models import ActionKind, EventKind, Host, HostAction, HostEvent, HostState
 from .poller import _event, _record_failure, attach_journal, read_status, record_outcome
@@ -36,12 +36,16 @@ ACTION_EFFECTS = {
     ActionKind.ROLLBACK_APPLY: "queues the rollback deployment {rollback} and REBOOTS the host into it. Any staged "
                                "update is discarded.",
     ActionKind.REBOOT: "REBOOTS the host. It comes back on {next}.",
+    ActionKind.RUNTIME_RESET: "deploys the image it boots, {booted}, again and REBOOTS into it ({image}), then tracks "
+                              "{tracked} again. It undoes {undoes}. It does not undo {keeps}.",
 }
 
 
 def action_effect(host, kind, image=""):
     """The confirmation text: what the action will do to this host, in plain words."""
     template = ACTION_EFFECTS[kind]
+    if kind == ActionKind.RUNTIME_RESET:
+        image = reset_image(host) or "its digest"
     booted = describe(host.booted_digest, host.booted_version) if host.booted_digest else "its current deployment"
     rollback = describe(host.rollback_digest, host.rollback_version) if host.rollback_digest else "(none)"
     if host.rollback_queued and host.rollback_digest:
@@ -51,7 +55,8 @@ def action_effect(host, kind, image=""):
     else:
         next_boot = f"the same deployment, {booted}"
     text = template.format(tracked=host.spec_image or host.tracked_image or "the image it tracks", booted=booted,
-                           image=image or "the new image", rollback=rollback, next=next_boot)
+                           image=image or "the new image", rollback=rollback, next=next_boot,
+                           undoes=runtime.RESET_UNDOES, keeps=runtime.RESET_KEEPS)
     if kind in (ActionKind.SWITCH, ActionKind.SWITCH_APPLY):
         requirement = stage_signature_requirement(host.stage)
         if requirement:
@@ -76,6 +81,21 @@ def _validate_action(host, kind, image):
                             "repositories its hosts track).")
     if kind in (ActionKind.ROLLBACK, ActionKind.ROLLBACK_APPLY) and not host.rollback_digest and host.status:
         raise HostError(f"{host} has no rollback deployment.")
+    if kind == ActionKind.RUNTIME_RESET:
+        if host.reports_in:
+            raise HostError(f"{host} reports in: its agent does not reset hosts; reset it over SSH or by hand "
+                            "(bootc switch --apply to its digest).")
+        if not reset_image(host):
+            raise HostError(f"{host}'s status does not say which image and digest it boots, so there is nothing to "
+                            "deploy again.")
+
+
+def reset_image(host):
+    """What a reset deploys again: the booted digest, in the repository the host tracks (repository@sha256:...), or ""."""
+    tracked = host.spec_image or host.tracked_image
+    if not tracked or not host.booted_digest or not ssh.valid_image_reference(tracked):
+        return ""
+    return f"{repository_of(tracked)}@{host.booted_digest}"
 
 
 def team_repositories(team):
@@ -105,6 +125,8 @@ def host_action_request(*, host, kind, user, image="", request=None):
     check_team_action(user, host.team, Action.OPERATE)
     image = (image or "").strip()
     _validate_action(host, kind, image)
+    if kind == ActionKind.RUNTIME_RESET:
+        image = reset_image(host)
     effect = action_effect(host, kind, image)
     with transaction.atomic():
         # Actions whose run ended without releasing the host (a worker killed mid-way, then reaped) release it now.
@@ -163,6 +185,10 @@ def _commands_for(action):
         return [ssh.bootc_rollback(apply=True)]
     if kind == ActionKind.REBOOT:
         return [ssh.systemctl_reboot()]
+    if kind == ActionKind.RUNTIME_RESET:
+        # A new specification (the digest instead of the tag) makes bootc pull and stage even the booted digest: a
+        # fresh deployment of the same image, whose /usr is the image's (no overlay) and whose /etc is merged.
+        return [ssh.bootc_switch(action.image, apply=True)]
     raise HostError(f"Unknown action {kind}.")
 
 
@@ -247,7 +273,11 @@ def _execute(action, host, run, sink):
     except ssh.SSHError as exc:
         raise runs.Failed(str(exc)) from exc
     # The host stays busy (the action active) until the run ends: through the re-poll and the wait for a reboot.
+    tracked_before = host.spec_image or host.tracked_image
     host.refresh_from_db()
+    if action.kind == ActionKind.RUNTIME_RESET:
+        _wait_for_reboot(action, host, run, sink, target)
+        return _track_again(action, host, run, sink, target, tracked_before)
     if action.reboots or went_down:
         return _wait_for_reboot(action, host, run, sink, target)
     portal_services.run_set_phase(run, "reading the new status")
@@ -255,6 +285,33 @@ def _execute(action, host, run, sink):
     outcome = read_status(target, host.pk)
     record_outcome(host, outcome, action=action)
     attach_journal(host)
+    return _status_line(host, sink, action)
+
+
+def _track_again(action, host, run, sink, target, tracked):
+    """After a reset the host boots its digest by digest: it tracks what it tracked before again (its origin rewritten
+    in place, nothing pulled), then the status and what changed at runtime are read again."""
+    if tracked and tracked != action.image:
+        command = ssh.bootc_switch_in_place(tracked)
+        portal_services.run_set_phase(run, command.description)
+        sink.write(f"$ {command.for_user(host.ssh_user)}")
+        try:
+            with session_for(target) as connection:
+                result = connection.run(command, timeout=setting("HOSTS_COMMAND_TIMEOUT", 30))
+        except ssh.SSHError as exc:
+            raise runs.Failed(f"The reset deployed the image again, but tracking {tracked} again failed: {exc}") from exc
+        sink.write(result.text().strip() or f"exit status {result.exit_status}")
+        if result.exit_status != 0:
+            lines = (result.error_text() or result.text()).strip().splitlines()
+            raise runs.Failed(f"The reset deployed the image again, but tracking {tracked} again failed: "
+                              f"{lines[-1] if lines else result.exit_status}")
+    outcome = read_status(target, host.pk)
+    host.refresh_from_db()
+    record_outcome(host, outcome, action=action)
+    host.refresh_from_db()
+    sink.write("Reading what changed at runtime again")
+    found = runtime.runtime_read(host)
+    sink.write(f"Changed at runtime now: {runtime.summary(found)}")
     return _status_line(host, sink, action)
 
 

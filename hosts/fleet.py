@@ -203,7 +203,7 @@ def runtime_groups(team_names, stages, counts):
     def group(team_id, stage_id):
         stage = stages.get(stage_id)
         return groups.setdefault((team_id, stage_id), {
-            "team": team_names.get(team_id, "?"), "stage": stage.name if stage else None,
+            "team": team_names.get(team_id, "?"), "stage": stage.name if stage else None, "stage_id": stage_id,
             "order": (team_names.get(team_id, "?"), stage.position if stage else 1 << 30),
             "hosts": 0, "read": 0, "changed": 0, "top": []})
 

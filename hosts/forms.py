@@ -8,11 +8,12 @@ from portal import ssh
 from portal.models import Team
 from portal.text import first_nul
 
-from .models import Host, HostState, JumpHost
+from .models import Host, HostState, JumpHost, RuntimePolicy
 
 STATE_FILTER_CHOICES = HostState.choices
 ONLY_CHOICES = [("update", "With an update available"), ("runtime", "Changed at runtime"),
-                ("unenforced", "Not enforcing signatures")]
+                ("unenforced", "Not enforcing signatures"),
+                ("noncompliant", "Non-compliant (changed where the stage forbids it)")]
 
 
 class HostFilter(django_filters.FilterSet):
@@ -56,6 +57,8 @@ class HostFilter(django_filters.FilterSet):
             return queryset.changed_at_runtime()
         if value == "unenforced":
             return queryset.not_enforcing()
+        if value == "noncompliant":
+            return queryset.non_compliant()
         return queryset.update_available() if value == "update" else queryset
 
     def filter_label(self, queryset, name, value):
@@ -182,6 +185,14 @@ class SwitchForm(forms.Form):
         if not ssh.valid_image_reference(image):
             raise forms.ValidationError("Enter an image reference such as registry.example.com/team/os:prod.")
         return image
+
+
+class RuntimePolicyForm(forms.ModelForm):
+    class Meta:
+        model = RuntimePolicy
+        fields = ["drift", "rollouts"]
+        labels = {"drift": "Runtime changes on this stage's hosts", "rollouts": "A rollout meets a non-compliant host"}
+        widgets = {"drift": forms.RadioSelect, "rollouts": forms.RadioSelect}
 
 
 class JumpHostForm(forms.Form):

@@ -157,6 +157,10 @@ class HostQuerySet(models.QuerySet):
         """Hosts whose last reading found something changed since they booted their image (`HostRuntime`)."""
         return self.filter(runtime__has_changes=True)
 
+    def non_compliant(self):
+        """Hosts changed at runtime on a stage whose runtime policy forbids it (`RuntimePolicy`)."""
+        return self.filter(runtime__has_changes=True, stage__runtime_policy__drift=RuntimeDrift.FORBIDDEN)
+
     def update_available(self):
         """Hosts whose `bootc upgrade --check` found an update (cachedUpdate) that is not staged yet: the tally's
         `update_available` (migration 0006 computes it the same way)."""
@@ -393,6 +397,49 @@ class HostRuntime(models.Model):
                     or self.usr_overlay)
 
 
+class RuntimeDrift(models.TextChoices):
+    """What a stage says of hosts changed at runtime (files in /etc, packages in a /usr overlay)."""
+
+    ALLOWED = "allowed", "Allowed"
+    WARNED = "warned", "Warned"
+    FORBIDDEN = "forbidden", "Forbidden"
+
+
+class DriftInRollouts(models.TextChoices):
+    """What a rollout does with a host that is non-compliant (changed at runtime on a stage that forbids it)."""
+
+    SKIP = "skip", "Skip it (it keeps its digest and its changes)"
+    RESET = "reset", "Update it anyway (the new deployment drops the /usr overlay; /etc changes stay)"
+
+
+class RuntimePolicyQuerySet(models.QuerySet):
+    def for_stages(self, stage_ids):
+        """{stage id: policy} of the stages that have one (others are `RuntimePolicy.DEFAULT`)."""
+        return {policy.stage_id: policy for policy in self.filter(stage_id__in=list(stage_ids))}
+
+
+class RuntimePolicy(models.Model):
+    """What one stage says of its hosts changing at runtime: allowed (shown, nothing more), warned (shown as a warning)
+    or forbidden (the host is non-compliant: marked on its page, the host list and the fleet view; rollouts skip or
+    update it, `rollouts`; operators may reset it to its image). A stage without a row allows it."""
+
+    stage = models.OneToOneField("releases.Stage", on_delete=models.CASCADE, related_name="runtime_policy")
+    drift = models.CharField(max_length=16, choices=RuntimeDrift.choices, default=RuntimeDrift.ALLOWED,
+                             help_text="Hosts of this stage changed at runtime (files in /etc, packages, a /usr "
+                                       "overlay) are allowed, warned about, or non-compliant.")
+    rollouts = models.CharField(max_length=16, choices=DriftInRollouts.choices, default=DriftInRollouts.SKIP,
+                                help_text="When runtime changes are forbidden: what a rollout does with a "
+                                          "non-compliant host.")
+    updated_at = models.DateTimeField(default=timezone.now)
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+
+    objects = RuntimePolicyQuerySet.as_manager()
+
+    def __str__(self):
+        return f"runtime policy of {self.stage}: {self.drift}"
+
+
 class RuntimeChangeKind(models.TextChoices):
     ETC = "etc", "File in /etc"
     PACKAGE_ADDED = "package_added", "Package not in the image"
@@ -493,9 +540,11 @@ class ActionKind(models.TextChoices):
     ROLLBACK = "rollback", "Roll back at next boot"
     ROLLBACK_APPLY = "rollback_apply", "Roll back and reboot"
     REBOOT = "reboot", "Reboot"
+    RUNTIME_RESET = "runtime_reset", "Reset to the image"
 
 
-REBOOTING_ACTIONS = (ActionKind.UPGRADE_APPLY, ActionKind.SWITCH_APPLY, ActionKind.ROLLBACK_APPLY, ActionKind.REBOOT)
+REBOOTING_ACTIONS = (ActionKind.UPGRADE_APPLY, ActionKind.SWITCH_APPLY, ActionKind.ROLLBACK_APPLY, ActionKind.REBOOT,
+                     ActionKind.RUNTIME_RESET)
 
 
 class HostActionQuerySet(models.QuerySet):

@@ -30,7 +30,17 @@ from portal.text import storable
 
 from . import etcdiff
 from .connect import HostError, session_for, setting, target_for
-from .models import EventKind, Host, HostEvent, HostMode, HostRuntime, RuntimeChange, RuntimeChangeKind
+from .models import (
+    EventKind,
+    Host,
+    HostEvent,
+    HostMode,
+    HostRuntime,
+    RuntimeChange,
+    RuntimeChangeKind,
+    RuntimeDrift,
+    RuntimePolicy,
+)
 
 ETC_LIST_MAX = 200  # paths kept per host; the count says how many there are in all
 PACKAGE_LIST_MAX = 500
@@ -170,6 +180,21 @@ def change_rows(host, runtime):
     if runtime.usr_overlay:
         rows.append(RuntimeChange(host=host, kind=RuntimeChangeKind.OVERLAY, name="/usr", detail=runtime.usr_overlay))
     return rows
+
+
+def compliance(host, runtime):
+    """(the stage's word on runtime changes: allowed, warned or forbidden; whether this host breaks it). A host with no
+    stage, or a stage with no policy, allows them."""
+    policy = RuntimePolicy.objects.filter(stage_id=host.stage_id).first() if host.stage_id else None
+    drift = policy.drift if policy is not None else RuntimeDrift.ALLOWED
+    return drift, drift == RuntimeDrift.FORBIDDEN and runtime is not None and runtime.has_changes
+
+
+RESET_UNDOES = ("the /usr overlay and every package installed into it (bootc usr-overlay, dnf install): the new "
+                "deployment is the image's /usr, read-only")
+RESET_KEEPS = ("files changed in /etc: bootc's three-way merge carries local /etc changes into every new deployment, "
+               "so they stay. Fold them back into the image, or restore them from /usr/etc on the host. /var is kept "
+               "as it is")
 
 
 def summary(runtime):

@@ -25,7 +25,19 @@ from portal.text import storable
 from . import agentcache, foldback
 from .connect import NAME_MAX, HostError, _jump_target
 from .drift import reference_digests_set, refresh_expected
-from .models import EventKind, Host, HostAction, HostMode, HostRuntime, HostState, JumpHost, TeamSSHKey
+from .models import (
+    DriftInRollouts,
+    EventKind,
+    Host,
+    HostAction,
+    HostMode,
+    HostRuntime,
+    HostState,
+    JumpHost,
+    RuntimeDrift,
+    RuntimePolicy,
+    TeamSSHKey,
+)
 from .poller import _enqueue_key_fetch, _enqueue_poll, _event
 
 log = logging.getLogger(__name__)
@@ -401,6 +413,26 @@ TALLIES = {"hosts_hosttally": "team_id, stage_id, state, drifting, update_availa
 TALLY_FROM_HOST = {"hosts_hosttally": "team_id, stage_id, state, drifting, (update_digest <> '' AND staged_digest = ''), "
                                       "(booted_signature = 'containerPolicy')",
                    "hosts_digesttally": TALLIES["hosts_digesttally"]}
+
+
+def runtime_policy_set(*, stage, user, drift, rollouts=DriftInRollouts.SKIP, request=None):
+    """What `stage` says of hosts changed at runtime (team admins): allowed, warned or forbidden, and what a rollout
+    does with a non-compliant host. Audited with what it was before."""
+    check_team_action(user, stage.team, Action.ADMIN)
+    if drift not in RuntimeDrift.values:
+        raise ValidationError({"drift": "Pick allowed, warned or forbidden."})
+    if rollouts not in DriftInRollouts.values:
+        raise ValidationError({"rollouts": "Pick skip or update anyway."})
+    with transaction.atomic():
+        policy, _ = RuntimePolicy.objects.select_for_update().get_or_create(stage=stage)
+        before = {"drift": policy.drift, "rollouts": policy.rollouts}
+        policy.drift, policy.rollouts, policy.updated_at, policy.updated_by = drift, rollouts, timezone.now(), user
+        policy.save()
+        portal_services.audit(action="hosts.runtime_policy", summary=f"runtime changes on {stage}: {drift}"
+                              + (f" (rollouts: {rollouts})" if drift == RuntimeDrift.FORBIDDEN else ""),
+                              actor=user, team=stage.team, obj=policy, request=request,
+                              detail={"before": before, "after": {"drift": drift, "rollouts": rollouts}})
+    return policy
 
 
 def tallies_recount(using="default"):

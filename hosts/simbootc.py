@@ -341,14 +341,16 @@ class BootcMachine:
             raise CommandError("error: Soft reboot required but the target deployment is not soft-reboot capable")
         self.schedule_reboot(soft=soft)
 
-    async def _stage(self, reference, info, *, download_only=False, signature=None):
+    async def _stage(self, reference, info, *, download_only=False, signature=None, redeploy=False):
+        """Stage `info`'s digest. `redeploy` (bootc switch to a new image specification) stages it even when it is the
+        booted digest, as bootc's switch does: it compares specifications, not digests, then pulls and stages."""
         state = self.state
-        if info["digest"] == state.booted.digest and state.staged is None:
+        if info["digest"] == state.booted.digest and state.staged is None and not redeploy:
             return "No update available.\n"
         if state.staged is not None and state.staged.digest == info["digest"]:
             if download_only or not state.staged.download_only:
                 return "Staged update present, not changed.\n"
-        if info["digest"] == state.booted.digest:
+        if info["digest"] == state.booted.digest and not redeploy:
             state.staged = None  # going back to what is booted drops the staged entry
             state.rollback_queued = False
             self.changed()
@@ -372,7 +374,7 @@ class BootcMachine:
         targets = [a for a in args if not a.startswith("--")]
         flags = self._flags([a for a in args if a.startswith("--")],
                             ("--apply", "--quiet", "--retain", "--download-only", "--soft-reboot",
-                             "--enforce-container-sigpolicy"))
+                             "--enforce-container-sigpolicy", "--mutate-in-place"))
         if len(targets) != 1:
             raise CommandError("error: Usage: bootc switch [OPTIONS] <TARGET>", 2)
         apply = "--apply" in flags
@@ -382,6 +384,11 @@ class BootcMachine:
         state = self.state
         if not state.booted:
             raise CommandError("error: Switching: Not booted into a bootc deployment")
+        if "--mutate-in-place" in flags:
+            # bootc rewrites the booted deployment's origin (deploy::switch_origin_inplace): nothing pulled or staged.
+            state.spec_image = target
+            self.changed()
+            return f"Updated {state.booted.digest.removeprefix('sha256:')[:12]}.0 to pull from {target}\n"
         signature = "containerPolicy" if "--enforce-container-sigpolicy" in flags else ""
         if target == state.spec_image and signature == state.spec_signature:
             return "Image specification is unchanged.\n"
@@ -391,7 +398,8 @@ class BootcMachine:
                 # bootc's words after "error: "; the context before them is not verified against bootc.
                 raise CommandError(f"error: Switching: {refusal}")
         info = await self._resolve(target)
-        out = await self._stage(target, info, download_only="--download-only" in flags, signature=signature)
+        out = await self._stage(target, info, download_only="--download-only" in flags, signature=signature,
+                                redeploy=True)
         state.spec_image = target
         state.spec_signature = signature
         state.cached_update = None

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from . import agent_api, fragments, views, views_enrollment, views_inventory
+from . import agent_api, fragments, views, views_enrollment, views_inventory, views_runtime
 
 app_name = "hosts"
 
@@ -10,7 +10,7 @@ urlpatterns = [
     path("hosts/import/", views_inventory.host_import, name="host_import"),
     path("hosts/drift/", views.drift_list, name="host_drift"),
     path("hosts/fleet/", views.fleet, name="host_fleet"),
-    path("hosts/fleet/runtime/", views.fleet_runtime, name="fleet_runtime"),
+    path("hosts/fleet/runtime/", views_runtime.fleet_runtime, name="fleet_runtime"),
     re_path(r"^hosts/digests/(?P<digest>sha256:[0-9a-f]{64})/$", views.digest_hosts, name="host_digest"),
     path("hosts/<int:pk>/", views.host_detail, name="host_detail"),
     path("hosts/<int:pk>/raw/", views.host_raw, name="host_raw"),
@@ -19,9 +19,10 @@ urlpatterns = [
     path("hosts/<int:pk>/delete/", views_inventory.host_delete, name="host_delete"),
     path("hosts/<int:pk>/trust/", views_inventory.host_trust, name="host_trust"),
     path("hosts/<int:pk>/poll/", views.host_poll, name="host_poll"),
-    path("hosts/<int:pk>/runtime/read/", views.host_runtime_read, name="host_runtime_read"),
-    path("hosts/<int:pk>/runtime/files/", views.host_runtime_files, name="host_runtime_files"),
-    path("hosts/<int:pk>/runtime/propose/", views.host_runtime_propose, name="host_runtime_propose"),
+    path("hosts/<int:pk>/runtime/read/", views_runtime.host_runtime_read, name="host_runtime_read"),
+    path("hosts/<int:pk>/runtime/files/", views_runtime.host_runtime_files, name="host_runtime_files"),
+    path("hosts/<int:pk>/runtime/propose/", views_runtime.host_runtime_propose, name="host_runtime_propose"),
+    path("hosts/stages/<int:pk>/runtime-policy/", views_runtime.stage_runtime_policy, name="stage_runtime_policy"),
     path("hosts/<int:pk>/approve/", views_enrollment.host_approve, name="host_approve"),
     path("hosts/<int:pk>/actions/<slug:kind>/", views.host_action, name="host_action"),
     # Fragments the builds and release pages load (portal.registry.fragment_url; hosts/fragments.py).

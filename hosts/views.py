@@ -7,9 +7,7 @@ from datetime import timedelta
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.db.models import Q
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
@@ -18,7 +16,6 @@ from django.utils import timezone
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_POST
 
-from builds import compare
 from builds.models import Build, ImageDefinition
 from builds.releases.models import Stage
 from portal import registry
@@ -26,9 +23,9 @@ from portal.access import can, user_teams, user_teams_where
 from portal.models import Action, Team
 from portal.views import _viewer_context, current_team
 
-from . import actions, bootstrip, foldback, services, tasks
+from . import actions, bootstrip, services
 from . import fleet as fleet_tallies
-from .access import get_host_files_for_user, get_host_for_user
+from .access import get_host_for_user
 from .connect import HostError
 from .forms import HostFilter, SwitchForm
 from .models import (
@@ -41,6 +38,7 @@ from .models import (
     HostState,
     ReferenceDigest,
 )
+from .runtime import compliance as runtime_compliance
 from .runtime import summary as runtime_summary
 from .tallies import tally_counts
 
@@ -136,10 +134,10 @@ class _CountedPaginator(Paginator):
 def _paginate(request, hosts, host_filter, tally, teams):
     """Filters the tally can answer (team, stage, state, and "only with an update available" or "only not enforcing
     signatures", for which `tally` holds just those hosts) take their count from it; a name, address or label search,
-    and "only changed at runtime" (kept with each host's reading, not in the tally), count at most LIST_COUNT_CAP + 1
-    rows (the page says "more than 10,000: narrow the filter")."""
+    and "only changed at runtime" or "only non-compliant" (kept with each host's reading, not in the tally), count at
+    most LIST_COUNT_CAP + 1 rows (the page says "more than 10,000: narrow the filter")."""
     data = host_filter.form.cleaned_data if host_filter.is_valid() else {}
-    if data.get("q") or data.get("label") or data.get("only") == "runtime" or not host_filter.is_valid():
+    if data.get("q") or data.get("label") or data.get("only") in ("runtime", "noncompliant") or not host_filter.is_valid():
         count = hosts[: LIST_COUNT_CAP + 1].count()
         paginator = _CountedPaginator(hosts, PAGE_SIZE, count=min(count, LIST_COUNT_CAP),
                                       capped=count > LIST_COUNT_CAP)
@@ -200,7 +198,9 @@ def _host_context(request, host):
 
 def _runtime_context(host):
     found = HostRuntime.objects.filter(host=host).first()
-    return {"runtime": found, "runtime_summary": runtime_summary(found) if found else ""}
+    drift_rule, non_compliant = runtime_compliance(host, found)
+    return {"runtime": found, "runtime_summary": runtime_summary(found) if found else "", "drift_rule": drift_rule,
+            "non_compliant": non_compliant}
 
 
 def builds_by_digest(user, digests):
@@ -318,79 +318,6 @@ def host_poll(request, pk):
     return redirect(host)
 
 
-@login_required
-@require_POST
-def host_runtime_read(request, pk):
-    """Read what changed on the host now (files in /etc, packages, the /usr overlay), instead of at its hourly turn."""
-    host = get_host_for_user(request.user, pk, action=Action.OPERATE)
-    if host.reports_in or not host.trusted:
-        messages.error(request, f"{host} is not reached over SSH with a confirmed key, so the portal cannot read it.")
-        return redirect(host)
-    transaction.on_commit(lambda: tasks.runtime_read_task.delay(host.pk))
-    messages.info(request, f"Reading what changed on {host}; it shows here in a few seconds.")
-    return redirect(host)
-
-
-@login_required
-@require_GET
-def host_runtime_files(request, pk):
-    """The changed /etc files of the host against its image's version: a diff each (secrets masked when read), or why
-    there is none. For the team's members (the panel loads it when opened)."""
-    host = get_host_files_for_user(request.user, pk)
-    found = HostRuntime.objects.filter(host=host).first()
-    context = {"host": host, "runtime": found, "files": _runtime_files(found)}
-    template = "hosts/_host_runtime_files.html" if request.htmx and not request.htmx.boosted else \
-        "hosts/host_runtime_files.html"
-    return render(request, template, context)
-
-
-def _runtime_files(found):
-    """[{path, kind, entry, lines: [(css class, text)]}] of a reading's changed paths, in the list's order."""
-    if found is None:
-        return []
-    rows = []
-    for kind, path in found.etc_changes:
-        entry = (found.etc_files or {}).get(path)
-        lines = []
-        for line in (entry or {}).get("diff", "").splitlines():
-            css = ("diff-head" if line.startswith(("---", "+++")) else "diff-hunk" if line.startswith("@@")
-                   else "diff-add" if line.startswith("+") else "diff-del" if line.startswith("-") else "")
-            lines.append((css, line))
-        rows.append({"path": path, "kind": kind, "entry": entry, "lines": lines})
-    return rows
-
-
-@login_required
-def host_runtime_propose(request, pk):
-    """A proposed revision that folds the host's runtime changes back into its image, shown as a diff against the
-    current revision with what it left out and why; saved only when a developer of the team confirms."""
-    host = get_host_files_for_user(request.user, pk)
-    try:
-        definition, current, proposal = services.runtime_proposal(host=host, user=request.user)
-    except services.FoldBackError as exc:
-        return render(request, "hosts/host_runtime_propose.html", {"host": host, "refusal": str(exc)})
-    reviewed = foldback.proposal_sha256(proposal, current)
-    errors = []
-    if request.method == "POST":
-        try:
-            revision = services.runtime_fold_back(host=host, user=request.user, request=request,
-                                                  reviewed_sha256=request.POST.get("reviewed", ""))
-        except services.FoldBackError as exc:
-            errors = [str(exc)]
-        except ValidationError as exc:
-            errors = [message for messages_ in exc.message_dict.values() for message in messages_] \
-                if hasattr(exc, "message_dict") else exc.messages
-        else:
-            messages.success(request, f"Saved {revision}: build it to fold {host}'s changes into the image.")
-            return redirect(revision)
-    rows = compare.diff_rows(current.containerfile, proposal.containerfile)
-    added_files = sorted(set(proposal.context_files) - {f.path for f in current.context_files.all()})
-    return render(request, "hosts/host_runtime_propose.html", {
-        "host": host, "definition": definition, "current": current, "proposal": proposal, "rows": rows,
-        "reviewed": reviewed, "errors": errors, "added_files": added_files,
-        "stats": compare.diff_stats(rows)})
-
-
 # --- Actions ---------------------------------------------------------------------------------------------------------
 
 
@@ -471,23 +398,6 @@ def fleet(request):
     return render(request, "hosts/fleet.html", {"per_stage": per_stage, "groups": shown, "others": others, "page": page,
                                                 "team": team, "definitions": definitions, "builds": builds,
                                                 "rollouts_url": registry.fragment_url("fleet.rollouts"), "spreads": spreads})
-
-
-@login_required
-@require_GET
-def fleet_runtime(request):
-    """What changed on hosts since they booted their images, per stage: how many hosts were read and changed, and the
-    changes most common among them ("/etc/chrony.conf on 40 of 200 hosts"), counted by the database in a fixed number
-    of queries."""
-    teams = _visible_teams(request.user)
-    team = current_team(request)
-    if team is not None:
-        teams = [team]
-    team_names = {t.pk: t.name for t in teams}
-    stages = {s.pk: s for s in Stage.objects.filter(team__in=list(team_names)).only("name", "position").order_by()}
-    groups = fleet_tallies.runtime_groups(team_names, stages, tally_counts(list(team_names)))
-    return render(request, "hosts/fleet_runtime.html", {"groups": groups, "team": team,
-                                                        "top": fleet_tallies.RUNTIME_TOP})
 
 
 @login_required

@@ -248,6 +248,14 @@ def bootc_switch(image, *, apply=False, download_only=False, soft_reboot="", enf
                    + (" and reboot" if apply else "") + (", enforcing signatures" if enforce_signatures else ""))
 
 
+def bootc_switch_in_place(image):
+    """`bootc switch --mutate-in-place`: the booted deployment pulls from `image` from now on; nothing is pulled or
+    staged (bootc rewrites its origin; the flag is hidden, and upstream's own kickstart advice uses it)."""
+    if not valid_image_reference(image):
+        raise ValueError(f"Not an image reference: {image!r}.")
+    return Command(("bootc", "switch", "--quiet", "--mutate-in-place", image), f"track {image} again")
+
+
 def bootc_rollback(*, apply=False, soft_reboot=""):
     if soft_reboot not in SOFT_REBOOT_MODES or (soft_reboot and not apply):
         raise ValueError("--soft-reboot is auto or required, and only with --apply.")

@@ -12,14 +12,22 @@ from django.utils import timezone
 from builds.models import ImageDefinition
 from builds.releases.models import Promotion, PromotionStatus, Stage
 from hosts.actions import repository_of, team_repositories
-from hosts.models import Host, ReferenceDigest
+from hosts.models import DriftInRollouts, Host, HostRuntime, ReferenceDigest, RuntimeDrift, RuntimePolicy
 from portal import services as portal_services
 from portal import ssh
 from portal.access import check_team_action
 from portal.models import Action, RunKind, RunStatus
 
 from . import policy as rules
-from .models import ACTIVE_ROLLOUT_STATUSES, MaintenanceWindow, Rollout, RolloutHost, RolloutPolicy, RolloutStatus
+from .models import (
+    ACTIVE_ROLLOUT_STATUSES,
+    MaintenanceWindow,
+    Rollout,
+    RolloutHost,
+    RolloutPolicy,
+    RolloutStatus,
+    Step,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +100,12 @@ def rollout_start(*, stage, reference, digest, user, switch=False, promotion=Non
     current = policy_for(stage)
     data = current.as_data() if current.pk else _data_without_db(current, [])
     hosts = list(stage_hosts(stage).exclude(host_key="").order_by("name", "id"))
+    skipped = non_compliant_skipped(stage, hosts)
+    hosts = [host for host in hosts if host.pk not in skipped]
+    if not hosts and skipped:
+        raise RolloutError(f"Every host that follows {stage.name} ({len(skipped)}) changed at runtime, which "
+                           f"{stage.name}'s runtime policy forbids, and the policy skips them in rollouts: fold the "
+                           "changes back or reset the hosts first.")
     if not hosts:
         raise RolloutError(f"No host follows {stage.name} (assigned to the stage or tracking its tag with a confirmed "
                            "host key): there is nothing to roll out to.")
@@ -125,6 +139,11 @@ def rollout_start(*, stage, reference, digest, user, switch=False, promotion=Non
                 rows.append(RolloutHost(rollout=rollout, host=host, batch=number, position=position,
                                         group=rules.group_of(host.labels, data.get("budget_label")),
                                         previous_digest=host.booted_digest))
+        rows += [RolloutHost(rollout=rollout, host=host, batch=first, position=len(rows) + i, step=Step.SKIPPED,
+                             active=False, finished_at=timezone.now(), previous_digest=host.booted_digest,
+                             reason=f"non-compliant: changed at runtime, which {stage.name} forbids; its runtime "
+                                    "policy skips such hosts in rollouts")
+                 for i, host in enumerate(skipped.values())]
         try:
             with transaction.atomic():
                 RolloutHost.objects.bulk_create(rows)
@@ -134,14 +153,27 @@ def rollout_start(*, stage, reference, digest, user, switch=False, promotion=Non
                                f"#{busy.rollout_id if busy else '?'} already: a host takes part in one rollout at a "
                                "time.") from None
         portal_services.audit(
-            action="rollout.start", summary=f"started rollout #{rollout.pk} of {digest[:19]}… to {len(rows)} hosts of "
-            f"{stage} in {len(batches)} batch{'es' if len(batches) != 1 else ''}"
+            action="rollout.start", summary=f"started rollout #{rollout.pk} of {digest[:19]}… to "
+            f"{len(rows) - len(skipped)} hosts of {stage} in {len(batches)} batch{'es' if len(batches) != 1 else ''}"
+            + (f", skipping {len(skipped)} non-compliant" if skipped else "")
             + (f" (promotion #{promotion.pk}, hosts follow automatically)" if promotion and user is None else ""),
             actor=user, actor_name=None if user else "portal", team=stage.team, obj=rollout, request=request,
-            detail={"reference": reference, "digest": digest, "hosts": len(rows), "batches": len(batches),
-                    "policy": data, "run": run.pk})
+            detail={"reference": reference, "digest": digest, "hosts": len(rows) - len(skipped), "batches": len(batches),
+                    "policy": data, "run": run.pk, "skipped_non_compliant": sorted(h.name for h in skipped.values())})
         transaction.on_commit(lambda: _enqueue(rollout))
     return rollout
+
+
+def non_compliant_skipped(stage, hosts):
+    """{pk: host} of `hosts` a rollout to `stage` leaves out: changed at runtime while the stage's runtime policy
+    forbids it and says to skip them. Otherwise none: a rollout updates them, and the new deployment drops the /usr
+    overlay (bootc's three-way merge keeps their /etc changes)."""
+    policy = RuntimePolicy.objects.filter(stage=stage).first()
+    if policy is None or policy.drift != RuntimeDrift.FORBIDDEN or policy.rollouts != DriftInRollouts.SKIP:
+        return {}
+    changed = set(HostRuntime.objects.filter(host__in=[h.pk for h in hosts], has_changes=True)
+                  .values_list("host_id", flat=True))
+    return {host.pk: host for host in hosts if host.pk in changed}
 
 
 def _enqueue(rollout):

@@ -95,3 +95,49 @@ def test_the_proposed_revision_that_folds_the_changes_back(personas, portal_serv
         assert "RUN dnf -y install htop" in page.locator(".code-view").inner_text()
         assert "looks like a secret" in page.locator(".foldback-left-out").inner_text()
         screenshot(page, "runtime-foldback")
+
+
+def test_a_stage_that_forbids_runtime_changes_and_its_non_compliant_host(personas, portal_server):
+    """Screenshots: runtime-policy.png (the policy page, with what a reset does and does not undo),
+    host-runtime-noncompliant.png (the panel's notice and its buttons), runtime-reset-confirm.png (the confirmation),
+    fleet-runtime-noncompliant.png (the fleet view's rule and count per stage)."""
+    from builds.releases.models import Stage
+
+    build = succeeded_build(personas.team, personas.developer, digest=DIGEST)
+    Build.objects.filter(pk=build.pk).update(package_format="rpm", packages=IMAGE_PACKAGES)
+    prod = Stage.objects.get(team=personas.team, name="prod")
+    rpm = "#format rpm\n" + "".join(f"{n}\t{v}\tx86_64\n" for n, v in IMAGE_PACKAGES.items())
+    hosts = []
+    for i in range(4):
+        host = Host.objects.create(team=personas.team, name=f"web-{i:02d}", address="192.0.2.10", stage=prod,
+                                   host_key="ssh-ed25519 AAAA", spec_image="registry.example/platform/web-os:prod",
+                                   state=HostState.UP_TO_DATE, is_bootc=True, booted_digest=DIGEST, booted_version="1.0",
+                                   status_at=timezone.now(),
+                                   status={"usr_overlay": "transient, readWrite"} if i == 0 else {})
+        runtime.runtime_record(host, config_diff="M    chrony.conf\nA    sysctl.d/90-tuning.conf\n" if i < 2 else "",
+                               package_output=rpm + ("htop\t1.0-1.fc42\tx86_64\n" if i == 0 else ""))
+        hosts.append(host)
+    with browser_page() as page:
+        log_in(page, portal_server.url, "teamadmin")
+        page.goto(f"{portal_server.url}/hosts/stages/{prod.pk}/runtime-policy/")
+        page.check("input[name=drift][value=forbidden]")
+        page.check("input[name=rollouts][value=skip]")
+        page.click("text=Save the policy")
+        assert page.locator("#runtime-policy-now").inner_text() == "Forbidden"
+        assert "2 non-compliant" in page.locator("main").inner_text()
+        screenshot(page, "runtime-policy")
+
+        page.goto(f"{portal_server.url}/hosts/{hosts[0].pk}/")
+        panel = page.locator("#host-runtime")
+        assert "Non-compliant: prod forbids changes made at runtime" in panel.inner_text()
+        panel.scroll_into_view_if_needed()
+        screenshot(page, "host-runtime-noncompliant")
+        panel.locator("text=Reset to the image").click()
+        effect = page.locator(".action-effect").inner_text()
+        assert "REBOOTS" in effect and "It does not undo files changed in /etc" in effect
+        screenshot(page, "runtime-reset-confirm")
+
+        page.goto(f"{portal_server.url}/hosts/fleet/runtime/")
+        group = page.locator(".runtime-group").first
+        assert "runtime changes forbidden" in group.inner_text() and "2 of 4 hosts non-compliant" in group.inner_text()
+        screenshot(page, "fleet-runtime-noncompliant")
