@@ -70,7 +70,8 @@ class GitHTTPServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.httpd.server_address[1]
         self.host = f"127.0.0.1:{self.port}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        # stop()'s shutdown() returns at serve_forever's next poll: every 50 ms, not every half second
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def repository(self, name, files: dict[str, str]) -> str:
         """A bare repository `name` with one commit of `files` on main; returns its URL."""

@@ -40,7 +40,8 @@ class FakeOSV(BaseHTTPRequestHandler):
 @pytest.fixture
 def osv():
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), FakeOSV)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() returns at serve_forever's next poll: every 50 ms, not every half second
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/v1/query"
     server.shutdown()

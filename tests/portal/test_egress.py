@@ -40,7 +40,8 @@ class Server:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/hook"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        # stop()'s shutdown() returns at serve_forever's next poll: every 50 ms, not every half second
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def stop(self):
         self.httpd.shutdown()
