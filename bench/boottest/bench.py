@@ -11,7 +11,12 @@ build pipeline. Then, for each accelerator, in turn each round:
             of the registry by digest (skopeo), the initramfs made from the layers, the same VM, the console into the
             run's log in the database, the VM killed and its files removed.
 
-    bench/boottest/run [--runs 5]
+With `--ssh`, the image is the one the checks log in to (Debian's sshd, tests/diskimages/bootimages.py SSH_GOOD)
+and both sides go on past the marker: by hand, OpenSSH's client logs in through the same loopback forward (retried
+until sshd answers) and runs `bootc status --format=json --format-version=1` and `systemctl is-system-running`; the
+portal runs its checks over SSH (`vmaccess`), one round (no soak).
+
+    bench/boottest/run [--runs 5] [--ssh]
 """
 
 import argparse
@@ -40,6 +45,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--deadline", type=int, default=60, help="seconds a boot may take before it counts as failed")
+    parser.add_argument("--ssh", action="store_true", help="the image the checks log in to, checked over SSH")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-boottest-"))
@@ -54,7 +60,7 @@ def main():
     })
     from tests.builds.fixtures import PodmanStore, Registry
     from tests.conftest import RedisServer
-    from tests.diskimages.bootimages import BOOTABLE_BASE, GOOD, debian_kernel
+    from tests.diskimages.bootimages import BOOTABLE_BASE, GOOD, SSH_GOOD, build_ssh_base, debian_kernel
 
     for name in ("podman", "registry", "redis"):
         (work / name).mkdir()
@@ -78,6 +84,8 @@ def main():
         shutil.copy2(kernel, context / "vmlinuz")
         (context / "Containerfile").write_text(f"FROM localhost/base:latest\nCOPY vmlinuz /usr/lib/modules/{version}/vmlinuz\n")
         store.run("build", "--pull=never", "--tag", BOOTABLE_BASE, str(context))
+        if args.ssh:
+            build_ssh_base(store.run, version)
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0)
@@ -97,7 +105,11 @@ def main():
         Builder.objects.create(name="local", architecture=services.local_architecture(), capacity=1,
                                podman_root=store.root, podman_runroot=store.runroot)
         definition = services.definition_create(team=team, user=user, name="test-os")
-        revision = services.revision_create(definition=definition, user=user, containerfile=GOOD)
+        revision = services.revision_create(definition=definition, user=user, containerfile=SSH_GOOD if args.ssh else GOOD)
+        if args.ssh:
+            from builds.diskimages import bootplans
+
+            bootplans.boot_test_plan_save(definition=definition, user=user, ssh_checks=True, soak_seconds=0)
         build = services.build_start(revision=revision, user=user)
         pipeline.build_execute(build.pk)
         build = Build.objects.with_related().get(pk=build.pk)
@@ -109,13 +121,25 @@ def main():
         media_dir.mkdir()
         subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{build.repository}@{build.digest}",
                         f"dir:{media_dir / 'image'}"], check=True)
-        media = bootmedia.prepare(media_dir / "image", media_dir, max_bytes=settings.BOOT_TEST_ROOTFS_MAX_BYTES)
+        guest = None
+        if args.ssh:
+            from builds.diskimages import vmaccess
+
+            guest = vmaccess.GuestAccess.make(0)
+            (work / "client_key").write_text(guest.client_private)
+            (work / "client_key").chmod(0o600)
+            (work / "known_hosts").write_text(f"[127.0.0.1]:{guest.port} {guest.host_public}\n")
+        media = bootmedia.prepare(media_dir / "image", media_dir, max_bytes=settings.BOOT_TEST_ROOTFS_MAX_BYTES,
+                                  extra_files=guest.guest_files(image_reference=f"{build.repository}@{build.digest}",
+                                                                digest=bootmedia.manifest_digest(media_dir / "image"))
+                                  if guest else None)
         marker = re.compile(settings.BOOT_TEST_MARKER)
 
         def by_hand(accel):
             config = qemu.VMConfig(name="bench-by-hand", kernel=media.kernel, initramfs=media.initramfs, accel=accel,
                                    firmware="bios", memory_mb=settings.BOOT_TEST_MEMORY_MB, cpus=settings.BOOT_TEST_CPUS,
-                                   append="console=ttyS0 rdinit=/sbin/init panic=-1")
+                                   append="console=ttyS0 rdinit=/sbin/init panic=-1",
+                                   hostfwd=guest.hostfwd() if guest else "")
             started = time.monotonic()
             vm = subprocess.Popen(qemu.args(config), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                   stdin=subprocess.DEVNULL)
@@ -129,6 +153,18 @@ def main():
                     if ready and not data:
                         return None
                     seen += data
+                while guest is not None:  # the same checks by hand: OpenSSH's client through the same forward
+                    if time.monotonic() - started > args.deadline:
+                        return None
+                    login = subprocess.run(
+                        ["ssh", "-i", str(work / "client_key"), "-p", str(guest.port), "-o", "BatchMode=yes",
+                         "-o", f"UserKnownHostsFile={work / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes",
+                         "-o", "ConnectTimeout=5", "root@127.0.0.1",
+                         "bootc status --format=json --format-version=1 && systemctl is-system-running"],
+                        capture_output=True, text=True)
+                    if login.returncode == 0 and build.digest in login.stdout and login.stdout.strip().endswith("running"):
+                        break
+                    time.sleep(0.5)
                 return time.monotonic() - started
             finally:
                 vm.kill()
@@ -162,7 +198,7 @@ def main():
                     whole.append(p)
                     to_marker.append(m)
             results[accel] = (hand, whole, to_marker)
-        report(args.runs, results, media)
+        report(args.runs, results, media, ssh=args.ssh)
     finally:
         if redis is not None:
             redis.stop()
@@ -172,12 +208,13 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
 
-def report(runs, results, media):
+def report(runs, results, media, *, ssh=False):
     qemu_version = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
     print(f"\nbench/boottest, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}: {platform.platform()}, "
           f"{os.cpu_count()} CPU(s), {qemu_version}; kernel {media.kernel_version}, initramfs {media.size:,} bytes; "
           f"median of {runs} rounds after one warm-up round\n")
-    print("| accelerator | by hand: exec to login prompt | portal: boot to marker (in the run) "
+    done = "login prompt, then ssh: bootc status and systemctl" if ssh else "login prompt"
+    print(f"| accelerator | by hand: exec to {done} | portal: boot to marker (in the run) "
           "| portal: request to verdict | portal overhead vs by hand |")
     print("|---|---|---|---|---|")
     for accel, (hand, whole, to_marker) in results.items():

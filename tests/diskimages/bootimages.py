@@ -161,6 +161,12 @@ def bootable_ssh_base(podman_store, bootable_base):
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
+    build_ssh_base(podman_store.run, version)
+    return SSH_BASE
+
+
+def build_ssh_base(podman_run, kernel_version: str) -> None:
+    """Build SSH_BASE FROM BOOTABLE_BASE with `podman_run(*args)` (the fixture's store, or bench/boottest's)."""
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
     context = Path(tempfile.mkdtemp(prefix="portal-bootable-ssh-base-"))
     try:
@@ -169,10 +175,10 @@ def bootable_ssh_base(podman_store, bootable_base):
             target = root / path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(Path(path).resolve(), target)
-        kernel_modules = root / "usr/lib/modules" / version / "kernel"
+        kernel_modules = root / "usr/lib/modules" / kernel_version / "kernel"
         kernel_modules.mkdir(parents=True)
         for name in SSH_MODULES:
-            shutil.copy2(modules / f"{name}.ko", kernel_modules / f"{name}.ko")
+            shutil.copy2(KERNEL_CACHE / "modules" / f"{name}.ko", kernel_modules / f"{name}.ko")
         for path, text, mode in (("usr/bin/bootc", STANDIN_BOOTC, 0o755), ("usr/bin/systemctl", STANDIN_SYSTEMCTL, 0o755),
                                  ("etc/ssh/sshd_config", SSHD_CONFIG, 0o644)):
             (root / path).parent.mkdir(parents=True, exist_ok=True)
@@ -183,10 +189,9 @@ def bootable_ssh_base(podman_store, bootable_base):
             "RUN echo 'sshd:x:100:65534:sshd privilege separation:/run/sshd:/bin/false' >> /etc/passwd "
             "&& grep -q '^nogroup:' /etc/group || echo 'nogroup:x:65534:' >> /etc/group\n"
             "LABEL containers.bootc=1\n")
-        podman_store.run("build", "--pull=never", "--tag", SSH_BASE, str(context))
+        podman_run("build", "--pull=never", "--tag", SSH_BASE, str(context))
     finally:
         shutil.rmtree(context, ignore_errors=True)
-    return SSH_BASE
 
 
 def _libraries(binary: str) -> list[str]:
