@@ -4,12 +4,14 @@ token. Answers are small flat JSON objects a shell script reads with sed.
 
     POST /agent/v1/enroll                    {"token": "ime_...", "name": "<hostname>"} -> {"credential": "imh_..."}
     POST /agent/v1/status                    body: `bootc status --format=json` -> {"status": "unchanged"|"changed", ...}
+    POST /agent/v1/runtime                   body: what changed since boot (text: config-diff, packages) -> {"ok": true}
     POST /agent/v1/actions/next              -> {"action": id, "kind": ..., "image": ...} or {"action": null}
     POST /agent/v1/actions/<id>/log          body: output so far (text) -> {"ok": true}
     POST /agent/v1/actions/<id>/finish       ?exit=N&rebooting=0|1, body: the rest of the output -> {"status": ...}
 
 Refusals are 4xx with {"error": reason}: 401 for an unknown credential or token, 403 for a host that waits for an
-admin's approval or a used-up, expired or revoked token, 413 for a status over HOSTS_MAX_STATUS_BYTES, 422 for a
+admin's approval or a used-up, expired or revoked token, 413 for a status over HOSTS_MAX_STATUS_BYTES (a runtime
+report over MAX_RUNTIME_BYTES), 422 for a
 status that is not a bootc status document (the host is then marked "status unreadable"), 429 over the per-host rate
 (HOSTS_AGENT_RATE_LIMIT_PER_HOST) or the per-address enrollment rate.
 """
@@ -26,6 +28,7 @@ from portal import ratelimit
 from . import reportin
 
 MAX_LOG_BYTES = 256 * 1024
+MAX_RUNTIME_BYTES = 4 * 1024 * 1024  # thousands of changed paths and packages; the reading keeps the first ones
 
 
 def _error(status, message):
@@ -107,6 +110,15 @@ def status(request, agent):
         return _error(422, result.error)
     return JsonResponse({"status": "changed" if result.changed else "unchanged", "state": result.state,
                          "actions": int(agent.actions_waiting)})
+
+
+@agent_view
+def runtime(request, agent):
+    raw = request.read(MAX_RUNTIME_BYTES + 1)
+    if len(raw) > MAX_RUNTIME_BYTES:
+        return _error(413, f"The runtime report is larger than {MAX_RUNTIME_BYTES} bytes.")
+    found = reportin.host_runtime_report(agent=agent, text=raw.decode("utf-8", "replace"))
+    return JsonResponse({"ok": not found.error, "changed_at": found.changed_at.isoformat() if found.changed_at else None})
 
 
 @agent_view

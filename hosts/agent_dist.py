@@ -9,6 +9,8 @@ import base64
 import shlex
 from pathlib import Path
 
+from portal.packages import PACKAGE_SCRIPT
+
 AGENT_DIR = Path(__file__).resolve().parent / "agent"
 
 SCRIPT_PATH = "/usr/libexec/portal-agent/portal-agent"
@@ -17,8 +19,12 @@ TIMER_PATH = "/usr/lib/systemd/system/portal-agent.timer"
 CONF_PATH = "/etc/portal-agent/agent.conf"
 
 
+PACKAGE_SCRIPT_PLACEHOLDER = "@PACKAGE_SCRIPT@"
+
+
 def script():
-    return (AGENT_DIR / "portal-agent.sh").read_text()
+    """The agent, with the portal's package script (`portal.packages`: the one builds and SSH reads run) filled in."""
+    return (AGENT_DIR / "portal-agent.sh").read_text().replace(PACKAGE_SCRIPT_PLACEHOLDER, shlex.quote(PACKAGE_SCRIPT))
 
 
 def configuration(*, portal_url, token, heartbeat_seconds=60):

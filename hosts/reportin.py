@@ -33,7 +33,7 @@ from portal.logsink import LogSink
 from portal.models import Action, Run, RunStatus
 from portal.text import storable
 
-from . import agentcache, notifications
+from . import agentcache, notifications, runtime
 from .actions import _release
 from .connect import NAME_MAX, setting
 from .models import EnrollmentToken, EventKind, Host, HostAction, HostMode, HostState
@@ -63,6 +63,19 @@ class AgentError(Exception):
 
 def secret_hash(secret):
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+# --- What changed at runtime ----------------------------------------------------------------------------------------
+
+
+def host_runtime_report(*, agent, text):
+    """What the agent of a host that reports in found changed since it booted (runtime.parse_agent_report): recorded
+    by the same `runtime_record` as an SSH reading (a new row and a timeline event only when it changed)."""
+    host = Host.objects.select_related("team").get(pk=agent.pk)
+    config_diff, package_output, failed = runtime.parse_agent_report(text)
+    if failed:
+        return runtime.runtime_failed(host, f"the agent could not read it: {failed}")
+    return runtime.runtime_record(host, config_diff=config_diff, package_output=package_output)
 
 
 # --- Enrollment tokens -----------------------------------------------------------------------------------------------

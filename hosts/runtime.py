@@ -10,7 +10,9 @@ Read over the same channel as the status (SSH), with commands a real bootc host 
 - for the first changed files, both sides (`portal.ssh.etc_file`: /usr/etc/<path>, the image's version, and
   /etc/<path>), turned into diffs with secrets masked before anything is stored (`hosts.etcdiff`).
 
-Hosts that report in (hosts/reportin.py) are not read this way yet: their agent would have to send the same two outputs.
+Hosts that report in (hosts/reportin.py) send the same two outputs through their agent, hourly by default
+(`parse_agent_report`), and the same `runtime_record` stores them; their agent sends no file contents, so their
+changed files are listed without diffs.
 
 A reading is stored only when it differs from the one before; each difference adds an event to the host's timeline.
 """
@@ -112,11 +114,38 @@ def runtime_read(host):
     try:
         config_diff, package_output, files = _read(host)
     except (ssh.SSHError, HostError) as exc:
-        runtime, _ = HostRuntime.objects.get_or_create(host=host)
-        HostRuntime.objects.filter(pk=runtime.pk).update(read_at=now, error=storable(str(exc))[:500])
-        runtime.refresh_from_db()
-        return runtime
+        return runtime_failed(host, str(exc), at=now)
     return runtime_record(host, config_diff=config_diff, package_output=package_output, files=files, at=now)
+
+
+def runtime_failed(host, reason, *, at=None):
+    """A reading that failed: the last one is kept, with when and why this one failed."""
+    runtime, _ = HostRuntime.objects.get_or_create(host=host)
+    HostRuntime.objects.filter(pk=runtime.pk).update(read_at=at or timezone.now(), error=storable(reason)[:500])
+    runtime.refresh_from_db()
+    return runtime
+
+
+AGENT_SECTION = "#portal-agent "
+
+
+def parse_agent_report(text):
+    """(config-diff output, package script output, why it failed or "") from what a host's agent posts: a line
+    `#portal-agent config-diff`, that command's output, a line `#portal-agent packages`, the package script's output;
+    `#portal-agent failed: <reason>` where a command failed. Neither output has a line starting so (config-diff's lines
+    start with A, M or D; the package script's with `#format`, a package name, a dpkg field or a space)."""
+    sections, current, failed = {"config-diff": [], "packages": []}, None, ""
+    for line in text.splitlines():
+        if line.startswith(AGENT_SECTION):
+            word = line[len(AGENT_SECTION):].strip()
+            if word.startswith("failed:"):
+                failed = failed or word.removeprefix("failed:").strip() or "a command failed on the host"
+            current = word if word in sections else None
+        elif current is not None:
+            sections[current].append(line)
+    if not failed and not any(line.startswith(AGENT_SECTION + "packages") for line in text.splitlines()):
+        failed = "the report has no package list (#portal-agent packages)"
+    return "\n".join(sections["config-diff"]) + "\n", "\n".join(sections["packages"]) + "\n", failed
 
 
 def etc_files(etc_changes, files):

@@ -34,6 +34,7 @@ urlpatterns = [
     # The agent of a host that reports in (its own credential; no session).
     path("agent/v1/enroll", agent_api.enroll, name="agent_enroll"),
     path("agent/v1/status", agent_api.status, name="agent_status"),
+    path("agent/v1/runtime", agent_api.runtime, name="agent_runtime"),
     path("agent/v1/actions/next", agent_api.action_next, name="agent_action_next"),
     path("agent/v1/actions/<int:pk>/log", agent_api.action_log, name="agent_action_log"),
     path("agent/v1/actions/<int:pk>/finish", agent_api.action_finish, name="agent_action_finish"),

@@ -9,6 +9,8 @@
 # On its first run it enrolls with the token and keeps the credential the portal answers with; the token is not
 # needed again. Then, on every run, it reads `bootc status --format=json` and posts it when it changed, or when
 # HEARTBEAT_SECONDS passed since the last post (the portal learns the host is alive, and answers whether actions wait).
+# Every RUNTIME_SECONDS (an hour by default) it also posts what changed on the host since it booted its image: the
+# output of `ostree admin config-diff` and of the portal's package script (the one the portal runs over SSH).
 set -u
 CONF=${PORTAL_AGENT_CONF:-/etc/portal-agent/agent.conf}
 STATE=${PORTAL_AGENT_STATE:-/var/lib/portal-agent}
@@ -22,6 +24,9 @@ say() { echo "portal-agent: $*" >&2; }
 [ -n "${PORTAL_URL:-}" ] || { say "PORTAL_URL is not set in $CONF"; exit 1; }
 HEARTBEAT_SECONDS=${HEARTBEAT_SECONDS:-60}
 HOST_NAME=${HOST_NAME:-$(hostname)}
+RUNTIME_SECONDS=${RUNTIME_SECONDS:-3600}
+# The portal fills this in when it hands the agent out (hosts/agent_dist.py: portal/packages.py's PACKAGE_SCRIPT).
+PACKAGE_SCRIPT=@PACKAGE_SCRIPT@
 API="${PORTAL_URL%/}/agent/v1"
 mkdir -p "$STATE" && chmod 700 "$STATE" || exit 1
 
@@ -79,6 +84,29 @@ report() {
             return 1
             ;;
     esac
+}
+
+# Post what changed on the host since it booted (files in /etc, packages), when RUNTIME_SECONDS passed since the last
+# post. Each section starts with a line "#portal-agent <name>"; a command that fails says so on such a line.
+report_runtime() {
+    now=$(date +%s)
+    last=$(cat "$STATE/runtime_sent" 2>/dev/null || echo 0)
+    [ $((now - last)) -ge "$RUNTIME_SECONDS" ] || return 0
+    {
+        echo '#portal-agent config-diff'
+        ostree admin config-diff 2> "$STATE/runtime.err" ||
+            echo "#portal-agent failed: ostree admin config-diff: $(tail -n 1 "$STATE/runtime.err")"
+        echo '#portal-agent packages'
+        sh -c "$PACKAGE_SCRIPT" 2> "$STATE/runtime.err" ||
+            echo "#portal-agent failed: the package list: $(tail -n 1 "$STATE/runtime.err")"
+    } > "$STATE/runtime.txt"
+    request /runtime -H @"$STATE/auth" -H 'Content-Type: text/plain' --data-binary @"$STATE/runtime.txt" || return 1
+    if [ "$HTTP_CODE" = 200 ]; then
+        echo "$now" > "$STATE/runtime_sent"
+    else
+        say "runtime report refused ($HTTP_CODE): $(field error)"
+        return 1
+    fi
 }
 
 # Post what the action printed since byte $2 of its output, in whole lines: a line still being written waits for its
@@ -150,6 +178,7 @@ run_actions() {
 
 [ -s "$STATE/auth" ] || enroll
 report || exit 1
+report_runtime
 if [ "${ACTIONS:-0}" != 0 ]; then
     run_actions
 fi

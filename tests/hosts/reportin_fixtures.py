@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from hosts import agent_dist, reportin
 from hosts.simbootc import FAULTS, BootcMachine, Deployment, HostState
+from portal.packages import PACKAGE_SCRIPT
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SimState = HostState
@@ -58,6 +59,9 @@ class Agent:
     def report(self, body):
         return self.client.post(reverse("hosts:agent_status"), body, content_type="application/json", **self._auth())
 
+    def runtime(self, text):
+        return self.client.post(reverse("hosts:agent_runtime"), text, content_type="text/plain", **self._auth())
+
     def next_action(self):
         return self.client.post(reverse("hosts:agent_action_next"), **self._auth())
 
@@ -85,9 +89,18 @@ class EdgeHost:
         self.state_file.write_text(state.to_json())
         bindir = self.directory / "bin"
         bindir.mkdir()
-        for command in ("bootc", "systemctl"):
+        for command in ("bootc", "systemctl", "ostree", "dnf"):
             (bindir / command).write_text(f"#!/bin/sh\nexec {sys.executable} -m hosts.simbootc_cli {command} \"$@\"\n")
             (bindir / command).chmod(0o755)
+        # `sh -c <the portal's package script>` is the simulator's too (it answers with the simulated image's
+        # packages, not this machine's); any other sh is the system's.
+        (self.directory / "package-script").write_text(PACKAGE_SCRIPT)
+        (bindir / "sh").write_text(
+            f"#!/bin/sh\nif [ \"$1\" = -c ] && printf '%s' \"$2\" | cmp -s - {self.directory / 'package-script'}; then\n"
+            f"  exec {sys.executable} -m hosts.simbootc_cli sh -c \"$2\"\nfi\nexec /bin/sh \"$@\"\n")
+        (bindir / "sh").chmod(0o755)
+        self.agent = self.directory / "portal-agent"
+        self.agent.write_text(agent_dist.script())
         self.conf = self.directory / "agent.conf"
         self.conf.write_text(agent_dist.configuration(portal_url=portal_url, token=token, heartbeat_seconds=0)
                              + "HOST_NAME=edge-01\n")
@@ -97,8 +110,18 @@ class EdgeHost:
 
     def tick(self):
         """One run of the agent, as its timer starts it."""
-        return subprocess.run(["sh", str(agent_dist.AGENT_DIR / "portal-agent.sh")], env=self.env, capture_output=True,
-                              text=True, timeout=120)
+        return subprocess.run(["/bin/sh", str(self.agent)], env=self.env, capture_output=True, text=True, timeout=120)
+
+    def run(self, *argv):
+        """Someone runs a command on the host (bootc usr-overlay, dnf install ...)."""
+        return subprocess.run([sys.executable, "-m", "hosts.simbootc_cli", *argv], env=self.env, capture_output=True,
+                              text=True, timeout=60, check=True)
+
+    def edit_etc(self, path, kind="M", text=None):
+        from hosts import simruntime
+        from hosts.simbootc_cli import CommandLineMachine
+
+        simruntime.edit_etc(CommandLineMachine(self.state_file), path, kind, text)
 
     def state(self):
         return SimState.from_json(self.state_file.read_text())

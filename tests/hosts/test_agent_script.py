@@ -64,6 +64,39 @@ def test_the_agent_enrolls_waits_for_approval_reports_and_carries_out_an_upgrade
     assert booted.action == action and booted.user == personas.operator
 
 
+def test_the_agent_sends_what_changed_at_runtime_on_its_slower_schedule(edge, personas):
+    """Someone opens a /usr overlay, installs htop and edits two files; the agent's next tick posts config-diff and the
+    package list (the portal's own package script, run by the agent), which land as an SSH reading would; the tick
+    after, within RUNTIME_SECONDS, sends the status and not the runtime again."""
+    from builds.models import Build
+    from hosts.models import HostRuntime
+    from hosts.simruntime import IMAGE_PACKAGES
+    from tests.diskimages.rows import succeeded_build
+
+    build = succeeded_build(personas.team, personas.developer, digest=edge.digests["1.1"]["amd64"])
+    Build.objects.filter(pk=build.pk).update(package_format="rpm", packages=IMAGE_PACKAGES)
+    assert edge.tick().returncode == 1  # enrolled; waits for an admin's approval
+    host = Host.objects.get(team=personas.team, name="edge-01")
+    reportin.host_approve(host=host, user=personas.admin)
+    edge.run("bootc", "usr-overlay")
+    edge.run("dnf", "install", "-y", "htop")
+    edge.edit_etc("chrony.conf", "M")
+    edge.edit_etc("sysctl.d/90-tuning.conf", "A")
+
+    ticked = edge.tick()
+    assert ticked.returncode == 0, ticked.stderr
+    found = HostRuntime.objects.get(host=host)
+    assert found.error == "" and found.image_packages_known
+    assert found.packages_added == {"htop": "1.0-1.fc42"} and not found.packages_removed
+    assert found.etc_changes == [["M", "/etc/chrony.conf"], ["A", "/etc/sysctl.d/90-tuning.conf"]]
+    assert found.usr_overlay  # from the status the same tick posted
+    assert host.events.filter(kind=EventKind.RUNTIME_CHANGED).count() == 1
+
+    edge.edit_etc("motd", "D")
+    assert edge.tick().returncode == 0
+    assert HostRuntime.objects.get(host=host).etc_total == 2  # not sent again within the hour
+
+
 def test_a_used_token_is_refused_and_the_agent_says_why(edge, personas):
     assert edge.tick().returncode in (0, 1)
     again = EdgeHost(edge.directory / "second", reference="registry.example.com/x:prod", digest="sha256:" + "1" * 64,

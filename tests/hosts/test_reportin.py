@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from hosts import reportin
 from hosts.actions import host_action_request
-from hosts.models import ActionKind, EnrollmentToken, EventKind, Host, HostMode, HostSnapshot, HostState
+from hosts.models import ActionKind, EnrollmentToken, EventKind, Host, HostMode, HostRuntime, HostSnapshot, HostState
 from portal.logsink import lines_after
 from portal.models import AuditEvent, RunStatus
 from tests.hosts.reportin_fixtures import Agent, make_token, status_json
@@ -341,3 +341,60 @@ class TestPagesAndWhoMayUseThem:
         assert "Approve edge-01" in client_for(personas.admin).get(f"/hosts/{host.pk}/").content.decode()
         ssh_host = Host.objects.create(team=personas.team, name="web-01", address="192.0.2.1")
         assert 'bi-terminal"></i> SSH' in client_for(personas.viewer).get(f"/hosts/{ssh_host.pk}/").content.decode()
+
+
+class TestRuntime:
+    """What changed on the host since it booted, as its agent posts it (hourly): config-diff and the package list, read
+    by the same parser and recorded with the same time line as an SSH reading."""
+
+    REPORT = ("#portal-agent config-diff\nM    chrony.conf\nA    sysctl.d/90-tuning.conf\n#portal-agent packages\n"
+              "#format rpm\n" + "".join(f"{n}\t{v}\tx86_64\n" for n, v in {"bash": "5.2", "htop": "3.3"}.items()))
+
+    def test_only_an_approved_hosts_own_credential_posts_it(self, personas):
+        _, secret = make_token(personas)
+        agent = Agent()
+        assert agent.runtime(self.REPORT).status_code == 401  # no credential
+        assert Agent(credential="imh_" + "x" * 40).runtime(self.REPORT).status_code == 401
+        agent.enroll(secret)
+        assert agent.runtime(self.REPORT).status_code == 403  # waits for an admin's approval
+        host = Host.objects.get(name="edge-01")
+        assert not HostRuntime.objects.filter(host=host).exists()
+        reportin.host_approve(host=host, user=personas.admin)
+        assert agent.runtime(self.REPORT).status_code == 200
+        assert HostRuntime.objects.get(host=host).etc_total == 2
+
+    def test_it_goes_through_the_same_parser_and_time_line_as_an_ssh_reading(self, approved, personas):
+        from builds.models import Build
+        from tests.diskimages.rows import succeeded_build
+
+        host, agent = approved
+        assert agent.report(status_json()).status_code == 200
+        host.refresh_from_db()
+        build = succeeded_build(personas.team, personas.developer, digest=host.booted_digest)
+        Build.objects.filter(pk=build.pk).update(package_format="rpm", packages={"bash": "5.2"})
+        response = agent.runtime(self.REPORT)
+        assert response.status_code == 200 and response.json()["ok"]
+        found = HostRuntime.objects.get(host=host)
+        assert found.etc_changes == [["M", "/etc/chrony.conf"], ["A", "/etc/sysctl.d/90-tuning.conf"]]
+        assert found.packages_added == {"htop": "3.3"} and found.image_packages_known
+        assert host.events.filter(kind=EventKind.RUNTIME_CHANGED).count() == 1
+        agent.runtime(self.REPORT)  # the same again: no new event
+        assert host.events.filter(kind=EventKind.RUNTIME_CHANGED).count() == 1
+
+    def test_a_command_that_failed_on_the_host_keeps_the_last_reading_and_says_why(self, approved):
+        host, agent = approved
+        agent.runtime(self.REPORT)
+        failed = agent.runtime("#portal-agent config-diff\n#portal-agent failed: ostree admin config-diff: "
+                               "error: Not an ostree system\n#portal-agent packages\n#format none\n")
+        assert failed.status_code == 200 and not failed.json()["ok"]
+        found = HostRuntime.objects.get(host=host)
+        assert "Not an ostree system" in found.error and found.etc_total == 2
+        assert agent.runtime("garbage").status_code == 200
+        assert "no package list" in HostRuntime.objects.get(host=host).error
+
+    def test_an_oversize_report_is_refused(self, approved):
+        from hosts import agent_api
+
+        _, agent = approved
+        response = agent.runtime("M    x\n" * (agent_api.MAX_RUNTIME_BYTES // 7 + 1))
+        assert response.status_code == 413
