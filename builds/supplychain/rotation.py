@@ -32,11 +32,12 @@ log = logging.getLogger(__name__)
 
 def verifying_keys(key: SigningKey, *, now: datetime.datetime | None = None) -> list[SigningKey]:
     """The keys a policy that names `key` accepts: `key`, and for a GPG key, the old key of a rotation to it that is
-    re-signed and still before its date (signedBy takes a key ring; sigstoreSigned exactly one key)."""
+    re-signed and still before its date, unless a team admin retired it early (signedBy takes a key ring;
+    sigstoreSigned exactly one key)."""
     if key.kind != KeyKind.GPG:
         return [key]
-    older = [rotation.old_key for rotation in KeyRotation.objects.overlapping(now).filter(new_key=key)
-             .select_related("old_key")]
+    older = [rotation.old_key for rotation in KeyRotation.objects.overlapping(now)
+             .filter(new_key=key, old_key__retired_at__isnull=True).select_related("old_key")]
     return [key, *older]
 
 
