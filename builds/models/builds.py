@@ -1,4 +1,4 @@
-"""Image definitions, revisions, builds, builders, registry credentials, API tokens and git webhooks.
+"""Image definitions, revisions and builds.
 
 A team's **image definition** names a repository and its platforms; each **revision** is an immutable Containerfile (plus
 its build context: a few small files, or a git URL) with its author and sha256; each **build** turns one revision into
@@ -9,21 +9,19 @@ so there is one status column and nothing to drift.
 
 import hashlib
 import re
-import secrets
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
 from portal import failures
-from portal.crypto import EncryptedTextField
 from portal.formatting import short_digest
 from portal.models import FINISHED_STATUSES, Run, RunStatus, Team, TeamScopedQuerySet
 
-# A repository path component as the OCI distribution spec has it (lower case; separators . _ __ and runs of -).
+from .builders import Builder
+
 REPOSITORY_COMPONENT_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 # registry host[:port] followed by one or more components.
 REPOSITORY_RE = re.compile(
@@ -231,170 +229,6 @@ class ContextFile(models.Model):
         super().save(*args, **kwargs)
 
 
-# --- Builders --------------------------------------------------------------------------------------------------------
-
-
-class BuilderKind(models.TextChoices):
-    LOCAL = "local", "Local (the worker's own podman)"
-    SSH = "ssh", "Remote over SSH"
-
-
-class Builder(models.Model):
-    """A machine with podman that runs builds: the worker itself, or a remote machine reached over SSH (paramiko)."""
-
-    name = models.CharField(max_length=100, unique=True)
-    kind = models.CharField(max_length=8, choices=BuilderKind.choices, default=BuilderKind.LOCAL)
-    architecture = models.CharField(max_length=16, default="amd64", help_text="amd64, arm64, ppc64le, s390x...")
-    capacity = models.PositiveSmallIntegerField(default=2, help_text="Builds it runs at once; more wait in the queue.")
-    enabled = models.BooleanField(default=True)
-    # SSH builders
-    host = models.CharField(max_length=255, blank=True)
-    port = models.PositiveIntegerField(default=22)
-    username = models.CharField(max_length=100, blank=True)
-    private_key = EncryptedTextField(blank=True, help_text="OpenSSH private key (stored encrypted).")
-    host_key = models.TextField(blank=True, help_text="The pinned host key: 'ssh-ed25519 AAAA...'. Required for SSH.")
-    # podman storage, when not the default (per-builder stores, test runs).
-    podman_root = models.CharField(max_length=500, blank=True, help_text="podman --root, if not the default.")
-    podman_runroot = models.CharField(max_length=500, blank=True, help_text="podman --runroot, if not the default.")
-    work_dir = models.CharField(max_length=500, blank=True, help_text="Where build contexts go (default: a temp dir).")
-    # health, from `podman version`
-    health_ok = models.BooleanField(null=True, blank=True)
-    health_detail = models.TextField(blank=True)
-    podman_version = models.CharField(max_length=50, blank=True)
-    health_checked_at = models.DateTimeField(null=True, blank=True)
-    # Disk use of its podman store (builds.hygiene): pruned above the budget, keeping each definition's newest build.
-    storage_budget_bytes = models.BigIntegerField(
-        null=True, blank=True, validators=[MinValueValidator(0)],
-        help_text="Prune the podman store when its images take more than this; empty: never prune.")
-    storage_used_bytes = models.BigIntegerField(null=True, blank=True, help_text="Images, containers and volumes.")
-    storage_checked_at = models.DateTimeField(null=True, blank=True)
-    storage_pruned_at = models.DateTimeField(null=True, blank=True)
-    storage_note = models.CharField(max_length=500, blank=True, help_text="What the last check or prune did.")
-    created_at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        ordering = ["architecture", "name"]
-
-    def __str__(self):
-        return self.name
-
-    def get_absolute_url(self):
-        return reverse("builds:builder_list") + f"#builder-{self.pk}"
-
-    def running_builds(self):
-        return Build.objects.filter(builder=self, run__status=RunStatus.RUNNING)
-
-
-# --- Registry credentials and API tokens -----------------------------------------------------------------------------
-
-
-class RegistryCredential(models.Model):
-    """A team's login to one registry (host[:port]), used to push and inspect. The password is stored encrypted.
-
-    TLS is verified unless `insecure` is set, which is meant for a loopback development registry.
-    """
-
-    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="registry_credentials")
-    registry = models.CharField(max_length=255, help_text="host[:port], e.g. quay.io or 127.0.0.1:5000")
-    username = models.CharField(max_length=200, blank=True)
-    password = EncryptedTextField(blank=True)
-    insecure = models.BooleanField(default=False, help_text="Plain HTTP / no TLS verification. Only for a loopback "
-                                                            "development registry.")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
-    created_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["team", "registry"]
-        constraints = [models.UniqueConstraint(fields=["team", "registry"], name="one_credential_per_team_registry")]
-
-    def __str__(self):
-        return f"{self.username or '(anonymous)'}@{self.registry}"
-
-
-class GitCredential(models.Model):
-    """A team's login to a git host over HTTPS: a user name and a token (stored encrypted), used for every revision of
-    the team that builds from that host. git gets it through GIT_ASKPASS from a 0600 file on the builder, never on a
-    command line or in a URL. An empty user name means the host takes the token as the user name
-    (https://TOKEN@host)."""
-
-    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="git_credentials")
-    host = models.CharField(max_length=255, help_text="host[:port] of the git server, e.g. github.com")
-    username = models.CharField(max_length=200, blank=True)
-    token = EncryptedTextField()
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
-    created_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["team", "host"]
-        constraints = [models.UniqueConstraint(fields=["team", "host"], name="one_git_credential_per_team_host")]
-
-    def __str__(self):
-        return f"{self.username or '(token)'}@{self.host}"
-
-
-class ApiToken(models.Model):
-    """A team's token for CI pipelines: triggers builds and reads their status with the developer's rights in that team.
-
-    Only the sha256 of the token is stored; the token itself is shown once, when it is created.
-    """
-
-    PREFIX = "imp_"
-
-    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="api_tokens")
-    name = models.CharField(max_length=100)
-    token_hash = models.CharField(max_length=64, unique=True)
-    hint = models.CharField(max_length=16, help_text="The first characters, to recognise it.")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
-    created_at = models.DateTimeField(default=timezone.now)
-    last_used_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["team", "-created_at"]
-
-    def __str__(self):
-        return f"{self.team.slug}: {self.name} ({self.hint}…)"
-
-    @classmethod
-    def generate(cls):
-        return cls.PREFIX + secrets.token_urlsafe(32)
-
-    @staticmethod
-    def hash_token(token):
-        return hashlib.sha256(token.encode()).hexdigest()
-
-    @property
-    def active(self):
-        return self.revoked_at is None
-
-
-class GitWebhook(models.Model):
-    """An inbound git push webhook for a team (GitHub or GitLab style, HMAC/secret-verified).
-
-    A push rebuilds the team's definitions whose current revision builds from that repository and branch.
-    """
-
-    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="git_webhooks")
-    key = models.CharField(max_length=43, unique=True, help_text="The URL's unguessable part.")
-    secret = EncryptedTextField(help_text="Shared secret: GitHub signs with it, GitLab sends it as a token.")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
-    created_at = models.DateTimeField(default=timezone.now)
-    last_delivery_at = models.DateTimeField(null=True, blank=True)
-    last_delivery_summary = models.CharField(max_length=500, blank=True)
-
-    class Meta:
-        ordering = ["team", "created_at"]
-
-    def __str__(self):
-        return f"{self.team.slug} webhook {self.key[:6]}…"
-
-
 # --- Builds ----------------------------------------------------------------------------------------------------------
 
 
@@ -557,77 +391,6 @@ def dashboard_counts(user, teams):
         "definitions": ImageDefinition.objects.filter(team__in=teams).count(),
         "builds": Build.objects.filter(definition__team__in=teams).count(),
     }
-
-
-# --- Image retention (builds/retention.py, builds/cleanup.py) --------------------------------------------------------
-
-
-class ImageRetentionPolicy(models.Model):
-    """Which of a definition's images stay in the registry: the newest `keep_last` builds, builds younger than
-    `keep_days` days, and what each stage held in its last `keep_stage_history` promotions. A policy without a
-    definition is the team's default. What is in use (a stage holds it, a host boots, stages or keeps it as rollback,
-    a disk image or an open promotion refers to it, it is pinned) is kept whatever the numbers say: no policy can
-    express deleting it."""
-
-    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="image_retention_policies")
-    definition = models.OneToOneField(ImageDefinition, null=True, blank=True, on_delete=models.CASCADE,
-                                      related_name="retention_policy")
-    keep_last = models.PositiveIntegerField(default=10, validators=[MinValueValidator(1)],
-                                            help_text="Keep the images of the newest N builds (at least 1).")
-    keep_days = models.PositiveIntegerField(default=30, help_text="Keep images built fewer than D days ago; 0: none "
-                                                                  "for their age alone.")
-    keep_stage_history = models.PositiveIntegerField(
-        default=3, help_text="Keep what each stage held in its last M promotions, so a stage rollback finds it (what "
-                             "a stage holds now is always kept).")
-    on_schedule = models.BooleanField(
-        default=False, help_text="The daily retention pass deletes what the dry run lists, without a person confirming "
-                                 "it (each deletion is audited and the pass reports it).")
-    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["team"], condition=models.Q(definition__isnull=True),
-                                               name="one_default_image_retention_per_team")]
-
-    def __str__(self):
-        return (f"{self.definition or self.team.slug}: newest {self.keep_last}, {self.keep_days} days, "
-                f"{self.keep_stage_history} stage promotions")
-
-
-class ImageCleanupQuerySet(TeamScopedQuerySet):
-    team_path = "definition__team"
-
-
-class ImageCleanup(models.Model):
-    """One application of a definition's retention: the digests the dry run listed and someone confirmed (or a
-    schedule chose), which were deleted from the registry, which were found in use at the last moment and kept, and
-    the registry's garbage collection after. Status, who, when and the log are on `run`."""
-
-    definition = models.ForeignKey(ImageDefinition, on_delete=models.CASCADE, related_name="cleanups")
-    run = models.OneToOneField(Run, on_delete=models.PROTECT, related_name="image_cleanup")
-    requested = models.JSONField(default=list, help_text="The digests to delete, as the dry run listed them.")
-    deleted = models.JSONField(default=list, blank=True)
-    kept = models.JSONField(default=dict, blank=True, help_text="{digest: reasons}: in use when the run looked again.")
-    failed = models.JSONField(default=dict, blank=True, help_text="{digest: why the registry did not delete it}.")
-    bytes_expected = models.BigIntegerField(null=True, blank=True, help_text="What the dry run said would be freed.")
-    garbage_collected = models.BooleanField(default=False)
-    created_at = models.DateTimeField(default=timezone.now)
-
-    objects = ImageCleanupQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-
-    def __str__(self):
-        return f"Cleanup #{self.pk} of {self.definition}"
-
-    def get_absolute_url(self):
-        return reverse("builds:definition_retention", args=[self.definition_id])
-
-    @property
-    def team(self):
-        return self.definition.team
 
 
 # --- Notifications ---------------------------------------------------------------------------------------------------
