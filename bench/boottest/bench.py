@@ -172,7 +172,7 @@ def main():
 
         def portal(accel):
             settings.BOOT_TEST_ACCEL = accel
-            started = time.monotonic()
+            started, started_wall = time.monotonic(), time.time()
             boot_test = diskimages.boot_test_start(build=build, user=user)  # runs it (eager), like a free worker
             bootrun.boot_test_execute(boot_test.pk)  # does nothing if it ran already
             elapsed = time.monotonic() - started
@@ -180,11 +180,12 @@ def main():
             if boot_test.run.status != "succeeded":
                 print(f"{accel}: the boot test failed: {boot_test.run.exit_reason}")
                 return None, None
+            phases.setdefault(accel, []).append(_phases(boot_test.run, started_wall))
             return elapsed, boot_test.boot_seconds
 
         settings.BOOT_TEST_BOOT_SECONDS = args.deadline
         accels = ["kvm", "tcg"] if qemu.kvm_usable() else ["tcg"]
-        results = {}
+        results, phases = {}, {}
         for accel in accels:
             hand, whole, to_marker = [], [], []
             for i in range(args.runs + 1):  # the first round warms caches up and is not counted
@@ -199,6 +200,9 @@ def main():
                     to_marker.append(m)
             results[accel] = (hand, whole, to_marker)
         report(args.runs, results, media, ssh=args.ssh)
+        for accel, found in phases.items():
+            print(f"\n{accel}: the portal's rounds by the run log's line times (s): "
+                  + "; ".join(", ".join(f"{name} {value:.2f}" for name, value in round_.items()) for round_ in found))
     finally:
         if redis is not None:
             redis.stop()
@@ -206,6 +210,24 @@ def main():
             registry.stop()
         store.cleanup()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _phases(run, started_wall):
+    """Where a portal round's time went, from the times the log sink stored with each line: request to QEMU's start
+    (the copy out of the registry, the initramfs), QEMU's start to the marker, the marker to the last line (the checks
+    over SSH), and the last line to the verdict recorded (the VM killed, its files removed, the rows written)."""
+    from portal import logsink
+
+    _, lines, times = logsink.lines_between(run, limit=100_000)
+    seconds = [t / 1000 for t in times]
+
+    def when(text):
+        return next((t for line, t in zip(lines, seconds, strict=True) if text in line), float("nan"))
+
+    qemu_at, marker_at = when("qemu-system-x86_64 -name "), when("boot test: the console reached the marker")
+    run.refresh_from_db()
+    return {"to QEMU": qemu_at - started_wall, "QEMU to marker": marker_at - qemu_at,
+            "marker to last line": seconds[-1] - marker_at, "then to verdict": run.finished_at.timestamp() - seconds[-1]}
 
 
 def report(runs, results, media, *, ssh=False):
