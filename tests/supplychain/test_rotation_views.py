@@ -107,3 +107,22 @@ def test_a_stage_that_signs_what_enters_it_is_set_by_team_admins_only(keys, clie
     assert (policy.entry_key, policy.key) == (old, None)
     page = client_for(personas.viewer).get(f"/teams/{personas.team.slug}/signing-keys/").content.decode()
     assert "signs what enters it with <strong>release</strong>" in page
+
+
+def test_policies_name_both_gpg_keys_only_in_the_overlap_and_one_sigstore_key_always(keys, personas):
+    old, new = keys
+    admin = personas.admin
+    until = timezone.now() + datetime.timedelta(days=7)
+    gpg = rotation.key_rotation_start(old_key=old, new_key=new, user=admin, old_until=until)
+    assert rotation.verifying_keys(new) == [new]  # re-signing: no policy names the new key with the old one yet
+    KeyRotation.objects.filter(pk=gpg.pk).update(status=RotationStatus.OVERLAP)
+    assert rotation.verifying_keys(new) == [new, old]
+    assert rotation.verifying_keys(new, now=until + datetime.timedelta(seconds=1)) == [new]  # the date came
+    services.signing_key_retire(key=old, user=admin)  # retired early: it leaves the key ring at once
+    assert rotation.verifying_keys(new) == [new]
+
+    cosign_old = services.signing_key_generate(team=personas.team, user=admin, name="cosign-1", kind="sigstore")
+    cosign_new = services.signing_key_generate(team=personas.team, user=admin, name="cosign-2", kind="sigstore")
+    sigstore = rotation.key_rotation_start(old_key=cosign_old, new_key=cosign_new, user=admin, old_until=until)
+    KeyRotation.objects.filter(pk=sigstore.pk).update(status=RotationStatus.OVERLAP)
+    assert rotation.verifying_keys(cosign_new) == [cosign_new]  # sigstoreSigned takes exactly one key
