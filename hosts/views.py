@@ -200,7 +200,7 @@ def _runtime_context(host):
     found = HostRuntime.objects.filter(host=host).first()
     drift_rule, non_compliant = runtime_compliance(host, found)
     return {"runtime": found, "runtime_summary": runtime_summary(found) if found else "", "drift_rule": drift_rule,
-            "non_compliant": non_compliant}
+            "non_compliant": non_compliant, "reset_image": actions.reset_image(host)}
 
 
 def builds_by_digest(user, digests):
