@@ -23,6 +23,7 @@ from portal import registry  # noqa: E402
 from portal.concurrency import ConcurrencyLimit  # noqa: E402
 from portal.routing import websocket_urlpatterns  # noqa: E402
 from portal.socketauth import TokenAuthMiddleware  # noqa: E402
+from portal.wsbroadcast import with_prepared_sends  # noqa: E402
 
 # Fronts a feature registered (`registry.http_front`: hosts' status reports) answer before Django's request cycle and
 # outside the bound on concurrent Django requests, which they do not use; whatever they pass on meets both.
@@ -33,6 +34,8 @@ for wrap in registry.http_fronts():
 application = ProtocolTypeRouter(
     {
         "http": http_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))),
+        # Outermost, where daphne's own send is still in hand: the log hub frames each batch once for all its sockets.
+        "websocket": with_prepared_sends(
+            AllowedHostsOriginValidator(AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns))))),
     }
 )

@@ -20,9 +20,11 @@ from the database a few chunks at a time), its status from the hub's last one. (
 sockets kept the one thread of `database_sync_to_async` busy, and handshakes waited past daphne's connect timeout.)
 The hub renews its membership (Redis forgets every membership when it restarts).
 
-The hub also keeps the process ahead of a fast log watched by many sockets. Handing a batch to every socket costs the
-process time in proportion to the sockets (each send goes through Channels, daphne and the websocket framing), so
-after a round that kept it busy, the hub waits about as long again (at most HUB_HOLD_MAX_SECONDS) while batches
+The hub also keeps the process ahead of a fast log watched by many sockets. Under daphne it frames each batch once
+and writes that frame to every live socket (`portal.wsbroadcast`: autobahn's prepared messages), instead of a send per
+socket through Channels, daphne's reply path and autobahn's framing (elsewhere, and for backlogs and statuses, sends go
+through Channels as before). Handing a batch to every socket still costs the process time in proportion to the
+sockets, so after a round that kept it busy, the hub waits about as long again (at most HUB_HOLD_MAX_SECONDS) while batches
 gather, and hands what gathered to each socket as one message (`logsink.merge_batch_messages`). A few sockets cost
 microseconds a round, and their batches go out as they come; hundreds get fewer, larger messages, so the work per line
 falls as the sockets grow instead of the process falling behind the log (bench/README.md, "logs").
@@ -61,7 +63,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.template.loader import render_to_string
 
-from . import logsink, sessions, socketauth, sockets
+from . import logsink, sessions, socketauth, sockets, wsbroadcast
 from .access import get_run_for_user
 from .models import Run
 
@@ -318,8 +320,12 @@ class RunHub:
                 self.arrived.set()
             if now - last_ping >= HEARTBEAT_SECONDS:
                 last_ping = now
+                ping = wsbroadcast.prepare('{"t":"ping"}')
                 for socket in list(self.live):
-                    await socket.send_quietly('{"t":"ping"}')
+                    if socket.prepared_sender is not None:
+                        socket.prepared_sender.send(ping)
+                    else:
+                        await socket.send_quietly('{"t":"ping"}')
             if now - last_lease >= sockets.RENEW_SECONDS:
                 last_lease = now
                 leases = [(s.user_id, s.socket_id) for s in self.members if s.socket_id]
@@ -416,10 +422,20 @@ class RunHub:
         return bool(taken) or changed
 
     async def hand_out(self, batches):
+        """Hand each batch to the live sockets: framed once for all of them under daphne (`portal.wsbroadcast`), each
+        socket's frame written as it is; through Channels, one send per socket, anywhere else."""
         for batch in logsink.merge_batch_messages(batches):
             self.remember(batch)
+            prepared = None
             for socket in list(self.live):
-                await socket.send_batch(batch)
+                sender = socket.prepared_sender
+                if sender is not None and socket.last_sent < batch["first"]:
+                    if prepared is None:
+                        prepared = wsbroadcast.prepare(batch["json"])
+                    socket.last_sent = batch["last"]
+                    sender.send(prepared)  # a socket closing meanwhile gets nothing, as with a failed send
+                else:
+                    await socket.send_batch(batch)
 
     def remember(self, batch):
         self.tail.append(batch)
@@ -486,9 +502,11 @@ class RunLogConsumer(AsyncWebsocketConsumer):
     finished_sent = False
     socket_id = None
     user_id = None
+    prepared_sender = None  # under daphne: writes the hub's batches framed once for every socket (portal.wsbroadcast)
 
     async def connect(self):
         await self.accept()  # accept first, so the close code reaches the client
+        self.prepared_sender = self.scope.get(wsbroadcast.SCOPE_KEY)
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
