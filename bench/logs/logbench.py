@@ -302,6 +302,12 @@ def bench_viewers(services, team, cookie, *, viewers, lines, rate, processes=1, 
     write_seconds = time.perf_counter() - started
     cpu = {name: round(cpu_seconds(pid) - cpu_before[name], 2) for name, pid in watched.items()}
     results = [json.loads(client.stdout.readline()) for client in clients]
+    # Until every viewer had every line: the work the write left behind on a busy machine counts too (the viewers
+    # report their own, from READY to their last line).
+    cpu_total = {name: round(cpu_seconds(pid) - cpu_before[name], 2) for name, pid in watched.items()
+                 if not name.startswith("clients")}
+    cpu_total.update({f"clients{i + 1}": r.get("cpu_seconds") for i, r in enumerate(results)})
+    delivered_seconds = time.perf_counter() - started
     for client in clients:
         client.wait(30)
     merged = {key: sum(r[key] for r in results) for key in ("viewers", "complete", "lost", "duplicated", "skips",
@@ -309,9 +315,14 @@ def bench_viewers(services, team, cookie, *, viewers, lines, rate, processes=1, 
     # Percentiles of the whole population: the worst of the client processes' (they see the same stream).
     for key in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
         merged[key] = max(r[key] for r in results if r[key] is not None)
+    merged["failures"] = {}
+    for r in results:
+        for reason, count in r.get("failures", {}).items():
+            merged["failures"][reason] = merged["failures"].get(reason, 0) + count
     merged.update({"lines": lines, "rate": rate, "write_seconds": round(write_seconds, 2), "run": run.pk,
                    "web_processes": web, "client_processes": processes, "transport": how,
-                   "cpu_seconds_while_writing": cpu, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                   "cpu_seconds_while_writing": cpu, "cpu_seconds_until_delivered": cpu_total,
+                   "delivered_seconds": round(delivered_seconds, 2), "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                    "load_before": os.getloadavg()})
     return merged
 
