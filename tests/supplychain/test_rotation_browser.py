@@ -105,3 +105,31 @@ def test_a_key_rotation_cancelled_half_way_resumed_and_finished_in_a_browser(per
         assert "rotating to release-2027" in page.inner_text("body")
         assert "a signature with release-2027" in page.locator("#stage-dev").inner_text()
         screenshot(page, "supplychain-keys-rotating")
+
+
+def test_a_stage_that_signs_what_enters_it_on_the_keys_page_and_the_approval_card(personas, promo, portal_server,
+                                                                                    monkeypatch):
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    promo.push()
+    admin = personas.admin
+    release = services.signing_key_generate(team=personas.team, user=admin, name="release")
+    prod_key = services.signing_key_generate(team=personas.team, user=admin, name="prod-2026")
+    first = promo.builds[0]
+    sign(promo, first, release)
+    services.stage_signing_policy_set(stage=promo.stages["prod"], key=release, user=admin)
+    services.stage_signing_policy_set(stage=promo.stages["prod"], key=prod_key, user=admin, entry=True)
+    promo.promote(first, "dev")
+    promo.promote(first, "test", approvers=[personas.approver])
+    waiting = promo.promote(first, "prod", approvers=(), apply=False)
+    with browser_page() as page:
+        log_in(page, portal_server.url, "teamadmin")
+        page.goto(f"{portal_server.url}/teams/{personas.team.slug}/signing-keys/")
+        page.wait_for_load_state("networkidle")
+        assert "signs what enters it with prod-2026" in page.locator("#stage-prod").inner_text()
+        screenshot(page, "supplychain-keys-stage-key")
+        page.goto(portal_server.url + waiting.get_absolute_url())
+        page.wait_for_selector("#promotion-entry-key")
+        trust = page.locator("#promotion-trust").inner_text()
+        assert "prod signs what enters it: the copy signs" in trust and "prod-2026" in trust
+        assert "prod requires a signature with release: this digest has one" in trust
+        screenshot(page, "supplychain-approval-card-stage-key")
