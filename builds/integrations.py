@@ -91,7 +91,7 @@ def api_token_create(*, team: Team, user: User | None, name: str, request=None):
     _check(user, team, Action.ADMIN)
     secret = ApiToken.generate()
     with transaction.atomic():
-        token = ApiToken.objects.create(team=team, name=name, token_hash=ApiToken.hash_token(secret),
+        token = ApiToken.objects.create(team=team, name=name, token_hash=ApiToken.hash_secret(secret),
                                         hint=secret[:10], created_by=user)
         audit(action="api_token.create", summary=f"created API token {name!r} for {team}", actor=user, team=team,
               obj=token, request=request)
@@ -110,7 +110,7 @@ def api_token_authenticate(secret: str):
     """The active token with this secret (and its last use noted), or None."""
     if not secret or not secret.startswith(ApiToken.PREFIX):
         return None
-    token = ApiToken.objects.select_related("team").filter(token_hash=ApiToken.hash_token(secret),
+    token = ApiToken.objects.select_related("team").filter(token_hash=ApiToken.hash_secret(secret),
                                                            revoked_at__isnull=True).first()
     if token is not None:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())

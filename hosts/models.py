@@ -17,8 +17,6 @@
 State changes live in `hosts.services`; nothing here writes on save.
 """
 
-import hashlib
-import secrets
 
 from django.conf import settings
 from django.db import models
@@ -29,6 +27,7 @@ from django.utils import timezone
 from portal import ssh
 from portal.crypto import EncryptedTextField
 from portal.formatting import short_digest
+from portal.hashedsecrets import HashedSecret
 from portal.models import ACTIVE_STATUSES, Membership, Run, Team
 
 from .models_runtime import (  # noqa: F401 - the app's models are imported from hosts.models
@@ -518,7 +517,7 @@ class ReferenceDigest(models.Model):
         return f"{self.reference} [{self.architecture or 'index'}] = {self.digest}"
 
 
-class EnrollmentToken(models.Model):
+class EnrollmentToken(HashedSecret, models.Model):
     """What a host that reports in presents once, from its first boot, to join a team (and a stage): single- or
     N-use, with an expiry. Only the sha256 is stored; the token is shown once, when it is made. A host enrolled with it
     waits for an admin's approval unless the token pre-approves it."""
@@ -546,14 +545,6 @@ class EnrollmentToken(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.hint}…)"
-
-    @classmethod
-    def generate(cls):
-        return cls.PREFIX + secrets.token_urlsafe(32)
-
-    @staticmethod
-    def hash_token(token):
-        return hashlib.sha256(token.encode()).hexdigest()
 
     def refusal(self, now=None):
         """Why the token cannot enroll a host now ("" when it can)."""

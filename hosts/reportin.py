@@ -29,6 +29,7 @@ from django.utils import timezone
 from portal import redisconn, runs
 from portal import services as portal_services
 from portal.access import check_team_action
+from portal.hashedsecrets import new_secret, secret_hash
 from portal.logsink import LogSink
 from portal.models import Action, Run, RunStatus
 from portal.text import storable
@@ -59,10 +60,6 @@ class AgentError(Exception):
     def __init__(self, message, status=400):
         super().__init__(message)
         self.status = status
-
-
-def secret_hash(secret):
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 # --- What changed at runtime ----------------------------------------------------------------------------------------
@@ -97,7 +94,7 @@ def enrollment_token_create(*, team, user, name, stage=None, uses=1, expires_in=
     secret = EnrollmentToken.generate()
     with transaction.atomic():
         token = EnrollmentToken.objects.create(
-            team=team, stage=stage, name=name, token_hash=EnrollmentToken.hash_token(secret), hint=secret[:10],
+            team=team, stage=stage, name=name, token_hash=EnrollmentToken.hash_secret(secret), hint=secret[:10],
             uses_allowed=int(uses), expires_at=timezone.now() + expires_in, pre_approved=pre_approved,
             labels=normalize_labels(labels), created_by=user)
         portal_services.audit(
@@ -125,13 +122,13 @@ def host_enroll(*, secret, name, request=None):
     of its own. Returns (host, credential: the host keeps it, the portal only its hash). Raises EnrollmentRefused for
     an unknown, revoked, expired or used-up token (and audits the attempt) or an unusable name."""
     name = (name or "").strip()[:NAME_MAX]
-    token = EnrollmentToken.objects.filter(token_hash=EnrollmentToken.hash_token(secret or "")).select_related(
+    token = EnrollmentToken.objects.filter(token_hash=EnrollmentToken.hash_secret(secret or "")).select_related(
         "team", "stage").first() if secret else None
     if token is None:
         _refuse(None, name, "The enrollment token is not known.", secret, request, status=401)
     if not name or any(ch.isspace() or not ch.isprintable() for ch in name):
         _refuse(token, name, "Send the host's name (no spaces), e.g. its hostname.", secret, request, status=400)
-    credential = HOST_SECRET_PREFIX + secrets.token_urlsafe(32)
+    credential = new_secret(HOST_SECRET_PREFIX)
     now = timezone.now()
     with transaction.atomic():
         locked = EnrollmentToken.objects.select_for_update().get(pk=token.pk)

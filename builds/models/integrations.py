@@ -1,14 +1,13 @@
 """A team's integrations (`builds.integrations`): registry and git logins, the first JSON API's tokens and git
 webhooks."""
 
-import hashlib
-import secrets
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
 from portal.crypto import EncryptedTextField
+from portal.hashedsecrets import HashedSecret
 from portal.models import Team
 
 # --- Registry credentials and API tokens -----------------------------------------------------------------------------
@@ -62,7 +61,7 @@ class GitCredential(models.Model):
         return f"{self.username or '(token)'}@{self.host}"
 
 
-class ApiToken(models.Model):
+class ApiToken(HashedSecret, models.Model):
     """A team's token for CI pipelines: triggers builds and reads their status with the developer's rights in that team.
 
     Only the sha256 of the token is stored; the token itself is shown once, when it is created.
@@ -85,14 +84,6 @@ class ApiToken(models.Model):
 
     def __str__(self):
         return f"{self.team.slug}: {self.name} ({self.hint}…)"
-
-    @classmethod
-    def generate(cls):
-        return cls.PREFIX + secrets.token_urlsafe(32)
-
-    @staticmethod
-    def hash_token(token):
-        return hashlib.sha256(token.encode()).hexdigest()
 
     @property
     def active(self):

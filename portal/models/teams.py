@@ -1,8 +1,6 @@
 """People, teams and their roles, and their credentials: users, teams, memberships, the identity provider's group
 mappings, and the REST API's access tokens."""
 
-import hashlib
-import secrets
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
@@ -10,6 +8,8 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
+
+from ..hashedsecrets import HashedSecret
 
 
 class User(AbstractUser):
@@ -168,7 +168,7 @@ class AccessTokenQuerySet(models.QuerySet):
         return self.filter(revoked_at__isnull=True).filter(models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now))
 
 
-class AccessToken(models.Model):
+class AccessToken(HashedSecret, models.Model):
     """A bearer token for the REST API (/api/v1/), of one user (acting as them, in all their teams) or of one team
     (`team` set: for pipelines that outlive a person; `user` is then the token's own user, a member of that team only,
     made and deactivated with the token by `portal.tokens.token_*`).
@@ -203,14 +203,6 @@ class AccessToken(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.hint}…)"
-
-    @classmethod
-    def generate(cls):
-        return cls.PREFIX + secrets.token_urlsafe(32)
-
-    @staticmethod
-    def hash_secret(secret):
-        return hashlib.sha256(secret.encode()).hexdigest()
 
     @property
     def is_team_token(self):

@@ -40,7 +40,7 @@ class TestEnrollment:
 
     def test_tokens_are_stored_hashed(self, personas):
         token, secret = make_token(personas)
-        assert token.token_hash == EnrollmentToken.hash_token(secret) and secret not in str(
+        assert token.token_hash == EnrollmentToken.hash_secret(secret) and secret not in str(
             EnrollmentToken.objects.filter(pk=token.pk).values().first())
 
     def test_a_used_token_is_refused_and_the_attempt_audited(self, personas):
@@ -288,7 +288,7 @@ class TestPagesAndWhoMayUseThem:
         token = EnrollmentToken.objects.get()
         assert response.status_code == 200 and token.uses_allowed == 25 and token.stage.name == "prod"
         secret = page.split('id="token-secret" readonly value="')[1].split('"')[0]
-        assert token.token_hash == EnrollmentToken.hash_token(secret)
+        assert token.token_hash == EnrollmentToken.hash_secret(secret)
         assert "systemctl enable portal-agent.timer" in page and "%post --erroronfail" in page
         again = client_for(personas.admin).get(url).content.decode()
         assert secret not in again  # shown once
