@@ -9,7 +9,7 @@ from django.core.exceptions import PermissionDenied
 
 from builds.models import Build
 from builds.releases.models import Stage
-from hosts import actions, poller, runtime, services
+from hosts import actions, poller, runtime, services, simregistry
 from hosts.models import ActionKind, DriftInRollouts, Host, RuntimeDrift, RuntimePolicy
 from hosts.rollouts import services as rollout_services
 from hosts.rollouts.models import RolloutHost, Step
@@ -119,6 +119,28 @@ def test_a_rollout_skips_non_compliant_hosts_when_the_policy_says_so(changed_hos
     assert "non-compliant" in rows["web-01"].reason and rows["web-02"].step == Step.WAITING
     audit = AuditEvent.objects.get(action="rollout.start")
     assert audit.detail["skipped_non_compliant"] == ["web-01"] and "skipping 1 non-compliant" in audit.summary
+
+
+def test_a_rollout_that_skipped_a_non_compliant_host_updates_the_others_and_completes(changed_host, demo_images,
+                                                                                     personas, prod, host_settings):
+    from hosts.rollouts import engine
+    from hosts.rollouts.models import RolloutStatus
+
+    host_settings.ROLLOUTS_TICK_SECONDS = 0.05
+    host_settings.ROLLOUTS_REBOOT_WAIT_SECONDS = 4
+    host_settings.ROLLOUTS_PARK_AFTER_SECONDS = 10 ** 9  # the engine waits in the test's thread
+    digests, base = demo_images
+    registry, _, repository = base.partition("/")
+    simregistry.push_demo_image(registry, repository, version="1.2", tags=["prod"])  # prod moves to 1.2
+    forbid(prod, personas)
+    rollout = rollout_services.rollout_start(stage=prod, reference=f"{base}:prod", digest=digests["1.2"]["amd64"],
+                                             user=personas.operator)
+    run = engine.rollout_execute(rollout.pk)
+    rollout.refresh_from_db()
+    assert rollout.status == RolloutStatus.COMPLETED, run.exit_reason
+    rows = {row.host.name: row for row in RolloutHost.objects.filter(rollout=rollout).select_related("host")}
+    assert (rows["web-01"].step, rows["web-02"].step) == (Step.SKIPPED, Step.UPDATED)
+    assert Host.objects.get(pk=changed_host.pk).booted_digest == digests["1.1"]["amd64"]  # kept its digest
 
 
 def test_a_rollout_updates_non_compliant_hosts_anyway_when_the_policy_says_so(changed_host, demo_images, personas,
