@@ -6,7 +6,8 @@
 set -euo pipefail
 purpose=${1:-test}
 run_pkgs=(podman buildah skopeo gnupg runc docker-registry busybox-static qemu-utils xorriso git openssh-client)
-test_pkgs=("${run_pkgs[@]}" curl openssh-server chromium apache2-utils redis-server e2fsprogs fdisk iproute2 postgresql-client prometheus qemu-system-x86)
+test_pkgs=("${run_pkgs[@]}" curl openssh-server chromium apache2-utils redis-server e2fsprogs fdisk iproute2 postgresql-client prometheus qemu-system-x86
+           qemu-user-static)
 case "$purpose" in
   run) pkgs=("${run_pkgs[@]}") ;;
   test) pkgs=("${test_pkgs[@]}") ;;
@@ -64,6 +65,39 @@ if [ "$purpose" != run ] && [ "$(uname -m)" = x86_64 ] && { [ ! -s "$kernel_dir/
       echo "Test kernel: $kernel_dir/vmlinuz ($(cat "$kernel_dir/version")) and its virtio network modules"
     else
       echo "Could not download $package for the boot tests' images (apt-get download); they will be skipped." >&2
+    fi
+    rm -rf "$scratch"
+  fi
+fi
+
+# Multi-architecture builds are tested with a real arm64 image built on this amd64 machine: qemu-user-static runs
+# arm64 programs (RUN steps) through binfmt_misc, and the arm64 busybox-static from Debian is the test base's root file
+# system. A new machine has binfmt_misc unmounted and nothing registered: mount it and register aarch64 from the
+# package's own binfmt.d entry (F: the interpreter is opened now, so it works inside containers' mount namespaces).
+if [ "$purpose" != run ] && [ "$(uname -m)" = x86_64 ] && [ "$(id -u)" = 0 ]; then
+  binfmt=/proc/sys/fs/binfmt_misc
+  if [ ! -e "$binfmt/register" ]; then
+    mount -t binfmt_misc binfmt_misc "$binfmt" 2>/dev/null \
+      || echo "Could not mount binfmt_misc (no privilege here?): the arm64 build tests will be skipped." >&2
+  fi
+  if [ -e "$binfmt/register" ] && [ ! -e "$binfmt/qemu-aarch64" ] && [ -f /usr/lib/binfmt.d/qemu-aarch64.conf ]; then
+    cat /usr/lib/binfmt.d/qemu-aarch64.conf > "$binfmt/register" \
+      || echo "Could not register qemu-aarch64 with binfmt_misc: the arm64 build tests will be skipped." >&2
+  fi
+  # Debian's arm64 busybox-static, fetched with apt lists of our own (the machine's apt configuration stays amd64).
+  if [ ! -s "$kernel_dir/busybox-arm64" ] && mkdir -p "$kernel_dir" 2>/dev/null; then
+    scratch=$(mktemp -d)
+    mkdir -p "$scratch/lists/partial" "$scratch/cache/archives/partial"
+    apt_arm64=(apt-get -qq -o "Dir::State::Lists=$scratch/lists" -o "Dir::Cache=$scratch/cache"
+               -o Dir::State::status=/dev/null -o APT::Architecture=arm64 -o APT::Architectures=arm64
+               -o APT::Sandbox::User=root)
+    if "${apt_arm64[@]}" update >/dev/null 2>&1 \
+        && (cd "$scratch" && "${apt_arm64[@]}" download busybox-static:arm64 >/dev/null 2>&1); then
+      dpkg-deb --fsys-tarfile "$scratch"/busybox-static_*_arm64.deb | tar -x -C "$scratch" ./bin/busybox
+      install -m 0755 "$scratch/bin/busybox" "$kernel_dir/busybox-arm64"
+      echo "Test arm64 busybox: $kernel_dir/busybox-arm64"
+    else
+      echo "Could not download Debian's arm64 busybox-static: the arm64 build tests will be skipped." >&2
     fi
     rm -rf "$scratch"
   fi
