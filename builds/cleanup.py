@@ -84,13 +84,16 @@ def _clean(cleanup, execution, limit):
             _keep(cleanup, digest, verdict.reasons, sink)
         else:
             to_delete.append(verdict)
+    # A manifest list goes before its members' images, so it never names an image that is gone.
+    to_delete.sort(key=lambda verdict: not verdict.newest.is_manifest_list)
     run_set_phase(run, "deleting")
     failed = {}
     for verdict in to_delete:
         watch.poll()
         digest = verdict.digest
         try:
-            reasons = retention.reasons_in_use(definition, [digest]).get(digest)
+            found = retention.reasons_in_use(definition, verdict.group or [digest])
+            reasons = found.get(digest) or [reason for other in verdict.group for reason in found.get(other, [])]
         except retention.KeeperFailed as exc:
             raise CleanupFailed(str(exc)) from exc
         if reasons:

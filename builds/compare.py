@@ -195,3 +195,24 @@ def compare_builds(old, new) -> BuildComparison:
         labels=label_diff(old.labels or {}, new.labels or {}), size_delta=size_delta, containerfile_rows=rows,
         same_revision=old.revision_id == new.revision_id, base_changed=old.base_image != new.base_image,
     )
+
+
+@dataclass
+class ArchitectureComparison:
+    """One platform of two manifest lists: its image in each (None where a list has none) and what changed."""
+
+    platform: str
+    old: object
+    new: object
+    comparison: BuildComparison | None
+
+
+def compare_lists(old_members, new_members) -> list[ArchitectureComparison]:
+    """What changed between two manifest lists, architecture by architecture: each platform's image against the same
+    platform's image in the other list (packages of an arm64 image only ever compare with arm64 ones)."""
+    old_by, new_by = {m.platform: m for m in old_members}, {m.platform: m for m in new_members}
+    platforms = list(dict.fromkeys([*new_by, *old_by]))
+    return [ArchitectureComparison(platform=p, old=old_by.get(p), new=new_by.get(p),
+                                   comparison=compare_builds(old_by[p], new_by[p]) if p in old_by and p in new_by
+                                   else None)
+            for p in platforms]

@@ -21,7 +21,7 @@ from portal.packages import parse_packages
 from portal.registry import announce
 from portal.services import run_set_phase
 
-from . import buildcontext, fetches, git, podman, registry
+from . import buildcontext, fetches, git, multiarch, podman, registry
 from .containerfile import DIRECTIVE_RE
 from .git import git_credential_host
 from .models import (
@@ -141,7 +141,10 @@ def build_execute(build_id: int) -> None:
                         unavailable=f"Builder {build.builder.name if build.builder else '(none)'} is unavailable",
                         before_finish=lambda execution: _record_failure(build, execution),
                         after_finish=lambda execution: _notify(build, execution)) as execution:
-        _build(build, builder, execution.sink, limit)
+        if build.is_manifest_list:
+            multiarch.assemble(build, builder, execution.sink, limit)
+        else:
+            _build(build, builder, execution.sink, limit)
 
 
 def _build(build, builder, sink, limit):
@@ -260,6 +263,9 @@ BUILD_SUCCEEDED = "build.succeeded"
 
 
 def _notify(build, execution):
+    if build.manifest_list_id:
+        list_id = build.manifest_list_id
+        transaction.on_commit(lambda: multiarch.manifest_list_settle(list_id))
     if execution.status == RunStatus.FAILED:
         notify_build(event=BuildEvent.BUILD_FAILED, build=build)
     elif execution.status == RunStatus.SUCCEEDED:

@@ -51,6 +51,35 @@ def push_args(builder, *, image: str, destination: str, digestfile: str | None, 
     return [*args, image, f"docker://{destination}"]
 
 
+def manifest_create_args(builder, name: str) -> list[str]:
+    return [*global_args(builder), "manifest", "create", name]
+
+
+def manifest_add_args(builder, name: str, image: str, *, authfile: str | None, tls_verify: bool) -> list[str]:
+    """Add repo@sha256:... as it is in the registry: podman reads its manifest and platform, pulls nothing, and the
+    list refers to exactly that digest."""
+    args = [*global_args(builder), "manifest", "add", f"--tls-verify={'true' if tls_verify else 'false'}"]
+    if authfile:
+        args += ["--authfile", authfile]
+    return [*args, name, f"docker://{image}"]
+
+
+def manifest_push_args(builder, name: str, destination: str, *, authfile: str | None, tls_verify: bool,
+                       digestfile: str | None) -> list[str]:
+    """Push the list with every image it names (`--all`; they are in the registry already, so only the list is
+    written); the digest file gets the list's own digest."""
+    args = [*global_args(builder), "manifest", "push", "--all", f"--tls-verify={'true' if tls_verify else 'false'}"]
+    if digestfile:
+        args += ["--digestfile", digestfile]
+    if authfile:
+        args += ["--authfile", authfile]
+    return [*args, name, f"docker://{destination}"]
+
+
+def manifest_remove_args(builder, name: str) -> list[str]:
+    return [*global_args(builder), "manifest", "rm", name]
+
+
 def system_df_args(builder) -> list[str]:
     """Disk use per kind (images, containers, volumes), one JSON object a line (podman 4.3 has no `--format json`
     for df: it prints the word)."""

@@ -236,6 +236,18 @@ def skopeo_error(output_tail: list[str]) -> str:
     return lines[-1][:400] if lines else ""
 
 
+def platform_digests(manifest: dict) -> dict[str, str]:
+    """{architecture: digest} of a manifest list or OCI index (arm variants as "armv7"); {} for one image's manifest.
+    bootc reports the digest of its own architecture's entry, so this is what a host's digest is matched against."""
+    digests: dict[str, str] = {}
+    for entry in manifest.get("manifests") or ():
+        platform = entry.get("platform") or {}
+        arch, variant = platform.get("architecture"), platform.get("variant")
+        if arch and entry.get("digest") and arch != "unknown":
+            digests.setdefault(arch if not variant or arch != "arm" else f"{arch}{variant}", entry["digest"])
+    return digests
+
+
 @dataclass
 class ImageFacts:
     digest: str = ""

@@ -56,6 +56,7 @@ class Verdict:
     builds: list[Build]
     reasons: list[str] = field(default_factory=list)
     blobs: dict[str, int] = field(default_factory=dict)
+    group: list[str] = field(default_factory=list)  # a manifest list and its members: kept or deleted together
     missing: bool = False  # the registry does not have it (deleted outside the portal)
 
     @property
@@ -148,10 +149,39 @@ def plan(definition, *, now=None, measure=True) -> Plan:
             verdicts[build.digest].reasons.append(f"build {build.number} is pinned")
     for digest, reasons in reasons_in_use(definition, verdicts).items():
         verdicts[digest].reasons.extend(reasons)
+    _keep_lists_whole(builds, verdicts)
     result = Plan(definition=definition, policy=policy, now=now, verdicts=list(verdicts.values()))
     if measure and result.doomed:
         _measure(result)
     return result
+
+
+def _keep_lists_whole(builds, verdicts) -> None:
+    """A manifest list and its members' images stand or fall together: a host boots a member's digest while its stage
+    holds the list's, and a list whose member is gone cannot be pulled for that architecture."""
+    by_pk = {build.pk: build for build in builds}
+    groups: dict[int, list[Build]] = {}
+    for build in builds:
+        if build.is_manifest_list:
+            groups.setdefault(build.pk, []).insert(0, build)
+        elif build.manifest_list_id in by_pk:
+            groups.setdefault(build.manifest_list_id, []).append(build)
+    for pk, group in groups.items():
+        if pk not in by_pk:
+            continue
+        manifest_list = by_pk[pk]
+        digests = list(dict.fromkeys(build.digest for build in group))
+        kept = [build for build in group if verdicts[build.digest].reasons]
+        for build in group:
+            verdicts[build.digest].group = digests
+            if not kept or verdicts[build.digest].reasons:
+                continue
+            if build is manifest_list:
+                verdicts[build.digest].reasons.append(", ".join(f"its {k.platform} image (build {k.number})"
+                                                                for k in kept) + " is kept")
+            else:
+                verdicts[build.digest].reasons.append(f"it is the {build.platform} image of manifest list build "
+                                                      f"{manifest_list.number}, which is kept")
 
 
 def _measure(result: Plan) -> None:

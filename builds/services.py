@@ -40,6 +40,7 @@ from .models import (
     default_repository,
     platform_architecture,
 )
+from .multiarch import manifest_list_settle
 from .notifications import notify_build_failed
 from .podman import supports_heredocs
 from .queues import local_architecture  # noqa: F401 - also services' public name for it
@@ -276,9 +277,11 @@ def build_start(
     platform: str | None = None,
     retry_of: Build | None = None,
     actor_name: str = "",
+    manifest_list: Build | None = None,
     request=None,
 ) -> Build:
     """Queue a build of `revision` for `platform` (default: the definition's first platform) and enqueue it after commit.
+    With `manifest_list`, the build is that list's member for its platform (`build_start_list`).
 
     `user` None means the portal itself started it (webhook, schedule, an API token: say which in `actor_name`). With no
     enabled builder for the platform, the build is recorded and fails at once, with the reason.
@@ -303,7 +306,7 @@ def build_start(
         build = Build.objects.create(
             definition=definition, revision=revision, number=number, run=run, platform=platform, builder=builder,
             retry_of=retry_of, build_args=dict(definition.build_args), repository=definition.repository,
-            base_image=final_base_image(revision.containerfile, definition.build_args),
+            base_image=final_base_image(revision.containerfile, definition.build_args), manifest_list=manifest_list,
         )
         Run.objects.filter(pk=run.pk).update(content_type=ContentType.objects.get_for_model(Build), object_id=str(build.pk))
         run.content_type_id, run.object_id = ContentType.objects.get_for_model(Build).pk, str(build.pk)
@@ -329,18 +332,67 @@ def build_start(
 
 def build_start_all(*, revision: Revision, user: User | None, trigger: str = "button", actor_name: str = "",
                     request=None) -> list[Build]:
-    """One build per platform of the definition."""
-    return [
-        build_start(revision=revision, user=user, trigger=trigger, platform=platform, actor_name=actor_name,
-                    request=request)
-        for platform in revision.definition.platforms
-    ]
+    """The definition's image: one build for one platform, a manifest list (`build_start_list`) for several."""
+    if len(revision.definition.platforms) > 1:
+        return [build_start_list(revision=revision, user=user, trigger=trigger, actor_name=actor_name,
+                                 request=request)]
+    return [build_start(revision=revision, user=user, trigger=trigger, platform=revision.definition.platforms[0],
+                        actor_name=actor_name, request=request)]
+
+
+def build_start_list(*, revision: Revision, user: User | None, trigger: str = "button", actor_name: str = "",
+                     retry_of: Build | None = None, request=None) -> Build:
+    """Queue a manifest list of `revision` for every platform of its definition: the list's build, and one member build
+    per platform on a builder of that architecture (`builds.multiarch` assembles the list once they all succeeded).
+
+    Refused at once, with nothing queued, when a platform has no enabled builder of its architecture: the message names
+    the architecture."""
+    definition = revision.definition
+    _check(user, definition.team, Action.DEVELOP)
+    platforms = list(definition.platforms)
+    missing = [platform for platform in platforms if builder_pick(platform) is None]
+    if missing:
+        architectures = ", ".join(platform_architecture(p) for p in missing)
+        raise ValidationError(
+            f"No enabled builder for {architectures}: {definition} builds for {', '.join(platforms)}, so nothing was "
+            f"started. A portal administrator adds (or enables) a builder of architecture {architectures} on the "
+            "builders page.")
+    with transaction.atomic():
+        ImageDefinition.objects.select_for_update().filter(pk=definition.pk).first()
+        number = (definition.builds.aggregate(n=Max("number"))["n"] or 0) + 1
+        run = run_create(kind=RunKind.BUILD, team=definition.team, started_by=user, trigger=trigger,
+                         title=f"Build {number} of {definition} r{revision.number} (manifest list: "
+                               f"{', '.join(platforms)})")
+        manifest_list = Build.objects.create(
+            definition=definition, revision=revision, number=number, run=run, platform=",".join(platforms),
+            is_manifest_list=True, retry_of=retry_of, build_args=dict(definition.build_args),
+            repository=definition.repository, base_image=final_base_image(revision.containerfile, definition.build_args),
+        )
+        Run.objects.filter(pk=run.pk).update(content_type=ContentType.objects.get_for_model(Build),
+                                             object_id=str(manifest_list.pk))
+        audit(action="build.start", summary=f"started {manifest_list} (manifest list of {', '.join(platforms)}, "
+                                            f"{trigger})",
+              actor=user, actor_name=actor_name, team=definition.team, obj=manifest_list, request=request,
+              detail={"revision": revision.number, "platforms": platforms, "trigger": trigger,
+                      "by": actor_name or (user.username if user is not None else trigger),
+                      "retry_of": retry_of.pk if retry_of else None})
+        for platform in platforms:
+            build_start(revision=revision, user=user, trigger=trigger, platform=platform, actor_name=actor_name,
+                        manifest_list=manifest_list, request=request)
+        # After the members' own enqueues: one that could not be handed to a worker has failed, and so does the list.
+        transaction.on_commit(lambda: manifest_list_settle(manifest_list.pk))
+    return manifest_list
 
 
 def build_retry(*, build: Build, user: User | None, trigger: str = "button", request=None) -> Build:
-    """A new build of the same revision and platform (the old one stays as it was)."""
+    """A new build of the same revision and platform (the old one stays as it was). A manifest list, or one of its
+    members, is built again as a whole list."""
+    if build.manifest_list_id:
+        build = build.manifest_list
     if build.is_active:
         raise ValidationError(f"{build} is still {build.status}; cancel it or wait for it to end.")
+    if build.is_manifest_list:
+        return build_start_list(revision=build.revision, user=user, trigger=trigger, retry_of=build, request=request)
     return build_start(revision=build.revision, user=user, trigger=trigger, platform=build.platform, retry_of=build,
                        request=request)
 

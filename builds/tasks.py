@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from . import cleanup, hygiene, pipeline, services
+from . import cleanup, hygiene, multiarch, pipeline, services
 from .models import Builder
 
 
@@ -10,6 +10,13 @@ from .models import Builder
 def build_run(build_id):
     """Run one build on its builder. Sent to the builder's queue (`builds.queues`), where it waits its turn."""
     pipeline.build_execute(build_id)
+
+
+@shared_task
+def manifest_lists_settle():
+    """Beat: a manifest list whose members all ended without a worker settling it (a member cancelled while queued,
+    or reaped) is assembled or failed now (`builds.multiarch`)."""
+    return multiarch.manifest_lists_settle_due()
 
 
 @shared_task

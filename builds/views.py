@@ -17,7 +17,7 @@ from portal.forms import add_service_errors
 from portal.models import Action, RunStatus, Team
 from portal.views import _viewer_context, current_team, error_text
 
-from . import compare, hygiene, queues, retention, services, starters, trends
+from . import compare, hygiene, multiarch, queues, retention, services, starters, trends
 from .access import (
     get_build_for_user,
     get_builder_for_user,
@@ -178,7 +178,8 @@ def _start_builds(request, revision):
     except (ValidationError, PermissionDenied) as exc:
         messages.error(request, error_text(exc))
         return redirect(revision.definition)
-    names = ", ".join(f"build {b.number} ({b.platform})" for b in builds)
+    names = ", ".join(f"build {b.number} ({'manifest list of ' if b.is_manifest_list else ''}"
+                      f"{', '.join(b.platforms)})" for b in builds)
     unqueued = [b for b in builds if _ended_at_once(b)]
     if unqueued:
         messages.error(request, f"{names} of {revision}: {unqueued[0].run.exit_reason}")
@@ -351,11 +352,26 @@ def _build_context(request, build):
         "build": build, "run": run, "definition": build.definition, "revision": build.revision,
         "can_develop": can(request.user, build.definition.team, Action.DEVELOP),
         "previous": previous,
+        "members": _members(build, previous),
         "packages": sorted((build.packages or {}).items()),
         "portal_labels": sorted((k, v) for k, v in (build.labels or {}).items() if k.startswith("io.imagemode.portal.")),
         "other_labels": sorted((k, v) for k, v in (build.labels or {}).items() if not k.startswith("io.imagemode.portal.")),
         **_downstream(build),
     }
+
+
+def _members(build, previous):
+    """A manifest list's members, each with the previous list's member of its platform (what changed, per
+    architecture)."""
+    if not build.is_manifest_list:
+        return []
+    before = {m.platform: m for m in multiarch.members_by_architecture(previous)} if previous else {}
+    rows = []
+    for member in multiarch.members_by_architecture(build):
+        earlier = before.get(member.platform)
+        delta = member.size - earlier.size if earlier and member.size is not None and earlier.size is not None else None
+        rows.append((member, earlier, delta))
+    return rows
 
 
 def _downstream(build):
@@ -405,6 +421,10 @@ def build_compare(request):
 
 
 def _compare_page(request, old, new):
+    if old.is_manifest_list and new.is_manifest_list:
+        return render(request, "builds/build_compare_lists.html", {
+            "old": old, "new": new, "architectures": compare.compare_lists(
+                multiarch.members_by_architecture(old), multiarch.members_by_architecture(new))})
     comparison = compare.compare_builds(old, new)
     added, removed = compare.diff_stats(comparison.containerfile_rows)
     # The portal's own labels (build id, revision, source) differ between any two builds: shown apart, folded.

@@ -18,7 +18,7 @@ import subprocess
 
 from django.conf import settings
 
-from builds.registry import inspect_args
+from builds.registry import inspect_args, platform_digests
 from portal import egress
 from portal.text import storable
 
@@ -60,9 +60,5 @@ def resolve_digests(reference):
     except ValueError:
         raise ResolveError(f"the registry returned an unreadable manifest for {reference}") from None
     digests = {"": "sha256:" + hashlib.sha256(raw).hexdigest()}
-    for entry in manifest.get("manifests") or ():
-        arch = (entry.get("platform") or {}).get("architecture")
-        variant = (entry.get("platform") or {}).get("variant")
-        if arch and entry.get("digest") and arch != "unknown":
-            digests.setdefault(arch if not variant or arch != "arm" else f"{arch}{variant}", entry["digest"])
+    digests.update(platform_digests(manifest))
     return storable(digests)

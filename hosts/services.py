@@ -43,13 +43,14 @@ from .poller import _enqueue_key_fetch, _enqueue_poll, _event
 log = logging.getLogger(__name__)
 
 
-def promotion_applied(*, reference, digest, architecture=""):
+def promotion_applied(*, reference, digest, architecture="", digests=None):
     """Releases announce an applied promotion (portal.registry): hosts that track the stage tag now expect its digest
-    (drift is judged against it) without waiting for the next resolution of the tag."""
-    digests = {"": digest}
-    if architecture:
-        digests[architecture] = digest
-    reference_digests_set(reference=reference, digests=digests, source="promotion")
+    (drift is judged against it) without waiting for the next resolution of the tag. A manifest list comes with each
+    architecture's digest, which is what a host of that architecture boots (bootc reports its own entry's digest)."""
+    expected = {"": digest, **(digests or {})}
+    if architecture and not digests:
+        expected[architecture] = digest
+    reference_digests_set(reference=reference, digests=expected, source="promotion")
 
 
 # --- Team keys -------------------------------------------------------------------------------------------------------

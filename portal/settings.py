@@ -196,6 +196,7 @@ CELERY_BEAT_SCHEDULE = {
     "builds-schedule-due": {"task": "builds.tasks.builds_schedule_due", "schedule": 300.0},
     "builders-check-health": {"task": "builds.tasks.build_check_builders_health", "schedule": 600.0},
     "builders-prune": {"task": "builds.tasks.builders_prune", "schedule": 3600.0},
+    "manifest-lists-settle": {"task": "builds.tasks.manifest_lists_settle", "schedule": 60.0},
 }
 
 # --- Runs and logs ---------------------------------------------------------------------------------------------------

@@ -124,6 +124,19 @@ def _source(*, build: Build | None, stage: Stage | None, definition: ImageDefini
     return definition, source_build, entry.digest, definition.repository
 
 
+def _member_for(manifest_list: Build, architecture: str) -> tuple[Build, str]:
+    """A disk image is of one architecture: of a manifest list, the member image of `architecture` (default: the
+    list's first platform)."""
+    members = sorted(manifest_list.members.succeeded(), key=lambda m: manifest_list.platforms.index(m.platform)
+                     if m.platform in manifest_list.platforms else len(manifest_list.platforms))
+    member = next((m for m in members if not architecture or m.architecture == architecture), None)
+    if member is None:
+        held = ", ".join(m.architecture for m in members) or "no image"
+        raise ValidationError({"architecture": f"Manifest list build {manifest_list.number} has no {architecture} "
+                                               f"image; it holds {held}."})
+    return member, member.digest
+
+
 # --- Requests --------------------------------------------------------------------------------------------------------
 
 
@@ -154,6 +167,8 @@ def disk_image_request(
     architecture the image is not built for, a configuration key the types do not accept, half-given AMI settings.
     """
     definition, source_build, digest, repository = _source(build=build, stage=stage, definition=definition)
+    if source_build is not None and source_build.is_manifest_list:
+        source_build, digest = _member_for(source_build, architecture)
     team = definition.team
     _check(user, team, Action.DEVELOP)
     errors: dict[str, list[str]] = {}

@@ -282,6 +282,11 @@ class BuildQuerySet(TeamScopedQuerySet):
 class Build(models.Model):
     """One revision built for one platform and pushed; its digest is the image's identity from then on.
 
+    A definition with several platforms builds a **manifest list**: a build row of its own (`is_manifest_list`, its
+    platform "linux/amd64,linux/arm64") whose members are one build per platform, each on a builder of that
+    architecture. Once every member succeeded, the list's run assembles their digests into a manifest list and pushes
+    it; its digest is then what promotions copy and what stages hold (`builds.multiarch`).
+
     Status, timestamps, trigger, who started it, the log and the failure reason live on `run` (portal.Run).
     """
 
@@ -289,8 +294,12 @@ class Build(models.Model):
     revision = models.ForeignKey(Revision, on_delete=models.PROTECT, related_name="builds")
     number = models.PositiveIntegerField(help_text="1, 2, 3... per definition; also the image tag build-N.")
     run = models.OneToOneField(Run, on_delete=models.PROTECT, related_name="build")
-    platform = models.CharField(max_length=32, default="linux/amd64")
+    platform = models.CharField(max_length=200, default="linux/amd64",
+                                help_text="os/arch; a manifest list's platforms joined by commas.")
     builder = models.ForeignKey(Builder, null=True, blank=True, on_delete=models.SET_NULL, related_name="builds")
+    is_manifest_list = models.BooleanField(default=False, help_text="The manifest list of its members' images.")
+    manifest_list = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="members",
+                                      help_text="The manifest list this one platform's build is part of.")
     retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
     build_args = models.JSONField(default=dict, blank=True, help_text="As passed to podman, copied from the definition.")
     source_commit = models.CharField(max_length=64, blank=True, help_text="The git commit built, for git contexts.")
@@ -381,8 +390,15 @@ class Build(models.Model):
         return reason
 
     def tag_names(self):
-        """The tags a build pushes: its number and its revision's short sha."""
+        """The tags a build pushes: its number and its revision's short sha. A manifest list's member pushes its number
+        only: the revision's tag is the list's, and builds of several platforms would take it from each other."""
+        if self.manifest_list_id:
+            return [f"build-{self.number}"]
         return [f"build-{self.number}", f"rev-{self.revision.short_sha}"]
+
+    @property
+    def platforms(self) -> list[str]:
+        return self.platform.split(",")
 
 
 def dashboard_counts(user, teams):

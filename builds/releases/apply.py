@@ -15,6 +15,7 @@ so nothing is left half applied; the promotion is marked failed with the reason 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -39,8 +40,8 @@ from .models import Promotion, PromotionKind, PromotionStatus, StageHistory
 
 log = logging.getLogger(__name__)
 
-# Announced (portal.registry) after an applied promotion commits, with reference (repository:tag), digest and the
-# build's architecture.
+# Announced (portal.registry) after an applied promotion commits, with reference (repository:tag), digest, the
+# build's architecture and, for a manifest list, digests: {architecture: that architecture's digest}.
 PROMOTION_APPLIED = "promotion.applied"
 
 
@@ -187,6 +188,8 @@ def _apply(promotion, execution, limit):
         if now_digest != promotion.digest:
             raise ApplyFailed(f"After the copy {target} resolves to {now_digest or 'nothing'}, not {promotion.digest}.")
         sink.write(f"Verified: {target} resolves to {now_digest}")
+        if promotion.build.is_manifest_list:
+            _verify_architectures(runner, watch, target, promotion.build, access, authfile, sink)
         signed = trust.signing if trust is not None and moved else None
         _record_success(promotion, execution, previous=previous, signed=signed)
     except BaseException:
@@ -196,6 +199,21 @@ def _apply(promotion, execution, limit):
     finally:
         if workdir:
             runner.remove_tree(workdir)
+
+
+def _verify_architectures(runner, watch, target, manifest_list, access, authfile, sink):
+    """Each architecture of the copied list is its member's digest: what a host of that architecture will pull."""
+    try:
+        raw = runner.run(registry.inspect_args(target, tls_verify=access.tls_verify, authfile=authfile, raw=True),
+                         watch=watch, capture=True).stdout
+    except CommandFailed as exc:
+        raise ApplyFailed(f"Could not read the list {target} holds now: {_last_error(exc)}.") from exc
+    found = registry.platform_digests(json.loads(raw))
+    for member in manifest_list.members.all():
+        if found.get(member.architecture) != member.digest:
+            raise ApplyFailed(f"After the copy {target} holds {found.get(member.architecture) or 'nothing'} for "
+                              f"{member.architecture}, not build {member.number}'s {member.digest}.")
+        sink.write(f"Verified {member.architecture}: {member.digest} (build {member.number})")
 
 
 def _write_trust(runner, workdir, trust, sink) -> dict[str, str]:
@@ -279,7 +297,8 @@ def _record_success(promotion, execution, *, previous, signed=None):
         notifications.notify(event=notifications.PromotionEvent.APPLIED, team=stage.team, promotion=locked)
         # Whoever tracks the stage tag (hosts, which may read releases, subscribe) now expects this digest.
         details = {"reference": stage.reference(locked.definition), "digest": locked.digest,
-                   "architecture": locked.build.architecture}
+                   "architecture": locked.build.architecture,
+                   "digests": {m.architecture: m.digest for m in locked.build.members.all()}}
         transaction.on_commit(lambda: announce(PROMOTION_APPLIED, **details))
 
 

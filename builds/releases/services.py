@@ -76,7 +76,7 @@ def _resolve_build(definition: ImageDefinition, *, build: Build | None, digest: 
         if not build.succeeded:
             raise ValidationError(f"{build} did not succeed ({build.get_status_display().lower()}); only a pushed "
                                   "image can be promoted.")
-        return build
+        return _whole_list(build)
     digest = (digest or "").strip().lower()
     if not DIGEST_RE.match(digest):
         raise ValidationError("Give the image digest as sha256: followed by 64 hexadecimal characters.")
@@ -84,7 +84,16 @@ def _resolve_build(definition: ImageDefinition, *, build: Build | None, digest: 
     if found is None:
         raise ValidationError(f"{short_digest(digest)} was never built by {definition}: only digests of its own "
                               "successful builds can be promoted.")
-    return found
+    return _whole_list(found)
+
+
+def _whole_list(build: Build) -> Build:
+    """A stage holds a manifest list whole: one architecture's image alone would leave the others' hosts behind."""
+    if build.manifest_list_id:
+        raise ValidationError(f"Build {build.number} is the {build.platform} image of manifest list build "
+                              f"{build.manifest_list.number}: promote build {build.manifest_list.number}, which "
+                              "carries every architecture.")
+    return build
 
 
 def promotion_request(

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_POST
 from builds import compare
 from builds.access import get_definition_for_user
 from builds.models import Build, ImageDefinition
+from builds.multiarch import members_by_architecture
 from portal import registry
 from portal.access import can, get_team_for_user, teams_where
 from portal.models import Action, AuditEvent, Team
@@ -198,9 +199,13 @@ def _card_context(request, promotion):
     if current is not None:
         current_build = current.build or Build.objects.filter(definition=definition, digest=current.digest).first()
     comparison = added = removed = None
+    architectures = []
     if current_build is not None and current_build.digest != promotion.digest:
         comparison = compare.compare_builds(current_build, promotion.build)
         added, removed = compare.diff_stats(comparison.containerfile_rows)
+        if current_build.is_manifest_list and promotion.build.is_manifest_list:
+            architectures = compare.compare_lists(members_by_architecture(current_build),
+                                                  members_by_architecture(promotion.build))
     result = gate.quorum(promotion)
     refusal = gate.approval_refusal(promotion, request.user)
     checks = gate.check_verdicts(promotion) if not promotion.is_rollback else []
@@ -224,6 +229,7 @@ def _card_context(request, promotion):
     return {
         "promotion": promotion, "stage": stage, "definition": definition, "build": promotion.build,
         "current": current, "current_build": current_build, "c": comparison, "added": added, "removed": removed,
+        "architectures": architectures,
         "quorum": result, "decisions": decisions, "policy": _policy_lines(stage),
         "checks": checks,
         "approve_blocked": f"{unpassed.message} It can be approved once that has passed." if unpassed else "",

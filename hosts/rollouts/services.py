@@ -182,7 +182,7 @@ def _enqueue(rollout):
     portal_services.run_enqueue(rollout_run, rollout.pk, run=rollout.run, what="the rollout")
 
 
-def promotion_applied(*, reference, digest, architecture=""):
+def promotion_applied(*, reference, digest, architecture="", digests=None):
     """Releases announce an applied promotion: a stage whose hosts follow automatically starts a rollout of it."""
     repository, _, tag = reference.rpartition(":")
     definition = ImageDefinition.objects.filter(repository=repository).select_related("team").first()

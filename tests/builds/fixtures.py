@@ -68,6 +68,66 @@ def podman_store():
     store.cleanup()
 
 
+# --- Two architectures: amd64 natively, arm64 through qemu-user-static -------------------------------------------------
+
+ARM64_BUSYBOX = Path(os.environ.get("PORTAL_TEST_KERNEL_DIR", "/var/cache/portal-tests")) / "busybox-arm64"
+BINFMT_AARCH64 = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+
+
+def require_arm64_emulation():
+    """arm64 programs run here: qemu-aarch64 registered with binfmt_misc, and Debian's arm64 busybox-static at hand
+    (`scripts/system-deps.sh test` does both on a new machine)."""
+    if not ARM64_BUSYBOX.is_file() or not BINFMT_AARCH64.is_file():
+        pytest.skip(f"arm64 emulation is not set up ({BINFMT_AARCH64} or {ARM64_BUSYBOX} missing): run "
+                    "scripts/system-deps.sh test as root")
+    if "enabled" not in BINFMT_AARCH64.read_text():
+        pytest.skip(f"{BINFMT_AARCH64} is disabled")
+
+
+def busybox_rootfs(directory, busybox):
+    """A busybox root file system (the binary, its applet links, /etc/passwd and /etc/group) in `directory`. The
+    applets are the amd64 busybox's list: both are Debian's busybox-static of the same version."""
+    rootfs = Path(directory)
+    for path in ("bin", "etc", "tmp"):
+        (rootfs / path).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(busybox, rootfs / "bin" / "busybox")
+    applets = subprocess.run([shutil.which("busybox"), "--list"], capture_output=True, text=True, check=True).stdout
+    for applet in applets.split():
+        if applet != "busybox":
+            (rootfs / "bin" / applet).symlink_to("busybox")
+    (rootfs / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (rootfs / "etc" / "group").write_text("root:x:0:\n")
+    return rootfs
+
+
+@pytest.fixture(scope="session")
+def multiarch_store():
+    """A podman store whose localhost/base:latest is a manifest list of a busybox image for amd64 and one for arm64
+    (Debian's arm64 busybox-static): `podman build --platform linux/arm64` takes the arm64 one, and its RUN steps run
+    through qemu-user-static, as a multi-architecture base from a registry (centos-bootc) would be used."""
+    require_tool("podman", "busybox", "runc")
+    require_arm64_emulation()
+    store = PodmanStore(tempfile.mkdtemp(prefix="portal-podman-multiarch-"))
+    try:
+        for arch, busybox in (("amd64", shutil.which("busybox")), ("arm64", ARM64_BUSYBOX)):
+            with tempfile.TemporaryDirectory(prefix="portal-base-") as directory:
+                rootfs = busybox_rootfs(directory, busybox)
+                tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+                try:
+                    subprocess.run([*store.args(), "import", "--arch", arch, "--change", 'CMD ["/bin/sh"]', "-",
+                                    f"localhost/base:{arch}"], stdin=tar.stdout, check=True, capture_output=True,
+                                   timeout=120)
+                finally:
+                    tar.stdout.close()
+                    tar.wait()
+        store.run("manifest", "create", BASE_IMAGE)
+        for arch in ("amd64", "arm64"):
+            store.run("manifest", "add", BASE_IMAGE, f"containers-storage:localhost/base:{arch}")
+        yield store
+    finally:
+        store.cleanup()
+
+
 class Registry:
     """docker-registry on a free loopback port, allowed by the egress policy while it runs."""
 
