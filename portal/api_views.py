@@ -151,7 +151,7 @@ def team_detail(request, slug: str):
 def member_list(request, slug: str, role: Role | None = None, cursor: str | None = None,
                 limit: int = PAGE_LIMIT_DEFAULT):
     team = get_team_for_user(request.user, slug)
-    queryset = Membership.objects.filter(team=team).select_related("user")
+    queryset = Membership.objects.filter(team=team).people().select_related("user")
     if role:
         queryset = queryset.filter(role=role)
     return paginate(queryset, cursor=cursor, limit=limit, key=member_out)

@@ -42,7 +42,7 @@ from kombu.exceptions import OperationalError
 
 from . import egress, registry
 from .access import check_team_action
-from .models import ROLE_ACTIONS, Action, DeliveryStatus, NotificationWebhook, Team, User, WebhookDelivery
+from .models import IS_TEAM_TOKEN, ROLE_ACTIONS, Action, DeliveryStatus, NotificationWebhook, Team, User, WebhookDelivery
 from .services import audit
 from .text import storable
 
@@ -107,7 +107,8 @@ def send(*, event: str, team: Team | None, payload: dict, recipients: Iterable[U
 def members_with(team: Team, action: str):
     """The active members of `team` whose role allows `action` (e.g. who is emailed about a failed build)."""
     roles = [role for role, actions in ROLE_ACTIONS.items() if action in actions]
-    return User.objects.filter(memberships__team=team, memberships__role__in=roles, is_active=True).distinct()
+    return (User.objects.filter(memberships__team=team, memberships__role__in=roles, is_active=True)
+            .exclude(IS_TEAM_TOKEN).distinct())
 
 
 def _enqueue_email(subject, body, recipients):

@@ -11,6 +11,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError
 from django.core.paginator import Paginator
+from django.db.models import Prefetch
 from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
@@ -98,7 +99,8 @@ def _next_path(request):
 
 @login_required
 def team_list(request):
-    teams = Team.objects.visible_to(request.user).prefetch_related("memberships")
+    teams = Team.objects.visible_to(request.user).prefetch_related(
+        Prefetch("memberships", queryset=Membership.objects.people()))
     roles = team_roles(request.user)
     rows = [(team, roles.get(team.pk)) for team in teams]
     form = TeamForm() if request.user.is_superuser else None
@@ -127,7 +129,7 @@ def team_detail(request, slug):
     team = get_team_for_user(request.user, slug)
     is_admin = can(request.user, team, Action.ADMIN)
     admin_needs_second_factor = not is_admin and role_allows(request.user, team, Action.ADMIN)
-    memberships = Membership.objects.filter(team=team).select_related("user").order_by("user__username")
+    memberships = Membership.objects.filter(team=team).people().select_related("user").order_by("user__username")
     return render(
         request,
         "portal/team_detail.html",

@@ -144,7 +144,7 @@ class ApproverGroupForm(forms.Form):
     def __init__(self, *args, team: Team, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["members"].queryset = User.objects.filter(
-            pk__in=Membership.objects.filter(team=team).values("user")).order_by("username")
+            pk__in=Membership.objects.filter(team=team).people().values("user")).order_by("username")
         self.fields["members"].label_from_instance = lambda u: u.username
         self.helper = _helper()
 

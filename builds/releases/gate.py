@@ -13,7 +13,7 @@ from django.utils import timezone
 from builds.models import Build, ImageDefinition
 from portal import registry
 from portal.access import can, second_factor_refusal
-from portal.models import ROLE_ACTIONS, Action, Team, User
+from portal.models import IS_TEAM_TOKEN, ROLE_ACTIONS, Action, Team, User
 from portal.registry import GateVerdict
 
 from .models import Approval, ApprovalDecision, Promotion, Stage, StageGroupRequirement, StageHistory
@@ -72,7 +72,7 @@ def eligible_approvers(promotion: Promotion) -> list[User]:
     else:
         roles = [role for role, actions in ROLE_ACTIONS.items() if Action.APPROVE in actions]
         candidates = User.objects.filter(memberships__team=stage.team, memberships__role__in=roles)
-    candidates = candidates.filter(is_active=True).distinct().order_by("username")
+    candidates = candidates.filter(is_active=True).exclude(IS_TEAM_TOKEN).distinct().order_by("username")
     return [user for user in candidates if not approval_refusal(promotion, user)]
 
 

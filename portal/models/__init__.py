@@ -19,6 +19,7 @@ from .runs import (
     action_to_cancel,
 )
 from .teams import (
+    IS_TEAM_TOKEN,
     PERSONAL_SCOPES,
     ROLE_ACTIONS,
     AccessToken,
@@ -26,6 +27,7 @@ from .teams import (
     Action,
     IdentityGroupMapping,
     Membership,
+    MembershipQuerySet,
     Role,
     Scope,
     Team,
@@ -35,6 +37,7 @@ from .teams import (
 )
 
 __all__ = [
+    "IS_TEAM_TOKEN", "MembershipQuerySet",
     "ACTIVE_STATUSES", "FINISHED_STATUSES", "HELPDESK_RUN_KINDS", "PERSONAL_SCOPES", "ROLE_ACTIONS", "AccessToken",
     "AccessTokenQuerySet", "Action", "AuditEvent", "AuditQuerySet", "DeliveryStatus", "Event", "EventQuerySet",
     "IdentityGroupMapping", "LogArchive", "LogChunk", "LogSection", "Membership", "NotificationWebhook", "RetentionRun",

@@ -105,6 +105,16 @@ class Team(models.Model):
         return slugify(name)[:100]
 
 
+# A team token's own user (portal.tokens): it acts through a membership, but it is no one to list, ask or tell.
+IS_TEAM_TOKEN = models.Q(access_tokens__team__isnull=False)
+
+
+class MembershipQuerySet(models.QuerySet):
+    def people(self):
+        """Memberships of people: member lists, pickers and recipients leave out team tokens' own users."""
+        return self.exclude(user__in=User.objects.filter(IS_TEAM_TOKEN))
+
+
 class Membership(models.Model):
     """One user's role in one team. A user may belong to several teams, with one role in each."""
 
@@ -115,6 +125,8 @@ class Membership(models.Model):
         default=False, help_text="Given by the identity provider's groups at sign-in (portal.sso): the next sign-in "
                                  "changes or removes it to follow the groups.")
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = MembershipQuerySet.as_manager()
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "team"], name="one_membership_per_user_and_team")]

@@ -9,8 +9,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from portal import services, tokens
-from portal.models import AccessToken, AuditEvent, Membership, Role
+from portal import notifications, services, tokens
+from portal.models import AccessToken, Action, AuditEvent, Membership, Role
 from tests.api.fixtures import ApiClient, problem
 
 pytestmark = pytest.mark.django_db
@@ -192,6 +192,20 @@ def test_a_team_token_acts_in_its_team_only_with_the_role_its_scopes_need(person
     tokens.token_revoke(token=token, actor=personas.admin)
     problem(api.get("teams/"), 401)
     assert not Membership.objects.filter(user=token.user).exists()
+
+
+def test_a_team_tokens_own_user_is_no_one_to_list_ask_or_tell(personas, make_token, api_as, client_for):
+    make_token(personas.admin, "read", "build", team=personas.team)
+    bot = AccessToken.objects.get(team=personas.team).user
+    people = set(Membership.objects.filter(team=personas.team).exclude(user=bot).values_list("user__username", flat=True))
+    listed = {m["username"] for m in api_as(personas.admin, "read").get(f"teams/{personas.team.slug}/members/").json()["items"]}
+    assert listed == people and bot.username not in listed
+    page = client_for(personas.admin).get(reverse("portal:team_detail", args=[personas.team.slug])).content.decode()
+    assert bot.username not in page and bot.first_name not in page
+    listing = client_for(personas.admin).get(reverse("portal:team_list")).content.decode()
+    assert f"{len(people)} members" in listing
+    assert bot not in notifications.members_with(personas.team, Action.DEVELOP)
+    assert personas.developer in notifications.members_with(personas.team, Action.DEVELOP)
 
 
 @pytest.mark.parametrize("scopes, message", [(["approve"], "person"), (["admin"], "person"),
