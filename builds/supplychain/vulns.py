@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -47,6 +48,20 @@ def parse_osv(data: bytes) -> list[dict]:
     if len(data) > limit:
         raise ValidationError(f"The feed is {len(data):,} bytes; the portal takes feeds up to {limit:,} bytes "
                               "(SUPPLY_CHAIN_FEED_MAX_BYTES). Split it per ecosystem or release.")
+    try:
+        records = _parse(data, limit)
+        for record in records:
+            _check(record)
+    except (TypeError, AttributeError, KeyError, IndexError) as exc:
+        # A feed is not trusted: a shape the parser did not expect is a refusal that names it, never a server error.
+        raise ValidationError(f"The feed is not OSV or CSAF as the portal reads them ({type(exc).__name__}: "
+                              f"{exc}).") from None
+    if _holds_nul(records):
+        raise ValidationError("The feed holds a NUL character (\\u0000), which the database cannot store.")
+    return list({record["id"]: record for record in records}.values())  # a repeated id: the last one counts
+
+
+def _parse(data: bytes, limit: int) -> list[dict]:
     if data[:4] == b"PK\x03\x04":
         records = []
         try:
@@ -58,15 +73,31 @@ def parse_osv(data: bytes) -> list[dict]:
                 for info in archive.infolist():
                     if info.filename.endswith(".json"):
                         records.extend(_records(archive.read(info), info.filename))
-        except zipfile.BadZipFile as exc:
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
             raise ValidationError(f"The feed looks like a zip but is not one ({exc}).") from None
+        except (NotImplementedError, RuntimeError) as exc:  # another compression method; an encrypted entry
+            raise ValidationError(f"The zip cannot be read ({exc}).") from None
     else:
         records = _records(data, "the feed")
     if not records:
         raise ValidationError("The feed holds no OSV records.")
-    for record in records:
-        _check(record)
-    return list({record["id"]: record for record in records}.values())  # a repeated id: the last one counts
+    return records
+
+
+def _holds_nul(value) -> bool:
+    """Whether a string anywhere in the parsed JSON `value` holds a NUL, which PostgreSQL's text cannot store."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _records(data: bytes, where: str) -> list[dict]:
@@ -74,6 +105,8 @@ def _records(data: bytes, where: str) -> list[dict]:
         parsed = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationError(f"{where} is not JSON ({exc}).") from None
+    except RecursionError:
+        raise ValidationError(f"{where} is JSON nested too deeply to be a feed.") from None
     records = parsed if isinstance(parsed, list) else [parsed]
     if not all(isinstance(record, dict) for record in records):
         raise ValidationError(f"{where} is not OSV: expected a record (a JSON object) or a list of them.")
@@ -166,10 +199,15 @@ def _check(record: dict) -> None:
     affected = record.get("affected", [])
     if not isinstance(affected, list):
         raise ValidationError(f"{identifier}: \"affected\" must be a list.")
+    if not isinstance(record.get("aliases") or [], list):
+        raise ValidationError(f"{identifier}: \"aliases\" must be a list.")
     for entry in affected:
         package = entry.get("package") if isinstance(entry, dict) else None
         if not isinstance(package, dict) or not isinstance(package.get("name"), str) or not package["name"]:
             raise ValidationError(f"{identifier}: an \"affected\" entry has no package name.")
+        for key in ("ranges", "versions"):
+            if not isinstance(entry.get(key) or [], list):
+                raise ValidationError(f"{identifier}: \"{key}\" of {package['name']} must be a list.")
         for range_ in entry.get("ranges") or []:
             if not isinstance(range_, dict) or not isinstance(range_.get("events"), list):
                 raise ValidationError(f"{identifier}: a range of {package['name']} has no events.")

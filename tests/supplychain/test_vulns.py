@@ -146,3 +146,38 @@ def test_a_document_that_claims_csaf_but_is_not_is_refused(personas):
     with pytest.raises(ValidationError, match="not CSAF 2.0"):
         services.feed_import(name="x", data=json.dumps({"document": {"title": "hi"}}).encode(), source="x.json",
                              user=personas.superuser)
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (json.dumps([{"id": "X-1", "aliases": 5}]).encode(), '"aliases" must be a list'),
+    (json.dumps([{"id": "X-1", "affected": [{"package": {"name": "a", "ecosystem": "Debian"}, "ranges": 5}]}]).encode(),
+     '"ranges" of a must be a list'),
+    (json.dumps([{"id": "X-1", "affected": [{"package": {"name": "a", "ecosystem": "Debian"}, "versions": 5}]}]).encode(),
+     '"versions" of a must be a list'),
+    (json.dumps([{"id": "X-1\u0000", "affected": []}]).encode(), "NUL"),
+    (json.dumps({"document": {"csaf_version": "2.0", "aggregate_severity": "high"}, "product_tree": []}).encode(),
+     "not OSV or CSAF as the portal reads them"),
+    (json.dumps({"document": {"csaf_version": "2.0"}, "vulnerabilities": [{"cve": "CVE-1", "product_status": ["x"]}]})
+     .encode(), "not OSV or CSAF as the portal reads them"),
+])
+def test_a_feed_of_an_unexpected_shape_is_refused_with_the_reason_not_an_error(personas, data, reason):
+    """What a feed server sends is not trusted: any shape the parser cannot read is a refusal that names it (a form
+    error, or the feed's last error when read from a URL), never an exception that leaves the read unrecorded."""
+    services.feed_import(name="debian-bookworm", data=feed_bytes(), source="osv.json", user=personas.superuser)
+    with pytest.raises(ValidationError, match=reason):
+        services.feed_import(name="debian-bookworm", data=data, source="bad.json", user=personas.superuser)
+    feed = AdvisoryFeed.objects.get(name="debian-bookworm")
+    assert feed.source == "osv.json" and feed.advisories.count() == len(FEED)
+
+
+def test_a_zip_whose_entry_does_not_inflate_is_refused_with_the_reason(personas):
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("all.json", json.dumps(FEED) * 3)
+    data = bytearray(archive.getvalue())
+    start = 30 + len("all.json")  # the local header, then the deflated bytes: spoil them
+    data[start:start + 40] = b"\xff" * 40
+    with pytest.raises(ValidationError, match="zip"):
+        services.feed_import(name="debian", data=bytes(data), source="all.zip", user=personas.superuser)
+    assert not AdvisoryFeed.objects.exists()
