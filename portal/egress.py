@@ -315,12 +315,8 @@ class Answer:
     address: str
 
 
-def post(url: str, *, body: bytes, headers: dict[str, str], timeout: float, what: str = "The URL") -> Answer:
-    """POST `body` to `url` under the policy, connecting only to an address that was checked. Redirects are answers:
-    they are never followed, so nothing reaches a place that was not checked. The response body is not read.
-
-    Raises EgressRefused, or OSError (including http.client's errors and timeouts) when the receiver cannot be reached.
-    """
+def _open(url: str, *, timeout: float, what: str):
+    """A connection to `url`'s host under the policy, to an address that was checked, and the request target."""
     scheme, host, port = split_url(url)
     if scheme not in ("http", "https"):
         raise EgressRefused(f"{what} must start with https:// or http://.")
@@ -335,7 +331,6 @@ def post(url: str, *, body: bytes, headers: dict[str, str], timeout: float, what
     parts = urlsplit(url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     connection_class = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection
-    connection = None
     for address in addresses:
         candidate = connection_class(host, port, address=str(address), timeout=timeout)
         try:
@@ -345,12 +340,61 @@ def post(url: str, *, body: bytes, headers: dict[str, str], timeout: float, what
             if address == addresses[-1]:
                 raise
             continue  # the next checked address
-        connection = candidate
-        break
+        return candidate, target
+    raise OSError(f"{host} has no address to connect to")
+
+
+def post(url: str, *, body: bytes, headers: dict[str, str], timeout: float, what: str = "The URL") -> Answer:
+    """POST `body` to `url` under the policy, connecting only to an address that was checked. Redirects are answers:
+    they are never followed, so nothing reaches a place that was not checked. The response body is not read.
+
+    Raises EgressRefused, or OSError (including http.client's errors and timeouts) when the receiver cannot be reached.
+    """
+    connection, target = _open(url, timeout=timeout, what=what)
     try:
         connection.request("POST", target, body=body, headers=headers)
         response = connection.getresponse()
         return Answer(status=response.status, reason=response.reason, address=connection.address)
+    except http.client.HTTPException as exc:
+        raise OSError(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        connection.close()
+
+
+@dataclass
+class Download:
+    status: int
+    reason: str
+    data: bytes  # the body, when the status is 200 and it fits `limit`
+    too_large: bool  # the body is longer than `limit` (by its Content-Length, or as it was read): not kept
+    length: int | None  # the Content-Length the server announced, if any
+
+
+def get(url: str, *, timeout: float, limit: int, what: str = "The URL", chunk: int = 1 << 20) -> Download:
+    """GET `url` under the policy, like `post`, reading at most `limit` bytes of the body: a larger one (announced, or
+    found while reading) is dropped after `limit` + 1 bytes, so a huge answer costs no memory. Redirects are answers.
+
+    Raises EgressRefused, or OSError when the server cannot be reached or the answer is cut off."""
+    connection, target = _open(url, timeout=timeout, what=what)
+    try:
+        connection.request("GET", target, headers={"Accept": "application/json, application/zip, */*"})
+        response = connection.getresponse()
+        announced = response.getheader("Content-Length")
+        length = int(announced) if announced and announced.isdigit() else None
+        if response.status != 200:
+            return Download(response.status, response.reason, b"", False, length)
+        if length is not None and length > limit:
+            return Download(response.status, response.reason, b"", True, length)
+        parts, size = [], 0
+        while size <= limit:
+            block = response.read(min(chunk, limit + 1 - size))
+            if not block:
+                break
+            parts.append(block)
+            size += len(block)
+        if size > limit:
+            return Download(response.status, response.reason, b"", True, length)
+        return Download(response.status, response.reason, b"".join(parts), False, length)
     except http.client.HTTPException as exc:
         raise OSError(f"{type(exc).__name__}: {exc}") from None
     finally:

@@ -617,6 +617,9 @@ REGISTRY_GC_COMMAND = env.str("REGISTRY_GC_COMMAND", default="")
 PROMOTION_APPLY_TIMEOUT_SECONDS = env.int("PROMOTION_APPLY_TIMEOUT_SECONDS", default=600)  # skopeo copy + verify
 # The largest advisory feed (OSV JSON or zip, unpacked) an import reads; a bigger one is refused with this name.
 SUPPLY_CHAIN_FEED_MAX_BYTES = env.int("SUPPLY_CHAIN_FEED_MAX_BYTES", default=64 * 1024 * 1024)
+# Beat reads the advisory feeds that have a URL and are due (each feed's own refresh_hours) this often.
+CELERY_BEAT_SCHEDULE["advisory-feeds-refresh-due"] = {"task": "builds.supplychain.tasks.advisory_feeds_refresh_due",
+                                                      "schedule": 900.0}
 # Where workers write and read GPG image signatures (containers/image's lookaside store): a directory every worker
 # that signs or promotes shares, and web, which serves it read-only to hosts at /lookaside/. By default under
 # MEDIA_ROOT, the volume compose.yaml already shares between them.

@@ -15,7 +15,7 @@ class SupplyChainConfig(AppConfig):
         from builds.releases.apply import COPY_TRUST, STAGE_SIGNATURE_REQUIREMENT
         from portal.models import Action
 
-        from .gate import signature_check
+        from .gate import signature_check, vulnerability_check
         from .models import stored_sboms
         from .services import (
             build_succeeded,
@@ -30,6 +30,8 @@ class SupplyChainConfig(AppConfig):
         registry.provide(COPY_TRUST, copy_trust)
         # A stage that requires a key refuses, as it is asked for, a promotion of a digest without a signature it takes.
         registry.promotion_check(signature_check)
+        # A stage may refuse digests with known vulnerabilities of a given severity, unless an approver overrides it.
+        registry.promotion_check(vulnerability_check)
         # Hosts switching to a stage that requires a key make bootc enforce the container policy (hosts read releases).
         registry.provide(STAGE_SIGNATURE_REQUIREMENT, stage_signature_requirement)
         # Keys that sign new builds sign each one that succeeds (builds never import this app).

@@ -1,6 +1,6 @@
 from django import forms
 
-from .models import KeyKind, SigningKey
+from .models import SEVERITY_ORDER, KeyKind, SigningKey
 
 
 class KeyGenerateForm(forms.Form):
@@ -38,7 +38,7 @@ class StagePolicyForm(forms.Form):
 
 class FeedImportForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="e.g. debian-bookworm; an import replaces the feed's advisories.")
-    file = forms.FileField(help_text="OSV JSON: one record, a list of records, or a zip of them (OSV's all.zip).")
+    file = forms.FileField(help_text="OSV JSON or CSAF: one document, a list of them, or a zip of them (OSV's all.zip).")
 
 
 class RotateForm(forms.Form):
@@ -53,3 +53,23 @@ class RotateForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["new_key"].queryset = SigningKey.objects.filter(team=key.team, kind=key.kind,
                                                                     retired_at__isnull=True).exclude(pk=key.pk)
+
+
+
+
+class FeedSourceForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="The feed it fills (e.g. rhel-9-csaf); made if it is new.")
+    url = forms.CharField(max_length=500, required=False, label="URL",
+                          help_text="https:// or http://, e.g. a mirror inside the site. Empty: stop reading it.")
+    refresh_hours = forms.IntegerField(min_value=1, max_value=720, initial=24, label="Read every (hours)")
+
+
+class StageVulnerabilityForm(forms.Form):
+    refuse_from = forms.ChoiceField(choices=[("", "Refuses nothing for vulnerabilities")]
+                                    + [(s.value, f"Refuses {s.label.lower()} or worse") for s in SEVERITY_ORDER[:4]],
+                                    required=False)
+
+
+class OverrideForm(forms.Form):
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000,
+                             help_text="Why this image may go in anyway: recorded in the audit trail, shown on the card.")

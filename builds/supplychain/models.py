@@ -253,8 +253,8 @@ def stored_sboms():
 
 
 class AdvisoryFeed(models.Model):
-    """Advisories imported from one source (an OSV file or URL): each import replaces the feed's advisories in one
-    transaction, so a feed is never half imported."""
+    """Advisories imported from one source (an OSV or CSAF file, or a URL that beat reads every `refresh_hours`): each
+    import replaces the feed's advisories in one transaction, so a feed is never half imported."""
 
     name = models.CharField(max_length=100, unique=True)
     source = models.CharField(max_length=500, blank=True, help_text="Where it was read from (a path or URL).")
@@ -262,6 +262,13 @@ class AdvisoryFeed(models.Model):
     imported_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                     related_name="+")
     advisory_count = models.PositiveIntegerField(default=0)
+    url = models.CharField(max_length=500, blank=True, help_text="An http(s) URL beat reads the feed from (a mirror "
+                                                                 "for a disconnected site); empty: imported by hand.")
+    refresh_hours = models.PositiveSmallIntegerField(default=24, help_text="How often beat reads the URL.")
+    checked_at = models.DateTimeField(null=True, blank=True, help_text="When the URL was last read, well or not.")
+    last_error = models.TextField(blank=True, help_text="Why the last read of the URL imported nothing.")
+    content_sha256 = models.CharField(max_length=64, blank=True, help_text="Of what was last imported: an unchanged "
+                                                                           "feed is not imported again.")
 
     class Meta:
         ordering = ["name"]
@@ -318,3 +325,42 @@ class AffectedPackage(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.package_format})"
+
+
+class StageVulnerabilityPolicy(models.Model):
+    """A stage that refuses promotions of a digest carrying a known vulnerability of `refuse_from` severity or worse
+    (`builds.supplychain.gate.vulnerability_check`), unless an approver overrides it for that promotion, with a
+    reason."""
+
+    stage = models.OneToOneField(Stage, on_delete=models.CASCADE, related_name="vulnerability_policy")
+    refuse_from = models.CharField(max_length=10, choices=[(s.value, s.label) for s in SEVERITY_ORDER[:4]],
+                                   default=Severity.CRITICAL)
+    set_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                               related_name="+")
+    set_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"{self.stage} refuses {self.refuse_from} vulnerabilities"
+
+    def refuses(self, severity: str) -> bool:
+        return severity in SEVERITY_ORDER and SEVERITY_ORDER.index(severity) <= SEVERITY_ORDER.index(self.refuse_from)
+
+
+class VulnerabilityOverride(models.Model):
+    """An approver let a promotion's digest into its stage despite the vulnerabilities its policy refuses, saying why:
+    bound to the digest and to the advisories known then (a new one found later needs a new override)."""
+
+    promotion = models.ForeignKey("releases.Promotion", on_delete=models.CASCADE, related_name="vulnerability_overrides")
+    digest = models.CharField(max_length=80)
+    advisories = models.JSONField(default=list, help_text="The identifiers overridden, as the check listed them.")
+    reason = models.TextField()
+    approver = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="+")
+    approver_name = models.CharField(max_length=150)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"override of {len(self.advisories)} advisories for #{self.promotion_id} by {self.approver_name}"

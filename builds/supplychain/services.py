@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -22,15 +22,28 @@ from django.utils import timezone
 from builds import registry
 from builds.models import Build
 from builds.releases.apply import ApplyFailed, CopySigning, CopyTrust
-from builds.releases.models import Stage
+from builds.releases.gate import approval_refusal
+from builds.releases.models import Promotion, PromotionStatus, Stage
 from portal import objectstore
 from portal.access import check_team_action
 from portal.formatting import short_digest
 from portal.models import Action, RunKind, Team, User
 from portal.services import audit, run_create, run_enqueue
 
-from . import gpg, keys, rotation, sbom, signing, tasks, trust, vulns
-from .models import AdvisoryFeed, BuildSbom, KeyKind, KeyRotation, Signature, SigningKey, StageSigningPolicy, validate_key_name
+from . import gate, gpg, keys, rotation, sbom, signing, tasks, trust, vulns
+from .models import (
+    SEVERITY_ORDER,
+    AdvisoryFeed,
+    BuildSbom,
+    KeyKind,
+    KeyRotation,
+    Signature,
+    SigningKey,
+    StageSigningPolicy,
+    StageVulnerabilityPolicy,
+    VulnerabilityOverride,
+    validate_key_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +300,57 @@ def _key_words(key: SigningKey) -> str:
         f" or, until its rotation date, {old} ({old.short_fingerprint})" for old in older)
 
 
+def stage_vulnerability_policy_set(*, stage: Stage, refuse_from: str | None, user: User, request=None) -> Stage:
+    """Refuse promotions to `stage` of digests with known vulnerabilities of `refuse_from` severity or worse (critical,
+    high, medium, low), unless an approver overrides it; None: no such policy. Team admins."""
+    check_team_action(user, stage.team, Action.ADMIN)
+    if refuse_from is not None and refuse_from not in SEVERITY_ORDER[:4]:
+        raise ValidationError(f"Unknown severity {refuse_from!r}: critical, high, medium or low.")
+    with transaction.atomic():
+        before = StageVulnerabilityPolicy.objects.select_for_update().filter(stage=stage).first()
+        if refuse_from is None:
+            StageVulnerabilityPolicy.objects.filter(stage=stage).delete()
+            summary = f"{stage.name} refuses no image for its vulnerabilities"
+        else:
+            StageVulnerabilityPolicy.objects.update_or_create(stage=stage, defaults={
+                "refuse_from": refuse_from, "set_by": user, "set_at": timezone.now()})
+            summary = f"{stage.name} refuses images with {refuse_from} or worse vulnerabilities"
+        audit(action="stage.vulnerability_policy", summary=summary, actor=user, team=stage.team, obj=stage,
+              request=request, detail={"before": before.refuse_from if before else None, "after": refuse_from})
+    return stage
+
+
+def vulnerability_override(*, promotion, user: User, reason: str, request=None) -> VulnerabilityOverride:
+    """Let `promotion`'s digest into its stage despite the vulnerabilities the stage's policy refuses (someone who may
+    approve the promotion, with a reason). Bound to the digest and to the advisories found now; audited, and shown on
+    the approval card."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError("Say why this image may go in despite its vulnerabilities: it is recorded and shown.")
+    with transaction.atomic():
+        locked = Promotion.objects.select_for_update(of=("self",)).select_related(
+            "target_stage", "target_stage__team", "build", "definition").get(pk=promotion.pk)
+        refusal = approval_refusal(locked, user)
+        if refusal:
+            raise PermissionDenied(refusal)
+        if locked.status not in (PromotionStatus.PENDING, PromotionStatus.APPROVED):
+            raise ValidationError(f"Request #{locked.pk} is {locked.get_status_display().lower()}: there is nothing to "
+                                  "override.")
+        findings = gate.refused_findings(locked)
+        if not findings:
+            raise ValidationError(f"{locked.target_stage.name} refuses none of {locked.short_digest}'s known "
+                                  "vulnerabilities: there is nothing to override.")
+        names = sorted({f.advisory.identifier for f in findings})
+        override = VulnerabilityOverride.objects.create(promotion=locked, digest=locked.digest, advisories=names,
+                                                        reason=reason, approver=user, approver_name=user.username)
+        audit(action="promotion.vulnerability_override",
+              summary=f"overrode {', '.join(names)} for #{locked.pk} ({locked.definition} {locked.short_digest} to "
+                      f"{locked.target_stage.name}): {reason}",
+              actor=user, team=locked.target_stage.team, obj=locked, request=request,
+              detail={"digest": locked.digest, "advisories": names, "reason": reason, "override": override.pk})
+    return override
+
+
 def copy_trust(*, promotion) -> CopyTrust | None:
     """Releases asks this before copying `promotion`'s digest to its stage. When the stage requires a signature: the
     policy.json (signedBy or sigstoreSigned with the stage's key, for the source repository) and the registries.d
@@ -404,8 +468,8 @@ def feed_read_limit() -> int:
 
 
 def feed_import(*, name: str, data: bytes, source: str, user: User | None, request=None) -> AdvisoryFeed:
-    """Replace the advisories of feed `name` with those in `data` (OSV JSON: one record, a list, or a zip of records),
-    in one transaction: a feed that does not parse changes nothing. Portal administrators only (feeds serve every
+    """Replace the advisories of feed `name` with those in `data` (OSV JSON or CSAF: one record, a list, or a zip of
+    them), in one transaction: a feed that does not parse changes nothing. Portal administrators only (feeds serve every
     team)."""
     if user is not None and not user.is_superuser:
         raise ValidationError("Only portal administrators import advisory feeds.")
@@ -418,6 +482,7 @@ def feed_import(*, name: str, data: bytes, source: str, user: User | None, reque
         feed.advisories.all().delete()
         count = vulns.store(feed, records)
         feed.source, feed.imported_at, feed.imported_by, feed.advisory_count = source[:500], timezone.now(), user, count
+        feed.content_sha256, feed.last_error = hashlib.sha256(data).hexdigest(), ""
         feed.save()
         audit(action="advisories.import", summary=f"imported {count} advisories into feed {name} from {source}",
               actor=user, actor_name=None if user is not None else "portal", obj=feed, request=request,

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from . import resigning, signing
+from . import feeds, resigning, signing
 
 
 @shared_task
@@ -21,3 +21,9 @@ def key_rotation_run(run_id):
 def key_rotations_retire_due():
     """Beat: retire the old keys of rotations whose date has come."""
     resigning.key_rotations_retire_due()
+
+
+@shared_task
+def advisory_feeds_refresh_due():
+    """Beat: read the advisory feeds whose URL is due (queue `default`)."""
+    feeds.feeds_refresh_due()

@@ -12,23 +12,42 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_POST
 
 from builds.access import get_build_for_user
 from builds.models import Build
 from builds.releases.access import get_promotion_for_user, get_stage_for_user
-from builds.releases.gate import current_entries
+from builds.releases.gate import approval_refusal, current_entries
 from portal import objectstore, registry
 from portal.access import can, get_team_for_user
 from portal.forms import add_service_errors
 from portal.models import Action
 from portal.views import error_text
 
-from . import services, vulns
+from . import feeds, gate, services, vulns
 from .access import get_signing_key_for_user
-from .forms import FeedImportForm, KeyGenerateForm, KeyImportForm, SignForm, StagePolicyForm
-from .models import Advisory, AdvisoryFeed, AffectedPackage, KeyRotation, Signature, SigningKey, StageSigningPolicy
+from .forms import (
+    FeedImportForm,
+    FeedSourceForm,
+    KeyGenerateForm,
+    KeyImportForm,
+    OverrideForm,
+    SignForm,
+    StagePolicyForm,
+    StageVulnerabilityForm,
+)
+from .models import (
+    Advisory,
+    AdvisoryFeed,
+    AffectedPackage,
+    KeyRotation,
+    Signature,
+    SigningKey,
+    StageSigningPolicy,
+    StageVulnerabilityPolicy,
+)
 
 AFFECTED_BUILDS_SHOWN = 200
 SBOM_CONTENT_TYPE = "application/vnd.cyclonedx+json"
@@ -57,8 +76,13 @@ def _render_keys(request, team, *, generate_form=None, import_form=None, status=
         snippet = (services.HOST_TRUST_SNIPPET.format(stage=stage.name, key=policy.host_key.name)
                    if policy is not None and policy.host_key is not None else None)
         stages.append((stage, policy, forms, snippet))
+    refusing = {p.stage_id: p for p in StageVulnerabilityPolicy.objects.filter(stage__team=team)}
+    cve_stages = [(stage, refusing.get(stage.pk),
+                   StageVulnerabilityForm(initial={"refuse_from": getattr(refusing.get(stage.pk), "refuse_from", "")},
+                                          prefix=f"cve{stage.pk}") if is_admin else None)
+                  for stage, *_ in stages]
     return render(request, "supplychain/keys.html", {
-        "team": team, "is_admin": is_admin, "stages": stages,
+        "team": team, "is_admin": is_admin, "stages": stages, "cve_stages": cve_stages,
         "keys": SigningKey.objects.filter(team=team).select_related("created_by"),
         "rotating": {r.old_key_id: r for r in KeyRotation.objects.open().filter(old_key__team=team)
                      .select_related("new_key")},
@@ -162,6 +186,47 @@ def stage_policy(request, pk):
             messages.success(request, f"{stage.name} now takes only digests signed with {key}." if key
                              else f"{stage.name} takes digests without a signature now.")
     return redirect("supplychain:keys", slug=stage.team.slug)
+
+
+@login_required
+@require_POST
+def stage_vulnerability_policy(request, pk):
+    stage = get_stage_for_user(request.user, pk, action=Action.ADMIN)
+    form = StageVulnerabilityForm(request.POST, prefix=f"cve{stage.pk}")
+    if not form.is_valid():
+        messages.error(request, "Pick a severity, or none.")
+        return redirect("supplychain:keys", slug=stage.team.slug)
+    refuse_from = form.cleaned_data["refuse_from"] or None
+    try:
+        services.stage_vulnerability_policy_set(stage=stage, refuse_from=refuse_from, user=request.user,
+                                                request=request)
+    except ValidationError as exc:
+        messages.error(request, error_text(exc))
+    else:
+        messages.success(request, f"{stage.name} refuses images with {refuse_from} or worse vulnerabilities, unless an "
+                         "approver overrides it." if refuse_from else f"{stage.name} refuses no image for its "
+                         "vulnerabilities now.")
+    return redirect(reverse("supplychain:keys", args=[stage.team.slug]) + "#vulnerability-policies")
+
+
+@login_required
+@require_POST
+def promotion_override(request, pk):
+    """An approver lets the promotion's digest in despite the vulnerabilities its stage refuses, with a reason."""
+    promotion = get_promotion_for_user(request.user, pk)
+    form = OverrideForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Say why this image may go in despite its vulnerabilities.")
+        return redirect(promotion.get_absolute_url())
+    try:
+        override = services.vulnerability_override(promotion=promotion, user=request.user,
+                                                   reason=form.cleaned_data["reason"], request=request)
+    except ValidationError as exc:
+        messages.error(request, f"Nothing was recorded: {error_text(exc)}")
+    else:
+        messages.success(request, f"You overrode {', '.join(override.advisories)} for this request; it can be "
+                                  "approved now.")
+    return redirect(promotion.get_absolute_url())
 
 
 @login_required
@@ -291,7 +356,18 @@ def promotion_trust(request, pk):
         "fixed_findings": [f for k, f in current.items() if k not in proposed],
         "kept": sum(1 for k in proposed if k in current), "compared": held_build is not None,
         "findings": list(proposed.values()),
+        **_vulnerability_gate(request, promotion),
     })
+
+
+def _vulnerability_gate(request, promotion) -> dict:
+    """What the card says of the stage's vulnerability policy: its verdict, the overrides given, and the override form
+    for someone who may approve a request it holds back."""
+    verdict = gate.vulnerability_check(promotion=promotion, start=False)
+    overrides = list(promotion.vulnerability_overrides.all())
+    may_override = (verdict is not None and verdict.state == verdict.FAILED and promotion.status in ("pending", "approved")
+                    and not approval_refusal(promotion, request.user))
+    return {"cve_verdict": verdict, "overrides": overrides, "override_form": OverrideForm() if may_override else None}
 
 
 # --- Advisories ------------------------------------------------------------------------------------------------------
@@ -307,7 +383,43 @@ def advisories(request):
     return render(request, "supplychain/advisories.html", {
         "feeds": AdvisoryFeed.objects.select_related("imported_by"), "advisories": rows[:200], "q": query,
         "form": FeedImportForm() if request.user.is_superuser else None,
+        "source_form": FeedSourceForm() if request.user.is_superuser else None,
     })
+
+
+@login_required
+@require_POST
+def feed_source(request):
+    if not request.user.is_superuser:
+        raise PermissionDenied("Only portal administrators set where advisory feeds come from.")
+    form = FeedSourceForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Name the feed, give its URL (or none) and how often to read it (1 to 720 hours).")
+        return redirect("supplychain:advisories")
+    data = form.cleaned_data
+    try:
+        feed = feeds.feed_source_set(name=data["name"], url=data["url"], refresh_hours=data["refresh_hours"],
+                                     user=request.user, request=request)
+    except ValidationError as exc:
+        messages.error(request, f"Nothing was changed: {error_text(exc)}")
+    else:
+        messages.success(request, f"{feed} is read from {feed.url} every {feed.refresh_hours} h; beat reads it next."
+                         if feed.url else f"{feed} is no longer read from a URL.")
+    return redirect("supplychain:advisories")
+
+
+@login_required
+@require_POST
+def feed_refresh(request, pk):
+    """Read a feed's URL now (portal administrators), as beat would."""
+    if not request.user.is_superuser:
+        raise PermissionDenied("Only portal administrators read advisory feeds.")
+    feed = AdvisoryFeed.objects.filter(pk=pk).exclude(url="").first()
+    if feed is None:
+        raise Http404("No feed with a URL by that id.")
+    outcome = feeds.feed_refresh(feed=feed, user=request.user, request=request)
+    (messages.error if outcome.startswith("Nothing") else messages.success)(request, outcome)
+    return redirect("supplychain:advisories")
 
 
 @login_required
