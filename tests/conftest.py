@@ -658,7 +658,11 @@ def portal_server(redis_server, tmp_path, transactional_db):
             return False
 
     # Daphne needs some 3 s of CPU to import the portal: 39 s at a load of 18 on two shared cores (measured).
-    wait_for(answers, timeout=120, what="daphne to listen")
+    try:
+        wait_for(answers, timeout=120, what="daphne to listen")
+    except AssertionError:
+        server.stop(signal.SIGKILL)  # a daphne that failed the wait is not left behind to serve nobody
+        raise
     server.url = f"http://127.0.0.1:{port}"
     yield server
     # Killed, not asked to stop: the test is over, and a daphne told to stop spends seconds collecting its garbage
