@@ -39,6 +39,12 @@ class BuildsConfig(AppConfig):
                                 order=30)
         # The Retry button of a build page posts to the core's portal:run_retry (cancelling is the core's own).
         registry.run_retry(kind=RunKind.BUILD, retry=build_retry_run, action=Action.DEVELOP)
+        # Cancelling a manifest list cancels the builds of its architectures.
+        from portal.services import RUN_CANCEL_REQUESTED
+
+        from .multiarch import members_cancel
+
+        registry.subscribe(RUN_CANCEL_REQUESTED, members_cancel)
         # The REST API's routers (/api/v1/definitions/, /api/v1/builds/), imported when the URLconf loads.
         registry.api_router("definitions/", "builds.api.definitions", order=10)
         registry.api_router("builds/", "builds.api.builds", order=11)

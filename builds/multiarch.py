@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from portal import runs
 from portal.models import RunStatus
-from portal.services import RunStateError, run_enqueue, run_finish, run_set_phase
+from portal.services import RunStateError, run_enqueue, run_finish, run_request_cancel, run_set_phase
 
 from . import podman, queues, registry
 from .models import Build, BuildPhase, platform_architecture
@@ -86,6 +86,20 @@ def manifest_list_settle(list_id: int) -> str:
         transaction.on_commit(lambda: run_enqueue(build_run, lst.pk, run=run, what="the manifest list", queue=queue,
                                                   unserved=queues.unserved(builder, queue, "build")))
         return "sent"
+
+
+def members_cancel(*, run, user) -> int:
+    """Someone asked the list's run to stop (`portal.services.RUN_CANCEL_REQUESTED`): its members' builds stop too, as
+    their own Cancel buttons would. Returns how many were asked."""
+    manifest_list = Build.objects.filter(run=run, is_manifest_list=True).first()
+    if manifest_list is None:
+        return 0
+    asked = 0
+    for member in manifest_list.members.select_related("run"):
+        if member.run.is_active:
+            run_request_cancel(run=member.run, user=user)
+            asked += 1
+    return asked
 
 
 def manifest_lists_settle_due() -> dict[int, str]:

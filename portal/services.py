@@ -430,6 +430,11 @@ def _has_consumer(queue):
         return True
 
 
+# Announced (portal.registry) when someone asks a run to stop, with run and user: a feature whose run stands for others
+# (a manifest list waiting for its members' builds) stops those too.
+RUN_CANCEL_REQUESTED = "run.cancel_requested"
+
+
 def run_request_cancel(*, run, user, request=None):
     """Ask for a run to stop. A queued run is cancelled at once; a running one is stopped by its worker."""
     with transaction.atomic():
@@ -443,6 +448,7 @@ def run_request_cancel(*, run, user, request=None):
         audit(
             action="run.cancel", summary=f"asked to cancel {run}", actor=user, team=run.team, obj=run, request=request
         )
+        registry.announce(RUN_CANCEL_REQUESTED, run=run, user=user)
     return run
 
 

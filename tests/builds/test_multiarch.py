@@ -160,6 +160,15 @@ def test_a_platform_with_no_builder_of_its_architecture_is_refused_at_once_namin
     assert not Build.objects.filter(definition=definition).exists()
 
 
+def test_cancelling_a_list_cancels_the_builds_of_its_architectures(definition, personas):
+    from portal.services import run_request_cancel
+
+    [manifest_list] = services.build_start_all(revision=revision_of(definition, personas), user=personas.developer)
+    run_request_cancel(run=manifest_list.run, user=personas.developer)
+    assert Build.objects.with_related().get(pk=manifest_list.pk).status == BuildStatus.CANCELLED
+    assert [m.status for m in manifest_list.members.with_related()] == [BuildStatus.CANCELLED] * 2
+
+
 def test_the_build_button_says_which_architecture_has_no_builder(definition, personas, client_for):
     from builds.models import ImageDefinition
 
