@@ -13,6 +13,8 @@ from builds.models import Build
 from portal.models import Run, RunStatus
 
 DIGEST = "sha256:" + "ab" * 32
+# An SSH key the configurations give the user `ops`.
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl ops@laptop"
 
 
 def succeeded_build(team, user, *, name="web-os", digest=DIGEST, architecture="amd64"):

@@ -4,38 +4,11 @@ through the same services as the pages."""
 
 import pytest
 
-from builds.diskimages import services as diskimages
 from builds.diskimages.models import DiskImage, DiskImagePreset
 from tests.api.fixtures import problem
-from tests.diskimages.rows import finished_conversion, succeeded_build
+from tests.diskimages.rows import KEY
 
 pytestmark = pytest.mark.django_db
-
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl ops@laptop"
-
-
-@pytest.fixture
-def media(settings, tmp_path):
-    settings.MEDIA_ROOT = str(tmp_path / "media")
-    settings.DISK_IMAGE_BUILDER_IMAGES = ["quay.io/centos-bootc/bootc-image-builder:latest"]
-    settings.DISK_IMAGE_BACKEND = "bib"
-    return settings.MEDIA_ROOT
-
-
-@pytest.fixture
-def build(personas, media):
-    return succeeded_build(personas.team, personas.developer)
-
-
-@pytest.fixture
-def conversion(build, personas):
-    return finished_conversion(build, personas.developer, types=["qcow2", "raw"])
-
-
-@pytest.fixture
-def preset(personas):
-    return diskimages.preset_save(team=personas.team, user=personas.developer, name="ops access",
-                                  config={"customizations": {"user": [{"name": "ops", "key": KEY}]}})
 
 
 # --- Disk images -----------------------------------------------------------------------------------------------------

@@ -12,35 +12,7 @@ from builds.diskimages.models import Artifact, ArtifactRetention, CloudCredentia
 from builds.releases.models import StageHistory
 from portal.models import AuditEvent, RunStatus
 from tests.conftest import CORPUS
-from tests.diskimages.rows import DIGEST, finished_conversion, succeeded_build
-
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl ops@laptop"
-
-
-@pytest.fixture
-def media(settings, tmp_path):
-    settings.MEDIA_ROOT = str(tmp_path / "media")
-    settings.DISK_IMAGE_BUILDER_IMAGES = ["quay.io/centos-bootc/bootc-image-builder:latest",
-                                          "registry.redhat.io/rhel9/bootc-image-builder:latest"]
-    settings.DISK_IMAGE_BACKEND = "bib"
-    return settings.MEDIA_ROOT
-
-
-@pytest.fixture
-def build(personas, media):
-    return succeeded_build(personas.team, personas.developer)
-
-
-@pytest.fixture
-def conversion(build, personas):
-    return finished_conversion(build, personas.developer, types=["qcow2", "raw"])
-
-
-@pytest.fixture
-def preset(personas):
-    return diskimages.preset_save(team=personas.team, user=personas.developer, name="ops access",
-                                  config={"customizations": {"user": [{"name": "ops", "key": KEY}]}})
-
+from tests.diskimages.rows import DIGEST, KEY, finished_conversion, succeeded_build
 
 # --- Access ----------------------------------------------------------------------------------------------------------
 
