@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 
 from builds.supplychain import rotation, services
-from builds.supplychain.models import KeyRotation, RotationStatus
+from builds.supplychain.models import KeyRotation, RotationStatus, StageSigningPolicy
 from portal.models import RunStatus
 from portal.services import run_finish, run_start
 
@@ -33,12 +33,18 @@ def rotate_form(new, days=14):
     return {"new_key": new.pk, "old_until": (timezone.now() + datetime.timedelta(days=days)).strftime("%Y-%m-%dT%H:%M")}
 
 
-def test_anonymous_users_are_sent_to_log_in(keys, client_for):
+def test_anonymous_users_are_sent_to_log_in(keys, client_for, personas):
     old, new = keys
+    stopped = a_stopped_rotation(personas, old, new)
+    prod = personas.team.stages.get(name="prod")
     for response in (client_for(None).get(f"/signing-keys/{old.pk}/"),
-                     client_for(None).post(f"/signing-keys/{old.pk}/rotate/", rotate_form(new))):
+                     client_for(None).post(f"/signing-keys/{old.pk}/rotate/", rotate_form(new)),
+                     client_for(None).post(f"/key-rotations/{stopped.pk}/resume/"),
+                     client_for(None).post(f"/stages/{prod.pk}/signing-policy/", {"entry": "1",
+                                                                                 f"entry{prod.pk}-key": old.pk})):
         assert response.status_code == 302 and "/login/" in response["Location"]
-    assert not KeyRotation.objects.exists()
+    assert list(KeyRotation.objects.all()) == [stopped] and KeyRotation.objects.get().run_id == stopped.run_id
+    assert not StageSigningPolicy.objects.filter(stage=prod).exists()
 
 
 def test_an_outsider_finds_nothing_there(keys, client_for, personas):
@@ -94,14 +100,14 @@ def test_a_date_in_the_past_is_refused_with_the_reason(keys, client_for, persona
 
 
 def test_a_stage_that_signs_what_enters_it_is_set_by_team_admins_only(keys, client_for, personas):
-    from builds.supplychain.models import StageSigningPolicy
-
     old, _ = keys
     prod = personas.team.stages.get(name="prod")
     url = f"/stages/{prod.pk}/signing-policy/"
     data = {"entry": "1", f"entry{prod.pk}-key": old.pk}
     assert client_for(personas.outsider).post(url, data).status_code == 404
+    assert client_for(personas.viewer).post(url, data).status_code == 403
     assert client_for(personas.developer).post(url, data).status_code == 403
+    assert not StageSigningPolicy.objects.filter(stage=prod).exists()
     assert client_for(personas.admin).post(url, data).status_code == 302
     policy = StageSigningPolicy.objects.get(stage=prod)
     assert (policy.entry_key, policy.key) == (old, None)
