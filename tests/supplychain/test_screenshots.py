@@ -5,7 +5,8 @@ at; the assertions check what each must show."""
 
 import pytest
 
-from builds.supplychain import services
+from builds.supplychain import feeds, services
+from hosts.models import Host, HostState
 from builds.supplychain.signing import signature_execute
 from tests.browser import browser_page, log_in, screenshot
 from tests.supplychain.osv import feed_bytes
@@ -35,7 +36,15 @@ def world(personas, promo, eager_tasks):
     for stage in ("dev", "test"):
         services.stage_signing_policy_set(stage=promo.stages[stage], key=release, user=personas.admin)
     promo.promote(second, "dev")
+    services.stage_vulnerability_policy_set(stage=promo.stages["test"], refuse_from="high", user=personas.admin)
     waiting = promo.promote(second, "test", approvers=(), apply=False)
+    feeds.feed_source_set(name="debian-bookworm", url="https://mirror.example.internal/osv/Debian/all.zip",
+                          refresh_hours=6, user=personas.superuser)
+    hosts = [Host(team=personas.team, name=f"{stage}-{i:02d}", address="127.0.0.1", stage=promo.stages[stage],
+                  state=HostState.UP_TO_DATE, booted_digest=first.digest, booted_image=promo.ref(stage),
+                  booted_signature="containerPolicy" if i < enforcing else "")
+             for stage, total, enforcing in (("dev", 6, 2), ("test", 4, 3), ("prod", 3, 3)) for i in range(total)]
+    Host.objects.bulk_create(hosts)
     lose_signatures(promo, third)  # the portal's records say signed; containers/image finds nothing and refuses
     refused = promo.promote(third, "dev", expect_applied=False)
     assert refused.status == "failed" and "Source image rejected" in refused.status_note
@@ -78,3 +87,42 @@ def test_the_supply_chain_pages_in_a_browser(personas, portal_server, world, mon
         body = page.inner_text("body")
         assert "2 builds, 1 held by a stage now" in body
         screenshot(page, "supplychain-cve")
+
+
+def test_the_vulnerability_gate_the_override_and_the_fleets_enforcement_in_a_browser(personas, portal_server, world,
+                                                                                       monkeypatch):
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # ORM reads next to Playwright's event loop
+    waiting = world["waiting"]
+    with browser_page() as page:
+        log_in(page, portal_server.url, "approver")
+        page.goto(portal_server.url + waiting.get_absolute_url())
+        page.wait_for_load_state("networkidle")
+        gate = page.locator("#vulnerability-gate").inner_text()
+        assert "test refuses images with high or worse vulnerabilities" in gate and "DSA-9002-1" in gate
+        assert "Override for this request" in gate
+        screenshot(page, "supplychain-approval-card-cve-gate")
+        page.fill("#id_reason", "bash is not a login shell on these appliances; fixed build due Friday")
+        page.click("#vulnerability-gate button")
+        page.wait_for_load_state("networkidle")
+        gate = page.locator("#vulnerability-gate").inner_text()
+        assert "approver overrode DSA-9002-1" in gate and "fixed build due Friday" in gate
+        assert "Override for this request" not in gate
+        page.locator("#vulnerability-gate").scroll_into_view_if_needed()
+        screenshot(page, "supplychain-approval-card-override")
+
+        page.goto(f"{portal_server.url}/advisories/")
+        page.wait_for_load_state("networkidle")
+        assert "read from https://mirror.example.internal/osv/Debian/all.zip every 6 h" in page.inner_text("body")
+        screenshot(page, "supplychain-advisories")
+
+        page.goto(f"{portal_server.url}/hosts/fleet/")
+        page.wait_for_load_state("networkidle")
+        body = page.inner_text("body")
+        assert "Enforce signatures" in body
+        assert "33%" in page.locator(f"#enforcing-{personas.team.pk}-dev").inner_text()
+        assert "75%" in page.locator(f"#enforcing-{personas.team.pk}-test").inner_text()
+        screenshot(page, "fleet-enforcement")
+        page.click(f"#enforcing-{personas.team.pk}-dev a")
+        page.wait_for_load_state("networkidle")
+        assert "dev-02" in page.inner_text("body") and "dev-00" not in page.inner_text("body")
+        screenshot(page, "fleet-not-enforcing-list")
