@@ -1,10 +1,12 @@
-"""The hosts tests' fixtures: short SSH deadlines, the team's key, the simulated fleet, and demo images in the test
-registry. What they are made of (FleetForTests, booted_state, SshdServer) is in tests/hosts/fixtures.py."""
+"""The hosts tests' fixtures: short SSH deadlines, the team's key, the simulated fleet, demo images in the test
+registry, and a host waiting for an update (prod_host). What they are made of (FleetForTests, booted_state,
+SshdServer) is in tests/hosts/fixtures.py."""
 
 import pytest
 
-from hosts import services, simregistry
-from tests.hosts.fixtures import REPOSITORY, FleetForTests
+from hosts import drift, poller, services, simregistry
+from hosts.models import HostState
+from tests.hosts.fixtures import REPOSITORY, FleetForTests, booted_state
 
 
 @pytest.fixture
@@ -42,3 +44,16 @@ def demo_images(oci_registry):
     for version, tags in (("1.0", []), ("1.1", ["prod"]), ("1.2", ["dev"])):
         digests[version] = simregistry.push_demo_image(oci_registry.address, REPOSITORY, version=version, tags=tags)
     return digests, f"{oci_registry.address}/{REPOSITORY}"
+
+
+@pytest.fixture
+def prod_host(fleet, demo_images):
+    """A host tracking prod (which holds 1.1), booting 1.0: an update is waiting in the registry."""
+    digests, base = demo_images
+    fleet.add("web-01", booted_state(f"{base}:prod", digests["1.0"]["amd64"], "1.0"))
+    host = fleet.start()["web-01"]
+    poller.poll_hosts([host.pk])
+    drift.reference_digests_set(reference=f"{base}:prod", digests=digests["1.1"])
+    host.refresh_from_db()
+    assert host.state == HostState.DRIFT
+    return host

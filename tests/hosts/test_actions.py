@@ -7,7 +7,7 @@ them. Includes the scripted sequence upgrade -> reboot -> failed health check ->
 import pytest
 from django.db import IntegrityError, transaction
 
-from hosts import actions, drift, poller
+from hosts import actions, poller
 from hosts.models import ActionKind, EventKind, HostAction, HostEvent, HostState
 from portal import logsink
 from portal.models import AuditEvent, Run, RunStatus
@@ -15,19 +15,6 @@ from tests.conftest import start_in_thread, wait_for
 from tests.hosts.fixtures import booted_state
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def prod_host(fleet, demo_images):
-    """A host tracking prod (which holds 1.1), booting 1.0: an update is waiting in the registry."""
-    digests, base = demo_images
-    fleet.add("web-01", booted_state(f"{base}:prod", digests["1.0"]["amd64"], "1.0"))
-    host = fleet.start()["web-01"]
-    poller.poll_hosts([host.pk])
-    drift.reference_digests_set(reference=f"{base}:prod", digests=digests["1.1"])
-    host.refresh_from_db()
-    assert host.state == HostState.DRIFT
-    return host
 
 
 def run_action(host, kind, user, image=""):

@@ -6,25 +6,11 @@ import json
 
 import pytest
 
-from hosts import actions, drift, poller
-from hosts.models import ActionKind, HostAction, HostState
+from hosts import actions
+from hosts.models import ActionKind, HostAction
 from tests.api.fixtures import problem
-from tests.hosts.fixtures import booted_state
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def prod_host(fleet, demo_images):
-    """A host tracking prod (which holds 1.1), booting 1.0: an update is waiting in the registry."""
-    digests, base = demo_images
-    fleet.add("web-01", booted_state(f"{base}:prod", digests["1.0"]["amd64"], "1.0"))
-    host = fleet.start()["web-01"]
-    poller.poll_hosts([host.pk])
-    drift.reference_digests_set(reference=f"{base}:prod", digests=digests["1.1"])
-    host.refresh_from_db()
-    assert host.state == HostState.DRIFT
-    return host
 
 
 @pytest.mark.parametrize("who, status", [("anonymous", 401), ("outsider", 404), ("helpdesk", 200), ("viewer", 200),
