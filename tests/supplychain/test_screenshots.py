@@ -6,8 +6,8 @@ at; the assertions check what each must show."""
 import pytest
 
 from builds.supplychain import feeds, services
-from hosts.models import Host, HostState
 from builds.supplychain.signing import signature_execute
+from hosts.models import Host, HostState
 from tests.browser import browser_page, log_in, screenshot
 from tests.supplychain.osv import feed_bytes
 from tests.supplychain.test_signing import lose_signatures
