@@ -21,6 +21,8 @@ from django.conf import settings
 from tests.conftest import allow_egress, free_port, require_tool, wait_for
 
 BASE_IMAGE = "localhost/base:latest"
+# The Containerfile of the page tests' definitions (tests/builds/conftest.py): never built, only saved and queued.
+CONTAINERFILE = "FROM quay.io/centos-bootc/centos-bootc:stream10\nRUN dnf -y install httpd\nRUN bootc container lint\n"
 
 
 def _umount_all_under(path):
