@@ -7,6 +7,7 @@ import pytest
 from hosts import drift, poller, services, simregistry
 from hosts.models import HostState
 from tests.hosts.fixtures import REPOSITORY, FleetForTests, booted_state
+from tests.hosts.pages import make_host
 
 
 @pytest.fixture
@@ -57,3 +58,10 @@ def prod_host(fleet, demo_images):
     host.refresh_from_db()
     assert host.state == HostState.DRIFT
     return host
+
+
+@pytest.fixture
+def host(personas):
+    """A team's host in prod as a poll would leave it (tests/hosts/pages.py), its team's key made; no SSH."""
+    services.team_key_ensure(team=personas.team)
+    return make_host(personas.team, "web-01", labels="eu web", stage=personas.team.stages.get(name="prod"))
