@@ -29,6 +29,7 @@ import ipaddress
 import re
 import socket
 import ssl
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlsplit
@@ -374,28 +375,55 @@ def get(url: str, *, timeout: float, limit: int, what: str = "The URL", chunk: i
     """GET `url` under the policy, like `post`, reading at most `limit` bytes of the body: a larger one (announced, or
     found while reading) is dropped after `limit` + 1 bytes, so a huge answer costs no memory. Redirects are answers.
 
-    Raises EgressRefused, or OSError when the server cannot be reached or the answer is cut off."""
+    `timeout` bounds the whole answer, not each read: a server that sends a byte now and then is cut off when the time
+    is up (a watchdog shuts the socket), so a slow or malicious server cannot hold a worker for longer.
+
+    Raises EgressRefused, or OSError when the server cannot be reached, the answer is cut off or takes too long."""
     connection, target = _open(url, timeout=timeout, what=what)
+    expired = threading.Event()
+
+    def cut():
+        expired.set()
+        try:
+            connection.sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, AttributeError):
+            pass  # closed already
+
+    watchdog = threading.Timer(timeout, cut)
+    watchdog.daemon = True
+    watchdog.start()
     try:
-        connection.request("GET", target, headers={"Accept": "application/json, application/zip, */*"})
-        response = connection.getresponse()
-        announced = response.getheader("Content-Length")
-        length = int(announced) if announced and announced.isdigit() else None
-        if response.status != 200:
-            return Download(response.status, response.reason, b"", False, length)
-        if length is not None and length > limit:
-            return Download(response.status, response.reason, b"", True, length)
-        parts, size = [], 0
-        while size <= limit:
-            block = response.read(min(chunk, limit + 1 - size))
-            if not block:
-                break
-            parts.append(block)
-            size += len(block)
-        if size > limit:
-            return Download(response.status, response.reason, b"", True, length)
-        return Download(response.status, response.reason, b"".join(parts), False, length)
-    except http.client.HTTPException as exc:
+        answer = _get(connection, target, limit=limit, chunk=chunk)
+    except (OSError, http.client.HTTPException) as exc:
+        if expired.is_set():
+            raise OSError(f"{what} did not answer in full within {timeout:g} s.") from None
+        if isinstance(exc, OSError):
+            raise
         raise OSError(f"{type(exc).__name__}: {exc}") from None
     finally:
+        watchdog.cancel()
         connection.close()
+    if expired.is_set():  # the socket was shut mid-body: what was read is not the whole answer
+        raise OSError(f"{what} did not answer in full within {timeout:g} s.")
+    return answer
+
+
+def _get(connection, target: str, *, limit: int, chunk: int) -> Download:
+    connection.request("GET", target, headers={"Accept": "application/json, application/zip, */*"})
+    response = connection.getresponse()
+    announced = response.getheader("Content-Length")
+    length = int(announced) if announced and announced.isdigit() else None
+    if response.status != 200:
+        return Download(response.status, response.reason, b"", False, length)
+    if length is not None and length > limit:
+        return Download(response.status, response.reason, b"", True, length)
+    parts, size = [], 0
+    while size <= limit:
+        block = response.read(min(chunk, limit + 1 - size))
+        if not block:
+            break
+        parts.append(block)
+        size += len(block)
+    if size > limit:
+        return Download(response.status, response.reason, b"", True, length)
+    return Download(response.status, response.reason, b"".join(parts), False, length)

@@ -5,6 +5,7 @@ half-imported, the egress policy asked first, and beat's pass reading only the f
 import hashlib
 import json
 import threading
+import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -43,6 +44,18 @@ class FeedServer:
                     self.send_response(404)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
+                    return
+                if isinstance(body, tuple) and body[0] == "drip":  # a byte every 0.1 s, for at most 30 s
+                    self.send_response(200)
+                    self.send_header("Content-Length", "1000")
+                    self.end_headers()
+                    try:
+                        for _ in range(300):
+                            self.wfile.write(b" ")
+                            self.wfile.flush()
+                            time.sleep(0.1)
+                    except OSError:
+                        pass  # the portal hung up: what it should do
                     return
                 if isinstance(body, tuple):  # ("huge", announced)
                     self.send_response(200)
@@ -124,8 +137,11 @@ def test_a_csaf_document_is_read_from_its_url(server, personas):
     (("huge", True), f"holds {HUGE:,} bytes; the portal takes feeds up to"),
     (("huge", False), "holds more than"),
     (None, "answered 404"),
+    (("drip", None), "did not answer in full within 2 s"),
 ])
-def test_a_feed_that_is_not_osv_or_csaf_or_too_large_imports_nothing_and_says_why(server, feed, body, reason):
+def test_a_feed_that_is_not_osv_or_csaf_or_too_large_imports_nothing_and_says_why(server, feed, body, reason,
+                                                                                   monkeypatch):
+    monkeypatch.setattr(feeds, "READ_TIMEOUT_SECONDS", 2)  # for the whole answer: a dripping server is cut off
     feeds.feed_refresh(feed=feed)
     before = identifiers(feed)
     if body is None:
@@ -136,7 +152,7 @@ def test_a_feed_that_is_not_osv_or_csaf_or_too_large_imports_nothing_and_says_wh
     assert outcome.startswith("Nothing was imported into debian:") and reason in outcome, outcome
     feed.refresh_from_db()
     assert reason in feed.last_error and identifiers(feed) == before  # the advisories as they were
-    if isinstance(body, tuple):
+    if isinstance(body, tuple) and body[0] == "huge":
         assert "SUPPLY_CHAIN_FEED_MAX_BYTES" in feed.last_error
     failed = AuditEvent.objects.get(action="advisories.import_failed")
     assert reason in failed.summary and failed.actor_name == "portal"
