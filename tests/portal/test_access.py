@@ -336,7 +336,8 @@ PUBLIC = {"portal:login", "portal:login_verify", "portal:sso_start", "portal:sso
           "portal:health", "portal:health_live", "portal:health_ready", "portal:metrics", "hosts:agent_enroll",
           "supplychain:lookaside", "portal:api_docs", "api:openapi-json"}
 MACHINE = {"builds:api_build_create", "builds:api_build_detail", "builds:api_definition_list", "builds:git_webhook",
-           "hosts:agent_status", "hosts:agent_action_next", "hosts:agent_action_log", "hosts:agent_action_finish"}
+           "hosts:agent_status", "hosts:agent_action_next", "hosts:agent_action_log", "hosts:agent_action_finish",
+           "hosts:agent_runtime"}
 
 
 def every_named_url():

@@ -50,9 +50,13 @@ def test_a_keyboard_user_signs_in_moves_around_and_retries_a_failed_build(person
         page.wait_for_load_state("networkidle")
         assert page.locator("h1").first.inner_text() == "Builds"
 
-        page.goto(portal_server.url + failed.get_absolute_url())
+        failed_path = failed.get_absolute_url()
+        page.goto(portal_server.url + failed_path)
         page.once("dialog", lambda dialog: dialog.accept())  # "Build r1 for linux/amd64 again, as a new build?"
         tab_to(page, "Retry")
         page.keyboard.press("Enter")
         page.wait_for_load_state("networkidle")
+        # The retry is posted once the confirmation is accepted, and answers with the new build's page: on a busy
+        # machine that comes after the page first fell quiet.
+        page.wait_for_url(lambda url: not url.endswith(failed_path), timeout=30_000)
     assert Build.objects.filter(retry_of=failed).count() == 1
