@@ -117,6 +117,17 @@ class Execution:
         self.status, self.reason, self.finished = RunStatus.SUCCEEDED, reason, True
 
 
+def queued(run_id: int, subject, *, task: str) -> Run | None:
+    """The run of a task's `subject` (the row the task works on) when it is still queued; else None, logged: the row or
+    run is gone, or the run already started or ended (a redelivered task)."""
+    run = Run.objects.filter(pk=run_id).first()
+    if subject is None or run is None or run.status != RunStatus.QUEUED:
+        log.info("%s for run %s: nothing to do (%s)", task, run_id,
+                 "no such run" if run is None else f"the run is {run.status}")
+        return None
+    return run
+
+
 def claim(run: Run, *, phase: str = "") -> bool:
     """Start a queued run on this worker, or take up a parked one (`Execution.park`). False when it is neither: a
     redelivered task, a run cancelled or reaped before a worker took it (its reason is already on it), or a parked run

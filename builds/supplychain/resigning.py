@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import datetime
-import logging
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -26,13 +25,11 @@ from builds.models import Build
 from builds.runner import LocalRunner, Watch
 from portal import registry, runs
 from portal.formatting import short_digest
-from portal.models import Run, RunStatus
+from portal.models import Run
 from portal.services import audit, run_set_phase
 
 from .models import KeyKind, KeyRotation, RotationStatus, Signature, SigningKey, StageSigningPolicy
 from .signing import SigningFailed, key_in_hand, sign_digest
-
-log = logging.getLogger(__name__)
 
 
 class RotationFailed(runs.Failed):
@@ -75,12 +72,8 @@ def digests_to_resign(old_key: SigningKey) -> list[InUse]:
 def key_rotation_execute(run_id: int) -> None:
     rotation = (KeyRotation.objects.select_related("old_key", "old_key__team", "new_key", "started_by")
                 .filter(run_id=run_id).first())
-    run = Run.objects.filter(pk=run_id).first()
-    if rotation is None or run is None or run.status != RunStatus.QUEUED:
-        log.info("key_rotation_run for run %s: nothing to do (%s)", run_id,
-                 "no such run" if run is None else f"the run is {run.status}")
-        return
-    if not runs.claim(run, phase="finding digests in use"):
+    run = runs.queued(run_id, rotation, task="key_rotation_run")
+    if run is None or not runs.claim(run, phase="finding digests in use"):
         return
     with runs.executing(run, what="the key rotation", unavailable="This worker cannot run skopeo",
                         stopped=f"{rotation.old_key} stays in every policy; resume the rotation to re-sign the rest"

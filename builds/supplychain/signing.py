@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import glob
 import json
-import logging
 import os
 import time
 from contextlib import contextmanager
@@ -31,13 +30,11 @@ from builds import fetches, registry
 from builds.runner import CommandFailed, LocalRunner, Watch
 from portal import runs
 from portal.formatting import short_digest
-from portal.models import Run, RunKind, RunStatus
+from portal.models import RunKind
 from portal.services import audit, run_set_phase
 
 from . import gpg, trust
 from .models import KeyKind, Signature, SigningKey
-
-log = logging.getLogger(__name__)
 
 SIGSTORE_SIGNATURE_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 
@@ -48,12 +45,8 @@ class SigningFailed(runs.Failed):
 
 def signature_execute(run_id: int) -> None:
     signature = Signature.objects.with_related().filter(run_id=run_id).first()
-    run = Run.objects.filter(pk=run_id).first()
-    if signature is None or run is None or run.status != RunStatus.QUEUED:
-        log.info("signature_run for run %s: nothing to do (%s)", run_id,
-                 "no such run" if run is None else f"the run is {run.status}")
-        return
-    if not runs.claim(run, phase="signing"):
+    run = runs.queued(run_id, signature, task="signature_run")
+    if run is None or not runs.claim(run, phase="signing"):
         return
     limit = runs.Limit(settings.PROMOTION_APPLY_TIMEOUT_SECONDS, "PROMOTION_APPLY_TIMEOUT_SECONDS")
     with runs.executing(run, what="the signing", limit=limit, stopped="nothing was signed",
