@@ -3,7 +3,7 @@
 import time
 from contextlib import contextmanager
 
-from tests.conftest import ARTIFACTS, require_tool
+from tests.helpers import ARTIFACTS, require_tool
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

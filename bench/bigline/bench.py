@@ -127,7 +127,7 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="bench-bigline-"))
     os.environ.update(environment(work))
     from tests.builds.fixtures import BASE_IMAGE, PodmanStore, Registry
-    from tests.conftest import RedisServer
+    from tests.plugins.redis_server import RedisServer
 
     for name in ("podman", "registry", "redis"):
         (work / name).mkdir()

@@ -59,8 +59,8 @@ def main():
         "BOOT_TEST_SOAK_SECONDS": "0",
     })
     from tests.builds.fixtures import PodmanStore, Registry
-    from tests.conftest import RedisServer
     from tests.diskimages.bootimages import BOOTABLE_BASE, GOOD, SSH_GOOD, build_ssh_base, debian_kernel
+    from tests.plugins.redis_server import RedisServer
 
     for name in ("podman", "registry", "redis"):
         (work / name).mkdir()

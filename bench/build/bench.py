@@ -50,7 +50,7 @@ def main():
         "LOG_LEVEL": "WARNING",
     })
     from tests.builds.fixtures import BASE_IMAGE, PodmanStore, Registry
-    from tests.conftest import RedisServer
+    from tests.plugins.redis_server import RedisServer
 
     for name in ("podman", "registry", "redis"):
         (work / name).mkdir()

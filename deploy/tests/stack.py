@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.conftest import ARTIFACTS, ROOT, free_port, wait_for
+from tests.helpers import ARTIFACTS, ROOT, free_port, wait_for
 
 CACHE = Path(os.environ.get("IMAGE_CACHE", "/var/cache/image-mode-portal"))
 PROJECT = "imp-deploy-test"

@@ -21,7 +21,7 @@ import pytest
 
 from deploy.tests.stack import Stack
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, screenshot
-from tests.conftest import require_tool, wait_for
+from tests.helpers import require_tool, wait_for
 
 PASSWORD = "deploy test password 1"
 BUILD_LINES = 20

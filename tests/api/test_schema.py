@@ -22,7 +22,8 @@ from schemathesis.specs.openapi.checks import (
 
 from builds import services as builds_services
 from portal import tokens
-from tests.conftest import PortalProcess, free_port, subprocess_env, wait_for
+from tests.helpers import free_port, wait_for
+from tests.plugins.processes import PortalProcess, subprocess_env
 
 pytestmark = [pytest.mark.processes, pytest.mark.slow]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from tests.conftest import allow_egress, free_port, require_tool, wait_for
+from tests.helpers import allow_egress, free_port, require_tool, wait_for
 
 BASE_IMAGE = "localhost/base:latest"
 # The Containerfile of the page tests' definitions (tests/builds/conftest.py): never built, only saved and queued.

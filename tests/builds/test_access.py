@@ -9,7 +9,7 @@ from builds import services
 from builds.models import ApiToken, Build, Builder, GitCredential, GitWebhook, ImageDefinition, RegistryCredential
 from portal.models import RunStatus
 from portal.services import run_finish
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ from builds.models import Build, Builder
 from portal.models import AuditEvent, RunKind, RunStatus
 from portal.services import run_create, run_finish, run_start
 from tests.builds.fixtures import BASE_IMAGE, PodmanStore
-from tests.conftest import require_tool
+from tests.helpers import require_tool
 
 MIB = 1024 * 1024
 

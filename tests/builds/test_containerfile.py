@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from builds import starters
 from builds.containerfile import parse
 from builds.containerfile_checks import final_base_image, validate_text
-from tests.conftest import CORPUS
+from tests.helpers import CORPUS
 
 CONTAINERFILES = sorted(CORPUS.glob("containerfile-*"))
 # SOURCES.md marks these as not buildable as they are (placeholders) or malformed; every other one is buildable.

@@ -8,7 +8,7 @@ import pytest
 from django.test import override_settings
 
 from builds.containerfile_checks import is_known_base, validate_text
-from tests.conftest import CORPUS
+from tests.helpers import CORPUS
 
 BASE = "FROM quay.io/centos-bootc/centos-bootc:stream10\n"
 LINT = "RUN bootc container lint\n"

@@ -42,8 +42,8 @@ from portal.logsink import lines_after
 from portal.models import AuditEvent, Run, RunKind, RunStatus
 from portal.services import run_create, run_finish, run_start
 from tests.builds.fixtures import Registry
-from tests.conftest import require_tool
 from tests.diskimages.rows import finished_conversion
+from tests.helpers import require_tool
 
 OWN_LAYER_BYTES = 64 * 1024
 KEPT = {1, 3, 5, 7, 8, 10, 12, 15, 18, 26, 27, 28, 29, 30}

@@ -13,7 +13,7 @@ from builds.queues import local_queues
 from portal.models import RunStatus
 from tests.browser import browser_page, log_in, screenshot
 from tests.builds.fixtures import BASE_IMAGE, WORKER_ENV
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -21,8 +21,9 @@ from builds.queues import local_architecture, local_queues
 from portal import workers
 from portal.models import RunStatus
 from tests.builds.fixtures import BASE_IMAGE, WORKER_ENV
-from tests.conftest import PortalProcess, free_port, subprocess_env, wait_for
 from tests.diskimages.rows import succeeded_build
+from tests.helpers import free_port, wait_for
+from tests.plugins.processes import PortalProcess, subprocess_env
 
 # Tasks are sent when the request's transaction commits; several tests start workers.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]

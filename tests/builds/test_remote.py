@@ -11,7 +11,7 @@ from builds.runner import BuilderUnavailable, SSHRunner, Watch
 from portal.logsink import lines_after
 from portal.services import run_request_cancel
 from tests.builds.fixtures import BASE_IMAGE, a_long_sleep, processes_running, skopeo_inspect
-from tests.conftest import free_port, start_in_thread, wait_for
+from tests.helpers import free_port, start_in_thread, wait_for
 
 pytestmark = pytest.mark.slow
 

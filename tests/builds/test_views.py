@@ -393,7 +393,7 @@ def test_everyone_sees_builders_but_only_superusers_manage_them(client_for, pers
 def test_an_offline_ssh_builder_is_reported_unhealthy_fast(personas):
     import time
 
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     builder = Builder.objects.create(name="gone", kind="ssh", architecture="amd64", host="127.0.0.1",
                                      port=free_port(), username="build", private_key="x",

@@ -19,7 +19,7 @@ from portal.logsink import lines_after
 from portal.models import RunStatus
 from portal.services import run_request_cancel
 from tests.builds.fixtures import BASE_IMAGE, WORKER_ENV, a_long_sleep, processes_running, skopeo_inspect
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.builds.fixtures import BASE_IMAGE
-from tests.conftest import IN_CI, require_tool
+from tests.helpers import IN_CI, require_tool
 
 BOOTABLE_BASE = "localhost/bootable-base:latest"
 KERNEL_CACHE = Path(os.environ.get("PORTAL_TEST_KERNEL_DIR", "/var/cache/portal-tests"))

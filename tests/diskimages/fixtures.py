@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.builds.fixtures import BASE_IMAGE
-from tests.conftest import require_tool
+from tests.helpers import require_tool
 
 STANDIN_IMAGE = "localhost/bootc-image-builder-standin:latest"
 STANDIN_SCRIPT = Path(__file__).resolve().parents[1] / "standin" / "bootc-image-builder"

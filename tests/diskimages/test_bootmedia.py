@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from builds.diskimages import bootmedia, qemu
-from tests.conftest import require_tool
+from tests.helpers import require_tool
 
 KERNEL = b"\0" * 0x202 + b"HdrS" + b"\0" * 64  # a bzImage header, as far as the check looks
 

@@ -12,8 +12,8 @@ from builds.releases import services as promotions
 from builds.releases.models import PromotionStatus
 from portal.models import RunStatus
 from tests.browser import browser_page, log_in, screenshot
-from tests.conftest import start_in_thread, wait_for
 from tests.diskimages.bootimages import PANIC, SSH_GOOD
+from tests.helpers import start_in_thread, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -17,8 +17,8 @@ from builds.releases.models import PromotionStatus
 from portal.logsink import lines_after
 from portal.models import RunStatus
 from portal.services import run_request_cancel
-from tests.conftest import start_in_thread, wait_for
 from tests.diskimages.bootimages import FLOOD, GOOD, HANG, PANIC, SSH_GOOD
+from tests.helpers import start_in_thread, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ import pytest
 from builds.diskimages import diskchecks, diskconfig
 from builds.diskimages import services as diskimages
 from builds.diskimages.forms_presets import merge_config, split_config
-from tests.conftest import CORPUS
+from tests.helpers import CORPUS
 
 FILES = sorted(CORPUS.glob("bib-config-*"))
 # SOURCES.md: INVALID in the name, and bib-config-13 ("treat as INVALID for current bib"). bib-config-43 is not a config

@@ -23,8 +23,8 @@ from portal.logsink import lines_after
 from portal.models import LogSection, RunStatus
 from portal.services import run_request_cancel
 from tests.builds.fixtures import BASE_IMAGE
-from tests.conftest import ProcessWatcher, start_in_thread
 from tests.diskimages.fixtures import ISO_VOLUME_ID
+from tests.helpers import ProcessWatcher, start_in_thread
 
 pytestmark = pytest.mark.slow
 

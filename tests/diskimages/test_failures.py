@@ -12,7 +12,7 @@ import pytest
 
 from builds.diskimages import converters, diskconfig
 from builds.diskimages.converters import Cause, FormatMismatch, classify_failure
-from tests.conftest import require_tool
+from tests.helpers import require_tool
 
 
 @pytest.mark.parametrize("lines, cause", [

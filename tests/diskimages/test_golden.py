@@ -14,7 +14,7 @@ import pytest
 
 from builds.diskimages import converters, diskchecks, diskconfig
 from builds.models import Builder
-from tests.conftest import SHARED_DOCS
+from tests.helpers import SHARED_DOCS
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "diskimages"
 REFERENCE = SHARED_DOCS / "bootc-reference.md"

@@ -7,7 +7,7 @@ import pytest
 
 from builds.diskimages import kickstart
 from builds.diskimages.kickstart import KickstartSpec, generate, inspect, validate
-from tests.conftest import CORPUS
+from tests.helpers import CORPUS
 
 REPO = "registry.example.com/platform/web-os"
 DIGEST = "sha256:47e5ed613a970b6574bfa954ab25bb6e85656552899aa518b5961d9645102b38"

@@ -11,8 +11,8 @@ from builds.diskimages import services as diskimages
 from builds.diskimages.models import Artifact, ArtifactRetention, CloudCredential, DiskImage, DiskImagePreset
 from builds.releases.models import StageHistory
 from portal.models import AuditEvent, RunStatus
-from tests.conftest import CORPUS
 from tests.diskimages.rows import DIGEST, KEY, finished_conversion, succeeded_build
+from tests.helpers import CORPUS
 
 # --- Access ----------------------------------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import pytest
 
 from builds.diskimages import vmaccess
 from portal import ssh
-from tests.conftest import require_tool
+from tests.helpers import require_tool
 from tests.hosts.fixtures import SshdServer
 
 DIGEST = "sha256:" + "ab" * 32

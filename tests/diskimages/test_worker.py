@@ -13,7 +13,7 @@ from builds.queues import local_queues
 from portal.logsink import lines_after
 from portal.models import RunStatus
 from tests.builds.fixtures import BASE_IMAGE
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
 

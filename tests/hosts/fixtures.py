@@ -11,7 +11,7 @@ from hosts.models import Host
 from hosts.simbootc import Deployment
 from hosts.simulator import Fleet
 from portal import sshpool
-from tests.conftest import allow_egress
+from tests.helpers import allow_egress
 
 REPOSITORY = "platform/web-os"
 
@@ -88,7 +88,7 @@ class SshdServer:
         import subprocess
         from pathlib import Path
 
-        from tests.conftest import free_port
+        from tests.helpers import free_port
 
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -124,7 +124,7 @@ class SshdServer:
     def _wait(self):
         import socket
 
-        from tests.conftest import wait_for
+        from tests.helpers import wait_for
 
         def answers():
             if self.process.poll() is not None:

@@ -11,7 +11,7 @@ from hosts import actions, poller
 from hosts.models import ActionKind, EventKind, HostAction, HostEvent, HostState
 from portal import logsink
 from portal.models import AuditEvent, Run, RunStatus
-from tests.conftest import start_in_thread, wait_for
+from tests.helpers import start_in_thread, wait_for
 from tests.hosts.fixtures import booted_state
 
 pytestmark = pytest.mark.django_db

@@ -19,7 +19,7 @@ from builds.models import Build, RegistryCredential
 from builds.queues import local_queues
 from builds.releases.models import Promotion
 from tests.builds.fixtures import BASE_IMAGE, WORKER_ENV
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.hosts.fixtures import booted_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.processes]

@@ -219,7 +219,7 @@ def emit_one(team, kind="build.failed"):
 
 
 def test_a_webhook_made_with_the_form_gets_only_the_kinds_it_ticked(personas, client_for, django_capture_on_commit_callbacks):
-    from tests.conftest import allow_egress
+    from tests.helpers import allow_egress
 
     disallow = allow_egress("127.0.0.1:9")
     try:

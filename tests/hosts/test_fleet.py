@@ -10,8 +10,9 @@ import pytest
 from hosts import poller
 from hosts.models import ActionKind, Host, HostAction, HostState
 from portal.models import AuditEvent, RunStatus
-from tests.conftest import ROOT, free_port, subprocess_env, wait_for
+from tests.helpers import ROOT, free_port, wait_for
 from tests.hosts.fixtures import booted_state
+from tests.plugins.processes import subprocess_env
 
 pytestmark = pytest.mark.processes
 

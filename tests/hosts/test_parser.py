@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hosts.bootc import BootcStatus, ImageInfo, StatusUnreadable, digest_matches, parse_status
-from tests.conftest import CORPUS
+from tests.helpers import CORPUS
 
 STATUS_FILES = sorted(p for p in CORPUS.glob("status-*") if not p.name.startswith("status-human-"))
 

@@ -16,7 +16,7 @@ from builds.diskimages import diskchecks, diskconfig, kickstart
 from builds.pipeline import containerfile_for_build
 from hosts.bootc import BootcStatus, StatusUnreadable, parse_status
 from portal.logsink import LineSplitter
-from tests.conftest import CORPUS
+from tests.helpers import CORPUS
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # pykickstart builds its whole command table for every parse (about 0.1 s here): fewer, richer examples.

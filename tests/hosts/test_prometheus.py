@@ -17,7 +17,7 @@ from builds.models import Build
 from builds.queues import local_queues
 from hosts import services as hosts
 from tests.builds.fixtures import BASE_IMAGE, WORKER_ENV
-from tests.conftest import free_port, require_tool, wait_for
+from tests.helpers import free_port, require_tool, wait_for
 from tests.portal.test_metrics import dashboard_queries
 
 pytestmark = pytest.mark.slow

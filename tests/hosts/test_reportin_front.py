@@ -14,8 +14,8 @@ from hosts.actions import host_action_request
 from hosts.agent_front import AgentFront
 from hosts.models import ActionKind, EventKind, Host, HostSnapshot, HostState
 from hosts.services import host_delete
-from tests.conftest import broker_stopped
 from tests.hosts.reportin_fixtures import Agent, make_token, status_json
+from tests.plugins.redis_server import broker_stopped
 
 STATUS = "/agent/v1/status"
 

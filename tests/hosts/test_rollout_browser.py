@@ -13,7 +13,7 @@ from hosts import drift, poller
 from hosts.rollouts import engine, services
 from hosts.rollouts.models import RolloutHost, Step
 from tests.browser import browser_page, log_in, screenshot
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.hosts.fixtures import booted_state
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -24,7 +24,7 @@ from portal import registry, runs, ssh
 from portal import services as portal_services
 from portal.formatting import short_digest
 from portal.models import AuditEvent, Run, RunStatus
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.hosts.fixtures import booted_state
 
 pytestmark = pytest.mark.django_db

@@ -14,7 +14,7 @@ from hosts.rollouts import services
 from hosts.rollouts.models import Rollout, RolloutHost, RolloutStatus, Step
 from hosts.tasks import poll_hosts_task
 from portal.models import Run, RunStatus
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.hosts.fixtures import booted_state
 
 pytestmark = [pytest.mark.processes, pytest.mark.slow]

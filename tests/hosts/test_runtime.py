@@ -9,8 +9,8 @@ from hosts import poller, runtime
 from hosts.models import EventKind, HostEvent, HostRuntime
 from hosts.simbootc import CommandError
 from hosts.simruntime import IMAGE_PACKAGES
-from tests.conftest import wait_for
 from tests.diskimages.rows import succeeded_build
+from tests.helpers import wait_for
 from tests.hosts.fixtures import booted_state
 
 pytestmark = pytest.mark.django_db

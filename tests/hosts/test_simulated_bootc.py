@@ -8,7 +8,7 @@ import pytest
 
 from hosts.connect import session_for, target_for
 from portal import ssh
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.hosts.fixtures import booted_state
 
 pytestmark = pytest.mark.django_db

@@ -6,7 +6,7 @@ from hosts import poller
 from hosts.models import HostEvent, HostState
 from hosts.services import host_create
 from portal import ssh
-from tests.conftest import CORPUS, require_tool
+from tests.helpers import CORPUS, require_tool
 from tests.hosts.fixtures import SshdServer
 
 pytestmark = pytest.mark.django_db

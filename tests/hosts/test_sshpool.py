@@ -10,7 +10,7 @@ import pytest
 from hosts import actions, poller, services
 from hosts.models import HostState
 from portal import ssh, sshpool
-from tests.conftest import require_tool
+from tests.helpers import require_tool
 from tests.hosts.fixtures import SshdServer, booted_state
 
 pytestmark = pytest.mark.django_db

@@ -6,7 +6,7 @@ import tempfile
 import pytest
 
 from tests.builds.git_server import GitHTTPServer
-from tests.conftest import allow_egress
+from tests.helpers import allow_egress
 from tests.portal.sso_fixtures import oidc_provider, provider_process  # noqa: F401 - fixtures of test_sso.py
 
 

@@ -15,7 +15,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from tests.conftest import IN_CI, free_port, wait_for
+from tests.helpers import IN_CI, free_port, wait_for
 
 # The first requests a fresh moto server answers without checking credentials: the ones that make the portal's user.
 UNCHECKED_REQUESTS = 3

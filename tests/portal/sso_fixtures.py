@@ -14,7 +14,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.conftest import ROOT, free_port, wait_for
+from tests.helpers import ROOT, free_port, wait_for
 
 CLIENT_ID, CLIENT_SECRET = "image-mode-portal", "provider-test-secret-0123456789"
 PASSWORD = "provider password 1"

@@ -247,7 +247,7 @@ class TestOtherViews:
             expect(client_for, user, "get", "/", 200)
 
     def test_dashboard_of_a_user_without_teams_explains_what_to_do(self, personas, client_for):
-        from tests.conftest import make_user
+        from tests.plugins.personas import make_user
 
         response = expect(client_for, make_user("newcomer"), "get", "/", 200)
         assert b"not in any team yet" in response.content

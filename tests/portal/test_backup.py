@@ -17,7 +17,9 @@ from django.db import connection, connections
 from portal import backups, crypto, services
 from portal.logsink import LogSink, lines_after
 from portal.models import AuditEvent, NotificationWebhook, RunKind, RunStatus, Team
-from tests.conftest import ROOT, make_team, subprocess_env
+from tests.helpers import ROOT
+from tests.plugins.personas import make_team
+from tests.plugins.processes import subprocess_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 

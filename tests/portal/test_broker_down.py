@@ -13,8 +13,8 @@ from hosts import actions as host_actions
 from hosts import services as host_services
 from hosts.models import ActionKind, HostAction
 from portal.models import Run, RunStatus
-from tests.conftest import broker_stopped
 from tests.diskimages.rows import succeeded_build
+from tests.plugins.redis_server import broker_stopped
 
 pytestmark = pytest.mark.django_db(transaction=True)  # commits as in production: tasks are queued on commit
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from portal.cli import config, exits
-from tests.conftest import ROOT, free_port
+from tests.helpers import ROOT, free_port
 
 
 def imp(*argv, env=None, stdin=None):

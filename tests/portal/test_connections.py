@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 import pytest
 from django.db import connection
 
-from tests.conftest import IN_CI, ROOT, PortalProcess, free_port, subprocess_env, wait_for
+from tests.helpers import IN_CI, ROOT, free_port, wait_for
+from tests.plugins.processes import PortalProcess, subprocess_env
 
 pytestmark = pytest.mark.processes
 

@@ -12,7 +12,9 @@ import signal
 import pytest
 
 from portal import workers
-from tests.conftest import broker_stopped, make_user, wait_for
+from tests.helpers import wait_for
+from tests.plugins.personas import make_user
+from tests.plugins.redis_server import broker_stopped
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

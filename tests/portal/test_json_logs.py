@@ -17,7 +17,8 @@ from builds.models import Build
 from builds.queues import local_queues
 from portal import logcontext
 from tests.builds.fixtures import BASE_IMAGE, WORKER_ENV
-from tests.conftest import ROOT, PortalProcess, subprocess_env, wait_for
+from tests.helpers import ROOT, wait_for
+from tests.plugins.processes import PortalProcess, subprocess_env
 
 
 def json_lines(text):

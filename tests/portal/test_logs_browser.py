@@ -9,7 +9,7 @@ import pytest
 from portal import live, logsink, services
 from portal.models import RunKind, RunStatus
 from tests.browser import browser_page, log_in, screenshot
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -18,7 +18,8 @@ from django.db import connections
 from portal import live, logsink, services
 from portal.models import RunKind, RunStatus
 from tests.browser import browser_page, log_in
-from tests.conftest import ROOT, PortalProcess, free_port, subprocess_env, wait_for
+from tests.helpers import ROOT, free_port, wait_for
+from tests.plugins.processes import PortalProcess, subprocess_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

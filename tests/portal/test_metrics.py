@@ -15,7 +15,8 @@ from portal import registry, services
 from portal.celery import app
 from portal.logsink import LogSink
 from portal.models import Run, RunKind, RunStatus
-from tests.conftest import ROOT, make_team
+from tests.helpers import ROOT
+from tests.plugins.personas import make_team
 
 pytestmark = pytest.mark.django_db
 

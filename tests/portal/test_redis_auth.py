@@ -24,15 +24,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from portal import health, ratelimit, workers
-from tests.conftest import (
-    PortalProcess,
-    _forget_broker_connections,
-    _point_portal_at_redis,
-    free_port,
-    require_tool,
-    subprocess_env,
-    wait_for,
-)
+from tests.helpers import free_port, require_tool, wait_for
+from tests.plugins.processes import PortalProcess, subprocess_env
+from tests.plugins.redis_server import _forget_broker_connections, _point_portal_at_redis
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

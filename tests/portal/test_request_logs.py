@@ -5,7 +5,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import make_user, wait_for
+from tests.helpers import wait_for
+from tests.plugins.personas import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

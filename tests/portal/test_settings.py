@@ -119,7 +119,7 @@ def test_a_bad_setting_stops_start_up_with_one_line_naming_it(name, value, says)
 
 @pytest.fixture
 def unreachable_database():
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     return f"postgres://portal:pw-not-shown@127.0.0.1:{free_port()}/portal"
 

@@ -11,7 +11,8 @@ import pytest
 
 from portal.models import Membership, Role, User
 from tests.browser import browser_page, log_in, screenshot
-from tests.conftest import PortalProcess, free_port, subprocess_env, wait_for
+from tests.helpers import free_port, wait_for
+from tests.plugins.processes import PortalProcess, subprocess_env
 from tests.portal.sso_fixtures import PASSWORD, make_provider
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes, pytest.mark.django_db(transaction=True)]

@@ -26,8 +26,9 @@ from portal.access import forget_roles
 from portal.models import AuditEvent, Membership, Run, RunStatus
 from portal.services import audit_verify
 from tests.builds.fixtures import Registry
-from tests.conftest import make_user, wait_for
 from tests.fragments import shown
+from tests.helpers import wait_for
+from tests.plugins.personas import make_user
 from tests.releases.fixtures import PromoEnv, skopeo_copy, stage_digest
 from tests.releases.gate_steps import apply_runs, approve, request
 

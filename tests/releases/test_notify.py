@@ -18,7 +18,7 @@ from builds.releases import services as promotions
 from builds.releases.models import Promotion, PromotionEvent, PromotionStatus, StageHistory
 from portal import notifications
 from portal.models import DeliveryStatus, WebhookDelivery
-from tests.conftest import allow_egress, free_port, wait_for
+from tests.helpers import allow_egress, free_port, wait_for
 from tests.releases.fixtures import stage_digest
 
 pytestmark = pytest.mark.django_db

@@ -11,8 +11,8 @@ from builds.releases.context_processors import inbox
 from builds.releases.models import Approval, ApproverGroup, Promotion, PromotionStatus, StageFreeze, StageHistory
 from portal.access import team_roles
 from portal.models import AuditEvent, Membership, NotificationWebhook
-from tests.conftest import make_user
 from tests.fragments import shown
+from tests.plugins.personas import make_user
 from tests.releases.fixtures import PromoEnv
 
 pytestmark = pytest.mark.django_db
@@ -518,7 +518,7 @@ def test_retrying_a_failed_promotion_is_for_developers(client_for, pending, prom
 @pytest.mark.django_db(transaction=True)  # commits as in production: the task is enqueued when the approval commits
 def test_with_the_workers_broker_down_an_approval_fails_the_promotion_with_the_reason_not_a_500(
         client_for, pending, promo, redis_server):
-    from tests.conftest import _forget_broker_connections
+    from tests.plugins.redis_server import _forget_broker_connections
 
     client = client_for(promo.personas.approver)
     redis_server.stop()

@@ -17,7 +17,7 @@ from builds.supplychain import feeds, services
 from builds.supplychain.models import Advisory, AdvisoryFeed
 from builds.supplychain.tasks import advisory_feeds_refresh_due
 from portal.models import AuditEvent
-from tests.conftest import allow_egress
+from tests.helpers import allow_egress
 from tests.supplychain.osv import FEED, JQ_ADVISORY, csaf_vex, feed_bytes
 
 HUGE = 500 * 1024 * 1024

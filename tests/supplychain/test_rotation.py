@@ -126,7 +126,7 @@ def test_a_rotated_key_still_verifies_old_signatures_until_the_date_it_was_given
 
 def test_a_digest_that_cannot_be_re_signed_is_named_and_the_old_key_stays_until_a_resumed_run_signs_it(
         promo, scene, settings):
-    from tests.conftest import allow_egress, free_port
+    from tests.helpers import allow_egress, free_port
 
     old, new = scene
     second = promo.builds[1]

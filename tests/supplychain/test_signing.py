@@ -173,7 +173,7 @@ def test_a_digest_is_signed_once_per_key_and_only_by_developers_of_its_team(prom
 
 def test_a_registry_that_does_not_answer_fails_the_signing_with_the_reason_and_nothing_is_recorded(promo, keys):
     from builds.models import Build
-    from tests.conftest import allow_egress, free_port
+    from tests.helpers import allow_egress, free_port
 
     release, _ = keys
     build = promo.builds[0]
@@ -194,7 +194,7 @@ def test_a_registry_that_does_not_answer_fails_the_signing_with_the_reason_and_n
 
 def test_signing_into_a_registry_the_egress_policy_does_not_allow_is_refused_before_skopeo_runs(promo, keys):
     from builds.models import Build
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     release, _ = keys
     build = promo.builds[0]  # a loopback address the allow-list does not name: internal, so refused

@@ -1,0 +1,41 @@
+"""Settings every test runs with: quick password hashing, an empty egress allow-list, and audit checkpoints and rate
+limits of each test's own."""
+
+import uuid
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from django.test.utils import override_settings
+
+
+class QuickPasswordHasher(PBKDF2PasswordHasher):
+    """Django's PBKDF2 with 1,000 rounds instead of a million: a password check costs well under a millisecond instead
+    of about 0.3 s of CPU (over a second when the machine is busy), and the suite checks passwords hundreds of times
+    (every sign-in, every failed guess in the lockout tests). Its hashes are ordinary `pbkdf2_sha256$1000$...` strings,
+    which the portal's processes started by tests check with the production hasher (and upgrade on sign-in)."""
+
+    iterations = 1000
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quick_password_hashing():
+    """Hashes are made with QuickPasswordHasher. The production hasher stays listed after it, so a hash is still
+    checked by the algorithm it names, and a quick hash is never upgraded during a test."""
+    with override_settings(PASSWORD_HASHERS=["tests.plugins.suite_settings.QuickPasswordHasher", *settings.PASSWORD_HASHERS]):
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def egress_allows_nothing_at_first():
+    """Whatever EGRESS_ALLOW the environment holds, the suite starts from an empty allow-list."""
+    settings.EGRESS_ALLOW = []
+
+
+@pytest.fixture(autouse=True)
+def audit_checkpoints_and_rate_limits_of_the_test(settings, tmp_path):
+    """Each test's audit chain starts empty, so its checkpoints go to a file of its own; and its requests are counted
+    against rate limits of its own (one test's API calls must not use up the next one's), as are its open log sockets."""
+    settings.AUDIT_CHECKPOINT_PATH = tmp_path / "audit-checkpoints.jsonl"
+    settings.RATE_LIMIT_KEY_PREFIX = f"test-ratelimit:{uuid.uuid4().hex}"
+    settings.LOG_SOCKETS_KEY_PREFIX = f"test-log-sockets:{uuid.uuid4().hex}"
