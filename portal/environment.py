@@ -233,3 +233,9 @@ def oidc_group_mapping(text):
                                  f"{', '.join(ROLE_NAMES)}.")
             entries.append((str(group), str(team), str(role)))
     return entries
+
+
+def settings_in(module):
+    """The settings a concern's own module defines (portal/settings_hosts.py, ...): its upper-case names, which is what
+    Django reads from a settings module, for portal/settings.py to take in."""
+    return {name: value for name, value in vars(module).items() if name.isupper()}

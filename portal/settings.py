@@ -25,6 +25,7 @@ from portal.environment import (
     oidc_group_mapping,
     oidc_settings,
     required_secret,
+    settings_in,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -491,102 +492,14 @@ LOGGING = {
 
 CSRF_FAILURE_VIEW = "portal.views.csrf_failure"
 
-# --- Disk images (docs/disk-images.md) -------------------------------------------------------------------------------
-# The tool offered first: image-builder (osbuild's successor, run from its container image) or bib
-# (bootc-image-builder, archived upstream in 2026-06). Each conversion may pick either, among the images below.
-DISK_IMAGE_BACKEND = env.str("DISK_IMAGE_BACKEND", default="image-builder")
-# The bootc-image-builder images people may pick; with image-builder's image, the only images ever run privileged.
-DISK_IMAGE_BUILDER_IMAGES = env.list("DISK_IMAGE_BUILDER_IMAGES", default=[
-    "quay.io/centos-bootc/bootc-image-builder:latest",
-    "registry.redhat.io/rhel9/bootc-image-builder:latest",
-    "registry.redhat.io/rhel10/bootc-image-builder:latest",
-])
-DISK_IMAGE_IMAGE_BUILDER_IMAGE = env.str("DISK_IMAGE_IMAGE_BUILDER_IMAGE", default="ghcr.io/osbuild/image-builder-cli:latest")
-DISK_IMAGE_BUILDER_PULL = env.str("DISK_IMAGE_BUILDER_PULL", default="newer")  # podman run --pull= for the builder image
-DISK_IMAGE_TIMEOUT_MINUTES = env.int("DISK_IMAGE_TIMEOUT_MINUTES", default=180)
-DISK_IMAGE_STORAGE = env.str("DISK_IMAGE_STORAGE", default="default")  # a STORAGES alias for the artifacts
-DISK_IMAGE_RETENTION_DAYS = env.int("DISK_IMAGE_RETENTION_DAYS", default=30)  # for teams without their own policy
-DISK_IMAGE_RETENTION_KEEP_LATEST = env.int("DISK_IMAGE_RETENTION_KEEP_LATEST", default=3)
-CELERY_BEAT_SCHEDULE["disk-images-expire"] = {"task": "builds.diskimages.tasks.artifacts_expire", "schedule": 3600.0}
+# --- Disk images, boot tests, hosts and rollouts ----------------------------------------------------------------------
+# Each in a module of its own, imported here (after .env is read, above): their upper-case names are settings.
+from portal import settings_diskimages, settings_hosts  # noqa: E402
 
-# --- Boot tests (docs/boot-tests.md) ---------------------------------------------------------------------------------
-# A throwaway QEMU VM boots a digest's own kernel and root file system; a stage may require a pass before promotion.
-BOOT_TEST_QUEUE = env.str("BOOT_TEST_QUEUE", default="boottests")  # its workers' concurrency is the VM limit
-BOOT_TEST_ACCEL = env.str("BOOT_TEST_ACCEL", default="auto")  # auto (KVM when /dev/kvm is usable), kvm or tcg
-BOOT_TEST_FIRMWARE = env.str("BOOT_TEST_FIRMWARE", default="bios")  # bios (SeaBIOS) or uefi (OVMF)
-BOOT_TEST_OVMF_CODE = env.str("BOOT_TEST_OVMF_CODE", default="/usr/share/OVMF/OVMF_CODE_4M.fd")
-BOOT_TEST_MEMORY_MB = env.int("BOOT_TEST_MEMORY_MB", default=512)
-BOOT_TEST_CPUS = env.int("BOOT_TEST_CPUS", default=1)
-# What on the console means "booted": a login prompt, or greenboot's boot-complete.
-BOOT_TEST_MARKER = env.str("BOOT_TEST_MARKER", default=r"login: ?$|boot-complete\.target|Reached target.*Boot Complete")
-BOOT_TEST_BOOT_SECONDS = env.int("BOOT_TEST_BOOT_SECONDS", default=300)  # from QEMU's start to the marker
-BOOT_TEST_SOAK_SECONDS = env.int("BOOT_TEST_SOAK_SECONDS", default=0)  # the VM stays up this long after the marker
-BOOT_TEST_CHECK_SECONDS = env.int("BOOT_TEST_CHECK_SECONDS", default=120)  # each round of the checks over SSH
-BOOT_TEST_TIMEOUT_MINUTES = env.int("BOOT_TEST_TIMEOUT_MINUTES", default=20)  # the whole run, copy included
-BOOT_TEST_CONSOLE_MAX_BYTES = env.int("BOOT_TEST_CONSOLE_MAX_BYTES", default=4 * 1024 * 1024)
-BOOT_TEST_ROOTFS_MAX_BYTES = env.int("BOOT_TEST_ROOTFS_MAX_BYTES", default=512 * 1024 * 1024)
-BOOT_TEST_WORK_DIR = env.str("BOOT_TEST_WORK_DIR", default="")  # where each run's copy and VM files go (a temp dir)
-CELERY_TASK_ROUTES["builds.diskimages.tasks.boot_test_run"] = {"queue": BOOT_TEST_QUEUE}
-CELERY_TASK_ROUTES["builds.diskimages.tasks.boot_test_reap"] = {"queue": BOOT_TEST_QUEUE}
-CELERY_BEAT_SCHEDULE["boot-tests-reap"] = {"task": "builds.diskimages.tasks.boot_test_reap", "schedule": 600.0}
-
-# --- Hosts (docs/hosts.md) -------------------------------------------------------------------------------------------
-HOSTS_POLL_SECONDS = env.int("HOSTS_POLL_SECONDS", default=60)  # between two polls of a healthy host
-HOSTS_POLL_CONCURRENCY = env.int("HOSTS_POLL_CONCURRENCY", default=64)  # SSH connections in flight per poll task
-HOSTS_POLL_BATCH = env.int("HOSTS_POLL_BATCH", default=500)  # hosts per poll task (tasks spread over workers)
-HOSTS_MAX_BACKOFF_SECONDS = env.int("HOSTS_MAX_BACKOFF_SECONDS", default=3600)  # longest pause for an unreachable host
-HOSTS_CONNECT_TIMEOUT = env.float("HOSTS_CONNECT_TIMEOUT", default=5.0)
-HOSTS_HANDSHAKE_TIMEOUT = env.float("HOSTS_HANDSHAKE_TIMEOUT", default=10.0)
-HOSTS_AUTH_TIMEOUT = env.float("HOSTS_AUTH_TIMEOUT", default=10.0)
-HOSTS_COMMAND_TIMEOUT = env.float("HOSTS_COMMAND_TIMEOUT", default=30.0)  # bootc status
-HOSTS_ACTION_COMMAND_TIMEOUT = env.float("HOSTS_ACTION_COMMAND_TIMEOUT", default=1800.0)  # upgrade, switch (pulls)
-HOSTS_REBOOT_WAIT_SECONDS = env.int("HOSTS_REBOOT_WAIT_SECONDS", default=600)  # how long an action waits for a reboot
-HOSTS_MAX_STATUS_BYTES = env.int("HOSTS_MAX_STATUS_BYTES", default=1024 * 1024)  # output cap of bootc status
-# Kept-open SSH (portal/sshpool.py): one connection per host per worker process, a new channel per command. The hosts
-# worker runs with `-P threads` so that its tasks share one process and so one pool (docs/hosts.md).
-HOSTS_SSH_KEEP_OPEN = env.bool("HOSTS_SSH_KEEP_OPEN", default=True)
-HOSTS_SSH_POOL_MAX = env.int("HOSTS_SSH_POOL_MAX", default=15000)  # open connections (also capped by `ulimit -Hn`)
-HOSTS_SSH_IDLE_SECONDS = env.float("HOSTS_SSH_IDLE_SECONDS", default=300.0)  # closed after this long unused
-HOSTS_SSH_SESSIONS_PER_HOST = env.int("HOSTS_SSH_SESSIONS_PER_HOST", default=4)  # commands at once on one host
-HOSTS_SSH_CONNECTS_IN_FLIGHT = env.int("HOSTS_SSH_CONNECTS_IN_FLIGHT", default=64)  # handshakes at once
-HOSTS_SSH_RECONNECT_BASE_SECONDS = env.float("HOSTS_SSH_RECONNECT_BASE_SECONDS", default=1.0)  # then 2, 4, ... s
-HOSTS_SSH_RECONNECT_MAX_SECONDS = env.float("HOSTS_SSH_RECONNECT_MAX_SECONDS", default=30.0)
-# `bootc upgrade --check` on every host this often (metadata only), and its deadline per host.
-HOSTS_UPDATE_CHECK_SECONDS = env.int("HOSTS_UPDATE_CHECK_SECONDS", default=6 * 3600)
-HOSTS_UPDATE_CHECK_TIMEOUT = env.float("HOSTS_UPDATE_CHECK_TIMEOUT", default=120.0)
-# Hosts that report in (docs/report-in.md): the agent's requests per host, enrollments per client address, and how
-# often the hosts seen with an unchanged status are written (one UPDATE for all of them).
-HOSTS_AGENT_RATE_LIMIT_PER_HOST = env.str("HOSTS_AGENT_RATE_LIMIT_PER_HOST", default="120/m")
-HOSTS_AGENT_ENROLL_RATE_LIMIT_PER_ADDRESS = env.str("HOSTS_AGENT_ENROLL_RATE_LIMIT_PER_ADDRESS", default="600/m")
-HOSTS_AGENT_SEEN_FLUSH_SECONDS = env.float("HOSTS_AGENT_SEEN_FLUSH_SECONDS", default=1.0)
-# The report front's entries in Redis (hosts/agentcache.py) expire after this long, so a missed invalidation heals.
-HOSTS_AGENT_CACHE_SECONDS = env.int("HOSTS_AGENT_CACHE_SECONDS", default=3600)
-# A host that reports in is offline after this many report intervals without a report; online/offline changes within
-# HOSTS_FLAP_WINDOW_SECONDS of the last one are folded into one timeline event with a count.
-HOSTS_AGENT_REPORT_SECONDS = env.int("HOSTS_AGENT_REPORT_SECONDS", default=60)
-HOSTS_AGENT_OFFLINE_AFTER_MISSED = env.int("HOSTS_AGENT_OFFLINE_AFTER_MISSED", default=3)
-HOSTS_FLAP_WINDOW_SECONDS = env.int("HOSTS_FLAP_WINDOW_SECONDS", default=3600)
-RUNTIME_READ_HOURS = env.float("RUNTIME_READ_HOURS", default=1.0)  # between two readings of what changed on a host
-CELERY_BEAT_SCHEDULE.update({
-    "hosts-poll-due": {"task": "hosts.tasks.poll_due_hosts", "schedule": 15.0},
-    "hosts-runtime-due": {"task": "hosts.tasks.runtime_read_due", "schedule": 300.0},
-    "hosts-agent-seen-flush": {"task": "hosts.tasks.agent_seen_flush", "schedule": 10.0},
-    "hosts-agent-offline": {"task": "hosts.tasks.agent_offline_sweep", "schedule": 30.0},
-    "hosts-refresh-references": {"task": "hosts.tasks.refresh_reference_digests", "schedule": 60.0},
-    "hosts-tallies-compact": {"task": "hosts.tasks.tallies_compact", "schedule": 60.0},
-    "rollouts-resume-orphans": {"task": "hosts.rollouts.tasks.rollouts_resume_orphans", "schedule": 60.0},
-    "rollouts-wake-due": {"task": "hosts.rollouts.tasks.rollouts_wake_due", "schedule": 60.0},
-    "hosts-check-updates": {"task": "hosts.tasks.check_updates_due", "schedule": float(HOSTS_UPDATE_CHECK_SECONDS)},
-})
-# Rollouts (docs/rollouts.md): how often the engine looks at its hosts, and how many it talks to at once.
-ROLLOUTS_TICK_SECONDS = env.float("ROLLOUTS_TICK_SECONDS", default=2.0)
-ROLLOUTS_CONCURRENCY = env.int("ROLLOUTS_CONCURRENCY", default=32)
-ROLLOUTS_REBOOT_WAIT_SECONDS = env.int("ROLLOUTS_REBOOT_WAIT_SECONDS", default=HOSTS_REBOOT_WAIT_SECONDS)
-ROLLOUTS_MIN_FREE_BYTES = env.int("ROLLOUTS_MIN_FREE_BYTES", default=1024 ** 3)  # free on /sysroot (pre-flight)
-# A rollout that can only wait longer than this (a soak time, a maintenance window, a pause) parks: no worker is held,
-# and a countdown task (beat's rollouts_wake_due should it be lost) takes it up again, at the latest after the maximum.
-ROLLOUTS_PARK_AFTER_SECONDS = env.float("ROLLOUTS_PARK_AFTER_SECONDS", default=30.0)
-ROLLOUTS_PARK_MAX_SECONDS = env.float("ROLLOUTS_PARK_MAX_SECONDS", default=1800.0)
+for _concern in (settings_diskimages, settings_hosts):
+    globals().update(settings_in(_concern))
+    CELERY_BEAT_SCHEDULE.update(_concern.beat_schedule)
+CELERY_TASK_ROUTES.update(settings_diskimages.task_routes)
 
 # --- Retention (docs/operations.md#retention) ------------------------------------------------------------------------
 # Beat asks hourly; a pass runs when the last one started this many hours ago. Each pass is a RetentionRun row.

@@ -65,7 +65,7 @@ def test_production_refuses_a_trusted_proxy_that_is_not_an_address():
 
 
 def test_env_example_lists_every_variable_the_settings_read():
-    source = (ROOT / "portal" / "settings.py").read_text() + (ROOT / "portal" / "environment.py").read_text()
+    source = "".join(path.read_text() for path in [*(ROOT / "portal").glob("settings*.py"), ROOT / "portal" / "environment.py"])
     import re
 
     read = set(re.findall(r'env\.(?:str|bool|int|float|list|db|email_url)\(\s*"([A-Z_]+)"', source))
