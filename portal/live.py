@@ -6,7 +6,7 @@ and sends messages one after another in the order they were published. Publishin
 source of truth, and viewers fill any gap from it.
 
 `RedisChannelLayer` is channels-redis's layer made to ride out a Redis restart: a consumer waiting for messages retries
-instead of dying with a connection error (its socket stays open; `portal.consumers` renews group memberships and fills
+instead of dying with a connection error (its socket stays open; `portal.loghub` renews group memberships and fills
 what was lost from the database).
 """
 

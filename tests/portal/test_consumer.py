@@ -269,12 +269,12 @@ class TestStreaming:
 @pytest.fixture
 def quick_watchdog(monkeypatch):
     """The watchdog's timings shrunk from seconds to tenths, so its recovery shows within a test's patience."""
-    from portal import consumers
+    from portal import loghub
 
-    monkeypatch.setattr(consumers, "WATCH_SECONDS", 0.1)
-    monkeypatch.setattr(consumers, "CATCH_UP_AFTER_SECONDS", 0.3)
-    monkeypatch.setattr(consumers, "CATCH_UP_MAX_SECONDS", 0.6)
-    monkeypatch.setattr(consumers, "GROUP_RENEW_SECONDS", 0.3)
+    monkeypatch.setattr(loghub, "WATCH_SECONDS", 0.1)
+    monkeypatch.setattr(loghub, "CATCH_UP_AFTER_SECONDS", 0.3)
+    monkeypatch.setattr(loghub, "CATCH_UP_MAX_SECONDS", 0.6)
+    monkeypatch.setattr(loghub, "GROUP_RENEW_SECONDS", 0.3)
 
 
 async def receive_until(comm, predicate, timeout=5):
@@ -351,9 +351,9 @@ class TestManySocketsOfOneRun:
 
 class TestBigLogsAndSections:
     async def test_a_long_backlog_is_announced_not_pushed(self, async_personas, monkeypatch):
-        from portal import consumers
+        from portal import loghub
 
-        monkeypatch.setattr(consumers, "BACKLOG_MAX_LINES", 30)
+        monkeypatch.setattr(loghub, "BACKLOG_MAX_LINES", 30)
         run, _ = await sync_to_async(make_run)(async_personas.team, lines=100)
         comm = communicator(run.pk, async_personas.viewer, after=10)
         await comm.connect()
@@ -484,10 +484,10 @@ class TestWhenTheChannelLayerLosesThings:
 
 class TestHeartbeatsAndBatches:
     async def test_a_quiet_socket_hears_a_heartbeat_and_a_ping_gets_a_pong(self, async_personas, monkeypatch):
-        from portal import consumers
+        from portal import loghub
 
-        monkeypatch.setattr(consumers, "WATCH_SECONDS", 0.05)
-        monkeypatch.setattr(consumers, "HEARTBEAT_SECONDS", 0.2)
+        monkeypatch.setattr(loghub, "WATCH_SECONDS", 0.05)
+        monkeypatch.setattr(loghub, "HEARTBEAT_SECONDS", 0.2)
         run, _ = await sync_to_async(make_run)(async_personas.team, lines=1)
         comm = communicator(run.pk, async_personas.viewer)
         await comm.connect()
@@ -520,12 +520,12 @@ class TestHeartbeatsAndBatches:
 
     async def test_batches_that_gather_while_the_hub_is_busy_reach_each_socket_as_one_message(self, async_personas,
                                                                                           monkeypatch):
-        from portal import consumers
+        from portal import loghub
 
         # Every round is followed by a hold of a second: what a process busy with hundreds of sockets does for longer.
-        monkeypatch.setattr(consumers, "HUB_HOLD_AFTER_SECONDS", 0)
-        monkeypatch.setattr(consumers, "HUB_HOLD_FACTOR", 1e9)
-        monkeypatch.setattr(consumers, "HUB_HOLD_MAX_SECONDS", 1.0)
+        monkeypatch.setattr(loghub, "HUB_HOLD_AFTER_SECONDS", 0)
+        monkeypatch.setattr(loghub, "HUB_HOLD_FACTOR", 1e9)
+        monkeypatch.setattr(loghub, "HUB_HOLD_MAX_SECONDS", 1.0)
         run, sink = await sync_to_async(make_run)(async_personas.team)
         comm = communicator(run.pk, async_personas.viewer)
         await comm.connect()
@@ -586,10 +586,10 @@ def session_cookie(user):
 class TestAccessWhileWatching:
     @pytest.fixture
     def quick_recheck(self, monkeypatch):
-        from portal import consumers
+        from portal import loghub
 
-        monkeypatch.setattr(consumers, "WATCH_SECONDS", 0.05)
-        monkeypatch.setattr(consumers, "ACCESS_RECHECK_SECONDS", 0.2)
+        monkeypatch.setattr(loghub, "WATCH_SECONDS", 0.05)
+        monkeypatch.setattr(loghub, "ACCESS_RECHECK_SECONDS", 0.2)
 
     async def test_a_member_removed_from_the_team_is_closed_out_and_gets_no_more_lines(self, async_personas,
                                                                                         quick_recheck):

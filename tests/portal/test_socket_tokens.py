@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 
-from portal import consumers, live, logsink, services, tokens
+from portal import live, loghub, logsink, services, tokens
 from portal.asgi import application
 from portal.models import AccessToken, RunKind
 from portal.socketauth import bearer_secret
@@ -31,8 +31,8 @@ def a_channel_layer_of_the_tests_own():
 
 @pytest.fixture
 def quick_recheck(monkeypatch):
-    monkeypatch.setattr(consumers, "WATCH_SECONDS", 0.05)
-    monkeypatch.setattr(consumers, "ACCESS_RECHECK_SECONDS", 0.2)
+    monkeypatch.setattr(loghub, "WATCH_SECONDS", 0.05)
+    monkeypatch.setattr(loghub, "ACCESS_RECHECK_SECONDS", 0.2)
 
 
 def make_run(team, lines=2, kind=RunKind.BUILD):
