@@ -35,7 +35,7 @@ def subprocess_env(redis_url, **extra):
         "REGISTRY_URL": settings.REGISTRY_URL,
         "REGISTRY_INSECURE": "true" if settings.REGISTRY_INSECURE else "false",
         "EGRESS_ALLOW": ",".join(settings.EGRESS_ALLOW),
-        # The crowds of viewers in test_logs_reliability.py are one user (the cap itself: test_consumer.py).
+        # The crowds of viewers in test_logs_reliability.py are one user (the cap itself: test_consumer_access.py).
         "RUN_LOG_SOCKETS_PER_USER": "100",
     }
     env.update({k: str(v) for k, v in extra.items()})

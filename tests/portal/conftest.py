@@ -1,5 +1,6 @@
 """Fixtures of the core's tests only: a private git server over smart HTTP (tests/builds/git_server.py), for the egress
-and secrets tests; the loopback OpenID Connect provider of the single sign-on tests (tests/portal/sso_fixtures.py)."""
+and secrets tests; the loopback OpenID Connect provider of the single sign-on tests (tests/portal/sso_fixtures.py); a
+channel layer of each test's own and the personas for the run log websocket's tests (tests/portal/test_consumer*.py)."""
 
 import tempfile
 
@@ -25,3 +26,20 @@ def git_server(settings):
     for server, disallow in started:
         server.stop()
         disallow()
+
+
+@pytest.fixture
+def a_channel_layer_of_the_tests_own():
+    """channels-redis keeps its receive machinery per layer object and event loop, and every async test runs in an
+    event loop of its own: each test gets a fresh layer, as each daphne process has one layer on one loop (a layer
+    left with a receive of an earlier test's closed loop lost a batch once, under load)."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.fixture
+def async_personas(personas):
+    return personas

@@ -1,5 +1,6 @@
 """Run logs beyond the basics: sections, long lines, terminal rewrites, paging, server-side search, the viewer's endpoints
-and who may read them. (The sink's batching and the reaper are in test_runs.py; the websocket in test_consumer.py.)"""
+and who may read them. (The sink's batching and the reaper are in test_runs.py; the websocket in test_consumer.py and
+test_consumer_access.py.)"""
 
 import gzip
 import json
