@@ -50,9 +50,18 @@ class PortalProcess:
         self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
 
+    offset = 0
+
     def output(self):
+        """What the process wrote since it started, or since output_from_here()."""
         self.log.flush()
-        return self.log_path.read_text(errors="replace")
+        with open(self.log_path, "rb") as log:
+            log.seek(self.offset)
+            return log.read().decode(errors="replace")
+
+    def output_from_here(self):
+        self.log.flush()
+        self.offset = self.log_path.stat().st_size
 
     def stop(self, sig=None):
         import signal
@@ -130,14 +139,22 @@ def in_process_worker(redis_server, settings):
         workers.forget(name=name)
 
 
-@pytest.fixture
-def portal_server(redis_server, tmp_path, transactional_db):
-    """A real daphne serving the portal (HTTP and websockets) on a free loopback port; yields its base URL."""
+# What a web process of the portal is handed that is not the same for every test: the test's own audit checkpoint file
+# (the shared process reads the test's through a link it is handed once, see WebServers), the test pytest is running,
+# and the permission a test gives itself to use the ORM next to Playwright's event loop (never the server's business:
+# production's web process runs without it).
+NOT_THE_SERVERS_CONCERN = ("AUDIT_CHECKPOINT_PATH", "PYTEST_CURRENT_TEST", "DJANGO_ALLOW_ASYNC_UNSAFE")
+
+
+def start_web(env, directory, name="web"):
+    """A real daphne serving the portal (HTTP and websockets) on a free loopback port, listening when this returns."""
     port = free_port()
     args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "portal.asgi:application"]
-    server = PortalProcess("web", args, subprocess_env(redis_server.url), tmp_path)
+    server = PortalProcess(name, args, env, directory)
 
     def answers():
+        if server.process.poll() is not None:
+            raise AssertionError(f"daphne exited: {server.output()[-3000:]}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return True
@@ -151,7 +168,73 @@ def portal_server(redis_server, tmp_path, transactional_db):
         server.stop(signal.SIGKILL)  # a daphne that failed the wait is not left behind to serve nobody
         raise
     server.url = f"http://127.0.0.1:{port}"
-    yield server
-    # Killed, not asked to stop: the test is over, and a daphne told to stop spends seconds collecting its garbage
-    # before it exits (0.7 s of CPU, 3-4 s on a busy machine), for every test that had one.
-    server.stop(signal.SIGKILL)
+    return server
+
+
+class WebServers:
+    """The web processes of one xdist worker, kept from one test to the next: a test gets the one started with the
+    environment it would start one with (the same database, Redis, registry and egress list: what subprocess_env hands
+    it), or a new one. The last KEPT are kept (a few tests bring an egress list or a registry of their own).
+
+    Starting daphne costs some 3 s of CPU (importing the portal), and some fifty tests use one. What a test leaves in a
+    kept process is nothing another test can see: the database is flushed after each of these (transactional) tests,
+    and its rows come back with new ids (a flush never resets a sequence), so nothing the process cached under an id
+    or a session is found again; sessions and rate limits are in the database and the suite's Redis, as they were for
+    a daphne of the test's own. The process reads the running test's audit checkpoints through a link that each test
+    points at its own file. One that outlived the Redis it was started with (a test stopped it), or died, is replaced."""
+
+    KEPT = 3
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+        self.servers = {}  # key -> server, the last used last
+        self.started = 0
+
+    def serving(self, env, checkpoints, redis):
+        """The kept server for this environment and this run of Redis (started when there is none), reading
+        `checkpoints` as its audit checkpoint file."""
+        key = tuple(sorted((name, value) for name, value in env.items() if name not in NOT_THE_SERVERS_CONCERN))
+        server = self.servers.pop(key, None)
+        if server is not None and (server.redis is not redis or server.process.poll() is not None):
+            server.stop(signal.SIGKILL)
+            server = None
+        if server is None:
+            self.started += 1
+            link = self.directory / f"audit-checkpoints-{self.started}.jsonl"
+            env = {name: value for name, value in env.items() if name not in NOT_THE_SERVERS_CONCERN}
+            env["AUDIT_CHECKPOINT_PATH"] = str(link)
+            server = start_web(env, self.directory, name=f"web{self.started}")
+            server.checkpoints, server.redis = link, redis
+        self.servers[key] = server
+        while len(self.servers) > self.KEPT:
+            self.stop(next(iter(self.servers.values())))
+        server.checkpoints.unlink(missing_ok=True)
+        server.checkpoints.symlink_to(checkpoints)
+        server.output_from_here()
+        return server
+
+    def stop(self, server):
+        """Killed, not asked to stop: a daphne told to stop spends seconds collecting its garbage before it exits
+        (0.7 s of CPU, 3-4 s on a busy machine)."""
+        self.servers = {key: kept for key, kept in self.servers.items() if kept is not server}
+        server.stop(signal.SIGKILL)
+
+    def stop_all(self):
+        for server in list(self.servers.values()):
+            self.stop(server)
+
+
+@pytest.fixture(scope="session")
+def web_servers(django_db_setup, redis_server, tmp_path_factory):
+    servers = WebServers(tmp_path_factory.mktemp("web"))
+    yield servers
+    servers.stop_all()
+
+
+@pytest.fixture
+def portal_server(web_servers, redis_server, transactional_db):
+    """A real daphne serving the portal (HTTP and websockets) on a loopback port, on the test database and the suite's
+    Redis; yields it (`.url`, `.output()`: what it logged during this test). The process is the worker's kept one
+    (WebServers) when the test would start it with the same environment as the last test did."""
+    yield web_servers.serving(subprocess_env(redis_server.url), settings.AUDIT_CHECKPOINT_PATH, redis_server.process)
+
