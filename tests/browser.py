@@ -1,5 +1,6 @@
 """Playwright on Debian's Chromium (a browser download is impossible here, and not needed)."""
 
+import asyncio
 import time
 from contextlib import contextmanager
 
@@ -10,28 +11,83 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync"]
 
 
+class KeptChromium:
+    """The worker's Playwright driver and Chromium, started by its first browser test and kept for the others: starting
+    them took a second or two of CPU per test (more on a busy machine). Each test still gets a browser of its own as far
+    as a page can tell: the contexts it opened (each with its own cookies, storage and cache) are closed when its block
+    ends, and a browser left broken by a failed test is stopped and started again by the next one.
+
+    Between its sync calls Playwright marks its event loop as running in this thread, which the async tests and Django's
+    ORM would trip over in the tests that follow. So the mark is taken away when a block ends, and given back when the
+    next block starts (Playwright's loop is only paused between calls: its own code expects to find it running)."""
+
+    playwright = browser = None
+
+    @classmethod
+    def enter(cls):
+        from playwright.sync_api import sync_playwright
+
+        if cls.playwright is not None:
+            asyncio._set_running_loop(cls.playwright._loop)
+            if not cls.browser.is_connected():
+                cls.stop()
+        if cls.browser is None:
+            cls.playwright = sync_playwright().start()
+            try:
+                cls.browser = cls.playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            except BaseException:
+                cls.stop()
+                raise
+        return cls.browser
+
+    @classmethod
+    def leave(cls, cleanly):
+        from playwright.sync_api import Error
+
+        try:
+            if cleanly:
+                for context in cls.browser.contexts:
+                    context.close()
+        except Error:
+            cleanly = False
+        if not cleanly:
+            cls.stop()
+        asyncio._set_running_loop(None)
+
+    @classmethod
+    def stop(cls):
+        """Playwright and Chromium stopped (Playwright's stop ends the browser it started too)."""
+        playwright, cls.playwright, cls.browser = cls.playwright, None, None
+        if playwright is not None:
+            asyncio._set_running_loop(playwright._loop)
+            try:
+                playwright.stop()
+            finally:
+                asyncio._set_running_loop(None)
+
+
 @contextmanager
 def chromium():
-    """One Chromium for the block. Starting Playwright's driver and the browser takes seconds; a test that needs several
-    users opens one context each (`browser.new_context()`: cookies and storage of its own) in the same browser.
-
-    Playwright is stopped again at the end of the block, never kept for the session: while its sync API is alive it
-    marks its event loop as running in this thread, which the async tests and Django's ORM would trip over."""
+    """Chromium for the block (the worker's kept one, see KeptChromium). A test that needs several users opens one
+    context each (`browser.new_context()`: cookies and storage of its own) in the same browser; every context is closed
+    when the block ends."""
     require_tool("chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    browser = KeptChromium.enter()
+    cleanly = False
+    try:
+        yield browser
+        cleanly = True
+    finally:
+        KeptChromium.leave(cleanly)
 
 
 @contextmanager
 def browser_page(width=1400, height=900):
+    """A page of its own (a context of its own) in the worker's Chromium, counting its requests for settle()."""
     with chromium() as browser:
-        yield browser.new_page(viewport={"width": width, "height": height})
+        page = browser.new_page(viewport={"width": width, "height": height})
+        QuietPage(page)
+        yield page
 
 
 def log_in(page, base_url, username, password="correct horse battery"):
@@ -62,10 +118,12 @@ class QuietPage:
     page's fragments (hx-trigger="load") while it swaps in the content that holds them, before that content settles, so
     "htmx is not busy" already spans the gaps between chained requests; the short silence after it catches any other.
 
-    Make one right after `new_page()`, before the first navigation: it counts the page's requests from then on."""
+    Make one right after `new_page()`, before the first navigation: it counts the page's requests from then on
+    (browser_page() does; settle() makes one for a page that has none, counting from then on)."""
 
     def __init__(self, page):
         self.page, self.open, self.last_change = page, set(), time.monotonic()
+        page.quiet = self
         page.on("request", self._opened)
         page.on("requestfinished", self._closed)
         page.on("requestfailed", self._closed)
@@ -95,3 +153,17 @@ class QuietPage:
             return self.page.evaluate(f"!!document.querySelector({HTMX_BUSY!r})")
         except Error:  # the page navigated meanwhile (a redirect): busy until the new one is looked at
             return True
+
+
+def settle(page, quiet=0.15, timeout=30.0):
+    """Returns once the page has loaded and settled (QuietPage.wait): what the tests waited for Playwright's "networkidle"
+    for, without its half second of silence after every page."""
+    (getattr(page, "quiet", None) or QuietPage(page)).wait(quiet, timeout)
+
+
+def follow(page, action):
+    """Runs `action` (a click or a key press that submits a form or follows a link) and returns once the page the portal
+    answers with has loaded and settled."""
+    with page.expect_navigation():
+        action()
+    settle(page)

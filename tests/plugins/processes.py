@@ -238,3 +238,9 @@ def portal_server(web_servers, redis_server, transactional_db):
     (WebServers) when the test would start it with the same environment as the last test did."""
     yield web_servers.serving(subprocess_env(redis_server.url), settings.AUDIT_CHECKPOINT_PATH, redis_server.process)
 
+
+def pytest_sessionfinish(session):
+    """The worker's kept Chromium (tests/browser.py), if a browser test started it, ends with the session."""
+    browser = sys.modules.get("tests.browser")
+    if browser is not None:
+        browser.KeptChromium.stop()
