@@ -7,7 +7,7 @@ import urllib.request
 import pytest
 
 from portal.models import AccessToken
-from tests.browser import browser_page, log_in, screenshot
+from tests.browser import browser_page, follow, log_in, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -33,8 +33,7 @@ def test_a_developer_makes_a_token_on_the_page_and_uses_it(personas, portal_serv
         page.fill("input[name=name]", "GitLab CI: web-os")
         page.check("input[name=scopes][value=build]")
         page.select_option("select[name=expires_in_days]", "90")
-        page.get_by_role("button", name="Make the token").click()
-        page.wait_for_load_state("networkidle")
+        follow(page, page.get_by_role("button", name="Make the token").click)
         secret = page.locator("code.secret-once").inner_text().strip()
         assert secret.startswith("impt_")
         screenshot(page, "api-tokens")
@@ -49,8 +48,7 @@ def test_a_developer_makes_a_token_on_the_page_and_uses_it(personas, portal_serv
         page.goto(f"{portal_server.url}/account/api-tokens/")
         assert secret not in page.content()  # shown once
         page.once("dialog", lambda dialog: dialog.accept())
-        page.get_by_role("button", name="Revoke").click()
-        page.wait_for_load_state("networkidle")
+        follow(page, page.get_by_role("button", name="Revoke").click)
         assert "revoked" in page.locator("table").inner_text()
         assert call(portal_server.url, "/api/v1/teams/", secret)[0] == 401
 

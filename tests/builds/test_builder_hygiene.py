@@ -147,7 +147,7 @@ class TestAccess:
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_the_builders_page_in_a_browser(personas, images, portal_server, monkeypatch):
-    from tests.browser import browser_page, log_in, screenshot
+    from tests.browser import browser_page, log_in, screenshot, settle
 
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # ORM reads next to Playwright's event loop
     for number in (1, 2, 3):
@@ -158,7 +158,7 @@ def test_the_builders_page_in_a_browser(personas, images, portal_server, monkeyp
     with browser_page() as page:
         log_in(page, portal_server.url, personas.superuser.username)
         page.goto(portal_server.url + reverse("builds:builder_list"))
-        page.wait_for_load_state("networkidle")
+        settle(page)
         disk = page.locator(f"#builder-{images.builder.pk}-disk").inner_text()
         assert "of 1\xa0byte" in disk and "Still over the budget" in disk
         assert page.get_by_role("button", name="Prune").first.is_visible()

@@ -5,7 +5,7 @@ import pytest
 from playwright.sync_api import expect
 
 from builds import services
-from tests.browser import chromium, log_in, screenshot
+from tests.browser import chromium, follow, log_in, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -57,8 +57,7 @@ def test_the_editor_marks_problems_at_their_lines_as_you_type_and_saves_what_it_
         page.keyboard.type("FROM quay.io/centos-bootc/centos-bootc:stream10\nRUN echo typed\nRUN bootc container lint\n")
         expect(page.locator("#editor-status")).to_contain_text("No errors")
         page.fill("input[name=message]", "typed in the editor")
-        page.get_by_role("button", name="Save revision").click()
-        page.wait_for_load_state("networkidle")
+        follow(page, page.get_by_role("button", name="Save revision").click)
     revision = definition.revisions.get(number=2)
     assert revision.containerfile == "FROM quay.io/centos-bootc/centos-bootc:stream10\nRUN echo typed\nRUN bootc container lint\n"
     assert revision.message == "typed in the editor"
@@ -71,6 +70,5 @@ def test_without_javascript_the_textarea_still_saves(personas, portal_server, de
         page.goto(f"{portal_server.url}/images/{definition.pk}/revisions/new/")
         assert page.locator(".cm-editor").count() == 0
         page.fill("textarea[name=containerfile]", "FROM quay.io/centos-bootc/centos-bootc:stream10\nRUN true\n")
-        page.get_by_role("button", name="Save revision").click()
-        page.wait_for_load_state("networkidle")
+        follow(page, page.get_by_role("button", name="Save revision").click)
     assert definition.revisions.get(number=2).containerfile == "FROM quay.io/centos-bootc/centos-bootc:stream10\nRUN true\n"

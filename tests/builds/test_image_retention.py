@@ -458,13 +458,13 @@ class TestAccess:
 def test_the_dry_run_page_in_a_browser(scene, personas, portal_server, monkeypatch):
     from django.urls import reverse
 
-    from tests.browser import browser_page, log_in, screenshot
+    from tests.browser import browser_page, log_in, screenshot, settle
 
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # ORM reads next to Playwright's event loop
     with browser_page() as page:
         log_in(page, portal_server.url, personas.admin.username)
         page.goto(portal_server.url + reverse("builds:definition_retention", args=[scene.definition.pk]))
-        page.wait_for_load_state("networkidle")
+        settle(page)
         summary = page.locator("#retention-summary").inner_text()
         assert f"{len(DOOMED)} of 30 images would be deleted" in summary
         assert page.locator("#retention-plan tr.table-danger").count() == len(DOOMED)

@@ -9,7 +9,7 @@ import pytest
 
 from builds import services
 from builds.models import ImageRetentionPolicy
-from tests.browser import browser_page, log_in, screenshot
+from tests.browser import browser_page, follow, log_in, screenshot, settle
 from tests.builds.fixtures import BASE_IMAGE
 from tests.builds.test_multiarch import PLATFORMS, build_list
 
@@ -52,7 +52,7 @@ def test_the_manifest_list_page_what_changed_per_architecture_and_the_retention_
     with browser_page() as page:
         log_in(page, portal_server.url, "developer")
         page.goto(portal_server.url + new.get_absolute_url())
-        page.wait_for_load_state("networkidle")
+        settle(page)
         card = page.locator("#manifest-list")
         assert card.is_visible()
         text = card.inner_text()
@@ -64,15 +64,14 @@ def test_the_manifest_list_page_what_changed_per_architecture_and_the_retention_
         assert new.digest in page.locator("#build-facts").inner_html()
         screenshot(page, "multiarch-build-page")
 
-        page.get_by_role("link", name="What changed since #").first.click()
-        page.wait_for_load_state("networkidle")
+        follow(page, page.get_by_role("link", name="What changed since #").first.click)
         rows = page.locator("#list-comparison tbody tr")
         assert rows.count() == 2
         assert "+1" in page.locator("#arch-arm64").inner_text()  # nginx added, on arm64 as on amd64
         screenshot(page, "multiarch-compare")
 
         page.goto(portal_server.url + members["arm64"].get_absolute_url())
-        page.wait_for_load_state("networkidle")
+        settle(page)
         assert f"manifest list build {new.number}" in page.locator("#manifest-list-member").inner_text()
         screenshot(page, "multiarch-member-arm64")
 
@@ -81,7 +80,7 @@ def test_the_manifest_list_page_what_changed_per_architecture_and_the_retention_
     with browser_page() as page:
         log_in(page, portal_server.url, "teamadmin")
         page.goto(f"{portal_server.url}/images/{definition.pk}/retention/")
-        page.wait_for_load_state("networkidle")
+        settle(page)
         body = page.inner_text("body")
         assert old.digest[7:19] in page.content() and "which is kept" in body
         screenshot(page, "retention-dry-run-multiarch")

@@ -11,7 +11,7 @@ from builds.diskimages import services as diskimages
 from builds.diskimages.models import DiskImage, DiskImageType
 from builds.models import Build
 from portal.models import RunStatus
-from tests.browser import browser_page, log_in, screenshot
+from tests.browser import browser_page, log_in, screenshot, settle
 from tests.builds.fixtures import BASE_IMAGE
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -73,7 +73,7 @@ def test_the_build_what_changed_and_disk_image_pages_in_a_browser(personas, port
         log_in(page, portal_server.url, "developer")
 
         page.goto(portal_server.url + new.get_absolute_url())
-        page.wait_for_load_state("networkidle")
+        settle(page)
         assert "Succeeded" in page.locator("#build-live").inner_text()
         assert new.digest in page.locator("#build-facts").inner_html()
         assert page.get_by_role("link", name="What changed since #1").is_visible()
@@ -81,7 +81,7 @@ def test_the_build_what_changed_and_disk_image_pages_in_a_browser(personas, port
         screenshot(page, "build-page-succeeded")
 
         page.goto(portal_server.url + failed.get_absolute_url())
-        page.wait_for_load_state("networkidle")
+        settle(page)
         header = page.locator(".failure-card").inner_text()
         assert "Failed at STEP 3/" in header and "RUN ls /no/such/dir" in header
         assert "No such file or directory" in header
@@ -89,7 +89,7 @@ def test_the_build_what_changed_and_disk_image_pages_in_a_browser(personas, port
         screenshot(page, "build-page-failed")
 
         page.goto(f"{portal_server.url}/builds/compare/?a={old.pk}&b={new.pk}")
-        page.wait_for_load_state("networkidle")
+        settle(page)
         text = page.inner_text("body")
         assert "What changed from #1 to #2" in text
         assert "mod_ssl" in text and "vim" in text and "2.4.57-5" in text and "2.4.62-1" in text
@@ -99,14 +99,14 @@ def test_the_build_what_changed_and_disk_image_pages_in_a_browser(personas, port
         screenshot(page, "build-compare")
 
         page.goto(f"{portal_server.url}/disk-images/new/?build={new.pk}")
-        page.wait_for_load_state("networkidle")
+        settle(page)
         assert "web-os · build 2" in page.inner_text("body")
         assert page.locator(".type-tile").count() == len(DiskImageType.choices)
         assert "ops access" in page.inner_text("body")
         screenshot(page, "diskimage-request-form")
 
         page.goto(portal_server.url + conversion.get_absolute_url())
-        page.wait_for_load_state("networkidle")
+        settle(page)
         body = page.inner_text("body")
         for artifact in conversion.artifacts.all():
             assert artifact.filename in body and artifact.sha256[:12] in body

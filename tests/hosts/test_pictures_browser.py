@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from builds.models import Build
 from hosts.models import EventKind, HostEvent, HostState
-from tests.browser import chromium, screenshot
+from tests.browser import chromium, follow, screenshot, settle
 from tests.builds.test_trends import finished_build
 from tests.hosts.test_integration_links import D1, D2, REPOSITORY, World, make_host
 from tests.portal.test_csp import COLLECT_VIOLATIONS
@@ -53,11 +53,10 @@ def test_the_pictures_in_the_light_and_dark_themes(personas, portal_server):
             page.goto(portal_server.url + "/login/")
             page.fill("input[name=username]", "developer")
             page.fill("input[name=password]", "correct horse battery")
-            page.click("form [type=submit]")
-            page.wait_for_load_state("networkidle")
+            follow(page, page.locator("form [type=submit]").first.click)
             for name, url in pages:
                 page.goto(portal_server.url + url)
-                page.wait_for_load_state("networkidle")
+                settle(page)
                 assert page.evaluate("document.documentElement.dataset.bsTheme") == scheme
                 if name in ("dashboard", "definition"):
                     page.locator(".release-map .rm-bar").first.wait_for()

@@ -7,7 +7,7 @@ import pytest
 
 from hosts.models import Host, HostAction
 from portal.models import RunStatus
-from tests.browser import browser_page, log_in, screenshot
+from tests.browser import browser_page, follow, log_in, screenshot, settle
 from tests.hosts.reportin_fixtures import EdgeHost
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -23,8 +23,7 @@ def test_an_admin_enrolls_approves_and_upgrades_a_host_that_reports_in(personas,
         page.fill("input[name=name]", "Shop appliances, batch 1")
         page.select_option("select[name=stage]", label="dev")
         page.select_option("select[name=expires_in_hours]", label="in 1 day")
-        page.get_by_role("button", name="Create enrollment token").click()
-        page.wait_for_load_state("networkidle")
+        follow(page, page.get_by_role("button", name="Create enrollment token").click)
         secret = page.input_value("#token-secret")
         assert secret.startswith("ime_") and "systemctl enable portal-agent.timer" in page.input_value("#containerfile")
         assert screenshot(page, "reportin-token-created").stat().st_size > 10_000
@@ -39,8 +38,7 @@ def test_an_admin_enrolls_approves_and_upgrades_a_host_that_reports_in(personas,
         assert "edge-01" in pending and secret not in page.content()
         assert screenshot(page, "reportin-pending-approval").stat().st_size > 10_000
         host_url = portal_server.url + page.locator("#pending-hosts a", has_text="edge-01").get_attribute("href")
-        page.get_by_role("button", name="Approve edge-01").click()
-        page.wait_for_load_state("networkidle")
+        follow(page, page.get_by_role("button", name="Approve edge-01").click)
         assert "edge-01 is approved" in page.locator("main").inner_text()
 
         assert edge.tick().returncode == 0
@@ -51,8 +49,7 @@ def test_an_admin_enrolls_approves_and_upgrades_a_host_that_reports_in(personas,
         assert screenshot(page, "reportin-host-page").stat().st_size > 10_000
 
         page.goto(host_url.rstrip("/") + "/actions/upgrade_apply/")
-        page.get_by_role("button", name="Yes, upgrade and reboot").click()
-        page.wait_for_load_state("networkidle")
+        follow(page, page.get_by_role("button", name="Yes, upgrade and reboot").click)
         assert "waits for the host's agent" in page.locator("main").inner_text()
 
         picked = edge.tick()
@@ -60,7 +57,7 @@ def test_an_admin_enrolls_approves_and_upgrades_a_host_that_reports_in(personas,
         assert edge.tick().returncode == 0  # the report after the reboot
 
         page.goto(host_url)
-        page.wait_for_load_state("networkidle")
+        settle(page)
         text = page.locator("main").inner_text()
         assert "Queued for next boot" in text and "New deployment booted" in text
         assert screenshot(page, "reportin-upgraded-by-agent").stat().st_size > 10_000

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from tests.browser import browser_page, log_in, screenshot
+from tests.browser import browser_page, follow, log_in, screenshot, settle
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -26,15 +26,14 @@ def test_the_developer_logs_in_and_finds_their_way_around(personas, portal_serve
                                (re.compile(r"^\W*Disk\s+images$"), "Disk images"),  # a no-break space keeps it on one line
                                ("Promotions", "Promotions"), ("Hosts", "Hosts"), ("Audit", "Audit trail")):
             name = label if isinstance(label, re.Pattern) else re.compile(rf"^\W*{label}$")  # the icon comes first
-            nav.get_by_role("link", name=name).click()
-            page.wait_for_load_state("networkidle")
+            follow(page, nav.get_by_role("link", name=name).click)
             assert page.locator("h1").first.inner_text() == heading
 
         # The audit page shows the login we just made.
         assert "developer logged in" in page.content()
 
-        page.select_option("#team-switcher", "platform")
-        page.wait_for_load_state("networkidle")
+        page.select_option("#team-switcher", "platform")  # the team shown already: nothing to load
+        settle(page)
         assert page.locator("#team-switcher option:checked").inner_text() == "Platform"
 
 

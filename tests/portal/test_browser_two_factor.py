@@ -6,7 +6,7 @@ import base64
 import pytest
 
 from portal.models import Team
-from tests.browser import browser_page, log_in, screenshot
+from tests.browser import browser_page, follow, log_in, screenshot
 from tests.portal.two_factor import App
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -24,28 +24,24 @@ def test_an_approver_sets_up_a_second_factor_and_signs_in_with_it(personas, port
         secret = page.locator("#totp-secret").inner_text()
         app = App(personas.approver, base64.b32decode(secret.replace(" ", "")).hex())
         page.fill("input[name=code]", app.code())
-        page.click("button:has-text('Turn on two-factor sign-in')")
-        page.wait_for_load_state("networkidle")
+        follow(page, lambda: page.click("button:has-text('Turn on two-factor sign-in')"))
         codes = page.locator("code.backup-code").all_inner_texts()
         assert len(codes) == 10
         assert page.locator("#two-factor-notice").count() == 0
         screenshot(page, "two-factor-backup-codes")
 
         page.goto(portal_server.url + "/logout/")
-        page.click("main form button")
-        page.wait_for_load_state("networkidle")
+        follow(page, lambda: page.click("main form button"))
         log_in(page, portal_server.url, "approver")
         assert page.url == portal_server.url + "/login/verify/"
         page.fill("input[name=code]", "123456")
-        page.click("main form button:has-text('Sign in')")
-        page.wait_for_load_state("networkidle")
+        follow(page, lambda: page.click("main form button:has-text('Sign in')"))
         assert "That code is not right" in page.content()
         screenshot(page, "two-factor-verify-wrong-code")
 
         page.wait_for_timeout(1100)  # django-otp's wait after one wrong code is one second
         page.fill("input[name=code]", codes[0])
-        page.click("main form button:has-text('Sign in')")
-        page.wait_for_load_state("networkidle")
+        follow(page, lambda: page.click("main form button:has-text('Sign in')"))
         assert page.url == portal_server.url + "/promotions/?view=inbox"  # signed in: an approver lands on the inbox
         assert "9 are left" in page.content()
         assert page.locator("#two-factor-notice").count() == 0

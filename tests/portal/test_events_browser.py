@@ -4,7 +4,7 @@
 import pytest
 
 from portal.models import NotificationWebhook
-from tests.browser import browser_page, log_in, screenshot
+from tests.browser import browser_page, follow, log_in, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -22,8 +22,7 @@ def test_a_team_admin_ticks_the_events_a_webhook_gets(personas, portal_server):
         page.fill("input[name=name]", "on-call")
         page.fill("input[name=url]", "https://hooks.example.com/portal")
         screenshot(page, "events-webhook-form")
-        page.click("button:has-text('Add the webhook')")
-        page.wait_for_load_state("networkidle")
+        follow(page, lambda: page.click("button:has-text('Add the webhook')"))
         screenshot(page, "events-webhook-saved")
     assert {"build.started", "build.succeeded", "build.failed", "promotion.requested", "promotion.approved",
             "promotion.rejected", "promotion.applied", "promotion.failed", "host.drift", "host.rollback",

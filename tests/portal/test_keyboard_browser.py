@@ -6,7 +6,7 @@ import pytest
 from builds import services
 from builds.models import Build
 from portal.models import Run, RunStatus
-from tests.browser import browser_page, screenshot
+from tests.browser import browser_page, follow, screenshot
 from tests.diskimages.rows import succeeded_build
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -34,8 +34,7 @@ def test_a_keyboard_user_signs_in_moves_around_and_retries_a_failed_build(person
         page.keyboard.type("developer")  # the username field has the focus
         page.keyboard.press("Tab")
         page.keyboard.type("correct horse battery")
-        page.keyboard.press("Enter")
-        page.wait_for_load_state("networkidle")
+        follow(page, lambda: page.keyboard.press("Enter"))
         assert page.locator("h1").inner_text() == "Dashboard"
 
         page.keyboard.press("Tab")  # the first stop skips the navigation
@@ -46,8 +45,7 @@ def test_a_keyboard_user_signs_in_moves_around_and_retries_a_failed_build(person
 
         page.goto(portal_server.url + "/")
         tab_to(page, "Builds")
-        page.keyboard.press("Enter")
-        page.wait_for_load_state("networkidle")
+        follow(page, lambda: page.keyboard.press("Enter"))
         assert page.locator("h1").first.inner_text() == "Builds"
 
         failed_path = failed.get_absolute_url()
@@ -55,8 +53,6 @@ def test_a_keyboard_user_signs_in_moves_around_and_retries_a_failed_build(person
         page.once("dialog", lambda dialog: dialog.accept())  # "Build r1 for linux/amd64 again, as a new build?"
         tab_to(page, "Retry")
         page.keyboard.press("Enter")
-        page.wait_for_load_state("networkidle")
-        # The retry is posted once the confirmation is accepted, and answers with the new build's page: on a busy
-        # machine that comes after the page first fell quiet.
+        # The retry is posted once the confirmation is accepted, and answers with the new build's page.
         page.wait_for_url(lambda url: not url.endswith(failed_path), timeout=30_000)
     assert Build.objects.filter(retry_of=failed).count() == 1

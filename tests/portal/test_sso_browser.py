@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from portal.models import Membership, Role, User
-from tests.browser import browser_page, log_in, screenshot
+from tests.browser import browser_page, follow, log_in, screenshot, settle
 from tests.helpers import free_port, wait_for
 from tests.plugins.processes import PortalProcess, subprocess_env
 from tests.portal.sso_fixtures import PASSWORD, make_provider
@@ -55,7 +55,7 @@ def test_a_new_user_signs_in_through_the_provider_and_lands_in_the_mapped_team_a
         screenshot(page, "sso-provider-form")
         page.click("#provider-sign-in")
         page.wait_for_url(url + "/**")
-        page.wait_for_load_state("networkidle")
+        settle(page)
         assert "/login" not in page.url, page.content()[:2000]
         landed = page.url
         screenshot(page, "sso-landed")
@@ -74,8 +74,7 @@ def test_with_the_provider_stopped_the_break_glass_admin_still_signs_in(personas
     provider.stop()
     with browser_page() as page:
         page.goto(url + "/login/")
-        page.click("#sso-sign-in")
-        page.wait_for_load_state("networkidle")
+        follow(page, lambda: page.click("#sso-sign-in"))
         assert page.url == url + "/login/"
         assert "Test IdP does not answer right now" in page.content()
         screenshot(page, "sso-provider-down")

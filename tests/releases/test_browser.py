@@ -6,7 +6,7 @@ from playwright.sync_api import expect
 
 from builds.releases import services as promotions
 from builds.releases.models import StageHistory
-from tests.browser import browser_page, log_in, screenshot
+from tests.browser import browser_page, follow, log_in, screenshot
 from tests.portal.test_csp import serious_accessibility_violations
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -93,8 +93,7 @@ def test_a_request_that_would_move_test_back_is_red_and_approved_only_with_the_s
         assert page.locator("#id_confirm").evaluate("e => !e.validity.valid")
         assert "Approved" not in page.locator("main").inner_text()
         page.fill("#id_confirm", "test")
-        approve.click()
-        page.wait_for_load_state("networkidle")
+        follow(page, approve.click)
         assert "Approved" in page.locator("main").inner_text()
     # (The database is read once the browser is closed: Playwright's sync API runs an event loop in this thread.)
     assert list(Approval.objects.filter(promotion=backwards).values_list("approver", flat=True)) == [personas.approver.pk]
@@ -131,8 +130,7 @@ def test_moving_a_stage_without_approvals_back_asks_the_developer_to_type_it(per
         form.locator("button").click()  # nothing typed: the browser does not send the form
         assert page.url.endswith(older.get_absolute_url())
         page.fill("#id_reopen_confirm", "test")
-        form.locator("button").click()
-        page.wait_for_load_state("networkidle")
+        follow(page, form.locator("button").click)
         screenshot(page, "promotion-reopened-moved-back")
     older.refresh_from_db()
     assert older.status in (PromotionStatus.APPLYING, PromotionStatus.APPROVED, PromotionStatus.APPLIED,

@@ -14,7 +14,7 @@ from builds.supplychain import resigning, rotation, services
 from builds.supplychain.models import KeyRotation, RotationStatus
 from portal.models import Run, RunStatus
 from portal.services import run_request_cancel
-from tests.browser import browser_page, log_in, screenshot
+from tests.browser import browser_page, follow, log_in, screenshot, settle
 from tests.supplychain.test_rotation import a_host
 from tests.supplychain.test_signing import sign
 
@@ -74,14 +74,13 @@ def test_a_key_rotation_cancelled_half_way_resumed_and_finished_in_a_browser(per
     with browser_page() as page:
         log_in(page, portal_server.url, "teamadmin")
         page.goto(f"{portal_server.url}/signing-keys/{old.pk}/")
-        page.wait_for_load_state("networkidle")
+        settle(page)
         card = page.locator("#rotation-card").inner_text()
         assert "Re-signing the digests in use" in card and "of 3 digests in use re-signed with release-2027" in card
         assert "The run stopped: Cancelled by teamadmin" in card
         screenshot(page, "supplychain-rotation-stopped")
 
-        page.locator("#rotation-card button", has_text="Resume").click()  # the real button: a new run, queued
-        page.wait_for_load_state("networkidle")
+        follow(page, page.locator("#rotation-card button", has_text="Resume").click)  # the real button: a new run, queued
         resumed = KeyRotation.objects.select_related("run").get(pk=started.pk)
         assert resumed.run_id != started.run_id and resumed.run.status == RunStatus.QUEUED
         card = page.locator("#rotation-card").inner_text()
@@ -93,7 +92,7 @@ def test_a_key_rotation_cancelled_half_way_resumed_and_finished_in_a_browser(per
         assert done.run.status == RunStatus.SUCCEEDED, done.run.exit_reason
         assert (done.status, done.digests_done, done.digests_total) == (RotationStatus.OVERLAP, 3, 3)
         page.goto(f"{portal_server.url}/signing-keys/{old.pk}/")
-        page.wait_for_load_state("networkidle")
+        settle(page)
         card = page.locator("#rotation-card").inner_text()
         assert "both keys verify until the date" in card and "3 of 3 digests in use re-signed" in card
         assert "policies accept both keys meanwhile" in card
@@ -101,7 +100,7 @@ def test_a_key_rotation_cancelled_half_way_resumed_and_finished_in_a_browser(per
         screenshot(page, "supplychain-rotation-overlap")
 
         page.goto(f"{portal_server.url}/teams/{personas.team.slug}/signing-keys/")
-        page.wait_for_load_state("networkidle")
+        settle(page)
         assert "rotating to release-2027" in page.inner_text("body")
         assert "a signature with release-2027" in page.locator("#stage-dev").inner_text()
         screenshot(page, "supplychain-keys-rotating")
@@ -124,7 +123,7 @@ def test_a_stage_that_signs_what_enters_it_on_the_keys_page_and_the_approval_car
     with browser_page() as page:
         log_in(page, portal_server.url, "teamadmin")
         page.goto(f"{portal_server.url}/teams/{personas.team.slug}/signing-keys/")
-        page.wait_for_load_state("networkidle")
+        settle(page)
         assert "signs what enters it with prod-2026" in page.locator("#stage-prod").inner_text()
         screenshot(page, "supplychain-keys-stage-key")
         page.goto(portal_server.url + waiting.get_absolute_url())

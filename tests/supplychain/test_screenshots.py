@@ -8,7 +8,7 @@ import pytest
 from builds.supplychain import feeds, services
 from builds.supplychain.signing import signature_execute
 from hosts.models import Host, HostState
-from tests.browser import browser_page, log_in, screenshot
+from tests.browser import browser_page, follow, log_in, screenshot, settle
 from tests.supplychain.osv import feed_bytes
 from tests.supplychain.test_signing import lose_signatures
 
@@ -56,14 +56,14 @@ def test_the_supply_chain_pages_in_a_browser(personas, portal_server, world, mon
     with browser_page() as page:
         log_in(page, portal_server.url, "teamadmin")
         page.goto(f"{portal_server.url}/teams/{personas.team.slug}/signing-keys/")
-        page.wait_for_load_state("networkidle")
+        settle(page)
         body = page.inner_text("body")
         assert "release-2026" in body and "ci" in body and "Generate a key" in body
         assert "a signature with release-2026" in page.locator("#stage-test").inner_text()
         screenshot(page, "supplychain-keys")
 
         page.goto(portal_server.url + world["waiting"].get_absolute_url())
-        page.wait_for_load_state("networkidle")
+        settle(page)
         trust = page.locator("#promotion-trust").inner_text()
         assert "test requires a signature with release-2026: this digest has one" in trust
         assert "Signed with release-2026" in trust
@@ -71,19 +71,19 @@ def test_the_supply_chain_pages_in_a_browser(personas, portal_server, world, mon
         screenshot(page, "supplychain-approval-card")
 
         page.goto(portal_server.url + world["refused"].get_absolute_url())
-        page.wait_for_load_state("networkidle")
+        settle(page)
         body = page.inner_text("body")
         assert "containers/image refused this digest" in body
         screenshot(page, "supplychain-refused-promotion")
 
         page.goto(f"{portal_server.url}/builds/{world['second'].pk}/supply-chain/")
-        page.wait_for_load_state("networkidle")
+        settle(page)
         body = page.inner_text("body")
         assert "release-2026" in body and "signed" in body and "CVE-2026-1003" in body and "1.22.1-10" in body
         screenshot(page, "supplychain-build")
 
         page.goto(f"{portal_server.url}/advisories/CVE-2026-1002/")
-        page.wait_for_load_state("networkidle")
+        settle(page)
         body = page.inner_text("body")
         assert "2 builds, 1 held by a stage now" in body
         screenshot(page, "supplychain-cve")
@@ -96,14 +96,13 @@ def test_the_vulnerability_gate_the_override_and_the_fleets_enforcement_in_a_bro
     with browser_page() as page:
         log_in(page, portal_server.url, "approver")
         page.goto(portal_server.url + waiting.get_absolute_url())
-        page.wait_for_load_state("networkidle")
+        settle(page)
         gate = page.locator("#vulnerability-gate").inner_text()
         assert "test refuses images with high or worse vulnerabilities" in gate and "DSA-9002-1" in gate
         assert "Override for this request" in gate
         screenshot(page, "supplychain-approval-card-cve-gate")
         page.fill("#id_reason", "bash is not a login shell on these appliances; fixed build due Friday")
-        page.click("#vulnerability-gate button")
-        page.wait_for_load_state("networkidle")
+        follow(page, lambda: page.click("#vulnerability-gate button"))
         gate = page.locator("#vulnerability-gate").inner_text()
         assert "approver overrode DSA-9002-1" in gate and "fixed build due Friday" in gate
         assert "Override for this request" not in gate
@@ -111,18 +110,17 @@ def test_the_vulnerability_gate_the_override_and_the_fleets_enforcement_in_a_bro
         screenshot(page, "supplychain-approval-card-override")
 
         page.goto(f"{portal_server.url}/advisories/")
-        page.wait_for_load_state("networkidle")
+        settle(page)
         assert "read from https://mirror.example.internal/osv/Debian/all.zip every 6 h" in page.inner_text("body")
         screenshot(page, "supplychain-advisories")
 
         page.goto(f"{portal_server.url}/hosts/fleet/")
-        page.wait_for_load_state("networkidle")
+        settle(page)
         body = page.inner_text("body")
         assert "Enforce signatures" in body
         assert "33%" in page.locator(f"#enforcing-{personas.team.pk}-dev").inner_text()
         assert "75%" in page.locator(f"#enforcing-{personas.team.pk}-test").inner_text()
         screenshot(page, "fleet-enforcement")
-        page.click(f"#enforcing-{personas.team.pk}-dev a")
-        page.wait_for_load_state("networkidle")
+        follow(page, lambda: page.click(f"#enforcing-{personas.team.pk}-dev a"))
         assert "dev-02" in page.inner_text("body") and "dev-00" not in page.inner_text("body")
         screenshot(page, "fleet-not-enforcing-list")
