@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from tests.browser import browser_page, follow, log_in, screenshot, settle
+from tests.browser import browser_page, follow, log_in, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -32,8 +32,8 @@ def test_the_developer_logs_in_and_finds_their_way_around(personas, portal_serve
         # The audit page shows the login we just made.
         assert "developer logged in" in page.content()
 
-        page.select_option("#team-switcher", "platform")  # the team shown already: nothing to load
-        settle(page)
+        # Choosing a team posts the switcher's form (data-autosubmit): the page the portal answers with shows it chosen.
+        follow(page, lambda: page.select_option("#team-switcher", "platform"))
         assert page.locator("#team-switcher option:checked").inner_text() == "Platform"
 
 
