@@ -92,7 +92,7 @@ def main():
 
         from builds import pipeline, services
         from builds.diskimages import bootmedia, bootrun, qemu
-        from builds.diskimages import services as diskimages
+        from builds.diskimages import services_boottests as boottests
         from builds.diskimages.models import BootTest
         from builds.models import Build, Builder
         from portal.celery import app
@@ -173,7 +173,7 @@ def main():
         def portal(accel):
             settings.BOOT_TEST_ACCEL = accel
             started, started_wall = time.monotonic(), time.time()
-            boot_test = diskimages.boot_test_start(build=build, user=user)  # runs it (eager), like a free worker
+            boot_test = boottests.boot_test_start(build=build, user=user)  # runs it (eager), like a free worker
             bootrun.boot_test_execute(boot_test.pk)  # does nothing if it ran already
             elapsed = time.monotonic() - started
             boot_test = BootTest.objects.with_related().get(pk=boot_test.pk)

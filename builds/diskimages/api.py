@@ -19,7 +19,7 @@ from portal.access import get_team_for_user
 from portal.api import PAGE_LIMIT_DEFAULT, Body, Problem, page_of, paginate, token_auth
 from portal.models import Action, RunStatus, Scope
 
-from . import diskconfig, services
+from . import diskconfig, services, services_presets
 from .access import get_disk_image_for_user, get_preset_for_user
 from .forms import KickstartForm
 from .kickstart import KickstartSpec
@@ -265,7 +265,7 @@ def configuration_detail(request, configuration_id: int):
              summary="Save a configuration for the team (checked as bootc-image-builder would)")
 def configuration_create(request, payload: ConfigurationIn):
     team = get_team_for_user(request.user, payload.team, action=Action.DEVELOP)
-    preset = services.preset_save(team=team, user=request.user, name=payload.name, config=payload.config,
+    preset = services_presets.preset_save(team=team, user=request.user, name=payload.name, config=payload.config,
                                   source_format="json", description=payload.description, request=request)
     return Status(201, configuration_out(preset))
 
@@ -274,7 +274,7 @@ def configuration_create(request, payload: ConfigurationIn):
                summary="Delete a saved configuration (disk images made with it keep their copy)")
 def configuration_delete(request, configuration_id: int):
     preset = get_preset_for_user(request.user, configuration_id, action=Action.DEVELOP)
-    services.preset_delete(preset=preset, user=request.user, request=request)
+    services_presets.preset_delete(preset=preset, user=request.user, request=request)
     return Status(204, None)
 
 

@@ -14,7 +14,7 @@ class DiskImagesConfig(AppConfig):
         # Models load only once the app registry is ready, i.e. here.
         from portal.models import Action, RunKind
 
-        from . import metrics, services
+        from . import metrics, services, services_boottests
         from .models import stored_artifacts
 
         registry.gauge(name="portal_builder_running", documentation="Runs on a builder now, by the work they do.",
@@ -31,8 +31,8 @@ class DiskImagesConfig(AppConfig):
         for offset, (prefix, router) in enumerate(ROUTERS):
             registry.api_router(prefix, router, order=50 + offset)
         # Releases' gate asks whether a digest passed its boot test (a stage's policy may require one).
-        registry.promotion_check(services.boot_test_gate)
+        registry.promotion_check(services_boottests.boot_test_gate)
         # The Retry button of a disk image's page posts to the core's portal:run_retry (cancelling is the core's own).
         registry.run_retry(kind=RunKind.DISK_IMAGE, retry=services.disk_image_retry_run, action=Action.DEVELOP)
         # So does a boot test's (Run again).
-        registry.run_retry(kind=RunKind.BOOT_TEST, retry=services.boot_test_retry_run, action=Action.DEVELOP)
+        registry.run_retry(kind=RunKind.BOOT_TEST, retry=services_boottests.boot_test_retry_run, action=Action.DEVELOP)

@@ -1,6 +1,6 @@
 """A definition's own boot-test plan (`BootTestPlan`): marker, deadline, soak time, and the checks over SSH with the
 definition's test script. Written only here; a boot test copies the plan when it is asked for
-(`services.boot_test_start`), so a change counts from the next boot test on."""
+(`services_boottests.boot_test_start`), so a change counts from the next boot test on."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Every state change of disk images, their artifacts, presets, AWS credentials and retention, written once.
+"""Every state change of disk images, their artifacts and retention, and the kickstarts written, once each. A team's
+saved configurations and AWS credentials change in `services_presets`, boot tests in `services_boottests`.
 
 Views, tasks and management commands call these keyword-only functions; each checks access, validates, writes inside a
 transaction, audits in the same transaction and enqueues after commit. What a worker does with a conversion is in
@@ -15,7 +16,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from builds import queues
@@ -26,7 +27,6 @@ from portal import egress, objectstore
 from portal.access import can, check_team_action
 from portal.formatting import short_digest
 from portal.models import Action, Run, RunKind, RunStatus, Team, User
-from portal.registry import GateVerdict
 from portal.services import audit, run_create, run_enqueue, run_finish
 
 from . import converters, diskchecks, diskconfig, tasks
@@ -34,8 +34,6 @@ from .kickstart import KickstartProblem, KickstartSpec, generate
 from .models import (
     Artifact,
     ArtifactRetention,
-    BootTest,
-    BootTestPlan,
     CloudCredential,
     DiskImage,
     DiskImageBackend,
@@ -48,10 +46,9 @@ log = logging.getLogger(__name__)
 AWS_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 AWS_REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
 AMI_NAME_RE = re.compile(r"^[A-Za-z0-9()\[\] ./'@_-]{3,128}$")
-AWS_ACCESS_KEY_RE = re.compile(r"^[A-Z0-9]{16,128}$")
 
 
-def _check(user, team, action):
+def check_role(user, team, action):
     """Access check for people; user=None is the portal itself (retention, retries by the system)."""
     if user is not None:
         check_team_action(user, team, action)
@@ -170,7 +167,7 @@ def disk_image_request(
     if source_build is not None and source_build.is_manifest_list:
         source_build, digest = _member_for(source_build, architecture)
     team = definition.team
-    _check(user, team, Action.DEVELOP)
+    check_role(user, team, Action.DEVELOP)
     errors: dict[str, list[str]] = {}
 
     types = list(dict.fromkeys(types or []))
@@ -323,7 +320,7 @@ def _delete_stored(storage, *names):
 
 def artifact_delete(*, artifact: Artifact, user: User | None, reason: str = "", request=None) -> Artifact:
     """Delete an artifact's file; its row stays (type, size, checksum) so the history still says what was made."""
-    _check(user, artifact.disk_image.team, Action.DEVELOP)
+    check_role(user, artifact.disk_image.team, Action.DEVELOP)
     if artifact.deleted_at is not None:
         return artifact
     reason = reason or (f"deleted by {user.username}" if user is not None else "deleted")
@@ -343,7 +340,7 @@ def artifact_delete(*, artifact: Artifact, user: User | None, reason: str = "", 
 
 def disk_image_delete_files(*, disk_image: DiskImage, user: User | None, request=None) -> int:
     """Delete every file of a conversion (the rows stay). Returns how many were deleted."""
-    _check(user, disk_image.team, Action.DEVELOP)
+    check_role(user, disk_image.team, Action.DEVELOP)
     if disk_image.is_active:
         raise ValidationError("The conversion is still running: cancel it first.")
     count = 0
@@ -363,7 +360,7 @@ def retention_for(team: Team) -> ArtifactRetention:
 
 
 def retention_save(*, team: Team, user: User | None, keep_days: int, keep_latest: int, request=None):
-    _check(user, team, Action.ADMIN)
+    check_role(user, team, Action.ADMIN)
     if keep_days < 0 or keep_latest < 0:
         raise ValidationError("Days and counts cannot be negative.")
     with transaction.atomic():
@@ -408,104 +405,6 @@ def artifacts_expire(*, now=None) -> int:
     return deleted
 
 
-# --- Presets ---------------------------------------------------------------------------------------------------------
-
-
-def _preset_errors(config: dict) -> diskconfig.Report:
-    report = diskchecks.validate(config)
-    if report.errors:
-        raise ValidationError({"config": report.error_texts()})
-    return report
-
-
-def preset_save(*, team: Team, user: User | None, name: str, config: dict, source_format: str = "toml",
-                description: str = "", preset: DiskImagePreset | None = None, notes=(), request=None) -> DiskImagePreset:
-    """Create or change a team's preset. The configuration must pass diskchecks.validate() (errors name the field)."""
-    _check(user, team, Action.DEVELOP)
-    name = (name or "").strip()
-    if not name:
-        raise ValidationError({"name": ["Give the configuration a name."]})
-    report = _preset_errors(config)
-    warnings = [str(n) for n in notes] + report.warning_texts()
-    created = preset is None
-    with transaction.atomic():
-        if created:
-            preset = DiskImagePreset(team=team, created_by=user if user is not None and user.is_authenticated else None)
-        elif preset.team_id != team.pk:
-            raise PermissionDenied("That configuration belongs to another team.")
-        preset.name, preset.description = name, description.strip()
-        preset.config, preset.source_format, preset.warnings = config, source_format if source_format in (
-            "toml", "json") else "toml", warnings
-        try:
-            with transaction.atomic():
-                preset.save()
-        except IntegrityError:
-            raise ValidationError({"name": [f"{team} already has a configuration named {name!r}."]}) from None
-        audit(action="disk_image_preset.create" if created else "disk_image_preset.update", actor=user, team=team,
-              obj=preset, request=request,
-              summary=f"{'saved' if created else 'changed'} disk image configuration {name!r} of {team}",
-              detail={"customizations": sorted(diskconfig.customizations(config)), "warnings": len(warnings)})
-    return preset
-
-
-def preset_import(*, team: Team, user: User | None, name: str, text: str, filename: str = "", fmt: str = "",
-                  description: str = "", request=None) -> DiskImagePreset:
-    """A preset from a config.toml / config.json file, as bootc-image-builder would read it."""
-    _check(user, team, Action.DEVELOP)
-    try:
-        config, fmt, notes = diskconfig.parse(text, filename=filename, fmt=fmt)
-    except diskconfig.ConfigError as exc:
-        raise ValidationError({"config": [str(exc)]}) from None
-    return preset_save(team=team, user=user, name=name, config=config, source_format=fmt, description=description,
-                       notes=notes, request=request)
-
-
-def preset_delete(*, preset: DiskImagePreset, user: User | None, request=None):
-    _check(user, preset.team, Action.DEVELOP)
-    with transaction.atomic():
-        audit(action="disk_image_preset.delete", actor=user, team=preset.team, obj=preset, request=request,
-              summary=f"deleted disk image configuration {preset.name!r} of {preset.team}")
-        preset.delete()
-
-
-# --- AWS credentials -------------------------------------------------------------------------------------------------
-
-
-def cloud_credential_save(*, team: Team, user: User | None, name: str, access_key_id: str, secret_access_key: str,
-                          session_token: str = "", request=None) -> CloudCredential:
-    """Add (or replace, by name) an AWS access key for AMI uploads. Team admins only."""
-    _check(user, team, Action.ADMIN)
-    access_key_id = access_key_id.strip()
-    if not AWS_ACCESS_KEY_RE.match(access_key_id):
-        raise ValidationError({"access_key_id": ["An AWS access key ID is 16-128 upper-case letters and digits "
-                                                 "(e.g. AKIA...)."]})
-    if not secret_access_key.strip() or any(c in secret_access_key for c in "\r\n"):
-        raise ValidationError({"secret_access_key": ["Give the secret access key (one line)."]})
-    if any(c in session_token for c in "\r\n"):
-        raise ValidationError({"session_token": ["The session token is one line."]})
-    with transaction.atomic():
-        credential = CloudCredential.objects.select_for_update().filter(team=team, name=name.strip()).first()
-        created = credential is None
-        if created:
-            credential = CloudCredential(team=team, name=name.strip(), created_by=user)
-        credential.access_key_id = access_key_id
-        credential.secret_access_key = secret_access_key.strip()
-        credential.session_token = session_token.strip()
-        credential.save()
-        audit(action="cloud_credential.save", actor=user, team=team, obj=credential, request=request,
-              summary=f"{'added' if created else 'replaced'} AWS credentials {credential.name!r} of {team} "
-                      f"({credential.access_key_hint})")
-    return credential
-
-
-def cloud_credential_delete(*, credential: CloudCredential, user: User | None, request=None):
-    _check(user, credential.team, Action.ADMIN)
-    with transaction.atomic():
-        audit(action="cloud_credential.delete", actor=user, team=credential.team, obj=credential, request=request,
-              summary=f"deleted AWS credentials {credential.name!r} of {credential.team}")
-        credential.delete()
-
-
 # --- Kickstarts ------------------------------------------------------------------------------------------------------
 
 
@@ -533,87 +432,3 @@ def kickstart_generate(*, user: User | None, definition: ImageDefinition, spec: 
                   "signature_verification": not spec.skip_signature_verification, "user": spec.username,
                   "layout": spec.layout})
     return text
-
-
-# --- Boot tests ------------------------------------------------------------------------------------------------------
-
-
-def boot_test_start(*, build: Build, user: User | None, trigger: str = "button", request=None) -> BootTest:
-    """Queue a boot of `build`'s digest in a throwaway VM, with the VM settings of now (copied onto the row).
-    `user=None` is the portal itself: a promotion into a stage that wants a boot test starts one this way."""
-    team = build.definition.team
-    _check(user, team, Action.DEVELOP)
-    if not build.succeeded or not build.digest:
-        raise ValidationError(f"{build} has no pushed image ({build.get_status_display().lower()}); only a succeeded "
-                              "build can be booted.")
-    with transaction.atomic():
-        running = BootTest.objects.of_digest(team, build.digest).active().first()
-        if running is not None:
-            raise ValidationError(f"Boot test #{running.pk} of {build.short_digest} is "
-                                  f"{running.run.get_status_display().lower()} already; wait for its verdict.")
-        run = run_create(kind=RunKind.BOOT_TEST, started_by=user, trigger=trigger, team=team,
-                         title=f"Boot test of {build.definition} build {build.number} @ {build.short_digest}")
-        plan = BootTestPlan.objects.filter(definition=build.definition).first() or BootTestPlan()
-        boot_test = BootTest.objects.create(
-            team=team, definition=build.definition, build=build, digest=build.digest,
-            repository=build.repository or build.definition.repository, run=run,
-            firmware=settings.BOOT_TEST_FIRMWARE, memory_mb=settings.BOOT_TEST_MEMORY_MB, cpus=settings.BOOT_TEST_CPUS,
-            marker=(plan.marker or settings.BOOT_TEST_MARKER)[:200],
-            boot_seconds_limit=plan.boot_seconds or settings.BOOT_TEST_BOOT_SECONDS,
-            soak_seconds=settings.BOOT_TEST_SOAK_SECONDS if plan.soak_seconds is None else plan.soak_seconds,
-            ssh_checks=plan.ssh_checks, test_script=plan.test_script if plan.ssh_checks else "",
-        )
-        content_type = ContentType.objects.get_for_model(BootTest)
-        Run.objects.filter(pk=run.pk).update(content_type=content_type, object_id=str(boot_test.pk))
-        run.content_type, run.object_id = content_type, str(boot_test.pk)
-        audit(action="boot_test.start", actor=user, team=team, obj=boot_test, request=request,
-              summary=f"started a boot test of {build.definition} build {build.number} @ {build.short_digest}",
-              detail={"digest": build.digest, "build": build.number, "trigger": trigger})
-        queue = settings.BOOT_TEST_QUEUE
-        transaction.on_commit(lambda: run_enqueue(
-            tasks.boot_test_run, boot_test.pk, run=run, what="the boot test", queue=queue,
-            unserved=f"No worker takes boot tests (queue {queue}), so this one would wait forever. Start one on a "
-                     f"machine with QEMU (`celery -A portal worker -Q {queue} -c 1`), then run the test again."))
-    return boot_test
-
-
-def boot_test_retry_run(*, run: Run, user: User | None, request=None) -> BootTest:
-    """A new boot test of the build this run's boot test booted, for the core's retry view (registered in apps.py);
-    the view has checked the user's role. Cancelling is the core's own (`portal.services.run_request_cancel`): a
-    queued boot test ends at once, a running one's VM is killed within seconds."""
-    boot_test = BootTest.objects.select_related("build__definition__team").filter(run=run).first()
-    if boot_test is None:
-        raise ValidationError(f"{run} has no boot test to run again.")
-    if boot_test.build is None:
-        raise ValidationError("The build this boot test booted is gone.")
-    return boot_test_start(build=boot_test.build, user=user, request=request)
-
-
-def boot_test_gate(*, promotion, start: bool) -> GateVerdict | None:
-    """What the boot tests say of `promotion`, for releases' gate (registered in `portal.registry`): nothing when its
-    stage does not want a boot test (or it is a rollback, to a digest the stage ran before); else the newest boot test
-    of exactly its digest decides. With `start`, a promotion that has none starts one."""
-    stage = promotion.target_stage
-    if not stage.require_boot_test or promotion.is_rollback:
-        return None
-    name = "Boot test"
-    latest = BootTest.objects.of_digest(stage.team, promotion.digest).select_related("run").first()
-    if latest is None and start and promotion.build is not None:
-        latest = boot_test_start(build=promotion.build, user=None, trigger="promotion")
-    if latest is None:
-        return GateVerdict(name=name, state=GateVerdict.MISSING,
-                           message=f"{stage.name} takes only images that passed a boot test, and "
-                                   f"{promotion.short_digest} has none yet.")
-    url = latest.get_absolute_url()
-    if latest.is_active:
-        return GateVerdict(name=name, state=GateVerdict.RUNNING, url=url,
-                           message=f"Boot test #{latest.pk} of {promotion.short_digest} is "
-                                   f"{latest.run.get_status_display().lower()}.")
-    if latest.passed:
-        return GateVerdict(name=name, state=GateVerdict.PASSED, url=url,
-                           message=f"Boot test #{latest.pk} of {promotion.short_digest} passed: "
-                                   f"{latest.run.exit_reason or 'it booted.'}")
-    return GateVerdict(name=name, state=GateVerdict.FAILED, url=url, lines=tuple(latest.console_tail[-12:]),
-                       message=f"Boot test #{latest.pk} of {promotion.short_digest} "
-                               f"{'was cancelled' if latest.run.status == RunStatus.CANCELLED else 'failed'}: "
-                               f"{latest.run.exit_reason} {stage.name} takes only images that passed one.")

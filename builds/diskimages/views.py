@@ -31,7 +31,7 @@ from portal.models import Action, RunStatus, Team
 from portal.services import audit
 from portal.views import _viewer_context, current_team, error_text
 
-from . import converters, diskconfig, services
+from . import converters, diskconfig, services, services_presets
 from .access import (
     get_artifact_for_user,
     get_cloud_credential_for_user,
@@ -164,7 +164,7 @@ def diskimage_create(request):
         else:
             if data.get("save_as") and data.get("config_text") is not None:
                 try:
-                    services.preset_save(team=disk_image.team, user=request.user, name=data["save_as"],
+                    services_presets.preset_save(team=disk_image.team, user=request.user, name=data["save_as"],
                                            config=data["config_text"], source_format=getattr(form, "config_format",
                                                                                              "toml"), request=request)
                     messages.info(request, f"Saved the configuration as {data['save_as']!r}.")
@@ -362,7 +362,7 @@ def diskimage_settings(request, slug):
             return redirect("diskimages:settings", slug=team.slug)
         if request.POST.get("form") == "credential" and credential_form.is_valid():
             try:
-                services.cloud_credential_save(team=team, user=request.user, request=request,
+                services_presets.cloud_credential_save(team=team, user=request.user, request=request,
                                                  **credential_form.cleaned_data)
             except ValidationError as exc:
                 for key, errors in exc.message_dict.items():
@@ -385,7 +385,7 @@ def diskimage_settings(request, slug):
 @require_POST
 def cloud_credential_delete(request, pk):
     credential = get_cloud_credential_for_user(request.user, pk)
-    services.cloud_credential_delete(credential=credential, user=request.user, request=request)
+    services_presets.cloud_credential_delete(credential=credential, user=request.user, request=request)
     messages.success(request, f"Deleted the AWS credentials {credential.name!r}.")
     return redirect("diskimages:settings", slug=credential.team.slug)
 

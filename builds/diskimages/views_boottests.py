@@ -1,8 +1,8 @@
 """Pages for boot tests: a team's list, one boot test with its live console, starting one from a build. Cancel and Run
-again are the core's run views (`portal:run_cancel`, and `portal:run_retry` through `services.boot_test_retry_run`).
+again are the core's run views (`portal:run_cancel`, and `portal:run_retry` through `services_boottests.boot_test_retry_run`).
 
 Every object comes through `builds.diskimages.access` (or `builds.access` for the build it boots); every change through
-`builds.diskimages.services`.
+`builds.diskimages.services_boottests`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from portal.access import can
 from portal.models import Action
 from portal.views import _viewer_context, error_text
 
-from . import bootplans, services
+from . import bootplans, services_boottests
 from .access import get_boot_test_for_user
 from .forms import BootTestPlanForm
 from .models import BootTest
@@ -106,7 +106,7 @@ def boot_test_create(request):
         return redirect("diskimages:boot_test_list")
     build = get_build_for_user(request.user, int(build_id), action=Action.DEVELOP)
     try:
-        boot_test = services.boot_test_start(build=build, user=request.user, request=request)
+        boot_test = services_boottests.boot_test_start(build=build, user=request.user, request=request)
     except ValidationError as exc:
         messages.error(request, error_text(exc))
         return redirect(build)

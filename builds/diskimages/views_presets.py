@@ -19,7 +19,7 @@ from portal.access import can, teams_where
 from portal.models import Action
 from portal.views import current_team
 
-from . import diskconfig, services
+from . import diskconfig, services_presets
 from .access import get_preset_for_user
 from .forms import add_service_errors
 from .forms_presets import FilesystemFormSet, PresetForm, PresetImportForm, UserFormSet, preset_config_from, preset_initial
@@ -84,7 +84,7 @@ def _save_preset(request, form, user_set, fs_set, *, team, teams, preset=None):
     config, _ = merged
     team = team or form.cleaned_data.get("team") or teams[0]
     try:
-        saved = services.preset_save(team=team, user=request.user, name=form.cleaned_data["name"], config=config,
+        saved = services_presets.preset_save(team=team, user=request.user, name=form.cleaned_data["name"], config=config,
                                        description=form.cleaned_data.get("description", ""), preset=preset,
                                        source_format=preset.source_format if preset else "toml", request=request)
     except ValidationError as exc:
@@ -122,7 +122,7 @@ def preset_import(request):
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            preset = services.preset_import(team=data.get("team") or teams[0], user=request.user, name=data["name"],
+            preset = services_presets.preset_import(team=data.get("team") or teams[0], user=request.user, name=data["name"],
                                               text=data["text"], filename=data["filename"], fmt=data.get("format", ""),
                                               description=data.get("description", ""), request=request)
         except ValidationError as exc:
@@ -151,6 +151,6 @@ def preset_export(request, pk):
 @require_POST
 def preset_delete(request, pk):
     preset = get_preset_for_user(request.user, pk, action=Action.DEVELOP)
-    services.preset_delete(preset=preset, user=request.user, request=request)
+    services_presets.preset_delete(preset=preset, user=request.user, request=request)
     messages.success(request, f"Deleted the configuration {preset.name!r}; conversions that used it keep their copy.")
     return redirect("diskimages:preset_list")

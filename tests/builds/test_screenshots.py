@@ -8,6 +8,7 @@ import pytest
 from builds import pipeline, services
 from builds.diskimages import pipeline as diskimage_pipeline
 from builds.diskimages import services as diskimages
+from builds.diskimages import services_presets as presets
 from builds.diskimages.models import DiskImage, DiskImageType
 from builds.models import Build
 from portal.models import RunStatus
@@ -50,7 +51,7 @@ def world(in_process_worker, personas, oci_registry, local_builder, build_settin
     failed = build_now(r3, personas.developer)
     assert old.succeeded and new.succeeded, (old.run.exit_reason, new.run.exit_reason)
     assert failed.status == "failed"
-    preset = diskimages.preset_save(team=personas.team, user=personas.developer, name="ops access",
+    preset = presets.preset_save(team=personas.team, user=personas.developer, name="ops access",
                                     config={"customizations": {"user": [{"name": "ops", "key": KEY,
                                                                           "groups": ["wheel"]}]}})
     conversion = diskimages.disk_image_request(user=personas.developer, build=new, preset=preset,

@@ -3,7 +3,7 @@ build, a finished conversion of it, and a saved configuration (preset) that give
 
 import pytest
 
-from builds.diskimages import services as diskimages
+from builds.diskimages import services_presets as presets
 from tests.diskimages.rows import KEY, finished_conversion, succeeded_build
 
 
@@ -28,5 +28,5 @@ def conversion(build, personas):
 
 @pytest.fixture
 def preset(personas):
-    return diskimages.preset_save(team=personas.team, user=personas.developer, name="ops access",
+    return presets.preset_save(team=personas.team, user=personas.developer, name="ops access",
                                   config={"customizations": {"user": [{"name": "ops", "key": KEY}]}})

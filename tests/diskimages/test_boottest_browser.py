@@ -6,7 +6,7 @@ panic's console lines. Each page is screenshotted (var/test-artifacts) to be loo
 import pytest
 
 from builds.diskimages import bootplans, bootrun
-from builds.diskimages import services as diskimages
+from builds.diskimages import services_boottests as boottests
 from builds.diskimages.models import BootTest
 from builds.releases import services as promotions
 from builds.releases.models import PromotionStatus
@@ -29,7 +29,7 @@ def test_a_boot_streams_its_console_into_the_page_and_a_refused_promotion_shows_
     good = build_image(SSH_GOOD, name="web-os")
     bootplans.boot_test_plan_save(definition=good.definition, user=personas.developer, ssh_checks=True, soak_seconds=3,
                                   test_script="test -s /root/.ssh/authorized_keys && echo web-os answers")
-    boot_test = diskimages.boot_test_start(build=good, user=personas.developer)
+    boot_test = boottests.boot_test_start(build=good, user=personas.developer)
     with browser_page(height=1000) as page:
         log_in(page, portal_server.url, "developer")
         page.goto(portal_server.url + boot_test.get_absolute_url())

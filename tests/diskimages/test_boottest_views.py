@@ -4,7 +4,7 @@ The boots themselves are in test_boottests.py."""
 
 import pytest
 
-from builds.diskimages import services as diskimages
+from builds.diskimages import services_boottests as boottests
 from builds.diskimages.models import BootTest, BootTestPlan
 from builds.releases import services as promotions
 from builds.releases.models import PromotionStatus
@@ -20,7 +20,7 @@ def build(personas):
 
 @pytest.fixture
 def boot_test(build, personas):
-    return diskimages.boot_test_start(build=build, user=personas.developer)
+    return boottests.boot_test_start(build=build, user=personas.developer)
 
 
 def status_of(client_for, user, method, url, data=None):
@@ -157,7 +157,7 @@ def test_a_developer_sets_the_plan_and_the_next_boot_test_copies_it(client_for, 
     client = client_for(personas.developer)
     response = client.post(plan_url(build.definition), PLAN, follow=True)
     assert "is saved; it counts from the next boot test on" in response.content.decode()
-    boot_test = diskimages.boot_test_start(build=build, user=personas.developer)
+    boot_test = boottests.boot_test_start(build=build, user=personas.developer)
     assert boot_test.marker == r"ready: \d+ services" and boot_test.boot_seconds_limit == 90
     assert boot_test.soak_seconds == 30 and boot_test.ssh_checks
     assert boot_test.test_script == "curl -fsS http://localhost/health"
@@ -168,7 +168,7 @@ def test_a_developer_sets_the_plan_and_the_next_boot_test_copies_it(client_for, 
 
 def test_without_a_plan_a_boot_test_takes_the_portals_settings(personas, build, settings):
     settings.BOOT_TEST_SOAK_SECONDS = 7
-    boot_test = diskimages.boot_test_start(build=build, user=personas.developer)
+    boot_test = boottests.boot_test_start(build=build, user=personas.developer)
     assert boot_test.marker == settings.BOOT_TEST_MARKER and boot_test.soak_seconds == 7
     assert not boot_test.ssh_checks and boot_test.test_script == ""
 

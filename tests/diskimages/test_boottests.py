@@ -10,7 +10,7 @@ import time
 import pytest
 
 from builds.diskimages import bootplans, bootrun, qemu
-from builds.diskimages import services as diskimages
+from builds.diskimages import services_boottests as boottests
 from builds.diskimages.models import BootTest
 from builds.releases import services as promotions
 from builds.releases.models import PromotionStatus
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 
 def boot(build, user):
-    boot_test = diskimages.boot_test_start(build=build, user=user)
+    boot_test = boottests.boot_test_start(build=build, user=user)
     bootrun.boot_test_execute(boot_test.pk)
     return BootTest.objects.with_related().get(pk=boot_test.pk)
 
@@ -82,7 +82,7 @@ def test_a_console_flood_is_capped_and_fails_the_boot(build_image, boot_settings
 
 def test_cancel_mid_boot_leaves_no_vm_and_no_files(build_image, boot_settings, personas, transactional_db):
     build = build_image(HANG)
-    boot_test = diskimages.boot_test_start(build=build, user=personas.developer)
+    boot_test = boottests.boot_test_start(build=build, user=personas.developer)
     thread = start_in_thread(bootrun.boot_test_execute, boot_test.pk)
     wait_for(lambda: leftovers(boot_settings)[0], timeout=60, what="the VM to start")
     asked = time.monotonic()

@@ -12,7 +12,7 @@ import tomllib
 import pytest
 
 from builds.diskimages import diskchecks, diskconfig
-from builds.diskimages import services as diskimages
+from builds.diskimages import services_presets as presets
 from builds.diskimages.forms_presets import merge_config, split_config
 from tests.helpers import CORPUS
 
@@ -70,7 +70,7 @@ def test_every_other_corpus_config_is_accepted_and_renders_back_to_an_equivalent
 
 @pytest.mark.parametrize("path", ACCEPTED, ids=lambda p: p.name)
 def test_every_accepted_corpus_config_imports_into_a_preset(path, personas):
-    preset = diskimages.preset_import(team=personas.team, user=personas.developer, name=path.stem,
+    preset = presets.preset_import(team=personas.team, user=personas.developer, name=path.stem,
                                       text=path.read_text(), filename=path.name)
     preset.refresh_from_db()
     assert preset.config == original(path)

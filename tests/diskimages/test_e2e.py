@@ -17,6 +17,7 @@ import pytest
 from builds import integrations, pipeline, services
 from builds.diskimages import pipeline as diskimage_pipeline
 from builds.diskimages import services as diskimages
+from builds.diskimages import services_presets as presets
 from builds.diskimages.models import Artifact, DiskImage
 from builds.models import Build, Builder
 from portal.logsink import lines_after
@@ -156,7 +157,7 @@ def test_an_ami_upload_gets_its_aws_keys_and_the_registry_login_from_stored_secr
     subprocess.run(["podman", "--root", local_builder.podman_root, "--runroot", local_builder.podman_runroot, "rmi",
                     "--force", build.image_id], check=True, capture_output=True)
     secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-    credential = diskimages.cloud_credential_save(team=personas.team, user=personas.admin, name="ec2",
+    credential = presets.cloud_credential_save(team=personas.team, user=personas.admin, name="ec2",
                                                   access_key_id="AKIAIOSFODNN7EXAMPLE", secret_access_key=secret)
     with ProcessWatcher() as watcher:
         disk_image = convert(user=personas.developer, build=build, types=["ami"], aws_bucket="images-bucket",

@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from builds.diskimages import services as diskimages
+from builds.diskimages import services_presets as presets
 from builds.diskimages.models import Artifact, ArtifactRetention, CloudCredential, DiskImage, DiskImagePreset
 from builds.releases.models import StageHistory
 from portal.models import AuditEvent, RunStatus
@@ -61,7 +62,7 @@ def test_a_configuration_is_exported_by_its_team_and_deleted_only_by_its_develop
 
 @pytest.fixture
 def aws_credential(personas):
-    return diskimages.cloud_credential_save(team=personas.team, user=personas.admin, name="ec2",
+    return presets.cloud_credential_save(team=personas.team, user=personas.admin, name="ec2",
                                             access_key_id="AKIAIOSFODNN7EXAMPLE", secret_access_key="wJalrXUtnFEMI")
 
 
@@ -204,7 +205,7 @@ def form_errors(response, field):
 
 
 def test_a_key_the_type_does_not_accept_is_a_form_error_naming_it(client_for, personas, build):
-    preset = diskimages.preset_save(team=personas.team, user=personas.developer, name="iso only", config={
+    preset = presets.preset_save(team=personas.team, user=personas.developer, name="iso only", config={
         "customizations": {"installer": {"kickstart": {"contents": "text\nautopart\n"}}}})
     response = client_for(personas.developer).post("/disk-images/new/", request_data(build, preset=preset.pk))
     assert response.status_code == 200 and not DiskImage.objects.exists()
@@ -402,7 +403,7 @@ ACCEPTED_CORPUS = [p for p in sorted(CORPUS.glob("bib-config-*")) if "INVALID" n
 
 @pytest.mark.parametrize("path", ACCEPTED_CORPUS, ids=lambda p: p.name)
 def test_editing_a_preset_in_the_form_round_trips_every_key(client_for, personas, path):
-    preset = diskimages.preset_import(team=personas.team, user=personas.developer, name=path.stem,
+    preset = presets.preset_import(team=personas.team, user=personas.developer, name=path.stem,
                                       text=path.read_text(), filename=path.name)
     client = client_for(personas.developer)
     page = client.get(preset.get_absolute_url())

@@ -485,10 +485,11 @@ def test_an_ami_upload_whose_endpoints_resolve_inside_the_network_is_refused_unl
     from django.core.exceptions import ValidationError
 
     from builds.diskimages import services as diskimages
+    from builds.diskimages import services_presets as presets
     from tests.diskimages.rows import succeeded_build
 
     build = succeeded_build(personas.team, personas.developer)
-    credential = diskimages.cloud_credential_save(team=personas.team, user=personas.admin, name="ec2",
+    credential = presets.cloud_credential_save(team=personas.team, user=personas.admin, name="ec2",
                                                   access_key_id="AKIAIOSFODNN7EXAMPLE", secret_access_key="x")
     private_aws_dns(monkeypatch)
     ask = dict(user=personas.developer, build=build, types=["ami"], aws_bucket="images", aws_region="eu-west-1",
