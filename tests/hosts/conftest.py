@@ -1,9 +1,10 @@
 """The hosts tests' fixtures: short SSH deadlines, the team's key, the simulated fleet, demo images in the test
-registry, and a host waiting for an update (prod_host). What they are made of (FleetForTests, booted_state,
-SshdServer) is in tests/hosts/fixtures.py."""
+registry, a host waiting for an update (prod_host), and the rollout tests' stage prod and quick engine settings. What
+they are made of (FleetForTests, booted_state, SshdServer) is in tests/hosts/fixtures.py."""
 
 import pytest
 
+from builds.releases.models import Stage
 from hosts import drift, poller, services, simregistry
 from hosts.models import HostState
 from tests.hosts.fixtures import REPOSITORY, FleetForTests, booted_state
@@ -65,3 +66,20 @@ def host(personas):
     """A team's host in prod as a poll would leave it (tests/hosts/pages.py), its team's key made; no SSH."""
     services.team_key_ensure(team=personas.team)
     return make_host(personas.team, "web-01", labels="eu web", stage=personas.team.stages.get(name="prod"))
+
+
+@pytest.fixture
+def rollout_settings(host_settings):
+    host_settings.ROLLOUTS_TICK_SECONDS = 0.05
+    host_settings.ROLLOUTS_REBOOT_WAIT_SECONDS = 4
+    # The engine runs in the test's thread here and waits in it; parking (no worker held while a rollout waits) is
+    # tested in test_rollouts.py TestWaitingHoldsNoWorker and, through a real worker, in test_rollouts_worker.py.
+    host_settings.ROLLOUTS_PARK_AFTER_SECONDS = 10 ** 9
+    return host_settings
+
+
+@pytest.fixture
+def prod(personas):
+    """The team's stage prod (its hosts are the rollout tests' fleet)."""
+    stage, _ = Stage.objects.get_or_create(team=personas.team, name="prod", defaults={"position": 2})
+    return stage
