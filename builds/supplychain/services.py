@@ -220,6 +220,24 @@ def sbom_build_succeeded(*, build_id: int) -> BuildSbom | None:
     return sbom_store(build=build)
 
 
+def sboms_store_missing(*, log) -> tuple[int, int]:
+    """Store the SBOM of every succeeded build whose image is still there and that has none stored (it succeeded before
+    SBOMs were stored, or object storage refused when it succeeded): `manage.py sbom_store_missing`, an operator's
+    explicit step, since a download never writes one. Returns (stored, failed); a build that cannot be stored is
+    logged and left for the next pass."""
+    missing = Build.objects.in_registry().with_related().filter(sbom__isnull=True).order_by("pk")
+    stored = failed = 0
+    for build in missing.iterator(chunk_size=200):
+        try:
+            sbom_store(build=build)
+        except objectstore.StorageUnavailable as exc:
+            log(f"Could not store the SBOM of {build.definition} build {build.number}: {exc}")
+            failed += 1
+            continue
+        stored += 1
+    return stored, failed
+
+
 def sboms_image_deleted(*, digest: str, team: Team, log, **_details) -> int:
     """Retention deleted an image (builds.cleanup announces it once the image is gone and the builds say so): the
     SBOMs of the team's builds of that digest go with it, never before it (only builds whose image is marked deleted).

@@ -2,6 +2,7 @@
 vulnerabilities, the approval card's trust fragment, and the advisories. Every object comes through its access helper
 (`builds.access`, `builds.releases.access`, `.access`); every change through `.services`."""
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from portal.forms import add_service_errors
 from portal.models import Action
 from portal.views import error_text
 
-from . import feeds, gate, services, vulns
+from . import feeds, gate, sbom, services, vulns
 from .access import get_signing_key_for_user
 from .forms import (
     FeedImportForm,
@@ -42,6 +43,7 @@ from .models import (
     Advisory,
     AdvisoryFeed,
     AffectedPackage,
+    BuildSbom,
     KeyRotation,
     Signature,
     SigningKey,
@@ -311,18 +313,21 @@ def build_sign(request, pk):
 @require_GET
 def build_sbom(request, pk):
     """The build's SBOM, from object storage the way disk images download (a presigned URL, the proxy's disk, or
-    streamed under `make run`: `portal.objectstore`). A build that succeeded before SBOMs were stored has its SBOM
-    stored now, once."""
+    streamed under `make run`: `portal.objectstore`). A build whose SBOM is not stored (it succeeded before SBOMs were
+    stored, or the store failed when it succeeded) gets the same document made from its package list, and nothing is
+    written: a GET changes nothing. `manage.py sbom_store_missing` stores those."""
     build = get_build_for_user(request.user, pk)
     if not build.succeeded:
         raise Http404("This build pushed no image, so it has no SBOM.")
     if build.image_deleted_at is not None:
         raise Http404("Retention deleted this build's image, and its SBOM with it.")
+    stored = BuildSbom.objects.filter(build=build).select_related("build__definition").first()
+    if stored is None:
+        return _sbom_made_now(build)
+    headers = {"Content-Disposition": content_disposition_header(True, stored.filename),
+               "Content-Length": str(stored.size), "Cache-Control": "private, no-transform",
+               "X-Content-Type-Options": "nosniff", "X-Checksum-Sha256": stored.sha256}
     try:
-        stored = services.sbom_store(build=build)
-        headers = {"Content-Disposition": content_disposition_header(True, stored.filename),
-                   "Content-Length": str(stored.size), "Cache-Control": "private, no-transform",
-                   "X-Content-Type-Options": "nosniff", "X-Checksum-Sha256": stored.sha256}
         response = objectstore.download_response(stored.file.storage, stored.file.name, start=0, end=stored.size - 1,
                                                  status=200, content_type=SBOM_CONTENT_TYPE,
                                                  filename=stored.filename, headers=headers)
@@ -330,6 +335,17 @@ def build_sbom(request, pk):
         return HttpResponse(f"{exc}\n", status=503, content_type="text/plain; charset=utf-8")
     if response is None:
         raise Http404("This SBOM's object is missing from object storage.")
+    return response
+
+
+def _sbom_made_now(build):
+    """The SBOM of a build that has none stored, made from its package list (the stored one says exactly the same)."""
+    data = sbom.sbom_json(build).encode()
+    response = HttpResponse(data, content_type=SBOM_CONTENT_TYPE)
+    response["Content-Disposition"] = content_disposition_header(True, BuildSbom(build=build).filename)
+    response["Cache-Control"] = "private, no-transform"
+    response["X-Content-Type-Options"] = "nosniff"
+    response["X-Checksum-Sha256"] = hashlib.sha256(data).hexdigest()
     return response
 
 
