@@ -12,12 +12,12 @@ When it ends, promotions waiting for it are looked at again.
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
+import regex
 from django.conf import settings
 from django.db import transaction
 
@@ -28,7 +28,7 @@ from portal import runs
 from portal.models import Run, RunKind, RunStatus
 from portal.services import run_set_phase
 
-from . import bootmedia, qemu, vmaccess
+from . import bootmarker, bootmedia, qemu, vmaccess
 from .models import BootTest
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,8 @@ def _boot(boot_test, execution, limit, found):
     except qemu.QemuError as exc:
         raise runs.ToolMissing(str(exc)) from None
     try:
-        marker = re.compile(boot_test.marker)
-    except re.error as exc:
+        marker = bootmarker.Marker(boot_test.marker)  # its searches are time-bound (bootmarker says why)
+    except regex.error as exc:
         raise runs.Failed(f"The marker {boot_test.marker!r} (BOOT_TEST_MARKER) is not a regular expression: {exc}.") \
             from None
     why = qemu.kvm_unusable_reason() if accel == "tcg" else ""

@@ -304,8 +304,9 @@ class KickstartForm(forms.Form):
 
 class BootTestPlanForm(forms.Form):
     marker = forms.CharField(required=False, max_length=200, label="Boot marker",
-                             help_text="A regular expression a console line matches once the image has booted. Empty: "
-                                       "the portal's (a login prompt or greenboot's boot-complete).")
+                             help_text="A regular expression a console line matches once the image has booted, with "
+                                       "one repetition at a time (no (a+)+). Empty: the portal's (a login prompt or "
+                                       "greenboot's boot-complete).")
     boot_seconds = forms.IntegerField(required=False, min_value=5, max_value=3600, label="Boot deadline (s)",
                                       help_text="From the VM's start to the marker. Empty: the portal's.")
     soak_seconds = forms.IntegerField(required=False, min_value=0, max_value=24 * 3600, label="Soak time (s)",

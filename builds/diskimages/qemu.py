@@ -8,8 +8,9 @@ outside QEMU. Its serial console is QEMU's stdout; every line goes to the run's 
 
 A boot passes when a line (or the prompt being printed, which has no newline yet) matches the marker before the boot
 deadline and, through the soak time after it, no failure pattern shows. A kernel panic or an emergency shell fails it
-at once (after a moment to catch the lines that explain it), as do a QEMU that exits first, a console flood, and the
-deadline. Whatever ends the boot, the VM's whole process tree is killed before `boot` returns or raises.
+at once (after a moment to catch the lines that explain it), as do a QEMU that exits first, a console flood, a marker
+that uses up its time matching (`bootmarker`), and the deadline. Whatever ends the boot, the VM's whole process tree
+is killed before `boot` returns or raises.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from pathlib import Path
 
 from builds.runner import _set_parent_death_signal, kill_tree
 from portal.logsink import LineSplitter
+
+from . import bootmarker
 
 QEMU = "qemu-system-x86_64"
 SELECT_SECONDS = 0.1
@@ -181,7 +184,7 @@ def stop_vm(pid: int) -> None:
     kill_tree(pid)
 
 
-def boot(argv: list[str], *, watch, marker: re.Pattern, boot_seconds: float, soak_seconds: float,
+def boot(argv: list[str], *, watch, marker: bootmarker.Marker, boot_seconds: float, soak_seconds: float,
          max_console_bytes: int, checks=None) -> Verdict:
     """Start the VM, stream its console into `watch.log`, and decide. `watch.poll()` (cancel, the run's time limit)
     is called all along and may raise; the VM is killed whatever happens.
@@ -210,7 +213,7 @@ def boot(argv: list[str], *, watch, marker: re.Pattern, boot_seconds: float, soa
 class Console:
     """The serial console of one boot: lines to the log, the last ones kept, markers and failures looked for."""
 
-    def __init__(self, watch, *, marker: re.Pattern, max_bytes: int):
+    def __init__(self, watch, *, marker: bootmarker.Marker, max_bytes: int):
         self.watch, self.marker, self.max_bytes = watch, marker, max_bytes
         self.splitter = LineSplitter()
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
@@ -306,9 +309,13 @@ class Console:
                     failed = self._failure(lines)
                     if failed:
                         fail_by = time.monotonic() + AFTER_FAILURE_SECONDS
-                if marker_at is None and not failed and (
+                try:
+                    reached = marker_at is None and not failed and (
                         any(self.marker.search(line) for line in lines) or self.marker.search(
-                            self.partial.decode(errors="replace"))):
+                            self.partial.decode(errors="replace")))
+                except bootmarker.MarkerTooSlow as exc:
+                    return self._verdict(False, str(exc), started)
+                if reached:
                     marker_at = time.monotonic()
                     self.watch.log(f"boot test: the console reached the marker ({self.marker.pattern}) after "
                                    f"{marker_at - started:.1f} s" + (f"; soaking {soak_seconds:g} s" if soak_seconds

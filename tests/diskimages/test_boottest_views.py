@@ -175,6 +175,7 @@ def test_without_a_plan_a_boot_test_takes_the_portals_settings(personas, build, 
 
 @pytest.mark.parametrize("change, message", [
     ({"marker": "login: ("}, "This is not a regular expression"),
+    ({"marker": r"(\w+\s?)+$"}, "This pattern repeats a repetition or overlapping alternatives"),
     ({"ssh_checks": ""}, "The script runs over SSH: turn on the checks over SSH to run it."),
 ])
 def test_the_plan_form_says_what_is_wrong(client_for, personas, build, change, message):
