@@ -3,6 +3,7 @@ the hosts that wait for approval, and approving one. Team members read the page;
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -51,7 +52,7 @@ def enrollment(request, slug):
         for field, errors in exc.message_dict.items():
             form.add_error(field if field in form.fields else None, errors)
         return _page(request, team, form=form, status=400)
-    portal_url = request.build_absolute_uri("/").rstrip("/")
+    portal_url = settings.HOSTS_AGENT_URL or request.build_absolute_uri("/").rstrip("/")
     created = {"token": token, "secret": secret,
                "containerfile": agent_dist.containerfile_snippet(portal_url=portal_url, token=secret),
                "kickstart": agent_dist.kickstart_post(portal_url=portal_url, token=secret)}

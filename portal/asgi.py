@@ -27,9 +27,7 @@ from portal.wsbroadcast import with_prepared_sends  # noqa: E402
 
 # Fronts a feature registered (`registry.http_front`: hosts' status reports) answer before Django's request cycle and
 # outside the bound on concurrent Django requests, which they do not use; whatever they pass on meets both.
-http_app = ConcurrencyLimit(django_asgi_app, settings.WEB_CONCURRENT_REQUESTS)
-for wrap in registry.http_fronts():
-    http_app = wrap(http_app)
+http_app = registry.behind_http_fronts(ConcurrencyLimit(django_asgi_app, settings.WEB_CONCURRENT_REQUESTS))
 
 application = ProtocolTypeRouter(
     {

@@ -41,13 +41,15 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 
 
 def _role(argv):
-    """web, worker, beat or the command's name, from how the process was started (`celery -A portal beat`,
-    `python -m celery ... worker`, `daphne ...`, `manage.py NAME`)."""
+    """web, agents, worker, beat or the command's name, from how the process was started (`celery -A portal beat`,
+    `python -m celery ... worker`, `daphne ...`, `python -m portal.machine_server`, `manage.py NAME`)."""
     program = argv[0] if argv else ""
     if "celery" in program:
         return "beat" if "beat" in argv[1:] else "worker"
     if "daphne" in program or "uvicorn" in program:
         return "web"
+    if Path(program).parts[-2:] == ("portal", "machine_server.py"):
+        return "agents"
     if Path(program).name == "manage.py" and len(argv) > 1:
         return "web" if argv[1] == "runserver" else argv[1]
     return Path(program).name or "python"

@@ -469,6 +469,14 @@ def http_fronts() -> list[Callable]:
     return list(_http_fronts)
 
 
+def behind_http_fronts(app: Callable) -> Callable:
+    """`app` (Django's ASGI application) with every registered front before it, the last registered outermost: what
+    the web processes (`portal.asgi`) and the machine endpoints' server (`portal.machine_server`) serve over HTTP."""
+    for wrap in http_fronts():
+        app = wrap(app)
+    return app
+
+
 # --- Checks of the promotion gate (builds/releases/gate.py) ----------------------------------------------------------
 
 

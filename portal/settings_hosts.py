@@ -4,7 +4,9 @@ portal/settings.py takes every upper-case name here as a setting and `beat_sched
 variable is listed, with its default, in `.env.example`.
 """
 
-from portal.environment import Env
+import re
+
+from portal.environment import BadSetting, Env
 
 env = Env()
 
@@ -37,6 +39,12 @@ HOSTS_UPDATE_CHECK_TIMEOUT = env.float("HOSTS_UPDATE_CHECK_TIMEOUT", default=120
 HOSTS_AGENT_RATE_LIMIT_PER_HOST = env.str("HOSTS_AGENT_RATE_LIMIT_PER_HOST", default="120/m")
 HOSTS_AGENT_ENROLL_RATE_LIMIT_PER_ADDRESS = env.str("HOSTS_AGENT_ENROLL_RATE_LIMIT_PER_ADDRESS", default="600/m")
 HOSTS_AGENT_SEEN_FLUSH_SECONDS = env.float("HOSTS_AGENT_SEEN_FLUSH_SECONDS", default=1.0)
+# Where the agents the portal hands out report to, when it is not the address the enrollment page was opened at:
+# `make run`, which has no proxy, sets its machine endpoints' server here (portal.machine_server); behind the proxy,
+# which routes /agent/v1/ to that server, it stays empty.
+HOSTS_AGENT_URL = env.str("HOSTS_AGENT_URL", default="").rstrip("/")
+if HOSTS_AGENT_URL and not re.match(r"^https?://[^/\s]+$", HOSTS_AGENT_URL):
+    raise BadSetting(f"HOSTS_AGENT_URL must be an address such as https://portal.example.com (got {HOSTS_AGENT_URL!r}).")
 # The report front's entries in Redis (hosts/agentcache.py) expire after this long, so a missed invalidation heals.
 HOSTS_AGENT_CACHE_SECONDS = env.int("HOSTS_AGENT_CACHE_SECONDS", default=3600)
 # A host that reports in is offline after this many report intervals without a report; online/offline changes within

@@ -70,10 +70,11 @@ class MakeRun:
     def __init__(self, clone, *, registry_port=None):
         self.marker = uuid.uuid4().hex
         self.port = free_port()
+        self.agents_port = free_port()
         self.registry_port = registry_port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if k not in NOT_A_NEWCOMERS}
-        env.update(PORT=str(self.port), REGISTRY_URL=f"127.0.0.1:{self.registry_port}",
+        env.update(PORT=str(self.port), AGENTS_PORT=str(self.agents_port), REGISTRY_URL=f"127.0.0.1:{self.registry_port}",
                    FLEET_BASE_PORT=str(free_port_range(5)), MAKE_RUN_TEST_MARKER=self.marker)
         self.log_path = clone.parent / f"make-run-{self.marker}.log"
         with open(self.log_path, "wb") as log:
@@ -157,7 +158,12 @@ def test_make_run_as_written_serves_the_portal_until_ctrl_c_stops_everything(clo
         status, body, _ = fetch(run.url + "/health/")
         assert (status, json.loads(body)) == (200, {"ok": True})
         processes = started_processes(run.output())
-        assert list(processes) == ["redis", "registry", "web", "worker", "boottest-worker", "hosts-worker", "beat", "fleet"]
+        assert list(processes) == ["redis", "registry", "web", "agents", "worker", "boottest-worker", "hosts-worker", "beat",
+                                   "fleet"]
+        # The agents' server answers the agents' endpoints, and only them.
+        status, body, _ = fetch(f"http://127.0.0.1:{run.agents_port}/agent/v1/status", data=b"{}")
+        assert status == 401, body
+        assert fetch(f"http://127.0.0.1:{run.agents_port}/")[0] == 404
         assert "password for all: portal-demo" in run.output()
 
         _opener, dashboard = sign_in(run.url, "developer", "portal-demo")

@@ -293,6 +293,16 @@ class TestPagesAndWhoMayUseThem:
         again = client_for(personas.admin).get(url).content.decode()
         assert secret not in again  # shown once
 
+    def test_the_agents_handed_out_report_to_the_portals_address_or_to_hosts_agent_url(self, personas, client_for,
+                                                                                      settings):
+        url = f"/teams/{personas.team.slug}/enrollment/"
+        data = {"name": "edge", "uses": "1", "expires_in_hours": "24", "stage": personas.team.stages.get(name="prod").pk}
+        page = client_for(personas.admin).post(url, data).content.decode()
+        assert "PORTAL_URL=http://testserver\n" in page  # behind the proxy, which routes /agent/v1/ to the agents' server
+        settings.HOSTS_AGENT_URL = "http://127.0.0.1:8001"  # make run's agents' server
+        page = client_for(personas.admin).post(url, data).content.decode()
+        assert "PORTAL_URL=http://127.0.0.1:8001\n" in page
+
     def test_a_bad_token_form_says_what_is_wrong(self, personas, client_for):
         response = client_for(personas.admin).post(f"/teams/{personas.team.slug}/enrollment/",
                                                    {"name": "", "uses": "0", "expires_in_hours": "5"})

@@ -79,6 +79,7 @@ def test_the_process_role_comes_from_how_it_was_started():
     assert logcontext._role(["/venv/lib/python3.11/site-packages/celery/__main__.py", "-A", "portal", "worker"]) == \
         "worker"
     assert logcontext._role(["/venv/bin/daphne", "-b", "0.0.0.0", "portal.asgi:application"]) == "web"
+    assert logcontext._role(["/app/portal/machine_server.py", "--port", "8000"]) == "agents"  # python -m portal.machine_server
     assert logcontext._role(["manage.py", "backup"]) == "backup"
 
 

@@ -104,6 +104,7 @@ def test_metrics_are_off_in_production_until_a_token_or_networks_are_set_and_mak
     ("DATABASE_URL", "postgres://portal@db.example:port/portal", "DATABASE_URL is not a database URL: Port could not"),
     ("REDIS_URL", "redis.example:6379", "REDIS_URL must start with redis://, rediss:// (TLS) or unix://"),
     ("SITE_URL", "portal.example.com", "SITE_URL must be the address people use"),
+    ("HOSTS_AGENT_URL", "portal.example.com:8001", "HOSTS_AGENT_URL must be an address such as https://"),
     ("EMAIL_URL", "nonsense", "EMAIL_URL is not an email URL"),
     ("HOSTS_POLL_SECONDS", "often", "HOSTS_POLL_SECONDS is not valid: invalid literal for int()"),
     ("FIELD_ENCRYPTION_KEYS", "", "FIELD_ENCRYPTION_KEYS must be set when DEBUG is off"),
@@ -127,9 +128,10 @@ def unreachable_database():
 @pytest.mark.parametrize("process", [
     ["manage.py", "migrate"],
     ["-m", "daphne", "-b", "127.0.0.1", "-p", "0", "portal.asgi:application"],
+    ["-m", "portal.machine_server", "--port", "0"],
     ["-m", "celery", "-A", "portal", "worker", "-Q", "default", "-c", "1"],
     ["-m", "celery", "-A", "portal", "beat", "-s", "/dev/null/schedule"],
-], ids=["migrate", "web", "worker", "beat"])
+], ids=["migrate", "web", "agents", "worker", "beat"])
 def test_a_process_that_cannot_reach_its_database_in_production_stops_with_one_line(process, unreachable_database,
                                                                                     redis_server):
     # migrate borrows from the pool, which says why only after DATABASE_POOL_TIMEOUT (10 s by default): one second

@@ -1,7 +1,8 @@
 """`make run`: start the whole portal in the foreground, with prefixed logs; Ctrl-C stops everything it started.
 
-Processes: web (daphne, HTTP and websockets), worker (Celery: this machine's build and conversion queues, hosts,
-default), beat (Celery beat), plus
+Processes: web (daphne, HTTP and websockets), agents (`portal.machine_server`: uvicorn serving the hosts' agents'
+endpoints; the agents the portal hands out are given its address, HOSTS_AGENT_URL), worker (Celery: this machine's
+build and conversion queues, hosts, default), beat (Celery beat), plus
 - redis: the embedded Redis on a unix socket under var/, when REDIS_URL is not set;
 - registry: a loopback OCI registry (docker-registry) on 127.0.0.1:5000, when it is installed and REGISTRY_URL is local;
   its output goes to var/registry.log (it logs every push's probe for an absent blob as an error);
@@ -109,6 +110,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
+        parser.add_argument("--agents-port", type=int, default=int(os.environ.get("AGENTS_PORT", 0)),
+                            help="The agents' server's port (by default the one after --port).")
         parser.add_argument("--fleet", type=int, default=int(os.environ.get("FLEET_HOSTS", 5)),
                             help="Simulated hosts to start (0 for none).")
         parser.add_argument("--fleet-base-port", type=int, default=int(os.environ.get("FLEET_BASE_PORT", 22200)),
@@ -116,7 +119,7 @@ class Command(BaseCommand):
         parser.add_argument("--startup-timeout", type=float, default=float(os.environ.get("STARTUP_TIMEOUT", 180)),
                             help="Seconds every process has to start before make run gives up.")
 
-    def handle(self, *args, port, fleet, fleet_base_port, startup_timeout, **options):
+    def handle(self, *args, port, agents_port, fleet, fleet_base_port, startup_timeout, **options):
         var_dir = settings.VAR_DIR
         var_dir.mkdir(parents=True, exist_ok=True)
         python = sys.executable
@@ -126,6 +129,9 @@ class Command(BaseCommand):
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         # Links the portal writes into images and emails (labels, notifications) point at this port.
         env.setdefault("SITE_URL", url.rstrip("/"))
+        # Hosts that report in are handed the agents' server (no proxy here routes /agent/v1/ to it).
+        agents_url = f"http://127.0.0.1:{agents_port or port + 1}"
+        env.setdefault("HOSTS_AGENT_URL", agents_url)
         supervisor = Supervisor(output=sys.stdout, env=env, cwd=settings.BASE_DIR, startup_timeout=startup_timeout)
         started_at = time.time()
 
@@ -147,6 +153,8 @@ class Command(BaseCommand):
                            service=True, env={k: v for k, v in env.items() if not k.startswith("REGISTRY_")})
         supervisor.add("web", [bindir / "daphne", "-b", "127.0.0.1", "-p", port, "portal.asgi:application"],
                        ready=lambda: _http_ok(f"{url}health/live"))
+        supervisor.add("agents", [python, "-m", "portal.machine_server", "--host", "127.0.0.1", "--port",
+                                  agents_port or port + 1], ready=lambda: _http_ok(f"{agents_url}/health/live"))
         worker_name = f"worker-{os.getpid()}@"
         # This machine's builds and conversions (its own architecture), and the rest; a remote builder's queue needs
         # its own worker (`manage.py builder_worker NAME`).
@@ -187,6 +195,7 @@ class Command(BaseCommand):
             if "fleet" in supervisor.processes:
                 self.stdout.write(f"  fleet:     {fleet} simulated hosts on 127.0.0.1:{fleet_base_port}-"
                                   f"{fleet_base_port + fleet - 1}, once web-os is built (or without it after a wait)")
+            self.stdout.write(f"  agents:    {agents_url}/agent/v1/ (hosts that report in)")
             self.stdout.write(f"  health:    {url}health/\n")
             if blocker:
                 self.stdout.write(f"  demo:      web-os is not built here: {blocker}\n")
