@@ -32,7 +32,7 @@ PROJECT = "imp-deploy-test"
 COMPOSE_FILES = ["compose.yaml", "deploy/compose.local.yaml"]
 REGISTRY_USER = "portal"
 DEPLOY_ARTIFACTS = ARTIFACTS / "deploy"
-RUNNING_SERVICES = ("web", "web-2", "worker-builds", "worker-hosts", "worker-default", "beat", "proxy")
+RUNNING_SERVICES = ("web", "web-2", "agents", "worker-builds", "worker-hosts", "worker-default", "beat", "proxy")
 
 
 def make_certificates(directory: Path):
@@ -72,7 +72,7 @@ class Stack:
         self.secrets = workdir / "secrets"
         self.env_file = workdir / "portal.env"
         self.ports = {name: free_port() for name in
-                      ("postgres", "redis", "registry", "web1", "web2", "https", "http", "registry_tls")}
+                      ("postgres", "redis", "registry", "web1", "web2", "agents", "https", "http", "registry_tls")}
         self.registry = f"127.0.0.1:{self.ports['registry']}"
         self.registry_password = secrets.token_urlsafe(16)
         self.metrics_token = secrets.token_urlsafe(24)
@@ -100,6 +100,7 @@ class Stack:
             "PORTAL_SECRETS": str(self.secrets),
             "WEB_PORT_1": str(self.ports["web1"]),
             "WEB_PORT_2": str(self.ports["web2"]),
+            "AGENTS_PORT": str(self.ports["agents"]),
             "REGISTRY_PORT": str(self.ports["registry"]),
         }
 
@@ -136,6 +137,7 @@ class Stack:
             "REGISTRY_ADDRESS": f"localhost:{p['registry_tls']}",
             "REGISTRY_UPSTREAM": self.registry,
             "PORTAL_UPSTREAMS": f"to 127.0.0.1:{p['web1']} 127.0.0.1:{p['web2']}",
+            "AGENT_UPSTREAMS": f"to 127.0.0.1:{p['agents']}",
             "CADDY_TLS": "/etc/caddy/tls/portal.crt /etc/caddy/tls/portal.key",
             "CADDY_HTTPS_PORT": p["https"],
             "CADDY_HTTP_PORT": p["http"],
@@ -215,8 +217,8 @@ class Stack:
         wait_for(lambda: self.state("migrate").startswith("exited"), timeout=300, interval=1, what="migrate to end")
         assert self.state("migrate") == "exited 0", self.logs("migrate")
         self.compose("up", "-d", "--no-deps", *RUNNING_SERVICES)
-        wait_for(lambda: self.healthy("web") and self.healthy("web-2"), timeout=180, interval=1,
-                 what="both web replicas to pass their healthchecks")
+        wait_for(lambda: self.healthy("web") and self.healthy("web-2") and self.healthy("agents"), timeout=180,
+                 interval=1, what="both web replicas and the agents' server to pass their healthchecks")
         # A build is refused at once while no worker consumes its queue: wait for the builds worker to be ready.
         wait_for(lambda: "builds@" in self.logs("worker-builds") and " ready." in self.logs("worker-builds"),
                  timeout=120, interval=1, what="the builds worker to be ready")

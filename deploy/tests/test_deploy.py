@@ -80,10 +80,10 @@ def _seed(stack):
     )
 
 
-def _https(stack, path, **headers):
+def _https(stack, path, data=None, **headers):
     """A request through the proxy that checks its certificate against the site's CA (no verification turned off)."""
     context = ssl.create_default_context(cafile=str(stack.ca))
-    request = urllib.request.Request(stack.url + path, headers=headers)
+    request = urllib.request.Request(stack.url + path, data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, context=context, timeout=10) as response:
             return response.status, dict(response.headers), response.read()
@@ -148,7 +148,7 @@ def test_the_images_hold_the_runtime_only_and_run_as_the_compose_file_says(stack
 
 
 def test_every_service_is_up_and_passes_its_healthcheck(stack):
-    for service in ("postgres", "redis", "web", "web-2"):
+    for service in ("postgres", "redis", "web", "web-2", "agents"):
         assert stack.healthy(service), f"{service}: {stack.logs(service)[-3000:]}"
     for service in ("proxy", "registry", "worker-builds", "worker-hosts", "worker-default", "beat"):
         assert stack.state(service).startswith("running"), f"{service}: {stack.logs(service)[-3000:]}"
@@ -193,6 +193,30 @@ def test_metrics_answer_a_scraper_at_a_replica_and_nobody_through_the_proxy(stac
         status, _headers, body = _https(stack, path, **token)
         assert (status, body) == (404, b""), path
     assert _https(stack, "/login/")[0] == 200  # the same proxy serves the portal
+
+
+def test_the_proxy_sends_the_agents_endpoints_to_the_agents_server(stack):
+    # The agents' server answers the agents' endpoints and the probes, and no page.
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.ports['agents']}/health/live", timeout=5) as response:
+        assert response.status == 200
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{stack.ports['agents']}/login/", timeout=5)
+        raise AssertionError("the agents' server served a page")
+    except urllib.error.HTTPError as error:
+        assert error.code == 404 and b"machine endpoints only" in error.read()
+    # Through the proxy, a report without a credential is refused with the portal's reason.
+    status, _headers, body = _https(stack, "/agent/v1/status", data=b"{}", **{"Content-Type": "application/json"})
+    assert status == 401 and json.loads(body)["error"], body
+    # With the agents' server stopped, the agents' endpoints are down and the pages are not: the proxy sent the report
+    # there, not to web.
+    stack.podman("stop", stack.container("agents"))
+    try:
+        assert _https(stack, "/agent/v1/status", data=b"{}")[0] in (502, 503)
+        assert _https(stack, "/login/")[0] == 200
+    finally:
+        stack.podman("start", stack.container("agents"))
+    wait_for(lambda: stack.healthy("agents"), timeout=120, interval=1, what="the agents' server to answer again")
+    assert _https(stack, "/agent/v1/status", data=b"{}")[0] == 401
 
 
 def test_a_backup_is_taken_inside_the_stack_with_its_own_pg_dump(stack):

@@ -14,11 +14,11 @@ PORTAL_SERVICES = {name for name, service in SERVICES.items() if service.get("im
 CONTAINERFILE = (ROOT / "Containerfile").read_text()
 
 
-def test_it_has_a_proxy_web_one_worker_per_kind_of_work_beat_and_the_backing_services():
-    assert set(SERVICES) == {"proxy", "web", "worker-builds", "worker-boottests", "worker-hosts", "worker-default", "beat",
-                             "migrate", "postgres", "redis", "registry"}
-    assert PORTAL_SERVICES == {"web", "worker-builds", "worker-boottests", "worker-hosts", "worker-default", "beat",
-                               "migrate"}
+def test_it_has_a_proxy_web_agents_one_worker_per_kind_of_work_beat_and_the_backing_services():
+    assert set(SERVICES) == {"proxy", "web", "agents", "worker-builds", "worker-boottests", "worker-hosts",
+                             "worker-default", "beat", "migrate", "postgres", "redis", "registry"}
+    assert PORTAL_SERVICES == {"web", "agents", "worker-builds", "worker-boottests", "worker-hosts", "worker-default",
+                               "beat", "migrate"}
 
 
 def test_every_service_reads_its_settings_from_the_env_file_only():
@@ -45,6 +45,19 @@ def test_web_has_no_host_port_and_runs_as_replicas_behind_the_proxy():
     caddyfile = (ROOT / "deploy" / "Caddyfile").read_text()
     assert "{$PORTAL_UPSTREAMS:dynamic a web 8000}" in caddyfile  # every replica the name "web" resolves to
     assert "health_uri /health/live" in caddyfile and "tls {$CADDY_TLS}" in caddyfile
+
+
+def test_the_proxy_sends_the_agents_endpoints_to_the_agents_server_and_the_rest_to_web():
+    agents = SERVICES["agents"]
+    assert agents["command"][:3] == ["python", "-m", "portal.machine_server"] and agents["expose"] == ["8000"]
+    assert "ports" not in agents and agents["deploy"]["replicas"] >= 2
+    assert "http://127.0.0.1:8000/health/ready" in agents["healthcheck"]["test"]
+    assert "agents" in SERVICES["proxy"]["depends_on"]
+    caddyfile = (ROOT / "deploy" / "Caddyfile").read_text()
+    routed = re.search(r"reverse_proxy /agent/v1/\* \{\n\s*\{\$AGENT_UPSTREAMS:dynamic a agents 8000\}", caddyfile)
+    assert routed, "the agents' endpoints go to the agents' servers"
+    # Caddy orders a directive with a path before the same directive without one: the agents' route is matched first.
+    assert caddyfile.index("reverse_proxy /agent/v1/*") < caddyfile.index("{$PORTAL_UPSTREAMS")
 
 
 def test_only_the_builds_worker_is_privileged_and_only_workers_that_hide_files_from_commands_are_root():
