@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.core import checks
 
 from portal import registry
 
@@ -11,6 +12,9 @@ class DiskImagesConfig(AppConfig):
     def ready(self):
         # Build and promotion pages show a digest's disk images without importing this app.
         registry.fragment("disk_images.of_digest", url_name="diskimages:digest_images")
+        from .bootmarker import check_marker_setting
+
+        checks.register(check_marker_setting)
         # Models load only once the app registry is ready, i.e. here.
         from portal.models import Action, RunKind
 

@@ -9,10 +9,11 @@ keeps (the boot deadline, cancel, the run's time limit) while the VM runs on. So
 - the marker is matched with the `regex` package, whose searches stop at a timeout; a boot's marker has
   MARKER_SECONDS of matching in all (an ordinary pattern spends microseconds a line, a whole 4 MiB console well under
   a second), and one that uses them up ends the boot test with a verdict that says so;
-- a plan's marker is checked when it is saved: a repetition inside a repetition where either is unbounded (`(a+)+`,
-  `(\\w+\\s?)*`, `(.*,)+`), or alternatives that may start alike inside an unbounded one (`(a|aa)+`, `(a|a?)*`), the
-  shapes of the patterns that blow up, are refused with a message saying how to write it. (The `regex` package
-  defuses some nested repetitions itself, not overlapping alternatives; `re` defuses none.)
+- a plan's marker is checked when it is saved, and BOOT_TEST_MARKER by a system check: a repetition inside a
+  repetition where either is unbounded (`(a+)+`, `(\\w+\\s?)*`, `(.*,)+`), or alternatives that may start alike inside
+  an unbounded one (`(a|aa)+`, `(a|a?)*`), the shapes of the patterns that blow up, are refused with a message saying
+  how to write it. (The `regex` package defuses some nested repetitions itself, not overlapping alternatives; `re`
+  defuses none.)
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from re import _constants as sre_constants
 from re import _parser as sre_parser
 
 import regex
+from django.conf import settings
+from django.core.checks import Error
 
 # Seconds of matching a boot's marker may use in all, across every console line, before the boot test stops.
 MARKER_SECONDS = 2.0
@@ -151,3 +154,10 @@ def _subpatterns(op, av):
     if op == sre_constants.GROUPREF_EXISTS:
         return [branch for branch in av[1:] if branch is not None]
     return []
+
+
+def check_marker_setting(app_configs=None, **kwargs):
+    """A system check: the portal's own marker (BOOT_TEST_MARKER, from the environment) passes what a plan's must, so a
+    bad one stops `manage.py check` and migrate rather than every boot test that takes it."""
+    problem = marker_problem(settings.BOOT_TEST_MARKER)
+    return [Error(f"BOOT_TEST_MARKER: {problem}", id="diskimages.E001")] if problem else []

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 
 from builds.diskimages import bootmarker, bootplans, qemu
 from builds.diskimages.models import BootTestPlan
@@ -91,3 +93,11 @@ def test_a_plan_refuses_a_catastrophic_marker_and_keeps_nothing(personas):
         bootplans.boot_test_plan_save(definition=build.definition, user=personas.developer, marker=r"(\w+\s?)+$")
     assert list(refused.value.message_dict) == ["marker"]
     assert not BootTestPlan.objects.exists()
+
+
+def test_the_portals_own_marker_is_checked_at_start(settings):
+    settings.BOOT_TEST_MARKER = r"(\w+\s?)+$"
+    with pytest.raises(SystemCheckError, match=r"diskimages\.E001.*BOOT_TEST_MARKER: This pattern repeats a repetition"):
+        call_command("check")
+    settings.BOOT_TEST_MARKER = r"login: ?$"
+    call_command("check")
