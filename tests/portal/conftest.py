@@ -1,6 +1,7 @@
 """Fixtures of the core's tests only: a private git server over smart HTTP (tests/builds/git_server.py), for the egress
 and secrets tests; the loopback OpenID Connect provider of the single sign-on tests (tests/portal/sso_fixtures.py); a
-channel layer of each test's own and the personas for the run log websocket's tests (tests/portal/test_consumer*.py)."""
+channel layer of each test's own and the personas for the run log websocket's tests (tests/portal/test_consumer*.py,
+test_socket_tokens.py)."""
 
 import tempfile
 

@@ -15,18 +15,10 @@ from portal.asgi import application
 from portal.models import AccessToken, RunKind
 from portal.socketauth import bearer_secret
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Each test gets a channel layer of its own (tests/portal/conftest.py says why).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("a_channel_layer_of_the_tests_own")]
 
 CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_TOO_MANY = 4401, 4403, 4404, 4429
-
-
-@pytest.fixture(autouse=True)
-def a_channel_layer_of_the_tests_own():
-    from channels.layers import channel_layers
-
-    channel_layers.backends.clear()
-    yield
-    channel_layers.backends.clear()
 
 
 @pytest.fixture
