@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.builds.fixtures import BASE_IMAGE
+from tests.builds.fixtures import BASE_IMAGE, build_once
 from tests.helpers import IN_CI, require_tool
 
 BOOTABLE_BASE = "localhost/bootable-base:latest"
@@ -228,19 +228,14 @@ def boot_settings(settings, tmp_path, in_process_worker):
 
 
 @pytest.fixture
-def build_image(personas, oci_registry, local_builder, build_settings, bootable_base):
+def build_image(personas, oci_registry, local_builder, build_settings, bootable_base, pipeline_images):
     """build_image(containerfile, name=...) -> a succeeded build of a definition of the personas' team, pushed to the
-    loopback registry by the portal's own build pipeline."""
-    from builds import pipeline, services
-    from builds.models import Build
+    loopback registry by the portal's own build pipeline (once per session for each Containerfile: `build_once`)."""
+    from builds import services
 
     def build(text, name="test-os"):
         definition = services.definition_create(team=personas.team, user=personas.developer, name=name)
         revision = services.revision_create(definition=definition, user=personas.developer, containerfile=text)
-        started = services.build_start(revision=revision, user=personas.developer)
-        pipeline.build_execute(started.pk)
-        done = Build.objects.with_related().get(pk=started.pk)
-        assert done.succeeded, done.run.exit_reason
-        return done
+        return build_once(pipeline_images, revision, personas.developer)
 
     return build

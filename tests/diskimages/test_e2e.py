@@ -1,6 +1,7 @@
-"""End to end: a real build (podman, busybox base, docker-registry), then a conversion through the portal's own path with
-the stand-in bootc-image-builder image: podman pull into the builder's storage, podman run with bib's mounts and
-arguments, the log in sections, format checks with qemu-img and xorriso, sha256, Django storage, download.
+"""End to end: a real build (podman, busybox base, docker-registry; built once per session, each test's build gets that
+image by digest in its own repository), then a conversion through the portal's own path with the stand-in
+bootc-image-builder image: podman pull into the builder's storage, podman run with bib's mounts and arguments, the log
+in sections, format checks with qemu-img and xorriso, sha256, Django storage, download.
 
 The pipeline (`builds.diskimages.pipeline.disk_image_execute`) is what the `disk_image_run` task calls; it runs in-process
 here so each test can look at the rows it wrote.
@@ -23,7 +24,7 @@ from builds.models import Build, Builder
 from portal.logsink import lines_after
 from portal.models import LogSection, RunStatus
 from portal.services import run_request_cancel
-from tests.builds.fixtures import BASE_IMAGE
+from tests.builds.fixtures import BASE_IMAGE, build_once
 from tests.diskimages.fixtures import ISO_VOLUME_ID
 from tests.helpers import ProcessWatcher, start_in_thread
 
@@ -36,15 +37,12 @@ CONFIG = {"customizations": {"user": [{"name": "ops", "key": KEY, "groups": ["wh
 
 
 @pytest.fixture
-def built(personas, oci_registry, local_builder, build_settings, diskimage_settings):
-    """A succeeded build of a bootc-labelled busybox image, pushed to the loopback registry."""
+def built(personas, oci_registry, local_builder, build_settings, diskimage_settings, pipeline_images):
+    """A succeeded build of a bootc-labelled busybox image, pushed to the loopback registry by the portal's pipeline
+    (once per session: `build_once`)."""
     definition = services.definition_create(team=personas.team, user=personas.developer, name="web-os")
     revision = services.revision_create(definition=definition, user=personas.developer, containerfile=CONTAINERFILE)
-    build = services.build_start(revision=revision, user=personas.developer)
-    pipeline.build_execute(build.pk)
-    build = Build.objects.with_related().get(pk=build.pk)
-    assert build.succeeded, build.run.exit_reason
-    return build
+    return build_once(pipeline_images, revision, personas.developer)
 
 
 def convert(**kwargs):

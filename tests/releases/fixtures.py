@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.builds.fixtures import BASE_IMAGE, skopeo_inspect
+from tests.builds.fixtures import BASE_IMAGE, skopeo_copy, skopeo_inspect
 
 SEED_REPOSITORY = "seed/promotions"
 
@@ -43,11 +43,6 @@ def seed_containerfile(seed):
     return (f"FROM {BASE_IMAGE}\n"
             f"RUN mkdir -p /var/lib/dpkg && printf '{status}' > /var/lib/dpkg/status\n"
             f'LABEL containers.bootc=1 org.opencontainers.image.version="{seed["version"]}"\n')
-
-
-def skopeo_copy(source, destination):
-    subprocess.run(["skopeo", "copy", "--preserve-digests", "--src-tls-verify=false", "--dest-tls-verify=false",
-                    f"docker://{source}", f"docker://{destination}"], check=True, capture_output=True, timeout=120)
 
 
 def stage_digest(reference):
