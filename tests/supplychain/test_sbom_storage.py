@@ -155,3 +155,12 @@ def test_a_bucket_that_is_not_there_is_named_and_leaves_no_row(build, s3, settin
     response = client_for(personas.viewer).get(sbom_url(build))  # made from the package list: storage is not asked
     assert response.status_code == 200 and response.content == sbom_json(build).encode()
     assert not BuildSbom.objects.exists()
+
+
+def test_a_stored_sbom_whose_bucket_does_not_answer_is_a_503_that_names_it(build, s3, settings, client_for, personas):
+    services.sbom_store(build=build)
+    point_settings_at(settings, s3_storage_settings(s3.server, "no-such-bucket"))
+    settings.DOWNLOADS_VIA = "stream"  # the web process reads the object itself (make run)
+    response = client_for(personas.viewer).get(sbom_url(build))
+    assert response.status_code == 503 and "S3_BUCKET" in response.content.decode()
+    assert BuildSbom.objects.filter(build=build).count() == 1  # the row stays: the object is where it was written
