@@ -21,8 +21,7 @@ from .models import ActionKind, EventKind, Host, HostAction, HostEvent, HostStat
 
 hosts = Router(tags=["hosts"])  # /api/v1/hosts/
 host_actions = Router(tags=["hosts"])  # /api/v1/host-actions/
-# Registered in the app's ready() (portal.registry.api_router), in ROUTERS' order.
-ROUTERS = [("hosts/", hosts), ("host-actions/", host_actions)]
+# Registered by their dotted paths in the app's ready() (portal.registry.api_router).
 
 # --- Schemas ---------------------------------------------------------------------------------------------------------
 

@@ -37,11 +37,10 @@ class HostsConfig(AppConfig):
         registry.team_link(label="Hosts that report in: enrollment tokens and approvals", icon="broadcast",
                            url_name="hosts:enrollment", action=Action.ADMIN, order=30)
         registry.landing(url_name="hosts:host_list", applies=lands_on_host_search, order=10)
-        # The REST API's routers for hosts, their timelines and actions (portal/api.py mounts them under /api/v1/).
-        from .api import ROUTERS
-
-        for offset, (prefix, router) in enumerate(ROUTERS):
-            registry.api_router(prefix, router, order=70 + offset)
+        # The REST API's routers for hosts, their timelines and actions (portal/api.py mounts them under /api/v1/),
+        # imported when the URLconf loads.
+        registry.api_router("hosts/", "hosts.api.hosts", order=70)
+        registry.api_router("host-actions/", "hosts.api.host_actions", order=71)
         registry.subscribe(PROMOTION_APPLIED, promotion_applied)
         from .notifications import HostEventType
 

@@ -30,13 +30,10 @@ class PortalConfig(AppConfig):
         registry.retention_step(name="events", label="stored events removed", function=events.prune_events, order=35)
         registry.retention_step(name="login_records", label="login records removed",
                                 function=retention.prune_login_records, order=40)
-        # The core's own kind of event (portal/events.py), and the API's event list; features register theirs.
-        from .api_events import router as events_router
-
-        registry.api_router("events/", events_router, order=5)
-        from .api_me import router as me_router
-
-        registry.api_router("me/", me_router, order=4)
+        # The core's own kind of event (portal/events.py), and the API's event list; features register theirs. The
+        # routers by their dotted paths: django-ninja and pydantic load with the URLconf, not in every process.
+        registry.api_router("events/", "portal.api_events.router", order=5)
+        registry.api_router("me/", "portal.api_me.router", order=4)
         registry.notification_event("retention.run", "Retention pass finished",
                                     schema=str(Path(__file__).parent / "event_schemas" / "retention.run.v1.json"))
         registry.stored_files(logarchive.stored_archives)  # backups record them, restores check them

@@ -28,8 +28,7 @@ from .models import DiskImage, DiskImagePreset, DiskImageType, RootFilesystem
 disk_images = Router(tags=["disk images"])  # /api/v1/disk-images/
 configurations = Router(tags=["disk images"])  # /api/v1/configurations/
 kickstarts = Router(tags=["disk images"])  # /api/v1/kickstarts/
-# Registered in the app's ready() (portal.registry.api_router), in ROUTERS' order.
-ROUTERS = [("disk-images/", disk_images), ("configurations/", configurations), ("kickstarts/", kickstarts)]
+# Registered by their dotted paths in the app's ready() (portal.registry.api_router).
 
 # --- Schemas ---------------------------------------------------------------------------------------------------------
 

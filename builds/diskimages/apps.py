@@ -29,11 +29,11 @@ class DiskImagesConfig(AppConfig):
         from .keepers import digests_in_use
 
         registry.digest_keeper(name="disk images", function=digests_in_use, order=20)
-        # The REST API's routers for disk images, configurations and kickstarts (portal/api.py mounts them under /api/v1/).
-        from .api import ROUTERS
-
-        for offset, (prefix, router) in enumerate(ROUTERS):
-            registry.api_router(prefix, router, order=50 + offset)
+        # The REST API's routers for disk images, configurations and kickstarts (portal/api.py mounts them under /api/v1/),
+        # imported when the URLconf loads.
+        registry.api_router("disk-images/", "builds.diskimages.api.disk_images", order=50)
+        registry.api_router("configurations/", "builds.diskimages.api.configurations", order=51)
+        registry.api_router("kickstarts/", "builds.diskimages.api.kickstarts", order=52)
         # Releases' gate asks whether a digest passed its boot test (a stage's policy may require one).
         registry.promotion_check(services_boottests.boot_test_gate)
         # The Retry button of a disk image's page posts to the core's portal:run_retry (cancelling is the core's own).

@@ -24,8 +24,7 @@ from .models import Promotion, PromotionKind, PromotionStatus, Stage
 stages = Router(tags=["releases"])  # /api/v1/stages/
 promotions = Router(tags=["releases"])  # /api/v1/promotions/
 rollbacks = Router(tags=["releases"])  # /api/v1/rollbacks/
-# Registered in the app's ready() (portal.registry.api_router), in ROUTERS' order.
-ROUTERS = [("stages/", stages), ("promotions/", promotions), ("rollbacks/", rollbacks)]
+# Registered by their dotted paths in the app's ready() (portal.registry.api_router).
 
 # --- Schemas ---------------------------------------------------------------------------------------------------------
 

@@ -20,11 +20,11 @@ class ReleasesConfig(AppConfig):
             registry.Tile("pending_promotions", "Waiting for approval", "arrow-up-right-circle",
                           "releases:promotion_list"),
         ])
-        # The REST API's routers for stages, promotions and rollbacks (portal/api.py mounts them under /api/v1/).
-        from .api import ROUTERS
-
-        for offset, (prefix, router) in enumerate(ROUTERS):
-            registry.api_router(prefix, router, order=60 + offset)
+        # The REST API's routers for stages, promotions and rollbacks (portal/api.py mounts them under /api/v1/),
+        # imported when the URLconf loads.
+        registry.api_router("stages/", "builds.releases.api.stages", order=60)
+        registry.api_router("promotions/", "builds.releases.api.promotions", order=61)
+        registry.api_router("rollbacks/", "builds.releases.api.rollbacks", order=62)
         registry.dashboard_panel(template="releases/_dashboard_inbox.html", order=10)
         registry.team_setup(stages_ensure_default)
         registry.landing(url_name="releases:promotion_list", query="view=inbox", applies=lands_on_inbox, order=20)
