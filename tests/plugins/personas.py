@@ -37,24 +37,42 @@ class Personas:
     """The suite's cast: a team ("Platform") with one member per role, help-desk, a superuser, and an outsider who is a
     developer in another team ("Other").
 
-    The cast is made once per test database (`make_personas`), not once per test: each test reads it fresh (two
-    queries instead of some thirty inserts), and what a test changes in it is rolled back after the test, or flushed
-    and made again after a transactional one."""
+    The cast is made once per test database (`make_personas`), not once per test, and read from it once too: each test
+    gets instances of its own, made from the rows as read (as a query would make them, without the two queries). What a
+    test changes in the cast is rolled back after the test, or flushed and made again (and read again) after a
+    transactional one."""
 
     USERNAMES = {"viewer": "viewer", "developer": "developer", "approver": "approver", "approver2": "approver2",
                  "operator": "operator", "admin": "teamadmin", "helpdesk": "helpdesk", "superuser": "root",
                  "outsider": "outsider"}
     TEAMS = {"team": "Platform", "other_team": "Other"}
 
+    _rows = None  # {attribute: (model, field names, values)}, as read from the database; None: read them again
+
     def __init__(self):
+        from copy import deepcopy
+
+        from django.db import connection
+
+        if Personas._rows is None:
+            Personas.read()
+        for attribute, (model, names, values) in Personas._rows.items():
+            setattr(self, attribute, model.from_db(connection.alias, names, deepcopy(values)))
+
+    @classmethod
+    def read(cls):
+        """Read the cast's rows: when they are made, and before a test's first use after a restore replaced them (never
+        in the middle of a test that may have changed them)."""
         from portal.models import Team, User
 
-        users = User.objects.in_bulk(self.USERNAMES.values(), field_name="username")
-        teams = Team.objects.in_bulk([Team.slug_for(name) for name in self.TEAMS.values()], field_name="slug")
-        for attribute, username in self.USERNAMES.items():
-            setattr(self, attribute, users[username])
-        for attribute, name in self.TEAMS.items():
-            setattr(self, attribute, teams[Team.slug_for(name)])
+        rows = {}
+        for model, key, wanted in ((User, "username", cls.USERNAMES),
+                                   (Team, "slug", {a: Team.slug_for(name) for a, name in cls.TEAMS.items()})):
+            names = [field.attname for field in model._meta.concrete_fields]
+            found = {values[names.index(key)]: values
+                     for values in model.objects.filter(**{f"{key}__in": wanted.values()}).values_list(*names)}
+            rows.update({attribute: (model, names, found[value]) for attribute, value in wanted.items()})
+        cls._rows = rows
 
 
 def make_personas():
@@ -75,6 +93,7 @@ def _personas_again_after_a_flush(sender, using="default", **kwargs):
     """A transactional test ends with a flush of every table, and Django's flush then sends post_migrate."""
     if sender.label == "portal" and using == "default":
         make_personas()
+        Personas.read()
 
 
 @pytest.fixture(scope="session")
@@ -87,9 +106,17 @@ def django_db_setup(django_db_setup, django_db_blocker, quick_password_hashing, 
         return
     with django_db_blocker.unblock():
         make_personas()
+        Personas.read()
     post_migrate.connect(_personas_again_after_a_flush, dispatch_uid="tests.personas")
     yield
     post_migrate.disconnect(dispatch_uid="tests.personas")
+
+
+@pytest.hookimpl
+def pytest_runtest_teardown(item):
+    """A test that restored the database from a backup leaves the cast's rows to be read again."""
+    if item.get_closest_marker("replaces_the_database"):
+        Personas._rows = None
 
 
 @pytest.fixture
