@@ -76,7 +76,7 @@ def marker_problem(pattern: str) -> str:
     except regex.error as exc:
         return f"This is not a regular expression: {exc}."
     try:
-        parsed = sre_parser.parse(pattern)
+        parsed = sre_parser.parse(_UNICODE_PROPERTY.sub(_as_word_class, pattern))
     except re.error:  # syntax only the regex package reads: its searches' time bound still holds
         return ""
     if _repeats_a_repetition(parsed, outer=None):
@@ -84,6 +84,16 @@ def marker_problem(pattern: str) -> str:
                 "which can take exponential time on a console line that almost matches and would hold a boot-test "
                 "worker. Write it with one repetition, e.g. login: ?$ or Reached target .*Boot Complete.")
     return ""
+
+
+# A Unicode property (\p{L}, \P{Lu}, \pL), which only the regex package reads, matches one character as \w does: read
+# as \w, `re`'s parser sees the shape around it, so (\p{L}|\p{L}\p{L})+ is refused as (\w|\w\w)+ is. An escaped
+# backslash is matched first, so \\p{L} (a backslash, then "p{L}") is left as it is.
+_UNICODE_PROPERTY = re.compile(r"\\\\|\\[pP](?:\{[^}]*\}|[A-Za-z])")
+
+
+def _as_word_class(match) -> str:
+    return match.group() if match.group() == "\\\\" else "\\w"
 
 
 def _repeats_a_repetition(items, *, outer) -> bool:

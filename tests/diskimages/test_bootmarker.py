@@ -39,6 +39,7 @@ def vm_printing(*lines):
 @pytest.mark.parametrize("pattern", [
     r"login: ?$|boot-complete\.target|Reached target.*Boot Complete",  # the portal's own
     r"ready: \d+ services", r"(\d{2}:){2}\d{2} up", r"(?:ab)+c", r"(eth|wlan)\d+ up", r"(a+)?b", r"\p{Lu}+ READY",
+    r"[\p{L}\d]+ up",
 ])
 def test_ordinary_markers_are_taken(pattern):
     assert bootmarker.marker_problem(pattern) == ""
@@ -47,6 +48,7 @@ def test_ordinary_markers_are_taken(pattern):
 @pytest.mark.parametrize("pattern", [
     r"(a+)+$", r"(\w+\s?)+$", r"(a*)*b", r"(.*,)+x", r"((a+)?)+", r"([a-z]+\d*)+!",  # a repetition repeated
     r"(a|aa)+$", r"(ab|a)*c", r"(a|a?)+$", r"(?:x|(x))+y",  # alternatives that start alike, repeated
+    r"(\p{L}+\s?)+$", r"(\pL|\pL\pL)+$",  # the same shapes around Unicode properties, which only `regex` reads
 ])
 def test_markers_that_can_take_exponential_time_are_refused_saying_how_to_write_them(pattern):
     problem = bootmarker.marker_problem(pattern)
