@@ -16,14 +16,14 @@ Everything else (16 images) goes.
 
 import gzip
 import hashlib
+import http.client
 import io
 import json
 import os
 import subprocess
 import tarfile
 import tempfile
-import urllib.error
-import urllib.request
+import urllib.parse
 from datetime import timedelta
 from pathlib import Path
 
@@ -61,13 +61,27 @@ def gc_registry():
     registry.stop()
 
 
+_connections: dict[str, http.client.HTTPConnection] = {}
+
+
 def _http(method, url, data=None, headers=None):
-    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - the test's loopback registry
+    """One request to a loopback registry over a connection kept open per registry: a scene takes some 350 of them,
+    and a new connection for each cost more than the request (9 ms against 3.6 ms at a load of 8). A connection the
+    registry closed (or a registry stopped since) is opened again once."""
+    parts = urllib.parse.urlsplit(url)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    for attempt in (1, 2):
+        connection = _connections.setdefault(parts.netloc, http.client.HTTPConnection(parts.netloc, timeout=10))
+        try:
+            connection.request(method, path, body=data, headers=headers or {})
+            response = connection.getresponse()
             return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
+        except (http.client.HTTPException, OSError):
+            connection.close()
+            del _connections[parts.netloc]
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def push_image(address, repository, *, content: bytes, base: bytes, tags):
