@@ -181,7 +181,8 @@ class WebServers:
     and its rows come back with new ids (a flush never resets a sequence), so nothing the process cached under an id
     or a session is found again; sessions and rate limits are in the database and the suite's Redis, as they were for
     a daphne of the test's own. The process reads the running test's audit checkpoints through a link that each test
-    points at its own file. One that outlived the Redis it was started with (a test stopped it), or died, is replaced."""
+    points at its own file. One that outlived the Redis it was started with (a test stopped it), or died, is replaced.
+    Their settings are tests/web_settings.py: the portal's, with the suite's quick password hasher first."""
 
     KEPT = 3
 
@@ -202,7 +203,7 @@ class WebServers:
             self.started += 1
             link = self.directory / f"audit-checkpoints-{self.started}.jsonl"
             env = {name: value for name, value in env.items() if name not in NOT_THE_SERVERS_CONCERN}
-            env["AUDIT_CHECKPOINT_PATH"] = str(link)
+            env.update(AUDIT_CHECKPOINT_PATH=str(link), DJANGO_SETTINGS_MODULE="tests.web_settings")
             server = start_web(env, self.directory, name=f"web{self.started}")
             server.checkpoints, server.redis = link, redis
         self.servers[key] = server

@@ -5,24 +5,14 @@ import uuid
 
 import pytest
 from django.conf import settings
-from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.test.utils import override_settings
-
-
-class QuickPasswordHasher(PBKDF2PasswordHasher):
-    """Django's PBKDF2 with 1,000 rounds instead of a million: a password check costs well under a millisecond instead
-    of about 0.3 s of CPU (over a second when the machine is busy), and the suite checks passwords hundreds of times
-    (every sign-in, every failed guess in the lockout tests). Its hashes are ordinary `pbkdf2_sha256$1000$...` strings,
-    which the portal's processes started by tests check with the production hasher (and upgrade on sign-in)."""
-
-    iterations = 1000
 
 
 @pytest.fixture(scope="session", autouse=True)
 def quick_password_hashing():
-    """Hashes are made with QuickPasswordHasher. The production hasher stays listed after it, so a hash is still
-    checked by the algorithm it names, and a quick hash is never upgraded during a test."""
-    with override_settings(PASSWORD_HASHERS=["tests.plugins.suite_settings.QuickPasswordHasher", *settings.PASSWORD_HASHERS]):
+    """Hashes are made with QuickPasswordHasher (tests/hashers.py). The production hasher stays listed after it, so a
+    hash is still checked by the algorithm it names, and a quick hash is never upgraded during a test."""
+    with override_settings(PASSWORD_HASHERS=["tests.hashers.QuickPasswordHasher", *settings.PASSWORD_HASHERS]):
         yield
 
 
