@@ -90,11 +90,19 @@ def test_defaults_work_on_a_laptop(tmp_path):
     assert (tmp_path / "dev-secrets.json").stat().st_mode & 0o777 == 0o600
 
 
+def settings_read(code, *, env):
+    """`code` run in a new process that reads the settings as manage.py's would (the same settings module), without
+    starting Django's apps: what a setting ends up as is decided there."""
+    return subprocess.run([sys.executable, "-c", "import os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', "
+                           f"'portal.settings'); from django.conf import settings as s; {code}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
 def test_metrics_are_off_in_production_until_a_token_or_networks_are_set_and_make_run_opens_loopback():
-    code = "from django.conf import settings as s; print(s.METRICS_TOKEN == '', s.METRICS_ALLOWED_NETWORKS)"
-    production = manage("shell", "-c", code, env=production_env(METRICS_TOKEN="", METRICS_ALLOWED_NETWORKS=""))
-    assert production.stdout.splitlines()[-1] == "True []", production.stderr  # after the shell's own note
-    laptop = manage("shell", "-c", code, env={**os.environ, "DEBUG": "true", "METRICS_TOKEN": ""})
+    code = "print(s.METRICS_TOKEN == '', s.METRICS_ALLOWED_NETWORKS)"
+    production = settings_read(code, env=production_env(METRICS_TOKEN="", METRICS_ALLOWED_NETWORKS=""))
+    assert production.stdout.splitlines()[-1] == "True []", production.stderr
+    laptop = settings_read(code, env={**os.environ, "DEBUG": "true", "METRICS_TOKEN": ""})
     assert laptop.stdout.splitlines()[-1] == "True ['127.0.0.1/32', '::1/128']", laptop.stderr
 
 
