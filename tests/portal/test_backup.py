@@ -4,9 +4,11 @@ verifies (against checkpoints taken after the backup too), secrets decrypt, logs
 "restored from the backup at head #N". A backup restored with another encryption key is refused at once, naming both
 keys' fingerprints, and changes nothing."""
 
+import sqlite3
 import subprocess
 import sys
 import tarfile
+from contextlib import closing
 
 import psycopg
 import pytest
@@ -142,10 +144,12 @@ def test_a_file_that_is_not_a_backup_is_refused_with_its_name(redis_server, tmp_
 def test_make_runs_sqlite_is_backed_up_online_and_restored(tmp_path, redis_server):
     database = tmp_path / "portal.sqlite3"
     env = {"DATABASE_URL": f"sqlite:///{database}", "AUDIT_CHECKPOINT_PATH": str(tmp_path / "checkpoints.jsonl")}
-    assert manage("migrate", "--noinput", redis_url=redis_server.url, **env).returncode == 0
-    create = ("from portal import services; from portal.models import User; "
+    # Migrated and given an audited team in one process (each manage.py start imports the whole portal again).
+    create = ("from django.core.management import call_command; call_command('migrate', '--noinput', verbosity=0); "
+              "from portal import services; from portal.models import User; "
               "services.team_create(name='Kept', actor=User.objects.create(username='a', is_superuser=True))")
-    assert manage("shell", "-c", create, redis_url=redis_server.url, **env).returncode == 0
+    created = manage("shell", "-c", create, redis_url=redis_server.url, **env)
+    assert created.returncode == 0, created.stderr
     path = tmp_path / "portal.tar"
     backed_up = manage("backup", str(path), redis_url=redis_server.url, **env)
     assert backed_up.returncode == 0, backed_up.stderr
@@ -154,10 +158,10 @@ def test_make_runs_sqlite_is_backed_up_online_and_restored(tmp_path, redis_serve
         leftover.unlink()
     restored = manage("restore", str(path), "--yes", redis_url=redis_server.url, **env)
     assert restored.returncode == 0, restored.stderr
-    check = ("from portal.models import Team, AuditEvent; print(list(Team.objects.values_list('name', flat=True))); "
-             "print(AuditEvent.objects.order_by('-seq').first().summary)")
-    shown = manage("shell", "-c", check, redis_url=redis_server.url, **env)
-    teams, summary = shown.stdout.splitlines()[-2:]  # after the shell's own note
-    assert teams == "['Kept']" and summary.startswith("restored from the backup at head #"), shown.stderr
+    with closing(sqlite3.connect(database)) as restored_database:
+        teams = [name for (name,) in restored_database.execute(f"SELECT name FROM {Team._meta.db_table}")]
+        (summary,) = restored_database.execute(
+            f"SELECT summary FROM {AuditEvent._meta.db_table} ORDER BY seq DESC LIMIT 1").fetchone()
+    assert teams == ["Kept"] and summary.startswith("restored from the backup at head #")
     verified = manage("audit_verify", redis_url=redis_server.url, **env)
     assert verified.returncode == 0, verified.stdout + verified.stderr
