@@ -146,7 +146,16 @@ def started_processes(output):
     return dict(re.findall(r"system +\| ([\w-]+) started \(pid=(\d+)\)", output))
 
 
-def test_make_run_as_written_serves_the_portal_until_ctrl_c_stops_everything(clone):
+def test_make_run_as_written_serves_the_portal_until_ctrl_c_stops_everything_and_fails_if_a_process_dies_starting(
+        clone):
+    """On the clean clone first; then, in the same clone (its .venv made and its SQLite migrated by the first run, as
+    they would be on a newcomer's second `make run`), a run whose registry cannot start fails, naming it. Each run on a
+    clean clone of its own spent some 30 s more making the .venv and migrating again."""
+    the_portal_is_served_until_ctrl_c_stops_everything(clone)
+    a_process_that_dies_during_start_up_is_named_with_its_last_lines_and_make_run_fails(clone)
+
+
+def the_portal_is_served_until_ctrl_c_stops_everything(clone):
     run = MakeRun(clone)
     try:
         banner = f"Image Mode Portal on {run.url}/"
@@ -195,7 +204,7 @@ def test_make_run_as_written_serves_the_portal_until_ctrl_c_stops_everything(clo
         run.kill_everything()
 
 
-def test_a_process_that_dies_during_start_up_is_named_with_its_last_lines_and_make_run_fails(clone):
+def a_process_that_dies_during_start_up_is_named_with_its_last_lines_and_make_run_fails(clone):
     with socket.socket() as taken:  # something else already listens on the registry's port
         taken.bind(("127.0.0.1", 0))
         taken.listen()
