@@ -150,7 +150,7 @@ def test_make_run_as_written_serves_the_portal_until_ctrl_c_stops_everything_and
         clone):
     """On the clean clone first; then, in the same clone (its .venv made and its SQLite migrated by the first run, as
     they would be on a newcomer's second `make run`), a run whose registry cannot start fails, naming it. Each run on a
-    clean clone of its own spent some 30 s more making the .venv and migrating again."""
+    clean clone of its own spent some 40 s more making the .venv and migrating again."""
     the_portal_is_served_until_ctrl_c_stops_everything(clone)
     a_process_that_dies_during_start_up_is_named_with_its_last_lines_and_make_run_fails(clone)
 
