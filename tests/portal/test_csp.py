@@ -39,10 +39,14 @@ document.addEventListener("securitypolicyviolation", (e) => {
 def serious_accessibility_violations(page):
     """What axe-core finds on the page at the "serious" and "critical" levels. Its script is evaluated through the
     browser's debugging protocol, which the page's policy does not govern, so the page is checked as served; once per
-    page load (half a megabyte of script: a page checked again, in the other theme, reuses it)."""
+    page load (half a megabyte of script: a page checked again, in the other theme, reuses it). It reads the colours
+    once the CSS transitions that are running have ended (Bootstrap's buttons and links fade over 0.15 s when the theme
+    changes), not half-way."""
     if not page.evaluate("typeof axe !== 'undefined'"):
         page.evaluate(AXE)
     found = page.evaluate("""async () => {
+        await Promise.all(document.getAnimations().filter(a => a instanceof CSSTransition)
+                            .map(a => a.finished.catch(() => null)));
         const r = await axe.run(document, {resultTypes: ["violations"]});
         return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
                                        nodes: v.nodes.slice(0, 3).map(n => n.target.join(" ") + " (" +
@@ -64,16 +68,13 @@ def picture_name(scheme, persona, path):
 
 def switch_to_the_dark(page, themed):
     """The system's colour scheme switched to dark; returns once a page that follows it (`themed`) has followed (or 10 s
-    passed: the theme is asserted next) and the colour transitions that started (Bootstrap's buttons and links fade
-    over 0.15 s) have ended, so axe reads the dark colours, not ones half-way. Waited for from the debugging protocol:
-    Playwright's wait_for_function evaluates a string, which the policy refuses."""
+    passed: the theme is asserted next), else after the next frame, where Chromium tells media query listeners. Waited
+    for from the debugging protocol: Playwright's wait_for_function evaluates a string, which the policy refuses."""
     page.emulate_media(color_scheme="dark")
     page.evaluate("""themed => new Promise(done => {
         const until = Date.now() + 10000;
-        const transitions = () => Promise.all(document.getAnimations().filter(a => a instanceof CSSTransition)
-                                                .map(a => a.finished.catch(() => null)));
         const look = () => !themed || document.documentElement.dataset.bsTheme === "dark" || Date.now() > until
-            ? requestAnimationFrame(() => transitions().then(() => setTimeout(done))) : requestAnimationFrame(look);
+            ? setTimeout(done) : requestAnimationFrame(look);
         requestAnimationFrame(look);
     })""", themed)
 
