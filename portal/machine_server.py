@@ -20,6 +20,7 @@ import json
 import os
 import socket
 
+import uvicorn
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
@@ -83,7 +84,6 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--fd", type=int, help="serve this listening socket instead of --host and --port")
     args = parser.parse_args(argv)
-    import uvicorn
 
     # httptools and uvloop: the cheapest connection uvicorn has. No websockets (web's), no access log (thousands of
     # lines a second; the proxy keeps one), no proxy headers (portal.clientip reads X-Forwarded-For from
