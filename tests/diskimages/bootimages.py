@@ -132,6 +132,19 @@ def debian_kernel() -> tuple[Path, str]:
     return kernel, version.read_text().strip()
 
 
+class ConsoleLog:
+    """What the console watch writes to in place of a run's log: the lines, in a list."""
+
+    def __init__(self):
+        self.lines = []
+
+    def log(self, line):
+        self.lines.append(line)
+
+    def poll(self):
+        pass
+
+
 @pytest.fixture(scope="session")
 def bootable_base(podman_store):
     """localhost/bootable-base:latest in the session's podman store: busybox and a real Debian kernel."""

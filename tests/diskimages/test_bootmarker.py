@@ -11,23 +11,11 @@ from django.core.management.base import SystemCheckError
 
 from builds.diskimages import bootmarker, bootplans, qemu
 from builds.diskimages.models import BootTestPlan
+from tests.diskimages.bootimages import ConsoleLog
 from tests.diskimages.rows import succeeded_build
 
 CATASTROPHIC = r"(a|aa)+$"  # against a long run of a's that ends in b, it tries every way of splitting the a's
 ALMOST = "a" * 60 + "b"
-
-
-class Console:
-    """What the console watch writes to: the run's log, here a list."""
-
-    def __init__(self):
-        self.lines = []
-
-    def log(self, line):
-        self.lines.append(line)
-
-    def poll(self):
-        pass
 
 
 def vm_printing(*lines):
@@ -70,7 +58,7 @@ def test_a_slow_marker_uses_up_its_time_and_then_every_search_refuses():
 
 
 def test_a_boot_whose_marker_takes_too_long_fails_with_the_reason_and_the_vm_is_killed():
-    console = Console()
+    console = ConsoleLog()
     verdict = qemu.boot(vm_printing("Linux version 6.1.0", ALMOST, "login: "), watch=console,
                         marker=bootmarker.Marker(CATASTROPHIC, seconds=0.2), boot_seconds=120, soak_seconds=0,
                         max_console_bytes=1 << 20)
@@ -82,7 +70,7 @@ def test_a_boot_whose_marker_takes_too_long_fails_with_the_reason_and_the_vm_is_
 
 
 def test_a_boot_whose_marker_matches_in_time_passes_as_before():
-    verdict = qemu.boot(vm_printing("Linux version 6.1.0", "test-os login: "), watch=Console(),
+    verdict = qemu.boot(vm_printing("Linux version 6.1.0", "test-os login: "), watch=ConsoleLog(),
                         marker=bootmarker.Marker(r"login: ?$"), boot_seconds=120, soak_seconds=0,
                         max_console_bytes=1 << 20)
     assert verdict.passed and verdict.reason.startswith("Booted to the marker in ")

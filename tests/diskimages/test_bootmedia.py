@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from builds.diskimages import bootmedia, qemu
+from tests.diskimages.bootimages import ConsoleLog
 from tests.helpers import require_tool
 
 KERNEL = b"\0" * 0x202 + b"HdrS" + b"\0" * 64  # a bzImage header, as far as the check looks
@@ -148,23 +149,10 @@ def test_missing_uefi_firmware_and_a_wrong_accelerator_setting_say_what_to_do():
     assert qemu.pick_accelerator("tcg") == "tcg"
 
 
-class Lines:
-    """What the console watch writes to: the run's log, here a list."""
-
-    def __init__(self):
-        self.lines = []
-
-    def log(self, line):
-        self.lines.append(line)
-
-    def poll(self):
-        pass
-
-
 def test_the_lines_around_a_panic_are_kept_even_when_one_read_brings_hundreds_of_lines():
     import re
 
-    console = qemu.Console(Lines(), marker=re.compile("login: $"), max_bytes=1 << 20)
+    console = qemu.Console(ConsoleLog(), marker=re.compile("login: $"), max_bytes=1 << 20)
     burst = [f"[    0.{n:06d}] early line {n}" for n in range(200)]
     burst[150] = "[    2.000000] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000300"
     lines = console._take(("\n".join(burst) + "\n").encode())

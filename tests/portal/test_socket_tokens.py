@@ -10,10 +10,11 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 
-from portal import live, loghub, logsink, services, tokens
+from portal import live, loghub, services, tokens
 from portal.asgi import application
-from portal.models import AccessToken, RunKind
+from portal.models import AccessToken
 from portal.socketauth import bearer_secret
+from tests.portal.logsockets import make_run
 
 # Each test gets a channel layer of its own (tests/portal/conftest.py says why).
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("a_channel_layer_of_the_tests_own")]
@@ -25,16 +26,6 @@ CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_TOO_MANY = 4401, 
 def quick_recheck(monkeypatch):
     monkeypatch.setattr(loghub, "WATCH_SECONDS", 0.05)
     monkeypatch.setattr(loghub, "ACCESS_RECHECK_SECONDS", 0.2)
-
-
-def make_run(team, lines=2, kind=RunKind.BUILD):
-    run = services.run_create(kind=kind, title="token run", team=team)
-    services.run_start(run)
-    sink = logsink.LogSink(run)
-    for i in range(1, lines + 1):
-        sink.write(f"line {i}")
-    sink.flush()
-    return run, sink
 
 
 def socket(run, secret=None, cookie=None):
@@ -78,7 +69,7 @@ def session_cookie(user):
 
 class TestWhoMayFollow:
     async def test_a_member_s_read_token_follows_the_log_to_its_status(self, personas, make_token):
-        run, _ = await sync_to_async(make_run)(personas.team)
+        run, _ = await sync_to_async(make_run)(personas.team, lines=2)
         secret = await sync_to_async(make_token)(personas.viewer, "read")
         comm = socket(run, secret)
         connected, _ = await comm.connect()
@@ -87,7 +78,7 @@ class TestWhoMayFollow:
         await comm.disconnect()
 
     async def test_the_developer_s_token_follows_and_hears_live_lines(self, personas, make_token):
-        run, sink = await sync_to_async(make_run)(personas.team)
+        run, sink = await sync_to_async(make_run)(personas.team, lines=2)
         secret = await sync_to_async(make_token)(personas.developer)
         comm = socket(run, secret)
         await comm.connect()
@@ -98,34 +89,34 @@ class TestWhoMayFollow:
         await comm.disconnect()
 
     async def test_no_token_and_no_session_is_refused(self, personas):
-        run, _ = await sync_to_async(make_run)(personas.team)
+        run, _ = await sync_to_async(make_run)(personas.team, lines=2)
         assert (await close_of(socket(run)))[0] == CLOSE_UNAUTHENTICATED
 
     async def test_an_unknown_token_is_refused_even_beside_a_valid_session(self, personas):
-        run, _ = await sync_to_async(make_run)(personas.team)
+        run, _ = await sync_to_async(make_run)(personas.team, lines=2)
         cookie = await sync_to_async(session_cookie)(personas.viewer)
         assert (await close_of(socket(run, "impt_not-a-token", cookie)))[0] == CLOSE_UNAUTHENTICATED
 
     async def test_an_outsider_s_token_finds_no_such_run(self, personas, make_token):
-        run, _ = await sync_to_async(make_run)(personas.team)
+        run, _ = await sync_to_async(make_run)(personas.team, lines=2)
         secret = await sync_to_async(make_token)(personas.outsider)
         assert (await close_of(socket(run, secret)))[0] == CLOSE_NOT_FOUND
 
     async def test_a_help_desk_token_may_not_read_a_build_log(self, personas, make_token):
-        run, _ = await sync_to_async(make_run)(personas.team)
+        run, _ = await sync_to_async(make_run)(personas.team, lines=2)
         secret = await sync_to_async(make_token)(personas.helpdesk, "read")
         assert (await close_of(socket(run, secret)))[0] in (CLOSE_FORBIDDEN, CLOSE_NOT_FOUND)
 
     async def test_a_token_without_the_read_scope_is_refused_naming_it(self, personas, make_token):
-        run, _ = await sync_to_async(make_run)(personas.team)
+        run, _ = await sync_to_async(make_run)(personas.team, lines=2)
         secret = await sync_to_async(make_token)(personas.developer, "build")
         code, reason = await close_of(socket(run, secret))
         assert code == CLOSE_FORBIDDEN
         assert "read" in reason
 
     async def test_a_team_token_follows_its_own_team_s_runs_only(self, personas, make_token):
-        run, _ = await sync_to_async(make_run)(personas.team)
-        elsewhere, _ = await sync_to_async(make_run)(personas.other_team)
+        run, _ = await sync_to_async(make_run)(personas.team, lines=2)
+        elsewhere, _ = await sync_to_async(make_run)(personas.other_team, lines=2)
         secret = await sync_to_async(make_token)(personas.admin, "read", "build", team=personas.team)
         comm = socket(run, secret)
         await comm.connect()
@@ -135,7 +126,7 @@ class TestWhoMayFollow:
 
     async def test_handshakes_count_against_the_api_rate_limit_per_token(self, personas, make_token, settings):
         settings.API_RATE_LIMIT_PER_TOKEN = "1/m"
-        run, _ = await sync_to_async(make_run)(personas.team)
+        run, _ = await sync_to_async(make_run)(personas.team, lines=2)
         secret = await sync_to_async(make_token)(personas.viewer, "read")
         first = socket(run, secret)
         await first.connect()
@@ -149,7 +140,7 @@ class TestWhoMayFollow:
 class TestTheRecheck:
     async def test_a_token_revoked_while_watching_is_closed_out_and_hears_nothing_more(self, personas, make_token,
                                                                                         quick_recheck):
-        run, sink = await sync_to_async(make_run)(personas.team)
+        run, sink = await sync_to_async(make_run)(personas.team, lines=2)
         secret = await sync_to_async(make_token)(personas.viewer, "read")
         comm = socket(run, secret)
         await comm.connect()
@@ -161,7 +152,7 @@ class TestTheRecheck:
         assert await comm.receive_nothing(timeout=0.3)
 
     async def test_a_token_that_expires_while_watching_is_closed_out(self, personas, make_token, quick_recheck):
-        run, _ = await sync_to_async(make_run)(personas.team)
+        run, _ = await sync_to_async(make_run)(personas.team, lines=2)
         secret = await sync_to_async(make_token)(personas.viewer, "read")
         comm = socket(run, secret)
         await comm.connect()
@@ -171,7 +162,7 @@ class TestTheRecheck:
         assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": CLOSE_UNAUTHENTICATED}
 
     async def test_a_token_whose_user_leaves_the_team_is_closed_out(self, personas, make_token, quick_recheck):
-        run, _ = await sync_to_async(make_run)(personas.team)
+        run, _ = await sync_to_async(make_run)(personas.team, lines=2)
         secret = await sync_to_async(make_token)(personas.viewer, "read")
         comm = socket(run, secret)
         await comm.connect()
@@ -180,7 +171,7 @@ class TestTheRecheck:
         assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": CLOSE_NOT_FOUND}
 
     async def test_a_token_still_good_keeps_watching_through_rechecks(self, personas, make_token, quick_recheck):
-        run, sink = await sync_to_async(make_run)(personas.team)
+        run, sink = await sync_to_async(make_run)(personas.team, lines=2)
         secret = await sync_to_async(make_token)(personas.viewer, "read")
         comm = socket(run, secret)
         await comm.connect()
