@@ -324,9 +324,7 @@ def build_sbom(request, pk):
     stored = BuildSbom.objects.filter(build=build).select_related("build__definition").first()
     if stored is None:
         return _sbom_made_now(build)
-    headers = {"Content-Disposition": content_disposition_header(True, stored.filename),
-               "Content-Length": str(stored.size), "Cache-Control": "private, no-transform",
-               "X-Content-Type-Options": "nosniff", "X-Checksum-Sha256": stored.sha256}
+    headers = {**_sbom_headers(stored.filename, stored.sha256), "Content-Length": str(stored.size)}
     try:
         response = objectstore.download_response(stored.file.storage, stored.file.name, start=0, end=stored.size - 1,
                                                  status=200, content_type=SBOM_CONTENT_TYPE,
@@ -341,12 +339,15 @@ def build_sbom(request, pk):
 def _sbom_made_now(build):
     """The SBOM of a build that has none stored, made from its package list (the stored one says exactly the same)."""
     data = sbom.sbom_json(build).encode()
-    response = HttpResponse(data, content_type=SBOM_CONTENT_TYPE)
-    response["Content-Disposition"] = content_disposition_header(True, BuildSbom(build=build).filename)
-    response["Cache-Control"] = "private, no-transform"
-    response["X-Content-Type-Options"] = "nosniff"
-    response["X-Checksum-Sha256"] = hashlib.sha256(data).hexdigest()
-    return response
+    return HttpResponse(data, content_type=SBOM_CONTENT_TYPE,
+                        headers=_sbom_headers(BuildSbom(build=build).filename, hashlib.sha256(data).hexdigest()))
+
+
+def _sbom_headers(filename, sha256):
+    """An SBOM download's headers, stored or made now: an attachment, never cached by a proxy or sniffed, with its
+    checksum."""
+    return {"Content-Disposition": content_disposition_header(True, filename), "Cache-Control": "private, no-transform",
+            "X-Content-Type-Options": "nosniff", "X-Checksum-Sha256": sha256}
 
 
 # --- The approval card -----------------------------------------------------------------------------------------------
