@@ -12,15 +12,21 @@ a version of the teams' tally rows (their highest id, how many there are and the
 
 A version is read before the sums it keys, so a cached answer is never older than its key. SQLite computes every time:
 its sequence and rows roll back with a transaction, so a version could come again with other rows behind it (the
-demo's fleet is small anyway). The cache entry also expires after `CACHE_SECONDS`, a bound on what could still slip
-through (a row committed late with an id below the highest, while as many others were folded away).
+demo's fleet is small anyway). An answer is also summed again once it is `CACHE_SECONDS` old, a bound on what could
+still slip through (a row committed late with an id below the highest, while as many others were folded away); a
+worker does that (`hosts.tasks.fleet_tallies_refresh`) while readers keep getting the answer they had, because with
+every host on a digest of its own the sums of 100,000 hosts take about 300 ms, which no reader should wait for only
+because a minute passed. A changed version is summed in the request: it is news the operator is waiting for. An
+answer left unrefreshed (no worker, broker down) is dropped after `KEEP_SECONDS`, and summed in the request then.
 """
 
+import logging
+import time
 from dataclasses import dataclass, field
 
 from django.core.cache import cache
 from django.core.paginator import Paginator
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count, F, Max, Q, Sum, Window
 from django.db.models.functions import RowNumber
 
@@ -32,7 +38,9 @@ GROUPS_PER_PAGE = 20
 # A repository whose hosts boot many digests (every host on its own build, say) lists the most-run ones and sums up the
 # rest, so the page stays a page at any fleet size.
 DIGESTS_PER_REPOSITORY = 10
-CACHE_SECONDS = 60
+CACHE_SECONDS = 60  # how old an answer gets before a worker sums it again
+KEEP_SECONDS = 600  # how long an answer is served at all when no worker sums it again
+log = logging.getLogger(__name__)
 NOT_REPORTED = "(image not reported)"
 
 
@@ -55,12 +63,42 @@ def tallies(team_ids, page_number):
     team_ids = list(team_ids)
     if connection.vendor != "postgresql":
         return _sum_tallies(team_ids, page_number)
-    key = f"hosts.fleet:{','.join(map(str, team_ids))}:{page_number}:{_version(team_ids)}"
-    found = cache.get(key)
-    if found is None:
-        found = _sum_tallies(team_ids, page_number)
-        cache.set(key, found, CACHE_SECONDS)
+    key = _key(team_ids, page_number)
+    entry = cache.get(key)
+    if entry is None:
+        return _sum_and_keep(key, team_ids, page_number)
+    summed_at, found = entry
+    if time.time() - summed_at >= CACHE_SECONDS and cache.add(f"{key}:refreshing", 1, CACHE_SECONDS):
+        transaction.on_commit(lambda: _queue_refresh(team_ids, page_number))
     return found
+
+
+def refresh(team_ids, page_number):
+    """Sum the tallies again for the fleet view's cache (a worker's part of `tallies`)."""
+    team_ids = list(team_ids)
+    key = _key(team_ids, page_number)
+    _sum_and_keep(key, team_ids, page_number)
+    cache.delete(f"{key}:refreshing")
+
+
+def _key(team_ids, page_number):
+    return f"hosts.fleet:{','.join(map(str, team_ids))}:{page_number}:{_version(team_ids)}"
+
+
+def _sum_and_keep(key, team_ids, page_number):
+    found = _sum_tallies(team_ids, page_number)
+    cache.set(key, (time.time(), found), KEEP_SECONDS)
+    return found
+
+
+def _queue_refresh(team_ids, page_number):
+    """Best effort: when no worker takes it, the answer is served until KEEP_SECONDS and then summed in a request."""
+    from .tasks import fleet_tallies_refresh  # a cycle: hosts.tasks imports the modules whose work it runs
+
+    try:
+        fleet_tallies_refresh.delay(team_ids, page_number)
+    except Exception as exc:  # noqa: BLE001 - kombu and redis-py raise several types when the broker is down
+        log.warning("could not queue a refresh of the fleet view's sums: %s", exc)
 
 
 def _version(team_ids):

@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from . import actions, drift, poller, reportin, runtime, services
+from . import actions, drift, fleet, poller, reportin, runtime, services
 from .models import Host
 
 
@@ -36,6 +36,12 @@ def runtime_read_due():
 def runtime_read_task(host_id):
     host = Host.objects.filter(pk=host_id).first()
     return runtime.runtime_read(host).etc_total if host is not None else None
+
+
+@shared_task
+def fleet_tallies_refresh(team_ids, page_number):
+    """Sum the fleet view's tallies again once its cached answer is a minute old, so no reader waits for it."""
+    fleet.refresh(team_ids, page_number)
 
 
 @shared_task
