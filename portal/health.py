@@ -6,6 +6,7 @@ make web unready: web serves pages without them, and a worker that is gone is an
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import connection
 
 from . import workers
@@ -44,10 +45,11 @@ def redis():
 
 
 def broker():
-    """Celery's own connection, so its URL and transport options (password, TLS) are what is checked."""
+    """Celery's own connection, so its URL and transport options (password, TLS) are what is checked. A connection
+    that fails is tried once more, HEALTH_BROKER_RETRY_SECONDS later."""
     try:
         with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
+            conn.ensure_connection(max_retries=1, interval_start=settings.HEALTH_BROKER_RETRY_SECONDS, timeout=2)
             conn.default_channel.client.ping()
     except Exception as exc:  # noqa: BLE001
         return _failure(exc)

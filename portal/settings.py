@@ -281,6 +281,9 @@ API_TOKEN_AUDIT_USE_SECONDS = env.int("API_TOKEN_AUDIT_USE_SECONDS", default=360
 # Live log websockets one user may have open at once, over every web process (portal/sockets.py); one more is closed
 # with 4429 and the viewer polls instead.
 RUN_LOG_SOCKETS_PER_USER = env.int("RUN_LOG_SOCKETS_PER_USER", default=20)
+# How often the log viewer asks for new lines when it cannot follow the log over a websocket (a proxy that blocks
+# websockets, a server restarting, too many live logs open).
+RUN_LOG_POLL_SECONDS = env.float("RUN_LOG_POLL_SECONDS", default=2.0)
 LOG_SOCKETS_KEY_PREFIX = "portal:log-sockets"
 # The explain page (portal.failures) reads at most this many characters of a pasted log; larger pastes are refused with
 # a message that says so (a form past DATA_UPLOAD_MAX_MEMORY_SIZE gets the 400 page that says the same).
@@ -300,6 +303,9 @@ SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 SECURE_REDIRECT_EXEMPT = [r"^health/$"]
 # A monitor sending `Authorization: Bearer <HEALTH_TOKEN>` gets /health/'s details (staff get them too); empty: staff only.
 HEALTH_TOKEN = env.str("HEALTH_TOKEN", default="")
+# The health checks' broker check connects again once, after this long, before it calls the broker down: one lost
+# connection is not an outage.
+HEALTH_BROKER_RETRY_SECONDS = env.float("HEALTH_BROKER_RETRY_SECONDS", default=2.0)
 # /metrics (docs/operations.md#metrics): readable with `Authorization: Bearer <METRICS_TOKEN>`, or from a client
 # address (as portal/clientip.py reads it) in METRICS_ALLOWED_NETWORKS. With neither set it answers 403 saying so;
 # make run (DEBUG) lets loopback read it.

@@ -313,6 +313,7 @@ def _viewer_context(run):
         "log_last": last,
         "log_outline": outline,
         "display_line_chars": settings.RUN_LOG_DISPLAY_LINE_CHARS,
+        "log_poll_ms": round(settings.RUN_LOG_POLL_SECONDS * 1000),
         "log_archive": logarchive.archive_of(run),
     }
 

@@ -10,3 +10,11 @@ from portal.settings import *  # noqa: F403 - the portal's settings, all of them
 
 PASSWORD_HASHERS = ["tests.hashers.QuickPasswordHasher",
                     *getattr(portal_settings, "PASSWORD_HASHERS", global_settings.PASSWORD_HASHERS)]
+
+# The log viewer's polling fallback asks four times a second instead of every 2 s: the tests that follow a log by
+# polling, and those that check polling stopped, wait a few of the page's own intervals (its data-poll-ms).
+RUN_LOG_POLL_SECONDS = 0.25
+
+# The health checks try a broker that did not answer again after 0.1 s instead of 2 s: the tests that stop Redis wait
+# for that retry on every /health/ request.
+HEALTH_BROKER_RETRY_SECONDS = 0.1

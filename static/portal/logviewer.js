@@ -80,6 +80,7 @@ class LogViewer {
     this.lastSeq = parseInt(view.dataset.lastSeq || "0", 10);
     this.finished = view.dataset.finished === "1";
     this.linesUrl = view.dataset.linesUrl;
+    this.pollMs = parseInt(view.dataset.pollMs || "2000", 10); // RUN_LOG_POLL_SECONDS
     this.lineUrl = (seq) => view.dataset.lineUrl.replace(/0\/$/, `${seq}/`);
     this.ansi = new ClassAnsiUp();
     this.ansi.use_classes = true;
@@ -1051,7 +1052,7 @@ class LogViewer {
     poller.id = "log-poller";
     poller.hidden = true;
     poller.setAttribute("hx-get", this.view.dataset.pollUrl);
-    poller.setAttribute("hx-trigger", "load, every 2s");
+    poller.setAttribute("hx-trigger", `load, every ${this.pollMs}ms`);
     poller.setAttribute("hx-swap", "innerHTML");
     document.body.appendChild(poller);
     this.poller = poller;
@@ -1070,7 +1071,7 @@ class LogViewer {
       if (event.detail.elt.id === "log-poller") event.detail.parameters.after = this.lastSeq;
     });
     // A poll answered 404/403 (removed from the team), or by the login page (the session ended: htmx followed the
-    // redirect): stop polling and say so, instead of asking every 2 s forever.
+    // redirect): stop polling and say so, instead of asking at every poll forever.
     document.body.addEventListener("htmx:beforeSwap", (event) => {
       if (event.detail.elt.id !== "log-poller") return;
       const xhr = event.detail.xhr;

@@ -270,6 +270,12 @@ def open_as_viewer_without_websockets(page, portal_server, run):
     return polls
 
 
+def wait_four_polls(page):
+    """Long enough for the polling fallback to ask four more times, had it not stopped: four of the page's own polling
+    intervals (RUN_LOG_POLL_SECONDS, in its data-poll-ms; tests/web_settings.py has them 0.25 s, production 2 s)."""
+    page.wait_for_timeout(4 * int(page.get_attribute("#log", "data-poll-ms")) + 250)
+
+
 def test_without_websockets_the_viewer_polls_until_the_server_answers_286(personas, portal_server):
     run = make_run(personas)
     write_log(run, ["before the page opened"])
@@ -288,7 +294,7 @@ def test_without_websockets_the_viewer_polls_until_the_server_answers_286(person
         page.wait_for_selector("#run-status [data-run-status=failed]")
         assert seqs_on_page(page) == [1, 2, 3, 4, 5]
         stopped_at = len(polls)
-        page.wait_for_timeout(4500)  # htmx polls every 2 s: 286 stopped it
+        wait_four_polls(page)  # 286 stopped htmx polling
         assert len(polls) == stopped_at
 
 
@@ -326,7 +332,7 @@ def test_the_polling_fallback_stops_and_says_so_when_the_reader_loses_access(per
         assert page.locator("#log-conn").inner_text().strip() == label
         assert seqs_on_page(page) == [1]  # nothing of the 404 or the login page landed in the log
         stopped_at = len(polls)
-        page.wait_for_timeout(4500)  # htmx would poll every 2 s, and the websocket retries would start it again
+        wait_four_polls(page)  # neither htmx polling nor the websocket retries started polling again
         assert len(polls) == stopped_at
 
 
