@@ -26,8 +26,9 @@
 Faults (`faults`): `fail_health_check` (the next new deployment fails greenboot), `failure_probability` (each new
 deployment fails greenboot with this probability, drawn from the host's name and the digest, so runs repeat),
 `slow_download` (seconds a download takes), `disk_full` (the download fails with ENOSPC), `never_come_back` (a reboot
-never ends), `pin_fails` (`ostree admin pin` cannot write the deployment's origin, as on a read-only /sysroot),
-plus the SSH-level ones of `hosts.simulator`.
+does not end while the fault is set: clearing it boots the host, as if someone powered it on), `pin_fails` (`ostree
+admin pin` cannot write the deployment's origin, as on a read-only /sysroot), plus the SSH-level ones of
+`hosts.simulator`.
 """
 
 import asyncio
@@ -158,6 +159,7 @@ class BootcMachine:
     `fleet` (save, reboot_seconds), `faults`, `stop()` and `start()`."""
 
     rebooting = False
+    held_down = None  # (when it went down, soft) of a reboot that never_come_back holds
     _status_cache = None
 
     @property
@@ -508,7 +510,19 @@ class BootcMachine:
         went_down = loop.time()
         await self.stop()
         if self.faults["never_come_back"]:
-            return  # stays down (rebooting) until the simulator restarts
+            self.held_down = (went_down, soft)  # stays down (rebooting) until the fault is cleared: power_on()
+            return
+        await self._boot(went_down, soft=soft)
+
+    def power_on(self):
+        """A host held down by `never_come_back` boots now (its fault was cleared)."""
+        if self.held_down is not None:
+            went_down, soft = self.held_down
+            self.held_down = None
+            asyncio.get_running_loop().create_task(self._boot(went_down, soft=soft))
+
+    async def _boot(self, went_down, *, soft):
+        loop = asyncio.get_running_loop()
         attempts = self._boot_next(soft=soft)
         await asyncio.sleep(self.fleet.reboot_seconds * (0.25 if soft else 1) * attempts)
         self.state.last_downtime_seconds = round(loop.time() - went_down, 3)

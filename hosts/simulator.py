@@ -8,7 +8,8 @@ soft reboots, greenboot's boot counter and their faults), which tracks tags of t
 SSH-level faults: `down` (connection refused), `hang` (accepts TCP, never speaks SSH), `slow` (seconds before each
 command answers), `flood` (status prints megabytes), `garbage` (status prints broken JSON), `nul` (status holds a NUL:
 `"byte"` a raw NUL byte, `"escaped"` a `\\u0000` in a JSON string), and `rotate_host_key()` (a reinstalled host, or a
-man in the middle). A host that `never_come_back`s after a reboot stays down until the simulator restarts.
+man in the middle). A host that `never_come_back`s after a reboot stays down until that fault is cleared (then it
+boots) or the simulator restarts.
 """
 
 import asyncio
@@ -112,6 +113,8 @@ class SimHost(BootcMachine):
         if name in ("down", "hang"):
             await self.stop()
             await self.start()
+        if name == "never_come_back" and not value:
+            self.power_on()
 
     async def rotate_host_key(self):
         self.key = asyncssh.generate_private_key("ssh-ed25519")

@@ -21,6 +21,7 @@ HOSTS_AUTH_TIMEOUT = env.float("HOSTS_AUTH_TIMEOUT", default=10.0)
 HOSTS_COMMAND_TIMEOUT = env.float("HOSTS_COMMAND_TIMEOUT", default=30.0)  # bootc status
 HOSTS_ACTION_COMMAND_TIMEOUT = env.float("HOSTS_ACTION_COMMAND_TIMEOUT", default=1800.0)  # upgrade, switch (pulls)
 HOSTS_REBOOT_WAIT_SECONDS = env.int("HOSTS_REBOOT_WAIT_SECONDS", default=600)  # how long an action waits for a reboot
+HOSTS_REBOOT_POLL_SECONDS = env.float("HOSTS_REBOOT_POLL_SECONDS", default=5.0)  # between two looks at a rebooting host
 HOSTS_MAX_STATUS_BYTES = env.int("HOSTS_MAX_STATUS_BYTES", default=1024 * 1024)  # output cap of bootc status
 # Kept-open SSH (portal/sshpool.py): one connection per host per worker process, a new channel per command. The hosts
 # worker runs with `-P threads` so that its tasks share one process and so one pool (docs/hosts.md).

@@ -175,20 +175,23 @@ class TestOneAtATime:
 
     @pytest.mark.django_db(transaction=True)
     def test_the_host_stays_busy_until_a_reboot_has_seen_it_come_back(self, fleet, personas):
-        """A rebooting action waits for the host to come back; until then no other action may start on it."""
+        """A rebooting action waits for the host to come back; until then no other action may start on it. The host
+        stays down until the test lets it boot (never_come_back, then cleared), however long the checks take."""
         fleet.add("web-02", booted_state("127.0.0.1:1/platform/web-os:prod"))
         host = fleet.start()["web-02"]
         poller.poll_hosts([host.pk])
-        fleet.fleet.reboot_seconds = 3
+        fleet.fleet.set_fault("web-02", "never_come_back", True)
         reboot = actions.host_action_request(host=host, kind=ActionKind.REBOOT, user=personas.operator)
 
         thread = start_in_thread(actions.host_action_execute, reboot.pk)
         try:
             wait_for(lambda: Run.objects.get(pk=reboot.run_id).phase == "waiting for the host to come back",
                      timeout=15, what="the reboot action to wait for the host")
+            wait_for(lambda: fleet.fleet.hosts["web-02"].held_down, timeout=15, what="the host to go down")
             with pytest.raises(actions.ActionInProgress, match="busy"):
                 actions.host_action_request(host=host, kind=ActionKind.UPGRADE_CHECK, user=personas.operator)
         finally:
+            fleet.fleet.set_fault("web-02", "never_come_back", False)  # it boots
             thread.join(30)
         reboot.refresh_from_db()
         reboot.run.refresh_from_db()

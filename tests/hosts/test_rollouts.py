@@ -170,6 +170,7 @@ class TestHostsThatFail:
             self, fleet, demo_images, prod, personas, rollout_settings):
         make_fleet(fleet, demo_images, ["web-01", "web-02"])
         set_policy(prod, personas.admin, max_failed_percent=100)
+        rollout_settings.ROLLOUTS_REBOOT_WAIT_SECONDS = 2  # web-01 is back in well under a second; web-02 is waited for
         fleet.fleet.set_fault("web-02", "never_come_back", True)
         rollout = start(prod, demo_images, personas.operator)
         engine.rollout_execute(rollout.pk)
