@@ -202,10 +202,15 @@ def _steps(build, builder, runner, workdir, watch, sink, tracker):
         authfile = f"{workdir}/auth.json"
         runner.write_file(authfile, access.auth_json(), 0o600)
     digestfile = f"{workdir}/digest"
-    for i, tag in enumerate(tags):
-        runner.run(podman.push_args(builder, image=tag, destination=tag, digestfile=digestfile if i == 0 else None,
-                                    authfile=authfile, tls_verify=access.tls_verify), watch=watch)
+    first, *others = tags
+    runner.run(podman.push_args(builder, image=first, destination=first, digestfile=digestfile, authfile=authfile,
+                                tls_verify=access.tls_verify), watch=watch)
     digest = runner.read_file(digestfile).decode().strip()
+    for tag in others:
+        # The other tags name the manifest just pushed, copied in the registry: a second podman push would upload
+        # nothing new (every blob is there) and could push whatever the local tag points at by then.
+        runner.run(registry.copy_by_digest_args(f"{repository}@{digest}", tag, tls_verify=access.tls_verify,
+                                                authfile=authfile), watch=watch)
     Build.objects.filter(pk=build.pk).update(digest=digest, pushed_at=timezone.now())
     sink.write(f"Pushed {repository}@{digest}")
 
