@@ -5,7 +5,7 @@ from functools import lru_cache
 
 from django.conf import settings
 
-from portal import ssh, sshpool
+from portal import ssh
 
 from .models import TeamSSHKey
 
@@ -69,4 +69,9 @@ def keep_open():
 
 def session_for(target):
     """Where to run commands on a host: its kept-open connection, or a fresh one. A context manager with `run()`."""
-    return sshpool.Session(target) if keep_open() else ssh.Connection(target)
+    if not keep_open():
+        return ssh.Connection(target)
+    # portal.sshpool loads asyncssh (a quarter of a second): only the processes that talk to hosts pay for it.
+    from portal import sshpool
+
+    return sshpool.Session(target)

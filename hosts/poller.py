@@ -20,7 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from portal import services as portal_services
-from portal import ssh, sshpool
+from portal import ssh
 from portal.text import decoded, storable
 
 from . import bootc, notifications, timeline
@@ -137,6 +137,8 @@ def poll_hosts(host_ids, *, concurrency=None, action=None):
             attach_journal(host)  # only hosts that just rolled back have anything to read
 
     if keep_open():
+        from portal import sshpool  # heavy: asyncssh, loaded only by the processes that talk to hosts (see session_for)
+
         # One event loop reads every host over its kept-open connection; this thread writes as answers arrive.
         started = time.monotonic()
         results = sshpool.shared().run_many(targets, ssh.bootc_status(), timeout=setting("HOSTS_COMMAND_TIMEOUT", 30),
@@ -505,6 +507,8 @@ def check_updates(host_ids):
     command, timeout = ssh.bootc_upgrade(check=True), setting("HOSTS_UPDATE_CHECK_TIMEOUT", 120)
     checked = []
     if keep_open():
+        from portal import sshpool  # heavy: asyncssh, loaded only by the processes that talk to hosts (see session_for)
+
         results = sshpool.shared().run_many(targets, command, timeout=timeout, max_output=64 * 1024)
         while (item := results.get()) is not None:
             if not isinstance(item[1], ssh.SSHError) and item[1].exit_status == 0:

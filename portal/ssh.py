@@ -1,4 +1,4 @@
-"""SSH to hosts: the only module that uses paramiko.
+"""SSH to hosts: the only module that uses paramiko (imported by the functions that connect, not at start-up).
 
 What it guarantees:
 - **Strict host keys.** A connection checks the key the server presents against the key pinned for the host *before*
@@ -24,13 +24,16 @@ import shlex
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from portal import etcfiles, packages
 from portal.text import decoded
+
+if TYPE_CHECKING:
+    import paramiko
 
 # paramiko logs every failed connection with a traceback at ERROR; the poller records each failure on the host instead.
 logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
@@ -102,6 +105,8 @@ def generate_keypair(comment):
 
 def load_private_key(text):
     """A paramiko key object from OpenSSH PEM text (ed25519, ecdsa or rsa)."""
+    import paramiko  # heavy: loaded where a connection is made (see Connection.open)
+
     for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
         try:
             return cls.from_private_key(io.StringIO(text))
@@ -335,7 +340,7 @@ class Target:
     port: int = 22
     username: str = "root"
     host_key: str | None = None
-    private_key: paramiko.PKey | None = None
+    private_key: "paramiko.PKey | None" = None
     jump: "Target | None" = None
     private_key_text: str = ""  # the same key as OpenSSH text, for the kept-open connections of portal.sshpool
     name: str = ""
@@ -370,6 +375,8 @@ class CommandResult:
 
 
 def _open_socket(target):
+    import paramiko  # heavy: loaded where a connection is made (see Connection.open)
+
     if target.jump is not None:
         jump = Connection(target.jump)
         jump.open()
@@ -414,6 +421,10 @@ class Connection:
         target = self.target
         if authenticate and not target.host_key:
             raise HostKeyUnknown(f"No host key is confirmed for {target.label()}: confirm its fingerprint first.")
+        # paramiko (with invoke, PyNaCl and its ciphers) takes a fifth of a second to import: the processes that never
+        # open an SSH connection (most manage.py commands, web workers, daphne) do not load it.
+        import paramiko
+
         sock, self._jump = _open_socket(target)
         try:
             transport = paramiko.Transport(sock)
@@ -479,6 +490,8 @@ class Connection:
         caller's run must keep its heartbeat)."""
         if not isinstance(command, Command):
             raise TypeError("Only allow-listed commands (portal.ssh.Command) can be run.")
+        import paramiko  # heavy: loaded where a connection is made (see open)
+
         line = command.for_user(self.target.username)
         started = time.monotonic()
         deadline = started + timeout

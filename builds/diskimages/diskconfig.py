@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 import tomli_w
-import tomlkit
 
 DISK_TYPES = ("qcow2", "ami", "raw", "vmdk", "vhd", "gce")
 ISO_TYPES = ("anaconda-iso", "bootc-installer")
@@ -159,6 +158,8 @@ def parse(text: str, *, filename: str = "", fmt: str = "") -> tuple[dict, str, l
 def _toml_item(value):
     """tomlkit items shaped the way bootc-image-builder's README writes configs: [[customizations.user]] blocks,
     [customizations.kernel] tables, kickstarts as multi-line strings."""
+    import tomlkit  # heavy, loaded where a configuration is written (see render_toml)
+
     if isinstance(value, dict):
         table = tomlkit.table()
         # Plain keys first: in TOML a key written after a sub-table would belong to that sub-table.
@@ -188,6 +189,10 @@ def _is_table(value):
 
 def render_toml(config: dict) -> str:
     """The configuration as config.toml. Checked by reading it back; tomli-w writes it if tomlkit's shape would not."""
+    # tomlkit is heavy (its item classes take tens of milliseconds to import): loaded where a configuration is written,
+    # not by every process that imports the disk image models.
+    import tomlkit
+
     try:
         document = tomlkit.document()
         for key, value in sorted(config.items(), key=lambda kv: _is_table(kv[1])):

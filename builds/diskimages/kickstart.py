@@ -18,10 +18,6 @@ import shlex
 import warnings
 from dataclasses import dataclass, field
 
-from pykickstart.errors import KickstartError
-from pykickstart.parser import KickstartParser
-from pykickstart.version import makeVersion
-
 TRANSPORTS = ("registry", "oci", "oci-archive", "containers-storage")
 LAYOUTS = {
     "lvm": "Automatic, LVM (autopart --type=lvm)",
@@ -162,11 +158,18 @@ def _refuse_control_characters(spec: KickstartSpec):
 
 
 def _parser():
+    # pykickstart is heavy (it loads requests; a tenth of a second to import): loaded by the paths that read a
+    # kickstart, not by every process that starts Django.
+    from pykickstart.parser import KickstartParser
+    from pykickstart.version import makeVersion
+
     return KickstartParser(makeVersion(), followIncludes=False, missingIncludeIsFatal=False)
 
 
 def validate(text: str) -> tuple[list[str], list[str]]:
     """(errors, warnings) from pykickstart's parser for the newest Anaconda it knows."""
+    from pykickstart.errors import KickstartError  # heavy, loaded with the parser (see _parser)
+
     parser = _parser()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import uuid
 
-from cyclonedx.model.bom import Bom
-from cyclonedx.model.component import Component, ComponentType
-from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 
 PURL_TYPES = {"dpkg": "deb", "rpm": "rpm", "apk": "apk"}
@@ -20,6 +17,12 @@ SERIAL_NAMESPACE = uuid.UUID("3f0f3a1e-5b1c-4b8e-9a57-8e0c6f7b2d11")
 
 def sbom_json(build) -> str:
     """The build's SBOM as CycloneDX 1.6 JSON."""
+    # cyclonedx is heavy (a tenth of a second to import): loaded by the one path that writes an SBOM, not by every
+    # process that starts Django.
+    from cyclonedx.model.bom import Bom
+    from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.output.json import JsonV1Dot6
+
     repository = build.repository or build.definition.repository
     name = repository.rsplit("/", 1)[-1]
     subject = Component(

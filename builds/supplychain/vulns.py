@@ -19,13 +19,13 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils.dateparse import parse_datetime
 from packageurl import PackageURL
-from univers import versions
 
 from .models import SEVERITY_ORDER, Advisory, AffectedPackage, Severity
 
 log = logging.getLogger(__name__)
 
-VERSION_CLASSES = {"dpkg": versions.DebianVersion, "rpm": versions.RpmVersion, "apk": versions.AlpineLinuxVersion}
+# The version class of each package format, named in univers.versions (imported where versions are compared).
+VERSION_CLASSES = {"dpkg": "DebianVersion", "rpm": "RpmVersion", "apk": "AlpineLinuxVersion"}
 
 # OSV ecosystem (before any ":release") -> the package format of the images it describes.
 ECOSYSTEMS = {
@@ -292,9 +292,12 @@ def affected_by(package_format: str, installed: str, ranges: list[dict], listed:
     """(whether `installed` is affected, the version that fixes it) under the ecosystem's comparison rules."""
     if installed in listed:
         return True, ""
-    version_class = VERSION_CLASSES.get(package_format)
-    if version_class is None:
+    if package_format not in VERSION_CLASSES:
         return False, ""
+    # univers is heavy (a tenth of a second to import): loaded by the path that compares versions, not at start-up.
+    from univers import versions
+
+    version_class = getattr(versions, VERSION_CLASSES[package_format])
     try:
         version = version_class(installed)
         for pair in ranges:
