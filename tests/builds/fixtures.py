@@ -268,10 +268,16 @@ def build_once(images, revision, user):
     about the build. The first time the session builds a Containerfile, the portal's own pipeline builds it (podman
     build, push, inspect, the package list) exactly as a worker would. A later build of the same text gets that
     image, by digest, under its own tags in its own repository (skopeo copy, as a retry of a push would leave it) and
-    the facts the pipeline read from it: some 0.2 s instead of the 2-4 s of another podman build of the same image."""
+    the facts the pipeline read from it: some 0.2 s instead of the 2-4 s of another podman build of the same image.
+    Either way the build announces what a worker's does: build.started, then build.succeeded (events, webhooks) and,
+    after commit, the pipeline's BUILD_SUCCEEDED (its SBOM stored, signed by the team's keys that sign new builds)."""
+    from django.db import transaction
+
     from builds import pipeline, services
     from builds.models import Build
+    from builds.notifications import BuildEvent, notify_build
     from portal.models import RunStatus
+    from portal.registry import announce
     from portal.services import run_finish, run_start
 
     started = services.build_start(revision=revision, user=user)
@@ -288,9 +294,13 @@ def build_once(images, revision, user):
     for tag in tags:
         skopeo_copy(f"{source}@{facts['digest']}", f"{repository}:{tag}")
     run_start(started.run)
-    run_finish(started.run, status=RunStatus.SUCCEEDED)
+    notify_build(event=BuildEvent.BUILD_STARTED, build=started)
     Build.objects.filter(pk=started.pk).update(repository=repository, tags=tags, pushed_at=timezone.now(), **facts)
-    return Build.objects.with_related().get(pk=started.pk)
+    run_finish(started.run, status=RunStatus.SUCCEEDED)
+    done = Build.objects.with_related().get(pk=started.pk)
+    notify_build(event=BuildEvent.BUILD_SUCCEEDED, build=done)
+    transaction.on_commit(lambda: announce(pipeline.BUILD_SUCCEEDED, build_id=done.pk))
+    return done
 
 
 def skopeo_inspect(reference, *, tls_verify=False, creds=None):
