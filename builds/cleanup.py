@@ -4,7 +4,8 @@
 2. Make the dry run again (`builds.retention.plan`): a digest that came into use since the person confirmed (a stage
    took it, a host booted it) is kept, with the reason, and so is one that is no longer the definition's.
 3. For each remaining digest, ask every keeper once more, then delete the manifest by digest through the registry API
-   (`skopeo delete docker://REPO@sha256:...`, which also removes its tags) and check it is gone. A registry that
+   (`skopeo delete docker://REPO@sha256:...`, which also removes its tags) and check it is gone (a GET over the
+   registry's HTTP API; every read of the run shares one kept-open session, `builds.registryapi`). A registry that
    refuses deletes stops the run at the first one, with the setting to change. One delete is one manifest: each image
    is gone completely or still there, never half.
 4. Record each deletion at once, in its own transaction: the builds' `image_deleted_at`, the cleanup's list, one audit
@@ -33,7 +34,7 @@ from portal.models import RunStatus
 from portal.registry import announce
 from portal.services import audit, run_set_phase
 
-from . import registry, retention, services
+from . import registry, registryapi, retention, services
 from .models import Build, ImageCleanup, ImageDefinition, ImageRetentionPolicy
 from .runner import Watch
 
@@ -57,9 +58,10 @@ def image_cleanup_execute(cleanup_id: int) -> None:
     if not runs.claim(run, phase="checking"):
         return
     limit = runs.Limit(settings.IMAGE_CLEANUP_TIMEOUT_SECONDS, "IMAGE_CLEANUP_TIMEOUT_SECONDS")
+    access = registry.access_for(cleanup.definition.team, cleanup.definition.registry)
     with runs.executing(run, what="the image cleanup", limit=limit,
                         stopped="the images deleted so far stay deleted (each is recorded); the others are untouched",
-                        unavailable="This worker cannot run skopeo") as execution:
+                        unavailable="This worker cannot run skopeo") as execution, registryapi.session(access):
         _clean(cleanup, execution, limit)
 
 

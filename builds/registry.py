@@ -1,4 +1,6 @@
 """The registry side: skopeo argument lists, the auth file podman and skopeo share, TLS policy, and inspect output.
+Reads that need no skopeo (manifests, tag lists) go over the registry's HTTP API through `registryapi`; skopeo copies
+and deletes.
 
 Credentials never appear on a command line (where `ps` would show them): they go into a 0600 auth file next to the build
 context, passed with --authfile and deleted with it.
@@ -20,6 +22,7 @@ from django.conf import settings
 
 from portal.text import storable
 
+from . import registryapi
 from .models import RegistryCredential
 
 
@@ -118,7 +121,7 @@ def copy_to_dir_args(reference: str, directory: str, *, tls_verify: bool, authfi
     return [*args, f"docker://{reference}", f"dir:{directory}"]
 
 
-# --- Running skopeo where no run log is involved (retention's dry run and deletions) -----------------------------------
+# --- Retention's reads (the HTTP API) and deletions (skopeo), where no run log is involved -----------------------------------
 
 SKOPEO_TIMEOUT = 60
 SKOPEO_FATAL_RE = re.compile(r'level=fatal msg="(?P<msg>(?:[^"\\]|\\.)*)"')
@@ -170,9 +173,41 @@ def _skopeo(build_args, access: RegistryAccess, *, timeout: int = SKOPEO_TIMEOUT
     raise RegistryError(last)
 
 
+def split_reference(reference: str) -> tuple[str, str, str]:
+    """REGISTRY/name:tag or REGISTRY/name@sha256:... -> (registry, name, tag or digest); "latest" when no tag."""
+    name, _, digest = reference.partition("@")
+    registry, _, path = name.partition("/")
+    if not path:
+        raise RegistryError(f"{reference}: not an image reference (registry/repository:tag)")
+    tag = "latest"
+    if ":" in path.rsplit("/", 1)[-1]:
+        path, tag = path.rsplit(":", 1)
+    return registry, path, digest or tag
+
+
+def _read(access: RegistryAccess, reference: str, what):
+    """`what(session, name, tag or digest)` over the registry's HTTP API (`builds.registryapi`), in the open
+    `registryapi.session` of this access if there is one; its errors as the skopeo path raised them."""
+    host, name, ref = split_reference(reference)
+    if host != access.registry:
+        access = RegistryAccess(registry=host, insecure=access.insecure)  # as skopeo: its auth file held no login for it
+    try:
+        with registryapi.session_for(access) as session:
+            return what(session, name, ref)
+    except registryapi.NotFound as exc:
+        raise ManifestUnknown(str(exc)) from None
+    except registryapi.APIError as exc:
+        raise RegistryError(str(exc)) from None
+
+
 def raw_manifest(reference: str, *, access: RegistryAccess) -> str:
-    return _skopeo(lambda authfile: inspect_args(reference, tls_verify=access.tls_verify, authfile=authfile,
-                                                 raw=True, retry_times=0), access)
+    """The manifest `reference` names, as the registry serves it (what `skopeo inspect --raw` printed)."""
+    return _read(access, reference, lambda session, name, ref: session.manifest(name, ref).decode())
+
+
+def tags(repository: str, *, access: RegistryAccess) -> set[str]:
+    """The tags of REGISTRY/name (none when the registry does not know the repository)."""
+    return set(_read(access, f"{repository}:latest", lambda session, name, _ref: session.tags(name)))
 
 
 def manifest_digest(text: str) -> str:

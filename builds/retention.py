@@ -18,6 +18,7 @@ digests that go refer to, read from the registry; blobs shared with a kept image
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,12 +30,12 @@ from django.utils import timezone
 from portal import registry as portal_registry
 from portal.formatting import duration
 
-from . import registry
+from . import registry, registryapi
 from .models import Build, ImageRetentionPolicy
 
 log = logging.getLogger(__name__)
 
-REGISTRY_READERS = 8  # skopeo processes reading manifests at once, for the bytes a dry run frees
+REGISTRY_READERS = registryapi.CONNECTIONS  # manifests read at once, for the bytes a dry run frees
 
 
 def policy_for(definition) -> ImageRetentionPolicy:
@@ -127,8 +128,13 @@ def reasons_in_use(definition, digests) -> dict[str, list[str]]:
 
 def plan(definition, *, now=None, measure=True) -> Plan:
     """The dry run for `definition` (see the module's docstring). With `measure`, the registry is read for the bytes
-    freed; a registry that does not answer leaves them unknown (`registry_error` says why) and changes no verdict."""
-    now = now or timezone.now()
+    freed; a registry that does not answer leaves them unknown (`registry_error` says why) and changes no verdict.
+    Every read of the registry (the keepers' stage tags, the manifests measured) shares one kept-open session."""
+    with registryapi.session(registry.access_for(definition.team, definition.registry)):
+        return _plan(definition, now=now or timezone.now(), measure=measure)
+
+
+def _plan(definition, *, now, measure) -> Plan:
     policy = policy_for(definition)
     builds = list(Build.objects.in_registry().filter(definition=definition).select_related("run")
                   .order_by("-number"))
@@ -198,7 +204,9 @@ def _measure(result: Plan) -> None:
 
     try:
         with ThreadPoolExecutor(max_workers=REGISTRY_READERS) as pool:
-            list(pool.map(read, result.verdicts))
+            # Each read in the plan's context, so it reads through the plan's session.
+            for future in [pool.submit(contextvars.copy_context().run, read, v) for v in result.verdicts]:
+                future.result()
     except registry.RegistryError as exc:
         result.registry_error = f"The registry did not answer for every image ({exc}): the bytes freed are unknown."
         return

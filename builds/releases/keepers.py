@@ -22,6 +22,9 @@ def digests_in_use(*, definition, digests) -> dict[str, list[str]]:
     for entry in (StageHistory.objects.filter(definition=definition).order_by("stage_id", "-applied_at", "-id")
                   .values("stage_id", "digest")):
         entries[entry["stage_id"]].append(entry["digest"])
+    # Only the stage tags the registry has are read: one tag list instead of a read of every stage's tag.
+    access = registry.access_for(definition.team, definition.registry)
+    tagged = registry.tags(definition.repository, access=access) if stages else set()
     for stage in stages:
         history = entries.get(stage.pk, [])
         if history:
@@ -29,7 +32,7 @@ def digests_in_use(*, definition, digests) -> dict[str, list[str]]:
         for back, digest in enumerate(history[1:keep_history + 1], start=1):
             if digest != history[0]:
                 found[digest].append(f"stage {stage.name} held it {back} promotion(s) ago (a rollback may want it)")
-        tag_digest = _tag_digest(definition, stage)
+        tag_digest = _tag_digest(definition, stage, access) if stage.tag in tagged else ""
         if tag_digest and (not history or tag_digest != history[0]):
             found[tag_digest].append(f"the registry's tag {stage.tag} points at it")
     for promotion in Promotion.objects.filter(definition=definition, status__in=OPEN, digest__in=digests).select_related(
@@ -39,10 +42,9 @@ def digests_in_use(*, definition, digests) -> dict[str, list[str]]:
     return {digest: reasons for digest, reasons in found.items() if digest in digests}
 
 
-def _tag_digest(definition, stage) -> str:
+def _tag_digest(definition, stage, access) -> str:
     """What the stage tag resolves to in the registry now ("" when there is no such tag): a tag moved outside the
     portal still protects its image. A registry that does not answer raises, and nothing is deleted."""
-    access = registry.access_for(definition.team, definition.registry)
     try:
         text = registry.raw_manifest(stage.reference(definition), access=access)
     except registry.ManifestUnknown:

@@ -1,0 +1,235 @@
+"""Reading a registry over its HTTP API (the OCI distribution API): manifests by tag or digest, and a repository's tags.
+
+Image retention reads every image's manifest (for the bytes a dry run frees) and each stage tag. Through `skopeo
+inspect` that was a process per manifest, some 120 for one definition's dry run; here it is one kept-open connection
+pool per plan (`session`). Copies and deletes stay with skopeo (`builds.registry`), which signs, preserves digests
+and knows each registry's delete quirks.
+
+A registry is reached as skopeo (containers/image) reaches it with the same `RegistryAccess`:
+- TLS is verified against the system's CAs plus the registry's certs.d directory (/etc/containers/certs.d/HOST[:PORT],
+  and /etc/docker/certs.d/HOST[:PORT]: *.crt are CAs, a *.cert with its *.key is a client certificate);
+- an insecure registry (a credential marked insecure, or REGISTRY_INSECURE for the portal's own) is tried over HTTPS
+  without verifying and then over plain HTTP, as `--tls-verify=false` does;
+- the login answers the registry's challenge: Basic (distribution with htpasswd), or a Bearer token fetched from the
+  realm the challenge names (Quay, Harbor, Docker Hub), anonymously when there is no login.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import contextvars
+import glob
+import json
+import os
+import re
+import ssl
+import threading
+
+import urllib3
+
+TIMEOUT = urllib3.Timeout(connect=10, read=30)
+CERTS_DIRS = ("/etc/containers/certs.d", "/etc/docker/certs.d")
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+CONNECTIONS = 8  # per registry: retention reads manifests from 8 threads
+CHALLENGE_RE = re.compile(r'(\w+)="([^"]*)"')
+
+
+class APIError(Exception):
+    """The registry did not answer as asked; the message says what it said, in words."""
+
+
+class NotFound(APIError):
+    """The registry answered 404: no such manifest (or repository)."""
+
+
+class Session:
+    """One registry, read with one access (login, TLS), over connections kept open until `close`. Thread-safe."""
+
+    def __init__(self, access, *, certs_dirs=CERTS_DIRS):
+        self.access = access
+        self.registry = access.registry
+        if access.insecure:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        else:
+            context = ssl.create_default_context()
+            for directory in certs_dirs:
+                self._load_certs_d(context, os.path.join(directory, self.registry))
+        self.pool = urllib3.PoolManager(ssl_context=context, maxsize=CONNECTIONS, retries=False, timeout=TIMEOUT,
+                                        cert_reqs=ssl.CERT_NONE if access.insecure else ssl.CERT_REQUIRED,
+                                        headers={"User-Agent": "image-mode-portal"})
+        self._base = ""
+        self._authorization: dict[str, str] = {}  # scope -> Authorization header
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _load_certs_d(context, directory):
+        for ca in sorted(glob.glob(os.path.join(directory, "*.crt"))):
+            context.load_verify_locations(cafile=ca)
+        for cert in sorted(glob.glob(os.path.join(directory, "*.cert"))):
+            key = cert[:-len(".cert")] + ".key"
+            if os.path.exists(key):
+                context.load_cert_chain(cert, key)
+
+    def close(self):
+        self.pool.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- Reads ------------------------------------------------------------------------------------------------------
+
+    def manifest(self, repository: str, reference: str) -> bytes:
+        """The manifest of `repository` (its name inside the registry, team/name) at a tag or digest, byte for byte
+        as the registry serves it."""
+        response = self._get(repository, f"/v2/{repository}/manifests/{reference}",
+                             headers={"Accept": ", ".join(MANIFEST_TYPES)})
+        return response.data
+
+    def tags(self, repository: str) -> list[str]:
+        """Every tag of `repository` ([] when the registry does not know it), following the API's pages."""
+        path, found = f"/v2/{repository}/tags/list?n=1000", []
+        while path:
+            try:
+                response = self._get(repository, path)
+            except NotFound:
+                return found
+            try:
+                found += json.loads(response.data).get("tags") or []
+            except ValueError:
+                raise APIError(f"{self.registry} answered the tag list of {repository} with something not JSON") from None
+            link = re.match(r"\s*<([^>]+)>", response.headers.get("Link", ""))
+            path = link.group(1) if link else ""
+        return found
+
+    # --- HTTP -------------------------------------------------------------------------------------------------------
+
+    def _get(self, repository: str, path: str, *, headers=None):
+        scope = f"repository:{repository}:pull"
+        url = self._base_url() + path
+        response = self._request(url, {**(headers or {}), **self._auth_header(scope)})
+        if response.status == 401:
+            self._authorize(response.headers.get("WWW-Authenticate", ""), scope)
+            response = self._request(url, {**(headers or {}), **self._auth_header(scope)})
+        if response.status == 200:
+            return response
+        said = _registry_says(response)
+        where = f"{self.registry}/{repository}"
+        if response.status == 404:
+            raise NotFound(f"{where}: {said or 'not found'} (HTTP 404)")
+        if response.status in (401, 403):
+            login = f"the login {self.access.username!r}" if self.access.username else "no login"
+            raise APIError(f"{where}: the registry refused {login} (HTTP {response.status}{': ' + said if said else ''});"
+                           " check the team's registry credential")
+        raise APIError(f"{where}: the registry answered HTTP {response.status}{': ' + said if said else ''}")
+
+    def _auth_header(self, scope):
+        value = self._authorization.get(scope) or self._authorization.get("")
+        return {"Authorization": value} if value else {}
+
+    def _request(self, url, headers, *, what=None):
+        try:
+            return self.pool.request("GET", url, headers=headers, redirect=True)
+        except urllib3.exceptions.HTTPError as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise APIError(f"cannot reach the registry {what or self.registry}: {reason}. Is it running, and is the "
+                           "address right?") from None
+
+    def _base_url(self) -> str:
+        """https://REGISTRY, or for an insecure registry that does not speak TLS http://REGISTRY (found once)."""
+        with self._lock:
+            if self._base:
+                return self._base
+            schemes = ("https", "http") if self.access.insecure else ("https",)
+            failure = None
+            for scheme in schemes:
+                try:
+                    self._request(f"{scheme}://{self.registry}/v2/", {})
+                except APIError as exc:
+                    failure = exc
+                    continue
+                self._base = f"{scheme}://{self.registry}"
+                return self._base
+            raise failure
+
+    def _authorize(self, challenge: str, scope: str) -> None:
+        """Answer a 401's WWW-Authenticate: Basic with the login, or a Bearer token from the challenge's realm."""
+        scheme = challenge.split(" ", 1)[0].lower()
+        username, password = self.access.username, self.access.password
+        basic = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode() if username else ""
+        if scheme == "basic":
+            if not basic:
+                raise APIError(f"{self.registry} wants a login and the team has no registry credential for it")
+            self._authorization[""] = basic
+            return
+        if scheme != "bearer":
+            raise APIError(f"{self.registry} asks for an authentication the portal does not speak: {challenge[:100]!r}")
+        params = dict(CHALLENGE_RE.findall(challenge))
+        if not params.get("realm"):
+            raise APIError(f"{self.registry} asks for a token without saying where to get it: {challenge[:100]!r}")
+        fields = {"service": params.get("service", ""), "scope": params.get("scope") or scope}
+        response = self._token_request(params["realm"], fields, {"Authorization": basic} if basic else {})
+        if response.status != 200:
+            raise APIError(f"{self.registry}'s token service refused the login {username!r} "
+                           f"(HTTP {response.status}); check the team's registry credential")
+        try:
+            answer = json.loads(response.data)
+            token = answer.get("token") or answer.get("access_token")
+        except ValueError:
+            token = None
+        if not token:
+            raise APIError(f"{self.registry}'s token service answered without a token")
+        self._authorization[scope] = f"Bearer {token}"
+
+    def _token_request(self, realm, fields, headers):
+        try:
+            return self.pool.request("GET", realm, fields={k: v for k, v in fields.items() if v}, headers=headers)
+        except urllib3.exceptions.HTTPError as exc:
+            raise APIError(f"cannot reach {self.registry}'s token service {realm}: "
+                           f"{getattr(exc, 'reason', None) or exc}") from None
+
+
+def _registry_says(response) -> str:
+    """The first error message of the registry's JSON answer ({"errors": [{"code", "message"}]}), else ""."""
+    try:
+        errors = json.loads(response.data).get("errors") or []
+    except (ValueError, AttributeError):
+        return ""
+    first = errors[0] if errors and isinstance(errors[0], dict) else {}
+    return " ".join(str(part) for part in (first.get("code"), first.get("message")) if part).lower()[:300]
+
+
+_current: contextvars.ContextVar[Session | None] = contextvars.ContextVar("registry_session", default=None)
+
+
+@contextlib.contextmanager
+def session(access):
+    """Reads of `access`'s registry inside the block share one Session (threads started with the block's context
+    too: `contextvars.copy_context().run`); the connections close at its end."""
+    with Session(access) as opened:
+        token = _current.set(opened)
+        try:
+            yield opened
+        finally:
+            _current.reset(token)
+
+
+@contextlib.contextmanager
+def session_for(access):
+    """The block's open session when it reads the same registry with the same access, else one for this read."""
+    current = _current.get()
+    if current is not None and current.access == access:
+        yield current
+        return
+    with Session(access) as opened:
+        yield opened

@@ -1,0 +1,90 @@
+"""Retention reads the registry over its HTTP API (`builds.registryapi`), as skopeo would reach it with the same access:
+the team's login answered to the registry's challenge, an insecure registry over plain HTTP, clear words when the
+registry is down or refuses the login. Against real docker-registry processes on loopback."""
+
+import contextvars
+import json
+import subprocess
+import threading
+
+import pytest
+
+from builds import registry, registryapi
+from builds.registry import RegistryAccess
+from hosts import simregistry
+
+
+@pytest.fixture(scope="module")
+def pushed(oci_registry):
+    digests = simregistry.push_demo_image(oci_registry.address, "platform/reads", version="1", tags=["dev", "prod"])
+    return oci_registry, digests
+
+
+def test_a_manifest_and_the_tags_are_read_as_skopeo_inspect_raw_reads_them(pushed):
+    from tests.builds.fixtures import skopeo_inspect
+
+    oci_registry, digests = pushed
+    access = RegistryAccess(registry=oci_registry.address, insecure=True)
+    text = registry.raw_manifest(f"{oci_registry.address}/platform/reads:prod", access=access)
+    assert registry.manifest_digest(text) == digests[""] == skopeo_inspect(
+        f"{oci_registry.address}/platform/reads:prod")["Digest"]
+    assert registry.platform_digests(json.loads(text)) == {"amd64": digests["amd64"],
+                                                                         "arm64": digests["arm64"]}
+    assert {"dev", "prod"} <= registry.tags(f"{oci_registry.address}/platform/reads", access=access)
+    assert registry.tags(f"{oci_registry.address}/platform/never-pushed", access=access) == set()
+    with pytest.raises(registry.ManifestUnknown, match="manifest unknown"):
+        registry.raw_manifest(f"{oci_registry.address}/platform/reads:staging", access=access)
+
+
+def test_reads_in_one_session_share_its_connections_across_threads(pushed):
+    oci_registry, digests = pushed
+    access = RegistryAccess(registry=oci_registry.address, insecure=True)
+    seen = []
+    with registryapi.session(access) as opened:
+
+        def read():
+            with registryapi.session_for(access) as session:
+                seen.append(session)
+                session.manifest("platform/reads", digests["amd64"])
+
+        threads = [threading.Thread(target=contextvars.copy_context().run, args=(read,))
+                   for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert seen == [opened] * 4
+        pool = opened.pool.connection_from_url(f"http://{oci_registry.address}/")
+        assert pool.num_connections <= registryapi.CONNECTIONS
+
+
+def test_a_registry_that_wants_a_login_is_read_with_the_teams_credential_and_refusal_is_said(pushed, auth_registry):
+    oci_registry, digests = pushed
+    reference = f"{auth_registry.address}/platform/locked:dev"
+    subprocess.run(["skopeo", "copy", "--multi-arch=all", "--preserve-digests", "--src-tls-verify=false",
+                    "--dest-tls-verify=false", "--dest-creds", f"{auth_registry.user}:{auth_registry.password}",
+                    f"docker://{oci_registry.address}/platform/reads:prod", f"docker://{reference}"],
+                   capture_output=True, check=True, timeout=60)
+    with_login = RegistryAccess(registry=auth_registry.address, username=auth_registry.user,
+                                password=auth_registry.password, insecure=True)
+    assert registry.manifest_digest(registry.raw_manifest(reference, access=with_login)) == digests[""]
+    assert registry.tags(f"{auth_registry.address}/platform/locked", access=with_login) == {"dev"}
+    without = RegistryAccess(registry=auth_registry.address, insecure=True)
+    with pytest.raises(registry.RegistryError, match="wants a login and the team has no registry credential"):
+        registry.raw_manifest(reference, access=without)
+    wrong = RegistryAccess(registry=auth_registry.address, username=auth_registry.user, password="wrong", insecure=True)
+    with pytest.raises(registry.RegistryError, match="refused the login 'pusher'.*check the team's registry credential"):
+        registry.raw_manifest(reference, access=wrong)
+
+
+def test_a_registry_that_is_down_is_named_and_a_dry_run_deletes_nothing_on_a_guess():
+    access = RegistryAccess(registry="127.0.0.1:9", insecure=True)
+    with pytest.raises(registry.RegistryError, match=r"cannot reach the registry 127.0.0.1:9: .*Is it running"):
+        registry.raw_manifest("127.0.0.1:9/platform/web-os:prod", access=access)
+
+
+def test_a_verified_registry_is_never_read_over_plain_http(pushed):
+    oci_registry, _ = pushed
+    access = RegistryAccess(registry=oci_registry.address, insecure=False)
+    with pytest.raises(registry.RegistryError, match="cannot reach the registry"):
+        registry.raw_manifest(f"{oci_registry.address}/platform/reads:prod", access=access)
