@@ -60,8 +60,13 @@ class Session:
             context.verify_mode = ssl.CERT_NONE
         else:
             context = ssl.create_default_context()
-            for directory in certs_dirs:
+        self._unusable = None  # said on the first read, so opening a plan's session never fails by itself
+        try:
+            for directory in () if access.insecure else certs_dirs:
                 self._load_certs_d(context, os.path.join(directory, self.registry))
+        except (OSError, ssl.SSLError) as exc:
+            self._unusable = APIError(f"the certificates for {self.registry} in {', '.join(certs_dirs)} cannot be "
+                                      f"used: {exc}")
         self.pool = urllib3.PoolManager(ssl_context=context, maxsize=CONNECTIONS, retries=False, timeout=TIMEOUT,
                                         cert_reqs=ssl.CERT_NONE if access.insecure else ssl.CERT_REQUIRED,
                                         headers={"User-Agent": "image-mode-portal"})
@@ -115,6 +120,8 @@ class Session:
     # --- HTTP -------------------------------------------------------------------------------------------------------
 
     def _get(self, repository: str, path: str, *, headers=None):
+        if self._unusable:
+            raise self._unusable
         scope = f"repository:{repository}:pull"
         url = self._base_url() + path
         response = self._request(url, {**(headers or {}), **self._auth_header(scope)})
