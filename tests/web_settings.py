@@ -18,3 +18,8 @@ RUN_LOG_POLL_SECONDS = 0.25
 # The health checks try a broker that did not answer again after 0.1 s instead of 2 s: the tests that stop Redis wait
 # for that retry on every /health/ request.
 HEALTH_BROKER_RETRY_SECONDS = 0.1
+
+# django-otp makes a second factor wait one second after a wrong code (then 2, 4, ...); here a tenth of that, so the
+# browser test that types a wrong code and then a backup code waits 0.1 s (tests/portal/test_two_factor.py checks
+# the wait itself, in the test process).
+OTP_TOTP_THROTTLE_FACTOR = OTP_STATIC_THROTTLE_FACTOR = 0.1
