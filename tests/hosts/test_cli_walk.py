@@ -75,7 +75,15 @@ def walk(personas, oci_registry, local_builder, build_settings, fleet, portal_se
     }
 
 
-def test_a_pipeline_walks_a_revision_to_a_host_with_the_cli_only(walk, tmp_path, personas):
+def test_a_pipeline_walks_a_revision_to_a_host_with_the_cli_only_and_a_failing_build_or_refused_token_exits_non_zero(
+        walk, tmp_path, personas):
+    """One test on one set-up (a worker process, a simulated host: some 5 s to start): the walk, then what a CI job sees
+    when a build fails or a token is refused."""
+    a_pipeline_walks_a_revision_to_a_host_with_the_cli_only(walk, tmp_path, personas)
+    a_failing_build_exits_1_with_its_log_and_a_refused_token_exits_3(walk, tmp_path, personas)
+
+
+def a_pipeline_walks_a_revision_to_a_host_with_the_cli_only(walk, tmp_path, personas):
     imp = walk["imp"]
     (tmp_path / "Containerfile").write_text(CONTAINERFILE)
 
@@ -128,7 +136,7 @@ def test_a_pipeline_walks_a_revision_to_a_host_with_the_cli_only(walk, tmp_path,
     assert walk["operator"] not in walk["server"].output()
 
 
-def test_a_failing_build_exits_1_with_its_log_and_a_refused_token_exits_3(walk, tmp_path, personas):
+def a_failing_build_exits_1_with_its_log_and_a_refused_token_exits_3(walk, tmp_path, personas):
     imp = walk["imp"]
     (tmp_path / "Containerfile").write_text(f"FROM {BASE_IMAGE}\nRUN echo about to fail && false\n")
     code, out, err = imp(walk["developer"], "build", f"{personas.team.slug}/walk-os", "--containerfile",
