@@ -12,9 +12,10 @@ unexport PYTHONDONTWRITEBYTECODE
 .PHONY: run test deploy-test lint audit bench vendor lock venv venv-run clean
 
 ## run: install what is missing, migrate, seed demo data, then start web, worker, beat, Redis, registry and fleet
+# run_portal migrates first, in its own process: a `manage.py migrate` of its own started Django once more (some 3 s of
+# CPU) to find, on every run but the first, nothing to apply.
 run: venv-run
 	@scripts/system-deps.sh run
-	$(PY) manage.py migrate --noinput
 	$(PY) manage.py run_portal
 
 ## test: install what is missing, then run the whole suite (PostgreSQL when DATABASE_URL is set, else SQLite)

@@ -8,9 +8,11 @@ build and conversion queues, hosts, default), beat (Celery beat), plus
   its output goes to var/registry.log (it logs every push's probe for an absent blob as an error);
 - fleet: simulated bootc hosts speaking real SSH (`demo_fleet`: hosts' `simulate_fleet` on the demo's web-os).
 
-`portal/demo/supervisor.py` runs them. Once every one has started (web answers, the worker's heartbeat is in Redis, ...)
-it prints the banner with the logins and hands the slow part of the demo (building and promoting "web-os",
-`portal.demo.web_os`) to the worker. A process that exits or does not start is named with its last lines, and make run stops.
+It migrates the database first, in its own process (what `manage.py migrate` does, without starting Django once more),
+and seeds the demo data. `portal/demo/supervisor.py` runs the processes. Once every one has started (web answers, the
+worker's heartbeat is in Redis, ...) it prints the banner with the logins and hands the slow part of the demo (building
+and promoting "web-os", `portal.demo.web_os`) to the worker. A process that exits or does not start is named with its
+last lines, and make run stops.
 """
 
 import importlib.util
@@ -179,6 +181,7 @@ class Command(BaseCommand):
             supervisor.add("fleet", [python, manage, "demo_fleet", "--hosts", fleet, "--register",
                                      "--base-port", fleet_base_port])
 
+        call_command("migrate", interactive=False)  # prints to this process's stdout, as manage.py migrate would
         seeded = io.StringIO()
         call_command("seed_demo", stdout=seeded)
         blocker = demo_blocker(registry_started=bool(registry))
