@@ -28,7 +28,9 @@ REQUESTS_PER_CLIENT = 6
 
 def database_settings(**env):
     """DATABASES['default'] as the portal's settings read it from this environment, or the start-up error."""
-    code = ("import json, django; from django.conf import settings as s; django.setup(); "
+    # The settings alone, not django.setup(): the pool and its refusals are read as settings.py loads (importing every
+    # app's models besides took some 2 s of CPU a call).
+    code = ("import json; from django.conf import settings as s; "
             "d = s.DATABASES['default']; print(json.dumps({'CONN_MAX_AGE': d['CONN_MAX_AGE'], "
             "'pool': d.get('OPTIONS', {}).get('pool'), 'no_server_cursors': d['DISABLE_SERVER_SIDE_CURSORS']}))")
     names = ("CONN_MAX_AGE", "DATABASE_POOL", "DATABASE_POOL_MIN_SIZE", "DATABASE_POOL_MAX_SIZE",
