@@ -11,7 +11,7 @@ from builds import services as builds
 from builds.models import Build
 from builds.queues import local_queues
 from portal.models import RunStatus
-from tests.browser import browser_page, log_in, screenshot
+from tests.browser import browser_page, screenshot, sign_in
 from tests.builds.fixtures import BASE_IMAGE, WORKER_ENV
 from tests.helpers import wait_for
 
@@ -33,7 +33,7 @@ def test_a_real_build_streams_into_the_browser_line_by_line_then_shows_its_resul
     revision = builds.revision_create(definition=definition, user=personas.developer, containerfile=CONTAINERFILE,
                                       message="a slow RUN step")
     with browser_page() as page:
-        log_in(page, portal_server.url, "developer")
+        sign_in(page, portal_server.url, "developer")
         build = builds.build_start(revision=revision, user=personas.developer)
         page.goto(portal_server.url + build.get_absolute_url())
         page.wait_for_selector("#log-conn[data-state=live]", timeout=60_000)

@@ -9,7 +9,7 @@ import pytest
 
 from builds import services
 from builds.models import ImageRetentionPolicy
-from tests.browser import browser_page, follow, log_in, screenshot, settle
+from tests.browser import browser_page, follow, screenshot, settle, sign_in
 from tests.builds.fixtures import BASE_IMAGE
 from tests.builds.test_multiarch import PLATFORMS, build_list
 
@@ -50,7 +50,7 @@ def test_the_manifest_list_page_what_changed_per_architecture_and_the_retention_
     definition, (old, new) = lists
     members = {m.architecture: m for m in new.members.all()}
     with browser_page() as page:
-        log_in(page, portal_server.url, "developer")
+        sign_in(page, portal_server.url, "developer")
         page.goto(portal_server.url + new.get_absolute_url())
         settle(page)
         card = page.locator("#manifest-list")
@@ -78,7 +78,7 @@ def test_the_manifest_list_page_what_changed_per_architecture_and_the_retention_
     ImageRetentionPolicy.objects.create(team=personas.team, definition=definition, keep_last=1, keep_days=0,
                                         keep_stage_history=0)
     with browser_page() as page:
-        log_in(page, portal_server.url, "teamadmin")
+        sign_in(page, portal_server.url, "teamadmin")
         page.goto(f"{portal_server.url}/images/{definition.pk}/retention/")
         settle(page)
         body = page.inner_text("body")

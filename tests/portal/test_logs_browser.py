@@ -8,7 +8,7 @@ import pytest
 
 from portal import live, logsink, services
 from portal.models import RunKind, RunStatus
-from tests.browser import browser_page, log_in, screenshot
+from tests.browser import browser_page, screenshot, sign_in
 from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -75,7 +75,7 @@ def test_a_running_log_streams_in_with_colours_and_sections_then_the_result_show
     run = make_run(personas)
     sink = logsink.LogSink(run)
     with browser_page() as page:
-        log_in(page, portal_server.url, "viewer")
+        sign_in(page, portal_server.url, "viewer")
         page.goto(f"{portal_server.url}/runs/{run.pk}/")
         page.wait_for_selector("#log[data-ready]")
         page.evaluate("window.sameDocument = 'yes'")
@@ -120,7 +120,7 @@ def test_reading_a_long_finished_log(personas, portal_server, settings):
     write_log(run, lines, batch_lines=300)
     finish(run, lines=len(lines))
     with browser_page() as page:
-        log_in(page, portal_server.url, "developer")
+        sign_in(page, portal_server.url, "developer")
         page.goto(f"{portal_server.url}/runs/{run.pk}/")
         page.wait_for_selector("#log[data-ready]")
         # The tail first, scrolled to its end; the rest is not on the page yet.
@@ -205,7 +205,7 @@ def test_following_pauses_when_the_reader_scrolls_up_and_resumes_at_the_bottom(p
         sink.write(f"line {i}")
     sink.flush()
     with browser_page() as page:
-        log_in(page, portal_server.url, "viewer")
+        sign_in(page, portal_server.url, "viewer")
         page.goto(f"{portal_server.url}/runs/{run.pk}/")
         page.wait_for_selector("#log-conn[data-state=live]")
         assert page.locator("#log-follow").is_checked() and in_view(page, 200)
@@ -236,7 +236,7 @@ def test_following_a_huge_live_log_keeps_the_page_light(personas, portal_server)
     run = make_run(personas)
     sink = logsink.LogSink(run)
     with browser_page() as page:
-        log_in(page, portal_server.url, "viewer")
+        sign_in(page, portal_server.url, "viewer")
         page.goto(f"{portal_server.url}/runs/{run.pk}/")
         page.wait_for_selector("#log-conn[data-state=live]")
         page.evaluate("window.logViewer.maxRows = 300")  # instead of 30,000
@@ -264,7 +264,7 @@ def open_as_viewer_without_websockets(page, portal_server, run):
     page.route_web_socket(re.compile(r".*/ws/runs/.*"), lambda ws: ws.close(code=1011, reason="blocked by a proxy"))
     polls = []
     page.on("request", lambda request: polls.append(time.monotonic()) if "/log/?after=" in request.url else None)
-    log_in(page, portal_server.url, "viewer")
+    sign_in(page, portal_server.url, "viewer")
     page.goto(f"{portal_server.url}/runs/{run.pk}/")
     page.wait_for_selector("#log-conn[data-state=polling]", timeout=15000)
     return polls
@@ -305,7 +305,7 @@ def test_a_viewer_refused_for_too_many_open_live_logs_reads_the_log_by_polling(p
     with browser_page() as page:
         page.route_web_socket(re.compile(r".*/ws/runs/.*"), lambda ws: ws.close(
             code=4429, reason="You have 20 live logs open, the most allowed: this one is read by polling."))
-        log_in(page, portal_server.url, "viewer")
+        sign_in(page, portal_server.url, "viewer")
         page.goto(f"{portal_server.url}/runs/{run.pk}/")
         page.wait_for_selector("#log-conn[data-state=polling]", timeout=15000)
         assert page.locator("#log-conn").inner_text().strip() == "polling: too many live logs open"
@@ -340,7 +340,7 @@ def test_an_outsider_gets_no_page_and_a_refused_socket(personas, portal_server):
     run = make_run(personas)
     write_log(run, ["secret line"])
     with browser_page() as page:
-        log_in(page, portal_server.url, "outsider")
+        sign_in(page, portal_server.url, "outsider")
         response = page.goto(f"{portal_server.url}/runs/{run.pk}/")
         assert response.status == 404 and "secret line" not in page.content()
         closed = page.evaluate("""(path) => new Promise((resolve) => {
@@ -365,7 +365,7 @@ def test_screenshot_of_a_build_log_with_sections_and_colours(personas, portal_se
         sink.flush()
         time.sleep(0.05)
     with browser_page(height=1000) as page:
-        log_in(page, portal_server.url, "developer")
+        sign_in(page, portal_server.url, "developer")
         page.goto(f"{portal_server.url}/runs/{run.pk}/")
         page.wait_for_selector("#log-conn[data-state=live]")
         page.check("#log-ts")
@@ -400,7 +400,7 @@ def test_tracebacks_fold_into_their_first_line_with_the_exception_as_summary(per
     write_log(run, ["building the disk image", *GO_DUMP, "retrying once"])  # on the page when it opens
     sink = logsink.LogSink(run)  # goes on from line 8
     with browser_page(height=800) as page:
-        log_in(page, portal_server.url, "viewer")
+        sign_in(page, portal_server.url, "viewer")
         page.goto(f"{portal_server.url}/runs/{run.pk}/")
         page.wait_for_selector("#log-conn[data-state=live]")
         # A Go dump already stored: "goroutine 1 [running]:" (line 3) holds its three frame lines.
