@@ -11,7 +11,7 @@ from builds.diskimages.models import BootTest
 from builds.releases import services as promotions
 from builds.releases.models import PromotionStatus
 from portal.models import RunStatus
-from tests.browser import browser_page, log_in, screenshot
+from tests.browser import browser_page, screenshot, sign_in
 from tests.diskimages.bootimages import PANIC, SSH_GOOD
 from tests.helpers import start_in_thread, wait_for
 
@@ -31,7 +31,7 @@ def test_a_boot_streams_its_console_into_the_page_and_a_refused_promotion_shows_
                                   test_script="test -s /root/.ssh/authorized_keys && echo web-os answers")
     boot_test = boottests.boot_test_start(build=good, user=personas.developer)
     with browser_page(height=1000) as page:
-        log_in(page, portal_server.url, "developer")
+        sign_in(page, portal_server.url, "developer")
         page.goto(portal_server.url + boot_test.get_absolute_url())
         page.wait_for_selector("#log-conn[data-state=live]", timeout=60_000)
         thread = start_in_thread(bootrun.boot_test_execute, boot_test.pk)
@@ -43,7 +43,8 @@ def test_a_boot_streams_its_console_into_the_page_and_a_refused_promotion_shows_
         thread.join(300)
         wait_for(lambda: page.locator("#boottest-live .alert-success").count() == 1, timeout=30,
                  what="the page to show the pass")
-        page.wait_for_timeout(500)
+        wait_for(lambda: "web-os answers" in page.locator("#boottest-live").inner_text(), timeout=10,
+                 what="the checks' results under the pass")
         text = page.locator("#boottest-live").inner_text()
         assert "Checks over SSH" in text and "After the soak time (3 s)" in text
         assert "bootc status reports the digest" in text and "web-os answers" in text
@@ -62,7 +63,7 @@ def test_a_boot_streams_its_console_into_the_page_and_a_refused_promotion_shows_
     refused.refresh_from_db()
     assert refused.status == PromotionStatus.FAILED
     with browser_page(height=1000) as page:
-        log_in(page, portal_server.url, "approver")
+        sign_in(page, portal_server.url, "approver")
         page.goto(portal_server.url + refused.get_absolute_url())
         card = page.locator("main").inner_text()
         assert "The kernel panicked." in card and "Kernel panic - not syncing" in card
