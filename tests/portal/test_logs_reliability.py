@@ -17,7 +17,7 @@ from django.db import connections
 
 from portal import live, logsink, services
 from portal.models import RunKind, RunStatus
-from tests.browser import browser_page, log_in
+from tests.browser import browser_page, sign_in
 from tests.helpers import ROOT, free_port, wait_for
 from tests.plugins.processes import PortalProcess, subprocess_env
 
@@ -136,14 +136,14 @@ def test_the_browser_reconnects_and_resumes_when_the_web_process_is_killed(perso
     with browser_page() as page:
         sockets = []
         page.on("websocket", lambda ws: sockets.append(ws.url))
-        log_in(page, restartable_web.url, "viewer")
+        sign_in(page, restartable_web.url, "viewer")
         page.goto(f"{restartable_web.url}/runs/{run.pk}/")
         page.wait_for_selector("#log-conn[data-state=live]")
         page.evaluate("window.sameDocument = 'yes'")
 
         def write_then_hang_up():
             try:
-                stream(run, total, per_second=40)
+                stream(run, total, per_second=80)
             finally:
                 connections.close_all()  # this thread's own connection would outlive the test database
 
