@@ -6,10 +6,14 @@ style="" attribute, no <style> block, and nothing a script injects as markup may
 policy allows. Chromium reports each refusal as a `securitypolicyviolation` event and on the console; both are
 collected on every page, and must stay empty.
 
-The same sweep runs axe-core (vendored in tests/vendor/ by `make vendor`) on every page but the Django admin's: no
+The same sweep runs axe-core (vendored in tests/vendor/ by `make vendor`) on the pages but the Django admin's: no
 violation at the "serious" or "critical" level (contrast, names of controls, structure), with the system set to the
 light and then to the dark colour scheme: the portal's theme follows the system setting as it changes (theme.js) and
-only its CSS reads it, so each page is loaded once, checked in the light, switched to the dark and checked again.
+only its CSS reads it, so each page is loaded once, checked in the light with axe's default rules, switched to the
+dark and checked again with the rules that read colours (the dark theme changes nothing else). axe checks each markup
+once: a page whose markup (MARKUP: every element's tag, classes, roles, ids and attributes, not its words) is that of a
+page already checked, the same template shown to another persona with the same controls, is checked for the policy only.
+The personas sign in with a session cookie (tests/browser.py sign_in); the sign-in form is the anonymous visitor's page.
 With SWEEP_PICTURES=1 it keeps a picture of every page in each theme (test-artifacts/sweep-<scheme>-<persona>-<page>.png),
 to be looked at; nothing reads them, and the full-page pictures took a good part of the sweep's time.
 """
@@ -20,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import QuietPage, browser_page, chromium, log_in, screenshot
+from tests.browser import QuietPage, browser_page, chromium, screenshot, sign_in
 from tests.portal.everypage import a_portal_with_something_on_every_page, pages
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -36,22 +40,40 @@ document.addEventListener("securitypolicyviolation", (e) => {
 """
 
 
-def serious_accessibility_violations(page):
-    """What axe-core finds on the page at the "serious" and "critical" levels. Its script is evaluated through the
-    browser's debugging protocol, which the page's policy does not govern, so the page is checked as served; once per
-    page load (half a megabyte of script: a page checked again, in the other theme, reuses it). It reads the colours
-    once the CSS transitions that are running have ended (Bootstrap's buttons and links fade over 0.15 s when the theme
-    changes), not half-way."""
+# What a page is made of, for axe's purposes: each element's tag, its classes, role, type, id, label target and aria-*
+# attributes (their numbers, the rows' ids, made alike), the names of its other attributes and whether it holds text of
+# its own; not the words, numbers or links, which are the persona's and its rows'. Two pages of the same markup differ
+# only in those, which no rule of axe's judges by what they say: an empty name or heading is an element without text.
+MARKUP = """() => [...document.body.querySelectorAll("*")].map(e => [
+    e.tagName, e.getAttribute("class"), e.getAttribute("role"), e.getAttribute("type"),
+    [...e.attributes].map(a => /^(id|for|aria-.*)$/.test(a.name) ? a.name + "=" + a.value.replace(/\\d+/g, "#")
+                                                                  : a.name).sort().join(","),
+    [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim()) ? "t" : "",
+].join("|")).join("\\n")"""
+
+# The rules of axe's default set that read colours (its "cat.color" ones; color-contrast-enhanced, AAA, is not in the
+# set): the only ones the theme can change the answer of, since the dark theme (static/portal/dark.css and Bootstrap's
+# own) sets colours, backgrounds and borders, and no markup or layout. color-contrast is most of axe's time on a page.
+COLOUR_RULES = {"type": "rule", "values": ["color-contrast", "link-in-text-block"]}
+
+
+def serious_accessibility_violations(page, rules=None):
+    """What axe-core finds on the page at the "serious" and "critical" levels, with its default rules or the `rules`
+    given (axe's runOnly). Its script is evaluated through the browser's debugging protocol, which the page's policy
+    does not govern, so the page is checked as served; once per page load (half a megabyte of script: a page checked
+    again, in the other theme, reuses it). It reads the colours once the CSS transitions that are running have ended
+    (Bootstrap's buttons and links fade over 0.15 s when the theme changes), not half-way."""
     if not page.evaluate("typeof axe !== 'undefined'"):
         page.evaluate(AXE)
-    found = page.evaluate("""async () => {
+    found = page.evaluate("""async (rules) => {
         await Promise.all(document.getAnimations().filter(a => a instanceof CSSTransition)
                             .map(a => a.finished.catch(() => null)));
-        const r = await axe.run(document, {resultTypes: ["violations"]});
+        const r = await axe.run(document, rules ? {resultTypes: ["violations"], runOnly: rules}
+                                                : {resultTypes: ["violations"]});
         return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
                                        nodes: v.nodes.slice(0, 3).map(n => n.target.join(" ") + " (" +
                                            (n.any.concat(n.all)[0] || {message: ""}).message + ")")}));
-    }""")
+    }""", rules)
     return [v for v in found if v["impact"] in ("serious", "critical")]
 
 
@@ -83,7 +105,7 @@ def switch_to_the_dark(page, themed):
 def test_no_page_of_any_persona_breaks_the_policy_or_has_a_serious_accessibility_violation_in_either_theme(
         personas, portal_server):
     ids = a_portal_with_something_on_every_page(personas)
-    found, inaccessible = {}, {}
+    found, inaccessible, checked = {}, {}, set()
     with chromium() as browser:
         for persona, paths in pages(ids).items():
             context = browser.new_context(viewport={"width": 1400, "height": 900})  # each persona's own cookies
@@ -94,7 +116,7 @@ def test_no_page_of_any_persona_breaks_the_policy_or_has_a_serious_accessibility
             page.on("console", lambda message, console=console: console.append(message.text)
                     if "Content Security Policy" in message.text else None)
             if persona:
-                log_in(page, portal_server.url, {"admin": personas.admin.username}.get(persona, persona))
+                sign_in(page, portal_server.url, {"admin": personas.admin.username}.get(persona, persona))
             for path in paths:
                 response, _ = violations_on(page, quiet, portal_server.url + path)
                 assert response.status < 500, (persona, path, response.status)
@@ -103,6 +125,9 @@ def test_no_page_of_any_persona_breaks_the_policy_or_has_a_serious_accessibility
                     assert "style-src 'self'" in policy and "unsafe-inline" not in policy, (path, policy)
                 admin = path.startswith("/admin/")  # Django's own pages: its own theme, and axe is not run on them
                 themed = response.status < 400 and not admin  # DEBUG's and the admin's own pages do not follow it
+                markup = None if admin else page.evaluate(MARKUP)
+                accessibility = markup is not None and markup not in checked  # each markup once, in both themes
+                checked.add(markup)
                 for scheme in ("light", "dark"):
                     if scheme == "dark":
                         switch_to_the_dark(page, themed)
@@ -110,7 +135,8 @@ def test_no_page_of_any_persona_breaks_the_policy_or_has_a_serious_accessibility
                         assert page.evaluate("document.documentElement.dataset.bsTheme") == scheme, (persona, path)
                     if PICTURES:
                         screenshot(page, picture_name(scheme, persona, path))
-                    serious = [] if admin else serious_accessibility_violations(page)
+                    serious = [] if not accessibility else serious_accessibility_violations(
+                        page, COLOUR_RULES if scheme == "dark" else None)
                     if serious:
                         inaccessible[(persona, path, scheme)] = serious
                 reported = page.evaluate("window.__csp")
@@ -128,7 +154,7 @@ def test_the_log_viewer_colours_bold_and_24_bit_text_without_inline_styles(perso
     ids = a_portal_with_something_on_every_page(personas)
     with browser_page() as page:
         page.add_init_script(COLLECT_VIOLATIONS)
-        log_in(page, portal_server.url, "developer")
+        sign_in(page, portal_server.url, "developer")
         page.goto(f"{portal_server.url}/runs/{ids['run']}/")
         page.wait_for_selector("#L2 .ansi-bold")
         styles = page.evaluate("""() => {
