@@ -5,6 +5,7 @@ answer may be a 500, and every answer must be what the schema says (status, cont
 Examples per operation are bounded (EXAMPLES) so the whole run takes seconds, not minutes; the operation count and the
 failures are printed (docs/api.md quotes them)."""
 
+import signal
 import socket
 import sys
 
@@ -62,7 +63,7 @@ def api_server(redis_server, tmp_path, transactional_db):
     wait_for(answers, timeout=120, what="daphne to listen")  # a loaded machine starts it slowly
     server.url = f"http://127.0.0.1:{port}"
     yield server
-    server.stop()
+    server.stop(signal.SIGKILL)  # the test is over: daphne's orderly exit took seconds on a busy machine
 
 
 def seed(personas):

@@ -6,6 +6,7 @@ import copy
 import json
 import logging.config
 import os
+import signal
 import subprocess
 import sys
 
@@ -123,11 +124,14 @@ def test_a_build_is_followed_from_the_request_that_asked_for_it_to_the_worker_th
 def test_beat_names_each_task_it_sends_and_the_worker_that_runs_it_names_the_same_task(
     start_worker, redis_server, tmp_path, transactional_db
 ):
-    worker = start_worker(queues="default", concurrency=1, LOG_FORMAT="json")
+    # Beat starts first, and imports the portal while the worker does: what it sends before the worker consumes its
+    # queue waits in the broker.
     args = [sys.executable, "-m", "celery", "-A", "portal", "beat", "-l", "INFO", "-s", str(tmp_path / "schedule")]
     beat = PortalProcess("beat", args, subprocess_env(redis_server.url, LOG_FORMAT="json", AUDIT_CHECKPOINT_SECONDS=1),
                          tmp_path)
     try:
+        worker = start_worker(queues="default", concurrency=1, LOG_FORMAT="json")
+
         def sent_and_run():
             sent = {line["task_id"] for line in json_lines(beat.output())
                     if line["message"] == "sent portal.tasks.audit_checkpoint" and line["role"] == "beat"}
@@ -136,4 +140,4 @@ def test_beat_names_each_task_it_sends_and_the_worker_that_runs_it_names_the_sam
 
         wait_for(sent_and_run, timeout=60, what="a task beat sent, in the worker's lines")
     finally:
-        beat.stop()
+        beat.stop(signal.SIGKILL)  # the test is over: no need to wait for an orderly exit

@@ -10,6 +10,7 @@ import datetime
 import ipaddress
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -125,14 +126,15 @@ def test_every_redis_client_of_the_portal_connects_with_the_password_and_tls(sec
     with pytest.raises(redis.AuthenticationError):
         redis.Redis.from_url(bare, socket_timeout=2, **redis_tls_options(bare, secured_redis.ca_file)).ping()
 
-    # A worker: its broker connection and its heartbeat.
-    worker = start_worker(queues="default", concurrency=1, **secured_redis.env)
-    # web: the health checks (Redis, the broker through Celery's own connection, the heartbeats it reads).
+    # web: the health checks (Redis, the broker through Celery's own connection, the heartbeats it reads). Started
+    # first, it imports the portal while the worker does.
     port = free_port()
     web = PortalProcess("web", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
                                 "portal.asgi:application"],
                         subprocess_env(secured_redis.url, HEALTH_TOKEN="t0ken", **secured_redis.env), tmp_path)
     try:
+        # A worker: its broker connection and its heartbeat.
+        worker = start_worker(queues="default", concurrency=1, **secured_redis.env)
         wait_for(lambda: fetch_json(f"http://127.0.0.1:{port}/health/", "t0ken")[0] == 200, timeout=60,
                  what="web's health")
         body = fetch_json(f"http://127.0.0.1:{port}/health/", "t0ken")[1]
@@ -159,7 +161,7 @@ def test_every_redis_client_of_the_portal_connects_with_the_password_and_tls(sec
         assert [w.name for w in workers.alive()] and health.redis().ok and health.broker().ok
         assert PASSWORD not in web.output() + worker.output()
     finally:
-        web.stop()
+        web.stop(signal.SIGKILL)  # the test is over: no need to wait seconds for daphne's orderly exit
 
 
 def test_a_wrong_password_is_a_failed_check_that_does_not_show_the_password(secured_redis, settings):
