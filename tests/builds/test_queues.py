@@ -43,9 +43,13 @@ def remote_builder(name="remote-arm", *, architecture=OTHER_ARCH, capacity=3):
 
 
 def builder_worker(builder, redis_server, tmp_path):
-    """`manage.py builder_worker NAME`, as an operator runs it, on the test database and Redis."""
-    worker = PortalProcess(f"builder-{builder.pk}", [sys.executable, "manage.py", "builder_worker", builder.name],
-                           subprocess_env(redis_server.url), tmp_path)
+    """`manage.py builder_worker NAME`, as an operator runs it, on the test database and Redis; started, not yet
+    serving (serving() waits for its heartbeat)."""
+    return PortalProcess(f"builder-{builder.pk}", [sys.executable, "manage.py", "builder_worker", builder.name],
+                         subprocess_env(redis_server.url), tmp_path)
+
+
+def serving(worker, builder):
     wait_for(lambda: workers.consumers(f"builder.{builder.pk}") or worker.process.poll() is not None, timeout=60,
              what="the builder's worker to beat")
     assert worker.process.poll() is None, worker.output()
@@ -108,8 +112,10 @@ def test_builds_wait_in_the_broker_and_run_first_in_first_out_one_per_worker_pro
     definition = services.definition_create(team=personas.team, user=personas.developer, name="fifo")
     builds = []
     for i in range(3):
+        # The first build runs a second longer, so the test sees it running with the two others queued behind it;
+        # that the others never start before the one ahead of them ends is in the times the runs recorded.
         revision = services.revision_create(definition=definition, user=personas.developer,
-                                            containerfile=f"FROM {BASE_IMAGE}\nRUN echo {i} && sleep 1\n")
+                                            containerfile=f"FROM {BASE_IMAGE}\nRUN echo {i}{' && sleep 1' * (i == 0)}\n")
         builds.append(services.build_start(revision=revision, user=personas.developer))
     wait_for(lambda: reload(builds[0]).run.status == RunStatus.RUNNING, timeout=60, what="the first build to start")
     assert [reload(b).run.status for b in builds[1:]] == [RunStatus.QUEUED, RunStatus.QUEUED]
@@ -124,10 +130,11 @@ def test_builds_wait_in_the_broker_and_run_first_in_first_out_one_per_worker_pro
 @pytest.mark.slow
 def test_a_build_for_another_architecture_lands_on_that_architectures_builder_worker(
         personas, start_worker, redis_server, tmp_path):
-    local_worker = start_worker(concurrency=1)  # make run's queues: this machine's architecture only
     arm = remote_builder(capacity=3)
-    arm_worker = builder_worker(arm, redis_server, tmp_path)
+    arm_worker = builder_worker(arm, redis_server, tmp_path)  # imports the portal while the local worker does
     try:
+        local_worker = start_worker(concurrency=1)  # make run's queues: this machine's architecture only
+        serving(arm_worker, arm)
         [beat] = workers.consumers(f"builder.{arm.pk}")
         assert beat.queues == (f"builder.{arm.pk}",) and beat.concurrency == 3  # the builder's capacity
         definition = services.definition_create(team=personas.team, user=personas.developer, name="arm-os",
