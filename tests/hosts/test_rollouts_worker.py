@@ -3,6 +3,7 @@ real worker (on the suite's Redis) runs the engine over real SSH to the simulate
 wait parks its run and frees the worker: a countdown task takes it up when its soak time ends, and a control (abort)
 wakes it at once."""
 
+import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,11 +17,26 @@ from hosts.tasks import poll_hosts_task
 from portal.models import Run, RunStatus
 from tests.helpers import wait_for
 from tests.hosts.fixtures import booted_state
+from tests.plugins.processes import end_workers, launch_worker
 
-pytestmark = [pytest.mark.processes, pytest.mark.slow]
+pytestmark = [pytest.mark.processes, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-WORKER_ENV = {"ROLLOUTS_TICK_SECONDS": "0.1", "ROLLOUTS_PARK_AFTER_SECONDS": "2", "ROLLOUTS_REBOOT_WAIT_SECONDS": "20",
+# A wait longer than a second parks the run: the soak below (5 s, once for the canary, once for batch 1) parks it for
+# some 4 s, time enough for the poll task of one host to run on the freed worker, and waited for twice.
+WORKER_ENV = {"ROLLOUTS_TICK_SECONDS": "0.1", "ROLLOUTS_PARK_AFTER_SECONDS": "1", "ROLLOUTS_REBOOT_WAIT_SECONDS": "20",
               "HOSTS_CONNECT_TIMEOUT": "3", "HOSTS_HANDSHAKE_TIMEOUT": "3", "HOSTS_SSH_RECONNECT_BASE_SECONDS": "0.1"}
+
+
+@pytest.fixture(scope="module")
+def hosts_worker(django_db_setup, redis_server, oci_registry, tmp_path_factory):
+    """One worker process on the hosts queue, so one task at a time, for the module's tests (starting one costs some
+    3 s of CPU): what a test leaves it is nothing the next can see, each test's rows being new ones. It writes no audit
+    checkpoint (beat's task does), but is handed a file of the module's own for them, never the default's."""
+    directory = tmp_path_factory.mktemp("hosts-worker")
+    worker = launch_worker(redis_server.url, directory, f"hosts-worker-{os.getpid()}", queues="hosts", concurrency=1,
+                           AUDIT_CHECKPOINT_PATH=str(directory / "audit-checkpoints.jsonl"), **WORKER_ENV)
+    yield worker
+    end_workers([worker])
 
 
 @pytest.fixture
@@ -54,11 +70,10 @@ def log_of(run):
     return "\n".join(chunk.text for chunk in run.chunks.all())
 
 
-def test_a_worker_runs_the_rollout_and_is_free_while_it_soaks(start_worker, fleet, hosts, demo_images, prod,
+def test_a_worker_runs_the_rollout_and_is_free_while_it_soaks(hosts_worker, fleet, hosts, demo_images, prod,
                                                               personas):
     services.policy_save(stage=prod, user=personas.admin, windows=[],
-                         fields={"canary_count": 1, "soak_seconds": 8, "max_failed_percent": 0})
-    start_worker(queues="hosts", concurrency=1, **WORKER_ENV)  # one worker process: one task at a time
+                         fields={"canary_count": 1, "soak_seconds": 5, "max_failed_percent": 0})
 
     rollout = start(prod, demo_images, personas.operator)
 
@@ -85,12 +100,11 @@ def test_a_worker_runs_the_rollout_and_is_free_while_it_soaks(start_worker, flee
     assert {Host.objects.get(pk=h.pk).booted_digest for h in hosts.values()} == {digests["1.1"]["amd64"]}
 
 
-def test_an_abort_wakes_a_rollout_parked_until_its_window(start_worker, fleet, hosts, demo_images, prod, personas):
+def test_an_abort_wakes_a_rollout_parked_until_its_window(hosts_worker, fleet, hosts, demo_images, prod, personas):
     # A one-hour window half a day away: the hosts download now, and the rollout parks until the window.
     opens = datetime.now(UTC) + timedelta(hours=12)
     services.policy_save(stage=prod, user=personas.admin, fields={"max_failed_percent": 0}, windows=[
         {"weekdays": [opens.weekday()], "starts": f"{opens:%H}:00", "ends": f"{(opens + timedelta(hours=1)):%H}:00"}])
-    start_worker(queues="hosts", concurrency=1, **WORKER_ENV)
     rollout = start(prod, demo_images, personas.operator)
     wait_for(lambda: run_of(rollout).is_parked, timeout=60, what="the rollout to park until its window")
     assert {row.step for row in RolloutHost.objects.filter(rollout=rollout)} == {Step.STAGED}

@@ -76,33 +76,33 @@ class PortalProcess:
         self.log.close()
 
 
-@pytest.fixture
-def start_worker(redis_server, tmp_path, transactional_db):
-    """start_worker(queues="default", **env) -> a real Celery worker process on the test database and Redis (by default
-    on the queues `make run`'s worker consumes). Returns once its heartbeat says it consumes them."""
-    started = []
+def launch_worker(redis_url, directory, name, queues=None, concurrency=2, **env):
+    """A real Celery worker process, `name` + `@host`, on the test database and Redis (by default on the queues `make
+    run`'s worker consumes), logging to `directory`/`name`.log. Returns once its heartbeat says it consumes them; one
+    that does not is killed."""
+    from builds.queues import local_queues
+    from portal import workers
 
-    def start(queues=None, concurrency=2, **env):
-        from builds.queues import local_queues
-        from portal import workers
-
-        queues = queues or ",".join([*local_queues(), "hosts", "default"])
-        name = f"worker-{len(started)}-{os.getpid()}@"
-        args = [sys.executable, "-m", "celery", "-A", "portal", "worker", "-Q", queues, "-c", str(concurrency),
-                "-l", "INFO", "-n", name + "%h", "--without-heartbeat", "--without-mingle", "--without-gossip"]
-        worker = PortalProcess(f"worker{len(started)}", args, subprocess_env(redis_server.url, **env), tmp_path)
-        started.append(worker)
-        wait_for(lambda: any(w.name.startswith(name) for w in workers.alive()) or worker.process.poll() is not None,
-                 timeout=60, what="the worker's heartbeat")
+    queues = queues or ",".join([*local_queues(), "hosts", "default"])
+    args = [sys.executable, "-m", "celery", "-A", "portal", "worker", "-Q", queues, "-c", str(concurrency),
+            "-l", "INFO", "-n", name + "@%h", "--without-heartbeat", "--without-mingle", "--without-gossip"]
+    worker = PortalProcess(name, args, subprocess_env(redis_url, **env), directory)
+    worker.hostname_prefix = name + "@"
+    try:
+        wait_for(lambda: any(w.name.startswith(worker.hostname_prefix) for w in workers.alive())
+                 or worker.process.poll() is not None, timeout=60, what="the worker's heartbeat")
         assert worker.process.poll() is None, worker.output()[-3000:]
-        worker.hostname_prefix = name
-        return worker
+    except AssertionError:
+        worker.stop(signal.SIGKILL)
+        raise
+    return worker
 
-    yield start
-    # Killed, not asked to stop, as portal_server's daphne is: the test is over, and a warm shutdown (finish the tasks,
-    # give back what was prefetched, close the pool) took 2-4 s a worker on a busy machine. What a warm shutdown would
-    # also do is done here: the worker's heartbeat goes, so a later test's worker of the same name is not taken for
-    # alive before it beats. (What it had prefetched stays unacknowledged in the suite's Redis, out of later tests' way.)
+
+def end_workers(started):
+    """Killed, not asked to stop, as portal_server's daphne is: the test is over, and a warm shutdown (finish the tasks,
+    give back what was prefetched, close the pool) took 2-4 s a worker on a busy machine. What a warm shutdown would
+    also do is done here: the worker's heartbeat goes, so a later test's worker of the same name is not taken for
+    alive before it beats. (What it had prefetched stays unacknowledged in the suite's Redis, out of later tests' way.)"""
     import redis
 
     from portal import workers
@@ -115,6 +115,22 @@ def start_worker(redis_server, tmp_path, transactional_db):
                 workers.forget(name=beat.name)
     except redis.RedisError:  # the test left Redis down: the heartbeats expire on their own
         pass
+
+
+@pytest.fixture
+def start_worker(redis_server, tmp_path, transactional_db):
+    """start_worker(queues="default", **env) -> a real Celery worker process on the test database and Redis (by default
+    on the queues `make run`'s worker consumes). Returns once its heartbeat says it consumes them."""
+    started = []
+
+    def start(queues=None, concurrency=2, **env):
+        worker = launch_worker(redis_server.url, tmp_path, f"worker-{len(started)}-{os.getpid()}", queues, concurrency,
+                               **env)
+        started.append(worker)
+        return worker
+
+    yield start
+    end_workers(started)
 
 
 @pytest.fixture
