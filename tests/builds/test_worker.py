@@ -66,7 +66,8 @@ def test_a_revision_saved_in_the_browser_is_built_by_the_worker_and_pushed(
 def test_cancel_stops_a_running_sleep_and_its_whole_process_tree_keeping_the_log(
     start_worker, personas, definition
 ):
-    start_worker(queues=local_build_queue(), concurrency=1, **WORKER_ENV)
+    # The worker looks for a cancel request every 0.1 s (WORKER_ENV's 0.5 s would be up to half a second of waiting).
+    start_worker(queues=local_build_queue(), concurrency=1, **{**WORKER_ENV, "BUILD_CANCEL_POLL_SECONDS": "0.1"})
     seconds = a_long_sleep()
     revision = services.revision_create(definition=definition, user=personas.developer,
                                         containerfile=f"FROM {BASE_IMAGE}\nRUN echo before-sleep\nRUN sleep {seconds}\n")
@@ -96,7 +97,8 @@ def test_cancel_stops_a_running_sleep_and_its_whole_process_tree_keeping_the_log
 def test_a_worker_killed_mid_build_leaves_a_failed_build_with_the_reason(
     start_worker, personas, definition, settings
 ):
-    settings.RUN_STALE_AFTER = timedelta(seconds=2)
+    # Heartbeats every 0.3 s, so a run whose worker is alive is never 1 s stale; the reaper is asked every 0.1 s.
+    settings.RUN_STALE_AFTER = timedelta(seconds=1)
     worker = start_worker(queues=local_build_queue(), concurrency=1, RUN_HEARTBEAT_SECONDS="0.3", **WORKER_ENV)
     seconds = a_long_sleep()
     revision = services.revision_create(definition=definition, user=personas.developer,
@@ -113,7 +115,7 @@ def test_a_worker_killed_mid_build_leaves_a_failed_build_with_the_reason(
             reap_stale_runs()
             return reload(build).run.is_finished
 
-        wait_for(reaped, timeout=15, interval=0.5, what="the reaper to fail the build")
+        wait_for(reaped, timeout=15, interval=0.1, what="the reaper to fail the build")
         build = reload(build)
         assert build.status == BuildStatus.FAILED
         assert "stopped responding" in build.run.exit_reason and build.run.worker in build.run.exit_reason

@@ -80,7 +80,7 @@ def test_a_worker_polls_and_runs_an_action_requested_on_the_page(start_worker, f
     host = fleet.start()["web-01"]
     from hosts.tasks import poll_hosts_task
 
-    start_worker(queues="hosts")
+    start_worker(queues="hosts", concurrency=1)  # one task at a time: the poll, then the action
     poll_hosts_task.delay([host.pk])
     wait_for(lambda: Host.objects.get(pk=host.pk).status_at is not None, timeout=30, what="the worker's poll")
     assert Host.objects.get(pk=host.pk).state == HostState.RUNNING

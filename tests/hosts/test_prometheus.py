@@ -89,8 +89,9 @@ def test_prometheus_scrapes_a_working_portal_and_every_dashboard_query_returns_s
     portal_server, start_worker, prometheus, personas, oci_registry, local_builder, build_settings
 ):
     scraper = prometheus(portal_server.url.removeprefix("http://"))
-    wait_for(lambda: scraper.target_health()[0] == "up", timeout=30, what="the first good scrape")
+    # The worker starts (some 3 s) while Prometheus discovers its target and scrapes it the first time.
     start_worker(queues=local_queues()[0], concurrency=1, **WORKER_ENV)
+    wait_for(lambda: scraper.target_health()[0] == "up", timeout=30, what="the first good scrape")
     hosts.host_create(team=personas.team, name="metrics-host", address="127.0.0.1", actor=personas.admin)
 
     definition = builds.definition_create(team=personas.team, user=personas.developer, name="metrics-os")
@@ -114,11 +115,12 @@ def test_prometheus_scrapes_a_working_portal_and_every_dashboard_query_returns_s
     assert scraper.query('portal_hosts{state="new"}')[0]["value"][1] == "1"
     assert scraper.target_health() == ("up", "")
 
-    # A rate needs two scrapes of a series: give the last ones to appear a few more.
+    # A rate needs two scrapes of a series: give the last ones to appear a few more (20 s), asking 4 times a scrape.
     empty = dashboard_queries()
-    for _ in range(20):
+    deadline = time.monotonic() + 20
+    while True:
         empty = [expr for expr in empty if not scraper.query(expr)]
-        if not empty:
+        if not empty or time.monotonic() > deadline:
             break
-        time.sleep(1)
+        time.sleep(0.25)
     assert empty == [], f"dashboard queries without series: {empty}"
