@@ -12,6 +12,7 @@ import pytest
 from builds import registry, registryapi
 from builds.registry import RegistryAccess
 from hosts import simregistry
+from tests.builds.fixtures import skopeo_inspect
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +22,6 @@ def pushed(oci_registry):
 
 
 def test_a_manifest_and_the_tags_are_read_as_skopeo_inspect_raw_reads_them(pushed):
-    from tests.builds.fixtures import skopeo_inspect
-
     oci_registry, digests = pushed
     access = RegistryAccess(registry=oci_registry.address, insecure=True)
     text = registry.raw_manifest(f"{oci_registry.address}/platform/reads:prod", access=access)
