@@ -25,6 +25,7 @@ import os
 import re
 import ssl
 import threading
+import urllib.parse
 
 import urllib3
 
@@ -114,8 +115,17 @@ class Session:
             except ValueError:
                 raise APIError(f"{self.registry} answered the tag list of {repository} with something not JSON") from None
             link = re.match(r"\s*<([^>]+)>", response.headers.get("Link", ""))
-            path = link.group(1) if link else ""
+            path = self._path_on_registry(link.group(1), repository) if link else ""
         return found
+
+    def _path_on_registry(self, url: str, repository: str) -> str:
+        """The path (and query) of a tag list's next page: the API allows an absolute URL, which must be this registry's
+        own, since the login goes with the request."""
+        parts = urllib.parse.urlsplit(url)
+        if (parts.scheme or parts.netloc) and f"{parts.scheme}://{parts.netloc}" != self._base_url():
+            raise APIError(f"{self.registry} sent the next page of the tag list of {repository} to another address "
+                           f"({url[:200]}); it is not followed")
+        return urllib.parse.urlunsplit(("", "", parts.path, parts.query, ""))
 
     # --- HTTP -------------------------------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ the team's login answered to the registry's challenge, an insecure registry over
 registry is down or refuses the login. Against real docker-registry processes on loopback."""
 
 import contextvars
+import http.server
 import json
 import subprocess
 import threading
@@ -87,3 +88,42 @@ def test_a_verified_registry_is_never_read_over_plain_http(pushed):
     access = RegistryAccess(registry=oci_registry.address, insecure=False)
     with pytest.raises(registry.RegistryError, match="cannot reach the registry"):
         registry.raw_manifest(f"{oci_registry.address}/platform/reads:prod", access=access)
+
+
+class PagingRegistry(http.server.BaseHTTPRequestHandler):
+    """A registry whose tag list comes in pages linked by absolute URLs (the API allows them), the second page's link
+    on another address when the server's `elsewhere` is set."""
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        address = f"http://127.0.0.1:{self.server.server_port}"
+        body, link = b"{}", ""
+        if self.path == "/v2/platform/paged/tags/list?n=1000":
+            body, link = b'{"tags": ["a", "b"]}', f"{address}/v2/platform/paged/tags/list?n=2&last=b"
+        elif self.path == "/v2/platform/paged/tags/list?n=2&last=b":
+            body = b'{"tags": ["c"]}'
+            link = "http://127.0.0.2:9/v2/platform/paged/tags/list?n=2&last=c" if self.server.elsewhere else ""
+        self.send_response(200)
+        if link:
+            self.send_header("Link", f'<{link}>; rel="next"')
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_tag_list_paged_by_absolute_urls_is_followed_on_the_registry_only():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), PagingRegistry)
+    server.elsewhere = False
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        address = f"127.0.0.1:{server.server_port}"
+        access = RegistryAccess(registry=address, insecure=True)
+        assert registry.tags(f"{address}/platform/paged", access=access) == {"a", "b", "c"}
+        server.elsewhere = True  # the login goes with each page: never to another address
+        with pytest.raises(registry.RegistryError, match=r"next page of the tag list of platform/paged to another"):
+            registry.tags(f"{address}/platform/paged", access=access)
+    finally:
+        server.shutdown()
+        server.server_close()
