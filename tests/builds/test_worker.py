@@ -16,12 +16,18 @@ from builds import services
 from builds.models import Build, BuildPhase, BuildStatus
 from builds.queues import local_queues
 from portal.logsink import lines_after
-from portal.models import RunStatus
+from portal.models import Run, RunStatus
+from portal.models.runs import FINISHED_STATUSES
 from portal.services import run_request_cancel
 from tests.builds.fixtures import BASE_IMAGE, WORKER_ENV, a_long_sleep, processes_running, skopeo_inspect
 from tests.helpers import wait_for
+from tests.plugins.processes import end_workers, launch_worker
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+# The worker beats its runs' heartbeat every 0.3 s (the killed-worker test reaps after 1 s without one) and looks for a
+# cancel request every 0.1 s.
+BUILD_WORKER_ENV = {**WORKER_ENV, "RUN_HEARTBEAT_SECONDS": "0.3", "BUILD_CANCEL_POLL_SECONDS": "0.1"}
 
 
 def local_build_queue():
@@ -36,15 +42,53 @@ def log_text(build):
     return "\n".join(text for _, text in lines_after(build.run))
 
 
+class BuildWorkers:
+    """One worker process on this machine's build queue, one build at a time, kept from one test of the module to the
+    next (starting one costs some 3 s of CPU): what a test leaves it is nothing the next can see, each test's rows being
+    new ones. A test that kills it (or leaves a build running in it) gets it replaced for the next test. It writes no
+    audit checkpoint (beat's task does), but is handed a file of the module's own for them, never the default's."""
+
+    def __init__(self, redis_url, directory):
+        self.redis_url, self.directory, self.started = redis_url, directory, []
+
+    def running(self):
+        worker = self.started[-1] if self.started else None
+        if worker is None or worker.process.poll() is not None:
+            if worker is not None:
+                end_workers([worker])  # a killed worker's heartbeat is forgotten before its successor beats
+            worker = launch_worker(self.redis_url, self.directory, f"build-worker-{len(self.started)}-{os.getpid()}",
+                                   queues=local_build_queue(), concurrency=1,
+                                   AUDIT_CHECKPOINT_PATH=str(self.directory / "audit-checkpoints.jsonl"),
+                                   **BUILD_WORKER_ENV)
+            self.started.append(worker)
+        return worker
+
+
+@pytest.fixture(scope="module")
+def build_workers(django_db_setup, redis_server, oci_registry, tmp_path_factory):
+    workers = BuildWorkers(redis_server.url, tmp_path_factory.mktemp("build-worker"))
+    yield workers
+    end_workers(workers.started)
+
+
+@pytest.fixture
+def build_worker(build_workers, transactional_db):
+    """The module's build worker, running; killed after a test that left a run unfinished in it (a failed test), so the
+    next test does not wait behind that build."""
+    worker = build_workers.running()
+    yield worker
+    if worker.process.poll() is None and Run.objects.exclude(status__in=FINISHED_STATUSES).exists():
+        worker.stop(signal.SIGKILL)
+
+
 @pytest.fixture
 def definition(personas, oci_registry, local_builder, build_settings):
     return services.definition_create(team=personas.team, user=personas.developer, name="worker-os")
 
 
 def test_a_revision_saved_in_the_browser_is_built_by_the_worker_and_pushed(
-    start_worker, client_for, personas, definition, oci_registry
+    build_worker, client_for, personas, definition, oci_registry
 ):
-    start_worker(queues=local_build_queue(), concurrency=1, **WORKER_ENV)
     response = client_for(personas.developer).post(reverse("builds:revision_create", args=[definition.pk]), {
         "containerfile": f"FROM {BASE_IMAGE}\nRUN echo hello > /etc/hello\nLABEL containers.bootc=1\n",
         "message": "hello", "context_kind": "none", "and_build": "1",
@@ -64,10 +108,8 @@ def test_a_revision_saved_in_the_browser_is_built_by_the_worker_and_pushed(
 
 
 def test_cancel_stops_a_running_sleep_and_its_whole_process_tree_keeping_the_log(
-    start_worker, personas, definition
+    build_worker, personas, definition
 ):
-    # The worker looks for a cancel request every 0.1 s (WORKER_ENV's 0.5 s would be up to half a second of waiting).
-    start_worker(queues=local_build_queue(), concurrency=1, **{**WORKER_ENV, "BUILD_CANCEL_POLL_SECONDS": "0.1"})
     seconds = a_long_sleep()
     revision = services.revision_create(definition=definition, user=personas.developer,
                                         containerfile=f"FROM {BASE_IMAGE}\nRUN echo before-sleep\nRUN sleep {seconds}\n")
@@ -95,11 +137,11 @@ def test_cancel_stops_a_running_sleep_and_its_whole_process_tree_keeping_the_log
 
 
 def test_a_worker_killed_mid_build_leaves_a_failed_build_with_the_reason(
-    start_worker, personas, definition, settings
+    build_worker, personas, definition, settings
 ):
     # Heartbeats every 0.3 s, so a run whose worker is alive is never 1 s stale; the reaper is asked every 0.1 s.
     settings.RUN_STALE_AFTER = timedelta(seconds=1)
-    worker = start_worker(queues=local_build_queue(), concurrency=1, RUN_HEARTBEAT_SECONDS="0.3", **WORKER_ENV)
+    worker = build_worker
     seconds = a_long_sleep()
     revision = services.revision_create(definition=definition, user=personas.developer,
                                         containerfile=f"FROM {BASE_IMAGE}\nRUN sleep {seconds}\n")
