@@ -120,6 +120,8 @@ def test_no_page_of_any_persona_breaks_the_policy_or_has_a_serious_accessibility
             for path in paths:
                 response, _ = violations_on(page, quiet, portal_server.url + path)
                 assert response.status < 500, (persona, path, response.status)
+                # Signed in (the session cookie taken): else every page would be the sign-in form, checked again.
+                assert not persona or not page.url.startswith(portal_server.url + "/login/"), (persona, path, page.url)
                 policy = response.headers.get("content-security-policy", "")
                 if response.status < 400:  # django-csp leaves DEBUG's own error pages without a policy
                     assert "style-src 'self'" in policy and "unsafe-inline" not in policy, (path, policy)
