@@ -40,16 +40,19 @@ document.addEventListener("securitypolicyviolation", (e) => {
 """
 
 
-# What a page is made of, for axe's purposes: each element's tag, its classes, role, type, id, label target and aria-*
-# attributes (their numbers, the rows' ids, made alike), the names of its other attributes and whether it holds text of
-# its own; not the words, numbers or links, which are the persona's and its rows'. Two pages of the same markup differ
-# only in those, which no rule of axe's judges by what they say: an empty name or heading is an element without text.
-MARKUP = """() => [...document.body.querySelectorAll("*")].map(e => [
+# What a page is made of, for axe's purposes: each element's tag (the head's too: a title, the document's language), its
+# classes, role, type, id, label target, lang and aria-* attributes (their numbers, the rows' ids, made alike), the
+# names of its other attributes and whether it holds text of its own, and whether any id is repeated (which the made
+# alike numbers would hide); not the words, numbers or links, which are the persona's and its rows'. Two pages of the
+# same markup differ only in those, which no rule of axe's judges by what they say: an empty name or heading is an
+# element without text.
+MARKUP = """() => [...document.querySelectorAll("*")].map(e => [
     e.tagName, e.getAttribute("class"), e.getAttribute("role"), e.getAttribute("type"),
-    [...e.attributes].map(a => /^(id|for|aria-.*)$/.test(a.name) ? a.name + "=" + a.value.replace(/\\d+/g, "#")
-                                                                  : a.name).sort().join(","),
+    [...e.attributes].map(a => /^(id|for|lang|aria-.*)$/.test(a.name) ? a.name + "=" + a.value.replace(/\\d+/g, "#")
+                                                                       : a.name).sort().join(","),
     [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim()) ? "t" : "",
-].join("|")).join("\\n")"""
+].join("|")).concat([(ids => "ids " + (new Set(ids).size === ids.length ? "unique" : "repeated"))(
+    [...document.querySelectorAll("[id]")].map(e => e.id))]).join("\\n")"""
 
 # The rules of axe's default set that read colours (its "cat.color" ones; color-contrast-enhanced, AAA, is not in the
 # set): the only ones the theme can change the answer of, since the dark theme (static/portal/dark.css and Bootstrap's
