@@ -284,6 +284,9 @@ RUN_LOG_SOCKETS_PER_USER = env.int("RUN_LOG_SOCKETS_PER_USER", default=20)
 # How often the log viewer asks for new lines when it cannot follow the log over a websocket (a proxy that blocks
 # websockets, a server restarting, too many live logs open).
 RUN_LOG_POLL_SECONDS = env.float("RUN_LOG_POLL_SECONDS", default=2.0)
+if not RUN_LOG_POLL_SECONDS > 0:
+    raise BadSetting(f"RUN_LOG_POLL_SECONDS ({RUN_LOG_POLL_SECONDS:g}) must be more than 0: the log viewer asks for new "
+                     "lines that often when it cannot follow a log over a websocket (e.g. 2).")
 LOG_SOCKETS_KEY_PREFIX = "portal:log-sockets"
 # The explain page (portal.failures) reads at most this many characters of a pasted log; larger pastes are refused with
 # a message that says so (a form past DATA_UPLOAD_MAX_MEMORY_SIZE gets the 400 page that says the same).

@@ -118,6 +118,7 @@ def test_metrics_are_off_in_production_until_a_token_or_networks_are_set_and_mak
     ("FIELD_ENCRYPTION_KEYS", "", "FIELD_ENCRYPTION_KEYS must be set when DEBUG is off"),
     ("METRICS_ALLOWED_NETWORKS", "10.0.0.0/8,prometheus", "METRICS_ALLOWED_NETWORKS: 'prometheus' is not an IP"),
     ("LOG_FORMAT", "xml", "LOG_FORMAT must be plain or json (got 'xml')"),
+    ("RUN_LOG_POLL_SECONDS", "0", "RUN_LOG_POLL_SECONDS (0) must be more than 0"),
 ])
 def test_a_bad_setting_stops_start_up_with_one_line_naming_it(name, value, says):
     result = manage("check", env=production_env(**{name: value}))
