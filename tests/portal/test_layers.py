@@ -89,7 +89,9 @@ HEAVY_IMPORTS = {
 def imported_names(node):
     if isinstance(node, ast.Import):
         return [alias.name for alias in node.names]
-    return [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    module = "." * node.level + (node.module or "")  # `from . import x` has no module: its name is the dots
+    return [module] + [f"{module.rstrip('.')}.{alias.name}" if node.module else f"{module}{alias.name}"
+                       for alias in node.names]
 
 
 def is_heavy(name):
