@@ -246,10 +246,12 @@ def a_long_sleep():
     return str(100_000 + secrets.randbelow(900_000))
 
 
-def skopeo_copy(source, destination):
-    """`skopeo copy` between the loopback registries, by digest: the copy has the source's digest."""
-    subprocess.run(["skopeo", "copy", "--preserve-digests", "--src-tls-verify=false", "--dest-tls-verify=false",
-                    f"docker://{source}", f"docker://{destination}"], check=True, capture_output=True, timeout=120)
+def skopeo_copy(source, destination, *, all_architectures=False):
+    """`skopeo copy` between the loopback registries, by digest: the copy has the source's digest (a manifest list's
+    with every architecture, when `all_architectures`)."""
+    subprocess.run(["skopeo", "copy", *(["--multi-arch=all"] if all_architectures else []), "--preserve-digests",
+                    "--src-tls-verify=false", "--dest-tls-verify=false", f"docker://{source}", f"docker://{destination}"],
+                   check=True, capture_output=True, timeout=120)
 
 
 # What the pipeline reads from a pushed image and records on its build.
@@ -271,14 +273,8 @@ def build_once(images, revision, user):
     the facts the pipeline read from it: some 0.2 s instead of the 2-4 s of another podman build of the same image.
     Either way the build announces what a worker's does: build.started, then build.succeeded (events, webhooks) and,
     after commit, the pipeline's BUILD_SUCCEEDED (its SBOM stored, signed by the team's keys that sign new builds)."""
-    from django.db import transaction
-
     from builds import pipeline, services
     from builds.models import Build
-    from builds.notifications import BuildEvent, notify_build
-    from portal.models import RunStatus
-    from portal.registry import announce
-    from portal.services import run_finish, run_start
 
     started = services.build_start(revision=revision, user=user)
     first = images.get(revision.containerfile)
@@ -293,11 +289,27 @@ def build_once(images, revision, user):
     tags = started.tag_names()
     for tag in tags:
         skopeo_copy(f"{source}@{facts['digest']}", f"{repository}:{tag}")
-    run_start(started.run)
-    notify_build(event=BuildEvent.BUILD_STARTED, build=started)
-    Build.objects.filter(pk=started.pk).update(repository=repository, tags=tags, pushed_at=timezone.now(), **facts)
-    run_finish(started.run, status=RunStatus.SUCCEEDED)
-    done = Build.objects.with_related().get(pk=started.pk)
+    return copied_build_succeeds(started, repository=repository, tags=tags, facts=facts)
+
+
+def copied_build_succeeds(build, *, repository, tags, facts):
+    """A build whose image was copied into its tags finishes as a worker's does: its run starts, build.started, the
+    facts the pipeline read recorded, its run succeeds, build.succeeded (events, webhooks) and, after commit, the
+    pipeline's BUILD_SUCCEEDED (its SBOM stored, signed by the team's keys that sign new builds)."""
+    from django.db import transaction
+
+    from builds import pipeline
+    from builds.models import Build
+    from builds.notifications import BuildEvent, notify_build
+    from portal.models import RunStatus
+    from portal.registry import announce
+    from portal.services import run_finish, run_start
+
+    run_start(build.run)
+    notify_build(event=BuildEvent.BUILD_STARTED, build=build)
+    Build.objects.filter(pk=build.pk).update(repository=repository, tags=tags, pushed_at=timezone.now(), **facts)
+    run_finish(build.run, status=RunStatus.SUCCEEDED)
+    done = Build.objects.with_related().get(pk=build.pk)
     notify_build(event=BuildEvent.BUILD_SUCCEEDED, build=done)
     transaction.on_commit(lambda: announce(pipeline.BUILD_SUCCEEDED, build_id=done.pk))
     return done

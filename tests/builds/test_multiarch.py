@@ -12,13 +12,12 @@ import subprocess
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.utils import timezone
 
 from builds import multiarch, pipeline, retention, services
 from builds.models import Build, Builder, BuildStatus, ImageRetentionPolicy
 from hosts.models import ReferenceDigest
 from portal.logsink import lines_after
-from tests.builds.fixtures import BASE_IMAGE, PIPELINE_FACTS, skopeo_inspect
+from tests.builds.fixtures import BASE_IMAGE, PIPELINE_FACTS, copied_build_succeeds, skopeo_copy, skopeo_inspect
 
 pytestmark = pytest.mark.slow
 
@@ -88,13 +87,6 @@ def list_once(lists, revision, user):
     read: under a second instead of the 2-5 s of building both architectures and assembling them again. Either way each
     build (the members, then the list) announces what a worker's does, as `build_once`'s copies do: build.started,
     build.succeeded and, after commit, the pipeline's BUILD_SUCCEEDED."""
-    from django.db import transaction
-
-    from builds.notifications import BuildEvent, notify_build
-    from portal.models import RunStatus
-    from portal.registry import announce
-    from portal.services import run_finish, run_start
-
     first = lists.get(revision.containerfile)
     if first is None:
         built = build_list(revision, user)
@@ -109,16 +101,8 @@ def list_once(lists, revision, user):
                          (manifest_list, list_facts)]:
         tags = build.tag_names()
         for tag in tags:
-            subprocess.run(["skopeo", "copy", "--multi-arch=all", "--preserve-digests", "--src-tls-verify=false",
-                            "--dest-tls-verify=false", f"docker://{source}@{facts['digest']}",
-                            f"docker://{repository}:{tag}"], check=True, capture_output=True, timeout=120)
-        run_start(build.run)
-        notify_build(event=BuildEvent.BUILD_STARTED, build=build)
-        Build.objects.filter(pk=build.pk).update(repository=repository, tags=tags, pushed_at=timezone.now(), **facts)
-        run_finish(build.run, status=RunStatus.SUCCEEDED)
-        done = Build.objects.with_related().get(pk=build.pk)
-        notify_build(event=BuildEvent.BUILD_SUCCEEDED, build=done)
-        transaction.on_commit(lambda pk=done.pk: announce(pipeline.BUILD_SUCCEEDED, build_id=pk))
+            skopeo_copy(f"{source}@{facts['digest']}", f"{repository}:{tag}", all_architectures=True)
+        copied_build_succeeds(build, repository=repository, tags=tags, facts=facts)
     return Build.objects.with_related().get(pk=manifest_list.pk)
 
 
