@@ -6,7 +6,7 @@
 set -euo pipefail
 purpose=${1:-test}
 run_pkgs=(podman buildah skopeo gnupg runc docker-registry busybox-static qemu-utils xorriso git openssh-client)
-test_pkgs=("${run_pkgs[@]}" curl openssh-server chromium apache2-utils redis-server e2fsprogs fdisk iproute2 postgresql-client prometheus qemu-system-x86
+test_pkgs=("${run_pkgs[@]}" curl openssh-server chromium chromium-headless-shell apache2-utils redis-server e2fsprogs fdisk iproute2 postgresql-client prometheus qemu-system-x86
            qemu-user-static)
 case "$purpose" in
   run) pkgs=("${run_pkgs[@]}") ;;
@@ -34,7 +34,7 @@ if ((${#missing[@]})); then
     echo "Missing system packages: ${missing[*]}" >&2
     echo "Install them with:" >&2
     echo "  sudo apt-get install -y ${missing[*]}" >&2
-    echo "(on Fedora: sudo dnf install -y podman buildah skopeo gnupg2 distribution busybox qemu-img openssh-server chromium redis)" >&2
+    echo "(on Fedora: sudo dnf install -y podman buildah skopeo gnupg2 distribution busybox qemu-img openssh-server chromium chromium-headless redis)" >&2
     [ "$purpose" = run ] || exit 1
   fi
 fi

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.timeout(2400)
 
 @pytest.fixture(scope="module")
 def stack():
-    require_tool("podman", "mmdebstrap", "chromium", "busybox", "qemu-img", "xorriso", "sfdisk")
+    require_tool("podman", "mmdebstrap", "chromium-headless-shell", "busybox", "qemu-img", "xorriso", "sfdisk")
     with tempfile.TemporaryDirectory(prefix="imp-deploy-") as directory:
         stack = Stack(Path(directory))
         stack.write_configuration()
