@@ -60,9 +60,14 @@ lock: $(VENV)/bin/uv
 venv: $(VENV)/.installed
 venv-run: $(VENV)/.installed-run
 
+# The venv gets no pip of its own: uv goes in through the pip of the Python that made it, run on that pip's own bytecode
+# (not var/pycache's, empty in a new clone): a venv with a pip of its own (ensurepip) and uv installed by that pip cost
+# some 6 s of CPU, this 2.5. Where that Python has no pip (Debian without python3-pip), the venv gets one after all.
 $(VENV)/bin/uv:
-	@test -x $(PY) || python3 -m venv $(VENV) || { echo "python3 -m venv failed: on Debian run  apt-get install -y python3-venv"; exit 1; }
-	@$(VENV)/bin/pip install -q "uv==$(UV_VERSION)"
+	@test -x $(PY) || python3 -m venv --without-pip $(VENV) || { echo "python3 -m venv failed: on Debian run  apt-get install -y python3-venv"; exit 1; }
+	@env -u PYTHONPYCACHEPREFIX python3 -m pip --python $(PY) install -q "uv==$(UV_VERSION)" 2>/dev/null \
+	  || { $(PY) -m ensurepip >/dev/null && $(PY) -m pip install -q "uv==$(UV_VERSION)"; } \
+	  || { echo "installing uv failed: on Debian run  apt-get install -y python3-venv python3-pip"; exit 1; }
 
 # Each lock is complete (it holds the one before it, at the same versions), so one file installs each set.
 # The project itself goes in editable and without dependencies (the lock installed them): that is what puts the `imp`
