@@ -489,9 +489,15 @@ def publish_run_status(run):
     )
 
 
-def user_create(*, username, password, email="", is_helpdesk=False, is_superuser=False, actor=None):
+def user_create(*, username, password=None, password_hash=None, email="", is_helpdesk=False, is_superuser=False,
+                actor=None):
+    """A local account with `password`, or with `password_hash` (what make_password returned) where accounts share one
+    password: hashing it is a million PBKDF2 rounds (some 0.25 s of CPU), so make run's demo personas hash theirs once."""
     user = User(username=username, email=email, is_helpdesk=is_helpdesk, is_superuser=is_superuser, is_staff=is_superuser)
-    user.set_password(password)
+    if password_hash is None:
+        user.set_password(password)
+    else:
+        user.password = password_hash
     with transaction.atomic():
         user.save()
         audit(action="user.create", summary=f"created user {username}", actor=actor, obj=user)

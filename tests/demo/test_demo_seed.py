@@ -11,6 +11,7 @@ from builds.models import Build, ImageDefinition, Revision
 from builds.releases.models import Promotion, PromotionStatus, StageHistory
 from portal.demo import web_os as demo
 from portal.demo.management.commands.run_portal import demo_blocker
+from portal.demo.management.commands.seed_demo import DEMO_PASSWORD, PERSONAS
 from portal.models import Membership, Team, User
 from tests.builds.fixtures import skopeo_inspect
 
@@ -32,6 +33,8 @@ def test_without_podman_the_seed_skips_the_builds_with_a_note_and_changes_nothin
     first = seed()
     assert "demo builds are skipped (podman, skopeo, busybox, tar not installed" in first
     assert "developer" in first and "portal-demo" in first
+    for username, *_ in PERSONAS:
+        assert User.objects.get(username=username).check_password(DEMO_PASSWORD), username
     definition = ImageDefinition.objects.get(team__slug="platform", name="web-os")
     assert sorted(definition.revisions.values_list("number", flat=True)) == [1, 2]
     assert definition.revisions.get(number=1).containerfile.count(f"FROM {demo.DEMO_BASE}") == 1

@@ -7,6 +7,7 @@ approver, the web-os 9 → 10 rollout on dev) is slow, so `make run` does it in 
 it is skipped with a note.
 """
 
+from django.contrib.auth.hashers import make_password
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
@@ -39,11 +40,13 @@ class Command(BaseCommand):
         if team is None:
             team = services.team_create(name=DEMO_TEAM, actor=None, description="Demo team created by make run.")
         stages_ensure_default(team=team)
+        password_hash = None
         for username, role, helpdesk, superuser, _ in PERSONAS:
             user = User.objects.filter(username=username).first()
             if user is None:
+                password_hash = password_hash or make_password(DEMO_PASSWORD)  # one hash for the five: they share it
                 user = services.user_create(
-                    username=username, password=DEMO_PASSWORD, email=f"{username}@example.com",
+                    username=username, password_hash=password_hash, email=f"{username}@example.com",
                     is_helpdesk=helpdesk, is_superuser=superuser,
                 )
             if role and not Membership.objects.filter(team=team, user=user).exists():
