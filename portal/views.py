@@ -99,12 +99,17 @@ def _next_path(request):
 
 @login_required
 def team_list(request):
+    return _team_list_page(request, TeamForm() if request.user.is_superuser else None)
+
+
+def _team_list_page(request, form, status=200):
+    """The teams page: each team with the user's role and its member count (people, not team tokens), the members read
+    in one query for all the teams."""
     teams = Team.objects.visible_to(request.user).prefetch_related(
         Prefetch("memberships", queryset=Membership.objects.people()))
     roles = team_roles(request.user)
     rows = [(team, roles.get(team.pk)) for team in teams]
-    form = TeamForm() if request.user.is_superuser else None
-    return render(request, "portal/team_list.html", {"rows": rows, "form": form})
+    return render(request, "portal/team_list.html", {"rows": rows, "form": form}, status=status)
 
 
 @login_required
@@ -114,10 +119,7 @@ def team_create(request):
         raise PermissionDenied("Only portal administrators create teams.")
     form = TeamForm(request.POST)
     if not form.is_valid():
-        teams = Team.objects.visible_to(request.user)
-        roles = team_roles(request.user)
-        return render(request, "portal/team_list.html", {"rows": [(t, roles.get(t.pk)) for t in teams], "form": form},
-                      status=400)
+        return _team_list_page(request, form, status=400)
     team = services.team_create(name=form.cleaned_data["name"], description=form.cleaned_data["description"],
                                 actor=request.user, request=request)
     messages.success(request, f"Team {team} created.")

@@ -4,11 +4,14 @@ import re
 
 import pytest
 from django.core.exceptions import PermissionDenied
+from django.db import connection
 from django.http import Http404
+from django.test.utils import CaptureQueriesContext
 
-from portal import services
+from portal import services, tokens
 from portal.access import can, get_run_for_user, get_team_for_user
 from portal.models import Action, AuditEvent, Membership, Role, RunKind, RunStatus
+from tests.plugins.personas import make_team
 
 pytestmark = pytest.mark.django_db
 
@@ -186,6 +189,28 @@ class TestTeamViews:
         expect(client_for, personas.superuser, "post", "/teams/new/", 302, {"name": "Security"})
         expect(client_for, personas.superuser, "post", "/teams/new/", 400, {"name": "Security"})
         expect(client_for, personas.superuser, "post", "/teams/new/", 400, {"name": "!!!"})
+
+    def test_a_refused_new_team_shows_the_teams_as_the_list_does_in_as_many_queries_however_many_teams(
+            self, personas, client_for):
+        tokens.token_create(actor=personas.admin, name="ci", scopes=["read"], team=personas.team)  # not a member
+        client = client_for(personas.superuser)
+
+        def teams_shown(content):
+            return re.findall(r'fw-semibold">([^<]+)</span>.*?(\d+) members?</span>', content.decode(), re.S)
+
+        def refused():
+            with CaptureQueriesContext(connection) as queries:
+                response = client.post("/teams/new/", {"name": "!!!"})
+            assert response.status_code == 400
+            return teams_shown(response.content), len(queries)
+
+        listed = teams_shown(client.get("/teams/").content)  # first, as it notes the session's activity
+        shown, queries = refused()
+        assert shown == listed == [("Other", "1"), ("Platform", "6")]
+        for name in ("Security", "Storage", "Network"):
+            make_team(name, admin=personas.admin)
+        shown, more_teams_queries = refused()
+        assert len(shown) == 5 and more_teams_queries == queries
 
 
 class TestRunViews:
