@@ -70,3 +70,20 @@ class TestPasswordChange:
         viewer.post("/password/", {"old_password": PASSWORD, "new_password1": "a much longer secret 42",
                                    "new_password2": "a much longer secret 42"})
         assert developer.get("/").status_code == 200
+
+
+class TestTheSuitesSignedInClients:
+    def test_each_client_has_a_session_of_its_own_signed_in_as_its_user(self, personas, client_for):
+        first, second = client_for(personas.viewer), client_for(personas.viewer)
+        assert first.session.session_key != second.session.session_key
+        for client in (first, second):
+            assert client.get("/").context["user"] == personas.viewer
+        assert client_for(personas.developer).get("/").context["user"] == personas.developer
+        assert first.post("/logout/").status_code == 302
+        assert first.get("/").status_code == 302 and second.get("/").context["user"] == personas.viewer
+
+    def test_a_client_made_after_a_password_change_is_signed_in_under_the_new_password(self, personas, client_for):
+        client_for(personas.viewer)
+        personas.viewer.set_password("another horse battery")
+        personas.viewer.save()
+        assert client_for(personas.viewer).get("/").context["user"] == personas.viewer
