@@ -1,6 +1,8 @@
 """Playwright on Debian's Chromium headless shell (a browser download is impossible here, and not needed)."""
 
 import asyncio
+import base64
+import math
 import time
 from contextlib import contextmanager
 
@@ -126,9 +128,22 @@ def sign_in(page, base_url, username):
 
 
 def screenshot(page, name):
+    """A PNG of the whole page in test-artifacts/ (what Playwright's full_page screenshot takes, once the page's fonts
+    have loaded, the same pixels), encoded for speed: Chromium's PNG encoder at the settings Playwright leaves it at took
+    a third to a half of a full-page picture's CPU. The page sweep's 114 pictures (SWEEP_PICTURES=1) took 15.8 -> 13.3
+    CPU-s, a page of 1400x5130 0.44 -> 0.33 CPU-s (its file a fifth larger); the suite takes some ninety."""
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.evaluate("document.fonts.ready.then(() => null)")
+    session = page.context.new_cdp_session(page)
+    try:
+        size = session.send("Page.getLayoutMetrics")["cssContentSize"]
+        picture = session.send("Page.captureScreenshot", {
+            "format": "png", "optimizeForSpeed": True, "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": math.ceil(size["width"]), "height": math.ceil(size["height"]), "scale": 1}})
+    finally:
+        session.detach()
+    path.write_bytes(base64.b64decode(picture["data"]))
     return path
 
 
