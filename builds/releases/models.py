@@ -366,8 +366,8 @@ class Promotion(models.Model):
 
 class PromotionEvent(models.TextChoices):
     """What promotions emit through the core's events (registered in builds.releases.apps with the JSON Schemas in
-    builds/releases/event_schemas/, composed in builds.releases.notifications). "promotion.decided" of earlier
-    webhooks became promotion.approved and promotion.rejected (releases migration 0004)."""
+    builds/releases/event_schemas/, composed in builds.releases.notifications). "promotion.decided" became
+    promotion.approved and promotion.rejected before the first deployment, so no stored webhook names it."""
 
     APPROVAL_REQUESTED = "promotion.requested", "Approval requested"
     APPROVED = "promotion.approved", "Promotion approved"

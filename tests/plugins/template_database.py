@@ -1,7 +1,7 @@
 """The test database is migrated once per run, not once per xdist worker: on PostgreSQL the controller migrates a
 template database while the workers start, and each worker's test database is `CREATE DATABASE ... TEMPLATE` of it.
 
-Each migration of the portal takes some 7.5 s of CPU (and the server's). The controller is idle while its workers import
+Each migration of the portal takes some 6 s of CPU (and the server's). The controller is idle while its workers import
 the portal and collect the tests (some 10 s of CPU each), so it migrates the template then, in a thread, and a worker
 waits for it only if it is not made by the time the worker's first test needs the database. The worker's own set-up is
 pytest-django's and Django's as ever (`setup_databases`, the personas' fixture after it); the template is Django's own

@@ -10,7 +10,9 @@
   an index on (team_id, id) that includes n gives them from the index alone.
 
 Made here rather than in the models' Meta: the expressions and the INCLUDE are PostgreSQL's; SQLite (`make run`)
-gets the plain (team_id, id) index."""
+gets the plain (team_id, id) index. A migration of its own after 0001_initial, not part of it: an administrator who
+creates pg_trgm later runs this one again alone (`migrate hosts 0001_initial`, then `migrate hosts`), which going back
+to 0001_initial could not do."""
 
 from django.db import migrations, transaction
 
@@ -35,7 +37,7 @@ def install(apps, schema_editor):
     except Exception as exc:  # noqa: BLE001 - any refusal (no privilege, contrib not installed) leaves the search as it was
         print(f"\n  hosts: the host search's trigram indexes were not made (pg_trgm: {exc}); the search still works, "
               "by a scan of the hosts table. An administrator can run CREATE EXTENSION pg_trgm and migrate "
-              "hosts 0008, then 0009 again.")
+              "hosts 0001_initial, then hosts again.")
         return
     for statement in TRIGRAM:
         schema_editor.execute(statement)
@@ -48,5 +50,5 @@ def remove(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("hosts", "0008_runtime_changes")]
+    dependencies = [("hosts", "0001_initial")]
     operations = [migrations.RunPython(install, remove)]
