@@ -158,9 +158,10 @@ class Command(BaseCommand):
         supervisor.add("agents", [python, "-m", "portal.machine_server", "--host", "127.0.0.1", "--port",
                                   agents_port or port + 1], ready=lambda: _http_ok(f"{agents_url}/health/live"))
         # Django's system checks ran as run_portal started, on the same code and settings; Celery runs them again in
-        # each worker and beat (loading every URLconf, some 0.45 s of CPU each). Beat, the boot tests' worker and the
-        # hosts' worker skip them: they load the URLconf only if a task makes a link. The build worker keeps them, so
-        # that the URLconf is loaded once before it forks its pool, not in each of its processes at their first link.
+        # each worker and beat, and manage.py in the fleet (loading every URLconf, some 0.45 s of CPU each). Beat, the
+        # boot tests' worker, the hosts' worker and the fleet skip them: they load the URLconf only if they make a
+        # link. The build worker keeps them, so that the URLconf is loaded once before it forks its pool, not in each
+        # of its processes at their first link.
         unchecked = {**env, "CELERY_SKIP_CHECKS": "1"}
         worker_name = f"worker-{os.getpid()}@"
         # This machine's builds and conversions (its own architecture), and the rest; a remote builder's queue needs
@@ -184,7 +185,7 @@ class Command(BaseCommand):
                        ready=lambda: _beat_schedule_written(schedule, started_at), env=unchecked)
         if fleet:
             supervisor.add("fleet", [python, manage, "demo_fleet", "--hosts", fleet, "--register",
-                                     "--base-port", fleet_base_port])
+                                     "--base-port", fleet_base_port, "--skip-checks"])
 
         call_command("migrate", interactive=False)  # prints to this process's stdout, as manage.py migrate would
         seeded = io.StringIO()
