@@ -3,6 +3,7 @@ free ports, threads that close their database connection, required tools (a skip
 egress allow-list of a test's loopback servers, and a watcher of every process's command line."""
 
 import os
+import random
 import shutil
 import socket
 import threading
@@ -47,6 +48,23 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_port_range(count):
+    """A first port with `count` free ports from it on, below the kernel's ephemeral range (32768 and up here): a range
+    found free inside it could be taken, before the test binds it, by any connection the suite opens (every outgoing
+    connection gets a port from there), which once failed a fleet's start with "address already in use". Below it only
+    an explicit bind takes a port; the first port is drawn at random, so the suite's processes rarely try the same."""
+    for _ in range(50):
+        first = random.randrange(20000, 32768 - count)  # noqa: S311 - a port to try, not a secret
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+    raise AssertionError(f"no {count} free consecutive ports")
 
 
 def start_in_thread(function, *args):

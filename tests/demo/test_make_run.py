@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, free_port, require_tool, wait_for
+from tests.helpers import ROOT, free_port, free_port_range, require_tool, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(1200)]
 
@@ -51,20 +51,6 @@ def clone(tmp_path_factory):
     # unlinking them took 3-13 s of disk waits (0.4 s of CPU) at the end of the test.
     subprocess.Popen(["rm", "-rf", "--", str(path)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,  # noqa: S603, S607
                      stderr=subprocess.DEVNULL, start_new_session=True)
-
-
-def free_port_range(count):
-    """A first port with `count` free ports from it on."""
-    for _ in range(50):
-        first = free_port()
-        try:
-            for port in range(first, first + count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-    raise AssertionError(f"no {count} free consecutive ports")
 
 
 class MakeRun:

@@ -10,7 +10,7 @@ import pytest
 from hosts import poller
 from hosts.models import ActionKind, Host, HostAction, HostState
 from portal.models import AuditEvent, RunStatus
-from tests.helpers import ROOT, free_port, wait_for
+from tests.helpers import ROOT, free_port_range, wait_for
 from tests.hosts.fixtures import booted_state
 from tests.plugins.processes import subprocess_env
 
@@ -48,7 +48,7 @@ class FleetCommand:
 def test_simulate_fleet_registers_its_hosts_once_and_they_answer(redis_server, tmp_path, transactional_db, personas,
                                                                  settings):
     settings.HOSTS_CONNECT_TIMEOUT = settings.HOSTS_HANDSHAKE_TIMEOUT = 3.0
-    base_port = free_port()
+    base_port = free_port_range(5)
     args = ["--hosts", "5", "--register", "--team", personas.team.slug, "--base-port", str(base_port),
             "--state-dir", str(tmp_path / "state"), "--no-seed"]
     first = FleetCommand(redis_server.url, tmp_path, *args)
