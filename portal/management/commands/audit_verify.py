@@ -1,12 +1,10 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from portal.management.base import DatabaseCommand
 from portal.services import audit_chain_report
 
 
-class Command(BaseCommand):
-    # Django's system checks are the web's (they import every URL and the API's schemas, a third of the start-up): an
-    # operator's command on the database runs without them, also when the web's configuration is what is broken.
-    requires_system_checks = []
+class Command(DatabaseCommand):
     help = ("Check the audit trail's HMAC chain and hold it against the checkpoints kept outside the database; names the "
             "first event that was edited, deleted (also from the end) or reordered.")
 

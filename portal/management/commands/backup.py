@@ -1,14 +1,12 @@
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from portal import backups
+from portal.management.base import DatabaseCommand
 
 
-class Command(BaseCommand):
-    # Django's system checks are the web's (they import every URL and the API's schemas, a third of the start-up): an
-    # operator's command on the database runs without them, also when the web's configuration is what is broken.
-    requires_system_checks = []
+class Command(DatabaseCommand):
     help = ("Back up the database into one tar file: pg_dump of a consistent snapshot (PostgreSQL) or SQLite's online "
             "backup, with a manifest naming the encryption key's fingerprint, the audit chain's head and the files "
             "kept in storage (docs/operations.md#backups). The portal keeps running meanwhile.")

@@ -1,14 +1,12 @@
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from portal import backups
+from portal.management.base import DatabaseCommand
 
 
-class Command(BaseCommand):
-    # Django's system checks are the web's (they import every URL and the API's schemas, a third of the start-up): an
-    # operator's command on the database runs without them, also when the web's configuration is what is broken.
-    requires_system_checks = []
+class Command(DatabaseCommand):
     help = ("Restore a backup made by `manage.py backup` into this portal's database, replacing what it holds. Stop "
             "web, workers and beat first. Refuses at once a backup whose encryption key is not configured. Appends the "
             "audit event 'restored from the backup at head #N' (docs/operations.md#backups).")
