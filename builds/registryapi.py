@@ -55,12 +55,10 @@ class Session:
     def __init__(self, access, *, certs_dirs=CERTS_DIRS):
         self.access = access
         self.registry = access.registry
+        context = ssl.create_default_context()
         if access.insecure:
-            context = ssl.create_default_context()
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-        else:
-            context = ssl.create_default_context()
         self._unusable = None  # said on the first read, so opening a plan's session never fails by itself
         try:
             for directory in () if access.insecure else certs_dirs:
@@ -154,12 +152,12 @@ class Session:
         value = self._authorization.get(scope) or self._authorization.get("")
         return {"Authorization": value} if value else {}
 
-    def _request(self, url, headers, *, what=None):
+    def _request(self, url, headers):
         try:
             return self.pool.request("GET", url, headers=headers, redirect=True)
         except urllib3.exceptions.HTTPError as exc:
             reason = getattr(exc, "reason", None) or exc
-            raise APIError(f"cannot reach the registry {what or self.registry}: {reason}. Is it running, and is the "
+            raise APIError(f"cannot reach the registry {self.registry}: {reason}. Is it running, and is the "
                            "address right?") from None
 
     def _base_url(self) -> str:
