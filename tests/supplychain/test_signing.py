@@ -6,6 +6,7 @@ Sigstore keys are made in cosign's format (test_keys.py), but Debian's skopeo ha
 patched out; the test of a sigstore signing says so when that is the skopeo it finds."""
 
 import json
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -41,6 +42,10 @@ def keys(promo):
 
 
 def test_skopeo_signs_with_a_gpg_key_the_portal_generated_into_the_lookaside_store(promo, keys, settings):
+    # A work directory of this test's own, so that another worker's signing is not taken for a key ring left behind;
+    # a short one, since gpg-agent's socket path in it must fit a socket address (108 bytes).
+    work = Path(tempfile.mkdtemp(prefix="sig-"))
+    settings.BUILD_WORK_DIR = str(work)
     release, _ = keys
     build = promo.builds[0]
     signature = sign(promo, build, release)
@@ -51,7 +56,8 @@ def test_skopeo_signs_with_a_gpg_key_the_portal_generated_into_the_lookaside_sto
     assert stored.is_file() and stored.stat().st_size > 0
     assert stage_digest(f"{promo.repository}:build-1") == build.digest  # signing did not change the image
     assert AuditEvent.objects.filter(action="signature.created", object_id=str(signature.pk)).exists()
-    assert not list(Path(tempfile.gettempdir()).glob("imp-build-*/gnupg-*"))  # the key ring is gone
+    assert not list(work.glob("imp-build-*/gnupg-*"))  # the key ring is gone
+    shutil.rmtree(work)
 
 
 def test_a_sigstore_key_signs_where_skopeo_has_sigstore_and_says_why_not_where_it_does_not(promo, keys):
