@@ -12,6 +12,12 @@ A registry is reached as skopeo (containers/image) reaches it with the same `Reg
   without verifying and then over plain HTTP, as `--tls-verify=false` does;
 - the login answers the registry's challenge: Basic (distribution with htpasswd), or a Bearer token fetched from the
   realm the challenge names (Quay, Harbor, Docker Hub), anonymously when there is no login.
+
+The registry and the token service its challenge names are both held to the egress policy (`portal.egress`) before
+the first request: the challenge is the registry's to write, and a registry that a developer typed, or one taken over,
+would otherwise have the worker fetch any address inside the portal's network, and learn from the error whether it
+answered. A registry reached over HTTPS does not get its login sent to a token service over plain HTTP, and the
+reader follows no redirect: manifests and tag lists are served by the registry itself.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ import threading
 import urllib.parse
 
 import urllib3
+
+from portal import egress
 
 TIMEOUT = urllib3.Timeout(connect=10, read=30)
 CERTS_DIRS = ("/etc/containers/certs.d", "/etc/docker/certs.d")
@@ -140,6 +148,10 @@ class Session:
             return response
         said = _registry_says(response)
         where = f"{self.registry}/{repository}"
+        if 300 <= response.status < 400:
+            raise APIError(f"{where}: the registry sent the read elsewhere (HTTP {response.status}, "
+                           f"{response.headers.get('Location', '')[:200]}); the portal reads manifests and tag lists "
+                           "from the registry itself and does not follow it")
         if response.status == 404:
             raise NotFound(f"{where}: {said or 'not found'} (HTTP 404)")
         if response.status in (401, 403):
@@ -154,7 +166,7 @@ class Session:
 
     def _request(self, url, headers):
         try:
-            return self.pool.request("GET", url, headers=headers, redirect=True)
+            return self.pool.request("GET", url, headers=headers, redirect=False)
         except urllib3.exceptions.HTTPError as exc:
             reason = getattr(exc, "reason", None) or exc
             raise APIError(f"cannot reach the registry {self.registry}: {reason}. Is it running, and is the "
@@ -165,6 +177,11 @@ class Session:
         with self._lock:
             if self._base:
                 return self._base
+            try:
+                egress.check_image(f"{self.registry}/", what=f"The registry {self.registry}")
+            except egress.EgressRefused as exc:
+                self._unusable = APIError(str(exc))
+                raise self._unusable from None
             schemes = ("https", "http") if self.access.insecure else ("https",)
             failure = None
             for scheme in schemes:
@@ -192,8 +209,10 @@ class Session:
         params = dict(CHALLENGE_RE.findall(challenge))
         if not params.get("realm"):
             raise APIError(f"{self.registry} asks for a token without saying where to get it: {challenge[:100]!r}")
+        realm = params["realm"]
+        self._check_realm(realm)
         fields = {"service": params.get("service", ""), "scope": params.get("scope") or scope}
-        response = self._token_request(params["realm"], fields, {"Authorization": basic} if basic else {})
+        response = self._token_request(realm, fields, {"Authorization": basic} if basic else {})
         if response.status != 200:
             raise APIError(f"{self.registry}'s token service refused the login {username!r} "
                            f"(HTTP {response.status}); check the team's registry credential")
@@ -205,6 +224,22 @@ class Session:
         if not token:
             raise APIError(f"{self.registry}'s token service answered without a token")
         self._authorization[scope] = f"Bearer {token}"
+
+    def _check_realm(self, realm: str) -> None:
+        """Refuse a token service the portal must not ask: not HTTP(S), plain HTTP for a registry reached over HTTPS
+        (unless its access is marked insecure), or an address the egress policy refuses."""
+        what = f"{self.registry}'s token service"
+        scheme = urllib.parse.urlsplit(realm).scheme.lower()
+        if scheme not in ("https", "http"):
+            raise APIError(f"{what} is {realm[:200]!r}, not an HTTP(S) address; it is not asked")
+        if scheme == "http" and self._base.startswith("https:") and not self.access.insecure:
+            raise APIError(f"{what} is {realm[:200]} over plain HTTP; the portal does not send a registry's login, "
+                           "or ask for its token, in the clear when the registry itself speaks HTTPS. Mark the "
+                           "team's registry credential insecure if that is really wanted")
+        try:
+            egress.check_url(realm, what=what)
+        except egress.EgressRefused as exc:
+            raise APIError(str(exc)) from None
 
     def _token_request(self, realm, fields, headers):
         try:

@@ -1,10 +1,14 @@
 """Retention reads the registry over its HTTP API (`builds.registryapi`), as skopeo would reach it with the same access:
 the team's login answered to the registry's challenge, an insecure registry over plain HTTP, clear words when the
-registry is down or refuses the login. Against real docker-registry processes on loopback."""
+registry is down or refuses the login. Against real docker-registry processes on loopback, and small HTTP(S) servers
+for what a registry may answer that docker-registry never does: pages linked by absolute URLs, a token service of its
+choosing, redirects."""
 
+import contextlib
 import contextvars
 import http.server
 import json
+import ssl
 import subprocess
 import threading
 
@@ -14,6 +18,8 @@ from builds import registry, registryapi
 from builds.registry import RegistryAccess
 from hosts import simregistry
 from tests.builds.fixtures import skopeo_inspect
+from tests.helpers import allow_egress
+from tests.tls import write_tls_files
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +84,7 @@ def test_a_registry_that_wants_a_login_is_read_with_the_teams_credential_and_ref
 
 
 def test_a_registry_that_is_down_is_named_and_a_dry_run_deletes_nothing_on_a_guess():
+    allow_egress("127.0.0.1:9")
     access = RegistryAccess(registry="127.0.0.1:9", insecure=True)
     with pytest.raises(registry.RegistryError, match=r"cannot reach the registry 127.0.0.1:9: .*Is it running"):
         registry.raw_manifest("127.0.0.1:9/platform/web-os:prod", access=access)
@@ -119,6 +126,7 @@ def test_a_tag_list_paged_by_absolute_urls_is_followed_on_the_registry_only():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         address = f"127.0.0.1:{server.server_port}"
+        allow_egress(address)
         access = RegistryAccess(registry=address, insecure=True)
         assert registry.tags(f"{address}/platform/paged", access=access) == {"a", "b", "c"}
         server.elsewhere = True  # the login goes with each page: never to another address
@@ -127,3 +135,108 @@ def test_a_tag_list_paged_by_absolute_urls_is_followed_on_the_registry_only():
     finally:
         server.shutdown()
         server.server_close()
+
+
+class Answering(http.server.BaseHTTPRequestHandler):
+    """A server that notes each request's path and answers what its server's `answer(handler)` returns:
+    (status, headers, body)."""
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        self.server.asked.append(self.path)
+        status, headers, body = self.server.answer(self)
+        self.send_response(status)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def serving(answer, *, tls_files=None):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answering)
+    server.answer, server.asked = answer, []
+    server.address = f"127.0.0.1:{server.server_port}"
+    if tls_files:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tls_files["cert"], tls_files["key"])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def wants_a_token_from(realm):
+    """A registry that lists one tag to the holder of the token "tok", and sends everyone else to `realm` for it."""
+    def answer(request):
+        if request.headers.get("Authorization") == "Bearer tok":
+            return 200, {}, b'{"tags": ["prod"]}'
+        return 401, {"WWW-Authenticate": f'Bearer realm="{realm}",service="registry"'}, b"{}"
+    return answer
+
+
+def hands_out_tok(request):
+    return 200, {}, b'{"token": "tok"}'
+
+
+def test_a_registry_the_egress_policy_refuses_is_never_asked():
+    with serving(hands_out_tok) as inside:
+        access = RegistryAccess(registry=inside.address, insecure=True)
+        with pytest.raises(registry.RegistryError, match=rf"The registry {inside.address} points at 127\.0\.0\.1, .*"
+                                                         "EGRESS_ALLOW"):
+            registry.tags(f"{inside.address}/platform/web-os", access=access)
+        assert inside.asked == []
+    metadata = RegistryAccess(registry="169.254.169.254", insecure=True)
+    with pytest.raises(registry.RegistryError, match=r"169\.254\.169\.254.*metadata"):
+        registry.raw_manifest("169.254.169.254/platform/web-os:prod", access=metadata)
+
+
+def test_the_token_service_a_registry_names_is_held_to_the_egress_policy_too():
+    with serving(hands_out_tok) as tokens, serving(wants_a_token_from("")) as reg:
+        reg.answer = wants_a_token_from(f"http://{tokens.address}/token")
+        allow_egress(reg.address)  # the registry, not the address inside the network its challenge names
+        access = RegistryAccess(registry=reg.address, insecure=True)
+        with pytest.raises(registry.RegistryError, match=rf"{reg.address}'s token service points at 127\.0\.0\.1, .*"
+                                                         "EGRESS_ALLOW"):
+            registry.tags(f"{reg.address}/platform/web-os", access=access)
+        assert tokens.asked == []
+        allow_egress(tokens.address)
+        assert registry.tags(f"{reg.address}/platform/web-os", access=access) == {"prod"}
+        assert [path.split("?")[0] for path in tokens.asked] == ["/token"]
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")  # the insecure access, on purpose
+def test_a_registry_reached_over_https_never_has_its_login_sent_to_a_token_service_over_plain_http(tmp_path):
+    files = write_tls_files(tmp_path)
+    with serving(hands_out_tok) as tokens, serving(wants_a_token_from(""), tls_files=files) as reg:
+        reg.answer = wants_a_token_from(f"http://{tokens.address}/token")
+        allow_egress(reg.address, tokens.address)
+        (tmp_path / "certs.d" / reg.address).mkdir(parents=True)
+        (tmp_path / "certs.d" / reg.address / "ca.crt").write_bytes(files["ca"].read_bytes())
+        verified = RegistryAccess(registry=reg.address, username="pusher", password="s3cret", insecure=False)
+        with registryapi.Session(verified, certs_dirs=(str(tmp_path / "certs.d"),)) as session:
+            with pytest.raises(registryapi.APIError, match=r"token service is http://.* over plain HTTP; the portal "
+                                                           r"does not send a registry's login.*Mark the team's"):
+                session.tags("platform/web-os")
+        assert tokens.asked == []
+        insecure = RegistryAccess(registry=reg.address, username="pusher", password="s3cret", insecure=True)
+        assert registry.tags(f"{reg.address}/platform/web-os", access=insecure) == {"prod"}  # as the operator said
+
+
+def test_a_registry_that_sends_a_read_elsewhere_is_not_followed_and_says_where():
+    with serving(hands_out_tok) as elsewhere:
+        def redirect(request):
+            return 307, {"Location": f"http://{elsewhere.address}/v2/platform/web-os/tags/list"}, b""
+
+        with serving(redirect) as reg:
+            allow_egress(reg.address, elsewhere.address)
+            access = RegistryAccess(registry=reg.address, insecure=True)
+            with pytest.raises(registry.RegistryError, match=rf"sent the read elsewhere \(HTTP 307, http://"
+                                                             rf"{elsewhere.address}/v2/.*does not follow it"):
+                registry.tags(f"{reg.address}/platform/web-os", access=access)
+        assert elsewhere.asked == []
