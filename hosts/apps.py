@@ -37,6 +37,11 @@ class HostsConfig(AppConfig):
         registry.team_link(label="Hosts that report in: enrollment tokens and approvals", icon="broadcast",
                            url_name="hosts:enrollment", action=Action.ADMIN, order=30)
         registry.landing(url_name="hosts:host_list", applies=lands_on_host_search, order=10)
+        # Operators stop what runs on hosts, as they start it.
+        from portal.models import RunKind
+
+        for kind in (RunKind.HOST_ACTION, RunKind.HOST_POLL, RunKind.ROLLOUT):
+            registry.run_cancel(kind=kind, action=Action.OPERATE)
         # The REST API's routers for hosts, their timelines and actions (portal/api.py mounts them under /api/v1/),
         # imported when the URLconf loads.
         registry.api_router("hosts/", "hosts.api.hosts", order=70)

@@ -9,7 +9,8 @@ them without knowing who registered what:
 - `subscribe(...)` / `announce(...)`: in-process hooks between features that may not import each other ("a promotion
   was applied" is announced by releases, and hosts, which may read releases, subscribes);
 - `run_retry(...)`: how a run of a feature's kind is started again as a new one (a build, a conversion), for the
-  core's one retry view (`portal.views.run_retry`; cancelling is the core's own, `portal.views.run_cancel`);
+  core's one retry view (`portal.views.run_retry`); `run_cancel(...)`: the role a user needs to cancel a run of a
+  feature's kind, when it is not a developer's (cancelling itself is the core's, `portal.views.run_cancel`);
 - `fragment(...)` / `fragment_url(...)`: a page of one app loading a fragment another app serves, by a name both know,
   without importing it (the builds pages load "who runs this image" from hosts this way);
 - `failure_rules(...)`: a feature's own rules for the failure explainer (`portal.failures`, docs/failures.md), tried
@@ -250,6 +251,19 @@ def run_retry(*, kind: str, retry: Callable, action: str) -> None:
 
 def run_retry_for(kind: str) -> RunRetry | None:
     return _run_retries.get(kind)
+
+
+_run_cancels: dict[str, str] = {}
+
+
+def run_cancel(*, kind: str, action: str) -> None:
+    """Cancelling a run of `kind` needs `action` in the run's team (operators stop host actions; team admins stop
+    the key rotations only they may start). Kinds no feature names need a developer's."""
+    _run_cancels[kind] = action
+
+
+def run_cancel_action(kind: str, default: str) -> str:
+    return _run_cancels.get(kind, default)
 
 
 # --- Fragments served by one app, loaded by another ------------------------------------------------------------------

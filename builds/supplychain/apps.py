@@ -13,7 +13,7 @@ class SupplyChainConfig(AppConfig):
         from builds.cleanup import IMAGE_DELETED
         from builds.pipeline import BUILD_SUCCEEDED
         from builds.releases.apply import COPY_TRUST, STAGE_SIGNATURE_REQUIREMENT
-        from portal.models import Action
+        from portal.models import Action, RunKind
 
         from .gate import signature_check, vulnerability_check
         from .models import stored_sboms
@@ -47,5 +47,7 @@ class SupplyChainConfig(AppConfig):
         # signatures and vulnerabilities.
         registry.fragment("promotion.trust", url_name="supplychain:promotion_trust")
         registry.fragment("build.supply_chain", url_name="supplychain:build_card")
+        # A key rotation is a team admin's to start and resume, and so to stop.
+        registry.run_cancel(kind=RunKind.KEY_ROTATION, action=Action.ADMIN)
         registry.team_link(label="Signing keys and what each stage requires", icon="key", url_name="supplychain:keys",
                            action=Action.VIEW, order=20)

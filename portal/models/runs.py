@@ -10,7 +10,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-from .. import formatting
+from .. import formatting, registry
 from ..logtext import LEVELS
 from .teams import Action, Membership, Team
 
@@ -45,8 +45,9 @@ HELPDESK_RUN_KINDS = (RunKind.HOST_ACTION, RunKind.HOST_POLL, RunKind.ROLLOUT)
 
 
 def action_to_cancel(kind):
-    """The role action needed to cancel a run of this kind: operators stop host actions, developers the rest."""
-    return Action.OPERATE if kind in (RunKind.HOST_ACTION, RunKind.HOST_POLL, RunKind.ROLLOUT) else Action.DEVELOP
+    """The role action needed to cancel a run of this kind: the one its feature registered (`registry.run_cancel`),
+    else a developer's."""
+    return registry.run_cancel_action(kind, Action.DEVELOP)
 
 
 class RunQuerySet(models.QuerySet):

@@ -346,6 +346,34 @@ class TestCancellingHostRuns:
         assert run.status == RunStatus.RUNNING and run.cancel_requested_at is None
 
 
+
+class TestCancellingKeyRotations:
+    """A key rotation is a team admin's to start and to resume (the supply chain registers who may cancel it)."""
+
+    def test_team_admins_cancel_a_key_rotation_and_no_other_member_does(self, personas, client_for):
+        run = make_run(personas.team, kind=RunKind.KEY_ROTATION)
+        url = f"/runs/{run.pk}/cancel/"
+        expect(client_for, None, "post", url, "login")
+        expect(client_for, personas.outsider, "post", url, 404)
+        for member in (personas.viewer, personas.developer, personas.approver, personas.operator):
+            expect(client_for, member, "post", url, 403)
+        run.refresh_from_db()
+        assert run.status == RunStatus.QUEUED
+        assert b"run-cancel" not in client_for(personas.developer).get(f"/runs/{run.pk}/").content
+        assert b"run-cancel" in client_for(personas.admin).get(f"/runs/{run.pk}/").content
+        expect(client_for, personas.admin, "post", url, 302)
+        run.refresh_from_db()
+        assert run.status == RunStatus.CANCELLED
+
+    def test_through_the_api_too(self, personas, api_as):
+        run = make_run(personas.team, kind=RunKind.KEY_ROTATION)
+        assert api_as(None).post(f"runs/{run.pk}/cancel/").status_code == 401
+        assert api_as(personas.outsider, "read", "build").post(f"runs/{run.pk}/cancel/").status_code == 404
+        assert api_as(personas.developer, "read", "build").post(f"runs/{run.pk}/cancel/").status_code == 403
+        assert api_as(personas.admin, "read", "build").post(f"runs/{run.pk}/cancel/").status_code == 200
+        run.refresh_from_db()
+        assert run.status == RunStatus.CANCELLED
+
 # --- Every URL of the portal, anonymous ------------------------------------------------------------------------------
 
 # What may answer without a login: the login itself and its second step (which sends anyone without a password just
