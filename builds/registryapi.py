@@ -47,6 +47,8 @@ MANIFEST_TYPES = (
 )
 CONNECTIONS = 8  # per registry: retention reads manifests from 8 threads
 CHALLENGE_RE = re.compile(r'(\w+)="([^"]*)"')
+# Docker Hub's name in image references is not where its API answers (containers/image maps it the same way).
+API_HOSTS = {"docker.io": "registry-1.docker.io", "index.docker.io": "registry-1.docker.io"}
 
 
 class APIError(Exception):
@@ -63,6 +65,7 @@ class Session:
     def __init__(self, access, *, certs_dirs=CERTS_DIRS):
         self.access = access
         self.registry = access.registry
+        self.host = API_HOSTS.get(self.registry, self.registry)  # where its API answers
         context = ssl.create_default_context()
         if access.insecure:
             context.check_hostname = False
@@ -178,7 +181,7 @@ class Session:
             if self._base:
                 return self._base
             try:
-                egress.check_image(f"{self.registry}/", what=f"The registry {self.registry}")
+                egress.check_image(f"{self.host}/", what=f"The registry {self.registry}")
             except egress.EgressRefused as exc:
                 self._unusable = APIError(str(exc))
                 raise self._unusable from None
@@ -186,11 +189,11 @@ class Session:
             failure = None
             for scheme in schemes:
                 try:
-                    self._request(f"{scheme}://{self.registry}/v2/", {})
+                    self._request(f"{scheme}://{self.host}/v2/", {})
                 except APIError as exc:
                     failure = exc
                     continue
-                self._base = f"{scheme}://{self.registry}"
+                self._base = f"{scheme}://{self.host}"
                 return self._base
             raise failure
 

@@ -240,3 +240,12 @@ def test_a_registry_that_sends_a_read_elsewhere_is_not_followed_and_says_where()
                                                              rf"{elsewhere.address}/v2/.*does not follow it"):
                 registry.tags(f"{reg.address}/platform/web-os", access=access)
         assert elsewhere.asked == []
+
+
+def test_docker_hub_is_read_where_its_api_answers_not_at_its_name_in_references():
+    # Only the address is checked: reaching Docker Hub is not a test's to do.
+    for name in ("docker.io", "index.docker.io"):
+        with registryapi.Session(RegistryAccess(registry=name)) as session:
+            assert session.host == "registry-1.docker.io" and session.registry == name
+    with registryapi.Session(RegistryAccess(registry="quay.io")) as session:
+        assert session.host == "quay.io"
