@@ -18,7 +18,7 @@ class HostsConfig(AppConfig):
 
         # Models load only once the app registry is ready, i.e. here.
         from builds.releases.apply import PROMOTION_APPLIED
-        from portal.models import Action
+        from portal.models import Action, RunKind
 
         from . import metrics
         from .models import dashboard_counts, lands_on_host_search
@@ -38,8 +38,6 @@ class HostsConfig(AppConfig):
                            url_name="hosts:enrollment", action=Action.ADMIN, order=30)
         registry.landing(url_name="hosts:host_list", applies=lands_on_host_search, order=10)
         # Operators stop what runs on hosts, as they start it.
-        from portal.models import RunKind
-
         for kind in (RunKind.HOST_ACTION, RunKind.HOST_POLL, RunKind.ROLLOUT):
             registry.run_cancel(kind=kind, action=Action.OPERATE)
         # The REST API's routers for hosts, their timelines and actions (portal/api.py mounts them under /api/v1/),
