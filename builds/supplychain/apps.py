@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from django.apps import AppConfig
 
 from portal import registry
@@ -17,6 +19,7 @@ class SupplyChainConfig(AppConfig):
 
         from .gate import signature_check, vulnerability_check
         from .models import stored_sboms
+        from .notifications import FOUND
         from .services import (
             build_succeeded,
             copy_trust,
@@ -47,6 +50,9 @@ class SupplyChainConfig(AppConfig):
         # signatures and vulnerabilities.
         registry.fragment("promotion.trust", url_name="supplychain:promotion_trust")
         registry.fragment("build.supply_chain", url_name="supplychain:build_card")
+        # A feed that newly finds advisories for what a stage holds tells the team (builds.supplychain.notifications).
+        registry.notification_event(FOUND, "Vulnerabilities found in what a stage holds",
+                                    schema=str(Path(__file__).parent / "event_schemas" / f"{FOUND}.v1.json"))
         # A key rotation is a team admin's to start and resume, and so to stop.
         registry.run_cancel(kind=RunKind.KEY_ROTATION, action=Action.ADMIN)
         registry.team_link(label="Signing keys and what each stage requires", icon="key", url_name="supplychain:keys",

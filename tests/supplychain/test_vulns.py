@@ -6,6 +6,7 @@ import io
 import json
 import zipfile
 
+import jsonschema
 import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
@@ -13,7 +14,8 @@ from django.utils import timezone
 from builds.supplychain import services, vulns
 from builds.supplychain.models import Advisory, AdvisoryFeed, AffectedPackage
 from hosts.models import Host, HostState
-from portal import registry
+from portal import events, notifications, registry
+from portal.models import Action, Event
 from tests.supplychain.osv import EXPECTED, FEED, JQ_ADVISORY, csaf_vex, feed_bytes, record
 
 
@@ -68,6 +70,42 @@ def test_a_feed_update_adds_a_cve_to_a_digest_already_in_prod_and_the_cve_page_l
                         state=HostState.UP_TO_DATE, is_bootc=True, booted_digest=newest.digest,
                         tracked_image=promo.ref("prod"), status_at=timezone.now())
     assert "1 host runs this digest" in client_for(personas.viewer).get(hosts_url).content.decode()
+
+
+def test_a_feed_update_that_finds_a_cve_in_what_the_stages_hold_tells_the_team_once(
+        personas, promo, eager_tasks, mailoutbox, django_capture_on_commit_callbacks):
+    services.feed_import(name="debian-bookworm", data=feed_bytes(), source="osv.json", user=personas.superuser)
+    promo.push()
+    newest = promo.builds[2]
+    promo.promote(newest, "dev")
+    promo.promote(newest, "test", approvers=[personas.approver])
+    mailoutbox.clear()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.feed_import(name="debian-bookworm", data=feed_bytes([*FEED, JQ_ADVISORY]), source="osv-2.json",
+                             user=personas.superuser)
+    [event] = Event.objects.filter(type="vulnerabilities.found")
+    jsonschema.Draft202012Validator(events.schema_for(event.type),
+                                    format_checker=jsonschema.FormatChecker()).validate(event.envelope)
+    assert event.team == personas.team
+    data = event.envelope["data"]
+    assert data["feed"] == "debian-bookworm"
+    # Only what is new: bash's CVE-2026-1002 was known before this import, jq's is not.
+    assert [(s["stage"], s["digest"], [(a["id"], a["package"], a["installed"], a["fixed"]) for a in s["advisories"]])
+            for s in data["stages"]] == [(stage, newest.digest, [("DSA-9006-1", "jq", "1.6-2", "1.6-3")])
+                                         for stage in ("dev", "test")]
+    assert data["stages"][0]["advisories"][0]["url"].endswith("/advisories/DSA-9006-1/")
+    mails = [m for m in mailoutbox if "new advisory" in m.subject]  # one to each approver and admin of the team
+    recipients = {address for m in mails for address in m.to}
+    assert recipients == {u.email for u in notifications.members_with(personas.team, Action.APPROVE)}
+    assert personas.approver.email in recipients and personas.developer.email not in recipients
+    assert "1 new advisory for what Platform's stages hold (dev, test)" in mails[0].subject
+    assert "critical: DSA-9006-1 in jq 1.6-2, fixed in 1.6-3" in mails[0].body
+
+    with django_capture_on_commit_callbacks(execute=True):  # the same feed again finds nothing new
+        services.feed_import(name="debian-bookworm", data=feed_bytes([*FEED, JQ_ADVISORY]), source="osv-3.json",
+                             user=personas.superuser)
+    assert Event.objects.filter(type="vulnerabilities.found").count() == 1
 
 
 @pytest.mark.parametrize("data, reason", [
