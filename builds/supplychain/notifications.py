@@ -36,7 +36,7 @@ def stage_findings() -> dict[tuple[int, int], tuple]:
     for team in Team.objects.filter(stages__isnull=False).distinct():
         stages = {stage.pk: stage for stage in Stage.objects.filter(team=team).select_related("team")}
         definitions = {d.pk: d for d in ImageDefinition.objects.filter(team=team).select_related("team")}
-        for key, entry in current_entries(stages.values(), definitions).items():
+        for key, entry in current_entries(stages.values(), definitions.values()).items():
             if entry.build is None:
                 continue
             entry.stage, entry.definition = stages[entry.stage_id], definitions[entry.definition_id]
