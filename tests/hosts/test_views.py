@@ -3,6 +3,7 @@ action confirmations; and that no page ever shows a private key (adding hosts, t
 tests/hosts/test_inventory_views.py)."""
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from hosts.models import ActionKind, Host, HostAction, HostState, TeamSSHKey
@@ -353,7 +354,9 @@ class TestTheList:
         Host.objects.bulk_create(hosts)
         client = client_for(personas.viewer)
         client.get("/hosts/fleet/")
-        with django_assert_max_num_queries(12):  # as many whatever the digests: the database ranks them
+        # As many whatever the digests: the database ranks them. SQLite sums the tallies on every view, one query more
+        # (hosts/fleet.py says why).
+        with django_assert_max_num_queries(12 if connection.vendor == "postgresql" else 13):
             response = client.get("/hosts/fleet/")
         groups = dict(response.context["groups"])
         [x_key] = [key for key in groups if key[1] == "r/x"]
