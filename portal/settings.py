@@ -383,7 +383,7 @@ if OBJECT_STORAGE == "s3":
         if globals()[_name] and not re.match(r"^https?://[^/\s]+", globals()[_name]):
             raise BadSetting(f"{_name} must be an http(s) URL, e.g. https://s3.example.com")
     STORAGES["default"] = {
-        "BACKEND": "storages.backends.s3.S3Storage",
+        "BACKEND": "portal.s3storage.S3Storage",
         "OPTIONS": {
             "bucket_name": S3_BUCKET,
             "endpoint_url": S3_ENDPOINT_URL or None,

@@ -105,7 +105,7 @@ def s3_storage_settings(server, bucket_name, **overrides):
         "S3_SECRET_ACCESS_KEY": values["secret_key"],
         "DOWNLOADS_VIA": "presigned",
         "STORAGES_DEFAULT": {
-            "BACKEND": "storages.backends.s3.S3Storage",
+            "BACKEND": "portal.s3storage.S3Storage",
             "OPTIONS": {"bucket_name": values["bucket"], "endpoint_url": values["endpoint"], "region_name": "us-east-1",
                         "access_key": values["access_key"], "secret_key": values["secret_key"], "location": "",
                         "addressing_style": "path", "signature_version": "s3v4", "file_overwrite": False,
