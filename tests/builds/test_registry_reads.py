@@ -18,17 +18,7 @@ from builds import registry, registryapi
 from builds.registry import RegistryAccess
 from hosts import simregistry
 from tests.builds.fixtures import skopeo_inspect
-from tests.helpers import allow_egress
 from tests.tls import write_tls_files
-
-
-@pytest.fixture
-def allow():
-    """allow(*entries): EGRESS_ALLOW gains them for this test only."""
-    undos = []
-    yield lambda *entries: undos.append(allow_egress(*entries))
-    for undo in reversed(undos):
-        undo()
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +82,8 @@ def test_a_registry_that_wants_a_login_is_read_with_the_teams_credential_and_ref
         registry.raw_manifest(reference, access=wrong)
 
 
-def test_a_registry_that_is_down_is_named_and_a_dry_run_deletes_nothing_on_a_guess(allow):
-    allow("127.0.0.1:9")
+def test_a_registry_that_is_down_is_named_and_a_dry_run_deletes_nothing_on_a_guess(egress_allow):
+    egress_allow("127.0.0.1:9")
     access = RegistryAccess(registry="127.0.0.1:9", insecure=True)
     with pytest.raises(registry.RegistryError, match=r"cannot reach the registry 127.0.0.1:9: .*Is it running"):
         registry.raw_manifest("127.0.0.1:9/platform/web-os:prod", access=access)
@@ -129,13 +119,13 @@ class PagingRegistry(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_a_tag_list_paged_by_absolute_urls_is_followed_on_the_registry_only(allow):
+def test_a_tag_list_paged_by_absolute_urls_is_followed_on_the_registry_only(egress_allow):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), PagingRegistry)
     server.elsewhere = False
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         address = f"127.0.0.1:{server.server_port}"
-        allow(address)
+        egress_allow(address)
         access = RegistryAccess(registry=address, insecure=True)
         assert registry.tags(f"{address}/platform/paged", access=access) == {"a", "b", "c"}
         server.elsewhere = True  # the login goes with each page: never to another address
@@ -205,26 +195,26 @@ def test_a_registry_the_egress_policy_refuses_is_never_asked():
         registry.raw_manifest("169.254.169.254/platform/web-os:prod", access=metadata)
 
 
-def test_the_token_service_a_registry_names_is_held_to_the_egress_policy_too(allow):
+def test_the_token_service_a_registry_names_is_held_to_the_egress_policy_too(egress_allow):
     with serving(hands_out_tok) as tokens, serving(wants_a_token_from("")) as reg:
         reg.answer = wants_a_token_from(f"http://{tokens.address}/token")
-        allow(reg.address)  # the registry, not the address inside the network its challenge names
+        egress_allow(reg.address)  # the registry, not the address inside the network its challenge names
         access = RegistryAccess(registry=reg.address, insecure=True)
         with pytest.raises(registry.RegistryError, match=rf"{reg.address}'s token service points at 127\.0\.0\.1, .*"
                                                          "EGRESS_ALLOW"):
             registry.tags(f"{reg.address}/platform/web-os", access=access)
         assert tokens.asked == []
-        allow(tokens.address)
+        egress_allow(tokens.address)
         assert registry.tags(f"{reg.address}/platform/web-os", access=access) == {"prod"}
         assert [path.split("?")[0] for path in tokens.asked] == ["/token"]
 
 
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")  # the insecure access, on purpose
-def test_a_registry_reached_over_https_never_has_its_login_sent_to_a_token_service_over_plain_http(tmp_path, allow):
+def test_a_registry_reached_over_https_never_has_its_login_sent_to_a_token_service_over_plain_http(tmp_path, egress_allow):
     files = write_tls_files(tmp_path)
     with serving(hands_out_tok) as tokens, serving(wants_a_token_from(""), tls_files=files) as reg:
         reg.answer = wants_a_token_from(f"http://{tokens.address}/token")
-        allow(reg.address, tokens.address)
+        egress_allow(reg.address, tokens.address)
         (tmp_path / "certs.d" / reg.address).mkdir(parents=True)
         (tmp_path / "certs.d" / reg.address / "ca.crt").write_bytes(files["ca"].read_bytes())
         verified = RegistryAccess(registry=reg.address, username="pusher", password="s3cret", insecure=False)
@@ -237,13 +227,13 @@ def test_a_registry_reached_over_https_never_has_its_login_sent_to_a_token_servi
         assert registry.tags(f"{reg.address}/platform/web-os", access=insecure) == {"prod"}  # as the operator said
 
 
-def test_a_registry_that_sends_a_read_elsewhere_is_not_followed_and_says_where(allow):
+def test_a_registry_that_sends_a_read_elsewhere_is_not_followed_and_says_where(egress_allow):
     with serving(hands_out_tok) as elsewhere:
         def redirect(request):
             return 307, {"Location": f"http://{elsewhere.address}/v2/platform/web-os/tags/list"}, b""
 
         with serving(redirect) as reg:
-            allow(reg.address, elsewhere.address)
+            egress_allow(reg.address, elsewhere.address)
             access = RegistryAccess(registry=reg.address, insecure=True)
             with pytest.raises(registry.RegistryError, match=rf"sent the read elsewhere \(HTTP 307, http://"
                                                              rf"{elsewhere.address}/v2/.*does not follow it"):

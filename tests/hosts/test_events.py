@@ -218,17 +218,13 @@ def emit_one(team, kind="build.failed"):
     return events.emit(type=kind, team=team, data={}, subject=events.Subject(kind="build", id=1, name="b", path="/"))
 
 
-def test_a_webhook_made_with_the_form_gets_only_the_kinds_it_ticked(personas, client_for, django_capture_on_commit_callbacks):
-    from tests.helpers import allow_egress
-
-    disallow = allow_egress("127.0.0.1:9")
-    try:
-        response = client_for(personas.admin).post(
-            reverse("portal:notification_webhooks", args=[personas.team.slug]),
-            {"name": "ops", "url": "http://127.0.0.1:9/hook", "events": ["host.unreachable", "promotion.applied"],
-             "active": "on"})
-    finally:
-        disallow()
+def test_a_webhook_made_with_the_form_gets_only_the_kinds_it_ticked(personas, client_for, django_capture_on_commit_callbacks,
+                                                                    egress_allow):
+    egress_allow("127.0.0.1:9")
+    response = client_for(personas.admin).post(
+        reverse("portal:notification_webhooks", args=[personas.team.slug]),
+        {"name": "ops", "url": "http://127.0.0.1:9/hook", "events": ["host.unreachable", "promotion.applied"],
+         "active": "on"})
     assert response.status_code in (200, 302), response.content[:500]
     hook = NotificationWebhook.objects.get(team=personas.team, name="ops")
     assert sorted(hook.events) == ["host.unreachable", "promotion.applied"]

@@ -22,6 +22,17 @@ def egress_allows_nothing_at_first():
     settings.EGRESS_ALLOW = []
 
 
+@pytest.fixture
+def egress_allow():
+    """egress_allow(*entries): EGRESS_ALLOW gains them (tests.helpers.allow_egress) until the test ends."""
+    from tests.helpers import allow_egress
+
+    undos = []
+    yield lambda *entries: undos.append(allow_egress(*entries))
+    for undo in reversed(undos):
+        undo()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def quick_product_timings():
     """Product waits that tests would otherwise sit through, shortened (their production defaults are in

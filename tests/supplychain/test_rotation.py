@@ -125,18 +125,15 @@ def test_a_rotated_key_still_verifies_old_signatures_until_the_date_it_was_given
 
 
 def test_a_digest_that_cannot_be_re_signed_is_named_and_the_old_key_stays_until_a_resumed_run_signs_it(
-        promo, scene, settings):
-    from tests.helpers import allow_egress, free_port
+        promo, scene, settings, egress_allow):
+    from tests.helpers import free_port
 
     old, new = scene
     second = promo.builds[1]
     address = f"127.0.0.1:{free_port()}"  # allowed, but nothing listens there
-    disallow = allow_egress(address)
-    try:
-        Build.objects.filter(pk=second.pk).update(repository=f"{address}/platform/nowhere")
-        stopped = rotate(promo, old, new)
-    finally:
-        disallow()
+    egress_allow(address)
+    Build.objects.filter(pk=second.pk).update(repository=f"{address}/platform/nowhere")
+    stopped = rotate(promo, old, new)
     assert stopped.run.status == RunStatus.FAILED
     assert stopped.run.exit_reason.startswith("1 of 2 digest(s) in use could not be re-signed with release-2027: "
                                               f"{second.short_digest} (")

@@ -177,20 +177,18 @@ def test_a_digest_is_signed_once_per_key_and_only_by_developers_of_its_team(prom
         services.signature_request(build=promo.builds[0], key=release, user=promo.personas.developer)
 
 
-def test_a_registry_that_does_not_answer_fails_the_signing_with_the_reason_and_nothing_is_recorded(promo, keys):
+def test_a_registry_that_does_not_answer_fails_the_signing_with_the_reason_and_nothing_is_recorded(promo, keys,
+                                                                                                  egress_allow):
     from builds.models import Build
-    from tests.helpers import allow_egress, free_port
+    from tests.helpers import free_port
 
     release, _ = keys
     build = promo.builds[0]
     address = f"127.0.0.1:{free_port()}"  # allowed, but nothing listens there
-    disallow = allow_egress(address)
-    try:
-        Build.objects.filter(pk=build.pk).update(repository=f"{address}/platform/nowhere")
-        build.refresh_from_db()
-        signature = sign(promo, build, release)
-    finally:
-        disallow()
+    egress_allow(address)
+    Build.objects.filter(pk=build.pk).update(repository=f"{address}/platform/nowhere")
+    build.refresh_from_db()
+    signature = sign(promo, build, release)
     assert signature.run.status == RunStatus.FAILED
     assert signature.run.exit_reason.startswith(f"skopeo could not sign {build.short_digest}"), \
         signature.run.exit_reason
