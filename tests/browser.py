@@ -4,6 +4,7 @@ import asyncio
 import base64
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from tests.helpers import ARTIFACTS, require_tool
@@ -109,22 +110,29 @@ def sign_in(page, base_url, username):
     """The page's context signed in as `username` without the sign-in form: Django's test client signs in on the
     database the portal's processes share and its session cookie is handed to the browser, as a person's browser holds
     one after signing in. It spares a test the form's page, its POST and the page it lands on (about a second of the
-    portal's and Chromium's CPU, two on a busy machine); tests of signing in itself use log_in. Django's ORM refuses to
-    run while Playwright's event loop is marked running in this thread, so the mark is taken away for the sign-in."""
+    portal's and Chromium's CPU, two on a busy machine); tests of signing in itself use log_in. The client runs in a
+    thread of its own: Django's ORM refuses to run in a thread where an event loop runs, as Playwright's does here."""
+    from django.conf import settings
+
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        session_key = thread.submit(_session_of, username).result()
+    page.context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "url": base_url, "value": session_key}])
+
+
+def _session_of(username):
+    """A new signed-in session of `username`, on a database connection of the calling thread that it closes."""
     from django.conf import settings
     from django.contrib.auth import get_user_model
+    from django.db import connections
     from django.test import Client
 
-    loop = asyncio._get_running_loop()
-    asyncio._set_running_loop(None)
     try:
         client = Client()
         client.force_login(get_user_model().objects.get(username=username),
                            backend="django.contrib.auth.backends.ModelBackend")
+        return client.cookies[settings.SESSION_COOKIE_NAME].value
     finally:
-        asyncio._set_running_loop(loop)
-    page.context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "url": base_url,
-                               "value": client.cookies[settings.SESSION_COOKIE_NAME].value}])
+        connections.close_all()
 
 
 def screenshot(page, name):
