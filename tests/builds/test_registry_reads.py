@@ -209,6 +209,8 @@ def test_the_token_service_a_registry_names_is_held_to_the_egress_policy_too(egr
         assert [path.split("?")[0] for path in tokens.asked] == ["/token"]
 
 
+# builds.registryapi silences it for the portal's processes; pytest restores the warning filters after collecting.
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_a_registry_reached_over_https_never_has_its_login_sent_to_a_token_service_over_plain_http(tmp_path, egress_allow):
     files = write_tls_files(tmp_path)
     with serving(hands_out_tok) as tokens, serving(wants_a_token_from(""), tls_files=files) as reg:
