@@ -45,6 +45,12 @@ class HostsConfig(AppConfig):
         registry.api_router("hosts/", "hosts.api.hosts", order=70)
         registry.api_router("host-actions/", "hosts.api.host_actions", order=71)
         registry.subscribe(PROMOTION_APPLIED, promotion_applied)
+        # The supply chain tells operators of new advisories for digests their hosts boot that no stage holds.
+        from builds.supplychain.notifications import RUNNING_DIGESTS
+
+        from .tallies import running_digests
+
+        registry.provide(RUNNING_DIGESTS, running_digests)
         from .notifications import HostEventType
 
         for kind, label in HostEventType.choices:

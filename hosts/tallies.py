@@ -48,6 +48,14 @@ class DigestTally(models.Model):
         return f"team {self.team_id} {self.booted_digest}: {self.n:+d}"
 
 
+def running_digests() -> dict[tuple[int, str], int]:
+    """{(team id, digest): how many of the team's hosts boot it}, from the maintained tally (the supply chain asks, to
+    tell operators of new advisories for what their hosts boot)."""
+    rows = (DigestTally.objects.exclude(booted_digest="").values("team_id", "booted_digest")
+            .annotate(hosts=Sum("n")).filter(hosts__gt=0))
+    return {(row["team_id"], row["booted_digest"]): row["hosts"] for row in rows}
+
+
 def tally_counts(team_ids, *, stage_ids=None, state=None, update_available=None, enforcing=None):
     """{(team_id, stage_id, state, drifting): hosts} over the given teams, from the maintained tally; with
     `update_available=True`, only hosts with an update found and not staged; with `enforcing` True or False, only

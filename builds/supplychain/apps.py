@@ -19,7 +19,7 @@ class SupplyChainConfig(AppConfig):
 
         from .gate import signature_check, vulnerability_check
         from .models import stored_sboms
-        from .notifications import FOUND
+        from .notifications import FOUND, RUNNING
         from .services import (
             build_succeeded,
             copy_trust,
@@ -50,9 +50,12 @@ class SupplyChainConfig(AppConfig):
         # signatures and vulnerabilities.
         registry.fragment("promotion.trust", url_name="supplychain:promotion_trust")
         registry.fragment("build.supply_chain", url_name="supplychain:build_card")
-        # A feed that newly finds advisories for what a stage holds tells the team (builds.supplychain.notifications).
+        # A feed that newly finds advisories for what a stage holds, or for what hosts boot that no stage holds, tells
+        # the team (builds.supplychain.notifications; which digests hosts boot is asked of hosts, never imported).
         registry.notification_event(FOUND, "Vulnerabilities found in what a stage holds",
                                     schema=str(Path(__file__).parent / "event_schemas" / f"{FOUND}.v1.json"))
+        registry.notification_event(RUNNING, "Vulnerabilities found in what hosts boot that no stage holds",
+                                    schema=str(Path(__file__).parent / "event_schemas" / f"{RUNNING}.v1.json"))
         # A key rotation is a team admin's to start and resume, and so to stop.
         registry.run_cancel(kind=RunKind.KEY_ROTATION, action=Action.ADMIN)
         registry.team_link(label="Signing keys and what each stage requires", icon="key", url_name="supplychain:keys",

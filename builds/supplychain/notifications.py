@@ -1,31 +1,55 @@
-"""What the supply chain tells people: `vulnerabilities.found`, when an advisory feed's import finds advisories that
-affect a digest a stage holds now and did not affect it before the import (a new CVE for what runs in prod, with no
-rebuild). Emitted through the core's events (`portal.events`: stored, sent to the team's webhooks subscribed to it,
-emailed to the team's approvers and admins); the kind is registered in builds.supplychain.apps with its JSON Schema in
-builds/supplychain/event_schemas/.
+"""What the supply chain tells people when an advisory feed's import finds advisories that did not affect an image
+before the import (a new CVE for what runs, with no rebuild):
 
-`stage_findings()` is read before and after the import, in its transaction; `notify_new_findings(...)` emits one event
-per team with what is new. Nothing is emitted for a team whose stages gained nothing, or for an import that rolled back.
+- `vulnerabilities.found`, for a digest a stage holds now: emailed to the team's approvers and admins;
+- `vulnerabilities.running`, for a digest the team's hosts boot that none of its stages holds (hosts left behind on an
+  older build, or that follow no stage): emailed to the team's operators and admins, who update those hosts.
+
+Both go through the core's events (`portal.events`: stored, sent to the team's webhooks subscribed to them), and are
+registered in builds.supplychain.apps with their JSON Schemas in builds/supplychain/event_schemas/. Which digests
+hosts boot is asked of the app that knows the fleet (`RUNNING_DIGESTS`, which hosts answers): builds never imports it.
+
+`findings()` is read before and after the import, in its transaction; `notify_new_findings(...)` emits, per team, one
+event of each kind with what is new. Nothing is emitted for a team that gained nothing, or for an import that rolled
+back.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 from django.urls import reverse
 
-from builds.models import ImageDefinition
+from builds.models import Build, ImageDefinition
 from builds.releases.gate import current_entries
 from builds.releases.models import Stage
 from portal import events, notifications
 from portal.formatting import short_digest
 from portal.models import Action, Event, Team
 from portal.notifications import site_url
+from portal.registry import providers
 
 from . import vulns
 
 FOUND = "vulnerabilities.found"
-LISTED = 20  # advisories named in the email per stage; the event's data holds them all
+RUNNING = "vulnerabilities.running"
+# Asked of the app that knows the fleet: function() -> {(team id, digest): how many of the team's hosts boot it}.
+RUNNING_DIGESTS = "supplychain.running_digests"
+LISTED = 20  # advisories named in the email per stage or digest; the event's data holds them all
+
+
+@dataclass
+class Findings:
+    """What the advisories find, at one moment, in what the stages hold and in what the hosts boot."""
+
+    stages: dict = field(default_factory=dict)  # stage_findings()
+    running: dict = field(default_factory=dict)  # running_findings(stages)
+
+
+def findings() -> Findings:
+    stages = stage_findings()
+    return Findings(stages=stages, running=running_findings(stages))
 
 
 def stage_findings() -> dict[tuple[int, int], tuple]:
@@ -46,14 +70,44 @@ def stage_findings() -> dict[tuple[int, int], tuple]:
     return found
 
 
-def notify_new_findings(*, before: dict, after: dict, feed, actor=None) -> list[Event]:
-    """One `vulnerabilities.found` per team whose stages hold a digest that `after` finds advisories for that `before`
-    did not."""
+def running_findings(stages: dict) -> dict[tuple[int, str], tuple]:
+    """{(team id, digest): (build, hosts, {(advisory id, package): Finding})} for each digest a team's hosts boot that
+    is one of the team's builds and that none of its stages holds (`stages`: stage_findings()). Hosts of a team that
+    boot another team's build are that team's own business: their team does not own the build."""
+    hosts: dict[tuple[int, str], int] = defaultdict(int)
+    for provider in providers(RUNNING_DIGESTS):
+        for key, count in provider().items():
+            hosts[key] += count
+    held = {(entry.stage.team_id, entry.digest) for entry, _ in stages.values()}
+    wanted = {key for key, count in hosts.items() if count > 0 and key not in held}
+    if not wanted:
+        return {}
+    found = {}
+    builds = (Build.objects.filter(digest__in={digest for _, digest in wanted})
+              .select_related("definition__team").order_by("-pk"))  # the newest build of a digest stands for it
+    for build in builds:
+        key = (build.definition.team_id, build.digest)
+        if key in wanted and key not in found:
+            found[key] = (build, hosts[key], {(f.advisory.identifier, f.package): f for f in vulns.findings_for(build)})
+    return found
+
+
+def notify_new_findings(*, before: Findings, after: Findings, feed, actor=None) -> list[Event]:
+    """Per team, one `vulnerabilities.found` for its stages' digests and one `vulnerabilities.running` for the digests
+    its hosts boot that no stage holds, each listing only the advisories `after` finds that `before` did not."""
+    emitted = _notify_stages(before.stages, after.stages, feed, actor)
+    return emitted + _notify_running(before.running, after.running, feed, actor)
+
+
+def _new(before: dict, key, findings: dict) -> list:
+    known = before[key][-1] if key in before else {}
+    return [finding for name, finding in findings.items() if name not in known]
+
+
+def _notify_stages(before, after, feed, actor) -> list[Event]:
     per_team = defaultdict(list)
     for key, (entry, findings) in after.items():
-        known = before.get(key, (None, {}))[1]
-        new = [finding for name, finding in findings.items() if name not in known]
-        if new:
+        if new := _new(before, key, findings):
             per_team[entry.stage.team_id].append((entry, new))
     emitted = []
     for team in Team.objects.filter(pk__in=per_team).order_by("slug"):
@@ -68,13 +122,37 @@ def notify_new_findings(*, before: dict, after: dict, feed, actor=None) -> list[
     return emitted
 
 
+def _notify_running(before, after, feed, actor) -> list[Event]:
+    per_team = defaultdict(list)
+    for (team_id, _digest), (build, hosts, findings) in after.items():
+        if new := _new(before, (team_id, _digest), findings):
+            per_team[team_id].append((build, hosts, new))
+    emitted = []
+    for team in Team.objects.filter(pk__in=per_team).order_by("slug"):
+        rows = sorted(per_team[team.pk], key=lambda row: (-row[1], str(row[0].definition), row[0].number))
+        data = {"feed": feed.name, "digests": [_running(build, hosts, new) for build, hosts, new in rows]}
+        subject, body = _running_email(team, data)
+        emitted.append(events.emit(
+            type=RUNNING, team=team, data=data, actor=actor,
+            subject=events.Subject(kind="advisory_feed", id=feed.pk, name=f"advisory feed {feed.name}",
+                                   path=reverse("supplychain:advisories")),
+            recipients=set(notifications.members_with(team, Action.OPERATE)), email_subject=subject,
+            email_body=body))
+    return emitted
+
+
 def _stage(entry, new) -> dict:
-    build = entry.build
+    return {"stage": entry.stage.name, **_build_and_advisories(entry.definition, entry.digest, entry.build, new)}
+
+
+def _running(build, hosts, new) -> dict:
+    return {"hosts": hosts, **_build_and_advisories(build.definition, build.digest, build, new)}
+
+
+def _build_and_advisories(definition, digest, build, new) -> dict:
     return {
-        "stage": entry.stage.name,
-        "definition": {"id": entry.definition_id, "name": str(entry.definition),
-                       "repository": entry.definition.repository},
-        "digest": entry.digest,
+        "definition": {"id": definition.pk, "name": str(definition), "repository": definition.repository},
+        "digest": digest,
         "build": {"id": build.pk, "number": build.number,
                   "url": site_url(reverse("supplychain:build", args=[build.pk]) + "#vulnerabilities")},
         "advisories": [{"id": f.advisory.identifier, "cves": f.advisory.cves, "severity": f.advisory.severity,
@@ -94,11 +172,31 @@ def _email(team, data) -> tuple[str, str]:
              "it did not before. Nothing was rebuilt: the same images, newly known to be affected.", ""]
     for stage in data["stages"]:
         lines.append(f"{stage['definition']['name']} in {stage['stage']} ({short_digest(stage['digest'])}):")
-        for advisory in stage["advisories"][:LISTED]:
-            fixed = f", fixed in {advisory['fixed']}" if advisory["fixed"] else ", no fix yet"
-            lines.append(f"  {advisory['severity']}: {advisory['id']} in {advisory['package']} "
-                         f"{advisory['installed']}{fixed}")
-        if len(stage["advisories"]) > LISTED:
-            lines.append(f"  and {len(stage['advisories']) - LISTED} more")
-        lines += [f"  {stage['build']['url']}", ""]
+        lines += _advisory_lines(stage)
     return subject, "\n".join(lines)
+
+
+def _running_email(team, data) -> tuple[str, str]:
+    count = len({a["id"] for row in data["digests"] for a in row["advisories"]})
+    hosts = sum(row["hosts"] for row in data["digests"])
+    subject = (f"{count} new {'advisory' if count == 1 else 'advisories'} for {hosts} of {team.name}'s hosts on an "
+               "image no stage holds")
+    lines = [f"The advisory feed {data['feed']} now lists vulnerabilities in digests {team.name}'s hosts boot, which "
+             "no stage of the team holds any more (or ever did): the hosts are behind their stage, or follow none. "
+             "Updating them to what their stage holds, or rolling a newer build out, takes them off these images.", ""]
+    for row in data["digests"]:
+        lines.append(f"{row['definition']['name']} build {row['build']['number']} ({short_digest(row['digest'])}), "
+                     f"booted by {row['hosts']} host{'s' if row['hosts'] != 1 else ''}:")
+        lines += _advisory_lines(row)
+    return subject, "\n".join(lines)
+
+
+def _advisory_lines(row) -> list[str]:
+    lines = []
+    for advisory in row["advisories"][:LISTED]:
+        fixed = f", fixed in {advisory['fixed']}" if advisory["fixed"] else ", no fix yet"
+        lines.append(f"  {advisory['severity']}: {advisory['id']} in {advisory['package']} "
+                     f"{advisory['installed']}{fixed}")
+    if len(row["advisories"]) > LISTED:
+        lines.append(f"  and {len(row['advisories']) - LISTED} more")
+    return [*lines, f"  {row['build']['url']}", ""]

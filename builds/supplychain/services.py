@@ -497,7 +497,7 @@ def feed_import(*, name: str, data: bytes, source: str, user: User | None, reque
     records = vulns.parse_osv(data)  # raises ValidationError with the reason
     with transaction.atomic():
         feed, _ = AdvisoryFeed.objects.select_for_update().get_or_create(name=name)
-        before = notifications.stage_findings()
+        before = notifications.findings()
         feed.advisories.all().delete()
         count = vulns.store(feed, records)
         feed.source, feed.imported_at, feed.imported_by, feed.advisory_count = source[:500], timezone.now(), user, count
@@ -506,8 +506,9 @@ def feed_import(*, name: str, data: bytes, source: str, user: User | None, reque
         audit(action="advisories.import", summary=f"imported {count} advisories into feed {name} from {source}",
               actor=user, actor_name=None if user is not None else "portal", obj=feed, request=request,
               detail={"count": count, "source": source})
-        # What the stages hold now and the feed newly finds affected, told to each team (vulnerabilities.found).
-        notifications.notify_new_findings(before=before, after=notifications.stage_findings(), feed=feed, actor=user)
+        # What the stages hold or the hosts boot and the feed newly finds affected, told to each team
+        # (vulnerabilities.found, vulnerabilities.running).
+        notifications.notify_new_findings(before=before, after=notifications.findings(), feed=feed, actor=user)
     return feed
 
 

@@ -29,7 +29,7 @@ REF = "127.0.0.1:1/platform/web-os:prod"
 D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 EVERY_TYPE = {"build.started", "build.succeeded", "build.failed", "promotion.requested", "promotion.approved",
               "promotion.rejected", "promotion.applied", "promotion.failed", "host.drift", "host.rollback",
-              "host.unreachable", "retention.run", "vulnerabilities.found"}
+              "host.unreachable", "retention.run", "vulnerabilities.found", "vulnerabilities.running"}
 
 
 def conforms(event: Event) -> dict:

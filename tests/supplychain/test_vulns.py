@@ -108,6 +108,67 @@ def test_a_feed_update_that_finds_a_cve_in_what_the_stages_hold_tells_the_team_o
     assert Event.objects.filter(type="vulnerabilities.found").count() == 1
 
 
+NGINX_ADVISORY = record("DSA-9007-1", "CVE-2026-1007", "nginx", "1.22.1-10", severity="high")
+
+
+def boot(team, name, build):
+    return Host.objects.create(team=team, name=name, address="127.0.0.1", port=1, host_key="ssh-ed25519 AAAA",
+                               state=HostState.DRIFT, is_bootc=True, booted_digest=build.digest, status_at=timezone.now())
+
+
+def test_a_feed_update_that_finds_a_cve_in_what_hosts_boot_and_no_stage_holds_tells_the_operators_once(
+        personas, promo, eager_tasks, mailoutbox, django_capture_on_commit_callbacks):
+    services.feed_import(name="debian-bookworm", data=feed_bytes(), source="osv.json", user=personas.superuser)
+    promo.push()
+    older, newest = promo.builds[1], promo.builds[2]  # nginx 1.22.1-9 and 1.24.0-1
+    promo.promote(newest, "dev")
+    for name in ("web-01", "web-02", "web-03"):  # left behind on build 2, which no stage holds any more
+        boot(personas.team, name, older)
+    boot(personas.team, "web-04", newest)  # on what dev holds: the approvers' notice covers it
+    boot(personas.other_team, "theirs", older)  # another team's host on this team's build: not this team's to hear
+    mailoutbox.clear()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.feed_import(name="debian-bookworm", data=feed_bytes([*FEED, JQ_ADVISORY, NGINX_ADVISORY]),
+                             source="osv-2.json", user=personas.superuser)
+    [event] = Event.objects.filter(type="vulnerabilities.running")
+    jsonschema.Draft202012Validator(events.schema_for(event.type),
+                                    format_checker=jsonschema.FormatChecker()).validate(event.envelope)
+    assert event.team == personas.team
+    [row] = event.envelope["data"]["digests"]
+    assert (row["digest"], row["hosts"], row["build"]["number"]) == (older.digest, 3, 2)
+    assert [(a["id"], a["package"], a["installed"], a["fixed"]) for a in row["advisories"]] == [
+        ("DSA-9007-1", "nginx", "1.22.1-9", "1.22.1-10")]
+    [found] = Event.objects.filter(type="vulnerabilities.found")  # dev's digest: jq, for the approvers
+    assert [s["stage"] for s in found.envelope["data"]["stages"]] == ["dev"]
+    mails = [m for m in mailoutbox if "hosts on an image no stage holds" in m.subject]
+    recipients = {address for m in mails for address in m.to}
+    assert recipients == {u.email for u in notifications.members_with(personas.team, Action.OPERATE)}
+    assert personas.operator.email in recipients and personas.approver.email not in recipients
+    assert "1 new advisory for 3 of Platform's hosts on an image no stage holds" in mails[0].subject
+    assert "build 2" in mails[0].body and "booted by 3 hosts" in mails[0].body
+    assert "high: DSA-9007-1 in nginx 1.22.1-9, fixed in 1.22.1-10" in mails[0].body
+
+    with django_capture_on_commit_callbacks(execute=True):  # the same feed again finds nothing new
+        services.feed_import(name="debian-bookworm", data=feed_bytes([*FEED, JQ_ADVISORY, NGINX_ADVISORY]),
+                             source="osv-3.json", user=personas.superuser)
+    assert Event.objects.filter(type="vulnerabilities.running").count() == 1
+
+
+def test_hosts_on_a_digest_a_stage_holds_get_no_running_notice(personas, promo, eager_tasks,
+                                                                django_capture_on_commit_callbacks):
+    services.feed_import(name="debian-bookworm", data=feed_bytes(), source="osv.json", user=personas.superuser)
+    promo.push()
+    older = promo.builds[1]
+    promo.promote(older, "dev")
+    boot(personas.team, "web-01", older)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.feed_import(name="debian-bookworm", data=feed_bytes([*FEED, NGINX_ADVISORY]), source="osv-2.json",
+                             user=personas.superuser)
+    assert Event.objects.filter(type="vulnerabilities.found").count() == 1
+    assert not Event.objects.filter(type="vulnerabilities.running").exists()
+
+
 @pytest.mark.parametrize("data, reason", [
     (b"not json", "is not JSON"),
     (json.dumps({"summary": "no id"}).encode(), 'no "id"'),
