@@ -1,5 +1,6 @@
-"""The test database: commits do not wait for the disk, transactional tests end with DELETEs instead of a TRUNCATE,
-database connections are short-lived, and stray connections are ended so the test database can be dropped."""
+"""The test database: commits do not wait for the disk, transactional tests end with DELETEs instead of a TRUNCATE
+and keep the content types, database connections are short-lived, and stray connections are ended so the test
+database can be dropped."""
 
 import pytest
 from django.core.management.sql import sql_flush as _django_sql_flush
@@ -49,22 +50,27 @@ KEPT_BY_A_FLUSH = ("django_content_type", "auth_permission")
 
 
 def _flush_by_delete(style, connection, reset_sequences=True, allow_cascade=False):
-    """What Django's flush runs at the end of every transactional test, on PostgreSQL: DELETE FROM each table in one
-    transaction instead of one TRUNCATE of them all. TRUNCATE gives each of some sixty tables a new file, which took
-    1.5-2.5 s per test on a busy machine; the DELETEs of a test's few rows take about 0.1 s. Constraints are checked
-    once every row is gone, and the tables' own triggers (the audit trail refuses DELETE, the host tallies count it) are off
-    while their rows go, as they were for TRUNCATE. The content types and permissions stay (KEPT_BY_A_FLUSH). Anything
-    else (SQLite, which deletes anyway; a flush that resets sequences) is left to Django."""
-    if connection.vendor != "postgresql" or reset_sequences:
+    """What Django's flush runs at the end of every transactional test. The content types and permissions stay
+    (KEPT_BY_A_FLUSH): the portal processes the tests share (daphne) cache content type ids, and made again they got
+    new ones, so an audit row such a process wrote named a content type that was gone (on SQLite: "FOREIGN KEY
+    constraint failed" at the commit, a 500). SQLite deletes each table's rows, as Django's own flush does. On
+    PostgreSQL: DELETE FROM each table in one transaction instead of one TRUNCATE of them all. TRUNCATE gives each of
+    some sixty tables a new file, which took 1.5-2.5 s per test on a busy machine; the DELETEs of a test's few rows
+    take about 0.1 s. Constraints are checked once every row is gone, and the tables' own triggers (the audit trail
+    refuses DELETE, the host tallies count it) are off while their rows go, as they were for TRUNCATE. A flush that
+    resets sequences is left to Django."""
+    if connection.vendor not in ("postgresql", "sqlite") or reset_sequences:
         _post_migrate_after_a_flush.kept = False
         return _django_sql_flush(style, connection, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
     tables = [table for table in connection.introspection.django_table_names(only_existing=True, include_views=False)
               if table not in KEPT_BY_A_FLUSH]
+    _post_migrate_after_a_flush.kept = True
+    if connection.vendor == "sqlite":
+        return connection.ops.sql_flush(style, tables, allow_cascade=allow_cascade)
     with connection.cursor() as cursor:
         cursor.execute("SELECT DISTINCT tgrelid::regclass::text FROM pg_trigger WHERE NOT tgisinternal")
         triggered = sorted({name.strip('"') for (name,) in cursor.fetchall()}.intersection(tables))
     quote = connection.ops.quote_name
-    _post_migrate_after_a_flush.kept = True
     statements = ["SET CONSTRAINTS ALL DEFERRED",
                   *(f"ALTER TABLE {quote(table)} DISABLE TRIGGER USER" for table in triggered),
                   *(f"DELETE FROM {quote(table)}" for table in tables),
