@@ -72,13 +72,17 @@ def stage_findings() -> dict[tuple[int, int], tuple]:
 
 def running_findings(stages: dict) -> dict[tuple[int, str], tuple]:
     """{(team id, digest): (build, hosts, {(advisory id, package): Finding})} for each digest a team's hosts boot that
-    is one of the team's builds and that none of its stages holds (`stages`: stage_findings()). Hosts of a team that
-    boot another team's build are that team's own business: their team does not own the build."""
+    is one of the team's builds and that none of its stages holds (`stages`: stage_findings()). A stage that holds a
+    manifest list holds its members too: bootc boots the member of the host's architecture. Hosts count only for
+    builds of their own team."""
     hosts: dict[tuple[int, str], int] = defaultdict(int)
     for provider in providers(RUNNING_DIGESTS):
         for key, count in provider().items():
             hosts[key] += count
     held = {(entry.stage.team_id, entry.digest) for entry, _ in stages.values()}
+    team_of_list = {entry.build_id: entry.stage.team_id for entry, _ in stages.values() if entry.build.is_manifest_list}
+    held |= {(team_of_list[list_id], digest) for list_id, digest in
+             Build.objects.filter(manifest_list__in=list(team_of_list)).values_list("manifest_list_id", "digest")}
     wanted = {key for key, count in hosts.items() if count > 0 and key not in held}
     if not wanted:
         return {}
@@ -124,8 +128,8 @@ def _notify_stages(before, after, feed, actor) -> list[Event]:
 
 def _notify_running(before, after, feed, actor) -> list[Event]:
     per_team = defaultdict(list)
-    for (team_id, _digest), (build, hosts, findings) in after.items():
-        if new := _new(before, (team_id, _digest), findings):
+    for (team_id, digest), (build, hosts, findings) in after.items():
+        if new := _new(before, (team_id, digest), findings):
             per_team[team_id].append((build, hosts, new))
     emitted = []
     for team in Team.objects.filter(pk__in=per_team).order_by("slug"):
@@ -182,8 +186,8 @@ def _running_email(team, data) -> tuple[str, str]:
     subject = (f"{count} new {'advisory' if count == 1 else 'advisories'} for {hosts} of {team.name}'s hosts on an "
                "image no stage holds")
     lines = [f"The advisory feed {data['feed']} now lists vulnerabilities in digests {team.name}'s hosts boot, which "
-             "no stage of the team holds any more (or ever did): the hosts are behind their stage, or follow none. "
-             "Updating them to what their stage holds, or rolling a newer build out, takes them off these images.", ""]
+             "none of the team's stages holds: the hosts are behind their stage, or follow none. Updating them to "
+             "what their stage holds, or rolling a newer build out, takes them off these images.", ""]
     for row in data["digests"]:
         lines.append(f"{row['definition']['name']} build {row['build']['number']} ({short_digest(row['digest'])}), "
                      f"booted by {row['hosts']} host{'s' if row['hosts'] != 1 else ''}:")

@@ -169,6 +169,31 @@ def test_hosts_on_a_digest_a_stage_holds_get_no_running_notice(personas, promo, 
     assert not Event.objects.filter(type="vulnerabilities.running").exists()
 
 
+def test_hosts_on_the_member_of_a_manifest_list_a_stage_holds_get_no_running_notice(
+        personas, promo, eager_tasks, django_capture_on_commit_callbacks):
+    from builds.models import Build
+    from builds.releases.models import StageHistory
+    from portal.models import RunKind
+    from portal.services import run_create, run_finish, run_start
+
+    services.feed_import(name="debian-bookworm", data=feed_bytes(), source="osv.json", user=personas.superuser)
+    member = promo.builds[1]  # linux/amd64, with nginx 1.22.1-9
+    run = run_create(kind=RunKind.BUILD, title="Build 4", team=personas.team, started_by=personas.developer)
+    run_start(run)
+    run_finish(run, status="succeeded")
+    listed = Build.objects.create(definition=promo.definition, revision=member.revision, number=4, run=run,
+                                  platform="linux/amd64,linux/arm64", is_manifest_list=True,
+                                  repository=promo.repository, digest="sha256:" + "4" * 64)
+    Build.objects.filter(pk=member.pk).update(manifest_list=listed)
+    StageHistory.objects.create(stage=promo.stages["dev"], definition=promo.definition, digest=listed.digest,
+                                build=listed)
+    boot(personas.team, "web-01", member)  # bootc boots the list's amd64 member
+    with django_capture_on_commit_callbacks(execute=True):
+        services.feed_import(name="debian-bookworm", data=feed_bytes([*FEED, NGINX_ADVISORY]), source="osv-2.json",
+                             user=personas.superuser)
+    assert not Event.objects.filter(type="vulnerabilities.running").exists()
+
+
 @pytest.mark.parametrize("data, reason", [
     (b"not json", "is not JSON"),
     (json.dumps({"summary": "no id"}).encode(), 'no "id"'),
