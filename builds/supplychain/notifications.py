@@ -17,7 +17,7 @@ back.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django.urls import reverse
 
@@ -43,8 +43,8 @@ LISTED = 20  # advisories named in the email per stage or digest; the event's da
 class Findings:
     """What the advisories find, at one moment, in what the stages hold and in what the hosts boot."""
 
-    stages: dict = field(default_factory=dict)  # stage_findings()
-    running: dict = field(default_factory=dict)  # running_findings(stages)
+    stages: dict  # stage_findings()
+    running: dict  # running_findings(stages)
 
 
 def findings() -> Findings:
@@ -117,12 +117,7 @@ def _notify_stages(before, after, feed, actor) -> list[Event]:
     for team in Team.objects.filter(pk__in=per_team).order_by("slug"):
         stages = sorted(per_team[team.pk], key=lambda pair: (pair[0].definition.name, pair[0].stage.position))
         data = {"feed": feed.name, "stages": [_stage(entry, new) for entry, new in stages]}
-        subject, body = _email(team, data)
-        emitted.append(events.emit(
-            type=FOUND, team=team, data=data, actor=actor,
-            subject=events.Subject(kind="advisory_feed", id=feed.pk, name=f"advisory feed {feed.name}",
-                                   path=reverse("supplychain:advisories")),
-            recipients=set(notifications.members_with(team, Action.APPROVE)), email_subject=subject, email_body=body))
+        emitted.append(_emit(FOUND, team, data, _email(team, data), Action.APPROVE, feed, actor))
     return emitted
 
 
@@ -135,14 +130,18 @@ def _notify_running(before, after, feed, actor) -> list[Event]:
     for team in Team.objects.filter(pk__in=per_team).order_by("slug"):
         rows = sorted(per_team[team.pk], key=lambda row: (-row[1], str(row[0].definition), row[0].number))
         data = {"feed": feed.name, "digests": [_running(build, hosts, new) for build, hosts, new in rows]}
-        subject, body = _running_email(team, data)
-        emitted.append(events.emit(
-            type=RUNNING, team=team, data=data, actor=actor,
-            subject=events.Subject(kind="advisory_feed", id=feed.pk, name=f"advisory feed {feed.name}",
-                                   path=reverse("supplychain:advisories")),
-            recipients=set(notifications.members_with(team, Action.OPERATE)), email_subject=subject,
-            email_body=body))
+        emitted.append(_emit(RUNNING, team, data, _running_email(team, data), Action.OPERATE, feed, actor))
     return emitted
+
+
+def _emit(kind, team, data, email, action, feed, actor) -> Event:
+    """The event `kind` about `feed`, emailed (`email`: subject and body) to the team's members who may do `action`."""
+    subject, body = email
+    return events.emit(
+        type=kind, team=team, data=data, actor=actor,
+        subject=events.Subject(kind="advisory_feed", id=feed.pk, name=f"advisory feed {feed.name}",
+                               path=reverse("supplychain:advisories")),
+        recipients=set(notifications.members_with(team, action)), email_subject=subject, email_body=body)
 
 
 def _stage(entry, new) -> dict:
